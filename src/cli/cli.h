@@ -1,0 +1,18 @@
+/* cli.h — the mptrain commands. Each returns the process exit status (0, 1 or 2) and is the
+ * only layer that prints to users. Errors go to stderr as "mptrain: error: <message>". */
+#ifndef MPT_CLI_H
+#define MPT_CLI_H
+
+#include "core/status.h"
+
+int mpt_cli_train(int argc, char **argv);
+int mpt_cli_tokenize(int argc, char **argv);
+int mpt_cli_generate(int argc, char **argv);
+
+/* Prints "mptrain: error: <err->msg>" on stderr and returns the exit status for err. */
+int mpt_cli_report(const mpt_error *err);
+/* Where the fetched inputs live: $MPTRAIN_CACHE, else <directory of the binary>/../.cache.
+ * Writes "<cache>/<rel>" into buf. */
+void mpt_cli_cache_path(char *buf, size_t n, const char *rel);
+
+#endif

@@ -1,0 +1,158 @@
+/* cmd_generate.c — `mptrain generate`: sample text from a checkpoint (temperature, top-k). */
+#include <cblas.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/args.h"
+#include "cli/cli.h"
+#include "core/kernels.h"
+#include "core/rng.h"
+#include "model/gpt.h"
+#include "tok/tokenizer.h"
+#include "train/checkpoint.h"
+
+/* Keeps the k largest probabilities (ties at the k-th kept), renormalised; k <= 0 keeps all. */
+static void top_k_(float *p, int V, int k) {
+    if (k <= 0 || k >= V) return;
+    float *sorted = malloc((size_t)V * sizeof *sorted);
+    if (!sorted) return;
+    memcpy(sorted, p, (size_t)V * sizeof *sorted);
+    /* partial selection of the k-th largest */
+    for (int i = 0; i < k; i++) {
+        int best = i;
+        for (int j = i + 1; j < V; j++)
+            if (sorted[j] > sorted[best]) best = j;
+        float t = sorted[i];
+        sorted[i] = sorted[best];
+        sorted[best] = t;
+    }
+    float kth = sorted[k - 1], sum = 0.0f;
+    free(sorted);
+    for (int j = 0; j < V; j++) {
+        if (p[j] < kth) p[j] = 0.0f;
+        sum += p[j];
+    }
+    for (int j = 0; j < V; j++) p[j] /= sum;
+}
+
+static int sample_(const float *p, int V, float u) {
+    float c = 0.0f;
+    for (int j = 0; j < V; j++) {
+        c += p[j];
+        if (u < c) return j;
+    }
+    return V - 1;
+}
+
+int mpt_cli_generate(int argc, char **argv) {
+    const char *ckpt = NULL, *prompt = "", *tok_kind = NULL;
+    int n_tokens = 200, top_k = 40, threads = (int)sysconf(_SC_NPROCESSORS_ONLN), help = 0;
+    float temperature = 0.8f;
+    uint64_t seed = 42;
+    const mpt_arg args[] = {
+        {"checkpoint", MPT_ARG_STRING, &ckpt, "checkpoint directory (or a --save DIR: its latest)", NULL},
+        {"prompt", MPT_ARG_STRING, &prompt, "text to continue (default empty)", NULL},
+        {"tokens", MPT_ARG_INT, &n_tokens, "tokens to generate (default 200)", NULL},
+        {"temperature", MPT_ARG_FLOAT, &temperature, "softmax temperature (default 0.8; 0 = greedy)", NULL},
+        {"top-k", MPT_ARG_INT, &top_k, "sample among the k most likely (default 40; 0 = all)", NULL},
+        {"seed", MPT_ARG_U64, &seed, "sampling seed (default 42)", NULL},
+        {"tokenizer", MPT_ARG_STRING, &tok_kind, "byte | gpt2 (default: from the vocabulary)", NULL},
+        {"threads", MPT_ARG_INT, &threads, "compute threads", NULL},
+    };
+    size_t nargs = sizeof args / sizeof *args;
+    mpt_error err = {0};
+    mpt_status st = mpt_args_parse(args, nargs, argc, argv, 2, &help, "generate", &err);
+    if (help) {
+        printf("usage: mptrain generate --checkpoint DIR [options]\n\n");
+        mpt_args_usage(args, nargs);
+        return 0;
+    }
+    if (st) return mpt_cli_report(&err);
+    if (!ckpt) {
+        mpt_fail(&err, MPT_ERR_INPUT, "generate needs --checkpoint DIR");
+        return mpt_cli_report(&err);
+    }
+    if (n_tokens < 0 || temperature < 0.0f || threads < 1) {
+        mpt_fail(&err, MPT_ERR_INPUT, "--tokens, --temperature must be >= 0 and --threads >= 1");
+        return mpt_cli_report(&err);
+    }
+    omp_set_num_threads(threads);
+    openblas_set_num_threads(threads);
+
+    char dir[4096], bpe[4096];
+    mpt_config cfg;
+    mpt_arena arena;
+    mpt_gpt m = {0};
+    mpt_tokenizer *tok = NULL;
+    int32_t *ids = NULL, *ctx = NULL;
+    size_t n_ids = 0;
+    float *probs = NULL;
+    mpt_arena_init(&arena, 0);
+    if ((st = mpt_checkpoint_resolve(ckpt, dir, sizeof dir, &err)) ||
+        (st = mpt_checkpoint_read_config(dir, &cfg, &err)) ||
+        (st = mpt_config_finish(&cfg, 64, &err)))
+        goto done;
+    if (!tok_kind) tok_kind = cfg.vocab <= 256 ? "byte" : "gpt2";
+    mpt_cli_cache_path(bpe, sizeof bpe, "gpt2-bpe");
+    if ((st = mpt_tokenizer_init(&tok, tok_kind, bpe, &err))) goto done;
+    if (mpt_tokenizer_vocab(tok) > cfg.vocab) {
+        st = mpt_fail(&err, MPT_ERR_INPUT,
+                      "the %s tokenizer has %d tokens but the model only %d: pass --tokenizer",
+                      tok_kind, mpt_tokenizer_vocab(tok), cfg.vocab);
+        goto done;
+    }
+    int T = cfg.n_positions;
+    if ((st = mpt_gpt_init(&m, &cfg, 1, T, 0, &arena, &err)) ||
+        (st = mpt_checkpoint_load(dir, &m.pt, m.params, NULL, NULL, NULL, NULL, &err)))
+        goto done;
+    if ((st = mpt_tokenizer_encode(tok, prompt, strlen(prompt), 1, &ids, &n_ids, &err))) goto done;
+    size_t total = n_ids + (size_t)n_tokens + 1;
+    ctx = malloc(total * sizeof *ctx);
+    probs = malloc((size_t)cfg.vocab * sizeof *probs);
+    if (!ctx || !probs) {
+        st = mpt_fail(&err, MPT_ERR_RUN, "out of memory");
+        goto done;
+    }
+    size_t n = 0;
+    if (n_ids == 0) ctx[n++] = mpt_tokenizer_eot(tok) >= 0 ? mpt_tokenizer_eot(tok) : '\n';
+    for (size_t i = 0; i < n_ids; i++) ctx[n++] = ids[i];
+    fwrite(prompt, 1, strlen(prompt), stdout);
+    uint64_t key = mpt_rng_key(seed, "generate");
+    for (int i = 0; i < n_tokens; i++) {
+        size_t len = n < (size_t)T ? n : (size_t)T;
+        const int32_t *window = ctx + (n - len);
+        mpt_gpt_forward(&m, window, NULL, 1, (int)len, 0.0f);
+        const float *logits = m.act[MPT_ACT_LOGITS] + (len - 1) * (size_t)cfg.padded_vocab;
+        int next;
+        if (temperature == 0.0f) {
+            next = 0;
+            for (int j = 1; j < cfg.vocab; j++)
+                if (logits[j] > logits[next]) next = j;
+        } else {
+            mpt_softmax_row(probs, logits, cfg.vocab, temperature);
+            top_k_(probs, cfg.vocab, top_k);
+            next = sample_(probs, cfg.vocab, mpt_rng_uniform(key, (uint64_t)i));
+        }
+        ctx[n++] = next;
+        if (next < mpt_tokenizer_vocab(tok)) {
+            char *text = NULL;
+            size_t tlen = 0;
+            if (mpt_tokenizer_decode(tok, &ctx[n - 1], 1, &text, &tlen, &err) == MPT_OK)
+                fwrite(text, 1, tlen, stdout);
+            free(text);
+            fflush(stdout);
+        }
+    }
+    printf("\n");
+done:
+    free(ids);
+    free(ctx);
+    free(probs);
+    mpt_gpt_free(&m);
+    mpt_tokenizer_free(tok);
+    return st ? mpt_cli_report(&err) : 0;
+}

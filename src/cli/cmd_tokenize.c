@@ -1,0 +1,267 @@
+/* cmd_tokenize.c — `mptrain tokenize`: text files -> one llm.c token file (CONTRACT §4, §6).
+ *
+ * argv[0] is the command name ("tokenize"); options follow. Each --in file, or each *.txt file
+ * of an --in folder in name order, is one document; documents are encoded one at a time and
+ * joined with <|endoftext|> between them (gpt2) or nothing (byte). */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "cli/cli.h"
+#include "tok/tokenizer.h"
+#include "tok/tokfile.h"
+
+static const char usage_[] =
+    "usage: mptrain tokenize --in TEXT --out FILE.bin [--tokenizer byte|gpt2]\n"
+    "\n"
+    "Turns text into a token file (llm.c layout: a header of 256 int32, then uint16 tokens).\n"
+    "\n"
+    "  --in PATH         a text file, or a folder whose *.txt files are read in name order;\n"
+    "                    may be given several times. Each file is one document; documents are\n"
+    "                    joined in order with <|endoftext|> between them (gpt2) or nothing (byte)\n"
+    "  --out FILE.bin    the token file to write (written aside, then renamed into place)\n"
+    "  --tokenizer KIND  byte: one token per byte, vocab 256 (the default)\n"
+    "                    gpt2: GPT-2's BPE, vocab 50257 (needs `make setup` to fetch it)\n"
+    "  -h, --help        print this help\n";
+
+/* A growable list of malloc'd strings; owns them. */
+typedef struct strlist_ {
+    char **v;
+    size_t n, cap;
+} strlist_;
+
+static void strlist_free_(strlist_ *l) {
+    for (size_t i = 0; i < l->n; i++) free(l->v[i]);
+    free(l->v);
+    l->v = NULL;
+    l->n = l->cap = 0;
+}
+
+/* Appends a copy of a, or of a + "/" + b when b is given. Returns 0 when out of memory. */
+static int strlist_add_(strlist_ *l, const char *a, const char *b) {
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 16, bytes;
+        if (!mpt_size_mul(cap, sizeof *l->v, &bytes)) return 0;
+        char **v = realloc(l->v, bytes);
+        if (!v) return 0;
+        l->v = v;
+        l->cap = cap;
+    }
+    size_t la = strlen(a), lb = b ? strlen(b) : 0;
+    int slash = b && la && a[la - 1] != '/';
+    char *s = malloc(la + (size_t)slash + lb + (b ? 1 : 0) + 1);
+    if (!s) return 0;
+    memcpy(s, a, la);
+    if (slash) s[la] = '/';
+    if (b) memcpy(s + la + slash, b, lb);
+    s[la + (size_t)slash + lb] = '\0';
+    l->v[l->n++] = s;
+    return 1;
+}
+
+static int cmp_str_(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Adds the documents named by one --in: the file itself, or a folder's *.txt files sorted. */
+static mpt_status add_input_(strlist_ *docs, const char *path, mpt_error *err) {
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return mpt_fail(err, MPT_ERR_INPUT, "--in %s: %s; give a text file or a folder of "
+                        ".txt files", path, strerror(errno));
+    if (!S_ISDIR(sb.st_mode)) {
+        if (!strlist_add_(docs, path, NULL)) return mpt_fail(err, MPT_ERR_RUN, "out of memory");
+        return MPT_OK;
+    }
+    DIR *d = opendir(path);
+    if (!d) return mpt_fail(err, MPT_ERR_INPUT, "--in %s: cannot list it (%s)", path,
+                            strerror(errno));
+    strlist_ names = {0};
+    mpt_status st = MPT_OK;
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        size_t len = strlen(e->d_name);
+        if (len <= 4 || strcmp(e->d_name + len - 4, ".txt") != 0) continue;
+        if (!strlist_add_(&names, e->d_name, NULL)) {
+            st = mpt_fail(err, MPT_ERR_RUN, "out of memory");
+            break;
+        }
+    }
+    closedir(d);
+    if (st == MPT_OK && names.n == 0)
+        st = mpt_fail(err, MPT_ERR_INPUT, "--in %s: the folder has no .txt files", path);
+    if (st == MPT_OK) qsort(names.v, names.n, sizeof *names.v, cmp_str_);
+    for (size_t i = 0; st == MPT_OK && i < names.n; i++)
+        if (!strlist_add_(docs, path, names.v[i])) st = mpt_fail(err, MPT_ERR_RUN, "out of memory");
+    strlist_free_(&names);
+    return st;
+}
+
+/* Reads a whole file into malloc'd *data (caller frees; NULL when empty). */
+static mpt_status read_doc_(const char *path, char **data, size_t *len, mpt_error *err) {
+    *data = NULL;
+    *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return mpt_fail(err, MPT_ERR_INPUT, "--in %s: cannot read it (%s)", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        fclose(f);
+        return mpt_fail(err, MPT_ERR_INPUT, "--in %s: cannot read it (not a regular file)", path);
+    }
+    size_t size = (size_t)sb.st_size;
+    char *buf = size ? malloc(size) : NULL;
+    if (size && !buf) {
+        fclose(f);
+        return mpt_fail(err, MPT_ERR_RUN, "--in %s: out of memory for %zu bytes", path, size);
+    }
+    size_t got = size ? fread(buf, 1, size, f) : 0;
+    int bad = ferror(f);
+    fclose(f);
+    if (bad || got != size) {
+        free(buf);
+        return mpt_fail(err, MPT_ERR_INPUT, "--in %s: read failed (%s)", path,
+                        bad ? strerror(errno) : "the file changed while being read");
+    }
+    *data = buf;
+    *len = size;
+    return MPT_OK;
+}
+
+/* Appends src[0..n) to the growable token array *all (length *len, capacity *cap). */
+static int append_tokens_(int32_t **all, size_t *len, size_t *cap, const int32_t *src, size_t n) {
+    size_t need;
+    if (!mpt_size_add(*len, n, &need)) return 0;
+    if (need > *cap) {
+        size_t ncap = *cap ? *cap : 1 << 16, bytes;
+        while (ncap < need)
+            if (!mpt_size_mul(ncap, 2, &ncap)) return 0;
+        if (!mpt_size_mul(ncap, sizeof **all, &bytes)) return 0;
+        int32_t *p = realloc(*all, bytes);
+        if (!p) return 0;
+        *all = p;
+        *cap = ncap;
+    }
+    if (n) memcpy(*all + *len, src, n * sizeof *src);
+    *len = need;
+    return 1;
+}
+
+/* If argv[*i] is --name VALUE or --name=VALUE, sets *val (advancing *i past VALUE) and returns
+ * 1, or -1 when the value is missing; returns 0 for any other argument. */
+static int take_opt_(int argc, char **argv, int *i, const char *name, const char **val) {
+    const char *a = argv[*i];
+    size_t nl = strlen(name);
+    if (strncmp(a, name, nl) != 0) return 0;
+    if (a[nl] == '=') {
+        *val = a + nl + 1;
+        return **val ? 1 : -1;
+    }
+    if (a[nl] != '\0') return 0;
+    if (*i + 1 >= argc) return -1;
+    *val = argv[++*i];
+    return 1;
+}
+
+static double now_s_(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int mpt_cli_tokenize(int argc, char **argv) {
+    mpt_error err = {0};
+    strlist_ docs = {0};
+    const char *out = NULL, *kind = "byte";
+    mpt_tokenizer *tok = NULL;
+    int32_t *all = NULL;
+    size_t n_all = 0, cap_all = 0, bytes_in = 0;
+    int rc = 2, have_in = 0;
+
+    for (int i = 1; i < argc; i++) {
+        const char *val = NULL;
+        int got;
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(usage_, stdout);
+            rc = 0;
+            goto done;
+        } else if ((got = take_opt_(argc, argv, &i, "--in", &val)) != 0) {
+            if (got < 0) goto missing;
+            have_in = 1;
+            if (add_input_(&docs, val, &err) != MPT_OK) goto report;
+        } else if ((got = take_opt_(argc, argv, &i, "--out", &val)) != 0) {
+            if (got < 0) goto missing;
+            out = val;
+        } else if ((got = take_opt_(argc, argv, &i, "--tokenizer", &val)) != 0) {
+            if (got < 0) goto missing;
+            kind = val;
+        } else {
+            mpt_fail(&err, MPT_ERR_INPUT, "tokenize: unknown argument '%s'; see `mptrain "
+                     "tokenize --help`", argv[i]);
+            goto report;
+        }
+        continue;
+    missing:
+        mpt_fail(&err, MPT_ERR_INPUT, "tokenize: %s needs a value; see `mptrain tokenize "
+                 "--help`", argv[i]);
+        goto report;
+    }
+    if (!have_in || !out) {
+        mpt_fail(&err, MPT_ERR_INPUT, "tokenize: %s is required; usage: mptrain tokenize --in "
+                 "TEXT --out FILE.bin [--tokenizer byte|gpt2]", have_in ? "--out" : "--in");
+        goto report;
+    }
+    if (strcmp(kind, "byte") != 0 && strcmp(kind, "gpt2") != 0) {
+        mpt_fail(&err, MPT_ERR_INPUT, "tokenize: unknown --tokenizer '%s'; use byte or gpt2",
+                 kind);
+        goto report;
+    }
+    char bpe_dir[4096];
+    mpt_cli_cache_path(bpe_dir, sizeof bpe_dir, "gpt2-bpe");
+    if (mpt_tokenizer_init(&tok, kind, bpe_dir, &err) != MPT_OK) goto report;
+
+    double t0 = now_s_();
+    int eot = mpt_tokenizer_eot(tok);
+    for (size_t d = 0; d < docs.n; d++) {
+        char *text = NULL;
+        size_t len = 0, n = 0;
+        int32_t *ids = NULL;
+        if (read_doc_(docs.v[d], &text, &len, &err) != MPT_OK) goto report;
+        mpt_status st = mpt_tokenizer_encode(tok, text, len, 0, &ids, &n, &err);
+        free(text);
+        if (st != MPT_OK) {
+            mpt_error_prefix(&err, "--in %s", docs.v[d]);
+            goto report;
+        }
+        int ok = (d == 0 || eot < 0 || append_tokens_(&all, &n_all, &cap_all, &eot, 1)) &&
+                 append_tokens_(&all, &n_all, &cap_all, ids, n);
+        free(ids);
+        if (!ok) {
+            mpt_fail(&err, MPT_ERR_RUN, "out of memory after %zu tokens", n_all);
+            goto report;
+        }
+        bytes_in += len;
+    }
+    double secs = now_s_() - t0;
+    if (n_all == 0) {
+        mpt_fail(&err, MPT_ERR_INPUT, "tokenize: the input holds no text; nothing to write");
+        goto report;
+    }
+    if (mpt_tokfile_write(out, all, n_all, &err) != MPT_OK) goto report;
+    printf("tokenize: %zu bytes in %zu file%s -> %zu %s tokens (vocab %d) in %.2f s, %.0f "
+           "tokens/s; wrote %s\n", bytes_in, docs.n, docs.n == 1 ? "" : "s", n_all,
+           mpt_tokenizer_kind(tok), mpt_tokenizer_vocab(tok), secs,
+           secs > 0 ? (double)n_all / secs : 0.0, out);
+    rc = 0;
+    goto done;
+report:
+    rc = mpt_cli_report(&err);
+done:
+    free(all);
+    mpt_tokenizer_free(tok);
+    strlist_free_(&docs);
+    return rc;
+}

@@ -1,0 +1,257 @@
+/* cmd_train.c — `mptrain train`: options -> mpt_train_opts, progress display, summary. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/args.h"
+#include "cli/cli.h"
+#include "model/memplan.h"
+#include "tok/tokenizer.h"
+#include "tok/tokfile.h"
+#include "train/checkpoint.h"
+#include "train/hfconfig.h"
+#include "train/trainer.h"
+
+typedef struct train_cli_ {
+    const char *model, *data, *lr_schedule, *schedule, *partition, *recompute;
+    int layers, d_model, heads, seq_len, vocab, ffn, experts, top_k, untied;
+    int dp, tp, pp, cp, ep, zero, sp, virtual_stages;
+    int quiet;
+    int tty;
+    double last_print;
+} train_cli_;
+
+static int default_threads_(void) {
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    const char *local = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    long ranks = local ? atol(local) : 1;
+    if (cores < 1) cores = 1;
+    if (ranks < 1) ranks = 1;
+    return cores / ranks > 0 ? (int)(cores / ranks) : 1;
+}
+
+/* Layout options that later issues implement; until then anything but 1 is refused up front. */
+static mpt_status check_layout_(const train_cli_ *c, mpt_error *err) {
+    const struct { const char *name; int v, ok; } dims[] = {
+        {"dp", c->dp, 1}, {"tp", c->tp, 1}, {"pp", c->pp, 1}, {"cp", c->cp, 1},
+        {"ep", c->ep, 1}, {"zero", c->zero, 0}, {"sp", c->sp, 0},
+        {"virtual-stages", c->virtual_stages, 1}};
+    for (size_t i = 0; i < sizeof dims / sizeof *dims; i++)
+        if (dims[i].v != dims[i].ok)
+            return mpt_fail(err, MPT_ERR_INPUT,
+                            "--%s %d is not supported yet in this build: run with --%s %d",
+                            dims[i].name, dims[i].v, dims[i].name, dims[i].ok);
+    if (c->recompute && strcmp(c->recompute, "none") != 0)
+        return mpt_fail(err, MPT_ERR_INPUT, "--recompute %s is not supported yet: use none",
+                        c->recompute);
+    if (c->experts > 0)
+        return mpt_fail(err, MPT_ERR_INPUT,
+                        "--experts %d (Mixture-of-Experts) is not supported yet in this build",
+                        c->experts);
+    return MPT_OK;
+}
+
+/* --model (preset or config.json) plus the dimension overrides. */
+static mpt_status build_config_(const train_cli_ *c, mpt_config *cfg, mpt_error *err) {
+    mpt_status st;
+    struct stat sb;
+    if (stat(c->model, &sb) == 0 && S_ISREG(sb.st_mode)) st = mpt_hfconfig_read(c->model, cfg, err);
+    else st = mpt_config_preset(cfg, c->model, err);
+    if (st) return st;
+    if (c->layers) cfg->n_layer = c->layers;
+    if (c->d_model) cfg->d_model = c->d_model;
+    if (c->heads) cfg->n_head = c->heads;
+    if (c->seq_len) cfg->n_positions = c->seq_len;
+    if (c->vocab) cfg->vocab = c->vocab;
+    if (c->ffn) cfg->ffn = c->ffn;
+    else if (c->d_model) cfg->ffn = 4 * cfg->d_model;
+    if (c->untied) cfg->tied = 0;
+    cfg->padded_vocab = 0;
+    return mpt_config_finish(cfg, 64, err);
+}
+
+/* The default corpus, tokenized on first use into the cache. */
+static mpt_status default_data_(int vocab, char *path, size_t n, mpt_error *err) {
+    const char *kind = vocab == 256 ? "byte" : vocab == 50257 ? "gpt2" : NULL;
+    if (!kind)
+        return mpt_fail(err, MPT_ERR_INPUT,
+                        "no --data given and vocab %d matches no built-in tokenizer (256 byte, "
+                        "50257 gpt2): pass --data FILE.bin",
+                        vocab);
+    char rel[64];
+    snprintf(rel, sizeof rel, "moby-dick.%s.bin", kind);
+    mpt_cli_cache_path(path, n, rel);
+    if (access(path, R_OK) == 0) return MPT_OK;
+    char text_path[4096], bpe[4096];
+    mpt_cli_cache_path(text_path, sizeof text_path, "moby-dick/data/data.txt");
+    mpt_cli_cache_path(bpe, sizeof bpe, "gpt2-bpe");
+    FILE *f = fopen(text_path, "rb");
+    if (!f)
+        return mpt_fail(err, MPT_ERR_INPUT,
+                        "the default corpus %s is missing: run `make setup` (or pass --data)",
+                        text_path);
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *text = malloc(len > 0 ? (size_t)len : 1);
+    size_t got = text ? fread(text, 1, (size_t)len, f) : 0;
+    fclose(f);
+    if (!text || got != (size_t)len) {
+        free(text);
+        return mpt_fail(err, MPT_ERR_RUN, "cannot read %s", text_path);
+    }
+    mpt_tokenizer *tok = NULL;
+    int32_t *ids = NULL;
+    size_t nids = 0;
+    mpt_status st = mpt_tokenizer_init(&tok, kind, bpe, err);
+    if (!st) st = mpt_tokenizer_encode(tok, text, got, 0, &ids, &nids, err);
+    if (!st) st = mpt_tokfile_write(path, ids, nids, err);
+    free(ids);
+    free(text);
+    mpt_tokenizer_free(tok);
+    return st;
+}
+
+static void on_start_(const mpt_train_result *r, void *ctx) {
+    train_cli_ *c = ctx;
+    if (c->quiet) return;
+    char plan[512];
+    mpt_memplan_format(&r->plan, plan, sizeof plan);
+    printf("model: %lld parameters (L%d D%d H%d F%d V%d)\n", r->n_params, r->cfg.n_layer,
+           r->cfg.d_model, r->cfg.n_head, r->cfg.ffn, r->cfg.vocab);
+    printf("memory plan per rank: %s\n", plan);
+    printf("measured FMA peak: %.1f GFLOP/s\n", r->peak_flops / 1e9);
+    fflush(stdout);
+}
+
+static void on_step_(const mpt_step_info *s, void *ctx) {
+    train_cli_ *c = ctx;
+    if (c->quiet) return;
+    if (c->tty) {
+        int width = 30, done = (int)(width * s->step / (s->steps ? s->steps : 1));
+        char bar[64];
+        for (int i = 0; i < width; i++) bar[i] = i < done ? '#' : '.';
+        bar[width] = '\0';
+        printf("\r[%s] step %ld/%ld  loss %.4f  %.0f tok/s  mfu %.1f%%  %.0f ms   ", bar, s->step,
+               s->steps, s->loss, s->tokens_per_s, 100.0 * s->mfu, s->step_ms);
+        if (s->step == s->steps) printf("\n");
+    } else {
+        printf("step %ld/%ld loss %.4f lr %.3e grad_norm %.3f tokens/s %.0f mfu %.1f%% ms %.1f\n",
+               s->step, s->steps, s->loss, s->lr, s->grad_norm, s->tokens_per_s, 100.0 * s->mfu,
+               s->step_ms);
+    }
+    fflush(stdout);
+}
+
+int mpt_cli_train(int argc, char **argv) {
+    mpt_train_opts o;
+    mpt_train_opts_defaults(&o);
+    o.threads = default_threads_();
+    train_cli_ c = {.model = "tiny", .dp = 1, .tp = 1, .pp = 1, .cp = 1, .ep = 1,
+                    .virtual_stages = 1, .lr_schedule = "cosine"};
+    mpt_error err = {0};
+    int help = 0;
+    const mpt_arg args[] = {
+        {"model", MPT_ARG_STRING, &c.model, "tiny | small | gpt2-124m | FILE.json (default tiny)", NULL},
+        {"layers", MPT_ARG_INT, &c.layers, "override the number of blocks", NULL},
+        {"d-model", MPT_ARG_INT, &c.d_model, "override the width", NULL},
+        {"heads", MPT_ARG_INT, &c.heads, "override the attention heads", NULL},
+        {"seq-len", MPT_ARG_INT, &c.seq_len, "sequence length T (and positions of a new model)", NULL},
+        {"vocab", MPT_ARG_INT, &c.vocab, "override the vocabulary size", NULL},
+        {"ffn", MPT_ARG_INT, &c.ffn, "override the MLP inner width (default 4*d-model)", NULL},
+        {"experts", MPT_ARG_INT, &c.experts, "Mixture-of-Experts experts per block (not yet)", NULL},
+        {"top-k", MPT_ARG_INT, &c.top_k, "experts per token", NULL},
+        {"untied", MPT_ARG_FLAG, &c.untied, "separate lm_head instead of the tied wte", NULL},
+        {"data", MPT_ARG_STRING, &o.data_path, "token file (default: the Moby-Dick corpus)", NULL},
+        {"batch", MPT_ARG_INT, &o.batch, "sequences per optimizer step (default 8)", NULL},
+        {"microbatches", MPT_ARG_INT, &o.microbatches, "micro-batches per step (default 1)", NULL},
+        {"steps", MPT_ARG_LONG, &o.steps, "train until this many steps are done (default 10)", NULL},
+        {"lr", MPT_ARG_FLOAT, &o.opt.lr, "peak learning rate (default 6e-4)", NULL},
+        {"warmup", MPT_ARG_INT, &o.opt.warmup, "linear warm-up steps (default 0)", NULL},
+        {"lr-schedule", MPT_ARG_STRING, &c.lr_schedule, "cosine (to 0.1*lr) | constant", NULL},
+        {"weight-decay", MPT_ARG_FLOAT, &o.opt.weight_decay, "AdamW decay on matrices (default 0.1)", NULL},
+        {"grad-clip", MPT_ARG_FLOAT, &o.opt.grad_clip, "clip to this global norm (default 1.0)", NULL},
+        {"seed", MPT_ARG_U64, &o.seed, "initialisation seed (default 1337)", NULL},
+        {"threads", MPT_ARG_INT, &o.threads, "compute threads per rank (default cores/ranks)", NULL},
+        {"dp", MPT_ARG_INT, &c.dp, "data-parallel replicas", NULL},
+        {"tp", MPT_ARG_INT, &c.tp, "tensor-parallel ranks", NULL},
+        {"pp", MPT_ARG_INT, &c.pp, "pipeline stages", NULL},
+        {"cp", MPT_ARG_INT, &c.cp, "context-parallel ranks", NULL},
+        {"ep", MPT_ARG_INT, &c.ep, "expert-parallel ranks", NULL},
+        {"zero", MPT_ARG_INT, &c.zero, "ZeRO stage 0|1|2|3", NULL},
+        {"sp", MPT_ARG_FLAG, &c.sp, "sequence parallelism (with tp > 1)", NULL},
+        {"schedule", MPT_ARG_STRING, &c.schedule, "pipeline schedule naive|gpipe|1f1b|interleaved|zb-h1", NULL},
+        {"virtual-stages", MPT_ARG_INT, &c.virtual_stages, "interleaved stages per rank", NULL},
+        {"partition", MPT_ARG_STRING, &c.partition, "auto | uniform | L0,L1,...", NULL},
+        {"recompute", MPT_ARG_STRING, &c.recompute, "none | selective | full", NULL},
+        {"log", MPT_ARG_STRING, &o.log_path, "JSON Lines log file", NULL},
+        {"save", MPT_ARG_STRING, &o.save_dir, "checkpoint directory (DIR/step_NNNNNN, DIR/latest)", NULL},
+        {"save-every", MPT_ARG_INT, &o.save_every, "checkpoint every N steps (and at the end)", NULL},
+        {"keep", MPT_ARG_INT, &o.keep, "keep only the newest K checkpoints", NULL},
+        {"resume", MPT_ARG_STRING, &o.resume, "continue from DIR (its latest) or a step directory", NULL},
+        {"init-from", MPT_ARG_STRING, &o.init_from, "weights from a Hugging Face GPT-2 directory", NULL},
+        {"mem-limit", MPT_ARG_BYTES, &o.mem_limit, "per-rank memory limit, e.g. 512M", NULL},
+        {"quiet", MPT_ARG_FLAG, &c.quiet, "no progress display", NULL},
+        {"dump-step1", MPT_ARG_STRING, &o.dump_path, "", NULL},
+    };
+    size_t nargs = sizeof args / sizeof *args;
+    mpt_status st = mpt_args_parse(args, nargs, argc, argv, 2, &help, "train", &err);
+    if (help) {
+        printf("usage: mptrain train [options]\n\n");
+        mpt_args_usage(args, nargs);
+        return 0;
+    }
+    if (st) return mpt_cli_report(&err);
+    if ((st = check_layout_(&c, &err))) return mpt_cli_report(&err);
+    if (strcmp(c.lr_schedule, "cosine") == 0) o.opt.cosine = 1;
+    else if (strcmp(c.lr_schedule, "constant") == 0) o.opt.cosine = 0;
+    else {
+        mpt_fail(&err, MPT_ERR_INPUT, "--lr-schedule %s: use cosine or constant", c.lr_schedule);
+        return mpt_cli_report(&err);
+    }
+    if (o.threads < 1) {
+        mpt_fail(&err, MPT_ERR_INPUT, "--threads %d must be >= 1", o.threads);
+        return mpt_cli_report(&err);
+    }
+    if ((st = build_config_(&c, &o.cfg, &err))) return mpt_cli_report(&err);
+    o.model_name = c.model;
+    o.seq_len = c.seq_len;
+    int vocab = o.cfg.vocab;
+    const char *from = o.resume ? o.resume : o.init_from;
+    if (from) {
+        char dir[4096];
+        mpt_config ck;
+        if ((st = mpt_checkpoint_resolve(from, dir, sizeof dir, &err)) ||
+            (st = mpt_checkpoint_read_config(dir, &ck, &err)))
+            return mpt_cli_report(&err);
+        vocab = ck.vocab;
+    }
+    char data_path[4096];
+    if (!o.data_path) {
+        if ((st = default_data_(vocab, data_path, sizeof data_path, &err)))
+            return mpt_cli_report(&err);
+        o.data_path = data_path;
+    }
+    c.tty = isatty(STDOUT_FILENO);
+    mpt_train_result res;
+    st = mpt_train(&o, on_start_, on_step_, &c, &res, &err);
+    if (st) {
+        if (c.tty) printf("\n");
+        return mpt_cli_report(&err);
+    }
+    if (!c.quiet) {
+        char peak[32], plan[32];
+        mpt_format_bytes(res.peak[5], peak, sizeof peak);
+        mpt_format_bytes(res.plan.total, plan, sizeof plan);
+        if (res.last_step >= res.first_step)
+            printf("done: steps %ld-%ld, loss %.4f -> %.4f, %.0f tokens/s, mfu %.1f%%, "
+                   "memory peak %s (plan %s)\n",
+                   res.first_step, res.last_step, res.first_loss, res.last_loss,
+                   res.tokens_per_s, 100.0 * res.mfu, peak, plan);
+        if (res.saved_dir[0]) printf("checkpoint: %s\n", res.saved_dir);
+    }
+    return 0;
+}

@@ -1,0 +1,64 @@
+/* main.c — the mptrain command-line tool: dispatches to one command per file (cmd_*.c).
+ * The only layer that prints to users or chooses exit codes (0 done, 1 failure while running,
+ * 2 bad command line / config / layout / input). */
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+
+int mpt_cli_report(const mpt_error *err) {
+    fprintf(stderr, "mptrain: error: %s\n", err->msg);
+    return err->status == MPT_ERR_INPUT ? 2 : 1;
+}
+
+void mpt_cli_cache_path(char *buf, size_t n, const char *rel) {
+    const char *env = getenv("MPTRAIN_CACHE");
+    if (env && *env) {
+        snprintf(buf, n, "%s/%s", env, rel);
+        return;
+    }
+    char exe[PATH_MAX];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (len <= 0) {
+        snprintf(buf, n, ".cache/%s", rel);
+        return;
+    }
+    exe[len] = '\0';
+    snprintf(buf, n, "%s/../.cache/%s", dirname(exe), rel);
+}
+
+static void usage_(void) {
+    printf("mptrain — train and run GPT models split across MPI ranks\n\n"
+           "usage: mptrain <command> [options]      (mptrain <command> --help for its options)\n\n"
+           "commands:\n"
+           "  train      train a model (one rank, or several under mpirun -np N)\n"
+           "  tokenize   text -> token file (llm.c format), byte or GPT-2 BPE\n"
+           "  generate   sample text from a checkpoint\n\n"
+           "example:\n"
+           "  mptrain train --model tiny --steps 100 --log run.jsonl --save ckpt\n"
+           "  mptrain generate --checkpoint ckpt --prompt 'Call me' --tokens 200\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage_();
+        return argc < 2 ? 2 : 0;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "train") == 0) return mpt_cli_train(argc, argv);
+    if (strcmp(cmd, "tokenize") == 0) return mpt_cli_tokenize(argc, argv);
+    if (strcmp(cmd, "generate") == 0) return mpt_cli_generate(argc, argv);
+    const char *later[] = {"schedule", "plan", "simulate", "convert"};
+    for (size_t i = 0; i < sizeof later / sizeof *later; i++)
+        if (strcmp(cmd, later[i]) == 0) {
+            fprintf(stderr, "mptrain: error: '%s' is not supported yet in this build\n", cmd);
+            return 2;
+        }
+    fprintf(stderr, "mptrain: error: unknown command '%s': see mptrain --help\n", cmd);
+    return 2;
+}

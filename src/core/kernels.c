@@ -1,0 +1,250 @@
+/* kernels.c — fast fp32 GPT operators on the CPU (see kernels.h): GEMMs through OpenBLAS,
+ * everything else as OpenMP loops the compiler vectorises. Operators that need exp/tanh live in
+ * kernels_vecmath.c, which is compiled so that those calls vectorise. */
+#include "core/kernels.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/kernels_internal.h"
+
+/* ---- embeddings ---------------------------------------------------------------------------- */
+
+void mpt_encoder_forward(float *out, const int32_t *inp, const float *wte, const float *wpe,
+                         int B, int T, int D) {
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            float *o = out + ((size_t)b * T + t) * D;
+            const float *e = wte + (size_t)inp[b * T + t] * D;
+            const float *p = wpe + (size_t)t * D;
+#pragma omp simd
+            for (int i = 0; i < D; i++) o[i] = e[i] + p[i];
+        }
+}
+
+void mpt_encoder_backward(float *dwte, float *dwpe, const float *dout, const int32_t *inp,
+                          int B, int T, int D) {
+    /* Each thread owns a slice of the D columns, so repeated tokens never race. */
+#pragma omp parallel
+    {
+        int nth = omp_threads_(), id = omp_thread_id_();
+        int c0 = (int)((long)D * id / nth), c1 = (int)((long)D * (id + 1) / nth);
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < T; t++) {
+                const float *g = dout + ((size_t)b * T + t) * D;
+                float *e = dwte + (size_t)inp[b * T + t] * D;
+                float *p = dwpe + (size_t)t * D;
+                for (int i = c0; i < c1; i++) {
+                    e[i] += g[i];
+                    p[i] += g[i];
+                }
+            }
+    }
+}
+
+/* ---- LayerNorm ------------------------------------------------------------------------------ */
+
+void mpt_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                           const float *w, const float *b, size_t N, int C) {
+#pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < N; r++) {
+        const float *x = inp + r * C;
+        float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+        for (int i = 0; i < C; i++) s += x[i];
+        float m = s / C, v = 0.0f;
+#pragma omp simd reduction(+ : v)
+        for (int i = 0; i < C; i++) v += (x[i] - m) * (x[i] - m);
+        float rs = 1.0f / sqrtf(v / C + 1e-5f);
+        float *o = out + r * C;
+#pragma omp simd
+        for (int i = 0; i < C; i++) o[i] = (x[i] - m) * rs * w[i] + b[i];
+        mean[r] = m;
+        rstd[r] = rs;
+    }
+}
+
+void mpt_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
+                            const float *inp, const float *w, const float *mean,
+                            const float *rstd, size_t N, int C) {
+    /* Each thread sums dw, db over its rows into its own slot; the slots are then added in
+     * thread order, so the result is bit-identical run to run. */
+    int nslots = omp_get_max_threads();
+    float *part = calloc((size_t)nslots * 2 * (size_t)C, sizeof *part);
+    if (!part) nslots = 0; /* out of memory: fall back to one serial pass below */
+#pragma omp parallel if (nslots > 1)
+    {
+        int id = omp_thread_id_(), nth = omp_threads_();
+        float *pdw = part ? part + (size_t)id * 2 * C : dw, *pdb = part ? pdw + C : db;
+        size_t r0 = N * (size_t)id / (size_t)nth, r1 = N * (size_t)(id + 1) / (size_t)nth;
+        for (size_t r = r0; r < r1; r++) {
+            const float *x = inp + r * C, *g = dout + r * C;
+            float m = mean[r], rs = rstd[r], sg = 0.0f, sgx = 0.0f;
+#pragma omp simd reduction(+ : sg, sgx)
+            for (int i = 0; i < C; i++) {
+                float xh = (x[i] - m) * rs, gw = g[i] * w[i];
+                sg += gw;
+                sgx += gw * xh;
+                pdw[i] += g[i] * xh;
+                pdb[i] += g[i];
+            }
+            sg /= C;
+            sgx /= C;
+            float *dx = dinp + r * C;
+#pragma omp simd
+            for (int i = 0; i < C; i++) {
+                float xh = (x[i] - m) * rs;
+                dx[i] += (g[i] * w[i] - sg - xh * sgx) * rs;
+            }
+        }
+    }
+    for (int t = 0; part && t < nslots; t++) {
+        const float *pdw = part + (size_t)t * 2 * C, *pdb = pdw + C;
+        for (int i = 0; i < C; i++) {
+            dw[i] += pdw[i];
+            db[i] += pdb[i];
+        }
+    }
+    free(part);
+}
+
+/* ---- matmul --------------------------------------------------------------------------------- */
+
+void mpt_matmul_forward(float *out, const float *inp, const float *w, const float *bias,
+                        size_t N, int C, int OC) {
+    float beta = 0.0f;
+    if (bias) {
+#pragma omp parallel for schedule(static)
+        for (size_t r = 0; r < N; r++) memcpy(out + r * OC, bias, (size_t)OC * sizeof *out);
+        beta = 1.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, OC, C, 1.0f, inp, C, w, OC,
+                beta, out, OC);
+}
+
+void mpt_matmul_backward(float *dinp, float *dw, float *dbias, const float *dout,
+                         const float *inp, const float *w, size_t N, int C, int OC) {
+    if (dinp)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, C, OC, 1.0f, dout, OC, w, OC,
+                    1.0f, dinp, C);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, OC, (int)N, 1.0f, inp, C, dout, OC,
+                1.0f, dw, OC);
+    if (dbias) {
+#pragma omp parallel
+        {
+            int nth = omp_threads_(), id = omp_thread_id_();
+            int c0 = (int)((long)OC * id / nth), c1 = (int)((long)OC * (id + 1) / nth);
+            for (size_t r = 0; r < N; r++) {
+                const float *g = dout + r * OC;
+#pragma omp simd
+                for (int i = c0; i < c1; i++) dbias[i] += g[i];
+            }
+        }
+    }
+}
+
+void mpt_lmhead_forward(float *out, const float *inp, const float *w, size_t N, int C, int V,
+                        int ldo) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, V, C, 1.0f, inp, C, w, C, 0.0f,
+                out, ldo);
+}
+
+void mpt_lmhead_backward(float *dinp, float *dw, const float *dout, const float *inp,
+                         const float *w, size_t N, int C, int V, int ldo) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, C, V, 1.0f, dout, ldo, w, C,
+                1.0f, dinp, C);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, C, (int)N, 1.0f, dout, ldo, inp, C,
+                1.0f, dw, C);
+}
+
+/* ---- attention ------------------------------------------------------------------------------ */
+
+/* Causal attention skips the upper triangle by working in row blocks: rows [r0, r1) of the
+ * scores only need keys [0, r1). */
+#define ATT_ROW_BLOCK 64
+
+void mpt_attention_forward(float *out, float *att, const float *qkv, int B, int T, int D, int H) {
+    int hs = D / H;
+    float scale = 1.0f / sqrtf((float)hs);
+    size_t ld = 3 * (size_t)D;
+#pragma omp parallel for collapse(2) schedule(dynamic, 1)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            const float *q = qkv + (size_t)b * T * ld + (size_t)h * hs;
+            const float *k = q + D, *v = q + 2 * D;
+            float *S = att + ((size_t)b * H + h) * T * T;
+            float *o = out + (size_t)b * T * D + (size_t)h * hs;
+            for (int r0 = 0; r0 < T; r0 += ATT_ROW_BLOCK) {
+                int r1 = r0 + ATT_ROW_BLOCK < T ? r0 + ATT_ROW_BLOCK : T;
+                float *Sb = S + (size_t)r0 * T;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, r1, hs, scale,
+                            q + (size_t)r0 * ld, (int)ld, k, (int)ld, 0.0f, Sb, T);
+                for (int i = r0; i < r1; i++) {
+                    float *row = S + (size_t)i * T;
+                    mpt_softmax_inplace_(row, i + 1);
+                    memset(row + i + 1, 0, (size_t)(T - i - 1) * sizeof *row);
+                }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, hs, r1, 1.0f, Sb,
+                            T, v, (int)ld, 0.0f, o + (size_t)r0 * D, D);
+            }
+        }
+}
+
+void mpt_attention_backward(float *dqkv, float *datt, const float *dout, const float *qkv,
+                            const float *att, int B, int T, int D, int H) {
+    int hs = D / H;
+    float scale = 1.0f / sqrtf((float)hs);
+    size_t ld = 3 * (size_t)D;
+#pragma omp parallel for collapse(2) schedule(dynamic, 1)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            size_t base = (size_t)b * T * ld + (size_t)h * hs;
+            const float *q = qkv + base, *k = q + D, *v = q + 2 * D;
+            float *dq = dqkv + base, *dk = dq + D, *dv = dq + 2 * D;
+            const float *P = att + ((size_t)b * H + h) * T * T;
+            float *dS = datt + ((size_t)b * H + h) * T * T;
+            const float *dO = dout + (size_t)b * T * D + (size_t)h * hs;
+            for (int r0 = 0; r0 < T; r0 += ATT_ROW_BLOCK) {
+                int r1 = r0 + ATT_ROW_BLOCK < T ? r0 + ATT_ROW_BLOCK : T, nr = r1 - r0;
+                const float *Pb = P + (size_t)r0 * T, *dOb = dO + (size_t)r0 * D;
+                float *dSb = dS + (size_t)r0 * T;
+                /* dP = dO V^T (rows r0..r1, keys 0..r1) */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, r1, hs, 1.0f, dOb, D, v,
+                            (int)ld, 0.0f, dSb, T);
+                /* dV[0:r1] += P^T dO */
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r1, hs, nr, 1.0f, Pb, T, dOb,
+                            D, 1.0f, dv, (int)ld);
+                /* dS = P * (dP - rowsum(P * dP)) * scale, on the causal part */
+                for (int i = r0; i < r1; i++) {
+                    const float *p = P + (size_t)i * T;
+                    float *g = dS + (size_t)i * T, dot = 0.0f;
+                    int n = i + 1;
+#pragma omp simd reduction(+ : dot)
+                    for (int j = 0; j < n; j++) dot += p[j] * g[j];
+#pragma omp simd
+                    for (int j = 0; j < n; j++) g[j] = p[j] * (g[j] - dot) * scale;
+                    for (int j = n; j < r1; j++) g[j] = 0.0f;
+                }
+                /* dQ[r0:r1] += dS K[0:r1];  dK[0:r1] += dS^T Q[r0:r1] */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, hs, r1, 1.0f, dSb, T, k,
+                            (int)ld, 1.0f, dq + (size_t)r0 * ld, (int)ld);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r1, hs, nr, 1.0f, dSb, T,
+                            q + (size_t)r0 * ld, (int)ld, 1.0f, dk, (int)ld);
+            }
+        }
+}
+
+/* ---- elementwise ---------------------------------------------------------------------------- */
+
+void mpt_residual_forward(float *out, const float *a, const float *b, size_t N) {
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < N; i++) out[i] = a[i] + b[i];
+}
+
+void mpt_add_inplace(float *y, const float *x, size_t N) {
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < N; i++) y[i] += x[i];
+}

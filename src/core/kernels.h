@@ -1,0 +1,72 @@
+/* kernels.h — the fp32 forward/backward operators of a GPT block, tuned for CPU.
+ *
+ * Conventions (llm.c style): outputs first, then inputs, then weights, then sizes.
+ * Rows: N = B*T tokens; activations are row-major (N, C). Weights use the Hugging Face GPT-2
+ * Conv1D layout W (C, OC) so that y = x W + b. Backward functions ACCUMULATE (+=) into every
+ * gradient they write (inputs and weights alike) unless the comment says "overwrites".
+ * Threading: every kernel parallelises internally with OpenMP; call from one thread.
+ * A plain single-threaded reference of each op lives in tests/ref_kernels.c.
+ */
+#ifndef MPT_KERNELS_H
+#define MPT_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* out(B,T,D) = wte[inp] + wpe[t]. inp (B,T) token ids < rows of wte. */
+void mpt_encoder_forward(float *out, const int32_t *inp, const float *wte, const float *wpe,
+                         int B, int T, int D);
+/* dwte(rows,D) += scatter of dout by token; dwpe(T,D) += sum over batch. */
+void mpt_encoder_backward(float *dwte, float *dwpe, const float *dout, const int32_t *inp,
+                          int B, int T, int D);
+
+/* out(N,C) = (inp - mean) * rstd * w + b; mean(N), rstd(N) saved for backward. eps 1e-5. */
+void mpt_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                           const float *w, const float *b, size_t N, int C);
+/* dinp(N,C) +=, dw(C) +=, db(C) += */
+void mpt_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
+                            const float *inp, const float *w, const float *mean,
+                            const float *rstd, size_t N, int C);
+
+/* out(N,OC) = inp(N,C) w(C,OC) + bias(OC); bias may be NULL. Overwrites out. */
+void mpt_matmul_forward(float *out, const float *inp, const float *w, const float *bias,
+                        size_t N, int C, int OC);
+/* dinp(N,C) += dout w^T (skipped if dinp NULL); dw(C,OC) += inp^T dout; dbias(OC) += colsum. */
+void mpt_matmul_backward(float *dinp, float *dw, float *dbias, const float *dout,
+                         const float *inp, const float *w, size_t N, int C, int OC);
+
+/* Output head with an nn.Linear-layout weight (the tied wte): out(N, ldo) columns [0, V) =
+ * inp(N,C) w(V,C)^T; columns >= V are not written. */
+void mpt_lmhead_forward(float *out, const float *inp, const float *w, size_t N, int C, int V,
+                        int ldo);
+/* dinp(N,C) += dout w; dw(V,C) += dout^T inp; dout (N, ldo), only its first V columns read. */
+void mpt_lmhead_backward(float *dinp, float *dw, const float *dout, const float *inp,
+                         const float *w, size_t N, int C, int V, int ldo);
+
+/* Causal multi-head attention. qkv (B,T,3D) holds [q | k | v], heads contiguous inside each
+ * (head h of q is columns h*hs .. h*hs+hs-1, hs = D/H). out (B,T,D) overwritten; att (B,H,T,T)
+ * saves the softmax probabilities (entries above the diagonal are zero). */
+void mpt_attention_forward(float *out, float *att, const float *qkv, int B, int T, int D, int H);
+/* dqkv (B,T,3D) += ; datt (B,H,T,T) is scratch (overwritten). */
+void mpt_attention_backward(float *dqkv, float *datt, const float *dout, const float *qkv,
+                            const float *att, int B, int T, int D, int H);
+
+/* GELU, tanh approximation ("gelu_new"). out overwritten; dinp += dout * gelu'(inp). */
+void mpt_gelu_forward(float *out, const float *inp, size_t N);
+void mpt_gelu_backward(float *dinp, const float *inp, const float *dout, size_t N);
+
+/* out = a + b (out may alias a). */
+void mpt_residual_forward(float *out, const float *a, const float *b, size_t N);
+/* y += x */
+void mpt_add_inplace(float *y, const float *x, size_t N);
+
+/* Fused softmax cross-entropy over a padded vocabulary. logits (N,Vp): only the first V columns
+ * are real. On return losses(N) = -log softmax(logits)[target] and logits is OVERWRITTEN with
+ * dloss * d(loss)/d(logits) (padded columns set to 0). targets (N) < V. */
+void mpt_crossentropy_fused(float *logits, float *losses, const int32_t *targets, size_t N,
+                            int V, int Vp, float dloss);
+
+/* Softmax probabilities of one row over its first V entries (for sampling); probs (V). */
+void mpt_softmax_row(float *probs, const float *logits, int V, float temperature);
+
+#endif

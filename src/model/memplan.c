@@ -1,0 +1,78 @@
+/* memplan.c — the per-rank memory plan (see memplan.h). */
+#include "model/memplan.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/gpt.h"
+#include "model/params.h"
+
+mpt_status mpt_memplan_single(const mpt_config *cfg, int B, int T, int training,
+                              mpt_mem_plan *plan, mpt_error *err) {
+    memset(plan, 0, sizeof *plan);
+    mpt_param_table pt;
+    mpt_status st = mpt_params_build(&pt, cfg, err);
+    if (st) return st;
+    size_t P = pt.total * sizeof(float);
+    mpt_params_free(&pt);
+    size_t act_n[MPT_ACT_SLOTS], work_n[MPT_WORK_SLOTS];
+    if (!mpt_gpt_buffer_sizes(cfg, B, T, training, act_n, work_n))
+        return mpt_fail(err, MPT_ERR_INPUT, "batch %d x %d tokens is too large to address", B, T);
+    plan->bytes[MPT_MEM_PARAMS] = P;
+    if (training) {
+        plan->bytes[MPT_MEM_GRADS] = P;
+        plan->bytes[MPT_MEM_OPTIMIZER] = 2 * P;
+    }
+    for (int i = 0; i < MPT_ACT_SLOTS; i++) plan->bytes[MPT_MEM_ACTIVATIONS] += act_n[i] * 4;
+    for (int i = 0; i < MPT_WORK_SLOTS; i++) plan->bytes[MPT_MEM_WORKSPACE] += work_n[i] * 4;
+    if (training) plan->bytes[MPT_MEM_WORKSPACE] += 2 * (size_t)B * T * sizeof(int32_t);
+    for (int k = 0; k < MPT_MEM_KINDS; k++) plan->total += plan->bytes[k];
+    return MPT_OK;
+}
+
+void mpt_format_bytes(size_t bytes, char *buf, size_t n) {
+    const char *unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = (double)bytes;
+    int u = 0;
+    while (v >= 1024.0 && u < 4) {
+        v /= 1024.0;
+        u++;
+    }
+    if (u == 0) snprintf(buf, n, "%zu B", bytes);
+    else snprintf(buf, n, "%.1f %s", v, unit[u]);
+}
+
+void mpt_memplan_format(const mpt_mem_plan *plan, char *buf, size_t n) {
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int k = 0; k < MPT_MEM_KINDS && used < n; k++) {
+        char b[32];
+        mpt_format_bytes(plan->bytes[k], b, sizeof b);
+        used += (size_t)snprintf(buf + used, n - used, "%s %s, ", mpt_mem_kind_name(k), b);
+    }
+    if (used < n) {
+        char b[32];
+        mpt_format_bytes(plan->total, b, sizeof b);
+        snprintf(buf + used, n - used, "total %s", b);
+    }
+}
+
+int mpt_parse_bytes(const char *s, size_t *out) {
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || v < 0) return 0;
+    double mul = 1;
+    switch (*end) {
+    case 'k': case 'K': mul = 1024.0; end++; break;
+    case 'm': case 'M': mul = 1024.0 * 1024; end++; break;
+    case 'g': case 'G': mul = 1024.0 * 1024 * 1024; end++; break;
+    case 't': case 'T': mul = 1024.0 * 1024 * 1024 * 1024; end++; break;
+    default: break;
+    }
+    if (*end == 'i' || *end == 'B') end++;
+    if (*end == 'B') end++;
+    if (*end != '\0') return 0;
+    *out = (size_t)(v * mul);
+    return 1;
+}

@@ -1,0 +1,31 @@
+/* memplan.h — the per-rank memory plan: bytes by category, computed before anything is
+ * allocated, from the same buffer tables the engine allocates from (model/gpt.h). The trainer
+ * checks it against --mem-limit; the planner predicts with it; tests compare it with the
+ * arena's measured peak. */
+#ifndef MPT_MEMPLAN_H
+#define MPT_MEMPLAN_H
+
+#include <stddef.h>
+
+#include "core/arena.h"
+#include "core/status.h"
+#include "model/config.h"
+
+typedef struct mpt_mem_plan {
+    size_t bytes[MPT_MEM_KINDS];
+    size_t total;
+} mpt_mem_plan;
+
+/* Single-rank training (training = 1: grads, AdamW m and v, backward workspace, the batch's
+ * token buffers) or inference (training = 0) with micro-batches of B sequences of T tokens. */
+mpt_status mpt_memplan_single(const mpt_config *cfg, int B, int T, int training,
+                              mpt_mem_plan *plan, mpt_error *err);
+
+/* "params 1.2 MiB, grads ..., total ..." into buf. */
+void mpt_memplan_format(const mpt_mem_plan *plan, char *buf, size_t n);
+/* Human-readable size ("12.5 MiB") into buf. */
+void mpt_format_bytes(size_t bytes, char *buf, size_t n);
+/* Parses "512M", "2G", "1048576", "64K" (binary units). Returns 0 on bad input. */
+int mpt_parse_bytes(const char *s, size_t *out);
+
+#endif

@@ -1,0 +1,98 @@
+/* params.c — builds the tensor table of a GPT model (see params.h). */
+#include "model/params.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    const char *suffix; /* after "transformer.h.{i}." */
+    int ndim;
+    int rows, cols;     /* in units resolved by dims_() */
+} slot_spec_;
+
+/* Adds one tensor; rows_stored >= shape[0] allows padding rows. */
+static void add_(mpt_param_table *pt, const char *name, int ndim, size_t r, size_t c,
+                 size_t rows_stored, int layer, float std, float value) {
+    mpt_tensor *t = &pt->t[pt->n++];
+    memset(t, 0, sizeof *t);
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->ndim = ndim;
+    t->shape[0] = r;
+    t->shape[1] = ndim == 2 ? c : 1;
+    t->numel = rows_stored * t->shape[1];
+    t->offset = pt->total;
+    t->layer = layer;
+    t->decay = ndim >= 2;
+    t->init_std = std;
+    t->init_value = value;
+    pt->total += t->numel;
+}
+
+mpt_status mpt_params_build(mpt_param_table *pt, const mpt_config *c, mpt_error *err) {
+    memset(pt, 0, sizeof *pt);
+    size_t L = (size_t)c->n_layer, D = (size_t)c->d_model, F = (size_t)c->ffn;
+    size_t V = (size_t)c->vocab, Vp = (size_t)c->padded_vocab, T = (size_t)c->n_positions;
+    if (Vp < V) return mpt_fail(err, MPT_ERR_RUN, "params: padded vocab %zu < vocab %zu", Vp, V);
+    size_t cap = 2 + L * MPT_LAYER_SLOTS + 2 + 1;
+    pt->t = calloc(cap, sizeof *pt->t);
+    pt->layer = calloc(L * MPT_LAYER_SLOTS + 1, sizeof *pt->layer);
+    if (!pt->t || !pt->layer) {
+        mpt_params_free(pt);
+        return mpt_fail(err, MPT_ERR_RUN, "out of memory building the parameter table");
+    }
+    pt->n_layer = (int)L;
+    const float std = 0.02f, proj_std = 0.02f / sqrtf(2.0f * (float)L);
+    pt->wte = pt->n;
+    add_(pt, "transformer.wte.weight", 2, V, D, Vp, -1, std, 0);
+    pt->wpe = pt->n;
+    add_(pt, "transformer.wpe.weight", 2, T, D, T, -1, std, 0);
+    for (size_t i = 0; i < L; i++) {
+        const struct { const char *suffix; int ndim; size_t r, c; float std, value; } s[] = {
+            [MPT_LN1_W] = {"ln_1.weight", 1, D, 1, 0, 1},
+            [MPT_LN1_B] = {"ln_1.bias", 1, D, 1, 0, 0},
+            [MPT_QKV_W] = {"attn.c_attn.weight", 2, D, 3 * D, std, 0},
+            [MPT_QKV_B] = {"attn.c_attn.bias", 1, 3 * D, 1, 0, 0},
+            [MPT_ATTPROJ_W] = {"attn.c_proj.weight", 2, D, D, proj_std, 0},
+            [MPT_ATTPROJ_B] = {"attn.c_proj.bias", 1, D, 1, 0, 0},
+            [MPT_LN2_W] = {"ln_2.weight", 1, D, 1, 0, 1},
+            [MPT_LN2_B] = {"ln_2.bias", 1, D, 1, 0, 0},
+            [MPT_FC_W] = {"mlp.c_fc.weight", 2, D, F, std, 0},
+            [MPT_FC_B] = {"mlp.c_fc.bias", 1, F, 1, 0, 0},
+            [MPT_FCPROJ_W] = {"mlp.c_proj.weight", 2, F, D, proj_std, 0},
+            [MPT_FCPROJ_B] = {"mlp.c_proj.bias", 1, D, 1, 0, 0},
+        };
+        for (int k = 0; k < MPT_LAYER_SLOTS; k++) {
+            char name[96];
+            snprintf(name, sizeof name, "transformer.h.%zu.%s", i, s[k].suffix);
+            pt->layer[i * MPT_LAYER_SLOTS + (size_t)k] = pt->n;
+            add_(pt, name, s[k].ndim, s[k].r, s[k].c, s[k].r, (int)i, s[k].std, s[k].value);
+        }
+    }
+    pt->lnf_w = pt->n;
+    add_(pt, "transformer.ln_f.weight", 1, D, 1, D, -1, 0, 1);
+    pt->lnf_b = pt->n;
+    add_(pt, "transformer.ln_f.bias", 1, D, 1, D, -1, 0, 0);
+    pt->lm_head = pt->wte;
+    if (!c->tied) {
+        pt->lm_head = pt->n;
+        add_(pt, "lm_head.weight", 2, V, D, Vp, -1, std, 0);
+    }
+    return MPT_OK;
+}
+
+void mpt_params_free(mpt_param_table *pt) {
+    if (!pt) return;
+    free(pt->t);
+    free(pt->layer);
+    memset(pt, 0, sizeof *pt);
+}
+
+const mpt_tensor *mpt_params_find(const mpt_param_table *pt, const char *name) {
+    for (size_t i = 0; i < pt->n; i++)
+        if (strcmp(pt->t[i].name, name) == 0) return &pt->t[i];
+    return NULL;
+}
+
+size_t mpt_tensor_ckpt_numel(const mpt_tensor *t) { return t->shape[0] * t->shape[1]; }

@@ -1,0 +1,52 @@
+/* params.h — the table of a model's tensors and where each lives in one flat fp32 buffer.
+ *
+ * Order (layer-major, so that one layer is one contiguous slice for pipeline stages, ZeRO-3
+ * gathers and gradient buckets): wte, wpe, then per layer i the 12 tensors of block i in
+ * Hugging Face order (ln_1.w/b, c_attn.w/b, attn.c_proj.w/b, ln_2.w/b, c_fc.w/b, mlp.c_proj.w/b),
+ * then ln_f.weight, ln_f.bias, then lm_head.weight when untied.
+ * Names and shapes are the Hugging Face GPT-2 ones (CONTRACT §3); wte (and lm_head) are stored
+ * with padded_vocab rows, the first `vocab` of which are the checkpoint's. Gradients and AdamW
+ * state use the same layout in buffers of their own. */
+#ifndef MPT_PARAMS_H
+#define MPT_PARAMS_H
+
+#include <stddef.h>
+
+#include "core/status.h"
+#include "model/config.h"
+
+typedef struct mpt_tensor {
+    char name[96];    /* e.g. "transformer.h.3.attn.c_attn.weight" */
+    int ndim;         /* 1 or 2 */
+    size_t shape[2];  /* checkpoint shape (unpadded); shape[1] = 1 when ndim == 1 */
+    size_t numel;     /* elements stored in memory (with padding rows) */
+    size_t offset;    /* of element 0 in the flat buffer */
+    int layer;        /* block index, or -1 for embeddings / final LayerNorm / head */
+    int decay;        /* AdamW weight decay applies (ndim >= 2) */
+    float init_std;   /* > 0: N(0, init_std); == 0: constant init_value */
+    float init_value;
+} mpt_tensor;
+
+/* Which tensors a block has, for code that walks one layer: index into mpt_layer_tensors. */
+enum mpt_layer_slot {
+    MPT_LN1_W, MPT_LN1_B, MPT_QKV_W, MPT_QKV_B, MPT_ATTPROJ_W, MPT_ATTPROJ_B,
+    MPT_LN2_W, MPT_LN2_B, MPT_FC_W, MPT_FC_B, MPT_FCPROJ_W, MPT_FCPROJ_B, MPT_LAYER_SLOTS
+};
+
+typedef struct mpt_param_table {
+    mpt_tensor *t;   /* owned, n entries */
+    size_t n;
+    size_t total;    /* elements in the flat buffer */
+    int n_layer;
+    size_t wte, wpe, lnf_w, lnf_b, lm_head;   /* indices into t (lm_head = wte when tied) */
+    size_t *layer;   /* owned: layer[i*MPT_LAYER_SLOTS + slot] = index into t */
+} mpt_param_table;
+
+mpt_status mpt_params_build(mpt_param_table *pt, const mpt_config *c, mpt_error *err);
+void mpt_params_free(mpt_param_table *pt);
+/* NULL when absent. */
+const mpt_tensor *mpt_params_find(const mpt_param_table *pt, const char *name);
+/* Elements of the checkpoint form of t (shape[0]*shape[1]): the first ones of its region. */
+size_t mpt_tensor_ckpt_numel(const mpt_tensor *t);
+
+#endif

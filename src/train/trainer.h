@@ -1,0 +1,67 @@
+/* trainer.h — the training loop: data, micro-batches, AdamW, checkpoints, JSONL log.
+ *
+ * The caller (cli/) fills mpt_train_opts; mpt_train() validates everything it can before the
+ * first step (MPT_ERR_INPUT), then trains, reporting each step to an optional callback (the
+ * library never prints). A failure while running returns MPT_ERR_RUN and leaves the last
+ * checkpoint as it was. */
+#ifndef MPT_TRAINER_H
+#define MPT_TRAINER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/status.h"
+#include "model/config.h"
+#include "model/memplan.h"
+#include "train/adamw.h"
+
+typedef struct mpt_train_opts {
+    mpt_config cfg;          /* architecture (ignored when resuming / init-from: theirs wins) */
+    const char *model_name;  /* for the log */
+    const char *data_path;   /* llm.c token file */
+    int batch;               /* B: sequences per optimizer step */
+    int microbatches;        /* M: B % M == 0 */
+    int seq_len;             /* T <= n_positions */
+    long steps;              /* train until this many optimizer steps are done */
+    uint64_t seed;
+    mpt_adamw opt;
+    int threads;             /* OpenMP + BLAS threads */
+    size_t mem_limit;        /* bytes, 0 = none */
+    const char *log_path;    /* JSONL or NULL */
+    const char *save_dir;    /* NULL = no checkpoints */
+    int save_every;          /* 0 = only at the end */
+    int keep;                /* newest checkpoints kept, 0 = all */
+    const char *resume;      /* checkpoint dir (or root with latest) */
+    const char *init_from;   /* Hugging Face GPT-2 dir: weights only */
+    const char *dump_path;   /* testing: safetensors of step-1 logits + gradients */
+} mpt_train_opts;
+
+void mpt_train_opts_defaults(mpt_train_opts *o);
+
+typedef struct mpt_step_info {
+    long step, steps;        /* step is 1-based */
+    double loss, lr, grad_norm;
+    double tokens_per_s, step_ms, mfu;
+    size_t peak_mem_bytes;
+} mpt_step_info;
+
+typedef struct mpt_train_result {
+    long first_step, last_step;     /* 1-based steps run in this call */
+    double first_loss, last_loss;
+    double seconds, tokens_per_s, mfu;
+    double peak_flops;              /* measured FMA peak of the cores used */
+    mpt_mem_plan plan;              /* planned bytes */
+    size_t peak[6];                 /* measured peak by mpt_mem_kind, [5] = total */
+    char saved_dir[1024];           /* last checkpoint written, "" if none */
+    mpt_config cfg;                 /* the architecture trained */
+    long long n_params;
+} mpt_train_result;
+
+typedef void (*mpt_step_fn)(const mpt_step_info *info, void *ctx);
+/* Called once after validation, before the first step (plan and sizes known). */
+typedef void (*mpt_start_fn)(const mpt_train_result *res, void *ctx);
+
+mpt_status mpt_train(const mpt_train_opts *o, mpt_start_fn on_start, mpt_step_fn on_step,
+                     void *ctx, mpt_train_result *res, mpt_error *err);
+
+#endif

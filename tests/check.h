@@ -1,0 +1,33 @@
+/* check.h — a minimal assertion harness shared by the C unit tests.
+ * CHECK(cond, fmt, ...) records one pass or failure (printing the message on failure);
+ * check_close() compares arrays and prints the largest relative difference;
+ * check_finish() prints "N passed, N failed" and returns the process exit code. */
+#ifndef MPT_TEST_CHECK_H
+#define MPT_TEST_CHECK_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+extern int check_passed, check_failed;
+
+#define CHECK(cond, ...)                                                              \
+    do {                                                                              \
+        if (cond) {                                                                   \
+            check_passed++;                                                           \
+        } else {                                                                      \
+            check_failed++;                                                           \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                      \
+            fprintf(stderr, __VA_ARGS__);                                             \
+            fputc('\n', stderr);                                                      \
+        }                                                                             \
+    } while (0)
+
+/* Largest |a-b| / max(|b|, floor) over n elements; prints "name: max rel diff X" and checks
+ * it is <= tol. Returns the difference. */
+double check_close(const char *name, const float *a, const float *b, size_t n, double tol,
+                   double floor);
+double check_close_d(const char *name, const double *a, const double *b, size_t n, double tol,
+                     double floor);
+int check_finish(void);
+
+#endif
