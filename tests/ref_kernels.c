@@ -107,6 +107,28 @@ void ref_matmul_backward(double *dinp, double *dw, double *dbias, const double *
         }
 }
 
+void ref_lmhead_forward(double *out, const double *inp, const double *w, size_t N, int C, int V,
+                        int ldo) {
+    for (size_t n = 0; n < N; n++)
+        for (int v = 0; v < V; v++) {
+            double s = 0.0;
+            for (int i = 0; i < C; i++) s += inp[n * C + i] * w[(size_t)v * C + i];
+            out[n * ldo + v] = s;
+        }
+}
+
+void ref_lmhead_backward(double *dinp, double *dw, const double *dout, const double *inp,
+                         const double *w, size_t N, int C, int V, int ldo) {
+    for (size_t n = 0; n < N; n++)
+        for (int v = 0; v < V; v++) {
+            double d = dout[n * ldo + v];
+            for (int i = 0; i < C; i++) {
+                dinp[n * C + i] += d * w[(size_t)v * C + i];
+                dw[(size_t)v * C + i] += d * inp[n * C + i];
+            }
+        }
+}
+
 /* ---------------------------------------------------------------- attention */
 
 /* Offset of head h of part p (0 = q, 1 = k, 2 = v) of token (b, t) in qkv (B,T,3D). */

@@ -35,6 +35,14 @@ void ref_matmul_forward(double *out, const double *inp, const double *w, const d
 void ref_matmul_backward(double *dinp, double *dw, double *dbias, const double *dout,
                          const double *inp, const double *w, size_t N, int C, int OC);
 
+/* Output head with an nn.Linear-layout weight w(V,C): columns [0, V) of out(N, ldo) =
+ * inp(N,C) w^T; columns >= V are not written. */
+void ref_lmhead_forward(double *out, const double *inp, const double *w, size_t N, int C, int V,
+                        int ldo);
+/* dinp(N,C) += dout w; dw(V,C) += dout^T inp; only the first V columns of dout(N, ldo) read. */
+void ref_lmhead_backward(double *dinp, double *dw, const double *dout, const double *inp,
+                         const double *w, size_t N, int C, int V, int ldo);
+
 /* Causal multi-head attention over qkv (B,T,3D) = [q | k | v], heads contiguous inside each,
  * hs = D/H, scale 1/sqrt(hs). out (B,T,D) overwritten; att (B,H,T,T) = softmax probabilities,
  * zero above the diagonal. */

@@ -1,8 +1,10 @@
 /* cmd_tokenize.c — `mptrain tokenize`: text files -> one llm.c token file (CONTRACT §4, §6).
  *
- * argv[0] is the command name ("tokenize"); options follow. Each --in file, or each *.txt file
- * of an --in folder in name order, is one document; documents are encoded one at a time and
- * joined with <|endoftext|> between them (gpt2) or nothing (byte). */
+ * argv is main's: argv[1] is "tokenize" and options start at argv[2], as for the other
+ * commands (--in repeats, which args.h does not do, so this command parses its few options
+ * itself). Each --in file, or each *.txt file of an --in folder in name order, is one document;
+ * documents are encoded one at a time and joined with <|endoftext|> between them (gpt2) or
+ * nothing (byte). */
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -181,7 +183,7 @@ int mpt_cli_tokenize(int argc, char **argv) {
     size_t n_all = 0, cap_all = 0, bytes_in = 0;
     int rc = 2, have_in = 0;
 
-    for (int i = 1; i < argc; i++) {
+    for (int i = 2; i < argc; i++) {
         const char *val = NULL;
         int got;
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {

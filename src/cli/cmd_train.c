@@ -6,7 +6,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <mpi.h>
+
 #include "cli/args.h"
+#include "comm/comm.h"
 #include "cli/cli.h"
 #include "model/memplan.h"
 #include "tok/tokenizer.h"
@@ -18,7 +21,7 @@
 typedef struct train_cli_ {
     const char *model, *data, *lr_schedule, *schedule, *partition, *recompute;
     int layers, d_model, heads, seq_len, vocab, ffn, experts, top_k, untied;
-    int dp, tp, pp, cp, ep, zero, sp, virtual_stages;
+    int tp, pp, cp, ep, sp, virtual_stages;
     int quiet;
     int tty;
     double last_print;
@@ -36,9 +39,8 @@ static int default_threads_(void) {
 /* Layout options that later issues implement; until then anything but 1 is refused up front. */
 static mpt_status check_layout_(const train_cli_ *c, mpt_error *err) {
     const struct { const char *name; int v, ok; } dims[] = {
-        {"dp", c->dp, 1}, {"tp", c->tp, 1}, {"pp", c->pp, 1}, {"cp", c->cp, 1},
-        {"ep", c->ep, 1}, {"zero", c->zero, 0}, {"sp", c->sp, 0},
-        {"virtual-stages", c->virtual_stages, 1}};
+        {"tp", c->tp, 1}, {"pp", c->pp, 1}, {"cp", c->cp, 1},
+        {"ep", c->ep, 1}, {"sp", c->sp, 0}, {"virtual-stages", c->virtual_stages, 1}};
     for (size_t i = 0; i < sizeof dims / sizeof *dims; i++)
         if (dims[i].v != dims[i].ok)
             return mpt_fail(err, MPT_ERR_INPUT,
@@ -146,11 +148,19 @@ static void on_step_(const mpt_step_info *s, void *ctx) {
     fflush(stdout);
 }
 
+/* The watchdog found a rank stuck in MPI: say where and end the whole job. */
+static void watchdog_(const char *what) {
+    fprintf(stderr, "mptrain: error: %s; aborting the job\n", what);
+    fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+}
+
 int mpt_cli_train(int argc, char **argv) {
     mpt_train_opts o;
     mpt_train_opts_defaults(&o);
     o.threads = default_threads_();
-    train_cli_ c = {.model = "tiny", .dp = 1, .tp = 1, .pp = 1, .cp = 1, .ep = 1,
+    float bucket_mb = 4.0f, comm_timeout = 300.0f;
+    train_cli_ c = {.model = "tiny", .tp = 1, .pp = 1, .cp = 1, .ep = 1,
                     .virtual_stages = 1, .lr_schedule = "cosine"};
     mpt_error err = {0};
     int help = 0;
@@ -176,12 +186,14 @@ int mpt_cli_train(int argc, char **argv) {
         {"grad-clip", MPT_ARG_FLOAT, &o.opt.grad_clip, "clip to this global norm (default 1.0)", NULL},
         {"seed", MPT_ARG_U64, &o.seed, "initialisation seed (default 1337)", NULL},
         {"threads", MPT_ARG_INT, &o.threads, "compute threads per rank (default cores/ranks)", NULL},
-        {"dp", MPT_ARG_INT, &c.dp, "data-parallel replicas", NULL},
+        {"dp", MPT_ARG_INT, &o.dp, "data-parallel replicas (dp*tp*pp*cp = ranks)", NULL},
         {"tp", MPT_ARG_INT, &c.tp, "tensor-parallel ranks", NULL},
         {"pp", MPT_ARG_INT, &c.pp, "pipeline stages", NULL},
         {"cp", MPT_ARG_INT, &c.cp, "context-parallel ranks", NULL},
         {"ep", MPT_ARG_INT, &c.ep, "expert-parallel ranks", NULL},
-        {"zero", MPT_ARG_INT, &c.zero, "ZeRO stage 0|1|2|3", NULL},
+        {"zero", MPT_ARG_INT, &o.zero, "ZeRO stage 0|1|2|3 (shards optimizer, grads, params)", NULL},
+        {"bucket-mb", MPT_ARG_FLOAT, &bucket_mb, "gradient all-reduce bucket size in MiB (default 4)", NULL},
+        {"comm-timeout", MPT_ARG_FLOAT, &comm_timeout, "seconds a rank may wait in one MPI call (default 300)", NULL},
         {"sp", MPT_ARG_FLAG, &c.sp, "sequence parallelism (with tp > 1)", NULL},
         {"schedule", MPT_ARG_STRING, &c.schedule, "pipeline schedule naive|gpipe|1f1b|interleaved|zb-h1", NULL},
         {"virtual-stages", MPT_ARG_INT, &c.virtual_stages, "interleaved stages per rank", NULL},
@@ -235,9 +247,16 @@ int mpt_cli_train(int argc, char **argv) {
             return mpt_cli_report(&err);
         o.data_path = data_path;
     }
+    o.bucket_mb = bucket_mb;
+    mpt_comm_set_timeout(comm_timeout);
+    mpt_comm_set_watchdog(watchdog_);
+    mpt_comm world;
+    if ((st = mpt_comm_world(&world, &err))) return mpt_cli_report(&err);
     c.tty = isatty(STDOUT_FILENO);
+    if (world.rank != 0) c.quiet = 1;
     mpt_train_result res;
-    st = mpt_train(&o, on_start_, on_step_, &c, &res, &err);
+    st = mpt_train(&world, &o, on_start_, on_step_, &c, &res, &err);
+    mpt_comm_free(&world);
     if (st) {
         if (c.tty) printf("\n");
         return mpt_cli_report(&err);

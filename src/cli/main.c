@@ -2,6 +2,7 @@
  * The only layer that prints to users or chooses exit codes (0 done, 1 failure while running,
  * 2 bad command line / config / layout / input). */
 #include <libgen.h>
+#include <mpi.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,7 +51,14 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     const char *cmd = argv[1];
-    if (strcmp(cmd, "train") == 0) return mpt_cli_train(argc, argv);
+    if (strcmp(cmd, "train") == 0) {
+        /* Every rank runs the command; MPI_Finalize only after all agreed on the outcome. */
+        int provided;
+        MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+        int code = mpt_cli_train(argc, argv);
+        MPI_Finalize();
+        return code;
+    }
     if (strcmp(cmd, "tokenize") == 0) return mpt_cli_tokenize(argc, argv);
     if (strcmp(cmd, "generate") == 0) return mpt_cli_generate(argc, argv);
     const char *later[] = {"schedule", "plan", "simulate", "convert"};

@@ -52,13 +52,13 @@ void mpt_layernorm_forward(float *out, float *mean, float *rstd, const float *in
 #pragma omp parallel for schedule(static)
     for (size_t r = 0; r < N; r++) {
         const float *x = inp + r * C;
-        float s = 0.0f;
+        double s = 0.0, v = 0.0; /* double: accurate whether or not these sums vectorise */
 #pragma omp simd reduction(+ : s)
         for (int i = 0; i < C; i++) s += x[i];
-        float m = s / C, v = 0.0f;
+        float m = (float)(s / C);
 #pragma omp simd reduction(+ : v)
-        for (int i = 0; i < C; i++) v += (x[i] - m) * (x[i] - m);
-        float rs = 1.0f / sqrtf(v / C + 1e-5f);
+        for (int i = 0; i < C; i++) v += (double)((x[i] - m) * (x[i] - m));
+        float rs = (float)(1.0 / sqrt(v / C + 1e-5));
         float *o = out + r * C;
 #pragma omp simd
         for (int i = 0; i < C; i++) o[i] = (x[i] - m) * rs * w[i] + b[i];

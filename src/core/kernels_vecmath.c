@@ -33,15 +33,17 @@ void mpt_gelu_backward(float *dinp, const float *inp, const float *dout, size_t 
     }
 }
 
+/* Row sums accumulate in double: accurate whether or not the compiler vectorises them. */
 void mpt_softmax_inplace_(float *row, int n) {
-    float mx = row[0], sum = 0.0f;
+    float mx = row[0];
+    double sum = 0.0;
     for (int j = 1; j < n; j++) mx = row[j] > mx ? row[j] : mx;
 #pragma omp simd reduction(+ : sum)
     for (int j = 0; j < n; j++) {
         row[j] = expf(row[j] - mx);
         sum += row[j];
     }
-    float inv = 1.0f / sum;
+    float inv = (float)(1.0 / sum);
 #pragma omp simd
     for (int j = 0; j < n; j++) row[j] *= inv;
 }
@@ -52,7 +54,8 @@ void mpt_crossentropy_fused(float *logits, float *losses, const int32_t *targets
     for (size_t r = 0; r < N; r++) {
         float *row = logits + r * (size_t)Vp;
         int t = targets[r];
-        float mx = row[0], sum = 0.0f;
+        float mx = row[0];
+        double sum = 0.0;
         for (int j = 1; j < V; j++) mx = row[j] > mx ? row[j] : mx;
         float lt = row[t] - mx;
 #pragma omp simd reduction(+ : sum)
@@ -60,8 +63,8 @@ void mpt_crossentropy_fused(float *logits, float *losses, const int32_t *targets
             row[j] = expf(row[j] - mx);
             sum += row[j];
         }
-        losses[r] = logf(sum) - lt;
-        float s = dloss / sum;
+        losses[r] = (float)log(sum) - lt;
+        float s = (float)(dloss / sum);
 #pragma omp simd
         for (int j = 0; j < V; j++) row[j] *= s;
         row[t] -= dloss;
@@ -70,7 +73,9 @@ void mpt_crossentropy_fused(float *logits, float *losses, const int32_t *targets
 }
 
 void mpt_softmax_row(float *probs, const float *logits, int V, float temperature) {
-    float inv_t = temperature > 0.0f ? 1.0f / temperature : 1.0f;
-    for (int j = 0; j < V; j++) probs[j] = logits[j] * inv_t;
+    float inv_t = temperature > 0.0f ? 1.0f / temperature : 1.0f, mx = logits[0];
+    for (int j = 1; j < V; j++) mx = logits[j] > mx ? logits[j] : mx;
+    /* subtract the maximum before scaling: (l - max) / T keeps the exponent exact */
+    for (int j = 0; j < V; j++) probs[j] = (logits[j] - mx) * inv_t;
     mpt_softmax_inplace_(probs, V);
 }

@@ -1,6 +1,7 @@
 /* gpt.c — GPT-2 forward and backward on one rank (see gpt.h). */
 #include "model/gpt.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/kernels.h"
@@ -47,26 +48,34 @@ int mpt_gpt_buffer_sizes(const mpt_config *cfg, int B, int T, int training,
     return 1;
 }
 
-mpt_status mpt_gpt_init(mpt_gpt *m, const mpt_config *cfg, int B, int T, int training,
-                        mpt_arena *arena, mpt_error *err) {
+mpt_status mpt_gpt_init(mpt_gpt *m, const mpt_config *cfg, int B, int T, int flags,
+                        size_t unit_align, mpt_arena *arena, mpt_error *err) {
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;
     m->B = B;
     m->T = T;
-    m->training = training;
+    m->flags = flags;
     m->arena = arena;
     if (T > cfg->n_positions)
         return mpt_fail(err, MPT_ERR_INPUT,
                         "sequence length %d exceeds the model's %d positions: lower --seq-len", T,
                         cfg->n_positions);
-    mpt_status st = mpt_params_build(&m->pt, cfg, err);
+    mpt_status st = mpt_params_build_aligned(&m->pt, cfg, unit_align, err);
     if (st) return st;
+    int training = (flags & MPT_GPT_BACKWARD) != 0;
+    m->w = calloc(m->pt.n, sizeof *m->w);
+    m->g = calloc(m->pt.n, sizeof *m->g);
+    if (!m->w || !m->g) {
+        mpt_gpt_free(m);
+        return mpt_fail(err, MPT_ERR_RUN, "out of memory for the tensor tables");
+    }
     if (!mpt_gpt_buffer_sizes(cfg, B, T, training, m->act_n, m->work_n)) {
         mpt_gpt_free(m);
         return mpt_fail(err, MPT_ERR_INPUT, "batch %d x %d tokens is too large to address", B, T);
     }
-    st = mpt_arena_alloc(arena, MPT_MEM_PARAMS, m->pt.total, sizeof(float), &m->params, err);
-    if (!st && training)
+    if (flags & MPT_GPT_PARAMS)
+        st = mpt_arena_alloc(arena, MPT_MEM_PARAMS, m->pt.total, sizeof(float), &m->params, err);
+    if (!st && (flags & MPT_GPT_GRADS))
         st = mpt_arena_alloc(arena, MPT_MEM_GRADS, m->pt.total, sizeof(float), &m->grads, err);
     for (int i = 0; !st && i < MPT_ACT_SLOTS; i++)
         st = mpt_arena_alloc(arena, MPT_MEM_ACTIVATIONS, m->act_n[i], sizeof(float), &m->act[i],
@@ -75,8 +84,23 @@ mpt_status mpt_gpt_init(mpt_gpt *m, const mpt_config *cfg, int B, int T, int tra
         if (m->work_n[i])
             st = mpt_arena_alloc(arena, MPT_MEM_WORKSPACE, m->work_n[i], sizeof(float),
                                  &m->work[i], err);
-    if (st) mpt_gpt_free(m);
-    return st;
+    if (st) {
+        mpt_gpt_free(m);
+        return st;
+    }
+    for (int u = 0; u < m->pt.n_units; u++) {
+        if (m->params) mpt_gpt_point_unit(m, m->w, u, m->params + m->pt.unit_begin[u]);
+        if (m->grads) mpt_gpt_point_unit(m, m->g, u, m->grads + m->pt.unit_begin[u]);
+    }
+    return MPT_OK;
+}
+
+void mpt_gpt_point_unit(mpt_gpt *m, float **table, int u, float *base) {
+    size_t b = m->pt.unit_begin[u], e = m->pt.unit_end[u];
+    for (size_t i = 0; i < m->pt.n; i++) {
+        size_t off = m->pt.t[i].offset;
+        if (off >= b && off < e) table[i] = base + (off - b);
+    }
 }
 
 void mpt_gpt_free(mpt_gpt *m) {
@@ -87,41 +111,71 @@ void mpt_gpt_free(mpt_gpt *m) {
         mpt_arena_release(m->arena, MPT_MEM_ACTIVATIONS, m->act[i], m->act_n[i], sizeof(float));
     for (int i = 0; i < MPT_WORK_SLOTS; i++)
         mpt_arena_release(m->arena, MPT_MEM_WORKSPACE, m->work[i], m->work_n[i], sizeof(float));
+    free(m->w);
+    free(m->g);
     mpt_params_free(&m->pt);
     memset(m, 0, sizeof *m);
 }
 
-void mpt_gpt_init_weights(mpt_gpt *m, uint64_t seed) {
-    for (size_t i = 0; i < m->pt.n; i++) {
-        const mpt_tensor *t = &m->pt.t[i];
-        float *p = m->params + t->offset;
-        size_t n = mpt_tensor_ckpt_numel(t);
+void mpt_params_init_range(const mpt_param_table *pt, float *dst, size_t begin, size_t n,
+                           uint64_t seed) {
+    memset(dst, 0, n * sizeof *dst); /* padding rows and unit padding stay zero */
+    size_t end = begin + n;
+    for (size_t i = 0; i < pt->n; i++) {
+        const mpt_tensor *t = &pt->t[i];
+        size_t t0 = t->offset, t1 = t->offset + mpt_tensor_ckpt_numel(t);
+        size_t a = t0 > begin ? t0 : begin, e = t1 < end ? t1 : end;
+        if (a >= e) continue;
+        float *p = dst + (a - begin);
         if (t->init_std > 0.0f) {
-            mpt_rng_fill_normal(p, n, mpt_rng_key(seed, t->name), 0, t->init_std);
+            mpt_rng_fill_normal(p, e - a, mpt_rng_key(seed, t->name), a - t0, t->init_std);
         } else {
-            for (size_t j = 0; j < n; j++) p[j] = t->init_value;
+            for (size_t j = 0; j < e - a; j++) p[j] = t->init_value;
         }
-        memset(p + n, 0, (t->numel - n) * sizeof *p); /* padding rows */
     }
 }
 
-/* Pointers to layer l's slice of a per-layer activation buffer. */
+void mpt_params_init_values(const mpt_param_table *pt, float *params, uint64_t seed) {
+    mpt_params_init_range(pt, params, 0, pt->total, seed);
+}
+
+void mpt_gpt_init_weights(mpt_gpt *m, uint64_t seed) { mpt_params_init_values(&m->pt, m->params, seed); }
+
+/* Layer l's slice of a per-layer activation buffer. */
 static float *lay_(const mpt_gpt *m, mpt_act_slot s, int l) {
     return m->act[s] + (size_t)l * (m->act_n[s] / (size_t)m->cfg.n_layer);
 }
 
-#define W_(m, l, slot) mpt_gpt_param(m, (m)->pt.layer[(size_t)(l) * MPT_LAYER_SLOTS + (slot)])
-#define G_(m, l, slot) mpt_gpt_grad(m, (m)->pt.layer[(size_t)(l) * MPT_LAYER_SLOTS + (slot)])
+#define W_(m, l, slot) ((m)->w[(m)->pt.layer[(size_t)(l) * MPT_LAYER_SLOTS + (slot)]])
+#define G_(m, l, slot) ((m)->g[(m)->pt.layer[(size_t)(l) * MPT_LAYER_SLOTS + (slot)]])
+#define TRY_(call)                                                                            \
+    do {                                                                                      \
+        mpt_status st_ = (call);                                                              \
+        if (st_) return st_;                                                                  \
+    } while (0)
 
-double mpt_gpt_forward(mpt_gpt *m, const int32_t *inputs, const int32_t *targets, int B, int T,
-                       float dloss) {
+static mpt_status need_(mpt_gpt *m, int unit, mpt_gpt_phase ph, mpt_error *err) {
+    return m->hooks.need ? m->hooks.need(m->hooks.ctx, unit, ph, err) : MPT_OK;
+}
+static mpt_status done_(mpt_gpt *m, int unit, mpt_gpt_phase ph, mpt_error *err) {
+    return m->hooks.done ? m->hooks.done(m->hooks.ctx, unit, ph, err) : MPT_OK;
+}
+static mpt_status grads_done_(mpt_gpt *m, int unit, mpt_error *err) {
+    return m->hooks.grads_done ? m->hooks.grads_done(m->hooks.ctx, unit, err) : MPT_OK;
+}
+
+mpt_status mpt_gpt_forward(mpt_gpt *m, const int32_t *inputs, const int32_t *targets, int B,
+                           int T, float dloss, double *loss_sum, mpt_error *err) {
     const mpt_config *c = &m->cfg;
+    const mpt_param_table *pt = &m->pt;
     int D = c->d_model, F = c->ffn, H = c->n_head, L = c->n_layer;
     size_t N = (size_t)B * T;
     float *scratch = m->work[MPT_WORK_DTMP];
-    mpt_encoder_forward(m->act[MPT_ACT_ENCODED], inputs, mpt_gpt_param(m, m->pt.wte),
-                        mpt_gpt_param(m, m->pt.wpe), B, T, D);
+    TRY_(need_(m, 0, MPT_PHASE_FORWARD, err));
+    mpt_encoder_forward(m->act[MPT_ACT_ENCODED], inputs, m->w[pt->wte], m->w[pt->wpe], B, T, D);
+    TRY_(done_(m, 0, MPT_PHASE_FORWARD, err));
     for (int l = 0; l < L; l++) {
+        TRY_(need_(m, l + 1, MPT_PHASE_FORWARD, err));
         const float *in = l == 0 ? m->act[MPT_ACT_ENCODED] : lay_(m, MPT_ACT_RES3, l - 1);
         float *ln1 = lay_(m, MPT_ACT_LN1, l), *qkv = lay_(m, MPT_ACT_QKV, l);
         float *atty = lay_(m, MPT_ACT_ATTY, l), *res2 = lay_(m, MPT_ACT_RES2, l);
@@ -140,23 +194,31 @@ double mpt_gpt_forward(mpt_gpt *m, const int32_t *inputs, const int32_t *targets
         mpt_gelu_forward(fchg, fch, N * F);
         mpt_matmul_forward(scratch, fchg, W_(m, l, MPT_FCPROJ_W), W_(m, l, MPT_FCPROJ_B), N, F, D);
         mpt_residual_forward(res3, res2, scratch, N * D);
+        TRY_(done_(m, l + 1, MPT_PHASE_FORWARD, err));
     }
+    TRY_(need_(m, L + 1, MPT_PHASE_FORWARD, err));
+    if (c->tied) TRY_(need_(m, 0, MPT_PHASE_FORWARD, err));
     float *lnf = m->act[MPT_ACT_LNF], *logits = m->act[MPT_ACT_LOGITS];
     mpt_layernorm_forward(lnf, m->act[MPT_ACT_LNF_MEAN], m->act[MPT_ACT_LNF_RSTD],
-                          lay_(m, MPT_ACT_RES3, L - 1), mpt_gpt_param(m, m->pt.lnf_w),
-                          mpt_gpt_param(m, m->pt.lnf_b), N, D);
-    mpt_lmhead_forward(logits, lnf, mpt_gpt_param(m, m->pt.lm_head), N, D, c->vocab,
-                       c->padded_vocab);
-    if (!targets) return 0.0;
+                          lay_(m, MPT_ACT_RES3, L - 1), m->w[pt->lnf_w], m->w[pt->lnf_b], N, D);
+    mpt_lmhead_forward(logits, lnf, m->w[pt->lm_head], N, D, c->vocab, c->padded_vocab);
+    if (c->tied) TRY_(done_(m, 0, MPT_PHASE_FORWARD, err));
+    TRY_(done_(m, L + 1, MPT_PHASE_FORWARD, err));
+    if (!targets) {
+        if (loss_sum) *loss_sum = 0.0;
+        return MPT_OK;
+    }
     float *losses = m->act[MPT_ACT_LOSSES];
     mpt_crossentropy_fused(logits, losses, targets, N, c->vocab, c->padded_vocab, dloss);
     double sum = 0.0;
     for (size_t i = 0; i < N; i++) sum += losses[i];
-    return sum;
+    if (loss_sum) *loss_sum = sum;
+    return MPT_OK;
 }
 
-void mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T) {
+mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt_error *err) {
     const mpt_config *c = &m->cfg;
+    const mpt_param_table *pt = &m->pt;
     int D = c->d_model, F = c->ffn, H = c->n_head, L = c->n_layer;
     size_t N = (size_t)B * T;
     float *dres = m->work[MPT_WORK_DRES], *dtmp = m->work[MPT_WORK_DTMP];
@@ -164,15 +226,18 @@ void mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T) {
     float *dfcg = m->work[MPT_WORK_DFCG], *dfc = m->work[MPT_WORK_DFC];
     size_t ND = N * (size_t)D, NF = N * (size_t)F;
 
+    TRY_(need_(m, L + 1, MPT_PHASE_BACKWARD, err));
+    if (c->tied) TRY_(need_(m, 0, MPT_PHASE_BACKWARD, err));
     memset(dtmp, 0, ND * sizeof *dtmp);
-    mpt_lmhead_backward(dtmp, mpt_gpt_grad(m, m->pt.lm_head), m->act[MPT_ACT_LOGITS],
-                        m->act[MPT_ACT_LNF], mpt_gpt_param(m, m->pt.lm_head), N, D, c->vocab,
-                        c->padded_vocab);
+    mpt_lmhead_backward(dtmp, m->g[pt->lm_head], m->act[MPT_ACT_LOGITS], m->act[MPT_ACT_LNF],
+                        m->w[pt->lm_head], N, D, c->vocab, c->padded_vocab);
     memset(dres, 0, ND * sizeof *dres);
-    mpt_layernorm_backward(dres, mpt_gpt_grad(m, m->pt.lnf_w), mpt_gpt_grad(m, m->pt.lnf_b), dtmp,
-                           lay_(m, MPT_ACT_RES3, L - 1), mpt_gpt_param(m, m->pt.lnf_w),
+    mpt_layernorm_backward(dres, m->g[pt->lnf_w], m->g[pt->lnf_b], dtmp,
+                           lay_(m, MPT_ACT_RES3, L - 1), m->w[pt->lnf_w],
                            m->act[MPT_ACT_LNF_MEAN], m->act[MPT_ACT_LNF_RSTD], N, D);
+    TRY_(grads_done_(m, L + 1, err));
     for (int l = L - 1; l >= 0; l--) {
+        TRY_(need_(m, l + 1, MPT_PHASE_BACKWARD, err));
         const float *in = l == 0 ? m->act[MPT_ACT_ENCODED] : lay_(m, MPT_ACT_RES3, l - 1);
         /* dres holds dL/d(block output); MLP half */
         memset(dfcg, 0, NF * sizeof *dfcg);
@@ -196,10 +261,16 @@ void mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T) {
         memset(dtmp, 0, ND * sizeof *dtmp);
         mpt_matmul_backward(dtmp, G_(m, l, MPT_QKV_W), G_(m, l, MPT_QKV_B), dqkv,
                             lay_(m, MPT_ACT_LN1, l), W_(m, l, MPT_QKV_W), N, D, 3 * D);
+        /* The key bias adds q.b_k to every score of a query's row, a shift the softmax ignores:
+         * its gradient is exactly zero. Computed, it is rounding noise (~1e-11) that AdamW would
+         * normalise into lr-sized steps of random sign, so it is set to its exact value. */
+        memset(G_(m, l, MPT_QKV_B) + D, 0, (size_t)D * sizeof(float));
         mpt_layernorm_backward(dres, G_(m, l, MPT_LN1_W), G_(m, l, MPT_LN1_B), dtmp, in,
                                W_(m, l, MPT_LN1_W), lay_(m, MPT_ACT_LN1_MEAN, l),
                                lay_(m, MPT_ACT_LN1_RSTD, l), N, D);
+        TRY_(grads_done_(m, l + 1, err));
     }
-    mpt_encoder_backward(mpt_gpt_grad(m, m->pt.wte), mpt_gpt_grad(m, m->pt.wpe), dres, inputs, B,
-                         T, D);
+    if (!c->tied) TRY_(need_(m, 0, MPT_PHASE_BACKWARD, err));
+    mpt_encoder_backward(m->g[pt->wte], m->g[pt->wpe], dres, inputs, B, T, D);
+    return grads_done_(m, 0, err);
 }

@@ -3,11 +3,21 @@
  * One mpt_gpt holds the flat parameter buffer (and its gradient buffer when training) laid out
  * by model/params.h, plus the activations of one micro-batch of B sequences of T tokens, all
  * from the caller's arena. Forward saves what backward needs; backward accumulates (+=) into
- * grads, so micro-batches accumulate until the caller zeroes grads.
+ * the gradients, so micro-batches accumulate until the caller zeroes them.
  *
- *   mpt_gpt m;  mpt_gpt_init(&m, &cfg, B, T, 1, &arena, &err);  mpt_gpt_init_weights(&m, seed);
- *   loss_sum = mpt_gpt_forward(&m, inputs, targets, B, T, 1.0f / (B_global * T));
- *   mpt_gpt_backward(&m, inputs, B, T);
+ *   mpt_gpt m;  mpt_gpt_init(&m, &cfg, B, T, MPT_GPT_TRAIN, 1, &arena, &err);
+ *   mpt_gpt_init_weights(&m, seed);
+ *   mpt_gpt_forward(&m, inputs, targets, B, T, 1.0f / (B_global * T), &loss_sum, &err);
+ *   mpt_gpt_backward(&m, inputs, B, T, &err);
+ *
+ * The kernels reach every tensor through the pointer tables w[] and g[] (one per tensor of
+ * the table), which point into params/grads by default. Parallel code may re-point them (ZeRO-3
+ * at gathered working copies, ZeRO-2 at a gradient staging buffer) from the hooks, which the
+ * engine calls at fixed points of forward and backward:
+ *   forward:  need(0,F) embed, need(1,F) block 0 done(1,F), ..., need(L+1,F) [need(0,F) when
+ *             tied] head and loss
+ *   backward: need(L+1,B) [need(0,B) when tied] head, ln_f; grads_done(L+1);
+ *             for blocks L..1: need(u,B) backward grads_done(u);  need(0,B) embed grads_done(0)
  */
 #ifndef MPT_GPT_H
 #define MPT_GPT_H
@@ -56,13 +66,37 @@ typedef enum mpt_work_slot {
     MPT_WORK_SLOTS
 } mpt_work_slot;
 
+typedef enum mpt_gpt_phase { MPT_PHASE_FORWARD, MPT_PHASE_BACKWARD } mpt_gpt_phase;
+
+/* Callbacks for parallel code; any may be NULL. A non-OK status stops forward/backward. */
+typedef struct mpt_gpt_hooks {
+    void *ctx;
+    /* the weights of unit are about to be read */
+    mpt_status (*need)(void *ctx, int unit, mpt_gpt_phase phase, mpt_error *err);
+    /* forward has finished with unit's weights */
+    mpt_status (*done)(void *ctx, int unit, mpt_gpt_phase phase, mpt_error *err);
+    /* backward has finished writing unit's gradients (and reading its weights) */
+    mpt_status (*grads_done)(void *ctx, int unit, mpt_error *err);
+} mpt_gpt_hooks;
+
+/* What mpt_gpt_init allocates. */
+enum {
+    MPT_GPT_PARAMS = 1,    /* the full flat parameter buffer */
+    MPT_GPT_GRADS = 2,     /* the full flat gradient buffer */
+    MPT_GPT_BACKWARD = 4,  /* backward workspace */
+    MPT_GPT_TRAIN = 7,
+    MPT_GPT_INFER = 1,
+};
+
 typedef struct mpt_gpt {
     mpt_config cfg;
     mpt_param_table pt;
     int B, T;                        /* largest micro-batch the buffers hold */
-    int training;                    /* grads and backward workspace exist */
-    float *params;                   /* (pt.total) owned via arena, kind params */
+    int flags;                       /* MPT_GPT_* given to init */
+    float *params;                   /* (pt.total) or NULL, owned via arena, kind params */
     float *grads;                    /* (pt.total) or NULL, kind grads */
+    float **w, **g;                  /* (pt.n) pointer tables, owned (malloc) */
+    mpt_gpt_hooks hooks;
     float *act[MPT_ACT_SLOTS];       /* kind activations */
     size_t act_n[MPT_ACT_SLOTS];     /* elements of each */
     float *work[MPT_WORK_SLOTS];     /* kind workspace */
@@ -75,26 +109,28 @@ typedef struct mpt_gpt {
 int mpt_gpt_buffer_sizes(const mpt_config *cfg, int B, int T, int training,
                          size_t act_n[MPT_ACT_SLOTS], size_t work_n[MPT_WORK_SLOTS]);
 
-mpt_status mpt_gpt_init(mpt_gpt *m, const mpt_config *cfg, int B, int T, int training,
-                        mpt_arena *arena, mpt_error *err);
+/* flags: MPT_GPT_*; unit_align as mpt_params_build_aligned. */
+mpt_status mpt_gpt_init(mpt_gpt *m, const mpt_config *cfg, int B, int T, int flags,
+                        size_t unit_align, mpt_arena *arena, mpt_error *err);
+/* Points w[] / g[] of every tensor of unit u at base + (offset - unit_begin[u]). */
+void mpt_gpt_point_unit(mpt_gpt *m, float **table, int u, float *base);
 void mpt_gpt_free(mpt_gpt *m);
 
-/* Initial values per CONTRACT §2: each element from (seed, tensor name, flat index). */
+/* Initial values per CONTRACT §2: each element from (seed, tensor name, flat index), written
+ * into a full flat buffer laid out by pt (padding zeroed). */
+void mpt_params_init_values(const mpt_param_table *pt, float *params, uint64_t seed);
+/* The same values for flat positions [begin, begin + n) only, into dst (n): lets a rank that
+ * holds a slice (ZeRO-3) initialise it without the rest. */
+void mpt_params_init_range(const mpt_param_table *pt, float *dst, size_t begin, size_t n,
+                           uint64_t seed);
 void mpt_gpt_init_weights(mpt_gpt *m, uint64_t seed);
 
 /* Forward over inputs (B,T) (B <= m->B, T <= m->T and <= n_positions). With targets, computes
- * per-token losses and leaves dloss * dL/dlogits in the logits buffer; returns the SUM of the
- * B*T token losses. Without targets returns 0 and leaves logits (B,T,Vp), first V columns. */
-double mpt_gpt_forward(mpt_gpt *m, const int32_t *inputs, const int32_t *targets, int B, int T,
-                       float dloss);
-/* Backward of the last forward (which had targets); accumulates into m->grads. */
-void mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T);
-
-static inline float *mpt_gpt_param(const mpt_gpt *m, size_t tensor_index) {
-    return m->params + m->pt.t[tensor_index].offset;
-}
-static inline float *mpt_gpt_grad(const mpt_gpt *m, size_t tensor_index) {
-    return m->grads + m->pt.t[tensor_index].offset;
-}
+ * per-token losses and leaves dloss * dL/dlogits in the logits buffer; *loss_sum gets the SUM
+ * of the B*T token losses. Without targets leaves logits (B,T,Vp), first V columns. */
+mpt_status mpt_gpt_forward(mpt_gpt *m, const int32_t *inputs, const int32_t *targets, int B,
+                           int T, float dloss, double *loss_sum, mpt_error *err);
+/* Backward of the last forward (which had targets); accumulates into the g[] tensors. */
+mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt_error *err);
 
 #endif

@@ -7,6 +7,7 @@
 
 #include "model/gpt.h"
 #include "model/params.h"
+#include "parallel/dp.h"
 
 mpt_status mpt_memplan_single(const mpt_config *cfg, int B, int T, int training,
                               mpt_mem_plan *plan, mpt_error *err) {
@@ -27,6 +28,31 @@ mpt_status mpt_memplan_single(const mpt_config *cfg, int B, int T, int training,
     for (int i = 0; i < MPT_ACT_SLOTS; i++) plan->bytes[MPT_MEM_ACTIVATIONS] += act_n[i] * 4;
     for (int i = 0; i < MPT_WORK_SLOTS; i++) plan->bytes[MPT_MEM_WORKSPACE] += work_n[i] * 4;
     if (training) plan->bytes[MPT_MEM_WORKSPACE] += 2 * (size_t)B * T * sizeof(int32_t);
+    for (int k = 0; k < MPT_MEM_KINDS; k++) plan->total += plan->bytes[k];
+    return MPT_OK;
+}
+
+mpt_status mpt_memplan_train(const mpt_config *cfg, int B, int T, int R, int zero,
+                             size_t bucket_elems, mpt_mem_plan *plan, mpt_error *err) {
+    memset(plan, 0, sizeof *plan);
+    mpt_param_table pt;
+    mpt_status st = mpt_params_build_aligned(&pt, cfg, mpt_dp_unit_align(R), err);
+    if (st) return st;
+    mpt_dp_plan dp;
+    mpt_dp_plan_for(&pt, R, zero, bucket_elems, &dp);
+    size_t P = pt.total * sizeof(float);
+    mpt_params_free(&pt);
+    plan->param_elements = dp.elements;
+    plan->pool_elements = dp.pool;
+    size_t act_n[MPT_ACT_SLOTS], work_n[MPT_WORK_SLOTS];
+    if (!mpt_gpt_buffer_sizes(cfg, B, T, 1, act_n, work_n))
+        return mpt_fail(err, MPT_ERR_INPUT, "batch %d x %d tokens is too large to address", B, T);
+    if (dp.gpt_flags & MPT_GPT_PARAMS) plan->bytes[MPT_MEM_PARAMS] += P;
+    if (dp.gpt_flags & MPT_GPT_GRADS) plan->bytes[MPT_MEM_GRADS] += P;
+    for (int k = 0; k < MPT_MEM_KINDS; k++) plan->bytes[k] += dp.bytes[k];
+    for (int i = 0; i < MPT_ACT_SLOTS; i++) plan->bytes[MPT_MEM_ACTIVATIONS] += act_n[i] * 4;
+    for (int i = 0; i < MPT_WORK_SLOTS; i++) plan->bytes[MPT_MEM_WORKSPACE] += work_n[i] * 4;
+    plan->bytes[MPT_MEM_WORKSPACE] += 2 * (size_t)B * T * sizeof(int32_t);
     for (int k = 0; k < MPT_MEM_KINDS; k++) plan->total += plan->bytes[k];
     return MPT_OK;
 }

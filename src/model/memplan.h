@@ -14,12 +14,19 @@
 typedef struct mpt_mem_plan {
     size_t bytes[MPT_MEM_KINDS];
     size_t total;
+    size_t param_elements;   /* flat parameter buffer (padded table), full model */
+    size_t pool_elements;    /* ZeRO-2/3 staging / working pool, in elements */
 } mpt_mem_plan;
 
 /* Single-rank training (training = 1: grads, AdamW m and v, backward workspace, the batch's
  * token buffers) or inference (training = 0) with micro-batches of B sequences of T tokens. */
 mpt_status mpt_memplan_single(const mpt_config *cfg, int B, int T, int training,
                               mpt_mem_plan *plan, mpt_error *err);
+
+/* Training on a data-parallel group of R ranks with ZeRO stage `zero` (R = 1, zero = 0 is the
+ * single-rank plan): the engine's buffers plus what parallel/dp.c adds. */
+mpt_status mpt_memplan_train(const mpt_config *cfg, int B, int T, int R, int zero,
+                             size_t bucket_elems, mpt_mem_plan *plan, mpt_error *err);
 
 /* "params 1.2 MiB, grads ..., total ..." into buf. */
 void mpt_memplan_format(const mpt_mem_plan *plan, char *buf, size_t n);

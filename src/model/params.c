@@ -30,15 +30,32 @@ static void add_(mpt_param_table *pt, const char *name, int ndim, size_t r, size
     pt->total += t->numel;
 }
 
+/* Closes unit u at the current end of the buffer, padded to the alignment. */
+static void close_unit_(mpt_param_table *pt, int u, size_t begin) {
+    size_t a = pt->unit_align;
+    pt->total = (pt->total + a - 1) / a * a;
+    pt->unit_begin[u] = begin;
+    pt->unit_end[u] = pt->total;
+}
+
 mpt_status mpt_params_build(mpt_param_table *pt, const mpt_config *c, mpt_error *err) {
+    return mpt_params_build_aligned(pt, c, 1, err);
+}
+
+mpt_status mpt_params_build_aligned(mpt_param_table *pt, const mpt_config *c, size_t unit_align,
+                                    mpt_error *err) {
     memset(pt, 0, sizeof *pt);
+    pt->unit_align = unit_align ? unit_align : 1;
     size_t L = (size_t)c->n_layer, D = (size_t)c->d_model, F = (size_t)c->ffn;
     size_t V = (size_t)c->vocab, Vp = (size_t)c->padded_vocab, T = (size_t)c->n_positions;
     if (Vp < V) return mpt_fail(err, MPT_ERR_RUN, "params: padded vocab %zu < vocab %zu", Vp, V);
     size_t cap = 2 + L * MPT_LAYER_SLOTS + 2 + 1;
     pt->t = calloc(cap, sizeof *pt->t);
     pt->layer = calloc(L * MPT_LAYER_SLOTS + 1, sizeof *pt->layer);
-    if (!pt->t || !pt->layer) {
+    pt->n_units = (int)L + 2;
+    pt->unit_begin = calloc(L + 2, sizeof *pt->unit_begin);
+    pt->unit_end = calloc(L + 2, sizeof *pt->unit_end);
+    if (!pt->t || !pt->layer || !pt->unit_begin || !pt->unit_end) {
         mpt_params_free(pt);
         return mpt_fail(err, MPT_ERR_RUN, "out of memory building the parameter table");
     }
@@ -48,7 +65,9 @@ mpt_status mpt_params_build(mpt_param_table *pt, const mpt_config *c, mpt_error 
     add_(pt, "transformer.wte.weight", 2, V, D, Vp, -1, std, 0);
     pt->wpe = pt->n;
     add_(pt, "transformer.wpe.weight", 2, T, D, T, -1, std, 0);
+    close_unit_(pt, 0, 0);
     for (size_t i = 0; i < L; i++) {
+        size_t begin = pt->total;
         const struct { const char *suffix; int ndim; size_t r, c; float std, value; } s[] = {
             [MPT_LN1_W] = {"ln_1.weight", 1, D, 1, 0, 1},
             [MPT_LN1_B] = {"ln_1.bias", 1, D, 1, 0, 0},
@@ -69,7 +88,9 @@ mpt_status mpt_params_build(mpt_param_table *pt, const mpt_config *c, mpt_error 
             pt->layer[i * MPT_LAYER_SLOTS + (size_t)k] = pt->n;
             add_(pt, name, s[k].ndim, s[k].r, s[k].c, s[k].r, (int)i, s[k].std, s[k].value);
         }
+        close_unit_(pt, (int)i + 1, begin);
     }
+    size_t final_begin = pt->total;
     pt->lnf_w = pt->n;
     add_(pt, "transformer.ln_f.weight", 1, D, 1, D, -1, 0, 1);
     pt->lnf_b = pt->n;
@@ -79,6 +100,7 @@ mpt_status mpt_params_build(mpt_param_table *pt, const mpt_config *c, mpt_error 
         pt->lm_head = pt->n;
         add_(pt, "lm_head.weight", 2, V, D, Vp, -1, std, 0);
     }
+    close_unit_(pt, (int)L + 1, final_begin);
     return MPT_OK;
 }
 
@@ -86,6 +108,8 @@ void mpt_params_free(mpt_param_table *pt) {
     if (!pt) return;
     free(pt->t);
     free(pt->layer);
+    free(pt->unit_begin);
+    free(pt->unit_end);
     memset(pt, 0, sizeof *pt);
 }
 
@@ -93,6 +117,11 @@ const mpt_tensor *mpt_params_find(const mpt_param_table *pt, const char *name) {
     for (size_t i = 0; i < pt->n; i++)
         if (strcmp(pt->t[i].name, name) == 0) return &pt->t[i];
     return NULL;
+}
+
+int mpt_tensor_unit(const mpt_param_table *pt, const mpt_tensor *t) {
+    if (t->layer >= 0) return t->layer + 1;
+    return t->offset < pt->unit_end[0] ? 0 : pt->n_units - 1;
 }
 
 size_t mpt_tensor_ckpt_numel(const mpt_tensor *t) { return t->shape[0] * t->shape[1]; }

@@ -33,16 +33,30 @@ enum mpt_layer_slot {
     MPT_LN2_W, MPT_LN2_B, MPT_FC_W, MPT_FC_B, MPT_FCPROJ_W, MPT_FCPROJ_B, MPT_LAYER_SLOTS
 };
 
+/* Units: the pieces that become ready together in backward and are gathered together by
+ * ZeRO-3. Unit 0 = embeddings (wte, wpe), units 1..L = blocks 0..L-1, unit L+1 = final
+ * (ln_f and an untied lm_head). In the flat buffer the units follow each other in this order,
+ * each padded with zeros to a multiple of `unit_align` elements (so a unit splits evenly over
+ * the data-parallel ranks); the padding belongs to no tensor and stays zero. */
 typedef struct mpt_param_table {
     mpt_tensor *t;   /* owned, n entries */
     size_t n;
-    size_t total;    /* elements in the flat buffer */
+    size_t total;    /* elements in the flat buffer, padding included */
+    int n_units;     /* L + 2 */
+    size_t *unit_begin, *unit_end; /* owned, n_units each: [begin, end) in the flat buffer */
+    size_t unit_align;
     int n_layer;
     size_t wte, wpe, lnf_w, lnf_b, lm_head;   /* indices into t (lm_head = wte when tied) */
     size_t *layer;   /* owned: layer[i*MPT_LAYER_SLOTS + slot] = index into t */
 } mpt_param_table;
 
+/* Units unpadded (unit_align 1). */
 mpt_status mpt_params_build(mpt_param_table *pt, const mpt_config *c, mpt_error *err);
+/* unit_align >= 1: each unit's length is rounded up to a multiple of it. */
+mpt_status mpt_params_build_aligned(mpt_param_table *pt, const mpt_config *c, size_t unit_align,
+                                    mpt_error *err);
+/* The unit a tensor belongs to. */
+int mpt_tensor_unit(const mpt_param_table *pt, const mpt_tensor *t);
 void mpt_params_free(mpt_param_table *pt);
 /* NULL when absent. */
 const mpt_tensor *mpt_params_find(const mpt_param_table *pt, const char *name);

@@ -168,7 +168,8 @@ static mpt_status load_vocab_(mpt_bpe *b, const char *path, const char *text, si
         if (seen[id] || n < 0) {
             st = mpt_fail(err, MPT_ERR_INPUT, "%s: token \"%s\" %s; re-fetch the file with "
                           "`make setup`", path, it->string,
-                          seen[id] ? "repeats an id" : "has a character outside GPT-2's byte alphabet");
+                          seen[id] ? "repeats an id"
+                                   : "has a character outside GPT-2's byte alphabet");
             goto cleanup;
         }
         seen[id] = 1;

@@ -310,7 +310,8 @@ mpt_status mpt_tokenizer_decode(const mpt_tokenizer *tok, const int32_t *tokens,
             return mpt_fail(err, MPT_ERR_INPUT, "decoded text too large");
     }
     size_t cap;
-    if (!mpt_size_add(total, 1, &cap)) return mpt_fail(err, MPT_ERR_INPUT, "decoded text too large");
+    if (!mpt_size_add(total, 1, &cap))
+        return mpt_fail(err, MPT_ERR_INPUT, "decoded text too large");
     char *buf = malloc(cap);
     if (!buf) return mpt_fail(err, MPT_ERR_RUN, "out of memory decoding %zu tokens", n);
     size_t at = 0;

@@ -44,7 +44,6 @@ mpt_status mpt_tokfile_read(const char *path, int vocab, mpt_tokfile *out, mpt_e
         return mpt_fail(err, MPT_ERR_INPUT, "%s: cannot open (%s); check the path or " REMAKE_,
                         path, strerror(errno));
     mpt_status st = MPT_OK;
-    unsigned char *raw = NULL;
     struct stat sb;
     unsigned char hdr[HEADER_BYTES_];
     if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
@@ -76,21 +75,21 @@ mpt_status mpt_tokfile_read(const char *path, int vocab, mpt_tokfile *out, mpt_e
     }
     size_t n = (size_t)count;
     if (n) {
-        raw = malloc(2 * n);
         out->tokens = malloc(n * sizeof *out->tokens);
-        if (!raw || !out->tokens) {
+        if (!out->tokens) {
             st = mpt_fail(err, MPT_ERR_RUN, "%s: out of memory for %zu tokens", path, n);
             goto done;
         }
-        if (fread(raw, 2, n, f) != n) {
+        if (fread(out->tokens, 2, n, f) != n) {
             st = mpt_fail(err, MPT_ERR_INPUT, "%s: read failed (%s); " REMAKE_, path,
                           ferror(f) ? strerror(errno) : "file shrank while reading");
             goto done;
         }
     }
     int max = -1;
-    for (size_t i = 0; i < n; i++) {
-        uint16_t t = (uint16_t)(raw[2 * i] | raw[2 * i + 1] << 8);
+    for (size_t i = 0; i < n; i++) { /* little-endian on disk, converted in place */
+        const unsigned char *b = (const unsigned char *)&out->tokens[i];
+        uint16_t t = (uint16_t)(b[0] | b[1] << 8);
         if (vocab > 0 && t >= vocab) {
             st = mpt_fail(err, MPT_ERR_INPUT, "%s: token %d at position %zu is >= the model's "
                           "vocabulary %d; tokenize with the matching --tokenizer or pass --vocab",
@@ -103,7 +102,6 @@ mpt_status mpt_tokfile_read(const char *path, int vocab, mpt_tokfile *out, mpt_e
     out->n = n;
     out->max_token = max;
 done:
-    free(raw);
     fclose(f);
     if (st != MPT_OK) mpt_tokfile_free(out);
     return st;

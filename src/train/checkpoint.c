@@ -199,18 +199,18 @@ static mpt_status write_state_(const char *path, const mpt_train_state *s, mpt_e
         st = mpt_fail(err, MPT_ERR_RUN, "%s: the run's options are not a JSON object", path);
         goto cleanup;
     }
-    if (!root || !cJSON_AddItemToObject(root, "options", opts)) {
-        cJSON_Delete(opts);
-        goto oom;
-    }
     snprintf(num[0], sizeof num[0], "%" PRIu64, s->seed);
     snprintf(num[1], sizeof num[1], "%" PRIu64, s->rng_counter);
-    if (!cJSON_AddStringToObject(root, "format", "mptrain-trainer-state") ||
+    if (!root || !cJSON_AddStringToObject(root, "format", "mptrain-trainer-state") ||
         !cJSON_AddNumberToObject(root, "version", 1) ||
         !cJSON_AddNumberToObject(root, "step", (double)s->step) ||
         !cJSON_AddStringToObject(root, "seed", num[0]) ||
-        !cJSON_AddStringToObject(root, "rng_counter", num[1]) || !(text = cJSON_Print(root)))
+        !cJSON_AddStringToObject(root, "rng_counter", num[1]) ||
+        !cJSON_AddItemToObject(root, "options", opts)) {
+        cJSON_Delete(opts);
         goto oom;
+    }
+    if (!(text = cJSON_Print(root))) goto oom;
     st = write_text_(path, text, err);
     goto cleanup;
 oom:
@@ -270,8 +270,13 @@ static mpt_status publish_(const char *tmp, const char *final, mpt_error *err) {
         /* No exchange on this file system: move the old one aside first. */
         char old[PATH_MAX];
         if (snprintf(old, sizeof old, "%s.old-%ld", final, (long)getpid()) >= (int)sizeof old ||
-            rename(final, old) != 0 || rename(tmp, final) != 0)
+            rename(final, old) != 0)
             return mpt_fail(err, MPT_ERR_RUN, "cannot replace %s: %s", final, strerror(errno));
+        if (rename(tmp, final) != 0) {
+            int e = errno;
+            rename(old, final);   /* put the old one back */
+            return mpt_fail(err, MPT_ERR_RUN, "cannot replace %s: %s", final, strerror(e));
+        }
         remove_tree_(old);
         return MPT_OK;
     }
@@ -336,10 +341,10 @@ static mpt_status prune_(const char *root, int keep, const char *just, mpt_error
             d = nd, cap = nc;
         }
         d[n].step = strtoull(s + 5, NULL, 10);
-        snprintf(d[n].name, sizeof d[n].name, "%s", s);
+        memcpy(d[n].name, s, strlen(s) + 1);   /* fits: checked above */
         n++;
     }
-    qsort(d, n, sizeof *d, cmp_step_desc_);
+    if (n > 1) qsort(d, n, sizeof *d, cmp_step_desc_);
     for (size_t i = (size_t)keep - 1; i < n; i++) {
         char path[PATH_MAX], gone[PATH_MAX];
         if (!join_(path, sizeof path, root, d[i].name) ||
@@ -556,8 +561,8 @@ static void shape_text_(char *buf, size_t size, int ndim, const size_t *shape) {
 
 /* Loads the tensors of f into bufs: a tensor named prefix[k] + <pt name> goes to bufs[k]
  * (nk targets). Every pt tensor must come exactly once per target; other tensors are errors,
- * except mask buffers and, in a tied model, an lm_head.weight equal to wte. Padding rows are
- * zeroed. */
+ * except mask buffers and, in a tied model, an lm_head.weight equal to wte. Each buffer is
+ * zeroed first, so padding rows and the padding between units come out zero. */
 static mpt_status load_file_(const mpt_safetensors *f, const mpt_param_table *pt,
                              const char *const *prefix, float *const *bufs, int nk,
                              mpt_error *err) {
@@ -567,6 +572,7 @@ static mpt_status load_file_(const mpt_safetensors *f, const mpt_param_table *pt
     const mpt_st_info *head = NULL;   /* a tied model's duplicate lm_head.weight */
     char a[128], b[128];
     if (!seen) return mpt_fail(err, MPT_ERR_RUN, "out of memory loading %s", f->path);
+    for (int k = 0; k < nk; k++) memset(bufs[k], 0, pt->total * sizeof *bufs[k]);
     for (size_t i = 0; i < f->n; i++) {
         const mpt_st_info *x = &f->t[i];
         int k = 0;
@@ -599,10 +605,9 @@ static mpt_status load_file_(const mpt_safetensors *f, const mpt_param_table *pt
                           "%s (config and weights disagree)", f->path, x->name, a, b);
             goto cleanup;
         }
-        float *dst = bufs[k] + t->offset;
-        size_t n = mpt_tensor_ckpt_numel(t);
-        if ((st = mpt_safetensors_read_f32(f, x, dst, n, err)) != MPT_OK) goto cleanup;
-        memset(dst + n, 0, (t->numel - n) * sizeof *dst);   /* padding rows */
+        float *dst = bufs[k] + t->offset;   /* rows past the checkpoint's stay zero */
+        if ((st = mpt_safetensors_read_f32(f, x, dst, mpt_tensor_ckpt_numel(t), err)) != MPT_OK)
+            goto cleanup;
     }
     for (int k = 0; k < nk; k++)
         for (size_t i = 0; i < pt->n; i++)

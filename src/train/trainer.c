@@ -14,6 +14,8 @@
 #include "core/peak.h"
 #include "model/gpt.h"
 #include "model/params.h"
+#include "parallel/dp.h"
+#include "parallel/mesh.h"
 #include "train/checkpoint.h"
 #include "train/data.h"
 #include "train/jsonlog.h"
@@ -31,6 +33,8 @@ void mpt_train_opts_defaults(mpt_train_opts *o) {
     o->seed = 1337;
     mpt_adamw_defaults(&o->opt);
     o->threads = 1;
+    o->dp = 1;
+    o->bucket_mb = 4.0;
 }
 
 static double now_(void) {
@@ -48,20 +52,21 @@ static double flops_per_token_(const mpt_config *c, int T) {
 }
 
 typedef struct run_ {
+    mpt_comm *world;          /* not owned */
     mpt_arena arena;
     mpt_gpt model;
-    float *m, *v;          /* AdamW moments, kind optimizer */
-    int32_t *inputs, *targets; /* (B/M, T), kind workspace */
+    mpt_dp dp;
+    int32_t *inputs, *targets; /* (B/(R*M), T), kind workspace */
+    size_t batch_n;
     mpt_tokfile data;
     mpt_jsonlog log;
-    size_t batch_n;
+    int rank0;
 } run_;
 
 static void run_free_(run_ *r) {
-    mpt_arena_release(&r->arena, MPT_MEM_OPTIMIZER, r->m, r->model.pt.total, sizeof(float));
-    mpt_arena_release(&r->arena, MPT_MEM_OPTIMIZER, r->v, r->model.pt.total, sizeof(float));
     mpt_arena_release(&r->arena, MPT_MEM_WORKSPACE, r->inputs, r->batch_n, sizeof(int32_t));
     mpt_arena_release(&r->arena, MPT_MEM_WORKSPACE, r->targets, r->batch_n, sizeof(int32_t));
+    mpt_dp_free(&r->dp);
     mpt_gpt_free(&r->model);
     mpt_tokfile_free(&r->data);
     mpt_jsonlog_close(&r->log);
@@ -82,13 +87,21 @@ static mpt_status resolve_config_(const mpt_train_opts *o, mpt_config *cfg, char
     return mpt_config_finish(cfg, 64, err);
 }
 
-static mpt_status validate_(const mpt_train_opts *o, const mpt_config *cfg, int T,
+static mpt_status validate_(const mpt_train_opts *o, const mpt_config *cfg, int T, int world,
                             mpt_error *err) {
+    mpt_layout lay = {.size = {1, 1, o->dp, 1, 1}};
+    mpt_status st = mpt_layout_check(&lay, world, err);
+    if (st) return st;
+    if (o->zero < 0 || o->zero > 3)
+        return mpt_fail(err, MPT_ERR_INPUT, "--zero %d: use 0, 1, 2 or 3", o->zero);
     if (o->batch < 1) return mpt_fail(err, MPT_ERR_INPUT, "--batch %d must be >= 1", o->batch);
-    if (o->microbatches < 1 || o->batch % o->microbatches != 0)
+    if (o->microbatches < 1)
+        return mpt_fail(err, MPT_ERR_INPUT, "--microbatches %d must be >= 1", o->microbatches);
+    if (o->batch % (o->dp * o->microbatches) != 0)
         return mpt_fail(err, MPT_ERR_INPUT,
-                        "--batch %d is not divisible by --microbatches %d: choose a divisor",
-                        o->batch, o->microbatches);
+                        "--batch %d is not divisible by --dp %d x --microbatches %d: every replica "
+                        "needs the same whole number of sequences per micro-batch",
+                        o->batch, o->dp, o->microbatches);
     if (T < 1 || T > cfg->n_positions)
         return mpt_fail(err, MPT_ERR_INPUT,
                         "--seq-len %d must be between 1 and the model's %d positions", T,
@@ -98,12 +111,13 @@ static mpt_status validate_(const mpt_train_opts *o, const mpt_config *cfg, int 
         return mpt_fail(err, MPT_ERR_INPUT, "--resume and --init-from exclude each other");
     if (!(o->opt.lr > 0.0f)) return mpt_fail(err, MPT_ERR_INPUT, "--lr must be positive");
     if (o->opt.warmup < 0) return mpt_fail(err, MPT_ERR_INPUT, "--warmup must be >= 0");
+    if (!(o->bucket_mb > 0.0)) return mpt_fail(err, MPT_ERR_INPUT, "--bucket-mb must be positive");
     if (!o->data_path) return mpt_fail(err, MPT_ERR_INPUT, "no --data file given");
     return MPT_OK;
 }
 
 static cJSON *start_line_(const mpt_train_opts *o, const mpt_config *c, int T, long start,
-                          const mpt_mem_plan *plan, double peak) {
+                          const mpt_mem_plan *plan, double peak, int world) {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "event", "start");
     cJSON_AddStringToObject(j, "model", o->model_name ? o->model_name : "custom");
@@ -127,21 +141,25 @@ static cJSON *start_line_(const mpt_train_opts *o, const mpt_config *c, int T, l
     cJSON_AddNumberToObject(j, "seed", (double)o->seed);
     cJSON_AddStringToObject(j, "data", o->data_path);
     cJSON *layout = cJSON_AddObjectToObject(j, "layout");
-    const char *dims[] = {"dp", "tp", "pp", "cp", "ep"};
-    for (int i = 0; i < 5; i++) cJSON_AddNumberToObject(layout, dims[i], 1);
-    cJSON_AddNumberToObject(layout, "zero", 0);
-    cJSON_AddNumberToObject(layout, "world", 1);
+    cJSON_AddNumberToObject(layout, "dp", o->dp);
+    const char *ones[] = {"tp", "pp", "cp", "ep"};
+    for (int i = 0; i < 4; i++) cJSON_AddNumberToObject(layout, ones[i], 1);
+    cJSON_AddNumberToObject(layout, "zero", o->zero);
+    cJSON_AddNumberToObject(layout, "world", world);
     cJSON_AddNumberToObject(j, "threads", o->threads);
     cJSON_AddNumberToObject(j, "peak_flops", peak);
     cJSON *mem = cJSON_AddObjectToObject(j, "memory_plan_bytes");
     for (int k = 0; k < MPT_MEM_KINDS; k++)
         cJSON_AddNumberToObject(mem, mpt_mem_kind_name((mpt_mem_kind)k), (double)plan->bytes[k]);
     cJSON_AddNumberToObject(mem, "total", (double)plan->total);
+    cJSON_AddNumberToObject(mem, "param_elements", (double)plan->param_elements);
+    cJSON_AddNumberToObject(mem, "zero_pool_elements", (double)plan->pool_elements);
     return j;
 }
 
 /* Testing hook: the first micro-batch's logits and every gradient of the first step, under the
- * Hugging Face names, before clipping (what a PyTorch reference compares against). */
+ * Hugging Face names, before clipping (what a PyTorch reference compares against). Rank 0 of a
+ * single-replica, zero <= 1 run only. */
 static mpt_status dump_(const char *path, const mpt_gpt *m, const float *logits_copy, int Bm,
                         int T, mpt_error *err) {
     size_t n = m->pt.n + 1;
@@ -155,160 +173,229 @@ static mpt_status dump_(const char *path, const mpt_gpt *m, const float *logits_
         e[i].shape[1] = t->shape[1];
         e[i].data = m->grads + t->offset;
     }
-    e[m->pt.n] = (mpt_st_entry){"logits", 3, {(size_t)Bm, (size_t)T, (size_t)m->cfg.vocab}, logits_copy};
+    e[m->pt.n] = (mpt_st_entry){"logits", 3, {(size_t)Bm, (size_t)T, (size_t)m->cfg.vocab},
+                                logits_copy};
     mpt_status st = mpt_safetensors_write(path, e, n, NULL, 0, 0, err);
     free(e);
     return st;
 }
 
+/* Gathers the full state onto every rank (transient buffers, outside the training memory plan)
+ * and writes it from world rank 0; all ranks return the agreed status. */
 static mpt_status save_(const mpt_train_opts *o, run_ *r, long step, mpt_train_result *res,
                         mpt_error *err) {
-    mpt_train_state ts;
-    memset(&ts, 0, sizeof ts);
-    ts.step = step;
-    ts.seed = o->seed;
-    snprintf(ts.options_json, sizeof ts.options_json,
-             "{\"batch\":%d,\"microbatches\":%d,\"steps\":%ld,\"lr\":%g,\"warmup\":%d}", o->batch,
-             o->microbatches, o->steps, (double)o->opt.lr, o->opt.warmup);
-    return mpt_checkpoint_save(o->save_dir, o->keep, &r->model.cfg, &r->model.pt, r->model.params,
-                               r->m, r->v, &ts, res->saved_dir, sizeof res->saved_dir, err);
+    size_t P = r->model.pt.total;
+    float *buf = malloc(3 * P * sizeof(float));
+    mpt_status st = buf ? MPT_OK : mpt_fail(err, MPT_ERR_RUN, "out of memory for the checkpoint");
+    st = mpt_comm_agree(r->world, st, err);
+    if (st) {
+        free(buf);
+        return st;
+    }
+    st = mpt_dp_gather(&r->dp, buf, buf + P, buf + 2 * P, err);
+    if (!st && r->rank0) {
+        mpt_train_state ts;
+        memset(&ts, 0, sizeof ts);
+        ts.step = step;
+        ts.seed = o->seed;
+        snprintf(ts.options_json, sizeof ts.options_json,
+                 "{\"batch\":%d,\"microbatches\":%d,\"steps\":%ld,\"lr\":%g,\"warmup\":%d,"
+                 "\"dp\":%d,\"zero\":%d}",
+                 o->batch, o->microbatches, o->steps, (double)o->opt.lr, o->opt.warmup, o->dp,
+                 o->zero);
+        st = mpt_checkpoint_save(o->save_dir, o->keep, &r->model.cfg, &r->model.pt, buf, buf + P,
+                                 buf + 2 * P, &ts, res->saved_dir, sizeof res->saved_dir, err);
+    }
+    free(buf);
+    st = mpt_comm_agree(r->world, st, err);
+    if (!st) st = mpt_bcast(r->world, res->saved_dir, sizeof res->saved_dir, 0, err);
+    return st;
 }
 
-mpt_status mpt_train(const mpt_train_opts *o, mpt_start_fn on_start, mpt_step_fn on_step,
-                     void *ctx, mpt_train_result *res, mpt_error *err) {
-    run_ r;
-    memset(&r, 0, sizeof r);
-    memset(res, 0, sizeof *res);
-    char ckpt[1024];
-    mpt_config cfg;
-    float *logits_copy = NULL;
-    mpt_status st = resolve_config_(o, &cfg, ckpt, sizeof ckpt, err);
+/* Everything that can fail before the first step; statuses are agreed by the caller. */
+static mpt_status prepare_(run_ *r, const mpt_train_opts *o, mpt_config *cfg, char *ckpt,
+                           size_t ckpt_n, int *T, mpt_train_result *res, mpt_error *err) {
+    mpt_status st = resolve_config_(o, cfg, ckpt, ckpt_n, err);
     if (st) return st;
-    int T = o->seq_len > 0 ? o->seq_len : cfg.n_positions;
-    if ((st = validate_(o, &cfg, T, err))) return st;
-    int B = o->batch, M = o->microbatches, Bm = B / M;
-
-    if ((st = mpt_tokfile_read(o->data_path, cfg.vocab, &r.data, err))) return st;
-    if ((st = mpt_data_check(&r.data, T, o->data_path, err))) goto done;
-    if ((st = mpt_memplan_single(&cfg, Bm, T, 1, &res->plan, err))) goto done;
+    *T = o->seq_len > 0 ? o->seq_len : cfg->n_positions;
+    if ((st = validate_(o, cfg, *T, r->world->size, err))) return st;
+    if ((st = mpt_tokfile_read(o->data_path, cfg->vocab, &r->data, err))) return st;
+    if ((st = mpt_data_check(&r->data, *T, o->data_path, err))) return st;
+    int Bm = o->batch / (o->dp * o->microbatches);
+    size_t bucket = (size_t)(o->bucket_mb * 1024 * 1024 / sizeof(float));
+    if ((st = mpt_memplan_train(cfg, Bm, *T, o->dp, o->zero, bucket, &res->plan, err))) return st;
     if (o->mem_limit && res->plan.total > o->mem_limit) {
         char need[512], lim[32];
         mpt_memplan_format(&res->plan, need, sizeof need);
         mpt_format_bytes(o->mem_limit, lim, sizeof lim);
-        st = mpt_fail(err, MPT_ERR_INPUT,
-                      "the memory plan needs more than --mem-limit %s per rank (%s): use more "
-                      "micro-batches, a shorter sequence or a smaller model",
-                      lim, need);
-        goto done;
+        return mpt_fail(err, MPT_ERR_INPUT,
+                        "the memory plan needs more than --mem-limit %s per rank (%s): use more "
+                        "micro-batches, ZeRO, a shorter sequence or a smaller model",
+                        lim, need);
     }
+    return MPT_OK;
+}
 
-    omp_set_num_threads(o->threads > 0 ? o->threads : 1);
-    openblas_set_num_threads(o->threads > 0 ? o->threads : 1);
-    mpt_arena_init(&r.arena, o->mem_limit);
-    if ((st = mpt_gpt_init(&r.model, &cfg, Bm, T, 1, &r.arena, err))) goto done;
-    size_t P = r.model.pt.total;
-    r.batch_n = (size_t)Bm * T;
-    if ((st = mpt_arena_alloc(&r.arena, MPT_MEM_OPTIMIZER, P, sizeof(float), &r.m, err)) ||
-        (st = mpt_arena_alloc(&r.arena, MPT_MEM_OPTIMIZER, P, sizeof(float), &r.v, err)) ||
-        (st = mpt_arena_alloc(&r.arena, MPT_MEM_WORKSPACE, r.batch_n, sizeof(int32_t), &r.inputs,
-                              err)) ||
-        (st = mpt_arena_alloc(&r.arena, MPT_MEM_WORKSPACE, r.batch_n, sizeof(int32_t), &r.targets,
-                              err)))
-        goto done;
-
-    long start = 0;
-    if (ckpt[0]) {
-        mpt_train_state ts;
-        int has_opt = 0;
-        st = mpt_checkpoint_load(ckpt, &r.model.pt, r.model.params, o->resume ? r.m : NULL,
-                                 o->resume ? r.v : NULL, &has_opt, o->resume ? &ts : NULL, err);
-        if (st) goto done;
-        if (o->resume) start = ts.step;
-    } else {
-        mpt_gpt_init_weights(&r.model, o->seed);
+static mpt_status allocate_(run_ *r, const mpt_train_opts *o, const mpt_config *cfg, int T,
+                            const char *ckpt, long *start, mpt_error *err) {
+    int Bm = o->batch / (o->dp * o->microbatches);
+    size_t bucket = (size_t)(o->bucket_mb * 1024 * 1024 / sizeof(float));
+    mpt_param_table pt;
+    mpt_dp_plan plan;
+    mpt_status st = mpt_params_build_aligned(&pt, cfg, mpt_dp_unit_align(o->dp), err);
+    if (st) return st;
+    mpt_dp_plan_for(&pt, o->dp, o->zero, bucket, &plan);
+    mpt_params_free(&pt);
+    mpt_arena_init(&r->arena, o->mem_limit);
+    if ((st = mpt_gpt_init(&r->model, cfg, Bm, T, plan.gpt_flags, mpt_dp_unit_align(o->dp),
+                           &r->arena, err)) ||
+        (st = mpt_dp_init(&r->dp, &r->model, r->world, o->zero, bucket, &r->arena, err)))
+        return st;
+    r->batch_n = (size_t)Bm * T;
+    if ((st = mpt_arena_alloc(&r->arena, MPT_MEM_WORKSPACE, r->batch_n, sizeof(int32_t),
+                              &r->inputs, err)) ||
+        (st = mpt_arena_alloc(&r->arena, MPT_MEM_WORKSPACE, r->batch_n, sizeof(int32_t),
+                              &r->targets, err)))
+        return st;
+    *start = 0;
+    if (!ckpt[0]) {
+        mpt_dp_init_values(&r->dp, o->seed);
+        return MPT_OK;
     }
-    if (start > o->steps) {
+    /* checkpoints hold full tensors: load them whole (transient), keep what this rank owns */
+    size_t P = r->model.pt.total;
+    float *buf = malloc(3 * P * sizeof(float));
+    if (!buf) return mpt_fail(err, MPT_ERR_RUN, "out of memory loading %s", ckpt);
+    mpt_train_state ts;
+    int has_opt = 0;
+    st = mpt_checkpoint_load(ckpt, &r->model.pt, buf, o->resume ? buf + P : NULL,
+                             o->resume ? buf + 2 * P : NULL, &has_opt, o->resume ? &ts : NULL,
+                             err);
+    if (!st) {
+        mpt_dp_load(&r->dp, buf, has_opt ? buf + P : NULL, has_opt ? buf + 2 * P : NULL);
+        if (o->resume) *start = ts.step;
+    }
+    free(buf);
+    if (!st && *start > o->steps)
         st = mpt_fail(err, MPT_ERR_INPUT,
                       "the checkpoint is at step %ld, past --steps %ld: ask for more steps",
-                      start, o->steps);
-        goto done;
+                      *start, o->steps);
+    return st;
+}
+
+static cJSON *step_line_(const mpt_step_info *info) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "step", (double)info->step);
+    cJSON_AddNumberToObject(j, "loss", info->loss);
+    cJSON_AddNumberToObject(j, "lr", info->lr);
+    cJSON_AddNumberToObject(j, "grad_norm", info->grad_norm);
+    cJSON_AddNumberToObject(j, "tokens_per_s", info->tokens_per_s);
+    cJSON_AddNumberToObject(j, "step_ms", info->step_ms);
+    cJSON_AddNumberToObject(j, "mfu", info->mfu);
+    cJSON_AddNumberToObject(j, "peak_mem_bytes", (double)info->peak_mem_bytes);
+    return j;
+}
+
+/* One optimizer step: micro-batches of this replica's slice, reduction, clipping, AdamW.
+ * *loss gets the global mean loss, *norm the global gradient norm. */
+static mpt_status step_(run_ *r, const mpt_train_opts *o, const mpt_adamw *opt, long step, int T,
+                        float **logits_copy, double *loss, double *norm, float *lr,
+                        mpt_error *err) {
+    const mpt_config *cfg = &r->model.cfg;
+    int B = o->batch, M = o->microbatches, Bm = B / (o->dp * M);
+    int first = r->world->rank * (B / o->dp);
+    float dloss = 1.0f / ((float)B * (float)T);
+    double loss_sum = 0.0;
+    mpt_status st;
+    mpt_comm_set_step(step + 1);
+    mpt_dp_begin_step(&r->dp);
+    for (int mb = 0; mb < M; mb++) {
+        mpt_data_batch(&r->data, step, B, first + mb * Bm, Bm, T, r->inputs, r->targets);
+        if (o->dump_path && step == 0 && mb == 0 && r->rank0 && r->model.grads) {
+            size_t nl = r->batch_n * (size_t)cfg->vocab;
+            *logits_copy = malloc(nl * sizeof **logits_copy);
+            if (!*logits_copy) return mpt_fail(err, MPT_ERR_RUN, "out of memory for the dump");
+            if ((st = mpt_gpt_forward(&r->model, r->inputs, NULL, Bm, T, 0.0f, NULL, err)))
+                return st;
+            for (size_t i = 0; i < r->batch_n; i++)
+                memcpy(*logits_copy + i * cfg->vocab,
+                       r->model.act[MPT_ACT_LOGITS] + i * cfg->padded_vocab,
+                       (size_t)cfg->vocab * sizeof(float));
+        }
+        mpt_dp_set_last_microbatch(&r->dp, mb == M - 1);
+        double mb_loss = 0.0;
+        if ((st = mpt_gpt_forward(&r->model, r->inputs, r->targets, Bm, T, dloss, &mb_loss, err)) ||
+            (st = mpt_gpt_backward(&r->model, r->inputs, Bm, T, err)))
+            return st;
+        loss_sum += mb_loss;
     }
+    if ((st = mpt_dp_finish_grads(&r->dp, err))) return st;
+    if (r->world->size > 1 && (st = mpt_allreduce_sum_f64(r->world, &loss_sum, 1, err))) return st;
+    *loss = loss_sum / ((double)B * T);
+    if (!isfinite(*loss))
+        return mpt_fail(err, MPT_ERR_RUN,
+                        "the loss became non-finite at step %ld: lower --lr or check the data; "
+                        "the last checkpoint is intact",
+                        step + 1);
+    if (step == 0 && *logits_copy && (st = dump_(o->dump_path, &r->model, *logits_copy, Bm, T, err))) return st;
+    if ((st = mpt_dp_grad_norm(&r->dp, norm, err))) return st;
+    *lr = mpt_adamw_lr(opt, step);
+    return mpt_dp_update(&r->dp, opt, *lr, mpt_clip_factor(opt, *norm), step + 1, err);
+}
+
+mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_start,
+                     mpt_step_fn on_step, void *ctx, mpt_train_result *res, mpt_error *err) {
+    run_ r;
+    memset(&r, 0, sizeof r);
+    memset(res, 0, sizeof *res);
+    r.world = world;
+    r.rank0 = world->rank == 0;
+    char ckpt[1024];
+    mpt_config cfg;
+    float *logits_copy = NULL;
+    int T = 0;
+    long start = 0;
+    omp_set_num_threads(o->threads > 0 ? o->threads : 1);
+    openblas_set_num_threads(o->threads > 0 ? o->threads : 1);
+    mpt_status st = prepare_(&r, o, &cfg, ckpt, sizeof ckpt, &T, res, err);
+    if (!(st = mpt_comm_agree(world, st, err)))
+        st = mpt_comm_agree(world, allocate_(&r, o, &cfg, T, ckpt, &start, err), err);
+    if (st) goto done;
 
     res->cfg = cfg;
     res->n_params = mpt_config_param_count(&cfg);
-    res->peak_flops = mpt_measure_peak_flops(o->threads > 0 ? o->threads : 1, 0.05);
-    if ((st = mpt_jsonlog_open(&r.log, o->log_path, err))) goto done;
-    if ((st = mpt_jsonlog_write(&r.log, start_line_(o, &cfg, T, start, &res->plan,
-                                                     res->peak_flops), err)))
-        goto done;
-    if (on_start) on_start(res, ctx);
+    double peak = mpt_measure_peak_flops(o->threads > 0 ? o->threads : 1, 0.05);
+    res->peak_flops = peak;
+    if ((st = mpt_allreduce_sum_f64(world, &res->peak_flops, 1, err))) goto done;
+    st = r.rank0 ? mpt_jsonlog_open(&r.log, o->log_path, err) : MPT_OK;
+    if (!st) st = mpt_jsonlog_write(&r.log, start_line_(o, &cfg, T, start, &res->plan,
+                                                         res->peak_flops, world->size), err);
+    if ((st = mpt_comm_agree(world, st, err))) goto done;
+    if (on_start && r.rank0) on_start(res, ctx);
 
     mpt_adamw opt = o->opt;
     opt.total_steps = o->steps;
-    float dloss = 1.0f / ((float)B * (float)T);
+    int B = o->batch;
     double flops_step = flops_per_token_(&cfg, T) * (double)B * T, t_all = 0.0;
     res->first_step = start + 1;
     for (long step = start; step < o->steps; step++) {
-        double t0 = now_(), loss_sum = 0.0;
-        memset(r.model.grads, 0, P * sizeof(float));
-        for (int mb = 0; mb < M; mb++) {
-            mpt_data_batch(&r.data, step, B, mb * Bm, Bm, T, r.inputs, r.targets);
-            if (o->dump_path && step == 0 && mb == 0) {
-                size_t nl = r.batch_n * (size_t)cfg.vocab;
-                logits_copy = malloc(nl * sizeof *logits_copy);
-                if (!logits_copy) {
-                    st = mpt_fail(err, MPT_ERR_RUN, "out of memory for the dump");
-                    goto done;
-                }
-                mpt_gpt_forward(&r.model, r.inputs, NULL, Bm, T, 0.0f);
-                for (size_t i = 0; i < r.batch_n; i++)
-                    memcpy(logits_copy + i * cfg.vocab,
-                           r.model.act[MPT_ACT_LOGITS] + i * cfg.padded_vocab,
-                           (size_t)cfg.vocab * sizeof(float));
-            }
-            loss_sum += mpt_gpt_forward(&r.model, r.inputs, r.targets, Bm, T, dloss);
-            mpt_gpt_backward(&r.model, r.inputs, Bm, T);
-        }
-        double loss = loss_sum / ((double)B * T);
-        if (!isfinite(loss)) {
-            st = mpt_fail(err, MPT_ERR_RUN,
-                          "the loss became non-finite at step %ld: lower --lr or check the data; "
-                          "the last checkpoint is intact",
-                          step + 1);
-            goto done;
-        }
-        if (o->dump_path && step == 0 &&
-            (st = dump_(o->dump_path, &r.model, logits_copy, Bm, T, err)))
-            goto done;
-        double norm = sqrt(mpt_sum_squares(r.model.grads, P));
-        float clip = mpt_clip_factor(&opt, norm), lr = mpt_adamw_lr(&opt, step);
-        for (size_t i = 0; i < r.model.pt.n; i++) {
-            const mpt_tensor *t = &r.model.pt.t[i];
-            mpt_adamw_update(&opt, r.model.params + t->offset, r.model.grads + t->offset,
-                             r.m + t->offset, r.v + t->offset, t->numel, lr,
-                             t->decay ? opt.weight_decay : 0.0f, clip, step + 1);
-        }
-        double dt = now_() - t0;
+        double t0 = now_(), loss = 0.0, norm = 0.0;
+        float lr = 0.0f;
+        if ((st = step_(&r, o, &opt, step, T, &logits_copy, &loss, &norm, &lr, err))) goto done;
+        double dt = now_() - t0, peak_mem = (double)r.arena.peak_total;
+        if ((st = mpt_allreduce_max_f64(world, &peak_mem, 1, err))) goto done;
         t_all += dt;
         mpt_step_info info = {.step = step + 1, .steps = o->steps, .loss = loss, .lr = lr,
                               .grad_norm = norm, .tokens_per_s = (double)B * T / dt,
                               .step_ms = dt * 1e3,
                               .mfu = res->peak_flops > 0 ? flops_step / dt / res->peak_flops : 0,
-                              .peak_mem_bytes = r.arena.peak_total};
+                              .peak_mem_bytes = (size_t)peak_mem};
         if (step == start) res->first_loss = loss;
         res->last_loss = loss;
         res->last_step = step + 1;
-        cJSON *j = cJSON_CreateObject();
-        cJSON_AddNumberToObject(j, "step", (double)info.step);
-        cJSON_AddNumberToObject(j, "loss", info.loss);
-        cJSON_AddNumberToObject(j, "lr", info.lr);
-        cJSON_AddNumberToObject(j, "grad_norm", info.grad_norm);
-        cJSON_AddNumberToObject(j, "tokens_per_s", info.tokens_per_s);
-        cJSON_AddNumberToObject(j, "step_ms", info.step_ms);
-        cJSON_AddNumberToObject(j, "mfu", info.mfu);
-        cJSON_AddNumberToObject(j, "peak_mem_bytes", (double)info.peak_mem_bytes);
-        if ((st = mpt_jsonlog_write(&r.log, j, err))) goto done;
-        if (on_step) on_step(&info, ctx);
+        st = mpt_jsonlog_write(&r.log, r.rank0 ? step_line_(&info) : NULL, err);
+        if ((st = mpt_comm_agree(world, st, err))) goto done;
+        if (on_step && r.rank0) on_step(&info, ctx);
         int last = step + 1 == o->steps;
         if (o->save_dir && (last || (o->save_every > 0 && (step + 1) % o->save_every == 0)) &&
             (st = save_(o, &r, step + 1, res, err)))
@@ -319,19 +406,28 @@ mpt_status mpt_train(const mpt_train_opts *o, mpt_start_fn on_start, mpt_step_fn
     res->seconds = t_all;
     res->tokens_per_s = t_all > 0 ? (double)ran * B * T / t_all : 0;
     res->mfu = t_all > 0 && res->peak_flops > 0 ? ran * flops_step / t_all / res->peak_flops : 0;
-    for (int k = 0; k < MPT_MEM_KINDS; k++) res->peak[k] = r.arena.peak[k];
-    res->peak[5] = r.arena.peak_total;
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "event", "end");
-    cJSON_AddNumberToObject(j, "steps", (double)res->last_step);
-    cJSON_AddNumberToObject(j, "final_loss", res->last_loss);
-    cJSON_AddNumberToObject(j, "seconds", t_all);
-    cJSON_AddNumberToObject(j, "tokens_per_s", res->tokens_per_s);
-    cJSON_AddNumberToObject(j, "mfu", res->mfu);
-    cJSON_AddNumberToObject(j, "peak_mem_bytes", (double)r.arena.peak_total);
-    cJSON_AddNumberToObject(j, "planned_mem_bytes", (double)res->plan.total);
-    if (res->saved_dir[0]) cJSON_AddStringToObject(j, "checkpoint", res->saved_dir);
-    st = mpt_jsonlog_write(&r.log, j, err);
+    double peaks[6];
+    for (int k = 0; k < MPT_MEM_KINDS; k++) peaks[k] = (double)r.arena.peak[k];
+    peaks[5] = (double)r.arena.peak_total;
+    if ((st = mpt_allreduce_max_f64(world, peaks, 6, err))) goto done;
+    for (int k = 0; k < 6; k++) res->peak[k] = (size_t)peaks[k];
+    if (r.rank0) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "event", "end");
+        cJSON_AddNumberToObject(j, "steps", (double)res->last_step);
+        cJSON_AddNumberToObject(j, "final_loss", res->last_loss);
+        cJSON_AddNumberToObject(j, "seconds", t_all);
+        cJSON_AddNumberToObject(j, "tokens_per_s", res->tokens_per_s);
+        cJSON_AddNumberToObject(j, "mfu", res->mfu);
+        cJSON_AddNumberToObject(j, "peak_mem_bytes", (double)res->peak[5]);
+        cJSON_AddNumberToObject(j, "planned_mem_bytes", (double)res->plan.total);
+        cJSON *pk = cJSON_AddObjectToObject(j, "peak_mem_by_kind");
+        for (int k = 0; k < MPT_MEM_KINDS; k++)
+            cJSON_AddNumberToObject(pk, mpt_mem_kind_name((mpt_mem_kind)k), peaks[k]);
+        if (res->saved_dir[0]) cJSON_AddStringToObject(j, "checkpoint", res->saved_dir);
+        st = mpt_jsonlog_write(&r.log, j, err);
+    }
+    st = mpt_comm_agree(world, st, err);
 done:
     free(logits_copy);
     run_free_(&r);

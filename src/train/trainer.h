@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "comm/comm.h"
 #include "core/status.h"
 #include "model/config.h"
 #include "model/memplan.h"
@@ -34,6 +35,9 @@ typedef struct mpt_train_opts {
     const char *resume;      /* checkpoint dir (or root with latest) */
     const char *init_from;   /* Hugging Face GPT-2 dir: weights only */
     const char *dump_path;   /* testing: safetensors of step-1 logits + gradients */
+    int dp;                  /* data-parallel replicas (the world size for now) */
+    int zero;                /* ZeRO stage 0..3 */
+    double bucket_mb;        /* gradient bucket size for zero 0/1 (default 4) */
 } mpt_train_opts;
 
 void mpt_train_opts_defaults(mpt_train_opts *o);
@@ -61,7 +65,10 @@ typedef void (*mpt_step_fn)(const mpt_step_info *info, void *ctx);
 /* Called once after validation, before the first step (plan and sizes known). */
 typedef void (*mpt_start_fn)(const mpt_train_result *res, void *ctx);
 
-mpt_status mpt_train(const mpt_train_opts *o, mpt_start_fn on_start, mpt_step_fn on_step,
-                     void *ctx, mpt_train_result *res, mpt_error *err);
+/* All ranks of world call with the same options. Callbacks run on world rank 0 only; res is
+ * filled on every rank (memory figures: the largest rank). Errors are agreed: every rank
+ * returns the same status and message. */
+mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_start,
+                     mpt_step_fn on_step, void *ctx, mpt_train_result *res, mpt_error *err);
 
 #endif

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The train command as a user meets it: checkpoints and bit-exact resume, the memory plan
+# against the measured peak, and bad input failing with exit 2 and a message.
+set -uo pipefail
+BIN="$1/mptrain"
+TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
+fails=0; passes=0
+ok()   { passes=$((passes+1)); echo "ok   $*"; }
+bad()  { fails=$((fails+1)); echo "FAIL $*"; }
+MODEL=(--model tiny --layers 2 --d-model 32 --heads 2 --seq-len 32 --batch 4 --threads 1 --quiet)
+
+# expect_exit CODE PATTERN -- command...: exit status and a stderr message
+expect_exit() {
+  local code=$1 pat=$2; shift 3
+  "$@" >"$TMP/out" 2>"$TMP/err"; local got=$?
+  if [ "$got" = "$code" ] && grep -q -- "$pat" "$TMP/err"; then ok "exit $code: $(head -c 150 "$TMP/err")"
+  else bad "expected exit $code and '$pat' from: $* (got $got: $(cat "$TMP/err"))"; fi
+}
+
+# --- resume is bit-identical to a run that never stopped ---------------------------------------
+"$BIN" train "${MODEL[@]}" --steps 6 --log "$TMP/a.jsonl" --save "$TMP/a" --save-every 3 || bad "run A"
+"$BIN" train "${MODEL[@]}" --steps 6 --log "$TMP/b.jsonl" --save "$TMP/b" --resume "$TMP/a/step_000003" || bad "run B"
+la=$(grep '"step":[456],' "$TMP/a.jsonl" | sed 's/.*"loss":\([^,]*\),.*/\1/')
+lb=$(grep '"step":[456],' "$TMP/b.jsonl" | sed 's/.*"loss":\([^,]*\),.*/\1/')
+if [ -n "$la" ] && [ "$la" = "$lb" ]; then ok "resumed losses equal: $(echo $lb)"; else bad "resumed losses differ: [$la] vs [$lb]"; fi
+if cmp -s "$TMP/a/step_000006/model.safetensors" "$TMP/b/step_000006/model.safetensors"; then ok "resumed final weights bit-identical"; else bad "resumed weights differ"; fi
+[ "$(readlink "$TMP/a/latest")" = "step_000006" ] || [ "$(basename "$(readlink "$TMP/a/latest")")" = "step_000006" ] && ok "latest -> step_000006" || bad "latest is $(readlink "$TMP/a/latest")"
+"$BIN" train "${MODEL[@]}" --steps 6 --resume "$TMP/a" --log "$TMP/c.jsonl" && grep -q '"start_step":6' "$TMP/c.jsonl" && ok "--resume DIR takes its latest" || bad "--resume DIR"
+
+# --- the memory plan equals the measured peak ------------------------------------------------
+end=$(tail -1 "$TMP/a.jsonl")
+peak=$(echo "$end" | sed 's/.*"peak_mem_bytes":\([0-9]*\).*/\1/'); plan=$(echo "$end" | sed 's/.*"planned_mem_bytes":\([0-9]*\).*/\1/')
+[ -n "$peak" ] && [ "$peak" = "$plan" ] && ok "memory: plan $plan = measured peak $peak" || bad "memory plan $plan vs peak $peak"
+
+# --- bad input: exit 2 with a message, before training ---------------------------------------
+head -c 4096 /dev/urandom > "$TMP/junk.bin"
+printf 'Some plain text to tokenize with bytes above fifty. ' > "$TMP/text.txt"
+"$BIN" tokenize --in "$TMP/text.txt" --out "$TMP/text.bin" >/dev/null || bad "tokenize"
+expect_exit 2 "magic" -- "$BIN" train "${MODEL[@]}" --data "$TMP/junk.bin"
+expect_exit 2 "no such\|cannot\|missing\|not found" -- "$BIN" train "${MODEL[@]}" --data "$TMP/nope.bin"
+expect_exit 2 "vocab" -- "$BIN" train "${MODEL[@]}" --vocab 50 --data "$TMP/text.bin"
+expect_exit 2 "mem-limit" -- "$BIN" train "${MODEL[@]}" --mem-limit 64K
+expect_exit 2 "not supported yet" -- "$BIN" train "${MODEL[@]}" --tp 2
+expect_exit 2 "divisible" -- "$BIN" train "${MODEL[@]}" --batch 6 --microbatches 4
+expect_exit 2 "unknown option" -- "$BIN" train --bogus 1
+expect_exit 2 "heads" -- "$BIN" train --model tiny --heads 5
+expect_exit 2 "" -- "$BIN" train "${MODEL[@]}" --steps x
+cp -r "$TMP/a/step_000003" "$TMP/corrupt"
+printf 'XXXX' | dd of="$TMP/corrupt/model.safetensors" bs=1 seek=2000 conv=notrunc 2>/dev/null
+expect_exit 2 "model.safetensors" -- "$BIN" train "${MODEL[@]}" --steps 6 --resume "$TMP/corrupt"
+expect_exit 2 "" -- "$BIN" frobnicate
+
+# --- generate from the checkpoint -------------------------------------------------------------
+out=$("$BIN" generate --checkpoint "$TMP/a" --prompt "The " --tokens 20 --threads 1) && [ ${#out} -ge 20 ] && ok "generate printed ${#out} chars" || bad "generate"
+
+echo "$passes passed, $fails failed"
+[ "$fails" = 0 ]
