@@ -71,5 +71,29 @@ else bad "bad layout: exit $code, $n messages, ${took}s: $(cat "$TMP/bad.err" | 
 "${MPIRUN[@]}" -np 2 "$BIN" train "${MODEL[@]}" --dp 2 --batch 6 --microbatches 2 >/dev/null 2>"$TMP/bad2.err"; code=$?
 [ "$code" = 2 ] && grep -q "divisible" "$TMP/bad2.err" && ok "batch not divisible by dp*m: exit 2" || bad "batch check: exit $code $(cat "$TMP/bad2.err")"
 
+# a checkpoint saved under dp 4 / ZeRO-3 resumes under dp 1 and dp 2 / ZeRO-2 with the same losses
+"${MPIRUN[@]}" -np 4 "$BIN" train "${MODEL[@]}" --dp 4 --zero 3 --save "$TMP/x4" --save-every 3 \
+  --log "$TMP/x4.jsonl" >/dev/null 2>&1 || bad "dp4 zero3 run with checkpoints"
+"$BIN" train "${MODEL[@]}" --resume "$TMP/x4/step_000003" --log "$TMP/x1.jsonl" --save "$TMP/x1" >/dev/null 2>&1 \
+  || bad "resume at dp 1"
+"${MPIRUN[@]}" -np 2 "$BIN" train "${MODEL[@]}" --dp 2 --zero 2 --resume "$TMP/x4/step_000003" \
+  --log "$TMP/x2.jsonl" --save "$TMP/x2" >/dev/null 2>&1 || bad "resume at dp 2"
+for n in 1 2; do
+  grep -v '"step":[123],' "$TMP/x4.jsonl" > "$TMP/x4tail.jsonl"
+  if /usr/bin/python3 "$HERE/compare_runs.py" "$TMP/x$n.jsonl" "$TMP/x$n/latest/model.safetensors" \
+       "$TMP/x4tail.jsonl" "$TMP/x4/latest/model.safetensors" >"$TMP/cmp" 2>&1; then
+    ok "dp4/zero3 checkpoint resumed at dp $n: $(tr '\n' ' ' < "$TMP/cmp")"
+  else bad "resume across layouts (dp $n): $(tr '\n' ' ' < "$TMP/cmp")"; fi
+done
+
+# the watchdog: rank 1 stalls before step 3; rank 0 reports where it waits and the job ends
+start=$(date +%s)
+"${MPIRUN[@]}" -np 2 "$BIN" train "${MODEL[@]}" --dp 2 --comm-timeout 3 --debug-stall-rank 1 \
+  --debug-stall-step 3 >/dev/null 2>"$TMP/wd.err"; code=$?
+took=$(( $(date +%s) - start ))
+if [ "$code" != 0 ] && grep -q "rank 0: stuck for 3 s in allreduce on group .* at step 3" "$TMP/wd.err" && [ "$took" -lt 60 ]; then
+  ok "watchdog: exit $code after ${took}s: $(grep 'stuck' "$TMP/wd.err" | head -1)"
+else bad "watchdog: exit $code after ${took}s: $(head -5 "$TMP/wd.err")"; fi
+
 echo "$passes passed, $fails failed"
 [ "$fails" = 0 ]

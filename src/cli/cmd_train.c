@@ -159,7 +159,7 @@ int mpt_cli_train(int argc, char **argv) {
     mpt_train_opts o;
     mpt_train_opts_defaults(&o);
     o.threads = default_threads_();
-    float bucket_mb = 4.0f, comm_timeout = 300.0f;
+    float bucket_mb = 4.0f, comm_timeout = 300.0f, stall_seconds = 3600.0f;
     train_cli_ c = {.model = "tiny", .tp = 1, .pp = 1, .cp = 1, .ep = 1,
                     .virtual_stages = 1, .lr_schedule = "cosine"};
     mpt_error err = {0};
@@ -208,6 +208,9 @@ int mpt_cli_train(int argc, char **argv) {
         {"mem-limit", MPT_ARG_BYTES, &o.mem_limit, "per-rank memory limit, e.g. 512M", NULL},
         {"quiet", MPT_ARG_FLAG, &c.quiet, "no progress display", NULL},
         {"dump-step1", MPT_ARG_STRING, &o.dump_path, "", NULL},
+        {"debug-stall-rank", MPT_ARG_INT, &o.stall_rank, "", NULL},
+        {"debug-stall-step", MPT_ARG_LONG, &o.stall_step, "", NULL},
+        {"debug-stall-seconds", MPT_ARG_FLOAT, &stall_seconds, "", NULL},
     };
     size_t nargs = sizeof args / sizeof *args;
     mpt_status st = mpt_args_parse(args, nargs, argc, argv, 2, &help, "train", &err);
@@ -248,6 +251,7 @@ int mpt_cli_train(int argc, char **argv) {
         o.data_path = data_path;
     }
     o.bucket_mb = bucket_mb;
+    o.stall_seconds = stall_seconds;
     mpt_comm_set_timeout(comm_timeout);
     mpt_comm_set_watchdog(watchdog_);
     mpt_comm world;

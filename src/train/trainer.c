@@ -308,6 +308,10 @@ static mpt_status step_(run_ *r, const mpt_train_opts *o, const mpt_adamw *opt, 
     double loss_sum = 0.0;
     mpt_status st;
     mpt_comm_set_step(step + 1);
+    if (o->stall_step == step + 1 && o->stall_rank == r->world->rank) {
+        struct timespec ts = {(time_t)o->stall_seconds, 0};
+        nanosleep(&ts, NULL);
+    }
     mpt_dp_begin_step(&r->dp);
     for (int mb = 0; mb < M; mb++) {
         mpt_data_batch(&r->data, step, B, first + mb * Bm, Bm, T, r->inputs, r->targets);

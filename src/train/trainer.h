@@ -38,6 +38,9 @@ typedef struct mpt_train_opts {
     int dp;                  /* data-parallel replicas (the world size for now) */
     int zero;                /* ZeRO stage 0..3 */
     double bucket_mb;        /* gradient bucket size for zero 0/1 (default 4) */
+    int stall_rank;          /* testing: this world rank sleeps stall_seconds before ... */
+    long stall_step;         /* ... this step (1-based; 0 = never), to exercise the watchdog */
+    double stall_seconds;
 } mpt_train_opts;
 
 void mpt_train_opts_defaults(mpt_train_opts *o);
