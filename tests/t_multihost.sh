@@ -59,7 +59,9 @@ trap 'exit 130' INT TERM HUP
 # leftovers of earlier runs that were killed before their trap ran
 for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^mpt-h[12]-[0-9]+$'); do
   pid=${ns##*-}
-  if [ "$pid" != $$ ] && ! kill -0 "$pid" 2>/dev/null; then
+  # gone, or a zombie not yet reaped (kill -0 still succeeds on those)
+  state=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$pid/status" 2>/dev/null)
+  if [ "$pid" = $$ ] || [ -z "$state" ] || [ "$state" = Z ]; then
     echo "removing leftover namespace $ns"; drop_ns "$ns"
   fi
 done
