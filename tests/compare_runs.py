@@ -3,6 +3,10 @@
 final checkpoints (model.safetensors).
 
 usage: compare_runs.py LOG_A CKPT_A LOG_B CKPT_B [--rtol 1e-5]
+       compare_runs.py --tensors FILE_A FILE_B [--rtol 1e-5]
+The second form compares every tensor of two safetensors files (e.g. step-1 gradient dumps),
+each by max|a-b| / max|b|: one step's gradients involve no Adam normalisation, so each tensor
+is held to the tolerance on its own.
 Checked against rtol: every step's loss, |a-b| / |b|, and the final weights as one vector,
 ||a-b|| / ||b|| (L2). Printed too: the worst single tensor, max|a-b| / max|b|.
 
@@ -39,6 +43,22 @@ def losses(path):
     return {s["step"]: s["loss"] for s in steps}
 
 
+def compare_tensors(path_a, path_b, rtol):
+    ta, tb = read_safetensors(path_a), read_safetensors(path_b)
+    names = sorted(ta)  # every tensor of A must be in B (B may hold more, e.g. logits)
+    if not names or not set(ta) <= set(tb):
+        print(f"tensors missing from {path_b}: {sorted(set(ta) - set(tb))[:5]}")
+        return 1
+    worst, worst_name = 0.0, ""
+    for name in names:
+        a, b = ta[name].astype(np.float64), tb[name].astype(np.float64)
+        d = float(np.max(np.abs(a - b))) / (float(np.max(np.abs(b))) or 1.0)
+        if d > worst:
+            worst, worst_name = d, name
+    print(f"  {len(names)} tensors: max rel diff {worst:.2e} ({worst_name})")
+    return 0 if worst <= rtol else 1
+
+
 def main():
     args = sys.argv[1:]
     rtol = 1e-5
@@ -46,6 +66,8 @@ def main():
         i = args.index("--rtol")
         rtol = float(args[i + 1])
         del args[i:i + 2]
+    if args and args[0] == "--tensors":
+        return compare_tensors(args[1], args[2], rtol)
     log_a, ck_a, log_b, ck_b = args
     la, lb = losses(log_a), losses(log_b)
     ok = True

@@ -8,6 +8,7 @@
 int mpt_cli_train(int argc, char **argv);
 int mpt_cli_tokenize(int argc, char **argv);
 int mpt_cli_generate(int argc, char **argv);
+int mpt_cli_schedule(int argc, char **argv);
 
 /* Prints "mptrain: error: <err->msg>" on stderr and returns the exit status for err. */
 int mpt_cli_report(const mpt_error *err);

@@ -21,7 +21,7 @@
 typedef struct train_cli_ {
     const char *model, *data, *lr_schedule, *schedule, *partition, *recompute;
     int layers, d_model, heads, seq_len, vocab, ffn, experts, top_k, untied;
-    int tp, pp, cp, ep, sp, virtual_stages;
+    int pp, cp, ep, sp, virtual_stages;
     int quiet;
     int tty;
     double last_print;
@@ -39,7 +39,7 @@ static int default_threads_(void) {
 /* Layout options that later issues implement; until then anything but 1 is refused up front. */
 static mpt_status check_layout_(const train_cli_ *c, mpt_error *err) {
     const struct { const char *name; int v, ok; } dims[] = {
-        {"tp", c->tp, 1}, {"pp", c->pp, 1}, {"cp", c->cp, 1},
+        {"pp", c->pp, 1}, {"cp", c->cp, 1},
         {"ep", c->ep, 1}, {"sp", c->sp, 0}, {"virtual-stages", c->virtual_stages, 1}};
     for (size_t i = 0; i < sizeof dims / sizeof *dims; i++)
         if (dims[i].v != dims[i].ok)
@@ -160,7 +160,7 @@ int mpt_cli_train(int argc, char **argv) {
     mpt_train_opts_defaults(&o);
     o.threads = default_threads_();
     float bucket_mb = 4.0f, comm_timeout = 300.0f, stall_seconds = 3600.0f;
-    train_cli_ c = {.model = "tiny", .tp = 1, .pp = 1, .cp = 1, .ep = 1,
+    train_cli_ c = {.model = "tiny", .pp = 1, .cp = 1, .ep = 1,
                     .virtual_stages = 1, .lr_schedule = "cosine"};
     mpt_error err = {0};
     int help = 0;
@@ -187,7 +187,7 @@ int mpt_cli_train(int argc, char **argv) {
         {"seed", MPT_ARG_U64, &o.seed, "initialisation seed (default 1337)", NULL},
         {"threads", MPT_ARG_INT, &o.threads, "compute threads per rank (default cores/ranks)", NULL},
         {"dp", MPT_ARG_INT, &o.dp, "data-parallel replicas (dp*tp*pp*cp = ranks)", NULL},
-        {"tp", MPT_ARG_INT, &c.tp, "tensor-parallel ranks", NULL},
+        {"tp", MPT_ARG_INT, &o.tp, "tensor-parallel ranks (Megatron column/row split)", NULL},
         {"pp", MPT_ARG_INT, &c.pp, "pipeline stages", NULL},
         {"cp", MPT_ARG_INT, &c.cp, "context-parallel ranks", NULL},
         {"ep", MPT_ARG_INT, &c.ep, "expert-parallel ranks", NULL},

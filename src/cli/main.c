@@ -61,7 +61,8 @@ int main(int argc, char **argv) {
     }
     if (strcmp(cmd, "tokenize") == 0) return mpt_cli_tokenize(argc, argv);
     if (strcmp(cmd, "generate") == 0) return mpt_cli_generate(argc, argv);
-    const char *later[] = {"schedule", "plan", "simulate", "convert"};
+    if (strcmp(cmd, "schedule") == 0) return mpt_cli_schedule(argc, argv);
+    const char *later[] = {"plan", "simulate", "convert"};
     for (size_t i = 0; i < sizeof later / sizeof *later; i++)
         if (strcmp(cmd, later[i]) == 0) {
             fprintf(stderr, "mptrain: error: '%s' is not supported yet in this build\n", cmd);

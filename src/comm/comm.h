@@ -129,6 +129,7 @@ mpt_status mpt_test(mpt_req *r, int *done, mpt_error *err);
 mpt_status mpt_allreduce_sum(mpt_comm *c, float *buf, size_t n, mpt_error *err);
 mpt_status mpt_allreduce_sum_f64(mpt_comm *c, double *buf, size_t n, mpt_error *err);
 mpt_status mpt_allreduce_max_f64(mpt_comm *c, double *buf, size_t n, mpt_error *err);
+mpt_status mpt_allreduce_max(mpt_comm *c, float *buf, size_t n, mpt_error *err);
 mpt_status mpt_reduce_scatter_sum(mpt_comm *c, const float *send, float *recv, size_t n,
                                   mpt_error *err);
 mpt_status mpt_allgather(mpt_comm *c, const float *send, float *recv, size_t n, mpt_error *err);

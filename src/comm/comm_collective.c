@@ -103,6 +103,12 @@ mpt_status mpt_allreduce_max_f64(mpt_comm *c, double *buf, size_t n, mpt_error *
     return st != MPT_OK ? st : mpt_wait(&r, err);
 }
 
+mpt_status mpt_allreduce_max(mpt_comm *c, float *buf, size_t n, mpt_error *err) {
+    mpt_req r;
+    mpt_status st = iallreduce_(c, buf, n, MPI_FLOAT, sizeof(float), MPI_MAX, &r, err);
+    return st != MPT_OK ? st : mpt_wait(&r, err);
+}
+
 /* --- reduce-scatter -------------------------------------------------------------------------- */
 
 mpt_status mpt_ireduce_scatter_sum(mpt_comm *c, const float *send, float *recv, size_t n,

@@ -4,6 +4,7 @@
 #include "core/kernels.h"
 
 #include <cblas.h>
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,56 @@ void mpt_encoder_backward(float *dwte, float *dwpe, const float *dout, const int
                     p[i] += g[i];
                 }
             }
+    }
+}
+
+void mpt_embed_masked_forward(float *out, const int32_t *inp, const float *wte, int B, int T,
+                              int D, int v0, int Vl) {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < B * T; r++) {
+        float *o = out + (size_t)r * D;
+        int tok = inp[r] - v0;
+        if (tok >= 0 && tok < Vl) memcpy(o, wte + (size_t)tok * D, (size_t)D * sizeof *o);
+        else memset(o, 0, (size_t)D * sizeof *o);
+    }
+}
+
+void mpt_embed_masked_backward(float *dwte, const float *dout, const int32_t *inp, int B, int T,
+                               int D, int v0, int Vl) {
+#pragma omp parallel
+    {
+        int nth = omp_threads_(), id = omp_thread_id_();
+        int c0 = (int)((long)D * id / nth), c1 = (int)((long)D * (id + 1) / nth);
+        for (int r = 0; r < B * T; r++) {
+            int tok = inp[r] - v0;
+            if (tok < 0 || tok >= Vl) continue;
+            const float *g = dout + (size_t)r * D;
+            float *e = dwte + (size_t)tok * D;
+            for (int i = c0; i < c1; i++) e[i] += g[i];
+        }
+    }
+}
+
+void mpt_positions_forward(float *out, const float *wpe, int B, int T, int D) {
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            float *o = out + ((size_t)b * T + t) * D;
+            const float *p = wpe + (size_t)t * D;
+#pragma omp simd
+            for (int i = 0; i < D; i++) o[i] += p[i];
+        }
+}
+
+void mpt_positions_backward(float *dwpe, const float *dout, int B, int T, int D) {
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < T; t++) {
+        float *p = dwpe + (size_t)t * D;
+        for (int b = 0; b < B; b++) {
+            const float *g = dout + ((size_t)b * T + t) * D;
+#pragma omp simd
+            for (int i = 0; i < D; i++) p[i] += g[i];
+        }
     }
 }
 
@@ -242,6 +293,15 @@ void mpt_attention_backward(float *dqkv, float *datt, const float *dout, const f
 void mpt_residual_forward(float *out, const float *a, const float *b, size_t N) {
 #pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < N; i++) out[i] = a[i] + b[i];
+}
+
+void mpt_add_rows(float *out, const float *bias, size_t N, int C) {
+#pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < N; r++) {
+        float *o = out + r * (size_t)C;
+#pragma omp simd
+        for (int i = 0; i < C; i++) o[i] += bias[i];
+    }
 }
 
 void mpt_add_inplace(float *y, const float *x, size_t N) {

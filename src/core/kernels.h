@@ -57,6 +57,8 @@ void mpt_gelu_backward(float *dinp, const float *inp, const float *dout, size_t 
 
 /* out = a + b (out may alias a). */
 void mpt_residual_forward(float *out, const float *a, const float *b, size_t N);
+/* out(N,C) += bias(C) on every row */
+void mpt_add_rows(float *out, const float *bias, size_t N, int C);
 /* y += x */
 void mpt_add_inplace(float *y, const float *x, size_t N);
 
@@ -65,6 +67,28 @@ void mpt_add_inplace(float *y, const float *x, size_t N);
  * dloss * d(loss)/d(logits) (padded columns set to 0). targets (N) < V. */
 void mpt_crossentropy_fused(float *logits, float *losses, const int32_t *targets, size_t N,
                             int V, int Vp, float dloss);
+
+/* ---- vocabulary-parallel pieces (tensor parallelism) -----------------------------------------
+ * A rank holds vocabulary rows [v0, v0 + Vl) of wte; only the first Vr <= Vl are real. */
+/* out(B,T,D) = wte_local[tok - v0] for tokens in [v0, v0+Vl), else 0 (summed over tp later). */
+void mpt_embed_masked_forward(float *out, const int32_t *inp, const float *wte, int B, int T,
+                              int D, int v0, int Vl);
+/* dwte_local += dout rows of the tokens in range. */
+void mpt_embed_masked_backward(float *dwte, const float *dout, const int32_t *inp, int B, int T,
+                               int D, int v0, int Vl);
+/* out(B,T,D) += wpe[t];  dwpe(T,D) += sum over b of dout. */
+void mpt_positions_forward(float *out, const float *wpe, int B, int T, int D);
+void mpt_positions_backward(float *dwpe, const float *dout, int B, int T, int D);
+/* mx(N) = max of each row's first Vr columns (-FLT_MAX when Vr == 0). logits (N, ld). */
+void mpt_vocab_rowmax(float *mx, const float *logits, size_t N, int Vr, int ld);
+/* se(N) = sum exp(l - mx) over the first Vr columns; tl(N) = logit of the target when it lies
+ * in [v0, v0 + Vr), else 0. */
+void mpt_vocab_sumexp(float *se, float *tl, const float *logits, const float *mx,
+                      const int32_t *targets, size_t N, int Vr, int ld, int v0);
+/* logits (N, ld) overwritten with dloss * (softmax - onehot) for its columns, given the global
+ * mx and se; columns in [Vr, ld) set to 0. */
+void mpt_vocab_grad(float *logits, const float *mx, const float *se, const int32_t *targets,
+                    size_t N, int Vr, int ld, int v0, float dloss);
 
 /* Softmax probabilities of one row over its first V entries (for sampling); probs (V). */
 void mpt_softmax_row(float *probs, const float *logits, int V, float temperature);

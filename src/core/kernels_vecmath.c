@@ -72,6 +72,45 @@ void mpt_crossentropy_fused(float *logits, float *losses, const int32_t *targets
     }
 }
 
+void mpt_vocab_rowmax(float *mx, const float *logits, size_t N, int Vr, int ld) {
+#pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < N; r++) {
+        const float *row = logits + r * (size_t)ld;
+        float m = -3.402823466e38f;
+        for (int j = 0; j < Vr; j++) m = row[j] > m ? row[j] : m;
+        mx[r] = m;
+    }
+}
+
+void mpt_vocab_sumexp(float *se, float *tl, const float *logits, const float *mx,
+                      const int32_t *targets, size_t N, int Vr, int ld, int v0) {
+#pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < N; r++) {
+        const float *row = logits + r * (size_t)ld;
+        float m = mx[r];
+        double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+        for (int j = 0; j < Vr; j++) sum += expf(row[j] - m);
+        se[r] = (float)sum;
+        int t = targets[r] - v0;
+        tl[r] = t >= 0 && t < Vr ? row[t] : 0.0f;
+    }
+}
+
+void mpt_vocab_grad(float *logits, const float *mx, const float *se, const int32_t *targets,
+                    size_t N, int Vr, int ld, int v0, float dloss) {
+#pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < N; r++) {
+        float *row = logits + r * (size_t)ld;
+        float m = mx[r], s = dloss / se[r];
+#pragma omp simd
+        for (int j = 0; j < Vr; j++) row[j] = expf(row[j] - m) * s;
+        int t = targets[r] - v0;
+        if (t >= 0 && t < Vr) row[t] -= dloss;
+        for (int j = Vr; j < ld; j++) row[j] = 0.0f;
+    }
+}
+
 void mpt_softmax_row(float *probs, const float *logits, int V, float temperature) {
     float inv_t = temperature > 0.0f ? 1.0f / temperature : 1.0f, mx = logits[0];
     for (int j = 1; j < V; j++) mx = logits[j] > mx ? logits[j] : mx;

@@ -25,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "comm/comm.h"
 #include "core/arena.h"
 #include "core/status.h"
 #include "model/config.h"
@@ -37,20 +38,20 @@ typedef enum mpt_act_slot {
     MPT_ACT_LN1,      /* (L, N, D) */
     MPT_ACT_LN1_MEAN, /* (L, N) */
     MPT_ACT_LN1_RSTD, /* (L, N) */
-    MPT_ACT_QKV,      /* (L, N, 3D) */
-    MPT_ACT_ATTY,     /* (L, N, D) attention output before c_proj */
-    MPT_ACT_ATT,      /* (L, B, H, T, T) softmax probabilities */
+    MPT_ACT_QKV,      /* (L, N, 3D/tp) this rank's heads */
+    MPT_ACT_ATTY,     /* (L, N, D/tp) attention output before c_proj */
+    MPT_ACT_ATT,      /* (L, B, H/tp, T, T) softmax probabilities */
     MPT_ACT_RES2,     /* (L, N, D) residual after attention */
     MPT_ACT_LN2,      /* (L, N, D) */
     MPT_ACT_LN2_MEAN, /* (L, N) */
     MPT_ACT_LN2_RSTD, /* (L, N) */
-    MPT_ACT_FCH,      /* (L, N, F) c_fc output */
-    MPT_ACT_FCH_GELU, /* (L, N, F) */
+    MPT_ACT_FCH,      /* (L, N, F/tp) c_fc output */
+    MPT_ACT_FCH_GELU, /* (L, N, F/tp) */
     MPT_ACT_RES3,     /* (L, N, D) block output */
     MPT_ACT_LNF,      /* (N, D) */
     MPT_ACT_LNF_MEAN, /* (N) */
     MPT_ACT_LNF_RSTD, /* (N) */
-    MPT_ACT_LOGITS,   /* (N, Vp); after a forward with targets: dloss * dL/dlogits */
+    MPT_ACT_LOGITS,   /* (N, Vp/tp); after a forward with targets: dloss * dL/dlogits */
     MPT_ACT_LOSSES,   /* (N) per-token cross-entropy */
     MPT_ACT_SLOTS
 } mpt_act_slot;
@@ -63,6 +64,7 @@ typedef enum mpt_work_slot {
     MPT_WORK_DATT,  /* (B, H, T, T) */
     MPT_WORK_DFCG,  /* (N, F) */
     MPT_WORK_DFC,   /* (N, F) */
+    MPT_WORK_CE,    /* (3N) tp > 1: row max, sum of exponentials, target logit */
     MPT_WORK_SLOTS
 } mpt_work_slot;
 
@@ -102,16 +104,26 @@ typedef struct mpt_gpt {
     float *work[MPT_WORK_SLOTS];     /* kind workspace */
     size_t work_n[MPT_WORK_SLOTS];
     mpt_arena *arena;                /* not owned */
+    mpt_comm *tp_comm;               /* tensor-parallel group, not owned; NULL when tp == 1 */
+    int tp, tp_rank;
+    int Dl, Hl, Fl, Vl;              /* this rank's width of attention, heads, MLP, vocab rows */
+    int v0, Vr;                      /* its first vocabulary row and how many of them are real */
 } mpt_gpt;
 
 /* Element counts of every activation / workspace buffer for micro-batch (B, T). Pure: the
  * memory plan and mpt_gpt_init both use it. Returns 0 on size overflow. */
-int mpt_gpt_buffer_sizes(const mpt_config *cfg, int B, int T, int training,
+int mpt_gpt_buffer_sizes(const mpt_config *cfg, int B, int T, int training, int tp,
                          size_t act_n[MPT_ACT_SLOTS], size_t work_n[MPT_WORK_SLOTS]);
 
-/* flags: MPT_GPT_*; unit_align as mpt_params_build_aligned. */
+/* flags: MPT_GPT_*; unit_align as mpt_params_build_aligned. tp: the tensor-parallel group
+ * (NULL or size 1: whole tensors); all its ranks call forward and backward together.
+ * Tensor parallelism (Megatron): c_attn (by heads) and c_fc are column-parallel, Y_i = X A_i;
+ * the c_proj layers row-parallel, Y = sum_i X_i A_i, summed by an all-reduce in forward; the
+ * column-parallel inputs' gradients are all-reduced in backward. The embedding and the tied
+ * head are vocabulary-parallel: masked lookup + all-reduce, and a cross-entropy from the
+ * all-reduced row max, sum of exponentials and target logit (full logits never gathered). */
 mpt_status mpt_gpt_init(mpt_gpt *m, const mpt_config *cfg, int B, int T, int flags,
-                        size_t unit_align, mpt_arena *arena, mpt_error *err);
+                        size_t unit_align, mpt_comm *tp, mpt_arena *arena, mpt_error *err);
 /* Points w[] / g[] of every tensor of unit u at base + (offset - unit_begin[u]). */
 void mpt_gpt_point_unit(mpt_gpt *m, float **table, int u, float *base);
 void mpt_gpt_free(mpt_gpt *m);

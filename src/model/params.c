@@ -3,25 +3,23 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    const char *suffix; /* after "transformer.h.{i}." */
-    int ndim;
-    int rows, cols;     /* in units resolved by dims_() */
-} slot_spec_;
-
-/* Adds one tensor; rows_stored >= shape[0] allows padding rows. */
+/* Adds one tensor of full shape (r, c) stored as (rows, cols) split as `split`. */
 static void add_(mpt_param_table *pt, const char *name, int ndim, size_t r, size_t c,
-                 size_t rows_stored, int layer, float std, float value) {
+                 mpt_split split, size_t rows, size_t cols, int layer, float std, float value) {
     mpt_tensor *t = &pt->t[pt->n++];
     memset(t, 0, sizeof *t);
     snprintf(t->name, sizeof t->name, "%s", name);
     t->ndim = ndim;
     t->shape[0] = r;
     t->shape[1] = ndim == 2 ? c : 1;
-    t->numel = rows_stored * t->shape[1];
+    t->split = split;
+    t->rows = rows;
+    t->cols = ndim == 2 ? cols : 1;
+    t->numel = t->rows * t->cols;
     t->offset = pt->total;
     t->layer = layer;
     t->decay = ndim >= 2;
@@ -44,11 +42,24 @@ mpt_status mpt_params_build(mpt_param_table *pt, const mpt_config *c, mpt_error 
 
 mpt_status mpt_params_build_aligned(mpt_param_table *pt, const mpt_config *c, size_t unit_align,
                                     mpt_error *err) {
+    return mpt_params_build_tp(pt, c, 1, 0, unit_align, err);
+}
+
+mpt_status mpt_params_build_tp(mpt_param_table *pt, const mpt_config *c, int tp, int tp_rank,
+                               size_t unit_align, mpt_error *err) {
     memset(pt, 0, sizeof *pt);
     pt->unit_align = unit_align ? unit_align : 1;
     size_t L = (size_t)c->n_layer, D = (size_t)c->d_model, F = (size_t)c->ffn;
     size_t V = (size_t)c->vocab, Vp = (size_t)c->padded_vocab, T = (size_t)c->n_positions;
     if (Vp < V) return mpt_fail(err, MPT_ERR_RUN, "params: padded vocab %zu < vocab %zu", Vp, V);
+    if (tp < 1 || c->n_head % tp || c->ffn % tp || c->padded_vocab % tp)
+        return mpt_fail(err, MPT_ERR_INPUT,
+                        "--tp %d must divide the heads %d, the ffn width %d and the padded "
+                        "vocabulary %d: choose a tp that divides them",
+                        tp, c->n_head, c->ffn, c->padded_vocab);
+    pt->tp = tp;
+    pt->tp_rank = tp_rank;
+    size_t t_ = (size_t)tp, Dl = D / t_, Fl = F / t_, Vl = Vp / t_;
     size_t cap = 2 + L * MPT_LAYER_SLOTS + 2 + 1;
     pt->t = calloc(cap, sizeof *pt->t);
     pt->layer = calloc(L * MPT_LAYER_SLOTS + 1, sizeof *pt->layer);
@@ -62,43 +73,53 @@ mpt_status mpt_params_build_aligned(mpt_param_table *pt, const mpt_config *c, si
     pt->n_layer = (int)L;
     const float std = 0.02f, proj_std = 0.02f / sqrtf(2.0f * (float)L);
     pt->wte = pt->n;
-    add_(pt, "transformer.wte.weight", 2, V, D, Vp, -1, std, 0);
+    add_(pt, "transformer.wte.weight", 2, V, D, MPT_SPLIT_ROWS, Vl, D, -1, std, 0);
     pt->wpe = pt->n;
-    add_(pt, "transformer.wpe.weight", 2, T, D, T, -1, std, 0);
+    add_(pt, "transformer.wpe.weight", 2, T, D, MPT_SPLIT_NONE, T, D, -1, std, 0);
     close_unit_(pt, 0, 0);
     for (size_t i = 0; i < L; i++) {
         size_t begin = pt->total;
-        const struct { const char *suffix; int ndim; size_t r, c; float std, value; } s[] = {
-            [MPT_LN1_W] = {"ln_1.weight", 1, D, 1, 0, 1},
-            [MPT_LN1_B] = {"ln_1.bias", 1, D, 1, 0, 0},
-            [MPT_QKV_W] = {"attn.c_attn.weight", 2, D, 3 * D, std, 0},
-            [MPT_QKV_B] = {"attn.c_attn.bias", 1, 3 * D, 1, 0, 0},
-            [MPT_ATTPROJ_W] = {"attn.c_proj.weight", 2, D, D, proj_std, 0},
-            [MPT_ATTPROJ_B] = {"attn.c_proj.bias", 1, D, 1, 0, 0},
-            [MPT_LN2_W] = {"ln_2.weight", 1, D, 1, 0, 1},
-            [MPT_LN2_B] = {"ln_2.bias", 1, D, 1, 0, 0},
-            [MPT_FC_W] = {"mlp.c_fc.weight", 2, D, F, std, 0},
-            [MPT_FC_B] = {"mlp.c_fc.bias", 1, F, 1, 0, 0},
-            [MPT_FCPROJ_W] = {"mlp.c_proj.weight", 2, F, D, proj_std, 0},
-            [MPT_FCPROJ_B] = {"mlp.c_proj.bias", 1, D, 1, 0, 0},
+        /* Megatron: c_attn and c_fc column-parallel, the two c_proj row-parallel (their
+         * biases replicated, added once after the all-reduce) */
+        const struct {
+            const char *suffix;
+            int ndim;
+            size_t r, c;
+            mpt_split split;
+            size_t rows, cols;
+            float std, value;
+        } s[] = {
+            [MPT_LN1_W] = {"ln_1.weight", 1, D, 1, MPT_SPLIT_NONE, D, 1, 0, 1},
+            [MPT_LN1_B] = {"ln_1.bias", 1, D, 1, MPT_SPLIT_NONE, D, 1, 0, 0},
+            [MPT_QKV_W] = {"attn.c_attn.weight", 2, D, 3 * D, MPT_SPLIT_QKV, D, 3 * Dl, std, 0},
+            [MPT_QKV_B] = {"attn.c_attn.bias", 1, 3 * D, 1, MPT_SPLIT_QKV, 3 * Dl, 1, 0, 0},
+            [MPT_ATTPROJ_W] = {"attn.c_proj.weight", 2, D, D, MPT_SPLIT_ROWS, Dl, D, proj_std, 0},
+            [MPT_ATTPROJ_B] = {"attn.c_proj.bias", 1, D, 1, MPT_SPLIT_NONE, D, 1, 0, 0},
+            [MPT_LN2_W] = {"ln_2.weight", 1, D, 1, MPT_SPLIT_NONE, D, 1, 0, 1},
+            [MPT_LN2_B] = {"ln_2.bias", 1, D, 1, MPT_SPLIT_NONE, D, 1, 0, 0},
+            [MPT_FC_W] = {"mlp.c_fc.weight", 2, D, F, MPT_SPLIT_COLS, D, Fl, std, 0},
+            [MPT_FC_B] = {"mlp.c_fc.bias", 1, F, 1, MPT_SPLIT_ROWS, Fl, 1, 0, 0},
+            [MPT_FCPROJ_W] = {"mlp.c_proj.weight", 2, F, D, MPT_SPLIT_ROWS, Fl, D, proj_std, 0},
+            [MPT_FCPROJ_B] = {"mlp.c_proj.bias", 1, D, 1, MPT_SPLIT_NONE, D, 1, 0, 0},
         };
         for (int k = 0; k < MPT_LAYER_SLOTS; k++) {
             char name[96];
             snprintf(name, sizeof name, "transformer.h.%zu.%s", i, s[k].suffix);
             pt->layer[i * MPT_LAYER_SLOTS + (size_t)k] = pt->n;
-            add_(pt, name, s[k].ndim, s[k].r, s[k].c, s[k].r, (int)i, s[k].std, s[k].value);
+            add_(pt, name, s[k].ndim, s[k].r, s[k].c, s[k].split, s[k].rows, s[k].cols, (int)i,
+                 s[k].std, s[k].value);
         }
         close_unit_(pt, (int)i + 1, begin);
     }
     size_t final_begin = pt->total;
     pt->lnf_w = pt->n;
-    add_(pt, "transformer.ln_f.weight", 1, D, 1, D, -1, 0, 1);
+    add_(pt, "transformer.ln_f.weight", 1, D, 1, MPT_SPLIT_NONE, D, 1, -1, 0, 1);
     pt->lnf_b = pt->n;
-    add_(pt, "transformer.ln_f.bias", 1, D, 1, D, -1, 0, 0);
+    add_(pt, "transformer.ln_f.bias", 1, D, 1, MPT_SPLIT_NONE, D, 1, -1, 0, 0);
     pt->lm_head = pt->wte;
     if (!c->tied) {
         pt->lm_head = pt->n;
-        add_(pt, "lm_head.weight", 2, V, D, Vp, -1, std, 0);
+        add_(pt, "lm_head.weight", 2, V, D, MPT_SPLIT_ROWS, Vl, D, -1, std, 0);
     }
     close_unit_(pt, (int)L + 1, final_begin);
     return MPT_OK;
@@ -122,6 +143,27 @@ const mpt_tensor *mpt_params_find(const mpt_param_table *pt, const char *name) {
 int mpt_tensor_unit(const mpt_param_table *pt, const mpt_tensor *t) {
     if (t->layer >= 0) return t->layer + 1;
     return t->offset < pt->unit_end[0] ? 0 : pt->n_units - 1;
+}
+
+size_t mpt_tensor_full_index(const mpt_tensor *t, int tp, int rank, size_t k) {
+    size_t i = k / t->cols, j = k % t->cols, fi = i, fj = j;
+    (void)tp;
+    switch (t->split) {
+    case MPT_SPLIT_NONE: break;
+    case MPT_SPLIT_ROWS: fi = (size_t)rank * t->rows + i; break;
+    case MPT_SPLIT_COLS: fj = (size_t)rank * t->cols + j; break;
+    case MPT_SPLIT_QKV: {
+        /* the split dimension is the columns of the 2-D weight, the elements of the bias */
+        size_t idx = t->ndim == 2 ? j : i, third = (t->ndim == 2 ? t->cols : t->rows) / 3;
+        size_t full = (idx / third) * (t->shape[t->ndim == 2 ? 1 : 0] / 3) +
+                      (size_t)rank * third + idx % third;
+        if (t->ndim == 2) fj = full;
+        else fi = full;
+        break;
+    }
+    }
+    if (fi >= t->shape[0]) return SIZE_MAX; /* padding rows of the vocabulary */
+    return fi * t->shape[1] + fj;
 }
 
 size_t mpt_tensor_ckpt_numel(const mpt_tensor *t) { return t->shape[0] * t->shape[1]; }

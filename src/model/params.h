@@ -15,11 +15,22 @@
 #include "core/status.h"
 #include "model/config.h"
 
+/* How a rank's stored tensor relates to the full one under tensor parallelism (tp ranks):
+ *   NONE  the whole tensor (replicated on every tp rank)
+ *   ROWS  a block of rows: rank r holds rows [r*rows, (r+1)*rows) (1-D tensors: elements);
+ *         rows past shape[0] are padding (the padded vocabulary)
+ *   COLS  a block of columns [r*cols, (r+1)*cols) of every row
+ *   QKV   c_attn: in each of the q, k and v thirds, the block of columns (1-D: elements) of
+ *         this rank's heads: [part*D + r*D/tp, part*D + (r+1)*D/tp), part = 0, 1, 2 */
+typedef enum mpt_split { MPT_SPLIT_NONE, MPT_SPLIT_ROWS, MPT_SPLIT_COLS, MPT_SPLIT_QKV } mpt_split;
+
 typedef struct mpt_tensor {
     char name[96];    /* e.g. "transformer.h.3.attn.c_attn.weight" */
     int ndim;         /* 1 or 2 */
-    size_t shape[2];  /* checkpoint shape (unpadded); shape[1] = 1 when ndim == 1 */
-    size_t numel;     /* elements stored in memory (with padding rows) */
+    size_t shape[2];  /* checkpoint shape (unpadded, full); shape[1] = 1 when ndim == 1 */
+    size_t rows, cols;/* stored shape on this rank (rows include padding); 1-D: (n, 1) */
+    mpt_split split;
+    size_t numel;     /* elements stored in memory: rows * cols */
     size_t offset;    /* of element 0 in the flat buffer */
     int layer;        /* block index, or -1 for embeddings / final LayerNorm / head */
     int decay;        /* AdamW weight decay applies (ndim >= 2) */
@@ -45,6 +56,7 @@ typedef struct mpt_param_table {
     int n_units;     /* L + 2 */
     size_t *unit_begin, *unit_end; /* owned, n_units each: [begin, end) in the flat buffer */
     size_t unit_align;
+    int tp, tp_rank;  /* tensor-parallel split this table describes (1, 0: whole tensors) */
     int n_layer;
     size_t wte, wpe, lnf_w, lnf_b, lm_head;   /* indices into t (lm_head = wte when tied) */
     size_t *layer;   /* owned: layer[i*MPT_LAYER_SLOTS + slot] = index into t */
@@ -55,6 +67,13 @@ mpt_status mpt_params_build(mpt_param_table *pt, const mpt_config *c, mpt_error 
 /* unit_align >= 1: each unit's length is rounded up to a multiple of it. */
 mpt_status mpt_params_build_aligned(mpt_param_table *pt, const mpt_config *c, size_t unit_align,
                                     mpt_error *err);
+/* The table of tensor-parallel rank tp_rank of tp (Megatron split, see mpt_split). Needs
+ * n_head, ffn and padded_vocab divisible by tp (MPT_ERR_INPUT naming the numbers otherwise). */
+mpt_status mpt_params_build_tp(mpt_param_table *pt, const mpt_config *c, int tp, int tp_rank,
+                               size_t unit_align, mpt_error *err);
+/* Index in the full (checkpoint-shaped, row-major) tensor of stored element k of t on tensor-
+ * parallel rank `rank`, or SIZE_MAX for a padding element. */
+size_t mpt_tensor_full_index(const mpt_tensor *t, int tp, int rank, size_t k);
 /* The unit a tensor belongs to. */
 int mpt_tensor_unit(const mpt_param_table *pt, const mpt_tensor *t);
 void mpt_params_free(mpt_param_table *pt);

@@ -20,6 +20,7 @@ struct dp_segment_ {
                    * slice at the start of its bucket) */
     size_t n;
     int decay;
+    int replicated; /* the tensor is whole on every tensor-parallel rank */
 };
 
 enum { SLOT_EMBED, SLOT_FINAL, SLOT_LAYER };
@@ -252,15 +253,17 @@ static mpt_status build_segments_(mpt_dp *dp, mpt_error *err) {
             s->gflat = b->begin + (a - lo);
             s->n = e - a;
             s->decay = t->decay;
+            s->replicated = t->split == MPT_SPLIT_NONE;
         }
     }
     return MPT_OK;
 }
 
-mpt_status mpt_dp_init(mpt_dp *dp, mpt_gpt *model, mpt_comm *comm, int zero, size_t bucket_elems,
-                       mpt_arena *arena, mpt_error *err) {
+mpt_status mpt_dp_init(mpt_dp *dp, mpt_gpt *model, mpt_comm *comm, mpt_comm *tp, int zero,
+                       size_t bucket_elems, mpt_arena *arena, mpt_error *err) {
     memset(dp, 0, sizeof *dp);
     dp->comm = comm;
+    dp->tp = tp && tp->size > 1 ? tp : NULL;
     dp->R = comm ? comm->size : 1;
     dp->r = comm ? comm->rank : 0;
     dp->zero = zero;
@@ -431,21 +434,27 @@ mpt_status mpt_dp_finish_grads(mpt_dp *dp, mpt_error *err) {
 }
 
 mpt_status mpt_dp_grad_norm(mpt_dp *dp, double *norm, mpt_error *err) {
+    /* Tensors replicated over tensor parallelism are counted on tp rank 0 only. */
+    int count_replicated = !dp->tp || dp->tp->rank == 0;
+    const mpt_param_table *pt = &dp->model->pt;
     double sq = 0.0;
     if (dp->zero == 0) {
-        sq = mpt_sum_squares(dp->model->grads, dp->model->pt.total);
-    } else if (dp->zero == 1) {
-        for (int i = 0; i < dp->n_buckets; i++)
-            sq += mpt_sum_squares(dp->model->grads + dp->b[i].begin, dp->b[i].n / (size_t)dp->R);
+        for (size_t i = 0; i < pt->n; i++)
+            if (count_replicated || pt->t[i].split != MPT_SPLIT_NONE)
+                sq += mpt_sum_squares(dp->model->grads + pt->t[i].offset, pt->t[i].numel);
     } else {
-        sq = mpt_sum_squares(dp->gshard, dp->shard_n);
+        for (int i = 0; i < dp->n_seg; i++) {
+            const dp_segment_ *s = &dp->seg[i];
+            if (!count_replicated && s->replicated) continue;
+            const float *g = dp->zero == 1 ? dp->model->grads + s->gflat : dp->gshard + s->shard;
+            sq += mpt_sum_squares(g, s->n);
+        }
     }
-    if (dp->zero >= 1 && dp->R > 1) {
-        mpt_status st = mpt_allreduce_sum_f64(dp->comm, &sq, 1, err);
-        if (st) return st;
-    }
+    mpt_status st = MPT_OK;
+    if (dp->tp) st = mpt_allreduce_sum_f64(dp->tp, &sq, 1, err);
+    if (!st && dp->zero >= 1 && dp->R > 1) st = mpt_allreduce_sum_f64(dp->comm, &sq, 1, err);
     *norm = sqrt(sq);
-    return MPT_OK;
+    return st;
 }
 
 mpt_status mpt_dp_update(mpt_dp *dp, const mpt_adamw *opt, float lr, float clip, long t,

@@ -47,6 +47,7 @@ typedef struct dp_segment_ dp_segment_;
 
 typedef struct mpt_dp {
     mpt_comm *comm;          /* dp group, not owned */
+    mpt_comm *tp;            /* tensor-parallel group (for the global norm), not owned; or NULL */
     int R, r, zero;
     mpt_gpt *model;          /* not owned; its hooks point here */
     mpt_arena *arena;        /* not owned */
@@ -74,9 +75,10 @@ typedef struct mpt_dp {
 } mpt_dp;
 
 /* model must be initialised with the gpt_flags of mpt_dp_plan_for and unit_align
- * mpt_dp_unit_align(R); installs the model's hooks. */
-mpt_status mpt_dp_init(mpt_dp *dp, mpt_gpt *model, mpt_comm *comm, int zero, size_t bucket_elems,
-                       mpt_arena *arena, mpt_error *err);
+ * mpt_dp_unit_align(R); installs the model's hooks. tp (or NULL): the model's tensor-parallel
+ * group, whose ranks hold different shards but identical copies of the replicated tensors. */
+mpt_status mpt_dp_init(mpt_dp *dp, mpt_gpt *model, mpt_comm *comm, mpt_comm *tp, int zero,
+                       size_t bucket_elems, mpt_arena *arena, mpt_error *err);
 void mpt_dp_free(mpt_dp *dp);
 
 /* Initial values (CONTRACT §2) of what this rank holds; AdamW state zero. */

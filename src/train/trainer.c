@@ -15,7 +15,9 @@
 #include "model/gpt.h"
 #include "model/params.h"
 #include "parallel/dp.h"
+#include "parallel/groups.h"
 #include "parallel/mesh.h"
+#include "parallel/tp.h"
 #include "train/checkpoint.h"
 #include "train/data.h"
 #include "train/jsonlog.h"
@@ -34,6 +36,7 @@ void mpt_train_opts_defaults(mpt_train_opts *o) {
     mpt_adamw_defaults(&o->opt);
     o->threads = 1;
     o->dp = 1;
+    o->tp = 1;
     o->bucket_mb = 4.0;
 }
 
@@ -53,6 +56,8 @@ static double flops_per_token_(const mpt_config *c, int T) {
 
 typedef struct run_ {
     mpt_comm *world;          /* not owned */
+    mpt_groups groups;        /* this rank's tp / dp / ... communicators */
+    mpt_param_table full;     /* the whole-tensor table checkpoints use */
     mpt_arena arena;
     mpt_gpt model;
     mpt_dp dp;
@@ -68,6 +73,8 @@ static void run_free_(run_ *r) {
     mpt_arena_release(&r->arena, MPT_MEM_WORKSPACE, r->targets, r->batch_n, sizeof(int32_t));
     mpt_dp_free(&r->dp);
     mpt_gpt_free(&r->model);
+    mpt_params_free(&r->full);
+    mpt_groups_free(&r->groups);
     mpt_tokfile_free(&r->data);
     mpt_jsonlog_close(&r->log);
 }
@@ -83,15 +90,20 @@ static mpt_status resolve_config_(const mpt_train_opts *o, mpt_config *cfg, char
         if (!st) st = mpt_checkpoint_read_config(ckpt_dir, cfg, err);
         if (st) return st;
     }
-    cfg->padded_vocab = 0;
-    return mpt_config_finish(cfg, 64, err);
+    cfg->padded_vocab = 0; /* a multiple of 64 per tensor-parallel rank */
+    return mpt_config_finish(cfg, 64 * (o->tp > 0 ? o->tp : 1), err);
 }
 
 static mpt_status validate_(const mpt_train_opts *o, const mpt_config *cfg, int T, int world,
                             mpt_error *err) {
-    mpt_layout lay = {.size = {1, 1, o->dp, 1, 1}};
+    mpt_layout lay = {.size = {o->tp, 1, o->dp, 1, 1}};
     mpt_status st = mpt_layout_check(&lay, world, err);
     if (st) return st;
+    if (cfg->n_head % o->tp != 0 || cfg->ffn % o->tp != 0)
+        return mpt_fail(err, MPT_ERR_INPUT,
+                        "--tp %d must divide the attention heads (%d) and the MLP width --ffn "
+                        "(%d): choose a tp that divides both",
+                        o->tp, cfg->n_head, cfg->ffn);
     if (o->zero < 0 || o->zero > 3)
         return mpt_fail(err, MPT_ERR_INPUT, "--zero %d: use 0, 1, 2 or 3", o->zero);
     if (o->batch < 1) return mpt_fail(err, MPT_ERR_INPUT, "--batch %d must be >= 1", o->batch);
@@ -112,6 +124,8 @@ static mpt_status validate_(const mpt_train_opts *o, const mpt_config *cfg, int 
     if (!(o->opt.lr > 0.0f)) return mpt_fail(err, MPT_ERR_INPUT, "--lr must be positive");
     if (o->opt.warmup < 0) return mpt_fail(err, MPT_ERR_INPUT, "--warmup must be >= 0");
     if (!(o->bucket_mb > 0.0)) return mpt_fail(err, MPT_ERR_INPUT, "--bucket-mb must be positive");
+    if (o->dump_path && o->zero > 0)
+        return mpt_fail(err, MPT_ERR_INPUT, "--dump-step1 needs --zero 0 (whole gradients)");
     if (!o->data_path) return mpt_fail(err, MPT_ERR_INPUT, "no --data file given");
     return MPT_OK;
 }
@@ -142,8 +156,9 @@ static cJSON *start_line_(const mpt_train_opts *o, const mpt_config *c, int T, l
     cJSON_AddStringToObject(j, "data", o->data_path);
     cJSON *layout = cJSON_AddObjectToObject(j, "layout");
     cJSON_AddNumberToObject(layout, "dp", o->dp);
-    const char *ones[] = {"tp", "pp", "cp", "ep"};
-    for (int i = 0; i < 4; i++) cJSON_AddNumberToObject(layout, ones[i], 1);
+    cJSON_AddNumberToObject(layout, "tp", o->tp);
+    const char *ones[] = {"pp", "cp", "ep"};
+    for (int i = 0; i < 3; i++) cJSON_AddNumberToObject(layout, ones[i], 1);
     cJSON_AddNumberToObject(layout, "zero", o->zero);
     cJSON_AddNumberToObject(layout, "world", world);
     cJSON_AddNumberToObject(j, "threads", o->threads);
@@ -157,42 +172,56 @@ static cJSON *start_line_(const mpt_train_opts *o, const mpt_config *c, int T, l
     return j;
 }
 
-/* Testing hook: the first micro-batch's logits and every gradient of the first step, under the
- * Hugging Face names, before clipping (what a PyTorch reference compares against). Rank 0 of a
- * single-replica, zero <= 1 run only. */
-static mpt_status dump_(const char *path, const mpt_gpt *m, const float *logits_copy, int Bm,
-                        int T, mpt_error *err) {
-    size_t n = m->pt.n + 1;
-    mpt_st_entry *e = calloc(n, sizeof *e);
-    if (!e) return mpt_fail(err, MPT_ERR_RUN, "out of memory");
-    for (size_t i = 0; i < m->pt.n; i++) {
-        const mpt_tensor *t = &m->pt.t[i];
-        e[i].name = t->name;
-        e[i].ndim = t->ndim;
-        e[i].shape[0] = t->shape[0];
-        e[i].shape[1] = t->shape[1];
-        e[i].data = m->grads + t->offset;
+/* Testing hook: every gradient of the first step under the Hugging Face names, before
+ * clipping (whole tensors, assembled over tensor parallelism; zero 0 only, where every rank holds
+ * the reduced gradients), and on one rank also the first micro-batch's logits -- what a PyTorch
+ * reference or a run under another layout compares against. All ranks call; rank 0 writes. */
+static mpt_status dump_(run_ *r, const char *path, const float *logits_copy, int Bm, int T,
+                        mpt_error *err) {
+    const mpt_param_table *full = &r->full;
+    float *grads = malloc(full->total * sizeof *grads);
+    mpt_st_entry *e = calloc(full->n + 1, sizeof *e);
+    mpt_status st = grads && e ? MPT_OK : mpt_fail(err, MPT_ERR_RUN, "out of memory for the dump");
+    if (!st)
+        st = mpt_tp_assemble(&r->groups.dim[MPT_DIM_TP], &r->model.pt, r->model.grads, full,
+                             grads, err);
+    if (!st && r->rank0) {
+        size_t n = full->n;
+        for (size_t i = 0; i < n; i++) {
+            const mpt_tensor *t = &full->t[i];
+            e[i] = (mpt_st_entry){t->name, t->ndim, {t->shape[0], t->shape[1]},
+                                  grads + t->offset};
+        }
+        if (logits_copy)
+            e[n++] = (mpt_st_entry){"logits", 3,
+                                    {(size_t)Bm, (size_t)T, (size_t)r->model.cfg.vocab},
+                                    logits_copy};
+        st = mpt_safetensors_write(path, e, n, NULL, 0, 0, err);
     }
-    e[m->pt.n] = (mpt_st_entry){"logits", 3, {(size_t)Bm, (size_t)T, (size_t)m->cfg.vocab},
-                                logits_copy};
-    mpt_status st = mpt_safetensors_write(path, e, n, NULL, 0, 0, err);
+    free(grads);
     free(e);
-    return st;
+    return mpt_comm_agree(r->world, st, err);
 }
 
 /* Gathers the full state onto every rank (transient buffers, outside the training memory plan)
  * and writes it from world rank 0; all ranks return the agreed status. */
 static mpt_status save_(const mpt_train_opts *o, run_ *r, long step, mpt_train_result *res,
                         mpt_error *err) {
-    size_t P = r->model.pt.total;
-    float *buf = malloc(3 * P * sizeof(float));
-    mpt_status st = buf ? MPT_OK : mpt_fail(err, MPT_ERR_RUN, "out of memory for the checkpoint");
+    size_t P = r->model.pt.total, PF = r->full.total;
+    float *buf = malloc(3 * P * sizeof(float)), *whole = malloc(3 * PF * sizeof(float));
+    mpt_status st = buf && whole ? MPT_OK
+                                 : mpt_fail(err, MPT_ERR_RUN, "out of memory for the checkpoint");
     st = mpt_comm_agree(r->world, st, err);
     if (st) {
         free(buf);
+        free(whole);
         return st;
     }
+    /* ZeRO slices -> this rank's tensor-parallel shards -> whole tensors */
     st = mpt_dp_gather(&r->dp, buf, buf + P, buf + 2 * P, err);
+    mpt_comm *tp = &r->groups.dim[MPT_DIM_TP];
+    for (int k = 0; k < 3 && !st; k++)
+        st = mpt_tp_assemble(tp, &r->model.pt, buf + k * P, &r->full, whole + k * PF, err);
     if (!st && r->rank0) {
         mpt_train_state ts;
         memset(&ts, 0, sizeof ts);
@@ -200,13 +229,15 @@ static mpt_status save_(const mpt_train_opts *o, run_ *r, long step, mpt_train_r
         ts.seed = o->seed;
         snprintf(ts.options_json, sizeof ts.options_json,
                  "{\"batch\":%d,\"microbatches\":%d,\"steps\":%ld,\"lr\":%g,\"warmup\":%d,"
-                 "\"dp\":%d,\"zero\":%d}",
+                 "\"dp\":%d,\"tp\":%d,\"zero\":%d}",
                  o->batch, o->microbatches, o->steps, (double)o->opt.lr, o->opt.warmup, o->dp,
-                 o->zero);
-        st = mpt_checkpoint_save(o->save_dir, o->keep, &r->model.cfg, &r->model.pt, buf, buf + P,
-                                 buf + 2 * P, &ts, res->saved_dir, sizeof res->saved_dir, err);
+                 o->tp, o->zero);
+        st = mpt_checkpoint_save(o->save_dir, o->keep, &r->model.cfg, &r->full, whole,
+                                 whole + PF, whole + 2 * PF, &ts, res->saved_dir,
+                                 sizeof res->saved_dir, err);
     }
     free(buf);
+    free(whole);
     st = mpt_comm_agree(r->world, st, err);
     if (!st) st = mpt_bcast(r->world, res->saved_dir, sizeof res->saved_dir, 0, err);
     return st;
@@ -223,7 +254,8 @@ static mpt_status prepare_(run_ *r, const mpt_train_opts *o, mpt_config *cfg, ch
     if ((st = mpt_data_check(&r->data, *T, o->data_path, err))) return st;
     int Bm = o->batch / (o->dp * o->microbatches);
     size_t bucket = (size_t)(o->bucket_mb * 1024 * 1024 / sizeof(float));
-    if ((st = mpt_memplan_train(cfg, Bm, *T, o->dp, o->zero, bucket, &res->plan, err))) return st;
+    if ((st = mpt_memplan_train(cfg, Bm, *T, o->tp, o->dp, o->zero, bucket, &res->plan, err)))
+        return st;
     if (o->mem_limit && res->plan.total > o->mem_limit) {
         char need[512], lim[32];
         mpt_memplan_format(&res->plan, need, sizeof need);
@@ -240,16 +272,21 @@ static mpt_status allocate_(run_ *r, const mpt_train_opts *o, const mpt_config *
                             const char *ckpt, long *start, mpt_error *err) {
     int Bm = o->batch / (o->dp * o->microbatches);
     size_t bucket = (size_t)(o->bucket_mb * 1024 * 1024 / sizeof(float));
-    mpt_param_table pt;
-    mpt_dp_plan plan;
-    mpt_status st = mpt_params_build_aligned(&pt, cfg, mpt_dp_unit_align(o->dp), err);
+    mpt_layout lay = {.size = {o->tp, 1, o->dp, 1, 1}};
+    mpt_status st = mpt_groups_init(&r->groups, &lay, r->world, err);
     if (st) return st;
-    mpt_dp_plan_for(&pt, o->dp, o->zero, bucket, &plan);
-    mpt_params_free(&pt);
+    mpt_comm *tp = &r->groups.dim[MPT_DIM_TP], *dp = &r->groups.dim[MPT_DIM_DP];
+    mpt_dp_plan plan;
+    mpt_param_table local;
+    if ((st = mpt_params_build_tp(&local, cfg, o->tp, tp->rank, mpt_dp_unit_align(o->dp), err)))
+        return st;
+    mpt_dp_plan_for(&local, o->dp, o->zero, bucket, &plan);
+    mpt_params_free(&local);
+    if ((st = mpt_params_build(&r->full, cfg, err))) return st;
     mpt_arena_init(&r->arena, o->mem_limit);
-    if ((st = mpt_gpt_init(&r->model, cfg, Bm, T, plan.gpt_flags, mpt_dp_unit_align(o->dp),
+    if ((st = mpt_gpt_init(&r->model, cfg, Bm, T, plan.gpt_flags, mpt_dp_unit_align(o->dp), tp,
                            &r->arena, err)) ||
-        (st = mpt_dp_init(&r->dp, &r->model, r->world, o->zero, bucket, &r->arena, err)))
+        (st = mpt_dp_init(&r->dp, &r->model, dp, tp, o->zero, bucket, &r->arena, err)))
         return st;
     r->batch_n = (size_t)Bm * T;
     if ((st = mpt_arena_alloc(&r->arena, MPT_MEM_WORKSPACE, r->batch_n, sizeof(int32_t),
@@ -262,19 +299,26 @@ static mpt_status allocate_(run_ *r, const mpt_train_opts *o, const mpt_config *
         mpt_dp_init_values(&r->dp, o->seed);
         return MPT_OK;
     }
-    /* checkpoints hold full tensors: load them whole (transient), keep what this rank owns */
-    size_t P = r->model.pt.total;
-    float *buf = malloc(3 * P * sizeof(float));
-    if (!buf) return mpt_fail(err, MPT_ERR_RUN, "out of memory loading %s", ckpt);
+    /* checkpoints hold whole tensors: load them (transient buffers), keep this rank's part */
+    size_t P = r->model.pt.total, PF = r->full.total;
+    float *whole = malloc(3 * PF * sizeof(float)), *buf = malloc(3 * P * sizeof(float));
+    if (!whole || !buf) {
+        free(whole);
+        free(buf);
+        return mpt_fail(err, MPT_ERR_RUN, "out of memory loading %s", ckpt);
+    }
     mpt_train_state ts;
     int has_opt = 0;
-    st = mpt_checkpoint_load(ckpt, &r->model.pt, buf, o->resume ? buf + P : NULL,
-                             o->resume ? buf + 2 * P : NULL, &has_opt, o->resume ? &ts : NULL,
-                             err);
+    st = mpt_checkpoint_load(ckpt, &r->full, whole, o->resume ? whole + PF : NULL,
+                             o->resume ? whole + 2 * PF : NULL, &has_opt,
+                             o->resume ? &ts : NULL, err);
     if (!st) {
+        for (int k = 0; k < 3; k++)
+            mpt_tp_extract(&r->model.pt, &r->full, whole + k * PF, buf + k * P);
         mpt_dp_load(&r->dp, buf, has_opt ? buf + P : NULL, has_opt ? buf + 2 * P : NULL);
         if (o->resume) *start = ts.step;
     }
+    free(whole);
     free(buf);
     if (!st && *start > o->steps)
         st = mpt_fail(err, MPT_ERR_INPUT,
@@ -303,7 +347,7 @@ static mpt_status step_(run_ *r, const mpt_train_opts *o, const mpt_adamw *opt, 
                         mpt_error *err) {
     const mpt_config *cfg = &r->model.cfg;
     int B = o->batch, M = o->microbatches, Bm = B / (o->dp * M);
-    int first = r->world->rank * (B / o->dp);
+    int first = r->groups.coords.c[MPT_DIM_DP] * (B / o->dp);
     float dloss = 1.0f / ((float)B * (float)T);
     double loss_sum = 0.0;
     mpt_status st;
@@ -315,7 +359,7 @@ static mpt_status step_(run_ *r, const mpt_train_opts *o, const mpt_adamw *opt, 
     mpt_dp_begin_step(&r->dp);
     for (int mb = 0; mb < M; mb++) {
         mpt_data_batch(&r->data, step, B, first + mb * Bm, Bm, T, r->inputs, r->targets);
-        if (o->dump_path && step == 0 && mb == 0 && r->rank0 && r->model.grads) {
+        if (o->dump_path && step == 0 && mb == 0 && r->world->size == 1) {
             size_t nl = r->batch_n * (size_t)cfg->vocab;
             *logits_copy = malloc(nl * sizeof **logits_copy);
             if (!*logits_copy) return mpt_fail(err, MPT_ERR_RUN, "out of memory for the dump");
@@ -334,14 +378,16 @@ static mpt_status step_(run_ *r, const mpt_train_opts *o, const mpt_adamw *opt, 
         loss_sum += mb_loss;
     }
     if ((st = mpt_dp_finish_grads(&r->dp, err))) return st;
-    if (r->world->size > 1 && (st = mpt_allreduce_sum_f64(r->world, &loss_sum, 1, err))) return st;
+    mpt_comm *dpc = &r->groups.dim[MPT_DIM_DP]; /* tp ranks hold the same loss */
+    if (dpc->size > 1 && (st = mpt_allreduce_sum_f64(dpc, &loss_sum, 1, err))) return st;
     *loss = loss_sum / ((double)B * T);
     if (!isfinite(*loss))
         return mpt_fail(err, MPT_ERR_RUN,
                         "the loss became non-finite at step %ld: lower --lr or check the data; "
                         "the last checkpoint is intact",
                         step + 1);
-    if (step == 0 && *logits_copy && (st = dump_(o->dump_path, &r->model, *logits_copy, Bm, T, err))) return st;
+    if (o->dump_path && step == 0 && (st = dump_(r, o->dump_path, *logits_copy, Bm, T, err)))
+        return st;
     if ((st = mpt_dp_grad_norm(&r->dp, norm, err))) return st;
     *lr = mpt_adamw_lr(opt, step);
     return mpt_dp_update(&r->dp, opt, *lr, mpt_clip_factor(opt, *norm), step + 1, err);
@@ -429,6 +475,20 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
         for (int k = 0; k < MPT_MEM_KINDS; k++)
             cJSON_AddNumberToObject(pk, mpt_mem_kind_name((mpt_mem_kind)k), peaks[k]);
         if (res->saved_dir[0]) cJSON_AddStringToObject(j, "checkpoint", res->saved_dir);
+        /* communication of world rank 0 over the whole run, by group and operation */
+        cJSON *comm = cJSON_AddObjectToObject(j, "comm");
+        for (int d = 0; d < MPT_DIMS; d++) {
+            const mpt_comm *c = &r.groups.dim[d];
+            if (c->size <= 1) continue;
+            cJSON *g = cJSON_AddObjectToObject(comm, c->name);
+            for (int op = 0; op < MPT_OP_KINDS; op++) {
+                if (!c->stats.calls[op]) continue;
+                cJSON *x = cJSON_AddObjectToObject(g, mpt_comm_op_name((mpt_comm_op)op));
+                cJSON_AddNumberToObject(x, "calls", (double)c->stats.calls[op]);
+                cJSON_AddNumberToObject(x, "bytes", c->stats.bytes[op]);
+                cJSON_AddNumberToObject(x, "seconds", c->stats.seconds[op]);
+            }
+        }
         st = mpt_jsonlog_write(&r.log, j, err);
     }
     st = mpt_comm_agree(world, st, err);

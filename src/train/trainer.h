@@ -35,7 +35,8 @@ typedef struct mpt_train_opts {
     const char *resume;      /* checkpoint dir (or root with latest) */
     const char *init_from;   /* Hugging Face GPT-2 dir: weights only */
     const char *dump_path;   /* testing: safetensors of step-1 logits + gradients */
-    int dp;                  /* data-parallel replicas (the world size for now) */
+    int dp;                  /* data-parallel replicas */
+    int tp;                  /* tensor-parallel ranks (dp * tp = world size for now) */
     int zero;                /* ZeRO stage 0..3 */
     double bucket_mb;        /* gradient bucket size for zero 0/1 (default 4) */
     int stall_rank;          /* testing: this world rank sleeps stall_seconds before ... */

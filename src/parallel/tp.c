@@ -1,0 +1,51 @@
+/* tp.c — tensor-parallel shards to and from whole tensors (see tp.h). */
+#include "parallel/tp.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Scatters one rank's stored elements of every tensor into the full layout. */
+static void place_(const mpt_param_table *local, int rank, const float *local_buf,
+                   const mpt_param_table *full, float *full_buf) {
+    for (size_t i = 0; i < local->n; i++) {
+        const mpt_tensor *t = &local->t[i];
+        float *dst = full_buf + full->t[i].offset;
+        const float *src = local_buf + t->offset;
+        for (size_t k = 0; k < t->numel; k++) {
+            size_t f = mpt_tensor_full_index(t, local->tp, rank, k);
+            if (f != SIZE_MAX) dst[f] = src[k];
+        }
+    }
+}
+
+void mpt_tp_extract(const mpt_param_table *local, const mpt_param_table *full,
+                    const float *full_buf, float *local_buf) {
+    memset(local_buf, 0, local->total * sizeof *local_buf);
+    for (size_t i = 0; i < local->n; i++) {
+        const mpt_tensor *t = &local->t[i];
+        const float *src = full_buf + full->t[i].offset;
+        float *dst = local_buf + t->offset;
+#pragma omp parallel for schedule(static)
+        for (size_t k = 0; k < t->numel; k++) {
+            size_t f = mpt_tensor_full_index(t, local->tp, local->tp_rank, k);
+            dst[k] = f == SIZE_MAX ? 0.0f : src[f];
+        }
+    }
+}
+
+mpt_status mpt_tp_assemble(mpt_comm *tp, const mpt_param_table *local, const float *local_buf,
+                           const mpt_param_table *full, float *full_buf, mpt_error *err) {
+    memset(full_buf, 0, full->total * sizeof *full_buf);
+    if (!tp || tp->size == 1) {
+        place_(local, 0, local_buf, full, full_buf);
+        return MPT_OK;
+    }
+    size_t n = local->total;
+    float *all = malloc((size_t)tp->size * n * sizeof *all);
+    if (!all) return mpt_fail(err, MPT_ERR_RUN, "out of memory assembling tensor-parallel shards");
+    mpt_status st = mpt_allgather(tp, local_buf, all, n, err);
+    for (int r = 0; !st && r < tp->size; r++) place_(local, r, all + (size_t)r * n, full, full_buf);
+    free(all);
+    return st;
+}

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Tensor parallelism: every tensor-parallel layout trains like one rank (step-1 gradients of
+# every tensor, 5 steps' losses and final weights within 1e-5 relative), the communication per
+# step is exactly the expected count and bytes, checkpoints move between tp sizes, and bad
+# layouts exit 2 naming the numbers.
+set -uo pipefail
+BIN="$1/mptrain"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+MPIRUN=(mpirun --oversubscribe --mca btl self,vader)
+TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
+HERE=$(dirname "$0")
+CMP=(/usr/bin/python3 "$HERE/compare_runs.py")
+fails=0; passes=0
+ok()  { passes=$((passes+1)); echo "ok   $*"; }
+bad() { fails=$((fails+1)); echo "FAIL $*"; }
+COMMON=(--seq-len 32 --batch 8 --steps 5 --threads 1 --quiet --lr 3e-3)
+
+# run NAME NP ARGS...: one layout, with a step-1 gradient dump, a log and a final checkpoint
+run() {
+  local name=$1 np=$2; shift 2
+  local launch=("$BIN"); [ "$np" -gt 1 ] && launch=("${MPIRUN[@]}" -np "$np" "$BIN")
+  "${launch[@]}" train "${COMMON[@]}" "$@" --log "$TMP/$name.jsonl" --save "$TMP/$name" \
+     --dump-step1 "$TMP/$name.grads" >"$TMP/$name.out" 2>&1 || { bad "$name failed: $(tail -3 "$TMP/$name.out")"; return 1; }
+}
+# same NAME REF: gradients, losses and weights of NAME equal those of REF
+same() {
+  local g="" w=""
+  if g=$("${CMP[@]}" --tensors "$TMP/$1.grads" "$TMP/$2.grads" 2>&1) &&
+     w=$("${CMP[@]}" "$TMP/$1.jsonl" "$TMP/$1/latest/model.safetensors" "$TMP/$2.jsonl" "$TMP/$2/latest/model.safetensors" 2>&1); then
+    ok "$1 = $2: step-1 grads$(echo $g | sed 's/^ *//') | $(echo $w)"
+  else bad "$1 differs from $2: $g $w"; fi
+}
+
+BASE=(--model tiny --layers 2 --d-model 32 --heads 4 --ffn 96)
+run ref 1 "${BASE[@]}" && {
+  run tp2 2 "${BASE[@]}" --tp 2 && same tp2 ref
+  run tp4 4 "${BASE[@]}" --tp 4 && same tp4 ref
+  run tp2dp2 4 "${BASE[@]}" --tp 2 --dp 2 --microbatches 2 && run ref_m2 1 "${BASE[@]}" --microbatches 2 && same tp2dp2 ref_m2
+}
+# ZeRO-1 over the dp group of each tp rank (no gradient dump under ZeRO)
+w=""
+"${MPIRUN[@]}" -np 4 "$BIN" train "${COMMON[@]}" "${BASE[@]}" --tp 2 --dp 2 --zero 1 --log "$TMP/z1.jsonl" --save "$TMP/z1" >/dev/null 2>&1 &&
+  w=$("${CMP[@]}" "$TMP/z1.jsonl" "$TMP/z1/latest/model.safetensors" "$TMP/ref.jsonl" "$TMP/ref/latest/model.safetensors") &&
+  ok "tp2 x dp2 x zero1 = one rank: $(echo $w)" || bad "tp2 x dp2 x zero1: $w"
+
+# tp = 3: the byte vocabulary (256) does not divide; padded to 384, the third rank holds only padding
+B3=(--model tiny --layers 2 --d-model 48 --heads 6 --ffn 96)
+run ref3 1 "${B3[@]}" && run tp3 3 "${B3[@]}" --tp 3 && same tp3 ref3
+
+# the GPT-2 vocabulary (50257, padded to 50304) at tp 2
+head -c 60000 .cache/moby-dick/data/data.txt > "$TMP/text.txt"
+"$BIN" tokenize --tokenizer gpt2 --in "$TMP/text.txt" --out "$TMP/gpt2.bin" >/dev/null
+BG=(--model tiny --layers 1 --d-model 32 --heads 4 --vocab 50257 --data "$TMP/gpt2.bin")
+run refg 1 "${BG[@]}" && run tp2g 2 "${BG[@]}" --tp 2 && same tp2g refg
+
+# communication per step per rank: tp all-reduces of the forward (embedding, 2 per block,
+# cross-entropy max and sum) and backward (head, 2 per block), plus the norm: exact counts/bytes
+/usr/bin/python3 - "$TMP/tp2dp2.jsonl" <<'PY' && ok "tp2 x dp2 communication: $(cat "$TMP/comm")" || bad "communication counts: $(cat "$TMP/comm")"
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+start, end = lines[0], lines[-1]
+L, D, T, B, M, dp = start["n_layer"], start["d_model"], start["seq_len"], start["batch"], start["microbatches"], start["layout"]["dp"]
+steps = end["steps"]; N = B // (dp * M) * T
+per_mb_calls = (1 + 2 * L + 2) + (1 + 2 * L)
+per_mb_bytes = 4 * ((1 + 2 * L) * N * D + 3 * N) + 4 * (1 + 2 * L) * N * D
+want_calls = steps * (M * per_mb_calls + 1)            # + the gradient norm (one double)
+want_bytes = steps * (M * per_mb_bytes + 8)
+got = end["comm"]["tp"]["allreduce"]
+msg = f"{got['calls']} all-reduces, {int(got['bytes'])} bytes over {steps} steps (expected {want_calls}, {want_bytes})"
+open(sys.argv[1] + ".msg", "w").write(msg)
+print(msg, file=open(__import__("os").path.dirname(sys.argv[1]) + "/comm", "w"))
+sys.exit(0 if (got["calls"], int(got["bytes"])) == (want_calls, want_bytes) else 1)
+PY
+
+# a tp 2 checkpoint resumes at tp 1 and tp 4 with the same losses
+"${MPIRUN[@]}" -np 2 "$BIN" train "${COMMON[@]}" "${BASE[@]}" --tp 2 --save "$TMP/c2" --save-every 3 --log "$TMP/c2.jsonl" >/dev/null 2>&1
+grep -v '"step":[123],' "$TMP/c2.jsonl" > "$TMP/c2tail.jsonl"
+for t in 1 4; do
+  launch=("$BIN"); [ $t -gt 1 ] && launch=("${MPIRUN[@]}" -np $t "$BIN")
+  "${launch[@]}" train "${COMMON[@]}" "${BASE[@]}" --tp $t --resume "$TMP/c2/step_000003" --log "$TMP/r$t.jsonl" --save "$TMP/r$t" >/dev/null 2>&1
+  w=$("${CMP[@]}" "$TMP/r$t.jsonl" "$TMP/r$t/latest/model.safetensors" "$TMP/c2tail.jsonl" "$TMP/c2/latest/model.safetensors" 2>&1) \
+    && ok "tp2 checkpoint resumed at tp $t: $(echo $w)" || bad "resume at tp $t: $w"
+done
+
+# bad layouts: exit 2 with the numbers, on every rank
+"${MPIRUN[@]}" -np 3 "$BIN" train "${COMMON[@]}" "${BASE[@]}" --tp 3 >/dev/null 2>"$TMP/e1"; c=$?
+[ $c = 2 ] && [ "$(grep -c 'heads (4)' "$TMP/e1")" = 3 ] && ok "heads % tp: $(head -1 "$TMP/e1")" || bad "heads % tp: exit $c $(cat "$TMP/e1")"
+"${MPIRUN[@]}" -np 2 "$BIN" train "${COMMON[@]}" --model tiny --layers 2 --d-model 32 --heads 4 --ffn 99 --tp 2 >/dev/null 2>"$TMP/e2"; c=$?
+[ $c = 2 ] && grep -q "(99)" "$TMP/e2" && ok "ffn % tp: $(head -1 "$TMP/e2")" || bad "ffn % tp: exit $c $(cat "$TMP/e2")"
+
+echo "$passes passed, $fails failed"
+[ "$fails" = 0 ]
