@@ -37,6 +37,22 @@ run ref 1 "${BASE[@]}" && {
   run tp4 4 "${BASE[@]}" --tp 4 && same tp4 ref
   run tp2dp2 4 "${BASE[@]}" --tp 2 --dp 2 --microbatches 2 && run ref_m2 1 "${BASE[@]}" --microbatches 2 && same tp2dp2 ref_m2
 }
+# sequence parallelism: the same numbers with LayerNorm / residual regions split over tp
+run ref_t2 1 "${BASE[@]}" --batch 4 && {
+  run sp2 2 "${BASE[@]}" --tp 2 --sp && same sp2 ref
+  run sp4 4 "${BASE[@]}" --tp 4 --sp && same sp4 ref
+}
+"${MPIRUN[@]}" -np 4 "$BIN" train "${COMMON[@]}" "${BASE[@]}" --tp 2 --sp --dp 2 --zero 2 --microbatches 2 \
+   --log "$TMP/spz2.jsonl" --save "$TMP/spz2" >/dev/null 2>&1 &&
+  w=$("${CMP[@]}" "$TMP/spz2.jsonl" "$TMP/spz2/latest/model.safetensors" "$TMP/ref_m2.jsonl" "$TMP/ref_m2/latest/model.safetensors") &&
+  ok "tp2 x sp x dp2 x zero2 x m2 = one rank: $(echo $w)" || bad "tp2 sp dp2 zero2: $w"
+/usr/bin/python3 - "$TMP/sp2.jsonl" "$TMP/tp2.jsonl" >"$TMP/spmem" <<'PY' && ok "sp memory: $(cat "$TMP/spmem")" || bad "sp memory: $(cat "$TMP/spmem")"
+import json, sys
+sp, tp = (json.loads(open(f).readline())["memory_plan_bytes"]["activations"] for f in sys.argv[1:3])
+print(f"activations per rank {sp} bytes with --sp, {tp} without ({sp / tp:.2f}x)")
+sys.exit(0 if sp < tp else 1)
+PY
+
 # ZeRO-1 over the dp group of each tp rank (no gradient dump under ZeRO)
 w=""
 "${MPIRUN[@]}" -np 4 "$BIN" train "${COMMON[@]}" "${BASE[@]}" --tp 2 --dp 2 --zero 1 --log "$TMP/z1.jsonl" --save "$TMP/z1" >/dev/null 2>&1 &&
@@ -72,6 +88,32 @@ print(msg, file=open(__import__("os").path.dirname(sys.argv[1]) + "/comm", "w"))
 sys.exit(0 if (got["calls"], int(got["bytes"])) == (want_calls, want_bytes) else 1)
 PY
 
+# with sp, every all-reduce of a block becomes an all-gather + reduce-scatter pair (a run
+# without checkpoint or dump, whose gathers would count too)
+"${MPIRUN[@]}" -np 4 "$BIN" train "${COMMON[@]}" "${BASE[@]}" --tp 4 --sp --log "$TMP/spc.jsonl" >/dev/null 2>&1
+/usr/bin/python3 - "$TMP/spc.jsonl" >"$TMP/spcomm" <<'PY' && ok "sp communication: $(cat "$TMP/spcomm")" || bad "sp communication: $(cat "$TMP/spcomm")"
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+start, end = lines[0], lines[-1]
+L, D, T, B, M, t = start["n_layer"], start["d_model"], start["seq_len"], start["batch"], start["microbatches"], start["layout"]["tp"]
+S, N = end["steps"], B // M * T
+Nl = N // t
+want = {  # per micro-batch: forward + backward; the norm adds one all-reduce per step
+    "allgather": ((6 * L + 3), (6 * L + 3) * Nl * D * 4),
+    "reduce_scatter": ((4 * L + 2), (4 * L + 2) * N * D * 4),
+    "allreduce": ((2 * L + 3), 4 * (3 * N + 2 * D + 2 * L * 2 * D)),
+}
+got = end["comm"]["tp"]
+bad = []
+for op, (calls, nbytes) in want.items():
+    wc, wb = S * M * calls + (S if op == "allreduce" else 0), S * M * nbytes + (8 * S if op == "allreduce" else 0)
+    g = got.get(op, {"calls": 0, "bytes": 0})
+    if (g["calls"], int(g["bytes"])) != (wc, wb):
+        bad.append(f"{op}: {g['calls']} calls {int(g['bytes'])} bytes, expected {wc} {wb}")
+print(", ".join(f"{op} {got[op]['calls']}" for op in want), *bad)
+sys.exit(1 if bad else 0)
+PY
+
 # a tp 2 checkpoint resumes at tp 1 and tp 4 with the same losses
 "${MPIRUN[@]}" -np 2 "$BIN" train "${COMMON[@]}" "${BASE[@]}" --tp 2 --save "$TMP/c2" --save-every 3 --log "$TMP/c2.jsonl" >/dev/null 2>&1
 grep -v '"step":[123],' "$TMP/c2.jsonl" > "$TMP/c2tail.jsonl"
@@ -87,6 +129,11 @@ done
 [ $c = 2 ] && [ "$(grep -c 'heads (4)' "$TMP/e1")" = 3 ] && ok "heads % tp: $(head -1 "$TMP/e1")" || bad "heads % tp: exit $c $(cat "$TMP/e1")"
 "${MPIRUN[@]}" -np 2 "$BIN" train "${COMMON[@]}" --model tiny --layers 2 --d-model 32 --heads 4 --ffn 99 --tp 2 >/dev/null 2>"$TMP/e2"; c=$?
 [ $c = 2 ] && grep -q "(99)" "$TMP/e2" && ok "ffn % tp: $(head -1 "$TMP/e2")" || bad "ffn % tp: exit $c $(cat "$TMP/e2")"
+
+"${MPIRUN[@]}" -np 2 "$BIN" train "${COMMON[@]}" "${BASE[@]}" --tp 2 --sp --seq-len 31 >/dev/null 2>"$TMP/e3"; c=$?
+[ $c = 2 ] && grep -q "seq-len 31" "$TMP/e3" && ok "seq % tp with --sp: $(head -1 "$TMP/e3")" || bad "seq % tp: exit $c $(cat "$TMP/e3")"
+"$BIN" train "${COMMON[@]}" "${BASE[@]}" --sp >/dev/null 2>"$TMP/e4"; c=$?
+[ $c = 2 ] && grep -q "tp 2" "$TMP/e4" && ok "--sp without tp: $(head -1 "$TMP/e4")" || bad "--sp alone: exit $c $(cat "$TMP/e4")"
 
 echo "$passes passed, $fails failed"
 [ "$fails" = 0 ]

@@ -106,7 +106,7 @@ int mpt_cli_generate(int argc, char **argv) {
         goto done;
     }
     int T = cfg.n_positions;
-    if ((st = mpt_gpt_init(&m, &cfg, 1, T, MPT_GPT_INFER, 1, NULL, &arena, &err)) ||
+    if ((st = mpt_gpt_init(&m, &cfg, 1, T, MPT_GPT_INFER, 1, NULL, 0, &arena, &err)) ||
         (st = mpt_checkpoint_load(dir, &m.pt, m.params, NULL, NULL, NULL, NULL, &err)))
         goto done;
     if ((st = mpt_tokenizer_encode(tok, prompt, strlen(prompt), 1, &ids, &n_ids, &err))) goto done;

@@ -175,24 +175,22 @@ static double tick_step_(double min_units) {
             if (mult[i] * base >= min_units) return mult[i] * base;
 }
 
-static mpt_status write_svg_(const mpt_pp_timeline *t, const char *path, mpt_error *err) {
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return mpt_fail(err, MPT_ERR_INPUT, "--svg %s: cannot create it (%s)", path,
-                        strerror(errno));
+/* Draws t into f (opened by the caller, closed here). */
+static mpt_status write_svg_(const mpt_pp_timeline *t, FILE *f, const char *path,
+                             mpt_error *err) {
     const double left = 70, top = 50, row = 28, gap = 6, plot_w = 1100;
     double scale = t->makespan > 0 ? plot_w / t->makespan : 1;
     double height = top + t->p * (row + gap) + 70;
     fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
                "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
                "font-family=\"monospace\" font-size=\"11\">\n",
-            left + plot_w + 30, height);
+            left + plot_w + 60, height);
     fprintf(f, "<rect x=\"0\" y=\"0\" width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
+    char vs[48] = "";
+    if (t->v > 1) snprintf(vs, sizeof vs, ", %d virtual stages per rank", t->v);
     fprintf(f, "<text x=\"%.0f\" y=\"20\" font-size=\"14\">%s schedule: %d ranks, %d "
                "micro-batches%s, makespan %g, bubble %.2f%%</text>\n",
-            left, mpt_pp_kind_name(t->kind), t->p, t->m, t->v > 1 ? ", virtual stages" : "",
-            t->makespan, 100.0 * t->bubble);
-    if (t->v > 1) fprintf(f, "<!-- virtual stages per rank: %d -->\n", t->v);
+            left, mpt_pp_kind_name(t->kind), t->p, t->m, vs, t->makespan, 100.0 * t->bubble);
     for (int r = 0; r < t->p; r++) {
         double y = top + r * (row + gap);
         fprintf(f, "<text x=\"8\" y=\"%.1f\">rank %d</text>\n", y + row * 0.65, r);
@@ -232,6 +230,9 @@ static mpt_status write_svg_(const mpt_pp_timeline *t, const char *path, mpt_err
         fprintf(f, "<rect x=\"%.0f\" y=\"%.1f\" width=\"12\" height=\"12\" fill=\"%s\"/>"
                    "<text x=\"%.0f\" y=\"%.1f\">%s</text>\n",
                 left + 260.0 * k, ly - 10, fill_(k), left + 260.0 * k + 18, ly, names[k]);
+    if (t->v > 1)
+        fprintf(f, "<text x=\"%.0f\" y=\"%.1f\">lighter: later chunk of the rank (F3.1 = "
+                   "micro-batch 3 on chunk 1)</text>\n", left + 520.0, ly);
     fprintf(f, "</svg>\n");
     int bad = ferror(f);
     if (fclose(f) != 0 || bad)
@@ -282,8 +283,13 @@ int mpt_cli_schedule(int argc, char **argv) {
             return mpt_cli_report(&err);
         }
     }
+    FILE *svg = NULL; /* opened first, so a bad path fails before anything is printed */
+    if (o.svg && !(svg = fopen(o.svg, "w"))) {
+        mpt_fail(&err, MPT_ERR_INPUT, "--svg %s: cannot create it (%s)", o.svg, strerror(errno));
+        return mpt_cli_report(&err);
+    }
     mpt_pp_timeline t;
-    if ((st = mpt_pp_simulate(kind, o.pp, o.m, o.v, cost, &t, &err))) return mpt_cli_report(&err);
+    if ((st = mpt_pp_simulate(kind, o.pp, o.m, o.v, cost, &t, &err))) goto fail;
     printf("%s schedule: %d pipeline rank%s, %d micro-batch%s", mpt_pp_kind_name(kind), o.pp,
            o.pp == 1 ? "" : "s", o.m, o.m == 1 ? "" : "es");
     if (o.v > 1) printf(", %d virtual stages per rank (%d stages)", o.v, o.v * o.pp);
@@ -294,7 +300,7 @@ int mpt_cli_schedule(int argc, char **argv) {
     double theory = mpt_pp_bubble_theory(kind, o.pp, o.m, o.v, cost);
     const char *formula = kind == MPT_PP_NAIVE         ? "(p-1)/p"
                           : kind == MPT_PP_INTERLEAVED ? "(p-1)/(v*m+p-1)"
-                          : kind == MPT_PP_ZB_H1       ? "(p-1)(F+B-W)/(m(F+B+W)+(p-1)(F+B-W))"
+                          : kind == MPT_PP_ZB_H1       ? "1 - m(F+B+W)/((m+p-1)(F+B)+max(m-p+1,1)W)"
                                                        : "(p-1)/(m+p-1)";
     printf("makespan: %g time units, %g busy over %d rank%s\n", t.makespan, t.busy, o.pp,
            o.pp == 1 ? "" : "s");
@@ -306,13 +312,17 @@ int mpt_cli_schedule(int argc, char **argv) {
     for (int r = 0; r < o.pp; r++) printf(" %d", t.peak_inflight[r]);
     printf("\n");
     if (o.actions && (st = print_actions_(&o, kind, &err))) goto fail;
-    if (o.svg) {
-        if ((st = write_svg_(&t, o.svg, &err))) goto fail;
+    if (svg) {
+        st = write_svg_(&t, svg, o.svg, &err);
+        svg = NULL;
+        if (st) goto fail;
         printf("wrote %s\n", o.svg);
     }
     mpt_pp_timeline_free(&t);
     return 0;
 fail:
+    if (svg) fclose(svg);
+    if (o.svg) remove(o.svg);
     mpt_pp_timeline_free(&t);
     return mpt_cli_report(&err);
 }

@@ -21,7 +21,7 @@
 typedef struct train_cli_ {
     const char *model, *data, *lr_schedule, *schedule, *partition, *recompute;
     int layers, d_model, heads, seq_len, vocab, ffn, experts, top_k, untied;
-    int pp, cp, ep, sp, virtual_stages;
+    int pp, cp, ep, virtual_stages;
     int quiet;
     int tty;
     double last_print;
@@ -40,7 +40,7 @@ static int default_threads_(void) {
 static mpt_status check_layout_(const train_cli_ *c, mpt_error *err) {
     const struct { const char *name; int v, ok; } dims[] = {
         {"pp", c->pp, 1}, {"cp", c->cp, 1},
-        {"ep", c->ep, 1}, {"sp", c->sp, 0}, {"virtual-stages", c->virtual_stages, 1}};
+        {"ep", c->ep, 1}, {"virtual-stages", c->virtual_stages, 1}};
     for (size_t i = 0; i < sizeof dims / sizeof *dims; i++)
         if (dims[i].v != dims[i].ok)
             return mpt_fail(err, MPT_ERR_INPUT,
@@ -194,7 +194,7 @@ int mpt_cli_train(int argc, char **argv) {
         {"zero", MPT_ARG_INT, &o.zero, "ZeRO stage 0|1|2|3 (shards optimizer, grads, params)", NULL},
         {"bucket-mb", MPT_ARG_FLOAT, &bucket_mb, "gradient all-reduce bucket size in MiB (default 4)", NULL},
         {"comm-timeout", MPT_ARG_FLOAT, &comm_timeout, "seconds a rank may wait in one MPI call (default 300)", NULL},
-        {"sp", MPT_ARG_FLAG, &c.sp, "sequence parallelism (with tp > 1)", NULL},
+        {"sp", MPT_ARG_FLAG, &o.sp, "sequence parallelism over the tp ranks (needs tp > 1)", NULL},
         {"schedule", MPT_ARG_STRING, &c.schedule, "pipeline schedule naive|gpipe|1f1b|interleaved|zb-h1", NULL},
         {"virtual-stages", MPT_ARG_INT, &c.virtual_stages, "interleaved stages per rank", NULL},
         {"partition", MPT_ARG_STRING, &c.partition, "auto | uniform | L0,L1,...", NULL},

@@ -73,15 +73,14 @@ void mpt_embed_masked_backward(float *dwte, const float *dout, const int32_t *in
     }
 }
 
-void mpt_positions_forward(float *out, const float *wpe, int B, int T, int D) {
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int b = 0; b < B; b++)
-        for (int t = 0; t < T; t++) {
-            float *o = out + ((size_t)b * T + t) * D;
-            const float *p = wpe + (size_t)t * D;
+void mpt_positions_forward(float *out, const float *wpe, size_t row0, size_t nrows, int T, int D) {
+#pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < nrows; r++) {
+        float *o = out + r * (size_t)D;
+        const float *p = wpe + ((row0 + r) % (size_t)T) * (size_t)D;
 #pragma omp simd
-            for (int i = 0; i < D; i++) o[i] += p[i];
-        }
+        for (int i = 0; i < D; i++) o[i] += p[i];
+    }
 }
 
 void mpt_positions_backward(float *dwpe, const float *dout, int B, int T, int D) {

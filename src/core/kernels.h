@@ -76,8 +76,9 @@ void mpt_embed_masked_forward(float *out, const int32_t *inp, const float *wte, 
 /* dwte_local += dout rows of the tokens in range. */
 void mpt_embed_masked_backward(float *dwte, const float *dout, const int32_t *inp, int B, int T,
                                int D, int v0, int Vl);
-/* out(B,T,D) += wpe[t];  dwpe(T,D) += sum over b of dout. */
-void mpt_positions_forward(float *out, const float *wpe, int B, int T, int D);
+/* Rows row0 .. row0+nrows-1 of the flattened (B,T) tokens: out(nrows,D) += wpe[row % T].
+ * dwpe(T,D) += sum over b of dout(B,T,D). */
+void mpt_positions_forward(float *out, const float *wpe, size_t row0, size_t nrows, int T, int D);
 void mpt_positions_backward(float *dwpe, const float *dout, int B, int T, int D);
 /* mx(N) = max of each row's first Vr columns (-FLT_MAX when Vr == 0). logits (N, ld). */
 void mpt_vocab_rowmax(float *mx, const float *logits, size_t N, int Vr, int ld);

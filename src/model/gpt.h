@@ -32,7 +32,9 @@
 #include "model/params.h"
 
 /* Every activation buffer, in one table so that the memory plan and the allocation are the
- * same list. Per-layer buffers hold all L layers back to back. */
+ * same list. Per-layer buffers hold all L layers back to back. N = B*T tokens; with sequence
+ * parallelism the LayerNorm / residual buffers (ENCODED, LN*, RES*, LNF*) hold only this rank's
+ * N/tp rows (its contiguous block of the flattened tokens). */
 typedef enum mpt_act_slot {
     MPT_ACT_ENCODED,  /* (N, D) */
     MPT_ACT_LN1,      /* (L, N, D) */
@@ -65,6 +67,8 @@ typedef enum mpt_work_slot {
     MPT_WORK_DFCG,  /* (N, F) */
     MPT_WORK_DFC,   /* (N, F) */
     MPT_WORK_CE,    /* (3N) tp > 1: row max, sum of exponentials, target logit */
+    MPT_WORK_GATHER,/* (N, D) sp: a LayerNorm output or gradient all-gathered over tp */
+    MPT_WORK_LNGRAD,/* (4D) sp: this rank's part of a block's LayerNorm gradients */
     MPT_WORK_SLOTS
 } mpt_work_slot;
 
@@ -106,13 +110,14 @@ typedef struct mpt_gpt {
     mpt_arena *arena;                /* not owned */
     mpt_comm *tp_comm;               /* tensor-parallel group, not owned; NULL when tp == 1 */
     int tp, tp_rank;
+    int sp;                          /* sequence parallelism over the tp group */
     int Dl, Hl, Fl, Vl;              /* this rank's width of attention, heads, MLP, vocab rows */
     int v0, Vr;                      /* its first vocabulary row and how many of them are real */
 } mpt_gpt;
 
 /* Element counts of every activation / workspace buffer for micro-batch (B, T). Pure: the
  * memory plan and mpt_gpt_init both use it. Returns 0 on size overflow. */
-int mpt_gpt_buffer_sizes(const mpt_config *cfg, int B, int T, int training, int tp,
+int mpt_gpt_buffer_sizes(const mpt_config *cfg, int B, int T, int training, int tp, int sp,
                          size_t act_n[MPT_ACT_SLOTS], size_t work_n[MPT_WORK_SLOTS]);
 
 /* flags: MPT_GPT_*; unit_align as mpt_params_build_aligned. tp: the tensor-parallel group
@@ -121,9 +126,14 @@ int mpt_gpt_buffer_sizes(const mpt_config *cfg, int B, int T, int training, int 
  * the c_proj layers row-parallel, Y = sum_i X_i A_i, summed by an all-reduce in forward; the
  * column-parallel inputs' gradients are all-reduced in backward. The embedding and the tied
  * head are vocabulary-parallel: masked lookup + all-reduce, and a cross-entropy from the
- * all-reduced row max, sum of exponentials and target logit (full logits never gathered). */
+ * all-reduced row max, sum of exponentials and target logit (full logits never gathered).
+ * sp (needs tp > 1 and T % tp == 0): sequence parallelism (Korthikanti et al. 2022): the
+ * LayerNorm and residual regions hold N/tp tokens; an all-gather before each column-parallel
+ * layer and a reduce-scatter after each row-parallel one replace the all-reduces, and the
+ * LayerNorm weight gradients are summed over tp. */
 mpt_status mpt_gpt_init(mpt_gpt *m, const mpt_config *cfg, int B, int T, int flags,
-                        size_t unit_align, mpt_comm *tp, mpt_arena *arena, mpt_error *err);
+                        size_t unit_align, mpt_comm *tp, int sp, mpt_arena *arena,
+                        mpt_error *err);
 /* Points w[] / g[] of every tensor of unit u at base + (offset - unit_begin[u]). */
 void mpt_gpt_point_unit(mpt_gpt *m, float **table, int u, float *base);
 void mpt_gpt_free(mpt_gpt *m);

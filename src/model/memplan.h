@@ -24,10 +24,11 @@ mpt_status mpt_memplan_single(const mpt_config *cfg, int B, int T, int training,
                               mpt_mem_plan *plan, mpt_error *err);
 
 /* Training on one rank of a tensor-parallel group of tp ranks and a data-parallel group of R
- * ranks with ZeRO stage `zero` (tp = R = 1, zero = 0 is the single-rank plan): the engine's
+ * ranks with ZeRO stage `zero`, sp for sequence parallelism (tp = R = 1, zero = 0 is the
+ * single-rank plan): the engine's
  * buffers for micro-batches of B sequences of T tokens plus what parallel/dp.c adds. */
-mpt_status mpt_memplan_train(const mpt_config *cfg, int B, int T, int tp, int R, int zero,
-                             size_t bucket_elems, mpt_mem_plan *plan, mpt_error *err);
+mpt_status mpt_memplan_train(const mpt_config *cfg, int B, int T, int tp, int sp, int R,
+                             int zero, size_t bucket_elems, mpt_mem_plan *plan, mpt_error *err);
 
 /* "params 1.2 MiB, grads ..., total ..." into buf. */
 void mpt_memplan_format(const mpt_mem_plan *plan, char *buf, size_t n);

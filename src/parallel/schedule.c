@@ -299,9 +299,9 @@ double mpt_pp_bubble_theory(mpt_pp_kind kind, int p, int m, int v,
     case MPT_PP_ZB_H1: {
         double f = cost ? cost[MPT_PP_COST_F] : 1, b = cost ? cost[MPT_PP_COST_B] : 1;
         double w = cost ? cost[MPT_PP_COST_W] : 1;
-        double idle = (P - 1) * (f + b - w), work = M * (f + b + w);
-        if (idle < 0) idle = 0;
-        return work + idle > 0 ? idle / (work + idle) : 0.0;
+        double span = (M + P - 1) * (f + b) + (M - P + 1 > 1 ? M - P + 1 : 1) * w;
+        if (span < M * (f + b + w)) span = M * (f + b + w); /* W > F+B: a lower bound */
+        return span > 0 ? 1.0 - M * (f + b + w) / span : 0.0;
     }
     case MPT_PP_KINDS: break;
     }

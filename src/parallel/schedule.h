@@ -125,8 +125,12 @@ double mpt_pp_action_cost(mpt_pp_kind kind, int v, const double cost[MPT_PP_COST
  *                bubble time (p-1)(tf+tb) against ideal m(tf+tb))
  *   interleaved  (p-1)/(v*m+p-1) (Narayanan et al. 2021 §2.2.2: the bubble time shrinks by v,
  *                (1/v)(p-1)(tf+tb), against the same ideal m(tf+tb))
- *   zb-h1        (p-1)(F+B-W) / (m(F+B+W) + (p-1)(F+B-W)) (Qi et al. 2023 §3.1: the bubble
- *                is (p-1)(TF+TB-TW) instead of 1f1b's (p-1)(TF+TB+TW)); needs W <= F+B
+ *   zb-h1        1 - m(F+B+W)/T with T = (m+p-1)(F+B) + max(m-p+1, 1)W. For m >= p that is
+ *                (p-1)(F+B-W) / (m(F+B+W) + (p-1)(F+B-W)), Qi et al. 2023 §3.1: the bubble is
+ *                (p-1)(TF+TB-TW) instead of 1f1b's (p-1)(TF+TB+TW) (for W <= F+B; above, a lower
+ *                bound, as T never drops below the busy time m(F+B+W)). For
+ *                m < p there are too few W to fill it, and T is the critical path: m forwards
+ *                and input-gradient backwards on each of p stages, then rank 0's last W.
  * cost may be NULL (F = B = W). -1 when the request fails mpt_pp_check. */
 double mpt_pp_bubble_theory(mpt_pp_kind kind, int p, int m, int v,
                             const double cost[MPT_PP_COSTS]);

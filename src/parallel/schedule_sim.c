@@ -1,7 +1,7 @@
-/* schedule_sim.c — the schedule simulator (see schedule.h): runs every rank's action list from
- * mpt_pp_schedule against the others under a cost model, timing each compute action, and
- * reports what breaks a schedule: deadlock, unmatched sends or receives, work done twice, out of
- * order or never. Pure: no MPI, no globals. */
+/* schedule_sim.c — the schedule simulator (see schedule.h): runs every rank's action list (from
+ * mpt_pp_schedule, or made by hand) against the others under a cost model, timing each compute
+ * action, and reports what breaks a schedule: deadlock, unmatched sends or receives, work done
+ * twice, out of order or never. Pure: no MPI, no globals. */
 #include "parallel/schedule.h"
 
 #include <math.h>
@@ -40,7 +40,8 @@ static msg_ *msg_at_(sim_ *s, int mb, int stage, int grad) {
 }
 
 /* Appends to a message buffer, truncating quietly. */
-static void append_(char *buf, size_t cap, const char *fmt, ...) {
+__attribute__((format(printf, 3, 4))) static void append_(char *buf, size_t cap,
+                                                          const char *fmt, ...) {
     size_t used = strlen(buf);
     if (used + 1 >= cap) return;
     va_list ap;
@@ -185,15 +186,15 @@ static mpt_status audit_(sim_ *s, mpt_error *err) {
             }
     unsigned char want = DONE_F | DONE_B | (s->kind == MPT_PP_ZB_H1 ? DONE_W : 0);
     for (int mb = 0; mb < s->m; mb++)
-        for (int st = 0; st < s->S; st++)
-            if (s->done[(size_t)mb * (size_t)s->S + (size_t)st] != want)
-                return mpt_fail(err, MPT_ERR_RUN, "%s schedule is broken: rank %d leaves "
-                                "micro-batch %d of chunk %d without its %s",
-                                mpt_pp_kind_name(s->kind), st % s->p, mb, st / s->p,
-                                !(s->done[(size_t)mb * (size_t)s->S + (size_t)st] & DONE_F)
-                                    ? "forward" : !(s->done[(size_t)mb * (size_t)s->S +
-                                                            (size_t)st] & DONE_B)
-                                    ? "backward" : "weight gradient");
+        for (int st = 0; st < s->S; st++) {
+            unsigned char d = s->done[(size_t)mb * (size_t)s->S + (size_t)st];
+            if (d == want) continue;
+            const char *missing = !(d & DONE_F) ? "forward" : !(d & DONE_B) ? "backward"
+                                                                             : "weight gradient";
+            return mpt_fail(err, MPT_ERR_RUN, "%s schedule is broken: rank %d leaves micro-batch "
+                            "%d of chunk %d without its %s", mpt_pp_kind_name(s->kind),
+                            st % s->p, mb, st / s->p, missing);
+        }
     return MPT_OK;
 }
 

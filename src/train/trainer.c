@@ -104,6 +104,14 @@ static mpt_status validate_(const mpt_train_opts *o, const mpt_config *cfg, int 
                         "--tp %d must divide the attention heads (%d) and the MLP width --ffn "
                         "(%d): choose a tp that divides both",
                         o->tp, cfg->n_head, cfg->ffn);
+    if (o->sp && o->tp < 2)
+        return mpt_fail(err, MPT_ERR_INPUT, "--sp splits the sequence over the tensor-parallel "
+                                            "ranks: it needs --tp 2 or more");
+    if (o->sp && T % o->tp != 0)
+        return mpt_fail(err, MPT_ERR_INPUT,
+                        "--sp splits the sequence over --tp %d ranks, but --seq-len %d is not "
+                        "divisible by %d: choose a multiple of %d",
+                        o->tp, T, o->tp, o->tp);
     if (o->zero < 0 || o->zero > 3)
         return mpt_fail(err, MPT_ERR_INPUT, "--zero %d: use 0, 1, 2 or 3", o->zero);
     if (o->batch < 1) return mpt_fail(err, MPT_ERR_INPUT, "--batch %d must be >= 1", o->batch);
@@ -157,6 +165,7 @@ static cJSON *start_line_(const mpt_train_opts *o, const mpt_config *c, int T, l
     cJSON *layout = cJSON_AddObjectToObject(j, "layout");
     cJSON_AddNumberToObject(layout, "dp", o->dp);
     cJSON_AddNumberToObject(layout, "tp", o->tp);
+    cJSON_AddBoolToObject(layout, "sp", o->sp);
     const char *ones[] = {"pp", "cp", "ep"};
     for (int i = 0; i < 3; i++) cJSON_AddNumberToObject(layout, ones[i], 1);
     cJSON_AddNumberToObject(layout, "zero", o->zero);
@@ -254,7 +263,7 @@ static mpt_status prepare_(run_ *r, const mpt_train_opts *o, mpt_config *cfg, ch
     if ((st = mpt_data_check(&r->data, *T, o->data_path, err))) return st;
     int Bm = o->batch / (o->dp * o->microbatches);
     size_t bucket = (size_t)(o->bucket_mb * 1024 * 1024 / sizeof(float));
-    if ((st = mpt_memplan_train(cfg, Bm, *T, o->tp, o->dp, o->zero, bucket, &res->plan, err)))
+    if ((st = mpt_memplan_train(cfg, Bm, *T, o->tp, o->sp, o->dp, o->zero, bucket, &res->plan, err)))
         return st;
     if (o->mem_limit && res->plan.total > o->mem_limit) {
         char need[512], lim[32];
@@ -285,7 +294,7 @@ static mpt_status allocate_(run_ *r, const mpt_train_opts *o, const mpt_config *
     if ((st = mpt_params_build(&r->full, cfg, err))) return st;
     mpt_arena_init(&r->arena, o->mem_limit);
     if ((st = mpt_gpt_init(&r->model, cfg, Bm, T, plan.gpt_flags, mpt_dp_unit_align(o->dp), tp,
-                           &r->arena, err)) ||
+                           o->sp, &r->arena, err)) ||
         (st = mpt_dp_init(&r->dp, &r->model, dp, tp, o->zero, bucket, &r->arena, err)))
         return st;
     r->batch_n = (size_t)Bm * T;

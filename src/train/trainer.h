@@ -37,6 +37,7 @@ typedef struct mpt_train_opts {
     const char *dump_path;   /* testing: safetensors of step-1 logits + gradients */
     int dp;                  /* data-parallel replicas */
     int tp;                  /* tensor-parallel ranks (dp * tp = world size for now) */
+    int sp;                  /* sequence parallelism over the tp ranks */
     int zero;                /* ZeRO stage 0..3 */
     double bucket_mb;        /* gradient bucket size for zero 0/1 (default 4) */
     int stall_rank;          /* testing: this world rank sleeps stall_seconds before ... */

@@ -1,0 +1,257 @@
+/* gpt_pass.c — GPT-2 forward and backward of one micro-batch on one rank (see gpt.h), with the
+ * tensor-parallel (Megatron) and sequence-parallel communication of the tp group.
+ *
+ * Rows: N = B*T tokens. Without sp every rank holds all N rows of the residual stream; with sp
+ * it holds Nl = N/tp rows (rows row0 .. row0+Nl-1 of the flattened tokens) and gathers the
+ * others only where a column-parallel layer needs them. */
+#include <math.h>
+#include <string.h>
+
+#include "core/kernels.h"
+#include "model/gpt.h"
+
+/* Layer l's slice of a per-layer activation buffer. */
+static float *lay_(const mpt_gpt *m, mpt_act_slot s, int l) {
+    return m->act[s] + (size_t)l * (m->act_n[s] / (size_t)m->cfg.n_layer);
+}
+
+#define W_(m, l, slot) ((m)->w[(m)->pt.layer[(size_t)(l) * MPT_LAYER_SLOTS + (slot)]])
+#define G_(m, l, slot) ((m)->g[(m)->pt.layer[(size_t)(l) * MPT_LAYER_SLOTS + (slot)]])
+#define TRY_(call)                                                                            \
+    do {                                                                                      \
+        mpt_status st_ = (call);                                                              \
+        if (st_) return st_;                                                                  \
+    } while (0)
+
+static mpt_status need_(mpt_gpt *m, int unit, mpt_gpt_phase ph, mpt_error *err) {
+    return m->hooks.need ? m->hooks.need(m->hooks.ctx, unit, ph, err) : MPT_OK;
+}
+static mpt_status done_(mpt_gpt *m, int unit, mpt_gpt_phase ph, mpt_error *err) {
+    return m->hooks.done ? m->hooks.done(m->hooks.ctx, unit, ph, err) : MPT_OK;
+}
+static mpt_status grads_done_(mpt_gpt *m, int unit, mpt_error *err) {
+    return m->hooks.grads_done ? m->hooks.grads_done(m->hooks.ctx, unit, err) : MPT_OK;
+}
+
+/* ---- the tp group's operators (no-ops when tp == 1) -------------------------------------------
+ * gather_: the input of a column-parallel layer. Without sp the rows are all here already;
+ *          with sp, all-gather the Nl-row blocks into the (N, D) gather buffer.
+ * reduce_: the output of a row-parallel layer, and the input gradient of a column-parallel
+ *          one: sum the (N, D) partial results over tp -- an all-reduce, or with sp a
+ *          reduce-scatter leaving this rank's Nl rows at the start of buf. */
+static mpt_status gather_(mpt_gpt *m, const float *local, size_t Nl, const float **full,
+                          mpt_error *err) {
+    if (!m->sp) {
+        *full = local;
+        return MPT_OK;
+    }
+    float *g = m->work[MPT_WORK_GATHER];
+    *full = g;
+    return mpt_allgather(m->tp_comm, local, g, Nl * (size_t)m->cfg.d_model, err);
+}
+
+static mpt_status reduce_(mpt_gpt *m, float *buf, size_t N, size_t Nl, mpt_error *err) {
+    if (!m->tp_comm) return MPT_OK;
+    size_t D = (size_t)m->cfg.d_model;
+    if (m->sp) return mpt_reduce_scatter_sum(m->tp_comm, NULL, buf, Nl * D, err);
+    return mpt_allreduce_sum(m->tp_comm, buf, N * D, err);
+}
+
+/* Row-parallel linear layer: out = sum over tp of inp_i(N,C) W_i(C,OC), then + bias
+ * (replicated, added once, after the sum); out keeps this rank's rows. */
+static mpt_status row_parallel_(mpt_gpt *m, float *out, const float *inp, const float *w,
+                                const float *bias, size_t N, size_t Nl, int C, int OC,
+                                mpt_error *err) {
+    if (!m->tp_comm) {
+        mpt_matmul_forward(out, inp, w, bias, N, C, OC);
+        return MPT_OK;
+    }
+    mpt_matmul_forward(out, inp, w, NULL, N, C, OC);
+    TRY_(reduce_(m, out, N, Nl, err));
+    mpt_add_rows(out, bias, Nl, OC);
+    return MPT_OK;
+}
+
+/* LayerNorm backward on this rank's rows. With sp the weight gradients of those rows are
+ * partial: they are computed into a scratch buffer, summed over tp and then accumulated. */
+static mpt_status ln_backward_(mpt_gpt *m, float *dinp, float *dw, float *db, const float *dout,
+                               const float *inp, const float *w, const float *mean,
+                               const float *rstd, size_t Nl, mpt_error *err) {
+    int D = m->cfg.d_model;
+    if (!m->sp) {
+        mpt_layernorm_backward(dinp, dw, db, dout, inp, w, mean, rstd, Nl, D);
+        return MPT_OK;
+    }
+    float *part = m->work[MPT_WORK_LNGRAD];
+    memset(part, 0, 2 * (size_t)D * sizeof *part);
+    mpt_layernorm_backward(dinp, part, part + D, dout, inp, w, mean, rstd, Nl, D);
+    TRY_(mpt_allreduce_sum(m->tp_comm, part, 2 * (size_t)D, err));
+    mpt_add_inplace(dw, part, (size_t)D);
+    mpt_add_inplace(db, part + D, (size_t)D);
+    return MPT_OK;
+}
+
+static mpt_status embed_(mpt_gpt *m, const int32_t *inputs, int B, int T, size_t Nl, size_t row0,
+                         mpt_error *err) {
+    const mpt_param_table *pt = &m->pt;
+    int D = m->cfg.d_model;
+    float *enc = m->act[MPT_ACT_ENCODED], *tmp = m->work[MPT_WORK_DTMP];
+    if (!m->tp_comm) {
+        mpt_encoder_forward(enc, inputs, m->w[pt->wte], m->w[pt->wpe], B, T, D);
+        return MPT_OK;
+    }
+    /* vocabulary-parallel: each rank looks up the tokens of its rows of wte, the sum is whole */
+    mpt_embed_masked_forward(tmp, inputs, m->w[pt->wte], B, T, D, m->v0, m->Vl);
+    TRY_(reduce_(m, tmp, (size_t)B * T, Nl, err));
+    memcpy(enc, tmp, Nl * (size_t)D * sizeof *enc);
+    mpt_positions_forward(enc, m->w[pt->wpe], row0, Nl, T, D);
+    return MPT_OK;
+}
+
+/* Cross-entropy over the vocabulary split across tp: three all-reduced numbers per token. */
+static mpt_status vocab_ce_(mpt_gpt *m, const int32_t *targets, size_t N, float dloss,
+                            mpt_error *err) {
+    float *logits = m->act[MPT_ACT_LOGITS], *losses = m->act[MPT_ACT_LOSSES];
+    float *mx = m->work[MPT_WORK_CE], *se = mx + N, *tl = se + N;
+    mpt_vocab_rowmax(mx, logits, N, m->Vr, m->Vl);
+    TRY_(mpt_allreduce_max(m->tp_comm, mx, N, err));
+    mpt_vocab_sumexp(se, tl, logits, mx, targets, N, m->Vr, m->Vl, m->v0);
+    TRY_(mpt_allreduce_sum(m->tp_comm, se, 2 * N, err)); /* se and tl together */
+    for (size_t i = 0; i < N; i++) losses[i] = logf(se[i]) - (tl[i] - mx[i]);
+    mpt_vocab_grad(logits, mx, se, targets, N, m->Vr, m->Vl, m->v0, dloss);
+    return MPT_OK;
+}
+
+mpt_status mpt_gpt_forward(mpt_gpt *m, const int32_t *inputs, const int32_t *targets, int B,
+                           int T, float dloss, double *loss_sum, mpt_error *err) {
+    const mpt_config *c = &m->cfg;
+    const mpt_param_table *pt = &m->pt;
+    int D = c->d_model, Dl = m->Dl, Fl = m->Fl, Hl = m->Hl, L = c->n_layer;
+    size_t N = (size_t)B * T, Nl = m->sp ? N / (size_t)m->tp : N;
+    size_t row0 = m->sp ? (size_t)m->tp_rank * Nl : 0;
+    float *scratch = m->work[MPT_WORK_DTMP];
+    const float *x;
+    TRY_(need_(m, 0, MPT_PHASE_FORWARD, err));
+    TRY_(embed_(m, inputs, B, T, Nl, row0, err));
+    TRY_(done_(m, 0, MPT_PHASE_FORWARD, err));
+    for (int l = 0; l < L; l++) {
+        TRY_(need_(m, l + 1, MPT_PHASE_FORWARD, err));
+        const float *in = l == 0 ? m->act[MPT_ACT_ENCODED] : lay_(m, MPT_ACT_RES3, l - 1);
+        float *ln1 = lay_(m, MPT_ACT_LN1, l), *qkv = lay_(m, MPT_ACT_QKV, l);
+        float *atty = lay_(m, MPT_ACT_ATTY, l), *res2 = lay_(m, MPT_ACT_RES2, l);
+        float *ln2 = lay_(m, MPT_ACT_LN2, l), *fch = lay_(m, MPT_ACT_FCH, l);
+        float *fchg = lay_(m, MPT_ACT_FCH_GELU, l), *res3 = lay_(m, MPT_ACT_RES3, l);
+        mpt_layernorm_forward(ln1, lay_(m, MPT_ACT_LN1_MEAN, l), lay_(m, MPT_ACT_LN1_RSTD, l), in,
+                              W_(m, l, MPT_LN1_W), W_(m, l, MPT_LN1_B), Nl, D);
+        TRY_(gather_(m, ln1, Nl, &x, err));
+        mpt_matmul_forward(qkv, x, W_(m, l, MPT_QKV_W), W_(m, l, MPT_QKV_B), N, D, 3 * Dl);
+        mpt_attention_forward(atty, lay_(m, MPT_ACT_ATT, l), qkv, B, T, Dl, Hl);
+        TRY_(row_parallel_(m, scratch, atty, W_(m, l, MPT_ATTPROJ_W), W_(m, l, MPT_ATTPROJ_B), N,
+                           Nl, Dl, D, err));
+        mpt_residual_forward(res2, in, scratch, Nl * D);
+        mpt_layernorm_forward(ln2, lay_(m, MPT_ACT_LN2_MEAN, l), lay_(m, MPT_ACT_LN2_RSTD, l),
+                              res2, W_(m, l, MPT_LN2_W), W_(m, l, MPT_LN2_B), Nl, D);
+        TRY_(gather_(m, ln2, Nl, &x, err));
+        mpt_matmul_forward(fch, x, W_(m, l, MPT_FC_W), W_(m, l, MPT_FC_B), N, D, Fl);
+        mpt_gelu_forward(fchg, fch, N * Fl);
+        TRY_(row_parallel_(m, scratch, fchg, W_(m, l, MPT_FCPROJ_W), W_(m, l, MPT_FCPROJ_B), N,
+                           Nl, Fl, D, err));
+        mpt_residual_forward(res3, res2, scratch, Nl * D);
+        TRY_(done_(m, l + 1, MPT_PHASE_FORWARD, err));
+    }
+    TRY_(need_(m, L + 1, MPT_PHASE_FORWARD, err));
+    if (c->tied) TRY_(need_(m, 0, MPT_PHASE_FORWARD, err));
+    float *lnf = m->act[MPT_ACT_LNF], *logits = m->act[MPT_ACT_LOGITS];
+    mpt_layernorm_forward(lnf, m->act[MPT_ACT_LNF_MEAN], m->act[MPT_ACT_LNF_RSTD],
+                          lay_(m, MPT_ACT_RES3, L - 1), m->w[pt->lnf_w], m->w[pt->lnf_b], Nl, D);
+    TRY_(gather_(m, lnf, Nl, &x, err));
+    mpt_lmhead_forward(logits, x, m->w[pt->lm_head], N, D, m->Vr, m->Vl);
+    if (c->tied) TRY_(done_(m, 0, MPT_PHASE_FORWARD, err));
+    TRY_(done_(m, L + 1, MPT_PHASE_FORWARD, err));
+    if (!targets) {
+        if (loss_sum) *loss_sum = 0.0;
+        return MPT_OK;
+    }
+    float *losses = m->act[MPT_ACT_LOSSES];
+    if (m->tp_comm) TRY_(vocab_ce_(m, targets, N, dloss, err));
+    else mpt_crossentropy_fused(logits, losses, targets, N, c->vocab, c->padded_vocab, dloss);
+    double sum = 0.0;
+    for (size_t i = 0; i < N; i++) sum += losses[i];
+    if (loss_sum) *loss_sum = sum;
+    return MPT_OK;
+}
+
+mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt_error *err) {
+    const mpt_config *c = &m->cfg;
+    const mpt_param_table *pt = &m->pt;
+    int D = c->d_model, Dl = m->Dl, Fl = m->Fl, Hl = m->Hl, L = c->n_layer;
+    size_t N = (size_t)B * T, Nl = m->sp ? N / (size_t)m->tp : N;
+    float *dres = m->work[MPT_WORK_DRES], *dtmp = m->work[MPT_WORK_DTMP];
+    float *dqkv = m->work[MPT_WORK_DQKV], *datt = m->work[MPT_WORK_DATT];
+    float *dfcg = m->work[MPT_WORK_DFCG], *dfc = m->work[MPT_WORK_DFC];
+    size_t ND = N * (size_t)D, NDl = N * (size_t)Dl, NF = N * (size_t)Fl;
+    const float *x, *dy;
+
+    TRY_(need_(m, L + 1, MPT_PHASE_BACKWARD, err));
+    if (c->tied) TRY_(need_(m, 0, MPT_PHASE_BACKWARD, err));
+    TRY_(gather_(m, m->act[MPT_ACT_LNF], Nl, &x, err));
+    memset(dtmp, 0, ND * sizeof *dtmp);
+    mpt_lmhead_backward(dtmp, m->g[pt->lm_head], m->act[MPT_ACT_LOGITS], x, m->w[pt->lm_head], N,
+                        D, m->Vr, m->Vl);
+    TRY_(reduce_(m, dtmp, N, Nl, err)); /* each rank saw its vocabulary slice */
+    memset(dres, 0, Nl * (size_t)D * sizeof *dres);
+    TRY_(ln_backward_(m, dres, m->g[pt->lnf_w], m->g[pt->lnf_b], dtmp,
+                      lay_(m, MPT_ACT_RES3, L - 1), m->w[pt->lnf_w], m->act[MPT_ACT_LNF_MEAN],
+                      m->act[MPT_ACT_LNF_RSTD], Nl, err));
+    TRY_(grads_done_(m, L + 1, err));
+    for (int l = L - 1; l >= 0; l--) {
+        TRY_(need_(m, l + 1, MPT_PHASE_BACKWARD, err));
+        const float *in = l == 0 ? m->act[MPT_ACT_ENCODED] : lay_(m, MPT_ACT_RES3, l - 1);
+        /* dres holds dL/d(block output) for this rank's rows; MLP half. The row-parallel c_proj
+         * needs it for all rows; the column-parallel c_fc's input gradient is summed over tp. */
+        TRY_(gather_(m, dres, Nl, &dy, err));
+        memset(dfcg, 0, NF * sizeof *dfcg);
+        mpt_matmul_backward(dfcg, G_(m, l, MPT_FCPROJ_W), G_(m, l, MPT_FCPROJ_B), dy,
+                            lay_(m, MPT_ACT_FCH_GELU, l), W_(m, l, MPT_FCPROJ_W), N, Fl, D);
+        memset(dfc, 0, NF * sizeof *dfc);
+        mpt_gelu_backward(dfc, lay_(m, MPT_ACT_FCH, l), dfcg, NF);
+        TRY_(gather_(m, lay_(m, MPT_ACT_LN2, l), Nl, &x, err));
+        memset(dtmp, 0, ND * sizeof *dtmp);
+        mpt_matmul_backward(dtmp, G_(m, l, MPT_FC_W), G_(m, l, MPT_FC_B), dfc, x,
+                            W_(m, l, MPT_FC_W), N, D, Fl);
+        TRY_(reduce_(m, dtmp, N, Nl, err));
+        TRY_(ln_backward_(m, dres, G_(m, l, MPT_LN2_W), G_(m, l, MPT_LN2_B), dtmp,
+                          lay_(m, MPT_ACT_RES2, l), W_(m, l, MPT_LN2_W),
+                          lay_(m, MPT_ACT_LN2_MEAN, l), lay_(m, MPT_ACT_LN2_RSTD, l), Nl, err));
+        /* dres now holds dL/d(res2); attention half */
+        TRY_(gather_(m, dres, Nl, &dy, err));
+        memset(dtmp, 0, NDl * sizeof *dtmp);
+        mpt_matmul_backward(dtmp, G_(m, l, MPT_ATTPROJ_W), G_(m, l, MPT_ATTPROJ_B), dy,
+                            lay_(m, MPT_ACT_ATTY, l), W_(m, l, MPT_ATTPROJ_W), N, Dl, D);
+        memset(dqkv, 0, 3 * NDl * sizeof *dqkv);
+        mpt_attention_backward(dqkv, datt, dtmp, lay_(m, MPT_ACT_QKV, l), lay_(m, MPT_ACT_ATT, l),
+                               B, T, Dl, Hl);
+        TRY_(gather_(m, lay_(m, MPT_ACT_LN1, l), Nl, &x, err));
+        memset(dtmp, 0, ND * sizeof *dtmp);
+        mpt_matmul_backward(dtmp, G_(m, l, MPT_QKV_W), G_(m, l, MPT_QKV_B), dqkv, x,
+                            W_(m, l, MPT_QKV_W), N, D, 3 * Dl);
+        /* The key bias adds q.b_k to every score of a query's row, a shift the softmax ignores:
+         * its gradient is exactly zero. Computed, it is rounding noise (~1e-11) that AdamW would
+         * normalise into lr-sized steps of random sign, so it is set to its exact value. */
+        memset(G_(m, l, MPT_QKV_B) + Dl, 0, (size_t)Dl * sizeof(float));
+        TRY_(reduce_(m, dtmp, N, Nl, err));
+        TRY_(ln_backward_(m, dres, G_(m, l, MPT_LN1_W), G_(m, l, MPT_LN1_B), dtmp, in,
+                          W_(m, l, MPT_LN1_W), lay_(m, MPT_ACT_LN1_MEAN, l),
+                          lay_(m, MPT_ACT_LN1_RSTD, l), Nl, err));
+        TRY_(grads_done_(m, l + 1, err));
+    }
+    if (!c->tied) TRY_(need_(m, 0, MPT_PHASE_BACKWARD, err));
+    if (m->tp_comm) {
+        TRY_(gather_(m, dres, Nl, &dy, err)); /* every token, for the vocabulary rows here */
+        mpt_embed_masked_backward(m->g[pt->wte], dy, inputs, B, T, D, m->v0, m->Vl);
+        mpt_positions_backward(m->g[pt->wpe], dy, B, T, D);
+    } else {
+        mpt_encoder_backward(m->g[pt->wte], m->g[pt->wpe], dres, inputs, B, T, D);
+    }
+    return grads_done_(m, 0, err);
+}

@@ -1,0 +1,367 @@
+/* test_schedule.c — pipeline schedules (parallel/schedule.h) without MPI. For every kind, pipeline
+ * size p and micro-batch count m: invalid requests are rejected with MPT_ERR_INPUT; each rank's
+ * list does every F, B (and W) exactly once and in order; every send has exactly one matching
+ * receive on the peer (and the reverse), posted before the compute that needs it, with equal
+ * tags; the simulation of all ranks finishes; the memory property (1f1b rank r holds at most
+ * p - r micro-batches, gpipe m); simulated bubbles equal the theory. Then broken hand-made
+ * schedules (deadlock, unmatched send, missing receive, backward before forward) must be caught,
+ * and names, parsing and check messages are as documented. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "parallel/schedule.h"
+
+static const int ps_[] = {1, 2, 3, 4, 8};
+static const int ms_[] = {1, 2, 4, 8, 16};
+
+/* Expected verdict of mpt_pp_check, written independently of it. */
+static int valid_(mpt_pp_kind k, int p, int m, int v) {
+    if (k == MPT_PP_INTERLEAVED) return p >= 2 && v >= 2 && m % p == 0;
+    return v == 1;
+}
+
+typedef struct lists_ {
+    mpt_pp_action *a[8];
+    size_t n[8];
+} lists_;
+
+static void lists_free_(lists_ *l, int p) {
+    for (int r = 0; r < p; r++) free(l->a[r]);
+}
+
+static int is_recv_(int op) { return op == MPT_PP_RECV_ACT || op == MPT_PP_RECV_GRAD; }
+static int is_send_(int op) { return op == MPT_PP_SEND_ACT || op == MPT_PP_SEND_GRAD; }
+
+/* Per-rank properties: compute done once each and in order, in-flight bounds, receives posted
+ * before their consumer, sends right after their producer. */
+static void check_rank_(const char *nm, mpt_pp_kind k, int p, int m, int v, int r,
+                        const mpt_pp_action *a, size_t n) {
+    size_t cells = (size_t)m * (size_t)v;
+    int *pos_f = malloc(cells * sizeof(int)), *pos_b = malloc(cells * sizeof(int));
+    int *pos_w = malloc(cells * sizeof(int)), *recv_at = malloc(2 * cells * sizeof(int));
+    for (size_t i = 0; i < cells; i++) pos_f[i] = pos_b[i] = pos_w[i] = -1;
+    for (size_t i = 0; i < 2 * cells; i++) recv_at[i] = -1;
+    int fails0 = check_failed, inflight_b = 0, inflight_w = 0, peak_b = 0, peak_w = 0;
+    int last = p * v - 1;
+    for (size_t i = 0; i < n; i++) {
+        const mpt_pp_action *x = &a[i];
+        int ok = x->mb >= 0 && x->mb < m && x->chunk >= 0 && x->chunk < v;
+        CHECK(ok, "%s rank %d: action %zu has mb %d chunk %d out of range", nm, r, i, x->mb,
+              x->chunk);
+        if (!ok) break;
+        size_t c = (size_t)x->mb * (size_t)v + (size_t)x->chunk;
+        int stage = x->chunk * p + r;
+        if (is_recv_(x->op)) {
+            int g = x->op == MPT_PP_RECV_GRAD;
+            CHECK(recv_at[2 * c + g] < 0, "%s rank %d: receive %d.%d posted twice", nm, r, x->mb,
+                  x->chunk);
+            recv_at[2 * c + g] = (int)i;
+            continue;
+        }
+        if (is_send_(x->op)) {
+            int want = x->op == MPT_PP_SEND_ACT ? MPT_PP_F : MPT_PP_B;
+            CHECK(i > 0 && a[i - 1].op == want && a[i - 1].mb == x->mb &&
+                      a[i - 1].chunk == x->chunk,
+                  "%s rank %d: send at %zu does not follow the compute that produced it", nm, r, i);
+            continue;
+        }
+        if (x->op == MPT_PP_F) {
+            CHECK(pos_f[c] < 0, "%s rank %d: F%d.%d twice", nm, r, x->mb, x->chunk);
+            pos_f[c] = (int)i;
+            if (stage > 0)
+                CHECK(recv_at[2 * c] >= 0, "%s rank %d: F%d.%d without an earlier receive", nm,
+                      r, x->mb, x->chunk);
+            if (++inflight_b > peak_b) peak_b = inflight_b;
+            if (++inflight_w > peak_w) peak_w = inflight_w;
+        } else if (x->op == MPT_PP_B) {
+            CHECK(pos_b[c] < 0, "%s rank %d: B%d.%d twice", nm, r, x->mb, x->chunk);
+            CHECK(pos_f[c] >= 0, "%s rank %d: B%d.%d before its F", nm, r, x->mb, x->chunk);
+            pos_b[c] = (int)i;
+            if (stage < last)
+                CHECK(recv_at[2 * c + 1] >= 0, "%s rank %d: B%d.%d without an earlier receive",
+                      nm, r, x->mb, x->chunk);
+            inflight_b--;
+            if (k != MPT_PP_ZB_H1) inflight_w--;
+        } else if (x->op == MPT_PP_W) {
+            CHECK(k == MPT_PP_ZB_H1, "%s rank %d: W in a schedule without split backward", nm, r);
+            CHECK(pos_w[c] < 0, "%s rank %d: W%d.%d twice", nm, r, x->mb, x->chunk);
+            CHECK(pos_b[c] >= 0, "%s rank %d: W%d.%d before its B", nm, r, x->mb, x->chunk);
+            pos_w[c] = (int)i;
+            inflight_w--;
+        } else {
+            CHECK(0, "%s rank %d: unknown op %d", nm, r, x->op);
+        }
+    }
+    for (size_t c = 0; c < cells; c++) {
+        CHECK(pos_f[c] >= 0 && pos_b[c] >= 0, "%s rank %d: mb %zu chunk %zu lacks F or B", nm, r,
+              c / (size_t)v, c % (size_t)v);
+        if (k == MPT_PP_ZB_H1)
+            CHECK(pos_w[c] >= 0, "%s rank %d: mb %zu lacks W", nm, r, c / (size_t)v);
+    }
+    /* the memory property */
+    int cap = p - r < m ? p - r : m;
+    if (k == MPT_PP_1F1B || k == MPT_PP_ZB_H1)
+        CHECK(peak_b == cap, "%s rank %d: %d micro-batches in flight, want p - r = %d", nm, r,
+              peak_b, cap);
+    if (k == MPT_PP_ZB_H1)
+        CHECK(peak_w <= p, "%s rank %d: %d stashes before W, more than p = %d", nm, r, peak_w, p);
+    if (k == MPT_PP_GPIPE)
+        CHECK(peak_b == m, "%s rank %d: gpipe holds %d micro-batches, want %d", nm, r, peak_b, m);
+    if (k == MPT_PP_NAIVE)
+        CHECK(peak_b == 1, "%s rank %d: naive holds %d micro-batches, want 1", nm, r, peak_b);
+    if (check_failed > fails0) fprintf(stderr, "  (%s rank %d)\n", nm, r);
+    free(pos_f);
+    free(pos_b);
+    free(pos_w);
+    free(recv_at);
+}
+
+/* Every send has exactly one receive on its peer for the same message, and the reverse. */
+static void check_matching_(const char *nm, int p, int v, const lists_ *l) {
+    for (int r = 0; r < p; r++)
+        for (size_t i = 0; i < l->n[r]; i++) {
+            const mpt_pp_action *x = &l->a[r][i];
+            if (!is_send_(x->op) && !is_recv_(x->op)) continue;
+            int want = x->op == MPT_PP_SEND_ACT    ? MPT_PP_RECV_ACT
+                       : x->op == MPT_PP_SEND_GRAD ? MPT_PP_RECV_GRAD
+                       : x->op == MPT_PP_RECV_ACT  ? MPT_PP_SEND_ACT
+                                                   : MPT_PP_SEND_GRAD;
+            int q = x->peer, matches = 0, tag_ok = 1;
+            CHECK(q >= 0 && q < p && q != r, "%s rank %d: peer %d", nm, r, q);
+            if (q < 0 || q >= p) continue;
+            int here = x->chunk * p + r, there = x->peer_chunk * p + q;
+            int fwd = x->op == MPT_PP_SEND_ACT || x->op == MPT_PP_RECV_GRAD;
+            CHECK(there - here == (fwd ? 1 : -1), "%s rank %d: %s%d talks to stage %d from %d", nm,
+                  r, is_send_(x->op) ? "send" : "recv", x->mb, there, here);
+            for (size_t j = 0; j < l->n[q]; j++) {
+                const mpt_pp_action *y = &l->a[q][j];
+                if (y->op == want && y->mb == x->mb && y->chunk == x->peer_chunk &&
+                    y->peer == r && y->peer_chunk == x->chunk) {
+                    matches++;
+                    tag_ok &= mpt_pp_action_tag(x, v) == mpt_pp_action_tag(y, v);
+                }
+            }
+            CHECK(matches == 1, "%s rank %d: %s of mb %d chunk %d has %d matches on rank %d", nm,
+                  r, is_send_(x->op) ? "send" : "receive", x->mb, x->chunk, matches, q);
+            CHECK(tag_ok, "%s rank %d: tags differ on the two sides of mb %d", nm, r, x->mb);
+        }
+}
+
+static void check_one_(mpt_pp_kind k, int p, int m, int v) {
+    char nm[64];
+    snprintf(nm, sizeof nm, "%s p=%d m=%d v=%d", mpt_pp_kind_name(k), p, m, v);
+    mpt_error err = {0};
+    mpt_status st = mpt_pp_check(k, p, m, v, &err);
+    if (!valid_(k, p, m, v)) {
+        mpt_pp_action *a = NULL;
+        size_t n = 7;
+        mpt_pp_timeline t;
+        double c[MPT_PP_COSTS] = {1, 1, 1, 0};
+        CHECK(st == MPT_ERR_INPUT, "%s: accepted, want MPT_ERR_INPUT", nm);
+        CHECK(err.msg[0] != '\0', "%s: rejected without a message", nm);
+        CHECK(mpt_pp_schedule(k, p, m, v, 0, &a, &n, &err) == MPT_ERR_INPUT && !a && n == 0,
+              "%s: mpt_pp_schedule accepted", nm);
+        CHECK(mpt_pp_simulate(k, p, m, v, c, &t, &err) == MPT_ERR_INPUT,
+              "%s: mpt_pp_simulate accepted", nm);
+        CHECK(mpt_pp_bubble_theory(k, p, m, v, NULL) == -1.0, "%s: theory of a rejected request", nm);
+        return;
+    }
+    CHECK(st == MPT_OK, "%s: rejected: %s", nm, err.msg);
+    if (st) return;
+    lists_ l;
+    memset(&l, 0, sizeof l);
+    for (int r = 0; r < p; r++) {
+        st = mpt_pp_schedule(k, p, m, v, r, &l.a[r], &l.n[r], &err);
+        CHECK(st == MPT_OK, "%s rank %d: %s", nm, r, err.msg);
+        if (st) {
+            lists_free_(&l, p);
+            return;
+        }
+        check_rank_(nm, k, p, m, v, r, l.a[r], l.n[r]);
+    }
+    check_matching_(nm, p, v, &l);
+    lists_free_(&l, p);
+    /* simulation and bubble under several cost mixes */
+    const double costs[][MPT_PP_COSTS] = {{1, 1, 0, 0}, {1, 2, 0, 0}, {1, 1, 1, 0}, {2, 1, 0.5, 0}};
+    for (size_t ci = 0; ci < sizeof costs / sizeof *costs; ci++) {
+        mpt_pp_timeline t;
+        st = mpt_pp_simulate(k, p, m, v, costs[ci], &t, &err);
+        CHECK(st == MPT_OK, "%s costs #%zu: simulation failed: %s", nm, ci, err.msg);
+        if (st) continue;
+        double want = k == MPT_PP_NAIVE ? (double)(p - 1) / p
+                      : k == MPT_PP_GPIPE || k == MPT_PP_1F1B ? (double)(p - 1) / (m + p - 1)
+                                                               : mpt_pp_bubble_theory(k, p, m, v,
+                                                                                      costs[ci]);
+        CHECK(fabs(t.bubble - want) < 1e-9, "%s costs #%zu: bubble %.12f, want %.12f", nm, ci,
+              t.bubble, want);
+        CHECK(fabs(mpt_pp_bubble_theory(k, p, m, v, costs[ci]) - want) < 1e-12,
+              "%s: theory disagrees with the formula", nm);
+        double busy = 0;
+        for (size_t i = 0; i < t.n; i++) busy += t.ev[i].end - t.ev[i].start;
+        CHECK(t.n == t.first[p] && fabs(busy - t.busy) < 1e-9, "%s: timeline totals", nm);
+        for (int r = 0; r < p; r++) {
+            int cap = p - r < m ? p - r : m;
+            if (k == MPT_PP_1F1B)
+                CHECK(t.peak_inflight[r] == cap, "%s: simulator peak %d on rank %d, want %d", nm,
+                      t.peak_inflight[r], r, cap);
+            for (size_t i = t.first[r]; i + 1 < t.first[r + 1]; i++)
+                CHECK(t.ev[i].end <= t.ev[i + 1].start + 1e-12 && t.ev[i].rank == r,
+                      "%s: rank %d events overlap", nm, r);
+        }
+        mpt_pp_timeline_free(&t);
+    }
+}
+
+/* Simulates hand-made lists and expects failure with `needle` in the message. */
+static void expect_broken_(const char *what, mpt_pp_kind k, int p, int m,
+                           const mpt_pp_action *const *lists, const size_t *lens,
+                           const char *needle) {
+    const double c[MPT_PP_COSTS] = {1, 1, 1, 0};
+    mpt_pp_timeline t;
+    mpt_error err = {0};
+    mpt_status st = mpt_pp_simulate_lists(k, p, m, 1, lists, lens, c, &t, &err);
+    CHECK(st == MPT_ERR_RUN && strstr(err.msg, needle), "%s: status %d, message '%s', want '%s'",
+          what, st, err.msg, needle);
+    if (st == MPT_OK) mpt_pp_timeline_free(&t);
+}
+
+#define A_(op, mb, peer) {(uint8_t)(op), (mb), 0, (peer), (peer) < 0 ? -1 : 0}
+
+static void check_broken_(void) {
+    /* rank 0 runs naive (waits for B0's gradient before F1), rank 1 gpipe (needs F1 before B0) */
+    const mpt_pp_action r0[] = {A_(MPT_PP_F, 0, -1), A_(MPT_PP_SEND_ACT, 0, 1),
+                                A_(MPT_PP_RECV_GRAD, 0, 1), A_(MPT_PP_B, 0, -1),
+                                A_(MPT_PP_F, 1, -1), A_(MPT_PP_SEND_ACT, 1, 1),
+                                A_(MPT_PP_RECV_GRAD, 1, 1), A_(MPT_PP_B, 1, -1)};
+    const mpt_pp_action r1[] = {A_(MPT_PP_RECV_ACT, 0, 0), A_(MPT_PP_RECV_ACT, 1, 0),
+                                A_(MPT_PP_F, 0, -1), A_(MPT_PP_F, 1, -1), A_(MPT_PP_B, 0, -1),
+                                A_(MPT_PP_SEND_GRAD, 0, 0), A_(MPT_PP_B, 1, -1),
+                                A_(MPT_PP_SEND_GRAD, 1, 0)};
+    const mpt_pp_action *dl[2] = {r0, r1};
+    size_t dl_n[2] = {8, 8};
+    expect_broken_("deadlock", MPT_PP_GPIPE, 2, 2, dl, dl_n, "deadlock");
+    /* the same with rank 1 in naive order runs fine */
+    const mpt_pp_action r1ok[] = {A_(MPT_PP_RECV_ACT, 0, 0), A_(MPT_PP_F, 0, -1),
+                                  A_(MPT_PP_B, 0, -1), A_(MPT_PP_SEND_GRAD, 0, 0),
+                                  A_(MPT_PP_RECV_ACT, 1, 0), A_(MPT_PP_F, 1, -1),
+                                  A_(MPT_PP_B, 1, -1), A_(MPT_PP_SEND_GRAD, 1, 0)};
+    const mpt_pp_action *ok[2] = {r0, r1ok};
+    const double c[MPT_PP_COSTS] = {1, 1, 1, 0};
+    mpt_pp_timeline t;
+    mpt_error err = {0};
+    CHECK(mpt_pp_simulate_lists(MPT_PP_NAIVE, 2, 2, 1, ok, dl_n, c, &t, &err) == MPT_OK,
+          "hand-made naive: %s", err.msg);
+    mpt_pp_timeline_free(&t);
+    /* rank 0 sends, rank 1 does nothing: unmatched send (m = 1, no work on rank 1 either) */
+    const mpt_pp_action s0[] = {A_(MPT_PP_F, 0, -1), A_(MPT_PP_SEND_ACT, 0, 1)};
+    const mpt_pp_action *un[2] = {s0, NULL};
+    size_t un_n[2] = {2, 0};
+    expect_broken_("unmatched send", MPT_PP_GPIPE, 2, 1, un, un_n, "never receives");
+    /* rank 1 forwards without posting the receive */
+    const mpt_pp_action s1[] = {A_(MPT_PP_F, 0, -1)};
+    const mpt_pp_action *nr[2] = {s0, s1};
+    size_t nr_n[2] = {2, 1};
+    expect_broken_("missing receive", MPT_PP_GPIPE, 2, 1, nr, nr_n, "no receive");
+    /* a receive whose send never comes: the receiver waits forever */
+    const mpt_pp_action w1[] = {A_(MPT_PP_RECV_ACT, 0, 0), A_(MPT_PP_F, 0, -1)};
+    const mpt_pp_action f0[] = {A_(MPT_PP_F, 0, -1)};
+    const mpt_pp_action *ns[2] = {f0, w1};
+    size_t ns_n[2] = {1, 2};
+    expect_broken_("receive never sent", MPT_PP_GPIPE, 2, 1, ns, ns_n, "deadlock");
+    /* backward before forward, forward twice, missing work, wrong peer */
+    const mpt_pp_action bf[] = {A_(MPT_PP_B, 0, -1), A_(MPT_PP_F, 0, -1)};
+    const mpt_pp_action ff[] = {A_(MPT_PP_F, 0, -1), A_(MPT_PP_F, 0, -1)};
+    const mpt_pp_action fo[] = {A_(MPT_PP_F, 0, -1)};
+    const mpt_pp_action wp[] = {A_(MPT_PP_F, 0, -1), {MPT_PP_SEND_ACT, 0, 0, 0, 0}};
+    const mpt_pp_action *one[1] = {bf};
+    size_t two[1] = {2}, oneN[1] = {1};
+    expect_broken_("B before F", MPT_PP_GPIPE, 1, 1, one, two, "before its forward");
+    one[0] = ff;
+    expect_broken_("F twice", MPT_PP_GPIPE, 1, 1, one, two, "twice");
+    one[0] = fo;
+    expect_broken_("no backward", MPT_PP_GPIPE, 1, 1, one, oneN, "without its backward");
+    one[0] = wp;
+    expect_broken_("send to itself", MPT_PP_GPIPE, 1, 1, one, two, "not the neighbouring stage");
+}
+
+static void check_names_(void) {
+    mpt_pp_kind k;
+    mpt_error err = {0};
+    const char *names[] = {"naive", "gpipe", "1f1b", "interleaved", "zb-h1"};
+    for (int i = 0; i < MPT_PP_KINDS; i++) {
+        CHECK(mpt_pp_kind_parse(names[i], &k, &err) == MPT_OK && (int)k == i, "parse %s", names[i]);
+        CHECK(strcmp(mpt_pp_kind_name((mpt_pp_kind)i), names[i]) == 0, "name %d", i);
+    }
+    CHECK(mpt_pp_kind_parse("pipedream", &k, &err) == MPT_ERR_INPUT && strstr(err.msg, "1f1b"),
+          "bad kind: %s", err.msg);
+    char buf[48];
+    mpt_pp_action f = {MPT_PP_F, 3, 0, -1, -1}, b = {MPT_PP_B, 3, 1, -1, -1};
+    mpt_pp_action w = {MPT_PP_W, 3, 0, -1, -1}, s = {MPT_PP_SEND_ACT, 3, 1, 2, 1};
+    mpt_pp_action rg = {MPT_PP_RECV_GRAD, 12, 0, 2, 0};
+    CHECK(strcmp(mpt_pp_action_str(&f, 1, buf, sizeof buf), "F3") == 0, "F3: %s", buf);
+    CHECK(strcmp(mpt_pp_action_str(&b, 2, buf, sizeof buf), "B3.1") == 0, "B3.1: %s", buf);
+    CHECK(strcmp(mpt_pp_action_str(&w, 1, buf, sizeof buf), "W3") == 0, "W3: %s", buf);
+    CHECK(strcmp(mpt_pp_action_str(&s, 2, buf, sizeof buf), "send-act3.1>2") == 0, "send: %s", buf);
+    CHECK(strcmp(mpt_pp_action_str(&rg, 1, buf, sizeof buf), "recv-grad12<2") == 0, "recv: %s", buf);
+    CHECK(mpt_pp_action_tag(&f, 1) == -1, "compute has no tag");
+    /* messages say what to change */
+    CHECK(mpt_pp_check(MPT_PP_INTERLEAVED, 4, 6, 2, &err) == MPT_ERR_INPUT &&
+              strstr(err.msg, "--microbatches 8"), "interleaved m: %s", err.msg);
+    CHECK(mpt_pp_check(MPT_PP_1F1B, 4, 8, 2, &err) == MPT_ERR_INPUT &&
+              strstr(err.msg, "--virtual-stages"), "1f1b v: %s", err.msg);
+    CHECK(mpt_pp_check(MPT_PP_GPIPE, 0, 8, 1, &err) == MPT_ERR_INPUT && strstr(err.msg, "--pp"),
+          "pp 0: %s", err.msg);
+    CHECK(mpt_pp_check(MPT_PP_GPIPE, 2, 0, 1, &err) == MPT_ERR_INPUT &&
+              strstr(err.msg, "--microbatches"), "m 0: %s", err.msg);
+    CHECK(mpt_pp_check(MPT_PP_GPIPE, 1024, 1 << 20, 1, &err) == MPT_ERR_INPUT, "huge accepted");
+    mpt_pp_action *a;
+    size_t n;
+    CHECK(mpt_pp_schedule(MPT_PP_1F1B, 4, 8, 1, 4, &a, &n, &err) == MPT_ERR_INPUT, "rank 4 of 4");
+    /* the worked example of schedule.h */
+    CHECK(mpt_pp_schedule(MPT_PP_1F1B, 2, 3, 1, 0, &a, &n, &err) == MPT_OK, "example");
+    char all[512] = "";
+    for (size_t i = 0; i < n; i++) {
+        if (i) strcat(all, " ");
+        strcat(all, mpt_pp_action_str(&a[i], 1, buf, sizeof buf));
+    }
+    free(a);
+    CHECK(strcmp(all, "F0 send-act0>1 recv-grad0<1 F1 send-act1>1 B0 recv-grad1<1 F2 "
+                      "send-act2>1 recv-grad2<1 B1 B2") == 0, "worked example: %s", all);
+    /* negative costs */
+    const double neg[MPT_PP_COSTS] = {1, -1, 0, 0};
+    mpt_pp_timeline t;
+    CHECK(mpt_pp_simulate(MPT_PP_1F1B, 2, 2, 1, neg, &t, &err) == MPT_ERR_INPUT, "negative cost");
+    mpt_pp_timeline_free(&t);
+    mpt_pp_timeline_free(NULL);
+}
+
+int main(void) {
+    check_names_();
+    check_broken_();
+    for (int k = 0; k < MPT_PP_KINDS; k++)
+        for (size_t pi = 0; pi < sizeof ps_ / sizeof *ps_; pi++)
+            for (size_t mi = 0; mi < sizeof ms_ / sizeof *ms_; mi++) {
+                check_one_((mpt_pp_kind)k, ps_[pi], ms_[mi], 1);
+                if (k == MPT_PP_INTERLEAVED) {
+                    check_one_((mpt_pp_kind)k, ps_[pi], ms_[mi], 2);
+                    check_one_((mpt_pp_kind)k, ps_[pi], ms_[mi], 3);
+                }
+                if (k == MPT_PP_1F1B) check_one_((mpt_pp_kind)k, ps_[pi], ms_[mi], 2);
+            }
+    /* with communication cost: still no deadlock, and never better than without */
+    const double slow[MPT_PP_COSTS] = {1, 1, 1, 0.3}, fast[MPT_PP_COSTS] = {1, 1, 1, 0};
+    for (int k = 0; k < MPT_PP_KINDS; k++) {
+        int v = k == MPT_PP_INTERLEAVED ? 2 : 1;
+        mpt_pp_timeline a, b;
+        mpt_error err = {0};
+        mpt_status sa = mpt_pp_simulate((mpt_pp_kind)k, 4, 8, v, slow, &a, &err);
+        mpt_status sb = mpt_pp_simulate((mpt_pp_kind)k, 4, 8, v, fast, &b, &err);
+        CHECK(sa == MPT_OK && sb == MPT_OK && a.makespan > b.makespan,
+              "%s with comm: %s", mpt_pp_kind_name((mpt_pp_kind)k), err.msg);
+        mpt_pp_timeline_free(&a);
+        mpt_pp_timeline_free(&b);
+    }
+    return check_finish();
+}
