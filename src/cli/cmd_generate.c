@@ -106,7 +106,7 @@ int mpt_cli_generate(int argc, char **argv) {
         goto done;
     }
     int T = cfg.n_positions;
-    if ((st = mpt_gpt_init(&m, &cfg, 1, T, MPT_GPT_INFER, 1, NULL, 0, &arena, &err)) ||
+    if ((st = mpt_gpt_init(&m, &cfg, 1, T, MPT_GPT_INFER, 1, NULL, &arena, &err)) ||
         (st = mpt_checkpoint_load(dir, &m.pt, m.params, NULL, NULL, NULL, NULL, &err)))
         goto done;
     if ((st = mpt_tokenizer_encode(tok, prompt, strlen(prompt), 1, &ids, &n_ids, &err))) goto done;
@@ -126,7 +126,7 @@ int mpt_cli_generate(int argc, char **argv) {
         size_t len = n < (size_t)T ? n : (size_t)T;
         const int32_t *window = ctx + (n - len);
         if ((st = mpt_gpt_forward(&m, window, NULL, 1, (int)len, 0.0f, NULL, &err))) goto done;
-        const float *logits = m.act[MPT_ACT_LOGITS] + (len - 1) * (size_t)cfg.padded_vocab;
+        const float *logits = m.cur->a[MPT_ACT_LOGITS] + (len - 1) * (size_t)cfg.padded_vocab;
         int next;
         if (temperature == 0.0f) {
             next = 0;

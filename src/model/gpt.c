@@ -10,8 +10,11 @@
 #include "core/rng.h"
 
 int mpt_gpt_buffer_sizes(const mpt_config *cfg, int B, int T, int training, int tp, int sp,
-                         size_t act_n[MPT_ACT_SLOTS], size_t work_n[MPT_WORK_SLOTS]) {
-    size_t L = (size_t)cfg->n_layer, D = (size_t)cfg->d_model, t = (size_t)(tp > 0 ? tp : 1);
+                         const mpt_gpt_place *place, size_t act_n[MPT_ACT_SLOTS],
+                         size_t work_n[MPT_WORK_SLOTS]) {
+    int first = place ? place->first : 1, last = place ? place->last : 1;
+    size_t L = (size_t)(place ? place->n_layers : cfg->n_layer), D = (size_t)cfg->d_model;
+    size_t t = (size_t)(tp > 0 ? tp : 1);
     size_t Dl = D / t, Fl = (size_t)cfg->ffn / t, Hl = (size_t)cfg->n_head / t;
     size_t Vl = (size_t)cfg->padded_vocab / t;
     size_t N, ND, NF, BHTT, LN;
@@ -36,14 +39,16 @@ int mpt_gpt_buffer_sizes(const mpt_config *cfg, int B, int T, int training, int 
     act_n[MPT_ACT_FCH] = L * NF;
     act_n[MPT_ACT_FCH_GELU] = L * NF;
     act_n[MPT_ACT_RES3] = L * NlD;
-    act_n[MPT_ACT_LNF] = NlD;
-    act_n[MPT_ACT_LNF_MEAN] = Nl;
-    act_n[MPT_ACT_LNF_RSTD] = Nl;
-    act_n[MPT_ACT_LOGITS] = N * Vl;
-    act_n[MPT_ACT_LOSSES] = N;
+    act_n[MPT_ACT_LNF] = last ? NlD : 0;
+    act_n[MPT_ACT_LNF_MEAN] = last ? Nl : 0;
+    act_n[MPT_ACT_LNF_RSTD] = last ? Nl : 0;
+    act_n[MPT_ACT_LOGITS] = last ? N * Vl : 0;
+    act_n[MPT_ACT_LOSSES] = last ? N : 0;
+    act_n[MPT_ACT_GRAD_IN] = training && !last ? NlD : 0;
     memset(work_n, 0, MPT_WORK_SLOTS * sizeof *work_n);
     work_n[MPT_WORK_DTMP] = ND; /* forward scratch, needed for inference too */
-    if (t > 1) work_n[MPT_WORK_CE] = 3 * N;
+    if (t > 1 && last) work_n[MPT_WORK_CE] = 3 * N;
+    (void)first;
     if (sp && t > 1) work_n[MPT_WORK_GATHER] = ND;
     if (sp && t > 1 && training) work_n[MPT_WORK_LNGRAD] = 4 * D;
     if (training) {
@@ -57,18 +62,25 @@ int mpt_gpt_buffer_sizes(const mpt_config *cfg, int B, int T, int training, int 
 }
 
 mpt_status mpt_gpt_init(mpt_gpt *m, const mpt_config *cfg, int B, int T, int flags,
-                        size_t unit_align, mpt_comm *tp, int sp, mpt_arena *arena,
+                        size_t unit_align, const mpt_gpt_place *place, mpt_arena *arena,
                         mpt_error *err) {
     memset(m, 0, sizeof *m);
+    mpt_gpt_place whole = {.n_layers = cfg->n_layer, .first = 1, .last = 1};
+    if (!place) place = &whole;
+    mpt_comm *tp = place->tp;
     m->cfg = *cfg;
     m->B = B;
     m->T = T;
     m->flags = flags;
     m->arena = arena;
+    m->cur = &m->own;
     m->tp = tp ? tp->size : 1;
     m->tp_rank = tp ? tp->rank : 0;
     m->tp_comm = m->tp > 1 ? tp : NULL;
-    m->sp = sp && m->tp > 1;
+    m->sp = place->sp && m->tp > 1;
+    m->nl = place->n_layers;
+    m->first = place->first;
+    m->last = place->last;
     if (m->sp && T % m->tp != 0)
         return mpt_fail(err, MPT_ERR_INPUT,
                         "--sp splits the sequence over --tp %d ranks, but --seq-len %d is not "
@@ -78,7 +90,9 @@ mpt_status mpt_gpt_init(mpt_gpt *m, const mpt_config *cfg, int B, int T, int fla
         return mpt_fail(err, MPT_ERR_INPUT,
                         "sequence length %d exceeds the model's %d positions: lower --seq-len", T,
                         cfg->n_positions);
-    mpt_status st = mpt_params_build_tp(&m->pt, cfg, m->tp, m->tp_rank, unit_align, err);
+    mpt_status st = mpt_params_build_stage(&m->pt, cfg, m->tp, m->tp_rank, place->first_layer,
+                                           place->n_layers, place->first, place->last,
+                                           unit_align, err);
     if (st) return st;
     m->Dl = cfg->d_model / m->tp;
     m->Hl = cfg->n_head / m->tp;
@@ -87,13 +101,13 @@ mpt_status mpt_gpt_init(mpt_gpt *m, const mpt_config *cfg, int B, int T, int fla
     m->v0 = m->tp_rank * m->Vl;
     m->Vr = cfg->vocab - m->v0 < 0 ? 0 : cfg->vocab - m->v0 < m->Vl ? cfg->vocab - m->v0 : m->Vl;
     int training = (flags & MPT_GPT_BACKWARD) != 0;
-    m->w = calloc(m->pt.n, sizeof *m->w);
-    m->g = calloc(m->pt.n, sizeof *m->g);
+    m->w = calloc(m->pt.n + 1, sizeof *m->w);
+    m->g = calloc(m->pt.n + 1, sizeof *m->g);
     if (!m->w || !m->g) {
         mpt_gpt_free(m);
         return mpt_fail(err, MPT_ERR_RUN, "out of memory for the tensor tables");
     }
-    if (!mpt_gpt_buffer_sizes(cfg, B, T, training, m->tp, m->sp, m->act_n, m->work_n)) {
+    if (!mpt_gpt_buffer_sizes(cfg, B, T, training, m->tp, m->sp, place, m->act_n, m->work_n)) {
         mpt_gpt_free(m);
         return mpt_fail(err, MPT_ERR_INPUT, "batch %d x %d tokens is too large to address", B, T);
     }
@@ -101,9 +115,7 @@ mpt_status mpt_gpt_init(mpt_gpt *m, const mpt_config *cfg, int B, int T, int fla
         st = mpt_arena_alloc(arena, MPT_MEM_PARAMS, m->pt.total, sizeof(float), &m->params, err);
     if (!st && (flags & MPT_GPT_GRADS))
         st = mpt_arena_alloc(arena, MPT_MEM_GRADS, m->pt.total, sizeof(float), &m->grads, err);
-    for (int i = 0; !st && i < MPT_ACT_SLOTS; i++)
-        st = mpt_arena_alloc(arena, MPT_MEM_ACTIVATIONS, m->act_n[i], sizeof(float), &m->act[i],
-                             err);
+    if (!st && !(flags & MPT_GPT_NO_ACTS)) st = mpt_gpt_acts_alloc(m, &m->own, err);
     for (int i = 0; !st && i < MPT_WORK_SLOTS; i++)
         if (m->work_n[i])
             st = mpt_arena_alloc(arena, MPT_MEM_WORKSPACE, m->work_n[i], sizeof(float),
@@ -119,6 +131,26 @@ mpt_status mpt_gpt_init(mpt_gpt *m, const mpt_config *cfg, int B, int T, int fla
     return MPT_OK;
 }
 
+mpt_status mpt_gpt_acts_alloc(mpt_gpt *m, mpt_gpt_acts *a, mpt_error *err) {
+    memset(a, 0, sizeof *a);
+    for (int i = 0; i < MPT_ACT_SLOTS; i++) {
+        if (!m->act_n[i]) continue;
+        mpt_status st =
+            mpt_arena_alloc(m->arena, MPT_MEM_ACTIVATIONS, m->act_n[i], sizeof(float), &a->a[i], err);
+        if (st) {
+            mpt_gpt_acts_free(m, a);
+            return st;
+        }
+    }
+    return MPT_OK;
+}
+
+void mpt_gpt_acts_free(mpt_gpt *m, mpt_gpt_acts *a) {
+    for (int i = 0; i < MPT_ACT_SLOTS; i++)
+        mpt_arena_release(m->arena, MPT_MEM_ACTIVATIONS, a->a[i], m->act_n[i], sizeof(float));
+    memset(a, 0, sizeof *a);
+}
+
 void mpt_gpt_point_unit(mpt_gpt *m, float **table, int u, float *base) {
     size_t b = m->pt.unit_begin[u], e = m->pt.unit_end[u];
     for (size_t i = 0; i < m->pt.n; i++) {
@@ -131,8 +163,7 @@ void mpt_gpt_free(mpt_gpt *m) {
     if (!m || !m->arena) return;
     mpt_arena_release(m->arena, MPT_MEM_PARAMS, m->params, m->pt.total, sizeof(float));
     mpt_arena_release(m->arena, MPT_MEM_GRADS, m->grads, m->pt.total, sizeof(float));
-    for (int i = 0; i < MPT_ACT_SLOTS; i++)
-        mpt_arena_release(m->arena, MPT_MEM_ACTIVATIONS, m->act[i], m->act_n[i], sizeof(float));
+    mpt_gpt_acts_free(m, &m->own);
     for (int i = 0; i < MPT_WORK_SLOTS; i++)
         mpt_arena_release(m->arena, MPT_MEM_WORKSPACE, m->work[i], m->work_n[i], sizeof(float));
     free(m->w);

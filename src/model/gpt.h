@@ -55,8 +55,25 @@ typedef enum mpt_act_slot {
     MPT_ACT_LNF_RSTD, /* (N) */
     MPT_ACT_LOGITS,   /* (N, Vp/tp); after a forward with targets: dloss * dL/dlogits */
     MPT_ACT_LOSSES,   /* (N) per-token cross-entropy */
+    MPT_ACT_GRAD_IN,  /* (N, D) pipeline stages but the last: the gradient of the stage's
+                       * output, received from the next stage */
     MPT_ACT_SLOTS
 } mpt_act_slot;
+
+/* The activations of one micro-batch. A pipeline stage keeps one set per micro-batch in flight;
+ * mpt_gpt_forward / _backward work on the set m->cur points at. */
+typedef struct mpt_gpt_acts {
+    float *a[MPT_ACT_SLOTS];
+} mpt_gpt_acts;
+
+/* Where this rank's part of the model sits. NULL in mpt_gpt_init: the whole model here. */
+typedef struct mpt_gpt_place {
+    mpt_comm *tp;        /* tensor-parallel group, or NULL */
+    int sp;              /* sequence parallelism over it */
+    int first_layer;     /* pipeline stage: blocks [first_layer, first_layer + n_layers) */
+    int n_layers;
+    int first, last;     /* holds the embeddings / ln_f, head and loss */
+} mpt_gpt_place;
 
 /* Backward scratch (workspace category). */
 typedef enum mpt_work_slot {
@@ -90,6 +107,7 @@ enum {
     MPT_GPT_PARAMS = 1,    /* the full flat parameter buffer */
     MPT_GPT_GRADS = 2,     /* the full flat gradient buffer */
     MPT_GPT_BACKWARD = 4,  /* backward workspace */
+    MPT_GPT_NO_ACTS = 8,   /* no activation set (a pipeline executor brings its own) */
     MPT_GPT_TRAIN = 7,
     MPT_GPT_INFER = 1,
 };
@@ -103,7 +121,8 @@ typedef struct mpt_gpt {
     float *grads;                    /* (pt.total) or NULL, kind grads */
     float **w, **g;                  /* (pt.n) pointer tables, owned (malloc) */
     mpt_gpt_hooks hooks;
-    float *act[MPT_ACT_SLOTS];       /* kind activations */
+    mpt_gpt_acts own;                /* the activation set init allocates (kind activations) */
+    mpt_gpt_acts *cur;               /* the set forward / backward use: &own unless re-pointed */
     size_t act_n[MPT_ACT_SLOTS];     /* elements of each */
     float *work[MPT_WORK_SLOTS];     /* kind workspace */
     size_t work_n[MPT_WORK_SLOTS];
@@ -111,6 +130,8 @@ typedef struct mpt_gpt {
     mpt_comm *tp_comm;               /* tensor-parallel group, not owned; NULL when tp == 1 */
     int tp, tp_rank;
     int sp;                          /* sequence parallelism over the tp group */
+    int nl;                          /* blocks on this rank (the pipeline stage's) */
+    int first, last;                 /* pipeline: embeddings here / ln_f, head and loss here */
     int Dl, Hl, Fl, Vl;              /* this rank's width of attention, heads, MLP, vocab rows */
     int v0, Vr;                      /* its first vocabulary row and how many of them are real */
 } mpt_gpt;
@@ -118,10 +139,15 @@ typedef struct mpt_gpt {
 /* Element counts of every activation / workspace buffer for micro-batch (B, T). Pure: the
  * memory plan and mpt_gpt_init both use it. Returns 0 on size overflow. */
 int mpt_gpt_buffer_sizes(const mpt_config *cfg, int B, int T, int training, int tp, int sp,
-                         size_t act_n[MPT_ACT_SLOTS], size_t work_n[MPT_WORK_SLOTS]);
+                         const mpt_gpt_place *place, size_t act_n[MPT_ACT_SLOTS],
+                         size_t work_n[MPT_WORK_SLOTS]);
 
-/* flags: MPT_GPT_*; unit_align as mpt_params_build_aligned. tp: the tensor-parallel group
- * (NULL or size 1: whole tensors); all its ranks call forward and backward together.
+/* flags: MPT_GPT_*; unit_align as mpt_params_build_aligned. place->tp: the tensor-parallel
+ * group (NULL or size 1: whole tensors); all its ranks call forward and backward together.
+ * Pipeline stage (place->first/last/layers): forward reads its input from cur->ENCODED when not
+ * first (the executor receives it there) and leaves its output in the last block's RES3 when
+ * not last; backward reads the output gradient from cur->GRAD_IN when not last and leaves the
+ * input gradient in the DRES workspace when not first.
  * Tensor parallelism (Megatron): c_attn (by heads) and c_fc are column-parallel, Y_i = X A_i;
  * the c_proj layers row-parallel, Y = sum_i X_i A_i, summed by an all-reduce in forward; the
  * column-parallel inputs' gradients are all-reduced in backward. The embedding and the tied
@@ -132,8 +158,11 @@ int mpt_gpt_buffer_sizes(const mpt_config *cfg, int B, int T, int training, int 
  * layer and a reduce-scatter after each row-parallel one replace the all-reduces, and the
  * LayerNorm weight gradients are summed over tp. */
 mpt_status mpt_gpt_init(mpt_gpt *m, const mpt_config *cfg, int B, int T, int flags,
-                        size_t unit_align, mpt_comm *tp, int sp, mpt_arena *arena,
+                        size_t unit_align, const mpt_gpt_place *place, mpt_arena *arena,
                         mpt_error *err);
+/* One more activation set (pipeline micro-batches in flight), from the arena; _free returns it. */
+mpt_status mpt_gpt_acts_alloc(mpt_gpt *m, mpt_gpt_acts *a, mpt_error *err);
+void mpt_gpt_acts_free(mpt_gpt *m, mpt_gpt_acts *a);
 /* Points w[] / g[] of every tensor of unit u at base + (offset - unit_begin[u]). */
 void mpt_gpt_point_unit(mpt_gpt *m, float **table, int u, float *base);
 void mpt_gpt_free(mpt_gpt *m);

@@ -12,7 +12,7 @@
 
 /* Layer l's slice of a per-layer activation buffer. */
 static float *lay_(const mpt_gpt *m, mpt_act_slot s, int l) {
-    return m->act[s] + (size_t)l * (m->act_n[s] / (size_t)m->cfg.n_layer);
+    return m->cur->a[s] + (size_t)l * (m->act_n[s] / (size_t)m->nl);
 }
 
 #define W_(m, l, slot) ((m)->w[(m)->pt.layer[(size_t)(l) * MPT_LAYER_SLOTS + (slot)]])
@@ -95,7 +95,7 @@ static mpt_status embed_(mpt_gpt *m, const int32_t *inputs, int B, int T, size_t
                          mpt_error *err) {
     const mpt_param_table *pt = &m->pt;
     int D = m->cfg.d_model;
-    float *enc = m->act[MPT_ACT_ENCODED], *tmp = m->work[MPT_WORK_DTMP];
+    float *enc = m->cur->a[MPT_ACT_ENCODED], *tmp = m->work[MPT_WORK_DTMP];
     if (!m->tp_comm) {
         mpt_encoder_forward(enc, inputs, m->w[pt->wte], m->w[pt->wpe], B, T, D);
         return MPT_OK;
@@ -111,7 +111,7 @@ static mpt_status embed_(mpt_gpt *m, const int32_t *inputs, int B, int T, size_t
 /* Cross-entropy over the vocabulary split across tp: three all-reduced numbers per token. */
 static mpt_status vocab_ce_(mpt_gpt *m, const int32_t *targets, size_t N, float dloss,
                             mpt_error *err) {
-    float *logits = m->act[MPT_ACT_LOGITS], *losses = m->act[MPT_ACT_LOSSES];
+    float *logits = m->cur->a[MPT_ACT_LOGITS], *losses = m->cur->a[MPT_ACT_LOSSES];
     float *mx = m->work[MPT_WORK_CE], *se = mx + N, *tl = se + N;
     mpt_vocab_rowmax(mx, logits, N, m->Vr, m->Vl);
     TRY_(mpt_allreduce_max(m->tp_comm, mx, N, err));
@@ -126,17 +126,20 @@ mpt_status mpt_gpt_forward(mpt_gpt *m, const int32_t *inputs, const int32_t *tar
                            int T, float dloss, double *loss_sum, mpt_error *err) {
     const mpt_config *c = &m->cfg;
     const mpt_param_table *pt = &m->pt;
-    int D = c->d_model, Dl = m->Dl, Fl = m->Fl, Hl = m->Hl, L = c->n_layer;
+    int D = c->d_model, Dl = m->Dl, Fl = m->Fl, Hl = m->Hl, L = m->nl;
     size_t N = (size_t)B * T, Nl = m->sp ? N / (size_t)m->tp : N;
     size_t row0 = m->sp ? (size_t)m->tp_rank * Nl : 0;
     float *scratch = m->work[MPT_WORK_DTMP];
     const float *x;
-    TRY_(need_(m, 0, MPT_PHASE_FORWARD, err));
-    TRY_(embed_(m, inputs, B, T, Nl, row0, err));
-    TRY_(done_(m, 0, MPT_PHASE_FORWARD, err));
+    int head_is_wte = c->tied && m->first; /* else the head has its own tensor (or wte copy) */
+    if (m->first) { /* later stages find their input in ENCODED, received from the previous */
+        TRY_(need_(m, 0, MPT_PHASE_FORWARD, err));
+        TRY_(embed_(m, inputs, B, T, Nl, row0, err));
+        TRY_(done_(m, 0, MPT_PHASE_FORWARD, err));
+    }
     for (int l = 0; l < L; l++) {
         TRY_(need_(m, l + 1, MPT_PHASE_FORWARD, err));
-        const float *in = l == 0 ? m->act[MPT_ACT_ENCODED] : lay_(m, MPT_ACT_RES3, l - 1);
+        const float *in = l == 0 ? m->cur->a[MPT_ACT_ENCODED] : lay_(m, MPT_ACT_RES3, l - 1);
         float *ln1 = lay_(m, MPT_ACT_LN1, l), *qkv = lay_(m, MPT_ACT_QKV, l);
         float *atty = lay_(m, MPT_ACT_ATTY, l), *res2 = lay_(m, MPT_ACT_RES2, l);
         float *ln2 = lay_(m, MPT_ACT_LN2, l), *fch = lay_(m, MPT_ACT_FCH, l);
@@ -159,20 +162,24 @@ mpt_status mpt_gpt_forward(mpt_gpt *m, const int32_t *inputs, const int32_t *tar
         mpt_residual_forward(res3, res2, scratch, Nl * D);
         TRY_(done_(m, l + 1, MPT_PHASE_FORWARD, err));
     }
+    if (!m->last) { /* the output stays in the last block's RES3 for the next stage */
+        if (loss_sum) *loss_sum = 0.0;
+        return MPT_OK;
+    }
     TRY_(need_(m, L + 1, MPT_PHASE_FORWARD, err));
-    if (c->tied) TRY_(need_(m, 0, MPT_PHASE_FORWARD, err));
-    float *lnf = m->act[MPT_ACT_LNF], *logits = m->act[MPT_ACT_LOGITS];
-    mpt_layernorm_forward(lnf, m->act[MPT_ACT_LNF_MEAN], m->act[MPT_ACT_LNF_RSTD],
+    if (head_is_wte) TRY_(need_(m, 0, MPT_PHASE_FORWARD, err));
+    float *lnf = m->cur->a[MPT_ACT_LNF], *logits = m->cur->a[MPT_ACT_LOGITS];
+    mpt_layernorm_forward(lnf, m->cur->a[MPT_ACT_LNF_MEAN], m->cur->a[MPT_ACT_LNF_RSTD],
                           lay_(m, MPT_ACT_RES3, L - 1), m->w[pt->lnf_w], m->w[pt->lnf_b], Nl, D);
     TRY_(gather_(m, lnf, Nl, &x, err));
     mpt_lmhead_forward(logits, x, m->w[pt->lm_head], N, D, m->Vr, m->Vl);
-    if (c->tied) TRY_(done_(m, 0, MPT_PHASE_FORWARD, err));
+    if (head_is_wte) TRY_(done_(m, 0, MPT_PHASE_FORWARD, err));
     TRY_(done_(m, L + 1, MPT_PHASE_FORWARD, err));
     if (!targets) {
         if (loss_sum) *loss_sum = 0.0;
         return MPT_OK;
     }
-    float *losses = m->act[MPT_ACT_LOSSES];
+    float *losses = m->cur->a[MPT_ACT_LOSSES];
     if (m->tp_comm) TRY_(vocab_ce_(m, targets, N, dloss, err));
     else mpt_crossentropy_fused(logits, losses, targets, N, c->vocab, c->padded_vocab, dloss);
     double sum = 0.0;
@@ -181,32 +188,46 @@ mpt_status mpt_gpt_forward(mpt_gpt *m, const int32_t *inputs, const int32_t *tar
     return MPT_OK;
 }
 
+/* ln_f and the head: dres = the gradient of the last block's output (this rank's rows). */
+static mpt_status head_backward_(mpt_gpt *m, size_t N, size_t Nl, mpt_error *err) {
+    const mpt_param_table *pt = &m->pt;
+    int D = m->cfg.d_model, L = m->nl;
+    float *dres = m->work[MPT_WORK_DRES], *dtmp = m->work[MPT_WORK_DTMP];
+    const float *x;
+    TRY_(need_(m, L + 1, MPT_PHASE_BACKWARD, err));
+    if (m->cfg.tied && m->first) TRY_(need_(m, 0, MPT_PHASE_BACKWARD, err));
+    TRY_(gather_(m, m->cur->a[MPT_ACT_LNF], Nl, &x, err));
+    memset(dtmp, 0, N * (size_t)D * sizeof *dtmp);
+    mpt_lmhead_backward(dtmp, m->g[pt->lm_head], m->cur->a[MPT_ACT_LOGITS], x, m->w[pt->lm_head],
+                        N, D, m->Vr, m->Vl);
+    TRY_(reduce_(m, dtmp, N, Nl, err)); /* each rank saw its vocabulary slice */
+    memset(dres, 0, Nl * (size_t)D * sizeof *dres);
+    TRY_(ln_backward_(m, dres, m->g[pt->lnf_w], m->g[pt->lnf_b], dtmp,
+                      lay_(m, MPT_ACT_RES3, L - 1), m->w[pt->lnf_w], m->cur->a[MPT_ACT_LNF_MEAN],
+                      m->cur->a[MPT_ACT_LNF_RSTD], Nl, err));
+    return grads_done_(m, L + 1, err);
+}
+
 mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt_error *err) {
     const mpt_config *c = &m->cfg;
     const mpt_param_table *pt = &m->pt;
-    int D = c->d_model, Dl = m->Dl, Fl = m->Fl, Hl = m->Hl, L = c->n_layer;
+    int D = c->d_model, Dl = m->Dl, Fl = m->Fl, Hl = m->Hl, L = m->nl;
     size_t N = (size_t)B * T, Nl = m->sp ? N / (size_t)m->tp : N;
+    int head_is_wte = c->tied && m->first;
     float *dres = m->work[MPT_WORK_DRES], *dtmp = m->work[MPT_WORK_DTMP];
     float *dqkv = m->work[MPT_WORK_DQKV], *datt = m->work[MPT_WORK_DATT];
     float *dfcg = m->work[MPT_WORK_DFCG], *dfc = m->work[MPT_WORK_DFC];
     size_t ND = N * (size_t)D, NDl = N * (size_t)Dl, NF = N * (size_t)Fl;
     const float *x, *dy;
 
-    TRY_(need_(m, L + 1, MPT_PHASE_BACKWARD, err));
-    if (c->tied) TRY_(need_(m, 0, MPT_PHASE_BACKWARD, err));
-    TRY_(gather_(m, m->act[MPT_ACT_LNF], Nl, &x, err));
-    memset(dtmp, 0, ND * sizeof *dtmp);
-    mpt_lmhead_backward(dtmp, m->g[pt->lm_head], m->act[MPT_ACT_LOGITS], x, m->w[pt->lm_head], N,
-                        D, m->Vr, m->Vl);
-    TRY_(reduce_(m, dtmp, N, Nl, err)); /* each rank saw its vocabulary slice */
-    memset(dres, 0, Nl * (size_t)D * sizeof *dres);
-    TRY_(ln_backward_(m, dres, m->g[pt->lnf_w], m->g[pt->lnf_b], dtmp,
-                      lay_(m, MPT_ACT_RES3, L - 1), m->w[pt->lnf_w], m->act[MPT_ACT_LNF_MEAN],
-                      m->act[MPT_ACT_LNF_RSTD], Nl, err));
-    TRY_(grads_done_(m, L + 1, err));
+    if (m->last) {
+        TRY_(head_backward_(m, N, Nl, err));
+    } else { /* the gradient of this stage's output came from the next stage */
+        memcpy(dres, m->cur->a[MPT_ACT_GRAD_IN], Nl * (size_t)D * sizeof *dres);
+    }
     for (int l = L - 1; l >= 0; l--) {
         TRY_(need_(m, l + 1, MPT_PHASE_BACKWARD, err));
-        const float *in = l == 0 ? m->act[MPT_ACT_ENCODED] : lay_(m, MPT_ACT_RES3, l - 1);
+        const float *in = l == 0 ? m->cur->a[MPT_ACT_ENCODED] : lay_(m, MPT_ACT_RES3, l - 1);
         /* dres holds dL/d(block output) for this rank's rows; MLP half. The row-parallel c_proj
          * needs it for all rows; the column-parallel c_fc's input gradient is summed over tp. */
         TRY_(gather_(m, dres, Nl, &dy, err));
@@ -245,7 +266,8 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
                           lay_(m, MPT_ACT_LN1_RSTD, l), Nl, err));
         TRY_(grads_done_(m, l + 1, err));
     }
-    if (!c->tied) TRY_(need_(m, 0, MPT_PHASE_BACKWARD, err));
+    if (!m->first) return MPT_OK; /* dres: the input gradient, for the previous stage */
+    if (!head_is_wte) TRY_(need_(m, 0, MPT_PHASE_BACKWARD, err));
     if (m->tp_comm) {
         TRY_(gather_(m, dres, Nl, &dy, err)); /* every token, for the vocabulary rows here */
         mpt_embed_masked_backward(m->g[pt->wte], dy, inputs, B, T, D, m->v0, m->Vl);

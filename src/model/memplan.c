@@ -18,7 +18,7 @@ mpt_status mpt_memplan_single(const mpt_config *cfg, int B, int T, int training,
     size_t P = pt.total * sizeof(float);
     mpt_params_free(&pt);
     size_t act_n[MPT_ACT_SLOTS], work_n[MPT_WORK_SLOTS];
-    if (!mpt_gpt_buffer_sizes(cfg, B, T, training, 1, 0, act_n, work_n))
+    if (!mpt_gpt_buffer_sizes(cfg, B, T, training, 1, 0, NULL, act_n, work_n))
         return mpt_fail(err, MPT_ERR_INPUT, "batch %d x %d tokens is too large to address", B, T);
     plan->bytes[MPT_MEM_PARAMS] = P;
     if (training) {
@@ -45,7 +45,7 @@ mpt_status mpt_memplan_train(const mpt_config *cfg, int B, int T, int tp, int sp
     plan->param_elements = dp.elements;
     plan->pool_elements = dp.pool;
     size_t act_n[MPT_ACT_SLOTS], work_n[MPT_WORK_SLOTS];
-    if (!mpt_gpt_buffer_sizes(cfg, B, T, 1, tp, sp, act_n, work_n))
+    if (!mpt_gpt_buffer_sizes(cfg, B, T, 1, tp, sp, NULL, act_n, work_n))
         return mpt_fail(err, MPT_ERR_INPUT, "batch %d x %d tokens is too large to address", B, T);
     if (dp.gpt_flags & MPT_GPT_PARAMS) plan->bytes[MPT_MEM_PARAMS] += P;
     if (dp.gpt_flags & MPT_GPT_GRADS) plan->bytes[MPT_MEM_GRADS] += P;

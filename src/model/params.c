@@ -47,9 +47,16 @@ mpt_status mpt_params_build_aligned(mpt_param_table *pt, const mpt_config *c, si
 
 mpt_status mpt_params_build_tp(mpt_param_table *pt, const mpt_config *c, int tp, int tp_rank,
                                size_t unit_align, mpt_error *err) {
+    return mpt_params_build_stage(pt, c, tp, tp_rank, 0, c->n_layer, 1, 1, unit_align, err);
+}
+
+mpt_status mpt_params_build_stage(mpt_param_table *pt, const mpt_config *c, int tp, int tp_rank,
+                                  int first_layer, int n_layers, int has_embed, int has_head,
+                                  size_t unit_align, mpt_error *err) {
     memset(pt, 0, sizeof *pt);
     pt->unit_align = unit_align ? unit_align : 1;
-    size_t L = (size_t)c->n_layer, D = (size_t)c->d_model, F = (size_t)c->ffn;
+    size_t L = (size_t)n_layers, Lm = (size_t)c->n_layer, D = (size_t)c->d_model;
+    size_t F = (size_t)c->ffn;
     size_t V = (size_t)c->vocab, Vp = (size_t)c->padded_vocab, T = (size_t)c->n_positions;
     if (Vp < V) return mpt_fail(err, MPT_ERR_RUN, "params: padded vocab %zu < vocab %zu", Vp, V);
     if (tp < 1 || c->n_head % tp || c->ffn % tp || c->padded_vocab % tp)
@@ -71,13 +78,25 @@ mpt_status mpt_params_build_tp(mpt_param_table *pt, const mpt_config *c, int tp,
         return mpt_fail(err, MPT_ERR_RUN, "out of memory building the parameter table");
     }
     pt->n_layer = (int)L;
-    const float std = 0.02f, proj_std = 0.02f / sqrtf(2.0f * (float)L);
-    pt->wte = pt->n;
-    add_(pt, "transformer.wte.weight", 2, V, D, MPT_SPLIT_ROWS, Vl, D, -1, std, 0);
-    pt->wpe = pt->n;
-    add_(pt, "transformer.wpe.weight", 2, T, D, MPT_SPLIT_NONE, T, D, -1, std, 0);
+    pt->first_layer = first_layer;
+    pt->has_embed = has_embed;
+    pt->has_head = has_head;
+    const float std = 0.02f, proj_std = 0.02f / sqrtf(2.0f * (float)Lm);
+    /* ids in the whole model's table: wte 0, wpe 1, block l slot k 2 + 12l + k, then ln_f w, b,
+     * lm_head */
+    const int id_lnf = 2 + (int)Lm * MPT_LAYER_SLOTS;
+    pt->wte = pt->wpe = SIZE_MAX;
+    if (has_embed) {
+        pt->wte = pt->n;
+        add_(pt, "transformer.wte.weight", 2, V, D, MPT_SPLIT_ROWS, Vl, D, -1, std, 0);
+        pt->t[pt->wte].full_id = 0;
+        pt->wpe = pt->n;
+        add_(pt, "transformer.wpe.weight", 2, T, D, MPT_SPLIT_NONE, T, D, -1, std, 0);
+        pt->t[pt->wpe].full_id = 1;
+    }
     close_unit_(pt, 0, 0);
     for (size_t i = 0; i < L; i++) {
+        size_t gl = (size_t)first_layer + i; /* the model-wide block index */
         size_t begin = pt->total;
         /* Megatron: c_attn and c_fc column-parallel, the two c_proj row-parallel (their
          * biases replicated, added once after the all-reduce) */
@@ -104,22 +123,34 @@ mpt_status mpt_params_build_tp(mpt_param_table *pt, const mpt_config *c, int tp,
         };
         for (int k = 0; k < MPT_LAYER_SLOTS; k++) {
             char name[96];
-            snprintf(name, sizeof name, "transformer.h.%zu.%s", i, s[k].suffix);
+            snprintf(name, sizeof name, "transformer.h.%zu.%s", gl, s[k].suffix);
             pt->layer[i * MPT_LAYER_SLOTS + (size_t)k] = pt->n;
             add_(pt, name, s[k].ndim, s[k].r, s[k].c, s[k].split, s[k].rows, s[k].cols, (int)i,
                  s[k].std, s[k].value);
+            pt->t[pt->n - 1].full_id = 2 + (int)gl * MPT_LAYER_SLOTS + k;
         }
         close_unit_(pt, (int)i + 1, begin);
     }
     size_t final_begin = pt->total;
-    pt->lnf_w = pt->n;
-    add_(pt, "transformer.ln_f.weight", 1, D, 1, MPT_SPLIT_NONE, D, 1, -1, 0, 1);
-    pt->lnf_b = pt->n;
-    add_(pt, "transformer.ln_f.bias", 1, D, 1, MPT_SPLIT_NONE, D, 1, -1, 0, 0);
-    pt->lm_head = pt->wte;
-    if (!c->tied) {
-        pt->lm_head = pt->n;
-        add_(pt, "lm_head.weight", 2, V, D, MPT_SPLIT_ROWS, Vl, D, -1, std, 0);
+    pt->lnf_w = pt->lnf_b = pt->lm_head = SIZE_MAX;
+    if (has_head) {
+        pt->lnf_w = pt->n;
+        add_(pt, "transformer.ln_f.weight", 1, D, 1, MPT_SPLIT_NONE, D, 1, -1, 0, 1);
+        pt->t[pt->lnf_w].full_id = id_lnf;
+        pt->lnf_b = pt->n;
+        add_(pt, "transformer.ln_f.bias", 1, D, 1, MPT_SPLIT_NONE, D, 1, -1, 0, 0);
+        pt->t[pt->lnf_b].full_id = id_lnf + 1;
+        pt->lm_head = pt->wte;
+        if (!c->tied) {
+            pt->lm_head = pt->n;
+            add_(pt, "lm_head.weight", 2, V, D, MPT_SPLIT_ROWS, Vl, D, -1, std, 0);
+            pt->t[pt->lm_head].full_id = id_lnf + 2;
+        } else if (!has_embed) { /* the tied head's own copy of wte on the last stage */
+            pt->lm_head = pt->n;
+            add_(pt, "transformer.wte.weight", 2, V, D, MPT_SPLIT_ROWS, Vl, D, -1, std, 0);
+            pt->t[pt->lm_head].full_id = 0;
+            pt->t[pt->lm_head].is_copy = 1;
+        }
     }
     close_unit_(pt, (int)L + 1, final_begin);
     return MPT_OK;
@@ -142,7 +173,7 @@ const mpt_tensor *mpt_params_find(const mpt_param_table *pt, const char *name) {
 
 int mpt_tensor_unit(const mpt_param_table *pt, const mpt_tensor *t) {
     if (t->layer >= 0) return t->layer + 1;
-    return t->offset < pt->unit_end[0] ? 0 : pt->n_units - 1;
+    return t->offset < pt->unit_end[0] && pt->has_embed ? 0 : pt->n_units - 1;
 }
 
 size_t mpt_tensor_full_index(const mpt_tensor *t, int tp, int rank, size_t k) {

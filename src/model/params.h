@@ -32,7 +32,11 @@ typedef struct mpt_tensor {
     mpt_split split;
     size_t numel;     /* elements stored in memory: rows * cols */
     size_t offset;    /* of element 0 in the flat buffer */
-    int layer;        /* block index, or -1 for embeddings / final LayerNorm / head */
+    int layer;        /* block index in this table (0.. n_layer-1), or -1 for embeddings /
+                       * final LayerNorm / head; the name carries the model-wide index */
+    int full_id;      /* index of the same tensor in the whole model's table (tp 1, one stage) */
+    int is_copy;      /* the last pipeline stage's copy of the tied wte (the first stage's wte
+                       * is the one a checkpoint takes) */
     int decay;        /* AdamW weight decay applies (ndim >= 2) */
     float init_std;   /* > 0: N(0, init_std); == 0: constant init_value */
     float init_value;
@@ -57,6 +61,9 @@ typedef struct mpt_param_table {
     size_t *unit_begin, *unit_end; /* owned, n_units each: [begin, end) in the flat buffer */
     size_t unit_align;
     int tp, tp_rank;  /* tensor-parallel split this table describes (1, 0: whole tensors) */
+    int first_layer;  /* model-wide index of this table's block 0 (pipeline stages) */
+    int has_embed;    /* holds wte and wpe (unit 0 not empty): the first pipeline stage */
+    int has_head;     /* holds ln_f and the head (the last unit not empty): the last stage */
     int n_layer;
     size_t wte, wpe, lnf_w, lnf_b, lm_head;   /* indices into t (lm_head = wte when tied) */
     size_t *layer;   /* owned: layer[i*MPT_LAYER_SLOTS + slot] = index into t */
@@ -71,6 +78,13 @@ mpt_status mpt_params_build_aligned(mpt_param_table *pt, const mpt_config *c, si
  * n_head, ffn and padded_vocab divisible by tp (MPT_ERR_INPUT naming the numbers otherwise). */
 mpt_status mpt_params_build_tp(mpt_param_table *pt, const mpt_config *c, int tp, int tp_rank,
                                size_t unit_align, mpt_error *err);
+/* The table of one pipeline stage: blocks [first_layer, first_layer + n_layers), with the
+ * embeddings when has_embed and ln_f + head when has_head. Units keep their meaning (unit 0
+ * embeddings, 1..n_layers blocks, last the final unit), possibly empty. A tied head on a stage
+ * without the embeddings gets its own copy of wte (is_copy) in the final unit. */
+mpt_status mpt_params_build_stage(mpt_param_table *pt, const mpt_config *c, int tp, int tp_rank,
+                                  int first_layer, int n_layers, int has_embed, int has_head,
+                                  size_t unit_align, mpt_error *err);
 /* Index in the full (checkpoint-shaped, row-major) tensor of stored element k of t on tensor-
  * parallel rank `rank`, or SIZE_MAX for a padding element. */
 size_t mpt_tensor_full_index(const mpt_tensor *t, int tp, int rank, size_t k);

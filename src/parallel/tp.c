@@ -10,7 +10,8 @@ static void place_(const mpt_param_table *local, int rank, const float *local_bu
                    const mpt_param_table *full, float *full_buf) {
     for (size_t i = 0; i < local->n; i++) {
         const mpt_tensor *t = &local->t[i];
-        float *dst = full_buf + full->t[i].offset;
+        if (t->is_copy) continue; /* the first stage's wte is the one that counts */
+        float *dst = full_buf + full->t[t->full_id].offset;
         const float *src = local_buf + t->offset;
         for (size_t k = 0; k < t->numel; k++) {
             size_t f = mpt_tensor_full_index(t, local->tp, rank, k);
@@ -24,7 +25,7 @@ void mpt_tp_extract(const mpt_param_table *local, const mpt_param_table *full,
     memset(local_buf, 0, local->total * sizeof *local_buf);
     for (size_t i = 0; i < local->n; i++) {
         const mpt_tensor *t = &local->t[i];
-        const float *src = full_buf + full->t[i].offset;
+        const float *src = full_buf + full->t[t->full_id].offset;
         float *dst = local_buf + t->offset;
 #pragma omp parallel for schedule(static)
         for (size_t k = 0; k < t->numel; k++) {

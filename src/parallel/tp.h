@@ -11,14 +11,17 @@
 #include "comm/comm.h"
 #include "model/params.h"
 
-/* local_buf (local->total) = this rank's shard of every tensor of full_buf (full->total);
- * padding is zero. Local. */
+/* local_buf (local->total) = this rank's shard of every tensor of full_buf (full->total),
+ * matched by full_id (a pipeline stage's table holds some of the tensors); padding is zero.
+ * Local. */
 void mpt_tp_extract(const mpt_param_table *local, const mpt_param_table *full,
                     const float *full_buf, float *local_buf);
 
-/* full_buf (full->total) = every tensor assembled from the shards of all ranks of tp (each
- * passing its local_buf, local->total elements). All ranks of tp call; all get the result.
- * With tp NULL or of size 1 it is a local copy. */
+/* full_buf (full->total) = every tensor of the local table assembled from the shards of all
+ * ranks of tp (each passing its local_buf, local->total elements); tensors the local table does
+ * not hold, and a pipeline stage's copy of the tied wte, are left zero (so that a sum over the
+ * pipeline stages gives the whole model). All ranks of tp call; all get the result. With tp
+ * NULL or of size 1 it is a local copy. */
 mpt_status mpt_tp_assemble(mpt_comm *tp, const mpt_param_table *local, const float *local_buf,
                            const mpt_param_table *full, float *full_buf, mpt_error *err);
 

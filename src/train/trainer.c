@@ -293,8 +293,10 @@ static mpt_status allocate_(run_ *r, const mpt_train_opts *o, const mpt_config *
     mpt_params_free(&local);
     if ((st = mpt_params_build(&r->full, cfg, err))) return st;
     mpt_arena_init(&r->arena, o->mem_limit);
-    if ((st = mpt_gpt_init(&r->model, cfg, Bm, T, plan.gpt_flags, mpt_dp_unit_align(o->dp), tp,
-                           o->sp, &r->arena, err)) ||
+    mpt_gpt_place place = {.tp = tp, .sp = o->sp, .n_layers = cfg->n_layer, .first = 1,
+                           .last = 1};
+    if ((st = mpt_gpt_init(&r->model, cfg, Bm, T, plan.gpt_flags, mpt_dp_unit_align(o->dp),
+                           &place, &r->arena, err)) ||
         (st = mpt_dp_init(&r->dp, &r->model, dp, tp, o->zero, bucket, &r->arena, err)))
         return st;
     r->batch_n = (size_t)Bm * T;
@@ -376,7 +378,7 @@ static mpt_status step_(run_ *r, const mpt_train_opts *o, const mpt_adamw *opt, 
                 return st;
             for (size_t i = 0; i < r->batch_n; i++)
                 memcpy(*logits_copy + i * cfg->vocab,
-                       r->model.act[MPT_ACT_LOGITS] + i * cfg->padded_vocab,
+                       r->model.cur->a[MPT_ACT_LOGITS] + i * cfg->padded_vocab,
                        (size_t)cfg->vocab * sizeof(float));
         }
         mpt_dp_set_last_microbatch(&r->dp, mb == M - 1);
