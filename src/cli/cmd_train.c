@@ -19,9 +19,9 @@
 #include "train/trainer.h"
 
 typedef struct train_cli_ {
-    const char *model, *data, *lr_schedule, *schedule, *partition, *recompute;
+    const char *model, *data, *lr_schedule, *recompute;
     int layers, d_model, heads, seq_len, vocab, ffn, experts, top_k, untied;
-    int pp, cp, ep, virtual_stages;
+    int cp, ep, virtual_stages;
     int quiet;
     int tty;
     double last_print;
@@ -39,7 +39,7 @@ static int default_threads_(void) {
 /* Layout options that later issues implement; until then anything but 1 is refused up front. */
 static mpt_status check_layout_(const train_cli_ *c, mpt_error *err) {
     const struct { const char *name; int v, ok; } dims[] = {
-        {"pp", c->pp, 1}, {"cp", c->cp, 1},
+        {"cp", c->cp, 1},
         {"ep", c->ep, 1}, {"virtual-stages", c->virtual_stages, 1}};
     for (size_t i = 0; i < sizeof dims / sizeof *dims; i++)
         if (dims[i].v != dims[i].ok)
@@ -160,7 +160,7 @@ int mpt_cli_train(int argc, char **argv) {
     mpt_train_opts_defaults(&o);
     o.threads = default_threads_();
     float bucket_mb = 4.0f, comm_timeout = 300.0f, stall_seconds = 3600.0f;
-    train_cli_ c = {.model = "tiny", .pp = 1, .cp = 1, .ep = 1,
+    train_cli_ c = {.model = "tiny", .cp = 1, .ep = 1,
                     .virtual_stages = 1, .lr_schedule = "cosine"};
     mpt_error err = {0};
     int help = 0;
@@ -188,16 +188,16 @@ int mpt_cli_train(int argc, char **argv) {
         {"threads", MPT_ARG_INT, &o.threads, "compute threads per rank (default cores/ranks)", NULL},
         {"dp", MPT_ARG_INT, &o.dp, "data-parallel replicas (dp*tp*pp*cp = ranks)", NULL},
         {"tp", MPT_ARG_INT, &o.tp, "tensor-parallel ranks (Megatron column/row split)", NULL},
-        {"pp", MPT_ARG_INT, &c.pp, "pipeline stages", NULL},
+        {"pp", MPT_ARG_INT, &o.pp, "pipeline stages", NULL},
         {"cp", MPT_ARG_INT, &c.cp, "context-parallel ranks", NULL},
         {"ep", MPT_ARG_INT, &c.ep, "expert-parallel ranks", NULL},
         {"zero", MPT_ARG_INT, &o.zero, "ZeRO stage 0|1|2|3 (shards optimizer, grads, params)", NULL},
         {"bucket-mb", MPT_ARG_FLOAT, &bucket_mb, "gradient all-reduce bucket size in MiB (default 4)", NULL},
         {"comm-timeout", MPT_ARG_FLOAT, &comm_timeout, "seconds a rank may wait in one MPI call (default 300)", NULL},
         {"sp", MPT_ARG_FLAG, &o.sp, "sequence parallelism over the tp ranks (needs tp > 1)", NULL},
-        {"schedule", MPT_ARG_STRING, &c.schedule, "pipeline schedule naive|gpipe|1f1b|interleaved|zb-h1", NULL},
+        {"schedule", MPT_ARG_STRING, &o.schedule, "pipeline schedule naive | gpipe | 1f1b (default)", NULL},
         {"virtual-stages", MPT_ARG_INT, &c.virtual_stages, "interleaved stages per rank", NULL},
-        {"partition", MPT_ARG_STRING, &c.partition, "auto | uniform | L0,L1,...", NULL},
+        {"partition", MPT_ARG_STRING, &o.partition, "layers per stage: uniform (default) | auto | L0,L1,...", NULL},
         {"recompute", MPT_ARG_STRING, &c.recompute, "none | selective | full", NULL},
         {"log", MPT_ARG_STRING, &o.log_path, "JSON Lines log file", NULL},
         {"save", MPT_ARG_STRING, &o.save_dir, "checkpoint directory (DIR/step_NNNNNN, DIR/latest)", NULL},

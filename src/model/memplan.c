@@ -32,27 +32,37 @@ mpt_status mpt_memplan_single(const mpt_config *cfg, int B, int T, int training,
     return MPT_OK;
 }
 
-mpt_status mpt_memplan_train(const mpt_config *cfg, int B, int T, int tp, int sp, int R,
-                             int zero, size_t bucket_elems, mpt_mem_plan *plan, mpt_error *err) {
+mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_layout *lay,
+                            mpt_mem_plan *plan, mpt_error *err) {
     memset(plan, 0, sizeof *plan);
     mpt_param_table pt;
-    mpt_status st = mpt_params_build_tp(&pt, cfg, tp, 0, mpt_dp_unit_align(R), err);
+    mpt_status st = mpt_params_build_stage(&pt, cfg, lay->tp, 0, lay->first_layer, lay->n_layers,
+                                           lay->first, lay->last, mpt_dp_unit_align(lay->dp), err);
     if (st) return st;
     mpt_dp_plan dp;
-    mpt_dp_plan_for(&pt, R, zero, bucket_elems, &dp);
+    int tied_end = lay->pp > 1 && cfg->tied && (lay->first || lay->last);
+    mpt_dp_plan_for(&pt, lay->dp, lay->zero, lay->bucket_elems, tied_end, &dp);
     size_t P = pt.total * sizeof(float);
     mpt_params_free(&pt);
     plan->param_elements = dp.elements;
     plan->pool_elements = dp.pool;
+    mpt_gpt_place place = {.sp = lay->sp, .first_layer = lay->first_layer,
+                           .n_layers = lay->n_layers, .first = lay->first, .last = lay->last};
     size_t act_n[MPT_ACT_SLOTS], work_n[MPT_WORK_SLOTS];
-    if (!mpt_gpt_buffer_sizes(cfg, B, T, 1, tp, sp, NULL, act_n, work_n))
+    if (!mpt_gpt_buffer_sizes(cfg, B, T, 1, lay->tp, lay->sp, &place, act_n, work_n))
         return mpt_fail(err, MPT_ERR_INPUT, "batch %d x %d tokens is too large to address", B, T);
     if (dp.gpt_flags & MPT_GPT_PARAMS) plan->bytes[MPT_MEM_PARAMS] += P;
     if (dp.gpt_flags & MPT_GPT_GRADS) plan->bytes[MPT_MEM_GRADS] += P;
     for (int k = 0; k < MPT_MEM_KINDS; k++) plan->bytes[k] += dp.bytes[k];
-    for (int i = 0; i < MPT_ACT_SLOTS; i++) plan->bytes[MPT_MEM_ACTIVATIONS] += act_n[i] * 4;
+    size_t set = 0;
+    for (int i = 0; i < MPT_ACT_SLOTS; i++) set += act_n[i] * 4;
+    plan->bytes[MPT_MEM_ACTIVATIONS] = set * (size_t)(lay->act_sets > 0 ? lay->act_sets : 1);
     for (int i = 0; i < MPT_WORK_SLOTS; i++) plan->bytes[MPT_MEM_WORKSPACE] += work_n[i] * 4;
     plan->bytes[MPT_MEM_WORKSPACE] += 2 * (size_t)B * T * sizeof(int32_t);
+    if (lay->pp > 1 && !lay->first) { /* the pipeline's two input-gradient send buffers */
+        size_t N = (size_t)B * T, rows = lay->sp && lay->tp > 1 ? N / (size_t)lay->tp : N;
+        plan->bytes[MPT_MEM_WORKSPACE] += 2 * rows * (size_t)cfg->d_model * sizeof(float);
+    }
     for (int k = 0; k < MPT_MEM_KINDS; k++) plan->total += plan->bytes[k];
     return MPT_OK;
 }

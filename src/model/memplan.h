@@ -23,12 +23,21 @@ typedef struct mpt_mem_plan {
 mpt_status mpt_memplan_single(const mpt_config *cfg, int B, int T, int training,
                               mpt_mem_plan *plan, mpt_error *err);
 
-/* Training on one rank of a tensor-parallel group of tp ranks and a data-parallel group of R
- * ranks with ZeRO stage `zero`, sp for sequence parallelism (tp = R = 1, zero = 0 is the
- * single-rank plan): the engine's
- * buffers for micro-batches of B sequences of T tokens plus what parallel/dp.c adds. */
-mpt_status mpt_memplan_train(const mpt_config *cfg, int B, int T, int tp, int sp, int R,
-                             int zero, size_t bucket_elems, mpt_mem_plan *plan, mpt_error *err);
+/* Where one rank sits in a training layout, as far as its memory is concerned. */
+typedef struct mpt_rank_layout {
+    int tp, sp;               /* tensor-parallel group size, sequence parallelism */
+    int dp, zero;             /* data-parallel group size, ZeRO stage */
+    int pp;                   /* pipeline stages */
+    int first_layer, n_layers;/* this rank's stage: blocks (whole model: 0, n_layer) */
+    int first, last;          /* the stage holds the embeddings / the head */
+    int act_sets;             /* activation sets alive at once: 1, or the pipeline's count */
+    size_t bucket_elems;      /* data-parallel gradient bucket */
+} mpt_rank_layout;
+
+/* The training memory of one rank: the engine's buffers for micro-batches of B sequences of T
+ * tokens (act_sets activation sets) plus what parallel/dp.c and parallel/pp.c add. */
+mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_layout *lay,
+                            mpt_mem_plan *plan, mpt_error *err);
 
 /* "params 1.2 MiB, grads ..., total ..." into buf. */
 void mpt_memplan_format(const mpt_mem_plan *plan, char *buf, size_t n);

@@ -21,6 +21,7 @@ struct dp_segment_ {
     size_t n;
     int decay;
     int replicated; /* the tensor is whole on every tensor-parallel rank */
+    int is_copy;    /* the last pipeline stage's copy of the tied wte (counted once, at stage 0) */
 };
 
 enum { SLOT_EMBED, SLOT_FINAL, SLOT_LAYER };
@@ -51,7 +52,15 @@ static int slot_of_(const mpt_param_table *pt, int u) {
     return SLOT_LAYER + (u % 2);
 }
 
-void mpt_dp_plan_for(const mpt_param_table *pt, int R, int zero, size_t bucket_elems,
+/* The table's tied wte on a pipeline end (the embedding on the first stage, the head's copy on
+ * the last), or SIZE_MAX. */
+static size_t tied_tensor_(const mpt_param_table *pt) {
+    for (size_t i = 0; i < pt->n; i++)
+        if (pt->t[i].full_id == 0) return i;
+    return SIZE_MAX;
+}
+
+void mpt_dp_plan_for(const mpt_param_table *pt, int R, int zero, size_t bucket_elems, int tied,
                      mpt_dp_plan *plan) {
     (void)bucket_elems;
     memset(plan, 0, sizeof *plan);
@@ -66,6 +75,8 @@ void mpt_dp_plan_for(const mpt_param_table *pt, int R, int zero, size_t bucket_e
     plan->bytes[MPT_MEM_OPTIMIZER] = 2 * (zero == 0 ? P : S) * sizeof(float);
     if (zero >= 2) plan->bytes[MPT_MEM_GRADS] = (S + pool + pool / (size_t)R) * sizeof(float);
     if (zero == 3) plan->bytes[MPT_MEM_PARAMS] = (S + pool) * sizeof(float);
+    size_t ti = tied_tensor_(pt);
+    if (tied && zero >= 2 && ti != SIZE_MAX) plan->bytes[MPT_MEM_GRADS] += pt->t[ti].numel * 4;
 }
 
 /* ---- requests ------------------------------------------------------------------------------ */
@@ -168,7 +179,7 @@ static mpt_status hook_need_(void *ctx, int u, mpt_gpt_phase phase, mpt_error *e
     const mpt_param_table *pt = &dp->model->pt;
     int L = pt->n_units - 2;
     mpt_status st = progress_(dp, err);
-    if (st) return st;
+    if (st || unit_n_(pt, u) == 0) return st;
     if (dp->zero == 3) {
         if ((st = ensure_gathered_(dp, u, err))) return st;
         int next = phase == MPT_PHASE_FORWARD ? u + 1 : u - 1;
@@ -182,6 +193,7 @@ static mpt_status hook_need_(void *ctx, int u, mpt_gpt_phase phase, mpt_error *e
         memset(dp->stage[s], 0, unit_n_(pt, u) * sizeof(float));
         dp->stage_unit[s] = u;
         mpt_gpt_point_unit(dp->model, dp->model->g, u, dp->stage[s]);
+        if (u == dp->tied_unit) dp->model->g[dp->tied] = dp->tied_grad; /* kept whole */
     }
     return MPT_OK;
 }
@@ -190,6 +202,7 @@ static mpt_status hook_grads_done_(void *ctx, int u, mpt_error *err) {
     mpt_dp *dp = ctx;
     const mpt_param_table *pt = &dp->model->pt;
     mpt_status st;
+    if (unit_n_(pt, u) == 0) return MPT_OK;
     if (dp->zero >= 2) {
         int s = slot_of_(pt, u);
         if (dp->R > 1) {
@@ -203,7 +216,8 @@ static mpt_status hook_grads_done_(void *ctx, int u, mpt_error *err) {
     }
     if (!dp->last_microbatch) return MPT_OK;
     dp_bucket_ *b = &dp->b[dp->unit_bucket[u]];
-    if (--b->waiting == 0 && dp->R > 1) {
+    /* the tied wte's bucket waits for the other pipeline end: reduced in finish_grads */
+    if (--b->waiting == 0 && dp->R > 1 && u != dp->tied_unit) {
         float *g = dp->model->grads + b->begin;
         if (dp->zero == 0) st = mpt_iallreduce_sum(dp->comm, g, b->n, &b->req, err);
         else st = mpt_ireduce_scatter_sum(dp->comm, NULL, g, b->n / (size_t)dp->R, &b->req, err);
@@ -223,14 +237,17 @@ static mpt_status build_buckets_(mpt_dp *dp, size_t bucket_elems, mpt_error *err
     if (!dp->b || !dp->unit_bucket) return mpt_fail(err, MPT_ERR_RUN, "out of memory (buckets)");
     int nb = 0;
     for (int u = U - 1; u >= 0; u--) { /* backward order: final unit first */
+        dp->unit_bucket[u] = -1;
+        if (unit_n_(pt, u) == 0) continue; /* a pipeline stage without embeddings or head */
         dp_bucket_ *b = &dp->b[nb];
         if (b->n == 0) b->u_hi = u;
         b->u_lo = u;
         b->begin = pt->unit_begin[u];
         b->n = pt->unit_end[b->u_hi] - b->begin;
         dp->unit_bucket[u] = nb;
-        if (dp->zero >= 2 || b->n >= bucket_elems || u == 0) nb++;
+        if (dp->zero >= 2 || b->n >= bucket_elems || u == 0 || u == dp->tied_unit) nb++;
     }
+    if (nb < U && dp->b[nb].n > 0) nb++; /* a bucket left open by trailing empty units */
     dp->n_buckets = nb;
     return MPT_OK;
 }
@@ -254,16 +271,24 @@ static mpt_status build_segments_(mpt_dp *dp, mpt_error *err) {
             s->n = e - a;
             s->decay = t->decay;
             s->replicated = t->split == MPT_SPLIT_NONE;
+            s->is_copy = t->is_copy;
         }
     }
     return MPT_OK;
 }
 
-mpt_status mpt_dp_init(mpt_dp *dp, mpt_gpt *model, mpt_comm *comm, mpt_comm *tp, int zero,
-                       size_t bucket_elems, mpt_arena *arena, mpt_error *err) {
+mpt_status mpt_dp_init(mpt_dp *dp, mpt_gpt *model, mpt_comm *comm, mpt_comm *tp, mpt_comm *pp,
+                       mpt_comm *embed, int zero, size_t bucket_elems, mpt_arena *arena,
+                       mpt_error *err) {
     memset(dp, 0, sizeof *dp);
     dp->comm = comm;
     dp->tp = tp && tp->size > 1 ? tp : NULL;
+    dp->pp = pp && pp->size > 1 ? pp : NULL;
+    dp->embed = embed && embed->size > 1 ? embed : NULL;
+    dp->tied = tied_tensor_(&model->pt);
+    dp->tied_unit = dp->embed && dp->tied != SIZE_MAX
+                        ? mpt_tensor_unit(&model->pt, &model->pt.t[dp->tied])
+                        : -1;
     dp->R = comm ? comm->size : 1;
     dp->r = comm ? comm->rank : 0;
     dp->zero = zero;
@@ -288,6 +313,9 @@ mpt_status mpt_dp_init(mpt_dp *dp, mpt_gpt *model, mpt_comm *comm, mpt_comm *tp,
                                      &dp->recv[s], err);
         }
     }
+    if (!st && zero >= 2 && dp->tied_unit >= 0)
+        st = mpt_arena_alloc(arena, MPT_MEM_GRADS, pt->t[dp->tied].numel, sizeof(float),
+                             &dp->tied_grad, err);
     if (!st && zero == 3) {
         st = mpt_arena_alloc(arena, MPT_MEM_PARAMS, S, sizeof(float), &dp->pshard, err);
         for (int s = 0; !st && s < 4; s++)
@@ -311,6 +339,9 @@ void mpt_dp_free(mpt_dp *dp) {
     mpt_arena_release(dp->arena, MPT_MEM_OPTIMIZER, dp->v, opt_n, sizeof(float));
     mpt_arena_release(dp->arena, MPT_MEM_GRADS, dp->gshard, S, sizeof(float));
     mpt_arena_release(dp->arena, MPT_MEM_PARAMS, dp->pshard, S, sizeof(float));
+    if (dp->tied_grad)
+        mpt_arena_release(dp->arena, MPT_MEM_GRADS, dp->tied_grad, pt->t[dp->tied].numel,
+                          sizeof(float));
     for (int s = 0; s < 4; s++) {
         mpt_arena_release(dp->arena, MPT_MEM_GRADS, dp->stage[s], n[s], sizeof(float));
         mpt_arena_release(dp->arena, MPT_MEM_GRADS, dp->recv[s], n[s] / (size_t)dp->R,
@@ -414,12 +445,49 @@ void mpt_dp_set_last_microbatch(mpt_dp *dp, int last) {
     for (int i = 0; i < dp->n_buckets; i++) dp->b[i].waiting = dp->b[i].u_hi - dp->b[i].u_lo + 1;
 }
 
+/* The two ends of the pipeline hold a copy of the tied wte each: sum their gradients over the
+ * embed group, then reduce the bucket holding it over dp (zero 0/1), or scatter it into the
+ * gradient slice through its staging slot (zero 2/3). */
+static mpt_status finish_tied_(mpt_dp *dp, mpt_error *err) {
+    const mpt_param_table *pt = &dp->model->pt;
+    const mpt_tensor *t = &pt->t[dp->tied];
+    int u = dp->tied_unit;
+    mpt_status st;
+    if (dp->zero <= 1) {
+        if ((st = mpt_allreduce_sum(dp->embed, dp->model->grads + t->offset, t->numel, err)))
+            return st;
+        dp_bucket_ *b = &dp->b[dp->unit_bucket[u]];
+        if (dp->R == 1) return MPT_OK;
+        float *g = dp->model->grads + b->begin;
+        st = dp->zero == 0
+                 ? mpt_iallreduce_sum(dp->comm, g, b->n, &b->req, err)
+                 : mpt_ireduce_scatter_sum(dp->comm, NULL, g, b->n / (size_t)dp->R, &b->req, err);
+        if (!st) b->inflight = 1;
+        return st;
+    }
+    if ((st = mpt_allreduce_sum(dp->embed, dp->tied_grad, t->numel, err))) return st;
+    int s = slot_of_(pt, u);
+    if ((st = finish_stage_slot_(dp, s, err))) return st;
+    memset(dp->stage[s], 0, unit_n_(pt, u) * sizeof(float));
+    memcpy(dp->stage[s] + (t->offset - pt->unit_begin[u]), dp->tied_grad, t->numel * sizeof(float));
+    dp->stage_unit[s] = u;
+    if (dp->R > 1) {
+        if ((st = mpt_ireduce_scatter_sum(dp->comm, dp->stage[s], dp->recv[s],
+                                          unit_n_(pt, u) / (size_t)dp->R, &dp->stage_req[s], err)))
+            return st;
+        dp->stage_inflight[s] = 1;
+    }
+    return finish_stage_slot_(dp, s, err);
+}
+
 mpt_status mpt_dp_finish_grads(mpt_dp *dp, mpt_error *err) {
     mpt_status st = MPT_OK;
     if (dp->zero >= 2) {
         for (int s = 0; s < 4 && !st; s++) st = finish_stage_slot_(dp, s, err);
+        if (!st && dp->tied_unit >= 0) st = finish_tied_(dp, err);
         return st;
     }
+    if (dp->tied_unit >= 0) st = finish_tied_(dp, err);
     for (int i = 0; i < dp->n_buckets && !st; i++) {
         dp_bucket_ *b = &dp->b[i];
         if (b->inflight) {
@@ -440,18 +508,19 @@ mpt_status mpt_dp_grad_norm(mpt_dp *dp, double *norm, mpt_error *err) {
     double sq = 0.0;
     if (dp->zero == 0) {
         for (size_t i = 0; i < pt->n; i++)
-            if (count_replicated || pt->t[i].split != MPT_SPLIT_NONE)
+            if ((count_replicated || pt->t[i].split != MPT_SPLIT_NONE) && !pt->t[i].is_copy)
                 sq += mpt_sum_squares(dp->model->grads + pt->t[i].offset, pt->t[i].numel);
     } else {
         for (int i = 0; i < dp->n_seg; i++) {
             const dp_segment_ *s = &dp->seg[i];
-            if (!count_replicated && s->replicated) continue;
+            if ((!count_replicated && s->replicated) || s->is_copy) continue;
             const float *g = dp->zero == 1 ? dp->model->grads + s->gflat : dp->gshard + s->shard;
             sq += mpt_sum_squares(g, s->n);
         }
     }
     mpt_status st = MPT_OK;
     if (dp->tp) st = mpt_allreduce_sum_f64(dp->tp, &sq, 1, err);
+    if (!st && dp->pp) st = mpt_allreduce_sum_f64(dp->pp, &sq, 1, err); /* every stage's layers */
     if (!st && dp->zero >= 1 && dp->R > 1) st = mpt_allreduce_sum_f64(dp->comm, &sq, 1, err);
     *norm = sqrt(sq);
     return st;

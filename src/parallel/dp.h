@@ -18,6 +18,10 @@
  * gradients are final, and is progressed with MPI_Test at every later unit (overlap). For zero
  * 2/3, a bucket is one unit and reduces every micro-batch. Units are padded (params.h) to a
  * multiple of 16*R elements, so a bucket splits evenly over the ranks.
+ * Pipeline stages: a stage's units may be empty (no embeddings, no head); they take no part.
+ * With a tied head split over the first and last stage, the two wte gradients are summed over
+ * the embed group at mpt_dp_finish_grads, before the data-parallel reduction of their bucket
+ * (which therefore does not overlap the backward).
  * Which ranks call: every function here is called by all ranks of the dp group, in step. */
 #ifndef MPT_DP_H
 #define MPT_DP_H
@@ -37,8 +41,9 @@ typedef struct mpt_dp_plan {
     size_t pool;                       /* elements of one staging / working pool (zero 2/3) */
 } mpt_dp_plan;
 
-/* Pure: what the dp module needs for this table (built with unit_align = mpt_dp_unit_align). */
-void mpt_dp_plan_for(const mpt_param_table *pt, int R, int zero, size_t bucket_elems,
+/* Pure: what the dp module needs for this table (built with unit_align = mpt_dp_unit_align);
+ * tied: this stage's wte gets summed with the other end of the pipeline's. */
+void mpt_dp_plan_for(const mpt_param_table *pt, int R, int zero, size_t bucket_elems, int tied,
                      mpt_dp_plan *plan);
 size_t mpt_dp_unit_align(int R);
 
@@ -48,6 +53,12 @@ typedef struct dp_segment_ dp_segment_;
 typedef struct mpt_dp {
     mpt_comm *comm;          /* dp group, not owned */
     mpt_comm *tp;            /* tensor-parallel group (for the global norm), not owned; or NULL */
+    mpt_comm *pp;            /* pipeline group (for the global norm), not owned; or NULL */
+    mpt_comm *embed;         /* first + last pipeline stage, whose two copies of the tied wte
+                              * get the sum of their gradients; not owned; or NULL */
+    size_t tied;             /* index of the tied wte (or its copy) in the model's table */
+    int tied_unit;           /* its unit, or -1 */
+    float *tied_grad;        /* zero 2/3: its gradient, kept whole through the step */
     int R, r, zero;
     mpt_gpt *model;          /* not owned; its hooks point here */
     mpt_arena *arena;        /* not owned */
@@ -76,9 +87,12 @@ typedef struct mpt_dp {
 
 /* model must be initialised with the gpt_flags of mpt_dp_plan_for and unit_align
  * mpt_dp_unit_align(R); installs the model's hooks. tp (or NULL): the model's tensor-parallel
- * group, whose ranks hold different shards but identical copies of the replicated tensors. */
-mpt_status mpt_dp_init(mpt_dp *dp, mpt_gpt *model, mpt_comm *comm, mpt_comm *tp, int zero,
-                       size_t bucket_elems, mpt_arena *arena, mpt_error *err);
+ * group, whose ranks hold different shards but identical copies of the replicated tensors.
+ * pp (or NULL): the pipeline group, whose stages hold different layers; embed (or NULL): the
+ * first and last stage when both hold a copy of the tied wte. */
+mpt_status mpt_dp_init(mpt_dp *dp, mpt_gpt *model, mpt_comm *comm, mpt_comm *tp, mpt_comm *pp,
+                       mpt_comm *embed, int zero, size_t bucket_elems, mpt_arena *arena,
+                       mpt_error *err);
 void mpt_dp_free(mpt_dp *dp);
 
 /* Initial values (CONTRACT §2) of what this rank holds; AdamW state zero. */

@@ -17,8 +17,8 @@ void mpt_data_batch(const mpt_tokfile *f, long step, int B, int first, int count
         unsigned __int128 g = (unsigned __int128)step * (unsigned)B + (unsigned)(first + i);
         size_t start = (size_t)((g * (unsigned)T) % span);
         for (int t = 0; t < T; t++) {
-            inputs[(size_t)i * T + t] = f->tokens[start + t];
-            targets[(size_t)i * T + t] = f->tokens[start + t + 1];
+            if (inputs) inputs[(size_t)i * T + t] = f->tokens[start + t];
+            if (targets) targets[(size_t)i * T + t] = f->tokens[start + t + 1];
         }
     }
 }

@@ -13,7 +13,8 @@
 /* MPT_ERR_INPUT unless the file holds more than T + 1 tokens. */
 mpt_status mpt_data_check(const mpt_tokfile *f, int T, const char *path, mpt_error *err);
 
-/* Fills inputs/targets (count, T) with global sequences step*B + first .. + first+count-1. */
+/* Fills inputs/targets (count, T) with global sequences step*B + first .. + first+count-1;
+ * either may be NULL. */
 void mpt_data_batch(const mpt_tokfile *f, long step, int B, int first, int count, int T,
                     int32_t *inputs, int32_t *targets);
 

@@ -38,6 +38,9 @@ typedef struct mpt_train_opts {
     int dp;                  /* data-parallel replicas */
     int tp;                  /* tensor-parallel ranks (dp * tp = world size for now) */
     int sp;                  /* sequence parallelism over the tp ranks */
+    int pp;                  /* pipeline stages (dp * tp * pp = world size) */
+    const char *schedule;    /* pipeline schedule: naive | gpipe | 1f1b (default 1f1b) */
+    const char *partition;   /* uniform | auto | L0,L1,... (default uniform) */
     int zero;                /* ZeRO stage 0..3 */
     double bucket_mb;        /* gradient bucket size for zero 0/1 (default 4) */
     int stall_rank;          /* testing: this world rank sleeps stall_seconds before ... */
@@ -52,6 +55,7 @@ typedef struct mpt_step_info {
     double loss, lr, grad_norm;
     double tokens_per_s, step_ms, mfu;
     size_t peak_mem_bytes;
+    double bubble;           /* pp > 1: idle fraction of the pipeline ranks; else -1 */
 } mpt_step_info;
 
 typedef struct mpt_train_result {
@@ -64,6 +68,7 @@ typedef struct mpt_train_result {
     char saved_dir[1024];           /* last checkpoint written, "" if none */
     mpt_config cfg;                 /* the architecture trained */
     long long n_params;
+    int stage_layers[64];           /* pp > 1: blocks of each pipeline stage */
 } mpt_train_result;
 
 typedef void (*mpt_step_fn)(const mpt_step_info *info, void *ctx);

@@ -1,0 +1,191 @@
+/* pp.c — the pipeline executor (see pp.h). */
+#include "parallel/pp.h"
+
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TRY_(call)                                                                            \
+    do {                                                                                      \
+        mpt_status st_ = (call);                                                              \
+        if (st_) return st_;                                                                  \
+    } while (0)
+
+/* A micro-batch's set is opened by the first action that needs it (a receive posted early, or
+ * F) and closed at the end of its B. */
+static int touches_set_(const mpt_pp_action *a) {
+    return a->op == MPT_PP_F || a->op == MPT_PP_RECV_ACT || a->op == MPT_PP_RECV_GRAD;
+}
+
+mpt_status mpt_pp_sets_needed(mpt_pp_kind kind, int p, int m, int stage, int *n, mpt_error *err) {
+    mpt_pp_action *a;
+    size_t na;
+    TRY_(mpt_pp_schedule(kind, p, m, 1, stage, &a, &na, err));
+    char *open = calloc((size_t)m, 1);
+    if (!open) {
+        free(a);
+        return mpt_fail(err, MPT_ERR_RUN, "out of memory");
+    }
+    int alive = 0, most = 0;
+    for (size_t i = 0; i < na; i++) {
+        if (touches_set_(&a[i]) && !open[a[i].mb]) {
+            open[a[i].mb] = 1;
+            alive++;
+        }
+        if (alive > most) most = alive;
+        if (a[i].op == MPT_PP_B) alive--;
+    }
+    free(a);
+    free(open);
+    *n = most;
+    return MPT_OK;
+}
+
+mpt_status mpt_pp_init(mpt_pp *pp, mpt_comm *comm, mpt_pp_kind kind, int m, mpt_gpt *model,
+                       mpt_dp *dp, mpt_error *err) {
+    memset(pp, 0, sizeof *pp);
+    pp->comm = comm;
+    pp->kind = kind;
+    pp->p = comm->size;
+    pp->stage = comm->rank;
+    pp->m = m;
+    pp->model = model;
+    pp->dp = dp;
+    size_t N = (size_t)model->B * (size_t)model->T;
+    pp->boundary_n = (model->sp ? N / (size_t)model->tp : N) * (size_t)model->cfg.d_model;
+    mpt_status st = mpt_pp_schedule(kind, pp->p, m, 1, pp->stage, &pp->acts, &pp->n_acts, err);
+    if (!st) st = mpt_pp_sets_needed(kind, pp->p, m, pp->stage, &pp->sets_needed, err);
+    if (st) return st;
+    pp->set = calloc((size_t)m, sizeof *pp->set);
+    pp->rx_act = calloc((size_t)m, sizeof *pp->rx_act);
+    pp->rx_grad = calloc((size_t)m, sizeof *pp->rx_grad);
+    pp->tx_act = calloc((size_t)m, sizeof *pp->tx_act);
+    if (!pp->set || !pp->rx_act || !pp->rx_grad || !pp->tx_act) {
+        mpt_pp_free(pp);
+        return mpt_fail(err, MPT_ERR_RUN, "out of memory for the pipeline executor");
+    }
+    for (int k = 0; k < 2 && !st && pp->stage > 0; k++)
+        st = mpt_arena_alloc(model->arena, MPT_MEM_WORKSPACE, pp->boundary_n, sizeof(float),
+                             &pp->grad_out[k], err);
+    if (st) mpt_pp_free(pp);
+    return st;
+}
+
+void mpt_pp_free(mpt_pp *pp) {
+    if (!pp || !pp->model) return;
+    for (int mb = 0; pp->set && mb < pp->m; mb++) mpt_gpt_acts_free(pp->model, &pp->set[mb]);
+    for (int k = 0; k < 2; k++)
+        mpt_arena_release(pp->model->arena, MPT_MEM_WORKSPACE, pp->grad_out[k], pp->boundary_n,
+                          sizeof(float));
+    free(pp->acts);
+    free(pp->set);
+    free(pp->rx_act);
+    free(pp->rx_grad);
+    free(pp->tx_act);
+    pp->model->cur = &pp->model->own;
+    memset(pp, 0, sizeof *pp);
+}
+
+/* The output of a stage: the last block's RES3 of the micro-batch's set. */
+static float *stage_output_(mpt_pp *pp, int mb) {
+    const mpt_gpt *m = pp->model;
+    size_t per = m->act_n[MPT_ACT_RES3] / (size_t)m->nl;
+    return pp->set[mb].a[MPT_ACT_RES3] + (size_t)(m->nl - 1) * per;
+}
+
+static mpt_status open_set_(mpt_pp *pp, int mb, mpt_error *err) {
+    if (pp->set[mb].a[MPT_ACT_ENCODED]) return MPT_OK;
+    return mpt_gpt_acts_alloc(pp->model, &pp->set[mb], err);
+}
+
+static mpt_status forward_(mpt_pp *pp, const mpt_pp_action *a, mpt_pp_batch_fn batch, void *ctx,
+                           int32_t *inputs, int32_t *targets, int Bm, int T, float dloss,
+                           double *loss_sum, mpt_error *err) {
+    mpt_gpt *m = pp->model;
+    int mb = a->mb;
+    TRY_(open_set_(pp, mb, err));
+    if (!m->first) TRY_(mpt_wait(&pp->rx_act[mb], err));
+    batch(ctx, mb, m->first ? inputs : NULL, m->last ? targets : NULL);
+    m->cur = &pp->set[mb];
+    double loss = 0.0;
+    TRY_(mpt_gpt_forward(m, inputs, m->last ? targets : NULL, Bm, T, dloss, &loss, err));
+    *loss_sum += loss;
+    return MPT_OK;
+}
+
+static mpt_status backward_(mpt_pp *pp, const mpt_pp_action *a, mpt_pp_batch_fn batch, void *ctx,
+                            int32_t *inputs, int Bm, int T, mpt_error *err) {
+    mpt_gpt *m = pp->model;
+    int mb = a->mb;
+    if (!m->last) TRY_(mpt_wait(&pp->rx_grad[mb], err));
+    if (m->first) batch(ctx, mb, inputs, NULL); /* the embedding's backward needs the tokens */
+    m->cur = &pp->set[mb];
+    mpt_dp_set_last_microbatch(pp->dp, mb == pp->m - 1);
+    TRY_(mpt_gpt_backward(m, inputs, Bm, T, err));
+    if (!m->first) { /* the input gradient goes back: into a free send buffer */
+        int k = mb % 2;
+        if (pp->tx_grad_busy[k]) {
+            TRY_(mpt_wait(&pp->tx_grad[k], err));
+            pp->tx_grad_busy[k] = 0;
+        }
+        memcpy(pp->grad_out[k], m->work[MPT_WORK_DRES], pp->boundary_n * sizeof(float));
+    }
+    if (!m->last) TRY_(mpt_wait(&pp->tx_act[mb], err)); /* long done: the gradient came back */
+    mpt_gpt_acts_free(m, &pp->set[mb]);
+    m->cur = &m->own;
+    return MPT_OK;
+}
+
+mpt_status mpt_pp_step(mpt_pp *pp, mpt_pp_batch_fn batch, void *ctx, int32_t *inputs,
+                       int32_t *targets, int Bm, int T, float dloss, double *loss_sum,
+                       mpt_error *err) {
+    mpt_gpt *m = pp->model;
+    *loss_sum = 0.0;
+    pp->busy = 0.0;
+    for (size_t i = 0; i < pp->n_acts; i++) {
+        const mpt_pp_action *a = &pp->acts[i];
+        int mb = a->mb, tag = mpt_pp_action_tag(a, 1);
+        switch (a->op) {
+        case MPT_PP_RECV_ACT:
+            TRY_(open_set_(pp, mb, err));
+            TRY_(mpt_irecv(pp->comm, pp->set[mb].a[MPT_ACT_ENCODED], pp->boundary_n, a->peer, tag,
+                           &pp->rx_act[mb], err));
+            break;
+        case MPT_PP_SEND_ACT:
+            TRY_(mpt_isend(pp->comm, stage_output_(pp, mb), pp->boundary_n, a->peer, tag,
+                           &pp->tx_act[mb], err));
+            break;
+        case MPT_PP_RECV_GRAD:
+            TRY_(open_set_(pp, mb, err));
+            TRY_(mpt_irecv(pp->comm, pp->set[mb].a[MPT_ACT_GRAD_IN], pp->boundary_n, a->peer, tag,
+                           &pp->rx_grad[mb], err));
+            break;
+        case MPT_PP_SEND_GRAD:
+            TRY_(mpt_isend(pp->comm, pp->grad_out[mb % 2], pp->boundary_n, a->peer, tag,
+                           &pp->tx_grad[mb % 2], err));
+            pp->tx_grad_busy[mb % 2] = 1;
+            break;
+        case MPT_PP_F:
+        case MPT_PP_B: {
+            double t0 = omp_get_wtime();
+            TRY_(a->op == MPT_PP_F ? forward_(pp, a, batch, ctx, inputs, targets, Bm, T, dloss,
+                                              loss_sum, err)
+                                   : backward_(pp, a, batch, ctx, inputs, Bm, T, err));
+            double t1 = omp_get_wtime();
+            pp->busy += t1 - t0;
+            if (pp->on_event) pp->on_event(pp->event_ctx, a, t0, t1);
+            break;
+        }
+        default:
+            return mpt_fail(err, MPT_ERR_RUN, "pipeline: action %d is not supported by this executor",
+                            a->op);
+        }
+    }
+    for (int k = 0; k < 2; k++)
+        if (pp->tx_grad_busy[k]) {
+            TRY_(mpt_wait(&pp->tx_grad[k], err));
+            pp->tx_grad_busy[k] = 0;
+        }
+    m->cur = &m->own;
+    return MPT_OK;
+}

@@ -1,0 +1,68 @@
+/* pp.h — the pipeline-parallel executor: runs one rank's schedule (parallel/schedule.h) with
+ * non-blocking point-to-point transfers.
+ *
+ * Each pipeline stage holds a contiguous range of blocks (model/gpt.h, mpt_gpt_place); the first
+ * also the embeddings and the last ln_f, the head and the loss. For every action of its list:
+ *   RECV_ACT  post MPI_Irecv of the micro-batch's input into its activation set's ENCODED
+ *   F         wait for that input (or, first stage, read the tokens), run the stage's forward
+ *   SEND_ACT  post MPI_Isend of the output (the last block's RES3)
+ *   RECV_GRAD post MPI_Irecv of the output's gradient into the set's GRAD_IN
+ *   B         wait for it (or, last stage, start from the loss), run the backward; a stage with a
+ *             previous one copies the input gradient into one of two send buffers
+ *   SEND_GRAD post MPI_Isend of that buffer
+ * An activation set lives from the first action that needs it (RECV_ACT or F) to the end of its
+ * B: at most mpt_pp_sets_needed() at once, which is what the memory plan counts. Transfers
+ * overlap compute: receives are posted one compute early, sends waited only when their buffer
+ * is reused or at the end of the step. Every rank of the pipeline group runs mpt_pp_step
+ * together (and the tp ranks of a stage in step with each other). */
+#ifndef MPT_PP_H
+#define MPT_PP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "comm/comm.h"
+#include "model/gpt.h"
+#include "parallel/dp.h"
+#include "parallel/schedule.h"
+
+/* Fills a micro-batch's tokens: inputs and targets (Bm*T each); either may be NULL. */
+typedef void (*mpt_pp_batch_fn)(void *ctx, int mb, int32_t *inputs, int32_t *targets);
+/* Called after each compute action with its times (for the trace). */
+typedef void (*mpt_pp_event_fn)(void *ctx, const mpt_pp_action *a, double t0, double t1);
+
+typedef struct mpt_pp {
+    mpt_comm *comm;          /* pipeline group (rank = stage), not owned */
+    mpt_pp_kind kind;
+    int p, stage, m;
+    mpt_pp_action *acts;     /* owned: this stage's list for one step */
+    size_t n_acts;
+    int sets_needed;         /* most activation sets alive at once (from the list) */
+    mpt_gpt *model;          /* not owned */
+    mpt_dp *dp;              /* not owned */
+    mpt_gpt_acts *set;       /* owned array of m sets (slots allocated while alive) */
+    mpt_req *rx_act, *rx_grad, *tx_act; /* per micro-batch */
+    float *grad_out[2];      /* stages after the first: input-gradient send buffers (workspace) */
+    mpt_req tx_grad[2];
+    int tx_grad_busy[2];
+    size_t boundary_n;       /* floats of one stage-boundary tensor (N/sp rows x D) */
+    double busy;             /* compute seconds of the last step */
+    mpt_pp_event_fn on_event;
+    void *event_ctx;
+} mpt_pp;
+
+/* Activation sets stage `stage` holds at most at once under this schedule (walks its list). */
+mpt_status mpt_pp_sets_needed(mpt_pp_kind kind, int p, int m, int stage, int *n, mpt_error *err);
+
+/* The model is this stage's (place->first/last/n_layers), built with MPT_GPT_NO_ACTS. */
+mpt_status mpt_pp_init(mpt_pp *pp, mpt_comm *comm, mpt_pp_kind kind, int m, mpt_gpt *model,
+                       mpt_dp *dp, mpt_error *err);
+void mpt_pp_free(mpt_pp *pp);
+
+/* One optimizer step's forwards and backwards of m micro-batches of Bm sequences of T tokens
+ * (inputs/targets: Bm*T scratch). *loss_sum: the sum of token losses (last stage; 0 elsewhere). */
+mpt_status mpt_pp_step(mpt_pp *pp, mpt_pp_batch_fn batch, void *ctx, int32_t *inputs,
+                       int32_t *targets, int Bm, int T, float dloss, double *loss_sum,
+                       mpt_error *err);
+
+#endif

@@ -1,0 +1,51 @@
+/* trainer_internal.h — the state of one training run, shared by trainer.c (the loop) and
+ * trainer_setup.c (validation, allocation, checkpoints). Not public. */
+#ifndef MPT_TRAINER_INTERNAL_H
+#define MPT_TRAINER_INTERNAL_H
+
+#include "core/arena.h"
+#include "model/gpt.h"
+#include "model/params.h"
+#include "parallel/dp.h"
+#include "parallel/groups.h"
+#include "parallel/pp.h"
+#include "tok/tokfile.h"
+#include "train/jsonlog.h"
+#include "train/trainer.h"
+
+typedef struct mpt_run {
+    mpt_comm *world;          /* not owned */
+    const mpt_train_opts *o;  /* not owned */
+    mpt_config cfg;           /* the architecture (from the checkpoint when resuming) */
+    int T;                    /* tokens per sequence */
+    int Bm;                   /* sequences per micro-batch on this rank */
+    char ckpt[1024];          /* checkpoint to start from, or "" */
+    mpt_groups groups;        /* this rank's tp / dp / pp communicators */
+    mpt_comm embed;           /* first + last pipeline stage (tied wte), when pp > 1 */
+    int stage_first[64], stage_count[64]; /* blocks of every pipeline stage */
+    mpt_pp_kind kind;
+    mpt_param_table full;     /* the whole-tensor table checkpoints use */
+    mpt_arena arena;
+    mpt_gpt model;
+    mpt_dp dp;
+    mpt_pp pp;                /* used when pp > 1 */
+    int32_t *inputs, *targets;/* (Bm, T), kind workspace */
+    size_t batch_n;
+    mpt_tokfile data;
+    mpt_jsonlog log;
+    int rank0;
+    long step;                /* the step being run (for the data callback) */
+} mpt_run;
+
+/* Everything that can fail before the first step. All ranks call both, in order; each returns
+ * this rank's status (the caller agrees on it). */
+mpt_status mpt_run_prepare(mpt_run *r, mpt_train_result *res, mpt_error *err);
+mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err);
+void mpt_run_free(mpt_run *r);
+
+/* Checkpoint of step `step` (all ranks call; world rank 0 writes). */
+mpt_status mpt_run_save(mpt_run *r, long step, mpt_train_result *res, mpt_error *err);
+/* Step-1 gradients (+ logits on one rank) for reference comparisons (all ranks call). */
+mpt_status mpt_run_dump(mpt_run *r, const float *logits_copy, mpt_error *err);
+
+#endif

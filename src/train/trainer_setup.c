@@ -1,0 +1,300 @@
+/* trainer_setup.c — a training run's set-up and its state on disk: the architecture, every
+ * check that must pass before the first step, the memory plan, the rank's groups, model,
+ * data-parallel and pipeline machinery, and checkpoints (whole tensors, assembled over ZeRO
+ * slices, tensor-parallel shards and pipeline stages). */
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/memplan.h"
+#include "parallel/partition.h"
+#include "parallel/tp.h"
+#include "train/checkpoint.h"
+#include "train/data.h"
+#include "train/safetensors.h"
+#include "train/trainer_internal.h"
+
+/* The architecture: from the checkpoint when resuming or initialising from one. */
+static mpt_status resolve_config_(mpt_run *r, mpt_error *err) {
+    const mpt_train_opts *o = r->o;
+    r->cfg = o->cfg;
+    r->ckpt[0] = '\0';
+    const char *from = o->resume ? o->resume : o->init_from;
+    if (from) {
+        mpt_status st = mpt_checkpoint_resolve(from, r->ckpt, sizeof r->ckpt, err);
+        if (!st) st = mpt_checkpoint_read_config(r->ckpt, &r->cfg, err);
+        if (st) return st;
+    }
+    r->cfg.padded_vocab = 0; /* a multiple of 64 per tensor-parallel rank */
+    return mpt_config_finish(&r->cfg, 64 * (o->tp > 0 ? o->tp : 1), err);
+}
+
+static mpt_status validate_layout_(const mpt_run *r, mpt_error *err) {
+    const mpt_train_opts *o = r->o;
+    const mpt_config *cfg = &r->cfg;
+    int T = r->T;
+    mpt_layout lay = {.size = {o->tp, 1, o->dp, o->pp, 1}};
+    mpt_status st = mpt_layout_check(&lay, r->world->size, err);
+    if (st) return st;
+    if (cfg->n_head % o->tp != 0 || cfg->ffn % o->tp != 0)
+        return mpt_fail(err, MPT_ERR_INPUT,
+                        "--tp %d must divide the attention heads (%d) and the MLP width --ffn "
+                        "(%d): choose a tp that divides both",
+                        o->tp, cfg->n_head, cfg->ffn);
+    if (o->sp && o->tp < 2)
+        return mpt_fail(err, MPT_ERR_INPUT, "--sp splits the sequence over the tensor-parallel "
+                                            "ranks: it needs --tp 2 or more");
+    if (o->sp && T % o->tp != 0)
+        return mpt_fail(err, MPT_ERR_INPUT,
+                        "--sp splits the sequence over --tp %d ranks, but --seq-len %d is not "
+                        "divisible by %d: choose a multiple of %d",
+                        o->tp, T, o->tp, o->tp);
+    if (o->zero < 0 || o->zero > 3)
+        return mpt_fail(err, MPT_ERR_INPUT, "--zero %d: use 0, 1, 2 or 3", o->zero);
+    if (o->pp > 64)
+        return mpt_fail(err, MPT_ERR_INPUT, "--pp %d: at most 64 pipeline stages", o->pp);
+    if (o->pp > 1) {
+        if ((st = mpt_pp_kind_parse(o->schedule ? o->schedule : "1f1b", (mpt_pp_kind *)&r->kind,
+                                    err)))
+            return st;
+        if (r->kind != MPT_PP_NAIVE && r->kind != MPT_PP_GPIPE && r->kind != MPT_PP_1F1B)
+            return mpt_fail(err, MPT_ERR_INPUT,
+                            "--schedule %s is not supported by the trainer yet: use naive, gpipe "
+                            "or 1f1b (`mptrain schedule` shows all five)",
+                            o->schedule);
+        if ((st = mpt_pp_check(r->kind, o->pp, o->microbatches, 1, err))) return st;
+    }
+    return MPT_OK;
+}
+
+static mpt_status validate_run_(const mpt_run *r, mpt_error *err) {
+    const mpt_train_opts *o = r->o;
+    if (o->batch < 1) return mpt_fail(err, MPT_ERR_INPUT, "--batch %d must be >= 1", o->batch);
+    if (o->microbatches < 1)
+        return mpt_fail(err, MPT_ERR_INPUT, "--microbatches %d must be >= 1", o->microbatches);
+    if (o->batch % (o->dp * o->microbatches) != 0)
+        return mpt_fail(err, MPT_ERR_INPUT,
+                        "--batch %d is not divisible by --dp %d x --microbatches %d: every replica "
+                        "needs the same whole number of sequences per micro-batch",
+                        o->batch, o->dp, o->microbatches);
+    if (r->T < 1 || r->T > r->cfg.n_positions)
+        return mpt_fail(err, MPT_ERR_INPUT,
+                        "--seq-len %d must be between 1 and the model's %d positions", r->T,
+                        r->cfg.n_positions);
+    if (o->steps < 0) return mpt_fail(err, MPT_ERR_INPUT, "--steps %ld must be >= 0", o->steps);
+    if (o->resume && o->init_from)
+        return mpt_fail(err, MPT_ERR_INPUT, "--resume and --init-from exclude each other");
+    if (!(o->opt.lr > 0.0f)) return mpt_fail(err, MPT_ERR_INPUT, "--lr must be positive");
+    if (o->opt.warmup < 0) return mpt_fail(err, MPT_ERR_INPUT, "--warmup must be >= 0");
+    if (!(o->bucket_mb > 0.0)) return mpt_fail(err, MPT_ERR_INPUT, "--bucket-mb must be positive");
+    if (o->dump_path && o->zero > 0)
+        return mpt_fail(err, MPT_ERR_INPUT, "--dump-step1 needs --zero 0 (whole gradients)");
+    if (!o->data_path) return mpt_fail(err, MPT_ERR_INPUT, "no --data file given");
+    return MPT_OK;
+}
+
+/* This rank's pipeline stage (0 without pipelining). Pure: from the world rank. */
+static int stage_of_(const mpt_run *r) {
+    mpt_layout lay = {.size = {r->o->tp, 1, r->o->dp, r->o->pp, 1}};
+    return mpt_mesh_coords(&lay, r->world->rank).c[MPT_DIM_PP];
+}
+
+static void rank_layout_(const mpt_run *r, int stage, int sets, mpt_rank_layout *lay) {
+    const mpt_train_opts *o = r->o;
+    *lay = (mpt_rank_layout){.tp = o->tp, .sp = o->sp, .dp = o->dp, .zero = o->zero, .pp = o->pp,
+                             .first_layer = r->stage_first[stage],
+                             .n_layers = r->stage_count[stage], .first = stage == 0,
+                             .last = stage == o->pp - 1, .act_sets = sets,
+                             .bucket_elems = (size_t)(o->bucket_mb * 1024 * 1024 / 4)};
+}
+
+mpt_status mpt_run_prepare(mpt_run *r, mpt_train_result *res, mpt_error *err) {
+    const mpt_train_opts *o = r->o;
+    mpt_status st = resolve_config_(r, err);
+    if (st) return st;
+    r->T = o->seq_len > 0 ? o->seq_len : r->cfg.n_positions;
+    if ((st = validate_layout_(r, err)) || (st = validate_run_(r, err))) return st;
+    r->Bm = o->batch / (o->dp * o->microbatches);
+    if ((st = mpt_partition(&r->cfg, r->T, o->pp, o->partition, r->stage_count, err))) return st;
+    for (int s = 0, l = 0; s < o->pp; l += r->stage_count[s++]) {
+        r->stage_first[s] = l;
+        res->stage_layers[s] = r->stage_count[s];
+    }
+    if ((st = mpt_tokfile_read(o->data_path, r->cfg.vocab, &r->data, err))) return st;
+    if ((st = mpt_data_check(&r->data, r->T, o->data_path, err))) return st;
+    /* the memory plan of this rank's stage; --mem-limit applies to every stage */
+    for (int s = 0; s < o->pp; s++) {
+        int sets = 1;
+        if (o->pp > 1 && (st = mpt_pp_sets_needed(r->kind, o->pp, o->microbatches, s, &sets, err)))
+            return st;
+        mpt_rank_layout lay;
+        mpt_mem_plan plan;
+        rank_layout_(r, s, sets, &lay);
+        if ((st = mpt_memplan_rank(&r->cfg, r->Bm, r->T, &lay, &plan, err))) return st;
+        if (s == stage_of_(r)) res->plan = plan;
+        if (o->mem_limit && plan.total > o->mem_limit) {
+            char need[512], lim[32];
+            mpt_memplan_format(&plan, need, sizeof need);
+            mpt_format_bytes(o->mem_limit, lim, sizeof lim);
+            return mpt_fail(err, MPT_ERR_INPUT,
+                            "the memory plan of pipeline stage %d needs more than --mem-limit %s "
+                            "per rank (%s): use more micro-batches, ZeRO, tensor or pipeline "
+                            "parallelism, a shorter sequence or a smaller model",
+                            s, lim, need);
+        }
+    }
+    return MPT_OK;
+}
+
+mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
+    const mpt_train_opts *o = r->o;
+    size_t bucket = (size_t)(o->bucket_mb * 1024 * 1024 / sizeof(float));
+    mpt_layout lay = {.size = {o->tp, 1, o->dp, o->pp, 1}};
+    mpt_status st = mpt_groups_init(&r->groups, &lay, r->world, err);
+    if (st) return st;
+    mpt_comm *tp = &r->groups.dim[MPT_DIM_TP], *dp = &r->groups.dim[MPT_DIM_DP];
+    mpt_comm *pp = &r->groups.dim[MPT_DIM_PP];
+    int stage = pp->rank, first = stage == 0, last = stage == o->pp - 1;
+    int tied_ends = o->pp > 1 && r->cfg.tied;
+    if (tied_ends) { /* the two ends of the pipeline share the tied wte */
+        int color = first || last ? 0 : MPI_UNDEFINED;
+        if ((st = mpt_comm_split(pp, color, stage, "embed", &r->embed, err))) return st;
+    }
+    mpt_gpt_place place = {.tp = tp, .sp = o->sp, .first_layer = r->stage_first[stage],
+                           .n_layers = r->stage_count[stage], .first = first, .last = last};
+    mpt_param_table local;
+    mpt_dp_plan plan;
+    if ((st = mpt_params_build_stage(&local, &r->cfg, o->tp, tp->rank, place.first_layer,
+                                     place.n_layers, first, last, mpt_dp_unit_align(o->dp), err)))
+        return st;
+    mpt_dp_plan_for(&local, o->dp, o->zero, bucket, tied_ends && (first || last), &plan);
+    mpt_params_free(&local);
+    if ((st = mpt_params_build(&r->full, &r->cfg, err))) return st;
+    mpt_arena_init(&r->arena, o->mem_limit);
+    int flags = plan.gpt_flags | (o->pp > 1 ? MPT_GPT_NO_ACTS : 0);
+    if ((st = mpt_gpt_init(&r->model, &r->cfg, r->Bm, r->T, flags, mpt_dp_unit_align(o->dp),
+                           &place, &r->arena, err)) ||
+        (st = mpt_dp_init(&r->dp, &r->model, dp, tp, pp, tied_ends ? &r->embed : NULL, o->zero,
+                          bucket, &r->arena, err)))
+        return st;
+    if (o->pp > 1 && (st = mpt_pp_init(&r->pp, pp, r->kind, o->microbatches, &r->model, &r->dp,
+                                       err)))
+        return st;
+    r->batch_n = (size_t)r->Bm * r->T;
+    if ((st = mpt_arena_alloc(&r->arena, MPT_MEM_WORKSPACE, r->batch_n, sizeof(int32_t),
+                              &r->inputs, err)) ||
+        (st = mpt_arena_alloc(&r->arena, MPT_MEM_WORKSPACE, r->batch_n, sizeof(int32_t),
+                              &r->targets, err)))
+        return st;
+    *start = 0;
+    if (!r->ckpt[0]) {
+        mpt_dp_init_values(&r->dp, o->seed);
+        return MPT_OK;
+    }
+    /* checkpoints hold whole tensors: load them (transient buffers), keep this rank's part */
+    size_t P = r->model.pt.total, PF = r->full.total;
+    float *whole = malloc(3 * PF * sizeof(float)), *buf = malloc(3 * P * sizeof(float));
+    if (!whole || !buf) {
+        free(whole);
+        free(buf);
+        return mpt_fail(err, MPT_ERR_RUN, "out of memory loading %s", r->ckpt);
+    }
+    mpt_train_state ts;
+    int has_opt = 0;
+    st = mpt_checkpoint_load(r->ckpt, &r->full, whole, o->resume ? whole + PF : NULL,
+                             o->resume ? whole + 2 * PF : NULL, &has_opt,
+                             o->resume ? &ts : NULL, err);
+    if (!st) {
+        for (int k = 0; k < 3; k++)
+            mpt_tp_extract(&r->model.pt, &r->full, whole + k * PF, buf + k * P);
+        mpt_dp_load(&r->dp, buf, has_opt ? buf + P : NULL, has_opt ? buf + 2 * P : NULL);
+        if (o->resume) *start = ts.step;
+    }
+    free(whole);
+    free(buf);
+    if (!st && *start > o->steps)
+        st = mpt_fail(err, MPT_ERR_INPUT,
+                      "the checkpoint is at step %ld, past --steps %ld: ask for more steps",
+                      *start, o->steps);
+    return st;
+}
+
+void mpt_run_free(mpt_run *r) {
+    mpt_arena_release(&r->arena, MPT_MEM_WORKSPACE, r->inputs, r->batch_n, sizeof(int32_t));
+    mpt_arena_release(&r->arena, MPT_MEM_WORKSPACE, r->targets, r->batch_n, sizeof(int32_t));
+    mpt_pp_free(&r->pp);
+    mpt_dp_free(&r->dp);
+    mpt_gpt_free(&r->model);
+    mpt_params_free(&r->full);
+    mpt_comm_free(&r->embed);
+    mpt_groups_free(&r->groups);
+    mpt_tokfile_free(&r->data);
+    mpt_jsonlog_close(&r->log);
+}
+
+/* Whole tensors of this rank's stage (ZeRO slices gathered over dp, tensor-parallel shards over
+ * tp) summed over the pipeline stages, so every rank ends with the whole model in `whole`
+ * (n buffers of full.total, from n buffers laid out like the model's table). */
+static mpt_status assemble_(mpt_run *r, float *local, float *whole, int n, mpt_error *err) {
+    size_t P = r->model.pt.total, PF = r->full.total;
+    mpt_status st = MPT_OK;
+    for (int k = 0; k < n && !st; k++)
+        st = mpt_tp_assemble(&r->groups.dim[MPT_DIM_TP], &r->model.pt, local + k * P, &r->full,
+                             whole + k * PF, err);
+    if (!st && r->o->pp > 1)
+        st = mpt_allreduce_sum(&r->groups.dim[MPT_DIM_PP], whole, (size_t)n * PF, err);
+    return st;
+}
+
+mpt_status mpt_run_save(mpt_run *r, long step, mpt_train_result *res, mpt_error *err) {
+    const mpt_train_opts *o = r->o;
+    size_t P = r->model.pt.total, PF = r->full.total;
+    float *buf = malloc(3 * P * sizeof(float)), *whole = malloc(3 * PF * sizeof(float));
+    mpt_status st = buf && whole ? MPT_OK
+                                 : mpt_fail(err, MPT_ERR_RUN, "out of memory for the checkpoint");
+    st = mpt_comm_agree(r->world, st, err);
+    if (!st) st = mpt_dp_gather(&r->dp, buf, buf + P, buf + 2 * P, err);
+    if (!st) st = assemble_(r, buf, whole, 3, err);
+    if (!st && r->rank0) {
+        mpt_train_state ts;
+        memset(&ts, 0, sizeof ts);
+        ts.step = step;
+        ts.seed = o->seed;
+        snprintf(ts.options_json, sizeof ts.options_json,
+                 "{\"batch\":%d,\"microbatches\":%d,\"steps\":%ld,\"lr\":%g,\"warmup\":%d,"
+                 "\"dp\":%d,\"tp\":%d,\"pp\":%d,\"zero\":%d}",
+                 o->batch, o->microbatches, o->steps, (double)o->opt.lr, o->opt.warmup, o->dp,
+                 o->tp, o->pp, o->zero);
+        st = mpt_checkpoint_save(o->save_dir, o->keep, &r->cfg, &r->full, whole, whole + PF,
+                                 whole + 2 * PF, &ts, res->saved_dir, sizeof res->saved_dir, err);
+    }
+    free(buf);
+    free(whole);
+    st = mpt_comm_agree(r->world, st, err);
+    if (!st) st = mpt_bcast(r->world, res->saved_dir, sizeof res->saved_dir, 0, err);
+    return st;
+}
+
+mpt_status mpt_run_dump(mpt_run *r, const float *logits_copy, mpt_error *err) {
+    const mpt_param_table *full = &r->full;
+    float *grads = malloc(full->total * sizeof *grads);
+    mpt_st_entry *e = calloc(full->n + 1, sizeof *e);
+    mpt_status st = grads && e ? MPT_OK : mpt_fail(err, MPT_ERR_RUN, "out of memory for the dump");
+    if (!st) st = assemble_(r, r->model.grads, grads, 1, err);
+    if (!st && r->rank0) {
+        size_t n = full->n;
+        for (size_t i = 0; i < n; i++) {
+            const mpt_tensor *t = &full->t[i];
+            e[i] = (mpt_st_entry){t->name, t->ndim, {t->shape[0], t->shape[1]},
+                                  grads + t->offset};
+        }
+        if (logits_copy)
+            e[n++] = (mpt_st_entry){"logits", 3, {(size_t)r->Bm, (size_t)r->T,
+                                                  (size_t)r->cfg.vocab}, logits_copy};
+        st = mpt_safetensors_write(r->o->dump_path, e, n, NULL, 0, 0, err);
+    }
+    free(grads);
+    free(e);
+    return mpt_comm_agree(r->world, st, err);
+}
