@@ -11,6 +11,7 @@
 #include "cli/args.h"
 #include "comm/comm.h"
 #include "cli/cli.h"
+#include "model/gpt.h"
 #include "model/memplan.h"
 #include "tok/tokenizer.h"
 #include "tok/tokfile.h"
@@ -46,9 +47,6 @@ static mpt_status check_layout_(const train_cli_ *c, mpt_error *err) {
             return mpt_fail(err, MPT_ERR_INPUT,
                             "--%s %d is not supported yet in this build: run with --%s %d",
                             dims[i].name, dims[i].v, dims[i].name, dims[i].ok);
-    if (c->recompute && strcmp(c->recompute, "none") != 0)
-        return mpt_fail(err, MPT_ERR_INPUT, "--recompute %s is not supported yet: use none",
-                        c->recompute);
     if (c->experts > 0)
         return mpt_fail(err, MPT_ERR_INPUT,
                         "--experts %d (Mixture-of-Experts) is not supported yet in this build",
@@ -221,6 +219,13 @@ int mpt_cli_train(int argc, char **argv) {
     }
     if (st) return mpt_cli_report(&err);
     if ((st = check_layout_(&c, &err))) return mpt_cli_report(&err);
+    if (!c.recompute || strcmp(c.recompute, "none") == 0) o.recompute = MPT_RECOMPUTE_NONE;
+    else if (strcmp(c.recompute, "selective") == 0) o.recompute = MPT_RECOMPUTE_SELECTIVE;
+    else if (strcmp(c.recompute, "full") == 0) o.recompute = MPT_RECOMPUTE_FULL;
+    else {
+        mpt_fail(&err, MPT_ERR_INPUT, "--recompute %s: use none, selective or full", c.recompute);
+        return mpt_cli_report(&err);
+    }
     if (strcmp(c.lr_schedule, "cosine") == 0) o.opt.cosine = 1;
     else if (strcmp(c.lr_schedule, "constant") == 0) o.opt.cosine = 0;
     else {

@@ -9,12 +9,28 @@
 #include "core/kernels.h"
 #include "core/rng.h"
 
+void mpt_gpt_slot_layers(int rc, int nl, int slot_layers[MPT_ACT_SLOTS]) {
+    static const mpt_act_slot per_layer[] = {
+        MPT_ACT_LN1, MPT_ACT_LN1_MEAN, MPT_ACT_LN1_RSTD, MPT_ACT_QKV, MPT_ACT_ATTY, MPT_ACT_ATT,
+        MPT_ACT_RES2, MPT_ACT_LN2, MPT_ACT_LN2_MEAN, MPT_ACT_LN2_RSTD, MPT_ACT_FCH,
+        MPT_ACT_FCH_GELU, MPT_ACT_RES3};
+    for (int i = 0; i < MPT_ACT_SLOTS; i++) slot_layers[i] = 0;
+    for (size_t i = 0; i < sizeof per_layer / sizeof *per_layer; i++) {
+        mpt_act_slot s = per_layer[i];
+        int one = (rc == MPT_RECOMPUTE_FULL && s != MPT_ACT_RES3) ||
+                  (rc == MPT_RECOMPUTE_SELECTIVE && s == MPT_ACT_ATT);
+        slot_layers[s] = one ? 1 : nl;
+    }
+}
+
 int mpt_gpt_buffer_sizes(const mpt_config *cfg, int B, int T, int training, int tp, int sp,
                          const mpt_gpt_place *place, size_t act_n[MPT_ACT_SLOTS],
                          size_t work_n[MPT_WORK_SLOTS]) {
     int first = place ? place->first : 1, last = place ? place->last : 1;
     size_t L = (size_t)(place ? place->n_layers : cfg->n_layer), D = (size_t)cfg->d_model;
     size_t t = (size_t)(tp > 0 ? tp : 1);
+    int layers[MPT_ACT_SLOTS];
+    mpt_gpt_slot_layers(place ? place->recompute : MPT_RECOMPUTE_NONE, (int)L, layers);
     size_t Dl = D / t, Fl = (size_t)cfg->ffn / t, Hl = (size_t)cfg->n_head / t;
     size_t Vl = (size_t)cfg->padded_vocab / t;
     size_t N, ND, NF, BHTT, LN;
@@ -45,6 +61,8 @@ int mpt_gpt_buffer_sizes(const mpt_config *cfg, int B, int T, int training, int 
     act_n[MPT_ACT_LOGITS] = last ? N * Vl : 0;
     act_n[MPT_ACT_LOSSES] = last ? N : 0;
     act_n[MPT_ACT_GRAD_IN] = training && !last ? NlD : 0;
+    for (int i = 0; i < MPT_ACT_SLOTS; i++) /* per-block slots keep `layers` of their L blocks */
+        if (layers[i] > 0 && L > 0) act_n[i] = act_n[i] / L * (size_t)layers[i];
     memset(work_n, 0, MPT_WORK_SLOTS * sizeof *work_n);
     work_n[MPT_WORK_DTMP] = ND; /* forward scratch, needed for inference too */
     if (t > 1 && last) work_n[MPT_WORK_CE] = 3 * N;
@@ -81,6 +99,8 @@ mpt_status mpt_gpt_init(mpt_gpt *m, const mpt_config *cfg, int B, int T, int fla
     m->nl = place->n_layers;
     m->first = place->first;
     m->last = place->last;
+    m->recompute = place->recompute;
+    mpt_gpt_slot_layers(m->recompute, m->nl, m->slot_layers);
     if (m->sp && T % m->tp != 0)
         return mpt_fail(err, MPT_ERR_INPUT,
                         "--sp splits the sequence over --tp %d ranks, but --seq-len %d is not "

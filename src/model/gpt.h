@@ -66,6 +66,12 @@ typedef struct mpt_gpt_acts {
     float *a[MPT_ACT_SLOTS];
 } mpt_gpt_acts;
 
+/* Activation checkpointing (Korthikanti et al. 2022):
+ *   NONE       keep every block's activations for backward
+ *   SELECTIVE  drop the attention probabilities (the s^2 term) and recompute them from q, k, v
+ *   FULL       keep only each block's input; run the block's forward again in its backward */
+typedef enum mpt_recompute { MPT_RECOMPUTE_NONE, MPT_RECOMPUTE_SELECTIVE, MPT_RECOMPUTE_FULL } mpt_recompute;
+
 /* Where this rank's part of the model sits. NULL in mpt_gpt_init: the whole model here. */
 typedef struct mpt_gpt_place {
     mpt_comm *tp;        /* tensor-parallel group, or NULL */
@@ -73,6 +79,7 @@ typedef struct mpt_gpt_place {
     int first_layer;     /* pipeline stage: blocks [first_layer, first_layer + n_layers) */
     int n_layers;
     int first, last;     /* holds the embeddings / ln_f, head and loss */
+    int recompute;       /* mpt_recompute */
 } mpt_gpt_place;
 
 /* Backward scratch (workspace category). */
@@ -124,6 +131,8 @@ typedef struct mpt_gpt {
     mpt_gpt_acts own;                /* the activation set init allocates (kind activations) */
     mpt_gpt_acts *cur;               /* the set forward / backward use: &own unless re-pointed */
     size_t act_n[MPT_ACT_SLOTS];     /* elements of each */
+    int slot_layers[MPT_ACT_SLOTS];  /* blocks each per-layer slot holds (1 when recomputed) */
+    int recompute;                   /* mpt_recompute */
     float *work[MPT_WORK_SLOTS];     /* kind workspace */
     size_t work_n[MPT_WORK_SLOTS];
     mpt_arena *arena;                /* not owned */
@@ -141,6 +150,9 @@ typedef struct mpt_gpt {
 int mpt_gpt_buffer_sizes(const mpt_config *cfg, int B, int T, int training, int tp, int sp,
                          const mpt_gpt_place *place, size_t act_n[MPT_ACT_SLOTS],
                          size_t work_n[MPT_WORK_SLOTS]);
+/* How many blocks each activation slot holds under recompute mode rc for a stage of nl blocks
+ * (nl for per-block slots that are kept, 1 for the recomputed ones, 0 for the others). */
+void mpt_gpt_slot_layers(int rc, int nl, int slot_layers[MPT_ACT_SLOTS]);
 
 /* flags: MPT_GPT_*; unit_align as mpt_params_build_aligned. place->tp: the tensor-parallel
  * group (NULL or size 1: whole tensors); all its ranks call forward and backward together.

@@ -10,9 +10,11 @@
 #include "core/kernels.h"
 #include "model/gpt.h"
 
-/* Layer l's slice of a per-layer activation buffer. */
+/* Layer l's slice of a per-layer activation buffer (the same one for every layer when
+ * recomputation keeps a single layer of it). */
 static float *lay_(const mpt_gpt *m, mpt_act_slot s, int l) {
-    return m->cur->a[s] + (size_t)l * (m->act_n[s] / (size_t)m->nl);
+    size_t layers = (size_t)m->slot_layers[s];
+    return m->cur->a[s] + (layers > 1 ? (size_t)l * (m->act_n[s] / layers) : 0);
 }
 
 #define W_(m, l, slot) ((m)->w[(m)->pt.layer[(size_t)(l) * MPT_LAYER_SLOTS + (slot)]])
@@ -122,16 +124,46 @@ static mpt_status vocab_ce_(mpt_gpt *m, const int32_t *targets, size_t N, float 
     return MPT_OK;
 }
 
+/* Block l's forward from its input (ENCODED or the previous block's RES3) to its RES3; with
+ * recompute the intermediate buffers hold one block only and are refilled in backward. */
+static mpt_status block_forward_(mpt_gpt *m, int l, int B, int T, mpt_error *err) {
+    int D = m->cfg.d_model, Dl = m->Dl, Fl = m->Fl, Hl = m->Hl;
+    size_t N = (size_t)B * T, Nl = m->sp ? N / (size_t)m->tp : N;
+    float *scratch = m->work[MPT_WORK_DTMP];
+    const float *x;
+    const float *in = l == 0 ? m->cur->a[MPT_ACT_ENCODED] : lay_(m, MPT_ACT_RES3, l - 1);
+    float *ln1 = lay_(m, MPT_ACT_LN1, l), *qkv = lay_(m, MPT_ACT_QKV, l);
+    float *atty = lay_(m, MPT_ACT_ATTY, l), *res2 = lay_(m, MPT_ACT_RES2, l);
+    float *ln2 = lay_(m, MPT_ACT_LN2, l), *fch = lay_(m, MPT_ACT_FCH, l);
+    float *fchg = lay_(m, MPT_ACT_FCH_GELU, l), *res3 = lay_(m, MPT_ACT_RES3, l);
+    mpt_layernorm_forward(ln1, lay_(m, MPT_ACT_LN1_MEAN, l), lay_(m, MPT_ACT_LN1_RSTD, l), in,
+                          W_(m, l, MPT_LN1_W), W_(m, l, MPT_LN1_B), Nl, D);
+    TRY_(gather_(m, ln1, Nl, &x, err));
+    mpt_matmul_forward(qkv, x, W_(m, l, MPT_QKV_W), W_(m, l, MPT_QKV_B), N, D, 3 * Dl);
+    mpt_attention_forward(atty, lay_(m, MPT_ACT_ATT, l), qkv, B, T, Dl, Hl);
+    TRY_(row_parallel_(m, scratch, atty, W_(m, l, MPT_ATTPROJ_W), W_(m, l, MPT_ATTPROJ_B), N, Nl,
+                       Dl, D, err));
+    mpt_residual_forward(res2, in, scratch, Nl * D);
+    mpt_layernorm_forward(ln2, lay_(m, MPT_ACT_LN2_MEAN, l), lay_(m, MPT_ACT_LN2_RSTD, l), res2,
+                          W_(m, l, MPT_LN2_W), W_(m, l, MPT_LN2_B), Nl, D);
+    TRY_(gather_(m, ln2, Nl, &x, err));
+    mpt_matmul_forward(fch, x, W_(m, l, MPT_FC_W), W_(m, l, MPT_FC_B), N, D, Fl);
+    mpt_gelu_forward(fchg, fch, N * Fl);
+    TRY_(row_parallel_(m, scratch, fchg, W_(m, l, MPT_FCPROJ_W), W_(m, l, MPT_FCPROJ_B), N, Nl, Fl,
+                       D, err));
+    mpt_residual_forward(res3, res2, scratch, Nl * D);
+    return MPT_OK;
+}
+
 mpt_status mpt_gpt_forward(mpt_gpt *m, const int32_t *inputs, const int32_t *targets, int B,
                            int T, float dloss, double *loss_sum, mpt_error *err) {
     const mpt_config *c = &m->cfg;
     const mpt_param_table *pt = &m->pt;
-    int D = c->d_model, Dl = m->Dl, Fl = m->Fl, Hl = m->Hl, L = m->nl;
+    int D = c->d_model, L = m->nl;
     size_t N = (size_t)B * T, Nl = m->sp ? N / (size_t)m->tp : N;
     size_t row0 = m->sp ? (size_t)m->tp_rank * Nl : 0;
-    float *scratch = m->work[MPT_WORK_DTMP];
     const float *x;
-    int head_is_wte = c->tied && m->first; /* else the head has its own tensor (or wte copy) */
+    int head_is_wte = c->tied && m->first && m->last; /* the head reads unit 0's wte */
     if (m->first) { /* later stages find their input in ENCODED, received from the previous */
         TRY_(need_(m, 0, MPT_PHASE_FORWARD, err));
         TRY_(embed_(m, inputs, B, T, Nl, row0, err));
@@ -139,27 +171,7 @@ mpt_status mpt_gpt_forward(mpt_gpt *m, const int32_t *inputs, const int32_t *tar
     }
     for (int l = 0; l < L; l++) {
         TRY_(need_(m, l + 1, MPT_PHASE_FORWARD, err));
-        const float *in = l == 0 ? m->cur->a[MPT_ACT_ENCODED] : lay_(m, MPT_ACT_RES3, l - 1);
-        float *ln1 = lay_(m, MPT_ACT_LN1, l), *qkv = lay_(m, MPT_ACT_QKV, l);
-        float *atty = lay_(m, MPT_ACT_ATTY, l), *res2 = lay_(m, MPT_ACT_RES2, l);
-        float *ln2 = lay_(m, MPT_ACT_LN2, l), *fch = lay_(m, MPT_ACT_FCH, l);
-        float *fchg = lay_(m, MPT_ACT_FCH_GELU, l), *res3 = lay_(m, MPT_ACT_RES3, l);
-        mpt_layernorm_forward(ln1, lay_(m, MPT_ACT_LN1_MEAN, l), lay_(m, MPT_ACT_LN1_RSTD, l), in,
-                              W_(m, l, MPT_LN1_W), W_(m, l, MPT_LN1_B), Nl, D);
-        TRY_(gather_(m, ln1, Nl, &x, err));
-        mpt_matmul_forward(qkv, x, W_(m, l, MPT_QKV_W), W_(m, l, MPT_QKV_B), N, D, 3 * Dl);
-        mpt_attention_forward(atty, lay_(m, MPT_ACT_ATT, l), qkv, B, T, Dl, Hl);
-        TRY_(row_parallel_(m, scratch, atty, W_(m, l, MPT_ATTPROJ_W), W_(m, l, MPT_ATTPROJ_B), N,
-                           Nl, Dl, D, err));
-        mpt_residual_forward(res2, in, scratch, Nl * D);
-        mpt_layernorm_forward(ln2, lay_(m, MPT_ACT_LN2_MEAN, l), lay_(m, MPT_ACT_LN2_RSTD, l),
-                              res2, W_(m, l, MPT_LN2_W), W_(m, l, MPT_LN2_B), Nl, D);
-        TRY_(gather_(m, ln2, Nl, &x, err));
-        mpt_matmul_forward(fch, x, W_(m, l, MPT_FC_W), W_(m, l, MPT_FC_B), N, D, Fl);
-        mpt_gelu_forward(fchg, fch, N * Fl);
-        TRY_(row_parallel_(m, scratch, fchg, W_(m, l, MPT_FCPROJ_W), W_(m, l, MPT_FCPROJ_B), N,
-                           Nl, Fl, D, err));
-        mpt_residual_forward(res3, res2, scratch, Nl * D);
+        TRY_(block_forward_(m, l, B, T, err));
         TRY_(done_(m, l + 1, MPT_PHASE_FORWARD, err));
     }
     if (!m->last) { /* the output stays in the last block's RES3 for the next stage */
@@ -213,7 +225,7 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
     const mpt_param_table *pt = &m->pt;
     int D = c->d_model, Dl = m->Dl, Fl = m->Fl, Hl = m->Hl, L = m->nl;
     size_t N = (size_t)B * T, Nl = m->sp ? N / (size_t)m->tp : N;
-    int head_is_wte = c->tied && m->first;
+    int head_is_wte = c->tied && m->first && m->last; /* the head reads unit 0's wte */
     float *dres = m->work[MPT_WORK_DRES], *dtmp = m->work[MPT_WORK_DTMP];
     float *dqkv = m->work[MPT_WORK_DQKV], *datt = m->work[MPT_WORK_DATT];
     float *dfcg = m->work[MPT_WORK_DFCG], *dfc = m->work[MPT_WORK_DFC];
@@ -228,6 +240,9 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
     for (int l = L - 1; l >= 0; l--) {
         TRY_(need_(m, l + 1, MPT_PHASE_BACKWARD, err));
         const float *in = l == 0 ? m->cur->a[MPT_ACT_ENCODED] : lay_(m, MPT_ACT_RES3, l - 1);
+        /* only the block's input was kept: run its forward again (deterministic kernels, so
+         * the block's output RES3 is rewritten with the same values) */
+        if (m->recompute == MPT_RECOMPUTE_FULL) TRY_(block_forward_(m, l, B, T, err));
         /* dres holds dL/d(block output) for this rank's rows; MLP half. The row-parallel c_proj
          * needs it for all rows; the column-parallel c_fc's input gradient is summed over tp. */
         TRY_(gather_(m, dres, Nl, &dy, err));
@@ -249,6 +264,9 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
         memset(dtmp, 0, NDl * sizeof *dtmp);
         mpt_matmul_backward(dtmp, G_(m, l, MPT_ATTPROJ_W), G_(m, l, MPT_ATTPROJ_B), dy,
                             lay_(m, MPT_ACT_ATTY, l), W_(m, l, MPT_ATTPROJ_W), N, Dl, D);
+        if (m->recompute == MPT_RECOMPUTE_SELECTIVE) /* the probabilities were not kept */
+            mpt_attention_forward(dqkv, lay_(m, MPT_ACT_ATT, l), lay_(m, MPT_ACT_QKV, l), B, T, Dl,
+                                  Hl);
         memset(dqkv, 0, 3 * NDl * sizeof *dqkv);
         mpt_attention_backward(dqkv, datt, dtmp, lay_(m, MPT_ACT_QKV, l), lay_(m, MPT_ACT_ATT, l),
                                B, T, Dl, Hl);

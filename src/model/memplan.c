@@ -47,7 +47,8 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
     plan->param_elements = dp.elements;
     plan->pool_elements = dp.pool;
     mpt_gpt_place place = {.sp = lay->sp, .first_layer = lay->first_layer,
-                           .n_layers = lay->n_layers, .first = lay->first, .last = lay->last};
+                           .n_layers = lay->n_layers, .first = lay->first, .last = lay->last,
+                           .recompute = lay->recompute};
     size_t act_n[MPT_ACT_SLOTS], work_n[MPT_WORK_SLOTS];
     if (!mpt_gpt_buffer_sizes(cfg, B, T, 1, lay->tp, lay->sp, &place, act_n, work_n))
         return mpt_fail(err, MPT_ERR_INPUT, "batch %d x %d tokens is too large to address", B, T);

@@ -31,6 +31,7 @@ typedef struct mpt_rank_layout {
     int first_layer, n_layers;/* this rank's stage: blocks (whole model: 0, n_layer) */
     int first, last;          /* the stage holds the embeddings / the head */
     int act_sets;             /* activation sets alive at once: 1, or the pipeline's count */
+    int recompute;            /* mpt_recompute */
     size_t bucket_elems;      /* data-parallel gradient bucket */
 } mpt_rank_layout;
 

@@ -436,6 +436,7 @@ mpt_status mpt_dp_gather(mpt_dp *dp, float *params, float *m, float *v, mpt_erro
 void mpt_dp_begin_step(mpt_dp *dp) {
     if (dp->zero <= 1) memset(dp->model->grads, 0, dp->model->pt.total * sizeof(float));
     else memset(dp->gshard, 0, dp->shard_n * sizeof(float));
+    if (dp->tied_grad) memset(dp->tied_grad, 0, dp->model->pt.t[dp->tied].numel * sizeof(float));
     for (int s = 0; s < 4; s++) dp->work_unit[s] = -1; /* parameters changed: regather */
     dp->last_microbatch = 0;
 }

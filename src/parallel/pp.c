@@ -104,7 +104,6 @@ static mpt_status forward_(mpt_pp *pp, const mpt_pp_action *a, mpt_pp_batch_fn b
     mpt_gpt *m = pp->model;
     int mb = a->mb;
     TRY_(open_set_(pp, mb, err));
-    if (!m->first) TRY_(mpt_wait(&pp->rx_act[mb], err));
     batch(ctx, mb, m->first ? inputs : NULL, m->last ? targets : NULL);
     m->cur = &pp->set[mb];
     double loss = 0.0;
@@ -117,7 +116,6 @@ static mpt_status backward_(mpt_pp *pp, const mpt_pp_action *a, mpt_pp_batch_fn 
                             int32_t *inputs, int Bm, int T, mpt_error *err) {
     mpt_gpt *m = pp->model;
     int mb = a->mb;
-    if (!m->last) TRY_(mpt_wait(&pp->rx_grad[mb], err));
     if (m->first) batch(ctx, mb, inputs, NULL); /* the embedding's backward needs the tokens */
     m->cur = &pp->set[mb];
     mpt_dp_set_last_microbatch(pp->dp, mb == pp->m - 1);
@@ -142,6 +140,7 @@ mpt_status mpt_pp_step(mpt_pp *pp, mpt_pp_batch_fn batch, void *ctx, int32_t *in
     mpt_gpt *m = pp->model;
     *loss_sum = 0.0;
     pp->busy = 0.0;
+    double start = omp_get_wtime();
     for (size_t i = 0; i < pp->n_acts; i++) {
         const mpt_pp_action *a = &pp->acts[i];
         int mb = a->mb, tag = mpt_pp_action_tag(a, 1);
@@ -167,6 +166,9 @@ mpt_status mpt_pp_step(mpt_pp *pp, mpt_pp_batch_fn batch, void *ctx, int32_t *in
             break;
         case MPT_PP_F:
         case MPT_PP_B: {
+            /* waiting for the input is idle time; the compute after it is busy time */
+            if (a->op == MPT_PP_F && !m->first) TRY_(mpt_wait(&pp->rx_act[mb], err));
+            if (a->op == MPT_PP_B && !m->last) TRY_(mpt_wait(&pp->rx_grad[mb], err));
             double t0 = omp_get_wtime();
             TRY_(a->op == MPT_PP_F ? forward_(pp, a, batch, ctx, inputs, targets, Bm, T, dloss,
                                               loss_sum, err)
@@ -187,5 +189,6 @@ mpt_status mpt_pp_step(mpt_pp *pp, mpt_pp_batch_fn batch, void *ctx, int32_t *in
             pp->tx_grad_busy[k] = 0;
         }
     m->cur = &m->own;
+    pp->wall = omp_get_wtime() - start;
     return MPT_OK;
 }

@@ -47,6 +47,7 @@ typedef struct mpt_pp {
     int tx_grad_busy[2];
     size_t boundary_n;       /* floats of one stage-boundary tensor (N/sp rows x D) */
     double busy;             /* compute seconds of the last step */
+    double wall;             /* seconds from the step's first action to its last */
     mpt_pp_event_fn on_event;
     void *event_ctx;
 } mpt_pp;

@@ -81,6 +81,8 @@ static cJSON *start_line_(const mpt_run *r, long start, const mpt_mem_plan *plan
     cJSON_AddNumberToObject(layout, "cp", 1);
     cJSON_AddNumberToObject(layout, "ep", 1);
     cJSON_AddNumberToObject(layout, "zero", o->zero);
+    const char *rc[] = {"none", "selective", "full"};
+    cJSON_AddStringToObject(layout, "recompute", rc[o->recompute]);
     cJSON_AddNumberToObject(layout, "world", r->world->size);
     if (o->pp > 1) {
         cJSON_AddStringToObject(layout, "schedule", mpt_pp_kind_name(r->kind));
@@ -155,7 +157,7 @@ static mpt_status microbatches_(mpt_run *r, float dloss, float **logits_copy, do
  * reductions, clipping and AdamW. *loss: the global mean loss; *norm: the global gradient
  * norm; *busy: this rank's compute seconds (pipeline). */
 static mpt_status step_(mpt_run *r, const mpt_adamw *opt, long step, float **logits_copy,
-                        double *loss, double *norm, float *lr, double *busy, mpt_error *err) {
+                        double *loss, double *norm, float *lr, double busy[2], mpt_error *err) {
     const mpt_train_opts *o = r->o;
     int B = o->batch, T = r->T;
     float dloss = 1.0f / ((float)B * (float)T);
@@ -171,7 +173,8 @@ static mpt_status step_(mpt_run *r, const mpt_adamw *opt, long step, float **log
     if (o->pp > 1) {
         st = mpt_pp_step(&r->pp, batch_, r, r->inputs, r->targets, r->Bm, T, dloss, &loss_sum,
                          err);
-        *busy = r->pp.busy;
+        busy[0] = r->pp.busy;
+        busy[1] = r->pp.wall;
     } else {
         st = microbatches_(r, dloss, logits_copy, &loss_sum, err);
     }
@@ -202,11 +205,21 @@ static cJSON *end_line_(mpt_run *r, const mpt_train_result *res, const double pe
     cJSON_AddNumberToObject(j, "tokens_per_s", res->tokens_per_s);
     cJSON_AddNumberToObject(j, "mfu", res->mfu);
     cJSON_AddNumberToObject(j, "peak_mem_bytes", (double)res->peak[5]);
-    cJSON_AddNumberToObject(j, "planned_mem_bytes", (double)res->plan.total);
+    cJSON_AddNumberToObject(j, "planned_mem_bytes", r->plan_max);
     cJSON *pk = cJSON_AddObjectToObject(j, "peak_mem_by_kind");
     for (int k = 0; k < MPT_MEM_KINDS; k++)
         cJSON_AddNumberToObject(pk, mpt_mem_kind_name((mpt_mem_kind)k), peaks[k]);
     if (res->saved_dir[0]) cJSON_AddStringToObject(j, "checkpoint", res->saved_dir);
+    /* every rank's plan and measured peak: total and activations */
+    cJSON *ranks = cJSON_AddArrayToObject(j, "ranks");
+    for (int i = 0; r->rank_mem && i < r->world->size; i++) {
+        cJSON *x = cJSON_CreateObject();
+        cJSON_AddNumberToObject(x, "planned_mem_bytes", r->rank_mem[4 * i]);
+        cJSON_AddNumberToObject(x, "peak_mem_bytes", r->rank_mem[4 * i + 1]);
+        cJSON_AddNumberToObject(x, "planned_activation_bytes", r->rank_mem[4 * i + 2]);
+        cJSON_AddNumberToObject(x, "peak_activation_bytes", r->rank_mem[4 * i + 3]);
+        cJSON_AddItemToArray(ranks, x);
+    }
     /* communication of world rank 0 over the whole run, by group and operation */
     cJSON *comm = cJSON_AddObjectToObject(j, "comm");
     for (int d = 0; d < MPT_DIMS; d++) {
@@ -243,9 +256,9 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
     res->cfg = r.cfg;
     res->n_params = mpt_config_param_count(&r.cfg);
     res->peak_flops = mpt_measure_peak_flops(o->threads > 0 ? o->threads : 1, 0.05);
-    double plan_total = (double)res->plan.total; /* the largest rank's plan */
+    r.plan_max = (double)res->plan.total; /* the largest rank's plan */
     if ((st = mpt_allreduce_sum_f64(world, &res->peak_flops, 1, err)) ||
-        (st = mpt_allreduce_max_f64(world, &plan_total, 1, err)))
+        (st = mpt_allreduce_max_f64(world, &r.plan_max, 1, err)))
         goto done;
     st = r.rank0 ? mpt_jsonlog_open(&r.log, o->log_path, err) : MPT_OK;
     if (!st)
@@ -262,19 +275,20 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
     mpt_comm *ppc = &r.groups.dim[MPT_DIM_PP];
     res->first_step = start + 1;
     for (long step = start; step < o->steps; step++) {
-        double t0 = now_(), loss = 0.0, norm = 0.0, busy = 0.0;
+        double t0 = now_(), loss = 0.0, norm = 0.0, busy[2] = {0.0, 0.0};
         float lr = 0.0f;
-        if ((st = step_(&r, &opt, step, &logits_copy, &loss, &norm, &lr, &busy, err))) goto done;
+        if ((st = step_(&r, &opt, step, &logits_copy, &loss, &norm, &lr, busy, err))) goto done;
         double dt = now_() - t0, peak_mem = (double)r.arena.peak_total;
         if ((st = mpt_allreduce_max_f64(world, &peak_mem, 1, err))) goto done;
-        if (o->pp > 1 && (st = mpt_allreduce_sum_f64(ppc, &busy, 1, err))) goto done;
+        /* the pipeline's measured bubble: idle share of its ranks' time in the pipelined part */
+        if (o->pp > 1 && (st = mpt_allreduce_sum_f64(ppc, busy, 2, err))) goto done;
         t_all += dt;
         mpt_step_info info = {.step = step + 1, .steps = o->steps, .loss = loss, .lr = lr,
                               .grad_norm = norm, .tokens_per_s = (double)B * T / dt,
                               .step_ms = dt * 1e3,
                               .mfu = res->peak_flops > 0 ? flops_step / dt / res->peak_flops : 0,
                               .peak_mem_bytes = (size_t)peak_mem,
-                              .bubble = o->pp > 1 ? 1.0 - busy / (o->pp * dt) : -1.0};
+                              .bubble = o->pp > 1 && busy[1] > 0 ? 1.0 - busy[0] / busy[1] : -1.0};
         if (step == start) res->first_loss = loss;
         res->last_loss = loss;
         res->last_step = step + 1;
@@ -291,16 +305,24 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
     res->seconds = t_all;
     res->tokens_per_s = t_all > 0 ? (double)ran * B * T / t_all : 0;
     res->mfu = t_all > 0 && res->peak_flops > 0 ? ran * flops_step / t_all / res->peak_flops : 0;
-    res->plan.total = (size_t)plan_total;
-    double peaks[6];
+    double peaks[6], mine[4] = {(double)res->plan.total, (double)r.arena.peak_total,
+                                (double)res->plan.bytes[MPT_MEM_ACTIVATIONS],
+                                (double)r.arena.peak[MPT_MEM_ACTIVATIONS]};
     for (int k = 0; k < MPT_MEM_KINDS; k++) peaks[k] = (double)r.arena.peak[k];
     peaks[5] = (double)r.arena.peak_total;
-    if ((st = mpt_allreduce_max_f64(world, peaks, 6, err))) goto done;
+    r.rank_mem = calloc(4 * (size_t)world->size, sizeof(double));
+    if (!r.rank_mem) st = mpt_fail(err, MPT_ERR_RUN, "out of memory");
+    if ((st = mpt_comm_agree(world, st, err)) ||
+        (st = mpt_allreduce_max_f64(world, peaks, 6, err)))
+        goto done;
+    memcpy(r.rank_mem + 4 * world->rank, mine, sizeof mine);
+    if ((st = mpt_allreduce_sum_f64(world, r.rank_mem, 4 * (size_t)world->size, err))) goto done;
     for (int k = 0; k < 6; k++) res->peak[k] = (size_t)peaks[k];
     if (r.rank0) st = mpt_jsonlog_write(&r.log, end_line_(&r, res, peaks, t_all), err);
     st = mpt_comm_agree(world, st, err);
 done:
     free(logits_copy);
+    free(r.rank_mem);
     mpt_run_free(&r);
     return st;
 }

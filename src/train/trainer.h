@@ -41,6 +41,7 @@ typedef struct mpt_train_opts {
     int pp;                  /* pipeline stages (dp * tp * pp = world size) */
     const char *schedule;    /* pipeline schedule: naive | gpipe | 1f1b (default 1f1b) */
     const char *partition;   /* uniform | auto | L0,L1,... (default uniform) */
+    int recompute;           /* mpt_recompute: none, selective, full */
     int zero;                /* ZeRO stage 0..3 */
     double bucket_mb;        /* gradient bucket size for zero 0/1 (default 4) */
     int stall_rank;          /* testing: this world rank sleeps stall_seconds before ... */

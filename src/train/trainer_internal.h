@@ -35,6 +35,8 @@ typedef struct mpt_run {
     mpt_jsonlog log;
     int rank0;
     long step;                /* the step being run (for the data callback) */
+    double plan_max;          /* the largest rank's planned bytes */
+    double *rank_mem;         /* end of run: 4 figures per world rank (plan, peak, activations) */
 } mpt_run;
 
 /* Everything that can fail before the first step. All ranks call both, in order; each returns

@@ -106,6 +106,7 @@ static void rank_layout_(const mpt_run *r, int stage, int sets, mpt_rank_layout 
                              .first_layer = r->stage_first[stage],
                              .n_layers = r->stage_count[stage], .first = stage == 0,
                              .last = stage == o->pp - 1, .act_sets = sets,
+                             .recompute = o->recompute,
                              .bucket_elems = (size_t)(o->bucket_mb * 1024 * 1024 / 4)};
 }
 
@@ -162,7 +163,8 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
         if ((st = mpt_comm_split(pp, color, stage, "embed", &r->embed, err))) return st;
     }
     mpt_gpt_place place = {.tp = tp, .sp = o->sp, .first_layer = r->stage_first[stage],
-                           .n_layers = r->stage_count[stage], .first = first, .last = last};
+                           .n_layers = r->stage_count[stage], .first = first, .last = last,
+                           .recompute = o->recompute};
     mpt_param_table local;
     mpt_dp_plan plan;
     if ((st = mpt_params_build_stage(&local, &r->cfg, o->tp, tp->rank, place.first_layer,
