@@ -84,6 +84,21 @@ print("; ".join(msgs))
 sys.exit(0 if good else 1)
 PY
 
+# --trace: one process per rank, compute events F/B for every micro-batch, communication events
+"${MPIRUN[@]}" -np 4 "$BIN" train "${MODEL[@]}" --pp 2 --dp 2 --microbatches 4 --steps 2 --trace "$TMP/trace.json" >/dev/null 2>&1
+/usr/bin/python3 - "$TMP/trace.json" >"$TMP/tr" <<'PY' && ok "trace: $(cat "$TMP/tr")" || bad "trace: $(cat "$TMP/tr")"
+import json, sys
+ev = [e for e in json.load(open(sys.argv[1]))["traceEvents"] if e["ph"] == "X"]
+good = True
+for rank in range(4):
+    names = [e["name"] for e in ev if e["pid"] == rank and e["tid"] == 0]
+    for mb in range(4):
+        good &= names.count(f"F{mb}") == 2 and names.count(f"B{mb}") == 2
+    good &= any(e["pid"] == rank and e["tid"] == 1 for e in ev)
+print(f"{len(ev)} events over 4 ranks; F0-3 and B0-3 twice (2 steps) on every rank, communication on every rank: {good}")
+sys.exit(0 if good else 1)
+PY
+
 # bad input: exit 2 with a message on every rank
 "${MPIRUN[@]}" -np 4 "$BIN" train --model tiny --layers 3 --seq-len 32 --batch 8 --threads 1 --quiet --pp 4 >/dev/null 2>"$TMP/e1"; c=$?
 [ $c = 2 ] && [ "$(grep -c 'more pipeline stages than' "$TMP/e1")" = 4 ] && ok "pp > layers: $(head -1 "$TMP/e1")" || bad "pp > layers: exit $c $(cat "$TMP/e1")"

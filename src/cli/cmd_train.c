@@ -23,6 +23,7 @@ typedef struct train_cli_ {
     const char *model, *data, *lr_schedule, *recompute;
     int layers, d_model, heads, seq_len, vocab, ffn, experts, top_k, untied;
     int cp, ep, virtual_stages;
+    int pp;                /* copied from the options for the start banner */
     int quiet;
     int tty;
     double last_print;
@@ -122,7 +123,12 @@ static void on_start_(const mpt_train_result *r, void *ctx) {
     mpt_memplan_format(&r->plan, plan, sizeof plan);
     printf("model: %lld parameters (L%d D%d H%d F%d V%d)\n", r->n_params, r->cfg.n_layer,
            r->cfg.d_model, r->cfg.n_head, r->cfg.ffn, r->cfg.vocab);
-    printf("memory plan per rank: %s\n", plan);
+    printf("memory plan of this rank: %s\n", plan);
+    if (c->pp > 1) {
+        printf("pipeline stages (blocks each):");
+        for (int s = 0; s < c->pp; s++) printf(" %d", r->stage_layers[s]);
+        printf("\n");
+    }
     printf("measured FMA peak: %.1f GFLOP/s\n", r->peak_flops / 1e9);
     fflush(stdout);
 }
@@ -198,6 +204,7 @@ int mpt_cli_train(int argc, char **argv) {
         {"partition", MPT_ARG_STRING, &o.partition, "layers per stage: uniform (default) | auto | L0,L1,...", NULL},
         {"recompute", MPT_ARG_STRING, &c.recompute, "none | selective | full", NULL},
         {"log", MPT_ARG_STRING, &o.log_path, "JSON Lines log file", NULL},
+        {"trace", MPT_ARG_STRING, &o.trace_path, "Chrome trace JSON of every rank's compute and communication (Perfetto)", NULL},
         {"save", MPT_ARG_STRING, &o.save_dir, "checkpoint directory (DIR/step_NNNNNN, DIR/latest)", NULL},
         {"save-every", MPT_ARG_INT, &o.save_every, "checkpoint every N steps (and at the end)", NULL},
         {"keep", MPT_ARG_INT, &o.keep, "keep only the newest K checkpoints", NULL},
@@ -262,6 +269,7 @@ int mpt_cli_train(int argc, char **argv) {
     mpt_comm world;
     if ((st = mpt_comm_world(&world, &err))) return mpt_cli_report(&err);
     c.tty = isatty(STDOUT_FILENO);
+    c.pp = o.pp;
     if (world.rank != 0) c.quiet = 1;
     mpt_train_result res;
     st = mpt_train(&world, &o, on_start_, on_step_, &c, &res, &err);

@@ -41,6 +41,20 @@ const char *mpt_comm_op_name(mpt_comm_op op) {
     return "?";
 }
 
+static mpt_comm_observer_fn observer_;
+static void *observer_ctx_;
+
+void mpt_comm_set_observer(mpt_comm_observer_fn fn, void *ctx) {
+    observer_ = fn;
+    observer_ctx_ = ctx;
+}
+
+void mpt_comm_observe(mpt_comm_op op, const mpt_comm *c, int peer, double t0, double t1) {
+    if (observer_) observer_(observer_ctx_, op, c, peer, t0, t1);
+}
+
+double mpt_comm_clock(void) { return mpt_comm_now(); }
+
 double mpt_comm_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

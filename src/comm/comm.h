@@ -75,6 +75,13 @@ typedef void (*mpt_watchdog_fn)(const char *what);
 void mpt_comm_set_timeout(double seconds);  /* <= 0 restores the default 300 s */
 void mpt_comm_set_watchdog(mpt_watchdog_fn fn);
 void mpt_comm_set_step(long step);      /* for watchdog messages */
+/* Called when an operation completes (from mpt_wait / mpt_test), with its kind, group and
+ * start and end on mpt_comm_clock(): the trace records communication through it. NULL: none. */
+typedef void (*mpt_comm_observer_fn)(void *ctx, mpt_comm_op op, const mpt_comm *c, int peer,
+                                     double t0, double t1);
+void mpt_comm_set_observer(mpt_comm_observer_fn fn, void *ctx);
+/* Seconds on the clock the counters and the observer use (monotonic). */
+double mpt_comm_clock(void);
 /* For tests: the largest element count one MPI call takes (0 = the default, INT_MAX), so the
  * splitting of large counts runs on small buffers. Set the same value on every rank. */
 void mpt_comm_set_max_count(size_t n);

@@ -24,6 +24,8 @@ mpt_status mpt_comm_parts(const mpt_comm *c, mpt_comm_op op, size_t n, int *part
                           mpt_error *err);
 /* Monotonic seconds. */
 double mpt_comm_now(void);
+/* Tells the observer (if any) that an operation completed. */
+void mpt_comm_observe(mpt_comm_op op, const mpt_comm *c, int peer, double t0, double t1);
 /* Zeroes *r and records the op, its communicator, peer, payload bytes and start time. */
 void mpt_comm_req_start(mpt_req *r, mpt_comm *c, mpt_comm_op op, int peer, double bytes);
 /* Settings read by mpt_wait. */

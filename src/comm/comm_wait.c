@@ -49,7 +49,9 @@ static mpt_status finish_(mpt_req *r, mpt_error *err) {
     mpt_comm_stats *s = &r->comm->stats;
     s->calls[r->op]++;
     s->bytes[r->op] += r->bytes;
-    s->seconds[r->op] += mpt_comm_now() - r->t0;
+    double t1 = mpt_comm_now();
+    s->seconds[r->op] += t1 - r->t0;
+    mpt_comm_observe(r->op, r->comm, r->peer, r->t0, t1);
     size_t want = (size_t)(r->bytes / (double)sizeof(float));
     if (r->op == MPT_OP_RECV && r->got != want)
         return mpt_fail(err, MPT_ERR_RUN,

@@ -123,6 +123,13 @@ static void batch_(void *ctx, int mb, int32_t *inputs, int32_t *targets) {
     mpt_data_batch(&r->data, r->step, o->batch, first + mb * r->Bm, r->Bm, r->T, inputs, targets);
 }
 
+/* The pipeline executor's compute events, for the trace: "F3", "B3". */
+static void pp_event_(void *ctx, const mpt_pp_action *a, double t0, double t1) {
+    char name[16];
+    mpt_pp_action_str(a, 1, name, sizeof name);
+    mpt_trace_add(ctx, MPT_TRACE_COMPUTE, name, NULL, -1, t0, t1);
+}
+
 /* Micro-batches one after the other on a rank that holds every layer (pp == 1). */
 static mpt_status microbatches_(mpt_run *r, float dloss, float **logits_copy, double *loss_sum,
                                 mpt_error *err) {
@@ -144,10 +151,16 @@ static mpt_status microbatches_(mpt_run *r, float dloss, float **logits_copy, do
                        (size_t)cfg->vocab * sizeof(float));
         }
         mpt_dp_set_last_microbatch(&r->dp, mb == M - 1);
-        double mb_loss = 0.0;
-        if ((st = mpt_gpt_forward(&r->model, r->inputs, r->targets, Bm, T, dloss, &mb_loss, err)) ||
-            (st = mpt_gpt_backward(&r->model, r->inputs, Bm, T, err)))
+        double mb_loss = 0.0, t0 = mpt_comm_clock();
+        char name[16];
+        if ((st = mpt_gpt_forward(&r->model, r->inputs, r->targets, Bm, T, dloss, &mb_loss, err)))
             return st;
+        double t1 = mpt_comm_clock();
+        snprintf(name, sizeof name, "F%d", mb);
+        mpt_trace_add(&r->trace, MPT_TRACE_COMPUTE, name, NULL, -1, t0, t1);
+        if ((st = mpt_gpt_backward(&r->model, r->inputs, Bm, T, err))) return st;
+        snprintf(name, sizeof name, "B%d", mb);
+        mpt_trace_add(&r->trace, MPT_TRACE_COMPUTE, name, NULL, -1, t1, mpt_comm_clock());
         *loss_sum += mb_loss;
     }
     return MPT_OK;
@@ -190,9 +203,12 @@ static mpt_status step_(mpt_run *r, const mpt_adamw *opt, long step, float **log
                         "the last checkpoint is intact",
                         step + 1);
     if (o->dump_path && step == 0 && (st = mpt_run_dump(r, *logits_copy, err))) return st;
+    double t0 = mpt_comm_clock();
     if ((st = mpt_dp_grad_norm(&r->dp, norm, err))) return st;
     *lr = mpt_adamw_lr(opt, step);
-    return mpt_dp_update(&r->dp, opt, *lr, mpt_clip_factor(opt, *norm), step + 1, err);
+    st = mpt_dp_update(&r->dp, opt, *lr, mpt_clip_factor(opt, *norm), step + 1, err);
+    mpt_trace_add(&r->trace, MPT_TRACE_COMPUTE, "optimizer", NULL, -1, t0, mpt_comm_clock());
+    return st;
 }
 
 static cJSON *end_line_(mpt_run *r, const mpt_train_result *res, const double peaks[6],
@@ -251,7 +267,11 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
     openblas_set_num_threads(o->threads > 0 ? o->threads : 1);
     mpt_status st = mpt_comm_agree(world, mpt_run_prepare(&r, res, err), err);
     if (!st) st = mpt_comm_agree(world, mpt_run_allocate(&r, &start, err), err);
+    if (!st) st = mpt_trace_init(&r.trace, world, o->trace_path != NULL, err);
     if (st) goto done;
+    mpt_trace_observe_comm(&r.trace);
+    r.pp.on_event = pp_event_;
+    r.pp.event_ctx = &r.trace;
 
     res->cfg = r.cfg;
     res->n_params = mpt_config_param_count(&r.cfg);
@@ -320,6 +340,8 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
     for (int k = 0; k < 6; k++) res->peak[k] = (size_t)peaks[k];
     if (r.rank0) st = mpt_jsonlog_write(&r.log, end_line_(&r, res, peaks, t_all), err);
     st = mpt_comm_agree(world, st, err);
+    mpt_trace_observe_comm(NULL);
+    if (!st && o->trace_path) st = mpt_trace_write(&r.trace, world, o->trace_path, err);
 done:
     free(logits_copy);
     free(r.rank_mem);

@@ -29,6 +29,7 @@ typedef struct mpt_train_opts {
     int threads;             /* OpenMP + BLAS threads */
     size_t mem_limit;        /* bytes, 0 = none */
     const char *log_path;    /* JSONL or NULL */
+    const char *trace_path;  /* Chrome trace JSON or NULL */
     const char *save_dir;    /* NULL = no checkpoints */
     int save_every;          /* 0 = only at the end */
     int keep;                /* newest checkpoints kept, 0 = all */

@@ -11,6 +11,7 @@
 #include "parallel/pp.h"
 #include "tok/tokfile.h"
 #include "train/jsonlog.h"
+#include "train/trace.h"
 #include "train/trainer.h"
 
 typedef struct mpt_run {
@@ -33,6 +34,7 @@ typedef struct mpt_run {
     size_t batch_n;
     mpt_tokfile data;
     mpt_jsonlog log;
+    mpt_trace trace;
     int rank0;
     long step;                /* the step being run (for the data callback) */
     double plan_max;          /* the largest rank's planned bytes */

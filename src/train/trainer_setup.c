@@ -233,6 +233,7 @@ void mpt_run_free(mpt_run *r) {
     mpt_groups_free(&r->groups);
     mpt_tokfile_free(&r->data);
     mpt_jsonlog_close(&r->log);
+    mpt_trace_free(&r->trace);
 }
 
 /* Whole tensors of this rank's stage (ZeRO slices gathered over dp, tensor-parallel shards over
