@@ -281,10 +281,10 @@ int mpt_cli_train(int argc, char **argv) {
     if (!c.quiet) {
         char peak[32], plan[32];
         mpt_format_bytes(res.peak[5], peak, sizeof peak);
-        mpt_format_bytes(res.plan.total, plan, sizeof plan);
+        mpt_format_bytes(res.plan_max, plan, sizeof plan);
         if (res.last_step >= res.first_step)
             printf("done: steps %ld-%ld, loss %.4f -> %.4f, %.0f tokens/s, mfu %.1f%%, "
-                   "memory peak %s (plan %s)\n",
+                   "memory peak %s (plan %s, largest rank)\n",
                    res.first_step, res.last_step, res.first_loss, res.last_loss,
                    res.tokens_per_s, 100.0 * res.mfu, peak, plan);
         if (res.saved_dir[0]) printf("checkpoint: %s\n", res.saved_dir);

@@ -340,6 +340,7 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
     for (int k = 0; k < 6; k++) res->peak[k] = (size_t)peaks[k];
     if (r.rank0) st = mpt_jsonlog_write(&r.log, end_line_(&r, res, peaks, t_all), err);
     st = mpt_comm_agree(world, st, err);
+    res->plan_max = (size_t)r.plan_max;
     mpt_trace_observe_comm(NULL);
     if (!st && o->trace_path) st = mpt_trace_write(&r.trace, world, o->trace_path, err);
 done:

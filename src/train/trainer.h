@@ -65,7 +65,8 @@ typedef struct mpt_train_result {
     double first_loss, last_loss;
     double seconds, tokens_per_s, mfu;
     double peak_flops;              /* measured FMA peak of the cores used */
-    mpt_mem_plan plan;              /* planned bytes */
+    mpt_mem_plan plan;              /* planned bytes of this rank */
+    size_t plan_max;                /* the largest rank's planned total */
     size_t peak[6];                 /* measured peak by mpt_mem_kind, [5] = total */
     char saved_dir[1024];           /* last checkpoint written, "" if none */
     mpt_config cfg;                 /* the architecture trained */
