@@ -63,6 +63,13 @@ run ref5 1 --microbatches 4
 run pp2auto 2 --pp 2 --partition auto --microbatches 4 && same pp2auto ref5
 run pp3list 3 --pp 3 --partition 1,3,1 --microbatches 4 && same pp3list ref5
 grep -q '"stage_layers":\[1,3,1\]' "$TMP/pp3list.jsonl" && ok "partition 1,3,1 logged" || bad "partition not in the log"
+# auto keeps every stage's plan under --mem-limit: [3,2] plans 1489920 / 1222656 bytes and
+# [2,3] 1089024 / 1623552, so 1.5 MB admits only [3,2] and 1.45 MB no split at all
+"${MPIRUN[@]}" -np 2 "$BIN" train "${MODEL[@]}" --pp 2 --partition auto --microbatches 4 --steps 1 \
+  --mem-limit 1500000 --log "$TMP/auto.jsonl" >/dev/null 2>&1 && grep -q '"stage_layers":\[3,2\]' "$TMP/auto.jsonl" \
+  && ok "auto under --mem-limit 1500000 picks [3,2]" || bad "auto with a memory limit"
+"${MPIRUN[@]}" -np 2 "$BIN" train "${MODEL[@]}" --pp 2 --partition auto --microbatches 4 --mem-limit 1450000 >/dev/null 2>"$TMP/e0"; c=$?
+[ $c = 2 ] && grep -q "no split" "$TMP/e0" && ok "auto with no split under the limit: exit 2" || bad "auto no split: exit $c $(cat "$TMP/e0")"
 
 # memory: each rank's measured peak equals its plan; 1F1B's first stage keeps p activation sets,
 # GPipe's keeps m

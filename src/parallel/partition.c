@@ -47,7 +47,8 @@ static mpt_status parse_list_(const char *mode, int p, int L, int *counts, mpt_e
 
 /* best[k][l]: the smallest possible largest-stage cost splitting blocks [0, l) into stages
  * 0..k-1; the last stage of such a prefix is the model's last only when k == p. */
-static void auto_(const mpt_config *cfg, int T, int p, int L, int *counts) {
+static int auto_(const mpt_config *cfg, int T, int p, int L, int *counts,
+                 mpt_partition_fits_fn fits, void *ctx) {
     size_t W = (size_t)L + 1;
     double *best = malloc((size_t)(p + 1) * W * sizeof *best);
     int *cut = malloc((size_t)(p + 1) * W * sizeof *cut);
@@ -55,7 +56,7 @@ static void auto_(const mpt_config *cfg, int T, int p, int L, int *counts) {
         for (int i = 0; i < p; i++) counts[i] = L / p + (i < L % p);
         free(best);
         free(cut);
-        return;
+        return 1;
     }
     for (size_t i = 0; i < (size_t)(p + 1) * W; i++) best[i] = 1e300;
     best[0] = 0.0;
@@ -63,6 +64,7 @@ static void auto_(const mpt_config *cfg, int T, int p, int L, int *counts) {
         for (int l = k; l <= L - (p - k); l++)
             for (int j = k - 1; j < l; j++) {
                 double prev = best[(size_t)(k - 1) * W + (size_t)j];
+                if (prev >= 1e300 || (fits && !fits(ctx, k - 1, j, l - j))) continue;
                 double c = mpt_partition_stage_cost(cfg, T, l - j, k == 1, k == p);
                 double v = prev > c ? prev : c;
                 if (v < best[(size_t)k * W + (size_t)l]) {
@@ -70,17 +72,19 @@ static void auto_(const mpt_config *cfg, int T, int p, int L, int *counts) {
                     cut[(size_t)k * W + (size_t)l] = j;
                 }
             }
-    for (int k = p, l = L; k >= 1; k--) {
+    int found = best[(size_t)p * W + (size_t)L] < 1e300;
+    for (int k = p, l = L; found && k >= 1; k--) {
         int j = cut[(size_t)k * W + (size_t)l];
         counts[k - 1] = l - j;
         l = j;
     }
     free(best);
     free(cut);
+    return found;
 }
 
 mpt_status mpt_partition(const mpt_config *cfg, int T, int p, const char *mode, int *counts,
-                         mpt_error *err) {
+                         mpt_partition_fits_fn fits, void *ctx, mpt_error *err) {
     int L = cfg->n_layer;
     if (p > L)
         return mpt_fail(err, MPT_ERR_INPUT,
@@ -92,8 +96,11 @@ mpt_status mpt_partition(const mpt_config *cfg, int T, int p, const char *mode, 
         return MPT_OK;
     }
     if (strcmp(mode, "auto") == 0) {
-        auto_(cfg, T, p, L, counts);
-        return MPT_OK;
+        if (auto_(cfg, T, p, L, counts, fits, ctx)) return MPT_OK;
+        return mpt_fail(err, MPT_ERR_INPUT,
+                        "--partition auto finds no split of %d layers over %d stages whose every "
+                        "stage fits --mem-limit: raise it, or use more stages or micro-batches",
+                        L, p);
     }
     return parse_list_(mode, p, L, counts, err);
 }

@@ -11,9 +11,14 @@
 #include "core/status.h"
 #include "model/config.h"
 
-/* counts[0..p): blocks of each stage. MPT_ERR_INPUT for p > layers or a bad list, naming it. */
+/* Whether stage `stage` holding blocks [first_layer, first_layer + n) fits in memory (auto
+ * never picks a split with a stage that does not). */
+typedef int (*mpt_partition_fits_fn)(void *ctx, int stage, int first_layer, int n);
+
+/* counts[0..p): blocks of each stage. MPT_ERR_INPUT for p > layers, a bad list, or (auto) no
+ * split whose every stage fits. fits may be NULL (everything fits). */
 mpt_status mpt_partition(const mpt_config *cfg, int T, int p, const char *mode, int *counts,
-                         mpt_error *err);
+                         mpt_partition_fits_fn fits, void *ctx, mpt_error *err);
 /* Predicted time of a stage in FLOPs per token (forward + backward): blocks [l0, l0+n), plus
  * the embedding when first, plus the head and loss when last. */
 double mpt_partition_stage_cost(const mpt_config *cfg, int T, int n, int first, int last);

@@ -100,14 +100,30 @@ static int stage_of_(const mpt_run *r) {
     return mpt_mesh_coords(&lay, r->world->rank).c[MPT_DIM_PP];
 }
 
-static void rank_layout_(const mpt_run *r, int stage, int sets, mpt_rank_layout *lay) {
+/* The memory plan of stage `stage` holding blocks [first_layer, first_layer + n). */
+static mpt_status stage_plan_(mpt_run *r, int stage, int first_layer, int n, mpt_mem_plan *plan,
+                              mpt_error *err) {
     const mpt_train_opts *o = r->o;
-    *lay = (mpt_rank_layout){.tp = o->tp, .sp = o->sp, .dp = o->dp, .zero = o->zero, .pp = o->pp,
-                             .first_layer = r->stage_first[stage],
-                             .n_layers = r->stage_count[stage], .first = stage == 0,
-                             .last = stage == o->pp - 1, .act_sets = sets,
-                             .recompute = o->recompute,
-                             .bucket_elems = (size_t)(o->bucket_mb * 1024 * 1024 / 4)};
+    int sets = 1;
+    if (o->pp > 1) {
+        mpt_status st = mpt_pp_sets_needed(r->kind, o->pp, o->microbatches, stage, &sets, err);
+        if (st) return st;
+    }
+    mpt_rank_layout lay = {.tp = o->tp, .sp = o->sp, .dp = o->dp, .zero = o->zero, .pp = o->pp,
+                           .first_layer = first_layer, .n_layers = n, .first = stage == 0,
+                           .last = stage == o->pp - 1, .act_sets = sets,
+                           .recompute = o->recompute,
+                           .bucket_elems = (size_t)(o->bucket_mb * 1024 * 1024 / 4)};
+    return mpt_memplan_rank(&r->cfg, r->Bm, r->T, &lay, plan, err);
+}
+
+/* --partition auto: does a stage fit --mem-limit? */
+static int stage_fits_(void *ctx, int stage, int first_layer, int n) {
+    mpt_run *r = ctx;
+    mpt_mem_plan plan;
+    if (!r->o->mem_limit) return 1;
+    return stage_plan_(r, stage, first_layer, n, &plan, NULL) == MPT_OK &&
+           plan.total <= r->o->mem_limit;
 }
 
 mpt_status mpt_run_prepare(mpt_run *r, mpt_train_result *res, mpt_error *err) {
@@ -117,7 +133,9 @@ mpt_status mpt_run_prepare(mpt_run *r, mpt_train_result *res, mpt_error *err) {
     r->T = o->seq_len > 0 ? o->seq_len : r->cfg.n_positions;
     if ((st = validate_layout_(r, err)) || (st = validate_run_(r, err))) return st;
     r->Bm = o->batch / (o->dp * o->microbatches);
-    if ((st = mpt_partition(&r->cfg, r->T, o->pp, o->partition, r->stage_count, err))) return st;
+    if ((st = mpt_partition(&r->cfg, r->T, o->pp, o->partition, r->stage_count, stage_fits_, r,
+                            err)))
+        return st;
     for (int s = 0, l = 0; s < o->pp; l += r->stage_count[s++]) {
         r->stage_first[s] = l;
         res->stage_layers[s] = r->stage_count[s];
@@ -126,13 +144,8 @@ mpt_status mpt_run_prepare(mpt_run *r, mpt_train_result *res, mpt_error *err) {
     if ((st = mpt_data_check(&r->data, r->T, o->data_path, err))) return st;
     /* the memory plan of this rank's stage; --mem-limit applies to every stage */
     for (int s = 0; s < o->pp; s++) {
-        int sets = 1;
-        if (o->pp > 1 && (st = mpt_pp_sets_needed(r->kind, o->pp, o->microbatches, s, &sets, err)))
-            return st;
-        mpt_rank_layout lay;
         mpt_mem_plan plan;
-        rank_layout_(r, s, sets, &lay);
-        if ((st = mpt_memplan_rank(&r->cfg, r->Bm, r->T, &lay, &plan, err))) return st;
+        if ((st = stage_plan_(r, s, r->stage_first[s], r->stage_count[s], &plan, err))) return st;
         if (s == stage_of_(r)) res->plan = plan;
         if (o->mem_limit && plan.total > o->mem_limit) {
             char need[512], lim[32];
