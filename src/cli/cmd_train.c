@@ -29,10 +29,16 @@ typedef struct train_cli_ {
     double last_print;
 } train_cli_;
 
-static int default_threads_(void) {
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+/* Ranks of this job on this node (1 without a launcher). */
+static long local_ranks_(void) {
     const char *local = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
     long ranks = local ? atol(local) : 1;
+    return ranks > 0 ? ranks : 1;
+}
+
+static int default_threads_(void) {
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    long ranks = local_ranks_();
     if (cores < 1) cores = 1;
     if (ranks < 1) ranks = 1;
     return cores / ranks > 0 ? (int)(cores / ranks) : 1;
@@ -265,6 +271,9 @@ int mpt_cli_train(int argc, char **argv) {
     o.bucket_mb = bucket_mb;
     o.stall_seconds = stall_seconds;
     mpt_comm_set_timeout(comm_timeout);
+    /* ranks with cores of their own spin while they wait (a nap costs a pipeline ~1 ms per
+     * transfer); oversubscribed ranks nap almost at once so the rank they wait for can run */
+    if (local_ranks_() <= sysconf(_SC_NPROCESSORS_ONLN)) mpt_comm_set_spin(0.05);
     mpt_comm_set_watchdog(watchdog_);
     mpt_comm world;
     if ((st = mpt_comm_world(&world, &err))) return mpt_cli_report(&err);

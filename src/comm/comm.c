@@ -22,6 +22,10 @@ void mpt_comm_set_step(long step) { step_ = step; }
 void mpt_comm_set_max_count(size_t n) { max_count_ = (n == 0 || n > INT_MAX) ? INT_MAX : n; }
 
 double mpt_comm_timeout(void) { return timeout_s_; }
+
+static double spin_s_ = 5e-6;
+void mpt_comm_set_spin(double seconds) { spin_s_ = seconds > 0 ? seconds : 5e-6; }
+double mpt_comm_spin(void) { return spin_s_; }
 mpt_watchdog_fn mpt_comm_watchdog(void) { return watchdog_; }
 long mpt_comm_step(void) { return step_; }
 size_t mpt_comm_max_count(void) { return max_count_; }

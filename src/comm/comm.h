@@ -72,7 +72,11 @@ typedef struct mpt_req {
  * the peer are world ranks; the seconds are the timeout). Without a handler, or if it returns,
  * the wait fails with MPT_ERR_RUN and that message. The timeout counts from the wait's start. */
 typedef void (*mpt_watchdog_fn)(const char *what);
-void mpt_comm_set_timeout(double seconds);  /* <= 0 restores the default 300 s */
+void mpt_comm_set_timeout(double seconds);
+/* How long a wait polls MPI_Test without sleeping before it backs off into naps (default 5 us,
+ * for ranks oversubscribed on few cores). A rank with a core of its own should spin longer:
+ * a nap can add up to ~1 ms to every wait, which a pipeline pays per micro-batch. */
+void mpt_comm_set_spin(double seconds);  /* <= 0 restores the default 300 s */
 void mpt_comm_set_watchdog(mpt_watchdog_fn fn);
 void mpt_comm_set_step(long step);      /* for watchdog messages */
 /* Called when an operation completes (from mpt_wait / mpt_test), with its kind, group and

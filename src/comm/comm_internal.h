@@ -30,6 +30,7 @@ void mpt_comm_observe(mpt_comm_op op, const mpt_comm *c, int peer, double t0, do
 void mpt_comm_req_start(mpt_req *r, mpt_comm *c, mpt_comm_op op, int peer, double bytes);
 /* Settings read by mpt_wait. */
 double mpt_comm_timeout(void);
+double mpt_comm_spin(void);
 mpt_watchdog_fn mpt_comm_watchdog(void);
 long mpt_comm_step(void);
 

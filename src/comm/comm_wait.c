@@ -1,8 +1,8 @@
 /* comm_wait.c — finishing requests (see comm.h): mpt_test, mpt_wait, mpt_waitall and the
  * watchdog.
  *
- * Waiting polls MPI_Test: first a spin of a few microseconds (a message that is about to land
- * costs no sleep), then nanosleep with a period doubling from 1 us up to 1 ms. Tests run
+ * Waiting polls MPI_Test: first a spin (mpt_comm_set_spin: a few microseconds by default, so a
+ * message that is about to land costs no sleep), then nanosleep with a period doubling from 1 us up to 1 ms. Tests run
  * 4-8 ranks on 2 cores, and a rank that busy-waits takes the core from the rank it waits for;
  * with the back-off a waiting rank uses a few percent of a core, and a late message costs at
  * most ~1 ms. A wait longer than the timeout (counted from the start of this wait) formats
@@ -14,7 +14,6 @@
 #include <stdio.h>
 #include <time.h>
 
-#define SPIN_S 5e-6          /* poll without sleeping for this long */
 #define NAP_MIN_NS 1000L     /* first sleep */
 #define NAP_MAX_NS 1000000L  /* longest sleep */
 
@@ -82,7 +81,7 @@ static void nap_(long ns) {
 
 /* The rank that owns r[0..n) calls. Returns when all are complete or one fails. */
 static mpt_status wait_many_(mpt_req *r, size_t n, mpt_error *err) {
-    double start = mpt_comm_now(), timeout = mpt_comm_timeout();
+    double start = mpt_comm_now(), timeout = mpt_comm_timeout(), spin = mpt_comm_spin();
     long nap = NAP_MIN_NS;
     for (;;) {
         const mpt_req *first = NULL;
@@ -97,7 +96,7 @@ static mpt_status wait_many_(mpt_req *r, size_t n, mpt_error *err) {
         if (!first) return MPT_OK;
         double waited = mpt_comm_now() - start;
         if (waited >= timeout) return stuck_(first, err);
-        if (waited < SPIN_S) continue;
+        if (waited < spin) continue;
         nap_(nap);
         nap = nap * 2 > NAP_MAX_NS ? NAP_MAX_NS : nap * 2;
     }
