@@ -3,14 +3,7 @@
 # weights within 1e-5 relative), per-rank memory follows the ZeRO stage, and bad layouts end
 # with exit 2 on every rank without a hang.
 set -uo pipefail
-BIN="$1/mptrain"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-MPIRUN=(mpirun --oversubscribe --mca btl self,vader)
-TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
-HERE=$(dirname "$0")
-fails=0; passes=0
-ok()  { passes=$((passes+1)); echo "ok   $*"; }
-bad() { fails=$((fails+1)); echo "FAIL $*"; }
+source "$(dirname "$0")/lib.sh"
 # 4 layers so that buckets, prefetch and slots all take several turns; small bucket for overlap
 MODEL=(--model tiny --layers 4 --d-model 32 --heads 2 --seq-len 32 --batch 16 --steps 5
        --threads 1 --quiet --lr 3e-3 --bucket-mb 0.02)
@@ -95,5 +88,4 @@ if [ "$code" != 0 ] && grep -q "rank 0: stuck for 3 s in allreduce on group .* a
   ok "watchdog: exit $code after ${took}s: $(grep 'stuck' "$TMP/wd.err" | head -1)"
 else bad "watchdog: exit $code after ${took}s: $(head -5 "$TMP/wd.err")"; fi
 
-echo "$passes passed, $fails failed"
-[ "$fails" = 0 ]
+finish

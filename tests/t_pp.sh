@@ -4,15 +4,7 @@
 # memory plan counts the activation sets the schedule keeps (1F1B stage 0: p, GPipe: m) and
 # every rank's measured peak equals its plan; bad input exits 2.
 set -uo pipefail
-BIN="$1/mptrain"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-MPIRUN=(mpirun --oversubscribe --bind-to none --mca btl self,vader)
-TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
-HERE=$(dirname "$0")
-CMP=(/usr/bin/python3 "$HERE/compare_runs.py")
-fails=0; passes=0
-ok()  { passes=$((passes+1)); echo "ok   $*"; }
-bad() { fails=$((fails+1)); echo "FAIL $*"; }
+source "$(dirname "$0")/lib.sh"
 MODEL=(--model tiny --layers 4 --d-model 32 --heads 4 --ffn 64 --seq-len 32 --batch 8 --steps 5
        --threads 1 --quiet --lr 3e-3)
 
@@ -116,5 +108,4 @@ PY
 "${MPIRUN[@]}" -np 2 "$BIN" train "${MODEL[@]}" --pp 2 --schedule zigzag >/dev/null 2>"$TMP/e4"; c=$?
 [ $c = 2 ] && grep -q "zigzag" "$TMP/e4" && ok "unknown schedule: $(head -1 "$TMP/e4")" || bad "unknown schedule: exit $c $(cat "$TMP/e4")"
 
-echo "$passes passed, $fails failed"
-[ "$fails" = 0 ]
+finish

@@ -4,15 +4,7 @@
 # step is exactly the expected count and bytes, checkpoints move between tp sizes, and bad
 # layouts exit 2 naming the numbers.
 set -uo pipefail
-BIN="$1/mptrain"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-MPIRUN=(mpirun --oversubscribe --mca btl self,vader)
-TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
-HERE=$(dirname "$0")
-CMP=(/usr/bin/python3 "$HERE/compare_runs.py")
-fails=0; passes=0
-ok()  { passes=$((passes+1)); echo "ok   $*"; }
-bad() { fails=$((fails+1)); echo "FAIL $*"; }
+source "$(dirname "$0")/lib.sh"
 COMMON=(--seq-len 32 --batch 8 --steps 5 --threads 1 --quiet --lr 3e-3)
 
 # run NAME NP ARGS...: one layout, with a step-1 gradient dump, a log and a final checkpoint
@@ -152,5 +144,4 @@ done
 "$BIN" train "${COMMON[@]}" "${BASE[@]}" --sp >/dev/null 2>"$TMP/e4"; c=$?
 [ $c = 2 ] && grep -q "tp 2" "$TMP/e4" && ok "--sp without tp: $(head -1 "$TMP/e4")" || bad "--sp alone: exit $c $(cat "$TMP/e4")"
 
-echo "$passes passed, $fails failed"
-[ "$fails" = 0 ]
+finish
