@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The measured pipeline bubble of 1F1B on 2 stages equals the theory, (p-1)/(m+p-1), within 2
-# points. Run alone (ctest RUN_SERIAL): each stage needs a core of its own. The model keeps the
+# points. A benchmark, not a test (timings flake on a busy machine): run it alone, each stage
+# needs a core of its own. Usage: bash bench/pp_bubble.sh BUILD_DIR The model keeps the
 # two stages equal (a 32-token vocabulary makes the head negligible next to the blocks).
 set -uo pipefail
 BIN="$1/mptrain"
@@ -16,8 +17,8 @@ with open(sys.argv[1], "wb") as f:
 PY
 fails=0
 for m in 4 8; do
-  mpirun --oversubscribe --bind-to none -np 2 "$BIN" train --model tiny --layers 4 --d-model 128 \
-    --heads 4 --seq-len 64 --vocab 32 --data "$TMP/v32.bin" --batch 16 --microbatches $m --steps 10 \
+  mpirun --oversubscribe --bind-to none -np 2 "$BIN" train --model tiny --layers 4 --d-model 256 \
+    --heads 4 --seq-len 128 --vocab 32 --data "$TMP/v32.bin" --batch 32 --microbatches $m --steps 8 \
     --threads 1 --quiet --pp 2 --schedule 1f1b --log "$TMP/b$m.jsonl" >/dev/null 2>&1 || { echo "FAIL run m=$m"; fails=1; continue; }
   /usr/bin/python3 - "$TMP/b$m.jsonl" $m <<'PY' || fails=1
 import json, statistics, sys

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# bench/parallel.sh — mptrain's parallel strategies on the benchmark model (6 layers, d 384,
+# 6 heads, seq 256, batch 8, byte vocab), each against one rank at one thread, measured in one
+# run on this machine's 2 cores (every rank gets one thread and, with 2 ranks, a core):
+#   data parallelism   dp 2 vs 1 rank: efficiency = tokens/s(dp 2) / (2 x tokens/s(1 rank)),
+#                      weak scaling (each replica gets the single rank's 8 sequences, global
+#                      batch 16) and strong scaling (global batch 8, 4 per replica); and
+#                      tokens/s against PyTorch DDP over gloo with 2 processes (batch 16)
+#   tensor parallelism tp 2 (with and without --sp) vs 1 rank: efficiency, and the share of the
+#                      step spent in the tp group's communication (from the log's counters)
+#   pipeline           pp 2, 8 micro-batches, 1F1B vs 1 rank: efficiency, and the measured
+#                      bubble against the theory (p-1)/(m+p-1)
+# Medians over the steps after two warm-up steps. Writes bench/results/parallel.json.
+# Usage: bash bench/parallel.sh BUILD_DIR   (make bench runs it)
+set -euo pipefail
+BUILD=${1:-build}
+BIN="$BUILD/mptrain"
+STEPS=${BENCH_STEPS:-8}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
+HERE=$(cd "$(dirname "$0")" && pwd)
+MODEL=(--model small --batch 8 --steps "$STEPS" --threads 1 --quiet --lr 6e-4)
+MPIRUN=(mpirun --bind-to none -np 2)
+
+run() { # NAME [mpirun] ARGS...: an mptrain run logging to $TMP/NAME.jsonl
+  local name=$1; shift
+  echo "  running $name" >&2
+  "$@" --log "$TMP/$name.jsonl" >/dev/null
+}
+run one "$BIN" train "${MODEL[@]}"
+run dp2 "${MPIRUN[@]}" "$BIN" train "${MODEL[@]}" --dp 2 --batch 16
+run dp2strong "${MPIRUN[@]}" "$BIN" train "${MODEL[@]}" --dp 2
+run tp2 "${MPIRUN[@]}" "$BIN" train "${MODEL[@]}" --tp 2
+run tp2sp "${MPIRUN[@]}" "$BIN" train "${MODEL[@]}" --tp 2 --sp
+run pp2 "${MPIRUN[@]}" "$BIN" train "${MODEL[@]}" --pp 2 --microbatches 8 --schedule 1f1b
+run one_again "$BIN" train "${MODEL[@]}"   # the machine did not drift in between
+echo "  running torch DDP (gloo, 2 processes)" >&2
+port=$((29500 + RANDOM % 1000))
+for r in 1 0; do
+  MASTER_ADDR=127.0.0.1 MASTER_PORT=$port RANK=$r WORLD_SIZE=2 OMP_NUM_THREADS=1 \
+    /usr/bin/python3 "$HERE/torch_ddp.py" --steps "$STEPS" --threads 1 --batch 16 >"$TMP/ddp$r.jsonl" 2>"$TMP/ddp$r.err" &
+done
+wait
+mkdir -p "$HERE/results"
+/usr/bin/python3 - "$TMP" "$HERE/results/parallel.json" <<'PY'
+import json, statistics, sys, os, datetime
+tmp, out = sys.argv[1], sys.argv[2]
+def steps(name):
+    return [json.loads(l) for l in open(os.path.join(tmp, name + ".jsonl")) if '"step"' in l and '"event"' not in l][2:]
+def med(name, key="tokens_per_s"):
+    return statistics.median(s[key] for s in steps(name))
+def end(name):
+    return [json.loads(l) for l in open(os.path.join(tmp, name + ".jsonl"))][-1]
+one = (med("one") + med("one_again")) / 2
+res = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+       "model": "small (L6 D384 H6 T256 V256), batch 8, 1 thread per rank",
+       "one_rank_tokens_per_s": one}
+dp2, dps, ddp = med("dp2"), med("dp2strong"), med("ddp0")
+res["dp"] = {"dp2_tokens_per_s": dp2, "efficiency": dp2 / (2 * one),
+             "strong_tokens_per_s": dps, "strong_efficiency": dps / (2 * one),
+             "torch_ddp_gloo_tokens_per_s": ddp, "ratio_vs_torch_ddp": dp2 / ddp}
+for name in ("tp2", "tp2sp"):
+    e = end(name)
+    comm = sum(op["seconds"] for op in e["comm"].get("tp", {}).values())
+    res[name] = {"tokens_per_s": med(name), "efficiency": med(name) / (2 * one),
+                 "comm_share": comm / e["seconds"]}
+pp = med("pp2")
+bub = statistics.median(s["bubble"] for s in steps("pp2"))
+res["pp2_m8_1f1b"] = {"tokens_per_s": pp, "efficiency": pp / (2 * one), "bubble_measured": bub,
+                      "bubble_theory": 1 / 9}
+json.dump(res, open(out, "w"), indent=2)
+print(f"one rank, 1 thread        {one:8.0f} tokens/s")
+print(f"dp 2, 8 sequences each     {dp2:8.0f} tokens/s   efficiency {dp2 / (2 * one):.3f}   vs torch DDP/gloo {ddp:.0f} tokens/s: x{dp2 / ddp:.2f}")
+print(f"dp 2, 4 sequences each     {dps:8.0f} tokens/s   efficiency {dps / (2 * one):.3f} (strong scaling: half the work per GEMM)")
+for name in ("tp2", "tp2sp"):
+    r = res[name]
+    print(f"{name:26s}{r['tokens_per_s']:8.0f} tokens/s   efficiency {r['efficiency']:.3f}   tp communication {100 * r['comm_share']:.1f}% of the step")
+r = res["pp2_m8_1f1b"]
+print(f"pp 2, m 8, 1F1B           {pp:8.0f} tokens/s   efficiency {r['efficiency']:.3f}   bubble measured {r['bubble_measured']:.3f} vs theory {1 / 9:.3f}")
+PY
