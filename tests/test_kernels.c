@@ -713,20 +713,26 @@ int main(void) {
     test_layernorm_(128, 64, 256);
     test_layernorm_(16, 768, 256);
 
-    test_matmul_(10, 12, 7, 1, FD_ALL);
-    test_matmul_(10, 12, 7, 0, FD_ALL);
-    test_matmul_(37, 65, 131, 1, 256);
-    test_matmul_(128, 64, 192, 1, 128);
-    test_matmul_(128, 256, 64, 1, 128);
-    test_matmul_(130, 96, 257, 0, 128);
+    /* the GEMM-based operators under both GEMM back ends */
+    for (int backend = 0; backend < 2; backend++) {
+        mpt_kernels_set_gemm(backend == 0 ? MPT_GEMM_ONEDNN : MPT_GEMM_OPENBLAS);
+        printf("GEMMs through %s\n", backend == 0 ? "oneDNN" : "OpenBLAS");
+        test_matmul_(10, 12, 7, 1, FD_ALL);
+        test_matmul_(10, 12, 7, 0, FD_ALL);
+        test_matmul_(37, 65, 131, 1, 256);
+        test_matmul_(128, 64, 192, 1, 128);
+        test_matmul_(128, 256, 64, 1, 128);
+        test_matmul_(130, 96, 257, 0, 128);
 
-    test_lmhead_(10, 12, 11, 16, FD_ALL);
-    test_lmhead_(64, 64, 1000, 1024, 256);
+        test_lmhead_(10, 12, 11, 16, FD_ALL);
+        test_lmhead_(64, 64, 1000, 1024, 256);
 
-    test_attention_(2, 5, 12, 3, FD_ALL);
-    test_attention_(1, 7, 8, 1, FD_ALL);
-    test_attention_(2, 64, 64, 4, 96);
-    test_attention_(1, 33, 48, 3, 96);
+        test_attention_(2, 5, 12, 3, FD_ALL);
+        test_attention_(1, 7, 8, 1, FD_ALL);
+        test_attention_(2, 64, 64, 4, 96);
+        test_attention_(1, 33, 48, 3, 96);
+    }
+    mpt_kernels_set_gemm(MPT_GEMM_ONEDNN);
 
     test_gelu_(117);
     test_gelu_(4096);

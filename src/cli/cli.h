@@ -10,6 +10,8 @@ int mpt_cli_tokenize(int argc, char **argv);
 int mpt_cli_generate(int argc, char **argv);
 int mpt_cli_schedule(int argc, char **argv);
 
+/* --gemm onednn|openblas: sets the kernels' GEMM library (MPT_ERR_INPUT for another name). */
+mpt_status mpt_cli_set_gemm(const char *name, mpt_error *err);
 /* Prints "mptrain: error: <err->msg>" on stderr and returns the exit status for err. */
 int mpt_cli_report(const mpt_error *err);
 /* Where the fetched inputs live: $MPTRAIN_CACHE, else <directory of the binary>/../.cache.

@@ -49,7 +49,7 @@ static int sample_(const float *p, int V, float u) {
 }
 
 int mpt_cli_generate(int argc, char **argv) {
-    const char *ckpt = NULL, *prompt = "", *tok_kind = NULL;
+    const char *ckpt = NULL, *prompt = "", *tok_kind = NULL, *gemm = "onednn";
     int n_tokens = 200, top_k = 40, threads = (int)sysconf(_SC_NPROCESSORS_ONLN), help = 0;
     float temperature = 0.8f;
     uint64_t seed = 42;
@@ -62,6 +62,7 @@ int mpt_cli_generate(int argc, char **argv) {
         {"seed", MPT_ARG_U64, &seed, "sampling seed (default 42)", NULL},
         {"tokenizer", MPT_ARG_STRING, &tok_kind, "byte | gpt2 (default: from the vocabulary)", NULL},
         {"threads", MPT_ARG_INT, &threads, "compute threads", NULL},
+        {"gemm", MPT_ARG_STRING, &gemm, "GEMM library: onednn (default) | openblas", NULL},
     };
     size_t nargs = sizeof args / sizeof *args;
     mpt_error err = {0};
@@ -72,6 +73,7 @@ int mpt_cli_generate(int argc, char **argv) {
         return 0;
     }
     if (st) return mpt_cli_report(&err);
+    if (mpt_cli_set_gemm(gemm, &err)) return mpt_cli_report(&err);
     if (!ckpt) {
         mpt_fail(&err, MPT_ERR_INPUT, "generate needs --checkpoint DIR");
         return mpt_cli_report(&err);

@@ -170,6 +170,7 @@ int mpt_cli_train(int argc, char **argv) {
     mpt_train_opts_defaults(&o);
     o.threads = default_threads_();
     float bucket_mb = 4.0f, comm_timeout = 300.0f, stall_seconds = 3600.0f;
+    const char *gemm = "onednn";
     train_cli_ c = {.model = "tiny", .cp = 1, .ep = 1,
                     .virtual_stages = 1, .lr_schedule = "cosine"};
     mpt_error err = {0};
@@ -196,6 +197,7 @@ int mpt_cli_train(int argc, char **argv) {
         {"grad-clip", MPT_ARG_FLOAT, &o.opt.grad_clip, "clip to this global norm (default 1.0)", NULL},
         {"seed", MPT_ARG_U64, &o.seed, "initialisation seed (default 1337)", NULL},
         {"threads", MPT_ARG_INT, &o.threads, "compute threads per rank (default cores/ranks)", NULL},
+        {"gemm", MPT_ARG_STRING, &gemm, "GEMM library: onednn (default) | openblas", NULL},
         {"dp", MPT_ARG_INT, &o.dp, "data-parallel replicas (dp*tp*pp*cp = ranks)", NULL},
         {"tp", MPT_ARG_INT, &o.tp, "tensor-parallel ranks (Megatron column/row split)", NULL},
         {"pp", MPT_ARG_INT, &o.pp, "pipeline stages", NULL},
@@ -245,6 +247,7 @@ int mpt_cli_train(int argc, char **argv) {
         mpt_fail(&err, MPT_ERR_INPUT, "--lr-schedule %s: use cosine or constant", c.lr_schedule);
         return mpt_cli_report(&err);
     }
+    if (mpt_cli_set_gemm(gemm, &err)) return mpt_cli_report(&err);
     if (o.threads < 1) {
         mpt_fail(&err, MPT_ERR_INPUT, "--threads %d must be >= 1", o.threads);
         return mpt_cli_report(&err);

@@ -10,10 +10,18 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "core/kernels.h"
 
 int mpt_cli_report(const mpt_error *err) {
     fprintf(stderr, "mptrain: error: %s\n", err->msg);
     return err->status == MPT_ERR_INPUT ? 2 : 1;
+}
+
+mpt_status mpt_cli_set_gemm(const char *name, mpt_error *err) {
+    if (strcmp(name, "onednn") == 0) mpt_kernels_set_gemm(MPT_GEMM_ONEDNN);
+    else if (strcmp(name, "openblas") == 0) mpt_kernels_set_gemm(MPT_GEMM_OPENBLAS);
+    else return mpt_fail(err, MPT_ERR_INPUT, "--gemm %s: use onednn or openblas", name);
+    return MPT_OK;
 }
 
 void mpt_cli_cache_path(char *buf, size_t n, const char *rel) {

@@ -5,11 +5,31 @@
 
 #include <cblas.h>
 #include <float.h>
+#include <oneapi/dnnl/dnnl.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/kernels_internal.h"
+
+static mpt_gemm_backend gemm_backend_ = MPT_GEMM_ONEDNN;
+
+void mpt_kernels_set_gemm(mpt_gemm_backend b) { gemm_backend_ = b; }
+mpt_gemm_backend mpt_kernels_gemm(void) { return gemm_backend_; }
+
+/* Row-major C(M,N) = alpha op(A) op(B) + beta C, ta/tb 'N' or 'T'. Called from one thread, or
+ * from inside our own OpenMP loop (attention), where both libraries run single-threaded. */
+static void sgemm_(char ta, char tb, size_t M, size_t N, size_t K, float alpha, const float *A,
+                   size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc) {
+    if (gemm_backend_ == MPT_GEMM_ONEDNN) {
+        dnnl_sgemm(ta, tb, (dnnl_dim_t)M, (dnnl_dim_t)N, (dnnl_dim_t)K, alpha, A, (dnnl_dim_t)lda,
+                   B, (dnnl_dim_t)ldb, beta, C, (dnnl_dim_t)ldc);
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, ta == 'T' ? CblasTrans : CblasNoTrans,
+                tb == 'T' ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K, alpha, A, (int)lda,
+                B, (int)ldb, beta, C, (int)ldc);
+}
 
 /* ---- embeddings ---------------------------------------------------------------------------- */
 
@@ -171,17 +191,17 @@ void mpt_matmul_forward(float *out, const float *inp, const float *w, const floa
         for (size_t r = 0; r < N; r++) memcpy(out + r * OC, bias, (size_t)OC * sizeof *out);
         beta = 1.0f;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, OC, C, 1.0f, inp, C, w, OC,
-                beta, out, OC);
+    sgemm_('N', 'N', N, (size_t)OC, (size_t)C, 1.0f, inp, (size_t)C, w, (size_t)OC, beta, out,
+           (size_t)OC);
 }
 
 void mpt_matmul_backward(float *dinp, float *dw, float *dbias, const float *dout,
                          const float *inp, const float *w, size_t N, int C, int OC) {
     if (dinp)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, C, OC, 1.0f, dout, OC, w, OC,
-                    1.0f, dinp, C);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, OC, (int)N, 1.0f, inp, C, dout, OC,
-                1.0f, dw, OC);
+        sgemm_('N', 'T', N, (size_t)C, (size_t)OC, 1.0f, dout, (size_t)OC, w, (size_t)OC, 1.0f,
+               dinp, (size_t)C);
+    sgemm_('T', 'N', (size_t)C, (size_t)OC, N, 1.0f, inp, (size_t)C, dout, (size_t)OC, 1.0f, dw,
+           (size_t)OC);
     if (dbias) {
 #pragma omp parallel
         {
@@ -198,16 +218,16 @@ void mpt_matmul_backward(float *dinp, float *dw, float *dbias, const float *dout
 
 void mpt_lmhead_forward(float *out, const float *inp, const float *w, size_t N, int C, int V,
                         int ldo) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, V, C, 1.0f, inp, C, w, C, 0.0f,
-                out, ldo);
+    sgemm_('N', 'T', N, (size_t)V, (size_t)C, 1.0f, inp, (size_t)C, w, (size_t)C, 0.0f, out,
+           (size_t)ldo);
 }
 
 void mpt_lmhead_backward(float *dinp, float *dw, const float *dout, const float *inp,
                          const float *w, size_t N, int C, int V, int ldo) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, C, V, 1.0f, dout, ldo, w, C,
-                1.0f, dinp, C);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, C, (int)N, 1.0f, dout, ldo, inp, C,
-                1.0f, dw, C);
+    sgemm_('N', 'N', N, (size_t)C, (size_t)V, 1.0f, dout, (size_t)ldo, w, (size_t)C, 1.0f, dinp,
+           (size_t)C);
+    sgemm_('T', 'N', (size_t)V, (size_t)C, N, 1.0f, dout, (size_t)ldo, inp, (size_t)C, 1.0f, dw,
+           (size_t)C);
 }
 
 /* ---- attention ------------------------------------------------------------------------------ */
@@ -230,15 +250,13 @@ void mpt_attention_forward(float *out, float *att, const float *qkv, int B, int 
             for (int r0 = 0; r0 < T; r0 += ATT_ROW_BLOCK) {
                 int r1 = r0 + ATT_ROW_BLOCK < T ? r0 + ATT_ROW_BLOCK : T;
                 float *Sb = S + (size_t)r0 * T;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, r1, hs, scale,
-                            q + (size_t)r0 * ld, (int)ld, k, (int)ld, 0.0f, Sb, T);
+                sgemm_('N', 'T', (size_t)(r1 - r0), (size_t)(r1), (size_t)(hs), scale, q + (size_t)r0 * ld, (size_t)((int)ld), k, (size_t)((int)ld), 0.0f, Sb, (size_t)(T));
                 for (int i = r0; i < r1; i++) {
                     float *row = S + (size_t)i * T;
                     mpt_softmax_inplace_(row, i + 1);
                     memset(row + i + 1, 0, (size_t)(T - i - 1) * sizeof *row);
                 }
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, hs, r1, 1.0f, Sb,
-                            T, v, (int)ld, 0.0f, o + (size_t)r0 * D, D);
+                sgemm_('N', 'N', (size_t)(r1 - r0), (size_t)(hs), (size_t)(r1), 1.0f, Sb, (size_t)(T), v, (size_t)((int)ld), 0.0f, o + (size_t)r0 * D, (size_t)(D));
             }
         }
 }
@@ -262,11 +280,9 @@ void mpt_attention_backward(float *dqkv, float *datt, const float *dout, const f
                 const float *Pb = P + (size_t)r0 * T, *dOb = dO + (size_t)r0 * D;
                 float *dSb = dS + (size_t)r0 * T;
                 /* dP = dO V^T (rows r0..r1, keys 0..r1) */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, r1, hs, 1.0f, dOb, D, v,
-                            (int)ld, 0.0f, dSb, T);
+                sgemm_('N', 'T', (size_t)(nr), (size_t)(r1), (size_t)(hs), 1.0f, dOb, (size_t)(D), v, (size_t)((int)ld), 0.0f, dSb, (size_t)(T));
                 /* dV[0:r1] += P^T dO */
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r1, hs, nr, 1.0f, Pb, T, dOb,
-                            D, 1.0f, dv, (int)ld);
+                sgemm_('T', 'N', (size_t)(r1), (size_t)(hs), (size_t)(nr), 1.0f, Pb, (size_t)(T), dOb, (size_t)(D), 1.0f, dv, (size_t)((int)ld));
                 /* dS = P * (dP - rowsum(P * dP)) * scale, on the causal part */
                 for (int i = r0; i < r1; i++) {
                     const float *p = P + (size_t)i * T;
@@ -279,10 +295,8 @@ void mpt_attention_backward(float *dqkv, float *datt, const float *dout, const f
                     for (int j = n; j < r1; j++) g[j] = 0.0f;
                 }
                 /* dQ[r0:r1] += dS K[0:r1];  dK[0:r1] += dS^T Q[r0:r1] */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, hs, r1, 1.0f, dSb, T, k,
-                            (int)ld, 1.0f, dq + (size_t)r0 * ld, (int)ld);
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r1, hs, nr, 1.0f, dSb, T,
-                            q + (size_t)r0 * ld, (int)ld, 1.0f, dk, (int)ld);
+                sgemm_('N', 'N', (size_t)(nr), (size_t)(hs), (size_t)(r1), 1.0f, dSb, (size_t)(T), k, (size_t)((int)ld), 1.0f, dq + (size_t)r0 * ld, (size_t)((int)ld));
+                sgemm_('T', 'N', (size_t)(r1), (size_t)(hs), (size_t)(nr), 1.0f, dSb, (size_t)(T), q + (size_t)r0 * ld, (size_t)((int)ld), 1.0f, dk, (size_t)((int)ld));
             }
         }
 }

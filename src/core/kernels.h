@@ -1,5 +1,6 @@
 /* kernels.h — the fp32 forward/backward operators of a GPT block, tuned for CPU.
  *
+ * GEMMs: oneDNN's sgemm or OpenBLAS's cblas_sgemm (mpt_kernels_set_gemm).
  * Conventions (llm.c style): outputs first, then inputs, then weights, then sizes.
  * Rows: N = B*T tokens; activations are row-major (N, C). Weights use the Hugging Face GPT-2
  * Conv1D layout W (C, OC) so that y = x W + b. Backward functions ACCUMULATE (+=) into every
@@ -12,6 +13,13 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+/* Where the GEMMs run. oneDNN (the default) picks its kernels for the CPU at run time (AVX-512
+ * here, ~2x OpenBLAS's AVX2 kernels, which this machine's OPENBLAS_CORETYPE=Haswell selects);
+ * OpenBLAS's cblas_sgemm is the other. Process-wide; set before training. */
+typedef enum mpt_gemm_backend { MPT_GEMM_ONEDNN, MPT_GEMM_OPENBLAS } mpt_gemm_backend;
+void mpt_kernels_set_gemm(mpt_gemm_backend b);
+mpt_gemm_backend mpt_kernels_gemm(void);
 
 /* out(B,T,D) = wte[inp] + wpe[t]. inp (B,T) token ids < rows of wte. */
 void mpt_encoder_forward(float *out, const int32_t *inp, const float *wte, const float *wpe,

@@ -57,14 +57,20 @@ static double rate_(int threads, double seconds, int wide) {
     return total;
 }
 
+/* The best of several short measurements: a virtual machine's cores are sometimes shared for
+ * a moment, and a single reading can come out at half the peak. */
 double mpt_measure_peak_flops(int threads, double seconds) {
     __builtin_cpu_init();
-    double best = 0.0;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        best = rate_(threads, seconds, 0);
-    if (__builtin_cpu_supports("avx512f")) {
-        double r = rate_(threads, seconds, 1);
-        if (r > best) best = r;
+    double best = 0.0, each = seconds / 5;
+    for (int rep = 0; rep < 5; rep++) {
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+            double r = rate_(threads, each, 0);
+            if (r > best) best = r;
+        }
+        if (__builtin_cpu_supports("avx512f")) {
+            double r = rate_(threads, each, 1);
+            if (r > best) best = r;
+        }
     }
     return best;
 }

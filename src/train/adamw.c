@@ -40,6 +40,7 @@ double mpt_sum_squares(const float *g, size_t n) {
     for (size_t c = 0; c < nchunks; c++) {
         size_t a = c * CHUNK, b = a + CHUNK < n ? a + CHUNK : n;
         double s = 0.0;
+#pragma omp simd reduction(+ : s)
         for (size_t i = a; i < b; i++) s += (double)g[i] * g[i];
         part[c] = s;
     }

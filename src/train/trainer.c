@@ -275,7 +275,7 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
 
     res->cfg = r.cfg;
     res->n_params = mpt_config_param_count(&r.cfg);
-    res->peak_flops = mpt_measure_peak_flops(o->threads > 0 ? o->threads : 1, 0.05);
+    res->peak_flops = mpt_measure_peak_flops(o->threads > 0 ? o->threads : 1, 0.2);
     r.plan_max = (double)res->plan.total; /* the largest rank's plan */
     if ((st = mpt_allreduce_sum_f64(world, &res->peak_flops, 1, err)) ||
         (st = mpt_allreduce_max_f64(world, &r.plan_max, 1, err)))

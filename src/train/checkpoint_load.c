@@ -1,0 +1,312 @@
+/* checkpoint_load.c — reading checkpoint directories: DIR or DIR/latest, the manifest's
+ * checksums, our own and Hugging Face directories (see checkpoint.h).
+ *
+ * Files of a step directory: config.json (train/hfconfig.c), model.safetensors and
+ * optimizer.safetensors (train/safetensors.c), trainer_state.json, manifest.json. The data
+ * position needs no file of its own: the data order is a function of the step (CONTRACT §4).
+ */
+#include "train/checkpoint.h"
+
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "train/checkpoint_internal.h"
+#include "train/hfconfig.h"
+#include "train/safetensors.h"
+
+/* ---------------------------------------------------------------- resolving and loading */
+
+mpt_status mpt_checkpoint_resolve(const char *path, char *out, size_t out_size, mpt_error *err) {
+    char p[PATH_MAX], target[PATH_MAX], dir[PATH_MAX];
+    if (!mpt_ckpt_is_dir(path))
+        return mpt_fail(err, MPT_ERR_INPUT, "checkpoint %s: %s", path,
+                        mpt_ckpt_exists(path) ? "not a directory" : "no such directory");
+    if (!mpt_ckpt_join(p, sizeof p, path, mpt_ckpt_config_file))
+        return mpt_fail(err, MPT_ERR_INPUT, "checkpoint %s: path too long", path);
+    if (mpt_ckpt_exists(p)) {
+        snprintf(dir, sizeof dir, "%s", path);
+    } else {
+        mpt_ckpt_join(p, sizeof p, path, "latest");
+        ssize_t n = readlink(p, target, sizeof target - 1);
+        if (n < 0 && !mpt_ckpt_is_dir(p))
+            return mpt_fail(err, MPT_ERR_INPUT, "%s holds neither a config.json nor a `latest` "
+                            "link: name a checkpoint directory (DIR/step_NNNNNN) or the --save "
+                            "directory of a run", path);
+        if (n < 0) snprintf(dir, sizeof dir, "%s", p);   /* latest is a plain directory */
+        else {
+            target[n] = '\0';
+            int fit = target[0] == '/' ? snprintf(dir, sizeof dir, "%s", target) < (int)sizeof dir
+                                       : mpt_ckpt_join(dir, sizeof dir, path, target);
+            if (!fit) return mpt_fail(err, MPT_ERR_INPUT, "%s: path too long", p);
+        }
+        if (!mpt_ckpt_join(p, sizeof p, dir, mpt_ckpt_config_file) || !mpt_ckpt_exists(p))
+            return mpt_fail(err, MPT_ERR_INPUT, "%s/latest points to %s, which is not a "
+                            "checkpoint directory (no config.json)", path, dir);
+    }
+    if (strlen(dir) >= out_size)
+        return mpt_fail(err, MPT_ERR_INPUT, "checkpoint %s: path too long", dir);
+    memcpy(out, dir, strlen(dir) + 1);
+    return MPT_OK;
+}
+
+mpt_status mpt_checkpoint_read_config(const char *dir, mpt_config *cfg, mpt_error *err) {
+    char p[PATH_MAX];
+    if (!mpt_ckpt_join(p, sizeof p, dir, mpt_ckpt_config_file))
+        return mpt_fail(err, MPT_ERR_INPUT, "checkpoint %s: path too long", dir);
+    return mpt_hfconfig_read(p, cfg, err);
+}
+
+/* Verifies every file manifest.json lists; *has_opt: optimizer.safetensors is listed. */
+static mpt_status verify_manifest_(const char *dir, int *has_opt, mpt_error *err) {
+    char p[PATH_MAX];
+    cJSON *root = NULL;   /* owned */
+    if (!mpt_ckpt_join(p, sizeof p, dir, mpt_ckpt_manifest_file))
+        return mpt_fail(err, MPT_ERR_INPUT, "checkpoint %s: path too long", dir);
+    mpt_status st = mpt_ckpt_read_json(p, &root, err);
+    if (st != MPT_OK) return st;
+    const cJSON *files = cJSON_GetObjectItemCaseSensitive(root, "files"), *f;
+    const char *need[] = {mpt_ckpt_config_file, mpt_ckpt_model_file, mpt_ckpt_state_file};
+    for (size_t i = 0; i < 3; i++)
+        if (!cJSON_IsObject(files) || !cJSON_GetObjectItemCaseSensitive(files, need[i])) {
+            st = mpt_fail(err, MPT_ERR_INPUT, "%s: does not list %s (corrupt manifest?)", p,
+                          need[i]);
+            goto cleanup;
+        }
+    *has_opt = cJSON_GetObjectItemCaseSensitive(files, mpt_ckpt_optim_file) != NULL;
+    cJSON_ArrayForEach(f, files) {
+        const char *name = f->string;
+        const cJSON *js = cJSON_GetObjectItemCaseSensitive(f, "size");
+        const cJSON *jh = cJSON_GetObjectItemCaseSensitive(f, "xxh3_64");
+        uint64_t want_size, got_hash;
+        size_t size;
+        char *end;
+        if (!name[0] || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0 ||
+            !mpt_ckpt_json_u64(js, &want_size) || !cJSON_IsString(jh) ||
+            strlen(jh->valuestring) != 16 || strspn(jh->valuestring, "0123456789abcdef") != 16) {
+            st = mpt_fail(err, MPT_ERR_INPUT, "%s: malformed entry '%.64s'", p, name);
+            goto cleanup;
+        }
+        uint64_t want_hash = strtoull(jh->valuestring, &end, 16);
+        char fp[PATH_MAX];
+        if (!mpt_ckpt_join(fp, sizeof fp, dir, name)) {
+            st = mpt_fail(err, MPT_ERR_INPUT, "%s: path too long", dir);
+            goto cleanup;
+        }
+        if (!mpt_ckpt_exists(fp)) {
+            st = mpt_fail(err, MPT_ERR_INPUT, "%s: missing (listed in %s)", fp, mpt_ckpt_manifest_file);
+            goto cleanup;
+        }
+        if ((st = mpt_ckpt_hash_file(fp, &got_hash, &size, err)) != MPT_OK) goto cleanup;
+        if (size != want_size) {
+            st = mpt_fail(err, MPT_ERR_INPUT, "%s: %zu bytes, the manifest says %" PRIu64
+                          " (truncated or damaged file): use another checkpoint", fp, size,
+                          want_size);
+            goto cleanup;
+        }
+        if (got_hash != want_hash) {
+            st = mpt_fail(err, MPT_ERR_INPUT, "%s: checksum mismatch (xxh3_64 %016" PRIx64
+                          ", the manifest says %016" PRIx64 "): the file is corrupt; use another "
+                          "checkpoint", fp, got_hash, want_hash);
+            goto cleanup;
+        }
+    }
+cleanup:
+    cJSON_Delete(root);
+    return st;
+}
+
+/* Where file tensor `name` (prefix already removed) goes: an index into pt->t or -1. Takes the
+ * name as is or with "transformer." in front (Hugging Face GPT2Model names). */
+static long map_name_(const mpt_param_table *pt, const char *name) {
+    char full[MPT_CKPT_NAME_MAX + 16];
+    const mpt_tensor *t = mpt_params_find(pt, name);
+    if (!t && snprintf(full, sizeof full, "transformer.%s", name) < (int)sizeof full)
+        t = mpt_params_find(pt, full);
+    return t ? (long)(t - pt->t) : -1;
+}
+
+/* Attention mask buffers of Hugging Face GPT-2: not parameters. */
+static int is_buffer_(const char *name) {
+    size_t n = strlen(name);
+    return (n >= 10 && strcmp(name + n - 10, ".attn.bias") == 0) ||
+           (n >= 17 && strcmp(name + n - 17, ".attn.masked_bias") == 0);
+}
+
+static void shape_text_(char *buf, size_t size, int ndim, const size_t *shape) {
+    int len = snprintf(buf, size, "[");
+    for (int d = 0; d < ndim && (size_t)len < size; d++)
+        len += snprintf(buf + len, size - (size_t)len, "%s%zu", d ? ", " : "", shape[d]);
+    if ((size_t)len < size) snprintf(buf + len, size - (size_t)len, "]");
+}
+
+/* Loads the tensors of f into bufs: a tensor named prefix[k] + <pt name> goes to bufs[k]
+ * (nk targets). Every pt tensor must come exactly once per target; other tensors are errors,
+ * except mask buffers and, in a tied model, an lm_head.weight equal to wte. Each buffer is
+ * zeroed first, so padding rows and the padding between units come out zero. */
+static mpt_status load_file_(const mpt_safetensors *f, const mpt_param_table *pt,
+                             const char *const *prefix, float *const *bufs, int nk,
+                             mpt_error *err) {
+    mpt_status st = MPT_OK;
+    unsigned char *seen = calloc((size_t)nk * pt->n + 1, 1);   /* owned */
+    float *tmp = NULL;                                           /* owned */
+    const mpt_st_info *head = NULL;   /* a tied model's duplicate lm_head.weight */
+    char a[128], b[128];
+    if (!seen) return mpt_fail(err, MPT_ERR_RUN, "out of memory loading %s", f->path);
+    for (int k = 0; k < nk; k++) memset(bufs[k], 0, pt->total * sizeof *bufs[k]);
+    for (size_t i = 0; i < f->n; i++) {
+        const mpt_st_info *x = &f->t[i];
+        int k = 0;
+        size_t plen = 0;
+        for (; k < nk; k++)
+            if (strncmp(x->name, prefix[k], plen = strlen(prefix[k])) == 0) break;
+        long idx = k < nk ? map_name_(pt, x->name + plen) : -1;
+        if (idx < 0 && is_buffer_(x->name)) continue;
+        if (idx < 0 && nk == 1 && strcmp(x->name, "lm_head.weight") == 0) {
+            head = x;
+            continue;
+        }
+        if (idx < 0) {
+            st = mpt_fail(err, MPT_ERR_INPUT, "%s: unexpected tensor '%s': the checkpoint does "
+                          "not match the model (layers, tying or experts differ?)", f->path,
+                          x->name);
+            goto cleanup;
+        }
+        const mpt_tensor *t = &pt->t[idx];
+        if (seen[(size_t)k * pt->n + (size_t)idx]++) {
+            st = mpt_fail(err, MPT_ERR_INPUT, "%s: tensor '%s' appears twice (with and without "
+                          "the \"transformer.\" prefix)", f->path, x->name);
+            goto cleanup;
+        }
+        if (x->ndim != t->ndim || x->shape[0] != t->shape[0] ||
+            (t->ndim == 2 && x->shape[1] != t->shape[1])) {
+            shape_text_(a, sizeof a, x->ndim, x->shape);
+            shape_text_(b, sizeof b, t->ndim, t->shape);
+            st = mpt_fail(err, MPT_ERR_INPUT, "%s: tensor '%s' has shape %s, the model expects "
+                          "%s (config and weights disagree)", f->path, x->name, a, b);
+            goto cleanup;
+        }
+        float *dst = bufs[k] + t->offset;   /* rows past the checkpoint's stay zero */
+        if ((st = mpt_safetensors_read_f32(f, x, dst, mpt_tensor_ckpt_numel(t), err)) != MPT_OK)
+            goto cleanup;
+    }
+    for (int k = 0; k < nk; k++)
+        for (size_t i = 0; i < pt->n; i++)
+            if (!seen[(size_t)k * pt->n + i]) {
+                shape_text_(b, sizeof b, pt->t[i].ndim, pt->t[i].shape);
+                st = mpt_fail(err, MPT_ERR_INPUT, "%s: missing tensor '%s%s' %s", f->path,
+                              prefix[k], pt->t[i].name, b);
+                goto cleanup;
+            }
+    if (head) {   /* tied model: lm_head.weight must just repeat wte */
+        const mpt_tensor *w = &pt->t[pt->wte];
+        size_t n = mpt_tensor_ckpt_numel(w);
+        int same = head->ndim == 2 && head->shape[0] == w->shape[0] &&
+                   head->shape[1] == w->shape[1];
+        if (same && !(tmp = malloc(n * sizeof *tmp + 1))) {
+            st = mpt_fail(err, MPT_ERR_RUN, "out of memory loading %s", f->path);
+            goto cleanup;
+        }
+        if (same && (st = mpt_safetensors_read_f32(f, head, tmp, n, err)) != MPT_OK) goto cleanup;
+        if (!same || memcmp(tmp, bufs[0] + w->offset, n * sizeof *tmp) != 0) {
+            st = mpt_fail(err, MPT_ERR_INPUT, "%s: holds an lm_head.weight that differs from "
+                          "wte, but the config ties them (set tie_word_embeddings false)",
+                          f->path);
+            goto cleanup;
+        }
+    }
+cleanup:
+    free(tmp);
+    free(seen);
+    return st;
+}
+
+/* Opens dir/file and loads it as load_file_ does. */
+static mpt_status load_path_(const char *dir, const char *file, const mpt_param_table *pt,
+                             const char *const *prefix, float *const *bufs, int nk,
+                             mpt_error *err) {
+    char p[PATH_MAX];
+    mpt_safetensors f;   /* owns its mapping until freed */
+    if (!mpt_ckpt_join(p, sizeof p, dir, file))
+        return mpt_fail(err, MPT_ERR_INPUT, "checkpoint %s: path too long", dir);
+    mpt_status st = mpt_safetensors_open(&f, p, err);
+    if (st == MPT_OK) st = load_file_(&f, pt, prefix, bufs, nk, err);
+    mpt_safetensors_free(&f);
+    return st;
+}
+
+static mpt_status read_state_(const char *dir, mpt_train_state *s, mpt_error *err) {
+    char p[PATH_MAX];
+    cJSON *root = NULL;   /* owned */
+    if (!mpt_ckpt_join(p, sizeof p, dir, mpt_ckpt_state_file))
+        return mpt_fail(err, MPT_ERR_INPUT, "checkpoint %s: path too long", dir);
+    if (!mpt_ckpt_exists(p))
+        return mpt_fail(err, MPT_ERR_INPUT, "%s holds weights only (no %s): start from it with "
+                        "--init-from instead of --resume", dir, mpt_ckpt_state_file);
+    mpt_status st = mpt_ckpt_read_json(p, &root, err);
+    if (st != MPT_OK) return st;
+    uint64_t step;
+    memset(s, 0, sizeof *s);
+    if (!mpt_ckpt_json_u64(cJSON_GetObjectItemCaseSensitive(root, "step"), &step) || step > LONG_MAX ||
+        !mpt_ckpt_json_u64(cJSON_GetObjectItemCaseSensitive(root, "seed"), &s->seed) ||
+        !mpt_ckpt_json_u64(cJSON_GetObjectItemCaseSensitive(root, "rng_counter"), &s->rng_counter)) {
+        st = mpt_fail(err, MPT_ERR_INPUT, "%s: step, seed and rng_counter must be non-negative "
+                      "integers", p);
+        goto cleanup;
+    }
+    s->step = (long)step;
+    const cJSON *opts = cJSON_GetObjectItemCaseSensitive(root, "options");
+    char *text = cJSON_IsObject(opts) ? cJSON_PrintUnformatted(opts) : NULL;   /* owned */
+    if (text && strlen(text) < sizeof s->options_json)
+        memcpy(s->options_json, text, strlen(text) + 1);   /* informational: dropped if too long */
+    free(text);
+cleanup:
+    cJSON_Delete(root);
+    return st;
+}
+
+mpt_status mpt_checkpoint_load(const char *dir, const mpt_param_table *pt, float *params,
+                               float *m, float *v, int *has_optimizer, mpt_train_state *st,
+                               mpt_error *err) {
+    char p[PATH_MAX];
+    int managed = 0, has_opt = 0;   /* managed: ours, with a manifest */
+    mpt_status rc;
+    if (!mpt_ckpt_join(p, sizeof p, dir, mpt_ckpt_manifest_file))
+        return mpt_fail(err, MPT_ERR_INPUT, "checkpoint %s: path too long", dir);
+    if (mpt_ckpt_exists(p)) {
+        managed = 1;
+        if ((rc = verify_manifest_(dir, &has_opt, err)) != MPT_OK) return rc;
+    }
+    const char *plain[1] = {""};
+    float *pbuf[1] = {params};
+    if ((rc = load_path_(dir, mpt_ckpt_model_file, pt, plain, pbuf, 1, err)) != MPT_OK) return rc;
+    if (m && v) {
+        if (has_opt) {
+            const char *pre[2] = {"exp_avg.", "exp_avg_sq."};
+            float *mv[2] = {m, v};
+            if ((rc = load_path_(dir, mpt_ckpt_optim_file, pt, pre, mv, 2, err)) != MPT_OK) return rc;
+        } else {
+            memset(m, 0, pt->total * sizeof *m);
+            memset(v, 0, pt->total * sizeof *v);
+        }
+    }
+    if (has_optimizer) *has_optimizer = has_opt;
+    if (st) {
+        if (!managed)
+            return mpt_fail(err, MPT_ERR_INPUT, "%s holds weights only (no %s): start from it "
+                            "with --init-from instead of --resume", dir, mpt_ckpt_manifest_file);
+        if ((rc = read_state_(dir, st, err)) != MPT_OK) return rc;
+    }
+    return MPT_OK;
+}
