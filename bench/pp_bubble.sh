@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The measured pipeline bubble of 1F1B on 2 stages equals the theory, (p-1)/(m+p-1), within 2
-# points. A benchmark, not a test (timings flake on a busy machine): run it alone, each stage
+# points (tests/t_pp_bubble.sh runs it alone, with retries). Each stage
 # needs a core of its own. Usage: bash bench/pp_bubble.sh BUILD_DIR The model keeps the
 # two stages equal (a 32-token vocabulary makes the head negligible next to the blocks).
 set -uo pipefail

@@ -57,10 +57,15 @@ mpt_status mpt_pp_init(mpt_pp *pp, mpt_comm *comm, mpt_pp_kind kind, int m, mpt_
     if (!st) st = mpt_pp_sets_needed(kind, pp->p, m, pp->stage, &pp->sets_needed, err);
     if (st) return st;
     pp->set = calloc((size_t)m, sizeof *pp->set);
+    pp->pool = calloc((size_t)m, sizeof *pp->pool);
+    pp->pool_free = calloc((size_t)m, sizeof *pp->pool_free);
+    pp->slot_of = malloc((size_t)m * sizeof *pp->slot_of);
+    for (int k = 0; pp->slot_of && k < m; k++) pp->slot_of[k] = -1;
     pp->rx_act = calloc((size_t)m, sizeof *pp->rx_act);
     pp->rx_grad = calloc((size_t)m, sizeof *pp->rx_grad);
     pp->tx_act = calloc((size_t)m, sizeof *pp->tx_act);
-    if (!pp->set || !pp->rx_act || !pp->rx_grad || !pp->tx_act) {
+    if (!pp->set || !pp->pool || !pp->pool_free || !pp->slot_of || !pp->rx_act || !pp->rx_grad ||
+        !pp->tx_act) {
         mpt_pp_free(pp);
         return mpt_fail(err, MPT_ERR_RUN, "out of memory for the pipeline executor");
     }
@@ -73,12 +78,15 @@ mpt_status mpt_pp_init(mpt_pp *pp, mpt_comm *comm, mpt_pp_kind kind, int m, mpt_
 
 void mpt_pp_free(mpt_pp *pp) {
     if (!pp || !pp->model) return;
-    for (int mb = 0; pp->set && mb < pp->m; mb++) mpt_gpt_acts_free(pp->model, &pp->set[mb]);
+    for (int k = 0; k < pp->pool_n; k++) mpt_gpt_acts_free(pp->model, &pp->pool[k]);
     for (int k = 0; k < 2; k++)
         mpt_arena_release(pp->model->arena, MPT_MEM_WORKSPACE, pp->grad_out[k], pp->boundary_n,
                           sizeof(float));
     free(pp->acts);
     free(pp->set);
+    free(pp->pool);
+    free(pp->pool_free);
+    free(pp->slot_of);
     free(pp->rx_act);
     free(pp->rx_grad);
     free(pp->tx_act);
@@ -93,9 +101,25 @@ static float *stage_output_(mpt_pp *pp, int mb) {
     return pp->set[mb].a[MPT_ACT_RES3] + (size_t)(m->nl - 1) * per;
 }
 
+/* Gives micro-batch mb a set from the pool (a free one, else a new one). */
 static mpt_status open_set_(mpt_pp *pp, int mb, mpt_error *err) {
-    if (pp->set[mb].a[MPT_ACT_ENCODED]) return MPT_OK;
-    return mpt_gpt_acts_alloc(pp->model, &pp->set[mb], err);
+    if (pp->slot_of[mb] >= 0) return MPT_OK;
+    int k = 0;
+    while (k < pp->pool_n && !pp->pool_free[k]) k++;
+    if (k == pp->pool_n) {
+        TRY_(mpt_gpt_acts_alloc(pp->model, &pp->pool[k], err));
+        pp->pool_n++;
+    }
+    pp->pool_free[k] = 0;
+    pp->slot_of[mb] = k;
+    pp->set[mb] = pp->pool[k];
+    return MPT_OK;
+}
+
+static void close_set_(mpt_pp *pp, int mb) {
+    pp->pool_free[pp->slot_of[mb]] = 1;
+    pp->slot_of[mb] = -1;
+    memset(&pp->set[mb], 0, sizeof pp->set[mb]);
 }
 
 static mpt_status forward_(mpt_pp *pp, const mpt_pp_action *a, mpt_pp_batch_fn batch, void *ctx,
@@ -129,7 +153,7 @@ static mpt_status backward_(mpt_pp *pp, const mpt_pp_action *a, mpt_pp_batch_fn 
         memcpy(pp->grad_out[k], m->work[MPT_WORK_DRES], pp->boundary_n * sizeof(float));
     }
     if (!m->last) TRY_(mpt_wait(&pp->tx_act[mb], err)); /* long done: the gradient came back */
-    mpt_gpt_acts_free(m, &pp->set[mb]);
+    close_set_(pp, mb);
     m->cur = &m->own;
     return MPT_OK;
 }

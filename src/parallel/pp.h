@@ -11,7 +11,9 @@
  *             previous one copies the input gradient into one of two send buffers
  *   SEND_GRAD post MPI_Isend of that buffer
  * An activation set lives from the first action that needs it (RECV_ACT or F) to the end of its
- * B: at most mpt_pp_sets_needed() at once, which is what the memory plan counts. Transfers
+ * B: at most mpt_pp_sets_needed() at once, which is what the memory plan counts. Sets come from
+ * a pool that grows to that count and is reused from micro-batch to micro-batch (no allocation
+ * on the critical path). Transfers
  * overlap compute: receives are posted one compute early, sends waited only when their buffer
  * is reused or at the end of the step. Every rank of the pipeline group runs mpt_pp_step
  * together (and the tp ranks of a stage in step with each other). */
@@ -40,7 +42,11 @@ typedef struct mpt_pp {
     int sets_needed;         /* most activation sets alive at once (from the list) */
     mpt_gpt *model;          /* not owned */
     mpt_dp *dp;              /* not owned */
-    mpt_gpt_acts *set;       /* owned array of m sets (slots allocated while alive) */
+    mpt_gpt_acts *set;       /* owned array of m: the set each micro-batch in flight uses */
+    mpt_gpt_acts *pool;      /* owned: sets allocated so far (reused, released at the end) */
+    int *pool_free;          /* 1 when pool[k] is not in use */
+    int *slot_of;            /* per micro-batch: its pool entry, or -1 */
+    int pool_n;
     mpt_req *rx_act, *rx_grad, *tx_act; /* per micro-batch */
     float *grad_out[2];      /* stages after the first: input-gradient send buffers (workspace) */
     mpt_req tx_grad[2];

@@ -300,15 +300,18 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
         if ((st = step_(&r, &opt, step, &logits_copy, &loss, &norm, &lr, busy, err))) goto done;
         double dt = now_() - t0, peak_mem = (double)r.arena.peak_total;
         if ((st = mpt_allreduce_max_f64(world, &peak_mem, 1, err))) goto done;
-        /* the pipeline's measured bubble: idle share of its ranks' time in the pipelined part */
-        if (o->pp > 1 && (st = mpt_allreduce_sum_f64(ppc, busy, 2, err))) goto done;
+        /* the pipeline's measured bubble: the idle share of p ranks over the pipelined part of
+         * the step, which lasts as long as its slowest rank's (the theory's p x makespan) */
+        if (o->pp > 1 && ((st = mpt_allreduce_sum_f64(ppc, &busy[0], 1, err)) ||
+                          (st = mpt_allreduce_max_f64(ppc, &busy[1], 1, err))))
+            goto done;
         t_all += dt;
         mpt_step_info info = {.step = step + 1, .steps = o->steps, .loss = loss, .lr = lr,
                               .grad_norm = norm, .tokens_per_s = (double)B * T / dt,
                               .step_ms = dt * 1e3,
                               .mfu = res->peak_flops > 0 ? flops_step / dt / res->peak_flops : 0,
                               .peak_mem_bytes = (size_t)peak_mem,
-                              .bubble = o->pp > 1 && busy[1] > 0 ? 1.0 - busy[0] / busy[1] : -1.0};
+                              .bubble = o->pp > 1 && busy[1] > 0 ? 1.0 - busy[0] / (o->pp * busy[1]) : -1.0};
         if (step == start) res->first_loss = loss;
         res->last_loss = loss;
         res->last_step = step + 1;
