@@ -41,7 +41,7 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
     if (st) return st;
     mpt_dp_plan dp;
     int tied_end = lay->pp > 1 && cfg->tied && (lay->first || lay->last);
-    mpt_dp_plan_for(&pt, lay->dp, lay->zero, lay->bucket_elems, tied_end, &dp);
+    mpt_dp_plan_for(&pt, lay->dp, lay->zero, lay->bucket_elems, tied_end, lay->z3_whole, &dp);
     size_t P = pt.total * sizeof(float);
     mpt_params_free(&pt);
     plan->param_elements = dp.elements;

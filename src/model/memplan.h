@@ -32,6 +32,7 @@ typedef struct mpt_rank_layout {
     int first, last;          /* the stage holds the embeddings / the head */
     int act_sets;             /* activation sets alive at once: 1, or the pipeline's count */
     int recompute;            /* mpt_recompute */
+    int z3_whole;             /* ZeRO-3 keeps the stage's parameters gathered through a step */
     size_t bucket_elems;      /* data-parallel gradient bucket */
 } mpt_rank_layout;
 

@@ -61,7 +61,7 @@ static size_t tied_tensor_(const mpt_param_table *pt) {
 }
 
 void mpt_dp_plan_for(const mpt_param_table *pt, int R, int zero, size_t bucket_elems, int tied,
-                     mpt_dp_plan *plan) {
+                     int z3_whole, mpt_dp_plan *plan) {
     (void)bucket_elems;
     memset(plan, 0, sizeof *plan);
     size_t P = pt->total, S = P / (size_t)R, n[4];
@@ -74,7 +74,7 @@ void mpt_dp_plan_for(const mpt_param_table *pt, int R, int zero, size_t bucket_e
                                   : MPT_GPT_BACKWARD;
     plan->bytes[MPT_MEM_OPTIMIZER] = 2 * (zero == 0 ? P : S) * sizeof(float);
     if (zero >= 2) plan->bytes[MPT_MEM_GRADS] = (S + pool + pool / (size_t)R) * sizeof(float);
-    if (zero == 3) plan->bytes[MPT_MEM_PARAMS] = (S + pool) * sizeof(float);
+    if (zero == 3) plan->bytes[MPT_MEM_PARAMS] = (S + (z3_whole ? P : pool)) * sizeof(float);
     size_t ti = tied_tensor_(pt);
     if (tied && zero >= 2 && ti != SIZE_MAX) plan->bytes[MPT_MEM_GRADS] += pt->t[ti].numel * 4;
 }
@@ -102,15 +102,7 @@ static mpt_status progress_(mpt_dp *dp, mpt_error *err) {
             if (st) return st;
             if (done) dp->b[i].inflight = 0;
         }
-    for (int s = 0; s < 4; s++) {
-        if (dp->stage_inflight[s]) {
-            mpt_status st = mpt_test(&dp->stage_req[s], &done, err);
-            if (st) return st;
-            if (done) {
-                dp->stage_inflight[s] = 0;
-                absorb_slot_(dp, s);
-            }
-        }
+    for (int s = 0; s < dp->n_work; s++)
         if (dp->work_inflight[s]) {
             mpt_status st = mpt_test(&dp->work_req[s], &done, err);
             if (st) return st;
@@ -119,7 +111,15 @@ static mpt_status progress_(mpt_dp *dp, mpt_error *err) {
                 dp->work_ready[s] = 1;
             }
         }
-    }
+    for (int s = 0; s < 4; s++)
+        if (dp->stage_inflight[s]) {
+            mpt_status st = mpt_test(&dp->stage_req[s], &done, err);
+            if (st) return st;
+            if (done) {
+                dp->stage_inflight[s] = 0;
+                absorb_slot_(dp, s);
+            }
+        }
     return MPT_OK;
 }
 
@@ -137,9 +137,14 @@ static mpt_status finish_stage_slot_(mpt_dp *dp, int s, mpt_error *err) {
 
 /* ---- ZeRO-3: gathered working copies of units ----------------------------------------------- */
 
+/* The working slot of unit u: its own in whole-stage mode, else the staging pool's. */
+static int work_slot_(const mpt_dp *dp, int u) {
+    return dp->z3_whole ? u : slot_of_(&dp->model->pt, u);
+}
+
 static mpt_status start_gather_(mpt_dp *dp, int u, mpt_error *err) {
     const mpt_param_table *pt = &dp->model->pt;
-    int s = slot_of_(pt, u);
+    int s = work_slot_(dp, u);
     if (dp->work_unit[s] == u && (dp->work_ready[s] || dp->work_inflight[s])) return MPT_OK;
     if (dp->work_inflight[s]) { /* a gather of another unit still running: let it land */
         mpt_status st = mpt_wait(&dp->work_req[s], err);
@@ -161,7 +166,7 @@ static mpt_status start_gather_(mpt_dp *dp, int u, mpt_error *err) {
 }
 
 static mpt_status ensure_gathered_(mpt_dp *dp, int u, mpt_error *err) {
-    int s = slot_of_(&dp->model->pt, u);
+    int s = work_slot_(dp, u);
     mpt_status st = start_gather_(dp, u, err);
     if (!st && dp->work_inflight[s]) {
         st = mpt_wait(&dp->work_req[s], err);
@@ -277,10 +282,60 @@ static mpt_status build_segments_(mpt_dp *dp, mpt_error *err) {
     return MPT_OK;
 }
 
+/* The zero-3 working slots: four from the staging pool's sizes, or one per unit inside one
+ * buffer of the whole table (z3_whole). */
+static mpt_status alloc_work_(mpt_dp *dp, const size_t n[4], mpt_error *err) {
+    const mpt_param_table *pt = &dp->model->pt;
+    dp->n_work = dp->z3_whole ? pt->n_units : 4;
+    dp->work = calloc((size_t)dp->n_work, sizeof *dp->work);
+    dp->work_unit = calloc((size_t)dp->n_work, sizeof *dp->work_unit);
+    dp->work_ready = calloc((size_t)dp->n_work, sizeof *dp->work_ready);
+    dp->work_inflight = calloc((size_t)dp->n_work, sizeof *dp->work_inflight);
+    dp->work_req = calloc((size_t)dp->n_work, sizeof *dp->work_req);
+    if (!dp->work || !dp->work_unit || !dp->work_ready || !dp->work_inflight || !dp->work_req)
+        return mpt_fail(err, MPT_ERR_RUN, "out of memory (ZeRO-3 slots)");
+    for (int s = 0; s < dp->n_work; s++) dp->work_unit[s] = -1;
+    if (dp->zero != 3) return MPT_OK;
+    if (dp->z3_whole) {
+        mpt_status st = mpt_arena_alloc(dp->arena, MPT_MEM_PARAMS, pt->total, sizeof(float),
+                                        &dp->whole, err);
+        for (int u = 0; !st && u < pt->n_units; u++) dp->work[u] = dp->whole + pt->unit_begin[u];
+        return st;
+    }
+    for (int s = 0; s < 4; s++) {
+        mpt_status st = mpt_arena_alloc(dp->arena, MPT_MEM_PARAMS, n[s], sizeof(float),
+                                        &dp->work[s], err);
+        if (st) return st;
+    }
+    return MPT_OK;
+}
+
+static void free_work_(mpt_dp *dp, const size_t n[4]) {
+    if (dp->whole) mpt_arena_release(dp->arena, MPT_MEM_PARAMS, dp->whole, dp->model->pt.total,
+                                     sizeof(float));
+    else
+        for (int s = 0; dp->work && s < 4; s++)
+            mpt_arena_release(dp->arena, MPT_MEM_PARAMS, dp->work[s], n[s], sizeof(float));
+    free(dp->work);
+    free(dp->work_unit);
+    free(dp->work_ready);
+    free(dp->work_inflight);
+    free(dp->work_req);
+}
+
+/* All slots stale: the parameters changed. */
+static void forget_work_(mpt_dp *dp) {
+    for (int s = 0; s < dp->n_work; s++) {
+        dp->work_unit[s] = -1;
+        dp->work_ready[s] = 0;
+    }
+}
+
 mpt_status mpt_dp_init(mpt_dp *dp, mpt_gpt *model, mpt_comm *comm, mpt_comm *tp, mpt_comm *pp,
-                       mpt_comm *embed, int zero, size_t bucket_elems, mpt_arena *arena,
-                       mpt_error *err) {
+                       mpt_comm *embed, int zero, int z3_whole, size_t bucket_elems,
+                       mpt_arena *arena, mpt_error *err) {
     memset(dp, 0, sizeof *dp);
+    dp->z3_whole = zero == 3 && z3_whole;
     dp->comm = comm;
     dp->tp = tp && tp->size > 1 ? tp : NULL;
     dp->pp = pp && pp->size > 1 ? pp : NULL;
@@ -298,8 +353,9 @@ mpt_status mpt_dp_init(mpt_dp *dp, mpt_gpt *model, mpt_comm *comm, mpt_comm *tp,
     size_t P = pt->total, S = P / (size_t)dp->R, n[4];
     dp->shard_n = S;
     slot_sizes_(pt, n);
-    for (int s = 0; s < 4; s++) dp->stage_unit[s] = dp->work_unit[s] = -1;
-    mpt_status st = build_buckets_(dp, bucket_elems, err);
+    for (int s = 0; s < 4; s++) dp->stage_unit[s] = -1;
+    mpt_status st = alloc_work_(dp, n, err);
+    if (!st) st = build_buckets_(dp, bucket_elems, err);
     if (!st && zero >= 1) st = build_segments_(dp, err);
     size_t opt_n = zero == 0 ? P : S;
     if (!st) st = mpt_arena_alloc(arena, MPT_MEM_OPTIMIZER, opt_n, sizeof(float), &dp->m, err);
@@ -316,11 +372,8 @@ mpt_status mpt_dp_init(mpt_dp *dp, mpt_gpt *model, mpt_comm *comm, mpt_comm *tp,
     if (!st && zero >= 2 && dp->tied_unit >= 0)
         st = mpt_arena_alloc(arena, MPT_MEM_GRADS, pt->t[dp->tied].numel, sizeof(float),
                              &dp->tied_grad, err);
-    if (!st && zero == 3) {
+    if (!st && zero == 3)
         st = mpt_arena_alloc(arena, MPT_MEM_PARAMS, S, sizeof(float), &dp->pshard, err);
-        for (int s = 0; !st && s < 4; s++)
-            st = mpt_arena_alloc(arena, MPT_MEM_PARAMS, n[s], sizeof(float), &dp->work[s], err);
-    }
     if (st) {
         mpt_dp_free(dp);
         return st;
@@ -346,8 +399,8 @@ void mpt_dp_free(mpt_dp *dp) {
         mpt_arena_release(dp->arena, MPT_MEM_GRADS, dp->stage[s], n[s], sizeof(float));
         mpt_arena_release(dp->arena, MPT_MEM_GRADS, dp->recv[s], n[s] / (size_t)dp->R,
                           sizeof(float));
-        mpt_arena_release(dp->arena, MPT_MEM_PARAMS, dp->work[s], n[s], sizeof(float));
     }
+    free_work_(dp, n);
     dp->model->hooks = (mpt_gpt_hooks){0};
     free(dp->b);
     free(dp->unit_bucket);
@@ -383,7 +436,7 @@ void mpt_dp_init_values(mpt_dp *dp, uint64_t seed) {
     size_t n = dp->zero == 0 ? pt->total : dp->shard_n;
     memset(dp->m, 0, n * sizeof(float));
     memset(dp->v, 0, n * sizeof(float));
-    for (int s = 0; s < 4; s++) dp->work_unit[s] = -1;
+    forget_work_(dp);
 }
 
 void mpt_dp_load(mpt_dp *dp, const float *params, const float *m, const float *v) {
@@ -397,7 +450,7 @@ void mpt_dp_load(mpt_dp *dp, const float *params, const float *m, const float *v
         else if (dp->zero == 0) memcpy(state[k], full[k + 1], P * sizeof(float));
         else slices_(dp, full[k + 1], state[k], 1);
     }
-    dp->work_unit[0] = dp->work_unit[1] = dp->work_unit[2] = dp->work_unit[3] = -1;
+    forget_work_(dp);
 }
 
 /* All-gathers a compact slice buffer into a full one, bucket by bucket. */
@@ -437,7 +490,7 @@ void mpt_dp_begin_step(mpt_dp *dp) {
     if (dp->zero <= 1) memset(dp->model->grads, 0, dp->model->pt.total * sizeof(float));
     else memset(dp->gshard, 0, dp->shard_n * sizeof(float));
     if (dp->tied_grad) memset(dp->tied_grad, 0, dp->model->pt.t[dp->tied].numel * sizeof(float));
-    for (int s = 0; s < 4; s++) dp->work_unit[s] = -1; /* parameters changed: regather */
+    forget_work_(dp); /* parameters changed: regather */
     dp->last_microbatch = 0;
 }
 

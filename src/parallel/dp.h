@@ -13,6 +13,10 @@
  *           a working buffer before its forward and again before its backward, the next unit
  *           prefetched, and released after use. The embeddings (unit 0) and the final unit stay
  *           gathered for the whole step, since the tied head needs wte at both ends of it.
+ *           z3_whole instead keeps every unit of the rank, gathered once per step: a pipeline
+ *           stage runs each layer 2m times a step, so this trades one stage's full parameters
+ *           of memory for 2m-1 fewer all-gathers per layer (the trainer picks it for pp > 1
+ *           when the memory plan allows).
  * Buckets: for zero 0/1, consecutive units merged in backward order up to bucket_elems; each
  * bucket's reduction starts, during the LAST micro-batch's backward, as soon as its units'
  * gradients are final, and is progressed with MPI_Test at every later unit (overlap). For zero
@@ -44,7 +48,7 @@ typedef struct mpt_dp_plan {
 /* Pure: what the dp module needs for this table (built with unit_align = mpt_dp_unit_align);
  * tied: this stage's wte gets summed with the other end of the pipeline's. */
 void mpt_dp_plan_for(const mpt_param_table *pt, int R, int zero, size_t bucket_elems, int tied,
-                     mpt_dp_plan *plan);
+                     int z3_whole, mpt_dp_plan *plan);
 size_t mpt_dp_unit_align(int R);
 
 typedef struct dp_bucket_ dp_bucket_;
@@ -76,11 +80,15 @@ typedef struct mpt_dp {
     int stage_unit[4];       /* unit in each slot (-1 none) */
     mpt_req stage_req[4];    /* reduce-scatter of each slot */
     int stage_inflight[4];
-    float *work[4];          /* zero 3: gathered weights, same slots */
-    int work_unit[4];
-    int work_ready[4];
-    mpt_req work_req[4];
-    int work_inflight[4];
+    /* zero 3: gathered weights. Per layer (default): the same four slots as the staging; whole
+     * stage (z3_whole): one slot per unit inside one buffer as large as the stage's parameters,
+     * each unit gathered once per step */
+    int z3_whole;
+    int n_work;
+    float **work;            /* owned arrays of n_work */
+    int *work_unit, *work_ready, *work_inflight;
+    mpt_req *work_req;
+    float *whole;            /* z3_whole: the buffer the slots point into */
     int last_microbatch;     /* zero 0/1 reduce only during the last micro-batch */
     size_t max_layer_n;      /* largest layer unit */
 } mpt_dp;
@@ -91,8 +99,8 @@ typedef struct mpt_dp {
  * pp (or NULL): the pipeline group, whose stages hold different layers; embed (or NULL): the
  * first and last stage when both hold a copy of the tied wte. */
 mpt_status mpt_dp_init(mpt_dp *dp, mpt_gpt *model, mpt_comm *comm, mpt_comm *tp, mpt_comm *pp,
-                       mpt_comm *embed, int zero, size_t bucket_elems, mpt_arena *arena,
-                       mpt_error *err);
+                       mpt_comm *embed, int zero, int z3_whole, size_t bucket_elems,
+                       mpt_arena *arena, mpt_error *err);
 void mpt_dp_free(mpt_dp *dp);
 
 /* Initial values (CONTRACT §2) of what this rank holds; AdamW state zero. */

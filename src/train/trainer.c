@@ -81,6 +81,7 @@ static cJSON *start_line_(const mpt_run *r, long start, const mpt_mem_plan *plan
     cJSON_AddNumberToObject(layout, "cp", 1);
     cJSON_AddNumberToObject(layout, "ep", 1);
     cJSON_AddNumberToObject(layout, "zero", o->zero);
+    if (o->zero == 3) cJSON_AddStringToObject(layout, "zero3_gather", r->z3_whole ? "step" : "layer");
     const char *rc[] = {"none", "selective", "full"};
     cJSON_AddStringToObject(layout, "recompute", rc[o->recompute]);
     cJSON_AddNumberToObject(layout, "world", r->world->size);

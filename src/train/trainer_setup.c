@@ -112,7 +112,7 @@ static mpt_status stage_plan_(mpt_run *r, int stage, int first_layer, int n, mpt
     mpt_rank_layout lay = {.tp = o->tp, .sp = o->sp, .dp = o->dp, .zero = o->zero, .pp = o->pp,
                            .first_layer = first_layer, .n_layers = n, .first = stage == 0,
                            .last = stage == o->pp - 1, .act_sets = sets,
-                           .recompute = o->recompute,
+                           .recompute = o->recompute, .z3_whole = r->z3_whole,
                            .bucket_elems = (size_t)(o->bucket_mb * 1024 * 1024 / 4)};
     return mpt_memplan_rank(&r->cfg, r->Bm, r->T, &lay, plan, err);
 }
@@ -142,6 +142,14 @@ mpt_status mpt_run_prepare(mpt_run *r, mpt_train_result *res, mpt_error *err) {
     }
     if ((st = mpt_tokfile_read(o->data_path, r->cfg.vocab, &r->data, err))) return st;
     if ((st = mpt_data_check(&r->data, r->T, o->data_path, err))) return st;
+    /* ZeRO-3 in a pipeline gathers each stage once per step rather than 2m times, when every
+     * stage's plan still fits --mem-limit */
+    r->z3_whole = o->zero == 3 && o->pp > 1;
+    for (int s = 0; r->z3_whole && o->mem_limit && s < o->pp; s++) {
+        mpt_mem_plan plan;
+        if ((st = stage_plan_(r, s, r->stage_first[s], r->stage_count[s], &plan, err))) return st;
+        if (plan.total > o->mem_limit) r->z3_whole = 0;
+    }
     /* the memory plan of this rank's stage; --mem-limit applies to every stage */
     for (int s = 0; s < o->pp; s++) {
         mpt_mem_plan plan;
@@ -183,7 +191,8 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
     if ((st = mpt_params_build_stage(&local, &r->cfg, o->tp, tp->rank, place.first_layer,
                                      place.n_layers, first, last, mpt_dp_unit_align(o->dp), err)))
         return st;
-    mpt_dp_plan_for(&local, o->dp, o->zero, bucket, tied_ends && (first || last), &plan);
+    mpt_dp_plan_for(&local, o->dp, o->zero, bucket, tied_ends && (first || last), r->z3_whole,
+                    &plan);
     mpt_params_free(&local);
     if ((st = mpt_params_build(&r->full, &r->cfg, err))) return st;
     mpt_arena_init(&r->arena, o->mem_limit);
@@ -191,7 +200,7 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
     if ((st = mpt_gpt_init(&r->model, &r->cfg, r->Bm, r->T, flags, mpt_dp_unit_align(o->dp),
                            &place, &r->arena, err)) ||
         (st = mpt_dp_init(&r->dp, &r->model, dp, tp, pp, tied_ends ? &r->embed : NULL, o->zero,
-                          bucket, &r->arena, err)))
+                          r->z3_whole, bucket, &r->arena, err)))
         return st;
     if (o->pp > 1 && (st = mpt_pp_init(&r->pp, pp, r->kind, o->microbatches, &r->model, &r->dp,
                                        err)))
