@@ -46,10 +46,14 @@ static void usage_(void) {
            "commands:\n"
            "  train      train a model (one rank, or several under mpirun -np N)\n"
            "  tokenize   text -> token file (llm.c format), byte or GPT-2 BPE\n"
-           "  generate   sample text from a checkpoint\n\n"
+           "  generate   sample text from a checkpoint\n"
+           "  schedule   print a pipeline schedule's per-rank timeline and bubble (--svg to draw)\n"
+           "  (plan, simulate and convert are not built yet)\n\n"
            "example:\n"
            "  mptrain train --model tiny --steps 100 --log run.jsonl --save ckpt\n"
-           "  mptrain generate --checkpoint ckpt --prompt 'Call me' --tokens 200\n");
+           "  mptrain generate --checkpoint ckpt --prompt 'Call me' --tokens 200\n"
+           "  mpirun -np 8 mptrain train --dp 2 --tp 2 --pp 2 --microbatches 4\n"
+           "  mptrain schedule --pp 4 --microbatches 8 --schedule 1f1b\n");
 }
 
 int main(int argc, char **argv) {
