@@ -5,7 +5,10 @@
 #   data parallelism   dp 2 vs 1 rank: efficiency = tokens/s(dp 2) / (2 x tokens/s(1 rank)),
 #                      weak scaling (each replica gets the single rank's 8 sequences, global
 #                      batch 16) and strong scaling (global batch 8, 4 per replica); and
-#                      tokens/s against PyTorch DDP over gloo with 2 processes (batch 16)
+#                      tokens/s against PyTorch DDP over gloo with 2 processes (batch 16);
+#                      with the default 4 MB buckets (overlapped with the backward) and with one
+#                      64 MB bucket (reduced after it: on one node's shared memory the ring
+#                      all-reduce of the whole gradient takes ~10 ms, less than overlapping costs)
 #   tensor parallelism tp 2 (with and without --sp) vs 1 rank: efficiency, and the share of the
 #                      step spent in the tp group's communication (from the log's counters)
 #   pipeline           pp 2, 8 micro-batches, 1F1B vs 1 rank: efficiency, and the measured
@@ -29,6 +32,7 @@ run() { # NAME [mpirun] ARGS...: an mptrain run logging to $TMP/NAME.jsonl
 }
 run one "$BIN" train "${MODEL[@]}"
 run dp2 "${MPIRUN[@]}" "$BIN" train "${MODEL[@]}" --dp 2 --batch 16
+run dp2big "${MPIRUN[@]}" "$BIN" train "${MODEL[@]}" --dp 2 --batch 16 --bucket-mb 64
 run dp2strong "${MPIRUN[@]}" "$BIN" train "${MODEL[@]}" --dp 2
 run tp2 "${MPIRUN[@]}" "$BIN" train "${MODEL[@]}" --tp 2
 run tp2sp "${MPIRUN[@]}" "$BIN" train "${MODEL[@]}" --tp 2 --sp
@@ -55,8 +59,9 @@ one = (med("one") + med("one_again")) / 2
 res = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
        "model": "small (L6 D384 H6 T256 V256), batch 8, 1 thread per rank",
        "one_rank_tokens_per_s": one}
-dp2, dps, ddp = med("dp2"), med("dp2strong"), med("ddp0")
+dp2, dps, ddp, dpb = med("dp2"), med("dp2strong"), med("ddp0"), med("dp2big")
 res["dp"] = {"dp2_tokens_per_s": dp2, "efficiency": dp2 / (2 * one),
+             "one_bucket_tokens_per_s": dpb, "one_bucket_efficiency": dpb / (2 * one),
              "strong_tokens_per_s": dps, "strong_efficiency": dps / (2 * one),
              "torch_ddp_gloo_tokens_per_s": ddp, "ratio_vs_torch_ddp": dp2 / ddp}
 for name in ("tp2", "tp2sp"):
@@ -71,6 +76,7 @@ res["pp2_m8_1f1b"] = {"tokens_per_s": pp, "efficiency": pp / (2 * one), "bubble_
 json.dump(res, open(out, "w"), indent=2)
 print(f"one rank, 1 thread        {one:8.0f} tokens/s")
 print(f"dp 2, 8 sequences each     {dp2:8.0f} tokens/s   efficiency {dp2 / (2 * one):.3f}   vs torch DDP/gloo {ddp:.0f} tokens/s: x{dp2 / ddp:.2f}")
+print(f"dp 2, 8 each, 64 MB bucket {dpb:8.0f} tokens/s   efficiency {dpb / (2 * one):.3f} (one reduction after the backward)")
 print(f"dp 2, 4 sequences each     {dps:8.0f} tokens/s   efficiency {dps / (2 * one):.3f} (strong scaling: half the work per GEMM)")
 for name in ("tp2", "tp2sp"):
     r = res[name]
