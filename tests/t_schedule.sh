@@ -5,15 +5,8 @@
 # when installed, else grep), --help, and bad input exiting 2 with "mptrain: error:".
 # Usage: bash tests/t_schedule.sh BUILD_DIR   (from the repo root, as ctest runs it)
 set -u
-BIN="$1/mptrain"
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
-passes=0
-check() { # check "what" command...
-  local what="$1"; shift
-  if "$@"; then passes=$((passes + 1)); else fails=$((fails + 1)); echo "FAIL: $what" >&2; fi
-}
+source "$(dirname "$0")/lib.sh"
+tmp=$TMP
 has() { grep -qF -- "$2" "$1"; }           # has FILE TEXT
 has_re() { grep -qE -- "$2" "$1"; }        # has_re FILE REGEX
 

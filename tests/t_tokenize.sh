@@ -4,15 +4,8 @@
 # documents, --help, and bad input exiting 2 with "mptrain: error:".
 # Usage: bash tests/t_tokenize.sh BUILD_DIR   (from the repo root, as ctest runs it)
 set -u
-BIN="$1/mptrain"
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
-passes=0
-check() { # check "what" command...
-  local what="$1"; shift
-  if "$@"; then passes=$((passes + 1)); else fails=$((fails + 1)); echo "FAIL: $what" >&2; fi
-}
+source "$(dirname "$0")/lib.sh"
+tmp=$TMP
 size_of() { stat -c %s "$1" 2>/dev/null || echo -1; }
 # The token count stored in the header: int32 little-endian at byte 8.
 count_of() { od -An -t d4 -j 8 -N 4 "$1" | tr -d ' '; }
