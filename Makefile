@@ -30,6 +30,7 @@ demo: setup
 bench: setup
 	@$(MAKE) --no-print-directory build
 	@bash bench/run.sh $(BUILD)
+	@bash bench/parallel.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD)
