@@ -113,13 +113,18 @@ class GPT(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1))
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_model_args(ap):
+    """The benchmark model's shape (mptrain's `small` preset), shared with torch_ddp.py."""
     ap.add_argument("--layers", type=int, default=6)
     ap.add_argument("--d-model", type=int, default=384)
     ap.add_argument("--heads", type=int, default=6)
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--vocab", type=int, default=256)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_model_args(ap)
     ap.add_argument("--ffn", type=int, default=0, help="MLP width (default 4*d-model)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=10)

@@ -7,6 +7,7 @@
  * nothing (byte). */
 #include <dirent.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include <time.h>
 
 #include "cli/cli.h"
+#include "core/file.h"
 #include "tok/tokenizer.h"
 #include "tok/tokfile.h"
 
@@ -102,35 +104,10 @@ static mpt_status add_input_(strlist_ *docs, const char *path, mpt_error *err) {
     return st;
 }
 
-/* Reads a whole file into malloc'd *data (caller frees; NULL when empty). */
+/* Reads a whole file into malloc'd *data (caller frees). */
 static mpt_status read_doc_(const char *path, char **data, size_t *len, mpt_error *err) {
-    *data = NULL;
-    *len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return mpt_fail(err, MPT_ERR_INPUT, "--in %s: cannot read it (%s)", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        fclose(f);
-        return mpt_fail(err, MPT_ERR_INPUT, "--in %s: cannot read it (not a regular file)", path);
-    }
-    size_t size = (size_t)sb.st_size;
-    char *buf = size ? malloc(size) : NULL;
-    if (size && !buf) {
-        fclose(f);
-        return mpt_fail(err, MPT_ERR_RUN, "--in %s: out of memory for %zu bytes", path, size);
-    }
-    size_t got = size ? fread(buf, 1, size, f) : 0;
-    int bad = ferror(f);
-    fclose(f);
-    if (bad || got != size) {
-        free(buf);
-        return mpt_fail(err, MPT_ERR_INPUT, "--in %s: read failed (%s)", path,
-                        bad ? strerror(errno) : "the file changed while being read");
-    }
-    *data = buf;
-    *len = size;
-    return MPT_OK;
+    mpt_status st = mpt_file_read(path, SIZE_MAX - 1, data, len, err);
+    return st ? mpt_error_prefix(err, "--in") : st;
 }
 
 /* Appends src[0..n) to the growable token array *all (length *len, capacity *cap). */

@@ -11,6 +11,7 @@
 #include "cli/args.h"
 #include "comm/comm.h"
 #include "cli/cli.h"
+#include "core/file.h"
 #include "model/gpt.h"
 #include "model/memplan.h"
 #include "tok/tokenizer.h"
@@ -95,21 +96,12 @@ static mpt_status default_data_(int vocab, char *path, size_t n, mpt_error *err)
     char text_path[4096], bpe[4096];
     mpt_cli_cache_path(text_path, sizeof text_path, "moby-dick/data/data.txt");
     mpt_cli_cache_path(bpe, sizeof bpe, "gpt2-bpe");
-    FILE *f = fopen(text_path, "rb");
-    if (!f)
+    char *text = NULL;
+    size_t got = 0;
+    if (mpt_file_read(text_path, (size_t)1 << 32, &text, &got, err))
         return mpt_fail(err, MPT_ERR_INPUT,
                         "the default corpus %s is missing: run `make setup` (or pass --data)",
                         text_path);
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *text = malloc(len > 0 ? (size_t)len : 1);
-    size_t got = text ? fread(text, 1, (size_t)len, f) : 0;
-    fclose(f);
-    if (!text || got != (size_t)len) {
-        free(text);
-        return mpt_fail(err, MPT_ERR_RUN, "cannot read %s", text_path);
-    }
     mpt_tokenizer *tok = NULL;
     int32_t *ids = NULL;
     size_t nids = 0;

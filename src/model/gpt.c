@@ -226,5 +226,4 @@ void mpt_params_init_values(const mpt_param_table *pt, float *params, uint64_t s
     mpt_params_init_range(pt, params, 0, pt->total, seed);
 }
 
-void mpt_gpt_init_weights(mpt_gpt *m, uint64_t seed) { mpt_params_init_values(&m->pt, m->params, seed); }
 

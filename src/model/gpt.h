@@ -6,7 +6,7 @@
  * the gradients, so micro-batches accumulate until the caller zeroes them.
  *
  *   mpt_gpt m;  mpt_gpt_init(&m, &cfg, B, T, MPT_GPT_TRAIN, 1, &arena, &err);
- *   mpt_gpt_init_weights(&m, seed);
+ *   mpt_params_init_values(&m.pt, m.params, seed);
  *   mpt_gpt_forward(&m, inputs, targets, B, T, 1.0f / (B_global * T), &loss_sum, &err);
  *   mpt_gpt_backward(&m, inputs, B, T, &err);
  *
@@ -186,7 +186,6 @@ void mpt_params_init_values(const mpt_param_table *pt, float *params, uint64_t s
  * holds a slice (ZeRO-3) initialise it without the rest. */
 void mpt_params_init_range(const mpt_param_table *pt, float *dst, size_t begin, size_t n,
                            uint64_t seed);
-void mpt_gpt_init_weights(mpt_gpt *m, uint64_t seed);
 
 /* Forward over inputs (B,T) (B <= m->B, T <= m->T and <= n_positions). With targets, computes
  * per-token losses and leaves dloss * dL/dlogits in the logits buffer; *loss_sum gets the SUM

@@ -9,29 +9,6 @@
 #include "model/params.h"
 #include "parallel/dp.h"
 
-mpt_status mpt_memplan_single(const mpt_config *cfg, int B, int T, int training,
-                              mpt_mem_plan *plan, mpt_error *err) {
-    memset(plan, 0, sizeof *plan);
-    mpt_param_table pt;
-    mpt_status st = mpt_params_build(&pt, cfg, err);
-    if (st) return st;
-    size_t P = pt.total * sizeof(float);
-    mpt_params_free(&pt);
-    size_t act_n[MPT_ACT_SLOTS], work_n[MPT_WORK_SLOTS];
-    if (!mpt_gpt_buffer_sizes(cfg, B, T, training, 1, 0, NULL, act_n, work_n))
-        return mpt_fail(err, MPT_ERR_INPUT, "batch %d x %d tokens is too large to address", B, T);
-    plan->bytes[MPT_MEM_PARAMS] = P;
-    if (training) {
-        plan->bytes[MPT_MEM_GRADS] = P;
-        plan->bytes[MPT_MEM_OPTIMIZER] = 2 * P;
-    }
-    for (int i = 0; i < MPT_ACT_SLOTS; i++) plan->bytes[MPT_MEM_ACTIVATIONS] += act_n[i] * 4;
-    for (int i = 0; i < MPT_WORK_SLOTS; i++) plan->bytes[MPT_MEM_WORKSPACE] += work_n[i] * 4;
-    if (training) plan->bytes[MPT_MEM_WORKSPACE] += 2 * (size_t)B * T * sizeof(int32_t);
-    for (int k = 0; k < MPT_MEM_KINDS; k++) plan->total += plan->bytes[k];
-    return MPT_OK;
-}
-
 mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_layout *lay,
                             mpt_mem_plan *plan, mpt_error *err) {
     memset(plan, 0, sizeof *plan);

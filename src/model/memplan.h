@@ -18,11 +18,6 @@ typedef struct mpt_mem_plan {
     size_t pool_elements;    /* ZeRO-2/3 staging / working pool, in elements */
 } mpt_mem_plan;
 
-/* Single-rank training (training = 1: grads, AdamW m and v, backward workspace, the batch's
- * token buffers) or inference (training = 0) with micro-batches of B sequences of T tokens. */
-mpt_status mpt_memplan_single(const mpt_config *cfg, int B, int T, int training,
-                              mpt_mem_plan *plan, mpt_error *err);
-
 /* Where one rank sits in a training layout, as far as its memory is concerned. */
 typedef struct mpt_rank_layout {
     int tp, sp;               /* tensor-parallel group size, sequence parallelism */

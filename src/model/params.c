@@ -42,12 +42,7 @@ mpt_status mpt_params_build(mpt_param_table *pt, const mpt_config *c, mpt_error 
 
 mpt_status mpt_params_build_aligned(mpt_param_table *pt, const mpt_config *c, size_t unit_align,
                                     mpt_error *err) {
-    return mpt_params_build_tp(pt, c, 1, 0, unit_align, err);
-}
-
-mpt_status mpt_params_build_tp(mpt_param_table *pt, const mpt_config *c, int tp, int tp_rank,
-                               size_t unit_align, mpt_error *err) {
-    return mpt_params_build_stage(pt, c, tp, tp_rank, 0, c->n_layer, 1, 1, unit_align, err);
+    return mpt_params_build_stage(pt, c, 1, 0, 0, c->n_layer, 1, 1, unit_align, err);
 }
 
 mpt_status mpt_params_build_stage(mpt_param_table *pt, const mpt_config *c, int tp, int tp_rank,

@@ -74,11 +74,9 @@ mpt_status mpt_params_build(mpt_param_table *pt, const mpt_config *c, mpt_error 
 /* unit_align >= 1: each unit's length is rounded up to a multiple of it. */
 mpt_status mpt_params_build_aligned(mpt_param_table *pt, const mpt_config *c, size_t unit_align,
                                     mpt_error *err);
-/* The table of tensor-parallel rank tp_rank of tp (Megatron split, see mpt_split). Needs
- * n_head, ffn and padded_vocab divisible by tp (MPT_ERR_INPUT naming the numbers otherwise). */
-mpt_status mpt_params_build_tp(mpt_param_table *pt, const mpt_config *c, int tp, int tp_rank,
-                               size_t unit_align, mpt_error *err);
-/* The table of one pipeline stage: blocks [first_layer, first_layer + n_layers), with the
+/* The table of tensor-parallel rank tp_rank of tp (Megatron split, see mpt_split; needs
+ * n_head, ffn and padded_vocab divisible by tp, MPT_ERR_INPUT naming the numbers otherwise) for
+ * one pipeline stage: blocks [first_layer, first_layer + n_layers), with the
  * embeddings when has_embed and ln_f + head when has_head. Units keep their meaning (unit 0
  * embeddings, 1..n_layers blocks, last the final unit), possibly empty. A tied head on a stage
  * without the embeddings gets its own copy of wte (is_copy) in the final unit. */

@@ -122,6 +122,13 @@ static void close_set_(mpt_pp *pp, int mb) {
     memset(&pp->set[mb], 0, sizeof pp->set[mb]);
 }
 
+/* Waits until send buffer k's last gradient send is done, so the buffer can be reused. */
+static mpt_status free_grad_out_(mpt_pp *pp, int k, mpt_error *err) {
+    if (!pp->tx_grad_busy[k]) return MPT_OK;
+    pp->tx_grad_busy[k] = 0;
+    return mpt_wait(&pp->tx_grad[k], err);
+}
+
 static mpt_status forward_(mpt_pp *pp, const mpt_pp_action *a, mpt_pp_batch_fn batch, void *ctx,
                            int32_t *inputs, int32_t *targets, int Bm, int T, float dloss,
                            double *loss_sum, mpt_error *err) {
@@ -146,10 +153,7 @@ static mpt_status backward_(mpt_pp *pp, const mpt_pp_action *a, mpt_pp_batch_fn 
     TRY_(mpt_gpt_backward(m, inputs, Bm, T, err));
     if (!m->first) { /* the input gradient goes back: into a free send buffer */
         int k = mb % 2;
-        if (pp->tx_grad_busy[k]) {
-            TRY_(mpt_wait(&pp->tx_grad[k], err));
-            pp->tx_grad_busy[k] = 0;
-        }
+        TRY_(free_grad_out_(pp, k, err));
         memcpy(pp->grad_out[k], m->work[MPT_WORK_DRES], pp->boundary_n * sizeof(float));
     }
     if (!m->last) TRY_(mpt_wait(&pp->tx_act[mb], err)); /* long done: the gradient came back */
@@ -207,11 +211,7 @@ mpt_status mpt_pp_step(mpt_pp *pp, mpt_pp_batch_fn batch, void *ctx, int32_t *in
                             a->op);
         }
     }
-    for (int k = 0; k < 2; k++)
-        if (pp->tx_grad_busy[k]) {
-            TRY_(mpt_wait(&pp->tx_grad[k], err));
-            pp->tx_grad_busy[k] = 0;
-        }
+    for (int k = 0; k < 2; k++) TRY_(free_grad_out_(pp, k, err));
     m->cur = &m->own;
     pp->wall = omp_get_wtime() - start;
     return MPT_OK;

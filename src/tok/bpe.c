@@ -14,6 +14,8 @@
 #include <string.h>
 #include <uthash.h>
 
+#include "core/file.h"
+
 #define ALPHABET_ 324  /* bytes_to_unicode uses code points U+0000..U+0143 */
 #define SIMPLE_MAX_ 64 /* words of up to this many bytes take the simple algorithm */
 
@@ -84,38 +86,11 @@ static long unicode_to_bytes_(const int16_t *byte_of_cp, const char *s, size_t s
 
 /* Reads a whole file into a malloc'd, NUL-terminated *data (caller frees). */
 static mpt_status read_all_(const char *path, char **data, size_t *len, mpt_error *err) {
-    *data = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return mpt_fail(err, MPT_ERR_INPUT,
-                        "%s: cannot open (%s); run `make setup` (scripts/setup.sh) to fetch the "
-                        "GPT-2 vocabulary", path, strerror(errno));
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    for (;;) {
-        if (cap - n < 65536) {
-            size_t ncap;
-            if (!mpt_size_add(cap, cap / 2 + 65537, &ncap)) break;
-            char *nb = realloc(buf, ncap);
-            if (!nb) break;
-            buf = nb;
-            cap = ncap;
-        }
-        size_t got = fread(buf + n, 1, cap - n - 1, f);
-        n += got;
-        if (got == 0) break;
-    }
-    int bad = ferror(f) || !buf || !feof(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        return mpt_fail(err, MPT_ERR_INPUT, "%s: cannot read it (I/O error or out of memory)",
-                        path);
-    }
-    buf[n] = '\0';
-    *data = buf;
-    *len = n;
-    return MPT_OK;
+    mpt_status st = mpt_file_read(path, (size_t)1 << 30, data, len, err);
+    if (st == MPT_ERR_INPUT)
+        mpt_fail(err, st, "%s: cannot read it; run `make setup` (scripts/setup.sh) to fetch the "
+                          "GPT-2 vocabulary", path);
+    return st;
 }
 
 static mpt_status load_vocab_(mpt_bpe *b, const char *path, const char *text, size_t tlen,

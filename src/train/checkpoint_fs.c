@@ -17,6 +17,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "core/file.h"
 #include "train/hfconfig.h"
 #include "train/safetensors.h"
 
@@ -92,25 +93,16 @@ mpt_status mpt_ckpt_write_text(const char *path, const char *text, mpt_error *er
 
 /* Reads a JSON file into a cJSON tree the caller deletes. Bad JSON is MPT_ERR_INPUT. */
 mpt_status mpt_ckpt_read_json(const char *path, cJSON **out, mpt_error *err) {
-    mpt_status st = MPT_OK;
-    char *text = NULL;            /* owned */
-    FILE *f = fopen(path, "rb");  /* owned */
+    char *text = NULL; /* owned */
+    size_t len = 0;
     *out = NULL;
-    if (!f) return mpt_fail(err, MPT_ERR_INPUT, "cannot open %s: %s", path, strerror(errno));
-    if (!(text = malloc(MPT_CKPT_MAX_JSON_BYTES + 1))) {
-        st = mpt_fail(err, MPT_ERR_RUN, "out of memory reading %s", path);
-        goto cleanup;
-    }
-    size_t len = fread(text, 1, MPT_CKPT_MAX_JSON_BYTES + 1, f);
-    if (ferror(f) || len > MPT_CKPT_MAX_JSON_BYTES || !(*out = cJSON_ParseWithLength(text, len)) ||
-        !cJSON_IsObject(*out)) {
+    mpt_status st = mpt_file_read(path, MPT_CKPT_MAX_JSON_BYTES, &text, &len, err);
+    if (!st && (!(*out = cJSON_ParseWithLength(text, len)) || !cJSON_IsObject(*out))) {
         st = mpt_fail(err, MPT_ERR_INPUT, "%s: not a readable JSON object (corrupt file?)", path);
         cJSON_Delete(*out);
         *out = NULL;
     }
-cleanup:
     free(text);
-    fclose(f);
     return st;
 }
 

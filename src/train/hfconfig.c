@@ -10,6 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/file.h"
+
 #define MAX_CONFIG_BYTES_ ((size_t)1 << 24)
 
 /* Reads integer key (>= min) into *out; absent keeps *out; null is refused unless null_ok
@@ -105,24 +107,11 @@ cleanup:
 }
 
 mpt_status mpt_hfconfig_read(const char *path, mpt_config *cfg, mpt_error *err) {
-    mpt_status st = MPT_OK;
-    char *text = NULL;   /* owned */
-    FILE *f = fopen(path, "rb");   /* owned */
-    if (!f) return mpt_fail(err, MPT_ERR_INPUT, "cannot open %s: %s", path, strerror(errno));
-    if (!(text = malloc(MAX_CONFIG_BYTES_ + 1))) {
-        st = mpt_fail(err, MPT_ERR_RUN, "out of memory reading %s", path);
-        goto cleanup;
-    }
-    size_t len = fread(text, 1, MAX_CONFIG_BYTES_ + 1, f);
-    if (ferror(f) || len > MAX_CONFIG_BYTES_) {
-        st = mpt_fail(err, MPT_ERR_INPUT, "%s: %s", path,
-                      ferror(f) ? "read failed" : "too large for a config.json");
-        goto cleanup;
-    }
-    st = mpt_hfconfig_parse(text, len, path, cfg, err);
-cleanup:
+    char *text = NULL; /* owned */
+    size_t len = 0;
+    mpt_status st = mpt_file_read(path, MAX_CONFIG_BYTES_, &text, &len, err);
+    if (!st) st = mpt_hfconfig_parse(text, len, path, cfg, err);
     free(text);
-    fclose(f);
     return st;
 }
 
