@@ -15,9 +15,9 @@ void mpt_arena_init(mpt_arena *a, size_t limit) {
     a->limit = limit;
 }
 
-mpt_status mpt_arena_alloc(mpt_arena *a, mpt_mem_kind kind, size_t count, size_t elem, void *out,
-                           mpt_error *err) {
-    size_t bytes, total, padded;
+mpt_status mpt_arena_alloc(mpt_arena *a, mpt_mem_kind kind, size_t count, mpt_dtype dtype,
+                           void *out, mpt_error *err) {
+    size_t bytes, total, padded, elem = mpt_dtype_size(dtype);
     *(void **)out = NULL;
     if (!mpt_size_mul(count, elem, &bytes) || !mpt_size_add(a->in_use_total, bytes, &total) ||
         !mpt_size_add(bytes, 63, &padded))
@@ -40,9 +40,9 @@ mpt_status mpt_arena_alloc(mpt_arena *a, mpt_mem_kind kind, size_t count, size_t
     return MPT_OK;
 }
 
-void mpt_arena_release(mpt_arena *a, mpt_mem_kind kind, void *p, size_t count, size_t elem) {
+void mpt_arena_release(mpt_arena *a, mpt_mem_kind kind, void *p, size_t count, mpt_dtype dtype) {
     if (!p) return;
-    size_t bytes = count * elem;
+    size_t bytes = count * mpt_dtype_size(dtype);
     a->in_use[kind] -= bytes;
     a->in_use_total -= bytes;
     free(p);

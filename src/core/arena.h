@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 
+#include "core/dtype.h"
 #include "core/status.h"
 
 typedef enum mpt_mem_kind {
@@ -32,10 +33,10 @@ typedef struct mpt_arena {
 } mpt_arena;
 
 void mpt_arena_init(mpt_arena *a, size_t limit);
-/* *out = zeroed memory for count elements of elem bytes; fails on overflow, limit, or malloc. */
-mpt_status mpt_arena_alloc(mpt_arena *a, mpt_mem_kind kind, size_t count, size_t elem, void *out,
-                           mpt_error *err);
-/* Returns memory from mpt_arena_alloc of the same kind and size. p may be NULL. */
-void mpt_arena_release(mpt_arena *a, mpt_mem_kind kind, void *p, size_t count, size_t elem);
+/* *out = zeroed memory for count elements of type dtype; fails on overflow, limit, or malloc. */
+mpt_status mpt_arena_alloc(mpt_arena *a, mpt_mem_kind kind, size_t count, mpt_dtype dtype,
+                           void *out, mpt_error *err);
+/* Returns memory from mpt_arena_alloc of the same kind, count and dtype. p may be NULL. */
+void mpt_arena_release(mpt_arena *a, mpt_mem_kind kind, void *p, size_t count, mpt_dtype dtype);
 
 #endif

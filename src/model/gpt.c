@@ -132,13 +132,13 @@ mpt_status mpt_gpt_init(mpt_gpt *m, const mpt_config *cfg, int B, int T, int fla
         return mpt_fail(err, MPT_ERR_INPUT, "batch %d x %d tokens is too large to address", B, T);
     }
     if (flags & MPT_GPT_PARAMS)
-        st = mpt_arena_alloc(arena, MPT_MEM_PARAMS, m->pt.total, sizeof(float), &m->params, err);
+        st = mpt_arena_alloc(arena, MPT_MEM_PARAMS, m->pt.total, MPT_F32, &m->params, err);
     if (!st && (flags & MPT_GPT_GRADS))
-        st = mpt_arena_alloc(arena, MPT_MEM_GRADS, m->pt.total, sizeof(float), &m->grads, err);
+        st = mpt_arena_alloc(arena, MPT_MEM_GRADS, m->pt.total, MPT_F32, &m->grads, err);
     if (!st && !(flags & MPT_GPT_NO_ACTS)) st = mpt_gpt_acts_alloc(m, &m->own, err);
     for (int i = 0; !st && i < MPT_WORK_SLOTS; i++)
         if (m->work_n[i])
-            st = mpt_arena_alloc(arena, MPT_MEM_WORKSPACE, m->work_n[i], sizeof(float),
+            st = mpt_arena_alloc(arena, MPT_MEM_WORKSPACE, m->work_n[i], MPT_F32,
                                  &m->work[i], err);
     if (st) {
         mpt_gpt_free(m);
@@ -156,7 +156,7 @@ mpt_status mpt_gpt_acts_alloc(mpt_gpt *m, mpt_gpt_acts *a, mpt_error *err) {
     for (int i = 0; i < MPT_ACT_SLOTS; i++) {
         if (!m->act_n[i]) continue;
         mpt_status st =
-            mpt_arena_alloc(m->arena, MPT_MEM_ACTIVATIONS, m->act_n[i], sizeof(float), &a->a[i], err);
+            mpt_arena_alloc(m->arena, MPT_MEM_ACTIVATIONS, m->act_n[i], MPT_F32, &a->a[i], err);
         if (st) {
             mpt_gpt_acts_free(m, a);
             return st;
@@ -167,7 +167,7 @@ mpt_status mpt_gpt_acts_alloc(mpt_gpt *m, mpt_gpt_acts *a, mpt_error *err) {
 
 void mpt_gpt_acts_free(mpt_gpt *m, mpt_gpt_acts *a) {
     for (int i = 0; i < MPT_ACT_SLOTS; i++)
-        mpt_arena_release(m->arena, MPT_MEM_ACTIVATIONS, a->a[i], m->act_n[i], sizeof(float));
+        mpt_arena_release(m->arena, MPT_MEM_ACTIVATIONS, a->a[i], m->act_n[i], MPT_F32);
     memset(a, 0, sizeof *a);
 }
 
@@ -181,11 +181,11 @@ void mpt_gpt_point_unit(mpt_gpt *m, float **table, int u, float *base) {
 
 void mpt_gpt_free(mpt_gpt *m) {
     if (!m || !m->arena) return;
-    mpt_arena_release(m->arena, MPT_MEM_PARAMS, m->params, m->pt.total, sizeof(float));
-    mpt_arena_release(m->arena, MPT_MEM_GRADS, m->grads, m->pt.total, sizeof(float));
+    mpt_arena_release(m->arena, MPT_MEM_PARAMS, m->params, m->pt.total, MPT_F32);
+    mpt_arena_release(m->arena, MPT_MEM_GRADS, m->grads, m->pt.total, MPT_F32);
     mpt_gpt_acts_free(m, &m->own);
     for (int i = 0; i < MPT_WORK_SLOTS; i++)
-        mpt_arena_release(m->arena, MPT_MEM_WORKSPACE, m->work[i], m->work_n[i], sizeof(float));
+        mpt_arena_release(m->arena, MPT_MEM_WORKSPACE, m->work[i], m->work_n[i], MPT_F32);
     free(m->w);
     free(m->g);
     mpt_params_free(&m->pt);

@@ -297,13 +297,13 @@ static mpt_status alloc_work_(mpt_dp *dp, const size_t n[4], mpt_error *err) {
     for (int s = 0; s < dp->n_work; s++) dp->work_unit[s] = -1;
     if (dp->zero != 3) return MPT_OK;
     if (dp->z3_whole) {
-        mpt_status st = mpt_arena_alloc(dp->arena, MPT_MEM_PARAMS, pt->total, sizeof(float),
+        mpt_status st = mpt_arena_alloc(dp->arena, MPT_MEM_PARAMS, pt->total, MPT_F32,
                                         &dp->whole, err);
         for (int u = 0; !st && u < pt->n_units; u++) dp->work[u] = dp->whole + pt->unit_begin[u];
         return st;
     }
     for (int s = 0; s < 4; s++) {
-        mpt_status st = mpt_arena_alloc(dp->arena, MPT_MEM_PARAMS, n[s], sizeof(float),
+        mpt_status st = mpt_arena_alloc(dp->arena, MPT_MEM_PARAMS, n[s], MPT_F32,
                                         &dp->work[s], err);
         if (st) return st;
     }
@@ -312,10 +312,10 @@ static mpt_status alloc_work_(mpt_dp *dp, const size_t n[4], mpt_error *err) {
 
 static void free_work_(mpt_dp *dp, const size_t n[4]) {
     if (dp->whole) mpt_arena_release(dp->arena, MPT_MEM_PARAMS, dp->whole, dp->model->pt.total,
-                                     sizeof(float));
+                                     MPT_F32);
     else
         for (int s = 0; dp->work && s < 4; s++)
-            mpt_arena_release(dp->arena, MPT_MEM_PARAMS, dp->work[s], n[s], sizeof(float));
+            mpt_arena_release(dp->arena, MPT_MEM_PARAMS, dp->work[s], n[s], MPT_F32);
     free(dp->work);
     free(dp->work_unit);
     free(dp->work_ready);
@@ -358,22 +358,22 @@ mpt_status mpt_dp_init(mpt_dp *dp, mpt_gpt *model, mpt_comm *comm, mpt_comm *tp,
     if (!st) st = build_buckets_(dp, bucket_elems, err);
     if (!st && zero >= 1) st = build_segments_(dp, err);
     size_t opt_n = zero == 0 ? P : S;
-    if (!st) st = mpt_arena_alloc(arena, MPT_MEM_OPTIMIZER, opt_n, sizeof(float), &dp->m, err);
-    if (!st) st = mpt_arena_alloc(arena, MPT_MEM_OPTIMIZER, opt_n, sizeof(float), &dp->v, err);
+    if (!st) st = mpt_arena_alloc(arena, MPT_MEM_OPTIMIZER, opt_n, MPT_F32, &dp->m, err);
+    if (!st) st = mpt_arena_alloc(arena, MPT_MEM_OPTIMIZER, opt_n, MPT_F32, &dp->v, err);
     if (!st && zero >= 2) {
-        st = mpt_arena_alloc(arena, MPT_MEM_GRADS, S, sizeof(float), &dp->gshard, err);
+        st = mpt_arena_alloc(arena, MPT_MEM_GRADS, S, MPT_F32, &dp->gshard, err);
         for (int s = 0; !st && s < 4; s++) {
-            st = mpt_arena_alloc(arena, MPT_MEM_GRADS, n[s], sizeof(float), &dp->stage[s], err);
+            st = mpt_arena_alloc(arena, MPT_MEM_GRADS, n[s], MPT_F32, &dp->stage[s], err);
             if (!st)
-                st = mpt_arena_alloc(arena, MPT_MEM_GRADS, n[s] / (size_t)dp->R, sizeof(float),
+                st = mpt_arena_alloc(arena, MPT_MEM_GRADS, n[s] / (size_t)dp->R, MPT_F32,
                                      &dp->recv[s], err);
         }
     }
     if (!st && zero >= 2 && dp->tied_unit >= 0)
-        st = mpt_arena_alloc(arena, MPT_MEM_GRADS, pt->t[dp->tied].numel, sizeof(float),
+        st = mpt_arena_alloc(arena, MPT_MEM_GRADS, pt->t[dp->tied].numel, MPT_F32,
                              &dp->tied_grad, err);
     if (!st && zero == 3)
-        st = mpt_arena_alloc(arena, MPT_MEM_PARAMS, S, sizeof(float), &dp->pshard, err);
+        st = mpt_arena_alloc(arena, MPT_MEM_PARAMS, S, MPT_F32, &dp->pshard, err);
     if (st) {
         mpt_dp_free(dp);
         return st;
@@ -388,17 +388,17 @@ void mpt_dp_free(mpt_dp *dp) {
     size_t P = pt->total, S = dp->shard_n, n[4];
     slot_sizes_(pt, n);
     size_t opt_n = dp->zero == 0 ? P : S;
-    mpt_arena_release(dp->arena, MPT_MEM_OPTIMIZER, dp->m, opt_n, sizeof(float));
-    mpt_arena_release(dp->arena, MPT_MEM_OPTIMIZER, dp->v, opt_n, sizeof(float));
-    mpt_arena_release(dp->arena, MPT_MEM_GRADS, dp->gshard, S, sizeof(float));
-    mpt_arena_release(dp->arena, MPT_MEM_PARAMS, dp->pshard, S, sizeof(float));
+    mpt_arena_release(dp->arena, MPT_MEM_OPTIMIZER, dp->m, opt_n, MPT_F32);
+    mpt_arena_release(dp->arena, MPT_MEM_OPTIMIZER, dp->v, opt_n, MPT_F32);
+    mpt_arena_release(dp->arena, MPT_MEM_GRADS, dp->gshard, S, MPT_F32);
+    mpt_arena_release(dp->arena, MPT_MEM_PARAMS, dp->pshard, S, MPT_F32);
     if (dp->tied_grad)
         mpt_arena_release(dp->arena, MPT_MEM_GRADS, dp->tied_grad, pt->t[dp->tied].numel,
-                          sizeof(float));
+                          MPT_F32);
     for (int s = 0; s < 4; s++) {
-        mpt_arena_release(dp->arena, MPT_MEM_GRADS, dp->stage[s], n[s], sizeof(float));
+        mpt_arena_release(dp->arena, MPT_MEM_GRADS, dp->stage[s], n[s], MPT_F32);
         mpt_arena_release(dp->arena, MPT_MEM_GRADS, dp->recv[s], n[s] / (size_t)dp->R,
-                          sizeof(float));
+                          MPT_F32);
     }
     free_work_(dp, n);
     dp->model->hooks = (mpt_gpt_hooks){0};

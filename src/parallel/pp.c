@@ -70,7 +70,7 @@ mpt_status mpt_pp_init(mpt_pp *pp, mpt_comm *comm, mpt_pp_kind kind, int m, mpt_
         return mpt_fail(err, MPT_ERR_RUN, "out of memory for the pipeline executor");
     }
     for (int k = 0; k < 2 && !st && pp->stage > 0; k++)
-        st = mpt_arena_alloc(model->arena, MPT_MEM_WORKSPACE, pp->boundary_n, sizeof(float),
+        st = mpt_arena_alloc(model->arena, MPT_MEM_WORKSPACE, pp->boundary_n, MPT_F32,
                              &pp->grad_out[k], err);
     if (st) mpt_pp_free(pp);
     return st;
@@ -81,7 +81,7 @@ void mpt_pp_free(mpt_pp *pp) {
     for (int k = 0; k < pp->pool_n; k++) mpt_gpt_acts_free(pp->model, &pp->pool[k]);
     for (int k = 0; k < 2; k++)
         mpt_arena_release(pp->model->arena, MPT_MEM_WORKSPACE, pp->grad_out[k], pp->boundary_n,
-                          sizeof(float));
+                          MPT_F32);
     free(pp->acts);
     free(pp->set);
     free(pp->pool);

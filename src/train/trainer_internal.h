@@ -48,6 +48,9 @@ mpt_status mpt_run_prepare(mpt_run *r, mpt_train_result *res, mpt_error *err);
 mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err);
 void mpt_run_free(mpt_run *r);
 
+/* Initial values, or the checkpoint r->ckpt (this rank's part of it); *start = its step
+ * (all ranks call). */
+mpt_status mpt_run_load(mpt_run *r, long *start, mpt_error *err);
 /* Checkpoint of step `step` (all ranks call; world rank 0 writes). */
 mpt_status mpt_run_save(mpt_run *r, long step, mpt_train_result *res, mpt_error *err);
 /* Step-1 gradients (+ logits on one rank) for reference comparisons (all ranks call). */
