@@ -8,6 +8,7 @@
 
 #include "model/memplan.h"
 #include "parallel/partition.h"
+#include "parallel/tp.h"
 #include "train/checkpoint.h"
 #include "train/data.h"
 #include "train/trainer_internal.h"
@@ -180,7 +181,10 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
         int color = first || last ? 0 : MPI_UNDEFINED;
         if ((st = mpt_comm_split(pp, color, stage, "embed", &r->embed, err))) return st;
     }
-    mpt_gpt_place place = {.tp = tp, .sp = o->sp, .first_layer = r->stage_first[stage],
+    mpt_par_ops ops; /* the model copies it; its context, the tp group, lives in r->groups */
+    mpt_tp_ops(&ops, tp);
+    mpt_gpt_place place = {.ops = &ops, .tp = tp->size, .tp_rank = tp->rank, .sp = o->sp,
+                           .first_layer = r->stage_first[stage],
                            .n_layers = r->stage_count[stage], .first = first, .last = last,
                            .recompute = o->recompute};
     mpt_param_table local;
