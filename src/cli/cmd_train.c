@@ -13,7 +13,7 @@
 #include "cli/cli.h"
 #include "core/file.h"
 #include "model/gpt.h"
-#include "model/memplan.h"
+#include "plan/memplan.h"
 #include "tok/tokenizer.h"
 #include "tok/tokfile.h"
 #include "train/checkpoint.h"

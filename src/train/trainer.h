@@ -13,7 +13,7 @@
 #include "comm/comm.h"
 #include "core/status.h"
 #include "model/config.h"
-#include "model/memplan.h"
+#include "plan/memplan.h"
 #include "train/adamw.h"
 
 typedef struct mpt_train_opts {

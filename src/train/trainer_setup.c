@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/memplan.h"
+#include "plan/memplan.h"
 #include "parallel/partition.h"
 #include "parallel/tp.h"
 #include "train/checkpoint.h"

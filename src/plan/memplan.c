@@ -1,5 +1,5 @@
 /* memplan.c — the per-rank memory plan (see memplan.h). */
-#include "model/memplan.h"
+#include "plan/memplan.h"
 
 #include <stdio.h>
 #include <stdlib.h>
