@@ -49,7 +49,9 @@ static void usage_(void) {
            "  generate   sample text from a checkpoint\n"
            "  schedule   print a pipeline schedule's per-rank timeline and bubble (--svg to draw)\n"
            "  plot       SVG of training logs: loss, validation loss, lr, tokens/s, memory\n"
-           "  (plan, simulate and convert are not built yet)\n\n"
+           "  plan       memory per rank and predicted step time; searches layouts (--gpus N)\n"
+           "  simulate   replay a layout's schedule on a cluster model: step time, MFU, bubble\n"
+           "  (convert is not built yet)\n\n"
            "example:\n"
            "  mptrain train --model tiny --steps 100 --log run.jsonl --save ckpt\n"
            "  mptrain generate --checkpoint ckpt --prompt 'Call me' --tokens 200\n"
@@ -82,7 +84,9 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "generate") == 0) return mpt_cli_generate(argc, argv);
     if (strcmp(cmd, "schedule") == 0) return mpt_cli_schedule(argc, argv);
     if (strcmp(cmd, "plot") == 0) return mpt_cli_plot(argc, argv);
-    const char *later[] = {"plan", "simulate", "convert"};
+    if (strcmp(cmd, "plan") == 0) return mpt_cli_plan(argc, argv);
+    if (strcmp(cmd, "simulate") == 0) return mpt_cli_simulate(argc, argv);
+    const char *later[] = {"convert"};
     for (size_t i = 0; i < sizeof later / sizeof *later; i++)
         if (strcmp(cmd, later[i]) == 0) {
             fprintf(stderr, "mptrain: error: '%s' is not supported yet in this build\n", cmd);

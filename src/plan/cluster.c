@@ -47,10 +47,11 @@ static double now_(void) { return omp_get_wtime(); }
 /* One core's sustained sgemm rate on a 768^3 product (best of three). */
 static double gemm_rate_(void) {
     const int n = 768;
-    float *a = calloc((size_t)n * n, 4), *b = calloc((size_t)n * n, 4), *o = malloc((size_t)n * n * 4);
+    size_t nn = (size_t)n * n;
+    float *a = calloc(nn, 4), *b = calloc(nn, 4), *o = malloc(nn * 4);
     double best = 0;
     if (a && b && o) {
-        for (size_t i = 0; i < (size_t)n * n; i++) a[i] = b[i] = 1e-3f * (float)(i % 97);
+        for (size_t i = 0; i < nn; i++) a[i] = b[i] = 1e-3f * (float)(i % 97);
         int saved = omp_get_max_threads();
         omp_set_num_threads(1);
         for (int rep = 0; rep < 3; rep++) {

@@ -4,7 +4,7 @@
  * One tensor-parallel rank of a stage holding n blocks (plus the embeddings when first, ln_f,
  * the head and the loss when last), for one micro-batch of Bm sequences of T tokens, N = Bm*T
  * rows, D/tp, H/tp, F/tp, Vp/tp its shares (model/gpt.h's Megatron split):
- *   per block, forward   ln_1 · c_attn GEMM (N x D x 3D/tp) · scores Q K^T and probabilities x V
+ *   per block, forward   ln_1 · c_attn GEMM (N x D x 3D/tp) · scores Q K^T and probs x V
  *                        (2 x 2*Bm*(H/tp)*T*T*hd FLOPs) · softmax · attn c_proj GEMM · all-reduce
  *                        (or reduce-scatter with sp; all-gathers before the column layers) ·
  *                        residual · ln_2 · c_fc GEMM · GELU · mlp c_proj GEMM · all-reduce ·

@@ -127,7 +127,8 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
     /* data parallelism, optimizer, totals */
     double peak = job->precision == MPT_PREC_BF16 ? c->peak_bf16 : c->peak_fp32;
     double es = mpt_cost_elem_bytes(job->precision);
-    int dp_inter = mpt_cost_group_inter(c, l, MPT_DIM_DP), tp_inter = mpt_cost_group_inter(c, l, MPT_DIM_TP);
+    int dp_inter = mpt_cost_group_inter(c, l, MPT_DIM_DP);
+    int tp_inter = mpt_cost_group_inter(c, l, MPT_DIM_TP);
     double makespan = 0, busy = 0, step = 0, flops_hw = 0, flops_model = 0;
     for (int r = 0; r < p; r++) {
         if (rk[r].clock > makespan) makespan = rk[r].clock;
