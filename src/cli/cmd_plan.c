@@ -144,6 +144,9 @@ int mpt_cli_plan(int argc, char **argv) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddItemToObject(o, "memory_bytes_per_rank", plan_json_memory(&mem));
         cJSON_AddNumberToObject(o, "memory_bytes_all_ranks", (double)mem.sum_total);
+        cJSON_AddNumberToObject(o, "state_bytes_all_ranks",
+                                (double)(mem.sum[MPT_MEM_PARAMS] + mem.sum[MPT_MEM_GRADS] +
+                                         mem.sum[MPT_MEM_OPTIMIZER]));
         cJSON_AddNumberToObject(o, "params", (double)mem.n_params);
         cJSON_AddNumberToObject(o, "bytes_per_param", 16);
         cJSON_AddNumberToObject(o, "worst_stage", mem.worst_stage);

@@ -147,6 +147,11 @@ void plan_print_memory(const mpt_plan_job *job, const mpt_plan_layout *l,
     gb_(m->sum[MPT_MEM_PARAMS] + m->sum[MPT_MEM_GRADS] + m->sum[MPT_MEM_OPTIMIZER], st2,
         sizeof st2);
     printf("all ranks: %s (params+grads+optimizer %s)\n", b, st2);
+    size_t replica = (m->sum[MPT_MEM_PARAMS] + m->sum[MPT_MEM_GRADS] +
+                      m->sum[MPT_MEM_OPTIMIZER]) / (size_t)l->dp;
+    gb_(replica, b, sizeof b);
+    printf("one replica (tp x pp ranks): params+grads+optimizer %s (%.3g bytes; ZeRO >= 1 "
+           "shares it over the dp ranks)\n", b, (double)replica);
 }
 
 void *plan_json_memory(const mpt_plan_memory *m) {
@@ -159,8 +164,10 @@ void *plan_json_memory(const mpt_plan_memory *m) {
 }
 
 void plan_print_sim(const mpt_cluster *c, const mpt_sim_result *r) {
-    printf("\ncluster %s%s: %d GPUs, %d per node, peak %.1f TFLOP/s per GPU\n", c->name,
-           c->measured ? " (measured here)" : "", r->world, c->per_node, r->peak / 1e12);
+    int tera = r->peak >= 1e12;
+    printf("\ncluster %s%s: %d GPUs, %d per node, peak %.1f %sFLOP/s per GPU\n", c->name,
+           c->measured ? " (measured here)" : "", r->world, c->per_node,
+           r->peak / (tera ? 1e12 : 1e9), tera ? "T" : "G");
     printf("step time        %10.4f s   (pipeline %.4f s, data-parallel exposed %.4f s, "
            "optimizer %.4f s)\n",
            r->step_time, r->pipe_time, r->dp_exposed, r->optimizer);
