@@ -142,7 +142,8 @@ void mpt_dp_buffers(const mpt_param_table *pt, int R, const mpt_dp_opts *o, mpt_
  * installs the model's hooks. comm: the dp group (NULL: one replica). tp (or NULL): the model's
  * tensor-parallel group, whose ranks hold different shards but identical copies of the
  * replicated tensors. pp (or NULL): the pipeline group, whose stages hold different layers.
- * All ranks of the dp group call. */
+ * dp must stay where it is until mpt_dp_free (its buffer list and the model's hooks point into
+ * it). All ranks of the dp group call. */
 mpt_status mpt_dp_init(mpt_dp *dp, mpt_gpt *model, mpt_comm *comm, mpt_comm *tp, mpt_comm *pp,
                        const mpt_dp_opts *o, mpt_arena *arena, mpt_error *err);
 void mpt_dp_free(mpt_dp *dp);
