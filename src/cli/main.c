@@ -68,9 +68,11 @@ int main(int argc, char **argv) {
     }
     const char *cmd = argv[1];
     if (strcmp(cmd, "train") == 0) {
-        /* Gradient buckets are large: OpenMPI's ring all-reduce (bandwidth-optimal) keeps data
-         * parallelism ~5% closer to linear here than its default choice. The user's own
-         * OMPI_MCA_coll_tuned_* settings win (setenv does not overwrite). */
+        /* Blocking all-reduces (tensor parallelism, norms, agreement) use OpenMPI's ring
+         * all-reduce. The data-parallel gradient buckets do not go through MPI's collectives
+         * (nonblocking ones run in libnbc, which ignores this): they run their own ring over
+         * point-to-point messages (parallel/dp_ring.c). The user's own OMPI_MCA_coll_tuned_*
+         * settings win (setenv does not overwrite). */
         setenv("OMPI_MCA_coll_tuned_use_dynamic_rules", "1", 0);
         setenv("OMPI_MCA_coll_tuned_allreduce_algorithm", "4", 0);
         /* Every rank runs the command; MPI_Finalize only after all agreed on the outcome. */
