@@ -88,9 +88,12 @@ static void shard_rows_(const mpt_tensor *lt, int t, size_t r0, size_t r1, size_
     *b = r1;
     if (lt->split != MPT_SPLIT_ROWS) return;
     size_t lo = (size_t)t * lt->rows, hi = lo + lt->rows;
+    if (r1 <= lo || r0 >= hi) {
+        *a = *b = 0;
+        return;
+    }
     *a = (r0 > lo ? r0 : lo) - lo;
     *b = (r1 < hi ? r1 : hi) - lo;
-    if (*b < *a) *b = *a;
 }
 
 /* Where this rank keeps kind k: *sliced when it holds only its ZeRO slice. */
