@@ -1,7 +1,9 @@
 /* test_checkpoint.c — safetensors I/O, Hugging Face config.json and checkpoint directories:
  * round trips (bit-exact), F16/BF16/F64 conversion, keep-K pruning and `latest`, resolve(),
  * untied heads, padded vocabularies, Hugging Face style directories, and corrupt or mismatched
- * files that must fail with MPT_ERR_INPUT naming the file. Works under a mkdtemp dir in /tmp. */
+ * files that must fail with MPT_ERR_INPUT naming the file; the streaming paths (a writer fed in
+ * pieces, range reads, a save session fed in pieces) give the same bytes as the whole-buffer
+ * ones. Works under a mkdtemp dir in /tmp. */
 #include <ftw.h>
 #include <math.h>
 #include <stdint.h>
@@ -537,6 +539,125 @@ static int rm_(const char *p, const struct stat *sb, int flag, struct FTW *ftw) 
     return remove(p);
 }
 
+/* 1 when the two files hold the same bytes. */
+static int same_file_(const char *a, const char *b) {
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    int same = fa && fb, ca = 0, cb = 0;
+    while (same && (ca = fgetc(fa)) != EOF) same = ca == (cb = fgetc(fb));
+    if (same) same = fgetc(fb) == EOF;
+    if (fa) fclose(fa);
+    if (fb) fclose(fb);
+    return same;
+}
+
+/* Streaming: pieces of odd sizes give the whole-buffer bytes; range reads convert like whole
+ * reads; a session short of data fails and leaves nothing behind. */
+static void test_streaming(void) {
+    printf("streaming\n");
+    mpt_error err;
+    float a[12], b[4], c[7];
+    fill_(a, 12, 11), fill_(b, 4, 12), fill_(c, 7, 13);
+    mpt_st_entry e[3] = {{"a", 2, {3, 4}, a}, {"b", 1, {4}, b}, {"c", 1, {7}, c}};
+    const mpt_st_meta meta = {"format", "pt"};
+    const char *whole = tmp_path_("whole.safetensors"), *piece = tmp_path_("piece.safetensors");
+    CHECK(mpt_safetensors_write(whole, e, 3, &meta, 1, 0, &err) == MPT_OK, "write: %s", err.msg);
+    float all[23];
+    memcpy(all, a, sizeof a), memcpy(all + 12, b, sizeof b), memcpy(all + 16, c, sizeof c);
+    mpt_st_writer w;
+    const mpt_st_entry shapes[3] = {{"a", 2, {3, 4}, NULL}, {"b", 1, {4}, NULL}, {"c", 1, {7}, NULL}};
+    CHECK(mpt_st_writer_open(&w, piece, shapes, 3, &meta, 1, &err) == MPT_OK, "open: %s", err.msg);
+    size_t cuts[] = {0, 5, 6, 13, 23};   /* across tensor boundaries */
+    for (int i = 0; i + 1 < 5; i++)
+        CHECK(mpt_st_writer_put(&w, all + cuts[i], cuts[i + 1] - cuts[i], &err) == MPT_OK,
+              "put: %s", err.msg);
+    CHECK(mpt_st_writer_put(&w, all, 1, &err) != MPT_OK, "a put past the header's size fails");
+    CHECK(mpt_st_writer_close(&w, 1, &err) == MPT_OK && same_file_(whole, piece),
+          "pieces give the same bytes as one write");
+    CHECK(mpt_st_writer_open(&w, piece, shapes, 3, &meta, 1, &err) == MPT_OK &&
+              mpt_st_writer_put(&w, all, 22, &err) == MPT_OK &&
+              mpt_st_writer_close(&w, 0, &err) != MPT_OK && access(piece, F_OK) != 0,
+          "a file one element short fails and is removed");
+    mpt_safetensors f;
+    float out[7];
+    CHECK(mpt_safetensors_open(&f, whole, &err) == MPT_OK, "open: %s", err.msg);
+    const mpt_st_info *t = mpt_safetensors_find(&f, "a");
+    CHECK(t && mpt_safetensors_read_f32_range(&f, t, 5, 6, out, &err) == MPT_OK &&
+              !memcmp(out, a + 5, 6 * sizeof *out), "range read of rows 1..2 (F32)");
+    CHECK(t && mpt_safetensors_read_f32_range(&f, t, 10, 3, out, &err) != MPT_OK,
+          "a range past the tensor fails");
+    mpt_safetensors_free(&f);
+    /* F64 through the conversion buffer: 3000 elements, more than one stack buffer's worth */
+    enum { N64 = 3000 };
+    double *d = malloc(N64 * sizeof *d);
+    float *got = malloc(N64 * sizeof *got);
+    for (int i = 0; i < N64; i++) d[i] = 0.5 * i - 7.25;
+    char hdr[128];
+    snprintf(hdr, sizeof hdr, "{\"d\":{\"dtype\":\"F64\",\"shape\":[%d],\"data_offsets\":[0,%d]}}",
+             N64, N64 * 8);
+    const char *p64 = tmp_path_("f64.safetensors");
+    make_st_(p64, hdr, d, N64 * sizeof *d);
+    CHECK(mpt_safetensors_open(&f, p64, &err) == MPT_OK, "open F64: %s", err.msg);
+    t = mpt_safetensors_find(&f, "d");
+    int ok = t && mpt_safetensors_read_f32_range(&f, t, 1, N64 - 1, got, &err) == MPT_OK;
+    for (int i = 1; ok && i < N64; i++) ok = got[i - 1] == (float)d[i];
+    CHECK(ok, "F64 range read across conversion chunks");
+    mpt_safetensors_free(&f);
+    free(d);
+    free(got);
+}
+
+/* A save session fed in pieces of odd sizes writes the same directory as a whole-buffer save. */
+static void test_save_session(void) {
+    printf("save session\n");
+    mpt_config c;
+    mpt_param_table pt;
+    mpt_error err;
+    if (!tiny_(&c, 0, 250, 64, 64, &pt)) {
+        CHECK(0, "build tiny model");
+        return;
+    }
+    size_t n = pt.total, data = 0;
+    for (size_t i = 0; i < pt.n; i++) data += mpt_tensor_ckpt_numel(&pt.t[i]);
+    float *bufs[3], *flat = malloc(3 * data * sizeof *flat);
+    for (int k = 0; k < 3; k++) {
+        bufs[k] = calloc(n, sizeof *bufs[k]);
+        for (size_t i = 0; i < pt.n; i++)
+            fill_(bufs[k] + pt.t[i].offset, mpt_tensor_ckpt_numel(&pt.t[i]), 20 + (uint32_t)(3 * i + k));
+    }
+    size_t at = 0;   /* the data in file order */
+    for (int k = 0; k < 3; k++)
+        for (size_t i = 0; i < pt.n; i++) {
+            memcpy(flat + at, bufs[k] + pt.t[i].offset, mpt_tensor_ckpt_numel(&pt.t[i]) * 4);
+            at += mpt_tensor_ckpt_numel(&pt.t[i]);
+        }
+    mpt_train_state st = {.step = 4, .seed = 9};
+    char a[512], b[512];
+    CHECK(mpt_checkpoint_save(tmp_path_("sess_whole"), 0, &c, &pt, bufs[0], bufs[1], bufs[2], &st,
+                              a, sizeof a, &err) == MPT_OK, "whole save: %s", err.msg);
+    mpt_ckpt_writer w;
+    mpt_status rc = mpt_checkpoint_begin(&w, tmp_path_("sess_piece"), 0, 4, &c, &pt, 1, &err);
+    for (size_t i = 0, step = 1; rc == MPT_OK && i < 3 * data; i += step, step = step * 3 + 1)
+        rc = mpt_checkpoint_put(&w, flat + i, i + step < 3 * data ? step : 3 * data - i, &err);
+    CHECK(rc == MPT_OK && mpt_checkpoint_commit(&w, &st, b, sizeof b, &err) == MPT_OK,
+          "session: %s", err.msg);
+    const char *files[] = {"model.safetensors", "optimizer.safetensors", "manifest.json",
+                           "config.json", "trainer_state.json"};
+    for (int i = 0; i < 5; i++) {
+        char fa[1100], fb[1100];
+        snprintf(fa, sizeof fa, "%s/%s", a, files[i]);
+        snprintf(fb, sizeof fb, "%s/%s", b, files[i]);
+        CHECK(same_file_(fa, fb), "session and whole save: %s differs", files[i]);
+    }
+    rc = mpt_checkpoint_begin(&w, tmp_path_("sess_short"), 0, 5, &c, &pt, 1, &err);
+    if (rc == MPT_OK) rc = mpt_checkpoint_put(&w, flat, data, &err);   /* the model only */
+    CHECK(rc == MPT_OK && mpt_checkpoint_commit(&w, &st, b, sizeof b, &err) != MPT_OK,
+          "a session short of the optimizer state does not publish");
+    CHECK(access(tmp_path_("sess_short/latest"), F_OK) != 0, "no latest after a failed session");
+    for (int k = 0; k < 3; k++) free(bufs[k]);
+    free(flat);
+    mpt_params_free(&pt);
+}
+
 int main(void) {
     snprintf(g_root, sizeof g_root, "/tmp/mpt_ckpt_XXXXXX");
     if (!mkdtemp(g_root)) {
@@ -556,6 +677,8 @@ int main(void) {
     test_keep_latest();
     test_corrupt();
     test_hf_dir();
+    test_streaming();
+    test_save_session();
     nftw(g_root, rm_, 16, FTW_DEPTH | FTW_PHYS);
     return check_finish();
 }

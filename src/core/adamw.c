@@ -28,24 +28,24 @@ float mpt_adamw_lr(const mpt_adamw *o, long step) {
 }
 
 double mpt_sum_squares(const float *g, size_t n) {
-    enum { CHUNK = 1 << 16 };
+    /* Partial sums of fixed chunks, added in chunk order (the same result whatever the thread
+     * count); the partials of up to GROUP chunks at a time live on the stack, so the gradient
+     * norm allocates nothing. */
+    enum { CHUNK = 1 << 16, GROUP = 256 };
     size_t nchunks = (n + CHUNK - 1) / CHUNK;
-    double *part = malloc((nchunks ? nchunks : 1) * sizeof *part);
-    double total = 0.0;
-    if (!part) {
-        for (size_t i = 0; i < n; i++) total += (double)g[i] * g[i];
-        return total;
-    }
+    double part[GROUP], total = 0.0;
+    for (size_t c0 = 0; c0 < nchunks; c0 += GROUP) {
+        size_t nc = nchunks - c0 < GROUP ? nchunks - c0 : GROUP;
 #pragma omp parallel for schedule(static)
-    for (size_t c = 0; c < nchunks; c++) {
-        size_t a = c * CHUNK, b = a + CHUNK < n ? a + CHUNK : n;
-        double s = 0.0;
+        for (size_t c = 0; c < nc; c++) {
+            size_t a = (c0 + c) * CHUNK, b = a + CHUNK < n ? a + CHUNK : n;
+            double s = 0.0;
 #pragma omp simd reduction(+ : s)
-        for (size_t i = a; i < b; i++) s += (double)g[i] * g[i];
-        part[c] = s;
+            for (size_t i = a; i < b; i++) s += (double)g[i] * g[i];
+            part[c] = s;
+        }
+        for (size_t c = 0; c < nc; c++) total += part[c];
     }
-    for (size_t c = 0; c < nchunks; c++) total += part[c];
-    free(part);
     return total;
 }
 

@@ -137,18 +137,29 @@ void mpt_layernorm_forward(float *out, float *mean, float *rstd, const float *in
     }
 }
 
+/* Columns up to which each thread's dw/db partial sums live on its own stack (2 x 16 KiB
+ * floats per thread at most); wider rows take the serial path. */
+#define LN_STACK_C_ 4096
+/* Threads whose partials are summed in order (more threads than this run this many). */
+#define LN_MAX_SLOTS_ 256
+
 void mpt_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
                             const float *inp, const float *w, const float *mean,
                             const float *rstd, size_t N, int C) {
-    /* Each thread sums dw, db over its rows into its own slot; the slots are then added in
-     * thread order, so the result is bit-identical run to run. */
+    /* Each thread sums dw, db over its rows into its own slot on its stack; the slots are then
+     * added in thread order, so the result is bit-identical run to run. No allocation: the
+     * slots live on the threads' stacks and are published through `slot` until the last
+     * barrier. */
     int nslots = omp_get_max_threads();
-    float *part = calloc((size_t)nslots * 2 * (size_t)C, sizeof *part);
-    if (!part) nslots = 0; /* out of memory: fall back to one serial pass below */
-#pragma omp parallel if (nslots > 1)
+    if (nslots > LN_MAX_SLOTS_) nslots = LN_MAX_SLOTS_;
+    if (C > LN_STACK_C_) nslots = 0; /* too wide for the stacks: one serial pass below */
+    const float *slot[LN_MAX_SLOTS_];
+#pragma omp parallel num_threads(nslots > 1 ? nslots : 1)
     {
         int id = omp_thread_id_(), nth = omp_threads_();
-        float *pdw = part ? part + (size_t)id * 2 * C : dw, *pdb = part ? pdw + C : db;
+        float mine[nslots ? 2 * C + 1 : 1];
+        if (nslots) memset(mine, 0, 2 * (size_t)C * sizeof *mine);
+        float *pdw = nslots ? mine : dw, *pdb = nslots ? mine + C : db;
         size_t r0 = N * (size_t)id / (size_t)nth, r1 = N * (size_t)(id + 1) / (size_t)nth;
         for (size_t r = r0; r < r1; r++) {
             const float *x = inp + r * C, *g = dout + r * C;
@@ -170,15 +181,17 @@ void mpt_layernorm_backward(float *dinp, float *dw, float *db, const float *dout
                 dx[i] += (g[i] * w[i] - sg - xh * sgx) * rs;
             }
         }
-    }
-    for (int t = 0; part && t < nslots; t++) {
-        const float *pdw = part + (size_t)t * 2 * C, *pdb = pdw + C;
-        for (int i = 0; i < C; i++) {
-            dw[i] += pdw[i];
-            db[i] += pdb[i];
+        if (nslots) {
+            slot[id] = mine;
+#pragma omp barrier
+#pragma omp for schedule(static)
+            for (int i = 0; i < C; i++) /* the implicit barrier keeps every slot alive */
+                for (int t = 0; t < nth; t++) {
+                    dw[i] += slot[t][i];
+                    db[i] += slot[t][C + i];
+                }
         }
     }
-    free(part);
 }
 
 /* ---- matmul --------------------------------------------------------------------------------- */

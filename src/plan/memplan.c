@@ -9,6 +9,22 @@
 #include "model/params.h"
 #include "parallel/dp.h"
 #include "parallel/tied.h"
+#include "train/checkpoint.h"
+
+/* Checkpoint staging (train/checkpoint.h): the bounded blocks that every checkpoint load, save
+ * and dump streams tensors through, workspace, on every rank. */
+static mpt_status add_ckpt_stage_(const mpt_config *cfg, mpt_mem_plan *plan, mpt_error *err) {
+    mpt_param_table full;
+    mpt_buflist l;
+    mpt_status st = mpt_params_build(&full, cfg, err);
+    if (st) return st;
+    mpt_buflist_init(&l);
+    mpt_checkpoint_buffers(&full, &l, NULL, NULL);
+    int ok = mpt_buflist_bytes(&l, plan->bytes);
+    mpt_buflist_free(&l);
+    mpt_params_free(&full);
+    return ok ? MPT_OK : mpt_fail(err, MPT_ERR_RUN, "out of memory planning checkpoint staging");
+}
 
 mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_layout *lay,
                             mpt_mem_plan *plan, mpt_error *err) {
@@ -55,6 +71,7 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
         size_t N = (size_t)B * T, rows = lay->sp && lay->tp > 1 ? N / (size_t)lay->tp : N;
         plan->bytes[MPT_MEM_WORKSPACE] += 2 * rows * (size_t)cfg->d_model * sizeof(float);
     }
+    if ((st = add_ckpt_stage_(cfg, plan, err))) return st;
     for (int k = 0; k < MPT_MEM_KINDS; k++) plan->total += plan->bytes[k];
     return MPT_OK;
 }

@@ -1,13 +1,20 @@
 /* tokfile.c — reads and writes token files in the llm.c layout (see tokfile.h, CONTRACT §4).
- * All integers on disk are little-endian; conversion is explicit, so any host reads them. */
+ * All integers on disk are little-endian. The writer converts explicitly; the reader maps the
+ * file and uses the uint16 tokens in place, so it needs a little-endian host (checked below). */
 #include "tok/tokfile.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "tokfile.c reads the mapped uint16 tokens in host order: little-endian hosts only"
+#endif
 
 #define HEADER_INTS_ 256
 #define HEADER_BYTES_ (HEADER_INTS_ * 4)
@@ -28,9 +35,8 @@ static void put_le32_(unsigned char *p, int32_t v) {
 
 void mpt_tokfile_free(mpt_tokfile *f) {
     if (!f) return;
-    free(f->tokens);
-    f->tokens = NULL;
-    f->n = 0;
+    if (f->map) munmap(f->map, f->map_size);
+    memset(f, 0, sizeof *f);
     f->max_token = -1;
 }
 
@@ -39,23 +45,30 @@ void mpt_tokfile_free(mpt_tokfile *f) {
 mpt_status mpt_tokfile_read(const char *path, int vocab, mpt_tokfile *out, mpt_error *err) {
     memset(out, 0, sizeof *out);
     out->max_token = -1;
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    int fd = open(path, O_RDONLY | O_CLOEXEC); /* owned until the end: the mapping outlives it */
+    if (fd < 0)
         return mpt_fail(err, MPT_ERR_INPUT, "%s: cannot open (%s); check the path or " REMAKE_,
                         path, strerror(errno));
     mpt_status st = MPT_OK;
     struct stat sb;
-    unsigned char hdr[HEADER_BYTES_];
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         st = mpt_fail(err, MPT_ERR_INPUT, "%s: not a regular file; " REMAKE_, path);
         goto done;
     }
     long long size = (long long)sb.st_size;
-    if (size < HEADER_BYTES_ || fread(hdr, 1, sizeof hdr, f) != sizeof hdr) {
+    if (size < HEADER_BYTES_) {
         st = mpt_fail(err, MPT_ERR_INPUT, "%s: %lld bytes, shorter than the %d-byte header of a "
                       "token file; is it a token file? " REMAKE_, path, size, HEADER_BYTES_);
         goto done;
     }
+    void *map = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (map == MAP_FAILED) {
+        st = mpt_fail(err, MPT_ERR_RUN, "%s: cannot map the file (%s)", path, strerror(errno));
+        goto done;
+    }
+    out->map = map;
+    out->map_size = (size_t)size;
+    const unsigned char *hdr = map;
     int32_t magic = get_le32_(hdr), version = get_le32_(hdr + 4), count = get_le32_(hdr + 8);
     if (magic != MPT_TOKFILE_MAGIC) {
         st = mpt_fail(err, MPT_ERR_INPUT, "%s: bad magic number %d (expected %d): not an llm.c "
@@ -74,35 +87,23 @@ mpt_status mpt_tokfile_read(const char *path, int vocab, mpt_tokfile *out, mpt_e
         goto done;
     }
     size_t n = (size_t)count;
-    if (n) {
-        out->tokens = malloc(n * sizeof *out->tokens);
-        if (!out->tokens) {
-            st = mpt_fail(err, MPT_ERR_RUN, "%s: out of memory for %zu tokens", path, n);
-            goto done;
-        }
-        if (fread(out->tokens, 2, n, f) != n) {
-            st = mpt_fail(err, MPT_ERR_INPUT, "%s: read failed (%s); " REMAKE_, path,
-                          ferror(f) ? strerror(errno) : "file shrank while reading");
-            goto done;
-        }
-    }
+    const uint16_t *tok = n ? (const uint16_t *)(hdr + HEADER_BYTES_) : NULL; /* little-endian */
     int max = -1;
-    for (size_t i = 0; i < n; i++) { /* little-endian on disk, converted in place */
-        const unsigned char *b = (const unsigned char *)&out->tokens[i];
-        uint16_t t = (uint16_t)(b[0] | b[1] << 8);
+    for (size_t i = 0; i < n; i++) {
+        int t = tok[i];
         if (vocab > 0 && t >= vocab) {
             st = mpt_fail(err, MPT_ERR_INPUT, "%s: token %d at position %zu is >= the model's "
                           "vocabulary %d; tokenize with the matching --tokenizer or pass --vocab",
-                          path, (int)t, i, vocab);
+                          path, t, i, vocab);
             goto done;
         }
         if (t > max) max = t;
-        out->tokens[i] = t;
     }
+    out->tokens = tok;
     out->n = n;
     out->max_token = max;
 done:
-    fclose(f);
+    close(fd);
     if (st != MPT_OK) mpt_tokfile_free(out);
     return st;
 }

@@ -1,6 +1,8 @@
 /* tokfile.h — token files in the llm.c layout (CONTRACT §4).
  * Header: 256 int32; [0] = 20240520 (magic), [1] = 1 (version: uint16 tokens), [2] = token count;
- * then the tokens as uint16. Readers check magic, version, size and that every token < vocab. */
+ * then the tokens as uint16. Readers check magic, version, size and that every token < vocab.
+ * A file read for training is mapped read-only, never copied: the tokens are read in place
+ * (the page cache holds them, shared by every rank on the node). */
 #ifndef MPT_TOKFILE_H
 #define MPT_TOKFILE_H
 
@@ -13,12 +15,14 @@
 #define MPT_TOKFILE_VERSION 1
 
 typedef struct mpt_tokfile {
-    uint16_t *tokens; /* owned; n entries */
+    const uint16_t *tokens; /* n entries inside the mapping (NULL when n == 0) */
     size_t n;
+    void *map;        /* owned: the read-only mapping of the whole file, or NULL */
+    size_t map_size;
     int max_token;    /* largest token id present */
 } mpt_tokfile;
 
-/* Reads and validates path. vocab > 0 rejects any token >= vocab (message names the file, the
+/* Maps and validates path (header, count against the file size, tokens). vocab > 0 rejects any token >= vocab (message names the file, the
  * token, its position and the vocab). vocab <= 0 skips that check. On failure *out is empty. */
 mpt_status mpt_tokfile_read(const char *path, int vocab, mpt_tokfile *out, mpt_error *err);
 /* Writes n tokens (each must be 0..65535) atomically (temporary file + rename). */

@@ -39,7 +39,7 @@ static void entries_(const mpt_param_table *pt, const float *buf, const char *pr
         e[i].ndim = t->ndim;
         e[i].shape[0] = t->shape[0];
         e[i].shape[1] = t->shape[1];
-        e[i].data = buf + t->offset;   /* the first shape[0]*shape[1]: no padding rows */
+        e[i].data = buf ? buf + t->offset : NULL;   /* the first shape[0]*shape[1] */
     }
 }
 
@@ -218,75 +218,174 @@ cleanup:
     return st;
 }
 
-mpt_status mpt_checkpoint_save(const char *root, int keep, const mpt_config *cfg,
-                               const mpt_param_table *pt, const float *params, const float *m,
-                               const float *v, const mpt_train_state *st, char *out_dir,
-                               size_t out_dir_size, mpt_error *err) {
-    mpt_status rc = MPT_OK;
-    char name[64], tmp[PATH_MAX], final[PATH_MAX], path[PATH_MAX + 32];   /* tmp + a file */
-    int have_tmp = 0;   /* tmp exists and is ours to remove on failure */
-    mpt_st_entry *e = NULL;           /* owned: 2 * pt->n entries */
-    char (*names)[MPT_CKPT_NAME_MAX] = NULL;  /* owned: their names */
+/* ---------------------------------------------------------------- staging */
+
+size_t mpt_checkpoint_stage_elems(const mpt_param_table *full) {
+    size_t row = 1, largest = 1;
+    for (size_t i = 0; i < full->n; i++) {
+        const mpt_tensor *t = &full->t[i];
+        size_t r = t->ndim == 2 ? t->shape[1] : mpt_tensor_ckpt_numel(t);
+        size_t n = mpt_tensor_ckpt_numel(t);
+        if (r > row) row = r;
+        if (n > largest) largest = n;
+    }
+    size_t floor_ = largest < ((size_t)1 << 20) ? largest : (size_t)1 << 20;
+    return 2 * row > floor_ ? 2 * row : floor_;
+}
+
+void mpt_checkpoint_buffers(const mpt_param_table *full, mpt_buflist *l, float **a, float **b) {
+    size_t n = mpt_checkpoint_stage_elems(full);
+    mpt_buflist_add(l, "ckpt_stage_in", MPT_MEM_WORKSPACE, MPT_F32, n, (void **)a);
+    mpt_buflist_add(l, "ckpt_stage_out", MPT_MEM_WORKSPACE, MPT_F32, n, (void **)b);
+}
+
+/* ---------------------------------------------------------------- streaming save */
+
+/* Opens file `which` (0 model, 1 optimizer) of the session: its header, from the shapes. */
+static mpt_status open_file_(mpt_ckpt_writer *w, int which, mpt_error *err) {
+    const mpt_param_table *pt = w->pt;
     const mpt_st_meta meta = {"format", "pt"};   /* transformers requires it */
-    const char *files[5];
-    size_t nfiles = 0;
-    if (!st || st->step < 0 || (m == NULL) != (v == NULL))
-        return mpt_fail(err, MPT_ERR_RUN, "checkpoint save: bad arguments (step, or only one of "
-                        "the two AdamW moments)");
-    snprintf(name, sizeof name, "step_%06ld", st->step);
-    if (!mpt_ckpt_join(final, sizeof final, root, name) ||
-        snprintf(tmp, sizeof tmp, "%s.tmp-%ld", final, (long)getpid()) >= (int)sizeof tmp)
+    char path[PATH_MAX + 32];
+    size_t n = which ? 2 * pt->n : pt->n;
+    mpt_st_entry *e = calloc(n + 1, sizeof *e);                  /* owned */
+    char (*names)[MPT_CKPT_NAME_MAX] = calloc(n + 1, sizeof *names);   /* owned */
+    mpt_status st = MPT_OK;
+    if (!e || !names) {
+        st = mpt_fail(err, MPT_ERR_RUN, "out of memory saving a checkpoint");
+        goto cleanup;
+    }
+    if (which) {
+        entries_(pt, NULL, "exp_avg.", e, names);
+        entries_(pt, NULL, "exp_avg_sq.", e + pt->n, names + pt->n);
+    } else {
+        entries_(pt, NULL, "", e, names);
+    }
+    const char *file = which ? mpt_ckpt_optim_file : mpt_ckpt_model_file;
+    mpt_ckpt_join(path, sizeof path, w->tmp, file);   /* fits: see the size of path */
+    if ((st = mpt_st_writer_open(&w->out, path, e, n, &meta, 1, err)) != MPT_OK) goto cleanup;
+    w->left = w->out.expect;
+    w->file = which;
+cleanup:
+    free(names);
+    free(e);
+    return st;
+}
+
+/* Closes the finished file and opens the next one (or marks the data done). */
+static mpt_status next_file_(mpt_ckpt_writer *w, mpt_error *err) {
+    mpt_status st = mpt_st_writer_close(&w->out, 1, err);
+    if (st != MPT_OK) return st;
+    w->files[w->nfiles++] = w->file ? mpt_ckpt_optim_file : mpt_ckpt_model_file;
+    if (w->file == 0 && w->with_opt) return open_file_(w, 1, err);
+    w->file = 2;
+    return MPT_OK;
+}
+
+mpt_status mpt_checkpoint_begin(mpt_ckpt_writer *w, const char *root, int keep, long step,
+                                const mpt_config *cfg, const mpt_param_table *pt, int with_opt,
+                                mpt_error *err) {
+    char path[PATH_MAX + 32];
+    memset(w, 0, sizeof *w);
+    w->pt = pt;
+    w->cfg = cfg;
+    w->keep = keep;
+    w->with_opt = with_opt;
+    if (step < 0) return mpt_fail(err, MPT_ERR_RUN, "checkpoint save: bad step %ld", step);
+    snprintf(w->name, sizeof w->name, "step_%06ld", step);
+    if (snprintf(w->root, sizeof w->root, "%s", root) >= (int)sizeof w->root ||
+        !mpt_ckpt_join(w->final, sizeof w->final, root, w->name) ||
+        snprintf(w->tmp, sizeof w->tmp, "%s.tmp-%ld", w->final, (long)getpid()) >=
+            (int)sizeof w->tmp)
         return mpt_fail(err, MPT_ERR_RUN, "checkpoint directory %s: path too long", root);
     if (mpt_ckpt_mkdir_p(root) != 0)
         return mpt_fail(err, MPT_ERR_RUN, "cannot create checkpoint directory %s: %s", root,
                         strerror(errno));
-    if (mpt_ckpt_remove_tree(tmp) != 0 || mkdir(tmp, 0755) != 0) {
-        rc = mpt_fail(err, MPT_ERR_RUN, "cannot create %s: %s", tmp, strerror(errno));
+    if (mpt_ckpt_remove_tree(w->tmp) != 0 || mkdir(w->tmp, 0755) != 0)
+        return mpt_fail(err, MPT_ERR_RUN, "cannot create %s: %s", w->tmp, strerror(errno));
+    w->have_tmp = 1;
+    mpt_ckpt_join(path, sizeof path, w->tmp, mpt_ckpt_config_file);
+    mpt_status st = mpt_hfconfig_write(path, cfg, 1, err);
+    if (st == MPT_OK) {
+        w->files[w->nfiles++] = mpt_ckpt_config_file;
+        st = open_file_(w, 0, err);
+    }
+    if (st == MPT_OK && w->left == 0) st = next_file_(w, err);   /* a model of no elements */
+    if (st != MPT_OK) mpt_checkpoint_abort(w);
+    return st;
+}
+
+mpt_status mpt_checkpoint_put(mpt_ckpt_writer *w, const float *data, size_t n, mpt_error *err) {
+    while (n > 0) {
+        if (w->file == 2)
+            return mpt_fail(err, MPT_ERR_RUN, "checkpoint save: %zu elements past the end", n);
+        size_t m = n < w->left ? n : w->left;
+        mpt_status st = mpt_st_writer_put(&w->out, data, m, err);
+        if (st != MPT_OK) return st;
+        data += m;
+        n -= m;
+        w->left -= m;
+        if (w->left == 0 && (st = next_file_(w, err)) != MPT_OK) return st;
+    }
+    return MPT_OK;
+}
+
+void mpt_checkpoint_abort(mpt_ckpt_writer *w) {
+    if (!w) return;
+    mpt_st_writer_abort(&w->out);
+    if (w->have_tmp) mpt_ckpt_remove_tree(w->tmp);
+    w->have_tmp = 0;
+    w->file = 2;
+}
+
+mpt_status mpt_checkpoint_commit(mpt_ckpt_writer *w, const mpt_train_state *st, char *out_dir,
+                                 size_t out_dir_size, mpt_error *err) {
+    mpt_status rc = MPT_OK;
+    char path[PATH_MAX + 32];
+    if (!st || w->file != 2 || !w->have_tmp) {
+        rc = mpt_fail(err, MPT_ERR_RUN, "checkpoint save: %s", !st ? "no trainer state"
+                      : w->have_tmp ? "not every tensor was written" : "no session");
         goto cleanup;
     }
-    have_tmp = 1;
-    e = calloc(2 * pt->n + 1, sizeof *e);
-    names = calloc(2 * pt->n + 1, sizeof *names);
-    if (!e || !names) {
-        rc = mpt_fail(err, MPT_ERR_RUN, "out of memory saving a checkpoint");
-        goto cleanup;
-    }
-    mpt_ckpt_join(path, sizeof path, tmp, mpt_ckpt_config_file);   /* fits: see the size of path */
-    if ((rc = mpt_hfconfig_write(path, cfg, 1, err)) != MPT_OK) goto cleanup;
-    files[nfiles++] = mpt_ckpt_config_file;
-    entries_(pt, params, "", e, names);
-    mpt_ckpt_join(path, sizeof path, tmp, mpt_ckpt_model_file);
-    if ((rc = mpt_safetensors_write(path, e, pt->n, &meta, 1, 1, err)) != MPT_OK) goto cleanup;
-    files[nfiles++] = mpt_ckpt_model_file;
-    if (m) {
-        entries_(pt, m, "exp_avg.", e, names);
-        entries_(pt, v, "exp_avg_sq.", e + pt->n, names + pt->n);
-        mpt_ckpt_join(path, sizeof path, tmp, mpt_ckpt_optim_file);
-        if ((rc = mpt_safetensors_write(path, e, 2 * pt->n, &meta, 1, 1, err)) != MPT_OK)
-            goto cleanup;
-        files[nfiles++] = mpt_ckpt_optim_file;
-    }
-    mpt_ckpt_join(path, sizeof path, tmp, mpt_ckpt_state_file);
+    mpt_ckpt_join(path, sizeof path, w->tmp, mpt_ckpt_state_file);
     if ((rc = write_state_(path, st, err)) != MPT_OK) goto cleanup;
-    files[nfiles++] = mpt_ckpt_state_file;
-    if ((rc = write_manifest_(tmp, files, nfiles, err)) != MPT_OK) goto cleanup;
-    if (mpt_ckpt_fsync_dir(tmp) != 0) {
-        rc = mpt_fail(err, MPT_ERR_RUN, "cannot sync %s: %s", tmp, strerror(errno));
+    w->files[w->nfiles++] = mpt_ckpt_state_file;
+    if ((rc = write_manifest_(w->tmp, w->files, w->nfiles, err)) != MPT_OK) goto cleanup;
+    if (mpt_ckpt_fsync_dir(w->tmp) != 0) {
+        rc = mpt_fail(err, MPT_ERR_RUN, "cannot sync %s: %s", w->tmp, strerror(errno));
         goto cleanup;
     }
-    if ((rc = publish_(tmp, final, err)) != MPT_OK) goto cleanup;
-    have_tmp = 0;
-    if (mpt_ckpt_fsync_dir(root) != 0) {
-        rc = mpt_fail(err, MPT_ERR_RUN, "cannot sync %s: %s", root, strerror(errno));
+    if ((rc = publish_(w->tmp, w->final, err)) != MPT_OK) goto cleanup;
+    w->have_tmp = 0;
+    if (mpt_ckpt_fsync_dir(w->root) != 0) {
+        rc = mpt_fail(err, MPT_ERR_RUN, "cannot sync %s: %s", w->root, strerror(errno));
         goto cleanup;
     }
-    if ((rc = point_latest_(root, name, err)) != MPT_OK) goto cleanup;
-    if ((rc = prune_(root, keep, name, err)) != MPT_OK) goto cleanup;
-    if (out_dir && out_dir_size) snprintf(out_dir, out_dir_size, "%s", final);
+    if ((rc = point_latest_(w->root, w->name, err)) != MPT_OK) goto cleanup;
+    if ((rc = prune_(w->root, w->keep, w->name, err)) != MPT_OK) goto cleanup;
+    if (out_dir && out_dir_size) snprintf(out_dir, out_dir_size, "%s", w->final);
 cleanup:
-    if (have_tmp) mpt_ckpt_remove_tree(tmp);
-    free(names);
-    free(e);
+    mpt_checkpoint_abort(w);
     return rc;
 }
 
+mpt_status mpt_checkpoint_save(const char *root, int keep, const mpt_config *cfg,
+                               const mpt_param_table *pt, const float *params, const float *m,
+                               const float *v, const mpt_train_state *st, char *out_dir,
+                               size_t out_dir_size, mpt_error *err) {
+    mpt_ckpt_writer w;
+    if (!st || st->step < 0 || (m == NULL) != (v == NULL))
+        return mpt_fail(err, MPT_ERR_RUN, "checkpoint save: bad arguments (step, or only one of "
+                        "the two AdamW moments)");
+    mpt_status rc = mpt_checkpoint_begin(&w, root, keep, st->step, cfg, pt, m != NULL, err);
+    if (rc != MPT_OK) return rc;
+    const float *bufs[3] = {params, m, v};
+    for (int k = 0; k < (m ? 3 : 1); k++)
+        for (size_t i = 0; rc == MPT_OK && i < pt->n; i++)
+            rc = mpt_checkpoint_put(&w, bufs[k] + pt->t[i].offset,
+                                    mpt_tensor_ckpt_numel(&pt->t[i]), err);
+    if (rc != MPT_OK) {
+        mpt_checkpoint_abort(&w);
+        return rc;
+    }
+    return mpt_checkpoint_commit(&w, st, out_dir, out_dir_size, err);
+}

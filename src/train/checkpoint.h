@@ -13,6 +13,13 @@
  * A Hugging Face directory (config.json + model.safetensors, no manifest) loads weights only.
  * Every failure names the file and the problem; corrupt or mismatched input is MPT_ERR_INPUT.
  * All tensors here are full (layout-free); parallel code gathers/scatters around these calls.
+ *
+ * Streaming: a training run never holds a whole model outside its own buffers. Saving goes
+ * through a writer session (mpt_checkpoint_begin / _put / _commit) that takes the tensors' data
+ * in file order in pieces of any size; loading through a reader (mpt_checkpoint_open / _read)
+ * that reads any range of a tensor with pread. Both pass through a staging buffer of bounded
+ * size (mpt_checkpoint_buffers: two blocks of mpt_checkpoint_stage_elems floats, workspace,
+ * in the memory plan). The whole-buffer mpt_checkpoint_save / _load are built on them.
  */
 #ifndef MPT_CHECKPOINT_H
 #define MPT_CHECKPOINT_H
@@ -20,9 +27,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <limits.h>
+
+#include "core/buflist.h"
 #include "core/status.h"
 #include "model/config.h"
 #include "model/params.h"
+#include "train/safetensors.h"
 
 typedef struct mpt_train_state {
     long step;              /* optimizer steps completed */
@@ -38,6 +49,70 @@ mpt_status mpt_checkpoint_save(const char *root, int keep, const mpt_config *cfg
                                const mpt_param_table *pt, const float *params, const float *m,
                                const float *v, const mpt_train_state *st, char *out_dir,
                                size_t out_dir_size, mpt_error *err);
+
+/* ---- staging: the bound on a checkpoint's transient memory ---- */
+
+/* Elements of one staging block for the whole-model table `full`: a piece of a tensor that
+ * goes through the staging at once is a run of whole rows (a 1-D tensor is one row), so a
+ * block holds max(2 x the widest row, min(1 Mi, the largest tensor)) floats: at most
+ * max(8 x widest row, 4 MiB) bytes, independent of the model's size otherwise. */
+size_t mpt_checkpoint_stage_elems(const mpt_param_table *full);
+/* Adds the two staging blocks (workspace, f32; "ckpt_stage_in" and "ckpt_stage_out") to l with
+ * destinations a and b (NULL in a plan). */
+void mpt_checkpoint_buffers(const mpt_param_table *full, mpt_buflist *l, float **a, float **b);
+
+/* ---- streaming save ---- */
+
+/* Tensor data arrive in file order: kind 0 (parameters) for every tensor of pt in table
+ * order, then kinds 1 and 2 (exp_avg, exp_avg_sq) when with_opt; each tensor's checkpoint form
+ * (mpt_tensor_ckpt_numel elements, row-major, no padding rows). Local (one writer rank). */
+typedef struct mpt_ckpt_writer {
+    const mpt_param_table *pt;  /* not owned */
+    const mpt_config *cfg;      /* not owned */
+    int keep, with_opt;
+    int file;                   /* 0 writing the model, 1 the optimizer state, 2 all data done */
+    int have_tmp;               /* tmp exists and is ours to remove on failure */
+    char root[PATH_MAX], name[64], tmp[PATH_MAX], final[PATH_MAX];
+    mpt_st_writer out;          /* the file being written */
+    size_t left;                /* elements still due in it */
+    const char *files[5];
+    size_t nfiles;
+} mpt_ckpt_writer;
+
+/* Creates root/step_NNNNNN.tmp-<pid>/ with config.json and opens model.safetensors. */
+mpt_status mpt_checkpoint_begin(mpt_ckpt_writer *w, const char *root, int keep, long step,
+                                const mpt_config *cfg, const mpt_param_table *pt, int with_opt,
+                                mpt_error *err);
+/* Appends n elements of the data in file order (may span tensors and files). */
+mpt_status mpt_checkpoint_put(mpt_ckpt_writer *w, const float *data, size_t n, mpt_error *err);
+/* After every element: trainer state, manifest, fsync, rename, `latest`, pruning (see above).
+ * Ends the session either way. */
+mpt_status mpt_checkpoint_commit(mpt_ckpt_writer *w, const mpt_train_state *st, char *out_dir,
+                                 size_t out_dir_size, mpt_error *err);
+/* Ends a session without publishing: removes the temporary directory. Safe twice. */
+void mpt_checkpoint_abort(mpt_ckpt_writer *w);
+
+/* ---- streaming load ---- */
+
+typedef struct mpt_ckpt_reader {
+    const mpt_param_table *pt;   /* not owned */
+    int managed, has_opt;        /* ours (manifest verified); optimizer state present */
+    mpt_safetensors f[2];        /* model, optimizer (open when asked for and present) */
+    const mpt_st_info **src;     /* owned: [kind * pt->n + i] = tensor i's kind in its file */
+} mpt_ckpt_reader;
+
+/* Verifies the manifest (when there is one), opens model.safetensors (and, when want_opt and
+ * present, optimizer.safetensors) and checks every name, shape and dtype against pt, as
+ * mpt_checkpoint_load does; reads no tensor data except a tied model's lm_head check. */
+mpt_status mpt_checkpoint_open(mpt_ckpt_reader *rd, const char *dir, const mpt_param_table *pt,
+                               int want_opt, mpt_error *err);
+/* out[0..n) = elements [first, first + n) of the checkpoint form of tensor i of kind (0 params,
+ * 1 exp_avg, 2 exp_avg_sq), as fp32. */
+mpt_status mpt_checkpoint_read(const mpt_ckpt_reader *rd, int kind, size_t i, size_t first,
+                               size_t n, float *out, mpt_error *err);
+void mpt_checkpoint_close(mpt_ckpt_reader *rd);
+/* Reads dir/trainer_state.json. */
+mpt_status mpt_checkpoint_read_state(const char *dir, mpt_train_state *st, mpt_error *err);
 
 /* Resolves what --resume / --init-from name: a step directory or one with a config.json is
  * itself; a directory with a `latest` symlink means its target. Writes the directory to out. */

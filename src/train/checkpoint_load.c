@@ -151,20 +151,17 @@ static void shape_text_(char *buf, size_t size, int ndim, const size_t *shape) {
     if ((size_t)len < size) snprintf(buf + len, size - (size_t)len, "]");
 }
 
-/* Loads the tensors of f into bufs: a tensor named prefix[k] + <pt name> goes to bufs[k]
- * (nk targets). Every pt tensor must come exactly once per target; other tensors are errors,
- * except mask buffers and, in a tied model, an lm_head.weight equal to wte. Each buffer is
- * zeroed first, so padding rows and the padding between units come out zero. */
-static mpt_status load_file_(const mpt_safetensors *f, const mpt_param_table *pt,
-                             const char *const *prefix, float *const *bufs, int nk,
-                             mpt_error *err) {
+/* Matches the tensors of f to pt: a tensor named prefix[k] + <pt name> is src[k * pt->n + i]
+ * (nk targets). Every pt tensor must come exactly once per target, in the model's shape and a
+ * floating-point dtype; other tensors are errors, except mask buffers and, in a tied model, an
+ * lm_head.weight equal to wte (compared here, through a small stack buffer). */
+static mpt_status match_file_(const mpt_safetensors *f, const mpt_param_table *pt,
+                              const char *const *prefix, int nk, const mpt_st_info **src,
+                              mpt_error *err) {
     mpt_status st = MPT_OK;
-    unsigned char *seen = calloc((size_t)nk * pt->n + 1, 1);   /* owned */
-    float *tmp = NULL;                                           /* owned */
     const mpt_st_info *head = NULL;   /* a tied model's duplicate lm_head.weight */
     char a[128], b[128];
-    if (!seen) return mpt_fail(err, MPT_ERR_RUN, "out of memory loading %s", f->path);
-    for (int k = 0; k < nk; k++) memset(bufs[k], 0, pt->total * sizeof *bufs[k]);
+    for (size_t i = 0; i < (size_t)nk * pt->n; i++) src[i] = NULL;
     for (size_t i = 0; i < f->n; i++) {
         const mpt_st_info *x = &f->t[i];
         int k = 0;
@@ -177,76 +174,68 @@ static mpt_status load_file_(const mpt_safetensors *f, const mpt_param_table *pt
             head = x;
             continue;
         }
-        if (idx < 0) {
-            st = mpt_fail(err, MPT_ERR_INPUT, "%s: unexpected tensor '%s': the checkpoint does "
-                          "not match the model (layers, tying or experts differ?)", f->path,
-                          x->name);
-            goto cleanup;
-        }
+        if (idx < 0)
+            return mpt_fail(err, MPT_ERR_INPUT, "%s: unexpected tensor '%s': the checkpoint does "
+                            "not match the model (layers, tying or experts differ?)", f->path,
+                            x->name);
         const mpt_tensor *t = &pt->t[idx];
-        if (seen[(size_t)k * pt->n + (size_t)idx]++) {
-            st = mpt_fail(err, MPT_ERR_INPUT, "%s: tensor '%s' appears twice (with and without "
-                          "the \"transformer.\" prefix)", f->path, x->name);
-            goto cleanup;
-        }
+        if (src[(size_t)k * pt->n + (size_t)idx])
+            return mpt_fail(err, MPT_ERR_INPUT, "%s: tensor '%s' appears twice (with and without "
+                            "the \"transformer.\" prefix)", f->path, x->name);
+        src[(size_t)k * pt->n + (size_t)idx] = x;
         if (x->ndim != t->ndim || x->shape[0] != t->shape[0] ||
             (t->ndim == 2 && x->shape[1] != t->shape[1])) {
             shape_text_(a, sizeof a, x->ndim, x->shape);
             shape_text_(b, sizeof b, t->ndim, t->shape);
-            st = mpt_fail(err, MPT_ERR_INPUT, "%s: tensor '%s' has shape %s, the model expects "
-                          "%s (config and weights disagree)", f->path, x->name, a, b);
-            goto cleanup;
+            return mpt_fail(err, MPT_ERR_INPUT, "%s: tensor '%s' has shape %s, the model expects "
+                            "%s (config and weights disagree)", f->path, x->name, a, b);
         }
-        float *dst = bufs[k] + t->offset;   /* rows past the checkpoint's stay zero */
-        if ((st = mpt_safetensors_read_f32(f, x, dst, mpt_tensor_ckpt_numel(t), err)) != MPT_OK)
-            goto cleanup;
+        if (x->dtype == MPT_ST_OTHER)
+            return mpt_fail(err, MPT_ERR_INPUT, "%s: tensor '%s' has dtype %s, which cannot be "
+                            "read as floating point", f->path, x->name, x->dtype_name);
     }
     for (int k = 0; k < nk; k++)
         for (size_t i = 0; i < pt->n; i++)
-            if (!seen[(size_t)k * pt->n + i]) {
+            if (!src[(size_t)k * pt->n + i]) {
                 shape_text_(b, sizeof b, pt->t[i].ndim, pt->t[i].shape);
-                st = mpt_fail(err, MPT_ERR_INPUT, "%s: missing tensor '%s%s' %s", f->path,
-                              prefix[k], pt->t[i].name, b);
-                goto cleanup;
+                return mpt_fail(err, MPT_ERR_INPUT, "%s: missing tensor '%s%s' %s", f->path,
+                                prefix[k], pt->t[i].name, b);
             }
     if (head) {   /* tied model: lm_head.weight must just repeat wte */
         const mpt_tensor *w = &pt->t[pt->wte];
+        const mpt_st_info *x = src[pt->wte];
         size_t n = mpt_tensor_ckpt_numel(w);
         int same = head->ndim == 2 && head->shape[0] == w->shape[0] &&
-                   head->shape[1] == w->shape[1];
-        if (same && !(tmp = malloc(n * sizeof *tmp + 1))) {
-            st = mpt_fail(err, MPT_ERR_RUN, "out of memory loading %s", f->path);
-            goto cleanup;
+                   head->shape[1] == w->shape[1] && head->dtype != MPT_ST_OTHER;
+        float ha[1024], wa[1024];
+        for (size_t i = 0; same && i < n; i += 1024) {
+            size_t m = n - i < 1024 ? n - i : 1024;
+            if ((st = mpt_safetensors_read_f32_range(f, head, i, m, ha, err)) != MPT_OK ||
+                (st = mpt_safetensors_read_f32_range(f, x, i, m, wa, err)) != MPT_OK)
+                return st;
+            same = memcmp(ha, wa, m * sizeof *ha) == 0;
         }
-        if (same && (st = mpt_safetensors_read_f32(f, head, tmp, n, err)) != MPT_OK) goto cleanup;
-        if (!same || memcmp(tmp, bufs[0] + w->offset, n * sizeof *tmp) != 0) {
-            st = mpt_fail(err, MPT_ERR_INPUT, "%s: holds an lm_head.weight that differs from "
-                          "wte, but the config ties them (set tie_word_embeddings false)",
-                          f->path);
-            goto cleanup;
-        }
+        if (!same)
+            return mpt_fail(err, MPT_ERR_INPUT, "%s: holds an lm_head.weight that differs from "
+                            "wte, but the config ties them (set tie_word_embeddings false)",
+                            f->path);
     }
-cleanup:
-    free(tmp);
-    free(seen);
-    return st;
+    return MPT_OK;
 }
 
-/* Opens dir/file and loads it as load_file_ does. */
-static mpt_status load_path_(const char *dir, const char *file, const mpt_param_table *pt,
-                             const char *const *prefix, float *const *bufs, int nk,
-                             mpt_error *err) {
+/* Opens dir/file into f and matches it as match_file_ does. */
+static mpt_status open_path_(const char *dir, const char *file, const mpt_param_table *pt,
+                             const char *const *prefix, int nk, mpt_safetensors *f,
+                             const mpt_st_info **src, mpt_error *err) {
     char p[PATH_MAX];
-    mpt_safetensors f;   /* owns its mapping until freed */
     if (!mpt_ckpt_join(p, sizeof p, dir, file))
         return mpt_fail(err, MPT_ERR_INPUT, "checkpoint %s: path too long", dir);
-    mpt_status st = mpt_safetensors_open(&f, p, err);
-    if (st == MPT_OK) st = load_file_(&f, pt, prefix, bufs, nk, err);
-    mpt_safetensors_free(&f);
+    mpt_status st = mpt_safetensors_open(f, p, err);
+    if (st == MPT_OK) st = match_file_(f, pt, prefix, nk, src, err);
     return st;
 }
 
-static mpt_status read_state_(const char *dir, mpt_train_state *s, mpt_error *err) {
+mpt_status mpt_checkpoint_read_state(const char *dir, mpt_train_state *s, mpt_error *err) {
     char p[PATH_MAX];
     cJSON *root = NULL;   /* owned */
     if (!mpt_ckpt_join(p, sizeof p, dir, mpt_ckpt_state_file))
@@ -276,37 +265,66 @@ cleanup:
     return st;
 }
 
-mpt_status mpt_checkpoint_load(const char *dir, const mpt_param_table *pt, float *params,
-                               float *m, float *v, int *has_optimizer, mpt_train_state *st,
-                               mpt_error *err) {
+mpt_status mpt_checkpoint_open(mpt_ckpt_reader *rd, const char *dir, const mpt_param_table *pt,
+                                int want_opt, mpt_error *err) {
     char p[PATH_MAX];
-    int managed = 0, has_opt = 0;   /* managed: ours, with a manifest */
     mpt_status rc;
+    memset(rd, 0, sizeof *rd);
+    rd->pt = pt;
     if (!mpt_ckpt_join(p, sizeof p, dir, mpt_ckpt_manifest_file))
         return mpt_fail(err, MPT_ERR_INPUT, "checkpoint %s: path too long", dir);
     if (mpt_ckpt_exists(p)) {
-        managed = 1;
-        if ((rc = verify_manifest_(dir, &has_opt, err)) != MPT_OK) return rc;
+        rd->managed = 1;
+        if ((rc = verify_manifest_(dir, &rd->has_opt, err)) != MPT_OK) return rc;
     }
-    const char *plain[1] = {""};
-    float *pbuf[1] = {params};
-    if ((rc = load_path_(dir, mpt_ckpt_model_file, pt, plain, pbuf, 1, err)) != MPT_OK) return rc;
-    if (m && v) {
-        if (has_opt) {
-            const char *pre[2] = {"exp_avg.", "exp_avg_sq."};
-            float *mv[2] = {m, v};
-            if ((rc = load_path_(dir, mpt_ckpt_optim_file, pt, pre, mv, 2, err)) != MPT_OK) return rc;
-        } else {
-            memset(m, 0, pt->total * sizeof *m);
-            memset(v, 0, pt->total * sizeof *v);
-        }
+    if (!(rd->src = calloc(3 * pt->n + 1, sizeof *rd->src)))
+        return mpt_fail(err, MPT_ERR_RUN, "out of memory opening %s", dir);
+    const char *plain[1] = {""}, *pre[2] = {"exp_avg.", "exp_avg_sq."};
+    rc = open_path_(dir, mpt_ckpt_model_file, pt, plain, 1, &rd->f[0], rd->src, err);
+    if (rc == MPT_OK && want_opt && rd->has_opt)
+        rc = open_path_(dir, mpt_ckpt_optim_file, pt, pre, 2, &rd->f[1], rd->src + pt->n, err);
+    if (rc != MPT_OK) mpt_checkpoint_close(rd);
+    return rc;
+}
+
+mpt_status mpt_checkpoint_read(const mpt_ckpt_reader *rd, int kind, size_t i, size_t first,
+                               size_t n, float *out, mpt_error *err) {
+    const mpt_st_info *x = kind >= 0 && kind < 3 && i < rd->pt->n ? rd->src[kind * rd->pt->n + i]
+                                                                   : NULL;
+    if (!x) return mpt_fail(err, MPT_ERR_RUN, "checkpoint read: no tensor %d/%zu open", kind, i);
+    return mpt_safetensors_read_f32_range(&rd->f[kind > 0], x, first, n, out, err);
+}
+
+void mpt_checkpoint_close(mpt_ckpt_reader *rd) {
+    if (!rd) return;
+    mpt_safetensors_free(&rd->f[0]);
+    mpt_safetensors_free(&rd->f[1]);
+    free(rd->src);
+    memset(rd, 0, sizeof *rd);
+}
+
+mpt_status mpt_checkpoint_load(const char *dir, const mpt_param_table *pt, float *params,
+                               float *m, float *v, int *has_optimizer, mpt_train_state *st,
+                               mpt_error *err) {
+    mpt_ckpt_reader rd;
+    mpt_status rc = mpt_checkpoint_open(&rd, dir, pt, m && v, err);
+    if (rc != MPT_OK) return rc;
+    float *bufs[3] = {params, m, v};
+    int kinds = m && v ? 3 : 1;
+    for (int k = 0; k < kinds; k++) {
+        memset(bufs[k], 0, pt->total * sizeof *bufs[k]);   /* padding rows and units stay zero */
+        for (size_t i = 0; rc == MPT_OK && (k == 0 || rd.has_opt) && i < pt->n; i++)
+            rc = mpt_checkpoint_read(&rd, k, i, 0, mpt_tensor_ckpt_numel(&pt->t[i]),
+                                     bufs[k] + pt->t[i].offset, err);
     }
-    if (has_optimizer) *has_optimizer = has_opt;
-    if (st) {
-        if (!managed)
-            return mpt_fail(err, MPT_ERR_INPUT, "%s holds weights only (no %s): start from it "
-                            "with --init-from instead of --resume", dir, mpt_ckpt_manifest_file);
-        if ((rc = read_state_(dir, st, err)) != MPT_OK) return rc;
+    if (has_optimizer) *has_optimizer = rd.has_opt;
+    if (rc == MPT_OK && st) {
+        if (!rd.managed)
+            rc = mpt_fail(err, MPT_ERR_INPUT, "%s holds weights only (no %s): start from it "
+                          "with --init-from instead of --resume", dir, mpt_ckpt_manifest_file);
+        else
+            rc = mpt_checkpoint_read_state(dir, st, err);
     }
-    return MPT_OK;
+    mpt_checkpoint_close(&rd);
+    return rc;
 }

@@ -8,7 +8,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -90,43 +89,110 @@ cleanup:
     return st;
 }
 
-mpt_status mpt_safetensors_write_stream(FILE *f, const char *what, const mpt_st_entry *e,
-                                        size_t n, const mpt_st_meta *meta, size_t n_meta,
-                                        mpt_error *err) {
+/* Writes the length and the padded header of e[0..n) to f; *elements = the data elements. */
+static mpt_status write_header_(FILE *f, const char *what, const mpt_st_entry *e, size_t n,
+                                const mpt_st_meta *meta, size_t n_meta, size_t *elements,
+                                mpt_error *err) {
     char *header = NULL;   /* owned, from header_json_ */
     mpt_status st = header_json_(what, e, n, meta, n_meta, &header, err);
     if (st != MPT_OK) return st;
-    size_t len = strlen(header), padded = (len + 7) & ~(size_t)7;
+    size_t len = strlen(header), padded = (len + 7) & ~(size_t)7, total = 0;
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)padded >> (8 * i));
     static const char spaces[8] = "        ";
-    if (fwrite(len8, 1, 8, f) != 8 || fwrite(header, 1, len, f) != len ||
-        fwrite(spaces, 1, padded - len, f) != padded - len)
-        goto io;
     for (size_t i = 0; i < n; i++) {
         size_t numel = 0;
-        entry_numel_(&e[i], &numel);   /* checked in header_json_ */
-        if (numel && fwrite(e[i].data, sizeof(float), numel, f) != numel) goto io;
+        entry_numel_(&e[i], &numel);   /* checked in header_json_, and the sum is too */
+        total += numel;
     }
-    goto cleanup;
-io:
-    st = mpt_fail(err, MPT_ERR_RUN, "%s: write failed: %s", what, strerror(errno));
-cleanup:
+    *elements = total;
+    if (fwrite(len8, 1, 8, f) != 8 || fwrite(header, 1, len, f) != len ||
+        fwrite(spaces, 1, padded - len, f) != padded - len)
+        st = mpt_fail(err, MPT_ERR_RUN, "%s: write failed: %s", what, strerror(errno));
     free(header);
     return st;
+}
+
+mpt_status mpt_safetensors_write_stream(FILE *f, const char *what, const mpt_st_entry *e,
+                                        size_t n, const mpt_st_meta *meta, size_t n_meta,
+                                        mpt_error *err) {
+    size_t total;
+    mpt_status st = write_header_(f, what, e, n, meta, n_meta, &total, err);
+    for (size_t i = 0; st == MPT_OK && i < n; i++) {
+        size_t numel = 0;
+        entry_numel_(&e[i], &numel);
+        if (numel && fwrite(e[i].data, sizeof(float), numel, f) != numel)
+            st = mpt_fail(err, MPT_ERR_RUN, "%s: write failed: %s", what, strerror(errno));
+    }
+    return st;
+}
+
+mpt_status mpt_st_writer_open(mpt_st_writer *w, const char *path, const mpt_st_entry *e,
+                              size_t n, const mpt_st_meta *meta, size_t n_meta, mpt_error *err) {
+    memset(w, 0, sizeof *w);
+    if (!(w->path = strdup(path))) return mpt_fail(err, MPT_ERR_RUN, "out of memory");
+    if (!(w->f = fopen(path, "wb"))) {
+        mpt_status st = mpt_fail(err, MPT_ERR_RUN, "cannot create %s: %s", path, strerror(errno));
+        free(w->path);
+        w->path = NULL;
+        return st;
+    }
+    mpt_status st = write_header_(w->f, path, e, n, meta, n_meta, &w->expect, err);
+    if (st != MPT_OK) mpt_st_writer_abort(w);
+    return st;
+}
+
+mpt_status mpt_st_writer_put(mpt_st_writer *w, const float *data, size_t n, mpt_error *err) {
+    if (!w->f) return mpt_fail(err, MPT_ERR_RUN, "safetensors writer: not open");
+    if (n > w->expect - w->written)
+        return mpt_fail(err, MPT_ERR_RUN, "%s: %zu more elements than the header announces",
+                        w->path, n - (w->expect - w->written));
+    if (n && fwrite(data, sizeof(float), n, w->f) != n)
+        return mpt_fail(err, MPT_ERR_RUN, "%s: write failed: %s", w->path, strerror(errno));
+    w->written += n;
+    return MPT_OK;
+}
+
+mpt_status mpt_st_writer_close(mpt_st_writer *w, int do_fsync, mpt_error *err) {
+    mpt_status st = MPT_OK;
+    if (!w->f) return mpt_fail(err, MPT_ERR_RUN, "safetensors writer: not open");
+    if (w->written != w->expect)
+        st = mpt_fail(err, MPT_ERR_RUN, "%s: %zu of %zu elements written", w->path, w->written,
+                      w->expect);
+    else if (fflush(w->f) != 0 || (do_fsync && fsync(fileno(w->f)) != 0))
+        st = mpt_fail(err, MPT_ERR_RUN, "%s: write failed: %s", w->path, strerror(errno));
+    int closed = fclose(w->f);
+    w->f = NULL;
+    if (closed != 0 && st == MPT_OK)
+        st = mpt_fail(err, MPT_ERR_RUN, "%s: close failed: %s", w->path, strerror(errno));
+    if (st != MPT_OK) unlink(w->path);
+    free(w->path);
+    memset(w, 0, sizeof *w);
+    return st;
+}
+
+void mpt_st_writer_abort(mpt_st_writer *w) {
+    if (!w) return;
+    if (w->f) {
+        fclose(w->f);
+        unlink(w->path);
+    }
+    free(w->path);
+    memset(w, 0, sizeof *w);
 }
 
 mpt_status mpt_safetensors_write(const char *path, const mpt_st_entry *e, size_t n,
                                  const mpt_st_meta *meta, size_t n_meta, int do_fsync,
                                  mpt_error *err) {
-    FILE *f = fopen(path, "wb");   /* owned until fclose */
-    if (!f) return mpt_fail(err, MPT_ERR_RUN, "cannot create %s: %s", path, strerror(errno));
-    mpt_status st = mpt_safetensors_write_stream(f, path, e, n, meta, n_meta, err);
-    if (st == MPT_OK && (fflush(f) != 0 || (do_fsync && fsync(fileno(f)) != 0)))
-        st = mpt_fail(err, MPT_ERR_RUN, "%s: write failed: %s", path, strerror(errno));
-    if (fclose(f) != 0 && st == MPT_OK)
-        st = mpt_fail(err, MPT_ERR_RUN, "%s: close failed: %s", path, strerror(errno));
-    if (st != MPT_OK) unlink(path);
+    mpt_st_writer w;
+    mpt_status st = mpt_st_writer_open(&w, path, e, n, meta, n_meta, err);
+    for (size_t i = 0; st == MPT_OK && i < n; i++) {
+        size_t numel = 0;
+        entry_numel_(&e[i], &numel);   /* checked when the header was built */
+        st = mpt_st_writer_put(&w, e[i].data, numel, err);
+    }
+    if (st == MPT_OK) return mpt_st_writer_close(&w, do_fsync, err);
+    mpt_st_writer_abort(&w);
     return st;
 }
 
@@ -214,9 +280,10 @@ static int cmp_name_(const void *a, const void *b) {
 }
 
 /* Parses the header of the mapped file into f->t / f->meta and checks names and overlaps. */
-static mpt_status parse_header_(mpt_safetensors *f, size_t hlen, mpt_error *err) {
+static mpt_status parse_header_(mpt_safetensors *f, const char *text, size_t hlen,
+                               mpt_error *err) {
     mpt_status st = MPT_OK;
-    const char *text = (const char *)f->map + 8, *end = NULL, *p = f->path;
+    const char *end = NULL, *p = f->path;
     const mpt_st_info **order = NULL;   /* owned: pointers into f->t for sorting */
     cJSON *root = cJSON_ParseWithLengthOpts(text, hlen, &end, 0);   /* owned */
     if (!root) {
@@ -296,12 +363,33 @@ cleanup:
     return st;
 }
 
+/* Reads bytes [off, off + n) of f's file into buf; a short file is MPT_ERR_INPUT. */
+static mpt_status pread_all_(const mpt_safetensors *f, void *buf, size_t n, size_t off,
+                             mpt_error *err) {
+    unsigned char *p = buf;
+    while (n > 0) {
+        ssize_t got = pread(f->fd, p, n, (off_t)off);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0)
+            return mpt_fail(err, MPT_ERR_RUN, "%s: read failed: %s", f->path, strerror(errno));
+        if (got == 0)
+            return mpt_fail(err, MPT_ERR_INPUT, "%s: the file ended early (truncated?)", f->path);
+        p += got;
+        n -= (size_t)got;
+        off += (size_t)got;
+    }
+    return MPT_OK;
+}
+
 mpt_status mpt_safetensors_open(mpt_safetensors *f, const char *path, mpt_error *err) {
     mpt_status st = MPT_OK;
     struct stat sb;
+    char *text = NULL;   /* owned: the header */
     memset(f, 0, sizeof *f);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);   /* owned until cleanup */
+    int fd = open(path, O_RDONLY | O_CLOEXEC);   /* owned by f from here */
     if (fd < 0) return mpt_fail(err, MPT_ERR_INPUT, "cannot open %s: %s", path, strerror(errno));
+    f->fd = fd;
+    f->has_fd = 1;
     if (!(f->path = strdup(path))) {
         st = mpt_fail(err, MPT_ERR_RUN, "out of memory");
         goto cleanup;
@@ -315,26 +403,28 @@ mpt_status mpt_safetensors_open(mpt_safetensors *f, const char *path, mpt_error 
                       "(truncated?)", path, (long long)sb.st_size);
         goto cleanup;
     }
-    f->map_size = (size_t)sb.st_size;
-    void *map = mmap(NULL, f->map_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (map == MAP_FAILED) {
-        st = mpt_fail(err, MPT_ERR_RUN, "%s: cannot map the file: %s", path, strerror(errno));
-        goto cleanup;
-    }
-    f->map = map;
+    f->file_size = (size_t)sb.st_size;
+    unsigned char len8[8];
+    if ((st = pread_all_(f, len8, 8, 0, err)) != MPT_OK) goto cleanup;
     uint64_t hlen = 0;
-    for (int i = 0; i < 8; i++) hlen |= (uint64_t)f->map[i] << (8 * i);
-    if (hlen < 2 || hlen > MAX_HEADER_ || hlen > f->map_size - 8) {
+    for (int i = 0; i < 8; i++) hlen |= (uint64_t)len8[i] << (8 * i);
+    if (hlen < 2 || hlen > MAX_HEADER_ || hlen > f->file_size - 8) {
         st = mpt_fail(err, MPT_ERR_INPUT,
                       "%s: header length %llu does not fit the %zu-byte file (truncated or not "
-                      "a safetensors file?)", path, (unsigned long long)hlen, f->map_size);
+                      "a safetensors file?)", path, (unsigned long long)hlen, f->file_size);
         goto cleanup;
     }
-    f->data = f->map + 8 + hlen;
-    f->data_size = f->map_size - 8 - (size_t)hlen;
-    st = parse_header_(f, (size_t)hlen, err);
+    if (!(text = malloc((size_t)hlen + 1))) {
+        st = mpt_fail(err, MPT_ERR_RUN, "%s: out of memory reading the header", path);
+        goto cleanup;
+    }
+    if ((st = pread_all_(f, text, (size_t)hlen, 8, err)) != MPT_OK) goto cleanup;
+    text[hlen] = '\0';
+    f->data_offset = 8 + (size_t)hlen;
+    f->data_size = f->file_size - 8 - (size_t)hlen;
+    st = parse_header_(f, text, (size_t)hlen, err);
 cleanup:
-    close(fd);
+    free(text);
     if (st != MPT_OK) mpt_safetensors_free(f);
     return st;
 }
@@ -346,7 +436,7 @@ void mpt_safetensors_free(mpt_safetensors *f) {
         free((char *)f->meta[i].key);
         free((char *)f->meta[i].value);
     }
-    if (f->map) munmap(f->map, f->map_size);
+    if (f->has_fd) close(f->fd);
     free(f->t);
     free(f->meta);
     free(f->path);
@@ -386,34 +476,55 @@ float mpt_bf16_to_f32(unsigned short h) {
     return f;
 }
 
-mpt_status mpt_safetensors_read_f32(const mpt_safetensors *f, const mpt_st_info *t, float *out,
-                                    size_t n, mpt_error *err) {
-    if (n != t->numel)
-        return mpt_fail(err, MPT_ERR_RUN, "%s: tensor '%s' has %zu elements, asked for %zu",
-                        f->path, t->name, t->numel, n);
-    const unsigned char *src = f->data + t->begin;   /* possibly unaligned: memcpy only */
-    switch (t->dtype) {
-    case MPT_ST_F32:
-        if (n) memcpy(out, src, n * sizeof(float));
-        return MPT_OK;
-    case MPT_ST_F16:
-    case MPT_ST_BF16:
-        for (size_t i = 0; i < n; i++) {
-            unsigned short h;
-            memcpy(&h, src + 2 * i, 2);
-            out[i] = t->dtype == MPT_ST_F16 ? mpt_f16_to_f32(h) : mpt_bf16_to_f32(h);
-        }
-        return MPT_OK;
-    case MPT_ST_F64:
-        for (size_t i = 0; i < n; i++) {
+/* Converts n elements of dtype dt from src (possibly unaligned: memcpy only) to out. */
+static void convert_(mpt_st_dtype dt, const unsigned char *src, float *out, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        if (dt == MPT_ST_F64) {
             double d;
             memcpy(&d, src + 8 * i, 8);
             out[i] = (float)d;
+        } else {
+            unsigned short h;
+            memcpy(&h, src + 2 * i, 2);
+            out[i] = dt == MPT_ST_F16 ? mpt_f16_to_f32(h) : mpt_bf16_to_f32(h);
+        }
+    }
+}
+
+mpt_status mpt_safetensors_read_f32_range(const mpt_safetensors *f, const mpt_st_info *t,
+                                          size_t first, size_t n, float *out, mpt_error *err) {
+    if (first > t->numel || n > t->numel - first)
+        return mpt_fail(err, MPT_ERR_RUN, "%s: tensor '%s' has %zu elements, asked for [%zu, "
+                        "+%zu)", f->path, t->name, t->numel, first, n);
+    size_t off = f->data_offset + t->begin + first * t->elem_size;
+    switch (t->dtype) {
+    case MPT_ST_F32:
+        return n ? pread_all_(f, out, n * sizeof(float), off, err) : MPT_OK;
+    case MPT_ST_F16:
+    case MPT_ST_BF16:
+    case MPT_ST_F64: {
+        /* through a small stack buffer: the conversion needs no memory of its own */
+        unsigned char raw[16384];
+        size_t per = sizeof raw / t->elem_size;
+        for (size_t i = 0; i < n; i += per) {
+            size_t m = n - i < per ? n - i : per;
+            mpt_status st = pread_all_(f, raw, m * t->elem_size, off + i * t->elem_size, err);
+            if (st != MPT_OK) return st;
+            convert_(t->dtype, raw, out + i, m);
         }
         return MPT_OK;
+    }
     case MPT_ST_OTHER:
         break;
     }
     return mpt_fail(err, MPT_ERR_INPUT, "%s: tensor '%s' has dtype %s, which cannot be read as "
                     "floating point", f->path, t->name, t->dtype_name);
+}
+
+mpt_status mpt_safetensors_read_f32(const mpt_safetensors *f, const mpt_st_info *t, float *out,
+                                    size_t n, mpt_error *err) {
+    if (n != t->numel)
+        return mpt_fail(err, MPT_ERR_RUN, "%s: tensor '%s' has %zu elements, asked for %zu",
+                        f->path, t->name, t->numel, n);
+    return mpt_safetensors_read_f32_range(f, t, 0, n, out, err);
 }

@@ -11,7 +11,8 @@
  *     mpt_st_meta meta = {"format", "pt"};
  *     st = mpt_safetensors_write("/tmp/x.safetensors", e, 2, &meta, 1, 1, &err);
  *
- * Reading maps the file, checks the header completely (length within the file, every entry
+ * Reading reads the header only (the data stay on disk until asked for, with pread, so reading
+ * a large file costs no memory beyond the caller's buffers), checks the header completely (length within the file, every entry
  * well-formed, offsets in bounds, equal to dtype size × elements, no overlaps) and converts
  * F32/F16/BF16/F64 to fp32 on request; other dtypes are accepted in the file (so unrelated
  * buffers do not stop a load) but cannot be read as fp32.
@@ -66,12 +67,12 @@ typedef struct mpt_st_info {
     size_t begin, end;             /* byte offsets into the data buffer */
 } mpt_st_info;
 
-/* An open file: the whole file is mapped read-only until mpt_safetensors_free. */
+/* An open file: its descriptor stays open until mpt_safetensors_free. */
 typedef struct mpt_safetensors {
     char *path;                    /* owned copy, for messages */
-    unsigned char *map;            /* owned mapping of the whole file */
-    size_t map_size;
-    const unsigned char *data;     /* the data buffer (inside map) */
+    int fd, has_fd;                /* the open file (owned when has_fd) */
+    size_t file_size;
+    size_t data_offset;            /* where the data buffer starts in the file */
     size_t data_size;
     mpt_st_info *t;                /* owned, n entries, in header order */
     size_t n;
@@ -102,6 +103,31 @@ const char *mpt_safetensors_meta(const mpt_safetensors *f, const char *key);
 /* Copies tensor t (of f) into out[0..n) as fp32; n must equal t->numel. */
 mpt_status mpt_safetensors_read_f32(const mpt_safetensors *f, const mpt_st_info *t, float *out,
                                     size_t n, mpt_error *err);
+/* Copies elements [first, first + n) of tensor t (flat, row-major) into out[0..n) as fp32,
+ * reading just those bytes of the file (converted through a small stack buffer). */
+mpt_status mpt_safetensors_read_f32_range(const mpt_safetensors *f, const mpt_st_info *t,
+                                          size_t first, size_t n, float *out, mpt_error *err);
+
+/* A file written as a stream: the header first (from entries whose data may be NULL), then the
+ * tensors' data in entry order, in pieces of any size:
+ *     mpt_st_writer w;
+ *     if (mpt_st_writer_open(&w, path, e, n, &meta, 1, &err)) return err.status;
+ *     ... mpt_st_writer_put(&w, chunk, count, &err) until every element is written ...
+ *     st = mpt_st_writer_close(&w, 1, &err);   // fails unless exactly every element came
+ * On any failure (and from mpt_st_writer_abort) the partial file is removed. */
+typedef struct mpt_st_writer {
+    FILE *f;                       /* owned until close / abort */
+    char *path;                    /* owned copy */
+    size_t expect, written;        /* data elements in all / so far */
+} mpt_st_writer;
+
+mpt_status mpt_st_writer_open(mpt_st_writer *w, const char *path, const mpt_st_entry *e,
+                              size_t n, const mpt_st_meta *meta, size_t n_meta, mpt_error *err);
+mpt_status mpt_st_writer_put(mpt_st_writer *w, const float *data, size_t n, mpt_error *err);
+/* With do_fsync the data reach the disk before this returns. */
+mpt_status mpt_st_writer_close(mpt_st_writer *w, int do_fsync, mpt_error *err);
+/* Closes and removes the file; safe on a zeroed or closed writer. */
+void mpt_st_writer_abort(mpt_st_writer *w);
 
 /* IEEE half and bfloat16 bit patterns to float (exact). */
 float mpt_f16_to_f32(unsigned short h);

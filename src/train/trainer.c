@@ -212,6 +212,26 @@ static mpt_status step_(mpt_run *r, const mpt_adamw *opt, long step, float **log
     return st;
 }
 
+/* This process's resident high-water mark (VmHWM of /proc/self/status) in bytes; 0 where the
+ * kernel does not report it. */
+static double rss_peak_(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    double kib = 0.0;
+    if (!f) return 0.0;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "VmHWM:", 6) == 0) {
+            kib = strtod(line + 6, NULL);
+            break;
+        }
+    fclose(f);
+    return kib * 1024.0;
+}
+
+/* Figures per world rank in mpt_run.rank_mem: plan, arena peak, planned and measured
+ * activations, resident high-water mark. */
+enum { RANK_FIGS_ = 5 };
+
 static cJSON *end_line_(mpt_run *r, const mpt_train_result *res, const double peaks[6],
                         double t_all) {
     cJSON *j = cJSON_CreateObject();
@@ -227,14 +247,17 @@ static cJSON *end_line_(mpt_run *r, const mpt_train_result *res, const double pe
     for (int k = 0; k < MPT_MEM_KINDS; k++)
         cJSON_AddNumberToObject(pk, mpt_mem_kind_name((mpt_mem_kind)k), peaks[k]);
     if (res->saved_dir[0]) cJSON_AddStringToObject(j, "checkpoint", res->saved_dir);
-    /* every rank's plan and measured peak: total and activations */
+    /* every rank's plan and measured arena peak (total and activations) beside its resident
+     * high-water mark (CONTRACT §7) */
     cJSON *ranks = cJSON_AddArrayToObject(j, "ranks");
     for (int i = 0; r->rank_mem && i < r->world->size; i++) {
+        const double *f = r->rank_mem + RANK_FIGS_ * i;
         cJSON *x = cJSON_CreateObject();
-        cJSON_AddNumberToObject(x, "planned_mem_bytes", r->rank_mem[4 * i]);
-        cJSON_AddNumberToObject(x, "peak_mem_bytes", r->rank_mem[4 * i + 1]);
-        cJSON_AddNumberToObject(x, "planned_activation_bytes", r->rank_mem[4 * i + 2]);
-        cJSON_AddNumberToObject(x, "peak_activation_bytes", r->rank_mem[4 * i + 3]);
+        cJSON_AddNumberToObject(x, "planned_mem_bytes", f[0]);
+        cJSON_AddNumberToObject(x, "peak_mem_bytes", f[1]);
+        cJSON_AddNumberToObject(x, "planned_activation_bytes", f[2]);
+        cJSON_AddNumberToObject(x, "peak_activation_bytes", f[3]);
+        cJSON_AddNumberToObject(x, "rss_peak_bytes", f[4]);
         cJSON_AddItemToArray(ranks, x);
     }
     /* communication of world rank 0 over the whole run, by group and operation */
@@ -329,18 +352,19 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
     res->seconds = t_all;
     res->tokens_per_s = t_all > 0 ? (double)ran * B * T / t_all : 0;
     res->mfu = t_all > 0 && res->peak_flops > 0 ? ran * flops_step / t_all / res->peak_flops : 0;
-    double peaks[6], mine[4] = {(double)res->plan.total, (double)r.arena.peak_total,
-                                (double)res->plan.bytes[MPT_MEM_ACTIVATIONS],
-                                (double)r.arena.peak[MPT_MEM_ACTIVATIONS]};
+    double peaks[6], mine[RANK_FIGS_] = {(double)res->plan.total, (double)r.arena.peak_total,
+                                         (double)res->plan.bytes[MPT_MEM_ACTIVATIONS],
+                                         (double)r.arena.peak[MPT_MEM_ACTIVATIONS], rss_peak_()};
     for (int k = 0; k < MPT_MEM_KINDS; k++) peaks[k] = (double)r.arena.peak[k];
     peaks[5] = (double)r.arena.peak_total;
-    r.rank_mem = calloc(4 * (size_t)world->size, sizeof(double));
+    r.rank_mem = calloc(RANK_FIGS_ * (size_t)world->size, sizeof(double));
     if (!r.rank_mem) st = mpt_fail(err, MPT_ERR_RUN, "out of memory");
     if ((st = mpt_comm_agree(world, st, err)) ||
         (st = mpt_allreduce_max_f64(world, peaks, 6, err)))
         goto done;
-    memcpy(r.rank_mem + 4 * world->rank, mine, sizeof mine);
-    if ((st = mpt_allreduce_sum_f64(world, r.rank_mem, 4 * (size_t)world->size, err))) goto done;
+    memcpy(r.rank_mem + RANK_FIGS_ * world->rank, mine, sizeof mine);
+    if ((st = mpt_allreduce_sum_f64(world, r.rank_mem, RANK_FIGS_ * (size_t)world->size, err)))
+        goto done;
     for (int k = 0; k < 6; k++) res->peak[k] = (size_t)peaks[k];
     if (r.rank0) st = mpt_jsonlog_write(&r.log, end_line_(&r, res, peaks, t_all), err);
     st = mpt_comm_agree(world, st, err);

@@ -1,44 +1,208 @@
 /* trainer_ckpt.c — a training run's state on disk: loading a checkpoint into this rank's part
- * of the model and optimizer, saving one (whole tensors, assembled over ZeRO slices, tensor-
- * parallel shards and pipeline stages), and the step-1 gradient dump of the reference tests. */
+ * of the model and optimizer, saving one, and the step-1 gradient dump of the reference tests.
+ *
+ * Nothing here holds a whole model: tensors stream through the two staging blocks of
+ * train/checkpoint.h (mpt_checkpoint_buffers, workspace, in the memory plan), a run of whole
+ * rows of one tensor at a time.
+ *   Saving (all ranks call, world rank 0 writes): for each tensor and run of rows, in file
+ *   order, the stage that holds the tensor sends its pieces: within each tensor-parallel rank's
+ *   data-parallel group the ZeRO slices go to dp rank 0 (into its "in" block), which sends the
+ *   shard's rows to world rank 0; rank 0 places every tp rank's shard into the checkpoint's
+ *   row-major layout ("out" block) and appends it to the file. A failed write keeps the
+ *   exchange going (so no rank hangs) and is agreed on at the end.
+ *   Loading (all ranks call, no communication): each rank reads, with pread, only the rows of
+ *   the tensors it keeps (its tp shard's rows; under ZeRO its slice's rows) into the "out"
+ *   block and copies its elements from there.
+ * The staging is taken from the arena for each load, save and dump and given back after; the
+ * load at start-up always takes it, so --mem-limit covers a later save from the start. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "parallel/tp.h"
 #include "train/checkpoint.h"
 #include "train/safetensors.h"
 #include "train/trainer_internal.h"
 
+enum { K_PARAMS, K_M, K_V, K_GRADS };   /* what a tensor's data are */
+#define TAG_ 7301                       /* point-to-point tag of checkpoint pieces */
+
+typedef struct stage_ {
+    mpt_run *r;
+    float *in, *out;     /* staging blocks of cap elements each (arena) */
+    size_t cap;
+    mpt_buflist bufs;
+    long *local;         /* owned: per full tensor, its index in this rank's table, or -1 */
+    mpt_param_table tpt; /* rank 0 saving: every tensor as tp rank 0's shard (shapes of all) */
+} stage_;
+
+static void stage_free_(stage_ *s) {
+    mpt_buflist_release(&s->bufs, &s->r->arena);
+    mpt_buflist_free(&s->bufs);
+    free(s->local);
+    mpt_params_free(&s->tpt);
+}
+
+/* Takes the staging from the arena and maps full tensors to this rank's table. */
+static mpt_status stage_init_(stage_ *s, mpt_run *r, int shapes, mpt_error *err) {
+    memset(s, 0, sizeof *s);
+    s->r = r;
+    mpt_buflist_init(&s->bufs);
+    mpt_checkpoint_buffers(&r->full, &s->bufs, &s->in, &s->out);
+    s->cap = mpt_checkpoint_stage_elems(&r->full);
+    mpt_status st = mpt_buflist_alloc(&s->bufs, &r->arena, err);
+    if (!st && !(s->local = malloc((r->full.n + 1) * sizeof *s->local)))
+        st = mpt_fail(err, MPT_ERR_RUN, "out of memory for the checkpoint tables");
+    for (size_t i = 0; !st && i < r->full.n; i++) s->local[i] = -1;
+    const mpt_param_table *pt = &r->model.pt;
+    for (size_t k = 0; !st && k < pt->n; k++) {
+        int id = pt->t[k].full_id;
+        if (id < 0 || (size_t)id >= r->full.n || strcmp(r->full.t[id].name, pt->t[k].name) != 0)
+            st = mpt_fail(err, MPT_ERR_RUN, "checkpoint: tensor %s has no place in the model",
+                          pt->t[k].name);
+        else if (!pt->t[k].is_copy)
+            s->local[id] = (long)k;
+    }
+    if (!st && shapes)
+        st = mpt_params_build_stage(&s->tpt, &r->cfg, r->o->tp, 0, 0, r->cfg.n_layer, 1, 1, 1,
+                                    err);
+    if (st) stage_free_(s);
+    return st;
+}
+
+/* Full tensor ft in rows: rows of frow elements (a 1-D tensor is one row). */
+static size_t frow_(const mpt_tensor *ft) {
+    return ft->ndim == 2 ? ft->shape[1] : mpt_tensor_ckpt_numel(ft);
+}
+static size_t nrows_(const mpt_tensor *ft) { return ft->ndim == 2 ? ft->shape[0] : 1; }
+/* A shard's row length (1-D: the whole shard). */
+static size_t lrow_(const mpt_tensor *lt) { return lt->ndim == 2 ? lt->cols : lt->numel; }
+
+/* Rows [*a, *b) of tp rank t's shard lt that hold full rows [r0, r1). */
+static void shard_rows_(const mpt_tensor *lt, int t, size_t r0, size_t r1, size_t *a,
+                        size_t *b) {
+    *a = 0;
+    *b = 1;
+    if (lt->ndim == 1) return;
+    *a = r0;
+    *b = r1;
+    if (lt->split != MPT_SPLIT_ROWS) return;
+    size_t lo = (size_t)t * lt->rows, hi = lo + lt->rows;
+    if (r1 <= lo || r0 >= hi) {
+        *a = *b = 0;
+        return;
+    }
+    *a = (r0 > lo ? r0 : lo) - lo;
+    *b = (r1 < hi ? r1 : hi) - lo;
+}
+
+/* Where this rank keeps kind k: *sliced when it holds only its ZeRO slice. */
+static float *store_(mpt_run *r, int kind, int *sliced) {
+    const mpt_dp *dp = &r->dp;
+    *sliced = kind == K_PARAMS ? dp->zero == 3 : kind == K_GRADS ? 0 : dp->zero >= 1;
+    switch (kind) {
+    case K_PARAMS: return dp->zero == 3 ? dp->pshard : r->model.params;
+    case K_M: return dp->m;
+    case K_V: return dp->v;
+    default: return r->model.grads;
+    }
+}
+
+/* The ZeRO bucket holding unit u: flat [*begin, *begin + *n); dp rank d owns
+ * [*begin + d*n/R, +n/R), kept at slice[*begin/R ..] (parallel/dp.c). */
+static void bucket_of_(const mpt_dp *dp, int u, size_t *begin, size_t *n) {
+    const mpt_param_table *pt = &dp->model->pt;
+    int b = dp->unit_bucket[u], lo = u, hi = u;
+    while (lo > 0 && dp->unit_bucket[lo - 1] == b) lo--;
+    while (hi + 1 < pt->n_units && dp->unit_bucket[hi + 1] == b) hi++;
+    *begin = pt->unit_begin[lo];
+    *n = pt->unit_end[hi] - *begin;
+}
+
+/* Flat range [*x0, *x1) of tensor lt (of this rank's table) that dp rank d holds of a sliced
+ * store, and *at = where element *x0 sits in the slice buffer. */
+static void owned_(const mpt_dp *dp, const mpt_tensor *lt, int d, size_t *x0, size_t *x1,
+                   size_t *at) {
+    size_t bb, bn;
+    bucket_of_(dp, mpt_tensor_unit(&dp->model->pt, lt), &bb, &bn);
+    size_t w = bn / (size_t)dp->R, lo = bb + (size_t)d * w, hi = lo + w;
+    *x0 = lt->offset > lo ? lt->offset : lo;
+    *x1 = lt->offset + lt->numel < hi ? lt->offset + lt->numel : hi;
+    if (*x1 < *x0) *x1 = *x0;
+    *at = bb / (size_t)dp->R + (*x0 - lo);
+}
+
+/* ---------------------------------------------------------------- loading */
+
+/* Reads this rank's part of full tensor fi (kind) into tensor lt of its table. */
+static mpt_status load_tensor_(stage_ *s, const mpt_ckpt_reader *rd, int kind, size_t fi,
+                               const mpt_tensor *lt, mpt_error *err) {
+    mpt_run *r = s->r;
+    const mpt_tensor *ft = &r->full.t[fi];
+    int sliced, t = r->model.pt.tp_rank, tp = r->model.pt.tp;
+    float *store = store_(r, kind, &sliced);
+    size_t o0 = 0, o1 = lt->numel, at, lrow = lrow_(lt), frow = frow_(ft);
+    ptrdiff_t base = (ptrdiff_t)lt->offset; /* element k of lt is store[base + k] */
+    if (sliced) {
+        owned_(&r->dp, lt, r->dp.r, &o0, &o1, &at);
+        base = (ptrdiff_t)at - (ptrdiff_t)(o0 - lt->offset);
+        o0 -= lt->offset;
+        o1 -= lt->offset;
+    }
+    if (o1 <= o0) return MPT_OK;
+    memset(store + base + (ptrdiff_t)o0, 0, (o1 - o0) * sizeof *store);   /* padding stays 0 */
+    /* full rows that hold the owned local rows */
+    size_t la = o0 / lrow, lb = (o1 + lrow - 1) / lrow, fa = 0, fb = 1;
+    if (ft->ndim == 2) {
+        size_t shift = lt->split == MPT_SPLIT_ROWS ? (size_t)t * lt->rows : 0;
+        fa = la + shift < ft->shape[0] ? la + shift : ft->shape[0];
+        fb = lb + shift < ft->shape[0] ? lb + shift : ft->shape[0];
+    }
+    size_t per = s->cap / frow;   /* >= 2: see mpt_checkpoint_stage_elems */
+    for (size_t r0 = fa; r0 < fb; r0 += per) {
+        size_t r1 = r0 + per < fb ? r0 + per : fb, a, b;
+        mpt_status st = mpt_checkpoint_read(rd, kind, fi, r0 * frow, (r1 - r0) * frow, s->out,
+                                            err);
+        if (st) return st;
+        shard_rows_(lt, t, r0, r1, &a, &b);
+        size_t k0 = a * lrow > o0 ? a * lrow : o0, k1 = b * lrow < o1 ? b * lrow : o1;
+        for (size_t k = k0; k < k1; k++) {
+            size_t f = mpt_tensor_full_index(lt, tp, t, k);
+            if (f != SIZE_MAX) store[base + (ptrdiff_t)k] = s->out[f - r0 * frow];
+        }
+    }
+    return MPT_OK;
+}
+
 mpt_status mpt_run_load(mpt_run *r, long *start, mpt_error *err) {
     const mpt_train_opts *o = r->o;
-    mpt_status st;
+    stage_ s;
+    mpt_ckpt_reader rd;
+    mpt_train_state ts;
     *start = 0;
+    mpt_status st = stage_init_(&s, r, 0, err);
+    if (st) return st;
     if (!r->ckpt[0]) {
         mpt_dp_init_values(&r->dp, o->seed);
+        stage_free_(&s);
         return MPT_OK;
     }
-    /* checkpoints hold whole tensors: load them (transient buffers), keep this rank's part */
-    size_t P = r->model.pt.total, PF = r->full.total;
-    float *whole = malloc(3 * PF * sizeof(float)), *buf = malloc(3 * P * sizeof(float));
-    if (!whole || !buf) {
-        free(whole);
-        free(buf);
-        return mpt_fail(err, MPT_ERR_RUN, "out of memory loading %s", r->ckpt);
+    memset(&rd, 0, sizeof rd);
+    st = mpt_checkpoint_open(&rd, r->ckpt, &r->full, o->resume != NULL, err);
+    if (!st && o->resume) st = mpt_checkpoint_read_state(r->ckpt, &ts, err);
+    int kinds = o->resume && rd.has_opt ? 3 : 1;
+    const mpt_param_table *pt = &r->model.pt;
+    for (int k = 0; !st && k < kinds; k++)
+        for (size_t i = 0; !st && i < pt->n; i++)
+            st = load_tensor_(&s, &rd, k, (size_t)pt->t[i].full_id, &pt->t[i], err);
+    if (!st && kinds == 1) { /* no optimizer state: AdamW starts from zero */
+        size_t n = r->dp.zero == 0 ? pt->total : r->dp.shard_n;
+        memset(r->dp.m, 0, n * sizeof(float));
+        memset(r->dp.v, 0, n * sizeof(float));
     }
-    mpt_train_state ts;
-    int has_opt = 0;
-    st = mpt_checkpoint_load(r->ckpt, &r->full, whole, o->resume ? whole + PF : NULL,
-                             o->resume ? whole + 2 * PF : NULL, &has_opt,
-                             o->resume ? &ts : NULL, err);
-    if (!st) {
-        for (int k = 0; k < 3; k++)
-            mpt_tp_extract(&r->model.pt, &r->full, whole + k * PF, buf + k * P);
-        mpt_dp_load(&r->dp, buf, has_opt ? buf + P : NULL, has_opt ? buf + 2 * P : NULL);
-        if (o->resume) *start = ts.step;
-    }
-    free(whole);
-    free(buf);
+    if (!st && o->resume) *start = ts.step;
+    mpt_checkpoint_close(&rd);
+    stage_free_(&s);
     if (!st && *start > o->steps)
         st = mpt_fail(err, MPT_ERR_INPUT,
                       "the checkpoint is at step %ld, past --steps %ld: ask for more steps",
@@ -46,30 +210,123 @@ mpt_status mpt_run_load(mpt_run *r, long *start, mpt_error *err) {
     return st;
 }
 
-/* Whole tensors of this rank's stage (ZeRO slices gathered over dp, tensor-parallel shards over
- * tp) summed over the pipeline stages, so every rank ends with the whole model in `whole`
- * (n buffers of full.total, from n buffers laid out like the model's table). */
-static mpt_status assemble_(mpt_run *r, float *local, float *whole, int n, mpt_error *err) {
-    size_t P = r->model.pt.total, PF = r->full.total;
+/* ---------------------------------------------------------------- saving */
+
+/* The pipeline stage that holds full tensor ft (the first stage's wte, not the head's copy). */
+static int holder_stage_(const mpt_run *r, const mpt_tensor *ft) {
+    if (ft->layer >= 0) {
+        for (int p = 0; p < r->o->pp; p++)
+            if (ft->layer >= r->stage_first[p] && ft->layer < r->stage_first[p] + r->stage_count[p])
+                return p;
+    }
+    return ft->full_id <= 1 ? 0 : r->o->pp - 1;
+}
+
+/* Every rank: rows [r0, r1) of full tensor fi of kind, assembled into s->out on world rank 0
+ * (see the top of the file). */
+static mpt_status gather_rows_(stage_ *s, int kind, size_t fi, size_t r0, size_t r1,
+                               mpt_error *err) {
+    mpt_run *r = s->r;
+    const mpt_tensor *ft = &r->full.t[fi];
+    mpt_comm *dpc = &r->groups.dim[MPT_DIM_DP];
+    int holder = holder_stage_(r, ft), tp = r->o->tp;
+    int me_t = r->groups.coords.c[MPT_DIM_TP], me_d = r->groups.coords.c[MPT_DIM_DP];
+    int me_p = r->groups.coords.c[MPT_DIM_PP];
     mpt_status st = MPT_OK;
-    for (int k = 0; k < n && !st; k++)
-        st = mpt_tp_assemble(&r->groups.dim[MPT_DIM_TP], &r->model.pt, local + k * P, &r->full,
-                             whole + k * PF, err);
-    if (!st && r->o->pp > 1)
-        st = mpt_allreduce_sum(&r->groups.dim[MPT_DIM_PP], whole, (size_t)n * PF, err);
+    if (me_p == holder && s->local[fi] >= 0 && (me_t == 0 || ft->split != MPT_SPLIT_NONE)) {
+        const mpt_tensor *lt = &r->model.pt.t[s->local[fi]];
+        size_t a, b, lrow = lrow_(lt);
+        shard_rows_(lt, me_t, r0, r1, &a, &b);
+        size_t x0 = lt->offset + a * lrow, x1 = lt->offset + b * lrow;
+        int sliced;
+        float *store = store_(r, kind, &sliced);
+        const float *block = store + x0;
+        if (x1 > x0 && sliced) { /* the slices of [x0, x1) to dp rank 0 */
+            for (int d = 0; !st && d < r->dp.R; d++) {
+                size_t p0, p1, at;
+                owned_(&r->dp, lt, d, &p0, &p1, &at);
+                at += (p0 < x0 ? x0 - p0 : 0);
+                p0 = p0 > x0 ? p0 : x0;
+                p1 = p1 < x1 ? p1 : x1;
+                if (p1 <= p0 || (d != me_d && me_d != 0)) continue;
+                if (d == me_d && d == 0) memcpy(s->in + (p0 - x0), store + at, (p1 - p0) * sizeof *store);
+                else if (d == me_d) st = mpt_send(dpc, store + at, p1 - p0, 0, TAG_, err);
+                else st = mpt_recv(dpc, s->in + (p0 - x0), p1 - p0, d, TAG_, err);
+            }
+            block = s->in;
+        }
+        if (!st && x1 > x0 && me_d == 0) {
+            if (r->rank0) {
+                if (block != s->in) memcpy(s->in, block, (x1 - x0) * sizeof *block);
+            } else {
+                st = mpt_send(r->world, block, x1 - x0, 0, TAG_, err);
+            }
+        }
+    }
+    if (st || !r->rank0) return st;
+    /* world rank 0: every contributing tp rank's rows, in tp order, then into file layout */
+    const mpt_tensor *lt = &s->tpt.t[fi];
+    size_t off = 0, lrow = lrow_(lt), frow = frow_(ft);
+    for (int t = 0; t < tp && !st; t++) {
+        if (t > 0 && ft->split == MPT_SPLIT_NONE) break;
+        size_t a, b;
+        shard_rows_(lt, t, r0, r1, &a, &b);
+        size_t n = (b - a) * lrow;
+        if (n == 0) continue;
+        mpt_coords c = {{0}};
+        c.c[MPT_DIM_TP] = t;
+        c.c[MPT_DIM_PP] = holder;
+        int src = mpt_mesh_rank(&r->groups.layout, &c);
+        if (src != 0 && (st = mpt_recv(r->world, s->in + off, n, src, TAG_, err))) break;
+        for (size_t k = a * lrow; k < b * lrow; k++) {
+            size_t f = mpt_tensor_full_index(lt, tp, t, k);
+            if (f != SIZE_MAX) s->out[f - r0 * frow] = s->in[off + k - a * lrow];
+        }
+        off += n;
+    }
     return st;
+}
+
+/* Every rank: streams kind of every full tensor to world rank 0, which appends it with put
+ * (when *wst is still MPT_OK; a failed write is kept in *wst and the exchange goes on). */
+static mpt_status stream_kind_(stage_ *s, int kind, mpt_status (*put)(void *, const float *,
+                               size_t, mpt_error *), void *ctx, mpt_status *wst,
+                               mpt_error *werr, mpt_error *err) {
+    const mpt_param_table *full = &s->r->full;
+    for (size_t i = 0; i < full->n; i++) {
+        const mpt_tensor *ft = &full->t[i];
+        size_t frow = frow_(ft), rows = nrows_(ft), per = s->cap / frow;
+        for (size_t r0 = 0; r0 < rows; r0 += per) {
+            size_t r1 = r0 + per < rows ? r0 + per : rows;
+            mpt_status st = gather_rows_(s, kind, i, r0, r1, err);
+            if (st) return st;
+            if (s->r->rank0 && *wst == MPT_OK) *wst = put(ctx, s->out, (r1 - r0) * frow, werr);
+        }
+    }
+    return MPT_OK;
+}
+
+static mpt_status put_ckpt_(void *ctx, const float *d, size_t n, mpt_error *err) {
+    return mpt_checkpoint_put(ctx, d, n, err);
+}
+
+static mpt_status put_st_(void *ctx, const float *d, size_t n, mpt_error *err) {
+    return mpt_st_writer_put(ctx, d, n, err);
 }
 
 mpt_status mpt_run_save(mpt_run *r, long step, mpt_train_result *res, mpt_error *err) {
     const mpt_train_opts *o = r->o;
-    size_t P = r->model.pt.total, PF = r->full.total;
-    float *buf = malloc(3 * P * sizeof(float)), *whole = malloc(3 * PF * sizeof(float));
-    mpt_status st = buf && whole ? MPT_OK
-                                 : mpt_fail(err, MPT_ERR_RUN, "out of memory for the checkpoint");
-    st = mpt_comm_agree(r->world, st, err);
-    if (!st) st = mpt_dp_gather(&r->dp, buf, buf + P, buf + 2 * P, err);
-    if (!st) st = assemble_(r, buf, whole, 3, err);
-    if (!st && r->rank0) {
+    stage_ s;
+    mpt_ckpt_writer w;
+    mpt_error werr = {0};
+    mpt_status wst = MPT_OK;
+    mpt_status st = mpt_comm_agree(r->world, stage_init_(&s, r, r->rank0, err), err);
+    if (st) return st;
+    if (r->rank0)
+        wst = mpt_checkpoint_begin(&w, o->save_dir, o->keep, step, &r->cfg, &r->full, 1, &werr);
+    for (int k = K_PARAMS; !st && k <= K_V; k++)
+        st = stream_kind_(&s, k, put_ckpt_, &w, &wst, &werr, err);
+    if (!st && r->rank0 && wst == MPT_OK) {
         mpt_train_state ts;
         memset(&ts, 0, sizeof ts);
         ts.step = step;
@@ -79,11 +336,15 @@ mpt_status mpt_run_save(mpt_run *r, long step, mpt_train_result *res, mpt_error 
                  "\"dp\":%d,\"tp\":%d,\"pp\":%d,\"zero\":%d}",
                  o->batch, o->microbatches, o->steps, (double)o->opt.lr, o->opt.warmup, o->dp,
                  o->tp, o->pp, o->zero);
-        st = mpt_checkpoint_save(o->save_dir, o->keep, &r->cfg, &r->full, whole, whole + PF,
-                                 whole + 2 * PF, &ts, res->saved_dir, sizeof res->saved_dir, err);
+        wst = mpt_checkpoint_commit(&w, &ts, res->saved_dir, sizeof res->saved_dir, &werr);
+    } else if (r->rank0) {
+        mpt_checkpoint_abort(&w);
     }
-    free(buf);
-    free(whole);
+    stage_free_(&s);
+    if (!st && wst) {
+        *err = werr;
+        st = wst;
+    }
     st = mpt_comm_agree(r->world, st, err);
     if (!st) st = mpt_bcast(r->world, res->saved_dir, sizeof res->saved_dir, 0, err);
     return st;
@@ -91,23 +352,37 @@ mpt_status mpt_run_save(mpt_run *r, long step, mpt_train_result *res, mpt_error 
 
 mpt_status mpt_run_dump(mpt_run *r, const float *logits_copy, mpt_error *err) {
     const mpt_param_table *full = &r->full;
-    float *grads = malloc(full->total * sizeof *grads);
-    mpt_st_entry *e = calloc(full->n + 1, sizeof *e);
-    mpt_status st = grads && e ? MPT_OK : mpt_fail(err, MPT_ERR_RUN, "out of memory for the dump");
-    if (!st) st = assemble_(r, r->model.grads, grads, 1, err);
-    if (!st && r->rank0) {
+    stage_ s;
+    mpt_st_writer w;
+    mpt_error werr = {0};
+    mpt_status wst = MPT_OK;
+    mpt_status st = mpt_comm_agree(r->world, stage_init_(&s, r, r->rank0, err), err);
+    if (st) return st;
+    memset(&w, 0, sizeof w);
+    if (r->rank0) {
         size_t n = full->n;
-        for (size_t i = 0; i < n; i++) {
+        mpt_st_entry *e = calloc(n + 2, sizeof *e);   /* the header's shapes only */
+        if (!e) wst = mpt_fail(&werr, MPT_ERR_RUN, "out of memory for the dump");
+        for (size_t i = 0; e && i < full->n; i++) {
             const mpt_tensor *t = &full->t[i];
-            e[i] = (mpt_st_entry){t->name, t->ndim, {t->shape[0], t->shape[1]},
-                                  grads + t->offset};
+            e[i] = (mpt_st_entry){t->name, t->ndim, {t->shape[0], t->shape[1]}, NULL};
         }
-        if (logits_copy)
+        if (e && logits_copy)
             e[n++] = (mpt_st_entry){"logits", 3, {(size_t)r->Bm, (size_t)r->T,
                                                   (size_t)r->cfg.vocab}, logits_copy};
-        st = mpt_safetensors_write(r->o->dump_path, e, n, NULL, 0, 0, err);
+        if (e) wst = mpt_st_writer_open(&w, r->o->dump_path, e, n, NULL, 0, &werr);
+        free(e);
     }
-    free(grads);
-    free(e);
+    st = stream_kind_(&s, K_GRADS, put_st_, &w, &wst, &werr, err);
+    if (!st && r->rank0 && wst == MPT_OK && logits_copy)
+        wst = mpt_st_writer_put(&w, logits_copy, (size_t)r->Bm * r->T * (size_t)r->cfg.vocab,
+                                &werr);
+    if (!st && r->rank0 && wst == MPT_OK) wst = mpt_st_writer_close(&w, 0, &werr);
+    else mpt_st_writer_abort(&w);
+    stage_free_(&s);
+    if (!st && wst) {
+        *err = werr;
+        st = wst;
+    }
     return mpt_comm_agree(r->world, st, err);
 }
