@@ -4,8 +4,10 @@
  * (qkv, out, dout, dqkv).
  *
  *   build/bench/bench_attention [repeats] [T ...]      defaults: 5 repeats, T 256 1024 4096
+ *   BENCH_ATTN_THREADS=1 build/bench/bench_attention  one thread: its CPU time is the kernel's own
+ *                                                      work even when other processes share the cores
  *
- * Shape: GPT-2 124M attention, D 768, H 12 (hs 64), B 1, on 2 OpenMP threads. Each repeat runs
+ * Shape: GPT-2 124M attention, D 768, H 12 (hs 64), B 1, on 2 OpenMP threads (BENCH_ATTN_THREADS). Each repeat runs
  * every contender once, in a rotating order, after one untimed warm-up run each; the figures are
  * the median and the spread (min..max) over the repeats, with the process's CPU time (both
  * threads, spinning included) beside them: on a shared machine, wall time far above half the CPU
@@ -22,6 +24,8 @@
 
 enum { FUSED_DNNL, FUSED_BLAS, TODAY, NCONT };
 static const char *const name_[NCONT] = {"fused (oneDNN)", "fused (OpenBLAS)", "today (oneDNN)"};
+
+static int threads_ = 2;
 
 typedef struct {
     int B, T, D, H, threads;
@@ -82,7 +86,7 @@ static int cmp_double_(const void *a, const void *b) {
 }
 
 static void bench_(int T, int repeats) {
-    case_t k = {.B = 1, .T = T, .D = 768, .H = 12, .threads = 2};
+    case_t k = {.B = 1, .T = T, .D = 768, .H = 12, .threads = threads_};
     size_t n3 = (size_t)k.B * T * 3 * k.D, nd = (size_t)k.B * T * k.D;
     size_t nl = (size_t)k.B * k.H * T, na = nl * (size_t)T;
     k.nwork = mpt_flash_workspace(k.B, T, k.D, k.H, k.threads);
@@ -127,9 +131,11 @@ static void bench_(int T, int repeats) {
 int main(int argc, char **argv) {
     int repeats = argc > 1 ? atoi(argv[1]) : 5;
     if (repeats < 1) repeats = 1;
-    omp_set_num_threads(2);
-    printf("attention forward + backward, B 1, D 768, H 12, 2 threads, %d repeats: wall median "
-           "(min..max), process CPU median; load average %.2f\n", repeats, load_());
+    const char *env = getenv("BENCH_ATTN_THREADS");
+    if (env && atoi(env) > 0) threads_ = atoi(env);
+    omp_set_num_threads(threads_);
+    printf("attention forward + backward, B 1, D 768, H 12, %d threads, %d repeats: wall median "
+           "(min..max), process CPU median; load average %.2f\n", threads_, repeats, load_());
     if (argc > 2) {
         for (int i = 2; i < argc; i++) bench_(atoi(argv[i]), repeats);
     } else {
