@@ -7,7 +7,8 @@
  * 1/sqrt(hs), row t attends to keys 0..t.
  *
  *   mpt_flash_forward(out, lse, qkv, B, T, D, H);                   out (B,T,D), lse (B,H,T)
- *   float *work = arena memory of mpt_flash_workspace(B, T, D, H, threads) floats;
+ *   float *work = mpt_flash_workspace(B, T, D, H, threads) floats from the arena (a buffer-list
+ *                 entry MPT_MEM_WORKSPACE, MPT_F32; it replaces today's two (B,H,T,T) buffers);
  *   mpt_flash_backward(dqkv, dout, out, lse, qkv, B, T, D, H, work, threads);   dqkv +=
  *
  * Ring attention (context parallelism) uses the block routines underneath: the queries of one
