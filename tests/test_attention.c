@@ -10,12 +10,14 @@
  *   4. the reference backward against central finite differences on two of these odd shapes
  *      (test_kernels.c does it on others), closing the chain flash -> reference -> calculus;
  *   5. the workspace size: linear in T, SIZE_MAX on overflow.
+ * All under oneDNN's GEMMs (the default back end), and a subset under OpenBLAS's.
  * Shapes: T 1, 7, 63, 65, 200 (not multiples of the 64-row tile), head sizes 1, 3, 64, 128,
  * one head and several, B 1..3. One line per check with the largest relative difference,
  * measured against max(|ref|, 0.1 · RMS(ref)) as in test_kernels.c.
  */
 #include "check.h"
 #include "core/attention.h"
+#include "core/kernels.h"
 #include "ref_kernels.h"
 
 #include <math.h>
@@ -383,21 +385,28 @@ static void test_workspace_(void) {
 
 int main(void) {
     omp_set_num_threads(2);
-    printf("whole sequence vs reference\n");
-    test_whole_(1, 1, 64, 1);      /* T 1 */
-    test_whole_(2, 7, 3, 1);       /* hs 3, one head */
-    test_whole_(3, 63, 8, 8);      /* hs 1 */
-    test_whole_(1, 65, 128, 1);    /* hs 128, one head: K/V tiles shared out */
-    test_whole_(2, 65, 9, 3);
-    test_whole_(3, 200, 64, 1);    /* hs 64 */
-    test_whole_(2, 200, 192, 3);
-    test_whole_(1, 200, 256, 2);   /* hs 128 */
-    printf("chunks (ring attention) vs whole sequence\n");
-    test_chunks_(1, 1, 64, 1, 1);
-    test_chunks_(2, 7, 3, 1, 7);   /* down to one row per chunk */
-    test_chunks_(3, 65, 9, 3, 5);
-    test_chunks_(1, 200, 128, 2, 4);
-    test_chunks_(2, 200, 64, 1, 9);
+    /* the tile GEMMs under both GEMM back ends (kernels.h), OpenBLAS on a few shapes */
+    for (int backend = 0; backend < 2; backend++) {
+        int all = backend == 0;
+        mpt_kernels_set_gemm(all ? MPT_GEMM_ONEDNN : MPT_GEMM_OPENBLAS);
+        printf("GEMMs through %s\n", all ? "oneDNN" : "OpenBLAS");
+        printf("whole sequence vs reference\n");
+        if (all) test_whole_(1, 1, 64, 1);     /* T 1 */
+        test_whole_(2, 7, 3, 1);                /* hs 3, one head */
+        if (all) test_whole_(3, 63, 8, 8);     /* hs 1 */
+        test_whole_(1, 65, 128, 1);             /* hs 128, one head: K/V tiles shared out */
+        if (all) test_whole_(2, 65, 9, 3);
+        if (all) test_whole_(3, 200, 64, 1);   /* hs 64 */
+        test_whole_(2, 200, 192, 3);
+        if (all) test_whole_(1, 200, 256, 2);  /* hs 128 */
+        printf("chunks (ring attention) vs whole sequence\n");
+        if (all) test_chunks_(1, 1, 64, 1, 1);
+        if (all) test_chunks_(2, 7, 3, 1, 7);  /* down to one row per chunk */
+        test_chunks_(3, 65, 9, 3, 5);
+        if (all) test_chunks_(1, 200, 128, 2, 4);
+        test_chunks_(2, 200, 64, 1, 9);
+    }
+    mpt_kernels_set_gemm(MPT_GEMM_ONEDNN);
     printf("reference backward vs finite differences\n");
     test_fd_(2, 7, 6, 2, 1 << 20);
     test_fd_(1, 65, 3, 1, 300);
