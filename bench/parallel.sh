@@ -15,6 +15,8 @@
 #                      bubble against the theory (p-1)/(m+p-1)
 # Medians over the steps after two warm-up steps. Writes bench/results/parallel.json.
 # Usage: bash bench/parallel.sh BUILD_DIR   (make bench runs it)
+#        bash bench/parallel.sh BUILD_DIR buckets   the dp 2 bucket-size sweep only (sizes in
+#        BENCH_BUCKETS, default "1 4 16 64" MB; BENCH_REPS rounds, default 3, interleaved)
 set -euo pipefail
 BUILD=${1:-build}
 BIN="$BUILD/mptrain"
@@ -30,6 +32,29 @@ run() { # NAME [mpirun] ARGS...: an mptrain run logging to $TMP/NAME.jsonl
   echo "  running $name" >&2
   "$@" --log "$TMP/$name.jsonl" >/dev/null
 }
+if [ "${2:-}" = buckets ]; then
+  # bucket-size sweep: dp 2 with 8 sequences per replica, each size run REPS times, the sizes
+  # interleaved in every round so that the machine's drift hits them alike; median and range
+  # over the runs of each run's median step
+  SIZES=(${BENCH_BUCKETS:-1 4 16 64}); REPS=${BENCH_REPS:-3}
+  for rep in $(seq "$REPS"); do
+    for mb in "${SIZES[@]}"; do
+      run "b${mb}_$rep" "${MPIRUN[@]}" "$BIN" train "${MODEL[@]}" --dp 2 --batch 16 --bucket-mb "$mb"
+    done
+  done
+  /usr/bin/python3 - "$TMP" "$REPS" "${SIZES[@]}" <<'PY'
+import json, statistics, sys, os
+tmp, reps, sizes = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+def med(name):
+    s = [json.loads(l) for l in open(os.path.join(tmp, name + ".jsonl")) if '"step"' in l and '"event"' not in l][2:]
+    return statistics.median(x["tokens_per_s"] for x in s)
+for mb in sizes:
+    v = [med(f"b{mb}_{r}") for r in range(1, reps + 1)]
+    print(f"dp 2, 8 sequences each, --bucket-mb {mb:>3}: median {statistics.median(v):6.0f} tokens/s, "
+          f"range {min(v):.0f}-{max(v):.0f} over {reps} runs ({' '.join(f'{x:.0f}' for x in v)})")
+PY
+  exit 0
+fi
 run one "$BIN" train "${MODEL[@]}"
 run dp2 "${MPIRUN[@]}" "$BIN" train "${MODEL[@]}" --dp 2 --batch 16
 run dp2big "${MPIRUN[@]}" "$BIN" train "${MODEL[@]}" --dp 2 --batch 16 --bucket-mb 64

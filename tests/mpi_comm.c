@@ -6,10 +6,12 @@
  *                           handler prints "WATCHDOG: <message>" and calls MPI_Abort(.., 1)
  *   mpi_comm watchdog_recv  rank 0 waits for a message rank 1 never sends (same handler)
  *
- * Data are integer-valued floats, so every sum is exact whatever order MPI adds in. Large
+ * Data are integer-valued floats, so every sum is exact whatever order MPI adds in (the typed
+ * f64 / i32 cases use values exact in their type but not in a float). Large
  * counts are split with the per-call limit lowered (mpt_comm_set_max_count), so the split
  * paths run on small buffers. */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,6 +186,136 @@ static void test_bcast(void) {
     }
     mpt_comm_set_max_count(0);
     OK(mpt_barrier(&world, &err));
+}
+
+/* --- typed calls: f64 and i32 ------------------------------------------------------------------
+ * Values a float cannot hold (doubles near 2^40 with a fractional part, int32 above 2^24), so
+ * a call that went through MPI_FLOAT would round them; every result is compared exactly. The
+ * split cases (per-call limit 3) run the strided block types and the per-type user sum. */
+
+static void test_typed(void) {
+    const double big = 1099511627776.0; /* 2^40: sums up to 2^42 keep steps of 2^-10 */
+    const int32_t ibig = 100000000;     /* above 2^24: odd values are not floats */
+    for (int split = 0; split < 2; split++) {
+        if (split) mpt_comm_set_max_count(3);
+        enum { N = 10 };
+        double d[N], dmax[N];
+        int32_t k[N], kmax[N];
+        for (int i = 0; i < N; i++) {
+            d[i] = big + 0.25 * (R + 1) + i;
+            dmax[i] = big * (R + 1) + 0.5 * i;
+            k[i] = ibig + 2 * R + 1 + i;
+            kmax[i] = -ibig - R * 7 + i;
+        }
+        OK(mpt_allreduce_dt(&world, d, N, MPT_F64, MPT_RED_SUM, &err));
+        OK(mpt_allreduce_dt(&world, dmax, N, MPT_F64, MPT_RED_MAX, &err));
+        OK(mpt_allreduce_dt(&world, k, N, MPT_I32, MPT_RED_SUM, &err));
+        OK(mpt_allreduce_dt(&world, kmax, N, MPT_I32, MPT_RED_MAX, &err));
+        int bad = 0;
+        for (int i = 0; i < N; i++) {
+            bad += d[i] != S * big + 0.125 * S * (S + 1) + (double)S * i;
+            bad += dmax[i] != big * S + 0.5 * i;
+            bad += k[i] != S * ibig + S * S + S * i; /* sum of 2R+1 over R < S is S^2 */
+            bad += kmax[i] != -ibig + i;
+        }
+        CHECK(bad == 0, "rank %d: f64 / i32 allreduce%s wrong in %d places", R,
+              split ? " split" : "", bad);
+
+        /* reduce-scatter: block q of rank p holds p*3 + q*5 + i (+ big for f64) */
+        double ds[4 * N], dr[N];
+        int32_t ks[4 * N];
+        for (int q = 0; q < S; q++)
+            for (int i = 0; i < N; i++) {
+                ds[q * N + i] = big + 0.125 * (R * 3 + q * 5 + i);
+                ks[q * N + i] = ibig + R * 3 + q * 5 + i;
+            }
+        OK(mpt_reduce_scatter_dt(&world, ds, dr, N, MPT_F64, &err));
+        OK(mpt_reduce_scatter_dt(&world, NULL, ks, N, MPT_I32, &err)); /* in place */
+        bad = 0;
+        for (int i = 0; i < N; i++) {
+            int sum = 3 * S * (S - 1) / 2 + S * (R * 5 + i);
+            bad += dr[i] != S * big + 0.125 * sum;
+            bad += ks[i] != S * ibig + sum;
+        }
+        CHECK(bad == 0, "rank %d: f64 / i32 reduce_scatter%s wrong in %d places", R,
+              split ? " split" : "", bad);
+
+        /* all-gather */
+        double dg[4 * N];
+        int32_t kg[4 * N], mine[N];
+        for (int i = 0; i < N; i++) {
+            d[i] = big + 0.375 * R + i;
+            mine[i] = ibig + 1000 * R + 2 * i + 1;
+        }
+        OK(mpt_allgather_dt(&world, d, dg, N, MPT_F64, &err));
+        OK(mpt_allgather_dt(&world, mine, kg, N, MPT_I32, &err));
+        bad = 0;
+        for (int q = 0; q < S; q++)
+            for (int i = 0; i < N; i++) {
+                bad += dg[q * N + i] != big + 0.375 * q + i;
+                bad += kg[q * N + i] != ibig + 1000 * q + 2 * i + 1;
+            }
+        CHECK(bad == 0, "rank %d: f64 / i32 allgather%s wrong in %d places", R,
+              split ? " split" : "", bad);
+
+        /* a ring shift of each type */
+        int next = (R + 1) % S, prev = (R + S - 1) % S;
+        double dn[N];
+        int32_t kn[N];
+        OK(mpt_sendrecv_dt(&world, dg + R * N, N, next, dn, N, prev, MPT_F64, 11, &err));
+        OK(mpt_sendrecv_dt(&world, mine, N, next, kn, N, prev, MPT_I32, 12, &err));
+        bad = 0;
+        for (int i = 0; i < N; i++) {
+            bad += dn[i] != big + 0.375 * prev + i;
+            bad += kn[i] != ibig + 1000 * prev + 2 * i + 1;
+        }
+        CHECK(bad == 0, "rank %d: f64 / i32 sendrecv%s wrong in %d places", R,
+              split ? " split" : "", bad);
+    }
+    mpt_comm_set_max_count(0);
+
+    /* i32 all-to-all-v: rank p sends q+1 values p*1000003 + q to rank q */
+    int32_t as[16], ar[16];
+    int sc[4], sd[4], rc[4], rd[4], ns = 0, nr = 0;
+    for (int q = 0; q < S; q++) {
+        sc[q] = q + 1, sd[q] = ns, ns += q + 1;
+        rc[q] = R + 1, rd[q] = nr, nr += R + 1;
+        for (int i = 0; i < sc[q]; i++) as[sd[q] + i] = ibig + R * 1000003 + q * 7 + i;
+    }
+    OK(mpt_alltoallv_dt(&world, as, sc, sd, ar, rc, rd, MPT_I32, &err));
+    int bad = 0;
+    for (int q = 0; q < S; q++)
+        for (int i = 0; i <= R; i++) bad += ar[rd[q] + i] != ibig + q * 1000003 + R * 7 + i;
+    CHECK(bad == 0, "rank %d: i32 alltoallv wrong in %d places", R, bad);
+
+    /* bf16 moves as 16-bit words but is never summed */
+    uint16_t hw[2] = {(uint16_t)(0x3f80 + R), 0x4000}, hg[8];
+    OK(mpt_allgather_dt(&world, hw, hg, 2, MPT_BF16, &err));
+    bad = 0;
+    for (int q = 0; q < S; q++) bad += hg[2 * q] != 0x3f80 + q || hg[2 * q + 1] != 0x4000;
+    CHECK(bad == 0, "rank %d: bf16 allgather wrong in %d places", R, bad);
+    CHECK(mpt_allreduce_dt(&world, hw, 2, MPT_BF16, MPT_RED_SUM, &err) == MPT_ERR_RUN &&
+              strstr(err.msg, "bf16"),
+          "rank %d: a bf16 sum must fail on every rank before communicating: %s", R, err.msg);
+
+    /* counters: bytes by element type on a fresh communicator */
+    mpt_comm c;
+    OK(mpt_comm_split(&world, 0, R, "typed", &c, &err));
+    double x[3] = {1, 2, 3};
+    int32_t y[5] = {1, 2, 3, 4, 5};
+    float z[2] = {1, 2};
+    OK(mpt_allreduce_dt(&c, x, 3, MPT_F64, MPT_RED_SUM, &err));
+    OK(mpt_allreduce_dt(&c, y, 5, MPT_I32, MPT_RED_MAX, &err));
+    OK(mpt_allreduce_sum(&c, z, 2, &err));
+    OK(mpt_barrier(&c, &err));
+    const mpt_comm_stats *st = &c.stats;
+    CHECK(st->dtype_bytes[MPT_F64] == 24 && st->dtype_bytes[MPT_I32] == 20 &&
+              st->dtype_bytes[MPT_F32] == 8 && st->dtype_bytes[MPT_BF16] == 0 &&
+              st->bytes[MPT_OP_ALLREDUCE] == 52,
+          "rank %d: bytes by type f64 %.0f i32 %.0f f32 %.0f bf16 %.0f (allreduce %.0f), want "
+          "24 20 8 0 (52)", R, st->dtype_bytes[MPT_F64], st->dtype_bytes[MPT_I32],
+          st->dtype_bytes[MPT_F32], st->dtype_bytes[MPT_BF16], st->bytes[MPT_OP_ALLREDUCE]);
+    mpt_comm_free(&c);
 }
 
 /* --- point to point -------------------------------------------------------------------------- */
@@ -538,7 +670,7 @@ int main(int argc, char **argv) {
         {"allreduce", test_allreduce}, {"reduce_scatter", test_reduce_scatter},
         {"allgather", test_allgather}, {"alltoallv", test_alltoallv}, {"bcast", test_bcast},
         {"p2p", test_p2p}, {"overlap", test_overlap}, {"agree", test_agree},
-        {"counters", test_counters}, {"groups", test_groups},
+        {"counters", test_counters}, {"typed", test_typed}, {"groups", test_groups},
         {"watchdog_return", test_watchdog_return},
     };
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {

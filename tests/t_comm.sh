@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # t_comm.sh — the communication layer and the mesh groups under mpirun: tests/mpi_comm.c with
-# 1, 2 and 4 ranks (exact collective results, p2p, overlap, agreement, counters, groups), then
-# the watchdog: a rank that never joins makes the others' handler print and MPI_Abort, and the
-# job must end non-zero, within seconds, with the message. Usage: bash tests/t_comm.sh BUILD_DIR
+# 1, 2 and 4 ranks (exact collective results, p2p, overlap, agreement, counters, typed f64 /
+# i32 / bf16 calls, groups), then the watchdog: a rank that never joins makes the others'
+# handler print and MPI_Abort, and the job must end non-zero, within seconds, with the message.
+# Usage: bash tests/t_comm.sh BUILD_DIR
 set -uo pipefail
 BIN="${1:-build}/tests/mpi_comm"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1

@@ -79,12 +79,13 @@ for n in 1 2; do
   else bad "resume across layouts (dp $n): $(tr '\n' ' ' < "$TMP/cmp")"; fi
 done
 
-# the watchdog: rank 1 stalls before step 3; rank 0 reports where it waits and the job ends
+# the watchdog: rank 1 stalls before step 3; rank 0 reports where it waits (the gradient ring
+# waiting for its neighbour) and the job ends
 start=$(date +%s)
 "${MPIRUN[@]}" -np 2 "$BIN" train "${MODEL[@]}" --dp 2 --comm-timeout 3 --debug-stall-rank 1 \
   --debug-stall-step 3 >/dev/null 2>"$TMP/wd.err"; code=$?
 took=$(( $(date +%s) - start ))
-if [ "$code" != 0 ] && grep -q "rank 0: stuck for 3 s in allreduce on group .* at step 3" "$TMP/wd.err" && [ "$took" -lt 60 ]; then
+if [ "$code" != 0 ] && grep -Eq "rank 0: stuck for 3 s in recv on group dp \\(peer 1\\) at step 3" "$TMP/wd.err" && [ "$took" -lt 60 ]; then
   ok "watchdog: exit $code after ${took}s: $(grep 'stuck' "$TMP/wd.err" | head -1)"
 else bad "watchdog: exit $code after ${took}s: $(head -5 "$TMP/wd.err")"; fi
 

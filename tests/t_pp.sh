@@ -46,15 +46,27 @@ PY
 run pp2tp2 4 --pp 2 --tp 2 --microbatches 4 && same pp2tp2 ref4
 run pp2tp2sp 4 --pp 2 --tp 2 --sp --microbatches 4 && same pp2tp2sp ref4
 for z in 1 2 3; do run pp2dp2z$z 4 --pp 2 --dp 2 --zero $z --microbatches 2 && same pp2dp2z$z ref4; done
-# ZeRO-3 in a pipeline gathers each unit of the stage once per step (stage 0 here: embeddings
-# and 2 blocks = 3 all-gathers a step), not once per micro-batch pass; the final checkpoint adds
-# one all-gather per unit for each of params, m and v
-/usr/bin/python3 - "$TMP/pp2dp2z3.jsonl" >"$TMP/z3" <<'PY' && ok "ZeRO-3 x pp: $(cat "$TMP/z3")" || bad "ZeRO-3 x pp gathers: $(cat "$TMP/z3")"
+# ZeRO-3 in a pipeline keeps its memory promise by default (--zero3-gather layer): parameters
+# are the 1/N slice plus the per-layer working copies (4P/N + 4*pool bytes on stage 0), as
+# without a pipeline. --zero3-gather step gathers each unit of the stage once per step (stage 0
+# here: embeddings and 2 blocks = 3 all-gathers a step, not one per micro-batch pass; the final
+# checkpoint adds one all-gather per unit for each of params, m and v) for 4P more bytes.
+run pp2dp2z3step 4 --pp 2 --dp 2 --zero 3 --microbatches 2 --zero3-gather step && same pp2dp2z3step ref4
+/usr/bin/python3 - "$TMP/pp2dp2z3.jsonl" "$TMP/pp2dp2z3step.jsonl" >"$TMP/z3" <<'PY' && ok "ZeRO-3 x pp: $(cat "$TMP/z3")" || bad "ZeRO-3 x pp: $(cat "$TMP/z3")"
 import json, sys
-l = [json.loads(x) for x in open(sys.argv[1])]
-mode, calls, steps = l[0]["layout"]["zero3_gather"], l[-1]["comm"]["dp"]["allgather"]["calls"], l[-1]["steps"]
-print(f"gather mode {mode}, {calls} all-gathers on stage 0 over {steps} steps and a checkpoint")
-sys.exit(0 if mode == "step" and calls == 3 * steps + 3 * 3 else 1)
+good, msgs = True, []
+for f, want_mode in zip(sys.argv[1:], ("layer", "step")):
+    l = [json.loads(x) for x in open(f)]
+    mode, calls, steps = l[0]["layout"]["zero3_gather"], l[-1]["comm"]["dp"]["allgather"]["calls"], l[-1]["steps"]
+    plan = l[0]["memory_plan_bytes"]
+    P, pool, R = plan["param_elements"], plan["zero_pool_elements"], 2
+    want_params = 4 * P // R + 4 * (pool if mode == "layer" else P)
+    good &= mode == want_mode and plan["params"] == want_params
+    if mode == "step":
+        good &= calls == 3 * steps + 3 * 3
+    msgs.append(f"{mode}: stage 0 params {plan['params']} bytes (P={P}, pool={pool}, want {want_params}), {calls} all-gathers over {steps} steps and a checkpoint")
+print("; ".join(msgs))
+sys.exit(0 if good else 1)
 PY
 run pp2tp2dp2 8 --pp 2 --tp 2 --dp 2 --zero 1 --microbatches 2 && same pp2tp2dp2 ref4
 run pp2untied 2 --pp 2 --microbatches 4 --untied && run ref4untied 1 --microbatches 4 --untied && same pp2untied ref4untied

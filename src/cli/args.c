@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/memplan.h"
+#include "plan/memplan.h"
 
 static mpt_status set_(const mpt_arg *a, const char *v, const char *command, mpt_error *err) {
     char *end = NULL;

@@ -13,7 +13,7 @@
 #include "cli/cli.h"
 #include "core/file.h"
 #include "model/gpt.h"
-#include "model/memplan.h"
+#include "plan/memplan.h"
 #include "tok/tokenizer.h"
 #include "tok/tokfile.h"
 #include "train/checkpoint.h"
@@ -162,7 +162,7 @@ int mpt_cli_train(int argc, char **argv) {
     mpt_train_opts_defaults(&o);
     o.threads = default_threads_();
     float bucket_mb = 4.0f, comm_timeout = 300.0f, stall_seconds = 3600.0f;
-    const char *gemm = "onednn";
+    const char *gemm = "onednn", *z3_gather = "layer";
     train_cli_ c = {.model = "tiny", .cp = 1, .ep = 1,
                     .virtual_stages = 1, .lr_schedule = "cosine"};
     mpt_error err = {0};
@@ -196,6 +196,7 @@ int mpt_cli_train(int argc, char **argv) {
         {"cp", MPT_ARG_INT, &c.cp, "context-parallel ranks (not yet: 1)", NULL},
         {"ep", MPT_ARG_INT, &c.ep, "expert-parallel ranks (not yet: 1)", NULL},
         {"zero", MPT_ARG_INT, &o.zero, "ZeRO stage 0|1|2|3 (shards optimizer, grads, params)", NULL},
+        {"zero3-gather", MPT_ARG_STRING, &z3_gather, "ZeRO-3 gathering: layer (default: before each use, 16/N bytes per parameter) | step (each unit once per step, +4 bytes per parameter)", NULL},
         {"bucket-mb", MPT_ARG_FLOAT, &bucket_mb, "gradient all-reduce bucket size in MiB (default 4)", NULL},
         {"comm-timeout", MPT_ARG_FLOAT, &comm_timeout, "seconds a rank may wait in one MPI call (default 300)", NULL},
         {"sp", MPT_ARG_FLAG, &o.sp, "sequence parallelism over the tp ranks (needs tp > 1)", NULL},
@@ -237,6 +238,12 @@ int mpt_cli_train(int argc, char **argv) {
     else if (strcmp(c.lr_schedule, "constant") == 0) o.opt.cosine = 0;
     else {
         mpt_fail(&err, MPT_ERR_INPUT, "--lr-schedule %s: use cosine or constant", c.lr_schedule);
+        return mpt_cli_report(&err);
+    }
+    if (strcmp(z3_gather, "layer") == 0) o.z3_gather_step = 0;
+    else if (strcmp(z3_gather, "step") == 0) o.z3_gather_step = 1;
+    else {
+        mpt_fail(&err, MPT_ERR_INPUT, "--zero3-gather %s: use layer or step", z3_gather);
         return mpt_cli_report(&err);
     }
     if (mpt_cli_set_gemm(gemm, &err)) return mpt_cli_report(&err);

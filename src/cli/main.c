@@ -48,12 +48,16 @@ static void usage_(void) {
            "  tokenize   text -> token file (llm.c format), byte or GPT-2 BPE\n"
            "  generate   sample text from a checkpoint\n"
            "  schedule   print a pipeline schedule's per-rank timeline and bubble (--svg to draw)\n"
-           "  (plan, simulate and convert are not built yet)\n\n"
+           "  plot       SVG of training logs: loss, validation loss, lr, tokens/s, memory\n"
+           "  plan       memory per rank and predicted step time; searches layouts (--gpus N)\n"
+           "  simulate   replay a layout's schedule on a cluster model: step time, MFU, bubble\n"
+           "  (convert is not built yet)\n\n"
            "example:\n"
            "  mptrain train --model tiny --steps 100 --log run.jsonl --save ckpt\n"
            "  mptrain generate --checkpoint ckpt --prompt 'Call me' --tokens 200\n"
            "  mpirun -np 8 mptrain train --dp 2 --tp 2 --pp 2 --microbatches 4\n"
-           "  mptrain schedule --pp 4 --microbatches 8 --schedule 1f1b\n");
+           "  mptrain schedule --pp 4 --microbatches 8 --schedule 1f1b\n"
+           "  mptrain plot run.jsonl other.jsonl --svg runs.svg\n");
 }
 
 int main(int argc, char **argv) {
@@ -64,9 +68,11 @@ int main(int argc, char **argv) {
     }
     const char *cmd = argv[1];
     if (strcmp(cmd, "train") == 0) {
-        /* Gradient buckets are large: OpenMPI's ring all-reduce (bandwidth-optimal) keeps data
-         * parallelism ~5% closer to linear here than its default choice. The user's own
-         * OMPI_MCA_coll_tuned_* settings win (setenv does not overwrite). */
+        /* Blocking all-reduces (tensor parallelism, norms, agreement) use OpenMPI's ring
+         * all-reduce. The data-parallel gradient buckets do not go through MPI's collectives
+         * (nonblocking ones run in libnbc, which ignores this): they run their own ring over
+         * point-to-point messages (parallel/dp_ring.c). The user's own OMPI_MCA_coll_tuned_*
+         * settings win (setenv does not overwrite). */
         setenv("OMPI_MCA_coll_tuned_use_dynamic_rules", "1", 0);
         setenv("OMPI_MCA_coll_tuned_allreduce_algorithm", "4", 0);
         /* Every rank runs the command; MPI_Finalize only after all agreed on the outcome. */
@@ -79,7 +85,10 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "tokenize") == 0) return mpt_cli_tokenize(argc, argv);
     if (strcmp(cmd, "generate") == 0) return mpt_cli_generate(argc, argv);
     if (strcmp(cmd, "schedule") == 0) return mpt_cli_schedule(argc, argv);
-    const char *later[] = {"plan", "simulate", "convert"};
+    if (strcmp(cmd, "plot") == 0) return mpt_cli_plot(argc, argv);
+    if (strcmp(cmd, "plan") == 0) return mpt_cli_plan(argc, argv);
+    if (strcmp(cmd, "simulate") == 0) return mpt_cli_simulate(argc, argv);
+    const char *later[] = {"convert"};
     for (size_t i = 0; i < sizeof later / sizeof *later; i++)
         if (strcmp(cmd, later[i]) == 0) {
             fprintf(stderr, "mptrain: error: '%s' is not supported yet in this build\n", cmd);

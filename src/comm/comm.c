@@ -122,14 +122,41 @@ mpt_status mpt_comm_parts(const mpt_comm *c, mpt_comm_op op, size_t n, int *part
     return MPT_OK;
 }
 
-void mpt_comm_req_start(mpt_req *r, mpt_comm *c, mpt_comm_op op, int peer, double bytes) {
+void mpt_comm_req_start(mpt_req *r, mpt_comm *c, mpt_comm_op op, int peer, mpt_dtype dt,
+                        double bytes) {
     memset(r, 0, sizeof *r);
     for (int i = 0; i < MPT_REQ_MAX_PARTS; i++) r->req[i] = MPI_REQUEST_NULL;
     r->op = op;
     r->comm = c;
     r->peer = peer;
+    r->dtype = dt;
     r->bytes = bytes;
     r->t0 = mpt_comm_now();
+}
+
+MPI_Datatype mpt_comm_datatype(mpt_dtype dt) {
+    switch (dt) {
+    case MPT_F32: return MPI_FLOAT;
+    case MPT_F64: return MPI_DOUBLE;
+    case MPT_I32: return MPI_INT32_T;
+    case MPT_BF16: return MPI_UINT16_T; /* moved as raw 16-bit words */
+    case MPT_DTYPES: break;
+    }
+    return MPI_DATATYPE_NULL;
+}
+
+mpt_status mpt_comm_type(const mpt_comm *c, mpt_comm_op op, mpt_dtype dt, int reduce,
+                         MPI_Datatype *type, size_t *elem, mpt_error *err) {
+    *type = mpt_comm_datatype(dt);
+    if (*type == MPI_DATATYPE_NULL)
+        return mpt_fail(err, MPT_ERR_RUN, "rank %d: %s on group %s: unknown element type %d",
+                        mpt_comm_world_rank(), mpt_comm_op_name(op), c->name, (int)dt);
+    if (reduce && dt == MPT_BF16)
+        return mpt_fail(err, MPT_ERR_RUN,
+                        "rank %d: %s on group %s: reductions of bf16 are not supported; "
+                        "reduce in f32", mpt_comm_world_rank(), mpt_comm_op_name(op), c->name);
+    *elem = mpt_dtype_size(dt);
+    return MPT_OK;
 }
 
 /* --- communicators --------------------------------------------------------------------------- */
@@ -217,7 +244,7 @@ mpt_status mpt_comm_agree(mpt_comm *c, mpt_status local, mpt_error *err) {
     long long key = local == MPT_OK ? -1 : (long long)local * c->size + (c->size - 1 - c->rank);
     long long worst = -1;
     mpt_req r;
-    mpt_comm_req_start(&r, c, MPT_OP_ALLREDUCE, -1, (double)sizeof key);
+    mpt_comm_req_start(&r, c, MPT_OP_ALLREDUCE, -1, MPT_DTYPES, (double)sizeof key);
     r.n = 1;
     int rc = MPI_Iallreduce(&key, &worst, 1, MPI_LONG_LONG, MPI_MAX, c->comm, &r.req[0]);
     if (rc != MPI_SUCCESS) return mpt_comm_mpi_fail(err, c, MPT_OP_ALLREDUCE, -1, "MPI_Iallreduce", rc);
@@ -227,7 +254,7 @@ mpt_status mpt_comm_agree(mpt_comm *c, mpt_status local, mpt_error *err) {
 
     mpt_status st = (mpt_status)(worst / c->size);
     int root = c->size - 1 - (int)(worst % c->size);
-    mpt_comm_req_start(&r, c, MPT_OP_BCAST, -1, (double)sizeof e->msg);
+    mpt_comm_req_start(&r, c, MPT_OP_BCAST, -1, MPT_DTYPES, (double)sizeof e->msg);
     r.n = 1;
     rc = MPI_Ibcast(e->msg, (int)sizeof e->msg, MPI_CHAR, root, c->comm, &r.req[0]);
     if (rc != MPI_SUCCESS) return mpt_comm_mpi_fail(err, c, MPT_OP_BCAST, -1, "MPI_Ibcast", rc);

@@ -11,6 +11,11 @@
  * Counts above INT_MAX elements are split into several MPI calls, at most 8 per request
  * (the size of mpt_req.req), so one call moves at most 8 * INT_MAX elements (64 GiB of floats);
  * larger calls fail with MPT_ERR_RUN before any rank communicates.
+ * Typed buffers: the core calls (the _dt names) take void * buffers and an element type
+ * (core/dtype.h); the MPI datatype and every byte count come from it. MPT_F32, MPT_F64 and
+ * MPT_I32 go anywhere; MPT_BF16 only moves (all-gather, all-to-all, point-to-point): a sum or
+ * max of bf16 fails with MPT_ERR_RUN before any rank communicates. The float names
+ * (mpt_allreduce_sum, mpt_isend, ...) are thin wrappers that pass MPT_F32.
  * Which ranks must call: every collective is called by all ranks of its communicator in the
  * same order; point-to-point by the two peers.
  * After any failure (an MPI error, or the watchdog without a handler) requests may be left
@@ -27,6 +32,7 @@
 #include <mpi.h>
 #include <stddef.h>
 
+#include "core/dtype.h"
 #include "core/status.h"
 
 typedef enum mpt_comm_op {
@@ -43,7 +49,12 @@ typedef struct mpt_comm_stats {
                                       sum of send counts, bcast and recv the buffer, times the
                                       element size */
     double seconds[MPT_OP_KINDS];  /* from start to completion as seen by mpt_wait/mpt_test */
+    double dtype_bytes[MPT_DTYPES];/* the same payload bytes by element type, over the typed
+                                      calls (bcast, barrier and agreement move untyped bytes) */
 } mpt_comm_stats;
+
+/* Reductions of the typed allreduce. */
+typedef enum mpt_reduce_op { MPT_RED_SUM, MPT_RED_MAX } mpt_reduce_op;
 
 /* Counted when a request completes (mpt_wait / mpt_waitall / mpt_test), once per call however
  * many MPI calls it was split into; mpt_comm_agree counts as one allreduce (and one bcast of
@@ -62,6 +73,7 @@ typedef struct mpt_req {
     mpt_comm *comm;        /* not owned */
     int peer;              /* p2p peer rank in comm, -1 for collectives */
     double bytes, t0;
+    mpt_dtype dtype;       /* element type (MPT_DTYPES for untyped bytes) */
     size_t got;            /* recv: elements received so far */
     int done;
 } mpt_req;
@@ -112,20 +124,33 @@ mpt_status mpt_comm_agree(mpt_comm *c, mpt_status local, mpt_error *err);
 /* All nonblocking calls fill *r (no need to initialise it); the buffers, *r and *c must stay
  * where they are, alive and untouched, until the request completes (r points at c, and a
  * pending request is not to be copied). */
-/* In place: buf holds this rank's input, then the sum over ranks. */
-mpt_status mpt_iallreduce_sum(mpt_comm *c, float *buf, size_t n, mpt_req *r, mpt_error *err);
+/* Typed core calls. Counts n are elements of type dt; every rank passes the same n and dt.
+ * In place: buf (n) holds this rank's input, then the sum (or max) over ranks. */
+mpt_status mpt_iallreduce_dt(mpt_comm *c, void *buf, size_t n, mpt_dtype dt, mpt_reduce_op op,
+                             mpt_req *r, mpt_error *err);
 /* recv (n) = sum over ranks of send[rank*n .. rank*n + n); send holds n*size elements and
  * must not overlap recv. send NULL reduces in place: recv holds the n*size inputs, and the
  * sum lands in recv[0 .. n) (the rest of recv is then undefined). */
+mpt_status mpt_ireduce_scatter_dt(mpt_comm *c, const void *send, void *recv, size_t n,
+                                  mpt_dtype dt, mpt_req *r, mpt_error *err);
+/* recv (n*size) = concatenation of every rank's send (n). send may be recv + rank*n (in place). */
+mpt_status mpt_iallgather_dt(mpt_comm *c, const void *send, void *recv, size_t n, mpt_dtype dt,
+                             mpt_req *r, mpt_error *err);
+mpt_status mpt_isend_dt(mpt_comm *c, const void *buf, size_t n, mpt_dtype dt, int peer, int tag,
+                        mpt_req *r, mpt_error *err);
+/* Both peers pass the same n, dt and tag. The receive fails (when waited on) if fewer than n
+ * elements arrived; more gives MPI's truncation error. */
+mpt_status mpt_irecv_dt(mpt_comm *c, void *buf, size_t n, mpt_dtype dt, int peer, int tag,
+                        mpt_req *r, mpt_error *err);
+
+/* The float forms (MPT_F32) of the calls above. */
+mpt_status mpt_iallreduce_sum(mpt_comm *c, float *buf, size_t n, mpt_req *r, mpt_error *err);
 mpt_status mpt_ireduce_scatter_sum(mpt_comm *c, const float *send, float *recv, size_t n,
                                    mpt_req *r, mpt_error *err);
-/* recv (n*size) = concatenation of every rank's send (n). send may be recv + rank*n (in place). */
 mpt_status mpt_iallgather(mpt_comm *c, const float *send, float *recv, size_t n, mpt_req *r,
                           mpt_error *err);
 mpt_status mpt_isend(mpt_comm *c, const float *buf, size_t n, int peer, int tag, mpt_req *r,
                      mpt_error *err);
-/* Both peers pass the same n and tag. The receive fails (when waited on) if fewer than n
- * elements arrived; more gives MPI's truncation error. */
 mpt_status mpt_irecv(mpt_comm *c, float *buf, size_t n, int peer, int tag, mpt_req *r,
                      mpt_error *err);
 /* Only the rank that started r waits on it. Waiting on a finished or zeroed request returns
@@ -137,6 +162,29 @@ mpt_status mpt_waitall(mpt_req *r, size_t n, mpt_error *err);
 mpt_status mpt_test(mpt_req *r, int *done, mpt_error *err);
 
 /* --- blocking (nonblocking + watched wait) ------------------------------------------------- */
+mpt_status mpt_allreduce_dt(mpt_comm *c, void *buf, size_t n, mpt_dtype dt, mpt_reduce_op op,
+                            mpt_error *err);
+mpt_status mpt_reduce_scatter_dt(mpt_comm *c, const void *send, void *recv, size_t n,
+                                 mpt_dtype dt, mpt_error *err);
+mpt_status mpt_allgather_dt(mpt_comm *c, const void *send, void *recv, size_t n, mpt_dtype dt,
+                            mpt_error *err);
+/* counts and displacements in elements of dt (MPI_Alltoallv semantics). The count and
+ * displacement arrays of the nonblocking form must live until it completes. */
+mpt_status mpt_ialltoallv_dt(mpt_comm *c, const void *send, const int *send_counts,
+                             const int *send_displs, void *recv, const int *recv_counts,
+                             const int *recv_displs, mpt_dtype dt, mpt_req *r, mpt_error *err);
+mpt_status mpt_alltoallv_dt(mpt_comm *c, const void *send, const int *send_counts,
+                            const int *send_displs, void *recv, const int *recv_counts,
+                            const int *recv_displs, mpt_dtype dt, mpt_error *err);
+mpt_status mpt_send_dt(mpt_comm *c, const void *buf, size_t n, mpt_dtype dt, int peer, int tag,
+                       mpt_error *err);
+mpt_status mpt_recv_dt(mpt_comm *c, void *buf, size_t n, mpt_dtype dt, int peer, int tag,
+                       mpt_error *err);
+/* Receives first, then sends; both are in flight together, so a ring shift cannot deadlock. */
+mpt_status mpt_sendrecv_dt(mpt_comm *c, const void *send, size_t ns, int dst, void *recv,
+                           size_t nr, int src, mpt_dtype dt, int tag, mpt_error *err);
+
+/* The float forms (and the f64 allreduces kept by name). */
 mpt_status mpt_allreduce_sum(mpt_comm *c, float *buf, size_t n, mpt_error *err);
 mpt_status mpt_allreduce_sum_f64(mpt_comm *c, double *buf, size_t n, mpt_error *err);
 mpt_status mpt_allreduce_max_f64(mpt_comm *c, double *buf, size_t n, mpt_error *err);
@@ -144,8 +192,6 @@ mpt_status mpt_allreduce_max(mpt_comm *c, float *buf, size_t n, mpt_error *err);
 mpt_status mpt_reduce_scatter_sum(mpt_comm *c, const float *send, float *recv, size_t n,
                                   mpt_error *err);
 mpt_status mpt_allgather(mpt_comm *c, const float *send, float *recv, size_t n, mpt_error *err);
-/* counts in elements; displacements in elements (MPI_Alltoallv semantics, float data). The
- * count and displacement arrays of the nonblocking form must live until it completes. */
 mpt_status mpt_ialltoallv(mpt_comm *c, const float *send, const int *send_counts,
                           const int *send_displs, float *recv, const int *recv_counts,
                           const int *recv_displs, mpt_req *r, mpt_error *err);
@@ -157,7 +203,6 @@ mpt_status mpt_ibcast(mpt_comm *c, void *buf, size_t bytes, int root, mpt_req *r
 mpt_status mpt_bcast(mpt_comm *c, void *buf, size_t bytes, int root, mpt_error *err);
 mpt_status mpt_send(mpt_comm *c, const float *buf, size_t n, int peer, int tag, mpt_error *err);
 mpt_status mpt_recv(mpt_comm *c, float *buf, size_t n, int peer, int tag, mpt_error *err);
-/* Receives first, then sends; both are in flight together, so a ring shift cannot deadlock. */
 mpt_status mpt_sendrecv(mpt_comm *c, const float *send, size_t ns, int dst, float *recv,
                         size_t nr, int src, int tag, mpt_error *err);
 mpt_status mpt_barrier(mpt_comm *c, mpt_error *err);

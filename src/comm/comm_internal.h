@@ -1,6 +1,6 @@
 /* comm_internal.h — what the files of the communication layer share and nobody else uses:
- * turning MPI error codes into messages, the per-call element limit, the clock, and starting
- * a request. comm.c owns the process-wide settings; comm_wait.c finishes requests. */
+ * turning MPI error codes into messages, element types into MPI datatypes, the per-call
+ * element limit, the clock, and starting a request. comm.c owns the process-wide settings; comm_wait.c finishes requests. */
 #ifndef MPT_COMM_INTERNAL_H
 #define MPT_COMM_INTERNAL_H
 
@@ -26,8 +26,17 @@ mpt_status mpt_comm_parts(const mpt_comm *c, mpt_comm_op op, size_t n, int *part
 double mpt_comm_now(void);
 /* Tells the observer (if any) that an operation completed. */
 void mpt_comm_observe(mpt_comm_op op, const mpt_comm *c, int peer, double t0, double t1);
-/* Zeroes *r and records the op, its communicator, peer, payload bytes and start time. */
-void mpt_comm_req_start(mpt_req *r, mpt_comm *c, mpt_comm_op op, int peer, double bytes);
+/* Zeroes *r and records the op, its communicator, peer, element type (MPT_DTYPES: untyped
+ * bytes), payload bytes and start time. */
+void mpt_comm_req_start(mpt_req *r, mpt_comm *c, mpt_comm_op op, int peer, mpt_dtype dt,
+                        double bytes);
+/* The MPI datatype of dt (bf16 moves as 16-bit words); MPI_DATATYPE_NULL when unknown. */
+MPI_Datatype mpt_comm_datatype(mpt_dtype dt);
+/* The MPI datatype of dt (bf16 moves as 16-bit words) and its size; fails (MPT_ERR_RUN) for
+ * an unknown type, or for bf16 when reduce is set (MPI cannot add bfloat16). Every rank passes
+ * the same dt, so all reach the same verdict before communicating. */
+mpt_status mpt_comm_type(const mpt_comm *c, mpt_comm_op op, mpt_dtype dt, int reduce,
+                         MPI_Datatype *type, size_t *elem, mpt_error *err);
 /* Settings read by mpt_wait. */
 double mpt_comm_timeout(void);
 double mpt_comm_spin(void);

@@ -33,7 +33,7 @@ static mpt_status test_parts_(mpt_req *r, int *all, mpt_error *err) {
             *all = 0;
         } else if (r->op == MPT_OP_RECV) {
             int got = 0;
-            MPI_Get_count(&status, MPI_FLOAT, &got);
+            MPI_Get_count(&status, mpt_comm_datatype(r->dtype), &got);
             r->got += got > 0 ? (size_t)got : 0;
         }
     }
@@ -48,16 +48,22 @@ static mpt_status finish_(mpt_req *r, mpt_error *err) {
     mpt_comm_stats *s = &r->comm->stats;
     s->calls[r->op]++;
     s->bytes[r->op] += r->bytes;
+    if ((unsigned)r->dtype < MPT_DTYPES) s->dtype_bytes[r->dtype] += r->bytes;
     double t1 = mpt_comm_now();
     s->seconds[r->op] += t1 - r->t0;
     mpt_comm_observe(r->op, r->comm, r->peer, r->t0, t1);
-    size_t want = (size_t)(r->bytes / (double)sizeof(float));
-    if (r->op == MPT_OP_RECV && r->got != want)
+    size_t elem = mpt_dtype_size(r->dtype);
+    size_t want = elem ? (size_t)(r->bytes / (double)elem) : 0;
+    if (r->op == MPT_OP_RECV && r->got != want) {
+        char what[24];
+        if (r->dtype == MPT_F32) snprintf(what, sizeof what, "floats");
+        else snprintf(what, sizeof what, "%s elements", mpt_dtype_name(r->dtype));
         return mpt_fail(err, MPT_ERR_RUN,
-                        "rank %d: recv on group %s (peer %d): expected %zu floats, got %zu; "
+                        "rank %d: recv on group %s (peer %d): expected %zu %s, got %zu; "
                         "sender and receiver disagree on the message size",
                         mpt_comm_world_rank(), r->comm->name,
-                        mpt_comm_peer_world_rank(r->comm, r->peer), want, r->got);
+                        mpt_comm_peer_world_rank(r->comm, r->peer), want, what, r->got);
+    }
     return MPT_OK;
 }
 

@@ -3,7 +3,7 @@
  * Every tensor the engine holds comes from here. The arena records, per category, the bytes
  * handed out now and their high-water mark (the measured peak: what was actually handed out,
  * not what was reserved), so that a wrong memory plan shows up as a difference between the
- * plan (model/memplan.h) and the peak. A limit (--mem-limit) makes an allocation that would
+ * plan (plan/memplan.h) and the peak. A limit (--mem-limit) makes an allocation that would
  * take the total over it fail with MPT_ERR_RUN. Memory is 64-byte aligned and zeroed.
  * Not thread-safe: allocate from one thread. */
 #ifndef MPT_ARENA_H

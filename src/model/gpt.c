@@ -85,22 +85,31 @@ mpt_status mpt_gpt_init(mpt_gpt *m, const mpt_config *cfg, int B, int T, int fla
     memset(m, 0, sizeof *m);
     mpt_gpt_place whole = {.n_layers = cfg->n_layer, .first = 1, .last = 1};
     if (!place) place = &whole;
-    mpt_comm *tp = place->tp;
     m->cfg = *cfg;
     m->B = B;
     m->T = T;
     m->flags = flags;
     m->arena = arena;
     m->cur = &m->own;
-    m->tp = tp ? tp->size : 1;
-    m->tp_rank = tp ? tp->rank : 0;
-    m->tp_comm = m->tp > 1 ? tp : NULL;
+    m->tp = place->tp > 1 ? place->tp : 1;
+    m->tp_rank = m->tp > 1 ? place->tp_rank : 0;
+    m->ops = place->ops ? *place->ops : *mpt_par_ops_serial();
     m->sp = place->sp && m->tp > 1;
     m->nl = place->n_layers;
     m->first = place->first;
     m->last = place->last;
     m->recompute = place->recompute;
     mpt_gpt_slot_layers(m->recompute, m->nl, m->slot_layers);
+    const mpt_par_ops *o = &m->ops;
+    if (m->tp > 1 && (!place->ops || !o->reduce_from_tp || !o->copy_to_tp_backward ||
+                      !o->gather_seq || !o->scatter_seq || !o->vocab_max || !o->vocab_sum ||
+                      !o->ln_grad_sum))
+        return mpt_fail(err, MPT_ERR_RUN,
+                        "tensor parallelism over %d ranks needs a table of parallel operations "
+                        "with every tensor-parallel entry (parallel/tp.c: mpt_tp_ops)", m->tp);
+    if (m->tp > 1 && (m->tp_rank < 0 || m->tp_rank >= m->tp))
+        return mpt_fail(err, MPT_ERR_RUN, "tensor-parallel rank %d is outside 0..%d",
+                        m->tp_rank, m->tp - 1);
     if (m->sp && T % m->tp != 0)
         return mpt_fail(err, MPT_ERR_INPUT,
                         "--sp splits the sequence over --tp %d ranks, but --seq-len %d is not "

@@ -25,11 +25,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "comm/comm.h"
 #include "core/arena.h"
 #include "core/status.h"
 #include "model/config.h"
 #include "model/params.h"
+#include "model/parops.h"
 
 /* Every activation buffer, in one table so that the memory plan and the allocation are the
  * same list. Per-layer buffers hold all L layers back to back. N = B*T tokens; with sequence
@@ -74,8 +74,9 @@ typedef enum mpt_recompute { MPT_RECOMPUTE_NONE, MPT_RECOMPUTE_SELECTIVE, MPT_RE
 
 /* Where this rank's part of the model sits. NULL in mpt_gpt_init: the whole model here. */
 typedef struct mpt_gpt_place {
-    mpt_comm *tp;        /* tensor-parallel group, or NULL */
-    int sp;              /* sequence parallelism over it */
+    const mpt_par_ops *ops; /* parallel operations (model/parops.h; copied), or NULL: one rank */
+    int tp, tp_rank;     /* tensor-parallel size (0 or 1: whole tensors) and this rank in it */
+    int sp;              /* sequence parallelism over the tp group */
     int first_layer;     /* pipeline stage: blocks [first_layer, first_layer + n_layers) */
     int n_layers;
     int first, last;     /* holds the embeddings / ln_f, head and loss */
@@ -136,7 +137,7 @@ typedef struct mpt_gpt {
     float *work[MPT_WORK_SLOTS];     /* kind workspace */
     size_t work_n[MPT_WORK_SLOTS];
     mpt_arena *arena;                /* not owned */
-    mpt_comm *tp_comm;               /* tensor-parallel group, not owned; NULL when tp == 1 */
+    mpt_par_ops ops;                 /* the parallel operations (identity when tp == 1) */
     int tp, tp_rank;
     int sp;                          /* sequence parallelism over the tp group */
     int nl;                          /* blocks on this rank (the pipeline stage's) */
@@ -154,21 +155,24 @@ int mpt_gpt_buffer_sizes(const mpt_config *cfg, int B, int T, int training, int 
  * (nl for per-block slots that are kept, 1 for the recomputed ones, 0 for the others). */
 void mpt_gpt_slot_layers(int rc, int nl, int slot_layers[MPT_ACT_SLOTS]);
 
-/* flags: MPT_GPT_*; unit_align as mpt_params_build_aligned. place->tp: the tensor-parallel
- * group (NULL or size 1: whole tensors); all its ranks call forward and backward together.
+/* flags: MPT_GPT_*; unit_align as mpt_params_build_aligned. place->tp > 1: this rank holds
+ * shard place->tp_rank of every tensor (model/params.h, mpt_split) and place->ops sums and
+ * gathers over the tp group; all its ranks call forward and backward together.
  * Pipeline stage (place->first/last/layers): forward reads its input from cur->ENCODED when not
  * first (the executor receives it there) and leaves its output in the last block's RES3 when
  * not last; backward reads the output gradient from cur->GRAD_IN when not last and leaves the
  * input gradient in the DRES workspace when not first.
- * Tensor parallelism (Megatron): c_attn (by heads) and c_fc are column-parallel, Y_i = X A_i;
- * the c_proj layers row-parallel, Y = sum_i X_i A_i, summed by an all-reduce in forward; the
- * column-parallel inputs' gradients are all-reduced in backward. The embedding and the tied
- * head are vocabulary-parallel: masked lookup + all-reduce, and a cross-entropy from the
- * all-reduced row max, sum of exponentials and target logit (full logits never gathered).
+ * Tensor parallelism (Megatron), in terms of the table (model/parops.h): c_attn (by heads) and
+ * c_fc are column-parallel, Y_i = X A_i, behind f (copy_to_tp: nothing forward,
+ * copy_to_tp_backward for the input gradient); the c_proj layers are row-parallel,
+ * Y = sum_i X_i A_i, followed by g (reduce_from_tp forward, nothing backward). The embedding
+ * and the tied head are vocabulary-parallel: a masked lookup summed like a row-parallel output,
+ * and a cross-entropy from vocab_max / vocab_sum of the row max, sum of exponentials and
+ * target logit (full logits never gathered).
  * sp (needs tp > 1 and T % tp == 0): sequence parallelism (Korthikanti et al. 2022): the
- * LayerNorm and residual regions hold N/tp tokens; an all-gather before each column-parallel
- * layer and a reduce-scatter after each row-parallel one replace the all-reduces, and the
- * LayerNorm weight gradients are summed over tp. */
+ * LayerNorm and residual regions hold N/tp tokens; gather_seq before each column-parallel
+ * layer and scatter_seq after each row-parallel one replace f and g, and ln_grad_sum adds the
+ * LayerNorm weight gradients over tp. parallel/tp.c fills the table over the tp group. */
 mpt_status mpt_gpt_init(mpt_gpt *m, const mpt_config *cfg, int B, int T, int flags,
                         size_t unit_align, const mpt_gpt_place *place, mpt_arena *arena,
                         mpt_error *err);

@@ -1,5 +1,9 @@
-/* gpt_pass.c — GPT-2 forward and backward of one micro-batch on one rank (see gpt.h), with the
- * tensor-parallel (Megatron) and sequence-parallel communication of the tp group.
+/* gpt_pass.c — GPT-2 forward and backward of one micro-batch on one rank (see gpt.h).
+ *
+ * Tensor and sequence parallelism enter only through the table of parallel operations
+ * (model/parops.h, m->ops): the forward and backward below are the single-rank math on this
+ * rank's heads, MLP columns and vocabulary rows, with the table's sums and gathers where the
+ * math spans the tp group. With one rank the table is the identity.
  *
  * Rows: N = B*T tokens. Without sp every rank holds all N rows of the residual stream; with sp
  * it holds Nl = N/tp rows (rows row0 .. row0+Nl-1 of the flattened tokens) and gathers the
@@ -35,28 +39,36 @@ static mpt_status grads_done_(mpt_gpt *m, int unit, mpt_error *err) {
     return m->hooks.grads_done ? m->hooks.grads_done(m->hooks.ctx, unit, err) : MPT_OK;
 }
 
-/* ---- the tp group's operators (no-ops when tp == 1) -------------------------------------------
- * gather_: the input of a column-parallel layer. Without sp the rows are all here already;
- *          with sp, all-gather the Nl-row blocks into the (N, D) gather buffer.
- * reduce_: the output of a row-parallel layer, and the input gradient of a column-parallel
- *          one: sum the (N, D) partial results over tp -- an all-reduce, or with sp a
- *          reduce-scatter leaving this rank's Nl rows at the start of buf. */
-static mpt_status gather_(mpt_gpt *m, const float *local, size_t Nl, const float **full,
-                          mpt_error *err) {
+/* ---- the tp group's operators, from the table (identity when tp == 1) ---------------------
+ * all_rows_:          f forward (and g backward): the input of a column-parallel layer (or the
+ *                     output gradient of a row-parallel one) for all N rows. Without sp they
+ *                     are all here already; with sp the ranks' Nl-row blocks are gathered
+ *                     along the sequence into the (N, D) gather buffer.
+ * reduce_from_tp_:    g forward: the (N, D) partial outputs of a row-parallel layer summed over
+ *                     tp -- all rows, or with sp a reduce-scatter leaving this rank's Nl rows at
+ *                     the start of buf.
+ * copy_to_tp_bwd_:    f backward: the same sum of a column-parallel layer's input gradients. */
+static mpt_status all_rows_(mpt_gpt *m, const float *local, size_t Nl, const float **full,
+                            mpt_error *err) {
     if (!m->sp) {
         *full = local;
         return MPT_OK;
     }
     float *g = m->work[MPT_WORK_GATHER];
     *full = g;
-    return mpt_allgather(m->tp_comm, local, g, Nl * (size_t)m->cfg.d_model, err);
+    return m->ops.gather_seq(m->ops.ctx, local, g, Nl * (size_t)m->cfg.d_model, err);
 }
 
-static mpt_status reduce_(mpt_gpt *m, float *buf, size_t N, size_t Nl, mpt_error *err) {
-    if (!m->tp_comm) return MPT_OK;
+static mpt_status reduce_from_tp_(mpt_gpt *m, float *buf, size_t N, size_t Nl, mpt_error *err) {
     size_t D = (size_t)m->cfg.d_model;
-    if (m->sp) return mpt_reduce_scatter_sum(m->tp_comm, NULL, buf, Nl * D, err);
-    return mpt_allreduce_sum(m->tp_comm, buf, N * D, err);
+    if (m->sp) return m->ops.scatter_seq(m->ops.ctx, buf, Nl * D, err);
+    return m->ops.reduce_from_tp(m->ops.ctx, buf, N * D, err);
+}
+
+static mpt_status copy_to_tp_bwd_(mpt_gpt *m, float *buf, size_t N, size_t Nl, mpt_error *err) {
+    size_t D = (size_t)m->cfg.d_model;
+    if (m->sp) return m->ops.scatter_seq(m->ops.ctx, buf, Nl * D, err);
+    return m->ops.copy_to_tp_backward(m->ops.ctx, buf, N * D, err);
 }
 
 /* Row-parallel linear layer: out = sum over tp of inp_i(N,C) W_i(C,OC), then + bias
@@ -64,12 +76,12 @@ static mpt_status reduce_(mpt_gpt *m, float *buf, size_t N, size_t Nl, mpt_error
 static mpt_status row_parallel_(mpt_gpt *m, float *out, const float *inp, const float *w,
                                 const float *bias, size_t N, size_t Nl, int C, int OC,
                                 mpt_error *err) {
-    if (!m->tp_comm) {
+    if (m->tp == 1) {
         mpt_matmul_forward(out, inp, w, bias, N, C, OC);
         return MPT_OK;
     }
     mpt_matmul_forward(out, inp, w, NULL, N, C, OC);
-    TRY_(reduce_(m, out, N, Nl, err));
+    TRY_(reduce_from_tp_(m, out, N, Nl, err));
     mpt_add_rows(out, bias, Nl, OC);
     return MPT_OK;
 }
@@ -87,7 +99,7 @@ static mpt_status ln_backward_(mpt_gpt *m, float *dinp, float *dw, float *db, co
     float *part = m->work[MPT_WORK_LNGRAD];
     memset(part, 0, 2 * (size_t)D * sizeof *part);
     mpt_layernorm_backward(dinp, part, part + D, dout, inp, w, mean, rstd, Nl, D);
-    TRY_(mpt_allreduce_sum(m->tp_comm, part, 2 * (size_t)D, err));
+    TRY_(m->ops.ln_grad_sum(m->ops.ctx, part, 2 * (size_t)D, err));
     mpt_add_inplace(dw, part, (size_t)D);
     mpt_add_inplace(db, part + D, (size_t)D);
     return MPT_OK;
@@ -98,27 +110,29 @@ static mpt_status embed_(mpt_gpt *m, const int32_t *inputs, int B, int T, size_t
     const mpt_param_table *pt = &m->pt;
     int D = m->cfg.d_model;
     float *enc = m->cur->a[MPT_ACT_ENCODED], *tmp = m->work[MPT_WORK_DTMP];
-    if (!m->tp_comm) {
+    if (m->tp == 1) {
         mpt_encoder_forward(enc, inputs, m->w[pt->wte], m->w[pt->wpe], B, T, D);
         return MPT_OK;
     }
-    /* vocabulary-parallel: each rank looks up the tokens of its rows of wte, the sum is whole */
+    /* vocabulary-parallel: each rank looks up the tokens of its rows of wte (zero for the
+     * others), so the sum over tp, as after a row-parallel layer, is the whole embedding */
     mpt_embed_masked_forward(tmp, inputs, m->w[pt->wte], B, T, D, m->v0, m->Vl);
-    TRY_(reduce_(m, tmp, (size_t)B * T, Nl, err));
+    TRY_(reduce_from_tp_(m, tmp, (size_t)B * T, Nl, err));
     memcpy(enc, tmp, Nl * (size_t)D * sizeof *enc);
     mpt_positions_forward(enc, m->w[pt->wpe], row0, Nl, T, D);
     return MPT_OK;
 }
 
-/* Cross-entropy over the vocabulary split across tp: three all-reduced numbers per token. */
+/* Cross-entropy over the vocabulary split across tp: three numbers per token combined over tp
+ * (the row max, then the sum of exponentials and the target logit). */
 static mpt_status vocab_ce_(mpt_gpt *m, const int32_t *targets, size_t N, float dloss,
                             mpt_error *err) {
     float *logits = m->cur->a[MPT_ACT_LOGITS], *losses = m->cur->a[MPT_ACT_LOSSES];
     float *mx = m->work[MPT_WORK_CE], *se = mx + N, *tl = se + N;
     mpt_vocab_rowmax(mx, logits, N, m->Vr, m->Vl);
-    TRY_(mpt_allreduce_max(m->tp_comm, mx, N, err));
+    TRY_(m->ops.vocab_max(m->ops.ctx, mx, N, err));
     mpt_vocab_sumexp(se, tl, logits, mx, targets, N, m->Vr, m->Vl, m->v0);
-    TRY_(mpt_allreduce_sum(m->tp_comm, se, 2 * N, err)); /* se and tl together */
+    TRY_(m->ops.vocab_sum(m->ops.ctx, se, 2 * N, err)); /* se and tl together */
     for (size_t i = 0; i < N; i++) losses[i] = logf(se[i]) - (tl[i] - mx[i]);
     mpt_vocab_grad(logits, mx, se, targets, N, m->Vr, m->Vl, m->v0, dloss);
     return MPT_OK;
@@ -138,7 +152,7 @@ static mpt_status block_forward_(mpt_gpt *m, int l, int B, int T, mpt_error *err
     float *fchg = lay_(m, MPT_ACT_FCH_GELU, l), *res3 = lay_(m, MPT_ACT_RES3, l);
     mpt_layernorm_forward(ln1, lay_(m, MPT_ACT_LN1_MEAN, l), lay_(m, MPT_ACT_LN1_RSTD, l), in,
                           W_(m, l, MPT_LN1_W), W_(m, l, MPT_LN1_B), Nl, D);
-    TRY_(gather_(m, ln1, Nl, &x, err));
+    TRY_(all_rows_(m, ln1, Nl, &x, err));
     mpt_matmul_forward(qkv, x, W_(m, l, MPT_QKV_W), W_(m, l, MPT_QKV_B), N, D, 3 * Dl);
     mpt_attention_forward(atty, lay_(m, MPT_ACT_ATT, l), qkv, B, T, Dl, Hl);
     TRY_(row_parallel_(m, scratch, atty, W_(m, l, MPT_ATTPROJ_W), W_(m, l, MPT_ATTPROJ_B), N, Nl,
@@ -146,7 +160,7 @@ static mpt_status block_forward_(mpt_gpt *m, int l, int B, int T, mpt_error *err
     mpt_residual_forward(res2, in, scratch, Nl * D);
     mpt_layernorm_forward(ln2, lay_(m, MPT_ACT_LN2_MEAN, l), lay_(m, MPT_ACT_LN2_RSTD, l), res2,
                           W_(m, l, MPT_LN2_W), W_(m, l, MPT_LN2_B), Nl, D);
-    TRY_(gather_(m, ln2, Nl, &x, err));
+    TRY_(all_rows_(m, ln2, Nl, &x, err));
     mpt_matmul_forward(fch, x, W_(m, l, MPT_FC_W), W_(m, l, MPT_FC_B), N, D, Fl);
     mpt_gelu_forward(fchg, fch, N * Fl);
     TRY_(row_parallel_(m, scratch, fchg, W_(m, l, MPT_FCPROJ_W), W_(m, l, MPT_FCPROJ_B), N, Nl, Fl,
@@ -183,7 +197,7 @@ mpt_status mpt_gpt_forward(mpt_gpt *m, const int32_t *inputs, const int32_t *tar
     float *lnf = m->cur->a[MPT_ACT_LNF], *logits = m->cur->a[MPT_ACT_LOGITS];
     mpt_layernorm_forward(lnf, m->cur->a[MPT_ACT_LNF_MEAN], m->cur->a[MPT_ACT_LNF_RSTD],
                           lay_(m, MPT_ACT_RES3, L - 1), m->w[pt->lnf_w], m->w[pt->lnf_b], Nl, D);
-    TRY_(gather_(m, lnf, Nl, &x, err));
+    TRY_(all_rows_(m, lnf, Nl, &x, err));
     mpt_lmhead_forward(logits, x, m->w[pt->lm_head], N, D, m->Vr, m->Vl);
     if (head_is_wte) TRY_(done_(m, 0, MPT_PHASE_FORWARD, err));
     TRY_(done_(m, L + 1, MPT_PHASE_FORWARD, err));
@@ -192,7 +206,7 @@ mpt_status mpt_gpt_forward(mpt_gpt *m, const int32_t *inputs, const int32_t *tar
         return MPT_OK;
     }
     float *losses = m->cur->a[MPT_ACT_LOSSES];
-    if (m->tp_comm) TRY_(vocab_ce_(m, targets, N, dloss, err));
+    if (m->tp > 1) TRY_(vocab_ce_(m, targets, N, dloss, err));
     else mpt_crossentropy_fused(logits, losses, targets, N, c->vocab, c->padded_vocab, dloss);
     double sum = 0.0;
     for (size_t i = 0; i < N; i++) sum += losses[i];
@@ -208,11 +222,11 @@ static mpt_status head_backward_(mpt_gpt *m, size_t N, size_t Nl, mpt_error *err
     const float *x;
     TRY_(need_(m, L + 1, MPT_PHASE_BACKWARD, err));
     if (m->cfg.tied && m->first) TRY_(need_(m, 0, MPT_PHASE_BACKWARD, err));
-    TRY_(gather_(m, m->cur->a[MPT_ACT_LNF], Nl, &x, err));
+    TRY_(all_rows_(m, m->cur->a[MPT_ACT_LNF], Nl, &x, err));
     memset(dtmp, 0, N * (size_t)D * sizeof *dtmp);
     mpt_lmhead_backward(dtmp, m->g[pt->lm_head], m->cur->a[MPT_ACT_LOGITS], x, m->w[pt->lm_head],
                         N, D, m->Vr, m->Vl);
-    TRY_(reduce_(m, dtmp, N, Nl, err)); /* each rank saw its vocabulary slice */
+    TRY_(copy_to_tp_bwd_(m, dtmp, N, Nl, err)); /* each rank saw its vocabulary slice */
     memset(dres, 0, Nl * (size_t)D * sizeof *dres);
     TRY_(ln_backward_(m, dres, m->g[pt->lnf_w], m->g[pt->lnf_b], dtmp,
                       lay_(m, MPT_ACT_RES3, L - 1), m->w[pt->lnf_w], m->cur->a[MPT_ACT_LNF_MEAN],
@@ -245,22 +259,22 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
         if (m->recompute == MPT_RECOMPUTE_FULL) TRY_(block_forward_(m, l, B, T, err));
         /* dres holds dL/d(block output) for this rank's rows; MLP half. The row-parallel c_proj
          * needs it for all rows; the column-parallel c_fc's input gradient is summed over tp. */
-        TRY_(gather_(m, dres, Nl, &dy, err));
+        TRY_(all_rows_(m, dres, Nl, &dy, err));
         memset(dfcg, 0, NF * sizeof *dfcg);
         mpt_matmul_backward(dfcg, G_(m, l, MPT_FCPROJ_W), G_(m, l, MPT_FCPROJ_B), dy,
                             lay_(m, MPT_ACT_FCH_GELU, l), W_(m, l, MPT_FCPROJ_W), N, Fl, D);
         memset(dfc, 0, NF * sizeof *dfc);
         mpt_gelu_backward(dfc, lay_(m, MPT_ACT_FCH, l), dfcg, NF);
-        TRY_(gather_(m, lay_(m, MPT_ACT_LN2, l), Nl, &x, err));
+        TRY_(all_rows_(m, lay_(m, MPT_ACT_LN2, l), Nl, &x, err));
         memset(dtmp, 0, ND * sizeof *dtmp);
         mpt_matmul_backward(dtmp, G_(m, l, MPT_FC_W), G_(m, l, MPT_FC_B), dfc, x,
                             W_(m, l, MPT_FC_W), N, D, Fl);
-        TRY_(reduce_(m, dtmp, N, Nl, err));
+        TRY_(copy_to_tp_bwd_(m, dtmp, N, Nl, err));
         TRY_(ln_backward_(m, dres, G_(m, l, MPT_LN2_W), G_(m, l, MPT_LN2_B), dtmp,
                           lay_(m, MPT_ACT_RES2, l), W_(m, l, MPT_LN2_W),
                           lay_(m, MPT_ACT_LN2_MEAN, l), lay_(m, MPT_ACT_LN2_RSTD, l), Nl, err));
         /* dres now holds dL/d(res2); attention half */
-        TRY_(gather_(m, dres, Nl, &dy, err));
+        TRY_(all_rows_(m, dres, Nl, &dy, err));
         memset(dtmp, 0, NDl * sizeof *dtmp);
         mpt_matmul_backward(dtmp, G_(m, l, MPT_ATTPROJ_W), G_(m, l, MPT_ATTPROJ_B), dy,
                             lay_(m, MPT_ACT_ATTY, l), W_(m, l, MPT_ATTPROJ_W), N, Dl, D);
@@ -270,7 +284,7 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
         memset(dqkv, 0, 3 * NDl * sizeof *dqkv);
         mpt_attention_backward(dqkv, datt, dtmp, lay_(m, MPT_ACT_QKV, l), lay_(m, MPT_ACT_ATT, l),
                                B, T, Dl, Hl);
-        TRY_(gather_(m, lay_(m, MPT_ACT_LN1, l), Nl, &x, err));
+        TRY_(all_rows_(m, lay_(m, MPT_ACT_LN1, l), Nl, &x, err));
         memset(dtmp, 0, ND * sizeof *dtmp);
         mpt_matmul_backward(dtmp, G_(m, l, MPT_QKV_W), G_(m, l, MPT_QKV_B), dqkv, x,
                             W_(m, l, MPT_QKV_W), N, D, 3 * Dl);
@@ -278,7 +292,7 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
          * its gradient is exactly zero. Computed, it is rounding noise (~1e-11) that AdamW would
          * normalise into lr-sized steps of random sign, so it is set to its exact value. */
         memset(G_(m, l, MPT_QKV_B) + Dl, 0, (size_t)Dl * sizeof(float));
-        TRY_(reduce_(m, dtmp, N, Nl, err));
+        TRY_(copy_to_tp_bwd_(m, dtmp, N, Nl, err));
         TRY_(ln_backward_(m, dres, G_(m, l, MPT_LN1_W), G_(m, l, MPT_LN1_B), dtmp, in,
                           W_(m, l, MPT_LN1_W), lay_(m, MPT_ACT_LN1_MEAN, l),
                           lay_(m, MPT_ACT_LN1_RSTD, l), Nl, err));
@@ -286,8 +300,8 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
     }
     if (!m->first) return MPT_OK; /* dres: the input gradient, for the previous stage */
     if (!head_is_wte) TRY_(need_(m, 0, MPT_PHASE_BACKWARD, err));
-    if (m->tp_comm) {
-        TRY_(gather_(m, dres, Nl, &dy, err)); /* every token, for the vocabulary rows here */
+    if (m->tp > 1) {
+        TRY_(all_rows_(m, dres, Nl, &dy, err)); /* every token, for the vocabulary rows here */
         mpt_embed_masked_backward(m->g[pt->wte], dy, inputs, B, T, D, m->v0, m->Vl);
         mpt_positions_backward(m->g[pt->wpe], dy, B, T, D);
     } else {

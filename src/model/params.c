@@ -17,6 +17,7 @@ static void add_(mpt_param_table *pt, const char *name, int ndim, size_t r, size
     t->shape[0] = r;
     t->shape[1] = ndim == 2 ? c : 1;
     t->split = split;
+    t->dtype = MPT_F32;
     t->rows = rows;
     t->cols = ndim == 2 ? cols : 1;
     t->numel = t->rows * t->cols;

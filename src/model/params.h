@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 
+#include "core/dtype.h"
 #include "core/status.h"
 #include "model/config.h"
 
@@ -30,6 +31,8 @@ typedef struct mpt_tensor {
     size_t shape[2];  /* checkpoint shape (unpadded, full); shape[1] = 1 when ndim == 1 */
     size_t rows, cols;/* stored shape on this rank (rows include padding); 1-D: (n, 1) */
     mpt_split split;
+    mpt_dtype dtype;  /* element type in memory (MPT_F32 for every tensor today; checkpoint and
+                       * communication code read it rather than assume fp32) */
     size_t numel;     /* elements stored in memory: rows * cols */
     size_t offset;    /* of element 0 in the flat buffer */
     int layer;        /* block index in this table (0.. n_layer-1), or -1 for embeddings /

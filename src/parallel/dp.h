@@ -1,8 +1,9 @@
 /* dp.h — data parallelism and ZeRO-1/2/3 over the data-parallel group.
  *
- * Every replica runs the whole model on its slice of the global batch; this module makes the
- * gradients the sum over replicas (each replica's loss is already scaled by 1/(B*T) of the
- * GLOBAL batch, so the sum is the gradient of the global mean loss) and runs AdamW.
+ * Every replica runs the whole model (or its pipeline stage) on its slice of the global batch;
+ * this module makes the gradients the sum over replicas (each replica's loss is already scaled
+ * by 1/(B*T) of the GLOBAL batch, so the sum is the gradient of the global mean loss) and runs
+ * AdamW on what the rank owns.
  *   zero 0  all-reduce of gradient buckets; every rank holds and updates everything.
  *   zero 1  reduce-scatter of buckets; each rank updates its 1/R slice of every bucket with its
  *           slice of the AdamW state, then the slices are all-gathered.
@@ -11,108 +12,151 @@
  *           the slice and reused; no full gradient buffer exists.
  *   zero 3  as 2, and parameters live only as the rank's slice: each unit is all-gathered into
  *           a working buffer before its forward and again before its backward, the next unit
- *           prefetched, and released after use. The embeddings (unit 0) and the final unit stay
- *           gathered for the whole step, since the tied head needs wte at both ends of it.
- *           z3_whole instead keeps every unit of the rank, gathered once per step: a pipeline
- *           stage runs each layer 2m times a step, so this trades one stage's full parameters
- *           of memory for 2m-1 fewer all-gathers per layer (the trainer picks it for pp > 1
- *           when the memory plan allows).
- * Buckets: for zero 0/1, consecutive units merged in backward order up to bucket_elems; each
- * bucket's reduction starts, during the LAST micro-batch's backward, as soon as its units'
- * gradients are final, and is progressed with MPI_Test at every later unit (overlap). For zero
- * 2/3, a bucket is one unit and reduces every micro-batch. Units are padded (params.h) to a
- * multiple of 16*R elements, so a bucket splits evenly over the ranks.
- * Pipeline stages: a stage's units may be empty (no embeddings, no head); they take no part.
- * With a tied head split over the first and last stage, the two wte gradients are summed over
- * the embed group at mpt_dp_finish_grads, before the data-parallel reduction of their bucket
- * (which therefore does not overlap the backward).
- * Which ranks call: every function here is called by all ranks of the dp group, in step. */
+ *           prefetched, and released after use (z3_whole 0, the default: 16/N bytes per
+ *           parameter plus a few layers' working copies). z3_whole 1 (--zero3-gather step)
+ *           instead keeps every unit of the rank gathered from its first use to the end of the
+ *           step, in one buffer as large as the rank's parameters: a pipeline stage runs each
+ *           layer 2m times a step, so this trades 4 bytes per parameter for 2m-1 fewer
+ *           all-gathers per layer.
+ * Units are padded (params.h) to a multiple of mpt_dp_unit_align(R) elements, so every unit
+ * and bucket splits evenly over the ranks.
+ *
+ * The module is four files, one concern each:
+ *   dp.c        the buffer list, init/free, the model's hooks and the step protocol
+ *   dp_reduce.c gradient reduction of zero 0/1: buckets of units merged in backward order up to
+ *               bucket_elems, each reduced by a ring (dp_ring.h) that starts, during the LAST
+ *               micro-batch's backward, as soon as its units' gradients are final, and is
+ *               advanced from the backward's hooks between layers
+ *   dp_shard.c  ZeRO sharding: the rank's slices and segments, the staging of zero 2/3 (one
+ *               unit per slot, ring reduce-scatter every micro-batch), the zero-3 working
+ *               copies, and parameters / optimizer state in and out
+ *   dp_optim.c  the optimizer over flat shards: global gradient norm and AdamW on the rank's
+ *               segments (core/adamw.h), then the parameter slices all-gathered
+ *
+ * A held tensor (opts.held: the tied wte at a pipeline end, parallel/tied.h) keeps its
+ * gradient whole through the step; mpt_dp_finish_grads calls opts.pre_reduce on it (the sum
+ * with the other end of the pipeline) and only then reduces its unit over dp, so that unit does
+ * not overlap the backward.
+ * A pipeline stage's units may be empty (no embeddings, no head); they take no part.
+ *
+ * Step protocol (every function: all ranks of the dp group, in step; with tp or pp, every
+ * rank of the model, since the norm sums over those groups too):
+ *   mpt_dp_begin_step                  zero the gradients, forget gathered copies
+ *   per micro-batch: mpt_dp_set_last_microbatch, then the model's forward and backward (the
+ *                    hooks installed by mpt_dp_init reduce and gather on the way)
+ *   mpt_dp_finish_grads                wait for every reduction (held tensor: pre_reduce first)
+ *   mpt_dp_grad_norm                   global L2 norm, for clipping and the log
+ *   mpt_dp_update                      AdamW on what the rank owns, parameters all-gathered */
 #ifndef MPT_DP_H
 #define MPT_DP_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "comm/comm.h"
+#include "core/adamw.h"
 #include "core/arena.h"
+#include "core/buflist.h"
 #include "model/gpt.h"
-#include "train/adamw.h"
+#include "parallel/dp_ring.h"
 
-/* Bytes by category that the dp/ZeRO machinery adds to or takes from mpt_gpt's own buffers. */
-typedef struct mpt_dp_plan {
-    int gpt_flags;                     /* what mpt_gpt_init must allocate itself */
-    size_t bytes[MPT_MEM_KINDS];       /* what mpt_dp_init allocates */
-    size_t elements;                   /* flat parameter elements (padded table) */
-    size_t pool;                       /* elements of one staging / working pool (zero 2/3) */
-} mpt_dp_plan;
+/* Called by mpt_dp_finish_grads on every dp rank, before the held tensor's unit is reduced:
+ * g (n elements) is that tensor's gradient summed over this replica's micro-batches; change it
+ * in place (e.g. mpt_tied_sum). */
+typedef mpt_status (*mpt_dp_pre_reduce_fn)(void *ctx, float *g, size_t n, mpt_error *err);
 
-/* Pure: what the dp module needs for this table (built with unit_align = mpt_dp_unit_align);
- * tied: this stage's wte gets summed with the other end of the pipeline's. */
-void mpt_dp_plan_for(const mpt_param_table *pt, int R, int zero, size_t bucket_elems, int tied,
-                     int z3_whole, mpt_dp_plan *plan);
+typedef struct mpt_dp_opts {
+    int zero;                    /* 0..3 */
+    int z3_whole;                /* zero 3: each unit gathered once per step (--zero3-gather step) */
+    size_t bucket_elems;         /* zero 0/1: bucket size in elements */
+    size_t held;                 /* tensor index whose gradient is held whole, or SIZE_MAX */
+    mpt_dp_pre_reduce_fn pre_reduce; /* or NULL */
+    void *pre_reduce_ctx;
+} mpt_dp_opts;
+
+/* zero 0, 4 MiB buckets, nothing held. */
+void mpt_dp_opts_defaults(mpt_dp_opts *o);
+/* Padding of units (the table must be built with it). */
 size_t mpt_dp_unit_align(int R);
+/* What mpt_gpt_init must allocate itself for this ZeRO stage (MPT_GPT_* flags). */
+int mpt_dp_gpt_flags(int zero);
+/* Elements of one ZeRO-2/3 staging (or per-layer working) pool: embeddings, final unit and two
+ * layer slots. */
+size_t mpt_dp_pool_elems(const mpt_param_table *pt);
 
-typedef struct dp_bucket_ dp_bucket_;
-typedef struct dp_segment_ dp_segment_;
+typedef struct mpt_dp_bucket mpt_dp_bucket;
+typedef struct mpt_dp_segment mpt_dp_segment;
+
+enum { MPT_DP_SLOTS = 4,    /* staging / working slots: embeddings, final unit, 2 layers */
+       MPT_DP_RING_BUFS = 2 /* zero 0/1: buckets whose ring reduce phase runs at once */ };
 
 typedef struct mpt_dp {
     mpt_comm *comm;          /* dp group, not owned */
     mpt_comm *tp;            /* tensor-parallel group (for the global norm), not owned; or NULL */
     mpt_comm *pp;            /* pipeline group (for the global norm), not owned; or NULL */
-    mpt_comm *embed;         /* first + last pipeline stage, whose two copies of the tied wte
-                              * get the sum of their gradients; not owned; or NULL */
-    size_t tied;             /* index of the tied wte (or its copy) in the model's table */
-    int tied_unit;           /* its unit, or -1 */
-    float *tied_grad;        /* zero 2/3: its gradient, kept whole through the step */
+    mpt_dp_opts o;
     int R, r, zero;
     mpt_gpt *model;          /* not owned; its hooks point here */
     mpt_arena *arena;        /* not owned */
-    int n_buckets;
-    dp_bucket_ *b;           /* owned */
-    int *unit_bucket;        /* owned: bucket of each unit */
-    int n_seg;
-    dp_segment_ *seg;        /* owned: tensor pieces of this rank's slices (zero >= 1) */
+    mpt_buflist bufs;        /* owned: everything init took from the arena */
     size_t shard_n;          /* elements of this rank's slice of everything (pt.total / R) */
-    float *m, *v;            /* AdamW state: full (zero 0) or slice */
+    int held_unit;           /* unit of o.held, or -1 */
+    float *held_grad;        /* zero 2/3: o.held's gradient, whole through the step */
+    int last_microbatch;     /* zero 0/1 reduce only during the last micro-batch */
+    /* gradient reduction, zero 0/1 (dp_reduce.c) */
+    int n_buckets;
+    mpt_dp_bucket *b;        /* owned */
+    int *unit_bucket;        /* owned: bucket of each unit, -1 for an empty unit */
+    size_t ring_n;           /* elements of each ring receive buffer (largest bucket / R) */
+    float *ring_buf[MPT_DP_RING_BUFS];
+    int ring_busy[MPT_DP_RING_BUFS];
+    /* sharding (dp_shard.c) */
+    int n_seg;
+    mpt_dp_segment *seg;     /* owned: tensor pieces of this rank's slices (zero >= 1) */
     float *gshard;           /* zero 2/3: summed gradient slice */
     float *pshard;           /* zero 3: parameter slice */
-    float *stage[4];         /* zero 2/3: staging: [0] unit 0, [1] final unit, [2..3] layer slots */
-    float *recv[4];          /* zero 2/3: reduce-scatter results of the staging slots */
-    int stage_unit[4];       /* unit in each slot (-1 none) */
-    mpt_req stage_req[4];    /* reduce-scatter of each slot */
-    int stage_inflight[4];
-    /* zero 3: gathered weights. Per layer (default): the same four slots as the staging; whole
-     * stage (z3_whole): one slot per unit inside one buffer as large as the stage's parameters,
-     * each unit gathered once per step */
-    int z3_whole;
-    int n_work;
+    size_t slot_n[MPT_DP_SLOTS];
+    float *stage[MPT_DP_SLOTS];      /* zero 2/3: a unit's gradient, then its ring partial sums */
+    float *stage_tmp[MPT_DP_SLOTS];  /* zero 2/3: the ring's receive buffer (slot_n / R) */
+    int stage_unit[MPT_DP_SLOTS];    /* unit in each slot (-1 none) */
+    int stage_reducing[MPT_DP_SLOTS];/* its gradients are written and its ring started */
+    mpt_ring stage_ring[MPT_DP_SLOTS];
+    int n_work;              /* zero 3 working copies: MPT_DP_SLOTS, or one per unit (whole) */
+    float *work_buf[MPT_DP_SLOTS];   /* per-layer working copies */
+    float *whole;            /* z3_whole: the stage-sized buffer the per-unit slots point into */
     float **work;            /* owned arrays of n_work */
     int *work_unit, *work_ready, *work_inflight;
     mpt_req *work_req;
-    float *whole;            /* z3_whole: the buffer the slots point into */
-    int last_microbatch;     /* zero 0/1 reduce only during the last micro-batch */
-    size_t max_layer_n;      /* largest layer unit */
+    /* optimizer (dp_optim.c) */
+    float *m, *v;            /* AdamW state: full (zero 0) or slice */
 } mpt_dp;
 
-/* model must be initialised with the gpt_flags of mpt_dp_plan_for and unit_align
- * mpt_dp_unit_align(R); installs the model's hooks. tp (or NULL): the model's tensor-parallel
- * group, whose ranks hold different shards but identical copies of the replicated tensors.
- * pp (or NULL): the pipeline group, whose stages hold different layers; embed (or NULL): the
- * first and last stage when both hold a copy of the tied wte. */
+/* The module's buffers, the one statement of what it takes from the arena: AdamW m and v,
+ * gradient slice, staging and ring buffers, ZeRO-3 parameter slice and working copies, the held
+ * gradient. Pure when dp is NULL (the memory plan sums the list); mpt_dp_init passes itself, so
+ * the entries point at its fields. pt built with unit_align mpt_dp_unit_align(R). */
+void mpt_dp_buffers(const mpt_param_table *pt, int R, const mpt_dp_opts *o, mpt_dp *dp,
+                    mpt_buflist *l);
+
+/* model must be initialised with mpt_dp_gpt_flags(o->zero) and unit_align mpt_dp_unit_align(R);
+ * installs the model's hooks. comm: the dp group (NULL: one replica). tp (or NULL): the model's
+ * tensor-parallel group, whose ranks hold different shards but identical copies of the
+ * replicated tensors. pp (or NULL): the pipeline group, whose stages hold different layers.
+ * dp must stay where it is until mpt_dp_free (its buffer list and the model's hooks point into
+ * it). All ranks of the dp group call. */
 mpt_status mpt_dp_init(mpt_dp *dp, mpt_gpt *model, mpt_comm *comm, mpt_comm *tp, mpt_comm *pp,
-                       mpt_comm *embed, int zero, int z3_whole, size_t bucket_elems,
-                       mpt_arena *arena, mpt_error *err);
+                       const mpt_dp_opts *o, mpt_arena *arena, mpt_error *err);
 void mpt_dp_free(mpt_dp *dp);
 
-/* Initial values (CONTRACT §2) of what this rank holds; AdamW state zero. */
+/* Initial values (CONTRACT §2) of what this rank holds; AdamW state zero. Local. */
 void mpt_dp_init_values(mpt_dp *dp, uint64_t seed);
 /* Takes full values laid out by the model's table (identical on every rank): parameters, and
- * optionally AdamW m and v (NULL: zero). Each rank keeps what it owns. */
+ * optionally AdamW m and v (NULL: zero). Each rank keeps what it owns. Local. */
 void mpt_dp_load(mpt_dp *dp, const float *params, const float *m, const float *v);
 /* Assembles full parameters, m and v (each pt.total, caller's buffers) on every rank. */
 mpt_status mpt_dp_gather(mpt_dp *dp, float *params, float *m, float *v, mpt_error *err);
 
-/* Step protocol: begin_step; per micro-batch set_last + forward + backward; finish_grads;
- * grad_norm; update. */
+/* The step protocol (above). */
 void mpt_dp_begin_step(mpt_dp *dp);
 void mpt_dp_set_last_microbatch(mpt_dp *dp, int last);
 mpt_status mpt_dp_finish_grads(mpt_dp *dp, mpt_error *err);

@@ -1,9 +1,48 @@
-/* tp.c — tensor-parallel shards to and from whole tensors (see tp.h). */
+/* tp.c — the tensor- and sequence-parallel operations of the model's table over the tp group,
+ * and tensor-parallel shards to and from whole tensors (see tp.h). */
 #include "parallel/tp.h"
 
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* ---- the table's entries: ctx is the tp group; every tp rank calls each, in the same order --- */
+
+/* buf (n) = the sum over tp: g forward, f backward, the vocabulary sums, sp LayerNorm grads */
+static mpt_status sum_(void *ctx, float *buf, size_t n, mpt_error *err) {
+    return mpt_allreduce_sum((mpt_comm *)ctx, buf, n, err);
+}
+
+/* mx (n) = the elementwise max over tp */
+static mpt_status max_(void *ctx, float *mx, size_t n, mpt_error *err) {
+    return mpt_allreduce_max((mpt_comm *)ctx, mx, n, err);
+}
+
+/* full (tp * n) = every rank's block of rows, in rank order */
+static mpt_status gather_seq_(void *ctx, const float *local, float *full, size_t n,
+                              mpt_error *err) {
+    return mpt_allgather((mpt_comm *)ctx, local, full, n, err);
+}
+
+/* buf[0 .. n) = the sum over tp of block tp_rank of buf (tp * n), in place */
+static mpt_status scatter_seq_(void *ctx, float *buf, size_t n, mpt_error *err) {
+    return mpt_reduce_scatter_sum((mpt_comm *)ctx, NULL, buf, n, err);
+}
+
+void mpt_tp_ops(mpt_par_ops *ops, mpt_comm *tp) {
+    *ops = *mpt_par_ops_serial();
+    if (!tp || tp->size <= 1) return;
+    ops->ctx = tp;
+    ops->reduce_from_tp = sum_;
+    ops->copy_to_tp_backward = sum_;
+    ops->gather_seq = gather_seq_;
+    ops->scatter_seq = scatter_seq_;
+    ops->vocab_max = max_;
+    ops->vocab_sum = sum_;
+    ops->ln_grad_sum = sum_;
+}
+
+/* ---- shards and whole tensors ----------------------------------------------------------------- */
 
 /* Scatters one rank's stored elements of every tensor into the full layout. */
 static void place_(const mpt_param_table *local, int rank, const float *local_buf,

@@ -1,15 +1,36 @@
-/* tp.h — moving whole tensors in and out of tensor-parallel shards.
+/* tp.h — tensor parallelism (Megatron) and sequence parallelism over the tp group: the
+ * communication half of the model's parallel operations, and moving whole tensors in and out
+ * of tensor-parallel shards.
+ *
+ * The math half lives in the model (model/gpt_pass.c), which calls the table of parallel
+ * operations (model/parops.h) that mpt_tp_ops fills:
+ *   - c_attn (by heads) and c_fc are column-parallel, Y_i = X A_i: f = copy_to_tp is the
+ *     identity forward and an all-reduce of the input gradient backward (copy_to_tp_backward);
+ *   - the c_proj layers are row-parallel, Y = sum_i X_i A_i: g = reduce_from_tp all-reduces the
+ *     partial outputs forward and is the identity backward;
+ *   - the embedding and the head are vocabulary-parallel (rows of wte split over tp): the masked
+ *     lookup is all-reduced like a row-parallel output; the cross-entropy all-reduces the row
+ *     max (vocab_max) and then the sums of exponentials and target logits (vocab_sum);
+ *   - sequence parallelism (Korthikanti et al. 2022, --sp): outside those layers each rank keeps
+ *     N/tp of the N token rows; an all-gather along the sequence (gather_seq) replaces f before a
+ *     column-parallel layer and a reduce-scatter (scatter_seq) replaces g after a row-parallel
+ *     one; the LayerNorm weight gradients of each rank's rows are all-reduced (ln_grad_sum).
  *
  * Checkpoints hold full, layout-free tensors (CONTRACT §3); a rank of a tensor-parallel group
- * holds its shard of each (model/params.h, mpt_split). These two functions translate between a
- * buffer laid out by the full table (tp = 1) and one laid out by this rank's table. The tensor
- * math itself (column/row-parallel layers, vocabulary-parallel embedding and loss) lives in
- * model/gpt.c, which calls the tp group's all-reduces. */
+ * holds its shard of each (model/params.h, mpt_split). mpt_tp_extract / mpt_tp_assemble
+ * translate between a buffer laid out by the full table (tp = 1) and one laid out by this rank's
+ * table. */
 #ifndef MPT_TP_H
 #define MPT_TP_H
 
 #include "comm/comm.h"
 #include "model/params.h"
+#include "model/parops.h"
+
+/* Fills *ops with the tensor- and sequence-parallel operations over tp (ctx = tp, which must
+ * outlive every use of the table; the model copies the table, not the group). tp NULL or of
+ * size 1: the one-rank table. The context and expert entries stay NULL. Local. */
+void mpt_tp_ops(mpt_par_ops *ops, mpt_comm *tp);
 
 /* local_buf (local->total) = this rank's shard of every tensor of full_buf (full->total),
  * matched by full_id (a pipeline stage's table holds some of the tensors); padding is zero.

@@ -13,7 +13,7 @@
 #include "comm/comm.h"
 #include "core/status.h"
 #include "model/config.h"
-#include "model/memplan.h"
+#include "plan/memplan.h"
 #include "train/adamw.h"
 
 typedef struct mpt_train_opts {
@@ -44,6 +44,8 @@ typedef struct mpt_train_opts {
     const char *partition;   /* uniform | auto | L0,L1,... (default uniform) */
     int recompute;           /* mpt_recompute: none, selective, full */
     int zero;                /* ZeRO stage 0..3 */
+    int z3_gather_step;      /* zero 3: gather every unit once per step (--zero3-gather step)
+                              * instead of per layer pass (layer, the default) */
     double bucket_mb;        /* gradient bucket size for zero 0/1 (default 4) */
     int stall_rank;          /* testing: this world rank sleeps stall_seconds before ... */
     long stall_step;         /* ... this step (1-based; 0 = never), to exercise the watchdog */

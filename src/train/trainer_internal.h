@@ -25,7 +25,7 @@ typedef struct mpt_run {
     mpt_comm embed;           /* first + last pipeline stage (tied wte), when pp > 1 */
     int stage_first[64], stage_count[64]; /* blocks of every pipeline stage */
     mpt_pp_kind kind;
-    int z3_whole;             /* ZeRO-3 gathers a stage once per step (pp > 1, when it fits) */
+    int z3_whole;             /* ZeRO-3 gathers every unit once per step (--zero3-gather step) */
     mpt_param_table full;     /* the whole-tensor table checkpoints use */
     mpt_arena arena;
     mpt_gpt model;

@@ -6,8 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/memplan.h"
+#include "plan/memplan.h"
 #include "parallel/partition.h"
+#include "parallel/tied.h"
+#include "parallel/tp.h"
 #include "train/checkpoint.h"
 #include "train/data.h"
 #include "train/trainer_internal.h"
@@ -139,14 +141,9 @@ mpt_status mpt_run_prepare(mpt_run *r, mpt_train_result *res, mpt_error *err) {
     }
     if ((st = mpt_tokfile_read(o->data_path, r->cfg.vocab, &r->data, err))) return st;
     if ((st = mpt_data_check(&r->data, r->T, o->data_path, err))) return st;
-    /* ZeRO-3 in a pipeline gathers each stage once per step rather than 2m times, when every
-     * stage's plan still fits --mem-limit */
-    r->z3_whole = o->zero == 3 && o->pp > 1;
-    for (int s = 0; r->z3_whole && o->mem_limit && s < o->pp; s++) {
-        mpt_mem_plan plan;
-        if ((st = stage_plan_(r, s, r->stage_first[s], r->stage_count[s], &plan, err))) return st;
-        if (plan.total > o->mem_limit) r->z3_whole = 0;
-    }
+    /* ZeRO-3 gathers each unit per layer pass (16/N bytes per parameter plus a few layers'
+     * working copies) unless --zero3-gather step asks for every unit once per step */
+    r->z3_whole = o->zero == 3 && o->z3_gather_step;
     /* the memory plan of this rank's stage; --mem-limit applies to every stage */
     for (int s = 0; s < o->pp; s++) {
         mpt_mem_plan plan;
@@ -180,25 +177,29 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
         int color = first || last ? 0 : MPI_UNDEFINED;
         if ((st = mpt_comm_split(pp, color, stage, "embed", &r->embed, err))) return st;
     }
-    mpt_gpt_place place = {.tp = tp, .sp = o->sp, .first_layer = r->stage_first[stage],
+    mpt_par_ops ops; /* the model copies it; its context, the tp group, lives in r->groups */
+    mpt_tp_ops(&ops, tp);
+    mpt_gpt_place place = {.ops = &ops, .tp = tp->size, .tp_rank = tp->rank, .sp = o->sp,
+                           .first_layer = r->stage_first[stage],
                            .n_layers = r->stage_count[stage], .first = first, .last = last,
                            .recompute = o->recompute};
-    mpt_param_table local;
-    mpt_dp_plan plan;
-    if ((st = mpt_params_build_stage(&local, &r->cfg, o->tp, tp->rank, place.first_layer,
-                                     place.n_layers, first, last, mpt_dp_unit_align(o->dp), err)))
-        return st;
-    mpt_dp_plan_for(&local, o->dp, o->zero, bucket, tied_ends && (first || last), r->z3_whole,
-                    &plan);
-    mpt_params_free(&local);
+    mpt_dp_opts dopt;
+    mpt_dp_opts_defaults(&dopt);
+    dopt.zero = o->zero;
+    dopt.z3_whole = r->z3_whole;
+    dopt.bucket_elems = bucket;
+    if (tied_ends && (first || last)) { /* the two ends sum wte's gradients before dp reduces */
+        dopt.pre_reduce = mpt_tied_sum;
+        dopt.pre_reduce_ctx = &r->embed;
+    }
     if ((st = mpt_params_build(&r->full, &r->cfg, err))) return st;
     mpt_arena_init(&r->arena, o->mem_limit);
-    int flags = plan.gpt_flags | (o->pp > 1 ? MPT_GPT_NO_ACTS : 0);
+    int flags = mpt_dp_gpt_flags(o->zero) | (o->pp > 1 ? MPT_GPT_NO_ACTS : 0);
     if ((st = mpt_gpt_init(&r->model, &r->cfg, r->Bm, r->T, flags, mpt_dp_unit_align(o->dp),
-                           &place, &r->arena, err)) ||
-        (st = mpt_dp_init(&r->dp, &r->model, dp, tp, pp, tied_ends ? &r->embed : NULL, o->zero,
-                          r->z3_whole, bucket, &r->arena, err)))
+                           &place, &r->arena, err)))
         return st;
+    if (dopt.pre_reduce) dopt.held = mpt_tied_tensor(&r->model.pt);
+    if ((st = mpt_dp_init(&r->dp, &r->model, dp, tp, pp, &dopt, &r->arena, err))) return st;
     if (o->pp > 1 && (st = mpt_pp_init(&r->pp, pp, r->kind, o->microbatches, &r->model, &r->dp,
                                        err)))
         return st;

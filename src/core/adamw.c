@@ -1,5 +1,5 @@
 /* adamw.c — AdamW, clipping and the learning-rate schedule (see adamw.h). */
-#include "train/adamw.h"
+#include "core/adamw.h"
 
 #include <math.h>
 #include <omp.h>

@@ -1,5 +1,5 @@
 /* memplan.c — the per-rank memory plan (see memplan.h). */
-#include "model/memplan.h"
+#include "plan/memplan.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +8,7 @@
 #include "model/gpt.h"
 #include "model/params.h"
 #include "parallel/dp.h"
+#include "parallel/tied.h"
 
 mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_layout *lay,
                             mpt_mem_plan *plan, mpt_error *err) {
@@ -16,22 +17,35 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
     mpt_status st = mpt_params_build_stage(&pt, cfg, lay->tp, 0, lay->first_layer, lay->n_layers,
                                            lay->first, lay->last, mpt_dp_unit_align(lay->dp), err);
     if (st) return st;
-    mpt_dp_plan dp;
-    int tied_end = lay->pp > 1 && cfg->tied && (lay->first || lay->last);
-    mpt_dp_plan_for(&pt, lay->dp, lay->zero, lay->bucket_elems, tied_end, lay->z3_whole, &dp);
+    /* what the data-parallel module allocates: the sum of its buffer list */
+    mpt_dp_opts o;
+    mpt_dp_opts_defaults(&o);
+    o.zero = lay->zero;
+    o.z3_whole = lay->z3_whole;
+    o.bucket_elems = lay->bucket_elems;
+    if (lay->pp > 1 && cfg->tied && (lay->first || lay->last)) o.held = mpt_tied_tensor(&pt);
+    mpt_buflist dl;
+    mpt_buflist_init(&dl);
+    mpt_dp_buffers(&pt, lay->dp, &o, NULL, &dl);
+    size_t dp_bytes[MPT_MEM_KINDS] = {0};
+    int sized = mpt_buflist_bytes(&dl, dp_bytes);
+    mpt_buflist_free(&dl);
+    int gpt_flags = mpt_dp_gpt_flags(lay->zero);
     size_t P = pt.total * sizeof(float);
+    plan->param_elements = pt.total;
+    plan->pool_elements = mpt_dp_pool_elems(&pt);
     mpt_params_free(&pt);
-    plan->param_elements = dp.elements;
-    plan->pool_elements = dp.pool;
+    if (!sized)
+        return mpt_fail(err, MPT_ERR_INPUT, "the data-parallel buffers are too large to address");
     mpt_gpt_place place = {.sp = lay->sp, .first_layer = lay->first_layer,
                            .n_layers = lay->n_layers, .first = lay->first, .last = lay->last,
                            .recompute = lay->recompute};
     size_t act_n[MPT_ACT_SLOTS], work_n[MPT_WORK_SLOTS];
     if (!mpt_gpt_buffer_sizes(cfg, B, T, 1, lay->tp, lay->sp, &place, act_n, work_n))
         return mpt_fail(err, MPT_ERR_INPUT, "batch %d x %d tokens is too large to address", B, T);
-    if (dp.gpt_flags & MPT_GPT_PARAMS) plan->bytes[MPT_MEM_PARAMS] += P;
-    if (dp.gpt_flags & MPT_GPT_GRADS) plan->bytes[MPT_MEM_GRADS] += P;
-    for (int k = 0; k < MPT_MEM_KINDS; k++) plan->bytes[k] += dp.bytes[k];
+    if (gpt_flags & MPT_GPT_PARAMS) plan->bytes[MPT_MEM_PARAMS] += P;
+    if (gpt_flags & MPT_GPT_GRADS) plan->bytes[MPT_MEM_GRADS] += P;
+    for (int k = 0; k < MPT_MEM_KINDS; k++) plan->bytes[k] += dp_bytes[k];
     size_t set = 0;
     for (int i = 0; i < MPT_ACT_SLOTS; i++) set += act_n[i] * 4;
     plan->bytes[MPT_MEM_ACTIVATIONS] = set * (size_t)(lay->act_sets > 0 ? lay->act_sets : 1);

@@ -1,7 +1,8 @@
 /* memplan.h — the per-rank memory plan: bytes by category, computed before anything is
- * allocated, from the same buffer tables the engine allocates from (model/gpt.h). The trainer
- * checks it against --mem-limit; the planner predicts with it; tests compare it with the
- * arena's measured peak. */
+ * allocated, from the same buffer tables the engine (model/gpt.h) and the parallel modules
+ * (parallel/dp.h, pp.h) allocate from. The trainer checks it against --mem-limit; the planner
+ * predicts with it; tests compare it with the arena's measured peak. It sits in plan/, above
+ * model/ and parallel/, because it sums both (model/ never includes parallel/). */
 #ifndef MPT_MEMPLAN_H
 #define MPT_MEMPLAN_H
 

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# plan_vs_measured.sh — `mptrain plan` / `mptrain simulate --cluster cpu-here` beside what
+# `mptrain train` measures on this machine, one line per layout: the plan's largest rank, the
+# arena's measured peak, the resident high-water mark (rss_peak_bytes, when the trainer logs
+# it), the simulated and the measured step time (median of the steps after the first).
+# A first version (issue 13, items 2 and 5): extend LAYOUTS to cover every dimension, ZeRO
+# stage, schedule and recompute mode. Prints a table; gates nothing.
+# Usage: bash bench/plan_vs_measured.sh [BUILD_DIR]   (from the repo root)
+set -u
+BUILD=${1:-build}
+BIN="$BUILD/mptrain"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+MPIRUN=(mpirun --oversubscribe --bind-to none --mca btl self,vader)
+TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
+MODEL=${MODEL:-small}
+BATCH=${BATCH:-8}
+STEPS=${STEPS:-4}
+# ranks|options
+LAYOUTS=(
+  "1|"
+  "1|--recompute selective"
+  "1|--recompute full"
+  "2|--dp 2"
+  "2|--dp 2 --zero 1"
+  "2|--dp 2 --zero 2"
+  "2|--dp 2 --zero 3"
+  "2|--tp 2"
+  "2|--tp 2 --sp"
+  "2|--pp 2 --microbatches 4 --schedule 1f1b"
+  "2|--pp 2 --microbatches 4 --schedule gpipe"
+  "2|--pp 2 --microbatches 2 --schedule naive"
+)
+printf "%-44s %12s %12s %7s %12s %9s %9s %7s\n" layout plan peak diff rss sim_ms meas_ms diff
+for entry in "${LAYOUTS[@]}"; do
+  np=${entry%%|*}; opts=${entry#*|}
+  # shellcheck disable=SC2086
+  "$BIN" plan --model "$MODEL" --batch "$BATCH" $opts --json >"$TMP/plan.json" || continue
+  # shellcheck disable=SC2086
+  "$BIN" simulate --model "$MODEL" --batch "$BATCH" $opts --cluster cpu-here --json \
+    >"$TMP/sim.json" || continue
+  # shellcheck disable=SC2086
+  if [ "$np" = 1 ]; then
+    "$BIN" train --model "$MODEL" --batch "$BATCH" --steps "$STEPS" --quiet --log "$TMP/run.jsonl" $opts >/dev/null
+  else
+    "${MPIRUN[@]}" -np "$np" "$BIN" train --model "$MODEL" --batch "$BATCH" --steps "$STEPS" \
+      --quiet --log "$TMP/run.jsonl" $opts >/dev/null
+  fi || { echo "$opts: train failed"; continue; }
+  /usr/bin/python3 - "$TMP" "${opts:-(one rank)}" <<'EOF'
+import json, statistics, sys
+tmp, name = sys.argv[1], sys.argv[2]
+plan = json.load(open(tmp + "/plan.json"))["memory_bytes_per_rank"]["total"]
+sim = json.load(open(tmp + "/sim.json"))["step_time_s"] * 1e3
+lines = [json.loads(l) for l in open(tmp + "/run.jsonl")]
+steps = [l["step_ms"] for l in lines if "step_ms" in l][1:]
+end = lines[-1]
+peak = end.get("peak_mem_bytes", 0)
+rss = max((r.get("rss_peak_bytes", 0) for r in end.get("ranks", [])), default=0)
+meas = statistics.median(steps) if steps else float("nan")
+print("%-44s %12d %12d %+6.2f%% %12s %9.1f %9.1f %+6.1f%%" % (name, plan, peak,
+      100.0 * (peak / plan - 1), rss or "-", sim, meas, 100.0 * (sim / meas - 1)))
+EOF
+done

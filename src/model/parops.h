@@ -1,0 +1,99 @@
+/* parops.h — the seam between the model and parallelism: the table of parallel operations
+ * the GPT engine calls (model/gpt_pass.c), with identity defaults for one rank.
+ *
+ * The model never calls MPI. Where its math has a sum or a gather over the ranks that share a
+ * layer, it calls an entry of this table; parallel code fills the table (parallel/tp.c for the
+ * tensor- and sequence-parallel entries, later parallel/cp.c and parallel/ep.c) and passes it in
+ * mpt_gpt_place with the tensor-parallel size and rank. Without a table (or with
+ * mpt_par_ops_serial()) the model is one rank and every entry does nothing.
+ *
+ *   mpt_par_ops ops;  mpt_tp_ops(&ops, &groups.dim[MPT_DIM_TP]);     // parallel/tp.h
+ *   mpt_gpt_place place = {.ops = &ops, .tp = tp_size, .tp_rank = tp_rank, ...};
+ *
+ * Every entry is a collective over the ranks of the group it names: all of them call it, in
+ * the same order, with the same counts (the model's forward and backward are the same code on
+ * every rank, so they do). Buffers are fp32, counts in elements; an entry returns a status with
+ * the message in err. ctx is the filler's and is passed back unchanged.
+ *
+ * Megatron's conjugate pair on the tensor group (Shoeybi et al. 2019):
+ *   f = copy_to_tp     before a column-parallel layer: forward identity (every rank already
+ *                      has the input; nothing to call), backward copy_to_tp_backward = the sum
+ *                      over tp of the input gradients each rank computed from its columns;
+ *   g = reduce_from_tp after a row-parallel layer: forward reduce_from_tp = the sum over tp of
+ *                      the partial outputs; backward identity (nothing to call).
+ * Sequence parallelism (Korthikanti et al. 2022) keeps only N/tp of the N token rows outside
+ * the tensor-parallel layers and replaces f and g by
+ *   gather_seq   before a column-parallel layer (and for the output gradient of a row-parallel
+ *                one): all-gather of the ranks' row blocks, in rank order;
+ *   scatter_seq  after a row-parallel layer (and for the input gradient of a column-parallel
+ *                one): reduce-scatter, leaving this rank's summed row block.
+ * The vocabulary-parallel embedding and loss, whose rows of wte are split over tp:
+ *   the masked embedding lookup is summed like a row-parallel output (reduce_from_tp, or
+ *   scatter_seq under sp); the cross-entropy takes vocab_max of the row maxima, then
+ *   vocab_sum of the sums of exponentials and target logits (full logits never gathered).
+ * Under sp each rank's LayerNorm weight gradients cover its rows only: ln_grad_sum adds them
+ * over tp.
+ *
+ * Room for later dimensions, NULL until their module fills them (the model does not call
+ * them yet; when it does, a NULL entry means the layout is unsupported):
+ *   ring_attention_forward / _backward  context parallelism (parallel/cp.c): attention of this
+ *                      rank's query chunk over the K/V chunks passed around the cp ring;
+ *   expert_dispatch / expert_combine    expert parallelism (parallel/ep.c): send each token to
+ *                      the rank of its expert and the outputs back. */
+#ifndef MPT_PAROPS_H
+#define MPT_PAROPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/status.h"
+
+typedef struct mpt_par_ops {
+    void *ctx;
+
+    /* --- tensor group (every tp rank calls) ------------------------------------------------ */
+    /* g forward: buf (n) holds this rank's partial sum; after, the sum over tp. */
+    mpt_status (*reduce_from_tp)(void *ctx, float *buf, size_t n, mpt_error *err);
+    /* f backward: buf (n) holds this rank's part of an input gradient; after, the sum. */
+    mpt_status (*copy_to_tp_backward)(void *ctx, float *buf, size_t n, mpt_error *err);
+
+    /* --- sequence parallelism over the tensor group ---------------------------------------- */
+    /* full (tp * n) = the ranks' local blocks (n each) in rank order; local is not in full. */
+    mpt_status (*gather_seq)(void *ctx, const float *local, float *full, size_t n,
+                             mpt_error *err);
+    /* buf (tp * n) holds this rank's partial sums of all blocks; after, buf[0 .. n) = the sum
+     * over tp of block tp_rank (the rest of buf is then undefined). */
+    mpt_status (*scatter_seq)(void *ctx, float *buf, size_t n, mpt_error *err);
+
+    /* --- vocabulary-parallel loss and sp LayerNorm gradients ------------------------------- */
+    /* mx (n) = the elementwise max over tp (the rows' largest logits). */
+    mpt_status (*vocab_max)(void *ctx, float *mx, size_t n, mpt_error *err);
+    /* buf (n) = the elementwise sum over tp (sums of exponentials and target logits). */
+    mpt_status (*vocab_sum)(void *ctx, float *buf, size_t n, mpt_error *err);
+    /* buf (n) = the sum over tp of this rank's LayerNorm weight and bias gradients (sp). */
+    mpt_status (*ln_grad_sum)(void *ctx, float *buf, size_t n, mpt_error *err);
+
+    /* --- later: context and expert parallelism (NULL = unsupported) ------------------------ */
+    /* out (B, Tl, D/tp) and lse (B, H/tp, Tl) for this rank's Tl = T/cp query positions from its
+     * qkv (B, Tl, 3D/tp), attending causally to every earlier position on the cp ring. */
+    mpt_status (*ring_attention_forward)(void *ctx, float *out, float *lse, const float *qkv,
+                                         int B, int Tl, int D, int H, mpt_error *err);
+    /* dqkv (B, Tl, 3D/tp) += the gradient, from dout, out and lse of the forward. */
+    mpt_status (*ring_attention_backward)(void *ctx, float *dqkv, const float *dout,
+                                          const float *out, const float *lse, const float *qkv,
+                                          int B, int Tl, int D, int H, mpt_error *err);
+    /* Sends row i of x (n, D) to the rank holding expert[i]; recv gets the rows for this
+     * rank's experts (*n_recv of them, recv_expert their local expert index). */
+    mpt_status (*expert_dispatch)(void *ctx, const float *x, const int32_t *expert, size_t n,
+                                  int D, float *recv, int32_t *recv_expert, size_t *n_recv,
+                                  mpt_error *err);
+    /* The inverse of the last dispatch: y (n, D) row i = the output for the token sent as x[i]. */
+    mpt_status (*expert_combine)(void *ctx, const float *out, size_t n_out, float *y, size_t n,
+                                 int D, mpt_error *err);
+} mpt_par_ops;
+
+/* The one-rank table: every sum and gather is the identity (gather_seq copies its block),
+ * the context and expert entries are NULL. Static storage; never freed. */
+const mpt_par_ops *mpt_par_ops_serial(void);
+
+#endif

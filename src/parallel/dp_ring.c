@@ -1,0 +1,93 @@
+/* dp_ring.c — ring reduce-scatter / all-gather / all-reduce advanced step by step over
+ * nonblocking point-to-point messages (see dp_ring.h). */
+#include "parallel/dp_ring.h"
+
+#include <string.h>
+
+static size_t mod_(long a, int R) { return (size_t)(((a % R) + R) % R); }
+
+/* Posts ring step g->step of the current phase: the receive first, then the send. */
+static mpt_status post_(mpt_ring *g, mpt_error *err) {
+    int R = g->comm->size, r = g->comm->rank, k = g->step;
+    int next = (r + 1) % R, prev = (r + R - 1) % R;
+    size_t send_c, recv_c;
+    float *into;
+    if (g->reducing) {
+        send_c = mod_((long)r - k - 1, R);
+        recv_c = mod_((long)r - k - 2, R);
+        into = g->tmp;
+    } else {
+        send_c = mod_((long)r - k, R);
+        recv_c = mod_((long)r - k - 1, R);
+        into = g->buf + recv_c * g->w;
+    }
+    mpt_status st = mpt_irecv(g->comm, into, g->w, prev, g->tag, &g->req[0], err);
+    if (!st) st = mpt_isend(g->comm, g->buf + send_c * g->w, g->w, next, g->tag, &g->req[1], err);
+    return st;
+}
+
+/* Both messages of the current step are complete: add what came in (reduce phase), move to
+ * the next step or phase, and post it. */
+static mpt_status advance_(mpt_ring *g, mpt_error *err) {
+    int R = g->comm->size;
+    if (g->reducing) {
+        size_t c = mod_((long)g->comm->rank - g->step - 2, R), w = g->w;
+        float *dst = g->buf + c * w;
+        const float *src = g->tmp;
+#pragma omp parallel for simd schedule(static) if (w > 65536)
+        for (size_t i = 0; i < w; i++) dst[i] += src[i];
+    }
+    if (++g->step < R - 1) return post_(g, err);
+    if (g->reducing && g->kind == MPT_RING_ALLREDUCE) {
+        g->reducing = 0;
+        g->step = 0;
+        return post_(g, err);
+    }
+    g->active = 0;
+    return MPT_OK;
+}
+
+mpt_status mpt_ring_start(mpt_ring *g, mpt_comm *comm, mpt_ring_kind kind, float *buf, size_t n,
+                          float *tmp, int tag, mpt_error *err) {
+    memset(g, 0, sizeof *g);
+    int R = comm ? comm->size : 1;
+    if (R <= 1) return MPT_OK;
+    if (n % (size_t)R != 0)
+        return mpt_fail(err, MPT_ERR_RUN, "ring over %d ranks: %zu elements do not split evenly",
+                        R, n);
+    if (kind != MPT_RING_ALLGATHER && !tmp)
+        return mpt_fail(err, MPT_ERR_RUN, "ring reduction without a receive buffer");
+    g->comm = comm;
+    g->kind = kind;
+    g->buf = buf;
+    g->tmp = tmp;
+    g->w = n / (size_t)R;
+    g->tag = tag;
+    g->reducing = kind != MPT_RING_ALLGATHER;
+    g->active = g->w > 0;
+    return g->active ? post_(g, err) : MPT_OK;
+}
+
+mpt_status mpt_ring_progress(mpt_ring *g, int *done, mpt_error *err) {
+    while (g->active) {
+        int a = 0, b = 0;
+        mpt_status st = mpt_test(&g->req[0], &a, err);
+        if (!st) st = mpt_test(&g->req[1], &b, err);
+        if (st) return st;
+        if (!a || !b) break;
+        if ((st = advance_(g, err))) return st;
+    }
+    *done = !g->active;
+    return MPT_OK;
+}
+
+mpt_status mpt_ring_wait(mpt_ring *g, mpt_error *err) {
+    while (g->active) {
+        mpt_status st = mpt_waitall(g->req, 2, err);
+        if (!st) st = advance_(g, err);
+        if (st) return st;
+    }
+    return MPT_OK;
+}
+
+int mpt_ring_uses_tmp(const mpt_ring *g) { return g->active && g->reducing; }

@@ -1,0 +1,65 @@
+/* dp_ring.h — ring reduce-scatter / all-gather / all-reduce of one float buffer, advanced one
+ * ring step at a time over nonblocking point-to-point messages (mpt_isend / mpt_irecv), so the
+ * caller decides when it moves: the data-parallel module advances every ring in flight from
+ * the backward's hooks between layers, and the reduction overlaps the backward for real (a
+ * nonblocking MPI collective through libnbc would only move inside MPI calls, and would not
+ * use the tuned ring either).
+ *
+ * The buffer holds R chunks of w = n/R elements (R = comm size, n a multiple of R); rank r
+ * owns chunk r. With next = r+1 and prev = r-1 (mod R), at ring step k = 0..R-2:
+ *   reduce-scatter: send chunk (r-k-1) to next; receive chunk (r-k-2) from prev into tmp and
+ *                   add it into that chunk. After R-1 steps chunk r holds the sum over ranks
+ *                   (the other chunks hold partial sums).
+ *   all-gather:     send chunk (r-k) to next; receive chunk (r-k-1) from prev in place. After
+ *                   R-1 steps every chunk k holds rank k's chunk k.
+ *   all-reduce:     reduce-scatter, then all-gather. Each chunk's sum is computed on one rank
+ *                   and copied to the others, so every rank holds bit-identical results (the
+ *                   order of the additions differs from MPI_Allreduce's).
+ *
+ *   mpt_ring g;
+ *   mpt_ring_start(&g, comm, MPT_RING_ALLREDUCE, grads, n, tmp, tag, err);   // posts step 0
+ *   while (...compute...) mpt_ring_progress(&g, &done, err);   // moves as far as data arrived
+ *   mpt_ring_wait(&g, err);                                     // the rest, watched
+ *
+ * Which ranks call: every rank of comm starts the same rings (same n, kind and tag) in the
+ * same order; a tag must not be shared by two rings in flight at once on the same comm. The
+ * buffer (and tmp) must stay untouched until the ring is done. tmp: w elements (reduce phases),
+ * may be NULL for MPT_RING_ALLGATHER. With R = 1 a ring is done at start. */
+#ifndef MPT_DP_RING_H
+#define MPT_DP_RING_H
+
+#include <stddef.h>
+
+#include "comm/comm.h"
+
+typedef enum mpt_ring_kind {
+    MPT_RING_ALLREDUCE,
+    MPT_RING_REDUCE_SCATTER,
+    MPT_RING_ALLGATHER
+} mpt_ring_kind;
+
+typedef struct mpt_ring {
+    mpt_comm *comm;      /* not owned */
+    mpt_ring_kind kind;
+    float *buf;          /* (R * w) not owned */
+    float *tmp;          /* (w) not owned: receive buffer of the reduce phase */
+    size_t w;            /* elements per chunk */
+    int tag;
+    int reducing;        /* 1 in the reduce-scatter phase, 0 in the all-gather phase */
+    int step;            /* ring step of the current phase, 0..R-2 */
+    int active;          /* 0 once done */
+    mpt_req req[2];      /* the current step's receive and send */
+} mpt_ring;
+
+/* Starts the ring and posts its first step (see above). n must be a multiple of comm->size. */
+mpt_status mpt_ring_start(mpt_ring *g, mpt_comm *comm, mpt_ring_kind kind, float *buf, size_t n,
+                          float *tmp, int tag, mpt_error *err);
+/* Completes every step whose messages have arrived and posts the next; never blocks.
+ * *done = 1 when the ring has finished. */
+mpt_status mpt_ring_progress(mpt_ring *g, int *done, mpt_error *err);
+/* Runs the ring to its end (each step's wait watched by the comm layer's watchdog). */
+mpt_status mpt_ring_wait(mpt_ring *g, mpt_error *err);
+/* 1 while the ring still uses tmp (its reduce-scatter phase). */
+int mpt_ring_uses_tmp(const mpt_ring *g);
+
+#endif

@@ -1,0 +1,187 @@
+/* cluster.c — cluster presets, cluster JSON files and the calibration of cpu-here (see
+ * cluster.h). */
+#include "plan/cluster.h"
+
+#include <cjson/cJSON.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/file.h"
+#include "core/kernels.h"
+#include "core/peak.h"
+
+static void a100_(mpt_cluster *c) {
+    memset(c, 0, sizeof *c);
+    snprintf(c->name, sizeof c->name, "a100-80g");
+    c->peak_bf16 = 312e12;
+    c->peak_fp32 = 19.5e12;
+    c->gemm_eff = 0.70;
+    c->mem_bw = 2039e9;
+    c->mem_eff = 0.80;
+    c->launch = 6e-6;
+    c->mem_bytes = (size_t)80 * 1000 * 1000 * 1000;
+    c->per_node = 8;
+    c->intra_bw = 300e9;
+    c->intra_eff = 0.80;
+    c->intra_lat = 5e-6;
+    c->inter_bw = 25e9;
+    c->inter_eff = 0.90;
+    c->inter_lat = 10e-6;
+}
+
+static void h100_(mpt_cluster *c) {
+    a100_(c);
+    snprintf(c->name, sizeof c->name, "h100-80g");
+    c->peak_bf16 = 989e12;
+    c->peak_fp32 = 67e12;
+    c->mem_bw = 3350e9;
+    c->intra_bw = 450e9;
+    c->inter_bw = 50e9;
+}
+
+static double now_(void) { return omp_get_wtime(); }
+
+/* One core's sustained sgemm rate on a 768^3 product (best of three). */
+static double gemm_rate_(void) {
+    const int n = 768;
+    size_t nn = (size_t)n * n;
+    float *a = calloc(nn, 4), *b = calloc(nn, 4), *o = malloc(nn * 4);
+    double best = 0;
+    if (a && b && o) {
+        for (size_t i = 0; i < nn; i++) a[i] = b[i] = 1e-3f * (float)(i % 97);
+        int saved = omp_get_max_threads();
+        omp_set_num_threads(1);
+        for (int rep = 0; rep < 3; rep++) {
+            double t0 = now_();
+            mpt_matmul_forward(o, a, b, NULL, (size_t)n, n, n);
+            double dt = now_() - t0;
+            if (dt > 0 && 2.0 * n * n * n / dt > best) best = 2.0 * n * n * n / dt;
+        }
+        omp_set_num_threads(saved);
+    }
+    free(a);
+    free(b);
+    free(o);
+    return best;
+}
+
+/* Streaming copy bandwidth of one core over 64 MiB (bytes read + written per second). */
+static double copy_bw_(void) {
+    size_t n = (size_t)64 << 20;
+    char *s = malloc(n), *d = malloc(n);
+    double best = 0;
+    if (s && d) {
+        memset(s, 1, n);
+        memset(d, 0, n);
+        for (int rep = 0; rep < 4; rep++) {
+            double t0 = now_();
+            memcpy(d, s, n);
+            double dt = now_() - t0;
+            if (dt > 0 && 2.0 * (double)n / dt > best) best = 2.0 * (double)n / dt;
+        }
+    }
+    free(s);
+    free(d);
+    return best;
+}
+
+void mpt_cluster_measure_here(mpt_cluster *c) {
+    memset(c, 0, sizeof *c);
+    snprintf(c->name, sizeof c->name, "cpu-here");
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    c->per_node = cores > 0 ? (int)cores : 1;
+    c->peak_fp32 = mpt_measure_peak_flops(1, 0.25);
+    if (!(c->peak_fp32 > 0)) c->peak_fp32 = 1e10;
+    c->peak_bf16 = c->peak_fp32; /* no bf16 arithmetic on this path: the same units */
+    double g = gemm_rate_();
+    c->gemm_eff = g > 0 ? g / c->peak_fp32 : 0.5;
+    if (c->gemm_eff > 1) c->gemm_eff = 1;
+    c->mem_bw = copy_bw_();
+    if (!(c->mem_bw > 0)) c->mem_bw = 1e10;
+    c->mem_eff = 1.0;  /* measured, so already what a streaming kernel reaches */
+    c->launch = 2e-6;  /* an OpenMP parallel region */
+    long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    c->mem_bytes = pages > 0 && psz > 0 ? (size_t)pages * (size_t)psz / (size_t)c->per_node : 0;
+    /* shared-memory transport: the sender copies in, the receiver copies out */
+    c->intra_bw = c->mem_bw / 4;
+    c->intra_eff = 1.0;
+    c->intra_lat = 2e-6;
+    c->inter_bw = 1.25e9; /* no second node here: a 10 Gb/s Ethernet stands in */
+    c->inter_eff = 0.9;
+    c->inter_lat = 30e-6;
+    c->measured = 1;
+}
+
+static mpt_status from_json_(mpt_cluster *c, const char *path, mpt_error *err) {
+    char *text = NULL;
+    size_t n = 0;
+    mpt_status st = mpt_file_read(path, (size_t)1 << 20, &text, &n, err);
+    if (st) return st;
+    cJSON *root = cJSON_ParseWithLength(text, n);
+    free(text);
+    if (!root || !cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return mpt_fail(err, MPT_ERR_INPUT, "%s: not a JSON object of cluster fields", path);
+    }
+    a100_(c);
+    snprintf(c->name, sizeof c->name, "%s", path);
+    const struct { const char *key; double *dst; } f[] = {
+        {"peak_fp32", &c->peak_fp32}, {"peak_bf16", &c->peak_bf16}, {"gemm_eff", &c->gemm_eff},
+        {"mem_bw", &c->mem_bw},       {"mem_eff", &c->mem_eff},     {"launch", &c->launch},
+        {"intra_bw", &c->intra_bw},   {"intra_eff", &c->intra_eff}, {"intra_lat", &c->intra_lat},
+        {"inter_bw", &c->inter_bw},   {"inter_eff", &c->inter_eff}, {"inter_lat", &c->inter_lat},
+    };
+    for (cJSON *it = root->child; it; it = it->next) {
+        int known = 0;
+        for (size_t i = 0; i < sizeof f / sizeof *f; i++)
+            if (strcmp(it->string, f[i].key) == 0) {
+                if (!cJSON_IsNumber(it) || !(it->valuedouble >= 0)) goto bad;
+                *f[i].dst = it->valuedouble;
+                known = 1;
+            }
+        if (strcmp(it->string, "mem_bytes") == 0) {
+            if (!cJSON_IsNumber(it) || !(it->valuedouble > 0)) goto bad;
+            c->mem_bytes = (size_t)it->valuedouble;
+            known = 1;
+        } else if (strcmp(it->string, "per_node") == 0) {
+            if (!cJSON_IsNumber(it) || !(it->valuedouble >= 1)) goto bad;
+            c->per_node = (int)it->valuedouble;
+            known = 1;
+        } else if (strcmp(it->string, "name") == 0 && cJSON_IsString(it)) {
+            snprintf(c->name, sizeof c->name, "%s", it->valuestring);
+            known = 1;
+        }
+        if (!known) {
+            mpt_fail(err, MPT_ERR_INPUT, "%s: unknown cluster field '%s'", path, it->string);
+            cJSON_Delete(root);
+            return MPT_ERR_INPUT;
+        }
+        continue;
+    bad:
+        mpt_fail(err, MPT_ERR_INPUT, "%s: field '%s' must be a non-negative number", path,
+                 it->string);
+        cJSON_Delete(root);
+        return MPT_ERR_INPUT;
+    }
+    cJSON_Delete(root);
+    if (!(c->peak_bf16 > 0 && c->peak_fp32 > 0 && c->gemm_eff > 0 && c->mem_bw > 0 &&
+          c->mem_eff > 0 && c->intra_bw > 0 && c->inter_bw > 0 && c->intra_eff > 0 &&
+          c->inter_eff > 0))
+        return mpt_fail(err, MPT_ERR_INPUT, "%s: peaks, efficiencies and bandwidths must be "
+                        "positive", path);
+    return MPT_OK;
+}
+
+mpt_status mpt_cluster_load(mpt_cluster *c, const char *name, mpt_error *err) {
+    if (strcmp(name, "a100-80g") == 0) a100_(c);
+    else if (strcmp(name, "h100-80g") == 0) h100_(c);
+    else if (strcmp(name, "cpu-here") == 0) mpt_cluster_measure_here(c);
+    else if (access(name, R_OK) == 0) return from_json_(c, name, err);
+    else
+        return mpt_fail(err, MPT_ERR_INPUT, "unknown cluster '%s': use a100-80g, h100-80g, "
+                        "cpu-here or a JSON file of cluster fields", name);
+    return MPT_OK;
+}

@@ -1,0 +1,55 @@
+/* cluster.h — the machines a job is planned for: compute, memory and link parameters, from
+ * datasheets (presets), a JSON file, or microbenchmarks of the machine the planner runs on.
+ *
+ * Every number is physical and documented; none is fitted to a measured step time:
+ *   peak          datasheet dense FLOP/s of one GPU (rank) for the precision
+ *   gemm_eff      the fraction of peak a large, well-shaped GEMM sustains. The GEMM
+ *                 efficiency curve is a roofline: t = max(flops / (peak*gemm_eff),
+ *                 bytes / (mem_bw*mem_eff)) + launch, so small or thin GEMMs (attention heads,
+ *                 short rows) fall below the plateau by themselves
+ *   mem_bw        datasheet memory bandwidth; mem_eff the fraction a streaming kernel reaches
+ *   launch        fixed cost of one kernel (launch + tail)
+ *   links         intra-node (NVLink; shared memory on a CPU) and inter-node (one NIC per GPU):
+ *                 bandwidth per direction per GPU, its achievable fraction, and latency per
+ *                 message step. Collectives: ring or tree, whichever is faster (cost.h).
+ * Presets:
+ *   a100-80g   A100 SXM4 80GB: 312 TFLOP/s bf16 dense, 19.5 fp32; HBM2e 2039 GB/s; NVLink3
+ *              600 GB/s total (300 per direction); 8 GPUs per node; 8 x 200 Gb/s HDR InfiniBand
+ *              (one 25 GB/s NIC per GPU)
+ *   h100-80g   H100 SXM5 80GB: 989 TFLOP/s bf16 dense, 67 fp32; HBM3 3350 GB/s; NVLink4 900 GB/s
+ *              (450 per direction); 8 per node; 8 x 400 Gb/s NDR (50 GB/s per GPU)
+ *   cpu-here   this machine, one rank per core: the FMA peak of one core (core/peak.h), the rate
+ *              of a 768^3 sgemm on one core, streaming copy bandwidth, shared-memory messages
+ *              as a copy in and a copy out (half the copy bandwidth), measured in about a second.
+ * Efficiencies of the GPU presets: gemm_eff 0.70 — cuBLAS bf16 GEMMs of transformer shapes
+ * on A100/H100 run at 65-75% of the dense datasheet peak at the sustained (power-limited) clock;
+ * mem_eff 0.80 (STREAM-like kernels on HBM); link_eff 0.80 NVLink (NCCL bus bandwidth ~240 of
+ * 300 GB/s), 0.90 InfiniBand; launch 6 us per kernel; latency 5 us (NVLink) and 10 us (IB) per
+ * message step. */
+#ifndef MPT_CLUSTER_H
+#define MPT_CLUSTER_H
+
+#include <stddef.h>
+
+#include "core/status.h"
+
+typedef struct mpt_cluster {
+    char name[64];
+    double peak_fp32, peak_bf16;  /* FLOP/s per rank */
+    double gemm_eff;
+    double mem_bw, mem_eff;       /* bytes/s per rank */
+    double launch;                /* seconds per kernel */
+    size_t mem_bytes;             /* per rank */
+    int per_node;                 /* ranks per node */
+    double intra_bw, intra_eff, intra_lat; /* per direction per rank; s per message step */
+    double inter_bw, inter_eff, inter_lat;
+    int measured;                 /* cpu-here: calibrated on this machine */
+} mpt_cluster;
+
+/* "a100-80g", "h100-80g", "cpu-here" (runs the microbenchmarks), or a JSON file with the fields
+ * of mpt_cluster (names as above; missing fields keep a100-80g's values). */
+mpt_status mpt_cluster_load(mpt_cluster *c, const char *name, mpt_error *err);
+/* The calibration of cpu-here (about a second). */
+void mpt_cluster_measure_here(mpt_cluster *c);
+
+#endif

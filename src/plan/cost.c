@@ -1,0 +1,202 @@
+/* cost.c — FLOPs, bytes and seconds of one stage's operations and of collectives (see cost.h). */
+#include "plan/cost.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "model/gpt.h"
+#include "parallel/mesh.h"
+
+double mpt_cost_elem_bytes(int precision) { return precision == MPT_PREC_BF16 ? 2.0 : 4.0; }
+
+static double peak_(const mpt_cluster *c, int precision) {
+    return precision == MPT_PREC_BF16 ? c->peak_bf16 : c->peak_fp32;
+}
+
+static double link_bw_(const mpt_cluster *c, int inter) {
+    return inter ? c->inter_bw * c->inter_eff : c->intra_bw * c->intra_eff;
+}
+
+double mpt_cost_collective(const mpt_cluster *c, int op, int n, double bytes, int inter) {
+    if (n <= 1 || bytes <= 0) return 0.0;
+    double bw = link_bw_(c, inter), a = inter ? c->inter_lat : c->intra_lat;
+    double frac = (double)(n - 1) / n;
+    if (op == MPT_COLL_ALLREDUCE) {
+        double ring = 2.0 * (n - 1) * a + 2.0 * frac * bytes / bw;
+        double tree = 2.0 * ceil(log2((double)n)) * a + 2.0 * bytes / bw;
+        return ring < tree ? ring : tree;
+    }
+    return (n - 1) * a + frac * bytes / bw;
+}
+
+double mpt_cost_p2p(const mpt_cluster *c, double bytes, int inter) {
+    if (bytes <= 0) return 0.0;
+    return (inter ? c->inter_lat : c->intra_lat) + bytes / link_bw_(c, inter);
+}
+
+int mpt_cost_group_inter(const mpt_cluster *c, const mpt_plan_layout *l, int dim) {
+    long stride = 1, size = 1;
+    if (dim == MPT_DIM_TP) size = l->tp;
+    else if (dim == MPT_DIM_DP) stride = (long)l->tp * l->cp, size = l->dp;
+    else if (dim == MPT_DIM_PP) stride = (long)l->tp * l->cp * l->dp, size = l->pp;
+    return size > 1 && stride * size > c->per_node;
+}
+
+/* Accumulates seconds and FLOPs of one phase (forward, B or W). */
+typedef struct acc_ {
+    const mpt_cluster *c;
+    double peak, es;
+    double t, flops;
+} acc_;
+
+/* A GEMM (M x K) times (K x N): roofline plus launch. */
+static void gemm_(acc_ *a, double M, double N, double K, double batch) {
+    double flops = 2.0 * M * N * K * batch;
+    double bytes = a->es * (M * K + K * N + M * N) * batch;
+    double tc = flops / (a->peak * a->c->gemm_eff), tm = bytes / (a->c->mem_bw * a->c->mem_eff);
+    a->t += (tc > tm ? tc : tm) + a->c->launch;
+    a->flops += flops;
+}
+
+/* An element-wise / normalisation kernel moving `elems` elements in and out in total. */
+static void mem_(acc_ *a, double elems) {
+    a->t += a->es * elems / (a->c->mem_bw * a->c->mem_eff) + a->c->launch;
+}
+
+typedef struct shape_ {
+    const mpt_cluster *c;
+    const mpt_plan_layout *l;
+    double N, Ns, T, Bm, D, Dl, Hl, hd, Fl, Vl, es;
+    int tp, inter;
+    double tp_bytes, tp_time;
+} shape_;
+
+static void coll_(shape_ *s, acc_ *a, int op, double bytes) {
+    if (s->tp < 2) return;
+    double t = mpt_cost_collective(s->c, op, s->tp, bytes, s->inter);
+    a->t += t;
+    s->tp_time += t;
+    s->tp_bytes += bytes;
+}
+
+/* The output all-reduce of a row-parallel layer (or reduce-scatter with sp) and, with sp, the
+ * all-gather before a column-parallel one. */
+static void row_out_(shape_ *s, acc_ *a) {
+    coll_(s, a, s->l->sp ? MPT_COLL_REDUCE_SCATTER : MPT_COLL_ALLREDUCE, s->es * s->N * s->D);
+}
+static void col_in_(shape_ *s, acc_ *a) {
+    if (s->l->sp) coll_(s, a, MPT_COLL_ALLGATHER, s->es * s->N * s->D);
+}
+
+/* One block's forward (also its full recompute). */
+static void block_forward_(shape_ *s, acc_ *a) {
+    double N = s->N, Ns = s->Ns, D = s->D, att = s->Bm * s->Hl * s->T * s->T;
+    mem_(a, 2 * Ns * D);                         /* ln_1 */
+    col_in_(s, a);
+    gemm_(a, N, 3 * s->Dl, D, 1);                /* c_attn */
+    gemm_(a, s->T, s->T, s->hd, s->Bm * s->Hl);  /* scores */
+    mem_(a, 2 * att);                            /* causal softmax */
+    gemm_(a, s->T, s->hd, s->T, s->Bm * s->Hl);  /* probabilities x values */
+    gemm_(a, N, D, s->Dl, 1);                    /* attn c_proj */
+    row_out_(s, a);
+    mem_(a, 3 * Ns * D);                         /* residual */
+    mem_(a, 2 * Ns * D);                         /* ln_2 */
+    col_in_(s, a);
+    gemm_(a, N, s->Fl, D, 1);                    /* c_fc */
+    mem_(a, 2 * N * s->Fl);                      /* gelu */
+    gemm_(a, N, D, s->Fl, 1);                    /* mlp c_proj */
+    row_out_(s, a);
+    mem_(a, 3 * Ns * D);                         /* residual */
+}
+
+/* One block's backward: input-gradient part into b, weight-gradient part into w. */
+static void block_backward_(shape_ *s, acc_ *b, acc_ *w) {
+    double N = s->N, Ns = s->Ns, D = s->D, att = s->Bm * s->Hl * s->T * s->T;
+    /* mlp */
+    mem_(b, 3 * Ns * D);                         /* residual gradient */
+    col_in_(s, b);                               /* sp: gather the gradient rows */
+    gemm_(b, N, s->Fl, D, 1);                    /* d(gelu out) = dy W^T */
+    gemm_(w, s->Fl, D, N, 1);                    /* dW_proj */
+    mem_(b, 3 * N * s->Fl);                      /* gelu backward */
+    gemm_(b, N, D, s->Fl, 1);                    /* d(ln_2 out) */
+    gemm_(w, D, s->Fl, N, 1);                    /* dW_fc */
+    row_out_(s, b);                              /* column-parallel input gradient */
+    mem_(b, 5 * Ns * D);                         /* ln_2 backward */
+    /* attention */
+    col_in_(s, b);
+    gemm_(b, N, s->Dl, D, 1);                    /* d(att out) */
+    gemm_(w, s->Dl, D, N, 1);                    /* dW attn proj */
+    gemm_(b, s->T, s->T, s->hd, s->Bm * s->Hl);  /* dP = dO V^T */
+    gemm_(b, s->T, s->hd, s->T, s->Bm * s->Hl);  /* dV = P^T dO */
+    mem_(b, 3 * att);                            /* softmax backward */
+    gemm_(b, s->T, s->hd, s->T, s->Bm * s->Hl);  /* dQ */
+    gemm_(b, s->T, s->hd, s->T, s->Bm * s->Hl);  /* dK */
+    gemm_(b, N, D, 3 * s->Dl, 1);                /* d(ln_1 out) */
+    gemm_(w, D, 3 * s->Dl, N, 1);                /* dW c_attn */
+    row_out_(s, b);
+    mem_(b, 5 * Ns * D);                         /* ln_1 backward */
+}
+
+void mpt_cost_stage(const mpt_cluster *c, const mpt_config *cfg, const mpt_plan_layout *l, int T,
+                    int Bm, int precision, int n_layers, int first, int last,
+                    mpt_stage_cost *out) {
+    memset(out, 0, sizeof *out);
+    shape_ s = {.c = c, .l = l, .tp = l->tp, .inter = mpt_cost_group_inter(c, l, MPT_DIM_TP)};
+    s.es = mpt_cost_elem_bytes(precision);
+    s.T = T;
+    s.Bm = Bm;
+    s.N = (double)Bm * T;
+    s.Ns = l->sp ? s.N / l->tp : s.N;
+    s.D = cfg->d_model;
+    s.Dl = s.D / l->tp;
+    s.Hl = (double)cfg->n_head / l->tp;
+    s.hd = s.D / cfg->n_head;
+    s.Fl = (double)cfg->ffn / l->tp;
+    s.Vl = (double)cfg->padded_vocab / l->tp;
+    acc_ f = {c, peak_(c, precision), s.es, 0, 0}, b = f, w = f, rec = f;
+    /* one block, then times n */
+    block_forward_(&s, &f);
+    block_backward_(&s, &b, &w);
+    if (l->recompute == MPT_RECOMPUTE_FULL) block_forward_(&s, &rec);
+    else if (l->recompute == MPT_RECOMPUTE_SELECTIVE) {
+        gemm_(&rec, s.T, s.T, s.hd, s.Bm * s.Hl);
+        mem_(&rec, 2 * s.Bm * s.Hl * s.T * s.T);
+    }
+    double n = n_layers, tpb = s.tp_bytes, tpt = s.tp_time;
+    f.t *= n, f.flops *= n, b.t *= n, b.flops *= n, w.t *= n, w.flops *= n;
+    rec.t *= n, rec.flops *= n;
+    s.tp_bytes = tpb * n; /* forward, backward and a full recompute's collectives */
+    s.tp_time = tpt * n;
+    b.t += rec.t;
+    double rec_flops = rec.flops;
+    b.flops += rec.flops;
+    double params = n * (4.0 * s.D * s.Dl + 2.0 * s.D * s.Fl + 4.0 * s.D + 3.0 * s.Dl + s.Fl +
+                         2.0 * s.D);
+    if (first) {
+        mem_(&f, 2 * s.N * s.D); /* lookup of token and position rows */
+        coll_(&s, &f, MPT_COLL_ALLREDUCE, s.es * s.N * s.D);
+        mem_(&w, 2 * s.N * s.D); /* scatter into dwte, dwpe */
+        params += s.Vl * s.D + (double)cfg->n_positions * s.D;
+    }
+    if (last) {
+        mem_(&f, 2 * s.Ns * s.D); /* ln_f */
+        col_in_(&s, &f);
+        gemm_(&f, s.N, s.Vl, s.D, 1); /* logits */
+        mem_(&f, 3 * s.N * s.Vl);     /* fused cross-entropy and its gradient */
+        coll_(&s, &f, MPT_COLL_ALLREDUCE, 3 * 4 * s.N);
+        gemm_(&b, s.N, s.D, s.Vl, 1); /* d(ln_f out) */
+        row_out_(&s, &b);
+        gemm_(&w, s.Vl, s.D, s.N, 1); /* d(head) */
+        mem_(&b, 5 * s.Ns * s.D);     /* ln_f backward */
+        params += 2.0 * s.D + (first && cfg->tied ? 0.0 : s.Vl * s.D);
+    }
+    out->f = f.t;
+    out->b = b.t;
+    out->w = w.t;
+    out->flops_hw = f.flops + b.flops + w.flops;
+    out->flops_model = out->flops_hw - rec_flops;
+    out->tp_bytes = s.tp_bytes;
+    out->tp_time = s.tp_time;
+    out->params = params;
+    out->boundary_bytes = s.es * s.Ns * s.D;
+}

@@ -1,0 +1,64 @@
+/* cost.h — the cost model: FLOPs, bytes and seconds of every operation the runtime runs in one
+ * pipeline stage's forward, backward and recompute, and of its collectives.
+ *
+ * One tensor-parallel rank of a stage holding n blocks (plus the embeddings when first, ln_f,
+ * the head and the loss when last), for one micro-batch of Bm sequences of T tokens, N = Bm*T
+ * rows, D/tp, H/tp, F/tp, Vp/tp its shares (model/gpt.h's Megatron split):
+ *   per block, forward   ln_1 · c_attn GEMM (N x D x 3D/tp) · scores Q K^T and probs x V
+ *                        (2 x 2*Bm*(H/tp)*T*T*hd FLOPs) · softmax · attn c_proj GEMM · all-reduce
+ *                        (or reduce-scatter with sp; all-gathers before the column layers) ·
+ *                        residual · ln_2 · c_fc GEMM · GELU · mlp c_proj GEMM · all-reduce ·
+ *                        residual
+ *   backward             every GEMM twice (input gradient: B, weight gradient: W), attention
+ *                        products twice, element-wise kernels with about twice the traffic,
+ *                        two all-reduces (the column-parallel inputs' gradients)
+ *   recompute            full: the block's forward again (with its collectives) in B;
+ *                        selective: the scores and softmax again in B
+ *   first stage          embedding lookup (+ all-reduce over tp)
+ *   last stage           ln_f, head GEMM N x D x Vp/tp, fused cross-entropy over the logits;
+ *                        backward: head GEMMs (B and W), ln_f
+ * A GEMM takes max(FLOPs / (peak*gemm_eff), bytes / (mem_bw*mem_eff)) + launch; an
+ * element-wise kernel bytes / (mem_bw*mem_eff) + launch (cluster.h). FLOPs count a
+ * multiply-add as 2 and every T x T attention product whole (as Narayanan et al. 2021 count
+ * them: 96 B s l h^2 (1 + s/6h + V/16lh) per step with full recompute).
+ * Collectives over n ranks, message of b bytes, link bandwidth bw (per direction, times its
+ * efficiency) and latency a: all-reduce min(ring 2(n-1)a + 2(n-1)/n b/bw, tree 2 log2(n) a +
+ * 2 b/bw); all-gather and reduce-scatter (n-1)a + (n-1)/n b/bw; point-to-point a + b/bw. A
+ * group is intra-node when its ranks lie within one node (rank order tp, cp, dp, pp, fastest
+ * first: a group of size n and stride s spans s*n consecutive ranks). Pure. */
+#ifndef MPT_COST_H
+#define MPT_COST_H
+
+#include "model/config.h"
+#include "plan/cluster.h"
+#include "plan/plan.h"
+
+enum { MPT_COLL_ALLREDUCE, MPT_COLL_ALLGATHER, MPT_COLL_REDUCE_SCATTER };
+
+/* Seconds of one collective of `bytes` (the whole buffer, as MPI counts it) over n ranks. */
+double mpt_cost_collective(const mpt_cluster *c, int op, int n, double bytes, int inter);
+/* Seconds of one point-to-point message. */
+double mpt_cost_p2p(const mpt_cluster *c, double bytes, int inter);
+/* 1 when the group of layout dimension d (mesh.h's mpt_dim: MPT_DIM_TP, _DP, _PP) spans nodes. */
+int mpt_cost_group_inter(const mpt_cluster *c, const mpt_plan_layout *l, int dim);
+/* Bytes of one element of activations and of messages for the precision. */
+double mpt_cost_elem_bytes(int precision);
+
+/* The cost of one micro-batch in one stage on one tensor-parallel rank. */
+typedef struct mpt_stage_cost {
+    double f, b, w;       /* seconds: forward; backward's input-gradient part (with recompute);
+                           * weight-gradient part */
+    double flops_hw;      /* FLOPs executed: forward + backward + recompute */
+    double flops_model;   /* FLOPs of the model: forward + backward, no recompute */
+    double tp_bytes;      /* bytes in tensor-parallel collectives (buffer sizes, summed) */
+    double tp_time;       /* seconds of them, included in f and b */
+    double params;        /* parameter elements this rank holds for the stage */
+    double boundary_bytes;/* the activation sent to the next stage (gradient alike) */
+} mpt_stage_cost;
+
+/* cfg finished for the layout (mpt_plan_check). */
+void mpt_cost_stage(const mpt_cluster *c, const mpt_config *cfg, const mpt_plan_layout *l, int T,
+                    int Bm, int precision, int n_layers, int first, int last,
+                    mpt_stage_cost *out);
+
+#endif

@@ -1,0 +1,108 @@
+/* plan.h — the planner's memory model: what one training job needs per rank, from the runtime's
+ * own memory plan (plan/memplan.h), evaluated for every pipeline stage of a layout.
+ *
+ * Nothing here allocates training state: a 175B model on thousands of ranks is planned in
+ * milliseconds. The per-stage split comes from parallel/partition.h, the activation sets alive
+ * at once from the pipeline schedule (mpt_pp_sets_needed), the bytes of every buffer from
+ * mpt_memplan_rank — the same calls the trainer makes before it allocates, so that what `plan`
+ * predicts is what `train` reserves.
+ *
+ *   mpt_plan_job job;   mpt_plan_job_defaults(&job);
+ *   mpt_plan_model(&job.cfg, "gpt3-175b", &err);  job.batch = 1536;  job.seq_len = 2048;
+ *   mpt_plan_layout lay; mpt_plan_layout_defaults(&lay);
+ *   lay.tp = 8; lay.pp = 16; lay.dp = 8; lay.zero = 1; lay.microbatches = 64;
+ *   mpt_plan_memory mem;
+ *   if (mpt_plan_memory_eval(&job, &lay, &mem, &err)) ... err.msg says what to change
+ *   mem.worst.total: bytes of the largest rank; mem.sum_total: all ranks together.
+ *
+ * Precision: the runtime is fp32 throughout (4-byte parameters, 4-byte gradients, 8 bytes of
+ * AdamW state = 16 bytes per parameter, before ZeRO divides them). bf16 mixed precision is not
+ * modelled by the runtime's buffer tables yet, so its memory is refused with MPT_ERR_INPUT
+ * rather than estimated by a second formula. Pure and thread-compatible. */
+#ifndef MPT_PLAN_H
+#define MPT_PLAN_H
+
+#include <stddef.h>
+
+#include "core/status.h"
+#include "model/config.h"
+#include "plan/memplan.h"
+#include "parallel/schedule.h"
+
+#define MPT_PLAN_MAX_STAGES 1024 /* pipeline stages x virtual stages */
+
+enum { MPT_PREC_FP32, MPT_PREC_BF16 };
+
+/* What is trained: the architecture, the global batch, the precision. */
+typedef struct mpt_plan_job {
+    mpt_config cfg;      /* padded_vocab is recomputed per layout (a multiple of 64*tp) */
+    int batch;           /* sequences per optimizer step (global) */
+    int seq_len;         /* tokens per sequence (<= cfg.n_positions) */
+    int precision;       /* MPT_PREC_* */
+    double bucket_mb;    /* data-parallel gradient bucket, MiB (trainer default 4) */
+    size_t mem_limit;    /* bytes per rank the job may use (0: none): decides ZeRO-3's
+                          * whole-stage gathering as the trainer does */
+} mpt_plan_job;
+
+/* Where the ranks go. world = dp * tp * pp * cp. */
+typedef struct mpt_plan_layout {
+    int dp, tp, pp, cp, ep;
+    int sp;              /* sequence parallelism over tp */
+    int zero;            /* 0..3 */
+    int microbatches;    /* m: micro-batches per step per replica */
+    int virtual_stages;  /* v: model chunks per pipeline rank (interleaved) */
+    mpt_pp_kind schedule;
+    int recompute;       /* mpt_recompute */
+    char partition[64];  /* "uniform" | "auto" | "L0,L1,..." */
+} mpt_plan_layout;
+
+/* The memory of every stage of a layout. */
+typedef struct mpt_plan_memory {
+    mpt_mem_plan worst;        /* the largest rank's plan */
+    int worst_stage;
+    int stages;                /* pp */
+    int stage_layers[MPT_PLAN_MAX_STAGES];
+    size_t stage_total[MPT_PLAN_MAX_STAGES];
+    int z3_whole;              /* ZeRO-3 keeps each stage gathered through the step */
+    size_t sum[MPT_MEM_KINDS]; /* summed over all world ranks */
+    size_t sum_total;
+    long long n_params;        /* parameters as a checkpoint holds them */
+} mpt_plan_memory;
+
+void mpt_plan_job_defaults(mpt_plan_job *j);
+void mpt_plan_layout_defaults(mpt_plan_layout *l);
+/* world size of the layout, or -1 on overflow / a size < 1. */
+long mpt_plan_layout_world(const mpt_plan_layout *l);
+/* "dp8 tp4 pp12 zero1 m16 1f1b full" style into buf. */
+void mpt_plan_layout_str(const mpt_plan_layout *l, char *buf, size_t n);
+
+/* Model presets for planning, as well as the training presets (model/config.h):
+ *   gpt3-175b     L96 D12288 H96, 2048 positions, vocab 50257 (Brown et al. 2020)
+ *   bloom-176b    L70 D14336 H112, 2048 positions, vocab 250880 (BigScience 2022; its ALiBi
+ *                 positions and embedding LayerNorm are planned as GPT-2's learned positions)
+ *   gpt-1.7b, gpt-7.5b, gpt-39b, gpt-146b, gpt-530b, gpt-1t
+ *                 the six models of Narayanan et al. 2021 Table 1 (vocab 51200, 2048 positions)
+ * A FILE.json (Hugging Face GPT2Config) is read by the caller. */
+mpt_status mpt_plan_model(mpt_config *cfg, const char *name, mpt_error *err);
+/* The preset names, comma separated. */
+const char *mpt_plan_model_names(void);
+
+/* Checks a job and layout up front (MPT_ERR_INPUT naming the option to change): sizes >= 1,
+ * cp = ep = 1 (the runtime has neither yet), tp divides heads and ffn, sp needs tp > 1 and
+ * seq_len % tp == 0, batch divisible by dp * microbatches, pp*v <= layers, the schedule
+ * (mpt_pp_check), ZeRO stage 0..3. Fills *cfg with the job's architecture finished for the
+ * layout (padded vocabulary a multiple of 64*tp, as the trainer pads it). */
+mpt_status mpt_plan_check(const mpt_plan_job *job, const mpt_plan_layout *l, mpt_config *cfg,
+                          mpt_error *err);
+
+/* Blocks of each of the p*v stages (v = 1 but for interleaved): the runtime's partitioner. */
+mpt_status mpt_plan_partition(const mpt_plan_job *job, const mpt_plan_layout *l,
+                              const mpt_config *cfg, int *counts, mpt_error *err);
+
+/* Evaluates the runtime's memory plan for every pipeline stage (every tp rank and replica of a
+ * stage has the same plan). MPT_ERR_INPUT for a bad layout, for bf16 and for interleaved
+ * schedules (not modelled by the runtime yet). */
+mpt_status mpt_plan_memory_eval(const mpt_plan_job *job, const mpt_plan_layout *l,
+                                mpt_plan_memory *out, mpt_error *err);
+
+#endif

@@ -1,0 +1,223 @@
+/* plan_mem.c — the planner's memory model: layout checks, model presets and the runtime's
+ * memory plan evaluated for every pipeline stage (see plan.h). */
+#include "plan/plan.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "model/gpt.h"
+#include "parallel/partition.h"
+#include "parallel/pp.h"
+
+void mpt_plan_job_defaults(mpt_plan_job *j) {
+    memset(j, 0, sizeof *j);
+    j->batch = 0;
+    j->seq_len = 0;
+    j->precision = MPT_PREC_FP32;
+    j->bucket_mb = 4.0;
+}
+
+void mpt_plan_layout_defaults(mpt_plan_layout *l) {
+    memset(l, 0, sizeof *l);
+    l->dp = l->tp = l->pp = l->cp = l->ep = 1;
+    l->microbatches = 1;
+    l->virtual_stages = 1;
+    l->schedule = MPT_PP_1F1B;
+    l->recompute = MPT_RECOMPUTE_NONE;
+    snprintf(l->partition, sizeof l->partition, "uniform");
+}
+
+long mpt_plan_layout_world(const mpt_plan_layout *l) {
+    const int s[] = {l->dp, l->tp, l->pp, l->cp};
+    long w = 1;
+    for (int i = 0; i < 4; i++) {
+        if (s[i] < 1 || w > INT_MAX / s[i]) return -1;
+        w *= s[i];
+    }
+    return w;
+}
+
+void mpt_plan_layout_str(const mpt_plan_layout *l, char *buf, size_t n) {
+    const char *rc[] = {"none", "selective", "full"};
+    char sched[32] = "";
+    if (l->pp > 1) {
+        if (l->schedule == MPT_PP_INTERLEAVED)
+            snprintf(sched, sizeof sched, " interleaved/v%d", l->virtual_stages);
+        else snprintf(sched, sizeof sched, " %s", mpt_pp_kind_name(l->schedule));
+    }
+    snprintf(buf, n, "dp%d tp%d%s pp%d zero%d m%d%s recompute-%s", l->dp, l->tp,
+             l->sp ? "+sp" : "", l->pp, l->zero, l->microbatches, sched,
+             rc[l->recompute >= 0 && l->recompute <= 2 ? l->recompute : 0]);
+}
+
+/* ---- model presets ---------------------------------------------------------------------- */
+
+typedef struct preset_ {
+    const char *name;
+    int L, D, H, T, V;
+} preset_;
+
+static const preset_ presets_[] = {
+    {"gpt3-175b", 96, 12288, 96, 2048, 50257},
+    {"bloom-176b", 70, 14336, 112, 2048, 250880},
+    {"gpt-1.7b", 24, 2304, 24, 2048, 51200},
+    {"gpt-7.5b", 36, 4096, 32, 2048, 51200},
+    {"gpt-39b", 48, 8192, 64, 2048, 51200},
+    {"gpt-146b", 80, 12288, 96, 2048, 51200},
+    {"gpt-530b", 105, 20480, 128, 2048, 51200},
+    {"gpt-1t", 128, 25600, 160, 2048, 51200},
+};
+
+const char *mpt_plan_model_names(void) {
+    return "tiny, small, gpt2-124m, gpt3-175b, bloom-176b, gpt-1.7b, gpt-7.5b, gpt-39b, "
+           "gpt-146b, gpt-530b, gpt-1t";
+}
+
+mpt_status mpt_plan_model(mpt_config *cfg, const char *name, mpt_error *err) {
+    for (size_t i = 0; i < sizeof presets_ / sizeof *presets_; i++) {
+        const preset_ *p = &presets_[i];
+        if (strcmp(name, p->name) != 0) continue;
+        memset(cfg, 0, sizeof *cfg);
+        cfg->n_layer = p->L;
+        cfg->d_model = p->D;
+        cfg->n_head = p->H;
+        cfg->n_positions = p->T;
+        cfg->vocab = p->V;
+        cfg->ffn = 4 * p->D;
+        cfg->tied = 1;
+        cfg->top_k = 1;
+        cfg->aux_loss_coef = 0.01f;
+        return MPT_OK;
+    }
+    if (mpt_config_preset(cfg, name, NULL) == MPT_OK) return MPT_OK;
+    return mpt_fail(err, MPT_ERR_INPUT, "unknown model '%s': use %s or a config.json file", name,
+                    mpt_plan_model_names());
+}
+
+/* ---- checks ------------------------------------------------------------------------------ */
+
+mpt_status mpt_plan_check(const mpt_plan_job *job, const mpt_plan_layout *l, mpt_config *cfg,
+                          mpt_error *err) {
+    *cfg = job->cfg;
+    if (mpt_plan_layout_world(l) < 1)
+        return mpt_fail(err, MPT_ERR_INPUT, "--dp %d --tp %d --pp %d --cp %d: every size must be "
+                        "at least 1 (and their product fit an int)", l->dp, l->tp, l->pp, l->cp);
+    if (l->cp != 1 || l->ep != 1)
+        return mpt_fail(err, MPT_ERR_INPUT, "--cp %d --ep %d: context and expert parallelism are "
+                        "not modelled by the runtime yet: plan with --cp 1 --ep 1", l->cp, l->ep);
+    if (cfg->experts > 0)
+        return mpt_fail(err, MPT_ERR_INPUT, "Mixture-of-Experts models are not modelled by the "
+                        "runtime yet");
+    /* the trainer's padding: a multiple of 64 per tensor-parallel rank; vocabularies above the
+     * token files' 65536 are fine for planning */
+    int V = cfg->vocab;
+    if (cfg->vocab > 65536) cfg->vocab = 2;
+    cfg->padded_vocab = 0;
+    mpt_status st = mpt_config_finish(cfg, 64, err);
+    cfg->vocab = V;
+    if (st) return st;
+    long pad = 64L * l->tp;
+    if ((long)V + pad > INT_MAX) return mpt_fail(err, MPT_ERR_INPUT, "vocab %d too large", V);
+    cfg->padded_vocab = (int)((V + pad - 1) / pad * pad);
+    int T = job->seq_len > 0 ? job->seq_len : cfg->n_positions;
+    if (T > cfg->n_positions)
+        return mpt_fail(err, MPT_ERR_INPUT, "--seq-len %d exceeds the model's %d positions", T,
+                        cfg->n_positions);
+    if (cfg->n_head % l->tp || cfg->ffn % l->tp)
+        return mpt_fail(err, MPT_ERR_INPUT, "--tp %d must divide the attention heads (%d) and "
+                        "the MLP width (%d)", l->tp, cfg->n_head, cfg->ffn);
+    if (l->sp && (l->tp < 2 || T % l->tp))
+        return mpt_fail(err, MPT_ERR_INPUT, "--sp needs --tp 2 or more dividing --seq-len %d", T);
+    if (l->zero < 0 || l->zero > 3)
+        return mpt_fail(err, MPT_ERR_INPUT, "--zero %d: use 0, 1, 2 or 3", l->zero);
+    if (l->recompute < 0 || l->recompute > 2)
+        return mpt_fail(err, MPT_ERR_INPUT, "--recompute: use none, selective or full");
+    if (job->batch < 1) return mpt_fail(err, MPT_ERR_INPUT, "--batch %d must be >= 1", job->batch);
+    if (l->microbatches < 1 || job->batch % l->dp ||
+        (job->batch / l->dp) % l->microbatches)
+        return mpt_fail(err, MPT_ERR_INPUT, "--batch %d is not divisible by --dp %d x "
+                        "--microbatches %d: every replica needs the same whole number of "
+                        "sequences per micro-batch", job->batch, l->dp, l->microbatches);
+    int v = l->pp > 1 && l->schedule == MPT_PP_INTERLEAVED ? l->virtual_stages : 1;
+    if (l->pp > 1 && (st = mpt_pp_check(l->schedule, l->pp, l->microbatches, v, err))) return st;
+    if ((long)l->pp * v > cfg->n_layer || (long)l->pp * v > MPT_PLAN_MAX_STAGES)
+        return mpt_fail(err, MPT_ERR_INPUT, "--pp %d x --virtual-stages %d exceeds the model's "
+                        "%d layers (or %d stages)", l->pp, v, cfg->n_layer, MPT_PLAN_MAX_STAGES);
+    return MPT_OK;
+}
+
+mpt_status mpt_plan_partition(const mpt_plan_job *job, const mpt_plan_layout *l,
+                              const mpt_config *cfg, int *counts, mpt_error *err) {
+    int v = l->pp > 1 && l->schedule == MPT_PP_INTERLEAVED ? l->virtual_stages : 1;
+    int T = job->seq_len > 0 ? job->seq_len : cfg->n_positions;
+    return mpt_partition(cfg, T, l->pp * v, l->partition[0] ? l->partition : "uniform", counts,
+                         NULL, NULL, err);
+}
+
+/* ---- memory ------------------------------------------------------------------------------ */
+
+/* The runtime's plan of stage s, exactly as the trainer builds it (trainer_setup.c). */
+static mpt_status stage_plan_(const mpt_plan_job *job, const mpt_plan_layout *l,
+                              const mpt_config *cfg, int s, int first_layer, int n, int z3_whole,
+                              mpt_mem_plan *plan, mpt_error *err) {
+    int sets = 1;
+    if (l->pp > 1) {
+        mpt_status st = mpt_pp_sets_needed(l->schedule, l->pp, l->microbatches, s, &sets, err);
+        if (st) return st;
+    }
+    int T = job->seq_len > 0 ? job->seq_len : cfg->n_positions;
+    int Bm = job->batch / (l->dp * l->microbatches);
+    mpt_rank_layout lay = {.tp = l->tp, .sp = l->sp, .dp = l->dp, .zero = l->zero, .pp = l->pp,
+                           .first_layer = first_layer, .n_layers = n, .first = s == 0,
+                           .last = s == l->pp - 1, .act_sets = sets, .recompute = l->recompute,
+                           .z3_whole = z3_whole,
+                           .bucket_elems = (size_t)(job->bucket_mb * 1024 * 1024 / 4)};
+    return mpt_memplan_rank(cfg, Bm, T, &lay, plan, err);
+}
+
+mpt_status mpt_plan_memory_eval(const mpt_plan_job *job, const mpt_plan_layout *l,
+                                mpt_plan_memory *out, mpt_error *err) {
+    memset(out, 0, sizeof *out);
+    mpt_config cfg;
+    mpt_status st = mpt_plan_check(job, l, &cfg, err);
+    if (st) return st;
+    if (job->precision != MPT_PREC_FP32)
+        return mpt_fail(err, MPT_ERR_INPUT, "--precision bf16 is not modelled by the runtime yet "
+                        "(its buffer tables are fp32: 16 bytes per parameter with AdamW); plan "
+                        "with --precision fp32");
+    if (l->pp > 1 && l->schedule != MPT_PP_NAIVE && l->schedule != MPT_PP_GPIPE &&
+        l->schedule != MPT_PP_1F1B)
+        return mpt_fail(err, MPT_ERR_INPUT, "--schedule %s: the runtime's memory plan covers "
+                        "naive, gpipe and 1f1b only (the trainer runs no other yet)",
+                        mpt_pp_kind_name(l->schedule));
+    if ((st = mpt_plan_partition(job, l, &cfg, out->stage_layers, err))) return st;
+    out->stages = l->pp;
+    out->n_params = mpt_config_param_count(&cfg);
+    /* as the trainer: ZeRO-3 in a pipeline keeps the stage gathered when every stage fits */
+    int z3 = l->zero == 3 && l->pp > 1;
+    mpt_mem_plan plan;
+    for (int pass = 0; pass < 2; pass++) {
+        memset(out->sum, 0, sizeof out->sum);
+        out->sum_total = 0;
+        out->worst.total = 0;
+        int over = 0;
+        for (int s = 0, first = 0; s < l->pp; first += out->stage_layers[s++]) {
+            if ((st = stage_plan_(job, l, &cfg, s, first, out->stage_layers[s], z3, &plan, err)))
+                return st;
+            out->stage_total[s] = plan.total;
+            if (job->mem_limit && plan.total > job->mem_limit) over = 1;
+            size_t ranks = (size_t)l->dp * (size_t)l->tp * (size_t)l->cp;
+            for (int k = 0; k < MPT_MEM_KINDS; k++) out->sum[k] += plan.bytes[k] * ranks;
+            out->sum_total += plan.total * ranks;
+            if (s == 0 || plan.total > out->worst.total) {
+                out->worst = plan;
+                out->worst_stage = s;
+            }
+        }
+        if (!(z3 && over)) break;
+        z3 = 0; /* the whole stage does not fit: gather per layer, as the trainer falls back */
+    }
+    out->z3_whole = z3;
+    return MPT_OK;
+}

@@ -1,0 +1,79 @@
+/* search.c — layout search (see search.h). */
+#include "plan/search.h"
+
+#include <string.h>
+
+#include "model/gpt.h"
+
+/* Keeps out[] sorted by throughput (tokens/s, higher first), at most max entries. */
+static void insert_(mpt_plan_candidate *out, int max, int *n, const mpt_plan_candidate *c) {
+    int i = *n < max ? (*n)++ : max;
+    if (i == max) {
+        if (c->tokens_per_s <= out[max - 1].tokens_per_s) return;
+        i = max - 1;
+    }
+    while (i > 0 && out[i - 1].tokens_per_s < c->tokens_per_s) {
+        out[i] = out[i - 1];
+        i--;
+    }
+    out[i] = *c;
+}
+
+mpt_status mpt_plan_search(const mpt_plan_job *job, const mpt_cluster *c, int gpus,
+                           size_t mem_limit, mpt_plan_candidate *out, int max_out, int *n_out,
+                           mpt_search_stats *stats, mpt_error *err) {
+    *n_out = 0;
+    memset(stats, 0, sizeof *stats);
+    if (gpus < 1) return mpt_fail(err, MPT_ERR_INPUT, "--gpus %d must be >= 1", gpus);
+    if (max_out < 1) return MPT_OK;
+    if (job->precision != MPT_PREC_FP32)
+        return mpt_fail(err, MPT_ERR_INPUT, "--precision bf16 is not modelled by the runtime's "
+                        "memory plan yet, so layouts cannot be checked for fit: search with "
+                        "--precision fp32, or simulate a bf16 layout with `mptrain simulate`");
+    size_t limit = mem_limit ? mem_limit : c->mem_bytes;
+    mpt_plan_job j = *job;
+    j.mem_limit = limit;
+    const mpt_config *cfg = &job->cfg;
+    static const int sizes[] = {1, 2, 4, 8};
+    static const mpt_pp_kind kinds[] = {MPT_PP_1F1B, MPT_PP_GPIPE};
+    for (int tp = 1; tp <= gpus && tp <= c->per_node; tp++) {
+        if (gpus % tp || cfg->n_head % tp || cfg->ffn % tp) continue;
+        for (int pp = 1; pp <= gpus / tp && pp <= cfg->n_layer; pp++) {
+            if ((gpus / tp) % pp) continue;
+            int dp = gpus / tp / pp;
+            if (job->batch % dp) continue;
+            for (int sp = 0; sp <= (tp > 1); sp++)
+                for (int zero = 0; zero <= 3; zero++)
+                    for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+                        int per = job->batch / dp;
+                        if (per % sizes[si]) continue;
+                        for (size_t ki = 0; ki < (pp > 1 ? 2u : 1u); ki++)
+                            for (int rc = MPT_RECOMPUTE_NONE; rc <= MPT_RECOMPUTE_FULL; rc++) {
+                                mpt_plan_layout l;
+                                mpt_plan_layout_defaults(&l);
+                                l.tp = tp, l.pp = pp, l.dp = dp, l.sp = sp, l.zero = zero;
+                                l.microbatches = per / sizes[si];
+                                l.schedule = kinds[ki];
+                                l.recompute = rc;
+                                if (zero > 0 && dp == 1) continue; /* the same as zero 0 */
+                                mpt_plan_memory mem;
+                                mpt_error e;
+                                if (mpt_plan_memory_eval(&j, &l, &mem, &e)) continue;
+                                stats->tried++;
+                                if (mem.worst.total > limit) continue;
+                                stats->fit++;
+                                mpt_sim_result r;
+                                if (mpt_simulate(&j, &l, c, 0, &r, &e)) continue;
+                                mpt_plan_candidate cand = {.l = l, .mem = mem.worst,
+                                                           .step_time = r.step_time,
+                                                           .tflops_per_gpu = r.tflops_per_gpu,
+                                                           .mfu = r.mfu, .bubble = r.bubble,
+                                                           .tokens_per_s = r.tokens_per_s};
+                                insert_(out, max_out, n_out, &cand);
+                            }
+                    }
+        }
+    }
+    (void)err;
+    return MPT_OK;
+}

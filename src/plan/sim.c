@@ -1,0 +1,222 @@
+/* sim.c — the discrete-event replay of one training step (see sim.h). */
+#include "plan/sim.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "parallel/mesh.h"
+
+/* A message into stage `dst` of micro-batch mb (activations or gradient). */
+typedef struct msg_ {
+    double sent, posted; /* -1 until the send / receive is posted */
+} msg_;
+
+typedef struct rank_ {
+    mpt_pp_action *a;
+    size_t n, pc;
+    double clock, busy;
+    double last_b_start, last_b_end; /* the last micro-batch's backward on this rank */
+    double first_start;
+} rank_;
+
+void mpt_sim_result_free(mpt_sim_result *r) {
+    if (!r) return;
+    free(r->ev);
+    r->ev = NULL;
+    r->n_ev = 0;
+}
+
+static void ranks_free_(rank_ *rk, int p) {
+    for (int r = 0; rk && r < p; r++) free(rk[r].a);
+    free(rk);
+}
+
+/* Runs the lists. Returns MPT_OK, or MPT_ERR_RUN on a deadlock (a broken schedule). */
+static mpt_status replay_(rank_ *rk, int p, int v, int m, mpt_pp_kind kind,
+                          const mpt_stage_cost *sc, const double *p2p, msg_ *msg,
+                          mpt_pp_event *ev, size_t *n_ev, mpt_error *err) {
+    int S = p * v;
+    size_t left = 0;
+    for (int r = 0; r < p; r++) left += rk[r].n;
+    while (left) {
+        int progress = 0;
+        for (int r = 0; r < p; r++) {
+            rank_ *R = &rk[r];
+            while (R->pc < R->n) {
+                const mpt_pp_action *a = &R->a[R->pc];
+                int me = mpt_pp_stage(p, r, a->chunk);
+                if (a->op == MPT_PP_RECV_ACT || a->op == MPT_PP_RECV_GRAD) {
+                    msg[((size_t)a->mb * S + me) * 2 + (a->op == MPT_PP_RECV_GRAD)].posted =
+                        R->clock;
+                } else if (a->op == MPT_PP_SEND_ACT || a->op == MPT_PP_SEND_GRAD) {
+                    int dst = mpt_pp_stage(p, a->peer, a->peer_chunk);
+                    msg[((size_t)a->mb * S + dst) * 2 + (a->op == MPT_PP_SEND_GRAD)].sent =
+                        R->clock;
+                } else {
+                    double ready = R->clock;
+                    int grad = a->op != MPT_PP_F;
+                    int has_input = a->op == MPT_PP_F ? me > 0 : a->op == MPT_PP_B && me < S - 1;
+                    if (has_input) {
+                        const msg_ *g = &msg[((size_t)a->mb * S + me) * 2 + grad];
+                        if (g->sent < 0) break; /* its producer has not run yet */
+                        double post = g->posted > g->sent ? g->posted : g->sent;
+                        /* the boundary tensor of the earlier stage, same size both ways */
+                        double arr = post + p2p[grad ? me : me - 1];
+                        if (arr > ready) ready = arr;
+                    }
+                    const mpt_stage_cost *c = &sc[me];
+                    double d = a->op == MPT_PP_F ? c->f
+                               : a->op == MPT_PP_W ? c->w
+                               : kind == MPT_PP_ZB_H1 ? c->b
+                                                      : c->b + c->w;
+                    if (a->op == MPT_PP_F && R->busy == 0) R->first_start = ready;
+                    if (a->op == MPT_PP_B && a->mb == m - 1 && a->chunk == v - 1)
+                        R->last_b_start = ready;
+                    R->clock = ready + d;
+                    R->busy += d;
+                    if (a->op != MPT_PP_F && a->mb == m - 1) R->last_b_end = R->clock;
+                    if (ev) ev[(*n_ev)++] = (mpt_pp_event){r, *a, ready, R->clock};
+                }
+                R->pc++;
+                left--;
+                progress = 1;
+            }
+        }
+        if (!progress)
+            return mpt_fail(err, MPT_ERR_RUN, "simulated %s schedule deadlocks (p=%d m=%d v=%d)",
+                            mpt_pp_kind_name(kind), p, m, v);
+    }
+    return MPT_OK;
+}
+
+mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const mpt_cluster *c,
+                        int keep_events, mpt_sim_result *out, mpt_error *err) {
+    memset(out, 0, sizeof *out);
+    mpt_config cfg;
+    mpt_status st = mpt_plan_check(job, l, &cfg, err);
+    if (st) return st;
+    int p = l->pp, v = p > 1 && l->schedule == MPT_PP_INTERLEAVED ? l->virtual_stages : 1;
+    int m = l->microbatches, S = p * v;
+    mpt_pp_kind kind = p > 1 ? l->schedule : MPT_PP_1F1B;
+    int T = job->seq_len > 0 ? job->seq_len : cfg.n_positions;
+    int Bm = job->batch / (l->dp * m);
+    int counts[MPT_PLAN_MAX_STAGES];
+    if ((st = mpt_plan_partition(job, l, &cfg, counts, err))) return st;
+    mpt_stage_cost *sc = calloc((size_t)S, sizeof *sc);
+    double *p2p = calloc((size_t)S, sizeof *p2p);
+    msg_ *msg = malloc((size_t)m * S * 2 * sizeof *msg);
+    rank_ *rk = calloc((size_t)p, sizeof *rk);
+    size_t n_events = (size_t)m * S * (kind == MPT_PP_ZB_H1 ? 3 : 2);
+    mpt_pp_event *ev = keep_events ? malloc(n_events * sizeof *ev) : NULL;
+    if (!sc || !p2p || !msg || !rk || (keep_events && !ev)) {
+        st = mpt_fail(err, MPT_ERR_RUN, "out of memory simulating %d stages x %d micro-batches",
+                      S, m);
+        goto done;
+    }
+    int pp_inter = mpt_cost_group_inter(c, l, MPT_DIM_PP);
+    for (int s = 0, first = 0; s < S; first += counts[s++]) {
+        mpt_cost_stage(c, &cfg, l, T, Bm, job->precision, counts[s], s == 0, s == S - 1, &sc[s]);
+        p2p[s] = mpt_cost_p2p(c, sc[s].boundary_bytes, pp_inter);
+    }
+    for (size_t i = 0; i < (size_t)m * S * 2; i++) msg[i].sent = msg[i].posted = -1;
+    for (int r = 0; r < p; r++)
+        if ((st = mpt_pp_schedule(kind, p, m, v, r, &rk[r].a, &rk[r].n, err))) goto done;
+    size_t n_ev = 0;
+    if ((st = replay_(rk, p, v, m, kind, sc, p2p, msg, ev, &n_ev, err))) goto done;
+
+    /* data parallelism, optimizer, totals */
+    double peak = job->precision == MPT_PREC_BF16 ? c->peak_bf16 : c->peak_fp32;
+    double es = mpt_cost_elem_bytes(job->precision);
+    int dp_inter = mpt_cost_group_inter(c, l, MPT_DIM_DP);
+    int tp_inter = mpt_cost_group_inter(c, l, MPT_DIM_TP);
+    double makespan = 0, busy = 0, step = 0, flops_hw = 0, flops_model = 0;
+    for (int r = 0; r < p; r++) {
+        if (rk[r].clock > makespan) makespan = rk[r].clock;
+        busy += rk[r].busy;
+    }
+    int R = l->dp;
+    for (int r = 0; r < p; r++) {
+        double G = 0, fl = 0, fm = 0, tpb = 0, tpt = 0, ppb = 0;
+        int units = 0;
+        for (int k = 0; k < v; k++) {
+            const mpt_stage_cost *x = &sc[mpt_pp_stage(p, r, k)];
+            int s = mpt_pp_stage(p, r, k);
+            G += x->params;
+            fl += m * x->flops_hw;
+            fm += m * x->flops_model;
+            tpb += m * x->tp_bytes;
+            tpt += m * x->tp_time;
+            ppb += m * ((s < S - 1 ? 1 : 0) + (s > 0 ? 1 : 0)) * x->boundary_bytes;
+            units += counts[s] + (s == 0) + (s == S - 1);
+        }
+        flops_hw += fl;
+        flops_model += fm;
+        double gb = 4.0 * G; /* gradients are reduced in fp32 */
+        double red = 0, ag = 0, dpb = 0, frac = R > 1 ? (double)(R - 1) / R : 0;
+        double end = rk[r].clock;
+        if (l->zero == 0) {
+            red = mpt_cost_collective(c, MPT_COLL_ALLREDUCE, R, gb, dp_inter);
+            dpb = 2 * frac * gb;
+        } else {
+            red = mpt_cost_collective(c, MPT_COLL_REDUCE_SCATTER, R, gb, dp_inter);
+            if (l->zero <= 1) dpb = frac * gb;
+            else red *= m, dpb = m * frac * gb;
+            if (l->zero <= 2) {
+                ag = mpt_cost_collective(c, MPT_COLL_ALLGATHER, R, es * G, dp_inter);
+                dpb += frac * es * G;
+            }
+        }
+        if (l->zero == 3) { /* gathers before forward and backward: per micro-batch, or once */
+            int n = p > 1 ? 1 : 2 * m;
+            red += n * mpt_cost_collective(c, MPT_COLL_ALLGATHER, R, es * G, dp_inter);
+            dpb += n * frac * es * G;
+        }
+        double tail = units > 0 ? red / units : red;
+        if (l->zero <= 1) { /* buckets reduce during the last micro-batch's backward */
+            double t = rk[r].last_b_start + red;
+            end = t > rk[r].clock + tail ? t : rk[r].clock + tail;
+        } else {
+            double t = rk[r].first_start + red;
+            end = t > rk[r].clock + tail ? t : rk[r].clock + tail;
+        }
+        if (R == 1) end = rk[r].clock;
+        double shard = l->zero == 0 ? G : G / R;
+        double opt = 28.0 * shard / (c->mem_bw * c->mem_eff) + ag;
+        double t_r = end + opt;
+        if (t_r > step) step = t_r;
+        if (end - rk[r].clock > out->dp_exposed) out->dp_exposed = end - rk[r].clock;
+        if (opt > out->optimizer) out->optimizer = opt;
+        double tpw = tpb * (l->sp ? frac : 2.0 * (l->tp - 1) / l->tp);
+        if (l->tp == 1) tpw = 0;
+        if (tpw > out->bytes_tp) out->bytes_tp = tpw;
+        if (ppb > out->bytes_pp) out->bytes_pp = ppb;
+        if (dpb > out->bytes_dp) out->bytes_dp = dpb;
+        if (tpt > out->tp_time) out->tp_time = tpt;
+    }
+    double copies = (double)l->dp * l->tp * l->cp;
+    out->world = (int)mpt_plan_layout_world(l);
+    out->p = p, out->v = v, out->m = m;
+    out->pipe_time = makespan;
+    out->bubble = makespan > 0 ? 1.0 - busy / (p * makespan) : 0;
+    out->step_time = step;
+    out->flops_hw = flops_hw * copies;
+    out->flops_model = flops_model * copies;
+    out->peak = peak;
+    out->tflops_per_gpu = out->flops_hw / (out->world * step) / 1e12;
+    out->hfu = out->flops_hw / (out->world * step * peak);
+    out->mfu = out->flops_model / (out->world * step * peak);
+    out->tokens_per_s = (double)job->batch * T / step;
+    out->bytes_intra = (tp_inter ? 0 : out->bytes_tp) + (pp_inter ? 0 : out->bytes_pp) +
+                       (dp_inter ? 0 : out->bytes_dp);
+    out->bytes_inter = out->bytes_tp + out->bytes_pp + out->bytes_dp - out->bytes_intra;
+    out->ev = ev;
+    out->n_ev = n_ev;
+    ev = NULL;
+done:
+    free(ev);
+    free(sc);
+    free(p2p);
+    free(msg);
+    ranks_free_(rk, p);
+    return st;
+}

@@ -1,0 +1,201 @@
+/* mpi_ring.c — the data-parallel gradient ring (parallel/dp_ring.h) under mpirun, driven by
+ * tests/t_ring.sh with 1 to 4 ranks. Every rank generates every rank's input (a seeded
+ * generator of non-integer floats), so each can compute the exact sum in double itself.
+ *   allreduce       sizes 0 .. 2^20*R: every rank holds bit-identical results (compared with
+ *                   rank 0's bytes), within 1e-6 * sum|x| of the exact sum; 2(R-1) sends each
+ *   reduce_scatter  chunk r bit-identical to the all-reduce's chunk r (same additions)
+ *   allgather       exact copies of every rank's chunk
+ *   stepwise        a ring started on rank 0 alone does not finish and does not block; three
+ *                   rings in flight at once (distinct tags) finish by mpt_ring_progress alone
+ *   bad size        n not a multiple of R fails with MPT_ERR_RUN before any message */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "check.h"
+#include "comm/comm.h"
+#include "parallel/dp_ring.h"
+
+static int R, S; /* world rank and size */
+static mpt_comm world;
+static mpt_error err;
+
+#define OK(call) CHECK((call) == MPT_OK, "rank %d: %s: %s", R, #call, err.msg)
+
+/* Element i of rank q's input: a non-integer in (-1, 1), from a 64-bit mix of (seed, q, i). */
+static float input_(uint64_t seed, int q, size_t i) {
+    uint64_t x = seed * 0x9E3779B97F4A7C15ull ^ ((uint64_t)q << 40) ^ (uint64_t)i;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    x ^= x >> 33;
+    return (float)((double)(x >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+static float *fill_(uint64_t seed, size_t n) {
+    float *b = malloc((n ? n : 1) * sizeof *b);
+    for (size_t i = 0; i < n; i++) b[i] = input_(seed, R, i);
+    return b;
+}
+
+/* Largest |got - exact| / max(1, sum|x|) over elements [lo, hi). */
+static double err_vs_exact_(uint64_t seed, const float *got, size_t lo, size_t hi) {
+    double worst = 0.0;
+    for (size_t i = lo; i < hi; i++) {
+        double sum = 0.0, mag = 0.0;
+        for (int q = 0; q < S; q++) {
+            double x = input_(seed, q, i);
+            sum += x;
+            mag += fabs(x);
+        }
+        double e = fabs((double)got[i] - sum) / (mag > 1.0 ? mag : 1.0);
+        if (e > worst) worst = e;
+    }
+    return worst;
+}
+
+/* 1 when every rank's buf[0..n) has the same bytes as rank 0's. */
+static int same_everywhere_(const float *buf, size_t n) {
+    float *r0 = malloc((n ? n : 1) * sizeof *r0);
+    memcpy(r0, buf, n * sizeof *r0);
+    MPI_Bcast(r0, (int)n, MPI_FLOAT, 0, MPI_COMM_WORLD);
+    int same = memcmp(r0, buf, n * sizeof *r0) == 0, all = 0;
+    MPI_Allreduce(&same, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    free(r0);
+    return all;
+}
+
+static void test_allreduce(void) {
+    static const size_t per[] = {0, 1, 16, 37, 1000, 1 << 20};
+    for (size_t t = 0; t < sizeof per / sizeof per[0]; t++) {
+        size_t n = per[t] * (size_t)S;
+        uint64_t seed = 11 + t;
+        float *buf = fill_(seed, n), *tmp = malloc((per[t] ? per[t] : 1) * sizeof *tmp);
+        long sends0 = world.stats.calls[MPT_OP_SEND];
+        mpt_ring g;
+        OK(mpt_ring_start(&g, &world, MPT_RING_ALLREDUCE, buf, n, tmp, 5, &err));
+        OK(mpt_ring_wait(&g, &err));
+        long sends = world.stats.calls[MPT_OP_SEND] - sends0;
+        double e = err_vs_exact_(seed, buf, 0, n);
+        int same = same_everywhere_(buf, n);
+        CHECK(e <= 1e-6, "rank %d: allreduce n=%zu: error %g vs the exact sum", R, n, e);
+        CHECK(same, "rank %d: allreduce n=%zu: ranks hold different bits", R, n);
+        long want = S > 1 && per[t] > 0 ? 2L * (S - 1) : 0;
+        CHECK(sends == want, "rank %d: allreduce n=%zu: %ld sends, want %ld", R, n, sends, want);
+        if (R == 0 && per[t] == (1 << 20))
+            printf("np=%d allreduce of %zu floats: max error %.3g of sum|x|, bit-identical on all "
+                   "ranks: %s, %ld sends per rank\n", S, n, e, same ? "yes" : "no", sends);
+        free(buf);
+        free(tmp);
+    }
+}
+
+static void test_reduce_scatter(void) {
+    size_t w = 4099, n = w * (size_t)S;
+    float *a = fill_(21, n), *b = fill_(21, n), *tmp = malloc(w * sizeof *tmp);
+    mpt_ring g;
+    OK(mpt_ring_start(&g, &world, MPT_RING_ALLREDUCE, a, n, tmp, 6, &err));
+    OK(mpt_ring_wait(&g, &err));
+    OK(mpt_ring_start(&g, &world, MPT_RING_REDUCE_SCATTER, b, n, tmp, 6, &err));
+    OK(mpt_ring_wait(&g, &err));
+    size_t lo = (size_t)R * w;
+    CHECK(memcmp(a + lo, b + lo, w * sizeof *a) == 0,
+          "rank %d: reduce-scatter chunk differs from the all-reduce's", R);
+    double e = err_vs_exact_(21, b, lo, lo + w);
+    CHECK(e <= 1e-6, "rank %d: reduce-scatter error %g", R, e);
+    free(a);
+    free(b);
+    free(tmp);
+}
+
+static void test_allgather(void) {
+    size_t w = 777, n = w * (size_t)S;
+    float *buf = calloc(n, sizeof *buf), *want = malloc(n * sizeof *want);
+    for (int q = 0; q < S; q++)
+        for (size_t i = 0; i < w; i++) want[(size_t)q * w + i] = input_(31, q, i);
+    memcpy(buf + (size_t)R * w, want + (size_t)R * w, w * sizeof *buf);
+    mpt_ring g;
+    OK(mpt_ring_start(&g, &world, MPT_RING_ALLGATHER, buf, n, NULL, 7, &err));
+    OK(mpt_ring_wait(&g, &err));
+    CHECK(memcmp(buf, want, n * sizeof *buf) == 0, "rank %d: all-gather differs", R);
+    free(buf);
+    free(want);
+}
+
+static void test_stepwise(void) {
+    size_t w = 5000, n = w * (size_t)S;
+    float *buf[3], *tmp[3];
+    mpt_ring g[3];
+    for (int k = 0; k < 3; k++) {
+        buf[k] = fill_(41 + (uint64_t)k, n);
+        tmp[k] = malloc(w * sizeof *tmp[k]);
+    }
+    /* rank 0 starts ring 0 while the others are still in the barrier: it cannot finish */
+    if (R == 0) {
+        int done = 1;
+        OK(mpt_ring_start(&g[0], &world, MPT_RING_ALLREDUCE, buf[0], n, tmp[0], 8, &err));
+        OK(mpt_ring_progress(&g[0], &done, &err));
+        CHECK(done == (S == 1), "rank 0: a ring finished before its peers started (np=%d)", S);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (R != 0) OK(mpt_ring_start(&g[0], &world, MPT_RING_ALLREDUCE, buf[0], n, tmp[0], 8, &err));
+    OK(mpt_ring_start(&g[1], &world, MPT_RING_REDUCE_SCATTER, buf[1], n, tmp[1], 9, &err));
+    OK(mpt_ring_start(&g[2], &world, MPT_RING_ALLREDUCE, buf[2], n, tmp[2], 10, &err));
+    /* progress alone, as the backward's hooks do (10 s bound against a hang) */
+    int done[3] = {0, 0, 0};
+    long calls = 0;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        for (int k = 0; k < 3; k++)
+            if (!done[k]) OK(mpt_ring_progress(&g[k], &done[k], &err));
+        calls++;
+        if (done[0] && done[1] && done[2]) break;
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        if (t1.tv_sec - t0.tv_sec > 10) break;
+    }
+    CHECK(done[0] && done[1] && done[2], "rank %d: rings did not finish by progress alone", R);
+    for (int k = 0; k < 3; k++) {
+        size_t lo = k == 1 ? (size_t)R * w : 0, hi = k == 1 ? lo + w : n;
+        double e = err_vs_exact_(41 + (uint64_t)k, buf[k], lo, hi);
+        CHECK(e <= 1e-6, "rank %d: ring %d in flight with others: error %g", R, k, e);
+        if (k != 1) CHECK(same_everywhere_(buf[k], n), "rank %d: ring %d: bits differ", R, k);
+        free(buf[k]);
+        free(tmp[k]);
+    }
+    if (R == 0) printf("np=%d three rings in flight finished after %ld progress rounds\n", S, calls);
+}
+
+static void test_bad_size(void) {
+    if (S == 1) return;
+    float buf[8] = {0}, tmp[8];
+    mpt_ring g;
+    mpt_status st = mpt_ring_start(&g, &world, MPT_RING_ALLREDUCE, buf, (size_t)S + 1, tmp, 12,
+                                   &err);
+    CHECK(st == MPT_ERR_RUN && !g.active, "rank %d: uneven ring accepted", R);
+}
+
+int main(int argc, char **argv) {
+    MPI_Init(&argc, &argv);
+    if (mpt_comm_world(&world, &err) != MPT_OK) {
+        fprintf(stderr, "%s\n", err.msg);
+        MPI_Abort(MPI_COMM_WORLD, 2);
+    }
+    R = world.rank;
+    S = world.size;
+    test_allreduce();
+    test_reduce_scatter();
+    test_allgather();
+    test_stepwise();
+    test_bad_size();
+    int counts[2] = {check_passed, check_failed}, sums[2];
+    MPI_Allreduce(counts, sums, 2, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    if (R == 0) printf("np=%d: %d passed, %d failed (all ranks)\n", S, sums[0], sums[1]);
+    mpt_comm_free(&world);
+    MPI_Finalize();
+    return sums[1] ? 1 : 0;
+}

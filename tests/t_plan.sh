@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# t_plan.sh — `mptrain plan` and `mptrain simulate` end to end: the JSON fields of CONTRACT §7;
+# plan's memory of the largest rank equal to the trainer's own plan and to the arena's measured
+# peak for a few layouts that run here (one rank; dp 2 with ZeRO 2; pp 2 with 1f1b; tp 2 with
+# sp); the layout search listing candidates best first; simulate's timeline and Chrome trace;
+# bad input exiting 2 with "mptrain: error:" (bf16 memory, cp, unknown option, bad layout).
+# Usage: bash tests/t_plan.sh BUILD_DIR   (from the repo root, as ctest runs it)
+set -u
+source "$(dirname "$0")/lib.sh"
+tmp=$TMP
+py() { /usr/bin/python3 -c "$@"; }
+
+# JSON fields of plan and simulate.
+check "plan --json" sh -c "'$BIN' plan --model gpt3-175b --tp 8 --pp 16 --dp 8 --batch 1536 \
+  --microbatches 192 --recompute full --cluster a100-80g --json >'$tmp/plan.json'"
+check "plan fields" py "
+import json; o = json.load(open('$tmp/plan.json')); m = o['memory_bytes_per_rank']
+assert all(k in m for k in ('params','grads','optimizer','activations','other','total')), m
+assert m['total'] == sum(m[k] for k in ('params','grads','optimizer','activations','other'))
+assert all(k in o for k in ('step_time_s','tflops_per_gpu','mfu','bubble')), o
+assert 0 < o['bubble'] < 1 and 0 < o['mfu'] < 1 and o['step_time_s'] > 0"
+check "simulate --json" sh -c "'$BIN' simulate --model gpt-1t --tp 8 --pp 64 --dp 6 \
+  --batch 3072 --microbatches 512 --recompute full --precision bf16 --json >'$tmp/sim.json'"
+check "simulate fields; bf16 memory said to be not modelled" py "
+import json; o = json.load(open('$tmp/sim.json'))
+assert all(k in o for k in ('step_time_s','tflops_per_gpu','mfu','bubble')), o
+assert o['memory_bytes_per_rank'] is None and 'not modelled by the runtime' in o['memory_note']
+assert 140 < o['tflops_per_gpu'] < 190, o['tflops_per_gpu']"
+
+# plan = the trainer's plan = the arena's measured peak, for layouts that run here.
+compare() { # compare NAME NP TRAIN/PLAN-OPTIONS...
+  local name="$1" np="$2"; shift 2
+  "$BIN" plan --model tiny --batch 8 "$@" --json >"$tmp/$name.plan.json" || { bad "$name plan"; return; }
+  if [ "$np" = 1 ]; then
+    "$BIN" train --model tiny --batch 8 --steps 2 --quiet --log "$tmp/$name.jsonl" "$@" >/dev/null
+  else
+    "${MPIRUN[@]}" -np "$np" "$BIN" train --model tiny --batch 8 --steps 2 --quiet --threads 1 \
+      --log "$tmp/$name.jsonl" "$@" >/dev/null
+  fi || { bad "$name train"; return; }
+  if py "
+import json
+plan = json.load(open('$tmp/$name.plan.json'))['memory_bytes_per_rank']['total']
+end = [json.loads(l) for l in open('$tmp/$name.jsonl')][-1]
+trainer = max(r['planned_mem_bytes'] for r in end['ranks']); peak = end['peak_mem_bytes']
+print('$name: plan %d, trainer plan %d, measured peak %d (%+.2f%%)' % (plan, trainer, peak,
+      100.0 * (peak / plan - 1)))
+assert plan == trainer and abs(peak / plan - 1) <= 0.02"; then ok "$name: plan = trainer = peak"
+  else bad "$name: plan, trainer and peak differ"; fi
+}
+compare one 1 --recompute selective
+compare dp2-zero2 2 --dp 2 --zero 2
+compare pp2-1f1b 2 --pp 2 --microbatches 4 --schedule 1f1b
+compare tp2-sp 2 --tp 2 --sp --recompute full
+
+# search: candidates best first, each fitting
+check "search --json" sh -c "'$BIN' plan --model gpt3-175b --gpus 1024 --batch 1536 --top 5 \
+  --json >'$tmp/search.json'"
+check "search candidates best first" py "
+import json; o = json.load(open('$tmp/search.json')); c = o['candidates']
+assert len(c) == 5 and o['layouts_fit'] >= 5, o
+t = [x['tokens_per_s'] for x in c]; assert t == sorted(t, reverse=True), t
+assert all(x['memory_bytes_per_rank']['total'] <= 80e9 for x in c)
+assert all(x['layout']['dp'] * x['layout']['tp'] * x['layout']['pp'] == 1024 for x in c)"
+check "search prints the best train command" sh -c "'$BIN' plan --model gpt-7.5b --gpus 64 \
+  --batch 512 --top 3 | grep -q 'best: mptrain train --dp'"
+
+# simulate: timeline and trace
+check "timeline" sh -c "'$BIN' simulate --model gpt-39b --tp 8 --pp 2 --dp 4 --batch 64 \
+  --microbatches 16 --precision bf16 --timeline | grep -q '^rank  1 |.*B'"
+check "trace" sh -c "'$BIN' simulate --model gpt-39b --tp 8 --pp 4 --dp 2 --batch 64 \
+  --microbatches 8 --schedule zb-h1 --precision bf16 --trace '$tmp/trace.json' >/dev/null"
+check "trace is Chrome JSON with F, B, W" py "
+import json; e = json.load(open('$tmp/trace.json'))['traceEvents']
+names = {x['name'][0] for x in e}; assert names == {'F', 'B', 'W'}, names
+assert len({x['pid'] for x in e}) == 4"
+
+# bad input: exit 2 with a message
+bad_input() { # bad_input WHAT ARGS...
+  local what="$1"; shift
+  "$BIN" "$@" >/dev/null 2>"$tmp/err"; local rc=$?
+  if [ "$rc" = 2 ] && grep -q '^mptrain: error: ' "$tmp/err"; then ok "$what"
+  else bad "$what (exit $rc: $(cat "$tmp/err"))"; fi
+}
+bad_input "plan bf16" plan --model gpt-7.5b --dp 64 --batch 64 --precision bf16
+bad_input "plan cp 2" plan --model gpt-7.5b --dp 2 --cp 2 --batch 64
+bad_input "plan unknown option" plan --frobnicate 3
+bad_input "plan batch" plan --model tiny --dp 3 --batch 8
+bad_input "plan gpus mismatch" plan --model tiny --dp 2 --gpus 4
+bad_input "simulate tp 5" simulate --model gpt-7.5b --tp 5
+bad_input "simulate cluster" simulate --model tiny --cluster nowhere
+bad_input "simulate schedule" simulate --model tiny --pp 2 --schedule sideways
+check "plan --help" sh -c "'$BIN' plan --help | grep -q -- '--gpus'"
+finish

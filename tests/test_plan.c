@@ -1,0 +1,218 @@
+/* test_plan.c — the planner (src/plan/) without MPI and without allocating training state:
+ *  1. ZeRO's memory structure (Rajbhandari et al. 2020, 7.5B parameters on 64 data-parallel
+ *     ranks): the runtime's memory plan gives exactly 4 + 4 + 8 bytes per parameter at ZeRO 0,
+ *     AdamW state / 64 at ZeRO 1, gradients / 64 at ZeRO 2 and parameters / 64 at ZeRO 3 — plus
+ *     the staging / working pools the runtime's dp module adds, which the plan names itself
+ *     (pool_elements). Printed beside the paper's mixed-precision figures.
+ *  2. GPT-3 175B: 16 bytes x 175B ~ 2.8 TB, the plan's params+grads+optimizer summed over the
+ *     ranks of one replica (tp 8 x pp 16).
+ *  3. Narayanan et al. 2021 Table 1 (A100-80GB, seq 2048, vocab 51200, full recompute, bf16):
+ *     `simulate`'s TFLOP/s per GPU within 10% of each published figure, printed side by side.
+ *     Layouts: the table's tp, pp and GPUs; micro-batch size 1; the 1f1b schedule. The cluster
+ *     is the a100-80g preset (datasheet numbers, cluster.h), not fitted to these rows.
+ *  4. The layout search on 4,096 GPUs finds layouts that fit, best first.
+ *  5. Bad requests fail with MPT_ERR_INPUT (cp, bf16 memory, batch, tp, schedule). */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "check.h"
+#include "model/gpt.h"
+#include "plan/search.h"
+#include "plan/sim.h"
+
+static void job_(mpt_plan_job *j, const char *model, int batch, int T) {
+    mpt_error err;
+    mpt_plan_job_defaults(j);
+    CHECK(mpt_plan_model(&j->cfg, model, &err) == MPT_OK, "preset %s", model);
+    j->batch = batch;
+    j->seq_len = T;
+}
+
+static void zero_structure_(void) {
+    mpt_plan_job j;
+    job_(&j, "gpt-7.5b", 64, 2048);
+    const double GB = 1e9, R = 64;
+    const char *paper[] = {"120", "31.4", "16.6", "1.88"};
+    printf("ZeRO, 7.5B parameters on 64 ranks (fp32 here: 4 params + 4 grads + 8 AdamW = 16 "
+           "bytes/param; the paper's mixed precision: 2 + 2 + 12 = 16):\n");
+    printf("  stage  plan: params+grads+optimizer  ZeRO formula (sharded state)  "
+           "runtime staging  paper (mixed precision)\n");
+    for (int z = 0; z <= 3; z++) {
+        mpt_plan_layout l;
+        mpt_plan_layout_defaults(&l);
+        l.dp = 64;
+        l.zero = z;
+        l.recompute = MPT_RECOMPUTE_FULL;
+        mpt_plan_memory m;
+        mpt_error err;
+        CHECK(mpt_plan_memory_eval(&j, &l, &m, &err) == MPT_OK, "zero %d: %s", z, err.msg);
+        double P = (double)m.worst.param_elements, pool = (double)m.worst.pool_elements;
+        CHECK(fabs(P / (double)m.n_params - 1) < 1e-3, "padded table %.0f vs %lld parameters", P,
+              m.n_params);
+        /* the ZeRO paper's formulas for fp32, with P the plan's (padded) parameter count */
+        double params = z == 3 ? 4 * P / R : 4 * P, grads = z >= 2 ? 4 * P / R : 4 * P;
+        double opt = z >= 1 ? 8 * P / R : 8 * P;
+        /* what the runtime adds (dp.h): ZeRO 2/3 a gradient staging pool and its reduced
+         * slices; ZeRO 3 a parameter working pool */
+        double staging = (z >= 2 ? 4 * (pool + pool / R) : 0) + (z == 3 ? 4 * pool : 0);
+        double got_p = (double)m.worst.bytes[MPT_MEM_PARAMS];
+        double got_g = (double)m.worst.bytes[MPT_MEM_GRADS];
+        double got_o = (double)m.worst.bytes[MPT_MEM_OPTIMIZER];
+        CHECK(got_p == params + (z == 3 ? 4 * pool : 0), "zero %d params %.0f vs %.0f", z, got_p,
+              params);
+        CHECK(got_g == grads + (z >= 2 ? 4 * (pool + pool / R) : 0), "zero %d grads %.0f vs %.0f",
+              z, got_g, grads);
+        CHECK(got_o == opt, "zero %d optimizer %.0f vs %.0f", z, got_o, opt);
+        double state = params + grads + opt;
+        printf("  %d      %8.2f GB                    %8.2f GB                  %6.2f GB        "
+               "%s GB\n", z, (got_p + got_g + got_o) / GB, state / GB, staging / GB, paper[z]);
+        /* the sharded state is 16, 4 + 4 + 8/64, 4 + 12/64, 16/64 bytes per parameter */
+        const double per[] = {16, 8 + 8 / R, 4 + 12 / R, 16 / R};
+        CHECK(fabs(state / (per[z] * P) - 1) < 1e-12, "zero %d: %.4f bytes/param", z,
+              state / P);
+        if (z == 3) /* 16 bytes x 7.5e9 / 64 = 1.875 GB, as the paper's 1.88 */
+            CHECK(fabs(16 * 7.5e9 / R / GB - 1.875) < 1e-9 && fabs(state / GB - 1.875) < 0.02,
+                  "ZeRO-3 state %.3f GB", state / GB);
+        if (z == 0) CHECK(fabs(state / GB - 120) < 1.0, "baseline %.1f GB vs 120", state / GB);
+    }
+}
+
+static void gpt3_(void) {
+    mpt_plan_job j;
+    job_(&j, "gpt3-175b", 64, 2048);
+    mpt_plan_layout l;
+    mpt_plan_layout_defaults(&l);
+    l.tp = 8;
+    l.pp = 16;
+    l.microbatches = 64;
+    l.recompute = MPT_RECOMPUTE_FULL;
+    mpt_plan_memory m;
+    mpt_error err;
+    CHECK(mpt_plan_memory_eval(&j, &l, &m, &err) == MPT_OK, "gpt3: %s", err.msg);
+    double state = (double)(m.sum[MPT_MEM_PARAMS] + m.sum[MPT_MEM_GRADS] +
+                            m.sum[MPT_MEM_OPTIMIZER]);
+    printf("GPT-3 175B (%lld parameters), tp 8 x pp 16: params+grads+optimizer summed over the "
+           "128 ranks %.3f TB (16 bytes x 175e9 = 2.8 TB); largest rank %.1f GB in all\n",
+           m.n_params, state / 1e12, (double)m.worst.total / 1e9);
+    /* above 16 x params by exactly what the runtime stores more than once or padded: the
+     * last stage's copy of the tied wte (padded vocabulary x D), the first stage's padded
+     * vocabulary rows, the tensors every tensor-parallel rank keeps whole (wpe, LayerNorms,
+     * the row-parallel biases, ln_f: 7 more copies), and each unit's padding to 16 elements */
+    double D = 12288, Vp = 50688, L = 96, T = 2048, tp = 8;
+    double extra = Vp * D + (Vp - 50257) * D + (tp - 1) * (T * D + L * 6 * D + 2 * D) +
+                   (L + 2 + 16) * 16 * 128;
+    printf("  = 16 x (%lld parameters + %.3g stored twice: tied head copy, tp-replicated "
+           "tensors, padding)\n", m.n_params, state / 16 - (double)m.n_params);
+    CHECK(state >= 16.0 * (double)m.n_params && state <= 16.0 * ((double)m.n_params + extra),
+          "GPT-3 state %.6g vs 16 x %lld (+ at most %.4g)", state, m.n_params, 16 * extra);
+    CHECK(fabs(state / 2.8e12 - 1) < 0.01, "GPT-3 state %.3f TB vs 2.8", state / 1e12);
+}
+
+static void narayanan_(void) {
+    static const struct {
+        const char *model, *params;
+        int tp, pp, gpus, batch;
+        double tflops;
+    } rows[] = {
+        {"gpt-1.7b", "1.7B", 1, 1, 32, 512, 137},    {"gpt-7.5b", "7.5B", 4, 1, 128, 512, 142},
+        {"gpt-39b", "39.1B", 8, 2, 512, 1536, 138},  {"gpt-146b", "145.6B", 8, 8, 1536, 2304, 148},
+        {"gpt-530b", "529.6B", 8, 35, 2520, 2520, 163},
+        {"gpt-1t", "1008B", 8, 64, 3072, 3072, 163},
+    };
+    mpt_cluster c;
+    mpt_error err;
+    CHECK(mpt_cluster_load(&c, "a100-80g", &err) == MPT_OK, "a100-80g");
+    printf("\nNarayanan et al. 2021, Table 1 against `mptrain simulate --cluster a100-80g` "
+           "(bf16, seq 2048, full recompute, micro-batch 1, 1f1b):\n");
+    printf("  %-7s %3s %3s %5s %5s | %9s %9s %7s | %8s %7s %6s\n", "params", "tp", "pp", "GPUs",
+           "batch", "paper", "simulated", "error", "step s", "bubble", "MFU");
+    for (size_t i = 0; i < sizeof rows / sizeof *rows; i++) {
+        mpt_plan_job j;
+        job_(&j, rows[i].model, rows[i].batch, 2048);
+        j.precision = MPT_PREC_BF16;
+        mpt_plan_layout l;
+        mpt_plan_layout_defaults(&l);
+        l.tp = rows[i].tp;
+        l.pp = rows[i].pp;
+        l.dp = rows[i].gpus / (l.tp * l.pp);
+        l.microbatches = rows[i].batch / l.dp;
+        l.recompute = MPT_RECOMPUTE_FULL;
+        mpt_sim_result r;
+        CHECK(mpt_simulate(&j, &l, &c, 0, &r, &err) == MPT_OK, "%s: %s", rows[i].model, err.msg);
+        double e = r.tflops_per_gpu / rows[i].tflops - 1;
+        printf("  %-7s %3d %3d %5d %5d | %9.0f %9.1f %+6.1f%% | %8.2f %6.1f%% %5.1f%%\n",
+               rows[i].params, l.tp, l.pp, rows[i].gpus, rows[i].batch, rows[i].tflops,
+               r.tflops_per_gpu, 100 * e, r.step_time, 100 * r.bubble, 100 * r.mfu);
+        CHECK(fabs(e) <= 0.10, "%s: simulated %.1f TFLOP/s vs %.0f", rows[i].model,
+              r.tflops_per_gpu, rows[i].tflops);
+        CHECK(r.world == rows[i].gpus, "world %d", r.world);
+        mpt_sim_result_free(&r);
+    }
+}
+
+static void search_(void) {
+    mpt_plan_job j;
+    job_(&j, "gpt3-175b", 1536, 2048);
+    mpt_cluster c;
+    mpt_error err;
+    CHECK(mpt_cluster_load(&c, "a100-80g", &err) == MPT_OK, "a100");
+    mpt_plan_candidate best[5];
+    int n = 0;
+    mpt_search_stats st;
+    clock_t t0 = clock();
+    CHECK(mpt_plan_search(&j, &c, 4096, 0, best, 5, &n, &st, &err) == MPT_OK, "search: %s",
+          err.msg);
+    double secs = (double)(clock() - t0) / CLOCKS_PER_SEC;
+    printf("\nsearch: GPT-3 175B on 4096 A100s, %ld layouts, %ld fit (%.1f s of CPU):\n",
+           st.tried, st.fit, secs);
+    CHECK(n == 5 && st.fit >= n && st.tried > st.fit, "search found %d of %ld", n, st.fit);
+    for (int i = 0; i < n; i++) {
+        char s[160];
+        mpt_plan_layout_str(&best[i].l, s, sizeof s);
+        printf("  %d. %-50s %6.1f GB %8.2f s\n", i + 1, s, best[i].mem.total / 1e9,
+               best[i].step_time);
+        CHECK(best[i].mem.total <= c.mem_bytes, "candidate %d does not fit", i);
+        CHECK(mpt_plan_layout_world(&best[i].l) == 4096, "candidate %d world", i);
+        if (i) CHECK(best[i].tokens_per_s <= best[i - 1].tokens_per_s, "order at %d", i);
+    }
+}
+
+static void bad_(void) {
+    mpt_plan_job j;
+    job_(&j, "gpt2-124m", 8, 1024);
+    mpt_plan_layout l;
+    mpt_plan_memory m;
+    mpt_error err;
+    mpt_plan_layout_defaults(&l);
+    l.cp = 2;
+    CHECK(mpt_plan_memory_eval(&j, &l, &m, &err) == MPT_ERR_INPUT, "cp 2 accepted");
+    mpt_plan_layout_defaults(&l);
+    j.precision = MPT_PREC_BF16;
+    CHECK(mpt_plan_memory_eval(&j, &l, &m, &err) == MPT_ERR_INPUT &&
+              strstr(err.msg, "not modelled by the runtime"), "bf16 memory: %s", err.msg);
+    j.precision = MPT_PREC_FP32;
+    l.dp = 3;
+    CHECK(mpt_plan_memory_eval(&j, &l, &m, &err) == MPT_ERR_INPUT, "batch 8 on dp 3 accepted");
+    l.dp = 1;
+    l.tp = 5;
+    CHECK(mpt_plan_memory_eval(&j, &l, &m, &err) == MPT_ERR_INPUT, "tp 5 accepted");
+    l.tp = 1;
+    l.pp = 4;
+    l.microbatches = 4;
+    l.schedule = MPT_PP_INTERLEAVED;
+    l.virtual_stages = 1;
+    CHECK(mpt_plan_memory_eval(&j, &l, &m, &err) == MPT_ERR_INPUT, "interleaved v1 accepted");
+    mpt_cluster c;
+    CHECK(mpt_cluster_load(&c, "no-such-cluster", &err) == MPT_ERR_INPUT, "unknown cluster");
+}
+
+int main(void) {
+    zero_structure_();
+    gpt3_();
+    narayanan_();
+    search_();
+    bad_();
+    return check_finish();
+}
