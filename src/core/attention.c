@@ -1,0 +1,315 @@
+/* attention.c — fused causal attention, forward and backward, with memory linear in T (see
+ * attention.h): online softmax over 64×64 tiles of scores that are never stored.
+ *
+ * Forward, per (batch, head, query tile) — one OpenMP task each, largest tiles first: for every
+ * K/V tile that some row of the query tile can see, S = scale Q Kᵀ (GEMM), then per row the
+ * running maximum m and sum l are updated and the output row rescaled (online softmax),
+ * O += P V (GEMM); at the end O /= l and lse = m + log l.
+ * Backward, per K/V tile (FlashAttention-2 order): for every query tile that sees it, recompute
+ * P = exp(S - lse), dP = dO Vᵀ, dS = P ∘ (dP - drow) · scale; dV += Pᵀ dO, dK += dSᵀ Q,
+ * dQ += dS K. Tasks are whole (batch, head) pairs when there are enough of them to share out
+ * evenly; otherwise each (batch, head) is split over K/V tiles, and every thread adds its dQ into
+ * a private (Tq, hs) accumulator from the workspace that is summed at the end of the pair.
+ *
+ * Compiled with -ffast-math (CMakeLists.txt) so that expf in `omp simd` loops uses glibc's
+ * vector math, as kernels_vecmath.c is. Nothing here relies on infinities or NaN: an empty row's
+ * lse is the finite MPT_FLASH_LSE_EMPTY, and masked scores are skipped, never set to -inf. */
+#include "core/attention.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <oneapi/dnnl/dnnl.h>
+#include <omp.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "core/kernels.h"
+#include "core/status.h"
+
+#define BQ MPT_FLASH_BQ
+#define BK MPT_FLASH_BK
+
+/* Row-major C(M,N) = alpha op(A) op(B) + beta C on the back end kernels.h chose; called from
+ * inside our OpenMP loops, where both libraries run single-threaded. */
+static void gemm_(char ta, char tb, int M, int N, int K, float alpha, const float *A, size_t lda,
+                  const float *B, size_t ldb, float beta, float *C, size_t ldc) {
+    if (mpt_kernels_gemm() == MPT_GEMM_ONEDNN) {
+        dnnl_sgemm(ta, tb, M, N, K, alpha, A, (dnnl_dim_t)lda, B, (dnnl_dim_t)ldb, beta, C,
+                   (dnnl_dim_t)ldc);
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, ta == 'T' ? CblasTrans : CblasNoTrans,
+                tb == 'T' ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, (int)lda, B, (int)ldb,
+                beta, C, (int)ldc);
+}
+
+static int min_(int a, int b) { return a < b ? a : b; }
+static int max_(int a, int b) { return a > b ? a : b; }
+
+/* Threads to run on: at most `threads`, at most what OpenMP offers, at least 1. */
+static int team_(int threads) {
+    int nt = omp_get_max_threads();
+    if (threads > 0 && threads < nt) nt = threads;
+    return nt > 0 ? nt : 1;
+}
+
+/* Keys of a tile that a query row sees: the tile's columns j < visible_(...) are visible.
+ * qpos = global position of the row, kpos = global position of the tile's first key. */
+static int visible_(int qpos, int kpos, int nc) { return max_(0, min_(nc, qpos - kpos + 1)); }
+
+/* ---- forward ---------------------------------------------------------------------------- */
+
+/* One query tile of one head: rows q[0..nr) (global positions qpos..qpos+nr-1) against the keys
+ * k[0..Tk) (global positions k0..). o (nr rows of hs, stride ldo) and lse[0..nr) overwritten. */
+static void fwd_tile_(float *o, size_t ldo, float *lse, const float *q, size_t ldq,
+                      const float *k, size_t ldk, const float *v, size_t ldv, int nr, int qpos,
+                      int Tk, int k0, int hs, float scale) {
+    float S[BQ * BK], m[BQ], l[BQ];
+    for (int r = 0; r < nr; r++) {
+        m[r] = MPT_FLASH_LSE_EMPTY;
+        l[r] = 0.0f;
+        memset(o + (size_t)r * ldo, 0, (size_t)hs * sizeof *o);
+    }
+    int last = qpos + nr - 1;
+    for (int c0 = 0; c0 < Tk && k0 + c0 <= last; c0 += BK) {
+        int kpos = k0 + c0;
+        int nc = visible_(last, kpos, min_(BK, Tk - c0)); /* columns any row sees */
+        int full = kpos + nc - 1 <= qpos;                  /* every row sees all nc */
+        gemm_('N', 'T', nr, nc, hs, scale, q, ldq, k + (size_t)c0 * ldk, ldk, 0.0f, S, BK);
+        for (int r = 0; r < nr; r++) {
+            float *row = S + (size_t)r * BK;
+            int nv = full ? nc : visible_(qpos + r, kpos, nc);
+            if (nv == 0) {
+                memset(row, 0, (size_t)nc * sizeof *row);
+                continue;
+            }
+            float mx = row[0];
+            for (int j = 1; j < nv; j++) mx = row[j] > mx ? row[j] : mx;
+            float mnew = mx > m[r] ? mx : m[r], sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+            for (int j = 0; j < nv; j++) {
+                float p = expf(row[j] - mnew);
+                row[j] = p;
+                sum += p;
+            }
+            for (int j = nv; j < nc; j++) row[j] = 0.0f;
+            float alpha = expf(m[r] - mnew);
+            l[r] = l[r] * alpha + sum;
+            m[r] = mnew;
+            if (alpha != 1.0f) {
+                float *orow = o + (size_t)r * ldo;
+#pragma omp simd
+                for (int i = 0; i < hs; i++) orow[i] *= alpha;
+            }
+        }
+        gemm_('N', 'N', nr, hs, nc, 1.0f, S, BK, v + (size_t)c0 * ldv, ldv, 1.0f, o, ldo);
+    }
+    for (int r = 0; r < nr; r++) {
+        if (l[r] > 0.0f) {
+            float inv = 1.0f / l[r], *orow = o + (size_t)r * ldo;
+#pragma omp simd
+            for (int i = 0; i < hs; i++) orow[i] *= inv;
+            lse[r] = m[r] + logf(l[r]);
+        } else {
+            lse[r] = MPT_FLASH_LSE_EMPTY;
+        }
+    }
+}
+
+void mpt_flash_block_forward(mpt_flash_out o, float *lse, size_t ldl, mpt_flash_in q,
+                             mpt_flash_in k, mpt_flash_in v, const mpt_flash_shape *s) {
+    int B = s->B, H = s->H, hs = s->hs, Tq = s->Tq, nq = (Tq + BQ - 1) / BQ;
+    float scale = 1.0f / sqrtf((float)hs);
+    long ntask = (long)B * H * nq;
+    /* Task t: query tile nq-1 - t/(B*H) (the tiles that see the most keys go first), head pair
+     * t % (B*H). */
+#pragma omp parallel for schedule(dynamic, 1)
+    for (long t = 0; t < ntask; t++) {
+        int qb = nq - 1 - (int)(t / ((long)B * H)), bh = (int)(t % ((long)B * H));
+        int b = bh / H, h = bh % H, r0 = qb * BQ, nr = min_(BQ, Tq - r0);
+        size_t col = (size_t)h * hs;
+        fwd_tile_(o.p + b * o.bs + (size_t)r0 * o.ld + col, o.ld, lse + (size_t)bh * ldl + r0,
+                  q.p + b * q.bs + (size_t)r0 * q.ld + col, q.ld, k.p + b * k.bs + col, k.ld,
+                  v.p + b * v.bs + col, v.ld, nr, s->q0 + r0, s->Tk, s->k0, hs, scale);
+    }
+}
+
+void mpt_flash_merge(mpt_flash_out o, float *lse, size_t ldl, mpt_flash_in o_part,
+                     const float *lse_part, size_t ldlp, int B, int H, int hs, int Tq) {
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < Tq; t++)
+            for (int h = 0; h < H; h++) {
+                float *L = lse + ((size_t)b * H + h) * ldl + t;
+                float lp = lse_part[((size_t)b * H + h) * ldlp + t];
+                float mx = *L > lp ? *L : lp;
+                float wa = expf(*L - mx), wb = expf(lp - mx), sum = wa + wb;
+                wa /= sum, wb /= sum;
+                float *orow = o.p + b * o.bs + (size_t)t * o.ld + (size_t)h * hs;
+                const float *prow = o_part.p + b * o_part.bs + (size_t)t * o_part.ld +
+                                    (size_t)h * hs;
+#pragma omp simd
+                for (int i = 0; i < hs; i++) orow[i] = wa * orow[i] + wb * prow[i];
+                *L = mx + logf(sum);
+            }
+}
+
+/* ---- backward ----------------------------------------------------------------------------- */
+
+void mpt_flash_rowdot(float *drow, size_t ldd, mpt_flash_in dout, mpt_flash_in out, int B, int H,
+                      int hs, int Tq) {
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < Tq; t++)
+            for (int h = 0; h < H; h++) {
+                const float *g = dout.p + b * dout.bs + (size_t)t * dout.ld + (size_t)h * hs;
+                const float *y = out.p + b * out.bs + (size_t)t * out.ld + (size_t)h * hs;
+                float d = 0.0f;
+#pragma omp simd reduction(+ : d)
+                for (int i = 0; i < hs; i++) d += g[i] * y[i];
+                drow[((size_t)b * H + h) * ldd + t] = d;
+            }
+}
+
+/* One head's pointers for the backward (rows start at row 0 of the chunk). */
+typedef struct bwd_head_ {
+    const float *q, *k, *v, *dout, *lse, *drow;
+    float *dq, *dk, *dv;
+    size_t ldq, ldk, ldv, ldg, lddq, lddk, lddv;
+} bwd_head_;
+
+/* K/V tile c0 of one head against every query tile that sees it: dk, dv rows [c0, c0+nc) +=,
+ * dq rows += (into x->dq with stride x->lddq: the gradient itself or a private accumulator). */
+static void bwd_ktile_(const bwd_head_ *x, int c0, const mpt_flash_shape *s, float scale) {
+    float P[BQ * BK], G[BQ * BK];
+    int hs = s->hs, kpos = s->k0 + c0, nc = min_(BK, s->Tk - c0);
+    const float *k = x->k + (size_t)c0 * x->ldk, *v = x->v + (size_t)c0 * x->ldv;
+    float *dk = x->dk + (size_t)c0 * x->lddk, *dv = x->dv + (size_t)c0 * x->lddv;
+    /* first query tile with a row at a global position >= kpos */
+    int r_first = max_(0, kpos - s->q0) / BQ * BQ;
+    for (int r0 = r_first; r0 < s->Tq; r0 += BQ) {
+        int nr = min_(BQ, s->Tq - r0), qpos = s->q0 + r0;
+        int ncv = visible_(qpos + nr - 1, kpos, nc);   /* columns any row of the tile sees */
+        if (ncv == 0) continue;
+        int full = kpos + ncv - 1 <= qpos;
+        const float *q = x->q + (size_t)r0 * x->ldq, *g = x->dout + (size_t)r0 * x->ldg;
+        const float *lse = x->lse + r0, *drow = x->drow + r0;
+        gemm_('N', 'T', nr, ncv, hs, scale, q, x->ldq, k, x->ldk, 0.0f, P, BK);
+        gemm_('N', 'T', nr, ncv, hs, 1.0f, g, x->ldg, v, x->ldv, 0.0f, G, BK);
+        for (int r = 0; r < nr; r++) {
+            float *p = P + (size_t)r * BK, *d = G + (size_t)r * BK, L = lse[r], Dr = drow[r];
+            int nv = full ? ncv : visible_(qpos + r, kpos, ncv);
+#pragma omp simd
+            for (int j = 0; j < nv; j++) {
+                float e = expf(p[j] - L);
+                p[j] = e;
+                d[j] = e * (d[j] - Dr) * scale;
+            }
+            for (int j = nv; j < ncv; j++) p[j] = d[j] = 0.0f;
+        }
+        gemm_('T', 'N', ncv, hs, nr, 1.0f, P, BK, g, x->ldg, 1.0f, dv, x->lddv);
+        gemm_('T', 'N', ncv, hs, nr, 1.0f, G, BK, q, x->ldq, 1.0f, dk, x->lddk);
+        gemm_('N', 'N', nr, hs, ncv, 1.0f, G, BK, k, x->ldk, 1.0f, x->dq + (size_t)r0 * x->lddq,
+              x->lddq);
+    }
+}
+
+static bwd_head_ head_(mpt_flash_out dq, mpt_flash_out dk, mpt_flash_out dv, mpt_flash_in dout,
+                       const float *lse, const float *drow, size_t ldl, mpt_flash_in q,
+                       mpt_flash_in k, mpt_flash_in v, int b, int h, int H, int hs) {
+    size_t col = (size_t)h * hs, row = ((size_t)b * H + h) * ldl;
+    bwd_head_ x = {q.p + b * q.bs + col,       k.p + b * k.bs + col,   v.p + b * v.bs + col,
+                   dout.p + b * dout.bs + col, lse + row,              drow + row,
+                   dq.p + b * dq.bs + col,     dk.p + b * dk.bs + col, dv.p + b * dv.bs + col,
+                   q.ld, k.ld, v.ld, dout.ld, dq.ld, dk.ld, dv.ld};
+    return x;
+}
+
+size_t mpt_flash_block_workspace(const mpt_flash_shape *s, int threads) {
+    size_t n;
+    if (!mpt_size_mul((size_t)(s->Tq > 0 ? s->Tq : 0), (size_t)(s->hs > 0 ? s->hs : 0), &n) ||
+        !mpt_size_mul(n, (size_t)(threads > 0 ? threads : 1), &n))
+        return SIZE_MAX;
+    return n;
+}
+
+void mpt_flash_block_backward(mpt_flash_out dq, mpt_flash_out dk, mpt_flash_out dv,
+                              mpt_flash_in dout, const float *lse, const float *drow, size_t ldl,
+                              mpt_flash_in q, mpt_flash_in k, mpt_flash_in v,
+                              const mpt_flash_shape *s, float *work, int threads) {
+    int B = s->B, H = s->H, hs = s->hs, nbh = B * H, nt = team_(threads);
+    int nk = (s->Tk + BK - 1) / BK;
+    float scale = 1.0f / sqrtf((float)hs);
+    if (s->Tq <= 0 || nk == 0) return;
+    if (nbh % nt == 0 || nbh >= 4 * nt || nk == 1) {
+        /* whole head pairs: no thread shares a gradient row with another */
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+        for (int bh = 0; bh < nbh; bh++) {
+            bwd_head_ x = head_(dq, dk, dv, dout, lse, drow, ldl, q, k, v, bh / H, bh % H, H, hs);
+            for (int kb = 0; kb < nk; kb++) bwd_ktile_(&x, kb * BK, s, scale);
+        }
+        return;
+    }
+    /* few head pairs: split each over its K/V tiles; dq through per-thread accumulators */
+    size_t acc_n = (size_t)s->Tq * hs;
+    for (int bh = 0; bh < nbh; bh++) {
+        bwd_head_ x = head_(dq, dk, dv, dout, lse, drow, ldl, q, k, v, bh / H, bh % H, H, hs);
+#pragma omp parallel num_threads(nt)
+        {
+            bwd_head_ mine = x;
+            mine.dq = work + (size_t)omp_get_thread_num() * acc_n;
+            mine.lddq = (size_t)hs;
+            memset(mine.dq, 0, acc_n * sizeof(float));
+            /* K/V tile 0 sees every query tile: largest first */
+#pragma omp for schedule(dynamic, 1)
+            for (int kb = 0; kb < nk; kb++) bwd_ktile_(&mine, kb * BK, s, scale);
+            int team = omp_get_num_threads();
+#pragma omp for schedule(static)
+            for (int t = 0; t < s->Tq; t++) {
+                float *d = x.dq + (size_t)t * x.lddq;
+                for (int th = 0; th < team; th++) {
+                    const float *a = work + (size_t)th * acc_n + (size_t)t * hs;
+#pragma omp simd
+                    for (int i = 0; i < hs; i++) d[i] += a[i];
+                }
+            }
+        }
+    }
+}
+
+/* ---- whole sequence ------------------------------------------------------------------------ */
+
+static mpt_flash_shape whole_(int B, int T, int D, int H) {
+    mpt_flash_shape s = {B, H, D / H, T, 0, T, 0};
+    return s;
+}
+
+void mpt_flash_forward(float *out, float *lse, const float *qkv, int B, int T, int D, int H) {
+    size_t ld = 3 * (size_t)D, bs = (size_t)T * ld;
+    mpt_flash_shape s = whole_(B, T, D, H);
+    mpt_flash_out o = {out, (size_t)D, (size_t)T * D};
+    mpt_flash_in q = {qkv, ld, bs}, k = {qkv + D, ld, bs}, v = {qkv + 2 * (size_t)D, ld, bs};
+    mpt_flash_block_forward(o, lse, (size_t)T, q, k, v, &s);
+}
+
+size_t mpt_flash_workspace(int B, int T, int D, int H, int threads) {
+    mpt_flash_shape s = whole_(B, T, D, H);
+    size_t rows, acc = mpt_flash_block_workspace(&s, threads), n;
+    if (acc == SIZE_MAX || !mpt_size_mul((size_t)B * (size_t)H, (size_t)T, &rows) ||
+        !mpt_size_add(rows, acc, &n))
+        return SIZE_MAX;
+    return n;
+}
+
+void mpt_flash_backward(float *dqkv, const float *dout, const float *out, const float *lse,
+                        const float *qkv, int B, int T, int D, int H, float *work, int threads) {
+    size_t ld = 3 * (size_t)D, bs = (size_t)T * ld, od = (size_t)T * D;
+    mpt_flash_shape s = whole_(B, T, D, H);
+    mpt_flash_in g = {dout, (size_t)D, od}, y = {out, (size_t)D, od};
+    mpt_flash_in q = {qkv, ld, bs}, k = {qkv + D, ld, bs}, v = {qkv + 2 * (size_t)D, ld, bs};
+    mpt_flash_out dq = {dqkv, ld, bs}, dk = {dqkv + D, ld, bs}, dv = {dqkv + 2 * (size_t)D, ld, bs};
+    float *drow = work;
+    mpt_flash_rowdot(drow, (size_t)T, g, y, B, H, D / H, T);
+    mpt_flash_block_backward(dq, dk, dv, g, lse, drow, (size_t)T, q, k, v, &s,
+                             work + (size_t)B * H * T, threads);
+}
