@@ -1,7 +1,6 @@
 /* pp.c — the pipeline executor (see pp.h). */
 #include "parallel/pp.h"
 
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -136,7 +135,9 @@ static mpt_status forward_(mpt_pp *pp, const mpt_pp_action *a, mpt_pp_batch_fn b
     int mb = a->mb;
     TRY_(open_set_(pp, mb, err));
     batch(ctx, mb, m->first ? inputs : NULL, m->last ? targets : NULL);
+    if (m->first) pp->inputs_mb = mb;
     m->cur = &pp->set[mb];
+    if (pp->before_forward) TRY_(pp->before_forward(pp->forward_ctx, mb, m, inputs, err));
     double loss = 0.0;
     TRY_(mpt_gpt_forward(m, inputs, m->last ? targets : NULL, Bm, T, dloss, &loss, err));
     *loss_sum += loss;
@@ -147,7 +148,10 @@ static mpt_status backward_(mpt_pp *pp, const mpt_pp_action *a, mpt_pp_batch_fn 
                             int32_t *inputs, int Bm, int T, mpt_error *err) {
     mpt_gpt *m = pp->model;
     int mb = a->mb;
-    if (m->first) batch(ctx, mb, inputs, NULL); /* the embedding's backward needs the tokens */
+    if (m->first && pp->inputs_mb != mb) { /* the embedding's backward needs the tokens */
+        batch(ctx, mb, inputs, NULL);
+        pp->inputs_mb = mb;
+    }
     m->cur = &pp->set[mb];
     mpt_dp_set_last_microbatch(pp->dp, mb == pp->m - 1);
     TRY_(mpt_gpt_backward(m, inputs, Bm, T, err));
@@ -168,7 +172,8 @@ mpt_status mpt_pp_step(mpt_pp *pp, mpt_pp_batch_fn batch, void *ctx, int32_t *in
     mpt_gpt *m = pp->model;
     *loss_sum = 0.0;
     pp->busy = 0.0;
-    double start = omp_get_wtime();
+    pp->inputs_mb = -1;
+    double start = mpt_comm_clock();
     for (size_t i = 0; i < pp->n_acts; i++) {
         const mpt_pp_action *a = &pp->acts[i];
         int mb = a->mb, tag = mpt_pp_action_tag(a, 1);
@@ -197,11 +202,11 @@ mpt_status mpt_pp_step(mpt_pp *pp, mpt_pp_batch_fn batch, void *ctx, int32_t *in
             /* waiting for the input is idle time; the compute after it is busy time */
             if (a->op == MPT_PP_F && !m->first) TRY_(mpt_wait(&pp->rx_act[mb], err));
             if (a->op == MPT_PP_B && !m->last) TRY_(mpt_wait(&pp->rx_grad[mb], err));
-            double t0 = omp_get_wtime();
+            double t0 = mpt_comm_clock();
             TRY_(a->op == MPT_PP_F ? forward_(pp, a, batch, ctx, inputs, targets, Bm, T, dloss,
                                               loss_sum, err)
                                    : backward_(pp, a, batch, ctx, inputs, Bm, T, err));
-            double t1 = omp_get_wtime();
+            double t1 = mpt_comm_clock();
             pp->busy += t1 - t0;
             if (pp->on_event) pp->on_event(pp->event_ctx, a, t0, t1);
             break;
@@ -213,6 +218,6 @@ mpt_status mpt_pp_step(mpt_pp *pp, mpt_pp_batch_fn batch, void *ctx, int32_t *in
     }
     for (int k = 0; k < 2; k++) TRY_(free_grad_out_(pp, k, err));
     m->cur = &m->own;
-    pp->wall = omp_get_wtime() - start;
+    pp->wall = mpt_comm_clock() - start;
     return MPT_OK;
 }

@@ -16,7 +16,10 @@
  * on the critical path). Transfers
  * overlap compute: receives are posted one compute early, sends waited only when their buffer
  * is reused or at the end of the step. Every rank of the pipeline group runs mpt_pp_step
- * together (and the tp ranks of a stage in step with each other). */
+ * together (and the tp ranks of a stage in step with each other).
+ *
+ * One executor for every layout: pp = 1 is the naive schedule on a one-stage pipeline (first
+ * and last stage at once, no transfers, one activation set), F0 B0 F1 B1 ... */
 #ifndef MPT_PP_H
 #define MPT_PP_H
 
@@ -30,8 +33,13 @@
 
 /* Fills a micro-batch's tokens: inputs and targets (Bm*T each); either may be NULL. */
 typedef void (*mpt_pp_batch_fn)(void *ctx, int mb, int32_t *inputs, int32_t *targets);
-/* Called after each compute action with its times (for the trace). */
+/* Called after each compute action with its times (mpt_comm_clock seconds; for the trace). */
 typedef void (*mpt_pp_event_fn)(void *ctx, const mpt_pp_action *a, double t0, double t1);
+/* Called before each forward of the stage, with the micro-batch's activation set current
+ * (model->cur) and, on the first stage, its tokens in inputs (e.g. to copy the logits of an
+ * inference forward). A non-OK status stops the step. */
+typedef mpt_status (*mpt_pp_forward_fn)(void *ctx, int mb, mpt_gpt *model, const int32_t *inputs,
+                                        mpt_error *err);
 
 typedef struct mpt_pp {
     mpt_comm *comm;          /* pipeline group (rank = stage), not owned */
@@ -52,16 +60,20 @@ typedef struct mpt_pp {
     mpt_req tx_grad[2];
     int tx_grad_busy[2];
     size_t boundary_n;       /* floats of one stage-boundary tensor (N/sp rows x D) */
+    int inputs_mb;           /* the micro-batch whose tokens are in inputs now, or -1 */
     double busy;             /* compute seconds of the last step */
     double wall;             /* seconds from the step's first action to its last */
-    mpt_pp_event_fn on_event;
+    mpt_pp_event_fn on_event;   /* optional */
     void *event_ctx;
+    mpt_pp_forward_fn before_forward; /* optional */
+    void *forward_ctx;
 } mpt_pp;
 
 /* Activation sets stage `stage` holds at most at once under this schedule (walks its list). */
 mpt_status mpt_pp_sets_needed(mpt_pp_kind kind, int p, int m, int stage, int *n, mpt_error *err);
 
-/* The model is this stage's (place->first/last/n_layers), built with MPT_GPT_NO_ACTS. */
+/* The model is this stage's (place->first/last/n_layers), built with MPT_GPT_NO_ACTS; comm is
+ * the pipeline group (size 1 for a one-stage pipeline). */
 mpt_status mpt_pp_init(mpt_pp *pp, mpt_comm *comm, mpt_pp_kind kind, int m, mpt_gpt *model,
                        mpt_dp *dp, mpt_error *err);
 void mpt_pp_free(mpt_pp *pp);

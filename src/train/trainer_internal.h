@@ -30,7 +30,7 @@ typedef struct mpt_run {
     mpt_arena arena;
     mpt_gpt model;
     mpt_dp dp;
-    mpt_pp pp;                /* used when pp > 1 */
+    mpt_pp pp;                /* the pipeline executor (one stage when pp == 1) */
     int32_t *inputs, *targets;/* (Bm, T), kind workspace */
     size_t batch_n;
     mpt_tokfile data;
@@ -38,6 +38,7 @@ typedef struct mpt_run {
     mpt_trace trace;
     int rank0;
     long step;                /* the step being run (for the data callback) */
+    float *logits_copy;       /* --dump-step1 on one rank: step 1's logits (owned, malloc) */
     double plan_max;          /* the largest rank's planned bytes */
     double *rank_mem;         /* end of run: 4 figures per world rank (plan, peak, activations) */
 } mpt_run;

@@ -27,7 +27,7 @@ static mpt_status resolve_config_(mpt_run *r, mpt_error *err) {
     return mpt_config_finish(&r->cfg, 64 * (o->tp > 0 ? o->tp : 1), err);
 }
 
-static mpt_status validate_layout_(const mpt_run *r, mpt_error *err) {
+static mpt_status validate_layout_(mpt_run *r, mpt_error *err) {
     const mpt_train_opts *o = r->o;
     const mpt_config *cfg = &r->cfg;
     int T = r->T;
@@ -49,10 +49,11 @@ static mpt_status validate_layout_(const mpt_run *r, mpt_error *err) {
                         o->tp, T, o->tp, o->tp);
     if (o->zero < 0 || o->zero > 3)
         return mpt_fail(err, MPT_ERR_INPUT, "--zero %d: use 0, 1, 2 or 3", o->zero);
+    r->kind = MPT_PP_NAIVE; /* pp == 1: one stage runs its micro-batches one after the other */
     if (o->pp > 64)
         return mpt_fail(err, MPT_ERR_INPUT, "--pp %d: at most 64 pipeline stages", o->pp);
     if (o->pp > 1) {
-        if ((st = mpt_pp_kind_parse(o->schedule ? o->schedule : "1f1b", (mpt_pp_kind *)&r->kind,
+        if ((st = mpt_pp_kind_parse(o->schedule ? o->schedule : "1f1b", &r->kind,
                                     err)))
             return st;
         if (r->kind != MPT_PP_NAIVE && r->kind != MPT_PP_GPIPE && r->kind != MPT_PP_1F1B)
@@ -102,10 +103,8 @@ static mpt_status stage_plan_(mpt_run *r, int stage, int first_layer, int n, mpt
                               mpt_error *err) {
     const mpt_train_opts *o = r->o;
     int sets = 1;
-    if (o->pp > 1) {
-        mpt_status st = mpt_pp_sets_needed(r->kind, o->pp, o->microbatches, stage, &sets, err);
-        if (st) return st;
-    }
+    mpt_status st = mpt_pp_sets_needed(r->kind, o->pp, o->microbatches, stage, &sets, err);
+    if (st) return st;
     mpt_rank_layout lay = {.tp = o->tp, .sp = o->sp, .dp = o->dp, .zero = o->zero, .pp = o->pp,
                            .first_layer = first_layer, .n_layers = n, .first = stage == 0,
                            .last = stage == o->pp - 1, .act_sets = sets,
@@ -193,14 +192,13 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
     mpt_params_free(&local);
     if ((st = mpt_params_build(&r->full, &r->cfg, err))) return st;
     mpt_arena_init(&r->arena, o->mem_limit);
-    int flags = plan.gpt_flags | (o->pp > 1 ? MPT_GPT_NO_ACTS : 0);
+    int flags = plan.gpt_flags | MPT_GPT_NO_ACTS; /* the executor owns the activation sets */
     if ((st = mpt_gpt_init(&r->model, &r->cfg, r->Bm, r->T, flags, mpt_dp_unit_align(o->dp),
                            &place, &r->arena, err)) ||
         (st = mpt_dp_init(&r->dp, &r->model, dp, tp, pp, tied_ends ? &r->embed : NULL, o->zero,
                           r->z3_whole, bucket, &r->arena, err)))
         return st;
-    if (o->pp > 1 && (st = mpt_pp_init(&r->pp, pp, r->kind, o->microbatches, &r->model, &r->dp,
-                                       err)))
+    if ((st = mpt_pp_init(&r->pp, pp, r->kind, o->microbatches, &r->model, &r->dp, err)))
         return st;
     r->batch_n = (size_t)r->Bm * r->T;
     if ((st = mpt_arena_alloc(&r->arena, MPT_MEM_WORKSPACE, r->batch_n, MPT_I32,
