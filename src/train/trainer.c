@@ -120,7 +120,7 @@ static cJSON *step_line_(const mpt_step_info *info) {
 static void batch_(void *ctx, int mb, int32_t *inputs, int32_t *targets) {
     mpt_run *r = ctx;
     const mpt_train_opts *o = r->o;
-    int first = r->groups.coords.c[MPT_DIM_DP] * (o->batch / o->dp);
+    int first = r->place.coords.c[MPT_DIM_DP] * (o->batch / o->dp);
     mpt_data_batch(&r->data, r->step, o->batch, first + mb * r->Bm, r->Bm, r->T, inputs, targets);
 }
 

@@ -8,6 +8,7 @@
 #include "model/params.h"
 #include "parallel/dp.h"
 #include "parallel/groups.h"
+#include "parallel/placement.h"
 #include "parallel/pp.h"
 #include "tok/tokfile.h"
 #include "train/jsonlog.h"
@@ -21,9 +22,10 @@ typedef struct mpt_run {
     int T;                    /* tokens per sequence */
     int Bm;                   /* sequences per micro-batch on this rank */
     char ckpt[1024];          /* checkpoint to start from, or "" */
+    mpt_placement place;      /* where this rank sits: coordinates, sizes, its stage's blocks */
     mpt_groups groups;        /* this rank's tp / dp / pp communicators */
     mpt_comm embed;           /* first + last pipeline stage (tied wte), when pp > 1 */
-    int stage_first[64], stage_count[64]; /* blocks of every pipeline stage */
+    int stage_count[64];      /* the partition: blocks of every pipeline stage */
     mpt_pp_kind kind;
     int z3_whole;             /* ZeRO-3 gathers a stage once per step (pp > 1, when it fits) */
     mpt_param_table full;     /* the whole-tensor table checkpoints use */
