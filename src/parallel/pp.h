@@ -61,6 +61,13 @@ typedef struct mpt_pp {
     int tx_grad_busy[2];
     size_t boundary_n;       /* floats of one stage-boundary tensor (N/sp rows x D) */
     int inputs_mb;           /* the micro-batch whose tokens are in inputs now, or -1 */
+    /* The last step's measurements (mpt_comm_clock seconds) for mpt_pp_measure; per message
+     * [mb*2 + 0 activations / 1 gradient], 0 when there was none. Owned (one malloc). */
+    double *t_sent;          /* when this stage posted the send */
+    double *t_wait, *t_got;  /* when it began waiting for the receive, and when that returned */
+    double f_sum, b_sum;     /* compute seconds of its F / B actions */
+    int f_n, b_n;
+    double *msg;             /* scratch: p*2m send times by receiving stage (mpt_pp_measure) */
     double busy;             /* compute seconds of the last step */
     double wall;             /* seconds from the step's first action to its last */
     mpt_pp_event_fn on_event;   /* optional */
@@ -83,5 +90,15 @@ void mpt_pp_free(mpt_pp *pp);
 mpt_status mpt_pp_step(mpt_pp *pp, mpt_pp_batch_fn batch, void *ctx, int32_t *inputs,
                        int32_t *targets, int Bm, int T, float dloss, double *loss_sum,
                        mpt_error *err);
+
+/* The last step's costs per stage, gathered over the pipeline group (every rank of it calls):
+ * costs[s * MPT_PP_COSTS + i] for stage s gets its mean F and mean B (the whole backward) per
+ * action, W 0, and as COMM the mean transfer time of all messages, each from the moment its
+ * send was posted and its receiver was waiting for it (max of the two) to the wait's return
+ * (the clocks of the ranks of one node agree; on several hosts their offset enters this
+ * estimate). costs holds p * MPT_PP_COSTS doubles. Replayed by mpt_pp_simulate_ranks, they give
+ * the bubble the schedule itself has on this run's costs; the measured bubble minus that one is
+ * the executor's overhead. */
+mpt_status mpt_pp_measure(mpt_pp *pp, double *costs, mpt_error *err);
 
 #endif

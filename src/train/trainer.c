@@ -113,6 +113,7 @@ static cJSON *step_line_(const mpt_step_info *info) {
     cJSON_AddNumberToObject(j, "mfu", info->mfu);
     cJSON_AddNumberToObject(j, "peak_mem_bytes", (double)info->peak_mem_bytes);
     if (info->bubble >= 0) cJSON_AddNumberToObject(j, "bubble", info->bubble);
+    if (info->bubble_sim >= 0) cJSON_AddNumberToObject(j, "bubble_sim", info->bubble_sim);
     return j;
 }
 
@@ -148,6 +149,19 @@ static mpt_status dump_logits_(void *ctx, int mb, mpt_gpt *model, const int32_t 
         memcpy(r->logits_copy + i * cfg->vocab, model->cur->a[MPT_ACT_LOGITS] + i * cfg->padded_vocab,
                (size_t)cfg->vocab * sizeof(float));
     return MPT_OK;
+}
+
+/* The schedule replayed on the step's measured costs (pipeline ranks, every one calls): the
+ * bubble the schedule itself has with this run's F, B and transfer times. */
+static mpt_status bubble_sim_(mpt_run *r, double *bubble, mpt_error *err) {
+    double costs[64 * MPT_PP_COSTS];
+    mpt_pp_timeline t;
+    memset(&t, 0, sizeof t);
+    mpt_status st = mpt_pp_measure(&r->pp, costs, err);
+    if (!st) st = mpt_pp_simulate_ranks(r->kind, r->pp.p, r->pp.m, 1, costs, &t, err);
+    if (!st) *bubble = t.bubble;
+    mpt_pp_timeline_free(&t);
+    return st;
 }
 
 /* One optimizer step: this replica's micro-batches through the pipeline executor (one stage
@@ -282,8 +296,10 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
         if ((st = mpt_allreduce_max_f64(world, &peak_mem, 1, err))) goto done;
         /* the pipeline's measured bubble: the idle share of p ranks over the pipelined part of
          * the step, which lasts as long as its slowest rank's (the theory's p x makespan) */
+        double bubble_sim = -1.0;
         if (o->pp > 1 && ((st = mpt_allreduce_sum_f64(ppc, &busy[0], 1, err)) ||
-                          (st = mpt_allreduce_max_f64(ppc, &busy[1], 1, err))))
+                          (st = mpt_allreduce_max_f64(ppc, &busy[1], 1, err)) ||
+                          (st = mpt_comm_agree(world, bubble_sim_(&r, &bubble_sim, err), err))))
             goto done;
         t_all += dt;
         mpt_step_info info = {.step = step + 1, .steps = o->steps, .loss = loss, .lr = lr,
@@ -291,7 +307,8 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
                               .step_ms = dt * 1e3,
                               .mfu = res->peak_flops > 0 ? flops_step / dt / res->peak_flops : 0,
                               .peak_mem_bytes = (size_t)peak_mem,
-                              .bubble = o->pp > 1 && busy[1] > 0 ? 1.0 - busy[0] / (o->pp * busy[1]) : -1.0};
+                              .bubble = o->pp > 1 && busy[1] > 0 ? 1.0 - busy[0] / (o->pp * busy[1]) : -1.0,
+                              .bubble_sim = bubble_sim};
         if (step == start) res->first_loss = loss;
         res->last_loss = loss;
         res->last_step = step + 1;
