@@ -1,7 +1,8 @@
 /* schedule_sim.c — the schedule simulator (see schedule.h): runs every rank's action list (from
  * mpt_pp_schedule, or made by hand) against the others under a cost model (one for all ranks,
- * or one per rank: a run's measured costs replayed), timing each compute action, and reports what breaks a schedule: deadlock, unmatched sends or receives, work done
- * twice, out of order or never. Pure: no MPI, no globals. */
+ * or one per rank: a run's measured costs replayed), timing each compute action, and reports
+ * what breaks a schedule: deadlock, unmatched sends or receives, work done twice, out of order
+ * or never. Pure: no MPI, no globals. */
 #include "parallel/schedule.h"
 
 #include <math.h>

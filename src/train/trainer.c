@@ -145,8 +145,9 @@ static mpt_status dump_logits_(void *ctx, int mb, mpt_gpt *model, const int32_t 
     if (!r->logits_copy) return mpt_fail(err, MPT_ERR_RUN, "out of memory for the dump");
     mpt_status st = mpt_gpt_forward(model, inputs, NULL, r->Bm, r->T, 0.0f, NULL, err);
     if (st) return st;
+    const float *logits = model->cur->a[MPT_ACT_LOGITS]; /* (Bm*T, padded_vocab) */
     for (size_t i = 0; i < r->batch_n; i++)
-        memcpy(r->logits_copy + i * cfg->vocab, model->cur->a[MPT_ACT_LOGITS] + i * cfg->padded_vocab,
+        memcpy(r->logits_copy + i * cfg->vocab, logits + i * cfg->padded_vocab,
                (size_t)cfg->vocab * sizeof(float));
     return MPT_OK;
 }
