@@ -538,7 +538,7 @@ static void check_groups_(int tp, int cp, int dp, int pp, int ep) {
         mpt_comm *c = &g.dim[d];
         int n = l.size[d], want[64];
         mpt_mesh_group(&l, (mpt_dim)d, R, want);
-        CHECK(c->size == n && c->rank == g.coords.c[d] && strcmp(c->name, mpt_dim_name((mpt_dim)d)) == 0,
+        CHECK(c->size == n && c->rank == g.place.coords.c[d] && strcmp(c->name, mpt_dim_name((mpt_dim)d)) == 0,
               "rank %d: %s comm size %d rank %d name %s", R, mpt_dim_name((mpt_dim)d), c->size, c->rank, c->name);
         /* Members, in order: gather the world ranks along the group. */
         float me = (float)R, got[64], wantf[64];
@@ -547,11 +547,28 @@ static void check_groups_(int tp, int cp, int dp, int pp, int ep) {
         CHECK(diff_(mpt_dim_name((mpt_dim)d), got, wantf, (size_t)n) == 0, "rank %d: %s members", R,
               mpt_dim_name((mpt_dim)d));
     }
+    /* Mask groups (two dimensions at once): members in order, name. */
+    static const mpt_dim_mask masks[] = {MPT_MASK_TP | MPT_MASK_DP, MPT_MASK_DP | MPT_MASK_CP,
+                                         MPT_MASK_ALL};
+    for (size_t k = 0; k < sizeof masks / sizeof *masks; k++) {
+        mpt_comm c;
+        char nm[32];
+        OK(mpt_groups_make(&g, masks[k], &c, &err));
+        mpt_mesh_mask_name(masks[k], nm, sizeof nm);
+        int want[64], n = mpt_mesh_mask_group(&l, masks[k], R, want);
+        float me = (float)R, got[64], wantf[64];
+        CHECK(c.size == n && c.rank == mpt_mesh_mask_index(&l, masks[k], R) && strcmp(c.name, nm) == 0,
+              "rank %d: mask %s comm size %d rank %d name %s", R, nm, c.size, c.rank, c.name);
+        OK(mpt_allgather(&c, &me, got, 1, &err));
+        for (int i = 0; i < n; i++) wantf[i] = (float)want[i];
+        CHECK(diff_(nm, got, wantf, (size_t)n) == 0, "rank %d: mask %s members", R, nm);
+        mpt_comm_free(&c);
+    }
     /* Pipeline ring: send my world rank to the next stage, hear from the previous one. */
     float me = (float)R, from = -1;
     CHECK(g.pp_prev_world == mpt_mesh_prev(&l, MPT_DIM_PP, R) && g.pp_next_world == mpt_mesh_next(&l, MPT_DIM_PP, R),
           "rank %d: pp neighbours", R);
-    CHECK(g.pp_first == (g.coords.c[MPT_DIM_PP] == 0) && g.pp_last == (g.coords.c[MPT_DIM_PP] == pp - 1),
+    CHECK(g.pp_first == (g.place.coords.c[MPT_DIM_PP] == 0) && g.pp_last == (g.place.coords.c[MPT_DIM_PP] == pp - 1),
           "rank %d: pp first/last", R);
     OK(mpt_sendrecv(&g.dim[MPT_DIM_PP], &me, 1, g.pp_next, &from, 1, g.pp_prev, 4, &err));
     CHECK(from == (float)g.pp_prev_world, "rank %d: pp ring got %g want %d", R, from, g.pp_prev_world);

@@ -1,12 +1,15 @@
 /* test_mesh.c — the rank grid (parallel/mesh.h) without MPI: rank <-> coordinates round trips
  * and the rank formula for many layouts, group membership and order (tp groups are runs of
  * consecutive ranks), colours equal exactly within a group, ring neighbours, expert groups
- * inside dp, and the layout check's verdicts and messages. */
+ * inside dp, groups of every mask of dimensions (each rank in exactly one group per mask, sizes,
+ * order, index, shared coordinates), the placement, and the layout check's verdicts and
+ * messages. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "check.h"
 #include "parallel/mesh.h"
+#include "parallel/placement.h"
 
 static mpt_layout layout_(int tp, int cp, int dp, int pp, int ep) {
     mpt_layout l;
@@ -141,6 +144,140 @@ static void test_known_groups(void) {
     CHECK(mpt_mesh_next(&l, MPT_DIM_TP, 2) == 2, "pp4: tp ring of one is itself");
 }
 
+/* Every mask of a valid layout: the groups partition the world (each rank in exactly one),
+ * have the size the masked dimensions multiply to, list their members in world-rank order with
+ * rank r at its index, share every coordinate outside the mask, and have their first member as
+ * the colour. One-bit masks are the per-dimension groups. */
+static void check_masks_(const mpt_layout *l) {
+    char nm[64];
+    name_(l, nm, sizeof nm);
+    int w = mpt_layout_world(l), fails0 = check_failed, ep = l->size[MPT_DIM_EP];
+    int *ranks = malloc(sizeof(int) * (size_t)w), *seen = malloc(sizeof(int) * (size_t)w);
+    int *one = malloc(sizeof(int) * (size_t)w);
+    for (unsigned mask = 0; mask <= MPT_MASK_ALL; mask++) {
+        char mn[32];
+        mpt_mesh_mask_name(mask, mn, sizeof mn);
+        /* the size, written independently: ep counts only when dp is not in the mask */
+        int want = 1;
+        for (int d = 0; d < MPT_DIMS; d++)
+            if (mask & MPT_MASK(d) && !(d == MPT_DIM_EP && (mask & MPT_MASK_DP))) want *= l->size[d];
+        CHECK(mpt_mesh_mask_size(l, mask) == want, "%s mask %s: size %d, want %d", nm, mn,
+              mpt_mesh_mask_size(l, mask), want);
+        memset(seen, 0, sizeof(int) * (size_t)w);
+        for (int r = 0; r < w; r++) {
+            int n = mpt_mesh_mask_group(l, mask, r, ranks), i = mpt_mesh_mask_index(l, mask, r);
+            CHECK(n == want, "%s mask %s: group of %d has %d ranks", nm, mn, r, n);
+            CHECK(i >= 0 && i < n && ranks[i] == r, "%s mask %s: rank %d not at its index %d", nm,
+                  mn, r, i);
+            CHECK(mpt_mesh_mask_color(l, mask, r) == ranks[0], "%s mask %s: colour of %d", nm, mn, r);
+            mpt_coords c = mpt_mesh_coords(l, r);
+            for (int k = 0; k < n; k++) {
+                CHECK(k == 0 || ranks[k] > ranks[k - 1], "%s mask %s: group of %d out of order", nm,
+                      mn, r);
+                mpt_coords m = mpt_mesh_coords(l, ranks[k]);
+                for (int e = 0; e < MPT_DIMS; e++) {
+                    int free_ = (mask & MPT_MASK(e)) || (e == MPT_DIM_EP && (mask & MPT_MASK_DP));
+                    if (e == MPT_DIM_DP && !(mask & MPT_MASK_DP))
+                        /* ep in the mask frees dp % ep only */
+                        CHECK((mask & MPT_MASK_EP ? m.c[e] / ep == c.c[e] / ep : m.c[e] == c.c[e]),
+                              "%s mask %s: member %d of %d's group differs along dp", nm, mn,
+                              ranks[k], r);
+                    else
+                        CHECK(free_ || m.c[e] == c.c[e], "%s mask %s: member %d of %d's group "
+                              "differs along %s", nm, mn, ranks[k], r, mpt_dim_name((mpt_dim)e));
+                }
+            }
+            if (i == 0) /* count each group once, from its first member */
+                for (int k = 0; k < n; k++) seen[ranks[k]]++;
+        }
+        for (int r = 0; r < w; r++)
+            CHECK(seen[r] == 1, "%s mask %s: rank %d is in %d groups", nm, mn, r, seen[r]);
+    }
+    for (int d = 0; d < MPT_DIMS; d++)
+        for (int r = 0; r < w; r++) {
+            int n = mpt_mesh_group(l, (mpt_dim)d, r, one);
+            mpt_mesh_mask_group(l, MPT_MASK(d), r, ranks);
+            CHECK(memcmp(one, ranks, sizeof(int) * (size_t)n) == 0 &&
+                      mpt_mesh_mask_index(l, MPT_MASK(d), r) == mpt_mesh_coords(l, r).c[d],
+                  "%s: one-bit mask %s is not the %s group", nm, mpt_dim_name((mpt_dim)d),
+                  mpt_dim_name((mpt_dim)d));
+        }
+    free(ranks);
+    free(seen);
+    free(one);
+    printf("  %-28s 32 masks: %s\n", nm, check_failed == fails0 ? "ok" : "FAILED");
+}
+
+static int mask_group_is_(const mpt_layout *l, mpt_dim_mask mask, int rank, const int *want, int n) {
+    int got[64];
+    return mpt_mesh_mask_group(l, mask, rank, got) == n &&
+           memcmp(got, want, sizeof(int) * (size_t)n) == 0;
+}
+
+static void test_masks(void) {
+    printf("mask groups\n");
+    static const int sizes[][5] = {
+        {1, 1, 1, 1, 1}, {2, 1, 2, 2, 1}, {2, 2, 2, 2, 1}, {2, 1, 4, 2, 2}, {3, 2, 6, 1, 3},
+        {1, 3, 5, 2, 5}, {2, 2, 4, 3, 2}, {1, 2, 3, 4, 1},
+    };
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        mpt_layout l = layout_(sizes[i][0], sizes[i][1], sizes[i][2], sizes[i][3], sizes[i][4]);
+        check_masks_(&l);
+    }
+    mpt_layout l = layout_(2, 2, 2, 2, 1); /* ranks: tp + 2 cp + 4 dp + 8 pp */
+    CHECK(mask_group_is_(&l, MPT_MASK_DP | MPT_MASK_CP, 0, (int[]){0, 2, 4, 6}, 4), "dp x cp of 0");
+    CHECK(mask_group_is_(&l, MPT_MASK_DP | MPT_MASK_CP, 9, (int[]){9, 11, 13, 15}, 4), "dp x cp of 9");
+    CHECK(mpt_mesh_mask_index(&l, MPT_MASK_DP | MPT_MASK_CP, 13) == 2, "dp x cp index of 13");
+    CHECK(mask_group_is_(&l, MPT_MASK_TP | MPT_MASK_PP, 6, (int[]){6, 7, 14, 15}, 4), "tp x pp of 6");
+    CHECK(mask_group_is_(&l, MPT_MASK_ALL, 5, (int[]){0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,
+                                                     14, 15}, 16), "all of 5");
+    CHECK(mask_group_is_(&l, 0, 5, (int[]){5}, 1), "no dimension: itself");
+    l = layout_(1, 1, 4, 1, 2); /* ep2 inside dp4: ep {0,1} {2,3}; dp|ep is dp */
+    CHECK(mask_group_is_(&l, MPT_MASK_EP, 3, (int[]){2, 3}, 2), "ep of 3");
+    CHECK(mask_group_is_(&l, MPT_MASK_EP | MPT_MASK_DP, 3, (int[]){0, 1, 2, 3}, 4), "dp|ep of 3");
+    char nm[32];
+    mpt_mesh_mask_name(MPT_MASK_DP | MPT_MASK_CP, nm, sizeof nm);
+    CHECK(strcmp(nm, "cp-dp") == 0, "name of dp|cp: %s", nm);
+    mpt_mesh_mask_name(MPT_MASK_TP, nm, sizeof nm);
+    CHECK(strcmp(nm, "tp") == 0, "name of tp: %s", nm);
+    mpt_mesh_mask_name(0, nm, sizeof nm);
+    CHECK(strcmp(nm, "none") == 0, "name of the empty mask: %s", nm);
+}
+
+/* The placement: coordinates and sizes from the layout and rank, stage blocks from the
+ * partition, another stage's view, the model's view; bad layouts fail as mpt_layout_check. */
+static void test_placement(void) {
+    printf("placement\n");
+    mpt_layout l = layout_(2, 1, 2, 3, 1); /* 12 ranks, stage = rank / 4 */
+    mpt_placement pl;
+    mpt_error err = {0};
+    CHECK(mpt_placement_init(&pl, &l, 12, 6, &err) == MPT_OK, "placement: %s", err.msg);
+    CHECK(pl.rank == 6 && pl.world == 12 && pl.coords.c[MPT_DIM_TP] == 0 &&
+              pl.coords.c[MPT_DIM_DP] == 1 && pl.coords.c[MPT_DIM_PP] == 1,
+          "placement of 6: coordinates");
+    CHECK(pl.stage == 1 && pl.stages == 3 && !pl.first && !pl.last && pl.n_layers == 0,
+          "placement of 6: stage");
+    mpt_placement_set_layers(&pl, (int[]){2, 3, 1});
+    CHECK(pl.first_layer == 2 && pl.n_layers == 3, "placement of 6: blocks [%d, +%d)",
+          pl.first_layer, pl.n_layers);
+    mpt_placement q = mpt_placement_at_stage(&pl, 2, 5, 1);
+    CHECK(q.rank == 10 && q.stage == 2 && q.last && !q.first && q.first_layer == 5 &&
+              q.n_layers == 1 && q.coords.c[MPT_DIM_DP] == 1,
+          "stage 2 of 6's pipeline: rank %d", q.rank);
+    mpt_gpt_place g = mpt_placement_gpt(&pl, NULL, 1, MPT_RECOMPUTE_FULL);
+    CHECK(g.first_layer == 2 && g.n_layers == 3 && !g.first && !g.last && g.sp == 1 &&
+              g.recompute == MPT_RECOMPUTE_FULL && g.ops == NULL &&
+              g.tp == pl.layout.size[MPT_DIM_TP] && g.tp_rank == pl.coords.c[MPT_DIM_TP],
+          "model view of the placement");
+    CHECK(mpt_placement_init(&pl, &l, 8, 0, &err) == MPT_ERR_INPUT &&
+              strstr(err.msg, "launched with 8"),
+          "placement of a layout that does not fit: %s", err.msg);
+    CHECK(mpt_placement_init(&pl, &l, 12, 12, &err) == MPT_ERR_INPUT, "rank outside the world");
+    l = layout_(1, 1, 1, 1, 1);
+    CHECK(mpt_placement_init(&pl, &l, 1, 0, &err) == MPT_OK && pl.first && pl.last,
+          "one rank is the first and the last stage");
+}
+
 /* The check fails with `st` and its message contains every string of `want`. */
 static void expect_check_(const mpt_layout *l, int world, mpt_status st, const char *const *want) {
     mpt_error err;
@@ -184,6 +321,8 @@ static void test_layout_check(void) {
 int main(void) {
     test_layouts();
     test_known_groups();
+    test_masks();
+    test_placement();
     test_layout_check();
     return check_finish();
 }

@@ -5,7 +5,9 @@
  * tags; the simulation of all ranks finishes; the memory property (1f1b rank r holds at most
  * p - r micro-batches, gpipe m); simulated bubbles equal the theory. Then broken hand-made
  * schedules (deadlock, unmatched send, missing receive, backward before forward) must be caught,
- * and names, parsing and check messages are as documented. */
+ * and names, parsing and check messages are as documented. The replay with per-rank costs
+ * (mpt_pp_simulate_ranks, what a run's bubble_sim is) equals the closed forms: equal costs give
+ * the theory, and a slower last stage sets the pace. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -337,8 +339,67 @@ static void check_names_(void) {
     mpt_pp_timeline_free(NULL);
 }
 
+/* mpt_pp_simulate_ranks: p rows of costs. Equal rows: the theory ((p-1)/(m+p-1) for gpipe and
+ * 1f1b, (p-1)/p naive) and the same timeline as mpt_pp_simulate. Two stages, the second slower
+ * (F1 >= F0 and F0 + B0 + 2c <= F1 + B1, c the transfer time): it is never idle once its first
+ * input is there, so the step lasts F0 + c + m(F1 + B1) + c + B0, and the bubble is
+ * 1 - m(F0 + B0 + F1 + B1) / (2 x that). */
+static void check_replay_(void) {
+    mpt_error err = {0};
+    double rows[8 * MPT_PP_COSTS];
+    const mpt_pp_kind kinds[] = {MPT_PP_NAIVE, MPT_PP_GPIPE, MPT_PP_1F1B};
+    for (size_t k = 0; k < 3; k++)
+        for (size_t pi = 0; pi < sizeof ps_ / sizeof *ps_; pi++)
+            for (size_t mi = 0; mi < sizeof ms_ / sizeof *ms_; mi++) {
+                int p = ps_[pi], m = ms_[mi];
+                const double c[MPT_PP_COSTS] = {1.5, 2.5, 0, 0};
+                for (int r = 0; r < p; r++) memcpy(rows + r * MPT_PP_COSTS, c, sizeof c);
+                mpt_pp_timeline a, b;
+                mpt_status sa = mpt_pp_simulate_ranks(kinds[k], p, m, 1, rows, &a, &err);
+                mpt_status sb = mpt_pp_simulate(kinds[k], p, m, 1, c, &b, &err);
+                double want = kinds[k] == MPT_PP_NAIVE ? (p - 1.0) / p : (p - 1.0) / (m + p - 1.0);
+                CHECK(sa == MPT_OK && sb == MPT_OK && fabs(a.bubble - want) < 1e-12 &&
+                          a.makespan == b.makespan && a.bubble == b.bubble,
+                      "replay %s p=%d m=%d, equal costs: bubble %g, want %g (%s)",
+                      mpt_pp_kind_name(kinds[k]), p, m, a.bubble, want, err.msg);
+                mpt_pp_timeline_free(&a);
+                mpt_pp_timeline_free(&b);
+            }
+    const double F0 = 1, B0 = 2, F1 = 2, B1 = 4;
+    for (size_t k = 1; k < 3; k++)
+        for (size_t mi = 0; mi < sizeof ms_ / sizeof *ms_; mi++)
+            for (int ci = 0; ci < 3; ci++) {
+                int m = ms_[mi];
+                double c = 0.5 * ci;
+                const double st0[MPT_PP_COSTS] = {F0, B0, 0, c}, st1[MPT_PP_COSTS] = {F1, B1, 0, c};
+                memcpy(rows, st0, sizeof st0);
+                memcpy(rows + MPT_PP_COSTS, st1, sizeof st1);
+                mpt_pp_timeline t;
+                mpt_status st = mpt_pp_simulate_ranks(kinds[k], 2, m, 1, rows, &t, &err);
+                double makespan = F0 + B0 + 2 * c + m * (F1 + B1);
+                double want = 1.0 - m * (F0 + B0 + F1 + B1) / (2 * makespan);
+                CHECK(st == MPT_OK && fabs(t.makespan - makespan) < 1e-12 &&
+                          fabs(t.bubble - want) < 1e-12,
+                      "replay %s p=2 m=%d comm %g, slower last stage: makespan %g bubble %g, want "
+                      "%g and %g (%s)", mpt_pp_kind_name(kinds[k]), m, c, t.makespan, t.bubble,
+                      makespan, want, err.msg);
+                mpt_pp_timeline_free(&t);
+            }
+    /* a bad cost on one rank names it */
+    const double good[MPT_PP_COSTS] = {1, 1, 0, 0}, bad[MPT_PP_COSTS] = {1, NAN, 0, 0};
+    memcpy(rows, good, sizeof good);
+    memcpy(rows + MPT_PP_COSTS, bad, sizeof bad);
+    mpt_pp_timeline t;
+    CHECK(mpt_pp_simulate_ranks(MPT_PP_1F1B, 2, 4, 1, rows, &t, &err) == MPT_ERR_INPUT &&
+              strstr(err.msg, "cost B") && strstr(err.msg, "a rank's"),
+          "replay with a non-finite cost: %s", err.msg);
+    mpt_pp_timeline_free(&t);
+    printf("replay with per-rank costs: checked\n");
+}
+
 int main(void) {
     check_names_();
+    check_replay_();
     check_broken_();
     for (int k = 0; k < MPT_PP_KINDS; k++)
         for (size_t pi = 0; pi < sizeof ps_ / sizeof *ps_; pi++)

@@ -12,6 +12,7 @@
 #include "core/kernels.h"
 #include "core/rng.h"
 #include "model/gpt.h"
+#include "parallel/placement.h"
 #include "tok/tokenizer.h"
 #include "train/checkpoint.h"
 
@@ -108,7 +109,13 @@ int mpt_cli_generate(int argc, char **argv) {
         goto done;
     }
     int T = cfg.n_positions;
-    if ((st = mpt_gpt_init(&m, &cfg, 1, T, MPT_GPT_INFER, 1, NULL, &arena, &err)) ||
+    /* one rank holding the whole model: the placement of a 1 x 1 x 1 layout */
+    mpt_placement pl;
+    mpt_layout lay = mpt_layout_make(1, 1, 1, 1, 1);
+    if ((st = mpt_placement_init(&pl, &lay, 1, 0, &err))) goto done;
+    mpt_placement_set_layers(&pl, &cfg.n_layer);
+    mpt_gpt_place place = mpt_placement_gpt(&pl, NULL, 0, MPT_RECOMPUTE_NONE);
+    if ((st = mpt_gpt_init(&m, &cfg, 1, T, MPT_GPT_INFER, 1, &place, &arena, &err)) ||
         (st = mpt_checkpoint_load(dir, &m.pt, m.params, NULL, NULL, NULL, NULL, &err)))
         goto done;
     if ((st = mpt_tokenizer_encode(tok, prompt, strlen(prompt), 1, &ids, &n_ids, &err))) goto done;

@@ -1,5 +1,5 @@
 /* mesh.c — the rank grid (see mesh.h): layout checks, rank <-> coordinates, the members,
- * colours and ring neighbours of each rank's group along every dimension.
+ * indices and colours of each rank's group of any mask of dimensions, ring neighbours.
  * Pure arithmetic, no MPI: every rank computes the same answers from the same layout, so these
  * functions may be called by any rank at any time. Ranks and layouts are assumed valid
  * (mpt_layout_check passed, 0 <= rank < world) except in mpt_layout_world and the check itself. */
@@ -18,6 +18,16 @@ const char *mpt_dim_name(mpt_dim d) {
     case MPT_DIMS: break;
     }
     return "?";
+}
+
+mpt_layout mpt_layout_make(int tp, int cp, int dp, int pp, int ep) {
+    mpt_layout l;
+    l.size[MPT_DIM_TP] = tp;
+    l.size[MPT_DIM_CP] = cp;
+    l.size[MPT_DIM_DP] = dp;
+    l.size[MPT_DIM_PP] = pp;
+    l.size[MPT_DIM_EP] = ep;
+    return l;
 }
 
 /* tp*cp*dp*pp as a long long, or -1 when a size is < 1 or the product passes INT_MAX. */
@@ -98,29 +108,124 @@ int mpt_mesh_rank(const mpt_layout *l, const mpt_coords *c) {
                 l->size[MPT_DIM_CP] * (c->c[MPT_DIM_DP] + l->size[MPT_DIM_DP] * c->c[MPT_DIM_PP]));
 }
 
-/* The rank that has coordinate i along d and shares every other coordinate with `rank`.
- * For MPT_DIM_EP, i is the ep index inside rank's expert group of dp ranks. */
-static int member_(const mpt_layout *l, mpt_dim d, int rank, int i) {
-    mpt_coords c = mpt_mesh_coords(l, rank);
-    if (d == MPT_DIM_EP) {
-        int ep = l->size[MPT_DIM_EP];
-        c.c[MPT_DIM_DP] = (c.c[MPT_DIM_DP] / ep) * ep + i;
-    } else {
-        c.c[d] = i;
+/* Mask arithmetic runs over five sub-coordinates whose mixed-radix number, fastest first, is
+ * the world rank: tp, cp, dp % ep, dp / ep, pp. */
+enum { SUB_TP, SUB_CP, SUB_EPIN, SUB_DPOUT, SUB_PP, SUBS };
+
+static void sub_sizes_(const mpt_layout *l, int n[SUBS]) {
+    n[SUB_TP] = l->size[MPT_DIM_TP];
+    n[SUB_CP] = l->size[MPT_DIM_CP];
+    n[SUB_EPIN] = l->size[MPT_DIM_EP];
+    n[SUB_DPOUT] = l->size[MPT_DIM_DP] / l->size[MPT_DIM_EP];
+    n[SUB_PP] = l->size[MPT_DIM_PP];
+}
+
+/* The sub-coordinates a mask covers, as bits (1 << SUB_*). */
+static unsigned sub_mask_(mpt_dim_mask mask) {
+    unsigned s = 0;
+    if (mask & MPT_MASK_TP) s |= 1u << SUB_TP;
+    if (mask & MPT_MASK_CP) s |= 1u << SUB_CP;
+    if (mask & MPT_MASK_DP) s |= 1u << SUB_EPIN | 1u << SUB_DPOUT;
+    if (mask & MPT_MASK_EP) s |= 1u << SUB_EPIN;
+    if (mask & MPT_MASK_PP) s |= 1u << SUB_PP;
+    return s;
+}
+
+static void sub_coords_(int rank, const int n[SUBS], int c[SUBS]) {
+    for (int k = 0; k < SUBS; k++) {
+        c[k] = k == SUB_PP ? rank : rank % n[k];
+        rank /= n[k];
     }
-    return mpt_mesh_rank(l, &c);
+}
+
+static int sub_rank_(const int n[SUBS], const int c[SUBS]) {
+    int r = 0;
+    for (int k = SUBS - 1; k >= 0; k--) r = r * n[k] + c[k];
+    return r;
+}
+
+int mpt_mesh_mask_size(const mpt_layout *l, mpt_dim_mask mask) {
+    int n[SUBS], size = 1;
+    unsigned sm = sub_mask_(mask);
+    sub_sizes_(l, n);
+    for (int k = 0; k < SUBS; k++)
+        if (sm & 1u << k) size *= n[k];
+    return size;
+}
+
+int mpt_mesh_mask_index(const mpt_layout *l, mpt_dim_mask mask, int rank) {
+    int n[SUBS], c[SUBS], idx = 0;
+    unsigned sm = sub_mask_(mask);
+    sub_sizes_(l, n);
+    sub_coords_(rank, n, c);
+    for (int k = SUBS - 1; k >= 0; k--)
+        if (sm & 1u << k) idx = idx * n[k] + c[k];
+    return idx;
+}
+
+int mpt_mesh_mask_group(const mpt_layout *l, mpt_dim_mask mask, int rank, int *ranks) {
+    int n[SUBS], c[SUBS], size = mpt_mesh_mask_size(l, mask);
+    unsigned sm = sub_mask_(mask);
+    sub_sizes_(l, n);
+    sub_coords_(rank, n, c);
+    for (int i = 0; i < size; i++) { /* member i: i's mixed-radix digits on the masked coords */
+        int rest = i;
+        for (int k = 0; k < SUBS; k++)
+            if (sm & 1u << k) {
+                c[k] = rest % n[k];
+                rest /= n[k];
+            }
+        ranks[i] = sub_rank_(n, c);
+    }
+    return size;
+}
+
+int mpt_mesh_mask_color(const mpt_layout *l, mpt_dim_mask mask, int rank) {
+    int n[SUBS], c[SUBS];
+    unsigned sm = sub_mask_(mask);
+    sub_sizes_(l, n);
+    sub_coords_(rank, n, c);
+    for (int k = 0; k < SUBS; k++)
+        if (sm & 1u << k) c[k] = 0;
+    return sub_rank_(n, c);
+}
+
+void mpt_mesh_mask_name(mpt_dim_mask mask, char *buf, size_t cap) {
+    if (!cap) return;
+    buf[0] = '\0';
+    size_t used = 0;
+    for (int d = 0; d < MPT_DIMS; d++) {
+        if (!(mask & MPT_MASK(d))) continue;
+        int k = snprintf(buf + used, cap - used, "%s%s", used ? "-" : "", mpt_dim_name((mpt_dim)d));
+        if (k < 0 || (size_t)k >= cap - used) return;
+        used += (size_t)k;
+    }
+    if (!used) snprintf(buf, cap, "none");
+}
+
+/* The rank that has coordinate i along d and shares every other coordinate with `rank`:
+ * member i of its one-bit mask group (for ep, i is the index inside the expert group). */
+static int member_(const mpt_layout *l, mpt_dim d, int rank, int i) {
+    int n[SUBS], c[SUBS];
+    sub_sizes_(l, n);
+    sub_coords_(rank, n, c);
+    switch (d) {
+    case MPT_DIM_TP: c[SUB_TP] = i; break;
+    case MPT_DIM_CP: c[SUB_CP] = i; break;
+    case MPT_DIM_DP: c[SUB_EPIN] = i % n[SUB_EPIN]; c[SUB_DPOUT] = i / n[SUB_EPIN]; break;
+    case MPT_DIM_EP: c[SUB_EPIN] = i; break;
+    case MPT_DIM_PP: c[SUB_PP] = i; break;
+    case MPT_DIMS: break;
+    }
+    return sub_rank_(n, c);
 }
 
 int mpt_mesh_group(const mpt_layout *l, mpt_dim d, int rank, int *ranks) {
-    int n = l->size[d];
-    for (int i = 0; i < n; i++) ranks[i] = member_(l, d, rank, i);
-    return n;
+    return mpt_mesh_mask_group(l, MPT_MASK(d), rank, ranks);
 }
 
-/* The group's first member (coordinate 0 along d): equal exactly within one group, distinct
- * across groups, and in [0, world). */
 int mpt_mesh_group_color(const mpt_layout *l, mpt_dim d, int rank) {
-    return member_(l, d, rank, 0);
+    return mpt_mesh_mask_color(l, MPT_MASK(d), rank);
 }
 
 int mpt_mesh_prev(const mpt_layout *l, mpt_dim d, int rank) {

@@ -1,7 +1,6 @@
 /* pp.c — the pipeline executor (see pp.h). */
 #include "parallel/pp.h"
 
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -64,8 +63,15 @@ mpt_status mpt_pp_init(mpt_pp *pp, mpt_comm *comm, mpt_pp_kind kind, int m, mpt_
     pp->rx_act = calloc((size_t)m, sizeof *pp->rx_act);
     pp->rx_grad = calloc((size_t)m, sizeof *pp->rx_grad);
     pp->tx_act = calloc((size_t)m, sizeof *pp->tx_act);
+    size_t nm = 2 * (size_t)m; /* three per-message arrays, then p of them for mpt_pp_measure */
+    pp->t_sent = calloc(nm * (3 + (size_t)pp->p), sizeof *pp->t_sent);
+    if (pp->t_sent) {
+        pp->t_wait = pp->t_sent + nm;
+        pp->t_got = pp->t_wait + nm;
+        pp->msg = pp->t_got + nm;
+    }
     if (!pp->set || !pp->pool || !pp->pool_free || !pp->slot_of || !pp->rx_act || !pp->rx_grad ||
-        !pp->tx_act) {
+        !pp->tx_act || !pp->t_sent) {
         mpt_pp_free(pp);
         return mpt_fail(err, MPT_ERR_RUN, "out of memory for the pipeline executor");
     }
@@ -90,6 +96,7 @@ void mpt_pp_free(mpt_pp *pp) {
     free(pp->rx_act);
     free(pp->rx_grad);
     free(pp->tx_act);
+    free(pp->t_sent);
     pp->model->cur = &pp->model->own;
     memset(pp, 0, sizeof *pp);
 }
@@ -136,7 +143,9 @@ static mpt_status forward_(mpt_pp *pp, const mpt_pp_action *a, mpt_pp_batch_fn b
     int mb = a->mb;
     TRY_(open_set_(pp, mb, err));
     batch(ctx, mb, m->first ? inputs : NULL, m->last ? targets : NULL);
+    if (m->first) pp->inputs_mb = mb;
     m->cur = &pp->set[mb];
+    if (pp->before_forward) TRY_(pp->before_forward(pp->forward_ctx, mb, m, inputs, err));
     double loss = 0.0;
     TRY_(mpt_gpt_forward(m, inputs, m->last ? targets : NULL, Bm, T, dloss, &loss, err));
     *loss_sum += loss;
@@ -147,7 +156,10 @@ static mpt_status backward_(mpt_pp *pp, const mpt_pp_action *a, mpt_pp_batch_fn 
                             int32_t *inputs, int Bm, int T, mpt_error *err) {
     mpt_gpt *m = pp->model;
     int mb = a->mb;
-    if (m->first) batch(ctx, mb, inputs, NULL); /* the embedding's backward needs the tokens */
+    if (m->first && pp->inputs_mb != mb) { /* the embedding's backward needs the tokens */
+        batch(ctx, mb, inputs, NULL);
+        pp->inputs_mb = mb;
+    }
     m->cur = &pp->set[mb];
     mpt_dp_set_last_microbatch(pp->dp, mb == pp->m - 1);
     TRY_(mpt_gpt_backward(m, inputs, Bm, T, err));
@@ -167,8 +179,11 @@ mpt_status mpt_pp_step(mpt_pp *pp, mpt_pp_batch_fn batch, void *ctx, int32_t *in
                        mpt_error *err) {
     mpt_gpt *m = pp->model;
     *loss_sum = 0.0;
-    pp->busy = 0.0;
-    double start = omp_get_wtime();
+    pp->busy = pp->f_sum = pp->b_sum = 0.0;
+    pp->f_n = pp->b_n = 0;
+    pp->inputs_mb = -1;
+    memset(pp->t_sent, 0, 3 * 2 * (size_t)pp->m * sizeof *pp->t_sent);
+    double start = mpt_comm_clock();
     for (size_t i = 0; i < pp->n_acts; i++) {
         const mpt_pp_action *a = &pp->acts[i];
         int mb = a->mb, tag = mpt_pp_action_tag(a, 1);
@@ -179,6 +194,7 @@ mpt_status mpt_pp_step(mpt_pp *pp, mpt_pp_batch_fn batch, void *ctx, int32_t *in
                            &pp->rx_act[mb], err));
             break;
         case MPT_PP_SEND_ACT:
+            pp->t_sent[2 * mb] = mpt_comm_clock();
             TRY_(mpt_isend(pp->comm, stage_output_(pp, mb), pp->boundary_n, a->peer, tag,
                            &pp->tx_act[mb], err));
             break;
@@ -188,6 +204,7 @@ mpt_status mpt_pp_step(mpt_pp *pp, mpt_pp_batch_fn batch, void *ctx, int32_t *in
                            &pp->rx_grad[mb], err));
             break;
         case MPT_PP_SEND_GRAD:
+            pp->t_sent[2 * mb + 1] = mpt_comm_clock();
             TRY_(mpt_isend(pp->comm, pp->grad_out[mb % 2], pp->boundary_n, a->peer, tag,
                            &pp->tx_grad[mb % 2], err));
             pp->tx_grad_busy[mb % 2] = 1;
@@ -195,14 +212,25 @@ mpt_status mpt_pp_step(mpt_pp *pp, mpt_pp_batch_fn batch, void *ctx, int32_t *in
         case MPT_PP_F:
         case MPT_PP_B: {
             /* waiting for the input is idle time; the compute after it is busy time */
-            if (a->op == MPT_PP_F && !m->first) TRY_(mpt_wait(&pp->rx_act[mb], err));
-            if (a->op == MPT_PP_B && !m->last) TRY_(mpt_wait(&pp->rx_grad[mb], err));
-            double t0 = omp_get_wtime();
+            int grad = a->op == MPT_PP_B;
+            if (grad ? !m->last : !m->first) {
+                pp->t_wait[2 * mb + grad] = mpt_comm_clock();
+                TRY_(mpt_wait(grad ? &pp->rx_grad[mb] : &pp->rx_act[mb], err));
+                pp->t_got[2 * mb + grad] = mpt_comm_clock();
+            }
+            double t0 = mpt_comm_clock();
             TRY_(a->op == MPT_PP_F ? forward_(pp, a, batch, ctx, inputs, targets, Bm, T, dloss,
                                               loss_sum, err)
                                    : backward_(pp, a, batch, ctx, inputs, Bm, T, err));
-            double t1 = omp_get_wtime();
+            double t1 = mpt_comm_clock();
             pp->busy += t1 - t0;
+            if (grad) {
+                pp->b_sum += t1 - t0;
+                pp->b_n++;
+            } else {
+                pp->f_sum += t1 - t0;
+                pp->f_n++;
+            }
             if (pp->on_event) pp->on_event(pp->event_ctx, a, t0, t1);
             break;
         }
@@ -213,6 +241,46 @@ mpt_status mpt_pp_step(mpt_pp *pp, mpt_pp_batch_fn batch, void *ctx, int32_t *in
     }
     for (int k = 0; k < 2; k++) TRY_(free_grad_out_(pp, k, err));
     m->cur = &m->own;
-    pp->wall = omp_get_wtime() - start;
+    pp->wall = mpt_comm_clock() - start;
     return MPT_OK;
+}
+
+mpt_status mpt_pp_measure(mpt_pp *pp, double *costs, mpt_error *err) {
+    int p = pp->p, m = pp->m, me = pp->stage;
+    size_t nm = 2 * (size_t)m;
+    /* 1. every message's send time, at its receiving stage's row: activations go to me + 1,
+     *    gradients to me - 1 */
+    memset(pp->msg, 0, (size_t)p * nm * sizeof *pp->msg);
+    for (size_t i = 0; i < nm; i++) {
+        int dst = me + (i % 2 ? -1 : 1);
+        if (pp->t_sent[i] > 0 && dst >= 0 && dst < p) pp->msg[(size_t)dst * nm + i] = pp->t_sent[i];
+    }
+    if (p > 1) TRY_(mpt_allreduce_sum_f64(pp->comm, pp->msg, (size_t)p * nm, err));
+    /* 2. per stage: F and B sums and counts; over all: transfer sum and count */
+    size_t ns = 4 * (size_t)p + 2;
+    double *sums = calloc(ns, sizeof *sums);
+    if (!sums) return mpt_fail(err, MPT_ERR_RUN, "out of memory measuring the pipeline");
+    double *row = sums + 4 * (size_t)me;
+    row[0] = pp->f_sum;
+    row[1] = pp->f_n;
+    row[2] = pp->b_sum;
+    row[3] = pp->b_n;
+    for (size_t i = 0; i < nm; i++) {
+        double sent = pp->msg[(size_t)me * nm + i];
+        if (pp->t_got[i] <= 0 || sent <= 0) continue;
+        double from = sent > pp->t_wait[i] ? sent : pp->t_wait[i], dt = pp->t_got[i] - from;
+        sums[ns - 2] += dt > 0 ? dt : 0.0;
+        sums[ns - 1] += 1;
+    }
+    mpt_status st = p > 1 ? mpt_allreduce_sum_f64(pp->comm, sums, ns, err) : MPT_OK;
+    for (int s = 0; !st && s < p; s++) {
+        const double *x = sums + 4 * (size_t)s;
+        double *c = costs + (size_t)s * MPT_PP_COSTS;
+        c[MPT_PP_COST_F] = x[1] > 0 ? x[0] / x[1] : 0.0;
+        c[MPT_PP_COST_B] = x[3] > 0 ? x[2] / x[3] : 0.0;
+        c[MPT_PP_COST_W] = 0.0;
+        c[MPT_PP_COST_COMM] = sums[ns - 1] > 0 ? sums[ns - 2] / sums[ns - 1] : 0.0;
+    }
+    free(sums);
+    return st;
 }

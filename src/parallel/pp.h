@@ -16,7 +16,10 @@
  * on the critical path). Transfers
  * overlap compute: receives are posted one compute early, sends waited only when their buffer
  * is reused or at the end of the step. Every rank of the pipeline group runs mpt_pp_step
- * together (and the tp ranks of a stage in step with each other). */
+ * together (and the tp ranks of a stage in step with each other).
+ *
+ * One executor for every layout: pp = 1 is the naive schedule on a one-stage pipeline (first
+ * and last stage at once, no transfers, one activation set), F0 B0 F1 B1 ... */
 #ifndef MPT_PP_H
 #define MPT_PP_H
 
@@ -30,8 +33,13 @@
 
 /* Fills a micro-batch's tokens: inputs and targets (Bm*T each); either may be NULL. */
 typedef void (*mpt_pp_batch_fn)(void *ctx, int mb, int32_t *inputs, int32_t *targets);
-/* Called after each compute action with its times (for the trace). */
+/* Called after each compute action with its times (mpt_comm_clock seconds; for the trace). */
 typedef void (*mpt_pp_event_fn)(void *ctx, const mpt_pp_action *a, double t0, double t1);
+/* Called before each forward of the stage, with the micro-batch's activation set current
+ * (model->cur) and, on the first stage, its tokens in inputs (e.g. to copy the logits of an
+ * inference forward). A non-OK status stops the step. */
+typedef mpt_status (*mpt_pp_forward_fn)(void *ctx, int mb, mpt_gpt *model, const int32_t *inputs,
+                                        mpt_error *err);
 
 typedef struct mpt_pp {
     mpt_comm *comm;          /* pipeline group (rank = stage), not owned */
@@ -52,16 +60,27 @@ typedef struct mpt_pp {
     mpt_req tx_grad[2];
     int tx_grad_busy[2];
     size_t boundary_n;       /* floats of one stage-boundary tensor (N/sp rows x D) */
+    int inputs_mb;           /* the micro-batch whose tokens are in inputs now, or -1 */
+    /* The last step's measurements (mpt_comm_clock seconds) for mpt_pp_measure; per message
+     * [mb*2 + 0 activations / 1 gradient], 0 when there was none. Owned (one malloc). */
+    double *t_sent;          /* when this stage posted the send */
+    double *t_wait, *t_got;  /* when it began waiting for the receive, and when that returned */
+    double f_sum, b_sum;     /* compute seconds of its F / B actions */
+    int f_n, b_n;
+    double *msg;             /* scratch: p*2m send times by receiving stage (mpt_pp_measure) */
     double busy;             /* compute seconds of the last step */
     double wall;             /* seconds from the step's first action to its last */
-    mpt_pp_event_fn on_event;
+    mpt_pp_event_fn on_event;   /* optional */
     void *event_ctx;
+    mpt_pp_forward_fn before_forward; /* optional */
+    void *forward_ctx;
 } mpt_pp;
 
 /* Activation sets stage `stage` holds at most at once under this schedule (walks its list). */
 mpt_status mpt_pp_sets_needed(mpt_pp_kind kind, int p, int m, int stage, int *n, mpt_error *err);
 
-/* The model is this stage's (place->first/last/n_layers), built with MPT_GPT_NO_ACTS. */
+/* The model is this stage's (place->first/last/n_layers), built with MPT_GPT_NO_ACTS; comm is
+ * the pipeline group (size 1 for a one-stage pipeline). */
 mpt_status mpt_pp_init(mpt_pp *pp, mpt_comm *comm, mpt_pp_kind kind, int m, mpt_gpt *model,
                        mpt_dp *dp, mpt_error *err);
 void mpt_pp_free(mpt_pp *pp);
@@ -71,5 +90,15 @@ void mpt_pp_free(mpt_pp *pp);
 mpt_status mpt_pp_step(mpt_pp *pp, mpt_pp_batch_fn batch, void *ctx, int32_t *inputs,
                        int32_t *targets, int Bm, int T, float dloss, double *loss_sum,
                        mpt_error *err);
+
+/* The last step's costs per stage, gathered over the pipeline group (every rank of it calls):
+ * costs[s * MPT_PP_COSTS + i] for stage s gets its mean F and mean B (the whole backward) per
+ * action, W 0, and as COMM the mean transfer time of all messages, each from the moment its
+ * send was posted and its receiver was waiting for it (max of the two) to the wait's return
+ * (the clocks of the ranks of one node agree; on several hosts their offset enters this
+ * estimate). costs holds p * MPT_PP_COSTS doubles. Replayed by mpt_pp_simulate_ranks, they give
+ * the bubble the schedule itself has on this run's costs; the measured bubble minus that one is
+ * the executor's overhead. */
+mpt_status mpt_pp_measure(mpt_pp *pp, double *costs, mpt_error *err);
 
 #endif

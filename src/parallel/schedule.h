@@ -146,7 +146,7 @@ typedef struct mpt_pp_event {
 typedef struct mpt_pp_timeline {
     mpt_pp_kind kind;
     int p, m, v;
-    double cost[MPT_PP_COSTS];
+    double cost[MPT_PP_COSTS];  /* rank 0's under per-rank costs */
     mpt_pp_event *ev;     /* all ranks' compute events, rank 0's first, each in execution order */
     size_t n;             /* number of events */
     size_t *first;        /* p+1 offsets: rank r's events are ev[first[r] .. first[r+1]) */
@@ -174,6 +174,12 @@ mpt_status mpt_pp_simulate_lists(mpt_pp_kind kind, int p, int m, int v,
                                  const mpt_pp_action *const *lists, const size_t *lens,
                                  const double cost[MPT_PP_COSTS], mpt_pp_timeline *out,
                                  mpt_error *err);
+/* The same with costs per rank: costs[r * MPT_PP_COSTS + i] is rank r's cost i, for its compute
+ * actions and (COMM) the messages it receives; out->cost holds rank 0's. This replays a run:
+ * the executor's measured mean F and B per stage and transfer time (parallel/pp.h,
+ * mpt_pp_measure) give the bubble the schedule itself would have on those costs. */
+mpt_status mpt_pp_simulate_ranks(mpt_pp_kind kind, int p, int m, int v, const double *costs,
+                                 mpt_pp_timeline *out, mpt_error *err);
 /* Safe on a zeroed or freed timeline. */
 void mpt_pp_timeline_free(mpt_pp_timeline *t);
 

@@ -1,7 +1,8 @@
 /* schedule_sim.c — the schedule simulator (see schedule.h): runs every rank's action list (from
- * mpt_pp_schedule, or made by hand) against the others under a cost model, timing each compute
- * action, and reports what breaks a schedule: deadlock, unmatched sends or receives, work done
- * twice, out of order or never. Pure: no MPI, no globals. */
+ * mpt_pp_schedule, or made by hand) against the others under a cost model (one for all ranks,
+ * or one per rank: a run's measured costs replayed), timing each compute action, and reports
+ * what breaks a schedule: deadlock, unmatched sends or receives, work done twice, out of order
+ * or never. Pure: no MPI, no globals. */
 #include "parallel/schedule.h"
 
 #include <math.h>
@@ -24,7 +25,7 @@ enum { DONE_F = 1, DONE_B = 2, DONE_W = 4 };
 typedef struct sim_ {
     mpt_pp_kind kind;
     int p, m, v, S;           /* S = p*v stages */
-    double cost[MPT_PP_COSTS];
+    const double *cost;       /* [p][MPT_PP_COSTS]: rank r's costs (borrowed) */
     const mpt_pp_action *const *list; /* per rank (borrowed) */
     const size_t *len;        /* per rank: list length (borrowed) */
     size_t *pc, *nev;         /* per rank: next action, events recorded */
@@ -126,11 +127,13 @@ static int compute_(sim_ *s, int rank, const mpt_pp_action *a, mpt_error *err) {
             return -1;
         }
         if (g->sender < 0) return 0;
-        double arrive = fmax(g->sent_at, g->posted_at) + s->cost[MPT_PP_COST_COMM];
+        double arrive = fmax(g->sent_at, g->posted_at) +
+                        s->cost[(size_t)rank * MPT_PP_COSTS + MPT_PP_COST_COMM];
         start = fmax(start, arrive);
         g->used = 1;
     }
-    double end = start + mpt_pp_action_cost(s->kind, s->v, s->cost, a->op);
+    double end = start + mpt_pp_action_cost(s->kind, s->v, s->cost + (size_t)rank * MPT_PP_COSTS,
+                                            a->op);
     *done |= (unsigned char)bit;
     if (a->op == MPT_PP_F) s->inflight[rank]++;
     if (a->op == (s->kind == MPT_PP_ZB_H1 ? MPT_PP_W : MPT_PP_B)) s->inflight[rank]--;
@@ -228,20 +231,13 @@ void mpt_pp_timeline_free(mpt_pp_timeline *t) {
     memset(t, 0, sizeof *t);
 }
 
-mpt_status mpt_pp_simulate_lists(mpt_pp_kind kind, int p, int m, int v,
-                                 const mpt_pp_action *const *lists, const size_t *lens,
-                                 const double cost[MPT_PP_COSTS], mpt_pp_timeline *out,
-                                 mpt_error *err) {
-    memset(out, 0, sizeof *out);
-    mpt_status st = mpt_pp_check(kind, p, m, v, err);
-    if (st) return st;
-    for (int i = 0; i < MPT_PP_COSTS; i++)
-        if (!(cost[i] >= 0) || !isfinite(cost[i]))
-            return mpt_fail(err, MPT_ERR_INPUT, "pipeline cost %s = %g: costs must be finite and "
-                            ">= 0", (const char *[]){"F", "B", "W", "comm"}[i], cost[i]);
+/* The simulation of lists under per-rank costs ([p][MPT_PP_COSTS], checked by the caller). */
+static mpt_status simulate_(mpt_pp_kind kind, int p, int m, int v,
+                            const mpt_pp_action *const *lists, const size_t *lens,
+                            const double *costs, mpt_pp_timeline *out, mpt_error *err) {
+    mpt_status st = MPT_OK;
     sim_ s = {.kind = kind, .p = p, .m = m, .v = v, .S = p * v, .t = out, .list = lists,
-              .len = lens};
-    memcpy(s.cost, cost, sizeof s.cost);
+              .len = lens, .cost = costs};
     size_t P = (size_t)p, cells = (size_t)m * (size_t)s.S;
     s.pc = calloc(P, sizeof *s.pc);
     s.nev = calloc(P, sizeof *s.nev);
@@ -271,7 +267,7 @@ mpt_status mpt_pp_simulate_lists(mpt_pp_kind kind, int p, int m, int v,
     out->p = p;
     out->m = m;
     out->v = v;
-    memcpy(out->cost, cost, sizeof out->cost);
+    memcpy(out->cost, costs, sizeof out->cost);
     out->n = out->first[P];
     for (size_t i = 0; i < out->n; i++) {
         out->busy += out->ev[i].end - out->ev[i].start;
@@ -289,12 +285,47 @@ cleanup:
     return st;
 }
 
-mpt_status mpt_pp_simulate(mpt_pp_kind kind, int p, int m, int v,
-                           const double cost[MPT_PP_COSTS], mpt_pp_timeline *out,
-                           mpt_error *err) {
-    memset(out, 0, sizeof *out);
+/* Checks the request and every cost (finite, >= 0). */
+static mpt_status check_costs_(mpt_pp_kind kind, int p, int m, int v, const double *costs,
+                               size_t n, mpt_error *err) {
     mpt_status st = mpt_pp_check(kind, p, m, v, err);
     if (st) return st;
+    for (size_t i = 0; i < n; i++)
+        if (!(costs[i] >= 0) || !isfinite(costs[i]))
+            return mpt_fail(err, MPT_ERR_INPUT, "pipeline cost %s = %g%s: costs must be finite "
+                            "and >= 0", (const char *[]){"F", "B", "W", "comm"}[i % MPT_PP_COSTS],
+                            costs[i], n > MPT_PP_COSTS ? " (a rank's)" : "");
+    return MPT_OK;
+}
+
+/* cost repeated for each of p ranks (malloc'd; NULL when out of memory). */
+static double *uniform_(const double cost[MPT_PP_COSTS], int p) {
+    double *costs = malloc((size_t)p * MPT_PP_COSTS * sizeof *costs);
+    for (int r = 0; costs && r < p; r++)
+        memcpy(costs + (size_t)r * MPT_PP_COSTS, cost, MPT_PP_COSTS * sizeof *costs);
+    return costs;
+}
+
+mpt_status mpt_pp_simulate_lists(mpt_pp_kind kind, int p, int m, int v,
+                                 const mpt_pp_action *const *lists, const size_t *lens,
+                                 const double cost[MPT_PP_COSTS], mpt_pp_timeline *out,
+                                 mpt_error *err) {
+    memset(out, 0, sizeof *out);
+    mpt_status st = check_costs_(kind, p, m, v, cost, MPT_PP_COSTS, err);
+    if (st) return st;
+    double *costs = uniform_(cost, p);
+    if (!costs)
+        return mpt_fail(err, MPT_ERR_RUN, "out of memory simulating the %s schedule",
+                        mpt_pp_kind_name(kind));
+    st = simulate_(kind, p, m, v, lists, lens, costs, out, err);
+    free(costs);
+    return st;
+}
+
+/* Every rank's list from mpt_pp_schedule, simulated under per-rank costs. */
+static mpt_status simulate_schedule_(mpt_pp_kind kind, int p, int m, int v, const double *costs,
+                                     mpt_pp_timeline *out, mpt_error *err) {
+    mpt_status st = MPT_OK;
     mpt_pp_action **lists = calloc((size_t)p, sizeof *lists);
     size_t *lens = calloc((size_t)p, sizeof *lens);
     if (!lists || !lens) {
@@ -304,12 +335,34 @@ mpt_status mpt_pp_simulate(mpt_pp_kind kind, int p, int m, int v,
     }
     for (int r = 0; r < p; r++)
         if ((st = mpt_pp_schedule(kind, p, m, v, r, &lists[r], &lens[r], err))) goto cleanup;
-    st = mpt_pp_simulate_lists(kind, p, m, v, (const mpt_pp_action *const *)lists, lens, cost,
-                               out, err);
+    st = simulate_(kind, p, m, v, (const mpt_pp_action *const *)lists, lens, costs, out, err);
 cleanup:
     if (lists)
         for (int r = 0; r < p; r++) free(lists[r]);
     free(lists);
     free(lens);
     return st;
+}
+
+mpt_status mpt_pp_simulate(mpt_pp_kind kind, int p, int m, int v,
+                           const double cost[MPT_PP_COSTS], mpt_pp_timeline *out,
+                           mpt_error *err) {
+    memset(out, 0, sizeof *out);
+    mpt_status st = check_costs_(kind, p, m, v, cost, MPT_PP_COSTS, err);
+    if (st) return st;
+    double *costs = uniform_(cost, p);
+    if (!costs)
+        return mpt_fail(err, MPT_ERR_RUN, "out of memory simulating the %s schedule",
+                        mpt_pp_kind_name(kind));
+    st = simulate_schedule_(kind, p, m, v, costs, out, err);
+    free(costs);
+    return st;
+}
+
+mpt_status mpt_pp_simulate_ranks(mpt_pp_kind kind, int p, int m, int v, const double *costs,
+                                 mpt_pp_timeline *out, mpt_error *err) {
+    memset(out, 0, sizeof *out);
+    mpt_status st = check_costs_(kind, p, m, v, costs, (size_t)(p > 0 ? p : 0) * MPT_PP_COSTS,
+                                 err);
+    return st ? st : simulate_schedule_(kind, p, m, v, costs, out, err);
 }

@@ -29,9 +29,11 @@ static mpt_status add_ckpt_stage_(const mpt_config *cfg, mpt_mem_plan *plan, mpt
 mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_layout *lay,
                             mpt_mem_plan *plan, mpt_error *err) {
     memset(plan, 0, sizeof *plan);
+    const mpt_placement *pl = &lay->place;
+    int tp = pl->layout.size[MPT_DIM_TP], dpn = pl->layout.size[MPT_DIM_DP];
     mpt_param_table pt;
-    mpt_status st = mpt_params_build_stage(&pt, cfg, lay->tp, 0, lay->first_layer, lay->n_layers,
-                                           lay->first, lay->last, mpt_dp_unit_align(lay->dp), err);
+    mpt_status st = mpt_params_build_stage(&pt, cfg, tp, 0, pl->first_layer, pl->n_layers,
+                                           pl->first, pl->last, mpt_dp_unit_align(dpn), err);
     if (st) return st;
     /* what the data-parallel module allocates: the sum of its buffer list */
     mpt_dp_opts o;
@@ -39,10 +41,10 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
     o.zero = lay->zero;
     o.z3_whole = lay->z3_whole;
     o.bucket_elems = lay->bucket_elems;
-    if (lay->pp > 1 && cfg->tied && (lay->first || lay->last)) o.held = mpt_tied_tensor(&pt);
+    if (pl->stages > 1 && cfg->tied && (pl->first || pl->last)) o.held = mpt_tied_tensor(&pt);
     mpt_buflist dl;
     mpt_buflist_init(&dl);
-    mpt_dp_buffers(&pt, lay->dp, &o, NULL, &dl);
+    mpt_dp_buffers(&pt, dpn, &o, NULL, &dl);
     size_t dp_bytes[MPT_MEM_KINDS] = {0};
     int sized = mpt_buflist_bytes(&dl, dp_bytes);
     mpt_buflist_free(&dl);
@@ -53,11 +55,9 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
     mpt_params_free(&pt);
     if (!sized)
         return mpt_fail(err, MPT_ERR_INPUT, "the data-parallel buffers are too large to address");
-    mpt_gpt_place place = {.sp = lay->sp, .first_layer = lay->first_layer,
-                           .n_layers = lay->n_layers, .first = lay->first, .last = lay->last,
-                           .recompute = lay->recompute};
+    mpt_gpt_place place = mpt_placement_gpt(pl, NULL, lay->sp, lay->recompute);
     size_t act_n[MPT_ACT_SLOTS], work_n[MPT_WORK_SLOTS];
-    if (!mpt_gpt_buffer_sizes(cfg, B, T, 1, lay->tp, lay->sp, &place, act_n, work_n))
+    if (!mpt_gpt_buffer_sizes(cfg, B, T, 1, tp, lay->sp, &place, act_n, work_n))
         return mpt_fail(err, MPT_ERR_INPUT, "batch %d x %d tokens is too large to address", B, T);
     if (gpt_flags & MPT_GPT_PARAMS) plan->bytes[MPT_MEM_PARAMS] += P;
     if (gpt_flags & MPT_GPT_GRADS) plan->bytes[MPT_MEM_GRADS] += P;
@@ -67,8 +67,8 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
     plan->bytes[MPT_MEM_ACTIVATIONS] = set * (size_t)(lay->act_sets > 0 ? lay->act_sets : 1);
     for (int i = 0; i < MPT_WORK_SLOTS; i++) plan->bytes[MPT_MEM_WORKSPACE] += work_n[i] * 4;
     plan->bytes[MPT_MEM_WORKSPACE] += 2 * (size_t)B * T * sizeof(int32_t);
-    if (lay->pp > 1 && !lay->first) { /* the pipeline's two input-gradient send buffers */
-        size_t N = (size_t)B * T, rows = lay->sp && lay->tp > 1 ? N / (size_t)lay->tp : N;
+    if (pl->stages > 1 && !pl->first) { /* the pipeline's two input-gradient send buffers */
+        size_t N = (size_t)B * T, rows = lay->sp && tp > 1 ? N / (size_t)tp : N;
         plan->bytes[MPT_MEM_WORKSPACE] += 2 * rows * (size_t)cfg->d_model * sizeof(float);
     }
     if ((st = add_ckpt_stage_(cfg, plan, err))) return st;

@@ -11,6 +11,7 @@
 #include "core/arena.h"
 #include "core/status.h"
 #include "model/config.h"
+#include "parallel/placement.h"
 
 typedef struct mpt_mem_plan {
     size_t bytes[MPT_MEM_KINDS];
@@ -19,13 +20,12 @@ typedef struct mpt_mem_plan {
     size_t pool_elements;    /* ZeRO-2/3 staging / working pool, in elements */
 } mpt_mem_plan;
 
-/* Where one rank sits in a training layout, as far as its memory is concerned. */
+/* One rank of a training layout, as far as its memory is concerned: where it sits (sizes,
+ * its pipeline stage's blocks and ends) and how it trains. */
 typedef struct mpt_rank_layout {
-    int tp, sp;               /* tensor-parallel group size, sequence parallelism */
-    int dp, zero;             /* data-parallel group size, ZeRO stage */
-    int pp;                   /* pipeline stages */
-    int first_layer, n_layers;/* this rank's stage: blocks (whole model: 0, n_layer) */
-    int first, last;          /* the stage holds the embeddings / the head */
+    mpt_placement place;      /* sizes tp, dp, pp...; the stage's blocks, first / last */
+    int sp;                   /* sequence parallelism over the tp group */
+    int zero;                 /* ZeRO stage */
     int act_sets;             /* activation sets alive at once: 1, or the pipeline's count */
     int recompute;            /* mpt_recompute */
     int z3_whole;             /* ZeRO-3 keeps the stage's parameters gathered through a step */

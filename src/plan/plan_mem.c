@@ -168,10 +168,13 @@ static mpt_status stage_plan_(const mpt_plan_job *job, const mpt_plan_layout *l,
     }
     int T = job->seq_len > 0 ? job->seq_len : cfg->n_positions;
     int Bm = job->batch / (l->dp * l->microbatches);
-    mpt_rank_layout lay = {.tp = l->tp, .sp = l->sp, .dp = l->dp, .zero = l->zero, .pp = l->pp,
-                           .first_layer = first_layer, .n_layers = n, .first = s == 0,
-                           .last = s == l->pp - 1, .act_sets = sets, .recompute = l->recompute,
-                           .z3_whole = z3_whole,
+    mpt_layout layout = mpt_layout_make(l->tp, 1, l->dp, l->pp, 1);
+    mpt_placement rank0;
+    mpt_status st = mpt_placement_init(&rank0, &layout, mpt_layout_world(&layout), 0, err);
+    if (st) return st;
+    mpt_rank_layout lay = {.place = mpt_placement_at_stage(&rank0, s, first_layer, n),
+                           .sp = l->sp, .zero = l->zero, .act_sets = sets,
+                           .recompute = l->recompute, .z3_whole = z3_whole,
                            .bucket_elems = (size_t)(job->bucket_mb * 1024 * 1024 / 4)};
     return mpt_memplan_rank(cfg, Bm, T, &lay, plan, err);
 }
@@ -194,30 +197,20 @@ mpt_status mpt_plan_memory_eval(const mpt_plan_job *job, const mpt_plan_layout *
     if ((st = mpt_plan_partition(job, l, &cfg, out->stage_layers, err))) return st;
     out->stages = l->pp;
     out->n_params = mpt_config_param_count(&cfg);
-    /* as the trainer: ZeRO-3 in a pipeline keeps the stage gathered when every stage fits */
-    int z3 = l->zero == 3 && l->pp > 1;
+    /* as the trainer by default: ZeRO-3 gathers per layer (--zero3-gather layer) */
     mpt_mem_plan plan;
-    for (int pass = 0; pass < 2; pass++) {
-        memset(out->sum, 0, sizeof out->sum);
-        out->sum_total = 0;
-        out->worst.total = 0;
-        int over = 0;
-        for (int s = 0, first = 0; s < l->pp; first += out->stage_layers[s++]) {
-            if ((st = stage_plan_(job, l, &cfg, s, first, out->stage_layers[s], z3, &plan, err)))
-                return st;
-            out->stage_total[s] = plan.total;
-            if (job->mem_limit && plan.total > job->mem_limit) over = 1;
-            size_t ranks = (size_t)l->dp * (size_t)l->tp * (size_t)l->cp;
-            for (int k = 0; k < MPT_MEM_KINDS; k++) out->sum[k] += plan.bytes[k] * ranks;
-            out->sum_total += plan.total * ranks;
-            if (s == 0 || plan.total > out->worst.total) {
-                out->worst = plan;
-                out->worst_stage = s;
-            }
+    for (int s = 0, first = 0; s < l->pp; first += out->stage_layers[s++]) {
+        if ((st = stage_plan_(job, l, &cfg, s, first, out->stage_layers[s], 0, &plan, err)))
+            return st;
+        out->stage_total[s] = plan.total;
+        size_t ranks = (size_t)l->dp * (size_t)l->tp * (size_t)l->cp;
+        for (int k = 0; k < MPT_MEM_KINDS; k++) out->sum[k] += plan.bytes[k] * ranks;
+        out->sum_total += plan.total * ranks;
+        if (s == 0 || plan.total > out->worst.total) {
+            out->worst = plan;
+            out->worst_stage = s;
         }
-        if (!(z3 && over)) break;
-        z3 = 0; /* the whole stage does not fit: gather per layer, as the trainer falls back */
     }
-    out->z3_whole = z3;
+    out->z3_whole = 0;
     return MPT_OK;
 }

@@ -113,6 +113,7 @@ static cJSON *step_line_(const mpt_step_info *info) {
     cJSON_AddNumberToObject(j, "mfu", info->mfu);
     cJSON_AddNumberToObject(j, "peak_mem_bytes", (double)info->peak_mem_bytes);
     if (info->bubble >= 0) cJSON_AddNumberToObject(j, "bubble", info->bubble);
+    if (info->bubble_sim >= 0) cJSON_AddNumberToObject(j, "bubble_sim", info->bubble_sim);
     return j;
 }
 
@@ -120,7 +121,7 @@ static cJSON *step_line_(const mpt_step_info *info) {
 static void batch_(void *ctx, int mb, int32_t *inputs, int32_t *targets) {
     mpt_run *r = ctx;
     const mpt_train_opts *o = r->o;
-    int first = r->groups.coords.c[MPT_DIM_DP] * (o->batch / o->dp);
+    int first = r->place.coords.c[MPT_DIM_DP] * (o->batch / o->dp);
     mpt_data_batch(&r->data, r->step, o->batch, first + mb * r->Bm, r->Bm, r->T, inputs, targets);
 }
 
@@ -131,47 +132,44 @@ static void pp_event_(void *ctx, const mpt_pp_action *a, double t0, double t1) {
     mpt_trace_add(ctx, MPT_TRACE_COMPUTE, name, NULL, -1, t0, t1);
 }
 
-/* Micro-batches one after the other on a rank that holds every layer (pp == 1). */
-static mpt_status microbatches_(mpt_run *r, float dloss, float **logits_copy, double *loss_sum,
-                                mpt_error *err) {
-    const mpt_train_opts *o = r->o;
+/* --dump-step1 on one rank: before step 1's first forward, the logits of micro-batch 0 (an
+ * inference forward into the same activation set), kept in r->logits_copy for mpt_run_dump. */
+static mpt_status dump_logits_(void *ctx, int mb, mpt_gpt *model, const int32_t *inputs,
+                               mpt_error *err) {
+    mpt_run *r = ctx;
     const mpt_config *cfg = &r->cfg;
-    int M = o->microbatches, Bm = r->Bm, T = r->T;
-    mpt_status st;
-    for (int mb = 0; mb < M; mb++) {
-        batch_(r, mb, r->inputs, r->targets);
-        if (o->dump_path && r->step == 0 && mb == 0 && r->world->size == 1) {
-            size_t nl = r->batch_n * (size_t)cfg->vocab;
-            *logits_copy = malloc(nl * sizeof **logits_copy);
-            if (!*logits_copy) return mpt_fail(err, MPT_ERR_RUN, "out of memory for the dump");
-            if ((st = mpt_gpt_forward(&r->model, r->inputs, NULL, Bm, T, 0.0f, NULL, err)))
-                return st;
-            for (size_t i = 0; i < r->batch_n; i++)
-                memcpy(*logits_copy + i * cfg->vocab,
-                       r->model.cur->a[MPT_ACT_LOGITS] + i * cfg->padded_vocab,
-                       (size_t)cfg->vocab * sizeof(float));
-        }
-        mpt_dp_set_last_microbatch(&r->dp, mb == M - 1);
-        double mb_loss = 0.0, t0 = mpt_comm_clock();
-        char name[16];
-        if ((st = mpt_gpt_forward(&r->model, r->inputs, r->targets, Bm, T, dloss, &mb_loss, err)))
-            return st;
-        double t1 = mpt_comm_clock();
-        snprintf(name, sizeof name, "F%d", mb);
-        mpt_trace_add(&r->trace, MPT_TRACE_COMPUTE, name, NULL, -1, t0, t1);
-        if ((st = mpt_gpt_backward(&r->model, r->inputs, Bm, T, err))) return st;
-        snprintf(name, sizeof name, "B%d", mb);
-        mpt_trace_add(&r->trace, MPT_TRACE_COMPUTE, name, NULL, -1, t1, mpt_comm_clock());
-        *loss_sum += mb_loss;
-    }
+    if (!r->o->dump_path || r->step != 0 || mb != 0 || r->world->size != 1 || r->logits_copy)
+        return MPT_OK;
+    size_t nl = r->batch_n * (size_t)cfg->vocab;
+    r->logits_copy = malloc(nl * sizeof *r->logits_copy);
+    if (!r->logits_copy) return mpt_fail(err, MPT_ERR_RUN, "out of memory for the dump");
+    mpt_status st = mpt_gpt_forward(model, inputs, NULL, r->Bm, r->T, 0.0f, NULL, err);
+    if (st) return st;
+    const float *logits = model->cur->a[MPT_ACT_LOGITS]; /* (Bm*T, padded_vocab) */
+    for (size_t i = 0; i < r->batch_n; i++)
+        memcpy(r->logits_copy + i * cfg->vocab, logits + i * cfg->padded_vocab,
+               (size_t)cfg->vocab * sizeof(float));
     return MPT_OK;
 }
 
-/* One optimizer step: this replica's micro-batches (through the pipeline when pp > 1), the
- * reductions, clipping and AdamW. *loss: the global mean loss; *norm: the global gradient
- * norm; *busy: this rank's compute seconds (pipeline). */
-static mpt_status step_(mpt_run *r, const mpt_adamw *opt, long step, float **logits_copy,
-                        double *loss, double *norm, float *lr, double busy[2], mpt_error *err) {
+/* The schedule replayed on the step's measured costs (pipeline ranks, every one calls): the
+ * bubble the schedule itself has with this run's F, B and transfer times. */
+static mpt_status bubble_sim_(mpt_run *r, double *bubble, mpt_error *err) {
+    double costs[64 * MPT_PP_COSTS];
+    mpt_pp_timeline t;
+    memset(&t, 0, sizeof t);
+    mpt_status st = mpt_pp_measure(&r->pp, costs, err);
+    if (!st) st = mpt_pp_simulate_ranks(r->kind, r->pp.p, r->pp.m, 1, costs, &t, err);
+    if (!st) *bubble = t.bubble;
+    mpt_pp_timeline_free(&t);
+    return st;
+}
+
+/* One optimizer step: this replica's micro-batches through the pipeline executor (one stage
+ * when pp == 1), the reductions, clipping and AdamW. *loss: the global mean loss; *norm: the
+ * global gradient norm; busy: this rank's compute seconds and the pipelined part's wall time. */
+static mpt_status step_(mpt_run *r, const mpt_adamw *opt, long step, double *loss, double *norm,
+                        float *lr, double busy[2], mpt_error *err) {
     const mpt_train_opts *o = r->o;
     int B = o->batch, T = r->T;
     float dloss = 1.0f / ((float)B * (float)T);
@@ -184,14 +182,9 @@ static mpt_status step_(mpt_run *r, const mpt_adamw *opt, long step, float **log
         nanosleep(&ts, NULL);
     }
     mpt_dp_begin_step(&r->dp);
-    if (o->pp > 1) {
-        st = mpt_pp_step(&r->pp, batch_, r, r->inputs, r->targets, r->Bm, T, dloss, &loss_sum,
-                         err);
-        busy[0] = r->pp.busy;
-        busy[1] = r->pp.wall;
-    } else {
-        st = microbatches_(r, dloss, logits_copy, &loss_sum, err);
-    }
+    st = mpt_pp_step(&r->pp, batch_, r, r->inputs, r->targets, r->Bm, T, dloss, &loss_sum, err);
+    busy[0] = r->pp.busy;
+    busy[1] = r->pp.wall;
     if (st || (st = mpt_dp_finish_grads(&r->dp, err))) return st;
     /* the last stage has the loss; tp ranks hold the same one; replicas add theirs */
     mpt_comm *ppc = &r->groups.dim[MPT_DIM_PP], *dpc = &r->groups.dim[MPT_DIM_DP];
@@ -203,7 +196,7 @@ static mpt_status step_(mpt_run *r, const mpt_adamw *opt, long step, float **log
                         "the loss became non-finite at step %ld: lower --lr or check the data; "
                         "the last checkpoint is intact",
                         step + 1);
-    if (o->dump_path && step == 0 && (st = mpt_run_dump(r, *logits_copy, err))) return st;
+    if (o->dump_path && step == 0 && (st = mpt_run_dump(r, r->logits_copy, err))) return st;
     double t0 = mpt_comm_clock();
     if ((st = mpt_dp_grad_norm(&r->dp, norm, err))) return st;
     *lr = mpt_adamw_lr(opt, step);
@@ -285,7 +278,6 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
     r.world = world;
     r.o = o;
     r.rank0 = world->rank == 0;
-    float *logits_copy = NULL;
     long start = 0;
     omp_set_num_threads(o->threads > 0 ? o->threads : 1);
     openblas_set_num_threads(o->threads > 0 ? o->threads : 1);
@@ -296,6 +288,8 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
     mpt_trace_observe_comm(&r.trace);
     r.pp.on_event = pp_event_;
     r.pp.event_ctx = &r.trace;
+    r.pp.before_forward = dump_logits_;
+    r.pp.forward_ctx = &r;
 
     res->cfg = r.cfg;
     res->n_params = mpt_config_param_count(&r.cfg);
@@ -321,13 +315,15 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
     for (long step = start; step < o->steps; step++) {
         double t0 = now_(), loss = 0.0, norm = 0.0, busy[2] = {0.0, 0.0};
         float lr = 0.0f;
-        if ((st = step_(&r, &opt, step, &logits_copy, &loss, &norm, &lr, busy, err))) goto done;
+        if ((st = step_(&r, &opt, step, &loss, &norm, &lr, busy, err))) goto done;
         double dt = now_() - t0, peak_mem = (double)r.arena.peak_total;
         if ((st = mpt_allreduce_max_f64(world, &peak_mem, 1, err))) goto done;
         /* the pipeline's measured bubble: the idle share of p ranks over the pipelined part of
          * the step, which lasts as long as its slowest rank's (the theory's p x makespan) */
+        double bubble_sim = -1.0;
         if (o->pp > 1 && ((st = mpt_allreduce_sum_f64(ppc, &busy[0], 1, err)) ||
-                          (st = mpt_allreduce_max_f64(ppc, &busy[1], 1, err))))
+                          (st = mpt_allreduce_max_f64(ppc, &busy[1], 1, err)) ||
+                          (st = mpt_comm_agree(world, bubble_sim_(&r, &bubble_sim, err), err))))
             goto done;
         t_all += dt;
         mpt_step_info info = {.step = step + 1, .steps = o->steps, .loss = loss, .lr = lr,
@@ -335,7 +331,8 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
                               .step_ms = dt * 1e3,
                               .mfu = res->peak_flops > 0 ? flops_step / dt / res->peak_flops : 0,
                               .peak_mem_bytes = (size_t)peak_mem,
-                              .bubble = o->pp > 1 && busy[1] > 0 ? 1.0 - busy[0] / (o->pp * busy[1]) : -1.0};
+                              .bubble = o->pp > 1 && busy[1] > 0 ? 1.0 - busy[0] / (o->pp * busy[1]) : -1.0,
+                              .bubble_sim = bubble_sim};
         if (step == start) res->first_loss = loss;
         res->last_loss = loss;
         res->last_step = step + 1;
@@ -372,7 +369,7 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
     mpt_trace_observe_comm(NULL);
     if (!st && o->trace_path) st = mpt_trace_write(&r.trace, world, o->trace_path, err);
 done:
-    free(logits_copy);
+    free(r.logits_copy);
     free(r.rank_mem);
     mpt_run_free(&r);
     return st;

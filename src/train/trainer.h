@@ -60,6 +60,8 @@ typedef struct mpt_step_info {
     double tokens_per_s, step_ms, mfu;
     size_t peak_mem_bytes;
     double bubble;           /* pp > 1: idle fraction of the pipeline ranks; else -1 */
+    double bubble_sim;       /* pp > 1: the schedule's simulated bubble on this step's measured
+                              * costs (mpt_pp_measure); else -1 */
 } mpt_step_info;
 
 typedef struct mpt_train_result {

@@ -215,9 +215,8 @@ mpt_status mpt_run_load(mpt_run *r, long *start, mpt_error *err) {
 /* The pipeline stage that holds full tensor ft (the first stage's wte, not the head's copy). */
 static int holder_stage_(const mpt_run *r, const mpt_tensor *ft) {
     if (ft->layer >= 0) {
-        for (int p = 0; p < r->o->pp; p++)
-            if (ft->layer >= r->stage_first[p] && ft->layer < r->stage_first[p] + r->stage_count[p])
-                return p;
+        for (int p = 0, first = 0; p < r->o->pp; first += r->stage_count[p++])
+            if (ft->layer >= first && ft->layer < first + r->stage_count[p]) return p;
     }
     return ft->full_id <= 1 ? 0 : r->o->pp - 1;
 }
@@ -230,8 +229,8 @@ static mpt_status gather_rows_(stage_ *s, int kind, size_t fi, size_t r0, size_t
     const mpt_tensor *ft = &r->full.t[fi];
     mpt_comm *dpc = &r->groups.dim[MPT_DIM_DP];
     int holder = holder_stage_(r, ft), tp = r->o->tp;
-    int me_t = r->groups.coords.c[MPT_DIM_TP], me_d = r->groups.coords.c[MPT_DIM_DP];
-    int me_p = r->groups.coords.c[MPT_DIM_PP];
+    int me_t = r->place.coords.c[MPT_DIM_TP], me_d = r->place.coords.c[MPT_DIM_DP];
+    int me_p = r->place.coords.c[MPT_DIM_PP];
     mpt_status st = MPT_OK;
     if (me_p == holder && s->local[fi] >= 0 && (me_t == 0 || ft->split != MPT_SPLIT_NONE)) {
         const mpt_tensor *lt = &r->model.pt.t[s->local[fi]];
@@ -276,7 +275,7 @@ static mpt_status gather_rows_(stage_ *s, int kind, size_t fi, size_t r0, size_t
         mpt_coords c = {{0}};
         c.c[MPT_DIM_TP] = t;
         c.c[MPT_DIM_PP] = holder;
-        int src = mpt_mesh_rank(&r->groups.layout, &c);
+        int src = mpt_mesh_rank(&r->place.layout, &c);
         if (src != 0 && (st = mpt_recv(r->world, s->in + off, n, src, TAG_, err))) break;
         for (size_t k = a * lrow; k < b * lrow; k++) {
             size_t f = mpt_tensor_full_index(lt, tp, t, k);

@@ -8,6 +8,7 @@
 #include "model/params.h"
 #include "parallel/dp.h"
 #include "parallel/groups.h"
+#include "parallel/placement.h"
 #include "parallel/pp.h"
 #include "tok/tokfile.h"
 #include "train/jsonlog.h"
@@ -21,16 +22,17 @@ typedef struct mpt_run {
     int T;                    /* tokens per sequence */
     int Bm;                   /* sequences per micro-batch on this rank */
     char ckpt[1024];          /* checkpoint to start from, or "" */
+    mpt_placement place;      /* where this rank sits: coordinates, sizes, its stage's blocks */
     mpt_groups groups;        /* this rank's tp / dp / pp communicators */
     mpt_comm embed;           /* first + last pipeline stage (tied wte), when pp > 1 */
-    int stage_first[64], stage_count[64]; /* blocks of every pipeline stage */
+    int stage_count[64];      /* the partition: blocks of every pipeline stage */
     mpt_pp_kind kind;
     int z3_whole;             /* ZeRO-3 gathers every unit once per step (--zero3-gather step) */
     mpt_param_table full;     /* the whole-tensor table checkpoints use */
     mpt_arena arena;
     mpt_gpt model;
     mpt_dp dp;
-    mpt_pp pp;                /* used when pp > 1 */
+    mpt_pp pp;                /* the pipeline executor (one stage when pp == 1) */
     int32_t *inputs, *targets;/* (Bm, T), kind workspace */
     size_t batch_n;
     mpt_tokfile data;
@@ -38,6 +40,7 @@ typedef struct mpt_run {
     mpt_trace trace;
     int rank0;
     long step;                /* the step being run (for the data callback) */
+    float *logits_copy;       /* --dump-step1 on one rank: step 1's logits (owned, malloc) */
     double plan_max;          /* the largest rank's planned bytes */
     double *rank_mem;         /* end of run: 4 figures per world rank (plan, peak, activations) */
 } mpt_run;

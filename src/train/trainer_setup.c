@@ -29,12 +29,13 @@ static mpt_status resolve_config_(mpt_run *r, mpt_error *err) {
     return mpt_config_finish(&r->cfg, 64 * (o->tp > 0 ? o->tp : 1), err);
 }
 
-static mpt_status validate_layout_(const mpt_run *r, mpt_error *err) {
+static mpt_status validate_layout_(mpt_run *r, mpt_error *err) {
     const mpt_train_opts *o = r->o;
     const mpt_config *cfg = &r->cfg;
     int T = r->T;
-    mpt_layout lay = {.size = {o->tp, 1, o->dp, o->pp, 1}};
-    mpt_status st = mpt_layout_check(&lay, r->world->size, err);
+    /* where this rank sits: the one placement the rest of the run reads */
+    mpt_layout lay = mpt_layout_make(o->tp, 1, o->dp, o->pp, 1);
+    mpt_status st = mpt_placement_init(&r->place, &lay, r->world->size, r->world->rank, err);
     if (st) return st;
     if (cfg->n_head % o->tp != 0 || cfg->ffn % o->tp != 0)
         return mpt_fail(err, MPT_ERR_INPUT,
@@ -51,10 +52,11 @@ static mpt_status validate_layout_(const mpt_run *r, mpt_error *err) {
                         o->tp, T, o->tp, o->tp);
     if (o->zero < 0 || o->zero > 3)
         return mpt_fail(err, MPT_ERR_INPUT, "--zero %d: use 0, 1, 2 or 3", o->zero);
+    r->kind = MPT_PP_NAIVE; /* pp == 1: one stage runs its micro-batches one after the other */
     if (o->pp > 64)
         return mpt_fail(err, MPT_ERR_INPUT, "--pp %d: at most 64 pipeline stages", o->pp);
     if (o->pp > 1) {
-        if ((st = mpt_pp_kind_parse(o->schedule ? o->schedule : "1f1b", (mpt_pp_kind *)&r->kind,
+        if ((st = mpt_pp_kind_parse(o->schedule ? o->schedule : "1f1b", &r->kind,
                                     err)))
             return st;
         if (r->kind != MPT_PP_NAIVE && r->kind != MPT_PP_GPIPE && r->kind != MPT_PP_1F1B)
@@ -93,24 +95,14 @@ static mpt_status validate_run_(const mpt_run *r, mpt_error *err) {
     return MPT_OK;
 }
 
-/* This rank's pipeline stage (0 without pipelining). Pure: from the world rank. */
-static int stage_of_(const mpt_run *r) {
-    mpt_layout lay = {.size = {r->o->tp, 1, r->o->dp, r->o->pp, 1}};
-    return mpt_mesh_coords(&lay, r->world->rank).c[MPT_DIM_PP];
-}
-
-/* The memory plan of stage `stage` holding blocks [first_layer, first_layer + n). */
-static mpt_status stage_plan_(mpt_run *r, int stage, int first_layer, int n, mpt_mem_plan *plan,
+/* The memory plan of the rank at placement q (this rank's, or another stage's). */
+static mpt_status stage_plan_(mpt_run *r, const mpt_placement *q, mpt_mem_plan *plan,
                               mpt_error *err) {
     const mpt_train_opts *o = r->o;
     int sets = 1;
-    if (o->pp > 1) {
-        mpt_status st = mpt_pp_sets_needed(r->kind, o->pp, o->microbatches, stage, &sets, err);
-        if (st) return st;
-    }
-    mpt_rank_layout lay = {.tp = o->tp, .sp = o->sp, .dp = o->dp, .zero = o->zero, .pp = o->pp,
-                           .first_layer = first_layer, .n_layers = n, .first = stage == 0,
-                           .last = stage == o->pp - 1, .act_sets = sets,
+    mpt_status st = mpt_pp_sets_needed(r->kind, q->stages, o->microbatches, q->stage, &sets, err);
+    if (st) return st;
+    mpt_rank_layout lay = {.place = *q, .sp = o->sp, .zero = o->zero, .act_sets = sets,
                            .recompute = o->recompute, .z3_whole = r->z3_whole,
                            .bucket_elems = (size_t)(o->bucket_mb * 1024 * 1024 / 4)};
     return mpt_memplan_rank(&r->cfg, r->Bm, r->T, &lay, plan, err);
@@ -121,7 +113,8 @@ static int stage_fits_(void *ctx, int stage, int first_layer, int n) {
     mpt_run *r = ctx;
     mpt_mem_plan plan;
     if (!r->o->mem_limit) return 1;
-    return stage_plan_(r, stage, first_layer, n, &plan, NULL) == MPT_OK &&
+    mpt_placement q = mpt_placement_at_stage(&r->place, stage, first_layer, n);
+    return stage_plan_(r, &q, &plan, NULL) == MPT_OK &&
            plan.total <= r->o->mem_limit;
 }
 
@@ -135,20 +128,19 @@ mpt_status mpt_run_prepare(mpt_run *r, mpt_train_result *res, mpt_error *err) {
     if ((st = mpt_partition(&r->cfg, r->T, o->pp, o->partition, r->stage_count, stage_fits_, r,
                             err)))
         return st;
-    for (int s = 0, l = 0; s < o->pp; l += r->stage_count[s++]) {
-        r->stage_first[s] = l;
-        res->stage_layers[s] = r->stage_count[s];
-    }
+    mpt_placement_set_layers(&r->place, r->stage_count);
+    for (int s = 0; s < o->pp; s++) res->stage_layers[s] = r->stage_count[s];
     if ((st = mpt_tokfile_read(o->data_path, r->cfg.vocab, &r->data, err))) return st;
     if ((st = mpt_data_check(&r->data, r->T, o->data_path, err))) return st;
     /* ZeRO-3 gathers each unit per layer pass (16/N bytes per parameter plus a few layers'
      * working copies) unless --zero3-gather step asks for every unit once per step */
     r->z3_whole = o->zero == 3 && o->z3_gather_step;
     /* the memory plan of this rank's stage; --mem-limit applies to every stage */
-    for (int s = 0; s < o->pp; s++) {
+    for (int s = 0, l = 0; s < o->pp; l += r->stage_count[s++]) {
         mpt_mem_plan plan;
-        if ((st = stage_plan_(r, s, r->stage_first[s], r->stage_count[s], &plan, err))) return st;
-        if (s == stage_of_(r)) res->plan = plan;
+        mpt_placement q = mpt_placement_at_stage(&r->place, s, l, r->stage_count[s]);
+        if ((st = stage_plan_(r, &q, &plan, err))) return st;
+        if (s == r->place.stage) res->plan = plan;
         if (o->mem_limit && plan.total > o->mem_limit) {
             char need[512], lim[32];
             mpt_memplan_format(&plan, need, sizeof need);
@@ -166,23 +158,19 @@ mpt_status mpt_run_prepare(mpt_run *r, mpt_train_result *res, mpt_error *err) {
 mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
     const mpt_train_opts *o = r->o;
     size_t bucket = (size_t)(o->bucket_mb * 1024 * 1024 / sizeof(float));
-    mpt_layout lay = {.size = {o->tp, 1, o->dp, o->pp, 1}};
-    mpt_status st = mpt_groups_init(&r->groups, &lay, r->world, err);
+    mpt_status st = mpt_groups_init(&r->groups, &r->place.layout, r->world, err);
     if (st) return st;
     mpt_comm *tp = &r->groups.dim[MPT_DIM_TP], *dp = &r->groups.dim[MPT_DIM_DP];
     mpt_comm *pp = &r->groups.dim[MPT_DIM_PP];
-    int stage = pp->rank, first = stage == 0, last = stage == o->pp - 1;
+    int first = r->place.first, last = r->place.last;
     int tied_ends = o->pp > 1 && r->cfg.tied;
     if (tied_ends) { /* the two ends of the pipeline share the tied wte */
         int color = first || last ? 0 : MPI_UNDEFINED;
-        if ((st = mpt_comm_split(pp, color, stage, "embed", &r->embed, err))) return st;
+        if ((st = mpt_comm_split(pp, color, r->place.stage, "embed", &r->embed, err))) return st;
     }
     mpt_par_ops ops; /* the model copies it; its context, the tp group, lives in r->groups */
     mpt_tp_ops(&ops, tp);
-    mpt_gpt_place place = {.ops = &ops, .tp = tp->size, .tp_rank = tp->rank, .sp = o->sp,
-                           .first_layer = r->stage_first[stage],
-                           .n_layers = r->stage_count[stage], .first = first, .last = last,
-                           .recompute = o->recompute};
+    mpt_gpt_place place = mpt_placement_gpt(&r->place, &ops, o->sp, o->recompute);
     mpt_dp_opts dopt;
     mpt_dp_opts_defaults(&dopt);
     dopt.zero = o->zero;
@@ -194,14 +182,13 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
     }
     if ((st = mpt_params_build(&r->full, &r->cfg, err))) return st;
     mpt_arena_init(&r->arena, o->mem_limit);
-    int flags = mpt_dp_gpt_flags(o->zero) | (o->pp > 1 ? MPT_GPT_NO_ACTS : 0);
+    int flags = mpt_dp_gpt_flags(o->zero) | MPT_GPT_NO_ACTS; /* the executor owns the sets */
     if ((st = mpt_gpt_init(&r->model, &r->cfg, r->Bm, r->T, flags, mpt_dp_unit_align(o->dp),
                            &place, &r->arena, err)))
         return st;
     if (dopt.pre_reduce) dopt.held = mpt_tied_tensor(&r->model.pt);
     if ((st = mpt_dp_init(&r->dp, &r->model, dp, tp, pp, &dopt, &r->arena, err))) return st;
-    if (o->pp > 1 && (st = mpt_pp_init(&r->pp, pp, r->kind, o->microbatches, &r->model, &r->dp,
-                                       err)))
+    if ((st = mpt_pp_init(&r->pp, pp, r->kind, o->microbatches, &r->model, &r->dp, err)))
         return st;
     r->batch_n = (size_t)r->Bm * r->T;
     if ((st = mpt_arena_alloc(&r->arena, MPT_MEM_WORKSPACE, r->batch_n, MPT_I32,
