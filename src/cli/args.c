@@ -111,7 +111,7 @@ static mpt_status check_table_(const mpt_arg *args, size_t n, mpt_error *err) {
         if (!numeric) continue;
         int fits = a->min < a->max;
         if (a->kind == MPT_ARG_INT) fits = fits && a->min >= INT_MIN && a->max <= INT_MAX;
-        if (a->kind == MPT_ARG_LONG) fits = fits && a->min >= LONG_MIN && a->max <= LONG_MAX;
+        if (a->kind == MPT_ARG_LONG) fits = fits && a->min >= -0x1p53 && a->max <= 0x1p53;
         if (a->kind == MPT_ARG_U64 || a->kind == MPT_ARG_BYTES) fits = fits && a->min >= 0;
         if (a->kind == MPT_ARG_FLOAT) fits = fits && a->min >= -FLT_MAX && a->max <= FLT_MAX;
         if (!fits)
