@@ -14,6 +14,7 @@ double check_close_d(const char *name, const double *a, const double *b, size_t 
         if (!(d <= worst)) { worst = d; at = i; }   /* NaN counts as worst */
     }
     printf("  %-40s max rel diff %.3e (at %zu)\n", name, worst, at);
+    CHECK(n > 0, "%s: no elements to compare", name);
     CHECK(worst <= tol, "%s: max rel diff %.3e > %.1e at %zu (got %.8g want %.8g)", name, worst,
           tol, at, n ? a[at] : 0.0, n ? b[at] : 0.0);
     return worst;
@@ -28,12 +29,17 @@ double check_close(const char *name, const float *a, const float *b, size_t n, d
         if (!(d <= worst)) { worst = d; at = i; }
     }
     printf("  %-40s max rel diff %.3e (at %zu)\n", name, worst, at);
+    CHECK(n > 0, "%s: no elements to compare", name);
     CHECK(worst <= tol, "%s: max rel diff %.3e > %.1e at %zu (got %.8g want %.8g)", name, worst,
           tol, at, n ? (double)a[at] : 0.0, n ? (double)b[at] : 0.0);
     return worst;
 }
 
 int check_finish(void) {
+    if (check_passed == 0) {
+        check_failed++;
+        fprintf(stderr, "FAIL no check ran\n");
+    }
     printf("%d passed, %d failed\n", check_passed, check_failed);
     return check_failed ? 1 : 0;
 }

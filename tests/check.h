@@ -1,7 +1,8 @@
 /* check.h — a minimal assertion harness shared by the C unit tests.
  * CHECK(cond, fmt, ...) records one pass or failure (printing the message on failure);
  * check_close() compares arrays and prints the largest relative difference;
- * check_finish() prints "N passed, N failed" and returns the process exit code. */
+ * check_finish() prints "N passed, N failed" and returns the process exit code: 1 when a check
+ * failed or when none ran (a test that checked nothing has shown nothing). */
 #ifndef MPT_TEST_CHECK_H
 #define MPT_TEST_CHECK_H
 
@@ -23,7 +24,7 @@ extern int check_passed, check_failed;
     } while (0)
 
 /* Largest |a-b| / max(|b|, floor) over n elements; prints "name: max rel diff X" and checks
- * it is <= tol. Returns the difference. */
+ * it is <= tol (n = 0 fails: nothing was compared). Returns the difference. */
 double check_close(const char *name, const float *a, const float *b, size_t n, double tol,
                    double floor);
 double check_close_d(const char *name, const double *a, const double *b, size_t n, double tol,

@@ -78,8 +78,8 @@ def main():
     print(f"  losses of {len(la)} steps: max rel diff {worst_loss:.2e}")
     ok &= worst_loss <= rtol
     ta, tb = read_safetensors(ck_a), read_safetensors(ck_b)
-    if sorted(ta) != sorted(tb):
-        print("tensor names differ")
+    if sorted(ta) != sorted(tb) or not ta:
+        print(f"tensor names differ or are missing: {sorted(ta)[:4]} vs {sorted(tb)[:4]}")
         return 1
     worst, worst_name, diff2, norm2 = 0.0, "", 0.0, 0.0
     for name in ta:

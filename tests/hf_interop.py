@@ -26,13 +26,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 NP_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64}
-fails = 0
+fails = passes = 0
 
 
 def check(cond, what):
-    global fails
+    global fails, passes
     print(("ok   " if cond else "FAIL ") + what)
-    if not cond:
+    if cond:
+        passes += 1
+    else:
         fails += 1
     return cond
 
@@ -288,5 +290,7 @@ def main():
 
 if __name__ == "__main__":
     main()
-    print(f"{'FAILED' if fails else 'passed'}: {fails} failure(s)")
+    if passes == 0:
+        check(False, "no check ran")
+    print(f"{passes} passed, {fails} failed")
     sys.exit(1 if fails else 0)

@@ -1,7 +1,8 @@
 # lib.sh — shared by the script tests (source it after `set -uo pipefail`; $1 is the build dir).
 # Gives BIN, MPIRUN (oversubscribed, shared memory), TMP (removed on exit), HERE, CMP (the run
 # comparer), ok/bad and check to record one check each, and finish to print "N passed, N failed" and
-# return the exit status.
+# return the exit status: non-zero when a check failed or when no check ran at all (a script
+# whose checks were all skipped has shown nothing).
 BIN="$1/mptrain"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 MPIRUN=(mpirun --oversubscribe --bind-to none --mca btl self,vader)
@@ -15,4 +16,7 @@ check() { # check "what" command...: one check that the command succeeds
   local what="$1"; shift
   if "$@"; then passes=$((passes + 1)); else fails=$((fails + 1)); echo "FAIL: $what" >&2; fi
 }
-finish() { echo "$passes passed, $fails failed"; [ "$fails" = 0 ]; }
+finish() {
+  [ "$passes" -gt 0 ] || { fails=$((fails + 1)); echo "FAIL no check ran"; }
+  echo "$passes passed, $fails failed"; [ "$fails" = 0 ]
+}

@@ -26,23 +26,24 @@ for np in 1 2 4; do
   timeout -k 5 60 "${MPIRUN[@]}" -np "$np" "$BIN" >"$TMP/out" 2>"$TMP/err"; rc=$?
   dt=$(( $(ms) - t0 ))
   sed 's/^/    /' "$TMP/out"
-  if [ "$rc" = 0 ] && grep -q "^np=$np: [0-9]* passed, 0 failed" "$TMP/out"; then
+  if [ "$rc" = 0 ] && grep -q "^np=$np: [1-9][0-9]* passed, 0 failed" "$TMP/out"; then
     ok "mpi_comm with $np ranks (${dt} ms)"
   else
     bad "mpi_comm with $np ranks: exit $rc"; sed 's/^/    /' "$TMP/err" | head -40
   fi
 done
 
-# watchdog NP CASE REGEX: exit non-zero (not the timeout's 124), the handler's message on
-# stderr, and the whole job over within 30 s although one rank sleeps for 60.
+# watchdog NP CASE REGEX: exit non-zero, the handler's message on stderr, and the job ended by
+# the handler's MPI_Abort: one rank sleeps for 60 s, so a job that waited for it instead would
+# be stopped by `timeout` at 45 s (exit 124, or 137 after the kill) and fail. No duration is
+# asserted: the timeout only keeps a hang from stalling ctest.
 watchdog() {
   local np=$1 case=$2 want=$3 t0 dt rc
   t0=$(ms)
   timeout -k 5 45 "${MPIRUN[@]}" -np "$np" "$BIN" "$case" >"$TMP/out" 2>"$TMP/err"; rc=$?
   dt=$(( $(ms) - t0 ))
   local line; line=$(grep -m1 '^WATCHDOG: ' "$TMP/err")
-  if [ "$rc" != 0 ] && [ "$rc" != 124 ] && [ "$rc" != 137 ] && grep -Eq "^WATCHDOG: $want\$" "$TMP/err" \
-     && [ "$dt" -lt 30000 ]; then
+  if [ "$rc" != 0 ] && [ "$rc" != 124 ] && [ "$rc" != 137 ] && grep -Eq "^WATCHDOG: $want\$" "$TMP/err"; then
     ok "$case with $np ranks: exit $rc after ${dt} ms: ${line#WATCHDOG: }"
   else
     bad "$case with $np ranks: exit $rc after ${dt} ms, want a message like '$want'"

@@ -6,13 +6,7 @@ set -uo pipefail
 BIN="${1:?usage: t_hf_interop.sh BUILD_DIR}/mptrain"
 PY=/usr/bin/python3
 [ -x "$BIN" ] || { echo "FAIL: $BIN is missing"; exit 1; }
-# Skip only while the train command does not exist yet in this build.
-if ! help=$("$BIN" train --help 2>&1); then
-  if grep -qiE "unknown command|not supported yet" <<<"$help"; then
-    echo "SKIP: $BIN has no train command yet"; exit 0
-  fi
-  echo "FAIL: $BIN train --help: $help"; exit 1
-fi
+if ! help=$("$BIN" train --help 2>&1); then echo "FAIL: $BIN train --help: $help"; exit 1; fi
 "$PY" -c 'import torch, numpy' || { echo "FAIL: $PY needs torch and numpy (scripts/setup.sh)"; exit 1; }
 TMP=$(mktemp -d /tmp/mpt_hf_XXXXXX); trap 'rm -rf "$TMP"' EXIT
 "$PY" tests/hf_interop.py "$BIN" "$TMP"

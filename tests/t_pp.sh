@@ -106,6 +106,9 @@ tmp, msgs, good = sys.argv[1], [], True
 for name, p, m, sets0 in [("pp4-1f1b-m8", 4, 8, 4), ("pp4-gpipe-m8", 4, 8, 8), ("pp2-1f1b-m8", 2, 8, 2), ("pp4-naive-m8", 4, 8, 1)]:
     lines = [json.loads(l) for l in open(os.path.join(tmp, name + ".jsonl"))]
     ranks = lines[-1]["ranks"]
+    if len(ranks) != p:   # one entry per rank, or the loop below checks fewer than it claims
+        good = False; msgs.append(f"{name}: {len(ranks)} ranks in the end line, expected {p}")
+        continue
     for i, r in enumerate(ranks):
         if r["planned_mem_bytes"] != r["peak_mem_bytes"] or r["planned_activation_bytes"] != r["peak_activation_bytes"]:
             good = False; msgs.append(f"{name} rank {i}: plan {r['planned_mem_bytes']} peak {r['peak_mem_bytes']}")

@@ -9,11 +9,11 @@ ok()   { passes=$((passes+1)); echo "ok   $*"; }
 bad()  { fails=$((fails+1)); echo "FAIL $*"; }
 MODEL=(--model tiny --layers 2 --d-model 32 --heads 2 --seq-len 32 --batch 4 --threads 1 --quiet)
 
-# expect_exit CODE PATTERN -- command...: exit status and a stderr message
+# expect_exit CODE PATTERN -- command...: exit status, and "mptrain: error: " with PATTERN on stderr
 expect_exit() {
   local code=$1 pat=$2; shift 3
   "$@" >"$TMP/out" 2>"$TMP/err"; local got=$?
-  if [ "$got" = "$code" ] && grep -q -- "$pat" "$TMP/err"; then ok "exit $code: $(head -c 150 "$TMP/err")"
+  if [ "$got" = "$code" ] && grep -q "^mptrain: error: " "$TMP/err" && grep -q -- "$pat" "$TMP/err"; then ok "exit $code: $(head -c 150 "$TMP/err")"
   else bad "expected exit $code and '$pat' from: $* (got $got: $(cat "$TMP/err"))"; fi
 }
 
@@ -22,15 +22,26 @@ expect_exit() {
 "$BIN" train "${MODEL[@]}" --steps 6 --log "$TMP/b.jsonl" --save "$TMP/b" --resume "$TMP/a/step_000003" || bad "run B"
 la=$(grep '"step":[456],' "$TMP/a.jsonl" | sed 's/.*"loss":\([^,]*\),.*/\1/')
 lb=$(grep '"step":[456],' "$TMP/b.jsonl" | sed 's/.*"loss":\([^,]*\),.*/\1/')
-if [ -n "$la" ] && [ "$la" = "$lb" ]; then ok "resumed losses equal: $(echo $lb)"; else bad "resumed losses differ: [$la] vs [$lb]"; fi
+if [ "$(echo "$la" | wc -l)" = 3 ] && [ -n "$la" ] && [ "$la" = "$lb" ]; then ok "resumed losses equal: $(echo $lb)"; else bad "resumed losses differ: [$la] vs [$lb]"; fi
 if cmp -s "$TMP/a/step_000006/model.safetensors" "$TMP/b/step_000006/model.safetensors"; then ok "resumed final weights bit-identical"; else bad "resumed weights differ"; fi
 [ "$(readlink "$TMP/a/latest")" = "step_000006" ] || [ "$(basename "$(readlink "$TMP/a/latest")")" = "step_000006" ] && ok "latest -> step_000006" || bad "latest is $(readlink "$TMP/a/latest")"
 "$BIN" train "${MODEL[@]}" --steps 6 --resume "$TMP/a" --log "$TMP/c.jsonl" && grep -q '"start_step":6' "$TMP/c.jsonl" && ok "--resume DIR takes its latest" || bad "--resume DIR"
 
 # --- the memory plan equals the measured peak ------------------------------------------------
-end=$(tail -1 "$TMP/a.jsonl")
-peak=$(echo "$end" | sed 's/.*"peak_mem_bytes":\([0-9]*\).*/\1/'); plan=$(echo "$end" | sed 's/.*"planned_mem_bytes":\([0-9]*\).*/\1/')
-[ -n "$peak" ] && [ "$peak" = "$plan" ] && ok "memory: plan $plan = measured peak $peak" || bad "memory plan $plan vs peak $peak"
+# Both fields must be present (as positive integers) in the log's end line: a log without them
+# fails rather than comparing two empty values.
+if mem=$(/usr/bin/python3 - "$TMP/a.jsonl" 2>&1 <<'PY'
+import json, sys
+end = json.loads(open(sys.argv[1]).read().splitlines()[-1])
+if end.get("event") != "end":
+    sys.exit(f"the last log line is not the end event: {end}")
+peak, plan = end.get("peak_mem_bytes"), end.get("planned_mem_bytes")
+if not (isinstance(peak, int) and isinstance(plan, int) and peak > 0 and plan > 0):
+    sys.exit(f"the end line lacks positive peak_mem_bytes / planned_mem_bytes: {peak} / {plan}")
+print(f"plan {plan} = measured peak {peak}" if plan == peak else f"plan {plan} != measured peak {peak}")
+sys.exit(0 if plan == peak else 1)
+PY
+); then ok "memory: $mem"; else bad "memory: $mem"; fi
 
 # --- bad input: exit 2 with a message, before training ---------------------------------------
 head -c 4096 /dev/urandom > "$TMP/junk.bin"
@@ -53,5 +64,6 @@ expect_exit 2 "" -- "$BIN" frobnicate
 # --- generate from the checkpoint -------------------------------------------------------------
 out=$("$BIN" generate --checkpoint "$TMP/a" --prompt "The " --tokens 20 --threads 1) && [ ${#out} -ge 20 ] && ok "generate printed ${#out} chars" || bad "generate"
 
+[ "$passes" -gt 0 ] || bad "no check ran"
 echo "$passes passed, $fails failed"
 [ "$fails" = 0 ]

@@ -1,8 +1,11 @@
-/* args.c — option parsing (see args.h). Part of cli/: may print usage. */
+/* args.c — option parsing with checked ranges (see args.h). Part of cli/: may print usage. */
 #include "cli/args.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <float.h>
 #include <limits.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,51 +13,86 @@
 
 #include "plan/memplan.h"
 
+/* "from 1 to 1024", "above 0 and at most 10": the range of a, for messages. */
+static void range_text_(const mpt_arg *a, char *buf, size_t n) {
+    if (a->kind == MPT_ARG_BYTES) {
+        char lo[32], hi[32];
+        mpt_format_bytes((size_t)a->min, lo, sizeof lo);
+        mpt_format_bytes((size_t)a->max, hi, sizeof hi);
+        snprintf(buf, n, "%s %s and at most %s", a->above_min ? "above" : "at least", lo, hi);
+    } else if (a->kind == MPT_ARG_U64 && a->max >= 0x1p64) {
+        snprintf(buf, n, "from %.0f to %llu", a->min, (unsigned long long)UINT64_MAX);
+    } else {
+        const char *fmt = a->kind == MPT_ARG_FLOAT ? "%s %g %s %g" : "%s %.0f %s %.0f";
+        snprintf(buf, n, fmt, a->above_min ? "above" : "from", a->min,
+                 a->above_min ? "and at most" : "to", a->max);
+    }
+}
+
+static int in_range_(const mpt_arg *a, double x) {
+    return (a->above_min ? x > a->min : x >= a->min) && x <= a->max;
+}
+
+static mpt_status out_of_range_(const mpt_arg *a, const char *v, const char *command,
+                                mpt_error *err) {
+    char range[128];
+    range_text_(a, range, sizeof range);
+    return mpt_fail(err, MPT_ERR_INPUT, "--%s %s is out of range: use a %s %s (see mptrain %s "
+                    "--help)", a->name, v,
+                    a->kind == MPT_ARG_FLOAT ? "number" : a->kind == MPT_ARG_BYTES ? "size"
+                                                                              : "whole number",
+                    range, command);
+}
+
 static mpt_status set_(const mpt_arg *a, const char *v, const char *command, mpt_error *err) {
     char *end = NULL;
     errno = 0;
     switch (a->kind) {
-    case MPT_ARG_INT: {
-        long x = strtol(v, &end, 10);
-        if (*v && !*end && !errno && x >= INT_MIN && x <= INT_MAX) {
-            *(int *)a->target = (int)x;
-            return MPT_OK;
-        }
-        break;
-    }
+    case MPT_ARG_INT:
     case MPT_ARG_LONG: {
-        long x = strtol(v, &end, 10);
-        if (*v && !*end && !errno) {
-            *(long *)a->target = x;
-            return MPT_OK;
-        }
-        break;
+        long long x = strtoll(v, &end, 10); /* 64 bits whatever the target */
+        if (!*v || *end) break;
+        if (errno == ERANGE || !in_range_(a, (double)x)) return out_of_range_(a, v, command, err);
+        if (a->kind == MPT_ARG_INT) *(int *)a->target = (int)x; /* in range: fits an int */
+        else *(long *)a->target = (long)x;
+        return MPT_OK;
     }
     case MPT_ARG_U64: {
+        const char *p = v;
+        while (isspace((unsigned char)*p)) p++;
+        if (*p == '-') return out_of_range_(a, v, command, err); /* strtoull would wrap it */
         unsigned long long x = strtoull(v, &end, 10);
-        if (*v && !*end && !errno && v[0] != '-') {
-            *(uint64_t *)a->target = (uint64_t)x;
-            return MPT_OK;
-        }
-        break;
+        if (!*v || *end) break;
+        if (errno == ERANGE || !in_range_(a, (double)x)) return out_of_range_(a, v, command, err);
+        *(uint64_t *)a->target = (uint64_t)x;
+        return MPT_OK;
     }
     case MPT_ARG_FLOAT: {
-        float x = strtof(v, &end);
-        if (*v && !*end && !errno) {
-            *(float *)a->target = x;
-            return MPT_OK;
-        }
-        break;
+        double x = strtod(v, &end);
+        if (!*v || *end) break;
+        if (!isfinite(x))
+            return mpt_fail(err, MPT_ERR_INPUT, "--%s %s is not a finite number: give a number "
+                            "(see mptrain %s --help)", a->name, v, command);
+        float f = (float)x; /* the range holds for the value stored too (1e-50 is 0 as a float) */
+        if (errno == ERANGE || !in_range_(a, x) || !in_range_(a, (double)f))
+            return out_of_range_(a, v, command, err);
+        *(float *)a->target = f;
+        return MPT_OK;
     }
     case MPT_ARG_STRING:
         *(const char **)a->target = v;
         return MPT_OK;
-    case MPT_ARG_BYTES:
-        if (mpt_parse_bytes(v, (size_t *)a->target)) return MPT_OK;
-        return mpt_fail(err, MPT_ERR_INPUT,
-                        "--%s '%s' is not a size: write it like 512M or 2G (see mptrain %s "
-                        "--help)",
-                        a->name, v, command);
+    case MPT_ARG_BYTES: {
+        size_t x = 0;
+        if (!mpt_parse_bytes(v, &x))
+            return mpt_fail(err, MPT_ERR_INPUT,
+                            "--%s '%s' is not a size: write it like 512M or 2G (see mptrain %s "
+                            "--help)",
+                            a->name, v, command);
+        if (!in_range_(a, (double)x)) return out_of_range_(a, v, command, err);
+        *(size_t *)a->target = x;
+        return MPT_OK;
+    }
     case MPT_ARG_FLAG:
         break;
     }
@@ -62,9 +100,32 @@ static mpt_status set_(const mpt_arg *a, const char *v, const char *command, mpt
                     a->name, v, a->kind == MPT_ARG_FLOAT ? "number" : "whole number", command);
 }
 
+/* A numeric entry without a range, or with one its target type cannot hold, is a bug in the
+ * command's table: refused before any argument is read. */
+static mpt_status check_table_(const mpt_arg *args, size_t n, mpt_error *err) {
+    for (size_t k = 0; k < n; k++) {
+        const mpt_arg *a = &args[k];
+        int numeric = a->kind == MPT_ARG_INT || a->kind == MPT_ARG_LONG ||
+                      a->kind == MPT_ARG_U64 || a->kind == MPT_ARG_FLOAT ||
+                      a->kind == MPT_ARG_BYTES;
+        if (!numeric) continue;
+        int fits = a->min < a->max;
+        if (a->kind == MPT_ARG_INT) fits = fits && a->min >= INT_MIN && a->max <= INT_MAX;
+        if (a->kind == MPT_ARG_LONG) fits = fits && a->min >= -0x1p53 && a->max <= 0x1p53;
+        if (a->kind == MPT_ARG_U64 || a->kind == MPT_ARG_BYTES) fits = fits && a->min >= 0;
+        if (a->kind == MPT_ARG_FLOAT) fits = fits && a->min >= -FLT_MAX && a->max <= FLT_MAX;
+        if (!fits)
+            return mpt_fail(err, MPT_ERR_RUN, "option table: --%s has no valid range [%g, %g]",
+                            a->name, a->min, a->max);
+    }
+    return MPT_OK;
+}
+
 mpt_status mpt_args_parse(const mpt_arg *args, size_t n, int argc, char **argv, int first,
                           int *help, const char *command, mpt_error *err) {
     *help = 0;
+    mpt_status st = check_table_(args, n, err);
+    if (st) return st;
     for (int i = first; i < argc; i++) {
         const char *s = argv[i];
         if (strcmp(s, "--help") == 0 || strcmp(s, "-h") == 0) {
@@ -98,8 +159,7 @@ mpt_status mpt_args_parse(const mpt_arg *args, size_t n, int argc, char **argv, 
                                 a->name, command);
             v = argv[++i];
         }
-        mpt_status st = set_(a, v, command, err);
-        if (st) return st;
+        if ((st = set_(a, v, command, err))) return st;
     }
     return MPT_OK;
 }

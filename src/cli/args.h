@@ -1,7 +1,15 @@
 /* args.h — declarative option parsing for the mptrain commands.
  * A command lists its options in a table; mpt_args_parse fills the targets, accepting
  * "--name value" and "--name=value". Unknown options, missing or malformed values are
- * MPT_ERR_INPUT with a message that names the option and points at --help. */
+ * MPT_ERR_INPUT with a message that names the option and points at --help.
+ *
+ * Every numeric option carries its range (MPT_RANGE / MPT_ABOVE below). Whole numbers are read
+ * into 64 bits (strtoll / strtoull) and checked against the range before they are converted to
+ * the target's type; numbers (MPT_ARG_FLOAT) must be finite (no inf, no nan) and in range both
+ * as read and as the float stored; sizes (MPT_ARG_BYTES) likewise. A numeric option whose table
+ * entry has no range (min >= max) makes mpt_args_parse fail with MPT_ERR_RUN, whatever the
+ * command line, so a table cannot leave one unchecked. Bounds must be exact in a double
+ * (|bound| <= 2^53, or UINT64_MAX for MPT_ARG_U64). */
 #ifndef MPT_ARGS_H
 #define MPT_ARGS_H
 
@@ -25,7 +33,15 @@ typedef struct mpt_arg {
     void *target;
     const char *help;  /* one line; "" hides the option from --help */
     int *seen;         /* optional: set to 1 when given */
+    double min, max;   /* numeric kinds: the accepted values, min <= x <= max ... */
+    int above_min;     /* ... or min < x <= max when set */
 } mpt_arg;
+
+/* The range fields of a numeric option: min <= x <= max, or min < x <= max. */
+#define MPT_RANGE(lo, hi) (double)(lo), (double)(hi), 0
+#define MPT_ABOVE(lo, hi) (double)(lo), (double)(hi), 1
+/* The range fields of a string or flag option (which has none). */
+#define MPT_NO_RANGE 0.0, 0.0, 0
 
 /* Parses argv[first..argc). Returns MPT_OK, or MPT_ERR_INPUT. *help set when --help/-h seen. */
 mpt_status mpt_args_parse(const mpt_arg *args, size_t n, int argc, char **argv, int first,

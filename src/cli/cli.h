@@ -14,6 +14,9 @@ int mpt_cli_plan(int argc, char **argv), mpt_cli_simulate(int argc, char **argv)
 
 /* --gemm onednn|openblas: sets the kernels' GEMM library (MPT_ERR_INPUT for another name). */
 mpt_status mpt_cli_set_gemm(const char *name, mpt_error *err);
+/* --threads N: more compute threads than the node has cores only makes every step slower
+ * (each parallel region waits for threads that take turns on a core): MPT_ERR_INPUT. */
+mpt_status mpt_cli_check_threads(int threads, mpt_error *err);
 /* Prints "mptrain: error: <err->msg>" on stderr and returns the exit status for err. */
 int mpt_cli_report(const mpt_error *err);
 /* Where the fetched inputs live: $MPTRAIN_CACHE, else <directory of the binary>/../.cache.

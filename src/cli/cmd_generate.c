@@ -15,6 +15,9 @@
 #include "parallel/placement.h"
 #include "tok/tokenizer.h"
 #include "train/checkpoint.h"
+#include "train/trainer.h"
+
+#define MAX_TOKENS_ (1 << 24) /* --tokens: up to 16M tokens of output */
 
 /* Keeps the k largest probabilities (ties at the k-th kept), renormalised; k <= 0 keeps all. */
 static void top_k_(float *p, int V, int k) {
@@ -55,15 +58,15 @@ int mpt_cli_generate(int argc, char **argv) {
     float temperature = 0.8f;
     uint64_t seed = 42;
     const mpt_arg args[] = {
-        {"checkpoint", MPT_ARG_STRING, &ckpt, "checkpoint directory (or a --save DIR: its latest)", NULL},
-        {"prompt", MPT_ARG_STRING, &prompt, "text to continue (default empty)", NULL},
-        {"tokens", MPT_ARG_INT, &n_tokens, "tokens to generate (default 200)", NULL},
-        {"temperature", MPT_ARG_FLOAT, &temperature, "softmax temperature (default 0.8; 0 = greedy)", NULL},
-        {"top-k", MPT_ARG_INT, &top_k, "sample among the k most likely (default 40; 0 = all)", NULL},
-        {"seed", MPT_ARG_U64, &seed, "sampling seed (default 42)", NULL},
-        {"tokenizer", MPT_ARG_STRING, &tok_kind, "byte | gpt2 (default: from the vocabulary)", NULL},
-        {"threads", MPT_ARG_INT, &threads, "compute threads", NULL},
-        {"gemm", MPT_ARG_STRING, &gemm, "GEMM library: onednn (default) | openblas", NULL},
+        {"checkpoint", MPT_ARG_STRING, &ckpt, "checkpoint directory (or a --save DIR: its latest)", NULL, MPT_NO_RANGE},
+        {"prompt", MPT_ARG_STRING, &prompt, "text to continue (default empty)", NULL, MPT_NO_RANGE},
+        {"tokens", MPT_ARG_INT, &n_tokens, "tokens to generate (default 200)", NULL, MPT_RANGE(0, MAX_TOKENS_)},
+        {"temperature", MPT_ARG_FLOAT, &temperature, "softmax temperature (default 0.8; 0 = greedy)", NULL, MPT_RANGE(0, 1000)},
+        {"top-k", MPT_ARG_INT, &top_k, "sample among the k most likely (default 40; 0 = all)", NULL, MPT_RANGE(0, MPT_MAX_VOCAB)},
+        {"seed", MPT_ARG_U64, &seed, "sampling seed (default 42)", NULL, MPT_RANGE(0, UINT64_MAX)},
+        {"tokenizer", MPT_ARG_STRING, &tok_kind, "byte | gpt2 (default: from the vocabulary)", NULL, MPT_NO_RANGE},
+        {"threads", MPT_ARG_INT, &threads, "compute threads", NULL, MPT_RANGE(1, MPT_MAX_THREADS)},
+        {"gemm", MPT_ARG_STRING, &gemm, "GEMM library: onednn (default) | openblas", NULL, MPT_NO_RANGE},
     };
     size_t nargs = sizeof args / sizeof *args;
     mpt_error err = {0};
@@ -79,10 +82,7 @@ int mpt_cli_generate(int argc, char **argv) {
         mpt_fail(&err, MPT_ERR_INPUT, "generate needs --checkpoint DIR");
         return mpt_cli_report(&err);
     }
-    if (n_tokens < 0 || temperature < 0.0f || threads < 1) {
-        mpt_fail(&err, MPT_ERR_INPUT, "--tokens, --temperature must be >= 0 and --threads >= 1");
-        return mpt_cli_report(&err);
-    }
+    if (mpt_cli_check_threads(threads, &err)) return mpt_cli_report(&err);
     omp_set_num_threads(threads);
     openblas_set_num_threads(threads);
 

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include "cli/cli.h"
+#include "train/trainer.h"
 #include "cli/plan_opts.h"
 #include "plan/search.h"
 
@@ -113,7 +114,7 @@ int mpt_cli_plan(int argc, char **argv) {
     mpt_arg args[48];
     size_t n = plan_cli_table(&c, args);
     args[n++] =
-        (mpt_arg){"top", MPT_ARG_INT, &c.top, "search: candidates shown (default 10)", NULL};
+        (mpt_arg){"top", MPT_ARG_INT, &c.top, "search: candidates shown (default 10)", NULL, MPT_RANGE(1, 100000)};
     mpt_error err = {0};
     int help = 0;
     mpt_status st = mpt_args_parse(args, n, argc, argv, 2, &help, "plan", &err);

@@ -257,10 +257,10 @@ int mpt_cli_plot(int argc, char **argv) {
     const char *svg = "plot.svg", *x = "step", *labels = NULL, *title = "mptrain";
     int help = 0;
     mpt_arg args[] = {
-        {"svg", MPT_ARG_STRING, &svg, "output SVG file (default plot.svg; - for stdout)", NULL},
-        {"x", MPT_ARG_STRING, &x, "x axis: step | tokens (default step)", NULL},
-        {"label", MPT_ARG_STRING, &labels, "legend names, comma-separated, one per log", NULL},
-        {"title", MPT_ARG_STRING, &title, "title above the panels", NULL},
+        {"svg", MPT_ARG_STRING, &svg, "output SVG file (default plot.svg; - for stdout)", NULL, MPT_NO_RANGE},
+        {"x", MPT_ARG_STRING, &x, "x axis: step | tokens (default step)", NULL, MPT_NO_RANGE},
+        {"label", MPT_ARG_STRING, &labels, "legend names, comma-separated, one per log", NULL, MPT_NO_RANGE},
+        {"title", MPT_ARG_STRING, &title, "title above the panels", NULL, MPT_NO_RANGE},
     };
     size_t na = sizeof args / sizeof *args;
     mpt_error err = {0};

@@ -12,6 +12,9 @@
 #include "cli/cli.h"
 #include "parallel/schedule.h"
 
+/* Largest --cost-*: time units are relative, so 1e6 leaves room for any ratio worth drawing. */
+#define MAX_COST_ 1e6
+
 /* Widest text timeline drawn, in cells; longer ones point at --svg. */
 #define MAX_CELLS_ 4000
 
@@ -247,16 +250,16 @@ int mpt_cli_schedule(int argc, char **argv) {
     mpt_error err = {0};
     int help = 0;
     const mpt_arg args[] = {
-        {"pp", MPT_ARG_INT, &o.pp, "pipeline stages = ranks (default 4)", NULL},
-        {"microbatches", MPT_ARG_INT, &o.m, "micro-batches per step (default 8)", NULL},
-        {"schedule", MPT_ARG_STRING, &o.kind, "naive|gpipe|1f1b|interleaved|zb-h1 (default 1f1b)", NULL},
-        {"virtual-stages", MPT_ARG_INT, &o.v, "model chunks per rank (interleaved; default 2)", &o.v_seen},
-        {"cost-f", MPT_ARG_FLOAT, &o.cost[MPT_PP_COST_F], "forward time (default 1)", NULL},
-        {"cost-b", MPT_ARG_FLOAT, &o.cost[MPT_PP_COST_B], "input-gradient backward time (default 1)", NULL},
-        {"cost-w", MPT_ARG_FLOAT, &o.cost[MPT_PP_COST_W], "weight-gradient backward time (default 1)", NULL},
-        {"cost-comm", MPT_ARG_FLOAT, &o.cost[MPT_PP_COST_COMM], "stage-to-stage transfer time (default 0)", NULL},
-        {"svg", MPT_ARG_STRING, &o.svg, "also draw the timeline into this SVG file", NULL},
-        {"actions", MPT_ARG_FLAG, &o.actions, "also print each rank's actions with communication", NULL},
+        {"pp", MPT_ARG_INT, &o.pp, "pipeline stages = ranks (default 4)", NULL, MPT_RANGE(1, 65536)},
+        {"microbatches", MPT_ARG_INT, &o.m, "micro-batches per step (default 8)", NULL, MPT_RANGE(1, 1048576)},
+        {"schedule", MPT_ARG_STRING, &o.kind, "naive|gpipe|1f1b|interleaved|zb-h1 (default 1f1b)", NULL, MPT_NO_RANGE},
+        {"virtual-stages", MPT_ARG_INT, &o.v, "model chunks per rank (interleaved; default 2)", &o.v_seen, MPT_RANGE(1, 1024)},
+        {"cost-f", MPT_ARG_FLOAT, &o.cost[MPT_PP_COST_F], "forward time (default 1)", NULL, MPT_ABOVE(0, MAX_COST_)},
+        {"cost-b", MPT_ARG_FLOAT, &o.cost[MPT_PP_COST_B], "input-gradient backward time (default 1)", NULL, MPT_ABOVE(0, MAX_COST_)},
+        {"cost-w", MPT_ARG_FLOAT, &o.cost[MPT_PP_COST_W], "weight-gradient backward time (default 1)", NULL, MPT_RANGE(0, MAX_COST_)},
+        {"cost-comm", MPT_ARG_FLOAT, &o.cost[MPT_PP_COST_COMM], "stage-to-stage transfer time (default 0)", NULL, MPT_RANGE(0, MAX_COST_)},
+        {"svg", MPT_ARG_STRING, &o.svg, "also draw the timeline into this SVG file", NULL, MPT_NO_RANGE},
+        {"actions", MPT_ARG_FLAG, &o.actions, "also print each rank's actions with communication", NULL, MPT_NO_RANGE},
     };
     size_t nargs = sizeof args / sizeof *args;
     mpt_status st = mpt_args_parse(args, nargs, argc, argv, 2, &help, "schedule", &err);

@@ -60,8 +60,8 @@ int mpt_cli_simulate(int argc, char **argv) {
     plan_cli_defaults(&c);
     mpt_arg args[48];
     size_t n = plan_cli_table(&c, args);
-    args[n++] = (mpt_arg){"trace", MPT_ARG_STRING, &c.trace, "Chrome trace JSON of the step (Perfetto)", NULL};
-    args[n++] = (mpt_arg){"timeline", MPT_ARG_FLAG, &c.top, "ASCII timeline of the pipeline ranks", NULL};
+    args[n++] = (mpt_arg){"trace", MPT_ARG_STRING, &c.trace, "Chrome trace JSON of the step (Perfetto)", NULL, MPT_NO_RANGE};
+    args[n++] = (mpt_arg){"timeline", MPT_ARG_FLAG, &c.top, "ASCII timeline of the pipeline ranks", NULL, MPT_NO_RANGE};
     mpt_error err = {0};
     int help = 0;
     c.top = 0;

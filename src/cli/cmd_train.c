@@ -1,4 +1,5 @@
 /* cmd_train.c — `mptrain train`: options -> mpt_train_opts, progress display, summary. */
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,9 @@
 #include "train/checkpoint.h"
 #include "train/hfconfig.h"
 #include "train/trainer.h"
+
+#define MAX_COMM_TIMEOUT_ 1e6   /* seconds a rank may wait in one MPI call: (0, ~11 days] */
+#define MAX_MEM_LIMIT_ 0x1p50   /* --mem-limit: (0, 1 PiB] per rank */
 
 typedef struct train_cli_ {
     const char *model, *data, *lr_schedule, *recompute;
@@ -75,7 +79,7 @@ static mpt_status build_config_(const train_cli_ *c, mpt_config *cfg, mpt_error 
     if (c->seq_len) cfg->n_positions = c->seq_len;
     if (c->vocab) cfg->vocab = c->vocab;
     if (c->ffn) cfg->ffn = c->ffn;
-    else if (c->d_model) cfg->ffn = 4 * cfg->d_model;
+    else if (c->d_model) cfg->ffn = 0; /* mpt_config_finish: 4 x d-model, checked */
     if (c->untied) cfg->tied = 0;
     cfg->padded_vocab = 0;
     return mpt_config_finish(cfg, 64, err);
@@ -168,55 +172,55 @@ int mpt_cli_train(int argc, char **argv) {
     mpt_error err = {0};
     int help = 0;
     const mpt_arg args[] = {
-        {"model", MPT_ARG_STRING, &c.model, "tiny | small | gpt2-124m | FILE.json (default tiny)", NULL},
-        {"layers", MPT_ARG_INT, &c.layers, "override the number of blocks", NULL},
-        {"d-model", MPT_ARG_INT, &c.d_model, "override the width", NULL},
-        {"heads", MPT_ARG_INT, &c.heads, "override the attention heads", NULL},
-        {"seq-len", MPT_ARG_INT, &c.seq_len, "sequence length T (and positions of a new model)", NULL},
-        {"vocab", MPT_ARG_INT, &c.vocab, "override the vocabulary size", NULL},
-        {"ffn", MPT_ARG_INT, &c.ffn, "override the MLP inner width (default 4*d-model)", NULL},
-        {"experts", MPT_ARG_INT, &c.experts, "Mixture-of-Experts experts per block (not yet)", NULL},
-        {"top-k", MPT_ARG_INT, &c.top_k, "experts per token", NULL},
-        {"untied", MPT_ARG_FLAG, &c.untied, "separate lm_head instead of the tied wte", NULL},
-        {"data", MPT_ARG_STRING, &o.data_path, "token file (default: the Moby-Dick corpus)", NULL},
-        {"batch", MPT_ARG_INT, &o.batch, "sequences per optimizer step (default 8)", NULL},
-        {"microbatches", MPT_ARG_INT, &o.microbatches, "micro-batches per step (default 1)", NULL},
-        {"steps", MPT_ARG_LONG, &o.steps, "train until this many steps are done (default 10)", NULL},
-        {"lr", MPT_ARG_FLOAT, &o.opt.lr, "peak learning rate (default 6e-4)", NULL},
-        {"warmup", MPT_ARG_INT, &o.opt.warmup, "linear warm-up steps (default 0)", NULL},
-        {"lr-schedule", MPT_ARG_STRING, &c.lr_schedule, "cosine (to 0.1*lr) | constant", NULL},
-        {"weight-decay", MPT_ARG_FLOAT, &o.opt.weight_decay, "AdamW decay on matrices (default 0.1)", NULL},
-        {"grad-clip", MPT_ARG_FLOAT, &o.opt.grad_clip, "clip to this global norm (default 1.0)", NULL},
-        {"seed", MPT_ARG_U64, &o.seed, "initialisation seed (default 1337)", NULL},
-        {"threads", MPT_ARG_INT, &o.threads, "compute threads per rank (default cores/ranks)", NULL},
-        {"gemm", MPT_ARG_STRING, &gemm, "GEMM library: onednn (default) | openblas", NULL},
-        {"dp", MPT_ARG_INT, &o.dp, "data-parallel replicas (dp*tp*pp*cp = ranks)", NULL},
-        {"tp", MPT_ARG_INT, &o.tp, "tensor-parallel ranks (Megatron column/row split)", NULL},
-        {"pp", MPT_ARG_INT, &o.pp, "pipeline stages", NULL},
-        {"cp", MPT_ARG_INT, &c.cp, "context-parallel ranks (not yet: 1)", NULL},
-        {"ep", MPT_ARG_INT, &c.ep, "expert-parallel ranks (not yet: 1)", NULL},
-        {"zero", MPT_ARG_INT, &o.zero, "ZeRO stage 0|1|2|3 (shards optimizer, grads, params)", NULL},
-        {"zero3-gather", MPT_ARG_STRING, &z3_gather, "ZeRO-3 gathering: layer (default: before each use, 16/N bytes per parameter) | step (each unit once per step, +4 bytes per parameter)", NULL},
-        {"bucket-mb", MPT_ARG_FLOAT, &bucket_mb, "gradient all-reduce bucket size in MiB (default 4)", NULL},
-        {"comm-timeout", MPT_ARG_FLOAT, &comm_timeout, "seconds a rank may wait in one MPI call (default 300)", NULL},
-        {"sp", MPT_ARG_FLAG, &o.sp, "sequence parallelism over the tp ranks (needs tp > 1)", NULL},
-        {"schedule", MPT_ARG_STRING, &o.schedule, "pipeline schedule naive | gpipe | 1f1b (default)", NULL},
-        {"virtual-stages", MPT_ARG_INT, &c.virtual_stages, "interleaved stages per rank (not yet: 1)", NULL},
-        {"partition", MPT_ARG_STRING, &o.partition, "layers per stage: uniform (default) | auto | L0,L1,...", NULL},
-        {"recompute", MPT_ARG_STRING, &c.recompute, "none | selective | full", NULL},
-        {"log", MPT_ARG_STRING, &o.log_path, "JSON Lines log file", NULL},
-        {"trace", MPT_ARG_STRING, &o.trace_path, "Chrome trace JSON of every rank's compute and communication (Perfetto)", NULL},
-        {"save", MPT_ARG_STRING, &o.save_dir, "checkpoint directory (DIR/step_NNNNNN, DIR/latest)", NULL},
-        {"save-every", MPT_ARG_INT, &o.save_every, "checkpoint every N steps (and at the end)", NULL},
-        {"keep", MPT_ARG_INT, &o.keep, "keep only the newest K checkpoints", NULL},
-        {"resume", MPT_ARG_STRING, &o.resume, "continue from DIR (its latest) or a step directory", NULL},
-        {"init-from", MPT_ARG_STRING, &o.init_from, "weights from a Hugging Face GPT-2 directory", NULL},
-        {"mem-limit", MPT_ARG_BYTES, &o.mem_limit, "per-rank memory limit, e.g. 512M", NULL},
-        {"quiet", MPT_ARG_FLAG, &c.quiet, "no progress display", NULL},
-        {"dump-step1", MPT_ARG_STRING, &o.dump_path, "", NULL},
-        {"debug-stall-rank", MPT_ARG_INT, &o.stall_rank, "", NULL},
-        {"debug-stall-step", MPT_ARG_LONG, &o.stall_step, "", NULL},
-        {"debug-stall-seconds", MPT_ARG_FLOAT, &stall_seconds, "", NULL},
+        {"model", MPT_ARG_STRING, &c.model, "tiny | small | gpt2-124m | FILE.json (default tiny)", NULL, MPT_NO_RANGE},
+        {"layers", MPT_ARG_INT, &c.layers, "override the number of blocks", NULL, MPT_RANGE(1, MPT_MAX_LAYERS)},
+        {"d-model", MPT_ARG_INT, &c.d_model, "override the width", NULL, MPT_RANGE(1, MPT_MAX_D_MODEL)},
+        {"heads", MPT_ARG_INT, &c.heads, "override the attention heads", NULL, MPT_RANGE(1, MPT_MAX_HEADS)},
+        {"seq-len", MPT_ARG_INT, &c.seq_len, "sequence length T (and positions of a new model)", NULL, MPT_RANGE(1, MPT_MAX_POSITIONS)},
+        {"vocab", MPT_ARG_INT, &c.vocab, "override the vocabulary size", NULL, MPT_RANGE(2, MPT_MAX_VOCAB)},
+        {"ffn", MPT_ARG_INT, &c.ffn, "override the MLP inner width (default 4*d-model)", NULL, MPT_RANGE(1, MPT_MAX_FFN)},
+        {"experts", MPT_ARG_INT, &c.experts, "Mixture-of-Experts experts per block (not yet)", NULL, MPT_RANGE(0, MPT_MAX_EXPERTS)},
+        {"top-k", MPT_ARG_INT, &c.top_k, "experts per token", NULL, MPT_RANGE(1, MPT_MAX_EXPERTS)},
+        {"untied", MPT_ARG_FLAG, &c.untied, "separate lm_head instead of the tied wte", NULL, MPT_NO_RANGE},
+        {"data", MPT_ARG_STRING, &o.data_path, "token file (default: the Moby-Dick corpus)", NULL, MPT_NO_RANGE},
+        {"batch", MPT_ARG_INT, &o.batch, "sequences per optimizer step (default 8)", NULL, MPT_RANGE(1, MPT_MAX_BATCH)},
+        {"microbatches", MPT_ARG_INT, &o.microbatches, "micro-batches per step (default 1)", NULL, MPT_RANGE(1, MPT_MAX_BATCH)},
+        {"steps", MPT_ARG_LONG, &o.steps, "train until this many steps are done (default 10)", NULL, MPT_RANGE(0, MPT_MAX_STEPS)},
+        {"lr", MPT_ARG_FLOAT, &o.opt.lr, "peak learning rate (default 6e-4)", NULL, MPT_ABOVE(0, MPT_MAX_LR)},
+        {"warmup", MPT_ARG_INT, &o.opt.warmup, "linear warm-up steps (default 0)", NULL, MPT_RANGE(0, MPT_MAX_STEPS)},
+        {"lr-schedule", MPT_ARG_STRING, &c.lr_schedule, "cosine (to 0.1*lr) | constant", NULL, MPT_NO_RANGE},
+        {"weight-decay", MPT_ARG_FLOAT, &o.opt.weight_decay, "AdamW decay on matrices (default 0.1)", NULL, MPT_RANGE(0, MPT_MAX_WEIGHT_DECAY)},
+        {"grad-clip", MPT_ARG_FLOAT, &o.opt.grad_clip, "clip to this global norm (default 1.0)", NULL, MPT_RANGE(0, MPT_MAX_GRAD_CLIP)},
+        {"seed", MPT_ARG_U64, &o.seed, "initialisation seed (default 1337)", NULL, MPT_RANGE(0, UINT64_MAX)},
+        {"threads", MPT_ARG_INT, &o.threads, "compute threads per rank (default cores/ranks)", NULL, MPT_RANGE(1, MPT_MAX_THREADS)},
+        {"gemm", MPT_ARG_STRING, &gemm, "GEMM library: onednn (default) | openblas", NULL, MPT_NO_RANGE},
+        {"dp", MPT_ARG_INT, &o.dp, "data-parallel replicas (dp*tp*pp*cp = ranks)", NULL, MPT_RANGE(1, MPT_MAX_PARALLEL)},
+        {"tp", MPT_ARG_INT, &o.tp, "tensor-parallel ranks (Megatron column/row split)", NULL, MPT_RANGE(1, MPT_MAX_PARALLEL)},
+        {"pp", MPT_ARG_INT, &o.pp, "pipeline stages", NULL, MPT_RANGE(1, MPT_MAX_PP)},
+        {"cp", MPT_ARG_INT, &c.cp, "context-parallel ranks (not yet: 1)", NULL, MPT_RANGE(1, MPT_MAX_PARALLEL)},
+        {"ep", MPT_ARG_INT, &c.ep, "expert-parallel ranks (not yet: 1)", NULL, MPT_RANGE(1, MPT_MAX_PARALLEL)},
+        {"zero", MPT_ARG_INT, &o.zero, "ZeRO stage 0|1|2|3 (shards optimizer, grads, params)", NULL, MPT_RANGE(0, 3)},
+        {"zero3-gather", MPT_ARG_STRING, &z3_gather, "ZeRO-3 gathering: layer (default: before each use, 16/N bytes per parameter) | step (each unit once per step, +4 bytes per parameter)", NULL, MPT_NO_RANGE},
+        {"bucket-mb", MPT_ARG_FLOAT, &bucket_mb, "gradient all-reduce bucket size in MiB (default 4)", NULL, MPT_ABOVE(0, MPT_MAX_BUCKET_MB)},
+        {"comm-timeout", MPT_ARG_FLOAT, &comm_timeout, "seconds a rank may wait in one MPI call (default 300)", NULL, MPT_ABOVE(0, MAX_COMM_TIMEOUT_)},
+        {"sp", MPT_ARG_FLAG, &o.sp, "sequence parallelism over the tp ranks (needs tp > 1)", NULL, MPT_NO_RANGE},
+        {"schedule", MPT_ARG_STRING, &o.schedule, "pipeline schedule naive | gpipe | 1f1b (default)", NULL, MPT_NO_RANGE},
+        {"virtual-stages", MPT_ARG_INT, &c.virtual_stages, "interleaved stages per rank (not yet: 1)", NULL, MPT_RANGE(1, 1024)},
+        {"partition", MPT_ARG_STRING, &o.partition, "layers per stage: uniform (default) | auto | L0,L1,...", NULL, MPT_NO_RANGE},
+        {"recompute", MPT_ARG_STRING, &c.recompute, "none | selective | full", NULL, MPT_NO_RANGE},
+        {"log", MPT_ARG_STRING, &o.log_path, "JSON Lines log file", NULL, MPT_NO_RANGE},
+        {"trace", MPT_ARG_STRING, &o.trace_path, "Chrome trace JSON of every rank's compute and communication (Perfetto)", NULL, MPT_NO_RANGE},
+        {"save", MPT_ARG_STRING, &o.save_dir, "checkpoint directory (DIR/step_NNNNNN, DIR/latest)", NULL, MPT_NO_RANGE},
+        {"save-every", MPT_ARG_INT, &o.save_every, "checkpoint every N steps (and at the end)", NULL, MPT_RANGE(0, MPT_MAX_STEPS)},
+        {"keep", MPT_ARG_INT, &o.keep, "keep only the newest K checkpoints", NULL, MPT_RANGE(0, MPT_MAX_STEPS)},
+        {"resume", MPT_ARG_STRING, &o.resume, "continue from DIR (its latest) or a step directory", NULL, MPT_NO_RANGE},
+        {"init-from", MPT_ARG_STRING, &o.init_from, "weights from a Hugging Face GPT-2 directory", NULL, MPT_NO_RANGE},
+        {"mem-limit", MPT_ARG_BYTES, &o.mem_limit, "per-rank memory limit, e.g. 512M", NULL, MPT_ABOVE(0, MAX_MEM_LIMIT_)},
+        {"quiet", MPT_ARG_FLAG, &c.quiet, "no progress display", NULL, MPT_NO_RANGE},
+        {"dump-step1", MPT_ARG_STRING, &o.dump_path, "", NULL, MPT_NO_RANGE},
+        {"debug-stall-rank", MPT_ARG_INT, &o.stall_rank, "", NULL, MPT_RANGE(0, INT_MAX)},
+        {"debug-stall-step", MPT_ARG_LONG, &o.stall_step, "", NULL, MPT_RANGE(0, MPT_MAX_STEPS)},
+        {"debug-stall-seconds", MPT_ARG_FLOAT, &stall_seconds, "", NULL, MPT_RANGE(0, MPT_MAX_STALL_SECONDS)},
     };
     size_t nargs = sizeof args / sizeof *args;
     mpt_status st = mpt_args_parse(args, nargs, argc, argv, 2, &help, "train", &err);
@@ -247,10 +251,7 @@ int mpt_cli_train(int argc, char **argv) {
         return mpt_cli_report(&err);
     }
     if (mpt_cli_set_gemm(gemm, &err)) return mpt_cli_report(&err);
-    if (o.threads < 1) {
-        mpt_fail(&err, MPT_ERR_INPUT, "--threads %d must be >= 1", o.threads);
-        return mpt_cli_report(&err);
-    }
+    if ((st = mpt_cli_check_threads(o.threads, &err))) return mpt_cli_report(&err);
     if ((st = build_config_(&c, &o.cfg, &err))) return mpt_cli_report(&err);
     o.model_name = c.model;
     o.seq_len = c.seq_len;

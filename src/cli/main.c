@@ -24,6 +24,16 @@ mpt_status mpt_cli_set_gemm(const char *name, mpt_error *err) {
     return MPT_OK;
 }
 
+mpt_status mpt_cli_check_threads(int threads, mpt_error *err) {
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cores < 1) cores = 1;
+    if (threads > cores)
+        return mpt_fail(err, MPT_ERR_INPUT,
+                        "--threads %d is more than the %ld cores of this node: use at most %ld "
+                        "(leave it out for cores / ranks)", threads, cores, cores);
+    return MPT_OK;
+}
+
 void mpt_cli_cache_path(char *buf, size_t n, const char *rel) {
     const char *env = getenv("MPTRAIN_CACHE");
     if (env && *env) {

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "model/gpt.h"
+#include "train/trainer.h"
 #include "train/hfconfig.h"
 
 void plan_cli_defaults(plan_cli *c) {
@@ -26,32 +27,32 @@ void plan_cli_defaults(plan_cli *c) {
 
 size_t plan_cli_table(plan_cli *c, mpt_arg *a) {
     const mpt_arg t[] = {
-        {"model", MPT_ARG_STRING, &c->model, "gpt3-175b | bloom-176b | gpt-1.7b ... gpt-1t | gpt2-124m | FILE.json", NULL},
-        {"layers", MPT_ARG_INT, &c->layers, "override the number of blocks", NULL},
-        {"d-model", MPT_ARG_INT, &c->d_model, "override the width", NULL},
-        {"heads", MPT_ARG_INT, &c->heads, "override the attention heads", NULL},
-        {"seq-len", MPT_ARG_INT, &c->seq_len, "tokens per sequence (default: the model's positions)", NULL},
-        {"vocab", MPT_ARG_INT, &c->vocab, "override the vocabulary size", NULL},
-        {"ffn", MPT_ARG_INT, &c->ffn, "override the MLP inner width (default 4*d-model)", NULL},
-        {"untied", MPT_ARG_FLAG, &c->untied, "separate lm_head instead of the tied wte", NULL},
-        {"cluster", MPT_ARG_STRING, &c->cluster, "a100-80g (default) | h100-80g | cpu-here | FILE.json", &c->seen_cluster},
-        {"gpus", MPT_ARG_INT, &c->gpus, "GPUs (ranks); without --dp/--tp/--pp: search layouts", NULL},
-        {"batch", MPT_ARG_INT, &c->batch, "sequences per optimizer step (default 8 x dp)", NULL},
-        {"precision", MPT_ARG_STRING, &c->precision, "fp32 (default) | bf16", NULL},
-        {"dp", MPT_ARG_INT, &c->dp, "data-parallel replicas", &c->seen_dp},
-        {"tp", MPT_ARG_INT, &c->tp, "tensor-parallel ranks", &c->seen_tp},
-        {"pp", MPT_ARG_INT, &c->pp, "pipeline stages", &c->seen_pp},
-        {"cp", MPT_ARG_INT, &c->cp, "context-parallel ranks (runtime: 1)", NULL},
-        {"ep", MPT_ARG_INT, &c->ep, "expert-parallel ranks (runtime: 1)", NULL},
-        {"zero", MPT_ARG_INT, &c->zero, "ZeRO stage 0|1|2|3", NULL},
-        {"sp", MPT_ARG_FLAG, &c->sp, "sequence parallelism over the tp ranks", NULL},
-        {"schedule", MPT_ARG_STRING, &c->schedule, "naive | gpipe | 1f1b (default) | interleaved | zb-h1", NULL},
-        {"microbatches", MPT_ARG_INT, &c->microbatches, "micro-batches per step (default 1)", &c->seen_mb},
-        {"virtual-stages", MPT_ARG_INT, &c->virtual_stages, "model chunks per rank (interleaved)", NULL},
-        {"partition", MPT_ARG_STRING, &c->partition, "uniform (default) | auto | L0,L1,...", NULL},
-        {"recompute", MPT_ARG_STRING, &c->recompute, "none (default) | selective | full", NULL},
-        {"mem-limit", MPT_ARG_BYTES, &c->mem_limit, "memory per rank (default: the cluster's)", NULL},
-        {"json", MPT_ARG_FLAG, &c->json, "one JSON object on stdout", NULL},
+        {"model", MPT_ARG_STRING, &c->model, "gpt3-175b | bloom-176b | gpt-1.7b ... gpt-1t | gpt2-124m | FILE.json", NULL, MPT_NO_RANGE},
+        {"layers", MPT_ARG_INT, &c->layers, "override the number of blocks", NULL, MPT_RANGE(1, MPT_MAX_LAYERS)},
+        {"d-model", MPT_ARG_INT, &c->d_model, "override the width", NULL, MPT_RANGE(1, MPT_MAX_D_MODEL)},
+        {"heads", MPT_ARG_INT, &c->heads, "override the attention heads", NULL, MPT_RANGE(1, MPT_MAX_HEADS)},
+        {"seq-len", MPT_ARG_INT, &c->seq_len, "tokens per sequence (default: the model's positions)", NULL, MPT_RANGE(1, MPT_MAX_POSITIONS)},
+        {"vocab", MPT_ARG_INT, &c->vocab, "override the vocabulary size", NULL, MPT_RANGE(2, MPT_MAX_VOCAB)},
+        {"ffn", MPT_ARG_INT, &c->ffn, "override the MLP inner width (default 4*d-model)", NULL, MPT_RANGE(1, MPT_MAX_FFN)},
+        {"untied", MPT_ARG_FLAG, &c->untied, "separate lm_head instead of the tied wte", NULL, MPT_NO_RANGE},
+        {"cluster", MPT_ARG_STRING, &c->cluster, "a100-80g (default) | h100-80g | cpu-here | FILE.json", &c->seen_cluster, MPT_NO_RANGE},
+        {"gpus", MPT_ARG_INT, &c->gpus, "GPUs (ranks); without --dp/--tp/--pp: search layouts", NULL, MPT_RANGE(1, 1 << 24)},
+        {"batch", MPT_ARG_INT, &c->batch, "sequences per optimizer step (default 8 x dp)", NULL, MPT_RANGE(1, MPT_MAX_BATCH)},
+        {"precision", MPT_ARG_STRING, &c->precision, "fp32 (default) | bf16", NULL, MPT_NO_RANGE},
+        {"dp", MPT_ARG_INT, &c->dp, "data-parallel replicas", &c->seen_dp, MPT_RANGE(1, MPT_MAX_PARALLEL)},
+        {"tp", MPT_ARG_INT, &c->tp, "tensor-parallel ranks", &c->seen_tp, MPT_RANGE(1, MPT_MAX_PARALLEL)},
+        {"pp", MPT_ARG_INT, &c->pp, "pipeline stages", &c->seen_pp, MPT_RANGE(1, MPT_MAX_PP)},
+        {"cp", MPT_ARG_INT, &c->cp, "context-parallel ranks (runtime: 1)", NULL, MPT_RANGE(1, MPT_MAX_PARALLEL)},
+        {"ep", MPT_ARG_INT, &c->ep, "expert-parallel ranks (runtime: 1)", NULL, MPT_RANGE(1, MPT_MAX_PARALLEL)},
+        {"zero", MPT_ARG_INT, &c->zero, "ZeRO stage 0|1|2|3", NULL, MPT_RANGE(0, 3)},
+        {"sp", MPT_ARG_FLAG, &c->sp, "sequence parallelism over the tp ranks", NULL, MPT_NO_RANGE},
+        {"schedule", MPT_ARG_STRING, &c->schedule, "naive | gpipe | 1f1b (default) | interleaved | zb-h1", NULL, MPT_NO_RANGE},
+        {"microbatches", MPT_ARG_INT, &c->microbatches, "micro-batches per step (default 1)", &c->seen_mb, MPT_RANGE(1, MPT_MAX_BATCH)},
+        {"virtual-stages", MPT_ARG_INT, &c->virtual_stages, "model chunks per rank (interleaved)", NULL, MPT_RANGE(1, 1024)},
+        {"partition", MPT_ARG_STRING, &c->partition, "uniform (default) | auto | L0,L1,...", NULL, MPT_NO_RANGE},
+        {"recompute", MPT_ARG_STRING, &c->recompute, "none (default) | selective | full", NULL, MPT_NO_RANGE},
+        {"mem-limit", MPT_ARG_BYTES, &c->mem_limit, "memory per rank (default: the cluster's)", NULL, MPT_ABOVE(0, 1e18)},
+        {"json", MPT_ARG_FLAG, &c->json, "one JSON object on stdout", NULL, MPT_NO_RANGE},
     };
     size_t n = sizeof t / sizeof *t;
     memcpy(a, t, sizeof t);

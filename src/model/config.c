@@ -1,6 +1,8 @@
 /* config.c — model presets and validation (see config.h). */
 #include "model/config.h"
 
+#include <limits.h>
+#include <math.h>
 #include <string.h>
 
 static void set_(mpt_config *c, int L, int D, int H, int T, int V) {
@@ -27,27 +29,52 @@ mpt_status mpt_config_preset(mpt_config *c, const char *name, mpt_error *err) {
     return MPT_OK;
 }
 
+/* One size against its range: "layers 5000 (--layers, n_layer) is out of range: ..." names the
+ * command-line option and the config.json key it may have come from. */
+static mpt_status size_in_(const char *what, const char *option, const char *key, long long v,
+                           long long lo, long long hi, mpt_error *err) {
+    if (v >= lo && v <= hi) return MPT_OK;
+    return mpt_fail(err, MPT_ERR_INPUT,
+                    "%s %lld (--%s, config.json %s) is out of range: use %lld to %lld", what, v,
+                    option, key, lo, hi);
+}
+
 mpt_status mpt_config_finish(mpt_config *c, int pad_multiple, mpt_error *err) {
-    if (c->n_layer < 1 || c->d_model < 1 || c->n_head < 1 || c->n_positions < 1 || c->vocab < 2)
+    mpt_status st;
+    if ((st = size_in_("layers", "layers", "n_layer", c->n_layer, 1, MPT_MAX_LAYERS, err)) ||
+        (st = size_in_("d-model", "d-model", "n_embd", c->d_model, 1, MPT_MAX_D_MODEL, err)) ||
+        (st = size_in_("heads", "heads", "n_head", c->n_head, 1, MPT_MAX_HEADS, err)) ||
+        (st = size_in_("positions", "seq-len", "n_positions", c->n_positions, 1,
+                       MPT_MAX_POSITIONS, err)))
+        return st;
+    if (c->vocab < 2 || c->vocab > MPT_MAX_VOCAB)
         return mpt_fail(err, MPT_ERR_INPUT,
-                        "model sizes must be positive (layers %d, d-model %d, heads %d, "
-                        "positions %d, vocab %d)",
-                        c->n_layer, c->d_model, c->n_head, c->n_positions, c->vocab);
+                        "vocab %d is out of range: from 2 to %d, the most a uint16 token file "
+                        "can hold", c->vocab, MPT_MAX_VOCAB);
     if (c->d_model % c->n_head != 0)
         return mpt_fail(err, MPT_ERR_INPUT,
                         "d-model %d is not divisible by heads %d: choose heads dividing d-model",
                         c->d_model, c->n_head);
-    if (c->ffn == 0) c->ffn = 4 * c->d_model;
-    if (c->ffn < 1) return mpt_fail(err, MPT_ERR_INPUT, "ffn %d must be positive", c->ffn);
-    if (c->vocab > 65536)
-        return mpt_fail(err, MPT_ERR_INPUT,
-                        "vocab %d exceeds 65536, the most a uint16 token file can hold", c->vocab);
-    if (c->experts < 0 || (c->experts > 0 && (c->top_k < 1 || c->top_k > c->experts)))
-        return mpt_fail(err, MPT_ERR_INPUT, "experts %d with top-k %d: need 1 <= top-k <= experts",
-                        c->experts, c->top_k);
+    if (c->ffn == 0) c->ffn = (int)(4LL * c->d_model); /* <= 4 x MPT_MAX_D_MODEL: fits */
+    if (c->ffn < 1 || c->ffn > MPT_MAX_FFN)
+        return mpt_fail(err, MPT_ERR_INPUT, "ffn %d is out of range: the MLP width must be from "
+                        "1 to %d", c->ffn, MPT_MAX_FFN);
+    if (c->experts < 0 || c->experts > MPT_MAX_EXPERTS ||
+        (c->experts > 0 && (c->top_k < 1 || c->top_k > c->experts)))
+        return mpt_fail(err, MPT_ERR_INPUT, "experts %d with top-k %d: need 0 <= experts <= %d "
+                        "and 1 <= top-k <= experts", c->experts, c->top_k, MPT_MAX_EXPERTS);
+    if (!isfinite(c->aux_loss_coef) || c->aux_loss_coef < 0 || !isfinite(c->capacity_factor) ||
+        c->capacity_factor < 0)
+        return mpt_fail(err, MPT_ERR_INPUT, "aux-loss-coef %g and capacity-factor %g must be "
+                        "finite and >= 0", c->aux_loss_coef, c->capacity_factor);
     if (pad_multiple < 1) pad_multiple = 1;
-    if (c->padded_vocab < c->vocab)
-        c->padded_vocab = (c->vocab + pad_multiple - 1) / pad_multiple * pad_multiple;
+    if (c->padded_vocab < c->vocab) {
+        long long padded = ((long long)c->vocab + pad_multiple - 1) / pad_multiple * pad_multiple;
+        if (padded > INT_MAX)
+            return mpt_fail(err, MPT_ERR_INPUT, "vocab %d padded to a multiple of %d overflows",
+                            c->vocab, pad_multiple);
+        c->padded_vocab = (int)padded;
+    }
     return MPT_OK;
 }
 

@@ -5,6 +5,18 @@
 
 #include "core/status.h"
 
+/* The largest sizes a model may have. Each is far beyond what trains on one node, and small
+ * enough that every per-tensor product of two of them (V x D, D x F, T x D, ...) fits in 64
+ * bits many times over and 4 x d-model fits an int. mpt_config_finish enforces them, whether
+ * the numbers came from the command line or a config.json. */
+#define MPT_MAX_LAYERS 1024
+#define MPT_MAX_D_MODEL 65536
+#define MPT_MAX_HEADS 1024
+#define MPT_MAX_POSITIONS 1048576  /* 2^20 */
+#define MPT_MAX_VOCAB 65536        /* a uint16 token file holds ids < 65536 */
+#define MPT_MAX_FFN 1048576        /* 2^20 (default 4 x d-model <= 262144) */
+#define MPT_MAX_EXPERTS 1024
+
 typedef struct mpt_config {
     int n_layer;      /* L */
     int n_head;       /* H */
@@ -23,8 +35,9 @@ typedef struct mpt_config {
 /* Fills c from a preset: "tiny" (L2 D64 H4 T64, byte vocab), "small" (L6 D384 H6 T256, byte
  * vocab: the benchmark model), "gpt2-124m" (L12 D768 H12 T1024 V50257). */
 mpt_status mpt_config_preset(mpt_config *c, const char *name, mpt_error *err);
-/* Checks the numbers are sane (positive, D % H == 0, ...) and sets padded_vocab if 0:
- * V rounded up to a multiple of pad_multiple. Messages name the offending numbers. */
+/* Checks the numbers are sane (positive and within the MPT_MAX_* limits, D % H == 0, ...),
+ * sets ffn to 4 x D if 0 and padded_vocab if 0: V rounded up to a multiple of pad_multiple.
+ * Messages name the offending numbers. */
 mpt_status mpt_config_finish(mpt_config *c, int pad_multiple, mpt_error *err);
 /* Parameters in the model as a checkpoint holds them (unpadded). */
 long long mpt_config_param_count(const mpt_config *c);

@@ -78,6 +78,12 @@ mpt_status mpt_pp_init(mpt_pp *pp, mpt_comm *comm, mpt_pp_kind kind, int m, mpt_
     for (int k = 0; k < 2 && !st && pp->stage > 0; k++)
         st = mpt_arena_alloc(model->arena, MPT_MEM_WORKSPACE, pp->boundary_n, MPT_F32,
                              &pp->grad_out[k], err);
+    /* every activation set the schedule keeps alive at once, up front: no allocation during a
+     * step, and the arena's peak is reached (and checked against --mem-limit) at set-up */
+    for (; !st && pp->pool_n < pp->sets_needed; pp->pool_n++) {
+        st = mpt_gpt_acts_alloc(model, &pp->pool[pp->pool_n], err);
+        pp->pool_free[pp->pool_n] = 1;
+    }
     if (st) mpt_pp_free(pp);
     return st;
 }
@@ -108,15 +114,16 @@ static float *stage_output_(mpt_pp *pp, int mb) {
     return pp->set[mb].a[MPT_ACT_RES3] + (size_t)(m->nl - 1) * per;
 }
 
-/* Gives micro-batch mb a set from the pool (a free one, else a new one). */
+/* Gives micro-batch mb a free set of the pool (allocated at init: sets_needed of them). */
 static mpt_status open_set_(mpt_pp *pp, int mb, mpt_error *err) {
     if (pp->slot_of[mb] >= 0) return MPT_OK;
     int k = 0;
     while (k < pp->pool_n && !pp->pool_free[k]) k++;
-    if (k == pp->pool_n) {
-        TRY_(mpt_gpt_acts_alloc(pp->model, &pp->pool[k], err));
-        pp->pool_n++;
-    }
+    if (k == pp->pool_n)
+        return mpt_fail(err, MPT_ERR_RUN,
+                        "pipeline stage %d: micro-batch %d needs activation set %d, but the "
+                        "schedule was planned for %d",
+                        pp->stage, mb, k + 1, pp->sets_needed);
     pp->pool_free[k] = 0;
     pp->slot_of[mb] = k;
     pp->set[mb] = pp->pool[k];

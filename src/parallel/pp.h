@@ -12,9 +12,8 @@
  *   SEND_GRAD post MPI_Isend of that buffer
  * An activation set lives from the first action that needs it (RECV_ACT or F) to the end of its
  * B: at most mpt_pp_sets_needed() at once, which is what the memory plan counts. Sets come from
- * a pool that grows to that count and is reused from micro-batch to micro-batch (no allocation
- * on the critical path). Transfers
- * overlap compute: receives are posted one compute early, sends waited only when their buffer
+ * a pool of exactly that many, allocated by mpt_pp_init and reused from micro-batch to
+ * micro-batch (no allocation during a step). Transfers overlap compute: receives are posted one compute early, sends waited only when their buffer
  * is reused or at the end of the step. Every rank of the pipeline group runs mpt_pp_step
  * together (and the tp ranks of a stage in step with each other).
  *
@@ -51,7 +50,7 @@ typedef struct mpt_pp {
     mpt_gpt *model;          /* not owned */
     mpt_dp *dp;              /* not owned */
     mpt_gpt_acts *set;       /* owned array of m: the set each micro-batch in flight uses */
-    mpt_gpt_acts *pool;      /* owned: sets allocated so far (reused, released at the end) */
+    mpt_gpt_acts *pool;      /* owned: the sets_needed sets (allocated at init, reused) */
     int *pool_free;          /* 1 when pool[k] is not in use */
     int *slot_of;            /* per micro-batch: its pool entry, or -1 */
     int pool_n;

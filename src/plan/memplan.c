@@ -1,6 +1,7 @@
 /* memplan.c — the per-rank memory plan (see memplan.h). */
 #include "plan/memplan.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,7 +107,7 @@ void mpt_memplan_format(const mpt_mem_plan *plan, char *buf, size_t n) {
 int mpt_parse_bytes(const char *s, size_t *out) {
     char *end;
     double v = strtod(s, &end);
-    if (end == s || v < 0) return 0;
+    if (end == s || !isfinite(v) || v < 0) return 0; /* no inf, nan or negative size */
     double mul = 1;
     switch (*end) {
     case 'k': case 'K': mul = 1024.0; end++; break;
@@ -118,6 +119,7 @@ int mpt_parse_bytes(const char *s, size_t *out) {
     if (*end == 'i' || *end == 'B') end++;
     if (*end == 'B') end++;
     if (*end != '\0') return 0;
+    if (v * mul >= 0x1p63) return 0; /* 8 EiB: beyond any memory, and beyond a size_t's range */
     *out = (size_t)(v * mul);
     return 1;
 }

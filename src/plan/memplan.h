@@ -41,7 +41,8 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
 void mpt_memplan_format(const mpt_mem_plan *plan, char *buf, size_t n);
 /* Human-readable size ("12.5 MiB") into buf. */
 void mpt_format_bytes(size_t bytes, char *buf, size_t n);
-/* Parses "512M", "2G", "1048576", "64K" (binary units). Returns 0 on bad input. */
+/* Parses "512M", "2G", "1048576", "64K" (binary units). Returns 0 on bad input: not a number,
+ * negative, inf or nan, or 8 EiB (2^63 bytes) or more. */
 int mpt_parse_bytes(const char *s, size_t *out);
 
 #endif

@@ -16,6 +16,19 @@
 #include "plan/memplan.h"
 #include "train/adamw.h"
 
+/* The ranges mpt_train accepts (MPT_ERR_INPUT outside them); the command line uses the same
+ * numbers. Model sizes are limited in model/config.h. */
+#define MPT_MAX_THREADS 1024          /* compute threads per rank */
+#define MPT_MAX_BATCH 1048576         /* sequences per step, 2^20 */
+#define MPT_MAX_STEPS 1000000000L     /* optimizer steps (and warm-up, save-every) */
+#define MPT_MAX_PARALLEL 65536        /* each of dp, tp (pp: at most 64 stages) */
+#define MPT_MAX_PP 64
+#define MPT_MAX_LR 10.0               /* lr in (0, 10] */
+#define MPT_MAX_WEIGHT_DECAY 10.0     /* weight decay in [0, 10] */
+#define MPT_MAX_GRAD_CLIP 1e6         /* grad clip in [0, 1e6]; 0 = no clipping */
+#define MPT_MAX_BUCKET_MB 65536.0     /* gradient bucket in (0, 64 GiB] */
+#define MPT_MAX_STALL_SECONDS 1e6     /* testing: --debug-stall-seconds */
+
 typedef struct mpt_train_opts {
     mpt_config cfg;          /* architecture (ignored when resuming / init-from: theirs wins) */
     const char *model_name;  /* for the log */

@@ -1,10 +1,14 @@
 /* trainer_setup.c — a training run's set-up: the architecture, every check that must pass
  * before the first step, the memory plan, the rank's groups, model, data-parallel and pipeline
  * machinery (checkpoints are in trainer_ckpt.c). */
+#include <limits.h>
+#include <math.h>
 #include <mpi.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "plan/memplan.h"
 #include "parallel/partition.h"
@@ -13,6 +17,47 @@
 #include "train/checkpoint.h"
 #include "train/data.h"
 #include "train/trainer_internal.h"
+
+/* Every number of the options within its range (trainer.h), before anything is derived from
+ * them: a library caller gets the same checks as the command line. */
+static mpt_status validate_numbers_(const mpt_train_opts *o, mpt_error *err) {
+    const struct { const char *name; long long v, lo, hi; } ints[] = {
+        {"threads", o->threads, 1, MPT_MAX_THREADS},
+        {"batch", o->batch, 1, MPT_MAX_BATCH},
+        {"microbatches", o->microbatches, 1, MPT_MAX_BATCH},
+        {"seq-len", o->seq_len, 0, MPT_MAX_POSITIONS},
+        {"steps", o->steps, 0, MPT_MAX_STEPS},
+        {"warmup", o->opt.warmup, 0, MPT_MAX_STEPS},
+        {"dp", o->dp, 1, MPT_MAX_PARALLEL},
+        {"tp", o->tp, 1, MPT_MAX_PARALLEL},
+        {"pp", o->pp, 1, MPT_MAX_PP},
+        {"zero", o->zero, 0, 3},
+        {"save-every", o->save_every, 0, MPT_MAX_STEPS},
+        {"keep", o->keep, 0, MPT_MAX_STEPS},
+        {"debug-stall-rank", o->stall_rank, 0, INT_MAX},
+        {"debug-stall-step", o->stall_step, 0, MPT_MAX_STEPS},
+    };
+    for (size_t i = 0; i < sizeof ints / sizeof *ints; i++)
+        if (ints[i].v < ints[i].lo || ints[i].v > ints[i].hi)
+            return mpt_fail(err, MPT_ERR_INPUT, "--%s %lld is out of range: use %lld to %lld",
+                            ints[i].name, ints[i].v, ints[i].lo, ints[i].hi);
+    /* name, value, lowest, highest, whether the lowest itself is allowed */
+    const struct { const char *name; double v, lo, hi; int lo_ok; } nums[] = {
+        {"lr", o->opt.lr, 0, MPT_MAX_LR, 0},
+        {"weight-decay", o->opt.weight_decay, 0, MPT_MAX_WEIGHT_DECAY, 1},
+        {"grad-clip", o->opt.grad_clip, 0, MPT_MAX_GRAD_CLIP, 1},
+        {"bucket-mb", o->bucket_mb, 0, MPT_MAX_BUCKET_MB, 0},
+        {"debug-stall-seconds", o->stall_seconds, 0, MPT_MAX_STALL_SECONDS, 1},
+    };
+    for (size_t i = 0; i < sizeof nums / sizeof *nums; i++) {
+        double v = nums[i].v;
+        if (!isfinite(v) || v > nums[i].hi || v < nums[i].lo || (v == nums[i].lo && !nums[i].lo_ok))
+            return mpt_fail(err, MPT_ERR_INPUT, "--%s %g is out of range: use a finite number "
+                            "%s %g and at most %g", nums[i].name, v,
+                            nums[i].lo_ok ? "from" : "above", nums[i].lo, nums[i].hi);
+    }
+    return MPT_OK;
+}
 
 /* The architecture: from the checkpoint when resuming or initialising from one. */
 static mpt_status resolve_config_(mpt_run *r, mpt_error *err) {
@@ -50,11 +95,7 @@ static mpt_status validate_layout_(mpt_run *r, mpt_error *err) {
                         "--sp splits the sequence over --tp %d ranks, but --seq-len %d is not "
                         "divisible by %d: choose a multiple of %d",
                         o->tp, T, o->tp, o->tp);
-    if (o->zero < 0 || o->zero > 3)
-        return mpt_fail(err, MPT_ERR_INPUT, "--zero %d: use 0, 1, 2 or 3", o->zero);
     r->kind = MPT_PP_NAIVE; /* pp == 1: one stage runs its micro-batches one after the other */
-    if (o->pp > 64)
-        return mpt_fail(err, MPT_ERR_INPUT, "--pp %d: at most 64 pipeline stages", o->pp);
     if (o->pp > 1) {
         if ((st = mpt_pp_kind_parse(o->schedule ? o->schedule : "1f1b", &r->kind,
                                     err)))
@@ -71,10 +112,9 @@ static mpt_status validate_layout_(mpt_run *r, mpt_error *err) {
 
 static mpt_status validate_run_(const mpt_run *r, mpt_error *err) {
     const mpt_train_opts *o = r->o;
-    if (o->batch < 1) return mpt_fail(err, MPT_ERR_INPUT, "--batch %d must be >= 1", o->batch);
-    if (o->microbatches < 1)
-        return mpt_fail(err, MPT_ERR_INPUT, "--microbatches %d must be >= 1", o->microbatches);
-    if (o->batch % (o->dp * o->microbatches) != 0)
+    /* ranges were checked by validate_numbers_; products in 64 bits */
+    long long per_mb = (long long)o->dp * o->microbatches; /* <= 2^16 x 2^20 */
+    if (per_mb > o->batch || o->batch % per_mb != 0)
         return mpt_fail(err, MPT_ERR_INPUT,
                         "--batch %d is not divisible by --dp %d x --microbatches %d: every replica "
                         "needs the same whole number of sequences per micro-batch",
@@ -83,12 +123,14 @@ static mpt_status validate_run_(const mpt_run *r, mpt_error *err) {
         return mpt_fail(err, MPT_ERR_INPUT,
                         "--seq-len %d must be between 1 and the model's %d positions", r->T,
                         r->cfg.n_positions);
-    if (o->steps < 0) return mpt_fail(err, MPT_ERR_INPUT, "--steps %ld must be >= 0", o->steps);
+    long long rows = o->batch / per_mb * (long long)r->T; /* tokens of one micro-batch */
+    if (rows > INT_MAX)
+        return mpt_fail(err, MPT_ERR_INPUT,
+                        "a micro-batch of %lld sequences x %d tokens = %lld rows is more than %d: "
+                        "use more --microbatches, a smaller --batch or a shorter --seq-len",
+                        o->batch / per_mb, r->T, rows, INT_MAX);
     if (o->resume && o->init_from)
         return mpt_fail(err, MPT_ERR_INPUT, "--resume and --init-from exclude each other");
-    if (!(o->opt.lr > 0.0f)) return mpt_fail(err, MPT_ERR_INPUT, "--lr must be positive");
-    if (o->opt.warmup < 0) return mpt_fail(err, MPT_ERR_INPUT, "--warmup must be >= 0");
-    if (!(o->bucket_mb > 0.0)) return mpt_fail(err, MPT_ERR_INPUT, "--bucket-mb must be positive");
     if (o->dump_path && o->zero > 0)
         return mpt_fail(err, MPT_ERR_INPUT, "--dump-step1 needs --zero 0 (whole gradients)");
     if (!o->data_path) return mpt_fail(err, MPT_ERR_INPUT, "no --data file given");
@@ -120,7 +162,8 @@ static int stage_fits_(void *ctx, int stage, int first_layer, int n) {
 
 mpt_status mpt_run_prepare(mpt_run *r, mpt_train_result *res, mpt_error *err) {
     const mpt_train_opts *o = r->o;
-    mpt_status st = resolve_config_(r, err);
+    mpt_status st = validate_numbers_(o, err);
+    if (!st) st = resolve_config_(r, err);
     if (st) return st;
     r->T = o->seq_len > 0 ? o->seq_len : r->cfg.n_positions;
     if ((st = validate_layout_(r, err)) || (st = validate_run_(r, err))) return st;
@@ -135,12 +178,26 @@ mpt_status mpt_run_prepare(mpt_run *r, mpt_train_result *res, mpt_error *err) {
     /* ZeRO-3 gathers each unit per layer pass (16/N bytes per parameter plus a few layers'
      * working copies) unless --zero3-gather step asks for every unit once per step */
     r->z3_whole = o->zero == 3 && o->z3_gather_step;
-    /* the memory plan of this rank's stage; --mem-limit applies to every stage */
+    /* the memory plan of this rank's stage; --mem-limit applies to every stage, and no stage
+     * can need more than the node's memory (a plan that large would fail or swap at its first
+     * touch) */
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    size_t phys = pages > 0 && page > 0 ? (size_t)pages * (size_t)page : SIZE_MAX;
     for (int s = 0, l = 0; s < o->pp; l += r->stage_count[s++]) {
         mpt_mem_plan plan;
         mpt_placement q = mpt_placement_at_stage(&r->place, s, l, r->stage_count[s]);
         if ((st = stage_plan_(r, &q, &plan, err))) return st;
         if (s == r->place.stage) res->plan = plan;
+        if (plan.total > phys) {
+            char need[512], have[32];
+            mpt_memplan_format(&plan, need, sizeof need);
+            mpt_format_bytes(phys, have, sizeof have);
+            return mpt_fail(err, MPT_ERR_INPUT,
+                            "the memory plan of pipeline stage %d (%s) is more than this node's "
+                            "%s of memory: use a smaller model, batch or sequence, more "
+                            "micro-batches, ZeRO, tensor or pipeline parallelism",
+                            s, need, have);
+        }
         if (o->mem_limit && plan.total > o->mem_limit) {
             char need[512], lim[32];
             mpt_memplan_format(&plan, need, sizeof need);
