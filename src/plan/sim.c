@@ -114,7 +114,7 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
         goto done;
     }
     int pp_inter = mpt_cost_group_inter(c, l, MPT_DIM_PP);
-    for (int s = 0, first = 0; s < S; first += counts[s++]) {
+    for (int s = 0; s < S; s++) {
         mpt_cost_stage(c, &cfg, l, T, Bm, job->precision, counts[s], s == 0, s == S - 1, &sc[s]);
         p2p[s] = mpt_cost_p2p(c, sc[s].boundary_bytes, pp_inter);
     }
