@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# bench/compare_builds.sh — two builds of mptrain side by side on the same work: single rank
+# (2 threads), dp 2 (weak scaling: 8 sequences per replica), tp 2 and pp 2 (8 micro-batches,
+# 1F1B), one thread per rank, on the benchmark model (L6 D384 H6 T256, byte vocab). Each round
+# runs every (layout, build) pair once, the build order alternating from round to round; the
+# figure is the median step tokens/s over all rounds (two warm-up steps dropped per run), with
+# the min..max of the per-run medians. Usage:
+#   bash bench/compare_builds.sh OLD_BUILD_DIR NEW_BUILD_DIR [ROUNDS]
+# A refactor that is no slower shows a ratio new/old near 1 within the spread.
+set -euo pipefail
+OLD=$1/mptrain NEW=$2/mptrain ROUNDS=${3:-3}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
+MODEL=(--model small --steps 8 --quiet --lr 6e-4)
+MPIRUN=(mpirun --bind-to none -np 2)
+layouts=(one dp2 tp2 pp2)
+args_one=(--threads 2 --batch 8)
+args_dp2=(--threads 1 --batch 16 --dp 2)
+args_tp2=(--threads 1 --batch 8 --tp 2)
+args_pp2=(--threads 1 --batch 8 --pp 2 --microbatches 8)
+for ((round = 0; round < ROUNDS; round++)); do
+  builds=(old new); [ $((round % 2)) = 1 ] && builds=(new old)
+  for lay in "${layouts[@]}"; do
+    for b in "${builds[@]}"; do
+      bin=$OLD; [ "$b" = new ] && bin=$NEW
+      declare -n a="args_$lay"
+      launch=(); [ "$lay" != one ] && launch=("${MPIRUN[@]}")
+      echo "  round $round: $lay $b" >&2
+      "${launch[@]}" "$bin" train "${MODEL[@]}" "${a[@]}" --log "$TMP/$lay.$b.$round.jsonl" >/dev/null
+    done
+  done
+done
+/usr/bin/python3 - "$TMP" "$ROUNDS" <<'PY'
+import json, statistics, sys, os
+tmp, rounds = sys.argv[1], int(sys.argv[2])
+def steps(f):
+    return [json.loads(l)["tokens_per_s"] for l in open(f) if '"step"' in l and '"event"' not in l][2:]
+print(f"{'layout':8} {'old tok/s':>22} {'new tok/s':>22} {'new/old':>8}")
+for lay in ("one", "dp2", "tp2", "pp2"):
+    med = {}
+    for b in ("old", "new"):
+        runs = [steps(os.path.join(tmp, f"{lay}.{b}.{r}.jsonl")) for r in range(rounds)]
+        pooled = statistics.median([x for r in runs for x in r])
+        per = [statistics.median(r) for r in runs]
+        med[b] = (pooled, min(per), max(per))
+    o, n = med["old"], med["new"]
+    print(f"{lay:8} {o[0]:8.0f} ({o[1]:5.0f}..{o[2]:5.0f}) {n[0]:8.0f} ({n[1]:5.0f}..{n[2]:5.0f}) {n[0]/o[0]:8.3f}")
+PY
