@@ -65,4 +65,8 @@ nostop=$("${G2[@]}" --tokens 30 --ids --no-stop | wc -w)
 text=$("${G2[@]}" --tokens 30)
 [[ "$text" == "the cat"* ]] && [ "$(wc -l <<<"$text")" = 1 ] && ok "gpt2 text, ended at <|endoftext|>: '$text'" \
   || bad "gpt2 text: '$text'"
+for v in 0 -0.5 1.5 nan inf; do
+  "${G[@]}" --tokens 2 --top-p "$v" >/dev/null 2>"$TMP/e"; code=$?
+  [ $code = 2 ] && grep -q "mptrain: error: .*--top-p" "$TMP/e" && ok "--top-p $v: exit 2" || bad "--top-p $v: exit $code $(cat "$TMP/e")"
+done
 finish

@@ -114,4 +114,10 @@ printf 'tiny' > "$TMP/short.txt"; "$BIN" tokenize --in "$TMP/short.txt" --out "$
 "$BIN" train "${MODEL[@]}" --val-data "$TMP/short.bin" --eval-every 2 >/dev/null 2>"$TMP/e2"; code=$?
 [ $code = 2 ] && grep -q "mptrain: error: .*--val-data" "$TMP/e2" && ok "short validation file: exit 2" \
   || bad "short validation file: exit $code $(cat "$TMP/e2")"
+for bad_opt in "eval-every -1" "eval-every inf" "eval-batches 0" "eval-batches 4294967296" "val-fraction 0.6" \
+               "val-fraction -0.1" "val-fraction nan"; do
+  set -- $bad_opt
+  "$BIN" train "${MODEL[@]}" "--$1" "$2" >/dev/null 2>"$TMP/e3"; code=$?
+  [ $code = 2 ] && grep -q "mptrain: error: .*--$1" "$TMP/e3" && ok "--$1 $2: exit 2" || bad "--$1 $2: exit $code $(cat "$TMP/e3")"
+done
 finish
