@@ -1,6 +1,15 @@
-/* cmd_generate.c — `mptrain generate`: sample text from a checkpoint (temperature, top-k). */
+/* cmd_generate.c — `mptrain generate`: sample text from a checkpoint, streamed as it comes.
+ *
+ * Each new token costs one forward of one token through the key/value cache
+ * (model/gpt_decode.h); --no-cache re-runs the whole window instead (the reference). The next
+ * token is the argmax (--temperature 0) or drawn from softmax(logits / temperature) cut to the
+ * --top-k most likely and then to the smallest set whose probability reaches --top-p, with the
+ * uniform number mpt_rng_uniform(key(seed), i) for the i-th token. Generation stops after
+ * --tokens tokens or at <|endoftext|> (gpt2). Past the model's positions the window slides: the
+ * cache restarts from the last half of the context. */
 #include <cblas.h>
 #include <omp.h>
+#include <time.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +21,7 @@
 #include "core/kernels.h"
 #include "core/rng.h"
 #include "model/gpt.h"
+#include "model/gpt_decode.h"
 #include "parallel/placement.h"
 #include "tok/tokenizer.h"
 #include "train/checkpoint.h"
@@ -43,6 +53,32 @@ static void top_k_(float *p, int V, int k) {
     for (int j = 0; j < V; j++) p[j] /= sum;
 }
 
+/* Nucleus sampling: keeps the most likely tokens whose probabilities first reach top_p (at
+ * least one), renormalised; top_p >= 1 keeps all. idx: V ints of scratch. */
+static int cmp_desc_(const void *a, const void *b, void *ctx) {
+    const float *p = ctx;
+    float x = p[*(const int *)a], y = p[*(const int *)b];
+    if (x != y) return x < y ? 1 : -1;
+    return *(const int *)a - *(const int *)b; /* ties: the lower token first (deterministic) */
+}
+
+static void top_p_(float *p, int V, float top_p, int *idx) {
+    if (top_p >= 1.0f) return;
+    for (int j = 0; j < V; j++) idx[j] = j;
+    qsort_r(idx, (size_t)V, sizeof *idx, cmp_desc_, p);
+    float c = 0.0f;
+    int keep = 0;
+    while (keep < V && (keep == 0 || c < top_p)) c += p[idx[keep++]];
+    for (int j = keep; j < V; j++) p[idx[j]] = 0.0f;
+    for (int j = 0; j < V; j++) p[j] /= c;
+}
+
+static double now_(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static int sample_(const float *p, int V, float u) {
     float c = 0.0f;
     for (int j = 0; j < V; j++) {
@@ -55,7 +91,8 @@ static int sample_(const float *p, int V, float u) {
 int mpt_cli_generate(int argc, char **argv) {
     const char *ckpt = NULL, *prompt = "", *tok_kind = NULL, *gemm = "onednn";
     int n_tokens = 200, top_k = 40, threads = (int)sysconf(_SC_NPROCESSORS_ONLN), help = 0;
-    float temperature = 0.8f;
+    int no_cache = 0, no_stop = 0, stats = 0, print_ids = 0;
+    float temperature = 0.8f, top_p = 1.0f;
     uint64_t seed = 42;
     const mpt_arg args[] = {
         {"checkpoint", MPT_ARG_STRING, &ckpt, "checkpoint directory (or a --save DIR: its latest)", NULL, MPT_NO_RANGE},
@@ -63,6 +100,11 @@ int mpt_cli_generate(int argc, char **argv) {
         {"tokens", MPT_ARG_INT, &n_tokens, "tokens to generate (default 200)", NULL, MPT_RANGE(0, MAX_TOKENS_)},
         {"temperature", MPT_ARG_FLOAT, &temperature, "softmax temperature (default 0.8; 0 = greedy)", NULL, MPT_RANGE(0, 1000)},
         {"top-k", MPT_ARG_INT, &top_k, "sample among the k most likely (default 40; 0 = all)", NULL, MPT_RANGE(0, MPT_MAX_VOCAB)},
+        {"top-p", MPT_ARG_FLOAT, &top_p, "nucleus: sample among the most likely tokens whose probability reaches p (default 1 = all)", NULL, MPT_ABOVE(0, 1)},
+        {"no-stop", MPT_ARG_FLAG, &no_stop, "go on past <|endoftext|> (default: stop there)", NULL, MPT_NO_RANGE},
+        {"no-cache", MPT_ARG_FLAG, &no_cache, "re-run the whole context for every token (no key/value cache)", NULL, MPT_NO_RANGE},
+        {"ids", MPT_ARG_FLAG, &print_ids, "print the generated token ids (space-separated) instead of text", NULL, MPT_NO_RANGE},
+        {"stats", MPT_ARG_FLAG, &stats, "print tokens/s on stderr at the end", NULL, MPT_NO_RANGE},
         {"seed", MPT_ARG_U64, &seed, "sampling seed (default 42)", NULL, MPT_RANGE(0, UINT64_MAX)},
         {"tokenizer", MPT_ARG_STRING, &tok_kind, "byte | gpt2 (default: from the vocabulary)", NULL, MPT_NO_RANGE},
         {"threads", MPT_ARG_INT, &threads, "compute threads", NULL, MPT_RANGE(1, MPT_MAX_THREADS)},
@@ -94,6 +136,10 @@ int mpt_cli_generate(int argc, char **argv) {
     int32_t *ids = NULL, *ctx = NULL;
     size_t n_ids = 0;
     float *probs = NULL;
+    int *idx = NULL;
+    mpt_decode dec;
+    memset(&dec, 0, sizeof dec);
+    size_t fed = 0; /* tokens of ctx fed to the cache */
     mpt_arena_init(&arena, 0);
     if ((st = mpt_checkpoint_resolve(ckpt, dir, sizeof dir, &err)) ||
         (st = mpt_checkpoint_read_config(dir, &cfg, &err)) ||
@@ -129,13 +175,36 @@ int mpt_cli_generate(int argc, char **argv) {
     size_t n = 0;
     if (n_ids == 0) ctx[n++] = mpt_tokenizer_eot(tok) >= 0 ? mpt_tokenizer_eot(tok) : '\n';
     for (size_t i = 0; i < n_ids; i++) ctx[n++] = ids[i];
-    fwrite(prompt, 1, strlen(prompt), stdout);
+    if (!print_ids) fwrite(prompt, 1, strlen(prompt), stdout);
+    fflush(stdout);
+    idx = malloc((size_t)cfg.vocab * sizeof *idx);
+    if (!idx || (!no_cache && (st = mpt_decode_init(&dec, &m, &err)))) {
+        if (!idx) st = mpt_fail(&err, MPT_ERR_RUN, "out of memory");
+        goto done;
+    }
     uint64_t key = mpt_rng_key(seed, "generate");
+    int eot = no_stop ? -1 : mpt_tokenizer_eot(tok);
+    double t0 = now_();
+    int made = 0;
     for (int i = 0; i < n_tokens; i++) {
-        size_t len = n < (size_t)T ? n : (size_t)T;
-        const int32_t *window = ctx + (n - len);
-        if ((st = mpt_gpt_forward(&m, window, NULL, 1, (int)len, 0.0f, NULL, &err))) goto done;
-        const float *logits = m.cur->a[MPT_ACT_LOGITS] + (len - 1) * (size_t)cfg.padded_vocab;
+        const float *logits;
+        if (no_cache) { /* the whole window again: the reference the cache must equal */
+            size_t len = n < (size_t)T ? n : (size_t)T;
+            const int32_t *window = ctx + (n - len);
+            if ((st = mpt_gpt_forward(&m, window, NULL, 1, (int)len, 0.0f, NULL, &err))) goto done;
+            logits = m.cur->a[MPT_ACT_LOGITS] + (len - 1) * (size_t)cfg.padded_vocab;
+        } else {
+            if ((size_t)dec.pos + (n - fed) > (size_t)T) {
+                /* the cache cannot take it all: restart it from the last T tokens (a prompt) or,
+                 * once full, from the last half of the context */
+                size_t keep = dec.pos == 0 ? (size_t)T : (size_t)T / 2;
+                mpt_decode_reset(&dec);
+                fed = n > keep ? n - keep : 0;
+            }
+            for (; fed < n; fed++) /* the prompt (or the window), then each new token once */
+                if ((st = mpt_decode_step(&dec, ctx[fed], &logits, &err))) goto done;
+            logits = dec.logits;
+        }
         int next;
         if (temperature == 0.0f) {
             next = 0;
@@ -144,10 +213,17 @@ int mpt_cli_generate(int argc, char **argv) {
         } else {
             mpt_softmax_row(probs, logits, cfg.vocab, temperature);
             top_k_(probs, cfg.vocab, top_k);
+            top_p_(probs, cfg.vocab, top_p, idx);
             next = sample_(probs, cfg.vocab, mpt_rng_uniform(key, (uint64_t)i));
         }
         ctx[n++] = next;
-        if (next < mpt_tokenizer_vocab(tok)) {
+        made++;
+        if (print_ids) {
+            printf("%s%d", made > 1 ? " " : "", next);
+            fflush(stdout);
+        }
+        if (next == eot) break;
+        if (!print_ids && next < mpt_tokenizer_vocab(tok)) {
             char *text = NULL;
             size_t tlen = 0;
             if (mpt_tokenizer_decode(tok, &ctx[n - 1], 1, &text, &tlen, &err) == MPT_OK)
@@ -156,8 +232,15 @@ int mpt_cli_generate(int argc, char **argv) {
             fflush(stdout);
         }
     }
+    double secs = now_() - t0;
     printf("\n");
+    if (stats)
+        fprintf(stderr, "generate: %d tokens in %.3f s, %.1f tokens/s (%s, %d threads)\n", made,
+                secs, secs > 0 ? made / secs : 0.0, no_cache ? "no cache" : "key/value cache",
+                threads);
 done:
+    mpt_decode_free(&dec);
+    free(idx);
     free(ids);
     free(ctx);
     free(probs);

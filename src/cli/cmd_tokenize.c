@@ -1,10 +1,13 @@
-/* cmd_tokenize.c — `mptrain tokenize`: text files -> one llm.c token file (CONTRACT §4, §6).
+/* cmd_tokenize.c — `mptrain tokenize`: text files -> one llm.c token file, or shards of a
+ * given size (CONTRACT §4, §6).
  *
  * argv is main's: argv[1] is "tokenize" and options start at argv[2], as for the other
  * commands (--in repeats, which args.h does not do, so this command parses its few options
  * itself). Each --in file, or each *.txt file of an --in folder in name order, is one document;
  * documents are encoded one at a time and joined with <|endoftext|> between them (gpt2) or
- * nothing (byte). */
+ * nothing (byte). With --shard-tokens N the token stream is cut into files of N tokens each
+ * (the last holds the rest), written as they fill: OUT_000000.bin, OUT_000001.bin, ... (OUT
+ * without its .bin), so that `train --data 'OUT_*.bin'` reads the same stream as one file. */
 #include <dirent.h>
 #include <errno.h>
 #include <stdint.h>
@@ -13,6 +16,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "core/file.h"
@@ -20,7 +24,7 @@
 #include "tok/tokfile.h"
 
 static const char usage_[] =
-    "usage: mptrain tokenize --in TEXT --out FILE.bin [--tokenizer byte|gpt2]\n"
+    "usage: mptrain tokenize --in TEXT --out FILE.bin [--tokenizer byte|gpt2] [--shard-tokens N]\n"
     "\n"
     "Turns text into a token file (llm.c layout: a header of 256 int32, then uint16 tokens).\n"
     "\n"
@@ -28,6 +32,9 @@ static const char usage_[] =
     "                    may be given several times. Each file is one document; documents are\n"
     "                    joined in order with <|endoftext|> between them (gpt2) or nothing (byte)\n"
     "  --out FILE.bin    the token file to write (written aside, then renamed into place)\n"
+    "  --shard-tokens N  write shards of N tokens each instead (the last holds the rest):\n"
+    "                    FILE_000000.bin, FILE_000001.bin, ...; `train --data 'FILE_*.bin'`\n"
+    "                    reads them as one stream, equal to the single file\n"
     "  --tokenizer KIND  byte: one token per byte, vocab 256 (the default)\n"
     "                    gpt2: GPT-2's BPE, vocab 50257 (needs `make setup` to fetch it)\n"
     "  -h, --help        print this help\n";
@@ -145,6 +152,39 @@ static int take_opt_(int argc, char **argv, int *i, const char *name, const char
     return 1;
 }
 
+#define MAX_SHARD_TOKENS_ 2147483647LL /* a token file's int32 count */
+
+/* The name of shard k: out without a trailing ".bin", then _NNNNNN.bin. */
+static mpt_status shard_name_(const char *out, long k, char *buf, size_t n, mpt_error *err) {
+    size_t len = strlen(out);
+    if (len > 4 && strcmp(out + len - 4, ".bin") == 0) len -= 4;
+    int w = snprintf(buf, n, "%.*s_%06ld.bin", (int)len, out, k);
+    if (w < 0 || (size_t)w >= n) return mpt_fail(err, MPT_ERR_INPUT, "--out %s: name too long", out);
+    return MPT_OK;
+}
+
+/* Writes full shards of `shard` tokens from the front of all[0..*n) and keeps the rest;
+ * final: also the rest as the last shard. */
+static mpt_status flush_shards_(const char *out, long long shard, int32_t *all, size_t *n,
+                                long *k, int final, int tty, mpt_error *err) {
+    size_t at = 0, per = (size_t)shard;
+    while (*n - at >= per || (final && *n > at)) {
+        size_t m = *n - at < per ? *n - at : per;
+        char name[4200];
+        mpt_status st = shard_name_(out, *k, name, sizeof name, err);
+        if (!st) st = mpt_tokfile_write(name, all + at, m, err);
+        if (st) return st;
+        printf("%stokenize: shard %ld: %zu tokens -> %s%s", tty ? "\r\033[K" : "", *k, m, name,
+               tty ? "" : "\n");
+        fflush(stdout);
+        (*k)++;
+        at += m;
+    }
+    if (at) memmove(all, all + at, (*n - at) * sizeof *all);
+    *n -= at;
+    return MPT_OK;
+}
+
 static double now_s_(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -154,7 +194,11 @@ static double now_s_(void) {
 int mpt_cli_tokenize(int argc, char **argv) {
     mpt_error err = {0};
     strlist_ docs = {0};
-    const char *out = NULL, *kind = "byte";
+    const char *out = NULL, *kind = "byte", *shard_s = NULL;
+    long long shard = 0;
+    long shards = 0;
+    size_t n_total = 0;
+    int tty = isatty(STDOUT_FILENO);
     mpt_tokenizer *tok = NULL;
     int32_t *all = NULL;
     size_t n_all = 0, cap_all = 0, bytes_in = 0;
@@ -177,6 +221,9 @@ int mpt_cli_tokenize(int argc, char **argv) {
         } else if ((got = take_opt_(argc, argv, &i, "--tokenizer", &val)) != 0) {
             if (got < 0) goto missing;
             kind = val;
+        } else if ((got = take_opt_(argc, argv, &i, "--shard-tokens", &val)) != 0) {
+            if (got < 0) goto missing;
+            shard_s = val;
         } else {
             mpt_fail(&err, MPT_ERR_INPUT, "tokenize: unknown argument '%s'; see `mptrain "
                      "tokenize --help`", argv[i]);
@@ -197,6 +244,16 @@ int mpt_cli_tokenize(int argc, char **argv) {
         mpt_fail(&err, MPT_ERR_INPUT, "tokenize: unknown --tokenizer '%s'; use byte or gpt2",
                  kind);
         goto report;
+    }
+    if (shard_s) {
+        char *end = NULL;
+        errno = 0;
+        shard = strtoll(shard_s, &end, 10);
+        if (errno || !end || *end || end == shard_s || shard < 1 || shard > MAX_SHARD_TOKENS_) {
+            mpt_fail(&err, MPT_ERR_INPUT, "tokenize: --shard-tokens %s is out of range: use a "
+                     "whole number from 1 to %lld", shard_s, MAX_SHARD_TOKENS_);
+            goto report;
+        }
     }
     char bpe_dir[4096];
     mpt_cli_cache_path(bpe_dir, sizeof bpe_dir, "gpt2-bpe");
@@ -223,8 +280,31 @@ int mpt_cli_tokenize(int argc, char **argv) {
             goto report;
         }
         bytes_in += len;
+        n_total += n + (d > 0 && eot >= 0);
+        if (shard && flush_shards_(out, shard, all, &n_all, &shards, 0, tty, &err)) goto report;
+        if (tty) { /* the progress display: files, bytes, tokens and speed so far */
+            double dt = now_s_() - t0;
+            printf("\r\033[Ktokenize: %zu/%zu files, %.1f MB -> %zu tokens, %.0f tokens/s", d + 1,
+                   docs.n, (double)bytes_in / 1e6, n_total, dt > 0 ? (double)n_total / dt : 0.0);
+            fflush(stdout);
+        }
     }
+    if (tty) printf("\r\033[K");
+    if (shard && n_total > 0 && flush_shards_(out, shard, all, &n_all, &shards, 1, tty, &err))
+        goto report;
+    if (tty && shard) printf("\n");
     double secs = now_s_() - t0;
+    if (shard && n_total > 0) {
+        char first[4200];
+        if (shard_name_(out, 0, first, sizeof first, &err)) goto report;
+        printf("tokenize: %zu bytes in %zu file%s -> %zu %s tokens (vocab %d) in %.2f s, %.0f "
+               "tokens/s; wrote %ld shard%s of up to %lld tokens from %s\n", bytes_in, docs.n,
+               docs.n == 1 ? "" : "s", n_total, mpt_tokenizer_kind(tok), mpt_tokenizer_vocab(tok),
+               secs, secs > 0 ? (double)n_total / secs : 0.0, shards, shards == 1 ? "" : "s",
+               shard, first);
+        rc = 0;
+        goto done;
+    }
     if (n_all == 0) {
         mpt_fail(&err, MPT_ERR_INPUT, "tokenize: the input holds no text; nothing to write");
         goto report;

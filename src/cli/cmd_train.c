@@ -1,5 +1,7 @@
 /* cmd_train.c — `mptrain train`: options -> mpt_train_opts, progress display, summary. */
+#include <glob.h>
 #include <limits.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +34,7 @@ typedef struct train_cli_ {
     int quiet;
     int tty;
     double last_print;
+    double last_val;       /* the last validation loss shown, -1 before the first */
 } train_cli_;
 
 /* Ranks of this job on this node (1 without a launcher). */
@@ -118,6 +121,43 @@ static mpt_status default_data_(int vocab, char *path, size_t n, mpt_error *err)
     return st;
 }
 
+/* --data: one token file, or several (shards) as a comma-separated list whose items may be
+ * glob patterns; each pattern's matches in name order (llm.c's shard names sort by number).
+ * The stream is the files in that order (train/data.h). *paths (owned, each malloc'd) and *n. */
+static mpt_status expand_data_(const char *spec, char ***paths, int *n, mpt_error *err) {
+    *paths = NULL;
+    *n = 0;
+    char *copy = strdup(spec);
+    if (!copy) return mpt_fail(err, MPT_ERR_RUN, "out of memory");
+    glob_t g;
+    memset(&g, 0, sizeof g);
+    int flags = 0;
+    mpt_status st = MPT_OK;
+    for (char *save = NULL, *item = strtok_r(copy, ",", &save); item && !st;
+         item = strtok_r(NULL, ",", &save)) {
+        int rc = glob(item, flags | GLOB_NOCHECK, NULL, &g); /* no match: the name itself, so
+                                                               * opening it reports the error */
+        if (rc != 0) st = mpt_fail(err, MPT_ERR_INPUT, "--data %s: cannot expand '%s'", spec, item);
+        flags = GLOB_APPEND;
+    }
+    if (!st && g.gl_pathc == 0)
+        st = mpt_fail(err, MPT_ERR_INPUT, "--data '%s' names no file", spec);
+    if (!st && g.gl_pathc > MPT_MAX_DATA_FILES)
+        st = mpt_fail(err, MPT_ERR_INPUT, "--data %s: %zu files, more than %d", spec,
+                      (size_t)g.gl_pathc, MPT_MAX_DATA_FILES);
+    if (!st) {
+        *paths = calloc(g.gl_pathc, sizeof **paths);
+        if (!*paths) st = mpt_fail(err, MPT_ERR_RUN, "out of memory");
+    }
+    for (size_t i = 0; !st && i < g.gl_pathc; i++) {
+        if (!((*paths)[i] = strdup(g.gl_pathv[i]))) st = mpt_fail(err, MPT_ERR_RUN, "out of memory");
+        else *n = (int)i + 1;
+    }
+    if (flags) globfree(&g);
+    free(copy);
+    return st;
+}
+
 static void on_start_(const mpt_train_result *r, void *ctx) {
     train_cli_ *c = ctx;
     if (c->quiet) return;
@@ -143,13 +183,20 @@ static void on_step_(const mpt_step_info *s, void *ctx) {
         char bar[64];
         for (int i = 0; i < width; i++) bar[i] = i < done ? '#' : '.';
         bar[width] = '\0';
-        printf("\r[%s] step %ld/%ld  loss %.4f  %.0f tok/s  mfu %.1f%%  %.0f ms   ", bar, s->step,
-               s->steps, s->loss, s->tokens_per_s, 100.0 * s->mfu, s->step_ms);
+        if (s->val_loss >= 0) c->last_val = s->val_loss;
+        char val[48] = "";
+        if (c->last_val >= 0)
+            snprintf(val, sizeof val, "  val %.4f (ppl %.1f)", c->last_val, exp(c->last_val));
+        printf("\r[%s] step %ld/%ld  loss %.4f%s  %.0f tok/s  mfu %.1f%%  %.0f ms   ", bar, s->step,
+               s->steps, s->loss, val, s->tokens_per_s, 100.0 * s->mfu, s->step_ms);
         if (s->step == s->steps) printf("\n");
     } else {
         printf("step %ld/%ld loss %.4f lr %.3e grad_norm %.3f tokens/s %.0f mfu %.1f%% ms %.1f\n",
                s->step, s->steps, s->loss, s->lr, s->grad_norm, s->tokens_per_s, 100.0 * s->mfu,
                s->step_ms);
+        if (s->val_loss >= 0)
+            printf("step %ld/%ld val_loss %.4f val_ppl %.2f\n", s->step, s->steps, s->val_loss,
+                   exp(s->val_loss));
     }
     fflush(stdout);
 }
@@ -165,9 +212,10 @@ int mpt_cli_train(int argc, char **argv) {
     mpt_train_opts o;
     mpt_train_opts_defaults(&o);
     o.threads = default_threads_();
-    float bucket_mb = 4.0f, comm_timeout = 300.0f, stall_seconds = 3600.0f;
+    float bucket_mb = 4.0f, comm_timeout = 300.0f, stall_seconds = 3600.0f, val_fraction = 0.0f;
+    int val_fraction_seen = 0;
     const char *gemm = "onednn", *z3_gather = "layer";
-    train_cli_ c = {.model = "tiny", .cp = 1, .ep = 1,
+    train_cli_ c = {.model = "tiny", .cp = 1, .ep = 1, .last_val = -1.0,
                     .virtual_stages = 1, .lr_schedule = "cosine"};
     mpt_error err = {0};
     int help = 0;
@@ -182,7 +230,11 @@ int mpt_cli_train(int argc, char **argv) {
         {"experts", MPT_ARG_INT, &c.experts, "Mixture-of-Experts experts per block (not yet)", NULL, MPT_RANGE(0, MPT_MAX_EXPERTS)},
         {"top-k", MPT_ARG_INT, &c.top_k, "experts per token", NULL, MPT_RANGE(1, MPT_MAX_EXPERTS)},
         {"untied", MPT_ARG_FLAG, &c.untied, "separate lm_head instead of the tied wte", NULL, MPT_NO_RANGE},
-        {"data", MPT_ARG_STRING, &o.data_path, "token file (default: the Moby-Dick corpus)", NULL, MPT_NO_RANGE},
+        {"data", MPT_ARG_STRING, &o.data_path, "token file (default: the Moby-Dick corpus, its last tenth held out for validation)", NULL, MPT_NO_RANGE},
+        {"val-data", MPT_ARG_STRING, &o.val_path, "validation token file (default: the held-out tail of --data)", NULL, MPT_NO_RANGE},
+        {"val-fraction", MPT_ARG_FLOAT, &val_fraction, "hold out the last fraction of --data from training; the validation set unless --val-data (default 0.1 for the default corpus, else 0)", &val_fraction_seen, MPT_RANGE(0, MPT_MAX_VAL_FRACTION)},
+        {"eval-every", MPT_ARG_LONG, &o.eval_every, "validation loss every N steps and after the last (default 0: never)", NULL, MPT_RANGE(0, MPT_MAX_STEPS)},
+        {"eval-batches", MPT_ARG_INT, &o.eval_batches, "validation batches of --batch sequences (default 4)", NULL, MPT_RANGE(1, MPT_MAX_EVAL_BATCHES)},
         {"batch", MPT_ARG_INT, &o.batch, "sequences per optimizer step (default 8)", NULL, MPT_RANGE(1, MPT_MAX_BATCH)},
         {"microbatches", MPT_ARG_INT, &o.microbatches, "micro-batches per step (default 1)", NULL, MPT_RANGE(1, MPT_MAX_BATCH)},
         {"steps", MPT_ARG_LONG, &o.steps, "train until this many steps are done (default 10)", NULL, MPT_RANGE(0, MPT_MAX_STEPS)},
@@ -265,12 +317,23 @@ int mpt_cli_train(int argc, char **argv) {
             return mpt_cli_report(&err);
         vocab = ck.vocab;
     }
-    char data_path[4096];
-    if (!o.data_path) {
+    char data_path[4096], **paths = NULL;
+    int n_paths = 0;
+    if (o.data_path) {
+        if ((st = expand_data_(o.data_path, &paths, &n_paths, &err))) {
+            for (int i = 0; i < n_paths; i++) free(paths[i]);
+            free(paths);
+            return mpt_cli_report(&err);
+        }
+        o.data_paths = (const char *const *)paths;
+        o.n_data = n_paths;
+    } else {
         if ((st = default_data_(vocab, data_path, sizeof data_path, &err)))
             return mpt_cli_report(&err);
         o.data_path = data_path;
+        if (!val_fraction_seen) val_fraction = 0.1f; /* the default corpus's tail is held out */
     }
+    o.val_fraction = val_fraction;
     o.bucket_mb = bucket_mb;
     o.stall_seconds = stall_seconds;
     mpt_comm_set_timeout(comm_timeout);
@@ -286,6 +349,8 @@ int mpt_cli_train(int argc, char **argv) {
     mpt_train_result res;
     st = mpt_train(&world, &o, on_start_, on_step_, &c, &res, &err);
     mpt_comm_free(&world);
+    for (int i = 0; i < n_paths; i++) free(paths[i]);
+    free(paths);
     if (st) {
         if (c.tty) printf("\n");
         return mpt_cli_report(&err);
@@ -299,6 +364,11 @@ int mpt_cli_train(int argc, char **argv) {
                    "memory peak %s (plan %s, largest rank)\n",
                    res.first_step, res.last_step, res.first_loss, res.last_loss,
                    res.tokens_per_s, 100.0 * res.mfu, peak, plan);
+        if (res.val_loss >= 0)
+            printf("validation: loss %.4f, perplexity %.2f after step %ld (%zu held-out tokens; "
+                   "training reads %zu)\n",
+                   res.val_loss, exp(res.val_loss), res.val_step, res.val_tokens,
+                   res.train_tokens);
         if (res.saved_dir[0]) printf("checkpoint: %s\n", res.saved_dir);
     }
     return 0;

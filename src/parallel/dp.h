@@ -160,6 +160,9 @@ mpt_status mpt_dp_gather(mpt_dp *dp, float *params, float *m, float *v, mpt_erro
 void mpt_dp_begin_step(mpt_dp *dp);
 void mpt_dp_set_last_microbatch(mpt_dp *dp, int last);
 mpt_status mpt_dp_finish_grads(mpt_dp *dp, mpt_error *err);
+/* After a forward-only pass (evaluation) between steps: waits for the ZeRO-3 gathers the
+ * forward prefetched and forgets the working copies (all ranks of the dp group call). */
+mpt_status mpt_dp_settle(mpt_dp *dp, mpt_error *err);
 /* Global L2 norm of the summed gradients (exact under sharding). */
 mpt_status mpt_dp_grad_norm(mpt_dp *dp, double *norm, mpt_error *err);
 /* AdamW with the clip factor on everything this rank owns, then the parameters all-gathered. */

@@ -83,6 +83,17 @@ void mpt_dp_work_free(mpt_dp *dp) {
     free(dp->work_req);
 }
 
+mpt_status mpt_dp_settle(mpt_dp *dp, mpt_error *err) {
+    for (int s = 0; s < dp->n_work; s++)
+        if (dp->work_inflight[s]) {
+            dp->work_inflight[s] = 0;
+            mpt_status st = mpt_wait(&dp->work_req[s], err);
+            if (st) return st;
+        }
+    mpt_dp_work_forget(dp);
+    return MPT_OK;
+}
+
 /* All slots stale: the parameters changed. */
 void mpt_dp_work_forget(mpt_dp *dp) {
     for (int s = 0; s < dp->n_work; s++) {

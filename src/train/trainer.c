@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "core/peak.h"
+#include "parallel/pp_eval.h"
 #include "train/data.h"
 #include "train/trainer_internal.h"
 
@@ -26,6 +27,7 @@ void mpt_train_opts_defaults(mpt_train_opts *o) {
     o->seed = 1337;
     mpt_adamw_defaults(&o->opt);
     o->threads = 1;
+    o->eval_batches = 4;
     o->dp = 1;
     o->tp = 1;
     o->pp = 1;
@@ -72,7 +74,14 @@ static cJSON *start_line_(const mpt_run *r, long start, const mpt_mem_plan *plan
     cJSON_AddNumberToObject(j, "weight_decay", o->opt.weight_decay);
     cJSON_AddNumberToObject(j, "grad_clip", o->opt.grad_clip);
     cJSON_AddNumberToObject(j, "seed", (double)o->seed);
-    cJSON_AddStringToObject(j, "data", o->data_path);
+    cJSON_AddStringToObject(j, "data", o->data_path ? o->data_path : o->data_paths[0]);
+    cJSON_AddNumberToObject(j, "data_files", r->data.nf);
+    cJSON_AddNumberToObject(j, "train_tokens", (double)r->train_view.n);
+    if (o->val_path) cJSON_AddStringToObject(j, "val_data", o->val_path);
+    cJSON_AddNumberToObject(j, "val_fraction", o->val_fraction);
+    cJSON_AddNumberToObject(j, "val_tokens", (double)r->val_view.n);
+    cJSON_AddNumberToObject(j, "eval_every", (double)o->eval_every);
+    cJSON_AddNumberToObject(j, "eval_batches", o->eval_batches);
     cJSON *layout = cJSON_AddObjectToObject(j, "layout");
     cJSON_AddNumberToObject(layout, "dp", o->dp);
     cJSON_AddNumberToObject(layout, "tp", o->tp);
@@ -114,6 +123,10 @@ static cJSON *step_line_(const mpt_step_info *info) {
     cJSON_AddNumberToObject(j, "peak_mem_bytes", (double)info->peak_mem_bytes);
     if (info->bubble >= 0) cJSON_AddNumberToObject(j, "bubble", info->bubble);
     if (info->bubble_sim >= 0) cJSON_AddNumberToObject(j, "bubble_sim", info->bubble_sim);
+    if (info->val_loss >= 0) {
+        cJSON_AddNumberToObject(j, "val_loss", info->val_loss);
+        cJSON_AddNumberToObject(j, "val_ppl", exp(info->val_loss));
+    }
     return j;
 }
 
@@ -122,7 +135,37 @@ static void batch_(void *ctx, int mb, int32_t *inputs, int32_t *targets) {
     mpt_run *r = ctx;
     const mpt_train_opts *o = r->o;
     int first = r->place.coords.c[MPT_DIM_DP] * (o->batch / o->dp);
-    mpt_data_batch(&r->data, r->step, o->batch, first + mb * r->Bm, r->Bm, r->T, inputs, targets);
+    mpt_data_batch(&r->train_view, r->step, o->batch, first + mb * r->Bm, r->Bm, r->T, inputs,
+                   targets);
+}
+
+/* Evaluation's data: micro-batch k of this replica is micro-batch k % M of evaluation batch
+ * k / M, in the same order rule over the validation set (batch k / M in place of the step). */
+static void val_batch_(void *ctx, int k, int32_t *inputs, int32_t *targets) {
+    mpt_run *r = ctx;
+    const mpt_train_opts *o = r->o;
+    int M = o->microbatches;
+    int first = r->place.coords.c[MPT_DIM_DP] * (o->batch / o->dp) + (k % M) * r->Bm;
+    mpt_data_batch(&r->val_view, k / M, o->batch, first, r->Bm, r->T, inputs, targets);
+}
+
+/* The mean token loss over the K evaluation batches (all ranks call, between steps): forward
+ * only, through the same stages, shards and hooks as training. Changes no training state: the
+ * gradients are zeroed by the next step anyway, and ZeRO-3 working copies are settled and
+ * forgotten before and after. */
+static mpt_status eval_(mpt_run *r, double *val_loss, mpt_error *err) {
+    const mpt_train_opts *o = r->o;
+    double sum = 0.0;
+    mpt_status st = mpt_dp_settle(&r->dp, err);
+    if (!st) st = mpt_pp_eval(&r->pp, val_batch_, r, o->eval_batches * o->microbatches, r->inputs,
+                              r->targets, r->Bm, r->T, &sum, err);
+    if (!st) st = mpt_dp_settle(&r->dp, err);
+    mpt_comm *ppc = &r->groups.dim[MPT_DIM_PP], *dpc = &r->groups.dim[MPT_DIM_DP];
+    if (!st && ppc->size > 1) st = mpt_allreduce_sum_f64(ppc, &sum, 1, err);
+    if (!st && dpc->size > 1) st = mpt_allreduce_sum_f64(dpc, &sum, 1, err);
+    if (st) return st;
+    *val_loss = sum / ((double)o->eval_batches * o->batch * r->T);
+    return MPT_OK;
 }
 
 /* The pipeline executor's compute events, for the trace: "F3", "B3". */
@@ -231,6 +274,11 @@ static cJSON *end_line_(mpt_run *r, const mpt_train_result *res, const double pe
     cJSON_AddStringToObject(j, "event", "end");
     cJSON_AddNumberToObject(j, "steps", (double)res->last_step);
     cJSON_AddNumberToObject(j, "final_loss", res->last_loss);
+    if (res->val_loss >= 0) {
+        cJSON_AddNumberToObject(j, "val_loss", res->val_loss);
+        cJSON_AddNumberToObject(j, "val_ppl", exp(res->val_loss));
+        cJSON_AddNumberToObject(j, "val_step", (double)res->val_step);
+    }
     cJSON_AddNumberToObject(j, "seconds", t_all);
     cJSON_AddNumberToObject(j, "tokens_per_s", res->tokens_per_s);
     cJSON_AddNumberToObject(j, "mfu", res->mfu);
@@ -312,6 +360,7 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
     double flops_step = flops_per_token_(&r.cfg, T) * (double)B * T, t_all = 0.0;
     mpt_comm *ppc = &r.groups.dim[MPT_DIM_PP];
     res->first_step = start + 1;
+    res->val_loss = -1.0;
     for (long step = start; step < o->steps; step++) {
         double t0 = now_(), loss = 0.0, norm = 0.0, busy[2] = {0.0, 0.0};
         float lr = 0.0f;
@@ -332,14 +381,19 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
                               .mfu = res->peak_flops > 0 ? flops_step / dt / res->peak_flops : 0,
                               .peak_mem_bytes = (size_t)peak_mem,
                               .bubble = o->pp > 1 && busy[1] > 0 ? 1.0 - busy[0] / (o->pp * busy[1]) : -1.0,
-                              .bubble_sim = bubble_sim};
+                              .bubble_sim = bubble_sim, .val_loss = -1.0};
+        int last = step + 1 == o->steps;
+        if (o->eval_every > 0 && (last || (step + 1) % o->eval_every == 0)) {
+            if ((st = mpt_comm_agree(world, eval_(&r, &info.val_loss, err), err))) goto done;
+            res->val_loss = info.val_loss;
+            res->val_step = step + 1;
+        }
         if (step == start) res->first_loss = loss;
         res->last_loss = loss;
         res->last_step = step + 1;
         st = mpt_jsonlog_write(&r.log, r.rank0 ? step_line_(&info) : NULL, err);
         if ((st = mpt_comm_agree(world, st, err))) goto done;
         if (on_step && r.rank0) on_step(&info, ctx);
-        int last = step + 1 == o->steps;
         if (o->save_dir && (last || (o->save_every > 0 && (step + 1) % o->save_every == 0)) &&
             (st = mpt_run_save(&r, step + 1, res, err)))
             goto done;

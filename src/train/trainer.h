@@ -28,11 +28,23 @@
 #define MPT_MAX_GRAD_CLIP 1e6         /* grad clip in [0, 1e6]; 0 = no clipping */
 #define MPT_MAX_BUCKET_MB 65536.0     /* gradient bucket in (0, 64 GiB] */
 #define MPT_MAX_STALL_SECONDS 1e6     /* testing: --debug-stall-seconds */
+#define MPT_MAX_EVAL_BATCHES 1000000  /* --eval-batches */
+#define MPT_MAX_VAL_FRACTION 0.5      /* --val-fraction in [0, 0.5] */
+#define MPT_MAX_DATA_FILES 1000000    /* token files (shards) of --data */
 
 typedef struct mpt_train_opts {
     mpt_config cfg;          /* architecture (ignored when resuming / init-from: theirs wins) */
     const char *model_name;  /* for the log */
-    const char *data_path;   /* llm.c token file */
+    const char *data_path;   /* llm.c token file (when n_data == 0; also named in the log) */
+    const char *const *data_paths; /* n_data > 0: several token files (shards), one stream in
+                              * this order (train/data.h) */
+    int n_data;
+    const char *val_path;    /* validation token file, or NULL */
+    double val_fraction;     /* > 0: the last floor(n * fraction) tokens of the data stream are
+                              * held out: training's order rule applies to the first n - that
+                              * many only, and they are the validation set unless val_path */
+    long eval_every;         /* evaluate after every this many steps and after the last; 0 never */
+    int eval_batches;        /* K: evaluation batches of `batch` sequences (default 4) */
     int batch;               /* B: sequences per optimizer step */
     int microbatches;        /* M: B % M == 0 */
     int seq_len;             /* T <= n_positions */
@@ -75,11 +87,15 @@ typedef struct mpt_step_info {
     double bubble;           /* pp > 1: idle fraction of the pipeline ranks; else -1 */
     double bubble_sim;       /* pp > 1: the schedule's simulated bubble on this step's measured
                               * costs (mpt_pp_measure); else -1 */
+    double val_loss;         /* evaluation steps: the mean validation loss; else -1 */
 } mpt_step_info;
 
 typedef struct mpt_train_result {
     long first_step, last_step;     /* 1-based steps run in this call */
     double first_loss, last_loss;
+    double val_loss;                /* the last evaluation's mean loss, -1 if none */
+    long val_step;                  /* the step it followed */
+    size_t train_tokens, val_tokens;/* tokens training's order rule reads; of the validation set */
     double seconds, tokens_per_s, mfu;
     double peak_flops;              /* measured FMA peak of the cores used */
     mpt_mem_plan plan;              /* planned bytes of this rank */

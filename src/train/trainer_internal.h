@@ -10,7 +10,7 @@
 #include "parallel/groups.h"
 #include "parallel/placement.h"
 #include "parallel/pp.h"
-#include "tok/tokfile.h"
+#include "train/data.h"
 #include "train/jsonlog.h"
 #include "train/trace.h"
 #include "train/trainer.h"
@@ -35,7 +35,10 @@ typedef struct mpt_run {
     mpt_pp pp;                /* the pipeline executor (one stage when pp == 1) */
     int32_t *inputs, *targets;/* (Bm, T), kind workspace */
     size_t batch_n;
-    mpt_tokfile data;
+    mpt_data data;            /* the training stream (--data: one file or shards) */
+    mpt_data val;             /* --val-data, when given */
+    mpt_data_view train_view; /* what training's order rule reads */
+    mpt_data_view val_view;   /* the validation set (n == 0: none) */
     mpt_jsonlog log;
     mpt_trace trace;
     int rank0;

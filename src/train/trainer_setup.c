@@ -36,6 +36,9 @@ static mpt_status validate_numbers_(const mpt_train_opts *o, mpt_error *err) {
         {"keep", o->keep, 0, MPT_MAX_STEPS},
         {"debug-stall-rank", o->stall_rank, 0, INT_MAX},
         {"debug-stall-step", o->stall_step, 0, MPT_MAX_STEPS},
+        {"eval-every", o->eval_every, 0, MPT_MAX_STEPS},
+        {"eval-batches", o->eval_batches, 1, MPT_MAX_EVAL_BATCHES},
+        {"data files", o->n_data, 0, MPT_MAX_DATA_FILES},
     };
     for (size_t i = 0; i < sizeof ints / sizeof *ints; i++)
         if (ints[i].v < ints[i].lo || ints[i].v > ints[i].hi)
@@ -48,6 +51,7 @@ static mpt_status validate_numbers_(const mpt_train_opts *o, mpt_error *err) {
         {"grad-clip", o->opt.grad_clip, 0, MPT_MAX_GRAD_CLIP, 1},
         {"bucket-mb", o->bucket_mb, 0, MPT_MAX_BUCKET_MB, 0},
         {"debug-stall-seconds", o->stall_seconds, 0, MPT_MAX_STALL_SECONDS, 1},
+        {"val-fraction", o->val_fraction, 0, MPT_MAX_VAL_FRACTION, 1},
     };
     for (size_t i = 0; i < sizeof nums / sizeof *nums; i++) {
         double v = nums[i].v;
@@ -133,7 +137,40 @@ static mpt_status validate_run_(const mpt_run *r, mpt_error *err) {
         return mpt_fail(err, MPT_ERR_INPUT, "--resume and --init-from exclude each other");
     if (o->dump_path && o->zero > 0)
         return mpt_fail(err, MPT_ERR_INPUT, "--dump-step1 needs --zero 0 (whole gradients)");
-    if (!o->data_path) return mpt_fail(err, MPT_ERR_INPUT, "no --data file given");
+    if (!o->data_path && o->n_data == 0)
+        return mpt_fail(err, MPT_ERR_INPUT, "no --data file given");
+    if (o->eval_every > 0 && !o->val_path && o->val_fraction <= 0)
+        return mpt_fail(err, MPT_ERR_INPUT,
+                        "--eval-every %ld needs a validation set: pass --val-data FILE.bin or "
+                        "--val-fraction F (the tail of --data held out)",
+                        o->eval_every);
+    return MPT_OK;
+}
+
+/* The training stream, its held-out tail and the validation set (train/data.h). */
+static mpt_status open_data_(mpt_run *r, mpt_error *err) {
+    const mpt_train_opts *o = r->o;
+    const char *one[1] = {o->data_path};
+    const char *const *paths = o->n_data > 0 ? o->data_paths : one;
+    int n = o->n_data > 0 ? o->n_data : 1;
+    mpt_status st = mpt_data_open(&r->data, paths, n, r->cfg.vocab, err);
+    if (st) return st;
+    char what[4200];
+    snprintf(what, sizeof what, "--data %s%s", paths[0], n > 1 ? " (and the other shards)" : "");
+    size_t total = r->data.total;
+    size_t held = o->val_fraction > 0 ? (size_t)((double)total * o->val_fraction) : 0;
+    r->train_view = mpt_data_range(&r->data, 0, total - held);
+    if ((st = mpt_data_check(&r->train_view, r->T, what, err))) return st;
+    if (o->val_path) {
+        const char *vp[1] = {o->val_path};
+        if ((st = mpt_data_open(&r->val, vp, 1, r->cfg.vocab, err))) return st;
+        r->val_view = mpt_data_all(&r->val);
+        snprintf(what, sizeof what, "--val-data %s", o->val_path);
+    } else {
+        r->val_view = mpt_data_range(&r->data, total - held, held);
+        snprintf(what, sizeof what, "the held-out tail (--val-fraction %g) of --data", o->val_fraction);
+    }
+    if (o->eval_every > 0) return mpt_data_check(&r->val_view, r->T, what, err);
     return MPT_OK;
 }
 
@@ -173,8 +210,9 @@ mpt_status mpt_run_prepare(mpt_run *r, mpt_train_result *res, mpt_error *err) {
         return st;
     mpt_placement_set_layers(&r->place, r->stage_count);
     for (int s = 0; s < o->pp; s++) res->stage_layers[s] = r->stage_count[s];
-    if ((st = mpt_tokfile_read(o->data_path, r->cfg.vocab, &r->data, err))) return st;
-    if ((st = mpt_data_check(&r->data, r->T, o->data_path, err))) return st;
+    if ((st = open_data_(r, err))) return st;
+    res->train_tokens = r->train_view.n;
+    res->val_tokens = r->val_view.n;
     /* ZeRO-3 gathers each unit per layer pass (16/N bytes per parameter plus a few layers'
      * working copies) unless --zero3-gather step asks for every unit once per step */
     r->z3_whole = o->zero == 3 && o->z3_gather_step;
@@ -265,7 +303,8 @@ void mpt_run_free(mpt_run *r) {
     mpt_params_free(&r->full);
     mpt_comm_free(&r->embed);
     mpt_groups_free(&r->groups);
-    mpt_tokfile_free(&r->data);
+    mpt_data_free(&r->data);
+    mpt_data_free(&r->val);
     mpt_jsonlog_close(&r->log);
     mpt_trace_free(&r->trace);
 }

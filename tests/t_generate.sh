@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Generation (mptrain generate): greedy decoding with the key/value cache equals re-running the
+# whole context (--no-cache) and the PyTorch reference's greedy decoding (tests/gen_ref.py, float64
+# GPT-2 on the same checkpoint) token for token, on checkpoints trained for a few steps with the
+# byte and the GPT-2 vocabulary; sampling is fixed by --seed; --top-k 1 and a tiny --top-p are
+# greedy; generation stops at <|endoftext|> (gpt2) unless --no-stop; past the model's positions
+# the window slides.
+set -uo pipefail
+source "$(dirname "$0")/lib.sh"
+PY=/usr/bin/python3
+"$PY" -c 'import torch, numpy' || { bad "python3 needs torch and numpy (scripts/setup.sh)"; finish; exit 1; }
+export MPTRAIN_CACHE="$PWD/.cache"
+
+# a byte model trained on a few repeated sentences (300 steps, loss ~1.1): its greedy text is no
+# longer one repeated character, so token-for-token equality means something
+/usr/bin/python3 -c 'import sys; open(sys.argv[1], "w").write(400 * "Call me Ishmael. Some years ago, never mind how long, I went to sea. The whale swam on. ")' "$TMP/rep.txt"
+"$BIN" tokenize --in "$TMP/rep.txt" --out "$TMP/rep.bin" >/dev/null || bad "tokenize the sentences"
+"$BIN" train --model tiny --layers 2 --d-model 64 --heads 4 --seq-len 64 --batch 8 --steps 300 \
+  --lr 1e-2 --threads 1 --quiet --data "$TMP/rep.bin" --save "$TMP/byte" >/dev/null 2>&1 || bad "training the byte model"
+printf 'Call me Ishmael. Some' > "$TMP/prompt.txt"
+"$BIN" tokenize --in "$TMP/prompt.txt" --out "$TMP/prompt.bin" >/dev/null || bad "tokenize the prompt"
+G=("$BIN" generate --checkpoint "$TMP/byte" --threads 1 --prompt "Call me Ishmael. Some")
+
+cached=$("${G[@]}" --temperature 0 --tokens 40 --ids)
+full=$("${G[@]}" --temperature 0 --tokens 40 --ids --no-cache)
+[ "$(tr ' ' '\n' <<<"$cached" | sort -u | wc -l)" -gt 5 ] && [ "$cached" = "$full" ] && ok "byte: cached greedy = full forward (40 tokens): $cached" \
+  || bad "byte: cached '$cached' != full '$full'"
+ref=$("$PY" "$HERE/gen_ref.py" "$TMP/byte" "$TMP/prompt.bin" 40)
+[ "$cached" = "$ref" ] && ok "byte: greedy = PyTorch's greedy token for token" \
+  || bad "byte: mptrain '$cached' != torch '$ref'"
+text=$("${G[@]}" --temperature 0 --tokens 40)
+ok_text=$("$PY" -c 'import sys; ids=sys.argv[1].split(); print("Call me Ishmael. Some" + bytes(map(int, ids)).decode("latin-1"))' "$cached")
+[ "$text" = "$ok_text" ] && ok "byte: streamed text = prompt + the ids' bytes: $text" || bad "text '$text' != '$ok_text'"
+
+# sampling: the seed fixes it; top-k 1 and top-p 1e-6 are greedy
+a=$("${G[@]}" --tokens 40 --ids --seed 5 --top-p 0.9); b=$("${G[@]}" --tokens 40 --ids --seed 5 --top-p 0.9)
+c=$("${G[@]}" --tokens 40 --ids --seed 6 --top-p 0.9)
+[ -n "$a" ] && [ "$a" = "$b" ] && [ "$a" != "$c" ] && ok "sampling: same seed same text, another seed another" \
+  || bad "sampling: seed 5 '$a' / '$b', seed 6 '$c'"
+k1=$("${G[@]}" --tokens 40 --ids --top-k 1 --temperature 1.5); p0=$("${G[@]}" --tokens 40 --ids --top-p 0.000001 --top-k 0)
+[ "$k1" = "$cached" ] && [ "$p0" = "$cached" ] && ok "top-k 1 and top-p 1e-6 are greedy" \
+  || bad "top-k 1 '$k1', top-p '$p0', greedy '$cached'"
+# beyond the 64 positions: the window slides (the cache restarts from the last half)
+long=$("${G[@]}" --tokens 150 --ids --temperature 0 | wc -w)
+[ "$long" = 150 ] && ok "150 tokens past 64 positions" || bad "long generation gave $long tokens"
+
+# a GPT-2-vocabulary model on documents that end after a few tokens: it learns <|endoftext|>
+mkdir -p "$TMP/docs"
+for i in $(seq 1 300); do printf 'the cat sat on the mat.' > "$TMP/docs/d$(printf %03d "$i").txt"; done
+"$BIN" tokenize --in "$TMP/docs" --out "$TMP/cat.bin" --tokenizer gpt2 >/dev/null || bad "tokenize docs"
+"$BIN" train --model tiny --vocab 50257 --layers 2 --d-model 32 --heads 2 --seq-len 16 --batch 8 \
+  --steps 60 --lr 1e-2 --threads 1 --quiet --data "$TMP/cat.bin" --save "$TMP/gpt2" >/dev/null 2>&1 \
+  || bad "training the gpt2-vocabulary model"
+printf 'the cat' > "$TMP/p2.txt"
+"$BIN" tokenize --in "$TMP/p2.txt" --out "$TMP/p2.bin" --tokenizer gpt2 >/dev/null || bad "tokenize the prompt"
+G2=("$BIN" generate --checkpoint "$TMP/gpt2" --threads 1 --prompt "the cat" --temperature 0)
+ids=$("${G2[@]}" --tokens 30 --ids)
+ref=$("$PY" "$HERE/gen_ref.py" "$TMP/gpt2" "$TMP/p2.bin" 30)
+n=$(wc -w <<<"$ids")
+[ "${ids##* }" = 50256 ] && [ "$n" -lt 30 ] && ok "gpt2: stops at <|endoftext|> after $n tokens: $ids" \
+  || bad "gpt2: no stop at <|endoftext|>: $ids"
+[ "$ids" = "$ref" ] && ok "gpt2: greedy = PyTorch's greedy token for token" || bad "gpt2: mptrain '$ids' != torch '$ref'"
+nostop=$("${G2[@]}" --tokens 30 --ids --no-stop | wc -w)
+[ "$nostop" = 30 ] && ok "--no-stop goes on past <|endoftext|>" || bad "--no-stop gave $nostop tokens"
+text=$("${G2[@]}" --tokens 30)
+[[ "$text" == "the cat"* ]] && [ "$(wc -l <<<"$text")" = 1 ] && ok "gpt2 text, ended at <|endoftext|>: '$text'" \
+  || bad "gpt2 text: '$text'"
+for v in 0 -0.5 1.5 nan inf; do
+  "${G[@]}" --tokens 2 --top-p "$v" >/dev/null 2>"$TMP/e"; code=$?
+  [ $code = 2 ] && grep -q "mptrain: error: .*--top-p" "$TMP/e" && ok "--top-p $v: exit 2" || bad "--top-p $v: exit $code $(cat "$TMP/e")"
+done
+finish
