@@ -30,6 +30,7 @@ typedef struct mpt_rank_layout {
     int recompute;            /* mpt_recompute */
     int z3_whole;             /* ZeRO-3 keeps the stage's parameters gathered through a step */
     size_t bucket_elems;      /* data-parallel gradient bucket */
+    int threads;              /* compute threads (--threads; <= 0: 1): the attention workspace */
 } mpt_rank_layout;
 
 /* The training memory of one rank: the engine's buffers for micro-batches of B sequences of T

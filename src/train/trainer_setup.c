@@ -146,7 +146,8 @@ static mpt_status stage_plan_(mpt_run *r, const mpt_placement *q, mpt_mem_plan *
     if (st) return st;
     mpt_rank_layout lay = {.place = *q, .sp = o->sp, .zero = o->zero, .act_sets = sets,
                            .recompute = o->recompute, .z3_whole = r->z3_whole,
-                           .bucket_elems = (size_t)(o->bucket_mb * 1024 * 1024 / 4)};
+                           .bucket_elems = (size_t)(o->bucket_mb * 1024 * 1024 / 4),
+                           .threads = o->threads};
     return mpt_memplan_rank(&r->cfg, r->Bm, r->T, &lay, plan, err);
 }
 
@@ -228,6 +229,7 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
     mpt_par_ops ops; /* the model copies it; its context, the tp group, lives in r->groups */
     mpt_tp_ops(&ops, tp);
     mpt_gpt_place place = mpt_placement_gpt(&r->place, &ops, o->sp, o->recompute);
+    place.threads = o->threads; /* the attention workspace, as the plan sized it */
     mpt_dp_opts dopt;
     mpt_dp_opts_defaults(&dopt);
     dopt.zero = o->zero;
