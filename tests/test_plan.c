@@ -14,7 +14,8 @@
  *  5. Bad requests fail with MPT_ERR_INPUT (cp, bf16 memory, batch, tp, schedule).
  *  6. Activation memory is linear in T (the fused attention keeps a (B,H,T) log-sum-exp, no
  *     (B,H,T,T) buffer): GPT-2 124M, the same 8192 tokens per micro-batch, T 2048 needs at most
- *     1.15 x the activation bytes of T 1024 (the stored-probabilities kernel: 1.64). */
+ *     1.15 x the activation bytes of T 1024 (the stored-probabilities kernel: 1.64); and the
+ *     runtime's plan for --cp 2 counts the split (T/2 positions per rank) and the ring buffers. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -243,6 +244,25 @@ static void linear_in_t_(void) {
            "T 2048 x 4 %.1f MiB: ratio %.3f (<= 1.15; with stored probabilities %.3f)\n",
            act_a / 1048576, act_b / 1048576, act_b / act_a, old_b / old_a);
     CHECK(act_b <= 1.15 * act_a, "T 2048 needs %.3f x the activations of T 1024", act_b / act_a);
+    mpt_mem_plan c = rank_plan_(4, 2048, 2);
+    double act_c = (double)c.bytes[MPT_MEM_ACTIVATIONS];
+    printf("cp 2, T 2048 x 4: activations %.1f MiB per rank (%.3f of one rank's), workspace "
+           "%.1f MiB (one rank: %.1f MiB)\n", act_c / 1048576, act_c / act_b,
+           c.bytes[MPT_MEM_WORKSPACE] / 1048576.0, b.bytes[MPT_MEM_WORKSPACE] / 1048576.0);
+    /* every activation is per token except none: half the tokens, half the bytes */
+    CHECK(fabs(act_c / act_b - 0.5) < 1e-9, "cp 2 activations %.0f vs %.0f", act_c, act_b);
+    mpt_error err;
+    mpt_config cfg;
+    CHECK(mpt_config_preset(&cfg, "gpt2-124m", &err) == MPT_OK, "gpt2-124m");
+    CHECK(mpt_config_finish(&cfg, 64, &err) == MPT_OK, "gpt2-124m");
+    mpt_layout lay = mpt_layout_make(1, 2, 1, 1, 1);
+    mpt_rank_layout rl = {.act_sets = 1, .bucket_elems = 1 << 20, .threads = 1};
+    int layers = cfg.n_layer;
+    mpt_mem_plan p;
+    CHECK(mpt_placement_init(&rl.place, &lay, 2, 0, &err) == MPT_OK, "placement");
+    mpt_placement_set_layers(&rl.place, &layers);
+    CHECK(mpt_memplan_rank(&cfg, 4, 1022, &rl, &p, &err) == MPT_ERR_INPUT &&
+              strstr(err.msg, "1022"), "T 1022 over cp 2 (4 chunks): %s", err.msg);
 }
 
 int main(void) {

@@ -22,3 +22,23 @@ void mpt_data_batch(const mpt_tokfile *f, long step, int B, int first, int count
         }
     }
 }
+
+void mpt_data_batch_cp(const mpt_tokfile *f, long step, int B, int first, int count, int T,
+                       int cp, int cp_rank, int32_t *inputs, int32_t *targets) {
+    if (cp <= 1) {
+        mpt_data_batch(f, step, B, first, count, T, inputs, targets);
+        return;
+    }
+    unsigned __int128 span = f->n - (size_t)T - 1;
+    int Tc = T / (2 * cp), Tl = 2 * Tc;
+    for (int i = 0; i < count; i++) {
+        unsigned __int128 g = (unsigned __int128)step * (unsigned)B + (unsigned)(first + i);
+        size_t start = (size_t)((g * (unsigned)T) % span);
+        for (int t = 0; t < Tl; t++) {
+            int chunk = t < Tc ? cp_rank : 2 * cp - 1 - cp_rank;
+            size_t at = start + (size_t)chunk * Tc + (size_t)(t % Tc);
+            if (inputs) inputs[(size_t)i * Tl + t] = f->tokens[at];
+            if (targets) targets[(size_t)i * Tl + t] = f->tokens[at + 1];
+        }
+    }
+}

@@ -29,6 +29,7 @@ void mpt_train_opts_defaults(mpt_train_opts *o) {
     o->dp = 1;
     o->tp = 1;
     o->pp = 1;
+    o->cp = 1;
     o->schedule = "1f1b";
     o->partition = "uniform";
     o->bucket_mb = 4.0;
@@ -78,7 +79,7 @@ static cJSON *start_line_(const mpt_run *r, long start, const mpt_mem_plan *plan
     cJSON_AddNumberToObject(layout, "tp", o->tp);
     cJSON_AddBoolToObject(layout, "sp", o->sp);
     cJSON_AddNumberToObject(layout, "pp", o->pp);
-    cJSON_AddNumberToObject(layout, "cp", 1);
+    cJSON_AddNumberToObject(layout, "cp", o->cp);
     cJSON_AddNumberToObject(layout, "ep", 1);
     cJSON_AddNumberToObject(layout, "zero", o->zero);
     if (o->zero == 3) cJSON_AddStringToObject(layout, "zero3_gather", r->z3_whole ? "step" : "layer");
@@ -122,7 +123,9 @@ static void batch_(void *ctx, int mb, int32_t *inputs, int32_t *targets) {
     mpt_run *r = ctx;
     const mpt_train_opts *o = r->o;
     int first = r->place.coords.c[MPT_DIM_DP] * (o->batch / o->dp);
-    mpt_data_batch(&r->data, r->step, o->batch, first + mb * r->Bm, r->Bm, r->T, inputs, targets);
+    /* cp > 1: this rank's chunks of the replica's sequences */
+    mpt_data_batch_cp(&r->data, r->step, o->batch, first + mb * r->Bm, r->Bm, r->T, o->cp,
+                      r->place.coords.c[MPT_DIM_CP], inputs, targets);
 }
 
 /* The pipeline executor's compute events, for the trace: "F3", "B3". */
@@ -182,14 +185,18 @@ static mpt_status step_(mpt_run *r, const mpt_adamw *opt, long step, double *los
         nanosleep(&ts, NULL);
     }
     mpt_dp_begin_step(&r->dp);
-    st = mpt_pp_step(&r->pp, batch_, r, r->inputs, r->targets, r->Bm, T, dloss, &loss_sum, err);
+    st = mpt_pp_step(&r->pp, batch_, r, r->inputs, r->targets, r->Bm, r->Tl, dloss, &loss_sum,
+                     err);
     busy[0] = r->pp.busy;
     busy[1] = r->pp.wall;
     if (st || (st = mpt_dp_finish_grads(&r->dp, err))) return st;
-    /* the last stage has the loss; tp ranks hold the same one; replicas add theirs */
+    /* the last stage has the loss; tp ranks hold the same one; replicas and cp ranks (their
+     * tokens) add theirs */
     mpt_comm *ppc = &r->groups.dim[MPT_DIM_PP], *dpc = &r->groups.dim[MPT_DIM_DP];
+    mpt_comm *cpc = &r->groups.dim[MPT_DIM_CP];
     if (ppc->size > 1 && (st = mpt_allreduce_sum_f64(ppc, &loss_sum, 1, err))) return st;
     if (dpc->size > 1 && (st = mpt_allreduce_sum_f64(dpc, &loss_sum, 1, err))) return st;
+    if (cpc->size > 1 && (st = mpt_allreduce_sum_f64(cpc, &loss_sum, 1, err))) return st;
     *loss = loss_sum / ((double)B * T);
     if (!isfinite(*loss))
         return mpt_fail(err, MPT_ERR_RUN,
@@ -236,6 +243,8 @@ static cJSON *end_line_(mpt_run *r, const mpt_train_result *res, const double pe
     cJSON_AddNumberToObject(j, "mfu", res->mfu);
     cJSON_AddNumberToObject(j, "peak_mem_bytes", (double)res->peak[5]);
     cJSON_AddNumberToObject(j, "planned_mem_bytes", r->plan_max);
+    if (r->o->cp > 1) /* rank 0's time waiting on the ring after its local compute */
+        cJSON_AddNumberToObject(j, "cp_ring_wait_seconds", r->cp.wait_seconds);
     cJSON *pk = cJSON_AddObjectToObject(j, "peak_mem_by_kind");
     for (int k = 0; k < MPT_MEM_KINDS; k++)
         cJSON_AddNumberToObject(pk, mpt_mem_kind_name((mpt_mem_kind)k), peaks[k]);
