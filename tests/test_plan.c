@@ -11,7 +11,11 @@
  *     Layouts: the table's tp, pp and GPUs; micro-batch size 1; the 1f1b schedule. The cluster
  *     is the a100-80g preset (datasheet numbers, cluster.h), not fitted to these rows.
  *  4. The layout search on 4,096 GPUs finds layouts that fit, best first.
- *  5. Bad requests fail with MPT_ERR_INPUT (cp, bf16 memory, batch, tp, schedule). */
+ *  5. Bad requests fail with MPT_ERR_INPUT (cp, bf16 memory, batch, tp, schedule).
+ *  6. Activation memory is linear in T (the fused attention keeps a (B,H,T) log-sum-exp, no
+ *     (B,H,T,T) buffer): GPT-2 124M, the same 8192 tokens per micro-batch, T 2048 needs at most
+ *     1.15 x the activation bytes of T 1024 (the stored-probabilities kernel: 1.64); and the
+ *     runtime's plan for --cp 2 counts the split (T/2 positions per rank) and the ring buffers. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -19,6 +23,7 @@
 
 #include "check.h"
 #include "model/gpt.h"
+#include "plan/memplan.h"
 #include "plan/search.h"
 #include "plan/sim.h"
 
@@ -208,11 +213,64 @@ static void bad_(void) {
     CHECK(mpt_cluster_load(&c, "no-such-cluster", &err) == MPT_ERR_INPUT, "unknown cluster");
 }
 
+/* The runtime's per-rank plan (plan/memplan.h) of gpt2-124m, B sequences of T, cp ranks. */
+static mpt_mem_plan rank_plan_(int B, int T, int cp) {
+    mpt_config cfg;
+    mpt_error err;
+    mpt_mem_plan plan;
+    memset(&plan, 0, sizeof plan);
+    CHECK(mpt_config_preset(&cfg, "gpt2-124m", &err) == MPT_OK, "gpt2-124m");
+    cfg.n_positions = T;
+    cfg.padded_vocab = 0;
+    CHECK(mpt_config_finish(&cfg, 64, &err) == MPT_OK, "gpt2-124m at T %d: %s", T, err.msg);
+    mpt_layout lay = mpt_layout_make(1, cp, 1, 1, 1);
+    mpt_rank_layout rl = {.zero = 0, .act_sets = 1, .recompute = MPT_RECOMPUTE_NONE,
+                          .bucket_elems = 1 << 20, .threads = 2};
+    CHECK(mpt_placement_init(&rl.place, &lay, cp, 0, &err) == MPT_OK, "placement: %s", err.msg);
+    int layers = cfg.n_layer;
+    mpt_placement_set_layers(&rl.place, &layers);
+    CHECK(mpt_memplan_rank(&cfg, B, T, &rl, &plan, &err) == MPT_OK, "plan B %d T %d cp %d: %s",
+          B, T, cp, err.msg);
+    return plan;
+}
+
+static void linear_in_t_(void) {
+    mpt_mem_plan a = rank_plan_(8, 1024, 1), b = rank_plan_(4, 2048, 1);
+    double act_a = (double)a.bytes[MPT_MEM_ACTIVATIONS], act_b = (double)b.bytes[MPT_MEM_ACTIVATIONS];
+    /* what the (L, B, H, T, T) probabilities of the old kernel added (minus the lse kept now) */
+    double L = 12, H = 12, old_a = act_a + 4 * L * H * 8 * 1024 * (1024.0 - 1),
+           old_b = act_b + 4 * L * H * 4 * 2048 * (2048.0 - 1);
+    printf("\nactivations, gpt2-124m, 8192 tokens per micro-batch: T 1024 x 8 %.1f MiB, "
+           "T 2048 x 4 %.1f MiB: ratio %.3f (<= 1.15; with stored probabilities %.3f)\n",
+           act_a / 1048576, act_b / 1048576, act_b / act_a, old_b / old_a);
+    CHECK(act_b <= 1.15 * act_a, "T 2048 needs %.3f x the activations of T 1024", act_b / act_a);
+    mpt_mem_plan c = rank_plan_(4, 2048, 2);
+    double act_c = (double)c.bytes[MPT_MEM_ACTIVATIONS];
+    printf("cp 2, T 2048 x 4: activations %.1f MiB per rank (%.3f of one rank's), workspace "
+           "%.1f MiB (one rank: %.1f MiB)\n", act_c / 1048576, act_c / act_b,
+           c.bytes[MPT_MEM_WORKSPACE] / 1048576.0, b.bytes[MPT_MEM_WORKSPACE] / 1048576.0);
+    /* every activation is per token except none: half the tokens, half the bytes */
+    CHECK(fabs(act_c / act_b - 0.5) < 1e-9, "cp 2 activations %.0f vs %.0f", act_c, act_b);
+    mpt_error err;
+    mpt_config cfg;
+    CHECK(mpt_config_preset(&cfg, "gpt2-124m", &err) == MPT_OK, "gpt2-124m");
+    CHECK(mpt_config_finish(&cfg, 64, &err) == MPT_OK, "gpt2-124m");
+    mpt_layout lay = mpt_layout_make(1, 2, 1, 1, 1);
+    mpt_rank_layout rl = {.act_sets = 1, .bucket_elems = 1 << 20, .threads = 1};
+    int layers = cfg.n_layer;
+    mpt_mem_plan p;
+    CHECK(mpt_placement_init(&rl.place, &lay, 2, 0, &err) == MPT_OK, "placement");
+    mpt_placement_set_layers(&rl.place, &layers);
+    CHECK(mpt_memplan_rank(&cfg, 4, 1022, &rl, &p, &err) == MPT_ERR_INPUT &&
+              strstr(err.msg, "1022"), "T 1022 over cp 2 (4 chunks): %s", err.msg);
+}
+
 int main(void) {
     zero_structure_();
     gpt3_();
     narayanan_();
     search_();
     bad_();
+    linear_in_t_();
     return check_finish();
 }

@@ -55,7 +55,6 @@ static int default_threads_(void) {
 /* Layout options that later issues implement; until then anything but 1 is refused up front. */
 static mpt_status check_layout_(const train_cli_ *c, mpt_error *err) {
     const struct { const char *name; int v, ok; } dims[] = {
-        {"cp", c->cp, 1},
         {"ep", c->ep, 1}, {"virtual-stages", c->virtual_stages, 1}};
     for (size_t i = 0; i < sizeof dims / sizeof *dims; i++)
         if (dims[i].v != dims[i].ok)
@@ -249,7 +248,7 @@ int mpt_cli_train(int argc, char **argv) {
         {"dp", MPT_ARG_INT, &o.dp, "data-parallel replicas (dp*tp*pp*cp = ranks)", NULL, MPT_RANGE(1, MPT_MAX_PARALLEL)},
         {"tp", MPT_ARG_INT, &o.tp, "tensor-parallel ranks (Megatron column/row split)", NULL, MPT_RANGE(1, MPT_MAX_PARALLEL)},
         {"pp", MPT_ARG_INT, &o.pp, "pipeline stages", NULL, MPT_RANGE(1, MPT_MAX_PP)},
-        {"cp", MPT_ARG_INT, &c.cp, "context-parallel ranks (not yet: 1)", NULL, MPT_RANGE(1, MPT_MAX_PARALLEL)},
+        {"cp", MPT_ARG_INT, &c.cp, "context-parallel ranks: ring attention, each holds 2 zigzag chunks of 2*cp (seq-len % 2cp == 0)", NULL, MPT_RANGE(1, MPT_MAX_PARALLEL)},
         {"ep", MPT_ARG_INT, &c.ep, "expert-parallel ranks (not yet: 1)", NULL, MPT_RANGE(1, MPT_MAX_PARALLEL)},
         {"zero", MPT_ARG_INT, &o.zero, "ZeRO stage 0|1|2|3 (shards optimizer, grads, params)", NULL, MPT_RANGE(0, 3)},
         {"zero3-gather", MPT_ARG_STRING, &z3_gather, "ZeRO-3 gathering: layer (default: before each use, 16/N bytes per parameter) | step (each unit once per step, +4 bytes per parameter)", NULL, MPT_NO_RANGE},
@@ -307,6 +306,7 @@ int mpt_cli_train(int argc, char **argv) {
     if ((st = build_config_(&c, &o.cfg, &err))) return mpt_cli_report(&err);
     o.model_name = c.model;
     o.seq_len = c.seq_len;
+    o.cp = c.cp;
     int vocab = o.cfg.vocab;
     const char *from = o.resume ? o.resume : o.init_from;
     if (from) {

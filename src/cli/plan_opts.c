@@ -51,6 +51,7 @@ size_t plan_cli_table(plan_cli *c, mpt_arg *a) {
         {"virtual-stages", MPT_ARG_INT, &c->virtual_stages, "model chunks per rank (interleaved)", NULL, MPT_RANGE(1, 1024)},
         {"partition", MPT_ARG_STRING, &c->partition, "uniform (default) | auto | L0,L1,...", NULL, MPT_NO_RANGE},
         {"recompute", MPT_ARG_STRING, &c->recompute, "none (default) | selective | full", NULL, MPT_NO_RANGE},
+        {"threads", MPT_ARG_INT, &c->threads, "compute threads per rank (default: this node's cores / ranks, as train)", NULL, MPT_RANGE(1, MPT_MAX_THREADS)},
         {"mem-limit", MPT_ARG_BYTES, &c->mem_limit, "memory per rank (default: the cluster's)", NULL, MPT_ABOVE(0, 1e18)},
         {"json", MPT_ARG_FLAG, &c->json, "one JSON object on stdout", NULL, MPT_NO_RANGE},
     };
@@ -107,6 +108,7 @@ mpt_status plan_cli_job(const plan_cli *c, mpt_plan_job *job, mpt_plan_layout *l
                         "but --gpus %d", l->dp, l->tp, l->pp, l->cp, world, c->gpus);
     job->batch = c->batch ? c->batch : 8 * l->dp;
     job->mem_limit = c->mem_limit;
+    job->threads = c->threads;
     return MPT_OK;
 }
 

@@ -17,6 +17,7 @@ typedef struct plan_cli {
     int gpus, batch, dp, tp, pp, cp, ep, sp, zero, microbatches, virtual_stages;
     int seen_dp, seen_tp, seen_pp, seen_cluster, seen_mb;
     size_t mem_limit;
+    int threads;             /* --threads (0: the default of mpt_plan_job) */
     int json, top;
     const char *trace, *timeline; /* simulate only */
 } plan_cli;

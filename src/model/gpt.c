@@ -6,19 +6,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/attention.h"
 #include "core/kernels.h"
 #include "core/rng.h"
 
 void mpt_gpt_slot_layers(int rc, int nl, int slot_layers[MPT_ACT_SLOTS]) {
     static const mpt_act_slot per_layer[] = {
-        MPT_ACT_LN1, MPT_ACT_LN1_MEAN, MPT_ACT_LN1_RSTD, MPT_ACT_QKV, MPT_ACT_ATTY, MPT_ACT_ATT,
+        MPT_ACT_LN1, MPT_ACT_LN1_MEAN, MPT_ACT_LN1_RSTD, MPT_ACT_QKV, MPT_ACT_ATTY, MPT_ACT_LSE,
         MPT_ACT_RES2, MPT_ACT_LN2, MPT_ACT_LN2_MEAN, MPT_ACT_LN2_RSTD, MPT_ACT_FCH,
         MPT_ACT_FCH_GELU, MPT_ACT_RES3};
     for (int i = 0; i < MPT_ACT_SLOTS; i++) slot_layers[i] = 0;
     for (size_t i = 0; i < sizeof per_layer / sizeof *per_layer; i++) {
         mpt_act_slot s = per_layer[i];
-        int one = (rc == MPT_RECOMPUTE_FULL && s != MPT_ACT_RES3) ||
-                  (rc == MPT_RECOMPUTE_SELECTIVE && s == MPT_ACT_ATT);
+        /* selective keeps everything: the fused attention stores no s^2 term (gpt.h) */
+        int one = rc == MPT_RECOMPUTE_FULL && s != MPT_ACT_RES3;
         slot_layers[s] = one ? 1 : nl;
     }
 }
@@ -33,9 +34,11 @@ int mpt_gpt_buffer_sizes(const mpt_config *cfg, int B, int T, int training, int 
     mpt_gpt_slot_layers(place ? place->recompute : MPT_RECOMPUTE_NONE, (int)L, layers);
     size_t Dl = D / t, Fl = (size_t)cfg->ffn / t, Hl = (size_t)cfg->n_head / t;
     size_t Vl = (size_t)cfg->padded_vocab / t;
-    size_t N, ND, NF, BHTT, LN;
+    int cp = place && place->cp > 1 ? place->cp : 1;
+    int threads = place && place->threads > 0 ? place->threads : 1;
+    size_t N, ND, NF, BHT, LN;
     if (!mpt_size_mul((size_t)B, (size_t)T, &N) || !mpt_size_mul(N, D, &ND) ||
-        !mpt_size_mul(N, Fl, &NF) || !mpt_size_mul(N * Hl, (size_t)T, &BHTT) ||
+        !mpt_size_mul(N, Fl, &NF) || !mpt_size_mul(N, Hl, &BHT) ||
         !mpt_size_mul(L, N, &LN) || !mpt_size_mul(LN, 3 * Fl + 3 * D, &(size_t){0}) ||
         !mpt_size_mul(N, Vl, &(size_t){0}))
         return 0;
@@ -47,7 +50,7 @@ int mpt_gpt_buffer_sizes(const mpt_config *cfg, int B, int T, int training, int 
     act_n[MPT_ACT_LN1_RSTD] = LNl;
     act_n[MPT_ACT_QKV] = L * 3 * NDl;
     act_n[MPT_ACT_ATTY] = L * NDl;
-    act_n[MPT_ACT_ATT] = L * BHTT;
+    act_n[MPT_ACT_LSE] = L * BHT;
     act_n[MPT_ACT_RES2] = L * NlD;
     act_n[MPT_ACT_LN2] = L * NlD;
     act_n[MPT_ACT_LN2_MEAN] = LNl;
@@ -72,7 +75,10 @@ int mpt_gpt_buffer_sizes(const mpt_config *cfg, int B, int T, int training, int 
     if (training) {
         work_n[MPT_WORK_DRES] = NlD;
         work_n[MPT_WORK_DQKV] = 3 * NDl;
-        work_n[MPT_WORK_DATT] = BHTT;
+        if (cp == 1) {
+            work_n[MPT_WORK_FLASH] = mpt_flash_workspace(B, T, (int)Dl, (int)Hl, threads);
+            if (work_n[MPT_WORK_FLASH] == SIZE_MAX) return 0;
+        }
         work_n[MPT_WORK_DFCG] = NF;
         work_n[MPT_WORK_DFC] = NF;
     }
@@ -99,6 +105,9 @@ mpt_status mpt_gpt_init(mpt_gpt *m, const mpt_config *cfg, int B, int T, int fla
     m->first = place->first;
     m->last = place->last;
     m->recompute = place->recompute;
+    m->threads = place->threads > 0 ? place->threads : 1;
+    m->cp = place->cp > 1 ? place->cp : 1;
+    m->cp_rank = m->cp > 1 ? place->cp_rank : 0;
     mpt_gpt_slot_layers(m->recompute, m->nl, m->slot_layers);
     const mpt_par_ops *o = &m->ops;
     if (m->tp > 1 && (!place->ops || !o->reduce_from_tp || !o->copy_to_tp_backward ||
@@ -115,10 +124,19 @@ mpt_status mpt_gpt_init(mpt_gpt *m, const mpt_config *cfg, int B, int T, int fla
                         "--sp splits the sequence over --tp %d ranks, but --seq-len %d is not "
                         "divisible by %d: choose a multiple of %d",
                         m->tp, T, m->tp, m->tp);
-    if (T > cfg->n_positions)
+    if (m->cp > 1 && (!place->ops || !o->ring_attention_forward || !o->ring_attention_backward))
+        return mpt_fail(err, MPT_ERR_RUN,
+                        "context parallelism over %d ranks needs the ring-attention entries of "
+                        "the parallel operations (parallel/cp.c: mpt_cp_ops)", m->cp);
+    if (m->cp > 1 && (m->cp_rank < 0 || m->cp_rank >= m->cp || T % 2 != 0))
+        return mpt_fail(err, MPT_ERR_RUN,
+                        "context-parallel rank %d of %d with %d local positions: the rank must be "
+                        "in 0..%d and the positions two equal chunks",
+                        m->cp_rank, m->cp, T, m->cp - 1);
+    if ((long long)T * m->cp > cfg->n_positions)
         return mpt_fail(err, MPT_ERR_INPUT,
-                        "sequence length %d exceeds the model's %d positions: lower --seq-len", T,
-                        cfg->n_positions);
+                        "sequence length %lld exceeds the model's %d positions: lower --seq-len",
+                        (long long)T * m->cp, cfg->n_positions);
     mpt_status st = mpt_params_build_stage(&m->pt, cfg, m->tp, m->tp_rank, place->first_layer,
                                            place->n_layers, place->first, place->last,
                                            unit_align, err);

@@ -42,7 +42,8 @@ typedef enum mpt_act_slot {
     MPT_ACT_LN1_RSTD, /* (L, N) */
     MPT_ACT_QKV,      /* (L, N, 3D/tp) this rank's heads */
     MPT_ACT_ATTY,     /* (L, N, D/tp) attention output before c_proj */
-    MPT_ACT_ATT,      /* (L, B, H/tp, T, T) softmax probabilities */
+    MPT_ACT_LSE,      /* (L, B, H/tp, T) per-row log-sum-exp of the attention scores (the fused
+                       * kernel's only saved statistic, core/attention.h) */
     MPT_ACT_RES2,     /* (L, N, D) residual after attention */
     MPT_ACT_LN2,      /* (L, N, D) */
     MPT_ACT_LN2_MEAN, /* (L, N) */
@@ -68,7 +69,12 @@ typedef struct mpt_gpt_acts {
 
 /* Activation checkpointing (Korthikanti et al. 2022):
  *   NONE       keep every block's activations for backward
- *   SELECTIVE  drop the attention probabilities (the s^2 term) and recompute them from q, k, v
+ *   SELECTIVE  Korthikanti's selective recompute drops the attention's s^2 term (scores and
+ *              probabilities) and recomputes it in backward. The fused kernel
+ *              (core/attention.h) never stores that term: it keeps the (B, H, T) log-sum-exp
+ *              and its backward always recomputes the scores block by block. So selective has
+ *              nothing left to drop: it keeps what NONE keeps and gives bit-identical results;
+ *              the option stays for scripts and the planner.
  *   FULL       keep only each block's input; run the block's forward again in its backward */
 typedef enum mpt_recompute { MPT_RECOMPUTE_NONE, MPT_RECOMPUTE_SELECTIVE, MPT_RECOMPUTE_FULL } mpt_recompute;
 
@@ -81,6 +87,11 @@ typedef struct mpt_gpt_place {
     int n_layers;
     int first, last;     /* holds the embeddings / ln_f, head and loss */
     int recompute;       /* mpt_recompute */
+    int threads;         /* compute threads (the trainer's --threads; <= 0: 1): sizes the fused
+                          * attention's backward workspace, so plan and allocation agree */
+    int cp, cp_rank;     /* context parallelism (0 or 1: the whole sequence here): this rank
+                          * holds T/cp positions per sequence, zigzag chunks cp_rank and
+                          * 2cp-1-cp_rank of 2cp; attention goes through ops->ring_attention_* */
 } mpt_gpt_place;
 
 /* Backward scratch (workspace category). */
@@ -88,7 +99,9 @@ typedef enum mpt_work_slot {
     MPT_WORK_DRES,  /* (N, D) gradient flowing down the residual stream */
     MPT_WORK_DTMP,  /* (N, D) dln / datty; also forward scratch for projections */
     MPT_WORK_DQKV,  /* (N, 3D) */
-    MPT_WORK_DATT,  /* (B, H, T, T) */
+    MPT_WORK_FLASH, /* mpt_flash_workspace(B, T, D/tp, H/tp, threads): the fused attention's
+                     * backward (drow + per-thread dq accumulators); 0 under cp (the ring's
+                     * own buffers, parallel/cp.h) */
     MPT_WORK_DFCG,  /* (N, F) */
     MPT_WORK_DFC,   /* (N, F) */
     MPT_WORK_CE,    /* (3N) tp > 1: row max, sum of exponentials, target logit */
@@ -134,6 +147,8 @@ typedef struct mpt_gpt {
     size_t act_n[MPT_ACT_SLOTS];     /* elements of each */
     int slot_layers[MPT_ACT_SLOTS];  /* blocks each per-layer slot holds (1 when recomputed) */
     int recompute;                   /* mpt_recompute */
+    int threads;                     /* attention backward threads (place->threads, >= 1) */
+    int cp, cp_rank;                 /* context parallelism (place->cp; 1: none) */
     float *work[MPT_WORK_SLOTS];     /* kind workspace */
     size_t work_n[MPT_WORK_SLOTS];
     mpt_arena *arena;                /* not owned */

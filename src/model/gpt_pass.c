@@ -7,10 +7,17 @@
  *
  * Rows: N = B*T tokens. Without sp every rank holds all N rows of the residual stream; with sp
  * it holds Nl = N/tp rows (rows row0 .. row0+Nl-1 of the flattened tokens) and gathers the
- * others only where a column-parallel layer needs them. */
+ * others only where a column-parallel layer needs them.
+ *
+ * Attention is the fused kernel of core/attention.h: the forward keeps the output (ATTY) and
+ * the per-row log-sum-exp (LSE), the backward recomputes the scores block by block. Under
+ * context parallelism (m->cp > 1) each sequence here is T local positions, the zigzag chunks
+ * cp_rank and 2cp-1-cp_rank of 2cp (global positions from pos_); attention goes through the
+ * table's ring_attention entries (parallel/cp.c), everything else is local to the rows. */
 #include <math.h>
 #include <string.h>
 
+#include "core/attention.h"
 #include "core/kernels.h"
 #include "model/gpt.h"
 
@@ -28,6 +35,68 @@ static float *lay_(const mpt_gpt *m, mpt_act_slot s, int l) {
         mpt_status st_ = (call);                                                              \
         if (st_) return st_;                                                                  \
     } while (0)
+
+/* Global position of local position t of a sequence of T local positions: t itself, or under
+ * cp the zigzag chunk's (the first T/2 positions are chunk cp_rank, the rest chunk
+ * 2cp-1-cp_rank, each T/2 long). */
+static size_t pos_(const mpt_gpt *m, int T, int t) {
+    if (m->cp == 1) return (size_t)t;
+    int Tc = T / 2;
+    return t < Tc ? (size_t)m->cp_rank * Tc + (size_t)t
+                  : (size_t)(2 * m->cp - 1 - m->cp_rank) * Tc + (size_t)(t - Tc);
+}
+
+/* out (nrows, D) += wpe at the positions of rows row0 .. row0+nrows-1 of the flattened (B, T). */
+static void positions_forward_(const mpt_gpt *m, float *out, const float *wpe, size_t row0,
+                               size_t nrows, int T, int D) {
+    if (m->cp == 1) {
+        mpt_positions_forward(out, wpe, row0, nrows, T, D);
+        return;
+    }
+    for (size_t i = 0; i < nrows; i++) {
+        const float *p = wpe + pos_(m, T, (int)((row0 + i) % (size_t)T)) * (size_t)D;
+        float *o = out + i * (size_t)D;
+        for (int j = 0; j < D; j++) o[j] += p[j];
+    }
+}
+
+/* dwpe += dout (B, T, D) summed over b, at each row's position. */
+static void positions_backward_(const mpt_gpt *m, float *dwpe, const float *dout, int B, int T,
+                                int D) {
+    if (m->cp == 1) {
+        mpt_positions_backward(dwpe, dout, B, T, D);
+        return;
+    }
+    for (int t = 0; t < T; t++) {
+        float *g = dwpe + pos_(m, T, t) * (size_t)D;
+        for (int b = 0; b < B; b++) {
+            const float *d = dout + ((size_t)b * T + (size_t)t) * D;
+            for (int j = 0; j < D; j++) g[j] += d[j];
+        }
+    }
+}
+
+/* Causal attention of this rank's heads: atty (B,T,Dl) and lse (B,Hl,T) from qkv (B,T,3Dl). */
+static mpt_status attention_forward_(mpt_gpt *m, float *atty, float *lse, const float *qkv, int B,
+                                     int T, mpt_error *err) {
+    if (m->cp > 1)
+        return m->ops.ring_attention_forward(m->ops.cp_ctx, atty, lse, qkv, B, T, m->Dl, m->Hl,
+                                             err);
+    mpt_flash_forward(atty, lse, qkv, B, T, m->Dl, m->Hl);
+    return MPT_OK;
+}
+
+/* dqkv (B,T,3Dl) += the attention's gradient from datty, given its forward's atty and lse. */
+static mpt_status attention_backward_(mpt_gpt *m, float *dqkv, const float *datty,
+                                      const float *atty, const float *lse, const float *qkv,
+                                      int B, int T, mpt_error *err) {
+    if (m->cp > 1)
+        return m->ops.ring_attention_backward(m->ops.cp_ctx, dqkv, datty, atty, lse, qkv, B, T,
+                                              m->Dl, m->Hl, err);
+    mpt_flash_backward(dqkv, datty, atty, lse, qkv, B, T, m->Dl, m->Hl, m->work[MPT_WORK_FLASH],
+                       m->threads);
+    return MPT_OK;
+}
 
 static mpt_status need_(mpt_gpt *m, int unit, mpt_gpt_phase ph, mpt_error *err) {
     return m->hooks.need ? m->hooks.need(m->hooks.ctx, unit, ph, err) : MPT_OK;
@@ -110,16 +179,16 @@ static mpt_status embed_(mpt_gpt *m, const int32_t *inputs, int B, int T, size_t
     const mpt_param_table *pt = &m->pt;
     int D = m->cfg.d_model;
     float *enc = m->cur->a[MPT_ACT_ENCODED], *tmp = m->work[MPT_WORK_DTMP];
-    if (m->tp == 1) {
+    if (m->tp == 1 && m->cp == 1) {
         mpt_encoder_forward(enc, inputs, m->w[pt->wte], m->w[pt->wpe], B, T, D);
         return MPT_OK;
     }
     /* vocabulary-parallel: each rank looks up the tokens of its rows of wte (zero for the
      * others), so the sum over tp, as after a row-parallel layer, is the whole embedding */
     mpt_embed_masked_forward(tmp, inputs, m->w[pt->wte], B, T, D, m->v0, m->Vl);
-    TRY_(reduce_from_tp_(m, tmp, (size_t)B * T, Nl, err));
+    if (m->tp > 1) TRY_(reduce_from_tp_(m, tmp, (size_t)B * T, Nl, err));
     memcpy(enc, tmp, Nl * (size_t)D * sizeof *enc);
-    mpt_positions_forward(enc, m->w[pt->wpe], row0, Nl, T, D);
+    positions_forward_(m, enc, m->w[pt->wpe], row0, Nl, T, D);
     return MPT_OK;
 }
 
@@ -141,7 +210,7 @@ static mpt_status vocab_ce_(mpt_gpt *m, const int32_t *targets, size_t N, float 
 /* Block l's forward from its input (ENCODED or the previous block's RES3) to its RES3; with
  * recompute the intermediate buffers hold one block only and are refilled in backward. */
 static mpt_status block_forward_(mpt_gpt *m, int l, int B, int T, mpt_error *err) {
-    int D = m->cfg.d_model, Dl = m->Dl, Fl = m->Fl, Hl = m->Hl;
+    int D = m->cfg.d_model, Dl = m->Dl, Fl = m->Fl;
     size_t N = (size_t)B * T, Nl = m->sp ? N / (size_t)m->tp : N;
     float *scratch = m->work[MPT_WORK_DTMP];
     const float *x;
@@ -154,7 +223,7 @@ static mpt_status block_forward_(mpt_gpt *m, int l, int B, int T, mpt_error *err
                           W_(m, l, MPT_LN1_W), W_(m, l, MPT_LN1_B), Nl, D);
     TRY_(all_rows_(m, ln1, Nl, &x, err));
     mpt_matmul_forward(qkv, x, W_(m, l, MPT_QKV_W), W_(m, l, MPT_QKV_B), N, D, 3 * Dl);
-    mpt_attention_forward(atty, lay_(m, MPT_ACT_ATT, l), qkv, B, T, Dl, Hl);
+    TRY_(attention_forward_(m, atty, lay_(m, MPT_ACT_LSE, l), qkv, B, T, err));
     TRY_(row_parallel_(m, scratch, atty, W_(m, l, MPT_ATTPROJ_W), W_(m, l, MPT_ATTPROJ_B), N, Nl,
                        Dl, D, err));
     mpt_residual_forward(res2, in, scratch, Nl * D);
@@ -237,11 +306,11 @@ static mpt_status head_backward_(mpt_gpt *m, size_t N, size_t Nl, mpt_error *err
 mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt_error *err) {
     const mpt_config *c = &m->cfg;
     const mpt_param_table *pt = &m->pt;
-    int D = c->d_model, Dl = m->Dl, Fl = m->Fl, Hl = m->Hl, L = m->nl;
+    int D = c->d_model, Dl = m->Dl, Fl = m->Fl, L = m->nl;
     size_t N = (size_t)B * T, Nl = m->sp ? N / (size_t)m->tp : N;
     int head_is_wte = c->tied && m->first && m->last; /* the head reads unit 0's wte */
     float *dres = m->work[MPT_WORK_DRES], *dtmp = m->work[MPT_WORK_DTMP];
-    float *dqkv = m->work[MPT_WORK_DQKV], *datt = m->work[MPT_WORK_DATT];
+    float *dqkv = m->work[MPT_WORK_DQKV];
     float *dfcg = m->work[MPT_WORK_DFCG], *dfc = m->work[MPT_WORK_DFC];
     size_t ND = N * (size_t)D, NDl = N * (size_t)Dl, NF = N * (size_t)Fl;
     const float *x, *dy;
@@ -278,12 +347,11 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
         memset(dtmp, 0, NDl * sizeof *dtmp);
         mpt_matmul_backward(dtmp, G_(m, l, MPT_ATTPROJ_W), G_(m, l, MPT_ATTPROJ_B), dy,
                             lay_(m, MPT_ACT_ATTY, l), W_(m, l, MPT_ATTPROJ_W), N, Dl, D);
-        if (m->recompute == MPT_RECOMPUTE_SELECTIVE) /* the probabilities were not kept */
-            mpt_attention_forward(dqkv, lay_(m, MPT_ACT_ATT, l), lay_(m, MPT_ACT_QKV, l), B, T, Dl,
-                                  Hl);
+        /* the fused backward recomputes the scores from q, k and the kept lse (any recompute
+         * mode: nothing T x T was stored) */
         memset(dqkv, 0, 3 * NDl * sizeof *dqkv);
-        mpt_attention_backward(dqkv, datt, dtmp, lay_(m, MPT_ACT_QKV, l), lay_(m, MPT_ACT_ATT, l),
-                               B, T, Dl, Hl);
+        TRY_(attention_backward_(m, dqkv, dtmp, lay_(m, MPT_ACT_ATTY, l), lay_(m, MPT_ACT_LSE, l),
+                                 lay_(m, MPT_ACT_QKV, l), B, T, err));
         TRY_(all_rows_(m, lay_(m, MPT_ACT_LN1, l), Nl, &x, err));
         memset(dtmp, 0, ND * sizeof *dtmp);
         mpt_matmul_backward(dtmp, G_(m, l, MPT_QKV_W), G_(m, l, MPT_QKV_B), dqkv, x,
@@ -300,10 +368,10 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
     }
     if (!m->first) return MPT_OK; /* dres: the input gradient, for the previous stage */
     if (!head_is_wte) TRY_(need_(m, 0, MPT_PHASE_BACKWARD, err));
-    if (m->tp > 1) {
+    if (m->tp > 1 || m->cp > 1) {
         TRY_(all_rows_(m, dres, Nl, &dy, err)); /* every token, for the vocabulary rows here */
         mpt_embed_masked_backward(m->g[pt->wte], dy, inputs, B, T, D, m->v0, m->Vl);
-        mpt_positions_backward(m->g[pt->wpe], dy, B, T, D);
+        positions_backward_(m, m->g[pt->wpe], dy, B, T, D);
     } else {
         mpt_encoder_backward(m->g[pt->wte], m->g[pt->wpe], dres, inputs, B, T, D);
     }

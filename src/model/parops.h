@@ -34,10 +34,12 @@
  * Under sp each rank's LayerNorm weight gradients cover its rows only: ln_grad_sum adds them
  * over tp.
  *
+ * Context parallelism (parallel/cp.c fills these, with their own context cp_ctx; the model
+ * calls them instead of the fused attention kernel when mpt_gpt_place.cp > 1):
+ *   ring_attention_forward / _backward  attention of this rank's query chunks over the K/V
+ *                      chunks passed around the cp ring (every cp rank calls).
  * Room for later dimensions, NULL until their module fills them (the model does not call
  * them yet; when it does, a NULL entry means the layout is unsupported):
- *   ring_attention_forward / _backward  context parallelism (parallel/cp.c): attention of this
- *                      rank's query chunk over the K/V chunks passed around the cp ring;
  *   expert_dispatch / expert_combine    expert parallelism (parallel/ep.c): send each token to
  *                      the rank of its expert and the outputs back. */
 #ifndef MPT_PAROPS_H
@@ -73,15 +75,18 @@ typedef struct mpt_par_ops {
     /* buf (n) = the sum over tp of this rank's LayerNorm weight and bias gradients (sp). */
     mpt_status (*ln_grad_sum)(void *ctx, float *buf, size_t n, mpt_error *err);
 
-    /* --- later: context and expert parallelism (NULL = unsupported) ------------------------ */
-    /* out (B, Tl, D/tp) and lse (B, H/tp, Tl) for this rank's Tl = T/cp query positions from its
-     * qkv (B, Tl, 3D/tp), attending causally to every earlier position on the cp ring. */
+    /* --- context parallelism (cp group; NULL = unsupported) --------------------------------- */
+    void *cp_ctx; /* passed to the two ring entries instead of ctx */
+    /* out (B, Tl, D) and lse (B, H, Tl) for this rank's Tl = T/cp query positions from its
+     * qkv (B, Tl, 3D), attending causally to every earlier position on the cp ring. D and H are
+     * this rank's attention width and heads (D/tp, H/tp of the model). */
     mpt_status (*ring_attention_forward)(void *ctx, float *out, float *lse, const float *qkv,
                                          int B, int Tl, int D, int H, mpt_error *err);
-    /* dqkv (B, Tl, 3D/tp) += the gradient, from dout, out and lse of the forward. */
+    /* dqkv (B, Tl, 3D) += the gradient, from dout, out and lse of the forward. */
     mpt_status (*ring_attention_backward)(void *ctx, float *dqkv, const float *dout,
                                           const float *out, const float *lse, const float *qkv,
                                           int B, int Tl, int D, int H, mpt_error *err);
+    /* --- later: expert parallelism (NULL = unsupported) ------------------------------------ */
     /* Sends row i of x (n, D) to the rank holding expert[i]; recv gets the rows for this
      * rank's experts (*n_recv of them, recv_expert their local expert index). */
     mpt_status (*expert_dispatch)(void *ctx, const float *x, const int32_t *expert, size_t n,

@@ -49,6 +49,7 @@ mpt_gpt_place mpt_placement_gpt(const mpt_placement *pl, const mpt_par_ops *ops,
                        .tp_rank = pl->coords.c[MPT_DIM_TP], .sp = sp,
                        .first_layer = pl->first_layer,
                        .n_layers = pl->n_layers, .first = pl->first, .last = pl->last,
-                       .recompute = recompute};
+                       .recompute = recompute, .threads = 1,
+                       .cp = pl->layout.size[MPT_DIM_CP], .cp_rank = pl->coords.c[MPT_DIM_CP]};
     return g;
 }

@@ -36,7 +36,8 @@ void mpt_placement_set_layers(mpt_placement *pl, const int *stage_layers);
 mpt_placement mpt_placement_at_stage(const mpt_placement *pl, int stage, int first_layer,
                                      int n_layers);
 /* The model's view of the placement (model/gpt.h): ops is the table of parallel operations
- * (model/parops.h; NULL on one rank, where tp is 1), sp and recompute as the options say. */
+ * (model/parops.h; NULL on one rank, where tp and cp are 1), sp and recompute as the options
+ * say; cp and cp_rank from the layout; threads 1 (the caller sets its --threads). */
 mpt_gpt_place mpt_placement_gpt(const mpt_placement *pl, const mpt_par_ops *ops, int sp,
                                 int recompute);
 

@@ -8,6 +8,7 @@
 
 #include "model/gpt.h"
 #include "model/params.h"
+#include "parallel/cp.h"
 #include "parallel/dp.h"
 #include "parallel/tied.h"
 #include "train/checkpoint.h"
@@ -31,10 +32,16 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
                             mpt_mem_plan *plan, mpt_error *err) {
     memset(plan, 0, sizeof *plan);
     const mpt_placement *pl = &lay->place;
-    int tp = pl->layout.size[MPT_DIM_TP], dpn = pl->layout.size[MPT_DIM_DP];
+    int tp = pl->layout.size[MPT_DIM_TP], cp = pl->layout.size[MPT_DIM_CP];
+    /* gradients are reduced (and ZeRO shards split) over dp x cp; the engine holds T/cp
+     * positions per sequence */
+    int dpn = pl->layout.size[MPT_DIM_DP] * cp;
+    mpt_status st = cp > 1 ? mpt_cp_check(T, cp, tp, lay->sp, err) : MPT_OK;
+    if (st) return st;
+    T /= cp;
     mpt_param_table pt;
-    mpt_status st = mpt_params_build_stage(&pt, cfg, tp, 0, pl->first_layer, pl->n_layers,
-                                           pl->first, pl->last, mpt_dp_unit_align(dpn), err);
+    st = mpt_params_build_stage(&pt, cfg, tp, 0, pl->first_layer, pl->n_layers,
+                                pl->first, pl->last, mpt_dp_unit_align(dpn), err);
     if (st) return st;
     /* what the data-parallel module allocates: the sum of its buffer list */
     mpt_dp_opts o;
@@ -57,6 +64,7 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
     if (!sized)
         return mpt_fail(err, MPT_ERR_INPUT, "the data-parallel buffers are too large to address");
     mpt_gpt_place place = mpt_placement_gpt(pl, NULL, lay->sp, lay->recompute);
+    place.threads = lay->threads;
     size_t act_n[MPT_ACT_SLOTS], work_n[MPT_WORK_SLOTS];
     if (!mpt_gpt_buffer_sizes(cfg, B, T, 1, tp, lay->sp, &place, act_n, work_n))
         return mpt_fail(err, MPT_ERR_INPUT, "batch %d x %d tokens is too large to address", B, T);
@@ -68,6 +76,17 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
     plan->bytes[MPT_MEM_ACTIVATIONS] = set * (size_t)(lay->act_sets > 0 ? lay->act_sets : 1);
     for (int i = 0; i < MPT_WORK_SLOTS; i++) plan->bytes[MPT_MEM_WORKSPACE] += work_n[i] * 4;
     plan->bytes[MPT_MEM_WORKSPACE] += 2 * (size_t)B * T * sizeof(int32_t);
+    if (cp > 1) { /* the ring's buffers (parallel/cp.h) */
+        mpt_buflist cl;
+        mpt_buflist_init(&cl);
+        mpt_cp_buffers(B, T, cfg->d_model / tp, cfg->n_head / tp,
+                       lay->threads > 0 ? lay->threads : 1, NULL, &cl);
+        int ok = mpt_buflist_bytes(&cl, plan->bytes);
+        mpt_buflist_free(&cl);
+        if (!ok)
+            return mpt_fail(err, MPT_ERR_INPUT, "the ring-attention buffers of %d x %d tokens "
+                            "are too large to address", B, T);
+    }
     if (pl->stages > 1 && !pl->first) { /* the pipeline's two input-gradient send buffers */
         size_t N = (size_t)B * T, rows = lay->sp && tp > 1 ? N / (size_t)tp : N;
         plan->bytes[MPT_MEM_WORKSPACE] += 2 * rows * (size_t)cfg->d_model * sizeof(float);

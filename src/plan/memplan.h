@@ -30,10 +30,14 @@ typedef struct mpt_rank_layout {
     int recompute;            /* mpt_recompute */
     int z3_whole;             /* ZeRO-3 keeps the stage's parameters gathered through a step */
     size_t bucket_elems;      /* data-parallel gradient bucket */
+    int threads;              /* compute threads (--threads; <= 0: 1): the attention workspace */
 } mpt_rank_layout;
 
 /* The training memory of one rank: the engine's buffers for micro-batches of B sequences of T
- * tokens (act_sets activation sets) plus what parallel/dp.c and parallel/pp.c add. */
+ * tokens (act_sets activation sets) plus what parallel/dp.c, pp.c and cp.c add. With cp > 1
+ * (the placement's layout) the rank holds T/cp positions of each sequence plus the ring's
+ * buffers, and gradients are sharded over dp x cp; T must split into 2cp chunks
+ * (MPT_ERR_INPUT otherwise). */
 mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_layout *lay,
                             mpt_mem_plan *plan, mpt_error *err);
 

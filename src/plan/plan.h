@@ -40,6 +40,9 @@ typedef struct mpt_plan_job {
     int seq_len;         /* tokens per sequence (<= cfg.n_positions) */
     int precision;       /* MPT_PREC_* */
     double bucket_mb;    /* data-parallel gradient bucket, MiB (trainer default 4) */
+    int threads;         /* compute threads per rank (the fused attention's workspace grows
+                          * with them); 0: this node's cores / the layout's ranks, as `train`
+                          * defaults on one node */
     size_t mem_limit;    /* bytes per rank the job may use (0: none): decides ZeRO-3's
                           * whole-stage gathering as the trainer does */
 } mpt_plan_job;

@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "model/gpt.h"
 #include "parallel/partition.h"
@@ -172,10 +173,16 @@ static mpt_status stage_plan_(const mpt_plan_job *job, const mpt_plan_layout *l,
     mpt_placement rank0;
     mpt_status st = mpt_placement_init(&rank0, &layout, mpt_layout_world(&layout), 0, err);
     if (st) return st;
+    int threads = job->threads;
+    if (threads <= 0) { /* as `train` defaults on one node: the cores shared by the ranks */
+        long cores = sysconf(_SC_NPROCESSORS_ONLN), world = mpt_plan_layout_world(l);
+        threads = cores > 0 && world > 0 && cores / world > 0 ? (int)(cores / world) : 1;
+    }
     mpt_rank_layout lay = {.place = mpt_placement_at_stage(&rank0, s, first_layer, n),
                            .sp = l->sp, .zero = l->zero, .act_sets = sets,
                            .recompute = l->recompute, .z3_whole = z3_whole,
-                           .bucket_elems = (size_t)(job->bucket_mb * 1024 * 1024 / 4)};
+                           .bucket_elems = (size_t)(job->bucket_mb * 1024 * 1024 / 4),
+                           .threads = threads};
     return mpt_memplan_rank(cfg, Bm, T, &lay, plan, err);
 }
 

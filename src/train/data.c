@@ -95,3 +95,23 @@ void mpt_data_batch(const mpt_data_view *v, long step, int B, int first, int cou
         if (targets) copy_tokens_(v->d, start + 1, (size_t)T, targets + (size_t)i * T);
     }
 }
+
+void mpt_data_batch_cp(const mpt_data_view *v, long step, int B, int first, int count, int T,
+                       int cp, int cp_rank, int32_t *inputs, int32_t *targets) {
+    if (cp <= 1) {
+        mpt_data_batch(v, step, B, first, count, T, inputs, targets);
+        return;
+    }
+    unsigned __int128 span = v->n - (size_t)T - 1;
+    size_t Tc = (size_t)T / (2 * (size_t)cp), Tl = 2 * Tc;
+    size_t chunk[2] = {(size_t)cp_rank, 2 * (size_t)cp - 1 - (size_t)cp_rank};
+    for (int i = 0; i < count; i++) {
+        unsigned __int128 g = (unsigned __int128)step * (unsigned)B + (unsigned)(first + i);
+        size_t start = v->first + (size_t)((g * (unsigned)T) % span);
+        for (int k = 0; k < 2; k++) {
+            size_t at = start + chunk[k] * Tc, out = (size_t)i * Tl + (size_t)k * Tc;
+            if (inputs) copy_tokens_(v->d, at, Tc, inputs + out);
+            if (targets) copy_tokens_(v->d, at + 1, Tc, targets + out);
+        }
+    }
+}

@@ -51,4 +51,10 @@ mpt_status mpt_data_check(const mpt_data_view *v, int T, const char *what, mpt_e
 void mpt_data_batch(const mpt_data_view *v, long step, int B, int first, int count, int T,
                     int32_t *inputs, int32_t *targets);
 
+/* Context parallelism: as mpt_data_batch, but each of the count sequences keeps only the T/cp
+ * positions of cp rank cp_rank: chunks cp_rank and 2cp-1-cp_rank of 2cp (T/(2cp) tokens each),
+ * in that order, so inputs/targets are (count, T/cp). cp 1 is mpt_data_batch. */
+void mpt_data_batch_cp(const mpt_data_view *v, long step, int B, int first, int count, int T,
+                       int cp, int cp_rank, int32_t *inputs, int32_t *targets);
+
 #endif

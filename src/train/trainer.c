@@ -31,6 +31,7 @@ void mpt_train_opts_defaults(mpt_train_opts *o) {
     o->dp = 1;
     o->tp = 1;
     o->pp = 1;
+    o->cp = 1;
     o->schedule = "1f1b";
     o->partition = "uniform";
     o->bucket_mb = 4.0;
@@ -87,7 +88,7 @@ static cJSON *start_line_(const mpt_run *r, long start, const mpt_mem_plan *plan
     cJSON_AddNumberToObject(layout, "tp", o->tp);
     cJSON_AddBoolToObject(layout, "sp", o->sp);
     cJSON_AddNumberToObject(layout, "pp", o->pp);
-    cJSON_AddNumberToObject(layout, "cp", 1);
+    cJSON_AddNumberToObject(layout, "cp", o->cp);
     cJSON_AddNumberToObject(layout, "ep", 1);
     cJSON_AddNumberToObject(layout, "zero", o->zero);
     if (o->zero == 3) cJSON_AddStringToObject(layout, "zero3_gather", r->z3_whole ? "step" : "layer");
@@ -135,8 +136,9 @@ static void batch_(void *ctx, int mb, int32_t *inputs, int32_t *targets) {
     mpt_run *r = ctx;
     const mpt_train_opts *o = r->o;
     int first = r->place.coords.c[MPT_DIM_DP] * (o->batch / o->dp);
-    mpt_data_batch(&r->train_view, r->step, o->batch, first + mb * r->Bm, r->Bm, r->T, inputs,
-                   targets);
+    /* cp > 1: this rank's chunks of the replica's sequences */
+    mpt_data_batch_cp(&r->train_view, r->step, o->batch, first + mb * r->Bm, r->Bm, r->T, o->cp,
+                      r->place.coords.c[MPT_DIM_CP], inputs, targets);
 }
 
 /* Evaluation's data: micro-batch k of this replica is micro-batch k % M of evaluation batch
@@ -146,7 +148,8 @@ static void val_batch_(void *ctx, int k, int32_t *inputs, int32_t *targets) {
     const mpt_train_opts *o = r->o;
     int M = o->microbatches;
     int first = r->place.coords.c[MPT_DIM_DP] * (o->batch / o->dp) + (k % M) * r->Bm;
-    mpt_data_batch(&r->val_view, k / M, o->batch, first, r->Bm, r->T, inputs, targets);
+    mpt_data_batch_cp(&r->val_view, k / M, o->batch, first, r->Bm, r->T, o->cp,
+                      r->place.coords.c[MPT_DIM_CP], inputs, targets);
 }
 
 /* The mean token loss over the K evaluation batches (all ranks call, between steps): forward
@@ -158,11 +161,13 @@ static mpt_status eval_(mpt_run *r, double *val_loss, mpt_error *err) {
     double sum = 0.0;
     mpt_status st = mpt_dp_settle(&r->dp, err);
     if (!st) st = mpt_pp_eval(&r->pp, val_batch_, r, o->eval_batches * o->microbatches, r->inputs,
-                              r->targets, r->Bm, r->T, &sum, err);
+                              r->targets, r->Bm, r->Tl, &sum, err);
     if (!st) st = mpt_dp_settle(&r->dp, err);
     mpt_comm *ppc = &r->groups.dim[MPT_DIM_PP], *dpc = &r->groups.dim[MPT_DIM_DP];
+    mpt_comm *cpc = &r->groups.dim[MPT_DIM_CP];
     if (!st && ppc->size > 1) st = mpt_allreduce_sum_f64(ppc, &sum, 1, err);
     if (!st && dpc->size > 1) st = mpt_allreduce_sum_f64(dpc, &sum, 1, err);
+    if (!st && cpc->size > 1) st = mpt_allreduce_sum_f64(cpc, &sum, 1, err);
     if (st) return st;
     *val_loss = sum / ((double)o->eval_batches * o->batch * r->T);
     return MPT_OK;
@@ -225,14 +230,18 @@ static mpt_status step_(mpt_run *r, const mpt_adamw *opt, long step, double *los
         nanosleep(&ts, NULL);
     }
     mpt_dp_begin_step(&r->dp);
-    st = mpt_pp_step(&r->pp, batch_, r, r->inputs, r->targets, r->Bm, T, dloss, &loss_sum, err);
+    st = mpt_pp_step(&r->pp, batch_, r, r->inputs, r->targets, r->Bm, r->Tl, dloss, &loss_sum,
+                     err);
     busy[0] = r->pp.busy;
     busy[1] = r->pp.wall;
     if (st || (st = mpt_dp_finish_grads(&r->dp, err))) return st;
-    /* the last stage has the loss; tp ranks hold the same one; replicas add theirs */
+    /* the last stage has the loss; tp ranks hold the same one; replicas and cp ranks (their
+     * tokens) add theirs */
     mpt_comm *ppc = &r->groups.dim[MPT_DIM_PP], *dpc = &r->groups.dim[MPT_DIM_DP];
+    mpt_comm *cpc = &r->groups.dim[MPT_DIM_CP];
     if (ppc->size > 1 && (st = mpt_allreduce_sum_f64(ppc, &loss_sum, 1, err))) return st;
     if (dpc->size > 1 && (st = mpt_allreduce_sum_f64(dpc, &loss_sum, 1, err))) return st;
+    if (cpc->size > 1 && (st = mpt_allreduce_sum_f64(cpc, &loss_sum, 1, err))) return st;
     *loss = loss_sum / ((double)B * T);
     if (!isfinite(*loss))
         return mpt_fail(err, MPT_ERR_RUN,
@@ -284,6 +293,8 @@ static cJSON *end_line_(mpt_run *r, const mpt_train_result *res, const double pe
     cJSON_AddNumberToObject(j, "mfu", res->mfu);
     cJSON_AddNumberToObject(j, "peak_mem_bytes", (double)res->peak[5]);
     cJSON_AddNumberToObject(j, "planned_mem_bytes", r->plan_max);
+    if (r->o->cp > 1) /* rank 0's time waiting on the ring after its local compute */
+        cJSON_AddNumberToObject(j, "cp_ring_wait_seconds", r->cp.wait_seconds);
     cJSON *pk = cJSON_AddObjectToObject(j, "peak_mem_by_kind");
     for (int k = 0; k < MPT_MEM_KINDS; k++)
         cJSON_AddNumberToObject(pk, mpt_mem_kind_name((mpt_mem_kind)k), peaks[k]);

@@ -64,7 +64,8 @@ typedef struct mpt_train_opts {
     int dp;                  /* data-parallel replicas */
     int tp;                  /* tensor-parallel ranks (dp * tp = world size for now) */
     int sp;                  /* sequence parallelism over the tp ranks */
-    int pp;                  /* pipeline stages (dp * tp * pp = world size) */
+    int pp;                  /* pipeline stages (dp * tp * pp * cp = world size) */
+    int cp;                  /* context-parallel ranks: each holds T/cp positions (zigzag) */
     const char *schedule;    /* pipeline schedule: naive | gpipe | 1f1b (default 1f1b) */
     const char *partition;   /* uniform | auto | L0,L1,... (default uniform) */
     int recompute;           /* mpt_recompute: none, selective, full */

@@ -227,9 +227,11 @@ static mpt_status gather_rows_(stage_ *s, int kind, size_t fi, size_t r0, size_t
                                mpt_error *err) {
     mpt_run *r = s->r;
     const mpt_tensor *ft = &r->full.t[fi];
-    mpt_comm *dpc = &r->groups.dim[MPT_DIM_DP];
+    /* the group the dp module shards over (dp, or dp x cp) and this rank's index in it: its
+     * index 0 (dp 0, cp 0) collects the slices and sends the rows on */
+    mpt_comm *dpc = r->dp.comm;
     int holder = holder_stage_(r, ft), tp = r->o->tp;
-    int me_t = r->place.coords.c[MPT_DIM_TP], me_d = r->place.coords.c[MPT_DIM_DP];
+    int me_t = r->place.coords.c[MPT_DIM_TP], me_d = r->dp.r;
     int me_p = r->place.coords.c[MPT_DIM_PP];
     mpt_status st = MPT_OK;
     if (me_p == holder && s->local[fi] >= 0 && (me_t == 0 || ft->split != MPT_SPLIT_NONE)) {

@@ -6,6 +6,7 @@
 #include "core/arena.h"
 #include "model/gpt.h"
 #include "model/params.h"
+#include "parallel/cp.h"
 #include "parallel/dp.h"
 #include "parallel/groups.h"
 #include "parallel/placement.h"
@@ -20,11 +21,14 @@ typedef struct mpt_run {
     const mpt_train_opts *o;  /* not owned */
     mpt_config cfg;           /* the architecture (from the checkpoint when resuming) */
     int T;                    /* tokens per sequence */
+    int Tl;                   /* of them on this rank: T / cp (zigzag chunks, parallel/cp.h) */
     int Bm;                   /* sequences per micro-batch on this rank */
     char ckpt[1024];          /* checkpoint to start from, or "" */
     mpt_placement place;      /* where this rank sits: coordinates, sizes, its stage's blocks */
     mpt_groups groups;        /* this rank's tp / dp / pp communicators */
     mpt_comm embed;           /* first + last pipeline stage (tied wte), when pp > 1 */
+    mpt_comm dpcp;            /* cp > 1: the dp x cp group gradients are reduced over */
+    mpt_cp cp;                /* cp > 1: the ring attention's context and buffers */
     int stage_count[64];      /* the partition: blocks of every pipeline stage */
     mpt_pp_kind kind;
     int z3_whole;             /* ZeRO-3 gathers every unit once per step (--zero3-gather step) */

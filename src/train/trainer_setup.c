@@ -31,6 +31,7 @@ static mpt_status validate_numbers_(const mpt_train_opts *o, mpt_error *err) {
         {"dp", o->dp, 1, MPT_MAX_PARALLEL},
         {"tp", o->tp, 1, MPT_MAX_PARALLEL},
         {"pp", o->pp, 1, MPT_MAX_PP},
+        {"cp", o->cp, 1, MPT_MAX_PARALLEL},
         {"zero", o->zero, 0, 3},
         {"save-every", o->save_every, 0, MPT_MAX_STEPS},
         {"keep", o->keep, 0, MPT_MAX_STEPS},
@@ -83,7 +84,7 @@ static mpt_status validate_layout_(mpt_run *r, mpt_error *err) {
     const mpt_config *cfg = &r->cfg;
     int T = r->T;
     /* where this rank sits: the one placement the rest of the run reads */
-    mpt_layout lay = mpt_layout_make(o->tp, 1, o->dp, o->pp, 1);
+    mpt_layout lay = mpt_layout_make(o->tp, o->cp, o->dp, o->pp, 1);
     mpt_status st = mpt_placement_init(&r->place, &lay, r->world->size, r->world->rank, err);
     if (st) return st;
     if (cfg->n_head % o->tp != 0 || cfg->ffn % o->tp != 0)
@@ -94,6 +95,7 @@ static mpt_status validate_layout_(mpt_run *r, mpt_error *err) {
     if (o->sp && o->tp < 2)
         return mpt_fail(err, MPT_ERR_INPUT, "--sp splits the sequence over the tensor-parallel "
                                             "ranks: it needs --tp 2 or more");
+    if ((st = mpt_cp_check(T, o->cp, o->tp, o->sp, err))) return st;
     if (o->sp && T % o->tp != 0)
         return mpt_fail(err, MPT_ERR_INPUT,
                         "--sp splits the sequence over --tp %d ranks, but --seq-len %d is not "
@@ -183,7 +185,8 @@ static mpt_status stage_plan_(mpt_run *r, const mpt_placement *q, mpt_mem_plan *
     if (st) return st;
     mpt_rank_layout lay = {.place = *q, .sp = o->sp, .zero = o->zero, .act_sets = sets,
                            .recompute = o->recompute, .z3_whole = r->z3_whole,
-                           .bucket_elems = (size_t)(o->bucket_mb * 1024 * 1024 / 4)};
+                           .bucket_elems = (size_t)(o->bucket_mb * 1024 * 1024 / 4),
+                           .threads = o->threads};
     return mpt_memplan_rank(&r->cfg, r->Bm, r->T, &lay, plan, err);
 }
 
@@ -205,6 +208,7 @@ mpt_status mpt_run_prepare(mpt_run *r, mpt_train_result *res, mpt_error *err) {
     r->T = o->seq_len > 0 ? o->seq_len : r->cfg.n_positions;
     if ((st = validate_layout_(r, err)) || (st = validate_run_(r, err))) return st;
     r->Bm = o->batch / (o->dp * o->microbatches);
+    r->Tl = r->T / o->cp;
     if ((st = mpt_partition(&r->cfg, r->T, o->pp, o->partition, r->stage_count, stage_fits_, r,
                             err)))
         return st;
@@ -255,6 +259,7 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
     size_t bucket = (size_t)(o->bucket_mb * 1024 * 1024 / sizeof(float));
     mpt_status st = mpt_groups_init(&r->groups, &r->place.layout, r->world, err);
     if (st) return st;
+    mpt_arena_init(&r->arena, o->mem_limit);
     mpt_comm *tp = &r->groups.dim[MPT_DIM_TP], *dp = &r->groups.dim[MPT_DIM_DP];
     mpt_comm *pp = &r->groups.dim[MPT_DIM_PP];
     int first = r->place.first, last = r->place.last;
@@ -265,7 +270,17 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
     }
     mpt_par_ops ops; /* the model copies it; its context, the tp group, lives in r->groups */
     mpt_tp_ops(&ops, tp);
+    if (o->cp > 1) { /* ring attention over the cp group; gradients reduced over dp x cp */
+        if ((st = mpt_groups_make(&r->groups, MPT_MASK_DP | MPT_MASK_CP, &r->dpcp, err)) ||
+            (st = mpt_cp_init(&r->cp, &r->groups.dim[MPT_DIM_CP], r->Bm, r->Tl,
+                              r->cfg.d_model / o->tp, r->cfg.n_head / o->tp, o->threads,
+                              &r->arena, err)))
+            return st;
+        mpt_cp_ops(&ops, &r->cp);
+        dp = &r->dpcp;
+    }
     mpt_gpt_place place = mpt_placement_gpt(&r->place, &ops, o->sp, o->recompute);
+    place.threads = o->threads; /* the attention workspace, as the plan sized it */
     mpt_dp_opts dopt;
     mpt_dp_opts_defaults(&dopt);
     dopt.zero = o->zero;
@@ -276,16 +291,15 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
         dopt.pre_reduce_ctx = &r->embed;
     }
     if ((st = mpt_params_build(&r->full, &r->cfg, err))) return st;
-    mpt_arena_init(&r->arena, o->mem_limit);
     int flags = mpt_dp_gpt_flags(o->zero) | MPT_GPT_NO_ACTS; /* the executor owns the sets */
-    if ((st = mpt_gpt_init(&r->model, &r->cfg, r->Bm, r->T, flags, mpt_dp_unit_align(o->dp),
+    if ((st = mpt_gpt_init(&r->model, &r->cfg, r->Bm, r->Tl, flags, mpt_dp_unit_align(dp->size),
                            &place, &r->arena, err)))
         return st;
     if (dopt.pre_reduce) dopt.held = mpt_tied_tensor(&r->model.pt);
     if ((st = mpt_dp_init(&r->dp, &r->model, dp, tp, pp, &dopt, &r->arena, err))) return st;
     if ((st = mpt_pp_init(&r->pp, pp, r->kind, o->microbatches, &r->model, &r->dp, err)))
         return st;
-    r->batch_n = (size_t)r->Bm * r->T;
+    r->batch_n = (size_t)r->Bm * r->Tl;
     if ((st = mpt_arena_alloc(&r->arena, MPT_MEM_WORKSPACE, r->batch_n, MPT_I32,
                               &r->inputs, err)) ||
         (st = mpt_arena_alloc(&r->arena, MPT_MEM_WORKSPACE, r->batch_n, MPT_I32,
@@ -300,6 +314,8 @@ void mpt_run_free(mpt_run *r) {
     mpt_pp_free(&r->pp);
     mpt_dp_free(&r->dp);
     mpt_gpt_free(&r->model);
+    mpt_cp_free(&r->cp);
+    mpt_comm_free(&r->dpcp);
     mpt_params_free(&r->full);
     mpt_comm_free(&r->embed);
     mpt_groups_free(&r->groups);
