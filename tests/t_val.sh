@@ -65,6 +65,7 @@ done <<'LAYOUTS'
 2 pp2 --pp 2 --microbatches 2
 2 dp2-zero3 --dp 2 --zero 3
 4 dp2-pp2-zero3 --dp 2 --pp 2 --microbatches 2 --zero 3
+2 cp2 --cp 2
 LAYOUTS
 
 # ZeRO-3 (where evaluation gathers the weights through the dp hooks): training unchanged too
