@@ -260,8 +260,11 @@ void mpt_flash_block_backward(mpt_flash_out dq, mpt_flash_out dk, mpt_flash_out 
             mine.dq = work + (size_t)omp_get_thread_num() * acc_n;
             mine.lddq = (size_t)hs;
             memset(mine.dq, 0, acc_n * sizeof(float));
-            /* K/V tile 0 sees every query tile: largest first */
-#pragma omp for schedule(dynamic, 1)
+            /* K/V tile 0 sees every query tile: largest first. Tiles go round-robin to fixed
+             * threads (static, not dynamic), so which accumulator receives which tile's dq, and
+             * hence the rounding of the sum, is the same in every run: results are bit-identical
+             * from run to run at a given thread count. */
+#pragma omp for schedule(static, 1)
             for (int kb = 0; kb < nk; kb++) bwd_ktile_(&mine, kb * BK, s, scale);
             int team = omp_get_num_threads();
 #pragma omp for schedule(static)
