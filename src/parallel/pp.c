@@ -40,6 +40,19 @@ mpt_status mpt_pp_sets_needed(mpt_pp_kind kind, int p, int m, int stage, int *n,
     return MPT_OK;
 }
 
+size_t mpt_pp_boundary_elems(int B, int T, int D, int tp, int sp) {
+    size_t N = (size_t)B * (size_t)T;
+    return (sp && tp > 1 ? N / (size_t)tp : N) * (size_t)D;
+}
+
+void mpt_pp_buffers(int stage, size_t boundary_n, mpt_pp *pp, mpt_buflist *l) {
+    if (stage == 0) return;
+    mpt_buflist_add(l, "pp.grad_out0", MPT_MEM_WORKSPACE, MPT_F32, boundary_n,
+                    pp ? (void **)&pp->grad_out[0] : NULL);
+    mpt_buflist_add(l, "pp.grad_out1", MPT_MEM_WORKSPACE, MPT_F32, boundary_n,
+                    pp ? (void **)&pp->grad_out[1] : NULL);
+}
+
 mpt_status mpt_pp_init(mpt_pp *pp, mpt_comm *comm, mpt_pp_kind kind, int m, mpt_gpt *model,
                        mpt_dp *dp, mpt_error *err) {
     memset(pp, 0, sizeof *pp);
@@ -50,8 +63,8 @@ mpt_status mpt_pp_init(mpt_pp *pp, mpt_comm *comm, mpt_pp_kind kind, int m, mpt_
     pp->m = m;
     pp->model = model;
     pp->dp = dp;
-    size_t N = (size_t)model->B * (size_t)model->T;
-    pp->boundary_n = (model->sp ? N / (size_t)model->tp : N) * (size_t)model->cfg.d_model;
+    pp->boundary_n = mpt_pp_boundary_elems(model->B, model->T, model->cfg.d_model, model->tp,
+                                           model->sp);
     mpt_status st = mpt_pp_schedule(kind, pp->p, m, 1, pp->stage, &pp->acts, &pp->n_acts, err);
     if (!st) st = mpt_pp_sets_needed(kind, pp->p, m, pp->stage, &pp->sets_needed, err);
     if (st) return st;
@@ -75,9 +88,9 @@ mpt_status mpt_pp_init(mpt_pp *pp, mpt_comm *comm, mpt_pp_kind kind, int m, mpt_
         mpt_pp_free(pp);
         return mpt_fail(err, MPT_ERR_RUN, "out of memory for the pipeline executor");
     }
-    for (int k = 0; k < 2 && !st && pp->stage > 0; k++)
-        st = mpt_arena_alloc(model->arena, MPT_MEM_WORKSPACE, pp->boundary_n, MPT_F32,
-                             &pp->grad_out[k], err);
+    mpt_buflist_init(&pp->bufs);
+    mpt_pp_buffers(pp->stage, pp->boundary_n, pp, &pp->bufs);
+    st = mpt_buflist_alloc(&pp->bufs, model->arena, err);
     /* every activation set the schedule keeps alive at once, up front: no allocation during a
      * step, and the arena's peak is reached (and checked against --mem-limit) at set-up */
     for (; !st && pp->pool_n < pp->sets_needed; pp->pool_n++) {
@@ -91,9 +104,8 @@ mpt_status mpt_pp_init(mpt_pp *pp, mpt_comm *comm, mpt_pp_kind kind, int m, mpt_
 void mpt_pp_free(mpt_pp *pp) {
     if (!pp || !pp->model) return;
     for (int k = 0; k < pp->pool_n; k++) mpt_gpt_acts_free(pp->model, &pp->pool[k]);
-    for (int k = 0; k < 2; k++)
-        mpt_arena_release(pp->model->arena, MPT_MEM_WORKSPACE, pp->grad_out[k], pp->boundary_n,
-                          MPT_F32);
+    mpt_buflist_release(&pp->bufs, pp->model->arena);
+    mpt_buflist_free(&pp->bufs);
     free(pp->acts);
     free(pp->set);
     free(pp->pool);

@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "comm/comm.h"
+#include "core/buflist.h"
 #include "model/gpt.h"
 #include "parallel/dp.h"
 #include "parallel/schedule.h"
@@ -56,6 +57,7 @@ typedef struct mpt_pp {
     int pool_n;
     mpt_req *rx_act, *rx_grad, *tx_act; /* per micro-batch */
     float *grad_out[2];      /* stages after the first: input-gradient send buffers (workspace) */
+    mpt_buflist bufs;        /* owned: the list grad_out was allocated from (mpt_pp_buffers) */
     mpt_req tx_grad[2];
     int tx_grad_busy[2];
     size_t boundary_n;       /* floats of one stage-boundary tensor (N/sp rows x D) */
@@ -74,6 +76,14 @@ typedef struct mpt_pp {
     mpt_pp_forward_fn before_forward; /* optional */
     void *forward_ctx;
 } mpt_pp;
+
+/* Floats of one stage-boundary tensor: the residual stream of a micro-batch of B sequences of T
+ * tokens, N = B*T rows (N/tp with sequence parallelism) of D. Pure. */
+size_t mpt_pp_boundary_elems(int B, int T, int D, int tp, int sp);
+/* The executor's own buffers besides the activation sets (which are the model's, counted per
+ * set): a stage after the first keeps two input-gradient send buffers of boundary_n floats
+ * (workspace). pp NULL: a plan (no destinations). */
+void mpt_pp_buffers(int stage, size_t boundary_n, mpt_pp *pp, mpt_buflist *l);
 
 /* Activation sets stage `stage` holds at most at once under this schedule (walks its list). */
 mpt_status mpt_pp_sets_needed(mpt_pp_kind kind, int p, int m, int stage, int *n, mpt_error *err);

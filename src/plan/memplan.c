@@ -10,8 +10,10 @@
 #include "model/params.h"
 #include "parallel/cp.h"
 #include "parallel/dp.h"
+#include "parallel/pp.h"
 #include "parallel/tied.h"
 #include "train/checkpoint.h"
+#include "train/data.h"
 
 /* Checkpoint staging (train/checkpoint.h): the bounded blocks that every checkpoint load, save
  * and dump streams tensors through, workspace, on every rank. */
@@ -75,7 +77,6 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
     for (int i = 0; i < MPT_ACT_SLOTS; i++) set += act_n[i] * 4;
     plan->bytes[MPT_MEM_ACTIVATIONS] = set * (size_t)(lay->act_sets > 0 ? lay->act_sets : 1);
     for (int i = 0; i < MPT_WORK_SLOTS; i++) plan->bytes[MPT_MEM_WORKSPACE] += work_n[i] * 4;
-    plan->bytes[MPT_MEM_WORKSPACE] += 2 * (size_t)B * T * sizeof(int32_t);
     if (cp > 1) { /* the ring's buffers (parallel/cp.h) */
         mpt_buflist cl;
         mpt_buflist_init(&cl);
@@ -87,10 +88,14 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
             return mpt_fail(err, MPT_ERR_INPUT, "the ring-attention buffers of %d x %d tokens "
                             "are too large to address", B, T);
     }
-    if (pl->stages > 1 && !pl->first) { /* the pipeline's two input-gradient send buffers */
-        size_t N = (size_t)B * T, rows = lay->sp && tp > 1 ? N / (size_t)tp : N;
-        plan->bytes[MPT_MEM_WORKSPACE] += 2 * rows * (size_t)cfg->d_model * sizeof(float);
-    }
+    /* the pipeline executor's send buffers and the trainer's token buffers */
+    mpt_buflist ol;
+    mpt_buflist_init(&ol);
+    mpt_pp_buffers(pl->stage, mpt_pp_boundary_elems(B, T, cfg->d_model, tp, lay->sp), NULL, &ol);
+    mpt_data_buffers((size_t)B * (size_t)T, NULL, NULL, &ol);
+    int ok = mpt_buflist_bytes(&ol, plan->bytes);
+    mpt_buflist_free(&ol);
+    if (!ok) return mpt_fail(err, MPT_ERR_RUN, "out of memory planning the executor's buffers");
     if ((st = add_ckpt_stage_(cfg, plan, err))) return st;
     for (int k = 0; k < MPT_MEM_KINDS; k++) plan->total += plan->bytes[k];
     return MPT_OK;

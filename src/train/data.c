@@ -115,3 +115,8 @@ void mpt_data_batch_cp(const mpt_data_view *v, long step, int B, int first, int 
         }
     }
 }
+
+void mpt_data_buffers(size_t tokens, int32_t **inputs, int32_t **targets, mpt_buflist *l) {
+    mpt_buflist_add(l, "inputs", MPT_MEM_WORKSPACE, MPT_I32, tokens, (void **)inputs);
+    mpt_buflist_add(l, "targets", MPT_MEM_WORKSPACE, MPT_I32, tokens, (void **)targets);
+}

@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/buflist.h"
 #include "core/status.h"
 #include "tok/tokfile.h"
 
@@ -50,6 +51,10 @@ mpt_status mpt_data_check(const mpt_data_view *v, int T, const char *what, mpt_e
  * the view; either may be NULL. */
 void mpt_data_batch(const mpt_data_view *v, long step, int B, int first, int count, int T,
                     int32_t *inputs, int32_t *targets);
+
+/* The trainer's token buffers of one micro-batch: inputs and targets, tokens each (workspace,
+ * i32). inputs/targets NULL: a plan. */
+void mpt_data_buffers(size_t tokens, int32_t **inputs, int32_t **targets, mpt_buflist *l);
 
 /* Context parallelism: as mpt_data_batch, but each of the count sequences keeps only the T/cp
  * positions of cp rank cp_rank: chunks cp_rank and 2cp-1-cp_rank of 2cp (T/(2cp) tokens each),

@@ -38,6 +38,7 @@ typedef struct mpt_run {
     mpt_dp dp;
     mpt_pp pp;                /* the pipeline executor (one stage when pp == 1) */
     int32_t *inputs, *targets;/* (Bm, T), kind workspace */
+    mpt_buflist token_bufs;   /* owned: the list inputs and targets come from */
     size_t batch_n;
     mpt_data data;            /* the training stream (--data: one file or shards) */
     mpt_data val;             /* --val-data, when given */

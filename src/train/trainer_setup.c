@@ -300,17 +300,16 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
     if ((st = mpt_pp_init(&r->pp, pp, r->kind, o->microbatches, &r->model, &r->dp, err)))
         return st;
     r->batch_n = (size_t)r->Bm * r->Tl;
-    if ((st = mpt_arena_alloc(&r->arena, MPT_MEM_WORKSPACE, r->batch_n, MPT_I32,
-                              &r->inputs, err)) ||
-        (st = mpt_arena_alloc(&r->arena, MPT_MEM_WORKSPACE, r->batch_n, MPT_I32,
-                              &r->targets, err)))
+    mpt_buflist_init(&r->token_bufs);
+    mpt_data_buffers(r->batch_n, &r->inputs, &r->targets, &r->token_bufs);
+    if ((st = mpt_buflist_alloc(&r->token_bufs, &r->arena, err)))
         return st;
     return mpt_run_load(r, start, err);
 }
 
 void mpt_run_free(mpt_run *r) {
-    mpt_arena_release(&r->arena, MPT_MEM_WORKSPACE, r->inputs, r->batch_n, MPT_I32);
-    mpt_arena_release(&r->arena, MPT_MEM_WORKSPACE, r->targets, r->batch_n, MPT_I32);
+    mpt_buflist_release(&r->token_bufs, &r->arena);
+    mpt_buflist_free(&r->token_bufs);
     mpt_pp_free(&r->pp);
     mpt_dp_free(&r->dp);
     mpt_gpt_free(&r->model);
