@@ -2,6 +2,11 @@
 #   make demo    install what is missing, build, train the default model on the default corpus
 #   make test    install what is missing, build, run the whole test suite
 #   make bench   benchmarks (ratios measured side by side; never part of the tests)
+#   make test-asan      the whole suite built with AddressSanitizer + UBSan (build-asan/);
+#                       ASAN_TESTS=REGEX runs the tests it matches (.ci/run does)
+#   make test-valgrind  the single-rank unit tests under valgrind memcheck (build-valgrind/);
+#                       VALGRIND_TESTS=REGEX likewise
+#   make fuzz           each libFuzzer target of tests/fuzz for FUZZ_SECONDS (build-fuzz/)
 BUILD    ?= build
 CMAKE_FLAGS ?=
 JOBS     ?= $(shell nproc)
@@ -9,7 +14,7 @@ export OMPI_ALLOW_RUN_AS_ROOT = 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM = 1
 export OMPI_MCA_rmaps_base_oversubscribe = 1
 
-.PHONY: all setup build test demo bench clean
+.PHONY: all setup build test demo bench clean test-asan test-valgrind fuzz
 all: build
 
 setup:
@@ -31,6 +36,36 @@ bench: setup
 	@$(MAKE) --no-print-directory build
 	@bash bench/run.sh $(BUILD)
 	@bash bench/parallel.sh $(BUILD)
+
+# Sanitizer runs. OpenMPI keeps some allocations until exit, many made from plugins it has
+# unloaded by then: with the full (slow) unwinder on malloc their stacks reach OpenMPI's own
+# libraries, which tests/lsan.supp names (see there). t_clang_build and t_fuzz are build checks with their
+# own build directories, and t_multihost needs network namespaces: none of them runs here.
+ASAN_BUILD ?= build-asan
+ASAN_TESTS ?=
+test-asan: export ASAN_OPTIONS = detect_leaks=1:fast_unwind_on_malloc=0:check_initialization_order=1:strict_init_order=1
+test-asan: export LSAN_OPTIONS = suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0
+test-asan: export UBSAN_OPTIONS = print_stacktrace=1:halt_on_error=1
+test-asan: setup
+	@cmake -S . -B $(ASAN_BUILD) -DMPT_SANITIZE=ON >/dev/null
+	@cmake --build $(ASAN_BUILD) -j $(JOBS)
+	@cd $(ASAN_BUILD) && ctest --output-on-failure -j 2 --timeout 1800 \
+	  -E '^(t_clang_build|t_multihost|t_fuzz)$$' $(if $(ASAN_TESTS),-R '$(ASAN_TESTS)')
+
+# valgrind: the unit tests (no MPI), built without -march=native so that memcheck knows
+# every instruction; any memcheck error or definite leak fails the test (tests/valgrind.supp).
+VALGRIND_BUILD ?= build-valgrind
+VALGRIND_TESTS ?= ^test_
+test-valgrind: setup
+	@cmake -S . -B $(VALGRIND_BUILD) -DMPT_VALGRIND=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(VALGRIND_BUILD) -j $(JOBS)
+	@cd $(VALGRIND_BUILD) && OMP_NUM_THREADS=2 ctest --output-on-failure -j 2 --timeout 3600 \
+	  -R '$(VALGRIND_TESTS)'
+
+# A longer fuzzing session than the suite's t_fuzz (FUZZ_SECONDS per target, default 300).
+FUZZ_SECONDS ?= 300
+fuzz: setup
+	@bash tests/fuzz/run.sh build-fuzz $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(BUILD)

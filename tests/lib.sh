@@ -1,6 +1,7 @@
 # lib.sh — shared by the script tests (source it after `set -uo pipefail`; $1 is the build dir).
 # Gives BIN, MPIRUN (oversubscribed, shared memory), TMP (removed on exit), HERE, CMP (the run
-# comparer), ok/bad and check to record one check each, and finish to print "N passed, N failed" and
+# comparer), ok/bad and check to record one check each, refused for a clean bad-input failure,
+# and finish to print "N passed, N failed" and
 # return the exit status: non-zero when a check failed or when no check ran at all (a script
 # whose checks were all skipped has shown nothing).
 BIN="$1/mptrain"
@@ -15,6 +16,24 @@ bad() { fails=$((fails+1)); echo "FAIL $*"; }
 check() { # check "what" command...: one check that the command succeeds
   local what="$1"; shift
   if "$@"; then passes=$((passes + 1)); else fails=$((fails + 1)); echo "FAIL: $what" >&2; fi
+}
+# refused NAME NP WANT -- command...: one check that the command fails cleanly on bad input
+# (CONTRACT §7): exit status 2 exactly (a signal, a crash or the timeout gives another), at
+# least NP lines "mptrain: error: ...WANT..." on stderr (one per rank: every rank finds it), no
+# core file, within 20 s. Runs in a directory of its own under $TMP.
+refused_n=0
+refused() {
+  local what=$1 np=$2 want=$3; shift 4
+  refused_n=$((refused_n + 1))
+  local dir="$TMP/refused$refused_n"; mkdir -p "$dir"
+  (cd "$dir" && timeout -k 5 20 "$@" >"$dir/out" 2>"$dir/err"); local rc=$?
+  local said; said=$(grep -c "^mptrain: error: .*$want" "$dir/err")
+  local cores; cores=$(find "$dir" -maxdepth 1 -name 'core*' | wc -l)
+  if [ "$rc" = 2 ] && [ "$said" -ge "$np" ] && [ "$cores" = 0 ]; then
+    ok "$what: $(grep -m1 '^mptrain: error: ' "$dir/err" | cut -c1-160)"
+  else
+    bad "$what: exit $rc (want 2), $said of $np ranks said '$want', $cores core files: $(head -c 600 "$dir/err")"
+  fi
 }
 finish() {
   [ "$passes" -gt 0 ] || { fails=$((fails + 1)); echo "FAIL no check ran"; }

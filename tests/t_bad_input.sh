@@ -26,23 +26,7 @@ BASE=(--model tiny --layers 1 --d-model 32 --heads 2 --seq-len 16 --batch 2 --st
       --quiet --data "$TMP/data.bin")
 HUGE=4294967296                # 2^32
 HUGE64=9223372036854775808     # 2^63: beyond a signed 64-bit whole number
-n=0
 
-# refused NAME NP WANT -- command...: exit 2, "mptrain: error:" naming WANT (on each of NP ranks),
-# no core file, within 20 s
-refused() {
-  local what=$1 np=$2 want=$3; shift 4
-  n=$((n + 1))
-  local dir="$TMP/run$n"; mkdir -p "$dir"
-  (cd "$dir" && timeout -k 5 20 "$@" >"$dir/out" 2>"$dir/err"); local rc=$?
-  local said; said=$(grep -c "^mptrain: error: .*$want" "$dir/err")
-  local cores; cores=$(find "$dir" -maxdepth 1 -name 'core*' | wc -l)
-  if [ "$rc" = 2 ] && [ "$said" -ge "$np" ] && [ "$cores" = 0 ]; then
-    ok "$what: $(grep -m1 '^mptrain: error: ' "$dir/err" | cut -c1-160)"
-  else
-    bad "$what: exit $rc (want 2), $said of $np ranks said '$want', $cores core files: $(head -c 600 "$dir/err")"
-  fi
-}
 # train_bad OPTION VALUES...: one rank, each value after the base options
 train_bad() {
   local opt=$1; shift

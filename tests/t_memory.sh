@@ -21,8 +21,17 @@
 # (x 1.05 for wpe in the same unit) when the layout reduces that unit with MPI (dp > 1 with
 # ZeRO >= 2, or pp > 1 with a tied head), else 0. It is counted, not planned: bounding it
 # needs the comm layer to split large collectives into bounded pieces (see the report).
+#
+# Under AddressSanitizer (make test-asan) the process also holds ASan's shadow memory, redzones
+# and quarantine, which no plan counts: there the upper bound is not checked (the lower bound
+# and plan = arena peak still are), and the script says so.
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
+ASAN=0
+if ldd "$BIN" 2>/dev/null | grep -q libasan || nm "$BIN" 2>/dev/null | grep -q __asan_init; then
+  ASAN=1; echo "AddressSanitizer build: VmHWM <= plan*1.05 + A + M not checked"
+fi
+export MPT_T_MEMORY_ASAN=$ASAN
 DATA=(--data .cache/moby-dick.byte.bin)
 TINY=(--model tiny --layers 2 --d-model 32 --heads 2 --seq-len 32 --batch 4 --steps 2 --threads 1 --quiet)
 # plan >= 100 MB on every rank of every layout below (wte alone is 50257 x 256 floats)
@@ -33,7 +42,7 @@ BIG=(--model tiny --layers 2 --d-model 256 --heads 4 --seq-len 64 --batch 4 --vo
 check_log() {
   local name=$1 log=$2 min_plan=$3
   if /usr/bin/python3 - "$log" "$min_plan" >"$TMP/mem" 2>&1 <<'PY'
-import json, sys
+import json, os, sys
 log, min_plan = sys.argv[1], float(sys.argv[2])
 lines = [json.loads(l) for l in open(log)]
 start, end = lines[0], lines[-1]
@@ -51,7 +60,7 @@ for i, r in enumerate(end["ranks"]):
     if plan != peak: msgs.append(f"rank {i}: plan {plan} != arena peak {peak}")
     if plan < min_plan: msgs.append(f"rank {i}: plan {plan} below {min_plan:.0f}: too small to mean much")
     if rss < plan: msgs.append(f"rank {i}: VmHWM {rss} < plan {plan}: planned memory never touched")
-    if rss > top: msgs.append(f"rank {i}: VmHWM {rss} > plan*1.05 + A + M = {top:.0f}: memory outside the plan")
+    if rss > top and os.environ.get("MPT_T_MEMORY_ASAN") != "1": msgs.append(f"rank {i}: VmHWM {rss} > plan*1.05 + A + M = {top:.0f}: memory outside the plan")
 print("; ".join(figs), *msgs)
 sys.exit(1 if msgs else 0)
 PY

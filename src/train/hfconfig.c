@@ -71,7 +71,8 @@ mpt_status mpt_hfconfig_parse(const char *text, size_t len, const char *what, mp
         (st = get_int_(root, "n_experts", 0, 0, 0, &c.experts, what, err)) ||
         (st = get_int_(root, "top_k", 1, 0, 0, &c.top_k, what, err)))
         goto cleanup;
-    if (c.ffn == 0) c.ffn = 4 * c.d_model;
+    /* 4 x n_embd only where it fits an int; a wider n_embd is left to mpt_config_finish */
+    if (c.ffn == 0 && c.d_model <= INT_MAX / 4) c.ffn = 4 * c.d_model;
     j = cJSON_GetObjectItemCaseSensitive(root, "activation_function");
     if (j && !(cJSON_IsString(j) && (strcmp(j->valuestring, "gelu_new") == 0 ||
                                      strcmp(j->valuestring, "gelu_pytorch_tanh") == 0))) {
