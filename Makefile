@@ -43,13 +43,14 @@ bench: setup
 # own build directories, and t_multihost needs network namespaces: none of them runs here.
 ASAN_BUILD ?= build-asan
 ASAN_TESTS ?=
+ASAN_JOBS ?= 2
 test-asan: export ASAN_OPTIONS = detect_leaks=1:fast_unwind_on_malloc=0:check_initialization_order=1:strict_init_order=1
 test-asan: export LSAN_OPTIONS = suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0
 test-asan: export UBSAN_OPTIONS = print_stacktrace=1:halt_on_error=1
 test-asan: setup
 	@cmake -S . -B $(ASAN_BUILD) -DMPT_SANITIZE=ON >/dev/null
 	@cmake --build $(ASAN_BUILD) -j $(JOBS)
-	@cd $(ASAN_BUILD) && ctest --output-on-failure -j 2 --timeout 1800 \
+	@cd $(ASAN_BUILD) && ctest --output-on-failure -j $(ASAN_JOBS) --timeout 1800 \
 	  -E '^(t_clang_build|t_multihost|t_fuzz)$$' $(if $(ASAN_TESTS),-R '$(ASAN_TESTS)')
 
 # valgrind: the unit tests (no MPI), built without -march=native so that memcheck knows
