@@ -306,18 +306,27 @@ static double *uniform_(const double cost[MPT_PP_COSTS], int p) {
     return costs;
 }
 
+/* Checks one set of costs and repeats it for each of the p ranks into *costs (caller frees). */
+static mpt_status uniform_costs_(mpt_pp_kind kind, int p, int m, int v,
+                                 const double cost[MPT_PP_COSTS], double **costs,
+                                 mpt_error *err) {
+    *costs = NULL;
+    mpt_status st = check_costs_(kind, p, m, v, cost, MPT_PP_COSTS, err);
+    if (st) return st;
+    if (!(*costs = uniform_(cost, p)))
+        return mpt_fail(err, MPT_ERR_RUN, "out of memory simulating the %s schedule",
+                        mpt_pp_kind_name(kind));
+    return MPT_OK;
+}
+
 mpt_status mpt_pp_simulate_lists(mpt_pp_kind kind, int p, int m, int v,
                                  const mpt_pp_action *const *lists, const size_t *lens,
                                  const double cost[MPT_PP_COSTS], mpt_pp_timeline *out,
                                  mpt_error *err) {
     memset(out, 0, sizeof *out);
-    mpt_status st = check_costs_(kind, p, m, v, cost, MPT_PP_COSTS, err);
-    if (st) return st;
-    double *costs = uniform_(cost, p);
-    if (!costs)
-        return mpt_fail(err, MPT_ERR_RUN, "out of memory simulating the %s schedule",
-                        mpt_pp_kind_name(kind));
-    st = simulate_(kind, p, m, v, lists, lens, costs, out, err);
+    double *costs;
+    mpt_status st = uniform_costs_(kind, p, m, v, cost, &costs, err);
+    if (!st) st = simulate_(kind, p, m, v, lists, lens, costs, out, err);
     free(costs);
     return st;
 }
@@ -348,13 +357,9 @@ mpt_status mpt_pp_simulate(mpt_pp_kind kind, int p, int m, int v,
                            const double cost[MPT_PP_COSTS], mpt_pp_timeline *out,
                            mpt_error *err) {
     memset(out, 0, sizeof *out);
-    mpt_status st = check_costs_(kind, p, m, v, cost, MPT_PP_COSTS, err);
-    if (st) return st;
-    double *costs = uniform_(cost, p);
-    if (!costs)
-        return mpt_fail(err, MPT_ERR_RUN, "out of memory simulating the %s schedule",
-                        mpt_pp_kind_name(kind));
-    st = simulate_schedule_(kind, p, m, v, costs, out, err);
+    double *costs;
+    mpt_status st = uniform_costs_(kind, p, m, v, cost, &costs, err);
+    if (!st) st = simulate_schedule_(kind, p, m, v, costs, out, err);
     free(costs);
     return st;
 }
