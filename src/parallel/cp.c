@@ -118,6 +118,16 @@ static int pair_(const mpt_cp *cp, int src, int qi, int ki, int B, int Tc, mpt_f
     return k0 <= q0 + Tc - 1;
 }
 
+/* Views of this rank's queries from row qrow of qkv (B, Tl, 3D) and of the keys and values
+ * from row krow of a ring block kv (B, Tl, 2D) = K||V. */
+static void chunk_views_(const float *qkv, const float *kv, size_t qrow, size_t krow, int Tl,
+                         int D, mpt_flash_in *q, mpt_flash_in *k, mpt_flash_in *v) {
+    size_t ld3 = 3 * (size_t)D, ld2 = 2 * (size_t)D;
+    *q = (mpt_flash_in){qkv + qrow * ld3, ld3, (size_t)Tl * ld3};
+    *k = (mpt_flash_in){kv + krow * ld2, ld2, (size_t)Tl * ld2};
+    *v = (mpt_flash_in){kv + krow * ld2 + D, ld2, (size_t)Tl * ld2};
+}
+
 static mpt_status ring_forward_(void *ctx, float *out, float *lse, const float *qkv, int B,
                                 int Tl, int D, int H, mpt_error *err) {
     mpt_cp *cp = ctx;
@@ -126,7 +136,7 @@ static mpt_status ring_forward_(void *ctx, float *out, float *lse, const float *
                         "%d heads; its buffers hold %d x %d, %d, %d", B, Tl, D, H, cp->B, cp->Tl,
                         cp->D, cp->H);
     int Tc = Tl / 2, hs = D / H;
-    size_t ld3 = 3 * (size_t)D, ld2 = 2 * (size_t)D, n_kv = (size_t)B * Tl * ld2;
+    size_t n_kv = (size_t)B * Tl * 2 * (size_t)D;
     for (size_t i = 0, n = (size_t)B * Tl * D; i < n; i++) out[i] = 0.0f;
     for (size_t i = 0, n = (size_t)B * H * Tl; i < n; i++) lse[i] = MPT_FLASH_LSE_EMPTY;
     pack_kv_(cp->kv[0], qkv, B, Tl, D);
@@ -143,9 +153,8 @@ static mpt_status ring_forward_(void *ctx, float *out, float *lse, const float *
                 mpt_flash_shape sh;
                 if (!pair_(cp, src, qi, ki, B, Tc, &sh)) continue;
                 size_t qrow = (size_t)qi * Tc, krow = (size_t)ki * Tc;
-                mpt_flash_in q = {qkv + qrow * ld3, ld3, (size_t)Tl * ld3};
-                mpt_flash_in k = {cur + krow * ld2, ld2, (size_t)Tl * ld2};
-                mpt_flash_in v = {cur + krow * ld2 + D, ld2, (size_t)Tl * ld2};
+                mpt_flash_in q, k, v;
+                chunk_views_(qkv, cur, qrow, krow, Tl, D, &q, &k, &v);
                 mpt_flash_out po = {cp->part, (size_t)D, (size_t)Tc * D};
                 mpt_flash_block_forward(po, cp->part_lse, (size_t)Tc, q, k, v, &sh);
                 mpt_flash_out o = {out + qrow * D, (size_t)D, (size_t)Tl * D};
@@ -186,9 +195,8 @@ static mpt_status ring_backward_(void *ctx, float *dqkv, const float *dout, cons
                 mpt_flash_shape sh;
                 if (!pair_(cp, src, qi, ki, B, Tc, &sh)) continue;
                 size_t qrow = (size_t)qi * Tc, krow = (size_t)ki * Tc;
-                mpt_flash_in q = {qkv + qrow * ld3, ld3, (size_t)Tl * ld3};
-                mpt_flash_in k = {cur + krow * ld2, ld2, (size_t)Tl * ld2};
-                mpt_flash_in v = {cur + krow * ld2 + D, ld2, (size_t)Tl * ld2};
+                mpt_flash_in q, k, v;
+                chunk_views_(qkv, cur, qrow, krow, Tl, D, &q, &k, &v);
                 mpt_flash_in gq = {dout + qrow * D, (size_t)D, (size_t)Tl * D};
                 mpt_flash_out dq = {dqkv + qrow * ld3, ld3, (size_t)Tl * ld3};
                 mpt_flash_out dk = {acc + krow * ld2, ld2, (size_t)Tl * ld2};
