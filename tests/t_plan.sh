@@ -2,8 +2,8 @@
 # t_plan.sh — `mptrain plan` and `mptrain simulate` end to end: the JSON fields of CONTRACT §7;
 # plan's memory of the largest rank equal to the trainer's own plan and to the arena's measured
 # peak for a few layouts that run here (one rank; dp 2 with ZeRO 2; pp 2 with 1f1b; tp 2 with
-# sp); the layout search listing candidates best first; simulate's timeline and Chrome trace;
-# bad input exiting 2 with "mptrain: error:" (bf16 memory, cp, unknown option, bad layout).
+# sp); cp in the plan; the layout search listing candidates best first; simulate's timeline and Chrome trace;
+# bad input exiting 2 with "mptrain: error:" (bf16 memory, ep, cp not splitting T, unknown option, bad layout).
 # Usage: bash tests/t_plan.sh BUILD_DIR   (from the repo root, as ctest runs it)
 set -u
 source "$(dirname "$0")/lib.sh"
@@ -82,7 +82,8 @@ bad_input() { # bad_input WHAT ARGS...
   else bad "$what (exit $rc: $(cat "$tmp/err"))"; fi
 }
 bad_input "plan bf16" plan --model gpt-7.5b --dp 64 --batch 64 --precision bf16
-bad_input "plan cp 2" plan --model gpt-7.5b --dp 2 --cp 2 --batch 64
+bad_input "plan ep 2" plan --model gpt-7.5b --dp 2 --ep 2 --batch 64
+bad_input "plan cp 3 (seq-len 2048 not in 6 chunks)" plan --model gpt-7.5b --dp 2 --cp 3 --batch 64
 bad_input "plan unknown option" plan --frobnicate 3
 bad_input "plan batch" plan --model tiny --dp 3 --batch 8
 bad_input "plan gpus mismatch" plan --model tiny --dp 2 --gpus 4

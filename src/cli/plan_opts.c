@@ -42,7 +42,7 @@ size_t plan_cli_table(plan_cli *c, mpt_arg *a) {
         {"dp", MPT_ARG_INT, &c->dp, "data-parallel replicas", &c->seen_dp, MPT_RANGE(1, MPT_MAX_PARALLEL)},
         {"tp", MPT_ARG_INT, &c->tp, "tensor-parallel ranks", &c->seen_tp, MPT_RANGE(1, MPT_MAX_PARALLEL)},
         {"pp", MPT_ARG_INT, &c->pp, "pipeline stages", &c->seen_pp, MPT_RANGE(1, MPT_MAX_PP)},
-        {"cp", MPT_ARG_INT, &c->cp, "context-parallel ranks (runtime: 1)", NULL, MPT_RANGE(1, MPT_MAX_PARALLEL)},
+        {"cp", MPT_ARG_INT, &c->cp, "context-parallel ranks (ring attention; seq-len % 2cp == 0)", NULL, MPT_RANGE(1, MPT_MAX_PARALLEL)},
         {"ep", MPT_ARG_INT, &c->ep, "expert-parallel ranks (runtime: 1)", NULL, MPT_RANGE(1, MPT_MAX_PARALLEL)},
         {"zero", MPT_ARG_INT, &c->zero, "ZeRO stage 0|1|2|3", NULL, MPT_RANGE(0, 3)},
         {"sp", MPT_ARG_FLAG, &c->sp, "sequence parallelism over the tp ranks", NULL, MPT_NO_RANGE},

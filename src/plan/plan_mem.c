@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "model/gpt.h"
+#include "parallel/cp.h"
 #include "parallel/partition.h"
 #include "parallel/pp.h"
 
@@ -47,8 +48,10 @@ void mpt_plan_layout_str(const mpt_plan_layout *l, char *buf, size_t n) {
             snprintf(sched, sizeof sched, " interleaved/v%d", l->virtual_stages);
         else snprintf(sched, sizeof sched, " %s", mpt_pp_kind_name(l->schedule));
     }
-    snprintf(buf, n, "dp%d tp%d%s pp%d zero%d m%d%s recompute-%s", l->dp, l->tp,
-             l->sp ? "+sp" : "", l->pp, l->zero, l->microbatches, sched,
+    char cp[16] = "";
+    if (l->cp > 1) snprintf(cp, sizeof cp, " cp%d", l->cp);
+    snprintf(buf, n, "dp%d tp%d%s%s pp%d zero%d m%d%s recompute-%s", l->dp, l->tp,
+             l->sp ? "+sp" : "", cp, l->pp, l->zero, l->microbatches, sched,
              rc[l->recompute >= 0 && l->recompute <= 2 ? l->recompute : 0]);
 }
 
@@ -104,9 +107,9 @@ mpt_status mpt_plan_check(const mpt_plan_job *job, const mpt_plan_layout *l, mpt
     if (mpt_plan_layout_world(l) < 1)
         return mpt_fail(err, MPT_ERR_INPUT, "--dp %d --tp %d --pp %d --cp %d: every size must be "
                         "at least 1 (and their product fit an int)", l->dp, l->tp, l->pp, l->cp);
-    if (l->cp != 1 || l->ep != 1)
-        return mpt_fail(err, MPT_ERR_INPUT, "--cp %d --ep %d: context and expert parallelism are "
-                        "not modelled by the runtime yet: plan with --cp 1 --ep 1", l->cp, l->ep);
+    if (l->ep != 1)
+        return mpt_fail(err, MPT_ERR_INPUT, "--ep %d: expert parallelism is not modelled by the "
+                        "runtime yet: plan with --ep 1", l->ep);
     if (cfg->experts > 0)
         return mpt_fail(err, MPT_ERR_INPUT, "Mixture-of-Experts models are not modelled by the "
                         "runtime yet");
@@ -130,6 +133,8 @@ mpt_status mpt_plan_check(const mpt_plan_job *job, const mpt_plan_layout *l, mpt
                         "the MLP width (%d)", l->tp, cfg->n_head, cfg->ffn);
     if (l->sp && (l->tp < 2 || T % l->tp))
         return mpt_fail(err, MPT_ERR_INPUT, "--sp needs --tp 2 or more dividing --seq-len %d", T);
+    mpt_status cst = l->cp > 1 ? mpt_cp_check(T, l->cp, l->tp, l->sp, err) : MPT_OK;
+    if (cst) return cst;
     if (l->zero < 0 || l->zero > 3)
         return mpt_fail(err, MPT_ERR_INPUT, "--zero %d: use 0, 1, 2 or 3", l->zero);
     if (l->recompute < 0 || l->recompute > 2)
@@ -169,7 +174,7 @@ static mpt_status stage_plan_(const mpt_plan_job *job, const mpt_plan_layout *l,
     }
     int T = job->seq_len > 0 ? job->seq_len : cfg->n_positions;
     int Bm = job->batch / (l->dp * l->microbatches);
-    mpt_layout layout = mpt_layout_make(l->tp, 1, l->dp, l->pp, 1);
+    mpt_layout layout = mpt_layout_make(l->tp, l->cp, l->dp, l->pp, 1);
     mpt_placement rank0;
     mpt_status st = mpt_placement_init(&rank0, &layout, mpt_layout_world(&layout), 0, err);
     if (st) return st;
