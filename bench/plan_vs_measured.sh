@@ -3,8 +3,10 @@
 # `mptrain train` measures on this machine, one line per layout: the plan's largest rank, the
 # arena's measured peak, the resident high-water mark (rss_peak_bytes, when the trainer logs
 # it), the simulated and the measured step time (median of the steps after the first).
-# A first version (issue 13, items 2 and 5): extend LAYOUTS to cover every dimension, ZeRO
-# stage, schedule and recompute mode. Prints a table; gates nothing.
+# The layouts are tests/plan_layouts.txt (issue 13, items 2 and 5: every dimension, ZeRO
+# stage, schedule and recompute mode). Prints a table and the median / largest |error| of the
+# step time; gates nothing. Timings are noisy when other work shares the cores: the header
+# prints the load average.
 # Usage: bash bench/plan_vs_measured.sh [BUILD_DIR]   (from the repo root)
 set -u
 BUILD=${1:-build}
@@ -15,35 +17,27 @@ TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
 MODEL=${MODEL:-small}
 BATCH=${BATCH:-8}
 STEPS=${STEPS:-4}
-# ranks|options
-LAYOUTS=(
-  "1|"
-  "1|--recompute selective"
-  "1|--recompute full"
-  "2|--dp 2"
-  "2|--dp 2 --zero 1"
-  "2|--dp 2 --zero 2"
-  "2|--dp 2 --zero 3"
-  "2|--tp 2"
-  "2|--tp 2 --sp"
-  "2|--pp 2 --microbatches 4 --schedule 1f1b"
-  "2|--pp 2 --microbatches 4 --schedule gpipe"
-  "2|--pp 2 --microbatches 2 --schedule naive"
-)
+LAYOUTS_FILE=${LAYOUTS_FILE:-tests/plan_layouts.txt}
+mapfile -t LAYOUTS < <(grep -v '^#' "$LAYOUTS_FILE" | grep -v '^$')
+# cpu-here calibrated once (about a second), its parameters reused for every layout
+"$BIN" simulate --model tiny --cluster cpu-here --json | /usr/bin/python3 -c "
+import json, sys; json.dump(json.load(sys.stdin)['cluster_params'], open('$TMP/here.json', 'w'))"
+CLUSTER=${CLUSTER:-$TMP/here.json}
+echo "model $MODEL, batch $BATCH, $STEPS steps; $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 printf "%-44s %12s %12s %7s %12s %9s %9s %7s\n" layout plan peak diff rss sim_ms meas_ms diff
 for entry in "${LAYOUTS[@]}"; do
   np=${entry%%|*}; opts=${entry#*|}
   # shellcheck disable=SC2086
   "$BIN" plan --model "$MODEL" --batch "$BATCH" $opts --json >"$TMP/plan.json" || continue
   # shellcheck disable=SC2086
-  "$BIN" simulate --model "$MODEL" --batch "$BATCH" $opts --cluster cpu-here --json \
+  "$BIN" simulate --model "$MODEL" --batch "$BATCH" $opts --cluster "$CLUSTER" --json \
     >"$TMP/sim.json" || continue
   # shellcheck disable=SC2086
   if [ "$np" = 1 ]; then
-    "$BIN" train --model "$MODEL" --batch "$BATCH" --steps "$STEPS" --quiet --log "$TMP/run.jsonl" $opts >/dev/null
+    "$BIN" train --model "$MODEL" --batch "$BATCH" --steps "$STEPS" --quiet --log "$TMP/run.jsonl" $opts >/dev/null </dev/null
   else
     "${MPIRUN[@]}" -np "$np" "$BIN" train --model "$MODEL" --batch "$BATCH" --steps "$STEPS" \
-      --quiet --log "$TMP/run.jsonl" $opts >/dev/null
+      --quiet --log "$TMP/run.jsonl" $opts >/dev/null </dev/null
   fi || { echo "$opts: train failed"; continue; }
   /usr/bin/python3 - "$TMP" "${opts:-(one rank)}" <<'EOF'
 import json, statistics, sys
@@ -58,5 +52,14 @@ rss = max((r.get("rss_peak_bytes", 0) for r in end.get("ranks", [])), default=0)
 meas = statistics.median(steps) if steps else float("nan")
 print("%-44s %12d %12d %+6.2f%% %12s %9.1f %9.1f %+6.1f%%" % (name, plan, peak,
       100.0 * (peak / plan - 1), rss or "-", sim, meas, 100.0 * (sim / meas - 1)))
+with open(tmp + "/errors", "a") as f:
+    f.write("%f\n" % (sim / meas - 1))
 EOF
 done
+/usr/bin/python3 - "$TMP/errors" <<'EOF'
+import os, statistics, sys
+e = [abs(float(x)) for x in open(sys.argv[1])] if os.path.exists(sys.argv[1]) else []
+if e:
+    print("step time: median |error| %.1f%%, largest %.1f%%, %d of %d within 20%%" % (
+        100 * statistics.median(e), 100 * max(e), sum(x <= 0.2 for x in e), len(e)))
+EOF

@@ -11,7 +11,8 @@
  *     Layouts: the table's tp, pp and GPUs; micro-batch size 1; the 1f1b schedule. The cluster
  *     is the a100-80g preset (datasheet numbers, cluster.h), not fitted to these rows.
  *  4. The layout search on 4,096 GPUs finds layouts that fit, best first.
- *  5. Bad requests fail with MPT_ERR_INPUT (cp, bf16 memory, batch, tp, schedule).
+ *  5. Bad requests fail with MPT_ERR_INPUT (ep, cp not splitting T, bf16 memory, batch, tp,
+ *     schedule).
  *  6. Activation memory is linear in T (the fused attention keeps a (B,H,T) log-sum-exp, no
  *     (B,H,T,T) buffer): GPT-2 124M, the same 8192 tokens per micro-batch, T 2048 needs at most
  *     1.15 x the activation bytes of T 1024 (the stored-probabilities kernel: 1.64); and the
@@ -191,8 +192,13 @@ static void bad_(void) {
     mpt_plan_memory m;
     mpt_error err;
     mpt_plan_layout_defaults(&l);
+    l.ep = 2;
+    CHECK(mpt_plan_memory_eval(&j, &l, &m, &err) == MPT_ERR_INPUT, "ep 2 accepted");
+    l.ep = 1;
+    l.cp = 3; /* T 1024 does not split into 6 chunks */
+    CHECK(mpt_plan_memory_eval(&j, &l, &m, &err) == MPT_ERR_INPUT, "cp 3 accepted");
     l.cp = 2;
-    CHECK(mpt_plan_memory_eval(&j, &l, &m, &err) == MPT_ERR_INPUT, "cp 2 accepted");
+    CHECK(mpt_plan_memory_eval(&j, &l, &m, &err) == MPT_OK, "cp 2: %s", err.msg);
     mpt_plan_layout_defaults(&l);
     j.precision = MPT_PREC_BF16;
     CHECK(mpt_plan_memory_eval(&j, &l, &m, &err) == MPT_ERR_INPUT &&

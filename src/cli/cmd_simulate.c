@@ -97,6 +97,7 @@ int mpt_cli_simulate(int argc, char **argv) {
             cJSON_AddStringToObject(o, "memory_note", merr.msg);
         }
         plan_json_sim(o, &r);
+        plan_json_cluster(o, &cl);
         char *s = cJSON_Print(o);
         cJSON_Delete(o);
         if (s) printf("%s\n", s);

@@ -171,6 +171,14 @@ void plan_print_sim(const mpt_cluster *c, const mpt_sim_result *r) {
     printf("\ncluster %s%s: %d GPUs, %d per node, peak %.1f %sFLOP/s per GPU\n", c->name,
            c->measured ? " (measured here)" : "", r->world, c->per_node,
            r->peak / (tera ? 1e12 : 1e9), tera ? "T" : "G");
+    if (c->cores > 0)
+        printf("this node: %d cores shared by %d ranks: a rank computes on %.2f cores; per "
+               "core: sgemm %.1f GFLOP/s, fused attention %.1f / %.1f GFLOP/s (forward / "
+               "backward), copy %.1f GB/s; ns per element: LayerNorm %.2f / %.2f, GELU %.2f / "
+               "%.2f, add %.2f, cross-entropy %.2f\n",
+               c->cores, r->world, r->share, c->peak_fp32 * c->gemm_eff / 1e9, c->attn_f / 1e9,
+               c->attn_b / 1e9, c->mem_bw / 1e9, 1e9 * c->ew_ln_f, 1e9 * c->ew_ln_b,
+               1e9 * c->ew_gelu_f, 1e9 * c->ew_gelu_b, 1e9 * c->ew_add, 1e9 * c->ew_xent);
     printf("step time        %10.4f s   (pipeline %.4f s, data-parallel exposed %.4f s, "
            "optimizer %.4f s)\n",
            r->step_time, r->pipe_time, r->dp_exposed, r->optimizer);
@@ -201,4 +209,20 @@ void plan_json_sim(void *obj, const mpt_sim_result *r) {
     cJSON_AddNumberToObject(t, "dp", r->bytes_dp);
     cJSON_AddNumberToObject(t, "intra_node", r->bytes_intra);
     cJSON_AddNumberToObject(t, "inter_node", r->bytes_inter);
+}
+
+void plan_json_cluster(void *obj, const mpt_cluster *c) {
+    cJSON *o = cJSON_AddObjectToObject(obj, "cluster_params");
+    cJSON_AddStringToObject(o, "name", c->name);
+    const struct { const char *key; double v; } f[] = {
+        {"peak_fp32", c->peak_fp32}, {"peak_bf16", c->peak_bf16}, {"gemm_eff", c->gemm_eff},
+        {"mem_bw", c->mem_bw},       {"mem_eff", c->mem_eff},     {"launch", c->launch},
+        {"mem_bytes", (double)c->mem_bytes}, {"per_node", c->per_node},
+        {"intra_bw", c->intra_bw},   {"intra_eff", c->intra_eff}, {"intra_lat", c->intra_lat},
+        {"inter_bw", c->inter_bw},   {"inter_eff", c->inter_eff}, {"inter_lat", c->inter_lat},
+        {"cores", c->cores},         {"attn_f", c->attn_f},       {"attn_b", c->attn_b},
+        {"ew_ln_f", c->ew_ln_f},     {"ew_ln_b", c->ew_ln_b},     {"ew_gelu_f", c->ew_gelu_f},
+        {"ew_gelu_b", c->ew_gelu_b}, {"ew_add", c->ew_add},       {"ew_xent", c->ew_xent},
+    };
+    for (size_t i = 0; i < sizeof f / sizeof *f; i++) cJSON_AddNumberToObject(o, f[i].key, f[i].v);
 }

@@ -38,5 +38,8 @@ void plan_print_memory(const mpt_plan_job *job, const mpt_plan_layout *l,
 void *plan_json_memory(const mpt_plan_memory *m);
 void plan_print_sim(const mpt_cluster *c, const mpt_sim_result *r);
 void plan_json_sim(void *obj, const mpt_sim_result *r);
+/* The cluster's parameters as a JSON object under "cluster_params" of obj (a file of them is a
+ * --cluster FILE.json: the bench calibrates cpu-here once and reuses it). */
+void plan_json_cluster(void *obj, const mpt_cluster *c);
 
 #endif

@@ -92,7 +92,8 @@ void mpt_cluster_measure_here(mpt_cluster *c) {
     memset(c, 0, sizeof *c);
     snprintf(c->name, sizeof c->name, "cpu-here");
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    c->per_node = cores > 0 ? (int)cores : 1;
+    c->cores = cores > 0 ? (int)cores : 1;
+    c->per_node = 1 << 30; /* every rank of a job here is on this node */
     c->peak_fp32 = mpt_measure_peak_flops(1, 0.25);
     if (!(c->peak_fp32 > 0)) c->peak_fp32 = 1e10;
     c->peak_bf16 = c->peak_fp32; /* no bf16 arithmetic on this path: the same units */
@@ -104,7 +105,7 @@ void mpt_cluster_measure_here(mpt_cluster *c) {
     c->mem_eff = 1.0;  /* measured, so already what a streaming kernel reaches */
     c->launch = 2e-6;  /* an OpenMP parallel region */
     long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
-    c->mem_bytes = pages > 0 && psz > 0 ? (size_t)pages * (size_t)psz / (size_t)c->per_node : 0;
+    c->mem_bytes = pages > 0 && psz > 0 ? (size_t)pages * (size_t)psz / (size_t)c->cores : 0;
     /* shared-memory transport: the sender copies in, the receiver copies out */
     c->intra_bw = c->mem_bw / 4;
     c->intra_eff = 1.0;
@@ -113,6 +114,27 @@ void mpt_cluster_measure_here(mpt_cluster *c) {
     c->inter_eff = 0.9;
     c->inter_lat = 30e-6;
     c->measured = 1;
+    mpt_cluster_measure_kernels(c);
+}
+
+double mpt_cluster_rank_share(mpt_cluster *c, long world, int threads) {
+    if (c->cores <= 0 || world < 1) return 1.0;
+    if (threads <= 0) threads = c->cores / world > 0 ? (int)(c->cores / world) : 1;
+    double share = (double)c->cores / (double)world;
+    if (share > threads) share = threads;
+    c->peak_fp32 *= share;
+    c->peak_bf16 *= share;
+    c->mem_bw *= share;
+    c->attn_f *= share;
+    c->attn_b *= share;
+    double *ew[] = {&c->ew_ln_f, &c->ew_ln_b, &c->ew_gelu_f, &c->ew_gelu_b, &c->ew_add,
+                    &c->ew_xent};
+    for (size_t i = 0; i < sizeof ew / sizeof *ew; i++) *ew[i] /= share;
+    if (share < 1) { /* the shared-memory copies run on a time-shared core too */
+        c->intra_bw *= share;
+        c->intra_lat /= share;
+    }
+    return share;
 }
 
 static mpt_status from_json_(mpt_cluster *c, const char *path, mpt_error *err) {
@@ -133,6 +155,9 @@ static mpt_status from_json_(mpt_cluster *c, const char *path, mpt_error *err) {
         {"mem_bw", &c->mem_bw},       {"mem_eff", &c->mem_eff},     {"launch", &c->launch},
         {"intra_bw", &c->intra_bw},   {"intra_eff", &c->intra_eff}, {"intra_lat", &c->intra_lat},
         {"inter_bw", &c->inter_bw},   {"inter_eff", &c->inter_eff}, {"inter_lat", &c->inter_lat},
+        {"attn_f", &c->attn_f},       {"attn_b", &c->attn_b},       {"ew_ln_f", &c->ew_ln_f},
+        {"ew_ln_b", &c->ew_ln_b},     {"ew_gelu_f", &c->ew_gelu_f}, {"ew_gelu_b", &c->ew_gelu_b},
+        {"ew_add", &c->ew_add},       {"ew_xent", &c->ew_xent},
     };
     for (cJSON *it = root->child; it; it = it->next) {
         int known = 0;
@@ -149,6 +174,10 @@ static mpt_status from_json_(mpt_cluster *c, const char *path, mpt_error *err) {
         } else if (strcmp(it->string, "per_node") == 0) {
             if (!cJSON_IsNumber(it) || !(it->valuedouble >= 1)) goto bad;
             c->per_node = (int)it->valuedouble;
+            known = 1;
+        } else if (strcmp(it->string, "cores") == 0) { /* ranks share them (cpu-here) */
+            if (!cJSON_IsNumber(it) || !(it->valuedouble >= 0) || it->valuedouble > 1e6) goto bad;
+            c->cores = (int)it->valuedouble;
             known = 1;
         } else if (strcmp(it->string, "name") == 0 && cJSON_IsString(it)) {
             snprintf(c->name, sizeof c->name, "%s", it->valuestring);

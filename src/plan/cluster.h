@@ -18,9 +18,13 @@
  *              (one 25 GB/s NIC per GPU)
  *   h100-80g   H100 SXM5 80GB: 989 TFLOP/s bf16 dense, 67 fp32; HBM3 3350 GB/s; NVLink4 900 GB/s
  *              (450 per direction); 8 per node; 8 x 400 Gb/s NDR (50 GB/s per GPU)
- *   cpu-here   this machine, one rank per core: the FMA peak of one core (core/peak.h), the rate
- *              of a 768^3 sgemm on one core, streaming copy bandwidth, shared-memory messages
- *              as a copy in and a copy out (half the copy bandwidth), measured in about a second.
+ *   cpu-here   this machine, every rank on it (one node, shared memory): per core, the FMA peak
+ *              (core/peak.h), the rate of a 768^3 sgemm, streaming copy bandwidth, and the
+ *              runtime's own fused attention, LayerNorm, GELU, residual and cross-entropy
+ *              kernels (plan/calib.c); shared-memory messages as a copy in and a copy out (a
+ *              quarter of the copy bandwidth each way). A rank's rates are those of its share
+ *              of the cores (mpt_cluster_rank_share): 1 rank x 2 threads on 2 cores computes
+ *              at twice one core, 4 ranks on 2 cores at half. Measured in about a second.
  * Efficiencies of the GPU presets: gemm_eff 0.70 — cuBLAS bf16 GEMMs of transformer shapes
  * on A100/H100 run at 65-75% of the dense datasheet peak at the sustained (power-limited) clock;
  * mem_eff 0.80 (STREAM-like kernels on HBM); link_eff 0.80 NVLink (NCCL bus bandwidth ~240 of
@@ -44,6 +48,15 @@ typedef struct mpt_cluster {
     double intra_bw, intra_eff, intra_lat; /* per direction per rank; s per message step */
     double inter_bw, inter_eff, inter_lat;
     int measured;                 /* cpu-here: calibrated on this machine */
+    /* cpu-here only (0 elsewhere: the roofline of gemm_eff and mem_bw applies) */
+    int cores;                    /* cores the ranks of the node share: a rank computes on
+                                   * min(threads, cores / ranks) of them (ranks > cores
+                                   * time-share a core) */
+    double attn_f, attn_b;        /* FLOP/s of the fused attention forward / backward on one
+                                   * core, the whole T x T products counted (cost.h) */
+    double ew_ln_f, ew_ln_b, ew_gelu_f, ew_gelu_b, ew_add, ew_xent; /* seconds per element on
+                                   * one core: LayerNorm, GELU, residual add, fused
+                                   * cross-entropy (per logit) */
 } mpt_cluster;
 
 /* "a100-80g", "h100-80g", "cpu-here" (runs the microbenchmarks), or a JSON file with the fields
@@ -51,5 +64,12 @@ typedef struct mpt_cluster {
 mpt_status mpt_cluster_load(mpt_cluster *c, const char *name, mpt_error *err);
 /* The calibration of cpu-here (about a second). */
 void mpt_cluster_measure_here(mpt_cluster *c);
+/* cpu-here's kernel figures (attn_*, ew_*): the runtime's kernels timed on one core
+ * (plan/calib.c, about 0.3 s). */
+void mpt_cluster_measure_kernels(mpt_cluster *c);
+/* The cluster as one rank of a layout of `world` ranks with `threads` compute threads each
+ * (0: cores / world, as `train` defaults) sees it: with cores > 0, compute rates times the
+ * rank's share of the cores, min(threads, cores / world). Returns the share (1 without cores). */
+double mpt_cluster_rank_share(mpt_cluster *c, long world, int threads);
 
 #endif

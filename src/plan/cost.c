@@ -37,6 +37,7 @@ double mpt_cost_p2p(const mpt_cluster *c, double bytes, int inter) {
 int mpt_cost_group_inter(const mpt_cluster *c, const mpt_plan_layout *l, int dim) {
     long stride = 1, size = 1;
     if (dim == MPT_DIM_TP) size = l->tp;
+    else if (dim == MPT_DIM_CP) stride = l->tp, size = l->cp;
     else if (dim == MPT_DIM_DP) stride = (long)l->tp * l->cp, size = l->dp;
     else if (dim == MPT_DIM_PP) stride = (long)l->tp * l->cp * l->dp, size = l->pp;
     return size > 1 && stride * size > c->per_node;
@@ -63,11 +64,52 @@ static void mem_(acc_ *a, double elems) {
     a->t += a->es * elems / (a->c->mem_bw * a->c->mem_eff) + a->c->launch;
 }
 
+/* A kernel with a measured cost per element (cpu-here: cluster.h's ew_*), else the roofline's
+ * `elems` moved. */
+static void ew_(acc_ *a, double per_elem, double n, double elems) {
+    if (per_elem > 0) a->t += per_elem * n + a->c->launch;
+    else mem_(a, elems);
+}
+
+/* The Tq x Tk products of attention (4 B H Tq Tk hs FLOPs forward, 8 backward, whole; Tq = Tk
+ * = T without cp, Tq = T/cp queries against all T keys with it): the fused kernel's measured
+ * rate (cpu-here), else the batched GEMMs and the softmax's traffic. Returns the seconds. */
+static double attn_fwd_(acc_ *a, double Tq, double Tk, double hd, double BH) {
+    double t0 = a->t;
+    if (a->c->attn_f > 0) {
+        double flops = 4.0 * BH * Tq * Tk * hd;
+        a->t += flops / a->c->attn_f + a->c->launch;
+        a->flops += flops;
+        return a->t - t0;
+    }
+    gemm_(a, Tq, Tk, hd, BH);  /* scores */
+    mem_(a, 2 * BH * Tq * Tk); /* causal softmax */
+    gemm_(a, Tq, hd, Tk, BH);  /* probabilities x values */
+    return a->t - t0;
+}
+static double attn_bwd_(acc_ *a, double Tq, double Tk, double hd, double BH) {
+    double t0 = a->t;
+    if (a->c->attn_b > 0) {
+        double flops = 8.0 * BH * Tq * Tk * hd;
+        a->t += flops / a->c->attn_b + a->c->launch;
+        a->flops += flops;
+        return a->t - t0;
+    }
+    gemm_(a, Tq, Tk, hd, BH);  /* dP = dO V^T */
+    gemm_(a, Tq, hd, Tk, BH);  /* dV = P^T dO */
+    mem_(a, 3 * BH * Tq * Tk); /* softmax backward */
+    gemm_(a, Tq, hd, Tk, BH);  /* dQ */
+    gemm_(a, Tq, hd, Tk, BH);  /* dK */
+    return a->t - t0;
+}
+
 typedef struct shape_ {
     const mpt_cluster *c;
     const mpt_plan_layout *l;
-    double N, Ns, T, Bm, D, Dl, Hl, hd, Fl, Vl, es;
+    double N, Ns, T, Tq, Bm, D, Dl, Hl, hd, Fl, Vl, es;
     int tp, inter;
+    int cp, cp_inter;       /* context parallelism: the ring's size and links */
+    double ring_time;       /* seconds of ring messages not hidden behind attention */
     double tp_bytes, tp_time;
 } shape_;
 
@@ -88,64 +130,80 @@ static void col_in_(shape_ *s, acc_ *a) {
     if (s->l->sp) coll_(s, a, MPT_COLL_ALLGATHER, s->es * s->N * s->D);
 }
 
+/* cp: K||V of the rank's T/cp rows goes cp-1 hops around the ring (backward: K||V and the
+ * dK||dV accumulators, cp hops), each hop posted before the local block's compute and waited
+ * after it (parallel/cp.h): what the attention's `compute` seconds do not hide is added. */
+static void ring_(shape_ *s, acc_ *a, double compute, int backward) {
+    if (s->cp < 2) return;
+    double kv = s->es * s->Bm * s->Tq * 2 * s->Dl;
+    double hops = backward ? s->cp : s->cp - 1;
+    double t = hops * mpt_cost_p2p(s->c, backward ? 2 * kv : kv, s->cp_inter);
+    double per_hop = compute / s->cp;
+    double exposed = t - (hops * per_hop);
+    if (exposed > 0) {
+        a->t += exposed;
+        s->ring_time += exposed;
+    }
+}
+
 /* One block's forward (also its full recompute). */
 static void block_forward_(shape_ *s, acc_ *a) {
-    double N = s->N, Ns = s->Ns, D = s->D, att = s->Bm * s->Hl * s->T * s->T;
-    mem_(a, 2 * Ns * D);                         /* ln_1 */
+    double N = s->N, Ns = s->Ns, D = s->D;
+    const mpt_cluster *c = s->c;
+    ew_(a, c->ew_ln_f, Ns * D, 2 * Ns * D);      /* ln_1 */
     col_in_(s, a);
     gemm_(a, N, 3 * s->Dl, D, 1);                /* c_attn */
-    gemm_(a, s->T, s->T, s->hd, s->Bm * s->Hl);  /* scores */
-    mem_(a, 2 * att);                            /* causal softmax */
-    gemm_(a, s->T, s->hd, s->T, s->Bm * s->Hl);  /* probabilities x values */
+    double ta = attn_fwd_(a, s->Tq, s->T, s->hd, s->Bm * s->Hl); /* scores, softmax, P x V */
+    ring_(s, a, ta, 0);
     gemm_(a, N, D, s->Dl, 1);                    /* attn c_proj */
     row_out_(s, a);
-    mem_(a, 3 * Ns * D);                         /* residual */
-    mem_(a, 2 * Ns * D);                         /* ln_2 */
+    ew_(a, c->ew_add, Ns * D, 3 * Ns * D);       /* residual */
+    ew_(a, c->ew_ln_f, Ns * D, 2 * Ns * D);      /* ln_2 */
     col_in_(s, a);
     gemm_(a, N, s->Fl, D, 1);                    /* c_fc */
-    mem_(a, 2 * N * s->Fl);                      /* gelu */
+    ew_(a, c->ew_gelu_f, N * s->Fl, 2 * N * s->Fl); /* gelu */
     gemm_(a, N, D, s->Fl, 1);                    /* mlp c_proj */
     row_out_(s, a);
-    mem_(a, 3 * Ns * D);                         /* residual */
+    ew_(a, c->ew_add, Ns * D, 3 * Ns * D);       /* residual */
 }
 
 /* One block's backward: input-gradient part into b, weight-gradient part into w. */
 static void block_backward_(shape_ *s, acc_ *b, acc_ *w) {
-    double N = s->N, Ns = s->Ns, D = s->D, att = s->Bm * s->Hl * s->T * s->T;
+    double N = s->N, Ns = s->Ns, D = s->D;
+    const mpt_cluster *c = s->c;
     /* mlp */
-    mem_(b, 3 * Ns * D);                         /* residual gradient */
+    ew_(b, c->ew_add, Ns * D, 3 * Ns * D);       /* residual gradient */
     col_in_(s, b);                               /* sp: gather the gradient rows */
     gemm_(b, N, s->Fl, D, 1);                    /* d(gelu out) = dy W^T */
     gemm_(w, s->Fl, D, N, 1);                    /* dW_proj */
-    mem_(b, 3 * N * s->Fl);                      /* gelu backward */
+    ew_(b, c->ew_gelu_b, N * s->Fl, 3 * N * s->Fl); /* gelu backward */
     gemm_(b, N, D, s->Fl, 1);                    /* d(ln_2 out) */
     gemm_(w, D, s->Fl, N, 1);                    /* dW_fc */
     row_out_(s, b);                              /* column-parallel input gradient */
-    mem_(b, 5 * Ns * D);                         /* ln_2 backward */
+    ew_(b, c->ew_ln_b, Ns * D, 5 * Ns * D);      /* ln_2 backward */
     /* attention */
     col_in_(s, b);
     gemm_(b, N, s->Dl, D, 1);                    /* d(att out) */
     gemm_(w, s->Dl, D, N, 1);                    /* dW attn proj */
-    gemm_(b, s->T, s->T, s->hd, s->Bm * s->Hl);  /* dP = dO V^T */
-    gemm_(b, s->T, s->hd, s->T, s->Bm * s->Hl);  /* dV = P^T dO */
-    mem_(b, 3 * att);                            /* softmax backward */
-    gemm_(b, s->T, s->hd, s->T, s->Bm * s->Hl);  /* dQ */
-    gemm_(b, s->T, s->hd, s->T, s->Bm * s->Hl);  /* dK */
+    double ta = attn_bwd_(b, s->Tq, s->T, s->hd, s->Bm * s->Hl); /* dP, dV, dQ, dK */
+    ring_(s, b, ta, 1);
     gemm_(b, N, D, 3 * s->Dl, 1);                /* d(ln_1 out) */
     gemm_(w, D, 3 * s->Dl, N, 1);                /* dW c_attn */
     row_out_(s, b);
-    mem_(b, 5 * Ns * D);                         /* ln_1 backward */
+    ew_(b, c->ew_ln_b, Ns * D, 5 * Ns * D);      /* ln_1 backward */
 }
 
 void mpt_cost_stage(const mpt_cluster *c, const mpt_config *cfg, const mpt_plan_layout *l, int T,
                     int Bm, int precision, int n_layers, int first, int last,
                     mpt_stage_cost *out) {
     memset(out, 0, sizeof *out);
-    shape_ s = {.c = c, .l = l, .tp = l->tp, .inter = mpt_cost_group_inter(c, l, MPT_DIM_TP)};
+    shape_ s = {.c = c, .l = l, .tp = l->tp, .inter = mpt_cost_group_inter(c, l, MPT_DIM_TP),
+                .cp = l->cp, .cp_inter = mpt_cost_group_inter(c, l, MPT_DIM_CP)};
     s.es = mpt_cost_elem_bytes(precision);
     s.T = T;
+    s.Tq = (double)T / (l->cp > 0 ? l->cp : 1);
     s.Bm = Bm;
-    s.N = (double)Bm * T;
+    s.N = (double)Bm * s.Tq;
     s.Ns = l->sp ? s.N / l->tp : s.N;
     s.D = cfg->d_model;
     s.Dl = s.D / l->tp;
@@ -158,9 +216,11 @@ void mpt_cost_stage(const mpt_cluster *c, const mpt_config *cfg, const mpt_plan_
     block_forward_(&s, &f);
     block_backward_(&s, &b, &w);
     if (l->recompute == MPT_RECOMPUTE_FULL) block_forward_(&s, &rec);
-    else if (l->recompute == MPT_RECOMPUTE_SELECTIVE) {
-        gemm_(&rec, s.T, s.T, s.hd, s.Bm * s.Hl);
-        mem_(&rec, 2 * s.Bm * s.Hl * s.T * s.T);
+    else if (l->recompute == MPT_RECOMPUTE_SELECTIVE && !(c->attn_b > 0)) {
+        /* (the fused kernel's backward recomputes the probabilities in every mode: its
+         * measured rate holds them) */
+        gemm_(&rec, s.Tq, s.T, s.hd, s.Bm * s.Hl);
+        mem_(&rec, 2 * s.Bm * s.Hl * s.Tq * s.T);
     }
     double n = n_layers, tpb = s.tp_bytes, tpt = s.tp_time;
     f.t *= n, f.flops *= n, b.t *= n, b.flops *= n, w.t *= n, w.flops *= n;
@@ -179,15 +239,15 @@ void mpt_cost_stage(const mpt_cluster *c, const mpt_config *cfg, const mpt_plan_
         params += s.Vl * s.D + (double)cfg->n_positions * s.D;
     }
     if (last) {
-        mem_(&f, 2 * s.Ns * s.D); /* ln_f */
+        ew_(&f, c->ew_ln_f, s.Ns * s.D, 2 * s.Ns * s.D); /* ln_f */
         col_in_(&s, &f);
         gemm_(&f, s.N, s.Vl, s.D, 1); /* logits */
-        mem_(&f, 3 * s.N * s.Vl);     /* fused cross-entropy and its gradient */
+        ew_(&f, c->ew_xent, s.N * s.Vl, 3 * s.N * s.Vl); /* fused cross-entropy, gradient */
         coll_(&s, &f, MPT_COLL_ALLREDUCE, 3 * 4 * s.N);
         gemm_(&b, s.N, s.D, s.Vl, 1); /* d(ln_f out) */
         row_out_(&s, &b);
         gemm_(&w, s.Vl, s.D, s.N, 1); /* d(head) */
-        mem_(&b, 5 * s.Ns * s.D);     /* ln_f backward */
+        ew_(&b, c->ew_ln_b, s.Ns * s.D, 5 * s.Ns * s.D); /* ln_f backward */
         params += 2.0 * s.D + (first && cfg->tied ? 0.0 : s.Vl * s.D);
     }
     out->f = f.t;

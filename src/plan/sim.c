@@ -95,6 +95,12 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
     mpt_config cfg;
     mpt_status st = mpt_plan_check(job, l, &cfg, err);
     if (st) return st;
+    /* the rates one rank sees (cpu-here: its share of the node's cores); peak per rank for
+     * MFU stays the cluster's */
+    double peak = job->precision == MPT_PREC_BF16 ? c->peak_bf16 : c->peak_fp32;
+    mpt_cluster rank_c = *c;
+    double share = mpt_cluster_rank_share(&rank_c, mpt_plan_layout_world(l), job->threads);
+    c = &rank_c;
     int p = l->pp, v = p > 1 && l->schedule == MPT_PP_INTERLEAVED ? l->virtual_stages : 1;
     int m = l->microbatches, S = p * v;
     mpt_pp_kind kind = p > 1 ? l->schedule : MPT_PP_1F1B;
@@ -125,7 +131,6 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
     if ((st = replay_(rk, p, v, m, kind, sc, p2p, msg, ev, &n_ev, err))) goto done;
 
     /* data parallelism, optimizer, totals */
-    double peak = job->precision == MPT_PREC_BF16 ? c->peak_bf16 : c->peak_fp32;
     double es = mpt_cost_elem_bytes(job->precision);
     int dp_inter = mpt_cost_group_inter(c, l, MPT_DIM_DP);
     int tp_inter = mpt_cost_group_inter(c, l, MPT_DIM_TP);
@@ -134,7 +139,7 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
         if (rk[r].clock > makespan) makespan = rk[r].clock;
         busy += rk[r].busy;
     }
-    int R = l->dp;
+    int R = l->dp * l->cp; /* gradients are reduced (ZeRO: sharded) over dp x cp */
     for (int r = 0; r < p; r++) {
         double G = 0, fl = 0, fm = 0, tpb = 0, tpt = 0, ppb = 0;
         int units = 0;
@@ -202,6 +207,7 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
     out->flops_hw = flops_hw * copies;
     out->flops_model = flops_model * copies;
     out->peak = peak;
+    out->share = share;
     out->tflops_per_gpu = out->flops_hw / (out->world * step) / 1e12;
     out->hfu = out->flops_hw / (out->world * step * peak);
     out->mfu = out->flops_model / (out->world * step * peak);

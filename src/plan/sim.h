@@ -40,6 +40,7 @@ typedef struct mpt_sim_result {
     double mfu, hfu;         /* model / hardware FLOPs over world * step_time * peak */
     double tokens_per_s;
     double peak;             /* FLOP/s per GPU used */
+    double share;            /* cpu-here: the cores one rank computes on (cluster.h); else 1 */
     double bytes_tp, bytes_pp, bytes_dp;   /* bytes each GPU sends per step (largest rank) */
     double bytes_intra, bytes_inter;       /* the same by link */
     double tp_time;          /* seconds of tensor-parallel collectives per step (largest rank) */
