@@ -2,8 +2,10 @@
 # t_plan.sh — `mptrain plan` and `mptrain simulate` end to end: the JSON fields of CONTRACT §7;
 # plan's memory of the largest rank equal to the trainer's own plan and to the arena's measured
 # peak for a few layouts that run here (one rank; dp 2 with ZeRO 2; pp 2 with 1f1b; tp 2 with
-# sp); cp in the plan; the layout search listing candidates best first; simulate's timeline and Chrome trace;
-# bad input exiting 2 with "mptrain: error:" (bf16 memory, ep, cp not splitting T, unknown option, bad layout).
+# sp; tests/t_plan_measured.sh has 23); the layout search listing candidates best first;
+# simulate's timeline and Chrome trace; bad input exiting 2 with "mptrain: error:" (bf16
+# memory, ep, cp not splitting T, unknown option, bad layout); train --mem-limit suggesting the
+# best layout of its rank count that fits (and that layout training within the limit).
 # Usage: bash tests/t_plan.sh BUILD_DIR   (from the repo root, as ctest runs it)
 set -u
 source "$(dirname "$0")/lib.sh"
@@ -90,5 +92,16 @@ bad_input "plan gpus mismatch" plan --model tiny --dp 2 --gpus 4
 bad_input "simulate tp 5" simulate --model gpt-7.5b --tp 5
 bad_input "simulate cluster" simulate --model tiny --cluster nowhere
 bad_input "simulate schedule" simulate --model tiny --pp 2 --schedule sideways
+# train --mem-limit: exit 2 before training, every rank suggesting the best layout of the same
+# rank count that fits; that layout then trains within the limit
+refused "train --mem-limit suggests a layout" 2 "the best layout of 2 ranks that fits" -- \
+  "${MPIRUN[@]}" -np 2 "$BIN" train --model tiny --batch 8 --steps 1 --dp 2 --threads 1 \
+  --mem-limit 5M --quiet
+hint=$(grep -m1 -o -- '--dp [0-9].*$' "$TMP/refused$refused_n/err")
+# shellcheck disable=SC2086
+if [ -n "$hint" ] && "${MPIRUN[@]}" -np 2 "$BIN" train --model tiny --batch 8 --steps 1 \
+     --threads 1 --mem-limit 5M --quiet $hint >/dev/null 2>"$tmp/hint.err" </dev/null; then
+  ok "the suggested layout ($hint) trains within --mem-limit 5M"
+else bad "the suggested layout '$hint' does not train: $(head -c 400 "$tmp/hint.err")"; fi
 check "plan --help" sh -c "'$BIN' plan --help | grep -q -- '--gpus'"
 finish

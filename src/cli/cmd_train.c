@@ -17,6 +17,7 @@
 #include "core/file.h"
 #include "model/gpt.h"
 #include "plan/memplan.h"
+#include "cli/train_suggest.h"
 #include "tok/tokenizer.h"
 #include "tok/tokfile.h"
 #include "train/checkpoint.h"
@@ -348,6 +349,12 @@ int mpt_cli_train(int argc, char **argv) {
     if (world.rank != 0) c.quiet = 1;
     mpt_train_result res;
     st = mpt_train(&world, &o, on_start_, on_step_, &c, &res, &err);
+    if (st == MPT_ERR_INPUT && o.mem_limit && strstr(err.msg, "more than --mem-limit")) {
+        char hint[400]; /* the layout of the same rank count that fits (cli/train_suggest.h) */
+        mpt_train_suggest_layout(&world, &o, hint, sizeof hint);
+        size_t used = strlen(err.msg);
+        snprintf(err.msg + used, sizeof err.msg - used, "%s", hint);
+    }
     mpt_comm_free(&world);
     for (int i = 0; i < n_paths; i++) free(paths[i]);
     free(paths);
