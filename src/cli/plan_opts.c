@@ -125,8 +125,14 @@ void plan_print_memory(const mpt_plan_job *job, const mpt_plan_layout *l,
            job->batch, job->seq_len > 0 ? job->seq_len : job->cfg.n_positions);
     printf("layout: %s (%ld ranks)%s\n", s, mpt_plan_layout_world(l),
            m->z3_whole ? ", ZeRO-3 gathers whole stages" : "");
-    printf("precision fp32: 4 bytes params + 4 grads + 8 AdamW = 16 bytes per parameter before "
-           "ZeRO\n\nmemory of the largest rank (pipeline stage %d):\n", m->worst_stage);
+    if (job->precision == MPT_PREC_BF16)
+        printf("precision bf16 (the planner's accounting, as Megatron-LM): 2 bytes bf16 params + "
+               "4 fp32 grads + 12 fp32 master and AdamW = 18 bytes per parameter before ZeRO "
+               "(ZeRO-1: 6 + 12/N); activations at 2 bytes\n");
+    else
+        printf("precision fp32: 4 bytes params + 4 grads + 8 AdamW = 16 bytes per parameter "
+               "before ZeRO\n");
+    printf("\nmemory of the largest rank (pipeline stage %d):\n", m->worst_stage);
     for (int k = 0; k < MPT_MEM_KINDS; k++) {
         gb_(m->worst.bytes[k], b, sizeof b);
         printf("  %-12s %12s  (%zu bytes)\n", mpt_mem_kind_name(k), b, m->worst.bytes[k]);

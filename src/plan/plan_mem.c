@@ -4,6 +4,7 @@
 
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -163,6 +164,15 @@ mpt_status mpt_plan_partition(const mpt_plan_job *job, const mpt_plan_layout *l,
 
 /* ---- memory ------------------------------------------------------------------------------ */
 
+void mpt_plan_bf16(mpt_mem_plan *p) {
+    size_t *b = p->bytes;
+    b[MPT_MEM_PARAMS] /= 2;                     /* bf16 working copy (ZeRO-3: shard and pool) */
+    b[MPT_MEM_OPTIMIZER] += b[MPT_MEM_OPTIMIZER] / 2; /* m, v + the fp32 master copy */
+    b[MPT_MEM_ACTIVATIONS] /= 2;                /* stored activations at 2 bytes */
+    p->total = 0;
+    for (int k = 0; k < MPT_MEM_KINDS; k++) p->total += b[k];
+}
+
 /* The runtime's plan of stage s, exactly as the trainer builds it (trainer_setup.c). */
 static mpt_status stage_plan_(const mpt_plan_job *job, const mpt_plan_layout *l,
                               const mpt_config *cfg, int s, int first_layer, int n, int z3_whole,
@@ -191,21 +201,129 @@ static mpt_status stage_plan_(const mpt_plan_job *job, const mpt_plan_layout *l,
     return mpt_memplan_rank(cfg, Bm, T, &lay, plan, err);
 }
 
+/* The plan of virtual stage s of S (interleaved: chunk k of rank r is stage k*p + r) with one
+ * activation set: the runtime's buffers for that stage's blocks and ends. */
+static mpt_status chunk_plan_(const mpt_plan_job *job, const mpt_plan_layout *l,
+                              const mpt_config *cfg, int S, int s, int first_layer, int n,
+                              mpt_mem_plan *plan, mpt_error *err) {
+    int T = job->seq_len > 0 ? job->seq_len : cfg->n_positions;
+    int Bm = job->batch / (l->dp * l->microbatches);
+    mpt_layout layout = mpt_layout_make(l->tp, l->cp, l->dp, S, 1);
+    mpt_placement rank0;
+    mpt_status st = mpt_placement_init(&rank0, &layout, mpt_layout_world(&layout), 0, err);
+    if (st) return st;
+    int threads = job->threads;
+    if (threads <= 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN), world = mpt_plan_layout_world(l);
+        threads = cores > 0 && world > 0 && cores / world > 0 ? (int)(cores / world) : 1;
+    }
+    mpt_rank_layout lay = {.place = mpt_placement_at_stage(&rank0, s, first_layer, n),
+                           .sp = l->sp, .zero = l->zero, .act_sets = 1,
+                           .recompute = l->recompute, .z3_whole = 0,
+                           .bucket_elems = (size_t)(job->bucket_mb * 1024 * 1024 / 4),
+                           .threads = threads};
+    if ((st = mpt_memplan_rank(cfg, Bm, T, &lay, plan, err))) return st;
+    if (job->precision == MPT_PREC_BF16) mpt_plan_bf16(plan);
+    return MPT_OK;
+}
+
+/* Interleaved and zb-h1 (the planner's terms; the trainer runs neither yet): pipeline rank r
+ * holds chunks k = 0..v-1 (stages k*p + r). Its parameters, gradients and optimizer state are
+ * the sum of its chunks' plans; its activations the peak over its action list
+ * (mpt_pp_schedule) of the sets alive at once, each weighted by its chunk's set: a set opens
+ * at the first action that needs it (a receive posted early, or F) and closes at the end of
+ * its B, or with zb-h1 of its W (the weight gradient reads the stored inputs); workspace and
+ * the rest are shared by the chunks (the largest chunk's). */
+static mpt_status chunked_eval_(const mpt_plan_job *job, const mpt_plan_layout *l,
+                                const mpt_config *cfg, mpt_plan_memory *out, mpt_error *err) {
+    int p = l->pp, v = l->schedule == MPT_PP_INTERLEAVED ? l->virtual_stages : 1, S = p * v;
+    int m = l->microbatches;
+    mpt_status st = mpt_plan_partition(job, l, cfg, out->stage_layers, err);
+    if (st) return st;
+    out->n_params = mpt_config_param_count(cfg);
+    mpt_mem_plan *cp = calloc((size_t)S, sizeof *cp);
+    char *open = calloc((size_t)m * (size_t)v, 1);
+    mpt_pp_action *a = NULL;
+    if (!cp || !open) {
+        st = mpt_fail(err, MPT_ERR_RUN, "out of memory planning %d stages", S);
+        goto done;
+    }
+    for (int s = 0, first = 0; s < S; first += out->stage_layers[s++])
+        if ((st = chunk_plan_(job, l, cfg, S, s, first, out->stage_layers[s], &cp[s], err)))
+            goto done;
+    size_t ranks = (size_t)l->dp * (size_t)l->tp * (size_t)l->cp;
+    for (int r = 0; r < p; r++) {
+        mpt_mem_plan rp;
+        memset(&rp, 0, sizeof rp);
+        for (int k = 0; k < v; k++) {
+            const mpt_mem_plan *c = &cp[k * p + r];
+            for (int kind = 0; kind < MPT_MEM_KINDS; kind++) {
+                if (kind == MPT_MEM_ACTIVATIONS) continue;
+                int shared = kind != MPT_MEM_PARAMS && kind != MPT_MEM_GRADS &&
+                             kind != MPT_MEM_OPTIMIZER;
+                if (!shared) rp.bytes[kind] += c->bytes[kind];
+                else if (c->bytes[kind] > rp.bytes[kind]) rp.bytes[kind] = c->bytes[kind];
+            }
+            rp.param_elements = c->param_elements;
+            if (c->pool_elements > rp.pool_elements) rp.pool_elements = c->pool_elements;
+        }
+        size_t na = 0, alive = 0, most = 0;
+        if ((st = mpt_pp_schedule(l->schedule, p, m, v, r, &a, &na, err))) goto done;
+        memset(open, 0, (size_t)m * (size_t)v);
+        for (size_t i = 0; i < na; i++) {
+            const mpt_pp_action *x = &a[i];
+            size_t set = cp[x->chunk * p + r].bytes[MPT_MEM_ACTIVATIONS];
+            char *o = &open[(size_t)x->mb * v + x->chunk];
+            int opens = x->op == MPT_PP_F || x->op == MPT_PP_RECV_ACT ||
+                        x->op == MPT_PP_RECV_GRAD;
+            if (opens && !*o) {
+                *o = 1;
+                alive += set;
+            }
+            if (alive > most) most = alive;
+            int closes = l->schedule == MPT_PP_ZB_H1 ? x->op == MPT_PP_W : x->op == MPT_PP_B;
+            if (closes && *o == 1) {
+                *o = 2;
+                alive -= set;
+            }
+        }
+        free(a);
+        a = NULL;
+        rp.bytes[MPT_MEM_ACTIVATIONS] = most;
+        for (int kind = 0; kind < MPT_MEM_KINDS; kind++) rp.total += rp.bytes[kind];
+        out->stage_total[r] = rp.total;
+        for (int kind = 0; kind < MPT_MEM_KINDS; kind++) out->sum[kind] += rp.bytes[kind] * ranks;
+        out->sum_total += rp.total * ranks;
+        if (r == 0 || rp.total > out->worst.total) {
+            out->worst = rp;
+            out->worst_stage = r;
+        }
+    }
+    /* per pipeline rank from here on: its chunks' blocks together */
+    int layers[MPT_PLAN_MAX_STAGES] = {0};
+    for (int s = 0; s < S; s++) layers[s % p] += out->stage_layers[s];
+    memcpy(out->stage_layers, layers, sizeof layers);
+    out->stages = p;
+done:
+    free(a);
+    free(cp);
+    free(open);
+    return st;
+}
+
 mpt_status mpt_plan_memory_eval(const mpt_plan_job *job, const mpt_plan_layout *l,
                                 mpt_plan_memory *out, mpt_error *err) {
     memset(out, 0, sizeof *out);
     mpt_config cfg;
     mpt_status st = mpt_plan_check(job, l, &cfg, err);
     if (st) return st;
-    if (job->precision != MPT_PREC_FP32)
-        return mpt_fail(err, MPT_ERR_INPUT, "--precision bf16 is not modelled by the runtime yet "
-                        "(its buffer tables are fp32: 16 bytes per parameter with AdamW); plan "
-                        "with --precision fp32");
     if (l->pp > 1 && l->schedule != MPT_PP_NAIVE && l->schedule != MPT_PP_GPIPE &&
-        l->schedule != MPT_PP_1F1B)
-        return mpt_fail(err, MPT_ERR_INPUT, "--schedule %s: the runtime's memory plan covers "
-                        "naive, gpipe and 1f1b only (the trainer runs no other yet)",
-                        mpt_pp_kind_name(l->schedule));
+        l->schedule != MPT_PP_1F1B && l->schedule != MPT_PP_INTERLEAVED &&
+        l->schedule != MPT_PP_ZB_H1)
+        return mpt_fail(err, MPT_ERR_INPUT, "--schedule %s: the planner's memory covers naive, "
+                        "gpipe, 1f1b, interleaved and zb-h1", mpt_pp_kind_name(l->schedule));
+    if (l->pp > 1 && (l->schedule == MPT_PP_INTERLEAVED || l->schedule == MPT_PP_ZB_H1))
+        return chunked_eval_(job, l, &cfg, out, err);
     if ((st = mpt_plan_partition(job, l, &cfg, out->stage_layers, err))) return st;
     out->stages = l->pp;
     out->n_params = mpt_config_param_count(&cfg);
@@ -214,6 +332,7 @@ mpt_status mpt_plan_memory_eval(const mpt_plan_job *job, const mpt_plan_layout *
     for (int s = 0, first = 0; s < l->pp; first += out->stage_layers[s++]) {
         if ((st = stage_plan_(job, l, &cfg, s, first, out->stage_layers[s], 0, &plan, err)))
             return st;
+        if (job->precision == MPT_PREC_BF16) mpt_plan_bf16(&plan);
         out->stage_total[s] = plan.total;
         size_t ranks = (size_t)l->dp * (size_t)l->tp * (size_t)l->cp;
         for (int k = 0; k < MPT_MEM_KINDS; k++) out->sum[k] += plan.bytes[k] * ranks;
