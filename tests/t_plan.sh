@@ -3,8 +3,8 @@
 # plan's memory of the largest rank equal to the trainer's own plan and to the arena's measured
 # peak for a few layouts that run here (one rank; dp 2 with ZeRO 2; pp 2 with 1f1b; tp 2 with
 # sp; tests/t_plan_measured.sh has 23); the layout search listing candidates best first;
-# simulate's timeline and Chrome trace; bad input exiting 2 with "mptrain: error:" (bf16
-# memory, ep, cp not splitting T, unknown option, bad layout); train --mem-limit suggesting the
+# simulate's timeline and Chrome trace; bf16 memory (18 bytes per parameter); bad input
+# exiting 2 with "mptrain: error:" (ep, cp not splitting T, unknown option, bad layout); train --mem-limit suggesting the
 # best layout of its rank count that fits (and that layout training within the limit).
 # Usage: bash tests/t_plan.sh BUILD_DIR   (from the repo root, as ctest runs it)
 set -u
@@ -23,10 +23,11 @@ assert all(k in o for k in ('step_time_s','tflops_per_gpu','mfu','bubble')), o
 assert 0 < o['bubble'] < 1 and 0 < o['mfu'] < 1 and o['step_time_s'] > 0"
 check "simulate --json" sh -c "'$BIN' simulate --model gpt-1t --tp 8 --pp 64 --dp 6 \
   --batch 3072 --microbatches 512 --recompute full --precision bf16 --json >'$tmp/sim.json'"
-check "simulate fields; bf16 memory said to be not modelled" py "
+check "simulate fields; bf16 memory (the planner's accounting)" py "
 import json; o = json.load(open('$tmp/sim.json'))
 assert all(k in o for k in ('step_time_s','tflops_per_gpu','mfu','bubble')), o
-assert o['memory_bytes_per_rank'] is None and 'not modelled by the runtime' in o['memory_note']
+m = o['memory_bytes_per_rank']  # bf16 params (2 B) beside fp32 gradients (4 B), ZeRO 0
+assert m['total'] > 0 and 2 * m['params'] == m['grads'], m
 assert 140 < o['tflops_per_gpu'] < 190, o['tflops_per_gpu']"
 
 # plan = the trainer's plan = the arena's measured peak, for layouts that run here.
@@ -66,11 +67,18 @@ assert all(x['layout']['dp'] * x['layout']['tp'] * x['layout']['pp'] == 1024 for
 check "search prints the best train command" sh -c "'$BIN' plan --model gpt-7.5b --gpus 64 \
   --batch 512 --top 3 | grep -q 'best: mptrain train --dp'"
 
-# simulate: timeline and trace
+# simulate: timeline, trace, SVG
 check "timeline" sh -c "'$BIN' simulate --model gpt-39b --tp 8 --pp 2 --dp 4 --batch 64 \
   --microbatches 16 --precision bf16 --timeline | grep -q '^rank  1 |.*B'"
 check "trace" sh -c "'$BIN' simulate --model gpt-39b --tp 8 --pp 4 --dp 2 --batch 64 \
   --microbatches 8 --schedule zb-h1 --precision bf16 --trace '$tmp/trace.json' >/dev/null"
+check "svg" sh -c "'$BIN' simulate --model gpt-39b --tp 8 --pp 4 --dp 2 --batch 64 \
+  --microbatches 8 --schedule zb-h1 --precision bf16 --svg '$tmp/step.svg' >/dev/null"
+check "svg: F, B, W per rank, the dp reduction and the optimizer" py "
+import xml.dom.minidom as x; r = x.parse('$tmp/step.svg').getElementsByTagName('rect')
+t = [e.getElementsByTagName('title')[0].firstChild.data for e in r if e.getElementsByTagName('title')]
+assert sum(s[0] == 'F' for s in t) == 4 * 8 and sum(s[0] == 'W' for s in t) == 4 * 8, t[:8]
+assert t.count('data-parallel reduction') == 4 and t.count('optimizer') == 4, set(t)"
 check "trace is Chrome JSON with F, B, W" py "
 import json; e = json.load(open('$tmp/trace.json'))['traceEvents']
 names = {x['name'][0] for x in e}; assert names == {'F', 'B', 'W'}, names
@@ -83,7 +91,8 @@ bad_input() { # bad_input WHAT ARGS...
   if [ "$rc" = 2 ] && grep -q '^mptrain: error: ' "$tmp/err"; then ok "$what"
   else bad "$what (exit $rc: $(cat "$tmp/err"))"; fi
 }
-bad_input "plan bf16" plan --model gpt-7.5b --dp 64 --batch 64 --precision bf16
+check "plan bf16: 18 bytes per parameter" sh -c "'$BIN' plan --model gpt-7.5b --dp 64 \
+  --batch 64 --precision bf16 --json | grep -q '\"bytes_per_param\":[[:space:]]*18'"
 bad_input "plan ep 2" plan --model gpt-7.5b --dp 2 --ep 2 --batch 64
 bad_input "plan cp 3 (seq-len 2048 not in 6 chunks)" plan --model gpt-7.5b --dp 2 --cp 3 --batch 64
 bad_input "plan unknown option" plan --frobnicate 3

@@ -1,7 +1,7 @@
 /* cmd_simulate.c — `mptrain simulate`: one step of a layout's real schedule (the runtime's
  * action lists) replayed against a cost model of a cluster: step time, TFLOP/s per GPU, MFU,
- * bubble, traffic per link, memory per rank (the runtime's plan), an ASCII timeline and a
- * Chrome trace. */
+ * bubble, traffic per link, memory per rank (the runtime's plan), an ASCII timeline, a
+ * Chrome trace and an SVG timeline (cli/sim_svg.h). */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +9,7 @@
 
 #include "cli/cli.h"
 #include "cli/plan_opts.h"
+#include "cli/sim_svg.h"
 
 /* One line per pipeline rank, `width` cells over the pipeline's span: F, B, W or idle. */
 static void timeline_(const mpt_sim_result *r, int width) {
@@ -61,6 +62,8 @@ int mpt_cli_simulate(int argc, char **argv) {
     mpt_arg args[48];
     size_t n = plan_cli_table(&c, args);
     args[n++] = (mpt_arg){"trace", MPT_ARG_STRING, &c.trace, "Chrome trace JSON of the step (Perfetto)", NULL, MPT_NO_RANGE};
+    const char *svg = NULL;
+    args[n++] = (mpt_arg){"svg", MPT_ARG_STRING, &svg, "SVG timeline of the step: compute and communication streams per rank", NULL, MPT_NO_RANGE};
     args[n++] = (mpt_arg){"timeline", MPT_ARG_FLAG, &c.top, "ASCII timeline of the pipeline ranks", NULL, MPT_NO_RANGE};
     mpt_error err = {0};
     int help = 0;
@@ -81,7 +84,7 @@ int mpt_cli_simulate(int argc, char **argv) {
         (st = mpt_cluster_load(&cl, c.cluster, &err)))
         return mpt_cli_report(&err);
     mpt_sim_result r;
-    if ((st = mpt_simulate(&job, &lay, &cl, c.top || c.trace, &r, &err)))
+    if ((st = mpt_simulate(&job, &lay, &cl, c.top || c.trace || svg, &r, &err)))
         return mpt_cli_report(&err);
     mpt_plan_memory mem;
     mpt_error merr = {0};
@@ -117,6 +120,12 @@ int mpt_cli_simulate(int argc, char **argv) {
         if (c.top) timeline_(&r, 100);
     }
     if (c.trace) code = trace_(&r, c.trace);
+    if (svg && !code) {
+        char s[160];
+        mpt_plan_layout_str(&lay, s, sizeof s);
+        if ((code = mpt_sim_svg_write(&r, s, svg)))
+            fprintf(stderr, "mptrain: error: cannot write --svg %s\n", svg);
+    }
     mpt_sim_result_free(&r);
     return code;
 }

@@ -22,8 +22,10 @@ typedef struct rank_ {
 void mpt_sim_result_free(mpt_sim_result *r) {
     if (!r) return;
     free(r->ev);
+    free(r->comm);
     r->ev = NULL;
-    r->n_ev = 0;
+    r->comm = NULL;
+    r->n_ev = r->n_comm = 0;
 }
 
 static void ranks_free_(rank_ *rk, int p) {
@@ -34,7 +36,8 @@ static void ranks_free_(rank_ *rk, int p) {
 /* Runs the lists. Returns MPT_OK, or MPT_ERR_RUN on a deadlock (a broken schedule). */
 static mpt_status replay_(rank_ *rk, int p, int v, int m, mpt_pp_kind kind,
                           const mpt_stage_cost *sc, const double *p2p, msg_ *msg,
-                          mpt_pp_event *ev, size_t *n_ev, mpt_error *err) {
+                          mpt_pp_event *ev, size_t *n_ev, mpt_sim_comm *cm, size_t *n_cm,
+                          mpt_error *err) {
     int S = p * v;
     size_t left = 0;
     for (int r = 0; r < p; r++) left += rk[r].n;
@@ -63,6 +66,11 @@ static mpt_status replay_(rank_ *rk, int p, int v, int m, mpt_pp_kind kind,
                         /* the boundary tensor of the earlier stage, same size both ways */
                         double arr = post + p2p[grad ? me : me - 1];
                         if (arr > ready) ready = arr;
+                        if (cm) /* on the producer's stream */
+                            cm[(*n_cm)++] = (mpt_sim_comm){(grad ? me + 1 : me - 1) % p,
+                                                           grad ? MPT_SIM_P2P_GRAD
+                                                                : MPT_SIM_P2P_ACT,
+                                                           post, arr};
                     }
                     const mpt_stage_cost *c = &sc[me];
                     double d = a->op == MPT_PP_F ? c->f
@@ -99,7 +107,13 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
      * MFU stays the cluster's */
     double peak = job->precision == MPT_PREC_BF16 ? c->peak_bf16 : c->peak_fp32;
     mpt_cluster rank_c = *c;
-    double share = mpt_cluster_rank_share(&rank_c, mpt_plan_layout_world(l), job->threads);
+    /* more ranks than cores: each computes at up to one core while it runs, and the node's
+     * cores are shared among the running ones (time-sharing, work-conserving: the step takes
+     * at least all ranks' compute over the cores, applied after the replay) */
+    long world = mpt_plan_layout_world(l);
+    int oversub = c->cores > 0 && world > c->cores;
+    double share = mpt_cluster_rank_share(&rank_c, oversub ? c->cores : world,
+                                          oversub ? 1 : job->threads);
     c = &rank_c;
     int p = l->pp, v = p > 1 && l->schedule == MPT_PP_INTERLEAVED ? l->virtual_stages : 1;
     int m = l->microbatches, S = p * v;
@@ -114,7 +128,10 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
     rank_ *rk = calloc((size_t)p, sizeof *rk);
     size_t n_events = (size_t)m * S * (kind == MPT_PP_ZB_H1 ? 3 : 2);
     mpt_pp_event *ev = keep_events ? malloc(n_events * sizeof *ev) : NULL;
-    if (!sc || !p2p || !msg || !rk || (keep_events && !ev)) {
+    size_t n_cm_max = (size_t)m * S * 2 + 2 * (size_t)p;
+    mpt_sim_comm *cm = keep_events ? malloc(n_cm_max * sizeof *cm) : NULL;
+    size_t n_cm = 0;
+    if (!sc || !p2p || !msg || !rk || (keep_events && (!ev || !cm))) {
         st = mpt_fail(err, MPT_ERR_RUN, "out of memory simulating %d stages x %d micro-batches",
                       S, m);
         goto done;
@@ -128,13 +145,13 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
     for (int r = 0; r < p; r++)
         if ((st = mpt_pp_schedule(kind, p, m, v, r, &rk[r].a, &rk[r].n, err))) goto done;
     size_t n_ev = 0;
-    if ((st = replay_(rk, p, v, m, kind, sc, p2p, msg, ev, &n_ev, err))) goto done;
+    if ((st = replay_(rk, p, v, m, kind, sc, p2p, msg, ev, &n_ev, cm, &n_cm, err))) goto done;
 
     /* data parallelism, optimizer, totals */
     double es = mpt_cost_elem_bytes(job->precision);
     int dp_inter = mpt_cost_group_inter(c, l, MPT_DIM_DP);
     int tp_inter = mpt_cost_group_inter(c, l, MPT_DIM_TP);
-    double makespan = 0, busy = 0, step = 0, flops_hw = 0, flops_model = 0;
+    double makespan = 0, busy = 0, step = 0, flops_hw = 0, flops_model = 0, node_work = 0;
     for (int r = 0; r < p; r++) {
         if (rk[r].clock > makespan) makespan = rk[r].clock;
         busy += rk[r].busy;
@@ -188,7 +205,13 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
         double shard = l->zero == 0 ? G : G / R;
         double opt = 28.0 * shard / (c->mem_bw * c->mem_eff) + ag;
         double t_r = end + opt;
+        if (cm && R > 1)
+            cm[n_cm++] = (mpt_sim_comm){r, MPT_SIM_DP,
+                                        l->zero <= 1 ? rk[r].last_b_start : rk[r].first_start,
+                                        end};
+        if (cm) cm[n_cm++] = (mpt_sim_comm){r, MPT_SIM_OPTIMIZER, end, t_r};
         if (t_r > step) step = t_r;
+        node_work += rk[r].busy + opt;
         if (end - rk[r].clock > out->dp_exposed) out->dp_exposed = end - rk[r].clock;
         if (opt > out->optimizer) out->optimizer = opt;
         double tpw = tpb * (l->sp ? frac : 2.0 * (l->tp - 1) / l->tp);
@@ -199,6 +222,10 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
         if (tpt > out->tp_time) out->tp_time = tpt;
     }
     double copies = (double)l->dp * l->tp * l->cp;
+    if (oversub && node_work * copies / c->cores > step) { /* the cores, not the schedule */
+        step = node_work * copies / c->cores;
+        share = (double)c->cores / (double)world;
+    }
     out->world = (int)mpt_plan_layout_world(l);
     out->p = p, out->v = v, out->m = m;
     out->pipe_time = makespan;
@@ -217,9 +244,13 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
     out->bytes_inter = out->bytes_tp + out->bytes_pp + out->bytes_dp - out->bytes_intra;
     out->ev = ev;
     out->n_ev = n_ev;
+    out->comm = cm;
+    out->n_comm = n_cm;
     ev = NULL;
+    cm = NULL;
 done:
     free(ev);
+    free(cm);
     free(sc);
     free(p2p);
     free(msg);

@@ -27,6 +27,14 @@
 #include "plan/cost.h"
 #include "plan/plan.h"
 
+/* One timed communication of a simulation, on the sending rank's communication stream. */
+enum { MPT_SIM_P2P_ACT, MPT_SIM_P2P_GRAD, MPT_SIM_DP, MPT_SIM_OPTIMIZER };
+typedef struct mpt_sim_comm {
+    int rank;                /* pipeline rank */
+    int kind;                /* MPT_SIM_* (the optimizer step with its ZeRO all-gather) */
+    double start, end;
+} mpt_sim_comm;
+
 typedef struct mpt_sim_result {
     int world, p, v, m;
     double step_time;        /* seconds per optimizer step */
@@ -46,9 +54,13 @@ typedef struct mpt_sim_result {
     double tp_time;          /* seconds of tensor-parallel collectives per step (largest rank) */
     mpt_pp_event *ev;        /* with events: every compute action of the p pipeline ranks */
     size_t n_ev;
+    mpt_sim_comm *comm;      /* with events: their p2p messages, data-parallel reduction and
+                              * optimizer step */
+    size_t n_comm;
 } mpt_sim_result;
 
-/* Simulates one step. keep_events: fill ev (for timelines). MPT_ERR_INPUT for a bad layout. */
+/* Simulates one step. keep_events: fill ev and comm (for timelines). MPT_ERR_INPUT for a bad
+ * layout. */
 mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const mpt_cluster *c,
                         int keep_events, mpt_sim_result *out, mpt_error *err);
 /* Frees the events; safe on a zeroed or freed result. */
