@@ -24,7 +24,8 @@ mapfile -t LAYOUTS < <(grep -v '^#' "$LAYOUTS_FILE" | grep -v '^$')
 import json, sys; json.dump(json.load(sys.stdin)['cluster_params'], open('$TMP/here.json', 'w'))"
 CLUSTER=${CLUSTER:-$TMP/here.json}
 echo "model $MODEL, batch $BATCH, $STEPS steps; $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
-printf "%-44s %12s %12s %7s %12s %9s %9s %7s\n" layout plan peak diff rss sim_ms meas_ms diff
+printf "%-44s %12s %12s %7s %12s %9s %9s %7s %5s %5s\n" layout plan peak diff rss sim_ms \
+  meas_ms diff cpu load
 for entry in "${LAYOUTS[@]}"; do
   np=${entry%%|*}; opts=${entry#*|}
   # shellcheck disable=SC2086
@@ -34,14 +35,21 @@ for entry in "${LAYOUTS[@]}"; do
     >"$TMP/sim.json" || continue
   # shellcheck disable=SC2086
   if [ "$np" = 1 ]; then
-    "$BIN" train --model "$MODEL" --batch "$BATCH" --steps "$STEPS" --quiet --log "$TMP/run.jsonl" $opts >/dev/null </dev/null
+    /usr/bin/time -f "%e %U %S" -o "$TMP/time" \
+      "$BIN" train --model "$MODEL" --batch "$BATCH" --steps "$STEPS" --quiet --log "$TMP/run.jsonl" $opts >/dev/null </dev/null
   else
-    "${MPIRUN[@]}" -np "$np" "$BIN" train --model "$MODEL" --batch "$BATCH" --steps "$STEPS" \
+    /usr/bin/time -f "%e %U %S" -o "$TMP/time" \
+      "${MPIRUN[@]}" -np "$np" "$BIN" train --model "$MODEL" --batch "$BATCH" --steps "$STEPS" \
       --quiet --log "$TMP/run.jsonl" $opts >/dev/null </dev/null
   fi || { echo "$opts: train failed"; continue; }
-  /usr/bin/python3 - "$TMP" "${opts:-(one rank)}" <<'EOF'
-import json, statistics, sys
-tmp, name = sys.argv[1], sys.argv[2]
+  /usr/bin/python3 - "$TMP" "${opts:-(one rank)}" "$np" "$(nproc)" <<'EOF'
+import json, os, statistics, sys
+tmp, name, np_, cores = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+# the share of the cores the run asked for that it got (CPU seconds over elapsed x cores used,
+# the whole run): 1.0 on a quiet machine; the load average of the last minute beside it
+wall, user, sys_ = (float(x) for x in open(tmp + "/time").read().split()[-3:])
+share = (user + sys_) / (wall * min(np_ * max(cores // np_, 1), cores)) if wall > 0 else 0
+load = float(open("/proc/loadavg").read().split()[0])
 plan = json.load(open(tmp + "/plan.json"))["memory_bytes_per_rank"]["total"]
 sim = json.load(open(tmp + "/sim.json"))["step_time_s"] * 1e3
 lines = [json.loads(l) for l in open(tmp + "/run.jsonl")]
@@ -50,8 +58,8 @@ end = lines[-1]
 peak = end.get("peak_mem_bytes", 0)
 rss = max((r.get("rss_peak_bytes", 0) for r in end.get("ranks", [])), default=0)
 meas = statistics.median(steps) if steps else float("nan")
-print("%-44s %12d %12d %+6.2f%% %12s %9.1f %9.1f %+6.1f%%" % (name, plan, peak,
-      100.0 * (peak / plan - 1), rss or "-", sim, meas, 100.0 * (sim / meas - 1)))
+print("%-44s %12d %12d %+6.2f%% %12s %9.1f %9.1f %+6.1f%% %5.2f %5.1f" % (name, plan, peak,
+      100.0 * (peak / plan - 1), rss or "-", sim, meas, 100.0 * (sim / meas - 1), share, load))
 with open(tmp + "/errors", "a") as f:
     f.write("%f\n" % (sim / meas - 1))
 EOF

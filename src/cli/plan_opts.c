@@ -180,10 +180,10 @@ void plan_print_sim(const mpt_cluster *c, const mpt_sim_result *r) {
     if (c->cores > 0)
         printf("this node: %d cores shared by %d ranks: a rank computes on %.2f cores; per "
                "core: sgemm %.1f GFLOP/s, fused attention %.1f / %.1f GFLOP/s (forward / "
-               "backward), copy %.1f GB/s; ns per element: LayerNorm %.2f / %.2f, GELU %.2f / "
+               "backward), %d-core scaling %.2f, copy %.1f GB/s; ns per element: LayerNorm %.2f / %.2f, GELU %.2f / "
                "%.2f, add %.2f, cross-entropy %.2f\n",
                c->cores, r->world, r->share, c->peak_fp32 * c->gemm_eff / 1e9, c->attn_f / 1e9,
-               c->attn_b / 1e9, c->mem_bw / 1e9, 1e9 * c->ew_ln_f, 1e9 * c->ew_ln_b,
+               c->attn_b / 1e9, c->cores, c->par_eff, c->mem_bw / 1e9, 1e9 * c->ew_ln_f, 1e9 * c->ew_ln_b,
                1e9 * c->ew_gelu_f, 1e9 * c->ew_gelu_b, 1e9 * c->ew_add, 1e9 * c->ew_xent);
     printf("step time        %10.4f s   (pipeline %.4f s, data-parallel exposed %.4f s, "
            "optimizer %.4f s)\n",
@@ -229,6 +229,7 @@ void plan_json_cluster(void *obj, const mpt_cluster *c) {
         {"cores", c->cores},         {"attn_f", c->attn_f},       {"attn_b", c->attn_b},
         {"ew_ln_f", c->ew_ln_f},     {"ew_ln_b", c->ew_ln_b},     {"ew_gelu_f", c->ew_gelu_f},
         {"ew_gelu_b", c->ew_gelu_b}, {"ew_add", c->ew_add},       {"ew_xent", c->ew_xent},
+        {"par_eff", c->par_eff},
     };
     for (size_t i = 0; i < sizeof f / sizeof *f; i++) cJSON_AddNumberToObject(o, f[i].key, f[i].v);
 }

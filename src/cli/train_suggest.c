@@ -20,7 +20,7 @@ static void pack_(const mpt_cluster *c, double *v) {
         (double)c->mem_bytes, c->per_node, c->intra_bw, c->intra_eff, c->intra_lat,
         c->inter_bw,  c->inter_eff, c->inter_lat, c->measured, c->cores,    c->attn_f,
         c->attn_b,    c->ew_ln_f,   c->ew_ln_b,   c->ew_gelu_f, c->ew_gelu_b, c->ew_add,
-        c->ew_xent,   0,            0};
+        c->ew_xent,   c->par_eff,   0};
     memcpy(v, f, sizeof f);
 }
 static void unpack_(const double *v, mpt_cluster *c) {
@@ -32,6 +32,7 @@ static void unpack_(const double *v, mpt_cluster *c) {
     c->inter_eff = v[12], c->inter_lat = v[13], c->measured = (int)v[14], c->cores = (int)v[15];
     c->attn_f = v[16], c->attn_b = v[17], c->ew_ln_f = v[18], c->ew_ln_b = v[19];
     c->ew_gelu_f = v[20], c->ew_gelu_b = v[21], c->ew_add = v[22], c->ew_xent = v[23];
+    c->par_eff = v[24];
 }
 
 void mpt_train_suggest_layout(mpt_comm *world, const mpt_train_opts *o, char *buf, size_t n) {

@@ -1,7 +1,8 @@
 /* calib.c — the kernel microbenchmarks of cpu-here (see cluster.h): the runtime's own fused
  * attention, LayerNorm, GELU, residual and cross-entropy kernels timed on one core, on tensors
  * of activation size (megabytes: out of L2, in or near L3, as a small model's activations are).
- * Each figure is the best of a few runs; about 0.3 s in all. */
+ * Each figure is the median of a few runs (the sustained rate: neither a first run's warm-up
+ * nor a lucky quiet moment on a shared machine); about 0.3 s in all. */
 #include "plan/cluster.h"
 
 #include <omp.h>
@@ -11,7 +12,7 @@
 #include "core/attention.h"
 #include "core/kernels.h"
 
-/* The best time of `reps` runs of one kernel call (a switch over the kernels: no closures in C). */
+/* One kernel call of each kind (a switch over the kernels: no closures in C). */
 enum { K_LN_F_, K_LN_B_, K_GELU_F_, K_GELU_B_, K_ADD_, K_XENT_, K_ATT_F_, K_ATT_B_ };
 
 typedef struct bufs_ {
@@ -40,15 +41,16 @@ static void run_(int k, bufs_ *u) {
     }
 }
 
+/* The median time of `reps` (<= 9) runs. */
 static double best_(int k, bufs_ *u, int reps) {
-    double best = 0;
+    double t[9];
+    if (reps > 9) reps = 9;
     for (int r = 0; r < reps; r++) {
         double t0 = omp_get_wtime();
         run_(k, u);
-        double dt = omp_get_wtime() - t0;
-        if (dt > 0 && (best == 0 || dt < best)) best = dt;
+        t[r] = omp_get_wtime() - t0;
     }
-    return best;
+    return mpt_cluster_median_(t, reps);
 }
 
 void mpt_cluster_measure_kernels(mpt_cluster *c) {
@@ -80,15 +82,15 @@ void mpt_cluster_measure_kernels(mpt_cluster *c) {
         double ln = (double)N_ * C_, ge = (double)big;
         c->ew_ln_f = best_(K_LN_F_, &u, 5) / ln;
         c->ew_ln_b = best_(K_LN_B_, &u, 5) / ln;
-        c->ew_gelu_f = best_(K_GELU_F_, &u, 3) / ge;
-        c->ew_gelu_b = best_(K_GELU_B_, &u, 3) / ge;
+        c->ew_gelu_f = best_(K_GELU_F_, &u, 5) / ge;
+        c->ew_gelu_b = best_(K_GELU_B_, &u, 5) / ge;
         c->ew_add = best_(K_ADD_, &u, 5) / ln;
         for (size_t i = 0; i < (size_t)N_ * V_; i++) u.y[i] = u.x[i];
-        c->ew_xent = best_(K_XENT_, &u, 1) / ((double)N_ * V_);
+        c->ew_xent = best_(K_XENT_, &u, 1) / ((double)N_ * V_); /* overwrites its input */
         /* attention: the whole T x T products counted (cost.h), 4 B H T^2 hs forward and
          * 8 B H T^2 hs backward */
         double hs = (double)AD_ / AH_, tt = (double)AB_ * AH_ * AT_ * AT_ * hs;
-        double tf = best_(K_ATT_F_, &u, 3), tb = best_(K_ATT_B_, &u, 3);
+        double tf = best_(K_ATT_F_, &u, 5), tb = best_(K_ATT_B_, &u, 5);
         c->attn_f = tf > 0 ? 4 * tt / tf : 0;
         c->attn_b = tb > 0 ? 8 * tt / tb : 0;
         omp_set_num_threads(saved);

@@ -24,7 +24,12 @@
  *              kernels (plan/calib.c); shared-memory messages as a copy in and a copy out (a
  *              quarter of the copy bandwidth each way). A rank's rates are those of its share
  *              of the cores (mpt_cluster_rank_share): 1 rank x 2 threads on 2 cores computes
- *              at twice one core, 4 ranks on 2 cores at half. Measured in about a second.
+ *              at twice one core times par_eff (the measured sgemm scaling over the cores),
+ *              2 ranks at one core each. More ranks than cores (the
+ *              simulator, sim.c): each computes at one core while it runs and the cores are
+ *              time-shared, so the step is at least all ranks' compute over the cores (4 busy
+ *              ranks on 2 cores: half speed; a pipeline's idle ranks leave their core to the
+ *              others). Measured in about a second.
  * Efficiencies of the GPU presets: gemm_eff 0.70 — cuBLAS bf16 GEMMs of transformer shapes
  * on A100/H100 run at 65-75% of the dense datasheet peak at the sustained (power-limited) clock;
  * mem_eff 0.80 (STREAM-like kernels on HBM); link_eff 0.80 NVLink (NCCL bus bandwidth ~240 of
@@ -57,6 +62,8 @@ typedef struct mpt_cluster {
     double ew_ln_f, ew_ln_b, ew_gelu_f, ew_gelu_b, ew_add, ew_xent; /* seconds per element on
                                    * one core: LayerNorm, GELU, residual add, fused
                                    * cross-entropy (per logit) */
+    double par_eff;               /* sgemm on every core / (cores x one core): how far one
+                                   * rank's threads scale */
 } mpt_cluster;
 
 /* "a100-80g", "h100-80g", "cpu-here" (runs the microbenchmarks), or a JSON file with the fields
@@ -64,6 +71,8 @@ typedef struct mpt_cluster {
 mpt_status mpt_cluster_load(mpt_cluster *c, const char *name, mpt_error *err);
 /* The calibration of cpu-here (about a second). */
 void mpt_cluster_measure_here(mpt_cluster *c);
+/* The median of n > 0 times (sorts t): how cpu-here summarises repeated runs. */
+double mpt_cluster_median_(double *t, int n);
 /* cpu-here's kernel figures (attn_*, ew_*): the runtime's kernels timed on one core
  * (plan/calib.c, about 0.3 s). */
 void mpt_cluster_measure_kernels(mpt_cluster *c);
