@@ -24,8 +24,8 @@ mapfile -t LAYOUTS < <(grep -v '^#' "$LAYOUTS_FILE" | grep -v '^$')
 import json, sys; json.dump(json.load(sys.stdin)['cluster_params'], open('$TMP/here.json', 'w'))"
 CLUSTER=${CLUSTER:-$TMP/here.json}
 echo "model $MODEL, batch $BATCH, $STEPS steps; $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
-printf "%-44s %12s %12s %7s %12s %9s %9s %7s %5s %5s\n" layout plan peak diff rss sim_ms \
-  meas_ms diff cpu load
+printf "%-44s %12s %12s %7s %12s %9s %9s %7s %5s %5s %9s %7s\n" layout plan peak diff rss \
+  sim_ms meas_ms diff cpu load meas*cpu diff
 for entry in "${LAYOUTS[@]}"; do
   np=${entry%%|*}; opts=${entry#*|}
   # shellcheck disable=SC2086
@@ -45,8 +45,8 @@ for entry in "${LAYOUTS[@]}"; do
   /usr/bin/python3 - "$TMP" "${opts:-(one rank)}" "$np" "$(nproc)" <<'EOF'
 import json, os, statistics, sys
 tmp, name, np_, cores = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-# the share of the cores the run asked for that it got (CPU seconds over elapsed x cores used,
-# the whole run): 1.0 on a quiet machine; the load average of the last minute beside it
+# cpu: the share of the cores the run asked for that it got (CPU seconds over elapsed x cores
+# used, the whole run): 1.0 on a quiet machine; load: the last minute's load average
 wall, user, sys_ = (float(x) for x in open(tmp + "/time").read().split()[-3:])
 share = (user + sys_) / (wall * min(np_ * max(cores // np_, 1), cores)) if wall > 0 else 0
 load = float(open("/proc/loadavg").read().split()[0])
@@ -58,16 +58,22 @@ end = lines[-1]
 peak = end.get("peak_mem_bytes", 0)
 rss = max((r.get("rss_peak_bytes", 0) for r in end.get("ranks", [])), default=0)
 meas = statistics.median(steps) if steps else float("nan")
-print("%-44s %12d %12d %+6.2f%% %12s %9.1f %9.1f %+6.1f%% %5.2f %5.1f" % (name, plan, peak,
-      100.0 * (peak / plan - 1), rss or "-", sim, meas, 100.0 * (sim / meas - 1), share, load))
+# cpu-here is calibrated in CPU seconds (the machine's rates while the code runs); the
+# measured step times the share of its cores the run got is the same figure for the run
+norm = meas * share
+print("%-44s %12d %12d %+6.2f%% %12s %9.1f %9.1f %+6.1f%% %5.2f %5.1f %9.1f %+6.1f%%" % (
+      name, plan, peak, 100.0 * (peak / plan - 1), rss or "-", sim, meas,
+      100.0 * (sim / meas - 1), share, load, norm, 100.0 * (sim / norm - 1)))
 with open(tmp + "/errors", "a") as f:
-    f.write("%f\n" % (sim / meas - 1))
+    f.write("%f %f\n" % (sim / meas - 1, sim / norm - 1))
 EOF
 done
 /usr/bin/python3 - "$TMP/errors" <<'EOF'
 import os, statistics, sys
-e = [abs(float(x)) for x in open(sys.argv[1])] if os.path.exists(sys.argv[1]) else []
-if e:
-    print("step time: median |error| %.1f%%, largest %.1f%%, %d of %d within 20%%" % (
-        100 * statistics.median(e), 100 * max(e), sum(x <= 0.2 for x in e), len(e)))
+rows = [[abs(float(v)) for v in x.split()] for x in open(sys.argv[1])] if os.path.exists(sys.argv[1]) else []
+for i, what in enumerate(("measured", "measured x cpu share")):
+    e = [r[i] for r in rows]
+    if e:
+        print("step time vs %s: median |error| %.1f%%, largest %.1f%%, %d of %d within 20%%" % (
+            what, 100 * statistics.median(e), 100 * max(e), sum(x <= 0.2 for x in e), len(e)))
 EOF

@@ -120,6 +120,43 @@ static void bf16_(void) {
     }
 }
 
+/* Interleaved and zb-h1 memory from the action lists (plan.h): zb-h1 keeps a set until its W,
+ * so at least 1f1b's activations and the same state; interleaved v = 2 holds the same blocks
+ * per rank (two chunks of half the size) and its warm-up stashes more sets than 1f1b's p. */
+static void schedules_(void) {
+    mpt_plan_job j;
+    job_(&j, "gpt-7.5b", 64, 2048);
+    mpt_plan_layout l;
+    mpt_plan_layout_defaults(&l);
+    l.tp = 4;
+    l.pp = 4;
+    l.dp = 2;
+    l.microbatches = 8;
+    mpt_plan_memory a, z, iv;
+    mpt_error err;
+    l.schedule = MPT_PP_1F1B;
+    CHECK(mpt_plan_memory_eval(&j, &l, &a, &err) == MPT_OK, "1f1b: %s", err.msg);
+    l.schedule = MPT_PP_ZB_H1;
+    CHECK(mpt_plan_memory_eval(&j, &l, &z, &err) == MPT_OK, "zb-h1: %s", err.msg);
+    l.schedule = MPT_PP_INTERLEAVED;
+    l.virtual_stages = 2;
+    CHECK(mpt_plan_memory_eval(&j, &l, &iv, &err) == MPT_OK, "interleaved: %s", err.msg);
+    size_t act_a = a.worst.bytes[MPT_MEM_ACTIVATIONS], act_z = z.worst.bytes[MPT_MEM_ACTIVATIONS];
+    size_t act_i = iv.worst.bytes[MPT_MEM_ACTIVATIONS];
+    printf("7.5B tp4 pp4 m8, activations of the largest rank: 1f1b %.2f GB, zb-h1 %.2f GB, "
+           "interleaved v2 %.2f GB\n", act_a / 1e9, act_z / 1e9, act_i / 1e9);
+    CHECK(act_z >= act_a, "zb-h1 activations %zu < 1f1b's %zu", act_z, act_a);
+    CHECK(z.sum[MPT_MEM_OPTIMIZER] == a.sum[MPT_MEM_OPTIMIZER] &&
+              z.sum[MPT_MEM_PARAMS] == a.sum[MPT_MEM_PARAMS],
+          "zb-h1 state differs from 1f1b's: optimizer %zu vs %zu", z.sum[MPT_MEM_OPTIMIZER],
+          a.sum[MPT_MEM_OPTIMIZER]);
+    CHECK(act_i > act_a, "interleaved activations %zu <= 1f1b's %zu", act_i, act_a);
+    CHECK(iv.stages == 4 && iv.stage_layers[0] + iv.stage_layers[1] + iv.stage_layers[2] +
+                                    iv.stage_layers[3] == 36, "interleaved: 36 blocks on 4 ranks");
+    double ratio = (double)iv.sum[MPT_MEM_OPTIMIZER] / (double)a.sum[MPT_MEM_OPTIMIZER];
+    CHECK(fabs(ratio - 1) < 0.01, "interleaved optimizer state %.4f of 1f1b's", ratio);
+}
+
 static void gpt3_(void) {
     mpt_plan_job j;
     job_(&j, "gpt3-175b", 64, 2048);
@@ -308,6 +345,7 @@ static void linear_in_t_(void) {
 int main(void) {
     zero_structure_();
     bf16_();
+    schedules_();
     gpt3_();
     narayanan_();
     search_();

@@ -46,9 +46,9 @@ static double best_(int k, bufs_ *u, int reps) {
     double t[9];
     if (reps > 9) reps = 9;
     for (int r = 0; r < reps; r++) {
-        double t0 = omp_get_wtime();
+        double t0 = mpt_cluster_cpu_seconds();
         run_(k, u);
-        t[r] = omp_get_wtime() - t0;
+        t[r] = mpt_cluster_cpu_seconds() - t0;
     }
     return mpt_cluster_median_(t, reps);
 }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/file.h"
@@ -42,7 +43,16 @@ static void h100_(mpt_cluster *c) {
     c->inter_bw = 50e9;
 }
 
-static double now_(void) { return omp_get_wtime(); }
+/* CPU seconds of this process: cpu-here's figures are the machine's rates while the
+ * calibrating code runs, not diluted by other work sharing the cores (on a quiet machine the
+ * same as wall time). */
+double mpt_cluster_cpu_seconds(void) {
+    struct timespec t;
+    if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t) != 0) return omp_get_wtime();
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static double now_(void) { return mpt_cluster_cpu_seconds(); }
 
 /* The median of n > 0 times (sorted in place): the sustained figure, which a first run's
  * warm-up or a lucky quiet moment on a shared machine does not move. */
@@ -72,7 +82,8 @@ static double gemm_rate_(int threads) {
             mpt_matmul_forward(o, a, b, NULL, (size_t)n, n, n);
             t[rep] = now_() - t0;
         }
-        double dt = mpt_cluster_median_(t, 5);
+        /* CPU seconds of `threads` busy threads: wall seconds on cores of their own */
+        double dt = mpt_cluster_median_(t, 5) / threads;
         if (dt > 0) best = 2.0 * n * n * n / dt;
         omp_set_num_threads(saved);
     }
@@ -115,6 +126,7 @@ void mpt_cluster_measure_here(mpt_cluster *c) {
     if (!(c->peak_fp32 > 0)) c->peak_fp32 = 1e10;
     c->peak_bf16 = c->peak_fp32; /* no bf16 arithmetic on this path: the same units */
     double g = gemm_rate_(1);
+    if (g > c->peak_fp32) c->peak_fp32 = c->peak_bf16 = g; /* (the peak's own run was diluted) */
     /* the GEMM on every core against one core times the cores: how far threads scale */
     double ga = c->cores > 1 ? gemm_rate_(c->cores) : g;
     c->par_eff = g > 0 && ga > 0 ? ga / (g * c->cores) : 1.0;

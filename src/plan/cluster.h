@@ -18,7 +18,8 @@
  *              (one 25 GB/s NIC per GPU)
  *   h100-80g   H100 SXM5 80GB: 989 TFLOP/s bf16 dense, 67 fp32; HBM3 3350 GB/s; NVLink4 900 GB/s
  *              (450 per direction); 8 per node; 8 x 400 Gb/s NDR (50 GB/s per GPU)
- *   cpu-here   this machine, every rank on it (one node, shared memory): per core, the FMA peak
+ *   cpu-here   this machine, every rank on it (one node, shared memory), timed in CPU seconds
+ *              (the rates while the code runs, whatever else shares the cores): per core, the FMA peak
  *              (core/peak.h), the rate of a 768^3 sgemm, streaming copy bandwidth, and the
  *              runtime's own fused attention, LayerNorm, GELU, residual and cross-entropy
  *              kernels (plan/calib.c); shared-memory messages as a copy in and a copy out (a
@@ -71,6 +72,8 @@ typedef struct mpt_cluster {
 mpt_status mpt_cluster_load(mpt_cluster *c, const char *name, mpt_error *err);
 /* The calibration of cpu-here (about a second). */
 void mpt_cluster_measure_here(mpt_cluster *c);
+/* CPU seconds of this process (cpu-here times its microbenchmarks in them). */
+double mpt_cluster_cpu_seconds(void);
 /* The median of n > 0 times (sorts t): how cpu-here summarises repeated runs. */
 double mpt_cluster_median_(double *t, int n);
 /* cpu-here's kernel figures (attn_*, ew_*): the runtime's kernels timed on one core
