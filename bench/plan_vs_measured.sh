@@ -45,8 +45,9 @@ for entry in "${LAYOUTS[@]}"; do
   /usr/bin/python3 - "$TMP" "${opts:-(one rank)}" "$np" "$(nproc)" <<'EOF'
 import json, os, statistics, sys
 tmp, name, np_, cores = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-# cpu: the share of the cores the run asked for that it got (CPU seconds over elapsed x cores
-# used, the whole run): 1.0 on a quiet machine; load: the last minute's load average
+# cpu: the share of the cores the steps asked for that they got (the step lines' cpu_share:
+# CPU seconds of all ranks over step time x the cores they could use; the whole run's from
+# GNU time when not logged): 1.0 on a quiet machine; load: the last minute's load average
 wall, user, sys_ = (float(x) for x in open(tmp + "/time").read().split()[-3:])
 share = (user + sys_) / (wall * min(np_ * max(cores // np_, 1), cores)) if wall > 0 else 0
 load = float(open("/proc/loadavg").read().split()[0])
@@ -54,6 +55,9 @@ plan = json.load(open(tmp + "/plan.json"))["memory_bytes_per_rank"]["total"]
 sim = json.load(open(tmp + "/sim.json"))["step_time_s"] * 1e3
 lines = [json.loads(l) for l in open(tmp + "/run.jsonl")]
 steps = [l["step_ms"] for l in lines if "step_ms" in l][1:]
+shares = [l["cpu_share"] for l in lines if "cpu_share" in l][1:]
+# the steps' own CPU share (the trainer's cpu_share) when logged, else the whole run's
+if shares: share = statistics.median(shares)
 end = lines[-1]
 peak = end.get("peak_mem_bytes", 0)
 rss = max((r.get("rss_peak_bytes", 0) for r in end.get("ranks", [])), default=0)

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/peak.h"
 #include "parallel/pp_eval.h"
@@ -41,6 +42,21 @@ static double now_(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* CPU seconds of this process (all its threads). */
+static double cpu_now_(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* The ranks' CPU seconds over dt x the cores they could use (the step line's cpu_share). */
+static double cpu_share_(double cpu, double dt, int ranks, int threads) {
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    double want = (double)ranks * (threads > 0 ? threads : 1);
+    if (cores > 0 && want > (double)cores) want = (double)cores;
+    return dt > 0 ? cpu / (dt * want) : 0.0;
 }
 
 /* Model FLOPs of one token's forward+backward (PaLM appendix B): 6 per weight of every matmul
@@ -120,6 +136,7 @@ static cJSON *step_line_(const mpt_step_info *info) {
     cJSON_AddNumberToObject(j, "grad_norm", info->grad_norm);
     cJSON_AddNumberToObject(j, "tokens_per_s", info->tokens_per_s);
     cJSON_AddNumberToObject(j, "step_ms", info->step_ms);
+    cJSON_AddNumberToObject(j, "cpu_share", info->cpu_share);
     cJSON_AddNumberToObject(j, "mfu", info->mfu);
     cJSON_AddNumberToObject(j, "peak_mem_bytes", (double)info->peak_mem_bytes);
     if (info->bubble >= 0) cJSON_AddNumberToObject(j, "bubble", info->bubble);
@@ -373,11 +390,13 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
     res->first_step = start + 1;
     res->val_loss = -1.0;
     for (long step = start; step < o->steps; step++) {
-        double t0 = now_(), loss = 0.0, norm = 0.0, busy[2] = {0.0, 0.0};
+        double t0 = now_(), loss = 0.0, norm = 0.0, busy[2] = {0.0, 0.0}, c0 = cpu_now_();
         float lr = 0.0f;
         if ((st = step_(&r, &opt, step, &loss, &norm, &lr, busy, err))) goto done;
-        double dt = now_() - t0, peak_mem = (double)r.arena.peak_total;
-        if ((st = mpt_allreduce_max_f64(world, &peak_mem, 1, err))) goto done;
+        double dt = now_() - t0, peak_mem = (double)r.arena.peak_total, cpu = cpu_now_() - c0;
+        if ((st = mpt_allreduce_max_f64(world, &peak_mem, 1, err)) ||
+            (st = mpt_allreduce_sum_f64(world, &cpu, 1, err)))
+            goto done;
         /* the pipeline's measured bubble: the idle share of p ranks over the pipelined part of
          * the step, which lasts as long as its slowest rank's (the theory's p x makespan) */
         double bubble_sim = -1.0;
@@ -392,7 +411,8 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
                               .mfu = res->peak_flops > 0 ? flops_step / dt / res->peak_flops : 0,
                               .peak_mem_bytes = (size_t)peak_mem,
                               .bubble = o->pp > 1 && busy[1] > 0 ? 1.0 - busy[0] / (o->pp * busy[1]) : -1.0,
-                              .bubble_sim = bubble_sim, .val_loss = -1.0};
+                              .bubble_sim = bubble_sim, .val_loss = -1.0,
+                              .cpu_share = cpu_share_(cpu, dt, world->size, o->threads)};
         int last = step + 1 == o->steps;
         if (o->eval_every > 0 && (last || (step + 1) % o->eval_every == 0)) {
             if ((st = mpt_comm_agree(world, eval_(&r, &info.val_loss, err), err))) goto done;

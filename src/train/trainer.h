@@ -89,6 +89,9 @@ typedef struct mpt_step_info {
     double bubble_sim;       /* pp > 1: the schedule's simulated bubble on this step's measured
                               * costs (mpt_pp_measure); else -1 */
     double val_loss;         /* evaluation steps: the mean validation loss; else -1 */
+    double cpu_share;        /* the ranks' CPU seconds in the step over step time x the cores
+                              * they could use (min(ranks x threads, this node's cores)): 1 on a
+                              * quiet machine, less when other work shares the cores */
 } mpt_step_info;
 
 typedef struct mpt_train_result {
