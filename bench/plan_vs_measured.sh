@@ -47,7 +47,9 @@ import json, os, statistics, sys
 tmp, name, np_, cores = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 # cpu: the share of the cores the steps asked for that they got (the step lines' cpu_share:
 # CPU seconds of all ranks over step time x the cores they could use; the whole run's from
-# GNU time when not logged): 1.0 on a quiet machine; load: the last minute's load average
+# GNU time when not logged): 1.0 on a quiet machine; load: the last minute's load average.
+# meas*cpu is the step time the run would have had on cores of its own if it kept them busy:
+# a pipeline's ranks that nap in the bubble use no CPU, so for pp > 1 it is too low.
 wall, user, sys_ = (float(x) for x in open(tmp + "/time").read().split()[-3:])
 share = (user + sys_) / (wall * min(np_ * max(cores // np_, 1), cores)) if wall > 0 else 0
 load = float(open("/proc/loadavg").read().split()[0])
