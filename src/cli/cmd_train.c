@@ -1,6 +1,7 @@
 /* cmd_train.c — `mptrain train`: options -> mpt_train_opts, progress display, summary. */
 #include <glob.h>
 #include <limits.h>
+#include <signal.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 #include <mpi.h>
 
 #include "cli/args.h"
+#include "comm/alive.h"
 #include "comm/comm.h"
 #include "cli/cli.h"
 #include "core/file.h"
@@ -207,6 +209,37 @@ static void watchdog_(const char *what) {
     MPI_Abort(MPI_COMM_WORLD, 1);
 }
 
+/* The failure detector's thread: a rank was lost and this one did not reach a wait within the
+ * grace period (alive.h). MPI_Finalize would wait for the lost rank: end here. */
+static void alive_lost_(int lost, const char *what) {
+    (void)lost;
+    fprintf(stderr, "mptrain: error: %s\n", what);
+    fflush(stderr);
+    _exit(1);
+}
+
+/* mpirun's own policy ends the job when a rank dies (SIGTERM to the others): say which rank
+ * was lost, when the detector knows, before going. Only async-signal-safe calls. */
+static void on_term_(int sig) {
+    int lost = mpt_alive_lost();
+    if (lost >= 0) {
+        char msg[160] = "mptrain: error: rank ", num[16];
+        int n = 0;
+        unsigned v = (unsigned)lost;
+        do num[n++] = (char)('0' + v % 10);
+        while ((v /= 10) && n < 15);
+        size_t len = strlen(msg);
+        while (n > 0) msg[len++] = num[--n];
+        const char *rest = " stopped responding (its process ended); mpirun is ending the job: "
+                           "continue with --resume\n";
+        memcpy(msg + len, rest, strlen(rest) + 1 < sizeof msg - len ? strlen(rest) + 1 : 0);
+        if (write(STDERR_FILENO, msg, strlen(msg)) < 0) { /* nothing more to do */ }
+        _exit(1);
+    }
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
 int mpt_cli_train(int argc, char **argv) {
     mpt_train_opts o;
     mpt_train_opts_defaults(&o);
@@ -343,11 +376,26 @@ int mpt_cli_train(int argc, char **argv) {
     mpt_comm_set_watchdog(watchdog_);
     mpt_comm world;
     if ((st = mpt_comm_world(&world, &err))) return mpt_cli_report(&err);
+    /* a killed rank makes every other one fail within seconds instead of hanging (alive.h);
+     * without the detector, the comm timeout still ends a hang */
+    if (mpt_alive_start(&world, 5.0, alive_lost_, &err) != MPT_OK && world.rank == 0)
+        fprintf(stderr, "mptrain: warning: %s; a lost rank is found by --comm-timeout only\n",
+                err.msg);
+    signal(SIGTERM, on_term_);
     c.tty = isatty(STDOUT_FILENO);
     c.pp = o.pp;
     if (world.rank != 0) c.quiet = 1;
     mpt_train_result res;
     st = mpt_train(&world, &o, on_start_, on_step_, &c, &res, &err);
+    if (mpt_alive_lost() >= 0) { /* MPI_Finalize would wait for the lost rank: end here */
+        if (!st) mpt_alive_fail(NULL, MPT_OP_KINDS, &err);
+        if (c.tty) printf("\n");
+        fflush(stdout);
+        int code = mpt_cli_report(&err);
+        fflush(stderr);
+        _exit(code);
+    }
+    mpt_alive_stop();
     mpt_comm_free(&world);
     for (int i = 0; i < n_paths; i++) free(paths[i]);
     free(paths);
