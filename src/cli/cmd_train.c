@@ -178,6 +178,13 @@ static void on_start_(const mpt_train_result *r, void *ctx) {
 
 static void on_step_(const mpt_step_info *s, void *ctx) {
     train_cli_ *c = ctx;
+    if (s->skipped) {
+        if (c->tty && !c->quiet) printf("\n");
+        fflush(stdout);
+        fprintf(stderr, "mptrain: warning: step %ld: the %s is not finite (loss %g, grad_norm %g): "
+                "update skipped (--on-nan skip)\n", s->step,
+                s->skipped == 1 ? "loss" : "gradient norm", s->loss, s->grad_norm);
+    }
     if (c->quiet) return;
     if (c->tty) {
         int width = 30, done = (int)(width * s->step / (s->steps ? s->steps : 1));
@@ -246,7 +253,7 @@ int mpt_cli_train(int argc, char **argv) {
     o.threads = default_threads_();
     float bucket_mb = 4.0f, comm_timeout = 300.0f, stall_seconds = 3600.0f, val_fraction = 0.0f;
     int val_fraction_seen = 0;
-    const char *gemm = "onednn", *z3_gather = "layer";
+    const char *gemm = "onednn", *z3_gather = "layer", *on_nan = "stop", *debug_nan = NULL;
     train_cli_ c = {.model = "tiny", .cp = 1, .ep = 1, .last_val = -1.0,
                     .virtual_stages = 1, .lr_schedule = "cosine"};
     mpt_error err = {0};
@@ -301,6 +308,8 @@ int mpt_cli_train(int argc, char **argv) {
         {"init-from", MPT_ARG_STRING, &o.init_from, "weights from a Hugging Face GPT-2 directory", NULL, MPT_NO_RANGE},
         {"mem-limit", MPT_ARG_BYTES, &o.mem_limit, "per-rank memory limit, e.g. 512M", NULL, MPT_ABOVE(0, MAX_MEM_LIMIT_)},
         {"quiet", MPT_ARG_FLAG, &c.quiet, "no progress display", NULL, MPT_NO_RANGE},
+        {"on-nan", MPT_ARG_STRING, &on_nan, "a non-finite loss or gradient norm: stop (default: exit 1, nothing saved) | skip (the update, with a warning)", NULL, MPT_NO_RANGE},
+        {"debug-nan", MPT_ARG_STRING, &debug_nan, "", NULL, MPT_NO_RANGE},
         {"dump-step1", MPT_ARG_STRING, &o.dump_path, "", NULL, MPT_NO_RANGE},
         {"debug-stall-rank", MPT_ARG_INT, &o.stall_rank, "", NULL, MPT_RANGE(0, INT_MAX)},
         {"debug-stall-step", MPT_ARG_LONG, &o.stall_step, "", NULL, MPT_RANGE(0, MPT_MAX_STEPS)},
@@ -333,6 +342,21 @@ int mpt_cli_train(int argc, char **argv) {
     else {
         mpt_fail(&err, MPT_ERR_INPUT, "--zero3-gather %s: use layer or step", z3_gather);
         return mpt_cli_report(&err);
+    }
+    if (strcmp(on_nan, "stop") == 0) o.on_nan_skip = 0;
+    else if (strcmp(on_nan, "skip") == 0) o.on_nan_skip = 1;
+    else {
+        mpt_fail(&err, MPT_ERR_INPUT, "--on-nan %s: use stop or skip", on_nan);
+        return mpt_cli_report(&err);
+    }
+    if (debug_nan) { /* testing: loss:STEP or grad:STEP poisons that step */
+        char what[8] = "", tail = 0;
+        if (sscanf(debug_nan, "%7[a-z]:%ld%c", what, &o.nan_step, &tail) != 2 ||
+            (strcmp(what, "loss") != 0 && strcmp(what, "grad") != 0) || o.nan_step < 1) {
+            mpt_fail(&err, MPT_ERR_INPUT, "--debug-nan %s: use loss:STEP or grad:STEP", debug_nan);
+            return mpt_cli_report(&err);
+        }
+        o.nan_grad = strcmp(what, "grad") == 0;
     }
     if (mpt_cli_set_gemm(gemm, &err)) return mpt_cli_report(&err);
     if ((st = mpt_cli_check_threads(o.threads, &err))) return mpt_cli_report(&err);

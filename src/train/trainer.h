@@ -76,6 +76,11 @@ typedef struct mpt_train_opts {
     int stall_rank;          /* testing: this world rank sleeps stall_seconds before ... */
     long stall_step;         /* ... this step (1-based; 0 = never), to exercise the watchdog */
     double stall_seconds;
+    int on_nan_skip;         /* a non-finite loss or gradient norm: 0 stops the run (MPT_ERR_RUN,
+                              * before anything is saved), 1 skips the step's update */
+    long nan_step;           /* testing: poison this step (1-based; 0 = never) on the last
+                              * world rank: its loss (nan_grad 0) or its gradients (nan_grad 1) */
+    int nan_grad;
 } mpt_train_opts;
 
 void mpt_train_opts_defaults(mpt_train_opts *o);
@@ -89,6 +94,9 @@ typedef struct mpt_step_info {
     double bubble_sim;       /* pp > 1: the schedule's simulated bubble on this step's measured
                               * costs (mpt_pp_measure); else -1 */
     double val_loss;         /* evaluation steps: the mean validation loss; else -1 */
+    int skipped;             /* --on-nan skip: the loss (1) or else the gradient norm (2) was not
+                              * finite on some rank and the update was skipped (parameters and
+                              * AdamW state unchanged); 0: a normal step */
 } mpt_step_info;
 
 typedef struct mpt_train_result {
