@@ -226,10 +226,13 @@ static void alive_lost_(int lost, const char *what) {
 }
 
 /* mpirun's own policy ends the job when a rank dies (SIGTERM to the others): say which rank
- * was lost, when the detector knows, before going. Only async-signal-safe calls. */
+ * was lost, when the detector knows its process ended and this rank has not said anything
+ * yet, before going. Only async-signal-safe calls. */
+static volatile sig_atomic_t reported_; /* this rank has printed its outcome */
+
 static void on_term_(int sig) {
     int lost = mpt_alive_lost();
-    if (lost >= 0) {
+    if (lost >= 0 && !mpt_alive_lost_failed() && !reported_) {
         char msg[160] = "mptrain: error: rank ", num[16];
         int n = 0;
         unsigned v = (unsigned)lost;
@@ -411,7 +414,9 @@ int mpt_cli_train(int argc, char **argv) {
     if (world.rank != 0) c.quiet = 1;
     mpt_train_result res;
     st = mpt_train(&world, &o, on_start_, on_step_, &c, &res, &err);
-    if (mpt_alive_lost() >= 0) { /* MPI_Finalize would wait for the lost rank: end here */
+    reported_ = 1; /* from here this rank says its own outcome */
+    if (mpt_alive_lost() >= 0 && !mpt_alive_lost_failed()) {
+        /* MPI_Finalize would wait for the lost rank: end here */
         if (!st) mpt_alive_fail(NULL, MPT_OP_KINDS, &err);
         if (c.tty) printf("\n");
         fflush(stdout);
@@ -419,7 +424,7 @@ int mpt_cli_train(int argc, char **argv) {
         fflush(stderr);
         _exit(code);
     }
-    mpt_alive_stop();
+    mpt_alive_stop(st != MPT_OK);
     mpt_comm_free(&world);
     for (int i = 0; i < n_paths; i++) free(paths[i]);
     free(paths);

@@ -6,10 +6,13 @@
  * thread of its own that makes no MPI call. When a process ends, its kernel closes its socket
  * at once, so the other end reads end-of-file within microseconds, on any node. Rank 0 tells
  * every other rank which rank it lost; a rank that loses rank 0 knows by its own socket. A
- * rank that ends normally says goodbye first (mpt_alive_stop), which is not a loss.
+ * rank that ends normally says goodbye first (mpt_alive_stop), which is not a loss; a rank that
+ * ends after a failure of its own says so, and the others stop too ("rank 2 stopped after an
+ * error of its own ..."): an error only one rank found still ends every rank.
  *
  * Once a loss is known, every wait of the comm layer (mpt_wait, mpt_waitall, mpt_test, the
- * agreement) fails at once with MPT_ERR_RUN and "rank 3 stopped responding (its process
+ * agreement) that still finds its request pending fails (at once for a process that ended,
+ * after a short delay for a rank that said it failed: mpt_alive_give_up) with MPT_ERR_RUN and "rank 3 stopped responding (its process
  * ended) while rank 1 waited in allreduce on group dp at step 12 ...", so the ranks return up
  * their stacks like any failure. A rank that does not reach a wait within the grace period
  * (busy in a long computation or in a blocking MPI call outside the comm layer) is ended by
@@ -41,11 +44,20 @@ typedef void (*mpt_alive_fn)(int lost_rank, const char *what);
  * connection, no thread, MPT_OK. */
 mpt_status mpt_alive_start(mpt_comm *world, double grace_seconds, mpt_alive_fn on_lost,
                            mpt_error *err);
-/* Says goodbye, stops the thread and closes the connections. Local; safe without a start and
- * after a loss. Call before MPI_Finalize on every path that ends normally. */
-void mpt_alive_stop(void);
-/* The world rank found lost, or -1. Any thread. */
+/* Says goodbye (failed: after an error of this rank, which the others then learn of), stops
+ * the thread and closes the connections. Local; safe without a start and after a loss. Call
+ * before MPI_Finalize on every path that ends without a loss. */
+void mpt_alive_stop(int failed);
+/* The world rank found lost (its process ended, or it said it failed), or -1. Any thread. */
 int mpt_alive_lost(void);
+/* 1 when waits should fail now: a rank's process ended, or a rank that said it failed did so
+ * more than 3 s ago. A rank that fails in agreement with the others (bad input found by all)
+ * says so while the others may still be finishing the agreement's last message from it; the
+ * delay lets those messages, already sent, arrive instead of failing the waits for them. */
+int mpt_alive_give_up(void);
+/* 1 when the lost rank ended after a failure of its own (said goodbye with 'failed'): its
+ * process ended in order, so MPI_Finalize does not wait for it. */
+int mpt_alive_lost_failed(void);
 /* Fills err with the loss, as seen by a wait in op on c (c NULL: no operation), and returns
  * MPT_ERR_RUN. */
 mpt_status mpt_alive_fail(const mpt_comm *c, mpt_comm_op op, mpt_error *err);

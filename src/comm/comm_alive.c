@@ -5,7 +5,10 @@
  * runs the same binary on the same kind of machine):
  *   rank k -> 0   at connect: its world rank (4 bytes)
  *   'B'           goodbye: the sender ends normally; the end-of-file that follows is no loss
- *   'L' rank      0 -> k: rank 0 lost that rank
+ *   'E'           goodbye after a failure of the sender's own (an error the other ranks may not
+ *                 know of): a loss of the "failed" kind
+ *   'L' rank      0 -> k: rank 0 lost that rank (its process ended)
+ *   'F' rank      0 -> k: that rank ended after a failure
  * Rank 0 listens on an ephemeral port of every interface and broadcasts its host name and the
  * port (127.0.0.1 for ranks on its own host). */
 #ifndef _GNU_SOURCE
@@ -46,8 +49,24 @@ static struct {
 
 static atomic_int lost_ = -1;   /* world rank lost, -1 none */
 static atomic_long lost_step_ = 0;
+static atomic_int lost_failed_ = 0;  /* 1: the lost rank said it failed ('E') */
+static atomic_llong lost_ns_ = 0;    /* when the loss was learnt (CLOCK_MONOTONIC) */
+#define FAILED_GRACE_NS_ 3000000000LL
 
 int mpt_alive_lost(void) { return atomic_load(&lost_); }
+int mpt_alive_lost_failed(void) { return mpt_alive_lost() >= 0 && atomic_load(&lost_failed_); }
+
+static long long now_ns_(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+int mpt_alive_give_up(void) {
+    if (mpt_alive_lost() < 0) return 0;
+    if (!atomic_load(&lost_failed_)) return 1;
+    return now_ns_() - atomic_load(&lost_ns_) >= FAILED_GRACE_NS_;
+}
 
 static double now_(void) {
     struct timespec ts;
@@ -63,10 +82,16 @@ static void describe_(char *buf, size_t n, const mpt_comm *c, mpt_comm_op op) {
                  mpt_comm_world_rank(), mpt_comm_op_name(op), c->name);
     else
         snprintf(where, sizeof where, " (seen by rank %d)", A_.rank);
-    snprintf(buf, n,
-             "rank %d stopped responding (its process ended)%s at step %ld; the job stops: "
-             "the last checkpoint is intact, continue with --resume",
-             lost, where, (long)atomic_load(&lost_step_));
+    if (atomic_load(&lost_failed_))
+        snprintf(buf, n,
+                 "rank %d stopped after an error of its own (its message is in its output)%s "
+                 "at step %ld; the job stops: the last checkpoint is intact", lost, where,
+                 (long)atomic_load(&lost_step_));
+    else
+        snprintf(buf, n,
+                 "rank %d stopped responding (its process ended)%s at step %ld; the job stops: "
+                 "the last checkpoint is intact, continue with --resume",
+                 lost, where, (long)atomic_load(&lost_step_));
 }
 
 mpt_status mpt_alive_fail(const mpt_comm *c, mpt_comm_op op, mpt_error *err) {
@@ -75,11 +100,14 @@ mpt_status mpt_alive_fail(const mpt_comm *c, mpt_comm_op op, mpt_error *err) {
     return mpt_fail(err, MPT_ERR_RUN, "%s", msg);
 }
 
-/* Records the first loss (later ones change nothing). */
-static void lose_(int rank) {
+/* Records the first loss (later ones change nothing); failed: it said 'E'. */
+static void lose_(int rank, int failed) {
     int none = -1;
-    if (atomic_compare_exchange_strong(&lost_, &none, rank))
-        atomic_store(&lost_step_, mpt_comm_step());
+    if (mpt_alive_lost() >= 0) return;
+    atomic_store(&lost_failed_, failed);
+    atomic_store(&lost_step_, mpt_comm_step());
+    atomic_store(&lost_ns_, now_ns_());
+    atomic_compare_exchange_strong(&lost_, &none, rank);
 }
 
 /* Writes all of buf (MSG_NOSIGNAL: a peer that closed gives an error, not SIGPIPE). */
@@ -110,9 +138,9 @@ static int recv_all_(int fd, void *buf, size_t n) {
 /* The world rank at the other end of fd index i. */
 static int peer_of_(int i) { return A_.rank == 0 ? i : 0; }
 
-/* Rank 0: tells every other connected rank that `rank` is lost. */
-static void tell_all_(int rank) {
-    unsigned char msg[5] = {'L'};
+/* Rank 0: tells every other connected rank that `rank` is lost ('L') or failed ('F'). */
+static void tell_all_(int rank, char kind) {
+    unsigned char msg[5] = {(unsigned char)kind};
     int32_t r = rank;
     memcpy(msg + 1, &r, 4);
     for (int i = 1; i < A_.nfd; i++)
@@ -125,22 +153,26 @@ static int handle_(int i) {
     ssize_t r;
     do r = recv(A_.fd[i], &kind, 1, 0);
     while (r < 0 && errno == EINTR);
-    if (r == 1 && kind == 'B') {
+    if (r == 1 && (kind == 'B' || kind == 'E')) {
         A_.bye[i] = 1;
+        if (kind == 'E') {
+            if (A_.rank == 0 && mpt_alive_lost() < 0) tell_all_(peer_of_(i), 'F');
+            lose_(peer_of_(i), 1);
+        }
         return 0;
     }
-    if (r == 1 && kind == 'L' && A_.rank != 0) {
+    if (r == 1 && (kind == 'L' || kind == 'F') && A_.rank != 0) {
         int32_t who = -1;
-        if (recv_all_(A_.fd[i], &who, 4) == 0 && who >= 0 && who < A_.size) lose_(who);
-        else if (!A_.bye[i]) lose_(0);
+        if (recv_all_(A_.fd[i], &who, 4) == 0 && who >= 0 && who < A_.size) lose_(who, kind == 'F');
+        else if (!A_.bye[i]) lose_(0, 0);
         return 0;
     }
     if (r == 1) return 0; /* unknown byte: ignore */
     /* end-of-file or error: a loss unless the peer said goodbye */
     if (!A_.bye[i]) { /* rank 0 tells the others first: once lost_ is set, its main thread may
                        * end the process before this thread could */
-        if (A_.rank == 0 && mpt_alive_lost() < 0) tell_all_(peer_of_(i));
-        lose_(peer_of_(i));
+        if (A_.rank == 0 && mpt_alive_lost() < 0) tell_all_(peer_of_(i), 'L');
+        lose_(peer_of_(i), 0);
     }
     return -1;
 }
@@ -332,9 +364,9 @@ mpt_status mpt_alive_start(mpt_comm *world, double grace_seconds, mpt_alive_fn o
     return MPT_OK;
 }
 
-void mpt_alive_stop(void) {
+void mpt_alive_stop(int failed) {
     if (!A_.started) return;
-    const char bye = 'B';
+    const char bye = failed ? 'E' : 'B';
     for (int i = 0; i < A_.nfd; i++)
         if (A_.fd[i] >= 0) send_all_(A_.fd[i], &bye, 1);
     if (write(A_.wake[1], &bye, 1) != 1) { /* the thread then ends at its next poll anyway */ }
