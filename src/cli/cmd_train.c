@@ -257,6 +257,7 @@ int mpt_cli_train(int argc, char **argv) {
     float bucket_mb = 4.0f, comm_timeout = 300.0f, stall_seconds = 3600.0f, val_fraction = 0.0f;
     int val_fraction_seen = 0;
     const char *gemm = "onednn", *z3_gather = "layer", *on_nan = "stop", *debug_nan = NULL;
+    const char *save_format = "single";
     train_cli_ c = {.model = "tiny", .cp = 1, .ep = 1, .last_val = -1.0,
                     .virtual_stages = 1, .lr_schedule = "cosine"};
     mpt_error err = {0};
@@ -305,6 +306,7 @@ int mpt_cli_train(int argc, char **argv) {
         {"log", MPT_ARG_STRING, &o.log_path, "JSON Lines log file", NULL, MPT_NO_RANGE},
         {"trace", MPT_ARG_STRING, &o.trace_path, "Chrome trace JSON of every rank's compute and communication (Perfetto)", NULL, MPT_NO_RANGE},
         {"save", MPT_ARG_STRING, &o.save_dir, "checkpoint directory (DIR/step_NNNNNN, DIR/latest)", NULL, MPT_NO_RANGE},
+        {"save-format", MPT_ARG_STRING, &save_format, "single (default: one model.safetensors, written by rank 0) | sharded (every rank writes its own slices; mptrain convert makes one)", NULL, MPT_NO_RANGE},
         {"save-every", MPT_ARG_INT, &o.save_every, "checkpoint every N steps (and at the end)", NULL, MPT_RANGE(0, MPT_MAX_STEPS)},
         {"keep", MPT_ARG_INT, &o.keep, "keep only the newest K checkpoints", NULL, MPT_RANGE(0, MPT_MAX_STEPS)},
         {"resume", MPT_ARG_STRING, &o.resume, "continue from DIR (its latest) or a step directory", NULL, MPT_NO_RANGE},
@@ -344,6 +346,12 @@ int mpt_cli_train(int argc, char **argv) {
     else if (strcmp(z3_gather, "step") == 0) o.z3_gather_step = 1;
     else {
         mpt_fail(&err, MPT_ERR_INPUT, "--zero3-gather %s: use layer or step", z3_gather);
+        return mpt_cli_report(&err);
+    }
+    if (strcmp(save_format, "single") == 0) o.save_sharded = 0;
+    else if (strcmp(save_format, "sharded") == 0) o.save_sharded = 1;
+    else {
+        mpt_fail(&err, MPT_ERR_INPUT, "--save-format %s: use single or sharded", save_format);
         return mpt_cli_report(&err);
     }
     if (strcmp(on_nan, "stop") == 0) o.on_nan_skip = 0;

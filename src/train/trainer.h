@@ -58,6 +58,8 @@ typedef struct mpt_train_opts {
     const char *save_dir;    /* NULL = no checkpoints */
     int save_every;          /* 0 = only at the end */
     int keep;                /* newest checkpoints kept, 0 = all */
+    int save_sharded;        /* 1: every rank writes its own slices (train/ckpt_shard.h) in
+                              * place of one model.safetensors (--save-format sharded) */
     const char *resume;      /* checkpoint dir (or root with latest) */
     const char *init_from;   /* Hugging Face GPT-2 dir: weights only */
     const char *dump_path;   /* testing: safetensors of step-1 logits + gradients */
