@@ -63,6 +63,9 @@ stop_case four-loss 4 loss "loss became non-finite" "${MPIRUN[@]}" -np 4
 stop_case four-grad 4 grad "gradient norm became non-finite" "${MPIRUN[@]}" -np 4
 skip_case four-skip-loss loss "${MPIRUN[@]}" -np 4
 skip_case four-skip-grad grad "${MPIRUN[@]}" -np 4
+refused "--on-nan maybe" 1 "use stop or skip" -- "$BIN" train "${BASE[@]}" --on-nan maybe
+refused "--on-nan maybe (4 ranks)" 4 "use stop or skip" -- "${MPIRUN[@]}" -np 4 "$BIN" train "${BASE[@]}" --dp 4 --on-nan maybe
+refused "--debug-nan loss:0" 1 "use loss:STEP or grad:STEP" -- "$BIN" train "${BASE[@]}" --debug-nan loss:0
 # the same skipped step on one rank and on four: the same run
 if "${CMP[@]}" "$TMP/one-skip-grad.jsonl" "$TMP/one-skip-grad/step_000005/model.safetensors" \
      "$TMP/four-skip-grad.jsonl" "$TMP/four-skip-grad/step_000005/model.safetensors" >"$TMP/cmp" 2>&1
