@@ -9,14 +9,19 @@
  *                 know of): a loss of the "failed" kind
  *   'L' rank      0 -> k: rank 0 lost that rank (its process ended)
  *   'F' rank      0 -> k: that rank ended after a failure
- * Rank 0 listens on an ephemeral port of every interface and broadcasts its host name and the
- * port (127.0.0.1 for ranks on its own host). */
+ * Rank 0 listens on an ephemeral port of every interface and broadcasts its host name, its
+ * IPv4 addresses and the port; a rank tries the loopback when it runs on rank 0's host name,
+ * then each address, then the name (each attempt bounded by a 2 s connect timeout: network
+ * namespaces may share a host name but not a loopback). */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include "comm/alive.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -35,6 +40,15 @@
 #include "comm/comm_internal.h"
 
 #define CONNECT_SECONDS_ 30.0  /* rank 0 waits this long for every rank to connect */
+#define MAX_ADDRS_ 16
+
+/* What rank 0 broadcasts: where to reach it. */
+typedef struct alive_where_ {
+    char host[256];
+    int32_t port;
+    int32_t naddr;
+    uint32_t addr[MAX_ADDRS_];   /* IPv4, network order */
+} alive_where_;
 
 static struct {
     int started, rank, size;
@@ -235,7 +249,7 @@ static int listen_(int *port, char *why, size_t n) {
     memset(&a, 0, sizeof a);
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_ANY);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || listen(fd, 1024) != 0 ||
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || listen(fd, 4096) != 0 ||
         getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
         snprintf(why, n, "cannot listen on a TCP port: %s", strerror(errno));
         if (fd >= 0) close(fd);
@@ -245,37 +259,78 @@ static int listen_(int *port, char *why, size_t n) {
     return fd;
 }
 
-/* Others: a connection to host:port that sends this rank's number. */
-static int connect_(const char *host, int port, int rank, char *why, size_t n) {
-    struct addrinfo hints, *res = NULL;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_INET;
-    hints.ai_socktype = SOCK_STREAM;
-    char ps[16];
-    snprintf(ps, sizeof ps, "%d", port);
-    int rc = getaddrinfo(host, ps, &hints, &res);
-    if (rc != 0) {
-        snprintf(why, n, "cannot resolve rank 0's host %s: %s", host, gai_strerror(rc));
-        return -1;
-    }
-    int fd = -1;
-    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-        if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+/* A connected socket to a (IPv4, port set), or -1 within CONNECT_TRY_MS_. */
+#define CONNECT_TRY_MS_ 2000
+static int try_connect_(const struct sockaddr_in *a) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return -1;
+    if (connect(fd, (const struct sockaddr *)a, sizeof *a) != 0) {
+        struct pollfd p = {fd, POLLOUT, 0};
+        int e = 0;
+        socklen_t len = sizeof e;
+        if (errno != EINPROGRESS || poll(&p, 1, CONNECT_TRY_MS_) != 1 ||
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len) != 0 || e != 0) {
             close(fd);
-            fd = -1;
+            return -1;
         }
     }
-    freeaddrinfo(res);
+    int fl = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    return fd;
+}
+
+/* Others: a connection to rank 0 that sends this rank's number. Tries the loopback when on
+ * rank 0's host, then each of rank 0's addresses, then its host name. */
+static int connect_(const alive_where_ *w, int same_host, int rank, char *why, size_t n) {
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)w->port);
+    int fd = -1;
+    if (same_host) {
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        fd = try_connect_(&a);
+    }
+    for (int i = 0; fd < 0 && i < w->naddr && i < MAX_ADDRS_; i++) {
+        a.sin_addr.s_addr = w->addr[i];
+        fd = try_connect_(&a);
+    }
+    if (fd < 0) {
+        struct addrinfo hints, *res = NULL;
+        memset(&hints, 0, sizeof hints);
+        hints.ai_family = AF_INET;
+        hints.ai_socktype = SOCK_STREAM;
+        if (getaddrinfo(w->host, NULL, &hints, &res) == 0) {
+            for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
+                a.sin_addr = ((struct sockaddr_in *)ai->ai_addr)->sin_addr;
+                fd = try_connect_(&a);
+            }
+            freeaddrinfo(res);
+        }
+    }
     int32_t r = rank;
     if (fd < 0 || send_all_(fd, &r, 4) != 0) {
-        snprintf(why, n, "cannot connect to rank 0 at %s:%d: %s", host, port, strerror(errno));
+        snprintf(why, n, "cannot connect to rank 0 (host %s, port %d, %d addresses)", w->host,
+                 w->port, w->naddr);
         if (fd >= 0) close(fd);
         return -1;
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     return fd;
+}
+
+/* Rank 0: its IPv4 addresses other than the loopback, up to MAX_ADDRS_. */
+static void addresses_(alive_where_ *w) {
+    struct ifaddrs *ifs = NULL;
+    w->naddr = 0;
+    if (getifaddrs(&ifs) != 0) return;
+    for (struct ifaddrs *i = ifs; i && w->naddr < MAX_ADDRS_; i = i->ifa_next) {
+        if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET || (i->ifa_flags & IFF_LOOPBACK))
+            continue;
+        w->addr[w->naddr++] = ((struct sockaddr_in *)i->ifa_addr)->sin_addr.s_addr;
+    }
+    freeifaddrs(ifs);
 }
 
 /* Rank 0: accepts size - 1 connections, each naming its rank, within CONNECT_SECONDS_. */
@@ -323,7 +378,7 @@ mpt_status mpt_alive_start(mpt_comm *world, double grace_seconds, mpt_alive_fn o
     A_.on_lost = on_lost;
     if (world->size <= 1 || A_.started) return MPT_OK;
     char why[256] = "";
-    struct { char host[256]; int32_t port; } where;
+    alive_where_ where;
     memset(&where, 0, sizeof where);
     A_.nfd = A_.rank == 0 ? A_.size : 1;
     A_.fd = malloc((size_t)A_.nfd * sizeof *A_.fd);
@@ -336,23 +391,32 @@ mpt_status mpt_alive_start(mpt_comm *world, double grace_seconds, mpt_alive_fn o
         lfd = listen_(&port, why, sizeof why);
         where.port = lfd >= 0 ? port : -1;
         if (gethostname(where.host, sizeof where.host - 1) != 0) where.host[0] = '\0';
+        addresses_(&where);
     }
     mpt_status st = mpt_bcast(world, &where, sizeof where, 0, err);
     if (st) return st;
     if (ok && A_.rank != 0) {
         char mine[256] = "";
         gethostname(mine, sizeof mine - 1);
-        const char *host = strcmp(mine, where.host) == 0 ? "127.0.0.1" : where.host;
-        if (where.port < 0) snprintf(why, sizeof why, "rank 0 could not listen");
-        else if ((A_.fd[0] = connect_(host, where.port, A_.rank, why, sizeof why)) < 0) ok = 0;
+        if (where.port < 0) {
+            snprintf(why, sizeof why, "rank 0 could not listen");
+            ok = 0;
+        } else if ((A_.fd[0] = connect_(&where, strcmp(mine, where.host) == 0, A_.rank, why,
+                                      sizeof why)) < 0)
+            ok = 0;
     }
-    if (ok && A_.rank == 0 && (lfd < 0 || accept_all_(lfd, why, sizeof why) != 0)) ok = 0;
-    if (lfd >= 0) close(lfd);
     if (ok && pipe(A_.wake) != 0) {
         snprintf(why, sizeof why, "pipe: %s", strerror(errno));
         ok = 0;
     }
+    /* every connection waits in rank 0's backlog: agree first, so that a rank that could not
+     * connect costs no one a wait, then rank 0 accepts them */
+    if (ok && A_.rank == 0 && lfd < 0) ok = 0;
     st = ok ? MPT_OK : mpt_fail(err, MPT_ERR_RUN, "rank %d: failure detector: %s", A_.rank, why);
+    st = mpt_comm_agree(world, st, err);
+    if (!st && A_.rank == 0 && accept_all_(lfd, why, sizeof why) != 0) ok = 0;
+    if (lfd >= 0) close(lfd);
+    if (!st) st = ok ? MPT_OK : mpt_fail(err, MPT_ERR_RUN, "rank 0: failure detector: %s", why);
     st = mpt_comm_agree(world, st, err);
     if (!st && pthread_create(&A_.thread, NULL, watch_, NULL) != 0)
         st = mpt_fail(err, MPT_ERR_RUN, "rank %d: failure detector: no thread", A_.rank);
