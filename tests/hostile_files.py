@@ -5,6 +5,7 @@ damaged binary is committed. Each call copies SRC to DST and applies one damage:
   ckpt SRC_STEP_DIR DST DAMAGE [OTHER_STEP_DIR]   a checkpoint directory (see DAMAGES_CKPT)
   tok  SRC.bin DST.bin DAMAGE                      a token file (see DAMAGES_TOK)
   bpe  SRC_DIR DST_DIR DAMAGE                      encoder.json + vocab.bpe (see DAMAGES_BPE)
+  shard SRC_STEP_DIR DST DAMAGE [OTHER_STEP_DIR]  a sharded checkpoint (see shard())
 
 Damages marked "refreshed" rewrite manifest.json's size and XXH3-64 checksum of the file they
 change (through libxxhash, the library the trainer uses), so the reader gets past the checksums
@@ -203,6 +204,55 @@ def bpe(src, dst, damage):
         sys.exit("unknown tokenizer damage " + damage)
 
 
+def shard(src, dst, damage, other=None):
+    """A sharded checkpoint (shards.json + shard-*.bin, src/train/ckpt_shard.h)."""
+    shutil.copytree(src, dst, symlinks=True)
+    index = os.path.join(dst, "shards.json")
+    ix = json.load(open(index))
+    slices = ix["tensors"][2]["slices"]            # a tensor of the first block
+    if damage == "missing-shard":                  # a shard file gone, manifest as it was
+        os.remove(os.path.join(dst, ix["files"][-1]))
+        return
+    if damage == "truncated-shard":                # half a shard file, manifest as it was
+        p = os.path.join(dst, ix["files"][0])
+        raw = open(p, "rb").read()
+        open(p, "wb").write(raw[: len(raw) // 2])
+        return
+    if damage == "missing-shard-unlisted":         # a shard file gone from disk and manifest
+        name = ix["files"][-1]
+        os.remove(os.path.join(dst, name))
+        man = json.load(open(os.path.join(dst, "manifest.json")))
+        del man["files"][name]
+        json.dump(man, open(os.path.join(dst, "manifest.json"), "w"), indent=2)
+        return
+    if damage == "overlap":                        # two param slices of one tensor overlap
+        for t in ix["tensors"]:
+            p = [x for x in t["slices"] if x["kind"] == "param"]
+            if len(p) >= 2:
+                p[1]["offset"] = list(p[0]["offset"])
+                break
+    elif damage == "gap":                          # a slice dropped: part of a tensor uncovered
+        del slices[0]
+    elif damage == "outside":                      # a slice longer than its tensor
+        slices[0]["length"][0] += 1000
+    elif damage == "past-file":                    # a slice's data past the end of its file
+        slices[0]["byte"] = 1 << 40
+    elif damage == "bad-kind":
+        slices[0]["kind"] = "momentum"
+    elif damage == "not-json":
+        open(index, "w").write('{"format": "mptrain-shards", "tensors": [')
+        refresh(dst, "shards.json")
+        return
+    elif damage == "other-model":                  # the index of a model of another shape
+        ix = json.load(open(os.path.join(other, "shards.json")))
+    elif damage == "unknown-tensor":
+        ix["tensors"][0]["name"] = "transformer.h.99.mlp.c_fc.weight"
+    else:
+        sys.exit("unknown shard damage " + damage)
+    json.dump(ix, open(index, "w"))
+    refresh(dst, "shards.json")
+
+
 if __name__ == "__main__":
     kind, args = sys.argv[1], sys.argv[2:]
-    {"ckpt": ckpt, "tok": tok, "bpe": bpe}[kind](*args)
+    {"ckpt": ckpt, "tok": tok, "bpe": bpe, "shard": shard}[kind](*args)

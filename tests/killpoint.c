@@ -7,7 +7,7 @@
  * unlink, remove, rmdir and mkdir is one point, and the process kills itself just before the
  * point numbered $MPT_KILL_AT (1, 2, ...), or just after it when $MPT_KILL_AFTER is set. With
  * $MPT_KILL_COUNT=FILE it writes the number of points it passed to FILE at exit (to learn how
- * many there are and what each is: lines "N function"). Each wrapper forwards to the libc function found with dlsym(RTLD_NEXT).
+ * many there are and what each is: lines "N function"; only a process that armed writes it). Each wrapper forwards to the libc function found with dlsym(RTLD_NEXT).
  * Not thread-safe beyond what a single writing thread needs (the checkpoint writer is one). */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -34,7 +34,7 @@ __attribute__((constructor)) static void init_(void) {
 
 __attribute__((destructor)) static void fini_(void) {
     const char *path = getenv("MPT_KILL_COUNT");
-    if (!path) return;
+    if (!path || !armed_) return; /* only a process that saved (under mpirun: the writer) */
     FILE *(*real_fopen)(const char *, const char *) = dlsym(RTLD_NEXT, "fopen");
     FILE *f = real_fopen(path, "w");
     if (f) {

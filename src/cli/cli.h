@@ -10,6 +10,7 @@ int mpt_cli_tokenize(int argc, char **argv);
 int mpt_cli_generate(int argc, char **argv);
 int mpt_cli_schedule(int argc, char **argv);
 int mpt_cli_plot(int argc, char **argv);
+int mpt_cli_convert(int argc, char **argv);
 int mpt_cli_plan(int argc, char **argv), mpt_cli_simulate(int argc, char **argv);
 
 /* --gemm onednn|openblas: sets the kernels' GEMM library (MPT_ERR_INPUT for another name). */

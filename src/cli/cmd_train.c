@@ -1,6 +1,7 @@
 /* cmd_train.c — `mptrain train`: options -> mpt_train_opts, progress display, summary. */
 #include <glob.h>
 #include <limits.h>
+#include <signal.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 #include <mpi.h>
 
 #include "cli/args.h"
+#include "comm/alive.h"
 #include "comm/comm.h"
 #include "cli/cli.h"
 #include "core/file.h"
@@ -177,6 +179,13 @@ static void on_start_(const mpt_train_result *r, void *ctx) {
 
 static void on_step_(const mpt_step_info *s, void *ctx) {
     train_cli_ *c = ctx;
+    if (s->skipped) {
+        if (c->tty && !c->quiet) printf("\n");
+        fflush(stdout);
+        fprintf(stderr, "mptrain: warning: step %ld: the %s is not finite (loss %g, grad_norm %g): "
+                "update skipped (--on-nan skip)\n", s->step,
+                s->skipped == 1 ? "loss" : "gradient norm", s->loss, s->grad_norm);
+    }
     if (c->quiet) return;
     if (c->tty) {
         int width = 30, done = (int)(width * s->step / (s->steps ? s->steps : 1));
@@ -208,13 +217,48 @@ static void watchdog_(const char *what) {
     MPI_Abort(MPI_COMM_WORLD, 1);
 }
 
+/* The failure detector's thread: a rank was lost and this one did not reach a wait within the
+ * grace period (alive.h). MPI_Finalize would wait for the lost rank: end here. */
+static void alive_lost_(int lost, const char *what) {
+    (void)lost;
+    fprintf(stderr, "mptrain: error: %s\n", what);
+    fflush(stderr);
+    _exit(1);
+}
+
+/* mpirun's own policy ends the job when a rank dies (SIGTERM to the others): say which rank
+ * was lost, when the detector knows its process ended and this rank has not said anything
+ * yet, before going. Only async-signal-safe calls. */
+static volatile sig_atomic_t reported_; /* this rank has printed its outcome */
+
+static void on_term_(int sig) {
+    int lost = mpt_alive_lost();
+    if (lost >= 0 && !mpt_alive_lost_failed() && !reported_) {
+        char msg[160] = "mptrain: error: rank ", num[16];
+        int n = 0;
+        unsigned v = (unsigned)lost;
+        do num[n++] = (char)('0' + v % 10);
+        while ((v /= 10) && n < 15);
+        size_t len = strlen(msg);
+        while (n > 0) msg[len++] = num[--n];
+        const char *rest = " stopped responding (its process ended); mpirun is ending the job: "
+                           "continue with --resume\n";
+        memcpy(msg + len, rest, strlen(rest) + 1 < sizeof msg - len ? strlen(rest) + 1 : 0);
+        if (write(STDERR_FILENO, msg, strlen(msg)) < 0) { /* nothing more to do */ }
+        _exit(1);
+    }
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
 int mpt_cli_train(int argc, char **argv) {
     mpt_train_opts o;
     mpt_train_opts_defaults(&o);
     o.threads = default_threads_();
     float bucket_mb = 4.0f, comm_timeout = 300.0f, stall_seconds = 3600.0f, val_fraction = 0.0f;
     int val_fraction_seen = 0;
-    const char *gemm = "onednn", *z3_gather = "layer";
+    const char *gemm = "onednn", *z3_gather = "layer", *on_nan = "stop", *debug_nan = NULL;
+    const char *save_format = "single";
     train_cli_ c = {.model = "tiny", .cp = 1, .ep = 1, .last_val = -1.0,
                     .virtual_stages = 1, .lr_schedule = "cosine"};
     mpt_error err = {0};
@@ -263,12 +307,15 @@ int mpt_cli_train(int argc, char **argv) {
         {"log", MPT_ARG_STRING, &o.log_path, "JSON Lines log file", NULL, MPT_NO_RANGE},
         {"trace", MPT_ARG_STRING, &o.trace_path, "Chrome trace JSON of every rank's compute and communication (Perfetto)", NULL, MPT_NO_RANGE},
         {"save", MPT_ARG_STRING, &o.save_dir, "checkpoint directory (DIR/step_NNNNNN, DIR/latest)", NULL, MPT_NO_RANGE},
+        {"save-format", MPT_ARG_STRING, &save_format, "single (default: one model.safetensors, written by rank 0) | sharded (every rank writes its own slices; mptrain convert makes one)", NULL, MPT_NO_RANGE},
         {"save-every", MPT_ARG_INT, &o.save_every, "checkpoint every N steps (and at the end)", NULL, MPT_RANGE(0, MPT_MAX_STEPS)},
         {"keep", MPT_ARG_INT, &o.keep, "keep only the newest K checkpoints", NULL, MPT_RANGE(0, MPT_MAX_STEPS)},
         {"resume", MPT_ARG_STRING, &o.resume, "continue from DIR (its latest) or a step directory", NULL, MPT_NO_RANGE},
         {"init-from", MPT_ARG_STRING, &o.init_from, "weights from a Hugging Face GPT-2 directory", NULL, MPT_NO_RANGE},
         {"mem-limit", MPT_ARG_BYTES, &o.mem_limit, "per-rank memory limit, e.g. 512M", NULL, MPT_ABOVE(0, MAX_MEM_LIMIT_)},
         {"quiet", MPT_ARG_FLAG, &c.quiet, "no progress display", NULL, MPT_NO_RANGE},
+        {"on-nan", MPT_ARG_STRING, &on_nan, "a non-finite loss or gradient norm: stop (default: exit 1, nothing saved) | skip (the update, with a warning)", NULL, MPT_NO_RANGE},
+        {"debug-nan", MPT_ARG_STRING, &debug_nan, "", NULL, MPT_NO_RANGE},
         {"dump-step1", MPT_ARG_STRING, &o.dump_path, "", NULL, MPT_NO_RANGE},
         {"debug-stall-rank", MPT_ARG_INT, &o.stall_rank, "", NULL, MPT_RANGE(0, INT_MAX)},
         {"debug-stall-step", MPT_ARG_LONG, &o.stall_step, "", NULL, MPT_RANGE(0, MPT_MAX_STEPS)},
@@ -301,6 +348,27 @@ int mpt_cli_train(int argc, char **argv) {
     else {
         mpt_fail(&err, MPT_ERR_INPUT, "--zero3-gather %s: use layer or step", z3_gather);
         return mpt_cli_report(&err);
+    }
+    if (strcmp(save_format, "single") == 0) o.save_sharded = 0;
+    else if (strcmp(save_format, "sharded") == 0) o.save_sharded = 1;
+    else {
+        mpt_fail(&err, MPT_ERR_INPUT, "--save-format %s: use single or sharded", save_format);
+        return mpt_cli_report(&err);
+    }
+    if (strcmp(on_nan, "stop") == 0) o.on_nan_skip = 0;
+    else if (strcmp(on_nan, "skip") == 0) o.on_nan_skip = 1;
+    else {
+        mpt_fail(&err, MPT_ERR_INPUT, "--on-nan %s: use stop or skip", on_nan);
+        return mpt_cli_report(&err);
+    }
+    if (debug_nan) { /* testing: loss:STEP or grad:STEP poisons that step */
+        char what[8] = "", tail = 0;
+        if (sscanf(debug_nan, "%7[a-z]:%ld%c", what, &o.nan_step, &tail) != 2 ||
+            (strcmp(what, "loss") != 0 && strcmp(what, "grad") != 0) || o.nan_step < 1) {
+            mpt_fail(&err, MPT_ERR_INPUT, "--debug-nan %s: use loss:STEP or grad:STEP", debug_nan);
+            return mpt_cli_report(&err);
+        }
+        o.nan_grad = strcmp(what, "grad") == 0;
     }
     if (mpt_cli_set_gemm(gemm, &err)) return mpt_cli_report(&err);
     if ((st = mpt_cli_check_threads(o.threads, &err))) return mpt_cli_report(&err);
@@ -344,6 +412,12 @@ int mpt_cli_train(int argc, char **argv) {
     mpt_comm_set_watchdog(watchdog_);
     mpt_comm world;
     if ((st = mpt_comm_world(&world, &err))) return mpt_cli_report(&err);
+    /* a killed rank makes every other one fail within seconds instead of hanging (alive.h);
+     * without the detector, the comm timeout still ends a hang */
+    if (mpt_alive_start(&world, 5.0, alive_lost_, &err) != MPT_OK && world.rank == 0)
+        fprintf(stderr, "mptrain: warning: %s; a lost rank is found by --comm-timeout only\n",
+                err.msg);
+    signal(SIGTERM, on_term_);
     c.tty = isatty(STDOUT_FILENO);
     c.pp = o.pp;
     if (world.rank != 0) c.quiet = 1;
@@ -355,6 +429,17 @@ int mpt_cli_train(int argc, char **argv) {
         size_t used = strlen(err.msg);
         snprintf(err.msg + used, sizeof err.msg - used, "%s", hint);
     }
+    reported_ = 1; /* from here this rank says its own outcome */
+    if (mpt_alive_lost() >= 0 && !mpt_alive_lost_failed()) {
+        /* MPI_Finalize would wait for the lost rank: end here */
+        if (!st) mpt_alive_fail(NULL, MPT_OP_KINDS, &err);
+        if (c.tty) printf("\n");
+        fflush(stdout);
+        int code = mpt_cli_report(&err);
+        fflush(stderr);
+        _exit(code);
+    }
+    mpt_alive_stop(st != MPT_OK);
     mpt_comm_free(&world);
     for (int i = 0; i < n_paths; i++) free(paths[i]);
     free(paths);

@@ -61,7 +61,7 @@ static void usage_(void) {
            "  plot       SVG of training logs: loss, validation loss, lr, tokens/s, memory\n"
            "  plan       memory per rank and predicted step time; searches layouts (--gpus N)\n"
            "  simulate   replay a layout's schedule on a cluster model: step time, MFU, bubble\n"
-           "  (convert is not built yet)\n\n"
+           "  convert    sharded checkpoint <-> one directory (config.json + model.safetensors)\n\n"
            "example:\n"
            "  mptrain train --model tiny --steps 100 --log run.jsonl --save ckpt\n"
            "  mptrain generate --checkpoint ckpt --prompt 'Call me' --tokens 200\n"
@@ -98,12 +98,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "plot") == 0) return mpt_cli_plot(argc, argv);
     if (strcmp(cmd, "plan") == 0) return mpt_cli_plan(argc, argv);
     if (strcmp(cmd, "simulate") == 0) return mpt_cli_simulate(argc, argv);
-    const char *later[] = {"convert"};
-    for (size_t i = 0; i < sizeof later / sizeof *later; i++)
-        if (strcmp(cmd, later[i]) == 0) {
-            fprintf(stderr, "mptrain: error: '%s' is not supported yet in this build\n", cmd);
-            return 2;
-        }
+    if (strcmp(cmd, "convert") == 0) return mpt_cli_convert(argc, argv);
     fprintf(stderr, "mptrain: error: unknown command '%s': see mptrain --help\n", cmd);
     return 2;
 }

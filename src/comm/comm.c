@@ -3,6 +3,7 @@
  * MPI_ERRORS_RETURN; mpt_comm_agree; and the helpers the other comm_*.c files share
  * (comm_internal.h). Collectives are in comm_collective.c, point-to-point in comm_p2p.c,
  * waiting and the watchdog in comm_wait.c. */
+#include "comm/alive.h"
 #include "comm/comm_internal.h"
 
 #include <limits.h>
@@ -18,7 +19,10 @@ static size_t max_count_ = INT_MAX;
 
 void mpt_comm_set_timeout(double seconds) { timeout_s_ = seconds > 0 ? seconds : 300.0; }
 void mpt_comm_set_watchdog(mpt_watchdog_fn fn) { watchdog_ = fn; }
-void mpt_comm_set_step(long step) { step_ = step; }
+void mpt_comm_set_step(long step) {
+    step_ = step;
+    mpt_alive_debug_step(step);
+}
 void mpt_comm_set_max_count(size_t n) { max_count_ = (n == 0 || n > INT_MAX) ? INT_MAX : n; }
 
 double mpt_comm_timeout(void) { return timeout_s_; }
@@ -124,6 +128,7 @@ mpt_status mpt_comm_parts(const mpt_comm *c, mpt_comm_op op, size_t n, int *part
 
 void mpt_comm_req_start(mpt_req *r, mpt_comm *c, mpt_comm_op op, int peer, mpt_dtype dt,
                         double bytes) {
+    mpt_alive_debug_op(c, op);
     memset(r, 0, sizeof *r);
     for (int i = 0; i < MPT_REQ_MAX_PARTS; i++) r->req[i] = MPI_REQUEST_NULL;
     r->op = op;

@@ -8,7 +8,10 @@
  * most ~1 ms. A wait longer than the timeout (counted from the start of this wait) formats
  * "rank R: stuck for S s in OP on group G (peer P) at step N" and calls the watchdog handler;
  * without a handler (or if it returns) the wait fails with MPT_ERR_RUN and that message,
- * leaving the request pending. Only the rank that owns a request waits on it. */
+ * leaving the request pending. Only the rank that owns a request waits on it.
+ * Once the failure detector (alive.h) knows of a lost rank (mpt_alive_give_up), a wait or
+ * test that finds its request still pending fails with that loss. */
+#include "comm/alive.h"
 #include "comm/comm_internal.h"
 
 #include <stdio.h>
@@ -100,6 +103,7 @@ static mpt_status wait_many_(mpt_req *r, size_t n, mpt_error *err) {
             if (!all && !first) first = &r[i];
         }
         if (!first) return MPT_OK;
+        if (mpt_alive_give_up()) return mpt_alive_fail(first->comm, first->op, err);
         double waited = mpt_comm_now() - start;
         if (waited >= timeout) return stuck_(first, err);
         if (waited < spin) continue;
@@ -121,5 +125,6 @@ mpt_status mpt_test(mpt_req *r, int *done, mpt_error *err) {
         st = finish_(r, err);
         *done = 1;
     }
+    if (st == MPT_OK && !all && mpt_alive_give_up()) st = mpt_alive_fail(r->comm, r->op, err);
     return st;
 }

@@ -368,6 +368,62 @@ cleanup:
     return rc;
 }
 
+mpt_status mpt_checkpoint_begin_dir(const char *root, long step, const mpt_config *cfg,
+                                    char *tmp, size_t tmp_size, mpt_error *err) {
+    char final[PATH_MAX], path[PATH_MAX + 32], name[64];
+    snprintf(name, sizeof name, "step_%06ld", step);
+    if (step < 0 || !mpt_ckpt_join(final, sizeof final, root, name) ||
+        snprintf(tmp, tmp_size, "%s.tmp-%ld", final, (long)getpid()) >= (int)tmp_size)
+        return mpt_fail(err, MPT_ERR_RUN, "checkpoint directory %s: path too long", root);
+    if (mpt_ckpt_mkdir_p(root) != 0)
+        return mpt_fail(err, MPT_ERR_RUN, "cannot create checkpoint directory %s: %s", root,
+                        strerror(errno));
+    if (mpt_ckpt_remove_tree(tmp) != 0 || mkdir(tmp, 0755) != 0)
+        return mpt_fail(err, MPT_ERR_RUN, "cannot create %s: %s", tmp, strerror(errno));
+    mpt_ckpt_join(path, sizeof path, tmp, mpt_ckpt_config_file);
+    mpt_status st = mpt_hfconfig_write(path, cfg, 1, err);
+    if (st != MPT_OK) mpt_ckpt_remove_tree(tmp);
+    return st;
+}
+
+void mpt_checkpoint_remove_dir(const char *tmp) { mpt_ckpt_remove_tree(tmp); }
+
+mpt_status mpt_checkpoint_publish(const char *root, int keep, long step, const char *tmp,
+                                  const char *const *files, size_t n, const mpt_train_state *st,
+                                  char *out_dir, size_t out_dir_size, mpt_error *err) {
+    char final[PATH_MAX], path[PATH_MAX + 32], name[64];
+    const char **all = calloc(n + 2, sizeof *all);
+    mpt_status rc = MPT_OK;
+    snprintf(name, sizeof name, "step_%06ld", step);
+    if (!all || !mpt_ckpt_join(final, sizeof final, root, name)) {
+        rc = mpt_fail(err, MPT_ERR_RUN, "checkpoint save: out of memory or path too long");
+        goto fail;
+    }
+    all[0] = mpt_ckpt_config_file;
+    all[1] = mpt_ckpt_state_file;
+    for (size_t i = 0; i < n; i++) all[i + 2] = files[i];
+    mpt_ckpt_join(path, sizeof path, tmp, mpt_ckpt_state_file);
+    if ((rc = write_state_(path, st, err)) != MPT_OK ||
+        (rc = write_manifest_(tmp, all, n + 2, err)) != MPT_OK)
+        goto fail;
+    if (mpt_ckpt_fsync_dir(tmp) != 0) {
+        rc = mpt_fail(err, MPT_ERR_RUN, "cannot sync %s: %s", tmp, strerror(errno));
+        goto fail;
+    }
+    if ((rc = publish_(tmp, final, err)) != MPT_OK) goto fail;
+    free(all);
+    if (mpt_ckpt_fsync_dir(root) != 0)
+        return mpt_fail(err, MPT_ERR_RUN, "cannot sync %s: %s", root, strerror(errno));
+    if ((rc = point_latest_(root, name, err)) != MPT_OK) return rc;
+    if ((rc = prune_(root, keep, name, err)) != MPT_OK) return rc;
+    if (out_dir && out_dir_size) snprintf(out_dir, out_dir_size, "%s", final);
+    return MPT_OK;
+fail:
+    free(all);
+    mpt_ckpt_remove_tree(tmp);
+    return rc;
+}
+
 mpt_status mpt_checkpoint_save(const char *root, int keep, const mpt_config *cfg,
                                const mpt_param_table *pt, const float *params, const float *m,
                                const float *v, const mpt_train_state *st, char *out_dir,

@@ -92,6 +92,22 @@ mpt_status mpt_checkpoint_commit(mpt_ckpt_writer *w, const mpt_train_state *st, 
 /* Ends a session without publishing: removes the temporary directory. Safe twice. */
 void mpt_checkpoint_abort(mpt_ckpt_writer *w);
 
+/* ---- directories whose data files the caller writes (sharded saves, ckpt_shard.h) ---- */
+
+/* Creates root/step_NNNNNN.tmp-<pid>/ (pid of the caller) holding config.json; its path into
+ * tmp. Local (one rank). */
+mpt_status mpt_checkpoint_begin_dir(const char *root, long step, const mpt_config *cfg,
+                                    char *tmp, size_t tmp_size, mpt_error *err);
+/* After the caller wrote and synced files[0..n) into tmp: trainer state, manifest over
+ * config.json, the state and those files, fsync, rename to root/step_NNNNNN, `latest`,
+ * pruning; tmp is removed on failure. Local (one rank). */
+mpt_status mpt_checkpoint_publish(const char *root, int keep, long step, const char *tmp,
+                                  const char *const *files, size_t n, const mpt_train_state *st,
+                                  char *out_dir, size_t out_dir_size, mpt_error *err);
+
+/* Removes a temporary step directory left by a failed sharded save. Local. */
+void mpt_checkpoint_remove_dir(const char *tmp);
+
 /* ---- streaming load ---- */
 
 typedef struct mpt_ckpt_reader {
@@ -99,11 +115,15 @@ typedef struct mpt_ckpt_reader {
     int managed, has_opt;        /* ours (manifest verified); optimizer state present */
     mpt_safetensors f[2];        /* model, optimizer (open when asked for and present) */
     const mpt_st_info **src;     /* owned: [kind * pt->n + i] = tensor i's kind in its file */
+    struct mpt_shards *sh;       /* owned: a sharded checkpoint's slices (train/ckpt_shard.h),
+                                  * read in place of the two files */
 } mpt_ckpt_reader;
 
 /* Verifies the manifest (when there is one), opens model.safetensors (and, when want_opt and
  * present, optimizer.safetensors) and checks every name, shape and dtype against pt, as
- * mpt_checkpoint_load does; reads no tensor data except a tied model's lm_head check. */
+ * mpt_checkpoint_load does; reads no tensor data except a tied model's lm_head check.
+ * A sharded checkpoint (shards.json, train/ckpt_shard.h; its manifest is required) opens its
+ * index instead, checked against pt (the whole-model table). */
 mpt_status mpt_checkpoint_open(mpt_ckpt_reader *rd, const char *dir, const mpt_param_table *pt,
                                int want_opt, mpt_error *err);
 /* out[0..n) = elements [first, first + n) of the checkpoint form of tensor i of kind (0 params,

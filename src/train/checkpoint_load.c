@@ -23,6 +23,7 @@
 #include <xxhash.h>
 
 #include "train/checkpoint_internal.h"
+#include "train/ckpt_shard.h"
 #include "train/hfconfig.h"
 #include "train/safetensors.h"
 
@@ -78,6 +79,7 @@ static mpt_status verify_manifest_(const char *dir, int *has_opt, mpt_error *err
     if (st != MPT_OK) return st;
     const cJSON *files = cJSON_GetObjectItemCaseSensitive(root, "files"), *f;
     const char *need[] = {mpt_ckpt_config_file, mpt_ckpt_model_file, mpt_ckpt_state_file};
+    if (mpt_shard_is_sharded(dir)) need[1] = MPT_SHARD_INDEX_FILE; /* its data: shard-*.bin */
     for (size_t i = 0; i < 3; i++)
         if (!cJSON_IsObject(files) || !cJSON_GetObjectItemCaseSensitive(files, need[i])) {
             st = mpt_fail(err, MPT_ERR_INPUT, "%s: does not list %s (corrupt manifest?)", p,
@@ -277,6 +279,15 @@ mpt_status mpt_checkpoint_open(mpt_ckpt_reader *rd, const char *dir, const mpt_p
         rd->managed = 1;
         if ((rc = verify_manifest_(dir, &rd->has_opt, err)) != MPT_OK) return rc;
     }
+    if (mpt_shard_is_sharded(dir)) {
+        if (!rd->managed)
+            return mpt_fail(err, MPT_ERR_INPUT, "%s: a sharded checkpoint without %s: its "
+                            "files cannot be verified; use another checkpoint", dir,
+                            mpt_ckpt_manifest_file);
+        if ((rc = mpt_shards_open(&rd->sh, dir, pt, err)) != MPT_OK) return rc;
+        rd->has_opt = mpt_shards_has_opt(rd->sh);
+        return MPT_OK;
+    }
     if (!(rd->src = calloc(3 * pt->n + 1, sizeof *rd->src)))
         return mpt_fail(err, MPT_ERR_RUN, "out of memory opening %s", dir);
     const char *plain[1] = {""}, *pre[2] = {"exp_avg.", "exp_avg_sq."};
@@ -289,6 +300,7 @@ mpt_status mpt_checkpoint_open(mpt_ckpt_reader *rd, const char *dir, const mpt_p
 
 mpt_status mpt_checkpoint_read(const mpt_ckpt_reader *rd, int kind, size_t i, size_t first,
                                size_t n, float *out, mpt_error *err) {
+    if (rd->sh) return mpt_shards_read(rd->sh, kind, i, first, n, out, err);
     const mpt_st_info *x = kind >= 0 && kind < 3 && i < rd->pt->n ? rd->src[kind * rd->pt->n + i]
                                                                    : NULL;
     if (!x) return mpt_fail(err, MPT_ERR_RUN, "checkpoint read: no tensor %d/%zu open", kind, i);
@@ -299,6 +311,7 @@ void mpt_checkpoint_close(mpt_ckpt_reader *rd) {
     if (!rd) return;
     mpt_safetensors_free(&rd->f[0]);
     mpt_safetensors_free(&rd->f[1]);
+    mpt_shards_close(rd->sh);
     free(rd->src);
     memset(rd, 0, sizeof *rd);
 }

@@ -90,6 +90,7 @@ static cJSON *start_line_(const mpt_run *r, long start, const mpt_mem_plan *plan
     cJSON_AddStringToObject(j, "lr_schedule", o->opt.cosine ? "cosine" : "constant");
     cJSON_AddNumberToObject(j, "weight_decay", o->opt.weight_decay);
     cJSON_AddNumberToObject(j, "grad_clip", o->opt.grad_clip);
+    cJSON_AddStringToObject(j, "on_nan", o->on_nan_skip ? "skip" : "stop");
     cJSON_AddNumberToObject(j, "seed", (double)o->seed);
     cJSON_AddStringToObject(j, "data", o->data_path ? o->data_path : o->data_paths[0]);
     cJSON_AddNumberToObject(j, "data_files", r->data.nf);
@@ -139,6 +140,8 @@ static cJSON *step_line_(const mpt_step_info *info) {
     cJSON_AddNumberToObject(j, "cpu_share", info->cpu_share);
     cJSON_AddNumberToObject(j, "mfu", info->mfu);
     cJSON_AddNumberToObject(j, "peak_mem_bytes", (double)info->peak_mem_bytes);
+    if (info->skipped)
+        cJSON_AddStringToObject(j, "skipped_non_finite", info->skipped == 1 ? "loss" : "grad_norm");
     if (info->bubble >= 0) cJSON_AddNumberToObject(j, "bubble", info->bubble);
     if (info->bubble_sim >= 0) cJSON_AddNumberToObject(j, "bubble_sim", info->bubble_sim);
     if (info->val_loss >= 0) {
@@ -234,10 +237,13 @@ static mpt_status bubble_sim_(mpt_run *r, double *bubble, mpt_error *err) {
  * when pp == 1), the reductions, clipping and AdamW. *loss: the global mean loss; *norm: the
  * global gradient norm; busy: this rank's compute seconds and the pipelined part's wall time. */
 static mpt_status step_(mpt_run *r, const mpt_adamw *opt, long step, double *loss, double *norm,
-                        float *lr, double busy[2], mpt_error *err) {
+                        float *lr, double busy[2], int *skipped, mpt_error *err) {
     const mpt_train_opts *o = r->o;
     int B = o->batch, T = r->T;
     float dloss = 1.0f / ((float)B * (float)T);
+    /* testing (--debug-nan): the last world rank (on the last stage) poisons this step */
+    int poison = o->nan_step == step + 1 && r->world->rank == r->world->size - 1;
+    if (poison && o->nan_grad) dloss = NAN;
     double loss_sum = 0.0;
     mpt_status st;
     r->step = step;
@@ -252,6 +258,7 @@ static mpt_status step_(mpt_run *r, const mpt_adamw *opt, long step, double *los
     busy[0] = r->pp.busy;
     busy[1] = r->pp.wall;
     if (st || (st = mpt_dp_finish_grads(&r->dp, err))) return st;
+    if (poison && !o->nan_grad) loss_sum = NAN;
     /* the last stage has the loss; tp ranks hold the same one; replicas and cp ranks (their
      * tokens) add theirs */
     mpt_comm *ppc = &r->groups.dim[MPT_DIM_PP], *dpc = &r->groups.dim[MPT_DIM_DP];
@@ -260,15 +267,23 @@ static mpt_status step_(mpt_run *r, const mpt_adamw *opt, long step, double *los
     if (dpc->size > 1 && (st = mpt_allreduce_sum_f64(dpc, &loss_sum, 1, err))) return st;
     if (cpc->size > 1 && (st = mpt_allreduce_sum_f64(cpc, &loss_sum, 1, err))) return st;
     *loss = loss_sum / ((double)B * T);
-    if (!isfinite(*loss))
-        return mpt_fail(err, MPT_ERR_RUN,
-                        "the loss became non-finite at step %ld: lower --lr or check the data; "
-                        "the last checkpoint is intact",
-                        step + 1);
     if (o->dump_path && step == 0 && (st = mpt_run_dump(r, r->logits_copy, err))) return st;
     double t0 = mpt_comm_clock();
     if ((st = mpt_dp_grad_norm(&r->dp, norm, err))) return st;
     *lr = mpt_adamw_lr(opt, step);
+    /* the loss and the norm are sums over the ranks that hold parts of them; the verdict is
+     * agreed over every rank anyway (one small all-reduce), so all take the same branch even
+     * when only some of them saw the non-finite value (tp ranks do not sum the loss) */
+    int32_t bad[2] = {!isfinite(*loss), !isfinite(*norm)};
+    if ((st = mpt_allreduce_dt(r->world, bad, 2, MPT_I32, MPT_RED_MAX, err))) return st;
+    if ((bad[0] || bad[1]) && !o->on_nan_skip)
+        return mpt_fail(err, MPT_ERR_RUN,
+                        "the %s became non-finite at step %ld: lower --lr or check the data "
+                        "(--on-nan skip skips such steps); nothing of this step was saved and "
+                        "the last checkpoint is intact",
+                        bad[0] ? "loss" : "gradient norm", step + 1);
+    *skipped = bad[0] ? 1 : bad[1] ? 2 : 0;
+    if (*skipped) return MPT_OK; /* parameters and AdamW state stay as they were */
     st = mpt_dp_update(&r->dp, opt, *lr, mpt_clip_factor(opt, *norm), step + 1, err);
     mpt_trace_add(&r->trace, MPT_TRACE_COMPUTE, "optimizer", NULL, -1, t0, mpt_comm_clock());
     return st;
@@ -392,7 +407,8 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
     for (long step = start; step < o->steps; step++) {
         double t0 = now_(), loss = 0.0, norm = 0.0, busy[2] = {0.0, 0.0}, c0 = cpu_now_();
         float lr = 0.0f;
-        if ((st = step_(&r, &opt, step, &loss, &norm, &lr, busy, err))) goto done;
+        int skipped = 0;
+        if ((st = step_(&r, &opt, step, &loss, &norm, &lr, busy, &skipped, err))) goto done;
         double dt = now_() - t0, peak_mem = (double)r.arena.peak_total, cpu = cpu_now_() - c0;
         if ((st = mpt_allreduce_max_f64(world, &peak_mem, 1, err)) ||
             (st = mpt_allreduce_sum_f64(world, &cpu, 1, err)))
@@ -412,7 +428,8 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
                               .peak_mem_bytes = (size_t)peak_mem,
                               .bubble = o->pp > 1 && busy[1] > 0 ? 1.0 - busy[0] / (o->pp * busy[1]) : -1.0,
                               .bubble_sim = bubble_sim, .val_loss = -1.0,
-                              .cpu_share = cpu_share_(cpu, dt, world->size, o->threads)};
+                              .cpu_share = cpu_share_(cpu, dt, world->size, o->threads),
+                              .skipped = skipped};
         int last = step + 1 == o->steps;
         if (o->eval_every > 0 && (last || (step + 1) % o->eval_every == 0)) {
             if ((st = mpt_comm_agree(world, eval_(&r, &info.val_loss, err), err))) goto done;

@@ -58,6 +58,8 @@ typedef struct mpt_train_opts {
     const char *save_dir;    /* NULL = no checkpoints */
     int save_every;          /* 0 = only at the end */
     int keep;                /* newest checkpoints kept, 0 = all */
+    int save_sharded;        /* 1: every rank writes its own slices (train/ckpt_shard.h) in
+                              * place of one model.safetensors (--save-format sharded) */
     const char *resume;      /* checkpoint dir (or root with latest) */
     const char *init_from;   /* Hugging Face GPT-2 dir: weights only */
     const char *dump_path;   /* testing: safetensors of step-1 logits + gradients */
@@ -76,6 +78,11 @@ typedef struct mpt_train_opts {
     int stall_rank;          /* testing: this world rank sleeps stall_seconds before ... */
     long stall_step;         /* ... this step (1-based; 0 = never), to exercise the watchdog */
     double stall_seconds;
+    int on_nan_skip;         /* a non-finite loss or gradient norm: 0 stops the run (MPT_ERR_RUN,
+                              * before anything is saved), 1 skips the step's update */
+    long nan_step;           /* testing: poison this step (1-based; 0 = never) on the last
+                              * world rank: its loss (nan_grad 0) or its gradients (nan_grad 1) */
+    int nan_grad;
 } mpt_train_opts;
 
 void mpt_train_opts_defaults(mpt_train_opts *o);
@@ -92,6 +99,9 @@ typedef struct mpt_step_info {
     double cpu_share;        /* the ranks' CPU seconds in the step over step time x the cores
                               * they could use (min(ranks x threads, this node's cores)): 1 on a
                               * quiet machine, less when other work shares the cores */
+    int skipped;             /* --on-nan skip: the loss (1) or else the gradient norm (2) was not
+                              * finite on some rank and the update was skipped (parameters and
+                              * AdamW state unchanged); 0: a normal step */
 } mpt_step_info;
 
 typedef struct mpt_train_result {

@@ -13,14 +13,20 @@
  *   Loading (all ranks call, no communication): each rank reads, with pread, only the rows of
  *   the tensors it keeps (its tp shard's rows; under ZeRO its slice's rows) into the "out"
  *   block and copies its elements from there.
+ *   Sharded saving (--save-format sharded, at the end of the file): each rank writes its own
+ *   slices to a file of its own; loading reads them through the same reader (ckpt_shard.h).
  * The staging is taken from the arena for each load, save and dump and given back after; the
  * load at start-up always takes it, so --mem-limit covers a later save from the start. */
+#include <errno.h>
+#include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "train/checkpoint.h"
+#include "train/ckpt_shard.h"
 #include "train/safetensors.h"
 #include "train/trainer_internal.h"
 
@@ -315,7 +321,10 @@ static mpt_status put_st_(void *ctx, const float *d, size_t n, mpt_error *err) {
     return mpt_st_writer_put(ctx, d, n, err);
 }
 
+static mpt_status save_sharded_(mpt_run *r, long step, mpt_train_result *res, mpt_error *err);
+
 mpt_status mpt_run_save(mpt_run *r, long step, mpt_train_result *res, mpt_error *err) {
+    if (r->o->save_sharded) return save_sharded_(r, step, res, err);
     const mpt_train_opts *o = r->o;
     stage_ s;
     mpt_ckpt_writer w;
@@ -386,4 +395,211 @@ mpt_status mpt_run_dump(mpt_run *r, const float *logits_copy, mpt_error *err) {
         st = wst;
     }
     return mpt_comm_agree(r->world, st, err);
+}
+
+/* ---------------------------------------------------------------- sharded saving */
+/* --save-format sharded (train/ckpt_shard.h): every rank writes what it holds of the
+ * parameters and AdamW moments to its own file, with no communication of tensor data: under
+ * ZeRO each dp rank its slices, otherwise dp rank 0 (of dp x cp) the whole local tensors; tp
+ * ranks other than 0 skip the tensors they replicate; a pipeline stage its own blocks (the
+ * tied wte's copy on the last stage is not written). Each local range becomes boxes of the
+ * full tensor through mpt_tensor_full_index (a QKV shard is three column blocks; a partial
+ * ZeRO row is a box of its own), and rank 0 writes the index of every rank's boxes. */
+
+typedef struct boxes_ {
+    mpt_shard_box *b;
+    size_t *local;       /* per box: the local element of its first row's first column */
+    size_t n, cap;
+} boxes_;
+
+static int boxes_push_(boxes_ *x, const mpt_shard_box *b, size_t local) {
+    if (x->n == x->cap) {
+        size_t nc = x->cap ? 2 * x->cap : 64;
+        mpt_shard_box *nb = realloc(x->b, nc * sizeof *nb);
+        if (!nb) return -1;
+        x->b = nb;
+        size_t *nl = realloc(x->local, nc * sizeof *nl);
+        if (!nl) return -1;
+        x->local = nl;
+        x->cap = nc;
+    }
+    x->b[x->n] = *b;
+    x->local[x->n++] = local;
+    return 0;
+}
+
+/* The boxes of local elements [k0, k1) of lt (full tensor fi) appended to x from index from:
+ * runs of consecutive full columns in a row, stacked into a box while they continue the
+ * previous row's run of the same columns. */
+static int boxes_of_(boxes_ *x, size_t from, const mpt_run *r, int kind, size_t fi,
+                     const mpt_tensor *lt, size_t k0, size_t k1) {
+    const mpt_tensor *ft = &r->full.t[fi];
+    int tp = r->model.pt.tp, t = r->model.pt.tp_rank;
+    size_t lrow = lrow_(lt), fcols = frow_(ft);
+    for (size_t k = k0; k < k1;) {
+        size_t f = mpt_tensor_full_index(lt, tp, t, k);
+        if (f == SIZE_MAX) {
+            k++;
+            continue;
+        }
+        size_t ks = k, row_end = (k / lrow + 1) * lrow, fr = f / fcols;
+        for (k++; k < k1 && k < row_end; k++) {
+            size_t g = mpt_tensor_full_index(lt, tp, t, k);
+            if (g != f + (k - ks) || g / fcols != fr) break;
+        }
+        mpt_shard_box b = {.kind = kind, .tensor = (int64_t)fi, .file = r->world->rank,
+                           .row0 = (int64_t)fr, .nrows = 1, .col0 = (int64_t)(f % fcols),
+                           .ncols = (int64_t)(k - ks)};
+        int merged = 0;
+        for (size_t j = x->n; j > from && j + 16 > x->n && !merged; j--) {
+            mpt_shard_box *p = &x->b[j - 1];
+            if (p->col0 == b.col0 && p->ncols == b.ncols && p->row0 + p->nrows == b.row0 &&
+                x->local[j - 1] + (size_t)p->nrows * lrow == ks) {
+                p->nrows++;
+                merged = 1;
+            }
+        }
+        if (!merged && boxes_push_(x, &b, ks) != 0) return -1;
+    }
+    return 0;
+}
+
+/* Writes this rank's shard file at path and fills x with its boxes (byte offsets set). */
+static mpt_status write_shard_(mpt_run *r, const char *path, boxes_ *x, mpt_error *err) {
+    const mpt_param_table *pt = &r->model.pt;
+    int me_t = r->place.coords.c[MPT_DIM_TP];
+    FILE *f = fopen(path, "wb");
+    if (!f) return mpt_fail(err, MPT_ERR_RUN, "cannot create %s: %s", path, strerror(errno));
+    int64_t pos = 0;
+    int bad = 0;
+    for (int kind = K_PARAMS; kind <= K_V && !bad; kind++) {
+        int sliced;
+        const float *store = store_(r, kind, &sliced);
+        for (size_t i = 0; i < pt->n && !bad; i++) {
+            const mpt_tensor *lt = &pt->t[i];
+            int fi = lt->full_id;
+            if (lt->is_copy || fi < 0 || (size_t)fi >= r->full.n) continue;
+            if (lt->split == MPT_SPLIT_NONE && me_t != 0) continue;   /* tp rank 0 writes it */
+            size_t k0 = 0, k1 = lt->numel;
+            ptrdiff_t base = (ptrdiff_t)lt->offset;   /* local k is store[base + k] */
+            if (sliced) {
+                size_t x0, x1, at;
+                owned_(&r->dp, lt, r->dp.r, &x0, &x1, &at);
+                k0 = x0 - lt->offset;
+                k1 = x1 - lt->offset;
+                base = (ptrdiff_t)at - (ptrdiff_t)k0;
+            } else if (r->dp.r != 0) {
+                continue;                              /* dp rank 0 writes the replica */
+            }
+            size_t from = x->n;
+            if (k1 <= k0) continue;
+            if (boxes_of_(x, from, r, kind, (size_t)fi, lt, k0, k1) != 0) {
+                bad = 1;
+                break;
+            }
+            size_t lrow = lrow_(lt);
+            for (size_t j = from; j < x->n && !bad; j++) {
+                mpt_shard_box *b = &x->b[j];
+                b->byte = pos;
+                for (int64_t row = 0; row < b->nrows && !bad; row++) {
+                    const float *src = store + base + (ptrdiff_t)(x->local[j] + (size_t)row * lrow);
+                    if (fwrite(src, sizeof *src, (size_t)b->ncols, f) != (size_t)b->ncols) bad = 2;
+                    pos += b->ncols * (int64_t)sizeof *src;
+                }
+            }
+        }
+    }
+    if (!bad && (fflush(f) != 0 || fsync(fileno(f)) != 0)) bad = 2;
+    if (fclose(f) != 0 && !bad) bad = 2;
+    if (bad == 1) return mpt_fail(err, MPT_ERR_RUN, "out of memory listing the slices of %s", path);
+    if (bad) return mpt_fail(err, MPT_ERR_RUN, "cannot write %s: %s", path, strerror(errno));
+    return MPT_OK;
+}
+
+#define BOX_FIELDS_ 8
+
+static mpt_status save_sharded_(mpt_run *r, long step, mpt_train_result *res, mpt_error *err) {
+    const mpt_train_opts *o = r->o;
+    mpt_comm *w = r->world;
+    char tmp[PATH_MAX], path[PATH_MAX + 32], name[32];
+    boxes_ x = {0};
+    double *mine = NULL, *all = NULL;
+    char **files = NULL;
+    mpt_status st = MPT_OK;
+    memset(tmp, 0, sizeof tmp);
+    if (r->rank0) st = mpt_checkpoint_begin_dir(o->save_dir, step, &r->cfg, tmp, sizeof tmp, err);
+    if ((st = mpt_comm_agree(w, st, err))) return st;
+    if ((st = mpt_bcast(w, tmp, sizeof tmp, 0, err))) return st;
+    mpt_shard_file_name(w->rank, name, sizeof name);
+    if (snprintf(path, sizeof path, "%s/%s", tmp, name) >= (int)sizeof path)
+        st = mpt_fail(err, MPT_ERR_RUN, "%s: path too long", tmp);
+    if (!st) st = write_shard_(r, path, &x, err);
+    if ((st = mpt_comm_agree(w, st, err))) goto done;
+    /* every rank's boxes to every rank (fixed-size blocks of the largest count) */
+    double cnt = (double)x.n;
+    if ((st = mpt_allreduce_max_f64(w, &cnt, 1, err))) goto done;
+    size_t per = (size_t)cnt * BOX_FIELDS_ + 1, total;
+    if (!mpt_size_mul(per, (size_t)w->size, &total) || !(mine = calloc(per, sizeof *mine)) ||
+        !(all = calloc(total, sizeof *all)))
+        st = mpt_fail(err, MPT_ERR_RUN, "out of memory gathering the slice index");
+    if ((st = mpt_comm_agree(w, st, err))) goto done;
+    mine[0] = (double)x.n;
+    for (size_t j = 0; j < x.n; j++) {
+        const mpt_shard_box *b = &x.b[j];
+        double v[BOX_FIELDS_] = {(double)b->kind, (double)b->tensor, (double)b->file,
+                                 (double)b->row0, (double)b->nrows, (double)b->col0,
+                                 (double)b->ncols, (double)b->byte};
+        memcpy(mine + 1 + j * BOX_FIELDS_, v, sizeof v);
+    }
+    if ((st = mpt_allgather_dt(w, mine, all, per, MPT_F64, err))) goto done;
+    if (r->rank0) {
+        size_t n = 0;
+        for (int q = 0; q < w->size; q++) n += (size_t)all[(size_t)q * per];
+        mpt_shard_box *bx = calloc(n + 1, sizeof *bx);
+        files = calloc((size_t)w->size + 1, sizeof *files);
+        if (!bx || !files) st = mpt_fail(err, MPT_ERR_RUN, "out of memory for the slice index");
+        for (int q = 0, k = 0; !st && q < w->size; q++) {
+            const double *blk = all + (size_t)q * per;
+            for (size_t j = 0; j < (size_t)blk[0]; j++, k++) {
+                const double *v = blk + 1 + j * BOX_FIELDS_;
+                bx[k] = (mpt_shard_box){(int64_t)v[0], (int64_t)v[1], (int64_t)v[2], (int64_t)v[3],
+                                        (int64_t)v[4], (int64_t)v[5], (int64_t)v[6], (int64_t)v[7]};
+            }
+        }
+        if (!st) st = mpt_shard_write_index(tmp, &r->full, w->size, 1, bx, n, err);
+        free(bx);
+        files[0] = strdup(MPT_SHARD_INDEX_FILE);
+        for (int q = 0; !st && q < w->size; q++) {
+            char nm[32];
+            mpt_shard_file_name(q, nm, sizeof nm);
+            if (!(files[q + 1] = strdup(nm)) || !files[0])
+                st = mpt_fail(err, MPT_ERR_RUN, "out of memory");
+        }
+        if (!st) {
+            mpt_train_state ts;
+            memset(&ts, 0, sizeof ts);
+            ts.step = step;
+            ts.seed = o->seed;
+            snprintf(ts.options_json, sizeof ts.options_json,
+                     "{\"batch\":%d,\"microbatches\":%d,\"steps\":%ld,\"lr\":%g,\"warmup\":%d,"
+                     "\"dp\":%d,\"tp\":%d,\"pp\":%d,\"zero\":%d,\"save_format\":\"sharded\"}",
+                     o->batch, o->microbatches, o->steps, (double)o->opt.lr, o->opt.warmup,
+                     o->dp, o->tp, o->pp, o->zero);
+            st = mpt_checkpoint_publish(o->save_dir, o->keep, step, tmp,
+                                        (const char *const *)files, (size_t)w->size + 1, &ts,
+                                        res->saved_dir, sizeof res->saved_dir, err);
+            tmp[0] = '\0'; /* published or removed */
+        }
+    }
+done:
+    if (st && r->rank0 && tmp[0]) mpt_checkpoint_remove_dir(tmp);
+    for (int q = 0; files && q <= w->size; q++) free(files[q]);
+    free(files);
+    free(mine);
+    free(all);
+    free(x.b);
+    free(x.local);
+    st = mpt_comm_agree(w, st, err);
+    if (!st) st = mpt_bcast(w, res->saved_dir, sizeof res->saved_dir, 0, err);
+    return st;
 }

@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# t_sharded.sh — sharded checkpoints (issue 12, item 1; src/train/ckpt_shard.h) and
+# `mptrain convert` (src/cli/cmd_convert.c):
+#   - a 4-rank save (tp 2 x pp 2) writes one shard file per rank and an index; converted to
+#     the single format it is byte for byte the single-format save of the same run (weights
+#     and AdamW moments), and converting that back and forth changes nothing;
+#   - resuming under the same layout continues bit-identically to resuming from the single
+#     format; under other layouts (one rank, dp 2 x pp 2 ZeRO 1, dp 4 ZeRO 3, tp 2 x dp 2
+#     ZeRO 2, dp 2 x cp 2) it matches the one-rank continuation within 1e-5 (losses and final
+#     weights, tests/compare_runs.py): weights, AdamW state, step, LR schedule and data position
+#     carry over;
+#   - ZeRO-3 and cp saves (slices cut inside rows, on every rank) convert to the single save;
+#   - killed during a sharded save (a rank before or after writing its shard, rank 0 while it
+#     writes the index and publishes), `latest` is the previous or the new step and resuming
+#     reaches the same weights as a run never killed;
+#   - damaged sharded checkpoints (tests/hostile_files.py shard ...) exit 2 with their message,
+#     on 1 and on 4 ranks.
+# Usage: bash tests/t_sharded.sh BUILD_DIR
+set -uo pipefail
+source "$(dirname "$0")/lib.sh"
+BIN=$(cd "$(dirname "$BIN")" && pwd)/mptrain
+KILL="$(cd "$1" && pwd)/tests/libkillpoint.so"
+HOSTILE=(/usr/bin/python3 "$HERE/hostile_files.py")
+export ASAN_OPTIONS="verify_asan_link_order=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+
+printf 'Whether I shall turn out to be the hero of my own life, or whether that station. %.0s' {1..60} >"$TMP/text.txt"
+"$BIN" tokenize --in "$TMP/text.txt" --out "$TMP/data.bin" >/dev/null || bad "tokenize the test data"
+BASE=(--model tiny --layers 2 --d-model 32 --heads 2 --seq-len 16 --batch 8 --microbatches 2
+      --threads 1 --quiet --data "$TMP/data.bin" --lr 3e-3)
+M4=("${MPIRUN[@]}" -np 4)
+TPPP=(--tp 2 --pp 2)
+run() { # LOGNAME command...: runs quietly, reports a failure
+  local name=$1; shift
+  "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" || { bad "$name: $(grep -v PMIX "$TMP/$name.err" | tail -3)"; return 1; }
+}
+
+# --- the same run saved both ways at step 2
+run save-sharded "${M4[@]}" "$BIN" train "${BASE[@]}" "${TPPP[@]}" --steps 2 --save "$TMP/sh" --save-format sharded
+run save-single "${M4[@]}" "$BIN" train "${BASE[@]}" "${TPPP[@]}" --steps 2 --save "$TMP/si"
+S="$TMP/sh/step_000002"
+n=$(ls "$S"/shard-*.bin 2>/dev/null | wc -l)
+if [ "$n" = 4 ] && [ -f "$S/shards.json" ] && [ ! -e "$S/model.safetensors" ]; then ok "sharded save: 4 shard files and an index, no model.safetensors"
+else bad "sharded save: $n shard files: $(ls "$S")"; fi
+run conv1 "$BIN" convert --in "$TMP/sh" --out "$TMP/conv1"
+for f in model.safetensors optimizer.safetensors; do
+  if cmp -s "$TMP/conv1/step_000002/$f" "$TMP/si/step_000002/$f"; then ok "convert sharded -> single: $f identical to the single-format save"
+  else bad "convert sharded -> single: $f differs from the single-format save"; fi
+done
+run conv2 "$BIN" convert --in "$TMP/conv1" --out "$TMP/conv2"
+run conv3 "$BIN" convert --in "$TMP/conv2" --out "$TMP/conv3"
+[ -f "$TMP/conv2/step_000002/shards.json" ] && cmp -s "$TMP/conv3/step_000002/model.safetensors" "$TMP/si/step_000002/model.safetensors" &&
+  cmp -s "$TMP/conv3/step_000002/optimizer.safetensors" "$TMP/si/step_000002/optimizer.safetensors" &&
+  ok "convert single -> sharded -> single: unchanged" || bad "convert single -> sharded -> single changed the checkpoint"
+
+# --- same layout: bit-identical continuation
+cp -a "$TMP/sh" "$TMP/sh-same"; cp -a "$TMP/si" "$TMP/si-same"; cp -a "$TMP/conv2" "$TMP/conv2-same"
+run same-sh "${M4[@]}" "$BIN" train "${BASE[@]}" "${TPPP[@]}" --steps 5 --resume "$TMP/sh-same" --save "$TMP/sh-same"
+run same-si "${M4[@]}" "$BIN" train "${BASE[@]}" "${TPPP[@]}" --steps 5 --resume "$TMP/si-same" --save "$TMP/si-same"
+run same-c2 "${M4[@]}" "$BIN" train "${BASE[@]}" "${TPPP[@]}" --steps 5 --resume "$TMP/conv2-same" --save "$TMP/conv2-same"
+REF5="$TMP/si-same/step_000005/model.safetensors"
+cmp -s "$TMP/sh-same/step_000005/model.safetensors" "$REF5" && ok "same layout: resumed from the sharded save, step 5 bit-identical" ||
+  bad "same layout: resumed from the sharded save, step 5 differs"
+cmp -s "$TMP/conv2-same/step_000005/model.safetensors" "$REF5" && ok "same layout: resumed from a converted (one-shard) checkpoint, step 5 bit-identical" ||
+  bad "same layout: resumed from the converted checkpoint, step 5 differs"
+
+# --- other layouts, against one rank resuming from the single save
+cp -a "$TMP/si" "$TMP/one"
+run one "$BIN" train "${BASE[@]}" --steps 5 --resume "$TMP/one" --save "$TMP/one" --log "$TMP/one.jsonl"
+other() { # NAME NP LAYOUT...
+  local name=$1 np=$2; shift 2
+  local launch=("$BIN"); [ "$np" -gt 1 ] && launch=("${MPIRUN[@]}" -np "$np" "$BIN")
+  run "$name" "${launch[@]}" train "${BASE[@]}" "$@" --steps 5 --resume "$S" --save "$TMP/$name" \
+    --log "$TMP/$name.jsonl" || return
+  if "${CMP[@]}" "$TMP/$name.jsonl" "$TMP/$name/step_000005/model.safetensors" "$TMP/one.jsonl" \
+       "$TMP/one/step_000005/model.safetensors" --rtol 1e-5 >"$TMP/$name.cmp" 2>&1
+  then ok "sharded tp 2 x pp 2 -> $name: $(tail -1 "$TMP/$name.cmp" | sed 's/^ *//')"
+  else bad "sharded tp 2 x pp 2 -> $name: $(tail -4 "$TMP/$name.cmp")"; fi
+}
+other one-rank 1
+other dp2-pp2-zero1 4 --dp 2 --pp 2 --zero 1
+other dp4-zero3 4 --dp 4 --zero 3
+other tp2-dp2-zero2 4 --tp 2 --dp 2 --zero 2
+other dp2-cp2 4 --dp 2 --cp 2
+
+# --- slices cut inside rows (ZeRO 3 over 4 ranks, cp): sharded = single after convert
+for L in "--dp 4 --zero 3" "--dp 2 --cp 2 --zero 1"; do
+  tag=$(echo "$L" | tr -d ' -')
+  run "z-sh-$tag" "${M4[@]}" "$BIN" train "${BASE[@]}" $L --steps 2 --save "$TMP/z-sh-$tag" --save-format sharded
+  run "z-si-$tag" "${M4[@]}" "$BIN" train "${BASE[@]}" $L --steps 2 --save "$TMP/z-si-$tag"
+  run "z-cv-$tag" "$BIN" convert --in "$TMP/z-sh-$tag" --out "$TMP/z-cv-$tag"
+  if cmp -s "$TMP/z-cv-$tag/step_000002/model.safetensors" "$TMP/z-si-$tag/step_000002/model.safetensors" &&
+     cmp -s "$TMP/z-cv-$tag/step_000002/optimizer.safetensors" "$TMP/z-si-$tag/step_000002/optimizer.safetensors"
+  then ok "$L: the sharded save converts to the single save, byte for byte ($(python3 -c "import json,sys; print(sum(len(t['slices']) for t in json.load(open(sys.argv[1]))['tensors']))" "$TMP/z-sh-$tag/step_000002/shards.json") slices)"
+  else bad "$L: the sharded save does not convert to the single save"; fi
+done
+
+# --- killed during a sharded save of step 4 (from step 2, saving every 2 steps)
+cp -a "$TMP/sh" "$TMP/kref"
+run kref "${M4[@]}" "$BIN" train "${BASE[@]}" "${TPPP[@]}" --steps 6 --save-every 2 --resume "$TMP/kref" \
+  --save "$TMP/kref" --save-format sharded
+RC_WRAP='"$0" "$@"; echo $? >"$RC.$OMPI_COMM_WORLD_RANK"'
+k=0
+kill_save() { # RANK POINT: MPT_DEBUG_KILL point at step 4, or kp:N (tests/killpoint.c, rank 0)
+  local rank=$1 point=$2 d="$TMP/kill$k"; k=$((k + 1))
+  cp -a "$TMP/sh" "$d"
+  local dk="" pre="" at=""
+  case "$point" in kp:*|kpa:*) pre="$KILL"; at=${point#*:} ;; *) dk="$rank:4:$point" ;; esac
+  local after=""; case "$point" in kpa:*) after=1 ;; esac
+  (export RC="$d.rc" MPT_DEBUG_KILL="$dk" LD_PRELOAD="$pre" MPT_KILL_AT="$at" MPT_KILL_AFTER="$after"
+   [ -n "$after" ] || unset MPT_KILL_AFTER
+   timeout -k 5 60 "${MPIRUN[@]}" --mca orte_enable_recovery 1 -x MPT_DEBUG_KILL -x LD_PRELOAD \
+     -x MPT_KILL_AT ${after:+-x MPT_KILL_AFTER} -x ASAN_OPTIONS -np 4 sh -c "$RC_WRAP" "$BIN" train "${BASE[@]}" "${TPPP[@]}" \
+     --steps 6 --save-every 2 --resume "$d" --save "$d" --save-format sharded >"$d.out" 2>"$d.err")
+  local rcs="" r; for r in 0 1 2 3; do rcs+="$(cat "$d.rc.$r" 2>/dev/null || echo -) "; done
+  local latest; latest=$(readlink "$d/latest")
+  if [ "${rcs// /}" = "$(for r in 0 1 2 3; do [ $r = "$rank" ] && printf 137 || printf 1; done)" ] &&
+     [ "$(grep -c "^mptrain: error: rank $rank stopped responding" "$d.err")" -ge 3 ]; then
+    ok "kill rank $rank at $point in the save of step 4: exit codes $rcs, latest $latest"
+  else bad "kill rank $rank at $point: exit codes $rcs: $(grep -v PMIX "$d.err" | head -c 500)"; fi
+  if ! timeout -k 5 120 "${M4[@]}" "$BIN" train "${BASE[@]}" "${TPPP[@]}" --steps 6 --save-every 2 \
+       --resume "$d" --save "$d" --save-format sharded >/dev/null 2>"$d.resume"; then
+    bad "kill rank $rank at $point: resume from $latest failed: $(tail -2 "$d.resume")"
+  elif ! cmp -s "$d/step_000006/shard-00000.bin" "$TMP/kref/step_000006/shard-00000.bin" ||
+       ! cmp -s "$d/step_000006/shard-00003.bin" "$TMP/kref/step_000006/shard-00003.bin"; then
+    bad "kill rank $rank at $point: resumed from $latest, step 6 differs from the run never killed"
+  else ok "kill rank $rank at $point: resumed from $latest, step 6 bit-identical"; fi
+}
+kill_save 1 bcast@world#1      # before writing its shard
+kill_save 2 allreduce@world#2  # its shard written, before the index
+kill_save 3 allgather@world#1  # while the slices are gathered
+# rank 0's file-system steps in the save (tests/killpoint.c counts them: its shard's writes,
+# then the index, state, manifest, syncs, the rename and `latest`)
+cp -a "$TMP/sh" "$TMP/count"
+MPT_KILL_COUNT="$TMP/points" LD_PRELOAD="$KILL" "${MPIRUN[@]}" -x MPT_KILL_COUNT -x LD_PRELOAD \
+  -x ASAN_OPTIONS -np 4 "$BIN" train "${BASE[@]}" "${TPPP[@]}" --steps 4 --resume "$TMP/count" \
+  --save "$TMP/count" --save-format sharded >/dev/null 2>&1 || bad "a sharded save under killpoint"
+P=$(wc -l <"$TMP/points" 2>/dev/null || echo 0)
+[ "$P" -ge 20 ] && ok "rank 0 passes $P file-system steps in a sharded save" || bad "only $P kill points"
+kill_save 0 kp:2               # rank 0 writing its shard
+kill_save 0 kp:$((P - 12))     # rank 0 writing the index, state and manifest
+kill_save 0 kp:$((P - 2))      # rank 0 publishing (rename, latest)
+kill_save 0 kpa:$P             # rank 0 just after its last step: `latest` names the new step
+
+# --- damaged sharded checkpoints
+run other-model "$BIN" train "${BASE[@]}" --d-model 64 --steps 1 --save "$TMP/other" --save-format sharded
+ON4=("${MPIRUN[@]}" -np 4 "$BIN" train "${BASE[@]}" --dp 2 --pp 2 --steps 3)
+damaged() { # DAMAGE WANT
+  local d="$TMP/dmg-$1"
+  "${HOSTILE[@]}" shard "$S" "$d" "$1" "$TMP/other/step_000001" || { bad "make $1"; return; }
+  refused "sharded $1 (1 rank)" 1 "$2" -- "$BIN" train "${BASE[@]}" --steps 3 --resume "$d"
+  refused "sharded $1 (4 ranks)" 4 "$2" -- "${ON4[@]}" --resume "$d"
+}
+damaged missing-shard "missing (listed in manifest.json)"
+damaged truncated-shard "truncated or damaged"
+damaged missing-shard-unlisted "is missing or unreadable"
+damaged overlap "overlap"
+damaged gap "a shard is missing"
+damaged outside "outside its shape"
+damaged past-file "past the end of shard file"
+damaged bad-kind "malformed slice"
+damaged not-json "shards.json"
+damaged other-model "another model"
+damaged unknown-tensor "not in this model"
+refused "convert of a damaged index" 1 "overlap" -- "$BIN" convert --in "$TMP/dmg-overlap" --out "$TMP/nowhere"
+refused "convert without --out" 1 "needs --in DIR and --out ROOT" -- "$BIN" convert --in "$S"
+refused "convert --to bogus" 1 "use single or sharded" -- "$BIN" convert --in "$S" --out "$TMP/x" --to bogus
+refused "--save-format bogus (4 ranks)" 4 "use single or sharded" -- "${ON4[@]}" --save-format bogus --save "$TMP/x"
+finish
