@@ -15,6 +15,9 @@ mpt_status mpt_decode_init(mpt_decode *d, const mpt_gpt *m, mpt_error *err) {
     if (m->tp != 1 || !m->first || !m->last || m->nl != c->n_layer)
         return mpt_fail(err, MPT_ERR_INPUT,
                         "decoding with a cache needs the whole model on one rank");
+    if (c->experts > 0)
+        return mpt_fail(err, MPT_ERR_INPUT, "decoding with a cache does not handle "
+                        "Mixture-of-Experts blocks yet");
     size_t D = (size_t)c->d_model, F = (size_t)c->ffn, T = (size_t)c->n_positions;
     size_t L = (size_t)c->n_layer, Vp = (size_t)c->padded_vocab, cache, n;
     /* 2 L T D for the cache, then 7 D + 2 F + T + Vp of scratch */
