@@ -252,7 +252,7 @@ mpt_status mpt_gpt_forward(mpt_gpt *m, const int32_t *inputs, const int32_t *tar
     const float *x;
     int head_is_wte = c->tied && m->first && m->last; /* the head reads unit 0's wte */
     m->moe_weight = dloss * (float)N; /* the MoE aux losses' weight (model/moe.h) */
-    m->moe_stats_on = 1;
+    m->moe_stats_on = dloss > 0.0f; /* training forwards only (not eval, dump, inference) */
     if (m->first) { /* later stages find their input in ENCODED, received from the previous */
         TRY_(need_(m, 0, MPT_PHASE_FORWARD, err));
         TRY_(embed_(m, inputs, B, T, Nl, row0, err));

@@ -112,6 +112,26 @@ static cJSON *start_line_(const mpt_run *r, long start, const mpt_mem_plan *plan
     return j;
 }
 
+/* MoE fields of a step line: aux_loss (load balancing + z-loss, as added to the training loss),
+ * z_loss, expert_tokens (assignments per expert over every MoE block and micro-batch of the
+ * step, before capacity), moe_imbalance (max / mean of those), moe_dropped (assignments dropped
+ * at capacity) and moe_dropped_frac. */
+static void moe_line_(cJSON *j, const mpt_moe_stats *s, int E) {
+    cJSON_AddNumberToObject(j, "aux_loss", s->aux_loss + s->z_loss);
+    cJSON_AddNumberToObject(j, "z_loss", s->z_loss);
+    cJSON *t = cJSON_AddArrayToObject(j, "expert_tokens");
+    double mx = 0.0, sum = 0.0;
+    for (int e = 0; e < E; e++) {
+        if (t) cJSON_AddItemToArray(t, cJSON_CreateNumber(s->tokens[e]));
+        mx = s->tokens[e] > mx ? s->tokens[e] : mx;
+        sum += s->tokens[e];
+    }
+    cJSON_AddNumberToObject(j, "moe_imbalance", sum > 0 ? mx / (sum / E) : 0.0);
+    cJSON_AddNumberToObject(j, "moe_dropped", s->dropped);
+    cJSON_AddNumberToObject(j, "moe_dropped_frac",
+                            s->assignments > 0 ? s->dropped / s->assignments : 0.0);
+}
+
 static cJSON *step_line_(const mpt_step_info *info) {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddNumberToObject(j, "step", (double)info->step);
@@ -128,6 +148,7 @@ static cJSON *step_line_(const mpt_step_info *info) {
         cJSON_AddNumberToObject(j, "val_loss", info->val_loss);
         cJSON_AddNumberToObject(j, "val_ppl", exp(info->val_loss));
     }
+    if (info->moe) moe_line_(j, info->moe, info->experts);
     return j;
 }
 
@@ -230,6 +251,7 @@ static mpt_status step_(mpt_run *r, const mpt_adamw *opt, long step, double *los
         nanosleep(&ts, NULL);
     }
     mpt_dp_begin_step(&r->dp);
+    memset(&r->model.moe, 0, sizeof r->model.moe);
     st = mpt_pp_step(&r->pp, batch_, r, r->inputs, r->targets, r->Bm, r->Tl, dloss, &loss_sum,
                      err);
     busy[0] = r->pp.busy;
@@ -242,6 +264,13 @@ static mpt_status step_(mpt_run *r, const mpt_adamw *opt, long step, double *los
     if (ppc->size > 1 && (st = mpt_allreduce_sum_f64(ppc, &loss_sum, 1, err))) return st;
     if (dpc->size > 1 && (st = mpt_allreduce_sum_f64(dpc, &loss_sum, 1, err))) return st;
     if (cpc->size > 1 && (st = mpt_allreduce_sum_f64(cpc, &loss_sum, 1, err))) return st;
+    if (r->cfg.experts > 0) { /* MoE statistics: every stage's blocks, every replica's tokens */
+        r->moe = r->model.moe;
+        size_t n = 4 + (size_t)r->cfg.experts; /* aux, z, dropped, assignments, tokens[E] */
+        if (ppc->size > 1 && (st = mpt_allreduce_sum_f64(ppc, &r->moe.aux_loss, n, err))) return st;
+        if (dpc->size > 1 && (st = mpt_allreduce_sum_f64(dpc, &r->moe.aux_loss, n, err))) return st;
+        if (cpc->size > 1 && (st = mpt_allreduce_sum_f64(cpc, &r->moe.aux_loss, n, err))) return st;
+    }
     *loss = loss_sum / ((double)B * T);
     if (!isfinite(*loss))
         return mpt_fail(err, MPT_ERR_RUN,
@@ -392,7 +421,9 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
                               .mfu = res->peak_flops > 0 ? flops_step / dt / res->peak_flops : 0,
                               .peak_mem_bytes = (size_t)peak_mem,
                               .bubble = o->pp > 1 && busy[1] > 0 ? 1.0 - busy[0] / (o->pp * busy[1]) : -1.0,
-                              .bubble_sim = bubble_sim, .val_loss = -1.0};
+                              .bubble_sim = bubble_sim, .val_loss = -1.0,
+                              .moe = r.cfg.experts > 0 ? &r.moe : NULL,
+                              .experts = r.cfg.experts};
         int last = step + 1 == o->steps;
         if (o->eval_every > 0 && (last || (step + 1) % o->eval_every == 0)) {
             if ((st = mpt_comm_agree(world, eval_(&r, &info.val_loss, err), err))) goto done;

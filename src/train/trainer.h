@@ -89,6 +89,9 @@ typedef struct mpt_step_info {
     double bubble_sim;       /* pp > 1: the schedule's simulated bubble on this step's measured
                               * costs (mpt_pp_measure); else -1 */
     double val_loss;         /* evaluation steps: the mean validation loss; else -1 */
+    const struct mpt_moe_stats *moe; /* MoE models: the step's routing statistics, summed over
+                              * the global batch (model/moe.h); else NULL */
+    int experts;             /* E of the MoE blocks */
 } mpt_step_info;
 
 typedef struct mpt_train_result {

@@ -35,6 +35,7 @@ typedef struct mpt_run {
     mpt_param_table full;     /* the whole-tensor table checkpoints use */
     mpt_arena arena;
     mpt_gpt model;
+    mpt_moe_stats moe;       /* the last step's MoE statistics, summed over the ranks */
     mpt_dp dp;
     mpt_pp pp;                /* the pipeline executor (one stage when pp == 1) */
     int32_t *inputs, *targets;/* (Bm, T), kind workspace */
