@@ -194,8 +194,8 @@ static mpt_status dispatch_(const mpt_moe_block *b, const lay_ *l, const float *
     if (!b->ops || !b->ops->expert_dispatch)
         return mpt_fail(err, MPT_ERR_RUN, "expert parallelism needs the expert_dispatch entry "
                         "of the parallel operations (parallel/ep.c)");
-    mpt_status st = b->ops->expert_dispatch(b->ops->ctx, rows, sexp, n, (int)l->D, recv, rexp,
-                                            nr, err);
+    mpt_status st = b->ops->expert_dispatch(b->ops->ep_ctx, rows, sexp, n, (int)l->D, recv,
+                                            rexp, nr, err);
     if (!st && *nr > l->R)
         st = mpt_fail(err, MPT_ERR_RUN, "expert dispatch: %zu rows received, more than the "
                       "planned bound %zu", *nr, l->R);
@@ -211,7 +211,7 @@ static mpt_status combine_(const mpt_moe_block *b, const lay_ *l, const float *o
     if (!b->ops->expert_combine)
         return mpt_fail(err, MPT_ERR_RUN, "expert parallelism needs the expert_combine entry "
                         "of the parallel operations (parallel/ep.c)");
-    return b->ops->expert_combine(b->ops->ctx, out, nr, y, n, (int)l->D, err);
+    return b->ops->expert_combine(b->ops->ep_ctx, out, nr, y, n, (int)l->D, err);
 }
 
 mpt_status mpt_moe_forward(const mpt_moe_block *b, float *out, const float *x, size_t N,
@@ -235,14 +235,14 @@ mpt_status mpt_moe_forward(const mpt_moe_block *b, float *out, const float *x, s
     hdr[0] = (int32_t)S;
     hdr[1] = (int32_t)R;
     for (size_t j = 0; j <= El; j++) off[j] = 0;
-    for (size_t r = 0; r < R; r++) off[rexp[r] - (int32_t)(b->ep_rank * El) + 1]++;
+    for (size_t r = 0; r < R; r++) off[rexp[r] + 1]++; /* local expert indices */
     for (size_t j = 0; j < El; j++) off[j + 1] += off[j];
     float *xr = act + l.xr, *h = act + l.h, *hg = act + l.hg;
     {
         size_t next[MPT_MAX_EXPERTS];
         for (size_t j = 0; j < El; j++) next[j] = (size_t)off[j];
         for (size_t r = 0; r < R; r++) {
-            size_t s = next[rexp[r] - (int32_t)(b->ep_rank * El)]++;
+            size_t s = next[rexp[r]]++;
             perm[s] = (int32_t)r;
             memcpy(xr + s * D, b1 + r * D, D * sizeof *xr);
         }

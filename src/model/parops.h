@@ -86,9 +86,11 @@ typedef struct mpt_par_ops {
     mpt_status (*ring_attention_backward)(void *ctx, float *dqkv, const float *dout,
                                           const float *out, const float *lse, const float *qkv,
                                           int B, int Tl, int D, int H, mpt_error *err);
-    /* --- later: expert parallelism (NULL = unsupported) ------------------------------------ */
-    /* Sends row i of x (n, D) to the rank holding expert[i]; recv gets the rows for this
-     * rank's experts (*n_recv of them, recv_expert their local expert index). */
+    /* --- expert parallelism (ep group; NULL = unsupported; parallel/ep.c) ------------------ */
+    void *ep_ctx; /* passed to the two expert entries instead of ctx */
+    /* Sends row i of x (n, D) to the rank holding expert[i] (model-wide index; rows sorted by
+     * expert); recv gets the rows for this rank's experts (*n_recv of them, from ep rank 0's
+     * first, recv_expert their local expert index). Every ep rank calls, also with n = 0. */
     mpt_status (*expert_dispatch)(void *ctx, const float *x, const int32_t *expert, size_t n,
                                   int D, float *recv, int32_t *recv_expert, size_t *n_recv,
                                   mpt_error *err);

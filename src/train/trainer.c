@@ -32,6 +32,7 @@ void mpt_train_opts_defaults(mpt_train_opts *o) {
     o->tp = 1;
     o->pp = 1;
     o->cp = 1;
+    o->ep = 1;
     o->schedule = "1f1b";
     o->partition = "uniform";
     o->bucket_mb = 4.0;
@@ -252,11 +253,13 @@ static mpt_status step_(mpt_run *r, const mpt_adamw *opt, long step, double *los
     }
     mpt_dp_begin_step(&r->dp);
     memset(&r->model.moe, 0, sizeof r->model.moe);
+    if (r->ep.comm) mpt_ep_grads_zero(&r->ep);
     st = mpt_pp_step(&r->pp, batch_, r, r->inputs, r->targets, r->Bm, r->Tl, dloss, &loss_sum,
                      err);
     busy[0] = r->pp.busy;
     busy[1] = r->pp.wall;
     if (st || (st = mpt_dp_finish_grads(&r->dp, err))) return st;
+    if (r->ep.comm && (st = mpt_ep_grads_finish(&r->ep, err))) return st; /* experts over edp */
     /* the last stage has the loss; tp ranks hold the same one; replicas and cp ranks (their
      * tokens) add theirs */
     mpt_comm *ppc = &r->groups.dim[MPT_DIM_PP], *dpc = &r->groups.dim[MPT_DIM_DP];
@@ -280,6 +283,8 @@ static mpt_status step_(mpt_run *r, const mpt_adamw *opt, long step, double *los
     if (o->dump_path && step == 0 && (st = mpt_run_dump(r, r->logits_copy, err))) return st;
     double t0 = mpt_comm_clock();
     if ((st = mpt_dp_grad_norm(&r->dp, norm, err))) return st;
+    if (r->ep.comm && (st = mpt_ep_fix_norm(&r->ep, &r->groups.dim[MPT_DIM_TP], ppc, norm, err)))
+        return st;
     *lr = mpt_adamw_lr(opt, step);
     st = mpt_dp_update(&r->dp, opt, *lr, mpt_clip_factor(opt, *norm), step + 1, err);
     mpt_trace_add(&r->trace, MPT_TRACE_COMPUTE, "optimizer", NULL, -1, t0, mpt_comm_clock());

@@ -66,6 +66,7 @@ typedef struct mpt_train_opts {
     int sp;                  /* sequence parallelism over the tp ranks */
     int pp;                  /* pipeline stages (dp * tp * pp * cp = world size) */
     int cp;                  /* context-parallel ranks: each holds T/cp positions (zigzag) */
+    int ep;                  /* expert-parallel ranks, inside dp (parallel/ep.h); 0 or 1: none */
     const char *schedule;    /* pipeline schedule: naive | gpipe | 1f1b (default 1f1b) */
     const char *partition;   /* uniform | auto | L0,L1,... (default uniform) */
     int recompute;           /* mpt_recompute: none, selective, full */
