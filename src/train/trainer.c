@@ -49,6 +49,9 @@ static double now_(void) {
 static double flops_per_token_(const mpt_config *c, int T) {
     double D = c->d_model, F = c->ffn, L = c->n_layer, V = c->vocab;
     double matmul = L * (D * 3 * D + D * D + 2 * D * F) + V * D;
+    for (int i = 0; i < c->n_layer; i++) /* an MoE block: K active experts and the router */
+        if (mpt_config_is_moe_layer(c, i))
+            matmul += (c->top_k - 1) * 2 * D * F + D * c->experts;
     return 6.0 * matmul + 12.0 * L * T * D;
 }
 
