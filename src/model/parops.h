@@ -38,10 +38,10 @@
  * calls them instead of the fused attention kernel when mpt_gpt_place.cp > 1):
  *   ring_attention_forward / _backward  attention of this rank's query chunks over the K/V
  *                      chunks passed around the cp ring (every cp rank calls).
- * Room for later dimensions, NULL until their module fills them (the model does not call
- * them yet; when it does, a NULL entry means the layout is unsupported):
- *   expert_dispatch / expert_combine    expert parallelism (parallel/ep.c): send each token to
- *                      the rank of its expert and the outputs back. */
+ * Expert parallelism (parallel/ep.c fills these, with their own context ep_ctx; model/moe.c
+ * calls them in MoE blocks when mpt_gpt_place.ep > 1; NULL means the layout is unsupported):
+ *   expert_dispatch / expert_combine    send each kept token assignment to the rank of its
+ *                      expert (all-to-all over the ep group) and the outputs back. */
 #ifndef MPT_PAROPS_H
 #define MPT_PAROPS_H
 

@@ -26,8 +26,15 @@
  * every dp rank, which would add different experts together. The model's gradient pointers of
  * expert tensors point into this buffer instead (their slots in the flat gradient buffer stay
  * zero through the dp reduction); after it, the buffer is summed over edp and copied into those
- * slots, where the norm and AdamW find it. ZeRO 1-3 shard the flat buffer over dp and so would
- * mix experts: the trainer refuses ep > 1 with zero > 0. */
+ * slots, where the norm and AdamW find it.
+ *
+ * ZeRO 1-3 shard the flat buffers over dp, which must then hold the same tensors on every dp
+ * rank: with zero > 0 every rank's table holds all E experts (mpt_gpt_place.ep_full), sharded
+ * over dp like the dense tensors, and each rank still computes only its E/ep on the tokens the
+ * all-to-all brings it. The experts it does not compute get a zero gradient there, so the dp
+ * reduction alone sums each expert's gradient over the ranks that computed it; no expert buffer
+ * or norm correction is needed. Memory per rank is then ZeRO's share of all experts (1/dp of
+ * them under ZeRO-3) instead of E/ep whole experts. */
 #ifndef MPT_EP_H
 #define MPT_EP_H
 

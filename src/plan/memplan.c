@@ -43,7 +43,8 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
     if (st) return st;
     T /= cp;
     mpt_param_table pt;
-    int ep = cfg->experts > 0 ? pl->layout.size[MPT_DIM_EP] : 1; /* E/ep experts here */
+    /* E/ep experts here; under ZeRO 1-3 every expert, sharded over dp (parallel/ep.h) */
+    int ep = cfg->experts > 0 && lay->zero == 0 ? pl->layout.size[MPT_DIM_EP] : 1;
     st = mpt_params_build_stage_ep(&pt, cfg, tp, 0, ep, pl->coords.c[MPT_DIM_EP], pl->first_layer,
                                    pl->n_layers, pl->first, pl->last, mpt_dp_unit_align(dpn),
                                    err);
@@ -72,6 +73,7 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
         return mpt_fail(err, MPT_ERR_INPUT, "the data-parallel buffers are too large to address");
     mpt_gpt_place place = mpt_placement_gpt(pl, NULL, lay->sp, lay->recompute);
     place.threads = lay->threads;
+    place.ep_full = lay->zero > 0;
     size_t act_n[MPT_ACT_SLOTS], work_n[MPT_WORK_SLOTS];
     if (!mpt_gpt_buffer_sizes(cfg, B, T, 1, tp, lay->sp, &place, act_n, work_n))
         return mpt_fail(err, MPT_ERR_INPUT, "batch %d x %d tokens is too large to address", B, T);

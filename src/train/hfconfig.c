@@ -45,6 +45,17 @@ static mpt_status get_float_(const cJSON *root, const char *key, float *out, con
     return MPT_OK;
 }
 
+/* A float as the shortest decimal that reads back to it ("0.01", not 0.00999999977648258). */
+static double short_(float v) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%.9g", (double)v);
+    for (int p = 1; p <= 9; p++) {
+        snprintf(buf, sizeof buf, "%.*g", p, (double)v);
+        if ((float)strtod(buf, NULL) == v) break;
+    }
+    return strtod(buf, NULL);
+}
+
 /* Refuses a boolean key whose value differs from the only one the model implements. */
 static mpt_status want_bool_(const cJSON *root, const char *key, int want, const char *what,
                              mpt_error *err) {
@@ -161,9 +172,9 @@ char *mpt_hfconfig_to_json(const mpt_config *cfg) {
              cJSON_AddNumberToObject(root, "top_k", cfg->top_k) &&
              cJSON_AddNumberToObject(root, "moe_layer_freq",
                                      cfg->moe_every > 0 ? cfg->moe_every : 1) &&
-             cJSON_AddNumberToObject(root, "moe_capacity_factor", cfg->capacity_factor) &&
-             cJSON_AddNumberToObject(root, "moe_aux_loss_coef", cfg->aux_loss_coef) &&
-             cJSON_AddNumberToObject(root, "moe_z_loss_coef", cfg->z_loss_coef);
+             cJSON_AddNumberToObject(root, "moe_capacity_factor", short_(cfg->capacity_factor)) &&
+             cJSON_AddNumberToObject(root, "moe_aux_loss_coef", short_(cfg->aux_loss_coef)) &&
+             cJSON_AddNumberToObject(root, "moe_z_loss_coef", short_(cfg->z_loss_coef));
     if (!ok || !(text = cJSON_Print(root))) goto cleanup;
     size_t len = strlen(text);
     if ((out = malloc(len + 2))) {

@@ -235,7 +235,8 @@ static mpt_status gather_rows_(stage_ *s, int kind, size_t fi, size_t r0, size_t
     /* an expert lives on the dp ranks of its ep rank (ep > 1, zero 0): the first of them,
      * dp rank ep_rank, sends it (parallel/ep.h) */
     int ep = r->place.layout.size[MPT_DIM_EP], hold_d = 0;
-    if (ft->expert >= 0 && ep > 1) hold_d = ft->expert / (r->cfg.experts / ep);
+    if (ft->expert >= 0 && ep > 1 && !r->model.ep_full)
+        hold_d = ft->expert / (r->cfg.experts / ep);
     int me_p = r->place.coords.c[MPT_DIM_PP];
     mpt_status st = MPT_OK;
     if (me_p == holder && s->local[fi] >= 0 && (me_t == 0 || ft->split != MPT_SPLIT_NONE)) {

@@ -95,9 +95,6 @@ static mpt_status validate_layout_(mpt_run *r, mpt_error *err) {
     if (ep > 1 && o->cp > 1)
         return mpt_fail(err, MPT_ERR_INPUT, "--ep with --cp is not supported yet: expert "
                         "parallelism splits the data-parallel ranks only (use --cp 1)");
-    if (ep > 1 && o->zero > 0)
-        return mpt_fail(err, MPT_ERR_INPUT, "--ep with --zero %d is not supported yet: ZeRO "
-                        "would shard different experts together (use --zero 0)", o->zero);
     if (cfg->experts > 0 && o->sp)
         return mpt_fail(err, MPT_ERR_INPUT, "--experts with --sp is not supported: the MoE "
                         "blocks need every token row on each tensor-parallel rank (drop --sp)");
@@ -305,6 +302,7 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
     }
     mpt_gpt_place place = mpt_placement_gpt(&r->place, &ops, o->sp, o->recompute);
     place.threads = o->threads; /* the attention workspace, as the plan sized it */
+    place.ep_full = o->zero > 0; /* ZeRO shards every expert over dp (parallel/ep.h) */
     mpt_dp_opts dopt;
     mpt_dp_opts_defaults(&dopt);
     dopt.zero = o->zero;
@@ -321,7 +319,8 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
         return st;
     if (dopt.pre_reduce) dopt.held = mpt_tied_tensor(&r->model.pt);
     if ((st = mpt_dp_init(&r->dp, &r->model, dp, tp, pp, &dopt, &r->arena, err))) return st;
-    if (r->ep.comm && (st = mpt_ep_grads_init(&r->ep, &r->model, &r->edp, &r->arena, err)))
+    if (r->ep.comm && !r->model.ep_full &&
+        (st = mpt_ep_grads_init(&r->ep, &r->model, &r->edp, &r->arena, err)))
         return st;
     if ((st = mpt_pp_init(&r->pp, pp, r->kind, o->microbatches, &r->model, &r->dp, err)))
         return st;
