@@ -87,13 +87,25 @@ static cJSON *start_line_(const mpt_run *r, long start, const mpt_mem_plan *plan
     cJSON_AddNumberToObject(j, "val_tokens", (double)r->val_view.n);
     cJSON_AddNumberToObject(j, "eval_every", (double)o->eval_every);
     cJSON_AddNumberToObject(j, "eval_batches", o->eval_batches);
+    if (c->experts > 0) { /* MoE (model/moe.h); the dispatch bound the plan sized for */
+        cJSON *moe = cJSON_AddObjectToObject(j, "moe");
+        cJSON_AddNumberToObject(moe, "experts", c->experts);
+        cJSON_AddNumberToObject(moe, "top_k", c->top_k);
+        cJSON_AddNumberToObject(moe, "moe_every", c->moe_every);
+        cJSON_AddNumberToObject(moe, "capacity_factor", c->capacity_factor);
+        cJSON_AddNumberToObject(moe, "aux_loss_coef", c->aux_loss_coef);
+        cJSON_AddNumberToObject(moe, "z_loss_coef", c->z_loss_coef);
+        cJSON_AddNumberToObject(moe, "dispatch_rows_bound",
+                                (double)mpt_moe_max_rows(c, r->batch_n,
+                                                         r->place.layout.size[MPT_DIM_EP]));
+    }
     cJSON *layout = cJSON_AddObjectToObject(j, "layout");
     cJSON_AddNumberToObject(layout, "dp", o->dp);
     cJSON_AddNumberToObject(layout, "tp", o->tp);
     cJSON_AddBoolToObject(layout, "sp", o->sp);
     cJSON_AddNumberToObject(layout, "pp", o->pp);
     cJSON_AddNumberToObject(layout, "cp", o->cp);
-    cJSON_AddNumberToObject(layout, "ep", 1);
+    cJSON_AddNumberToObject(layout, "ep", r->place.layout.size[MPT_DIM_EP]);
     cJSON_AddNumberToObject(layout, "zero", o->zero);
     if (o->zero == 3) cJSON_AddStringToObject(layout, "zero3_gather", r->z3_whole ? "step" : "layer");
     const char *rc[] = {"none", "selective", "full"};
