@@ -14,6 +14,16 @@ MODEL=(--model tiny --layers 3 --d-model 32 --heads 2 --seq-len 16 --batch 8 --s
        --threads 1 --quiet --lr 3e-3 --experts 4 --top-k 2 --moe-every 2
        --lr-schedule constant)
 
+# dispatch and combine alone (tests/mpi_ep.c): exact rows, order and local experts, with ranks
+# that send or receive nothing
+for np in 2 3; do
+  if timeout -k 5 60 "${MPIRUN[@]}" -np $np "$(dirname "$BIN")/tests/mpi_ep" >"$TMP/mpi_ep" 2>&1; then
+    ok "$(tail -1 "$TMP/mpi_ep")"
+  else
+    bad "mpi_ep on $np ranks: $(tail -5 "$TMP/mpi_ep")"
+  fi
+done
+
 for m in 2 4 8; do
   "$BIN" train "${MODEL[@]}" --microbatches $m --log "$TMP/ref$m.jsonl" --save "$TMP/ref$m" \
     || bad "single-rank reference (m=$m)"
