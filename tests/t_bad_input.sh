@@ -11,7 +11,8 @@
 #              options; a seed is 64 bits, so its "huge" is 2^64), then values in range whose
 #              derived sizes are too large (the memory plan, micro-batch rows, dp x tp) and a
 #              config.json out of range; a handful again on 4 ranks under mpirun, where every
-#              rank must say it
+#              rank must say it; MoE: --moe-every, the three MoE factors (negative), top-k >
+#              experts, experts % ep, ep not dividing dp, ep without experts
 #   generate   --tokens --temperature --top-k --seed --threads (against a real checkpoint)
 #   schedule   --pp --microbatches --virtual-stages --cost-f --cost-b --cost-w --cost-comm
 #   tokenize   has no numeric option (--in, --out, --tokenizer are names)
@@ -81,6 +82,21 @@ refused "4 ranks: --d-model 1e9" 4 "--d-model" -- "${ON4[@]}" --dp 4 --d-model 1
 refused "4 ranks: --bucket-mb inf" 4 "--bucket-mb" -- "${ON4[@]}" --dp 4 --bucket-mb inf
 refused "4 ranks: --weight-decay nan" 4 "--weight-decay" -- "${ON4[@]}" --dp 4 --weight-decay nan
 refused "4 ranks: --grad-clip -1" 4 "--grad-clip" -- "${ON4[@]}" --dp 4 --grad-clip -1
+
+# --- Mixture-of-Experts and expert parallelism ----------------------------------------------------
+train_bad moe-every "${ALL[@]}"
+for opt in capacity-factor aux-loss-coef z-loss-coef; do train_bad "$opt" "${NOT0[@]}" -1e-30; done
+refused "top-k 5 > experts 4" 1 "top-k" -- "$BIN" train "${BASE[@]}" --experts 4 --top-k 5
+refused "ep without experts" 1 "--ep" -- "$BIN" train "${BASE[@]}" --ep 2 --dp 2
+printf '{"model_type":"gpt2","vocab_size":256,"n_positions":16,"n_embd":32,"n_layer":1,"n_head":2,"n_experts":4,"moe_capacity_factor":-1}' >"$TMP/cap.json"
+refused "config.json moe_capacity_factor -1" 1 "moe_capacity_factor" -- "$BIN" train --model "$TMP/cap.json" \
+  --threads 1 --quiet --data "$TMP/data.bin" --batch 2 --steps 1
+ON2=("${MPIRUN[@]}" -np 2 "$BIN" train "${BASE[@]}" --batch 4)
+refused "2 ranks: experts 3 % ep 2" 2 "--ep 2 must divide --experts 3" -- "${ON2[@]}" --dp 2 --ep 2 --experts 3
+refused "2 ranks: top-k 3 > experts 2" 2 "top-k" -- "${ON2[@]}" --dp 2 --ep 2 --experts 2 --top-k 3
+refused "4 ranks: ep 3 not dividing dp 4" 4 "--ep 3" -- "${ON4[@]}" --dp 4 --ep 3 --experts 6
+refused "4 ranks: capacity-factor -0.5" 4 "--capacity-factor" -- "${ON4[@]}" --dp 4 --ep 2 --experts 4 \
+  --capacity-factor -0.5
 
 # --- generate: against a real checkpoint, so a value let through would generate ---------------------
 "$BIN" train "${BASE[@]}" --steps 0 --save "$TMP/ckpt" >/dev/null 2>&1 || bad "a checkpoint for generate"

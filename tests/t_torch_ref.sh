@@ -28,6 +28,12 @@
 #      1e-2; the loss comparison (1e-4) misses the two decay bugs, the weights do not. Starting
 #      from x5 weights keeps every tensor well away from zero (so max|b| is a scale that
 #      rounding noise is small against: from x3 the largest was 2.8e-5, from the raw init 7e-5).
+#   e  Mixture-of-Experts (model/moe.h): every block MoE, 4 experts, top-2, dropless, 2
+#      micro-batches (the aux loss is per micro-batch): logits, every gradient (router and
+#      experts included), loss, grad_norm and the logged aux_loss
+#   f  MoE every 2nd of 3 blocks, capacity factor 1 (assignments dropped every step), z-loss
+#      0.001, aux coef 0.05, untied head; the reference's autograd also against finite
+#      differences
 set -u
 BUILD=${1:-build}
 BIN="$BUILD/mptrain"
@@ -68,6 +74,14 @@ run c --perturb 3 -- --data "$tmp/bytes.bin" --model tiny --batch 2 --microbatch
 run d --perturb 5 --weights-tol 1e-4 -- --data "$tmp/bytes.bin" --layers 2 --d-model 64 --heads 4 \
     --seq-len 32 --batch 4 --microbatches 2 --lr 1e-3 --warmup 2 --lr-schedule cosine --steps 12 \
     --weight-decay 0.1 --grad-clip 3.0
+
+run e --perturb 3 -- --data "$tmp/bytes.bin" --layers 2 --d-model 32 --heads 4 --seq-len 16 \
+    --batch 4 --microbatches 2 --lr 1e-3 --steps 6 --experts 4 --top-k 2 --threads 1
+
+run f --perturb 3 --fdcheck 2 -- --data "$tmp/bytes.bin" --layers 3 --d-model 32 --heads 4 \
+    --seq-len 16 --batch 4 --microbatches 2 --lr 1e-3 --steps 6 --experts 4 --top-k 2 \
+    --moe-every 2 --capacity-factor 1 --z-loss-coef 0.001 --aux-loss-coef 0.05 --untied \
+    --threads 1
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "t_torch_ref: FAILED: ${failed[*]}"

@@ -51,7 +51,7 @@ expect_exit 2 "magic" -- "$BIN" train "${MODEL[@]}" --data "$TMP/junk.bin"
 expect_exit 2 "no such\|cannot\|missing\|not found" -- "$BIN" train "${MODEL[@]}" --data "$TMP/nope.bin"
 expect_exit 2 "vocab" -- "$BIN" train "${MODEL[@]}" --vocab 50 --data "$TMP/text.bin"
 expect_exit 2 "mem-limit" -- "$BIN" train "${MODEL[@]}" --mem-limit 64K
-expect_exit 2 "not supported yet" -- "$BIN" train "${MODEL[@]}" --ep 2
+expect_exit 2 "needs --experts" -- "$BIN" train "${MODEL[@]}" --ep 2   # ep splits experts
 expect_exit 2 "need 2 ranks" -- "$BIN" train "${MODEL[@]}" --cp 2
 expect_exit 2 "divisible" -- "$BIN" train "${MODEL[@]}" --batch 6 --microbatches 4
 expect_exit 2 "unknown option" -- "$BIN" train --bogus 1

@@ -1,7 +1,9 @@
 /* test_decode.c — the key/value-cache decoder (model/gpt_decode.h) against the full forward
  * (model/gpt_pass.c): the logits of every position, fed one token at a time, equal position t
  * of one forward over tokens 0..T-1 (causal, so later tokens do not change earlier logits);
- * tied and untied heads; a reset starts over; a full cache and a bad token are refused. */
+ * tied and untied heads, and a Mixture-of-Experts model (every 2nd block, 4 experts, top-2:
+ * dropless routing is per token, so the decoder routes as the full forward does); a reset
+ * starts over; a full cache and a bad token are refused. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,8 +16,8 @@
 #define SCALE_ 5.0f
 #endif
 
-static void run_(int tied) {
-    printf("decode vs full forward (%s head)\n", tied ? "tied" : "untied");
+static void run_(int tied, int experts) {
+    printf("decode vs full forward (%s head, %d experts)\n", tied ? "tied" : "untied", experts);
     mpt_error err = {0};
     mpt_config c;
     mpt_config_preset(&c, "tiny", &err);
@@ -26,6 +28,9 @@ static void run_(int tied) {
     c.vocab = 100;
     c.ffn = 0;
     c.tied = tied;
+    c.experts = experts;
+    c.top_k = 2;
+    c.moe_every = 2;
     c.padded_vocab = 0;
     CHECK(mpt_config_finish(&c, 64, &err) == MPT_OK, "config: %s", err.msg);
     int T = c.n_positions, V = c.vocab;
@@ -80,7 +85,8 @@ static void run_(int tied) {
 }
 
 int main(void) {
-    run_(1);
-    run_(0);
+    run_(1, 0);
+    run_(0, 0);
+    run_(1, 4);
     return check_finish();
 }

@@ -178,6 +178,16 @@ class Cfg:
         self.F = int(j["n_inner"]) if j.get("n_inner") is not None else 4 * self.D
         self.eps = float(j.get("layer_norm_epsilon", 1e-5))
         self.tied = bool(j.get("tie_word_embeddings", True))
+        # Mixture-of-Experts (model/moe.h): block i is MoE when E > 0 and i % every == 0
+        self.E = int(j.get("n_experts", 0))
+        self.K = int(j.get("top_k", 1))
+        self.every = int(j.get("moe_layer_freq", 1))
+        self.cap = float(j.get("moe_capacity_factor", 0.0))
+        self.aux = float(j.get("moe_aux_loss_coef", 0.01))
+        self.zc = float(j.get("moe_z_loss_coef", 0.0))
+
+    def moe(self, i):
+        return self.E > 0 and i % self.every == 0
         assert j.get("model_type") == "gpt2", j.get("model_type")
         assert j.get("activation_function") == "gelu_new", j.get("activation_function")
 
@@ -188,8 +198,13 @@ def param_names(c):
         p = "transformer.h.%d." % i
         names += [p + s for s in (
             "ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.bias",
-            "attn.c_proj.weight", "attn.c_proj.bias", "ln_2.weight", "ln_2.bias",
-            "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias")]
+            "attn.c_proj.weight", "attn.c_proj.bias", "ln_2.weight", "ln_2.bias")]
+        mlp = ("c_fc.weight", "c_fc.bias", "c_proj.weight", "c_proj.bias")
+        if c.moe(i):
+            names.append(p + "mlp.router.weight")
+            names += [p + "mlp.experts.%d.%s" % (e, s) for e in range(c.E) for s in mlp]
+        else:
+            names += [p + "mlp." + s for s in mlp]
     names += ["transformer.ln_f.weight", "transformer.ln_f.bias"]
     if not c.tied:
         names.append("lm_head.weight")
@@ -205,9 +220,13 @@ def expected_shapes(c):
         s.update({p + "ln_1.weight": (D,), p + "ln_1.bias": (D,),
                   p + "attn.c_attn.weight": (D, 3 * D), p + "attn.c_attn.bias": (3 * D,),
                   p + "attn.c_proj.weight": (D, D), p + "attn.c_proj.bias": (D,),
-                  p + "ln_2.weight": (D,), p + "ln_2.bias": (D,),
-                  p + "mlp.c_fc.weight": (D, F_), p + "mlp.c_fc.bias": (F_,),
-                  p + "mlp.c_proj.weight": (F_, D), p + "mlp.c_proj.bias": (D,)})
+                  p + "ln_2.weight": (D,), p + "ln_2.bias": (D,)})
+        mlps = ["mlp.experts.%d." % e for e in range(c.E)] if c.moe(i) else ["mlp."]
+        if c.moe(i):
+            s[p + "mlp.router.weight"] = (D, c.E)
+        for m in mlps:
+            s.update({p + m + "c_fc.weight": (D, F_), p + m + "c_fc.bias": (F_,),
+                      p + m + "c_proj.weight": (F_, D), p + m + "c_proj.bias": (D,)})
     if not c.tied:
         s["lm_head.weight"] = (V, D)
     return s
@@ -223,8 +242,50 @@ def layer_norm(x, w, b, eps):
     return (x - mu) / torch.sqrt(var + eps) * w + b
 
 
-def forward(P, c, idx):
-    """Logits [b, T, V] of token ids idx [b, T]. HF Conv1D layout: y = x @ W + b, W [in, out]."""
+def moe_mlp(P, c, p, h):
+    """The MoE MLP of block prefix p on h [b, T, D] (model/moe.h): top-K of the router logits,
+    gates = softmax of the K chosen, capacity ceil(c*N*K/E) per expert keeping the highest gates
+    (ties: the earlier assignment), Switch aux loss (f from the routing before capacity) and
+    z-loss. Returns (output [b, T, D], aux + z of this micro-batch)."""
+    b, T, D = h.shape
+    N, E, K = b * T, c.E, c.K
+    x = h.reshape(N, D)
+    z = x @ P[p + "mlp.router.weight"]                        # [N, E]
+    top = torch.topk(z.detach(), K, dim=-1).indices           # distinct logits: no ties
+    gates = torch.softmax(torch.gather(z, 1, top), dim=-1)    # [N, K]
+    keep = torch.ones(N, K, dtype=torch.bool)
+    cnt = torch.zeros(E)
+    for e in range(E):
+        cnt[e] = float((top == e).sum())
+    if c.cap > 0:
+        cap = int(math.ceil(c.cap * N * K / E))
+        g = gates.detach()
+        for e in range(E):
+            cand = [(-float(g[t, k]), t * K + k) for t in range(N) for k in range(K)
+                    if int(top[t, k]) == e]
+            cand.sort()
+            for _, a in cand[cap:]:
+                keep[a // K, a % K] = False
+    out = torch.zeros(N, D)
+    for e in range(E):
+        sel = (top == e) & keep
+        if not bool(sel.any()):
+            continue
+        rows = sel.any(dim=1).nonzero().reshape(-1)
+        ge = (gates * sel).sum(dim=1)[rows]                   # gate of e for those tokens
+        m = "mlp.experts.%d." % e
+        y = gelu_tanh(x[rows] @ P[p + m + "c_fc.weight"] + P[p + m + "c_fc.bias"])
+        y = y @ P[p + m + "c_proj.weight"] + P[p + m + "c_proj.bias"]
+        out = out.index_add(0, rows, ge.unsqueeze(1) * y)
+    probs = torch.softmax(z, dim=-1)
+    aux = c.aux * E * ((cnt / (N * K)) * probs.mean(dim=0)).sum()
+    zl = c.zc * (torch.logsumexp(z, dim=-1) ** 2).mean()
+    return out.reshape(b, T, D), aux + zl
+
+
+def forward(P, c, idx, aux_out=None):
+    """Logits [b, T, V] of token ids idx [b, T]. HF Conv1D layout: y = x @ W + b, W [in, out].
+    MoE blocks append their aux + z-loss to aux_out (a list) when given."""
     b, T = idx.shape
     D, H = c.D, c.H
     hd = D // H
@@ -244,6 +305,12 @@ def forward(P, c, idx):
         y = (att @ v).transpose(1, 2).reshape(b, T, D)
         x = x + (y @ P[p + "attn.c_proj.weight"] + P[p + "attn.c_proj.bias"])
         h = layer_norm(x, P[p + "ln_2.weight"], P[p + "ln_2.bias"], c.eps)
+        if c.moe(i):
+            y, aux = moe_mlp(P, c, p, h)
+            x = x + y
+            if aux_out is not None:
+                aux_out.append(aux)
+            continue
         h = gelu_tanh(h @ P[p + "mlp.c_fc.weight"] + P[p + "mlp.c_fc.bias"])
         x = x + (h @ P[p + "mlp.c_proj.weight"] + P[p + "mlp.c_proj.bias"])
     x = layer_norm(x, P["transformer.ln_f.weight"], P["transformer.ln_f.bias"], c.eps)
@@ -265,28 +332,37 @@ def batch(tokens, step, B, first, count, T):
 
 def step_loss_and_grads(P, c, tokens, step, B, M, T, keep_logits=False):
     """Loss = mean CE over the B*T tokens of the step, gradients accumulated over M micro-batches
-    (each contributes sum CE / (B*T)), as the engine does. Returns (loss, logits of mb 0)."""
+    (each contributes sum CE / (B*T)), as the engine does; an MoE model's aux losses are taken per
+    micro-batch with its weight Bm/B (model/moe.h). Returns (CE loss, logits of mb 0, aux)."""
     for p in P.values():
         p.grad = None
     Bm = B // M
-    total = 0.0
+    total, total_aux = 0.0, 0.0
     logits0 = None
     for mb in range(M):
         x, y = batch(tokens, step, B, mb * Bm, Bm, T)
-        logits = forward(P, c, x)
+        auxes = []
+        logits = forward(P, c, x, auxes)
         if mb == 0 and keep_logits:
             logits0 = logits.detach().clone()
         loss = F.cross_entropy(logits.reshape(-1, c.V), y.reshape(-1), reduction="sum") / (B * T)
-        loss.backward()
+        aux = sum(auxes) * (Bm / B) if auxes else None
+        (loss + aux if aux is not None else loss).backward()
         total += loss.item()
-    return total, logits0
+        total_aux += aux.item() if aux is not None else 0.0
+    for p in P.values():   # an expert that got no token has a zero gradient (and still decays)
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    return total, logits0, total_aux
 
 
 def full_loss(P, c, tokens, step, B, T):
     with torch.no_grad():
         x, y = batch(tokens, step, B, 0, B, T)
-        logits = forward(P, c, x)
-        return F.cross_entropy(logits.reshape(-1, c.V), y.reshape(-1), reduction="mean").item()
+        auxes = []
+        logits = forward(P, c, x, auxes)
+        ce = F.cross_entropy(logits.reshape(-1, c.V), y.reshape(-1), reduction="mean").item()
+        return ce + sum(float(a) for a in auxes)
 
 
 def lr_at(lr, warmup, steps, cosine, s):
@@ -353,7 +429,7 @@ def parse_train_args(argv):
     ap.add_argument("--grad-clip", type=float, default=1.0)
     known, rest = ap.parse_known_args(argv)
     for bad in ("--log", "--save", "--dump-step1", "--resume", "--init-from", "--dp", "--tp",
-                "--pp", "--cp", "--ep", "--experts"):
+                "--pp", "--cp", "--ep"):
         if any(a == bad or a.startswith(bad + "=") for a in rest):
             raise SystemExit("torch_ref.py: %s is not supported here (one rank, fresh init)" % bad)
     return known, rest
@@ -498,7 +574,7 @@ def main():
     # ---- step 1: logits, loss, gradients
     dumpd = read_safetensors(dump)
     logs = read_log(log)
-    loss1, logits0 = step_loss_and_grads(P, c, tokens, 0, B, M, T, keep_logits=True)
+    loss1, logits0, aux1 = step_loss_and_grads(P, c, tokens, 0, B, M, T, keep_logits=True)
     if "logits" not in dumpd or tuple(dumpd["logits"].shape) != (B // M, T, c.V):
         print("FAIL: dump logits shape %s, expected %s" % (
             dumpd.get("logits", np.zeros(0)).shape, (B // M, T, c.V)))
@@ -530,9 +606,9 @@ def main():
           "grad_norm(torch)")
     for s in range(S):
         if s == 0:
-            loss = loss1    # gradients of step 1 are still in .grad
+            loss, aux = loss1, aux1    # gradients of step 1 are still in .grad
         else:
-            loss, _ = step_loss_and_grads(P, c, tokens, s, B, M, T)
+            loss, _, aux = step_loss_and_grads(P, c, tokens, s, B, M, T)
         if tr.grad_clip > 0:
             norm = float(torch.nn.utils.clip_grad_norm_(list(P.values()), tr.grad_clip))
         else:
@@ -556,6 +632,10 @@ def main():
             s + 1, e["grad_norm"], norm, rn), rn)
         chk.note("lr", "lr at step %d: mptrain %.10g torch %.10g rel %.3e" % (
             s + 1, e["lr"], lr, rlr), rlr)
+        if c.E > 0:
+            ra = scalar_rel(float(e.get("aux_loss", float("nan"))), aux)
+            chk.note("aux_loss", "aux_loss at step %d: mptrain %.10g torch %.10g rel %.3e" % (
+                s + 1, e.get("aux_loss", float("nan")), aux, ra), ra)
 
     # ---- final weights. Adam divides by sqrt(v), so a gradient that is pure rounding noise still
     # moves its weight, with a sign that differs between fp32 and fp64: e.g. the k part of

@@ -32,6 +32,8 @@
 typedef struct train_cli_ {
     const char *model, *data, *lr_schedule, *recompute;
     int layers, d_model, heads, seq_len, vocab, ffn, experts, top_k, untied;
+    int moe_every;                               /* 0: the model's */
+    float capacity_factor, aux_loss_coef, z_loss_coef; /* < 0: the model's */
     int cp, ep, virtual_stages;
     int pp;                /* copied from the options for the start banner */
     int quiet;
@@ -58,16 +60,12 @@ static int default_threads_(void) {
 /* Layout options that later issues implement; until then anything but 1 is refused up front. */
 static mpt_status check_layout_(const train_cli_ *c, mpt_error *err) {
     const struct { const char *name; int v, ok; } dims[] = {
-        {"ep", c->ep, 1}, {"virtual-stages", c->virtual_stages, 1}};
+        {"virtual-stages", c->virtual_stages, 1}};
     for (size_t i = 0; i < sizeof dims / sizeof *dims; i++)
         if (dims[i].v != dims[i].ok)
             return mpt_fail(err, MPT_ERR_INPUT,
                             "--%s %d is not supported yet in this build: run with --%s %d",
                             dims[i].name, dims[i].v, dims[i].name, dims[i].ok);
-    if (c->experts > 0)
-        return mpt_fail(err, MPT_ERR_INPUT,
-                        "--experts %d (Mixture-of-Experts) is not supported yet in this build",
-                        c->experts);
     return MPT_OK;
 }
 
@@ -86,6 +84,12 @@ static mpt_status build_config_(const train_cli_ *c, mpt_config *cfg, mpt_error 
     if (c->ffn) cfg->ffn = c->ffn;
     else if (c->d_model) cfg->ffn = 0; /* mpt_config_finish: 4 x d-model, checked */
     if (c->untied) cfg->tied = 0;
+    if (c->experts) cfg->experts = c->experts;
+    if (c->top_k) cfg->top_k = c->top_k;
+    if (c->moe_every) cfg->moe_every = c->moe_every;
+    if (c->capacity_factor >= 0) cfg->capacity_factor = c->capacity_factor;
+    if (c->aux_loss_coef >= 0) cfg->aux_loss_coef = c->aux_loss_coef;
+    if (c->z_loss_coef >= 0) cfg->z_loss_coef = c->z_loss_coef;
     cfg->padded_vocab = 0;
     return mpt_config_finish(cfg, 64, err);
 }
@@ -259,7 +263,8 @@ int mpt_cli_train(int argc, char **argv) {
     int val_fraction_seen = 0;
     const char *gemm = "onednn", *z3_gather = "layer", *on_nan = "stop", *debug_nan = NULL;
     const char *save_format = "single";
-    train_cli_ c = {.model = "tiny", .cp = 1, .ep = 1, .last_val = -1.0,
+    train_cli_ c = {.model = "tiny", .cp = 1, .ep = 1, .last_val = -1.0, .capacity_factor = -1,
+                    .aux_loss_coef = -1, .z_loss_coef = -1,
                     .virtual_stages = 1, .lr_schedule = "cosine"};
     mpt_error err = {0};
     int help = 0;
@@ -271,8 +276,12 @@ int mpt_cli_train(int argc, char **argv) {
         {"seq-len", MPT_ARG_INT, &c.seq_len, "sequence length T (and positions of a new model)", NULL, MPT_RANGE(1, MPT_MAX_POSITIONS)},
         {"vocab", MPT_ARG_INT, &c.vocab, "override the vocabulary size", NULL, MPT_RANGE(2, MPT_MAX_VOCAB)},
         {"ffn", MPT_ARG_INT, &c.ffn, "override the MLP inner width (default 4*d-model)", NULL, MPT_RANGE(1, MPT_MAX_FFN)},
-        {"experts", MPT_ARG_INT, &c.experts, "Mixture-of-Experts experts per block (not yet)", NULL, MPT_RANGE(0, MPT_MAX_EXPERTS)},
-        {"top-k", MPT_ARG_INT, &c.top_k, "experts per token", NULL, MPT_RANGE(1, MPT_MAX_EXPERTS)},
+        {"experts", MPT_ARG_INT, &c.experts, "Mixture-of-Experts: experts per MoE block (default 0: dense)", NULL, MPT_RANGE(0, MPT_MAX_EXPERTS)},
+        {"top-k", MPT_ARG_INT, &c.top_k, "experts per token (default 1; <= experts)", NULL, MPT_RANGE(1, MPT_MAX_EXPERTS)},
+        {"moe-every", MPT_ARG_INT, &c.moe_every, "every n-th block is MoE (blocks 0, n, 2n, ...; default 1)", NULL, MPT_RANGE(1, MPT_MAX_LAYERS)},
+        {"capacity-factor", MPT_ARG_FLOAT, &c.capacity_factor, "expert capacity ceil(c*tokens*K/E), the highest gates kept (default 0: drop nothing)", NULL, MPT_RANGE(0, 1e6)},
+        {"aux-loss-coef", MPT_ARG_FLOAT, &c.aux_loss_coef, "load-balancing loss weight (default 0.01)", NULL, MPT_RANGE(0, 1e6)},
+        {"z-loss-coef", MPT_ARG_FLOAT, &c.z_loss_coef, "router z-loss weight (default 0)", NULL, MPT_RANGE(0, 1e6)},
         {"untied", MPT_ARG_FLAG, &c.untied, "separate lm_head instead of the tied wte", NULL, MPT_NO_RANGE},
         {"data", MPT_ARG_STRING, &o.data_path, "token file (default: the Moby-Dick corpus, its last tenth held out for validation)", NULL, MPT_NO_RANGE},
         {"val-data", MPT_ARG_STRING, &o.val_path, "validation token file (default: the held-out tail of --data)", NULL, MPT_NO_RANGE},
@@ -294,7 +303,7 @@ int mpt_cli_train(int argc, char **argv) {
         {"tp", MPT_ARG_INT, &o.tp, "tensor-parallel ranks (Megatron column/row split)", NULL, MPT_RANGE(1, MPT_MAX_PARALLEL)},
         {"pp", MPT_ARG_INT, &o.pp, "pipeline stages", NULL, MPT_RANGE(1, MPT_MAX_PP)},
         {"cp", MPT_ARG_INT, &c.cp, "context-parallel ranks: ring attention, each holds 2 zigzag chunks of 2*cp (seq-len % 2cp == 0)", NULL, MPT_RANGE(1, MPT_MAX_PARALLEL)},
-        {"ep", MPT_ARG_INT, &c.ep, "expert-parallel ranks (not yet: 1)", NULL, MPT_RANGE(1, MPT_MAX_PARALLEL)},
+        {"ep", MPT_ARG_INT, &c.ep, "expert-parallel ranks: each holds experts/ep of every MoE block (divides dp; cp 1)", NULL, MPT_RANGE(1, MPT_MAX_PARALLEL)},
         {"zero", MPT_ARG_INT, &o.zero, "ZeRO stage 0|1|2|3 (shards optimizer, grads, params)", NULL, MPT_RANGE(0, 3)},
         {"zero3-gather", MPT_ARG_STRING, &z3_gather, "ZeRO-3 gathering: layer (default: before each use, 16/N bytes per parameter) | step (each unit once per step, +4 bytes per parameter)", NULL, MPT_NO_RANGE},
         {"bucket-mb", MPT_ARG_FLOAT, &bucket_mb, "gradient all-reduce bucket size in MiB (default 4)", NULL, MPT_ABOVE(0, MPT_MAX_BUCKET_MB)},
@@ -376,6 +385,7 @@ int mpt_cli_train(int argc, char **argv) {
     o.model_name = c.model;
     o.seq_len = c.seq_len;
     o.cp = c.cp;
+    o.ep = c.ep;
     int vocab = o.cfg.vocab;
     const char *from = o.resume ? o.resume : o.init_from;
     if (from) {

@@ -15,7 +15,17 @@ static void set_(mpt_config *c, int L, int D, int H, int T, int V) {
     c->ffn = 4 * D;
     c->tied = 1;
     c->top_k = 1;
+    c->moe_every = 1;
     c->aux_loss_coef = 0.01f;
+}
+
+int mpt_config_is_moe_layer(const mpt_config *c, int i) {
+    int every = c->moe_every > 0 ? c->moe_every : 1;
+    return c->experts > 0 && i % every == 0;
+}
+
+int mpt_config_layer_tensors(const mpt_config *c, int i) {
+    return mpt_config_is_moe_layer(c, i) ? 9 + 4 * c->experts : 12;
 }
 
 mpt_status mpt_config_preset(mpt_config *c, const char *name, mpt_error *err) {
@@ -64,9 +74,14 @@ mpt_status mpt_config_finish(mpt_config *c, int pad_multiple, mpt_error *err) {
         return mpt_fail(err, MPT_ERR_INPUT, "experts %d with top-k %d: need 0 <= experts <= %d "
                         "and 1 <= top-k <= experts", c->experts, c->top_k, MPT_MAX_EXPERTS);
     if (!isfinite(c->aux_loss_coef) || c->aux_loss_coef < 0 || !isfinite(c->capacity_factor) ||
-        c->capacity_factor < 0)
-        return mpt_fail(err, MPT_ERR_INPUT, "aux-loss-coef %g and capacity-factor %g must be "
-                        "finite and >= 0", c->aux_loss_coef, c->capacity_factor);
+        c->capacity_factor < 0 || !isfinite(c->z_loss_coef) || c->z_loss_coef < 0)
+        return mpt_fail(err, MPT_ERR_INPUT, "aux-loss-coef %g, z-loss-coef %g and "
+                        "capacity-factor %g must be finite and >= 0", c->aux_loss_coef,
+                        c->z_loss_coef, c->capacity_factor);
+    if (c->moe_every == 0) c->moe_every = 1;
+    if (c->moe_every < 1 || c->moe_every > MPT_MAX_LAYERS)
+        return mpt_fail(err, MPT_ERR_INPUT, "moe-every %d is out of range: use 1 to %d",
+                        c->moe_every, MPT_MAX_LAYERS);
     if (pad_multiple < 1) pad_multiple = 1;
     if (c->padded_vocab < c->vocab) {
         long long padded = ((long long)c->vocab + pad_multiple - 1) / pad_multiple * pad_multiple;
@@ -81,7 +96,10 @@ mpt_status mpt_config_finish(mpt_config *c, int pad_multiple, mpt_error *err) {
 long long mpt_config_param_count(const mpt_config *c) {
     long long D = c->d_model, F = c->ffn, V = c->vocab, T = c->n_positions;
     long long block = 2 * D + D * 3 * D + 3 * D + D * D + D + 2 * D + D * F + F + F * D + D;
-    long long n = V * D + T * D + c->n_layer * block + 2 * D;
+    long long E = c->experts, moe = 2 * D + D * 3 * D + 3 * D + D * D + D + 2 * D + D * E +
+                                  E * (D * F + F + F * D + D);
+    long long n = V * D + T * D + 2 * D;
+    for (int i = 0; i < c->n_layer; i++) n += mpt_config_is_moe_layer(c, i) ? moe : block;
     if (!c->tied) n += V * D;
     return n;
 }

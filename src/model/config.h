@@ -26,11 +26,19 @@ typedef struct mpt_config {
     int padded_vocab; /* Vp >= V: rows of wte in memory; padded rows never enter the softmax */
     int ffn;          /* F: MLP inner width (n_inner), default 4*D */
     int tied;         /* 1: output head is wte; 0: separate lm_head.weight */
-    int experts;      /* E: 0 = dense MLP */
-    int top_k;
-    float aux_loss_coef;
-    float capacity_factor;
+    int experts;      /* E: 0 = dense MLP; > 0: Mixture-of-Experts blocks (model/moe.h) */
+    int top_k;        /* K: experts per token, 1 <= K <= E */
+    int moe_every;    /* block i is MoE when i % moe_every == 0 (Megatron's layer frequency);
+                       * 0 is taken as 1 */
+    float aux_loss_coef;   /* load-balancing loss weight (Switch form), default 0.01 */
+    float capacity_factor; /* 0: dropless; c > 0: each expert takes ceil(c*N*K/E) assignments */
+    float z_loss_coef;     /* router z-loss weight (mean of logsumexp^2), default 0 */
 } mpt_config;
+
+/* 1 when block i (model-wide index) of c is a Mixture-of-Experts block. */
+int mpt_config_is_moe_layer(const mpt_config *c, int i);
+/* Tensors block i has: 12 dense; an MoE block 8 + router + 4 per expert. */
+int mpt_config_layer_tensors(const mpt_config *c, int i);
 
 /* Fills c from a preset: "tiny" (L2 D64 H4 T64, byte vocab), "small" (L6 D384 H6 T256, byte
  * vocab: the benchmark model), "gpt2-124m" (L12 D768 H12 T1024 V50257). */

@@ -14,7 +14,7 @@ void mpt_gpt_slot_layers(int rc, int nl, int slot_layers[MPT_ACT_SLOTS]) {
     static const mpt_act_slot per_layer[] = {
         MPT_ACT_LN1, MPT_ACT_LN1_MEAN, MPT_ACT_LN1_RSTD, MPT_ACT_QKV, MPT_ACT_ATTY, MPT_ACT_LSE,
         MPT_ACT_RES2, MPT_ACT_LN2, MPT_ACT_LN2_MEAN, MPT_ACT_LN2_RSTD, MPT_ACT_FCH,
-        MPT_ACT_FCH_GELU, MPT_ACT_RES3};
+        MPT_ACT_FCH_GELU, MPT_ACT_RES3, MPT_ACT_MOE};
     for (int i = 0; i < MPT_ACT_SLOTS; i++) slot_layers[i] = 0;
     for (size_t i = 0; i < sizeof per_layer / sizeof *per_layer; i++) {
         mpt_act_slot s = per_layer[i];
@@ -64,6 +64,13 @@ int mpt_gpt_buffer_sizes(const mpt_config *cfg, int B, int T, int training, int 
     act_n[MPT_ACT_LOGITS] = last ? N * Vl : 0;
     act_n[MPT_ACT_LOSSES] = last ? N : 0;
     act_n[MPT_ACT_GRAD_IN] = training && !last ? NlD : 0;
+    act_n[MPT_ACT_MOE] = 0;
+    size_t moe_ep = (size_t)(place && place->ep > 1 ? place->ep : 1), moe_work = 0;
+    if (cfg->experts > 0) { /* MoE blocks: routing and expert rows (model/moe.h) */
+        size_t per = mpt_moe_act_elems(cfg, N, (int)moe_ep);
+        moe_work = mpt_moe_work_elems(cfg, N, (int)moe_ep, training);
+        if (!per || !moe_work || !mpt_size_mul(L, per, &act_n[MPT_ACT_MOE])) return 0;
+    }
     for (int i = 0; i < MPT_ACT_SLOTS; i++) /* per-block slots keep `layers` of their L blocks */
         if (layers[i] > 0 && L > 0) act_n[i] = act_n[i] / L * (size_t)layers[i];
     memset(work_n, 0, MPT_WORK_SLOTS * sizeof *work_n);
@@ -72,6 +79,7 @@ int mpt_gpt_buffer_sizes(const mpt_config *cfg, int B, int T, int training, int 
     (void)first;
     if (sp && t > 1) work_n[MPT_WORK_GATHER] = ND;
     if (sp && t > 1 && training) work_n[MPT_WORK_LNGRAD] = 4 * D;
+    work_n[MPT_WORK_MOE] = moe_work;
     if (training) {
         work_n[MPT_WORK_DRES] = NlD;
         work_n[MPT_WORK_DQKV] = 3 * NDl;
@@ -108,6 +116,9 @@ mpt_status mpt_gpt_init(mpt_gpt *m, const mpt_config *cfg, int B, int T, int fla
     m->threads = place->threads > 0 ? place->threads : 1;
     m->cp = place->cp > 1 ? place->cp : 1;
     m->cp_rank = m->cp > 1 ? place->cp_rank : 0;
+    m->ep = place->ep > 1 ? place->ep : 1;
+    m->ep_rank = m->ep > 1 ? place->ep_rank : 0;
+    m->ep_full = m->ep > 1 && place->ep_full;
     mpt_gpt_slot_layers(m->recompute, m->nl, m->slot_layers);
     const mpt_par_ops *o = &m->ops;
     if (m->tp > 1 && (!place->ops || !o->reduce_from_tp || !o->copy_to_tp_backward ||
@@ -133,13 +144,21 @@ mpt_status mpt_gpt_init(mpt_gpt *m, const mpt_config *cfg, int B, int T, int fla
                         "context-parallel rank %d of %d with %d local positions: the rank must be "
                         "in 0..%d and the positions two equal chunks",
                         m->cp_rank, m->cp, T, m->cp - 1);
+    if (cfg->experts > 0 && m->sp)
+        return mpt_fail(err, MPT_ERR_INPUT, "--experts with --sp is not supported: the MoE "
+                        "blocks need every token row on each tensor-parallel rank (drop --sp)");
+    if (m->ep > 1 && (!place->ops || !o->expert_dispatch || !o->expert_combine))
+        return mpt_fail(err, MPT_ERR_RUN,
+                        "expert parallelism over %d ranks needs the expert entries of the "
+                        "parallel operations (parallel/ep.c: mpt_ep_ops)", m->ep);
     if ((long long)T * m->cp > cfg->n_positions)
         return mpt_fail(err, MPT_ERR_INPUT,
                         "sequence length %lld exceeds the model's %d positions: lower --seq-len",
                         (long long)T * m->cp, cfg->n_positions);
-    mpt_status st = mpt_params_build_stage(&m->pt, cfg, m->tp, m->tp_rank, place->first_layer,
-                                           place->n_layers, place->first, place->last,
-                                           unit_align, err);
+    mpt_status st = mpt_params_build_stage_ep(&m->pt, cfg, m->tp, m->tp_rank,
+                                              m->ep_full ? 1 : m->ep, m->ep_rank,
+                                              place->first_layer, place->n_layers, place->first,
+                                              place->last, unit_align, err);
     if (st) return st;
     m->Dl = cfg->d_model / m->tp;
     m->Hl = cfg->n_head / m->tp;
@@ -150,7 +169,11 @@ mpt_status mpt_gpt_init(mpt_gpt *m, const mpt_config *cfg, int B, int T, int fla
     int training = (flags & MPT_GPT_BACKWARD) != 0;
     m->w = calloc(m->pt.n + 1, sizeof *m->w);
     m->g = calloc(m->pt.n + 1, sizeof *m->g);
-    if (!m->w || !m->g) {
+    if (m->ep_full && cfg->experts > 0) {
+        m->moe_w = calloc(1 + 4 * (size_t)cfg->experts, sizeof *m->moe_w);
+        m->moe_g = calloc(1 + 4 * (size_t)cfg->experts, sizeof *m->moe_g);
+    }
+    if (!m->w || !m->g || (m->ep_full && cfg->experts > 0 && (!m->moe_w || !m->moe_g))) {
         mpt_gpt_free(m);
         return mpt_fail(err, MPT_ERR_RUN, "out of memory for the tensor tables");
     }
@@ -215,6 +238,8 @@ void mpt_gpt_free(mpt_gpt *m) {
         mpt_arena_release(m->arena, MPT_MEM_WORKSPACE, m->work[i], m->work_n[i], MPT_F32);
     free(m->w);
     free(m->g);
+    free(m->moe_w);
+    free(m->moe_g);
     mpt_params_free(&m->pt);
     memset(m, 0, sizeof *m);
 }

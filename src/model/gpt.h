@@ -28,6 +28,7 @@
 #include "core/arena.h"
 #include "core/status.h"
 #include "model/config.h"
+#include "model/moe.h"
 #include "model/params.h"
 #include "model/parops.h"
 
@@ -58,6 +59,9 @@ typedef enum mpt_act_slot {
     MPT_ACT_LOSSES,   /* (N) per-token cross-entropy */
     MPT_ACT_GRAD_IN,  /* (N, D) pipeline stages but the last: the gradient of the stage's
                        * output, received from the next stage */
+    MPT_ACT_MOE,      /* (L, mpt_moe_act_elems(N)) MoE blocks' saved routing and expert
+                       * activations (model/moe.h); every block of the stage gets the same
+                       * share when the model has experts, 0 otherwise */
     MPT_ACT_SLOTS
 } mpt_act_slot;
 
@@ -92,6 +96,11 @@ typedef struct mpt_gpt_place {
     int cp, cp_rank;     /* context parallelism (0 or 1: the whole sequence here): this rank
                           * holds T/cp positions per sequence, zigzag chunks cp_rank and
                           * 2cp-1-cp_rank of 2cp; attention goes through ops->ring_attention_* */
+    int ep, ep_rank;     /* expert parallelism (0 or 1: every expert here): this rank holds
+                          * experts [ep_rank*E/ep, ..) of each MoE block; tokens go through
+                          * ops->expert_dispatch / _combine */
+    int ep_full;         /* ep > 1 with every expert in this rank's table (ZeRO 1-3 shard them
+                          * over dp like dense tensors): it still computes only its E/ep */
 } mpt_gpt_place;
 
 /* Backward scratch (workspace category). */
@@ -107,6 +116,7 @@ typedef enum mpt_work_slot {
     MPT_WORK_CE,    /* (3N) tp > 1: row max, sum of exponentials, target logit */
     MPT_WORK_GATHER,/* (N, D) sp: a LayerNorm output or gradient all-gathered over tp */
     MPT_WORK_LNGRAD,/* (4D) sp: this rank's part of a block's LayerNorm gradients */
+    MPT_WORK_MOE,   /* mpt_moe_work_elems(N): MoE routing, dispatch and expert scratch */
     MPT_WORK_SLOTS
 } mpt_work_slot;
 
@@ -159,7 +169,21 @@ typedef struct mpt_gpt {
     int first, last;                 /* pipeline: embeddings here / ln_f, head and loss here */
     int Dl, Hl, Fl, Vl;              /* this rank's width of attention, heads, MLP, vocab rows */
     int v0, Vr;                      /* its first vocabulary row and how many of them are real */
+    int ep, ep_rank;                 /* expert parallelism (place->ep; 1: none) */
+    int ep_full;                     /* place->ep_full: the table holds every expert */
+    float **moe_w, **moe_g;          /* ep_full: (1 + 4E/ep) pointers to the router and this
+                                      * rank's experts, refreshed per block (owned, malloc) */
+    float moe_weight;                /* N * dloss of the last forward: the aux losses' weight */
+    int moe_stats_on;                /* forward adds to moe (not a recompute in backward) */
+    mpt_moe_stats moe;               /* MoE routing statistics, summed until the caller zeroes */
 } mpt_gpt;
+
+/* The MoE MLP of local block l (model/moe.c; pt.router[l] != SIZE_MAX): out (N, D) from x
+ * (N, D); backward: dx (N, D) overwritten with the input gradient, expert and router grads +=. */
+mpt_status mpt_gpt_moe_forward(mpt_gpt *m, int l, float *out, const float *x, size_t N,
+                               mpt_error *err);
+mpt_status mpt_gpt_moe_backward(mpt_gpt *m, int l, float *dx, const float *dy, const float *x,
+                                size_t N, mpt_error *err);
 
 /* Element counts of every activation / workspace buffer for micro-batch (B, T). Pure: the
  * memory plan and mpt_gpt_init both use it. Returns 0 on size overflow. */

@@ -37,6 +37,15 @@ mpt_status mpt_decode_init(mpt_decode *d, const mpt_gpt *m, mpt_error *err) {
     d->fchg = p, p += F;
     d->att = p, p += T;
     d->logits = p;
+    if (c->experts > 0) { /* MoE blocks route the one token (model/moe.h) */
+        size_t na = mpt_moe_act_elems(c, 1, 1), nw = mpt_moe_work_elems(c, 1, 1, 0);
+        d->moe_act = na ? malloc(na * sizeof(float)) : NULL;
+        d->moe_work = nw ? malloc(nw * sizeof(float)) : NULL;
+        if (!d->moe_act || !d->moe_work) {
+            mpt_decode_free(d);
+            return mpt_fail(err, MPT_ERR_RUN, "out of memory for the MoE decoding buffers");
+        }
+    }
     d->m = m;
     d->T = (int)T;
     return MPT_OK;
@@ -45,6 +54,8 @@ mpt_status mpt_decode_init(mpt_decode *d, const mpt_gpt *m, mpt_error *err) {
 void mpt_decode_free(mpt_decode *d) {
     if (!d) return;
     free(d->buf);
+    free(d->moe_act);
+    free(d->moe_work);
     memset(d, 0, sizeof *d);
 }
 
@@ -107,6 +118,14 @@ mpt_status mpt_decode_step(mpt_decode *d, int32_t token, const float **logits, m
         mpt_residual_forward(d->x, d->x, d->tmp, (size_t)D);
         mpt_layernorm_forward(d->ln, &d->stats[0], &d->stats[1], d->x, W_(m, l, MPT_LN2_W),
                               W_(m, l, MPT_LN2_B), 1, D);
+        if (pt->router[l] != SIZE_MAX) { /* MoE block: the token's top-K experts */
+            mpt_moe_block b = {.cfg = c, .ep = 1, .w = m->w + pt->router[l]};
+            mpt_status st = mpt_moe_forward(&b, d->tmp, d->ln, 1, d->moe_act, d->moe_work, 0.0f,
+                                            NULL, err);
+            if (st) return st;
+            mpt_residual_forward(d->x, d->x, d->tmp, (size_t)D);
+            continue;
+        }
         mpt_matmul_forward(d->fch, d->ln, W_(m, l, MPT_FC_W), W_(m, l, MPT_FC_B), 1, D, F);
         mpt_gelu_forward(d->fchg, d->fch, (size_t)F);
         mpt_matmul_forward(d->tmp, d->fchg, W_(m, l, MPT_FCPROJ_W), W_(m, l, MPT_FCPROJ_B), 1, F,

@@ -38,6 +38,8 @@ typedef struct mpt_decode {
     float *att;         /* (T) one head's attention weights */
     float *logits;      /* (padded_vocab) the current token's logits, first V real */
     float stats[2];     /* LayerNorm mean and rstd (unused) */
+    float *moe_act, *moe_work; /* owned (malloc): an MoE block's buffers for one token
+                                * (model/moe.h), NULL for a dense model */
 } mpt_decode;
 
 /* m: a model built for one rank (tp 1, whole model, MPT_GPT_INFER is enough). */

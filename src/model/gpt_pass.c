@@ -230,10 +230,14 @@ static mpt_status block_forward_(mpt_gpt *m, int l, int B, int T, mpt_error *err
     mpt_layernorm_forward(ln2, lay_(m, MPT_ACT_LN2_MEAN, l), lay_(m, MPT_ACT_LN2_RSTD, l), res2,
                           W_(m, l, MPT_LN2_W), W_(m, l, MPT_LN2_B), Nl, D);
     TRY_(all_rows_(m, ln2, Nl, &x, err));
+    if (m->pt.router[l] != SIZE_MAX) { /* MoE block (model/moe.h): whole on every tp rank */
+        TRY_(mpt_gpt_moe_forward(m, l, scratch, x, N, err));
+    } else {
     mpt_matmul_forward(fch, x, W_(m, l, MPT_FC_W), W_(m, l, MPT_FC_B), N, D, Fl);
     mpt_gelu_forward(fchg, fch, N * Fl);
     TRY_(row_parallel_(m, scratch, fchg, W_(m, l, MPT_FCPROJ_W), W_(m, l, MPT_FCPROJ_B), N, Nl, Fl,
                        D, err));
+    }
     mpt_residual_forward(res3, res2, scratch, Nl * D);
     return MPT_OK;
 }
@@ -247,6 +251,8 @@ mpt_status mpt_gpt_forward(mpt_gpt *m, const int32_t *inputs, const int32_t *tar
     size_t row0 = m->sp ? (size_t)m->tp_rank * Nl : 0;
     const float *x;
     int head_is_wte = c->tied && m->first && m->last; /* the head reads unit 0's wte */
+    m->moe_weight = dloss * (float)N; /* the MoE aux losses' weight (model/moe.h) */
+    m->moe_stats_on = dloss > 0.0f; /* training forwards only (not eval, dump, inference) */
     if (m->first) { /* later stages find their input in ENCODED, received from the previous */
         TRY_(need_(m, 0, MPT_PHASE_FORWARD, err));
         TRY_(embed_(m, inputs, B, T, Nl, row0, err));
@@ -312,6 +318,7 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
     float *dres = m->work[MPT_WORK_DRES], *dtmp = m->work[MPT_WORK_DTMP];
     float *dqkv = m->work[MPT_WORK_DQKV];
     float *dfcg = m->work[MPT_WORK_DFCG], *dfc = m->work[MPT_WORK_DFC];
+    m->moe_stats_on = 0; /* a recomputed forward counts no routing twice */
     size_t ND = N * (size_t)D, NDl = N * (size_t)Dl, NF = N * (size_t)Fl;
     const float *x, *dy;
 
@@ -329,6 +336,10 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
         /* dres holds dL/d(block output) for this rank's rows; MLP half. The row-parallel c_proj
          * needs it for all rows; the column-parallel c_fc's input gradient is summed over tp. */
         TRY_(all_rows_(m, dres, Nl, &dy, err));
+        if (m->pt.router[l] != SIZE_MAX) { /* MoE: every tp rank has the whole input gradient */
+            TRY_(all_rows_(m, lay_(m, MPT_ACT_LN2, l), Nl, &x, err));
+            TRY_(mpt_gpt_moe_backward(m, l, dtmp, dy, x, N, err));
+        } else {
         memset(dfcg, 0, NF * sizeof *dfcg);
         mpt_matmul_backward(dfcg, G_(m, l, MPT_FCPROJ_W), G_(m, l, MPT_FCPROJ_B), dy,
                             lay_(m, MPT_ACT_FCH_GELU, l), W_(m, l, MPT_FCPROJ_W), N, Fl, D);
@@ -339,6 +350,7 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
         mpt_matmul_backward(dtmp, G_(m, l, MPT_FC_W), G_(m, l, MPT_FC_B), dfc, x,
                             W_(m, l, MPT_FC_W), N, D, Fl);
         TRY_(copy_to_tp_bwd_(m, dtmp, N, Nl, err));
+        }
         TRY_(ln_backward_(m, dres, G_(m, l, MPT_LN2_W), G_(m, l, MPT_LN2_B), dtmp,
                           lay_(m, MPT_ACT_RES2, l), W_(m, l, MPT_LN2_W),
                           lay_(m, MPT_ACT_LN2_MEAN, l), lay_(m, MPT_ACT_LN2_RSTD, l), Nl, err));

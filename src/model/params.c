@@ -26,6 +26,7 @@ static void add_(mpt_param_table *pt, const char *name, int ndim, size_t r, size
     t->decay = ndim >= 2;
     t->init_std = std;
     t->init_value = value;
+    t->expert = -1;
     pt->total += t->numel;
 }
 
@@ -49,7 +50,27 @@ mpt_status mpt_params_build_aligned(mpt_param_table *pt, const mpt_config *c, si
 mpt_status mpt_params_build_stage(mpt_param_table *pt, const mpt_config *c, int tp, int tp_rank,
                                   int first_layer, int n_layers, int has_embed, int has_head,
                                   size_t unit_align, mpt_error *err) {
+    return mpt_params_build_stage_ep(pt, c, tp, tp_rank, 1, 0, first_layer, n_layers, has_embed,
+                                     has_head, unit_align, err);
+}
+
+/* Model-wide id of block gl's first tensor: 2 + the tensors of the blocks before it. */
+static int layer_id0_(const mpt_config *c, int gl) {
+    int id = 2;
+    for (int i = 0; i < gl; i++) id += mpt_config_layer_tensors(c, i);
+    return id;
+}
+
+mpt_status mpt_params_build_stage_ep(mpt_param_table *pt, const mpt_config *c, int tp,
+                                     int tp_rank, int ep, int ep_rank, int first_layer,
+                                     int n_layers, int has_embed, int has_head,
+                                     size_t unit_align, mpt_error *err) {
     memset(pt, 0, sizeof *pt);
+    if (ep < 1) ep = 1;
+    if (c->experts > 0 && c->experts % ep != 0)
+        return mpt_fail(err, MPT_ERR_INPUT, "--ep %d must divide --experts %d: choose an ep "
+                        "that divides the experts", ep, c->experts);
+    if (c->experts == 0) ep = 1;
     pt->unit_align = unit_align ? unit_align : 1;
     size_t L = (size_t)n_layers, Lm = (size_t)c->n_layer, D = (size_t)c->d_model;
     size_t F = (size_t)c->ffn;
@@ -63,13 +84,21 @@ mpt_status mpt_params_build_stage(mpt_param_table *pt, const mpt_config *c, int 
     pt->tp = tp;
     pt->tp_rank = tp_rank;
     size_t t_ = (size_t)tp, Dl = D / t_, Fl = F / t_, Vl = Vp / t_;
-    size_t cap = 2 + L * MPT_LAYER_SLOTS + 2 + 1;
+    int El = c->experts / ep; /* experts of this expert-parallel rank */
+    size_t cap = 2 + 2 + 1;
+    for (size_t i = 0; i < L; i++)
+        cap += mpt_config_is_moe_layer(c, first_layer + (int)i) ? 9 + 4 * (size_t)El
+                                                                : MPT_LAYER_SLOTS;
+    pt->ep = ep;
+    pt->ep_rank = ep > 1 ? ep_rank : 0;
+    pt->n_experts_local = El;
     pt->t = calloc(cap, sizeof *pt->t);
     pt->layer = calloc(L * MPT_LAYER_SLOTS + 1, sizeof *pt->layer);
+    pt->router = calloc(L + 1, sizeof *pt->router);
     pt->n_units = (int)L + 2;
     pt->unit_begin = calloc(L + 2, sizeof *pt->unit_begin);
     pt->unit_end = calloc(L + 2, sizeof *pt->unit_end);
-    if (!pt->t || !pt->layer || !pt->unit_begin || !pt->unit_end) {
+    if (!pt->t || !pt->layer || !pt->router || !pt->unit_begin || !pt->unit_end) {
         mpt_params_free(pt);
         return mpt_fail(err, MPT_ERR_RUN, "out of memory building the parameter table");
     }
@@ -80,7 +109,7 @@ mpt_status mpt_params_build_stage(mpt_param_table *pt, const mpt_config *c, int 
     const float std = 0.02f, proj_std = 0.02f / sqrtf(2.0f * (float)Lm);
     /* ids in the whole model's table: wte 0, wpe 1, block l slot k 2 + 12l + k, then ln_f w, b,
      * lm_head */
-    const int id_lnf = 2 + (int)Lm * MPT_LAYER_SLOTS;
+    const int id_lnf = layer_id0_(c, (int)Lm);
     pt->wte = pt->wpe = SIZE_MAX;
     if (has_embed) {
         pt->wte = pt->n;
@@ -117,13 +146,35 @@ mpt_status mpt_params_build_stage(mpt_param_table *pt, const mpt_config *c, int 
             [MPT_FCPROJ_W] = {"mlp.c_proj.weight", 2, F, D, MPT_SPLIT_ROWS, Fl, D, proj_std, 0},
             [MPT_FCPROJ_B] = {"mlp.c_proj.bias", 1, D, 1, MPT_SPLIT_NONE, D, 1, 0, 0},
         };
-        for (int k = 0; k < MPT_LAYER_SLOTS; k++) {
+        int id0 = layer_id0_(c, (int)gl), moe = mpt_config_is_moe_layer(c, (int)gl);
+        pt->router[i] = SIZE_MAX;
+        for (int k = 0; k < (moe ? MPT_FC_W : MPT_LAYER_SLOTS); k++) {
             char name[96];
             snprintf(name, sizeof name, "transformer.h.%zu.%s", gl, s[k].suffix);
             pt->layer[i * MPT_LAYER_SLOTS + (size_t)k] = pt->n;
             add_(pt, name, s[k].ndim, s[k].r, s[k].c, s[k].split, s[k].rows, s[k].cols, (int)i,
                  s[k].std, s[k].value);
-            pt->t[pt->n - 1].full_id = 2 + (int)gl * MPT_LAYER_SLOTS + k;
+            pt->t[pt->n - 1].full_id = id0 + k;
+        }
+        if (moe) { /* router [D, E], then this rank's experts: whole tensors on every tp rank */
+            size_t E = (size_t)c->experts;
+            char name[96];
+            snprintf(name, sizeof name, "transformer.h.%zu.mlp.router.weight", gl);
+            pt->router[i] = pt->n;
+            add_(pt, name, 2, D, E, MPT_SPLIT_NONE, D, E, (int)i, std, 0);
+            pt->t[pt->n - 1].full_id = id0 + MPT_FC_W;
+            for (int j = 0; j < El; j++) {
+                int e = pt->ep_rank * El + j; /* model-wide expert index */
+                for (int k = MPT_FC_W; k < MPT_LAYER_SLOTS; k++) {
+                    snprintf(name, sizeof name, "transformer.h.%zu.mlp.experts.%d.%s", gl, e,
+                             s[k].suffix + 4); /* "mlp." dropped */
+                    if (j == 0) pt->layer[i * MPT_LAYER_SLOTS + (size_t)k] = pt->n;
+                    add_(pt, name, s[k].ndim, s[k].r, s[k].c, MPT_SPLIT_NONE, s[k].r, s[k].c,
+                         (int)i, s[k].std, s[k].value);
+                    pt->t[pt->n - 1].full_id = id0 + MPT_FC_W + 1 + 4 * e + (k - MPT_FC_W);
+                    pt->t[pt->n - 1].expert = e;
+                }
+            }
         }
         close_unit_(pt, (int)i + 1, begin);
     }
@@ -156,6 +207,7 @@ void mpt_params_free(mpt_param_table *pt) {
     if (!pt) return;
     free(pt->t);
     free(pt->layer);
+    free(pt->router);
     free(pt->unit_begin);
     free(pt->unit_end);
     memset(pt, 0, sizeof *pt);

@@ -41,6 +41,7 @@ typedef struct mpt_tensor {
     int is_copy;      /* the last pipeline stage's copy of the tied wte (the first stage's wte
                        * is the one a checkpoint takes) */
     int decay;        /* AdamW weight decay applies (ndim >= 2) */
+    int expert;       /* model-wide expert index of an MoE expert's tensor, else -1 */
     float init_std;   /* > 0: N(0, init_std); == 0: constant init_value */
     float init_value;
 } mpt_tensor;
@@ -69,7 +70,13 @@ typedef struct mpt_param_table {
     int has_head;     /* holds ln_f and the head (the last unit not empty): the last stage */
     int n_layer;
     size_t wte, wpe, lnf_w, lnf_b, lm_head;   /* indices into t (lm_head = wte when tied) */
-    size_t *layer;   /* owned: layer[i*MPT_LAYER_SLOTS + slot] = index into t */
+    size_t *layer;   /* owned: layer[i*MPT_LAYER_SLOTS + slot] = index into t. In an MoE block
+                      * the MLP slots (MPT_FC_W .. MPT_FCPROJ_B) are the tensors of this rank's
+                      * first expert; local expert j's are 4*j entries further on */
+    size_t *router;  /* owned, n_layer: index into t of block i's router [D, E], or SIZE_MAX for
+                      * a dense block */
+    int ep, ep_rank;      /* expert-parallel split (1, 0: every expert here) */
+    int n_experts_local;  /* E / ep: this rank holds experts [ep_rank*El, (ep_rank+1)*El) */
 } mpt_param_table;
 
 /* Units unpadded (unit_align 1). */
@@ -86,6 +93,15 @@ mpt_status mpt_params_build_aligned(mpt_param_table *pt, const mpt_config *c, si
 mpt_status mpt_params_build_stage(mpt_param_table *pt, const mpt_config *c, int tp, int tp_rank,
                                   int first_layer, int n_layers, int has_embed, int has_head,
                                   size_t unit_align, mpt_error *err);
+/* The same with expert parallelism: in MoE blocks (model/moe.h) this rank holds the router
+ * and experts [ep_rank*E/ep, (ep_rank+1)*E/ep) (whole tensors, replicated over tp); E % ep == 0
+ * is required (MPT_ERR_INPUT). An MoE block's tensors are ln_1, attn, ln_2 as in a dense block,
+ * then mlp.router.weight [D, E], then per expert e mlp.experts.{e}.c_fc.weight [D, F], .bias,
+ * .c_proj.weight [F, D], .bias (initialised like the dense MLP's). */
+mpt_status mpt_params_build_stage_ep(mpt_param_table *pt, const mpt_config *c, int tp,
+                                     int tp_rank, int ep, int ep_rank, int first_layer,
+                                     int n_layers, int has_embed, int has_head,
+                                     size_t unit_align, mpt_error *err);
 /* Index in the full (checkpoint-shaped, row-major) tensor of stored element k of t on tensor-
  * parallel rank `rank`, or SIZE_MAX for a padding element. */
 size_t mpt_tensor_full_index(const mpt_tensor *t, int tp, int rank, size_t k);

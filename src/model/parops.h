@@ -38,10 +38,10 @@
  * calls them instead of the fused attention kernel when mpt_gpt_place.cp > 1):
  *   ring_attention_forward / _backward  attention of this rank's query chunks over the K/V
  *                      chunks passed around the cp ring (every cp rank calls).
- * Room for later dimensions, NULL until their module fills them (the model does not call
- * them yet; when it does, a NULL entry means the layout is unsupported):
- *   expert_dispatch / expert_combine    expert parallelism (parallel/ep.c): send each token to
- *                      the rank of its expert and the outputs back. */
+ * Expert parallelism (parallel/ep.c fills these, with their own context ep_ctx; model/moe.c
+ * calls them in MoE blocks when mpt_gpt_place.ep > 1; NULL means the layout is unsupported):
+ *   expert_dispatch / expert_combine    send each kept token assignment to the rank of its
+ *                      expert (all-to-all over the ep group) and the outputs back. */
 #ifndef MPT_PAROPS_H
 #define MPT_PAROPS_H
 
@@ -86,9 +86,11 @@ typedef struct mpt_par_ops {
     mpt_status (*ring_attention_backward)(void *ctx, float *dqkv, const float *dout,
                                           const float *out, const float *lse, const float *qkv,
                                           int B, int Tl, int D, int H, mpt_error *err);
-    /* --- later: expert parallelism (NULL = unsupported) ------------------------------------ */
-    /* Sends row i of x (n, D) to the rank holding expert[i]; recv gets the rows for this
-     * rank's experts (*n_recv of them, recv_expert their local expert index). */
+    /* --- expert parallelism (ep group; NULL = unsupported; parallel/ep.c) ------------------ */
+    void *ep_ctx; /* passed to the two expert entries instead of ctx */
+    /* Sends row i of x (n, D) to the rank holding expert[i] (model-wide index; rows sorted by
+     * expert); recv gets the rows for this rank's experts (*n_recv of them, from ep rank 0's
+     * first, recv_expert their local expert index). Every ep rank calls, also with n = 0. */
     mpt_status (*expert_dispatch)(void *ctx, const float *x, const int32_t *expert, size_t n,
                                   int D, float *recv, int32_t *recv_expert, size_t *n_recv,
                                   mpt_error *err);

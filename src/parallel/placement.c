@@ -50,6 +50,7 @@ mpt_gpt_place mpt_placement_gpt(const mpt_placement *pl, const mpt_par_ops *ops,
                        .first_layer = pl->first_layer,
                        .n_layers = pl->n_layers, .first = pl->first, .last = pl->last,
                        .recompute = recompute, .threads = 1,
-                       .cp = pl->layout.size[MPT_DIM_CP], .cp_rank = pl->coords.c[MPT_DIM_CP]};
+                       .cp = pl->layout.size[MPT_DIM_CP], .cp_rank = pl->coords.c[MPT_DIM_CP],
+                       .ep = pl->layout.size[MPT_DIM_EP], .ep_rank = pl->coords.c[MPT_DIM_EP]};
     return g;
 }

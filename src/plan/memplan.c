@@ -10,6 +10,7 @@
 #include "model/params.h"
 #include "parallel/cp.h"
 #include "parallel/dp.h"
+#include "parallel/ep.h"
 #include "parallel/pp.h"
 #include "parallel/tied.h"
 #include "train/checkpoint.h"
@@ -42,8 +43,11 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
     if (st) return st;
     T /= cp;
     mpt_param_table pt;
-    st = mpt_params_build_stage(&pt, cfg, tp, 0, pl->first_layer, pl->n_layers,
-                                pl->first, pl->last, mpt_dp_unit_align(dpn), err);
+    /* E/ep experts here; under ZeRO 1-3 every expert, sharded over dp (parallel/ep.h) */
+    int ep = cfg->experts > 0 && lay->zero == 0 ? pl->layout.size[MPT_DIM_EP] : 1;
+    st = mpt_params_build_stage_ep(&pt, cfg, tp, 0, ep, pl->coords.c[MPT_DIM_EP], pl->first_layer,
+                                   pl->n_layers, pl->first, pl->last, mpt_dp_unit_align(dpn),
+                                   err);
     if (st) return st;
     /* what the data-parallel module allocates: the sum of its buffer list */
     mpt_dp_opts o;
@@ -60,6 +64,8 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
     mpt_buflist_free(&dl);
     int gpt_flags = mpt_dp_gpt_flags(lay->zero);
     size_t P = pt.total * sizeof(float);
+    /* ep > 1: the experts' own gradient buffer (parallel/ep.h) */
+    if (ep > 1) dp_bytes[MPT_MEM_GRADS] += mpt_ep_expert_elems(&pt) * sizeof(float);
     plan->param_elements = pt.total;
     plan->pool_elements = mpt_dp_pool_elems(&pt);
     mpt_params_free(&pt);
@@ -67,6 +73,7 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
         return mpt_fail(err, MPT_ERR_INPUT, "the data-parallel buffers are too large to address");
     mpt_gpt_place place = mpt_placement_gpt(pl, NULL, lay->sp, lay->recompute);
     place.threads = lay->threads;
+    place.ep_full = lay->zero > 0;
     size_t act_n[MPT_ACT_SLOTS], work_n[MPT_WORK_SLOTS];
     if (!mpt_gpt_buffer_sizes(cfg, B, T, 1, tp, lay->sp, &place, act_n, work_n))
         return mpt_fail(err, MPT_ERR_INPUT, "batch %d x %d tokens is too large to address", B, T);

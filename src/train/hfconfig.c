@@ -32,6 +32,30 @@ static mpt_status get_int_(const cJSON *root, const char *key, int min, int null
     return MPT_OK;
 }
 
+/* Reads a finite number key >= 0 into *out; absent keeps *out. */
+static mpt_status get_float_(const cJSON *root, const char *key, float *out, const char *what,
+                             mpt_error *err) {
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!j) return MPT_OK;
+    if (!cJSON_IsNumber(j) || !isfinite(j->valuedouble) || j->valuedouble < 0 ||
+        j->valuedouble > 1e6)
+        return mpt_fail(err, MPT_ERR_INPUT, "%s: \"%s\" must be a number from 0 to 1e6", what,
+                        key);
+    *out = (float)j->valuedouble;
+    return MPT_OK;
+}
+
+/* A float as the shortest decimal that reads back to it ("0.01", not 0.00999999977648258). */
+static double short_(float v) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%.9g", (double)v);
+    for (int p = 1; p <= 9; p++) {
+        snprintf(buf, sizeof buf, "%.*g", p, (double)v);
+        if ((float)strtod(buf, NULL) == v) break;
+    }
+    return strtod(buf, NULL);
+}
+
 /* Refuses a boolean key whose value differs from the only one the model implements. */
 static mpt_status want_bool_(const cJSON *root, const char *key, int want, const char *what,
                              mpt_error *err) {
@@ -69,7 +93,11 @@ mpt_status mpt_hfconfig_parse(const char *text, size_t len, const char *what, mp
         (st = get_int_(root, "n_head", 1, 0, 0, &c.n_head, what, err)) ||
         (st = get_int_(root, "n_inner", 1, 1, 0, &c.ffn, what, err)) ||
         (st = get_int_(root, "n_experts", 0, 0, 0, &c.experts, what, err)) ||
-        (st = get_int_(root, "top_k", 1, 0, 0, &c.top_k, what, err)))
+        (st = get_int_(root, "top_k", 1, 0, 0, &c.top_k, what, err)) ||
+        (st = get_int_(root, "moe_layer_freq", 1, 0, 0, &c.moe_every, what, err)) ||
+        (st = get_float_(root, "moe_capacity_factor", &c.capacity_factor, what, err)) ||
+        (st = get_float_(root, "moe_aux_loss_coef", &c.aux_loss_coef, what, err)) ||
+        (st = get_float_(root, "moe_z_loss_coef", &c.z_loss_coef, what, err)))
         goto cleanup;
     /* 4 x n_embd only where it fits an int; a wider n_embd is left to mpt_config_finish */
     if (c.ffn == 0 && c.d_model <= INT_MAX / 4) c.ffn = 4 * c.d_model;
@@ -141,7 +169,12 @@ char *mpt_hfconfig_to_json(const mpt_config *cfg) {
              cJSON_AddStringToObject(root, "torch_dtype", "float32");
     if (ok && cfg->experts > 0)
         ok = cJSON_AddNumberToObject(root, "n_experts", cfg->experts) &&
-             cJSON_AddNumberToObject(root, "top_k", cfg->top_k);
+             cJSON_AddNumberToObject(root, "top_k", cfg->top_k) &&
+             cJSON_AddNumberToObject(root, "moe_layer_freq",
+                                     cfg->moe_every > 0 ? cfg->moe_every : 1) &&
+             cJSON_AddNumberToObject(root, "moe_capacity_factor", short_(cfg->capacity_factor)) &&
+             cJSON_AddNumberToObject(root, "moe_aux_loss_coef", short_(cfg->aux_loss_coef)) &&
+             cJSON_AddNumberToObject(root, "moe_z_loss_coef", short_(cfg->z_loss_coef));
     if (!ok || !(text = cJSON_Print(root))) goto cleanup;
     size_t len = strlen(text);
     if ((out = malloc(len + 2))) {

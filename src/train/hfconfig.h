@@ -3,7 +3,10 @@
  * Keys read: model_type (must be "gpt2" when present), vocab_size, n_positions, n_embd, n_layer,
  * n_head, n_inner (null or absent: 4·n_embd), activation_function (gelu_new or
  * gelu_pytorch_tanh: both are the tanh GELU), layer_norm_epsilon (must be 1e-5),
- * tie_word_embeddings (default true), and our MoE keys n_experts / top_k. A key that is absent
+ * tie_word_embeddings (default true), and our MoE keys (model/moe.h): n_experts (E, 0 = dense),
+ * top_k (K), moe_layer_freq (block i is MoE when i % freq == 0, default 1),
+ * moe_capacity_factor (0 = dropless), moe_aux_loss_coef (default 0.01) and moe_z_loss_coef
+ * (default 0); transformers keeps unknown keys as attributes. A key that is absent
  * takes the GPT2Config default, as transformers does (save_pretrained leaves out values equal
  * to the defaults), so the defaults are those of the "gpt2-124m" preset. Options that change
  * the math (scale_attn_weights false, scale_attn_by_inverse_layer_idx true) are refused.
@@ -12,7 +15,7 @@
  *
  * Writing emits architectures ["GPT2LMHeadModel"], model_type "gpt2", the sizes, n_inner,
  * activation_function "gelu_new", layer_norm_epsilon 1e-5, tie_word_embeddings, zero dropout
- * probabilities (the model has no dropout), and n_experts / top_k when the model is MoE.
+ * probabilities (the model has no dropout), and the MoE keys when the model is MoE.
  */
 #ifndef MPT_HFCONFIG_H
 #define MPT_HFCONFIG_H

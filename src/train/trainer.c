@@ -33,6 +33,7 @@ void mpt_train_opts_defaults(mpt_train_opts *o) {
     o->tp = 1;
     o->pp = 1;
     o->cp = 1;
+    o->ep = 1;
     o->schedule = "1f1b";
     o->partition = "uniform";
     o->bucket_mb = 4.0;
@@ -64,6 +65,9 @@ static double cpu_share_(double cpu, double dt, int ranks, int threads) {
 static double flops_per_token_(const mpt_config *c, int T) {
     double D = c->d_model, F = c->ffn, L = c->n_layer, V = c->vocab;
     double matmul = L * (D * 3 * D + D * D + 2 * D * F) + V * D;
+    for (int i = 0; i < c->n_layer; i++) /* an MoE block: K active experts and the router */
+        if (mpt_config_is_moe_layer(c, i))
+            matmul += (c->top_k - 1) * 2 * D * F + D * c->experts;
     return 6.0 * matmul + 12.0 * L * T * D;
 }
 
@@ -100,13 +104,25 @@ static cJSON *start_line_(const mpt_run *r, long start, const mpt_mem_plan *plan
     cJSON_AddNumberToObject(j, "val_tokens", (double)r->val_view.n);
     cJSON_AddNumberToObject(j, "eval_every", (double)o->eval_every);
     cJSON_AddNumberToObject(j, "eval_batches", o->eval_batches);
+    if (c->experts > 0) { /* MoE (model/moe.h); the dispatch bound the plan sized for */
+        cJSON *moe = cJSON_AddObjectToObject(j, "moe");
+        cJSON_AddNumberToObject(moe, "experts", c->experts);
+        cJSON_AddNumberToObject(moe, "top_k", c->top_k);
+        cJSON_AddNumberToObject(moe, "moe_every", c->moe_every);
+        cJSON_AddNumberToObject(moe, "capacity_factor", c->capacity_factor);
+        cJSON_AddNumberToObject(moe, "aux_loss_coef", c->aux_loss_coef);
+        cJSON_AddNumberToObject(moe, "z_loss_coef", c->z_loss_coef);
+        cJSON_AddNumberToObject(moe, "dispatch_rows_bound",
+                                (double)mpt_moe_max_rows(c, r->batch_n,
+                                                         r->place.layout.size[MPT_DIM_EP]));
+    }
     cJSON *layout = cJSON_AddObjectToObject(j, "layout");
     cJSON_AddNumberToObject(layout, "dp", o->dp);
     cJSON_AddNumberToObject(layout, "tp", o->tp);
     cJSON_AddBoolToObject(layout, "sp", o->sp);
     cJSON_AddNumberToObject(layout, "pp", o->pp);
     cJSON_AddNumberToObject(layout, "cp", o->cp);
-    cJSON_AddNumberToObject(layout, "ep", 1);
+    cJSON_AddNumberToObject(layout, "ep", r->place.layout.size[MPT_DIM_EP]);
     cJSON_AddNumberToObject(layout, "zero", o->zero);
     if (o->zero == 3) cJSON_AddStringToObject(layout, "zero3_gather", r->z3_whole ? "step" : "layer");
     const char *rc[] = {"none", "selective", "full"};
@@ -129,6 +145,26 @@ static cJSON *start_line_(const mpt_run *r, long start, const mpt_mem_plan *plan
     return j;
 }
 
+/* MoE fields of a step line: aux_loss (load balancing + z-loss, as added to the training loss),
+ * z_loss, expert_tokens (assignments per expert over every MoE block and micro-batch of the
+ * step, before capacity), moe_imbalance (max / mean of those), moe_dropped (assignments dropped
+ * at capacity) and moe_dropped_frac. */
+static void moe_line_(cJSON *j, const mpt_moe_stats *s, int E) {
+    cJSON_AddNumberToObject(j, "aux_loss", s->aux_loss + s->z_loss);
+    cJSON_AddNumberToObject(j, "z_loss", s->z_loss);
+    cJSON *t = cJSON_AddArrayToObject(j, "expert_tokens");
+    double mx = 0.0, sum = 0.0;
+    for (int e = 0; e < E; e++) {
+        if (t) cJSON_AddItemToArray(t, cJSON_CreateNumber(s->tokens[e]));
+        mx = s->tokens[e] > mx ? s->tokens[e] : mx;
+        sum += s->tokens[e];
+    }
+    cJSON_AddNumberToObject(j, "moe_imbalance", sum > 0 ? mx / (sum / E) : 0.0);
+    cJSON_AddNumberToObject(j, "moe_dropped", s->dropped);
+    cJSON_AddNumberToObject(j, "moe_dropped_frac",
+                            s->assignments > 0 ? s->dropped / s->assignments : 0.0);
+}
+
 static cJSON *step_line_(const mpt_step_info *info) {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddNumberToObject(j, "step", (double)info->step);
@@ -148,6 +184,7 @@ static cJSON *step_line_(const mpt_step_info *info) {
         cJSON_AddNumberToObject(j, "val_loss", info->val_loss);
         cJSON_AddNumberToObject(j, "val_ppl", exp(info->val_loss));
     }
+    if (info->moe) moe_line_(j, info->moe, info->experts);
     return j;
 }
 
@@ -253,12 +290,15 @@ static mpt_status step_(mpt_run *r, const mpt_adamw *opt, long step, double *los
         nanosleep(&ts, NULL);
     }
     mpt_dp_begin_step(&r->dp);
+    memset(&r->model.moe, 0, sizeof r->model.moe);
+    if (r->ep.comm) mpt_ep_grads_zero(&r->ep);
     st = mpt_pp_step(&r->pp, batch_, r, r->inputs, r->targets, r->Bm, r->Tl, dloss, &loss_sum,
                      err);
     busy[0] = r->pp.busy;
     busy[1] = r->pp.wall;
     if (st || (st = mpt_dp_finish_grads(&r->dp, err))) return st;
     if (poison && !o->nan_grad) loss_sum = NAN;
+    if (r->ep.comm && (st = mpt_ep_grads_finish(&r->ep, err))) return st; /* experts over edp */
     /* the last stage has the loss; tp ranks hold the same one; replicas and cp ranks (their
      * tokens) add theirs */
     mpt_comm *ppc = &r->groups.dim[MPT_DIM_PP], *dpc = &r->groups.dim[MPT_DIM_DP];
@@ -266,10 +306,19 @@ static mpt_status step_(mpt_run *r, const mpt_adamw *opt, long step, double *los
     if (ppc->size > 1 && (st = mpt_allreduce_sum_f64(ppc, &loss_sum, 1, err))) return st;
     if (dpc->size > 1 && (st = mpt_allreduce_sum_f64(dpc, &loss_sum, 1, err))) return st;
     if (cpc->size > 1 && (st = mpt_allreduce_sum_f64(cpc, &loss_sum, 1, err))) return st;
+    if (r->cfg.experts > 0) { /* MoE statistics: every stage's blocks, every replica's tokens */
+        r->moe = r->model.moe;
+        size_t n = 4 + (size_t)r->cfg.experts; /* aux, z, dropped, assignments, tokens[E] */
+        if (ppc->size > 1 && (st = mpt_allreduce_sum_f64(ppc, &r->moe.aux_loss, n, err))) return st;
+        if (dpc->size > 1 && (st = mpt_allreduce_sum_f64(dpc, &r->moe.aux_loss, n, err))) return st;
+        if (cpc->size > 1 && (st = mpt_allreduce_sum_f64(cpc, &r->moe.aux_loss, n, err))) return st;
+    }
     *loss = loss_sum / ((double)B * T);
     if (o->dump_path && step == 0 && (st = mpt_run_dump(r, r->logits_copy, err))) return st;
     double t0 = mpt_comm_clock();
     if ((st = mpt_dp_grad_norm(&r->dp, norm, err))) return st;
+    if (r->ep.comm && (st = mpt_ep_fix_norm(&r->ep, &r->groups.dim[MPT_DIM_TP], ppc, norm, err)))
+        return st;
     *lr = mpt_adamw_lr(opt, step);
     /* the loss and the norm are sums over the ranks that hold parts of them; the verdict is
      * agreed over every rank anyway (one small all-reduce), so all take the same branch even
@@ -429,7 +478,9 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
                               .bubble = o->pp > 1 && busy[1] > 0 ? 1.0 - busy[0] / (o->pp * busy[1]) : -1.0,
                               .bubble_sim = bubble_sim, .val_loss = -1.0,
                               .cpu_share = cpu_share_(cpu, dt, world->size, o->threads),
-                              .skipped = skipped};
+                              .skipped = skipped,
+                              .moe = r.cfg.experts > 0 ? &r.moe : NULL,
+                              .experts = r.cfg.experts};
         int last = step + 1 == o->steps;
         if (o->eval_every > 0 && (last || (step + 1) % o->eval_every == 0)) {
             if ((st = mpt_comm_agree(world, eval_(&r, &info.val_loss, err), err))) goto done;

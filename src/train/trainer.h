@@ -68,6 +68,7 @@ typedef struct mpt_train_opts {
     int sp;                  /* sequence parallelism over the tp ranks */
     int pp;                  /* pipeline stages (dp * tp * pp * cp = world size) */
     int cp;                  /* context-parallel ranks: each holds T/cp positions (zigzag) */
+    int ep;                  /* expert-parallel ranks, inside dp (parallel/ep.h); 0 or 1: none */
     const char *schedule;    /* pipeline schedule: naive | gpipe | 1f1b (default 1f1b) */
     const char *partition;   /* uniform | auto | L0,L1,... (default uniform) */
     int recompute;           /* mpt_recompute: none, selective, full */
@@ -102,6 +103,9 @@ typedef struct mpt_step_info {
     int skipped;             /* --on-nan skip: the loss (1) or else the gradient norm (2) was not
                               * finite on some rank and the update was skipped (parameters and
                               * AdamW state unchanged); 0: a normal step */
+    const struct mpt_moe_stats *moe; /* MoE models: the step's routing statistics, summed over
+                              * the global batch (model/moe.h); else NULL */
+    int experts;             /* E of the MoE blocks */
 } mpt_step_info;
 
 typedef struct mpt_train_result {

@@ -238,6 +238,11 @@ static mpt_status gather_rows_(stage_ *s, int kind, size_t fi, size_t r0, size_t
     mpt_comm *dpc = r->dp.comm;
     int holder = holder_stage_(r, ft), tp = r->o->tp;
     int me_t = r->place.coords.c[MPT_DIM_TP], me_d = r->dp.r;
+    /* an expert lives on the dp ranks of its ep rank (ep > 1, zero 0): the first of them,
+     * dp rank ep_rank, sends it (parallel/ep.h) */
+    int ep = r->place.layout.size[MPT_DIM_EP], hold_d = 0;
+    if (ft->expert >= 0 && ep > 1 && !r->model.ep_full)
+        hold_d = ft->expert / (r->cfg.experts / ep);
     int me_p = r->place.coords.c[MPT_DIM_PP];
     mpt_status st = MPT_OK;
     if (me_p == holder && s->local[fi] >= 0 && (me_t == 0 || ft->split != MPT_SPLIT_NONE)) {
@@ -262,7 +267,7 @@ static mpt_status gather_rows_(stage_ *s, int kind, size_t fi, size_t r0, size_t
             }
             block = s->in;
         }
-        if (!st && x1 > x0 && me_d == 0) {
+        if (!st && x1 > x0 && me_d == hold_d) {
             if (r->rank0) {
                 if (block != s->in) memcpy(s->in, block, (x1 - x0) * sizeof *block);
             } else {
@@ -283,6 +288,7 @@ static mpt_status gather_rows_(stage_ *s, int kind, size_t fi, size_t r0, size_t
         mpt_coords c = {{0}};
         c.c[MPT_DIM_TP] = t;
         c.c[MPT_DIM_PP] = holder;
+        c.c[MPT_DIM_DP] = hold_d;
         int src = mpt_mesh_rank(&r->place.layout, &c);
         if (src != 0 && (st = mpt_recv(r->world, s->in + off, n, src, TAG_, err))) break;
         for (size_t k = a * lrow; k < b * lrow; k++) {

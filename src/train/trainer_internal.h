@@ -8,6 +8,7 @@
 #include "model/params.h"
 #include "parallel/cp.h"
 #include "parallel/dp.h"
+#include "parallel/ep.h"
 #include "parallel/groups.h"
 #include "parallel/placement.h"
 #include "parallel/pp.h"
@@ -29,12 +30,15 @@ typedef struct mpt_run {
     mpt_comm embed;           /* first + last pipeline stage (tied wte), when pp > 1 */
     mpt_comm dpcp;            /* cp > 1: the dp x cp group gradients are reduced over */
     mpt_cp cp;                /* cp > 1: the ring attention's context and buffers */
+    mpt_ep ep;                /* ep > 1: dispatch counts and expert gradients (comm NULL else) */
+    mpt_comm edp;             /* ep > 1: the dp ranks holding the same experts */
     int stage_count[64];      /* the partition: blocks of every pipeline stage */
     mpt_pp_kind kind;
     int z3_whole;             /* ZeRO-3 gathers every unit once per step (--zero3-gather step) */
     mpt_param_table full;     /* the whole-tensor table checkpoints use */
     mpt_arena arena;
     mpt_gpt model;
+    mpt_moe_stats moe;       /* the last step's MoE statistics, summed over the ranks */
     mpt_dp dp;
     mpt_pp pp;                /* the pipeline executor (one stage when pp == 1) */
     int32_t *inputs, *targets;/* (Bm, T), kind workspace */

@@ -32,6 +32,7 @@ static mpt_status validate_numbers_(const mpt_train_opts *o, mpt_error *err) {
         {"tp", o->tp, 1, MPT_MAX_PARALLEL},
         {"pp", o->pp, 1, MPT_MAX_PP},
         {"cp", o->cp, 1, MPT_MAX_PARALLEL},
+        {"ep", o->ep, 0, MPT_MAX_PARALLEL},
         {"zero", o->zero, 0, 3},
         {"save-every", o->save_every, 0, MPT_MAX_STEPS},
         {"keep", o->keep, 0, MPT_MAX_STEPS},
@@ -84,7 +85,20 @@ static mpt_status validate_layout_(mpt_run *r, mpt_error *err) {
     const mpt_config *cfg = &r->cfg;
     int T = r->T;
     /* where this rank sits: the one placement the rest of the run reads */
-    mpt_layout lay = mpt_layout_make(o->tp, o->cp, o->dp, o->pp, 1);
+    int ep = o->ep > 1 ? o->ep : 1;
+    if (ep > 1 && cfg->experts == 0)
+        return mpt_fail(err, MPT_ERR_INPUT, "--ep %d splits the experts of MoE blocks: it needs "
+                        "--experts E (a multiple of %d)", ep, ep);
+    if (ep > 1 && cfg->experts % ep != 0)
+        return mpt_fail(err, MPT_ERR_INPUT, "--ep %d must divide --experts %d: each expert-"
+                        "parallel rank holds experts/ep of them", ep, cfg->experts);
+    if (ep > 1 && o->cp > 1)
+        return mpt_fail(err, MPT_ERR_INPUT, "--ep with --cp is not supported yet: expert "
+                        "parallelism splits the data-parallel ranks only (use --cp 1)");
+    if (cfg->experts > 0 && o->sp)
+        return mpt_fail(err, MPT_ERR_INPUT, "--experts with --sp is not supported: the MoE "
+                        "blocks need every token row on each tensor-parallel rank (drop --sp)");
+    mpt_layout lay = mpt_layout_make(o->tp, o->cp, o->dp, o->pp, ep);
     mpt_status st = mpt_placement_init(&r->place, &lay, r->world->size, r->world->rank, err);
     if (st) return st;
     if (cfg->n_head % o->tp != 0 || cfg->ffn % o->tp != 0)
@@ -279,8 +293,16 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
         mpt_cp_ops(&ops, &r->cp);
         dp = &r->dpcp;
     }
+    if (r->place.layout.size[MPT_DIM_EP] > 1) { /* experts split over ep (parallel/ep.h) */
+        if ((st = mpt_ep_init(&r->ep, &r->groups.dim[MPT_DIM_EP], r->cfg.experts, err)) ||
+            (st = mpt_comm_split(dp, r->place.coords.c[MPT_DIM_EP], r->place.coords.c[MPT_DIM_DP],
+                                 "edp", &r->edp, err)))
+            return st;
+        mpt_ep_ops(&ops, &r->ep);
+    }
     mpt_gpt_place place = mpt_placement_gpt(&r->place, &ops, o->sp, o->recompute);
     place.threads = o->threads; /* the attention workspace, as the plan sized it */
+    place.ep_full = o->zero > 0; /* ZeRO shards every expert over dp (parallel/ep.h) */
     mpt_dp_opts dopt;
     mpt_dp_opts_defaults(&dopt);
     dopt.zero = o->zero;
@@ -297,6 +319,9 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
         return st;
     if (dopt.pre_reduce) dopt.held = mpt_tied_tensor(&r->model.pt);
     if ((st = mpt_dp_init(&r->dp, &r->model, dp, tp, pp, &dopt, &r->arena, err))) return st;
+    if (r->ep.comm && !r->model.ep_full &&
+        (st = mpt_ep_grads_init(&r->ep, &r->model, &r->edp, &r->arena, err)))
+        return st;
     if ((st = mpt_pp_init(&r->pp, pp, r->kind, o->microbatches, &r->model, &r->dp, err)))
         return st;
     r->batch_n = (size_t)r->Bm * r->Tl;
@@ -312,6 +337,8 @@ void mpt_run_free(mpt_run *r) {
     mpt_buflist_free(&r->token_bufs);
     mpt_pp_free(&r->pp);
     mpt_dp_free(&r->dp);
+    mpt_ep_free(&r->ep);
+    mpt_comm_free(&r->edp);
     mpt_gpt_free(&r->model);
     mpt_cp_free(&r->cp);
     mpt_comm_free(&r->dpcp);

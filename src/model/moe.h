@@ -1,0 +1,85 @@
+/* moe.h — the Mixture-of-Experts MLP of one block (CONTRACT §2): router, top-K gating,
+ * capacity, expert GEMMs over contiguous token runs, weighted combine, load-balancing and
+ * z-losses, and the full backward. model/gpt_pass.c calls it in place of the dense MLP of an
+ * MoE block; every tp rank of the block runs it whole (experts are not split over tp).
+ *
+ * Math, for the N token rows x (N, D) of a micro-batch (ln_2's output):
+ *   z = x Wr                        router logits (N, E), Wr = mlp.router.weight [D, E]
+ *   p = softmax(z)                  full router probabilities (for the aux loss)
+ *   top-K of z per token (ties: the lower expert index), gates g = softmax of the K chosen
+ *   logits (they sum to 1)
+ *   capacity c > 0: expert e takes at most cap = ceil(c*N*K/E) assignments, those of the
+ *   highest gate weight (ties: the earlier token); a dropped assignment adds nothing (the
+ *   token keeps its residual). c = 0: nothing is dropped.
+ *   y_t = sum over t's kept assignments (e, g) of g * expert_e(x_t),
+ *   expert_e(x) = c_proj_e(gelu_tanh(c_fc_e(x)))
+ *   aux = aux_coef * E * sum_e f_e P_e, f_e = (assignments routed to e, before capacity) / (N*K),
+ *         P_e = mean over the N tokens of p_e   (Switch Transformer form; f carries no gradient)
+ *   zl  = z_coef * mean over tokens of logsumexp(z)^2
+ * aux and zl are computed per micro-batch (as Megatron does) and enter the training loss with
+ * the micro-batch's weight N * dloss (dloss = 1 / tokens of the global batch), so that one
+ * micro-batch per step adds exactly aux + zl.
+ *
+ * Expert parallelism (ep > 1): this rank holds experts [ep_rank*El, (ep_rank+1)*El), El = E/ep.
+ * The assignments kept are laid out sorted by expert (then token) as the S "sent" rows; the
+ * table's expert_dispatch (parallel/ep.c) moves each to the rank of its expert, which sorts the
+ * R rows it receives by local expert into contiguous runs, runs its experts on them and sends
+ * the outputs back with expert_combine (original order). With ep == 1 dispatch and combine are
+ * local copies. Every ep rank calls forward and backward together (each calls the collectives
+ * once per call, with zero rows if it has none).
+ *
+ * Buffers: per MoE block and micro-batch mpt_moe_act_elems floats of saved activations, and
+ * mpt_moe_work_elems floats of scratch shared by every block; both in the arena (model/gpt.c
+ * sizes them, so the memory plan counts them). Integer fields live in those float buffers as
+ * int32 (same size). R is bounded by mpt_moe_max_rows: ep*N*K dropless (every source rank's
+ * N*K assignments could pick this rank's experts), or with capacity at most cap per expert and
+ * source rank, ep*El*cap; forward checks the bound. */
+#ifndef MPT_MOE_H
+#define MPT_MOE_H
+
+#include <stddef.h>
+
+#include "core/status.h"
+#include "model/config.h"
+#include "model/parops.h"
+
+/* What a step's MoE blocks did, summed over blocks and micro-batches on this rank. */
+typedef struct mpt_moe_stats {
+    double aux_loss;      /* sum of N*dloss*aux over blocks and micro-batches */
+    double z_loss;        /* the same for the z-loss */
+    double dropped;       /* assignments dropped at capacity */
+    double assignments;   /* assignments routed (N*K per block and micro-batch) */
+    double tokens[MPT_MAX_EXPERTS]; /* assignments routed to each expert (before capacity) */
+} mpt_moe_stats;
+
+/* One MoE block on this rank. w and g are the tensor pointer tables at the block's router:
+ * w[0] = router [D, E]; local expert j's c_fc.weight, .bias, c_proj.weight, .bias at
+ * w[1 + 4j + 0..3] (model/params.h lays them out so). g the same for gradients (training). */
+typedef struct mpt_moe_block {
+    const mpt_config *cfg;
+    const mpt_par_ops *ops; /* expert_dispatch / _combine used when ep > 1 */
+    int ep, ep_rank;
+    float *const *w;
+    float *const *g;
+} mpt_moe_block;
+
+/* Rows this rank's experts may receive for N local tokens (see above). 0 on overflow. */
+size_t mpt_moe_max_rows(const mpt_config *c, size_t N, int ep);
+/* Floats of saved activations one MoE block needs for N tokens; 0 on overflow. */
+size_t mpt_moe_act_elems(const mpt_config *c, size_t N, int ep);
+/* Floats of scratch (forward only when !training); 0 on overflow. */
+size_t mpt_moe_work_elems(const mpt_config *c, size_t N, int ep, int training);
+
+/* out (N, D) = the MoE MLP of x (N, D) (overwritten); act (mpt_moe_act_elems) keeps what
+ * backward needs; work is scratch. weight = N * dloss, the weight of this micro-batch's aux and
+ * z-losses in the training loss; stats (may be NULL) gets them added. */
+mpt_status mpt_moe_forward(const mpt_moe_block *b, float *out, const float *x, size_t N,
+                           float *act, float *work, float weight, mpt_moe_stats *stats,
+                           mpt_error *err);
+/* dx (N, D) += the gradient of the loss w.r.t. x, from dy (N, D) the gradient of out; the
+ * router's and this rank's experts' gradients are accumulated (+=) into b->g, the router's
+ * including the aux and z-loss terms (weight as in forward). act as forward left it. */
+mpt_status mpt_moe_backward(const mpt_moe_block *b, float *dx, const float *dy, const float *x,
+                            size_t N, float *act, float *work, float weight, mpt_error *err);
+
+#endif

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Mixture-of-Experts and expert parallelism (model/moe.h, parallel/ep.h): every expert-parallel
+# layout trains like one rank with the same micro-batches (5 steps' losses, the logged aux loss
+# and the final weights within 1e-5 relative, dropless), the memory plan equals the measured
+# peak with E/ep experts per rank (ZeRO 1-3: every expert, sharded over dp), a checkpoint saved
+# under one ep resumes under another, and
+# layouts that do not compose yet end with exit 2 on every rank.
+# The aux loss is per micro-batch (Megatron's convention), so the one-rank reference runs the
+# replicas' micro-batches in order: dp d with m micro-batches = one rank with d*m.
+set -uo pipefail
+source "$(dirname "$0")/lib.sh"
+BIN=$(cd "$(dirname "$BIN")" && pwd)/mptrain   # refused runs in directories of their own
+MODEL=(--model tiny --layers 3 --d-model 32 --heads 2 --seq-len 16 --batch 8 --steps 5
+       --threads 1 --quiet --lr 3e-3 --experts 4 --top-k 2 --moe-every 2
+       --lr-schedule constant)
+
+# dispatch and combine alone (tests/mpi_ep.c): exact rows, order and local experts, with ranks
+# that send or receive nothing
+for np in 2 3; do
+  if timeout -k 5 60 "${MPIRUN[@]}" -np $np "$(dirname "$BIN")/tests/mpi_ep" >"$TMP/mpi_ep" 2>&1; then
+    ok "$(tail -1 "$TMP/mpi_ep")"
+  else
+    bad "mpi_ep on $np ranks: $(tail -5 "$TMP/mpi_ep")"
+  fi
+done
+
+for m in 2 4 8; do
+  "$BIN" train "${MODEL[@]}" --microbatches $m --log "$TMP/ref$m.jsonl" --save "$TMP/ref$m" \
+    || bad "single-rank reference (m=$m)"
+done
+
+# name np reference-microbatches options...
+layout() {
+  local name=$1 np=$2 m=$3; shift 3
+  if ! timeout -k 5 300 "${MPIRUN[@]}" -np "$np" "$BIN" train "${MODEL[@]}" "$@" \
+       --log "$TMP/$name.jsonl" --save "$TMP/$name" >"$TMP/$name.out" 2>&1; then
+    bad "$name: run failed: $(tail -3 "$TMP/$name.out")"; return
+  fi
+  if "${CMP[@]}" "$TMP/$name.jsonl" "$TMP/$name/latest/model.safetensors" \
+       "$TMP/ref$m.jsonl" "$TMP/ref$m/latest/model.safetensors" --rtol 1e-5 >"$TMP/cmp" 2>&1; then
+    ok "$name = one rank: $(tr '\n' ' ' < "$TMP/cmp")"
+  else
+    bad "$name differs from one rank: $(tr '\n' ' ' < "$TMP/cmp")"
+  fi
+  # the aux loss, the expert loads and the plan = peak per memory kind
+  if /usr/bin/python3 - "$TMP/$name.jsonl" "$TMP/ref$m.jsonl" >"$TMP/aux" 2>&1 <<'PY'
+import json, sys
+a = [json.loads(l) for l in open(sys.argv[1])]
+b = [json.loads(l) for l in open(sys.argv[2])]
+msgs, worst = [], 0.0
+for x, y in zip(a[1:-1], b[1:-1]):
+    r = abs(x["aux_loss"] - y["aux_loss"]) / abs(y["aux_loss"])
+    worst = max(worst, r)
+    if r > 1e-5: msgs.append(f"step {x['step']}: aux_loss {x['aux_loss']} vs {y['aux_loss']}")
+    if x["expert_tokens"] != y["expert_tokens"]:
+        msgs.append(f"step {x['step']}: expert_tokens {x['expert_tokens']} vs {y['expert_tokens']}")
+plan, peak = a[0]["memory_plan_bytes"], a[-1]["peak_mem_by_kind"]
+for k in ("params", "grads", "optimizer", "activations", "workspace"):
+    if plan[k] != peak[k]: msgs.append(f"{k}: plan {plan[k]} != measured peak {peak[k]}")
+print(f"aux_loss max rel diff {worst:.2e}, expert loads equal; params {plan['params']} bytes "
+      f"per rank, plan = peak", *msgs)
+sys.exit(1 if msgs else 0)
+PY
+  then ok "$name: $(cat "$TMP/aux")"; else bad "$name: $(cat "$TMP/aux")"; fi
+}
+
+layout ep2 2 2 --dp 2 --ep 2
+layout ep4 4 4 --dp 4 --ep 4
+layout dp4-ep2 4 4 --dp 4 --ep 2
+layout ep2-m2 2 4 --dp 2 --ep 2 --microbatches 2
+layout ep2-pp2 4 4 --dp 2 --ep 2 --pp 2 --microbatches 2
+layout ep2-tp2 4 2 --dp 2 --ep 2 --tp 2
+layout ep2-recompute 2 2 --dp 2 --ep 2 --recompute full
+layout ep2-zero1 2 2 --dp 2 --ep 2 --zero 1
+layout ep2-zero3 2 2 --dp 2 --ep 2 --zero 3
+layout dp4-ep2-zero2 4 4 --dp 4 --ep 2 --zero 2
+
+# each rank holds E/ep experts: at dp 4 (units padded to 64 elements), ep 2 holds two experts
+# of each of the 2 MoE blocks (0 and 2), ep 4 one
+/usr/bin/python3 - "$TMP/dp4-ep2.jsonl" "$TMP/ep4.jsonl" >"$TMP/p" 2>&1 <<'PY'
+import json, sys
+p2, p4 = (json.loads(open(f).readline())["memory_plan_bytes"]["param_elements"] for f in sys.argv[1:3])
+D, F, E = 32, 128, 4
+expert = D * F + F + F * D + D
+dense = 2 * D + D * 3 * D + 3 * D + D * D + D + 2 * D + D * E   # ln_1, attn, ln_2, router
+unit = lambda El: -(-(dense + El * expert) // 64) * 64
+want = 2 * (unit(2) - unit(1))
+print(f"param elements per rank: ep2 {p2}, ep4 {p4}: ep4 holds {p2 - p4} fewer ({want} expected)")
+sys.exit(0 if p2 - p4 == want else 1)
+PY
+if [ $? = 0 ]; then ok "experts per rank: $(cat "$TMP/p")"; else bad "experts per rank: $(cat "$TMP/p")"; fi
+
+# a checkpoint of ep 2 resumes under ep 4, under ep 1 on two ranks and on one rank, each with
+# the same micro-batches as the run that saved it, and steps 4-5 match the uninterrupted run
+resume() {   # name np cut ref options...
+  local name=$1 np=$2 cut=$3 ref=$4; shift 4
+  if ! timeout -k 5 300 "${MPIRUN[@]}" -np "$np" "$BIN" train "${MODEL[@]}" "$@" \
+       --resume "$TMP/$cut" --log "$TMP/$name.jsonl" >"$TMP/$name.out" 2>&1; then
+    bad "$name: $(tail -3 "$TMP/$name.out")"; return
+  fi
+  /usr/bin/python3 - "$TMP/$name.jsonl" "$TMP/$ref.jsonl" >"$TMP/r" 2>&1 <<'PY'
+import json, sys
+a = {j["step"]: j for j in map(json.loads, open(sys.argv[1])) if "step" in j}
+b = {j["step"]: j for j in map(json.loads, open(sys.argv[2])) if "step" in j}
+worst = max(abs(a[s]["loss"] - b[s]["loss"]) / b[s]["loss"] for s in a)
+print(f"steps {sorted(a)}: loss max rel diff {worst:.2e} from the uninterrupted run")
+sys.exit(0 if sorted(a) == [4, 5] and worst < 1e-5 else 1)
+PY
+  if [ $? = 0 ]; then ok "$name: $(cat "$TMP/r")"; else bad "$name: $(cat "$TMP/r")"; fi
+}
+for m in 1 2; do
+  "${MPIRUN[@]}" -np 2 "$BIN" train "${MODEL[@]}" --dp 2 --ep 2 --microbatches $m --steps 3 \
+    --save "$TMP/cut$m" >"$TMP/cut.out" 2>&1 || bad "ep2 m$m 3 steps: $(tail -3 "$TMP/cut.out")"
+done
+resume "resume ep2 -> ep4" 4 cut2 ref4 --dp 4 --ep 4
+resume "resume ep2 -> dp2 ep1" 2 cut1 ref2 --dp 2
+resume "resume ep2 -> one rank" 1 cut1 ref2 --microbatches 2
+
+# layouts that do not compose yet, refused up front on every rank
+refused "ep with cp" 4 "--ep with --cp" -- "${MPIRUN[@]}" -np 4 "$BIN" train "${MODEL[@]}" --dp 2 --ep 2 --cp 2
+refused "experts with sp" 2 "--experts with --sp" -- "${MPIRUN[@]}" -np 2 "$BIN" train "${MODEL[@]}" --tp 2 --sp
+finish
