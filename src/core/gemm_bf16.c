@@ -30,9 +30,10 @@ static inline uint32_t rne_bits_(uint32_t u) {
 }
 
 /* The loops move bit patterns with memcpy (no type punning); they vectorise to AVX2 integer
- * ops. */
-void mpt_bf16_encode(mpt_bf16 *dst, const float *src, size_t n) {
-#pragma omp parallel for simd schedule(static) if (n >= PAR_MIN_)
+ * ops. Short spans stay on the calling thread: entering an OpenMP region, even a one-thread
+ * one, costs more than rounding a row. */
+static void encode_span_(mpt_bf16 *dst, const float *src, size_t n) {
+#pragma omp simd
     for (size_t i = 0; i < n; i++) {
         uint32_t u;
         memcpy(&u, src + i, sizeof u);
@@ -40,21 +41,60 @@ void mpt_bf16_encode(mpt_bf16 *dst, const float *src, size_t n) {
     }
 }
 
-void mpt_bf16_decode(float *dst, const mpt_bf16 *src, size_t n) {
-#pragma omp parallel for simd schedule(static) if (n >= PAR_MIN_)
+static void decode_span_(float *dst, const mpt_bf16 *src, size_t n) {
+#pragma omp simd
     for (size_t i = 0; i < n; i++) {
         uint32_t u = (uint32_t)src[i] << 16;
         memcpy(dst + i, &u, sizeof u);
     }
 }
 
-void mpt_bf16_round(float *dst, const float *src, size_t n) {
-#pragma omp parallel for simd schedule(static) if (n >= PAR_MIN_)
+static void round_span_(float *dst, const float *src, size_t n) {
+#pragma omp simd
     for (size_t i = 0; i < n; i++) {
         uint32_t u;
         memcpy(&u, src + i, sizeof u);
         u = rne_bits_(u) << 16;
         memcpy(dst + i, &u, sizeof u);
+    }
+}
+
+/* Spans of PAR_MIN_ values, over the threads. */
+#define SPANS_(n) (((n) + PAR_MIN_ - 1) / PAR_MIN_)
+
+void mpt_bf16_encode(mpt_bf16 *dst, const float *src, size_t n) {
+    if (n < 2 * PAR_MIN_) {
+        encode_span_(dst, src, n);
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (size_t s = 0; s < SPANS_(n); s++) {
+        size_t i = s * PAR_MIN_;
+        encode_span_(dst + i, src + i, n - i < PAR_MIN_ ? n - i : PAR_MIN_);
+    }
+}
+
+void mpt_bf16_decode(float *dst, const mpt_bf16 *src, size_t n) {
+    if (n < 2 * PAR_MIN_) {
+        decode_span_(dst, src, n);
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (size_t s = 0; s < SPANS_(n); s++) {
+        size_t i = s * PAR_MIN_;
+        decode_span_(dst + i, src + i, n - i < PAR_MIN_ ? n - i : PAR_MIN_);
+    }
+}
+
+void mpt_bf16_round(float *dst, const float *src, size_t n) {
+    if (n < 2 * PAR_MIN_) {
+        round_span_(dst, src, n);
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (size_t s = 0; s < SPANS_(n); s++) {
+        size_t i = s * PAR_MIN_;
+        round_span_(dst + i, src + i, n - i < PAR_MIN_ ? n - i : PAR_MIN_);
     }
 }
 
@@ -104,14 +144,22 @@ size_t mpt_gemm_bf16_workspace(size_t max_rows, size_t max_cols) {
 
 /* dst(r, kt) = bf16 rounding of the columns k0..k0+kt of src(r, ld) (row-major). */
 static void round_cols_(float *dst, const float *src, size_t ld, size_t r, size_t k0, size_t kt) {
-#pragma omp parallel for schedule(static) if (r * kt >= PAR_MIN_)
-    for (size_t i = 0; i < r; i++) mpt_bf16_round(dst + i * kt, src + i * ld + k0, kt);
+    if (r * kt < 2 * PAR_MIN_) {
+        for (size_t i = 0; i < r; i++) round_span_(dst + i * kt, src + i * ld + k0, kt);
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < r; i++) round_span_(dst + i * kt, src + i * ld + k0, kt);
 }
 
 /* dst(kt, c) = bf16 rounding of the rows k0..k0+kt of src(., ld), c columns each. */
 static void round_rows_(float *dst, const float *src, size_t ld, size_t c, size_t k0, size_t kt) {
-#pragma omp parallel for schedule(static) if (c * kt >= PAR_MIN_)
-    for (size_t k = 0; k < kt; k++) mpt_bf16_round(dst + k * c, src + (k0 + k) * ld, c);
+    if (c * kt < 2 * PAR_MIN_) {
+        for (size_t k = 0; k < kt; k++) round_span_(dst + k * c, src + (k0 + k) * ld, c);
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (size_t k = 0; k < kt; k++) round_span_(dst + k * c, src + (k0 + k) * ld, c);
 }
 
 void mpt_gemm_bf16(mpt_sgemm_fn sgemm, char ta, char tb, size_t M, size_t N, size_t K,

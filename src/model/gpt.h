@@ -92,6 +92,7 @@ typedef struct mpt_gpt_place {
     int cp, cp_rank;     /* context parallelism (0 or 1: the whole sequence here): this rank
                           * holds T/cp positions per sequence, zigzag chunks cp_rank and
                           * 2cp-1-cp_rank of 2cp; attention goes through ops->ring_attention_* */
+    int bf16;            /* bf16 GEMMs (--dtype bf16): sizes their scratch, MPT_WORK_BF16 */
 } mpt_gpt_place;
 
 /* Backward scratch (workspace category). */
@@ -107,6 +108,8 @@ typedef enum mpt_work_slot {
     MPT_WORK_CE,    /* (3N) tp > 1: row max, sum of exponentials, target logit */
     MPT_WORK_GATHER,/* (N, D) sp: a LayerNorm output or gradient all-gathered over tp */
     MPT_WORK_LNGRAD,/* (4D) sp: this rank's part of a block's LayerNorm gradients */
+    MPT_WORK_BF16,  /* place->bf16: the bf16 GEMMs' rounded operand tiles, fp32 values
+                     * (core/gemm_bf16.h: mpt_gemm_bf16_workspace(N, widest operand)) */
     MPT_WORK_SLOTS
 } mpt_work_slot;
 
