@@ -110,6 +110,35 @@ w=$("${CMP[@]}" "$TMP/r32.jsonl" "$TMP/r32/latest/model.safetensors" "$TMP/ctail
 "$BIN" train "${COMMON[@]}" --dtype bf16 --resume "$TMP/f32/latest" --steps 7 --log "$TMP/r16.jsonl" >/dev/null 2>&1 \
   && [ "$(grep -c '"loss"' "$TMP/r16.jsonl")" -ge 2 ] && ok "fp32 checkpoint resumed in bf16" || bad "fp32 checkpoint resumed in bf16"
 
+# 6. memory: `plan --precision bf16` = the trainer's bf16 plan = the arena's peak, the resident
+#    high-water mark between the plan and plan x 1.05 + 48 MiB (t_memory.sh's allowance for the
+#    libraries; no collective message here is large), 16 bytes per parameter of fp32 state
+mem() { # mem NAME NP ARGS...
+  local name=$1 np=$2; shift 2
+  local launch=("$BIN"); [ "$np" -gt 1 ] && launch=("${MPIRUN[@]}" -np "$np" "$BIN")
+  "$BIN" plan --precision bf16 "$@" --json >"$TMP/$name.plan.json" 2>"$TMP/$name.plan.err" || { bad "$name plan: $(cat "$TMP/$name.plan.err")"; return; }
+  "${launch[@]}" train --dtype bf16 --steps 2 --quiet --log "$TMP/$name.jsonl" "$@" \
+    --data .cache/moby-dick.byte.bin >/dev/null 2>&1 || { bad "$name train"; return; }
+  /usr/bin/python3 - "$TMP/$name.plan.json" "$TMP/$name.jsonl" >"$TMP/mem" 2>&1 <<'PY' && ok "$name: $(cat "$TMP/mem")" || bad "$name: $(cat "$TMP/mem")"
+import json, sys
+plan = json.load(open(sys.argv[1]))["memory_bytes_per_rank"]["total"]
+lines = [json.loads(l) for l in open(sys.argv[2])]
+start, end = lines[0], lines[-1]
+P = start["memory_plan_bytes"]["param_elements"]
+state = sum(start["memory_plan_bytes"][k] for k in ("params", "grads", "optimizer"))
+msgs, good = [], True
+for i, r in enumerate(end["ranks"]):
+    tp, pk, rss = int(r["planned_mem_bytes"]), int(r["peak_mem_bytes"]), int(r["rss_peak_bytes"])
+    good &= tp == plan and pk == plan and plan <= rss <= plan * 1.05 + 48 * 2**20
+    msgs.append(f"rank {i} plan {plan} trainer {tp} arena peak {pk} VmHWM {rss}")
+print(", ".join(msgs), f"; fp32 state {state / P:.2f} bytes/param, workspace (with the bf16 GEMM scratch) {start['memory_plan_bytes']['workspace']} workspace bytes")
+sys.exit(0 if good else 1)
+PY
+}
+BIG=(--model tiny --layers 2 --d-model 256 --heads 4 --seq-len 64 --batch 4 --vocab 50257 --threads 1)
+mem big1 1 "${BIG[@]}"
+mem big_dp2z1 2 "${BIG[@]}" --dp 2 --zero 1
+
 # 5. bad values: exit 2
 refused "--dtype fp16" 1 "dtype fp16" -- "$BIN" train "${COMMON[@]}" --dtype fp16
 finish

@@ -11,7 +11,8 @@
  *     Layouts: the table's tp, pp and GPUs; micro-batch size 1; the 1f1b schedule. The cluster
  *     is the a100-80g preset (datasheet numbers, cluster.h), not fitted to these rows.
  *  4. The layout search on 4,096 GPUs finds layouts that fit, best first.
- *  5. Bad requests fail with MPT_ERR_INPUT (cp, bf16 memory, batch, tp, schedule).
+ *  5. Bad requests fail with MPT_ERR_INPUT (cp, batch, tp, schedule); bf16 memory is the fp32
+ *     plan plus the bf16 GEMMs' workspace.
  *  6. Activation memory is linear in T (the fused attention keeps a (B,H,T) log-sum-exp, no
  *     (B,H,T,T) buffer): GPT-2 124M, the same 8192 tokens per micro-batch, T 2048 needs at most
  *     1.15 x the activation bytes of T 1024 (the stored-probabilities kernel: 1.64); and the
@@ -194,10 +195,18 @@ static void bad_(void) {
     l.cp = 2;
     CHECK(mpt_plan_memory_eval(&j, &l, &m, &err) == MPT_ERR_INPUT, "cp 2 accepted");
     mpt_plan_layout_defaults(&l);
-    j.precision = MPT_PREC_BF16;
-    CHECK(mpt_plan_memory_eval(&j, &l, &m, &err) == MPT_ERR_INPUT &&
-              strstr(err.msg, "not modelled by the runtime"), "bf16 memory: %s", err.msg);
-    j.precision = MPT_PREC_FP32;
+    { /* bf16: the same tables; only the workspace grows (the bf16 GEMMs' operand scratch) */
+        mpt_plan_memory m32;
+        CHECK(mpt_plan_memory_eval(&j, &l, &m32, &err) == MPT_OK, "fp32 memory: %s", err.msg);
+        j.precision = MPT_PREC_BF16;
+        CHECK(mpt_plan_memory_eval(&j, &l, &m, &err) == MPT_OK, "bf16 memory: %s", err.msg);
+        int same = 1;
+        for (int k = 0; k < MPT_MEM_KINDS; k++)
+            if (k != MPT_MEM_WORKSPACE) same &= m.worst.bytes[k] == m32.worst.bytes[k];
+        CHECK(same && m.worst.bytes[MPT_MEM_WORKSPACE] > m32.worst.bytes[MPT_MEM_WORKSPACE],
+              "bf16 plan: state and activations as fp32, more workspace");
+        j.precision = MPT_PREC_FP32;
+    }
     l.dp = 3;
     CHECK(mpt_plan_memory_eval(&j, &l, &m, &err) == MPT_ERR_INPUT, "batch 8 on dp 3 accepted");
     l.dp = 1;

@@ -125,8 +125,14 @@ void plan_print_memory(const mpt_plan_job *job, const mpt_plan_layout *l,
            job->batch, job->seq_len > 0 ? job->seq_len : job->cfg.n_positions);
     printf("layout: %s (%ld ranks)%s\n", s, mpt_plan_layout_world(l),
            m->z3_whole ? ", ZeRO-3 gathers whole stages" : "");
-    printf("precision fp32: 4 bytes params + 4 grads + 8 AdamW = 16 bytes per parameter before "
-           "ZeRO\n\nmemory of the largest rank (pipeline stage %d):\n", m->worst_stage);
+    if (job->precision == MPT_PREC_BF16)
+        printf("precision bf16: fp32 params 4 + grads 4 + AdamW 8 = 16 bytes per parameter before "
+               "ZeRO (no bf16 weight copy: the GEMMs round fp32 tiles into a workspace scratch; "
+               "Megatron keeps one: 18)\n");
+    else
+        printf("precision fp32: 4 bytes params + 4 grads + 8 AdamW = 16 bytes per parameter "
+               "before ZeRO\n");
+    printf("\nmemory of the largest rank (pipeline stage %d):\n", m->worst_stage);
     for (int k = 0; k < MPT_MEM_KINDS; k++) {
         gb_(m->worst.bytes[k], b, sizeof b);
         printf("  %-12s %12s  (%zu bytes)\n", mpt_mem_kind_name(k), b, m->worst.bytes[k]);

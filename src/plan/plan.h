@@ -15,10 +15,13 @@
  *   if (mpt_plan_memory_eval(&job, &lay, &mem, &err)) ... err.msg says what to change
  *   mem.worst.total: bytes of the largest rank; mem.sum_total: all ranks together.
  *
- * Precision: the runtime is fp32 throughout (4-byte parameters, 4-byte gradients, 8 bytes of
- * AdamW state = 16 bytes per parameter, before ZeRO divides them). bf16 mixed precision is not
- * modelled by the runtime's buffer tables yet, so its memory is refused with MPT_ERR_INPUT
- * rather than estimated by a second formula. Pure and thread-compatible. */
+ * Precision: the runtime keeps fp32 parameters, gradients and AdamW state in both precisions
+ * (4 + 4 + 8 = 16 bytes per parameter, before ZeRO divides them). bf16 (`train --dtype bf16`)
+ * adds only the bf16 GEMMs' operand scratch (workspace, model/gpt.h MPT_WORK_BF16): it rounds
+ * the fp32 weights tile by tile instead of keeping a 2-byte working copy, so it stays at 16
+ * bytes per parameter where Megatron's mixed precision takes 18 (2 bf16 weights + 4 fp32
+ * gradients + 4 master + 8 Adam), or 6 + 12/N with its distributed optimizer against ZeRO-1's
+ * 8 + 8/N here. Pure and thread-compatible. */
 #ifndef MPT_PLAN_H
 #define MPT_PLAN_H
 

@@ -182,7 +182,7 @@ static mpt_status stage_plan_(const mpt_plan_job *job, const mpt_plan_layout *l,
                            .sp = l->sp, .zero = l->zero, .act_sets = sets,
                            .recompute = l->recompute, .z3_whole = z3_whole,
                            .bucket_elems = (size_t)(job->bucket_mb * 1024 * 1024 / 4),
-                           .threads = threads};
+                           .threads = threads, .bf16 = job->precision == MPT_PREC_BF16};
     return mpt_memplan_rank(cfg, Bm, T, &lay, plan, err);
 }
 
@@ -192,10 +192,6 @@ mpt_status mpt_plan_memory_eval(const mpt_plan_job *job, const mpt_plan_layout *
     mpt_config cfg;
     mpt_status st = mpt_plan_check(job, l, &cfg, err);
     if (st) return st;
-    if (job->precision != MPT_PREC_FP32)
-        return mpt_fail(err, MPT_ERR_INPUT, "--precision bf16 is not modelled by the runtime yet "
-                        "(its buffer tables are fp32: 16 bytes per parameter with AdamW); plan "
-                        "with --precision fp32");
     if (l->pp > 1 && l->schedule != MPT_PP_NAIVE && l->schedule != MPT_PP_GPIPE &&
         l->schedule != MPT_PP_1F1B)
         return mpt_fail(err, MPT_ERR_INPUT, "--schedule %s: the runtime's memory plan covers "

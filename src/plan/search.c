@@ -26,10 +26,6 @@ mpt_status mpt_plan_search(const mpt_plan_job *job, const mpt_cluster *c, int gp
     memset(stats, 0, sizeof *stats);
     if (gpus < 1) return mpt_fail(err, MPT_ERR_INPUT, "--gpus %d must be >= 1", gpus);
     if (max_out < 1) return MPT_OK;
-    if (job->precision != MPT_PREC_FP32)
-        return mpt_fail(err, MPT_ERR_INPUT, "--precision bf16 is not modelled by the runtime's "
-                        "memory plan yet, so layouts cannot be checked for fit: search with "
-                        "--precision fp32, or simulate a bf16 layout with `mptrain simulate`");
     size_t limit = mem_limit ? mem_limit : c->mem_bytes;
     mpt_plan_job j = *job;
     j.mem_limit = limit;
