@@ -141,4 +141,5 @@ mem big_dp2z1 2 "${BIG[@]}" --dp 2 --zero 1
 
 # 5. bad values: exit 2
 refused "--dtype fp16" 1 "dtype fp16" -- "$BIN" train "${COMMON[@]}" --dtype fp16
+refused "--grad-reduce-dtype bf16 (not yet)" 2 "grad-reduce-dtype bf16" -- "${MPIRUN[@]}" -np 2 "$BIN" train "${COMMON[@]}" --dtype bf16 --dp 2 --grad-reduce-dtype bf16
 finish

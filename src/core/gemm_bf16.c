@@ -119,20 +119,20 @@ static int cpu_bf16_(int *amx) {
     return (int)((a >> 5) & 1u) || *amx;
 }
 
-mpt_bf16_path mpt_gemm_bf16_path(void) {
-    const char *force = getenv("MPT_BF16_GEMM");
+int mpt_cpu_has_bf16(void) {
     int amx;
-    if (force && strcmp(force, "fallback") == 0) return MPT_BF16_FALLBACK;
-    return cpu_bf16_(&amx) ? MPT_BF16_ONEDNN : MPT_BF16_FALLBACK;
+    return cpu_bf16_(&amx);
+}
+
+mpt_bf16_path mpt_gemm_bf16_path(void) {
+    return MPT_BF16_FALLBACK; /* the oneDNN bf16 matmul is not wired in yet (gemm_bf16.h) */
 }
 
 const char *mpt_gemm_bf16_describe(void) {
     int amx;
-    if (mpt_gemm_bf16_path() == MPT_BF16_FALLBACK)
-        return cpu_bf16_(&amx) ? "fp32 fallback (forced by MPT_BF16_GEMM)"
-                               : "fp32 fallback, this CPU has no bf16 instructions";
-    cpu_bf16_(&amx);
-    return amx ? "oneDNN amx_bf16" : "oneDNN avx512_bf16";
+    if (!cpu_bf16_(&amx)) return "fp32 fallback, this CPU has no bf16 instructions";
+    return amx ? "fp32 fallback; this CPU has amx_bf16, not used yet"
+               : "fp32 fallback; this CPU has avx512_bf16, not used yet";
 }
 
 /* ---- the fallback GEMM ----------------------------------------------------------------------- */

@@ -8,7 +8,8 @@
  * from the "measured fallback": each K-tile of the operands is rounded to bf16 values held in
  * fp32 (a scratch buffer, mpt_gemm_bf16_set_workspace) and multiplied by the fp32 GEMM. oneDNN
  * 2.6's bf16 matmul needs avx512_bf16 / amx_bf16; on AVX2 its primitive is unimplemented (not a
- * slow path), so the path is chosen from the CPU's flags (mpt_gemm_bf16_path).
+ * slow path). Today every CPU takes the fallback; a CPU with bf16 instructions is detected and
+ * said so (mpt_gemm_bf16_describe), the oneDNN path for it is the next step.
  *
  *   mpt_gemm_set_dtype(MPT_BF16);             // process-wide, before training
  *   mpt_gemm_bf16_set_workspace(ws, n);       // from the arena, n >= mpt_gemm_bf16_workspace(...)
@@ -40,14 +41,14 @@ mpt_dtype mpt_gemm_dtype(void);
 
 /* Where bf16 GEMMs run on this CPU. */
 typedef enum mpt_bf16_path {
-    MPT_BF16_FALLBACK, /* no bf16 instructions: rounded operands through the fp32 GEMM */
-    MPT_BF16_ONEDNN    /* the CPU has avx512_bf16 or amx_bf16 */
+    MPT_BF16_FALLBACK, /* rounded operands through the fp32 GEMM (every CPU today) */
+    MPT_BF16_ONEDNN    /* oneDNN's bf16 matmul on avx512_bf16 / amx_bf16: not built yet */
 } mpt_bf16_path;
-/* The path from the CPU's flags (CPUID); the environment variable MPT_BF16_GEMM=fallback
- * forces the fallback. */
 mpt_bf16_path mpt_gemm_bf16_path(void);
-/* One line for logs: "oneDNN avx512_bf16", "oneDNN amx_bf16" or
- * "fp32 fallback, this CPU has no bf16 instructions". Static string. */
+/* 1 when CPUID reports avx512_bf16 or amx_bf16. */
+int mpt_cpu_has_bf16(void);
+/* One line for logs and stdout: "fp32 fallback, this CPU has no bf16 instructions", or on a
+ * CPU with them "fp32 fallback; this CPU has avx512_bf16 (amx_bf16), not used yet". Static. */
 const char *mpt_gemm_bf16_describe(void);
 
 /* K-tile of the fallback: the scratch holds (rows of op(A) + columns of op(B)) x tile values. */
