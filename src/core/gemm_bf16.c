@@ -142,24 +142,29 @@ size_t mpt_gemm_bf16_workspace(size_t max_rows, size_t max_cols) {
     return (a > b ? a : b) * MPT_BF16_KTILE;
 }
 
-/* dst(r, kt) = bf16 rounding of the columns k0..k0+kt of src(r, ld) (row-major). */
-static void round_cols_(float *dst, const float *src, size_t ld, size_t r, size_t k0, size_t kt) {
-    if (r * kt < 2 * PAR_MIN_) {
-        for (size_t i = 0; i < r; i++) round_span_(dst + i * kt, src + i * ld + k0, kt);
-        return;
-    }
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < r; i++) round_span_(dst + i * kt, src + i * ld + k0, kt);
-}
+/* rows strided spans of len values: dst + r*dld = round(src + r*sld), r < rows */
+typedef struct spans_ {
+    float *dst;
+    const float *src;
+    size_t dld, sld, len, rows;
+} spans_;
 
-/* dst(kt, c) = bf16 rounding of the rows k0..k0+kt of src(., ld), c columns each. */
-static void round_rows_(float *dst, const float *src, size_t ld, size_t c, size_t k0, size_t kt) {
-    if (c * kt < 2 * PAR_MIN_) {
-        for (size_t k = 0; k < kt; k++) round_span_(dst + k * c, src + (k0 + k) * ld, c);
+/* Rounds both operands' tiles in one OpenMP region (a region costs more than a small tile). */
+static void round_tiles_(const spans_ *a, const spans_ *b) {
+    size_t n = a->rows + b->rows;
+    if ((a->rows * a->len + b->rows * b->len) < 2 * PAR_MIN_) {
+        for (size_t r = 0; r < a->rows; r++)
+            round_span_(a->dst + r * a->dld, a->src + r * a->sld, a->len);
+        for (size_t r = 0; r < b->rows; r++)
+            round_span_(b->dst + r * b->dld, b->src + r * b->sld, b->len);
         return;
     }
 #pragma omp parallel for schedule(static)
-    for (size_t k = 0; k < kt; k++) round_span_(dst + k * c, src + (k0 + k) * ld, c);
+    for (size_t i = 0; i < n; i++) {
+        const spans_ *s = i < a->rows ? a : b;
+        size_t r = i < a->rows ? i : i - a->rows;
+        round_span_(s->dst + r * s->dld, s->src + r * s->sld, s->len);
+    }
 }
 
 void mpt_gemm_bf16(mpt_sgemm_fn sgemm, char ta, char tb, size_t M, size_t N, size_t K,
@@ -188,22 +193,24 @@ void mpt_gemm_bf16(mpt_sgemm_fn sgemm, char ta, char tb, size_t M, size_t N, siz
     for (size_t k0 = 0; k0 < K; k0 += kt_max) {
         size_t kt = K - k0 < kt_max ? K - k0 : kt_max;
         size_t la, lb;
+        spans_ sa, sb;
         /* op(A) is (M, K): 'N' stores it (M, lda), 'T' stores its transpose (K, lda) */
         if (ta == 'N') {
-            round_cols_(As, A, lda, M, k0, kt);
+            sa = (spans_){As, A + k0, kt, lda, kt, M};
             la = kt;
         } else {
-            round_rows_(As, A, lda, M, k0, kt);
+            sa = (spans_){As, A + k0 * lda, M, lda, M, kt};
             la = M;
         }
         /* op(B) is (K, N): 'N' stores it (K, ldb), 'T' stores its transpose (N, ldb) */
         if (tb == 'N') {
-            round_rows_(Bs, B, ldb, N, k0, kt);
+            sb = (spans_){Bs, B + k0 * ldb, N, ldb, N, kt};
             lb = N;
         } else {
-            round_cols_(Bs, B, ldb, N, k0, kt);
+            sb = (spans_){Bs, B + k0, kt, ldb, kt, N};
             lb = kt;
         }
+        round_tiles_(&sa, &sb);
         sgemm(ta, tb, M, N, kt, alpha, As, la, Bs, lb, k0 == 0 ? beta : 1.0f, C, ldc);
     }
     free(own);
