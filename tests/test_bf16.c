@@ -217,7 +217,25 @@ static void test_layers_(void) {
     for (size_t i = 0; i < N; i++)
         for (size_t v = V; v < ldo; v++) badh += lo[i * ldo + v] != 0.0f;
     CHECK(badh == 0, "lmhead forward in bf16 mode: %zu elements differ", badh);
-    printf("matmul forward/backward and lmhead forward in bf16 mode: bit-exact on exact inputs\n");
+    /* backward from dout = those logits (rounded at the GEMM input like any operand) */
+    size_t badb = 0;
+    for (size_t i = 0; i < N; i++)
+        for (size_t k = 0; k < C; k++) {
+            double s = 0.0;
+            for (size_t v = 0; v < V; v++)
+                s += (double)mpt_bf16_round1(dy[i * ldo + v]) * mpt_bf16_round1(w[v * C + k]);
+            badb += (float)s != hx[i * C + k];
+        }
+    for (size_t v = 0; v < V; v++)
+        for (size_t k = 0; k < C; k++) {
+            double s = 0.0;
+            for (size_t i = 0; i < N; i++)
+                s += (double)mpt_bf16_round1(dy[i * ldo + v]) * mpt_bf16_round1(x[i * C + k]);
+            badb += (float)s != hw[v * C + k];
+        }
+    CHECK(badb == 0, "lmhead backward in bf16 mode: %zu elements differ", badb);
+    printf("matmul forward/backward and lmhead forward/backward in bf16 mode: bit-exact on exact "
+           "inputs\n");
     free(x); free(w); free(b); free(y); free(dy); free(dx); free(dw); free(db);
     free(lo); free(hx); free(hw);
 }
