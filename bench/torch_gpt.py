@@ -133,6 +133,9 @@ def main():
     ap.add_argument("--attention", default="baddbmm", choices=["baddbmm", "masked", "sdpa"])
     ap.add_argument("--foreach", type=int, default=0, help="multi-tensor AdamW (1) or not (0)")
     ap.add_argument("--log", default="-", help="JSON Lines output (default stdout)")
+    ap.add_argument("--autocast", default="none", choices=["none", "bf16"],
+                    help="bf16: forward and loss under torch.autocast('cpu', torch.bfloat16) "
+                         "(fp32 master weights and AdamW, as mptrain --dtype bf16)")
     a = ap.parse_args()
     ffn = a.ffn or 4 * a.d_model
 
@@ -155,7 +158,7 @@ def main():
           "threads": torch.get_num_threads(), "n_layer": a.layers, "d_model": a.d_model,
           "n_head": a.heads, "seq_len": a.seq_len, "vocab": a.vocab, "ffn": ffn,
           "batch": a.batch, "params": n_params, "attention": a.attention,
-          "foreach": bool(a.foreach)})
+          "foreach": bool(a.foreach), "autocast": a.autocast})
     gen = torch.Generator().manual_seed(a.seed)
     ntok = a.batch * a.seq_len
     t_all = 0.0
@@ -164,7 +167,8 @@ def main():
         data = torch.randint(0, a.vocab, (a.batch, a.seq_len + 1), generator=gen)
         x, y = data[:, :-1], data[:, 1:]
         opt.zero_grad(set_to_none=True)
-        loss = model(x, y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.autocast == "bf16"):
+            loss = model(x, y)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

@@ -17,6 +17,7 @@
 #include "comm/comm.h"
 #include "cli/cli.h"
 #include "core/file.h"
+#include "core/gemm_bf16.h"
 #include "model/gpt.h"
 #include "plan/memplan.h"
 #include "cli/train_suggest.h"
@@ -37,6 +38,7 @@ typedef struct train_cli_ {
     int cp, ep, virtual_stages;
     int pp;                /* copied from the options for the start banner */
     int quiet;
+    int bf16;           /* --dtype bf16: say where the bf16 GEMMs run */
     int tty;
     double last_print;
     double last_val;       /* the last validation loss shown, -1 before the first */
@@ -178,6 +180,7 @@ static void on_start_(const mpt_train_result *r, void *ctx) {
         printf("\n");
     }
     printf("measured FMA peak: %.1f GFLOP/s\n", r->peak_flops / 1e9);
+    if (c->bf16) printf("bf16 GEMMs: %s\n", mpt_gemm_bf16_describe());
     fflush(stdout);
 }
 
@@ -262,7 +265,7 @@ int mpt_cli_train(int argc, char **argv) {
     float bucket_mb = 4.0f, comm_timeout = 300.0f, stall_seconds = 3600.0f, val_fraction = 0.0f;
     int val_fraction_seen = 0;
     const char *gemm = "onednn", *z3_gather = "layer", *on_nan = "stop", *debug_nan = NULL;
-    const char *save_format = "single";
+    const char *save_format = "single", *dtype = "fp32", *grad_dtype = "fp32";
     train_cli_ c = {.model = "tiny", .cp = 1, .ep = 1, .last_val = -1.0, .capacity_factor = -1,
                     .aux_loss_coef = -1, .z_loss_coef = -1,
                     .virtual_stages = 1, .lr_schedule = "cosine"};
@@ -299,6 +302,8 @@ int mpt_cli_train(int argc, char **argv) {
         {"seed", MPT_ARG_U64, &o.seed, "initialisation seed (default 1337)", NULL, MPT_RANGE(0, UINT64_MAX)},
         {"threads", MPT_ARG_INT, &o.threads, "compute threads per rank (default cores/ranks)", NULL, MPT_RANGE(1, MPT_MAX_THREADS)},
         {"gemm", MPT_ARG_STRING, &gemm, "GEMM library: onednn (default) | openblas", NULL, MPT_NO_RANGE},
+        {"dtype", MPT_ARG_STRING, &dtype, "fp32 (default) | bf16: GEMMs on bf16 operands, fp32 accumulation, fp32 master weights and AdamW", NULL, MPT_NO_RANGE},
+        {"grad-reduce-dtype", MPT_ARG_STRING, &grad_dtype, "fp32 (default; bf16 not yet): the data-parallel gradient reduction", NULL, MPT_NO_RANGE},
         {"dp", MPT_ARG_INT, &o.dp, "data-parallel replicas (dp*tp*pp*cp = ranks)", NULL, MPT_RANGE(1, MPT_MAX_PARALLEL)},
         {"tp", MPT_ARG_INT, &o.tp, "tensor-parallel ranks (Megatron column/row split)", NULL, MPT_RANGE(1, MPT_MAX_PARALLEL)},
         {"pp", MPT_ARG_INT, &o.pp, "pipeline stages", NULL, MPT_RANGE(1, MPT_MAX_PP)},
@@ -380,6 +385,21 @@ int mpt_cli_train(int argc, char **argv) {
         o.nan_grad = strcmp(what, "grad") == 0;
     }
     if (mpt_cli_set_gemm(gemm, &err)) return mpt_cli_report(&err);
+    if (strcmp(dtype, "fp32") == 0) o.dtype = MPT_F32;
+    else if (strcmp(dtype, "bf16") == 0) o.dtype = MPT_BF16;
+    else {
+        mpt_fail(&err, MPT_ERR_INPUT, "--dtype %s: use fp32 or bf16", dtype);
+        return mpt_cli_report(&err);
+    }
+    c.bf16 = o.dtype == MPT_BF16;
+    if (strcmp(grad_dtype, "fp32") != 0) { /* bf16 would need a bf16 ring and reduce-scatter */
+        if (strcmp(grad_dtype, "bf16") == 0)
+            mpt_fail(&err, MPT_ERR_INPUT, "--grad-reduce-dtype bf16 is not implemented yet: "
+                     "gradients are reduced in fp32 (use --grad-reduce-dtype fp32)");
+        else
+            mpt_fail(&err, MPT_ERR_INPUT, "--grad-reduce-dtype %s: use fp32", grad_dtype);
+        return mpt_cli_report(&err);
+    }
     if ((st = mpt_cli_check_threads(o.threads, &err))) return mpt_cli_report(&err);
     if ((st = build_config_(&c, &o.cfg, &err))) return mpt_cli_report(&err);
     o.model_name = c.model;

@@ -126,9 +126,9 @@ void plan_print_memory(const mpt_plan_job *job, const mpt_plan_layout *l,
     printf("layout: %s (%ld ranks)%s\n", s, mpt_plan_layout_world(l),
            m->z3_whole ? ", ZeRO-3 gathers whole stages" : "");
     if (job->precision == MPT_PREC_BF16)
-        printf("precision bf16 (the planner's accounting, as Megatron-LM): 2 bytes bf16 params + "
-               "4 fp32 grads + 12 fp32 master and AdamW = 18 bytes per parameter before ZeRO "
-               "(ZeRO-1: 6 + 12/N); activations at 2 bytes\n");
+        printf("precision bf16: fp32 params 4 + grads 4 + AdamW 8 = 16 bytes per parameter before "
+               "ZeRO (no bf16 weight copy: the GEMMs round fp32 tiles into a workspace scratch; "
+               "Megatron keeps one: 18)\n");
     else
         printf("precision fp32: 4 bytes params + 4 grads + 8 AdamW = 16 bytes per parameter "
                "before ZeRO\n");

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/gemm_bf16.h"
 #include "core/kernels_internal.h"
 
 static mpt_gemm_backend gemm_backend_ = MPT_GEMM_ONEDNN;
@@ -29,6 +30,16 @@ static void sgemm_(char ta, char tb, size_t M, size_t N, size_t K, float alpha, 
     cblas_sgemm(CblasRowMajor, ta == 'T' ? CblasTrans : CblasNoTrans,
                 tb == 'T' ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K, alpha, A, (int)lda,
                 B, (int)ldb, beta, C, (int)ldc);
+}
+
+/* The GEMMs of the linear layers and the head: fp32, or bf16 operands with fp32 accumulation
+ * when mpt_gemm_set_dtype(MPT_BF16) (core/gemm_bf16.h). Attention stays fp32. */
+static void gemm_(char ta, char tb, size_t M, size_t N, size_t K, float alpha, const float *A,
+                  size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc) {
+    if (mpt_gemm_dtype() == MPT_BF16)
+        mpt_gemm_bf16(sgemm_, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    else
+        sgemm_(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 /* ---- embeddings ---------------------------------------------------------------------------- */
@@ -204,16 +215,16 @@ void mpt_matmul_forward(float *out, const float *inp, const float *w, const floa
         for (size_t r = 0; r < N; r++) memcpy(out + r * OC, bias, (size_t)OC * sizeof *out);
         beta = 1.0f;
     }
-    sgemm_('N', 'N', N, (size_t)OC, (size_t)C, 1.0f, inp, (size_t)C, w, (size_t)OC, beta, out,
+    gemm_('N', 'N', N, (size_t)OC, (size_t)C, 1.0f, inp, (size_t)C, w, (size_t)OC, beta, out,
            (size_t)OC);
 }
 
 void mpt_matmul_backward(float *dinp, float *dw, float *dbias, const float *dout,
                          const float *inp, const float *w, size_t N, int C, int OC) {
     if (dinp)
-        sgemm_('N', 'T', N, (size_t)C, (size_t)OC, 1.0f, dout, (size_t)OC, w, (size_t)OC, 1.0f,
+        gemm_('N', 'T', N, (size_t)C, (size_t)OC, 1.0f, dout, (size_t)OC, w, (size_t)OC, 1.0f,
                dinp, (size_t)C);
-    sgemm_('T', 'N', (size_t)C, (size_t)OC, N, 1.0f, inp, (size_t)C, dout, (size_t)OC, 1.0f, dw,
+    gemm_('T', 'N', (size_t)C, (size_t)OC, N, 1.0f, inp, (size_t)C, dout, (size_t)OC, 1.0f, dw,
            (size_t)OC);
     if (dbias) {
 #pragma omp parallel
@@ -231,15 +242,15 @@ void mpt_matmul_backward(float *dinp, float *dw, float *dbias, const float *dout
 
 void mpt_lmhead_forward(float *out, const float *inp, const float *w, size_t N, int C, int V,
                         int ldo) {
-    sgemm_('N', 'T', N, (size_t)V, (size_t)C, 1.0f, inp, (size_t)C, w, (size_t)C, 0.0f, out,
+    gemm_('N', 'T', N, (size_t)V, (size_t)C, 1.0f, inp, (size_t)C, w, (size_t)C, 0.0f, out,
            (size_t)ldo);
 }
 
 void mpt_lmhead_backward(float *dinp, float *dw, const float *dout, const float *inp,
                          const float *w, size_t N, int C, int V, int ldo) {
-    sgemm_('N', 'N', N, (size_t)C, (size_t)V, 1.0f, dout, (size_t)ldo, w, (size_t)C, 1.0f, dinp,
+    gemm_('N', 'N', N, (size_t)C, (size_t)V, 1.0f, dout, (size_t)ldo, w, (size_t)C, 1.0f, dinp,
            (size_t)C);
-    sgemm_('T', 'N', (size_t)V, (size_t)C, N, 1.0f, dout, (size_t)ldo, inp, (size_t)C, 1.0f, dw,
+    gemm_('T', 'N', (size_t)V, (size_t)C, N, 1.0f, dout, (size_t)ldo, inp, (size_t)C, 1.0f, dw,
            (size_t)C);
 }
 

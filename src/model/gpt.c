@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/attention.h"
+#include "core/gemm_bf16.h"
 #include "core/kernels.h"
 #include "core/rng.h"
 
@@ -89,6 +90,12 @@ int mpt_gpt_buffer_sizes(const mpt_config *cfg, int B, int T, int training, int 
         }
         work_n[MPT_WORK_DFCG] = NF;
         work_n[MPT_WORK_DFC] = NF;
+    }
+    if (place && place->bf16) { /* GEMM operands: N rows; D, 3Dl, Fl or Vl columns */
+        size_t cols = D > 3 * Dl ? D : 3 * Dl;
+        if (Fl > cols) cols = Fl;
+        if (last && Vl > cols) cols = Vl;
+        work_n[MPT_WORK_BF16] = mpt_gemm_bf16_workspace(N, cols);
     }
     return 1;
 }
@@ -194,6 +201,8 @@ mpt_status mpt_gpt_init(mpt_gpt *m, const mpt_config *cfg, int B, int T, int fla
         mpt_gpt_free(m);
         return st;
     }
+    if (m->work[MPT_WORK_BF16])
+        mpt_gemm_bf16_set_workspace(m->work[MPT_WORK_BF16], m->work_n[MPT_WORK_BF16]);
     for (int u = 0; u < m->pt.n_units; u++) {
         if (m->params) mpt_gpt_point_unit(m, m->w, u, m->params + m->pt.unit_begin[u]);
         if (m->grads) mpt_gpt_point_unit(m, m->g, u, m->grads + m->pt.unit_begin[u]);
@@ -234,6 +243,7 @@ void mpt_gpt_free(mpt_gpt *m) {
     mpt_arena_release(m->arena, MPT_MEM_PARAMS, m->params, m->pt.total, MPT_F32);
     mpt_arena_release(m->arena, MPT_MEM_GRADS, m->grads, m->pt.total, MPT_F32);
     mpt_gpt_acts_free(m, &m->own);
+    if (m->work[MPT_WORK_BF16]) mpt_gemm_bf16_set_workspace(NULL, 0);
     for (int i = 0; i < MPT_WORK_SLOTS; i++)
         mpt_arena_release(m->arena, MPT_MEM_WORKSPACE, m->work[i], m->work_n[i], MPT_F32);
     free(m->w);

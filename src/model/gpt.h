@@ -101,6 +101,7 @@ typedef struct mpt_gpt_place {
                           * ops->expert_dispatch / _combine */
     int ep_full;         /* ep > 1 with every expert in this rank's table (ZeRO 1-3 shard them
                           * over dp like dense tensors): it still computes only its E/ep */
+    int bf16;            /* bf16 GEMMs (--dtype bf16): sizes their scratch, MPT_WORK_BF16 */
 } mpt_gpt_place;
 
 /* Backward scratch (workspace category). */
@@ -117,6 +118,8 @@ typedef enum mpt_work_slot {
     MPT_WORK_GATHER,/* (N, D) sp: a LayerNorm output or gradient all-gathered over tp */
     MPT_WORK_LNGRAD,/* (4D) sp: this rank's part of a block's LayerNorm gradients */
     MPT_WORK_MOE,   /* mpt_moe_work_elems(N): MoE routing, dispatch and expert scratch */
+    MPT_WORK_BF16,  /* place->bf16: the bf16 GEMMs' rounded operand tiles, fp32 values
+                     * (core/gemm_bf16.h: mpt_gemm_bf16_workspace(N, widest operand)) */
     MPT_WORK_SLOTS
 } mpt_work_slot;
 

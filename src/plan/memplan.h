@@ -31,6 +31,7 @@ typedef struct mpt_rank_layout {
     int z3_whole;             /* ZeRO-3 keeps the stage's parameters gathered through a step */
     size_t bucket_elems;      /* data-parallel gradient bucket */
     int threads;              /* compute threads (--threads; <= 0: 1): the attention workspace */
+    int bf16;                 /* bf16 GEMMs (--dtype bf16): their operand scratch */
 } mpt_rank_layout;
 
 /* The training memory of one rank: the engine's buffers for micro-batches of B sequences of T

@@ -15,14 +15,13 @@
  *   if (mpt_plan_memory_eval(&job, &lay, &mem, &err)) ... err.msg says what to change
  *   mem.worst.total: bytes of the largest rank; mem.sum_total: all ranks together.
  *
- * Precision: fp32 is the runtime's own plan (4-byte parameters, 4-byte gradients, 8 bytes of
- * AdamW state = 16 bytes per parameter, before ZeRO divides them). bf16 mixed precision is the
- * planner's accounting on top of it, as Megatron-LM keeps it (mpt_plan_bf16): a bf16 working
- * copy of the parameters (2 B), fp32 gradients (4 B, the "main grad" accumulated in fp32),
- * the fp32 master copy beside AdamW's m and v (12 B): 18 bytes per parameter without a
- * distributed optimizer, 6 + 12/N with ZeRO-1 (the distributed optimizer), 2 + 16/N with
- * ZeRO-2, 18/N with ZeRO-3; stored activations at 2 bytes per element; workspace and staging
- * as fp32. Pure and thread-compatible. */
+ * Precision: the runtime keeps fp32 parameters, gradients and AdamW state in both precisions
+ * (4 + 4 + 8 = 16 bytes per parameter, before ZeRO divides them). bf16 (`train --dtype bf16`)
+ * adds only the bf16 GEMMs' operand scratch (workspace, model/gpt.h MPT_WORK_BF16): it rounds
+ * the fp32 weights tile by tile instead of keeping a 2-byte working copy, so it stays at 16
+ * bytes per parameter where Megatron's mixed precision takes 18 (2 bf16 weights + 4 fp32
+ * gradients + 4 master + 8 Adam), or 6 + 12/N with its distributed optimizer against ZeRO-1's
+ * 8 + 8/N here. Pure and thread-compatible. */
 #ifndef MPT_PLAN_H
 #define MPT_PLAN_H
 
@@ -107,13 +106,8 @@ mpt_status mpt_plan_check(const mpt_plan_job *job, const mpt_plan_layout *l, mpt
 mpt_status mpt_plan_partition(const mpt_plan_job *job, const mpt_plan_layout *l,
                               const mpt_config *cfg, int *counts, mpt_error *err);
 
-/* bf16 mixed precision from an fp32 plan of the same rank (see Precision above): parameters
- * halved, the optimizer's m and v joined by the fp32 master copy (x 1.5), activations halved,
- * gradients, workspace and the rest as they are; total recomputed. */
-void mpt_plan_bf16(mpt_mem_plan *p);
-
 /* Evaluates the runtime's memory plan for every pipeline stage (every tp rank and replica of a
- * stage has the same plan), with mpt_plan_bf16 for --precision bf16. MPT_ERR_INPUT for a bad
+ * stage has the same plan) (--precision bf16: the runtime's bf16 tables). MPT_ERR_INPUT for a bad
  * layout and for interleaved schedules (not modelled by the runtime yet). */
 mpt_status mpt_plan_memory_eval(const mpt_plan_job *job, const mpt_plan_layout *l,
                                 mpt_plan_memory *out, mpt_error *err);

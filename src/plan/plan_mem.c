@@ -164,15 +164,6 @@ mpt_status mpt_plan_partition(const mpt_plan_job *job, const mpt_plan_layout *l,
 
 /* ---- memory ------------------------------------------------------------------------------ */
 
-void mpt_plan_bf16(mpt_mem_plan *p) {
-    size_t *b = p->bytes;
-    b[MPT_MEM_PARAMS] /= 2;                     /* bf16 working copy (ZeRO-3: shard and pool) */
-    b[MPT_MEM_OPTIMIZER] += b[MPT_MEM_OPTIMIZER] / 2; /* m, v + the fp32 master copy */
-    b[MPT_MEM_ACTIVATIONS] /= 2;                /* stored activations at 2 bytes */
-    p->total = 0;
-    for (int k = 0; k < MPT_MEM_KINDS; k++) p->total += b[k];
-}
-
 /* The runtime's plan of stage s, exactly as the trainer builds it (trainer_setup.c). */
 static mpt_status stage_plan_(const mpt_plan_job *job, const mpt_plan_layout *l,
                               const mpt_config *cfg, int s, int first_layer, int n, int z3_whole,
@@ -197,7 +188,7 @@ static mpt_status stage_plan_(const mpt_plan_job *job, const mpt_plan_layout *l,
                            .sp = l->sp, .zero = l->zero, .act_sets = sets,
                            .recompute = l->recompute, .z3_whole = z3_whole,
                            .bucket_elems = (size_t)(job->bucket_mb * 1024 * 1024 / 4),
-                           .threads = threads};
+                           .threads = threads, .bf16 = job->precision == MPT_PREC_BF16};
     return mpt_memplan_rank(cfg, Bm, T, &lay, plan, err);
 }
 
@@ -223,7 +214,6 @@ static mpt_status chunk_plan_(const mpt_plan_job *job, const mpt_plan_layout *l,
                            .bucket_elems = (size_t)(job->bucket_mb * 1024 * 1024 / 4),
                            .threads = threads};
     if ((st = mpt_memplan_rank(cfg, Bm, T, &lay, plan, err))) return st;
-    if (job->precision == MPT_PREC_BF16) mpt_plan_bf16(plan);
     return MPT_OK;
 }
 
@@ -332,7 +322,6 @@ mpt_status mpt_plan_memory_eval(const mpt_plan_job *job, const mpt_plan_layout *
     for (int s = 0, first = 0; s < l->pp; first += out->stage_layers[s++]) {
         if ((st = stage_plan_(job, l, &cfg, s, first, out->stage_layers[s], 0, &plan, err)))
             return st;
-        if (job->precision == MPT_PREC_BF16) mpt_plan_bf16(&plan);
         out->stage_total[s] = plan.total;
         size_t ranks = (size_t)l->dp * (size_t)l->tp * (size_t)l->cp;
         for (int k = 0; k < MPT_MEM_KINDS; k++) out->sum[k] += plan.bytes[k] * ranks;

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/gemm_bf16.h"
 #include "core/peak.h"
 #include "parallel/pp_eval.h"
 #include "train/data.h"
@@ -135,6 +136,8 @@ static cJSON *start_line_(const mpt_run *r, long start, const mpt_mem_plan *plan
             cJSON_AddItemToArray(stages, cJSON_CreateNumber(r->stage_count[s]));
     }
     cJSON_AddNumberToObject(j, "threads", o->threads);
+    cJSON_AddStringToObject(j, "dtype", o->dtype == MPT_BF16 ? "bf16" : "fp32");
+    if (o->dtype == MPT_BF16) cJSON_AddStringToObject(j, "bf16_gemm", mpt_gemm_bf16_describe());
     cJSON_AddNumberToObject(j, "peak_flops", peak);
     cJSON *mem = cJSON_AddObjectToObject(j, "memory_plan_bytes");
     for (int k = 0; k < MPT_MEM_KINDS; k++)

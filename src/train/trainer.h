@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "comm/comm.h"
+#include "core/dtype.h"
 #include "core/status.h"
 #include "model/config.h"
 #include "plan/memplan.h"
@@ -72,6 +73,9 @@ typedef struct mpt_train_opts {
     const char *schedule;    /* pipeline schedule: naive | gpipe | 1f1b (default 1f1b) */
     const char *partition;   /* uniform | auto | L0,L1,... (default uniform) */
     int recompute;           /* mpt_recompute: none, selective, full */
+    mpt_dtype dtype;         /* MPT_F32 (default) or MPT_BF16: GEMMs take bf16 operands and
+                              * accumulate in fp32 (core/gemm_bf16.h); master weights, gradients,
+                              * AdamW, LayerNorm, attention and the loss stay fp32 */
     int zero;                /* ZeRO stage 0..3 */
     int z3_gather_step;      /* zero 3: gather every unit once per step (--zero3-gather step)
                               * instead of per layer pass (layer, the default) */

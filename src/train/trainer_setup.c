@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/gemm_bf16.h"
 #include "plan/memplan.h"
 #include "parallel/partition.h"
 #include "parallel/tied.h"
@@ -200,7 +201,7 @@ static mpt_status stage_plan_(mpt_run *r, const mpt_placement *q, mpt_mem_plan *
     mpt_rank_layout lay = {.place = *q, .sp = o->sp, .zero = o->zero, .act_sets = sets,
                            .recompute = o->recompute, .z3_whole = r->z3_whole,
                            .bucket_elems = (size_t)(o->bucket_mb * 1024 * 1024 / 4),
-                           .threads = o->threads};
+                           .threads = o->threads, .bf16 = o->dtype == MPT_BF16};
     return mpt_memplan_rank(&r->cfg, r->Bm, r->T, &lay, plan, err);
 }
 
@@ -303,6 +304,8 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
     mpt_gpt_place place = mpt_placement_gpt(&r->place, &ops, o->sp, o->recompute);
     place.threads = o->threads; /* the attention workspace, as the plan sized it */
     place.ep_full = o->zero > 0; /* ZeRO shards every expert over dp (parallel/ep.h) */
+    place.bf16 = o->dtype == MPT_BF16;
+    mpt_gemm_set_dtype(o->dtype); /* process-wide: the linear layers' and the head's GEMMs */
     mpt_dp_opts dopt;
     mpt_dp_opts_defaults(&dopt);
     dopt.zero = o->zero;

@@ -1,0 +1,74 @@
+/* gemm_bf16.h — bf16 numbers and the GEMMs of bf16 mixed precision.
+ *
+ * bf16 is the top half of an fp32 (8 exponent bits, 7 stored mantissa bits). Conversions round
+ * to nearest, ties to even (a NaN stays a quiet NaN; values past the largest bf16 become inf).
+ *
+ * A bf16 GEMM here means: both operands rounded to bf16, products and sums in fp32. A product of
+ * two bf16 values is exact in fp32, so on a CPU without bf16 instructions the same numbers come
+ * from the "measured fallback": each K-tile of the operands is rounded to bf16 values held in
+ * fp32 (a scratch buffer, mpt_gemm_bf16_set_workspace) and multiplied by the fp32 GEMM. oneDNN
+ * 2.6's bf16 matmul needs avx512_bf16 / amx_bf16; on AVX2 its primitive is unimplemented (not a
+ * slow path). Today every CPU takes the fallback; a CPU with bf16 instructions is detected and
+ * said so (mpt_gemm_bf16_describe), the oneDNN path for it is the next step.
+ *
+ *   mpt_gemm_set_dtype(MPT_BF16);             // process-wide, before training
+ *   mpt_gemm_bf16_set_workspace(ws, n);       // from the arena, n >= mpt_gemm_bf16_workspace(...)
+ *   mpt_matmul_forward(...)                   // core/kernels.h: now a bf16 GEMM
+ * Threading: call from one thread; the conversions and GEMMs parallelise internally. */
+#ifndef MPT_GEMM_BF16_H
+#define MPT_GEMM_BF16_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/dtype.h"
+
+typedef uint16_t mpt_bf16;
+
+/* dst(n) = src rounded to bf16 (rne). */
+void mpt_bf16_encode(mpt_bf16 *dst, const float *src, size_t n);
+/* dst(n) = src widened to fp32 (exact). */
+void mpt_bf16_decode(float *dst, const mpt_bf16 *src, size_t n);
+/* dst(n) = src rounded to bf16 and kept as fp32 (dst may equal src). */
+void mpt_bf16_round(float *dst, const float *src, size_t n);
+/* One value, the same rounding (for tests and scalar code). */
+float mpt_bf16_round1(float x);
+
+/* The element type of the GEMMs of mpt_matmul_* and mpt_lmhead_* (core/kernels.h): MPT_F32
+ * (default) or MPT_BF16. Process-wide; set before training. */
+void mpt_gemm_set_dtype(mpt_dtype t);
+mpt_dtype mpt_gemm_dtype(void);
+
+/* Where bf16 GEMMs run on this CPU. */
+typedef enum mpt_bf16_path {
+    MPT_BF16_FALLBACK, /* rounded operands through the fp32 GEMM (every CPU today) */
+    MPT_BF16_ONEDNN    /* oneDNN's bf16 matmul on avx512_bf16 / amx_bf16: not built yet */
+} mpt_bf16_path;
+mpt_bf16_path mpt_gemm_bf16_path(void);
+/* 1 when CPUID reports avx512_bf16 or amx_bf16. */
+int mpt_cpu_has_bf16(void);
+/* One line for logs and stdout: "fp32 fallback, this CPU has no bf16 instructions", or on a
+ * CPU with them "fp32 fallback; this CPU has avx512_bf16 (amx_bf16), not used yet". Static. */
+const char *mpt_gemm_bf16_describe(void);
+
+/* K-tile of the fallback: the scratch holds (rows of op(A) + columns of op(B)) x tile values. */
+#define MPT_BF16_KTILE 256
+/* Scratch floats that let every GEMM of a model run with full K-tiles: its largest row count
+ * (tokens N) and its largest column counts (max over C, OC, vocabulary rows). */
+size_t mpt_gemm_bf16_workspace(size_t max_rows, size_t max_cols);
+/* The fallback's scratch (not owned; the caller keeps it alive while GEMMs run). With a scratch
+ * too small for one K-column of a GEMM (or none: unit tests, inference), that GEMM mallocs a
+ * temporary of mpt_gemm_bf16_workspace's size instead. */
+void mpt_gemm_bf16_set_workspace(float *ws, size_t n);
+
+/* The fp32 GEMM the fallback calls: row-major C(M,N) = alpha op(A) op(B) + beta C. */
+typedef void (*mpt_sgemm_fn)(char ta, char tb, size_t M, size_t N, size_t K, float alpha,
+                             const float *A, size_t lda, const float *B, size_t ldb, float beta,
+                             float *C, size_t ldc);
+/* C(M,N) = alpha bf16(op(A)) bf16(op(B)) + beta C with fp32 accumulation; A, B fp32 (their
+ * values are rounded, not changed). ta/tb 'N' or 'T' as in BLAS, row-major. */
+void mpt_gemm_bf16(mpt_sgemm_fn sgemm, char ta, char tb, size_t M, size_t N, size_t K,
+                   float alpha, const float *A, size_t lda, const float *B, size_t ldb,
+                   float beta, float *C, size_t ldc);
+
+#endif
