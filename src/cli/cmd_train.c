@@ -55,7 +55,7 @@ static int default_threads_(void) {
 /* Layout options that later issues implement; until then anything but 1 is refused up front. */
 static mpt_status check_layout_(const train_cli_ *c, mpt_error *err) {
     const struct { const char *name; int v, ok; } dims[] = {
-        {"ep", c->ep, 1}, {"virtual-stages", c->virtual_stages, 1}};
+        {"ep", c->ep, 1}};
     for (size_t i = 0; i < sizeof dims / sizeof *dims; i++)
         if (dims[i].v != dims[i].ok)
             return mpt_fail(err, MPT_ERR_INPUT,
@@ -255,8 +255,8 @@ int mpt_cli_train(int argc, char **argv) {
         {"bucket-mb", MPT_ARG_FLOAT, &bucket_mb, "gradient all-reduce bucket size in MiB (default 4)", NULL, MPT_ABOVE(0, MPT_MAX_BUCKET_MB)},
         {"comm-timeout", MPT_ARG_FLOAT, &comm_timeout, "seconds a rank may wait in one MPI call (default 300)", NULL, MPT_ABOVE(0, MAX_COMM_TIMEOUT_)},
         {"sp", MPT_ARG_FLAG, &o.sp, "sequence parallelism over the tp ranks (needs tp > 1)", NULL, MPT_NO_RANGE},
-        {"schedule", MPT_ARG_STRING, &o.schedule, "pipeline schedule naive | gpipe | 1f1b (default)", NULL, MPT_NO_RANGE},
-        {"virtual-stages", MPT_ARG_INT, &c.virtual_stages, "interleaved stages per rank (not yet: 1)", NULL, MPT_RANGE(1, 1024)},
+        {"schedule", MPT_ARG_STRING, &o.schedule, "pipeline schedule naive | gpipe | 1f1b (default) | interleaved", NULL, MPT_NO_RANGE},
+        {"virtual-stages", MPT_ARG_INT, &c.virtual_stages, "interleaved: model chunks per pipeline rank (default 1; 2 or more with --schedule interleaved)", NULL, MPT_RANGE(1, MPT_MAX_VIRTUAL)},
         {"partition", MPT_ARG_STRING, &o.partition, "layers per stage: uniform (default) | auto | L0,L1,...", NULL, MPT_NO_RANGE},
         {"recompute", MPT_ARG_STRING, &c.recompute, "none | selective | full", NULL, MPT_NO_RANGE},
         {"log", MPT_ARG_STRING, &o.log_path, "JSON Lines log file", NULL, MPT_NO_RANGE},
@@ -289,6 +289,7 @@ int mpt_cli_train(int argc, char **argv) {
         mpt_fail(&err, MPT_ERR_INPUT, "--recompute %s: use none, selective or full", c.recompute);
         return mpt_cli_report(&err);
     }
+    o.virtual_stages = c.virtual_stages;
     if (strcmp(c.lr_schedule, "cosine") == 0) o.opt.cosine = 1;
     else if (strcmp(c.lr_schedule, "constant") == 0) o.opt.cosine = 0;
     else {

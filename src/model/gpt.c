@@ -137,9 +137,10 @@ mpt_status mpt_gpt_init(mpt_gpt *m, const mpt_config *cfg, int B, int T, int fla
         return mpt_fail(err, MPT_ERR_INPUT,
                         "sequence length %lld exceeds the model's %d positions: lower --seq-len",
                         (long long)T * m->cp, cfg->n_positions);
-    mpt_status st = mpt_params_build_stage(&m->pt, cfg, m->tp, m->tp_rank, place->first_layer,
-                                           place->n_layers, place->first, place->last,
-                                           unit_align, err);
+    mpt_status st = mpt_params_build_chunks(&m->pt, cfg, m->tp, m->tp_rank, place->first_layer,
+                                            place->n_layers, place->chunk_layers,
+                                            place->chunk_stride, place->first, place->last,
+                                            unit_align, err);
     if (st) return st;
     m->Dl = cfg->d_model / m->tp;
     m->Hl = cfg->n_head / m->tp;

@@ -85,6 +85,10 @@ typedef struct mpt_gpt_place {
     int sp;              /* sequence parallelism over the tp group */
     int first_layer;     /* pipeline stage: blocks [first_layer, first_layer + n_layers) */
     int n_layers;
+    int chunk_layers;    /* several model chunks (interleaved schedules; 0: one): local block i
+                          * is model block first_layer + (i / chunk_layers) * chunk_stride
+                          * + i % chunk_layers (model/params.h, mpt_params_build_chunks) */
+    int chunk_stride;
     int first, last;     /* holds the embeddings / ln_f, head and loss */
     int recompute;       /* mpt_recompute */
     int threads;         /* compute threads (the trainer's --threads; <= 0: 1): sizes the fused

@@ -49,7 +49,16 @@ mpt_status mpt_params_build_aligned(mpt_param_table *pt, const mpt_config *c, si
 mpt_status mpt_params_build_stage(mpt_param_table *pt, const mpt_config *c, int tp, int tp_rank,
                                   int first_layer, int n_layers, int has_embed, int has_head,
                                   size_t unit_align, mpt_error *err) {
+    return mpt_params_build_chunks(pt, c, tp, tp_rank, first_layer, n_layers, 0, 0, has_embed,
+                                   has_head, unit_align, err);
+}
+
+mpt_status mpt_params_build_chunks(mpt_param_table *pt, const mpt_config *c, int tp, int tp_rank,
+                                   int first_layer, int n_layers, int chunk_layers,
+                                   int chunk_stride, int has_embed, int has_head,
+                                   size_t unit_align, mpt_error *err) {
     memset(pt, 0, sizeof *pt);
+    if (chunk_layers <= 0) chunk_layers = n_layers > 0 ? n_layers : 1;
     pt->unit_align = unit_align ? unit_align : 1;
     size_t L = (size_t)n_layers, Lm = (size_t)c->n_layer, D = (size_t)c->d_model;
     size_t F = (size_t)c->ffn;
@@ -92,7 +101,10 @@ mpt_status mpt_params_build_stage(mpt_param_table *pt, const mpt_config *c, int 
     }
     close_unit_(pt, 0, 0);
     for (size_t i = 0; i < L; i++) {
-        size_t gl = (size_t)first_layer + i; /* the model-wide block index */
+        /* the model-wide block index: chunk i / chunk_layers starts chunk_stride blocks after
+         * the previous one */
+        size_t ck = (size_t)chunk_layers;
+        size_t gl = (size_t)first_layer + i / ck * (size_t)chunk_stride + i % ck;
         size_t begin = pt->total;
         /* Megatron: c_attn and c_fc column-parallel, the two c_proj row-parallel (their
          * biases replicated, added once after the all-reduce) */

@@ -76,6 +76,19 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
     size_t set = 0;
     for (int i = 0; i < MPT_ACT_SLOTS; i++) set += act_n[i] * 4;
     plan->bytes[MPT_MEM_ACTIVATIONS] = set * (size_t)(lay->act_sets > 0 ? lay->act_sets : 1);
+    int chunks = lay->chunks > 1 && lay->chunk_sets ? lay->chunks : 1;
+    if (chunks > 1) { /* each chunk's sets hold its blocks only, with its own ends */
+        plan->bytes[MPT_MEM_ACTIVATIONS] = 0;
+        for (int c = 0; c < chunks; c++) {
+            mpt_gpt_place q = mpt_pp_chunk_place(&place, chunks, c);
+            size_t cw[MPT_WORK_SLOTS], ca[MPT_ACT_SLOTS], cset = 0;
+            if (!mpt_gpt_buffer_sizes(cfg, B, T, 1, tp, lay->sp, &q, ca, cw))
+                return mpt_fail(err, MPT_ERR_INPUT, "batch %d x %d tokens is too large to address",
+                                B, T);
+            for (int i = 0; i < MPT_ACT_SLOTS; i++) cset += ca[i] * 4;
+            plan->bytes[MPT_MEM_ACTIVATIONS] += cset * (size_t)lay->chunk_sets[c];
+        }
+    }
     for (int i = 0; i < MPT_WORK_SLOTS; i++) plan->bytes[MPT_MEM_WORKSPACE] += work_n[i] * 4;
     if (cp > 1) { /* the ring's buffers (parallel/cp.h) */
         mpt_buflist cl;
@@ -91,7 +104,7 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
     /* the pipeline executor's send buffers and the trainer's token buffers */
     mpt_buflist ol;
     mpt_buflist_init(&ol);
-    mpt_pp_buffers(pl->stage, mpt_pp_boundary_elems(B, T, cfg->d_model, tp, lay->sp), NULL, &ol);
+    mpt_pp_buffers(chunks > 1 ? 1 : pl->stage, mpt_pp_boundary_elems(B, T, cfg->d_model, tp, lay->sp), NULL, &ol);
     mpt_data_buffers((size_t)B * (size_t)T, NULL, NULL, &ol);
     int ok = mpt_buflist_bytes(&ol, plan->bytes);
     mpt_buflist_free(&ol);

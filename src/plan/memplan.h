@@ -31,6 +31,10 @@ typedef struct mpt_rank_layout {
     int z3_whole;             /* ZeRO-3 keeps the stage's parameters gathered through a step */
     size_t bucket_elems;      /* data-parallel gradient bucket */
     int threads;              /* compute threads (--threads; <= 0: 1): the attention workspace */
+    int chunks;               /* model chunks on the rank (interleaved; 0 or 1: one), its blocks
+                               * split evenly; then chunk_sets[c] sets of chunk c's blocks are
+                               * counted instead of act_sets (parallel/pp.h, mpt_pp_chunk_sets) */
+    const int *chunk_sets;
 } mpt_rank_layout;
 
 /* The training memory of one rank: the engine's buffers for micro-batches of B sequences of T

@@ -33,6 +33,7 @@ void mpt_train_opts_defaults(mpt_train_opts *o) {
     o->pp = 1;
     o->cp = 1;
     o->schedule = "1f1b";
+    o->virtual_stages = 1;
     o->partition = "uniform";
     o->bucket_mb = 4.0;
 }
@@ -97,6 +98,7 @@ static cJSON *start_line_(const mpt_run *r, long start, const mpt_mem_plan *plan
     cJSON_AddNumberToObject(layout, "world", r->world->size);
     if (o->pp > 1) {
         cJSON_AddStringToObject(layout, "schedule", mpt_pp_kind_name(r->kind));
+        if (r->v > 1) cJSON_AddNumberToObject(layout, "virtual_stages", r->v);
         cJSON *stages = cJSON_AddArrayToObject(layout, "stage_layers");
         for (int s = 0; s < o->pp; s++)
             cJSON_AddItemToArray(stages, cJSON_CreateNumber(r->stage_count[s]));
@@ -207,7 +209,7 @@ static mpt_status bubble_sim_(mpt_run *r, double *bubble, mpt_error *err) {
     mpt_pp_timeline t;
     memset(&t, 0, sizeof t);
     mpt_status st = mpt_pp_measure(&r->pp, costs, err);
-    if (!st) st = mpt_pp_simulate_ranks(r->kind, r->pp.p, r->pp.m, 1, costs, &t, err);
+    if (!st) st = mpt_pp_simulate_ranks(r->kind, r->pp.p, r->pp.m, r->v, costs, &t, err);
     if (!st) *bubble = t.bubble;
     mpt_pp_timeline_free(&t);
     return st;

@@ -214,6 +214,8 @@ mpt_status mpt_run_load(mpt_run *r, long *start, mpt_error *err) {
 
 /* The pipeline stage that holds full tensor ft (the first stage's wte, not the head's copy). */
 static int holder_stage_(const mpt_run *r, const mpt_tensor *ft) {
+    if (ft->layer >= 0 && r->v > 1) /* interleaved: chunks of k blocks round the ranks */
+        return ft->layer / (r->cfg.n_layer / (r->o->pp * r->v)) % r->o->pp;
     if (ft->layer >= 0) {
         for (int p = 0, first = 0; p < r->o->pp; first += r->stage_count[p++])
             if (ft->layer >= first && ft->layer < first + r->stage_count[p]) return p;

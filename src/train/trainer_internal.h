@@ -31,6 +31,7 @@ typedef struct mpt_run {
     mpt_cp cp;                /* cp > 1: the ring attention's context and buffers */
     int stage_count[64];      /* the partition: blocks of every pipeline stage */
     mpt_pp_kind kind;
+    int v;                    /* model chunks per pipeline rank (interleaved; else 1) */
     int z3_whole;             /* ZeRO-3 gathers every unit once per step (--zero3-gather step) */
     mpt_param_table full;     /* the whole-tensor table checkpoints use */
     mpt_arena arena;

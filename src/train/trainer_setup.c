@@ -31,6 +31,7 @@ static mpt_status validate_numbers_(const mpt_train_opts *o, mpt_error *err) {
         {"dp", o->dp, 1, MPT_MAX_PARALLEL},
         {"tp", o->tp, 1, MPT_MAX_PARALLEL},
         {"pp", o->pp, 1, MPT_MAX_PP},
+        {"virtual-stages", o->virtual_stages, 0, MPT_MAX_VIRTUAL},
         {"cp", o->cp, 1, MPT_MAX_PARALLEL},
         {"zero", o->zero, 0, 3},
         {"save-every", o->save_every, 0, MPT_MAX_STEPS},
@@ -106,12 +107,29 @@ static mpt_status validate_layout_(mpt_run *r, mpt_error *err) {
         if ((st = mpt_pp_kind_parse(o->schedule ? o->schedule : "1f1b", &r->kind,
                                     err)))
             return st;
-        if (r->kind != MPT_PP_NAIVE && r->kind != MPT_PP_GPIPE && r->kind != MPT_PP_1F1B)
+        if (r->kind != MPT_PP_NAIVE && r->kind != MPT_PP_GPIPE && r->kind != MPT_PP_1F1B &&
+            r->kind != MPT_PP_INTERLEAVED)
             return mpt_fail(err, MPT_ERR_INPUT,
-                            "--schedule %s is not supported by the trainer yet: use naive, gpipe "
-                            "or 1f1b (`mptrain schedule` shows all five)",
+                            "--schedule %s is not supported by the trainer yet: use naive, gpipe, "
+                            "1f1b or interleaved (`mptrain schedule` shows all of them)",
                             o->schedule);
-        if ((st = mpt_pp_check(r->kind, o->pp, o->microbatches, 1, err))) return st;
+    }
+    r->v = o->virtual_stages > 1 ? o->virtual_stages : 1;
+    if (r->v > 1 && o->pp < 2)
+        return mpt_fail(err, MPT_ERR_INPUT, "--virtual-stages %d needs --pp 2 or more and "
+                        "--schedule interleaved", r->v);
+    if (o->pp > 1 && (st = mpt_pp_check(r->kind, o->pp, o->microbatches, r->v, err))) return st;
+    if (r->v > 1) { /* interleaved: p*v chunks of equal size, chunk c of rank r = stage c*p+r */
+        long long chunks = (long long)o->pp * r->v;
+        if (o->partition && strcmp(o->partition, "uniform") != 0)
+            return mpt_fail(err, MPT_ERR_INPUT, "--schedule interleaved splits the %d blocks "
+                            "into --pp x --virtual-stages equal chunks: use --partition uniform "
+                            "(not %s)", r->cfg.n_layer, o->partition);
+        if (r->cfg.n_layer % chunks != 0)
+            return mpt_fail(err, MPT_ERR_INPUT, "--schedule interleaved needs the %d blocks "
+                            "divisible into --pp %d x --virtual-stages %d = %lld equal chunks "
+                            "under --partition uniform: change --layers, --pp or "
+                            "--virtual-stages", r->cfg.n_layer, o->pp, r->v, chunks);
     }
     return MPT_OK;
 }
@@ -181,12 +199,16 @@ static mpt_status stage_plan_(mpt_run *r, const mpt_placement *q, mpt_mem_plan *
                               mpt_error *err) {
     const mpt_train_opts *o = r->o;
     int sets = 1;
-    mpt_status st = mpt_pp_sets_needed(r->kind, q->stages, o->microbatches, q->stage, &sets, err);
+    int chunk_sets[MPT_MAX_VIRTUAL];
+    mpt_status st = r->v > 1 ? mpt_pp_chunk_sets(r->kind, q->stages, o->microbatches, r->v,
+                                                 q->stage, chunk_sets, err)
+                             : mpt_pp_sets_needed(r->kind, q->stages, o->microbatches, q->stage,
+                                                  &sets, err);
     if (st) return st;
     mpt_rank_layout lay = {.place = *q, .sp = o->sp, .zero = o->zero, .act_sets = sets,
                            .recompute = o->recompute, .z3_whole = r->z3_whole,
                            .bucket_elems = (size_t)(o->bucket_mb * 1024 * 1024 / 4),
-                           .threads = o->threads};
+                           .threads = o->threads, .chunks = r->v, .chunk_sets = chunk_sets};
     return mpt_memplan_rank(&r->cfg, r->Bm, r->T, &lay, plan, err);
 }
 
@@ -213,6 +235,8 @@ mpt_status mpt_run_prepare(mpt_run *r, mpt_train_result *res, mpt_error *err) {
                             err)))
         return st;
     mpt_placement_set_layers(&r->place, r->stage_count);
+    /* interleaved: the rank's chunks are stages r, p+r, ...; its table's block 0 is block r*k */
+    if (r->v > 1) r->place.first_layer = r->place.stage * (r->cfg.n_layer / (o->pp * r->v));
     for (int s = 0; s < o->pp; s++) res->stage_layers[s] = r->stage_count[s];
     if ((st = open_data_(r, err))) return st;
     res->train_tokens = r->train_view.n;
@@ -281,6 +305,10 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
     }
     mpt_gpt_place place = mpt_placement_gpt(&r->place, &ops, o->sp, o->recompute);
     place.threads = o->threads; /* the attention workspace, as the plan sized it */
+    if (r->v > 1) { /* the rank's v chunks, back to back in one table (model/params.h) */
+        place.chunk_layers = r->cfg.n_layer / (o->pp * r->v);
+        place.chunk_stride = o->pp * place.chunk_layers;
+    }
     mpt_dp_opts dopt;
     mpt_dp_opts_defaults(&dopt);
     dopt.zero = o->zero;
@@ -297,7 +325,8 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
         return st;
     if (dopt.pre_reduce) dopt.held = mpt_tied_tensor(&r->model.pt);
     if ((st = mpt_dp_init(&r->dp, &r->model, dp, tp, pp, &dopt, &r->arena, err))) return st;
-    if ((st = mpt_pp_init(&r->pp, pp, r->kind, o->microbatches, &r->model, &r->dp, err)))
+    if ((st = mpt_pp_init_chunks(&r->pp, pp, r->kind, o->microbatches, r->v, &r->model, &r->dp,
+                                 err)))
         return st;
     r->batch_n = (size_t)r->Bm * r->Tl;
     mpt_buflist_init(&r->token_bufs);
