@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Pipeline schedules beyond 1F1B in the trainer (issue 11): interleaved 1F1B with 2 and 3 model
-# chunks per rank trains like one rank (5 steps' losses and final weights within 1e-5 relative)
-# on pp 2 and 4, composed with dp 2 + ZeRO-2 and tp 2; every rank's measured peak equals its
+# chunks per rank and ZB-H1 (split backward) train like one rank (5 steps' losses and final
+# weights within 1e-5 relative) on pp 2 and 4, composed with dp 2 (interleaved: ZeRO-2, zb-h1:
+# ZeRO-1) and tp 2; every rank's measured peak equals its
 # plan, which counts each chunk's activation sets from the schedule's action list; a checkpoint
 # of an interleaved run resumes under 1F1B; what it cannot run exits 2 with the reason.
 # Models are tiny (d 32) so the whole script stays well under two minutes on two cores.
@@ -34,6 +35,13 @@ run il-p2v2 2 --pp 2 "${IL[@]}" --virtual-stages 2 --microbatches 4 && same il-p
 run il-p2v2-m8 2 --pp 2 "${IL[@]}" --virtual-stages 2 --microbatches 8 && same il-p2v2-m8 ref4
 run il-p2v2-dp2z2 4 --pp 2 --dp 2 --zero 2 "${IL[@]}" --virtual-stages 2 --microbatches 2 && same il-p2v2-dp2z2 ref4
 run il-p2v2-tp2 4 --pp 2 --tp 2 "${IL[@]}" --virtual-stages 2 --microbatches 4 && same il-p2v2-tp2 ref4
+# zb-h1: the backward split into B (input gradients) and W (weight gradients, deferred)
+ZB=(--schedule zb-h1)
+run zb-p2 2 --pp 2 "${ZB[@]}" --microbatches 4 && same zb-p2 ref4
+run zb-p2-m8 2 --pp 2 "${ZB[@]}" --microbatches 8 && same zb-p2-m8 ref4
+run zb-p2-dp2z1 4 --pp 2 --dp 2 --zero 1 "${ZB[@]}" --microbatches 2 && same zb-p2-dp2z1 ref4
+run zb-p2-tp2 4 --pp 2 --tp 2 "${ZB[@]}" --microbatches 4 && same zb-p2-tp2 ref4
+run zb-p2-tp2sp 4 --pp 2 --tp 2 --sp "${ZB[@]}" --microbatches 4 && same zb-p2-tp2sp ref4
 base 6
 run ref6 1 --microbatches 4
 run il-p2v3 2 --pp 2 "${IL[@]}" --virtual-stages 3 --microbatches 4 && same il-p2v3 ref6
@@ -41,13 +49,15 @@ base 8
 run ref8 1 --microbatches 4
 run il-p4v2 4 --pp 4 "${IL[@]}" --virtual-stages 2 --microbatches 4 && same il-p4v2 ref8
 run il-p4v2-rc 4 --pp 4 "${IL[@]}" --virtual-stages 2 --microbatches 4 --recompute full && same il-p4v2-rc ref8
+run zb-p4 4 --pp 4 "${ZB[@]}" --microbatches 8 && same zb-p4 ref8
 
 # memory: every rank's measured peak equals its plan; the plan counts the activation sets of
 # each chunk that the action list keeps alive at once
 /usr/bin/python3 - "$TMP" >"$TMP/mem" <<'PY' && ok "interleaved memory: $(cat "$TMP/mem")" || bad "interleaved memory: $(cat "$TMP/mem")"
 import json, sys, os
 tmp, msgs, good = sys.argv[1], [], True
-for name, p in [("il-p2v2", 2), ("il-p2v3", 2), ("il-p4v2", 4), ("il-p2v2-dp2z2", 4), ("il-p4v2-rc", 4)]:
+for name, p in [("il-p2v2", 2), ("il-p2v3", 2), ("il-p4v2", 4), ("il-p2v2-dp2z2", 4), ("il-p4v2-rc", 4),
+                ("zb-p2", 2), ("zb-p4", 4), ("zb-p2-tp2", 4)]:
     lines = [json.loads(l) for l in open(os.path.join(tmp, name + ".jsonl"))]
     ranks = lines[-1]["ranks"]
     if len(ranks) != p:
@@ -98,5 +108,7 @@ refused "layers not in p*v chunks" 2 "equal chunks" -- "${MPIRUN[@]}" -np 2 "$BI
 refused "explicit partition" 2 "partition uniform" -- "${MPIRUN[@]}" -np 2 "$BIN" train "${MODEL[@]}" --pp 2 "${IL[@]}" --virtual-stages 2 --microbatches 4 --partition 1,3
 refused "v without interleaved" 2 "virtual-stages" -- "${MPIRUN[@]}" -np 2 "$BIN" train "${MODEL[@]}" --pp 2 --virtual-stages 2 --microbatches 4
 refused "interleaved with v 1" 2 "virtual-stages" -- "${MPIRUN[@]}" -np 2 "$BIN" train "${MODEL[@]}" --pp 2 "${IL[@]}" --microbatches 4
+refused "zb-h1 with ZeRO-2" 4 "zb-h1" -- "${MPIRUN[@]}" -np 4 "$BIN" train "${MODEL[@]}" --pp 2 --dp 2 --zero 2 "${ZB[@]}" --microbatches 2
+refused "zb-h1 with full recompute" 2 "zb-h1" -- "${MPIRUN[@]}" -np 2 "$BIN" train "${MODEL[@]}" --pp 2 "${ZB[@]}" --recompute full --microbatches 4
 
 finish

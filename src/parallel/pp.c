@@ -36,7 +36,7 @@ mpt_status mpt_pp_chunk_sets(mpt_pp_kind kind, int p, int m, int v, int stage, i
             open[j] = 1;
             if (++alive[c] > sets[c]) sets[c] = alive[c];
         }
-        if (a[i].op == MPT_PP_B) alive[c]--;
+        if (a[i].op == (kind == MPT_PP_ZB_H1 ? MPT_PP_W : MPT_PP_B)) alive[c]--;
     }
     free(a);
     free(open);
@@ -292,6 +292,20 @@ static mpt_status backward_(mpt_pp *pp, const mpt_pp_action *a, mpt_pp_batch_fn 
         memcpy(pp->grad_out[k], m->work[MPT_WORK_DRES], pp->boundary_n * sizeof(float));
     }
     if (!m->last) TRY_(mpt_wait(&pp->tx_act[j], err)); /* long done: the gradient came back */
+    if (!m->split_w) close_set_(pp, j); /* else W still reads it */
+    m->cur = &m->own;
+    return MPT_OK;
+}
+
+/* The split backward's weight-gradient pass (zb-h1): W of a micro-batch after its B. */
+static mpt_status weights_(mpt_pp *pp, const mpt_pp_action *a, int Bm, int T, mpt_error *err) {
+    mpt_gpt *m = chunk_model_(pp, a->chunk);
+    int j = a->mb * pp->v + a->chunk;
+    if (pp->slot_of[j] < 0)
+        return mpt_fail(err, MPT_ERR_RUN, "pipeline: W%d before its B", a->mb);
+    m->cur = &pp->set[j];
+    mpt_dp_set_last_microbatch(pp->dp, a->mb == pp->m - 1);
+    TRY_(mpt_gpt_backward_weights(m, Bm, T, err));
     close_set_(pp, j);
     m->cur = &m->own;
     return MPT_OK;
@@ -303,8 +317,8 @@ mpt_status mpt_pp_step(mpt_pp *pp, mpt_pp_batch_fn batch, void *ctx, int32_t *in
     mpt_gpt *model = pp->model;
     int v = pp->v;
     *loss_sum = 0.0;
-    pp->busy = pp->f_sum = pp->b_sum = 0.0;
-    pp->f_n = pp->b_n = 0;
+    pp->busy = pp->f_sum = pp->b_sum = pp->w_sum = 0.0;
+    pp->f_n = pp->b_n = pp->w_n = 0;
     pp->inputs_mb = -1;
     memset(pp->t_sent, 0, 3 * 2 * (size_t)pp->m * (size_t)v * sizeof *pp->t_sent);
     double start = mpt_comm_clock();
@@ -360,6 +374,16 @@ mpt_status mpt_pp_step(mpt_pp *pp, mpt_pp_batch_fn batch, void *ctx, int32_t *in
             if (pp->on_event) pp->on_event(pp->event_ctx, a, t0, t1);
             break;
         }
+        case MPT_PP_W: {
+            double t0 = mpt_comm_clock();
+            TRY_(weights_(pp, a, Bm, T, err));
+            double t1 = mpt_comm_clock();
+            pp->busy += t1 - t0;
+            pp->w_sum += t1 - t0;
+            pp->w_n++;
+            if (pp->on_event) pp->on_event(pp->event_ctx, a, t0, t1);
+            break;
+        }
         default:
             return mpt_fail(err, MPT_ERR_RUN, "pipeline: action %d is not supported by this executor",
                             a->op);
@@ -385,14 +409,16 @@ mpt_status mpt_pp_measure(mpt_pp *pp, double *costs, mpt_error *err) {
     }
     if (p > 1) TRY_(mpt_allreduce_sum_f64(pp->comm, pp->msg, (size_t)p * nm, err));
     /* 2. per stage: F and B sums and counts; over all: transfer sum and count */
-    size_t ns = 4 * (size_t)p + 2;
+    size_t ns = 6 * (size_t)p + 2;
     double *sums = calloc(ns, sizeof *sums);
     if (!sums) return mpt_fail(err, MPT_ERR_RUN, "out of memory measuring the pipeline");
-    double *row = sums + 4 * (size_t)me;
+    double *row = sums + 6 * (size_t)me;
     row[0] = pp->f_sum;
     row[1] = pp->f_n;
     row[2] = pp->b_sum;
     row[3] = pp->b_n;
+    row[4] = pp->w_sum;
+    row[5] = pp->w_n;
     for (size_t i = 0; i < nm; i++) {
         double sent = pp->msg[(size_t)me * nm + i];
         if (pp->t_got[i] <= 0 || sent <= 0) continue;
@@ -403,11 +429,11 @@ mpt_status mpt_pp_measure(mpt_pp *pp, double *costs, mpt_error *err) {
     mpt_status st = p > 1 ? mpt_allreduce_sum_f64(pp->comm, sums, ns, err) : MPT_OK;
     /* the simulator's costs are a whole stage's (mpt_pp_action_cost scales a chunk's by 1/v) */
     for (int s = 0; !st && s < p; s++) {
-        const double *x = sums + 4 * (size_t)s;
+        const double *x = sums + 6 * (size_t)s;
         double *c = costs + (size_t)s * MPT_PP_COSTS;
         c[MPT_PP_COST_F] = x[1] > 0 ? v * x[0] / x[1] : 0.0;
         c[MPT_PP_COST_B] = x[3] > 0 ? v * x[2] / x[3] : 0.0;
-        c[MPT_PP_COST_W] = 0.0;
+        c[MPT_PP_COST_W] = x[5] > 0 ? v * x[4] / x[5] : 0.0; /* split backward only */
         c[MPT_PP_COST_COMM] = sums[ns - 1] > 0 ? sums[ns - 2] / sums[ns - 1] : 0.0;
     }
     free(sums);

@@ -7,6 +7,8 @@
  *   F         wait for that input (or, first stage, read the tokens), run the stage's forward
  *   SEND_ACT  post MPI_Isend of the output (the last block's RES3)
  *   RECV_GRAD post MPI_Irecv of the output's gradient into the set's GRAD_IN
+ *   W         zb-h1 (the model built with split_w): the weight-gradient pass of a micro-batch
+ *             whose B (then the input-gradient pass only) ran earlier; its set lives until W
  *   B         wait for it (or, last stage, start from the loss), run the backward; a stage with a
  *             previous one copies the input gradient into one of two send buffers
  *   SEND_GRAD post MPI_Isend of that buffer
@@ -82,8 +84,8 @@ typedef struct mpt_pp {
      * 0 when there was none. Owned (one malloc). */
     double *t_sent;          /* when this stage posted the send */
     double *t_wait, *t_got;  /* when it began waiting for the receive, and when that returned */
-    double f_sum, b_sum;     /* compute seconds of its F / B actions */
-    int f_n, b_n;
+    double f_sum, b_sum, w_sum; /* compute seconds of its F / B / W actions */
+    int f_n, b_n, w_n;
     double *msg;             /* scratch: p*2mv send times by receiving stage (mpt_pp_measure) */
     double busy;             /* compute seconds of the last step */
     double wall;             /* seconds from the step's first action to its last */
@@ -133,8 +135,9 @@ mpt_status mpt_pp_step(mpt_pp *pp, mpt_pp_batch_fn batch, void *ctx, int32_t *in
                        mpt_error *err);
 
 /* The last step's costs per stage, gathered over the pipeline group (every rank of it calls):
- * costs[s * MPT_PP_COSTS + i] for stage s gets its mean F and mean B (the whole backward) per
- * action, W 0, and as COMM the mean transfer time of all messages, each from the moment its
+ * costs[s * MPT_PP_COSTS + i] for stage s gets its mean F and mean B (the whole backward, or
+ * the input-gradient pass under the split backward of zb-h1) per action, W (the
+ * weight-gradient pass; 0 unless split), and as COMM the mean transfer time of all messages, each from the moment its
  * send was posted and its receiver was waiting for it (max of the two) to the wait's return
  * (the clocks of the ranks of one node agree; on several hosts their offset enters this
  * estimate). costs holds p * MPT_PP_COSTS doubles. Replayed by mpt_pp_simulate_ranks, they give

@@ -67,6 +67,7 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
         return mpt_fail(err, MPT_ERR_INPUT, "the data-parallel buffers are too large to address");
     mpt_gpt_place place = mpt_placement_gpt(pl, NULL, lay->sp, lay->recompute);
     place.threads = lay->threads;
+    place.split_w = lay->split_w;
     size_t act_n[MPT_ACT_SLOTS], work_n[MPT_WORK_SLOTS];
     if (!mpt_gpt_buffer_sizes(cfg, B, T, 1, tp, lay->sp, &place, act_n, work_n))
         return mpt_fail(err, MPT_ERR_INPUT, "batch %d x %d tokens is too large to address", B, T);

@@ -35,6 +35,7 @@ typedef struct mpt_rank_layout {
                                * split evenly; then chunk_sets[c] sets of chunk c's blocks are
                                * counted instead of act_sets (parallel/pp.h, mpt_pp_chunk_sets) */
     const int *chunk_sets;
+    int split_w;              /* split backward (zb-h1): sets also hold the W pass's stash */
 } mpt_rank_layout;
 
 /* The training memory of one rank: the engine's buffers for micro-batches of B sequences of T

@@ -108,11 +108,20 @@ static mpt_status validate_layout_(mpt_run *r, mpt_error *err) {
                                     err)))
             return st;
         if (r->kind != MPT_PP_NAIVE && r->kind != MPT_PP_GPIPE && r->kind != MPT_PP_1F1B &&
-            r->kind != MPT_PP_INTERLEAVED)
+            r->kind != MPT_PP_INTERLEAVED && r->kind != MPT_PP_ZB_H1)
             return mpt_fail(err, MPT_ERR_INPUT,
                             "--schedule %s is not supported by the trainer yet: use naive, gpipe, "
-                            "1f1b or interleaved (`mptrain schedule` shows all of them)",
+                            "1f1b, interleaved or zb-h1 (`mptrain schedule` shows all of them)",
                             o->schedule);
+        /* zb-h1's W pass reads each block's kept inputs and writes the full gradient buffer */
+        if (r->kind == MPT_PP_ZB_H1 && o->recompute == MPT_RECOMPUTE_FULL)
+            return mpt_fail(err, MPT_ERR_INPUT, "--schedule zb-h1 defers the weight gradients, "
+                            "which need every block's activations: use --recompute none or "
+                            "selective, or --schedule 1f1b");
+        if (r->kind == MPT_PP_ZB_H1 && o->zero >= 2)
+            return mpt_fail(err, MPT_ERR_INPUT, "--schedule zb-h1 is not supported with --zero "
+                            "%d yet (its W pass runs after the unit's staged reduction): use "
+                            "--zero 0 or 1, or --schedule 1f1b or interleaved", o->zero);
     }
     r->v = o->virtual_stages > 1 ? o->virtual_stages : 1;
     if (r->v > 1 && o->pp < 2)
@@ -208,7 +217,8 @@ static mpt_status stage_plan_(mpt_run *r, const mpt_placement *q, mpt_mem_plan *
     mpt_rank_layout lay = {.place = *q, .sp = o->sp, .zero = o->zero, .act_sets = sets,
                            .recompute = o->recompute, .z3_whole = r->z3_whole,
                            .bucket_elems = (size_t)(o->bucket_mb * 1024 * 1024 / 4),
-                           .threads = o->threads, .chunks = r->v, .chunk_sets = chunk_sets};
+                           .threads = o->threads, .chunks = r->v, .chunk_sets = chunk_sets,
+                           .split_w = r->kind == MPT_PP_ZB_H1};
     return mpt_memplan_rank(&r->cfg, r->Bm, r->T, &lay, plan, err);
 }
 
@@ -305,6 +315,7 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
     }
     mpt_gpt_place place = mpt_placement_gpt(&r->place, &ops, o->sp, o->recompute);
     place.threads = o->threads; /* the attention workspace, as the plan sized it */
+    place.split_w = r->kind == MPT_PP_ZB_H1; /* B and W apart (model/gpt.h) */
     if (r->v > 1) { /* the rank's v chunks, back to back in one table (model/params.h) */
         place.chunk_layers = r->cfg.n_layer / (o->pp * r->v);
         place.chunk_stride = o->pp * place.chunk_layers;
