@@ -36,7 +36,7 @@ mpt_status mpt_pp_chunk_sets(mpt_pp_kind kind, int p, int m, int v, int stage, i
             open[j] = 1;
             if (++alive[c] > sets[c]) sets[c] = alive[c];
         }
-        if (a[i].op == (kind == MPT_PP_ZB_H1 ? MPT_PP_W : MPT_PP_B)) alive[c]--;
+        if (a[i].op == (mpt_pp_split(kind) ? MPT_PP_W : MPT_PP_B)) alive[c]--;
     }
     free(a);
     free(open);
@@ -98,7 +98,8 @@ static mpt_status make_view_(mpt_pp *pp, int c, mpt_error *err) {
     *w = *m;
     mpt_gpt_place whole = {.tp = m->tp, .tp_rank = m->tp_rank, .sp = m->sp, .n_layers = m->nl,
                            .first = m->first, .last = m->last, .recompute = m->recompute,
-                           .threads = m->threads, .cp = m->cp, .cp_rank = m->cp_rank};
+                           .threads = m->threads, .cp = m->cp, .cp_rank = m->cp_rank,
+                           .split_w = m->split_w};
     mpt_gpt_place q = mpt_pp_chunk_place(&whole, pp->v, c);
     size_t work_n[MPT_WORK_SLOTS];
     if (!mpt_gpt_buffer_sizes(&m->cfg, m->B, m->T, 1, m->tp, m->sp, &q, w->act_n, work_n))
@@ -173,6 +174,7 @@ mpt_status mpt_pp_init_chunks(mpt_pp *pp, mpt_comm *comm, mpt_pp_kind kind, int 
     pp->rx_act = calloc(mv, sizeof *pp->rx_act);
     pp->rx_grad = calloc(mv, sizeof *pp->rx_grad);
     pp->tx_act = calloc(mv, sizeof *pp->tx_act);
+    pp->t_peer = calloc(2 * mv, sizeof *pp->t_peer);
     size_t nm = 2 * mv; /* three per-message arrays, then p of them for mpt_pp_measure */
     pp->t_sent = calloc(nm * (3 + (size_t)pp->p), sizeof *pp->t_sent);
     if (pp->t_sent) {
@@ -181,7 +183,7 @@ mpt_status mpt_pp_init_chunks(mpt_pp *pp, mpt_comm *comm, mpt_pp_kind kind, int 
         pp->msg = pp->t_got + nm;
     }
     if (st || !pp->set || !pp->pool || !pp->pool_free || !pp->slot_of || !pp->rx_act ||
-        !pp->rx_grad || !pp->tx_act || !pp->t_sent || !pp->pool_chunk ||
+        !pp->rx_grad || !pp->tx_act || !pp->t_sent || !pp->pool_chunk || !pp->t_peer ||
         (v > 1 && (!pp->views || !pp->vctx))) {
         mpt_pp_free(pp);
         return st ? st : mpt_fail(err, MPT_ERR_RUN, "out of memory for the pipeline executor");
@@ -218,6 +220,7 @@ void mpt_pp_free(mpt_pp *pp) {
     free(pp->views);
     free(pp->vctx);
     free(pp->pool_chunk);
+    free(pp->t_peer);
     pp->model->cur = &pp->model->own;
     memset(pp, 0, sizeof *pp);
 }
@@ -334,6 +337,7 @@ mpt_status mpt_pp_step(mpt_pp *pp, mpt_pp_batch_fn batch, void *ctx, int32_t *in
             break;
         case MPT_PP_SEND_ACT:
             pp->t_sent[tag] = mpt_comm_clock();
+            pp->t_peer[tag] = a->peer;
             TRY_(mpt_isend(pp->comm, stage_output_(pp, j), pp->boundary_n, a->peer, tag,
                            &pp->tx_act[j], err));
             break;
@@ -344,6 +348,7 @@ mpt_status mpt_pp_step(mpt_pp *pp, mpt_pp_batch_fn batch, void *ctx, int32_t *in
             break;
         case MPT_PP_SEND_GRAD:
             pp->t_sent[tag] = mpt_comm_clock();
+            pp->t_peer[tag] = a->peer;
             TRY_(mpt_isend(pp->comm, pp->grad_out[j % 2], pp->boundary_n, a->peer, tag,
                            &pp->tx_grad[j % 2], err));
             pp->tx_grad_busy[j % 2] = 1;
@@ -403,8 +408,7 @@ mpt_status mpt_pp_measure(mpt_pp *pp, double *costs, mpt_error *err) {
      *    the rank holds several chunks) */
     memset(pp->msg, 0, (size_t)p * nm * sizeof *pp->msg);
     for (size_t i = 0; i < nm; i++) {
-        int dst = me + (i % 2 ? -1 : 1);
-        if (v > 1) dst = (dst + p) % p;
+        int dst = pp->t_peer[i];
         if (pp->t_sent[i] > 0 && dst >= 0 && dst < p) pp->msg[(size_t)dst * nm + i] = pp->t_sent[i];
     }
     if (p > 1) TRY_(mpt_allreduce_sum_f64(pp->comm, pp->msg, (size_t)p * nm, err));

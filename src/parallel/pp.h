@@ -84,6 +84,7 @@ typedef struct mpt_pp {
      * 0 when there was none. Owned (one malloc). */
     double *t_sent;          /* when this stage posted the send */
     double *t_wait, *t_got;  /* when it began waiting for the receive, and when that returned */
+    int *t_peer;             /* owned: the rank each message this stage sent went to */
     double f_sum, b_sum, w_sum; /* compute seconds of its F / B / W actions */
     int f_n, b_n, w_n;
     double *msg;             /* scratch: p*2mv send times by receiving stage (mpt_pp_measure) */

@@ -9,23 +9,30 @@ mpt_status mpt_pp_eval(mpt_pp *pp, mpt_pp_batch_fn batch, void *ctx, int count, 
                        int32_t *targets, int Bm, int T, double *loss_sum, mpt_error *err) {
     *loss_sum = 0.0;
     mpt_status st = MPT_OK;
-    /* chunk c of rank r is stage c*p + r: the micro-batch goes round the ranks v times */
-    int p = pp->p, v = pp->v > 0 ? pp->v : 1;
-    int prev = (pp->stage + p - 1) % p, next = (pp->stage + 1) % p;
+    /* each micro-batch goes through the p*v stages in order; this rank runs the stages it
+     * holds (interleaved: chunk c of rank r is stage c*p + r; zb-v: stages r and 2p-1-r) */
+    int p = pp->p, v = pp->v > 0 ? pp->v : 1, S = p * v;
     for (int k = 0; k < count && !st; k++)
-        for (int c = 0; c < v && !st; c++) {
+        for (int s = 0; s < S && !st; s++) {
+            int rank, c, prev = -1, pc = 0, next = -1, nc = 0;
+            mpt_pp_stage_place(pp->kind, p, s, &rank, &c);
+            if (rank != pp->stage) continue;
+            if (s > 0) mpt_pp_stage_place(pp->kind, p, s - 1, &prev, &pc);
+            if (s < S - 1) mpt_pp_stage_place(pp->kind, p, s + 1, &next, &nc);
             mpt_gpt *m = mpt_pp_chunk_model(pp, c);
-            int e = 0; /* a set of this chunk's pool: free between steps (every set closes) */
-            while (e < pp->pool_n && pp->pool_chunk[e] != c) e++;
-            if (e == pp->pool_n)
+            mpt_gpt_acts *set = NULL, *to = NULL; /* sets of the pool: free between steps */
+            for (int e = 0; e < pp->pool_n; e++) {
+                if (!set && pp->pool_chunk[e] == c) set = &pp->pool[e];
+                if (!to && next == pp->stage && pp->pool_chunk[e] == nc) to = &pp->pool[e];
+            }
+            if (!set || (next == pp->stage && !to))
                 return mpt_fail(err, MPT_ERR_RUN,
                                 "evaluation: the pipeline executor has no activation set");
-            mpt_gpt_acts *set = &pp->pool[e];
             size_t per = m->act_n[MPT_ACT_RES3] / (size_t)m->nl;
             float *out = set->a[MPT_ACT_RES3] + (size_t)(m->nl - 1) * per; /* the output */
             m->cur = set;
             mpt_req rq;
-            if (!m->first) {
+            if (prev >= 0 && prev != pp->stage) { /* (from this rank: copied below) */
                 st = mpt_irecv(pp->comm, set->a[MPT_ACT_ENCODED], pp->boundary_n, prev,
                                EVAL_TAG_ + c, &rq, err);
                 if (!st) st = mpt_wait(&rq, err);
@@ -35,9 +42,10 @@ mpt_status mpt_pp_eval(mpt_pp *pp, mpt_pp_batch_fn batch, void *ctx, int count, 
             if (!st) st = mpt_gpt_forward(m, inputs, m->last ? targets : NULL, Bm, T, 0.0f, &loss,
                                           err);
             if (!st && m->last) *loss_sum += loss;
-            if (!st && !m->last) { /* the next forward overwrites out: wait for the send */
-                st = mpt_isend(pp->comm, out, pp->boundary_n, next, EVAL_TAG_ + (c + (next == 0)),
-                               &rq, err);
+            if (!st && next == pp->stage) {
+                memcpy(to->a[MPT_ACT_ENCODED], out, pp->boundary_n * sizeof(float));
+            } else if (!st && next >= 0) { /* the next forward overwrites out: wait for it */
+                st = mpt_isend(pp->comm, out, pp->boundary_n, next, EVAL_TAG_ + nc, &rq, err);
                 if (!st) st = mpt_wait(&rq, err);
             }
             m->cur = &m->own;

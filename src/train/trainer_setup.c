@@ -108,37 +108,40 @@ static mpt_status validate_layout_(mpt_run *r, mpt_error *err) {
                                     err)))
             return st;
         if (r->kind != MPT_PP_NAIVE && r->kind != MPT_PP_GPIPE && r->kind != MPT_PP_1F1B &&
-            r->kind != MPT_PP_INTERLEAVED && r->kind != MPT_PP_ZB_H1)
+            r->kind != MPT_PP_INTERLEAVED && !mpt_pp_split(r->kind))
             return mpt_fail(err, MPT_ERR_INPUT,
                             "--schedule %s is not supported by the trainer yet: use naive, gpipe, "
-                            "1f1b, interleaved or zb-h1 (`mptrain schedule` shows all of them)",
+                            "1f1b, interleaved, zb-h1 or zb-v (`mptrain schedule` shows all)",
                             o->schedule);
         /* zb-h1's W pass reads each block's kept inputs and writes the full gradient buffer */
-        if (r->kind == MPT_PP_ZB_H1 && o->recompute == MPT_RECOMPUTE_FULL)
-            return mpt_fail(err, MPT_ERR_INPUT, "--schedule zb-h1 defers the weight gradients, "
+        if (mpt_pp_split(r->kind) && o->recompute == MPT_RECOMPUTE_FULL)
+            return mpt_fail(err, MPT_ERR_INPUT, "--schedule %s defers the weight gradients, "
                             "which need every block's activations: use --recompute none or "
-                            "selective, or --schedule 1f1b");
-        if (r->kind == MPT_PP_ZB_H1 && o->zero >= 2)
-            return mpt_fail(err, MPT_ERR_INPUT, "--schedule zb-h1 is not supported with --zero "
+                            "selective, or --schedule 1f1b", o->schedule);
+        if (mpt_pp_split(r->kind) && o->zero >= 2)
+            return mpt_fail(err, MPT_ERR_INPUT, "--schedule %s is not supported with --zero "
                             "%d yet (its W pass runs after the unit's staged reduction): use "
-                            "--zero 0 or 1, or --schedule 1f1b or interleaved", o->zero);
+                            "--zero 0 or 1, or --schedule 1f1b or interleaved", o->schedule,
+                            o->zero);
     }
     r->v = o->virtual_stages > 1 ? o->virtual_stages : 1;
+    if (o->pp > 1 && r->kind == MPT_PP_ZB_V && o->virtual_stages <= 1) r->v = 2; /* the V */
     if (r->v > 1 && o->pp < 2)
         return mpt_fail(err, MPT_ERR_INPUT, "--virtual-stages %d needs --pp 2 or more and "
                         "--schedule interleaved", r->v);
     if (o->pp > 1 && (st = mpt_pp_check(r->kind, o->pp, o->microbatches, r->v, err))) return st;
-    if (r->v > 1) { /* interleaved: p*v chunks of equal size, chunk c of rank r = stage c*p+r */
+    if (r->v > 1) { /* p*v chunks of equal size: interleaved chunk c of rank r = stage c*p+r,
+                     * zb-v chunk 0 = stage r and chunk 1 = stage 2p-1-r */
         long long chunks = (long long)o->pp * r->v;
         if (o->partition && strcmp(o->partition, "uniform") != 0)
-            return mpt_fail(err, MPT_ERR_INPUT, "--schedule interleaved splits the %d blocks "
+            return mpt_fail(err, MPT_ERR_INPUT, "--schedule %s splits the %d blocks "
                             "into --pp x --virtual-stages equal chunks: use --partition uniform "
-                            "(not %s)", r->cfg.n_layer, o->partition);
+                            "(not %s)", o->schedule, r->cfg.n_layer, o->partition);
         if (r->cfg.n_layer % chunks != 0)
-            return mpt_fail(err, MPT_ERR_INPUT, "--schedule interleaved needs the %d blocks "
+            return mpt_fail(err, MPT_ERR_INPUT, "--schedule %s needs the %d blocks "
                             "divisible into --pp %d x --virtual-stages %d = %lld equal chunks "
                             "under --partition uniform: change --layers, --pp or "
-                            "--virtual-stages", r->cfg.n_layer, o->pp, r->v, chunks);
+                            "--virtual-stages", o->schedule, r->cfg.n_layer, o->pp, r->v, chunks);
     }
     return MPT_OK;
 }
@@ -214,11 +217,13 @@ static mpt_status stage_plan_(mpt_run *r, const mpt_placement *q, mpt_mem_plan *
                              : mpt_pp_sets_needed(r->kind, q->stages, o->microbatches, q->stage,
                                                   &sets, err);
     if (st) return st;
-    mpt_rank_layout lay = {.place = *q, .sp = o->sp, .zero = o->zero, .act_sets = sets,
+    mpt_placement qv = *q;
+    if (r->kind == MPT_PP_ZB_V) qv.first = qv.last = q->stage == 0; /* both ends on rank 0 */
+    mpt_rank_layout lay = {.place = qv, .sp = o->sp, .zero = o->zero, .act_sets = sets,
                            .recompute = o->recompute, .z3_whole = r->z3_whole,
                            .bucket_elems = (size_t)(o->bucket_mb * 1024 * 1024 / 4),
                            .threads = o->threads, .chunks = r->v, .chunk_sets = chunk_sets,
-                           .split_w = r->kind == MPT_PP_ZB_H1};
+                           .split_w = mpt_pp_split(r->kind)};
     return mpt_memplan_rank(&r->cfg, r->Bm, r->T, &lay, plan, err);
 }
 
@@ -247,6 +252,7 @@ mpt_status mpt_run_prepare(mpt_run *r, mpt_train_result *res, mpt_error *err) {
     mpt_placement_set_layers(&r->place, r->stage_count);
     /* interleaved: the rank's chunks are stages r, p+r, ...; its table's block 0 is block r*k */
     if (r->v > 1) r->place.first_layer = r->place.stage * (r->cfg.n_layer / (o->pp * r->v));
+    if (r->kind == MPT_PP_ZB_V) r->place.first = r->place.last = r->place.stage == 0;
     for (int s = 0; s < o->pp; s++) res->stage_layers[s] = r->stage_count[s];
     if ((st = open_data_(r, err))) return st;
     res->train_tokens = r->train_view.n;
@@ -297,7 +303,7 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
     mpt_comm *tp = &r->groups.dim[MPT_DIM_TP], *dp = &r->groups.dim[MPT_DIM_DP];
     mpt_comm *pp = &r->groups.dim[MPT_DIM_PP];
     int first = r->place.first, last = r->place.last;
-    int tied_ends = o->pp > 1 && r->cfg.tied;
+    int tied_ends = o->pp > 1 && r->cfg.tied && r->kind != MPT_PP_ZB_V; /* zb-v: one rank */
     if (tied_ends) { /* the two ends of the pipeline share the tied wte */
         int color = first || last ? 0 : MPI_UNDEFINED;
         if ((st = mpt_comm_split(pp, color, r->place.stage, "embed", &r->embed, err))) return st;
@@ -315,10 +321,12 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
     }
     mpt_gpt_place place = mpt_placement_gpt(&r->place, &ops, o->sp, o->recompute);
     place.threads = o->threads; /* the attention workspace, as the plan sized it */
-    place.split_w = r->kind == MPT_PP_ZB_H1; /* B and W apart (model/gpt.h) */
+    place.split_w = mpt_pp_split(r->kind); /* B and W apart (model/gpt.h) */
     if (r->v > 1) { /* the rank's v chunks, back to back in one table (model/params.h) */
         place.chunk_layers = r->cfg.n_layer / (o->pp * r->v);
         place.chunk_stride = o->pp * place.chunk_layers;
+        if (r->kind == MPT_PP_ZB_V) /* chunk 1 is stage 2p-1-r */
+            place.chunk_stride = (2 * o->pp - 1 - 2 * r->place.stage) * place.chunk_layers;
     }
     mpt_dp_opts dopt;
     mpt_dp_opts_defaults(&dopt);
