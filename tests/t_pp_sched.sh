@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Pipeline schedules beyond 1F1B in the trainer (issue 11): interleaved 1F1B with 2 and 3 model
-# chunks per rank and ZB-H1 (split backward) train like one rank (5 steps' losses and final
-# weights within 1e-5 relative) on pp 2 and 4, composed with dp 2 (interleaved: ZeRO-2, zb-h1:
-# ZeRO-1) and tp 2; every rank's measured peak equals its
+# chunks per rank, ZB-H1 (split backward) and ZB-V (two chunks per rank in a V) train like one rank (5 steps' losses and final
+# weights within 1e-5 relative) on pp 2 and 4, composed with dp 2 (interleaved: ZeRO-1 and 2, zb-h1
+# and zb-v: ZeRO-1) and tp 2; evaluation gives one rank's validation loss; every rank's measured peak equals its
 # plan, which counts each chunk's activation sets from the schedule's action list; a checkpoint
 # of an interleaved run resumes under 1F1B; what it cannot run exits 2 with the reason.
 # Models are tiny (d 32) so the whole script stays well under two minutes on two cores.
@@ -32,16 +32,19 @@ IL=(--schedule interleaved)
 base 4
 run ref4 1 --microbatches 4
 run il-p2v2 2 --pp 2 "${IL[@]}" --virtual-stages 2 --microbatches 4 && same il-p2v2 ref4
-run il-p2v2-m8 2 --pp 2 "${IL[@]}" --virtual-stages 2 --microbatches 8 && same il-p2v2-m8 ref4
 run il-p2v2-dp2z2 4 --pp 2 --dp 2 --zero 2 "${IL[@]}" --virtual-stages 2 --microbatches 2 && same il-p2v2-dp2z2 ref4
+run il-p2v2-dp2z1 4 --pp 2 --dp 2 --zero 1 "${IL[@]}" --virtual-stages 2 --microbatches 2 && same il-p2v2-dp2z1 ref4
 run il-p2v2-tp2 4 --pp 2 --tp 2 "${IL[@]}" --virtual-stages 2 --microbatches 4 && same il-p2v2-tp2 ref4
 # zb-h1: the backward split into B (input gradients) and W (weight gradients, deferred)
 ZB=(--schedule zb-h1)
 run zb-p2 2 --pp 2 "${ZB[@]}" --microbatches 4 && same zb-p2 ref4
-run zb-p2-m8 2 --pp 2 "${ZB[@]}" --microbatches 8 && same zb-p2-m8 ref4
+# zb-v: two chunks per rank in a V; the embedding and the tied head both on rank 0
+ZV=(--schedule zb-v)
+run zv-p2 2 --pp 2 "${ZV[@]}" --microbatches 4 && same zv-p2 ref4
+run zv-p2-dp2z1 4 --pp 2 --dp 2 --zero 1 "${ZV[@]}" --microbatches 2 && same zv-p2-dp2z1 ref4
+run zv-p2-tp2 4 --pp 2 --tp 2 "${ZV[@]}" --microbatches 4 && same zv-p2-tp2 ref4
 run zb-p2-dp2z1 4 --pp 2 --dp 2 --zero 1 "${ZB[@]}" --microbatches 2 && same zb-p2-dp2z1 ref4
 run zb-p2-tp2 4 --pp 2 --tp 2 "${ZB[@]}" --microbatches 4 && same zb-p2-tp2 ref4
-run zb-p2-tp2sp 4 --pp 2 --tp 2 --sp "${ZB[@]}" --microbatches 4 && same zb-p2-tp2sp ref4
 base 6
 run ref6 1 --microbatches 4
 run il-p2v3 2 --pp 2 "${IL[@]}" --virtual-stages 3 --microbatches 4 && same il-p2v3 ref6
@@ -50,6 +53,7 @@ run ref8 1 --microbatches 4
 run il-p4v2 4 --pp 4 "${IL[@]}" --virtual-stages 2 --microbatches 4 && same il-p4v2 ref8
 run il-p4v2-rc 4 --pp 4 "${IL[@]}" --virtual-stages 2 --microbatches 4 --recompute full && same il-p4v2-rc ref8
 run zb-p4 4 --pp 4 "${ZB[@]}" --microbatches 8 && same zb-p4 ref8
+run zv-p4 4 --pp 4 "${ZV[@]}" --microbatches 8 && same zv-p4 ref8
 
 # memory: every rank's measured peak equals its plan; the plan counts the activation sets of
 # each chunk that the action list keeps alive at once
@@ -57,7 +61,8 @@ run zb-p4 4 --pp 4 "${ZB[@]}" --microbatches 8 && same zb-p4 ref8
 import json, sys, os
 tmp, msgs, good = sys.argv[1], [], True
 for name, p in [("il-p2v2", 2), ("il-p2v3", 2), ("il-p4v2", 4), ("il-p2v2-dp2z2", 4), ("il-p4v2-rc", 4),
-                ("zb-p2", 2), ("zb-p4", 4), ("zb-p2-tp2", 4)]:
+                ("zb-p2", 2), ("zb-p4", 4), ("zb-p2-tp2", 4), ("zv-p2", 2), ("zv-p4", 4),
+                ("zv-p2-dp2z1", 4)]:
     lines = [json.loads(l) for l in open(os.path.join(tmp, name + ".jsonl"))]
     ranks = lines[-1]["ranks"]
     if len(ranks) != p:
@@ -79,6 +84,24 @@ steps = [x for x in l if "step" in x and "event" not in x]
 good = lay["schedule"] == "interleaved" and lay["virtual_stages"] == 2
 good = good and len(steps) == 5 and all(0 <= x["bubble"] < 1 and 0 <= x["bubble_sim"] < 1 for x in steps)
 print(f"schedule {lay['schedule']} v {lay.get('virtual_stages')}, bubble_sim {steps[-1].get('bubble_sim')}")
+sys.exit(0 if good else 1)
+PY
+
+# evaluation walks the chunks in stage order: the same validation loss as one rank
+base 4
+MODEL+=(--steps 2 --val-fraction 0.1 --eval-every 2)
+run ev-one 1 --microbatches 4
+run ev-il 2 --pp 2 "${IL[@]}" --virtual-stages 2 --microbatches 4
+run ev-zv 2 --pp 2 "${ZV[@]}" --microbatches 4
+/usr/bin/python3 - "$TMP" >"$TMP/ev" <<'PY' && ok "val_loss: $(cat "$TMP/ev")" || bad "val_loss: $(cat "$TMP/ev")"
+import json, sys, os
+v = {}
+for n in ("ev-one", "ev-il", "ev-zv"):
+    s = [json.loads(x) for x in open(os.path.join(sys.argv[1], n + ".jsonl")) if '"val_loss"' in x]
+    v[n] = s[-1]["val_loss"] if s else None
+vals = list(v.values())
+good = None not in vals and max(vals) - min(vals) <= 1e-5 * abs(vals[0])
+print(" ".join(f"{k} {x}" for k, x in v.items()))
 sys.exit(0 if good else 1)
 PY
 
@@ -109,6 +132,7 @@ refused "explicit partition" 2 "partition uniform" -- "${MPIRUN[@]}" -np 2 "$BIN
 refused "v without interleaved" 2 "virtual-stages" -- "${MPIRUN[@]}" -np 2 "$BIN" train "${MODEL[@]}" --pp 2 --virtual-stages 2 --microbatches 4
 refused "interleaved with v 1" 2 "virtual-stages" -- "${MPIRUN[@]}" -np 2 "$BIN" train "${MODEL[@]}" --pp 2 "${IL[@]}" --microbatches 4
 refused "zb-h1 with ZeRO-2" 4 "zb-h1" -- "${MPIRUN[@]}" -np 4 "$BIN" train "${MODEL[@]}" --pp 2 --dp 2 --zero 2 "${ZB[@]}" --microbatches 2
+refused "zb-v with an odd chunk count" 2 "equal chunks" -- "${MPIRUN[@]}" -np 2 "$BIN" train --model tiny --layers 6 --d-model 32 --heads 4 --ffn 64 --seq-len 32 --batch 8 --threads 1 --quiet --pp 2 "${ZV[@]}" --microbatches 4
 refused "zb-h1 with full recompute" 2 "zb-h1" -- "${MPIRUN[@]}" -np 2 "$BIN" train "${MODEL[@]}" --pp 2 "${ZB[@]}" --recompute full --microbatches 4
 
 finish
