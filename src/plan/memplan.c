@@ -51,7 +51,10 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
     o.zero = lay->zero;
     o.z3_whole = lay->z3_whole;
     o.bucket_elems = lay->bucket_elems;
-    if (pl->stages > 1 && cfg->tied && (pl->first || pl->last)) o.held = mpt_tied_tensor(&pt);
+    /* the tied wte is held for the sum between the two ends of the pipeline, unless one rank
+     * holds both (zb-v) */
+    if (pl->stages > 1 && cfg->tied && (pl->first || pl->last) && !(pl->first && pl->last))
+        o.held = mpt_tied_tensor(&pt);
     mpt_buflist dl;
     mpt_buflist_init(&dl);
     mpt_dp_buffers(&pt, dpn, &o, NULL, &dl);
