@@ -15,8 +15,8 @@
 #include "check.h"
 #include "parallel/schedule.h"
 
-static const int ps_[] = {1, 2, 3, 4, 8};
-static const int ms_[] = {1, 2, 4, 8, 16};
+static const int ps_[] = {1, 2, 3, 4, 5, 6, 7, 8};
+static const int ms_[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
 
 /* Expected verdict of mpt_pp_check, written independently of it. */
 static int valid_(mpt_pp_kind k, int p, int m, int v) {

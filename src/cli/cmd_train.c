@@ -255,7 +255,7 @@ int mpt_cli_train(int argc, char **argv) {
         {"bucket-mb", MPT_ARG_FLOAT, &bucket_mb, "gradient all-reduce bucket size in MiB (default 4)", NULL, MPT_ABOVE(0, MPT_MAX_BUCKET_MB)},
         {"comm-timeout", MPT_ARG_FLOAT, &comm_timeout, "seconds a rank may wait in one MPI call (default 300)", NULL, MPT_ABOVE(0, MAX_COMM_TIMEOUT_)},
         {"sp", MPT_ARG_FLAG, &o.sp, "sequence parallelism over the tp ranks (needs tp > 1)", NULL, MPT_NO_RANGE},
-        {"schedule", MPT_ARG_STRING, &o.schedule, "pipeline schedule naive | gpipe | 1f1b (default) | interleaved", NULL, MPT_NO_RANGE},
+        {"schedule", MPT_ARG_STRING, &o.schedule, "pipeline schedule naive | gpipe | 1f1b (default) | interleaved | zb-h1 | zb-v", NULL, MPT_NO_RANGE},
         {"virtual-stages", MPT_ARG_INT, &c.virtual_stages, "interleaved: model chunks per pipeline rank (default 1; 2 or more with --schedule interleaved)", NULL, MPT_RANGE(1, MPT_MAX_VIRTUAL)},
         {"partition", MPT_ARG_STRING, &o.partition, "layers per stage: uniform (default) | auto | L0,L1,...", NULL, MPT_NO_RANGE},
         {"recompute", MPT_ARG_STRING, &c.recompute, "none | selective | full", NULL, MPT_NO_RANGE},

@@ -67,7 +67,7 @@ typedef struct mpt_train_opts {
     int sp;                  /* sequence parallelism over the tp ranks */
     int pp;                  /* pipeline stages (dp * tp * pp * cp = world size) */
     int cp;                  /* context-parallel ranks: each holds T/cp positions (zigzag) */
-    const char *schedule;    /* pipeline schedule: naive | gpipe | 1f1b (default 1f1b) */
+    const char *schedule;    /* naive|gpipe|1f1b|interleaved|zb-h1|zb-v (default 1f1b) */
     const char *partition;   /* uniform | auto | L0,L1,... (default uniform) */
     int virtual_stages;      /* interleaved: model chunks per pipeline rank (0 or 1: one) */
     int recompute;           /* mpt_recompute: none, selective, full */
