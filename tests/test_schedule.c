@@ -106,7 +106,7 @@ static void check_rank_(const char *nm, mpt_pp_kind k, int p, int m, int v, int 
     }
     /* the memory property */
     int cap = p - r < m ? p - r : m;
-    if (k == MPT_PP_1F1B || k == MPT_PP_ZB_H1)
+    if (k == MPT_PP_1F1B || k == MPT_PP_ZB_H1 || k == MPT_PP_2BW)
         CHECK(peak_b == cap, "%s rank %d: %d micro-batches in flight, want p - r = %d", nm, r,
               peak_b, cap);
     if (k == MPT_PP_ZB_H1)
@@ -200,7 +200,8 @@ static void check_one_(mpt_pp_kind k, int p, int m, int v) {
         CHECK(st == MPT_OK, "%s costs #%zu: simulation failed: %s", nm, ci, err.msg);
         if (st) continue;
         double want = k == MPT_PP_NAIVE ? (double)(p - 1) / p
-                      : k == MPT_PP_GPIPE || k == MPT_PP_1F1B ? (double)(p - 1) / (m + p - 1)
+                      : k == MPT_PP_GPIPE || k == MPT_PP_1F1B || k == MPT_PP_2BW
+                          ? (double)(p - 1) / (m + p - 1)
                                                                : mpt_pp_bubble_theory(k, p, m, v,
                                                                                       costs[ci]);
         CHECK(fabs(t.bubble - want) < 1e-9, "%s costs #%zu: bubble %.12f, want %.12f", nm, ci,
@@ -298,7 +299,7 @@ static void check_broken_(void) {
 static void check_names_(void) {
     mpt_pp_kind k;
     mpt_error err = {0};
-    const char *names[] = {"naive", "gpipe", "1f1b", "interleaved", "zb-h1", "zb-v"};
+    const char *names[] = {"naive", "gpipe", "1f1b", "interleaved", "zb-h1", "zb-v", "2bw"};
     for (int i = 0; i < MPT_PP_KINDS; i++) {
         CHECK(mpt_pp_kind_parse(names[i], &k, &err) == MPT_OK && (int)k == i, "parse %s", names[i]);
         CHECK(strcmp(mpt_pp_kind_name((mpt_pp_kind)i), names[i]) == 0, "name %d", i);

@@ -11,7 +11,7 @@
 #define MPT_PP_MAX_WORK (1 << 20)
 
 static const char *const kind_names_[MPT_PP_KINDS] = {"naive", "gpipe", "1f1b", "interleaved",
-                                                      "zb-h1", "zb-v"};
+                                                      "zb-h1", "zb-v", "2bw"};
 
 const char *mpt_pp_kind_name(mpt_pp_kind k) {
     return (unsigned)k < MPT_PP_KINDS ? kind_names_[k] : "?";
@@ -25,7 +25,7 @@ mpt_status mpt_pp_kind_parse(const char *s, mpt_pp_kind *k, mpt_error *err) {
         }
     return mpt_fail(err, MPT_ERR_INPUT,
                     "--schedule %s: unknown pipeline schedule; use naive, gpipe, 1f1b, "
-                    "interleaved, zb-h1 or zb-v", s ? s : "(none)");
+                    "interleaved, zb-h1, zb-v or 2bw", s ? s : "(none)");
 }
 
 int mpt_pp_op_is_compute(int op) { return op == MPT_PP_F || op == MPT_PP_B || op == MPT_PP_W; }
@@ -52,7 +52,7 @@ int mpt_pp_split(mpt_pp_kind kind) { return kind == MPT_PP_ZB_H1 || kind == MPT_
 mpt_status mpt_pp_check(mpt_pp_kind kind, int p, int m, int v, mpt_error *err) {
     if ((unsigned)kind >= MPT_PP_KINDS)
         return mpt_fail(err, MPT_ERR_INPUT, "unknown pipeline schedule %d; use naive, gpipe, "
-                        "1f1b, interleaved, zb-h1 or zb-v", (int)kind);
+                        "1f1b, interleaved, zb-h1, zb-v or 2bw", (int)kind);
     const char *name = kind_names_[kind];
     if (p < 1) return mpt_fail(err, MPT_ERR_INPUT, "--pp %d: need at least 1 pipeline stage", p);
     if (m < 1)
@@ -318,7 +318,8 @@ mpt_status mpt_pp_schedule(mpt_pp_kind kind, int p, int m, int v, int rank, mpt_
     switch (kind) {
     case MPT_PP_NAIVE: ok = order_naive_(&c, m); break;
     case MPT_PP_GPIPE: ok = order_gpipe_(&c, m); break;
-    case MPT_PP_1F1B: ok = order_1f1b_(&c, p, m, rank, 0); break;
+    case MPT_PP_1F1B:
+    case MPT_PP_2BW: ok = order_1f1b_(&c, p, m, rank, 0); break;
     case MPT_PP_ZB_H1: ok = order_1f1b_(&c, p, m, rank, 1); break;
     case MPT_PP_INTERLEAVED: ok = order_interleaved_(&c, p, m, v, rank); break;
     case MPT_PP_ZB_V: ok = order_zbv_(&c, p, m, rank); break;
@@ -387,6 +388,7 @@ double mpt_pp_bubble_theory(mpt_pp_kind kind, int p, int m, int v,
     switch (kind) {
     case MPT_PP_NAIVE: return (P - 1) / P;
     case MPT_PP_GPIPE:
+    case MPT_PP_2BW:
     case MPT_PP_1F1B: return (P - 1) / (M + P - 1);
     case MPT_PP_INTERLEAVED: return (P - 1) / (V * M + P - 1);
     case MPT_PP_ZB_H1: {

@@ -19,6 +19,10 @@
  *                scheduler on unit costs: B first, then F while the rank holds fewer than p
  *                chunk-0 micro-batches, else the oldest pending W; at most 2p half-stage sets
  *                (p full-stage sets, 1f1b's rank 0) per rank
+ *   2bw          PipeDream-2BW's update rule (Narayanan et al. 2021): each step's forwards and
+ *                backwards use the previous step's weights (stashed: two versions per stage),
+ *                the update applies to the current ones. This executor still drains between
+ *                steps, so its action list is 1f1b's
  *
  * Actions. Compute: F(mb, chunk) forward; B(mb, chunk) backward — the whole backward, except in
  * zb-h1 where it is the input gradient only; W(mb, chunk) weight gradient (zb-h1 only).
@@ -59,10 +63,11 @@ typedef enum mpt_pp_kind {
     MPT_PP_INTERLEAVED,
     MPT_PP_ZB_H1,
     MPT_PP_ZB_V,
+    MPT_PP_2BW,
     MPT_PP_KINDS
 } mpt_pp_kind;
 
-/* "naive", "gpipe", "1f1b", "interleaved", "zb-h1", "zb-v"; "?" out of range. */
+/* "naive", "gpipe", "1f1b", "interleaved", "zb-h1", "zb-v", "2bw"; "?" out of range. */
 const char *mpt_pp_kind_name(mpt_pp_kind k);
 /* Parses one of the names above; MPT_ERR_INPUT with the list of names otherwise. */
 mpt_status mpt_pp_kind_parse(const char *s, mpt_pp_kind *k, mpt_error *err);

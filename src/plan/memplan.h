@@ -36,6 +36,7 @@ typedef struct mpt_rank_layout {
                                * counted instead of act_sets (parallel/pp.h, mpt_pp_chunk_sets) */
     const int *chunk_sets;
     int split_w;              /* split backward (zb-h1): sets also hold the W pass's stash */
+    int weight_versions;      /* 2 for 2bw (the previous step's weights stashed); else 1 */
 } mpt_rank_layout;
 
 /* The training memory of one rank: the engine's buffers for micro-batches of B sequences of T

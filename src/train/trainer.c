@@ -232,11 +232,19 @@ static mpt_status step_(mpt_run *r, const mpt_adamw *opt, long step, double *los
         nanosleep(&ts, NULL);
     }
     mpt_dp_begin_step(&r->dp);
+    if (r->stash) /* 2bw: run on the previous weights, keep the current ones in the stash */
+        for (size_t i = 0; i < r->model.pt.total; i++) {
+            float w = r->model.params[i];
+            r->model.params[i] = r->stash[i];
+            r->stash[i] = w;
+        }
     st = mpt_pp_step(&r->pp, batch_, r, r->inputs, r->targets, r->Bm, r->Tl, dloss, &loss_sum,
                      err);
     busy[0] = r->pp.busy;
     busy[1] = r->pp.wall;
     if (st || (st = mpt_dp_finish_grads(&r->dp, err))) return st;
+    /* 2bw: the update applies to the current weights, which stay stashed as the next step's */
+    if (r->stash) memcpy(r->model.params, r->stash, r->model.pt.total * sizeof(float));
     /* the last stage has the loss; tp ranks hold the same one; replicas and cp ranks (their
      * tokens) add theirs */
     mpt_comm *ppc = &r->groups.dim[MPT_DIM_PP], *dpc = &r->groups.dim[MPT_DIM_DP];

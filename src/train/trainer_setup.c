@@ -108,7 +108,7 @@ static mpt_status validate_layout_(mpt_run *r, mpt_error *err) {
                                     err)))
             return st;
         if (r->kind != MPT_PP_NAIVE && r->kind != MPT_PP_GPIPE && r->kind != MPT_PP_1F1B &&
-            r->kind != MPT_PP_INTERLEAVED && !mpt_pp_split(r->kind))
+            r->kind != MPT_PP_INTERLEAVED && !mpt_pp_split(r->kind) && r->kind != MPT_PP_2BW)
             return mpt_fail(err, MPT_ERR_INPUT,
                             "--schedule %s is not supported by the trainer yet: use naive, gpipe, "
                             "1f1b, interleaved, zb-h1 or zb-v (`mptrain schedule` shows all)",
@@ -124,6 +124,10 @@ static mpt_status validate_layout_(mpt_run *r, mpt_error *err) {
                             "--zero 0 or 1, or --schedule 1f1b or interleaved", o->schedule,
                             o->zero);
     }
+    /* 2bw: the update rule holds on any layout (one stage included) */
+    if (o->schedule && strcmp(o->schedule, "2bw") == 0 && o->zero >= 3)
+        return mpt_fail(err, MPT_ERR_INPUT, "--schedule 2bw stashes the previous step's weights "
+                        "whole: use --zero 0, 1 or 2");
     r->v = o->virtual_stages > 1 ? o->virtual_stages : 1;
     if (o->pp > 1 && r->kind == MPT_PP_ZB_V && o->virtual_stages <= 1) r->v = 2; /* the V */
     if (r->v > 1 && o->pp < 2)
@@ -223,7 +227,8 @@ static mpt_status stage_plan_(mpt_run *r, const mpt_placement *q, mpt_mem_plan *
                            .recompute = o->recompute, .z3_whole = r->z3_whole,
                            .bucket_elems = (size_t)(o->bucket_mb * 1024 * 1024 / 4),
                            .threads = o->threads, .chunks = r->v, .chunk_sets = chunk_sets,
-                           .split_w = mpt_pp_split(r->kind)};
+                           .split_w = mpt_pp_split(r->kind),
+                           .weight_versions = o->schedule && !strcmp(o->schedule, "2bw") ? 2 : 1};
     return mpt_memplan_rank(&r->cfg, r->Bm, r->T, &lay, plan, err);
 }
 
@@ -352,10 +357,20 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
     mpt_data_buffers(r->batch_n, &r->inputs, &r->targets, &r->token_bufs);
     if ((st = mpt_buflist_alloc(&r->token_bufs, &r->arena, err)))
         return st;
-    return mpt_run_load(r, start, err);
+    mpt_buflist_init(&r->stash_bufs);
+    if (o->schedule && strcmp(o->schedule, "2bw") == 0) { /* the second weight version */
+        mpt_buflist_add(&r->stash_bufs, "2bw.stash", MPT_MEM_PARAMS, MPT_F32, r->model.pt.total,
+                        (void **)&r->stash);
+        if ((st = mpt_buflist_alloc(&r->stash_bufs, &r->arena, err))) return st;
+    }
+    if ((st = mpt_run_load(r, start, err))) return st;
+    if (r->stash) memcpy(r->stash, r->model.params, r->model.pt.total * sizeof(float));
+    return MPT_OK;
 }
 
 void mpt_run_free(mpt_run *r) {
+    mpt_buflist_release(&r->stash_bufs, &r->arena);
+    mpt_buflist_free(&r->stash_bufs);
     mpt_buflist_release(&r->token_bufs, &r->arena);
     mpt_buflist_free(&r->token_bufs);
     mpt_pp_free(&r->pp);
