@@ -4,7 +4,8 @@
 # weights within 1e-5 relative) on pp 2 and 4, composed with dp 2 (interleaved: ZeRO-1 and 2, zb-h1
 # and zb-v: ZeRO-1) and tp 2; evaluation gives one rank's validation loss; every rank's measured peak equals its
 # plan, which counts each chunk's activation sets from the schedule's action list; a checkpoint
-# of an interleaved run resumes under 1F1B; what it cannot run exits 2 with the reason.
+# of an interleaved run resumes under 1F1B; the trace shows F, B and W apart; what it cannot run
+# exits 2 with the reason.
 # Models are tiny (d 32) so the whole script stays well under two minutes on two cores.
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -84,6 +85,22 @@ steps = [x for x in l if "step" in x and "event" not in x]
 good = lay["schedule"] == "interleaved" and lay["virtual_stages"] == 2
 good = good and len(steps) == 5 and all(0 <= x["bubble"] < 1 and 0 <= x["bubble_sim"] < 1 for x in steps)
 print(f"schedule {lay['schedule']} v {lay.get('virtual_stages')}, bubble_sim {steps[-1].get('bubble_sim')}")
+sys.exit(0 if good else 1)
+PY
+
+# --trace: zb-h1 shows F, B and W of every micro-batch on every rank, W after its B
+"${MPIRUN[@]}" -np 2 "$BIN" train "${MODEL[@]}" --pp 2 "${ZB[@]}" --microbatches 4 --steps 1 \
+  --trace "$TMP/trace.json" >/dev/null 2>&1
+/usr/bin/python3 - "$TMP/trace.json" >"$TMP/tr" <<'PY' && ok "trace: $(cat "$TMP/tr")" || bad "trace: $(cat "$TMP/tr")"
+import json, sys
+ev = [e for e in json.load(open(sys.argv[1]))["traceEvents"] if e["ph"] == "X"]
+good = True
+for rank in range(2):
+    names = [e["name"] for e in sorted(ev, key=lambda e: e["ts"]) if e["pid"] == rank and e["tid"] == 0]
+    for mb in range(4):
+        good &= all(names.count(f"{k}{mb}") == 1 for k in "FBW")
+        good &= f"B{mb}" in names and f"W{mb}" in names and names.index(f"B{mb}") < names.index(f"W{mb}")
+print(f"{len(ev)} events; F, B and W of micro-batches 0-3 once each on both ranks, W after B: {good}")
 sys.exit(0 if good else 1)
 PY
 
