@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Pipeline schedules beyond 1F1B in the trainer (issue 11): interleaved 1F1B with 2 and 3 model
-# chunks per rank, ZB-H1 (split backward) and ZB-V (two chunks per rank in a V) train like one rank (5 steps' losses and final
-# weights within 1e-5 relative) on pp 2 and 4, composed with dp 2 (interleaved: ZeRO-1 and 2, zb-h1
-# and zb-v: ZeRO-1) and tp 2; evaluation gives one rank's validation loss; every rank's measured peak equals its
-# plan, which counts each chunk's activation sets from the schedule's action list; a checkpoint
-# of an interleaved run resumes under 1F1B; the trace shows F, B and W apart; what it cannot run
-# exits 2 with the reason.
-# Models are tiny (d 32) so the whole script stays well under two minutes on two cores.
+# Pipeline schedules beyond 1F1B in the trainer (issue 11). Interleaved 1F1B (2 and 3 chunks per
+# rank), ZB-H1 (split backward) and ZB-V (two chunks per rank in a V) train like one rank (5
+# steps' losses and final weights within 1e-5 relative) on pp 2 and 4, composed with dp 2
+# (interleaved: ZeRO-1 and 2; zb-h1, zb-v: ZeRO-1) and tp 2; evaluation gives one rank's
+# validation loss; every rank's measured peak equals its plan, which counts each chunk's
+# activation sets from the schedule's action list; a checkpoint of an interleaved run resumes
+# under 1F1B; the trace shows F, B and W apart; what they cannot run exits 2 with the reason.
+# Models are tiny (d 32): about two minutes on two shared cores.
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 base() { # base LAYERS: the model options
