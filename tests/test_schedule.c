@@ -15,12 +15,13 @@
 #include "check.h"
 #include "parallel/schedule.h"
 
-static const int ps_[] = {1, 2, 3, 4, 8};
-static const int ms_[] = {1, 2, 4, 8, 16};
+static const int ps_[] = {1, 2, 3, 4, 5, 6, 7, 8};
+static const int ms_[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
 
 /* Expected verdict of mpt_pp_check, written independently of it. */
 static int valid_(mpt_pp_kind k, int p, int m, int v) {
     if (k == MPT_PP_INTERLEAVED) return p >= 2 && v >= 2 && m % p == 0;
+    if (k == MPT_PP_ZB_V) return p >= 2 && v == 2;
     return v == 1;
 }
 
@@ -54,7 +55,7 @@ static void check_rank_(const char *nm, mpt_pp_kind k, int p, int m, int v, int 
               x->chunk);
         if (!ok) break;
         size_t c = (size_t)x->mb * (size_t)v + (size_t)x->chunk;
-        int stage = x->chunk * p + r;
+        int stage = k == MPT_PP_ZB_V ? (x->chunk ? 2 * p - 1 - r : r) : x->chunk * p + r;
         if (is_recv_(x->op)) {
             int g = x->op == MPT_PP_RECV_GRAD;
             CHECK(recv_at[2 * c + g] < 0, "%s rank %d: receive %d.%d posted twice", nm, r, x->mb,
@@ -85,9 +86,10 @@ static void check_rank_(const char *nm, mpt_pp_kind k, int p, int m, int v, int 
                 CHECK(recv_at[2 * c + 1] >= 0, "%s rank %d: B%d.%d without an earlier receive",
                       nm, r, x->mb, x->chunk);
             inflight_b--;
-            if (k != MPT_PP_ZB_H1) inflight_w--;
+            if (k != MPT_PP_ZB_H1 && k != MPT_PP_ZB_V) inflight_w--;
         } else if (x->op == MPT_PP_W) {
-            CHECK(k == MPT_PP_ZB_H1, "%s rank %d: W in a schedule without split backward", nm, r);
+            CHECK(k == MPT_PP_ZB_H1 || k == MPT_PP_ZB_V, "%s rank %d: W in a schedule without "
+                  "split backward", nm, r);
             CHECK(pos_w[c] < 0, "%s rank %d: W%d.%d twice", nm, r, x->mb, x->chunk);
             CHECK(pos_b[c] >= 0, "%s rank %d: W%d.%d before its B", nm, r, x->mb, x->chunk);
             pos_w[c] = (int)i;
@@ -99,16 +101,19 @@ static void check_rank_(const char *nm, mpt_pp_kind k, int p, int m, int v, int 
     for (size_t c = 0; c < cells; c++) {
         CHECK(pos_f[c] >= 0 && pos_b[c] >= 0, "%s rank %d: mb %zu chunk %zu lacks F or B", nm, r,
               c / (size_t)v, c % (size_t)v);
-        if (k == MPT_PP_ZB_H1)
+        if (k == MPT_PP_ZB_H1 || k == MPT_PP_ZB_V)
             CHECK(pos_w[c] >= 0, "%s rank %d: mb %zu lacks W", nm, r, c / (size_t)v);
     }
     /* the memory property */
     int cap = p - r < m ? p - r : m;
-    if (k == MPT_PP_1F1B || k == MPT_PP_ZB_H1)
+    if (k == MPT_PP_1F1B || k == MPT_PP_ZB_H1 || k == MPT_PP_2BW)
         CHECK(peak_b == cap, "%s rank %d: %d micro-batches in flight, want p - r = %d", nm, r,
               peak_b, cap);
     if (k == MPT_PP_ZB_H1)
         CHECK(peak_w <= p, "%s rank %d: %d stashes before W, more than p = %d", nm, r, peak_w, p);
+    if (k == MPT_PP_ZB_V) /* half-stage sets: at most p full-stage sets, 1f1b's rank 0 */
+        CHECK(peak_w <= 2 * p, "%s rank %d: %d chunk stashes before W, more than 2p = %d", nm, r,
+              peak_w, 2 * p);
     if (k == MPT_PP_GPIPE)
         CHECK(peak_b == m, "%s rank %d: gpipe holds %d micro-batches, want %d", nm, r, peak_b, m);
     if (k == MPT_PP_NAIVE)
@@ -121,7 +126,7 @@ static void check_rank_(const char *nm, mpt_pp_kind k, int p, int m, int v, int 
 }
 
 /* Every send has exactly one receive on its peer for the same message, and the reverse. */
-static void check_matching_(const char *nm, int p, int v, const lists_ *l) {
+static void check_matching_(const char *nm, mpt_pp_kind k, int p, int v, const lists_ *l) {
     for (int r = 0; r < p; r++)
         for (size_t i = 0; i < l->n[r]; i++) {
             const mpt_pp_action *x = &l->a[r][i];
@@ -131,9 +136,11 @@ static void check_matching_(const char *nm, int p, int v, const lists_ *l) {
                        : x->op == MPT_PP_RECV_ACT  ? MPT_PP_SEND_ACT
                                                    : MPT_PP_SEND_GRAD;
             int q = x->peer, matches = 0, tag_ok = 1;
-            CHECK(q >= 0 && q < p && q != r, "%s rank %d: peer %d", nm, r, q);
+            /* zb-v: the turn of the V, stage p-1 to p, stays on rank p-1 */
+            CHECK(q >= 0 && q < p && (q != r || (k == MPT_PP_ZB_V && r == p - 1)),
+                  "%s rank %d: peer %d", nm, r, q);
             if (q < 0 || q >= p) continue;
-            int here = x->chunk * p + r, there = x->peer_chunk * p + q;
+            int here = mpt_pp_stage_k(k, p, r, x->chunk), there = mpt_pp_stage_k(k, p, q, x->peer_chunk);
             int fwd = x->op == MPT_PP_SEND_ACT || x->op == MPT_PP_RECV_GRAD;
             CHECK(there - here == (fwd ? 1 : -1), "%s rank %d: %s%d talks to stage %d from %d", nm,
                   r, is_send_(x->op) ? "send" : "recv", x->mb, there, here);
@@ -183,7 +190,7 @@ static void check_one_(mpt_pp_kind k, int p, int m, int v) {
         }
         check_rank_(nm, k, p, m, v, r, l.a[r], l.n[r]);
     }
-    check_matching_(nm, p, v, &l);
+    check_matching_(nm, k, p, v, &l);
     lists_free_(&l, p);
     /* simulation and bubble under several cost mixes */
     const double costs[][MPT_PP_COSTS] = {{1, 1, 0, 0}, {1, 2, 0, 0}, {1, 1, 1, 0}, {2, 1, 0.5, 0}};
@@ -193,7 +200,8 @@ static void check_one_(mpt_pp_kind k, int p, int m, int v) {
         CHECK(st == MPT_OK, "%s costs #%zu: simulation failed: %s", nm, ci, err.msg);
         if (st) continue;
         double want = k == MPT_PP_NAIVE ? (double)(p - 1) / p
-                      : k == MPT_PP_GPIPE || k == MPT_PP_1F1B ? (double)(p - 1) / (m + p - 1)
+                      : k == MPT_PP_GPIPE || k == MPT_PP_1F1B || k == MPT_PP_2BW
+                          ? (double)(p - 1) / (m + p - 1)
                                                                : mpt_pp_bubble_theory(k, p, m, v,
                                                                                       costs[ci]);
         CHECK(fabs(t.bubble - want) < 1e-9, "%s costs #%zu: bubble %.12f, want %.12f", nm, ci,
@@ -291,7 +299,7 @@ static void check_broken_(void) {
 static void check_names_(void) {
     mpt_pp_kind k;
     mpt_error err = {0};
-    const char *names[] = {"naive", "gpipe", "1f1b", "interleaved", "zb-h1"};
+    const char *names[] = {"naive", "gpipe", "1f1b", "interleaved", "zb-h1", "zb-v", "2bw"};
     for (int i = 0; i < MPT_PP_KINDS; i++) {
         CHECK(mpt_pp_kind_parse(names[i], &k, &err) == MPT_OK && (int)k == i, "parse %s", names[i]);
         CHECK(strcmp(mpt_pp_kind_name((mpt_pp_kind)i), names[i]) == 0, "name %d", i);
@@ -409,12 +417,13 @@ int main(void) {
                     check_one_((mpt_pp_kind)k, ps_[pi], ms_[mi], 2);
                     check_one_((mpt_pp_kind)k, ps_[pi], ms_[mi], 3);
                 }
-                if (k == MPT_PP_1F1B) check_one_((mpt_pp_kind)k, ps_[pi], ms_[mi], 2);
+                if (k == MPT_PP_1F1B || k == MPT_PP_ZB_V)
+                    check_one_((mpt_pp_kind)k, ps_[pi], ms_[mi], 2);
             }
     /* with communication cost: still no deadlock, and never better than without */
     const double slow[MPT_PP_COSTS] = {1, 1, 1, 0.3}, fast[MPT_PP_COSTS] = {1, 1, 1, 0};
     for (int k = 0; k < MPT_PP_KINDS; k++) {
-        int v = k == MPT_PP_INTERLEAVED ? 2 : 1;
+        int v = k == MPT_PP_INTERLEAVED || k == MPT_PP_ZB_V ? 2 : 1;
         mpt_pp_timeline a, b;
         mpt_error err = {0};
         mpt_status sa = mpt_pp_simulate((mpt_pp_kind)k, 4, 8, v, slow, &a, &err);

@@ -492,6 +492,11 @@ def main():
     ap.add_argument("--perturb", type=float, default=0.0,
                     help="start both sides from the initial weights perturbed (matrices times "
                          "this, random biases and LayerNorm gains), loaded by --init-from")
+    ap.add_argument("--update-rule", default="sync", choices=["sync", "2bw"],
+                    help="2bw: PipeDream-2BW's rule, simulated serially: step s's gradients are "
+                         "taken at the weights before step s-1's update (one step stale; step 1 "
+                         "and 2 both at the initial weights) and applied to the current ones "
+                         "(pass --schedule 2bw to mptrain)")
     ap.add_argument("--dtype", default="float64", choices=["float64", "float32"],
                     help="of the reference (float32 only to diagnose: is a drift conditioning?)")
     argv = sys.argv[1:]
@@ -604,9 +609,20 @@ def main():
     lr32 = float(np.float32(tr.lr))   # mptrain parses --lr into a float
     print("  step  loss(mptrain)     loss(torch)       rel       grad_norm rel   lr rel     "
           "grad_norm(torch)")
+    prev = {n: P[n].detach().clone() for n in names}   # 2bw: the stashed version
     for s in range(S):
         if s == 0:
             loss, aux = loss1, aux1    # gradients of step 1 are still in .grad
+        elif a.update_rule == "2bw":
+            cur = {n: P[n].detach().clone() for n in names}
+            with torch.no_grad():
+                for n in names:
+                    P[n].copy_(prev[n])
+            loss, _, aux = step_loss_and_grads(P, c, tokens, s, B, M, T)   # grads at the old weights
+            with torch.no_grad():
+                for n in names:
+                    P[n].copy_(cur[n])
+            prev = cur
         else:
             loss, _, aux = step_loss_and_grads(P, c, tokens, s, B, M, T)
         if tr.grad_clip > 0:

@@ -29,7 +29,7 @@ static const char intro_[] =
     "[  ], timed by a simulator in which every rank waits for its inputs, then the bubble (idle\n"
     "time / (ranks x makespan)) measured and as theory predicts it.\n"
     "\n"
-    "KIND: naive | gpipe | 1f1b | interleaved | zb-h1 (default 1f1b). Costs are in time units\n"
+    "KIND: naive | gpipe | 1f1b | interleaved | zb-h1 | zb-v (default 1f1b). Costs are in time units\n"
     "for one stage and one micro-batch: F forward, B input-gradient backward, W weight-gradient\n"
     "backward (a full backward, as every kind but zb-h1 runs it, costs B + W), comm the transfer\n"
     "time between stages. Interleaved chunks cost 1/V of a stage each.\n"
@@ -121,8 +121,10 @@ static void draw_text_(const mpt_pp_timeline *t) {
     int prefix = 7 + digits; /* "rank N: " */
     printf("legend: one cell = %g time unit%s; [%s] forward of micro-batch 0%s; ", unit,
            unit == 1 ? "" : "s", t->v > 1 ? "F0.1" : "F0",
-           t->v > 1 ? " on the rank's chunk 1 (stage 1*p + rank)" : "");
-    if (t->kind == MPT_PP_ZB_H1)
+           t->v > 1 ? (t->kind == MPT_PP_ZB_V ? " on the rank's chunk 1 (stage 2p-1-rank)"
+                                              : " on the rank's chunk 1 (stage 1*p + rank)")
+                    : "");
+    if (mpt_pp_split(t->kind))
         printf("[B0] its input-gradient backward; [W0] its weight-gradient backward; ");
     else
         printf("[B0...] its backward (input and weight gradients); ");
@@ -227,8 +229,8 @@ static mpt_status write_svg_(const mpt_pp_timeline *t, FILE *f, const char *path
             axis_y + 4);
     double ly = axis_y + 36;
     const char *names[3] = {"F forward", "B backward", "W weight gradient"};
-    int nlegend = t->kind == MPT_PP_ZB_H1 ? 3 : 2;
-    if (t->kind != MPT_PP_ZB_H1) names[1] = "B backward (input + weight grads)";
+    int nlegend = mpt_pp_split(t->kind) ? 3 : 2;
+    if (!mpt_pp_split(t->kind)) names[1] = "B backward (input + weight grads)";
     for (int k = 0; k < nlegend; k++)
         fprintf(f, "<rect x=\"%.0f\" y=\"%.1f\" width=\"12\" height=\"12\" fill=\"%s\"/>"
                    "<text x=\"%.0f\" y=\"%.1f\">%s</text>\n",
@@ -252,8 +254,8 @@ int mpt_cli_schedule(int argc, char **argv) {
     const mpt_arg args[] = {
         {"pp", MPT_ARG_INT, &o.pp, "pipeline stages = ranks (default 4)", NULL, MPT_RANGE(1, 65536)},
         {"microbatches", MPT_ARG_INT, &o.m, "micro-batches per step (default 8)", NULL, MPT_RANGE(1, 1048576)},
-        {"schedule", MPT_ARG_STRING, &o.kind, "naive|gpipe|1f1b|interleaved|zb-h1 (default 1f1b)", NULL, MPT_NO_RANGE},
-        {"virtual-stages", MPT_ARG_INT, &o.v, "model chunks per rank (interleaved; default 2)", &o.v_seen, MPT_RANGE(1, 1024)},
+        {"schedule", MPT_ARG_STRING, &o.kind, "naive|gpipe|1f1b|interleaved|zb-h1|zb-v (default 1f1b)", NULL, MPT_NO_RANGE},
+        {"virtual-stages", MPT_ARG_INT, &o.v, "model chunks per rank (interleaved: default 2; zb-v: 2)", &o.v_seen, MPT_RANGE(1, 1024)},
         {"cost-f", MPT_ARG_FLOAT, &o.cost[MPT_PP_COST_F], "forward time (default 1)", NULL, MPT_ABOVE(0, MAX_COST_)},
         {"cost-b", MPT_ARG_FLOAT, &o.cost[MPT_PP_COST_B], "input-gradient backward time (default 1)", NULL, MPT_ABOVE(0, MAX_COST_)},
         {"cost-w", MPT_ARG_FLOAT, &o.cost[MPT_PP_COST_W], "weight-gradient backward time (default 1)", NULL, MPT_RANGE(0, MAX_COST_)},
@@ -273,7 +275,7 @@ int mpt_cli_schedule(int argc, char **argv) {
     if (st) return mpt_cli_report(&err);
     mpt_pp_kind kind;
     if ((st = mpt_pp_kind_parse(o.kind, &kind, &err))) return mpt_cli_report(&err);
-    if (kind == MPT_PP_INTERLEAVED && !o.v_seen) o.v = 2;
+    if ((kind == MPT_PP_INTERLEAVED || kind == MPT_PP_ZB_V) && !o.v_seen) o.v = 2;
     if ((st = mpt_pp_check(kind, o.pp, o.m, o.v, &err))) return mpt_cli_report(&err);
     static const char *const cost_names[MPT_PP_COSTS] = {"cost-f", "cost-b", "cost-w", "cost-comm"};
     double cost[MPT_PP_COSTS];
@@ -297,13 +299,14 @@ int mpt_cli_schedule(int argc, char **argv) {
            o.pp == 1 ? "" : "s", o.m, o.m == 1 ? "" : "es");
     if (o.v > 1) printf(", %d virtual stages per rank (%d stages)", o.v, o.v * o.pp);
     printf("; costs F=%g B=%g W=%g comm=%g", cost[0], cost[1], cost[2], cost[3]);
-    if (kind != MPT_PP_ZB_H1) printf(" (backward = B+W = %g)", cost[1] + cost[2]);
+    if (!mpt_pp_split(kind)) printf(" (backward = B+W = %g)", cost[1] + cost[2]);
     printf("\n");
     draw_text_(&t);
     double theory = mpt_pp_bubble_theory(kind, o.pp, o.m, o.v, cost);
     const char *formula = kind == MPT_PP_NAIVE         ? "(p-1)/p"
                           : kind == MPT_PP_INTERLEAVED ? "(p-1)/(v*m+p-1)"
                           : kind == MPT_PP_ZB_H1       ? "1 - m(F+B+W)/((m+p-1)(F+B)+max(m-p+1,1)W)"
+                          : kind == MPT_PP_ZB_V        ? "greedy V order, free transfers"
                                                        : "(p-1)/(m+p-1)";
     printf("makespan: %g time units, %g busy over %d rank%s\n", t.makespan, t.busy, o.pp,
            o.pp == 1 ? "" : "s");

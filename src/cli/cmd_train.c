@@ -59,18 +59,6 @@ static int default_threads_(void) {
     return cores / ranks > 0 ? (int)(cores / ranks) : 1;
 }
 
-/* Layout options that later issues implement; until then anything but 1 is refused up front. */
-static mpt_status check_layout_(const train_cli_ *c, mpt_error *err) {
-    const struct { const char *name; int v, ok; } dims[] = {
-        {"virtual-stages", c->virtual_stages, 1}};
-    for (size_t i = 0; i < sizeof dims / sizeof *dims; i++)
-        if (dims[i].v != dims[i].ok)
-            return mpt_fail(err, MPT_ERR_INPUT,
-                            "--%s %d is not supported yet in this build: run with --%s %d",
-                            dims[i].name, dims[i].v, dims[i].name, dims[i].ok);
-    return MPT_OK;
-}
-
 /* --model (preset or config.json) plus the dimension overrides. */
 static mpt_status build_config_(const train_cli_ *c, mpt_config *cfg, mpt_error *err) {
     mpt_status st;
@@ -314,8 +302,8 @@ int mpt_cli_train(int argc, char **argv) {
         {"bucket-mb", MPT_ARG_FLOAT, &bucket_mb, "gradient all-reduce bucket size in MiB (default 4)", NULL, MPT_ABOVE(0, MPT_MAX_BUCKET_MB)},
         {"comm-timeout", MPT_ARG_FLOAT, &comm_timeout, "seconds a rank may wait in one MPI call (default 300)", NULL, MPT_ABOVE(0, MAX_COMM_TIMEOUT_)},
         {"sp", MPT_ARG_FLAG, &o.sp, "sequence parallelism over the tp ranks (needs tp > 1)", NULL, MPT_NO_RANGE},
-        {"schedule", MPT_ARG_STRING, &o.schedule, "pipeline schedule naive | gpipe | 1f1b (default)", NULL, MPT_NO_RANGE},
-        {"virtual-stages", MPT_ARG_INT, &c.virtual_stages, "interleaved stages per rank (not yet: 1)", NULL, MPT_RANGE(1, 1024)},
+        {"schedule", MPT_ARG_STRING, &o.schedule, "pipeline schedule naive | gpipe | 1f1b (default) | interleaved | zb-h1 | zb-v", NULL, MPT_NO_RANGE},
+        {"virtual-stages", MPT_ARG_INT, &c.virtual_stages, "interleaved: model chunks per pipeline rank (default 1; 2 or more with --schedule interleaved)", NULL, MPT_RANGE(1, MPT_MAX_VIRTUAL)},
         {"partition", MPT_ARG_STRING, &o.partition, "layers per stage: uniform (default) | auto | L0,L1,...", NULL, MPT_NO_RANGE},
         {"recompute", MPT_ARG_STRING, &c.recompute, "none | selective | full", NULL, MPT_NO_RANGE},
         {"log", MPT_ARG_STRING, &o.log_path, "JSON Lines log file", NULL, MPT_NO_RANGE},
@@ -343,7 +331,6 @@ int mpt_cli_train(int argc, char **argv) {
         return 0;
     }
     if (st) return mpt_cli_report(&err);
-    if ((st = check_layout_(&c, &err))) return mpt_cli_report(&err);
     if (!c.recompute || strcmp(c.recompute, "none") == 0) o.recompute = MPT_RECOMPUTE_NONE;
     else if (strcmp(c.recompute, "selective") == 0) o.recompute = MPT_RECOMPUTE_SELECTIVE;
     else if (strcmp(c.recompute, "full") == 0) o.recompute = MPT_RECOMPUTE_FULL;
@@ -351,6 +338,7 @@ int mpt_cli_train(int argc, char **argv) {
         mpt_fail(&err, MPT_ERR_INPUT, "--recompute %s: use none, selective or full", c.recompute);
         return mpt_cli_report(&err);
     }
+    o.virtual_stages = c.virtual_stages;
     if (strcmp(c.lr_schedule, "cosine") == 0) o.opt.cosine = 1;
     else if (strcmp(c.lr_schedule, "constant") == 0) o.opt.cosine = 0;
     else {

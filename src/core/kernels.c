@@ -224,8 +224,9 @@ void mpt_matmul_backward(float *dinp, float *dw, float *dbias, const float *dout
     if (dinp)
         gemm_('N', 'T', N, (size_t)C, (size_t)OC, 1.0f, dout, (size_t)OC, w, (size_t)OC, 1.0f,
                dinp, (size_t)C);
-    gemm_('T', 'N', (size_t)C, (size_t)OC, N, 1.0f, inp, (size_t)C, dout, (size_t)OC, 1.0f, dw,
-           (size_t)OC);
+    if (dw)
+        gemm_('T', 'N', (size_t)C, (size_t)OC, N, 1.0f, inp, (size_t)C, dout, (size_t)OC, 1.0f,
+              dw, (size_t)OC);
     if (dbias) {
 #pragma omp parallel
         {

@@ -15,12 +15,13 @@ void mpt_gpt_slot_layers(int rc, int nl, int slot_layers[MPT_ACT_SLOTS]) {
     static const mpt_act_slot per_layer[] = {
         MPT_ACT_LN1, MPT_ACT_LN1_MEAN, MPT_ACT_LN1_RSTD, MPT_ACT_QKV, MPT_ACT_ATTY, MPT_ACT_LSE,
         MPT_ACT_RES2, MPT_ACT_LN2, MPT_ACT_LN2_MEAN, MPT_ACT_LN2_RSTD, MPT_ACT_FCH,
-        MPT_ACT_FCH_GELU, MPT_ACT_RES3, MPT_ACT_MOE};
+        MPT_ACT_FCH_GELU, MPT_ACT_RES3, MPT_ACT_MOE, MPT_ACT_DY_FCPROJ, MPT_ACT_DY_FC,
+        MPT_ACT_DY_ATTPROJ, MPT_ACT_DY_QKV};
     for (int i = 0; i < MPT_ACT_SLOTS; i++) slot_layers[i] = 0;
     for (size_t i = 0; i < sizeof per_layer / sizeof *per_layer; i++) {
         mpt_act_slot s = per_layer[i];
         /* selective keeps everything: the fused attention stores no s^2 term (gpt.h) */
-        int one = rc == MPT_RECOMPUTE_FULL && s != MPT_ACT_RES3;
+        int one = rc == MPT_RECOMPUTE_FULL && s != MPT_ACT_RES3 && s < MPT_ACT_DY_FCPROJ;
         slot_layers[s] = one ? 1 : nl;
     }
 }
@@ -72,6 +73,11 @@ int mpt_gpt_buffer_sizes(const mpt_config *cfg, int B, int T, int training, int 
         moe_work = mpt_moe_work_elems(cfg, N, (int)moe_ep, training);
         if (!per || !moe_work || !mpt_size_mul(L, per, &act_n[MPT_ACT_MOE])) return 0;
     }
+    int split = training && place && place->split_w;
+    act_n[MPT_ACT_DY_FCPROJ] = split ? L * ND : 0;
+    act_n[MPT_ACT_DY_FC] = split ? L * NF : 0;
+    act_n[MPT_ACT_DY_ATTPROJ] = split ? L * ND : 0;
+    act_n[MPT_ACT_DY_QKV] = split ? L * 3 * NDl : 0;
     for (int i = 0; i < MPT_ACT_SLOTS; i++) /* per-block slots keep `layers` of their L blocks */
         if (layers[i] > 0 && L > 0) act_n[i] = act_n[i] / L * (size_t)layers[i];
     memset(work_n, 0, MPT_WORK_SLOTS * sizeof *work_n);
@@ -120,6 +126,7 @@ mpt_status mpt_gpt_init(mpt_gpt *m, const mpt_config *cfg, int B, int T, int fla
     m->first = place->first;
     m->last = place->last;
     m->recompute = place->recompute;
+    m->split_w = place->split_w;
     m->threads = place->threads > 0 ? place->threads : 1;
     m->cp = place->cp > 1 ? place->cp : 1;
     m->cp_rank = m->cp > 1 ? place->cp_rank : 0;
@@ -162,10 +169,11 @@ mpt_status mpt_gpt_init(mpt_gpt *m, const mpt_config *cfg, int B, int T, int fla
         return mpt_fail(err, MPT_ERR_INPUT,
                         "sequence length %lld exceeds the model's %d positions: lower --seq-len",
                         (long long)T * m->cp, cfg->n_positions);
-    mpt_status st = mpt_params_build_stage_ep(&m->pt, cfg, m->tp, m->tp_rank,
-                                              m->ep_full ? 1 : m->ep, m->ep_rank,
-                                              place->first_layer, place->n_layers, place->first,
-                                              place->last, unit_align, err);
+    mpt_status st = mpt_params_build_chunks(&m->pt, cfg, m->tp, m->tp_rank,
+                                            m->ep_full ? 1 : m->ep, m->ep_rank,
+                                            place->first_layer, place->n_layers,
+                                            place->chunk_layers, place->chunk_stride,
+                                            place->first, place->last, unit_align, err);
     if (st) return st;
     m->Dl = cfg->d_model / m->tp;
     m->Hl = cfg->n_head / m->tp;

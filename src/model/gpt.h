@@ -62,6 +62,12 @@ typedef enum mpt_act_slot {
     MPT_ACT_MOE,      /* (L, mpt_moe_act_elems(N)) MoE blocks' saved routing and expert
                        * activations (model/moe.h); every block of the stage gets the same
                        * share when the model has experts, 0 otherwise */
+    /* split backward only (place->split_w): each block's output gradients of its four linear
+     * layers, saved by the input-gradient pass (B) for the weight-gradient pass (W) */
+    MPT_ACT_DY_FCPROJ,  /* (L, N, D) */
+    MPT_ACT_DY_FC,      /* (L, N, F/tp) */
+    MPT_ACT_DY_ATTPROJ, /* (L, N, D) */
+    MPT_ACT_DY_QKV,     /* (L, N, 3D/tp) */
     MPT_ACT_SLOTS
 } mpt_act_slot;
 
@@ -89,10 +95,17 @@ typedef struct mpt_gpt_place {
     int sp;              /* sequence parallelism over the tp group */
     int first_layer;     /* pipeline stage: blocks [first_layer, first_layer + n_layers) */
     int n_layers;
+    int chunk_layers;    /* several model chunks (interleaved schedules; 0: one): local block i
+                          * is model block first_layer + (i / chunk_layers) * chunk_stride
+                          * + i % chunk_layers (model/params.h, mpt_params_build_chunks) */
+    int chunk_stride;
     int first, last;     /* holds the embeddings / ln_f, head and loss */
     int recompute;       /* mpt_recompute */
     int threads;         /* compute threads (the trainer's --threads; <= 0: 1): sizes the fused
                           * attention's backward workspace, so plan and allocation agree */
+    int split_w;         /* split backward (zero-bubble schedules): mpt_gpt_backward computes
+                          * input gradients only (B) and mpt_gpt_backward_weights the blocks'
+                          * linear weight gradients later (W); needs recompute none/selective */
     int cp, cp_rank;     /* context parallelism (0 or 1: the whole sequence here): this rank
                           * holds T/cp positions per sequence, zigzag chunks cp_rank and
                           * 2cp-1-cp_rank of 2cp; attention goes through ops->ring_attention_* */
@@ -162,6 +175,7 @@ typedef struct mpt_gpt {
     int recompute;                   /* mpt_recompute */
     int threads;                     /* attention backward threads (place->threads, >= 1) */
     int cp, cp_rank;                 /* context parallelism (place->cp; 1: none) */
+    int split_w;                     /* place->split_w */
     float *work[MPT_WORK_SLOTS];     /* kind workspace */
     size_t work_n[MPT_WORK_SLOTS];
     mpt_arena *arena;                /* not owned */
@@ -238,7 +252,14 @@ void mpt_params_init_range(const mpt_param_table *pt, float *dst, size_t begin, 
  * of the B*T token losses. Without targets leaves logits (B,T,Vp), first V columns. */
 mpt_status mpt_gpt_forward(mpt_gpt *m, const int32_t *inputs, const int32_t *targets, int B,
                            int T, float dloss, double *loss_sum, mpt_error *err);
-/* Backward of the last forward (which had targets); accumulates into the g[] tensors. */
+/* Backward of the last forward (which had targets); accumulates into the g[] tensors.
+ * With split_w it is the input-gradient pass B: everything but the weight and bias gradients of
+ * the blocks' four linear layers, whose output gradients it saves in the set (DY_* slots); it
+ * calls need but no grads_done hook. */
 mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt_error *err);
+/* split_w only: the weight-gradient pass W of the set m->cur (after its B): the deferred
+ * gradients, then grads_done for every unit in backward order (L+1, L..1, 0). The unsplit
+ * backward is exactly B then W on the same numbers. */
+mpt_status mpt_gpt_backward_weights(mpt_gpt *m, int B, int T, mpt_error *err);
 
 #endif

@@ -289,6 +289,25 @@ mpt_status mpt_gpt_forward(mpt_gpt *m, const int32_t *inputs, const int32_t *tar
     return MPT_OK;
 }
 
+/* A block's linear layer backward: the input gradient into dinp (+=); the weight and bias
+ * gradients too, or, in the split backward, dout (N x OC) saved in the stash slot for W. */
+static void linear_backward_(mpt_gpt *m, float *dinp, int l, int wslot, int bslot,
+                             const float *dout, const float *inp, size_t N, int C, int OC,
+                             mpt_act_slot stash) {
+    if (!m->split_w) {
+        mpt_matmul_backward(dinp, G_(m, l, wslot), G_(m, l, bslot), dout, inp, W_(m, l, wslot), N,
+                            C, OC);
+        return;
+    }
+    mpt_matmul_backward(dinp, NULL, NULL, dout, inp, W_(m, l, wslot), N, C, OC);
+    memcpy(lay_(m, stash, l), dout, N * (size_t)OC * sizeof(float));
+}
+
+/* grads_done, which the split backward leaves to W. */
+static mpt_status b_grads_done_(mpt_gpt *m, int unit, mpt_error *err) {
+    return m->split_w ? MPT_OK : grads_done_(m, unit, err);
+}
+
 /* ln_f and the head: dres = the gradient of the last block's output (this rank's rows). */
 static mpt_status head_backward_(mpt_gpt *m, size_t N, size_t Nl, mpt_error *err) {
     const mpt_param_table *pt = &m->pt;
@@ -306,7 +325,7 @@ static mpt_status head_backward_(mpt_gpt *m, size_t N, size_t Nl, mpt_error *err
     TRY_(ln_backward_(m, dres, m->g[pt->lnf_w], m->g[pt->lnf_b], dtmp,
                       lay_(m, MPT_ACT_RES3, L - 1), m->w[pt->lnf_w], m->cur->a[MPT_ACT_LNF_MEAN],
                       m->cur->a[MPT_ACT_LNF_RSTD], Nl, err));
-    return grads_done_(m, L + 1, err);
+    return b_grads_done_(m, L + 1, err);
 }
 
 mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt_error *err) {
@@ -341,14 +360,13 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
             TRY_(mpt_gpt_moe_backward(m, l, dtmp, dy, x, N, err));
         } else {
         memset(dfcg, 0, NF * sizeof *dfcg);
-        mpt_matmul_backward(dfcg, G_(m, l, MPT_FCPROJ_W), G_(m, l, MPT_FCPROJ_B), dy,
-                            lay_(m, MPT_ACT_FCH_GELU, l), W_(m, l, MPT_FCPROJ_W), N, Fl, D);
+        linear_backward_(m, dfcg, l, MPT_FCPROJ_W, MPT_FCPROJ_B, dy, lay_(m, MPT_ACT_FCH_GELU, l),
+                         N, Fl, D, MPT_ACT_DY_FCPROJ);
         memset(dfc, 0, NF * sizeof *dfc);
         mpt_gelu_backward(dfc, lay_(m, MPT_ACT_FCH, l), dfcg, NF);
         TRY_(all_rows_(m, lay_(m, MPT_ACT_LN2, l), Nl, &x, err));
         memset(dtmp, 0, ND * sizeof *dtmp);
-        mpt_matmul_backward(dtmp, G_(m, l, MPT_FC_W), G_(m, l, MPT_FC_B), dfc, x,
-                            W_(m, l, MPT_FC_W), N, D, Fl);
+        linear_backward_(m, dtmp, l, MPT_FC_W, MPT_FC_B, dfc, x, N, D, Fl, MPT_ACT_DY_FC);
         TRY_(copy_to_tp_bwd_(m, dtmp, N, Nl, err));
         }
         TRY_(ln_backward_(m, dres, G_(m, l, MPT_LN2_W), G_(m, l, MPT_LN2_B), dtmp,
@@ -357,8 +375,8 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
         /* dres now holds dL/d(res2); attention half */
         TRY_(all_rows_(m, dres, Nl, &dy, err));
         memset(dtmp, 0, NDl * sizeof *dtmp);
-        mpt_matmul_backward(dtmp, G_(m, l, MPT_ATTPROJ_W), G_(m, l, MPT_ATTPROJ_B), dy,
-                            lay_(m, MPT_ACT_ATTY, l), W_(m, l, MPT_ATTPROJ_W), N, Dl, D);
+        linear_backward_(m, dtmp, l, MPT_ATTPROJ_W, MPT_ATTPROJ_B, dy, lay_(m, MPT_ACT_ATTY, l),
+                         N, Dl, D, MPT_ACT_DY_ATTPROJ);
         /* the fused backward recomputes the scores from q, k and the kept lse (any recompute
          * mode: nothing T x T was stored) */
         memset(dqkv, 0, 3 * NDl * sizeof *dqkv);
@@ -366,8 +384,8 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
                                  lay_(m, MPT_ACT_QKV, l), B, T, err));
         TRY_(all_rows_(m, lay_(m, MPT_ACT_LN1, l), Nl, &x, err));
         memset(dtmp, 0, ND * sizeof *dtmp);
-        mpt_matmul_backward(dtmp, G_(m, l, MPT_QKV_W), G_(m, l, MPT_QKV_B), dqkv, x,
-                            W_(m, l, MPT_QKV_W), N, D, 3 * Dl);
+        linear_backward_(m, dtmp, l, MPT_QKV_W, MPT_QKV_B, dqkv, x, N, D, 3 * Dl,
+                         MPT_ACT_DY_QKV);
         /* The key bias adds q.b_k to every score of a query's row, a shift the softmax ignores:
          * its gradient is exactly zero. Computed, it is rounding noise (~1e-11) that AdamW would
          * normalise into lr-sized steps of random sign, so it is set to its exact value. */
@@ -376,7 +394,7 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
         TRY_(ln_backward_(m, dres, G_(m, l, MPT_LN1_W), G_(m, l, MPT_LN1_B), dtmp, in,
                           W_(m, l, MPT_LN1_W), lay_(m, MPT_ACT_LN1_MEAN, l),
                           lay_(m, MPT_ACT_LN1_RSTD, l), Nl, err));
-        TRY_(grads_done_(m, l + 1, err));
+        TRY_(b_grads_done_(m, l + 1, err));
     }
     if (!m->first) return MPT_OK; /* dres: the input gradient, for the previous stage */
     if (!head_is_wte) TRY_(need_(m, 0, MPT_PHASE_BACKWARD, err));
@@ -387,5 +405,30 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
     } else {
         mpt_encoder_backward(m->g[pt->wte], m->g[pt->wpe], dres, inputs, B, T, D);
     }
-    return grads_done_(m, 0, err);
+    return b_grads_done_(m, 0, err);
+}
+
+mpt_status mpt_gpt_backward_weights(mpt_gpt *m, int B, int T, mpt_error *err) {
+    if (!m->split_w) return MPT_OK; /* the backward did it all */
+    int D = m->cfg.d_model, Dl = m->Dl, Fl = m->Fl, L = m->nl;
+    size_t N = (size_t)B * T, Nl = m->sp ? N / (size_t)m->tp : N;
+    const float *x;
+    if (m->last) TRY_(grads_done_(m, L + 1, err));
+    for (int l = L - 1; l >= 0; l--) { /* dW = X^T dY, db = sum dY, as the unsplit backward */
+        mpt_matmul_backward(NULL, G_(m, l, MPT_FCPROJ_W), G_(m, l, MPT_FCPROJ_B),
+                            lay_(m, MPT_ACT_DY_FCPROJ, l), lay_(m, MPT_ACT_FCH_GELU, l), NULL, N,
+                            Fl, D);
+        TRY_(all_rows_(m, lay_(m, MPT_ACT_LN2, l), Nl, &x, err));
+        mpt_matmul_backward(NULL, G_(m, l, MPT_FC_W), G_(m, l, MPT_FC_B), lay_(m, MPT_ACT_DY_FC, l),
+                            x, NULL, N, D, Fl);
+        mpt_matmul_backward(NULL, G_(m, l, MPT_ATTPROJ_W), G_(m, l, MPT_ATTPROJ_B),
+                            lay_(m, MPT_ACT_DY_ATTPROJ, l), lay_(m, MPT_ACT_ATTY, l), NULL, N, Dl,
+                            D);
+        TRY_(all_rows_(m, lay_(m, MPT_ACT_LN1, l), Nl, &x, err));
+        mpt_matmul_backward(NULL, G_(m, l, MPT_QKV_W), G_(m, l, MPT_QKV_B),
+                            lay_(m, MPT_ACT_DY_QKV, l), x, NULL, N, D, 3 * Dl);
+        memset(G_(m, l, MPT_QKV_B) + Dl, 0, (size_t)Dl * sizeof(float)); /* as in backward */
+        TRY_(grads_done_(m, l + 1, err));
+    }
+    return m->first ? grads_done_(m, 0, err) : MPT_OK;
 }

@@ -50,8 +50,8 @@ mpt_status mpt_params_build_aligned(mpt_param_table *pt, const mpt_config *c, si
 mpt_status mpt_params_build_stage(mpt_param_table *pt, const mpt_config *c, int tp, int tp_rank,
                                   int first_layer, int n_layers, int has_embed, int has_head,
                                   size_t unit_align, mpt_error *err) {
-    return mpt_params_build_stage_ep(pt, c, tp, tp_rank, 1, 0, first_layer, n_layers, has_embed,
-                                     has_head, unit_align, err);
+    return mpt_params_build_chunks(pt, c, tp, tp_rank, 1, 0, first_layer, n_layers, 0, 0,
+                                   has_embed, has_head, unit_align, err);
 }
 
 /* Model-wide id of block gl's first tensor: 2 + the tensors of the blocks before it. */
@@ -65,7 +65,22 @@ mpt_status mpt_params_build_stage_ep(mpt_param_table *pt, const mpt_config *c, i
                                      int tp_rank, int ep, int ep_rank, int first_layer,
                                      int n_layers, int has_embed, int has_head,
                                      size_t unit_align, mpt_error *err) {
+    return mpt_params_build_chunks(pt, c, tp, tp_rank, ep, ep_rank, first_layer, n_layers, 0, 0,
+                                   has_embed, has_head, unit_align, err);
+}
+
+/* The model-wide index of local block i (chunks of chunk_layers blocks, chunk_stride apart). */
+static size_t global_layer_(int first_layer, size_t i, int chunk_layers, int chunk_stride) {
+    size_t ck = (size_t)chunk_layers;
+    return (size_t)first_layer + i / ck * (size_t)chunk_stride + i % ck;
+}
+
+mpt_status mpt_params_build_chunks(mpt_param_table *pt, const mpt_config *c, int tp, int tp_rank,
+                                   int ep, int ep_rank, int first_layer, int n_layers,
+                                   int chunk_layers, int chunk_stride, int has_embed,
+                                   int has_head, size_t unit_align, mpt_error *err) {
     memset(pt, 0, sizeof *pt);
+    if (chunk_layers <= 0) chunk_layers = n_layers > 0 ? n_layers : 1;
     if (ep < 1) ep = 1;
     if (c->experts > 0 && c->experts % ep != 0)
         return mpt_fail(err, MPT_ERR_INPUT, "--ep %d must divide --experts %d: choose an ep "
@@ -87,7 +102,9 @@ mpt_status mpt_params_build_stage_ep(mpt_param_table *pt, const mpt_config *c, i
     int El = c->experts / ep; /* experts of this expert-parallel rank */
     size_t cap = 2 + 2 + 1;
     for (size_t i = 0; i < L; i++)
-        cap += mpt_config_is_moe_layer(c, first_layer + (int)i) ? 9 + 4 * (size_t)El
+        cap += mpt_config_is_moe_layer(c, (int)global_layer_(first_layer, i, chunk_layers,
+                                                             chunk_stride))
+                   ? 9 + 4 * (size_t)El
                                                                 : MPT_LAYER_SLOTS;
     pt->ep = ep;
     pt->ep_rank = ep > 1 ? ep_rank : 0;
@@ -121,7 +138,9 @@ mpt_status mpt_params_build_stage_ep(mpt_param_table *pt, const mpt_config *c, i
     }
     close_unit_(pt, 0, 0);
     for (size_t i = 0; i < L; i++) {
-        size_t gl = (size_t)first_layer + i; /* the model-wide block index */
+        /* the model-wide block index: chunk i / chunk_layers starts chunk_stride blocks after
+         * the previous one */
+        size_t gl = global_layer_(first_layer, i, chunk_layers, chunk_stride);
         size_t begin = pt->total;
         /* Megatron: c_attn and c_fc column-parallel, the two c_proj row-parallel (their
          * biases replicated, added once after the all-reduce) */

@@ -102,6 +102,13 @@ mpt_status mpt_params_build_stage_ep(mpt_param_table *pt, const mpt_config *c, i
                                      int tp_rank, int ep, int ep_rank, int first_layer,
                                      int n_layers, int has_embed, int has_head,
                                      size_t unit_align, mpt_error *err);
+/* The same for a rank holding several model chunks (interleaved pipeline schedules): local
+ * block i is model block first_layer + (i / chunk_layers) * chunk_stride + i % chunk_layers.
+ * chunk_layers <= 0: one contiguous chunk (mpt_params_build_stage_ep); ep as there. */
+mpt_status mpt_params_build_chunks(mpt_param_table *pt, const mpt_config *c, int tp, int tp_rank,
+                                   int ep, int ep_rank, int first_layer, int n_layers,
+                                   int chunk_layers, int chunk_stride, int has_embed,
+                                   int has_head, size_t unit_align, mpt_error *err);
 /* Index in the full (checkpoint-shaped, row-major) tensor of stored element k of t on tensor-
  * parallel rank `rank`, or SIZE_MAX for a padding element. */
 size_t mpt_tensor_full_index(const mpt_tensor *t, int tp, int rank, size_t k);

@@ -161,6 +161,9 @@ void mpt_dp_begin_step(mpt_dp *dp) {
     for (int i = 0; i < dp->n_buckets; i++) {
         dp->b[i].state = MPT_DP_B_IDLE;
         dp->b[i].ring_buf = -1;
+        /* the units whose last micro-batch's gradients are still to come (counted here, not
+         * when the flag is set: with several chunks per rank the flag is set once per chunk) */
+        dp->b[i].waiting = dp->b[i].u_hi - dp->b[i].u_lo + 1;
     }
     for (int k = 0; k < MPT_DP_RING_BUFS; k++) dp->ring_busy[k] = 0;
     mpt_dp_work_forget(dp); /* parameters changed: regather */
@@ -169,7 +172,6 @@ void mpt_dp_begin_step(mpt_dp *dp) {
 
 void mpt_dp_set_last_microbatch(mpt_dp *dp, int last) {
     dp->last_microbatch = last;
-    for (int i = 0; i < dp->n_buckets; i++) dp->b[i].waiting = dp->b[i].u_hi - dp->b[i].u_lo + 1;
 }
 
 mpt_status mpt_dp_finish_grads(mpt_dp *dp, mpt_error *err) {

@@ -16,28 +16,45 @@ static int touches_set_(const mpt_pp_action *a) {
     return a->op == MPT_PP_F || a->op == MPT_PP_RECV_ACT || a->op == MPT_PP_RECV_GRAD;
 }
 
-mpt_status mpt_pp_sets_needed(mpt_pp_kind kind, int p, int m, int stage, int *n, mpt_error *err) {
+mpt_status mpt_pp_chunk_sets(mpt_pp_kind kind, int p, int m, int v, int stage, int *sets,
+                             mpt_error *err) {
     mpt_pp_action *a;
     size_t na;
-    TRY_(mpt_pp_schedule(kind, p, m, 1, stage, &a, &na, err));
-    char *open = calloc((size_t)m, 1);
-    if (!open) {
+    TRY_(mpt_pp_schedule(kind, p, m, v, stage, &a, &na, err));
+    char *open = calloc((size_t)m * (size_t)v, 1);
+    int *alive = calloc((size_t)v, sizeof *alive);
+    if (!open || !alive) {
         free(a);
+        free(open);
+        free(alive);
         return mpt_fail(err, MPT_ERR_RUN, "out of memory");
     }
-    int alive = 0, most = 0;
+    for (int c = 0; c < v; c++) sets[c] = 0;
     for (size_t i = 0; i < na; i++) {
-        if (touches_set_(&a[i]) && !open[a[i].mb]) {
-            open[a[i].mb] = 1;
-            alive++;
+        int c = a[i].chunk, j = a[i].mb * v + c;
+        if (touches_set_(&a[i]) && !open[j]) {
+            open[j] = 1;
+            if (++alive[c] > sets[c]) sets[c] = alive[c];
         }
-        if (alive > most) most = alive;
-        if (a[i].op == MPT_PP_B) alive--;
+        if (a[i].op == (mpt_pp_split(kind) ? MPT_PP_W : MPT_PP_B)) alive[c]--;
     }
     free(a);
     free(open);
-    *n = most;
+    free(alive);
     return MPT_OK;
+}
+
+mpt_status mpt_pp_sets_needed(mpt_pp_kind kind, int p, int m, int stage, int *n, mpt_error *err) {
+    return mpt_pp_chunk_sets(kind, p, m, 1, stage, n, err);
+}
+
+mpt_gpt_place mpt_pp_chunk_place(const mpt_gpt_place *place, int v, int c) {
+    mpt_gpt_place q = *place;
+    q.n_layers = place->n_layers / v;
+    q.first = place->first && c == 0;
+    q.last = place->last && c == v - 1;
+    q.chunk_layers = q.chunk_stride = 0;
+    return q;
 }
 
 size_t mpt_pp_boundary_elems(int B, int T, int D, int tp, int sp) {
@@ -53,48 +70,132 @@ void mpt_pp_buffers(int stage, size_t boundary_n, mpt_pp *pp, mpt_buflist *l) {
                     pp ? (void **)&pp->grad_out[1] : NULL);
 }
 
+/* The view's units: 0 the embeddings, 1..layers its blocks, layers+1 the final unit. */
+static int view_unit_(const mpt_pp_view_ctx *x, int u) {
+    if (u == 0) return 0;
+    if (u > x->layers) return x->model_layers + 1;
+    return x->chunk * x->layers + u;
+}
+static mpt_status view_need_(void *ctx, int u, mpt_gpt_phase ph, mpt_error *err) {
+    const mpt_pp_view_ctx *x = ctx;
+    return x->hooks.need ? x->hooks.need(x->hooks.ctx, view_unit_(x, u), ph, err) : MPT_OK;
+}
+static mpt_status view_done_(void *ctx, int u, mpt_gpt_phase ph, mpt_error *err) {
+    const mpt_pp_view_ctx *x = ctx;
+    return x->hooks.done ? x->hooks.done(x->hooks.ctx, view_unit_(x, u), ph, err) : MPT_OK;
+}
+static mpt_status view_grads_done_(void *ctx, int u, mpt_error *err) {
+    const mpt_pp_view_ctx *x = ctx;
+    return x->hooks.grads_done ? x->hooks.grads_done(x->hooks.ctx, view_unit_(x, u), err) : MPT_OK;
+}
+
+/* Chunk c's view of the model: a shallow copy (shared weight / gradient tables, parameter
+ * table, workspace) over its blocks, with its own ends, activation sizes and mapped hooks. */
+static mpt_status make_view_(mpt_pp *pp, int c, mpt_error *err) {
+    const mpt_gpt *m = pp->model;
+    mpt_gpt *w = &pp->views[c];
+    int k = m->nl / pp->v;
+    *w = *m;
+    mpt_gpt_place whole = {.tp = m->tp, .tp_rank = m->tp_rank, .sp = m->sp, .n_layers = m->nl,
+                           .first = m->first, .last = m->last, .recompute = m->recompute,
+                           .threads = m->threads, .cp = m->cp, .cp_rank = m->cp_rank,
+                           .split_w = m->split_w};
+    mpt_gpt_place q = mpt_pp_chunk_place(&whole, pp->v, c);
+    size_t work_n[MPT_WORK_SLOTS];
+    if (!mpt_gpt_buffer_sizes(&m->cfg, m->B, m->T, 1, m->tp, m->sp, &q, w->act_n, work_n))
+        return mpt_fail(err, MPT_ERR_INPUT, "pipeline chunk %d: buffers too large", c);
+    w->nl = k;
+    w->first = q.first;
+    w->last = q.last;
+    w->pt.layer = m->pt.layer + (size_t)c * (size_t)k * MPT_LAYER_SLOTS;
+    w->pt.n_layer = k;
+    mpt_gpt_slot_layers(w->recompute, k, w->slot_layers);
+    memset(&w->own, 0, sizeof w->own);
+    w->cur = &w->own;
+    pp->vctx[c] = (mpt_pp_view_ctx){.hooks = m->hooks, .chunk = c, .layers = k,
+                                    .model_layers = m->nl};
+    w->hooks = (mpt_gpt_hooks){.ctx = &pp->vctx[c], .need = view_need_, .done = view_done_,
+                               .grads_done = view_grads_done_};
+    return MPT_OK;
+}
+
+/* The engine chunk c runs on: the model itself when v == 1. */
+static mpt_gpt *chunk_model_(mpt_pp *pp, int c) { return pp->v > 1 ? &pp->views[c] : pp->model; }
+mpt_gpt *mpt_pp_chunk_model(mpt_pp *pp, int c) { return chunk_model_(pp, c); }
+
 mpt_status mpt_pp_init(mpt_pp *pp, mpt_comm *comm, mpt_pp_kind kind, int m, mpt_gpt *model,
                        mpt_dp *dp, mpt_error *err) {
+    return mpt_pp_init_chunks(pp, comm, kind, m, 1, model, dp, err);
+}
+
+mpt_status mpt_pp_init_chunks(mpt_pp *pp, mpt_comm *comm, mpt_pp_kind kind, int m, int v,
+                              mpt_gpt *model, mpt_dp *dp, mpt_error *err) {
     memset(pp, 0, sizeof *pp);
+    if (v < 1 || model->nl % v != 0)
+        return mpt_fail(err, MPT_ERR_INPUT, "%d blocks on this rank do not split into %d chunks",
+                        model->nl, v);
     pp->comm = comm;
     pp->kind = kind;
     pp->p = comm->size;
     pp->stage = comm->rank;
     pp->m = m;
+    pp->v = v;
     pp->model = model;
     pp->dp = dp;
     pp->boundary_n = mpt_pp_boundary_elems(model->B, model->T, model->cfg.d_model, model->tp,
                                            model->sp);
-    mpt_status st = mpt_pp_schedule(kind, pp->p, m, 1, pp->stage, &pp->acts, &pp->n_acts, err);
-    if (!st) st = mpt_pp_sets_needed(kind, pp->p, m, pp->stage, &pp->sets_needed, err);
-    if (st) return st;
-    pp->set = calloc((size_t)m, sizeof *pp->set);
-    pp->pool = calloc((size_t)m, sizeof *pp->pool);
-    pp->pool_free = calloc((size_t)m, sizeof *pp->pool_free);
-    pp->slot_of = malloc((size_t)m * sizeof *pp->slot_of);
-    for (int k = 0; pp->slot_of && k < m; k++) pp->slot_of[k] = -1;
-    pp->rx_act = calloc((size_t)m, sizeof *pp->rx_act);
-    pp->rx_grad = calloc((size_t)m, sizeof *pp->rx_grad);
-    pp->tx_act = calloc((size_t)m, sizeof *pp->tx_act);
-    size_t nm = 2 * (size_t)m; /* three per-message arrays, then p of them for mpt_pp_measure */
+    int *sets = calloc((size_t)v, sizeof *sets);
+    if (!sets) return mpt_fail(err, MPT_ERR_RUN, "out of memory for the pipeline executor");
+    mpt_status st = mpt_pp_schedule(kind, pp->p, m, v, pp->stage, &pp->acts, &pp->n_acts, err);
+    if (!st) st = mpt_pp_chunk_sets(kind, pp->p, m, v, pp->stage, sets, err);
+    if (st) {
+        free(sets);
+        free(pp->acts);
+        pp->acts = NULL;
+        return st;
+    }
+    size_t mv = (size_t)m * (size_t)v, npool = 0;
+    for (int c = 0; c < v; c++) npool += (size_t)sets[c];
+    pp->sets_needed = (int)npool;
+    if (v > 1) {
+        pp->views = calloc((size_t)v, sizeof *pp->views);
+        pp->vctx = calloc((size_t)v, sizeof *pp->vctx);
+        for (int c = 0; !st && pp->views && pp->vctx && c < v; c++) st = make_view_(pp, c, err);
+    }
+    pp->pool_chunk = calloc(npool + 1, sizeof *pp->pool_chunk);
+    for (int c = 0, k = 0; pp->pool_chunk && c < v; c++)
+        for (int i = 0; i < sets[c]; i++) pp->pool_chunk[k++] = c;
+    free(sets);
+    pp->set = calloc(mv, sizeof *pp->set);
+    pp->pool = calloc(npool + 1, sizeof *pp->pool);
+    pp->pool_free = calloc(npool + 1, sizeof *pp->pool_free);
+    pp->slot_of = malloc(mv * sizeof *pp->slot_of);
+    for (size_t k = 0; pp->slot_of && k < mv; k++) pp->slot_of[k] = -1;
+    pp->rx_act = calloc(mv, sizeof *pp->rx_act);
+    pp->rx_grad = calloc(mv, sizeof *pp->rx_grad);
+    pp->tx_act = calloc(mv, sizeof *pp->tx_act);
+    pp->t_peer = calloc(2 * mv, sizeof *pp->t_peer);
+    size_t nm = 2 * mv; /* three per-message arrays, then p of them for mpt_pp_measure */
     pp->t_sent = calloc(nm * (3 + (size_t)pp->p), sizeof *pp->t_sent);
     if (pp->t_sent) {
         pp->t_wait = pp->t_sent + nm;
         pp->t_got = pp->t_wait + nm;
         pp->msg = pp->t_got + nm;
     }
-    if (!pp->set || !pp->pool || !pp->pool_free || !pp->slot_of || !pp->rx_act || !pp->rx_grad ||
-        !pp->tx_act || !pp->t_sent) {
+    if (st || !pp->set || !pp->pool || !pp->pool_free || !pp->slot_of || !pp->rx_act ||
+        !pp->rx_grad || !pp->tx_act || !pp->t_sent || !pp->pool_chunk || !pp->t_peer ||
+        (v > 1 && (!pp->views || !pp->vctx))) {
         mpt_pp_free(pp);
-        return mpt_fail(err, MPT_ERR_RUN, "out of memory for the pipeline executor");
+        return st ? st : mpt_fail(err, MPT_ERR_RUN, "out of memory for the pipeline executor");
     }
     mpt_buflist_init(&pp->bufs);
-    mpt_pp_buffers(pp->stage, pp->boundary_n, pp, &pp->bufs);
+    mpt_pp_buffers(v > 1 ? 1 : pp->stage, pp->boundary_n, pp, &pp->bufs);
     st = mpt_buflist_alloc(&pp->bufs, model->arena, err);
     /* every activation set the schedule keeps alive at once, up front: no allocation during a
      * step, and the arena's peak is reached (and checked against --mem-limit) at set-up */
     for (; !st && pp->pool_n < pp->sets_needed; pp->pool_n++) {
-        st = mpt_gpt_acts_alloc(model, &pp->pool[pp->pool_n], err);
+        st = mpt_gpt_acts_alloc(chunk_model_(pp, pp->pool_chunk[pp->pool_n]),
+                                &pp->pool[pp->pool_n], err);
         pp->pool_free[pp->pool_n] = 1;
     }
     if (st) mpt_pp_free(pp);
@@ -103,7 +204,8 @@ mpt_status mpt_pp_init(mpt_pp *pp, mpt_comm *comm, mpt_pp_kind kind, int m, mpt_
 
 void mpt_pp_free(mpt_pp *pp) {
     if (!pp || !pp->model) return;
-    for (int k = 0; k < pp->pool_n; k++) mpt_gpt_acts_free(pp->model, &pp->pool[k]);
+    for (int k = 0; k < pp->pool_n; k++)
+        mpt_gpt_acts_free(chunk_model_(pp, pp->pool_chunk[k]), &pp->pool[k]);
     mpt_buflist_release(&pp->bufs, pp->model->arena);
     mpt_buflist_free(&pp->bufs);
     free(pp->acts);
@@ -115,37 +217,41 @@ void mpt_pp_free(mpt_pp *pp) {
     free(pp->rx_grad);
     free(pp->tx_act);
     free(pp->t_sent);
+    free(pp->views);
+    free(pp->vctx);
+    free(pp->pool_chunk);
+    free(pp->t_peer);
     pp->model->cur = &pp->model->own;
     memset(pp, 0, sizeof *pp);
 }
 
-/* The output of a stage: the last block's RES3 of the micro-batch's set. */
-static float *stage_output_(mpt_pp *pp, int mb) {
-    const mpt_gpt *m = pp->model;
+/* The output of a chunk: the last block's RES3 of the set of j = mb*v + chunk. */
+static float *stage_output_(mpt_pp *pp, int j) {
+    const mpt_gpt *m = chunk_model_(pp, j % pp->v);
     size_t per = m->act_n[MPT_ACT_RES3] / (size_t)m->nl;
-    return pp->set[mb].a[MPT_ACT_RES3] + (size_t)(m->nl - 1) * per;
+    return pp->set[j].a[MPT_ACT_RES3] + (size_t)(m->nl - 1) * per;
 }
 
-/* Gives micro-batch mb a free set of the pool (allocated at init: sets_needed of them). */
-static mpt_status open_set_(mpt_pp *pp, int mb, mpt_error *err) {
-    if (pp->slot_of[mb] >= 0) return MPT_OK;
-    int k = 0;
-    while (k < pp->pool_n && !pp->pool_free[k]) k++;
+/* Gives j = mb*v + chunk a free set of its chunk's pool (allocated at init). */
+static mpt_status open_set_(mpt_pp *pp, int j, mpt_error *err) {
+    if (pp->slot_of[j] >= 0) return MPT_OK;
+    int k = 0, c = j % pp->v;
+    while (k < pp->pool_n && (!pp->pool_free[k] || pp->pool_chunk[k] != c)) k++;
     if (k == pp->pool_n)
         return mpt_fail(err, MPT_ERR_RUN,
-                        "pipeline stage %d: micro-batch %d needs activation set %d, but the "
-                        "schedule was planned for %d",
-                        pp->stage, mb, k + 1, pp->sets_needed);
+                        "pipeline stage %d: micro-batch %d (chunk %d) needs one more activation "
+                        "set than the schedule was planned for (%d)",
+                        pp->stage, j / pp->v, c, pp->sets_needed);
     pp->pool_free[k] = 0;
-    pp->slot_of[mb] = k;
-    pp->set[mb] = pp->pool[k];
+    pp->slot_of[j] = k;
+    pp->set[j] = pp->pool[k];
     return MPT_OK;
 }
 
-static void close_set_(mpt_pp *pp, int mb) {
-    pp->pool_free[pp->slot_of[mb]] = 1;
-    pp->slot_of[mb] = -1;
-    memset(&pp->set[mb], 0, sizeof pp->set[mb]);
+static void close_set_(mpt_pp *pp, int j) {
+    pp->pool_free[pp->slot_of[j]] = 1;
+    pp->slot_of[j] = -1;
+    memset(&pp->set[j], 0, sizeof pp->set[j]);
 }
 
 /* Waits until send buffer k's last gradient send is done, so the buffer can be reused. */
@@ -158,37 +264,52 @@ static mpt_status free_grad_out_(mpt_pp *pp, int k, mpt_error *err) {
 static mpt_status forward_(mpt_pp *pp, const mpt_pp_action *a, mpt_pp_batch_fn batch, void *ctx,
                            int32_t *inputs, int32_t *targets, int Bm, int T, float dloss,
                            double *loss_sum, mpt_error *err) {
-    mpt_gpt *m = pp->model;
-    int mb = a->mb;
-    TRY_(open_set_(pp, mb, err));
+    mpt_gpt *m = chunk_model_(pp, a->chunk);
+    int mb = a->mb, j = mb * pp->v + a->chunk;
+    TRY_(open_set_(pp, j, err));
     batch(ctx, mb, m->first ? inputs : NULL, m->last ? targets : NULL);
     if (m->first) pp->inputs_mb = mb;
-    m->cur = &pp->set[mb];
+    m->cur = &pp->set[j];
     if (pp->before_forward) TRY_(pp->before_forward(pp->forward_ctx, mb, m, inputs, err));
     double loss = 0.0;
     TRY_(mpt_gpt_forward(m, inputs, m->last ? targets : NULL, Bm, T, dloss, &loss, err));
     *loss_sum += loss;
+    m->cur = &m->own;
     return MPT_OK;
 }
 
 static mpt_status backward_(mpt_pp *pp, const mpt_pp_action *a, mpt_pp_batch_fn batch, void *ctx,
                             int32_t *inputs, int Bm, int T, mpt_error *err) {
-    mpt_gpt *m = pp->model;
-    int mb = a->mb;
+    mpt_gpt *m = chunk_model_(pp, a->chunk);
+    int mb = a->mb, j = mb * pp->v + a->chunk;
     if (m->first && pp->inputs_mb != mb) { /* the embedding's backward needs the tokens */
         batch(ctx, mb, inputs, NULL);
         pp->inputs_mb = mb;
     }
-    m->cur = &pp->set[mb];
+    m->cur = &pp->set[j];
     mpt_dp_set_last_microbatch(pp->dp, mb == pp->m - 1);
     TRY_(mpt_gpt_backward(m, inputs, Bm, T, err));
     if (!m->first) { /* the input gradient goes back: into a free send buffer */
-        int k = mb % 2;
+        int k = j % 2;
         TRY_(free_grad_out_(pp, k, err));
         memcpy(pp->grad_out[k], m->work[MPT_WORK_DRES], pp->boundary_n * sizeof(float));
     }
-    if (!m->last) TRY_(mpt_wait(&pp->tx_act[mb], err)); /* long done: the gradient came back */
-    close_set_(pp, mb);
+    if (!m->last) TRY_(mpt_wait(&pp->tx_act[j], err)); /* long done: the gradient came back */
+    if (!m->split_w) close_set_(pp, j); /* else W still reads it */
+    m->cur = &m->own;
+    return MPT_OK;
+}
+
+/* The split backward's weight-gradient pass (zb-h1): W of a micro-batch after its B. */
+static mpt_status weights_(mpt_pp *pp, const mpt_pp_action *a, int Bm, int T, mpt_error *err) {
+    mpt_gpt *m = chunk_model_(pp, a->chunk);
+    int j = a->mb * pp->v + a->chunk;
+    if (pp->slot_of[j] < 0)
+        return mpt_fail(err, MPT_ERR_RUN, "pipeline: W%d before its B", a->mb);
+    m->cur = &pp->set[j];
+    mpt_dp_set_last_microbatch(pp->dp, a->mb == pp->m - 1);
+    TRY_(mpt_gpt_backward_weights(m, Bm, T, err));
+    close_set_(pp, j);
     m->cur = &m->own;
     return MPT_OK;
 }
@@ -196,46 +317,51 @@ static mpt_status backward_(mpt_pp *pp, const mpt_pp_action *a, mpt_pp_batch_fn 
 mpt_status mpt_pp_step(mpt_pp *pp, mpt_pp_batch_fn batch, void *ctx, int32_t *inputs,
                        int32_t *targets, int Bm, int T, float dloss, double *loss_sum,
                        mpt_error *err) {
-    mpt_gpt *m = pp->model;
+    mpt_gpt *model = pp->model;
+    int v = pp->v;
     *loss_sum = 0.0;
-    pp->busy = pp->f_sum = pp->b_sum = 0.0;
-    pp->f_n = pp->b_n = 0;
+    pp->busy = pp->f_sum = pp->b_sum = pp->w_sum = 0.0;
+    pp->f_n = pp->b_n = pp->w_n = 0;
     pp->inputs_mb = -1;
-    memset(pp->t_sent, 0, 3 * 2 * (size_t)pp->m * sizeof *pp->t_sent);
+    memset(pp->t_sent, 0, 3 * 2 * (size_t)pp->m * (size_t)v * sizeof *pp->t_sent);
     double start = mpt_comm_clock();
     for (size_t i = 0; i < pp->n_acts; i++) {
         const mpt_pp_action *a = &pp->acts[i];
-        int mb = a->mb, tag = mpt_pp_action_tag(a, 1);
+        int j = a->mb * v + a->chunk, tag = mpt_pp_action_tag(a, v);
+        const mpt_gpt *m = chunk_model_(pp, a->chunk);
         switch (a->op) {
         case MPT_PP_RECV_ACT:
-            TRY_(open_set_(pp, mb, err));
-            TRY_(mpt_irecv(pp->comm, pp->set[mb].a[MPT_ACT_ENCODED], pp->boundary_n, a->peer, tag,
-                           &pp->rx_act[mb], err));
+            TRY_(open_set_(pp, j, err));
+            TRY_(mpt_irecv(pp->comm, pp->set[j].a[MPT_ACT_ENCODED], pp->boundary_n, a->peer, tag,
+                           &pp->rx_act[j], err));
             break;
         case MPT_PP_SEND_ACT:
-            pp->t_sent[2 * mb] = mpt_comm_clock();
-            TRY_(mpt_isend(pp->comm, stage_output_(pp, mb), pp->boundary_n, a->peer, tag,
-                           &pp->tx_act[mb], err));
+            pp->t_sent[tag] = mpt_comm_clock();
+            pp->t_peer[tag] = a->peer;
+            TRY_(mpt_isend(pp->comm, stage_output_(pp, j), pp->boundary_n, a->peer, tag,
+                           &pp->tx_act[j], err));
             break;
         case MPT_PP_RECV_GRAD:
-            TRY_(open_set_(pp, mb, err));
-            TRY_(mpt_irecv(pp->comm, pp->set[mb].a[MPT_ACT_GRAD_IN], pp->boundary_n, a->peer, tag,
-                           &pp->rx_grad[mb], err));
+            TRY_(open_set_(pp, j, err));
+            TRY_(mpt_irecv(pp->comm, pp->set[j].a[MPT_ACT_GRAD_IN], pp->boundary_n, a->peer, tag,
+                           &pp->rx_grad[j], err));
             break;
         case MPT_PP_SEND_GRAD:
-            pp->t_sent[2 * mb + 1] = mpt_comm_clock();
-            TRY_(mpt_isend(pp->comm, pp->grad_out[mb % 2], pp->boundary_n, a->peer, tag,
-                           &pp->tx_grad[mb % 2], err));
-            pp->tx_grad_busy[mb % 2] = 1;
+            pp->t_sent[tag] = mpt_comm_clock();
+            pp->t_peer[tag] = a->peer;
+            TRY_(mpt_isend(pp->comm, pp->grad_out[j % 2], pp->boundary_n, a->peer, tag,
+                           &pp->tx_grad[j % 2], err));
+            pp->tx_grad_busy[j % 2] = 1;
             break;
         case MPT_PP_F:
         case MPT_PP_B: {
             /* waiting for the input is idle time; the compute after it is busy time */
             int grad = a->op == MPT_PP_B;
             if (grad ? !m->last : !m->first) {
-                pp->t_wait[2 * mb + grad] = mpt_comm_clock();
-                TRY_(mpt_wait(grad ? &pp->rx_grad[mb] : &pp->rx_act[mb], err));
-                pp->t_got[2 * mb + grad] = mpt_comm_clock();
+                int k = 2 * j + grad; /* = the message's tag */
+                pp->t_wait[k] = mpt_comm_clock();
+                TRY_(mpt_wait(grad ? &pp->rx_grad[j] : &pp->rx_act[j], err));
+                pp->t_got[k] = mpt_comm_clock();
             }
             double t0 = mpt_comm_clock();
             TRY_(a->op == MPT_PP_F ? forward_(pp, a, batch, ctx, inputs, targets, Bm, T, dloss,
@@ -253,37 +379,50 @@ mpt_status mpt_pp_step(mpt_pp *pp, mpt_pp_batch_fn batch, void *ctx, int32_t *in
             if (pp->on_event) pp->on_event(pp->event_ctx, a, t0, t1);
             break;
         }
+        case MPT_PP_W: {
+            double t0 = mpt_comm_clock();
+            TRY_(weights_(pp, a, Bm, T, err));
+            double t1 = mpt_comm_clock();
+            pp->busy += t1 - t0;
+            pp->w_sum += t1 - t0;
+            pp->w_n++;
+            if (pp->on_event) pp->on_event(pp->event_ctx, a, t0, t1);
+            break;
+        }
         default:
             return mpt_fail(err, MPT_ERR_RUN, "pipeline: action %d is not supported by this executor",
                             a->op);
         }
     }
     for (int k = 0; k < 2; k++) TRY_(free_grad_out_(pp, k, err));
-    m->cur = &m->own;
+    model->cur = &model->own;
     pp->wall = mpt_comm_clock() - start;
     return MPT_OK;
 }
 
 mpt_status mpt_pp_measure(mpt_pp *pp, double *costs, mpt_error *err) {
-    int p = pp->p, m = pp->m, me = pp->stage;
-    size_t nm = 2 * (size_t)m;
-    /* 1. every message's send time, at its receiving stage's row: activations go to me + 1,
-     *    gradients to me - 1 */
+    int p = pp->p, me = pp->stage, v = pp->v;
+    size_t nm = 2 * (size_t)pp->m * (size_t)v;
+    /* 1. every message's send time, at its receiving stage's row (indexed by its tag):
+     *    activations go to the next rank, gradients to the previous one (around the ring when
+     *    the rank holds several chunks) */
     memset(pp->msg, 0, (size_t)p * nm * sizeof *pp->msg);
     for (size_t i = 0; i < nm; i++) {
-        int dst = me + (i % 2 ? -1 : 1);
+        int dst = pp->t_peer[i];
         if (pp->t_sent[i] > 0 && dst >= 0 && dst < p) pp->msg[(size_t)dst * nm + i] = pp->t_sent[i];
     }
     if (p > 1) TRY_(mpt_allreduce_sum_f64(pp->comm, pp->msg, (size_t)p * nm, err));
     /* 2. per stage: F and B sums and counts; over all: transfer sum and count */
-    size_t ns = 4 * (size_t)p + 2;
+    size_t ns = 6 * (size_t)p + 2;
     double *sums = calloc(ns, sizeof *sums);
     if (!sums) return mpt_fail(err, MPT_ERR_RUN, "out of memory measuring the pipeline");
-    double *row = sums + 4 * (size_t)me;
+    double *row = sums + 6 * (size_t)me;
     row[0] = pp->f_sum;
     row[1] = pp->f_n;
     row[2] = pp->b_sum;
     row[3] = pp->b_n;
+    row[4] = pp->w_sum;
+    row[5] = pp->w_n;
     for (size_t i = 0; i < nm; i++) {
         double sent = pp->msg[(size_t)me * nm + i];
         if (pp->t_got[i] <= 0 || sent <= 0) continue;
@@ -292,12 +431,13 @@ mpt_status mpt_pp_measure(mpt_pp *pp, double *costs, mpt_error *err) {
         sums[ns - 1] += 1;
     }
     mpt_status st = p > 1 ? mpt_allreduce_sum_f64(pp->comm, sums, ns, err) : MPT_OK;
+    /* the simulator's costs are a whole stage's (mpt_pp_action_cost scales a chunk's by 1/v) */
     for (int s = 0; !st && s < p; s++) {
-        const double *x = sums + 4 * (size_t)s;
+        const double *x = sums + 6 * (size_t)s;
         double *c = costs + (size_t)s * MPT_PP_COSTS;
-        c[MPT_PP_COST_F] = x[1] > 0 ? x[0] / x[1] : 0.0;
-        c[MPT_PP_COST_B] = x[3] > 0 ? x[2] / x[3] : 0.0;
-        c[MPT_PP_COST_W] = 0.0;
+        c[MPT_PP_COST_F] = x[1] > 0 ? v * x[0] / x[1] : 0.0;
+        c[MPT_PP_COST_B] = x[3] > 0 ? v * x[2] / x[3] : 0.0;
+        c[MPT_PP_COST_W] = x[5] > 0 ? v * x[4] / x[5] : 0.0; /* split backward only */
         c[MPT_PP_COST_COMM] = sums[ns - 1] > 0 ? sums[ns - 2] / sums[ns - 1] : 0.0;
     }
     free(sums);

@@ -7,6 +7,8 @@
  *   F         wait for that input (or, first stage, read the tokens), run the stage's forward
  *   SEND_ACT  post MPI_Isend of the output (the last block's RES3)
  *   RECV_GRAD post MPI_Irecv of the output's gradient into the set's GRAD_IN
+ *   W         zb-h1 (the model built with split_w): the weight-gradient pass of a micro-batch
+ *             whose B (then the input-gradient pass only) ran earlier; its set lives until W
  *   B         wait for it (or, last stage, start from the loss), run the backward; a stage with a
  *             previous one copies the input gradient into one of two send buffers
  *   SEND_GRAD post MPI_Isend of that buffer
@@ -41,21 +43,36 @@ typedef void (*mpt_pp_event_fn)(void *ctx, const mpt_pp_action *a, double t0, do
 typedef mpt_status (*mpt_pp_forward_fn)(void *ctx, int mb, mpt_gpt *model, const int32_t *inputs,
                                         mpt_error *err);
 
+/* The hooks of a chunk's view (interleaved schedules): unit u of the view is unit map(u) of the
+ * model, whose own hooks (the data-parallel ones) are called. */
+typedef struct mpt_pp_view_ctx {
+    mpt_gpt_hooks hooks;     /* the model's, copied at init */
+    int chunk, layers, model_layers;
+} mpt_pp_view_ctx;
+
 typedef struct mpt_pp {
     mpt_comm *comm;          /* pipeline group (rank = stage), not owned */
     mpt_pp_kind kind;
     int p, stage, m;
+    int v;                   /* model chunks on this rank (interleaved: --virtual-stages; else 1) */
+    mpt_gpt *views;          /* owned, v > 1: chunk c's view of the model: blocks
+                              * [c*nl/v, (c+1)*nl/v), its own ends (embeddings on chunk 0 of the
+                              * first rank, head on chunk v-1 of the last), activation sizes of
+                              * those blocks, the model's w/g tables and hooks (units mapped) */
+    mpt_pp_view_ctx *vctx;   /* owned, v > 1 */
+    int *pool_chunk;         /* owned: the chunk each pool entry was sized for */
     mpt_pp_action *acts;     /* owned: this stage's list for one step */
     size_t n_acts;
     int sets_needed;         /* most activation sets alive at once (from the list) */
     mpt_gpt *model;          /* not owned */
     mpt_dp *dp;              /* not owned */
-    mpt_gpt_acts *set;       /* owned array of m: the set each micro-batch in flight uses */
+    mpt_gpt_acts *set;       /* owned array of m*v: the set each micro-batch (mb*v + chunk) in
+                              * flight uses */
     mpt_gpt_acts *pool;      /* owned: the sets_needed sets (allocated at init, reused) */
     int *pool_free;          /* 1 when pool[k] is not in use */
-    int *slot_of;            /* per micro-batch: its pool entry, or -1 */
+    int *slot_of;            /* per micro-batch and chunk: its pool entry, or -1 */
     int pool_n;
-    mpt_req *rx_act, *rx_grad, *tx_act; /* per micro-batch */
+    mpt_req *rx_act, *rx_grad, *tx_act; /* per micro-batch and chunk (mb*v + chunk) */
     float *grad_out[2];      /* stages after the first: input-gradient send buffers (workspace) */
     mpt_buflist bufs;        /* owned: the list grad_out was allocated from (mpt_pp_buffers) */
     mpt_req tx_grad[2];
@@ -63,12 +80,14 @@ typedef struct mpt_pp {
     size_t boundary_n;       /* floats of one stage-boundary tensor (N/sp rows x D) */
     int inputs_mb;           /* the micro-batch whose tokens are in inputs now, or -1 */
     /* The last step's measurements (mpt_comm_clock seconds) for mpt_pp_measure; per message
-     * [mb*2 + 0 activations / 1 gradient], 0 when there was none. Owned (one malloc). */
+     * [its tag (mpt_pp_action_tag): (mb*v + receiving chunk)*2 + 0 activations / 1 gradient],
+     * 0 when there was none. Owned (one malloc). */
     double *t_sent;          /* when this stage posted the send */
     double *t_wait, *t_got;  /* when it began waiting for the receive, and when that returned */
-    double f_sum, b_sum;     /* compute seconds of its F / B actions */
-    int f_n, b_n;
-    double *msg;             /* scratch: p*2m send times by receiving stage (mpt_pp_measure) */
+    int *t_peer;             /* owned: the rank each message this stage sent went to */
+    double f_sum, b_sum, w_sum; /* compute seconds of its F / B / W actions */
+    int f_n, b_n, w_n;
+    double *msg;             /* scratch: p*2mv send times by receiving stage (mpt_pp_measure) */
     double busy;             /* compute seconds of the last step */
     double wall;             /* seconds from the step's first action to its last */
     mpt_pp_event_fn on_event;   /* optional */
@@ -82,17 +101,33 @@ typedef struct mpt_pp {
 size_t mpt_pp_boundary_elems(int B, int T, int D, int tp, int sp);
 /* The executor's own buffers besides the activation sets (which are the model's, counted per
  * set): a stage after the first keeps two input-gradient send buffers of boundary_n floats
- * (workspace). pp NULL: a plan (no destinations). */
+ * (workspace); with several chunks per rank (v > 1) every rank sends gradients and pass
+ * stage 1. pp NULL: a plan (no destinations). */
 void mpt_pp_buffers(int stage, size_t boundary_n, mpt_pp *pp, mpt_buflist *l);
 
 /* Activation sets stage `stage` holds at most at once under this schedule (walks its list). */
 mpt_status mpt_pp_sets_needed(mpt_pp_kind kind, int p, int m, int stage, int *n, mpt_error *err);
+/* The same per chunk for v chunks per rank: sets[c] (c < v) for chunk c, whose sets hold its
+ * nl/v blocks. A set opens at the first action that touches its (micro-batch, chunk) and
+ * closes at its last compute (B; W for the split backward). */
+mpt_status mpt_pp_chunk_sets(mpt_pp_kind kind, int p, int m, int v, int stage, int *sets,
+                             mpt_error *err);
+/* The chunk view of a model with v chunks (its n_layers divisible by v): place as the model's
+ * (mpt_gpt_place), for chunk c: n_layers/v blocks, first only on chunk 0, last only on chunk
+ * v-1. For the memory plan and the executor. */
+mpt_gpt_place mpt_pp_chunk_place(const mpt_gpt_place *place, int v, int c);
 
 /* The model is this stage's (place->first/last/n_layers), built with MPT_GPT_NO_ACTS; comm is
  * the pipeline group (size 1 for a one-stage pipeline). */
 mpt_status mpt_pp_init(mpt_pp *pp, mpt_comm *comm, mpt_pp_kind kind, int m, mpt_gpt *model,
                        mpt_dp *dp, mpt_error *err);
+/* The same with v model chunks on this rank (interleaved: chunk c of rank r is pipeline stage
+ * c*p + r; the model holds the chunks' blocks back to back, model->nl divisible by v). */
+mpt_status mpt_pp_init_chunks(mpt_pp *pp, mpt_comm *comm, mpt_pp_kind kind, int m, int v,
+                              mpt_gpt *model, mpt_dp *dp, mpt_error *err);
 void mpt_pp_free(mpt_pp *pp);
+/* The engine chunk c (< pp->v) runs on: its view, or the model itself when v == 1. */
+mpt_gpt *mpt_pp_chunk_model(mpt_pp *pp, int c);
 
 /* One optimizer step's forwards and backwards of m micro-batches of Bm sequences of T tokens
  * (inputs/targets: Bm*T scratch). *loss_sum: the sum of token losses (last stage; 0 elsewhere). */
@@ -101,8 +136,9 @@ mpt_status mpt_pp_step(mpt_pp *pp, mpt_pp_batch_fn batch, void *ctx, int32_t *in
                        mpt_error *err);
 
 /* The last step's costs per stage, gathered over the pipeline group (every rank of it calls):
- * costs[s * MPT_PP_COSTS + i] for stage s gets its mean F and mean B (the whole backward) per
- * action, W 0, and as COMM the mean transfer time of all messages, each from the moment its
+ * costs[s * MPT_PP_COSTS + i] for stage s gets its mean F and mean B (the whole backward, or
+ * the input-gradient pass under the split backward of zb-h1) per action, W (the
+ * weight-gradient pass; 0 unless split), and as COMM the mean transfer time of all messages, each from the moment its
  * send was posted and its receiver was waiting for it (max of the two) to the wait's return
  * (the clocks of the ranks of one node agree; on several hosts their offset enters this
  * estimate). costs holds p * MPT_PP_COSTS doubles. Replayed by mpt_pp_simulate_ranks, they give

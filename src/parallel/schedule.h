@@ -13,6 +13,16 @@
  *   zb-h1        zero bubble H1 (Qi et al. 2023): backward split into B (input gradient, on
  *                the critical path) and W (weight gradient), rank r running W r micro-batches
  *                behind B so W fills the cool-down bubble; peak memory as 1f1b's rank 0
+ *   zb-v         zero bubble V (Qi et al. 2024): v = 2 chunks per rank in a V, rank r holding
+ *                stages r (chunk 0) and 2p-1-r (chunk 1), so the first and the last stage are
+ *                both on rank 0; split backward as zb-h1. The order is made by a greedy list
+ *                scheduler on unit costs: B first, then F while the rank holds fewer than p
+ *                chunk-0 micro-batches, else the oldest pending W; at most 2p half-stage sets
+ *                (p full-stage sets, 1f1b's rank 0) per rank
+ *   2bw          PipeDream-2BW's update rule (Narayanan et al. 2021): each step's forwards and
+ *                backwards use the previous step's weights (stashed: two versions per stage),
+ *                the update applies to the current ones. This executor still drains between
+ *                steps, so its action list is 1f1b's
  *
  * Actions. Compute: F(mb, chunk) forward; B(mb, chunk) backward — the whole backward, except in
  * zb-h1 where it is the input gradient only; W(mb, chunk) weight gradient (zb-h1 only).
@@ -52,10 +62,12 @@ typedef enum mpt_pp_kind {
     MPT_PP_1F1B,
     MPT_PP_INTERLEAVED,
     MPT_PP_ZB_H1,
+    MPT_PP_ZB_V,
+    MPT_PP_2BW,
     MPT_PP_KINDS
 } mpt_pp_kind;
 
-/* "naive", "gpipe", "1f1b", "interleaved", "zb-h1"; "?" out of range. */
+/* "naive", "gpipe", "1f1b", "interleaved", "zb-h1", "zb-v", "2bw"; "?" out of range. */
 const char *mpt_pp_kind_name(mpt_pp_kind k);
 /* Parses one of the names above; MPT_ERR_INPUT with the list of names otherwise. */
 mpt_status mpt_pp_kind_parse(const char *s, mpt_pp_kind *k, mpt_error *err);
@@ -82,7 +94,8 @@ typedef struct mpt_pp_action {
 /* 1 for F, B, W. */
 int mpt_pp_op_is_compute(int op);
 
-/* Checks a schedule request: p, m, v >= 1; v == 1 unless interleaved; interleaved needs p >= 2,
+/* Checks a schedule request: p, m, v >= 1; v == 1 unless interleaved or zb-v (v == 2, p >= 2);
+ * interleaved needs p >= 2,
  * v >= 2 and m a multiple of p; p*v*m at most 2^20. m < p is allowed for the other kinds (the
  * warm-up is then min(p-r-1, m) forwards and the bubble is large). MPT_ERR_INPUT with a message
  * that names the option to change (--pp, --microbatches, --virtual-stages, --schedule).
@@ -103,6 +116,12 @@ const char *mpt_pp_action_str(const mpt_pp_action *a, int v, char *buf, size_t c
 
 /* The pipeline stage of a rank's chunk: chunk*p + rank. */
 int mpt_pp_stage(int p, int rank, int chunk);
+/* The same for a kind: zb-v's V (chunk 0 stage rank, chunk 1 stage 2p-1-rank), else as above. */
+int mpt_pp_stage_k(mpt_pp_kind kind, int p, int rank, int chunk);
+/* The rank and chunk of pipeline stage s (inverse of mpt_pp_stage_k). */
+void mpt_pp_stage_place(mpt_pp_kind kind, int p, int s, int *rank, int *chunk);
+/* 1 when the kind splits the backward into B and W (zb-h1, zb-v). */
+int mpt_pp_split(mpt_pp_kind kind);
 
 /* An MPI tag for a communication action, equal on the sending and the receiving side and
  * distinct for every message between one pair of ranks in a step: (mb*v + receiving chunk)*2

@@ -68,7 +68,8 @@ static int post_(sim_ *s, int rank, const mpt_pp_action *a, mpt_error *err) {
         broken_(s, err, rank, a, "micro-batch, chunk or peer out of range");
         return -1;
     }
-    int me = mpt_pp_stage(s->p, rank, a->chunk), other = mpt_pp_stage(s->p, a->peer, a->peer_chunk);
+    int me = mpt_pp_stage_k(s->kind, s->p, rank, a->chunk);
+    int other = mpt_pp_stage_k(s->kind, s->p, a->peer, a->peer_chunk);
     /* activations flow to stage + 1, gradients to stage - 1 */
     int src = recv ? other : me, dst = recv ? me : other;
     if (dst - src != (grad ? -1 : 1)) {
@@ -100,7 +101,7 @@ static int compute_(sim_ *s, int rank, const mpt_pp_action *a, mpt_error *err) {
         broken_(s, err, rank, a, "micro-batch or chunk out of range");
         return -1;
     }
-    int st = mpt_pp_stage(s->p, rank, a->chunk);
+    int st = mpt_pp_stage_k(s->kind, s->p, rank, a->chunk);
     unsigned char *done = &s->done[(size_t)a->mb * (size_t)s->S + (size_t)st];
     int bit = a->op == MPT_PP_F ? DONE_F : a->op == MPT_PP_B ? DONE_B : DONE_W;
     if (*done & bit) {
@@ -111,8 +112,8 @@ static int compute_(sim_ *s, int rank, const mpt_pp_action *a, mpt_error *err) {
         broken_(s, err, rank, a, "backward before its forward");
         return -1;
     }
-    if (a->op == MPT_PP_W && (s->kind != MPT_PP_ZB_H1 || !(*done & DONE_B))) {
-        broken_(s, err, rank, a, s->kind != MPT_PP_ZB_H1 ? "weight-gradient action in a schedule "
+    if (a->op == MPT_PP_W && (!mpt_pp_split(s->kind) || !(*done & DONE_B))) {
+        broken_(s, err, rank, a, !mpt_pp_split(s->kind) ? "weight-gradient action in a schedule "
                 "without split backward" : "weight gradient before its input gradient");
         return -1;
     }
@@ -136,7 +137,7 @@ static int compute_(sim_ *s, int rank, const mpt_pp_action *a, mpt_error *err) {
                                             a->op);
     *done |= (unsigned char)bit;
     if (a->op == MPT_PP_F) s->inflight[rank]++;
-    if (a->op == (s->kind == MPT_PP_ZB_H1 ? MPT_PP_W : MPT_PP_B)) s->inflight[rank]--;
+    if (a->op == (mpt_pp_split(s->kind) ? MPT_PP_W : MPT_PP_B)) s->inflight[rank]--;
     if (s->inflight[rank] > s->t->peak_inflight[rank]) s->t->peak_inflight[rank] = s->inflight[rank];
     mpt_pp_event *e = &s->t->ev[s->t->first[rank] + s->nev[rank]++];
     e->rank = rank;
@@ -155,7 +156,7 @@ static mpt_status deadlock_(sim_ *s, mpt_error *err) {
     for (int r = 0; r < s->p; r++) {
         if (s->pc[r] >= s->len[r]) continue;
         const mpt_pp_action *a = &s->list[r][s->pc[r]];
-        int st = mpt_pp_stage(s->p, r, a->chunk), grad = a->op == MPT_PP_B;
+        int st = mpt_pp_stage_k(s->kind, s->p, r, a->chunk), grad = a->op == MPT_PP_B;
         int from = grad ? st + 1 : st - 1;
         append_(buf, sizeof buf, " rank %d at %s waits for %s from rank %d;", r,
                 mpt_pp_action_str(a, s->v, name, sizeof name),
@@ -187,7 +188,7 @@ static mpt_status audit_(sim_ *s, mpt_error *err) {
                                     "the %s of micro-batch %d for stage %d but never uses them",
                                     mpt_pp_kind_name(s->kind), x->receiver, what[g], mb, st);
             }
-    unsigned char want = DONE_F | DONE_B | (s->kind == MPT_PP_ZB_H1 ? DONE_W : 0);
+    unsigned char want = DONE_F | DONE_B | (mpt_pp_split(s->kind) ? DONE_W : 0);
     for (int mb = 0; mb < s->m; mb++)
         for (int st = 0; st < s->S; st++) {
             unsigned char d = s->done[(size_t)mb * (size_t)s->S + (size_t)st];

@@ -55,7 +55,10 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
     o.zero = lay->zero;
     o.z3_whole = lay->z3_whole;
     o.bucket_elems = lay->bucket_elems;
-    if (pl->stages > 1 && cfg->tied && (pl->first || pl->last)) o.held = mpt_tied_tensor(&pt);
+    /* the tied wte is held for the sum between the two ends of the pipeline, unless one rank
+     * holds both (zb-v) */
+    if (pl->stages > 1 && cfg->tied && (pl->first || pl->last) && !(pl->first && pl->last))
+        o.held = mpt_tied_tensor(&pt);
     mpt_buflist dl;
     mpt_buflist_init(&dl);
     mpt_dp_buffers(&pt, dpn, &o, NULL, &dl);
@@ -75,15 +78,30 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
     place.threads = lay->threads;
     place.ep_full = lay->zero > 0;
     place.bf16 = lay->bf16;
+    place.split_w = lay->split_w;
     size_t act_n[MPT_ACT_SLOTS], work_n[MPT_WORK_SLOTS];
     if (!mpt_gpt_buffer_sizes(cfg, B, T, 1, tp, lay->sp, &place, act_n, work_n))
         return mpt_fail(err, MPT_ERR_INPUT, "batch %d x %d tokens is too large to address", B, T);
     if (gpt_flags & MPT_GPT_PARAMS) plan->bytes[MPT_MEM_PARAMS] += P;
+    if (lay->weight_versions > 1) plan->bytes[MPT_MEM_PARAMS] += P; /* 2bw: the stash */
     if (gpt_flags & MPT_GPT_GRADS) plan->bytes[MPT_MEM_GRADS] += P;
     for (int k = 0; k < MPT_MEM_KINDS; k++) plan->bytes[k] += dp_bytes[k];
     size_t set = 0;
     for (int i = 0; i < MPT_ACT_SLOTS; i++) set += act_n[i] * 4;
     plan->bytes[MPT_MEM_ACTIVATIONS] = set * (size_t)(lay->act_sets > 0 ? lay->act_sets : 1);
+    int chunks = lay->chunks > 1 && lay->chunk_sets ? lay->chunks : 1;
+    if (chunks > 1) { /* each chunk's sets hold its blocks only, with its own ends */
+        plan->bytes[MPT_MEM_ACTIVATIONS] = 0;
+        for (int c = 0; c < chunks; c++) {
+            mpt_gpt_place q = mpt_pp_chunk_place(&place, chunks, c);
+            size_t cw[MPT_WORK_SLOTS], ca[MPT_ACT_SLOTS], cset = 0;
+            if (!mpt_gpt_buffer_sizes(cfg, B, T, 1, tp, lay->sp, &q, ca, cw))
+                return mpt_fail(err, MPT_ERR_INPUT, "batch %d x %d tokens is too large to address",
+                                B, T);
+            for (int i = 0; i < MPT_ACT_SLOTS; i++) cset += ca[i] * 4;
+            plan->bytes[MPT_MEM_ACTIVATIONS] += cset * (size_t)lay->chunk_sets[c];
+        }
+    }
     for (int i = 0; i < MPT_WORK_SLOTS; i++) plan->bytes[MPT_MEM_WORKSPACE] += work_n[i] * 4;
     if (cp > 1) { /* the ring's buffers (parallel/cp.h) */
         mpt_buflist cl;
@@ -99,7 +117,7 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
     /* the pipeline executor's send buffers and the trainer's token buffers */
     mpt_buflist ol;
     mpt_buflist_init(&ol);
-    mpt_pp_buffers(pl->stage, mpt_pp_boundary_elems(B, T, cfg->d_model, tp, lay->sp), NULL, &ol);
+    mpt_pp_buffers(chunks > 1 ? 1 : pl->stage, mpt_pp_boundary_elems(B, T, cfg->d_model, tp, lay->sp), NULL, &ol);
     mpt_data_buffers((size_t)B * (size_t)T, NULL, NULL, &ol);
     int ok = mpt_buflist_bytes(&ol, plan->bytes);
     mpt_buflist_free(&ol);

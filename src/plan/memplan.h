@@ -32,6 +32,12 @@ typedef struct mpt_rank_layout {
     size_t bucket_elems;      /* data-parallel gradient bucket */
     int threads;              /* compute threads (--threads; <= 0: 1): the attention workspace */
     int bf16;                 /* bf16 GEMMs (--dtype bf16): their operand scratch */
+    int chunks;               /* model chunks on the rank (interleaved; 0 or 1: one), its blocks
+                               * split evenly; then chunk_sets[c] sets of chunk c's blocks are
+                               * counted instead of act_sets (parallel/pp.h, mpt_pp_chunk_sets) */
+    const int *chunk_sets;
+    int split_w;              /* split backward (zb-h1): sets also hold the W pass's stash */
+    int weight_versions;      /* 2 for 2bw (the previous step's weights stashed); else 1 */
 } mpt_rank_layout;
 
 /* The training memory of one rank: the engine's buffers for micro-batches of B sequences of T

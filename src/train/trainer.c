@@ -36,6 +36,7 @@ void mpt_train_opts_defaults(mpt_train_opts *o) {
     o->cp = 1;
     o->ep = 1;
     o->schedule = "1f1b";
+    o->virtual_stages = 1;
     o->partition = "uniform";
     o->bucket_mb = 4.0;
 }
@@ -131,6 +132,7 @@ static cJSON *start_line_(const mpt_run *r, long start, const mpt_mem_plan *plan
     cJSON_AddNumberToObject(layout, "world", r->world->size);
     if (o->pp > 1) {
         cJSON_AddStringToObject(layout, "schedule", mpt_pp_kind_name(r->kind));
+        if (r->v > 1) cJSON_AddNumberToObject(layout, "virtual_stages", r->v);
         cJSON *stages = cJSON_AddArrayToObject(layout, "stage_layers");
         for (int s = 0; s < o->pp; s++)
             cJSON_AddItemToArray(stages, cJSON_CreateNumber(r->stage_count[s]));
@@ -267,7 +269,7 @@ static mpt_status bubble_sim_(mpt_run *r, double *bubble, mpt_error *err) {
     mpt_pp_timeline t;
     memset(&t, 0, sizeof t);
     mpt_status st = mpt_pp_measure(&r->pp, costs, err);
-    if (!st) st = mpt_pp_simulate_ranks(r->kind, r->pp.p, r->pp.m, 1, costs, &t, err);
+    if (!st) st = mpt_pp_simulate_ranks(r->kind, r->pp.p, r->pp.m, r->v, costs, &t, err);
     if (!st) *bubble = t.bubble;
     mpt_pp_timeline_free(&t);
     return st;
@@ -295,6 +297,12 @@ static mpt_status step_(mpt_run *r, const mpt_adamw *opt, long step, double *los
     mpt_dp_begin_step(&r->dp);
     memset(&r->model.moe, 0, sizeof r->model.moe);
     if (r->ep.comm) mpt_ep_grads_zero(&r->ep);
+    if (r->stash) /* 2bw: run on the previous weights, keep the current ones in the stash */
+        for (size_t i = 0; i < r->model.pt.total; i++) {
+            float w = r->model.params[i];
+            r->model.params[i] = r->stash[i];
+            r->stash[i] = w;
+        }
     st = mpt_pp_step(&r->pp, batch_, r, r->inputs, r->targets, r->Bm, r->Tl, dloss, &loss_sum,
                      err);
     busy[0] = r->pp.busy;
@@ -302,6 +310,8 @@ static mpt_status step_(mpt_run *r, const mpt_adamw *opt, long step, double *los
     if (st || (st = mpt_dp_finish_grads(&r->dp, err))) return st;
     if (poison && !o->nan_grad) loss_sum = NAN;
     if (r->ep.comm && (st = mpt_ep_grads_finish(&r->ep, err))) return st; /* experts over edp */
+    /* 2bw: the update applies to the current weights, which stay stashed as the next step's */
+    if (r->stash) memcpy(r->model.params, r->stash, r->model.pt.total * sizeof(float));
     /* the last stage has the loss; tp ranks hold the same one; replicas and cp ranks (their
      * tokens) add theirs */
     mpt_comm *ppc = &r->groups.dim[MPT_DIM_PP], *dpc = &r->groups.dim[MPT_DIM_DP];

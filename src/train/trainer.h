@@ -24,6 +24,7 @@
 #define MPT_MAX_STEPS 1000000000L     /* optimizer steps (and warm-up, save-every) */
 #define MPT_MAX_PARALLEL 65536        /* each of dp, tp (pp: at most 64 stages) */
 #define MPT_MAX_PP 64
+#define MPT_MAX_VIRTUAL 64 /* --virtual-stages */
 #define MPT_MAX_LR 10.0               /* lr in (0, 10] */
 #define MPT_MAX_WEIGHT_DECAY 10.0     /* weight decay in [0, 10] */
 #define MPT_MAX_GRAD_CLIP 1e6         /* grad clip in [0, 1e6]; 0 = no clipping */
@@ -70,8 +71,9 @@ typedef struct mpt_train_opts {
     int pp;                  /* pipeline stages (dp * tp * pp * cp = world size) */
     int cp;                  /* context-parallel ranks: each holds T/cp positions (zigzag) */
     int ep;                  /* expert-parallel ranks, inside dp (parallel/ep.h); 0 or 1: none */
-    const char *schedule;    /* pipeline schedule: naive | gpipe | 1f1b (default 1f1b) */
+    const char *schedule;    /* naive|gpipe|1f1b|interleaved|zb-h1|zb-v|2bw (default 1f1b) */
     const char *partition;   /* uniform | auto | L0,L1,... (default uniform) */
+    int virtual_stages;      /* interleaved: model chunks per pipeline rank (0 or 1: one) */
     int recompute;           /* mpt_recompute: none, selective, full */
     mpt_dtype dtype;         /* MPT_F32 (default) or MPT_BF16: GEMMs take bf16 operands and
                               * accumulate in fp32 (core/gemm_bf16.h); master weights, gradients,

@@ -220,6 +220,12 @@ mpt_status mpt_run_load(mpt_run *r, long *start, mpt_error *err) {
 
 /* The pipeline stage that holds full tensor ft (the first stage's wte, not the head's copy). */
 static int holder_stage_(const mpt_run *r, const mpt_tensor *ft) {
+    if (ft->layer >= 0 && r->v > 1) { /* interleaved or zb-v: chunks of k blocks */
+        int rank, chunk, s = ft->layer / (r->cfg.n_layer / (r->o->pp * r->v));
+        mpt_pp_stage_place(r->kind, r->o->pp, s, &rank, &chunk);
+        return rank;
+    }
+    if (r->kind == MPT_PP_ZB_V) return 0; /* both ends of the V on rank 0 */
     if (ft->layer >= 0) {
         for (int p = 0, first = 0; p < r->o->pp; first += r->stage_count[p++])
             if (ft->layer >= first && ft->layer < first + r->stage_count[p]) return p;

@@ -34,6 +34,10 @@ typedef struct mpt_run {
     mpt_comm edp;             /* ep > 1: the dp ranks holding the same experts */
     int stage_count[64];      /* the partition: blocks of every pipeline stage */
     mpt_pp_kind kind;
+    int v;                    /* model chunks per pipeline rank (interleaved; else 1) */
+    float *stash;             /* --schedule 2bw: the previous step's weights (pt.total), kind
+                               * params; the step's forwards and backwards run on them */
+    mpt_buflist stash_bufs;   /* owned: the list stash comes from */
     int z3_whole;             /* ZeRO-3 gathers every unit once per step (--zero3-gather step) */
     mpt_param_table full;     /* the whole-tensor table checkpoints use */
     mpt_arena arena;

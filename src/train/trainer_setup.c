@@ -32,6 +32,7 @@ static mpt_status validate_numbers_(const mpt_train_opts *o, mpt_error *err) {
         {"dp", o->dp, 1, MPT_MAX_PARALLEL},
         {"tp", o->tp, 1, MPT_MAX_PARALLEL},
         {"pp", o->pp, 1, MPT_MAX_PP},
+        {"virtual-stages", o->virtual_stages, 0, MPT_MAX_VIRTUAL},
         {"cp", o->cp, 1, MPT_MAX_PARALLEL},
         {"ep", o->ep, 0, MPT_MAX_PARALLEL},
         {"zero", o->zero, 0, 3},
@@ -121,12 +122,54 @@ static mpt_status validate_layout_(mpt_run *r, mpt_error *err) {
         if ((st = mpt_pp_kind_parse(o->schedule ? o->schedule : "1f1b", &r->kind,
                                     err)))
             return st;
-        if (r->kind != MPT_PP_NAIVE && r->kind != MPT_PP_GPIPE && r->kind != MPT_PP_1F1B)
+        if (r->kind != MPT_PP_NAIVE && r->kind != MPT_PP_GPIPE && r->kind != MPT_PP_1F1B &&
+            r->kind != MPT_PP_INTERLEAVED && !mpt_pp_split(r->kind) && r->kind != MPT_PP_2BW)
             return mpt_fail(err, MPT_ERR_INPUT,
-                            "--schedule %s is not supported by the trainer yet: use naive, gpipe "
-                            "or 1f1b (`mptrain schedule` shows all five)",
+                            "--schedule %s is not supported by the trainer yet: use naive, gpipe, "
+                            "1f1b, interleaved, zb-h1 or zb-v (`mptrain schedule` shows all)",
                             o->schedule);
-        if ((st = mpt_pp_check(r->kind, o->pp, o->microbatches, 1, err))) return st;
+        /* zb-h1's W pass reads each block's kept inputs and writes the full gradient buffer */
+        if (mpt_pp_split(r->kind) && o->recompute == MPT_RECOMPUTE_FULL)
+            return mpt_fail(err, MPT_ERR_INPUT, "--schedule %s defers the weight gradients, "
+                            "which need every block's activations: use --recompute none or "
+                            "selective, or --schedule 1f1b", o->schedule);
+        if (mpt_pp_split(r->kind) && o->zero >= 2)
+            return mpt_fail(err, MPT_ERR_INPUT, "--schedule %s is not supported with --zero "
+                            "%d yet (its W pass runs after the unit's staged reduction): use "
+                            "--zero 0 or 1, or --schedule 1f1b or interleaved", o->schedule,
+                            o->zero);
+    }
+    /* 2bw: the update rule holds on any layout (one stage included) */
+    if (o->schedule && strcmp(o->schedule, "2bw") == 0 && o->zero >= 3)
+        return mpt_fail(err, MPT_ERR_INPUT, "--schedule 2bw stashes the previous step's weights "
+                        "whole: use --zero 0, 1 or 2");
+    int is_2bw = o->schedule && strcmp(o->schedule, "2bw") == 0;
+    if (r->cfg.experts > 0 && o->pp > 1 &&
+        (r->kind == MPT_PP_INTERLEAVED || mpt_pp_split(r->kind) || is_2bw))
+        return mpt_fail(err, MPT_ERR_INPUT, "--schedule %s does not run MoE models yet (its "
+                        "chunked or split backward has no expert path): use naive, gpipe or "
+                        "1f1b with --experts", o->schedule);
+    if (r->cfg.experts > 0 && is_2bw)
+        return mpt_fail(err, MPT_ERR_INPUT, "--schedule 2bw does not run MoE models yet: "
+                        "drop --schedule 2bw or --experts");
+    r->v = o->virtual_stages > 1 ? o->virtual_stages : 1;
+    if (o->pp > 1 && r->kind == MPT_PP_ZB_V && o->virtual_stages <= 1) r->v = 2; /* the V */
+    if (r->v > 1 && o->pp < 2)
+        return mpt_fail(err, MPT_ERR_INPUT, "--virtual-stages %d needs --pp 2 or more and "
+                        "--schedule interleaved", r->v);
+    if (o->pp > 1 && (st = mpt_pp_check(r->kind, o->pp, o->microbatches, r->v, err))) return st;
+    if (r->v > 1) { /* p*v chunks of equal size: interleaved chunk c of rank r = stage c*p+r,
+                     * zb-v chunk 0 = stage r and chunk 1 = stage 2p-1-r */
+        long long chunks = (long long)o->pp * r->v;
+        if (o->partition && strcmp(o->partition, "uniform") != 0)
+            return mpt_fail(err, MPT_ERR_INPUT, "--schedule %s splits the %d blocks "
+                            "into --pp x --virtual-stages equal chunks: use --partition uniform "
+                            "(not %s)", o->schedule, r->cfg.n_layer, o->partition);
+        if (r->cfg.n_layer % chunks != 0)
+            return mpt_fail(err, MPT_ERR_INPUT, "--schedule %s needs the %d blocks "
+                            "divisible into --pp %d x --virtual-stages %d = %lld equal chunks "
+                            "under --partition uniform: change --layers, --pp or "
+                            "--virtual-stages", o->schedule, r->cfg.n_layer, o->pp, r->v, chunks);
     }
     return MPT_OK;
 }
@@ -196,12 +239,21 @@ static mpt_status stage_plan_(mpt_run *r, const mpt_placement *q, mpt_mem_plan *
                               mpt_error *err) {
     const mpt_train_opts *o = r->o;
     int sets = 1;
-    mpt_status st = mpt_pp_sets_needed(r->kind, q->stages, o->microbatches, q->stage, &sets, err);
+    int chunk_sets[MPT_MAX_VIRTUAL];
+    mpt_status st = r->v > 1 ? mpt_pp_chunk_sets(r->kind, q->stages, o->microbatches, r->v,
+                                                 q->stage, chunk_sets, err)
+                             : mpt_pp_sets_needed(r->kind, q->stages, o->microbatches, q->stage,
+                                                  &sets, err);
     if (st) return st;
-    mpt_rank_layout lay = {.place = *q, .sp = o->sp, .zero = o->zero, .act_sets = sets,
+    mpt_placement qv = *q;
+    if (r->kind == MPT_PP_ZB_V) qv.first = qv.last = q->stage == 0; /* both ends on rank 0 */
+    mpt_rank_layout lay = {.place = qv, .sp = o->sp, .zero = o->zero, .act_sets = sets,
                            .recompute = o->recompute, .z3_whole = r->z3_whole,
                            .bucket_elems = (size_t)(o->bucket_mb * 1024 * 1024 / 4),
-                           .threads = o->threads, .bf16 = o->dtype == MPT_BF16};
+                           .threads = o->threads, .bf16 = o->dtype == MPT_BF16,
+                           .chunks = r->v, .chunk_sets = chunk_sets,
+                           .split_w = mpt_pp_split(r->kind),
+                           .weight_versions = o->schedule && !strcmp(o->schedule, "2bw") ? 2 : 1};
     return mpt_memplan_rank(&r->cfg, r->Bm, r->T, &lay, plan, err);
 }
 
@@ -228,6 +280,9 @@ mpt_status mpt_run_prepare(mpt_run *r, mpt_train_result *res, mpt_error *err) {
                             err)))
         return st;
     mpt_placement_set_layers(&r->place, r->stage_count);
+    /* interleaved: the rank's chunks are stages r, p+r, ...; its table's block 0 is block r*k */
+    if (r->v > 1) r->place.first_layer = r->place.stage * (r->cfg.n_layer / (o->pp * r->v));
+    if (r->kind == MPT_PP_ZB_V) r->place.first = r->place.last = r->place.stage == 0;
     for (int s = 0; s < o->pp; s++) res->stage_layers[s] = r->stage_count[s];
     if ((st = open_data_(r, err))) return st;
     res->train_tokens = r->train_view.n;
@@ -278,7 +333,7 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
     mpt_comm *tp = &r->groups.dim[MPT_DIM_TP], *dp = &r->groups.dim[MPT_DIM_DP];
     mpt_comm *pp = &r->groups.dim[MPT_DIM_PP];
     int first = r->place.first, last = r->place.last;
-    int tied_ends = o->pp > 1 && r->cfg.tied;
+    int tied_ends = o->pp > 1 && r->cfg.tied && r->kind != MPT_PP_ZB_V; /* zb-v: one rank */
     if (tied_ends) { /* the two ends of the pipeline share the tied wte */
         int color = first || last ? 0 : MPI_UNDEFINED;
         if ((st = mpt_comm_split(pp, color, r->place.stage, "embed", &r->embed, err))) return st;
@@ -306,6 +361,13 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
     place.ep_full = o->zero > 0; /* ZeRO shards every expert over dp (parallel/ep.h) */
     place.bf16 = o->dtype == MPT_BF16;
     mpt_gemm_set_dtype(o->dtype); /* process-wide: the linear layers' and the head's GEMMs */
+    place.split_w = mpt_pp_split(r->kind); /* B and W apart (model/gpt.h) */
+    if (r->v > 1) { /* the rank's v chunks, back to back in one table (model/params.h) */
+        place.chunk_layers = r->cfg.n_layer / (o->pp * r->v);
+        place.chunk_stride = o->pp * place.chunk_layers;
+        if (r->kind == MPT_PP_ZB_V) /* chunk 1 is stage 2p-1-r */
+            place.chunk_stride = (2 * o->pp - 1 - 2 * r->place.stage) * place.chunk_layers;
+    }
     mpt_dp_opts dopt;
     mpt_dp_opts_defaults(&dopt);
     dopt.zero = o->zero;
@@ -325,17 +387,28 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
     if (r->ep.comm && !r->model.ep_full &&
         (st = mpt_ep_grads_init(&r->ep, &r->model, &r->edp, &r->arena, err)))
         return st;
-    if ((st = mpt_pp_init(&r->pp, pp, r->kind, o->microbatches, &r->model, &r->dp, err)))
+    if ((st = mpt_pp_init_chunks(&r->pp, pp, r->kind, o->microbatches, r->v, &r->model, &r->dp,
+                                 err)))
         return st;
     r->batch_n = (size_t)r->Bm * r->Tl;
     mpt_buflist_init(&r->token_bufs);
     mpt_data_buffers(r->batch_n, &r->inputs, &r->targets, &r->token_bufs);
     if ((st = mpt_buflist_alloc(&r->token_bufs, &r->arena, err)))
         return st;
-    return mpt_run_load(r, start, err);
+    mpt_buflist_init(&r->stash_bufs);
+    if (o->schedule && strcmp(o->schedule, "2bw") == 0) { /* the second weight version */
+        mpt_buflist_add(&r->stash_bufs, "2bw.stash", MPT_MEM_PARAMS, MPT_F32, r->model.pt.total,
+                        (void **)&r->stash);
+        if ((st = mpt_buflist_alloc(&r->stash_bufs, &r->arena, err))) return st;
+    }
+    if ((st = mpt_run_load(r, start, err))) return st;
+    if (r->stash) memcpy(r->stash, r->model.params, r->model.pt.total * sizeof(float));
+    return MPT_OK;
 }
 
 void mpt_run_free(mpt_run *r) {
+    mpt_buflist_release(&r->stash_bufs, &r->arena);
+    mpt_buflist_free(&r->stash_bufs);
     mpt_buflist_release(&r->token_bufs, &r->arena);
     mpt_buflist_free(&r->token_bufs);
     mpt_pp_free(&r->pp);
