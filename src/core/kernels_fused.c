@@ -10,17 +10,7 @@
 #include <math.h>
 #include <omp.h>
 
-#define GELU_S 0.7978845608028654f /* sqrt(2/pi) */
-#define GELU_C 0.044715f
-
-/* gelu_tanh(x) = 0.5 x (1 + tanh(u)), u = GELU_S (x + GELU_C x^3), written with the identity
- * 0.5 (1 + tanh(u)) = sigmoid(2u) = 1 / (1 + exp(-2u)): one vector expf and one division
- * instead of tanhf (about 2x faster with libmvec). -2u is clamped to +-80 so that exp stays
- * finite (fast-math: no infinities); beyond that sigmoid is 0 or 1 to fp32 precision anyway. */
-static inline float exp_m2u_(float x) {
-    float z = -2.0f * GELU_S * (x + GELU_C * x * x * x);
-    return expf(z > 80.0f ? 80.0f : (z < -80.0f ? -80.0f : z));
-}
+#include "core/kernels_internal.h"
 
 /* columns [c0, c1) of thread id of nth over C columns, in multiples of 16 floats (one cache
  * line) so that threads never share a line of the gradient */
@@ -56,7 +46,7 @@ void mpt_bias_gelu_forward(float *out, float *h, const float *bias, size_t N, in
 #pragma omp simd
         for (int i = 0; i < C; i++) {
             float v = x[i];
-            o[i] = v / (1.0f + exp_m2u_(v));
+            o[i] = v / (1.0f + mpt_gelu_exp_m2u_(v));
         }
     }
 }
@@ -75,7 +65,7 @@ void mpt_gelu_backward_bias(float *dinp, float *dbias, const float *h, const flo
                 /* d/dx [x sg] = sg + x sg (1 - sg) 2 du/dx, sg = sigmoid(2u) = 1/(1+e),
                  * e = exp(-2u); 1 - sg = e sg exactly (no cancellation as sg -> 1, where the
                  * x^3 factor would magnify the rounding of 1 - sg) */
-                float v = x[i], e = exp_m2u_(v), sg = 1.0f / (1.0f + e);
+                float v = x[i], e = mpt_gelu_exp_m2u_(v), sg = 1.0f / (1.0f + e);
                 float dg = sg + v * sg * (e * sg) * 2.0f * GELU_S *
                                     (1.0f + 3.0f * GELU_C * v * v);
                 d[i] = dg * g[i];

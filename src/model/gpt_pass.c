@@ -19,6 +19,7 @@
 
 #include "core/attention.h"
 #include "core/kernels.h"
+#include "core/kernels_fused.h"
 #include "model/gpt.h"
 
 /* Layer l's slice of a per-layer activation buffer (the same one for every layer when
@@ -141,7 +142,8 @@ static mpt_status copy_to_tp_bwd_(mpt_gpt *m, float *buf, size_t N, size_t Nl, m
 }
 
 /* Row-parallel linear layer: out = sum over tp of inp_i(N,C) W_i(C,OC), then + bias
- * (replicated, added once, after the sum); out keeps this rank's rows. */
+ * (replicated, added once, after the sum; NULL: the caller adds it in its next fused pass);
+ * out keeps this rank's rows. */
 static mpt_status row_parallel_(mpt_gpt *m, float *out, const float *inp, const float *w,
                                 const float *bias, size_t N, size_t Nl, int C, int OC,
                                 mpt_error *err) {
@@ -151,7 +153,7 @@ static mpt_status row_parallel_(mpt_gpt *m, float *out, const float *inp, const 
     }
     mpt_matmul_forward(out, inp, w, NULL, N, C, OC);
     TRY_(reduce_from_tp_(m, out, N, Nl, err));
-    mpt_add_rows(out, bias, Nl, OC);
+    if (bias) mpt_add_rows(out, bias, Nl, OC);
     return MPT_OK;
 }
 
@@ -224,17 +226,18 @@ static mpt_status block_forward_(mpt_gpt *m, int l, int B, int T, mpt_error *err
     TRY_(all_rows_(m, ln1, Nl, &x, err));
     mpt_matmul_forward(qkv, x, W_(m, l, MPT_QKV_W), W_(m, l, MPT_QKV_B), N, D, 3 * Dl);
     TRY_(attention_forward_(m, atty, lay_(m, MPT_ACT_LSE, l), qkv, B, T, err));
-    TRY_(row_parallel_(m, scratch, atty, W_(m, l, MPT_ATTPROJ_W), W_(m, l, MPT_ATTPROJ_B), N, Nl,
-                       Dl, D, err));
-    mpt_residual_forward(res2, in, scratch, Nl * D);
-    mpt_layernorm_forward(ln2, lay_(m, MPT_ACT_LN2_MEAN, l), lay_(m, MPT_ACT_LN2_RSTD, l), res2,
-                          W_(m, l, MPT_LN2_W), W_(m, l, MPT_LN2_B), Nl, D);
+    /* the projections' biases ride in the fused pass after the GEMM (core/kernels_fused.h):
+     * res2 = in + y + b and ln2 = LN(res2) in one pass; fch += b and gelu in one pass */
+    TRY_(row_parallel_(m, scratch, atty, W_(m, l, MPT_ATTPROJ_W), NULL, N, Nl, Dl, D, err));
+    mpt_residual_layernorm_forward(res2, ln2, lay_(m, MPT_ACT_LN2_MEAN, l),
+                                   lay_(m, MPT_ACT_LN2_RSTD, l), in, scratch,
+                                   W_(m, l, MPT_ATTPROJ_B), W_(m, l, MPT_LN2_W),
+                                   W_(m, l, MPT_LN2_B), Nl, D);
     TRY_(all_rows_(m, ln2, Nl, &x, err));
-    mpt_matmul_forward(fch, x, W_(m, l, MPT_FC_W), W_(m, l, MPT_FC_B), N, D, Fl);
-    mpt_gelu_forward(fchg, fch, N * Fl);
-    TRY_(row_parallel_(m, scratch, fchg, W_(m, l, MPT_FCPROJ_W), W_(m, l, MPT_FCPROJ_B), N, Nl, Fl,
-                       D, err));
-    mpt_residual_forward(res3, res2, scratch, Nl * D);
+    mpt_matmul_forward(fch, x, W_(m, l, MPT_FC_W), NULL, N, D, Fl);
+    mpt_bias_gelu_forward(fchg, fch, W_(m, l, MPT_FC_B), N, Fl);
+    TRY_(row_parallel_(m, scratch, fchg, W_(m, l, MPT_FCPROJ_W), NULL, N, Nl, Fl, D, err));
+    mpt_bias_residual_forward(res3, res2, scratch, W_(m, l, MPT_FCPROJ_B), Nl, D);
     return MPT_OK;
 }
 
@@ -332,12 +335,12 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
         memset(dfcg, 0, NF * sizeof *dfcg);
         mpt_matmul_backward(dfcg, G_(m, l, MPT_FCPROJ_W), G_(m, l, MPT_FCPROJ_B), dy,
                             lay_(m, MPT_ACT_FCH_GELU, l), W_(m, l, MPT_FCPROJ_W), N, Fl, D);
-        memset(dfc, 0, NF * sizeof *dfc);
-        mpt_gelu_backward(dfc, lay_(m, MPT_ACT_FCH, l), dfcg, NF);
+        /* dfc overwritten with gelu' * dfcg, the c_fc bias gradient summed in the same pass */
+        mpt_gelu_backward_bias(dfc, G_(m, l, MPT_FC_B), lay_(m, MPT_ACT_FCH, l), dfcg, N, Fl);
         TRY_(all_rows_(m, lay_(m, MPT_ACT_LN2, l), Nl, &x, err));
         memset(dtmp, 0, ND * sizeof *dtmp);
-        mpt_matmul_backward(dtmp, G_(m, l, MPT_FC_W), G_(m, l, MPT_FC_B), dfc, x,
-                            W_(m, l, MPT_FC_W), N, D, Fl);
+        mpt_matmul_backward(dtmp, G_(m, l, MPT_FC_W), NULL, dfc, x, W_(m, l, MPT_FC_W), N, D,
+                            Fl);
         TRY_(copy_to_tp_bwd_(m, dtmp, N, Nl, err));
         TRY_(ln_backward_(m, dres, G_(m, l, MPT_LN2_W), G_(m, l, MPT_LN2_B), dtmp,
                           lay_(m, MPT_ACT_RES2, l), W_(m, l, MPT_LN2_W),
