@@ -151,8 +151,12 @@ static mpt_status row_parallel_(mpt_gpt *m, float *out, const float *inp, const 
         mpt_matmul_forward(out, inp, w, bias, N, C, OC);
         return MPT_OK;
     }
-    mpt_matmul_forward(out, inp, w, NULL, N, C, OC);
-    TRY_(reduce_from_tp_(m, out, N, Nl, err));
+    if (!m->sp && m->ops.row_parallel_matmul) { /* chunked, all-reduce overlapped */
+        TRY_(m->ops.row_parallel_matmul(m->ops.ctx, out, inp, w, N, C, OC, err));
+    } else {
+        mpt_matmul_forward(out, inp, w, NULL, N, C, OC);
+        TRY_(reduce_from_tp_(m, out, N, Nl, err));
+    }
     if (bias) mpt_add_rows(out, bias, Nl, OC);
     return MPT_OK;
 }
