@@ -17,8 +17,9 @@
  * tp/dp layouts are in the trainer's log (`comm` of the end line; bench/parallel.sh).
  * --unfused replays the step as it was before the fused kernels of core/kernels_fused.h (bias
  * in the GEMM's C preload, GELU backward into a zeroed buffer, residual then LayerNorm), for a
- * side-by-side ratio from the same process. FLOPs are model FLOPs as MFU counts them (the
- * attention's causal half not discounted), so the GEMM and attention shares add up to MFU. */
+ * side-by-side ratio (run both, one after the other). FLOPs are model FLOPs as MFU counts them
+ * (the attention's causal half not discounted): the GEMM and attention FLOPs sum to the step's
+ * model FLOPs. */
 #include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
