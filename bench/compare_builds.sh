@@ -6,16 +6,21 @@
 # figure is the median step tokens/s over all rounds (two warm-up steps dropped per run), with
 # the min..max of the per-run medians. Usage:
 #   bash bench/compare_builds.sh OLD_BUILD_DIR NEW_BUILD_DIR [ROUNDS]
+# BENCH_LAYOUTS picks a subset (default "one dp2 tp2 pp2"; also dp2strong: dp 2 with the global
+# batch 8 split, 4 sequences per replica; one1: one rank on 1 thread, the 1-rank baseline of
+# the 2-rank layouts), BENCH_STEPS the steps per run (8; 2 dropped).
 # A refactor that is no slower shows a ratio new/old near 1 within the spread.
 set -euo pipefail
 OLD=$1/mptrain NEW=$2/mptrain ROUNDS=${3:-3}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
-MODEL=(--model small --steps 8 --quiet --lr 6e-4)
+MODEL=(--model small --steps "${BENCH_STEPS:-8}" --quiet --lr 6e-4)
 MPIRUN=(mpirun --bind-to none -np 2)
-layouts=(one dp2 tp2 pp2)
+read -r -a layouts <<<"${BENCH_LAYOUTS:-one dp2 tp2 pp2}"
 args_one=(--threads 2 --batch 8)
 args_dp2=(--threads 1 --batch 16 --dp 2)
+args_dp2strong=(--threads 1 --batch 8 --dp 2)
+args_one1=(--threads 1 --batch 8)
 args_tp2=(--threads 1 --batch 8 --tp 2)
 args_pp2=(--threads 1 --batch 8 --pp 2 --microbatches 8)
 for ((round = 0; round < ROUNDS; round++)); do
@@ -24,19 +29,19 @@ for ((round = 0; round < ROUNDS; round++)); do
     for b in "${builds[@]}"; do
       bin=$OLD; [ "$b" = new ] && bin=$NEW
       declare -n a="args_$lay"
-      launch=(); [ "$lay" != one ] && launch=("${MPIRUN[@]}")
+      launch=(); case $lay in one*) ;; *) launch=("${MPIRUN[@]}") ;; esac
       echo "  round $round: $lay $b" >&2
       "${launch[@]}" "$bin" train "${MODEL[@]}" "${a[@]}" --log "$TMP/$lay.$b.$round.jsonl" >/dev/null
     done
   done
 done
-/usr/bin/python3 - "$TMP" "$ROUNDS" <<'PY'
+/usr/bin/python3 - "$TMP" "$ROUNDS" "${layouts[@]}" <<'PY'
 import json, statistics, sys, os
-tmp, rounds = sys.argv[1], int(sys.argv[2])
+tmp, rounds, layouts = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 def steps(f):
     return [json.loads(l)["tokens_per_s"] for l in open(f) if '"step"' in l and '"event"' not in l][2:]
 print(f"{'layout':8} {'old tok/s':>22} {'new tok/s':>22} {'new/old':>8}")
-for lay in ("one", "dp2", "tp2", "pp2"):
+for lay in layouts:
     med = {}
     for b in ("old", "new"):
         runs = [steps(os.path.join(tmp, f"{lay}.{b}.{r}.jsonl")) for r in range(rounds)]

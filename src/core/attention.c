@@ -1,5 +1,5 @@
 /* attention.c — fused causal attention, forward and backward, with memory linear in T (see
- * attention.h): online softmax over 64×64 tiles of scores that are never stored.
+ * attention.h): online softmax over 64×256 tiles of scores that are never stored.
  *
  * Forward, per (batch, head, query tile) — one OpenMP task each, largest tiles first: for every
  * K/V tile that some row of the query tile can see, S = scale Q Kᵀ (GEMM), then per row the

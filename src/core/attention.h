@@ -28,10 +28,11 @@
  * received K‖V buffers or rows of a longer sequence without copying. Per-row vectors (lse, drow)
  * are (B, H, ld): element (b, h, t) at p[(b*H + h)*ld + t].
  *
- * Work is split into 64-query × 64-key tiles; tiles above the diagonal are skipped, tiles below
- * it run unmasked, diagonal tiles are masked per row. The tile GEMMs go to the GEMM back end of
+ * Work is split into 64-query × 256-key tiles (wide key tiles: fewer and larger tile GEMMs,
+ * which bench/attention measured faster than 64 × 64 at T 256 and 1024); tiles above the
+ * diagonal are skipped, tiles below it run unmasked, diagonal tiles are masked per row. The tile GEMMs go to the GEMM back end of
  * kernels.h (oneDNN or OpenBLAS, single-threaded inside our OpenMP loop). Each thread keeps its
- * score tiles (two 64×64 fp32 tiles, 32 KiB) on its stack; everything that grows with T comes
+ * score tiles (two 64×256 fp32 tiles, 128 KiB) on its stack; everything that grows with T comes
  * from the caller's workspace.
  * Threading: every function parallelises internally with OpenMP; call from one thread. */
 #ifndef MPT_ATTENTION_H
@@ -45,7 +46,7 @@
 
 /* Tile sizes (rows of queries, rows of keys). */
 #define MPT_FLASH_BQ 64
-#define MPT_FLASH_BK 64
+#define MPT_FLASH_BK 256
 
 /* A strided (B, rows, H*hs) operand: row t of batch b starts at p + b*bs + t*ld, and head h is
  * its columns [h*hs, (h+1)*hs). */

@@ -1,11 +1,25 @@
-/* kernels_internal.h — helpers shared by kernels.c and kernels_vecmath.c (not public). */
+/* kernels_internal.h — helpers shared by kernels.c, kernels_vecmath.c and kernels_fused.c (not
+ * public). */
 #ifndef MPT_KERNELS_INTERNAL_H
 #define MPT_KERNELS_INTERNAL_H
 
+#include <math.h>
 #include <omp.h>
 
 static inline int omp_threads_(void) { return omp_get_num_threads(); }
 static inline int omp_thread_id_(void) { return omp_get_thread_num(); }
+
+#define GELU_S 0.7978845608028654f /* sqrt(2/pi) */
+#define GELU_C 0.044715f
+
+/* gelu_tanh(x) = 0.5 x (1 + tanh(u)), u = GELU_S (x + GELU_C x^3), written with the identity
+ * 0.5 (1 + tanh(u)) = sigmoid(2u) = 1 / (1 + exp(-2u)): one vector expf and one division
+ * instead of tanhf (cheaper with libmvec; bench/profile shows the GELU share). -2u is clamped to +-80 so that exp stays
+ * finite (fast-math: no infinities); beyond that sigmoid is 0 or 1 to fp32 precision anyway. */
+static inline float mpt_gelu_exp_m2u_(float x) {
+    float z = -2.0f * GELU_S * (x + GELU_C * x * x * x);
+    return expf(z > 80.0f ? 80.0f : (z < -80.0f ? -80.0f : z));
+}
 
 /* row[0..n) = softmax(row[0..n)) in place; the scale is already applied. Single-threaded. */
 void mpt_softmax_inplace_(float *row, int n);

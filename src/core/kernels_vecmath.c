@@ -11,24 +11,19 @@
 #include "core/kernels.h"
 #include "core/kernels_internal.h"
 
-#define GELU_S 0.7978845608028654f /* sqrt(2/pi) */
-#define GELU_C 0.044715f
-
 void mpt_gelu_forward(float *out, const float *inp, size_t N) {
 #pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < N; i++) {
-        float x = inp[i];
-        out[i] = 0.5f * x * (1.0f + tanhf(GELU_S * (x + GELU_C * x * x * x)));
+        float x = inp[i]; /* 0.5 x (1 + tanh u) = x sigmoid(2u) (kernels_internal.h) */
+        out[i] = x / (1.0f + mpt_gelu_exp_m2u_(x));
     }
 }
 
 void mpt_gelu_backward(float *dinp, const float *inp, const float *dout, size_t N) {
 #pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < N; i++) {
-        float x = inp[i];
-        float th = tanhf(GELU_S * (x + GELU_C * x * x * x));
-        float d = 0.5f * (1.0f + th) +
-                  0.5f * x * (1.0f - th * th) * GELU_S * (1.0f + 3.0f * GELU_C * x * x);
+        float x = inp[i], e = mpt_gelu_exp_m2u_(x), sg = 1.0f / (1.0f + e);
+        float d = sg + x * sg * (e * sg) * 2.0f * GELU_S * (1.0f + 3.0f * GELU_C * x * x);
         dinp[i] += d * dout[i];
     }
 }

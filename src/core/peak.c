@@ -4,6 +4,7 @@
 
 #include <immintrin.h>
 #include <omp.h>
+#include <stdlib.h>
 
 #define ACC 12
 #define INNER 1024
@@ -72,5 +73,36 @@ double mpt_measure_peak_flops(int threads, double seconds) {
             if (r > best) best = r;
         }
     }
+    return best;
+}
+
+/* ---- memory bandwidth ------------------------------------------------------------------------ */
+
+#define BW_N_ ((size_t)16 << 20) /* floats per array: 64 MiB */
+
+double mpt_measure_bandwidth(int threads, double seconds) {
+    float *a = malloc(BW_N_ * sizeof *a), *b = malloc(BW_N_ * sizeof *b);
+    float *c = malloc(BW_N_ * sizeof *c);
+    double best = 0.0;
+    if (!a || !b || !c) goto cleanup;
+    if (threads < 1) threads = 1;
+    /* first touch on the threads that stream them later */
+#pragma omp parallel for simd schedule(static) num_threads(threads)
+    for (size_t i = 0; i < BW_N_; i++) a[i] = 0.0f, b[i] = 1.0f, c[i] = 2.0f;
+    double t_end = omp_get_wtime() + seconds;
+    for (int pass = 0; pass < 3 || omp_get_wtime() < t_end; pass++) {
+        float s = 0.5f + 1e-3f * (float)pass;
+        double t0 = omp_get_wtime();
+#pragma omp parallel for simd schedule(static) num_threads(threads)
+        for (size_t i = 0; i < BW_N_; i++) a[i] = b[i] + s * c[i];
+        double dt = omp_get_wtime() - t0, r = dt > 0 ? 12.0 * (double)BW_N_ / dt : 0.0;
+        if (r > best) best = r;
+        if (pass > 1000) break;
+    }
+    sink_ = a[BW_N_ / 2];
+cleanup:
+    free(a);
+    free(b);
+    free(c);
     return best;
 }

@@ -19,6 +19,7 @@
 
 #include "core/attention.h"
 #include "core/kernels.h"
+#include "core/kernels_fused.h"
 #include "model/gpt.h"
 
 /* Layer l's slice of a per-layer activation buffer (the same one for every layer when
@@ -141,7 +142,8 @@ static mpt_status copy_to_tp_bwd_(mpt_gpt *m, float *buf, size_t N, size_t Nl, m
 }
 
 /* Row-parallel linear layer: out = sum over tp of inp_i(N,C) W_i(C,OC), then + bias
- * (replicated, added once, after the sum); out keeps this rank's rows. */
+ * (replicated, added once, after the sum; NULL: the caller adds it in its next fused pass);
+ * out keeps this rank's rows. */
 static mpt_status row_parallel_(mpt_gpt *m, float *out, const float *inp, const float *w,
                                 const float *bias, size_t N, size_t Nl, int C, int OC,
                                 mpt_error *err) {
@@ -149,9 +151,13 @@ static mpt_status row_parallel_(mpt_gpt *m, float *out, const float *inp, const 
         mpt_matmul_forward(out, inp, w, bias, N, C, OC);
         return MPT_OK;
     }
-    mpt_matmul_forward(out, inp, w, NULL, N, C, OC);
-    TRY_(reduce_from_tp_(m, out, N, Nl, err));
-    mpt_add_rows(out, bias, Nl, OC);
+    if (!m->sp && m->ops.row_parallel_matmul) { /* chunked, all-reduce overlapped */
+        TRY_(m->ops.row_parallel_matmul(m->ops.ctx, out, inp, w, N, C, OC, err));
+    } else {
+        mpt_matmul_forward(out, inp, w, NULL, N, C, OC);
+        TRY_(reduce_from_tp_(m, out, N, Nl, err));
+    }
+    if (bias) mpt_add_rows(out, bias, Nl, OC);
     return MPT_OK;
 }
 
@@ -224,21 +230,23 @@ static mpt_status block_forward_(mpt_gpt *m, int l, int B, int T, mpt_error *err
     TRY_(all_rows_(m, ln1, Nl, &x, err));
     mpt_matmul_forward(qkv, x, W_(m, l, MPT_QKV_W), W_(m, l, MPT_QKV_B), N, D, 3 * Dl);
     TRY_(attention_forward_(m, atty, lay_(m, MPT_ACT_LSE, l), qkv, B, T, err));
-    TRY_(row_parallel_(m, scratch, atty, W_(m, l, MPT_ATTPROJ_W), W_(m, l, MPT_ATTPROJ_B), N, Nl,
-                       Dl, D, err));
-    mpt_residual_forward(res2, in, scratch, Nl * D);
-    mpt_layernorm_forward(ln2, lay_(m, MPT_ACT_LN2_MEAN, l), lay_(m, MPT_ACT_LN2_RSTD, l), res2,
-                          W_(m, l, MPT_LN2_W), W_(m, l, MPT_LN2_B), Nl, D);
+    /* the projections' biases ride in the fused pass after the GEMM (core/kernels_fused.h):
+     * res2 = in + y + b and ln2 = LN(res2) in one pass; fch += b and gelu in one pass */
+    TRY_(row_parallel_(m, scratch, atty, W_(m, l, MPT_ATTPROJ_W), NULL, N, Nl, Dl, D, err));
+    mpt_residual_layernorm_forward(res2, ln2, lay_(m, MPT_ACT_LN2_MEAN, l),
+                                   lay_(m, MPT_ACT_LN2_RSTD, l), in, scratch,
+                                   W_(m, l, MPT_ATTPROJ_B), W_(m, l, MPT_LN2_W),
+                                   W_(m, l, MPT_LN2_B), Nl, D);
     TRY_(all_rows_(m, ln2, Nl, &x, err));
     if (m->pt.router[l] != SIZE_MAX) { /* MoE block (model/moe.h): whole on every tp rank */
         TRY_(mpt_gpt_moe_forward(m, l, scratch, x, N, err));
-    } else {
-    mpt_matmul_forward(fch, x, W_(m, l, MPT_FC_W), W_(m, l, MPT_FC_B), N, D, Fl);
-    mpt_gelu_forward(fchg, fch, N * Fl);
-    TRY_(row_parallel_(m, scratch, fchg, W_(m, l, MPT_FCPROJ_W), W_(m, l, MPT_FCPROJ_B), N, Nl, Fl,
-                       D, err));
+        mpt_residual_forward(res3, res2, scratch, Nl * D);
+        return MPT_OK;
     }
-    mpt_residual_forward(res3, res2, scratch, Nl * D);
+    mpt_matmul_forward(fch, x, W_(m, l, MPT_FC_W), NULL, N, D, Fl);
+    mpt_bias_gelu_forward(fchg, fch, W_(m, l, MPT_FC_B), N, Fl);
+    TRY_(row_parallel_(m, scratch, fchg, W_(m, l, MPT_FCPROJ_W), NULL, N, Nl, Fl, D, err));
+    mpt_bias_residual_forward(res3, res2, scratch, W_(m, l, MPT_FCPROJ_B), Nl, D);
     return MPT_OK;
 }
 
@@ -290,13 +298,14 @@ mpt_status mpt_gpt_forward(mpt_gpt *m, const int32_t *inputs, const int32_t *tar
 }
 
 /* A block's linear layer backward: the input gradient into dinp (+=); the weight and bias
- * gradients too, or, in the split backward, dout (N x OC) saved in the stash slot for W. */
+ * gradients too (bslot < 0: no bias gradient here), or, in the split backward, dout (N x OC)
+ * saved in the stash slot for W. */
 static void linear_backward_(mpt_gpt *m, float *dinp, int l, int wslot, int bslot,
                              const float *dout, const float *inp, size_t N, int C, int OC,
                              mpt_act_slot stash) {
     if (!m->split_w) {
-        mpt_matmul_backward(dinp, G_(m, l, wslot), G_(m, l, bslot), dout, inp, W_(m, l, wslot), N,
-                            C, OC);
+        mpt_matmul_backward(dinp, G_(m, l, wslot), bslot < 0 ? NULL : G_(m, l, bslot), dout, inp,
+                            W_(m, l, wslot), N, C, OC);
         return;
     }
     mpt_matmul_backward(dinp, NULL, NULL, dout, inp, W_(m, l, wslot), N, C, OC);
@@ -362,11 +371,13 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
         memset(dfcg, 0, NF * sizeof *dfcg);
         linear_backward_(m, dfcg, l, MPT_FCPROJ_W, MPT_FCPROJ_B, dy, lay_(m, MPT_ACT_FCH_GELU, l),
                          N, Fl, D, MPT_ACT_DY_FCPROJ);
-        memset(dfc, 0, NF * sizeof *dfc);
-        mpt_gelu_backward(dfc, lay_(m, MPT_ACT_FCH, l), dfcg, NF);
+        /* dfc overwritten with gelu' * dfcg; unsplit, the c_fc bias gradient is summed in the
+         * same pass (split, W sums it from the saved dfc) */
+        mpt_gelu_backward_bias(dfc, m->split_w ? NULL : G_(m, l, MPT_FC_B),
+                               lay_(m, MPT_ACT_FCH, l), dfcg, N, Fl);
         TRY_(all_rows_(m, lay_(m, MPT_ACT_LN2, l), Nl, &x, err));
         memset(dtmp, 0, ND * sizeof *dtmp);
-        linear_backward_(m, dtmp, l, MPT_FC_W, MPT_FC_B, dfc, x, N, D, Fl, MPT_ACT_DY_FC);
+        linear_backward_(m, dtmp, l, MPT_FC_W, -1, dfc, x, N, D, Fl, MPT_ACT_DY_FC);
         TRY_(copy_to_tp_bwd_(m, dtmp, N, Nl, err));
         }
         TRY_(ln_backward_(m, dres, G_(m, l, MPT_LN2_W), G_(m, l, MPT_LN2_B), dtmp,

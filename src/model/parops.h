@@ -56,6 +56,12 @@ typedef struct mpt_par_ops {
     /* --- tensor group (every tp rank calls) ------------------------------------------------ */
     /* g forward: buf (n) holds this rank's partial sum; after, the sum over tp. */
     mpt_status (*reduce_from_tp)(void *ctx, float *buf, size_t n, mpt_error *err);
+    /* g forward with the GEMM before it (tensor-parallel overlap, parallel/tp_overlap.c):
+     * out (N, OC) = the sum over tp of inp (N, C) W (C, OC), no bias, the sum of each row chunk
+     * in flight while the next chunk is multiplied. NULL (one rank): the model runs the GEMM
+     * and reduce_from_tp. Not used under sp (its g is scatter_seq). */
+    mpt_status (*row_parallel_matmul)(void *ctx, float *out, const float *inp, const float *w,
+                                      size_t N, int C, int OC, mpt_error *err);
     /* f backward: buf (n) holds this rank's part of an input gradient; after, the sum. */
     mpt_status (*copy_to_tp_backward)(void *ctx, float *buf, size_t n, mpt_error *err);
 

@@ -34,6 +34,7 @@ void mpt_tp_ops(mpt_par_ops *ops, mpt_comm *tp) {
     if (!tp || tp->size <= 1) return;
     ops->ctx = tp;
     ops->reduce_from_tp = sum_;
+    ops->row_parallel_matmul = mpt_tp_row_parallel_matmul; /* tp_overlap.c */
     ops->copy_to_tp_backward = sum_;
     ops->gather_seq = gather_seq_;
     ops->scatter_seq = scatter_seq_;

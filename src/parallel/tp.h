@@ -32,6 +32,16 @@
  * size 1: the one-rank table. The context and expert entries stay NULL. Local. */
 void mpt_tp_ops(mpt_par_ops *ops, mpt_comm *tp);
 
+/* ---- overlap of the row-parallel all-reduce (tp_overlap.c) --------------------------------
+ * The table's row_parallel_matmul entry: out (N, OC) = the sum over tp of inp (N, C) W (C, OC)
+ * (no bias), in mpt_tp_overlap_chunks(N, OC) row chunks whose all-reduces overlap the GEMMs
+ * of the next chunks. ctx is the tp group; every tp rank calls with the same N, OC. */
+#define MPT_TP_OVERLAP_MAX_CHUNKS 4
+#define MPT_TP_OVERLAP_MIN_BYTES ((size_t)64 << 10) /* smallest chunk worth a message */
+size_t mpt_tp_overlap_chunks(size_t N, int OC);
+mpt_status mpt_tp_row_parallel_matmul(void *ctx, float *out, const float *inp, const float *w,
+                                      size_t N, int C, int OC, mpt_error *err);
+
 /* local_buf (local->total) = this rank's shard of every tensor of full_buf (full->total),
  * matched by full_id (a pipeline stage's table holds some of the tensors); padding is zero.
  * Local. */

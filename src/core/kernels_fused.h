@@ -1,0 +1,44 @@
+/* kernels_fused.h — fused memory-bound operators of a GPT block (fp32, CPU): each replaces two or
+ * three passes of the plain operators in core/kernels.h by one pass over a row (or a column
+ * slice) that stays in L1, threaded with OpenMP and vectorised with `omp simd`.
+ *
+ * Same conventions as kernels.h: outputs first, rows N = B*T, row-major (N, C); backward
+ * functions ACCUMULATE (+=) into gradients unless the comment says "overwrites"; call from one
+ * thread (every function parallelises internally). Each one is tested against the chain of
+ * plain operators it replaces and against finite differences (tests/test_kernels.c).
+ *
+ *   GEMM without bias, then                       replaces
+ *   mpt_bias_gelu_forward(fchg, fch, b, N, F)     bias in the GEMM's C preload + mpt_gelu_forward
+ *   mpt_residual_layernorm_forward(res, ln, ...)  bias + mpt_residual_forward + mpt_layernorm_forward
+ *   mpt_bias_residual_forward(res, a, y, b, ...)  bias + mpt_residual_forward
+ *   mpt_gelu_backward_bias(dfc, dbias, ...)       memset + mpt_gelu_backward + the GEMM's bias sum
+ */
+#ifndef MPT_KERNELS_FUSED_H
+#define MPT_KERNELS_FUSED_H
+
+#include <stddef.h>
+
+/* dbias(C) += sum over the N rows of dout(N,C). Each column is summed in row order whatever
+ * the thread count (bit-reproducible). */
+void mpt_bias_backward(float *dbias, const float *dout, size_t N, int C);
+
+/* h(N,C) += bias(C) in place (bias may be NULL: nothing added), then out(N,C) = gelu_tanh(h).
+ * h keeps the pre-activation for the backward. */
+void mpt_bias_gelu_forward(float *out, float *h, const float *bias, size_t N, int C);
+
+/* dinp(N,C) OVERWRITTEN with dout * gelu'(h); dbias(C) += its column sums (dbias may be NULL).
+ * dinp may alias dout. */
+void mpt_gelu_backward_bias(float *dinp, float *dbias, const float *h, const float *dout,
+                            size_t N, int C);
+
+/* res(N,C) = a + y + bias (bias may be NULL); res may alias a or y. */
+void mpt_bias_residual_forward(float *res, const float *a, const float *y, const float *bias,
+                               size_t N, int C);
+
+/* res(N,C) = a + y + bias (bias may be NULL), then out = LayerNorm(res) with weight w, bias b
+ * (eps 1e-5), mean(N) and rstd(N) saved, as mpt_layernorm_forward on res. res may alias a or y. */
+void mpt_residual_layernorm_forward(float *res, float *out, float *mean, float *rstd,
+                                    const float *a, const float *y, const float *bias,
+                                    const float *w, const float *b, size_t N, int C);
+
+#endif

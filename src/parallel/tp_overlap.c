@@ -1,0 +1,55 @@
+/* tp_overlap.c — the row-parallel GEMM with its all-reduce overlapped (see tp.h): the forward
+ * g of Megatron's row-parallel layer, out = sum over tp of inp_i W_i, computed in row chunks so
+ * that the all-reduce of chunk c travels while chunk c+1 is multiplied (Megatron's
+ * tp-comm-overlap, Wang et al. 2022, in its simplest form: split along the token rows, which
+ * keeps every chunk of out contiguous and every chunk's sum independent of the others).
+ *
+ * Progress: no thread is taken from the GEMM's OpenMP team and none is added. The chunk's
+ * non-blocking all-reduce (MPI_Iallreduce) is started from the calling thread after its GEMM
+ * and driven by MPI_Test calls between the GEMMs of the following chunks (the OpenMP team is
+ * idle at those points); the last chunk's reduction is waited for. With shared-memory
+ * transport, most of each reduction's copying happens inside those tests, so the overlap is the
+ * transfer of chunk c against the compute of chunk c+1 and the waiting for the slower rank of
+ * the group, which moves off the critical path for all but the last chunk.
+ *
+ * Chunks: messages below MPT_TP_OVERLAP_MIN_BYTES gain nothing from splitting (latency-bound),
+ * so the count is bytes / that, between 1 and MPT_TP_OVERLAP_MAX_CHUNKS; it depends only on
+ * N and OC, which every rank of the group shares, so the ranks issue the same collectives in
+ * the same order. One chunk is exactly the GEMM followed by the blocking all-reduce. */
+#include "parallel/tp.h"
+
+#include "core/kernels.h"
+
+size_t mpt_tp_overlap_chunks(size_t N, int OC) {
+    size_t bytes = N * (size_t)(OC > 0 ? OC : 0) * sizeof(float);
+    size_t k = bytes / MPT_TP_OVERLAP_MIN_BYTES;
+    if (k > MPT_TP_OVERLAP_MAX_CHUNKS) k = MPT_TP_OVERLAP_MAX_CHUNKS;
+    if (k > N) k = N;
+    return k ? k : 1;
+}
+
+mpt_status mpt_tp_row_parallel_matmul(void *ctx, float *out, const float *inp, const float *w,
+                                      size_t N, int C, int OC, mpt_error *err) {
+    mpt_comm *tp = ctx;
+    size_t k = mpt_tp_overlap_chunks(N, OC);
+    mpt_req req[MPT_TP_OVERLAP_MAX_CHUNKS];
+    size_t started = 0;
+    mpt_status st = MPT_OK;
+    for (size_t c = 0; c < k && st == MPT_OK; c++) {
+        size_t r0 = N * c / k, r1 = N * (c + 1) / k;
+        mpt_matmul_forward(out + r0 * (size_t)OC, inp + r0 * (size_t)C, w, NULL, r1 - r0, C, OC);
+        for (size_t p = 0; p < started && st == MPT_OK; p++) { /* progress the earlier chunks */
+            int done = 0;
+            st = mpt_test(&req[p], &done, err);
+        }
+        if (st == MPT_OK)
+            st = mpt_iallreduce_sum(tp, out + r0 * (size_t)OC, (r1 - r0) * (size_t)OC,
+                                    &req[started], err);
+        if (st == MPT_OK) started++;
+    }
+    if (started) {
+        mpt_status ws = mpt_waitall(req, started, err);
+        if (st == MPT_OK) st = ws;
+    }
+    return st;
+}

@@ -1,0 +1,266 @@
+/* test_kernels_fused.c — checks every operator of src/core/kernels_fused.h:
+ *   1. against the chain of plain fp32 operators of kernels.h it replaces (same inputs);
+ *   2. against the same chain in the double-precision reference of tests/ref_kernels.c;
+ *   3. backward (GELU + bias gradient) against central finite differences, in double, of the
+ *      reference forward gelu(h + bias): the fused fp32 gradient is compared with them directly;
+ *   4. aliasing (res onto a or y, dinp onto dout) and NULL bias, accumulation into pre-filled
+ *      bias gradients, and widths that are not a multiple of the vector or cache-line width.
+ * Tolerances are those of tests/test_kernels.c (1e-5 forward, 1e-4 backward, relative, with a
+ * floor of a tenth of the reference's RMS). One line per check. */
+#include "check.h"
+#include "core/kernels.h"
+#include "core/kernels_fused.h"
+#include "ref_kernels.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ref_kernels.c"
+
+#define FWD_TOL 1e-5
+#define BWD_TOL 1e-4
+#define FD_H 1e-6
+
+static uint64_t rng_ = 0x9E3779B97F4A7C15ull;
+static double uni_(double lo, double hi) {
+    uint64_t z = (rng_ += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return lo + (hi - lo) * ((double)(z >> 11) * 0x1.0p-53);
+}
+
+static void *xcalloc_(size_t n, size_t size) {
+    void *p = calloc(n ? n : 1, size);
+    if (!p) {
+        fprintf(stderr, "test_kernels_fused: out of memory\n");
+        exit(1);
+    }
+    return p;
+}
+
+/* the same values in fp32 and double */
+typedef struct {
+    size_t n;
+    float *f;
+    double *d;
+} pair_t;
+static pair_t pair_(size_t n, double lo, double hi) {
+    pair_t p = {n, xcalloc_(n, sizeof(float)), xcalloc_(n, sizeof(double))};
+    for (size_t i = 0; i < n; i++) p.f[i] = (float)uni_(lo, hi), p.d[i] = p.f[i];
+    return p;
+}
+static void pair_free_(pair_t *p) { free(p->f), free(p->d); }
+static float *fcopy_(const float *x, size_t n) {
+    float *y = xcalloc_(n, sizeof *y);
+    memcpy(y, x, n * sizeof *y);
+    return y;
+}
+
+static double floor_d_(const double *r, size_t n) {
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) s += r[i] * r[i];
+    double f = n ? 0.1 * sqrt(s / (double)n) : 0.0;
+    return f > 1e-30 ? f : 1e-30;
+}
+static double floor_f_(const float *r, size_t n) {
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) s += (double)r[i] * r[i];
+    double f = n ? 0.1 * sqrt(s / (double)n) : 0.0;
+    return f > 1e-30 ? f : 1e-30;
+}
+
+static char case_[96];
+static const char *nm_(const char *what) {
+    static char s[192];
+    snprintf(s, sizeof s, "%s %s", case_, what);
+    return s;
+}
+/* fused fp32 vs plain fp32 chain */
+static void vs_plain_(const char *what, const float *fused, const float *plain, size_t n,
+                      double tol) {
+    check_close(nm_(what), fused, plain, n, tol, floor_f_(plain, n));
+}
+/* fused fp32 vs double reference */
+static void vs_ref_(const char *what, const float *fused, const double *ref, size_t n, double tol) {
+    double *f = xcalloc_(n, sizeof *f);
+    for (size_t i = 0; i < n; i++) f[i] = fused[i];
+    check_close_d(nm_(what), f, ref, n, tol, floor_d_(ref, n));
+    free(f);
+}
+
+/* ---- bias + GELU forward, GELU backward + bias gradient ---------------------------------- */
+
+/* L = sum g * gelu(h + bias), in double */
+static double gelu_loss_(const double *h, const double *bias, const double *g, size_t N, int C,
+                         double *tmp) {
+    for (size_t r = 0; r < N; r++)
+        for (int i = 0; i < C; i++) tmp[r * C + i] = h[r * C + i] + bias[i];
+    ref_gelu_forward(tmp, tmp, N * (size_t)C);
+    double s = 0.0;
+    for (size_t k = 0; k < N * (size_t)C; k++) s += tmp[k] * g[k];
+    return s;
+}
+
+static void test_bias_gelu_(size_t N, int C) {
+    snprintf(case_, sizeof case_, "bias+gelu N%zu C%d", N, C);
+    size_t n = N * (size_t)C;
+    pair_t h = pair_(n, -6, 6), bias = pair_(C, -1, 1), g = pair_(n, -1, 1);
+    h.f[0] = 0.0f, h.d[0] = 0.0, h.f[1] = -30.0f, h.d[1] = -30.0, h.f[2] = 30.0f, h.d[2] = 30.0;
+
+    /* plain chain: h + bias (the GEMM's preload), gelu; fused: one pass */
+    float *hp = fcopy_(h.f, n), *op = xcalloc_(n, sizeof *op);
+    mpt_add_rows(hp, bias.f, N, C);
+    mpt_gelu_forward(op, hp, n);
+    float *hf = fcopy_(h.f, n), *of = xcalloc_(n, sizeof *of);
+    mpt_bias_gelu_forward(of, hf, bias.f, N, C);
+    vs_plain_("fwd h+bias vs plain", hf, hp, n, 0.0);
+    vs_plain_("fwd out vs plain", of, op, n, FWD_TOL);
+    double *hd = xcalloc_(n, sizeof *hd), *od = xcalloc_(n, sizeof *od);
+    for (size_t r = 0; r < N; r++)
+        for (int i = 0; i < C; i++) hd[r * C + i] = (double)hf[r * C + i];
+    ref_gelu_forward(od, hd, n);
+    vs_ref_("fwd out vs ref", of, od, n, FWD_TOL);
+    mpt_bias_gelu_forward(of, hf, NULL, N, C); /* no bias: h unchanged, same out */
+    vs_plain_("fwd NULL bias", of, op, n, FWD_TOL);
+
+    /* backward: plain = zeroed dinp += gelu' * g, then the bias column sums */
+    float *dp = xcalloc_(n, sizeof *dp), *dbp = xcalloc_(C, sizeof *dbp);
+    mpt_gelu_backward(dp, hp, g.f, n);
+    for (size_t r = 0; r < N; r++)
+        for (int i = 0; i < C; i++) dbp[i] += dp[r * C + i];
+    float *df = fcopy_(g.f, n), *dbf = xcalloc_(C, sizeof *dbf); /* dinp aliasing dout */
+    for (int i = 0; i < C; i++) dbf[i] = 0.5f; /* pre-filled: the kernel accumulates */
+    mpt_gelu_backward_bias(df, dbf, hp, df, N, C);
+    for (int i = 0; i < C; i++) dbf[i] -= 0.5f;
+    vs_plain_("bwd dinp vs plain (aliasing dout)", df, dp, n, BWD_TOL);
+    vs_plain_("bwd dbias+= vs plain", dbf, dbp, (size_t)C, BWD_TOL);
+    double *dd = xcalloc_(n, sizeof *dd), *dbd = xcalloc_(C, sizeof *dbd);
+    ref_gelu_backward(dd, hd, g.d, n);
+    for (size_t r = 0; r < N; r++)
+        for (int i = 0; i < C; i++) dbd[i] += dd[r * C + i];
+    vs_ref_("bwd dinp vs ref", df, dd, n, BWD_TOL);
+    vs_ref_("bwd dbias vs ref", dbf, dbd, (size_t)C, BWD_TOL);
+    float *dn = xcalloc_(n, sizeof *dn);
+    mpt_gelu_backward_bias(dn, NULL, hp, g.f, N, C);
+    vs_plain_("bwd NULL dbias", dn, dp, n, BWD_TOL);
+
+    /* finite differences of the double forward in h and in bias vs the fused fp32 gradient
+     * (the analytic gradient w.r.t. h is dinp, w.r.t. bias its column sums) */
+    double *tmp = xcalloc_(n, sizeof *tmp), *hx = h.d, *an = xcalloc_(64, sizeof *an),
+           *fd = xcalloc_(64, sizeof *fd);
+    for (size_t r = 0; r < N; r++)
+        for (int i = 0; i < C; i++) hx[r * C + i] = (double)h.f[r * C + i];
+    size_t m = n < 64 ? n : 64;
+    for (size_t k = 0; k < m; k++) {
+        size_t i = n <= 64 ? k : (size_t)uni_(0, (double)n);
+        double x0 = hx[i];
+        hx[i] = x0 + FD_H;
+        double lp = gelu_loss_(hx, bias.d, g.d, N, C, tmp);
+        hx[i] = x0 - FD_H;
+        double lm = gelu_loss_(hx, bias.d, g.d, N, C, tmp);
+        hx[i] = x0;
+        fd[k] = (lp - lm) / (2 * FD_H), an[k] = df[i];
+    }
+    check_close_d(nm_("fd dinp"), an, fd, m, BWD_TOL, floor_d_(fd, m));
+    m = (size_t)C < 64 ? (size_t)C : 64;
+    for (size_t k = 0; k < m; k++) {
+        double x0 = bias.d[k];
+        bias.d[k] = x0 + FD_H;
+        double lp = gelu_loss_(hx, bias.d, g.d, N, C, tmp);
+        bias.d[k] = x0 - FD_H;
+        double lm = gelu_loss_(hx, bias.d, g.d, N, C, tmp);
+        bias.d[k] = x0;
+        fd[k] = (lp - lm) / (2 * FD_H), an[k] = dbf[k];
+    }
+    check_close_d(nm_("fd dbias"), an, fd, m, BWD_TOL, floor_d_(fd, m));
+
+    free(hp), free(op), free(hf), free(of), free(hd), free(od), free(dp), free(dbp), free(df);
+    free(dbf), free(dd), free(dbd), free(dn), free(tmp), free(an), free(fd);
+    pair_free_(&h), pair_free_(&bias), pair_free_(&g);
+}
+
+/* ---- bias gradient ---------------------------------------------------------------------- */
+
+static void test_bias_backward_(size_t N, int C) {
+    snprintf(case_, sizeof case_, "bias_backward N%zu C%d", N, C);
+    size_t n = N * (size_t)C;
+    pair_t g = pair_(n, -1, 1), db = pair_(C, -1, 1);
+    mpt_bias_backward(db.f, g.f, N, C);
+    for (size_t r = 0; r < N; r++)
+        for (int i = 0; i < C; i++) db.d[i] += g.d[r * C + i];
+    vs_ref_("dbias+= vs ref", db.f, db.d, (size_t)C, BWD_TOL);
+    pair_free_(&g), pair_free_(&db);
+}
+
+/* ---- bias + residual, residual + LayerNorm ---------------------------------------------- */
+
+static void test_residual_ln_(size_t N, int C) {
+    snprintf(case_, sizeof case_, "residual+layernorm N%zu C%d", N, C);
+    size_t n = N * (size_t)C;
+    pair_t a = pair_(n, -1, 1), y = pair_(n, -1, 1), bias = pair_(C, -0.5, 0.5);
+    pair_t w = pair_(C, 0.5, 1.5), b = pair_(C, -0.5, 0.5);
+    for (size_t r = 0; r < N; r++) { /* rows with their own offset, as test_kernels.c */
+        double off = uni_(-1, 1);
+        for (int i = 0; i < C; i++) a.f[r * C + i] += (float)off, a.d[r * C + i] = a.f[r * C + i];
+    }
+    /* plain chain: y + bias (the GEMM's preload), residual, layernorm */
+    float *yp = fcopy_(y.f, n), *rp = xcalloc_(n, sizeof *rp), *op = xcalloc_(n, sizeof *op);
+    float *mp = xcalloc_(N, sizeof *mp), *sp = xcalloc_(N, sizeof *sp);
+    mpt_add_rows(yp, bias.f, N, C);
+    mpt_residual_forward(rp, a.f, yp, n);
+    mpt_layernorm_forward(op, mp, sp, rp, w.f, b.f, N, C);
+    float *rf = xcalloc_(n, sizeof *rf), *of = xcalloc_(n, sizeof *of);
+    float *mf = xcalloc_(N, sizeof *mf), *sf = xcalloc_(N, sizeof *sf);
+    mpt_residual_layernorm_forward(rf, of, mf, sf, a.f, y.f, bias.f, w.f, b.f, N, C);
+    vs_plain_("res vs plain", rf, rp, n, FWD_TOL);
+    vs_plain_("out vs plain", of, op, n, FWD_TOL);
+    vs_plain_("mean vs plain", mf, mp, N, FWD_TOL);
+    vs_plain_("rstd vs plain", sf, sp, N, FWD_TOL);
+    /* double reference of the same chain */
+    double *yd = xcalloc_(n, sizeof *yd), *rd = xcalloc_(n, sizeof *rd);
+    double *od = xcalloc_(n, sizeof *od), *md = xcalloc_(N, sizeof *md), *sd = xcalloc_(N, sizeof *sd);
+    for (size_t r = 0; r < N; r++)
+        for (int i = 0; i < C; i++) yd[r * C + i] = y.d[r * C + i] + bias.d[i];
+    ref_residual_forward(rd, a.d, yd, n);
+    ref_layernorm_forward(od, md, sd, rd, w.d, b.d, N, C);
+    vs_ref_("res vs ref", rf, rd, n, FWD_TOL);
+    vs_ref_("out vs ref", of, od, n, FWD_TOL);
+    vs_ref_("rstd vs ref", sf, sd, N, FWD_TOL);
+    /* res aliasing y, no bias: the plain chain without the preload */
+    float *ya = fcopy_(y.f, n);
+    mpt_residual_layernorm_forward(ya, of, mf, sf, a.f, ya, NULL, w.f, b.f, N, C);
+    mpt_residual_forward(rp, a.f, y.f, n);
+    mpt_layernorm_forward(op, mp, sp, rp, w.f, b.f, N, C);
+    vs_plain_("NULL bias, res aliasing y: res", ya, rp, n, FWD_TOL);
+    vs_plain_("NULL bias, res aliasing y: out", of, op, n, FWD_TOL);
+
+    snprintf(case_, sizeof case_, "bias+residual N%zu C%d", N, C);
+    float *aa = fcopy_(a.f, n);
+    mpt_bias_residual_forward(aa, aa, y.f, bias.f, N, C); /* res aliasing a */
+    mpt_residual_forward(rp, a.f, yp, n);
+    vs_plain_("res (aliasing a) vs plain", aa, rp, n, FWD_TOL);
+    vs_ref_("res vs ref", aa, rd, n, FWD_TOL);
+    mpt_bias_residual_forward(aa, a.f, y.f, NULL, N, C);
+    mpt_residual_forward(rp, a.f, y.f, n);
+    vs_plain_("NULL bias vs plain", aa, rp, n, FWD_TOL);
+
+    free(yp), free(rp), free(op), free(mp), free(sp), free(rf), free(of), free(mf), free(sf);
+    free(yd), free(rd), free(od), free(md), free(sd), free(ya), free(aa);
+    pair_free_(&a), pair_free_(&y), pair_free_(&bias), pair_free_(&w), pair_free_(&b);
+}
+
+int main(void) {
+    test_bias_gelu_(7, 13);
+    test_bias_gelu_(64, 1536);
+    test_bias_gelu_(33, 47);
+    test_bias_backward_(5, 3);
+    test_bias_backward_(130, 1157);
+    test_residual_ln_(10, 12);
+    test_residual_ln_(7, 13);
+    test_residual_ln_(128, 384);
+    test_residual_ln_(16, 768);
+    return check_finish();
+}
