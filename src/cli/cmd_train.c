@@ -343,7 +343,7 @@ int mpt_cli_train(int argc, char **argv) {
     mpt_comm_set_watchdog(watchdog_);
     mpt_comm world;
     if ((st = mpt_comm_world(&world, &err))) return mpt_cli_report(&err);
-    c.tty = isatty(STDOUT_FILENO);
+    c.tty = mpt_cli_stdout_is_terminal();
     c.pp = o.pp;
     if (world.rank != 0) c.quiet = 1;
     mpt_train_result res;
