@@ -14,8 +14,8 @@
 # of the training tokens scores 6.79), so d 32; 8 ranks ran ~2100 tokens/s against ~1400 for one
 # rank x 2 threads (tp splits the head). 700 steps on the unwrapped corpus reach a validation loss
 # of 6.03 (step 500: 6.07; word frequencies alone score 6.89): 481 s of training at ~1500 tokens/s
-# under a load average of 15 from other work, about 200 s at the idle machine's 500 steps in
-# 142 s.
+# under a load average of 15 from other work; about 200 s at the 500 steps in 142 s measured
+# before on a quieter machine.
 # Why BPE: every token is a word or a piece of one, so even a model this small, trained for a
 # few minutes on 2 cores, writes mostly real English words; a byte model of the same budget
 # still spells nonsense.
