@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Context parallelism (--cp, ring attention over zigzag chunks): every cp layout trains like one
-# rank -- cp 2, cp 4, cp 2 x tp 2 (with and without sp), cp 2 x pp 2, cp 2 x dp 2 x ZeRO-3:
+# rank -- cp 2, cp 4, cp 2 x tp 2 (with and without sp), cp 2 x pp 2, cp 2 x dp 2 x ZeRO-1, -2, -3:
 # step-1 gradients of every tensor (where a dump is possible: ZeRO 0), 5 steps' losses and final
 # weights within 1e-5 relative; every rank's arena peak equals its memory plan (which counts the
 # ring buffers); a checkpoint saved under cp 2 resumes under cp 1; a sequence that does not split
@@ -51,6 +51,8 @@ run ref 1 && {
   run cp2tp2 4 --cp 2 --tp 2 && same cp2tp2 ref && plan_is_peak cp2tp2
   run cp2tp2sp 4 --cp 2 --tp 2 --sp && same cp2tp2sp ref
   run cp2dp2z3 4 --cp 2 --dp 2 --zero 3 && same cp2dp2z3 ref && plan_is_peak cp2dp2z3
+  run cp2dp2z1 4 --cp 2 --dp 2 --zero 1 && same cp2dp2z1 ref && plan_is_peak cp2dp2z1
+  run cp2dp2z2 4 --cp 2 --dp 2 --zero 2 && same cp2dp2z2 ref && plan_is_peak cp2dp2z2
 }
 run ref_m2 1 --microbatches 2 && {
   run cp2pp2 4 --cp 2 --pp 2 --microbatches 2 && same cp2pp2 ref_m2 && plan_is_peak cp2pp2

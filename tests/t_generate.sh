@@ -4,7 +4,9 @@
 # GPT-2 on the same checkpoint) token for token, on checkpoints trained for a few steps with the
 # byte and the GPT-2 vocabulary; sampling is fixed by --seed; --top-k 1 and a tiny --top-p are
 # greedy; generation stops at <|endoftext|> (gpt2) unless --no-stop; past the model's positions
-# the window slides.
+# the window slides. Under mpirun (tp 2, pp 2, tp 2 x pp 2) the same checkpoints give the same
+# text and ids as one rank for the same seed (greedy, sampled, past the positions, and the GPT-2
+# vocabulary padded for tp); layouts that do not fit the ranks or the model exit 2 on every rank.
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 PY=/usr/bin/python3
@@ -44,6 +46,29 @@ k1=$("${G[@]}" --tokens 40 --ids --top-k 1 --temperature 1.5); p0=$("${G[@]}" --
 long=$("${G[@]}" --tokens 150 --ids --temperature 0 | wc -w)
 [ "$long" = 150 ] && ok "150 tokens past 64 positions" || bad "long generation gave $long tokens"
 
+# multi-rank generation: every layout gives one rank's ids (greedy, sampled, and 150 tokens past
+# the 64 positions, where the caches of every stage restart together) and one rank's streamed text
+one_s=$("${G[@]}" --tokens 40 --ids --seed 7 --temperature 1.0 --top-k 0)
+one_long=$("${G[@]}" --tokens 150 --ids --seed 8 --top-p 0.9)
+for lay in "2 1" "1 2" "2 2"; do
+  set -- $lay; np=$(($1 * $2)); L=(--tp "$1" --pp "$2")
+  M=("${MPIRUN[@]}" -np "$np" "${G[@]}")
+  g=$("${M[@]}" "${L[@]}" --temperature 0 --tokens 40 --ids 2>"$TMP/me")
+  s=$("${M[@]}" "${L[@]}" --tokens 40 --ids --seed 7 --temperature 1.0 --top-k 0 2>>"$TMP/me")
+  l=$("${M[@]}" "${L[@]}" --tokens 150 --ids --seed 8 --top-p 0.9 2>>"$TMP/me")
+  t=$("${M[@]}" "${L[@]}" --temperature 0 --tokens 40 2>>"$TMP/me")
+  [ "$g" = "$cached" ] && [ "$s" = "$one_s" ] && [ "$l" = "$one_long" ] && [ "$t" = "$ok_text" ] \
+    && ok "byte: tp $1 pp $2 ($np ranks) = one rank: greedy, sampled, 150 sampled tokens, text '$t'" \
+    || bad "byte: tp $1 pp $2: greedy '$g' / '$cached', sampled '$s' / '$one_s', long $(wc -w <<<"$l") tokens, text '$t': $(head -c 300 "$TMP/me")"
+done
+g=$("${MPIRUN[@]}" -np 2 "${G[@]}" --tp 2 --temperature 0 --tokens 40 --ids --no-cache 2>&1)
+[ "$g" = "$cached" ] && ok "byte: tp 2 --no-cache = one rank's cache" || bad "byte: tp 2 --no-cache '$g'"
+refused "np 3 for tp 2" 3 "need 2 ranks, launched with 3" -- "${MPIRUN[@]}" -np 3 "${G[@]}" --tp 2 --tokens 2
+refused "tp 8 over 4 heads" 8 "tp 8 must divide the heads 4" -- "${MPIRUN[@]}" -np 8 "${G[@]}" --tp 8 --tokens 2
+refused "pp 3 over 2 layers" 3 "pp 3 is more pipeline stages than the checkpoint's 2 layers" -- "${MPIRUN[@]}" -np 3 "${G[@]}" --pp 3 --tokens 2
+refused "no-cache under pp 2" 2 "no-cache" -- "${MPIRUN[@]}" -np 2 "${G[@]}" --pp 2 --no-cache --tokens 2
+refused "tp 2 on one rank" 1 "need 2 ranks, launched with 1" -- "${G[@]}" --tp 2 --tokens 2
+
 # a GPT-2-vocabulary model on documents that end after a few tokens: it learns <|endoftext|>
 mkdir -p "$TMP/docs"
 for i in $(seq 1 300); do printf 'the cat sat on the mat.' > "$TMP/docs/d$(printf %03d "$i").txt"; done
@@ -60,6 +85,14 @@ n=$(wc -w <<<"$ids")
 [ "${ids##* }" = 50256 ] && [ "$n" -lt 30 ] && ok "gpt2: stops at <|endoftext|> after $n tokens: $ids" \
   || bad "gpt2: no stop at <|endoftext|>: $ids"
 [ "$ids" = "$ref" ] && ok "gpt2: greedy = PyTorch's greedy token for token" || bad "gpt2: mptrain '$ids' != torch '$ref'"
+for lay in "2 1" "2 2"; do
+  set -- $lay
+  m=$("${MPIRUN[@]}" -np $(($1 * $2)) "${G2[@]}" --tp "$1" --pp "$2" --tokens 30 --ids 2>&1)
+  ms=$("${MPIRUN[@]}" -np $(($1 * $2)) "${G2[@]}" --tp "$1" --pp "$2" --tokens 30 --ids --temperature 1 --seed 4 --no-stop 2>&1)
+  os=$("${G2[@]}" --tokens 30 --ids --temperature 1 --seed 4 --no-stop)
+  [ "$m" = "$ids" ] && [ "$ms" = "$os" ] && ok "gpt2 (vocabulary padded to 64 x tp): tp $1 pp $2 = one rank, greedy and sampled" \
+    || bad "gpt2 tp $1 pp $2: greedy '$m' / '$ids', sampled '$ms' / '$os'"
+done
 nostop=$("${G2[@]}" --tokens 30 --ids --no-stop | wc -w)
 [ "$nostop" = 30 ] && ok "--no-stop goes on past <|endoftext|>" || bad "--no-stop gave $nostop tokens"
 text=$("${G2[@]}" --tokens 30)

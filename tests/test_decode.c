@@ -3,7 +3,10 @@
  * of one forward over tokens 0..T-1 (causal, so later tokens do not change earlier logits);
  * tied and untied heads, and a Mixture-of-Experts model (every 2nd block, 4 experts, top-2:
  * dropless routing is per token, so the decoder routes as the full forward does); a reset
- * starts over; a full cache and a bad token are refused. */
+ * starts over; a full cache and a bad token are refused.
+ * Pipeline stages: the model cut into two stages (blocks 0-1 with the embeddings, block 2 with
+ * the head), the first stage's output handed to the second in d->x as train/generator.c sends
+ * it, gives the whole model's logits bit for bit (the same operations in the same order). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,9 +15,53 @@
 #include "core/rng.h"
 #include "model/gpt.h"
 #include "model/gpt_decode.h"
+#include "parallel/tp.h"
 #ifndef SCALE_
 #define SCALE_ 5.0f
 #endif
+
+/* Stage s of two (blocks [first, first + n)) of the model c, its weights taken from full. */
+static void stage_init_(mpt_gpt *st, const mpt_config *c, const mpt_gpt *full, int first, int n,
+                        int last, mpt_arena *arena) {
+    mpt_error err = {0};
+    mpt_gpt_place pl = {.tp = 1, .first_layer = first, .n_layers = n, .first = first == 0,
+                        .last = last, .threads = 1, .cp = 1};
+    memset(st, 0, sizeof *st);
+    CHECK(mpt_gpt_init(st, c, 1, c->n_positions, MPT_GPT_INFER | MPT_GPT_NO_ACTS, 1, &pl, arena,
+                       &err) == MPT_OK, "stage init: %s", err.msg);
+    mpt_tp_extract(&st->pt, &full->pt, full->params, st->params);
+}
+
+static void stages_(mpt_gpt *m, const int32_t *tok, int T) {
+    printf("decode on two pipeline stages vs the whole model (%s head)\n",
+           m->cfg.tied ? "tied" : "untied");
+    mpt_error err = {0};
+    mpt_arena arena;
+    mpt_arena_init(&arena, 0);
+    mpt_gpt s0, s1;
+    stage_init_(&s0, &m->cfg, m, 0, 2, 0, &arena);
+    stage_init_(&s1, &m->cfg, m, 2, 1, 1, &arena);
+    mpt_decode whole, d0, d1;
+    CHECK(mpt_decode_init(&whole, m, &err) == MPT_OK && mpt_decode_init(&d0, &s0, &err) == MPT_OK &&
+          mpt_decode_init(&d1, &s1, &err) == MPT_OK, "decode init: %s", err.msg);
+    int V = m->cfg.vocab, same = 1, first_null = 1;
+    for (int t = 0; t < T; t++) {
+        const float *a = NULL, *b = NULL, *mid = NULL;
+        CHECK(mpt_decode_step(&whole, tok[t], &a, &err) == MPT_OK, "whole %d: %s", t, err.msg);
+        CHECK(mpt_decode_step(&d0, tok[t], &mid, &err) == MPT_OK, "stage 0 %d: %s", t, err.msg);
+        first_null &= mid == NULL;
+        memcpy(d1.x, d0.x, (size_t)m->cfg.d_model * sizeof(float)); /* the pp send */
+        CHECK(mpt_decode_step(&d1, tok[t], &b, &err) == MPT_OK, "stage 1 %d: %s", t, err.msg);
+        same &= a && b && memcmp(a, b, (size_t)V * sizeof *a) == 0;
+    }
+    CHECK(first_null, "the first stage gives no logits");
+    CHECK(same, "two stages = the whole model, bit for bit, at all %d positions", T);
+    mpt_decode_free(&whole);
+    mpt_decode_free(&d0);
+    mpt_decode_free(&d1);
+    mpt_gpt_free(&s0);
+    mpt_gpt_free(&s1);
+}
 
 static void run_(int tied, int experts) {
     printf("decode vs full forward (%s head, %d experts)\n", tied ? "tied" : "untied", experts);
@@ -79,6 +126,7 @@ static void run_(int tied, int experts) {
           "a token outside the vocabulary is refused: %s", err.msg);
     mpt_decode_free(&d);
     mpt_decode_free(NULL);
+    if (!experts) stages_(&m, tok, T);
     free(full);
     free(inc);
     mpt_gpt_free(&m);

@@ -18,6 +18,9 @@ mpt_status mpt_cli_set_gemm(const char *name, mpt_error *err);
 /* --threads N: more compute threads than the node has cores only makes every step slower
  * (each parallel region waits for threads that take turns on a core): MPT_ERR_INPUT. */
 mpt_status mpt_cli_check_threads(int threads, mpt_error *err);
+/* Whether stdout ends on a terminal (a live progress line) or not (plain lines): isatty, but
+ * under mpirun the launcher's stdout, which is where a rank's output ends (cli/term.c). */
+int mpt_cli_stdout_is_terminal(void);
 /* Prints "mptrain: error: <err->msg>" on stderr and returns the exit status for err. */
 int mpt_cli_report(const mpt_error *err);
 /* Where the fetched inputs live: $MPTRAIN_CACHE, else <directory of the binary>/../.cache.

@@ -198,7 +198,7 @@ int mpt_cli_tokenize(int argc, char **argv) {
     long long shard = 0;
     long shards = 0;
     size_t n_total = 0;
-    int tty = isatty(STDOUT_FILENO);
+    int tty = mpt_cli_stdout_is_terminal();
     mpt_tokenizer *tok = NULL;
     int32_t *all = NULL;
     size_t n_all = 0, cap_all = 0, bytes_in = 0;

@@ -436,7 +436,7 @@ int mpt_cli_train(int argc, char **argv) {
         fprintf(stderr, "mptrain: warning: %s; a lost rank is found by --comm-timeout only\n",
                 err.msg);
     signal(SIGTERM, on_term_);
-    c.tty = isatty(STDOUT_FILENO);
+    c.tty = mpt_cli_stdout_is_terminal();
     c.pp = o.pp;
     if (world.rank != 0) c.quiet = 1;
     mpt_train_result res;

@@ -93,7 +93,13 @@ int main(int argc, char **argv) {
         return code;
     }
     if (strcmp(cmd, "tokenize") == 0) return mpt_cli_tokenize(argc, argv);
-    if (strcmp(cmd, "generate") == 0) return mpt_cli_generate(argc, argv);
+    if (strcmp(cmd, "generate") == 0) { /* one rank, or a tp x pp layout under mpirun */
+        int provided;
+        MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+        int code = mpt_cli_generate(argc, argv);
+        MPI_Finalize();
+        return code;
+    }
     if (strcmp(cmd, "schedule") == 0) return mpt_cli_schedule(argc, argv);
     if (strcmp(cmd, "plot") == 0) return mpt_cli_plot(argc, argv);
     if (strcmp(cmd, "plan") == 0) return mpt_cli_plan(argc, argv);
