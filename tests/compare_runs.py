@@ -2,13 +2,14 @@
 """Compares two mptrain runs: the per-step losses of their JSONL logs and the weights of their
 final checkpoints (model.safetensors).
 
-usage: compare_runs.py LOG_A CKPT_A LOG_B CKPT_B [--rtol 1e-5]
+usage: compare_runs.py LOG_A CKPT_A LOG_B CKPT_B [--rtol 1e-5] [--weights-rtol R]
        compare_runs.py --tensors FILE_A FILE_B [--rtol 1e-5]
 The second form compares every tensor of two safetensors files (e.g. step-1 gradient dumps),
 each by max|a-b| / max|b|: one step's gradients involve no Adam normalisation, so each tensor
 is held to the tolerance on its own.
 Checked against rtol: every step's loss, |a-b| / |b|, and the final weights as one vector,
-||a-b|| / ||b|| (L2). Printed too: the worst single tensor, max|a-b| / max|b|.
+||a-b|| / ||b|| (L2), or against --weights-rtol when given (bf16 runs: see tests/t_bf16.sh).
+Printed too: the worst single tensor, max|a-b| / max|b|.
 
 Why the weights are compared as a vector: AdamW divides each gradient element by its own
 running magnitude, so an element whose gradient is near zero (rounding noise after cancellation)
@@ -66,6 +67,11 @@ def main():
         i = args.index("--rtol")
         rtol = float(args[i + 1])
         del args[i:i + 2]
+    wtol = rtol
+    if "--weights-rtol" in args:
+        i = args.index("--weights-rtol")
+        wtol = float(args[i + 1])
+        del args[i:i + 2]
     if args and args[0] == "--tensors":
         return compare_tensors(args[1], args[2], rtol)
     log_a, ck_a, log_b, ck_b = args
@@ -92,7 +98,7 @@ def main():
         norm2 += float((b ** 2).sum())
     rel = (diff2 / norm2) ** 0.5 if norm2 else diff2 ** 0.5
     print(f"  final weights: rel L2 diff {rel:.2e} (worst tensor {worst_name}: {worst:.2e})")
-    ok &= rel <= rtol
+    ok &= rel <= wtol
     return 0 if ok else 1
 
 

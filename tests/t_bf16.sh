@@ -2,8 +2,8 @@
 # bf16 mixed precision (--dtype bf16): on one rank it follows fp32 (loss within 1% after 200
 # steps on the default corpus; step-1 gradients within bf16's error of fp32's, and not equal to
 # them); every layout equals one bf16 rank (step-1 gradients where dumped, 5 steps' losses and
-# final weights within 1e-5 relative: the same rounding points), except tp / sp, held to 1e-3
-# (see there); checkpoints stay fp32 (a bf16
+# final weights within 1e-5 relative: the same rounding points), except dp's final weights
+# (1e-4) and tp / sp / cp (1e-3), where a reordered fp32 sum meets bf16 rounding (see there); checkpoints stay fp32 (a bf16
 # run resumes in bf16 exactly and in fp32, and back); the plan equals the arena's peak; bad
 # values exit 2.
 set -uo pipefail
@@ -45,12 +45,12 @@ run() {
 }
 # same NAME REF [RTOL]: gradients (when both dumped), losses and weights of NAME equal REF's
 same() {
-  local g="" w="" rtol=${3:-1e-5}
+  local g="" w="" rtol=${3:-1e-5} wtol=${4:-${3:-1e-5}}
   if [ -f "$TMP/$1.grads" ] && [ -f "$TMP/$2.grads" ]; then
     g=$("${CMP[@]}" --tensors "$TMP/$1.grads" "$TMP/$2.grads" --rtol "$rtol" 2>&1) || { bad "$1 grads differ from $2: $g"; return 1; }
     g="step-1 grads$(echo $g | sed 's/^ *//') | "
   fi
-  if w=$("${CMP[@]}" "$TMP/$1.jsonl" "$TMP/$1/latest/model.safetensors" "$TMP/$2.jsonl" "$TMP/$2/latest/model.safetensors" --rtol "$rtol" 2>&1); then
+  if w=$("${CMP[@]}" "$TMP/$1.jsonl" "$TMP/$1/latest/model.safetensors" "$TMP/$2.jsonl" "$TMP/$2/latest/model.safetensors" --rtol "$rtol" --weights-rtol "$wtol" 2>&1); then
     ok "$1 = $2: $g$(echo $w)"
   else bad "$1 differs from $2: $g $w"; fi
 }
@@ -80,16 +80,22 @@ run f32 1 --dtype fp32 && run ref 1 --dtype bf16 && {
 B=(--dtype bf16)
 run ref_m2 1 "${B[@]}" --microbatches 2
 run ref_m4 1 "${B[@]}" --microbatches 4
-for z in 0 1 2 3; do run dp2z$z 2 "${B[@]}" --dp 2 --zero $z && same dp2z$z ref && plan_is_peak dp2z$z; done
+# dp 2 against one rank with 2 micro-batches (each replica's gradient is one micro-batch's sum):
+# step-1 gradients and the 5 losses within 1e-5. The final weights within 1e-4, not 1e-5: one
+# rank accumulates the second micro-batch inside its GEMM (beta = 1, panel by panel) where a
+# replica sums two finished products, a ~5e-7 difference in fp32 (t_dp holds it to 1e-5) that
+# each step's bf16 rounding of the weights turns into whole bf16 steps for the few elements on a
+# rounding boundary (measured after 5 steps: 1.1e-5).
+for z in 0 1 2 3; do run dp2z$z 2 "${B[@]}" --dp 2 --zero $z && same dp2z$z ref_m2 1e-5 1e-4 && plan_is_peak dp2z$z; done
 run pp2 2 "${B[@]}" --pp 2 --microbatches 4 && same pp2 ref_m4 && plan_is_peak pp2
-run cp2 2 "${B[@]}" --cp 2 && same cp2 ref && plan_is_peak cp2
 run pp2dp2z3 4 "${B[@]}" --pp 2 --dp 2 --zero 3 --microbatches 2 && same pp2dp2z3 ref_m4
-# tp and sp: not within 1e-5. Their vocabulary-parallel loss and row-parallel sums add in
-# another order, so a GEMM input differs from one rank's by ~1e-7 relative (as in fp32, where
+# tp, sp and cp: not within 1e-5. Their vocabulary-parallel loss and row-parallel sums (tp) or
+# the ring's log-sum-exp merges and per-rank token sums (cp) add in another order, so a GEMM input differs from one rank's by ~1e-7 relative (as in fp32, where
 # t_tp holds them to 1e-5); rounded to bf16, an input that sits on a rounding boundary moves by
 # a whole bf16 step (2^-8) instead. A handful of such elements per step puts the step-1
 # gradients ~3e-4 (of each tensor's largest) from one bf16 rank, against ~4e-3 between bf16 and
-# fp32: tp is held to 1e-3 here, the one layout family that is.
+# fp32: tp and cp are held to 1e-3 here, the layout families that are.
+run cp2 2 "${B[@]}" --cp 2 && same cp2 ref 1e-3 && plan_is_peak cp2
 run tp2 2 "${B[@]}" --tp 2 && same tp2 ref 1e-3 && plan_is_peak tp2
 run sp2 2 "${B[@]}" --tp 2 --sp && same sp2 ref 1e-3
 run tp2dp2z1 4 "${B[@]}" --tp 2 --dp 2 --zero 1 --microbatches 2 && same tp2dp2z1 ref_m2 1e-3
