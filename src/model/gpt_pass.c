@@ -368,17 +368,17 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
             TRY_(all_rows_(m, lay_(m, MPT_ACT_LN2, l), Nl, &x, err));
             TRY_(mpt_gpt_moe_backward(m, l, dtmp, dy, x, N, err));
         } else {
-        memset(dfcg, 0, NF * sizeof *dfcg);
-        linear_backward_(m, dfcg, l, MPT_FCPROJ_W, MPT_FCPROJ_B, dy, lay_(m, MPT_ACT_FCH_GELU, l),
-                         N, Fl, D, MPT_ACT_DY_FCPROJ);
-        /* dfc overwritten with gelu' * dfcg; unsplit, the c_fc bias gradient is summed in the
-         * same pass (split, W sums it from the saved dfc) */
-        mpt_gelu_backward_bias(dfc, m->split_w ? NULL : G_(m, l, MPT_FC_B),
-                               lay_(m, MPT_ACT_FCH, l), dfcg, N, Fl);
-        TRY_(all_rows_(m, lay_(m, MPT_ACT_LN2, l), Nl, &x, err));
-        memset(dtmp, 0, ND * sizeof *dtmp);
-        linear_backward_(m, dtmp, l, MPT_FC_W, -1, dfc, x, N, D, Fl, MPT_ACT_DY_FC);
-        TRY_(copy_to_tp_bwd_(m, dtmp, N, Nl, err));
+            memset(dfcg, 0, NF * sizeof *dfcg);
+            linear_backward_(m, dfcg, l, MPT_FCPROJ_W, MPT_FCPROJ_B, dy,
+                             lay_(m, MPT_ACT_FCH_GELU, l), N, Fl, D, MPT_ACT_DY_FCPROJ);
+            /* dfc overwritten with gelu' * dfcg; unsplit, the c_fc bias gradient is summed in the
+             * same pass (split, W sums it from the saved dfc) */
+            mpt_gelu_backward_bias(dfc, m->split_w ? NULL : G_(m, l, MPT_FC_B),
+                                   lay_(m, MPT_ACT_FCH, l), dfcg, N, Fl);
+            TRY_(all_rows_(m, lay_(m, MPT_ACT_LN2, l), Nl, &x, err));
+            memset(dtmp, 0, ND * sizeof *dtmp);
+            linear_backward_(m, dtmp, l, MPT_FC_W, -1, dfc, x, N, D, Fl, MPT_ACT_DY_FC);
+            TRY_(copy_to_tp_bwd_(m, dtmp, N, Nl, err));
         }
         TRY_(ln_backward_(m, dres, G_(m, l, MPT_LN2_W), G_(m, l, MPT_LN2_B), dtmp,
                           lay_(m, MPT_ACT_RES2, l), W_(m, l, MPT_LN2_W),
