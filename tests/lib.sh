@@ -35,6 +35,20 @@ refused() {
     bad "$what: exit $rc (want 2), $said of $np ranks said '$want', $cores core files: $(head -c 600 "$dir/err")"
   fi
 }
+# plan_is_peak NAME: in $TMP/NAME.jsonl (a run's log), every rank's measured arena peak equals
+# its plan, to the byte
+plan_is_peak() {
+  local msg
+  if msg=$(/usr/bin/python3 - "$TMP/$1.jsonl" <<'PY'
+import json, sys
+end = [json.loads(l) for l in open(sys.argv[1]) if '"event": "end"' in l or '"event":"end"' in l][-1]
+ranks = end["ranks"]
+bad = [i for i, r in enumerate(ranks) if int(r["planned_mem_bytes"]) != int(r["peak_mem_bytes"])]
+print(", ".join(f"rank {i}: plan {int(r['planned_mem_bytes'])} peak {int(r['peak_mem_bytes'])}" for i, r in enumerate(ranks)))
+sys.exit(1 if bad or not ranks else 0)
+PY
+); then ok "$1 plan = arena peak: $msg"; else bad "$1 plan != arena peak: $msg"; fi
+}
 finish() {
   [ "$passes" -gt 0 ] || { fails=$((fails + 1)); echo "FAIL no check ran"; }
   echo "$passes passed, $fails failed"; [ "$fails" = 0 ]

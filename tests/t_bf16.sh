@@ -54,19 +54,6 @@ same() {
     ok "$1 = $2: $g$(echo $w)"
   else bad "$1 differs from $2: $g $w"; fi
 }
-# plan_is_peak NAME: on every rank, the planned bytes equal the arena's measured peak
-plan_is_peak() {
-  local msg
-  if msg=$(/usr/bin/python3 - "$TMP/$1.jsonl" <<'PY'
-import json, sys
-end = [json.loads(l) for l in open(sys.argv[1]) if '"event": "end"' in l or '"event":"end"' in l][-1]
-ranks = end["ranks"]
-bad = [i for i, r in enumerate(ranks) if int(r["planned_mem_bytes"]) != int(r["peak_mem_bytes"])]
-print(", ".join(f"rank {i}: plan {int(r['planned_mem_bytes'])} peak {int(r['peak_mem_bytes'])}" for i, r in enumerate(ranks)))
-sys.exit(1 if bad or not ranks else 0)
-PY
-); then ok "$1 plan = arena peak: $msg"; else bad "$1 plan != arena peak: $msg"; fi
-}
 
 # 2. step-1 gradients of bf16 against fp32: within bf16's error, and not the same numbers
 run f32 1 --dtype fp32 && run ref 1 --dtype bf16 && {

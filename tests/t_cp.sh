@@ -31,19 +31,6 @@ same() {
     ok "$1 = $2:$g $(echo $w)"
   else bad "$1 differs from $2: $(echo $w)"; fi
 }
-# plan_is_peak NAME: every rank's measured arena peak equals its plan, to the byte
-plan_is_peak() {
-  local msg
-  if msg=$(/usr/bin/python3 - "$TMP/$1.jsonl" <<'PY'
-import json, sys
-end = [json.loads(l) for l in open(sys.argv[1]) if '"event": "end"' in l or '"event":"end"' in l][-1]
-ranks = end["ranks"]
-bad = [i for i, r in enumerate(ranks) if int(r["planned_mem_bytes"]) != int(r["peak_mem_bytes"])]
-print(", ".join(f"rank {i}: plan {int(r['planned_mem_bytes'])} peak {int(r['peak_mem_bytes'])}" for i, r in enumerate(ranks)))
-sys.exit(1 if bad or not ranks else 0)
-PY
-); then ok "$1 plan = arena peak: $msg"; else bad "$1 plan != arena peak: $msg"; fi
-}
 
 run ref 1 && {
   run cp2 2 --cp 2 && same cp2 ref && plan_is_peak cp2
