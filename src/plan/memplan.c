@@ -87,7 +87,8 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
     if (gpt_flags & MPT_GPT_GRADS) plan->bytes[MPT_MEM_GRADS] += P;
     for (int k = 0; k < MPT_MEM_KINDS; k++) plan->bytes[k] += dp_bytes[k];
     size_t set = 0;
-    for (int i = 0; i < MPT_ACT_SLOTS; i++) set += act_n[i] * 4;
+    for (int i = 0; i < MPT_ACT_SLOTS; i++) /* bytes by dtype (bf16 slots: model/gpt.h) */
+        set += act_n[i] * mpt_dtype_size(mpt_gpt_act_dtype(cfg, lay->bf16, (mpt_act_slot)i));
     plan->bytes[MPT_MEM_ACTIVATIONS] = set * (size_t)(lay->act_sets > 0 ? lay->act_sets : 1);
     int chunks = lay->chunks > 1 && lay->chunk_sets ? lay->chunks : 1;
     if (chunks > 1) { /* each chunk's sets hold its blocks only, with its own ends */
@@ -98,7 +99,8 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
             if (!mpt_gpt_buffer_sizes(cfg, B, T, 1, tp, lay->sp, &q, ca, cw))
                 return mpt_fail(err, MPT_ERR_INPUT, "batch %d x %d tokens is too large to address",
                                 B, T);
-            for (int i = 0; i < MPT_ACT_SLOTS; i++) cset += ca[i] * 4;
+            for (int i = 0; i < MPT_ACT_SLOTS; i++)
+                cset += ca[i] * mpt_dtype_size(mpt_gpt_act_dtype(cfg, lay->bf16, (mpt_act_slot)i));
             plan->bytes[MPT_MEM_ACTIVATIONS] += cset * (size_t)lay->chunk_sets[c];
         }
     }
