@@ -291,7 +291,7 @@ int mpt_cli_train(int argc, char **argv) {
         {"threads", MPT_ARG_INT, &o.threads, "compute threads per rank (default cores/ranks)", NULL, MPT_RANGE(1, MPT_MAX_THREADS)},
         {"gemm", MPT_ARG_STRING, &gemm, "GEMM library: onednn (default) | openblas", NULL, MPT_NO_RANGE},
         {"dtype", MPT_ARG_STRING, &dtype, "fp32 (default) | bf16: GEMMs on bf16 operands, fp32 accumulation, fp32 master weights and AdamW", NULL, MPT_NO_RANGE},
-        {"grad-reduce-dtype", MPT_ARG_STRING, &grad_dtype, "fp32 (default; bf16 not yet): the data-parallel gradient reduction", NULL, MPT_NO_RANGE},
+        {"grad-reduce-dtype", MPT_ARG_STRING, &grad_dtype, "fp32 (default) | bf16: the data-parallel gradient rings send bf16 (half the bytes), added in fp32 on receipt", NULL, MPT_NO_RANGE},
         {"dp", MPT_ARG_INT, &o.dp, "data-parallel replicas (dp*tp*pp*cp = ranks)", NULL, MPT_RANGE(1, MPT_MAX_PARALLEL)},
         {"tp", MPT_ARG_INT, &o.tp, "tensor-parallel ranks (Megatron column/row split)", NULL, MPT_RANGE(1, MPT_MAX_PARALLEL)},
         {"pp", MPT_ARG_INT, &o.pp, "pipeline stages", NULL, MPT_RANGE(1, MPT_MAX_PP)},
@@ -380,12 +380,9 @@ int mpt_cli_train(int argc, char **argv) {
         return mpt_cli_report(&err);
     }
     c.bf16 = o.dtype == MPT_BF16;
-    if (strcmp(grad_dtype, "fp32") != 0) { /* bf16 would need a bf16 ring and reduce-scatter */
-        if (strcmp(grad_dtype, "bf16") == 0)
-            mpt_fail(&err, MPT_ERR_INPUT, "--grad-reduce-dtype bf16 is not implemented yet: "
-                     "gradients are reduced in fp32 (use --grad-reduce-dtype fp32)");
-        else
-            mpt_fail(&err, MPT_ERR_INPUT, "--grad-reduce-dtype %s: use fp32", grad_dtype);
+    if (strcmp(grad_dtype, "bf16") == 0) o.grad_reduce_dtype = MPT_BF16;
+    else if (strcmp(grad_dtype, "fp32") != 0) {
+        mpt_fail(&err, MPT_ERR_INPUT, "--grad-reduce-dtype %s: use fp32 or bf16", grad_dtype);
         return mpt_cli_report(&err);
     }
     if ((st = mpt_cli_check_threads(o.threads, &err))) return mpt_cli_report(&err);

@@ -373,6 +373,7 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
     dopt.zero = o->zero;
     dopt.z3_whole = r->z3_whole;
     dopt.bucket_elems = bucket;
+    dopt.grad_wire = o->grad_reduce_dtype == MPT_BF16 ? MPT_BF16 : MPT_F32;
     if (tied_ends && (first || last)) { /* the two ends sum wte's gradients before dp reduces */
         dopt.pre_reduce = mpt_tied_sum;
         dopt.pre_reduce_ctx = &r->embed;
