@@ -89,6 +89,10 @@ run sp2 2 "${B[@]}" --tp 2 --sp && same sp2 ref 1e-3 && plan_is_peak sp2
 # split backward (W reads the bf16 inputs later): the same numbers as one bf16 rank
 run rcfull 1 "${B[@]}" --recompute full && same rcfull ref && plan_is_peak rcfull
 run zbh1 2 "${B[@]}" --pp 2 --schedule zb-h1 --microbatches 4 && same zbh1 ref_m4 && plan_is_peak zbh1
+# interleaved chunks (views of one engine share the bf16 slot types): 4 blocks, pp 2 x v 2
+run ref4_m4 1 "${B[@]}" --layers 4 --microbatches 4
+run il2 2 "${B[@]}" --layers 4 --pp 2 --schedule interleaved --virtual-stages 2 --microbatches 4 \
+  && same il2 ref4_m4 && plan_is_peak il2
 run tp2dp2z1 4 "${B[@]}" --tp 2 --dp 2 --zero 1 --microbatches 2 && same tp2dp2z1 ref_m2 1e-3
 
 # 4. checkpoints stay fp32 and layout-free: a bf16 checkpoint resumes in bf16 (the same run),
