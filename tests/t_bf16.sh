@@ -5,7 +5,8 @@
 # final weights within 1e-5 relative: the same rounding points), except dp's final weights
 # (1e-4) and tp / sp / cp (1e-3), where a reordered fp32 sum meets bf16 rounding (see there); checkpoints stay fp32 (a bf16
 # run resumes in bf16 exactly and in fp32, and back); the plan equals the arena's peak; the
-# linear layers' saved inputs take half the bytes; bad values exit 2.
+# linear layers' saved inputs take half the bytes; --grad-reduce-dtype bf16 trains and halves
+# the dp bytes; MoE with ep 2 and interleaved pp equal one bf16 rank; bad values exit 2.
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -162,16 +163,15 @@ act_drop drop1 1 0 "${BIG[@]}"
 act_drop drop_tp2sp 2 1 "${BIG[@]}" --tp 2 --sp
 
 # 9. bf16 with expert parallelism (MoE, --ep 2 inside dp 2) against one bf16 rank with the same
-#    micro-batches: step-1 gradients and 5 losses within 1e-5. The final weights are held to
-#    1e-2, as a measured fact rather than a bound: a dispatched expert sums both replicas' rows in
-#    one GEMM (one rank: one micro-batch at a time), an fp32 reordering (~1e-7; t_moe holds fp32
-#    to 1e-5) that bf16's rounding of the weights turns into whole bf16 steps, and AdamW into
-#    lr-sized ones, on a few expert elements (measured: worst tensor 5.9e-3 after 5 steps at lr
-#    3e-3; dp 2 without ep, the same model: 4.9e-2)
+#    micro-batches: step-1 gradients and 5 losses within 1e-5. The final weights (as one vector)
+#    within 1e-4, as dp's above and for the same reason: a dispatched expert sums both replicas'
+#    rows in one GEMM (one rank: one micro-batch at a time), an fp32 reordering (t_moe holds
+#    fp32 to 1e-5) that bf16's rounding of the weights turns into whole bf16 steps on a few
+#    elements (measured: 4.2e-5, worst tensor 2.6e-3)
 EPM=(--layers 3 --d-model 32 --heads 2 --seq-len 16 --experts 4 --top-k 2 --moe-every 2
      --lr-schedule constant "${B[@]}")
 run moe_ref 1 "${EPM[@]}" --microbatches 2 && run moe_ep2 2 "${EPM[@]}" --dp 2 --ep 2 \
-  && same moe_ep2 moe_ref 1e-5 1e-2 && plan_is_peak moe_ep2
+  && same moe_ep2 moe_ref 1e-5 1e-4 && plan_is_peak moe_ep2
 
 # 8. --grad-reduce-dtype bf16: the dp gradient rings send bf16 and add in fp32 on receipt. 20
 #    steps at dp 2 end within 1% of the fp32 reduction's loss (and not equal: it rounds), and the
