@@ -162,7 +162,7 @@ PY
 act_drop drop1 1 0 "${BIG[@]}"
 act_drop drop_tp2sp 2 1 "${BIG[@]}" --tp 2 --sp
 
-# 9. bf16 with expert parallelism (MoE, --ep 2 inside dp 2) against one bf16 rank with the same
+# 8. bf16 with expert parallelism (MoE, --ep 2 inside dp 2) against one bf16 rank with the same
 #    micro-batches: step-1 gradients and 5 losses within 1e-5. The final weights (as one vector)
 #    within 1e-4, as dp's above and for the same reason: a dispatched expert sums both replicas'
 #    rows in one GEMM (one rank: one micro-batch at a time), an fp32 reordering (t_moe holds
@@ -173,7 +173,7 @@ EPM=(--layers 3 --d-model 32 --heads 2 --seq-len 16 --experts 4 --top-k 2 --moe-
 run moe_ref 1 "${EPM[@]}" --microbatches 2 && run moe_ep2 2 "${EPM[@]}" --dp 2 --ep 2 \
   && same moe_ep2 moe_ref 1e-5 1e-4 && plan_is_peak moe_ep2
 
-# 8. --grad-reduce-dtype bf16: the dp gradient rings send bf16 and add in fp32 on receipt. 20
+# 9. --grad-reduce-dtype bf16: the dp gradient rings send bf16 and add in fp32 on receipt. 20
 #    steps at dp 2 end within 1% of the fp32 reduction's loss (and not equal: it rounds), and the
 #    bytes the dp group sends halve: exactly under ZeRO 0 and 3, where every ring message is a
 #    gradient (ZeRO-3's parameters move by MPI all-gather, counted apart); ZeRO 1 also all-gathers
