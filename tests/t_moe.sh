@@ -74,6 +74,10 @@ layout ep2-recompute 2 2 --dp 2 --ep 2 --recompute full
 layout ep2-zero1 2 2 --dp 2 --ep 2 --zero 1
 layout ep2-zero3 2 2 --dp 2 --ep 2 --zero 3
 layout dp4-ep2-zero2 4 4 --dp 4 --ep 2 --zero 2
+# with cp the routers' counts f are summed over cp, so the aux loss is the whole micro-batch's:
+# ep over dp (dp 2 x cp 2), and ep spanning cp only (cp 2, dp 1)
+layout ep2-cp2 4 2 --dp 2 --cp 2 --ep 2
+layout cp2-ep2 2 2 --cp 2 --ep 2 --microbatches 2
 
 # each rank holds E/ep experts: at dp 4 (units padded to 64 elements), ep 2 holds two experts
 # of each of the 2 MoE blocks (0 and 2), ep 4 one
@@ -117,6 +121,6 @@ resume "resume ep2 -> dp2 ep1" 2 cut1 ref2 --dp 2
 resume "resume ep2 -> one rank" 1 cut1 ref2 --microbatches 2
 
 # layouts that do not compose yet, refused up front on every rank
-refused "ep with cp" 4 "--ep with --cp" -- "${MPIRUN[@]}" -np 4 "$BIN" train "${MODEL[@]}" --dp 2 --ep 2 --cp 2
+refused "ep splitting cp" 4 "--ep 2 does not divide --dp 1" -- "${MPIRUN[@]}" -np 4 "$BIN" train "${MODEL[@]}" --cp 4 --ep 2
 refused "experts with sp" 2 "--experts with --sp" -- "${MPIRUN[@]}" -np 2 "$BIN" train "${MODEL[@]}" --tp 2 --sp
 finish

@@ -15,7 +15,7 @@
 typedef struct lay_ {
     size_t N, D, F, E, K, El, S, R; /* S = N*K rows sent at most, R = rows received at most */
     /* act */
-    size_t probs, lse, gates, idx, pos, sexp, perm, hdr, ysend, xr, h, hg, act_n;
+    size_t probs, lse, gates, cntg, idx, pos, sexp, perm, hdr, ysend, xr, h, hg, act_n;
     /* work */
     size_t xs, b1, b2, b3, rexp, sortk, dh, dhg, dlog, dgate, work_n;
 } lay_;
@@ -45,6 +45,7 @@ static int layout_(const mpt_config *c, size_t N, int ep, int training, lay_ *l)
     l->S = NK;
     size_t a = 0;
     if (!add_(&a, NE, &l->probs) || !add_(&a, N, &l->lse) || !add_(&a, NK, &l->gates) ||
+        !add_(&a, l->E, &l->cntg) ||
         !add_(&a, NK, &l->idx) || !add_(&a, NK, &l->pos) || !add_(&a, NK, &l->sexp) ||
         !add_(&a, l->R, &l->perm) || !add_(&a, 3 + l->El, &l->hdr) || !add_(&a, SD, &l->ysend) ||
         !add_(&a, RD, &l->xr) || !add_(&a, RF, &l->h) || !add_(&a, RF, &l->hg))
@@ -98,9 +99,11 @@ static int cand_cmp_(const void *pa, const void *pb) {
 }
 
 /* Routing: probs, lse, top-K idx and gates, then capacity and the send order (pos, sexp).
- * Returns S (rows sent); adds the per-expert counts and drops to stats. */
-static size_t route_(const mpt_moe_block *b, const lay_ *l, const float *x, float *act,
-                     float *work, float weight, mpt_moe_stats *stats) {
+ * *S = rows sent; adds the per-expert counts and drops to stats. cntg (act) keeps the counts
+ * f of the aux loss: summed over cp when the sequence is split (every cp rank calls). */
+static mpt_status route_(const mpt_moe_block *b, const lay_ *l, const float *x, float *act,
+                         float *work, float weight, mpt_moe_stats *stats, size_t *S_out,
+                         mpt_error *err) {
     const mpt_config *c = b->cfg;
     size_t N = l->N, E = l->E, K = l->K;
     float *probs = act + l->probs, *lse = act + l->lse, *gates = act + l->gates;
@@ -167,8 +170,15 @@ static size_t route_(const mpt_moe_block *b, const lay_ *l, const float *x, floa
         pos[a] = (int32_t)p;
         sexp[p] = idx[a];
     }
-    double aux = 0.0;
-    for (size_t e = 0; e < E; e++) aux += cnt[e] / (double)NK * (Pm[e] / (double)N);
+    float *cntg = act + l->cntg;
+    for (size_t e = 0; e < E; e++) cntg[e] = (float)cnt[e]; /* exact: counts < 2^24 */
+    if (b->ops && b->ops->cp_count_sum) {
+        mpt_status st = b->ops->cp_count_sum(b->ops->cp_ctx, cntg, E, err);
+        if (st) return st;
+    }
+    double NKg = 0.0, aux = 0.0;
+    for (size_t e = 0; e < E; e++) NKg += cntg[e];
+    for (size_t e = 0; e < E; e++) aux += cntg[e] / NKg * (Pm[e] / (double)N);
     aux *= (double)c->aux_loss_coef * (double)E;
     if (stats) {
         stats->aux_loss += weight * aux;
@@ -177,7 +187,8 @@ static size_t route_(const mpt_moe_block *b, const lay_ *l, const float *x, floa
         stats->assignments += (double)NK;
         for (size_t e = 0; e < E; e++) stats->tokens[e] += cnt[e];
     }
-    return S;
+    *S_out = S;
+    return MPT_OK;
 }
 
 /* rows (n, D) to the ranks of their experts (ep > 1) or a local copy: recv (R, D) and each
@@ -221,15 +232,16 @@ mpt_status mpt_moe_forward(const mpt_moe_block *b, float *out, const float *x, s
     if (!layout_(b->cfg, N, b->ep, 0, &l))
         return mpt_fail(err, MPT_ERR_RUN, "moe: %zu tokens overflow the buffers", N);
     size_t D = l.D, F = l.F, K = l.K, El = l.El;
-    size_t S = route_(b, &l, x, act, work, weight, stats);
+    size_t S = 0;
+    mpt_status st = route_(b, &l, x, act, work, weight, stats, &S, err);
+    if (st) return st;
     const int32_t *pos = ints_(act + l.pos), *sexp = ints_(act + l.sexp);
     int32_t *perm = ints_(act + l.perm), *hdr = ints_(act + l.hdr), *rexp = ints_(work + l.rexp);
     float *xs = work + l.xs, *b1 = work + l.b1, *b2 = work + l.b2;
     for (size_t a = 0; a < N * K; a++)
         if (pos[a] >= 0) memcpy(xs + (size_t)pos[a] * D, x + a / K * D, D * sizeof *xs);
     size_t R = 0;
-    mpt_status st = dispatch_(b, &l, xs, sexp, S, b1, rexp, &R, err);
-    if (st) return st;
+    if ((st = dispatch_(b, &l, xs, sexp, S, b1, rexp, &R, err))) return st;
     /* received rows sorted by local expert (stable): runs [off[j], off[j+1]) */
     int32_t *off = hdr + 2;
     hdr[0] = (int32_t)S;
@@ -326,12 +338,12 @@ mpt_status mpt_moe_backward(const mpt_moe_block *b, float *dx, const float *dy, 
         for (size_t i = 0; i < D; i++) o[i] += d[i];
     }
     /* router logits: gate softmax over the K chosen, then the aux and z-loss terms (each token's
-     * share of the micro-batch's weight is weight / N) */
-    float fa = weight / (float)N * c->aux_loss_coef * (float)E / (float)NK;
+     * share of the micro-batch's weight is weight / N; f from the counts forward kept) */
+    const float *cntg = act + l.cntg;
+    double cnt[MPT_MAX_EXPERTS], NKg = 0.0;
+    for (size_t e = 0; e < E; e++) NKg += cnt[e] = cntg[e];
+    float fa = weight / (float)N * c->aux_loss_coef * (float)E / (float)NKg;
     float fz = weight / (float)N * 2.0f * c->z_loss_coef;
-    double cnt[MPT_MAX_EXPERTS];
-    for (size_t e = 0; e < E; e++) cnt[e] = 0.0;
-    for (size_t a = 0; a < NK; a++) cnt[idx[a]] += 1.0;
     for (size_t t = 0; t < N; t++) {
         float *d = dlog + t * E;
         const float *p = probs + t * E;

@@ -16,6 +16,9 @@
  *   aux = aux_coef * E * sum_e f_e P_e, f_e = (assignments routed to e, before capacity) / (N*K),
  *         P_e = mean over the N tokens of p_e   (Switch Transformer form; f carries no gradient)
  *   zl  = z_coef * mean over tokens of logsumexp(z)^2
+ * Context parallelism splits a micro-batch's sequence over cp ranks: f then counts the
+ * assignments of every cp rank (ops->cp_count_sum) while P_e stays this rank's mean, and since
+ * aux is linear in P the cp ranks' weighted terms add up to the whole micro-batch's aux.
  * aux and zl are computed per micro-batch (as Megatron does) and enter the training loss with
  * the micro-batch's weight N * dloss (dloss = 1 / tokens of the global batch), so that one
  * micro-batch per step adds exactly aux + zl.

@@ -92,6 +92,10 @@ typedef struct mpt_par_ops {
     mpt_status (*ring_attention_backward)(void *ctx, float *dqkv, const float *dout,
                                           const float *out, const float *lse, const float *qkv,
                                           int B, int Tl, int D, int H, mpt_error *err);
+    /* buf (n) = the elementwise sum over cp (with cp_ctx): the MoE routers' per-expert
+     * assignment counts, so that the load-balancing loss of a micro-batch whose sequence is
+     * split over cp counts every chunk's tokens (model/moe.h). NULL: cp is 1. */
+    mpt_status (*cp_count_sum)(void *ctx, float *buf, size_t n, mpt_error *err);
     /* --- expert parallelism (ep group; NULL = unsupported; parallel/ep.c) ------------------ */
     void *ep_ctx; /* passed to the two expert entries instead of ctx */
     /* Sends row i of x (n, D) to the rank holding expert[i] (model-wide index; rows sorted by

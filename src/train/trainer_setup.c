@@ -94,9 +94,6 @@ static mpt_status validate_layout_(mpt_run *r, mpt_error *err) {
     if (ep > 1 && cfg->experts % ep != 0)
         return mpt_fail(err, MPT_ERR_INPUT, "--ep %d must divide --experts %d: each expert-"
                         "parallel rank holds experts/ep of them", ep, cfg->experts);
-    if (ep > 1 && o->cp > 1)
-        return mpt_fail(err, MPT_ERR_INPUT, "--ep with --cp is not supported yet: expert "
-                        "parallelism splits the data-parallel ranks only (use --cp 1)");
     if (cfg->experts > 0 && o->sp)
         return mpt_fail(err, MPT_ERR_INPUT, "--experts with --sp is not supported: the MoE "
                         "blocks need every token row on each tensor-parallel rank (drop --sp)");
@@ -349,9 +346,12 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
         mpt_cp_ops(&ops, &r->cp);
         dp = &r->dpcp;
     }
-    if (r->place.layout.size[MPT_DIM_EP] > 1) { /* experts split over ep (parallel/ep.h) */
+    /* experts split over ep (parallel/ep.h); edp: the dp x cp ranks with the same ep rank */
+    if (r->place.layout.size[MPT_DIM_EP] > 1) {
         if ((st = mpt_ep_init(&r->ep, &r->groups.dim[MPT_DIM_EP], r->cfg.experts, err)) ||
-            (st = mpt_comm_split(dp, r->place.coords.c[MPT_DIM_EP], r->place.coords.c[MPT_DIM_DP],
+            (st = mpt_comm_split(dp, r->place.coords.c[MPT_DIM_EP],
+                                 mpt_mesh_mask_index(&r->place.layout, MPT_MASK_DP | MPT_MASK_CP,
+                                                     r->place.rank),
                                  "edp", &r->edp, err)))
             return st;
         mpt_ep_ops(&ops, &r->ep);
