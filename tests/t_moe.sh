@@ -120,6 +120,16 @@ resume "resume ep2 -> ep4" 4 cut2 ref4 --dp 4 --ep 4
 resume "resume ep2 -> dp2 ep1" 2 cut1 ref2 --dp 2
 resume "resume ep2 -> one rank" 1 cut1 ref2 --microbatches 2
 
+# the dropless bound: --moe-dropless-bound 1 plans rows for each rank's own N*K assignments
+# only; this model's routing sends more to one rank in step 1, so every rank stops with exit 1
+# and says so (the crafted skewed router is in tests/mpi_ep.c); 2 = ep, the worst case, runs
+"${MPIRUN[@]}" -np 2 "$BIN" train "${MODEL[@]}" --dp 2 --ep 2 --moe-dropless-bound 1 \
+  >"$TMP/bound.out" 2>"$TMP/bound.err"; rc=$?
+said=$(grep -c "^mptrain: error: expert dispatch: the experts of ep rank .* more than the .* the memory plan holds" "$TMP/bound.err")
+if [ "$rc" = 1 ] && [ "$said" = 2 ]; then ok "dropless bound exceeded: exit 1 on both ranks: $(grep -m1 error "$TMP/bound.err" | cut -c1-150)"
+else bad "dropless bound exceeded: exit $rc, $said ranks said so: $(head -c 400 "$TMP/bound.err")"; fi
+refused "moe-dropless-bound 0.5" 2 "moe-dropless-bound" -- "${MPIRUN[@]}" -np 2 "$BIN" train "${MODEL[@]}" --dp 2 --ep 2 --moe-dropless-bound 0.5
+
 # layouts that do not compose yet, refused up front on every rank
 refused "ep splitting cp" 4 "--ep 2 does not divide --dp 1" -- "${MPIRUN[@]}" -np 4 "$BIN" train "${MODEL[@]}" --cp 4 --ep 2
 refused "experts with sp" 2 "--experts with --sp" -- "${MPIRUN[@]}" -np 2 "$BIN" train "${MODEL[@]}" --tp 2 --sp

@@ -70,6 +70,9 @@ size_t mpt_moe_max_rows(const mpt_config *c, size_t N, int ep) {
         double cap = ceil((double)c->capacity_factor * (double)NK / (double)c->experts);
         double bound = cap * (double)(c->experts / (int)e) * (double)e;
         if (bound < (double)R) R = (size_t)bound;
+    } else if (c->dropless_bound > 0 && c->dropless_bound < (float)e) {
+        double bound = ceil((double)c->dropless_bound * (double)NK);
+        if (bound < (double)R) R = (size_t)bound;
     }
     return R ? R : 1;
 }
@@ -205,12 +208,8 @@ static mpt_status dispatch_(const mpt_moe_block *b, const lay_ *l, const float *
     if (!b->ops || !b->ops->expert_dispatch)
         return mpt_fail(err, MPT_ERR_RUN, "expert parallelism needs the expert_dispatch entry "
                         "of the parallel operations (parallel/ep.c)");
-    mpt_status st = b->ops->expert_dispatch(b->ops->ep_ctx, rows, sexp, n, (int)l->D, recv,
-                                            rexp, nr, err);
-    if (!st && *nr > l->R)
-        st = mpt_fail(err, MPT_ERR_RUN, "expert dispatch: %zu rows received, more than the "
-                      "planned bound %zu", *nr, l->R);
-    return st;
+    return b->ops->expert_dispatch(b->ops->ep_ctx, rows, sexp, n, (int)l->D, l->R, recv, rexp,
+                                   nr, err);
 }
 
 static mpt_status combine_(const mpt_moe_block *b, const lay_ *l, const float *out, size_t nr,

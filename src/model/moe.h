@@ -34,9 +34,14 @@
  * Buffers: per MoE block and micro-batch mpt_moe_act_elems floats of saved activations, and
  * mpt_moe_work_elems floats of scratch shared by every block; both in the arena (model/gpt.c
  * sizes them, so the memory plan counts them). Integer fields live in those float buffers as
- * int32 (same size). R is bounded by mpt_moe_max_rows: ep*N*K dropless (every source rank's
- * N*K assignments could pick this rank's experts), or with capacity at most cap per expert and
- * source rank, ep*El*cap; forward checks the bound. */
+ * int32 (same size). R is bounded by mpt_moe_max_rows: with capacity at most cap per expert and
+ * source rank, ep*El*cap; dropless, ep*N*K (every source rank's N*K assignments could pick
+ * this rank's experts: the worst case, never exceeded), or ceil(f*N*K) with
+ * cfg->dropless_bound f in [1, ep) (--moe-dropless-bound: f times the rank's fair share N*K,
+ * which perfectly balanced routing fills exactly). The memory plan counts R rows for the
+ * dispatch and combine buffers; the dispatch (parallel/ep.c) compares every rank's incoming
+ * rows with R after exchanging the counts and before moving any row, so a step whose routing
+ * exceeds the bound fails on every ep rank with MPT_ERR_RUN (exit 1) instead of overflowing. */
 #ifndef MPT_MOE_H
 #define MPT_MOE_H
 
