@@ -88,6 +88,17 @@ mpt_status mpt_moe_forward(const mpt_moe_block *b, float *out, const float *x, s
  * router's and this rank's experts' gradients are accumulated (+=) into b->g, the router's
  * including the aux and z-loss terms (weight as in forward). act as forward left it. */
 mpt_status mpt_moe_backward(const mpt_moe_block *b, float *dx, const float *dy, const float *x,
-                            size_t N, float *act, float *work, float weight, mpt_error *err);
+                            size_t N, float *act, float *work, float weight, int split,
+                            mpt_error *err);
+/* The split backward of the zero-bubble schedules (model/gpt.h split_w): with split set,
+ * mpt_moe_backward is the B pass (dx through the experts, the dispatch and combine, the gates
+ * and the router; no weight gradient) and keeps the expert rows' output gradients and the
+ * router logits' gradient in act (mpt_moe_split_elems more floats per block); this W pass then
+ * accumulates (+=) the experts' and the router's weight gradients from them and from x, with no
+ * communication. The sum of B and W is the unsplit backward. */
+mpt_status mpt_moe_backward_weights(const mpt_moe_block *b, const float *x, size_t N,
+                                    const float *act, mpt_error *err);
+/* Floats of act a block needs beyond mpt_moe_act_elems for the split backward; 0 on overflow. */
+size_t mpt_moe_split_elems(const mpt_config *c, size_t N, int ep);
 
 #endif
