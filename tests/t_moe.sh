@@ -93,6 +93,21 @@ layout pp2-zbh1 2 2 --pp 2 --microbatches 2 --schedule zb-h1
   || bad "single-rank reference (4 blocks)"
 layout pp2-interleaved 2 4l --pp 2 --microbatches 2 --schedule interleaved --virtual-stages 2 --layers 4
 layout pp2-zbv 2 4l --pp 2 --microbatches 2 --schedule zb-v --layers 4
+# 2bw: MoE on one rank against the serial simulation of the rule (tests/torch_ref.py, losses,
+# gradient norms and the aux loss within 1e-5), then pp 2 and ep 2 x pp 2 like one rank with it
+/usr/bin/python3 "$HERE/torch_ref.py" --make-data "$TMP/bytes.bin" --vocab 256 --tokens 5000 --seed 0
+if timeout 300 /usr/bin/python3 "$HERE/torch_ref.py" --mptrain "$BIN" --workdir "$TMP/ref2bw" \
+     --name 2bw-moe --update-rule 2bw --tol 1e-5 -- --data "$TMP/bytes.bin" --layers 2 \
+     --d-model 64 --heads 4 --seq-len 32 --batch 4 --microbatches 2 --lr 1e-3 --warmup 2 \
+     --steps 4 --schedule 2bw --experts 4 --top-k 2 >"$TMP/ref2bw.out" 2>&1; then
+  ok "2bw MoE = its serial simulation: $(grep -E '^  (loss|aux_loss) ' "$TMP/ref2bw.out" | tr -s ' ' | tr '\n' ';')"
+else bad "2bw MoE against its serial simulation: $(tail -12 "$TMP/ref2bw.out")"; fi
+for m in 2 4; do
+  "$BIN" train "${MODEL[@]}" --schedule 2bw --microbatches $m --log "$TMP/ref2bw$m.jsonl" \
+    --save "$TMP/ref2bw$m" || bad "single-rank 2bw reference (m=$m)"
+done
+layout pp2-2bw 2 2bw2 --pp 2 --microbatches 2 --schedule 2bw
+layout ep2-pp2-2bw 4 2bw4 --dp 2 --ep 2 --pp 2 --microbatches 2 --schedule 2bw
 
 # each rank holds E/ep experts: at dp 4 (units padded to 64 elements), ep 2 holds two experts
 # of each of the 2 MoE blocks (0 and 2), ep 4 one

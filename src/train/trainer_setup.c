@@ -140,12 +140,8 @@ static mpt_status validate_layout_(mpt_run *r, mpt_error *err) {
     if (o->schedule && strcmp(o->schedule, "2bw") == 0 && o->zero >= 3)
         return mpt_fail(err, MPT_ERR_INPUT, "--schedule 2bw stashes the previous step's weights "
                         "whole: use --zero 0, 1 or 2");
-    int is_2bw = o->schedule && strcmp(o->schedule, "2bw") == 0;
-    /* MoE runs under interleaved, zb-h1 and zb-v (model/moe.h: the split backward's expert
-     * path), not yet under 2bw */
-    if (r->cfg.experts > 0 && is_2bw)
-        return mpt_fail(err, MPT_ERR_INPUT, "--schedule 2bw does not run MoE models yet: "
-                        "drop --schedule 2bw or --experts");
+    /* MoE runs under every schedule: interleaved, zb-h1 and zb-v through the split backward's
+     * expert path (model/moe.h), 2bw on its stashed weights like the dense tensors */
     r->v = o->virtual_stages > 1 ? o->virtual_stages : 1;
     if (o->pp > 1 && r->kind == MPT_PP_ZB_V && o->virtual_stages <= 1) r->v = 2; /* the V */
     if (r->cfg.experts > 0 && ep > 1 && r->v > 1) /* the chunk views size MoE rows for ep 1 */
