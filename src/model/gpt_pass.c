@@ -430,12 +430,12 @@ mpt_status mpt_gpt_backward_weights(mpt_gpt *m, int B, int T, mpt_error *err) {
             TRY_(all_rows_(m, lay_(m, MPT_ACT_LN2, l), Nl, &x, err));
             TRY_(mpt_gpt_moe_backward_weights(m, l, x, N, err));
         } else {
-        mpt_matmul_backward(NULL, G_(m, l, MPT_FCPROJ_W), G_(m, l, MPT_FCPROJ_B),
-                            lay_(m, MPT_ACT_DY_FCPROJ, l), lay_(m, MPT_ACT_FCH_GELU, l), NULL, N,
-                            Fl, D);
-        TRY_(all_rows_(m, lay_(m, MPT_ACT_LN2, l), Nl, &x, err));
-        mpt_matmul_backward(NULL, G_(m, l, MPT_FC_W), G_(m, l, MPT_FC_B), lay_(m, MPT_ACT_DY_FC, l),
-                            x, NULL, N, D, Fl);
+            mpt_matmul_backward(NULL, G_(m, l, MPT_FCPROJ_W), G_(m, l, MPT_FCPROJ_B),
+                                lay_(m, MPT_ACT_DY_FCPROJ, l), lay_(m, MPT_ACT_FCH_GELU, l), NULL,
+                                N, Fl, D);
+            TRY_(all_rows_(m, lay_(m, MPT_ACT_LN2, l), Nl, &x, err));
+            mpt_matmul_backward(NULL, G_(m, l, MPT_FC_W), G_(m, l, MPT_FC_B),
+                                lay_(m, MPT_ACT_DY_FC, l), x, NULL, N, D, Fl);
         }
         mpt_matmul_backward(NULL, G_(m, l, MPT_ATTPROJ_W), G_(m, l, MPT_ATTPROJ_B),
                             lay_(m, MPT_ACT_DY_ATTPROJ, l), lay_(m, MPT_ACT_ATTY, l), NULL, N, Dl,
