@@ -77,6 +77,8 @@ int mpt_gpt_buffer_sizes(const mpt_config *cfg, int B, int T, int training, int 
     if (cfg->experts > 0) { /* MoE blocks: routing and expert rows (model/moe.h) */
         size_t per = mpt_moe_act_elems(cfg, N, (int)moe_ep);
         moe_work = mpt_moe_work_elems(cfg, N, (int)moe_ep, training);
+        if (training && place && place->split_w) /* B keeps the output gradients for W */
+            per += mpt_moe_split_elems(cfg, N, (int)moe_ep);
         if (!per || !moe_work || !mpt_size_mul(L, per, &act_n[MPT_ACT_MOE])) return 0;
     }
     int split = training && place && place->split_w;
@@ -140,6 +142,7 @@ mpt_status mpt_gpt_init(mpt_gpt *m, const mpt_config *cfg, int B, int T, int fla
     m->ep = place->ep > 1 ? place->ep : 1;
     m->ep_rank = m->ep > 1 ? place->ep_rank : 0;
     m->ep_full = m->ep > 1 && place->ep_full;
+    m->moe_to = &m->moe; /* a chunk view (parallel/pp.c) copies the pointer: one sum */
     mpt_gpt_slot_layers(m->recompute, m->nl, m->slot_layers);
     for (int i = 0; i < MPT_ACT_SLOTS; i++)
         m->act_dtype[i] = mpt_gpt_act_dtype(cfg, place->bf16, (mpt_act_slot)i);

@@ -206,14 +206,23 @@ typedef struct mpt_gpt {
     float moe_weight;                /* N * dloss of the last forward: the aux losses' weight */
     int moe_stats_on;                /* forward adds to moe (not a recompute in backward) */
     mpt_moe_stats moe;               /* MoE routing statistics, summed until the caller zeroes */
+    mpt_moe_stats *moe_to;           /* where forward adds them: &moe of the model mpt_gpt_init
+                                      * made, also from a pipeline chunk's copy (parallel/pp.c) */
 } mpt_gpt;
 
-/* The MoE MLP of local block l (model/moe.c; pt.router[l] != SIZE_MAX): out (N, D) from x
+/* The table index of local block l's router, SIZE_MAX for a dense block. Read from pt.layer
+ * (an MoE block's c_fc slot is its first local expert's, right after the router), so it holds
+ * in a pipeline chunk's view of the model too, whose pt.layer starts at the chunk's blocks. */
+size_t mpt_gpt_router(const mpt_gpt *m, int l);
+/* The MoE MLP of local block l (model/moe.c; mpt_gpt_router(m, l) != SIZE_MAX): out (N, D) from x
  * (N, D); backward: dx (N, D) overwritten with the input gradient, expert and router grads +=. */
 mpt_status mpt_gpt_moe_forward(mpt_gpt *m, int l, float *out, const float *x, size_t N,
                                mpt_error *err);
 mpt_status mpt_gpt_moe_backward(mpt_gpt *m, int l, float *dx, const float *dy, const float *x,
                                 size_t N, mpt_error *err);
+/* split_w: the W pass of block l's MoE MLP (x its ln_2 output, all rows). */
+mpt_status mpt_gpt_moe_backward_weights(mpt_gpt *m, int l, const float *x, size_t N,
+                                        mpt_error *err);
 
 /* Element counts of every activation / workspace buffer for micro-batch (B, T). Pure: the
  * memory plan and mpt_gpt_init both use it. Returns 0 on size overflow. */

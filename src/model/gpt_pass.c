@@ -263,7 +263,7 @@ static mpt_status block_forward_(mpt_gpt *m, int l, int B, int T, mpt_error *err
                                    W_(m, l, MPT_ATTPROJ_B), W_(m, l, MPT_LN2_W),
                                    W_(m, l, MPT_LN2_B), Nl, D);
     TRY_(all_rows_(m, ln2, Nl, &x, err));
-    if (m->pt.router[l] != SIZE_MAX) { /* MoE block (model/moe.h): whole on every tp rank */
+    if (mpt_gpt_router(m, l) != SIZE_MAX) { /* MoE block (model/moe.h): whole on every tp rank */
         TRY_(mpt_gpt_moe_forward(m, l, scratch, x, N, err));
         keep_(m, MPT_ACT_LN2, l, Nl * D);
         mpt_residual_forward(res3, res2, scratch, Nl * D);
@@ -392,7 +392,7 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
         /* dres holds dL/d(block output) for this rank's rows; MLP half. The row-parallel c_proj
          * needs it for all rows; the column-parallel c_fc's input gradient is summed over tp. */
         TRY_(all_rows_(m, dres, Nl, &dy, err));
-        if (m->pt.router[l] != SIZE_MAX) { /* MoE: every tp rank has the whole input gradient */
+        if (mpt_gpt_router(m, l) != SIZE_MAX) { /* MoE: every tp rank has the whole input gradient */
             TRY_(all_rows_(m, saved_(m, MPT_ACT_LN2, l, Nl * D), Nl, &x, err));
             TRY_(mpt_gpt_moe_backward(m, l, dtmp, dy, x, N, err));
         } else {
@@ -455,12 +455,17 @@ mpt_status mpt_gpt_backward_weights(mpt_gpt *m, int B, int T, mpt_error *err) {
     const float *x;
     if (m->last) TRY_(grads_done_(m, L + 1, err));
     for (int l = L - 1; l >= 0; l--) { /* dW = X^T dY, db = sum dY, as the unsplit backward */
-        mpt_matmul_backward(NULL, G_(m, l, MPT_FCPROJ_W), G_(m, l, MPT_FCPROJ_B),
-                            lay_(m, MPT_ACT_DY_FCPROJ, l), saved_(m, MPT_ACT_FCH_GELU, l, N * Fl),
-                            NULL, N, Fl, D);
-        TRY_(all_rows_(m, saved_(m, MPT_ACT_LN2, l, Nl * D), Nl, &x, err));
-        mpt_matmul_backward(NULL, G_(m, l, MPT_FC_W), G_(m, l, MPT_FC_B), lay_(m, MPT_ACT_DY_FC, l),
-                            x, NULL, N, D, Fl);
+        if (mpt_gpt_router(m, l) != SIZE_MAX) { /* MoE: experts and router (model/moe.h) */
+            TRY_(all_rows_(m, saved_(m, MPT_ACT_LN2, l, Nl * D), Nl, &x, err));
+            TRY_(mpt_gpt_moe_backward_weights(m, l, x, N, err));
+        } else {
+            mpt_matmul_backward(NULL, G_(m, l, MPT_FCPROJ_W), G_(m, l, MPT_FCPROJ_B),
+                                lay_(m, MPT_ACT_DY_FCPROJ, l),
+                                saved_(m, MPT_ACT_FCH_GELU, l, N * Fl), NULL, N, Fl, D);
+            TRY_(all_rows_(m, saved_(m, MPT_ACT_LN2, l, Nl * D), Nl, &x, err));
+            mpt_matmul_backward(NULL, G_(m, l, MPT_FC_W), G_(m, l, MPT_FC_B),
+                                lay_(m, MPT_ACT_DY_FC, l), x, NULL, N, D, Fl);
+        }
         mpt_matmul_backward(NULL, G_(m, l, MPT_ATTPROJ_W), G_(m, l, MPT_ATTPROJ_B),
                             lay_(m, MPT_ACT_DY_ATTPROJ, l), saved_(m, MPT_ACT_ATTY, l, N * Dl),
                             NULL, N, Dl, D);

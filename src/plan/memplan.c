@@ -45,9 +45,16 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
     mpt_param_table pt;
     /* E/ep experts here; under ZeRO 1-3 every expert, sharded over dp (parallel/ep.h) */
     int ep = cfg->experts > 0 && lay->zero == 0 ? pl->layout.size[MPT_DIM_EP] : 1;
-    st = mpt_params_build_stage_ep(&pt, cfg, tp, 0, ep, pl->coords.c[MPT_DIM_EP], pl->first_layer,
-                                   pl->n_layers, pl->first, pl->last, mpt_dp_unit_align(dpn),
-                                   err);
+    /* several chunks: which model blocks they hold decides which are MoE blocks (the
+     * trainer's mapping: interleaved chunk c = stage c*p + r, zb-v chunk 1 = stage 2p-1-r) */
+    int fl = pl->first_layer, cl = 0, stride = 0;
+    if (lay->chunks > 1 && cfg->experts > 0) {
+        cl = pl->n_layers / lay->chunks;
+        fl = pl->stage * cl;
+        stride = (lay->split_w ? 2 * pl->stages - 1 - 2 * pl->stage : pl->stages) * cl;
+    }
+    st = mpt_params_build_chunks(&pt, cfg, tp, 0, ep, pl->coords.c[MPT_DIM_EP], fl, pl->n_layers,
+                                 cl, stride, pl->first, pl->last, mpt_dp_unit_align(dpn), err);
     if (st) return st;
     /* what the data-parallel module allocates: the sum of its buffer list */
     mpt_dp_opts o;
