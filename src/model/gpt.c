@@ -74,10 +74,18 @@ int mpt_gpt_buffer_sizes(const mpt_config *cfg, int B, int T, int training, int 
         if (!per || !moe_work || !mpt_size_mul(L, per, &act_n[MPT_ACT_MOE])) return 0;
     }
     int split = training && place && place->split_w;
-    act_n[MPT_ACT_DY_FCPROJ] = split ? L * ND : 0;
-    act_n[MPT_ACT_DY_FC] = split ? L * NF : 0;
-    act_n[MPT_ACT_DY_ATTPROJ] = split ? L * ND : 0;
-    act_n[MPT_ACT_DY_QKV] = split ? L * 3 * NDl : 0;
+    /* The split backward's W stash: each linear layer's output gradient, kept from B to W. A
+     * block's B no longer reads its QKV, FCH, RES2 and RES3 once it has written the stash of
+     * the same shape (dy of c_attn, c_fc, attn.c_proj and mlp.c_proj), so the stash lives in
+     * them (slot 0 here; model/gpt_pass.c stash_): a split set is as large as an
+     * unsplit one. Own slots only where the shapes differ: the two D-wide ones under sequence
+     * parallelism (the residuals hold N/tp rows), all four under full recompute (the
+     * intermediates hold one block). */
+    int own = place && place->recompute == MPT_RECOMPUTE_FULL, own_d = own || Nl != N;
+    act_n[MPT_ACT_DY_FCPROJ] = split && own_d ? L * ND : 0;
+    act_n[MPT_ACT_DY_FC] = split && own ? L * NF : 0;
+    act_n[MPT_ACT_DY_ATTPROJ] = split && own_d ? L * ND : 0;
+    act_n[MPT_ACT_DY_QKV] = split && own ? L * 3 * NDl : 0;
     for (int i = 0; i < MPT_ACT_SLOTS; i++) /* per-block slots keep `layers` of their L blocks */
         if (layers[i] > 0 && L > 0) act_n[i] = act_n[i] / L * (size_t)layers[i];
     memset(work_n, 0, MPT_WORK_SLOTS * sizeof *work_n);

@@ -297,6 +297,19 @@ mpt_status mpt_gpt_forward(mpt_gpt *m, const int32_t *inputs, const int32_t *tar
     return MPT_OK;
 }
 
+/* Layer l's W stash of slot s (an MPT_ACT_DY_* slot): its own buffer, or, when it has none
+ * (model/gpt.c mpt_gpt_buffer_sizes), the activation of the same shape that the block's B has
+ * finished reading when it writes the stash. */
+static float *stash_(const mpt_gpt *m, mpt_act_slot s, int l) {
+    if (m->act_n[s]) return lay_(m, s, l);
+    switch (s) {
+    case MPT_ACT_DY_FCPROJ: return lay_(m, MPT_ACT_RES3, l); /* the next block's input: done */
+    case MPT_ACT_DY_FC: return lay_(m, MPT_ACT_FCH, l);      /* after the GELU backward */
+    case MPT_ACT_DY_ATTPROJ: return lay_(m, MPT_ACT_RES2, l); /* after the ln_2 backward */
+    default: return lay_(m, MPT_ACT_QKV, l);                  /* after the attention backward */
+    }
+}
+
 /* A block's linear layer backward: the input gradient into dinp (+=); the weight and bias
  * gradients too (bslot < 0: no bias gradient here), or, in the split backward, dout (N x OC)
  * saved in the stash slot for W. */
@@ -309,7 +322,7 @@ static void linear_backward_(mpt_gpt *m, float *dinp, int l, int wslot, int bslo
         return;
     }
     mpt_matmul_backward(dinp, NULL, NULL, dout, inp, W_(m, l, wslot), N, C, OC);
-    memcpy(lay_(m, stash, l), dout, N * (size_t)OC * sizeof(float));
+    memcpy(stash_(m, stash, l), dout, N * (size_t)OC * sizeof(float));
 }
 
 /* grads_done, which the split backward leaves to W. */
@@ -427,17 +440,17 @@ mpt_status mpt_gpt_backward_weights(mpt_gpt *m, int B, int T, mpt_error *err) {
     if (m->last) TRY_(grads_done_(m, L + 1, err));
     for (int l = L - 1; l >= 0; l--) { /* dW = X^T dY, db = sum dY, as the unsplit backward */
         mpt_matmul_backward(NULL, G_(m, l, MPT_FCPROJ_W), G_(m, l, MPT_FCPROJ_B),
-                            lay_(m, MPT_ACT_DY_FCPROJ, l), lay_(m, MPT_ACT_FCH_GELU, l), NULL, N,
+                            stash_(m, MPT_ACT_DY_FCPROJ, l), lay_(m, MPT_ACT_FCH_GELU, l), NULL, N,
                             Fl, D);
         TRY_(all_rows_(m, lay_(m, MPT_ACT_LN2, l), Nl, &x, err));
-        mpt_matmul_backward(NULL, G_(m, l, MPT_FC_W), G_(m, l, MPT_FC_B), lay_(m, MPT_ACT_DY_FC, l),
-                            x, NULL, N, D, Fl);
+        mpt_matmul_backward(NULL, G_(m, l, MPT_FC_W), G_(m, l, MPT_FC_B),
+                            stash_(m, MPT_ACT_DY_FC, l), x, NULL, N, D, Fl);
         mpt_matmul_backward(NULL, G_(m, l, MPT_ATTPROJ_W), G_(m, l, MPT_ATTPROJ_B),
-                            lay_(m, MPT_ACT_DY_ATTPROJ, l), lay_(m, MPT_ACT_ATTY, l), NULL, N, Dl,
+                            stash_(m, MPT_ACT_DY_ATTPROJ, l), lay_(m, MPT_ACT_ATTY, l), NULL, N, Dl,
                             D);
         TRY_(all_rows_(m, lay_(m, MPT_ACT_LN1, l), Nl, &x, err));
         mpt_matmul_backward(NULL, G_(m, l, MPT_QKV_W), G_(m, l, MPT_QKV_B),
-                            lay_(m, MPT_ACT_DY_QKV, l), x, NULL, N, D, 3 * Dl);
+                            stash_(m, MPT_ACT_DY_QKV, l), x, NULL, N, D, 3 * Dl);
         memset(G_(m, l, MPT_QKV_B) + Dl, 0, (size_t)Dl * sizeof(float)); /* as in backward */
         TRY_(grads_done_(m, l + 1, err));
     }

@@ -288,13 +288,14 @@ static mpt_status backward_(mpt_pp *pp, const mpt_pp_action *a, mpt_pp_batch_fn 
     }
     m->cur = &pp->set[j];
     mpt_dp_set_last_microbatch(pp->dp, mb == pp->m - 1);
+    /* long done (the gradient came back), and the split backward's W stash reuses the output */
+    if (!m->last) TRY_(mpt_wait(&pp->tx_act[j], err));
     TRY_(mpt_gpt_backward(m, inputs, Bm, T, err));
     if (!m->first) { /* the input gradient goes back: into a free send buffer */
         int k = j % 2;
         TRY_(free_grad_out_(pp, k, err));
         memcpy(pp->grad_out[k], m->work[MPT_WORK_DRES], pp->boundary_n * sizeof(float));
     }
-    if (!m->last) TRY_(mpt_wait(&pp->tx_act[j], err)); /* long done: the gradient came back */
     if (!m->split_w) close_set_(pp, j); /* else W still reads it */
     m->cur = &m->own;
     return MPT_OK;
