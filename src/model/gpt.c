@@ -16,7 +16,7 @@ void mpt_gpt_slot_layers(int rc, int nl, int slot_layers[MPT_ACT_SLOTS]) {
         MPT_ACT_LN1, MPT_ACT_LN1_MEAN, MPT_ACT_LN1_RSTD, MPT_ACT_QKV, MPT_ACT_ATTY, MPT_ACT_LSE,
         MPT_ACT_RES2, MPT_ACT_LN2, MPT_ACT_LN2_MEAN, MPT_ACT_LN2_RSTD, MPT_ACT_FCH,
         MPT_ACT_FCH_GELU, MPT_ACT_RES3, MPT_ACT_MOE, MPT_ACT_DY_FCPROJ, MPT_ACT_DY_FC,
-        MPT_ACT_DY_ATTPROJ, MPT_ACT_DY_QKV};
+        MPT_ACT_DY_ATTPROJ, MPT_ACT_DY_QKV, MPT_ACT_DY_LN};
     for (int i = 0; i < MPT_ACT_SLOTS; i++) slot_layers[i] = 0;
     for (size_t i = 0; i < sizeof per_layer / sizeof *per_layer; i++) {
         mpt_act_slot s = per_layer[i];
@@ -86,6 +86,9 @@ int mpt_gpt_buffer_sizes(const mpt_config *cfg, int B, int T, int training, int 
     act_n[MPT_ACT_DY_FC] = split && own ? L * NF : 0;
     act_n[MPT_ACT_DY_ATTPROJ] = split && own_d ? L * ND : 0;
     act_n[MPT_ACT_DY_QKV] = split && own ? L * 3 * NDl : 0;
+    /* the LayerNorm weight gradients likewise in the block's LN means and rstds (N rows each,
+     * dead after B) when a row count holds D */
+    act_n[MPT_ACT_DY_LN] = split && (own || Nl < D) ? L * 4 * D : 0;
     for (int i = 0; i < MPT_ACT_SLOTS; i++) /* per-block slots keep `layers` of their L blocks */
         if (layers[i] > 0 && L > 0) act_n[i] = act_n[i] / L * (size_t)layers[i];
     memset(work_n, 0, MPT_WORK_SLOTS * sizeof *work_n);
@@ -226,10 +229,16 @@ mpt_status mpt_gpt_init(mpt_gpt *m, const mpt_config *cfg, int B, int T, int fla
     return MPT_OK;
 }
 
-mpt_status mpt_gpt_acts_alloc(mpt_gpt *m, mpt_gpt_acts *a, mpt_error *err) {
+int mpt_gpt_slot_until_b(mpt_act_slot s) {
+    return s == MPT_ACT_LNF || s == MPT_ACT_LNF_MEAN || s == MPT_ACT_LNF_RSTD ||
+           s == MPT_ACT_LOGITS || s == MPT_ACT_LOSSES || s == MPT_ACT_GRAD_IN;
+}
+
+static mpt_status acts_alloc_(mpt_gpt *m, mpt_gpt_acts *a, int part, mpt_error *err) {
     memset(a, 0, sizeof *a);
     for (int i = 0; i < MPT_ACT_SLOTS; i++) {
-        if (!m->act_n[i]) continue;
+        if (!m->act_n[i] || (part >= 0 && mpt_gpt_slot_until_b((mpt_act_slot)i) != part))
+            continue;
         mpt_status st =
             mpt_arena_alloc(m->arena, MPT_MEM_ACTIVATIONS, m->act_n[i], MPT_F32, &a->a[i], err);
         if (st) {
@@ -238,6 +247,14 @@ mpt_status mpt_gpt_acts_alloc(mpt_gpt *m, mpt_gpt_acts *a, mpt_error *err) {
         }
     }
     return MPT_OK;
+}
+
+mpt_status mpt_gpt_acts_alloc(mpt_gpt *m, mpt_gpt_acts *a, mpt_error *err) {
+    return acts_alloc_(m, a, -1, err);
+}
+
+mpt_status mpt_gpt_acts_alloc_part(mpt_gpt *m, mpt_gpt_acts *a, int part, mpt_error *err) {
+    return acts_alloc_(m, a, part ? 1 : 0, err);
 }
 
 void mpt_gpt_acts_free(mpt_gpt *m, mpt_gpt_acts *a) {

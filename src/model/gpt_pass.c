@@ -310,6 +310,39 @@ static float *stash_(const mpt_gpt *m, mpt_act_slot s, int l) {
     }
 }
 
+/* Where B leaves layer l's LayerNorm k's (0: ln_1, 1: ln_2) weight and bias gradients for W:
+ * the own slot, or the first D rows of that LayerNorm's mean and rstd, which B has read. */
+static void ln_stash_(const mpt_gpt *m, int l, int k, float **dw, float **db) {
+    size_t D = (size_t)m->cfg.d_model;
+    if (m->act_n[MPT_ACT_DY_LN]) {
+        *dw = lay_(m, MPT_ACT_DY_LN, l) + (size_t)k * 2 * D;
+        *db = *dw + D;
+        return;
+    }
+    *dw = lay_(m, k ? MPT_ACT_LN2_MEAN : MPT_ACT_LN1_MEAN, l);
+    *db = lay_(m, k ? MPT_ACT_LN2_RSTD : MPT_ACT_LN1_RSTD, l);
+}
+
+/* The split backward's LayerNorm: its weight gradients into the free dqkv workspace (2D), then
+ * to the stash; the unsplit one accumulates them into g. */
+static mpt_status block_ln_backward_(mpt_gpt *m, int l, int k, float *dres, const float *dout,
+                                     const float *inp, size_t Nl, mpt_error *err) {
+    int wslot = k ? MPT_LN2_W : MPT_LN1_W, bslot = k ? MPT_LN2_B : MPT_LN1_B;
+    const float *mean = lay_(m, k ? MPT_ACT_LN2_MEAN : MPT_ACT_LN1_MEAN, l);
+    const float *rstd = lay_(m, k ? MPT_ACT_LN2_RSTD : MPT_ACT_LN1_RSTD, l);
+    if (!m->split_w)
+        return ln_backward_(m, dres, G_(m, l, wslot), G_(m, l, bslot), dout, inp,
+                            W_(m, l, wslot), mean, rstd, Nl, err);
+    size_t D = (size_t)m->cfg.d_model;
+    float *part = m->work[MPT_WORK_DQKV], *dw, *db;
+    memset(part, 0, 2 * D * sizeof *part);
+    TRY_(ln_backward_(m, dres, part, part + D, dout, inp, W_(m, l, wslot), mean, rstd, Nl, err));
+    ln_stash_(m, l, k, &dw, &db);
+    memcpy(dw, part, D * sizeof *dw);
+    memcpy(db, part + D, D * sizeof *db);
+    return MPT_OK;
+}
+
 /* A block's linear layer backward: the input gradient into dinp (+=); the weight and bias
  * gradients too (bslot < 0: no bias gradient here), or, in the split backward, dout (N x OC)
  * saved in the stash slot for W. */
@@ -325,7 +358,7 @@ static void linear_backward_(mpt_gpt *m, float *dinp, int l, int wslot, int bslo
     memcpy(stash_(m, stash, l), dout, N * (size_t)OC * sizeof(float));
 }
 
-/* grads_done, which the split backward leaves to W. */
+/* A block's grads_done, which the split backward leaves to W. */
 static mpt_status b_grads_done_(mpt_gpt *m, int unit, mpt_error *err) {
     return m->split_w ? MPT_OK : grads_done_(m, unit, err);
 }
@@ -347,7 +380,7 @@ static mpt_status head_backward_(mpt_gpt *m, size_t N, size_t Nl, mpt_error *err
     TRY_(ln_backward_(m, dres, m->g[pt->lnf_w], m->g[pt->lnf_b], dtmp,
                       lay_(m, MPT_ACT_RES3, L - 1), m->w[pt->lnf_w], m->cur->a[MPT_ACT_LNF_MEAN],
                       m->cur->a[MPT_ACT_LNF_RSTD], Nl, err));
-    return b_grads_done_(m, L + 1, err);
+    return grads_done_(m, L + 1, err); /* split or not: B writes the head's gradients */
 }
 
 mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt_error *err) {
@@ -369,7 +402,7 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
         memcpy(dres, m->cur->a[MPT_ACT_GRAD_IN], Nl * (size_t)D * sizeof *dres);
     }
     for (int l = L - 1; l >= 0; l--) {
-        TRY_(need_(m, l + 1, MPT_PHASE_BACKWARD, err));
+        TRY_(need_(m, l + 1, m->split_w ? MPT_PHASE_BACKWARD_B : MPT_PHASE_BACKWARD, err));
         const float *in = l == 0 ? m->cur->a[MPT_ACT_ENCODED] : lay_(m, MPT_ACT_RES3, l - 1);
         /* only the block's input was kept: run its forward again (deterministic kernels, so
          * the block's output RES3 is rewritten with the same values) */
@@ -393,9 +426,7 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
             linear_backward_(m, dtmp, l, MPT_FC_W, -1, dfc, x, N, D, Fl, MPT_ACT_DY_FC);
             TRY_(copy_to_tp_bwd_(m, dtmp, N, Nl, err));
         }
-        TRY_(ln_backward_(m, dres, G_(m, l, MPT_LN2_W), G_(m, l, MPT_LN2_B), dtmp,
-                          lay_(m, MPT_ACT_RES2, l), W_(m, l, MPT_LN2_W),
-                          lay_(m, MPT_ACT_LN2_MEAN, l), lay_(m, MPT_ACT_LN2_RSTD, l), Nl, err));
+        TRY_(block_ln_backward_(m, l, 1, dres, dtmp, lay_(m, MPT_ACT_RES2, l), Nl, err));
         /* dres now holds dL/d(res2); attention half */
         TRY_(all_rows_(m, dres, Nl, &dy, err));
         memset(dtmp, 0, NDl * sizeof *dtmp);
@@ -413,11 +444,9 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
         /* The key bias adds q.b_k to every score of a query's row, a shift the softmax ignores:
          * its gradient is exactly zero. Computed, it is rounding noise (~1e-11) that AdamW would
          * normalise into lr-sized steps of random sign, so it is set to its exact value. */
-        memset(G_(m, l, MPT_QKV_B) + Dl, 0, (size_t)Dl * sizeof(float));
+        if (!m->split_w) memset(G_(m, l, MPT_QKV_B) + Dl, 0, (size_t)Dl * sizeof(float));
         TRY_(copy_to_tp_bwd_(m, dtmp, N, Nl, err));
-        TRY_(ln_backward_(m, dres, G_(m, l, MPT_LN1_W), G_(m, l, MPT_LN1_B), dtmp, in,
-                          W_(m, l, MPT_LN1_W), lay_(m, MPT_ACT_LN1_MEAN, l),
-                          lay_(m, MPT_ACT_LN1_RSTD, l), Nl, err));
+        TRY_(block_ln_backward_(m, l, 0, dres, dtmp, in, Nl, err));
         TRY_(b_grads_done_(m, l + 1, err));
     }
     if (!m->first) return MPT_OK; /* dres: the input gradient, for the previous stage */
@@ -429,7 +458,7 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
     } else {
         mpt_encoder_backward(m->g[pt->wte], m->g[pt->wpe], dres, inputs, B, T, D);
     }
-    return b_grads_done_(m, 0, err);
+    return grads_done_(m, 0, err); /* split or not: B writes the embeddings' gradients */
 }
 
 mpt_status mpt_gpt_backward_weights(mpt_gpt *m, int B, int T, mpt_error *err) {
@@ -437,8 +466,18 @@ mpt_status mpt_gpt_backward_weights(mpt_gpt *m, int B, int T, mpt_error *err) {
     int D = m->cfg.d_model, Dl = m->Dl, Fl = m->Fl, L = m->nl;
     size_t N = (size_t)B * T, Nl = m->sp ? N / (size_t)m->tp : N;
     const float *x;
-    if (m->last) TRY_(grads_done_(m, L + 1, err));
+    m->moe_stats_on = 0; /* a recomputed forward counts no routing twice */
     for (int l = L - 1; l >= 0; l--) { /* dW = X^T dY, db = sum dY, as the unsplit backward */
+        TRY_(need_(m, l + 1, MPT_PHASE_BACKWARD_W, err));
+        /* full recompute kept only the block's input: its forward again for the inputs of its
+         * linear layers (deterministic, the same values B saw) */
+        if (m->recompute == MPT_RECOMPUTE_FULL) TRY_(block_forward_(m, l, B, T, err));
+        for (int k = 0; k < 2; k++) { /* the LayerNorms' gradients B left */
+            float *dw, *db;
+            ln_stash_(m, l, k, &dw, &db);
+            mpt_add_inplace(G_(m, l, k ? MPT_LN2_W : MPT_LN1_W), dw, (size_t)D);
+            mpt_add_inplace(G_(m, l, k ? MPT_LN2_B : MPT_LN1_B), db, (size_t)D);
+        }
         mpt_matmul_backward(NULL, G_(m, l, MPT_FCPROJ_W), G_(m, l, MPT_FCPROJ_B),
                             stash_(m, MPT_ACT_DY_FCPROJ, l), lay_(m, MPT_ACT_FCH_GELU, l), NULL, N,
                             Fl, D);
@@ -454,5 +493,5 @@ mpt_status mpt_gpt_backward_weights(mpt_gpt *m, int B, int T, mpt_error *err) {
         memset(G_(m, l, MPT_QKV_B) + Dl, 0, (size_t)Dl * sizeof(float)); /* as in backward */
         TRY_(grads_done_(m, l + 1, err));
     }
-    return m->first ? grads_done_(m, 0, err) : MPT_OK;
+    return MPT_OK;
 }
