@@ -153,6 +153,18 @@ print(f"{len(ev)} events; F, B and W of micro-batches 0-3 once each on both rank
 sys.exit(0 if good else 1)
 PY
 
+# --trace with two chunks per rank (zb-v): the names carry the chunk, F0.0 and F0.1 on rank 0
+"${MPIRUN[@]}" -np 2 "$BIN" train "${MODEL[@]}" --pp 2 "${ZV[@]}" --microbatches 4 --steps 1 \
+  --trace "$TMP/trace-v.json" >/dev/null 2>&1
+/usr/bin/python3 - "$TMP/trace-v.json" >"$TMP/trv" <<'PY' && ok "zb-v trace: $(cat "$TMP/trv")" || bad "zb-v trace: $(cat "$TMP/trv")"
+import json, sys
+ev = [e for e in json.load(open(sys.argv[1]))["traceEvents"] if e["ph"] == "X" and e["pid"] == 0 and e["tid"] == 0]
+names = {e["name"] for e in ev}
+good = all(f"{k}{mb}.{c}" in names for k in "FBW" for mb in range(4) for c in range(2))
+print(f"rank 0: {len(ev)} events; F, B, W of micro-batches 0-3 on chunks 0 and 1: {good}")
+sys.exit(0 if good else 1)
+PY
+
 # evaluation walks the chunks in stage order: the same validation loss as one rank
 base 4
 MODEL+=(--steps 2 --val-fraction 0.1 --eval-every 2)
