@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# The pipeline schedules side by side at pp 2, m 8: tokens/s, the measured bubble beside the
+# The pipeline schedules side by side at pp 2 (4 blocks) and pp 4 (8 blocks; oversubscribed on
+# a 2-core machine, so read its bubble columns only), m 8: tokens/s, the measured bubble beside the
 # schedule's own simulation on the run's measured F, B (and, for zb-h1, W) costs, and every
 # rank's planned = measured peak memory (largest rank, total and activations). Medians over the
 # steps after a warm-up. 2bw runs 1f1b's action list (the executor drains between steps).
 # A benchmark, not a test: it exits 0 whatever the timings, 1 only when a run fails. Each stage
 # wants a core of its own; on a shared machine the figures move from run to run, so compare
 # the rows of one run only.
-# Usage: bash bench/pp_schedules.sh BUILD_DIR [STEPS]
+# Usage: bash bench/pp_schedules.sh BUILD_DIR [STEPS] [PP...] (default PP: 2 4)
 set -uo pipefail
 BIN="$1/mptrain"
 STEPS=${2:-8}
+read -r -a PPS <<<"${*:3}"; [ ${#PPS[@]} -gt 0 ] || PPS=(2 4)
 WARMUP=2
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
@@ -22,23 +24,24 @@ with open(sys.argv[1], "wb") as f:
     f.write(struct.pack(f"<{n}H", *[random.randrange(32) for _ in range(n)]))
 PY
 M=8
-echo "pp 2, m $M, $STEPS steps per run, medians over steps $((WARMUP + 1))..$STEPS"
-printf '%-15s %10s %9s %9s %9s %12s %12s\n' schedule tokens/s bubble sim meas-sim peak_bytes act_bytes
+echo "m $M, $STEPS steps per run, medians over steps $((WARMUP + 1))..$STEPS; bytes: the largest rank's"
+printf '%-3s %-15s %10s %9s %9s %9s %12s %12s\n' pp schedule tokens/s bubble sim meas-sim peak_bytes act_bytes
 fails=0
+for P in "${PPS[@]}"; do
 for spec in "1f1b" "interleaved --virtual-stages 2" "zb-h1" "zb-v" "2bw"; do
   s=${spec%% *}
-  log="$TMP/$s.jsonl"
-  if ! mpirun --oversubscribe --bind-to none -np 2 "$BIN" train --model tiny --layers 4 \
+  log="$TMP/$s.$P.jsonl"
+  if ! mpirun --oversubscribe --bind-to none -np $P "$BIN" train --model tiny --layers $((2 * P)) \
       --d-model 256 --heads 4 --seq-len 128 --vocab 32 --data "$TMP/v32.bin" --batch 32 \
-      --microbatches $M --steps "$STEPS" --threads 1 --quiet --pp 2 --schedule $spec \
+      --microbatches $M --steps "$STEPS" --threads 1 --quiet --pp $P --schedule $spec \
       --log "$log" >"$TMP/out" 2>&1; then
     echo "$s: failed: $(grep -m1 'error' "$TMP/out" | cut -c1-110)"
     fails=1
     continue
   fi
-  /usr/bin/python3 - "$log" "$s" $WARMUP <<'PY'
+  /usr/bin/python3 - "$log" "$s" $WARMUP $P <<'PY'
 import json, statistics, sys
-log, s, warm = sys.argv[1], sys.argv[2], int(sys.argv[3])
+log, s, warm, P = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 lines = [json.loads(l) for l in open(log)]
 steps = [x for x in lines if "bubble" in x][warm:]
 med = lambda k: statistics.median(x[k] for x in steps)
@@ -47,8 +50,9 @@ peak = max(r["peak_mem_bytes"] for r in ranks)
 act = max(r["peak_activation_bytes"] for r in ranks)
 same = all(r["peak_mem_bytes"] == r["planned_mem_bytes"] for r in ranks)
 b, sim = med("bubble"), med("bubble_sim")
-print(f"{s:<15} {med('tokens_per_s'):10.0f} {b:9.4f} {sim:9.4f} {b - sim:+9.4f} {peak:12d} {act:12d}"
+print(f"{P:<3} {s:<15} {med('tokens_per_s'):10.0f} {b:9.4f} {sim:9.4f} {b - sim:+9.4f} {peak:12d} {act:12d}"
       + ("" if same else "  (plan != peak!)"))
 PY
+done
 done
 exit $fails

@@ -2,7 +2,8 @@
 # Pipeline schedules beyond 1F1B in the trainer (issue 11). Interleaved 1F1B (2 and 3 chunks per
 # rank), ZB-H1 (split backward) and ZB-V (two chunks per rank in a V) train like one rank (5
 # steps' losses and final weights within 1e-5 relative) on pp 2 and 4, composed with dp 2
-# (interleaved: ZeRO-1 and 2; zb-h1, zb-v: ZeRO-1) and tp 2; evaluation gives one rank's
+# (interleaved: ZeRO-1 and 2; zb-h1, zb-v: ZeRO-1, 2 and 3, the gradients staged by W), tp 2
+# (zb-h1 also with sp) and full recompute (zb: W recomputes the blocks); evaluation gives one rank's
 # validation loss; every rank's measured peak equals its plan, which counts each chunk's
 # activation sets from the schedule's action list; a checkpoint of an interleaved run resumes
 # under 1F1B; the trace shows F, B and W apart; what they cannot run exits 2 with the reason.
@@ -46,6 +47,16 @@ run zv-p2-dp2z1 4 --pp 2 --dp 2 --zero 1 "${ZV[@]}" --microbatches 2 && same zv-
 run zv-p2-tp2 4 --pp 2 --tp 2 "${ZV[@]}" --microbatches 4 && same zv-p2-tp2 ref4
 run zb-p2-dp2z1 4 --pp 2 --dp 2 --zero 1 "${ZB[@]}" --microbatches 2 && same zb-p2-dp2z1 ref4
 run zb-p2-tp2 4 --pp 2 --tp 2 "${ZB[@]}" --microbatches 4 && same zb-p2-tp2 ref4
+# the split backward with ZeRO-2/3 (W stages and reduces a block's gradients), sp (own D-wide
+# stash slots) and full recompute (W runs the block's forward again)
+run zb-p2-dp2z2 4 --pp 2 --dp 2 --zero 2 "${ZB[@]}" --microbatches 2 && same zb-p2-dp2z2 ref4
+run zb-p2-dp2z3 4 --pp 2 --dp 2 --zero 3 "${ZB[@]}" --microbatches 2 && same zb-p2-dp2z3 ref4
+run zv-p2-dp2z2 4 --pp 2 --dp 2 --zero 2 "${ZV[@]}" --microbatches 2 && same zv-p2-dp2z2 ref4
+run zv-p2-dp2z3 4 --pp 2 --dp 2 --zero 3 "${ZV[@]}" --microbatches 2 && same zv-p2-dp2z3 ref4
+run zb-p2-tp2sp 4 --pp 2 --tp 2 --sp "${ZB[@]}" --microbatches 4 && same zb-p2-tp2sp ref4
+run zb-p2-rc 2 --pp 2 "${ZB[@]}" --microbatches 4 --recompute full && same zb-p2-rc ref4
+run zv-p2-rc 2 --pp 2 "${ZV[@]}" --microbatches 4 --recompute full && same zv-p2-rc ref4
+run zb-p2-dp2z3-rc 4 --pp 2 --dp 2 --zero 3 "${ZB[@]}" --microbatches 2 --recompute full && same zb-p2-dp2z3-rc ref4
 base 6
 run ref6 1 --microbatches 4
 run il-p2v3 2 --pp 2 "${IL[@]}" --virtual-stages 3 --microbatches 4 && same il-p2v3 ref6
@@ -63,7 +74,9 @@ import json, sys, os
 tmp, msgs, good = sys.argv[1], [], True
 for name, p in [("il-p2v2", 2), ("il-p2v3", 2), ("il-p4v2", 4), ("il-p2v2-dp2z2", 4), ("il-p4v2-rc", 4),
                 ("zb-p2", 2), ("zb-p4", 4), ("zb-p2-tp2", 4), ("zv-p2", 2), ("zv-p4", 4),
-                ("zv-p2-dp2z1", 4)]:
+                ("zv-p2-dp2z1", 4), ("zb-p2-dp2z2", 4), ("zb-p2-dp2z3", 4), ("zv-p2-dp2z2", 4),
+                ("zv-p2-dp2z3", 4), ("zb-p2-tp2sp", 4), ("zb-p2-rc", 2), ("zv-p2-rc", 2),
+                ("zb-p2-dp2z3-rc", 4)]:
     lines = [json.loads(l) for l in open(os.path.join(tmp, name + ".jsonl"))]
     ranks = lines[-1]["ranks"]
     if len(ranks) != p:
@@ -72,6 +85,42 @@ for name, p in [("il-p2v2", 2), ("il-p2v3", 2), ("il-p4v2", 4), ("il-p2v2-dp2z2"
         if r["planned_mem_bytes"] != r["peak_mem_bytes"] or r["planned_activation_bytes"] != r["peak_activation_bytes"]:
             good = False; msgs.append(f"{name} rank {i}: plan {r['planned_mem_bytes']} peak {r['peak_mem_bytes']}")
     msgs.append(f"{name}: plan = peak on {p} ranks, rank 0 activations {ranks[0]['planned_activation_bytes']}")
+print("; ".join(msgs))
+sys.exit(0 if good else 1)
+PY
+
+# zb-h1's activation memory is 1F1B's (issue 11 items 2 and 3): W's stash lives in the
+# activations B has finished with, the until-B slots (the head's, the received gradient) come
+# from a pool of their own counted from F to B, and a receive posted after a W reuses W's set.
+# Per rank: equal on rank 0, and no rank above 1F1B's largest. ZB-H1 keeps p micro-batches
+# between F and W on every rank (1F1B: p - rank), so the last stage holds p sets of its blocks
+# and one head: it stays under 1F1B's largest (rank 0's p sets with their boundary tensors)
+# while the head is light, hence a 32-token vocabulary at pp 4
+/usr/bin/python3 - "$TMP/v32.bin" <<'PY'
+import struct, sys, random
+random.seed(1)
+n = 20000
+with open(sys.argv[1], "wb") as f:
+    f.write(struct.pack("<256i", 20240520, 1, n, *([0] * 253)))
+    f.write(struct.pack(f"<{n}H", *[random.randrange(32) for _ in range(n)]))
+PY
+base 8
+MODEL+=(--steps 1)
+run mem-1f1b-p2 2 --pp 2 --microbatches 8
+run mem-zb-p2 2 --pp 2 "${ZB[@]}" --microbatches 8
+run mem-1f1b-p4 4 --pp 4 --microbatches 8 --vocab 32 --data "$TMP/v32.bin"
+run mem-zb-p4 4 --pp 4 "${ZB[@]}" --microbatches 8 --vocab 32 --data "$TMP/v32.bin"
+/usr/bin/python3 - "$TMP" >"$TMP/zbmem" <<'PY' && ok "zb-h1 memory: $(cat "$TMP/zbmem")" || bad "zb-h1 memory: $(cat "$TMP/zbmem")"
+import json, sys, os
+good, msgs = True, []
+for p in (2, 4):
+    act = {}
+    for s in ("1f1b", "zb"):
+        ranks = [json.loads(l) for l in open(os.path.join(sys.argv[1], f"mem-{s}-p{p}.jsonl"))][-1]["ranks"]
+        good &= all(r["planned_activation_bytes"] == r["peak_activation_bytes"] for r in ranks)
+        act[s] = [r["peak_activation_bytes"] for r in ranks]
+    good &= act["zb"][0] == act["1f1b"][0] and max(act["zb"]) <= max(act["1f1b"])
+    msgs.append(f"pp {p}: 1f1b {act['1f1b']}, zb-h1 {act['zb']}")
 print("; ".join(msgs))
 sys.exit(0 if good else 1)
 PY
@@ -101,6 +150,18 @@ for rank in range(2):
         good &= all(names.count(f"{k}{mb}") == 1 for k in "FBW")
         good &= f"B{mb}" in names and f"W{mb}" in names and names.index(f"B{mb}") < names.index(f"W{mb}")
 print(f"{len(ev)} events; F, B and W of micro-batches 0-3 once each on both ranks, W after B: {good}")
+sys.exit(0 if good else 1)
+PY
+
+# --trace with two chunks per rank (zb-v): the names carry the chunk, F0.0 and F0.1 on rank 0
+"${MPIRUN[@]}" -np 2 "$BIN" train "${MODEL[@]}" --pp 2 "${ZV[@]}" --microbatches 4 --steps 1 \
+  --trace "$TMP/trace-v.json" >/dev/null 2>&1
+/usr/bin/python3 - "$TMP/trace-v.json" >"$TMP/trv" <<'PY' && ok "zb-v trace: $(cat "$TMP/trv")" || bad "zb-v trace: $(cat "$TMP/trv")"
+import json, sys
+ev = [e for e in json.load(open(sys.argv[1]))["traceEvents"] if e["ph"] == "X" and e["pid"] == 0 and e["tid"] == 0]
+names = {e["name"] for e in ev}
+good = all(f"{k}{mb}.{c}" in names for k in "FBW" for mb in range(4) for c in range(2))
+print(f"rank 0: {len(ev)} events; F, B, W of micro-batches 0-3 on chunks 0 and 1: {good}")
 sys.exit(0 if good else 1)
 PY
 
@@ -148,8 +209,6 @@ refused "layers not in p*v chunks" 2 "equal chunks" -- "${MPIRUN[@]}" -np 2 "$BI
 refused "explicit partition" 2 "partition uniform" -- "${MPIRUN[@]}" -np 2 "$BIN" train "${MODEL[@]}" --pp 2 "${IL[@]}" --virtual-stages 2 --microbatches 4 --partition 1,3
 refused "v without interleaved" 2 "virtual-stages" -- "${MPIRUN[@]}" -np 2 "$BIN" train "${MODEL[@]}" --pp 2 --virtual-stages 2 --microbatches 4
 refused "interleaved with v 1" 2 "virtual-stages" -- "${MPIRUN[@]}" -np 2 "$BIN" train "${MODEL[@]}" --pp 2 "${IL[@]}" --microbatches 4
-refused "zb-h1 with ZeRO-2" 4 "zb-h1" -- "${MPIRUN[@]}" -np 4 "$BIN" train "${MODEL[@]}" --pp 2 --dp 2 --zero 2 "${ZB[@]}" --microbatches 2
 refused "zb-v with an odd chunk count" 2 "equal chunks" -- "${MPIRUN[@]}" -np 2 "$BIN" train --model tiny --layers 6 --d-model 32 --heads 4 --ffn 64 --seq-len 32 --batch 8 --threads 1 --quiet --pp 2 "${ZV[@]}" --microbatches 4
-refused "zb-h1 with full recompute" 2 "zb-h1" -- "${MPIRUN[@]}" -np 2 "$BIN" train "${MODEL[@]}" --pp 2 "${ZB[@]}" --recompute full --microbatches 4
 
 finish

@@ -433,5 +433,35 @@ int main(void) {
         mpt_pp_timeline_free(&a);
         mpt_pp_timeline_free(&b);
     }
+    /* PipeDream-2BW without the flush (issue 11 item 4, the generator and its simulation): S
+     * steps as one 1F1B order over S*m micro-batches; equal F and B: the bubble is 1F1B's theory
+     * over S*m, (p-1)/(S*m+p-1), below the drained steps'; a rank's in-flight micro-batches use at
+     * most two weight versions; each update (step n-1's gradient, normed over every rank) is done
+     * before any rank's first forward of step n+1. m >= p, as 2BW asks. */
+    for (int p = 2; p <= 8; p++)
+        for (int m = p; m <= 2 * p; m += p) {
+            const int S = 4;
+            const double eq[MPT_PP_COSTS] = {1, 1, 0, 0}, comm[MPT_PP_COSTS] = {1, 2, 1, 0.3};
+            for (int c = 0; c < 2; c++) {
+                mpt_pp_2bw_report r;
+                mpt_error err = {0};
+                mpt_status st = mpt_pp_2bw_simulate(p, m, S, c ? comm : eq, &r, &err);
+                double theory = (double)(p - 1) / (S * m + p - 1);
+                CHECK(st == MPT_OK, "2bw p %d m %d: %s", p, m, err.msg);
+                CHECK(c || (r.bubble > theory - 1e-9 && r.bubble < theory + 1e-9),
+                      "2bw p %d m %d: no-flush bubble %g, theory %g", p, m, r.bubble, theory);
+                CHECK(r.bubble < r.bubble_flush, "2bw p %d m %d: no-flush bubble %g >= drained %g",
+                      p, m, r.bubble, r.bubble_flush);
+                CHECK(r.versions == 2, "2bw p %d m %d: %d weight versions in flight", p, m,
+                      r.versions);
+                CHECK(r.slack >= 0, "2bw p %d m %d: an update is late by %g", p, m, -r.slack);
+            }
+        }
+    {
+        mpt_pp_2bw_report r;
+        mpt_error err = {0};
+        const double eq[MPT_PP_COSTS] = {1, 1, 0, 0};
+        CHECK(mpt_pp_2bw_simulate(4, 8, 0, eq, &r, &err) == MPT_ERR_INPUT, "2bw with 0 steps");
+    }
     return check_finish();
 }

@@ -21,7 +21,7 @@
 static const char intro_[] =
     "usage: mptrain schedule [--pp P] [--microbatches M] [--schedule KIND] [--virtual-stages V]\n"
     "                        [--cost-f X --cost-b X --cost-w X --cost-comm X] [--svg FILE]\n"
-    "                        [--actions]\n"
+    "                        [--actions] [--steps S]\n"
     "\n"
     "Prints the pipeline schedule that `mptrain train` runs with the same options: one line per\n"
     "pipeline rank showing, in time order, the forward [F3], backward [B3] and weight-gradient\n"
@@ -33,11 +33,14 @@ static const char intro_[] =
     "for one stage and one micro-batch: F forward, B input-gradient backward, W weight-gradient\n"
     "backward (a full backward, as every kind but zb-h1 runs it, costs B + W), comm the transfer\n"
     "time between stages. Interleaved chunks cost 1/V of a stage each.\n"
+    "2bw with --steps S > 1 also simulates PipeDream-2BW without the flush: S steps' micro-batches\n"
+    "as one 1F1B order (step n+1's forwards enter while step n's backwards run), with its\n"
+    "bubble, the weight versions in use at once and how early each update is ready.\n"
     "\n";
 
 /* Command-line values. */
 typedef struct opts_ {
-    int pp, m, v, v_seen, actions;
+    int pp, m, v, v_seen, actions, steps;
     const char *kind, *svg;
     float cost[MPT_PP_COSTS];
 } opts_;
@@ -248,7 +251,7 @@ static mpt_status write_svg_(const mpt_pp_timeline *t, FILE *f, const char *path
 /* ---- the command --------------------------------------------------------------------------- */
 
 int mpt_cli_schedule(int argc, char **argv) {
-    opts_ o = {.pp = 4, .m = 8, .v = 1, .kind = "1f1b", .cost = {1, 1, 1, 0}};
+    opts_ o = {.pp = 4, .m = 8, .v = 1, .steps = 1, .kind = "1f1b", .cost = {1, 1, 1, 0}};
     mpt_error err = {0};
     int help = 0;
     const mpt_arg args[] = {
@@ -262,6 +265,7 @@ int mpt_cli_schedule(int argc, char **argv) {
         {"cost-comm", MPT_ARG_FLOAT, &o.cost[MPT_PP_COST_COMM], "stage-to-stage transfer time (default 0)", NULL, MPT_RANGE(0, MAX_COST_)},
         {"svg", MPT_ARG_STRING, &o.svg, "also draw the timeline into this SVG file", NULL, MPT_NO_RANGE},
         {"actions", MPT_ARG_FLAG, &o.actions, "also print each rank's actions with communication", NULL, MPT_NO_RANGE},
+        {"steps", MPT_ARG_INT, &o.steps, "2bw: also simulate this many steps without the flush (default 1: no)", NULL, MPT_RANGE(1, 4096)},
     };
     size_t nargs = sizeof args / sizeof *args;
     mpt_status st = mpt_args_parse(args, nargs, argc, argv, 2, &help, "schedule", &err);
@@ -317,6 +321,14 @@ int mpt_cli_schedule(int argc, char **argv) {
            o.v > 1 ? "micro-batch chunks (1/v of a stage's activations each)" : "micro-batches");
     for (int r = 0; r < o.pp; r++) printf(" %d", t.peak_inflight[r]);
     printf("\n");
+    if (kind == MPT_PP_2BW && o.steps > 1) {
+        mpt_pp_2bw_report r2;
+        if ((st = mpt_pp_2bw_simulate(o.pp, o.m, o.steps, cost, &r2, &err))) goto fail;
+        printf("2bw without the flush, %d steps as one 1F1B order: bubble %.4f (%.2f%%) against "
+               "%.4f drained step by step; at most %d weight versions in flight on a rank; each "
+               "update ready %g time units before a rank needs it\n", o.steps, r2.bubble,
+               100.0 * r2.bubble, r2.bubble_flush, r2.versions, r2.slack);
+    }
     if (o.actions && (st = print_actions_(&o, kind, &err))) goto fail;
     if (svg) {
         st = write_svg_(&t, svg, o.svg, &err);

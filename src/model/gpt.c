@@ -16,7 +16,7 @@ void mpt_gpt_slot_layers(int rc, int nl, int slot_layers[MPT_ACT_SLOTS]) {
         MPT_ACT_LN1, MPT_ACT_LN1_MEAN, MPT_ACT_LN1_RSTD, MPT_ACT_QKV, MPT_ACT_ATTY, MPT_ACT_LSE,
         MPT_ACT_RES2, MPT_ACT_LN2, MPT_ACT_LN2_MEAN, MPT_ACT_LN2_RSTD, MPT_ACT_FCH,
         MPT_ACT_FCH_GELU, MPT_ACT_RES3, MPT_ACT_MOE, MPT_ACT_DY_FCPROJ, MPT_ACT_DY_FC,
-        MPT_ACT_DY_ATTPROJ, MPT_ACT_DY_QKV};
+        MPT_ACT_DY_ATTPROJ, MPT_ACT_DY_QKV, MPT_ACT_DY_LN};
     for (int i = 0; i < MPT_ACT_SLOTS; i++) slot_layers[i] = 0;
     for (size_t i = 0; i < sizeof per_layer / sizeof *per_layer; i++) {
         mpt_act_slot s = per_layer[i];
@@ -82,10 +82,21 @@ int mpt_gpt_buffer_sizes(const mpt_config *cfg, int B, int T, int training, int 
         if (!per || !moe_work || !mpt_size_mul(L, per, &act_n[MPT_ACT_MOE])) return 0;
     }
     int split = training && place && place->split_w;
-    act_n[MPT_ACT_DY_FCPROJ] = split ? L * ND : 0;
-    act_n[MPT_ACT_DY_FC] = split ? L * NF : 0;
-    act_n[MPT_ACT_DY_ATTPROJ] = split ? L * ND : 0;
-    act_n[MPT_ACT_DY_QKV] = split ? L * 3 * NDl : 0;
+    /* The split backward's W stash: each linear layer's output gradient, kept from B to W. A
+     * block's B no longer reads its QKV, FCH, RES2 and RES3 once it has written the stash of
+     * the same shape (dy of c_attn, c_fc, attn.c_proj and mlp.c_proj), so the stash lives in
+     * them (slot 0 here; model/gpt_pass.c stash_): a split set is as large as an
+     * unsplit one. Own slots only where the shapes differ: the two D-wide ones under sequence
+     * parallelism (the residuals hold N/tp rows), all four under full recompute (the
+     * intermediates hold one block). */
+    int own = place && place->recompute == MPT_RECOMPUTE_FULL, own_d = own || Nl != N;
+    act_n[MPT_ACT_DY_FCPROJ] = split && own_d ? L * ND : 0;
+    act_n[MPT_ACT_DY_FC] = split && own ? L * NF : 0;
+    act_n[MPT_ACT_DY_ATTPROJ] = split && own_d ? L * ND : 0;
+    act_n[MPT_ACT_DY_QKV] = split && own ? L * 3 * NDl : 0;
+    /* the LayerNorm weight gradients likewise in the block's LN means and rstds (N rows each,
+     * dead after B) when a row count holds D */
+    act_n[MPT_ACT_DY_LN] = split && (own || Nl < D) ? L * 4 * D : 0;
     for (int i = 0; i < MPT_ACT_SLOTS; i++) /* per-block slots keep `layers` of their L blocks */
         if (layers[i] > 0 && L > 0) act_n[i] = act_n[i] / L * (size_t)layers[i];
     memset(work_n, 0, MPT_WORK_SLOTS * sizeof *work_n);
@@ -230,10 +241,16 @@ mpt_status mpt_gpt_init(mpt_gpt *m, const mpt_config *cfg, int B, int T, int fla
     return MPT_OK;
 }
 
-mpt_status mpt_gpt_acts_alloc(mpt_gpt *m, mpt_gpt_acts *a, mpt_error *err) {
+int mpt_gpt_slot_until_b(mpt_act_slot s) {
+    return s == MPT_ACT_LNF || s == MPT_ACT_LNF_MEAN || s == MPT_ACT_LNF_RSTD ||
+           s == MPT_ACT_LOGITS || s == MPT_ACT_LOSSES || s == MPT_ACT_GRAD_IN;
+}
+
+static mpt_status acts_alloc_(mpt_gpt *m, mpt_gpt_acts *a, int part, mpt_error *err) {
     memset(a, 0, sizeof *a);
     for (int i = 0; i < MPT_ACT_SLOTS; i++) {
-        if (!m->act_n[i]) continue;
+        if (!m->act_n[i] || (part >= 0 && mpt_gpt_slot_until_b((mpt_act_slot)i) != part))
+            continue;
         mpt_dtype t = m->act_dtype[i];
         void **dst = t == MPT_BF16 ? (void **)&a->h[i] : (void **)&a->a[i];
         mpt_status st = mpt_arena_alloc(m->arena, MPT_MEM_ACTIVATIONS, m->act_n[i], t, dst, err);
@@ -243,6 +260,14 @@ mpt_status mpt_gpt_acts_alloc(mpt_gpt *m, mpt_gpt_acts *a, mpt_error *err) {
         }
     }
     return MPT_OK;
+}
+
+mpt_status mpt_gpt_acts_alloc(mpt_gpt *m, mpt_gpt_acts *a, mpt_error *err) {
+    return acts_alloc_(m, a, -1, err);
+}
+
+mpt_status mpt_gpt_acts_alloc_part(mpt_gpt *m, mpt_gpt_acts *a, int part, mpt_error *err) {
+    return acts_alloc_(m, a, part ? 1 : 0, err);
 }
 
 void mpt_gpt_acts_free(mpt_gpt *m, mpt_gpt_acts *a) {

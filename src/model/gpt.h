@@ -68,6 +68,9 @@ typedef enum mpt_act_slot {
     MPT_ACT_DY_FC,      /* (L, N, F/tp) */
     MPT_ACT_DY_ATTPROJ, /* (L, N, D) */
     MPT_ACT_DY_QKV,     /* (L, N, 3D/tp) */
+    MPT_ACT_DY_LN,      /* (L, 4D) the block's LayerNorm weight gradients of B, added by W:
+                         * ln_1 w, b, ln_2 w, b (so that W alone writes a block's gradients);
+                         * 0 when they fit the block's LN means and rstds (model/gpt.c) */
     MPT_ACT_SLOTS
 } mpt_act_slot;
 
@@ -148,7 +151,15 @@ typedef enum mpt_work_slot {
     MPT_WORK_SLOTS
 } mpt_work_slot;
 
-typedef enum mpt_gpt_phase { MPT_PHASE_FORWARD, MPT_PHASE_BACKWARD } mpt_gpt_phase;
+/* The pass a hook is called from. The split backward (place->split_w) calls a block's need
+ * twice: in B (its weights are read, no gradient is written) and in W (its gradients are
+ * written; its weights are read only when W recomputes the block's forward, recompute full). */
+typedef enum mpt_gpt_phase {
+    MPT_PHASE_FORWARD,
+    MPT_PHASE_BACKWARD,   /* the whole backward of the unit: weights read, gradients written */
+    MPT_PHASE_BACKWARD_B, /* split backward, a block's B */
+    MPT_PHASE_BACKWARD_W  /* split backward, a block's W */
+} mpt_gpt_phase;
 
 /* Callbacks for parallel code; any may be NULL. A non-OK status stops forward/backward. */
 typedef struct mpt_gpt_hooks {
@@ -257,6 +268,12 @@ mpt_status mpt_gpt_init(mpt_gpt *m, const mpt_config *cfg, int B, int T, int fla
 /* One more activation set (pipeline micro-batches in flight), from the arena; _free returns it. */
 mpt_status mpt_gpt_acts_alloc(mpt_gpt *m, mpt_gpt_acts *a, mpt_error *err);
 void mpt_gpt_acts_free(mpt_gpt *m, mpt_gpt_acts *a);
+/* The split backward frees a set in two parts: slot s is read no later than B (1: the head's
+ * LNF*, LOGITS, LOSSES and the received GRAD_IN, which W never reads) or until W (0). */
+int mpt_gpt_slot_until_b(mpt_act_slot s);
+/* One part of a set: part 1 the slots until B, 0 the others (unallocated slots stay NULL;
+ * mpt_gpt_acts_free frees either part). */
+mpt_status mpt_gpt_acts_alloc_part(mpt_gpt *m, mpt_gpt_acts *a, int part, mpt_error *err);
 /* Points w[] / g[] of every tensor of unit u at base + (offset - unit_begin[u]). */
 void mpt_gpt_point_unit(mpt_gpt *m, float **table, int u, float *base);
 void mpt_gpt_free(mpt_gpt *m);
@@ -275,13 +292,15 @@ void mpt_params_init_range(const mpt_param_table *pt, float *dst, size_t begin, 
 mpt_status mpt_gpt_forward(mpt_gpt *m, const int32_t *inputs, const int32_t *targets, int B,
                            int T, float dloss, double *loss_sum, mpt_error *err);
 /* Backward of the last forward (which had targets); accumulates into the g[] tensors.
- * With split_w it is the input-gradient pass B: everything but the weight and bias gradients of
- * the blocks' four linear layers, whose output gradients it saves in the set (DY_* slots); it
- * calls need but no grads_done hook. */
+ * With split_w it is the input-gradient pass B: the embeddings' and the head's gradients (with
+ * their grads_done), and the blocks' input gradients; a block's gradients are left to W: its
+ * four linear layers' output gradients and its LayerNorm weight gradients are saved in the set
+ * (DY_* slots), its need is called with MPT_PHASE_BACKWARD_B and no grads_done. */
 mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt_error *err);
-/* split_w only: the weight-gradient pass W of the set m->cur (after its B): the deferred
- * gradients, then grads_done for every unit in backward order (L+1, L..1, 0). The unsplit
- * backward is exactly B then W on the same numbers. */
+/* split_w only: the weight-gradient pass W of the set m->cur (after its B): per block, in
+ * backward order (L..1): need (MPT_PHASE_BACKWARD_W), under full recompute the block's forward
+ * again, its gradients (all of them: ZeRO-2/3 stage the unit here), grads_done. The unsplit
+ * backward is B then W on the same numbers (the LayerNorm sums in another order). */
 mpt_status mpt_gpt_backward_weights(mpt_gpt *m, int B, int T, mpt_error *err);
 
 #endif

@@ -325,6 +325,52 @@ mpt_status mpt_gpt_forward(mpt_gpt *m, const int32_t *inputs, const int32_t *tar
     return MPT_OK;
 }
 
+/* Layer l's W stash of slot s (an MPT_ACT_DY_* slot): its own buffer, or, when it has none
+ * (model/gpt.c mpt_gpt_buffer_sizes), the activation of the same shape that the block's B has
+ * finished reading when it writes the stash. */
+static float *stash_(const mpt_gpt *m, mpt_act_slot s, int l) {
+    if (m->act_n[s]) return lay_(m, s, l);
+    switch (s) {
+    case MPT_ACT_DY_FCPROJ: return lay_(m, MPT_ACT_RES3, l); /* the next block's input: done */
+    case MPT_ACT_DY_FC: return lay_(m, MPT_ACT_FCH, l);      /* after the GELU backward */
+    case MPT_ACT_DY_ATTPROJ: return lay_(m, MPT_ACT_RES2, l); /* after the ln_2 backward */
+    default: return lay_(m, MPT_ACT_QKV, l);                  /* after the attention backward */
+    }
+}
+
+/* Where B leaves layer l's LayerNorm k's (0: ln_1, 1: ln_2) weight and bias gradients for W:
+ * the own slot, or the first D rows of that LayerNorm's mean and rstd, which B has read. */
+static void ln_stash_(const mpt_gpt *m, int l, int k, float **dw, float **db) {
+    size_t D = (size_t)m->cfg.d_model;
+    if (m->act_n[MPT_ACT_DY_LN]) {
+        *dw = lay_(m, MPT_ACT_DY_LN, l) + (size_t)k * 2 * D;
+        *db = *dw + D;
+        return;
+    }
+    *dw = lay_(m, k ? MPT_ACT_LN2_MEAN : MPT_ACT_LN1_MEAN, l);
+    *db = lay_(m, k ? MPT_ACT_LN2_RSTD : MPT_ACT_LN1_RSTD, l);
+}
+
+/* The split backward's LayerNorm: its weight gradients into the free dqkv workspace (2D), then
+ * to the stash; the unsplit one accumulates them into g. */
+static mpt_status block_ln_backward_(mpt_gpt *m, int l, int k, float *dres, const float *dout,
+                                     const float *inp, size_t Nl, mpt_error *err) {
+    int wslot = k ? MPT_LN2_W : MPT_LN1_W, bslot = k ? MPT_LN2_B : MPT_LN1_B;
+    const float *mean = lay_(m, k ? MPT_ACT_LN2_MEAN : MPT_ACT_LN1_MEAN, l);
+    const float *rstd = lay_(m, k ? MPT_ACT_LN2_RSTD : MPT_ACT_LN1_RSTD, l);
+    if (!m->split_w)
+        return ln_backward_(m, dres, G_(m, l, wslot), G_(m, l, bslot), dout, inp,
+                            W_(m, l, wslot), mean, rstd, Nl, err);
+    size_t D = (size_t)m->cfg.d_model;
+    float *part = m->work[MPT_WORK_DQKV], *dw, *db;
+    memset(part, 0, 2 * D * sizeof *part);
+    TRY_(ln_backward_(m, dres, part, part + D, dout, inp, W_(m, l, wslot), mean, rstd, Nl, err));
+    ln_stash_(m, l, k, &dw, &db);
+    memcpy(dw, part, D * sizeof *dw);
+    memcpy(db, part + D, D * sizeof *db);
+    return MPT_OK;
+}
+
 /* A block's linear layer backward: the input gradient into dinp (+=); the weight and bias
  * gradients too (bslot < 0: no bias gradient here), or, in the split backward, dout (N x OC)
  * saved in the stash slot for W. */
@@ -337,10 +383,10 @@ static void linear_backward_(mpt_gpt *m, float *dinp, int l, int wslot, int bslo
         return;
     }
     mpt_matmul_backward(dinp, NULL, NULL, dout, inp, W_(m, l, wslot), N, C, OC);
-    memcpy(lay_(m, stash, l), dout, N * (size_t)OC * sizeof(float));
+    memcpy(stash_(m, stash, l), dout, N * (size_t)OC * sizeof(float));
 }
 
-/* grads_done, which the split backward leaves to W. */
+/* A block's grads_done, which the split backward leaves to W. */
 static mpt_status b_grads_done_(mpt_gpt *m, int unit, mpt_error *err) {
     return m->split_w ? MPT_OK : grads_done_(m, unit, err);
 }
@@ -362,7 +408,7 @@ static mpt_status head_backward_(mpt_gpt *m, size_t N, size_t Nl, mpt_error *err
     TRY_(ln_backward_(m, dres, m->g[pt->lnf_w], m->g[pt->lnf_b], dtmp,
                       lay_(m, MPT_ACT_RES3, L - 1), m->w[pt->lnf_w], m->cur->a[MPT_ACT_LNF_MEAN],
                       m->cur->a[MPT_ACT_LNF_RSTD], Nl, err));
-    return b_grads_done_(m, L + 1, err);
+    return grads_done_(m, L + 1, err); /* split or not: B writes the head's gradients */
 }
 
 mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt_error *err) {
@@ -384,7 +430,7 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
         memcpy(dres, m->cur->a[MPT_ACT_GRAD_IN], Nl * (size_t)D * sizeof *dres);
     }
     for (int l = L - 1; l >= 0; l--) {
-        TRY_(need_(m, l + 1, MPT_PHASE_BACKWARD, err));
+        TRY_(need_(m, l + 1, m->split_w ? MPT_PHASE_BACKWARD_B : MPT_PHASE_BACKWARD, err));
         const float *in = l == 0 ? m->cur->a[MPT_ACT_ENCODED] : lay_(m, MPT_ACT_RES3, l - 1);
         /* only the block's input was kept: run its forward again (deterministic kernels, so
          * the block's output RES3 is rewritten with the same values) */
@@ -408,9 +454,7 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
             linear_backward_(m, dtmp, l, MPT_FC_W, -1, dfc, x, N, D, Fl, MPT_ACT_DY_FC);
             TRY_(copy_to_tp_bwd_(m, dtmp, N, Nl, err));
         }
-        TRY_(ln_backward_(m, dres, G_(m, l, MPT_LN2_W), G_(m, l, MPT_LN2_B), dtmp,
-                          lay_(m, MPT_ACT_RES2, l), W_(m, l, MPT_LN2_W),
-                          lay_(m, MPT_ACT_LN2_MEAN, l), lay_(m, MPT_ACT_LN2_RSTD, l), Nl, err));
+        TRY_(block_ln_backward_(m, l, 1, dres, dtmp, lay_(m, MPT_ACT_RES2, l), Nl, err));
         /* dres now holds dL/d(res2); attention half */
         TRY_(all_rows_(m, dres, Nl, &dy, err));
         memset(dtmp, 0, NDl * sizeof *dtmp);
@@ -429,11 +473,9 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
         /* The key bias adds q.b_k to every score of a query's row, a shift the softmax ignores:
          * its gradient is exactly zero. Computed, it is rounding noise (~1e-11) that AdamW would
          * normalise into lr-sized steps of random sign, so it is set to its exact value. */
-        memset(G_(m, l, MPT_QKV_B) + Dl, 0, (size_t)Dl * sizeof(float));
+        if (!m->split_w) memset(G_(m, l, MPT_QKV_B) + Dl, 0, (size_t)Dl * sizeof(float));
         TRY_(copy_to_tp_bwd_(m, dtmp, N, Nl, err));
-        TRY_(ln_backward_(m, dres, G_(m, l, MPT_LN1_W), G_(m, l, MPT_LN1_B), dtmp, in,
-                          W_(m, l, MPT_LN1_W), lay_(m, MPT_ACT_LN1_MEAN, l),
-                          lay_(m, MPT_ACT_LN1_RSTD, l), Nl, err));
+        TRY_(block_ln_backward_(m, l, 0, dres, dtmp, in, Nl, err));
         TRY_(b_grads_done_(m, l + 1, err));
     }
     if (!m->first) return MPT_OK; /* dres: the input gradient, for the previous stage */
@@ -445,7 +487,7 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
     } else {
         mpt_encoder_backward(m->g[pt->wte], m->g[pt->wpe], dres, inputs, B, T, D);
     }
-    return b_grads_done_(m, 0, err);
+    return grads_done_(m, 0, err); /* split or not: B writes the embeddings' gradients */
 }
 
 mpt_status mpt_gpt_backward_weights(mpt_gpt *m, int B, int T, mpt_error *err) {
@@ -453,27 +495,37 @@ mpt_status mpt_gpt_backward_weights(mpt_gpt *m, int B, int T, mpt_error *err) {
     int D = m->cfg.d_model, Dl = m->Dl, Fl = m->Fl, L = m->nl;
     size_t N = (size_t)B * T, Nl = m->sp ? N / (size_t)m->tp : N;
     const float *x;
-    if (m->last) TRY_(grads_done_(m, L + 1, err));
+    m->moe_stats_on = 0; /* a recomputed forward counts no routing twice */
     for (int l = L - 1; l >= 0; l--) { /* dW = X^T dY, db = sum dY, as the unsplit backward */
+        TRY_(need_(m, l + 1, MPT_PHASE_BACKWARD_W, err));
+        /* full recompute kept only the block's input: its forward again for the inputs of its
+         * linear layers (deterministic, the same values B saw) */
+        if (m->recompute == MPT_RECOMPUTE_FULL) TRY_(block_forward_(m, l, B, T, err));
+        for (int k = 0; k < 2; k++) { /* the LayerNorms' gradients B left */
+            float *dw, *db;
+            ln_stash_(m, l, k, &dw, &db);
+            mpt_add_inplace(G_(m, l, k ? MPT_LN2_W : MPT_LN1_W), dw, (size_t)D);
+            mpt_add_inplace(G_(m, l, k ? MPT_LN2_B : MPT_LN1_B), db, (size_t)D);
+        }
         if (mpt_gpt_router(m, l) != SIZE_MAX) { /* MoE: experts and router (model/moe.h) */
             TRY_(all_rows_(m, saved_(m, MPT_ACT_LN2, l, Nl * D), Nl, &x, err));
             TRY_(mpt_gpt_moe_backward_weights(m, l, x, N, err));
         } else {
             mpt_matmul_backward(NULL, G_(m, l, MPT_FCPROJ_W), G_(m, l, MPT_FCPROJ_B),
-                                lay_(m, MPT_ACT_DY_FCPROJ, l),
+                                stash_(m, MPT_ACT_DY_FCPROJ, l),
                                 saved_(m, MPT_ACT_FCH_GELU, l, N * Fl), NULL, N, Fl, D);
             TRY_(all_rows_(m, saved_(m, MPT_ACT_LN2, l, Nl * D), Nl, &x, err));
             mpt_matmul_backward(NULL, G_(m, l, MPT_FC_W), G_(m, l, MPT_FC_B),
-                                lay_(m, MPT_ACT_DY_FC, l), x, NULL, N, D, Fl);
+                                stash_(m, MPT_ACT_DY_FC, l), x, NULL, N, D, Fl);
         }
         mpt_matmul_backward(NULL, G_(m, l, MPT_ATTPROJ_W), G_(m, l, MPT_ATTPROJ_B),
-                            lay_(m, MPT_ACT_DY_ATTPROJ, l), saved_(m, MPT_ACT_ATTY, l, N * Dl),
+                            stash_(m, MPT_ACT_DY_ATTPROJ, l), saved_(m, MPT_ACT_ATTY, l, N * Dl),
                             NULL, N, Dl, D);
         TRY_(all_rows_(m, saved_(m, MPT_ACT_LN1, l, Nl * D), Nl, &x, err));
         mpt_matmul_backward(NULL, G_(m, l, MPT_QKV_W), G_(m, l, MPT_QKV_B),
-                            lay_(m, MPT_ACT_DY_QKV, l), x, NULL, N, D, 3 * Dl);
+                            stash_(m, MPT_ACT_DY_QKV, l), x, NULL, N, D, 3 * Dl);
         memset(G_(m, l, MPT_QKV_B) + Dl, 0, (size_t)Dl * sizeof(float)); /* as in backward */
         TRY_(grads_done_(m, l + 1, err));
     }
-    return m->first ? grads_done_(m, 0, err) : MPT_OK;
+    return MPT_OK;
 }

@@ -79,8 +79,12 @@ static mpt_status hook_need_(void *ctx, int u, mpt_gpt_phase phase, mpt_error *e
     mpt_dp *dp = ctx;
     mpt_status st = progress_(dp, err);
     if (st || mpt_dp_unit_n(&dp->model->pt, u) == 0) return st;
-    if (dp->zero == 3 && (st = mpt_dp_gather_unit(dp, u, phase, err))) return st;
-    if (dp->zero >= 2 && phase == MPT_PHASE_BACKWARD) st = mpt_dp_stage_open(dp, u, err);
+    /* the split backward's W reads a block's weights only to recompute its forward */
+    int reads = phase != MPT_PHASE_BACKWARD_W || dp->model->recompute == MPT_RECOMPUTE_FULL;
+    if (dp->zero == 3 && reads && (st = mpt_dp_gather_unit(dp, u, phase, err))) return st;
+    /* gradients are staged by the pass that writes them: the whole backward, or W */
+    if (dp->zero >= 2 && (phase == MPT_PHASE_BACKWARD || phase == MPT_PHASE_BACKWARD_W))
+        st = mpt_dp_stage_open(dp, u, err);
     return st;
 }
 
@@ -135,6 +139,9 @@ mpt_status mpt_dp_init(mpt_dp *dp, mpt_gpt *model, mpt_comm *comm, mpt_comm *tp,
         return st;
     }
     mpt_dp_work_point(dp);
+    /* the held gradient is written from the first backward on, whichever unit comes first (zb-v
+     * runs the tied head, on the same rank, before the embeddings' unit is opened) */
+    if (dp->held_grad) model->g[dp->o.held] = dp->held_grad;
     model->hooks = (mpt_gpt_hooks){.ctx = dp, .need = hook_need_, .grads_done = hook_grads_done_};
     return MPT_OK;
 }

@@ -16,8 +16,10 @@ static int touches_set_(const mpt_pp_action *a) {
     return a->op == MPT_PP_F || a->op == MPT_PP_RECV_ACT || a->op == MPT_PP_RECV_GRAD;
 }
 
-mpt_status mpt_pp_chunk_sets(mpt_pp_kind kind, int p, int m, int v, int stage, int *sets,
-                             mpt_error *err) {
+/* The most sets of each chunk alive at once, a set closing at its B (until_b, or an unsplit
+ * schedule) or at its W. */
+static mpt_status chunk_sets_(mpt_pp_kind kind, int p, int m, int v, int stage, int until_b,
+                              int *sets, mpt_error *err) {
     mpt_pp_action *a;
     size_t na;
     TRY_(mpt_pp_schedule(kind, p, m, v, stage, &a, &na, err));
@@ -32,16 +34,29 @@ mpt_status mpt_pp_chunk_sets(mpt_pp_kind kind, int p, int m, int v, int stage, i
     for (int c = 0; c < v; c++) sets[c] = 0;
     for (size_t i = 0; i < na; i++) {
         int c = a[i].chunk, j = a[i].mb * v + c;
-        if (touches_set_(&a[i]) && !open[j]) {
+        /* the until-B part opens at F (the head's slots) or at RECV_GRAD (GRAD_IN) */
+        int touch = until_b ? a[i].op == MPT_PP_F || a[i].op == MPT_PP_RECV_GRAD
+                            : touches_set_(&a[i]);
+        if (touch && !open[j]) {
             open[j] = 1;
             if (++alive[c] > sets[c]) sets[c] = alive[c];
         }
-        if (a[i].op == (mpt_pp_split(kind) ? MPT_PP_W : MPT_PP_B)) alive[c]--;
+        if (a[i].op == (mpt_pp_split(kind) && !until_b ? MPT_PP_W : MPT_PP_B)) alive[c]--;
     }
     free(a);
     free(open);
     free(alive);
     return MPT_OK;
+}
+
+mpt_status mpt_pp_chunk_sets(mpt_pp_kind kind, int p, int m, int v, int stage, int *sets,
+                             mpt_error *err) {
+    return chunk_sets_(kind, p, m, v, stage, 0, sets, err);
+}
+
+mpt_status mpt_pp_chunk_sets_b(mpt_pp_kind kind, int p, int m, int v, int stage, int *sets,
+                               mpt_error *err) {
+    return chunk_sets_(kind, p, m, v, stage, 1, sets, err);
 }
 
 mpt_status mpt_pp_sets_needed(mpt_pp_kind kind, int p, int m, int stage, int *n, mpt_error *err) {
@@ -144,19 +159,25 @@ mpt_status mpt_pp_init_chunks(mpt_pp *pp, mpt_comm *comm, mpt_pp_kind kind, int 
     pp->dp = dp;
     pp->boundary_n = mpt_pp_boundary_elems(model->B, model->T, model->cfg.d_model, model->tp,
                                            model->sp);
-    int *sets = calloc((size_t)v, sizeof *sets);
+    int *sets = calloc(2 * (size_t)v, sizeof *sets), *bsets = sets ? sets + v : NULL;
     if (!sets) return mpt_fail(err, MPT_ERR_RUN, "out of memory for the pipeline executor");
+    int split = mpt_pp_split(kind);
     mpt_status st = mpt_pp_schedule(kind, pp->p, m, v, pp->stage, &pp->acts, &pp->n_acts, err);
     if (!st) st = mpt_pp_chunk_sets(kind, pp->p, m, v, pp->stage, sets, err);
+    if (!st && split) st = mpt_pp_chunk_sets_b(kind, pp->p, m, v, pp->stage, bsets, err);
     if (st) {
         free(sets);
         free(pp->acts);
         pp->acts = NULL;
         return st;
     }
-    size_t mv = (size_t)m * (size_t)v, npool = 0;
-    for (int c = 0; c < v; c++) npool += (size_t)sets[c];
+    size_t mv = (size_t)m * (size_t)v, npool = 0, nb = 0;
+    for (int c = 0; c < v; c++) {
+        npool += (size_t)sets[c];
+        nb += split ? (size_t)bsets[c] : 0;
+    }
     pp->sets_needed = (int)npool;
+    pp->bsets_needed = (int)nb;
     if (v > 1) {
         pp->views = calloc((size_t)v, sizeof *pp->views);
         pp->vctx = calloc((size_t)v, sizeof *pp->vctx);
@@ -165,6 +186,14 @@ mpt_status mpt_pp_init_chunks(mpt_pp *pp, mpt_comm *comm, mpt_pp_kind kind, int 
     pp->pool_chunk = calloc(npool + 1, sizeof *pp->pool_chunk);
     for (int c = 0, k = 0; pp->pool_chunk && c < v; c++)
         for (int i = 0; i < sets[c]; i++) pp->pool_chunk[k++] = c;
+    /* the split backward's until-B parts (mpt_gpt_slot_until_b), a pool of their own */
+    pp->bpool = calloc(nb + 1, sizeof *pp->bpool);
+    pp->bpool_chunk = calloc(nb + 1, sizeof *pp->bpool_chunk);
+    pp->bpool_free = calloc(nb + 1, sizeof *pp->bpool_free);
+    pp->bslot_of = malloc(mv * sizeof *pp->bslot_of);
+    for (size_t k = 0; pp->bslot_of && k < mv; k++) pp->bslot_of[k] = -1;
+    for (int c = 0, k = 0; split && pp->bpool_chunk && c < v; c++)
+        for (int i = 0; i < bsets[c]; i++) pp->bpool_chunk[k++] = c;
     free(sets);
     pp->set = calloc(mv, sizeof *pp->set);
     pp->pool = calloc(npool + 1, sizeof *pp->pool);
@@ -184,6 +213,7 @@ mpt_status mpt_pp_init_chunks(mpt_pp *pp, mpt_comm *comm, mpt_pp_kind kind, int 
     }
     if (st || !pp->set || !pp->pool || !pp->pool_free || !pp->slot_of || !pp->rx_act ||
         !pp->rx_grad || !pp->tx_act || !pp->t_sent || !pp->pool_chunk || !pp->t_peer ||
+        !pp->bpool || !pp->bpool_chunk || !pp->bpool_free || !pp->bslot_of ||
         (v > 1 && (!pp->views || !pp->vctx))) {
         mpt_pp_free(pp);
         return st ? st : mpt_fail(err, MPT_ERR_RUN, "out of memory for the pipeline executor");
@@ -194,9 +224,15 @@ mpt_status mpt_pp_init_chunks(mpt_pp *pp, mpt_comm *comm, mpt_pp_kind kind, int 
     /* every activation set the schedule keeps alive at once, up front: no allocation during a
      * step, and the arena's peak is reached (and checked against --mem-limit) at set-up */
     for (; !st && pp->pool_n < pp->sets_needed; pp->pool_n++) {
-        st = mpt_gpt_acts_alloc(chunk_model_(pp, pp->pool_chunk[pp->pool_n]),
-                                &pp->pool[pp->pool_n], err);
+        mpt_gpt *cm = chunk_model_(pp, pp->pool_chunk[pp->pool_n]);
+        st = split ? mpt_gpt_acts_alloc_part(cm, &pp->pool[pp->pool_n], 0, err)
+                   : mpt_gpt_acts_alloc(cm, &pp->pool[pp->pool_n], err);
         pp->pool_free[pp->pool_n] = 1;
+    }
+    for (; !st && pp->bpool_n < pp->bsets_needed; pp->bpool_n++) {
+        st = mpt_gpt_acts_alloc_part(chunk_model_(pp, pp->bpool_chunk[pp->bpool_n]),
+                                     &pp->bpool[pp->bpool_n], 1, err);
+        pp->bpool_free[pp->bpool_n] = 1;
     }
     if (st) mpt_pp_free(pp);
     return st;
@@ -206,6 +242,8 @@ void mpt_pp_free(mpt_pp *pp) {
     if (!pp || !pp->model) return;
     for (int k = 0; k < pp->pool_n; k++)
         mpt_gpt_acts_free(chunk_model_(pp, pp->pool_chunk[k]), &pp->pool[k]);
+    for (int k = 0; k < pp->bpool_n; k++)
+        mpt_gpt_acts_free(chunk_model_(pp, pp->bpool_chunk[k]), &pp->bpool[k]);
     mpt_buflist_release(&pp->bufs, pp->model->arena);
     mpt_buflist_free(&pp->bufs);
     free(pp->acts);
@@ -221,6 +259,10 @@ void mpt_pp_free(mpt_pp *pp) {
     free(pp->vctx);
     free(pp->pool_chunk);
     free(pp->t_peer);
+    free(pp->bpool);
+    free(pp->bpool_chunk);
+    free(pp->bpool_free);
+    free(pp->bslot_of);
     pp->model->cur = &pp->model->own;
     memset(pp, 0, sizeof *pp);
 }
@@ -248,7 +290,35 @@ static mpt_status open_set_(mpt_pp *pp, int j, mpt_error *err) {
     return MPT_OK;
 }
 
+/* The split backward: j's until-B part from its own pool, at its F or its RECV_GRAD (what
+ * needs it first). */
+static mpt_status open_set_b_(mpt_pp *pp, int j, mpt_error *err) {
+    if (!pp->bsets_needed || pp->bslot_of[j] >= 0) return MPT_OK;
+    int b = 0, c = j % pp->v;
+    while (b < pp->bpool_n && (!pp->bpool_free[b] || pp->bpool_chunk[b] != c)) b++;
+    if (b == pp->bpool_n)
+        return mpt_fail(err, MPT_ERR_RUN,
+                        "pipeline stage %d: micro-batch %d (chunk %d) needs one more until-B "
+                        "part than the schedule was planned for (%d)",
+                        pp->stage, j / pp->v, c, pp->bsets_needed);
+    pp->bpool_free[b] = 0;
+    pp->bslot_of[j] = b;
+    for (int s = 0; s < MPT_ACT_SLOTS; s++)
+        if (mpt_gpt_slot_until_b((mpt_act_slot)s)) pp->set[j].a[s] = pp->bpool[b].a[s];
+    return MPT_OK;
+}
+
+/* The split backward's B is done with j's until-B part. */
+static void close_set_b_(mpt_pp *pp, int j) {
+    if (pp->bslot_of[j] < 0) return;
+    pp->bpool_free[pp->bslot_of[j]] = 1;
+    pp->bslot_of[j] = -1;
+    for (int s = 0; s < MPT_ACT_SLOTS; s++)
+        if (mpt_gpt_slot_until_b((mpt_act_slot)s)) pp->set[j].a[s] = NULL;
+}
+
 static void close_set_(mpt_pp *pp, int j) {
+    close_set_b_(pp, j);
     pp->pool_free[pp->slot_of[j]] = 1;
     pp->slot_of[j] = -1;
     memset(&pp->set[j], 0, sizeof pp->set[j]);
@@ -267,6 +337,7 @@ static mpt_status forward_(mpt_pp *pp, const mpt_pp_action *a, mpt_pp_batch_fn b
     mpt_gpt *m = chunk_model_(pp, a->chunk);
     int mb = a->mb, j = mb * pp->v + a->chunk;
     TRY_(open_set_(pp, j, err));
+    TRY_(open_set_b_(pp, j, err));
     batch(ctx, mb, m->first ? inputs : NULL, m->last ? targets : NULL);
     if (m->first) pp->inputs_mb = mb;
     m->cur = &pp->set[j];
@@ -288,14 +359,16 @@ static mpt_status backward_(mpt_pp *pp, const mpt_pp_action *a, mpt_pp_batch_fn 
     }
     m->cur = &pp->set[j];
     mpt_dp_set_last_microbatch(pp->dp, mb == pp->m - 1);
+    /* long done (the gradient came back), and the split backward's W stash reuses the output */
+    if (!m->last) TRY_(mpt_wait(&pp->tx_act[j], err));
     TRY_(mpt_gpt_backward(m, inputs, Bm, T, err));
     if (!m->first) { /* the input gradient goes back: into a free send buffer */
         int k = j % 2;
         TRY_(free_grad_out_(pp, k, err));
         memcpy(pp->grad_out[k], m->work[MPT_WORK_DRES], pp->boundary_n * sizeof(float));
     }
-    if (!m->last) TRY_(mpt_wait(&pp->tx_act[j], err)); /* long done: the gradient came back */
-    if (!m->split_w) close_set_(pp, j); /* else W still reads it */
+    if (!m->split_w) close_set_(pp, j); /* else W still reads all but its until-B part */
+    else close_set_b_(pp, j);
     m->cur = &m->own;
     return MPT_OK;
 }
@@ -343,6 +416,7 @@ mpt_status mpt_pp_step(mpt_pp *pp, mpt_pp_batch_fn batch, void *ctx, int32_t *in
             break;
         case MPT_PP_RECV_GRAD:
             TRY_(open_set_(pp, j, err));
+            TRY_(open_set_b_(pp, j, err));
             TRY_(mpt_irecv(pp->comm, pp->set[j].a[MPT_ACT_GRAD_IN], pp->boundary_n, a->peer, tag,
                            &pp->rx_grad[j], err));
             break;

@@ -72,6 +72,13 @@ typedef struct mpt_pp {
     int *pool_free;          /* 1 when pool[k] is not in use */
     int *slot_of;            /* per micro-batch and chunk: its pool entry, or -1 */
     int pool_n;
+    /* the split backward (zb-h1, zb-v): pool holds the sets without their until-B slots
+     * (mpt_gpt_slot_until_b: the head's and the received gradient), which come from bpool,
+     * sized by the sets alive from first touch to B (mpt_pp_chunk_sets_b), and return to it
+     * at the end of B; bpool is empty otherwise */
+    mpt_gpt_acts *bpool;     /* owned */
+    int *bpool_free, *bpool_chunk, *bslot_of; /* owned; as pool_free, pool_chunk, slot_of */
+    int bpool_n, bsets_needed;
     mpt_req *rx_act, *rx_grad, *tx_act; /* per micro-batch and chunk (mb*v + chunk) */
     float *grad_out[2];      /* stages after the first: input-gradient send buffers (workspace) */
     mpt_buflist bufs;        /* owned: the list grad_out was allocated from (mpt_pp_buffers) */
@@ -115,6 +122,10 @@ mpt_status mpt_pp_chunk_sets(mpt_pp_kind kind, int p, int m, int v, int stage, i
 /* The chunk view of a model with v chunks (its n_layers divisible by v): place as the model's
  * (mpt_gpt_place), for chunk c: n_layers/v blocks, first only on chunk 0, last only on chunk
  * v-1. For the memory plan and the executor. */
+/* The same with every set closing at its B: for the split backward, how many until-B parts
+ * (model/gpt.h mpt_gpt_slot_until_b) each chunk holds at once. */
+mpt_status mpt_pp_chunk_sets_b(mpt_pp_kind kind, int p, int m, int v, int stage, int *sets,
+                               mpt_error *err);
 mpt_gpt_place mpt_pp_chunk_place(const mpt_gpt_place *place, int v, int c);
 
 /* The model is this stage's (place->first/last/n_layers), built with MPT_GPT_NO_ACTS; comm is

@@ -28,6 +28,14 @@ mpt_status mpt_pp_eval(mpt_pp *pp, mpt_pp_batch_fn batch, void *ctx, int count, 
             if (!set || (next == pp->stage && !to))
                 return mpt_fail(err, MPT_ERR_RUN,
                                 "evaluation: the pipeline executor has no activation set");
+            mpt_gpt_acts whole = *set; /* split backward: the until-B part from its own pool */
+            for (int e = 0; e < pp->bpool_n; e++)
+                if (pp->bpool_chunk[e] == c) {
+                    for (int i = 0; i < MPT_ACT_SLOTS; i++)
+                        if (mpt_gpt_slot_until_b((mpt_act_slot)i)) whole.a[i] = pp->bpool[e].a[i];
+                    break;
+                }
+            set = &whole;
             size_t per = m->act_n[MPT_ACT_RES3] / (size_t)m->nl;
             float *out = set->a[MPT_ACT_RES3] + (size_t)(m->nl - 1) * per; /* the output */
             m->cur = set;

@@ -292,13 +292,20 @@ static int place_recv_(mpt_pp_kind kind, alist_ *out, const mpt_pp_action *a, in
 
 /* Interleaves the communication with the compute order c[0..n): the receive for compute k+1
  * is posted just before compute k (so the transfer overlaps compute k and only one extra input
- * buffer is live), the send right after the compute that produced it. */
+ * buffer is live), the send right after the compute that produced it. When compute k is a W,
+ * the receive follows it instead: W closes its micro-batch's activation set, which the
+ * receive's set then reuses (the split backward's sets live until W: posted before, the
+ * receive would hold one more). */
 static int place_comm_(mpt_pp_kind kind, alist_ *out, const alist_ *c, int p, int v, int rank) {
     if (c->n && !place_recv_(kind, out, &c->a[0], p, v, rank)) return 0;
     for (size_t k = 0; k < c->n; k++) {
         const mpt_pp_action *a = &c->a[k];
-        if (k + 1 < c->n && !place_recv_(kind, out, &c->a[k + 1], p, v, rank)) return 0;
+        int after = a->op == MPT_PP_W;
+        if (k + 1 < c->n && !after && !place_recv_(kind, out, &c->a[k + 1], p, v, rank))
+            return 0;
         if (!push_(out, a->op, a->mb, a->chunk, -1, -1)) return 0;
+        if (k + 1 < c->n && after && !place_recv_(kind, out, &c->a[k + 1], p, v, rank))
+            return 0;
         int peer, pc, op = send_of_(kind, a, p, v, rank, &peer, &pc);
         if (op && !push_(out, op, a->mb, a->chunk, peer, pc)) return 0;
     }

@@ -202,4 +202,25 @@ mpt_status mpt_pp_simulate_ranks(mpt_pp_kind kind, int p, int m, int v, const do
 /* Safe on a zeroed or freed timeline. */
 void mpt_pp_timeline_free(mpt_pp_timeline *t);
 
+/* PipeDream-2BW without the flush: rank `rank`'s actions over `steps` steps of m micro-batches
+ * as one 1F1B order (micro-batch g = step g / m, micro-batch g % m of it), so step n+1's
+ * forwards enter while step n's backwards run. Every micro-batch of step n runs forward and
+ * backward on the weights W(n-1) (stashed), and W(n+1) = W(n) - AdamW(gradient of step n): the
+ * trainer's --schedule 2bw rule, whose executor still drains between steps. */
+mpt_status mpt_pp_schedule_2bw(int p, int m, int steps, int rank, mpt_pp_action **out,
+                               size_t *n, mpt_error *err);
+/* What the simulation of those lists shows (equal costs per stage, as mpt_pp_simulate). */
+typedef struct mpt_pp_2bw_report {
+    double bubble;       /* idle share over the steps, no flush */
+    double bubble_flush; /* the same steps drained one by one (the executor today) */
+    double makespan;
+    int versions;        /* most weight versions a rank's in-flight micro-batches use at once */
+    double slack;        /* min over n of (first forward of step n+1 on any rank) - (last
+                          * backward of step n-1 on any rank): >= 0 when W(n), which needs
+                          * step n-1's gradient and its norm over every rank, is ready in time
+                          * (0 with fewer than 3 steps) */
+} mpt_pp_2bw_report;
+mpt_status mpt_pp_2bw_simulate(int p, int m, int steps, const double cost[MPT_PP_COSTS],
+                               mpt_pp_2bw_report *rep, mpt_error *err);
+
 #endif

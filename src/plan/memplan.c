@@ -31,6 +31,17 @@ static mpt_status add_ckpt_stage_(const mpt_config *cfg, mpt_mem_plan *plan, mpt
     return ok ? MPT_OK : mpt_fail(err, MPT_ERR_RUN, "out of memory planning checkpoint staging");
 }
 
+/* Bytes of n activation sets of act_n; nb >= 0: their until-B slots in nb parts instead. */
+static size_t sets_bytes_(const mpt_config *cfg, int bf16, const size_t act_n[MPT_ACT_SLOTS],
+                          int n, int nb) {
+    size_t b = 0;
+    for (int i = 0; i < MPT_ACT_SLOTS; i++) { /* bytes by dtype (bf16 slots: model/gpt.h) */
+        int k = nb >= 0 && mpt_gpt_slot_until_b((mpt_act_slot)i) ? nb : n;
+        b += act_n[i] * mpt_dtype_size(mpt_gpt_act_dtype(cfg, bf16, (mpt_act_slot)i)) * (size_t)k;
+    }
+    return b;
+}
+
 mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_layout *lay,
                             mpt_mem_plan *plan, mpt_error *err) {
     memset(plan, 0, sizeof *plan);
@@ -62,9 +73,11 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
     o.zero = lay->zero;
     o.z3_whole = lay->z3_whole;
     o.bucket_elems = lay->bucket_elems;
-    /* the tied wte is held for the sum between the two ends of the pipeline, unless one rank
-     * holds both (zb-v) */
-    if (pl->stages > 1 && cfg->tied && (pl->first || pl->last) && !(pl->first && pl->last))
+    /* the tied wte is held for the sum between the two ends of the pipeline; when one rank
+     * holds both (zb-v), only under ZeRO-2/3, whose staging would otherwise see the head's
+     * gradient (a chunk apart from the embeddings) before its unit is opened */
+    if (pl->stages > 1 && cfg->tied && (pl->first || pl->last) &&
+        (!(pl->first && pl->last) || lay->zero >= 2))
         o.held = mpt_tied_tensor(&pt);
     mpt_buflist dl;
     mpt_buflist_init(&dl);
@@ -93,22 +106,20 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
     if (lay->weight_versions > 1) plan->bytes[MPT_MEM_PARAMS] += P; /* 2bw: the stash */
     if (gpt_flags & MPT_GPT_GRADS) plan->bytes[MPT_MEM_GRADS] += P;
     for (int k = 0; k < MPT_MEM_KINDS; k++) plan->bytes[k] += dp_bytes[k];
-    size_t set = 0;
-    for (int i = 0; i < MPT_ACT_SLOTS; i++) /* bytes by dtype (bf16 slots: model/gpt.h) */
-        set += act_n[i] * mpt_dtype_size(mpt_gpt_act_dtype(cfg, lay->bf16, (mpt_act_slot)i));
-    plan->bytes[MPT_MEM_ACTIVATIONS] = set * (size_t)(lay->act_sets > 0 ? lay->act_sets : 1);
+    int sets1 = lay->act_sets > 0 ? lay->act_sets : 1;
+    plan->bytes[MPT_MEM_ACTIVATIONS] =
+        sets_bytes_(cfg, lay->bf16, act_n, sets1, lay->sets_b ? lay->sets_b[0] : -1);
     int chunks = lay->chunks > 1 && lay->chunk_sets ? lay->chunks : 1;
     if (chunks > 1) { /* each chunk's sets hold its blocks only, with its own ends */
         plan->bytes[MPT_MEM_ACTIVATIONS] = 0;
         for (int c = 0; c < chunks; c++) {
             mpt_gpt_place q = mpt_pp_chunk_place(&place, chunks, c);
-            size_t cw[MPT_WORK_SLOTS], ca[MPT_ACT_SLOTS], cset = 0;
+            size_t cw[MPT_WORK_SLOTS], ca[MPT_ACT_SLOTS];
             if (!mpt_gpt_buffer_sizes(cfg, B, T, 1, tp, lay->sp, &q, ca, cw))
                 return mpt_fail(err, MPT_ERR_INPUT, "batch %d x %d tokens is too large to address",
                                 B, T);
-            for (int i = 0; i < MPT_ACT_SLOTS; i++)
-                cset += ca[i] * mpt_dtype_size(mpt_gpt_act_dtype(cfg, lay->bf16, (mpt_act_slot)i));
-            plan->bytes[MPT_MEM_ACTIVATIONS] += cset * (size_t)lay->chunk_sets[c];
+            plan->bytes[MPT_MEM_ACTIVATIONS] += sets_bytes_(
+                cfg, lay->bf16, ca, lay->chunk_sets[c], lay->sets_b ? lay->sets_b[c] : -1);
         }
     }
     for (int i = 0; i < MPT_WORK_SLOTS; i++) plan->bytes[MPT_MEM_WORKSPACE] += work_n[i] * 4;

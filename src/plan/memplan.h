@@ -37,6 +37,10 @@ typedef struct mpt_rank_layout {
                                * counted instead of act_sets (parallel/pp.h, mpt_pp_chunk_sets) */
     const int *chunk_sets;
     int split_w;              /* split backward (zb-h1): sets also hold the W pass's stash */
+    const int *sets_b;        /* split_w, or NULL: the until-B parts (model/gpt.h
+                               * mpt_gpt_slot_until_b) alive at once, per chunk (sets_b[0]
+                               * with one), counted for those slots instead of the sets
+                               * (parallel/pp.h mpt_pp_chunk_sets_b) */
     int weight_versions;      /* 2 for 2bw (the previous step's weights stashed); else 1 */
 } mpt_rank_layout;
 

@@ -236,11 +236,13 @@ static mpt_status eval_(mpt_run *r, double *val_loss, mpt_error *err) {
     return MPT_OK;
 }
 
-/* The pipeline executor's compute events, for the trace: "F3", "B3". */
+/* The pipeline executor's compute events, for the trace: "F3", "B3", "W3"; with several
+ * chunks per rank (interleaved, zb-v) the chunk too: "F3.1". */
 static void pp_event_(void *ctx, const mpt_pp_action *a, double t0, double t1) {
-    char name[16];
-    mpt_pp_action_str(a, 1, name, sizeof name);
-    mpt_trace_add(ctx, MPT_TRACE_COMPUTE, name, NULL, -1, t0, t1);
+    mpt_run *r = ctx;
+    char name[24];
+    mpt_pp_action_str(a, r->pp.v, name, sizeof name);
+    mpt_trace_add(&r->trace, MPT_TRACE_COMPUTE, name, NULL, -1, t0, t1);
 }
 
 /* --dump-step1 on one rank: before step 1's first forward, the logits of micro-batch 0 (an
@@ -441,7 +443,7 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
     if (st) goto done;
     mpt_trace_observe_comm(&r.trace);
     r.pp.on_event = pp_event_;
-    r.pp.event_ctx = &r.trace;
+    r.pp.event_ctx = &r;
     r.pp.before_forward = dump_logits_;
     r.pp.forward_ctx = &r;
 

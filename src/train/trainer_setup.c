@@ -125,16 +125,6 @@ static mpt_status validate_layout_(mpt_run *r, mpt_error *err) {
                             "--schedule %s is not supported by the trainer yet: use naive, gpipe, "
                             "1f1b, interleaved, zb-h1 or zb-v (`mptrain schedule` shows all)",
                             o->schedule);
-        /* zb-h1's W pass reads each block's kept inputs and writes the full gradient buffer */
-        if (mpt_pp_split(r->kind) && o->recompute == MPT_RECOMPUTE_FULL)
-            return mpt_fail(err, MPT_ERR_INPUT, "--schedule %s defers the weight gradients, "
-                            "which need every block's activations: use --recompute none or "
-                            "selective, or --schedule 1f1b", o->schedule);
-        if (mpt_pp_split(r->kind) && o->zero >= 2)
-            return mpt_fail(err, MPT_ERR_INPUT, "--schedule %s is not supported with --zero "
-                            "%d yet (its W pass runs after the unit's staged reduction): use "
-                            "--zero 0 or 1, or --schedule 1f1b or interleaved", o->schedule,
-                            o->zero);
     }
     /* 2bw: the update rule holds on any layout (one stage included) */
     if (o->schedule && strcmp(o->schedule, "2bw") == 0 && o->zero >= 3)
@@ -233,11 +223,14 @@ static mpt_status stage_plan_(mpt_run *r, const mpt_placement *q, mpt_mem_plan *
                               mpt_error *err) {
     const mpt_train_opts *o = r->o;
     int sets = 1;
-    int chunk_sets[MPT_MAX_VIRTUAL];
+    int chunk_sets[MPT_MAX_VIRTUAL], sets_b[MPT_MAX_VIRTUAL] = {1};
     mpt_status st = r->v > 1 ? mpt_pp_chunk_sets(r->kind, q->stages, o->microbatches, r->v,
                                                  q->stage, chunk_sets, err)
                              : mpt_pp_sets_needed(r->kind, q->stages, o->microbatches, q->stage,
                                                   &sets, err);
+    if (!st && mpt_pp_split(r->kind)) /* the executor's until-B pool (parallel/pp.h) */
+        st = mpt_pp_chunk_sets_b(r->kind, q->stages, o->microbatches, r->v, q->stage, sets_b,
+                                 err);
     if (st) return st;
     mpt_placement qv = *q;
     if (r->kind == MPT_PP_ZB_V) qv.first = qv.last = q->stage == 0; /* both ends on rank 0 */
@@ -247,6 +240,7 @@ static mpt_status stage_plan_(mpt_run *r, const mpt_placement *q, mpt_mem_plan *
                            .threads = o->threads, .bf16 = o->dtype == MPT_BF16,
                            .chunks = r->v, .chunk_sets = chunk_sets,
                            .split_w = mpt_pp_split(r->kind),
+                           .sets_b = mpt_pp_split(r->kind) ? sets_b : NULL,
                            .weight_versions = o->schedule && !strcmp(o->schedule, "2bw") ? 2 : 1};
     return mpt_memplan_rank(&r->cfg, r->Bm, r->T, &lay, plan, err);
 }
@@ -381,6 +375,10 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
                            &place, &r->arena, err)))
         return st;
     if (dopt.pre_reduce) dopt.held = mpt_tied_tensor(&r->model.pt);
+    /* zb-v, ZeRO-2/3: rank 0 holds both ends; wte's gradient is held whole (the tied head's
+     * B, a chunk apart, writes it before the embeddings' unit is staged; plan/memplan.c) */
+    if (r->kind == MPT_PP_ZB_V && r->cfg.tied && first && o->zero >= 2)
+        dopt.held = mpt_tied_tensor(&r->model.pt);
     if ((st = mpt_dp_init(&r->dp, &r->model, dp, tp, pp, &dopt, &r->arena, err))) return st;
     if (r->ep.comm && !r->model.ep_full &&
         (st = mpt_ep_grads_init(&r->ep, &r->model, &r->edp, &r->arena, err)))
