@@ -232,4 +232,9 @@ void plan_json_cluster(void *obj, const mpt_cluster *c) {
         {"par_eff", c->par_eff},
     };
     for (size_t i = 0; i < sizeof f / sizeof *f; i++) cJSON_AddNumberToObject(o, f[i].key, f[i].v);
+    const char *names[32];
+    double *v[32];
+    mpt_cluster cc = *c;
+    size_t n = mpt_cluster_calib_fields(&cc, names, v, 32);
+    for (size_t i = 0; i < n && i < 32; i++) cJSON_AddNumberToObject(o, names[i], *v[i]);
 }
