@@ -208,12 +208,18 @@ void mpt_cluster_measure_kernels(mpt_cluster *c) {
     c->attn_f = tf > 0 ? 4 * tt / tf : 0;
     c->attn_b = tb > 0 ? 8 * tt / tb : 0;
     /* the GEMM efficiency curve, over the peak (cluster.c measured it first) */
+    double rate[MPT_GEMM_CURVE], best = c->peak_fp32;
     for (int i = 0; i < MPT_GEMM_CURVE; i++) {
         u.gk = curve_k_[i];
         double t = median_run_(K_GEMM_, &u, 5);
-        double eff = t > 0 && c->peak_fp32 > 0 ? 2.0 * GM_ * GM_ * u.gk / t / c->peak_fp32 : 0;
-        c->gemm_curve[i] = eff > 1 ? 1 : eff;
+        rate[i] = t > 0 ? 2.0 * GM_ * GM_ * u.gk / t : 0;
+        if (rate[i] > best) best = rate[i];
     }
+    if (best > c->peak_fp32 && c->peak_fp32 > 0) { /* the peak's own run was diluted */
+        c->gemm_eff *= c->peak_fp32 / best;
+        c->peak_fp32 = c->peak_bf16 = best;
+    }
+    for (int i = 0; i < MPT_GEMM_CURVE; i++) c->gemm_curve[i] = best > 0 ? rate[i] / best : 0;
     u.gk = GM_;
     /* busy and team, per kind, against solo on the same kernels */
     double *busy[KINDS_] = {&c->busy_gemm, &c->busy_attn, &c->busy_ew};

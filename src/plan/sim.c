@@ -201,9 +201,16 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
             double t = rk[r].first_start + red;
             end = t > rk[r].clock + tail ? t : rk[r].clock + tail;
         }
+        /* a CPU node (cpu-here: cores > 0) has no copy engine: the ring's copies and sums run
+         * on the rank's own cores between its layers, so they add to its time */
+        if (c->cores > 0) end = rk[r].clock + red;
         if (R == 1) end = rk[r].clock;
         double shard = l->zero == 0 ? G : G / R;
-        double opt = 28.0 * shard / (c->mem_bw * c->mem_eff) + ag;
+        /* AdamW reads p, g, m, v and writes p, m, v (28 B per element of the shard); the
+         * gradient norm reads and the next step's zeroing writes the gradient buffer (8 B per
+         * element: the whole G below ZeRO-2, the shard from it) */
+        double gbuf = l->zero >= 2 ? shard : G;
+        double opt = (28.0 * shard + 8.0 * gbuf) / (c->mem_bw * c->mem_eff) + ag;
         double t_r = end + opt;
         if (cm && R > 1)
             cm[n_cm++] = (mpt_sim_comm){r, MPT_SIM_DP,
@@ -211,7 +218,7 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
                                         end};
         if (cm) cm[n_cm++] = (mpt_sim_comm){r, MPT_SIM_OPTIMIZER, end, t_r};
         if (t_r > step) step = t_r;
-        node_work += rk[r].busy + opt;
+        node_work += rk[r].busy + opt + (c->cores > 0 && R > 1 ? red : 0);
         if (end - rk[r].clock > out->dp_exposed) out->dp_exposed = end - rk[r].clock;
         if (opt > out->optimizer) out->optimizer = opt;
         double tpw = tpb * (l->sp ? frac : 2.0 * (l->tp - 1) / l->tp);
