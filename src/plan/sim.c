@@ -47,12 +47,12 @@ static mpt_status replay_(rank_ *rk, int p, int v, int m, mpt_pp_kind kind,
             rank_ *R = &rk[r];
             while (R->pc < R->n) {
                 const mpt_pp_action *a = &R->a[R->pc];
-                int me = mpt_pp_stage(p, r, a->chunk);
+                int me = mpt_pp_stage_k(kind, p, r, a->chunk);
                 if (a->op == MPT_PP_RECV_ACT || a->op == MPT_PP_RECV_GRAD) {
                     msg[((size_t)a->mb * S + me) * 2 + (a->op == MPT_PP_RECV_GRAD)].posted =
                         R->clock;
                 } else if (a->op == MPT_PP_SEND_ACT || a->op == MPT_PP_SEND_GRAD) {
-                    int dst = mpt_pp_stage(p, a->peer, a->peer_chunk);
+                    int dst = mpt_pp_stage_k(kind, p, a->peer, a->peer_chunk);
                     msg[((size_t)a->mb * S + dst) * 2 + (a->op == MPT_PP_SEND_GRAD)].sent =
                         R->clock;
                 } else {
@@ -66,8 +66,10 @@ static mpt_status replay_(rank_ *rk, int p, int v, int m, mpt_pp_kind kind,
                         /* the boundary tensor of the earlier stage, same size both ways */
                         double arr = post + p2p[grad ? me : me - 1];
                         if (arr > ready) ready = arr;
+                        int from = 0, from_chunk = 0; /* the producer's rank */
+                        mpt_pp_stage_place(kind, p, grad ? me + 1 : me - 1, &from, &from_chunk);
                         if (cm) /* on the producer's stream */
-                            cm[(*n_cm)++] = (mpt_sim_comm){(grad ? me + 1 : me - 1) % p,
+                            cm[(*n_cm)++] = (mpt_sim_comm){from,
                                                            grad ? MPT_SIM_P2P_GRAD
                                                                 : MPT_SIM_P2P_ACT,
                                                            post, arr};
@@ -75,8 +77,8 @@ static mpt_status replay_(rank_ *rk, int p, int v, int m, mpt_pp_kind kind,
                     const mpt_stage_cost *c = &sc[me];
                     double d = a->op == MPT_PP_F ? c->f
                                : a->op == MPT_PP_W ? c->w
-                               : kind == MPT_PP_ZB_H1 ? c->b
-                                                      : c->b + c->w;
+                               : mpt_pp_split(kind) ? c->b
+                                                    : c->b + c->w;
                     if (a->op == MPT_PP_F && R->busy == 0) R->first_start = ready;
                     if (a->op == MPT_PP_B && a->mb == m - 1 && a->chunk == v - 1)
                         R->last_b_start = ready;
@@ -115,7 +117,7 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
     double share = mpt_cluster_rank_share(&rank_c, oversub ? c->cores : world,
                                           oversub ? 1 : job->threads);
     c = &rank_c;
-    int p = l->pp, v = p > 1 && l->schedule == MPT_PP_INTERLEAVED ? l->virtual_stages : 1;
+    int p = l->pp, v = mpt_plan_chunks(l);
     int m = l->microbatches, S = p * v;
     mpt_pp_kind kind = p > 1 ? l->schedule : MPT_PP_1F1B;
     int T = job->seq_len > 0 ? job->seq_len : cfg.n_positions;
@@ -126,7 +128,7 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
     double *p2p = calloc((size_t)S, sizeof *p2p);
     msg_ *msg = malloc((size_t)m * S * 2 * sizeof *msg);
     rank_ *rk = calloc((size_t)p, sizeof *rk);
-    size_t n_events = (size_t)m * S * (kind == MPT_PP_ZB_H1 ? 3 : 2);
+    size_t n_events = (size_t)m * S * (mpt_pp_split(kind) ? 3 : 2);
     mpt_pp_event *ev = keep_events ? malloc(n_events * sizeof *ev) : NULL;
     size_t n_cm_max = (size_t)m * S * 2 + 2 * (size_t)p;
     mpt_sim_comm *cm = keep_events ? malloc(n_cm_max * sizeof *cm) : NULL;
@@ -161,8 +163,8 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
         double G = 0, fl = 0, fm = 0, tpb = 0, tpt = 0, ppb = 0;
         int units = 0;
         for (int k = 0; k < v; k++) {
-            const mpt_stage_cost *x = &sc[mpt_pp_stage(p, r, k)];
-            int s = mpt_pp_stage(p, r, k);
+            int s = mpt_pp_stage_k(kind, p, r, k);
+            const mpt_stage_cost *x = &sc[s];
             G += x->params;
             fl += m * x->flops_hw;
             fm += m * x->flops_model;
