@@ -76,10 +76,15 @@ void mpt_train_suggest_layout(mpt_comm *world, const mpt_train_opts *o, char *bu
     const mpt_plan_layout *l = &best.l;
     char mem[32];
     mpt_format_bytes(best.mem.total, mem, sizeof mem);
+    char cpv[64] = ""; /* --cp and interleaved's --virtual-stages, when the search chose them */
+    if (l->cp > 1) snprintf(cpv, sizeof cpv, " --cp %d", l->cp);
+    if (l->pp > 1 && l->schedule == MPT_PP_INTERLEAVED)
+        snprintf(cpv + strlen(cpv), sizeof cpv - strlen(cpv), " --virtual-stages %d",
+                 l->virtual_stages);
     snprintf(buf, n, "; the best layout of %d ranks that fits (%s per rank, %.3f s per step "
-             "simulated on cpu-here): --dp %d --tp %d%s --pp %d --zero %d --microbatches %d%s%s "
+             "simulated on cpu-here): --dp %d --tp %d%s%s --pp %d --zero %d --microbatches %d%s%s "
              "--recompute %s", world->size, mem, best.step_time, l->dp, l->tp, l->sp ? " --sp" : "",
-             l->pp, l->zero, l->microbatches, l->pp > 1 ? " --schedule " : "",
+             cpv, l->pp, l->zero, l->microbatches, l->pp > 1 ? " --schedule " : "",
              l->pp > 1 ? mpt_pp_kind_name(l->schedule) : "",
              (const char *[]){"none", "selective", "full"}[l->recompute]);
 }

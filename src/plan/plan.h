@@ -116,5 +116,10 @@ mpt_status mpt_plan_partition(const mpt_plan_job *job, const mpt_plan_layout *l,
  * MPT_ERR_INPUT for a bad layout. */
 mpt_status mpt_plan_memory_eval(const mpt_plan_job *job, const mpt_plan_layout *l,
                                 mpt_plan_memory *out, mpt_error *err);
+/* As mpt_plan_memory_eval for pipeline ranks 0 and p-1 only (sums and stage_total of the others
+ * left 0): the search's first cut, as the first rank holds the most activation sets in flight
+ * and the ends hold the embeddings and the head; a layout that passes it is evaluated whole. */
+mpt_status mpt_plan_memory_ends(const mpt_plan_job *job, const mpt_plan_layout *l,
+                                mpt_plan_memory *out, mpt_error *err);
 
 #endif

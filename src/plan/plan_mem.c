@@ -159,6 +159,14 @@ mpt_status mpt_plan_check(const mpt_plan_job *job, const mpt_plan_layout *l, mpt
         return mpt_fail(err, MPT_ERR_INPUT, "--pp %d x --virtual-stages %d exceeds the model's "
                         "%d layers (or %d stages, %d chunks per rank)", l->pp, v, cfg->n_layer,
                         MPT_PLAN_MAX_STAGES, MPT_PLAN_MAX_CHUNKS);
+    /* as the trainer refuses them (trainer_setup.c) */
+    if (l->pp > 1 && mpt_pp_split(l->schedule) &&
+        (l->recompute == MPT_RECOMPUTE_FULL || l->zero >= 2))
+        return mpt_fail(err, MPT_ERR_INPUT, "--schedule %s runs with --zero 0 or 1 and without "
+                        "--recompute full (as the trainer)", mpt_pp_kind_name(l->schedule));
+    if (l->pp > 1 && l->schedule == MPT_PP_2BW && l->zero >= 3)
+        return mpt_fail(err, MPT_ERR_INPUT, "--schedule 2bw runs with --zero 0, 1 or 2 (as the "
+                        "trainer)");
     /* as the trainer: chunked schedules split the blocks into p x v equal chunks */
     if (v > 1 && (cfg->n_layer % (l->pp * v) ||
                   (l->partition[0] && strcmp(l->partition, "uniform") != 0)))
@@ -178,6 +186,43 @@ mpt_status mpt_plan_partition(const mpt_plan_job *job, const mpt_plan_layout *l,
 
 /* ---- memory ------------------------------------------------------------------------------ */
 
+/* The checkpoint staging's bytes of the model cfg (memplan.h), kept for the last cfg asked:
+ * they depend on the whole model only, and a search asks for the same model thousands of
+ * times. NULL when they cannot be computed (mpt_memplan_rank then reports why). The planner
+ * runs on one thread. */
+static const size_t *ckpt_bytes_(const mpt_config *cfg) {
+    static mpt_config key;
+    static size_t bytes[MPT_MEM_KINDS];
+    static int valid = 0;
+    if (valid && memcmp(&key, cfg, sizeof key) == 0) return bytes;
+    memset(bytes, 0, sizeof bytes);
+    valid = mpt_memplan_ckpt_bytes(cfg, bytes, NULL) == MPT_OK;
+    if (!valid) return NULL;
+    memcpy(&key, cfg, sizeof key);
+    return bytes;
+}
+
+/* mpt_pp_chunk_sets (the activation sets of each chunk alive at once on pipeline rank s), the
+ * last few requests kept: a search asks for the same schedule's ranks under many layouts. */
+static mpt_status sets_cached_(mpt_pp_kind kind, int p, int m, int v, int s, int *sets,
+                               mpt_error *err) {
+    enum { SLOTS = 64 };
+    static int keys[SLOTS][5], vals[SLOTS][MPT_PLAN_MAX_CHUNKS], used = 0, next = 0;
+    int k[5] = {(int)kind, p, m, v, s};
+    for (int i = 0; i < used; i++)
+        if (memcmp(keys[i], k, sizeof k) == 0) {
+            memcpy(sets, vals[i], sizeof vals[i]);
+            return MPT_OK;
+        }
+    mpt_status st = mpt_pp_chunk_sets(kind, p, m, v, s, sets, err);
+    if (st) return st;
+    memcpy(keys[next], k, sizeof k);
+    memcpy(vals[next], sets, (size_t)v * sizeof *sets);
+    next = (next + 1) % SLOTS;
+    if (used < SLOTS) used++;
+    return MPT_OK;
+}
+
 /* The runtime's plan of pipeline rank s, exactly as the trainer builds it (trainer_setup.c's
  * stage_plan_): its blocks (all its chunks: interleaved and zb-v hold v of them), the
  * activation sets of each chunk alive at once in its action list (mpt_pp_chunk_sets), the W
@@ -190,10 +235,9 @@ static mpt_status stage_plan_(const mpt_plan_job *job, const mpt_plan_layout *l,
     int chunk_sets[MPT_PLAN_MAX_CHUNKS];
     mpt_pp_kind kind = l->pp > 1 ? l->schedule : MPT_PP_1F1B;
     if (l->pp > 1) {
-        mpt_status st = v > 1 ? mpt_pp_chunk_sets(kind, l->pp, l->microbatches, v, s,
-                                                  chunk_sets, err)
-                              : mpt_pp_sets_needed(kind, l->pp, l->microbatches, s, &sets, err);
+        mpt_status st = sets_cached_(kind, l->pp, l->microbatches, v, s, chunk_sets, err);
         if (st) return st;
+        sets = chunk_sets[0];
     }
     int T = job->seq_len > 0 ? job->seq_len : cfg->n_positions;
     int Bm = job->batch / (l->dp * l->microbatches);
@@ -203,9 +247,12 @@ static mpt_status stage_plan_(const mpt_plan_job *job, const mpt_plan_layout *l,
     if (st) return st;
     int threads = job->threads;
     if (threads <= 0) { /* as `train` defaults on one node: the cores shared by the ranks */
-        long cores = sysconf(_SC_NPROCESSORS_ONLN), world = mpt_plan_layout_world(l);
+        static long cores = 0; /* (read once: sysconf reads a file) */
+        if (cores == 0) cores = sysconf(_SC_NPROCESSORS_ONLN);
+        long world = mpt_plan_layout_world(l);
         threads = cores > 0 && world > 0 && cores / world > 0 ? (int)(cores / world) : 1;
     }
+    const size_t *ckpt = ckpt_bytes_(cfg);
     mpt_placement q = mpt_placement_at_stage(&rank0, s, first_layer, n);
     if (l->pp > 1 && kind == MPT_PP_ZB_V) q.first = q.last = s == 0; /* both ends on rank 0 */
     mpt_rank_layout lay = {.place = q, .sp = l->sp, .zero = l->zero, .act_sets = sets,
@@ -214,12 +261,14 @@ static mpt_status stage_plan_(const mpt_plan_job *job, const mpt_plan_layout *l,
                            .threads = threads, .bf16 = job->precision == MPT_PREC_BF16,
                            .chunks = v, .chunk_sets = chunk_sets,
                            .split_w = l->pp > 1 && mpt_pp_split(kind),
-                           .weight_versions = l->pp > 1 && kind == MPT_PP_2BW ? 2 : 1};
+                           .weight_versions = l->pp > 1 && kind == MPT_PP_2BW ? 2 : 1,
+                           .ckpt_bytes = ckpt};
     return mpt_memplan_rank(cfg, Bm, T, &lay, plan, err);
 }
 
-mpt_status mpt_plan_memory_eval(const mpt_plan_job *job, const mpt_plan_layout *l,
-                                mpt_plan_memory *out, mpt_error *err) {
+/* Every pipeline rank's plan, or with ends_only those of ranks 0 and p-1. */
+static mpt_status memory_eval_(const mpt_plan_job *job, const mpt_plan_layout *l, int ends_only,
+                               mpt_plan_memory *out, mpt_error *err) {
     memset(out, 0, sizeof *out);
     mpt_config cfg;
     mpt_status st = mpt_plan_check(job, l, &cfg, err);
@@ -234,6 +283,7 @@ mpt_status mpt_plan_memory_eval(const mpt_plan_job *job, const mpt_plan_layout *
     /* as the trainer by default: ZeRO-3 gathers per layer (--zero3-gather layer) */
     mpt_mem_plan plan;
     for (int s = 0, first = 0; s < l->pp; first += out->stage_layers[s++]) {
+        if (ends_only && s > 0 && s < l->pp - 1) continue;
         if ((st = stage_plan_(job, l, &cfg, s, first, out->stage_layers[s], 0, &plan, err)))
             return st;
         out->stage_total[s] = plan.total;
@@ -247,4 +297,14 @@ mpt_status mpt_plan_memory_eval(const mpt_plan_job *job, const mpt_plan_layout *
     }
     out->z3_whole = 0;
     return MPT_OK;
+}
+
+mpt_status mpt_plan_memory_eval(const mpt_plan_job *job, const mpt_plan_layout *l,
+                                mpt_plan_memory *out, mpt_error *err) {
+    return memory_eval_(job, l, 0, out, err);
+}
+
+mpt_status mpt_plan_memory_ends(const mpt_plan_job *job, const mpt_plan_layout *l,
+                                mpt_plan_memory *out, mpt_error *err) {
+    return memory_eval_(job, l, 1, out, err);
 }

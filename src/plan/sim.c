@@ -33,6 +33,38 @@ static void ranks_free_(rank_ *rk, int p) {
     free(rk);
 }
 
+/* The runtime's action list of rank r (mpt_pp_schedule), the lists of the last (kind, p, m, v)
+ * kept: a search simulates the same schedule for many layouts, and generating it is the
+ * search's largest cost. The caller frees *out. The planner runs on one thread. */
+static mpt_status schedule_copy_(mpt_pp_kind kind, int p, int m, int v, int r,
+                                 mpt_pp_action **out, size_t *n, mpt_error *err) {
+    static int key[4] = {-1, -1, -1, -1};
+    static mpt_pp_action **lists = NULL;
+    static size_t *lens = NULL;
+    static int n_lists = 0;
+    if (key[0] != (int)kind || key[1] != p || key[2] != m || key[3] != v) {
+        for (int i = 0; i < n_lists; i++) free(lists[i]);
+        free(lists);
+        free(lens);
+        lists = NULL, lens = NULL, n_lists = 0;
+        key[0] = -1;
+        lists = calloc((size_t)p, sizeof *lists);
+        lens = calloc((size_t)p, sizeof *lens);
+        if (!lists || !lens) return mpt_fail(err, MPT_ERR_RUN, "out of memory");
+        n_lists = p;
+        for (int i = 0; i < p; i++) {
+            mpt_status st = mpt_pp_schedule(kind, p, m, v, i, &lists[i], &lens[i], err);
+            if (st) return st; /* (key stays invalid: the next call starts again) */
+        }
+        key[0] = (int)kind, key[1] = p, key[2] = m, key[3] = v;
+    }
+    *out = malloc(lens[r] * sizeof **out + 1);
+    if (!*out) return mpt_fail(err, MPT_ERR_RUN, "out of memory");
+    memcpy(*out, lists[r], lens[r] * sizeof **out);
+    *n = lens[r];
+    return MPT_OK;
+}
+
 /* Runs the lists. Returns MPT_OK, or MPT_ERR_RUN on a deadlock (a broken schedule). */
 static mpt_status replay_(rank_ *rk, int p, int v, int m, mpt_pp_kind kind,
                           const mpt_stage_cost *sc, const double *p2p, msg_ *msg,
@@ -145,7 +177,7 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
     }
     for (size_t i = 0; i < (size_t)m * S * 2; i++) msg[i].sent = msg[i].posted = -1;
     for (int r = 0; r < p; r++)
-        if ((st = mpt_pp_schedule(kind, p, m, v, r, &rk[r].a, &rk[r].n, err))) goto done;
+        if ((st = schedule_copy_(kind, p, m, v, r, &rk[r].a, &rk[r].n, err))) goto done;
     size_t n_ev = 0;
     if ((st = replay_(rk, p, v, m, kind, sc, p2p, msg, ev, &n_ev, cm, &n_cm, err))) goto done;
 
