@@ -86,8 +86,9 @@ static void zero_structure_(void) {
 }
 
 /* Interleaved and zb-h1 memory from the action lists (plan.h): zb-h1 keeps a set until its W,
- * so at least 1f1b's activations and the same state; interleaved v = 2 holds the same blocks
- * per rank (two chunks of half the size) and its warm-up stashes more sets than 1f1b's p. */
+ * so at least 1f1b's activations and the same state; interleaved v = 3 holds the same blocks
+ * per rank (three chunks of a third: 36 blocks split into 4 x 3 equal chunks, as the trainer
+ * requires) and its warm-up stashes more sets than 1f1b's p. */
 static void schedules_(void) {
     mpt_plan_job j;
     job_(&j, "gpt-7.5b", 64, 2048);
@@ -104,12 +105,12 @@ static void schedules_(void) {
     l.schedule = MPT_PP_ZB_H1;
     CHECK(mpt_plan_memory_eval(&j, &l, &z, &err) == MPT_OK, "zb-h1: %s", err.msg);
     l.schedule = MPT_PP_INTERLEAVED;
-    l.virtual_stages = 2;
+    l.virtual_stages = 3;
     CHECK(mpt_plan_memory_eval(&j, &l, &iv, &err) == MPT_OK, "interleaved: %s", err.msg);
     size_t act_a = a.worst.bytes[MPT_MEM_ACTIVATIONS], act_z = z.worst.bytes[MPT_MEM_ACTIVATIONS];
     size_t act_i = iv.worst.bytes[MPT_MEM_ACTIVATIONS];
     printf("7.5B tp4 pp4 m8, activations of the largest rank: 1f1b %.2f GB, zb-h1 %.2f GB, "
-           "interleaved v2 %.2f GB\n", act_a / 1e9, act_z / 1e9, act_i / 1e9);
+           "interleaved v3 %.2f GB\n", act_a / 1e9, act_z / 1e9, act_i / 1e9);
     CHECK(act_z >= act_a, "zb-h1 activations %zu < 1f1b's %zu", act_z, act_a);
     CHECK(z.sum[MPT_MEM_OPTIMIZER] == a.sum[MPT_MEM_OPTIMIZER] &&
               z.sum[MPT_MEM_PARAMS] == a.sum[MPT_MEM_PARAMS],
