@@ -317,7 +317,50 @@ static void linear_in_t_(void) {
               strstr(err.msg, "1022"), "T 1022 over cp 2 (4 chunks): %s", err.msg);
 }
 
+/* cpu-here's measured figures as the cost model reads them (plan/cluster.h): the GEMM
+ * efficiency curve at a GEMM's smallest dimension, and a rank's rates from the busy (every core
+ * working) and team (one rank's threads on every core) figures. Pure arithmetic, no timing. */
+static void calib_use_(void) {
+    mpt_cluster c;
+    memset(&c, 0, sizeof c);
+    c.gemm_eff = 0.42;
+    CHECK(mpt_cluster_gemm_eff(&c, 768, 768, 64) == 0.42, "no curve: the flat gemm_eff");
+    const double curve[MPT_GEMM_CURVE] = {0.5, 0.6, 0.7, 0.8, 0.9, 1.0}; /* K 32 ... 1024 */
+    memcpy(c.gemm_curve, curve, sizeof curve);
+    CHECK(fabs(mpt_cluster_gemm_eff(&c, 768, 64, 768) - 0.6) < 1e-12, "at a point");
+    CHECK(fabs(mpt_cluster_gemm_eff(&c, 768, 768, 64 * sqrt(2.0)) - 0.65) < 1e-12,
+          "halfway in log2");
+    CHECK(fabs(mpt_cluster_gemm_eff(&c, 16, 768, 768) - 0.25) < 1e-12, "below: proportional");
+    CHECK(mpt_cluster_gemm_eff(&c, 4096, 4096, 4096) == 1.0, "above: the last point");
+    c.cores = 2;
+    c.peak_fp32 = c.peak_bf16 = 100;
+    c.mem_bw = 10;
+    c.attn_f = c.attn_b = 50;
+    c.ew_ln_f = 1;
+    c.intra_bw = 4;
+    c.busy_gemm = 0.8, c.busy_attn = 0.7, c.busy_ew = 0.5;
+    c.par_eff = 0.9, c.par_attn = 0.6, c.par_ew = 0.75;
+    mpt_cluster r = c;
+    CHECK(mpt_cluster_rank_share(&r, 2, 1) == 1.0 && fabs(r.peak_fp32 - 80) < 1e-9 &&
+              fabs(r.attn_f - 35) < 1e-9 && fabs(r.ew_ln_f - 2) < 1e-9 &&
+              fabs(r.mem_bw - 5) < 1e-9 && fabs(r.intra_bw - 2) < 1e-9,
+          "two one-thread ranks: the busy figures (peak %g attn %g ln %g)", r.peak_fp32, r.attn_f,
+          r.ew_ln_f);
+    r = c;
+    CHECK(mpt_cluster_rank_share(&r, 1, 2) == 2.0 && fabs(r.peak_fp32 - 180) < 1e-9 &&
+              fabs(r.attn_f - 60) < 1e-9 && fabs(r.ew_ln_f - 1 / 1.5) < 1e-9,
+          "one two-thread rank: the team figures (peak %g attn %g)", r.peak_fp32, r.attn_f);
+    r = c;
+    CHECK(mpt_cluster_rank_share(&r, 1, 1) == 1.0 && r.peak_fp32 == 100 && r.attn_f == 50,
+          "one one-thread rank on two cores: one core alone");
+    r = c;
+    r.busy_gemm = r.busy_attn = r.busy_ew = r.par_eff = r.par_attn = r.par_ew = 0;
+    CHECK(mpt_cluster_rank_share(&r, 2, 1) == 1.0 && r.peak_fp32 == 100,
+          "figures not measured (an older cluster file): taken as 1");
+}
+
 int main(void) {
+    calib_use_();
     zero_structure_();
     schedules_();
     gpt3_();
