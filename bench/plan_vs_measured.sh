@@ -7,6 +7,10 @@
 # stage, schedule and recompute mode). Prints a table and the median / largest |error| of the
 # step time; gates nothing. Timings are noisy when other work shares the cores: the header
 # prints the load average.
+# Self-contained: calibrates cpu-here once (about two seconds), then plans, simulates and trains
+# (STEPS steps) each layout; 29 layouts, estimated 3-5 minutes on an idle 2-core machine (4 steps
+# of about a second plus start-up each; at load ~15, 4 layouts took 2.5 minutes). Run it on a
+# quiet machine: the calibration's busy/team figures and the step times both need the cores.
 # Usage: bash bench/plan_vs_measured.sh [BUILD_DIR]   (from the repo root)
 set -u
 BUILD=${1:-build}

@@ -2,7 +2,7 @@
 # t_plan.sh — `mptrain plan` and `mptrain simulate` end to end: the JSON fields of CONTRACT §7;
 # plan's memory of the largest rank equal to the trainer's own plan and to the arena's measured
 # peak for a few layouts that run here (one rank; dp 2 with ZeRO 2; pp 2 with 1f1b; tp 2 with
-# sp; tests/t_plan_measured.sh has 23); the layout search listing candidates best first;
+# sp; tests/t_plan_measured.sh has 29); the layout search listing candidates best first;
 # simulate's timeline and Chrome trace; bf16 memory from the runtime's tables; bad input
 # exiting 2 with "mptrain: error:" (ep, cp not splitting T, unknown option, bad layout); train
 # --mem-limit suggesting the best layout of its rank count that fits (and that layout training
@@ -63,7 +63,8 @@ import json; o = json.load(open('$tmp/search.json')); c = o['candidates']
 assert len(c) == 5 and o['layouts_fit'] >= 5, o
 t = [x['tokens_per_s'] for x in c]; assert t == sorted(t, reverse=True), t
 assert all(x['memory_bytes_per_rank']['total'] <= 80e9 for x in c)
-assert all(x['layout']['dp'] * x['layout']['tp'] * x['layout']['pp'] == 1024 for x in c)"
+assert all(x['layout']['dp'] * x['layout']['tp'] * x['layout']['cp'] * x['layout']['pp'] == 1024
+           for x in c)"
 check "search prints the best train command" sh -c "'$BIN' plan --model gpt-7.5b --gpus 64 \
   --batch 512 --top 3 | grep -q 'best: mptrain train --dp'"
 

@@ -87,8 +87,9 @@ static void zero_structure_(void) {
 }
 
 /* Interleaved and zb-h1 memory from the action lists (plan.h): zb-h1 keeps a set until its W,
- * so at least 1f1b's activations and the same state; interleaved v = 2 holds the same blocks
- * per rank (two chunks of half the size) and its warm-up stashes more sets than 1f1b's p. */
+ * so at least 1f1b's activations and the same state; interleaved v = 3 holds the same blocks
+ * per rank (three chunks of a third: 36 blocks split into 4 x 3 equal chunks, as the trainer
+ * requires) and its warm-up stashes more sets than 1f1b's p. */
 static void schedules_(void) {
     mpt_plan_job j;
     job_(&j, "gpt-7.5b", 64, 2048);
@@ -105,12 +106,12 @@ static void schedules_(void) {
     l.schedule = MPT_PP_ZB_H1;
     CHECK(mpt_plan_memory_eval(&j, &l, &z, &err) == MPT_OK, "zb-h1: %s", err.msg);
     l.schedule = MPT_PP_INTERLEAVED;
-    l.virtual_stages = 2;
+    l.virtual_stages = 3;
     CHECK(mpt_plan_memory_eval(&j, &l, &iv, &err) == MPT_OK, "interleaved: %s", err.msg);
     size_t act_a = a.worst.bytes[MPT_MEM_ACTIVATIONS], act_z = z.worst.bytes[MPT_MEM_ACTIVATIONS];
     size_t act_i = iv.worst.bytes[MPT_MEM_ACTIVATIONS];
     printf("7.5B tp4 pp4 m8, activations of the largest rank: 1f1b %.2f GB, zb-h1 %.2f GB, "
-           "interleaved v2 %.2f GB\n", act_a / 1e9, act_z / 1e9, act_i / 1e9);
+           "interleaved v3 %.2f GB\n", act_a / 1e9, act_z / 1e9, act_i / 1e9);
     CHECK(act_z >= act_a, "zb-h1 activations %zu < 1f1b's %zu", act_z, act_a);
     CHECK(z.sum[MPT_MEM_OPTIMIZER] == a.sum[MPT_MEM_OPTIMIZER] &&
               z.sum[MPT_MEM_PARAMS] == a.sum[MPT_MEM_PARAMS],
@@ -321,7 +322,50 @@ static void linear_in_t_(void) {
               strstr(err.msg, "1022"), "T 1022 over cp 2 (4 chunks): %s", err.msg);
 }
 
+/* cpu-here's measured figures as the cost model reads them (plan/cluster.h): the GEMM
+ * efficiency curve at a GEMM's smallest dimension, and a rank's rates from the busy (every core
+ * working) and team (one rank's threads on every core) figures. Pure arithmetic, no timing. */
+static void calib_use_(void) {
+    mpt_cluster c;
+    memset(&c, 0, sizeof c);
+    c.gemm_eff = 0.42;
+    CHECK(mpt_cluster_gemm_eff(&c, 768, 768, 64) == 0.42, "no curve: the flat gemm_eff");
+    const double curve[MPT_GEMM_CURVE] = {0.5, 0.6, 0.7, 0.8, 0.9, 1.0}; /* K 32 ... 1024 */
+    memcpy(c.gemm_curve, curve, sizeof curve);
+    CHECK(fabs(mpt_cluster_gemm_eff(&c, 768, 64, 768) - 0.6) < 1e-12, "at a point");
+    CHECK(fabs(mpt_cluster_gemm_eff(&c, 768, 768, 64 * sqrt(2.0)) - 0.65) < 1e-12,
+          "halfway in log2");
+    CHECK(fabs(mpt_cluster_gemm_eff(&c, 16, 768, 768) - 0.25) < 1e-12, "below: proportional");
+    CHECK(mpt_cluster_gemm_eff(&c, 4096, 4096, 4096) == 1.0, "above: the last point");
+    c.cores = 2;
+    c.peak_fp32 = c.peak_bf16 = 100;
+    c.mem_bw = 10;
+    c.attn_f = c.attn_b = 50;
+    c.ew_ln_f = 1;
+    c.intra_bw = 4;
+    c.busy_gemm = 0.8, c.busy_attn = 0.7, c.busy_ew = 0.5;
+    c.par_eff = 0.9, c.par_attn = 0.6, c.par_ew = 0.75;
+    mpt_cluster r = c;
+    CHECK(mpt_cluster_rank_share(&r, 2, 1) == 1.0 && fabs(r.peak_fp32 - 80) < 1e-9 &&
+              fabs(r.attn_f - 35) < 1e-9 && fabs(r.ew_ln_f - 2) < 1e-9 &&
+              fabs(r.mem_bw - 5) < 1e-9 && fabs(r.intra_bw - 2) < 1e-9,
+          "two one-thread ranks: the busy figures (peak %g attn %g ln %g)", r.peak_fp32, r.attn_f,
+          r.ew_ln_f);
+    r = c;
+    CHECK(mpt_cluster_rank_share(&r, 1, 2) == 2.0 && fabs(r.peak_fp32 - 180) < 1e-9 &&
+              fabs(r.attn_f - 60) < 1e-9 && fabs(r.ew_ln_f - 1 / 1.5) < 1e-9,
+          "one two-thread rank: the team figures (peak %g attn %g)", r.peak_fp32, r.attn_f);
+    r = c;
+    CHECK(mpt_cluster_rank_share(&r, 1, 1) == 1.0 && r.peak_fp32 == 100 && r.attn_f == 50,
+          "one one-thread rank on two cores: one core alone");
+    r = c;
+    r.busy_gemm = r.busy_attn = r.busy_ew = r.par_eff = r.par_attn = r.par_ew = 0;
+    CHECK(mpt_cluster_rank_share(&r, 2, 1) == 1.0 && r.peak_fp32 == 100,
+          "figures not measured (an older cluster file): taken as 1");
+}
+
 int main(void) {
+    calib_use_();
     zero_structure_();
     schedules_();
     gpt3_();

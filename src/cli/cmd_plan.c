@@ -3,6 +3,7 @@
  * search: candidates best first. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
+#include <string.h>
 #include <stdlib.h>
 
 #include "cli/cli.h"
@@ -98,9 +99,14 @@ static int search_(const plan_cli *c, const mpt_plan_job *job) {
         printf("  no layout fits: use more GPUs, a shorter sequence or a smaller model\n");
     else {
         const mpt_plan_layout *l = &cand[0].l;
-        printf("\nbest: mptrain train --dp %d --tp %d --pp %d --zero %d%s --microbatches %d "
+        char cpv[64] = "";
+        if (l->cp > 1) snprintf(cpv, sizeof cpv, " --cp %d", l->cp);
+        if (l->pp > 1 && l->schedule == MPT_PP_INTERLEAVED)
+            snprintf(cpv + strlen(cpv), sizeof cpv - strlen(cpv), " --virtual-stages %d",
+                     l->virtual_stages);
+        printf("\nbest: mptrain train --dp %d --tp %d%s --pp %d --zero %d%s --microbatches %d "
                "--schedule %s --recompute %s --batch %d\n",
-               l->dp, l->tp, l->pp, l->zero, l->sp ? " --sp" : "", l->microbatches,
+               l->dp, l->tp, cpv, l->pp, l->zero, l->sp ? " --sp" : "", l->microbatches,
                mpt_pp_kind_name(l->schedule),
                (const char *[]){"none", "selective", "full"}[l->recompute], job->batch);
     }

@@ -46,7 +46,7 @@ size_t plan_cli_table(plan_cli *c, mpt_arg *a) {
         {"ep", MPT_ARG_INT, &c->ep, "expert-parallel ranks (runtime: 1)", NULL, MPT_RANGE(1, MPT_MAX_PARALLEL)},
         {"zero", MPT_ARG_INT, &c->zero, "ZeRO stage 0|1|2|3", NULL, MPT_RANGE(0, 3)},
         {"sp", MPT_ARG_FLAG, &c->sp, "sequence parallelism over the tp ranks", NULL, MPT_NO_RANGE},
-        {"schedule", MPT_ARG_STRING, &c->schedule, "naive | gpipe | 1f1b (default) | interleaved | zb-h1", NULL, MPT_NO_RANGE},
+        {"schedule", MPT_ARG_STRING, &c->schedule, "naive | gpipe | 1f1b (default) | interleaved | zb-h1 | zb-v | 2bw", NULL, MPT_NO_RANGE},
         {"microbatches", MPT_ARG_INT, &c->microbatches, "micro-batches per step (default 1)", &c->seen_mb, MPT_RANGE(1, MPT_MAX_BATCH)},
         {"virtual-stages", MPT_ARG_INT, &c->virtual_stages, "model chunks per rank (interleaved)", NULL, MPT_RANGE(1, 1024)},
         {"partition", MPT_ARG_STRING, &c->partition, "uniform (default) | auto | L0,L1,...", NULL, MPT_NO_RANGE},
@@ -232,4 +232,9 @@ void plan_json_cluster(void *obj, const mpt_cluster *c) {
         {"par_eff", c->par_eff},
     };
     for (size_t i = 0; i < sizeof f / sizeof *f; i++) cJSON_AddNumberToObject(o, f[i].key, f[i].v);
+    const char *names[32];
+    double *v[32];
+    mpt_cluster cc = *c;
+    size_t n = mpt_cluster_calib_fields(&cc, names, v, 32);
+    for (size_t i = 0; i < n && i < 32; i++) cJSON_AddNumberToObject(o, names[i], *v[i]);
 }

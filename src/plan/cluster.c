@@ -150,20 +150,38 @@ void mpt_cluster_measure_here(mpt_cluster *c) {
     mpt_cluster_measure_kernels(c);
 }
 
+/* A measured factor, or 1 when it was not measured (0). */
+static double or_one_(double f) { return f > 0 ? f : 1.0; }
+
 double mpt_cluster_rank_share(mpt_cluster *c, long world, int threads) {
     if (c->cores <= 0 || world < 1) return 1.0;
     if (threads <= 0) threads = c->cores / world > 0 ? (int)(c->cores / world) : 1;
     double share = (double)c->cores / (double)world;
     if (share > threads) share = threads;
-    if (share > 1 && c->par_eff > 0) share *= c->par_eff; /* threads of one rank scale so */
-    c->peak_fp32 *= share;
-    c->peak_bf16 *= share;
-    c->mem_bw *= share;
-    c->attn_f *= share;
-    c->attn_b *= share;
+    /* per kind of kernel: a rank of several threads runs at its share times the measured
+     * team scaling (par_*); a rank of one thread at one core's rate, or while every core is
+     * busy (ranks x threads >= cores) at the loaded core's rate (busy_*) */
+    int all_busy = (double)world * threads >= c->cores;
+    double fg = share, fa = share, fe = share;
+    if (share > 1) {
+        fg *= or_one_(c->par_eff);
+        fa *= or_one_(c->par_attn);
+        fe *= or_one_(c->par_ew);
+    } else if (all_busy) {
+        fg *= or_one_(c->busy_gemm);
+        fa *= or_one_(c->busy_attn);
+        fe *= or_one_(c->busy_ew);
+    }
+    c->peak_fp32 *= fg;
+    c->peak_bf16 *= fg;
+    c->mem_bw *= fe;
+    c->attn_f *= fa;
+    c->attn_b *= fa;
     double *ew[] = {&c->ew_ln_f, &c->ew_ln_b, &c->ew_gelu_f, &c->ew_gelu_b, &c->ew_add,
                     &c->ew_xent};
-    for (size_t i = 0; i < sizeof ew / sizeof *ew; i++) *ew[i] /= share;
+    for (size_t i = 0; i < sizeof ew / sizeof *ew; i++) *ew[i] /= fe;
+    if (all_busy && share <= 1) /* shared-memory copies on a loaded socket */
+        c->intra_bw *= or_one_(c->busy_ew);
     if (share < 1) { /* the shared-memory copies run on a time-shared core too */
         c->intra_bw *= share;
         c->intra_lat /= share;
@@ -193,12 +211,21 @@ static mpt_status from_json_(mpt_cluster *c, const char *path, mpt_error *err) {
         {"ew_ln_b", &c->ew_ln_b},     {"ew_gelu_f", &c->ew_gelu_f}, {"ew_gelu_b", &c->ew_gelu_b},
         {"ew_add", &c->ew_add},       {"ew_xent", &c->ew_xent},     {"par_eff", &c->par_eff},
     };
+    const char *cal_names[32];
+    double *cal_ptrs[32];
+    size_t n_cal = mpt_cluster_calib_fields(c, cal_names, cal_ptrs, 32);
     for (cJSON *it = root->child; it; it = it->next) {
         int known = 0;
         for (size_t i = 0; i < sizeof f / sizeof *f; i++)
             if (strcmp(it->string, f[i].key) == 0) {
                 if (!cJSON_IsNumber(it) || !(it->valuedouble >= 0)) goto bad;
                 *f[i].dst = it->valuedouble;
+                known = 1;
+            }
+        for (size_t i = 0; i < n_cal && i < 32; i++)
+            if (strcmp(it->string, cal_names[i]) == 0) {
+                if (!cJSON_IsNumber(it) || !(it->valuedouble >= 0)) goto bad;
+                *cal_ptrs[i] = it->valuedouble;
                 known = 1;
             }
         if (strcmp(it->string, "mem_bytes") == 0) {

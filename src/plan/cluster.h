@@ -43,6 +43,8 @@
 
 #include "core/status.h"
 
+enum { MPT_GEMM_CURVE = 6 }; /* points of cpu-here's GEMM efficiency curve */
+
 typedef struct mpt_cluster {
     char name[64];
     double peak_fp32, peak_bf16;  /* FLOP/s per rank */
@@ -65,7 +67,23 @@ typedef struct mpt_cluster {
                                    * cross-entropy (per logit) */
     double par_eff;               /* sgemm on every core / (cores x one core): how far one
                                    * rank's threads scale */
+    /* cpu-here only, measured by plan/calib.c (0: not measured, taken as 1 / the flat gemm_eff) */
+    double gemm_curve[MPT_GEMM_CURVE]; /* one-core sgemm rate / peak_fp32 of a 768 x K x 768
+                                   * product, K = 32, 64, ..., 1024: the GEMM efficiency curve,
+                                   * read at a GEMM's smallest dimension (mpt_cluster_gemm_eff) */
+    double busy_gemm, busy_attn, busy_ew; /* per-core rate while every core runs its own
+                                   * single-threaded copy / the rate of one core alone (shared
+                                   * L3, memory bus and clock of a loaded socket) */
+    double par_attn, par_ew;      /* attention / element-wise kernels on every core's thread /
+                                   * (cores x one core), as par_eff for the GEMM */
 } mpt_cluster;
+
+/* The GEMM efficiency for an (m x k) times (k x n) product: the measured curve at its smallest
+ * dimension (linear in log2 between the points; proportional below the first), else gemm_eff. */
+double mpt_cluster_gemm_eff(const mpt_cluster *c, double m, double n, double k);
+/* The calibration fields above by name (JSON files, `--json`'s cluster_params, train_suggest's
+ * broadcast): fills up to max names and pointers into c, returns how many there are. */
+size_t mpt_cluster_calib_fields(mpt_cluster *c, const char **names, double **ptrs, size_t max);
 
 /* "a100-80g", "h100-80g", "cpu-here" (runs the microbenchmarks), or a JSON file with the fields
  * of mpt_cluster (names as above; missing fields keep a100-80g's values). */

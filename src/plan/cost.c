@@ -54,7 +54,7 @@ typedef struct acc_ {
 static void gemm_(acc_ *a, double M, double N, double K, double batch) {
     double flops = 2.0 * M * N * K * batch;
     double bytes = a->es * (M * K + K * N + M * N) * batch;
-    double tc = flops / (a->peak * a->c->gemm_eff), tm = bytes / (a->c->mem_bw * a->c->mem_eff);
+    double tc = flops / (a->peak * mpt_cluster_gemm_eff(a->c, M, N, K)), tm = bytes / (a->c->mem_bw * a->c->mem_eff);
     a->t += (tc > tm ? tc : tm) + a->c->launch;
     a->flops += flops;
 }

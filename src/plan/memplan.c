@@ -18,14 +18,14 @@
 
 /* Checkpoint staging (train/checkpoint.h): the bounded blocks that every checkpoint load, save
  * and dump streams tensors through, workspace, on every rank. */
-static mpt_status add_ckpt_stage_(const mpt_config *cfg, mpt_mem_plan *plan, mpt_error *err) {
+mpt_status mpt_memplan_ckpt_bytes(const mpt_config *cfg, size_t *bytes, mpt_error *err) {
     mpt_param_table full;
     mpt_buflist l;
     mpt_status st = mpt_params_build(&full, cfg, err);
     if (st) return st;
     mpt_buflist_init(&l);
     mpt_checkpoint_buffers(&full, &l, NULL, NULL);
-    int ok = mpt_buflist_bytes(&l, plan->bytes);
+    int ok = mpt_buflist_bytes(&l, bytes);
     mpt_buflist_free(&l);
     mpt_params_free(&full);
     return ok ? MPT_OK : mpt_fail(err, MPT_ERR_RUN, "out of memory planning checkpoint staging");
@@ -42,20 +42,25 @@ static size_t sets_bytes_(const mpt_config *cfg, int bf16, const size_t act_n[MP
     return b;
 }
 
-mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_layout *lay,
-                            mpt_mem_plan *plan, mpt_error *err) {
-    memset(plan, 0, sizeof *plan);
+/* What a rank's parameter table implies: the data-parallel module's buffers (with the
+ * experts' own gradient buffer when ep > 1), the table's bytes and elements, ZeRO's pool. */
+typedef struct param_vals_ {
+    size_t dp_bytes[MPT_MEM_KINDS], P, param_elements, pool_elements;
+} param_vals_;
+
+/* The inputs param_part_ depends on (the cache key). */
+typedef struct param_key_ {
+    mpt_config cfg;
+    int tp, ep, ep_coord, first_layer, n_layers, first, last, stage, stages, chunks, split_w;
+    int dpn, zero, z3_whole;
+    size_t bucket_elems;
+} param_key_;
+
+static mpt_status param_part_(const mpt_config *cfg, const mpt_rank_layout *lay, int tp, int ep,
+                              int dpn, param_vals_ *out, mpt_error *err) {
     const mpt_placement *pl = &lay->place;
-    int tp = pl->layout.size[MPT_DIM_TP], cp = pl->layout.size[MPT_DIM_CP];
-    /* gradients are reduced (and ZeRO shards split) over dp x cp; the engine holds T/cp
-     * positions per sequence */
-    int dpn = pl->layout.size[MPT_DIM_DP] * cp;
-    mpt_status st = cp > 1 ? mpt_cp_check(T, cp, tp, lay->sp, err) : MPT_OK;
-    if (st) return st;
-    T /= cp;
+    memset(out, 0, sizeof *out);
     mpt_param_table pt;
-    /* E/ep experts here; under ZeRO 1-3 every expert, sharded over dp (parallel/ep.h) */
-    int ep = cfg->experts > 0 && lay->zero == 0 ? pl->layout.size[MPT_DIM_EP] : 1;
     /* several chunks: which model blocks they hold decides which are MoE blocks (the
      * trainer's mapping: interleaved chunk c = stage c*p + r, zb-v chunk 1 = stage 2p-1-r) */
     int fl = pl->first_layer, cl = 0, stride = 0;
@@ -64,8 +69,9 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
         fl = pl->stage * cl;
         stride = (lay->split_w ? 2 * pl->stages - 1 - 2 * pl->stage : pl->stages) * cl;
     }
-    st = mpt_params_build_chunks(&pt, cfg, tp, 0, ep, pl->coords.c[MPT_DIM_EP], fl, pl->n_layers,
-                                 cl, stride, pl->first, pl->last, mpt_dp_unit_align(dpn), err);
+    mpt_status st =
+        mpt_params_build_chunks(&pt, cfg, tp, 0, ep, pl->coords.c[MPT_DIM_EP], fl, pl->n_layers,
+                                cl, stride, pl->first, pl->last, mpt_dp_unit_align(dpn), err);
     if (st) return st;
     /* what the data-parallel module allocates: the sum of its buffer list */
     mpt_dp_opts o;
@@ -82,18 +88,74 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
     mpt_buflist dl;
     mpt_buflist_init(&dl);
     mpt_dp_buffers(&pt, dpn, &o, NULL, &dl);
-    size_t dp_bytes[MPT_MEM_KINDS] = {0};
-    int sized = mpt_buflist_bytes(&dl, dp_bytes);
+    int sized = mpt_buflist_bytes(&dl, out->dp_bytes);
     mpt_buflist_free(&dl);
-    int gpt_flags = mpt_dp_gpt_flags(lay->zero);
-    size_t P = pt.total * sizeof(float);
+    out->P = pt.total * sizeof(float);
     /* ep > 1: the experts' own gradient buffer (parallel/ep.h) */
-    if (ep > 1) dp_bytes[MPT_MEM_GRADS] += mpt_ep_expert_elems(&pt) * sizeof(float);
-    plan->param_elements = pt.total;
-    plan->pool_elements = mpt_dp_pool_elems(&pt);
+    if (ep > 1) out->dp_bytes[MPT_MEM_GRADS] += mpt_ep_expert_elems(&pt) * sizeof(float);
+    out->param_elements = pt.total;
+    out->pool_elements = mpt_dp_pool_elems(&pt);
     mpt_params_free(&pt);
     if (!sized)
         return mpt_fail(err, MPT_ERR_INPUT, "the data-parallel buffers are too large to address");
+    return MPT_OK;
+}
+
+/* param_part_, kept for the last few inputs when `cached` (the planner's search asks for the
+ * same stage under many schedules, micro-batch sizes and recompute modes; the planner runs on
+ * one thread; the trainer does not cache). */
+static mpt_status param_part_get_(const mpt_config *cfg, const mpt_rank_layout *lay, int tp,
+                                  int ep, int dpn, int cached, param_vals_ *out, mpt_error *err) {
+    if (!cached) return param_part_(cfg, lay, tp, ep, dpn, out, err);
+    enum { SLOTS = 8 };
+    static param_key_ keys[SLOTS];
+    static param_vals_ vals[SLOTS];
+    static int used = 0, next = 0;
+    param_key_ k;
+    memset(&k, 0, sizeof k);
+    k.cfg = *cfg;
+    const mpt_placement *pl = &lay->place;
+    k.tp = tp, k.ep = ep, k.ep_coord = pl->coords.c[MPT_DIM_EP];
+    k.first_layer = pl->first_layer, k.n_layers = pl->n_layers;
+    k.first = pl->first, k.last = pl->last, k.stages = pl->stages, k.dpn = dpn;
+    k.stage = pl->stage, k.chunks = lay->chunks, k.split_w = lay->split_w;
+    k.zero = lay->zero, k.z3_whole = lay->z3_whole, k.bucket_elems = lay->bucket_elems;
+    for (int i = 0; i < used; i++)
+        if (memcmp(&keys[i], &k, sizeof k) == 0) {
+            *out = vals[i];
+            return MPT_OK;
+        }
+    mpt_status st = param_part_(cfg, lay, tp, ep, dpn, out, err);
+    if (st) return st;
+    keys[next] = k;
+    vals[next] = *out;
+    next = (next + 1) % SLOTS;
+    if (used < SLOTS) used++;
+    return MPT_OK;
+}
+
+mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_layout *lay,
+                            mpt_mem_plan *plan, mpt_error *err) {
+    memset(plan, 0, sizeof *plan);
+    const mpt_placement *pl = &lay->place;
+    int tp = pl->layout.size[MPT_DIM_TP], cp = pl->layout.size[MPT_DIM_CP];
+    /* gradients are reduced (and ZeRO shards split) over dp x cp; the engine holds T/cp
+     * positions per sequence */
+    int dpn = pl->layout.size[MPT_DIM_DP] * cp;
+    mpt_status st = cp > 1 ? mpt_cp_check(T, cp, tp, lay->sp, err) : MPT_OK;
+    if (st) return st;
+    T /= cp;
+    /* E/ep experts here; under ZeRO 1-3 every expert, sharded over dp (parallel/ep.h) */
+    int ep = cfg->experts > 0 && lay->zero == 0 ? pl->layout.size[MPT_DIM_EP] : 1;
+    param_vals_ pp;
+    if ((st = param_part_get_(cfg, lay, tp, ep, dpn, lay->ckpt_bytes != NULL, &pp, err)))
+        return st;
+    size_t dp_bytes[MPT_MEM_KINDS];
+    memcpy(dp_bytes, pp.dp_bytes, sizeof dp_bytes);
+    int gpt_flags = mpt_dp_gpt_flags(lay->zero);
+    size_t P = pp.P;
+    plan->param_elements = pp.param_elements;
+    plan->pool_elements = pp.pool_elements;
     mpt_gpt_place place = mpt_placement_gpt(pl, NULL, lay->sp, lay->recompute);
     place.threads = lay->threads;
     place.ep_full = lay->zero > 0;
@@ -142,7 +204,10 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
     int ok = mpt_buflist_bytes(&ol, plan->bytes);
     mpt_buflist_free(&ol);
     if (!ok) return mpt_fail(err, MPT_ERR_RUN, "out of memory planning the executor's buffers");
-    if ((st = add_ckpt_stage_(cfg, plan, err))) return st;
+    if (lay->ckpt_bytes)
+        for (int k = 0; k < MPT_MEM_KINDS; k++) plan->bytes[k] += lay->ckpt_bytes[k];
+    else if ((st = mpt_memplan_ckpt_bytes(cfg, plan->bytes, err)))
+        return st;
     for (int k = 0; k < MPT_MEM_KINDS; k++) plan->total += plan->bytes[k];
     return MPT_OK;
 }

@@ -42,7 +42,14 @@ typedef struct mpt_rank_layout {
                                * with one), counted for those slots instead of the sets
                                * (parallel/pp.h mpt_pp_chunk_sets_b) */
     int weight_versions;      /* 2 for 2bw (the previous step's weights stashed); else 1 */
+    const size_t *ckpt_bytes; /* the checkpoint staging's bytes per kind, from
+                               * mpt_memplan_ckpt_bytes for the same cfg (the planner's search
+                               * computes them once); NULL: computed here */
 } mpt_rank_layout;
+
+/* The checkpoint staging of train/checkpoint.h (bounded blocks every rank streams tensors
+ * through; it depends on the whole model only), added into bytes[MPT_MEM_KINDS]. */
+mpt_status mpt_memplan_ckpt_bytes(const mpt_config *cfg, size_t *bytes, mpt_error *err);
 
 /* The training memory of one rank: the engine's buffers for micro-batches of B sequences of T
  * tokens (act_sets activation sets) plus what parallel/dp.c, pp.c and cp.c add. With cp > 1

@@ -34,6 +34,7 @@
 #include "parallel/schedule.h"
 
 #define MPT_PLAN_MAX_STAGES 1024 /* pipeline stages x virtual stages */
+#define MPT_PLAN_MAX_CHUNKS 64   /* model chunks per pipeline rank (train's MPT_MAX_VIRTUAL) */
 
 enum { MPT_PREC_FP32, MPT_PREC_BF16 };
 
@@ -81,6 +82,9 @@ void mpt_plan_job_defaults(mpt_plan_job *j);
 void mpt_plan_layout_defaults(mpt_plan_layout *l);
 /* world size of the layout, or -1 on overflow / a size < 1. */
 long mpt_plan_layout_world(const mpt_plan_layout *l);
+/* Model chunks per pipeline rank, as the trainer runs the schedule: interleaved v, zb-v 2 (the
+ * V: rank r holds stages r and 2p-1-r), else 1. */
+int mpt_plan_chunks(const mpt_plan_layout *l);
 /* "dp8 tp4 pp12 zero1 m16 1f1b full" style into buf. */
 void mpt_plan_layout_str(const mpt_plan_layout *l, char *buf, size_t n);
 
@@ -103,14 +107,20 @@ const char *mpt_plan_model_names(void);
 mpt_status mpt_plan_check(const mpt_plan_job *job, const mpt_plan_layout *l, mpt_config *cfg,
                           mpt_error *err);
 
-/* Blocks of each of the p*v stages (v = 1 but for interleaved): the runtime's partitioner. */
+/* Blocks of each of the p*v stages (v = mpt_plan_chunks): the runtime's partitioner. */
 mpt_status mpt_plan_partition(const mpt_plan_job *job, const mpt_plan_layout *l,
                               const mpt_config *cfg, int *counts, mpt_error *err);
 
 /* Evaluates the runtime's memory plan for every pipeline stage (every tp rank and replica of a
- * stage has the same plan) (--precision bf16: the runtime's bf16 tables). MPT_ERR_INPUT for a bad
- * layout and for interleaved schedules (not modelled by the runtime yet). */
+ * stage has the same plan) (--precision bf16: the runtime's bf16 tables), every schedule the
+ * trainer runs (chunked ones: stage_* are per pipeline rank, its chunks together).
+ * MPT_ERR_INPUT for a bad layout. */
 mpt_status mpt_plan_memory_eval(const mpt_plan_job *job, const mpt_plan_layout *l,
+                                mpt_plan_memory *out, mpt_error *err);
+/* As mpt_plan_memory_eval for pipeline ranks 0 and p-1 only (sums and stage_total of the others
+ * left 0): the search's first cut, as the first rank holds the most activation sets in flight
+ * and the ends hold the embeddings and the head; a layout that passes it is evaluated whole. */
+mpt_status mpt_plan_memory_ends(const mpt_plan_job *job, const mpt_plan_layout *l,
                                 mpt_plan_memory *out, mpt_error *err);
 
 #endif

@@ -41,6 +41,12 @@ long mpt_plan_layout_world(const mpt_plan_layout *l) {
     return w;
 }
 
+int mpt_plan_chunks(const mpt_plan_layout *l) {
+    if (l->pp < 2) return 1;
+    if (l->schedule == MPT_PP_INTERLEAVED) return l->virtual_stages > 1 ? l->virtual_stages : 1;
+    return l->schedule == MPT_PP_ZB_V ? 2 : 1;
+}
+
 void mpt_plan_layout_str(const mpt_plan_layout *l, char *buf, size_t n) {
     const char *rc[] = {"none", "selective", "full"};
     char sched[32] = "";
@@ -146,17 +152,29 @@ mpt_status mpt_plan_check(const mpt_plan_job *job, const mpt_plan_layout *l, mpt
         return mpt_fail(err, MPT_ERR_INPUT, "--batch %d is not divisible by --dp %d x "
                         "--microbatches %d: every replica needs the same whole number of "
                         "sequences per micro-batch", job->batch, l->dp, l->microbatches);
-    int v = l->pp > 1 && l->schedule == MPT_PP_INTERLEAVED ? l->virtual_stages : 1;
+    int v = mpt_plan_chunks(l);
     if (l->pp > 1 && (st = mpt_pp_check(l->schedule, l->pp, l->microbatches, v, err))) return st;
-    if ((long)l->pp * v > cfg->n_layer || (long)l->pp * v > MPT_PLAN_MAX_STAGES)
+    if ((long)l->pp * v > cfg->n_layer || (long)l->pp * v > MPT_PLAN_MAX_STAGES ||
+        v > MPT_PLAN_MAX_CHUNKS)
         return mpt_fail(err, MPT_ERR_INPUT, "--pp %d x --virtual-stages %d exceeds the model's "
-                        "%d layers (or %d stages)", l->pp, v, cfg->n_layer, MPT_PLAN_MAX_STAGES);
+                        "%d layers (or %d stages, %d chunks per rank)", l->pp, v, cfg->n_layer,
+                        MPT_PLAN_MAX_STAGES, MPT_PLAN_MAX_CHUNKS);
+    /* as the trainer refuses it (trainer_setup.c) */
+    if (l->pp > 1 && l->schedule == MPT_PP_2BW && l->zero >= 3)
+        return mpt_fail(err, MPT_ERR_INPUT, "--schedule 2bw runs with --zero 0, 1 or 2 (as the "
+                        "trainer)");
+    /* as the trainer: chunked schedules split the blocks into p x v equal chunks */
+    if (v > 1 && (cfg->n_layer % (l->pp * v) ||
+                  (l->partition[0] && strcmp(l->partition, "uniform") != 0)))
+        return mpt_fail(err, MPT_ERR_INPUT, "--schedule %s needs the %d blocks divisible into "
+                        "--pp %d x %d equal chunks under --partition uniform",
+                        mpt_pp_kind_name(l->schedule), cfg->n_layer, l->pp, v);
     return MPT_OK;
 }
 
 mpt_status mpt_plan_partition(const mpt_plan_job *job, const mpt_plan_layout *l,
                               const mpt_config *cfg, int *counts, mpt_error *err) {
-    int v = l->pp > 1 && l->schedule == MPT_PP_INTERLEAVED ? l->virtual_stages : 1;
+    int v = mpt_plan_chunks(l);
     int T = job->seq_len > 0 ? job->seq_len : cfg->n_positions;
     return mpt_partition(cfg, T, l->pp * v, l->partition[0] ? l->partition : "uniform", counts,
                          NULL, NULL, err);
@@ -164,13 +182,62 @@ mpt_status mpt_plan_partition(const mpt_plan_job *job, const mpt_plan_layout *l,
 
 /* ---- memory ------------------------------------------------------------------------------ */
 
-/* The runtime's plan of stage s, exactly as the trainer builds it (trainer_setup.c). */
+/* The checkpoint staging's bytes of the model cfg (memplan.h), kept for the last cfg asked:
+ * they depend on the whole model only, and a search asks for the same model thousands of
+ * times. NULL when they cannot be computed (mpt_memplan_rank then reports why). The planner
+ * runs on one thread. */
+static const size_t *ckpt_bytes_(const mpt_config *cfg) {
+    static mpt_config key;
+    static size_t bytes[MPT_MEM_KINDS];
+    static int valid = 0;
+    if (valid && memcmp(&key, cfg, sizeof key) == 0) return bytes;
+    memset(bytes, 0, sizeof bytes);
+    valid = mpt_memplan_ckpt_bytes(cfg, bytes, NULL) == MPT_OK;
+    if (!valid) return NULL;
+    memcpy(&key, cfg, sizeof key);
+    return bytes;
+}
+
+/* mpt_pp_chunk_sets (the activation sets of each chunk alive at once on pipeline rank s), the
+ * last few requests kept: a search asks for the same schedule's ranks under many layouts. */
+static mpt_status sets_cached_(mpt_pp_kind kind, int p, int m, int v, int s, int *sets,
+                               mpt_error *err) {
+    enum { SLOTS = 64 };
+    static int keys[SLOTS][5], vals[SLOTS][MPT_PLAN_MAX_CHUNKS], used = 0, next = 0;
+    int k[5] = {(int)kind, p, m, v, s};
+    for (int i = 0; i < used; i++)
+        if (memcmp(keys[i], k, sizeof k) == 0) {
+            memcpy(sets, vals[i], sizeof vals[i]);
+            return MPT_OK;
+        }
+    mpt_status st = mpt_pp_chunk_sets(kind, p, m, v, s, sets, err);
+    if (st) return st;
+    memcpy(keys[next], k, sizeof k);
+    memcpy(vals[next], sets, (size_t)v * sizeof *sets);
+    next = (next + 1) % SLOTS;
+    if (used < SLOTS) used++;
+    return MPT_OK;
+}
+
+/* The runtime's plan of pipeline rank s, exactly as the trainer builds it (trainer_setup.c's
+ * stage_plan_): its blocks (all its chunks: interleaved and zb-v hold v of them), the
+ * activation sets of each chunk alive at once in its action list (mpt_pp_chunk_sets), the W
+ * pass's stash with a split backward (zb-h1, zb-v), both ends of the model on rank 0 with
+ * zb-v, and 2bw's second weight version. */
 static mpt_status stage_plan_(const mpt_plan_job *job, const mpt_plan_layout *l,
                               const mpt_config *cfg, int s, int first_layer, int n, int z3_whole,
                               mpt_mem_plan *plan, mpt_error *err) {
-    int sets = 1;
+    int sets = 1, v = mpt_plan_chunks(l);
+    int chunk_sets[MPT_PLAN_MAX_CHUNKS];
+    mpt_pp_kind kind = l->pp > 1 ? l->schedule : MPT_PP_1F1B;
     if (l->pp > 1) {
-        mpt_status st = mpt_pp_sets_needed(l->schedule, l->pp, l->microbatches, s, &sets, err);
+        mpt_status st = sets_cached_(kind, l->pp, l->microbatches, v, s, chunk_sets, err);
+        if (st) return st;
+        sets = chunk_sets[0];
+    }
+    int sets_b[MPT_PLAN_MAX_CHUNKS] = {1}; /* the executor's until-B pool (parallel/pp.h) */
+    if (l->pp > 1 && mpt_pp_split(kind)) {
+        mpt_status st = mpt_pp_chunk_sets_b(kind, l->pp, l->microbatches, v, s, sets_b, err);
         if (st) return st;
     }
     int T = job->seq_len > 0 ? job->seq_len : cfg->n_positions;
@@ -181,145 +248,44 @@ static mpt_status stage_plan_(const mpt_plan_job *job, const mpt_plan_layout *l,
     if (st) return st;
     int threads = job->threads;
     if (threads <= 0) { /* as `train` defaults on one node: the cores shared by the ranks */
-        long cores = sysconf(_SC_NPROCESSORS_ONLN), world = mpt_plan_layout_world(l);
+        static long cores = 0; /* (read once: sysconf reads a file) */
+        if (cores == 0) cores = sysconf(_SC_NPROCESSORS_ONLN);
+        long world = mpt_plan_layout_world(l);
         threads = cores > 0 && world > 0 && cores / world > 0 ? (int)(cores / world) : 1;
     }
-    mpt_rank_layout lay = {.place = mpt_placement_at_stage(&rank0, s, first_layer, n),
-                           .sp = l->sp, .zero = l->zero, .act_sets = sets,
+    const size_t *ckpt = ckpt_bytes_(cfg);
+    mpt_placement q = mpt_placement_at_stage(&rank0, s, first_layer, n);
+    if (l->pp > 1 && kind == MPT_PP_ZB_V) q.first = q.last = s == 0; /* both ends on rank 0 */
+    mpt_rank_layout lay = {.place = q, .sp = l->sp, .zero = l->zero, .act_sets = sets,
                            .recompute = l->recompute, .z3_whole = z3_whole,
                            .bucket_elems = (size_t)(job->bucket_mb * 1024 * 1024 / 4),
-                           .threads = threads, .bf16 = job->precision == MPT_PREC_BF16};
+                           .threads = threads, .bf16 = job->precision == MPT_PREC_BF16,
+                           .chunks = v, .chunk_sets = chunk_sets,
+                           .split_w = l->pp > 1 && mpt_pp_split(kind),
+                           .sets_b = l->pp > 1 && mpt_pp_split(kind) ? sets_b : NULL,
+                           .weight_versions = l->pp > 1 && kind == MPT_PP_2BW ? 2 : 1,
+                           .ckpt_bytes = ckpt};
     return mpt_memplan_rank(cfg, Bm, T, &lay, plan, err);
 }
 
-/* The plan of virtual stage s of S (interleaved: chunk k of rank r is stage k*p + r) with one
- * activation set: the runtime's buffers for that stage's blocks and ends. */
-static mpt_status chunk_plan_(const mpt_plan_job *job, const mpt_plan_layout *l,
-                              const mpt_config *cfg, int S, int s, int first_layer, int n,
-                              mpt_mem_plan *plan, mpt_error *err) {
-    int T = job->seq_len > 0 ? job->seq_len : cfg->n_positions;
-    int Bm = job->batch / (l->dp * l->microbatches);
-    mpt_layout layout = mpt_layout_make(l->tp, l->cp, l->dp, S, 1);
-    mpt_placement rank0;
-    mpt_status st = mpt_placement_init(&rank0, &layout, mpt_layout_world(&layout), 0, err);
-    if (st) return st;
-    int threads = job->threads;
-    if (threads <= 0) {
-        long cores = sysconf(_SC_NPROCESSORS_ONLN), world = mpt_plan_layout_world(l);
-        threads = cores > 0 && world > 0 && cores / world > 0 ? (int)(cores / world) : 1;
-    }
-    mpt_rank_layout lay = {.place = mpt_placement_at_stage(&rank0, s, first_layer, n),
-                           .sp = l->sp, .zero = l->zero, .act_sets = 1,
-                           .recompute = l->recompute, .z3_whole = 0,
-                           .bucket_elems = (size_t)(job->bucket_mb * 1024 * 1024 / 4),
-                           .threads = threads};
-    if ((st = mpt_memplan_rank(cfg, Bm, T, &lay, plan, err))) return st;
-    return MPT_OK;
-}
-
-/* Interleaved and zb-h1 (the planner's terms; the trainer runs neither yet): pipeline rank r
- * holds chunks k = 0..v-1 (stages k*p + r). Its parameters, gradients and optimizer state are
- * the sum of its chunks' plans; its activations the peak over its action list
- * (mpt_pp_schedule) of the sets alive at once, each weighted by its chunk's set: a set opens
- * at the first action that needs it (a receive posted early, or F) and closes at the end of
- * its B, or with zb-h1 of its W (the weight gradient reads the stored inputs); workspace and
- * the rest are shared by the chunks (the largest chunk's). */
-static mpt_status chunked_eval_(const mpt_plan_job *job, const mpt_plan_layout *l,
-                                const mpt_config *cfg, mpt_plan_memory *out, mpt_error *err) {
-    int p = l->pp, v = l->schedule == MPT_PP_INTERLEAVED ? l->virtual_stages : 1, S = p * v;
-    int m = l->microbatches;
-    mpt_status st = mpt_plan_partition(job, l, cfg, out->stage_layers, err);
-    if (st) return st;
-    out->n_params = mpt_config_param_count(cfg);
-    mpt_mem_plan *cp = calloc((size_t)S, sizeof *cp);
-    char *open = calloc((size_t)m * (size_t)v, 1);
-    mpt_pp_action *a = NULL;
-    if (!cp || !open) {
-        st = mpt_fail(err, MPT_ERR_RUN, "out of memory planning %d stages", S);
-        goto done;
-    }
-    for (int s = 0, first = 0; s < S; first += out->stage_layers[s++])
-        if ((st = chunk_plan_(job, l, cfg, S, s, first, out->stage_layers[s], &cp[s], err)))
-            goto done;
-    size_t ranks = (size_t)l->dp * (size_t)l->tp * (size_t)l->cp;
-    for (int r = 0; r < p; r++) {
-        mpt_mem_plan rp;
-        memset(&rp, 0, sizeof rp);
-        for (int k = 0; k < v; k++) {
-            const mpt_mem_plan *c = &cp[k * p + r];
-            for (int kind = 0; kind < MPT_MEM_KINDS; kind++) {
-                if (kind == MPT_MEM_ACTIVATIONS) continue;
-                int shared = kind != MPT_MEM_PARAMS && kind != MPT_MEM_GRADS &&
-                             kind != MPT_MEM_OPTIMIZER;
-                if (!shared) rp.bytes[kind] += c->bytes[kind];
-                else if (c->bytes[kind] > rp.bytes[kind]) rp.bytes[kind] = c->bytes[kind];
-            }
-            rp.param_elements = c->param_elements;
-            if (c->pool_elements > rp.pool_elements) rp.pool_elements = c->pool_elements;
-        }
-        size_t na = 0, alive = 0, most = 0;
-        if ((st = mpt_pp_schedule(l->schedule, p, m, v, r, &a, &na, err))) goto done;
-        memset(open, 0, (size_t)m * (size_t)v);
-        for (size_t i = 0; i < na; i++) {
-            const mpt_pp_action *x = &a[i];
-            size_t set = cp[x->chunk * p + r].bytes[MPT_MEM_ACTIVATIONS];
-            char *o = &open[(size_t)x->mb * v + x->chunk];
-            int opens = x->op == MPT_PP_F || x->op == MPT_PP_RECV_ACT ||
-                        x->op == MPT_PP_RECV_GRAD;
-            if (opens && !*o) {
-                *o = 1;
-                alive += set;
-            }
-            if (alive > most) most = alive;
-            int closes = l->schedule == MPT_PP_ZB_H1 ? x->op == MPT_PP_W : x->op == MPT_PP_B;
-            if (closes && *o == 1) {
-                *o = 2;
-                alive -= set;
-            }
-        }
-        free(a);
-        a = NULL;
-        rp.bytes[MPT_MEM_ACTIVATIONS] = most;
-        for (int kind = 0; kind < MPT_MEM_KINDS; kind++) rp.total += rp.bytes[kind];
-        out->stage_total[r] = rp.total;
-        for (int kind = 0; kind < MPT_MEM_KINDS; kind++) out->sum[kind] += rp.bytes[kind] * ranks;
-        out->sum_total += rp.total * ranks;
-        if (r == 0 || rp.total > out->worst.total) {
-            out->worst = rp;
-            out->worst_stage = r;
-        }
-    }
-    /* per pipeline rank from here on: its chunks' blocks together */
-    int layers[MPT_PLAN_MAX_STAGES] = {0};
-    for (int s = 0; s < S; s++) layers[s % p] += out->stage_layers[s];
-    memcpy(out->stage_layers, layers, sizeof layers);
-    out->stages = p;
-done:
-    free(a);
-    free(cp);
-    free(open);
-    return st;
-}
-
-mpt_status mpt_plan_memory_eval(const mpt_plan_job *job, const mpt_plan_layout *l,
-                                mpt_plan_memory *out, mpt_error *err) {
+/* Every pipeline rank's plan, or with ends_only those of ranks 0 and p-1. */
+static mpt_status memory_eval_(const mpt_plan_job *job, const mpt_plan_layout *l, int ends_only,
+                               mpt_plan_memory *out, mpt_error *err) {
     memset(out, 0, sizeof *out);
     mpt_config cfg;
     mpt_status st = mpt_plan_check(job, l, &cfg, err);
     if (st) return st;
-    if (l->pp > 1 && l->schedule != MPT_PP_NAIVE && l->schedule != MPT_PP_GPIPE &&
-        l->schedule != MPT_PP_1F1B && l->schedule != MPT_PP_INTERLEAVED &&
-        l->schedule != MPT_PP_ZB_H1)
-        return mpt_fail(err, MPT_ERR_INPUT, "--schedule %s: the planner's memory covers naive, "
-                        "gpipe, 1f1b, interleaved and zb-h1", mpt_pp_kind_name(l->schedule));
-    if (l->pp > 1 && (l->schedule == MPT_PP_INTERLEAVED || l->schedule == MPT_PP_ZB_H1))
-        return chunked_eval_(job, l, &cfg, out, err);
-    if ((st = mpt_plan_partition(job, l, &cfg, out->stage_layers, err))) return st;
+    /* as the trainer: the blocks split over the pp ranks (each rank's chunks together) */
+    int T = job->seq_len > 0 ? job->seq_len : cfg.n_positions;
+    if ((st = mpt_partition(&cfg, T, l->pp, l->partition[0] ? l->partition : "uniform",
+                            out->stage_layers, NULL, NULL, err)))
+        return st;
     out->stages = l->pp;
     out->n_params = mpt_config_param_count(&cfg);
     /* as the trainer by default: ZeRO-3 gathers per layer (--zero3-gather layer) */
     mpt_mem_plan plan;
     for (int s = 0, first = 0; s < l->pp; first += out->stage_layers[s++]) {
+        if (ends_only && s > 0 && s < l->pp - 1) continue;
         if ((st = stage_plan_(job, l, &cfg, s, first, out->stage_layers[s], 0, &plan, err)))
             return st;
         out->stage_total[s] = plan.total;
@@ -333,4 +299,14 @@ mpt_status mpt_plan_memory_eval(const mpt_plan_job *job, const mpt_plan_layout *
     }
     out->z3_whole = 0;
     return MPT_OK;
+}
+
+mpt_status mpt_plan_memory_eval(const mpt_plan_job *job, const mpt_plan_layout *l,
+                                mpt_plan_memory *out, mpt_error *err) {
+    return memory_eval_(job, l, 0, out, err);
+}
+
+mpt_status mpt_plan_memory_ends(const mpt_plan_job *job, const mpt_plan_layout *l,
+                                mpt_plan_memory *out, mpt_error *err) {
+    return memory_eval_(job, l, 1, out, err);
 }

@@ -1,10 +1,12 @@
 /* search.h — layout search: every layout of a job on N GPUs that the runtime can run, dropped
  * when its largest rank does not fit the memory per GPU, ranked by simulated throughput.
  *
- * Enumerated: tp (dividing heads and ffn, within a node), pp (<= layers), dp = N / (tp pp)
- * (dividing the batch), sequence parallelism when tp > 1, ZeRO 0..3, micro-batch sizes 1, 2, 4,
- * 8 (m = batch / dp / size), schedules 1f1b and gpipe (pp > 1), recompute none, selective,
- * full. cp, ep, virtual stages and zb-h1 are not run by the runtime yet, so not offered. Each
+ * Enumerated: tp (dividing heads and ffn, within a node), cp (powers of two the sequence
+ * splits into, each rank keeping at least 256 tokens), pp (<= layers), dp = N / (tp cp pp) (dividing the batch), sequence parallelism
+ * when tp > 1, ZeRO 0..3, micro-batch sizes 1, 2, 4, 8 (m = batch / dp / size), schedules
+ * (pp > 1) 1f1b, gpipe, interleaved with 2 and 4 chunks per rank, zb-h1 and zb-v, recompute
+ * none, selective, full; what the trainer refuses (mpt_plan_check) is skipped. ep is not
+ * enumerated (the planner does not model MoE yet). Each
  * candidate's memory is the runtime's plan (plan.h), evaluated first; only the ones that fit
  * are simulated (sim.h). Pure. */
 #ifndef MPT_SEARCH_H

@@ -33,6 +33,38 @@ static void ranks_free_(rank_ *rk, int p) {
     free(rk);
 }
 
+/* The runtime's action list of rank r (mpt_pp_schedule), the lists of the last (kind, p, m, v)
+ * kept: a search simulates the same schedule for many layouts, and generating it is the
+ * search's largest cost. The caller frees *out. The planner runs on one thread. */
+static mpt_status schedule_copy_(mpt_pp_kind kind, int p, int m, int v, int r,
+                                 mpt_pp_action **out, size_t *n, mpt_error *err) {
+    static int key[4] = {-1, -1, -1, -1};
+    static mpt_pp_action **lists = NULL;
+    static size_t *lens = NULL;
+    static int n_lists = 0;
+    if (key[0] != (int)kind || key[1] != p || key[2] != m || key[3] != v) {
+        for (int i = 0; i < n_lists; i++) free(lists[i]);
+        free(lists);
+        free(lens);
+        lists = NULL, lens = NULL, n_lists = 0;
+        key[0] = -1;
+        lists = calloc((size_t)p, sizeof *lists);
+        lens = calloc((size_t)p, sizeof *lens);
+        if (!lists || !lens) return mpt_fail(err, MPT_ERR_RUN, "out of memory");
+        n_lists = p;
+        for (int i = 0; i < p; i++) {
+            mpt_status st = mpt_pp_schedule(kind, p, m, v, i, &lists[i], &lens[i], err);
+            if (st) return st; /* (key stays invalid: the next call starts again) */
+        }
+        key[0] = (int)kind, key[1] = p, key[2] = m, key[3] = v;
+    }
+    *out = malloc(lens[r] * sizeof **out + 1);
+    if (!*out) return mpt_fail(err, MPT_ERR_RUN, "out of memory");
+    memcpy(*out, lists[r], lens[r] * sizeof **out);
+    *n = lens[r];
+    return MPT_OK;
+}
+
 /* Runs the lists. Returns MPT_OK, or MPT_ERR_RUN on a deadlock (a broken schedule). */
 static mpt_status replay_(rank_ *rk, int p, int v, int m, mpt_pp_kind kind,
                           const mpt_stage_cost *sc, const double *p2p, msg_ *msg,
@@ -47,12 +79,12 @@ static mpt_status replay_(rank_ *rk, int p, int v, int m, mpt_pp_kind kind,
             rank_ *R = &rk[r];
             while (R->pc < R->n) {
                 const mpt_pp_action *a = &R->a[R->pc];
-                int me = mpt_pp_stage(p, r, a->chunk);
+                int me = mpt_pp_stage_k(kind, p, r, a->chunk);
                 if (a->op == MPT_PP_RECV_ACT || a->op == MPT_PP_RECV_GRAD) {
                     msg[((size_t)a->mb * S + me) * 2 + (a->op == MPT_PP_RECV_GRAD)].posted =
                         R->clock;
                 } else if (a->op == MPT_PP_SEND_ACT || a->op == MPT_PP_SEND_GRAD) {
-                    int dst = mpt_pp_stage(p, a->peer, a->peer_chunk);
+                    int dst = mpt_pp_stage_k(kind, p, a->peer, a->peer_chunk);
                     msg[((size_t)a->mb * S + dst) * 2 + (a->op == MPT_PP_SEND_GRAD)].sent =
                         R->clock;
                 } else {
@@ -66,8 +98,10 @@ static mpt_status replay_(rank_ *rk, int p, int v, int m, mpt_pp_kind kind,
                         /* the boundary tensor of the earlier stage, same size both ways */
                         double arr = post + p2p[grad ? me : me - 1];
                         if (arr > ready) ready = arr;
+                        int from = 0, from_chunk = 0; /* the producer's rank */
+                        mpt_pp_stage_place(kind, p, grad ? me + 1 : me - 1, &from, &from_chunk);
                         if (cm) /* on the producer's stream */
-                            cm[(*n_cm)++] = (mpt_sim_comm){(grad ? me + 1 : me - 1) % p,
+                            cm[(*n_cm)++] = (mpt_sim_comm){from,
                                                            grad ? MPT_SIM_P2P_GRAD
                                                                 : MPT_SIM_P2P_ACT,
                                                            post, arr};
@@ -75,8 +109,8 @@ static mpt_status replay_(rank_ *rk, int p, int v, int m, mpt_pp_kind kind,
                     const mpt_stage_cost *c = &sc[me];
                     double d = a->op == MPT_PP_F ? c->f
                                : a->op == MPT_PP_W ? c->w
-                               : kind == MPT_PP_ZB_H1 ? c->b
-                                                      : c->b + c->w;
+                               : mpt_pp_split(kind) ? c->b
+                                                    : c->b + c->w;
                     if (a->op == MPT_PP_F && R->busy == 0) R->first_start = ready;
                     if (a->op == MPT_PP_B && a->mb == m - 1 && a->chunk == v - 1)
                         R->last_b_start = ready;
@@ -115,7 +149,7 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
     double share = mpt_cluster_rank_share(&rank_c, oversub ? c->cores : world,
                                           oversub ? 1 : job->threads);
     c = &rank_c;
-    int p = l->pp, v = p > 1 && l->schedule == MPT_PP_INTERLEAVED ? l->virtual_stages : 1;
+    int p = l->pp, v = mpt_plan_chunks(l);
     int m = l->microbatches, S = p * v;
     mpt_pp_kind kind = p > 1 ? l->schedule : MPT_PP_1F1B;
     int T = job->seq_len > 0 ? job->seq_len : cfg.n_positions;
@@ -126,7 +160,7 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
     double *p2p = calloc((size_t)S, sizeof *p2p);
     msg_ *msg = malloc((size_t)m * S * 2 * sizeof *msg);
     rank_ *rk = calloc((size_t)p, sizeof *rk);
-    size_t n_events = (size_t)m * S * (kind == MPT_PP_ZB_H1 ? 3 : 2);
+    size_t n_events = (size_t)m * S * (mpt_pp_split(kind) ? 3 : 2);
     mpt_pp_event *ev = keep_events ? malloc(n_events * sizeof *ev) : NULL;
     size_t n_cm_max = (size_t)m * S * 2 + 2 * (size_t)p;
     mpt_sim_comm *cm = keep_events ? malloc(n_cm_max * sizeof *cm) : NULL;
@@ -143,7 +177,7 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
     }
     for (size_t i = 0; i < (size_t)m * S * 2; i++) msg[i].sent = msg[i].posted = -1;
     for (int r = 0; r < p; r++)
-        if ((st = mpt_pp_schedule(kind, p, m, v, r, &rk[r].a, &rk[r].n, err))) goto done;
+        if ((st = schedule_copy_(kind, p, m, v, r, &rk[r].a, &rk[r].n, err))) goto done;
     size_t n_ev = 0;
     if ((st = replay_(rk, p, v, m, kind, sc, p2p, msg, ev, &n_ev, cm, &n_cm, err))) goto done;
 
@@ -161,8 +195,8 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
         double G = 0, fl = 0, fm = 0, tpb = 0, tpt = 0, ppb = 0;
         int units = 0;
         for (int k = 0; k < v; k++) {
-            const mpt_stage_cost *x = &sc[mpt_pp_stage(p, r, k)];
-            int s = mpt_pp_stage(p, r, k);
+            int s = mpt_pp_stage_k(kind, p, r, k);
+            const mpt_stage_cost *x = &sc[s];
             G += x->params;
             fl += m * x->flops_hw;
             fm += m * x->flops_model;
@@ -201,9 +235,16 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
             double t = rk[r].first_start + red;
             end = t > rk[r].clock + tail ? t : rk[r].clock + tail;
         }
+        /* a CPU node (cpu-here: cores > 0) has no copy engine: the ring's copies and sums run
+         * on the rank's own cores between its layers, so they add to its time */
+        if (c->cores > 0) end = rk[r].clock + red;
         if (R == 1) end = rk[r].clock;
         double shard = l->zero == 0 ? G : G / R;
-        double opt = 28.0 * shard / (c->mem_bw * c->mem_eff) + ag;
+        /* AdamW reads p, g, m, v and writes p, m, v (28 B per element of the shard); the
+         * gradient norm reads and the next step's zeroing writes the gradient buffer (8 B per
+         * element: the whole G below ZeRO-2, the shard from it) */
+        double gbuf = l->zero >= 2 ? shard : G;
+        double opt = (28.0 * shard + 8.0 * gbuf) / (c->mem_bw * c->mem_eff) + ag;
         double t_r = end + opt;
         if (cm && R > 1)
             cm[n_cm++] = (mpt_sim_comm){r, MPT_SIM_DP,
@@ -211,7 +252,7 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
                                         end};
         if (cm) cm[n_cm++] = (mpt_sim_comm){r, MPT_SIM_OPTIMIZER, end, t_r};
         if (t_r > step) step = t_r;
-        node_work += rk[r].busy + opt;
+        node_work += rk[r].busy + opt + (c->cores > 0 && R > 1 ? red : 0);
         if (end - rk[r].clock > out->dp_exposed) out->dp_exposed = end - rk[r].clock;
         if (opt > out->optimizer) out->optimizer = opt;
         double tpw = tpb * (l->sp ? frac : 2.0 * (l->tp - 1) / l->tp);
