@@ -181,13 +181,18 @@ static void forward_(prof_t *s) {
     if (sum != sum) fprintf(stderr, "bench_profile: the loss is not a number\n");
 }
 
+/* the block's input-gradient GEMMs: accumulate into a zeroed buffer (unfused) or overwrite */
+#define MMB_(s) ((s)->unfused ? mpt_matmul_backward : mpt_matmul_backward_set)
+
 static void backward_(prof_t *s) {
     size_t D = (size_t)s->D, F = (size_t)s->F, N = s->N, ND = N * D, NF = N * F;
     int B = s->B, T = s->T, H = s->H;
     double attb = 8.0 * B * (double)T * T * D;
-    RUN_(K_COPY, 0, 4.0 * ND, memset(s->dtmp, 0, ND * sizeof(float)));
+    /* fused: the input-gradient GEMMs overwrite (beta = 0) instead of zeroing first */
+    if (s->unfused) RUN_(K_COPY, 0, 4.0 * ND, memset(s->dtmp, 0, ND * sizeof(float)));
     RUN_(K_GEMM, 2 * mm_(N, D, (size_t)s->V), 0,
-         mpt_lmhead_backward(s->dtmp, s->g + s->wte, s->logits, s->lnf, s->p + s->wte, N, s->D,
+         (s->unfused ? mpt_lmhead_backward : mpt_lmhead_backward_set)(
+             s->dtmp, s->g + s->wte, s->logits, s->lnf, s->p + s->wte, N, s->D,
                              s->V, s->Vp));
     RUN_(K_COPY, 0, 4.0 * ND, memset(s->dres, 0, ND * sizeof(float)));
     RUN_(K_LN, 0, 16.0 * ND, mpt_layernorm_backward(s->dres, s->g + s->lnfw, s->g + s->lnfb,
@@ -195,9 +200,9 @@ static void backward_(prof_t *s) {
                                                     s->p + s->lnfw, s->mf, s->rf, N, s->D));
     for (int l = s->L - 1; l >= 0; l--) {
         float *in = l == 0 ? s->enc : ACT_(s, res3, l - 1, ND);
-        RUN_(K_COPY, 0, 4.0 * NF, memset(s->dfcg, 0, NF * sizeof(float)));
+        if (s->unfused) RUN_(K_COPY, 0, 4.0 * NF, memset(s->dfcg, 0, NF * sizeof(float)));
         RUN_(K_GEMM, 2 * mm_(N, F, D), 0,
-             mpt_matmul_backward(s->dfcg, PG_(s, l, P_FPW), NULL, s->dres, ACT_(s, fchg, l, NF),
+             MMB_(s)(s->dfcg, PG_(s, l, P_FPW), NULL, s->dres, ACT_(s, fchg, l, NF),
                                  PW_(s, l, P_FPW), N, s->F, s->D));
         RUN_(K_BIAS, 0, 4.0 * ND, mpt_bias_backward(PG_(s, l, P_FPB), s->dres, N, s->D));
         if (s->unfused) {
@@ -209,26 +214,26 @@ static void backward_(prof_t *s) {
                  mpt_gelu_backward_bias(s->dfc, PG_(s, l, P_FCB), ACT_(s, fch, l, NF), s->dfcg, N,
                                         s->F));
         }
-        RUN_(K_COPY, 0, 4.0 * ND, memset(s->dtmp, 0, ND * sizeof(float)));
+        if (s->unfused) RUN_(K_COPY, 0, 4.0 * ND, memset(s->dtmp, 0, ND * sizeof(float)));
         RUN_(K_GEMM, 2 * mm_(N, D, F), 0,
-             mpt_matmul_backward(s->dtmp, PG_(s, l, P_FCW), NULL, s->dfc, ACT_(s, ln2, l, ND),
+             MMB_(s)(s->dtmp, PG_(s, l, P_FCW), NULL, s->dfc, ACT_(s, ln2, l, ND),
                                  PW_(s, l, P_FCW), N, s->D, s->F));
         RUN_(K_LN, 0, 16.0 * ND,
              mpt_layernorm_backward(s->dres, PG_(s, l, P_LN2W), PG_(s, l, P_LN2B), s->dtmp,
                                     ACT_(s, res2, l, ND), PW_(s, l, P_LN2W), ACT_(s, m2, l, N),
                                     ACT_(s, r2, l, N), N, s->D));
-        RUN_(K_COPY, 0, 4.0 * ND, memset(s->dtmp, 0, ND * sizeof(float)));
+        if (s->unfused) RUN_(K_COPY, 0, 4.0 * ND, memset(s->dtmp, 0, ND * sizeof(float)));
         RUN_(K_GEMM, 2 * mm_(N, D, D), 0,
-             mpt_matmul_backward(s->dtmp, PG_(s, l, P_APW), NULL, s->dres, ACT_(s, atty, l, ND),
+             MMB_(s)(s->dtmp, PG_(s, l, P_APW), NULL, s->dres, ACT_(s, atty, l, ND),
                                  PW_(s, l, P_APW), N, s->D, s->D));
         RUN_(K_BIAS, 0, 4.0 * ND, mpt_bias_backward(PG_(s, l, P_APB), s->dres, N, s->D));
         RUN_(K_COPY, 0, 12.0 * ND, memset(s->dqkv, 0, 3 * ND * sizeof(float)));
         RUN_(K_ATTN, attb, 0,
              mpt_flash_backward(s->dqkv, s->dtmp, ACT_(s, atty, l, ND), ACT_(s, lse, l, N * H),
                                 ACT_(s, qkv, l, 3 * ND), B, T, s->D, H, s->flash, s->threads));
-        RUN_(K_COPY, 0, 4.0 * ND, memset(s->dtmp, 0, ND * sizeof(float)));
+        if (s->unfused) RUN_(K_COPY, 0, 4.0 * ND, memset(s->dtmp, 0, ND * sizeof(float)));
         RUN_(K_GEMM, 2 * mm_(N, D, 3 * D), 0,
-             mpt_matmul_backward(s->dtmp, PG_(s, l, P_QKVW), NULL, s->dqkv, ACT_(s, ln1, l, ND),
+             MMB_(s)(s->dtmp, PG_(s, l, P_QKVW), NULL, s->dqkv, ACT_(s, ln1, l, ND),
                                  PW_(s, l, P_QKVW), N, s->D, 3 * s->D));
         RUN_(K_BIAS, 0, 12.0 * ND, mpt_bias_backward(PG_(s, l, P_QKVB), s->dqkv, N, 3 * s->D));
         RUN_(K_LN, 0, 16.0 * ND,

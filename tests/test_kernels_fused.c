@@ -4,7 +4,9 @@
  *   3. backward (GELU + bias gradient) against central finite differences, in double, of the
  *      reference forward gelu(h + bias): the fused fp32 gradient is compared with them directly;
  *   4. aliasing (res onto a or y, dinp onto dout) and NULL bias, accumulation into pre-filled
- *      bias gradients, and widths that are not a multiple of the vector or cache-line width.
+ *      bias gradients, and widths that are not a multiple of the vector or cache-line width;
+ *   5. the beta = 0 input-gradient GEMMs of kernels.h (mpt_matmul_backward_set,
+ *      mpt_lmhead_backward_set) against a zeroed buffer and the accumulating kernels.
  * Tolerances are those of tests/test_kernels.c (1e-5 forward, 1e-4 backward, relative, with a
  * floor of a tenth of the reference's RMS). One line per check. */
 #include "check.h"
@@ -252,6 +254,39 @@ static void test_residual_ln_(size_t N, int C) {
     pair_free_(&a), pair_free_(&y), pair_free_(&bias), pair_free_(&w), pair_free_(&b);
 }
 
+/* ---- input-gradient GEMMs with beta = 0 ---------------------------------------------------
+ * mpt_matmul_backward_set / mpt_lmhead_backward_set overwrite dinp (here pre-filled with
+ * garbage, NaN included: beta = 0 must not read it) and accumulate dw, dbias: equal to the
+ * plain kernels run on a zeroed dinp and the same pre-filled dw, dbias. */
+static void test_backward_set_(size_t N, int C, int OC) {
+    snprintf(case_, sizeof case_, "matmul/lmhead backward_set N%zu C%d OC%d", N, C, OC);
+    size_t nx = N * (size_t)C, ny = N * (size_t)OC, nw = (size_t)C * OC;
+    pair_t x = pair_(nx, -1, 1), dy = pair_(ny, -1, 1), w = pair_(nw, -1, 1);
+    pair_t dw0 = pair_(nw, -1, 1), db0 = pair_(OC, -1, 1);
+    float *dxs = xcalloc_(nx, sizeof *dxs), *dxp = xcalloc_(nx, sizeof *dxp);
+    float *dws = fcopy_(dw0.f, nw), *dwp = fcopy_(dw0.f, nw);
+    float *dbs = fcopy_(db0.f, OC), *dbp = fcopy_(db0.f, OC);
+    for (size_t i = 0; i < nx; i++) dxs[i] = i % 7 ? 1e30f : NAN;
+    mpt_matmul_backward_set(dxs, dws, dbs, dy.f, x.f, w.f, N, C, OC);
+    mpt_matmul_backward(dxp, dwp, dbp, dy.f, x.f, w.f, N, C, OC);
+    vs_plain_("matmul dinp (overwritten) vs zeroed + plain", dxs, dxp, nx, FWD_TOL);
+    vs_plain_("matmul dw (+=) vs plain", dws, dwp, nw, BWD_TOL);
+    vs_plain_("matmul dbias (+=) vs plain", dbs, dbp, (size_t)OC, BWD_TOL);
+    /* the head: w is (V, C) = (OC, C), dout (N, ldo) with ldo = OC + 3 padded columns */
+    int ldo = OC + 3;
+    float *lo = xcalloc_(N * (size_t)ldo, sizeof *lo);
+    for (size_t r = 0; r < N; r++) memcpy(lo + r * ldo, dy.f + r * OC, (size_t)OC * sizeof *lo);
+    for (size_t i = 0; i < nx; i++) dxs[i] = i % 5 ? -1e30f : NAN;
+    memset(dxp, 0, nx * sizeof *dxp);
+    memcpy(dws, dw0.f, nw * sizeof *dws), memcpy(dwp, dw0.f, nw * sizeof *dwp);
+    mpt_lmhead_backward_set(dxs, dws, lo, x.f, w.f, N, C, OC, ldo);
+    mpt_lmhead_backward(dxp, dwp, lo, x.f, w.f, N, C, OC, ldo);
+    vs_plain_("lmhead dinp (overwritten) vs zeroed + plain", dxs, dxp, nx, FWD_TOL);
+    vs_plain_("lmhead dw (+=) vs plain", dws, dwp, nw, BWD_TOL);
+    free(dxs), free(dxp), free(dws), free(dwp), free(dbs), free(dbp), free(lo);
+    pair_free_(&x), pair_free_(&dy), pair_free_(&w), pair_free_(&dw0), pair_free_(&db0);
+}
+
 int main(void) {
     test_bias_gelu_(7, 13);
     test_bias_gelu_(64, 1536);
@@ -262,5 +297,8 @@ int main(void) {
     test_residual_ln_(7, 13);
     test_residual_ln_(128, 384);
     test_residual_ln_(16, 768);
+    test_backward_set_(7, 13, 5);
+    test_backward_set_(256, 384, 1152);
+    test_backward_set_(33, 96, 256);
     return check_finish();
 }

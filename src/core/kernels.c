@@ -219,10 +219,12 @@ void mpt_matmul_forward(float *out, const float *inp, const float *w, const floa
            (size_t)OC);
 }
 
-void mpt_matmul_backward(float *dinp, float *dw, float *dbias, const float *dout,
-                         const float *inp, const float *w, size_t N, int C, int OC) {
+/* beta_in: 1 accumulates into dinp, 0 overwrites it (no zeroing pass before the GEMM) */
+static void matmul_backward_(float *dinp, float beta_in, float *dw, float *dbias,
+                             const float *dout, const float *inp, const float *w, size_t N, int C,
+                             int OC) {
     if (dinp)
-        gemm_('N', 'T', N, (size_t)C, (size_t)OC, 1.0f, dout, (size_t)OC, w, (size_t)OC, 1.0f,
+        gemm_('N', 'T', N, (size_t)C, (size_t)OC, 1.0f, dout, (size_t)OC, w, (size_t)OC, beta_in,
                dinp, (size_t)C);
     if (dw)
         gemm_('T', 'N', (size_t)C, (size_t)OC, N, 1.0f, inp, (size_t)C, dout, (size_t)OC, 1.0f,
@@ -241,18 +243,38 @@ void mpt_matmul_backward(float *dinp, float *dw, float *dbias, const float *dout
     }
 }
 
+void mpt_matmul_backward(float *dinp, float *dw, float *dbias, const float *dout,
+                         const float *inp, const float *w, size_t N, int C, int OC) {
+    matmul_backward_(dinp, 1.0f, dw, dbias, dout, inp, w, N, C, OC);
+}
+
+void mpt_matmul_backward_set(float *dinp, float *dw, float *dbias, const float *dout,
+                             const float *inp, const float *w, size_t N, int C, int OC) {
+    matmul_backward_(dinp, 0.0f, dw, dbias, dout, inp, w, N, C, OC);
+}
+
 void mpt_lmhead_forward(float *out, const float *inp, const float *w, size_t N, int C, int V,
                         int ldo) {
     gemm_('N', 'T', N, (size_t)V, (size_t)C, 1.0f, inp, (size_t)C, w, (size_t)C, 0.0f, out,
            (size_t)ldo);
 }
 
-void mpt_lmhead_backward(float *dinp, float *dw, const float *dout, const float *inp,
-                         const float *w, size_t N, int C, int V, int ldo) {
-    gemm_('N', 'N', N, (size_t)C, (size_t)V, 1.0f, dout, (size_t)ldo, w, (size_t)C, 1.0f, dinp,
-           (size_t)C);
+static void lmhead_backward_(float *dinp, float beta_in, float *dw, const float *dout,
+                             const float *inp, const float *w, size_t N, int C, int V, int ldo) {
+    gemm_('N', 'N', N, (size_t)C, (size_t)V, 1.0f, dout, (size_t)ldo, w, (size_t)C, beta_in,
+           dinp, (size_t)C);
     gemm_('T', 'N', (size_t)V, (size_t)C, N, 1.0f, dout, (size_t)ldo, inp, (size_t)C, 1.0f, dw,
            (size_t)C);
+}
+
+void mpt_lmhead_backward(float *dinp, float *dw, const float *dout, const float *inp,
+                         const float *w, size_t N, int C, int V, int ldo) {
+    lmhead_backward_(dinp, 1.0f, dw, dout, inp, w, N, C, V, ldo);
+}
+
+void mpt_lmhead_backward_set(float *dinp, float *dw, const float *dout, const float *inp,
+                             const float *w, size_t N, int C, int V, int ldo) {
+    lmhead_backward_(dinp, 0.0f, dw, dout, inp, w, N, C, V, ldo);
 }
 
 /* ---- attention ------------------------------------------------------------------------------ */

@@ -42,6 +42,10 @@ void mpt_matmul_forward(float *out, const float *inp, const float *w, const floa
 /* dinp(N,C) += dout w^T (skipped if dinp NULL); dw(C,OC) += inp^T dout; dbias(OC) += colsum. */
 void mpt_matmul_backward(float *dinp, float *dw, float *dbias, const float *dout,
                          const float *inp, const float *w, size_t N, int C, int OC);
+/* As mpt_matmul_backward, but dinp (not NULL) is OVERWRITTEN with dout w^T: the GEMM's
+ * beta = 0 replaces a zeroing pass before it (dw, dbias still accumulate, beta = 1). */
+void mpt_matmul_backward_set(float *dinp, float *dw, float *dbias, const float *dout,
+                             const float *inp, const float *w, size_t N, int C, int OC);
 
 /* Output head with an nn.Linear-layout weight (the tied wte): out(N, ldo) columns [0, V) =
  * inp(N,C) w(V,C)^T; columns >= V are not written. */
@@ -50,6 +54,9 @@ void mpt_lmhead_forward(float *out, const float *inp, const float *w, size_t N, 
 /* dinp(N,C) += dout w; dw(V,C) += dout^T inp; dout (N, ldo), only its first V columns read. */
 void mpt_lmhead_backward(float *dinp, float *dw, const float *dout, const float *inp,
                          const float *w, size_t N, int C, int V, int ldo);
+/* As mpt_lmhead_backward, but dinp is OVERWRITTEN (beta = 0); dw still accumulates. */
+void mpt_lmhead_backward_set(float *dinp, float *dw, const float *dout, const float *inp,
+                             const float *w, size_t N, int C, int V, int ldo);
 
 /* Causal multi-head attention. qkv (B,T,3D) holds [q | k | v], heads contiguous inside each
  * (head h of q is columns h*hs .. h*hs+hs-1, hs = D/H). out (B,T,D) overwritten; att (B,H,T,T)
