@@ -22,6 +22,13 @@ mpt_gemm_backend mpt_kernels_gemm(void) { return gemm_backend_; }
  * from inside our own OpenMP loop (attention), where both libraries run single-threaded. */
 static void sgemm_(char ta, char tb, size_t M, size_t N, size_t K, float alpha, const float *A,
                    size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc) {
+    if (K == 0) { /* C = beta C, done here: dnnl_sgemm leaves C untouched when K is 0 (a tp
+                   * rank whose vocabulary slice is all padding), and beta = 0 must give 0 */
+        for (size_t i = 0; i < M; i++)
+            for (size_t j = 0; j < N; j++)
+                C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+        return;
+    }
     if (gemm_backend_ == MPT_GEMM_ONEDNN) {
         dnnl_sgemm(ta, tb, (dnnl_dim_t)M, (dnnl_dim_t)N, (dnnl_dim_t)K, alpha, A, (dnnl_dim_t)lda,
                    B, (dnnl_dim_t)ldb, beta, C, (dnnl_dim_t)ldc);
