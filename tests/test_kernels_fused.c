@@ -6,7 +6,9 @@
  *   4. aliasing (res onto a or y, dinp onto dout) and NULL bias, accumulation into pre-filled
  *      bias gradients, and widths that are not a multiple of the vector or cache-line width;
  *   5. the beta = 0 input-gradient GEMMs of kernels.h (mpt_matmul_backward_set,
- *      mpt_lmhead_backward_set) against a zeroed buffer and the accumulating kernels.
+ *      mpt_lmhead_backward_set) against a zeroed buffer and the accumulating kernels;
+ *   6. the linear layers' GEMMs under both threadings (split into one block per thread, or
+ *      threaded by the library) against the double reference and each other.
  * Tolerances are those of tests/test_kernels.c (1e-5 forward, 1e-4 backward, relative, with a
  * floor of a tenth of the reference's RMS). One line per check. */
 #include "check.h"
@@ -291,6 +293,45 @@ static void test_backward_set_(size_t N, int C, int OC) {
     pair_free_(&x), pair_free_(&dy), pair_free_(&w), pair_free_(&dw0), pair_free_(&db0);
 }
 
+/* ---- GEMM threading ------------------------------------------------------------------------
+ * The linear layers' GEMMs at the model's shapes under both threadings of kernels.h
+ * (MPT_GEMM_SPLIT: one block per thread; MPT_GEMM_TEAM: the library threads the call) against
+ * the double reference, and the two against each other; with 2 threads the split path runs
+ * (these shapes are above its size floor). Tolerance GEMM_TOL for all three: with K 384-1536
+ * fp32 products summed, the library's own (team) path already sits at 1.3-1.6e-5 of the
+ * double reference here, above FWD_TOL, which the small shapes of test_kernels.c meet. */
+#define GEMM_TOL 5e-5
+static void test_gemm_threading_(size_t N, int C, int OC) {
+    size_t nx = N * (size_t)C, ny = N * (size_t)OC, nw = (size_t)C * OC;
+    pair_t x = pair_(nx, -1, 1), dy = pair_(ny, -1, 1), w = pair_(nw, -1, 1), b = pair_(OC, -1, 1);
+    float *y[2], *dx[2], *dw[2], *db[2];
+    for (int t = 0; t < 2; t++) {
+        mpt_kernels_set_gemm_threading(t == 0 ? MPT_GEMM_SPLIT : MPT_GEMM_TEAM);
+        y[t] = xcalloc_(ny, sizeof(float)), dx[t] = xcalloc_(nx, sizeof(float));
+        dw[t] = xcalloc_(nw, sizeof(float)), db[t] = xcalloc_(OC, sizeof(float));
+        mpt_matmul_forward(y[t], x.f, w.f, b.f, N, C, OC);
+        mpt_matmul_backward_set(dx[t], dw[t], db[t], dy.f, x.f, w.f, N, C, OC);
+    }
+    mpt_kernels_set_gemm_threading(MPT_GEMM_SPLIT);
+    double *yd = xcalloc_(ny, sizeof *yd), *dxd = xcalloc_(nx, sizeof *dxd);
+    double *dwd = xcalloc_(nw, sizeof *dwd), *dbd = xcalloc_(OC, sizeof *dbd);
+    ref_matmul_forward(yd, x.d, w.d, b.d, N, C, OC);
+    ref_matmul_backward(dxd, dwd, dbd, dy.d, x.d, w.d, N, C, OC);
+    for (int t = 0; t < 2; t++) {
+        snprintf(case_, sizeof case_, "gemm %s N%zu C%d OC%d", t ? "team" : "split", N, C, OC);
+        vs_ref_("fwd vs ref", y[t], yd, ny, GEMM_TOL);
+        vs_ref_("dinp vs ref", dx[t], dxd, nx, GEMM_TOL);
+        vs_ref_("dw vs ref", dw[t], dwd, nw, GEMM_TOL);
+    }
+    snprintf(case_, sizeof case_, "gemm split vs team N%zu C%d OC%d", N, C, OC);
+    vs_plain_("fwd", y[0], y[1], ny, GEMM_TOL);
+    vs_plain_("dinp", dx[0], dx[1], nx, GEMM_TOL);
+    vs_plain_("dw", dw[0], dw[1], nw, GEMM_TOL);
+    for (int t = 0; t < 2; t++) free(y[t]), free(dx[t]), free(dw[t]), free(db[t]);
+    free(yd), free(dxd), free(dwd), free(dbd);
+    pair_free_(&x), pair_free_(&dy), pair_free_(&w), pair_free_(&b);
+}
+
 int main(void) {
     test_bias_gelu_(7, 13);
     test_bias_gelu_(64, 1536);
@@ -305,5 +346,8 @@ int main(void) {
     test_backward_set_(256, 384, 1152);
     test_backward_set_(33, 96, 256);
     test_backward_set_(9, 12, 0); /* K = 0 (a tp rank's all-padding vocabulary): dinp = 0 */
+    test_gemm_threading_(512, 384, 1152); /* qkv at 2 sequences of T 256 */
+    test_gemm_threading_(256, 1536, 384); /* c_proj of the MLP: C taller than OC */
+    test_gemm_threading_(300, 384, 770);  /* blocks not multiples of 8 rows or 16 columns */
     return check_finish();
 }
