@@ -165,9 +165,10 @@ static void forward_(prof_t *s) {
              mpt_residual_layernorm_forward(res2, ln2, ACT_(s, m2, l, N), ACT_(s, r2, l, N), in,
                                             s->dtmp, PW_(s, l, P_APB), PW_(s, l, P_LN2W),
                                             PW_(s, l, P_LN2B), N, s->D));
+        /* the c_fc GEMM and its bias + GELU in one region: timed under GEMM */
         RUN_(K_GEMM, mm_(N, D, F), 0,
-             mpt_matmul_forward(fch, ln2, PW_(s, l, P_FCW), NULL, N, s->D, s->F));
-        RUN_(K_GELU, 0, 12.0 * NF, mpt_bias_gelu_forward(fchg, fch, PW_(s, l, P_FCB), N, s->F));
+             mpt_matmul_bias_gelu_forward(fchg, fch, ln2, PW_(s, l, P_FCW), PW_(s, l, P_FCB), N,
+                                          s->D, s->F));
         RUN_(K_GEMM, mm_(N, F, D), 0,
              mpt_matmul_forward(s->dtmp, fchg, PW_(s, l, P_FPW), NULL, N, s->F, s->D));
         RUN_(K_RESID, 0, 12.0 * ND,

@@ -323,6 +323,16 @@ static void test_gemm_threading_(size_t N, int C, int OC) {
         vs_ref_("dinp vs ref", dx[t], dxd, nx, GEMM_TOL);
         vs_ref_("dw vs ref", dw[t], dwd, nw, GEMM_TOL);
     }
+    /* c_fc + bias + GELU in one region = the GEMM then mpt_bias_gelu_forward, exactly */
+    snprintf(case_, sizeof case_, "matmul_bias_gelu N%zu C%d F%d", N, C, OC);
+    float *h1 = xcalloc_(ny, sizeof *h1), *o1 = xcalloc_(ny, sizeof *o1);
+    float *h2 = xcalloc_(ny, sizeof *h2), *o2 = xcalloc_(ny, sizeof *o2);
+    mpt_matmul_bias_gelu_forward(o1, h1, x.f, w.f, b.f, N, C, OC);
+    mpt_matmul_forward(h2, x.f, w.f, NULL, N, C, OC);
+    mpt_bias_gelu_forward(o2, h2, b.f, N, OC);
+    CHECK(memcmp(h1, h2, ny * sizeof *h1) == 0 && memcmp(o1, o2, ny * sizeof *o1) == 0,
+          "%s: fused c_fc + GELU differs from the two calls", case_);
+    free(h1), free(o1), free(h2), free(o2);
     snprintf(case_, sizeof case_, "gemm split vs team N%zu C%d OC%d", N, C, OC);
     vs_plain_("fwd", y[0], y[1], ny, GEMM_TOL);
     vs_plain_("dinp", dx[0], dx[1], nx, GEMM_TOL);
@@ -349,5 +359,6 @@ int main(void) {
     test_gemm_threading_(512, 384, 1152); /* qkv at 2 sequences of T 256 */
     test_gemm_threading_(256, 1536, 384); /* c_proj of the MLP: C taller than OC */
     test_gemm_threading_(300, 384, 770);  /* blocks not multiples of 8 rows or 16 columns */
+    test_gemm_threading_(2048, 64, 1536); /* rows split: the c_fc GELU runs in the region */
     return check_finish();
 }

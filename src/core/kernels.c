@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "core/gemm_bf16.h"
+#include "core/kernels_fused.h"
 #include "core/kernels_internal.h"
 
 static mpt_gemm_backend gemm_backend_ = MPT_GEMM_ONEDNN;
@@ -298,6 +299,31 @@ void mpt_matmul_forward(float *out, const float *inp, const float *w, const floa
 }
 
 /* beta_in: 1 accumulates into dinp, 0 overwrites it (no zeroing pass before the GEMM) */
+/* fch(N,F) = x(N,C) w(C,F), then fch += bias and out = gelu(fch) (kernels_fused.h), in one
+ * region when the GEMM splits by rows: each thread runs the fused pass on its own rows right
+ * after its GEMM block, with no barrier between (the rows are still warm in its cache). The
+ * pass runs inside the region, where its own OpenMP loop has one thread. Otherwise (columns
+ * split, team threading, bf16, small) the two calls one after the other. Same results either
+ * way: the same GEMM blocks, then the same elementwise pass. */
+void mpt_matmul_bias_gelu_forward(float *out, float *fch, const float *x, const float *w,
+                                  const float *bias, size_t N, int C, int F) {
+    int nth = split_threads_(N, (size_t)F, (size_t)C);
+    if (!nth || N < (size_t)F) {
+        mpt_matmul_forward(fch, x, w, NULL, N, C, F);
+        mpt_bias_gelu_forward(out, fch, bias, N, F);
+        return;
+    }
+#pragma omp parallel num_threads(nth)
+    {
+        size_t r0, r1, c0, c1;
+        gemm_block_('N', 'N', N, (size_t)F, (size_t)C, 1.0f, x, (size_t)C, w, (size_t)F, 0.0f, fch,
+                    (size_t)F, (size_t)omp_thread_id_(), (size_t)omp_threads_(), &r0, &r1, &c0,
+                    &c1);
+        if (r1 > r0)
+            mpt_bias_gelu_forward(out + r0 * (size_t)F, fch + r0 * (size_t)F, bias, r1 - r0, F);
+    }
+}
+
 static void matmul_backward_(float *dinp, float beta_in, float *dw, float *dbias,
                              const float *dout, const float *inp, const float *w, size_t N, int C,
                              int OC) {

@@ -243,8 +243,7 @@ static mpt_status block_forward_(mpt_gpt *m, int l, int B, int T, mpt_error *err
         mpt_residual_forward(res3, res2, scratch, Nl * D);
         return MPT_OK;
     }
-    mpt_matmul_forward(fch, x, W_(m, l, MPT_FC_W), NULL, N, D, Fl);
-    mpt_bias_gelu_forward(fchg, fch, W_(m, l, MPT_FC_B), N, Fl);
+    mpt_matmul_bias_gelu_forward(fchg, fch, x, W_(m, l, MPT_FC_W), W_(m, l, MPT_FC_B), N, D, Fl);
     TRY_(row_parallel_(m, scratch, fchg, W_(m, l, MPT_FCPROJ_W), NULL, N, Nl, Fl, D, err));
     mpt_bias_residual_forward(res3, res2, scratch, W_(m, l, MPT_FCPROJ_B), Nl, D);
     return MPT_OK;
