@@ -10,7 +10,7 @@
 # batch 8 split, 4 sequences per replica; one1: one rank on 1 thread, the 1-rank baseline of
 # the 2-rank layouts), BENCH_STEPS the steps per run (8; 2 dropped).
 # BENCH_OLD_ARGS / BENCH_NEW_ARGS add options to every run of one build (e.g. the same build
-# twice with BENCH_OLD_ARGS="--gemm onednn-team": the GEMM threadings side by side).
+# twice with BENCH_NEW_ARGS="--gemm onednn-split": the GEMM threadings side by side).
 # A refactor that is no slower shows a ratio new/old near 1 within the spread.
 set -euo pipefail
 OLD=$1/mptrain NEW=$2/mptrain ROUNDS=${3:-3}

@@ -9,7 +9,7 @@
  *
  *   build/bench/bench_profile [--layers L --d-model D --heads H --seq-len T --vocab V
  *                              --ffn F --batch B --threads N --steps S] [--unfused]
- *                             [--gemm-team]
+ *                             [--gemm-split]
  *   defaults: the bench model (6L/384/6h/T256, byte vocab, batch 8), 2 threads, 8 steps
  *   GPT-2 124M at T 1024: --layers 12 --d-model 768 --heads 12 --seq-len 1024 --vocab 50257 --batch 1
  *
@@ -18,8 +18,8 @@
  * tp/dp layouts are in the trainer's log (`comm` of the end line; bench/parallel.sh).
  * --unfused replays the step as it was before the fused kernels of core/kernels_fused.h (bias
  * in the GEMM's C preload, GELU backward into a zeroed buffer, residual then LayerNorm), for a
- * side-by-side ratio (run both, one after the other). --gemm-team lets the GEMM library thread
- * each GEMM itself instead of the default split into one block per thread (core/kernels.h).
+ * side-by-side ratio (run both, one after the other). --gemm-split splits each GEMM into one
+ * block per thread instead of the library's own threading (core/kernels.h).
  * FLOPs are model FLOPs as MFU counts them
  * (the attention's causal half not discounted): the GEMM and attention FLOPs sum to the step's
  * model FLOPs. */
@@ -165,7 +165,7 @@ static void forward_(prof_t *s) {
              mpt_residual_layernorm_forward(res2, ln2, ACT_(s, m2, l, N), ACT_(s, r2, l, N), in,
                                             s->dtmp, PW_(s, l, P_APB), PW_(s, l, P_LN2W),
                                             PW_(s, l, P_LN2B), N, s->D));
-        /* the c_fc GEMM and its bias + GELU in one region: timed under GEMM */
+        /* the c_fc GEMM and its bias + GELU (one region with --gemm-split): timed under GEMM */
         RUN_(K_GEMM, mm_(N, D, F), 0,
              mpt_matmul_bias_gelu_forward(fchg, fch, ln2, PW_(s, l, P_FCW), PW_(s, l, P_FCB), N,
                                           s->D, s->F));
@@ -187,8 +187,8 @@ static void forward_(prof_t *s) {
 
 /* the block's input-gradient GEMMs: accumulate into a zeroed buffer (unfused) or overwrite */
 #define MMB_(s) ((s)->unfused ? mpt_matmul_backward : mpt_matmul_backward_set)
-/* fused: the bias gradient rides in the GEMMs' parallel region (core/kernels.c), so it is
- * timed under GEMM; unfused: on its own, under bias */
+/* fused: the bias gradient is summed inside mpt_matmul_backward (in the GEMMs' region with
+ * --gemm-split), timed under GEMM; unfused: on its own, under bias */
 #define BIAS_(s, l, k) ((s)->unfused ? NULL : PG_(s, l, k))
 
 static void backward_(prof_t *s) {
@@ -295,13 +295,13 @@ int main(int argc, char **argv) {
             s.unfused = 1;
             continue;
         }
-        if (strcmp(argv[i], "--gemm-team") == 0) {
-            mpt_kernels_set_gemm_threading(MPT_GEMM_TEAM);
+        if (strcmp(argv[i], "--gemm-split") == 0) {
+            mpt_kernels_set_gemm_threading(MPT_GEMM_SPLIT);
             continue;
         }
         fprintf(stderr, "usage: bench_profile [--layers L --d-model D --heads H --seq-len T "
                         "--vocab V --ffn F --batch B --threads N --steps S] [--unfused] "
-                        "[--gemm-team]\n");
+                        "[--gemm-split]\n");
         return 2;
     }
     if (s.F <= 0) s.F = 4 * s.D;

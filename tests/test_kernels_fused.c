@@ -312,7 +312,6 @@ static void test_gemm_threading_(size_t N, int C, int OC) {
         mpt_matmul_forward(y[t], x.f, w.f, b.f, N, C, OC);
         mpt_matmul_backward_set(dx[t], dw[t], db[t], dy.f, x.f, w.f, N, C, OC);
     }
-    mpt_kernels_set_gemm_threading(MPT_GEMM_SPLIT);
     double *yd = xcalloc_(ny, sizeof *yd), *dxd = xcalloc_(nx, sizeof *dxd);
     double *dwd = xcalloc_(nw, sizeof *dwd), *dbd = xcalloc_(OC, sizeof *dbd);
     ref_matmul_forward(yd, x.d, w.d, b.d, N, C, OC);
@@ -323,7 +322,8 @@ static void test_gemm_threading_(size_t N, int C, int OC) {
         vs_ref_("dinp vs ref", dx[t], dxd, nx, GEMM_TOL);
         vs_ref_("dw vs ref", dw[t], dwd, nw, GEMM_TOL);
     }
-    /* c_fc + bias + GELU in one region = the GEMM then mpt_bias_gelu_forward, exactly */
+    /* c_fc + bias + GELU in one region (split) = the GEMM then mpt_bias_gelu_forward, exactly */
+    mpt_kernels_set_gemm_threading(MPT_GEMM_SPLIT);
     snprintf(case_, sizeof case_, "matmul_bias_gelu N%zu C%d F%d", N, C, OC);
     float *h1 = xcalloc_(ny, sizeof *h1), *o1 = xcalloc_(ny, sizeof *o1);
     float *h2 = xcalloc_(ny, sizeof *h2), *o2 = xcalloc_(ny, sizeof *o2);
@@ -333,6 +333,7 @@ static void test_gemm_threading_(size_t N, int C, int OC) {
     CHECK(memcmp(h1, h2, ny * sizeof *h1) == 0 && memcmp(o1, o2, ny * sizeof *o1) == 0,
           "%s: fused c_fc + GELU differs from the two calls", case_);
     free(h1), free(o1), free(h2), free(o2);
+    mpt_kernels_set_gemm_threading(MPT_GEMM_TEAM); /* the default again */
     snprintf(case_, sizeof case_, "gemm split vs team N%zu C%d OC%d", N, C, OC);
     vs_plain_("fwd", y[0], y[1], ny, GEMM_TOL);
     vs_plain_("dinp", dx[0], dx[1], nx, GEMM_TOL);

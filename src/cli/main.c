@@ -17,18 +17,18 @@ int mpt_cli_report(const mpt_error *err) {
     return err->status == MPT_ERR_INPUT ? 2 : 1;
 }
 
-/* --gemm LIB[-team]: the library, and with "-team" the library's own threading of each GEMM
- * instead of the split into one block per thread (core/kernels.h; for side-by-side benches) */
+/* --gemm LIB[-split]: the library, and with "-split" each GEMM split into one block per thread
+ * instead of the library's own threading (core/kernels.h; for side-by-side benches) */
 mpt_status mpt_cli_set_gemm(const char *name, mpt_error *err) {
-    size_t n = strlen(name), t = strlen("-team");
-    int team = n > t && strcmp(name + n - t, "-team") == 0;
-    if (team) n -= t;
+    size_t n = strlen(name), t = strlen("-split");
+    int split = n > t && strcmp(name + n - t, "-split") == 0;
+    if (split) n -= t;
     if (n == 6 && strncmp(name, "onednn", n) == 0) mpt_kernels_set_gemm(MPT_GEMM_ONEDNN);
     else if (n == 8 && strncmp(name, "openblas", n) == 0) mpt_kernels_set_gemm(MPT_GEMM_OPENBLAS);
     else
         return mpt_fail(err, MPT_ERR_INPUT,
-                        "--gemm %s: use onednn or openblas (optionally with -team)", name);
-    mpt_kernels_set_gemm_threading(team ? MPT_GEMM_TEAM : MPT_GEMM_SPLIT);
+                        "--gemm %s: use onednn or openblas (optionally with -split)", name);
+    mpt_kernels_set_gemm_threading(split ? MPT_GEMM_SPLIT : MPT_GEMM_TEAM);
     return MPT_OK;
 }
 

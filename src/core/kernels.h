@@ -21,13 +21,13 @@ typedef enum mpt_gemm_backend { MPT_GEMM_ONEDNN, MPT_GEMM_OPENBLAS } mpt_gemm_ba
 void mpt_kernels_set_gemm(mpt_gemm_backend b);
 mpt_gemm_backend mpt_kernels_gemm(void);
 /* How the fp32 GEMMs of the linear layers and the head use the OpenMP threads:
- * MPT_GEMM_SPLIT (default): one parallel region whose threads each run the library's
- * single-threaded GEMM on their own block of the output (rows, or columns when it is wider than
- * tall); MPT_GEMM_TEAM: one call that the library threads itself. The split keeps small GEMMs
- * (a rank's share of a split batch, tp shards, micro-batches) near the large-GEMM rate: the
- * library's own threading synchronises inside the GEMM, which costs most at small shapes and
- * when another process displaces a thread (bench/gemm_shapes.c measures both). Process-wide;
- * set before training. */
+ * MPT_GEMM_TEAM (default): one call that the library threads itself; MPT_GEMM_SPLIT: one
+ * parallel region whose threads each run the library's single-threaded GEMM on their own block
+ * of the output (rows, or columns when it is wider than tall), with a linear layer's backward
+ * (dinp, dW, dbias) and the biased forward each in one region without a barrier. In isolation
+ * the split ran small GEMMs (tp shards, micro-batches) faster (bench/gemm_shapes.c), but whole
+ * training steps measured slower on the loaded 2-core machine, so it is opt-in until a quiet
+ * comparison decides (README, "Speed"). Process-wide; set before training. */
 typedef enum mpt_gemm_threading { MPT_GEMM_SPLIT, MPT_GEMM_TEAM } mpt_gemm_threading;
 void mpt_kernels_set_gemm_threading(mpt_gemm_threading t);
 mpt_gemm_threading mpt_kernels_gemm_threading(void);
