@@ -9,6 +9,8 @@
 # BENCH_LAYOUTS picks a subset (default "one dp2 tp2 pp2"; also dp2strong: dp 2 with the global
 # batch 8 split, 4 sequences per replica; one1: one rank on 1 thread, the 1-rank baseline of
 # the 2-rank layouts), BENCH_STEPS the steps per run (8; 2 dropped).
+# BENCH_OLD_ARGS / BENCH_NEW_ARGS add options to every run of one build (e.g. the same build
+# twice with BENCH_NEW_ARGS="--gemm onednn-split": the GEMM threadings side by side).
 # A refactor that is no slower shows a ratio new/old near 1 within the spread.
 set -euo pipefail
 OLD=$1/mptrain NEW=$2/mptrain ROUNDS=${3:-3}
@@ -28,10 +30,11 @@ for ((round = 0; round < ROUNDS; round++)); do
   for lay in "${layouts[@]}"; do
     for b in "${builds[@]}"; do
       bin=$OLD; [ "$b" = new ] && bin=$NEW
+      extra=(${BENCH_OLD_ARGS:-}); [ "$b" = new ] && extra=(${BENCH_NEW_ARGS:-})
       declare -n a="args_$lay"
       launch=(); case $lay in one*) ;; *) launch=("${MPIRUN[@]}") ;; esac
       echo "  round $round: $lay $b" >&2
-      "${launch[@]}" "$bin" train "${MODEL[@]}" "${a[@]}" --log "$TMP/$lay.$b.$round.jsonl" >/dev/null
+      "${launch[@]}" "$bin" train "${MODEL[@]}" "${a[@]}" ${extra[@]+"${extra[@]}"} --log "$TMP/$lay.$b.$round.jsonl" >/dev/null
     done
   done
 done

@@ -9,6 +9,7 @@
  *
  *   build/bench/bench_profile [--layers L --d-model D --heads H --seq-len T --vocab V
  *                              --ffn F --batch B --threads N --steps S] [--unfused]
+ *                             [--gemm-split]
  *   defaults: the bench model (6L/384/6h/T256, byte vocab, batch 8), 2 threads, 8 steps
  *   GPT-2 124M at T 1024: --layers 12 --d-model 768 --heads 12 --seq-len 1024 --vocab 50257 --batch 1
  *
@@ -17,7 +18,9 @@
  * tp/dp layouts are in the trainer's log (`comm` of the end line; bench/parallel.sh).
  * --unfused replays the step as it was before the fused kernels of core/kernels_fused.h (bias
  * in the GEMM's C preload, GELU backward into a zeroed buffer, residual then LayerNorm), for a
- * side-by-side ratio (run both, one after the other). FLOPs are model FLOPs as MFU counts them
+ * side-by-side ratio (run both, one after the other). --gemm-split splits each GEMM into one
+ * block per thread instead of the library's own threading (core/kernels.h).
+ * FLOPs are model FLOPs as MFU counts them
  * (the attention's causal half not discounted): the GEMM and attention FLOPs sum to the step's
  * model FLOPs. */
 #include <omp.h>
@@ -162,9 +165,10 @@ static void forward_(prof_t *s) {
              mpt_residual_layernorm_forward(res2, ln2, ACT_(s, m2, l, N), ACT_(s, r2, l, N), in,
                                             s->dtmp, PW_(s, l, P_APB), PW_(s, l, P_LN2W),
                                             PW_(s, l, P_LN2B), N, s->D));
+        /* the c_fc GEMM and its bias + GELU (one region with --gemm-split): timed under GEMM */
         RUN_(K_GEMM, mm_(N, D, F), 0,
-             mpt_matmul_forward(fch, ln2, PW_(s, l, P_FCW), NULL, N, s->D, s->F));
-        RUN_(K_GELU, 0, 12.0 * NF, mpt_bias_gelu_forward(fchg, fch, PW_(s, l, P_FCB), N, s->F));
+             mpt_matmul_bias_gelu_forward(fchg, fch, ln2, PW_(s, l, P_FCW), PW_(s, l, P_FCB), N,
+                                          s->D, s->F));
         RUN_(K_GEMM, mm_(N, F, D), 0,
              mpt_matmul_forward(s->dtmp, fchg, PW_(s, l, P_FPW), NULL, N, s->F, s->D));
         RUN_(K_RESID, 0, 12.0 * ND,
@@ -181,13 +185,21 @@ static void forward_(prof_t *s) {
     if (sum != sum) fprintf(stderr, "bench_profile: the loss is not a number\n");
 }
 
+/* the block's input-gradient GEMMs: accumulate into a zeroed buffer (unfused) or overwrite */
+#define MMB_(s) ((s)->unfused ? mpt_matmul_backward : mpt_matmul_backward_set)
+/* fused: the bias gradient is summed inside mpt_matmul_backward (in the GEMMs' region with
+ * --gemm-split), timed under GEMM; unfused: on its own, under bias */
+#define BIAS_(s, l, k) ((s)->unfused ? NULL : PG_(s, l, k))
+
 static void backward_(prof_t *s) {
     size_t D = (size_t)s->D, F = (size_t)s->F, N = s->N, ND = N * D, NF = N * F;
     int B = s->B, T = s->T, H = s->H;
     double attb = 8.0 * B * (double)T * T * D;
-    RUN_(K_COPY, 0, 4.0 * ND, memset(s->dtmp, 0, ND * sizeof(float)));
+    /* fused: the input-gradient GEMMs overwrite (beta = 0) instead of zeroing first */
+    if (s->unfused) RUN_(K_COPY, 0, 4.0 * ND, memset(s->dtmp, 0, ND * sizeof(float)));
     RUN_(K_GEMM, 2 * mm_(N, D, (size_t)s->V), 0,
-         mpt_lmhead_backward(s->dtmp, s->g + s->wte, s->logits, s->lnf, s->p + s->wte, N, s->D,
+         (s->unfused ? mpt_lmhead_backward : mpt_lmhead_backward_set)(
+             s->dtmp, s->g + s->wte, s->logits, s->lnf, s->p + s->wte, N, s->D,
                              s->V, s->Vp));
     RUN_(K_COPY, 0, 4.0 * ND, memset(s->dres, 0, ND * sizeof(float)));
     RUN_(K_LN, 0, 16.0 * ND, mpt_layernorm_backward(s->dres, s->g + s->lnfw, s->g + s->lnfb,
@@ -195,11 +207,12 @@ static void backward_(prof_t *s) {
                                                     s->p + s->lnfw, s->mf, s->rf, N, s->D));
     for (int l = s->L - 1; l >= 0; l--) {
         float *in = l == 0 ? s->enc : ACT_(s, res3, l - 1, ND);
-        RUN_(K_COPY, 0, 4.0 * NF, memset(s->dfcg, 0, NF * sizeof(float)));
+        if (s->unfused) RUN_(K_COPY, 0, 4.0 * NF, memset(s->dfcg, 0, NF * sizeof(float)));
         RUN_(K_GEMM, 2 * mm_(N, F, D), 0,
-             mpt_matmul_backward(s->dfcg, PG_(s, l, P_FPW), NULL, s->dres, ACT_(s, fchg, l, NF),
+             MMB_(s)(s->dfcg, PG_(s, l, P_FPW), BIAS_(s, l, P_FPB), s->dres, ACT_(s, fchg, l, NF),
                                  PW_(s, l, P_FPW), N, s->F, s->D));
-        RUN_(K_BIAS, 0, 4.0 * ND, mpt_bias_backward(PG_(s, l, P_FPB), s->dres, N, s->D));
+        if (s->unfused)
+            RUN_(K_BIAS, 0, 4.0 * ND, mpt_bias_backward(PG_(s, l, P_FPB), s->dres, N, s->D));
         if (s->unfused) {
             RUN_(K_COPY, 0, 4.0 * NF, memset(s->dfc, 0, NF * sizeof(float)));
             RUN_(K_GELU, 0, 16.0 * NF, mpt_gelu_backward(s->dfc, ACT_(s, fch, l, NF), s->dfcg, NF));
@@ -209,28 +222,30 @@ static void backward_(prof_t *s) {
                  mpt_gelu_backward_bias(s->dfc, PG_(s, l, P_FCB), ACT_(s, fch, l, NF), s->dfcg, N,
                                         s->F));
         }
-        RUN_(K_COPY, 0, 4.0 * ND, memset(s->dtmp, 0, ND * sizeof(float)));
+        if (s->unfused) RUN_(K_COPY, 0, 4.0 * ND, memset(s->dtmp, 0, ND * sizeof(float)));
         RUN_(K_GEMM, 2 * mm_(N, D, F), 0,
-             mpt_matmul_backward(s->dtmp, PG_(s, l, P_FCW), NULL, s->dfc, ACT_(s, ln2, l, ND),
+             MMB_(s)(s->dtmp, PG_(s, l, P_FCW), NULL, s->dfc, ACT_(s, ln2, l, ND),
                                  PW_(s, l, P_FCW), N, s->D, s->F));
         RUN_(K_LN, 0, 16.0 * ND,
              mpt_layernorm_backward(s->dres, PG_(s, l, P_LN2W), PG_(s, l, P_LN2B), s->dtmp,
                                     ACT_(s, res2, l, ND), PW_(s, l, P_LN2W), ACT_(s, m2, l, N),
                                     ACT_(s, r2, l, N), N, s->D));
-        RUN_(K_COPY, 0, 4.0 * ND, memset(s->dtmp, 0, ND * sizeof(float)));
+        if (s->unfused) RUN_(K_COPY, 0, 4.0 * ND, memset(s->dtmp, 0, ND * sizeof(float)));
         RUN_(K_GEMM, 2 * mm_(N, D, D), 0,
-             mpt_matmul_backward(s->dtmp, PG_(s, l, P_APW), NULL, s->dres, ACT_(s, atty, l, ND),
+             MMB_(s)(s->dtmp, PG_(s, l, P_APW), BIAS_(s, l, P_APB), s->dres, ACT_(s, atty, l, ND),
                                  PW_(s, l, P_APW), N, s->D, s->D));
-        RUN_(K_BIAS, 0, 4.0 * ND, mpt_bias_backward(PG_(s, l, P_APB), s->dres, N, s->D));
+        if (s->unfused)
+            RUN_(K_BIAS, 0, 4.0 * ND, mpt_bias_backward(PG_(s, l, P_APB), s->dres, N, s->D));
         RUN_(K_COPY, 0, 12.0 * ND, memset(s->dqkv, 0, 3 * ND * sizeof(float)));
         RUN_(K_ATTN, attb, 0,
              mpt_flash_backward(s->dqkv, s->dtmp, ACT_(s, atty, l, ND), ACT_(s, lse, l, N * H),
                                 ACT_(s, qkv, l, 3 * ND), B, T, s->D, H, s->flash, s->threads));
-        RUN_(K_COPY, 0, 4.0 * ND, memset(s->dtmp, 0, ND * sizeof(float)));
+        if (s->unfused) RUN_(K_COPY, 0, 4.0 * ND, memset(s->dtmp, 0, ND * sizeof(float)));
         RUN_(K_GEMM, 2 * mm_(N, D, 3 * D), 0,
-             mpt_matmul_backward(s->dtmp, PG_(s, l, P_QKVW), NULL, s->dqkv, ACT_(s, ln1, l, ND),
+             MMB_(s)(s->dtmp, PG_(s, l, P_QKVW), BIAS_(s, l, P_QKVB), s->dqkv, ACT_(s, ln1, l, ND),
                                  PW_(s, l, P_QKVW), N, s->D, 3 * s->D));
-        RUN_(K_BIAS, 0, 12.0 * ND, mpt_bias_backward(PG_(s, l, P_QKVB), s->dqkv, N, 3 * s->D));
+        if (s->unfused)
+            RUN_(K_BIAS, 0, 12.0 * ND, mpt_bias_backward(PG_(s, l, P_QKVB), s->dqkv, N, 3 * s->D));
         RUN_(K_LN, 0, 16.0 * ND,
              mpt_layernorm_backward(s->dres, PG_(s, l, P_LN1W), PG_(s, l, P_LN1B), s->dtmp, in,
                                     PW_(s, l, P_LN1W), ACT_(s, m1, l, N), ACT_(s, r1, l, N), N,
@@ -280,8 +295,13 @@ int main(int argc, char **argv) {
             s.unfused = 1;
             continue;
         }
+        if (strcmp(argv[i], "--gemm-split") == 0) {
+            mpt_kernels_set_gemm_threading(MPT_GEMM_SPLIT);
+            continue;
+        }
         fprintf(stderr, "usage: bench_profile [--layers L --d-model D --heads H --seq-len T "
-                        "--vocab V --ffn F --batch B --threads N --steps S] [--unfused]\n");
+                        "--vocab V --ffn F --batch B --threads N --steps S] [--unfused] "
+                        "[--gemm-split]\n");
         return 2;
     }
     if (s.F <= 0) s.F = 4 * s.D;
@@ -321,10 +341,10 @@ int main(int argc, char **argv) {
         fclose(f);
     }
 
-    printf("bench_profile: L%d D%d H%d T%d V%d F%d, batch %d, %d threads, %s kernels; "
+    printf("bench_profile: L%d D%d H%d T%d V%d F%d, batch %d, %d threads, %s kernels, GEMMs %s; "
            "median of %d steps; load average %.2f\n",
-           s.L, s.D, s.H, s.T, s.V, s.F, s.B, s.threads, s.unfused ? "unfused" : "fused", steps,
-           load);
+           s.L, s.D, s.H, s.T, s.V, s.F, s.B, s.threads, s.unfused ? "unfused" : "fused",
+           mpt_kernels_gemm_threading() == MPT_GEMM_TEAM ? "team" : "split", steps, load);
     printf("measured FMA peak %.1f GFLOP/s, memory bandwidth (triad) %.1f GB/s\n", peak / 1e9,
            bw / 1e9);
     printf("\n  %-15s %9s %7s %10s %7s %9s %7s\n", "kind", "ms/step", "share", "GFLOP/s",

@@ -4,7 +4,11 @@
  *   3. backward (GELU + bias gradient) against central finite differences, in double, of the
  *      reference forward gelu(h + bias): the fused fp32 gradient is compared with them directly;
  *   4. aliasing (res onto a or y, dinp onto dout) and NULL bias, accumulation into pre-filled
- *      bias gradients, and widths that are not a multiple of the vector or cache-line width.
+ *      bias gradients, and widths that are not a multiple of the vector or cache-line width;
+ *   5. the beta = 0 input-gradient GEMMs of kernels.h (mpt_matmul_backward_set,
+ *      mpt_lmhead_backward_set) against a zeroed buffer and the accumulating kernels;
+ *   6. the linear layers' GEMMs under both threadings (split into one block per thread, or
+ *      threaded by the library) against the double reference and each other.
  * Tolerances are those of tests/test_kernels.c (1e-5 forward, 1e-4 backward, relative, with a
  * floor of a tenth of the reference's RMS). One line per check. */
 #include "check.h"
@@ -252,6 +256,93 @@ static void test_residual_ln_(size_t N, int C) {
     pair_free_(&a), pair_free_(&y), pair_free_(&bias), pair_free_(&w), pair_free_(&b);
 }
 
+/* ---- input-gradient GEMMs with beta = 0 ---------------------------------------------------
+ * mpt_matmul_backward_set / mpt_lmhead_backward_set overwrite dinp (here pre-filled with
+ * garbage, NaN included: beta = 0 must not read it) and accumulate dw, dbias: equal to the
+ * plain kernels run on a zeroed dinp and the same pre-filled dw, dbias. */
+static void test_backward_set_(size_t N, int C, int OC) {
+    snprintf(case_, sizeof case_, "matmul/lmhead backward_set N%zu C%d OC%d", N, C, OC);
+    size_t nx = N * (size_t)C, ny = N * (size_t)OC, nw = (size_t)C * OC;
+    pair_t x = pair_(nx, -1, 1), dy = pair_(ny, -1, 1), w = pair_(nw, -1, 1);
+    pair_t dw0 = pair_(nw, -1, 1), db0 = pair_(OC, -1, 1);
+    float *dxs = xcalloc_(nx, sizeof *dxs), *dxp = xcalloc_(nx, sizeof *dxp);
+    float *dws = fcopy_(dw0.f, nw), *dwp = fcopy_(dw0.f, nw);
+    float *dbs = fcopy_(db0.f, OC), *dbp = fcopy_(db0.f, OC);
+    for (size_t i = 0; i < nx; i++) dxs[i] = i % 7 ? 1e30f : NAN;
+    mpt_matmul_backward_set(dxs, dws, dbs, dy.f, x.f, w.f, N, C, OC);
+    mpt_matmul_backward(dxp, dwp, dbp, dy.f, x.f, w.f, N, C, OC);
+    vs_plain_("matmul dinp (overwritten) vs zeroed + plain", dxs, dxp, nx, FWD_TOL);
+    if (OC > 0) { /* dw and dbias are empty when OC is 0 */
+        vs_plain_("matmul dw (+=) vs plain", dws, dwp, nw, BWD_TOL);
+        vs_plain_("matmul dbias (+=) vs plain", dbs, dbp, (size_t)OC, BWD_TOL);
+    }
+    /* the head: w is (V, C) = (OC, C), dout (N, ldo) with ldo = OC + 3 padded columns */
+    int ldo = OC + 3;
+    float *lo = xcalloc_(N * (size_t)ldo, sizeof *lo);
+    for (size_t r = 0; r < N; r++) memcpy(lo + r * ldo, dy.f + r * OC, (size_t)OC * sizeof *lo);
+    for (size_t i = 0; i < nx; i++) dxs[i] = i % 5 ? -1e30f : NAN;
+    memset(dxp, 0, nx * sizeof *dxp);
+    memcpy(dws, dw0.f, nw * sizeof *dws), memcpy(dwp, dw0.f, nw * sizeof *dwp);
+    mpt_lmhead_backward_set(dxs, dws, lo, x.f, w.f, N, C, OC, ldo);
+    mpt_lmhead_backward(dxp, dwp, lo, x.f, w.f, N, C, OC, ldo);
+    vs_plain_("lmhead dinp (overwritten) vs zeroed + plain", dxs, dxp, nx, FWD_TOL);
+    if (OC > 0) { /* dw and dbias are empty when OC is 0 */
+        vs_plain_("lmhead dw (+=) vs plain", dws, dwp, nw, BWD_TOL);
+    }
+    free(dxs), free(dxp), free(dws), free(dwp), free(dbs), free(dbp), free(lo);
+    pair_free_(&x), pair_free_(&dy), pair_free_(&w), pair_free_(&dw0), pair_free_(&db0);
+}
+
+/* ---- GEMM threading ------------------------------------------------------------------------
+ * The linear layers' GEMMs at the model's shapes under both threadings of kernels.h
+ * (MPT_GEMM_SPLIT: one block per thread; MPT_GEMM_TEAM: the library threads the call) against
+ * the double reference, and the two against each other; with 2 threads the split path runs
+ * (these shapes are above its size floor). Tolerance GEMM_TOL for all three: with K 384-1536
+ * fp32 products summed, the library's own (team) path already sits at 1.3-1.6e-5 of the
+ * double reference here, above FWD_TOL, which the small shapes of test_kernels.c meet. */
+#define GEMM_TOL 5e-5
+static void test_gemm_threading_(size_t N, int C, int OC) {
+    size_t nx = N * (size_t)C, ny = N * (size_t)OC, nw = (size_t)C * OC;
+    pair_t x = pair_(nx, -1, 1), dy = pair_(ny, -1, 1), w = pair_(nw, -1, 1), b = pair_(OC, -1, 1);
+    float *y[2], *dx[2], *dw[2], *db[2];
+    for (int t = 0; t < 2; t++) {
+        mpt_kernels_set_gemm_threading(t == 0 ? MPT_GEMM_SPLIT : MPT_GEMM_TEAM);
+        y[t] = xcalloc_(ny, sizeof(float)), dx[t] = xcalloc_(nx, sizeof(float));
+        dw[t] = xcalloc_(nw, sizeof(float)), db[t] = xcalloc_(OC, sizeof(float));
+        mpt_matmul_forward(y[t], x.f, w.f, b.f, N, C, OC);
+        mpt_matmul_backward_set(dx[t], dw[t], db[t], dy.f, x.f, w.f, N, C, OC);
+    }
+    double *yd = xcalloc_(ny, sizeof *yd), *dxd = xcalloc_(nx, sizeof *dxd);
+    double *dwd = xcalloc_(nw, sizeof *dwd), *dbd = xcalloc_(OC, sizeof *dbd);
+    ref_matmul_forward(yd, x.d, w.d, b.d, N, C, OC);
+    ref_matmul_backward(dxd, dwd, dbd, dy.d, x.d, w.d, N, C, OC);
+    for (int t = 0; t < 2; t++) {
+        snprintf(case_, sizeof case_, "gemm %s N%zu C%d OC%d", t ? "team" : "split", N, C, OC);
+        vs_ref_("fwd vs ref", y[t], yd, ny, GEMM_TOL);
+        vs_ref_("dinp vs ref", dx[t], dxd, nx, GEMM_TOL);
+        vs_ref_("dw vs ref", dw[t], dwd, nw, GEMM_TOL);
+    }
+    /* c_fc + bias + GELU in one region (split) = the GEMM then mpt_bias_gelu_forward, exactly */
+    mpt_kernels_set_gemm_threading(MPT_GEMM_SPLIT);
+    snprintf(case_, sizeof case_, "matmul_bias_gelu N%zu C%d F%d", N, C, OC);
+    float *h1 = xcalloc_(ny, sizeof *h1), *o1 = xcalloc_(ny, sizeof *o1);
+    float *h2 = xcalloc_(ny, sizeof *h2), *o2 = xcalloc_(ny, sizeof *o2);
+    mpt_matmul_bias_gelu_forward(o1, h1, x.f, w.f, b.f, N, C, OC);
+    mpt_matmul_forward(h2, x.f, w.f, NULL, N, C, OC);
+    mpt_bias_gelu_forward(o2, h2, b.f, N, OC);
+    CHECK(memcmp(h1, h2, ny * sizeof *h1) == 0 && memcmp(o1, o2, ny * sizeof *o1) == 0,
+          "%s: fused c_fc + GELU differs from the two calls", case_);
+    free(h1), free(o1), free(h2), free(o2);
+    mpt_kernels_set_gemm_threading(MPT_GEMM_TEAM); /* the default again */
+    snprintf(case_, sizeof case_, "gemm split vs team N%zu C%d OC%d", N, C, OC);
+    vs_plain_("fwd", y[0], y[1], ny, GEMM_TOL);
+    vs_plain_("dinp", dx[0], dx[1], nx, GEMM_TOL);
+    vs_plain_("dw", dw[0], dw[1], nw, GEMM_TOL);
+    for (int t = 0; t < 2; t++) free(y[t]), free(dx[t]), free(dw[t]), free(db[t]);
+    free(yd), free(dxd), free(dwd), free(dbd);
+    pair_free_(&x), pair_free_(&dy), pair_free_(&w), pair_free_(&b);
+}
+
 int main(void) {
     test_bias_gelu_(7, 13);
     test_bias_gelu_(64, 1536);
@@ -262,5 +353,13 @@ int main(void) {
     test_residual_ln_(7, 13);
     test_residual_ln_(128, 384);
     test_residual_ln_(16, 768);
+    test_backward_set_(7, 13, 5);
+    test_backward_set_(256, 384, 1152);
+    test_backward_set_(33, 96, 256);
+    test_backward_set_(9, 12, 0); /* K = 0 (a tp rank's all-padding vocabulary): dinp = 0 */
+    test_gemm_threading_(512, 384, 1152); /* qkv at 2 sequences of T 256 */
+    test_gemm_threading_(256, 1536, 384); /* c_proj of the MLP: C taller than OC */
+    test_gemm_threading_(300, 384, 770);  /* blocks not multiples of 8 rows or 16 columns */
+    test_gemm_threading_(2048, 64, 1536); /* rows split: the c_fc GELU runs in the region */
     return check_finish();
 }

@@ -292,7 +292,7 @@ int mpt_cli_train(int argc, char **argv) {
         {"grad-clip", MPT_ARG_FLOAT, &o.opt.grad_clip, "clip to this global norm (default 1.0)", NULL, MPT_RANGE(0, MPT_MAX_GRAD_CLIP)},
         {"seed", MPT_ARG_U64, &o.seed, "initialisation seed (default 1337)", NULL, MPT_RANGE(0, UINT64_MAX)},
         {"threads", MPT_ARG_INT, &o.threads, "compute threads per rank (default cores/ranks)", NULL, MPT_RANGE(1, MPT_MAX_THREADS)},
-        {"gemm", MPT_ARG_STRING, &gemm, "GEMM library: onednn (default) | openblas", NULL, MPT_NO_RANGE},
+        {"gemm", MPT_ARG_STRING, &gemm, "GEMM library: onednn (default) | openblas; -split appended: each GEMM split into one block per thread (default: the library threads it)", NULL, MPT_NO_RANGE},
         {"dtype", MPT_ARG_STRING, &dtype, "fp32 (default) | bf16: GEMMs on bf16 operands, fp32 accumulation, fp32 master weights and AdamW", NULL, MPT_NO_RANGE},
         {"grad-reduce-dtype", MPT_ARG_STRING, &grad_dtype, "fp32 (default) | bf16: the data-parallel gradient rings send bf16 (half the bytes), added in fp32 on receipt", NULL, MPT_NO_RANGE},
         {"dp", MPT_ARG_INT, &o.dp, "data-parallel replicas (dp*tp*pp*cp = ranks)", NULL, MPT_RANGE(1, MPT_MAX_PARALLEL)},

@@ -17,10 +17,18 @@ int mpt_cli_report(const mpt_error *err) {
     return err->status == MPT_ERR_INPUT ? 2 : 1;
 }
 
+/* --gemm LIB[-split]: the library, and with "-split" each GEMM split into one block per thread
+ * instead of the library's own threading (core/kernels.h; for side-by-side benches) */
 mpt_status mpt_cli_set_gemm(const char *name, mpt_error *err) {
-    if (strcmp(name, "onednn") == 0) mpt_kernels_set_gemm(MPT_GEMM_ONEDNN);
-    else if (strcmp(name, "openblas") == 0) mpt_kernels_set_gemm(MPT_GEMM_OPENBLAS);
-    else return mpt_fail(err, MPT_ERR_INPUT, "--gemm %s: use onednn or openblas", name);
+    size_t n = strlen(name), t = strlen("-split");
+    int split = n > t && strcmp(name + n - t, "-split") == 0;
+    if (split) n -= t;
+    if (n == 6 && strncmp(name, "onednn", n) == 0) mpt_kernels_set_gemm(MPT_GEMM_ONEDNN);
+    else if (n == 8 && strncmp(name, "openblas", n) == 0) mpt_kernels_set_gemm(MPT_GEMM_OPENBLAS);
+    else
+        return mpt_fail(err, MPT_ERR_INPUT,
+                        "--gemm %s: use onednn or openblas (optionally with -split)", name);
+    mpt_kernels_set_gemm_threading(split ? MPT_GEMM_SPLIT : MPT_GEMM_TEAM);
     return MPT_OK;
 }
 

@@ -11,17 +11,28 @@
 #include <string.h>
 
 #include "core/gemm_bf16.h"
+#include "core/kernels_fused.h"
 #include "core/kernels_internal.h"
 
 static mpt_gemm_backend gemm_backend_ = MPT_GEMM_ONEDNN;
+static mpt_gemm_threading gemm_threading_ = MPT_GEMM_TEAM;
 
 void mpt_kernels_set_gemm(mpt_gemm_backend b) { gemm_backend_ = b; }
 mpt_gemm_backend mpt_kernels_gemm(void) { return gemm_backend_; }
+void mpt_kernels_set_gemm_threading(mpt_gemm_threading t) { gemm_threading_ = t; }
+mpt_gemm_threading mpt_kernels_gemm_threading(void) { return gemm_threading_; }
 
 /* Row-major C(M,N) = alpha op(A) op(B) + beta C, ta/tb 'N' or 'T'. Called from one thread, or
  * from inside our own OpenMP loop (attention), where both libraries run single-threaded. */
 static void sgemm_(char ta, char tb, size_t M, size_t N, size_t K, float alpha, const float *A,
                    size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc) {
+    if (K == 0) { /* C = beta C, done here: dnnl_sgemm leaves C untouched when K is 0 (a tp
+                   * rank whose vocabulary slice is all padding), and beta = 0 must give 0 */
+        for (size_t i = 0; i < M; i++)
+            for (size_t j = 0; j < N; j++)
+                C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+        return;
+    }
     if (gemm_backend_ == MPT_GEMM_ONEDNN) {
         dnnl_sgemm(ta, tb, (dnnl_dim_t)M, (dnnl_dim_t)N, (dnnl_dim_t)K, alpha, A, (dnnl_dim_t)lda,
                    B, (dnnl_dim_t)ldb, beta, C, (dnnl_dim_t)ldc);
@@ -32,14 +43,67 @@ static void sgemm_(char ta, char tb, size_t M, size_t N, size_t K, float alpha, 
                 B, (int)ldb, beta, C, (int)ldc);
 }
 
+/* GEMMs of fewer multiply-adds per thread than this (~40 us of one core) run as one call: a
+ * region is not worth it, and oneDNN's kernels for tiny blocks round differently (a 64-row
+ * block of test_kernels' 128 x 256 x 64 GEMM ended 1.06e-5 from the double reference, outside
+ * its 1e-5, against < 1e-5 unsplit). The model's GEMMs are 30M multiply-adds and more. */
+#define GEMM_SPLIT_MIN_ 4194304.0
+
+/* MPT_GEMM_SPLIT (kernels.h): C's larger dimension cut into one block per thread (rows in
+ * multiples of 8, columns in multiples of 16 floats, so no two threads share a cache line of
+ * C), each block one single-threaded sgemm_ over the whole K. Every element is thus summed
+ * by one thread's kernel in its own order, and no barrier runs inside the GEMM.
+ * gemm_block_ runs thread id's block of nth (called inside a parallel region) and returns its
+ * rows [*r0, *r1) and columns [*c0, *c1) of C (an empty range when it has none). */
+static void gemm_block_(char ta, char tb, size_t M, size_t N, size_t K, float alpha,
+                        const float *A, size_t lda, const float *B, size_t ldb, float beta,
+                        float *C, size_t ldc, size_t id, size_t nth, size_t *r0, size_t *r1,
+                        size_t *c0, size_t *c1) {
+    int by_rows = M >= N;
+    size_t unit = by_rows ? 8 : 16, len = by_rows ? M : N, units = (len + unit - 1) / unit;
+    size_t i0 = units * id / nth * unit, i1 = units * (id + 1) / nth * unit;
+    if (i1 > len) i1 = len;
+    if (i0 > i1) i0 = i1;
+    *r0 = by_rows ? i0 : 0, *r1 = by_rows ? i1 : M;
+    *c0 = by_rows ? 0 : i0, *c1 = by_rows ? N : i1;
+    if (i1 == i0) return;
+    if (by_rows)
+        sgemm_(ta, tb, i1 - i0, N, K, alpha, ta == 'N' ? A + i0 * lda : A + i0, lda, B, ldb,
+               beta, C + i0 * ldc, ldc);
+    else
+        sgemm_(ta, tb, M, i1 - i0, K, alpha, A, lda, tb == 'N' ? B + i0 : B + i0 * ldb, ldb,
+               beta, C + i0, ldc);
+}
+
+/* Threads for a split GEMM of M x N x K: 0 when it runs as one call (team threading, bf16,
+ * one thread, inside a parallel region already, or too small to be worth a region). */
+static int split_threads_(size_t M, size_t N, size_t K) {
+    if (gemm_threading_ != MPT_GEMM_SPLIT || mpt_gemm_dtype() == MPT_BF16 || omp_in_parallel())
+        return 0;
+    int nth = omp_get_max_threads();
+    if (nth < 2 || (double)M * (double)N * (double)K < GEMM_SPLIT_MIN_ * nth) return 0;
+    return nth;
+}
+
 /* The GEMMs of the linear layers and the head: fp32, or bf16 operands with fp32 accumulation
  * when mpt_gemm_set_dtype(MPT_BF16) (core/gemm_bf16.h). Attention stays fp32. */
 static void gemm_(char ta, char tb, size_t M, size_t N, size_t K, float alpha, const float *A,
                   size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc) {
-    if (mpt_gemm_dtype() == MPT_BF16)
+    if (mpt_gemm_dtype() == MPT_BF16) {
         mpt_gemm_bf16(sgemm_, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    else
+        return;
+    }
+    int nth = split_threads_(M, N, K);
+    if (!nth) {
         sgemm_(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+#pragma omp parallel num_threads(nth)
+    {
+        size_t r0, r1, c0, c1;
+        gemm_block_(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
+                    (size_t)omp_thread_id_(), (size_t)omp_threads_(), &r0, &r1, &c0, &c1);
+    }
 }
 
 /* ---- embeddings ---------------------------------------------------------------------------- */
@@ -209,6 +273,21 @@ void mpt_layernorm_backward(float *dinp, float *dw, float *db, const float *dout
 
 void mpt_matmul_forward(float *out, const float *inp, const float *w, const float *bias,
                         size_t N, int C, int OC) {
+    int nth = bias ? split_threads_(N, (size_t)OC, (size_t)C) : 0;
+    if (nth) { /* one region: each thread preloads the bias into its block, then its GEMM */
+#pragma omp parallel num_threads(nth)
+        {
+            size_t id = (size_t)omp_thread_id_(), n = (size_t)omp_threads_(), r0, r1, c0, c1;
+            gemm_block_('N', 'N', N, (size_t)OC, (size_t)C, 1.0f, inp, (size_t)C, w, (size_t)OC,
+                        0.0f, out, (size_t)OC, id, n, &r0, &r1, &c0, &c1);
+            for (size_t r = r0; r < r1; r++) { /* bias after the product, not as a preload */
+                float *o = out + r * (size_t)OC;
+#pragma omp simd
+                for (size_t j = c0; j < c1; j++) o[j] += bias[j];
+            }
+        }
+        return;
+    }
     float beta = 0.0f;
     if (bias) {
 #pragma omp parallel for schedule(static)
@@ -219,10 +298,62 @@ void mpt_matmul_forward(float *out, const float *inp, const float *w, const floa
            (size_t)OC);
 }
 
-void mpt_matmul_backward(float *dinp, float *dw, float *dbias, const float *dout,
-                         const float *inp, const float *w, size_t N, int C, int OC) {
+/* beta_in: 1 accumulates into dinp, 0 overwrites it (no zeroing pass before the GEMM) */
+/* fch(N,F) = x(N,C) w(C,F), then fch += bias and out = gelu(fch) (kernels_fused.h), in one
+ * region when the GEMM splits by rows: each thread runs the fused pass on its own rows right
+ * after its GEMM block, with no barrier between (the rows are still warm in its cache). The
+ * pass runs inside the region, where its own OpenMP loop has one thread. Otherwise (columns
+ * split, team threading, bf16, small) the two calls one after the other. Same results either
+ * way: the same GEMM blocks, then the same elementwise pass. */
+void mpt_matmul_bias_gelu_forward(float *out, float *fch, const float *x, const float *w,
+                                  const float *bias, size_t N, int C, int F) {
+    int nth = split_threads_(N, (size_t)F, (size_t)C);
+    if (!nth || N < (size_t)F) {
+        mpt_matmul_forward(fch, x, w, NULL, N, C, F);
+        mpt_bias_gelu_forward(out, fch, bias, N, F);
+        return;
+    }
+#pragma omp parallel num_threads(nth)
+    {
+        size_t r0, r1, c0, c1;
+        gemm_block_('N', 'N', N, (size_t)F, (size_t)C, 1.0f, x, (size_t)C, w, (size_t)F, 0.0f, fch,
+                    (size_t)F, (size_t)omp_thread_id_(), (size_t)omp_threads_(), &r0, &r1, &c0,
+                    &c1);
+        if (r1 > r0)
+            mpt_bias_gelu_forward(out + r0 * (size_t)F, fch + r0 * (size_t)F, bias, r1 - r0, F);
+    }
+}
+
+static void matmul_backward_(float *dinp, float beta_in, float *dw, float *dbias,
+                             const float *dout, const float *inp, const float *w, size_t N, int C,
+                             int OC) {
+    int nth = split_threads_(N, (size_t)C, (size_t)OC);
+    if (nth && (!dw || split_threads_((size_t)C, (size_t)OC, N) == nth)) {
+        /* One region, no barrier: each thread its block of dinp, its block of dw and its
+         * columns of dbias (each summed in row order, as below); the three only read dout. */
+#pragma omp parallel num_threads(nth)
+        {
+            size_t id = (size_t)omp_thread_id_(), n = (size_t)omp_threads_(), r0, r1, c0, c1;
+            if (dinp)
+                gemm_block_('N', 'T', N, (size_t)C, (size_t)OC, 1.0f, dout, (size_t)OC, w,
+                            (size_t)OC, beta_in, dinp, (size_t)C, id, n, &r0, &r1, &c0, &c1);
+            if (dw)
+                gemm_block_('T', 'N', (size_t)C, (size_t)OC, N, 1.0f, inp, (size_t)C, dout,
+                            (size_t)OC, 1.0f, dw, (size_t)OC, id, n, &r0, &r1, &c0, &c1);
+            if (dbias) {
+                int b0 = (int)((long)OC * (long)id / (long)n);
+                int b1 = (int)((long)OC * (long)(id + 1) / (long)n);
+                for (size_t r = 0; r < N; r++) {
+                    const float *g = dout + r * OC;
+#pragma omp simd
+                    for (int i = b0; i < b1; i++) dbias[i] += g[i];
+                }
+            }
+        }
+        return;
+    }
     if (dinp)
-        gemm_('N', 'T', N, (size_t)C, (size_t)OC, 1.0f, dout, (size_t)OC, w, (size_t)OC, 1.0f,
+        gemm_('N', 'T', N, (size_t)C, (size_t)OC, 1.0f, dout, (size_t)OC, w, (size_t)OC, beta_in,
                dinp, (size_t)C);
     if (dw)
         gemm_('T', 'N', (size_t)C, (size_t)OC, N, 1.0f, inp, (size_t)C, dout, (size_t)OC, 1.0f,
@@ -241,18 +372,38 @@ void mpt_matmul_backward(float *dinp, float *dw, float *dbias, const float *dout
     }
 }
 
+void mpt_matmul_backward(float *dinp, float *dw, float *dbias, const float *dout,
+                         const float *inp, const float *w, size_t N, int C, int OC) {
+    matmul_backward_(dinp, 1.0f, dw, dbias, dout, inp, w, N, C, OC);
+}
+
+void mpt_matmul_backward_set(float *dinp, float *dw, float *dbias, const float *dout,
+                             const float *inp, const float *w, size_t N, int C, int OC) {
+    matmul_backward_(dinp, 0.0f, dw, dbias, dout, inp, w, N, C, OC);
+}
+
 void mpt_lmhead_forward(float *out, const float *inp, const float *w, size_t N, int C, int V,
                         int ldo) {
     gemm_('N', 'T', N, (size_t)V, (size_t)C, 1.0f, inp, (size_t)C, w, (size_t)C, 0.0f, out,
            (size_t)ldo);
 }
 
-void mpt_lmhead_backward(float *dinp, float *dw, const float *dout, const float *inp,
-                         const float *w, size_t N, int C, int V, int ldo) {
-    gemm_('N', 'N', N, (size_t)C, (size_t)V, 1.0f, dout, (size_t)ldo, w, (size_t)C, 1.0f, dinp,
-           (size_t)C);
+static void lmhead_backward_(float *dinp, float beta_in, float *dw, const float *dout,
+                             const float *inp, const float *w, size_t N, int C, int V, int ldo) {
+    gemm_('N', 'N', N, (size_t)C, (size_t)V, 1.0f, dout, (size_t)ldo, w, (size_t)C, beta_in,
+           dinp, (size_t)C);
     gemm_('T', 'N', (size_t)V, (size_t)C, N, 1.0f, dout, (size_t)ldo, inp, (size_t)C, 1.0f, dw,
            (size_t)C);
+}
+
+void mpt_lmhead_backward(float *dinp, float *dw, const float *dout, const float *inp,
+                         const float *w, size_t N, int C, int V, int ldo) {
+    lmhead_backward_(dinp, 1.0f, dw, dout, inp, w, N, C, V, ldo);
+}
+
+void mpt_lmhead_backward_set(float *dinp, float *dw, const float *dout, const float *inp,
+                             const float *w, size_t N, int C, int V, int ldo) {
+    lmhead_backward_(dinp, 0.0f, dw, dout, inp, w, N, C, V, ldo);
 }
 
 /* ---- attention ------------------------------------------------------------------------------ */

@@ -20,6 +20,17 @@
 typedef enum mpt_gemm_backend { MPT_GEMM_ONEDNN, MPT_GEMM_OPENBLAS } mpt_gemm_backend;
 void mpt_kernels_set_gemm(mpt_gemm_backend b);
 mpt_gemm_backend mpt_kernels_gemm(void);
+/* How the fp32 GEMMs of the linear layers and the head use the OpenMP threads:
+ * MPT_GEMM_TEAM (default): one call that the library threads itself; MPT_GEMM_SPLIT: one
+ * parallel region whose threads each run the library's single-threaded GEMM on their own block
+ * of the output (rows, or columns when it is wider than tall), with a linear layer's backward
+ * (dinp, dW, dbias) and the biased forward each in one region without a barrier. In isolation
+ * the split ran small GEMMs (tp shards, micro-batches) faster (bench/gemm_shapes.c), but whole
+ * training steps measured slower on the loaded 2-core machine, so it is opt-in until a quiet
+ * comparison decides (README, "Speed"). Process-wide; set before training. */
+typedef enum mpt_gemm_threading { MPT_GEMM_SPLIT, MPT_GEMM_TEAM } mpt_gemm_threading;
+void mpt_kernels_set_gemm_threading(mpt_gemm_threading t);
+mpt_gemm_threading mpt_kernels_gemm_threading(void);
 
 /* out(B,T,D) = wte[inp] + wpe[t]. inp (B,T) token ids < rows of wte. */
 void mpt_encoder_forward(float *out, const int32_t *inp, const float *wte, const float *wpe,
@@ -42,6 +53,10 @@ void mpt_matmul_forward(float *out, const float *inp, const float *w, const floa
 /* dinp(N,C) += dout w^T (skipped if dinp NULL); dw(C,OC) += inp^T dout; dbias(OC) += colsum. */
 void mpt_matmul_backward(float *dinp, float *dw, float *dbias, const float *dout,
                          const float *inp, const float *w, size_t N, int C, int OC);
+/* As mpt_matmul_backward, but dinp (not NULL) is OVERWRITTEN with dout w^T: the GEMM's
+ * beta = 0 replaces a zeroing pass before it (dw, dbias still accumulate, beta = 1). */
+void mpt_matmul_backward_set(float *dinp, float *dw, float *dbias, const float *dout,
+                             const float *inp, const float *w, size_t N, int C, int OC);
 
 /* Output head with an nn.Linear-layout weight (the tied wte): out(N, ldo) columns [0, V) =
  * inp(N,C) w(V,C)^T; columns >= V are not written. */
@@ -50,6 +65,9 @@ void mpt_lmhead_forward(float *out, const float *inp, const float *w, size_t N, 
 /* dinp(N,C) += dout w; dw(V,C) += dout^T inp; dout (N, ldo), only its first V columns read. */
 void mpt_lmhead_backward(float *dinp, float *dw, const float *dout, const float *inp,
                          const float *w, size_t N, int C, int V, int ldo);
+/* As mpt_lmhead_backward, but dinp is OVERWRITTEN (beta = 0); dw still accumulates. */
+void mpt_lmhead_backward_set(float *dinp, float *dw, const float *dout, const float *inp,
+                             const float *w, size_t N, int C, int V, int ldo);
 
 /* Causal multi-head attention. qkv (B,T,3D) holds [q | k | v], heads contiguous inside each
  * (head h of q is columns h*hs .. h*hs+hs-1, hs = D/H). out (B,T,D) overwritten; att (B,H,T,T)

@@ -9,6 +9,7 @@
  *
  *   GEMM without bias, then                       replaces
  *   mpt_bias_gelu_forward(fchg, fch, b, N, F)     bias in the GEMM's C preload + mpt_gelu_forward
+ *   mpt_matmul_bias_gelu_forward(...)             the GEMM and the line above, one region
  *   mpt_residual_layernorm_forward(res, ln, ...)  bias + mpt_residual_forward + mpt_layernorm_forward
  *   mpt_bias_residual_forward(res, a, y, b, ...)  bias + mpt_residual_forward
  *   mpt_gelu_backward_bias(dfc, dbias, ...)       memset + mpt_gelu_backward + the GEMM's bias sum
@@ -25,6 +26,13 @@ void mpt_bias_backward(float *dbias, const float *dout, size_t N, int C);
 /* h(N,C) += bias(C) in place (bias may be NULL: nothing added), then out(N,C) = gelu_tanh(h).
  * h keeps the pre-activation for the backward. */
 void mpt_bias_gelu_forward(float *out, float *h, const float *bias, size_t N, int C);
+
+/* The c_fc layer and its activation: fch(N,F) = x(N,C) w(C,F) + bias (kept for the backward),
+ * out(N,F) = gelu_tanh(fch); the same values as mpt_matmul_forward without bias followed by
+ * mpt_bias_gelu_forward, with each thread's rows activated right after its block of the GEMM,
+ * in one parallel region (core/kernels.c, split threading). */
+void mpt_matmul_bias_gelu_forward(float *out, float *fch, const float *x, const float *w,
+                                  const float *bias, size_t N, int C, int F);
 
 /* dinp(N,C) OVERWRITTEN with dout * gelu'(h); dbias(C) += its column sums (dbias may be NULL).
  * dinp may alias dout. */

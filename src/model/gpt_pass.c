@@ -269,9 +269,8 @@ static mpt_status block_forward_(mpt_gpt *m, int l, int B, int T, mpt_error *err
         mpt_residual_forward(res3, res2, scratch, Nl * D);
         return MPT_OK;
     }
-    mpt_matmul_forward(fch, x, W_(m, l, MPT_FC_W), NULL, N, D, Fl);
+    mpt_matmul_bias_gelu_forward(fchg, fch, x, W_(m, l, MPT_FC_W), W_(m, l, MPT_FC_B), N, D, Fl);
     keep_(m, MPT_ACT_LN2, l, Nl * D);
-    mpt_bias_gelu_forward(fchg, fch, W_(m, l, MPT_FC_B), N, Fl);
     TRY_(row_parallel_(m, scratch, fchg, W_(m, l, MPT_FCPROJ_W), NULL, N, Nl, Fl, D, err));
     keep_(m, MPT_ACT_FCH_GELU, l, N * Fl);
     mpt_bias_residual_forward(res3, res2, scratch, W_(m, l, MPT_FCPROJ_B), Nl, D);
@@ -371,18 +370,19 @@ static mpt_status block_ln_backward_(mpt_gpt *m, int l, int k, float *dres, cons
     return MPT_OK;
 }
 
-/* A block's linear layer backward: the input gradient into dinp (+=); the weight and bias
- * gradients too (bslot < 0: no bias gradient here), or, in the split backward, dout (N x OC)
- * saved in the stash slot for W. */
+/* A block's linear layer backward: the input gradient into dinp (OVERWRITTEN: the GEMM's
+ * beta = 0, so no zeroing pass before it); the weight and bias gradients too (+=; bslot < 0:
+ * no bias gradient here), or, in the split backward, dout (N x OC) saved in the stash slot
+ * for W. */
 static void linear_backward_(mpt_gpt *m, float *dinp, int l, int wslot, int bslot,
                              const float *dout, const float *inp, size_t N, int C, int OC,
                              mpt_act_slot stash) {
     if (!m->split_w) {
-        mpt_matmul_backward(dinp, G_(m, l, wslot), bslot < 0 ? NULL : G_(m, l, bslot), dout, inp,
-                            W_(m, l, wslot), N, C, OC);
+        mpt_matmul_backward_set(dinp, G_(m, l, wslot), bslot < 0 ? NULL : G_(m, l, bslot), dout,
+                                inp, W_(m, l, wslot), N, C, OC);
         return;
     }
-    mpt_matmul_backward(dinp, NULL, NULL, dout, inp, W_(m, l, wslot), N, C, OC);
+    mpt_matmul_backward_set(dinp, NULL, NULL, dout, inp, W_(m, l, wslot), N, C, OC);
     memcpy(stash_(m, stash, l), dout, N * (size_t)OC * sizeof(float));
 }
 
@@ -400,9 +400,8 @@ static mpt_status head_backward_(mpt_gpt *m, size_t N, size_t Nl, mpt_error *err
     TRY_(need_(m, L + 1, MPT_PHASE_BACKWARD, err));
     if (m->cfg.tied && m->first) TRY_(need_(m, 0, MPT_PHASE_BACKWARD, err));
     TRY_(all_rows_(m, m->cur->a[MPT_ACT_LNF], Nl, &x, err));
-    memset(dtmp, 0, N * (size_t)D * sizeof *dtmp);
-    mpt_lmhead_backward(dtmp, m->g[pt->lm_head], m->cur->a[MPT_ACT_LOGITS], x, m->w[pt->lm_head],
-                        N, D, m->Vr, m->Vl);
+    mpt_lmhead_backward_set(dtmp, m->g[pt->lm_head], m->cur->a[MPT_ACT_LOGITS], x,
+                            m->w[pt->lm_head], N, D, m->Vr, m->Vl);
     TRY_(copy_to_tp_bwd_(m, dtmp, N, Nl, err)); /* each rank saw its vocabulary slice */
     memset(dres, 0, Nl * (size_t)D * sizeof *dres);
     TRY_(ln_backward_(m, dres, m->g[pt->lnf_w], m->g[pt->lnf_b], dtmp,
@@ -421,7 +420,7 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
     float *dqkv = m->work[MPT_WORK_DQKV];
     float *dfcg = m->work[MPT_WORK_DFCG], *dfc = m->work[MPT_WORK_DFC];
     m->moe_stats_on = 0; /* a recomputed forward counts no routing twice */
-    size_t ND = N * (size_t)D, NDl = N * (size_t)Dl, NF = N * (size_t)Fl;
+    size_t NDl = N * (size_t)Dl;
     const float *x, *dy;
 
     if (m->last) {
@@ -442,7 +441,6 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
             TRY_(all_rows_(m, saved_(m, MPT_ACT_LN2, l, Nl * D), Nl, &x, err));
             TRY_(mpt_gpt_moe_backward(m, l, dtmp, dy, x, N, err));
         } else {
-            memset(dfcg, 0, NF * sizeof *dfcg);
             linear_backward_(m, dfcg, l, MPT_FCPROJ_W, MPT_FCPROJ_B, dy,
                              saved_(m, MPT_ACT_FCH_GELU, l, NF), N, Fl, D, MPT_ACT_DY_FCPROJ);
             /* dfc overwritten with gelu' * dfcg; unsplit, the c_fc bias gradient is summed in the
@@ -450,14 +448,12 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
             mpt_gelu_backward_bias(dfc, m->split_w ? NULL : G_(m, l, MPT_FC_B),
                                    lay_(m, MPT_ACT_FCH, l), dfcg, N, Fl);
             TRY_(all_rows_(m, saved_(m, MPT_ACT_LN2, l, Nl * D), Nl, &x, err));
-            memset(dtmp, 0, ND * sizeof *dtmp);
             linear_backward_(m, dtmp, l, MPT_FC_W, -1, dfc, x, N, D, Fl, MPT_ACT_DY_FC);
             TRY_(copy_to_tp_bwd_(m, dtmp, N, Nl, err));
         }
         TRY_(block_ln_backward_(m, l, 1, dres, dtmp, lay_(m, MPT_ACT_RES2, l), Nl, err));
         /* dres now holds dL/d(res2); attention half */
         TRY_(all_rows_(m, dres, Nl, &dy, err));
-        memset(dtmp, 0, NDl * sizeof *dtmp);
         const float *atty = saved_(m, MPT_ACT_ATTY, l, NDl);
         linear_backward_(m, dtmp, l, MPT_ATTPROJ_W, MPT_ATTPROJ_B, dy, atty, N, Dl, D,
                          MPT_ACT_DY_ATTPROJ);
@@ -467,7 +463,6 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
         TRY_(attention_backward_(m, dqkv, dtmp, atty, lay_(m, MPT_ACT_LSE, l),
                                  lay_(m, MPT_ACT_QKV, l), B, T, err));
         TRY_(all_rows_(m, saved_(m, MPT_ACT_LN1, l, Nl * D), Nl, &x, err));
-        memset(dtmp, 0, ND * sizeof *dtmp);
         linear_backward_(m, dtmp, l, MPT_QKV_W, MPT_QKV_B, dqkv, x, N, D, 3 * Dl,
                          MPT_ACT_DY_QKV);
         /* The key bias adds q.b_k to every score of a query's row, a shift the softmax ignores:
