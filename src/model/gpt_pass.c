@@ -442,7 +442,8 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
             TRY_(mpt_gpt_moe_backward(m, l, dtmp, dy, x, N, err));
         } else {
             linear_backward_(m, dfcg, l, MPT_FCPROJ_W, MPT_FCPROJ_B, dy,
-                             saved_(m, MPT_ACT_FCH_GELU, l, NF), N, Fl, D, MPT_ACT_DY_FCPROJ);
+                             saved_(m, MPT_ACT_FCH_GELU, l, N * (size_t)Fl), N, Fl, D,
+                             MPT_ACT_DY_FCPROJ);
             /* dfc overwritten with gelu' * dfcg; unsplit, the c_fc bias gradient is summed in the
              * same pass (split, W sums it from the saved dfc) */
             mpt_gelu_backward_bias(dfc, m->split_w ? NULL : G_(m, l, MPT_FC_B),
