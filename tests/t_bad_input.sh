@@ -18,6 +18,7 @@
 #   tokenize   has no numeric option (--in, --out, --tokenizer are names)
 # Usage: bash tests/t_bad_input.sh BUILD_DIR   (from the repo root, as ctest runs it)
 set -uo pipefail
+REFUSED_JOBS=${REFUSED_JOBS:-2}   # two cases at a time, each within its own 20 s (tests/lib.sh)
 source "$(dirname "$0")/lib.sh"
 BIN=$(cd "$(dirname "$BIN")" && pwd)/mptrain
 
