@@ -4,7 +4,11 @@
  * order (sources in rank order, each source's rows in its order) with which local expert
  * indices, and that combine brings each row's answer back to the row that sent it. Cases:
  * every rank sends to every rank; rank 0 sends nothing; nobody sends to rank 1 (a rank with
- * experts that get no token still joins every collective); nobody sends anything. */
+ * experts that get no token still joins every collective); nobody sends anything.
+ * The receive bound (model/moe.h): a crafted router that sends every token to expert 0 (rank
+ * 0's) makes rank 0 receive every rank's rows; under --moe-dropless-bound 1 (rows of its own
+ * N*K) every rank fails with the same message before any row moves, and under the default
+ * worst-case bound the same routing runs. */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +16,7 @@
 
 #include "check.h"
 #include "comm/comm.h"
+#include "model/moe.h"
 #include "parallel/ep.h"
 
 enum { D_ = 3, EL_ = 2, MAXR_ = 64 };
@@ -53,7 +58,7 @@ int main(int argc, char **argv) {
                 ex[n] = e;
                 for (int i = 0; i < D_; i++) x[n * D_ + i] = val_(R, e, k, i);
             }
-        CHECK(ops.expert_dispatch(ops.ep_ctx, x, ex, n, D_, recv, rex, &nr, &err) == MPT_OK,
+        CHECK(ops.expert_dispatch(ops.ep_ctx, x, ex, n, D_, 4 * MAXR_, recv, rex, &nr, &err) == MPT_OK,
               "case %d dispatch: %s", c, err.msg);
         /* expected: from each source in rank order, its rows for my experts in its order */
         size_t at = 0;
@@ -86,8 +91,43 @@ int main(int argc, char **argv) {
         float x[2 * D_] = {0}, recv[8 * D_];
         int32_t ex[2] = {EL_, 0}, rex[8];
         size_t nr = 0;
-        CHECK(ops.expert_dispatch(ops.ep_ctx, x, ex, 2, D_, recv, rex, &nr, &err) == MPT_ERR_RUN,
+        CHECK(ops.expert_dispatch(ops.ep_ctx, x, ex, 2, D_, 8, recv, rex, &nr, &err) == MPT_ERR_RUN,
               "unsorted rows are refused");
+    }
+    /* the crafted skewed router through the MoE block: N tokens x = e_0, router column 0 = e_0 */
+    if (S > 1) {
+        enum { N_ = 4, DM_ = 4, F_ = 8 };
+        mpt_config cfg = {.d_model = DM_, .ffn = F_, .experts = E, .top_k = 1,
+                          .aux_loss_coef = 0.01f};
+        float *router = calloc((size_t)DM_ * E, sizeof *router), *ew[4 * EL_];
+        for (int k = 0; k < 4 * EL_; k++) ew[k] = calloc((size_t)DM_ * F_, sizeof(float));
+        router[0] = 1.0f; /* [D, E] row 0, column 0 */
+        float *w[1 + 4 * EL_] = {router};
+        for (int k = 0; k < 4 * EL_; k++) w[1 + k] = ew[k];
+        float x[N_ * DM_] = {0}, out[N_ * DM_];
+        for (int t = 0; t < N_; t++) x[t * DM_] = 1.0f;
+        for (int f = 1; f >= 0; f--) { /* bound 1 x N*K, then the worst case (0) */
+            cfg.dropless_bound = (float)f;
+            mpt_moe_block b = {.cfg = &cfg, .ops = &ops, .ep = S, .ep_rank = R, .w = w};
+            size_t na = mpt_moe_act_elems(&cfg, N_, S), nw = mpt_moe_work_elems(&cfg, N_, S, 0);
+            CHECK(mpt_moe_max_rows(&cfg, N_, S) == (f ? (size_t)N_ : (size_t)(S * N_)),
+                  "bound %d: %zu rows planned", f, mpt_moe_max_rows(&cfg, N_, S));
+            float *act = calloc(na, sizeof *act), *work = calloc(nw, sizeof *work);
+            mpt_error e2 = {0};
+            mpt_status st = mpt_moe_forward(&b, out, x, N_, act, work, 1.0f, NULL, &e2);
+            if (f)
+                CHECK(st == MPT_ERR_RUN && strstr(e2.msg, "ep rank 0 would receive") &&
+                          strstr(e2.msg, "--moe-dropless-bound"),
+                      "rank %d: skewed routing over the bound fails cleanly: %s", R, e2.msg);
+            else
+                CHECK(st == MPT_OK, "rank %d: skewed routing within the worst case: %s", R, e2.msg);
+            free(act);
+            free(work);
+        }
+        if (R == 0) printf("skewed router: %d rows for ep rank 0 against a bound of %d\n",
+                           S * N_, N_);
+        free(router);
+        for (int k = 0; k < 4 * EL_; k++) free(ew[k]);
     }
     mpt_ep_free(&ep);
     mpt_ep_free(NULL);

@@ -7,7 +7,11 @@
  *   allgather       exact copies of every rank's chunk
  *   stepwise        a ring started on rank 0 alone does not finish and does not block; three
  *                   rings in flight at once (distinct tags) finish by mpt_ring_progress alone
- *   bad size        n not a multiple of R fails with MPT_ERR_RUN before any message */
+ *   bad size        n not a multiple of R fails with MPT_ERR_RUN before any message
+ *   bf16 wire       (--grad-reduce-dtype bf16) all-reduce: bit-identical on every rank, within
+ *                   R * 2^-8 * sum|x| of the exact sum (one rounding per hop and the final one),
+ *                   and half the bytes of the fp32 ring; reduce-scatter: the owner's chunk within
+ *                   the same bound; an all-gather in bf16 is refused */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -170,6 +174,43 @@ static void test_stepwise(void) {
     if (R == 0) printf("np=%d three rings in flight finished after %ld progress rounds\n", S, calls);
 }
 
+static void test_bf16_wire(void) {
+    static const size_t per[] = {1, 37, 1 << 16};
+    for (size_t t = 0; t < sizeof per / sizeof per[0]; t++) {
+        size_t w = per[t], n = w * (size_t)S;
+        uint64_t seed = 51 + t;
+        float *buf = fill_(seed, n), *rs = fill_(seed, n), *tmp = malloc(w * sizeof *tmp);
+        double b0 = world.stats.bytes[MPT_OP_SEND];
+        mpt_ring g;
+        OK(mpt_ring_start_dt(&g, &world, MPT_RING_ALLREDUCE, buf, n, tmp, MPT_BF16, 13, &err));
+        OK(mpt_ring_wait(&g, &err));
+        double sent = world.stats.bytes[MPT_OP_SEND] - b0;
+        double e = err_vs_exact_(seed, buf, 0, n), bound = S * ldexp(1.0, -8) + 1e-6;
+        int same = same_everywhere_(buf, n);
+        CHECK(e <= bound, "rank %d: bf16 allreduce n=%zu: error %g > %g", R, n, e, bound);
+        CHECK(same, "rank %d: bf16 allreduce n=%zu: ranks hold different bits", R, n);
+        double want = S > 1 ? 2.0 * (S - 1) * (double)w * 2.0 : 0.0;
+        CHECK(sent == want, "rank %d: bf16 allreduce n=%zu: %.0f bytes sent, want %.0f", R, n,
+              sent, want);
+        OK(mpt_ring_start_dt(&g, &world, MPT_RING_REDUCE_SCATTER, rs, n, tmp, MPT_BF16, 13, &err));
+        OK(mpt_ring_wait(&g, &err));
+        double er = err_vs_exact_(seed, rs, (size_t)R * w, (size_t)R * w + w);
+        CHECK(er <= bound, "rank %d: bf16 reduce-scatter n=%zu: error %g > %g", R, n, er, bound);
+        if (R == 0 && w == (1 << 16))
+            printf("np=%d bf16-wire allreduce of %zu floats: max error %.3g of sum|x| (bound "
+                   "%.3g), bit-identical: %s, %.0f bytes sent (fp32 ring: %.0f)\n", S, n, e,
+                   bound, same ? "yes" : "no", sent, 2 * sent);
+        free(buf);
+        free(rs);
+        free(tmp);
+    }
+    float b[8] = {0};
+    mpt_ring g;
+    mpt_status st = mpt_ring_start_dt(&g, &world, MPT_RING_ALLGATHER, b, (size_t)S, NULL,
+                                      MPT_BF16, 14, &err);
+    CHECK(st == MPT_ERR_RUN || S == 1, "rank %d: a bf16 all-gather ring was accepted", R);
+}
+
 static void test_bad_size(void) {
     if (S == 1) return;
     float buf[8] = {0}, tmp[8];
@@ -191,6 +232,7 @@ int main(int argc, char **argv) {
     test_reduce_scatter();
     test_allgather();
     test_stepwise();
+    test_bf16_wire();
     test_bad_size();
     int counts[2] = {check_passed, check_failed}, sums[2];
     MPI_Allreduce(counts, sums, 2, MPI_INT, MPI_SUM, MPI_COMM_WORLD);

@@ -35,7 +35,8 @@ static void check_layout_(const mpt_layout *l) {
     CHECK(mpt_layout_check(l, w, &err) == MPT_OK, "%s: check failed: %s", nm, err.msg);
     int fails0 = check_failed;
     int tp = l->size[MPT_DIM_TP], cp = l->size[MPT_DIM_CP], dp = l->size[MPT_DIM_DP];
-    int ep = l->size[MPT_DIM_EP];
+    int ep = l->size[MPT_DIM_EP], spans = dp % ep != 0, x = spans ? ep / cp : ep;
+    CHECK(mpt_mesh_ep_spans_cp(l) == spans, "%s: ep spans cp", nm);
     int *ranks = malloc(sizeof(int) * (size_t)w), *other = malloc(sizeof(int) * (size_t)w);
     int *colors_seen = calloc((size_t)w, sizeof(int));
     for (int r = 0; r < w; r++) {
@@ -46,7 +47,8 @@ static void check_layout_(const mpt_layout *l) {
         for (int d = 0; d < MPT_DIMS; d++)
             CHECK(c.c[d] >= 0 && c.c[d] < l->size[d], "%s: rank %d coord %s = %d out of range", nm,
                   r, mpt_dim_name((mpt_dim)d), c.c[d]);
-        CHECK(c.c[MPT_DIM_EP] == c.c[MPT_DIM_DP] % ep, "%s: rank %d ep coord", nm, r);
+        int want_ep = spans ? (c.c[MPT_DIM_CP] + cp * c.c[MPT_DIM_DP]) % ep : c.c[MPT_DIM_DP] % ep;
+        CHECK(c.c[MPT_DIM_EP] == want_ep, "%s: rank %d ep coord", nm, r);
     }
     for (int d = 0; d < MPT_DIMS; d++) {
         const char *dn = mpt_dim_name((mpt_dim)d);
@@ -63,12 +65,14 @@ static void check_layout_(const mpt_layout *l) {
                 CHECK(m.c[d] == i, "%s: %s group of %d: member %d has coordinate %d", nm, dn, r, i, m.c[d]);
                 for (int e = 0; e < MPT_DIMS; e++) {
                     int same = e == d || (d == MPT_DIM_EP && e == MPT_DIM_DP) ||
-                               (d == MPT_DIM_DP && e == MPT_DIM_EP) || m.c[e] == c.c[e];
+                               (d == MPT_DIM_DP && e == MPT_DIM_EP) ||
+                               (spans && d == MPT_DIM_EP && e == MPT_DIM_CP) ||
+                               (spans && d == MPT_DIM_CP && e == MPT_DIM_EP) || m.c[e] == c.c[e];
                     CHECK(same, "%s: %s group of %d: member %d differs along %s", nm, dn, r,
                           ranks[i], mpt_dim_name((mpt_dim)e));
                 }
                 if (d == MPT_DIM_EP)
-                    CHECK(m.c[MPT_DIM_DP] / ep == c.c[MPT_DIM_DP] / ep, "%s: ep group leaves its dp block", nm);
+                    CHECK(m.c[MPT_DIM_DP] / x == c.c[MPT_DIM_DP] / x, "%s: ep group leaves its dp block", nm);
                 /* Every member sees the same group and colour. */
                 mpt_mesh_group(l, (mpt_dim)d, ranks[i], other);
                 CHECK(memcmp(other, ranks, sizeof(int) * (size_t)n) == 0, "%s: %s groups of %d and %d differ", nm, dn, r, ranks[i]);
@@ -101,6 +105,8 @@ static void test_layouts(void) {
         {1, 1, 1, 1, 1}, {2, 1, 2, 2, 1}, {4, 1, 2, 1, 1}, {1, 1, 1, 4, 1}, {2, 2, 2, 2, 1},
         {1, 1, 4, 1, 2}, {2, 1, 4, 2, 4}, {2, 1, 4, 2, 2}, {3, 2, 6, 1, 3}, {1, 3, 5, 2, 5},
         {1, 1, 8, 1, 1}, {8, 1, 1, 1, 1}, {1, 2, 3, 4, 1}, {2, 2, 4, 3, 2},
+        /* ep spanning cp: ep = cp, and cp times a divisor of dp */
+        {1, 2, 1, 1, 2}, {2, 2, 2, 2, 4}, {1, 3, 2, 2, 6}, {2, 2, 3, 1, 2},
     };
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         mpt_layout l = layout_(sizes[i][0], sizes[i][1], sizes[i][2], sizes[i][3], sizes[i][4]);
@@ -232,6 +238,16 @@ static void test_masks(void) {
     CHECK(mask_group_is_(&l, MPT_MASK_ALL, 5, (int[]){0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,
                                                      14, 15}, 16), "all of 5");
     CHECK(mask_group_is_(&l, 0, 5, (int[]){5}, 1), "no dimension: itself");
+    l = layout_(2, 2, 2, 1, 4); /* ep4 over cp2 x dp2: ep coord cp + 2 dp */
+    CHECK(mask_group_is_(&l, MPT_MASK_EP, 3, (int[]){1, 3, 5, 7}, 4), "ep over cp x dp of 3");
+    CHECK(mask_group_is_(&l, MPT_MASK_DP | MPT_MASK_CP, 5, (int[]){1, 3, 5, 7}, 4), "dp x cp of 5");
+    CHECK(mask_group_is_(&l, MPT_MASK_CP, 5, (int[]){5, 7}, 2), "cp of 5");
+    CHECK(mpt_mesh_coords(&l, 7).c[MPT_DIM_EP] == 3 && mpt_mesh_coords(&l, 4).c[MPT_DIM_EP] == 2,
+          "ep coords over cp x dp");
+    CHECK(mpt_mesh_mask_index(&l, MPT_MASK_EP, 5) == 2, "ep index of 5");
+    l = layout_(1, 2, 1, 1, 2); /* ep2 = cp2, dp 1 */
+    CHECK(mask_group_is_(&l, MPT_MASK_EP, 0, (int[]){0, 1}, 2), "ep = cp of 0");
+    CHECK(mask_group_is_(&l, MPT_MASK_DP, 1, (int[]){1}, 1), "dp of 1 (ep = cp)");
     l = layout_(1, 1, 4, 1, 2); /* ep2 inside dp4: ep {0,1} {2,3}; dp|ep is dp */
     CHECK(mask_group_is_(&l, MPT_MASK_EP, 3, (int[]){2, 3}, 2), "ep of 3");
     CHECK(mask_group_is_(&l, MPT_MASK_EP | MPT_MASK_DP, 3, (int[]){0, 1, 2, 3}, 4), "dp|ep of 3");
@@ -303,6 +319,13 @@ static void test_layout_check(void) {
                   (const char *const[]){"--ep 3 does not divide --dp 4", "1, 2, 4", NULL});
     l = layout_(1, 1, 4, 1, 4);
     expect_check_(&l, 4, MPT_OK, NULL);
+    l = layout_(1, 2, 3, 1, 4); /* 4 = 2 x 2, but 2 does not divide dp 3 */
+    expect_check_(&l, 6, MPT_ERR_INPUT,
+                  (const char *const[]){"--ep 4 does not divide --dp 3 and is not --cp 2 times", NULL});
+    l = layout_(1, 4, 1, 1, 2); /* ep would split cp */
+    expect_check_(&l, 4, MPT_ERR_INPUT, (const char *const[]){"--ep 2", "--cp 4", NULL});
+    l = layout_(1, 2, 3, 1, 6);
+    expect_check_(&l, 6, MPT_OK, NULL);
     l = layout_(0, 1, 1, 1, 1);
     expect_check_(&l, 1, MPT_ERR_INPUT, (const char *const[]){"--tp 0", "at least 1", NULL});
     CHECK(mpt_layout_world(&l) == -1, "world of a layout with tp 0 is -1");

@@ -42,7 +42,8 @@ static void fix_init_(fix_ *f, int D, int F, int E, int K, size_t N, float cap, 
         f->g[i] = calloc(f->n[i], sizeof(float));
         mpt_rng_fill_normal(f->w[i], f->n[i], seed + (uint64_t)i, 0, i == 0 ? 1.0f : 0.5f);
     }
-    f->act = calloc(mpt_moe_act_elems(&f->cfg, N, 1), sizeof(float));
+    f->act = calloc(mpt_moe_act_elems(&f->cfg, N, 1) + mpt_moe_split_elems(&f->cfg, N, 1),
+                    sizeof(float)); /* room for the split backward's kept gradients */
     f->work = calloc(mpt_moe_work_elems(&f->cfg, N, 1, 1), sizeof(float));
 }
 
@@ -118,8 +119,35 @@ static void test_fd_(float cap) {
     objective_(&f, x, r, weight, out, &st);
     mpt_moe_block b = block_(&f);
     mpt_error err = {0};
-    CHECK(mpt_moe_backward(&b, dx, r, x, N, f.act, f.work, weight, &err) == MPT_OK, "backward: %s",
-          err.msg);
+    CHECK(mpt_moe_backward(&b, dx, r, x, N, f.act, f.work, weight, 0, &err) == MPT_OK,
+          "backward: %s", err.msg);
+    { /* the split backward (B, then W) gives the unsplit input and weight gradients */
+        float *keep[1 + 4 * 8], *dx2 = calloc(ND, sizeof *dx2);
+        double wx = 0.0, ww = 0.0, sx = 0.0, sw = 0.0;
+        for (int i = 0; i < 1 + 4 * f.E; i++) {
+            keep[i] = malloc(f.n[i] * sizeof(float));
+            memcpy(keep[i], f.g[i], f.n[i] * sizeof(float));
+            memset(f.g[i], 0, f.n[i] * sizeof(float));
+        }
+        objective_(&f, x, r, weight, out, &st);
+        CHECK(mpt_moe_backward(&b, dx2, r, x, N, f.act, f.work, weight, 1, &err) == MPT_OK,
+              "split B: %s", err.msg);
+        for (int i = 0; i < 1 + 4 * f.E; i++)
+            for (size_t k = 0; k < f.n[i]; k++) CHECK(f.g[i][k] == 0.0f, "B wrote a weight gradient");
+        memset(f.work, 0xff, mpt_moe_work_elems(&f.cfg, N, 1, 1) * sizeof(float)); /* W needs none */
+        CHECK(mpt_moe_backward_weights(&b, x, N, f.act, &err) == MPT_OK, "split W: %s", err.msg);
+        for (size_t k = 0; k < ND; k++) wx = fmax(wx, fabs(dx2[k] - dx[k])), sx = fmax(sx, fabs(dx[k]));
+        for (int i = 0; i < 1 + 4 * f.E; i++) {
+            for (size_t k = 0; k < f.n[i]; k++)
+                ww = fmax(ww, fabs(f.g[i][k] - keep[i][k])), sw = fmax(sw, fabs(keep[i][k]));
+            memcpy(f.g[i], keep[i], f.n[i] * sizeof(float));
+            free(keep[i]);
+        }
+        printf("moe split B+W (capacity %g): input max |diff| %.2e (max %.2e), weights %.2e "
+               "(max %.2e)\n", cap, wx, sx, ww, sw);
+        CHECK(wx <= 1e-6 * sx && ww <= 1e-6 * sw, "split backward differs from the unsplit one");
+        free(dx2);
+    }
     CHECK(cap == 0 || st.dropped > 0, "capacity %g drops assignments (%g)", cap, st.dropped);
     int skipped = 0, tried = 0;
     double worst = fd_tensor_(&f, x, dx, ND, x, r, weight, out, &skipped, &tried);

@@ -149,7 +149,8 @@ int mpt_cli_plan(int argc, char **argv) {
                                 (double)(mem.sum[MPT_MEM_PARAMS] + mem.sum[MPT_MEM_GRADS] +
                                          mem.sum[MPT_MEM_OPTIMIZER]));
         cJSON_AddNumberToObject(o, "params", (double)mem.n_params);
-        cJSON_AddNumberToObject(o, "bytes_per_param", job.precision == MPT_PREC_BF16 ? 18 : 16);
+        /* fp32 params + grads + AdamW before ZeRO, both precisions (no bf16 weight copy) */
+        cJSON_AddNumberToObject(o, "bytes_per_param", 16);
         cJSON_AddNumberToObject(o, "worst_stage", mem.worst_stage);
         if (sim) {
             cJSON_AddStringToObject(o, "cluster", cl.name);

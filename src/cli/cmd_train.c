@@ -35,6 +35,7 @@ typedef struct train_cli_ {
     int layers, d_model, heads, seq_len, vocab, ffn, experts, top_k, untied;
     int moe_every;                               /* 0: the model's */
     float capacity_factor, aux_loss_coef, z_loss_coef; /* < 0: the model's */
+    float dropless_bound;                              /* < 0: the model's */
     int cp, ep, virtual_stages;
     int pp;                /* copied from the options for the start banner */
     int quiet;
@@ -80,6 +81,7 @@ static mpt_status build_config_(const train_cli_ *c, mpt_config *cfg, mpt_error 
     if (c->capacity_factor >= 0) cfg->capacity_factor = c->capacity_factor;
     if (c->aux_loss_coef >= 0) cfg->aux_loss_coef = c->aux_loss_coef;
     if (c->z_loss_coef >= 0) cfg->z_loss_coef = c->z_loss_coef;
+    if (c->dropless_bound >= 0) cfg->dropless_bound = c->dropless_bound;
     cfg->padded_vocab = 0;
     return mpt_config_finish(cfg, 64, err);
 }
@@ -255,7 +257,7 @@ int mpt_cli_train(int argc, char **argv) {
     const char *gemm = "onednn", *z3_gather = "layer", *on_nan = "stop", *debug_nan = NULL;
     const char *save_format = "single", *dtype = "fp32", *grad_dtype = "fp32";
     train_cli_ c = {.model = "tiny", .cp = 1, .ep = 1, .last_val = -1.0, .capacity_factor = -1,
-                    .aux_loss_coef = -1, .z_loss_coef = -1,
+                    .aux_loss_coef = -1, .z_loss_coef = -1, .dropless_bound = -1,
                     .virtual_stages = 1, .lr_schedule = "cosine"};
     mpt_error err = {0};
     int help = 0;
@@ -273,6 +275,7 @@ int mpt_cli_train(int argc, char **argv) {
         {"capacity-factor", MPT_ARG_FLOAT, &c.capacity_factor, "expert capacity ceil(c*tokens*K/E), the highest gates kept (default 0: drop nothing)", NULL, MPT_RANGE(0, 1e6)},
         {"aux-loss-coef", MPT_ARG_FLOAT, &c.aux_loss_coef, "load-balancing loss weight (default 0.01)", NULL, MPT_RANGE(0, 1e6)},
         {"z-loss-coef", MPT_ARG_FLOAT, &c.z_loss_coef, "router z-loss weight (default 0)", NULL, MPT_RANGE(0, 1e6)},
+        {"moe-dropless-bound", MPT_ARG_FLOAT, &c.dropless_bound, "dropless with --ep: rows a rank's experts may receive, in multiples of its own token assignments (>= 1; default 0 = --ep, the worst case); a step above it fails", NULL, MPT_RANGE(0, 1e6)},
         {"untied", MPT_ARG_FLAG, &c.untied, "separate lm_head instead of the tied wte", NULL, MPT_NO_RANGE},
         {"data", MPT_ARG_STRING, &o.data_path, "token file (default: the Moby-Dick corpus, its last tenth held out for validation)", NULL, MPT_NO_RANGE},
         {"val-data", MPT_ARG_STRING, &o.val_path, "validation token file (default: the held-out tail of --data)", NULL, MPT_NO_RANGE},
@@ -291,12 +294,12 @@ int mpt_cli_train(int argc, char **argv) {
         {"threads", MPT_ARG_INT, &o.threads, "compute threads per rank (default cores/ranks)", NULL, MPT_RANGE(1, MPT_MAX_THREADS)},
         {"gemm", MPT_ARG_STRING, &gemm, "GEMM library: onednn (default) | openblas", NULL, MPT_NO_RANGE},
         {"dtype", MPT_ARG_STRING, &dtype, "fp32 (default) | bf16: GEMMs on bf16 operands, fp32 accumulation, fp32 master weights and AdamW", NULL, MPT_NO_RANGE},
-        {"grad-reduce-dtype", MPT_ARG_STRING, &grad_dtype, "fp32 (default; bf16 not yet): the data-parallel gradient reduction", NULL, MPT_NO_RANGE},
+        {"grad-reduce-dtype", MPT_ARG_STRING, &grad_dtype, "fp32 (default) | bf16: the data-parallel gradient rings send bf16 (half the bytes), added in fp32 on receipt", NULL, MPT_NO_RANGE},
         {"dp", MPT_ARG_INT, &o.dp, "data-parallel replicas (dp*tp*pp*cp = ranks)", NULL, MPT_RANGE(1, MPT_MAX_PARALLEL)},
         {"tp", MPT_ARG_INT, &o.tp, "tensor-parallel ranks (Megatron column/row split)", NULL, MPT_RANGE(1, MPT_MAX_PARALLEL)},
         {"pp", MPT_ARG_INT, &o.pp, "pipeline stages", NULL, MPT_RANGE(1, MPT_MAX_PP)},
         {"cp", MPT_ARG_INT, &c.cp, "context-parallel ranks: ring attention, each holds 2 zigzag chunks of 2*cp (seq-len % 2cp == 0)", NULL, MPT_RANGE(1, MPT_MAX_PARALLEL)},
-        {"ep", MPT_ARG_INT, &c.ep, "expert-parallel ranks: each holds experts/ep of every MoE block (divides dp; cp 1)", NULL, MPT_RANGE(1, MPT_MAX_PARALLEL)},
+        {"ep", MPT_ARG_INT, &c.ep, "expert-parallel ranks: each holds experts/ep of every MoE block (divides dp, or cp times a divisor of dp)", NULL, MPT_RANGE(1, MPT_MAX_PARALLEL)},
         {"zero", MPT_ARG_INT, &o.zero, "ZeRO stage 0|1|2|3 (shards optimizer, grads, params)", NULL, MPT_RANGE(0, 3)},
         {"zero3-gather", MPT_ARG_STRING, &z3_gather, "ZeRO-3 gathering: layer (default: before each use, 16/N bytes per parameter) | step (each unit once per step, +4 bytes per parameter)", NULL, MPT_NO_RANGE},
         {"bucket-mb", MPT_ARG_FLOAT, &bucket_mb, "gradient all-reduce bucket size in MiB (default 4)", NULL, MPT_ABOVE(0, MPT_MAX_BUCKET_MB)},
@@ -380,12 +383,9 @@ int mpt_cli_train(int argc, char **argv) {
         return mpt_cli_report(&err);
     }
     c.bf16 = o.dtype == MPT_BF16;
-    if (strcmp(grad_dtype, "fp32") != 0) { /* bf16 would need a bf16 ring and reduce-scatter */
-        if (strcmp(grad_dtype, "bf16") == 0)
-            mpt_fail(&err, MPT_ERR_INPUT, "--grad-reduce-dtype bf16 is not implemented yet: "
-                     "gradients are reduced in fp32 (use --grad-reduce-dtype fp32)");
-        else
-            mpt_fail(&err, MPT_ERR_INPUT, "--grad-reduce-dtype %s: use fp32", grad_dtype);
+    if (strcmp(grad_dtype, "bf16") == 0) o.grad_reduce_dtype = MPT_BF16;
+    else if (strcmp(grad_dtype, "fp32") != 0) {
+        mpt_fail(&err, MPT_ERR_INPUT, "--grad-reduce-dtype %s: use fp32 or bf16", grad_dtype);
         return mpt_cli_report(&err);
     }
     if ((st = mpt_cli_check_threads(o.threads, &err))) return mpt_cli_report(&err);

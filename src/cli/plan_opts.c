@@ -128,7 +128,7 @@ void plan_print_memory(const mpt_plan_job *job, const mpt_plan_layout *l,
     if (job->precision == MPT_PREC_BF16)
         printf("precision bf16: fp32 params 4 + grads 4 + AdamW 8 = 16 bytes per parameter before "
                "ZeRO (no bf16 weight copy: the GEMMs round fp32 tiles into a workspace scratch; "
-               "Megatron keeps one: 18)\n");
+               "Megatron keeps one: 18); activations: the linear layers' saved inputs in bf16\n");
     else
         printf("precision fp32: 4 bytes params + 4 grads + 8 AdamW = 16 bytes per parameter "
                "before ZeRO\n");

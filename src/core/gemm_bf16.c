@@ -138,8 +138,7 @@ const char *mpt_gemm_bf16_describe(void) {
 /* ---- the fallback GEMM ----------------------------------------------------------------------- */
 
 size_t mpt_gemm_bf16_workspace(size_t max_rows, size_t max_cols) {
-    size_t a = max_rows + max_cols, b = 2 * max_cols;
-    return (a > b ? a : b) * MPT_BF16_KTILE;
+    return (max_rows + max_cols) * MPT_BF16_KTILE;
 }
 
 /* rows strided spans of len values: dst + r*dld = round(src + r*sld), r < rows */

@@ -53,8 +53,10 @@ const char *mpt_gemm_bf16_describe(void);
 
 /* K-tile of the fallback: the scratch holds (rows of op(A) + columns of op(B)) x tile values. */
 #define MPT_BF16_KTILE 256
-/* Scratch floats that let every GEMM of a model run with full K-tiles: its largest row count
- * (tokens N) and its largest column counts (max over C, OC, vocabulary rows). */
+/* Scratch floats that let every GEMM with M + N <= max_rows + max_cols run with full K-tiles.
+ * For a model: max_rows = max(tokens N, D) (every weight has D, or its tp share, on one side,
+ * so a weight gradient's M + N is at most D + its other side) and max_cols = the widest
+ * weight side (3D/tp, F/tp, vocabulary rows). */
 size_t mpt_gemm_bf16_workspace(size_t max_rows, size_t max_cols);
 /* The fallback's scratch (not owned; the caller keeps it alive while GEMMs run). With a scratch
  * too small for one K-column of a GEMM (or none: unit tests, inference), that GEMM mallocs a

@@ -78,6 +78,9 @@ mpt_status mpt_config_finish(mpt_config *c, int pad_multiple, mpt_error *err) {
         return mpt_fail(err, MPT_ERR_INPUT, "aux-loss-coef %g, z-loss-coef %g and "
                         "capacity-factor %g must be finite and >= 0", c->aux_loss_coef,
                         c->z_loss_coef, c->capacity_factor);
+    if (!isfinite(c->dropless_bound) || (c->dropless_bound != 0 && c->dropless_bound < 1))
+        return mpt_fail(err, MPT_ERR_INPUT, "moe-dropless-bound %g must be 0 (the worst case) "
+                        "or at least 1 (rows of one rank's own assignments)", c->dropless_bound);
     if (c->moe_every == 0) c->moe_every = 1;
     if (c->moe_every < 1 || c->moe_every > MPT_MAX_LAYERS)
         return mpt_fail(err, MPT_ERR_INPUT, "moe-every %d is out of range: use 1 to %d",

@@ -33,6 +33,10 @@ typedef struct mpt_config {
     float aux_loss_coef;   /* load-balancing loss weight (Switch form), default 0.01 */
     float capacity_factor; /* 0: dropless; c > 0: each expert takes ceil(c*N*K/E) assignments */
     float z_loss_coef;     /* router z-loss weight (mean of logsumexp^2), default 0 */
+    float dropless_bound;  /* dropless with ep > 1: one rank's experts receive at most
+                            * ceil(f*N*K) rows per block and micro-batch (N*K: a rank's own
+                            * assignments, its fair share), 1 <= f; 0 or f >= ep: ep*N*K, the
+                            * worst case, never exceeded (model/moe.h) */
 } mpt_config;
 
 /* 1 when block i (model-wide index) of c is a Mixture-of-Experts block. */

@@ -26,6 +26,12 @@ void mpt_gpt_slot_layers(int rc, int nl, int slot_layers[MPT_ACT_SLOTS]) {
     }
 }
 
+mpt_dtype mpt_gpt_act_dtype(const mpt_config *cfg, int bf16, mpt_act_slot s) {
+    if (!bf16) return MPT_F32;
+    if (s == MPT_ACT_LN1 || s == MPT_ACT_ATTY || s == MPT_ACT_FCH_GELU) return MPT_BF16;
+    return s == MPT_ACT_LN2 && cfg->experts == 0 ? MPT_BF16 : MPT_F32;
+}
+
 int mpt_gpt_buffer_sizes(const mpt_config *cfg, int B, int T, int training, int tp, int sp,
                          const mpt_gpt_place *place, size_t act_n[MPT_ACT_SLOTS],
                          size_t work_n[MPT_WORK_SLOTS]) {
@@ -71,6 +77,8 @@ int mpt_gpt_buffer_sizes(const mpt_config *cfg, int B, int T, int training, int 
     if (cfg->experts > 0) { /* MoE blocks: routing and expert rows (model/moe.h) */
         size_t per = mpt_moe_act_elems(cfg, N, (int)moe_ep);
         moe_work = mpt_moe_work_elems(cfg, N, (int)moe_ep, training);
+        if (training && place && place->split_w) /* B keeps the output gradients for W */
+            per += mpt_moe_split_elems(cfg, N, (int)moe_ep);
         if (!per || !moe_work || !mpt_size_mul(L, per, &act_n[MPT_ACT_MOE])) return 0;
     }
     int split = training && place && place->split_w;
@@ -101,7 +109,8 @@ int mpt_gpt_buffer_sizes(const mpt_config *cfg, int B, int T, int training, int 
         size_t cols = D > 3 * Dl ? D : 3 * Dl;
         if (Fl > cols) cols = Fl;
         if (last && Vl > cols) cols = Vl;
-        work_n[MPT_WORK_BF16] = mpt_gemm_bf16_workspace(N, cols);
+        work_n[MPT_WORK_BF16] = mpt_gemm_bf16_workspace(N > D ? N : D, cols);
+        work_n[MPT_WORK_STAGE16] = N * (D > Fl ? D : Fl);
     }
     return 1;
 }
@@ -133,7 +142,10 @@ mpt_status mpt_gpt_init(mpt_gpt *m, const mpt_config *cfg, int B, int T, int fla
     m->ep = place->ep > 1 ? place->ep : 1;
     m->ep_rank = m->ep > 1 ? place->ep_rank : 0;
     m->ep_full = m->ep > 1 && place->ep_full;
+    m->moe_to = &m->moe; /* a chunk view (parallel/pp.c) copies the pointer: one sum */
     mpt_gpt_slot_layers(m->recompute, m->nl, m->slot_layers);
+    for (int i = 0; i < MPT_ACT_SLOTS; i++)
+        m->act_dtype[i] = mpt_gpt_act_dtype(cfg, place->bf16, (mpt_act_slot)i);
     const mpt_par_ops *o = &m->ops;
     if (m->tp > 1 && (!place->ops || !o->reduce_from_tp || !o->copy_to_tp_backward ||
                       !o->gather_seq || !o->scatter_seq || !o->vocab_max || !o->vocab_sum ||
@@ -222,8 +234,9 @@ mpt_status mpt_gpt_acts_alloc(mpt_gpt *m, mpt_gpt_acts *a, mpt_error *err) {
     memset(a, 0, sizeof *a);
     for (int i = 0; i < MPT_ACT_SLOTS; i++) {
         if (!m->act_n[i]) continue;
-        mpt_status st =
-            mpt_arena_alloc(m->arena, MPT_MEM_ACTIVATIONS, m->act_n[i], MPT_F32, &a->a[i], err);
+        mpt_dtype t = m->act_dtype[i];
+        void **dst = t == MPT_BF16 ? (void **)&a->h[i] : (void **)&a->a[i];
+        mpt_status st = mpt_arena_alloc(m->arena, MPT_MEM_ACTIVATIONS, m->act_n[i], t, dst, err);
         if (st) {
             mpt_gpt_acts_free(m, a);
             return st;
@@ -233,8 +246,10 @@ mpt_status mpt_gpt_acts_alloc(mpt_gpt *m, mpt_gpt_acts *a, mpt_error *err) {
 }
 
 void mpt_gpt_acts_free(mpt_gpt *m, mpt_gpt_acts *a) {
-    for (int i = 0; i < MPT_ACT_SLOTS; i++)
+    for (int i = 0; i < MPT_ACT_SLOTS; i++) {
         mpt_arena_release(m->arena, MPT_MEM_ACTIVATIONS, a->a[i], m->act_n[i], MPT_F32);
+        mpt_arena_release(m->arena, MPT_MEM_ACTIVATIONS, a->h[i], m->act_n[i], MPT_BF16);
+    }
     memset(a, 0, sizeof *a);
 }
 

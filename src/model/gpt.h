@@ -72,10 +72,19 @@ typedef enum mpt_act_slot {
 } mpt_act_slot;
 
 /* The activations of one micro-batch. A pipeline stage keeps one set per micro-batch in flight;
- * mpt_gpt_forward / _backward work on the set m->cur points at. */
+ * mpt_gpt_forward / _backward work on the set m->cur points at. A slot lives in a[] (fp32) or,
+ * when its dtype is MPT_BF16 (mpt_gpt_act_dtype), in h[] (bf16 bit patterns); the other is NULL. */
 typedef struct mpt_gpt_acts {
     float *a[MPT_ACT_SLOTS];
+    uint16_t *h[MPT_ACT_SLOTS];
 } mpt_gpt_acts;
+
+/* The element type of activation slot s. fp32, except under bf16 mixed precision (bf16 set)
+ * for the saved inputs of the blocks' linear layers, which their GEMMs round to bf16 anyway:
+ * LN1, ATTY, FCH_GELU, and LN2 unless the model has experts (the router reads LN2 in fp32).
+ * Storing them rounded changes no GEMM result (rounding is idempotent); only the attention's
+ * backward then reads the bf16 ATTY, as the standard recipe does. Pure: the plan uses it. */
+mpt_dtype mpt_gpt_act_dtype(const mpt_config *cfg, int bf16, mpt_act_slot s);
 
 /* Activation checkpointing (Korthikanti et al. 2022):
  *   NONE       keep every block's activations for backward
@@ -133,6 +142,9 @@ typedef enum mpt_work_slot {
     MPT_WORK_MOE,   /* mpt_moe_work_elems(N): MoE routing, dispatch and expert scratch */
     MPT_WORK_BF16,  /* place->bf16: the bf16 GEMMs' rounded operand tiles, fp32 values
                      * (core/gemm_bf16.h: mpt_gemm_bf16_workspace(N, widest operand)) */
+    MPT_WORK_STAGE16, /* place->bf16: (N, max(D, Fl)) one block's fp32 copy of an activation
+                       * stored in bf16: forward writes it here, the GEMM reads it, then it is
+                       * rounded into its slot; backward decodes the slot here */
     MPT_WORK_SLOTS
 } mpt_work_slot;
 
@@ -171,6 +183,7 @@ typedef struct mpt_gpt {
     mpt_gpt_acts own;                /* the activation set init allocates (kind activations) */
     mpt_gpt_acts *cur;               /* the set forward / backward use: &own unless re-pointed */
     size_t act_n[MPT_ACT_SLOTS];     /* elements of each */
+    mpt_dtype act_dtype[MPT_ACT_SLOTS]; /* their element types (mpt_gpt_act_dtype) */
     int slot_layers[MPT_ACT_SLOTS];  /* blocks each per-layer slot holds (1 when recomputed) */
     int recompute;                   /* mpt_recompute */
     int threads;                     /* attention backward threads (place->threads, >= 1) */
@@ -193,14 +206,23 @@ typedef struct mpt_gpt {
     float moe_weight;                /* N * dloss of the last forward: the aux losses' weight */
     int moe_stats_on;                /* forward adds to moe (not a recompute in backward) */
     mpt_moe_stats moe;               /* MoE routing statistics, summed until the caller zeroes */
+    mpt_moe_stats *moe_to;           /* where forward adds them: &moe of the model mpt_gpt_init
+                                      * made, also from a pipeline chunk's copy (parallel/pp.c) */
 } mpt_gpt;
 
-/* The MoE MLP of local block l (model/moe.c; pt.router[l] != SIZE_MAX): out (N, D) from x
+/* The table index of local block l's router, SIZE_MAX for a dense block. Read from pt.layer
+ * (an MoE block's c_fc slot is its first local expert's, right after the router), so it holds
+ * in a pipeline chunk's view of the model too, whose pt.layer starts at the chunk's blocks. */
+size_t mpt_gpt_router(const mpt_gpt *m, int l);
+/* The MoE MLP of local block l (model/moe.c; mpt_gpt_router(m, l) != SIZE_MAX): out (N, D) from x
  * (N, D); backward: dx (N, D) overwritten with the input gradient, expert and router grads +=. */
 mpt_status mpt_gpt_moe_forward(mpt_gpt *m, int l, float *out, const float *x, size_t N,
                                mpt_error *err);
 mpt_status mpt_gpt_moe_backward(mpt_gpt *m, int l, float *dx, const float *dy, const float *x,
                                 size_t N, mpt_error *err);
+/* split_w: the W pass of block l's MoE MLP (x its ln_2 output, all rows). */
+mpt_status mpt_gpt_moe_backward_weights(mpt_gpt *m, int l, const float *x, size_t N,
+                                        mpt_error *err);
 
 /* Element counts of every activation / workspace buffer for micro-batch (B, T). Pure: the
  * memory plan and mpt_gpt_init both use it. Returns 0 on size overflow. */

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "core/attention.h"
+#include "core/gemm_bf16.h"
 #include "core/kernels.h"
 #include "core/kernels_fused.h"
 #include "model/gpt.h"
@@ -27,6 +28,28 @@
 static float *lay_(const mpt_gpt *m, mpt_act_slot s, int l) {
     size_t layers = (size_t)m->slot_layers[s];
     return m->cur->a[s] + (layers > 1 ? (size_t)l * (m->act_n[s] / layers) : 0);
+}
+
+/* Slots stored in bf16 (mpt_gpt_act_dtype: the saved inputs of the linear layers under
+ * --dtype bf16) go through one fp32 staging buffer (MPT_WORK_STAGE16), a block's worth:
+ *   at_(m, s, l)        forward: where block l writes s (its slot, or the staging buffer)
+ *   keep_(m, s, l, n)   forward, after the last read of the staging copy: round it into the slot
+ *   saved_(m, s, l, n)  backward: block l's s (n values) as fp32 (the slot, or decoded) */
+static int is16_(const mpt_gpt *m, mpt_act_slot s) { return m->act_dtype[s] == MPT_BF16; }
+static uint16_t *lay16_(const mpt_gpt *m, mpt_act_slot s, int l) {
+    size_t layers = (size_t)m->slot_layers[s];
+    return m->cur->h[s] + (layers > 1 ? (size_t)l * (m->act_n[s] / layers) : 0);
+}
+static float *at_(const mpt_gpt *m, mpt_act_slot s, int l) {
+    return is16_(m, s) ? m->work[MPT_WORK_STAGE16] : lay_(m, s, l);
+}
+static void keep_(const mpt_gpt *m, mpt_act_slot s, int l, size_t n) {
+    if (is16_(m, s)) mpt_bf16_encode(lay16_(m, s, l), m->work[MPT_WORK_STAGE16], n);
+}
+static const float *saved_(const mpt_gpt *m, mpt_act_slot s, int l, size_t n) {
+    if (!is16_(m, s)) return lay_(m, s, l);
+    mpt_bf16_decode(m->work[MPT_WORK_STAGE16], lay16_(m, s, l), n);
+    return m->work[MPT_WORK_STAGE16];
 }
 
 #define W_(m, l, slot) ((m)->w[(m)->pt.layer[(size_t)(l) * MPT_LAYER_SLOTS + (slot)]])
@@ -221,31 +244,36 @@ static mpt_status block_forward_(mpt_gpt *m, int l, int B, int T, mpt_error *err
     float *scratch = m->work[MPT_WORK_DTMP];
     const float *x;
     const float *in = l == 0 ? m->cur->a[MPT_ACT_ENCODED] : lay_(m, MPT_ACT_RES3, l - 1);
-    float *ln1 = lay_(m, MPT_ACT_LN1, l), *qkv = lay_(m, MPT_ACT_QKV, l);
-    float *atty = lay_(m, MPT_ACT_ATTY, l), *res2 = lay_(m, MPT_ACT_RES2, l);
-    float *ln2 = lay_(m, MPT_ACT_LN2, l), *fch = lay_(m, MPT_ACT_FCH, l);
-    float *fchg = lay_(m, MPT_ACT_FCH_GELU, l), *res3 = lay_(m, MPT_ACT_RES3, l);
+    float *ln1 = at_(m, MPT_ACT_LN1, l), *qkv = lay_(m, MPT_ACT_QKV, l);
+    float *atty = at_(m, MPT_ACT_ATTY, l), *res2 = lay_(m, MPT_ACT_RES2, l);
+    float *ln2 = at_(m, MPT_ACT_LN2, l), *fch = lay_(m, MPT_ACT_FCH, l);
+    float *fchg = at_(m, MPT_ACT_FCH_GELU, l), *res3 = lay_(m, MPT_ACT_RES3, l);
     mpt_layernorm_forward(ln1, lay_(m, MPT_ACT_LN1_MEAN, l), lay_(m, MPT_ACT_LN1_RSTD, l), in,
                           W_(m, l, MPT_LN1_W), W_(m, l, MPT_LN1_B), Nl, D);
     TRY_(all_rows_(m, ln1, Nl, &x, err));
     mpt_matmul_forward(qkv, x, W_(m, l, MPT_QKV_W), W_(m, l, MPT_QKV_B), N, D, 3 * Dl);
+    keep_(m, MPT_ACT_LN1, l, Nl * D);
     TRY_(attention_forward_(m, atty, lay_(m, MPT_ACT_LSE, l), qkv, B, T, err));
     /* the projections' biases ride in the fused pass after the GEMM (core/kernels_fused.h):
      * res2 = in + y + b and ln2 = LN(res2) in one pass; fch += b and gelu in one pass */
     TRY_(row_parallel_(m, scratch, atty, W_(m, l, MPT_ATTPROJ_W), NULL, N, Nl, Dl, D, err));
+    keep_(m, MPT_ACT_ATTY, l, N * Dl);
     mpt_residual_layernorm_forward(res2, ln2, lay_(m, MPT_ACT_LN2_MEAN, l),
                                    lay_(m, MPT_ACT_LN2_RSTD, l), in, scratch,
                                    W_(m, l, MPT_ATTPROJ_B), W_(m, l, MPT_LN2_W),
                                    W_(m, l, MPT_LN2_B), Nl, D);
     TRY_(all_rows_(m, ln2, Nl, &x, err));
-    if (m->pt.router[l] != SIZE_MAX) { /* MoE block (model/moe.h): whole on every tp rank */
+    if (mpt_gpt_router(m, l) != SIZE_MAX) { /* MoE block (model/moe.h): whole on every tp rank */
         TRY_(mpt_gpt_moe_forward(m, l, scratch, x, N, err));
+        keep_(m, MPT_ACT_LN2, l, Nl * D);
         mpt_residual_forward(res3, res2, scratch, Nl * D);
         return MPT_OK;
     }
     mpt_matmul_forward(fch, x, W_(m, l, MPT_FC_W), NULL, N, D, Fl);
+    keep_(m, MPT_ACT_LN2, l, Nl * D);
     mpt_bias_gelu_forward(fchg, fch, W_(m, l, MPT_FC_B), N, Fl);
     TRY_(row_parallel_(m, scratch, fchg, W_(m, l, MPT_FCPROJ_W), NULL, N, Nl, Fl, D, err));
+    keep_(m, MPT_ACT_FCH_GELU, l, N * Fl);
     mpt_bias_residual_forward(res3, res2, scratch, W_(m, l, MPT_FCPROJ_B), Nl, D);
     return MPT_OK;
 }
@@ -364,18 +392,18 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
         /* dres holds dL/d(block output) for this rank's rows; MLP half. The row-parallel c_proj
          * needs it for all rows; the column-parallel c_fc's input gradient is summed over tp. */
         TRY_(all_rows_(m, dres, Nl, &dy, err));
-        if (m->pt.router[l] != SIZE_MAX) { /* MoE: every tp rank has the whole input gradient */
-            TRY_(all_rows_(m, lay_(m, MPT_ACT_LN2, l), Nl, &x, err));
+        if (mpt_gpt_router(m, l) != SIZE_MAX) { /* MoE: every tp rank has the whole input gradient */
+            TRY_(all_rows_(m, saved_(m, MPT_ACT_LN2, l, Nl * D), Nl, &x, err));
             TRY_(mpt_gpt_moe_backward(m, l, dtmp, dy, x, N, err));
         } else {
             memset(dfcg, 0, NF * sizeof *dfcg);
             linear_backward_(m, dfcg, l, MPT_FCPROJ_W, MPT_FCPROJ_B, dy,
-                             lay_(m, MPT_ACT_FCH_GELU, l), N, Fl, D, MPT_ACT_DY_FCPROJ);
+                             saved_(m, MPT_ACT_FCH_GELU, l, NF), N, Fl, D, MPT_ACT_DY_FCPROJ);
             /* dfc overwritten with gelu' * dfcg; unsplit, the c_fc bias gradient is summed in the
              * same pass (split, W sums it from the saved dfc) */
             mpt_gelu_backward_bias(dfc, m->split_w ? NULL : G_(m, l, MPT_FC_B),
                                    lay_(m, MPT_ACT_FCH, l), dfcg, N, Fl);
-            TRY_(all_rows_(m, lay_(m, MPT_ACT_LN2, l), Nl, &x, err));
+            TRY_(all_rows_(m, saved_(m, MPT_ACT_LN2, l, Nl * D), Nl, &x, err));
             memset(dtmp, 0, ND * sizeof *dtmp);
             linear_backward_(m, dtmp, l, MPT_FC_W, -1, dfc, x, N, D, Fl, MPT_ACT_DY_FC);
             TRY_(copy_to_tp_bwd_(m, dtmp, N, Nl, err));
@@ -386,14 +414,15 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
         /* dres now holds dL/d(res2); attention half */
         TRY_(all_rows_(m, dres, Nl, &dy, err));
         memset(dtmp, 0, NDl * sizeof *dtmp);
-        linear_backward_(m, dtmp, l, MPT_ATTPROJ_W, MPT_ATTPROJ_B, dy, lay_(m, MPT_ACT_ATTY, l),
-                         N, Dl, D, MPT_ACT_DY_ATTPROJ);
+        const float *atty = saved_(m, MPT_ACT_ATTY, l, NDl);
+        linear_backward_(m, dtmp, l, MPT_ATTPROJ_W, MPT_ATTPROJ_B, dy, atty, N, Dl, D,
+                         MPT_ACT_DY_ATTPROJ);
         /* the fused backward recomputes the scores from q, k and the kept lse (any recompute
          * mode: nothing T x T was stored) */
         memset(dqkv, 0, 3 * NDl * sizeof *dqkv);
-        TRY_(attention_backward_(m, dqkv, dtmp, lay_(m, MPT_ACT_ATTY, l), lay_(m, MPT_ACT_LSE, l),
+        TRY_(attention_backward_(m, dqkv, dtmp, atty, lay_(m, MPT_ACT_LSE, l),
                                  lay_(m, MPT_ACT_QKV, l), B, T, err));
-        TRY_(all_rows_(m, lay_(m, MPT_ACT_LN1, l), Nl, &x, err));
+        TRY_(all_rows_(m, saved_(m, MPT_ACT_LN1, l, Nl * D), Nl, &x, err));
         memset(dtmp, 0, ND * sizeof *dtmp);
         linear_backward_(m, dtmp, l, MPT_QKV_W, MPT_QKV_B, dqkv, x, N, D, 3 * Dl,
                          MPT_ACT_DY_QKV);
@@ -426,16 +455,21 @@ mpt_status mpt_gpt_backward_weights(mpt_gpt *m, int B, int T, mpt_error *err) {
     const float *x;
     if (m->last) TRY_(grads_done_(m, L + 1, err));
     for (int l = L - 1; l >= 0; l--) { /* dW = X^T dY, db = sum dY, as the unsplit backward */
-        mpt_matmul_backward(NULL, G_(m, l, MPT_FCPROJ_W), G_(m, l, MPT_FCPROJ_B),
-                            lay_(m, MPT_ACT_DY_FCPROJ, l), lay_(m, MPT_ACT_FCH_GELU, l), NULL, N,
-                            Fl, D);
-        TRY_(all_rows_(m, lay_(m, MPT_ACT_LN2, l), Nl, &x, err));
-        mpt_matmul_backward(NULL, G_(m, l, MPT_FC_W), G_(m, l, MPT_FC_B), lay_(m, MPT_ACT_DY_FC, l),
-                            x, NULL, N, D, Fl);
+        if (mpt_gpt_router(m, l) != SIZE_MAX) { /* MoE: experts and router (model/moe.h) */
+            TRY_(all_rows_(m, saved_(m, MPT_ACT_LN2, l, Nl * D), Nl, &x, err));
+            TRY_(mpt_gpt_moe_backward_weights(m, l, x, N, err));
+        } else {
+            mpt_matmul_backward(NULL, G_(m, l, MPT_FCPROJ_W), G_(m, l, MPT_FCPROJ_B),
+                                lay_(m, MPT_ACT_DY_FCPROJ, l),
+                                saved_(m, MPT_ACT_FCH_GELU, l, N * Fl), NULL, N, Fl, D);
+            TRY_(all_rows_(m, saved_(m, MPT_ACT_LN2, l, Nl * D), Nl, &x, err));
+            mpt_matmul_backward(NULL, G_(m, l, MPT_FC_W), G_(m, l, MPT_FC_B),
+                                lay_(m, MPT_ACT_DY_FC, l), x, NULL, N, D, Fl);
+        }
         mpt_matmul_backward(NULL, G_(m, l, MPT_ATTPROJ_W), G_(m, l, MPT_ATTPROJ_B),
-                            lay_(m, MPT_ACT_DY_ATTPROJ, l), lay_(m, MPT_ACT_ATTY, l), NULL, N, Dl,
-                            D);
-        TRY_(all_rows_(m, lay_(m, MPT_ACT_LN1, l), Nl, &x, err));
+                            lay_(m, MPT_ACT_DY_ATTPROJ, l), saved_(m, MPT_ACT_ATTY, l, N * Dl),
+                            NULL, N, Dl, D);
+        TRY_(all_rows_(m, saved_(m, MPT_ACT_LN1, l, Nl * D), Nl, &x, err));
         mpt_matmul_backward(NULL, G_(m, l, MPT_QKV_W), G_(m, l, MPT_QKV_B),
                             lay_(m, MPT_ACT_DY_QKV, l), x, NULL, N, D, 3 * Dl);
         memset(G_(m, l, MPT_QKV_B) + Dl, 0, (size_t)Dl * sizeof(float)); /* as in backward */

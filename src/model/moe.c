@@ -15,7 +15,9 @@
 typedef struct lay_ {
     size_t N, D, F, E, K, El, S, R; /* S = N*K rows sent at most, R = rows received at most */
     /* act */
-    size_t probs, lse, gates, idx, pos, sexp, perm, hdr, ysend, xr, h, hg, act_n;
+    size_t probs, lse, gates, cntg, idx, pos, sexp, perm, hdr, ysend, xr, h, hg, act_n;
+    /* act, split backward only: the output gradients W needs, kept from B */
+    size_t dyr, dhs, dls, split_n;
     /* work */
     size_t xs, b1, b2, b3, rexp, sortk, dh, dhg, dlog, dgate, work_n;
 } lay_;
@@ -45,11 +47,14 @@ static int layout_(const mpt_config *c, size_t N, int ep, int training, lay_ *l)
     l->S = NK;
     size_t a = 0;
     if (!add_(&a, NE, &l->probs) || !add_(&a, N, &l->lse) || !add_(&a, NK, &l->gates) ||
+        !add_(&a, l->E, &l->cntg) ||
         !add_(&a, NK, &l->idx) || !add_(&a, NK, &l->pos) || !add_(&a, NK, &l->sexp) ||
         !add_(&a, l->R, &l->perm) || !add_(&a, 3 + l->El, &l->hdr) || !add_(&a, SD, &l->ysend) ||
         !add_(&a, RD, &l->xr) || !add_(&a, RF, &l->h) || !add_(&a, RF, &l->hg))
         return 0;
     l->act_n = a;
+    if (!add_(&a, RD, &l->dyr) || !add_(&a, RF, &l->dhs) || !add_(&a, NE, &l->dls)) return 0;
+    l->split_n = a;
     a = 0;
     if (!add_(&a, SD, &l->xs) || !add_(&a, RD, &l->b1) || !add_(&a, RD, &l->b2) ||
         !add_(&a, l->R, &l->rexp) || !add_(&a, 2 * NK, &l->sortk))
@@ -69,6 +74,9 @@ size_t mpt_moe_max_rows(const mpt_config *c, size_t N, int ep) {
         double cap = ceil((double)c->capacity_factor * (double)NK / (double)c->experts);
         double bound = cap * (double)(c->experts / (int)e) * (double)e;
         if (bound < (double)R) R = (size_t)bound;
+    } else if (c->dropless_bound > 0 && c->dropless_bound < (float)e) {
+        double bound = ceil((double)c->dropless_bound * (double)NK);
+        if (bound < (double)R) R = (size_t)bound;
     }
     return R ? R : 1;
 }
@@ -76,6 +84,11 @@ size_t mpt_moe_max_rows(const mpt_config *c, size_t N, int ep) {
 size_t mpt_moe_act_elems(const mpt_config *c, size_t N, int ep) {
     lay_ l;
     return layout_(c, N, ep, 1, &l) ? l.act_n : 0;
+}
+
+size_t mpt_moe_split_elems(const mpt_config *c, size_t N, int ep) {
+    lay_ l;
+    return layout_(c, N, ep, 1, &l) ? l.split_n - l.act_n : 0;
 }
 
 size_t mpt_moe_work_elems(const mpt_config *c, size_t N, int ep, int training) {
@@ -98,9 +111,11 @@ static int cand_cmp_(const void *pa, const void *pb) {
 }
 
 /* Routing: probs, lse, top-K idx and gates, then capacity and the send order (pos, sexp).
- * Returns S (rows sent); adds the per-expert counts and drops to stats. */
-static size_t route_(const mpt_moe_block *b, const lay_ *l, const float *x, float *act,
-                     float *work, float weight, mpt_moe_stats *stats) {
+ * *S = rows sent; adds the per-expert counts and drops to stats. cntg (act) keeps the counts
+ * f of the aux loss: summed over cp when the sequence is split (every cp rank calls). */
+static mpt_status route_(const mpt_moe_block *b, const lay_ *l, const float *x, float *act,
+                         float *work, float weight, mpt_moe_stats *stats, size_t *S_out,
+                         mpt_error *err) {
     const mpt_config *c = b->cfg;
     size_t N = l->N, E = l->E, K = l->K;
     float *probs = act + l->probs, *lse = act + l->lse, *gates = act + l->gates;
@@ -167,8 +182,15 @@ static size_t route_(const mpt_moe_block *b, const lay_ *l, const float *x, floa
         pos[a] = (int32_t)p;
         sexp[p] = idx[a];
     }
-    double aux = 0.0;
-    for (size_t e = 0; e < E; e++) aux += cnt[e] / (double)NK * (Pm[e] / (double)N);
+    float *cntg = act + l->cntg;
+    for (size_t e = 0; e < E; e++) cntg[e] = (float)cnt[e]; /* exact: counts < 2^24 */
+    if (b->ops && b->ops->cp_count_sum) {
+        mpt_status st = b->ops->cp_count_sum(b->ops->cp_ctx, cntg, E, err);
+        if (st) return st;
+    }
+    double NKg = 0.0, aux = 0.0;
+    for (size_t e = 0; e < E; e++) NKg += cntg[e];
+    for (size_t e = 0; e < E; e++) aux += cntg[e] / NKg * (Pm[e] / (double)N);
     aux *= (double)c->aux_loss_coef * (double)E;
     if (stats) {
         stats->aux_loss += weight * aux;
@@ -177,7 +199,8 @@ static size_t route_(const mpt_moe_block *b, const lay_ *l, const float *x, floa
         stats->assignments += (double)NK;
         for (size_t e = 0; e < E; e++) stats->tokens[e] += cnt[e];
     }
-    return S;
+    *S_out = S;
+    return MPT_OK;
 }
 
 /* rows (n, D) to the ranks of their experts (ep > 1) or a local copy: recv (R, D) and each
@@ -194,12 +217,8 @@ static mpt_status dispatch_(const mpt_moe_block *b, const lay_ *l, const float *
     if (!b->ops || !b->ops->expert_dispatch)
         return mpt_fail(err, MPT_ERR_RUN, "expert parallelism needs the expert_dispatch entry "
                         "of the parallel operations (parallel/ep.c)");
-    mpt_status st = b->ops->expert_dispatch(b->ops->ep_ctx, rows, sexp, n, (int)l->D, recv,
-                                            rexp, nr, err);
-    if (!st && *nr > l->R)
-        st = mpt_fail(err, MPT_ERR_RUN, "expert dispatch: %zu rows received, more than the "
-                      "planned bound %zu", *nr, l->R);
-    return st;
+    return b->ops->expert_dispatch(b->ops->ep_ctx, rows, sexp, n, (int)l->D, l->R, recv, rexp,
+                                   nr, err);
 }
 
 static mpt_status combine_(const mpt_moe_block *b, const lay_ *l, const float *out, size_t nr,
@@ -221,15 +240,16 @@ mpt_status mpt_moe_forward(const mpt_moe_block *b, float *out, const float *x, s
     if (!layout_(b->cfg, N, b->ep, 0, &l))
         return mpt_fail(err, MPT_ERR_RUN, "moe: %zu tokens overflow the buffers", N);
     size_t D = l.D, F = l.F, K = l.K, El = l.El;
-    size_t S = route_(b, &l, x, act, work, weight, stats);
+    size_t S = 0;
+    mpt_status st = route_(b, &l, x, act, work, weight, stats, &S, err);
+    if (st) return st;
     const int32_t *pos = ints_(act + l.pos), *sexp = ints_(act + l.sexp);
     int32_t *perm = ints_(act + l.perm), *hdr = ints_(act + l.hdr), *rexp = ints_(work + l.rexp);
     float *xs = work + l.xs, *b1 = work + l.b1, *b2 = work + l.b2;
     for (size_t a = 0; a < N * K; a++)
         if (pos[a] >= 0) memcpy(xs + (size_t)pos[a] * D, x + a / K * D, D * sizeof *xs);
     size_t R = 0;
-    mpt_status st = dispatch_(b, &l, xs, sexp, S, b1, rexp, &R, err);
-    if (st) return st;
+    if ((st = dispatch_(b, &l, xs, sexp, S, b1, rexp, &R, err))) return st;
     /* received rows sorted by local expert (stable): runs [off[j], off[j+1]) */
     int32_t *off = hdr + 2;
     hdr[0] = (int32_t)S;
@@ -270,7 +290,8 @@ mpt_status mpt_moe_forward(const mpt_moe_block *b, float *out, const float *x, s
 }
 
 mpt_status mpt_moe_backward(const mpt_moe_block *b, float *dx, const float *dy, const float *x,
-                            size_t N, float *act, float *work, float weight, mpt_error *err) {
+                            size_t N, float *act, float *work, float weight, int split,
+                            mpt_error *err) {
     lay_ l;
     if (!layout_(b->cfg, N, b->ep, 1, &l))
         return mpt_fail(err, MPT_ERR_RUN, "moe: %zu tokens overflow the buffers", N);
@@ -282,8 +303,11 @@ mpt_status mpt_moe_backward(const mpt_moe_block *b, float *dx, const float *dy, 
     size_t S = (size_t)hdr[0], R = (size_t)hdr[1];
     const float *gates = act + l.gates, *ysend = act + l.ysend, *probs = act + l.probs;
     const float *lse = act + l.lse, *xr = act + l.xr, *h = act + l.h, *hg = act + l.hg;
-    float *xs = work + l.xs, *b1 = work + l.b1, *b2 = work + l.b2, *b3 = work + l.b3;
-    float *dh = work + l.dh, *dhg = work + l.dhg, *dlog = work + l.dlog, *dgate = work + l.dgate;
+    float *xs = work + l.xs, *b1 = work + l.b1, *b3 = work + l.b3;
+    float *dhg = work + l.dhg, *dgate = work + l.dgate;
+    /* split: the expert rows' output gradients (b2, dh) and the router's (dlog) stay for W */
+    float *b2 = split ? act + l.dyr : work + l.b2, *dh = split ? act + l.dhs : work + l.dh;
+    float *dlog = split ? act + l.dls : work + l.dlog;
     int32_t *rexp = ints_(work + l.rexp);
     /* gates: dgate = <dy_t, y_a>; the rows sent back to the experts: g * dy_t */
     for (size_t a = 0; a < NK; a++) {
@@ -309,13 +333,13 @@ mpt_status mpt_moe_backward(const mpt_moe_block *b, float *dx, const float *dy, 
         if (!n) continue;
         float *const *w = b->w + 1 + 4 * j, *const *g = b->g + 1 + 4 * j;
         memset(dhg + o * F, 0, n * F * sizeof *dhg);
-        mpt_matmul_backward(dhg + o * F, g[2], g[3], b2 + o * D, hg + o * F, w[2], n, (int)F,
-                            (int)D);
+        mpt_matmul_backward(dhg + o * F, split ? NULL : g[2], split ? NULL : g[3], b2 + o * D,
+                            hg + o * F, w[2], n, (int)F, (int)D);
         memset(dh + o * F, 0, n * F * sizeof *dh);
         mpt_gelu_backward(dh + o * F, h + o * F, dhg + o * F, n * F);
         memset(b3 + o * D, 0, n * D * sizeof *b3);
-        mpt_matmul_backward(b3 + o * D, g[0], g[1], dh + o * F, xr + o * D, w[0], n, (int)D,
-                            (int)F);
+        mpt_matmul_backward(b3 + o * D, split ? NULL : g[0], split ? NULL : g[1], dh + o * F,
+                            xr + o * D, w[0], n, (int)D, (int)F);
     }
     for (size_t s = 0; s < R; s++) memcpy(b1 + (size_t)perm[s] * D, b3 + s * D, D * sizeof *b1);
     if ((st = combine_(b, &l, b1, R, xs, S, err))) return st;
@@ -326,12 +350,12 @@ mpt_status mpt_moe_backward(const mpt_moe_block *b, float *dx, const float *dy, 
         for (size_t i = 0; i < D; i++) o[i] += d[i];
     }
     /* router logits: gate softmax over the K chosen, then the aux and z-loss terms (each token's
-     * share of the micro-batch's weight is weight / N) */
-    float fa = weight / (float)N * c->aux_loss_coef * (float)E / (float)NK;
+     * share of the micro-batch's weight is weight / N; f from the counts forward kept) */
+    const float *cntg = act + l.cntg;
+    double cnt[MPT_MAX_EXPERTS], NKg = 0.0;
+    for (size_t e = 0; e < E; e++) NKg += cnt[e] = cntg[e];
+    float fa = weight / (float)N * c->aux_loss_coef * (float)E / (float)NKg;
     float fz = weight / (float)N * 2.0f * c->z_loss_coef;
-    double cnt[MPT_MAX_EXPERTS];
-    for (size_t e = 0; e < E; e++) cnt[e] = 0.0;
-    for (size_t a = 0; a < NK; a++) cnt[idx[a]] += 1.0;
     for (size_t t = 0; t < N; t++) {
         float *d = dlog + t * E;
         const float *p = probs + t * E;
@@ -344,13 +368,38 @@ mpt_status mpt_moe_backward(const mpt_moe_block *b, float *dx, const float *dy, 
         for (size_t k = 0; k < K; k++) gd += g[k] * dg[k];
         for (size_t k = 0; k < K; k++) d[idx[t * K + k]] += g[k] * (dg[k] - gd);
     }
-    mpt_matmul_backward(dx, b->g[0], NULL, dlog, x, b->w[0], N, (int)D, (int)E);
+    mpt_matmul_backward(dx, split ? NULL : b->g[0], NULL, dlog, x, b->w[0], N, (int)D, (int)E);
+    return MPT_OK;
+}
+
+mpt_status mpt_moe_backward_weights(const mpt_moe_block *b, const float *x, size_t N,
+                                    const float *act, mpt_error *err) {
+    lay_ l;
+    if (!layout_(b->cfg, N, b->ep, 1, &l))
+        return mpt_fail(err, MPT_ERR_RUN, "moe: %zu tokens overflow the buffers", N);
+    size_t D = l.D, F = l.F, E = l.E, El = l.El;
+    const int32_t *off = ints_((float *)(uintptr_t)(act + l.hdr)) + 2;
+    const float *xr = act + l.xr, *hg = act + l.hg;
+    const float *dyr = act + l.dyr, *dhs = act + l.dhs, *dls = act + l.dls;
+    for (size_t j = 0; j < El; j++) { /* dW = X^T dY, db = sum dY, as the unsplit backward */
+        size_t o = (size_t)off[j], n = (size_t)off[j + 1] - o;
+        if (!n) continue;
+        float *const *g = b->g + 1 + 4 * j;
+        mpt_matmul_backward(NULL, g[2], g[3], dyr + o * D, hg + o * F, NULL, n, (int)F, (int)D);
+        mpt_matmul_backward(NULL, g[0], g[1], dhs + o * F, xr + o * D, NULL, n, (int)D, (int)F);
+    }
+    mpt_matmul_backward(NULL, b->g[0], NULL, dls, x, NULL, N, (int)D, (int)E);
     return MPT_OK;
 }
 
 /* ------------------------------------------------------------ the engine's MoE blocks */
 
 #include "model/gpt.h"
+
+size_t mpt_gpt_router(const mpt_gpt *m, int l) {
+    size_t i = m->pt.layer[(size_t)l * MPT_LAYER_SLOTS + MPT_FC_W];
+    return m->pt.t[i].expert >= 0 ? i - 1 : SIZE_MAX; /* the router precedes expert 0's c_fc */
+}
 
 /* Block l's share of the MoE activation slot (one share when recomputed). */
 static float *moe_act_(const mpt_gpt *m, int l) {
@@ -363,7 +412,7 @@ static float *moe_act_(const mpt_gpt *m, int l) {
  * (ZeRO shards them): the pointers of this rank's E/ep are gathered afresh, since the ZeRO
  * hooks may have re-pointed them since the last block. */
 static mpt_moe_block moe_block_(const mpt_gpt *m, int l, int grads) {
-    size_t r = m->pt.router[l];
+    size_t r = mpt_gpt_router(m, l);
     mpt_moe_block b = {.cfg = &m->cfg, .ops = &m->ops, .ep = m->ep, .ep_rank = m->ep_rank,
                        .w = m->w + r, .g = grads ? m->g + r : NULL};
     if (!m->ep_full) return b;
@@ -384,7 +433,7 @@ mpt_status mpt_gpt_moe_forward(mpt_gpt *m, int l, float *out, const float *x, si
                                mpt_error *err) {
     mpt_moe_block b = moe_block_(m, l, 0);
     return mpt_moe_forward(&b, out, x, N, moe_act_(m, l), m->work[MPT_WORK_MOE], m->moe_weight,
-                           m->moe_stats_on ? &m->moe : NULL, err);
+                           m->moe_stats_on ? (m->moe_to ? m->moe_to : &m->moe) : NULL, err);
 }
 
 mpt_status mpt_gpt_moe_backward(mpt_gpt *m, int l, float *dx, const float *dy, const float *x,
@@ -392,5 +441,11 @@ mpt_status mpt_gpt_moe_backward(mpt_gpt *m, int l, float *dx, const float *dy, c
     mpt_moe_block b = moe_block_(m, l, 1);
     memset(dx, 0, N * (size_t)m->cfg.d_model * sizeof *dx);
     return mpt_moe_backward(&b, dx, dy, x, N, moe_act_(m, l), m->work[MPT_WORK_MOE],
-                            m->moe_weight, err);
+                            m->moe_weight, m->split_w, err);
+}
+
+mpt_status mpt_gpt_moe_backward_weights(mpt_gpt *m, int l, const float *x, size_t N,
+                                        mpt_error *err) {
+    mpt_moe_block b = moe_block_(m, l, 1);
+    return mpt_moe_backward_weights(&b, x, N, moe_act_(m, l), err);
 }

@@ -16,6 +16,9 @@
  *   aux = aux_coef * E * sum_e f_e P_e, f_e = (assignments routed to e, before capacity) / (N*K),
  *         P_e = mean over the N tokens of p_e   (Switch Transformer form; f carries no gradient)
  *   zl  = z_coef * mean over tokens of logsumexp(z)^2
+ * Context parallelism splits a micro-batch's sequence over cp ranks: f then counts the
+ * assignments of every cp rank (ops->cp_count_sum) while P_e stays this rank's mean, and since
+ * aux is linear in P the cp ranks' weighted terms add up to the whole micro-batch's aux.
  * aux and zl are computed per micro-batch (as Megatron does) and enter the training loss with
  * the micro-batch's weight N * dloss (dloss = 1 / tokens of the global batch), so that one
  * micro-batch per step adds exactly aux + zl.
@@ -31,9 +34,14 @@
  * Buffers: per MoE block and micro-batch mpt_moe_act_elems floats of saved activations, and
  * mpt_moe_work_elems floats of scratch shared by every block; both in the arena (model/gpt.c
  * sizes them, so the memory plan counts them). Integer fields live in those float buffers as
- * int32 (same size). R is bounded by mpt_moe_max_rows: ep*N*K dropless (every source rank's
- * N*K assignments could pick this rank's experts), or with capacity at most cap per expert and
- * source rank, ep*El*cap; forward checks the bound. */
+ * int32 (same size). R is bounded by mpt_moe_max_rows: with capacity at most cap per expert and
+ * source rank, ep*El*cap; dropless, ep*N*K (every source rank's N*K assignments could pick
+ * this rank's experts: the worst case, never exceeded), or ceil(f*N*K) with
+ * cfg->dropless_bound f in [1, ep) (--moe-dropless-bound: f times the rank's fair share N*K,
+ * which perfectly balanced routing fills exactly). The memory plan counts R rows for the
+ * dispatch and combine buffers; the dispatch (parallel/ep.c) compares every rank's incoming
+ * rows with R after exchanging the counts and before moving any row, so a step whose routing
+ * exceeds the bound fails on every ep rank with MPT_ERR_RUN (exit 1) instead of overflowing. */
 #ifndef MPT_MOE_H
 #define MPT_MOE_H
 
@@ -80,6 +88,17 @@ mpt_status mpt_moe_forward(const mpt_moe_block *b, float *out, const float *x, s
  * router's and this rank's experts' gradients are accumulated (+=) into b->g, the router's
  * including the aux and z-loss terms (weight as in forward). act as forward left it. */
 mpt_status mpt_moe_backward(const mpt_moe_block *b, float *dx, const float *dy, const float *x,
-                            size_t N, float *act, float *work, float weight, mpt_error *err);
+                            size_t N, float *act, float *work, float weight, int split,
+                            mpt_error *err);
+/* The split backward of the zero-bubble schedules (model/gpt.h split_w): with split set,
+ * mpt_moe_backward is the B pass (dx through the experts, the dispatch and combine, the gates
+ * and the router; no weight gradient) and keeps the expert rows' output gradients and the
+ * router logits' gradient in act (mpt_moe_split_elems more floats per block); this W pass then
+ * accumulates (+=) the experts' and the router's weight gradients from them and from x, with no
+ * communication. The sum of B and W is the unsplit backward. */
+mpt_status mpt_moe_backward_weights(const mpt_moe_block *b, const float *x, size_t N,
+                                    const float *act, mpt_error *err);
+/* Floats of act a block needs beyond mpt_moe_act_elems for the split backward; 0 on overflow. */
+size_t mpt_moe_split_elems(const mpt_config *c, size_t N, int ep);
 
 #endif

@@ -92,14 +92,20 @@ typedef struct mpt_par_ops {
     mpt_status (*ring_attention_backward)(void *ctx, float *dqkv, const float *dout,
                                           const float *out, const float *lse, const float *qkv,
                                           int B, int Tl, int D, int H, mpt_error *err);
+    /* buf (n) = the elementwise sum over cp (with cp_ctx): the MoE routers' per-expert
+     * assignment counts, so that the load-balancing loss of a micro-batch whose sequence is
+     * split over cp counts every chunk's tokens (model/moe.h). NULL: cp is 1. */
+    mpt_status (*cp_count_sum)(void *ctx, float *buf, size_t n, mpt_error *err);
     /* --- expert parallelism (ep group; NULL = unsupported; parallel/ep.c) ------------------ */
     void *ep_ctx; /* passed to the two expert entries instead of ctx */
     /* Sends row i of x (n, D) to the rank holding expert[i] (model-wide index; rows sorted by
      * expert); recv gets the rows for this rank's experts (*n_recv of them, from ep rank 0's
-     * first, recv_expert their local expert index). Every ep rank calls, also with n = 0. */
+     * first, recv_expert their local expert index). Every ep rank calls, also with n = 0, with
+     * the same max_recv (the rows recv holds): when any rank would receive more, every rank
+     * fails with the same MPT_ERR_RUN before any row moves. */
     mpt_status (*expert_dispatch)(void *ctx, const float *x, const int32_t *expert, size_t n,
-                                  int D, float *recv, int32_t *recv_expert, size_t *n_recv,
-                                  mpt_error *err);
+                                  int D, size_t max_recv, float *recv, int32_t *recv_expert,
+                                  size_t *n_recv, mpt_error *err);
     /* The inverse of the last dispatch: y (n, D) row i = the output for the token sent as x[i]. */
     mpt_status (*expert_combine)(void *ctx, const float *out, size_t n_out, float *y, size_t n,
                                  int D, mpt_error *err);

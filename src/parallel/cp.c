@@ -221,8 +221,14 @@ static mpt_status ring_backward_(void *ctx, float *dqkv, const float *dout, cons
     return MPT_OK;
 }
 
+static mpt_status count_sum_(void *ctx, float *buf, size_t n, mpt_error *err) {
+    mpt_cp *cp = ctx;
+    return mpt_allreduce_sum(cp->comm, buf, n, err);
+}
+
 void mpt_cp_ops(mpt_par_ops *ops, mpt_cp *cp) {
     ops->cp_ctx = cp;
+    ops->cp_count_sum = count_sum_;
     ops->ring_attention_forward = ring_forward_;
     ops->ring_attention_backward = ring_backward_;
 }

@@ -72,6 +72,8 @@ typedef struct mpt_dp_opts {
     size_t held;                 /* tensor index whose gradient is held whole, or SIZE_MAX */
     mpt_dp_pre_reduce_fn pre_reduce; /* or NULL */
     void *pre_reduce_ctx;
+    mpt_dtype grad_wire;         /* gradient rings' messages: MPT_F32 (default) or MPT_BF16
+                                  * (--grad-reduce-dtype bf16; parallel/dp_ring.h) */
 } mpt_dp_opts;
 
 /* zero 0, 4 MiB buckets, nothing held. */

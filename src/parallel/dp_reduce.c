@@ -55,10 +55,10 @@ static mpt_status start_(mpt_dp *dp, int i, int k, mpt_error *err) {
     b->state = MPT_DP_B_RUNNING;
     b->ring_buf = k;
     dp->ring_busy[k] = 1;
-    return mpt_ring_start(&b->ring, dp->comm,
-                          dp->zero == 0 ? MPT_RING_ALLREDUCE : MPT_RING_REDUCE_SCATTER,
-                          dp->model->grads + b->begin, b->n, dp->ring_buf[k],
-                          BUCKET_TAG + i % TAG_SPAN, err);
+    return mpt_ring_start_dt(&b->ring, dp->comm,
+                             dp->zero == 0 ? MPT_RING_ALLREDUCE : MPT_RING_REDUCE_SCATTER,
+                             dp->model->grads + b->begin, b->n, dp->ring_buf[k], dp->o.grad_wire,
+                             BUCKET_TAG + i % TAG_SPAN, err);
 }
 
 /* Gives back the receive buffer of a bucket whose reduce phase is over. */

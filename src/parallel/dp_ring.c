@@ -2,7 +2,10 @@
  * nonblocking point-to-point messages (see dp_ring.h). */
 #include "parallel/dp_ring.h"
 
+#include <stdint.h>
 #include <string.h>
+
+#include "core/gemm_bf16.h"
 
 static size_t mod_(long a, int R) { return (size_t)(((a % R) + R) % R); }
 
@@ -21,6 +24,13 @@ static mpt_status post_(mpt_ring *g, mpt_error *err) {
         recv_c = mod_((long)r - k - 1, R);
         into = g->buf + recv_c * g->w;
     }
+    if (g->wire == MPT_BF16) { /* tmp holds the bf16 receive, then send, buffers */
+        uint16_t *rx = (uint16_t *)(void *)g->tmp, *tx = rx + g->w;
+        mpt_bf16_encode(tx, g->buf + send_c * g->w, g->w);
+        mpt_status st = mpt_irecv_dt(g->comm, rx, g->w, MPT_BF16, prev, g->tag, &g->req[0], err);
+        if (!st) st = mpt_isend_dt(g->comm, tx, g->w, MPT_BF16, next, g->tag, &g->req[1], err);
+        return st;
+    }
     mpt_status st = mpt_irecv(g->comm, into, g->w, prev, g->tag, &g->req[0], err);
     if (!st) st = mpt_isend(g->comm, g->buf + send_c * g->w, g->w, next, g->tag, &g->req[1], err);
     return st;
@@ -30,17 +40,35 @@ static mpt_status post_(mpt_ring *g, mpt_error *err) {
  * the next step or phase, and post it. */
 static mpt_status advance_(mpt_ring *g, mpt_error *err) {
     int R = g->comm->size;
+    const uint16_t *rx = (const uint16_t *)(const void *)g->tmp; /* bf16 wire */
     if (g->reducing) {
         size_t c = mod_((long)g->comm->rank - g->step - 2, R), w = g->w;
         float *dst = g->buf + c * w;
         const float *src = g->tmp;
+        if (g->wire == MPT_BF16) {
 #pragma omp parallel for simd schedule(static) if (w > 65536)
-        for (size_t i = 0; i < w; i++) dst[i] += src[i];
+            for (size_t i = 0; i < w; i++) {
+                uint32_t u = (uint32_t)rx[i] << 16;
+                float v;
+                memcpy(&v, &u, sizeof v);
+                dst[i] += v;
+            }
+        } else {
+#pragma omp parallel for simd schedule(static) if (w > 65536)
+            for (size_t i = 0; i < w; i++) dst[i] += src[i];
+        }
+    } else if (g->wire == MPT_BF16) { /* all-gather: the received chunk, widened in place */
+        size_t c = mod_((long)g->comm->rank - g->step - 1, R);
+        mpt_bf16_decode(g->buf + c * g->w, rx, g->w);
     }
     if (++g->step < R - 1) return post_(g, err);
     if (g->reducing && g->kind == MPT_RING_ALLREDUCE) {
         g->reducing = 0;
         g->step = 0;
+        if (g->wire == MPT_BF16) { /* the owner's sum as every other rank will hold it */
+            float *own = g->buf + (size_t)g->comm->rank * g->w;
+            mpt_bf16_round(own, own, g->w);
+        }
         return post_(g, err);
     }
     g->active = 0;
@@ -49,6 +77,11 @@ static mpt_status advance_(mpt_ring *g, mpt_error *err) {
 
 mpt_status mpt_ring_start(mpt_ring *g, mpt_comm *comm, mpt_ring_kind kind, float *buf, size_t n,
                           float *tmp, int tag, mpt_error *err) {
+    return mpt_ring_start_dt(g, comm, kind, buf, n, tmp, MPT_F32, tag, err);
+}
+
+mpt_status mpt_ring_start_dt(mpt_ring *g, mpt_comm *comm, mpt_ring_kind kind, float *buf,
+                             size_t n, float *tmp, mpt_dtype wire, int tag, mpt_error *err) {
     memset(g, 0, sizeof *g);
     int R = comm ? comm->size : 1;
     if (R <= 1) return MPT_OK;
@@ -57,12 +90,16 @@ mpt_status mpt_ring_start(mpt_ring *g, mpt_comm *comm, mpt_ring_kind kind, float
                         R, n);
     if (kind != MPT_RING_ALLGATHER && !tmp)
         return mpt_fail(err, MPT_ERR_RUN, "ring reduction without a receive buffer");
+    if (wire != MPT_F32 && (wire != MPT_BF16 || kind == MPT_RING_ALLGATHER))
+        return mpt_fail(err, MPT_ERR_RUN, "ring: %s messages only for the reductions",
+                        mpt_dtype_name(wire));
     g->comm = comm;
     g->kind = kind;
     g->buf = buf;
     g->tmp = tmp;
     g->w = n / (size_t)R;
     g->tag = tag;
+    g->wire = wire;
     g->reducing = kind != MPT_RING_ALLGATHER;
     g->active = g->w > 0;
     return g->active ? post_(g, err) : MPT_OK;
@@ -90,4 +127,6 @@ mpt_status mpt_ring_wait(mpt_ring *g, mpt_error *err) {
     return MPT_OK;
 }
 
-int mpt_ring_uses_tmp(const mpt_ring *g) { return g->active && g->reducing; }
+int mpt_ring_uses_tmp(const mpt_ring *g) {
+    return g->active && (g->reducing || g->wire == MPT_BF16);
+}

@@ -24,7 +24,16 @@
  * Which ranks call: every rank of comm starts the same rings (same n, kind and tag) in the
  * same order; a tag must not be shared by two rings in flight at once on the same comm. The
  * buffer (and tmp) must stay untouched until the ring is done. tmp: w elements (reduce phases),
- * may be NULL for MPT_RING_ALLGATHER. With R = 1 a ring is done at start. */
+ * may be NULL for MPT_RING_ALLGATHER. With R = 1 a ring is done at start.
+ *
+ * bf16 on the wire (mpt_ring_start_dt, MPT_BF16; --grad-reduce-dtype bf16): every message is
+ * the fp32 chunk rounded to bf16 (half the bytes); on receipt it is widened and added in fp32.
+ * So each partial sum is rounded once per hop (R-1 roundings of relative 2^-8 at most, against
+ * R-1 fp32 additions in fp32 mode), never summed in bf16 (which would lose the small addends
+ * of a long sum). An all-reduce rounds each owner's finished chunk too before it is gathered,
+ * so every rank still holds bit-identical sums. The two bf16 message buffers (receive, send)
+ * are carved from tmp (w fp32 = 2w bf16), which the ring then keeps through its all-gather
+ * phase; the reduce-scatter's owner keeps its chunk in fp32. Reduce kinds only. */
 #ifndef MPT_DP_RING_H
 #define MPT_DP_RING_H
 
@@ -45,6 +54,7 @@ typedef struct mpt_ring {
     float *tmp;          /* (w) not owned: receive buffer of the reduce phase */
     size_t w;            /* elements per chunk */
     int tag;
+    mpt_dtype wire;      /* MPT_F32 or MPT_BF16: the messages' element type */
     int reducing;        /* 1 in the reduce-scatter phase, 0 in the all-gather phase */
     int step;            /* ring step of the current phase, 0..R-2 */
     int active;          /* 0 once done */
@@ -54,6 +64,9 @@ typedef struct mpt_ring {
 /* Starts the ring and posts its first step (see above). n must be a multiple of comm->size. */
 mpt_status mpt_ring_start(mpt_ring *g, mpt_comm *comm, mpt_ring_kind kind, float *buf, size_t n,
                           float *tmp, int tag, mpt_error *err);
+/* The same with the messages in wire (MPT_F32, or MPT_BF16 for the reduce kinds: see above). */
+mpt_status mpt_ring_start_dt(mpt_ring *g, mpt_comm *comm, mpt_ring_kind kind, float *buf,
+                             size_t n, float *tmp, mpt_dtype wire, int tag, mpt_error *err);
 /* Completes every step whose messages have arrived and posts the next; never blocks.
  * *done = 1 when the ring has finished. */
 mpt_status mpt_ring_progress(mpt_ring *g, int *done, mpt_error *err);

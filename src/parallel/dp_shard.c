@@ -179,8 +179,9 @@ static mpt_status finish_slot_(mpt_dp *dp, int s, mpt_error *err) {
 static mpt_status reduce_slot_(mpt_dp *dp, int s, mpt_error *err) {
     int u = dp->stage_unit[s];
     dp->stage_reducing[s] = 1;
-    return mpt_ring_start(&dp->stage_ring[s], dp->comm, MPT_RING_REDUCE_SCATTER, dp->stage[s],
-                          mpt_dp_unit_n(&dp->model->pt, u), dp->stage_tmp[s], STAGE_TAG + s, err);
+    return mpt_ring_start_dt(&dp->stage_ring[s], dp->comm, MPT_RING_REDUCE_SCATTER, dp->stage[s],
+                             mpt_dp_unit_n(&dp->model->pt, u), dp->stage_tmp[s], dp->o.grad_wire,
+                             STAGE_TAG + s, err);
 }
 
 mpt_status mpt_dp_stage_open(mpt_dp *dp, int u, mpt_error *err) {

@@ -10,7 +10,7 @@
 #include "core/adamw.h"
 
 /* cnt layout: [0,n) send rows, [n,2n) send displs, [2n,3n) recv rows, [3n,4n) recv displs,
- * [4n,8n) the same four in elements */
+ * [4n,8n) the same four in elements, [8n, 8n + n*n) every rank's send rows */
 #define SC_(ep) ((ep)->cnt)
 #define SD_(ep) ((ep)->cnt + (ep)->n)
 #define RC_(ep) ((ep)->cnt + 2 * (ep)->n)
@@ -25,7 +25,7 @@ mpt_status mpt_ep_init(mpt_ep *ep, mpt_comm *comm, int experts, mpt_error *err) 
     if (experts <= 0 || experts % ep->n != 0)
         return mpt_fail(err, MPT_ERR_INPUT, "--ep %d must divide --experts %d", ep->n, experts);
     ep->El = experts / ep->n;
-    ep->cnt = calloc(8 * (size_t)ep->n, sizeof *ep->cnt);
+    ep->cnt = calloc(8 * (size_t)ep->n + (size_t)ep->n * (size_t)ep->n, sizeof *ep->cnt);
     if (!ep->cnt) return mpt_fail(err, MPT_ERR_RUN, "out of memory for the ep counts");
     return MPT_OK;
 }
@@ -55,7 +55,8 @@ static mpt_status scale_(mpt_ep *ep, const int *c, int k0, int D, mpt_error *err
 }
 
 static mpt_status dispatch_(void *ctx, const float *x, const int32_t *expert, size_t n, int D,
-                            float *recv, int32_t *recv_expert, size_t *n_recv, mpt_error *err) {
+                            size_t max_recv, float *recv, int32_t *recv_expert, size_t *n_recv,
+                            mpt_error *err) {
     mpt_ep *ep = ctx;
     int *sc = SC_(ep), *sd = SD_(ep), *rc = RC_(ep), *rd = RD_(ep);
     if (n > INT_MAX) return mpt_fail(err, MPT_ERR_RUN, "expert dispatch: %zu rows", n);
@@ -67,18 +68,24 @@ static mpt_status dispatch_(void *ctx, const float *x, const int32_t *expert, si
                             "order or range", i, (int)expert[i]);
         sc[q]++;
     }
-    /* the counts first: every rank learns how many rows each peer sends it */
-    int ones[2 * 64], *one = ones, *idx = ones + 64;
-    int *heap = NULL;
-    if (ep->n > 64) {
-        if (!(heap = malloc(2 * (size_t)ep->n * sizeof *heap)))
-            return mpt_fail(err, MPT_ERR_RUN, "out of memory");
-        one = heap, idx = heap + ep->n;
-    }
-    for (int q = 0; q < ep->n; q++) one[q] = 1, idx[q] = q;
-    mpt_status st = mpt_alltoallv_dt(ep->comm, sc, one, idx, rc, one, idx, MPT_I32, err);
-    free(heap);
+    /* the counts first: every rank learns how many rows each rank sends to each (an all-gather
+     * of the n x n matrix, so every rank knows every rank's total and all reach the same
+     * verdict on the bound before any row moves) */
+    int *all = ep->cnt + 8 * (size_t)ep->n; /* all[src * n + dst] */
+    mpt_status st = mpt_allgather_dt(ep->comm, sc, all, (size_t)ep->n, MPT_I32, err);
     if (st) return st;
+    for (int d = 0; d < ep->n; d++) {
+        size_t got = 0;
+        for (int q = 0; q < ep->n; q++) got += (size_t)all[(size_t)q * ep->n + d];
+        if (got > max_recv)
+            return mpt_fail(err, MPT_ERR_RUN, "expert dispatch: the experts of ep rank %d would "
+                            "receive %zu token rows, more than the %zu the memory plan holds "
+                            "(the dropless bound): raise --moe-dropless-bound (at "
+                            "most --ep, the worst case) or set --capacity-factor", d, got,
+                            max_recv);
+        if (d == ep->rank)
+            for (int q = 0; q < ep->n; q++) rc[q] = all[(size_t)q * ep->n + d];
+    }
     size_t total = 0;
     for (int q = 0, a = 0, b = 0; q < ep->n; q++) {
         sd[q] = a, a += sc[q];

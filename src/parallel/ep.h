@@ -1,12 +1,15 @@
 /* ep.h — expert parallelism: the MoE blocks' token dispatch and combine over the ep group
  * (model/parops.h expert entries), and the expert gradients' own buffer and reduction.
  *
- * Layout: ep splits the data-parallel ranks (parallel/mesh.h: ep divides dp, ep_rank =
- * dp_rank % ep). In every MoE block ep rank q holds experts [q*E/ep, (q+1)*E/ep)
+ * Layout: ep splits the dp x cp ranks (parallel/mesh.h: ep divides dp, ep_rank = dp_rank % ep;
+ * or ep spans every cp rank and ep / cp dp ranks, ep_rank = (cp_rank + cp * dp_rank) % ep).
+ * In every MoE block ep rank q holds experts [q*E/ep, (q+1)*E/ep)
  * (model/params.h, mpt_params_build_stage_ep). Dense tensors, the routers included, are
- * reduced over dp as before; an expert's gradient already sums the tokens of its whole ep group
- * (they were dispatched to it) and is then summed over the expert-data-parallel group: the dp
- * ranks with the same ep_rank (edp, dp / ep of them).
+ * reduced over dp (x cp) as before; an expert's gradient already sums the tokens of its whole
+ * ep group (they were dispatched to it) and is then summed over the expert-data-parallel
+ * group: the dp x cp ranks with the same ep_rank (edp, dp * cp / ep of them). With cp > 1 the
+ * routers' assignment counts are summed over cp (model/moe.h), so the load-balancing loss
+ * sees the whole sequence of each micro-batch.
  *
  *   mpt_ep ep;  mpt_ep_init(&ep, &groups.dim[MPT_DIM_EP], cfg.experts, err);   // every rank
  *   mpt_par_ops ops;  mpt_tp_ops(&ops, tp);  mpt_ep_ops(&ops, &ep);

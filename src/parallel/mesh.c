@@ -61,18 +61,24 @@ mpt_status mpt_layout_check(const mpt_layout *l, int world, mpt_error *err) {
             return mpt_fail(err, MPT_ERR_INPUT,
                             "--%s %d: every parallel size must be at least 1 (layout %s)",
                             mpt_dim_name((mpt_dim)d), l->size[d], text);
-    int dp = l->size[MPT_DIM_DP], ep = l->size[MPT_DIM_EP];
-    if (dp % ep != 0) {
+    int dp = l->size[MPT_DIM_DP], ep = l->size[MPT_DIM_EP], cp = l->size[MPT_DIM_CP];
+    if (dp % ep != 0 && (ep % cp != 0 || dp % (ep / cp) != 0)) {
         char divs[256];
         size_t used = 0;
         divs[0] = '\0';
         for (int k = 1; k <= dp && used + 16 < sizeof divs; k++)
             if (dp % k == 0)
                 used += (size_t)snprintf(divs + used, sizeof divs - used, "%s%d", used ? ", " : "", k);
+        if (cp == 1)
+            return mpt_fail(err, MPT_ERR_INPUT,
+                            "--ep %d does not divide --dp %d: expert parallelism splits the "
+                            "data-parallel ranks, so choose --ep among %s",
+                            ep, dp, divs);
         return mpt_fail(err, MPT_ERR_INPUT,
-                        "--ep %d does not divide --dp %d: expert parallelism splits the "
-                        "data-parallel ranks, so choose --ep among %s",
-                        ep, dp, divs);
+                        "--ep %d does not divide --dp %d and is not --cp %d times a divisor of "
+                        "it: expert parallelism splits the dp ranks, or every cp rank and a "
+                        "divisor of dp; choose --ep among %s or %d times one of them",
+                        ep, dp, cp, divs, cp);
     }
     long long need = world_ll_(l);
     if (need < 0)
@@ -96,7 +102,11 @@ mpt_coords mpt_mesh_coords(const mpt_layout *l, int rank) {
     c.c[MPT_DIM_DP] = r % l->size[MPT_DIM_DP];
     r /= l->size[MPT_DIM_DP];
     c.c[MPT_DIM_PP] = r;
-    c.c[MPT_DIM_EP] = c.c[MPT_DIM_DP] % l->size[MPT_DIM_EP];
+    /* ep spans the dp ranks (dp % ep), or every cp rank and then dp ranks ((cp + cp*dp) % ep) */
+    c.c[MPT_DIM_EP] = mpt_mesh_ep_spans_cp(l)
+                          ? (c.c[MPT_DIM_CP] + l->size[MPT_DIM_CP] * c.c[MPT_DIM_DP]) %
+                                l->size[MPT_DIM_EP]
+                          : c.c[MPT_DIM_DP] % l->size[MPT_DIM_EP];
     return c;
 }
 
@@ -108,25 +118,32 @@ int mpt_mesh_rank(const mpt_layout *l, const mpt_coords *c) {
                 l->size[MPT_DIM_CP] * (c->c[MPT_DIM_DP] + l->size[MPT_DIM_DP] * c->c[MPT_DIM_PP]));
 }
 
+int mpt_mesh_ep_spans_cp(const mpt_layout *l) {
+    return l->size[MPT_DIM_DP] % l->size[MPT_DIM_EP] != 0;
+}
+
 /* Mask arithmetic runs over five sub-coordinates whose mixed-radix number, fastest first, is
- * the world rank: tp, cp, dp % ep, dp / ep, pp. */
+ * the world rank: tp, cp, dp % x, dp / x, pp, where x = ep when ep divides dp and x = ep / cp
+ * when ep spans cp (then ep covers cp and dp % x). */
 enum { SUB_TP, SUB_CP, SUB_EPIN, SUB_DPOUT, SUB_PP, SUBS };
 
 static void sub_sizes_(const mpt_layout *l, int n[SUBS]) {
+    int x = mpt_mesh_ep_spans_cp(l) ? l->size[MPT_DIM_EP] / l->size[MPT_DIM_CP]
+                                    : l->size[MPT_DIM_EP];
     n[SUB_TP] = l->size[MPT_DIM_TP];
     n[SUB_CP] = l->size[MPT_DIM_CP];
-    n[SUB_EPIN] = l->size[MPT_DIM_EP];
-    n[SUB_DPOUT] = l->size[MPT_DIM_DP] / l->size[MPT_DIM_EP];
+    n[SUB_EPIN] = x;
+    n[SUB_DPOUT] = l->size[MPT_DIM_DP] / x;
     n[SUB_PP] = l->size[MPT_DIM_PP];
 }
 
 /* The sub-coordinates a mask covers, as bits (1 << SUB_*). */
-static unsigned sub_mask_(mpt_dim_mask mask) {
+static unsigned sub_mask_(const mpt_layout *l, mpt_dim_mask mask) {
     unsigned s = 0;
     if (mask & MPT_MASK_TP) s |= 1u << SUB_TP;
     if (mask & MPT_MASK_CP) s |= 1u << SUB_CP;
     if (mask & MPT_MASK_DP) s |= 1u << SUB_EPIN | 1u << SUB_DPOUT;
-    if (mask & MPT_MASK_EP) s |= 1u << SUB_EPIN;
+    if (mask & MPT_MASK_EP) s |= 1u << SUB_EPIN | (mpt_mesh_ep_spans_cp(l) ? 1u << SUB_CP : 0u);
     if (mask & MPT_MASK_PP) s |= 1u << SUB_PP;
     return s;
 }
@@ -146,7 +163,7 @@ static int sub_rank_(const int n[SUBS], const int c[SUBS]) {
 
 int mpt_mesh_mask_size(const mpt_layout *l, mpt_dim_mask mask) {
     int n[SUBS], size = 1;
-    unsigned sm = sub_mask_(mask);
+    unsigned sm = sub_mask_(l, mask);
     sub_sizes_(l, n);
     for (int k = 0; k < SUBS; k++)
         if (sm & 1u << k) size *= n[k];
@@ -155,7 +172,7 @@ int mpt_mesh_mask_size(const mpt_layout *l, mpt_dim_mask mask) {
 
 int mpt_mesh_mask_index(const mpt_layout *l, mpt_dim_mask mask, int rank) {
     int n[SUBS], c[SUBS], idx = 0;
-    unsigned sm = sub_mask_(mask);
+    unsigned sm = sub_mask_(l, mask);
     sub_sizes_(l, n);
     sub_coords_(rank, n, c);
     for (int k = SUBS - 1; k >= 0; k--)
@@ -165,7 +182,7 @@ int mpt_mesh_mask_index(const mpt_layout *l, mpt_dim_mask mask, int rank) {
 
 int mpt_mesh_mask_group(const mpt_layout *l, mpt_dim_mask mask, int rank, int *ranks) {
     int n[SUBS], c[SUBS], size = mpt_mesh_mask_size(l, mask);
-    unsigned sm = sub_mask_(mask);
+    unsigned sm = sub_mask_(l, mask);
     sub_sizes_(l, n);
     sub_coords_(rank, n, c);
     for (int i = 0; i < size; i++) { /* member i: i's mixed-radix digits on the masked coords */
@@ -182,7 +199,7 @@ int mpt_mesh_mask_group(const mpt_layout *l, mpt_dim_mask mask, int rank, int *r
 
 int mpt_mesh_mask_color(const mpt_layout *l, mpt_dim_mask mask, int rank) {
     int n[SUBS], c[SUBS];
-    unsigned sm = sub_mask_(mask);
+    unsigned sm = sub_mask_(l, mask);
     sub_sizes_(l, n);
     sub_coords_(rank, n, c);
     for (int k = 0; k < SUBS; k++)
@@ -213,7 +230,10 @@ static int member_(const mpt_layout *l, mpt_dim d, int rank, int i) {
     case MPT_DIM_TP: c[SUB_TP] = i; break;
     case MPT_DIM_CP: c[SUB_CP] = i; break;
     case MPT_DIM_DP: c[SUB_EPIN] = i % n[SUB_EPIN]; c[SUB_DPOUT] = i / n[SUB_EPIN]; break;
-    case MPT_DIM_EP: c[SUB_EPIN] = i; break;
+    case MPT_DIM_EP:
+        if (mpt_mesh_ep_spans_cp(l)) c[SUB_CP] = i % n[SUB_CP], i /= n[SUB_CP];
+        c[SUB_EPIN] = i;
+        break;
     case MPT_DIM_PP: c[SUB_PP] = i; break;
     case MPT_DIMS: break;
     }

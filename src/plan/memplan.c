@@ -45,9 +45,16 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
     mpt_param_table pt;
     /* E/ep experts here; under ZeRO 1-3 every expert, sharded over dp (parallel/ep.h) */
     int ep = cfg->experts > 0 && lay->zero == 0 ? pl->layout.size[MPT_DIM_EP] : 1;
-    st = mpt_params_build_stage_ep(&pt, cfg, tp, 0, ep, pl->coords.c[MPT_DIM_EP], pl->first_layer,
-                                   pl->n_layers, pl->first, pl->last, mpt_dp_unit_align(dpn),
-                                   err);
+    /* several chunks: which model blocks they hold decides which are MoE blocks (the
+     * trainer's mapping: interleaved chunk c = stage c*p + r, zb-v chunk 1 = stage 2p-1-r) */
+    int fl = pl->first_layer, cl = 0, stride = 0;
+    if (lay->chunks > 1 && cfg->experts > 0) {
+        cl = pl->n_layers / lay->chunks;
+        fl = pl->stage * cl;
+        stride = (lay->split_w ? 2 * pl->stages - 1 - 2 * pl->stage : pl->stages) * cl;
+    }
+    st = mpt_params_build_chunks(&pt, cfg, tp, 0, ep, pl->coords.c[MPT_DIM_EP], fl, pl->n_layers,
+                                 cl, stride, pl->first, pl->last, mpt_dp_unit_align(dpn), err);
     if (st) return st;
     /* what the data-parallel module allocates: the sum of its buffer list */
     mpt_dp_opts o;
@@ -87,7 +94,8 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
     if (gpt_flags & MPT_GPT_GRADS) plan->bytes[MPT_MEM_GRADS] += P;
     for (int k = 0; k < MPT_MEM_KINDS; k++) plan->bytes[k] += dp_bytes[k];
     size_t set = 0;
-    for (int i = 0; i < MPT_ACT_SLOTS; i++) set += act_n[i] * 4;
+    for (int i = 0; i < MPT_ACT_SLOTS; i++) /* bytes by dtype (bf16 slots: model/gpt.h) */
+        set += act_n[i] * mpt_dtype_size(mpt_gpt_act_dtype(cfg, lay->bf16, (mpt_act_slot)i));
     plan->bytes[MPT_MEM_ACTIVATIONS] = set * (size_t)(lay->act_sets > 0 ? lay->act_sets : 1);
     int chunks = lay->chunks > 1 && lay->chunk_sets ? lay->chunks : 1;
     if (chunks > 1) { /* each chunk's sets hold its blocks only, with its own ends */
@@ -98,7 +106,8 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
             if (!mpt_gpt_buffer_sizes(cfg, B, T, 1, tp, lay->sp, &q, ca, cw))
                 return mpt_fail(err, MPT_ERR_INPUT, "batch %d x %d tokens is too large to address",
                                 B, T);
-            for (int i = 0; i < MPT_ACT_SLOTS; i++) cset += ca[i] * 4;
+            for (int i = 0; i < MPT_ACT_SLOTS; i++)
+                cset += ca[i] * mpt_dtype_size(mpt_gpt_act_dtype(cfg, lay->bf16, (mpt_act_slot)i));
             plan->bytes[MPT_MEM_ACTIVATIONS] += cset * (size_t)lay->chunk_sets[c];
         }
     }

@@ -17,9 +17,10 @@
  *
  * Precision: the runtime keeps fp32 parameters, gradients and AdamW state in both precisions
  * (4 + 4 + 8 = 16 bytes per parameter, before ZeRO divides them). bf16 (`train --dtype bf16`)
- * adds only the bf16 GEMMs' operand scratch (workspace, model/gpt.h MPT_WORK_BF16): it rounds
- * the fp32 weights tile by tile instead of keeping a 2-byte working copy, so it stays at 16
- * bytes per parameter where Megatron's mixed precision takes 18 (2 bf16 weights + 4 fp32
+ * stores the linear layers' saved inputs in bf16 (model/gpt.h mpt_gpt_act_dtype: fewer
+ * activation bytes, one block's fp32 staging in the workspace) and adds the bf16 GEMMs' operand
+ * scratch (workspace, MPT_WORK_BF16): it rounds the fp32 weights tile by tile instead of
+ * keeping a 2-byte working copy, so it stays at 16 bytes per parameter where Megatron's mixed precision takes 18 (2 bf16 weights + 4 fp32
  * gradients + 4 master + 8 Adam), or 6 + 12/N with its distributed optimizer against ZeRO-1's
  * 8 + 8/N here. Pure and thread-compatible. */
 #ifndef MPT_PLAN_H

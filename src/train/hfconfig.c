@@ -97,7 +97,8 @@ mpt_status mpt_hfconfig_parse(const char *text, size_t len, const char *what, mp
         (st = get_int_(root, "moe_layer_freq", 1, 0, 0, &c.moe_every, what, err)) ||
         (st = get_float_(root, "moe_capacity_factor", &c.capacity_factor, what, err)) ||
         (st = get_float_(root, "moe_aux_loss_coef", &c.aux_loss_coef, what, err)) ||
-        (st = get_float_(root, "moe_z_loss_coef", &c.z_loss_coef, what, err)))
+        (st = get_float_(root, "moe_z_loss_coef", &c.z_loss_coef, what, err)) ||
+        (st = get_float_(root, "moe_dropless_bound", &c.dropless_bound, what, err)))
         goto cleanup;
     /* 4 x n_embd only where it fits an int; a wider n_embd is left to mpt_config_finish */
     if (c.ffn == 0 && c.d_model <= INT_MAX / 4) c.ffn = 4 * c.d_model;
@@ -175,6 +176,8 @@ char *mpt_hfconfig_to_json(const mpt_config *cfg) {
              cJSON_AddNumberToObject(root, "moe_capacity_factor", short_(cfg->capacity_factor)) &&
              cJSON_AddNumberToObject(root, "moe_aux_loss_coef", short_(cfg->aux_loss_coef)) &&
              cJSON_AddNumberToObject(root, "moe_z_loss_coef", short_(cfg->z_loss_coef));
+    if (ok && cfg->experts > 0 && cfg->dropless_bound > 0)
+        ok = cJSON_AddNumberToObject(root, "moe_dropless_bound", short_(cfg->dropless_bound)) != NULL;
     if (!ok || !(text = cJSON_Print(root))) goto cleanup;
     size_t len = strlen(text);
     if ((out = malloc(len + 2))) {

@@ -140,6 +140,7 @@ static cJSON *start_line_(const mpt_run *r, long start, const mpt_mem_plan *plan
     cJSON_AddNumberToObject(j, "threads", o->threads);
     cJSON_AddStringToObject(j, "dtype", o->dtype == MPT_BF16 ? "bf16" : "fp32");
     if (o->dtype == MPT_BF16) cJSON_AddStringToObject(j, "bf16_gemm", mpt_gemm_bf16_describe());
+    cJSON_AddStringToObject(j, "grad_reduce_dtype", o->grad_reduce_dtype == MPT_BF16 ? "bf16" : "fp32");
     cJSON_AddNumberToObject(j, "peak_flops", peak);
     cJSON *mem = cJSON_AddObjectToObject(j, "memory_plan_bytes");
     for (int k = 0; k < MPT_MEM_KINDS; k++)

@@ -78,6 +78,8 @@ typedef struct mpt_train_opts {
     mpt_dtype dtype;         /* MPT_F32 (default) or MPT_BF16: GEMMs take bf16 operands and
                               * accumulate in fp32 (core/gemm_bf16.h); master weights, gradients,
                               * AdamW, LayerNorm, attention and the loss stay fp32 */
+    mpt_dtype grad_reduce_dtype; /* MPT_F32 (default) or MPT_BF16: the dp gradient rings send
+                              * bf16 and add in fp32 on receipt (parallel/dp_ring.h) */
     int zero;                /* ZeRO stage 0..3 */
     int z3_gather_step;      /* zero 3: gather every unit once per step (--zero3-gather step)
                               * instead of per layer pass (layer, the default) */

@@ -140,6 +140,13 @@ static void owned_(const mpt_dp *dp, const mpt_tensor *lt, int d, size_t *x0, si
 
 /* ---------------------------------------------------------------- loading */
 
+/* The index in the dp module's group (dp, or dp x cp: cp_rank + cp * dp_rank) of its first
+ * rank with ep rank q (parallel/mesh.h: ep over dp, or over cp then dp). */
+static int ep_holder_(const mpt_run *r, int q) {
+    const mpt_layout *l = &r->place.layout;
+    return mpt_mesh_ep_spans_cp(l) ? q : q * l->size[MPT_DIM_CP];
+}
+
 /* Reads this rank's part of full tensor fi (kind) into tensor lt of its table. */
 static mpt_status load_tensor_(stage_ *s, const mpt_ckpt_reader *rd, int kind, size_t fi,
                                const mpt_tensor *lt, mpt_error *err) {
@@ -244,11 +251,11 @@ static mpt_status gather_rows_(stage_ *s, int kind, size_t fi, size_t r0, size_t
     mpt_comm *dpc = r->dp.comm;
     int holder = holder_stage_(r, ft), tp = r->o->tp;
     int me_t = r->place.coords.c[MPT_DIM_TP], me_d = r->dp.r;
-    /* an expert lives on the dp ranks of its ep rank (ep > 1, zero 0): the first of them,
-     * dp rank ep_rank, sends it (parallel/ep.h) */
+    /* an expert lives on the dp x cp ranks of its ep rank (ep > 1, zero 0): the first of
+     * them sends it (parallel/ep.h) */
     int ep = r->place.layout.size[MPT_DIM_EP], hold_d = 0;
     if (ft->expert >= 0 && ep > 1 && !r->model.ep_full)
-        hold_d = ft->expert / (r->cfg.experts / ep);
+        hold_d = ep_holder_(r, ft->expert / (r->cfg.experts / ep));
     int me_p = r->place.coords.c[MPT_DIM_PP];
     mpt_status st = MPT_OK;
     if (me_p == holder && s->local[fi] >= 0 && (me_t == 0 || ft->split != MPT_SPLIT_NONE)) {
@@ -294,7 +301,8 @@ static mpt_status gather_rows_(stage_ *s, int kind, size_t fi, size_t r0, size_t
         mpt_coords c = {{0}};
         c.c[MPT_DIM_TP] = t;
         c.c[MPT_DIM_PP] = holder;
-        c.c[MPT_DIM_DP] = hold_d;
+        c.c[MPT_DIM_CP] = hold_d % r->place.layout.size[MPT_DIM_CP]; /* the index in dp x cp */
+        c.c[MPT_DIM_DP] = hold_d / r->place.layout.size[MPT_DIM_CP];
         int src = mpt_mesh_rank(&r->place.layout, &c);
         if (src != 0 && (st = mpt_recv(r->world, s->in + off, n, src, TAG_, err))) break;
         for (size_t k = a * lrow; k < b * lrow; k++) {

@@ -94,9 +94,6 @@ static mpt_status validate_layout_(mpt_run *r, mpt_error *err) {
     if (ep > 1 && cfg->experts % ep != 0)
         return mpt_fail(err, MPT_ERR_INPUT, "--ep %d must divide --experts %d: each expert-"
                         "parallel rank holds experts/ep of them", ep, cfg->experts);
-    if (ep > 1 && o->cp > 1)
-        return mpt_fail(err, MPT_ERR_INPUT, "--ep with --cp is not supported yet: expert "
-                        "parallelism splits the data-parallel ranks only (use --cp 1)");
     if (cfg->experts > 0 && o->sp)
         return mpt_fail(err, MPT_ERR_INPUT, "--experts with --sp is not supported: the MoE "
                         "blocks need every token row on each tensor-parallel rank (drop --sp)");
@@ -143,17 +140,14 @@ static mpt_status validate_layout_(mpt_run *r, mpt_error *err) {
     if (o->schedule && strcmp(o->schedule, "2bw") == 0 && o->zero >= 3)
         return mpt_fail(err, MPT_ERR_INPUT, "--schedule 2bw stashes the previous step's weights "
                         "whole: use --zero 0, 1 or 2");
-    int is_2bw = o->schedule && strcmp(o->schedule, "2bw") == 0;
-    if (r->cfg.experts > 0 && o->pp > 1 &&
-        (r->kind == MPT_PP_INTERLEAVED || mpt_pp_split(r->kind) || is_2bw))
-        return mpt_fail(err, MPT_ERR_INPUT, "--schedule %s does not run MoE models yet (its "
-                        "chunked or split backward has no expert path): use naive, gpipe or "
-                        "1f1b with --experts", o->schedule);
-    if (r->cfg.experts > 0 && is_2bw)
-        return mpt_fail(err, MPT_ERR_INPUT, "--schedule 2bw does not run MoE models yet: "
-                        "drop --schedule 2bw or --experts");
+    /* MoE runs under every schedule: interleaved, zb-h1 and zb-v through the split backward's
+     * expert path (model/moe.h), 2bw on its stashed weights like the dense tensors */
     r->v = o->virtual_stages > 1 ? o->virtual_stages : 1;
     if (o->pp > 1 && r->kind == MPT_PP_ZB_V && o->virtual_stages <= 1) r->v = 2; /* the V */
+    if (r->cfg.experts > 0 && ep > 1 && r->v > 1) /* the chunk views size MoE rows for ep 1 */
+        return mpt_fail(err, MPT_ERR_INPUT, "--ep %d with --schedule %s is not supported yet "
+                        "(its pipeline chunks do not size the expert dispatch for ep): use "
+                        "--schedule zb-h1 or 1f1b with --ep, or --ep 1", ep, o->schedule);
     if (r->v > 1 && o->pp < 2)
         return mpt_fail(err, MPT_ERR_INPUT, "--virtual-stages %d needs --pp 2 or more and "
                         "--schedule interleaved", r->v);
@@ -349,9 +343,12 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
         mpt_cp_ops(&ops, &r->cp);
         dp = &r->dpcp;
     }
-    if (r->place.layout.size[MPT_DIM_EP] > 1) { /* experts split over ep (parallel/ep.h) */
+    /* experts split over ep (parallel/ep.h); edp: the dp x cp ranks with the same ep rank */
+    if (r->place.layout.size[MPT_DIM_EP] > 1) {
         if ((st = mpt_ep_init(&r->ep, &r->groups.dim[MPT_DIM_EP], r->cfg.experts, err)) ||
-            (st = mpt_comm_split(dp, r->place.coords.c[MPT_DIM_EP], r->place.coords.c[MPT_DIM_DP],
+            (st = mpt_comm_split(dp, r->place.coords.c[MPT_DIM_EP],
+                                 mpt_mesh_mask_index(&r->place.layout, MPT_MASK_DP | MPT_MASK_CP,
+                                                     r->place.rank),
                                  "edp", &r->edp, err)))
             return st;
         mpt_ep_ops(&ops, &r->ep);
@@ -373,6 +370,7 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
     dopt.zero = o->zero;
     dopt.z3_whole = r->z3_whole;
     dopt.bucket_elems = bucket;
+    dopt.grad_wire = o->grad_reduce_dtype == MPT_BF16 ? MPT_BF16 : MPT_F32;
     if (tied_ends && (first || last)) { /* the two ends sum wte's gradients before dp reduces */
         dopt.pre_reduce = mpt_tied_sum;
         dopt.pre_reduce_ctx = &r->embed;
