@@ -127,6 +127,18 @@ moe_other() { # NAME NP REF-M LAYOUT...
 moe_other moe-dp4-ep4 4 8 --dp 4 --ep 4
 moe_other moe-dp2-ep2-pp2 4 4 --dp 2 --ep 2 --pp 2
 moe_other moe-dp2 2 4 --dp 2
+# ep over dp x cp (ep 2 over dp 2 x cp 2, ep 4 spanning cp): each expert written once, by its
+# holder in dp x cp; the sharded save converts to the single save byte for byte
+for L in "--dp 2 --cp 2 --ep 2" "--dp 2 --cp 2 --ep 4"; do
+  tag=$(echo "$L" | tr -d ' -')
+  run "mc-sh-$tag" "${M4[@]}" "$BIN" train "${BASE[@]}" "${MOE[@]}" $L --steps 2 --save "$TMP/mc-sh-$tag" --save-format sharded
+  run "mc-si-$tag" "${M4[@]}" "$BIN" train "${BASE[@]}" "${MOE[@]}" $L --steps 2 --save "$TMP/mc-si-$tag"
+  run "mc-cv-$tag" "$BIN" convert --in "$TMP/mc-sh-$tag" --out "$TMP/mc-cv-$tag"
+  cmp -s "$TMP/mc-cv-$tag/step_000002/model.safetensors" "$TMP/mc-si-$tag/step_000002/model.safetensors" &&
+    cmp -s "$TMP/mc-cv-$tag/step_000002/optimizer.safetensors" "$TMP/mc-si-$tag/step_000002/optimizer.safetensors" &&
+    ok "MoE $L: the sharded save converts to the single save, byte for byte" ||
+    bad "MoE $L: the sharded save does not convert to the single save"
+done
 
 # --- cp: a dp 2 x cp 2 sharded save resumed under cp 4 and on one rank (within 1e-5)
 run cp-sh "${M4[@]}" "$BIN" train "${BASE[@]}" --dp 2 --cp 2 --steps 2 --save "$TMP/cp-sh" --save-format sharded

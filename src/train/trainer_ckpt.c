@@ -484,11 +484,13 @@ static int boxes_of_(boxes_ *x, size_t from, const mpt_run *r, int kind, size_t 
     return 0;
 }
 
-/* The dp rank that writes an unsliced tensor: 0, or for an expert under ep > 1 (ZeRO 0)
- * the first dp rank of the ep rank that holds it (as gather_rows_ sends it). */
+/* The index in the dp module's group (dp, or dp x cp) of the rank that writes an unsliced
+ * tensor: 0, or for an expert under ep > 1 (ZeRO 0) the first rank of the ep rank that holds
+ * it (as gather_rows_ sends it). */
 static int hold_dp_(const mpt_run *r, const mpt_tensor *ft) {
     int ep = r->place.layout.size[MPT_DIM_EP];
-    if (ft->expert >= 0 && ep > 1 && !r->model.ep_full) return ft->expert / (r->cfg.experts / ep);
+    if (ft->expert >= 0 && ep > 1 && !r->model.ep_full)
+        return ep_holder_(r, ft->expert / (r->cfg.experts / ep));
     return 0;
 }
 
