@@ -213,6 +213,12 @@ def shard(src, dst, damage, other=None):
     if damage == "missing-shard":                  # a shard file gone, manifest as it was
         os.remove(os.path.join(dst, ix["files"][-1]))
         return
+    if damage == "flipped-rank2":                  # one bit of rank 2's shard, manifest as it was
+        p = os.path.join(dst, "shard-00002.bin")
+        raw = bytearray(open(p, "rb").read())
+        raw[len(raw) // 2] ^= 0x10
+        open(p, "wb").write(bytes(raw))
+        return
     if damage == "truncated-shard":                # half a shard file, manifest as it was
         p = os.path.join(dst, ix["files"][0])
         raw = open(p, "rb").read()

@@ -21,18 +21,38 @@ check() { # check "what" command...: one check that the command succeeds
 # (CONTRACT §7): exit status 2 exactly (a signal, a crash or the timeout gives another), at
 # least NP lines "mptrain: error: ...WANT..." on stderr (one per rank: every rank finds it), no
 # core file, within 20 s. Runs in a directory of its own under $TMP.
+# REFUSED_JOBS=N (default 1): up to N cases run at once in the background, each still under
+# its own 20 s limit; their verdicts are counted by refused_wait (finish calls it).
 refused_n=0
+REFUSED_JOBS=${REFUSED_JOBS:-1}
 refused() {
-  local what=$1 np=$2 want=$3; shift 4
   refused_n=$((refused_n + 1))
   local dir="$TMP/refused$refused_n"; mkdir -p "$dir"
+  if [ "$REFUSED_JOBS" -le 1 ]; then refused_case_ "$dir" "$@"; return; fi
+  while [ "$(jobs -rp | wc -l)" -ge "$REFUSED_JOBS" ]; do wait -n; done
+  (refused_case_ "$dir" "$@" >"$dir/verdict" 2>&1) &
+}
+refused_wait() { # the verdicts of the background cases, in case order, into the counts
+  wait
+  local i v
+  for ((i = 1; i <= refused_n; i++)); do
+    v="$TMP/refused$i/verdict"; [ -f "$v" ] || continue
+    cat "$v"
+    passes=$((passes + $(grep -c '^ok ' "$v"))); fails=$((fails + $(grep -c '^FAIL' "$v")))
+    rm -f "$v"
+  done
+}
+refused_case_() { # DIR NAME NP WANT -- command...
+  local dir=$1 what=$2 np=$3 want=$4; shift 5
+  local t0; t0=$(date +%s%N)
   (cd "$dir" && timeout -k 5 20 "$@" >"$dir/out" 2>"$dir/err"); local rc=$?
+  local secs; secs=$(( ($(date +%s%N) - t0) / 100000000 )); secs="$((secs / 10)).$((secs % 10)) s"
   local said; said=$(grep -c "^mptrain: error: .*$want" "$dir/err")
   local cores; cores=$(find "$dir" -maxdepth 1 -name 'core*' | wc -l)
   if [ "$rc" = 2 ] && [ "$said" -ge "$np" ] && [ "$cores" = 0 ]; then
-    ok "$what: $(grep -m1 '^mptrain: error: ' "$dir/err" | cut -c1-160)"
+    ok "$what ($secs): $(grep -m1 '^mptrain: error: ' "$dir/err" | cut -c1-160)"
   else
-    bad "$what: exit $rc (want 2), $said of $np ranks said '$want', $cores core files: $(head -c 600 "$dir/err")"
+    bad "$what ($secs): exit $rc (want 2), $said of $np ranks said '$want', $cores core files: $(head -c 600 "$dir/err")"
   fi
 }
 # plan_is_peak NAME: in $TMP/NAME.jsonl (a run's log), every rank's measured arena peak equals
@@ -50,6 +70,7 @@ PY
 ); then ok "$1 plan = arena peak: $msg"; else bad "$1 plan != arena peak: $msg"; fi
 }
 finish() {
+  refused_wait
   [ "$passes" -gt 0 ] || { fails=$((fails + 1)); echo "FAIL no check ran"; }
   echo "$passes passed, $fails failed"; [ "$fails" = 0 ]
 }

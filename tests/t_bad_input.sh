@@ -5,7 +5,7 @@
 # status), print "mptrain: error: " on stderr with the option's name in it (so a value that
 # slipped through and failed later for another reason does not count), and leave no core file.
 #
-#   train      every numeric option at 0, negative, huge (2^32 and 2^63), inf and nan, each
+#   train      every numeric option at 0, negative, huge (2^31, 2^32 and 2^63), inf and nan, each
 #              where it is a bad value (0 is a meaning for --steps, --warmup, --weight-decay,
 #              --grad-clip, --seed, --experts, --zero, --save-every, --keep and the debug
 #              options; a seed is 64 bits, so its "huge" is 2^64), then values in range whose
@@ -18,6 +18,7 @@
 #   tokenize   has no numeric option (--in, --out, --tokenizer are names)
 # Usage: bash tests/t_bad_input.sh BUILD_DIR   (from the repo root, as ctest runs it)
 set -uo pipefail
+REFUSED_JOBS=${REFUSED_JOBS:-2}   # two cases at a time, each within its own 20 s (tests/lib.sh)
 source "$(dirname "$0")/lib.sh"
 BIN=$(cd "$(dirname "$BIN")" && pwd)/mptrain
 
@@ -25,6 +26,7 @@ printf 'It is a truth universally acknowledged, that a single man in possession.
 "$BIN" tokenize --in "$TMP/text.txt" --out "$TMP/data.bin" >/dev/null || bad "tokenize the test data"
 BASE=(--model tiny --layers 1 --d-model 32 --heads 2 --seq-len 16 --batch 2 --steps 1 --threads 1
       --quiet --data "$TMP/data.bin")
+HUGE31=2147483648              # 2^31: one past a 32-bit int
 HUGE=4294967296                # 2^32
 HUGE64=9223372036854775808     # 2^63: beyond a signed 64-bit whole number
 
@@ -35,8 +37,8 @@ train_bad() {
 }
 
 # --- train: every numeric option ----------------------------------------------------------------
-ALL=(0 -1 $HUGE $HUGE64 inf nan)        # every one of these is bad
-NOT0=(-1 $HUGE $HUGE64 inf nan)         # for options where 0 means something
+ALL=(0 -1 $HUGE31 $HUGE $HUGE64 inf nan)   # every one of these is bad
+NOT0=(-1 $HUGE31 $HUGE $HUGE64 inf nan)    # for options where 0 means something
 for opt in layers d-model heads seq-len vocab ffn top-k batch microbatches threads dp tp pp cp ep \
            virtual-stages; do
   train_bad "$opt" "${ALL[@]}"
@@ -107,9 +109,9 @@ gen_bad() {
       --tokens 2 "--$opt" "$v"
   done
 }
-gen_bad tokens -1 $HUGE $HUGE64 inf nan
+gen_bad tokens -1 $HUGE31 $HUGE $HUGE64 inf nan
 gen_bad temperature -1 1e9 inf nan -1e-30
-gen_bad top-k -1 $HUGE $HUGE64 inf nan
+gen_bad top-k -1 $HUGE31 $HUGE $HUGE64 inf nan
 gen_bad seed -1 18446744073709551616 inf nan
 gen_bad threads 0 -1 $HUGE inf nan "$(( $(nproc) + 1 ))"
 

@@ -10,6 +10,11 @@
 #     weights, tests/compare_runs.py): weights, AdamW state, step, LR schedule and data position
 #     carry over;
 #   - ZeRO-3 and cp saves (slices cut inside rows, on every rank) convert to the single save;
+#   - MoE under ep 2 (each ep rank writes its own experts) converts to the single save and
+#     resumes under ep 4, ep 2 x pp 2 and dp 2 within 1e-5; a dp 2 x cp 2 save resumes under
+#     cp 4 within 1e-5;
+#   - each rank checksums the shards it writes (the manifest holds their hashes) and the shards
+#     it reads: rank 2's shard corrupt is found by the ranks that read it and all ranks exit 2;
 #   - killed during a sharded save (a rank before or after writing its shard, rank 0 while it
 #     writes the index and publishes), `latest` is the previous or the new step and resuming
 #     reaches the same weights as a run never killed;
@@ -94,6 +99,71 @@ for L in "--dp 4 --zero 3" "--dp 2 --cp 2 --zero 1"; do
   else bad "$L: the sharded save does not convert to the single save"; fi
 done
 
+# --- Mixture-of-Experts: a sharded save under ep 2 (each ep rank's experts in its own shard)
+# converts to the single save; resumed under ep 4, ep 2 x pp 2 and dp 2 without ep it matches
+# one rank resuming the same checkpoint within 1e-5 (the aux loss is per micro-batch, so the
+# one-rank reference runs dp x m micro-batches: tests/t_moe.sh)
+MOE=(--experts 4 --top-k 2)
+run moe-sh "${M4[@]}" "$BIN" train "${BASE[@]}" "${MOE[@]}" --dp 4 --ep 2 --steps 2 --save "$TMP/moe-sh" --save-format sharded
+run moe-si "${M4[@]}" "$BIN" train "${BASE[@]}" "${MOE[@]}" --dp 4 --ep 2 --steps 2 --save "$TMP/moe-si"
+run moe-cv "$BIN" convert --in "$TMP/moe-sh" --out "$TMP/moe-cv"
+cmp -s "$TMP/moe-cv/step_000002/model.safetensors" "$TMP/moe-si/step_000002/model.safetensors" &&
+  cmp -s "$TMP/moe-cv/step_000002/optimizer.safetensors" "$TMP/moe-si/step_000002/optimizer.safetensors" &&
+  ok "MoE dp 4 x ep 2: the sharded save converts to the single save, byte for byte (every expert)" ||
+  bad "MoE dp 4 x ep 2: the sharded save does not convert to the single save"
+for m in 4 8; do
+  run "moe-one$m" "$BIN" train "${BASE[@]}" "${MOE[@]}" --microbatches $m --steps 4 \
+    --resume "$TMP/moe-si/step_000002" --save "$TMP/moe-one$m" --log "$TMP/moe-one$m.jsonl"
+done
+moe_other() { # NAME NP REF-M LAYOUT...
+  local name=$1 np=$2 m=$3; shift 3
+  run "$name" "${MPIRUN[@]}" -np "$np" "$BIN" train "${BASE[@]}" "${MOE[@]}" "$@" --steps 4 \
+    --resume "$TMP/moe-sh/step_000002" --save "$TMP/$name" --log "$TMP/$name.jsonl" || return
+  if "${CMP[@]}" "$TMP/$name.jsonl" "$TMP/$name/step_000004/model.safetensors" "$TMP/moe-one$m.jsonl" \
+       "$TMP/moe-one$m/step_000004/model.safetensors" --rtol 1e-5 >"$TMP/$name.cmp" 2>&1
+  then ok "sharded MoE ep 2 -> $name: $(tail -1 "$TMP/$name.cmp" | sed 's/^ *//')"
+  else bad "sharded MoE ep 2 -> $name: $(tail -4 "$TMP/$name.cmp")"; fi
+}
+moe_other moe-dp4-ep4 4 8 --dp 4 --ep 4
+moe_other moe-dp2-ep2-pp2 4 4 --dp 2 --ep 2 --pp 2
+moe_other moe-dp2 2 4 --dp 2
+# ep over dp x cp (ep 2 over dp 2 x cp 2, ep 4 spanning cp): each expert written once, by its
+# holder in dp x cp; the sharded save converts to the single save byte for byte
+for L in "--dp 2 --cp 2 --ep 2" "--dp 2 --cp 2 --ep 4"; do
+  tag=$(echo "$L" | tr -d ' -')
+  run "mc-sh-$tag" "${M4[@]}" "$BIN" train "${BASE[@]}" "${MOE[@]}" $L --steps 2 --save "$TMP/mc-sh-$tag" --save-format sharded
+  run "mc-si-$tag" "${M4[@]}" "$BIN" train "${BASE[@]}" "${MOE[@]}" $L --steps 2 --save "$TMP/mc-si-$tag"
+  run "mc-cv-$tag" "$BIN" convert --in "$TMP/mc-sh-$tag" --out "$TMP/mc-cv-$tag"
+  cmp -s "$TMP/mc-cv-$tag/step_000002/model.safetensors" "$TMP/mc-si-$tag/step_000002/model.safetensors" &&
+    cmp -s "$TMP/mc-cv-$tag/step_000002/optimizer.safetensors" "$TMP/mc-si-$tag/step_000002/optimizer.safetensors" &&
+    ok "MoE $L: the sharded save converts to the single save, byte for byte" ||
+    bad "MoE $L: the sharded save does not convert to the single save"
+done
+
+# --- cp: a dp 2 x cp 2 sharded save resumed under cp 4 and on one rank (within 1e-5)
+run cp-sh "${M4[@]}" "$BIN" train "${BASE[@]}" --dp 2 --cp 2 --steps 2 --save "$TMP/cp-sh" --save-format sharded
+cp -a "$TMP/cp-sh" "$TMP/cp-one"
+run cp-one "$BIN" train "${BASE[@]}" --steps 4 --resume "$TMP/cp-one" --save "$TMP/cp-one" --log "$TMP/cp-one.jsonl"
+run cp-cp4 "${M4[@]}" "$BIN" train "${BASE[@]}" --cp 4 --steps 4 --resume "$TMP/cp-sh/step_000002" \
+  --save "$TMP/cp-cp4" --log "$TMP/cp-cp4.jsonl" &&
+if "${CMP[@]}" "$TMP/cp-cp4.jsonl" "$TMP/cp-cp4/step_000004/model.safetensors" "$TMP/cp-one.jsonl" \
+     "$TMP/cp-one/step_000004/model.safetensors" --rtol 1e-5 >"$TMP/cp.cmp" 2>&1
+then ok "sharded dp 2 x cp 2 -> cp 4: $(tail -1 "$TMP/cp.cmp" | sed 's/^ *//')"
+else bad "sharded dp 2 x cp 2 -> cp 4: $(tail -4 "$TMP/cp.cmp")"; fi
+
+# --- the manifest's shard checksums come from the ranks that wrote them (rank 0 reads no other
+# shard): every entry equals the file's XXH3-64
+/usr/bin/python3 - "$S" <<'PY' && ok "manifest: every shard's size and XXH3-64 match the file" || bad "manifest checksums"
+import ctypes, json, sys
+x = ctypes.CDLL("libxxhash.so.0"); x.XXH3_64bits.restype = ctypes.c_uint64
+x.XXH3_64bits.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+d = sys.argv[1]; m = json.load(open(d + "/manifest.json"))["files"]
+assert len([k for k in m if k.startswith("shard-")]) == 4
+for k, v in m.items():
+    b = open(d + "/" + k, "rb").read()
+    assert len(b) == v["size"] and "%016x" % x.XXH3_64bits(b, len(b)) == v["xxh3_64"], k
+PY
+
 # --- killed during a sharded save of step 4 (from step 2, saving every 2 steps)
 cp -a "$TMP/sh" "$TMP/kref"
 run kref "${M4[@]}" "$BIN" train "${BASE[@]}" "${TPPP[@]}" --steps 6 --save-every 2 --resume "$TMP/kref" \
@@ -161,6 +231,14 @@ damaged bad-kind "malformed slice"
 damaged not-json "shards.json"
 damaged other-model "another model"
 damaged unknown-tensor "not in this model"
+# rank 2's shard corrupt, manifest as it was: under tp 2 x pp 2 only the ranks that read it
+# (the second stage) checksum it, and the error reaches every rank, which all exit 2
+"${HOSTILE[@]}" shard "$S" "$TMP/dmg-rank2" flipped-rank2 || bad "make flipped-rank2"
+refused "sharded shard-00002.bin corrupt (4 ranks, tp 2 x pp 2: read by stage 2 only)" 4 \
+  "shard-00002.bin: checksum mismatch" -- "${M4[@]}" "$BIN" train "${BASE[@]}" "${TPPP[@]}" --steps 3 \
+  --resume "$TMP/dmg-rank2"
+refused "sharded shard-00002.bin corrupt (1 rank)" 1 "shard-00002.bin: checksum mismatch" -- \
+  "$BIN" train "${BASE[@]}" --steps 3 --resume "$TMP/dmg-rank2"
 refused "convert of a damaged index" 1 "overlap" -- "$BIN" convert --in "$TMP/dmg-overlap" --out "$TMP/nowhere"
 refused "convert without --out" 1 "needs --in DIR and --out ROOT" -- "$BIN" convert --in "$S"
 refused "convert --to bogus" 1 "use single or sharded" -- "$BIN" convert --in "$S" --out "$TMP/x" --to bogus

@@ -21,6 +21,12 @@ mpt_status mpt_cli_check_threads(int threads, mpt_error *err);
 /* Whether stdout ends on a terminal (a live progress line) or not (plain lines): isatty, but
  * under mpirun the launcher's stdout, which is where a rank's output ends (cli/term.c). */
 int mpt_cli_stdout_is_terminal(void);
+/* Initialises MPI (thread level FUNNELED) if it is not yet: train and generate call it only once
+ * their options and files passed the checks that need no other rank, so on one rank a bad
+ * command line exits 2 without starting MPI (fast, and nothing for a sanitizer to sift at
+ * exit); under a launcher with several ranks main() starts MPI first, as before. main()
+ * finalises MPI when it was started. */
+void mpt_cli_mpi_start(void);
 /* Prints "mptrain: error: <err->msg>" on stderr and returns the exit status for err. */
 int mpt_cli_report(const mpt_error *err);
 /* Where the fetched inputs live: $MPTRAIN_CACHE, else <directory of the binary>/../.cache.

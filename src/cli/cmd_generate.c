@@ -72,7 +72,9 @@ int mpt_cli_generate(int argc, char **argv) {
     size_t nargs = sizeof args / sizeof *args;
     mpt_error err = {0};
     mpt_status st = mpt_args_parse(args, nargs, argc, argv, 2, &help, "generate", &err);
-    mpt_comm world; /* MPI is initialised (main.c), with or without a launcher */
+    if (st && !help) return mpt_cli_report(&err);   /* a bad option: exit 2 before MPI starts */
+    mpt_cli_mpi_start();
+    mpt_comm world; /* with or without a launcher */
     memset(&world, 0, sizeof world);
     int rank0 = 1;
     if (mpt_comm_world(&world, &err) == MPT_OK) rank0 = world.rank == 0;

@@ -429,6 +429,7 @@ int mpt_cli_train(int argc, char **argv) {
     if (local_ranks_() <= sysconf(_SC_NPROCESSORS_ONLN)) mpt_comm_set_spin(0.05);
     mpt_comm_set_watchdog(watchdog_);
     mpt_comm world;
+    mpt_cli_mpi_start(); /* the checks above need no other rank (cli.h) */
     if ((st = mpt_comm_world(&world, &err))) return mpt_cli_report(&err);
     /* a killed rank makes every other one fail within seconds instead of hanging (alive.h);
      * without the detector, the comm timeout still ends a hang */

@@ -77,9 +77,10 @@ cleanup:
     return st;
 }
 
-/* Hashes files[0..n) of dir and writes dir/manifest.json. */
+/* Hashes files[0..n) of dir and writes dir/manifest.json. known (NULL, or n entries): a file
+ * whose entry has known[i].known set is listed with that size and hash, not read again. */
 static mpt_status write_manifest_(const char *dir, const char *const *files, size_t n,
-                                  mpt_error *err) {
+                                  const mpt_ckpt_file_hash *known, mpt_error *err) {
     mpt_status st = MPT_OK;
     char path[PATH_MAX], hex[24];
     char *text = NULL;                    /* owned */
@@ -97,7 +98,12 @@ static mpt_status write_manifest_(const char *dir, const char *const *files, siz
             st = mpt_fail(err, MPT_ERR_RUN, "%s: path too long", dir);
             goto cleanup;
         }
-        if ((st = mpt_ckpt_hash_file(path, &h, &size, err)) != MPT_OK) goto cleanup;
+        if (known && known[i].known) {
+            h = known[i].xxh3_64;
+            size = (size_t)known[i].size;
+        } else if ((st = mpt_ckpt_hash_file(path, &h, &size, err)) != MPT_OK) {
+            goto cleanup;
+        }
         snprintf(hex, sizeof hex, "%016" PRIx64, h);
         cJSON *o = cJSON_AddObjectToObject(list, files[i]);
         if (!o || !cJSON_AddNumberToObject(o, "size", (double)size) ||
@@ -349,7 +355,7 @@ mpt_status mpt_checkpoint_commit(mpt_ckpt_writer *w, const mpt_train_state *st, 
     mpt_ckpt_join(path, sizeof path, w->tmp, mpt_ckpt_state_file);
     if ((rc = write_state_(path, st, err)) != MPT_OK) goto cleanup;
     w->files[w->nfiles++] = mpt_ckpt_state_file;
-    if ((rc = write_manifest_(w->tmp, w->files, w->nfiles, err)) != MPT_OK) goto cleanup;
+    if ((rc = write_manifest_(w->tmp, w->files, w->nfiles, NULL, err)) != MPT_OK) goto cleanup;
     if (mpt_ckpt_fsync_dir(w->tmp) != 0) {
         rc = mpt_fail(err, MPT_ERR_RUN, "cannot sync %s: %s", w->tmp, strerror(errno));
         goto cleanup;
@@ -388,12 +394,36 @@ mpt_status mpt_checkpoint_begin_dir(const char *root, long step, const mpt_confi
 
 void mpt_checkpoint_remove_dir(const char *tmp) { mpt_ckpt_remove_tree(tmp); }
 
+mpt_status mpt_checkpoint_hash_file(const char *path, mpt_ckpt_file_hash *out, mpt_error *err) {
+    size_t size = 0;
+    memset(out, 0, sizeof *out);
+    mpt_status st = mpt_ckpt_hash_file(path, &out->xxh3_64, &size, err);
+    out->size = size;
+    out->known = st == MPT_OK;
+    return st;
+}
+
 mpt_status mpt_checkpoint_publish(const char *root, int keep, long step, const char *tmp,
                                   const char *const *files, size_t n, const mpt_train_state *st,
                                   char *out_dir, size_t out_dir_size, mpt_error *err) {
+    return mpt_checkpoint_publish_hashed(root, keep, step, tmp, files, NULL, n, st, out_dir,
+                                         out_dir_size, err);
+}
+
+mpt_status mpt_checkpoint_publish_hashed(const char *root, int keep, long step, const char *tmp,
+                                         const char *const *files,
+                                         const mpt_ckpt_file_hash *known, size_t n,
+                                         const mpt_train_state *st, char *out_dir,
+                                         size_t out_dir_size, mpt_error *err) {
     char final[PATH_MAX], path[PATH_MAX + 32], name[64];
     const char **all = calloc(n + 2, sizeof *all);
+    mpt_ckpt_file_hash *kall = known ? calloc(n + 2, sizeof *kall) : NULL;
     mpt_status rc = MPT_OK;
+    if (known && !kall) {
+        rc = mpt_fail(err, MPT_ERR_RUN, "checkpoint save: out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; kall && i < n; i++) kall[i + 2] = known[i];
     snprintf(name, sizeof name, "step_%06ld", step);
     if (!all || !mpt_ckpt_join(final, sizeof final, root, name)) {
         rc = mpt_fail(err, MPT_ERR_RUN, "checkpoint save: out of memory or path too long");
@@ -404,7 +434,7 @@ mpt_status mpt_checkpoint_publish(const char *root, int keep, long step, const c
     for (size_t i = 0; i < n; i++) all[i + 2] = files[i];
     mpt_ckpt_join(path, sizeof path, tmp, mpt_ckpt_state_file);
     if ((rc = write_state_(path, st, err)) != MPT_OK ||
-        (rc = write_manifest_(tmp, all, n + 2, err)) != MPT_OK)
+        (rc = write_manifest_(tmp, all, n + 2, kall, err)) != MPT_OK)
         goto fail;
     if (mpt_ckpt_fsync_dir(tmp) != 0) {
         rc = mpt_fail(err, MPT_ERR_RUN, "cannot sync %s: %s", tmp, strerror(errno));
@@ -412,6 +442,7 @@ mpt_status mpt_checkpoint_publish(const char *root, int keep, long step, const c
     }
     if ((rc = publish_(tmp, final, err)) != MPT_OK) goto fail;
     free(all);
+    free(kall);
     if (mpt_ckpt_fsync_dir(root) != 0)
         return mpt_fail(err, MPT_ERR_RUN, "cannot sync %s: %s", root, strerror(errno));
     if ((rc = point_latest_(root, name, err)) != MPT_OK) return rc;
@@ -420,6 +451,7 @@ mpt_status mpt_checkpoint_publish(const char *root, int keep, long step, const c
     return MPT_OK;
 fail:
     free(all);
+    free(kall);
     mpt_ckpt_remove_tree(tmp);
     return rc;
 }

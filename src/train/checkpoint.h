@@ -105,6 +105,23 @@ mpt_status mpt_checkpoint_publish(const char *root, int keep, long step, const c
                                   const char *const *files, size_t n, const mpt_train_state *st,
                                   char *out_dir, size_t out_dir_size, mpt_error *err);
 
+/* A file's size and XXH3-64 checksum, computed by the rank that wrote it (known 0: not given;
+ * the manifest writer then reads the file to hash it). */
+typedef struct mpt_ckpt_file_hash {
+    int known;
+    uint64_t size, xxh3_64;
+} mpt_ckpt_file_hash;
+/* out = the size and checksum of the file at path (known 1). Local. */
+mpt_status mpt_checkpoint_hash_file(const char *path, mpt_ckpt_file_hash *out, mpt_error *err);
+/* mpt_checkpoint_publish where known[0..n) (or NULL) gives the size and checksum of files[i]
+ * when known[i].known: a sharded save's shards are hashed by the ranks that wrote them, so
+ * rank 0 never reads another rank's shard. Local (one rank). */
+mpt_status mpt_checkpoint_publish_hashed(const char *root, int keep, long step, const char *tmp,
+                                         const char *const *files,
+                                         const mpt_ckpt_file_hash *known, size_t n,
+                                         const mpt_train_state *st, char *out_dir,
+                                         size_t out_dir_size, mpt_error *err);
+
 /* Removes a temporary step directory left by a failed sharded save. Local. */
 void mpt_checkpoint_remove_dir(const char *tmp);
 

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "train/checkpoint_internal.h"
 
@@ -99,6 +100,9 @@ struct mpt_shards {
     const mpt_param_table *full;  /* not owned */
     int nfiles, has_opt;
     int *fd;                      /* owned: one per file */
+    uint64_t *want;               /* owned: each file's XXH3-64 from manifest.json */
+    char *checked;                /* owned: 1 once this rank verified the file's checksum */
+    char (*fname)[64];            /* owned: each file's name, for messages */
     mpt_shard_box *box;           /* owned, sorted by (kind, tensor) */
     size_t nbox;
     size_t *first;                /* owned: boxes of (kind, tensor) are [first[j], first[j+1]) */
@@ -111,6 +115,9 @@ void mpt_shards_close(mpt_shards *s) {
     for (int i = 0; s->fd && i < s->nfiles; i++)
         if (s->fd[i] >= 0) close(s->fd[i]);
     free(s->fd);
+    free(s->want);
+    free(s->checked);
+    free(s->fname);
     free(s->box);
     free(s->first);
     free(s);
@@ -228,10 +235,60 @@ static mpt_status coverage_(mpt_shards *s, const char *p, mpt_error *err) {
     return MPT_OK;
 }
 
+/* *want = the XXH3-64 that manifest man lists for file name (p: the index, for messages). */
+static mpt_status want_hash_(const cJSON *man, const char *name, uint64_t *want, const char *p,
+                             mpt_error *err) {
+    const cJSON *files = cJSON_GetObjectItemCaseSensitive(man, "files");
+    const cJSON *e = cJSON_IsObject(files) ? cJSON_GetObjectItemCaseSensitive(files, name) : NULL;
+    const cJSON *h = cJSON_IsObject(e) ? cJSON_GetObjectItemCaseSensitive(e, "xxh3_64") : NULL;
+    if (!cJSON_IsString(h) || strlen(h->valuestring) != 16 ||
+        strspn(h->valuestring, "0123456789abcdef") != 16)
+        return mpt_fail(err, MPT_ERR_INPUT, "%s: shard file %s is not listed in %s with a "
+                        "checksum: its data cannot be verified; use another checkpoint", p, name,
+                        mpt_ckpt_manifest_file);
+    *want = strtoull(h->valuestring, NULL, 16);
+    return MPT_OK;
+}
+
+/* Verifies file f's checksum against the manifest, once per reader (the first read from it on
+ * this rank). */
+static mpt_status check_file_(const mpt_shards *s, int f, mpt_error *err) {
+    if (s->checked[f]) return MPT_OK;
+    unsigned char *buf = malloc((size_t)1 << 20);
+    XXH3_state_t *h = XXH3_createState();
+    mpt_status st = MPT_OK;
+    if (!buf || !h || XXH3_64bits_reset(h) != XXH_OK) {
+        st = mpt_fail(err, MPT_ERR_RUN, "out of memory hashing shard file %s", s->fname[f]);
+        goto done;
+    }
+    for (off_t at = 0;;) {
+        ssize_t k = pread(s->fd[f], buf, (size_t)1 << 20, at);
+        if (k < 0) {
+            st = mpt_fail(err, MPT_ERR_INPUT, "shard file %s: read failed", s->fname[f]);
+            goto done;
+        }
+        if (k == 0) break;
+        XXH3_64bits_update(h, buf, (size_t)k);
+        at += k;
+    }
+    uint64_t got = XXH3_64bits_digest(h);
+    if (got != s->want[f])
+        st = mpt_fail(err, MPT_ERR_INPUT, "shard file %s: checksum mismatch (xxh3_64 %016llx, "
+                      "%s says %016llx): the file is corrupt; use another checkpoint",
+                      s->fname[f], (unsigned long long)got, mpt_ckpt_manifest_file,
+                      (unsigned long long)s->want[f]);
+    else
+        s->checked[f] = 1;
+done:
+    XXH3_freeState(h);
+    free(buf);
+    return st;
+}
+
 mpt_status mpt_shards_open(mpt_shards **out, const char *dir, const mpt_param_table *full,
                            mpt_error *err) {
-    char p[PATH_MAX], fp[PATH_MAX];
-    cJSON *root = NULL;
+    char p[PATH_MAX], fp[PATH_MAX], mp[PATH_MAX];
+    cJSON *root = NULL, *man = NULL;   /* owned: the index, manifest.json */
     int64_t *fsize = NULL;
     size_t cap = 0;
     *out = NULL;
@@ -241,6 +298,9 @@ mpt_status mpt_shards_open(mpt_shards **out, const char *dir, const mpt_param_ta
     if (!s) return mpt_fail(err, MPT_ERR_RUN, "out of memory opening %s", p);
     s->full = full;
     mpt_status st = mpt_ckpt_read_json(p, &root, err);
+    if (!st && !mpt_ckpt_join(mp, sizeof mp, dir, mpt_ckpt_manifest_file))
+        st = mpt_fail(err, MPT_ERR_INPUT, "checkpoint %s: path too long", dir);
+    if (!st) st = mpt_ckpt_read_json(mp, &man, err);
     if (st) goto fail;
     const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(root, "format");
     const cJSON *ver = cJSON_GetObjectItemCaseSensitive(root, "version");
@@ -261,9 +321,12 @@ mpt_status mpt_shards_open(mpt_shards **out, const char *dir, const mpt_param_ta
         goto fail;
     }
     s->fd = malloc((size_t)s->nfiles * sizeof *s->fd);
+    s->want = calloc((size_t)s->nfiles, sizeof *s->want);
+    s->checked = calloc((size_t)s->nfiles, 1);
+    s->fname = calloc((size_t)s->nfiles, sizeof *s->fname);
     fsize = calloc((size_t)s->nfiles, sizeof *fsize);
     s->first = calloc((size_t)MPT_SHARD_KINDS * full->n + 1, sizeof *s->first);
-    if (!s->fd || !fsize || !s->first) {
+    if (!s->fd || !s->want || !s->checked || !s->fname || !fsize || !s->first) {
         st = mpt_fail(err, MPT_ERR_RUN, "out of memory opening %s", p);
         goto fail;
     }
@@ -283,6 +346,8 @@ mpt_status mpt_shards_open(mpt_shards **out, const char *dir, const mpt_param_ta
             goto fail;
         }
         fsize[i] = (int64_t)sb.st_size;
+        snprintf(s->fname[i], sizeof s->fname[i], "%.63s", f->valuestring);
+        if ((st = want_hash_(man, f->valuestring, &s->want[i], p, err))) goto fail;
     }
     /* tensors: every one of the model, by name, with its shape */
     char *seen = calloc(full->n + 1, 1);
@@ -333,11 +398,13 @@ mpt_status mpt_shards_open(mpt_shards **out, const char *dir, const mpt_param_ta
     }
     if ((st = coverage_(s, p, err))) goto fail;
     cJSON_Delete(root);
+    cJSON_Delete(man);
     free(fsize);
     *out = s;
     return MPT_OK;
 fail:
     cJSON_Delete(root);
+    cJSON_Delete(man);
     free(fsize);
     mpt_shards_close(s);
     return st;
@@ -366,6 +433,8 @@ mpt_status mpt_shards_read(const mpt_shards *s, int kind, size_t i, size_t first
             if (c1 <= c0) continue;
             off_t at = (off_t)b->byte +
                        (off_t)(((r - (size_t)b->row0) * (size_t)b->ncols + (c0 - (size_t)b->col0)) * 4);
+            mpt_status cs = check_file_(s, (int)b->file, err);
+            if (cs) return cs;
             size_t want = (c1 - c0) * 4, got = 0;
             char *dst = (char *)(out + (lo + c0 - first));
             while (got < want) {

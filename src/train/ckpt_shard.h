@@ -61,7 +61,9 @@ mpt_status mpt_shards_open(mpt_shards **out, const char *dir, const mpt_param_ta
                            mpt_error *err);
 int mpt_shards_has_opt(const mpt_shards *s);
 /* out[0..n) = elements [first, first + n) (row-major) of full tensor i of kind, read with
- * pread from the slices that overlap them. */
+ * pread from the slices that overlap them. The first read from a shard file verifies its
+ * whole XXH3-64 against manifest.json (listed there, else mpt_shards_open fails): each rank
+ * checksums exactly the shards it reads; a mismatch is MPT_ERR_INPUT on that rank. */
 mpt_status mpt_shards_read(const mpt_shards *s, int kind, size_t i, size_t first, size_t n,
                            float *out, mpt_error *err);
 void mpt_shards_close(mpt_shards *s);

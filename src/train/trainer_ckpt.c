@@ -484,6 +484,16 @@ static int boxes_of_(boxes_ *x, size_t from, const mpt_run *r, int kind, size_t 
     return 0;
 }
 
+/* The index in the dp module's group (dp, or dp x cp) of the rank that writes an unsliced
+ * tensor: 0, or for an expert under ep > 1 (ZeRO 0) the first rank of the ep rank that holds
+ * it (as gather_rows_ sends it). */
+static int hold_dp_(const mpt_run *r, const mpt_tensor *ft) {
+    int ep = r->place.layout.size[MPT_DIM_EP];
+    if (ft->expert >= 0 && ep > 1 && !r->model.ep_full)
+        return ep_holder_(r, ft->expert / (r->cfg.experts / ep));
+    return 0;
+}
+
 /* Writes this rank's shard file at path and fills x with its boxes (byte offsets set). */
 static mpt_status write_shard_(mpt_run *r, const char *path, boxes_ *x, mpt_error *err) {
     const mpt_param_table *pt = &r->model.pt;
@@ -508,7 +518,7 @@ static mpt_status write_shard_(mpt_run *r, const char *path, boxes_ *x, mpt_erro
                 k0 = x0 - lt->offset;
                 k1 = x1 - lt->offset;
                 base = (ptrdiff_t)at - (ptrdiff_t)k0;
-            } else if (r->dp.r != 0) {
+            } else if (r->dp.r != hold_dp_(r, &r->full.t[fi])) {
                 continue;                              /* dp rank 0 writes the replica */
             }
             size_t from = x->n;
@@ -543,8 +553,9 @@ static mpt_status save_sharded_(mpt_run *r, long step, mpt_train_result *res, mp
     mpt_comm *w = r->world;
     char tmp[PATH_MAX], path[PATH_MAX + 32], name[32];
     boxes_ x = {0};
-    double *mine = NULL, *all = NULL;
+    double *mine = NULL, *all = NULL, *hall = NULL;
     char **files = NULL;
+    mpt_ckpt_file_hash *known = NULL;
     mpt_status st = MPT_OK;
     memset(tmp, 0, sizeof tmp);
     if (r->rank0) st = mpt_checkpoint_begin_dir(o->save_dir, step, &r->cfg, tmp, sizeof tmp, err);
@@ -554,7 +565,17 @@ static mpt_status save_sharded_(mpt_run *r, long step, mpt_train_result *res, mp
     if (snprintf(path, sizeof path, "%s/%s", tmp, name) >= (int)sizeof path)
         st = mpt_fail(err, MPT_ERR_RUN, "%s: path too long", tmp);
     if (!st) st = write_shard_(r, path, &x, err);
+    /* each rank hashes its own shard (from the page cache), so rank 0 reads no other shard */
+    mpt_ckpt_file_hash fh = {0};
+    if (!st) st = mpt_checkpoint_hash_file(path, &fh, err);
     if ((st = mpt_comm_agree(w, st, err))) goto done;
+    /* (size, hash high 32 bits, hash low 32 bits) of every shard, exact as doubles */
+    double hmine[3] = {(double)fh.size, (double)(fh.xxh3_64 >> 32),
+                       (double)(fh.xxh3_64 & 0xffffffffu)};
+    if (!(hall = calloc(3 * (size_t)w->size, sizeof *hall)))
+        st = mpt_fail(err, MPT_ERR_RUN, "out of memory gathering the shard checksums");
+    if ((st = mpt_comm_agree(w, st, err))) goto done;
+    if ((st = mpt_allgather_dt(w, hmine, hall, 3, MPT_F64, err))) goto done;
     /* every rank's boxes to every rank (fixed-size blocks of the largest count) */
     double cnt = (double)x.n;
     if ((st = mpt_allreduce_max_f64(w, &cnt, 1, err))) goto done;
@@ -577,7 +598,8 @@ static mpt_status save_sharded_(mpt_run *r, long step, mpt_train_result *res, mp
         for (int q = 0; q < w->size; q++) n += (size_t)all[(size_t)q * per];
         mpt_shard_box *bx = calloc(n + 1, sizeof *bx);
         files = calloc((size_t)w->size + 1, sizeof *files);
-        if (!bx || !files) st = mpt_fail(err, MPT_ERR_RUN, "out of memory for the slice index");
+        known = calloc((size_t)w->size + 1, sizeof *known);   /* [0]: the index, hashed here */
+        if (!bx || !files || !known) st = mpt_fail(err, MPT_ERR_RUN, "out of memory for the slice index");
         for (int q = 0, k = 0; !st && q < w->size; q++) {
             const double *blk = all + (size_t)q * per;
             for (size_t j = 0; j < (size_t)blk[0]; j++, k++) {
@@ -594,6 +616,9 @@ static mpt_status save_sharded_(mpt_run *r, long step, mpt_train_result *res, mp
             mpt_shard_file_name(q, nm, sizeof nm);
             if (!(files[q + 1] = strdup(nm)) || !files[0])
                 st = mpt_fail(err, MPT_ERR_RUN, "out of memory");
+            const double *hq = hall + 3 * (size_t)q;
+            known[q + 1] = (mpt_ckpt_file_hash){1, (uint64_t)hq[0],
+                                                ((uint64_t)hq[1] << 32) | (uint64_t)hq[2]};
         }
         if (!st) {
             mpt_train_state ts;
@@ -605,9 +630,10 @@ static mpt_status save_sharded_(mpt_run *r, long step, mpt_train_result *res, mp
                      "\"dp\":%d,\"tp\":%d,\"pp\":%d,\"zero\":%d,\"save_format\":\"sharded\"}",
                      o->batch, o->microbatches, o->steps, (double)o->opt.lr, o->opt.warmup,
                      o->dp, o->tp, o->pp, o->zero);
-            st = mpt_checkpoint_publish(o->save_dir, o->keep, step, tmp,
-                                        (const char *const *)files, (size_t)w->size + 1, &ts,
-                                        res->saved_dir, sizeof res->saved_dir, err);
+            st = mpt_checkpoint_publish_hashed(o->save_dir, o->keep, step, tmp,
+                                               (const char *const *)files, known,
+                                               (size_t)w->size + 1, &ts, res->saved_dir,
+                                               sizeof res->saved_dir, err);
             tmp[0] = '\0'; /* published or removed */
         }
     }
@@ -615,8 +641,10 @@ done:
     if (st && r->rank0 && tmp[0]) mpt_checkpoint_remove_dir(tmp);
     for (int q = 0; files && q <= w->size; q++) free(files[q]);
     free(files);
+    free(known);
     free(mine);
     free(all);
+    free(hall);
     free(x.b);
     free(x.local);
     st = mpt_comm_agree(w, st, err);

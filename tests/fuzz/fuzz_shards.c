@@ -3,7 +3,7 @@
  * boxes inside their tensor and their file, every tensor and kind covered exactly once.
  *
  * At start-up a scratch directory gets two shard files of 64 KiB each (the data are not under
- * test). Each input is written as the directory's shards.json and opened against a tiny model
+ * test) and a manifest.json with their checksums (the reader verifies a file on its first read). Each input is written as the directory's shards.json and opened against a tiny model
  * (1 block, d 8, vocab 16). Properties: a refusal is MPT_ERR_INPUT with a message; an index
  * that opens serves every element of every tensor (parameters, and the AdamW moments when it
  * says it has them) without an error. MPT_FUZZ_WRITE_SEEDS=DIR writes the seed corpus
@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 #include "fuzz_util.h"
 #include "model/config.h"
@@ -81,6 +82,15 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
         snprintf(path, sizeof path, "%s/%s", dir_, name);
         if (fuzz_write_file(path, zeros, FILE_BYTES_)) abort();
     }
+    /* manifest.json: the reader checksums each shard file it reads against it */
+    char man[512];
+    unsigned long long h = (unsigned long long)XXH3_64bits(zeros, FILE_BYTES_);
+    snprintf(man, sizeof man, "{\"format\": \"mptrain-manifest\", \"files\": {"
+             "\"shard-00000.bin\": {\"size\": %d, \"xxh3_64\": \"%016llx\"}, "
+             "\"shard-00001.bin\": {\"size\": %d, \"xxh3_64\": \"%016llx\"}}}",
+             FILE_BYTES_, h, FILE_BYTES_, h);
+    snprintf(path, sizeof path, "%s/manifest.json", dir_);
+    if (fuzz_write_file(path, (const uint8_t *)man, strlen(man))) abort();
     free(zeros);
     const char *seeds = getenv("MPT_FUZZ_WRITE_SEEDS");
     if (seeds) {
