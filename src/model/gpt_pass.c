@@ -269,8 +269,10 @@ static mpt_status block_forward_(mpt_gpt *m, int l, int B, int T, mpt_error *err
         mpt_residual_forward(res3, res2, scratch, Nl * D);
         return MPT_OK;
     }
-    mpt_matmul_bias_gelu_forward(fchg, fch, x, W_(m, l, MPT_FC_W), W_(m, l, MPT_FC_B), N, D, Fl);
+    /* under bf16 ln_2 and the GELU output share the staging buffer: ln_2 is kept first (the
+     * fused call's GEMM reads x in full before its GELU writes; bf16 GEMMs are never split) */
     keep_(m, MPT_ACT_LN2, l, Nl * D);
+    mpt_matmul_bias_gelu_forward(fchg, fch, x, W_(m, l, MPT_FC_W), W_(m, l, MPT_FC_B), N, D, Fl);
     TRY_(row_parallel_(m, scratch, fchg, W_(m, l, MPT_FCPROJ_W), NULL, N, Nl, Fl, D, err));
     keep_(m, MPT_ACT_FCH_GELU, l, N * Fl);
     mpt_bias_residual_forward(res3, res2, scratch, W_(m, l, MPT_FCPROJ_B), Nl, D);
