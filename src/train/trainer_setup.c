@@ -134,10 +134,6 @@ static mpt_status validate_layout_(mpt_run *r, mpt_error *err) {
      * expert path (model/moe.h), 2bw on its stashed weights like the dense tensors */
     r->v = o->virtual_stages > 1 ? o->virtual_stages : 1;
     if (o->pp > 1 && r->kind == MPT_PP_ZB_V && o->virtual_stages <= 1) r->v = 2; /* the V */
-    if (r->cfg.experts > 0 && ep > 1 && r->v > 1) /* the chunk views size MoE rows for ep 1 */
-        return mpt_fail(err, MPT_ERR_INPUT, "--ep %d with --schedule %s is not supported yet "
-                        "(its pipeline chunks do not size the expert dispatch for ep): use "
-                        "--schedule zb-h1 or 1f1b with --ep, or --ep 1", ep, o->schedule);
     if (r->v > 1 && o->pp < 2)
         return mpt_fail(err, MPT_ERR_INPUT, "--virtual-stages %d needs --pp 2 or more and "
                         "--schedule interleaved", r->v);
