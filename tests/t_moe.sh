@@ -88,6 +88,7 @@ layout cp2-ep2 2 2 --cp 2 --ep 2 --microbatches 2
 # the split backward's expert path (model/moe.h): zb-h1 with and without ep, interleaved and
 # zb-v (chunked, with and without ep) on 4 blocks against their own one-rank reference
 layout ep2-pp2-zbh1 4 4 --dp 2 --ep 2 --pp 2 --microbatches 2 --schedule zb-h1
+layout ep2-pp2-zbh1-full 4 4 --dp 2 --ep 2 --pp 2 --microbatches 2 --schedule zb-h1 --recompute full
 layout pp2-zbh1 2 2 --pp 2 --microbatches 2 --schedule zb-h1
 "$BIN" train "${MODEL[@]}" --layers 4 --microbatches 2 --log "$TMP/ref4l.jsonl" --save "$TMP/ref4l" \
   || bad "single-rank reference (4 blocks)"
