@@ -15,14 +15,7 @@ read -r -a PPS <<<"${*:3}"; [ ${#PPS[@]} -gt 0 ] || PPS=(2 4)
 WARMUP=2
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
-/usr/bin/python3 - "$TMP/v32.bin" <<'PY'
-import struct, sys, random
-random.seed(1)
-n = 200000
-with open(sys.argv[1], "wb") as f:
-    f.write(struct.pack("<256i", 20240520, 1, n, *([0] * 253)))
-    f.write(struct.pack(f"<{n}H", *[random.randrange(32) for _ in range(n)]))
-PY
+/usr/bin/python3 "$(dirname "$0")/../tests/torch_ref.py" --make-data "$TMP/v32.bin" --vocab 32 --tokens 200000 --seed 1 >/dev/null
 M=8
 echo "m $M, $STEPS steps per run, medians over steps $((WARMUP + 1))..$STEPS; bytes: the largest rank's"
 printf '%-3s %-15s %10s %9s %9s %9s %12s %12s\n' pp schedule tokens/s bubble sim meas-sim peak_bytes act_bytes

@@ -96,14 +96,7 @@ PY
 # between F and W on every rank (1F1B: p - rank), so the last stage holds p sets of its blocks
 # and one head: it stays under 1F1B's largest (rank 0's p sets with their boundary tensors)
 # while the head is light, hence a 32-token vocabulary at pp 4
-/usr/bin/python3 - "$TMP/v32.bin" <<'PY'
-import struct, sys, random
-random.seed(1)
-n = 20000
-with open(sys.argv[1], "wb") as f:
-    f.write(struct.pack("<256i", 20240520, 1, n, *([0] * 253)))
-    f.write(struct.pack(f"<{n}H", *[random.randrange(32) for _ in range(n)]))
-PY
+/usr/bin/python3 "$HERE/torch_ref.py" --make-data "$TMP/v32.bin" --vocab 32 --tokens 20000 --seed 1 >/dev/null
 base 8
 MODEL+=(--steps 1)
 run mem-1f1b-p2 2 --pp 2 --microbatches 8
