@@ -101,6 +101,7 @@ static int search_(const plan_cli *c, const mpt_plan_job *job) {
         const mpt_plan_layout *l = &cand[0].l;
         char cpv[64] = "";
         if (l->cp > 1) snprintf(cpv, sizeof cpv, " --cp %d", l->cp);
+        if (l->ep > 1) snprintf(cpv + strlen(cpv), sizeof cpv - strlen(cpv), " --ep %d", l->ep);
         if (l->pp > 1 && l->schedule == MPT_PP_INTERLEAVED)
             snprintf(cpv + strlen(cpv), sizeof cpv - strlen(cpv), " --virtual-stages %d",
                      l->virtual_stages);

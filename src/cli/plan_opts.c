@@ -23,6 +23,7 @@ void plan_cli_defaults(plan_cli *c) {
     c->microbatches = 1;
     c->virtual_stages = 1;
     c->top = 10;
+    c->capacity_factor = c->dropless_bound = -1;
 }
 
 size_t plan_cli_table(plan_cli *c, mpt_arg *a) {
@@ -35,6 +36,11 @@ size_t plan_cli_table(plan_cli *c, mpt_arg *a) {
         {"vocab", MPT_ARG_INT, &c->vocab, "override the vocabulary size", NULL, MPT_RANGE(2, MPT_MAX_VOCAB)},
         {"ffn", MPT_ARG_INT, &c->ffn, "override the MLP inner width (default 4*d-model)", NULL, MPT_RANGE(1, MPT_MAX_FFN)},
         {"untied", MPT_ARG_FLAG, &c->untied, "separate lm_head instead of the tied wte", NULL, MPT_NO_RANGE},
+        {"experts", MPT_ARG_INT, &c->experts, "Mixture-of-Experts: experts per MoE block (as train)", NULL, MPT_RANGE(1, MPT_MAX_EXPERTS)},
+        {"top-k", MPT_ARG_INT, &c->top_k, "experts per token (default 1)", NULL, MPT_RANGE(1, MPT_MAX_EXPERTS)},
+        {"moe-every", MPT_ARG_INT, &c->moe_every, "every n-th block is MoE (default 1)", NULL, MPT_RANGE(1, MPT_MAX_LAYERS)},
+        {"capacity-factor", MPT_ARG_FLOAT, &c->capacity_factor, "expert capacity ceil(c*tokens*K/E) (default 0: dropless)", NULL, MPT_RANGE(0, 1e6)},
+        {"moe-dropless-bound", MPT_ARG_FLOAT, &c->dropless_bound, "dropless with --ep: rows a rank's experts may receive, in multiples of its own assignments (default 0 = --ep)", NULL, MPT_RANGE(0, 1e6)},
         {"cluster", MPT_ARG_STRING, &c->cluster, "a100-80g (default) | h100-80g | cpu-here | FILE.json", &c->seen_cluster, MPT_NO_RANGE},
         {"gpus", MPT_ARG_INT, &c->gpus, "GPUs (ranks); without --dp/--tp/--pp: search layouts", NULL, MPT_RANGE(1, 1 << 24)},
         {"batch", MPT_ARG_INT, &c->batch, "sequences per optimizer step (default 8 x dp)", NULL, MPT_RANGE(1, MPT_MAX_BATCH)},
@@ -43,7 +49,7 @@ size_t plan_cli_table(plan_cli *c, mpt_arg *a) {
         {"tp", MPT_ARG_INT, &c->tp, "tensor-parallel ranks", &c->seen_tp, MPT_RANGE(1, MPT_MAX_PARALLEL)},
         {"pp", MPT_ARG_INT, &c->pp, "pipeline stages", &c->seen_pp, MPT_RANGE(1, MPT_MAX_PP)},
         {"cp", MPT_ARG_INT, &c->cp, "context-parallel ranks (ring attention; seq-len % 2cp == 0)", NULL, MPT_RANGE(1, MPT_MAX_PARALLEL)},
-        {"ep", MPT_ARG_INT, &c->ep, "expert-parallel ranks (runtime: 1)", NULL, MPT_RANGE(1, MPT_MAX_PARALLEL)},
+        {"ep", MPT_ARG_INT, &c->ep, "expert-parallel ranks (dividing --experts and dp x cp)", NULL, MPT_RANGE(1, MPT_MAX_PARALLEL)},
         {"zero", MPT_ARG_INT, &c->zero, "ZeRO stage 0|1|2|3", NULL, MPT_RANGE(0, 3)},
         {"sp", MPT_ARG_FLAG, &c->sp, "sequence parallelism over the tp ranks", NULL, MPT_NO_RANGE},
         {"schedule", MPT_ARG_STRING, &c->schedule, "naive | gpipe | 1f1b (default) | interleaved | zb-h1 | zb-v | 2bw", NULL, MPT_NO_RANGE},
@@ -81,6 +87,11 @@ mpt_status plan_cli_job(const plan_cli *c, mpt_plan_job *job, mpt_plan_layout *l
     if (c->ffn) cfg->ffn = c->ffn;
     else if (c->d_model) cfg->ffn = 4 * cfg->d_model;
     if (c->untied) cfg->tied = 0;
+    if (c->experts) cfg->experts = c->experts;
+    if (c->top_k) cfg->top_k = c->top_k;
+    if (c->moe_every) cfg->moe_every = c->moe_every;
+    if (c->capacity_factor >= 0) cfg->capacity_factor = c->capacity_factor;
+    if (c->dropless_bound >= 0) cfg->dropless_bound = c->dropless_bound;
     job->seq_len = c->seq_len;
     if (strcmp(c->precision, "fp32") == 0) job->precision = MPT_PREC_FP32;
     else if (strcmp(c->precision, "bf16") == 0) job->precision = MPT_PREC_BF16;
@@ -123,6 +134,12 @@ void plan_print_memory(const mpt_plan_job *job, const mpt_plan_layout *l,
     printf("model: %lld parameters (L%d D%d H%d F%d V%d), batch %d x %d tokens\n", m->n_params,
            job->cfg.n_layer, job->cfg.d_model, job->cfg.n_head, job->cfg.ffn, job->cfg.vocab,
            job->batch, job->seq_len > 0 ? job->seq_len : job->cfg.n_positions);
+    if (job->cfg.experts > 0)
+        printf("MoE: %d experts, top-%d, every %d block(s), %d per expert-parallel rank, "
+               "capacity factor %g%s\n", job->cfg.experts, job->cfg.top_k,
+               job->cfg.moe_every > 0 ? job->cfg.moe_every : 1,
+               job->cfg.experts / (l->ep > 1 ? l->ep : 1), job->cfg.capacity_factor,
+               job->cfg.capacity_factor > 0 ? "" : " (dropless)");
     printf("layout: %s (%ld ranks)%s\n", s, mpt_plan_layout_world(l),
            m->z3_whole ? ", ZeRO-3 gathers whole stages" : "");
     if (job->precision == MPT_PREC_BF16)

@@ -52,7 +52,7 @@ typedef struct mpt_plan_job {
                           * whole-stage gathering as the trainer does */
 } mpt_plan_job;
 
-/* Where the ranks go. world = dp * tp * pp * cp. */
+/* Where the ranks go. world = dp * tp * pp * cp (ep splits dp x cp: experts / ep per rank). */
 typedef struct mpt_plan_layout {
     int dp, tp, pp, cp, ep;
     int sp;              /* sequence parallelism over tp */
@@ -100,7 +100,8 @@ mpt_status mpt_plan_model(mpt_config *cfg, const char *name, mpt_error *err);
 const char *mpt_plan_model_names(void);
 
 /* Checks a job and layout up front (MPT_ERR_INPUT naming the option to change): sizes >= 1,
- * cp = ep = 1 (the runtime has neither yet), tp divides heads and ffn, sp needs tp > 1 and
+ * ep as the trainer takes it (dividing the experts and inside dp x cp, parallel/mesh.h; no sp
+ * with experts), tp divides heads and ffn, sp needs tp > 1 and
  * seq_len % tp == 0, batch divisible by dp * microbatches, pp*v <= layers, the schedule
  * (mpt_pp_check), ZeRO stage 0..3. Fills *cfg with the job's architecture finished for the
  * layout (padded vocabulary a multiple of 64*tp, as the trainer pads it). */

@@ -12,6 +12,7 @@
 #include "parallel/cp.h"
 #include "parallel/partition.h"
 #include "parallel/pp.h"
+#include "plan/stage_plan.h"
 
 void mpt_plan_job_defaults(mpt_plan_job *j) {
     memset(j, 0, sizeof *j);
@@ -55,8 +56,9 @@ void mpt_plan_layout_str(const mpt_plan_layout *l, char *buf, size_t n) {
             snprintf(sched, sizeof sched, " interleaved/v%d", l->virtual_stages);
         else snprintf(sched, sizeof sched, " %s", mpt_pp_kind_name(l->schedule));
     }
-    char cp[16] = "";
+    char cp[32] = "";
     if (l->cp > 1) snprintf(cp, sizeof cp, " cp%d", l->cp);
+    if (l->ep > 1) snprintf(cp + strlen(cp), sizeof cp - strlen(cp), " ep%d", l->ep);
     snprintf(buf, n, "dp%d tp%d%s%s pp%d zero%d m%d%s recompute-%s", l->dp, l->tp,
              l->sp ? "+sp" : "", cp, l->pp, l->zero, l->microbatches, sched,
              rc[l->recompute >= 0 && l->recompute <= 2 ? l->recompute : 0]);
@@ -114,12 +116,24 @@ mpt_status mpt_plan_check(const mpt_plan_job *job, const mpt_plan_layout *l, mpt
     if (mpt_plan_layout_world(l) < 1)
         return mpt_fail(err, MPT_ERR_INPUT, "--dp %d --tp %d --pp %d --cp %d: every size must be "
                         "at least 1 (and their product fit an int)", l->dp, l->tp, l->pp, l->cp);
-    if (l->ep != 1)
-        return mpt_fail(err, MPT_ERR_INPUT, "--ep %d: expert parallelism is not modelled by the "
-                        "runtime yet: plan with --ep 1", l->ep);
-    if (cfg->experts > 0)
-        return mpt_fail(err, MPT_ERR_INPUT, "Mixture-of-Experts models are not modelled by the "
-                        "runtime yet");
+    /* expert parallelism as the trainer takes it (trainer_setup.c): experts split evenly, ep
+     * inside dp x cp (parallel/mesh.h) */
+    if (l->ep < 1) return mpt_fail(err, MPT_ERR_INPUT, "--ep %d must be >= 1", l->ep);
+    if (l->ep > 1 && cfg->experts == 0)
+        return mpt_fail(err, MPT_ERR_INPUT, "--ep %d splits the experts of MoE blocks: it needs "
+                        "--experts E (a multiple of %d)", l->ep, l->ep);
+    if (l->ep > 1 && cfg->experts % l->ep)
+        return mpt_fail(err, MPT_ERR_INPUT, "--ep %d must divide --experts %d: each expert-"
+                        "parallel rank holds experts/ep of them", l->ep, cfg->experts);
+    if (cfg->experts > 0 && l->sp)
+        return mpt_fail(err, MPT_ERR_INPUT, "--experts with --sp is not supported by the "
+                        "trainer: the MoE blocks need every token row on each tensor-parallel "
+                        "rank (drop --sp)");
+    if (l->ep > 1) {
+        mpt_layout ml = mpt_layout_make(l->tp, l->cp, l->dp, l->pp, l->ep);
+        mpt_status est = mpt_layout_check(&ml, mpt_layout_world(&ml), err);
+        if (est) return est;
+    }
     /* the trainer's padding: a multiple of 64 per tensor-parallel rank; vocabularies above the
      * token files' 65536 are fine for planning */
     int V = cfg->vocab;
@@ -160,7 +174,7 @@ mpt_status mpt_plan_check(const mpt_plan_job *job, const mpt_plan_layout *l, mpt
                         "%d layers (or %d stages, %d chunks per rank)", l->pp, v, cfg->n_layer,
                         MPT_PLAN_MAX_STAGES, MPT_PLAN_MAX_CHUNKS);
     /* as the trainer refuses it (trainer_setup.c) */
-    if (l->pp > 1 && l->schedule == MPT_PP_2BW && l->zero >= 3)
+    if (l->schedule == MPT_PP_2BW && l->zero >= 3)
         return mpt_fail(err, MPT_ERR_INPUT, "--schedule 2bw runs with --zero 0, 1 or 2 (as the "
                         "trainer)");
     /* as the trainer: chunked schedules split the blocks into p x v equal chunks */
@@ -198,51 +212,14 @@ static const size_t *ckpt_bytes_(const mpt_config *cfg) {
     return bytes;
 }
 
-/* mpt_pp_chunk_sets (the activation sets of each chunk alive at once on pipeline rank s), the
- * last few requests kept: a search asks for the same schedule's ranks under many layouts. */
-static mpt_status sets_cached_(mpt_pp_kind kind, int p, int m, int v, int s, int *sets,
-                               mpt_error *err) {
-    enum { SLOTS = 64 };
-    static int keys[SLOTS][5], vals[SLOTS][MPT_PLAN_MAX_CHUNKS], used = 0, next = 0;
-    int k[5] = {(int)kind, p, m, v, s};
-    for (int i = 0; i < used; i++)
-        if (memcmp(keys[i], k, sizeof k) == 0) {
-            memcpy(sets, vals[i], sizeof vals[i]);
-            return MPT_OK;
-        }
-    mpt_status st = mpt_pp_chunk_sets(kind, p, m, v, s, sets, err);
-    if (st) return st;
-    memcpy(keys[next], k, sizeof k);
-    memcpy(vals[next], sets, (size_t)v * sizeof *sets);
-    next = (next + 1) % SLOTS;
-    if (used < SLOTS) used++;
-    return MPT_OK;
-}
-
-/* The runtime's plan of pipeline rank s, exactly as the trainer builds it (trainer_setup.c's
- * stage_plan_): its blocks (all its chunks: interleaved and zb-v hold v of them), the
- * activation sets of each chunk alive at once in its action list (mpt_pp_chunk_sets), the W
- * pass's stash with a split backward (zb-h1, zb-v), both ends of the model on rank 0 with
- * zb-v, and 2bw's second weight version. */
+/* The runtime's plan of pipeline rank s, exactly as the trainer builds it: the one shared
+ * function (plan/stage_plan.h) on the layout's placement (its blocks, all its chunks;
+ * interleaved and zb-v hold v of them), ep included. */
 static mpt_status stage_plan_(const mpt_plan_job *job, const mpt_plan_layout *l,
                               const mpt_config *cfg, int s, int first_layer, int n, int z3_whole,
                               mpt_mem_plan *plan, mpt_error *err) {
-    int sets = 1, v = mpt_plan_chunks(l);
-    int chunk_sets[MPT_PLAN_MAX_CHUNKS];
-    mpt_pp_kind kind = l->pp > 1 ? l->schedule : MPT_PP_1F1B;
-    if (l->pp > 1) {
-        mpt_status st = sets_cached_(kind, l->pp, l->microbatches, v, s, chunk_sets, err);
-        if (st) return st;
-        sets = chunk_sets[0];
-    }
-    int sets_b[MPT_PLAN_MAX_CHUNKS] = {1}; /* the executor's until-B pool (parallel/pp.h) */
-    if (l->pp > 1 && mpt_pp_split(kind)) {
-        mpt_status st = mpt_pp_chunk_sets_b(kind, l->pp, l->microbatches, v, s, sets_b, err);
-        if (st) return st;
-    }
     int T = job->seq_len > 0 ? job->seq_len : cfg->n_positions;
-    int Bm = job->batch / (l->dp * l->microbatches);
-    mpt_layout layout = mpt_layout_make(l->tp, l->cp, l->dp, l->pp, 1);
+    mpt_layout layout = mpt_layout_make(l->tp, l->cp, l->dp, l->pp, l->ep > 1 ? l->ep : 1);
     mpt_placement rank0;
     mpt_status st = mpt_placement_init(&rank0, &layout, mpt_layout_world(&layout), 0, err);
     if (st) return st;
@@ -253,19 +230,16 @@ static mpt_status stage_plan_(const mpt_plan_job *job, const mpt_plan_layout *l,
         long world = mpt_plan_layout_world(l);
         threads = cores > 0 && world > 0 && cores / world > 0 ? (int)(cores / world) : 1;
     }
-    const size_t *ckpt = ckpt_bytes_(cfg);
+    mpt_stage_run run = {.kind = l->pp > 1 ? l->schedule : MPT_PP_NAIVE,
+                         .microbatches = l->microbatches, .v = mpt_plan_chunks(l),
+                         .Bm = job->batch / (l->dp * l->microbatches), .T = T, .sp = l->sp,
+                         .zero = l->zero, .recompute = l->recompute, .z3_whole = z3_whole,
+                         .bf16 = job->precision == MPT_PREC_BF16,
+                         .two_bw = l->schedule == MPT_PP_2BW, /* any pp, as the trainer */
+                         .bucket_mb = job->bucket_mb, .threads = threads,
+                         .ckpt_bytes = ckpt_bytes_(cfg)};
     mpt_placement q = mpt_placement_at_stage(&rank0, s, first_layer, n);
-    if (l->pp > 1 && kind == MPT_PP_ZB_V) q.first = q.last = s == 0; /* both ends on rank 0 */
-    mpt_rank_layout lay = {.place = q, .sp = l->sp, .zero = l->zero, .act_sets = sets,
-                           .recompute = l->recompute, .z3_whole = z3_whole,
-                           .bucket_elems = (size_t)(job->bucket_mb * 1024 * 1024 / 4),
-                           .threads = threads, .bf16 = job->precision == MPT_PREC_BF16,
-                           .chunks = v, .chunk_sets = chunk_sets,
-                           .split_w = l->pp > 1 && mpt_pp_split(kind),
-                           .sets_b = l->pp > 1 && mpt_pp_split(kind) ? sets_b : NULL,
-                           .weight_versions = l->pp > 1 && kind == MPT_PP_2BW ? 2 : 1,
-                           .ckpt_bytes = ckpt};
-    return mpt_memplan_rank(cfg, Bm, T, &lay, plan, err);
+    return mpt_stage_plan(cfg, &run, &q, plan, err);
 }
 
 /* Every pipeline rank's plan, or with ends_only those of ranks 0 and p-1. */

@@ -12,6 +12,7 @@
 
 #include "core/gemm_bf16.h"
 #include "plan/memplan.h"
+#include "plan/stage_plan.h"
 #include "parallel/partition.h"
 #include "parallel/tied.h"
 #include "parallel/tp.h"
@@ -218,27 +219,13 @@ static mpt_status open_data_(mpt_run *r, mpt_error *err) {
 static mpt_status stage_plan_(mpt_run *r, const mpt_placement *q, mpt_mem_plan *plan,
                               mpt_error *err) {
     const mpt_train_opts *o = r->o;
-    int sets = 1;
-    int chunk_sets[MPT_MAX_VIRTUAL], sets_b[MPT_MAX_VIRTUAL] = {1};
-    mpt_status st = r->v > 1 ? mpt_pp_chunk_sets(r->kind, q->stages, o->microbatches, r->v,
-                                                 q->stage, chunk_sets, err)
-                             : mpt_pp_sets_needed(r->kind, q->stages, o->microbatches, q->stage,
-                                                  &sets, err);
-    if (!st && mpt_pp_split(r->kind)) /* the executor's until-B pool (parallel/pp.h) */
-        st = mpt_pp_chunk_sets_b(r->kind, q->stages, o->microbatches, r->v, q->stage, sets_b,
-                                 err);
-    if (st) return st;
-    mpt_placement qv = *q;
-    if (r->kind == MPT_PP_ZB_V) qv.first = qv.last = q->stage == 0; /* both ends on rank 0 */
-    mpt_rank_layout lay = {.place = qv, .sp = o->sp, .zero = o->zero, .act_sets = sets,
-                           .recompute = o->recompute, .z3_whole = r->z3_whole,
-                           .bucket_elems = (size_t)(o->bucket_mb * 1024 * 1024 / 4),
-                           .threads = o->threads, .bf16 = o->dtype == MPT_BF16,
-                           .chunks = r->v, .chunk_sets = chunk_sets,
-                           .split_w = mpt_pp_split(r->kind),
-                           .sets_b = mpt_pp_split(r->kind) ? sets_b : NULL,
-                           .weight_versions = o->schedule && !strcmp(o->schedule, "2bw") ? 2 : 1};
-    return mpt_memplan_rank(&r->cfg, r->Bm, r->T, &lay, plan, err);
+    mpt_stage_run run = {.kind = r->kind, .microbatches = o->microbatches, .v = r->v,
+                         .Bm = r->Bm, .T = r->T, .sp = o->sp, .zero = o->zero,
+                         .recompute = o->recompute, .z3_whole = r->z3_whole,
+                         .bf16 = o->dtype == MPT_BF16,
+                         .two_bw = o->schedule && !strcmp(o->schedule, "2bw"),
+                         .bucket_mb = o->bucket_mb, .threads = o->threads};
+    return mpt_stage_plan(&r->cfg, &run, q, plan, err); /* plan/stage_plan.h */
 }
 
 /* --partition auto: does a stage fit --mem-limit? */
