@@ -68,6 +68,18 @@ assert all(x['layout']['dp'] * x['layout']['tp'] * x['layout']['cp'] * x['layout
 check "search prints the best train command" sh -c "'$BIN' plan --model gpt-7.5b --gpus 64 \
   --batch 512 --top 3 | grep -q 'best: mptrain train --dp'"
 
+# MoE: memory, the all-to-alls and a search that picks expert parallelism
+check "MoE plan and simulate" py "
+import json, subprocess
+run = lambda *a: json.loads(subprocess.check_output(['$BIN', *a, '--json']))
+p = run('plan', '--model', 'gpt-1.7b', '--experts', '16', '--top-k', '2', '--dp', '8', '--ep',
+        '8', '--batch', '64', '--microbatches', '8', '--precision', 'bf16', '--cluster',
+        'a100-80g')
+assert p['traffic_bytes_per_gpu']['ep'] > 0 and p['ep_alltoall_s'] > 0, p
+s = run('plan', '--model', 'gpt-1.7b', '--experts', '32', '--top-k', '2', '--gpus', '16',
+        '--batch', '64', '--precision', 'bf16', '--moe-dropless-bound', '2', '--top', '3')
+assert s['candidates'][0]['layout']['ep'] > 1, s['candidates'][0]"
+
 # simulate: timeline, trace, SVG
 check "timeline" sh -c "'$BIN' simulate --model gpt-39b --tp 8 --pp 2 --dp 4 --batch 64 \
   --microbatches 16 --precision bf16 --timeline | grep -q '^rank  1 |.*B'"
@@ -93,6 +105,8 @@ bad_input() { # bad_input WHAT ARGS...
   else bad "$what (exit $rc: $(cat "$tmp/err"))"; fi
 }
 bad_input "plan ep 2" plan --model gpt-7.5b --dp 2 --ep 2 --batch 64
+bad_input "plan ep 3 of 8 experts" plan --model tiny --experts 8 --dp 3 --ep 3 --batch 6
+bad_input "plan experts with sp" plan --model tiny --experts 4 --tp 2 --sp
 bad_input "plan cp 3 (seq-len 2048 not in 6 chunks)" plan --model gpt-7.5b --dp 2 --cp 3 --batch 64
 bad_input "plan unknown option" plan --frobnicate 3
 bad_input "plan batch" plan --model tiny --dp 3 --batch 8

@@ -213,6 +213,9 @@ void plan_print_sim(const mpt_cluster *c, const mpt_sim_result *r) {
     printf("traffic per GPU per step: tp %.3g B, pp %.3g B, dp %.3g B; intra-node %.3g B, "
            "inter-node %.3g B\n",
            r->bytes_tp, r->bytes_pp, r->bytes_dp, r->bytes_intra, r->bytes_inter);
+    if (r->bytes_ep > 0)
+        printf("MoE all-to-alls per GPU per step: %.3g B in %.4f s (inside the forward and "
+               "backward)\n", r->bytes_ep, r->ep_time);
 }
 
 void plan_json_sim(void *obj, const mpt_sim_result *r) {
@@ -226,10 +229,12 @@ void plan_json_sim(void *obj, const mpt_sim_result *r) {
     cJSON_AddNumberToObject(o, "pipeline_s", r->pipe_time);
     cJSON_AddNumberToObject(o, "dp_exposed_s", r->dp_exposed);
     cJSON_AddNumberToObject(o, "optimizer_s", r->optimizer);
+    cJSON_AddNumberToObject(o, "ep_alltoall_s", r->ep_time);
     cJSON *t = cJSON_AddObjectToObject(o, "traffic_bytes_per_gpu");
     cJSON_AddNumberToObject(t, "tp", r->bytes_tp);
     cJSON_AddNumberToObject(t, "pp", r->bytes_pp);
     cJSON_AddNumberToObject(t, "dp", r->bytes_dp);
+    cJSON_AddNumberToObject(t, "ep", r->bytes_ep);
     cJSON_AddNumberToObject(t, "intra_node", r->bytes_intra);
     cJSON_AddNumberToObject(t, "inter_node", r->bytes_inter);
 }

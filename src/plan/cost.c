@@ -6,6 +6,7 @@
 
 #include "model/gpt.h"
 #include "parallel/mesh.h"
+#include "plan/cost_moe.h"
 
 double mpt_cost_elem_bytes(int precision) { return precision == MPT_PREC_BF16 ? 2.0 : 4.0; }
 
@@ -111,6 +112,7 @@ typedef struct shape_ {
     int cp, cp_inter;       /* context parallelism: the ring's size and links */
     double ring_time;       /* seconds of ring messages not hidden behind attention */
     double tp_bytes, tp_time;
+    int moe;                /* an MoE block: its MLP is cost_moe.c's, not the dense one */
 } shape_;
 
 static void coll_(shape_ *s, acc_ *a, int op, double bytes) {
@@ -159,11 +161,13 @@ static void block_forward_(shape_ *s, acc_ *a) {
     row_out_(s, a);
     ew_(a, c->ew_add, Ns * D, 3 * Ns * D);       /* residual */
     ew_(a, c->ew_ln_f, Ns * D, 2 * Ns * D);      /* ln_2 */
+    if (!s->moe) {
     col_in_(s, a);
     gemm_(a, N, s->Fl, D, 1);                    /* c_fc */
     ew_(a, c->ew_gelu_f, N * s->Fl, 2 * N * s->Fl); /* gelu */
     gemm_(a, N, D, s->Fl, 1);                    /* mlp c_proj */
     row_out_(s, a);
+    }
     ew_(a, c->ew_add, Ns * D, 3 * Ns * D);       /* residual */
 }
 
@@ -173,6 +177,7 @@ static void block_backward_(shape_ *s, acc_ *b, acc_ *w) {
     const mpt_cluster *c = s->c;
     /* mlp */
     ew_(b, c->ew_add, Ns * D, 3 * Ns * D);       /* residual gradient */
+    if (!s->moe) {
     col_in_(s, b);                               /* sp: gather the gradient rows */
     gemm_(b, N, s->Fl, D, 1);                    /* d(gelu out) = dy W^T */
     gemm_(w, s->Fl, D, N, 1);                    /* dW_proj */
@@ -180,6 +185,7 @@ static void block_backward_(shape_ *s, acc_ *b, acc_ *w) {
     gemm_(b, N, D, s->Fl, 1);                    /* d(ln_2 out) */
     gemm_(w, D, s->Fl, N, 1);                    /* dW_fc */
     row_out_(s, b);                              /* column-parallel input gradient */
+    }
     ew_(b, c->ew_ln_b, Ns * D, 5 * Ns * D);      /* ln_2 backward */
     /* attention */
     col_in_(s, b);
@@ -194,7 +200,7 @@ static void block_backward_(shape_ *s, acc_ *b, acc_ *w) {
 }
 
 void mpt_cost_stage(const mpt_cluster *c, const mpt_config *cfg, const mpt_plan_layout *l, int T,
-                    int Bm, int precision, int n_layers, int first, int last,
+                    int Bm, int precision, int first_layer, int n_layers, int first, int last,
                     mpt_stage_cost *out) {
     memset(out, 0, sizeof *out);
     shape_ s = {.c = c, .l = l, .tp = l->tp, .inter = mpt_cost_group_inter(c, l, MPT_DIM_TP),
@@ -222,16 +228,43 @@ void mpt_cost_stage(const mpt_cluster *c, const mpt_config *cfg, const mpt_plan_
         gemm_(&rec, s.Tq, s.T, s.hd, s.Bm * s.Hl);
         mem_(&rec, 2 * s.Bm * s.Hl * s.Tq * s.T);
     }
-    double n = n_layers, tpb = s.tp_bytes, tpt = s.tp_time;
+    /* MoE blocks (cost_moe.h): the attention part as above, their MLP cost_moe.c's */
+    int n_moe = cfg->experts > 0 ? mpt_cost_moe_blocks(cfg, first_layer, n_layers) : 0;
+    acc_ fm = {c, f.peak, s.es, 0, 0}, bm = fm, wm = fm, rm = fm;
+    shape_ sm = s;
+    mpt_moe_cost mc = {0};
+    if (n_moe > 0) {
+        sm.moe = 1, sm.tp_bytes = sm.tp_time = 0;
+        mpt_cost_moe_block(c, cfg, l, s.N, precision, &mc);
+        block_forward_(&sm, &fm);
+        block_backward_(&sm, &bm, &wm);
+        fm.t += mc.f, fm.flops += mc.flops_f, bm.t += mc.b, bm.flops += mc.flops_b;
+        wm.t += mc.w, wm.flops += mc.flops_w;
+        if (l->recompute == MPT_RECOMPUTE_FULL) rm = fm;
+        else rm = rec; /* selective: the scores again, as a dense block */
+    }
+    double n = n_layers - n_moe, tpb = s.tp_bytes, tpt = s.tp_time;
     f.t *= n, f.flops *= n, b.t *= n, b.flops *= n, w.t *= n, w.flops *= n;
     rec.t *= n, rec.flops *= n;
     s.tp_bytes = tpb * n; /* forward, backward and a full recompute's collectives */
     s.tp_time = tpt * n;
+    if (n_moe > 0) {
+        int full = l->recompute == MPT_RECOMPUTE_FULL;
+        f.t += n_moe * fm.t, f.flops += n_moe * fm.flops, b.t += n_moe * bm.t;
+        b.flops += n_moe * bm.flops, w.t += n_moe * wm.t, w.flops += n_moe * wm.flops;
+        rec.t += n_moe * rm.t, rec.flops += n_moe * rm.flops;
+        s.tp_bytes += n_moe * sm.tp_bytes * (full ? 1.5 : 1.0);
+        s.tp_time += n_moe * sm.tp_time * (full ? 1.5 : 1.0);
+        out->ep_bytes = n_moe * mc.ep_bytes * (full ? 1.5 : 1.0);
+        out->ep_time = n_moe * (mc.ep_time_f * (full ? 2 : 1) + mc.ep_time_b);
+        out->expert_params = n_moe * mc.expert_params;
+    }
     b.t += rec.t;
     double rec_flops = rec.flops;
     b.flops += rec.flops;
     double params = n * (4.0 * s.D * s.Dl + 2.0 * s.D * s.Fl + 4.0 * s.D + 3.0 * s.Dl + s.Fl +
                          2.0 * s.D);
+    params += n_moe * (4.0 * s.D * s.Dl + 4.0 * s.D + 3.0 * s.Dl + s.D + mc.params);
     if (first) {
         mem_(&f, 2 * s.N * s.D); /* lookup of token and position rows */
         coll_(&s, &f, MPT_COLL_ALLREDUCE, s.es * s.N * s.D);
@@ -259,4 +292,21 @@ void mpt_cost_stage(const mpt_cluster *c, const mpt_config *cfg, const mpt_plan_
     out->tp_time = s.tp_time;
     out->params = params;
     out->boundary_bytes = s.es * s.Ns * s.D;
+}
+
+/* ---- one kernel priced as the stage's own, for cost_moe.c ---- */
+
+double mpt_cost_gemm(const mpt_cluster *c, int precision, double M, double N, double K,
+                     double *flops) {
+    acc_ a = {c, peak_(c, precision), mpt_cost_elem_bytes(precision), 0, 0};
+    gemm_(&a, M, N, K, 1);
+    if (flops) *flops += a.flops;
+    return a.t;
+}
+
+double mpt_cost_kernel(const mpt_cluster *c, int precision, double per_elem, double n,
+                       double elems) {
+    acc_ a = {c, peak_(c, precision), mpt_cost_elem_bytes(precision), 0, 0};
+    ew_(&a, per_elem, n, elems);
+    return a.t;
 }

@@ -54,11 +54,21 @@ typedef struct mpt_stage_cost {
     double tp_time;       /* seconds of them, included in f and b */
     double params;        /* parameter elements this rank holds for the stage */
     double boundary_bytes;/* the activation sent to the next stage (gradient alike) */
+    double ep_bytes;      /* bytes sent in the MoE blocks' all-to-alls (cost_moe.h) */
+    double ep_time;       /* seconds of them, included in f and b */
+    double expert_params; /* ZeRO 0, ep > 1: expert elements also reduced over edp */
 } mpt_stage_cost;
 
-/* cfg finished for the layout (mpt_plan_check). */
+/* cfg finished for the layout (mpt_plan_check); the stage holds blocks [first_layer,
+ * first_layer + n_layers) (MoE blocks among them: cost_moe.h). */
 void mpt_cost_stage(const mpt_cluster *c, const mpt_config *cfg, const mpt_plan_layout *l, int T,
-                    int Bm, int precision, int n_layers, int first, int last,
+                    int Bm, int precision, int first_layer, int n_layers, int first, int last,
                     mpt_stage_cost *out);
+/* One GEMM (M x K) x (K x N) and one element-wise kernel (a measured per_elem seconds for n
+ * elements, else `elems` moved), priced as the stage's own; flops (may be NULL) += the GEMM's. */
+double mpt_cost_gemm(const mpt_cluster *c, int precision, double M, double N, double K,
+                     double *flops);
+double mpt_cost_kernel(const mpt_cluster *c, int precision, double per_elem, double n,
+                       double elems);
 
 #endif

@@ -48,7 +48,13 @@ mpt_status mpt_plan_search(const mpt_plan_job *job, const mpt_cluster *c, int gp
                 int dp = gpus / tp / cp / pp;
                 if (job->batch % dp) continue;
                 size_t n_sched = pp > 1 ? sizeof scheds / sizeof *scheds : 1;
-                for (int sp = 0; sp <= (tp > 1); sp++)
+                /* MoE: ep over the divisors of E that the mesh takes (inside dp, or every cp
+                 * rank and ep/cp dp ranks); sp is refused with experts */
+                for (int ep = 1; ep <= (cfg->experts > 0 ? cfg->experts : 1); ep++) {
+                if (cfg->experts > 0 && (cfg->experts % ep ||
+                                         (dp % ep && (ep % cp || dp % (ep / cp)))))
+                    continue;
+                for (int sp = 0; sp <= (tp > 1 && cfg->experts == 0); sp++)
                     for (int zero = 0; zero <= 3; zero++)
                         for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
                             int per = job->batch / dp;
@@ -58,6 +64,7 @@ mpt_status mpt_plan_search(const mpt_plan_job *job, const mpt_cluster *c, int gp
                                     mpt_plan_layout l;
                                     mpt_plan_layout_defaults(&l);
                                     l.tp = tp, l.cp = cp, l.pp = pp, l.dp = dp, l.sp = sp;
+                                    l.ep = ep;
                                     l.zero = zero;
                                     l.microbatches = per / sizes[si];
                                     l.schedule = scheds[ki].kind;
@@ -83,6 +90,7 @@ mpt_status mpt_plan_search(const mpt_plan_job *job, const mpt_cluster *c, int gp
                                     insert_(out, max_out, n_out, &cand);
                                 }
                         }
+                }
             }
         }
     }

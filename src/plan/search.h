@@ -5,8 +5,9 @@
  * splits into, each rank keeping at least 256 tokens), pp (<= layers), dp = N / (tp cp pp) (dividing the batch), sequence parallelism
  * when tp > 1, ZeRO 0..3, micro-batch sizes 1, 2, 4, 8 (m = batch / dp / size), schedules
  * (pp > 1) 1f1b, gpipe, interleaved with 2 and 4 chunks per rank, zb-h1 and zb-v, recompute
- * none, selective, full; what the trainer refuses (mpt_plan_check) is skipped. ep is not
- * enumerated (the planner does not model MoE yet). Each
+ * none, selective, full, and for an MoE model ep (dividing the experts, inside dp x cp as
+ * parallel/mesh.h places it; no sp with experts); what the trainer refuses (mpt_plan_check)
+ * is skipped. Each
  * candidate's memory is the runtime's plan (plan.h), evaluated first; only the ones that fit
  * are simulated (sim.h). Pure. */
 #ifndef MPT_SEARCH_H

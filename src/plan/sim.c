@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "parallel/mesh.h"
+#include "plan/cost_moe.h"
 
 /* A message into stage `dst` of micro-batch mb (activations or gradient). */
 typedef struct msg_ {
@@ -171,8 +172,9 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
         goto done;
     }
     int pp_inter = mpt_cost_group_inter(c, l, MPT_DIM_PP);
-    for (int s = 0; s < S; s++) {
-        mpt_cost_stage(c, &cfg, l, T, Bm, job->precision, counts[s], s == 0, s == S - 1, &sc[s]);
+    for (int s = 0, fl = 0; s < S; fl += counts[s++]) {
+        mpt_cost_stage(c, &cfg, l, T, Bm, job->precision, fl, counts[s], s == 0, s == S - 1,
+                       &sc[s]);
         p2p[s] = mpt_cost_p2p(c, sc[s].boundary_bytes, pp_inter);
     }
     for (size_t i = 0; i < (size_t)m * S * 2; i++) msg[i].sent = msg[i].posted = -1;
@@ -192,12 +194,15 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
     }
     int R = l->dp * l->cp; /* gradients are reduced (ZeRO: sharded) over dp x cp */
     for (int r = 0; r < p; r++) {
-        double G = 0, fl = 0, fm = 0, tpb = 0, tpt = 0, ppb = 0;
+        double G = 0, fl = 0, fm = 0, tpb = 0, tpt = 0, ppb = 0, Ge = 0, epb = 0, ept = 0;
         int units = 0;
         for (int k = 0; k < v; k++) {
             int s = mpt_pp_stage_k(kind, p, r, k);
             const mpt_stage_cost *x = &sc[s];
             G += x->params;
+            Ge += x->expert_params; /* MoE, ZeRO 0, ep > 1: reduced over edp as well */
+            epb += m * x->ep_bytes;
+            ept += m * x->ep_time;
             fl += m * x->flops_hw;
             fm += m * x->flops_model;
             tpb += m * x->tp_bytes;
@@ -213,6 +218,9 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
         if (l->zero == 0) {
             red = mpt_cost_collective(c, MPT_COLL_ALLREDUCE, R, gb, dp_inter);
             dpb = 2 * frac * gb;
+            int edp = l->ep > 1 ? R / l->ep : 1; /* the experts' own sum (parallel/ep.h) */
+            red += mpt_cost_collective(c, MPT_COLL_ALLREDUCE, edp, 4.0 * Ge, dp_inter);
+            if (edp > 1) dpb += 2.0 * (edp - 1) / edp * 4.0 * Ge;
         } else {
             red = mpt_cost_collective(c, MPT_COLL_REDUCE_SCATTER, R, gb, dp_inter);
             if (l->zero <= 1) dpb = frac * gb;
@@ -261,6 +269,8 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
         if (ppb > out->bytes_pp) out->bytes_pp = ppb;
         if (dpb > out->bytes_dp) out->bytes_dp = dpb;
         if (tpt > out->tp_time) out->tp_time = tpt;
+        if (epb > out->bytes_ep) out->bytes_ep = epb;
+        if (ept > out->ep_time) out->ep_time = ept;
     }
     double copies = (double)l->dp * l->tp * l->cp;
     if (oversub && node_work * copies / c->cores > step) { /* the cores, not the schedule */
@@ -281,8 +291,10 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
     out->mfu = out->flops_model / (out->world * step * peak);
     out->tokens_per_s = (double)job->batch * T / step;
     out->bytes_intra = (tp_inter ? 0 : out->bytes_tp) + (pp_inter ? 0 : out->bytes_pp) +
-                       (dp_inter ? 0 : out->bytes_dp);
-    out->bytes_inter = out->bytes_tp + out->bytes_pp + out->bytes_dp - out->bytes_intra;
+                       (dp_inter ? 0 : out->bytes_dp) +
+                       (mpt_cost_ep_inter(c, l) ? 0 : out->bytes_ep);
+    out->bytes_inter = out->bytes_tp + out->bytes_pp + out->bytes_dp + out->bytes_ep -
+                       out->bytes_intra;
     out->ev = ev;
     out->n_ev = n_ev;
     out->comm = cm;

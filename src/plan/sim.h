@@ -6,15 +6,17 @@
  * blocks):
  *   compute stream   F, B, W of each rank in list order; a compute waits for its input, which
  *                    arrives max(send posted, receive posted) + point-to-point time after its
- *                    producer; tensor-parallel collectives run inside F and B (the runtime's are
- *                    blocking), a full recompute inside B
+ *                    producer; tensor-parallel collectives and the MoE blocks' all-to-alls
+ *                    (cost_moe.h) run inside F and B (the runtime's are blocking), a full
+ *                    recompute inside B
  *   p2p              non-blocking: overlaps compute on both ends, as the executor's Isend/Irecv
  *   data parallel    a communication stream per rank: ZeRO 0/1 reduce gradient buckets during
  *                    the last micro-batch's backward (from its first B to its end, the last
  *                    bucket after it); ZeRO 2/3 reduce-scatter every micro-batch and ZeRO 3
  *                    all-gathers each unit before its forward and backward, spread over the
  *                    pipeline's span; then AdamW (memory-bound on the rank's shard) and, for
- *                    ZeRO 1/2, the all-gather of the updated parameters
+ *                    ZeRO 1/2, the all-gather of the updated parameters; MoE at ZeRO 0 with ep > 1: the
+ *                    experts' gradients also summed over the expert-data-parallel group
  * Symmetry: every replica and every tensor-parallel rank of a stage does the same work at the
  * same time, so only the p pipeline ranks of one replica are replayed (3,072 GPUs at pp 64 are
  * 64 lists). Pure: no MPI. */
@@ -52,6 +54,8 @@ typedef struct mpt_sim_result {
     double bytes_tp, bytes_pp, bytes_dp;   /* bytes each GPU sends per step (largest rank) */
     double bytes_intra, bytes_inter;       /* the same by link */
     double tp_time;          /* seconds of tensor-parallel collectives per step (largest rank) */
+    double bytes_ep;         /* bytes each GPU sends in MoE all-to-alls per step (largest rank) */
+    double ep_time;          /* seconds of them per step (inside F and B; largest rank) */
     mpt_pp_event *ev;        /* with events: every compute action of the p pipeline ranks */
     size_t n_ev;
     mpt_sim_comm *comm;      /* with events: their p2p messages, data-parallel reduction and

@@ -1,0 +1,95 @@
+/* cost_moe.c — the cost of a Mixture-of-Experts MLP on one rank (see cost_moe.h). */
+#include "plan/cost_moe.h"
+
+#include <string.h>
+
+#include "parallel/mesh.h"
+#include "plan/cost.h"
+
+int mpt_cost_moe_blocks(const mpt_config *cfg, int first_layer, int n_layers) {
+    int n = 0;
+    for (int i = first_layer; i < first_layer + n_layers; i++) n += mpt_config_is_moe_layer(cfg, i);
+    return n;
+}
+
+int mpt_cost_ep_inter(const mpt_cluster *c, const mpt_plan_layout *l) {
+    if (l->ep < 2) return 0;
+    mpt_layout ml = mpt_layout_make(l->tp, l->cp, l->dp, l->pp, l->ep);
+    /* inside dp: ep consecutive dp ranks (stride tp x cp); spanning cp: tp x ep ranks */
+    long span = mpt_mesh_ep_spans_cp(&ml) ? (long)l->tp * l->ep : (long)l->tp * l->cp * l->ep;
+    return span > c->per_node;
+}
+
+double mpt_cost_alltoall(const mpt_cluster *c, int n, double bytes, int inter) {
+    if (n <= 1) return 0.0;
+    double bw = inter ? c->inter_bw * c->inter_eff : c->intra_bw * c->intra_eff;
+    double a = inter ? c->inter_lat : c->intra_lat;
+    return (n - 1) * a + (double)(n - 1) / n * bytes / bw;
+}
+
+void mpt_cost_moe_block(const mpt_cluster *c, const mpt_config *cfg, const mpt_plan_layout *l,
+                        double N, int precision, mpt_moe_cost *out) {
+    memset(out, 0, sizeof *out);
+    if (cfg->experts <= 0) return;
+    int ep = l->ep > 1 ? l->ep : 1, inter = mpt_cost_ep_inter(c, l);
+    double D = cfg->d_model, F = cfg->ffn, E = cfg->experts, K = cfg->top_k;
+    double El = E / ep, es = mpt_cost_elem_bytes(precision);
+    double keep = cfg->capacity_factor > 0 && cfg->capacity_factor < 1 ? cfg->capacity_factor : 1;
+    double S = N * K * keep;          /* rows this rank sends (and, balanced, receives) */
+    double M = S / El;                /* rows of each of its experts' GEMMs */
+    double fl = 0;
+    /* one all-to-all of the rows (D values and an expert index each), with the counts first */
+    double msg = S * (D * es + 4.0);
+    double a2a = ep > 1 ? mpt_cost_alltoall(c, ep, msg, inter) : 0;
+    double counts = ep > 1 ? mpt_cost_alltoall(c, ep, 4.0 * ep, inter) : 0;
+    double local = ep > 1 ? 0 : mpt_cost_kernel(c, precision, 0, 0, 2 * S * D); /* ep 1: copy */
+
+    /* forward */
+    double f = mpt_cost_gemm(c, precision, N, E, D, &fl);         /* router logits */
+    f += mpt_cost_kernel(c, precision, 0, 0, 4 * N * E);          /* softmax, top-K, gates */
+    out->flops_f += 8 * N * E + 2 * E;                            /* aux and z losses */
+    f += mpt_cost_kernel(c, precision, 0, 0, 2 * S * D);          /* gather the sent rows */
+    f += counts + a2a + local;                                    /* dispatch */
+    f += mpt_cost_kernel(c, precision, 0, 0, 2 * S * D);          /* sort by local expert */
+    for (int e = 0; e < (int)El; e++) {
+        f += mpt_cost_gemm(c, precision, M, F, D, &fl);           /* c_fc */
+        f += mpt_cost_kernel(c, precision, c->ew_gelu_f, M * F, 2 * M * F); /* GELU */
+        f += mpt_cost_gemm(c, precision, M, D, F, &fl);           /* c_proj */
+    }
+    f += a2a + local;                                             /* combine */
+    f += mpt_cost_kernel(c, precision, 0, 0, S * D + 2 * N * D);  /* gate-weighted sum */
+    out->f = f;
+    out->flops_f += fl;
+    out->ep_time_f = counts + 2 * a2a;
+
+    /* backward: B */
+    fl = 0;
+    double b = mpt_cost_kernel(c, precision, 0, 0, 3 * S * D);    /* gate grads, row grads */
+    out->flops_b += 2 * S * D;
+    b += 2 * (a2a + local);                                       /* dispatch dy, combine dx */
+    double w = 0, flw = 0;
+    for (int e = 0; e < (int)El; e++) {
+        b += mpt_cost_gemm(c, precision, M, F, D, &fl);           /* dh = dy W_proj^T */
+        b += mpt_cost_kernel(c, precision, c->ew_gelu_b, M * F, 3 * M * F); /* GELU backward */
+        b += mpt_cost_gemm(c, precision, M, D, F, &fl);           /* dx = dh W_fc^T */
+        w += mpt_cost_gemm(c, precision, F, D, M, &flw);          /* dW_proj */
+        w += mpt_cost_gemm(c, precision, D, F, M, &flw);          /* dW_fc */
+        w += mpt_cost_kernel(c, precision, 0, 0, M * (F + D));    /* bias sums */
+    }
+    b += mpt_cost_kernel(c, precision, 0, 0, 2 * S * D + 4 * N * E); /* un-sort, softmax bwd */
+    out->flops_b += 8 * N * E;                                    /* aux and z gradients */
+    b += mpt_cost_gemm(c, precision, N, D, E, &fl);               /* dx += dz Wr^T */
+    w += mpt_cost_gemm(c, precision, D, E, N, &flw);              /* dWr */
+    out->b = b;
+    out->w = w;
+    out->flops_b += fl;
+    out->flops_w = flw;
+    out->ep_time_b = 2 * a2a;
+    out->ep_bytes = ep > 1 ? 4 * msg * (ep - 1) / ep : 0;
+
+    /* parameters: the router, and E/ep experts (ZeRO 0) or all E (ZeRO 1-3) */
+    double expert = 2 * D * F + F + D;
+    double held = l->zero > 0 ? E : El;
+    out->params = D * E + held * expert;
+    out->expert_params = l->zero == 0 && ep > 1 ? El * expert : 0;
+}

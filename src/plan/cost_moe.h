@@ -1,0 +1,51 @@
+/* cost_moe.h — the cost model of a Mixture-of-Experts MLP (model/moe.h) on one rank, for one
+ * micro-batch of N token rows: what replaces the dense MLP's c_fc, GELU and c_proj (and their
+ * tensor-parallel all-reduce: every tp rank runs the MoE MLP whole) in an MoE block.
+ *
+ * Routing is taken as balanced (what the load-balancing loss drives it to): a rank's N*K
+ * assignments (capacity c > 0: at most min(1, c) of them kept) spread evenly, so each of its
+ * El = E/ep experts runs its GEMMs on M = ep*N*K/E rows (times min(1, c)), N*K rows in all.
+ *   forward   router GEMM N x E x D, softmax / top-K / gates over N x E, aux and z losses
+ *             (about 8 FLOPs per router logit, counted though negligible), the sent rows
+ *             gathered (N*K x D), dispatch all-to-all, El x (c_fc GEMM M x F x D, GELU,
+ *             c_proj GEMM M x D x F), combine all-to-all, the gate-weighted sum
+ *   backward  B: the gate gradients and the rows' gradients, dispatch all-to-all, per expert
+ *             dh = dy W_proj^T, GELU backward, dx = dh W_fc^T, combine all-to-all, router
+ *             softmax backward and dx += dz Wr^T; W: each expert's dW_proj, dW_fc and bias
+ *             sums, the router's dWr = x^T dz
+ * An all-to-all over the ep group (parallel/ep.c: the per-destination counts first, in the
+ * forward dispatch only, then the rows with their expert indices through MPI_Alltoallv) costs
+ * (ep-1) x latency + (ep-1)/ep x bytes / bandwidth, the link intra- or inter-node by where the
+ * ep group sits in the rank order (mpt_cost_ep_inter); ep 1 moves the rows by a local copy.
+ * GEMMs and kernels are priced as the dense ones (cost.h: mpt_cost_gemm, mpt_cost_kernel).
+ * Pure. */
+#ifndef MPT_COST_MOE_H
+#define MPT_COST_MOE_H
+
+#include "model/config.h"
+#include "plan/cluster.h"
+#include "plan/plan.h"
+
+typedef struct mpt_moe_cost {
+    double f, b, w;             /* seconds: forward; backward's input-gradient part; W part */
+    double flops_f, flops_b, flops_w;
+    double ep_bytes;            /* bytes this rank sends in the block's all-to-alls, F + B */
+    double ep_time_f, ep_time_b;/* seconds of them (included in f and b) */
+    double params;              /* parameter elements the rank holds: router + its experts
+                                 * (E/ep at ZeRO 0; every expert at ZeRO 1-3, parallel/ep.h) */
+    double expert_params;       /* ZeRO 0 with ep > 1: the experts' elements, whose gradients
+                                 * are also summed over the expert-data-parallel group */
+} mpt_moe_cost;
+
+/* MoE blocks among [first_layer, first_layer + n_layers) (mpt_config_is_moe_layer). */
+int mpt_cost_moe_blocks(const mpt_config *cfg, int first_layer, int n_layers);
+/* 1 when the ep group spans nodes (parallel/mesh.h: ep inside dp, stride tp x cp; or over
+ * every cp rank and ep/cp dp ranks, stride tp). */
+int mpt_cost_ep_inter(const mpt_cluster *c, const mpt_plan_layout *l);
+/* Seconds of one all-to-all over n ranks sending `bytes` from each rank in all. */
+double mpt_cost_alltoall(const mpt_cluster *c, int n, double bytes, int inter);
+/* One MoE MLP of N rows on one rank (cfg finished for the layout, cfg->experts > 0). */
+void mpt_cost_moe_block(const mpt_cluster *c, const mpt_config *cfg, const mpt_plan_layout *l,
+                        double N, int precision, mpt_moe_cost *out);
+
+#endif

@@ -1,0 +1,208 @@
+/* test_plan_moe.c — Mixture-of-Experts and expert parallelism in the planner (issue 13):
+ *  1. Memory: the runtime's tables for MoE (plan/memplan.c through plan/stage_plan.c): at
+ *     ZeRO 0, ep 2 holds E/2 experts per block (the parameter bytes drop by exactly the other
+ *     half's elements x 4); at ZeRO 1 every rank holds every expert (sharded over dp, as the
+ *     runtime does); --moe-dropless-bound shrinks the dispatch buffers; bad MoE layouts fail
+ *     with MPT_ERR_INPUT as the trainer refuses them.
+ *  2. Cost (plan/cost_moe.c): the FLOPs a step adds over the dense model of the same shape are
+ *     the router's, the active experts' (top-K of E: K x N rows, times c under a capacity
+ *     c < 1), the gate gradients' and the aux / z losses', counted per MoE block
+ *     (--moe-every 2, pipeline stages holding different blocks); the all-to-alls' bytes are
+ *     4 per MoE block and micro-batch (two forward, two backward) of K x N rows, 6 with full
+ *     recompute; an ep group that spans nodes pays the inter-node link.
+ *  3. Search: a model whose experts do not fit one device is given a layout with ep > 1, and
+ *     the best layout without expert parallelism is clearly slower (printed with its time). */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "check.h"
+#include "plan/cost_moe.h"
+#include "plan/search.h"
+#include "plan/sim.h"
+
+static void job_(mpt_plan_job *j, int L, int D, int H, int T, int E, int K, int every,
+                 int batch) {
+    mpt_error err;
+    mpt_plan_job_defaults(j);
+    CHECK(mpt_plan_model(&j->cfg, "tiny", &err) == MPT_OK, "tiny");
+    j->cfg.n_layer = L, j->cfg.d_model = D, j->cfg.n_head = H, j->cfg.ffn = 4 * D;
+    j->cfg.n_positions = T, j->cfg.experts = E, j->cfg.top_k = K, j->cfg.moe_every = every;
+    j->batch = batch;
+    j->seq_len = T;
+    j->threads = 1;
+}
+
+static size_t mem_(const mpt_plan_job *j, const mpt_plan_layout *l, int kind) {
+    mpt_plan_memory m;
+    mpt_error err;
+    if (mpt_plan_memory_eval(j, l, &m, &err)) {
+        CHECK(0, "memory: %s", err.msg);
+        return 0;
+    }
+    return kind < 0 ? m.worst.total : m.worst.bytes[kind];
+}
+
+static void memory_(void) {
+    mpt_plan_job j;
+    job_(&j, 4, 64, 4, 64, 8, 2, 2, 8); /* blocks 0 and 2 MoE */
+    mpt_plan_layout l;
+    mpt_plan_layout_defaults(&l);
+    l.dp = 2;
+    size_t p1 = mem_(&j, &l, MPT_MEM_PARAMS);
+    l.ep = 2;
+    size_t p2 = mem_(&j, &l, MPT_MEM_PARAMS);
+    double D = 64, F = 256, expert = 2 * D * F + F + D;
+    size_t want = (size_t)(4 * 2 * 4 * expert); /* 4 of the 8 experts, 2 MoE blocks, fp32 */
+    printf("ZeRO 0, dp 2: parameters %zu B at ep 1, %zu B at ep 2 (%zu B fewer; 4 experts x 2 "
+           "blocks x %.0f elements x 4 B = %zu)\n", p1, p2, p1 - p2, expert, want);
+    CHECK(p1 - p2 == want, "ep 2 holds E/2 experts: %zu fewer bytes, want %zu", p1 - p2, want);
+    l.zero = 1;
+    size_t z2 = mem_(&j, &l, MPT_MEM_PARAMS);
+    l.ep = 1;
+    size_t z1 = mem_(&j, &l, MPT_MEM_PARAMS);
+    CHECK(z1 == z2 && z1 == p1, "ZeRO 1 holds every expert at ep 2 (%zu, %zu, %zu)", z2, z1, p1);
+    l.zero = 0, l.ep = 2;
+    size_t a_worst = mem_(&j, &l, MPT_MEM_ACTIVATIONS);
+    j.cfg.dropless_bound = 1;
+    size_t a_bound = mem_(&j, &l, MPT_MEM_ACTIVATIONS);
+    j.cfg.dropless_bound = 0;
+    CHECK(a_bound < a_worst, "--moe-dropless-bound 1: %zu < %zu activation bytes", a_bound,
+          a_worst);
+    /* refused as the trainer refuses them */
+    mpt_plan_memory m;
+    mpt_error err;
+    l.ep = 3;
+    CHECK(mpt_plan_memory_eval(&j, &l, &m, &err) == MPT_ERR_INPUT, "ep 3 of 8 experts");
+    l.ep = 4; /* divides E but not dp 2 (cp 1) */
+    CHECK(mpt_plan_memory_eval(&j, &l, &m, &err) == MPT_ERR_INPUT, "ep 4 over dp 2");
+    l.ep = 2, l.tp = 2, l.sp = 1;
+    CHECK(mpt_plan_memory_eval(&j, &l, &m, &err) == MPT_ERR_INPUT, "experts with sp");
+    l.sp = 0;
+    CHECK(mpt_plan_memory_eval(&j, &l, &m, &err) == MPT_OK, "ep 2 x tp 2: %s", err.msg);
+    l.tp = 1, l.cp = 2, l.dp = 1; /* ep spans cp */
+    CHECK(mpt_plan_memory_eval(&j, &l, &m, &err) == MPT_OK, "ep 2 over cp 2: %s", err.msg);
+    j.cfg.experts = 0;
+    l.cp = 1, l.dp = 2;
+    CHECK(mpt_plan_memory_eval(&j, &l, &m, &err) == MPT_ERR_INPUT, "ep without experts");
+}
+
+static double sim_(const mpt_plan_job *j, const mpt_plan_layout *l, const mpt_cluster *c,
+                   mpt_sim_result *r) {
+    mpt_error err;
+    if (mpt_simulate(j, l, c, 0, r, &err)) {
+        CHECK(0, "simulate: %s", err.msg);
+        memset(r, 0, sizeof *r);
+    }
+    return r->flops_hw;
+}
+
+static void cost_(void) {
+    mpt_cluster c;
+    mpt_error err;
+    CHECK(mpt_cluster_load(&c, "a100-80g", &err) == MPT_OK, "a100");
+    const int L = 4, D = 256, T = 128, E = 8, K = 2, B = 4;
+    mpt_plan_job moe, dense;
+    job_(&moe, L, D, 4, T, E, K, 2, B);
+    job_(&dense, L, D, 4, T, 0, 1, 1, B);
+    mpt_plan_layout l;
+    mpt_plan_layout_defaults(&l);
+    mpt_sim_result r;
+    double N = (double)B * T, F = 4.0 * D;
+    for (int pass = 0; pass < 3; pass++) { /* one rank; pp 2 (one MoE block per stage); c 0.5 */
+        double keep = 1;
+        mpt_plan_layout_defaults(&l);
+        if (pass == 1) l.pp = 2;
+        if (pass == 2) moe.cfg.capacity_factor = 0.5f, keep = 0.5;
+        double S = N * K * keep;
+        double extra = 6 * N * D * E + 16 * N * E + 2 * E + 2 * S * D + 12 * S * D * F -
+                       12 * N * D * F; /* per MoE block: fwd, B and W (cost_moe.h) */
+        double fm = sim_(&moe, &l, &c, &r), fd = sim_(&dense, &l, &c, &r);
+        printf("FLOPs per step, %s: MoE %.6g, dense %.6g, difference %.6g, expected 2 MoE "
+               "blocks x %.6g\n", pass == 0 ? "one rank" : pass == 1 ? "pp 2" : "capacity 0.5",
+               fm, fd, fm - fd, extra);
+        CHECK(fabs((fm - fd) - 2 * extra) <= 1e-9 * fm, "MoE FLOPs %s",
+              pass == 1 ? "pp 2" : "");
+    }
+    moe.cfg.capacity_factor = 0;
+    /* all-to-all bytes: dp 2 x ep 2, 2 micro-batches per replica */
+    moe.batch = 2 * B;
+    mpt_plan_layout_defaults(&l);
+    l.dp = 2, l.ep = 2, l.microbatches = 2;
+    sim_(&moe, &l, &c, &r);
+    double Nm = (double)B / 2 * T, msg = Nm * K * (D * 4.0 + 4.0);
+    double want = 2 /* micro-batches */ * 2 /* MoE blocks */ * 4 * msg / 2;
+    printf("ep 2 all-to-alls: %.6g B per GPU per step (want %.6g), %.3g s\n", r.bytes_ep, want,
+           r.ep_time);
+    CHECK(fabs(r.bytes_ep - want) <= 1e-9 * want && r.ep_time > 0, "all-to-all bytes");
+    l.recompute = MPT_RECOMPUTE_FULL;
+    sim_(&moe, &l, &c, &r);
+    CHECK(fabs(r.bytes_ep - 1.5 * want) <= 1e-9 * want, "full recompute: 6 all-to-alls");
+    l.recompute = MPT_RECOMPUTE_NONE, l.ep = 1;
+    sim_(&moe, &l, &c, &r);
+    CHECK(r.bytes_ep == 0 && r.ep_time == 0, "ep 1: no all-to-all");
+    /* where the ep group sits: 8 ranks of one node, or over two nodes with tp 2 */
+    moe.batch = 8 * B;
+    mpt_plan_layout_defaults(&l);
+    l.dp = 8, l.ep = 8;
+    double intra = (sim_(&moe, &l, &c, &r), r.ep_time);
+    CHECK(!mpt_cost_ep_inter(&c, &l), "dp 8 x ep 8 in one node");
+    l.tp = 2;
+    double inter = (sim_(&moe, &l, &c, &r), r.ep_time);
+    CHECK(mpt_cost_ep_inter(&c, &l), "tp 2 x ep 8 spans two nodes");
+    printf("ep 8 all-to-alls: %.3g s in one node, %.3g s over two (tp 2)\n", intra, inter);
+    CHECK(inter > 2 * intra, "the inter-node link is slower");
+}
+
+static void search_(void) {
+    mpt_plan_job j;
+    mpt_error err;
+    mpt_plan_job_defaults(&j);
+    CHECK(mpt_plan_model(&j.cfg, "gpt-1.7b", &err) == MPT_OK, "gpt-1.7b");
+    j.cfg.experts = 32, j.cfg.top_k = 2, j.cfg.dropless_bound = 2;
+    j.batch = 64, j.seq_len = 2048, j.precision = MPT_PREC_BF16;
+    mpt_cluster c;
+    CHECK(mpt_cluster_load(&c, "a100-80g", &err) == MPT_OK, "a100");
+    /* its experts alone do not fit one device */
+    mpt_plan_layout one;
+    mpt_plan_layout_defaults(&one);
+    one.microbatches = 64;
+    mpt_plan_memory m;
+    CHECK(mpt_plan_memory_eval(&j, &one, &m, &err) == MPT_OK, "one GPU: %s", err.msg);
+    printf("\nsearch: gpt-1.7b with 32 experts (top-2), one GPU needs %.1f GB of %.1f\n",
+           m.worst.total / 1e9, c.mem_bytes / 1e9);
+    CHECK(m.worst.total > c.mem_bytes, "the model fits one GPU");
+    enum { MAX = 400 };
+    static mpt_plan_candidate best[MAX];
+    int n = 0;
+    mpt_search_stats st;
+    clock_t t0 = clock();
+    CHECK(mpt_plan_search(&j, &c, 16, 0, best, MAX, &n, &st, &err) == MPT_OK, "search: %s",
+          err.msg);
+    double secs = (double)(clock() - t0) / CLOCKS_PER_SEC;
+    printf("16 A100s: %ld layouts, %ld fit (%.1f s of CPU)\n", st.tried, st.fit, secs);
+    CHECK(n > 0 && best[0].l.ep > 1, "the best layout has ep %d", n ? best[0].l.ep : 0);
+    int k = 0; /* the best without expert parallelism */
+    while (k < n && best[k].l.ep > 1) k++;
+    const int show[2] = {0, k};
+    for (int i = 0; i < 2 && show[i] < n; i++) {
+        const mpt_plan_candidate *b = &best[show[i]];
+        char s[160];
+        mpt_plan_layout_str(&b->l, s, sizeof s);
+        printf("  %d. %-60s %6.1f GB %8.3f s\n", show[i] + 1, s, b->mem.total / 1e9,
+               b->step_time);
+        CHECK(b->mem.total <= c.mem_bytes, "candidate %d does not fit", show[i] + 1);
+    }
+    if (k < n)
+        CHECK(best[k].tokens_per_s < 0.8 * best[0].tokens_per_s,
+              "ep 1 at %.0f tokens/s against %.0f", best[k].tokens_per_s,
+              best[0].tokens_per_s);
+}
+
+int main(void) {
+    memory_();
+    cost_();
+    search_();
+    return check_finish();
+}
