@@ -32,7 +32,7 @@ size_t plan_cli_table(plan_cli *c, mpt_arg *a) {
         {"layers", MPT_ARG_INT, &c->layers, "override the number of blocks", NULL, MPT_RANGE(1, MPT_MAX_LAYERS)},
         {"d-model", MPT_ARG_INT, &c->d_model, "override the width", NULL, MPT_RANGE(1, MPT_MAX_D_MODEL)},
         {"heads", MPT_ARG_INT, &c->heads, "override the attention heads", NULL, MPT_RANGE(1, MPT_MAX_HEADS)},
-        {"seq-len", MPT_ARG_INT, &c->seq_len, "tokens per sequence (default: the model's positions)", NULL, MPT_RANGE(1, MPT_MAX_POSITIONS)},
+        {"seq-len", MPT_ARG_INT, &c->seq_len, "tokens per sequence, and the positions of the model as train takes it (default: the model's)", NULL, MPT_RANGE(1, MPT_MAX_POSITIONS)},
         {"vocab", MPT_ARG_INT, &c->vocab, "override the vocabulary size", NULL, MPT_RANGE(2, MPT_MAX_VOCAB)},
         {"ffn", MPT_ARG_INT, &c->ffn, "override the MLP inner width (default 4*d-model)", NULL, MPT_RANGE(1, MPT_MAX_FFN)},
         {"untied", MPT_ARG_FLAG, &c->untied, "separate lm_head instead of the tied wte", NULL, MPT_NO_RANGE},
@@ -82,7 +82,7 @@ mpt_status plan_cli_job(const plan_cli *c, mpt_plan_job *job, mpt_plan_layout *l
     if (c->layers) cfg->n_layer = c->layers;
     if (c->d_model) cfg->d_model = c->d_model;
     if (c->heads) cfg->n_head = c->heads;
-    if (c->seq_len > cfg->n_positions) cfg->n_positions = c->seq_len;
+    if (c->seq_len) cfg->n_positions = c->seq_len; /* as train: a new model's positions */
     if (c->vocab) cfg->vocab = c->vocab;
     if (c->ffn) cfg->ffn = c->ffn;
     else if (c->d_model) cfg->ffn = 4 * cfg->d_model;
