@@ -9,7 +9,8 @@
  *     c < 1), the gate gradients' and the aux / z losses', counted per MoE block
  *     (--moe-every 2, pipeline stages holding different blocks); the all-to-alls' bytes are
  *     4 per MoE block and micro-batch (two forward, two backward) of K x N rows, 6 with full
- *     recompute; an ep group that spans nodes pays the inter-node link.
+ *     recompute; an ep group that spans nodes pays the inter-node link; --moe-imbalance
+ *     lengthens the step and leaves the FLOPs.
  *  3. Search: a model whose experts do not fit one device is given a layout with ep > 1, and
  *     the best layout without expert parallelism is clearly slower (printed with its time). */
 #include <math.h>
@@ -153,6 +154,13 @@ static void cost_(void) {
     CHECK(mpt_cost_ep_inter(&c, &l), "tp 2 x ep 8 spans two nodes");
     printf("ep 8 all-to-alls: %.3g s in one node, %.3g s over two (tp 2)\n", intra, inter);
     CHECK(inter > 2 * intra, "the inter-node link is slower");
+    /* --moe-imbalance: the busiest rank's experts stretch the step, the FLOPs stay */
+    double t1 = (sim_(&moe, &l, &c, &r), r.step_time), f1 = r.flops_hw;
+    moe.moe_imbalance = 2;
+    double t2 = (sim_(&moe, &l, &c, &r), r.step_time), f2 = r.flops_hw;
+    moe.moe_imbalance = 1;
+    printf("imbalance 2: step %.4g s against %.4g s balanced\n", t2, t1);
+    CHECK(t2 > t1 && f2 == f1, "imbalance: longer step, same FLOPs");
 }
 
 static void search_(void) {

@@ -258,6 +258,9 @@ void mpt_cost_stage(const mpt_cluster *c, const mpt_config *cfg, const mpt_plan_
         out->ep_bytes = n_moe * mc.ep_bytes * (full ? 1.5 : 1.0);
         out->ep_time = n_moe * (mc.ep_time_f * (full ? 2 : 1) + mc.ep_time_b);
         out->expert_params = n_moe * mc.expert_params;
+        out->expert_f = n_moe * mc.expert_f;
+        out->expert_b = n_moe * (mc.expert_b + (full ? mc.expert_f : 0));
+        out->expert_w = n_moe * mc.expert_w;
     }
     b.t += rec.t;
     double rec_flops = rec.flops;

@@ -57,6 +57,8 @@ typedef struct mpt_stage_cost {
     double ep_bytes;      /* bytes sent in the MoE blocks' all-to-alls (cost_moe.h) */
     double ep_time;       /* seconds of them, included in f and b */
     double expert_params; /* ZeRO 0, ep > 1: expert elements also reduced over edp */
+    double expert_f, expert_b, expert_w; /* seconds of the MoE experts' GEMMs and GELU in f,
+                                          * b (a full recompute's included) and w */
 } mpt_stage_cost;
 
 /* cfg finished for the layout (mpt_plan_check); the stage holds blocks [first_layer,

@@ -51,11 +51,13 @@ void mpt_cost_moe_block(const mpt_cluster *c, const mpt_config *cfg, const mpt_p
     f += mpt_cost_kernel(c, precision, 0, 0, 2 * S * D);          /* gather the sent rows */
     f += counts + a2a + local;                                    /* dispatch */
     f += mpt_cost_kernel(c, precision, 0, 0, 2 * S * D);          /* sort by local expert */
+    double t0 = f;
     for (int e = 0; e < (int)El; e++) {
         f += mpt_cost_gemm(c, precision, M, F, D, &fl);           /* c_fc */
         f += mpt_cost_kernel(c, precision, c->ew_gelu_f, M * F, 2 * M * F); /* GELU */
         f += mpt_cost_gemm(c, precision, M, D, F, &fl);           /* c_proj */
     }
+    out->expert_f = f - t0;
     f += a2a + local;                                             /* combine */
     f += mpt_cost_kernel(c, precision, 0, 0, S * D + 2 * N * D);  /* gate-weighted sum */
     out->f = f;
@@ -67,7 +69,7 @@ void mpt_cost_moe_block(const mpt_cluster *c, const mpt_config *cfg, const mpt_p
     double b = mpt_cost_kernel(c, precision, 0, 0, 3 * S * D);    /* gate grads, row grads */
     out->flops_b += 2 * S * D;
     b += 2 * (a2a + local);                                       /* dispatch dy, combine dx */
-    double w = 0, flw = 0;
+    double w = 0, flw = 0, b0 = b;
     for (int e = 0; e < (int)El; e++) {
         b += mpt_cost_gemm(c, precision, M, F, D, &fl);           /* dh = dy W_proj^T */
         b += mpt_cost_kernel(c, precision, c->ew_gelu_b, M * F, 3 * M * F); /* GELU backward */
@@ -76,6 +78,8 @@ void mpt_cost_moe_block(const mpt_cluster *c, const mpt_config *cfg, const mpt_p
         w += mpt_cost_gemm(c, precision, D, F, M, &flw);          /* dW_fc */
         w += mpt_cost_kernel(c, precision, 0, 0, M * (F + D));    /* bias sums */
     }
+    out->expert_b = b - b0;
+    out->expert_w = w;
     b += mpt_cost_kernel(c, precision, 0, 0, 2 * S * D + 4 * N * E); /* un-sort, softmax bwd */
     out->flops_b += 8 * N * E;                                    /* aux and z gradients */
     b += mpt_cost_gemm(c, precision, N, D, E, &fl);               /* dx += dz Wr^T */

@@ -31,6 +31,8 @@ typedef struct mpt_moe_cost {
     double flops_f, flops_b, flops_w;
     double ep_bytes;            /* bytes this rank sends in the block's all-to-alls, F + B */
     double ep_time_f, ep_time_b;/* seconds of them (included in f and b) */
+    double expert_f, expert_b, expert_w; /* seconds of the experts' GEMMs and GELU (included
+                                 * in f, b, w): what a busier rank takes longer for */
     double params;              /* parameter elements the rank holds: router + its experts
                                  * (E/ep at ZeRO 0; every expert at ZeRO 1-3, parallel/ep.h) */
     double expert_params;       /* ZeRO 0 with ep > 1: the experts' elements, whose gradients

@@ -45,6 +45,11 @@ typedef struct mpt_plan_job {
     int seq_len;         /* tokens per sequence (<= cfg.n_positions) */
     int precision;       /* MPT_PREC_* */
     double bucket_mb;    /* data-parallel gradient bucket, MiB (trainer default 4) */
+    double moe_imbalance;/* MoE: rows of the busiest expert over the mean (train's logged
+                          * moe_imbalance; <= 1: balanced). The busiest ep rank's experts run
+                          * at most that many times the mean rows, and every rank of the group
+                          * waits for it in the combine all-to-all: the simulator stretches the
+                          * experts' compute by it (cost_moe.h) */
     int threads;         /* compute threads per rank (the fused attention's workspace grows
                           * with them); 0: this node's cores / the layout's ranks, as `train`
                           * defaults on one node */

@@ -20,6 +20,7 @@ void mpt_plan_job_defaults(mpt_plan_job *j) {
     j->seq_len = 0;
     j->precision = MPT_PREC_FP32;
     j->bucket_mb = 4.0;
+    j->moe_imbalance = 1.0;
 }
 
 void mpt_plan_layout_defaults(mpt_plan_layout *l) {
