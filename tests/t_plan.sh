@@ -125,5 +125,16 @@ if [ -n "$hint" ] && "${MPIRUN[@]}" -np 2 "$BIN" train --model tiny --batch 8 --
      --threads 1 --mem-limit 5M --quiet $hint >/dev/null 2>"$tmp/hint.err" </dev/null; then
   ok "the suggested layout ($hint) trains within --mem-limit 5M"
 else bad "the suggested layout '$hint' does not train: $(head -c 400 "$tmp/hint.err")"; fi
+# the same for an MoE model: the search now has ep, and the hint names it
+refused "train --mem-limit suggests a layout with --ep (MoE)" 2 "fits .*--ep 2" -- \
+  "${MPIRUN[@]}" -np 2 "$BIN" train --model tiny --batch 8 --steps 1 --dp 2 --threads 1 \
+  --experts 8 --top-k 2 --mem-limit 15M --quiet
+hint=$(grep -m1 -o -- '--dp [0-9].*$' "$TMP/refused$refused_n/err")
+# shellcheck disable=SC2086
+if [ -n "$hint" ] && "${MPIRUN[@]}" -np 2 "$BIN" train --model tiny --batch 8 --steps 1 \
+     --threads 1 --experts 8 --top-k 2 --mem-limit 15M --quiet $hint >/dev/null \
+     2>"$tmp/hint.err" </dev/null; then
+  ok "the suggested MoE layout ($hint) trains within --mem-limit 15M"
+else bad "the suggested MoE layout '$hint' does not train: $(head -c 400 "$tmp/hint.err")"; fi
 check "plan --help" sh -c "'$BIN' plan --help | grep -q -- '--gpus'"
 finish

@@ -161,6 +161,12 @@ static void cost_(void) {
     moe.moe_imbalance = 1;
     printf("imbalance 2: step %.4g s against %.4g s balanced\n", t2, t1);
     CHECK(t2 > t1 && f2 == f1, "imbalance: longer step, same FLOPs");
+    l.ep = 1, l.tp = 1, l.zero = 1;
+    t1 = (sim_(&moe, &l, &c, &r), r.step_time);
+    moe.moe_imbalance = 2;
+    t2 = (sim_(&moe, &l, &c, &r), r.step_time);
+    moe.moe_imbalance = 1;
+    CHECK(t2 == t1, "ep 1: one rank runs every row, whatever the imbalance");
 }
 
 static void search_(void) {

@@ -76,8 +76,10 @@ void mpt_train_suggest_layout(mpt_comm *world, const mpt_train_opts *o, char *bu
     const mpt_plan_layout *l = &best.l;
     char mem[32];
     mpt_format_bytes(best.mem.total, mem, sizeof mem);
-    char cpv[64] = ""; /* --cp and interleaved's --virtual-stages, when the search chose them */
+    char cpv[64] = ""; /* --cp, --ep and interleaved's --virtual-stages, when the search chose
+                        * them */
     if (l->cp > 1) snprintf(cpv, sizeof cpv, " --cp %d", l->cp);
+    if (l->ep > 1) snprintf(cpv + strlen(cpv), sizeof cpv - strlen(cpv), " --ep %d", l->ep);
     if (l->pp > 1 && l->schedule == MPT_PP_INTERLEAVED)
         snprintf(cpv + strlen(cpv), sizeof cpv - strlen(cpv), " --virtual-stages %d",
                  l->virtual_stages);

@@ -46,10 +46,11 @@ typedef struct mpt_plan_job {
     int precision;       /* MPT_PREC_* */
     double bucket_mb;    /* data-parallel gradient bucket, MiB (trainer default 4) */
     double moe_imbalance;/* MoE: rows of the busiest expert over the mean (train's logged
-                          * moe_imbalance; <= 1: balanced). The busiest ep rank's experts run
-                          * at most that many times the mean rows, and every rank of the group
-                          * waits for it in the combine all-to-all: the simulator stretches the
-                          * experts' compute by it (cost_moe.h) */
+                          * moe_imbalance; <= 1: balanced). With ep > 1 the busiest ep rank's
+                          * experts run at most that many times the mean rows, and every rank
+                          * of the group waits for it in the combine all-to-all: the simulator
+                          * stretches the experts' compute by it (ep 1: one rank runs every
+                          * row whatever the split) */
     int threads;         /* compute threads per rank (the fused attention's workspace grows
                           * with them); 0: this node's cores / the layout's ranks, as `train`
                           * defaults on one node */

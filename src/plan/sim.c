@@ -176,7 +176,7 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
         mpt_cost_stage(c, &cfg, l, T, Bm, job->precision, fl, counts[s], s == 0, s == S - 1,
                        &sc[s]);
         p2p[s] = mpt_cost_p2p(c, sc[s].boundary_bytes, pp_inter);
-        if (job->moe_imbalance > 1) { /* the busiest ep rank's experts set the pace */
+        if (job->moe_imbalance > 1 && l->ep > 1) { /* the busiest ep rank sets the pace */
             double g = job->moe_imbalance - 1;
             sc[s].f += g * sc[s].expert_f, sc[s].b += g * sc[s].expert_b;
             sc[s].w += g * sc[s].expert_w;
