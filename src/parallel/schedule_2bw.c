@@ -1,6 +1,6 @@
 /* schedule_2bw.c — PipeDream-2BW without the flush (Narayanan et al. 2021), as action lists and
- * their simulation (see schedule.h, mpt_pp_schedule_2bw). The trainer's 2bw still drains the
- * pipeline between steps; this is the timing the asynchronous executor is to follow. */
+ * their simulation (see schedule.h, mpt_pp_schedule_2bw); the trainer runs these lists
+ * (parallel/pp_2bw.h), and mpt_pp_2bw_window_bubble replays them a step (window) at a time. */
 #include "parallel/schedule.h"
 
 #include <stdlib.h>
@@ -80,4 +80,39 @@ done:
     mpt_pp_timeline_free(&t);
     mpt_pp_timeline_free(&one);
     return st;
+}
+
+mpt_status mpt_pp_2bw_window_bubble(int p, int m, int steps, int n, const double *costs,
+                                    double *bubble, mpt_error *err) {
+    *bubble = 0.0;
+    if (n < 0 || n >= steps)
+        return mpt_fail(err, MPT_ERR_INPUT, "2bw window %d of %d steps", n, steps);
+    /* the steady state repeats: a middle window is window 1 of 3 steps, the last the last of
+     * at most 3 (the first, window 0, its own) */
+    int last = n == steps - 1, sim = last ? (steps < 3 ? steps : 3) : (n < 1 ? n : 1) + 2;
+    int target = last ? sim - 1 : (n < 1 ? n : 1);
+    mpt_pp_timeline t;
+    mpt_status st = mpt_pp_simulate_ranks(MPT_PP_2BW, p, m * sim, 1, costs, &t, err);
+    if (st) return st;
+    double busy = 0.0, wall = 0.0;
+    for (int r = 0; r < p; r++) {
+        double prev_end = 0.0, w_start = 0.0, w_end = 0.0, b = 0.0;
+        int w = 0;
+        for (size_t i = t.first[r]; i < t.first[r + 1]; i++) {
+            const mpt_pp_event *e = &t.ev[i];
+            if (e->a.op != MPT_PP_F && e->a.mb / m > w) { /* window w ends before this */
+                if (w == target) w_end = prev_end;
+                w = e->a.mb / m;
+                if (w == target) w_start = prev_end;
+            }
+            if (w == target) b += e->end - e->start;
+            prev_end = e->end;
+        }
+        if (w == target) w_end = prev_end;
+        busy += b;
+        if (w_end - w_start > wall) wall = w_end - w_start;
+    }
+    *bubble = wall > 0 ? 1.0 - busy / ((double)p * wall) : 0.0;
+    mpt_pp_timeline_free(&t);
+    return MPT_OK;
 }

@@ -265,6 +265,19 @@ static mpt_status dump_logits_(void *ctx, int mb, mpt_gpt *model, const int32_t 
     return MPT_OK;
 }
 
+/* 2bw: how many steps from step a run without a flush: up to the next step after which the
+ * pipeline must be drained (evaluation, a checkpoint, the last step). With fewer micro-batches
+ * than stages a third weight version would be in flight: every step drains. */
+static int segment_(const mpt_run *r, long a) {
+    const mpt_train_opts *o = r->o;
+    long b = a + 1;
+    if (r->pp.m < r->pp.p) return 1;
+    while (b < o->steps && b - a < 1024 && !(o->eval_every > 0 && b % o->eval_every == 0) &&
+           !(o->save_dir && o->save_every > 0 && b % o->save_every == 0))
+        b++;
+    return (int)(b - a);
+}
+
 /* The schedule replayed on the step's measured costs (pipeline ranks, every one calls): the
  * bubble the schedule itself has with this run's F, B and transfer times. */
 static mpt_status bubble_sim_(mpt_run *r, double *bubble, mpt_error *err) {
@@ -272,6 +285,9 @@ static mpt_status bubble_sim_(mpt_run *r, double *bubble, mpt_error *err) {
     mpt_pp_timeline t;
     memset(&t, 0, sizeof t);
     mpt_status st = mpt_pp_measure(&r->pp, costs, err);
+    if (!st && r->stash) /* 2bw: this step's window of its segment */
+        return mpt_pp_2bw_window_bubble(r->pp.p, r->pp.m, r->bw.steps,
+                                        (int)(r->step - r->bw.first), costs, bubble, err);
     if (!st) st = mpt_pp_simulate_ranks(r->kind, r->pp.p, r->pp.m, r->v, costs, &t, err);
     if (!st) *bubble = t.bubble;
     mpt_pp_timeline_free(&t);
@@ -300,21 +316,28 @@ static mpt_status step_(mpt_run *r, const mpt_adamw *opt, long step, double *los
     mpt_dp_begin_step(&r->dp);
     memset(&r->model.moe, 0, sizeof r->model.moe);
     if (r->ep.comm) mpt_ep_grads_zero(&r->ep);
-    if (r->stash) /* 2bw: run on the previous weights, keep the current ones in the stash */
-        for (size_t i = 0; i < r->model.pt.total; i++) {
-            float w = r->model.params[i];
-            r->model.params[i] = r->stash[i];
-            r->stash[i] = w;
-        }
-    st = mpt_pp_step(&r->pp, batch_, r, r->inputs, r->targets, r->Bm, r->Tl, dloss, &loss_sum,
-                     err);
+    if (r->stash) { /* 2bw: this step's window of a segment without a flush (pp_2bw.h) */
+        if (mpt_pp_2bw_done(&r->bw) &&
+            (st = mpt_pp_2bw_begin(&r->bw, &r->pp, step, segment_(r, step), r->model.params,
+                                   r->stash, err)))
+            return st;
+        st = mpt_pp_2bw_run(&r->bw, step, batch_, r, &r->step, r->inputs, r->targets, r->Bm,
+                            r->Tl, dloss, &loss_sum, err);
+        r->step = step;
+    } else
+        st = mpt_pp_step(&r->pp, batch_, r, r->inputs, r->targets, r->Bm, r->Tl, dloss,
+                         &loss_sum, err);
     busy[0] = r->pp.busy;
     busy[1] = r->pp.wall;
     if (st || (st = mpt_dp_finish_grads(&r->dp, err))) return st;
     if (poison && !o->nan_grad) loss_sum = NAN;
     if (r->ep.comm && (st = mpt_ep_grads_finish(&r->ep, err))) return st; /* experts over edp */
-    /* 2bw: the update applies to the current weights, which stay stashed as the next step's */
-    if (r->stash) memcpy(r->model.params, r->stash, r->model.pt.total * sizeof(float));
+    /* 2bw: W(step) moves to the stash (the next step's micro-batches run on it) and the update
+     * makes W(step + 1) of it in params */
+    if (r->stash) {
+        memcpy(r->stash, r->model.params, r->model.pt.total * sizeof(float));
+        r->bw.ver = step + 1;
+    }
     /* the last stage has the loss; tp ranks hold the same one; replicas and cp ranks (their
      * tokens) add theirs */
     mpt_comm *ppc = &r->groups.dim[MPT_DIM_PP], *dpc = &r->groups.dim[MPT_DIM_DP];

@@ -12,6 +12,7 @@
 #include "parallel/groups.h"
 #include "parallel/placement.h"
 #include "parallel/pp.h"
+#include "parallel/pp_2bw.h"
 #include "train/data.h"
 #include "train/jsonlog.h"
 #include "train/trace.h"
@@ -38,6 +39,7 @@ typedef struct mpt_run {
     float *stash;             /* --schedule 2bw: the previous step's weights (pt.total), kind
                                * params; the step's forwards and backwards run on them */
     mpt_buflist stash_bufs;   /* owned: the list stash comes from */
+    mpt_pp_2bw bw;            /* 2bw: the running segment without a flush (pp_2bw.h) */
     int z3_whole;             /* ZeRO-3 gathers every unit once per step (--zero3-gather step) */
     mpt_param_table full;     /* the whole-tensor table checkpoints use */
     mpt_arena arena;

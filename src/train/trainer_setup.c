@@ -399,6 +399,7 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
 }
 
 void mpt_run_free(mpt_run *r) {
+    mpt_pp_2bw_free(&r->bw);
     mpt_buflist_release(&r->stash_bufs, &r->arena);
     mpt_buflist_free(&r->stash_bufs);
     mpt_buflist_release(&r->token_bufs, &r->arena);

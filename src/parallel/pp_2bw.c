@@ -1,0 +1,100 @@
+/* pp_2bw.c — PipeDream-2BW's no-flush list on the pipeline executor, a step at a time, over two
+ * weight versions (see pp_2bw.h). */
+#include "parallel/pp_2bw.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Points the model's weight table at one version (a full buffer laid out by pt). */
+static void point_(mpt_pp_2bw *s, const float *base) {
+    mpt_gpt *m = s->pp->model;
+    if (s->base == base) return;
+    for (size_t i = 0; i < m->pt.n; i++) m->w[i] = (float *)base + m->pt.t[i].offset;
+    s->base = base;
+}
+
+/* The executor's batch callback: the running action's step and micro-batch within it. */
+static void batch_(void *ctx, int mb, int32_t *inputs, int32_t *targets) {
+    mpt_pp_2bw *s = ctx;
+    (void)mb; /* the executor's entry (g % 2m); the segment's g is s->g */
+    if (s->step_out) *s->step_out = s->first + s->g / s->pp->m;
+    s->batch(s->ctx, (int)(s->g % s->pp->m), inputs, targets);
+}
+
+mpt_status mpt_pp_2bw_begin(mpt_pp_2bw *s, mpt_pp *pp, long first, int steps, float *live,
+                            float *old, mpt_error *err) {
+    mpt_pp_2bw_free(s);
+    memset(s, 0, sizeof *s);
+    mpt_status st = mpt_pp_schedule_2bw(pp->p, pp->m, steps, pp->stage, &s->acts, &s->n, err);
+    if (st) return st;
+    s->pp = pp;
+    s->first = first;
+    s->steps = steps;
+    s->live = live;
+    s->old = old;
+    s->ver = first;
+    s->base = live; /* (between segments w[] points at live) */
+    s->loss_step[0] = s->loss_step[1] = -1;
+    pp->inputs_mb = -1;
+    return MPT_OK;
+}
+
+int mpt_pp_2bw_done(const mpt_pp_2bw *s) { return !s->acts || s->pos == s->n; }
+
+mpt_status mpt_pp_2bw_run(mpt_pp_2bw *s, long n, mpt_pp_batch_fn batch, void *ctx,
+                          long *step_out, int32_t *inputs, int32_t *targets, int Bm, int T,
+                          float dloss, double *loss_sum, mpt_error *err) {
+    mpt_pp *pp = s->pp;
+    int m = pp->m, window = pp->mw / pp->v;
+    mpt_status st = MPT_OK;
+    *loss_sum = 0.0;
+    if (!s->acts || n < s->first || n >= s->first + s->steps)
+        return mpt_fail(err, MPT_ERR_RUN, "2bw: step %ld is not in the running segment", n + 1);
+    s->batch = batch;
+    s->ctx = ctx;
+    s->step_out = step_out;
+    mpt_pp_window_begin(pp);
+    double start = mpt_comm_clock();
+    for (; s->pos < s->n; s->pos++) {
+        const mpt_pp_action *a = &s->acts[s->pos];
+        long step = s->first + a->mb / m;
+        int compute = mpt_pp_op_is_compute(a->op);
+        if (compute && a->op != MPT_PP_F && step > n) break; /* step n's update point */
+        if (compute) { /* the version its step runs on: W(step - 1) */
+            long need = step - 1;
+            if (need != s->ver && need != s->ver - 1)
+                return mpt_fail(err, MPT_ERR_RUN,
+                                "2bw: pipeline stage %d needs weight version %ld while it holds "
+                                "%ld and %ld (more micro-batches than stages are needed: "
+                                "--microbatches >= --pp)",
+                                pp->stage, need, s->ver - 1, s->ver);
+            point_(s, need == s->ver ? s->live : s->old);
+        }
+        int slot = (int)(step & 1);
+        if (s->loss_step[slot] != step) {
+            s->loss_step[slot] = step;
+            s->loss[slot] = 0.0;
+        }
+        mpt_pp_action ra = *a; /* the executor's entry: two steps' micro-batches */
+        ra.mb = a->mb % window;
+        s->g = a->mb;
+        if ((st = mpt_pp_act(pp, &ra, batch_, s, inputs, targets, Bm, T, dloss, &s->loss[slot],
+                             err)))
+            return st;
+    }
+    if (s->pos == s->n) { /* the segment's end: drained */
+        st = mpt_pp_sends_done(pp, err);
+        point_(s, s->live);
+    }
+    pp->model->cur = &pp->model->own;
+    if (s->loss_step[n & 1] == n) *loss_sum = s->loss[n & 1];
+    pp->wall = mpt_comm_clock() - start;
+    return st;
+}
+
+void mpt_pp_2bw_free(mpt_pp_2bw *s) {
+    if (!s) return;
+    if (s->pp && s->live) point_(s, s->live);
+    free(s->acts);
+    memset(s, 0, sizeof *s);
+}
