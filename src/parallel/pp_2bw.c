@@ -35,11 +35,26 @@ mpt_status mpt_pp_2bw_begin(mpt_pp_2bw *s, mpt_pp *pp, long first, int steps, fl
     s->ver = first;
     s->base = live; /* (between segments w[] points at live) */
     s->loss_step[0] = s->loss_step[1] = -1;
+    s->gdone = first - 1;
     pp->inputs_mb = -1;
     return MPT_OK;
 }
 
-int mpt_pp_2bw_done(const mpt_pp_2bw *s) { return !s->acts || s->pos == s->n; }
+void mpt_pp_2bw_defer(mpt_pp_2bw *s, mpt_status (*grads_done)(void *, long, double, mpt_error *),
+                      void *ctx) {
+    s->grads_done = grads_done;
+    s->hook_ctx = ctx;
+}
+
+/* Step n's update point: its loss and the callback. */
+static mpt_status grads_done_(mpt_pp_2bw *s, long n, mpt_error *err) {
+    s->gdone = n;
+    return s->grads_done(s->hook_ctx, n, s->loss_step[n & 1] == n ? s->loss[n & 1] : 0.0, err);
+}
+
+int mpt_pp_2bw_ended(const mpt_pp_2bw *s, long n) {
+    return !s->acts || n >= s->first + s->steps;
+}
 
 mpt_status mpt_pp_2bw_run(mpt_pp_2bw *s, long n, mpt_pp_batch_fn batch, void *ctx,
                           long *step_out, int32_t *inputs, int32_t *targets, int Bm, int T,
@@ -47,6 +62,7 @@ mpt_status mpt_pp_2bw_run(mpt_pp_2bw *s, long n, mpt_pp_batch_fn batch, void *ct
     mpt_pp *pp = s->pp;
     int m = pp->m, window = pp->mw / pp->v;
     mpt_status st = MPT_OK;
+    int ran = 0;
     *loss_sum = 0.0;
     if (!s->acts || n < s->first || n >= s->first + s->steps)
         return mpt_fail(err, MPT_ERR_RUN, "2bw: step %ld is not in the running segment", n + 1);
@@ -59,7 +75,15 @@ mpt_status mpt_pp_2bw_run(mpt_pp_2bw *s, long n, mpt_pp_batch_fn batch, void *ct
         const mpt_pp_action *a = &s->acts[s->pos];
         long step = s->first + a->mb / m;
         int compute = mpt_pp_op_is_compute(a->op);
-        if (compute && a->op != MPT_PP_F && step > n) break; /* step n's update point */
+        if (compute && !s->grads_done && a->op != MPT_PP_F && step > n)
+            break; /* step n's update point */
+        if (compute && s->grads_done) { /* deferred: see mpt_pp_2bw_defer (step n+2's first
+                                          * F comes before its B, and so first) */
+            if (step >= n + 2) break;
+            if (a->op != MPT_PP_F && step - 1 > s->gdone && (st = grads_done_(s, step - 1, err)))
+                return st;
+        }
+        ran += compute;
         if (compute) { /* the version its step runs on: W(step - 1) */
             long need = step - 1;
             if (need != s->ver && need != s->ver - 1)
@@ -84,11 +108,15 @@ mpt_status mpt_pp_2bw_run(mpt_pp_2bw *s, long n, mpt_pp_batch_fn batch, void *ct
     }
     if (s->pos == s->n) { /* the segment's end: drained */
         st = mpt_pp_sends_done(pp, err);
+        /* the last step's, in its own (empty) window: its gradient buffer is the one step
+         * n-1's update (after this window) still reads */
+        if (!st && s->grads_done && n == s->first + s->steps - 1 && s->gdone < n)
+            st = grads_done_(s, n, err);
         point_(s, s->live);
     }
     pp->model->cur = &pp->model->own;
     if (s->loss_step[n & 1] == n) *loss_sum = s->loss[n & 1];
-    pp->wall = mpt_comm_clock() - start;
+    pp->wall = ran ? mpt_comm_clock() - start : 0.0; /* 0: an empty window (no bubble) */
     return st;
 }
 

@@ -45,6 +45,10 @@ typedef struct mpt_pp_2bw {
     void *ctx;
     long g;
     long *step_out;          /* where the caller's batch function reads the step (or NULL) */
+    /* the deferred update (mpt_pp_2bw_defer): called at each step's update point */
+    mpt_status (*grads_done)(void *ctx, long n, double loss_sum, mpt_error *err);
+    void *hook_ctx;
+    long gdone;              /* the last step grads_done was called for */
 } mpt_pp_2bw;
 
 /* Starts a segment of `steps` steps from step `first` (a drained pipeline; live holds W(first),
@@ -58,8 +62,18 @@ mpt_status mpt_pp_2bw_begin(mpt_pp_2bw *s, mpt_pp *pp, long first, int steps, fl
 mpt_status mpt_pp_2bw_run(mpt_pp_2bw *s, long n, mpt_pp_batch_fn batch, void *ctx,
                           long *step_out, int32_t *inputs, int32_t *targets, int Bm, int T,
                           float dloss, double *loss_sum, mpt_error *err);
-/* 1 when the segment's actions are all done (or none began). */
-int mpt_pp_2bw_done(const mpt_pp_2bw *s);
+/* The deferred update, so that no rank waits for another at the update point: run(n) then
+ * calls grads_done(ctx, n', loss of n') at every step n' 's update point it passes (step n's
+ * gradients complete on this rank; the callback moves them aside, e.g. to a second gradient
+ * buffer, and starts non-blocking reductions), and returns later, at the point W(n+1) is
+ * first needed: before this rank's first forward of step n+2 or its update point of step n+1,
+ * whichever comes first (the segment's end for its last step). The caller then finishes step
+ * n's update (its reductions have had the time of the intervening actions to arrive). */
+void mpt_pp_2bw_defer(mpt_pp_2bw *s, mpt_status (*grads_done)(void *, long, double, mpt_error *),
+                      void *ctx);
+/* 1 when step n is not in the running segment (none began, or n is past its last step): the
+ * caller begins the next one. */
+int mpt_pp_2bw_ended(const mpt_pp_2bw *s, long n);
 /* Safe on a zeroed or freed state. Points w[] back at live. */
 void mpt_pp_2bw_free(mpt_pp_2bw *s);
 

@@ -224,12 +224,14 @@ typedef struct mpt_pp_2bw_report {
 mpt_status mpt_pp_2bw_simulate(int p, int m, int steps, const double cost[MPT_PP_COSTS],
                                mpt_pp_2bw_report *rep, mpt_error *err);
 /* The bubble of the trainer's window n (0..steps-1) of a no-flush segment of `steps` steps, with
- * per-rank costs as mpt_pp_simulate_ranks: rank r's window n runs from its window n-1's end (0)
+ * per-rank costs as mpt_pp_simulate_ranks. Rank r's window n runs from its window n-1's end (0)
  * to the end of its last compute before its first backward of step n+1 (its update point,
- * parallel/pp_2bw.h; the last window to the end), and the bubble is 1 - (busy of every rank in
- * its window) / (p x the longest window), as the trainer measures it. The steady state repeats,
- * so a middle window is simulated as window 1 of three steps and the last as the last of three. */
-mpt_status mpt_pp_2bw_window_bubble(int p, int m, int steps, int n, const double *costs,
-                                    double *bubble, mpt_error *err);
+ * parallel/pp_2bw.h), or with deferred updates (mpt_pp_2bw_defer) before its first forward of
+ * step n+2 (the last window that reaches the end; the next is empty: -1); the bubble is
+ * 1 - (busy of every rank in its window) / (p x the longest window), as the trainer measures
+ * it. The steady state repeats, so a middle window is simulated as window 1 (or 0) of as few
+ * steps as keep it a middle one, and the one reaching the end as such of at most three. */
+mpt_status mpt_pp_2bw_window_bubble(int p, int m, int steps, int n, int deferred,
+                                    const double *costs, double *bubble, mpt_error *err);
 
 #endif

@@ -82,15 +82,24 @@ done:
     return st;
 }
 
-mpt_status mpt_pp_2bw_window_bubble(int p, int m, int steps, int n, const double *costs,
-                                    double *bubble, mpt_error *err) {
-    *bubble = 0.0;
+mpt_status mpt_pp_2bw_window_bubble(int p, int m, int steps, int n, int deferred,
+                                    const double *costs, double *bubble, mpt_error *err) {
+    *bubble = -1.0;
     if (n < 0 || n >= steps)
         return mpt_fail(err, MPT_ERR_INPUT, "2bw window %d of %d steps", n, steps);
-    /* the steady state repeats: a middle window is window 1 of 3 steps, the last the last of
-     * at most 3 (the first, window 0, its own) */
-    int last = n == steps - 1, sim = last ? (steps < 3 ? steps : 3) : (n < 1 ? n : 1) + 2;
-    int target = last ? sim - 1 : (n < 1 ? n : 1);
+    /* window n ends before the first B of step n+1 (deferred: the first F of step n+2) */
+    int ahead = deferred ? 2 : 1;
+    if (deferred && steps > 1 && n == steps - 1) return MPT_OK; /* empty: n-1's ran to the end */
+    /* the steady state repeats: a middle window is simulated as window min(n, 1) of as few
+     * steps as keep it one, the one reaching the end as the last of at most 3 */
+    int last = n + ahead >= steps, target, sim;
+    if (last) {
+        sim = steps < 3 ? steps : 3;
+        target = sim - (steps - n);
+    } else {
+        target = n < 1 ? n : 1;
+        sim = target + ahead + 1;
+    }
     mpt_pp_timeline t;
     mpt_status st = mpt_pp_simulate_ranks(MPT_PP_2BW, p, m * sim, 1, costs, &t, err);
     if (st) return st;
@@ -100,10 +109,12 @@ mpt_status mpt_pp_2bw_window_bubble(int p, int m, int steps, int n, const double
         int w = 0;
         for (size_t i = t.first[r]; i < t.first[r + 1]; i++) {
             const mpt_pp_event *e = &t.ev[i];
-            if (e->a.op != MPT_PP_F && e->a.mb / m > w) { /* window w ends before this */
+            int s = e->a.mb / m, ends = deferred ? s >= w + 2 : e->a.op != MPT_PP_F && s > w;
+            while (ends) { /* window w ends before this action */
                 if (w == target) w_end = prev_end;
-                w = e->a.mb / m;
+                w++;
                 if (w == target) w_start = prev_end;
+                ends = deferred ? s >= w + 2 : e->a.op != MPT_PP_F && s > w;
             }
             if (w == target) b += e->end - e->start;
             prev_end = e->end;
@@ -112,7 +123,7 @@ mpt_status mpt_pp_2bw_window_bubble(int p, int m, int steps, int n, const double
         busy += b;
         if (w_end - w_start > wall) wall = w_end - w_start;
     }
-    *bubble = wall > 0 ? 1.0 - busy / ((double)p * wall) : 0.0;
+    *bubble = wall > 0 ? 1.0 - busy / ((double)p * wall) : -1.0;
     mpt_pp_timeline_free(&t);
     return MPT_OK;
 }

@@ -263,7 +263,10 @@ static mpt_status stage_plan_(const mpt_plan_job *job, const mpt_plan_layout *l,
                            .chunks = v, .chunk_sets = chunk_sets,
                            .split_w = l->pp > 1 && mpt_pp_split(kind),
                            .sets_b = l->pp > 1 && mpt_pp_split(kind) ? sets_b : NULL,
-                           .weight_versions = l->pp > 1 && kind == MPT_PP_2BW ? 2 : 1,
+                           /* 3: 2bw's deferred update (train/trainer_2bw.c) */
+                           .weight_versions = l->pp > 1 && kind == MPT_PP_2BW ?
+                                              2 + (l->dp == 1 && l->cp == 1 && l->zero <= 1 &&
+                                                   cfg->experts == 0) : 1,
                            .ckpt_bytes = ckpt};
     return mpt_memplan_rank(cfg, Bm, T, &lay, plan, err);
 }

@@ -204,6 +204,10 @@ static void batch_(void *ctx, int mb, int32_t *inputs, int32_t *targets) {
                       r->place.coords.c[MPT_DIM_CP], inputs, targets);
 }
 
+void mpt_run_batch(void *ctx, int mb, int32_t *inputs, int32_t *targets) {
+    batch_(ctx, mb, inputs, targets);
+}
+
 /* Evaluation's data: micro-batch k of this replica is micro-batch k % M of evaluation batch
  * k / M, in the same order rule over the validation set (batch k / M in place of the step). */
 static void val_batch_(void *ctx, int k, int32_t *inputs, int32_t *targets) {
@@ -265,19 +269,6 @@ static mpt_status dump_logits_(void *ctx, int mb, mpt_gpt *model, const int32_t 
     return MPT_OK;
 }
 
-/* 2bw: how many steps from step a run without a flush: up to the next step after which the
- * pipeline must be drained (evaluation, a checkpoint, the last step). With fewer micro-batches
- * than stages a third weight version would be in flight: every step drains. */
-static int segment_(const mpt_run *r, long a) {
-    const mpt_train_opts *o = r->o;
-    long b = a + 1;
-    if (r->pp.m < r->pp.p) return 1;
-    while (b < o->steps && b - a < 1024 && !(o->eval_every > 0 && b % o->eval_every == 0) &&
-           !(o->save_dir && o->save_every > 0 && b % o->save_every == 0))
-        b++;
-    return (int)(b - a);
-}
-
 /* The schedule replayed on the step's measured costs (pipeline ranks, every one calls): the
  * bubble the schedule itself has with this run's F, B and transfer times. */
 static mpt_status bubble_sim_(mpt_run *r, double *bubble, mpt_error *err) {
@@ -287,7 +278,8 @@ static mpt_status bubble_sim_(mpt_run *r, double *bubble, mpt_error *err) {
     mpt_status st = mpt_pp_measure(&r->pp, costs, err);
     if (!st && r->stash) /* 2bw: this step's window of its segment */
         return mpt_pp_2bw_window_bubble(r->pp.p, r->pp.m, r->bw.steps,
-                                        (int)(r->step - r->bw.first), costs, bubble, err);
+                                        (int)(r->step - r->bw.first), r->grads2 != NULL, costs,
+                                        bubble, err);
     if (!st) st = mpt_pp_simulate_ranks(r->kind, r->pp.p, r->pp.m, r->v, costs, &t, err);
     if (!st) *bubble = t.bubble;
     mpt_pp_timeline_free(&t);
@@ -300,6 +292,7 @@ static mpt_status bubble_sim_(mpt_run *r, double *bubble, mpt_error *err) {
 static mpt_status step_(mpt_run *r, const mpt_adamw *opt, long step, double *loss, double *norm,
                         float *lr, double busy[2], int *skipped, mpt_error *err) {
     const mpt_train_opts *o = r->o;
+    if (r->grads2) return mpt_run_2bw_step(r, opt, step, loss, norm, lr, busy, skipped, err);
     int B = o->batch, T = r->T;
     float dloss = 1.0f / ((float)B * (float)T);
     /* testing (--debug-nan): the last world rank (on the last stage) poisons this step */
@@ -317,8 +310,8 @@ static mpt_status step_(mpt_run *r, const mpt_adamw *opt, long step, double *los
     memset(&r->model.moe, 0, sizeof r->model.moe);
     if (r->ep.comm) mpt_ep_grads_zero(&r->ep);
     if (r->stash) { /* 2bw: this step's window of a segment without a flush (pp_2bw.h) */
-        if (mpt_pp_2bw_done(&r->bw) &&
-            (st = mpt_pp_2bw_begin(&r->bw, &r->pp, step, segment_(r, step), r->model.params,
+        if (mpt_pp_2bw_ended(&r->bw, step) &&
+            (st = mpt_pp_2bw_begin(&r->bw, &r->pp, step, mpt_run_2bw_segment(r, step), r->model.params,
                                    r->stash, err)))
             return st;
         st = mpt_pp_2bw_run(&r->bw, step, batch_, r, &r->step, r->inputs, r->targets, r->Bm,

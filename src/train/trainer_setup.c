@@ -237,7 +237,8 @@ static mpt_status stage_plan_(mpt_run *r, const mpt_placement *q, mpt_mem_plan *
                            .chunks = r->v, .chunk_sets = chunk_sets,
                            .split_w = mpt_pp_split(r->kind),
                            .sets_b = mpt_pp_split(r->kind) ? sets_b : NULL,
-                           .weight_versions = o->schedule && !strcmp(o->schedule, "2bw") ? 2 : 1};
+                           .weight_versions = o->schedule && !strcmp(o->schedule, "2bw") ?
+                                              2 + mpt_run_2bw_deferred(o, &r->cfg) : 1};
     return mpt_memplan_rank(&r->cfg, r->Bm, r->T, &lay, plan, err);
 }
 
@@ -391,6 +392,11 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
     if (o->schedule && strcmp(o->schedule, "2bw") == 0) { /* the second weight version */
         mpt_buflist_add(&r->stash_bufs, "2bw.stash", MPT_MEM_PARAMS, MPT_F32, r->model.pt.total,
                         (void **)&r->stash);
+        if (mpt_run_2bw_deferred(o, &r->cfg)) { /* train/trainer_2bw.c */
+            r->grads1 = r->model.grads;
+            mpt_buflist_add(&r->stash_bufs, "2bw.grads", MPT_MEM_GRADS, MPT_F32,
+                            r->model.pt.total, (void **)&r->grads2);
+        }
         if ((st = mpt_buflist_alloc(&r->stash_bufs, &r->arena, err))) return st;
     }
     if ((st = mpt_run_load(r, start, err))) return st;
@@ -399,7 +405,7 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
 }
 
 void mpt_run_free(mpt_run *r) {
-    mpt_pp_2bw_free(&r->bw);
+    mpt_run_2bw_free(r);
     mpt_buflist_release(&r->stash_bufs, &r->arena);
     mpt_buflist_free(&r->stash_bufs);
     mpt_buflist_release(&r->token_bufs, &r->arena);
