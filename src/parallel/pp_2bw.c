@@ -35,15 +35,21 @@ mpt_status mpt_pp_2bw_begin(mpt_pp_2bw *s, mpt_pp *pp, long first, int steps, fl
     s->ver = first;
     s->base = live; /* (between segments w[] points at live) */
     s->loss_step[0] = s->loss_step[1] = -1;
-    s->gdone = first - 1;
+    s->gdone = s->udone = first - 1;
     pp->inputs_mb = -1;
     return MPT_OK;
 }
 
 void mpt_pp_2bw_defer(mpt_pp_2bw *s, mpt_status (*grads_done)(void *, long, double, mpt_error *),
-                      void *ctx) {
+                      mpt_status (*update)(void *, long, mpt_error *), void *ctx) {
     s->grads_done = grads_done;
+    s->update = update;
     s->hook_ctx = ctx;
+}
+
+static mpt_status update_(mpt_pp_2bw *s, long n, mpt_error *err) {
+    s->udone = n;
+    return s->update(s->hook_ctx, n, err);
 }
 
 /* Step n's update point: its loss and the callback. */
@@ -77,11 +83,14 @@ mpt_status mpt_pp_2bw_run(mpt_pp_2bw *s, long n, mpt_pp_batch_fn batch, void *ct
         int compute = mpt_pp_op_is_compute(a->op);
         if (compute && !s->grads_done && a->op != MPT_PP_F && step > n)
             break; /* step n's update point */
-        if (compute && s->grads_done) { /* deferred: see mpt_pp_2bw_defer (step n+2's first
-                                          * F comes before its B, and so first) */
-            if (step >= n + 2) break;
+        if (compute && s->grads_done) { /* deferred: see mpt_pp_2bw_defer */
+            int k = (int)(n - s->first); /* (window steps-2 runs to the end) */
+            if (a->op == MPT_PP_F && step - 2 > s->udone && (st = update_(s, step - 2, err)))
+                return st;
             if (a->op != MPT_PP_F && step - 1 > s->gdone && (st = grads_done_(s, step - 1, err)))
                 return st;
+            if (k < s->steps - 2 && mpt_pp_2bw_window_ends(pp->p, m, pp->stage, k, a->op, a->mb))
+                break;
         }
         ran += compute;
         if (compute) { /* the version its step runs on: W(step - 1) */
@@ -110,8 +119,11 @@ mpt_status mpt_pp_2bw_run(mpt_pp_2bw *s, long n, mpt_pp_batch_fn batch, void *ct
         st = mpt_pp_sends_done(pp, err);
         /* the last step's, in its own (empty) window: its gradient buffer is the one step
          * n-1's update (after this window) still reads */
-        if (!st && s->grads_done && n == s->first + s->steps - 1 && s->gdone < n)
-            st = grads_done_(s, n, err);
+        long last = s->first + s->steps - 1;
+        if (!st && s->grads_done && last - 1 >= s->first && n >= last - 1 && s->udone < last - 1)
+            st = update_(s, last - 1, err);
+        if (!st && s->grads_done && n == last && s->gdone < n) st = grads_done_(s, n, err);
+        if (!st && s->grads_done && n == last && s->udone < n) st = update_(s, n, err);
         point_(s, s->live);
     }
     pp->model->cur = &pp->model->own;

@@ -47,8 +47,9 @@ typedef struct mpt_pp_2bw {
     long *step_out;          /* where the caller's batch function reads the step (or NULL) */
     /* the deferred update (mpt_pp_2bw_defer): called at each step's update point */
     mpt_status (*grads_done)(void *ctx, long n, double loss_sum, mpt_error *err);
+    mpt_status (*update)(void *ctx, long n, mpt_error *err);
     void *hook_ctx;
-    long gdone;              /* the last step grads_done was called for */
+    long gdone, udone;       /* the last step grads_done / update was called for */
 } mpt_pp_2bw;
 
 /* Starts a segment of `steps` steps from step `first` (a drained pipeline; live holds W(first),
@@ -62,15 +63,16 @@ mpt_status mpt_pp_2bw_begin(mpt_pp_2bw *s, mpt_pp *pp, long first, int steps, fl
 mpt_status mpt_pp_2bw_run(mpt_pp_2bw *s, long n, mpt_pp_batch_fn batch, void *ctx,
                           long *step_out, int32_t *inputs, int32_t *targets, int Bm, int T,
                           float dloss, double *loss_sum, mpt_error *err);
-/* The deferred update, so that no rank waits for another at the update point: run(n) then
- * calls grads_done(ctx, n', loss of n') at every step n' 's update point it passes (step n's
- * gradients complete on this rank; the callback moves them aside, e.g. to a second gradient
- * buffer, and starts non-blocking reductions), and returns later, at the point W(n+1) is
- * first needed: before this rank's first forward of step n+2 or its update point of step n+1,
- * whichever comes first (the segment's end for its last step). The caller then finishes step
- * n's update (its reductions have had the time of the intervening actions to arrive). */
+/* The deferred update, so that no rank waits for another at a step's end. run(n) then calls
+ * grads_done(ctx, k, loss of k) at every step k's update point it passes (step k's gradients
+ * complete on this rank; the callback moves them aside, e.g. to a second gradient buffer, and
+ * starts non-blocking reductions), and update(ctx, k) before this rank's first forward of step
+ * k+2, the first action that needs W(k+1) (by then the reductions have had the intervening
+ * actions' time to arrive; at the segment's end after its last action). It returns at the end
+ * of window n (mpt_pp_2bw_window_ends: about the same moment on every rank, so that the
+ * caller's per-step collectives find the others there), having updated step n. */
 void mpt_pp_2bw_defer(mpt_pp_2bw *s, mpt_status (*grads_done)(void *, long, double, mpt_error *),
-                      void *ctx);
+                      mpt_status (*update)(void *, long, mpt_error *), void *ctx);
 /* 1 when step n is not in the running segment (none began, or n is past its last step): the
  * caller begins the next one. */
 int mpt_pp_2bw_ended(const mpt_pp_2bw *s, long n);

@@ -226,11 +226,18 @@ mpt_status mpt_pp_2bw_simulate(int p, int m, int steps, const double cost[MPT_PP
 /* The bubble of the trainer's window n (0..steps-1) of a no-flush segment of `steps` steps, with
  * per-rank costs as mpt_pp_simulate_ranks. Rank r's window n runs from its window n-1's end (0)
  * to the end of its last compute before its first backward of step n+1 (its update point,
- * parallel/pp_2bw.h), or with deferred updates (mpt_pp_2bw_defer) before its first forward of
- * step n+2 (the last window that reaches the end; the next is empty: -1); the bubble is
+ * parallel/pp_2bw.h), or with deferred updates (mpt_pp_2bw_defer) before the action
+ * mpt_pp_2bw_window_ends names (window steps-2 reaches the end; the last is empty: -1); the bubble is
  * 1 - (busy of every rank in its window) / (p x the longest window), as the trainer measures
  * it. The steady state repeats, so a middle window is simulated as window 1 (or 0) of as few
  * steps as keep it a middle one, and the one reaching the end as such of at most three. */
+/* With deferred updates (parallel/pp_2bw.h), 1 when compute action (op, mb) of pipeline rank
+ * `rank` ends window n of a segment (n and mb counted from its first step): the last rank's
+ * before its first action of step n+2; rank r < p-1's before its backward of micro-batch
+ * (n+2)m - 1 - round(2(p-2-r)/3), which in 1F1B's steady state with B = 2F starts when the last
+ * rank finishes its backward of (n+2)m - 1, so every rank reaches its end of window n together.
+ * Pure. */
+int mpt_pp_2bw_window_ends(int p, int m, int rank, int n, int op, int mb);
 mpt_status mpt_pp_2bw_window_bubble(int p, int m, int steps, int n, int deferred,
                                     const double *costs, double *bubble, mpt_error *err);
 

@@ -82,6 +82,12 @@ done:
     return st;
 }
 
+int mpt_pp_2bw_window_ends(int p, int m, int rank, int n, int op, int mb) {
+    if (rank == p - 1) return (op == MPT_PP_F || op == MPT_PP_B) && mb / m >= n + 2;
+    int shift = (2 * (p - 2 - rank) + 1) / 3;
+    return op == MPT_PP_B && mb >= (n + 2) * m - 1 - shift;
+}
+
 mpt_status mpt_pp_2bw_window_bubble(int p, int m, int steps, int n, int deferred,
                                     const double *costs, double *bubble, mpt_error *err) {
     *bubble = -1.0;
@@ -109,12 +115,12 @@ mpt_status mpt_pp_2bw_window_bubble(int p, int m, int steps, int n, int deferred
         int w = 0;
         for (size_t i = t.first[r]; i < t.first[r + 1]; i++) {
             const mpt_pp_event *e = &t.ev[i];
-            int s = e->a.mb / m, ends = deferred ? s >= w + 2 : e->a.op != MPT_PP_F && s > w;
-            while (ends) { /* window w ends before this action */
+            int s = e->a.mb / m;
+            while (deferred ? w < sim - 2 && mpt_pp_2bw_window_ends(p, m, r, w, e->a.op, e->a.mb)
+                            : e->a.op != MPT_PP_F && s > w) { /* window w ends before this */
                 if (w == target) w_end = prev_end;
                 w++;
                 if (w == target) w_start = prev_end;
-                ends = deferred ? s >= w + 2 : e->a.op != MPT_PP_F && s > w;
             }
             if (w == target) b += e->end - e->start;
             prev_end = e->end;

@@ -23,6 +23,9 @@ typedef struct mpt_2bw_defer {
     double vals[3];           /* loss sum, squared norm, non-finite flag: summed over pp */
     mpt_req red, tied;        /* that sum; the tied wte's send */
     float *grads;             /* the gradient buffer holding the step's gradients */
+    double loss, norm;        /* the step's results, from its update */
+    float lr;
+    int skipped;
 } mpt_2bw_defer;
 
 typedef struct mpt_run {
@@ -50,6 +53,7 @@ typedef struct mpt_run {
     float *grads1, *grads2;   /* 2bw deferred: the model's gradient buffer and a second one
                                * (pt.total, kind grads, from stash_bufs); NULL otherwise */
     mpt_2bw_defer defer[2];   /* by step parity */
+    const mpt_adamw *opt;     /* 2bw deferred: the run's optimizer settings (not owned) */
     int z3_whole;             /* ZeRO-3 gathers every unit once per step (--zero3-gather step) */
     mpt_param_table full;     /* the whole-tensor table checkpoints use */
     mpt_arena arena;
