@@ -128,8 +128,15 @@ static mpt_status validate_layout_(mpt_run *r, mpt_error *err) {
     }
     /* 2bw: the update rule holds on any layout (one stage included) */
     if (o->schedule && strcmp(o->schedule, "2bw") == 0 && o->zero >= 3)
-        return mpt_fail(err, MPT_ERR_INPUT, "--schedule 2bw stashes the previous step's weights "
-                        "whole: use --zero 0, 1 or 2");
+        /* Without a flush a rank runs micro-batches of two steps on two weight versions at
+         * once, and ZeRO-3's gathers (per layer or per step, with their prefetch) serve the one
+         * version its shard holds. A second sharded version would need every gather, its
+         * prefetch and the gathered-unit reuse keyed by version in the data-parallel module,
+         * and the whole second version would still be gathered per micro-batch switch. */
+        return mpt_fail(err, MPT_ERR_INPUT, "--schedule 2bw runs micro-batches of two steps on "
+                        "two weight versions at once, and --zero 3 gathers one version from its "
+                        "shards: use --zero 1 or 2 (the optimizer state stays sharded; the "
+                        "previous version is a whole copy of the stage's weights)");
     /* MoE runs under every schedule: interleaved, zb-h1 and zb-v through the split backward's
      * expert path (model/moe.h), 2bw on its stashed weights like the dense tensors */
     r->v = o->virtual_stages > 1 ? o->virtual_stages : 1;
