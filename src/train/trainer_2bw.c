@@ -40,7 +40,9 @@ enum { TIED_TAG_ = 30000 };
 int mpt_run_2bw_segment(const mpt_run *r, long a) {
     const mpt_train_opts *o = r->o;
     long b = a + 1;
-    if (r->pp.m < r->pp.p) return 1;
+    /* drained every step: m < p (a third version would be in flight); MoE, whose per-step
+     * statistics (aux loss, expert loads) are summed from the model between steps */
+    if (r->pp.m < r->pp.p || r->cfg.experts > 0) return 1;
     while (b < o->steps && b - a < 1024 && !(o->eval_every > 0 && b % o->eval_every == 0) &&
            !(o->save_dir && o->save_every > 0 && b % o->save_every == 0))
         b++;
