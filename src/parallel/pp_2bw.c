@@ -2,6 +2,7 @@
  * weight versions (see pp_2bw.h). */
 #include "parallel/pp_2bw.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,6 +37,7 @@ mpt_status mpt_pp_2bw_begin(mpt_pp_2bw *s, mpt_pp *pp, long first, int steps, fl
     s->base = live; /* (between segments w[] points at live) */
     s->loss_step[0] = s->loss_step[1] = -1;
     s->gdone = s->udone = first - 1;
+    s->nan_step = -1;
     pp->inputs_mb = -1;
     return MPT_OK;
 }
@@ -111,7 +113,8 @@ mpt_status mpt_pp_2bw_run(mpt_pp_2bw *s, long n, mpt_pp_batch_fn batch, void *ct
         mpt_pp_action ra = *a; /* the executor's entry: two steps' micro-batches */
         ra.mb = a->mb % window;
         s->g = a->mb;
-        if ((st = mpt_pp_act(pp, &ra, batch_, s, inputs, targets, Bm, T, dloss, &s->loss[slot],
+        float dl = step == s->nan_step ? NAN : dloss;
+        if ((st = mpt_pp_act(pp, &ra, batch_, s, inputs, targets, Bm, T, dl, &s->loss[slot],
                              err)))
             return st;
     }

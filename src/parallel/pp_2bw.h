@@ -50,6 +50,7 @@ typedef struct mpt_pp_2bw {
     mpt_status (*update)(void *ctx, long n, mpt_error *err);
     void *hook_ctx;
     long gdone, udone;       /* the last step grads_done / update was called for */
+    long nan_step;           /* testing: this step's forwards get a NaN dloss (-1: none) */
 } mpt_pp_2bw;
 
 /* Starts a segment of `steps` steps from step `first` (a drained pipeline; live holds W(first),

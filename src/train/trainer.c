@@ -314,8 +314,9 @@ static mpt_status step_(mpt_run *r, const mpt_adamw *opt, long step, double *los
             (st = mpt_pp_2bw_begin(&r->bw, &r->pp, step, mpt_run_2bw_segment(r, step), r->model.params,
                                    r->stash, err)))
             return st;
+        if (poison && o->nan_grad) r->bw.nan_step = step; /* (its forwards only) */
         st = mpt_pp_2bw_run(&r->bw, step, batch_, r, &r->step, r->inputs, r->targets, r->Bm,
-                            r->Tl, dloss, &loss_sum, err);
+                            r->Tl, poison ? 1.0f / ((float)B * (float)T) : dloss, &loss_sum, err);
         r->step = step;
     } else
         st = mpt_pp_step(&r->pp, batch_, r, r->inputs, r->targets, r->Bm, r->Tl, dloss,

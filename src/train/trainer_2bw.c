@@ -143,8 +143,6 @@ mpt_status mpt_run_2bw_step(mpt_run *r, const mpt_adamw *opt, long step, double 
     const mpt_train_opts *o = r->o;
     int B = o->batch, T = r->T;
     float dloss = 1.0f / ((float)B * (float)T);
-    if (o->nan_step == step + 1 && o->nan_grad && r->world->rank == r->world->size - 1)
-        dloss = NAN; /* testing: this window's forwards (step n and n+1's) */
     double loss_sum = 0.0;
     mpt_status st;
     r->step = step;
@@ -161,6 +159,8 @@ mpt_status mpt_run_2bw_step(mpt_run *r, const mpt_adamw *opt, long step, double 
             return st;
         mpt_pp_2bw_defer(&r->bw, grads_done_, update_, r);
     }
+    if (o->nan_grad && r->world->rank == r->world->size - 1) /* testing (--debug-nan grad) */
+        r->bw.nan_step = o->nan_step - 1;
     st = mpt_pp_2bw_run(&r->bw, step, mpt_run_batch, r, &r->step, r->inputs, r->targets, r->Bm,
                         r->Tl, dloss, &loss_sum, err);
     r->step = step;
