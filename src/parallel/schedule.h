@@ -234,9 +234,9 @@ mpt_status mpt_pp_2bw_simulate(int p, int m, int steps, const double cost[MPT_PP
 /* With deferred updates (parallel/pp_2bw.h), 1 when compute action (op, mb) of pipeline rank
  * `rank` ends window n of a segment (n and mb counted from its first step): the last rank's
  * before its first action of step n+2; rank r < p-1's before its backward of micro-batch
- * (n+2)m - 1 - round(2(p-2-r)/3), which in 1F1B's steady state with B = 2F starts when the last
- * rank finishes its backward of (n+2)m - 1, so every rank reaches its end of window n together.
- * Pure. */
+ * (n+2)m - 1 - round(2(p-2-r)/3): in 1F1B's steady state with B = 2F rank r's backward of g
+ * starts 2(p-1-r)F after the last rank's, so every rank reaches its end of window n within one
+ * B of the last rank's finishing its backward of (n+2)m - 1 (test_schedule). Pure. */
 int mpt_pp_2bw_window_ends(int p, int m, int rank, int n, int op, int mb);
 mpt_status mpt_pp_2bw_window_bubble(int p, int m, int steps, int n, int deferred,
                                     const double *costs, double *bubble, mpt_error *err);
