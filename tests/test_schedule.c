@@ -463,5 +463,61 @@ int main(void) {
         const double eq[MPT_PP_COSTS] = {1, 1, 0, 0};
         CHECK(mpt_pp_2bw_simulate(4, 8, 0, eq, &r, &err) == MPT_ERR_INPUT, "2bw with 0 steps");
     }
+    /* The trainer's deferred 2bw windows (parallel/pp_2bw.h, mpt_pp_2bw_window_ends), on S
+     * steps with B = 2F: on every rank window n (n < S-2) ends after step n's update point (its
+     * first B of step n+1) and step n's update (before its first F of step n+2: at the end
+     * itself on the last rank) and before step n+1's update point; every rank reaches the end
+     * of window n within one B of the others (a whole number of micro-batches stands for the
+     * stages' (p-2-r)B/(F+B) micro-batches of lag); a middle window's simulated bubble is below
+     * 2%. */
+    for (int p = 2; p <= 8; p++)
+        for (int m = p; m <= 2 * p; m += p) {
+            const int S = 6;
+            double costs[8 * MPT_PP_COSTS];
+            for (int r = 0; r < p; r++) {
+                double *c = costs + r * MPT_PP_COSTS;
+                c[MPT_PP_COST_F] = 1;
+                c[MPT_PP_COST_B] = 2;
+                c[MPT_PP_COST_W] = c[MPT_PP_COST_COMM] = 0;
+            }
+            mpt_pp_timeline t;
+            mpt_error err = {0};
+            CHECK(mpt_pp_simulate_ranks(MPT_PP_2BW, p, m * S, 1, costs, &t, &err) == MPT_OK,
+                  "2bw windows p %d m %d: %s", p, m, err.msg);
+            for (int n = 0; n + 2 < S; n++) {
+                double lo = 1e300, hi = -1e300;
+                for (int r = 0; r < p; r++) {
+                    long end = -1, gd = -1, up = -1, gd1 = -1, k = 0;
+                    double t_end = 0.0;
+                    for (size_t i = t.first[r]; i < t.first[r + 1]; i++, k++) {
+                        const mpt_pp_event *e = &t.ev[i];
+                        int st = e->a.mb / m;
+                        if (e->a.op == MPT_PP_B && st == n + 1 && gd < 0) gd = k;
+                        if (e->a.op == MPT_PP_B && st == n + 2 && gd1 < 0) gd1 = k;
+                        if (e->a.op == MPT_PP_F && st == n + 2 && up < 0) up = k;
+                        if (end < 0 && mpt_pp_2bw_window_ends(p, m, r, n, e->a.op, e->a.mb)) {
+                            end = k;
+                            t_end = i > t.first[r] ? t.ev[i - 1].end : 0.0;
+                        }
+                    }
+                    CHECK(end >= 0 && gd >= 0 && gd < end && up >= 0 && up <= end &&
+                              (gd1 < 0 || end < gd1),
+                          "2bw windows p %d m %d rank %d window %d: ends at %ld, update point "
+                          "%ld, update %ld, next update point %ld", p, m, r, n, end, gd, up, gd1);
+                    lo = t_end < lo ? t_end : lo;
+                    hi = t_end > hi ? t_end : hi;
+                }
+                CHECK(hi - lo <= 2.0 + 1e-9, "2bw windows p %d m %d: window %d ends %g apart", p,
+                      m, n, hi - lo);
+            }
+            mpt_pp_timeline_free(&t);
+            double b = -1.0;
+            CHECK(mpt_pp_2bw_window_bubble(p, m, S, 2, 1, costs, &b, &err) == MPT_OK &&
+                      b >= 0 && b < 0.02,
+                  "2bw windows p %d m %d: middle window's bubble %g", p, m, b);
+            CHECK(mpt_pp_2bw_window_bubble(p, m, S, S - 1, 1, costs, &b, &err) == MPT_OK &&
+                      b == -1.0,
+                  "2bw windows p %d m %d: the last window is not empty (%g)", p, m, b);
+        }
     return check_finish();
 }

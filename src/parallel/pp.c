@@ -172,7 +172,10 @@ mpt_status mpt_pp_init_chunks(mpt_pp *pp, mpt_comm *comm, mpt_pp_kind kind, int 
         pp->acts = NULL;
         return st;
     }
-    size_t mv = (size_t)m * (size_t)v, npool = 0, nb = 0;
+    /* 2bw runs several steps without a flush (parallel/pp_2bw.h): micro-batch g of a segment
+     * uses entry g % 2m of the per-micro-batch arrays, so they hold two steps */
+    size_t mv = (size_t)m * (size_t)v * (kind == MPT_PP_2BW ? 2 : 1), npool = 0, nb = 0;
+    pp->mw = (int)mv;
     for (int c = 0; c < v; c++) {
         npool += (size_t)sets[c];
         nb += split ? (size_t)bsets[c] : 0;
@@ -359,7 +362,7 @@ static mpt_status backward_(mpt_pp *pp, const mpt_pp_action *a, mpt_pp_batch_fn 
         pp->inputs_mb = mb;
     }
     m->cur = &pp->set[j];
-    mpt_dp_set_last_microbatch(pp->dp, mb == pp->m - 1);
+    mpt_dp_set_last_microbatch(pp->dp, mb % pp->m == pp->m - 1);
     /* long done (the gradient came back), and the split backward's W stash reuses the output */
     if (!m->last) TRY_(mpt_wait(&pp->tx_act[j], err));
     TRY_(mpt_gpt_backward(m, inputs, Bm, T, err));
@@ -381,7 +384,7 @@ static mpt_status weights_(mpt_pp *pp, const mpt_pp_action *a, int Bm, int T, mp
     if (pp->slot_of[j] < 0)
         return mpt_fail(err, MPT_ERR_RUN, "pipeline: W%d before its B", a->mb);
     m->cur = &pp->set[j];
-    mpt_dp_set_last_microbatch(pp->dp, a->mb == pp->m - 1);
+    mpt_dp_set_last_microbatch(pp->dp, a->mb % pp->m == pp->m - 1);
     TRY_(mpt_gpt_backward_weights(m, Bm, T, err));
     close_set_(pp, j);
     m->cur = &m->own;
@@ -391,16 +394,35 @@ static mpt_status weights_(mpt_pp *pp, const mpt_pp_action *a, int Bm, int T, mp
 mpt_status mpt_pp_step(mpt_pp *pp, mpt_pp_batch_fn batch, void *ctx, int32_t *inputs,
                        int32_t *targets, int Bm, int T, float dloss, double *loss_sum,
                        mpt_error *err) {
-    mpt_gpt *model = pp->model;
-    int v = pp->v;
     *loss_sum = 0.0;
+    mpt_pp_window_begin(pp);
+    pp->inputs_mb = -1;
+    double start = mpt_comm_clock();
+    for (size_t i = 0; i < pp->n_acts; i++)
+        TRY_(mpt_pp_act(pp, &pp->acts[i], batch, ctx, inputs, targets, Bm, T, dloss, loss_sum,
+                        err));
+    TRY_(mpt_pp_sends_done(pp, err));
+    pp->wall = mpt_comm_clock() - start;
+    return MPT_OK;
+}
+
+void mpt_pp_window_begin(mpt_pp *pp) {
     pp->busy = pp->f_sum = pp->b_sum = pp->w_sum = 0.0;
     pp->f_n = pp->b_n = pp->w_n = 0;
-    pp->inputs_mb = -1;
-    memset(pp->t_sent, 0, 3 * 2 * (size_t)pp->m * (size_t)v * sizeof *pp->t_sent);
-    double start = mpt_comm_clock();
-    for (size_t i = 0; i < pp->n_acts; i++) {
-        const mpt_pp_action *a = &pp->acts[i];
+    memset(pp->t_sent, 0, 3 * 2 * (size_t)pp->mw * sizeof *pp->t_sent);
+}
+
+mpt_status mpt_pp_sends_done(mpt_pp *pp, mpt_error *err) {
+    for (int k = 0; k < 2; k++) TRY_(free_grad_out_(pp, k, err));
+    pp->model->cur = &pp->model->own;
+    return MPT_OK;
+}
+
+mpt_status mpt_pp_act(mpt_pp *pp, const mpt_pp_action *a, mpt_pp_batch_fn batch, void *ctx,
+                      int32_t *inputs, int32_t *targets, int Bm, int T, float dloss,
+                      double *loss_sum, mpt_error *err) {
+    int v = pp->v;
+    {
         int j = a->mb * v + a->chunk, tag = mpt_pp_action_tag(a, v);
         const mpt_gpt *m = chunk_model_(pp, a->chunk);
         switch (a->op) {
@@ -469,15 +491,12 @@ mpt_status mpt_pp_step(mpt_pp *pp, mpt_pp_batch_fn batch, void *ctx, int32_t *in
                             a->op);
         }
     }
-    for (int k = 0; k < 2; k++) TRY_(free_grad_out_(pp, k, err));
-    model->cur = &model->own;
-    pp->wall = mpt_comm_clock() - start;
     return MPT_OK;
 }
 
 mpt_status mpt_pp_measure(mpt_pp *pp, double *costs, mpt_error *err) {
     int p = pp->p, me = pp->stage, v = pp->v;
-    size_t nm = 2 * (size_t)pp->m * (size_t)v;
+    size_t nm = 2 * (size_t)pp->mw;
     /* 1. every message's send time, at its receiving stage's row (indexed by its tag):
      *    activations go to the next rank, gradients to the previous one (around the ring when
      *    the rank holds several chunks) */

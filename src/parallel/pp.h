@@ -64,6 +64,7 @@ typedef struct mpt_pp {
     mpt_pp_action *acts;     /* owned: this stage's list for one step */
     size_t n_acts;
     int sets_needed;         /* most activation sets alive at once (from the list) */
+    int mw;                  /* entries of the per-micro-batch arrays: m*v (2m under 2bw) */
     mpt_gpt *model;          /* not owned */
     mpt_dp *dp;              /* not owned */
     mpt_gpt_acts *set;       /* owned array of m*v: the set each micro-batch (mb*v + chunk) in
@@ -145,6 +146,15 @@ mpt_gpt *mpt_pp_chunk_model(mpt_pp *pp, int c);
 mpt_status mpt_pp_step(mpt_pp *pp, mpt_pp_batch_fn batch, void *ctx, int32_t *inputs,
                        int32_t *targets, int Bm, int T, float dloss, double *loss_sum,
                        mpt_error *err);
+
+/* The parts of mpt_pp_step, for an executor of its own list (parallel/pp_2bw.h): zero the
+ * measurements of a window (busy, F/B/W sums, message times); run one action (mb below
+ * pp->mw / v; the trace's on_event gets it as given); wait for the input-gradient sends. */
+void mpt_pp_window_begin(mpt_pp *pp);
+mpt_status mpt_pp_act(mpt_pp *pp, const mpt_pp_action *a, mpt_pp_batch_fn batch, void *ctx,
+                      int32_t *inputs, int32_t *targets, int Bm, int T, float dloss,
+                      double *loss_sum, mpt_error *err);
+mpt_status mpt_pp_sends_done(mpt_pp *pp, mpt_error *err);
 
 /* The last step's costs per stage, gathered over the pipeline group (every rank of it calls):
  * costs[s * MPT_PP_COSTS + i] for stage s gets its mean F and mean B (the whole backward, or

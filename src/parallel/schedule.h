@@ -21,8 +21,9 @@
  *                (p full-stage sets, 1f1b's rank 0) per rank
  *   2bw          PipeDream-2BW's update rule (Narayanan et al. 2021): each step's forwards and
  *                backwards use the previous step's weights (stashed: two versions per stage),
- *                the update applies to the current ones. This executor still drains between
- *                steps, so its action list is 1f1b's
+ *                the update applies to the current ones. One step's list is 1f1b's; the
+ *                trainer runs mpt_pp_schedule_2bw's list of several steps without a flush
+ *                (parallel/pp_2bw.h)
  *
  * Actions. Compute: F(mb, chunk) forward; B(mb, chunk) backward — the whole backward, except in
  * zb-h1 where it is the input gradient only; W(mb, chunk) weight gradient (zb-h1 only).
@@ -206,13 +207,13 @@ void mpt_pp_timeline_free(mpt_pp_timeline *t);
  * as one 1F1B order (micro-batch g = step g / m, micro-batch g % m of it), so step n+1's
  * forwards enter while step n's backwards run. Every micro-batch of step n runs forward and
  * backward on the weights W(n-1) (stashed), and W(n+1) = W(n) - AdamW(gradient of step n): the
- * trainer's --schedule 2bw rule, whose executor still drains between steps. */
+ * trainer's --schedule 2bw rule, which runs these lists (parallel/pp_2bw.h). */
 mpt_status mpt_pp_schedule_2bw(int p, int m, int steps, int rank, mpt_pp_action **out,
                                size_t *n, mpt_error *err);
 /* What the simulation of those lists shows (equal costs per stage, as mpt_pp_simulate). */
 typedef struct mpt_pp_2bw_report {
     double bubble;       /* idle share over the steps, no flush */
-    double bubble_flush; /* the same steps drained one by one (the executor today) */
+    double bubble_flush; /* the same steps drained one by one */
     double makespan;
     int versions;        /* most weight versions a rank's in-flight micro-batches use at once */
     double slack;        /* min over n of (first forward of step n+1 on any rank) - (last
@@ -222,5 +223,22 @@ typedef struct mpt_pp_2bw_report {
 } mpt_pp_2bw_report;
 mpt_status mpt_pp_2bw_simulate(int p, int m, int steps, const double cost[MPT_PP_COSTS],
                                mpt_pp_2bw_report *rep, mpt_error *err);
+/* The bubble of the trainer's window n (0..steps-1) of a no-flush segment of `steps` steps, with
+ * per-rank costs as mpt_pp_simulate_ranks. Rank r's window n runs from its window n-1's end (0)
+ * to the end of its last compute before its first backward of step n+1 (its update point,
+ * parallel/pp_2bw.h), or with deferred updates (mpt_pp_2bw_defer) before the action
+ * mpt_pp_2bw_window_ends names (window steps-2 reaches the end; the last is empty: -1); the bubble is
+ * 1 - (busy of every rank in its window) / (p x the longest window), as the trainer measures
+ * it. The steady state repeats, so a middle window is simulated as window 1 (or 0) of as few
+ * steps as keep it a middle one, and the one reaching the end as such of at most three. */
+/* With deferred updates (parallel/pp_2bw.h), 1 when compute action (op, mb) of pipeline rank
+ * `rank` ends window n of a segment (n and mb counted from its first step): the last rank's
+ * before its first action of step n+2; rank r < p-1's before its backward of micro-batch
+ * (n+2)m - 1 - round(2(p-2-r)/3): in 1F1B's steady state with B = 2F rank r's backward of g
+ * starts 2(p-1-r)F after the last rank's, so every rank reaches its end of window n within one
+ * B of the last rank's finishing its backward of (n+2)m - 1 (test_schedule). Pure. */
+int mpt_pp_2bw_window_ends(int p, int m, int rank, int n, int op, int mb);
+mpt_status mpt_pp_2bw_window_bubble(int p, int m, int steps, int n, int deferred,
+                                    const double *costs, double *bubble, mpt_error *err);
 
 #endif

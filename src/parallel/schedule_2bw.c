@@ -1,6 +1,6 @@
 /* schedule_2bw.c — PipeDream-2BW without the flush (Narayanan et al. 2021), as action lists and
- * their simulation (see schedule.h, mpt_pp_schedule_2bw). The trainer's 2bw still drains the
- * pipeline between steps; this is the timing the asynchronous executor is to follow. */
+ * their simulation (see schedule.h, mpt_pp_schedule_2bw); the trainer runs these lists
+ * (parallel/pp_2bw.h), and mpt_pp_2bw_window_bubble replays them a step (window) at a time. */
 #include "parallel/schedule.h"
 
 #include <stdlib.h>
@@ -80,4 +80,56 @@ done:
     mpt_pp_timeline_free(&t);
     mpt_pp_timeline_free(&one);
     return st;
+}
+
+int mpt_pp_2bw_window_ends(int p, int m, int rank, int n, int op, int mb) {
+    if (rank == p - 1) return (op == MPT_PP_F || op == MPT_PP_B) && mb / m >= n + 2;
+    int shift = (2 * (p - 2 - rank) + 1) / 3;
+    return op == MPT_PP_B && mb >= (n + 2) * m - 1 - shift;
+}
+
+mpt_status mpt_pp_2bw_window_bubble(int p, int m, int steps, int n, int deferred,
+                                    const double *costs, double *bubble, mpt_error *err) {
+    *bubble = -1.0;
+    if (n < 0 || n >= steps)
+        return mpt_fail(err, MPT_ERR_INPUT, "2bw window %d of %d steps", n, steps);
+    /* window n ends before the first B of step n+1 (deferred: the first F of step n+2) */
+    int ahead = deferred ? 2 : 1;
+    if (deferred && steps > 1 && n == steps - 1) return MPT_OK; /* empty: n-1's ran to the end */
+    /* the steady state repeats: a middle window is simulated as window min(n, 1) of as few
+     * steps as keep it one, the one reaching the end as the last of at most 3 */
+    int last = n + ahead >= steps, target, sim;
+    if (last) {
+        sim = steps < 3 ? steps : 3;
+        target = sim - (steps - n);
+    } else {
+        target = n < 1 ? n : 1;
+        sim = target + ahead + 1;
+    }
+    mpt_pp_timeline t;
+    mpt_status st = mpt_pp_simulate_ranks(MPT_PP_2BW, p, m * sim, 1, costs, &t, err);
+    if (st) return st;
+    double busy = 0.0, wall = 0.0;
+    for (int r = 0; r < p; r++) {
+        double prev_end = 0.0, w_start = 0.0, w_end = 0.0, b = 0.0;
+        int w = 0;
+        for (size_t i = t.first[r]; i < t.first[r + 1]; i++) {
+            const mpt_pp_event *e = &t.ev[i];
+            int s = e->a.mb / m;
+            while (deferred ? w < sim - 2 && mpt_pp_2bw_window_ends(p, m, r, w, e->a.op, e->a.mb)
+                            : e->a.op != MPT_PP_F && s > w) { /* window w ends before this */
+                if (w == target) w_end = prev_end;
+                w++;
+                if (w == target) w_start = prev_end;
+            }
+            if (w == target) b += e->end - e->start;
+            prev_end = e->end;
+        }
+        if (w == target) w_end = prev_end;
+        busy += b;
+        if (w_end - w_start > wall) wall = w_end - w_start;
+    }
+    *bubble = wall > 0 ? 1.0 - busy / ((double)p * wall) : -1.0;
+    mpt_pp_timeline_free(&t);
+    return MPT_OK;
 }

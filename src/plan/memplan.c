@@ -167,6 +167,7 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
     if (gpt_flags & MPT_GPT_PARAMS) plan->bytes[MPT_MEM_PARAMS] += P;
     if (lay->weight_versions > 1) plan->bytes[MPT_MEM_PARAMS] += P; /* 2bw: the stash */
     if (gpt_flags & MPT_GPT_GRADS) plan->bytes[MPT_MEM_GRADS] += P;
+    if (lay->weight_versions > 2) plan->bytes[MPT_MEM_GRADS] += P; /* 2bw deferred: 2nd buffer */
     for (int k = 0; k < MPT_MEM_KINDS; k++) plan->bytes[k] += dp_bytes[k];
     int sets1 = lay->act_sets > 0 ? lay->act_sets : 1;
     plan->bytes[MPT_MEM_ACTIVATIONS] =

@@ -53,7 +53,7 @@ mpt_status mpt_stage_plan(const mpt_config *cfg, const mpt_stage_run *run,
                            .threads = run->threads, .bf16 = run->bf16, .chunks = v,
                            .chunk_sets = chunk_sets, .split_w = split,
                            .sets_b = split ? sets_b : NULL,
-                           .weight_versions = run->two_bw ? 2 : 1,
+                           .weight_versions = run->two_bw ? 2 + run->two_bw_deferred : 1,
                            .ckpt_bytes = run->ckpt_bytes};
     return mpt_memplan_rank(cfg, run->Bm, run->T, &lay, plan, err);
 }

@@ -204,6 +204,10 @@ static void batch_(void *ctx, int mb, int32_t *inputs, int32_t *targets) {
                       r->place.coords.c[MPT_DIM_CP], inputs, targets);
 }
 
+void mpt_run_batch(void *ctx, int mb, int32_t *inputs, int32_t *targets) {
+    batch_(ctx, mb, inputs, targets);
+}
+
 /* Evaluation's data: micro-batch k of this replica is micro-batch k % M of evaluation batch
  * k / M, in the same order rule over the validation set (batch k / M in place of the step). */
 static void val_batch_(void *ctx, int k, int32_t *inputs, int32_t *targets) {
@@ -272,6 +276,10 @@ static mpt_status bubble_sim_(mpt_run *r, double *bubble, mpt_error *err) {
     mpt_pp_timeline t;
     memset(&t, 0, sizeof t);
     mpt_status st = mpt_pp_measure(&r->pp, costs, err);
+    if (!st && r->stash) /* 2bw: this step's window of its segment */
+        return mpt_pp_2bw_window_bubble(r->pp.p, r->pp.m, r->bw.steps,
+                                        (int)(r->step - r->bw.first), r->grads2 != NULL, costs,
+                                        bubble, err);
     if (!st) st = mpt_pp_simulate_ranks(r->kind, r->pp.p, r->pp.m, r->v, costs, &t, err);
     if (!st) *bubble = t.bubble;
     mpt_pp_timeline_free(&t);
@@ -284,6 +292,7 @@ static mpt_status bubble_sim_(mpt_run *r, double *bubble, mpt_error *err) {
 static mpt_status step_(mpt_run *r, const mpt_adamw *opt, long step, double *loss, double *norm,
                         float *lr, double busy[2], int *skipped, mpt_error *err) {
     const mpt_train_opts *o = r->o;
+    if (r->grads2) return mpt_run_2bw_step(r, opt, step, loss, norm, lr, busy, skipped, err);
     int B = o->batch, T = r->T;
     float dloss = 1.0f / ((float)B * (float)T);
     /* testing (--debug-nan): the last world rank (on the last stage) poisons this step */
@@ -300,21 +309,29 @@ static mpt_status step_(mpt_run *r, const mpt_adamw *opt, long step, double *los
     mpt_dp_begin_step(&r->dp);
     memset(&r->model.moe, 0, sizeof r->model.moe);
     if (r->ep.comm) mpt_ep_grads_zero(&r->ep);
-    if (r->stash) /* 2bw: run on the previous weights, keep the current ones in the stash */
-        for (size_t i = 0; i < r->model.pt.total; i++) {
-            float w = r->model.params[i];
-            r->model.params[i] = r->stash[i];
-            r->stash[i] = w;
-        }
-    st = mpt_pp_step(&r->pp, batch_, r, r->inputs, r->targets, r->Bm, r->Tl, dloss, &loss_sum,
-                     err);
+    if (r->stash) { /* 2bw: this step's window of a segment without a flush (pp_2bw.h) */
+        if (mpt_pp_2bw_ended(&r->bw, step) &&
+            (st = mpt_pp_2bw_begin(&r->bw, &r->pp, step, mpt_run_2bw_segment(r, step), r->model.params,
+                                   r->stash, err)))
+            return st;
+        if (poison && o->nan_grad) r->bw.nan_step = step; /* (its forwards only) */
+        st = mpt_pp_2bw_run(&r->bw, step, batch_, r, &r->step, r->inputs, r->targets, r->Bm,
+                            r->Tl, poison ? 1.0f / ((float)B * (float)T) : dloss, &loss_sum, err);
+        r->step = step;
+    } else
+        st = mpt_pp_step(&r->pp, batch_, r, r->inputs, r->targets, r->Bm, r->Tl, dloss,
+                         &loss_sum, err);
     busy[0] = r->pp.busy;
     busy[1] = r->pp.wall;
     if (st || (st = mpt_dp_finish_grads(&r->dp, err))) return st;
     if (poison && !o->nan_grad) loss_sum = NAN;
     if (r->ep.comm && (st = mpt_ep_grads_finish(&r->ep, err))) return st; /* experts over edp */
-    /* 2bw: the update applies to the current weights, which stay stashed as the next step's */
-    if (r->stash) memcpy(r->model.params, r->stash, r->model.pt.total * sizeof(float));
+    /* 2bw: W(step) moves to the stash (the next step's micro-batches run on it) and the update
+     * makes W(step + 1) of it in params */
+    if (r->stash) {
+        memcpy(r->stash, r->model.params, r->model.pt.total * sizeof(float));
+        r->bw.ver = step + 1;
+    }
     /* the last stage has the loss; tp ranks hold the same one; replicas and cp ranks (their
      * tokens) add theirs */
     mpt_comm *ppc = &r->groups.dim[MPT_DIM_PP], *dpc = &r->groups.dim[MPT_DIM_DP];

@@ -12,10 +12,21 @@
 #include "parallel/groups.h"
 #include "parallel/placement.h"
 #include "parallel/pp.h"
+#include "parallel/pp_2bw.h"
 #include "train/data.h"
 #include "train/jsonlog.h"
 #include "train/trace.h"
 #include "train/trainer.h"
+
+/* 2bw's deferred update of one step in flight (train/trainer_2bw.c) */
+typedef struct mpt_2bw_defer {
+    double vals[3];           /* loss sum, squared norm, non-finite flag: summed over pp */
+    mpt_req red, tied;        /* that sum; the tied wte's send */
+    float *grads;             /* the gradient buffer holding the step's gradients */
+    double loss, norm;        /* the step's results, from its update */
+    float lr;
+    int skipped;
+} mpt_2bw_defer;
 
 typedef struct mpt_run {
     mpt_comm *world;          /* not owned */
@@ -38,6 +49,11 @@ typedef struct mpt_run {
     float *stash;             /* --schedule 2bw: the previous step's weights (pt.total), kind
                                * params; the step's forwards and backwards run on them */
     mpt_buflist stash_bufs;   /* owned: the list stash comes from */
+    mpt_pp_2bw bw;            /* 2bw: the running segment without a flush (pp_2bw.h) */
+    float *grads1, *grads2;   /* 2bw deferred: the model's gradient buffer and a second one
+                               * (pt.total, kind grads, from stash_bufs); NULL otherwise */
+    mpt_2bw_defer defer[2];   /* by step parity */
+    const mpt_adamw *opt;     /* 2bw deferred: the run's optimizer settings (not owned) */
     int z3_whole;             /* ZeRO-3 gathers every unit once per step (--zero3-gather step) */
     mpt_param_table full;     /* the whole-tensor table checkpoints use */
     mpt_arena arena;
@@ -72,6 +88,18 @@ void mpt_run_free(mpt_run *r);
 mpt_status mpt_run_load(mpt_run *r, long *start, mpt_error *err);
 /* Checkpoint of step `step` (all ranks call; world rank 0 writes). */
 mpt_status mpt_run_save(mpt_run *r, long step, mpt_train_result *res, mpt_error *err);
+/* --schedule 2bw (train/trainer_2bw.c): 1 when its update is deferred (pp > 1, dp = cp = 1,
+ * dense, ZeRO 0/1); the steps from step a run without a flush (to the next evaluation,
+ * checkpoint or the end; 1 when m < p or MoE); one step (the trainer's step_ when deferred); free. */
+int mpt_run_2bw_deferred(const mpt_train_opts *o, const mpt_config *cfg);
+int mpt_run_2bw_segment(const mpt_run *r, long a);
+mpt_status mpt_run_2bw_step(mpt_run *r, const mpt_adamw *opt, long step, double *loss,
+                            double *norm, float *lr, double busy[2], int *skipped,
+                            mpt_error *err);
+void mpt_run_2bw_free(mpt_run *r);
+/* The trainer's data callback (micro-batch mb of step r->step). */
+void mpt_run_batch(void *ctx, int mb, int32_t *inputs, int32_t *targets);
+
 /* Step-1 gradients (+ logits on one rank) for reference comparisons (all ranks call). */
 mpt_status mpt_run_dump(mpt_run *r, const float *logits_copy, mpt_error *err);
 

@@ -129,8 +129,15 @@ static mpt_status validate_layout_(mpt_run *r, mpt_error *err) {
     }
     /* 2bw: the update rule holds on any layout (one stage included) */
     if (o->schedule && strcmp(o->schedule, "2bw") == 0 && o->zero >= 3)
-        return mpt_fail(err, MPT_ERR_INPUT, "--schedule 2bw stashes the previous step's weights "
-                        "whole: use --zero 0, 1 or 2");
+        /* Without a flush a rank runs micro-batches of two steps on two weight versions at
+         * once, and ZeRO-3's gathers (per layer or per step, with their prefetch) serve the one
+         * version its shard holds. A second sharded version would need every gather, its
+         * prefetch and the gathered-unit reuse keyed by version in the data-parallel module,
+         * and the whole second version would still be gathered per micro-batch switch. */
+        return mpt_fail(err, MPT_ERR_INPUT, "--schedule 2bw runs micro-batches of two steps on "
+                        "two weight versions at once, and --zero 3 gathers one version from its "
+                        "shards: use --zero 1 or 2 (the optimizer state stays sharded; the "
+                        "previous version is a whole copy of the stage's weights)");
     /* MoE runs under every schedule: interleaved, zb-h1 and zb-v through the split backward's
      * expert path (model/moe.h), 2bw on its stashed weights like the dense tensors */
     r->v = o->virtual_stages > 1 ? o->virtual_stages : 1;
@@ -224,6 +231,7 @@ static mpt_status stage_plan_(mpt_run *r, const mpt_placement *q, mpt_mem_plan *
                          .recompute = o->recompute, .z3_whole = r->z3_whole,
                          .bf16 = o->dtype == MPT_BF16,
                          .two_bw = o->schedule && !strcmp(o->schedule, "2bw"),
+                         .two_bw_deferred = mpt_run_2bw_deferred(o, &r->cfg),
                          .bucket_mb = o->bucket_mb, .threads = o->threads};
     return mpt_stage_plan(&r->cfg, &run, q, plan, err); /* plan/stage_plan.h */
 }
@@ -378,6 +386,11 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
     if (o->schedule && strcmp(o->schedule, "2bw") == 0) { /* the second weight version */
         mpt_buflist_add(&r->stash_bufs, "2bw.stash", MPT_MEM_PARAMS, MPT_F32, r->model.pt.total,
                         (void **)&r->stash);
+        if (mpt_run_2bw_deferred(o, &r->cfg)) { /* train/trainer_2bw.c */
+            r->grads1 = r->model.grads;
+            mpt_buflist_add(&r->stash_bufs, "2bw.grads", MPT_MEM_GRADS, MPT_F32,
+                            r->model.pt.total, (void **)&r->grads2);
+        }
         if ((st = mpt_buflist_alloc(&r->stash_bufs, &r->arena, err))) return st;
     }
     if ((st = mpt_run_load(r, start, err))) return st;
@@ -386,6 +399,7 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
 }
 
 void mpt_run_free(mpt_run *r) {
+    mpt_run_2bw_free(r);
     mpt_buflist_release(&r->stash_bufs, &r->arena);
     mpt_buflist_free(&r->stash_bufs);
     mpt_buflist_release(&r->token_bufs, &r->arena);
