@@ -408,24 +408,11 @@ static float *moe_act_(const mpt_gpt *m, int l) {
            (layers > 1 ? (size_t)l * (m->act_n[MPT_ACT_MOE] / layers) : 0);
 }
 
-/* The block's router and this rank's experts. With ep_full the table holds every expert
- * (ZeRO shards them): the pointers of this rank's E/ep are gathered afresh, since the ZeRO
- * hooks may have re-pointed them since the last block. */
+/* The block's router and this rank's experts (its table holds only those). */
 static mpt_moe_block moe_block_(const mpt_gpt *m, int l, int grads) {
     size_t r = mpt_gpt_router(m, l);
     mpt_moe_block b = {.cfg = &m->cfg, .ops = &m->ops, .ep = m->ep, .ep_rank = m->ep_rank,
                        .w = m->w + r, .g = grads ? m->g + r : NULL};
-    if (!m->ep_full) return b;
-    size_t El = (size_t)(m->cfg.experts / m->ep), e0 = (size_t)m->ep_rank * El;
-    m->moe_w[0] = m->w[r];
-    m->moe_g[0] = m->g[r];
-    for (size_t j = 0; j < El; j++)
-        for (size_t s = 0; s < 4; s++) {
-            m->moe_w[1 + 4 * j + s] = m->w[r + 1 + 4 * (e0 + j) + s];
-            m->moe_g[1 + 4 * j + s] = m->g[r + 1 + 4 * (e0 + j) + s];
-        }
-    b.w = m->moe_w;
-    b.g = grads ? m->moe_g : NULL;
     return b;
 }
 

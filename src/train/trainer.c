@@ -333,7 +333,8 @@ static mpt_status step_(mpt_run *r, const mpt_adamw *opt, long step, double *los
     if (o->dump_path && step == 0 && (st = mpt_run_dump(r, r->logits_copy, err))) return st;
     double t0 = mpt_comm_clock();
     if ((st = mpt_dp_grad_norm(&r->dp, norm, err))) return st;
-    if (r->ep.comm && (st = mpt_ep_fix_norm(&r->ep, &r->groups.dim[MPT_DIM_TP], ppc, norm, err)))
+    if (r->ep.comm && o->zero == 0 && /* ZeRO 1-3: the dp module's norm counts every expert */
+        (st = mpt_ep_fix_norm(&r->ep, &r->groups.dim[MPT_DIM_TP], ppc, norm, err)))
         return st;
     *lr = mpt_adamw_lr(opt, step);
     /* the loss and the norm are sums over the ranks that hold parts of them; the verdict is
