@@ -5,9 +5,9 @@
 # peak on every rank with E/ep experts per rank (ZeRO 1-3: those experts sharded over the edp
 # group, parallel/dp.h), a checkpoint saved under one ep (and ZeRO stage) resumes under
 # another, ep composes with cp and with the
-# zero-bubble and interleaved schedules (the MoE split backward), a step whose routing exceeds
-# the dropless bound stops every rank with exit 1, and
-# layouts that do not compose yet end with exit 2 on every rank.
+# zero-bubble and interleaved schedules (the MoE split backward) and with tp + sp (each tp rank
+# routes its own rows), a step whose routing exceeds the dropless bound stops every rank with
+# exit 1, and layouts that do not compose yet end with exit 2 on every rank.
 # The aux loss is per micro-batch (Megatron's convention), so the one-rank reference runs the
 # replicas' micro-batches in order: dp d with m micro-batches = one rank with d*m.
 set -uo pipefail
@@ -77,6 +77,10 @@ layout dp4-ep2 4 4 --dp 4 --ep 2
 layout ep2-m2 2 4 --dp 2 --ep 2 --microbatches 2
 layout ep2-pp2 4 4 --dp 2 --ep 2 --pp 2 --microbatches 2
 layout ep2-tp2 4 2 --dp 2 --ep 2 --tp 2
+# sequence parallelism: each tp rank routes only its own rows (the counts f and the router's
+# and experts' gradients summed over tp), alone and with ep 2 x ZeRO-1
+layout tp2-sp 2 2 --tp 2 --sp --microbatches 2
+layout ep2-tp2-sp-zero1 4 2 --dp 2 --ep 2 --tp 2 --sp --zero 1
 layout ep2-recompute 2 2 --dp 2 --ep 2 --recompute full
 layout ep2-zero1 2 2 --dp 2 --ep 2 --zero 1
 layout ep2-zero2 2 2 --dp 2 --ep 2 --zero 2
@@ -203,5 +207,4 @@ refused "moe-dropless-bound 0.5" 2 "moe-dropless-bound" -- "${MPIRUN[@]}" -np 2 
 
 # layouts that do not compose yet, refused up front on every rank
 refused "ep splitting cp" 4 "--ep 2 does not divide --dp 1" -- "${MPIRUN[@]}" -np 4 "$BIN" train "${MODEL[@]}" --cp 4 --ep 2
-refused "experts with sp" 2 "--experts with --sp" -- "${MPIRUN[@]}" -np 2 "$BIN" train "${MODEL[@]}" --tp 2 --sp
 finish

@@ -180,9 +180,6 @@ mpt_status mpt_gpt_init(mpt_gpt *m, const mpt_config *cfg, int B, int T, int fla
                         "context-parallel rank %d of %d with %d local positions: the rank must be "
                         "in 0..%d and the positions two equal chunks",
                         m->cp_rank, m->cp, T, m->cp - 1);
-    if (cfg->experts > 0 && m->sp)
-        return mpt_fail(err, MPT_ERR_INPUT, "--experts with --sp is not supported: the MoE "
-                        "blocks need every token row on each tensor-parallel rank (drop --sp)");
     if (m->ep > 1 && (!place->ops || !o->expert_dispatch || !o->expert_combine))
         return mpt_fail(err, MPT_ERR_RUN,
                         "expert parallelism over %d ranks needs the expert entries of the "

@@ -328,6 +328,9 @@ static mpt_status step_(mpt_run *r, const mpt_adamw *opt, long step, double *los
         if (ppc->size > 1 && (st = mpt_allreduce_sum_f64(ppc, &r->moe.aux_loss, n, err))) return st;
         if (dpc->size > 1 && (st = mpt_allreduce_sum_f64(dpc, &r->moe.aux_loss, n, err))) return st;
         if (cpc->size > 1 && (st = mpt_allreduce_sum_f64(cpc, &r->moe.aux_loss, n, err))) return st;
+        mpt_comm *tpc = &r->groups.dim[MPT_DIM_TP]; /* sp: each tp rank routed its own rows */
+        if (o->sp && tpc->size > 1 && (st = mpt_allreduce_sum_f64(tpc, &r->moe.aux_loss, n, err)))
+            return st;
     }
     *loss = loss_sum / ((double)B * T);
     if (o->dump_path && step == 0 && (st = mpt_run_dump(r, r->logits_copy, err))) return st;

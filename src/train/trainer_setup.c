@@ -94,9 +94,6 @@ static mpt_status validate_layout_(mpt_run *r, mpt_error *err) {
     if (ep > 1 && cfg->experts % ep != 0)
         return mpt_fail(err, MPT_ERR_INPUT, "--ep %d must divide --experts %d: each expert-"
                         "parallel rank holds experts/ep of them", ep, cfg->experts);
-    if (cfg->experts > 0 && o->sp)
-        return mpt_fail(err, MPT_ERR_INPUT, "--experts with --sp is not supported: the MoE "
-                        "blocks need every token row on each tensor-parallel rank (drop --sp)");
     mpt_layout lay = mpt_layout_make(o->tp, o->cp, o->dp, o->pp, ep);
     mpt_status st = mpt_placement_init(&r->place, &lay, r->world->size, r->world->rank, err);
     if (st) return st;
