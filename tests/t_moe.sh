@@ -86,8 +86,10 @@ layout ep2-zero1 2 2 --dp 2 --ep 2 --zero 1
 layout ep2-zero2 2 2 --dp 2 --ep 2 --zero 2
 layout ep2-zero3 2 2 --dp 2 --ep 2 --zero 3
 layout dp4-ep2-zero2 4 4 --dp 4 --ep 2 --zero 2
-# the experts sliced over an edp group of 2 (ZeRO-3 gathers them over it), and of 1 (ep 4)
+# the experts sliced over an edp group of 2 (ZeRO-3 gathers them over it, per layer or once a
+# step), and of 1 (ep 4: each rank's slice is its whole expert part, no staging or gather)
 layout dp4-ep2-zero3 4 4 --dp 4 --ep 2 --zero 3
+layout dp4-ep2-zero3-step 4 4 --dp 4 --ep 2 --zero 3 --zero3-gather step
 layout ep4-zero1 4 4 --dp 4 --ep 4 --zero 1
 # with cp the routers' counts f are summed over cp, so the aux loss is the whole micro-batch's:
 # ep over dp (dp 2 x cp 2), and ep spanning cp only (cp 2, dp 1)

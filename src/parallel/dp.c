@@ -52,7 +52,8 @@ void mpt_dp_buffers(const mpt_param_table *pt, int R, const mpt_dp_opts *o, mpt_
     if (zero >= 2) {
         mpt_buflist_add(l, "grad_slice", MPT_MEM_GRADS, MPT_F32, S, DST_(gshard));
         for (int s = 0; s < MPT_DP_SLOTS; s++) {
-            if (s >= 4 && !split) continue; /* the expert parts' slots */
+            if (s >= 4 && (!split || eR == 1)) continue; /* the expert parts' slots (edp 1:
+                                                          * written in the slice directly) */
             mpt_buflist_add(l, "grad_stage", MPT_MEM_GRADS, MPT_F32, n[s], DST_(stage[s]));
             mpt_buflist_add(l, "grad_stage_ring", MPT_MEM_GRADS, MPT_F32,
                             n[s] / (size_t)(s >= 4 ? eR : R), DST_(stage_tmp[s]));
@@ -67,7 +68,7 @@ void mpt_dp_buffers(const mpt_param_table *pt, int R, const mpt_dp_opts *o, mpt_
             mpt_buflist_add(l, "param_whole", MPT_MEM_PARAMS, MPT_F32, P, DST_(whole));
         else
             for (int s = 0; s < MPT_DP_SLOTS; s++)
-                if (s < 4 || split)
+                if (s < 4 || (split && eR > 1))
                     mpt_buflist_add(l, "param_work", MPT_MEM_PARAMS, MPT_F32, n[s],
                                     DST_(work_buf[s]));
     }

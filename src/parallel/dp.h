@@ -30,8 +30,11 @@
  * expert parts. Buckets never mix the two; zero 2/3 stage an expert part in slots of its own.
  * The slice space is the parts' slices back to back, so AdamW, the norm and the checkpoint code
  * see one flat shard as before. The norm's sum over the dp group counts every expert once: the
- * dp group is edp x ep, and ep ranks hold different experts. Without the split (zero 0 or ep
- * 1) part 2u is the whole unit u and everything is as described above.
+ * dp group is edp x ep, and ep ranks hold different experts. When edp is one rank (ep = dp x
+ * cp) an expert part's slice is the whole part: zero 2/3 accumulate its gradients in the slice
+ * and zero 3 points its weights there, with no staging or working slot (mpt_dp_direct).
+ * Without the split (zero 0 or ep 1) part 2u is the whole unit u and everything is as described
+ * above.
  *
  * The module is four files, one concern each:
  *   dp.c        the buffer list, init/free, the model's hooks and the step protocol

@@ -55,6 +55,10 @@ static inline int mpt_dp_grp(const mpt_dp *dp, int k) { return dp->split && k % 
 static inline int mpt_dp_gR(const mpt_dp *dp, int g) { return g ? dp->eR : dp->R; }
 static inline int mpt_dp_gr(const mpt_dp *dp, int g) { return g ? dp->er : dp->r; }
 static inline mpt_comm *mpt_dp_gcomm(const mpt_dp *dp, int g) { return g ? dp->ecomm : dp->comm; }
+/* An expert part whose edp group is one rank (ep = dp x cp): its slice is the whole part, so
+ * zero 2/3 write its gradients into the slice and zero 3 reads its weights there: no staging
+ * or working slot (dp_shard.c). */
+static inline int mpt_dp_direct(const mpt_dp *dp, int k) { return dp->split && k % 2 && dp->eR == 1; }
 
 /* ---- dp_reduce.c: buckets (zero 0/1) ---- */
 /* Pure: walks the buckets of a table's parts (split: see above) in backward order; fills

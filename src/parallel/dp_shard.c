@@ -126,7 +126,7 @@ static int work_slot_(const mpt_dp *dp, int k) {
 static mpt_status start_gather_(mpt_dp *dp, int k, mpt_error *err) {
     const mpt_param_table *pt = &dp->model->pt;
     int s = work_slot_(dp, k), g = mpt_dp_grp(dp, k), u = k;
-    if (mpt_dp_part_n(pt, dp->split, k) == 0) return MPT_OK;
+    if (mpt_dp_part_n(pt, dp->split, k) == 0 || mpt_dp_direct(dp, k)) return MPT_OK;
     if (dp->work_unit[s] == u && (dp->work_ready[s] || dp->work_inflight[s])) return MPT_OK;
     if (dp->work_inflight[s]) { /* a gather of another unit still running: let it land */
         mpt_status st = mpt_wait(&dp->work_req[s], err);
@@ -150,6 +150,10 @@ static mpt_status start_gather_(mpt_dp *dp, int k, mpt_error *err) {
 
 static mpt_status ensure_gathered_(mpt_dp *dp, int k, mpt_error *err) {
     if (mpt_dp_part_n(&dp->model->pt, dp->split, k) == 0) return MPT_OK;
+    if (mpt_dp_direct(dp, k)) { /* its slice is the whole part */
+        point_part_(dp, dp->model->w, k, dp->pshard + dp->psh[k]);
+        return MPT_OK;
+    }
     int s = work_slot_(dp, k);
     mpt_status st = start_gather_(dp, k, err);
     if (!st && dp->work_inflight[s]) {
@@ -216,6 +220,10 @@ mpt_status mpt_dp_stage_open(mpt_dp *dp, int u, mpt_error *err) {
     for (int k = 2 * u; k <= 2 * u + 1; k++) {
         size_t n = mpt_dp_part_n(pt, dp->split, k);
         if (n == 0) continue;
+        if (mpt_dp_direct(dp, k)) { /* accumulated in its slice, nothing to reduce */
+            point_part_(dp, dp->model->g, k, dp->gshard + dp->psh[k]);
+            continue;
+        }
         int s = mpt_dp_slot_of(pt, k);
         mpt_status st = finish_slot_(dp, s, err);
         if (st) return st;
@@ -230,7 +238,7 @@ mpt_status mpt_dp_stage_open(mpt_dp *dp, int u, mpt_error *err) {
 mpt_status mpt_dp_stage_close(mpt_dp *dp, int u, mpt_error *err) {
     const mpt_param_table *pt = &dp->model->pt;
     for (int k = 2 * u; k <= 2 * u + 1; k++) {
-        if (mpt_dp_part_n(pt, dp->split, k) == 0) continue;
+        if (mpt_dp_part_n(pt, dp->split, k) == 0 || mpt_dp_direct(dp, k)) continue;
         mpt_status st = reduce_slot_(dp, mpt_dp_slot_of(pt, k), err);
         if (st) return st;
     }
