@@ -74,11 +74,12 @@ int mpt_gpt_buffer_sizes(const mpt_config *cfg, int B, int T, int training, int 
     act_n[MPT_ACT_GRAD_IN] = training && !last ? NlD : 0;
     act_n[MPT_ACT_MOE] = 0;
     size_t moe_ep = (size_t)(place && place->ep > 1 ? place->ep : 1), moe_work = 0;
-    if (cfg->experts > 0) { /* MoE blocks: routing and expert rows (model/moe.h) */
-        size_t per = mpt_moe_act_elems(cfg, N, (int)moe_ep);
-        moe_work = mpt_moe_work_elems(cfg, N, (int)moe_ep, training);
+    if (cfg->experts > 0) { /* MoE blocks: routing and expert rows (model/moe.h) of the Nl rows
+                             * the rank routes (with sp its own) */
+        size_t per = mpt_moe_act_elems(cfg, Nl, (int)moe_ep);
+        moe_work = mpt_moe_work_elems(cfg, Nl, (int)moe_ep, training);
         if (training && place && place->split_w) /* B keeps the output gradients for W */
-            per += mpt_moe_split_elems(cfg, N, (int)moe_ep);
+            per += mpt_moe_split_elems(cfg, Nl, (int)moe_ep);
         if (!per || !moe_work || !mpt_size_mul(L, per, &act_n[MPT_ACT_MOE])) return 0;
     }
     int split = training && place && place->split_w;
