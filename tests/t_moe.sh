@@ -2,11 +2,12 @@
 # Mixture-of-Experts and expert parallelism (model/moe.h, parallel/ep.h): every expert-parallel
 # layout trains like one rank with the same micro-batches (5 steps' losses, the logged aux loss
 # and the final weights within 1e-5 relative, dropless), the memory plan equals the measured
-# peak on every rank with E/ep experts per rank (ZeRO 1-3: every expert, sharded over dp), a
-# checkpoint saved under one ep resumes under another, ep composes with cp and with the
-# zero-bubble and interleaved schedules (the MoE split backward), a step whose routing exceeds
-# the dropless bound stops every rank with exit 1, and
-# layouts that do not compose yet end with exit 2 on every rank.
+# peak on every rank with E/ep experts per rank (ZeRO 1-3: those experts sharded over the edp
+# group, parallel/dp.h), a checkpoint saved under one ep (and ZeRO stage) resumes under
+# another, ep composes with cp and with the
+# zero-bubble and interleaved schedules (the MoE split backward) and with tp + sp (each tp rank
+# routes its own rows), a step whose routing exceeds the dropless bound stops every rank with
+# exit 1, and layouts that do not compose yet end with exit 2 on every rank.
 # The aux loss is per micro-batch (Megatron's convention), so the one-rank reference runs the
 # replicas' micro-batches in order: dp d with m micro-batches = one rank with d*m.
 set -uo pipefail
@@ -76,11 +77,20 @@ layout dp4-ep2 4 4 --dp 4 --ep 2
 layout ep2-m2 2 4 --dp 2 --ep 2 --microbatches 2
 layout ep2-pp2 4 4 --dp 2 --ep 2 --pp 2 --microbatches 2
 layout ep2-tp2 4 2 --dp 2 --ep 2 --tp 2
+# sequence parallelism: each tp rank routes only its own rows (the counts f and the router's
+# and experts' gradients summed over tp), alone and with ep 2 x ZeRO-1
+layout tp2-sp 2 2 --tp 2 --sp --microbatches 2
+layout ep2-tp2-sp-zero1 4 2 --dp 2 --ep 2 --tp 2 --sp --zero 1
 layout ep2-recompute 2 2 --dp 2 --ep 2 --recompute full
 layout ep2-zero1 2 2 --dp 2 --ep 2 --zero 1
 layout ep2-zero2 2 2 --dp 2 --ep 2 --zero 2
 layout ep2-zero3 2 2 --dp 2 --ep 2 --zero 3
 layout dp4-ep2-zero2 4 4 --dp 4 --ep 2 --zero 2
+# the experts sliced over an edp group of 2 (ZeRO-3 gathers them over it, per layer or once a
+# step), and of 1 (ep 4: each rank's slice is its whole expert part, no staging or gather)
+layout dp4-ep2-zero3 4 4 --dp 4 --ep 2 --zero 3
+layout dp4-ep2-zero3-step 4 4 --dp 4 --ep 2 --zero 3 --zero3-gather step
+layout ep4-zero1 4 4 --dp 4 --ep 4 --zero 1
 # with cp the routers' counts f are summed over cp, so the aux loss is the whole micro-batch's:
 # ep over dp (dp 2 x cp 2), and ep spanning cp only (cp 2, dp 1)
 layout ep2-cp2 4 2 --dp 2 --cp 2 --ep 2
@@ -89,6 +99,8 @@ layout cp2-ep2 2 2 --cp 2 --ep 2 --microbatches 2
 # zb-v (chunked, with and without ep) on 4 blocks against their own one-rank reference
 layout ep2-pp2-zbh1 4 4 --dp 2 --ep 2 --pp 2 --microbatches 2 --schedule zb-h1
 layout ep2-pp2-zbh1-full 4 4 --dp 2 --ep 2 --pp 2 --microbatches 2 --schedule zb-h1 --recompute full
+# W stages a block's dense and expert gradient parts and reduce-scatters them over dp and edp
+layout ep2-pp2-zbh1-zero2 4 4 --dp 2 --ep 2 --pp 2 --microbatches 2 --schedule zb-h1 --zero 2
 layout pp2-zbh1 2 2 --pp 2 --microbatches 2 --schedule zb-h1
 "$BIN" train "${MODEL[@]}" --layers 4 --microbatches 2 --log "$TMP/ref4l.jsonl" --save "$TMP/ref4l" \
   || bad "single-rank reference (4 blocks)"
@@ -114,20 +126,44 @@ done
 layout pp2-2bw 2 2bw2 --pp 2 --microbatches 2 --schedule 2bw
 layout ep2-pp2-2bw 4 2bw4 --dp 2 --ep 2 --pp 2 --microbatches 2 --schedule 2bw
 
-# each rank holds E/ep experts: at dp 4 (units padded to 64 elements), ep 2 holds two experts
-# of each of the 2 MoE blocks (0 and 2), ep 4 one
+# each rank holds E/ep experts: at dp 4 (units padded to 64 elements, an MoE block's experts
+# starting aligned), ep 2 holds two experts of each of the 2 MoE blocks (0 and 2), ep 4 one
 /usr/bin/python3 - "$TMP/dp4-ep2.jsonl" "$TMP/ep4.jsonl" >"$TMP/p" 2>&1 <<'PY'
 import json, sys
 p2, p4 = (json.loads(open(f).readline())["memory_plan_bytes"]["param_elements"] for f in sys.argv[1:3])
 D, F, E = 32, 128, 4
 expert = D * F + F + F * D + D
 dense = 2 * D + D * 3 * D + 3 * D + D * D + D + 2 * D + D * E   # ln_1, attn, ln_2, router
-unit = lambda El: -(-(dense + El * expert) // 64) * 64
+unit = lambda El: -(-dense // 64) * 64 + -(-(El * expert) // 64) * 64
 want = 2 * (unit(2) - unit(1))
 print(f"param elements per rank: ep2 {p2}, ep4 {p4}: ep4 holds {p2 - p4} fewer ({want} expected)")
 sys.exit(0 if p2 - p4 == want else 1)
 PY
 if [ $? = 0 ]; then ok "experts per rank: $(cat "$TMP/p")"; else bad "experts per rank: $(cat "$TMP/p")"; fi
+
+# ZeRO 1-3 with ep keep only the rank's E/ep experts (sliced over edp): against the same ZeRO
+# stage without ep (every expert in every table, sliced over dp: how ZeRO and ep composed
+# before), parameters (ZeRO 1, 2, 3) and gradients (ZeRO 1) per rank drop; the optimizer state
+# stays E/dp experts' either way (E/ep experts over dp/ep ranks), give or take the padding
+for z in 1 2 3; do
+  "${MPIRUN[@]}" -np 2 "$BIN" train "${MODEL[@]}" --dp 2 --zero $z --steps 0 --log "$TMP/all$z.jsonl" \
+    >/dev/null 2>&1 || bad "dp 2 zero $z without ep: plan"
+done
+/usr/bin/python3 - "$TMP" >"$TMP/p" 2>&1 <<'PY'
+import json, sys
+plan = lambda n: json.loads(open(f"{sys.argv[1]}/{n}.jsonl").readline())["memory_plan_bytes"]
+out, fail = [], False
+for z, fewer in ((1, ("params", "grads")), (2, ("params", "grads")), (3, ("params", "grads"))):
+    ep, every = plan(f"ep2-zero{z}"), plan(f"all{z}")
+    for k in fewer:
+        out.append(f"zero {z} {k} {ep[k]} < {every[k]}")
+        fail |= not ep[k] < every[k]
+    out.append(f"zero {z} optimizer {ep['optimizer']} <= {every['optimizer']}")
+    fail |= not ep["optimizer"] <= every["optimizer"]
+print("bytes per rank, dp 2 x ep 2 against every expert sliced over dp:", "; ".join(out))
+sys.exit(1 if fail else 0)
+PY
+if [ $? = 0 ]; then ok "$(cat "$TMP/p")"; else bad "$(cat "$TMP/p")"; fi
 
 # a checkpoint of ep 2 resumes under ep 4, under ep 1 on two ranks and on one rank, each with
 # the same micro-batches as the run that saved it, and steps 4-5 match the uninterrupted run
@@ -154,6 +190,12 @@ done
 resume "resume ep2 -> ep4" 4 cut2 ref4 --dp 4 --ep 4
 resume "resume ep2 -> dp2 ep1" 2 cut1 ref2 --dp 2
 resume "resume ep2 -> one rank" 1 cut1 ref2 --microbatches 2
+# saved under dp 4 x ep 2 x ZeRO-3 (the experts sliced over edp 2), resumed under ep 4 ZeRO-0
+# and on one rank
+"${MPIRUN[@]}" -np 4 "$BIN" train "${MODEL[@]}" --dp 4 --ep 2 --zero 3 --steps 3 \
+  --save "$TMP/cutz3" >"$TMP/cut.out" 2>&1 || bad "dp4 ep2 zero3 3 steps: $(tail -3 "$TMP/cut.out")"
+resume "resume dp4 ep2 zero3 -> ep4 zero0" 4 cutz3 ref4 --dp 4 --ep 4
+resume "resume dp4 ep2 zero3 -> one rank" 1 cutz3 ref4 --microbatches 4
 
 # the dropless bound: --moe-dropless-bound 1 plans rows for each rank's own N*K assignments
 # only; this model's routing sends more to one rank in step 1, so every rank stops with exit 1
@@ -167,5 +209,4 @@ refused "moe-dropless-bound 0.5" 2 "moe-dropless-bound" -- "${MPIRUN[@]}" -np 2 
 
 # layouts that do not compose yet, refused up front on every rank
 refused "ep splitting cp" 4 "--ep 2 does not divide --dp 1" -- "${MPIRUN[@]}" -np 4 "$BIN" train "${MODEL[@]}" --cp 4 --ep 2
-refused "experts with sp" 2 "--experts with --sp" -- "${MPIRUN[@]}" -np 2 "$BIN" train "${MODEL[@]}" --tp 2 --sp
 finish

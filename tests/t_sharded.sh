@@ -11,8 +11,9 @@
 #     carry over;
 #   - ZeRO-3 and cp saves (slices cut inside rows, on every rank) convert to the single save;
 #   - MoE under ep 2 (each ep rank writes its own experts) converts to the single save and
-#     resumes under ep 4, ep 2 x pp 2 and dp 2 within 1e-5; a dp 2 x cp 2 save resumes under
-#     cp 4 within 1e-5;
+#     resumes under ep 4, ep 2 x pp 2 and dp 2 within 1e-5; so does dp 4 x ep 2 x ZeRO-3 (each
+#     expert sliced over its edp group of 2), resumed under ep 4 x ZeRO-0; a dp 2 x cp 2 save
+#     resumes under cp 4 within 1e-5;
 #   - each rank checksums the shards it writes (the manifest holds their hashes) and the shards
 #     it reads: rank 2's shard corrupt is found by the ranks that read it and all ranks exit 2;
 #   - killed during a sharded save (a rank before or after writing its shard, rank 0 while it
@@ -127,6 +128,26 @@ moe_other() { # NAME NP REF-M LAYOUT...
 moe_other moe-dp4-ep4 4 8 --dp 4 --ep 4
 moe_other moe-dp2-ep2-pp2 4 4 --dp 2 --ep 2 --pp 2
 moe_other moe-dp2 2 4 --dp 2
+# ZeRO-3 under dp 4 x ep 2 slices each expert (weights and AdamW state) over its edp group of
+# 2 (parallel/dp.h): both edp ranks write their slices of it; the sharded save converts to the
+# single save byte for byte and resumes under ep 4 x ZeRO-0 like one rank resuming the single
+# save
+MZ=("${MOE[@]}" --dp 4 --ep 2 --zero 3 --steps 2)
+run mz-sh "${M4[@]}" "$BIN" train "${BASE[@]}" "${MZ[@]}" --save "$TMP/mz-sh" --save-format sharded
+run mz-si "${M4[@]}" "$BIN" train "${BASE[@]}" "${MZ[@]}" --save "$TMP/mz-si"
+run mz-cv "$BIN" convert --in "$TMP/mz-sh" --out "$TMP/mz-cv"
+cmp -s "$TMP/mz-cv/step_000002/model.safetensors" "$TMP/mz-si/step_000002/model.safetensors" &&
+  cmp -s "$TMP/mz-cv/step_000002/optimizer.safetensors" "$TMP/mz-si/step_000002/optimizer.safetensors" &&
+  ok "MoE dp 4 x ep 2 x ZeRO-3 (experts sliced over edp): the sharded save converts to the single save, byte for byte" ||
+  bad "MoE dp 4 x ep 2 x ZeRO-3: the sharded save does not convert to the single save"
+run mz-one "$BIN" train "${BASE[@]}" "${MOE[@]}" --microbatches 8 --steps 4 \
+  --resume "$TMP/mz-si/step_000002" --save "$TMP/mz-one" --log "$TMP/mz-one.jsonl"
+run mz-ep4 "${M4[@]}" "$BIN" train "${BASE[@]}" "${MOE[@]}" --dp 4 --ep 4 --steps 4 \
+  --resume "$TMP/mz-sh/step_000002" --save "$TMP/mz-ep4" --log "$TMP/mz-ep4.jsonl"
+if "${CMP[@]}" "$TMP/mz-ep4.jsonl" "$TMP/mz-ep4/step_000004/model.safetensors" "$TMP/mz-one.jsonl" \
+     "$TMP/mz-one/step_000004/model.safetensors" --rtol 1e-5 >"$TMP/mz.cmp" 2>&1
+then ok "sharded MoE ep 2 x ZeRO-3 -> ep 4 x ZeRO-0: $(tail -1 "$TMP/mz.cmp" | sed 's/^ *//')"
+else bad "sharded MoE ep 2 x ZeRO-3 -> ep 4 x ZeRO-0: $(tail -4 "$TMP/mz.cmp")"; fi
 # ep over dp x cp (ep 2 over dp 2 x cp 2, ep 4 spanning cp): each expert written once, by its
 # holder in dp x cp; the sharded save converts to the single save byte for byte
 for L in "--dp 2 --cp 2 --ep 2" "--dp 2 --cp 2 --ep 4"; do

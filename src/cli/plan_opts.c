@@ -137,12 +137,12 @@ void plan_print_memory(const mpt_plan_job *job, const mpt_plan_layout *l,
            job->cfg.n_layer, job->cfg.d_model, job->cfg.n_head, job->cfg.ffn, job->cfg.vocab,
            job->batch, job->seq_len > 0 ? job->seq_len : job->cfg.n_positions);
     if (job->cfg.experts > 0)
-        printf("MoE: %d experts, top-%d, every %d block(s), %d computed per expert-parallel "
-               "rank%s, capacity factor %g%s\n", job->cfg.experts, job->cfg.top_k,
+        printf("MoE: %d experts, top-%d, every %d block(s), %d per expert-parallel rank%s, "
+               "capacity factor %g%s\n", job->cfg.experts, job->cfg.top_k,
                job->cfg.moe_every > 0 ? job->cfg.moe_every : 1,
                job->cfg.experts / (l->ep > 1 ? l->ep : 1),
-               l->zero > 0 && l->ep > 1 ? " (held: all of them, sharded by ZeRO, as the "
-                                          "runtime does)" : "",
+               l->zero > 0 && l->ep > 1 ? " (ZeRO shards them over the expert-data-parallel "
+                                          "ranks)" : "",
                job->cfg.capacity_factor, job->cfg.capacity_factor > 0 ? "" : " (dropless)");
     printf("layout: %s (%ld ranks)%s\n", s, mpt_plan_layout_world(l),
            m->z3_whole ? ", ZeRO-3 gathers whole stages" : "");

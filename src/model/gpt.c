@@ -74,11 +74,12 @@ int mpt_gpt_buffer_sizes(const mpt_config *cfg, int B, int T, int training, int 
     act_n[MPT_ACT_GRAD_IN] = training && !last ? NlD : 0;
     act_n[MPT_ACT_MOE] = 0;
     size_t moe_ep = (size_t)(place && place->ep > 1 ? place->ep : 1), moe_work = 0;
-    if (cfg->experts > 0) { /* MoE blocks: routing and expert rows (model/moe.h) */
-        size_t per = mpt_moe_act_elems(cfg, N, (int)moe_ep);
-        moe_work = mpt_moe_work_elems(cfg, N, (int)moe_ep, training);
+    if (cfg->experts > 0) { /* MoE blocks: routing and expert rows (model/moe.h) of the Nl rows
+                             * the rank routes (with sp its own) */
+        size_t per = mpt_moe_act_elems(cfg, Nl, (int)moe_ep);
+        moe_work = mpt_moe_work_elems(cfg, Nl, (int)moe_ep, training);
         if (training && place && place->split_w) /* B keeps the output gradients for W */
-            per += mpt_moe_split_elems(cfg, N, (int)moe_ep);
+            per += mpt_moe_split_elems(cfg, Nl, (int)moe_ep);
         if (!per || !moe_work || !mpt_size_mul(L, per, &act_n[MPT_ACT_MOE])) return 0;
     }
     int split = training && place && place->split_w;
@@ -152,7 +153,6 @@ mpt_status mpt_gpt_init(mpt_gpt *m, const mpt_config *cfg, int B, int T, int fla
     m->cp_rank = m->cp > 1 ? place->cp_rank : 0;
     m->ep = place->ep > 1 ? place->ep : 1;
     m->ep_rank = m->ep > 1 ? place->ep_rank : 0;
-    m->ep_full = m->ep > 1 && place->ep_full;
     m->moe_to = &m->moe; /* a chunk view (parallel/pp.c) copies the pointer: one sum */
     mpt_gpt_slot_layers(m->recompute, m->nl, m->slot_layers);
     for (int i = 0; i < MPT_ACT_SLOTS; i++)
@@ -181,9 +181,6 @@ mpt_status mpt_gpt_init(mpt_gpt *m, const mpt_config *cfg, int B, int T, int fla
                         "context-parallel rank %d of %d with %d local positions: the rank must be "
                         "in 0..%d and the positions two equal chunks",
                         m->cp_rank, m->cp, T, m->cp - 1);
-    if (cfg->experts > 0 && m->sp)
-        return mpt_fail(err, MPT_ERR_INPUT, "--experts with --sp is not supported: the MoE "
-                        "blocks need every token row on each tensor-parallel rank (drop --sp)");
     if (m->ep > 1 && (!place->ops || !o->expert_dispatch || !o->expert_combine))
         return mpt_fail(err, MPT_ERR_RUN,
                         "expert parallelism over %d ranks needs the expert entries of the "
@@ -193,7 +190,7 @@ mpt_status mpt_gpt_init(mpt_gpt *m, const mpt_config *cfg, int B, int T, int fla
                         "sequence length %lld exceeds the model's %d positions: lower --seq-len",
                         (long long)T * m->cp, cfg->n_positions);
     mpt_status st = mpt_params_build_chunks(&m->pt, cfg, m->tp, m->tp_rank,
-                                            m->ep_full ? 1 : m->ep, m->ep_rank,
+                                            m->ep, m->ep_rank,
                                             place->first_layer, place->n_layers,
                                             place->chunk_layers, place->chunk_stride,
                                             place->first, place->last, unit_align, err);
@@ -207,11 +204,7 @@ mpt_status mpt_gpt_init(mpt_gpt *m, const mpt_config *cfg, int B, int T, int fla
     int training = (flags & MPT_GPT_BACKWARD) != 0;
     m->w = calloc(m->pt.n + 1, sizeof *m->w);
     m->g = calloc(m->pt.n + 1, sizeof *m->g);
-    if (m->ep_full && cfg->experts > 0) {
-        m->moe_w = calloc(1 + 4 * (size_t)cfg->experts, sizeof *m->moe_w);
-        m->moe_g = calloc(1 + 4 * (size_t)cfg->experts, sizeof *m->moe_g);
-    }
-    if (!m->w || !m->g || (m->ep_full && cfg->experts > 0 && (!m->moe_w || !m->moe_g))) {
+    if (!m->w || !m->g) {
         mpt_gpt_free(m);
         return mpt_fail(err, MPT_ERR_RUN, "out of memory for the tensor tables");
     }
@@ -296,8 +289,6 @@ void mpt_gpt_free(mpt_gpt *m) {
         mpt_arena_release(m->arena, MPT_MEM_WORKSPACE, m->work[i], m->work_n[i], MPT_F32);
     free(m->w);
     free(m->g);
-    free(m->moe_w);
-    free(m->moe_g);
     mpt_params_free(&m->pt);
     memset(m, 0, sizeof *m);
 }

@@ -124,8 +124,6 @@ typedef struct mpt_gpt_place {
     int ep, ep_rank;     /* expert parallelism (0 or 1: every expert here): this rank holds
                           * experts [ep_rank*E/ep, ..) of each MoE block; tokens go through
                           * ops->expert_dispatch / _combine */
-    int ep_full;         /* ep > 1 with every expert in this rank's table (ZeRO 1-3 shard them
-                          * over dp like dense tensors): it still computes only its E/ep */
     int bf16;            /* bf16 GEMMs (--dtype bf16): sizes their scratch, MPT_WORK_BF16 */
 } mpt_gpt_place;
 
@@ -211,9 +209,6 @@ typedef struct mpt_gpt {
     int Dl, Hl, Fl, Vl;              /* this rank's width of attention, heads, MLP, vocab rows */
     int v0, Vr;                      /* its first vocabulary row and how many of them are real */
     int ep, ep_rank;                 /* expert parallelism (place->ep; 1: none) */
-    int ep_full;                     /* place->ep_full: the table holds every expert */
-    float **moe_w, **moe_g;          /* ep_full: (1 + 4E/ep) pointers to the router and this
-                                      * rank's experts, refreshed per block (owned, malloc) */
     float moe_weight;                /* N * dloss of the last forward: the aux losses' weight */
     int moe_stats_on;                /* forward adds to moe (not a recompute in backward) */
     mpt_moe_stats moe;               /* MoE routing statistics, summed until the caller zeroes */

@@ -262,13 +262,14 @@ static mpt_status block_forward_(mpt_gpt *m, int l, int B, int T, mpt_error *err
                                    lay_(m, MPT_ACT_LN2_RSTD, l), in, scratch,
                                    W_(m, l, MPT_ATTPROJ_B), W_(m, l, MPT_LN2_W),
                                    W_(m, l, MPT_LN2_B), Nl, D);
-    TRY_(all_rows_(m, ln2, Nl, &x, err));
-    if (mpt_gpt_router(m, l) != SIZE_MAX) { /* MoE block (model/moe.h): whole on every tp rank */
-        TRY_(mpt_gpt_moe_forward(m, l, scratch, x, N, err));
+    if (mpt_gpt_router(m, l) != SIZE_MAX) { /* MoE block (model/moe.h): whole on every tp rank,
+                                             * which routes its own rows (all of them, or Nl) */
+        TRY_(mpt_gpt_moe_forward(m, l, scratch, ln2, Nl, err));
         keep_(m, MPT_ACT_LN2, l, Nl * D);
         mpt_residual_forward(res3, res2, scratch, Nl * D);
         return MPT_OK;
     }
+    TRY_(all_rows_(m, ln2, Nl, &x, err));
     /* under bf16 ln_2 and the GELU output share the staging buffer: ln_2 is kept first (the
      * fused call's GEMM reads x in full before its GELU writes; bf16 GEMMs are never split) */
     keep_(m, MPT_ACT_LN2, l, Nl * D);
@@ -288,7 +289,7 @@ mpt_status mpt_gpt_forward(mpt_gpt *m, const int32_t *inputs, const int32_t *tar
     size_t row0 = m->sp ? (size_t)m->tp_rank * Nl : 0;
     const float *x;
     int head_is_wte = c->tied && m->first && m->last; /* the head reads unit 0's wte */
-    m->moe_weight = dloss * (float)N; /* the MoE aux losses' weight (model/moe.h) */
+    m->moe_weight = dloss * (float)Nl; /* the MoE aux losses' weight (model/moe.h) */
     m->moe_stats_on = dloss > 0.0f; /* training forwards only (not eval, dump, inference) */
     if (m->first) { /* later stages find their input in ENCODED, received from the previous */
         TRY_(need_(m, 0, MPT_PHASE_FORWARD, err));
@@ -438,11 +439,11 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
         if (m->recompute == MPT_RECOMPUTE_FULL) TRY_(block_forward_(m, l, B, T, err));
         /* dres holds dL/d(block output) for this rank's rows; MLP half. The row-parallel c_proj
          * needs it for all rows; the column-parallel c_fc's input gradient is summed over tp. */
-        TRY_(all_rows_(m, dres, Nl, &dy, err));
-        if (mpt_gpt_router(m, l) != SIZE_MAX) { /* MoE: every tp rank has the whole input gradient */
-            TRY_(all_rows_(m, saved_(m, MPT_ACT_LN2, l, Nl * D), Nl, &x, err));
-            TRY_(mpt_gpt_moe_backward(m, l, dtmp, dy, x, N, err));
+        if (mpt_gpt_router(m, l) != SIZE_MAX) { /* MoE: the input gradient of this rank's rows */
+            TRY_(mpt_gpt_moe_backward(m, l, dtmp, dres, saved_(m, MPT_ACT_LN2, l, Nl * D), Nl,
+                                      err));
         } else {
+            TRY_(all_rows_(m, dres, Nl, &dy, err));
             linear_backward_(m, dfcg, l, MPT_FCPROJ_W, MPT_FCPROJ_B, dy,
                              saved_(m, MPT_ACT_FCH_GELU, l, N * (size_t)Fl), N, Fl, D,
                              MPT_ACT_DY_FCPROJ);
@@ -506,8 +507,7 @@ mpt_status mpt_gpt_backward_weights(mpt_gpt *m, int B, int T, mpt_error *err) {
             mpt_add_inplace(G_(m, l, k ? MPT_LN2_B : MPT_LN1_B), db, (size_t)D);
         }
         if (mpt_gpt_router(m, l) != SIZE_MAX) { /* MoE: experts and router (model/moe.h) */
-            TRY_(all_rows_(m, saved_(m, MPT_ACT_LN2, l, Nl * D), Nl, &x, err));
-            TRY_(mpt_gpt_moe_backward_weights(m, l, x, N, err));
+            TRY_(mpt_gpt_moe_backward_weights(m, l, saved_(m, MPT_ACT_LN2, l, Nl * D), Nl, err));
         } else {
             mpt_matmul_backward(NULL, G_(m, l, MPT_FCPROJ_W), G_(m, l, MPT_FCPROJ_B),
                                 stash_(m, MPT_ACT_DY_FCPROJ, l),

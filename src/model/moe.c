@@ -188,6 +188,10 @@ static mpt_status route_(const mpt_moe_block *b, const lay_ *l, const float *x, 
         mpt_status st = b->ops->cp_count_sum(b->ops->cp_ctx, cntg, E, err);
         if (st) return st;
     }
+    if (b->tp_sum) { /* sp: the other tp ranks' rows of the micro-batch */
+        mpt_status st = b->ops->reduce_from_tp(b->ops->ctx, cntg, E, err);
+        if (st) return st;
+    }
     double NKg = 0.0, aux = 0.0;
     for (size_t e = 0; e < E; e++) NKg += cntg[e];
     for (size_t e = 0; e < E; e++) aux += cntg[e] / NKg * (Pm[e] / (double)N);
@@ -408,25 +412,34 @@ static float *moe_act_(const mpt_gpt *m, int l) {
            (layers > 1 ? (size_t)l * (m->act_n[MPT_ACT_MOE] / layers) : 0);
 }
 
-/* The block's router and this rank's experts. With ep_full the table holds every expert
- * (ZeRO shards them): the pointers of this rank's E/ep are gathered afresh, since the ZeRO
- * hooks may have re-pointed them since the last block. */
+/* The block's router and this rank's experts (its table holds only those). */
 static mpt_moe_block moe_block_(const mpt_gpt *m, int l, int grads) {
     size_t r = mpt_gpt_router(m, l);
     mpt_moe_block b = {.cfg = &m->cfg, .ops = &m->ops, .ep = m->ep, .ep_rank = m->ep_rank,
-                       .w = m->w + r, .g = grads ? m->g + r : NULL};
-    if (!m->ep_full) return b;
-    size_t El = (size_t)(m->cfg.experts / m->ep), e0 = (size_t)m->ep_rank * El;
-    m->moe_w[0] = m->w[r];
-    m->moe_g[0] = m->g[r];
-    for (size_t j = 0; j < El; j++)
-        for (size_t s = 0; s < 4; s++) {
-            m->moe_w[1 + 4 * j + s] = m->w[r + 1 + 4 * (e0 + j) + s];
-            m->moe_g[1 + 4 * j + s] = m->g[r + 1 + 4 * (e0 + j) + s];
-        }
-    b.w = m->moe_w;
-    b.g = grads ? m->moe_g : NULL;
+                       .tp_sum = m->sp, .w = m->w + r, .g = grads ? m->g + r : NULL};
     return b;
+}
+
+/* sp: the router and expert gradients of block l around a pass that adds (+=) this tp rank's
+ * rows' part to them. Before (after = 0) each is scaled by 1/tp, after (after = 1) summed over
+ * tp: the tp ranks held the same accumulated gradient G (replicated tensors), so the sum is
+ * G + the parts of every rank's rows, with no buffer for the parts (x/tp summed tp times is
+ * exactly x when tp is a power of two; otherwise within an ulp). Every tp rank calls. */
+static mpt_status moe_tp_grads_(mpt_gpt *m, int l, int after, mpt_error *err) {
+    if (!m->sp) return MPT_OK;
+    size_t r = mpt_gpt_router(m, l), n_t = 1 + 4 * (size_t)(m->cfg.experts / m->ep);
+    float s = 1.0f / (float)m->tp;
+    for (size_t i = r; i < r + n_t; i++) {
+        float *g = m->g[i];
+        size_t n = m->pt.t[i].numel;
+        if (after) {
+            mpt_status st = m->ops.reduce_from_tp(m->ops.ctx, g, n, err);
+            if (st) return st;
+        } else {
+            for (size_t k = 0; k < n; k++) g[k] *= s;
+        }
+    }
+    return MPT_OK;
 }
 
 mpt_status mpt_gpt_moe_forward(mpt_gpt *m, int l, float *out, const float *x, size_t N,
@@ -440,12 +453,17 @@ mpt_status mpt_gpt_moe_backward(mpt_gpt *m, int l, float *dx, const float *dy, c
                                 size_t N, mpt_error *err) {
     mpt_moe_block b = moe_block_(m, l, 1);
     memset(dx, 0, N * (size_t)m->cfg.d_model * sizeof *dx);
-    return mpt_moe_backward(&b, dx, dy, x, N, moe_act_(m, l), m->work[MPT_WORK_MOE],
-                            m->moe_weight, m->split_w, err);
+    mpt_status st = m->split_w ? MPT_OK : moe_tp_grads_(m, l, 0, err); /* split: W writes them */
+    if (!st)
+        st = mpt_moe_backward(&b, dx, dy, x, N, moe_act_(m, l), m->work[MPT_WORK_MOE],
+                              m->moe_weight, m->split_w, err);
+    return st || m->split_w ? st : moe_tp_grads_(m, l, 1, err);
 }
 
 mpt_status mpt_gpt_moe_backward_weights(mpt_gpt *m, int l, const float *x, size_t N,
                                         mpt_error *err) {
     mpt_moe_block b = moe_block_(m, l, 1);
-    return mpt_moe_backward_weights(&b, x, N, moe_act_(m, l), err);
+    mpt_status st = moe_tp_grads_(m, l, 0, err);
+    if (!st) st = mpt_moe_backward_weights(&b, x, N, moe_act_(m, l), err);
+    return st ? st : moe_tp_grads_(m, l, 1, err);
 }

@@ -19,6 +19,10 @@
  * Context parallelism splits a micro-batch's sequence over cp ranks: f then counts the
  * assignments of every cp rank (ops->cp_count_sum) while P_e stays this rank's mean, and since
  * aux is linear in P the cp ranks' weighted terms add up to the whole micro-batch's aux.
+ * Sequence parallelism (tp with --sp) splits the rows the same way over tp: each tp rank
+ * routes and dispatches only its N/tp rows (no expert work repeated across tp), f is summed
+ * over tp as well (tp_sum), and the router's and experts' gradients, partial per tp rank, are
+ * summed over tp by the model after each pass that writes them (model/moe.c).
  * aux and zl are computed per micro-batch (as Megatron does) and enter the training loss with
  * the micro-batch's weight N * dloss (dloss = 1 / tokens of the global batch), so that one
  * micro-batch per step adds exactly aux + zl.
@@ -67,6 +71,8 @@ typedef struct mpt_moe_block {
     const mpt_config *cfg;
     const mpt_par_ops *ops; /* expert_dispatch / _combine used when ep > 1 */
     int ep, ep_rank;
+    int tp_sum;             /* sp: each tp rank routes its own rows, so the assignment counts f
+                             * are summed over tp too (ops->reduce_from_tp) */
     float *const *w;
     float *const *g;
 } mpt_moe_block;

@@ -36,6 +36,7 @@ static void close_unit_(mpt_param_table *pt, int u, size_t begin) {
     pt->total = (pt->total + a - 1) / a * a;
     pt->unit_begin[u] = begin;
     pt->unit_end[u] = pt->total;
+    if (!pt->unit_xbegin[u]) pt->unit_xbegin[u] = pt->total; /* no expert part */
 }
 
 mpt_status mpt_params_build(mpt_param_table *pt, const mpt_config *c, mpt_error *err) {
@@ -115,7 +116,9 @@ mpt_status mpt_params_build_chunks(mpt_param_table *pt, const mpt_config *c, int
     pt->n_units = (int)L + 2;
     pt->unit_begin = calloc(L + 2, sizeof *pt->unit_begin);
     pt->unit_end = calloc(L + 2, sizeof *pt->unit_end);
-    if (!pt->t || !pt->layer || !pt->router || !pt->unit_begin || !pt->unit_end) {
+    pt->unit_xbegin = calloc(L + 2, sizeof *pt->unit_xbegin);
+    if (!pt->t || !pt->layer || !pt->router || !pt->unit_begin || !pt->unit_end ||
+        !pt->unit_xbegin) {
         mpt_params_free(pt);
         return mpt_fail(err, MPT_ERR_RUN, "out of memory building the parameter table");
     }
@@ -182,6 +185,9 @@ mpt_status mpt_params_build_chunks(mpt_param_table *pt, const mpt_config *c, int
             pt->router[i] = pt->n;
             add_(pt, name, 2, D, E, MPT_SPLIT_NONE, D, E, (int)i, std, 0);
             pt->t[pt->n - 1].full_id = id0 + MPT_FC_W;
+            size_t a = pt->unit_align; /* the expert part starts aligned (unit_xbegin) */
+            pt->total = (pt->total + a - 1) / a * a;
+            pt->unit_xbegin[i + 1] = pt->total;
             for (int j = 0; j < El; j++) {
                 int e = pt->ep_rank * El + j; /* model-wide expert index */
                 for (int k = MPT_FC_W; k < MPT_LAYER_SLOTS; k++) {
@@ -229,6 +235,7 @@ void mpt_params_free(mpt_param_table *pt) {
     free(pt->router);
     free(pt->unit_begin);
     free(pt->unit_end);
+    free(pt->unit_xbegin);
     memset(pt, 0, sizeof *pt);
 }
 

@@ -64,6 +64,10 @@ typedef struct mpt_param_table {
     int n_units;     /* L + 2 */
     size_t *unit_begin, *unit_end; /* owned, n_units each: [begin, end) in the flat buffer */
     size_t unit_align;
+    size_t *unit_xbegin; /* owned, n_units: where unit u's expert part begins (an MoE block's
+                          * experts, after its router, start at a multiple of unit_align, so
+                          * ZeRO can shard them over their own group: parallel/dp.h), or
+                          * unit_end[u] when the unit holds no expert */
     int tp, tp_rank;  /* tensor-parallel split this table describes (1, 0: whole tensors) */
     int first_layer;  /* model-wide index of this table's block 0 (pipeline stages) */
     int has_embed;    /* holds wte and wpe (unit 0 not empty): the first pipeline stage */

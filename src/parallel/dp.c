@@ -20,9 +20,9 @@ int mpt_dp_gpt_flags(int zero) {
                        : MPT_GPT_BACKWARD;
 }
 
-size_t mpt_dp_pool_elems(const mpt_param_table *pt) {
+size_t mpt_dp_pool_elems(const mpt_param_table *pt, int split) {
     size_t n[MPT_DP_SLOTS], pool = 0;
-    mpt_dp_slot_sizes(pt, n);
+    mpt_dp_slot_sizes(pt, split, n);
     for (int s = 0; s < MPT_DP_SLOTS; s++) pool += n[s];
     return pool;
 }
@@ -34,25 +34,29 @@ static int held_ok_(const mpt_param_table *pt, const mpt_dp_opts *o) {
 void mpt_dp_buffers(const mpt_param_table *pt, int R, const mpt_dp_opts *o, mpt_dp *dp,
                     mpt_buflist *l) {
 #define DST_(field) (dp ? (void **)&dp->field : NULL)
-    size_t P = pt->total, S = P / (size_t)R, n[MPT_DP_SLOTS];
-    mpt_dp_slot_sizes(pt, n);
-    int zero = o->zero;
+    int split = o->edp_size > 0, eR = split ? o->edp_size : R, zero = o->zero;
+    size_t P = pt->total, S = 0, n[MPT_DP_SLOTS];
+    for (int k = 0; k < 2 * pt->n_units; k++) /* the parts' slices */
+        S += mpt_dp_part_n(pt, split, k) / (size_t)(split && k % 2 ? eR : R);
+    mpt_dp_slot_sizes(pt, split, n);
     mpt_buflist_add(l, "adamw_m", MPT_MEM_OPTIMIZER, MPT_F32, zero == 0 ? P : S, DST_(m));
     mpt_buflist_add(l, "adamw_v", MPT_MEM_OPTIMIZER, MPT_F32, zero == 0 ? P : S, DST_(v));
     if (zero <= 1 && R > 1) { /* the rings' receive buffers: a chunk of the largest bucket */
         int nb, held_unit = held_ok_(pt, o) ? mpt_tensor_unit(pt, &pt->t[o->held]) : -1;
         size_t max_n;
-        mpt_dp_buckets_walk(pt, zero, o->bucket_elems, held_unit, NULL, NULL, &nb, &max_n);
+        mpt_dp_buckets_walk(pt, split, R, eR, zero, o->bucket_elems, held_unit, NULL, NULL, &nb,
+                            &max_n);
         for (int k = 0; k < MPT_DP_RING_BUFS; k++)
-            mpt_buflist_add(l, "dp_ring", MPT_MEM_WORKSPACE, MPT_F32, max_n / (size_t)R,
-                            DST_(ring_buf[k]));
+            mpt_buflist_add(l, "dp_ring", MPT_MEM_WORKSPACE, MPT_F32, max_n, DST_(ring_buf[k]));
     }
     if (zero >= 2) {
         mpt_buflist_add(l, "grad_slice", MPT_MEM_GRADS, MPT_F32, S, DST_(gshard));
         for (int s = 0; s < MPT_DP_SLOTS; s++) {
+            if (s >= 4 && (!split || eR == 1)) continue; /* the expert parts' slots (edp 1:
+                                                          * written in the slice directly) */
             mpt_buflist_add(l, "grad_stage", MPT_MEM_GRADS, MPT_F32, n[s], DST_(stage[s]));
-            mpt_buflist_add(l, "grad_stage_ring", MPT_MEM_GRADS, MPT_F32, n[s] / (size_t)R,
-                            DST_(stage_tmp[s]));
+            mpt_buflist_add(l, "grad_stage_ring", MPT_MEM_GRADS, MPT_F32,
+                            n[s] / (size_t)(s >= 4 ? eR : R), DST_(stage_tmp[s]));
         }
         if (held_ok_(pt, o))
             mpt_buflist_add(l, "held_grad", MPT_MEM_GRADS, MPT_F32, pt->t[o->held].numel,
@@ -64,7 +68,9 @@ void mpt_dp_buffers(const mpt_param_table *pt, int R, const mpt_dp_opts *o, mpt_
             mpt_buflist_add(l, "param_whole", MPT_MEM_PARAMS, MPT_F32, P, DST_(whole));
         else
             for (int s = 0; s < MPT_DP_SLOTS; s++)
-                mpt_buflist_add(l, "param_work", MPT_MEM_PARAMS, MPT_F32, n[s], DST_(work_buf[s]));
+                if (s < 4 || (split && eR > 1))
+                    mpt_buflist_add(l, "param_work", MPT_MEM_PARAMS, MPT_F32, n[s],
+                                    DST_(work_buf[s]));
     }
 #undef DST_
 }
@@ -109,25 +115,38 @@ mpt_status mpt_dp_init(mpt_dp *dp, mpt_gpt *model, mpt_comm *comm, mpt_comm *tp,
     dp->pp = pp && pp->size > 1 ? pp : NULL;
     dp->R = comm ? comm->size : 1;
     dp->r = comm ? comm->rank : 0;
+    dp->split = o->edp_size > 0;
+    dp->ecomm = dp->split && o->edp && o->edp->size > 1 ? o->edp : NULL;
+    dp->eR = dp->split ? o->edp_size : dp->R;
+    dp->er = dp->ecomm ? dp->ecomm->rank : 0;
     dp->zero = o->zero;
     dp->model = model;
     dp->arena = arena;
     dp->held_unit = dp->o.held != SIZE_MAX ? mpt_tensor_unit(pt, &pt->t[dp->o.held]) : -1;
-    dp->shard_n = pt->total / (size_t)dp->R;
-    mpt_dp_slot_sizes(pt, dp->slot_n);
+    mpt_dp_slot_sizes(pt, dp->split, dp->slot_n);
     for (int s = 0; s < MPT_DP_SLOTS; s++) dp->stage_unit[s] = -1;
     mpt_buflist_init(&dp->bufs);
-    mpt_status st = mpt_dp_work_init(dp, err);
+    mpt_status st = MPT_OK;
+    if (dp->split && (dp->eR < 1 || dp->R % dp->eR || (o->edp && o->edp->size != dp->eR)))
+        st = mpt_fail(err, MPT_ERR_RUN, "dp: an edp group of %d ranks in a dp group of %d",
+                      dp->eR, dp->R);
+    int np = 2 * pt->n_units;
+    if (!st) st = mpt_dp_work_init(dp, err);
     if (!st) {
-        dp->b = calloc((size_t)pt->n_units, sizeof *dp->b);
-        dp->unit_bucket = calloc((size_t)pt->n_units, sizeof *dp->unit_bucket);
-        if (!dp->b || !dp->unit_bucket) st = mpt_fail(err, MPT_ERR_RUN, "out of memory (buckets)");
+        dp->b = calloc((size_t)np, sizeof *dp->b);
+        dp->unit_bucket = calloc((size_t)np, sizeof *dp->unit_bucket);
+        dp->psh = calloc((size_t)np + 1, sizeof *dp->psh);
+        if (!dp->b || !dp->unit_bucket || !dp->psh)
+            st = mpt_fail(err, MPT_ERR_RUN, "out of memory (buckets)");
     }
     if (!st) {
-        size_t max_n;
-        mpt_dp_buckets_walk(pt, dp->zero, dp->o.bucket_elems, dp->held_unit, dp->b,
-                            dp->unit_bucket, &dp->n_buckets, &max_n);
-        dp->ring_n = max_n / (size_t)dp->R;
+        for (int k = 0; k < np; k++)
+            dp->psh[k + 1] = dp->psh[k] + mpt_dp_part_n(pt, dp->split, k) /
+                                              (size_t)mpt_dp_gR(dp, mpt_dp_grp(dp, k));
+        dp->shard_n = dp->psh[np];
+        mpt_dp_buckets_walk(pt, dp->split, dp->R, dp->eR, dp->zero, dp->o.bucket_elems,
+                            dp->held_unit, dp->b, dp->unit_bucket, &dp->n_buckets, &dp->ring_n);
+        for (int i = 0; i < dp->n_buckets; i++) dp->b[i].sbegin = dp->psh[dp->b[i].u_lo];
     }
     if (!st && dp->zero >= 1) st = mpt_dp_segments_build(dp, err);
     if (!st) {
@@ -154,6 +173,7 @@ void mpt_dp_free(mpt_dp *dp) {
     dp->model->hooks = (mpt_gpt_hooks){0};
     free(dp->b);
     free(dp->unit_bucket);
+    free(dp->psh);
     free(dp->seg);
     memset(dp, 0, sizeof *dp);
 }
@@ -170,7 +190,7 @@ void mpt_dp_begin_step(mpt_dp *dp) {
         dp->b[i].ring_buf = -1;
         /* the units whose last micro-batch's gradients are still to come (counted here, not
          * when the flag is set: with several chunks per rank the flag is set once per chunk) */
-        dp->b[i].waiting = dp->b[i].u_hi - dp->b[i].u_lo + 1;
+        dp->b[i].waiting = dp->b[i].parts;
     }
     for (int k = 0; k < MPT_DP_RING_BUFS; k++) dp->ring_busy[k] = 0;
     mpt_dp_work_forget(dp); /* parameters changed: regather */

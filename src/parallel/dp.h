@@ -21,6 +21,21 @@
  * Units are padded (params.h) to a multiple of mpt_dp_unit_align(R) elements, so every unit
  * and bucket splits evenly over the ranks.
  *
+ * Expert parallelism with ZeRO 1-3 (opts.edp_size > 0; parallel/ep.h): the table holds this ep
+ * rank's E/ep experts, which differ between the dp ranks of one ep group, so they cannot be
+ * sharded over dp with the dense tensors. Each unit is then two parts: its dense tensors and
+ * its expert part (from unit_xbegin, aligned by the table), and every part is sharded,
+ * reduce-scattered, all-gathered and gathered (ZeRO-3) over its own group: the dp group for
+ * dense parts, the expert-data-parallel group (the dp x cp ranks holding the same experts) for
+ * expert parts. Buckets never mix the two; zero 2/3 stage an expert part in slots of its own.
+ * The slice space is the parts' slices back to back, so AdamW, the norm and the checkpoint code
+ * see one flat shard as before. The norm's sum over the dp group counts every expert once: the
+ * dp group is edp x ep, and ep ranks hold different experts. When edp is one rank (ep = dp x
+ * cp) an expert part's slice is the whole part: zero 2/3 accumulate its gradients in the slice
+ * and zero 3 points its weights there, with no staging or working slot (mpt_dp_direct).
+ * Without the split (zero 0 or ep 1) part 2u is the whole unit u and everything is as described
+ * above.
+ *
  * The module is four files, one concern each:
  *   dp.c        the buffer list, init/free, the model's hooks and the step protocol
  *   dp_reduce.c gradient reduction of zero 0/1: buckets of units merged in backward order up to
@@ -74,6 +89,9 @@ typedef struct mpt_dp_opts {
     void *pre_reduce_ctx;
     mpt_dtype grad_wire;         /* gradient rings' messages: MPT_F32 (default) or MPT_BF16
                                   * (--grad-reduce-dtype bf16; parallel/dp_ring.h) */
+    int edp_size;                /* > 0: expert parts sharded over an edp group of this size
+                                  * (ep > 1 with zero >= 1; above); 0: no split */
+    mpt_comm *edp;               /* mpt_dp_init: that group (NULL when edp_size is 1) */
 } mpt_dp_opts;
 
 /* zero 0, 4 MiB buckets, nothing held. */
@@ -82,18 +100,23 @@ void mpt_dp_opts_defaults(mpt_dp_opts *o);
 size_t mpt_dp_unit_align(int R);
 /* What mpt_gpt_init must allocate itself for this ZeRO stage (MPT_GPT_* flags). */
 int mpt_dp_gpt_flags(int zero);
-/* Elements of one ZeRO-2/3 staging (or per-layer working) pool: embeddings, final unit and two
- * layer slots. */
-size_t mpt_dp_pool_elems(const mpt_param_table *pt);
+/* Elements of one ZeRO-2/3 staging (or per-layer working) pool: embeddings, final unit, two
+ * layer slots and (split: opts.edp_size > 0) two expert-part slots. */
+size_t mpt_dp_pool_elems(const mpt_param_table *pt, int split);
 
 typedef struct mpt_dp_bucket mpt_dp_bucket;
 typedef struct mpt_dp_segment mpt_dp_segment;
 
-enum { MPT_DP_SLOTS = 4,    /* staging / working slots: embeddings, final unit, 2 layers */
+enum { MPT_DP_SLOTS = 6,    /* staging / working slots: embeddings, final unit, 2 layers,
+                             * 2 layers' expert parts */
        MPT_DP_RING_BUFS = 2 /* zero 0/1: buckets whose ring reduce phase runs at once */ };
 
 typedef struct mpt_dp {
     mpt_comm *comm;          /* dp group, not owned */
+    mpt_comm *ecomm;         /* split: the edp group, not owned (NULL: one rank) */
+    int split, eR, er;       /* expert parts apart (opts.edp_size > 0); edp size and rank */
+    size_t *psh;             /* owned: 2 n_units + 1: where part k's slice starts in the slice
+                              * space (psh[2 n_units] = shard_n) */
     mpt_comm *tp;            /* tensor-parallel group (for the global norm), not owned; or NULL */
     mpt_comm *pp;            /* pipeline group (for the global norm), not owned; or NULL */
     mpt_dp_opts o;
@@ -101,14 +124,15 @@ typedef struct mpt_dp {
     mpt_gpt *model;          /* not owned; its hooks point here */
     mpt_arena *arena;        /* not owned */
     mpt_buflist bufs;        /* owned: everything init took from the arena */
-    size_t shard_n;          /* elements of this rank's slice of everything (pt.total / R) */
+    size_t shard_n;          /* elements of this rank's slice of everything (pt.total / R
+                              * without the split) */
     int held_unit;           /* unit of o.held, or -1 */
     float *held_grad;        /* zero 2/3: o.held's gradient, whole through the step */
     int last_microbatch;     /* zero 0/1 reduce only during the last micro-batch */
     /* gradient reduction, zero 0/1 (dp_reduce.c) */
     int n_buckets;
     mpt_dp_bucket *b;        /* owned */
-    int *unit_bucket;        /* owned: bucket of each unit, -1 for an empty unit */
+    int *unit_bucket;        /* owned: bucket of each part (2 per unit), -1 for an empty part */
     size_t ring_n;           /* elements of each ring receive buffer (largest bucket / R) */
     float *ring_buf[MPT_DP_RING_BUFS];
     int ring_busy[MPT_DP_RING_BUFS];
@@ -120,10 +144,10 @@ typedef struct mpt_dp {
     size_t slot_n[MPT_DP_SLOTS];
     float *stage[MPT_DP_SLOTS];      /* zero 2/3: a unit's gradient, then its ring partial sums */
     float *stage_tmp[MPT_DP_SLOTS];  /* zero 2/3: the ring's receive buffer (slot_n / R) */
-    int stage_unit[MPT_DP_SLOTS];    /* unit in each slot (-1 none) */
+    int stage_unit[MPT_DP_SLOTS];    /* part in each slot (-1 none) */
     int stage_reducing[MPT_DP_SLOTS];/* its gradients are written and its ring started */
     mpt_ring stage_ring[MPT_DP_SLOTS];
-    int n_work;              /* zero 3 working copies: MPT_DP_SLOTS, or one per unit (whole) */
+    int n_work;              /* zero 3 working copies: MPT_DP_SLOTS, or one per part (whole) */
     float *work_buf[MPT_DP_SLOTS];   /* per-layer working copies */
     float *whole;            /* z3_whole: the stage-sized buffer the per-unit slots point into */
     float **work;            /* owned arrays of n_work */
@@ -157,6 +181,12 @@ void mpt_dp_init_values(mpt_dp *dp, uint64_t seed);
 void mpt_dp_load(mpt_dp *dp, const float *params, const float *m, const float *v);
 /* Assembles full parameters, m and v (each pt.total, caller's buffers) on every rank. */
 mpt_status mpt_dp_gather(mpt_dp *dp, float *params, float *m, float *v, mpt_error *err);
+
+/* Where tensor t (of the model's table) lives in the slices (zero >= 1): *g its group (0 dp,
+ * 1 edp, above), whose rank d (-1: this rank) holds its flat elements [*x0, *x1), kept at
+ * slice[*at]. Pure. */
+void mpt_dp_owned(const mpt_dp *dp, const mpt_tensor *t, int d, int *g, size_t *x0, size_t *x1,
+                  size_t *at);
 
 /* The step protocol (above). */
 void mpt_dp_begin_step(mpt_dp *dp);

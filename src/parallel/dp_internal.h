@@ -6,11 +6,15 @@
 
 #include "parallel/dp.h"
 
-/* zero 0/1: consecutive units reduced together by one ring. */
+/* Consecutive parts (below) of one group, reduced together by one ring (zero 0/1; under
+ * zero 2/3 each part is a bucket of its own). */
 struct mpt_dp_bucket {
-    int u_lo, u_hi;  /* units [u_lo, u_hi] */
-    size_t begin, n; /* flat range; n % R == 0; this rank owns [begin + r*n/R, +n/R) */
-    int waiting;     /* units of the bucket whose gradients are not final yet */
+    int u_lo, u_hi;  /* parts [u_lo, u_hi] */
+    int grp;         /* 1: expert parts, sharded over the edp group; 0: the dp group */
+    int parts;       /* its non-empty parts */
+    size_t begin, n; /* flat range; n % Rg == 0; this rank owns [begin + rg*n/Rg, +n/Rg) */
+    size_t sbegin;   /* where its slices start in the compact slice space */
+    int waiting;     /* parts of the bucket whose gradients are not final yet */
     int state;       /* MPT_DP_B_* */
     int ring_buf;    /* receive buffer its ring uses, or -1 */
     mpt_ring ring;
@@ -32,12 +36,38 @@ static inline size_t mpt_dp_unit_n(const mpt_param_table *pt, int u) {
     return pt->unit_end[u] - pt->unit_begin[u];
 }
 
+/* Parts: unit u is parts 2u (its dense tensors, sharded over the dp group) and 2u+1 (its
+ * experts, from unit_xbegin[u], sharded over the edp group) when `split` (ep > 1 with ZeRO
+ * 1-3, dp.h); otherwise part 2u is the whole unit and 2u+1 is empty. */
+static inline size_t mpt_dp_part_begin(const mpt_param_table *pt, int split, int k) {
+    int u = k / 2;
+    return k % 2 == 0 ? pt->unit_begin[u] : split ? pt->unit_xbegin[u] : pt->unit_end[u];
+}
+static inline size_t mpt_dp_part_end(const mpt_param_table *pt, int split, int k) {
+    int u = k / 2;
+    return k % 2 == 1 || !split ? pt->unit_end[u] : pt->unit_xbegin[u];
+}
+static inline size_t mpt_dp_part_n(const mpt_param_table *pt, int split, int k) {
+    return mpt_dp_part_end(pt, split, k) - mpt_dp_part_begin(pt, split, k);
+}
+/* The group of part k (1: edp), its size and this rank's index in it, its communicator. */
+static inline int mpt_dp_grp(const mpt_dp *dp, int k) { return dp->split && k % 2; }
+static inline int mpt_dp_gR(const mpt_dp *dp, int g) { return g ? dp->eR : dp->R; }
+static inline int mpt_dp_gr(const mpt_dp *dp, int g) { return g ? dp->er : dp->r; }
+static inline mpt_comm *mpt_dp_gcomm(const mpt_dp *dp, int g) { return g ? dp->ecomm : dp->comm; }
+/* An expert part whose edp group is one rank (ep = dp x cp): its slice is the whole part, so
+ * zero 2/3 write its gradients into the slice and zero 3 reads its weights there: no staging
+ * or working slot (dp_shard.c). */
+static inline int mpt_dp_direct(const mpt_dp *dp, int k) { return dp->split && k % 2 && dp->eR == 1; }
+
 /* ---- dp_reduce.c: buckets (zero 0/1) ---- */
-/* Pure: walks the buckets of a table in backward order; fills b[0..*nb) and unit_bucket when
- * not NULL; *max_n = the largest bucket's elements. held_unit gets a bucket of its own. */
-void mpt_dp_buckets_walk(const mpt_param_table *pt, int zero, size_t bucket_elems, int held_unit,
-                         mpt_dp_bucket *b, int *unit_bucket, int *nb, size_t *max_n);
-/* Backward has finished unit u's gradients in the last micro-batch: its bucket may start. */
+/* Pure: walks the buckets of a table's parts (split: see above) in backward order; fills
+ * b[0..*nb) and part_bucket when not NULL; *max_n = the largest bucket's elements per rank of
+ * its group (R dp ranks, eR edp ranks). held_unit gets a bucket of its own. */
+void mpt_dp_buckets_walk(const mpt_param_table *pt, int split, int R, int eR, int zero,
+                         size_t bucket_elems, int held_unit, mpt_dp_bucket *b, int *part_bucket,
+                         int *nb, size_t *max_n);
+/* Backward has finished unit u's gradients in the last micro-batch: its buckets may start. */
 mpt_status mpt_dp_reduce_unit_done(mpt_dp *dp, int u, mpt_error *err);
 /* Advances every bucket ring as far as its messages have arrived; starts queued buckets. */
 mpt_status mpt_dp_reduce_progress(mpt_dp *dp, mpt_error *err);
@@ -45,9 +75,9 @@ mpt_status mpt_dp_reduce_progress(mpt_dp *dp, mpt_error *err);
 mpt_status mpt_dp_reduce_finish(mpt_dp *dp, mpt_error *err);
 
 /* ---- dp_shard.c: slices, staging (zero 2/3), working copies (zero 3) ---- */
-/* Pure: staging / working slot sizes, and the slot of unit u. */
-void mpt_dp_slot_sizes(const mpt_param_table *pt, size_t n[MPT_DP_SLOTS]);
-int mpt_dp_slot_of(const mpt_param_table *pt, int u);
+/* Pure: staging / working slot sizes, and the slot of part k. */
+void mpt_dp_slot_sizes(const mpt_param_table *pt, int split, size_t n[MPT_DP_SLOTS]);
+int mpt_dp_slot_of(const mpt_param_table *pt, int k);
 mpt_status mpt_dp_segments_build(mpt_dp *dp, mpt_error *err);
 mpt_status mpt_dp_work_init(mpt_dp *dp, mpt_error *err); /* slot tables (before the buffers) */
 void mpt_dp_work_point(mpt_dp *dp);                        /* slots into the buffers (after) */

@@ -56,13 +56,14 @@ mpt_status mpt_dp_update(mpt_dp *dp, const mpt_adamw *opt, float lr, float clip,
                          s->decay ? opt->weight_decay : 0.0f, clip, t);
     }
     if (dp->zero == 3 || dp->R == 1) return MPT_OK;
-    /* every rank's updated slices back into everyone's full parameters: all rings at once */
+    /* every rank's updated slices back into everyone's full parameters (expert parts: the
+     * edp group's), all rings at once */
     mpt_status st = MPT_OK;
     int started = 0;
     for (int i = 0; i < dp->n_buckets && !st; i++, started++) {
         mpt_dp_bucket *b = &dp->b[i];
-        st = mpt_ring_start(&b->ring, dp->comm, MPT_RING_ALLGATHER, m->params + b->begin, b->n,
-                            NULL, GATHER_TAG + i % 10000, err);
+        st = mpt_ring_start(&b->ring, mpt_dp_gcomm(dp, b->grp), MPT_RING_ALLGATHER,
+                            m->params + b->begin, b->n, NULL, GATHER_TAG + i % 10000, err);
     }
     for (int i = 0; i < started && !st; i++) st = mpt_ring_wait(&dp->b[i].ring, err);
     return st;

@@ -11,33 +11,39 @@
 
 enum { BUCKET_TAG = 100, TAG_SPAN = 30000 };
 
-void mpt_dp_buckets_walk(const mpt_param_table *pt, int zero, size_t bucket_elems, int held_unit,
-                         mpt_dp_bucket *b, int *unit_bucket, int *nb, size_t *max_n) {
-    int open = 0, hi = 0, n_b = 0;
+void mpt_dp_buckets_walk(const mpt_param_table *pt, int split, int R, int eR, int zero,
+                         size_t bucket_elems, int held_unit, mpt_dp_bucket *b, int *part_bucket,
+                         int *nb, size_t *max_n) {
+    int open = 0, hi = 0, n_b = 0, grp = 0, parts = 0;
     size_t mx = 0, begin = 0, n = 0;
-    for (int u = pt->n_units - 1; u >= -1; u--) { /* backward order: final unit first */
-        int close_before = open && (u < 0 || (u == held_unit && mpt_dp_unit_n(pt, u) > 0));
-        if (close_before) { /* emit the open bucket [u_lo, hi] */
-            if (n > mx) mx = n;
+    for (int k = 2 * pt->n_units - 1; k >= -1; k--) { /* backward order: final unit first */
+        size_t kn = k >= 0 ? mpt_dp_part_n(pt, split, k) : 0;
+        int g = split && k % 2 != 0, held = held_unit >= 0 && k == 2 * held_unit && kn > 0;
+        int close_before = open && (k < 0 || held || (kn > 0 && g != grp));
+        if (close_before) { /* emit the open bucket [k_lo, hi] */
+            if (n / (size_t)(grp ? eR : R) > mx) mx = n / (size_t)(grp ? eR : R);
             n_b++;
             open = 0;
         }
-        if (u < 0) break;
-        if (mpt_dp_unit_n(pt, u) == 0) { /* a pipeline stage without embeddings or head */
-            if (unit_bucket) unit_bucket[u] = -1;
+        if (k < 0) break;
+        if (kn == 0) { /* an expert part of a dense unit; a stage without embeddings or head */
+            if (part_bucket) part_bucket[k] = -1;
             continue;
         }
         if (!open) {
-            hi = u;
+            hi = k;
             open = 1;
+            grp = g;
+            parts = 0;
         }
-        begin = pt->unit_begin[u];
-        n = pt->unit_end[hi] - begin;
-        if (unit_bucket) unit_bucket[u] = n_b;
-        if (b) b[n_b] = (mpt_dp_bucket){.u_lo = u, .u_hi = hi, .begin = begin, .n = n,
-                                        .ring_buf = -1};
-        if (zero >= 2 || n >= bucket_elems || u == 0 || u == held_unit) {
-            if (n > mx) mx = n;
+        parts++;
+        begin = mpt_dp_part_begin(pt, split, k);
+        n = mpt_dp_part_end(pt, split, hi) - begin;
+        if (part_bucket) part_bucket[k] = n_b;
+        if (b) b[n_b] = (mpt_dp_bucket){.u_lo = k, .u_hi = hi, .grp = grp, .parts = parts,
+                                        .begin = begin, .n = n, .ring_buf = -1};
+        if (zero >= 2 || n >= bucket_elems || k == 0 || held) {
+            if (n / (size_t)(grp ? eR : R) > mx) mx = n / (size_t)(grp ? eR : R);
             n_b++;
             open = 0;
         }
@@ -47,7 +53,7 @@ void mpt_dp_buckets_walk(const mpt_param_table *pt, int zero, size_t bucket_elem
 }
 
 static int held_bucket_(const mpt_dp *dp) {
-    return dp->held_unit >= 0 ? dp->unit_bucket[dp->held_unit] : -1;
+    return dp->held_unit >= 0 ? dp->unit_bucket[2 * dp->held_unit] : -1;
 }
 
 static mpt_status start_(mpt_dp *dp, int i, int k, mpt_error *err) {
@@ -55,7 +61,7 @@ static mpt_status start_(mpt_dp *dp, int i, int k, mpt_error *err) {
     b->state = MPT_DP_B_RUNNING;
     b->ring_buf = k;
     dp->ring_busy[k] = 1;
-    return mpt_ring_start_dt(&b->ring, dp->comm,
+    return mpt_ring_start_dt(&b->ring, mpt_dp_gcomm(dp, b->grp),
                              dp->zero == 0 ? MPT_RING_ALLREDUCE : MPT_RING_REDUCE_SCATTER,
                              dp->model->grads + b->begin, b->n, dp->ring_buf[k], dp->o.grad_wire,
                              BUCKET_TAG + i % TAG_SPAN, err);
@@ -91,11 +97,15 @@ mpt_status mpt_dp_reduce_progress(mpt_dp *dp, mpt_error *err) {
 }
 
 mpt_status mpt_dp_reduce_unit_done(mpt_dp *dp, int u, mpt_error *err) {
-    int i = dp->unit_bucket[u];
-    if (i < 0 || !dp->last_microbatch) return MPT_OK;
-    mpt_dp_bucket *b = &dp->b[i];
-    /* the held unit's bucket waits for pre_reduce: reduced in finish */
-    if (--b->waiting == 0 && dp->R > 1 && i != held_bucket_(dp)) b->state = MPT_DP_B_QUEUED;
+    if (!dp->last_microbatch) return MPT_OK;
+    for (int k = 2 * u; k <= 2 * u + 1; k++) {
+        int i = dp->unit_bucket[k];
+        if (i < 0) continue;
+        mpt_dp_bucket *b = &dp->b[i];
+        /* the held unit's bucket waits for pre_reduce: reduced in finish */
+        if (--b->waiting == 0 && mpt_dp_gR(dp, b->grp) > 1 && i != held_bucket_(dp))
+            b->state = MPT_DP_B_QUEUED;
+    }
     return mpt_dp_reduce_progress(dp, err);
 }
 
@@ -113,6 +123,7 @@ mpt_status mpt_dp_reduce_finish(mpt_dp *dp, mpt_error *err) {
         int j = i < dp->n_buckets ? i : h;
         if (j < 0 || (i < dp->n_buckets && i == h)) continue;
         mpt_dp_bucket *b = &dp->b[j];
+        if (mpt_dp_gR(dp, b->grp) == 1) continue; /* an edp group of one rank */
         if (j == h) b->state = MPT_DP_B_QUEUED;
         if (b->state == MPT_DP_B_IDLE)
             return mpt_fail(err, MPT_ERR_RUN, "dp: bucket %d was never reduced (%d units left)",

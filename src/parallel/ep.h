@@ -14,7 +14,8 @@
  *   mpt_ep ep;  mpt_ep_init(&ep, &groups.dim[MPT_DIM_EP], cfg.experts, err);   // every rank
  *   mpt_par_ops ops;  mpt_tp_ops(&ops, tp);  mpt_ep_ops(&ops, &ep);
  *   ... mpt_gpt_init with place.ep / ep_rank, mpt_dp_init (zero 0) ...
- *   mpt_ep_grads_init(&ep, &model, edp, &arena, err);   // expert grads out of the dp buckets
+ *   mpt_ep_grads_init(&ep, &model, edp, &arena, err);   // zero 0: expert grads out of the dp buckets
+ *   (zero 1-3: mpt_dp_opts.edp_size / .edp = edp instead, below)
  *   per step: mpt_ep_grads_zero; forward/backward; mpt_dp_finish_grads;
  *             mpt_ep_grads_finish (edp sum, into the model's gradient buffer);
  *             mpt_dp_grad_norm then mpt_ep_fix_norm
@@ -31,13 +32,29 @@
  * zero through the dp reduction); after it, the buffer is summed over edp and copied into those
  * slots, where the norm and AdamW find it.
  *
- * ZeRO 1-3 shard the flat buffers over dp, which must then hold the same tensors on every dp
- * rank: with zero > 0 every rank's table holds all E experts (mpt_gpt_place.ep_full), sharded
- * over dp like the dense tensors, and each rank still computes only its E/ep on the tokens the
- * all-to-all brings it. The experts it does not compute get a zero gradient there, so the dp
- * reduction alone sums each expert's gradient over the ranks that computed it; no expert buffer
- * or norm correction is needed. Memory per rank is then ZeRO's share of all experts (1/dp of
- * them under ZeRO-3) instead of E/ep whole experts. */
+ * ZeRO 1-3 (the Megatron / DeepSpeed MoE layout): the table still holds only this ep rank's
+ * E/ep experts, and the dp module shards them over edp, not dp (parallel/dp.h, "expert
+ * parallelism with ZeRO"). The table starts each MoE block's experts at an aligned offset
+ * (model/params.h, unit_xbegin), which makes every unit two parts: the dense part (ln_1, attn,
+ * ln_2, the router) sharded over dp x cp like before, and the expert part sharded over edp.
+ * Each part has its own buckets (zero 1), staging slots (zero 2/3) and ZeRO-3 working slots,
+ * reduce-scattered and all-gathered over its own group, so one mpt_dp runs both with all its
+ * machinery (overlap, the split backward's W staging, checkpoint slices) and no expert buffer:
+ *   zero 1   gradients reduce-scattered per part, AdamW on the rank's slices, parameters
+ *            all-gathered per part; a rank keeps its E/ep experts whole, not all E
+ *   zero 2   as 1 with the gradients staged per part: an expert slot holds one block's E/ep
+ *   zero 3   the expert part of a block gathered over edp: E/ep experts, not E
+ * AdamW state is E/dp experts' per rank either way (E/ep experts over dp/ep edp ranks). The
+ * norm needs no correction: the dp group is edp x ep and ep ranks hold different experts, so
+ * its sum counts every expert once. mpt_ep_grads_* and mpt_ep_fix_norm serve ZeRO-0 only.
+ * Checkpoints find an expert's slices with mpt_dp_owned (group edp), gathered at edp rank 0,
+ * the expert's holder as under ZeRO-0 (train/trainer_ckpt.c).
+ * Why parts of one mpt_dp rather than a second mpt_dp over edp: the model has one table, one
+ * flat parameter buffer, one set of hooks per unit and one slice space that AdamW, the norm and
+ * the checkpoint code walk; a second instance would need a second table with an index map into
+ * the model's, hooks chained per unit and two slice spaces in every checkpoint path. With parts
+ * the dp code changed only where it named the group (its size, rank, communicator) of a range,
+ * and everything that walks units (the pipeline's view hooks, the split backward) is as it was. */
 #ifndef MPT_EP_H
 #define MPT_EP_H
 

@@ -114,8 +114,7 @@ static mpt_status make_view_(mpt_pp *pp, int c, mpt_error *err) {
     mpt_gpt_place whole = {.tp = m->tp, .tp_rank = m->tp_rank, .sp = m->sp, .n_layers = m->nl,
                            .first = m->first, .last = m->last, .recompute = m->recompute,
                            .threads = m->threads, .cp = m->cp, .cp_rank = m->cp_rank,
-                           .split_w = m->split_w, .ep = m->ep, .ep_rank = m->ep_rank,
-                           .ep_full = m->ep_full};
+                           .split_w = m->split_w, .ep = m->ep, .ep_rank = m->ep_rank};
     mpt_gpt_place q = mpt_pp_chunk_place(&whole, pp->v, c);
     size_t work_n[MPT_WORK_SLOTS];
     if (!mpt_gpt_buffer_sizes(&m->cfg, m->B, m->T, 1, m->tp, m->sp, &q, w->act_n, work_n))

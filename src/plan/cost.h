@@ -56,7 +56,7 @@ typedef struct mpt_stage_cost {
     double boundary_bytes;/* the activation sent to the next stage (gradient alike) */
     double ep_bytes;      /* bytes sent in the MoE blocks' all-to-alls (cost_moe.h) */
     double ep_time;       /* seconds of them, included in f and b */
-    double expert_params; /* ZeRO 0, ep > 1: expert elements also reduced over edp */
+    double expert_params; /* ep > 1: expert elements, reduced (ZeRO: sharded) over edp */
     double expert_f, expert_b, expert_w; /* seconds of the MoE experts' GEMMs and GELU in f,
                                           * b (a full recompute's included) and w */
 } mpt_stage_cost;

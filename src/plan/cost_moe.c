@@ -91,9 +91,9 @@ void mpt_cost_moe_block(const mpt_cluster *c, const mpt_config *cfg, const mpt_p
     out->ep_time_b = 2 * a2a;
     out->ep_bytes = ep > 1 ? 4 * msg * (ep - 1) / ep : 0;
 
-    /* parameters: the router, and E/ep experts (ZeRO 0) or all E (ZeRO 1-3) */
+    /* parameters: the router and the rank's E/ep experts (ZeRO 1-3 shard the experts over
+     * the expert-data-parallel group, the dense part over dp x cp: parallel/ep.h) */
     double expert = 2 * D * F + F + D;
-    double held = l->zero > 0 ? E : El;
-    out->params = D * E + held * expert;
-    out->expert_params = l->zero == 0 && ep > 1 ? El * expert : 0;
+    out->params = D * E + El * expert;
+    out->expert_params = ep > 1 ? El * expert : 0;
 }

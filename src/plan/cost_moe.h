@@ -34,9 +34,9 @@ typedef struct mpt_moe_cost {
     double expert_f, expert_b, expert_w; /* seconds of the experts' GEMMs and GELU (included
                                  * in f, b, w): what a busier rank takes longer for */
     double params;              /* parameter elements the rank holds: router + its experts
-                                 * (E/ep at ZeRO 0; every expert at ZeRO 1-3, parallel/ep.h) */
-    double expert_params;       /* ZeRO 0 with ep > 1: the experts' elements, whose gradients
-                                 * are also summed over the expert-data-parallel group */
+                                 * (E/ep of them, at every ZeRO stage: parallel/ep.h) */
+    double expert_params;       /* ep > 1: the experts' elements, whose gradients are reduced
+                                 * (ZeRO 1-3: sharded) over the expert-data-parallel group */
 } mpt_moe_cost;
 
 /* MoE blocks among [first_layer, first_layer + n_layers) (mpt_config_is_moe_layer). */

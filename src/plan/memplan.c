@@ -79,6 +79,8 @@ static mpt_status param_part_(const mpt_config *cfg, const mpt_rank_layout *lay,
     o.zero = lay->zero;
     o.z3_whole = lay->z3_whole;
     o.bucket_elems = lay->bucket_elems;
+    /* ep > 1 with ZeRO 1-3: the experts sharded over the edp group (parallel/dp.h) */
+    if (ep > 1 && lay->zero > 0) o.edp_size = dpn / ep;
     /* the tied wte is held for the sum between the two ends of the pipeline; when one rank
      * holds both (zb-v), only under ZeRO-2/3, whose staging would otherwise see the head's
      * gradient (a chunk apart from the embeddings) before its unit is opened */
@@ -91,10 +93,10 @@ static mpt_status param_part_(const mpt_config *cfg, const mpt_rank_layout *lay,
     int sized = mpt_buflist_bytes(&dl, out->dp_bytes);
     mpt_buflist_free(&dl);
     out->P = pt.total * sizeof(float);
-    /* ep > 1: the experts' own gradient buffer (parallel/ep.h) */
-    if (ep > 1) out->dp_bytes[MPT_MEM_GRADS] += mpt_ep_expert_elems(&pt) * sizeof(float);
+    /* ep > 1, zero 0: the experts' own gradient buffer (parallel/ep.h) */
+    if (ep > 1 && lay->zero == 0) out->dp_bytes[MPT_MEM_GRADS] += mpt_ep_expert_elems(&pt) * sizeof(float);
     out->param_elements = pt.total;
-    out->pool_elements = mpt_dp_pool_elems(&pt);
+    out->pool_elements = mpt_dp_pool_elems(&pt, o.edp_size > 0);
     mpt_params_free(&pt);
     if (!sized)
         return mpt_fail(err, MPT_ERR_INPUT, "the data-parallel buffers are too large to address");
@@ -145,8 +147,8 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
     mpt_status st = cp > 1 ? mpt_cp_check(T, cp, tp, lay->sp, err) : MPT_OK;
     if (st) return st;
     T /= cp;
-    /* E/ep experts here; under ZeRO 1-3 every expert, sharded over dp (parallel/ep.h) */
-    int ep = cfg->experts > 0 && lay->zero == 0 ? pl->layout.size[MPT_DIM_EP] : 1;
+    /* E/ep experts here (under ZeRO 1-3 sharded over edp: parallel/dp.h) */
+    int ep = cfg->experts > 0 ? pl->layout.size[MPT_DIM_EP] : 1;
     param_vals_ pp;
     if ((st = param_part_get_(cfg, lay, tp, ep, dpn, lay->ckpt_bytes != NULL, &pp, err)))
         return st;
@@ -158,7 +160,6 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
     plan->pool_elements = pp.pool_elements;
     mpt_gpt_place place = mpt_placement_gpt(pl, NULL, lay->sp, lay->recompute);
     place.threads = lay->threads;
-    place.ep_full = lay->zero > 0;
     place.bf16 = lay->bf16;
     place.split_w = lay->split_w;
     size_t act_n[MPT_ACT_SLOTS], work_n[MPT_WORK_SLOTS];

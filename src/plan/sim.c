@@ -132,6 +132,30 @@ static mpt_status replay_(rank_ *rk, int p, int v, int m, mpt_pp_kind kind,
     return MPT_OK;
 }
 
+
+/* ZeRO 1-3's collectives of one group of R ranks over n gradient elements (es bytes per
+ * parameter element): the gradients' reduce-scatter (ZeRO-2/3: per micro-batch), ZeRO 1-2's
+ * parameter all-gather after the update, ZeRO-3's gathers before forward and backward (per
+ * micro-batch, or once with a pipeline). Adds to *red (reduction time), *ag (the all-gather
+ * after the optimizer) and *dpb (bytes each rank sends). */
+static void zero_colls_(const mpt_cluster *c, int zero, int p, int m, int R, double n,
+                        double es, int inter, double *red, double *ag, double *dpb) {
+    if (R <= 1 || n <= 0) return;
+    double gb = 4.0 * n, frac = (double)(R - 1) / R;
+    double rs = mpt_cost_collective(c, MPT_COLL_REDUCE_SCATTER, R, gb, inter);
+    if (zero <= 1) *red += rs, *dpb += frac * gb;
+    else *red += m * rs, *dpb += m * frac * gb;
+    if (zero <= 2) {
+        *ag += mpt_cost_collective(c, MPT_COLL_ALLGATHER, R, es * n, inter);
+        *dpb += frac * es * n;
+    }
+    if (zero == 3) {
+        int k = p > 1 ? 1 : 2 * m;
+        *red += k * mpt_cost_collective(c, MPT_COLL_ALLGATHER, R, es * n, inter);
+        *dpb += k * frac * es * n;
+    }
+}
+
 mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const mpt_cluster *c,
                         int keep_events, mpt_sim_result *out, mpt_error *err) {
     memset(out, 0, sizeof *out);
@@ -205,7 +229,7 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
             int s = mpt_pp_stage_k(kind, p, r, k);
             const mpt_stage_cost *x = &sc[s];
             G += x->params;
-            Ge += x->expert_params; /* MoE, ZeRO 0, ep > 1: reduced over edp as well */
+            Ge += x->expert_params; /* MoE, ep > 1: the experts' part, reduced over edp */
             epb += m * x->ep_bytes;
             ept += m * x->ep_time;
             fl += m * x->flops_hw;
@@ -220,25 +244,15 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
         double gb = 4.0 * G; /* gradients are reduced in fp32 */
         double red = 0, ag = 0, dpb = 0, frac = R > 1 ? (double)(R - 1) / R : 0;
         double end = rk[r].clock;
+        int edp = l->ep > 1 ? R / l->ep : 1; /* the ranks holding the same experts */
         if (l->zero == 0) {
             red = mpt_cost_collective(c, MPT_COLL_ALLREDUCE, R, gb, dp_inter);
             dpb = 2 * frac * gb;
-            int edp = l->ep > 1 ? R / l->ep : 1; /* the experts' own sum (parallel/ep.h) */
             red += mpt_cost_collective(c, MPT_COLL_ALLREDUCE, edp, 4.0 * Ge, dp_inter);
             if (edp > 1) dpb += 2.0 * (edp - 1) / edp * 4.0 * Ge;
-        } else {
-            red = mpt_cost_collective(c, MPT_COLL_REDUCE_SCATTER, R, gb, dp_inter);
-            if (l->zero <= 1) dpb = frac * gb;
-            else red *= m, dpb = m * frac * gb;
-            if (l->zero <= 2) {
-                ag = mpt_cost_collective(c, MPT_COLL_ALLGATHER, R, es * G, dp_inter);
-                dpb += frac * es * G;
-            }
-        }
-        if (l->zero == 3) { /* gathers before forward and backward: per micro-batch, or once */
-            int n = p > 1 ? 1 : 2 * m;
-            red += n * mpt_cost_collective(c, MPT_COLL_ALLGATHER, R, es * G, dp_inter);
-            dpb += n * frac * es * G;
+        } else { /* the dense part over dp x cp, the experts' part over edp (parallel/ep.h) */
+            zero_colls_(c, l->zero, p, m, R, G - Ge, es, dp_inter, &red, &ag, &dpb);
+            zero_colls_(c, l->zero, p, m, edp, Ge, es, dp_inter, &red, &ag, &dpb);
         }
         double tail = units > 0 ? red / units : red;
         if (l->zero <= 1) { /* buckets reduce during the last micro-batch's backward */
@@ -252,7 +266,7 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
          * on the rank's own cores between its layers, so they add to its time */
         if (c->cores > 0) end = rk[r].clock + red;
         if (R == 1) end = rk[r].clock;
-        double shard = l->zero == 0 ? G : G / R;
+        double shard = l->zero == 0 ? G : (G - Ge) / R + Ge / edp; /* ZeRO: dense, experts */
         /* AdamW reads p, g, m, v and writes p, m, v (28 B per element of the shard); the
          * gradient norm reads and the next step's zeroing writes the gradient buffer (8 B per
          * element: the whole G below ZeRO-2, the shard from it) */

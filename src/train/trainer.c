@@ -345,12 +345,16 @@ static mpt_status step_(mpt_run *r, const mpt_adamw *opt, long step, double *los
         if (ppc->size > 1 && (st = mpt_allreduce_sum_f64(ppc, &r->moe.aux_loss, n, err))) return st;
         if (dpc->size > 1 && (st = mpt_allreduce_sum_f64(dpc, &r->moe.aux_loss, n, err))) return st;
         if (cpc->size > 1 && (st = mpt_allreduce_sum_f64(cpc, &r->moe.aux_loss, n, err))) return st;
+        mpt_comm *tpc = &r->groups.dim[MPT_DIM_TP]; /* sp: each tp rank routed its own rows */
+        if (o->sp && tpc->size > 1 && (st = mpt_allreduce_sum_f64(tpc, &r->moe.aux_loss, n, err)))
+            return st;
     }
     *loss = loss_sum / ((double)B * T);
     if (o->dump_path && step == 0 && (st = mpt_run_dump(r, r->logits_copy, err))) return st;
     double t0 = mpt_comm_clock();
     if ((st = mpt_dp_grad_norm(&r->dp, norm, err))) return st;
-    if (r->ep.comm && (st = mpt_ep_fix_norm(&r->ep, &r->groups.dim[MPT_DIM_TP], ppc, norm, err)))
+    if (r->ep.comm && o->zero == 0 && /* ZeRO 1-3: the dp module's norm counts every expert */
+        (st = mpt_ep_fix_norm(&r->ep, &r->groups.dim[MPT_DIM_TP], ppc, norm, err)))
         return st;
     *lr = mpt_adamw_lr(opt, step);
     /* the loss and the norm are sums over the ranks that hold parts of them; the verdict is

@@ -114,28 +114,14 @@ static float *store_(mpt_run *r, int kind, int *sliced) {
     }
 }
 
-/* The ZeRO bucket holding unit u: flat [*begin, *begin + *n); dp rank d owns
- * [*begin + d*n/R, +n/R), kept at slice[*begin/R ..] (parallel/dp.c). */
-static void bucket_of_(const mpt_dp *dp, int u, size_t *begin, size_t *n) {
-    const mpt_param_table *pt = &dp->model->pt;
-    int b = dp->unit_bucket[u], lo = u, hi = u;
-    while (lo > 0 && dp->unit_bucket[lo - 1] == b) lo--;
-    while (hi + 1 < pt->n_units && dp->unit_bucket[hi + 1] == b) hi++;
-    *begin = pt->unit_begin[lo];
-    *n = pt->unit_end[hi] - *begin;
-}
-
-/* Flat range [*x0, *x1) of tensor lt (of this rank's table) that dp rank d holds of a sliced
- * store, and *at = where element *x0 sits in the slice buffer. */
-static void owned_(const mpt_dp *dp, const mpt_tensor *lt, int d, size_t *x0, size_t *x1,
-                   size_t *at) {
-    size_t bb, bn;
-    bucket_of_(dp, mpt_tensor_unit(&dp->model->pt, lt), &bb, &bn);
-    size_t w = bn / (size_t)dp->R, lo = bb + (size_t)d * w, hi = lo + w;
-    *x0 = lt->offset > lo ? lt->offset : lo;
-    *x1 = lt->offset + lt->numel < hi ? lt->offset + lt->numel : hi;
-    if (*x1 < *x0) *x1 = *x0;
-    *at = bb / (size_t)dp->R + (*x0 - lo);
+/* Flat range [*x0, *x1) of tensor lt (of this rank's table) that rank d (-1: this rank) of its
+ * ZeRO group holds of a sliced store, and *at = where element *x0 sits in the slice buffer.
+ * Returns the group (parallel/dp.h): 1 the edp group (an expert under ep > 1), 0 the dp group. */
+static int owned_(const mpt_dp *dp, const mpt_tensor *lt, int d, size_t *x0, size_t *x1,
+                  size_t *at) {
+    int g;
+    mpt_dp_owned(dp, lt, d, &g, x0, x1, at);
+    return g;
 }
 
 /* ---------------------------------------------------------------- loading */
@@ -157,7 +143,7 @@ static mpt_status load_tensor_(stage_ *s, const mpt_ckpt_reader *rd, int kind, s
     size_t o0 = 0, o1 = lt->numel, at, lrow = lrow_(lt), frow = frow_(ft);
     ptrdiff_t base = (ptrdiff_t)lt->offset; /* element k of lt is store[base + k] */
     if (sliced) {
-        owned_(&r->dp, lt, r->dp.r, &o0, &o1, &at);
+        owned_(&r->dp, lt, -1, &o0, &o1, &at);
         base = (ptrdiff_t)at - (ptrdiff_t)(o0 - lt->offset);
         o0 -= lt->offset;
         o1 -= lt->offset;
@@ -251,10 +237,10 @@ static mpt_status gather_rows_(stage_ *s, int kind, size_t fi, size_t r0, size_t
     mpt_comm *dpc = r->dp.comm;
     int holder = holder_stage_(r, ft), tp = r->o->tp;
     int me_t = r->place.coords.c[MPT_DIM_TP], me_d = r->dp.r;
-    /* an expert lives on the dp x cp ranks of its ep rank (ep > 1, zero 0): the first of
-     * them sends it (parallel/ep.h) */
+    /* an expert lives on the dp x cp ranks of its ep rank (ep > 1): the first of them sends
+     * it (parallel/ep.h); sliced (ZeRO), its slices are spread over those ranks (edp) */
     int ep = r->place.layout.size[MPT_DIM_EP], hold_d = 0;
-    if (ft->expert >= 0 && ep > 1 && !r->model.ep_full)
+    if (ft->expert >= 0 && ep > 1)
         hold_d = ep_holder_(r, ft->expert / (r->cfg.experts / ep));
     int me_p = r->place.coords.c[MPT_DIM_PP];
     mpt_status st = MPT_OK;
@@ -266,17 +252,20 @@ static mpt_status gather_rows_(stage_ *s, int kind, size_t fi, size_t r0, size_t
         int sliced;
         float *store = store_(r, kind, &sliced);
         const float *block = store + x0;
-        if (x1 > x0 && sliced) { /* the slices of [x0, x1) to dp rank 0 */
-            for (int d = 0; !st && d < r->dp.R; d++) {
-                size_t p0, p1, at;
+        if (x1 > x0 && sliced) { /* the slices of [x0, x1) to rank 0 of the ZeRO group */
+            size_t p0, p1, at;
+            int g = owned_(&r->dp, lt, -1, &p0, &p1, &at);
+            int gR = g ? r->dp.eR : r->dp.R, g_me = g ? r->dp.er : me_d;
+            mpt_comm *gc = g ? r->dp.ecomm : dpc;
+            for (int d = 0; !st && d < gR; d++) {
                 owned_(&r->dp, lt, d, &p0, &p1, &at);
                 at += (p0 < x0 ? x0 - p0 : 0);
                 p0 = p0 > x0 ? p0 : x0;
                 p1 = p1 < x1 ? p1 : x1;
-                if (p1 <= p0 || (d != me_d && me_d != 0)) continue;
-                if (d == me_d && d == 0) memcpy(s->in + (p0 - x0), store + at, (p1 - p0) * sizeof *store);
-                else if (d == me_d) st = mpt_send(dpc, store + at, p1 - p0, 0, TAG_, err);
-                else st = mpt_recv(dpc, s->in + (p0 - x0), p1 - p0, d, TAG_, err);
+                if (p1 <= p0 || (d != g_me && g_me != 0)) continue;
+                if (d == g_me && d == 0) memcpy(s->in + (p0 - x0), store + at, (p1 - p0) * sizeof *store);
+                else if (d == g_me) st = mpt_send(gc, store + at, p1 - p0, 0, TAG_, err);
+                else st = mpt_recv(gc, s->in + (p0 - x0), p1 - p0, d, TAG_, err);
             }
             block = s->in;
         }
@@ -489,7 +478,7 @@ static int boxes_of_(boxes_ *x, size_t from, const mpt_run *r, int kind, size_t 
  * it (as gather_rows_ sends it). */
 static int hold_dp_(const mpt_run *r, const mpt_tensor *ft) {
     int ep = r->place.layout.size[MPT_DIM_EP];
-    if (ft->expert >= 0 && ep > 1 && !r->model.ep_full)
+    if (ft->expert >= 0 && ep > 1)
         return ep_holder_(r, ft->expert / (r->cfg.experts / ep));
     return 0;
 }
@@ -514,7 +503,7 @@ static mpt_status write_shard_(mpt_run *r, const char *path, boxes_ *x, mpt_erro
             ptrdiff_t base = (ptrdiff_t)lt->offset;   /* local k is store[base + k] */
             if (sliced) {
                 size_t x0, x1, at;
-                owned_(&r->dp, lt, r->dp.r, &x0, &x1, &at);
+                owned_(&r->dp, lt, -1, &x0, &x1, &at);
                 k0 = x0 - lt->offset;
                 k1 = x1 - lt->offset;
                 base = (ptrdiff_t)at - (ptrdiff_t)k0;

@@ -95,9 +95,6 @@ static mpt_status validate_layout_(mpt_run *r, mpt_error *err) {
     if (ep > 1 && cfg->experts % ep != 0)
         return mpt_fail(err, MPT_ERR_INPUT, "--ep %d must divide --experts %d: each expert-"
                         "parallel rank holds experts/ep of them", ep, cfg->experts);
-    if (cfg->experts > 0 && o->sp)
-        return mpt_fail(err, MPT_ERR_INPUT, "--experts with --sp is not supported: the MoE "
-                        "blocks need every token row on each tensor-parallel rank (drop --sp)");
     mpt_layout lay = mpt_layout_make(o->tp, o->cp, o->dp, o->pp, ep);
     mpt_status st = mpt_placement_init(&r->place, &lay, r->world->size, r->world->rank, err);
     if (st) return st;
@@ -340,7 +337,6 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
     }
     mpt_gpt_place place = mpt_placement_gpt(&r->place, &ops, o->sp, o->recompute);
     place.threads = o->threads; /* the attention workspace, as the plan sized it */
-    place.ep_full = o->zero > 0; /* ZeRO shards every expert over dp (parallel/ep.h) */
     place.bf16 = o->dtype == MPT_BF16;
     mpt_gemm_set_dtype(o->dtype); /* process-wide: the linear layers' and the head's GEMMs */
     place.split_w = mpt_pp_split(r->kind); /* B and W apart (model/gpt.h) */
@@ -356,6 +352,10 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
     dopt.z3_whole = r->z3_whole;
     dopt.bucket_elems = bucket;
     dopt.grad_wire = o->grad_reduce_dtype == MPT_BF16 ? MPT_BF16 : MPT_F32;
+    if (r->ep.comm && o->zero > 0) { /* experts sharded over edp (parallel/dp.h, ep.h) */
+        dopt.edp_size = r->edp.size;
+        dopt.edp = &r->edp;
+    }
     if (tied_ends && (first || last)) { /* the two ends sum wte's gradients before dp reduces */
         dopt.pre_reduce = mpt_tied_sum;
         dopt.pre_reduce_ctx = &r->embed;
@@ -371,7 +371,7 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
     if (r->kind == MPT_PP_ZB_V && r->cfg.tied && first && o->zero >= 2)
         dopt.held = mpt_tied_tensor(&r->model.pt);
     if ((st = mpt_dp_init(&r->dp, &r->model, dp, tp, pp, &dopt, &r->arena, err))) return st;
-    if (r->ep.comm && !r->model.ep_full &&
+    if (r->ep.comm && o->zero == 0 &&
         (st = mpt_ep_grads_init(&r->ep, &r->model, &r->edp, &r->arena, err)))
         return st;
     if ((st = mpt_pp_init_chunks(&r->pp, pp, r->kind, o->microbatches, r->v, &r->model, &r->dp,
