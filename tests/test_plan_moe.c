@@ -63,7 +63,9 @@ static void memory_(void) {
     size_t z2 = mem_(&j, &l, MPT_MEM_PARAMS);
     l.ep = 1;
     size_t z1 = mem_(&j, &l, MPT_MEM_PARAMS);
-    CHECK(z1 == z2 && z1 == p1, "ZeRO 1 holds every expert at ep 2 (%zu, %zu, %zu)", z2, z1, p1);
+    /* ZeRO-1 keeps parameters whole: the rank's own E/ep experts at ep 2 (parallel/ep.h) */
+    CHECK(z2 == p2 && z1 == p1, "ZeRO 1 holds the rank's experts: ep 2 %zu (ZeRO 0: %zu), "
+          "ep 1 %zu (ZeRO 0: %zu)", z2, p2, z1, p1);
     l.zero = 0, l.ep = 2;
     size_t a_worst = mem_(&j, &l, MPT_MEM_ACTIVATIONS);
     j.cfg.dropless_bound = 1;
