@@ -127,10 +127,7 @@ void mpt_cluster_measure_here(mpt_cluster *c) {
     c->peak_bf16 = c->peak_fp32; /* no bf16 arithmetic on this path: the same units */
     double g = gemm_rate_(1);
     if (g > c->peak_fp32) c->peak_fp32 = c->peak_bf16 = g; /* (the peak's own run was diluted) */
-    /* the GEMM on every core against one core times the cores: how far threads scale */
-    double ga = c->cores > 1 ? gemm_rate_(c->cores) : g;
-    c->par_eff = g > 0 && ga > 0 ? ga / (g * c->cores) : 1.0;
-    if (c->par_eff > 1) c->par_eff = 1;
+    /* par_eff (the GEMM on every core against one core times the cores): plan/calib.c */
     c->gemm_eff = g > 0 ? g / c->peak_fp32 : 0.5;
     if (c->gemm_eff > 1) c->gemm_eff = 1;
     c->mem_bw = copy_bw_();
