@@ -12,7 +12,8 @@
 # the measured steps drift with them, so cpu-here is recalibrated right before each layout
 # (RECAL=each, the default; RECAL=once calibrates once): `simulate --cluster cpu-here` (the
 # kernels solo / busy / team, about 4 s idle) plus bench/mpi_pingpong.c (real MPI messages
-# between two ranks as the rings send them: intra_lat, intra_bw, about 1 s), written into one
+# between two ranks as the rings and the tensor-parallel collectives send them: intra_lat,
+# intra_bw, mpi_*_bw; about 1 s), written into one
 # cluster JSON the layout is simulated with. The figures of every calibration are kept, and
 # their spread (min / median / max) is printed at the end. Nothing is fitted to a layout.
 # Self-contained (compiles the ping-pong with mpicc). 31 layouts: about 7 minutes on an idle
@@ -121,7 +122,8 @@ if cs:
     print("%d calibrations, min / median / max:" % len(cs))
     for k in ("peak_fp32", "gemm_eff_1024", "gemm_eff_128", "attn_f", "attn_b", "ew_gelu_f",
               "busy_gemm", "busy_attn", "busy_ew", "par_eff", "par_attn", "par_ew",
-              "intra_lat", "intra_bw"):
+              "intra_lat", "intra_bw", "mpi_allreduce_bw", "mpi_reduce_scatter_bw",
+              "mpi_allgather_bw"):
         v = [c[k] for c in cs if k in c]
         if v:
             m = statistics.median(v)

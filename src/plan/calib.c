@@ -290,9 +290,14 @@ size_t mpt_cluster_calib_fields(mpt_cluster *c, const char **names, double **ptr
     static const char *const curve[MPT_GEMM_CURVE] = {
         "gemm_eff_32", "gemm_eff_64", "gemm_eff_128", "gemm_eff_256", "gemm_eff_512",
         "gemm_eff_1024"};
-    static const char *const other[] = {"busy_gemm", "busy_attn", "busy_ew", "par_attn",
-                                        "par_ew"};
-    double *op[] = {&c->busy_gemm, &c->busy_attn, &c->busy_ew, &c->par_attn, &c->par_ew};
+    static const char *const other[] = {"busy_gemm",        "busy_attn",
+                                        "busy_ew",          "par_attn",
+                                        "par_ew",           "mpi_allreduce_bw",
+                                        "mpi_reduce_scatter_bw", "mpi_allgather_bw"};
+    double *op[] = {&c->busy_gemm,        &c->busy_attn,
+                    &c->busy_ew,          &c->par_attn,
+                    &c->par_ew,           &c->mpi_allreduce_bw,
+                    &c->mpi_reduce_scatter_bw, &c->mpi_allgather_bw};
     size_t n = 0;
     for (int i = 0; i < MPT_GEMM_CURVE; i++, n++)
         if (n < max) names[n] = curve[i], ptrs[n] = &c->gemm_curve[i];

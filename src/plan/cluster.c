@@ -177,12 +177,14 @@ double mpt_cluster_rank_share(mpt_cluster *c, long world, int threads) {
     double *ew[] = {&c->ew_ln_f, &c->ew_ln_b, &c->ew_gelu_f, &c->ew_gelu_b, &c->ew_add,
                     &c->ew_xent};
     for (size_t i = 0; i < sizeof ew / sizeof *ew; i++) *ew[i] /= fe;
-    if (all_busy && share <= 1) /* shared-memory copies on a loaded socket */
-        c->intra_bw *= or_one_(c->busy_ew);
-    if (share < 1) { /* the shared-memory copies run on a time-shared core too */
-        c->intra_bw *= share;
-        c->intra_lat /= share;
+    double *bw[] = {&c->intra_bw, &c->mpi_allreduce_bw, &c->mpi_reduce_scatter_bw,
+                    &c->mpi_allgather_bw};
+    for (size_t i = 0; i < sizeof bw / sizeof *bw; i++) {
+        if (all_busy && share <= 1) /* shared-memory copies on a loaded socket */
+            *bw[i] *= or_one_(c->busy_ew);
+        if (share < 1) *bw[i] *= share; /* the copies run on a time-shared core too */
     }
+    if (share < 1) c->intra_lat /= share;
     return share;
 }
 

@@ -76,6 +76,13 @@ typedef struct mpt_cluster {
                                    * L3, memory bus and clock of a loaded socket) */
     double par_attn, par_ew;      /* attention / element-wise kernels on every core's thread /
                                    * (cores x one core), as par_eff for the GEMM */
+    /* cpu-here only, measured by bench/mpi_pingpong.c with real MPI calls between two ranks
+     * (0: not measured, intra_bw x intra_eff applies): the link bandwidth (cost.h's formula at
+     * n = 2) of the MPI library's nonblocking collectives as the tensor-parallel layers post
+     * them (comm/comm_collective.c: MPI_Iallreduce; with sp MPI_Ireduce_scatter_block and
+     * MPI_Iallgather). The runtime's own rings (dp, cp) and the pipeline's messages are
+     * Isend/Irecv pairs: intra_bw and intra_lat, which the same program measures. */
+    double mpi_allreduce_bw, mpi_reduce_scatter_bw, mpi_allgather_bw;
 } mpt_cluster;
 
 /* The GEMM efficiency for an (m x k) times (k x n) product: the measured curve at its smallest
