@@ -16,12 +16,13 @@
  * nor the time other work or the hypervisor (steal) holds the core).
  * Busy and team are ratios, and a ratio of two figures taken seconds apart on a VM is as
  * noisy as the VM: consecutive single-shot calibrations gave busy_gemm 0.55 ... 1.0. So each
- * is measured in 7 rounds of back-to-back pairs (solo then busy and team, the order
- * alternating), every sample at least 40 ms of repeated passes, and the figure is the median
+ * is measured in 5 rounds of back-to-back pairs (solo then busy and team, the order
+ * alternating), every sample at least 25 ms of repeated passes, and the figure is the median
  * of the rounds' ratios. Busy counts the threads' own CPU seconds; team the process's CPU
  * seconds over the cores (on idle cores the wall time, threads spinning at barriers
- * included). About 3 s on an idle 2-core machine (longer under load: CPU seconds are counted,
- * wall seconds pass). */
+ * included). About 3.5 CPU seconds in all (2-3 s on an idle 2-core machine; 10-14 s of wall
+ * time at load 18, since CPU seconds are counted while wall seconds pass: `train --mem-limit`'s
+ * suggestion runs it too, and tests/t_plan.sh gives that 20 s). */
 #include "plan/cluster.h"
 
 #include <math.h>
@@ -150,8 +151,8 @@ static const int kind_k_[KINDS_][6] = {{K_GEMM_, -1},
  * figure is the median of the rounds' ratios. Pairing cancels what drifts slower than a round
  * (the hypervisor moving the vCPUs, another job's phase); the length averages what is faster
  * (timer ticks, interrupts). */
-enum { ROUNDS_ = 7 };
-static const double SAMPLE_S_ = 0.04;
+enum { ROUNDS_ = 5 };
+static const double SAMPLE_S_ = 0.025;
 
 /* `passes` passes over the kind's kernels on u (the cross-entropy runs on its own last
  * output: the same work); seconds per pass in thread CPU time (*cpu) and wall time (*wall). */
