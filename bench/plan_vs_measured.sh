@@ -16,7 +16,8 @@
 # intra_bw, mpi_*_bw; about 1 s), written into one
 # cluster JSON the layout is simulated with. The figures of every calibration are kept, and
 # their spread (min / median / max) is printed at the end. Nothing is fitted to a layout.
-# Self-contained (compiles the ping-pong with mpicc). 31 layouts: about 7 minutes on an idle
+# Self-contained (the ping-pong is build/bench/bench_mpi_pingpong, or compiled here with
+# mpicc). 31 layouts: about 7 minutes on an idle
 # 2-core machine (4 steps of about a second plus start-up and 5 s of calibration each); the
 # script prints how long it took.
 # Usage: bash bench/plan_vs_measured.sh [BUILD_DIR]   (from the repo root)
@@ -34,8 +35,12 @@ LAYOUTS_FILE=${LAYOUTS_FILE:-tests/plan_layouts.txt}
 mapfile -t LAYOUTS < <(grep -v '^#' "$LAYOUTS_FILE" | grep -v '^$')
 RECAL=${RECAL:-each}
 T_START=$(date +%s)
-PINGPONG="$TMP/mpi_pingpong"
-mpicc -O2 -o "$PINGPONG" bench/mpi_pingpong.c || { echo "mpicc failed: no ping-pong"; PINGPONG=; }
+# the ping-pong: built with the project (build/bench/bench_mpi_pingpong), else compiled here
+PINGPONG="$BUILD/bench/bench_mpi_pingpong"
+if [ ! -x "$PINGPONG" ]; then
+  PINGPONG="$TMP/mpi_pingpong"
+  mpicc -O2 -o "$PINGPONG" bench/mpi_pingpong.c || { echo "mpicc failed: no ping-pong"; PINGPONG=; }
+fi
 # calibrate_: cpu-here's kernels, then the ping-pong's message costs, into $TMP/here.json; each
 # calibration's figures appended to $TMP/calibs (one JSON object a line)
 calibrate_() {
