@@ -23,7 +23,8 @@
  *              (core/peak.h), the rate of a 768^3 sgemm, streaming copy bandwidth, and the
  *              runtime's own fused attention, LayerNorm, GELU, residual and cross-entropy
  *              kernels (plan/calib.c); shared-memory messages as a copy in and a copy out (a
- *              quarter of the copy bandwidth each way). A rank's rates are those of its share
+ *              quarter of the copy bandwidth each way; or measured MPI figures
+ *              from bench/mpi_pingpong.c given in a cluster JSON). A rank's rates are those of its share
  *              of the cores (mpt_cluster_rank_share): 1 rank x 2 threads on 2 cores computes
  *              at twice one core times par_eff (the measured sgemm scaling over the cores),
  *              2 ranks at one core each. More ranks than cores (the
