@@ -11,7 +11,8 @@
  *          cores x solo (par_eff for the GEMM, par_attn, par_ew)
  * plus the GEMM efficiency curve: the one-core sgemm rate over peak of a 768 x 768 product
  * whose inner (smallest) dimension is 32 ... 1024 (cost.c interpolates it at a GEMM's smallest
- * dimension). Solo figures are the median of a few runs in CPU seconds of the thread (the
+ * dimension). Solo figures are the median of 5 samples of >= 8 ms of back-to-back runs (3 for
+ * the cross-entropy), in CPU seconds of the thread (the
  * sustained rate: neither a first run's warm-up nor a lucky quiet moment on a shared machine,
  * nor the time other work or the hypervisor (steal) holds the core).
  * Busy and team are ratios, and a ratio of two figures taken seconds apart on a VM is as
@@ -126,17 +127,28 @@ static int bufs_init_(bufs_ *u, int threads) {
     return 1;
 }
 
-/* The median thread-CPU seconds of `reps` (<= 9) runs of kernel k on this thread's buffers
- * (the cross-entropy overwrites its input: refilled before each run, untimed). */
+/* The median thread-CPU seconds per run of kernel k on this thread's buffers over `reps`
+ * (<= 9) samples, each at least SOLO_S_ seconds of runs back to back (a sample of one
+ * millisecond-long run moved 20-60% between calibrations under load); the cross-entropy
+ * overwrites its input: refilled before each sample, untimed, then run on its own output (the
+ * same work). */
+static const double SOLO_S_ = 0.008;
 static double median_run_(int k, bufs_ *u, int reps) {
     double t[9];
     if (reps > 9) reps = 9;
-    for (int r = 0; r < reps; r++) {
+    int runs = 1;
+    for (int r = -1; r < reps; r++) { /* r = -1: warm-up, and the length of one run */
         if (k == K_XENT_)
             for (size_t i = 0; i < (size_t)N_ * V_; i++) u->y[i] = u->x[i];
         double t0 = thread_cpu_();
-        run_(k, u);
-        t[r] = thread_cpu_() - t0;
+        for (int i = 0; i < runs; i++) run_(k, u);
+        double dt = (thread_cpu_() - t0) / runs;
+        if (r < 0) {
+            runs = dt > 0 ? (int)(SOLO_S_ / dt) + 1 : 1;
+            if (runs > 64) runs = 64;
+        } else {
+            t[r] = dt;
+        }
     }
     return mpt_cluster_median_(t, reps);
 }
