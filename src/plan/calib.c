@@ -21,8 +21,8 @@
  * alternating), every sample at least 25 ms of repeated passes, and the figure is the median
  * of the rounds' ratios. Busy counts the threads' own CPU seconds; team the process's CPU
  * seconds over the cores (on idle cores the wall time, threads spinning at barriers
- * included). About 3.5 CPU seconds in all (3.2-4.0 measured; 2-3 s of wall time expected idle,
- * not measured; 10-14 s of wall time at load 18, since CPU seconds are counted while wall
+ * included). About 4 CPU seconds in all (3.7-4.8 measured; 2-3 s of wall time expected idle,
+ * not measured; 8-13 s of wall time at load 15, since CPU seconds are counted while wall
  * seconds pass: `train --mem-limit`'s suggestion runs it too, and tests/t_plan.sh gives that
  * 20 s). */
 #include "plan/cluster.h"

@@ -31,7 +31,7 @@
  *              simulator, sim.c): each computes at one core while it runs and the cores are
  *              time-shared, so the step is at least all ranks' compute over the cores (4 busy
  *              ranks on 2 cores: half speed; a pipeline's idle ranks leave their core to the
- *              others). Measured in about 3 CPU seconds (plan/calib.c: paired, repeated rounds).
+ *              others). Measured in about 4 CPU seconds (plan/calib.c: paired, repeated rounds).
  * Efficiencies of the GPU presets: gemm_eff 0.70 — cuBLAS bf16 GEMMs of transformer shapes
  * on A100/H100 run at 65-75% of the dense datasheet peak at the sustained (power-limited) clock;
  * mem_eff 0.80 (STREAM-like kernels on HBM); link_eff 0.80 NVLink (NCCL bus bandwidth ~240 of
@@ -96,7 +96,7 @@ size_t mpt_cluster_calib_fields(mpt_cluster *c, const char **names, double **ptr
 /* "a100-80g", "h100-80g", "cpu-here" (runs the microbenchmarks), or a JSON file with the fields
  * of mpt_cluster (names as above; missing fields keep a100-80g's values). */
 mpt_status mpt_cluster_load(mpt_cluster *c, const char *name, mpt_error *err);
-/* The calibration of cpu-here (about 3 CPU seconds). */
+/* The calibration of cpu-here (about 4 CPU seconds). */
 void mpt_cluster_measure_here(mpt_cluster *c);
 /* CPU seconds of this process (cpu-here times its microbenchmarks in them). */
 double mpt_cluster_cpu_seconds(void);
