@@ -6,12 +6,22 @@
 # The layouts are tests/plan_layouts.txt (issue 13, items 2 and 5: every dimension, ZeRO
 # stage, schedule and recompute mode). Prints a table and the median / largest |error| of the
 # step time; gates nothing. Timings are noisy when other work shares the cores: the header
-# prints the load average.
-# Self-contained: calibrates cpu-here once (about two seconds), then plans, simulates and trains
-# (STEPS steps) each layout; 29 layouts, estimated 3-5 minutes on an idle 2-core machine (4 steps
-# of about a second plus start-up each; at load ~15, 4 layouts took 2.5 minutes). Run it on a
-# quiet machine: the calibration's busy/team figures and the step times both need the cores.
+# prints the load average, each row the run's cpu share and the load.
+# Calibration (the design of plan/calib.c): the VM's figures drift (the hypervisor may place the
+# two vCPUs on one physical core's hyperthreads or on two cores; other jobs come and go), and
+# the measured steps drift with them, so cpu-here is recalibrated right before each layout
+# (RECAL=each, the default; RECAL=once calibrates once): `simulate --cluster cpu-here` (the
+# kernels solo / busy / team, about 4 s idle) plus bench/mpi_pingpong.c (real MPI messages
+# between two ranks as the rings and the tensor-parallel collectives send them: intra_lat,
+# intra_bw, mpi_*_bw; about 1 s), written into one
+# cluster JSON the layout is simulated with. The figures of every calibration are kept, and
+# their spread (min / median / max) is printed at the end. Nothing is fitted to a layout.
+# Self-contained (the ping-pong is build/bench/bench_mpi_pingpong, or compiled here with
+# mpicc). 31 layouts: about 7 minutes on an idle
+# 2-core machine (4 steps of about a second plus start-up and 5 s of calibration each); the
+# script prints how long it took.
 # Usage: bash bench/plan_vs_measured.sh [BUILD_DIR]   (from the repo root)
+#        RECAL=once|each MODEL=small BATCH=8 STEPS=4 LAYOUTS_FILE=tests/plan_layouts.txt
 set -u
 BUILD=${1:-build}
 BIN="$BUILD/mptrain"
@@ -23,15 +33,38 @@ BATCH=${BATCH:-8}
 STEPS=${STEPS:-4}
 LAYOUTS_FILE=${LAYOUTS_FILE:-tests/plan_layouts.txt}
 mapfile -t LAYOUTS < <(grep -v '^#' "$LAYOUTS_FILE" | grep -v '^$')
-# cpu-here calibrated once (about a second), its parameters reused for every layout
-"$BIN" simulate --model tiny --cluster cpu-here --json | /usr/bin/python3 -c "
-import json, sys; json.dump(json.load(sys.stdin)['cluster_params'], open('$TMP/here.json', 'w'))"
-CLUSTER=${CLUSTER:-$TMP/here.json}
-echo "model $MODEL, batch $BATCH, $STEPS steps; $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+RECAL=${RECAL:-each}
+T_START=$(date +%s)
+# the ping-pong: built with the project (build/bench/bench_mpi_pingpong), else compiled here
+PINGPONG="$BUILD/bench/bench_mpi_pingpong"
+if [ ! -x "$PINGPONG" ]; then
+  PINGPONG="$TMP/mpi_pingpong"
+  mpicc -O2 -o "$PINGPONG" bench/mpi_pingpong.c || { echo "mpicc failed: no ping-pong"; PINGPONG=; }
+fi
+# calibrate_: cpu-here's kernels, then the ping-pong's message costs, into $TMP/here.json; each
+# calibration's figures appended to $TMP/calibs (one JSON object a line)
+calibrate_() {
+  "$BIN" simulate --model tiny --cluster cpu-here --json >"$TMP/calib.json" || return 1
+  if [ -n "$PINGPONG" ]; then
+    "${MPIRUN[@]}" -np 2 "$PINGPONG" >"$TMP/pp.json" 2>/dev/null </dev/null || echo '{}' >"$TMP/pp.json"
+  else echo '{}' >"$TMP/pp.json"; fi
+  /usr/bin/python3 - "$TMP" <<'EOF'
+import json, sys
+tmp = sys.argv[1]
+c = json.load(open(tmp + "/calib.json"))["cluster_params"]
+try: c.update(json.load(open(tmp + "/pp.json")))   # measured messages replace mem_bw / 4
+except ValueError: pass
+json.dump(c, open(tmp + "/here.json", "w"))
+open(tmp + "/calibs", "a").write(json.dumps(c) + "\n")
+EOF
+}
+if [ -n "${CLUSTER:-}" ]; then RECAL=given; else calibrate_; CLUSTER=$TMP/here.json; fi
+echo "model $MODEL, batch $BATCH, $STEPS steps; $(nproc) cores; calibration $RECAL; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 printf "%-44s %12s %12s %7s %12s %9s %9s %7s %5s %5s %9s %7s\n" layout plan peak diff rss \
   sim_ms meas_ms diff cpu load meas*cpu diff
 for entry in "${LAYOUTS[@]}"; do
   np=${entry%%|*}; opts=${entry#*|}
+  [ "$RECAL" = each ] && calibrate_
   # shellcheck disable=SC2086
   "$BIN" plan --model "$MODEL" --batch "$BATCH" $opts --json >"$TMP/plan.json" || continue
   # shellcheck disable=SC2086
@@ -87,3 +120,19 @@ for i, what in enumerate(("measured", "measured x cpu share")):
         print("step time vs %s: median |error| %.1f%%, largest %.1f%%, %d of %d within 20%%" % (
             what, 100 * statistics.median(e), 100 * max(e), sum(x <= 0.2 for x in e), len(e)))
 EOF
+/usr/bin/python3 - "$TMP/calibs" <<'EOF'
+import json, os, statistics, sys
+cs = [json.loads(l) for l in open(sys.argv[1])] if os.path.exists(sys.argv[1]) else []
+if cs:
+    print("%d calibrations, min / median / max:" % len(cs))
+    for k in ("peak_fp32", "gemm_eff_1024", "gemm_eff_128", "attn_f", "attn_b", "ew_gelu_f",
+              "busy_gemm", "busy_attn", "busy_ew", "par_eff", "par_attn", "par_ew",
+              "intra_lat", "intra_bw", "mpi_allreduce_bw", "mpi_reduce_scatter_bw",
+              "mpi_allgather_bw"):
+        v = [c[k] for c in cs if k in c]
+        if v:
+            m = statistics.median(v)
+            print("  %-14s %10.4g %10.4g %10.4g  (spread %.1f%% of the median)" % (
+                k, min(v), m, max(v), 100 * (max(v) - min(v)) / m if m else 0))
+EOF
+echo "took $(( $(date +%s) - T_START )) s; load average now $(cut -d' ' -f1-3 /proc/loadavg)"

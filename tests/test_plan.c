@@ -362,6 +362,32 @@ static void calib_use_(void) {
     r.busy_gemm = r.busy_attn = r.busy_ew = r.par_eff = r.par_attn = r.par_ew = 0;
     CHECK(mpt_cluster_rank_share(&r, 2, 1) == 1.0 && r.peak_fp32 == 100,
           "figures not measured (an older cluster file): taken as 1");
+    /* the MPI library's measured collective bandwidths (bench/mpi_pingpong.c) price tp's
+     * collectives, scaled like intra_bw; the runtime's own dp ring keeps intra_bw */
+    r = c;
+    r.mpi_allreduce_bw = 8;
+    CHECK(mpt_cluster_rank_share(&r, 2, 1) == 1.0 && fabs(r.mpi_allreduce_bw - 4) < 1e-9,
+          "mpi_allreduce_bw on a loaded socket: %g", r.mpi_allreduce_bw);
+    mpt_error err;
+    mpt_cluster here;
+    CHECK(mpt_cluster_load(&here, "a100-80g", &err) == MPT_OK, "a100-80g");
+    mpt_plan_job j;
+    job_(&j, "gpt2-124m", 8, 1024);
+    double t[2][2];
+    for (int lay = 0; lay < 2; lay++)
+        for (int k = 0; k < 2; k++) {
+            mpt_plan_layout l;
+            mpt_plan_layout_defaults(&l);
+            l.tp = lay ? 1 : 2;
+            l.dp = lay ? 2 : 1;
+            here.mpi_allreduce_bw = k ? here.intra_bw * here.intra_eff / 10 : 0;
+            mpt_sim_result sr;
+            CHECK(mpt_simulate(&j, &l, &here, 0, &sr, &err) == MPT_OK, "simulate: %s", err.msg);
+            t[lay][k] = sr.step_time;
+        }
+    CHECK(t[0][1] > t[0][0] && t[1][1] == t[1][0],
+          "a slower MPI all-reduce slows tp 2 (%g -> %g s), not dp 2 (%g -> %g s)", t[0][0],
+          t[0][1], t[1][0], t[1][1]);
 }
 
 int main(void) {

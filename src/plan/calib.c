@@ -5,14 +5,26 @@
  *   solo   one thread, the other cores idle: the per-core figures (attn_*, ew_*, gemm_curve)
  *   busy   every core runs its own single-threaded copy at once (as ranks of one thread each
  *          do): per-core rate over solo (busy_gemm, busy_attn, busy_ew): the shared L3,
- *          memory bus and clock of a loaded socket
+ *          memory bus, clock of a loaded socket, and vCPUs that the hypervisor may place on
+ *          two hyperthreads of one physical core
  *   team   one copy on every core's thread (as one rank with all the cores does): rate over
  *          cores x solo (par_eff for the GEMM, par_attn, par_ew)
  * plus the GEMM efficiency curve: the one-core sgemm rate over peak of a 768 x 768 product
  * whose inner (smallest) dimension is 32 ... 1024 (cost.c interpolates it at a GEMM's smallest
- * dimension). Each figure is the median of a few runs in CPU seconds of the thread (the
+ * dimension). Solo figures are the median of 5 samples of >= 8 ms of back-to-back runs (3 for
+ * the cross-entropy), in CPU seconds of the thread (the
  * sustained rate: neither a first run's warm-up nor a lucky quiet moment on a shared machine,
- * nor the time other work holds the core); about a second in all. */
+ * nor the time other work or the hypervisor (steal) holds the core).
+ * Busy and team are ratios, and a ratio of two figures taken seconds apart on a VM is as
+ * noisy as the VM: consecutive single-shot calibrations gave busy_gemm 0.55 ... 1.0. So each
+ * is measured in 5 rounds of back-to-back pairs (solo then busy and team, the order
+ * alternating), every sample at least 25 ms of repeated passes, and the figure is the median
+ * of the rounds' ratios. Busy counts the threads' own CPU seconds; team the process's CPU
+ * seconds over the cores (on idle cores the wall time, threads spinning at barriers
+ * included). About 4 CPU seconds in all (3.7-4.8 measured; 2-3 s of wall time expected idle,
+ * not measured; 8-13 s of wall time at load 15, since CPU seconds are counted while wall
+ * seconds pass: `train --mem-limit`'s suggestion runs it too, and tests/t_plan.sh gives that
+ * 20 s). */
 #include "plan/cluster.h"
 
 #include <math.h>
@@ -115,75 +127,110 @@ static int bufs_init_(bufs_ *u, int threads) {
     return 1;
 }
 
-/* The median thread-CPU seconds of `reps` (<= 9) runs of kernel k on this thread's buffers
- * (the cross-entropy overwrites its input: refilled before each run, untimed). */
+/* The median thread-CPU seconds per run of kernel k on this thread's buffers over `reps`
+ * (<= 9) samples, each at least SOLO_S_ seconds of runs back to back (a sample of one
+ * millisecond-long run moved 20-60% between calibrations under load); the cross-entropy
+ * overwrites its input: refilled before each sample, untimed, then run on its own output (the
+ * same work). */
+static const double SOLO_S_ = 0.008;
 static double median_run_(int k, bufs_ *u, int reps) {
     double t[9];
     if (reps > 9) reps = 9;
-    for (int r = 0; r < reps; r++) {
+    int runs = 1;
+    for (int r = -1; r < reps; r++) { /* r = -1: warm-up, and the length of one run */
         if (k == K_XENT_)
             for (size_t i = 0; i < (size_t)N_ * V_; i++) u->y[i] = u->x[i];
         double t0 = thread_cpu_();
-        run_(k, u);
-        t[r] = thread_cpu_() - t0;
+        for (int i = 0; i < runs; i++) run_(k, u);
+        double dt = (thread_cpu_() - t0) / runs;
+        if (r < 0) {
+            runs = dt > 0 ? (int)(SOLO_S_ / dt) + 1 : 1;
+            if (runs > 64) runs = 64;
+        } else {
+            t[r] = dt;
+        }
     }
     return mpt_cluster_median_(t, reps);
 }
 
-/* The kinds timed busy and team: their kernels and how many runs each. */
+/* The kinds timed busy and team: their kernels. */
 enum { KIND_GEMM_, KIND_ATTN_, KIND_EW_, KINDS_ };
 static const int kind_k_[KINDS_][6] = {{K_GEMM_, -1},
                                        {K_ATT_F_, K_ATT_B_, -1},
                                        {K_LN_F_, K_LN_B_, K_GELU_F_, K_GELU_B_, K_ADD_, K_XENT_}};
 
-/* Seconds of one pass over a kind's kernels (the sum of their medians) on this thread. */
-static double kind_seconds_(int kind, bufs_ *u) {
-    double s = 0;
-    for (int i = 0; i < 6 && kind_k_[kind][i] >= 0; i++) s += median_run_(kind_k_[kind][i], u, 5);
-    return s;
+/* Busy and team are ratios of two samples taken back to back, in ROUNDS_ rounds (the order
+ * alternating), each sample at least SAMPLE_S_ seconds of passes over the kind's kernels; the
+ * figure is the median of the rounds' ratios. Pairing cancels what drifts slower than a round
+ * (the hypervisor moving the vCPUs, another job's phase); the length averages what is faster
+ * (timer ticks, interrupts). */
+enum { ROUNDS_ = 5 };
+static const double SAMPLE_S_ = 0.025;
+
+/* `passes` passes over the kind's kernels on u (the cross-entropy runs on its own last
+ * output: the same work); seconds per pass in thread CPU time (*cpu) and wall time (*wall). */
+static void kind_pass_(int kind, bufs_ *u, int passes, double *cpu, double *wall) {
+    double c0 = thread_cpu_(), w0 = omp_get_wtime();
+    for (int p = 0; p < passes; p++)
+        for (int i = 0; i < 6 && kind_k_[kind][i] >= 0; i++) run_(kind_k_[kind][i], u);
+    *cpu = (thread_cpu_() - c0) / passes;
+    *wall = (omp_get_wtime() - w0) / passes;
 }
 
-/* busy: every one of `cores` threads times the kind on its own buffers at the same time (one
- * thread each: nested OpenMP regions and the BLAS run single-threaded inside); the mean of the
- * threads' seconds. 0 when a thread could not allocate. */
-static double kind_busy_(int kind, int cores) {
+/* busy: every one of `cores` threads runs the kind on its own buffers own[t] at the same time
+ * (one thread each: nested OpenMP regions and the BLAS run single-threaded inside); the mean of
+ * the threads' CPU seconds per pass (CPU seconds: time the hypervisor or another job takes the
+ * core away is not the kernels' rate). */
+static double kind_busy_(int kind, bufs_ *own, int cores, int passes) {
     double sum = 0;
-    int ok = 1;
-#pragma omp parallel num_threads(cores) reduction(+ : sum) reduction(&& : ok)
+#pragma omp parallel num_threads(cores) reduction(+ : sum)
     {
-        bufs_ u;
-        if (bufs_init_(&u, 1)) {
+        double c = 0, w = 0;
+        int t = omp_get_thread_num();
 #pragma omp barrier
-            sum += kind_seconds_(kind, &u);
-            bufs_free_(&u);
-        } else {
-#pragma omp barrier
-            ok = 0;
-        }
+        kind_pass_(kind, &own[t], passes, &c, &w);
+        sum += c;
     }
-    return ok ? sum / cores : 0;
+    return sum / cores;
 }
 
-/* team: the kind on `cores` threads, one copy; process CPU seconds over the threads (wall
- * seconds on cores of their own). */
-static double kind_team_(int kind, bufs_ *u, int cores) {
+/* team: the kind on `cores` threads, one copy; the process's CPU seconds per pass over the
+ * cores (on cores of its own: wall seconds, a thread spinning at a barrier included; on a
+ * shared machine not the time other jobs hold the cores, as the step's cpu share counts it). */
+static double kind_team_(int kind, bufs_ *u, int cores, int passes) {
+    double c = 0, w = 0;
     omp_set_num_threads(cores);
     u->threads = cores;
-    double s = 0;
-    for (int i = 0; i < 6 && kind_k_[kind][i] >= 0; i++) {
-        double t[5];
-        for (int r = 0; r < 5; r++) {
-            if (kind_k_[kind][i] == K_XENT_)
-                for (size_t j = 0; j < (size_t)N_ * V_; j++) u->y[j] = u->x[j];
-            double t0 = mpt_cluster_cpu_seconds();
-            run_(kind_k_[kind][i], u);
-            t[r] = mpt_cluster_cpu_seconds() - t0;
-        }
-        s += mpt_cluster_median_(t, 5) / cores;
-    }
+    double p0 = mpt_cluster_cpu_seconds();
+    kind_pass_(kind, u, passes, &c, &w);
+    double t = (mpt_cluster_cpu_seconds() - p0) / passes / cores;
     omp_set_num_threads(1);
     u->threads = 1;
-    return s;
+    return t;
+}
+
+/* Fills busy[k] (solo / busy CPU seconds per thread) and team[k] (solo / (cores x team) CPU
+ * seconds) for every kind, each at most 1; own: one buffer set per core. */
+static void kinds_compare_(bufs_ *u, bufs_ *own, int cores, double *busy, double *team) {
+    u->threads = 1;
+    for (int k = 0; k < KINDS_; k++) {
+        double c = 0, w = 0, rb[ROUNDS_], rt[ROUNDS_];
+        kind_pass_(k, u, 1, &c, &w); /* warm-up, and the length of one pass */
+        int passes = c > 0 ? (int)(SAMPLE_S_ / c) + 1 : 1;
+        if (passes > 256) passes = 256;
+        for (int r = 0; r < ROUNDS_; r++) {
+            double sc = 0, sw = 0, b = 0, t = 0;
+            if (r % 2) b = kind_busy_(k, own, cores, passes), t = kind_team_(k, u, cores, passes);
+            kind_pass_(k, u, passes, &sc, &sw);
+            if (!(r % 2)) b = kind_busy_(k, own, cores, passes), t = kind_team_(k, u, cores, passes);
+            rb[r] = b > 0 ? sc / b : 1;
+            rt[r] = t > 0 ? sc / (cores * t) : 1;
+        }
+        busy[k] = mpt_cluster_median_(rb, ROUNDS_);
+        team[k] = mpt_cluster_median_(rt, ROUNDS_);
+        if (busy[k] > 1) busy[k] = 1;
+        if (team[k] > 1) team[k] = 1;
+    }
 }
 
 void mpt_cluster_measure_kernels(mpt_cluster *c) {
@@ -221,21 +268,19 @@ void mpt_cluster_measure_kernels(mpt_cluster *c) {
     }
     for (int i = 0; i < MPT_GEMM_CURVE; i++) c->gemm_curve[i] = best > 0 ? rate[i] / best : 0;
     u.gk = GM_;
-    /* busy and team, per kind, against solo on the same kernels */
-    double *busy[KINDS_] = {&c->busy_gemm, &c->busy_attn, &c->busy_ew};
-    double *team[KINDS_] = {NULL, &c->par_attn, &c->par_ew};
-    for (int k = 0; k < KINDS_; k++) {
-        double solo = kind_seconds_(k, &u);
-        *busy[k] = 1.0;
-        if (team[k]) *team[k] = 1.0;
-        if (cores < 2 || !(solo > 0)) continue;
-        double b = kind_busy_(k, cores);
-        if (b > 0) *busy[k] = solo / b > 1 ? 1 : solo / b;
-        if (team[k]) {
-            double t = kind_team_(k, &u, cores);
-            if (t > 0) *team[k] = solo / (cores * t) > 1 ? 1 : solo / (cores * t);
-        }
+    /* busy and team, per kind, against solo on the same kernels (one buffer set per core) */
+    bufs_ *own = calloc((size_t)cores, sizeof *own);
+    int ok = own != NULL;
+    if (own && cores > 1) {
+#pragma omp parallel num_threads(cores) reduction(&& : ok)
+        ok = bufs_init_(&own[omp_get_thread_num()], 1); /* first touch on its thread */
     }
+    double busy[KINDS_] = {1, 1, 1}, team[KINDS_] = {1, 1, 1};
+    if (ok && cores > 1) kinds_compare_(&u, own, cores, busy, team);
+    for (int t = 0; own && cores > 1 && t < cores; t++) bufs_free_(&own[t]);
+    free(own);
+    c->busy_gemm = busy[KIND_GEMM_], c->busy_attn = busy[KIND_ATTN_], c->busy_ew = busy[KIND_EW_];
+    c->par_eff = team[KIND_GEMM_], c->par_attn = team[KIND_ATTN_], c->par_ew = team[KIND_EW_];
     omp_set_max_active_levels(levels);
     omp_set_num_threads(saved);
     bufs_free_(&u);
@@ -259,9 +304,14 @@ size_t mpt_cluster_calib_fields(mpt_cluster *c, const char **names, double **ptr
     static const char *const curve[MPT_GEMM_CURVE] = {
         "gemm_eff_32", "gemm_eff_64", "gemm_eff_128", "gemm_eff_256", "gemm_eff_512",
         "gemm_eff_1024"};
-    static const char *const other[] = {"busy_gemm", "busy_attn", "busy_ew", "par_attn",
-                                        "par_ew"};
-    double *op[] = {&c->busy_gemm, &c->busy_attn, &c->busy_ew, &c->par_attn, &c->par_ew};
+    static const char *const other[] = {"busy_gemm",        "busy_attn",
+                                        "busy_ew",          "par_attn",
+                                        "par_ew",           "mpi_allreduce_bw",
+                                        "mpi_reduce_scatter_bw", "mpi_allgather_bw"};
+    double *op[] = {&c->busy_gemm,        &c->busy_attn,
+                    &c->busy_ew,          &c->par_attn,
+                    &c->par_ew,           &c->mpi_allreduce_bw,
+                    &c->mpi_reduce_scatter_bw, &c->mpi_allgather_bw};
     size_t n = 0;
     for (int i = 0; i < MPT_GEMM_CURVE; i++, n++)
         if (n < max) names[n] = curve[i], ptrs[n] = &c->gemm_curve[i];

@@ -127,10 +127,7 @@ void mpt_cluster_measure_here(mpt_cluster *c) {
     c->peak_bf16 = c->peak_fp32; /* no bf16 arithmetic on this path: the same units */
     double g = gemm_rate_(1);
     if (g > c->peak_fp32) c->peak_fp32 = c->peak_bf16 = g; /* (the peak's own run was diluted) */
-    /* the GEMM on every core against one core times the cores: how far threads scale */
-    double ga = c->cores > 1 ? gemm_rate_(c->cores) : g;
-    c->par_eff = g > 0 && ga > 0 ? ga / (g * c->cores) : 1.0;
-    if (c->par_eff > 1) c->par_eff = 1;
+    /* par_eff (the GEMM on every core against one core times the cores): plan/calib.c */
     c->gemm_eff = g > 0 ? g / c->peak_fp32 : 0.5;
     if (c->gemm_eff > 1) c->gemm_eff = 1;
     c->mem_bw = copy_bw_();
@@ -180,12 +177,14 @@ double mpt_cluster_rank_share(mpt_cluster *c, long world, int threads) {
     double *ew[] = {&c->ew_ln_f, &c->ew_ln_b, &c->ew_gelu_f, &c->ew_gelu_b, &c->ew_add,
                     &c->ew_xent};
     for (size_t i = 0; i < sizeof ew / sizeof *ew; i++) *ew[i] /= fe;
-    if (all_busy && share <= 1) /* shared-memory copies on a loaded socket */
-        c->intra_bw *= or_one_(c->busy_ew);
-    if (share < 1) { /* the shared-memory copies run on a time-shared core too */
-        c->intra_bw *= share;
-        c->intra_lat /= share;
+    double *bw[] = {&c->intra_bw, &c->mpi_allreduce_bw, &c->mpi_reduce_scatter_bw,
+                    &c->mpi_allgather_bw};
+    for (size_t i = 0; i < sizeof bw / sizeof *bw; i++) {
+        if (all_busy && share <= 1) /* shared-memory copies on a loaded socket */
+            *bw[i] *= or_one_(c->busy_ew);
+        if (share < 1) *bw[i] *= share; /* the copies run on a time-shared core too */
     }
+    if (share < 1) c->intra_lat /= share;
     return share;
 }
 

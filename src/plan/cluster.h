@@ -23,14 +23,15 @@
  *              (core/peak.h), the rate of a 768^3 sgemm, streaming copy bandwidth, and the
  *              runtime's own fused attention, LayerNorm, GELU, residual and cross-entropy
  *              kernels (plan/calib.c); shared-memory messages as a copy in and a copy out (a
- *              quarter of the copy bandwidth each way). A rank's rates are those of its share
+ *              quarter of the copy bandwidth each way; or measured MPI figures
+ *              from bench/mpi_pingpong.c given in a cluster JSON). A rank's rates are those of its share
  *              of the cores (mpt_cluster_rank_share): 1 rank x 2 threads on 2 cores computes
  *              at twice one core times par_eff (the measured sgemm scaling over the cores),
  *              2 ranks at one core each. More ranks than cores (the
  *              simulator, sim.c): each computes at one core while it runs and the cores are
  *              time-shared, so the step is at least all ranks' compute over the cores (4 busy
  *              ranks on 2 cores: half speed; a pipeline's idle ranks leave their core to the
- *              others). Measured in about a second.
+ *              others). Measured in about 4 CPU seconds (plan/calib.c: paired, repeated rounds).
  * Efficiencies of the GPU presets: gemm_eff 0.70 — cuBLAS bf16 GEMMs of transformer shapes
  * on A100/H100 run at 65-75% of the dense datasheet peak at the sustained (power-limited) clock;
  * mem_eff 0.80 (STREAM-like kernels on HBM); link_eff 0.80 NVLink (NCCL bus bandwidth ~240 of
@@ -76,6 +77,13 @@ typedef struct mpt_cluster {
                                    * L3, memory bus and clock of a loaded socket) */
     double par_attn, par_ew;      /* attention / element-wise kernels on every core's thread /
                                    * (cores x one core), as par_eff for the GEMM */
+    /* cpu-here only, measured by bench/mpi_pingpong.c with real MPI calls between two ranks
+     * (0: not measured, intra_bw x intra_eff applies): the link bandwidth (cost.h's formula at
+     * n = 2) of the MPI library's nonblocking collectives as the tensor-parallel layers post
+     * them (comm/comm_collective.c: MPI_Iallreduce; with sp MPI_Ireduce_scatter_block and
+     * MPI_Iallgather). The runtime's own rings (dp, cp) and the pipeline's messages are
+     * Isend/Irecv pairs: intra_bw and intra_lat, which the same program measures. */
+    double mpi_allreduce_bw, mpi_reduce_scatter_bw, mpi_allgather_bw;
 } mpt_cluster;
 
 /* The GEMM efficiency for an (m x k) times (k x n) product: the measured curve at its smallest
@@ -88,7 +96,7 @@ size_t mpt_cluster_calib_fields(mpt_cluster *c, const char **names, double **ptr
 /* "a100-80g", "h100-80g", "cpu-here" (runs the microbenchmarks), or a JSON file with the fields
  * of mpt_cluster (names as above; missing fields keep a100-80g's values). */
 mpt_status mpt_cluster_load(mpt_cluster *c, const char *name, mpt_error *err);
-/* The calibration of cpu-here (about a second). */
+/* The calibration of cpu-here (about 4 CPU seconds). */
 void mpt_cluster_measure_here(mpt_cluster *c);
 /* CPU seconds of this process (cpu-here times its microbenchmarks in them). */
 double mpt_cluster_cpu_seconds(void);

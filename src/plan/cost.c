@@ -115,9 +115,21 @@ typedef struct shape_ {
     int moe;                /* an MoE block: its MLP is cost_moe.c's, not the dense one */
 } shape_;
 
+/* A tensor-parallel collective: the MPI library's (cpu-here: its measured bandwidth per kind,
+ * cluster.h's mpi_*_bw, when given), else the link's. */
+static double lib_collective_(const mpt_cluster *c, int op, int n, double bytes, int inter) {
+    double bw = op == MPT_COLL_ALLREDUCE        ? c->mpi_allreduce_bw
+                : op == MPT_COLL_REDUCE_SCATTER ? c->mpi_reduce_scatter_bw
+                                                : c->mpi_allgather_bw;
+    if (inter || !(bw > 0)) return mpt_cost_collective(c, op, n, bytes, inter);
+    mpt_cluster m = *c;
+    m.intra_bw = bw, m.intra_eff = 1.0;
+    return mpt_cost_collective(&m, op, n, bytes, inter);
+}
+
 static void coll_(shape_ *s, acc_ *a, int op, double bytes) {
     if (s->tp < 2) return;
-    double t = mpt_cost_collective(s->c, op, s->tp, bytes, s->inter);
+    double t = lib_collective_(s->c, op, s->tp, bytes, s->inter);
     a->t += t;
     s->tp_time += t;
     s->tp_bytes += bytes;
