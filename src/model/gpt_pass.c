@@ -111,15 +111,19 @@ static mpt_status attention_forward_(mpt_gpt *m, float *atty, float *lse, const 
     return MPT_OK;
 }
 
-/* dqkv (B,T,3Dl) += the attention's gradient from datty, given its forward's atty and lse. */
+/* dqkv (B,T,3Dl) = (overwritten) the attention's gradient from datty, given its forward's atty
+ * and lse. */
 static mpt_status attention_backward_(mpt_gpt *m, float *dqkv, const float *datty,
                                       const float *atty, const float *lse, const float *qkv,
                                       int B, int T, mpt_error *err) {
-    if (m->cp > 1)
+    if (m->cp > 1) {
+        memset(dqkv, 0, (size_t)B * T * 3 * (size_t)m->Dl * sizeof *dqkv);
         return m->ops.ring_attention_backward(m->ops.cp_ctx, dqkv, datty, atty, lse, qkv, B, T,
                                               m->Dl, m->Hl, err);
-    mpt_flash_backward(dqkv, datty, atty, lse, qkv, B, T, m->Dl, m->Hl, m->work[MPT_WORK_FLASH],
-                       m->threads);
+    }
+    /* no zeroing pass: each (batch, head) task zeroes its own columns (core/attention.h) */
+    mpt_flash_backward_set(dqkv, datty, atty, lse, qkv, B, T, m->Dl, m->Hl,
+                           m->work[MPT_WORK_FLASH], m->threads);
     return MPT_OK;
 }
 
@@ -508,7 +512,6 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
         }
         /* the fused backward recomputes the scores from q, k and the kept lse (any recompute
          * mode: nothing T x T was stored) */
-        memset(dqkv, 0, 3 * NDl * sizeof *dqkv);
         TRY_(attention_backward_(m, dqkv, dtmp, atty, lay_(m, MPT_ACT_LSE, l),
                                  lay_(m, MPT_ACT_QKV, l), B, T, err));
         TRY_(all_rows_(m, saved_(m, MPT_ACT_LN1, l, Nl * D), Nl, &x, err));
