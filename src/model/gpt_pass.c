@@ -499,7 +499,16 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
             linear_backward_(m, dtmp, l, MPT_FC_W, -1, dfc, x, N, D, Fl, MPT_ACT_DY_FC);
             TRY_(copy_to_tp_bwd_(m, dtmp, N, Nl, err));
         }
-        TRY_(block_ln_backward_(m, l, 1, dres, dtmp, lay_(m, MPT_ACT_RES2, l), Nl, err));
+        /* unsplit without sp, attn.c_proj's bias gradient (the column sums of d res2) comes
+         * out of ln_2's backward pass (core/kernels_fused.h): no bias pass of its own */
+        int fuse_b = !m->sp && !m->split_w;
+        if (fuse_b)
+            mpt_layernorm_backward_colsum(dres, G_(m, l, MPT_LN2_W), G_(m, l, MPT_LN2_B),
+                                          G_(m, l, MPT_ATTPROJ_B), dtmp, lay_(m, MPT_ACT_RES2, l),
+                                          W_(m, l, MPT_LN2_W), lay_(m, MPT_ACT_LN2_MEAN, l),
+                                          lay_(m, MPT_ACT_LN2_RSTD, l), Nl, D);
+        else
+            TRY_(block_ln_backward_(m, l, 1, dres, dtmp, lay_(m, MPT_ACT_RES2, l), Nl, err));
         /* dres now holds dL/d(res2); attention half */
         const float *atty = saved_(m, MPT_ACT_ATTY, l, NDl);
         if (mpt_gpt_sp_overlap(m)) {
@@ -507,8 +516,8 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
                                      D, MPT_ACT_DY_ATTPROJ, 1, err));
         } else {
             TRY_(all_rows_(m, dres, Nl, &dy, err));
-            linear_backward_(m, dtmp, l, MPT_ATTPROJ_W, MPT_ATTPROJ_B, dy, atty, N, Dl, D,
-                             MPT_ACT_DY_ATTPROJ);
+            linear_backward_(m, dtmp, l, MPT_ATTPROJ_W, fuse_b ? -1 : MPT_ATTPROJ_B, dy, atty, N,
+                             Dl, D, MPT_ACT_DY_ATTPROJ);
         }
         /* the fused backward recomputes the scores from q, k and the kept lse (any recompute
          * mode: nothing T x T was stored) */
