@@ -8,7 +8,7 @@
 #   bash bench/compare_builds.sh OLD_BUILD_DIR NEW_BUILD_DIR [ROUNDS]
 # BENCH_LAYOUTS picks a subset (default "one dp2 tp2 pp2"; also dp2strong: dp 2 with the global
 # batch 8 split, 4 sequences per replica; one1: one rank on 1 thread, the 1-rank baseline of
-# the 2-rank layouts), BENCH_STEPS the steps per run (8; 2 dropped).
+# the 2-rank layouts; tp2sp: tp 2 with --sp), BENCH_STEPS the steps per run (8; 2 dropped).
 # BENCH_OLD_ARGS / BENCH_NEW_ARGS add options to every run of one build (e.g. the same build
 # twice with BENCH_NEW_ARGS="--gemm onednn-split": the GEMM threadings side by side).
 # A refactor that is no slower shows a ratio new/old near 1 within the spread.
@@ -24,6 +24,7 @@ args_dp2=(--threads 1 --batch 16 --dp 2)
 args_dp2strong=(--threads 1 --batch 8 --dp 2)
 args_one1=(--threads 1 --batch 8)
 args_tp2=(--threads 1 --batch 8 --tp 2)
+args_tp2sp=(--threads 1 --batch 8 --tp 2 --sp)
 args_pp2=(--threads 1 --batch 8 --pp 2 --microbatches 8)
 for ((round = 0; round < ROUNDS; round++)); do
   builds=(old new); [ $((round % 2)) = 1 ] && builds=(new old)

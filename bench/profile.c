@@ -226,20 +226,30 @@ static void backward_(prof_t *s) {
         RUN_(K_GEMM, 2 * mm_(N, D, F), 0,
              MMB_(s)(s->dtmp, PG_(s, l, P_FCW), NULL, s->dfc, ACT_(s, ln2, l, ND),
                                  PW_(s, l, P_FCW), N, s->D, s->F));
+        /* fused: attn.c_proj's bias gradient in ln_2's backward pass, as the model does */
         RUN_(K_LN, 0, 16.0 * ND,
-             mpt_layernorm_backward(s->dres, PG_(s, l, P_LN2W), PG_(s, l, P_LN2B), s->dtmp,
-                                    ACT_(s, res2, l, ND), PW_(s, l, P_LN2W), ACT_(s, m2, l, N),
-                                    ACT_(s, r2, l, N), N, s->D));
+             mpt_layernorm_backward_colsum(s->dres, PG_(s, l, P_LN2W), PG_(s, l, P_LN2B),
+                                           BIAS_(s, l, P_APB), s->dtmp, ACT_(s, res2, l, ND),
+                                           PW_(s, l, P_LN2W), ACT_(s, m2, l, N),
+                                           ACT_(s, r2, l, N), N, s->D));
         if (s->unfused) RUN_(K_COPY, 0, 4.0 * ND, memset(s->dtmp, 0, ND * sizeof(float)));
         RUN_(K_GEMM, 2 * mm_(N, D, D), 0,
-             MMB_(s)(s->dtmp, PG_(s, l, P_APW), BIAS_(s, l, P_APB), s->dres, ACT_(s, atty, l, ND),
-                                 PW_(s, l, P_APW), N, s->D, s->D));
+             MMB_(s)(s->dtmp, PG_(s, l, P_APW), NULL, s->dres, ACT_(s, atty, l, ND),
+                     PW_(s, l, P_APW), N, s->D, s->D));
         if (s->unfused)
             RUN_(K_BIAS, 0, 4.0 * ND, mpt_bias_backward(PG_(s, l, P_APB), s->dres, N, s->D));
-        RUN_(K_COPY, 0, 12.0 * ND, memset(s->dqkv, 0, 3 * ND * sizeof(float)));
-        RUN_(K_ATTN, attb, 0,
-             mpt_flash_backward(s->dqkv, s->dtmp, ACT_(s, atty, l, ND), ACT_(s, lse, l, N * H),
-                                ACT_(s, qkv, l, 3 * ND), B, T, s->D, H, s->flash, s->threads));
+        if (s->unfused) { /* zeroed, then accumulated into */
+            RUN_(K_COPY, 0, 12.0 * ND, memset(s->dqkv, 0, 3 * ND * sizeof(float)));
+            RUN_(K_ATTN, attb, 0,
+                 mpt_flash_backward(s->dqkv, s->dtmp, ACT_(s, atty, l, ND),
+                                    ACT_(s, lse, l, N * H), ACT_(s, qkv, l, 3 * ND), B, T, s->D,
+                                    H, s->flash, s->threads));
+        } else { /* overwritten, as the model does: the zeroing inside the kernel's region */
+            RUN_(K_ATTN, attb, 0,
+                 mpt_flash_backward_set(s->dqkv, s->dtmp, ACT_(s, atty, l, ND),
+                                        ACT_(s, lse, l, N * H), ACT_(s, qkv, l, 3 * ND), B, T,
+                                        s->D, H, s->flash, s->threads));
+        }
         if (s->unfused) RUN_(K_COPY, 0, 4.0 * ND, memset(s->dtmp, 0, ND * sizeof(float)));
         RUN_(K_GEMM, 2 * mm_(N, D, 3 * D), 0,
              MMB_(s)(s->dtmp, PG_(s, l, P_QKVW), BIAS_(s, l, P_QKVB), s->dqkv, ACT_(s, ln1, l, ND),

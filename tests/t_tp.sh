@@ -117,7 +117,10 @@ sys.exit(0 if (got["calls"], int(got["bytes"])) == (want_calls, want_bytes) else
 PY
 
 # with sp, every all-reduce of a block becomes an all-gather + reduce-scatter pair (a run
-# without checkpoint or dump, whose gathers would count too)
+# without checkpoint or dump, whose gathers would count too); the eight beside a block's GEMMs
+# (parallel/tp_overlap_sp.c: the forward's two gathers and two reduce-scatters, the backward's
+# two gathers of the output gradient and two sums of input gradients) go as block messages,
+# each rank's Nl rows straight to each of the t-1 others: the bytes of the ring collectives
 "${MPIRUN[@]}" -np 4 "$BIN" train "${COMMON[@]}" "${BASE[@]}" --tp 4 --sp --log "$TMP/spc.jsonl" >/dev/null 2>&1
 /usr/bin/python3 - "$TMP/spc.jsonl" >"$TMP/spcomm" <<'PY' && ok "sp communication: $(cat "$TMP/spcomm")" || bad "sp communication: $(cat "$TMP/spcomm")"
 import json, sys
@@ -127,8 +130,10 @@ L, D, T, B, M, t = start["n_layer"], start["d_model"], start["seq_len"], start["
 S, N = end["steps"], B // M * T
 Nl = N // t
 want = {  # per micro-batch: forward + backward; the norm adds one all-reduce per step
-    "allgather": ((6 * L + 3), (6 * L + 3) * Nl * D * 4),
-    "reduce_scatter": ((4 * L + 2), (4 * L + 2) * N * D * 4),
+    "allgather": ((2 * L + 3), (2 * L + 3) * Nl * D * 4),
+    "reduce_scatter": (2, 2 * N * D * 4),
+    "send": (8 * L * (t - 1), 8 * L * (t - 1) * Nl * D * 4),
+    "recv": (8 * L * (t - 1), 8 * L * (t - 1) * Nl * D * 4),
     "allreduce": ((2 * L + 3), 4 * (3 * N + 2 * D + 2 * L * 2 * D)),
 }
 got = end["comm"]["tp"]

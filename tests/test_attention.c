@@ -176,6 +176,25 @@ static void check_backward_(fixture_t *x, int threads) {
         snprintf(what, sizeof what, "bwd%s dqkv %dthr", prefill ? "+=" : "", threads);
         cmp_(what, x->dqkv, prefill ? x->dpre_d : x->dqkv_d, x->N3, BWD_TOL);
     }
+    /* the overwriting form: junk in dqkv must not matter, and it equals += into zeros bit for
+     * bit (the same sums, started from the same zeros) */
+    float *want = xcalloc_(x->N3, 4);
+    memset(x->dqkv, 0, x->N3 * 4);
+    omp_set_num_threads(threads);
+    mpt_flash_backward(x->dqkv, x->g, x->out, x->lse, x->qkv, x->B, x->T, x->D, x->H, work,
+                       threads);
+    memcpy(want, x->dqkv, x->N3 * 4);
+    for (size_t i = 0; i < x->N3; i++) x->dqkv[i] = 1e3f;
+    mpt_flash_backward_set(x->dqkv, x->g, x->out, x->lse, x->qkv, x->B, x->T, x->D, x->H, work,
+                           threads);
+    omp_set_num_threads(2);
+    snprintf(what, sizeof what, "bwd= dqkv %dthr", threads);
+    cmp_(what, x->dqkv, x->dqkv_d, x->N3, BWD_TOL);
+    size_t differ = 0;
+    for (size_t i = 0; i < x->N3; i++) differ += x->dqkv[i] != want[i];
+    CHECK(differ == 0, "%s: bwd= vs zero + bwd+=, %d threads: %zu values differ", case_,
+          threads, differ);
+    free(want);
     free(work);
 }
 

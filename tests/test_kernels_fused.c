@@ -256,6 +256,42 @@ static void test_residual_ln_(size_t N, int C) {
     pair_free_(&a), pair_free_(&y), pair_free_(&bias), pair_free_(&w), pair_free_(&b);
 }
 
+/* ---- LayerNorm backward + the column sums of its input gradient --------------------------
+ * mpt_layernorm_backward_colsum = mpt_layernorm_backward followed by mpt_bias_backward of the
+ * updated dinp: dinp, dw, db bit for bit (the same code), dcol within the backward tolerance of
+ * the plain sum and of the double sum of the same dinp (another order of the same additions). */
+static void test_ln_colsum_(size_t N, int C) {
+    snprintf(case_, sizeof case_, "layernorm_backward_colsum N%zu C%d", N, C);
+    size_t n = N * (size_t)C;
+    pair_t x = pair_(n, -1, 1), g = pair_(n, -1, 1), w = pair_(C, 0.5, 1.5), b = pair_(C, -0.5, 0.5);
+    pair_t d0 = pair_(n, -1, 1), dw0 = pair_(C, -1, 1), db0 = pair_(C, -1, 1), dc0 = pair_(C, -1, 1);
+    float *out = xcalloc_(n, sizeof *out), *mean = xcalloc_(N, sizeof *mean);
+    float *rstd = xcalloc_(N, sizeof *rstd);
+    mpt_layernorm_forward(out, mean, rstd, x.f, w.f, b.f, N, C);
+    float *dp = fcopy_(d0.f, n), *dwp = fcopy_(dw0.f, C), *dbp = fcopy_(db0.f, C);
+    float *dcp = fcopy_(dc0.f, C);
+    mpt_layernorm_backward(dp, dwp, dbp, g.f, x.f, w.f, mean, rstd, N, C);
+    mpt_bias_backward(dcp, dp, N, C);
+    float *df = fcopy_(d0.f, n), *dwf = fcopy_(dw0.f, C), *dbf = fcopy_(db0.f, C);
+    float *dcf = fcopy_(dc0.f, C);
+    mpt_layernorm_backward_colsum(df, dwf, dbf, dcf, g.f, x.f, w.f, mean, rstd, N, C);
+    size_t differ = 0;
+    for (size_t i = 0; i < n; i++) differ += df[i] != dp[i];
+    for (int i = 0; i < C; i++) differ += (dwf[i] != dwp[i]) + (dbf[i] != dbp[i]);
+    CHECK(differ == 0, "%s: dinp, dw, db bit for bit as the plain kernel (%zu differ)", case_,
+          differ);
+    vs_plain_("dcol vs plain bias sum", dcf, dcp, (size_t)C, BWD_TOL);
+    double *dcd = xcalloc_(C, sizeof *dcd);
+    for (int i = 0; i < C; i++) dcd[i] = dc0.d[i];
+    for (size_t r = 0; r < N; r++)
+        for (int i = 0; i < C; i++) dcd[i] += dp[r * C + i];
+    vs_ref_("dcol vs double sum", dcf, dcd, (size_t)C, BWD_TOL);
+    free(out), free(mean), free(rstd), free(dp), free(dwp), free(dbp), free(dcp), free(df);
+    free(dwf), free(dbf), free(dcf), free(dcd);
+    pair_free_(&x), pair_free_(&g), pair_free_(&w), pair_free_(&b), pair_free_(&d0);
+    pair_free_(&dw0), pair_free_(&db0), pair_free_(&dc0);
+}
+
 /* ---- input-gradient GEMMs with beta = 0 ---------------------------------------------------
  * mpt_matmul_backward_set / mpt_lmhead_backward_set overwrite dinp (here pre-filled with
  * garbage, NaN included: beta = 0 must not read it) and accumulate dw, dbias: equal to the
@@ -353,6 +389,9 @@ int main(void) {
     test_residual_ln_(7, 13);
     test_residual_ln_(128, 384);
     test_residual_ln_(16, 768);
+    test_ln_colsum_(7, 13);
+    test_ln_colsum_(2048, 384); /* ln_2 of the bench model's step */
+    test_ln_colsum_(33, 768);
     test_backward_set_(7, 13, 5);
     test_backward_set_(256, 384, 1152);
     test_backward_set_(33, 96, 256);

@@ -51,6 +51,10 @@ typedef struct mpt_comm_stats {
     double seconds[MPT_OP_KINDS];  /* from start to completion as seen by mpt_wait/mpt_test */
     double dtype_bytes[MPT_DTYPES];/* the same payload bytes by element type, over the typed
                                       calls (bcast, barrier and agreement move untyped bytes) */
+    double wait_seconds;           /* this rank's time blocked in mpt_wait / mpt_waitall (and
+                                      so in every blocking call) on this communicator: the
+                                      exposed part of its communication, which for requests
+                                      overlapped with compute is below the sum of seconds */
 } mpt_comm_stats;
 
 /* Reductions of the typed allreduce. */

@@ -102,7 +102,14 @@ static mpt_status wait_many_(mpt_req *r, size_t n, mpt_error *err) {
             if (st != MPT_OK) return st;
             if (!all && !first) first = &r[i];
         }
-        if (!first) return MPT_OK;
+        if (!first) {
+            for (size_t i = 0; i < n; i++) /* blocked time, on the first started request's group */
+                if (r[i].comm) {
+                    r[i].comm->stats.wait_seconds += mpt_comm_now() - start;
+                    break;
+                }
+            return MPT_OK;
+        }
         if (mpt_alive_give_up()) return mpt_alive_fail(first->comm, first->op, err);
         double waited = mpt_comm_now() - start;
         if (waited >= timeout) return stuck_(first, err);

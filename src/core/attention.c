@@ -233,6 +233,54 @@ size_t mpt_flash_block_workspace(const mpt_flash_shape *s, int threads) {
     return n;
 }
 
+/* Whole head pairs are the tasks: no thread shares a gradient row with another. */
+static int whole_heads_(const mpt_flash_shape *s, int nt) {
+    int nbh = s->B * s->H, nk = (s->Tk + BK - 1) / BK;
+    return nbh % nt == 0 || nbh >= 4 * nt || nk == 1;
+}
+
+/* n rows of hs floats at stride ld, zeroed */
+static void zero_rows_(float *p, size_t ld, int n, int hs) {
+    for (int r = 0; r < n; r++) memset(p + (size_t)r * ld, 0, (size_t)hs * sizeof *p);
+}
+
+/* drow[t] = dout row t . out row t for one head's Tq rows (as mpt_flash_rowdot) */
+static void rowdot_head_(float *drow, const float *g, size_t ldg, const float *y, size_t ldy,
+                         int Tq, int hs) {
+    for (int t = 0; t < Tq; t++) {
+        const float *gt = g + (size_t)t * ldg, *yt = y + (size_t)t * ldy;
+        float d = 0.0f;
+#pragma omp simd reduction(+ : d)
+        for (int i = 0; i < hs; i++) d += gt[i] * yt[i];
+        drow[t] = d;
+    }
+}
+
+/* The whole-head-pair backward in one parallel region. With set, each task first zeroes its
+ * head's columns of dq, dk, dv (the gradients are then overwritten, no zeroing pass before the
+ * kernel) and, with out not NULL, computes its head's drow (no separate rowdot region). */
+static void bwd_whole_(mpt_flash_out dq, mpt_flash_out dk, mpt_flash_out dv, mpt_flash_in dout,
+                       const float *lse, float *drow, size_t ldl, mpt_flash_in q, mpt_flash_in k,
+                       mpt_flash_in v, const mpt_flash_in *out, int set, const mpt_flash_shape *s,
+                       int nt) {
+    int H = s->H, hs = s->hs, nbh = s->B * H, nk = (s->Tk + BK - 1) / BK;
+    float scale = 1.0f / sqrtf((float)hs);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+    for (int bh = 0; bh < nbh; bh++) {
+        int b = bh / H, h = bh % H;
+        if (out)
+            rowdot_head_(drow + (size_t)bh * ldl, dout.p + b * dout.bs + (size_t)h * hs, dout.ld,
+                         out->p + b * out->bs + (size_t)h * hs, out->ld, s->Tq, hs);
+        bwd_head_ x = head_(dq, dk, dv, dout, lse, drow, ldl, q, k, v, b, h, H, hs);
+        if (set) {
+            zero_rows_(x.dq, x.lddq, s->Tq, hs);
+            zero_rows_(x.dk, x.lddk, s->Tk, hs);
+            zero_rows_(x.dv, x.lddv, s->Tk, hs);
+        }
+        for (int kb = 0; kb < nk; kb++) bwd_ktile_(&x, kb * BK, s, scale);
+    }
+}
+
 void mpt_flash_block_backward(mpt_flash_out dq, mpt_flash_out dk, mpt_flash_out dv,
                               mpt_flash_in dout, const float *lse, const float *drow, size_t ldl,
                               mpt_flash_in q, mpt_flash_in k, mpt_flash_in v,
@@ -241,13 +289,8 @@ void mpt_flash_block_backward(mpt_flash_out dq, mpt_flash_out dk, mpt_flash_out 
     int nk = (s->Tk + BK - 1) / BK;
     float scale = 1.0f / sqrtf((float)hs);
     if (s->Tq <= 0 || nk == 0) return;
-    if (nbh % nt == 0 || nbh >= 4 * nt || nk == 1) {
-        /* whole head pairs: no thread shares a gradient row with another */
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
-        for (int bh = 0; bh < nbh; bh++) {
-            bwd_head_ x = head_(dq, dk, dv, dout, lse, drow, ldl, q, k, v, bh / H, bh % H, H, hs);
-            for (int kb = 0; kb < nk; kb++) bwd_ktile_(&x, kb * BK, s, scale);
-        }
+    if (whole_heads_(s, nt)) {
+        bwd_whole_(dq, dk, dv, dout, lse, (float *)drow, ldl, q, k, v, NULL, 0, s, nt);
         return;
     }
     /* few head pairs: split each over its K/V tiles; dq through per-thread accumulators */
@@ -304,15 +347,33 @@ size_t mpt_flash_workspace(int B, int T, int D, int H, int threads) {
     return n;
 }
 
-void mpt_flash_backward(float *dqkv, const float *dout, const float *out, const float *lse,
-                        const float *qkv, int B, int T, int D, int H, float *work, int threads) {
+/* The whole-sequence backward: dqkv += (set 0) or = (set 1) the gradient. */
+static void flash_backward_(float *dqkv, const float *dout, const float *out, const float *lse,
+                            const float *qkv, int B, int T, int D, int H, float *work,
+                            int threads, int set) {
     size_t ld = 3 * (size_t)D, bs = (size_t)T * ld, od = (size_t)T * D;
     mpt_flash_shape s = whole_(B, T, D, H);
     mpt_flash_in g = {dout, (size_t)D, od}, y = {out, (size_t)D, od};
     mpt_flash_in q = {qkv, ld, bs}, k = {qkv + D, ld, bs}, v = {qkv + 2 * (size_t)D, ld, bs};
     mpt_flash_out dq = {dqkv, ld, bs}, dk = {dqkv + D, ld, bs}, dv = {dqkv + 2 * (size_t)D, ld, bs};
     float *drow = work;
+    if (T > 0 && whole_heads_(&s, team_(threads))) { /* one region: zero, rowdot, tiles */
+        bwd_whole_(dq, dk, dv, g, lse, drow, (size_t)T, q, k, v, &y, set, &s, team_(threads));
+        return;
+    }
+    if (set) memset(dqkv, 0, (size_t)B * bs * sizeof *dqkv);
     mpt_flash_rowdot(drow, (size_t)T, g, y, B, H, D / H, T);
     mpt_flash_block_backward(dq, dk, dv, g, lse, drow, (size_t)T, q, k, v, &s,
                              work + (size_t)B * H * T, threads);
+}
+
+void mpt_flash_backward(float *dqkv, const float *dout, const float *out, const float *lse,
+                        const float *qkv, int B, int T, int D, int H, float *work, int threads) {
+    flash_backward_(dqkv, dout, out, lse, qkv, B, T, D, H, work, threads, 0);
+}
+
+void mpt_flash_backward_set(float *dqkv, const float *dout, const float *out, const float *lse,
+                            const float *qkv, int B, int T, int D, int H, float *work,
+                            int threads) {
+    flash_backward_(dqkv, dout, out, lse, qkv, B, T, D, H, work, threads, 1);
 }

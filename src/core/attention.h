@@ -10,6 +10,7 @@
  *   float *work = mpt_flash_workspace(B, T, D, H, threads) floats from the arena (a buffer-list
  *                 entry MPT_MEM_WORKSPACE, MPT_F32; it replaces today's two (B,H,T,T) buffers);
  *   mpt_flash_backward(dqkv, dout, out, lse, qkv, B, T, D, H, work, threads);   dqkv +=
+ *   mpt_flash_backward_set(...)                                                  dqkv =
  *
  * Ring attention (context parallelism) uses the block routines underneath: the queries of one
  * chunk (global positions q0 .. q0+Tq-1) attend to one K/V chunk (k0 .. k0+Tk-1) with the causal
@@ -81,6 +82,12 @@ size_t mpt_flash_workspace(int B, int T, int D, int H, int threads);
  * kernel runs on at most `threads` OpenMP threads. */
 void mpt_flash_backward(float *dqkv, const float *dout, const float *out, const float *lse,
                         const float *qkv, int B, int T, int D, int H, float *work, int threads);
+/* As mpt_flash_backward, but dqkv is OVERWRITTEN with the gradient: no zeroing pass before
+ * the kernel (when whole (batch, head) pairs are the tasks, each zeroes its own columns and
+ * computes its rows' dout.out in the same parallel region). */
+void mpt_flash_backward_set(float *dqkv, const float *dout, const float *out, const float *lse,
+                            const float *qkv, int B, int T, int D, int H, float *work,
+                            int threads);
 
 /* ---- block routines (ring attention) ------------------------------------------------------- */
 

@@ -218,9 +218,11 @@ void mpt_layernorm_forward(float *out, float *mean, float *rstd, const float *in
 /* Threads whose partials are summed in order (more threads than this run this many). */
 #define LN_MAX_SLOTS_ 256
 
-void mpt_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
-                            const float *inp, const float *w, const float *mean,
-                            const float *rstd, size_t N, int C) {
+/* dcol not NULL: dcol (C) += the column sums of dinp after the update, in the same pass (the
+ * fused form, core/kernels_fused.h). */
+static void layernorm_backward_(float *dinp, float *dw, float *db, float *dcol,
+                                const float *dout, const float *inp, const float *w,
+                                const float *mean, const float *rstd, size_t N, int C) {
     /* Each thread sums dw, db over its rows into its own slot on its stack; the slots are then
      * added in thread order, so the result is bit-identical run to run. No allocation: the
      * slots live on the threads' stacks and are published through `slot` until the last
@@ -232,9 +234,11 @@ void mpt_layernorm_backward(float *dinp, float *dw, float *db, const float *dout
 #pragma omp parallel num_threads(nslots > 1 ? nslots : 1)
     {
         int id = omp_thread_id_(), nth = omp_threads_();
-        float mine[nslots ? 2 * C + 1 : 1];
-        if (nslots) memset(mine, 0, 2 * (size_t)C * sizeof *mine);
+        int k = dcol ? 3 : 2; /* slot rows: dw, db (, dcol) */
+        float mine[nslots ? k * C + 1 : 1];
+        if (nslots) memset(mine, 0, (size_t)k * (size_t)C * sizeof *mine);
         float *pdw = nslots ? mine : dw, *pdb = nslots ? mine + C : db;
+        float *pdc = nslots ? mine + 2 * (size_t)C : dcol;
         size_t r0 = N * (size_t)id / (size_t)nth, r1 = N * (size_t)(id + 1) / (size_t)nth;
         for (size_t r = r0; r < r1; r++) {
             const float *x = inp + r * C, *g = dout + r * C;
@@ -255,6 +259,10 @@ void mpt_layernorm_backward(float *dinp, float *dw, float *db, const float *dout
                 float xh = (x[i] - m) * rs;
                 dx[i] += (g[i] * w[i] - sg - xh * sgx) * rs;
             }
+            if (dcol) {
+#pragma omp simd
+                for (int i = 0; i < C; i++) pdc[i] += dx[i];
+            }
         }
         if (nslots) {
             slot[id] = mine;
@@ -264,9 +272,22 @@ void mpt_layernorm_backward(float *dinp, float *dw, float *db, const float *dout
                 for (int t = 0; t < nth; t++) {
                     dw[i] += slot[t][i];
                     db[i] += slot[t][C + i];
+                    if (dcol) dcol[i] += slot[t][2 * C + i];
                 }
         }
     }
+}
+
+void mpt_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
+                            const float *inp, const float *w, const float *mean,
+                            const float *rstd, size_t N, int C) {
+    layernorm_backward_(dinp, dw, db, NULL, dout, inp, w, mean, rstd, N, C);
+}
+
+void mpt_layernorm_backward_colsum(float *dinp, float *dw, float *db, float *dcol,
+                                   const float *dout, const float *inp, const float *w,
+                                   const float *mean, const float *rstd, size_t N, int C) {
+    layernorm_backward_(dinp, dw, db, dcol, dout, inp, w, mean, rstd, N, C);
 }
 
 /* ---- matmul --------------------------------------------------------------------------------- */

@@ -13,6 +13,7 @@
  *   mpt_residual_layernorm_forward(res, ln, ...)  bias + mpt_residual_forward + mpt_layernorm_forward
  *   mpt_bias_residual_forward(res, a, y, b, ...)  bias + mpt_residual_forward
  *   mpt_gelu_backward_bias(dfc, dbias, ...)       memset + mpt_gelu_backward + the GEMM's bias sum
+ *   mpt_layernorm_backward_colsum(...)            mpt_layernorm_backward + the next GEMM's bias sum
  */
 #ifndef MPT_KERNELS_FUSED_H
 #define MPT_KERNELS_FUSED_H
@@ -45,6 +46,14 @@ void mpt_bias_residual_forward(float *res, const float *a, const float *y, const
 
 /* res(N,C) = a + y + bias (bias may be NULL), then out = LayerNorm(res) with weight w, bias b
  * (eps 1e-5), mean(N) and rstd(N) saved, as mpt_layernorm_forward on res. res may alias a or y. */
+/* mpt_layernorm_backward, and dcol (C) += the column sums of dinp (N, C) after its update, in
+ * the same pass and region: the bias gradient of the row-parallel layer whose output fed the
+ * residual (attn.c_proj's bias: the column sums of d res2 once ln_2's backward has added to it),
+ * without a pass of its own. */
+void mpt_layernorm_backward_colsum(float *dinp, float *dw, float *db, float *dcol,
+                                   const float *dout, const float *inp, const float *w,
+                                   const float *mean, const float *rstd, size_t N, int C);
+
 void mpt_residual_layernorm_forward(float *res, float *out, float *mean, float *rstd,
                                     const float *a, const float *y, const float *bias,
                                     const float *w, const float *b, size_t N, int C);

@@ -106,6 +106,7 @@ int mpt_gpt_buffer_sizes(const mpt_config *cfg, int B, int T, int training, int 
     (void)first;
     if (sp && t > 1) work_n[MPT_WORK_GATHER] = ND;
     if (sp && t > 1 && training) work_n[MPT_WORK_LNGRAD] = 4 * D;
+    if (sp && t > 1) work_n[MPT_WORK_SPRECV] = ND - NlD; /* (tp - 1) * Nl rows */
     work_n[MPT_WORK_MOE] = moe_work;
     if (training) {
         work_n[MPT_WORK_DRES] = NlD;

@@ -146,6 +146,8 @@ typedef enum mpt_work_slot {
     MPT_WORK_STAGE16, /* place->bf16: (N, max(D, Fl)) one block's fp32 copy of an activation
                        * stored in bf16: forward writes it here, the GEMM reads it, then it is
                        * rounded into its slot; backward decodes the slot here */
+    MPT_WORK_SPRECV,  /* ((tp-1) N/tp, D) sp: the other ranks' partial sums of this rank's
+                       * rows, received by the overlapped reduce-scatter (parops.h) */
     MPT_WORK_SLOTS
 } mpt_work_slot;
 

@@ -22,6 +22,7 @@
 #include "core/kernels.h"
 #include "core/kernels_fused.h"
 #include "model/gpt.h"
+#include "model/gpt_sp.h"
 
 /* Layer l's slice of a per-layer activation buffer (the same one for every layer when
  * recomputation keeps a single layer of it). */
@@ -110,15 +111,19 @@ static mpt_status attention_forward_(mpt_gpt *m, float *atty, float *lse, const 
     return MPT_OK;
 }
 
-/* dqkv (B,T,3Dl) += the attention's gradient from datty, given its forward's atty and lse. */
+/* dqkv (B,T,3Dl) = (overwritten) the attention's gradient from datty, given its forward's atty
+ * and lse. */
 static mpt_status attention_backward_(mpt_gpt *m, float *dqkv, const float *datty,
                                       const float *atty, const float *lse, const float *qkv,
                                       int B, int T, mpt_error *err) {
-    if (m->cp > 1)
+    if (m->cp > 1) {
+        memset(dqkv, 0, (size_t)B * T * 3 * (size_t)m->Dl * sizeof *dqkv);
         return m->ops.ring_attention_backward(m->ops.cp_ctx, dqkv, datty, atty, lse, qkv, B, T,
                                               m->Dl, m->Hl, err);
-    mpt_flash_backward(dqkv, datty, atty, lse, qkv, B, T, m->Dl, m->Hl, m->work[MPT_WORK_FLASH],
-                       m->threads);
+    }
+    /* no zeroing pass: each (batch, head) task zeroes its own columns (core/attention.h) */
+    mpt_flash_backward_set(dqkv, datty, atty, lse, qkv, B, T, m->Dl, m->Hl,
+                           m->work[MPT_WORK_FLASH], m->threads);
     return MPT_OK;
 }
 
@@ -176,6 +181,8 @@ static mpt_status row_parallel_(mpt_gpt *m, float *out, const float *inp, const 
     }
     if (!m->sp && m->ops.row_parallel_matmul) { /* chunked, all-reduce overlapped */
         TRY_(m->ops.row_parallel_matmul(m->ops.ctx, out, inp, w, N, C, OC, err));
+    } else if (mpt_gpt_sp_overlap(m)) { /* by row blocks, reduce-scatter overlapped */
+        TRY_(mpt_gpt_sp_matmul_scatter(m, out, inp, w, Nl, C, OC, err));
     } else {
         mpt_matmul_forward(out, inp, w, NULL, N, C, OC);
         TRY_(reduce_from_tp_(m, out, N, Nl, err));
@@ -250,8 +257,13 @@ static mpt_status block_forward_(mpt_gpt *m, int l, int B, int T, mpt_error *err
     float *fchg = at_(m, MPT_ACT_FCH_GELU, l), *res3 = lay_(m, MPT_ACT_RES3, l);
     mpt_layernorm_forward(ln1, lay_(m, MPT_ACT_LN1_MEAN, l), lay_(m, MPT_ACT_LN1_RSTD, l), in,
                           W_(m, l, MPT_LN1_W), W_(m, l, MPT_LN1_B), Nl, D);
-    TRY_(all_rows_(m, ln1, Nl, &x, err));
-    mpt_matmul_forward(qkv, x, W_(m, l, MPT_QKV_W), W_(m, l, MPT_QKV_B), N, D, 3 * Dl);
+    if (mpt_gpt_sp_overlap(m)) { /* by row blocks, all-gather overlapped (model/gpt_sp.h) */
+        TRY_(mpt_gpt_sp_gather_matmul(m, qkv, NULL, ln1, W_(m, l, MPT_QKV_W), W_(m, l, MPT_QKV_B),
+                                      Nl, D, 3 * Dl, &x, err));
+    } else {
+        TRY_(all_rows_(m, ln1, Nl, &x, err));
+        mpt_matmul_forward(qkv, x, W_(m, l, MPT_QKV_W), W_(m, l, MPT_QKV_B), N, D, 3 * Dl);
+    }
     keep_(m, MPT_ACT_LN1, l, Nl * D);
     TRY_(attention_forward_(m, atty, lay_(m, MPT_ACT_LSE, l), qkv, B, T, err));
     /* the projections' biases ride in the fused pass after the GEMM (core/kernels_fused.h):
@@ -269,11 +281,16 @@ static mpt_status block_forward_(mpt_gpt *m, int l, int B, int T, mpt_error *err
         mpt_residual_forward(res3, res2, scratch, Nl * D);
         return MPT_OK;
     }
-    TRY_(all_rows_(m, ln2, Nl, &x, err));
+    if (!mpt_gpt_sp_overlap(m)) TRY_(all_rows_(m, ln2, Nl, &x, err)); /* sp overlap: below */
     /* under bf16 ln_2 and the GELU output share the staging buffer: ln_2 is kept first (the
      * fused call's GEMM reads x in full before its GELU writes; bf16 GEMMs are never split) */
     keep_(m, MPT_ACT_LN2, l, Nl * D);
-    mpt_matmul_bias_gelu_forward(fchg, fch, x, W_(m, l, MPT_FC_W), W_(m, l, MPT_FC_B), N, D, Fl);
+    if (mpt_gpt_sp_overlap(m)) /* the gather keeps its own copy of ln_2 before any GELU */
+        TRY_(mpt_gpt_sp_gather_matmul(m, fchg, fch, ln2, W_(m, l, MPT_FC_W), W_(m, l, MPT_FC_B),
+                                      Nl, D, Fl, &x, err));
+    else
+        mpt_matmul_bias_gelu_forward(fchg, fch, x, W_(m, l, MPT_FC_W), W_(m, l, MPT_FC_B), N, D,
+                                     Fl);
     TRY_(row_parallel_(m, scratch, fchg, W_(m, l, MPT_FCPROJ_W), NULL, N, Nl, Fl, D, err));
     keep_(m, MPT_ACT_FCH_GELU, l, N * Fl);
     mpt_bias_residual_forward(res3, res2, scratch, W_(m, l, MPT_FCPROJ_B), Nl, D);
@@ -389,6 +406,23 @@ static void linear_backward_(mpt_gpt *m, float *dinp, int l, int wslot, int bslo
     memcpy(stash_(m, stash, l), dout, N * (size_t)OC * sizeof(float));
 }
 
+/* Under sp with the overlapped entries (model/gpt_sp.h): linear_backward_ of a row-parallel
+ * layer from this rank's output-gradient rows dlocal, gathered block by block
+ * (gather = 1), or of a column-parallel one with its input gradient's sum over tp, reduce-
+ * scattered block by block into dinp's first Nl rows (gather = 0). */
+static mpt_status linear_backward_sp_(mpt_gpt *m, float *dinp, int l, int wslot, int bslot,
+                                      const float *dout, const float *inp, size_t Nl, int C,
+                                      int OC, mpt_act_slot stash, int gather, mpt_error *err) {
+    float *dw = m->split_w ? NULL : G_(m, l, wslot);
+    float *db = m->split_w || bslot < 0 ? NULL : G_(m, l, bslot);
+    float *keep = m->split_w ? stash_(m, stash, l) : NULL;
+    if (gather)
+        return mpt_gpt_sp_gather_backward(m, dinp, dw, db, keep, dout, inp, W_(m, l, wslot), Nl,
+                                          C, OC, err);
+    return mpt_gpt_sp_backward_scatter(m, dinp, dw, db, keep, dout, inp, W_(m, l, wslot), Nl, C,
+                                       OC, err);
+}
+
 /* A block's grads_done, which the split backward leaves to W. */
 static mpt_status b_grads_done_(mpt_gpt *m, int unit, mpt_error *err) {
     return m->split_w ? MPT_OK : grads_done_(m, unit, err);
@@ -439,9 +473,19 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
         if (m->recompute == MPT_RECOMPUTE_FULL) TRY_(block_forward_(m, l, B, T, err));
         /* dres holds dL/d(block output) for this rank's rows; MLP half. The row-parallel c_proj
          * needs it for all rows; the column-parallel c_fc's input gradient is summed over tp. */
-        if (mpt_gpt_router(m, l) != SIZE_MAX) { /* MoE: the input gradient of this rank's rows */
+        int moe = mpt_gpt_router(m, l) != SIZE_MAX, ov = mpt_gpt_sp_overlap(m) && !moe;
+        if (moe) { /* MoE: the input gradient of this rank's rows */
             TRY_(mpt_gpt_moe_backward(m, l, dtmp, dres, saved_(m, MPT_ACT_LN2, l, Nl * D), Nl,
                                       err));
+        } else if (ov) { /* sp, by row blocks with the gathers and sums in flight */
+            TRY_(linear_backward_sp_(m, dfcg, l, MPT_FCPROJ_W, MPT_FCPROJ_B, dres,
+                                     saved_(m, MPT_ACT_FCH_GELU, l, N * (size_t)Fl), Nl, Fl, D,
+                                     MPT_ACT_DY_FCPROJ, 1, err));
+            mpt_gelu_backward_bias(dfc, m->split_w ? NULL : G_(m, l, MPT_FC_B),
+                                   lay_(m, MPT_ACT_FCH, l), dfcg, N, Fl);
+            TRY_(all_rows_(m, saved_(m, MPT_ACT_LN2, l, Nl * D), Nl, &x, err));
+            TRY_(linear_backward_sp_(m, dtmp, l, MPT_FC_W, -1, dfc, x, Nl, D, Fl, MPT_ACT_DY_FC,
+                                     0, err));
         } else {
             TRY_(all_rows_(m, dres, Nl, &dy, err));
             linear_backward_(m, dfcg, l, MPT_FCPROJ_W, MPT_FCPROJ_B, dy,
@@ -455,25 +499,43 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
             linear_backward_(m, dtmp, l, MPT_FC_W, -1, dfc, x, N, D, Fl, MPT_ACT_DY_FC);
             TRY_(copy_to_tp_bwd_(m, dtmp, N, Nl, err));
         }
-        TRY_(block_ln_backward_(m, l, 1, dres, dtmp, lay_(m, MPT_ACT_RES2, l), Nl, err));
+        /* unsplit without sp, attn.c_proj's bias gradient (the column sums of d res2) comes
+         * out of ln_2's backward pass (core/kernels_fused.h): no bias pass of its own */
+        int fuse_b = !m->sp && !m->split_w;
+        if (fuse_b)
+            mpt_layernorm_backward_colsum(dres, G_(m, l, MPT_LN2_W), G_(m, l, MPT_LN2_B),
+                                          G_(m, l, MPT_ATTPROJ_B), dtmp, lay_(m, MPT_ACT_RES2, l),
+                                          W_(m, l, MPT_LN2_W), lay_(m, MPT_ACT_LN2_MEAN, l),
+                                          lay_(m, MPT_ACT_LN2_RSTD, l), Nl, D);
+        else
+            TRY_(block_ln_backward_(m, l, 1, dres, dtmp, lay_(m, MPT_ACT_RES2, l), Nl, err));
         /* dres now holds dL/d(res2); attention half */
-        TRY_(all_rows_(m, dres, Nl, &dy, err));
         const float *atty = saved_(m, MPT_ACT_ATTY, l, NDl);
-        linear_backward_(m, dtmp, l, MPT_ATTPROJ_W, MPT_ATTPROJ_B, dy, atty, N, Dl, D,
-                         MPT_ACT_DY_ATTPROJ);
+        if (mpt_gpt_sp_overlap(m)) {
+            TRY_(linear_backward_sp_(m, dtmp, l, MPT_ATTPROJ_W, MPT_ATTPROJ_B, dres, atty, Nl, Dl,
+                                     D, MPT_ACT_DY_ATTPROJ, 1, err));
+        } else {
+            TRY_(all_rows_(m, dres, Nl, &dy, err));
+            linear_backward_(m, dtmp, l, MPT_ATTPROJ_W, fuse_b ? -1 : MPT_ATTPROJ_B, dy, atty, N,
+                             Dl, D, MPT_ACT_DY_ATTPROJ);
+        }
         /* the fused backward recomputes the scores from q, k and the kept lse (any recompute
          * mode: nothing T x T was stored) */
-        memset(dqkv, 0, 3 * NDl * sizeof *dqkv);
         TRY_(attention_backward_(m, dqkv, dtmp, atty, lay_(m, MPT_ACT_LSE, l),
                                  lay_(m, MPT_ACT_QKV, l), B, T, err));
         TRY_(all_rows_(m, saved_(m, MPT_ACT_LN1, l, Nl * D), Nl, &x, err));
-        linear_backward_(m, dtmp, l, MPT_QKV_W, MPT_QKV_B, dqkv, x, N, D, 3 * Dl,
-                         MPT_ACT_DY_QKV);
+        int ov_qkv = mpt_gpt_sp_overlap(m); /* then the sum over tp comes with the GEMMs */
+        if (ov_qkv)
+            TRY_(linear_backward_sp_(m, dtmp, l, MPT_QKV_W, MPT_QKV_B, dqkv, x, Nl, D, 3 * Dl,
+                                     MPT_ACT_DY_QKV, 0, err));
+        else
+            linear_backward_(m, dtmp, l, MPT_QKV_W, MPT_QKV_B, dqkv, x, N, D, 3 * Dl,
+                             MPT_ACT_DY_QKV);
         /* The key bias adds q.b_k to every score of a query's row, a shift the softmax ignores:
          * its gradient is exactly zero. Computed, it is rounding noise (~1e-11) that AdamW would
          * normalise into lr-sized steps of random sign, so it is set to its exact value. */
         if (!m->split_w) memset(G_(m, l, MPT_QKV_B) + Dl, 0, (size_t)Dl * sizeof(float));
-        TRY_(copy_to_tp_bwd_(m, dtmp, N, Nl, err));
+        if (!ov_qkv) TRY_(copy_to_tp_bwd_(m, dtmp, N, Nl, err));
         TRY_(block_ln_backward_(m, l, 0, dres, dtmp, in, Nl, err));
         TRY_(b_grads_done_(m, l + 1, err));
     }

@@ -50,6 +50,10 @@
 
 #include "core/status.h"
 
+/* Computes rows [r0, r0 + n) of a layer's GEMM (the model's math), called back by the
+ * overlapped sp entries below as the rows' inputs arrive or their sums are due. */
+typedef void (*mpt_rows_fn)(void *fctx, size_t r0, size_t n);
+
 typedef struct mpt_par_ops {
     void *ctx;
 
@@ -72,6 +76,20 @@ typedef struct mpt_par_ops {
     /* buf (tp * n) holds this rank's partial sums of all blocks; after, buf[0 .. n) = the sum
      * over tp of block tp_rank (the rest of buf is then undefined). */
     mpt_status (*scatter_seq)(void *ctx, float *buf, size_t n, mpt_error *err);
+    /* gather_seq with the GEMM after it overlapped (parallel/tp_overlap_sp.c): full (tp * Nl,
+     * C) = the ranks' local (Nl, C) blocks in rank order, and fn(fctx, row0, Nl) called for
+     * each block's rows as soon as they are in full (the own block first). local may be
+     * overwritten by fn. NULL: the model runs gather_seq and then its GEMM. */
+    mpt_status (*gather_seq_rows)(void *ctx, const float *local, float *full, size_t Nl,
+                                  size_t C, mpt_rows_fn fn, void *fctx, mpt_error *err);
+    /* scatter_seq with the GEMM before it overlapped: fn(fctx, row0, Nl) computes this rank's
+     * partial sums of each block's rows of buf (tp * Nl, C), the other ranks' blocks first,
+     * each sent while the next is computed; then rest(fctx, 0, 0) (may be NULL: work that
+     * needs none of the sums); after, buf[0 .. Nl*C) = the sum over tp of block tp_rank.
+     * recv: (tp - 1) * Nl * C scratch. NULL: fn, rest and then scatter_seq. */
+    mpt_status (*rows_scatter_seq)(void *ctx, float *buf, size_t Nl, size_t C, float *recv,
+                                   mpt_rows_fn fn, mpt_rows_fn rest, void *fctx,
+                                   mpt_error *err);
 
     /* --- vocabulary-parallel loss and sp LayerNorm gradients ------------------------------- */
     /* mx (n) = the elementwise max over tp (the rows' largest logits). */

@@ -38,6 +38,8 @@ void mpt_tp_ops(mpt_par_ops *ops, mpt_comm *tp) {
     ops->copy_to_tp_backward = sum_;
     ops->gather_seq = gather_seq_;
     ops->scatter_seq = scatter_seq_;
+    ops->gather_seq_rows = mpt_tp_gather_seq_rows;   /* tp_overlap_sp.c */
+    ops->rows_scatter_seq = mpt_tp_rows_scatter_seq;
     ops->vocab_max = max_;
     ops->vocab_sum = sum_;
     ops->ln_grad_sum = sum_;

@@ -42,6 +42,17 @@ size_t mpt_tp_overlap_chunks(size_t N, int OC);
 mpt_status mpt_tp_row_parallel_matmul(void *ctx, float *out, const float *inp, const float *w,
                                       size_t N, int C, int OC, mpt_error *err);
 
+/* ---- overlap of the sp all-gather and reduce-scatter (tp_overlap_sp.c) ---------------------
+ * The table's gather_seq_rows and rows_scatter_seq entries (model/parops.h): block by block,
+ * each block's GEMM beside the other blocks' messages. ctx is the tp group; every tp rank calls
+ * with the same Nl, C. Groups larger than MPT_TP_SP_MAX_RANKS take the plain collective. */
+#define MPT_TP_SP_MAX_RANKS 16
+mpt_status mpt_tp_gather_seq_rows(void *ctx, const float *local, float *full, size_t Nl,
+                                  size_t C, mpt_rows_fn fn, void *fctx, mpt_error *err);
+mpt_status mpt_tp_rows_scatter_seq(void *ctx, float *buf, size_t Nl, size_t C, float *recv,
+                                   mpt_rows_fn fn, mpt_rows_fn rest, void *fctx,
+                                   mpt_error *err);
+
 /* local_buf (local->total) = this rank's shard of every tensor of full_buf (full->total),
  * matched by full_id (a pipeline stage's table holds some of the tensors); padding is zero.
  * Local. */

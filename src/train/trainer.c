@@ -444,6 +444,12 @@ static cJSON *end_line_(mpt_run *r, const mpt_train_result *res, const double pe
             cJSON_AddNumberToObject(x, "seconds", c->stats.seconds[op]);
         }
     }
+    /* the exposed part: seconds blocked in waits, by group (comm.h wait_seconds) */
+    cJSON *cw = cJSON_AddObjectToObject(j, "comm_wait_seconds");
+    for (int d = 0; d < MPT_DIMS; d++) {
+        const mpt_comm *c = &r->groups.dim[d];
+        if (c->size > 1) cJSON_AddNumberToObject(cw, c->name, c->stats.wait_seconds);
+    }
     return j;
 }
 
