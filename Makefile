@@ -3,7 +3,8 @@
 #   make test    install what is missing, build, run the whole test suite
 #   make bench   benchmarks (ratios measured side by side; never part of the tests)
 #   make test-asan      the whole suite built with AddressSanitizer + UBSan (build-asan/);
-#                       ASAN_TESTS=REGEX runs the tests it matches (.ci/run does)
+#                       ASAN_TESTS=REGEX runs the tests it matches, ASAN_EXCLUDE=REGEX all
+#                       but those (.ci/run does both)
 #   make test-valgrind  the single-rank unit tests under valgrind memcheck (build-valgrind/);
 #                       VALGRIND_TESTS=REGEX likewise
 #   make fuzz           each libFuzzer target of tests/fuzz for FUZZ_SECONDS (build-fuzz/)
@@ -44,6 +45,7 @@ bench: setup
 ASAN_BUILD ?= build-asan
 ASAN_TESTS ?=
 ASAN_JOBS ?= 2
+ASAN_EXCLUDE ?=
 test-asan: export ASAN_OPTIONS = detect_leaks=1:fast_unwind_on_malloc=0:check_initialization_order=1:strict_init_order=1
 test-asan: export LSAN_OPTIONS = suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0
 test-asan: export UBSAN_OPTIONS = print_stacktrace=1:halt_on_error=1
@@ -51,7 +53,8 @@ test-asan: setup
 	@cmake -S . -B $(ASAN_BUILD) -DMPT_SANITIZE=ON >/dev/null
 	@cmake --build $(ASAN_BUILD) -j $(JOBS)
 	@cd $(ASAN_BUILD) && ctest --output-on-failure -j $(ASAN_JOBS) --timeout 1800 \
-	  -E '^(t_clang_build|t_multihost|t_fuzz)$$' $(if $(ASAN_TESTS),-R '$(ASAN_TESTS)')
+	  -E '^(t_clang_build|t_multihost|t_fuzz)$$$(if $(ASAN_EXCLUDE),|$(ASAN_EXCLUDE))' \
+	  $(if $(ASAN_TESTS),-R '$(ASAN_TESTS)')
 
 # valgrind: the unit tests (no MPI), built without -march=native so that memcheck knows
 # every instruction; any memcheck error or definite leak fails the test (tests/valgrind.supp).
@@ -66,7 +69,7 @@ test-valgrind: setup
 # A longer fuzzing session than the suite's t_fuzz (FUZZ_SECONDS per target, default 300).
 FUZZ_SECONDS ?= 300
 fuzz: setup
-	@bash tests/fuzz/run.sh build-fuzz $(FUZZ_SECONDS)
+	@bash bench/fuzz.sh $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(BUILD)

@@ -2,6 +2,8 @@
 #include "check.h"
 
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 int check_passed, check_failed;
 
@@ -42,4 +44,12 @@ int check_finish(void) {
     }
     printf("%d passed, %d failed\n", check_passed, check_failed);
     return check_failed ? 1 : 0;
+}
+
+int check_small(void) {
+    const char *s = getenv("MPT_TEST_SMALL");
+    int small = s && *s && strcmp(s, "0") != 0;
+    static int said;
+    if (small && !said++) printf("MPT_TEST_SMALL: a checking build, smaller sizes (same paths)\n");
+    return small;
 }

@@ -2,7 +2,11 @@
  * CHECK(cond, fmt, ...) records one pass or failure (printing the message on failure);
  * check_close() compares arrays and prints the largest relative difference;
  * check_finish() prints "N passed, N failed" and returns the process exit code: 1 when a check
- * failed or when none ran (a test that checked nothing has shown nothing). */
+ * failed or when none ran (a test that checked nothing has shown nothing);
+ * check_small() says whether the test runs in a checking build (ASan + UBSan, valgrind): there
+ * CMakeLists.txt sets MPT_TEST_SMALL=1 and a slow test runs the same code paths on smaller
+ * numbers (fewer finite-difference samples, smaller searches), with the same tolerances; each
+ * such test says what it shrinks. */
 #ifndef MPT_TEST_CHECK_H
 #define MPT_TEST_CHECK_H
 
@@ -30,5 +34,6 @@ double check_close(const char *name, const float *a, const float *b, size_t n, d
 double check_close_d(const char *name, const double *a, const double *b, size_t n, double tol,
                      double floor);
 int check_finish(void);
+int check_small(void);
 
 #endif

@@ -11,6 +11,10 @@ TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CMP=(/usr/bin/python3 "$HERE/compare_runs.py")
 fails=0; passes=0
+# SMALL=1 in the checking builds (CMakeLists.txt sets MPT_TEST_SMALL=1 under ASan and valgrind):
+# a slow script then runs the same code paths on smaller numbers, with the same tolerances,
+# and says what it shrinks (tests/check.h's check_small() for the C tests)
+SMALL=0; [ -n "${MPT_TEST_SMALL:-}" ] && [ "$MPT_TEST_SMALL" != 0 ] && SMALL=1
 ok()  { passes=$((passes+1)); echo "ok   $*"; }
 bad() { fails=$((fails+1)); echo "FAIL $*"; }
 check() { # check "what" command...: one check that the command succeeds

@@ -13,7 +13,10 @@
 # (fwrite) before it: about 50 kills. For each: copy the directory holding step 1, resume to
 # step 2 with the kill, then check the directory: `latest` is step_000001 or step_000002, and
 # resuming to step 3 gives the same model.safetensors, byte for byte, as the run that was
-# never killed (1 -> 3 from step 1, 1 -> 2 -> 3 from step 2). One rank, a one-block model (the save's steps do not depend on the layout:
+# never killed (1 -> 3 from step 1, 1 -> 2 -> 3 from step 2). In the ASan and valgrind builds
+# (SMALL, tests/lib.sh) only the kills before each step are made, and after the last: a kill
+# after step k leaves on disk what a kill before step k+1 leaves, so the same states are met
+# (about half the runs). One rank, a one-block model (the save's steps do not depend on the layout:
 # world rank 0 writes every file).
 # Usage: bash tests/t_crash_save.sh BUILD_DIR   (from the repo root, as ctest runs it)
 set -uo pipefail
@@ -46,9 +49,11 @@ P=$(wc -l <"$TMP/points" 2>/dev/null || echo 0)
 if [ "$P" -ge 10 ]; then ok "a save passes $P kill points"; else bad "only $P kill points counted"; fi
 CASES=() # "MODE N FUNCTION"
 while read -r k fn; do
-  if [ "$fn" != fwrite ]; then CASES+=("before $k $fn" "after $k $fn")
+  if [ "$fn" != fwrite ] && [ "$SMALL" = 1 ]; then CASES+=("before $k $fn")
+  elif [ "$fn" != fwrite ]; then CASES+=("before $k $fn" "after $k $fn")
   elif [ $((k % 8)) = 0 ]; then CASES+=("before $k $fn"); fi
 done <"$TMP/points"
+[ "$SMALL" = 1 ] && read -r k fn < <(tail -1 "$TMP/points") && CASES+=("after $k $fn")
 
 killed=0 prev=0 new=0
 for c in "${CASES[@]}"; do

@@ -19,6 +19,10 @@
 #   - killed during a sharded save (a rank before or after writing its shard, rank 0 while it
 #     writes the index and publishes), `latest` is the previous or the new step and resuming
 #     reaches the same weights as a run never killed;
+#   - bf16 (tp 2 x pp 2) and the schedules that place two chunks per rank (interleaved v 2,
+#     zb-v): the sharded save converts to the single save byte for byte and resumes under
+#     another layout or schedule (bf16 -> pp 2, interleaved -> zb-v, zb-v -> interleaved x dp 2)
+#     within 1e-5 of one rank resuming the single save;
 #   - damaged sharded checkpoints (tests/hostile_files.py shard ...) exit 2 with their message,
 #     on 1 and on 4 ranks.
 # Usage: bash tests/t_sharded.sh BUILD_DIR
@@ -171,6 +175,51 @@ if "${CMP[@]}" "$TMP/cp-cp4.jsonl" "$TMP/cp-cp4/step_000004/model.safetensors" "
      "$TMP/cp-one/step_000004/model.safetensors" --rtol 1e-5 >"$TMP/cp.cmp" 2>&1
 then ok "sharded dp 2 x cp 2 -> cp 4: $(tail -1 "$TMP/cp.cmp" | sed 's/^ *//')"
 else bad "sharded dp 2 x cp 2 -> cp 4: $(tail -4 "$TMP/cp.cmp")"; fi
+
+# --- bf16 and the pipeline schedules that place blocks differently (interleaved: 2 chunks per
+# rank round the ranks; zb-v: 2 chunks per rank in a V): a sharded save converts to the single
+# save of the same run byte for byte (checkpoints stay fp32 under bf16), and resumes under
+# another layout or schedule within 1e-5 of one rank resuming the same run's single save
+# (bf16 resumed under pp 2: pp keeps bf16's rounding points, tests/t_bf16.sh)
+conv_same() { # TAG: $TMP/TAG-sh converts to $TMP/TAG-si byte for byte
+  run "$1-cv" "$BIN" convert --in "$TMP/$1-sh" --out "$TMP/$1-cv" || return
+  cmp -s "$TMP/$1-cv/step_000002/model.safetensors" "$TMP/$1-si/step_000002/model.safetensors" &&
+    cmp -s "$TMP/$1-cv/step_000002/optimizer.safetensors" "$TMP/$1-si/step_000002/optimizer.safetensors" &&
+    ok "$2: the sharded save converts to the single save, byte for byte" ||
+    bad "$2: the sharded save does not convert to the single save"
+}
+resume_vs_one() { # NAME FROM NP ONE-RANK-ARGS -- LAYOUT...: resume $TMP/FROM-sh under LAYOUT,
+  local name=$1 from=$2 np=$3 one=(); shift 3           # against one rank from $TMP/FROM-si
+  while [ "$1" != -- ]; do one+=("$1"); shift; done; shift
+  run "$name-one" "$BIN" train "${BASE[@]}" "${one[@]}" --steps 4 --resume "$TMP/$from-si/step_000002" \
+    --save "$TMP/$name-one" --log "$TMP/$name-one.jsonl" || return
+  run "$name" "${MPIRUN[@]}" -np "$np" "$BIN" train "${BASE[@]}" "${one[@]}" "$@" --steps 4 \
+    --resume "$TMP/$from-sh/step_000002" --save "$TMP/$name" --log "$TMP/$name.jsonl" || return
+  if "${CMP[@]}" "$TMP/$name.jsonl" "$TMP/$name/step_000004/model.safetensors" "$TMP/$name-one.jsonl" \
+       "$TMP/$name-one/step_000004/model.safetensors" --rtol 1e-5 >"$TMP/$name.cmp" 2>&1
+  then ok "sharded $name: $(tail -1 "$TMP/$name.cmp" | sed 's/^ *//')"
+  else bad "sharded $name: $(tail -4 "$TMP/$name.cmp")"; fi
+}
+BF=(--dtype bf16)
+for f in sh si; do
+  run "bf-$f" "${M4[@]}" "$BIN" train "${BASE[@]}" "${BF[@]}" "${TPPP[@]}" --steps 2 --save "$TMP/bf-$f" \
+    $([ $f = sh ] && echo --save-format sharded)
+done
+conv_same bf "bf16 tp 2 x pp 2"
+resume_vs_one "bf16-tp2pp2-to-pp2" bf 2 "${BF[@]}" -- --pp 2
+SCH=(--layers 4 --microbatches 4)
+IL=(--pp 2 --schedule interleaved --virtual-stages 2)
+ZV=(--pp 2 --schedule zb-v)
+for f in sh si; do
+  run "il-$f" "${MPIRUN[@]}" -np 2 "$BIN" train "${BASE[@]}" "${SCH[@]}" "${IL[@]}" --steps 2 --save "$TMP/il-$f" \
+    $([ $f = sh ] && echo --save-format sharded)
+  run "zv-$f" "${MPIRUN[@]}" -np 2 "$BIN" train "${BASE[@]}" "${SCH[@]}" "${ZV[@]}" --steps 2 --save "$TMP/zv-$f" \
+    $([ $f = sh ] && echo --save-format sharded)
+done
+conv_same il "pp 2 interleaved v 2"
+conv_same zv "pp 2 zb-v"
+resume_vs_one "interleaved-to-zb-v" il 2 "${SCH[@]}" -- "${ZV[@]}"
+resume_vs_one "zb-v-to-interleaved-dp2" zv 4 "${SCH[@]}" -- "${IL[@]}" --dp 2 --microbatches 2
 
 # --- the manifest's shard checksums come from the ranks that wrote them (rank 0 reads no other
 # shard): every entry equals the file's XXH3-64
