@@ -23,7 +23,6 @@ void plan_cli_defaults(plan_cli *c) {
     c->microbatches = 1;
     c->virtual_stages = 1;
     c->top = 10;
-    c->capacity_factor = c->dropless_bound = -1;
 }
 
 size_t plan_cli_table(plan_cli *c, mpt_arg *a) {
@@ -39,9 +38,9 @@ size_t plan_cli_table(plan_cli *c, mpt_arg *a) {
         {"experts", MPT_ARG_INT, &c->experts, "Mixture-of-Experts: experts per MoE block (as train)", NULL, MPT_RANGE(1, MPT_MAX_EXPERTS)},
         {"top-k", MPT_ARG_INT, &c->top_k, "experts per token (default 1)", NULL, MPT_RANGE(1, MPT_MAX_EXPERTS)},
         {"moe-every", MPT_ARG_INT, &c->moe_every, "every n-th block is MoE (default 1)", NULL, MPT_RANGE(1, MPT_MAX_LAYERS)},
-        {"capacity-factor", MPT_ARG_FLOAT, &c->capacity_factor, "expert capacity ceil(c*tokens*K/E) (default 0: dropless)", NULL, MPT_RANGE(0, 1e6)},
+        {"capacity-factor", MPT_ARG_FLOAT, &c->capacity_factor, "expert capacity ceil(c*tokens*K/E) (default 0: dropless)", &c->capacity_given, MPT_RANGE(0, 1e6)},
         {"moe-imbalance", MPT_ARG_FLOAT, &c->moe_imbalance, "simulate MoE: the busiest expert's rows over the mean (train logs moe_imbalance; default 1: balanced)", NULL, MPT_RANGE(1, 1e6)},
-        {"moe-dropless-bound", MPT_ARG_FLOAT, &c->dropless_bound, "dropless with --ep: rows a rank's experts may receive, in multiples of its own assignments (default 0 = --ep)", NULL, MPT_RANGE(0, 1e6)},
+        {"moe-dropless-bound", MPT_ARG_FLOAT, &c->dropless_bound, "dropless with --ep: rows a rank's experts may receive, in multiples of its own assignments (default 0 = --ep)", &c->dropless_given, MPT_RANGE(0, 1e6)},
         {"cluster", MPT_ARG_STRING, &c->cluster, "a100-80g (default) | h100-80g | cpu-here | FILE.json", &c->seen_cluster, MPT_NO_RANGE},
         {"gpus", MPT_ARG_INT, &c->gpus, "GPUs (ranks); without --dp/--tp/--pp: search layouts", NULL, MPT_RANGE(1, 1 << 24)},
         {"batch", MPT_ARG_INT, &c->batch, "sequences per optimizer step (default 8 x dp)", NULL, MPT_RANGE(1, MPT_MAX_BATCH)},
@@ -91,8 +90,8 @@ mpt_status plan_cli_job(const plan_cli *c, mpt_plan_job *job, mpt_plan_layout *l
     if (c->experts) cfg->experts = c->experts;
     if (c->top_k) cfg->top_k = c->top_k;
     if (c->moe_every) cfg->moe_every = c->moe_every;
-    if (c->capacity_factor >= 0) cfg->capacity_factor = c->capacity_factor;
-    if (c->dropless_bound >= 0) cfg->dropless_bound = c->dropless_bound;
+    if (c->capacity_given) cfg->capacity_factor = c->capacity_factor;
+    if (c->dropless_given) cfg->dropless_bound = c->dropless_bound;
     job->seq_len = c->seq_len;
     if (strcmp(c->precision, "fp32") == 0) job->precision = MPT_PREC_FP32;
     else if (strcmp(c->precision, "bf16") == 0) job->precision = MPT_PREC_BF16;
