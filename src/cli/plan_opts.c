@@ -23,6 +23,7 @@ void plan_cli_defaults(plan_cli *c) {
     c->microbatches = 1;
     c->virtual_stages = 1;
     c->top = 10;
+    c->moe_imbalance = 1;
 }
 
 size_t plan_cli_table(plan_cli *c, mpt_arg *a) {

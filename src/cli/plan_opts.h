@@ -17,7 +17,7 @@ typedef struct plan_cli {
     int experts, top_k, moe_every;            /* 0: the model's */
     float capacity_factor, dropless_bound;    /* the model's unless given: */
     int capacity_given, dropless_given;       /* set by the parser (mpt_arg.seen) */
-    float moe_imbalance;                      /* 0: balanced */
+    float moe_imbalance;                      /* 1: balanced */
     int gpus, batch, dp, tp, pp, cp, ep, sp, zero, microbatches, virtual_stages;
     int seen_dp, seen_tp, seen_pp, seen_cluster, seen_mb;
     size_t mem_limit;
