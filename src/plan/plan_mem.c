@@ -237,10 +237,9 @@ static mpt_status stage_plan_(const mpt_plan_job *job, const mpt_plan_layout *l,
                          .zero = l->zero, .recompute = l->recompute, .z3_whole = z3_whole,
                          .bf16 = job->precision == MPT_PREC_BF16,
                          .two_bw = l->schedule == MPT_PP_2BW, /* any pp, as the trainer */
-                         /* train/trainer_2bw.c's mpt_run_2bw_deferred */
-                         .two_bw_deferred = l->schedule == MPT_PP_2BW && l->pp > 1 &&
-                                            l->dp == 1 && l->cp == 1 && l->zero <= 1 &&
-                                            cfg->experts == 0,
+                         .two_bw_deferred = l->schedule == MPT_PP_2BW &&
+                                            mpt_stage_2bw_deferred(l->pp, l->dp, l->cp, l->zero,
+                                                                   cfg->experts),
                          .bucket_mb = job->bucket_mb, .threads = threads,
                          .ckpt_bytes = ckpt_bytes_(cfg)};
     mpt_placement q = mpt_placement_at_stage(&rank0, s, first_layer, n);

@@ -57,3 +57,7 @@ mpt_status mpt_stage_plan(const mpt_config *cfg, const mpt_stage_run *run,
                            .ckpt_bytes = run->ckpt_bytes};
     return mpt_memplan_rank(cfg, run->Bm, run->T, &lay, plan, err);
 }
+
+int mpt_stage_2bw_deferred(int pp, int dp, int cp, int zero, int experts) {
+    return pp > 1 && dp == 1 && cp == 1 && zero <= 1 && experts == 0;
+}

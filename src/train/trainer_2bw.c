@@ -22,11 +22,12 @@
 #include <time.h>
 
 #include "parallel/tied.h"
+#include "plan/stage_plan.h"
 #include "train/trainer_internal.h"
 
 int mpt_run_2bw_deferred(const mpt_train_opts *o, const mpt_config *cfg) {
-    return o->schedule && strcmp(o->schedule, "2bw") == 0 && o->pp > 1 && o->dp == 1 &&
-           o->cp == 1 && o->zero <= 1 && cfg->experts == 0;
+    return o->schedule && strcmp(o->schedule, "2bw") == 0 &&
+           mpt_stage_2bw_deferred(o->pp, o->dp, o->cp, o->zero, cfg->experts);
 }
 
 /* Points the model's gradient table at a full buffer laid out by pt. */
