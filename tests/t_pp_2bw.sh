@@ -4,8 +4,9 @@
 # weights, applied to the current ones; every step's loss and gradient norm within 1e-5), the
 # same check with the synchronous rule failing (so the rule is what is tested), and the pipeline
 # without a flush (pp 2, pp 2 x dp 2 x ZeRO-1, pp 2 drained at evaluations and checkpoints,
-# pp 2 x tp 2 and pp 4 with the deferred update, pp 4 with m < p drained every step) equal to
-# one rank running the same rule (losses and final weights within 1e-5).
+# pp 2 x tp 2 and pp 4 with the deferred update, pp 4 with m < p drained every step, pp 2 x
+# dp 2 x ZeRO-3 per layer and per step) equal to one rank running the same rule (losses and
+# final weights within 1e-5), and plan = arena peak.
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 PY=/usr/bin/python3
@@ -54,5 +55,9 @@ good = len(ranks) == 2 and all(r["planned_mem_bytes"] == r["peak_mem_bytes"] for
 print(f"plan = peak on {len(ranks)} ranks (the stashed version counted as params, the deferred update's second gradient buffer as grads)")
 sys.exit(0 if good else 1)
 PY
-refused "2bw with ZeRO-3" 2 "2bw" -- "${MPIRUN[@]}" -np 2 "$BIN" train "${MODEL[@]}" --dp 2 --zero 3 --microbatches 2
+# ZeRO-3: the stashed version is a second parameter slice, each micro-batch's units gathered
+# from the version its forward used (per layer, and --zero3-gather step across segments)
+run pp2dp2z3 4 --pp 2 --dp 2 --zero 3 --microbatches 2 && same pp2dp2z3 one && plan_is_peak pp2dp2z3
+run pp2dp2z3seg 4 --pp 2 --dp 2 --zero 3 --zero3-gather step "${SEG[@]}" && same pp2dp2z3seg oneseg &&
+  plan_is_peak pp2dp2z3seg
 finish

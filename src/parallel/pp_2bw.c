@@ -2,16 +2,30 @@
  * weight versions (see pp_2bw.h). */
 #include "parallel/pp_2bw.h"
 
+#include "parallel/dp_internal.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Points the model's weight table at one version (a full buffer laid out by pt). */
-static void point_(mpt_pp_2bw *s, const float *base) {
+/* Points the model at one version: its weight table w[] at a full buffer laid out by pt, or
+ * under ZeRO-3 the data-parallel module's parameter slice at a slice buffer (dp->shard_n), from
+ * which its hooks gather each unit. The working copies gathered from the other version are
+ * dropped (after the gathers in flight land: every rank of the dp group runs the same actions,
+ * so they switch at the same points and their collectives stay matched). */
+static mpt_status point_(mpt_pp_2bw *s, const float *base, mpt_error *err) {
     mpt_gpt *m = s->pp->model;
-    if (s->base == base) return;
-    for (size_t i = 0; i < m->pt.n; i++) m->w[i] = (float *)base + m->pt.t[i].offset;
+    mpt_dp *dp = s->pp->dp;
+    if (s->base == base) return MPT_OK;
+    if (dp && dp->zero == 3) {
+        mpt_status st = mpt_dp_settle(dp, err);
+        if (st) return st;
+        dp->pshard = (float *)base;
+    } else {
+        for (size_t i = 0; i < m->pt.n; i++) m->w[i] = (float *)base + m->pt.t[i].offset;
+    }
     s->base = base;
+    return MPT_OK;
 }
 
 /* The executor's batch callback: the running action's step and micro-batch within it. */
@@ -103,7 +117,7 @@ mpt_status mpt_pp_2bw_run(mpt_pp_2bw *s, long n, mpt_pp_batch_fn batch, void *ct
                                 "%ld and %ld (more micro-batches than stages are needed: "
                                 "--microbatches >= --pp)",
                                 pp->stage, need, s->ver - 1, s->ver);
-            point_(s, need == s->ver ? s->live : s->old);
+            if ((st = point_(s, need == s->ver ? s->live : s->old, err))) return st;
         }
         int slot = (int)(step & 1);
         if (s->loss_step[slot] != step) {
@@ -127,8 +141,10 @@ mpt_status mpt_pp_2bw_run(mpt_pp_2bw *s, long n, mpt_pp_batch_fn batch, void *ct
             st = update_(s, last - 1, err);
         if (!st && s->grads_done && n == last && s->gdone < n) st = grads_done_(s, n, err);
         if (!st && s->grads_done && n == last && s->udone < n) st = update_(s, n, err);
-        point_(s, s->live);
     }
+    /* w[] may stay on the stash (the caller's update writes params); ZeRO-3's update writes
+     * the slice dp->pshard points at: back to live */
+    if (!st && (s->pos == s->n || (pp->dp && pp->dp->zero == 3))) st = point_(s, s->live, err);
     pp->model->cur = &pp->model->own;
     if (s->loss_step[n & 1] == n) *loss_sum = s->loss[n & 1];
     pp->wall = ran ? mpt_comm_clock() - start : 0.0; /* 0: an empty window (no bubble) */
@@ -137,7 +153,16 @@ mpt_status mpt_pp_2bw_run(mpt_pp_2bw *s, long n, mpt_pp_batch_fn batch, void *ct
 
 void mpt_pp_2bw_free(mpt_pp_2bw *s) {
     if (!s) return;
-    if (s->pp && s->live) point_(s, s->live);
+    if (s->pp && s->live && s->base != s->live) { /* (after an error: no wait) */
+        mpt_dp *dp = s->pp->dp;
+        if (dp && dp->zero == 3) {
+            dp->pshard = s->live;
+            mpt_dp_work_forget(dp);
+        } else {
+            mpt_gpt *m = s->pp->model;
+            for (size_t i = 0; i < m->pt.n; i++) m->w[i] = s->live + m->pt.t[i].offset;
+        }
+    }
     free(s->acts);
     memset(s, 0, sizeof *s);
 }

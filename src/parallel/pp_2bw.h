@@ -8,6 +8,10 @@
  * versions: `live` (the model's params, which the optimizer updates) and `old` (the stash).
  * Before every compute action the model's weight table w[] is pointed at the buffer holding
  * the version its step needs; a third version is never needed when m >= p (checked: it fails).
+ * Under ZeRO-3 (pp->dp->zero 3) the versions are the rank's parameter slices instead (live:
+ * the dp module's pshard; old: a slice-sized stash): dp->pshard is pointed at the version, and
+ * the per-unit gathers (with their prefetch) read it; a switch waits for the gathers in flight
+ * and drops the working copies of the other version.
  *
  * A segment is S steps without a flush. mpt_pp_2bw_run(step n) runs this rank's actions up to
  * step n's update point: just before its first backward of step n+1 (whose gradients would mix
@@ -35,7 +39,8 @@ typedef struct mpt_pp_2bw {
     size_t n, pos;           /* its length, and the next action to run */
     long first;              /* the segment's first step */
     int steps;               /* S */
-    float *live, *old;       /* not owned: W(ver) and W(ver-1) (params, pt.total) */
+    float *live, *old;       /* not owned: W(ver) and W(ver-1) (params, pt.total; ZeRO-3: the
+                              * rank's slices, dp->shard_n) */
     long ver;                /* the version live holds: the caller sets it after each update */
     const float *base;       /* the buffer w[] points at now */
     double loss[2];          /* loss sums of the steps in flight, by step parity */
@@ -60,7 +65,8 @@ mpt_status mpt_pp_2bw_begin(mpt_pp_2bw *s, mpt_pp *pp, long first, int steps, fl
 /* Runs this rank's actions up to step n's update point (see above; n = the segment's next
  * step). batch gets the micro-batch within the step, after *step_out = its step. *loss_sum: step
  * n's loss sum (last stage). pp->busy / pp->wall and the F/B/W/message measurements cover this
- * call (a window). At the segment's end, waits for the sends and points w[] at live. */
+ * call (a window). At the segment's end, waits for the sends and points w[] at live; under
+ * ZeRO-3, dp->pshard points at live at the end of every window (the update writes it). */
 mpt_status mpt_pp_2bw_run(mpt_pp_2bw *s, long n, mpt_pp_batch_fn batch, void *ctx,
                           long *step_out, int32_t *inputs, int32_t *targets, int Bm, int T,
                           float dloss, double *loss_sum, mpt_error *err);

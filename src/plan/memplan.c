@@ -166,7 +166,8 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
     if (!mpt_gpt_buffer_sizes(cfg, B, T, 1, tp, lay->sp, &place, act_n, work_n))
         return mpt_fail(err, MPT_ERR_INPUT, "batch %d x %d tokens is too large to address", B, T);
     if (gpt_flags & MPT_GPT_PARAMS) plan->bytes[MPT_MEM_PARAMS] += P;
-    if (lay->weight_versions > 1) plan->bytes[MPT_MEM_PARAMS] += P; /* 2bw: the stash */
+    if (lay->weight_versions > 1) /* 2bw: the stash (ZeRO-3: a slice, the size of AdamW's m) */
+        plan->bytes[MPT_MEM_PARAMS] += lay->zero == 3 ? dp_bytes[MPT_MEM_OPTIMIZER] / 2 : P;
     if (gpt_flags & MPT_GPT_GRADS) plan->bytes[MPT_MEM_GRADS] += P;
     if (lay->weight_versions > 2) plan->bytes[MPT_MEM_GRADS] += P; /* 2bw deferred: 2nd buffer */
     for (int k = 0; k < MPT_MEM_KINDS; k++) plan->bytes[k] += dp_bytes[k];

@@ -41,7 +41,8 @@ typedef struct mpt_rank_layout {
                                * mpt_gpt_slot_until_b) alive at once, per chunk (sets_b[0]
                                * with one), counted for those slots instead of the sets
                                * (parallel/pp.h mpt_pp_chunk_sets_b) */
-    int weight_versions;      /* 2 for 2bw (the previous step's weights stashed); 3 when its
+    int weight_versions;      /* 2 for 2bw (the previous step's weights stashed: P, or under
+                               * ZeRO-3 a slice as large as AdamW's m); 3 when its
                                * update is deferred (a second gradient buffer too:
                                * train/trainer_2bw.c); else 1 */
     const size_t *ckpt_bytes; /* the checkpoint staging's bytes per kind, from

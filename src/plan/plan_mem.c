@@ -174,10 +174,6 @@ mpt_status mpt_plan_check(const mpt_plan_job *job, const mpt_plan_layout *l, mpt
         return mpt_fail(err, MPT_ERR_INPUT, "--pp %d x --virtual-stages %d exceeds the model's "
                         "%d layers (or %d stages, %d chunks per rank)", l->pp, v, cfg->n_layer,
                         MPT_PLAN_MAX_STAGES, MPT_PLAN_MAX_CHUNKS);
-    /* as the trainer refuses it (trainer_setup.c) */
-    if (l->schedule == MPT_PP_2BW && l->zero >= 3)
-        return mpt_fail(err, MPT_ERR_INPUT, "--schedule 2bw runs with --zero 0, 1 or 2 (as the "
-                        "trainer)");
     /* as the trainer: chunked schedules split the blocks into p x v equal chunks */
     if (v > 1 && (cfg->n_layer % (l->pp * v) ||
                   (l->partition[0] && strcmp(l->partition, "uniform") != 0)))

@@ -311,8 +311,8 @@ static mpt_status step_(mpt_run *r, const mpt_adamw *opt, long step, double *los
     if (r->ep.comm) mpt_ep_grads_zero(&r->ep);
     if (r->stash) { /* 2bw: this step's window of a segment without a flush (pp_2bw.h) */
         if (mpt_pp_2bw_ended(&r->bw, step) &&
-            (st = mpt_pp_2bw_begin(&r->bw, &r->pp, step, mpt_run_2bw_segment(r, step), r->model.params,
-                                   r->stash, err)))
+            (st = mpt_pp_2bw_begin(&r->bw, &r->pp, step, mpt_run_2bw_segment(r, step),
+                                   mpt_run_2bw_live(r), r->stash, err)))
             return st;
         if (poison && o->nan_grad) r->bw.nan_step = step; /* (its forwards only) */
         st = mpt_pp_2bw_run(&r->bw, step, batch_, r, &r->step, r->inputs, r->targets, r->Bm,
@@ -329,7 +329,7 @@ static mpt_status step_(mpt_run *r, const mpt_adamw *opt, long step, double *los
     /* 2bw: W(step) moves to the stash (the next step's micro-batches run on it) and the update
      * makes W(step + 1) of it in params */
     if (r->stash) {
-        memcpy(r->stash, r->model.params, r->model.pt.total * sizeof(float));
+        memcpy(r->stash, mpt_run_2bw_live(r), mpt_run_2bw_version_n(r) * sizeof(float));
         r->bw.ver = step + 1;
     }
     /* the last stage has the loss; tp ranks hold the same one; replicas and cp ranks (their

@@ -30,6 +30,14 @@ int mpt_run_2bw_deferred(const mpt_train_opts *o, const mpt_config *cfg) {
            mpt_stage_2bw_deferred(o->pp, o->dp, o->cp, o->zero, cfg->experts);
 }
 
+float *mpt_run_2bw_live(const mpt_run *r) {
+    return r->dp.zero == 3 ? r->dp.pshard : r->model.params;
+}
+
+size_t mpt_run_2bw_version_n(const mpt_run *r) {
+    return r->dp.zero == 3 ? r->dp.shard_n : r->model.pt.total;
+}
+
 /* Points the model's gradient table at a full buffer laid out by pt. */
 static void point_grads_(mpt_gpt *m, float *base) {
     m->grads = base;
@@ -126,7 +134,7 @@ static mpt_status update_(void *ctx, long n, mpt_error *err) {
                         bad0 ? "loss" : "gradient norm", n + 1);
     d->skipped = bad0 ? 1 : bad1 ? 2 : 0;
     /* W(n) to the stash (step n+1's micro-batches in flight run on it); params -> W(n+1) */
-    memcpy(r->stash, m->params, m->pt.total * sizeof(float));
+    memcpy(r->stash, mpt_run_2bw_live(r), mpt_run_2bw_version_n(r) * sizeof(float));
     r->bw.ver = n + 1;
     if (d->skipped) return MPT_OK;
     double t0 = mpt_comm_clock();
@@ -156,7 +164,7 @@ mpt_status mpt_run_2bw_step(mpt_run *r, const mpt_adamw *opt, long step, double 
     if (mpt_pp_2bw_ended(&r->bw, step)) {
         mpt_dp_begin_step(&r->dp); /* (then at each update point, for the next step) */
         if ((st = mpt_pp_2bw_begin(&r->bw, &r->pp, step, mpt_run_2bw_segment(r, step),
-                                   r->model.params, r->stash, err)))
+                                   mpt_run_2bw_live(r), r->stash, err)))
             return st;
         mpt_pp_2bw_defer(&r->bw, grads_done_, update_, r);
     }

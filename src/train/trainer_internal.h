@@ -46,8 +46,9 @@ typedef struct mpt_run {
     int stage_count[64];      /* the partition: blocks of every pipeline stage */
     mpt_pp_kind kind;
     int v;                    /* model chunks per pipeline rank (interleaved; else 1) */
-    float *stash;             /* --schedule 2bw: the previous step's weights (pt.total), kind
-                               * params; the step's forwards and backwards run on them */
+    float *stash;             /* --schedule 2bw: the previous step's weights (pt.total; ZeRO-3:
+                               * the rank's slice, dp.shard_n), kind params; the step's forwards
+                               * and backwards run on them */
     mpt_buflist stash_bufs;   /* owned: the list stash comes from */
     mpt_pp_2bw bw;            /* 2bw: the running segment without a flush (pp_2bw.h) */
     float *grads1, *grads2;   /* 2bw deferred: the model's gradient buffer and a second one
@@ -93,6 +94,10 @@ mpt_status mpt_run_save(mpt_run *r, long step, mpt_train_result *res, mpt_error 
  * checkpoint or the end; 1 when m < p or MoE); one step (the trainer's step_ when deferred); free. */
 int mpt_run_2bw_deferred(const mpt_train_opts *o, const mpt_config *cfg);
 int mpt_run_2bw_segment(const mpt_run *r, long a);
+/* Where this rank keeps the live weight version (the model's params; ZeRO-3: the dp module's
+ * parameter slice, between windows) and its length in elements (the stash's). */
+float *mpt_run_2bw_live(const mpt_run *r);
+size_t mpt_run_2bw_version_n(const mpt_run *r);
 mpt_status mpt_run_2bw_step(mpt_run *r, const mpt_adamw *opt, long step, double *loss,
                             double *norm, float *lr, double busy[2], int *skipped,
                             mpt_error *err);

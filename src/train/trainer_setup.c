@@ -124,17 +124,9 @@ static mpt_status validate_layout_(mpt_run *r, mpt_error *err) {
                             "1f1b, interleaved, zb-h1 or zb-v (`mptrain schedule` shows all)",
                             o->schedule);
     }
-    /* 2bw: the update rule holds on any layout (one stage included) */
-    if (o->schedule && strcmp(o->schedule, "2bw") == 0 && o->zero >= 3)
-        /* Without a flush a rank runs micro-batches of two steps on two weight versions at
-         * once, and ZeRO-3's gathers (per layer or per step, with their prefetch) serve the one
-         * version its shard holds. A second sharded version would need every gather, its
-         * prefetch and the gathered-unit reuse keyed by version in the data-parallel module,
-         * and the whole second version would still be gathered per micro-batch switch. */
-        return mpt_fail(err, MPT_ERR_INPUT, "--schedule 2bw runs micro-batches of two steps on "
-                        "two weight versions at once, and --zero 3 gathers one version from its "
-                        "shards: use --zero 1 or 2 (the optimizer state stays sharded; the "
-                        "previous version is a whole copy of the stage's weights)");
+    /* 2bw: the update rule holds on any layout (one stage included); under ZeRO-3 the stashed
+     * version is a second parameter slice, gathered from when a micro-batch needs it
+     * (parallel/pp_2bw.h) */
     /* MoE runs under every schedule: interleaved, zb-h1 and zb-v through the split backward's
      * expert path (model/moe.h), 2bw on its stashed weights like the dense tensors */
     r->v = o->virtual_stages > 1 ? o->virtual_stages : 1;
@@ -384,8 +376,8 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
         return st;
     mpt_buflist_init(&r->stash_bufs);
     if (o->schedule && strcmp(o->schedule, "2bw") == 0) { /* the second weight version */
-        mpt_buflist_add(&r->stash_bufs, "2bw.stash", MPT_MEM_PARAMS, MPT_F32, r->model.pt.total,
-                        (void **)&r->stash);
+        mpt_buflist_add(&r->stash_bufs, "2bw.stash", MPT_MEM_PARAMS, MPT_F32,
+                        mpt_run_2bw_version_n(r), (void **)&r->stash); /* ZeRO-3: a slice */
         if (mpt_run_2bw_deferred(o, &r->cfg)) { /* train/trainer_2bw.c */
             r->grads1 = r->model.grads;
             mpt_buflist_add(&r->stash_bufs, "2bw.grads", MPT_MEM_GRADS, MPT_F32,
@@ -394,7 +386,7 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
         if ((st = mpt_buflist_alloc(&r->stash_bufs, &r->arena, err))) return st;
     }
     if ((st = mpt_run_load(r, start, err))) return st;
-    if (r->stash) memcpy(r->stash, r->model.params, r->model.pt.total * sizeof(float));
+    if (r->stash) memcpy(r->stash, mpt_run_2bw_live(r), mpt_run_2bw_version_n(r) * sizeof(float));
     return MPT_OK;
 }
 
