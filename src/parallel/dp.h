@@ -195,6 +195,11 @@ mpt_status mpt_dp_finish_grads(mpt_dp *dp, mpt_error *err);
 /* After a forward-only pass (evaluation) between steps: waits for the ZeRO-3 gathers the
  * forward prefetched and forgets the working copies (all ranks of the dp group call). */
 mpt_status mpt_dp_settle(mpt_dp *dp, mpt_error *err);
+/* zero 1, after mpt_dp_finish_grads: all-gathers the summed slices of unit u's gradients (its
+ * buckets must hold that unit alone, as the held unit's does), so that every rank of the dp
+ * group holds the whole sum (2bw's deferred update sends the tied wte's to the other end of
+ * the pipeline). Other stages, one rank, u < 0: nothing. All ranks of the dp group call. */
+mpt_status mpt_dp_gather_grads_unit(mpt_dp *dp, int u, mpt_error *err);
 /* Global L2 norm of the summed gradients (exact under sharding). */
 mpt_status mpt_dp_grad_norm(mpt_dp *dp, double *norm, mpt_error *err);
 /* AdamW with the clip factor on everything this rank owns, then the parameters all-gathered. */

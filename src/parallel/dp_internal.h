@@ -18,6 +18,8 @@ struct mpt_dp_bucket {
     int state;       /* MPT_DP_B_* */
     int ring_buf;    /* receive buffer its ring uses, or -1 */
     mpt_ring ring;
+    mpt_ring gring;  /* the parameters' (and mpt_dp_gather_grads_unit's) all-gather: its own,
+                      * as 2bw's deferred update gathers while the next step's ring runs */
 };
 
 enum { MPT_DP_B_IDLE, MPT_DP_B_QUEUED, MPT_DP_B_RUNNING, MPT_DP_B_DONE };

@@ -35,6 +35,20 @@ mpt_status mpt_dp_grad_norm(mpt_dp *dp, double *norm, mpt_error *err) {
     return st;
 }
 
+mpt_status mpt_dp_gather_grads_unit(mpt_dp *dp, int u, mpt_error *err) {
+    mpt_status st = MPT_OK;
+    if (dp->zero != 1 || dp->R == 1 || u < 0) return MPT_OK;
+    for (int k = 2 * u; k <= 2 * u + 1 && !st; k++) {
+        int i = dp->unit_bucket[k];
+        if (i < 0 || mpt_dp_gR(dp, dp->b[i].grp) == 1) continue;
+        mpt_dp_bucket *b = &dp->b[i];
+        st = mpt_ring_start(&b->gring, mpt_dp_gcomm(dp, b->grp), MPT_RING_ALLGATHER,
+                            dp->model->grads + b->begin, b->n, NULL, GATHER_TAG + i % 10000, err);
+        if (!st) st = mpt_ring_wait(&b->gring, err);
+    }
+    return st;
+}
+
 mpt_status mpt_dp_update(mpt_dp *dp, const mpt_adamw *opt, float lr, float clip, long t,
                          mpt_error *err) {
     mpt_gpt *m = dp->model;
@@ -62,9 +76,9 @@ mpt_status mpt_dp_update(mpt_dp *dp, const mpt_adamw *opt, float lr, float clip,
     int started = 0;
     for (int i = 0; i < dp->n_buckets && !st; i++, started++) {
         mpt_dp_bucket *b = &dp->b[i];
-        st = mpt_ring_start(&b->ring, mpt_dp_gcomm(dp, b->grp), MPT_RING_ALLGATHER,
+        st = mpt_ring_start(&b->gring, mpt_dp_gcomm(dp, b->grp), MPT_RING_ALLGATHER,
                             m->params + b->begin, b->n, NULL, GATHER_TAG + i % 10000, err);
     }
-    for (int i = 0; i < started && !st; i++) st = mpt_ring_wait(&dp->b[i].ring, err);
+    for (int i = 0; i < started && !st; i++) st = mpt_ring_wait(&dp->b[i].gring, err);
     return st;
 }

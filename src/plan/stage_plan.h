@@ -37,8 +37,8 @@ typedef struct mpt_stage_run {
 } mpt_stage_run;
 
 /* Does 2bw defer its update (train/trainer_2bw.c: a second gradient buffer, the update run
- * before the first forward that needs it)? Only a pipeline (pp > 1) of a dense model with one
- * replica (dp = cp = 1) and ZeRO 0/1; otherwise the update runs, blocking, at the step's end. */
+ * before the first forward that needs it)? A pipeline (pp > 1) of a dense model under ZeRO 0/1,
+ * any dp and cp; otherwise the update runs, blocking, at the step's end. */
 int mpt_stage_2bw_deferred(int pp, int dp, int cp, int zero, int experts);
 
 /* The plan of the rank at placement q (its stage's blocks from mpt_placement_at_stage; its

@@ -6,17 +6,21 @@
  * global gradient norm, the tied embedding's gradient sum) would hold it until the first
  * stage arrives, every step. So, when deferred (mpt_run_2bw_deferred), each rank at its update
  * point of step n (grads_done_, called by the executor):
+ *   - with replicas (dp x cp > 1), finishes the dp reduction its last backward started (the
+ *     replicas of a stage run the same actions: they arrive together) and sums the loss over
+ *     dp and cp;
  *   - swaps its gradient buffer for a second one (step n+1's backwards accumulate there);
- *   - starts the tied wte's sum: the last stage sends its copy's gradient to the first, which
- *     (the later of the two) adds it and sends the sum back;
+ *   - starts the tied wte's sum: the last stage sends its replica's copy of the gradient to
+ *     the first, which (the later of the two) adds it before its dp reduction and sends the
+ *     whole reduced sum back (ZeRO-1: its slices all-gathered first);
  *   - computes this stage's squared norm (over tp, in step) and starts one non-blocking sum of
  *     (loss, squared norm, non-finite flag) over the pipeline group;
  * and finishes the update where W(n+1) is first needed (update_: before its first forward of
  * step n+2), by which time every message has long arrived: stash <- W(n), AdamW on step n's
  * buffer. The executor returns to the trainer's loop (its per-step collectives) at the end of
  * window n, about the same moment on every rank (schedule.h, mpt_pp_2bw_window_ends). The numbers are those of the blocking path (the same sums), so pp 2 equals
- * one rank and the serial simulation (t_pp_2bw.sh). Deferred when dp = cp = 1, dense, ZeRO 0/1
- * and pp > 1; otherwise trainer.c's step_ updates at the update point. */
+ * one rank and the serial simulation (t_pp_2bw.sh). Deferred when pp > 1, dense, ZeRO 0/1 (any
+ * dp, cp; plan/stage_plan.c); otherwise trainer.c's step_ updates at the update point. */
 #include <math.h>
 #include <string.h>
 #include <time.h>
@@ -74,17 +78,32 @@ static mpt_status grads_done_(void *ctx, long n, double loss_sum, mpt_error *err
     if (o->nan_step == n + 1 && !o->nan_grad && r->world->rank == r->world->size - 1)
         loss_sum = NAN; /* testing (--debug-nan) */
     d->grads = m->grads;
-    if (r->dp.o.pre_reduce) { /* the tied wte: one copy on each end */
-        const mpt_tensor *t = &m->pt.t[mpt_tied_tensor(&m->pt)];
-        float *g = m->grads + t->offset, *tmp = r->stash + t->offset; /* the stash: W(n-1), free */
-        if (r->embed.rank == 1) {
-            st = mpt_isend(&r->embed, g, t->numel, 0, TIED_TAG_, &d->tied, err);
-        } else {
-            st = mpt_recv(&r->embed, tmp, t->numel, 1, TIED_TAG_, err);
-            for (size_t i = 0; !st && i < t->numel; i++) g[i] += tmp[i];
-            if (!st) st = mpt_isend(&r->embed, g, t->numel, 1, TIED_TAG_ + 1, &d->tied, err);
-        }
+    mpt_dp_pre_reduce_fn tied = r->dp.o.pre_reduce; /* the tied wte: one copy on each end */
+    const mpt_tensor *t = tied ? &m->pt.t[mpt_tied_tensor(&m->pt)] : NULL;
+    float *g = t ? m->grads + t->offset : NULL, *tmp = t ? r->stash + t->offset : NULL;
+    if (t && r->embed.rank == 1) { /* this replica's copy (from the stash, W(n-1): free), before
+                                    * the dp reduction below changes g */
+        memcpy(tmp, g, t->numel * sizeof(float));
+        st = mpt_isend(&r->embed, tmp, t->numel, 0, TIED_TAG_, &d->tied, err);
+    } else if (t) { /* this replica's sum of the two copies, then reduced over dp with its unit */
+        st = mpt_recv(&r->embed, tmp, t->numel, 1, TIED_TAG_, err);
+        for (size_t i = 0; !st && i < t->numel; i++) g[i] += tmp[i];
     }
+    /* dp (x cp) > 1: the replicas' sums, started during the last micro-batch's backward and
+     * finished here (the replicas of a stage run the same actions, so none waits for another
+     * stage); the held tied unit without pre_reduce (done above) */
+    r->dp.o.pre_reduce = NULL;
+    if (!st) st = mpt_dp_finish_grads(&r->dp, err);
+    r->dp.o.pre_reduce = tied;
+    if (!st && t && r->embed.rank == 0) { /* the whole sum back to the last stage (ZeRO-1 left
+                                           * only this rank's slice of it: gathered) */
+        st = mpt_dp_gather_grads_unit(&r->dp, r->dp.held_unit, err);
+        if (!st) st = mpt_isend(&r->embed, g, t->numel, 1, TIED_TAG_ + 1, &d->tied, err);
+    }
+    /* the loss: the last stage's replicas (and cp ranks, their tokens) hold parts */
+    mpt_comm *dpc = &r->groups.dim[MPT_DIM_DP], *cpc = &r->groups.dim[MPT_DIM_CP];
+    if (!st && dpc->size > 1) st = mpt_allreduce_sum_f64(dpc, &loss_sum, 1, err);
+    if (!st && cpc->size > 1) st = mpt_allreduce_sum_f64(cpc, &loss_sum, 1, err);
     double norm = 0.0;
     mpt_comm *save = r->dp.pp; /* this stage's part: the pipeline's sum is the one below */
     r->dp.pp = NULL;

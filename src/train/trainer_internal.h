@@ -89,8 +89,8 @@ void mpt_run_free(mpt_run *r);
 mpt_status mpt_run_load(mpt_run *r, long *start, mpt_error *err);
 /* Checkpoint of step `step` (all ranks call; world rank 0 writes). */
 mpt_status mpt_run_save(mpt_run *r, long step, mpt_train_result *res, mpt_error *err);
-/* --schedule 2bw (train/trainer_2bw.c): 1 when its update is deferred (pp > 1, dp = cp = 1,
- * dense, ZeRO 0/1); the steps from step a run without a flush (to the next evaluation,
+/* --schedule 2bw (train/trainer_2bw.c): 1 when its update is deferred (pp > 1, dense,
+ * ZeRO 0/1, any dp and cp); the steps from step a run without a flush (to the next evaluation,
  * checkpoint or the end; 1 when m < p or MoE); one step (the trainer's step_ when deferred); free. */
 int mpt_run_2bw_deferred(const mpt_train_opts *o, const mpt_config *cfg);
 int mpt_run_2bw_segment(const mpt_run *r, long a);
