@@ -4,7 +4,7 @@
 # weights, applied to the current ones; every step's loss and gradient norm within 1e-5), the
 # same check with the synchronous rule failing (so the rule is what is tested), and the pipeline
 # without a flush (pp 2, pp 2 drained at evaluations and checkpoints; with the deferred update
-# pp 2 x tp 2, pp 2 x dp 2 under ZeRO 0/1, pp 2 x cp 2 and pp 4; pp 4 with m < p drained every
+# pp 2 x tp 2, pp 2 x dp 2 under ZeRO 0/1/2, pp 2 x cp 2 and pp 4; pp 4 with m < p drained every
 # step; pp 2 x dp 2 x ZeRO-3 per layer and per step) equal to one rank running the same rule
 # (losses and final weights within 1e-5), and plan = arena peak.
 set -uo pipefail
@@ -43,6 +43,9 @@ run pp2 2 --pp 2 --microbatches 4 && same pp2 one
 # the first stage, the whole reduced sum sent back), cp 2, and plan = arena peak
 run pp2dp2z1 4 --pp 2 --dp 2 --zero 1 --microbatches 2 && same pp2dp2z1 one && plan_is_peak pp2dp2z1
 run pp2dp2 4 --pp 2 --dp 2 --microbatches 2 && same pp2dp2 one
+# ZeRO-2: a second gradient slice and held (tied) gradient; the last stage sums the replicas'
+# tied sums over dp at its update
+run pp2dp2z2 4 --pp 2 --dp 2 --zero 2 --microbatches 2 && same pp2dp2z2 one && plan_is_peak pp2dp2z2
 run pp2cp2 4 --pp 2 --cp 2 --microbatches 4 && same pp2cp2 one && plan_is_peak pp2cp2
 # no flush across steps, drained at evaluations and checkpoints (segments of 2, 1 and 2 steps)
 SEG=(--microbatches 4 --val-fraction 0.1 --eval-every 2 --save-every 3)

@@ -46,6 +46,8 @@ static size_t sets_bytes_(const mpt_config *cfg, int bf16, const size_t act_n[MP
  * experts' own gradient buffer when ep > 1), the table's bytes and elements, ZeRO's pool. */
 typedef struct param_vals_ {
     size_t dp_bytes[MPT_MEM_KINDS], P, param_elements, pool_elements;
+    size_t grads2; /* 2bw's second gradient buffer: P, or under ZeRO-2 a slice and the held
+                    * gradient (train/trainer_setup.c) */
 } param_vals_;
 
 /* The inputs param_part_ depends on (the cache key). */
@@ -93,6 +95,8 @@ static mpt_status param_part_(const mpt_config *cfg, const mpt_rank_layout *lay,
     int sized = mpt_buflist_bytes(&dl, out->dp_bytes);
     mpt_buflist_free(&dl);
     out->P = pt.total * sizeof(float);
+    out->grads2 = lay->zero <= 1 ? out->P : out->dp_bytes[MPT_MEM_OPTIMIZER] / 2 +
+                  (o.held != SIZE_MAX ? pt.t[o.held].numel * sizeof(float) : 0);
     /* ep > 1, zero 0: the experts' own gradient buffer (parallel/ep.h) */
     if (ep > 1 && lay->zero == 0) out->dp_bytes[MPT_MEM_GRADS] += mpt_ep_expert_elems(&pt) * sizeof(float);
     out->param_elements = pt.total;
@@ -169,7 +173,7 @@ mpt_status mpt_memplan_rank(const mpt_config *cfg, int B, int T, const mpt_rank_
     if (lay->weight_versions > 1) /* 2bw: the stash (ZeRO-3: a slice, the size of AdamW's m) */
         plan->bytes[MPT_MEM_PARAMS] += lay->zero == 3 ? dp_bytes[MPT_MEM_OPTIMIZER] / 2 : P;
     if (gpt_flags & MPT_GPT_GRADS) plan->bytes[MPT_MEM_GRADS] += P;
-    if (lay->weight_versions > 2) plan->bytes[MPT_MEM_GRADS] += P; /* 2bw deferred: 2nd buffer */
+    if (lay->weight_versions > 2) plan->bytes[MPT_MEM_GRADS] += pp.grads2; /* 2bw deferred */
     for (int k = 0; k < MPT_MEM_KINDS; k++) plan->bytes[k] += dp_bytes[k];
     int sets1 = lay->act_sets > 0 ? lay->act_sets : 1;
     plan->bytes[MPT_MEM_ACTIVATIONS] =

@@ -61,5 +61,5 @@ mpt_status mpt_stage_plan(const mpt_config *cfg, const mpt_stage_run *run,
 int mpt_stage_2bw_deferred(int pp, int dp, int cp, int zero, int experts) {
     (void)dp; /* any: the replicas of a stage finish their reduction at its update point */
     (void)cp;
-    return pp > 1 && zero <= 1 && experts == 0;
+    return pp > 1 && zero <= 2 && experts == 0;
 }

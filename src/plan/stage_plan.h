@@ -37,7 +37,7 @@ typedef struct mpt_stage_run {
 } mpt_stage_run;
 
 /* Does 2bw defer its update (train/trainer_2bw.c: a second gradient buffer, the update run
- * before the first forward that needs it)? A pipeline (pp > 1) of a dense model under ZeRO 0/1,
+ * before the first forward that needs it)? A pipeline (pp > 1) of a dense model under ZeRO 0-2,
  * any dp and cp; otherwise the update runs, blocking, at the step's end. */
 int mpt_stage_2bw_deferred(int pp, int dp, int cp, int zero, int experts);
 

@@ -42,8 +42,16 @@ size_t mpt_run_2bw_version_n(const mpt_run *r) {
     return r->dp.zero == 3 ? r->dp.shard_n : r->model.pt.total;
 }
 
-/* Points the model's gradient table at a full buffer laid out by pt. */
-static void point_grads_(mpt_gpt *m, float *base) {
+/* Points where the step's gradients accumulate at another buffer: the model's gradient table
+ * at a full buffer laid out by pt (ZeRO 0/1), or the dp module's gradient slice and held
+ * (tied wte) gradient at a slice and a whole-tensor buffer (ZeRO-2). */
+static void point_grads_(mpt_run *r, float *base, float *held) {
+    mpt_gpt *m = &r->model;
+    if (r->dp.zero == 2) {
+        r->dp.gshard = base;
+        if (held) m->g[r->dp.o.held] = r->dp.held_grad = held;
+        return;
+    }
     m->grads = base;
     for (size_t i = 0; i < m->pt.n; i++) m->g[i] = base + m->pt.t[i].offset;
 }
@@ -64,7 +72,7 @@ int mpt_run_2bw_segment(const mpt_run *r, long a) {
 
 void mpt_run_2bw_free(mpt_run *r) {
     mpt_pp_2bw_free(&r->bw);
-    if (r->grads1) point_grads_(&r->model, r->grads1);
+    if (r->grads1) point_grads_(r, r->grads1, r->held1);
 }
 
 
@@ -77,10 +85,14 @@ static mpt_status grads_done_(void *ctx, long n, double loss_sum, mpt_error *err
     mpt_2bw_defer *d = &r->defer[n & 1];
     if (o->nan_step == n + 1 && !o->nan_grad && r->world->rank == r->world->size - 1)
         loss_sum = NAN; /* testing (--debug-nan) */
-    d->grads = m->grads;
+    int z2 = r->dp.zero == 2;
+    d->grads = z2 ? r->dp.gshard : m->grads;
+    d->held = r->dp.held_grad;
     mpt_dp_pre_reduce_fn tied = r->dp.o.pre_reduce; /* the tied wte: one copy on each end */
     const mpt_tensor *t = tied ? &m->pt.t[mpt_tied_tensor(&m->pt)] : NULL;
-    float *g = t ? m->grads + t->offset : NULL, *tmp = t ? r->stash + t->offset : NULL;
+    /* (ZeRO-2: the whole gradient held through the step, which the reduction leaves as is) */
+    float *g = t ? (z2 ? d->held : m->grads + t->offset) : NULL;
+    float *tmp = t ? r->stash + t->offset : NULL;
     if (t && r->embed.rank == 1) { /* this replica's copy (from the stash, W(n-1): free), before
                                     * the dp reduction below changes g */
         memcpy(tmp, g, t->numel * sizeof(float));
@@ -96,7 +108,8 @@ static mpt_status grads_done_(void *ctx, long n, double loss_sum, mpt_error *err
     if (!st) st = mpt_dp_finish_grads(&r->dp, err);
     r->dp.o.pre_reduce = tied;
     if (!st && t && r->embed.rank == 0) { /* the whole sum back to the last stage (ZeRO-1 left
-                                           * only this rank's slice of it: gathered) */
+                                           * only this rank's slice of it: gathered; ZeRO-2:
+                                           * this replica's, summed over dp there) */
         st = mpt_dp_gather_grads_unit(&r->dp, r->dp.held_unit, err);
         if (!st) st = mpt_isend(&r->embed, g, t->numel, 1, TIED_TAG_ + 1, &d->tied, err);
     }
@@ -120,7 +133,8 @@ static mpt_status grads_done_(void *ctx, long n, double loss_sum, mpt_error *err
     /* the buffer switched to held step n-1's gradients: its tied sum has gone by now */
     if (!st) st = mpt_wait(&r->defer[(n + 1) & 1].tied, err);
     if (st) return st;
-    point_grads_(m, d->grads == r->grads2 ? r->grads1 : r->grads2);
+    point_grads_(r, d->grads == r->grads2 ? r->grads1 : r->grads2,
+                 d->held == r->held2 ? r->held1 : r->held2);
     mpt_dp_begin_step(&r->dp);
     return MPT_OK;
 }
@@ -138,8 +152,17 @@ static mpt_status update_(void *ctx, long n, mpt_error *err) {
     if (r->embed.rank == 1 && (st = mpt_wait(&d->tied, err))) return st;
     if (r->dp.o.pre_reduce && r->embed.rank == 1) { /* the sum, from the first stage */
         const mpt_tensor *t = &m->pt.t[mpt_tied_tensor(&m->pt)];
-        if ((st = mpt_recv(&r->embed, d->grads + t->offset, t->numel, 0, TIED_TAG_ + 1, err)))
-            return st;
+        float *into = r->dp.zero == 2 ? d->held : d->grads + t->offset;
+        if ((st = mpt_recv(&r->embed, into, t->numel, 0, TIED_TAG_ + 1, err))) return st;
+        if (r->dp.zero == 2) { /* the replicas' sums, and this rank's slice of the total */
+            if (r->dp.R > 1 &&
+                (st = mpt_allreduce_dt(r->dp.comm, into, t->numel, MPT_F32, MPT_RED_SUM, err)))
+                return st;
+            int grp;
+            size_t x0, x1, at;
+            mpt_dp_owned(&r->dp, t, -1, &grp, &x0, &x1, &at);
+            memcpy(d->grads + at, into + (x0 - t->offset), (x1 - x0) * sizeof(float));
+        }
     }
     d->loss = d->vals[0] / ((double)o->batch * r->T);
     d->norm = sqrt(d->vals[1]);
@@ -157,10 +180,11 @@ static mpt_status update_(void *ctx, long n, mpt_error *err) {
     r->bw.ver = n + 1;
     if (d->skipped) return MPT_OK;
     double t0 = mpt_comm_clock();
-    float *cur = m->grads;
-    m->grads = d->grads; /* the optimizer reads model->grads: step n's buffer for this call */
+    /* the optimizer reads model->grads (ZeRO-2: dp.gshard): step n's buffer for this call */
+    float **gp = r->dp.zero == 2 ? &r->dp.gshard : &m->grads, *cur = *gp;
+    *gp = d->grads;
     st = mpt_dp_update(&r->dp, r->opt, d->lr, mpt_clip_factor(r->opt, d->norm), n + 1, err);
-    m->grads = cur;
+    *gp = cur;
     mpt_trace_add(&r->trace, MPT_TRACE_COMPUTE, "optimizer", NULL, -1, t0, mpt_comm_clock());
     return st;
 }

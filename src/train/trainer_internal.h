@@ -22,7 +22,9 @@
 typedef struct mpt_2bw_defer {
     double vals[3];           /* loss sum, squared norm, non-finite flag: summed over pp */
     mpt_req red, tied;        /* that sum; the tied wte's send */
-    float *grads;             /* the gradient buffer holding the step's gradients */
+    float *grads;             /* the gradient buffer holding the step's gradients (ZeRO-2: the
+                               * slice) */
+    float *held;              /* ZeRO-2: its held (tied wte) gradient, whole; or NULL */
     double loss, norm;        /* the step's results, from its update */
     float lr;
     int skipped;
@@ -52,7 +54,10 @@ typedef struct mpt_run {
     mpt_buflist stash_bufs;   /* owned: the list stash comes from */
     mpt_pp_2bw bw;            /* 2bw: the running segment without a flush (pp_2bw.h) */
     float *grads1, *grads2;   /* 2bw deferred: the model's gradient buffer and a second one
-                               * (pt.total, kind grads, from stash_bufs); NULL otherwise */
+                               * (pt.total, kind grads, from stash_bufs; ZeRO-2: the dp
+                               * module's gradient slice and a second one); NULL otherwise */
+    float *held1, *held2;     /* 2bw deferred, ZeRO-2: the dp module's held gradient (the tied
+                               * wte's, whole) and a second one; NULL otherwise */
     mpt_2bw_defer defer[2];   /* by step parity */
     const mpt_adamw *opt;     /* 2bw deferred: the run's optimizer settings (not owned) */
     int z3_whole;             /* ZeRO-3 gathers every unit once per step (--zero3-gather step) */

@@ -379,9 +379,14 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
         mpt_buflist_add(&r->stash_bufs, "2bw.stash", MPT_MEM_PARAMS, MPT_F32,
                         mpt_run_2bw_version_n(r), (void **)&r->stash); /* ZeRO-3: a slice */
         if (mpt_run_2bw_deferred(o, &r->cfg)) { /* train/trainer_2bw.c */
-            r->grads1 = r->model.grads;
+            int z2 = o->zero == 2; /* the gradients live as a slice (and the held whole) */
+            r->grads1 = z2 ? r->dp.gshard : r->model.grads;
+            r->held1 = z2 ? r->dp.held_grad : NULL;
             mpt_buflist_add(&r->stash_bufs, "2bw.grads", MPT_MEM_GRADS, MPT_F32,
-                            r->model.pt.total, (void **)&r->grads2);
+                            z2 ? r->dp.shard_n : r->model.pt.total, (void **)&r->grads2);
+            if (r->held1)
+                mpt_buflist_add(&r->stash_bufs, "2bw.held_grad", MPT_MEM_GRADS, MPT_F32,
+                                r->model.pt.t[r->dp.o.held].numel, (void **)&r->held2);
         }
         if ((st = mpt_buflist_alloc(&r->stash_bufs, &r->arena, err))) return st;
     }
