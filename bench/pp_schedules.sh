@@ -4,7 +4,7 @@
 # schedule's own simulation on the run's measured F, B (and, for zb-h1, W) costs, and every
 # rank's planned = measured peak memory (largest rank, total and activations). Medians over the
 # steps after a warm-up. 2bw runs without a flush over the 8 steps (parallel/pp_2bw.h); its
-# last step reports no bubble (its window is empty: the one before ran to the end).
+# last window (the one before ran to the end) shares the time of the two steps it holds.
 # A benchmark, not a test: it exits 0 whatever the timings, 1 only when a run fails. Each stage
 # wants a core of its own; on a shared machine the figures move from run to run, so compare
 # the rows of one run only.

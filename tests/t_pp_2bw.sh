@@ -62,6 +62,21 @@ good = len(ranks) == 2 and all(r["planned_mem_bytes"] == r["peak_mem_bytes"] for
 print(f"plan = peak on {len(ranks)} ranks (the stashed version counted as params, the deferred update's second gradient buffer as grads)")
 sys.exit(0 if good else 1)
 PY
+# every step's line carries a bubble and a simulated one (a segment's windows attributed per
+# step: mpt_run_2bw_attribute), the segments' last steps included; no timing is asserted
+/usr/bin/python3 - "$TMP/pp2.jsonl" "$TMP/pp2seg.jsonl" >"$TMP/lines" <<'PY' && ok "2bw log lines: $(cat "$TMP/lines")" || bad "2bw log lines: $(cat "$TMP/lines")"
+import json, sys
+miss, n = [], 0
+for f in sys.argv[1:]:
+    for x in open(f):
+        d = json.loads(x)
+        if "loss" not in d or "step" not in d: continue
+        n += 1
+        if not all(k in d and d[k] >= 0 for k in ("bubble", "bubble_sim", "step_ms", "mfu")):
+            miss.append(f"{f.split('/')[-1]} step {d['step']}")
+print(f"{n - len(miss)} of {n} step lines with bubble, bubble_sim, step_ms and mfu" + (f"; missing: {miss}" if miss else ""))
+sys.exit(1 if miss or n == 0 else 0)
+PY
 # ZeRO-3: the stashed version is a second parameter slice, each micro-batch's units gathered
 # from the version its forward used (per layer, and --zero3-gather step across segments)
 run pp2dp2z3 4 --pp 2 --dp 2 --zero 3 --microbatches 2 && same pp2dp2z3 one && plan_is_peak pp2dp2z3

@@ -512,6 +512,7 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
                           (st = mpt_allreduce_max_f64(ppc, &busy[1], 1, err)) ||
                           (st = mpt_comm_agree(world, bubble_sim_(&r, &bubble_sim, err), err))))
             goto done;
+        mpt_run_2bw_attribute(&r, step, &dt, busy, &bubble_sim); /* 2bw: a window, two steps */
         t_all += dt;
         mpt_step_info info = {.step = step + 1, .steps = o->steps, .loss = loss, .lr = lr,
                               .grad_norm = norm, .tokens_per_s = (double)B * T / dt,

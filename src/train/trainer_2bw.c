@@ -189,6 +189,34 @@ static mpt_status update_(void *ctx, long n, mpt_error *err) {
     return st;
 }
 
+void mpt_run_2bw_attribute(mpt_run *r, long step, double *dt, double busy[2],
+                           double *bubble_sim) {
+    long k = step - r->bw.first;
+    int S = r->bw.steps;
+    if (!r->grads2 || S < 2) return;
+    double here[4] = {*dt, busy[0], busy[1], *bubble_sim};
+    if (k == 0) { /* the fill and the first two steps' work: half each to steps 0 and 1 */
+        for (int i = 0; i < 3; i++) here[i] *= 0.5;
+        memcpy(r->carry, here, sizeof here);
+    } else { /* window k-1's figures; the last line adds its own (its update) */
+        memcpy(here, r->carry, sizeof here);
+        if (k < S - 1) {
+            r->carry[0] = *dt;
+            r->carry[1] = busy[0];
+            r->carry[2] = busy[1];
+            r->carry[3] = *bubble_sim;
+        } else {
+            here[0] += *dt;
+            here[1] += busy[0];
+            here[2] += busy[1];
+        }
+    }
+    *dt = here[0];
+    busy[0] = here[1];
+    busy[1] = here[2];
+    *bubble_sim = here[3];
+}
+
 mpt_status mpt_run_2bw_step(mpt_run *r, const mpt_adamw *opt, long step, double *loss,
                             double *norm, float *lr, double busy[2], int *skipped,
                             mpt_error *err) {

@@ -59,6 +59,8 @@ typedef struct mpt_run {
     float *held1, *held2;     /* 2bw deferred, ZeRO-2: the dp module's held gradient (the tied
                                * wte's, whole) and a second one; NULL otherwise */
     mpt_2bw_defer defer[2];   /* by step parity */
+    double carry[4];          /* 2bw deferred: the figures of the window the next step's log
+                               * line reports (seconds, busy, wall, bubble_sim) */
     const mpt_adamw *opt;     /* 2bw deferred: the run's optimizer settings (not owned) */
     int z3_whole;             /* ZeRO-3 gathers every unit once per step (--zero3-gather step) */
     mpt_param_table full;     /* the whole-tensor table checkpoints use */
@@ -107,6 +109,14 @@ mpt_status mpt_run_2bw_step(mpt_run *r, const mpt_adamw *opt, long step, double 
                             double *norm, float *lr, double busy[2], int *skipped,
                             mpt_error *err);
 void mpt_run_2bw_free(mpt_run *r);
+/* The step's log figures (after the pipeline group's sums: busy[0] summed, busy[1] the
+ * longest window; bubble_sim) when deferred. A segment's window k ends before the last
+ * stage's first forward of step k+2, so window 0 holds the fill and about two steps' work,
+ * window k (0 < k < S-1) about step k+1's, window S-1 only the last update. Step 0's and 1's
+ * lines get half of window 0 each, step k's (1 < k < S-1) window k-1's, step S-1's window
+ * S-2's and its own. Otherwise (not deferred, or one step) unchanged. */
+void mpt_run_2bw_attribute(mpt_run *r, long step, double *dt, double busy[2],
+                           double *bubble_sim);
 /* The trainer's data callback (micro-batch mb of step r->step). */
 void mpt_run_batch(void *ctx, int mb, int32_t *inputs, int32_t *targets);
 
