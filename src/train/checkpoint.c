@@ -247,12 +247,17 @@ void mpt_checkpoint_buffers(const mpt_param_table *full, mpt_buflist *l, float *
 
 /* ---------------------------------------------------------------- streaming save */
 
-/* Opens file `which` (0 model, 1 optimizer) of the session: its header, from the shapes. */
+static const char *file_name_(int which) {
+    return which == 2 ? mpt_ckpt_stash_file : which ? mpt_ckpt_optim_file : mpt_ckpt_model_file;
+}
+
+/* Opens file `which` (0 model, 1 optimizer, 2 stash) of the session: its header, from the
+ * shapes. */
 static mpt_status open_file_(mpt_ckpt_writer *w, int which, mpt_error *err) {
     const mpt_param_table *pt = w->pt;
     const mpt_st_meta meta = {"format", "pt"};   /* transformers requires it */
     char path[PATH_MAX + 32];
-    size_t n = which ? 2 * pt->n : pt->n;
+    size_t n = which == 1 ? 2 * pt->n : pt->n;
     mpt_st_entry *e = calloc(n + 1, sizeof *e);                  /* owned */
     char (*names)[MPT_CKPT_NAME_MAX] = calloc(n + 1, sizeof *names);   /* owned */
     mpt_status st = MPT_OK;
@@ -260,13 +265,13 @@ static mpt_status open_file_(mpt_ckpt_writer *w, int which, mpt_error *err) {
         st = mpt_fail(err, MPT_ERR_RUN, "out of memory saving a checkpoint");
         goto cleanup;
     }
-    if (which) {
+    if (which == 1) {
         entries_(pt, NULL, "exp_avg.", e, names);
         entries_(pt, NULL, "exp_avg_sq.", e + pt->n, names + pt->n);
     } else {
-        entries_(pt, NULL, "", e, names);
+        entries_(pt, NULL, which ? "stash." : "", e, names);
     }
-    const char *file = which ? mpt_ckpt_optim_file : mpt_ckpt_model_file;
+    const char *file = file_name_(which);
     mpt_ckpt_join(path, sizeof path, w->tmp, file);   /* fits: see the size of path */
     if ((st = mpt_st_writer_open(&w->out, path, e, n, &meta, 1, err)) != MPT_OK) goto cleanup;
     w->left = w->out.expect;
@@ -281,9 +286,10 @@ cleanup:
 static mpt_status next_file_(mpt_ckpt_writer *w, mpt_error *err) {
     mpt_status st = mpt_st_writer_close(&w->out, 1, err);
     if (st != MPT_OK) return st;
-    w->files[w->nfiles++] = w->file ? mpt_ckpt_optim_file : mpt_ckpt_model_file;
+    w->files[w->nfiles++] = file_name_(w->file);
     if (w->file == 0 && w->with_opt) return open_file_(w, 1, err);
-    w->file = 2;
+    if (w->file < 2 && w->with_stash) return open_file_(w, 2, err);
+    w->file = 3;
     return MPT_OK;
 }
 
@@ -322,7 +328,7 @@ mpt_status mpt_checkpoint_begin(mpt_ckpt_writer *w, const char *root, int keep, 
 
 mpt_status mpt_checkpoint_put(mpt_ckpt_writer *w, const float *data, size_t n, mpt_error *err) {
     while (n > 0) {
-        if (w->file == 2)
+        if (w->file == 3)
             return mpt_fail(err, MPT_ERR_RUN, "checkpoint save: %zu elements past the end", n);
         size_t m = n < w->left ? n : w->left;
         mpt_status st = mpt_st_writer_put(&w->out, data, m, err);
@@ -340,14 +346,14 @@ void mpt_checkpoint_abort(mpt_ckpt_writer *w) {
     mpt_st_writer_abort(&w->out);
     if (w->have_tmp) mpt_ckpt_remove_tree(w->tmp);
     w->have_tmp = 0;
-    w->file = 2;
+    w->file = 3;
 }
 
 mpt_status mpt_checkpoint_commit(mpt_ckpt_writer *w, const mpt_train_state *st, char *out_dir,
                                  size_t out_dir_size, mpt_error *err) {
     mpt_status rc = MPT_OK;
     char path[PATH_MAX + 32];
-    if (!st || w->file != 2 || !w->have_tmp) {
+    if (!st || w->file != 3 || !w->have_tmp) {
         rc = mpt_fail(err, MPT_ERR_RUN, "checkpoint save: %s", !st ? "no trainer state"
                       : w->have_tmp ? "not every tensor was written" : "no session");
         goto cleanup;

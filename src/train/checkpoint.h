@@ -5,6 +5,8 @@
  *   model.safetensors    full fp32 weights, Hugging Face GPT-2 names and unpadded shapes
  *                        (lm_head.weight only when untied)
  *   optimizer.safetensors  AdamW first/second moments, names "exp_avg.<name>" / "exp_avg_sq.<name>"
+ *   2bw_stash.safetensors  optional (--schedule 2bw): the previous weight version W(t-1),
+ *                        names "stash.<name>", so that a resumed run continues exactly
  *   trainer_state.json   step, seed, data position, RNG state, and the run's options
  *   manifest.json        size and XXH3-64 checksum of every other file
  * Saving writes DIR/step_NNNNNN.tmp-<pid>/, fsyncs every file and the directory, renames it to
@@ -64,18 +66,20 @@ void mpt_checkpoint_buffers(const mpt_param_table *full, mpt_buflist *l, float *
 /* ---- streaming save ---- */
 
 /* Tensor data arrive in file order: kind 0 (parameters) for every tensor of pt in table
- * order, then kinds 1 and 2 (exp_avg, exp_avg_sq) when with_opt; each tensor's checkpoint form
+ * order, then kinds 1 and 2 (exp_avg, exp_avg_sq) when with_opt, then kind 3 (the stash) when
+ * with_stash (set after mpt_checkpoint_begin, before the data); each tensor's checkpoint form
  * (mpt_tensor_ckpt_numel elements, row-major, no padding rows). Local (one writer rank). */
 typedef struct mpt_ckpt_writer {
     const mpt_param_table *pt;  /* not owned */
     const mpt_config *cfg;      /* not owned */
-    int keep, with_opt;
-    int file;                   /* 0 writing the model, 1 the optimizer state, 2 all data done */
+    int keep, with_opt, with_stash;
+    int file;                   /* 0 writing the model, 1 the optimizer state, 2 the stash,
+                                 * 3 all data done */
     int have_tmp;               /* tmp exists and is ours to remove on failure */
     char root[PATH_MAX], name[64], tmp[PATH_MAX], final[PATH_MAX];
     mpt_st_writer out;          /* the file being written */
     size_t left;                /* elements still due in it */
-    const char *files[5];
+    const char *files[6];
     size_t nfiles;
 } mpt_ckpt_writer;
 
@@ -130,21 +134,22 @@ void mpt_checkpoint_remove_dir(const char *tmp);
 typedef struct mpt_ckpt_reader {
     const mpt_param_table *pt;   /* not owned */
     int managed, has_opt;        /* ours (manifest verified); optimizer state present */
-    mpt_safetensors f[2];        /* model, optimizer (open when asked for and present) */
+    int has_stash;               /* 2bw's stash present (listed in the manifest; not sharded) */
+    mpt_safetensors f[3];        /* model, optimizer, stash (open when asked for and present) */
     const mpt_st_info **src;     /* owned: [kind * pt->n + i] = tensor i's kind in its file */
     struct mpt_shards *sh;       /* owned: a sharded checkpoint's slices (train/ckpt_shard.h),
                                   * read in place of the two files */
 } mpt_ckpt_reader;
 
 /* Verifies the manifest (when there is one), opens model.safetensors (and, when want_opt and
- * present, optimizer.safetensors) and checks every name, shape and dtype against pt, as
+ * present, optimizer.safetensors and 2bw_stash.safetensors) and checks every name, shape and dtype against pt, as
  * mpt_checkpoint_load does; reads no tensor data except a tied model's lm_head check.
  * A sharded checkpoint (shards.json, train/ckpt_shard.h; its manifest is required) opens its
  * index instead, checked against pt (the whole-model table). */
 mpt_status mpt_checkpoint_open(mpt_ckpt_reader *rd, const char *dir, const mpt_param_table *pt,
                                int want_opt, mpt_error *err);
 /* out[0..n) = elements [first, first + n) of the checkpoint form of tensor i of kind (0 params,
- * 1 exp_avg, 2 exp_avg_sq), as fp32. */
+ * 1 exp_avg, 2 exp_avg_sq, 3 the 2bw stash), as fp32. */
 mpt_status mpt_checkpoint_read(const mpt_ckpt_reader *rd, int kind, size_t i, size_t first,
                                size_t n, float *out, mpt_error *err);
 void mpt_checkpoint_close(mpt_ckpt_reader *rd);

@@ -24,6 +24,7 @@
 
 const char *const mpt_ckpt_model_file = "model.safetensors";
 const char *const mpt_ckpt_optim_file = "optimizer.safetensors";
+const char *const mpt_ckpt_stash_file = "2bw_stash.safetensors";
 const char *const mpt_ckpt_state_file = "trainer_state.json";
 const char *const mpt_ckpt_config_file = "config.json";
 const char *const mpt_ckpt_manifest_file = "manifest.json";

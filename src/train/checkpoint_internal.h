@@ -13,7 +13,7 @@
 #define MPT_CKPT_NAME_MAX 128 /* "exp_avg_sq." + a tensor name (< 96) */
 
 extern const char *const mpt_ckpt_model_file, *const mpt_ckpt_optim_file,
-    *const mpt_ckpt_state_file, *const mpt_ckpt_config_file, *const mpt_ckpt_manifest_file;
+    *const mpt_ckpt_stash_file, *const mpt_ckpt_state_file, *const mpt_ckpt_config_file, *const mpt_ckpt_manifest_file;
 
 int mpt_ckpt_join(char *out, size_t size, const char *a, const char *b);
 int mpt_ckpt_exists(const char *path);

@@ -69,8 +69,10 @@ mpt_status mpt_checkpoint_read_config(const char *dir, mpt_config *cfg, mpt_erro
     return mpt_hfconfig_read(p, cfg, err);
 }
 
-/* Verifies every file manifest.json lists; *has_opt: optimizer.safetensors is listed. */
-static mpt_status verify_manifest_(const char *dir, int *has_opt, mpt_error *err) {
+/* Verifies every file manifest.json lists; *has_opt: optimizer.safetensors is listed;
+ * *has_stash: 2bw_stash.safetensors. */
+static mpt_status verify_manifest_(const char *dir, int *has_opt, int *has_stash,
+                                   mpt_error *err) {
     char p[PATH_MAX];
     cJSON *root = NULL;   /* owned */
     if (!mpt_ckpt_join(p, sizeof p, dir, mpt_ckpt_manifest_file))
@@ -87,6 +89,7 @@ static mpt_status verify_manifest_(const char *dir, int *has_opt, mpt_error *err
             goto cleanup;
         }
     *has_opt = cJSON_GetObjectItemCaseSensitive(files, mpt_ckpt_optim_file) != NULL;
+    *has_stash = cJSON_GetObjectItemCaseSensitive(files, mpt_ckpt_stash_file) != NULL;
     /* a sharded checkpoint's data files are checked here for presence and size only: each
      * rank verifies the checksum of a shard when it first reads from it (ckpt_shard.c), so
      * no rank reads the shards it does not need */
@@ -293,7 +296,7 @@ mpt_status mpt_checkpoint_open(mpt_ckpt_reader *rd, const char *dir, const mpt_p
         return mpt_fail(err, MPT_ERR_INPUT, "checkpoint %s: path too long", dir);
     if (mpt_ckpt_exists(p)) {
         rd->managed = 1;
-        if ((rc = verify_manifest_(dir, &rd->has_opt, err)) != MPT_OK) return rc;
+        if ((rc = verify_manifest_(dir, &rd->has_opt, &rd->has_stash, err)) != MPT_OK) return rc;
     }
     if (mpt_shard_is_sharded(dir)) {
         if (!rd->managed)
@@ -302,14 +305,19 @@ mpt_status mpt_checkpoint_open(mpt_ckpt_reader *rd, const char *dir, const mpt_p
                             mpt_ckpt_manifest_file);
         if ((rc = mpt_shards_open(&rd->sh, dir, pt, err)) != MPT_OK) return rc;
         rd->has_opt = mpt_shards_has_opt(rd->sh);
+        rd->has_stash = 0; /* (a sharded save holds no stash) */
         return MPT_OK;
     }
-    if (!(rd->src = calloc(3 * pt->n + 1, sizeof *rd->src)))
+    if (!(rd->src = calloc(4 * pt->n + 1, sizeof *rd->src)))
         return mpt_fail(err, MPT_ERR_RUN, "out of memory opening %s", dir);
     const char *plain[1] = {""}, *pre[2] = {"exp_avg.", "exp_avg_sq."};
     rc = open_path_(dir, mpt_ckpt_model_file, pt, plain, 1, &rd->f[0], rd->src, err);
     if (rc == MPT_OK && want_opt && rd->has_opt)
         rc = open_path_(dir, mpt_ckpt_optim_file, pt, pre, 2, &rd->f[1], rd->src + pt->n, err);
+    const char *stash[1] = {"stash."};
+    if (rc == MPT_OK && want_opt && rd->has_stash)
+        rc = open_path_(dir, mpt_ckpt_stash_file, pt, stash, 1, &rd->f[2], rd->src + 3 * pt->n,
+                        err);
     if (rc != MPT_OK) mpt_checkpoint_close(rd);
     return rc;
 }
@@ -317,16 +325,18 @@ mpt_status mpt_checkpoint_open(mpt_ckpt_reader *rd, const char *dir, const mpt_p
 mpt_status mpt_checkpoint_read(const mpt_ckpt_reader *rd, int kind, size_t i, size_t first,
                                size_t n, float *out, mpt_error *err) {
     if (rd->sh) return mpt_shards_read(rd->sh, kind, i, first, n, out, err);
-    const mpt_st_info *x = kind >= 0 && kind < 3 && i < rd->pt->n ? rd->src[kind * rd->pt->n + i]
+    const mpt_st_info *x = kind >= 0 && kind < 4 && i < rd->pt->n ? rd->src[kind * rd->pt->n + i]
                                                                    : NULL;
     if (!x) return mpt_fail(err, MPT_ERR_RUN, "checkpoint read: no tensor %d/%zu open", kind, i);
-    return mpt_safetensors_read_f32_range(&rd->f[kind > 0], x, first, n, out, err);
+    return mpt_safetensors_read_f32_range(&rd->f[kind == 3 ? 2 : kind > 0], x, first, n, out,
+                                          err);
 }
 
 void mpt_checkpoint_close(mpt_ckpt_reader *rd) {
     if (!rd) return;
     mpt_safetensors_free(&rd->f[0]);
     mpt_safetensors_free(&rd->f[1]);
+    mpt_safetensors_free(&rd->f[2]);
     mpt_shards_close(rd->sh);
     free(rd->src);
     memset(rd, 0, sizeof *rd);

@@ -30,7 +30,8 @@
 #include "train/safetensors.h"
 #include "train/trainer_internal.h"
 
-enum { K_PARAMS, K_M, K_V, K_GRADS };   /* what a tensor's data are */
+enum { K_PARAMS, K_M, K_V, K_STASH, K_GRADS };   /* what a tensor's data are (K_STASH: 2bw's
+                                                  * previous version, kind 3 of the files) */
 #define TAG_ 7301                       /* point-to-point tag of checkpoint pieces */
 
 typedef struct stage_ {
@@ -105,9 +106,12 @@ static void shard_rows_(const mpt_tensor *lt, int t, size_t r0, size_t r1, size_
 /* Where this rank keeps kind k: *sliced when it holds only its ZeRO slice. */
 static float *store_(mpt_run *r, int kind, int *sliced) {
     const mpt_dp *dp = &r->dp;
-    *sliced = kind == K_PARAMS ? dp->zero == 3 : kind == K_GRADS ? 0 : dp->zero >= 1;
+    *sliced = kind == K_PARAMS || kind == K_STASH ? dp->zero == 3
+              : kind == K_GRADS                  ? 0
+                                                 : dp->zero >= 1;
     switch (kind) {
     case K_PARAMS: return dp->zero == 3 ? dp->pshard : r->model.params;
+    case K_STASH: return r->stash; /* laid out as the params (ZeRO-3: the slice) */
     case K_M: return dp->m;
     case K_V: return dp->v;
     default: return r->model.grads;
@@ -194,6 +198,10 @@ mpt_status mpt_run_load(mpt_run *r, long *start, mpt_error *err) {
     for (int k = 0; !st && k < kinds; k++)
         for (size_t i = 0; !st && i < pt->n; i++)
             st = load_tensor_(&s, &rd, k, (size_t)pt->t[i].full_id, &pt->t[i], err);
+    if (!st && o->resume && r->stash && rd.has_stash) /* 2bw: W(t-1) too (else W(t), setup) */
+        for (size_t i = 0; !st && i < pt->n; i++)
+            st = load_tensor_(&s, &rd, K_STASH, (size_t)pt->t[i].full_id, &pt->t[i], err);
+    if (!st) r->stash_loaded = o->resume && r->stash && rd.has_stash;
     if (!st && kinds == 1) { /* no optimizer state: AdamW starts from zero */
         size_t n = r->dp.zero == 0 ? pt->total : r->dp.shard_n;
         memset(r->dp.m, 0, n * sizeof(float));
@@ -343,7 +351,8 @@ mpt_status mpt_run_save(mpt_run *r, long step, mpt_train_result *res, mpt_error 
     if (st) return st;
     if (r->rank0)
         wst = mpt_checkpoint_begin(&w, o->save_dir, o->keep, step, &r->cfg, &r->full, 1, &werr);
-    for (int k = K_PARAMS; !st && k <= K_V; k++)
+    if (r->rank0) w.with_stash = r->stash != NULL; /* 2bw: W(t-1), for an exact resume */
+    for (int k = K_PARAMS; !st && k <= (r->stash ? K_STASH : K_V); k++)
         st = stream_kind_(&s, k, put_ckpt_, &w, &wst, &werr, err);
     if (!st && r->rank0 && wst == MPT_OK) {
         mpt_train_state ts;

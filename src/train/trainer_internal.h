@@ -52,6 +52,7 @@ typedef struct mpt_run {
                                * the rank's slice, dp.shard_n), kind params; the step's forwards
                                * and backwards run on them */
     mpt_buflist stash_bufs;   /* owned: the list stash comes from */
+    int stash_loaded;         /* the stash came from the checkpoint resumed (W(t-1)) */
     mpt_pp_2bw bw;            /* 2bw: the running segment without a flush (pp_2bw.h) */
     float *grads1, *grads2;   /* 2bw deferred: the model's gradient buffer and a second one
                                * (pt.total, kind grads, from stash_bufs; ZeRO-2: the dp

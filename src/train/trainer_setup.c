@@ -391,7 +391,8 @@ mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
         if ((st = mpt_buflist_alloc(&r->stash_bufs, &r->arena, err))) return st;
     }
     if ((st = mpt_run_load(r, start, err))) return st;
-    if (r->stash) memcpy(r->stash, mpt_run_2bw_live(r), mpt_run_2bw_version_n(r) * sizeof(float));
+    if (r->stash && !r->stash_loaded) /* both versions equal: a fresh run (or no stash saved) */
+        memcpy(r->stash, mpt_run_2bw_live(r), mpt_run_2bw_version_n(r) * sizeof(float));
     return MPT_OK;
 }
 
