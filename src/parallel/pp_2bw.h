@@ -55,6 +55,7 @@ typedef struct mpt_pp_2bw {
     mpt_status (*update)(void *ctx, long n, mpt_error *err);
     void *hook_ctx;
     long gdone, udone;       /* the last step grads_done / update was called for */
+    double hook_s;           /* seconds in those callbacks during the running window */
     long nan_step;           /* testing: this step's forwards get a NaN dloss (-1: none) */
 } mpt_pp_2bw;
 
@@ -65,7 +66,8 @@ mpt_status mpt_pp_2bw_begin(mpt_pp_2bw *s, mpt_pp *pp, long first, int steps, fl
 /* Runs this rank's actions up to step n's update point (see above; n = the segment's next
  * step). batch gets the micro-batch within the step, after *step_out = its step. *loss_sum: step
  * n's loss sum (last stage). pp->busy / pp->wall and the F/B/W/message measurements cover this
- * call (a window). At the segment's end, waits for the sends and points w[] at live; under
+ * call (a window; the wall without the deferred update's callbacks, the step's reduction and
+ * optimizer, which the flushed schedules run outside their window too). At the segment's end, waits for the sends and points w[] at live; under
  * ZeRO-3, dp->pshard points at live at the end of every window (the update writes it). */
 mpt_status mpt_pp_2bw_run(mpt_pp_2bw *s, long n, mpt_pp_batch_fn batch, void *ctx,
                           long *step_out, int32_t *inputs, int32_t *targets, int Bm, int T,
