@@ -390,10 +390,47 @@ static void calib_use_(void) {
           t[0][1], t[1][0], t[1][1]);
 }
 
+/* 2bw without a flush (train/trainer_2bw.c, m >= p, dense): a simulated step is one window of
+ * the steady state, every stage busy m (F + B) of the slowest stage's time: with p 2 and m 4 on
+ * a model split evenly, 1f1b's drained step over 2bw's is (m + p - 1) / m = 1.25 up to the
+ * head's extra time and the messages; with m < p the trainer drains every step, so 2bw is
+ * 1f1b. */
+static void two_bw_(void) {
+    mpt_plan_job j;
+    job_(&j, "gpt2-124m", 16, 1024);
+    j.cfg.vocab = 256; /* a byte vocabulary: the head does not unbalance the two stages */
+    mpt_cluster c;
+    mpt_error err;
+    CHECK(mpt_cluster_load(&c, "a100-80g", &err) == MPT_OK, "a100-80g");
+    double t[2][2], bubble[2][2];
+    for (int k = 0; k < 2; k++)      /* k: 1f1b, 2bw */
+        for (int mm = 0; mm < 2; mm++) { /* mm: m = 4, m = 1 */
+            mpt_plan_layout l;
+            mpt_plan_layout_defaults(&l);
+            l.pp = 2;
+            l.microbatches = mm ? 1 : 4;
+            l.schedule = k ? MPT_PP_2BW : MPT_PP_1F1B;
+            mpt_sim_result sr;
+            CHECK(mpt_simulate(&j, &l, &c, 0, &sr, &err) == MPT_OK, "simulate: %s", err.msg);
+            t[k][mm] = sr.pipe_time;
+            bubble[k][mm] = sr.bubble;
+        }
+    double r = t[0][0] / t[1][0];
+    printf("\ngpt2-124m (vocab 256) pp 2 m 4 on a100-80g: 1f1b %.1f ms (bubble %.3f), 2bw without a flush "
+           "%.1f ms (bubble %.3f): ratio %.3f (drained: (m+p-1)/m = 1.25)\n", 1e3 * t[0][0],
+           bubble[0][0], 1e3 * t[1][0], bubble[1][0], r);
+    CHECK(r > 1.15 && r < 1.30, "1f1b / 2bw steady window %.3f, not about 1.25", r);
+    CHECK(bubble[1][0] < 0.5 * bubble[0][0], "2bw's window bubble %.3f not below 1f1b's %.3f",
+          bubble[1][0], bubble[0][0]);
+    CHECK(t[1][1] == t[0][1], "m 1 < p: 2bw drains every step as 1f1b (%g vs %g s)", t[1][1],
+          t[0][1]);
+}
+
 int main(void) {
     calib_use_();
     zero_structure_();
     schedules_();
+    two_bw_();
     gpt3_();
     narayanan_();
     search_();

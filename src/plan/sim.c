@@ -133,6 +133,31 @@ static mpt_status replay_(rank_ *rk, int p, int v, int m, mpt_pp_kind kind,
 }
 
 
+/* 2bw without a flush (train/trainer_2bw.c runs mpt_pp_schedule_2bw's list of several steps:
+ * m >= p, dense): the steady state's step on each pipeline rank, the growth of its last
+ * action's end from the list of two steps to the list of three (micro-batches 2m and 3m of one
+ * 1F1B order, as mpt_pp_schedule_2bw makes them). period[r] gets rank r's; msg holds 3m x S x 2
+ * messages. */
+static mpt_status two_bw_period_(int p, int m, const mpt_stage_cost *sc, const double *p2p,
+                                 msg_ *msg, double *period, mpt_error *err) {
+    mpt_status st = MPT_OK;
+    for (int k = 2; k <= 3 && !st; k++) {
+        rank_ *rk = calloc((size_t)p, sizeof *rk);
+        if (!rk) return mpt_fail(err, MPT_ERR_RUN, "out of memory simulating 2bw");
+        for (size_t i = 0; i < (size_t)k * m * p * 2; i++) msg[i].sent = msg[i].posted = -1;
+        for (int r = 0; r < p && !st; r++)
+            st = schedule_copy_(MPT_PP_2BW, p, k * m, 1, r, &rk[r].a, &rk[r].n, err);
+        size_t n_ev = 0, n_cm = 0;
+        if (!st)
+            st = replay_(rk, p, 1, k * m, MPT_PP_2BW, sc, p2p, msg, NULL, &n_ev, NULL, &n_cm,
+                         err);
+        for (int r = 0; r < p && !st; r++)
+            period[r] = k == 2 ? -rk[r].clock : period[r] + rk[r].clock;
+        ranks_free_(rk, p);
+    }
+    return st;
+}
+
 /* ZeRO 1-3's collectives of one group of R ranks over n gradient elements (es bytes per
  * parameter element): the gradients' reduce-scatter (ZeRO-2/3: per micro-batch), ZeRO 1-2's
  * parameter all-gather after the update, ZeRO-3's gathers before forward and backward (per
@@ -183,7 +208,9 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
     if ((st = mpt_plan_partition(job, l, &cfg, counts, err))) return st;
     mpt_stage_cost *sc = calloc((size_t)S, sizeof *sc);
     double *p2p = calloc((size_t)S, sizeof *p2p);
-    msg_ *msg = malloc((size_t)m * S * 2 * sizeof *msg);
+    /* 2bw without a flush: the trainer's rule (train/trainer_2bw.c, mpt_run_2bw_segment) */
+    int two_bw = kind == MPT_PP_2BW && m >= p && cfg.experts == 0;
+    msg_ *msg = malloc((size_t)m * S * 2 * (two_bw ? 3 : 1) * sizeof *msg);
     rank_ *rk = calloc((size_t)p, sizeof *rk);
     size_t n_events = (size_t)m * S * (mpt_pp_split(kind) ? 3 : 2);
     mpt_pp_event *ev = keep_events ? malloc(n_events * sizeof *ev) : NULL;
@@ -211,6 +238,17 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
         if ((st = schedule_copy_(kind, p, m, v, r, &rk[r].a, &rk[r].n, err))) goto done;
     size_t n_ev = 0;
     if ((st = replay_(rk, p, v, m, kind, sc, p2p, msg, ev, &n_ev, cm, &n_cm, err))) goto done;
+    if (two_bw) { /* a step is one window of the steady state, not a drained pipeline: each
+                   * rank's times move to a window that ends where the drained step ends */
+        double period[MPT_PLAN_MAX_STAGES];
+        if ((st = two_bw_period_(p, m, sc, p2p, msg, period, err))) goto done;
+        for (int r = 0; r < p; r++) {
+            double shift = rk[r].clock - period[r];
+            rk[r].clock = period[r];
+            rk[r].last_b_start = rk[r].last_b_start > shift ? rk[r].last_b_start - shift : 0;
+            rk[r].first_start = rk[r].first_start > shift ? rk[r].first_start - shift : 0;
+        }
+    }
 
     /* data parallelism, optimizer, totals */
     double es = mpt_cost_elem_bytes(job->precision);
