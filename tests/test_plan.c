@@ -426,11 +426,46 @@ static void two_bw_(void) {
           t[0][1]);
 }
 
+/* Sequence parallelism's collectives as the runtime makes them (model/gpt_pass.c): per block
+ * 4 forward (2 all-gathers, 2 reduce-scatters) and 6 backward (the 2 output gradients and the
+ * saved ln_1 and ln_2 rows all-gathered, 2 reduce-scatters); the embedding's reduce-scatter and
+ * its backward's all-gather; the head's ln_f rows gathered forward and backward and its input
+ * gradient reduce-scattered; each of N x D elements, plus the loss's 3 floats per token
+ * all-reduced. Without sp: 2 + 2 all-reduces per block, one each for the embedding and the
+ * head's input gradient. bytes_tp counts what a rank sends: (tp-1)/tp of a gather's or a
+ * reduce-scatter's buffer, 2 (tp-1)/tp of an all-reduce's. */
+static void sp_bytes_(void) {
+    mpt_plan_job j;
+    job_(&j, "gpt2-124m", 8, 1024);
+    mpt_cluster c;
+    mpt_error err;
+    CHECK(mpt_cluster_load(&c, "a100-80g", &err) == MPT_OK, "a100-80g");
+    double got[2];
+    for (int sp = 0; sp < 2; sp++) {
+        mpt_plan_layout l;
+        mpt_plan_layout_defaults(&l);
+        l.tp = 2;
+        l.sp = sp;
+        mpt_sim_result sr;
+        CHECK(mpt_simulate(&j, &l, &c, 0, &sr, &err) == MPT_OK, "simulate: %s", err.msg);
+        got[sp] = sr.bytes_tp;
+    }
+    double N = 8.0 * 1024, D = 768, L = 12, es = 4;
+    double want_sp = 0.5 * es * N * D * (10 * L + 5) + 12 * N;
+    double want = 1.0 * (es * N * D * (4 * L + 2) + 12 * N);
+    printf("\ngpt2-124m tp 2, bytes a rank sends per step: sp %.4g (expected %.4g), without sp "
+           "%.4g (expected %.4g)\n", got[1], want_sp, got[0], want);
+    CHECK(fabs(got[1] / want_sp - 1) < 1e-9, "sp: %.6g bytes, the runtime's %.6g", got[1],
+          want_sp);
+    CHECK(fabs(got[0] / want - 1) < 1e-9, "tp: %.6g bytes, the runtime's %.6g", got[0], want);
+}
+
 int main(void) {
     calib_use_();
     zero_structure_();
     schedules_();
     two_bw_();
+    sp_bytes_();
     gpt3_();
     narayanan_();
     search_();

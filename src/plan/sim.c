@@ -320,8 +320,8 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
         node_work += rk[r].busy + opt + (c->cores > 0 && R > 1 ? red : 0);
         if (end - rk[r].clock > out->dp_exposed) out->dp_exposed = end - rk[r].clock;
         if (opt > out->optimizer) out->optimizer = opt;
-        double tpw = tpb * (l->sp ? frac : 2.0 * (l->tp - 1) / l->tp);
-        if (l->tp == 1) tpw = 0;
+        double tpw = tpb; /* sent, per kind of collective (cost.c; sp's counted 0 bytes
+                           * with one replica until 2026-11-30: dp's fraction was used) */
         if (tpw > out->bytes_tp) out->bytes_tp = tpw;
         if (ppb > out->bytes_pp) out->bytes_pp = ppb;
         if (dpb > out->bytes_dp) out->bytes_dp = dpb;
