@@ -25,6 +25,7 @@
 # Usage: bash bench/plan_vs_measured.sh [BUILD_DIR]   (from the repo root)
 #        RECAL=once|each MODEL=small BATCH=8 STEPS=4 LAYOUTS_FILE=tests/plan_layouts.txt
 #        ONLY=REGEX (the layouts whose "RANKS|options" line matches, e.g. ONLY='2bw|--sp$')
+#        PASSES=n (run the table n times; medians over the passes; see below)
 set -u
 BUILD=${1:-build}
 BIN="$BUILD/mptrain"
@@ -76,26 +77,36 @@ echo "model $MODEL, batch $BATCH, $STEPS steps; $(nproc) cores; calibration $REC
 # right before its own and the one right after it. A calibration that caught a passing state of
 # the VM (one of 38 idle ones gave busy_gemm 0.53 against a median of 0.92, and priced that
 # layout 50% long) is outvoted by its neighbours; a drift that lasts tens of seconds is kept.
-i=0
-for entry in "${LAYOUTS[@]}"; do
-  i=$((i + 1))
-  np=${entry%%|*}; opts=${entry#*|}
-  [ "$RECAL" = each ] && cal_
-  ok=1
-  # shellcheck disable=SC2086
-  "$BIN" plan --model "$MODEL" --batch "$BATCH" $opts --json >"$TMP/plan_$i.json" || ok=0
-  # shellcheck disable=SC2086
-  if [ $ok = 0 ]; then :
-  elif [ "$np" = 1 ]; then
-    /usr/bin/time -f "%e %U %S" -o "$TMP/time_$i" \
-      "$BIN" train --model "$MODEL" --batch "$BATCH" --steps "$STEPS" --quiet \
-      --log "$TMP/run_$i.jsonl" $opts >/dev/null </dev/null || ok=0
-  else
-    /usr/bin/time -f "%e %U %S" -o "$TMP/time_$i" \
-      "${MPIRUN[@]}" -np "$np" "$BIN" train --model "$MODEL" --batch "$BATCH" --steps "$STEPS" \
-      --quiet --log "$TMP/run_$i.jsonl" $opts >/dev/null </dev/null || ok=0
-  fi
-  echo "$ok $(cut -d' ' -f1 /proc/loadavg)" >"$TMP/status_$i"
+# PASSES=n (default 1): the whole table is run n times, one pass after the other, and each
+# layout's measured step is the median over its passes (so is its CPU share), its simulation
+# on the median of the calibrations nearest each of its runs: a slow spell of the VM during one
+# run (as the idle tp 2 sp row's 1702 ms against 1175 in bench/parallel.sh's run of the same
+# session) no longer decides a row when n >= 3.
+PASSES=${PASSES:-1}
+for pass in $(seq 1 "$PASSES"); do
+  i=0
+  for entry in "${LAYOUTS[@]}"; do
+    i=$((i + 1))
+    np=${entry%%|*}; opts=${entry#*|}
+    echo "$NCAL" >"$TMP/calidx_${i}_$pass" # the calibration right before this run
+    [ "$RECAL" = each ] && cal_
+    ok=1
+    # shellcheck disable=SC2086
+    "$BIN" plan --model "$MODEL" --batch "$BATCH" $opts --json >"$TMP/plan_$i.json" || ok=0
+    # shellcheck disable=SC2086
+    if [ $ok = 0 ]; then :
+    elif [ "$np" = 1 ]; then
+      /usr/bin/time -f "%e %U %S" -o "$TMP/time_${i}_$pass" \
+        "$BIN" train --model "$MODEL" --batch "$BATCH" --steps "$STEPS" --quiet \
+        --log "$TMP/run_${i}_$pass.jsonl" $opts >/dev/null </dev/null || ok=0
+    else
+      /usr/bin/time -f "%e %U %S" -o "$TMP/time_${i}_$pass" \
+        "${MPIRUN[@]}" -np "$np" "$BIN" train --model "$MODEL" --batch "$BATCH" \
+        --steps "$STEPS" --quiet --log "$TMP/run_${i}_$pass.jsonl" $opts >/dev/null </dev/null ||
+        ok=0
+    fi
+    echo "$ok $(cut -d' ' -f1 /proc/loadavg)" >"$TMP/status_${i}_$pass"
+  done
 done
 [ "$RECAL" = each ] && cal_
 printf "%-44s %12s %12s %7s %12s %9s %9s %7s %5s %5s %9s %7s %5s %5s\n" layout plan peak diff \
@@ -104,15 +115,17 @@ i=0
 for entry in "${LAYOUTS[@]}"; do
   i=$((i + 1))
   np=${entry%%|*}; opts=${entry#*|}
-  read -r ok load <"$TMP/status_$i"
-  [ "$ok" = 1 ] || { echo "${opts:-(one rank)}: plan or train failed"; continue; }
   cl=$CLUSTER
   if [ "$RECAL" = each ]; then
-    /usr/bin/python3 - "$TMP" "$i" <<'EOF'
+    /usr/bin/python3 - "$TMP" "$i" "$PASSES" <<'EOF'
 import json, os, statistics, sys
-tmp, i = sys.argv[1], int(sys.argv[2])
-# calibrations i-1 (before the previous run), i (before this run), i+1 (after it)
-cs = [json.load(open(f)) for f in ("%s/cal_%d.json" % (tmp, k) for k in (i - 1, i, i + 1))
+tmp, i, passes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+# per run, calibrations k-1 (before the previous run), k (right before this run), k+1 (after)
+ks = set()
+for p in range(1, passes + 1):
+    k = int(open("%s/calidx_%d_%d" % (tmp, i, p)).read())
+    ks |= {k - 1, k, k + 1}
+cs = [json.load(open(f)) for f in ("%s/cal_%d.json" % (tmp, k) for k in sorted(ks))
       if os.path.exists(f)]
 out = dict(cs[len(cs) // 2])
 for k, v in out.items():
@@ -125,38 +138,48 @@ EOF
   fi
   # shellcheck disable=SC2086
   "$BIN" simulate --model "$MODEL" --batch "$BATCH" $opts --cluster "$cl" --json \
-    >"$TMP/sim.json" || { echo "${opts:-(one rank)}: simulate failed"; continue; }
-  /usr/bin/python3 - "$TMP" "${opts:-(one rank)}" "$np" "$(nproc)" "$i" "$load" "$cl" <<'EOF'
+    >"$TMP/sim.json" 2>/dev/null || { echo "${opts:-(one rank)}: plan, simulate or train failed"; continue; }
+  /usr/bin/python3 - "$TMP" "${opts:-(one rank)}" "$np" "$(nproc)" "$i" "$PASSES" "$cl" <<'EOF'
 import json, os, statistics, sys
 tmp, name, np_, cores, i = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-load, cl = float(sys.argv[6]), json.load(open(sys.argv[7]))
-# cpu: the share of the cores the steps asked for that they got (the step lines' cpu_share:
-# CPU seconds of all ranks over step time x the cores they could use; the whole run's from
-# GNU time when not logged): 1.0 on a quiet machine; load: the last minute's load average at
-# the run's end; busy, par: the calibration's busy_gemm and par_eff the layout was simulated
-# with (two one-thread ranks compute at busy x one core, one rank of two threads at 2 x par).
-# meas*cpu is the step time the run would have had on cores of its own if it kept them busy:
-# a pipeline's ranks that nap in the bubble use no CPU, so for pp > 1 it is too low.
-wall, user, sys_ = (float(x) for x in open(tmp + "/time_" + i).read().split()[-3:])
-share = (user + sys_) / (wall * min(np_ * max(cores // np_, 1), cores)) if wall > 0 else 0
+passes, cl = int(sys.argv[6]), json.load(open(sys.argv[7]))
+# per pass: cpu, the share of the cores the steps asked for that they got (the step lines'
+# cpu_share: CPU seconds of all ranks over step time x the cores they could use; the whole
+# run's from GNU time when not logged): 1.0 on a quiet machine; load: the last minute's load
+# average at the run's end. busy, par: the calibration's busy_gemm and par_eff the layout was
+# simulated with (two one-thread ranks compute at busy x one core, one rank of two threads at
+# 2 x par). meas*cpu is the step time the run would have had on cores of its own if it kept
+# them busy: a pipeline's ranks that nap in the bubble use no CPU, so for pp > 1 it is too low.
+# With several passes every column is the median over them.
+meas_l, share_l, norm_l, load_l, end = [], [], [], [], None
+for p in range(1, passes + 1):
+    ok, load = open("%s/status_%s_%d" % (tmp, i, p)).read().split()
+    if ok != "1": continue
+    wall, user, sys_ = (float(x) for x in open("%s/time_%s_%d" % (tmp, i, p)).read().split()[-3:])
+    share = (user + sys_) / (wall * min(np_ * max(cores // np_, 1), cores)) if wall > 0 else 0
+    lines = [json.loads(l) for l in open("%s/run_%s_%d.jsonl" % (tmp, i, p))]
+    steps = [l["step_ms"] for l in lines if "step_ms" in l][1:]
+    shares = [l["cpu_share"] for l in lines if "cpu_share" in l][1:]
+    # the steps' own CPU share (the trainer's cpu_share) when logged, else the whole run's
+    if shares: share = statistics.median(shares)
+    meas = statistics.median(steps) if steps else float("nan")
+    # cpu-here is calibrated in CPU seconds (the machine's rates while the code runs); the
+    # measured step times the share of its cores the run got is the same figure for the run
+    meas_l.append(meas), share_l.append(share), norm_l.append(meas * share)
+    load_l.append(float(load))
+    end = lines[-1]
+if end is None:
+    print("%s: plan or train failed" % name)
+    sys.exit(0)
+meas, share, norm = (statistics.median(x) for x in (meas_l, share_l, norm_l))
 plan = json.load(open(tmp + "/plan_" + i + ".json"))["memory_bytes_per_rank"]["total"]
 sim = json.load(open(tmp + "/sim.json"))["step_time_s"] * 1e3
-lines = [json.loads(l) for l in open(tmp + "/run_" + i + ".jsonl")]
-steps = [l["step_ms"] for l in lines if "step_ms" in l][1:]
-shares = [l["cpu_share"] for l in lines if "cpu_share" in l][1:]
-# the steps' own CPU share (the trainer's cpu_share) when logged, else the whole run's
-if shares: share = statistics.median(shares)
-end = lines[-1]
 peak = end.get("peak_mem_bytes", 0)
 rss = max((r.get("rss_peak_bytes", 0) for r in end.get("ranks", [])), default=0)
-meas = statistics.median(steps) if steps else float("nan")
-# cpu-here is calibrated in CPU seconds (the machine's rates while the code runs); the
-# measured step times the share of its cores the run got is the same figure for the run
-norm = meas * share
 print("%-44s %12d %12d %+6.2f%% %12s %9.1f %9.1f %+6.1f%% %5.2f %5.1f %9.1f %+6.1f%% %5.2f %5.2f" % (
       name, plan, peak, 100.0 * (peak / plan - 1), rss or "-", sim, meas,
-      100.0 * (sim / meas - 1), share, load, norm, 100.0 * (sim / norm - 1),
-      cl.get("busy_gemm", 0), cl.get("par_eff", 0)))
+      100.0 * (sim / meas - 1), share, statistics.median(load_l), norm,
+      100.0 * (sim / norm - 1), cl.get("busy_gemm", 0), cl.get("par_eff", 0)))
 with open(tmp + "/errors", "a") as f:
     f.write("%f %f\n" % (sim / meas - 1, sim / norm - 1))
 EOF
