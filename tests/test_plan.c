@@ -460,12 +460,46 @@ static void sp_bytes_(void) {
     CHECK(fabs(got[0] / want - 1) < 1e-9, "tp: %.6g bytes, the runtime's %.6g", got[0], want);
 }
 
+/* More ranks than cores (cpu-here's time-sharing, sim.c's replay_ps_): pp 4 with m 8 on 2
+ * cores. All four stages compute at half speed in the steady state, but in the fill and the
+ * drain fewer than two compute and a core idles, so the step is longer than the work over the
+ * cores (the bound the simulator used alone before), and shorter than the replay on 4 cores
+ * run at half speed. */
+static void time_sharing_(void) {
+    mpt_plan_job j;
+    job_(&j, "gpt2-124m", 16, 1024);
+    j.cfg.vocab = 256; /* balanced stages */
+    j.threads = 1;
+    mpt_cluster c;
+    mpt_error err;
+    CHECK(mpt_cluster_load(&c, "a100-80g", &err) == MPT_OK, "a100-80g");
+    c.per_node = 64;
+    mpt_plan_layout l;
+    mpt_plan_layout_defaults(&l);
+    l.pp = 4;
+    l.microbatches = 8;
+    l.schedule = MPT_PP_1F1B;
+    mpt_sim_result own, shared;
+    c.cores = 4; /* a core per rank: the plain replay */
+    CHECK(mpt_simulate(&j, &l, &c, 0, &own, &err) == MPT_OK, "simulate: %s", err.msg);
+    c.cores = 2;
+    CHECK(mpt_simulate(&j, &l, &c, 0, &shared, &err) == MPT_OK, "simulate: %s", err.msg);
+    double work = (1 - own.bubble) * own.p * own.pipe_time; /* every rank's compute */
+    printf("\npp 4 m 8 (gpt2-124m, vocab 256): 4 cores %.1f ms; 2 cores %.1f ms, against the "
+           "work over 2 cores %.1f ms and twice the 4-core replay %.1f ms\n", 1e3 * own.pipe_time,
+           1e3 * shared.pipe_time, 1e3 * work / 2, 2e3 * own.pipe_time);
+    CHECK(shared.pipe_time > 1.02 * work / 2 && shared.pipe_time < 2 * own.pipe_time,
+          "2 cores: %g s, not between the work over the cores %g and twice the replay %g",
+          shared.pipe_time, work / 2, 2 * own.pipe_time);
+}
+
 int main(void) {
     calib_use_();
     zero_structure_();
     schedules_();
     two_bw_();
     sp_bytes_();
+    time_sharing_();
     gpt3_();
     narayanan_();
     search_();

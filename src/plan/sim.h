@@ -21,6 +21,11 @@
  *                    train/trainer_2bw.c): a step is one window of the steady state, what
  *                    each rank's end grows by from mpt_pp_schedule_2bw's list of two steps to
  *                    that of three (then the data-parallel reduction and the update as above)
+ *   time-sharing     cpu-here with more ranks than cores: the pipeline ranks' lists advance
+ *                    together in time, and while k of them compute each runs at
+ *                    min(1, cores / (k x dp x tp x cp)) of a core (processor sharing: 1F1B's
+ *                    fill and drain leave cores idle); the step is still at least all ranks'
+ *                    work over the cores
  * Symmetry: every replica and every tensor-parallel rank of a stage does the same work at the
  * same time, so only the p pipeline ranks of one replica are replayed (3,072 GPUs at pp 64 are
  * 64 lists). Pure: no MPI. */
