@@ -17,9 +17,9 @@
 # cluster JSON the layout is simulated with. The figures of every calibration are kept, and
 # their spread (min / median / max) is printed at the end. Nothing is fitted to a layout.
 # Self-contained (the ping-pong is build/bench/bench_mpi_pingpong, or compiled here with
-# mpicc). 31 layouts: about 7 minutes on an idle
-# 2-core machine (4 steps of about a second plus start-up and 5 s of calibration each); the
-# script prints how long it took.
+# mpicc). 37 layouts: 6 min 39 s on the idle 2-core machine (4 steps of about a second plus
+# start-up and 5 s of calibration each; one calibration more at the end), PASSES=3 three times
+# that (an estimate); the script prints how long it took.
 # Each layout is simulated on the per-field median of the three calibrations nearest its run
 # (before the previous layout's run, before its own, after it; see the loop below).
 # Usage: bash bench/plan_vs_measured.sh [BUILD_DIR]   (from the repo root)
