@@ -390,10 +390,116 @@ static void calib_use_(void) {
           t[0][1], t[1][0], t[1][1]);
 }
 
+/* 2bw without a flush (train/trainer_2bw.c, m >= p, dense): a simulated step is one window of
+ * the steady state, every stage busy m (F + B) of the slowest stage's time: with p 2 and m 4 on
+ * a model split evenly, 1f1b's drained step over 2bw's is (m + p - 1) / m = 1.25 up to the
+ * head's extra time and the messages; with m < p the trainer drains every step, so 2bw is
+ * 1f1b. */
+static void two_bw_(void) {
+    mpt_plan_job j;
+    job_(&j, "gpt2-124m", 16, 1024);
+    j.cfg.vocab = 256; /* a byte vocabulary: the head does not unbalance the two stages */
+    mpt_cluster c;
+    mpt_error err;
+    CHECK(mpt_cluster_load(&c, "a100-80g", &err) == MPT_OK, "a100-80g");
+    double t[2][2], bubble[2][2];
+    for (int k = 0; k < 2; k++)      /* k: 1f1b, 2bw */
+        for (int mm = 0; mm < 2; mm++) { /* mm: m = 4, m = 1 */
+            mpt_plan_layout l;
+            mpt_plan_layout_defaults(&l);
+            l.pp = 2;
+            l.microbatches = mm ? 1 : 4;
+            l.schedule = k ? MPT_PP_2BW : MPT_PP_1F1B;
+            mpt_sim_result sr;
+            CHECK(mpt_simulate(&j, &l, &c, 0, &sr, &err) == MPT_OK, "simulate: %s", err.msg);
+            t[k][mm] = sr.pipe_time;
+            bubble[k][mm] = sr.bubble;
+        }
+    double r = t[0][0] / t[1][0];
+    printf("\ngpt2-124m (vocab 256) pp 2 m 4 on a100-80g: 1f1b %.1f ms (bubble %.3f), 2bw without a flush "
+           "%.1f ms (bubble %.3f): ratio %.3f (drained: (m+p-1)/m = 1.25)\n", 1e3 * t[0][0],
+           bubble[0][0], 1e3 * t[1][0], bubble[1][0], r);
+    CHECK(r > 1.15 && r < 1.30, "1f1b / 2bw steady window %.3f, not about 1.25", r);
+    CHECK(bubble[1][0] < 0.5 * bubble[0][0], "2bw's window bubble %.3f not below 1f1b's %.3f",
+          bubble[1][0], bubble[0][0]);
+    CHECK(t[1][1] == t[0][1], "m 1 < p: 2bw drains every step as 1f1b (%g vs %g s)", t[1][1],
+          t[0][1]);
+}
+
+/* Sequence parallelism's collectives as the runtime makes them (model/gpt_pass.c): per block
+ * 4 forward (2 all-gathers, 2 reduce-scatters) and 6 backward (the 2 output gradients and the
+ * saved ln_1 and ln_2 rows all-gathered, 2 reduce-scatters); the embedding's reduce-scatter and
+ * its backward's all-gather; the head's ln_f rows gathered forward and backward and its input
+ * gradient reduce-scattered; each of N x D elements, plus the loss's 3 floats per token
+ * all-reduced. Without sp: 2 + 2 all-reduces per block, one each for the embedding and the
+ * head's input gradient. bytes_tp counts what a rank sends: (tp-1)/tp of a gather's or a
+ * reduce-scatter's buffer, 2 (tp-1)/tp of an all-reduce's. */
+static void sp_bytes_(void) {
+    mpt_plan_job j;
+    job_(&j, "gpt2-124m", 8, 1024);
+    mpt_cluster c;
+    mpt_error err;
+    CHECK(mpt_cluster_load(&c, "a100-80g", &err) == MPT_OK, "a100-80g");
+    double got[2];
+    for (int sp = 0; sp < 2; sp++) {
+        mpt_plan_layout l;
+        mpt_plan_layout_defaults(&l);
+        l.tp = 2;
+        l.sp = sp;
+        mpt_sim_result sr;
+        CHECK(mpt_simulate(&j, &l, &c, 0, &sr, &err) == MPT_OK, "simulate: %s", err.msg);
+        got[sp] = sr.bytes_tp;
+    }
+    double N = 8.0 * 1024, D = 768, L = 12, es = 4;
+    double want_sp = 0.5 * es * N * D * (10 * L + 5) + 12 * N;
+    double want = 1.0 * (es * N * D * (4 * L + 2) + 12 * N);
+    printf("\ngpt2-124m tp 2, bytes a rank sends per step: sp %.4g (expected %.4g), without sp "
+           "%.4g (expected %.4g)\n", got[1], want_sp, got[0], want);
+    CHECK(fabs(got[1] / want_sp - 1) < 1e-9, "sp: %.6g bytes, the runtime's %.6g", got[1],
+          want_sp);
+    CHECK(fabs(got[0] / want - 1) < 1e-9, "tp: %.6g bytes, the runtime's %.6g", got[0], want);
+}
+
+/* More ranks than cores (cpu-here's time-sharing, sim.c's replay_ps_): pp 4 with m 8 on 2
+ * cores. All four stages compute at half speed in the steady state, but in the fill and the
+ * drain fewer than two compute and a core idles, so the step is longer than the work over the
+ * cores (the bound the simulator used alone before), and shorter than the replay on 4 cores
+ * run at half speed. */
+static void time_sharing_(void) {
+    mpt_plan_job j;
+    job_(&j, "gpt2-124m", 16, 1024);
+    j.cfg.vocab = 256; /* balanced stages */
+    j.threads = 1;
+    mpt_cluster c;
+    mpt_error err;
+    CHECK(mpt_cluster_load(&c, "a100-80g", &err) == MPT_OK, "a100-80g");
+    c.per_node = 64;
+    mpt_plan_layout l;
+    mpt_plan_layout_defaults(&l);
+    l.pp = 4;
+    l.microbatches = 8;
+    l.schedule = MPT_PP_1F1B;
+    mpt_sim_result own, shared;
+    c.cores = 4; /* a core per rank: the plain replay */
+    CHECK(mpt_simulate(&j, &l, &c, 0, &own, &err) == MPT_OK, "simulate: %s", err.msg);
+    c.cores = 2;
+    CHECK(mpt_simulate(&j, &l, &c, 0, &shared, &err) == MPT_OK, "simulate: %s", err.msg);
+    double work = (1 - own.bubble) * own.p * own.pipe_time; /* every rank's compute */
+    printf("\npp 4 m 8 (gpt2-124m, vocab 256): 4 cores %.1f ms; 2 cores %.1f ms, against the "
+           "work over 2 cores %.1f ms and twice the 4-core replay %.1f ms\n", 1e3 * own.pipe_time,
+           1e3 * shared.pipe_time, 1e3 * work / 2, 2e3 * own.pipe_time);
+    CHECK(shared.pipe_time > 1.02 * work / 2 && shared.pipe_time < 2 * own.pipe_time,
+          "2 cores: %g s, not between the work over the cores %g and twice the replay %g",
+          shared.pipe_time, work / 2, 2 * own.pipe_time);
+}
+
 int main(void) {
     calib_use_();
     zero_structure_();
     schedules_();
+    two_bw_();
+    sp_bytes_();
+    time_sharing_();
     gpt3_();
     narayanan_();
     search_();

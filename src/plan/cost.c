@@ -132,7 +132,8 @@ static void coll_(shape_ *s, acc_ *a, int op, double bytes) {
     double t = lib_collective_(s->c, op, s->tp, bytes, s->inter);
     a->t += t;
     s->tp_time += t;
-    s->tp_bytes += bytes;
+    /* what one rank sends in a ring: (tp-1)/tp of the buffer, twice for an all-reduce */
+    s->tp_bytes += bytes * (op == MPT_COLL_ALLREDUCE ? 2.0 : 1.0) * (s->tp - 1) / s->tp;
 }
 
 /* The output all-reduce of a row-parallel layer (or reduce-scatter with sp) and, with sp, the
@@ -194,6 +195,7 @@ static void block_backward_(shape_ *s, acc_ *b, acc_ *w) {
     gemm_(b, N, s->Fl, D, 1);                    /* d(gelu out) = dy W^T */
     gemm_(w, s->Fl, D, N, 1);                    /* dW_proj */
     ew_(b, c->ew_gelu_b, N * s->Fl, 3 * N * s->Fl); /* gelu backward */
+    col_in_(s, b);                               /* sp: ln_2's saved rows, all of them */
     gemm_(b, N, D, s->Fl, 1);                    /* d(ln_2 out) */
     gemm_(w, D, s->Fl, N, 1);                    /* dW_fc */
     row_out_(s, b);                              /* column-parallel input gradient */
@@ -205,6 +207,7 @@ static void block_backward_(shape_ *s, acc_ *b, acc_ *w) {
     gemm_(w, s->Dl, D, N, 1);                    /* dW attn proj */
     double ta = attn_bwd_(b, s->Tq, s->T, s->hd, s->Bm * s->Hl); /* dP, dV, dQ, dK */
     ring_(s, b, ta, 1);
+    col_in_(s, b);                               /* sp: ln_1's saved rows, all of them */
     gemm_(b, N, D, 3 * s->Dl, 1);                /* d(ln_1 out) */
     gemm_(w, D, 3 * s->Dl, N, 1);                /* dW c_attn */
     row_out_(s, b);
@@ -282,7 +285,8 @@ void mpt_cost_stage(const mpt_cluster *c, const mpt_config *cfg, const mpt_plan_
     params += n_moe * (4.0 * s.D * s.Dl + 4.0 * s.D + 3.0 * s.Dl + s.D + mc.params);
     if (first) {
         mem_(&f, 2 * s.N * s.D); /* lookup of token and position rows */
-        coll_(&s, &f, MPT_COLL_ALLREDUCE, s.es * s.N * s.D);
+        row_out_(&s, &f);        /* summed over tp (sp: reduce-scattered), as a row layer */
+        col_in_(&s, &b);         /* sp: the input gradient of every row, for the lookup's */
         mem_(&w, 2 * s.N * s.D); /* scatter into dwte, dwpe */
         params += s.Vl * s.D + (double)cfg->n_positions * s.D;
     }
@@ -292,6 +296,7 @@ void mpt_cost_stage(const mpt_cluster *c, const mpt_config *cfg, const mpt_plan_
         gemm_(&f, s.N, s.Vl, s.D, 1); /* logits */
         ew_(&f, c->ew_xent, s.N * s.Vl, 3 * s.N * s.Vl); /* fused cross-entropy, gradient */
         coll_(&s, &f, MPT_COLL_ALLREDUCE, 3 * 4 * s.N);
+        col_in_(&s, &b);              /* sp: ln_f's saved rows, all of them */
         gemm_(&b, s.N, s.D, s.Vl, 1); /* d(ln_f out) */
         row_out_(&s, &b);
         gemm_(&w, s.Vl, s.D, s.N, 1); /* d(head) */

@@ -11,12 +11,15 @@
  *                        residual
  *   backward             every GEMM twice (input gradient: B, weight gradient: W), attention
  *                        products twice, element-wise kernels with about twice the traffic,
- *                        two all-reduces (the column-parallel inputs' gradients)
+ *                        two all-reduces (the column-parallel inputs' gradients; sp: two
+ *                        reduce-scatters, and four all-gathers: the two output gradients and
+ *                        the saved ln_1 and ln_2 rows the weight gradients need whole)
  *   recompute            full: the block's forward again (with its collectives) in B;
  *                        selective: the scores and softmax again in B
- *   first stage          embedding lookup (+ all-reduce over tp)
+ *   first stage          embedding lookup (+ all-reduce over tp; sp: reduce-scatter, and the
+ *                        backward's all-gather of the input gradient)
  *   last stage           ln_f, head GEMM N x D x Vp/tp, fused cross-entropy over the logits;
- *                        backward: head GEMMs (B and W), ln_f
+ *                        backward: head GEMMs (B and W; sp: ln_f's rows all-gathered), ln_f
  * A GEMM takes max(FLOPs / (peak*gemm_eff), bytes / (mem_bw*mem_eff)) + launch; an
  * element-wise kernel bytes / (mem_bw*mem_eff) + launch (cluster.h). FLOPs count a
  * multiply-add as 2 and every T x T attention product whole (as Narayanan et al. 2021 count
@@ -50,7 +53,9 @@ typedef struct mpt_stage_cost {
                            * weight-gradient part */
     double flops_hw;      /* FLOPs executed: forward + backward + recompute */
     double flops_model;   /* FLOPs of the model: forward + backward, no recompute */
-    double tp_bytes;      /* bytes in tensor-parallel collectives (buffer sizes, summed) */
+    double tp_bytes;      /* bytes one rank sends in tensor-parallel collectives ((tp-1)/tp
+                           * of a gather's or reduce-scatter's buffer, twice that of an
+                           * all-reduce's) */
     double tp_time;       /* seconds of them, included in f and b */
     double params;        /* parameter elements this rank holds for the stage */
     double boundary_bytes;/* the activation sent to the next stage (gradient alike) */

@@ -133,6 +133,154 @@ static mpt_status replay_(rank_ *rk, int p, int v, int m, mpt_pp_kind kind,
 }
 
 
+/* replay_ on time-shared cores (cpu-here with more ranks than cores): the p lists advance
+ * together in time, and while k pipeline ranks compute, each of the `copies` ranks a pipeline
+ * rank stands for (dp x tp x cp, doing the same at the same time) runs at min(1, cores /
+ * (copies x k)) of a core (processor sharing): a pipeline's rank that waits for its input
+ * leaves its core to the others, and one that computes alone (1F1B's fill and drain) cannot
+ * use more than its own core. The stage costs are seconds on one core. */
+static mpt_status replay_ps_(rank_ *rk, int p, int v, int m, mpt_pp_kind kind,
+                             const mpt_stage_cost *sc, const double *p2p, msg_ *msg,
+                             double slots, mpt_pp_event *ev, size_t *n_ev, mpt_sim_comm *cm,
+                             size_t *n_cm, mpt_error *err) {
+    int S = p * v;
+    double *rem = calloc((size_t)p, sizeof *rem), *wake = calloc((size_t)p, sizeof *wake);
+    double *start = calloc((size_t)p, sizeof *start), *dur = calloc((size_t)p, sizeof *dur);
+    char *run = calloc((size_t)p, 1);
+    mpt_status st = MPT_OK;
+    if (!rem || !wake || !start || !dur || !run) {
+        st = mpt_fail(err, MPT_ERR_RUN, "out of memory simulating %d stages", S);
+        goto done;
+    }
+    double t = 0;
+    for (;;) {
+        /* every rank that is not computing runs its posts, and starts its next compute when
+         * the input is in (wake: when it will be; -1: its producer has not sent yet) */
+        int left = 0, moved = 1;
+        while (moved) { /* until no rank moves: a send may free a rank looked at before it */
+        moved = 0, left = 0;
+        for (int r = 0; r < p; r++) {
+            rank_ *R = &rk[r];
+            while (!run[r] && R->pc < R->n) {
+                const mpt_pp_action *a = &R->a[R->pc];
+                int me = mpt_pp_stage_k(kind, p, r, a->chunk);
+                if (a->op == MPT_PP_RECV_ACT || a->op == MPT_PP_RECV_GRAD) {
+                    msg[((size_t)a->mb * S + me) * 2 + (a->op == MPT_PP_RECV_GRAD)].posted = t;
+                    R->pc++;
+                    moved = 1;
+                    continue;
+                }
+                if (a->op == MPT_PP_SEND_ACT || a->op == MPT_PP_SEND_GRAD) {
+                    int dst = mpt_pp_stage_k(kind, p, a->peer, a->peer_chunk);
+                    msg[((size_t)a->mb * S + dst) * 2 + (a->op == MPT_PP_SEND_GRAD)].sent = t;
+                    R->pc++;
+                    moved = 1;
+                    continue;
+                }
+                int grad = a->op != MPT_PP_F;
+                int has_input = a->op == MPT_PP_F ? me > 0 : a->op == MPT_PP_B && me < S - 1;
+                wake[r] = t;
+                if (has_input) {
+                    const msg_ *g = &msg[((size_t)a->mb * S + me) * 2 + grad];
+                    if (g->sent < 0) { wake[r] = -1; break; }
+                    double post = g->posted > g->sent ? g->posted : g->sent;
+                    wake[r] = post + p2p[grad ? me : me - 1];
+                    if (wake[r] > t) break;
+                    if (cm) {
+                        int from = 0, from_chunk = 0;
+                        mpt_pp_stage_place(kind, p, grad ? me + 1 : me - 1, &from, &from_chunk);
+                        cm[(*n_cm)++] = (mpt_sim_comm){from, grad ? MPT_SIM_P2P_GRAD
+                                                                  : MPT_SIM_P2P_ACT,
+                                                       post, wake[r]};
+                    }
+                }
+                const mpt_stage_cost *c = &sc[me];
+                dur[r] = a->op == MPT_PP_F ? c->f
+                         : a->op == MPT_PP_W ? c->w
+                         : mpt_pp_split(kind) ? c->b
+                                              : c->b + c->w;
+                rem[r] = dur[r];
+                start[r] = t;
+                run[r] = 1;
+                moved = 1;
+                if (a->op == MPT_PP_F && R->busy == 0) R->first_start = t;
+                if (a->op == MPT_PP_B && a->mb == m - 1 && a->chunk == v - 1) R->last_b_start = t;
+            }
+            left += R->pc < R->n;
+        }
+        }
+        if (!left) break;
+        int k = 0;
+        for (int r = 0; r < p; r++) k += run[r];
+        double rate = k > slots ? slots / k : 1.0, next = -1;
+        for (int r = 0; r < p; r++) {
+            double e = run[r] ? t + rem[r] / rate : rk[r].pc < rk[r].n && wake[r] > t ? wake[r] : -1;
+            if (e >= 0 && (next < 0 || e < next)) next = e;
+        }
+        if (next < 0) {
+            st = mpt_fail(err, MPT_ERR_RUN, "simulated %s schedule deadlocks (p=%d m=%d v=%d)",
+                          mpt_pp_kind_name(kind), p, m, v);
+            goto done;
+        }
+        for (int r = 0; r < p; r++) {
+            if (!run[r]) continue;
+            rem[r] -= rate * (next - t);
+            if (rem[r] > 1e-9 * dur[r]) continue;
+            rank_ *R = &rk[r]; /* its compute ends at `next` */
+            const mpt_pp_action *a = &R->a[R->pc];
+            R->clock = next;
+            R->busy += dur[r];
+            if (a->op != MPT_PP_F && a->mb == m - 1) R->last_b_end = next;
+            if (ev) ev[(*n_ev)++] = (mpt_pp_event){r, *a, start[r], next};
+            run[r] = 0;
+            R->pc++;
+        }
+        t = next;
+    }
+done:
+    free(rem);
+    free(wake);
+    free(start);
+    free(dur);
+    free(run);
+    return st;
+}
+
+/* replay_, or replay_ps_ when slots > 0 (the cores over the ranks a pipeline rank stands for) */
+static mpt_status replay_any_(rank_ *rk, int p, int v, int m, mpt_pp_kind kind,
+                              const mpt_stage_cost *sc, const double *p2p, msg_ *msg,
+                              double slots, mpt_pp_event *ev, size_t *n_ev, mpt_sim_comm *cm,
+                              size_t *n_cm, mpt_error *err) {
+    if (slots > 0)
+        return replay_ps_(rk, p, v, m, kind, sc, p2p, msg, slots, ev, n_ev, cm, n_cm, err);
+    return replay_(rk, p, v, m, kind, sc, p2p, msg, ev, n_ev, cm, n_cm, err);
+}
+
+/* 2bw without a flush (train/trainer_2bw.c runs mpt_pp_schedule_2bw's list of several steps:
+ * m >= p, dense): the steady state's step on each pipeline rank, the growth of its last
+ * action's end from the list of two steps to the list of three (micro-batches 2m and 3m of one
+ * 1F1B order, as mpt_pp_schedule_2bw makes them). period[r] gets rank r's; msg holds 3m x S x 2
+ * messages. */
+static mpt_status two_bw_period_(int p, int m, const mpt_stage_cost *sc, const double *p2p,
+                                 msg_ *msg, double slots, double *period, mpt_error *err) {
+    mpt_status st = MPT_OK;
+    for (int k = 2; k <= 3 && !st; k++) {
+        rank_ *rk = calloc((size_t)p, sizeof *rk);
+        if (!rk) return mpt_fail(err, MPT_ERR_RUN, "out of memory simulating 2bw");
+        for (size_t i = 0; i < (size_t)k * m * p * 2; i++) msg[i].sent = msg[i].posted = -1;
+        for (int r = 0; r < p && !st; r++)
+            st = schedule_copy_(MPT_PP_2BW, p, k * m, 1, r, &rk[r].a, &rk[r].n, err);
+        size_t n_ev = 0, n_cm = 0;
+        if (!st)
+            st = replay_any_(rk, p, 1, k * m, MPT_PP_2BW, sc, p2p, msg, slots, NULL, &n_ev,
+                             NULL, &n_cm, err);
+        for (int r = 0; r < p && !st; r++)
+            period[r] = k == 2 ? -rk[r].clock : period[r] + rk[r].clock;
+        ranks_free_(rk, p);
+    }
+    return st;
+}
+
 /* ZeRO 1-3's collectives of one group of R ranks over n gradient elements (es bytes per
  * parameter element): the gradients' reduce-scatter (ZeRO-2/3: per micro-batch), ZeRO 1-2's
  * parameter all-gather after the update, ZeRO-3's gathers before forward and backward (per
@@ -183,7 +331,9 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
     if ((st = mpt_plan_partition(job, l, &cfg, counts, err))) return st;
     mpt_stage_cost *sc = calloc((size_t)S, sizeof *sc);
     double *p2p = calloc((size_t)S, sizeof *p2p);
-    msg_ *msg = malloc((size_t)m * S * 2 * sizeof *msg);
+    /* 2bw without a flush: the trainer's rule (train/trainer_2bw.c, mpt_run_2bw_segment) */
+    int two_bw = kind == MPT_PP_2BW && m >= p && cfg.experts == 0;
+    msg_ *msg = malloc((size_t)m * S * 2 * (two_bw ? 3 : 1) * sizeof *msg);
     rank_ *rk = calloc((size_t)p, sizeof *rk);
     size_t n_events = (size_t)m * S * (mpt_pp_split(kind) ? 3 : 2);
     mpt_pp_event *ev = keep_events ? malloc(n_events * sizeof *ev) : NULL;
@@ -210,7 +360,21 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
     for (int r = 0; r < p; r++)
         if ((st = schedule_copy_(kind, p, m, v, r, &rk[r].a, &rk[r].n, err))) goto done;
     size_t n_ev = 0;
-    if ((st = replay_(rk, p, v, m, kind, sc, p2p, msg, ev, &n_ev, cm, &n_cm, err))) goto done;
+    /* more ranks than cores (cpu-here): the pipeline ranks share them while they compute */
+    double slots = oversub ? (double)c->cores / ((double)l->dp * l->tp * l->cp) : 0;
+    if ((st = replay_any_(rk, p, v, m, kind, sc, p2p, msg, slots, ev, &n_ev, cm, &n_cm, err)))
+        goto done;
+    if (two_bw) { /* a step is one window of the steady state, not a drained pipeline: each
+                   * rank's times move to a window that ends where the drained step ends */
+        double period[MPT_PLAN_MAX_STAGES];
+        if ((st = two_bw_period_(p, m, sc, p2p, msg, slots, period, err))) goto done;
+        for (int r = 0; r < p; r++) {
+            double shift = rk[r].clock - period[r];
+            rk[r].clock = period[r];
+            rk[r].last_b_start = rk[r].last_b_start > shift ? rk[r].last_b_start - shift : 0;
+            rk[r].first_start = rk[r].first_start > shift ? rk[r].first_start - shift : 0;
+        }
+    }
 
     /* data parallelism, optimizer, totals */
     double es = mpt_cost_elem_bytes(job->precision);
@@ -282,8 +446,8 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
         node_work += rk[r].busy + opt + (c->cores > 0 && R > 1 ? red : 0);
         if (end - rk[r].clock > out->dp_exposed) out->dp_exposed = end - rk[r].clock;
         if (opt > out->optimizer) out->optimizer = opt;
-        double tpw = tpb * (l->sp ? frac : 2.0 * (l->tp - 1) / l->tp);
-        if (l->tp == 1) tpw = 0;
+        double tpw = tpb; /* sent, per kind of collective (cost.c; sp's counted 0 bytes
+                           * with one replica until 2026-11-30: dp's fraction was used) */
         if (tpw > out->bytes_tp) out->bytes_tp = tpw;
         if (ppb > out->bytes_pp) out->bytes_pp = ppb;
         if (dpb > out->bytes_dp) out->bytes_dp = dpb;

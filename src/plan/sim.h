@@ -17,6 +17,15 @@
  *                    pipeline's span; then AdamW (memory-bound on the rank's shard) and, for
  *                    ZeRO 1/2, the all-gather of the updated parameters; MoE at ZeRO 0 with ep > 1: the
  *                    experts' gradients also summed over the expert-data-parallel group
+ *   2bw              without a flush when the trainer runs it so (m >= p, dense:
+ *                    train/trainer_2bw.c): a step is one window of the steady state, what
+ *                    each rank's end grows by from mpt_pp_schedule_2bw's list of two steps to
+ *                    that of three (then the data-parallel reduction and the update as above)
+ *   time-sharing     cpu-here with more ranks than cores: the pipeline ranks' lists advance
+ *                    together in time, and while k of them compute each runs at
+ *                    min(1, cores / (k x dp x tp x cp)) of a core (processor sharing: 1F1B's
+ *                    fill and drain leave cores idle); the step is still at least all ranks'
+ *                    work over the cores
  * Symmetry: every replica and every tensor-parallel rank of a stage does the same work at the
  * same time, so only the p pipeline ranks of one replica are replayed (3,072 GPUs at pp 64 are
  * 64 lists). Pure: no MPI. */
@@ -40,7 +49,8 @@ typedef struct mpt_sim_comm {
 typedef struct mpt_sim_result {
     int world, p, v, m;
     double step_time;        /* seconds per optimizer step */
-    double pipe_time;        /* first forward to last backward, slowest pipeline rank */
+    double pipe_time;        /* first forward to last backward, slowest pipeline rank (2bw
+                              * without a flush: the steady state's window) */
     double bubble;           /* idle fraction of the pipeline ranks over pipe_time */
     double dp_exposed;       /* data-parallel communication not hidden behind compute */
     double optimizer;        /* AdamW and the ZeRO parameter all-gather after it */
