@@ -17,7 +17,8 @@
  *     moe_row x S x D per pass, the all-to-alls are added as before, and the FLOPs are those of
  *     the unmeasured model; a rank of two threads runs the experts at 2 x par_moe and its own
  *     code at one core's rate, a rank of one thread on a busy node at busy_*; the calibration
- *     measures positive figures with par_moe in (0, 1].
+ *     measures positive figures with par_moe in (0, 1]; a measured MPI all-to-all bandwidth
+ *     (mpi_alltoall_bw) prices the all-to-all within a node.
  *  4. Search: a model whose experts do not fit one device is given a layout with ep > 1, and
  *     the best layout without expert parallelism is clearly slower (printed with its time). */
 #include <math.h>
@@ -219,6 +220,12 @@ static void measured_(void) {
           "ep 2: all-to-alls of S (D x 4 + 4) bytes, half of them leaving the rank");
     CHECK(fabs(e2.f - (rf + xfl / 5e10 + 3e-9 * S * D + counts + 2 * a2a)) <= 1e-12 * e2.f,
           "ep 2 forward: the same experts' rows, plus the all-to-alls");
+    /* a measured MPI_Ialltoallv (bench/mpi_pingpong.c's mpi_alltoall_bw) replaces the link */
+    mpt_cluster ca = c;
+    ca.mpi_alltoall_bw = 1e9;
+    CHECK(fabs(mpt_cost_alltoall(&ca, 2, msg, 0) - (ca.intra_lat + 0.5 * msg / 1e9)) <= 1e-15 &&
+              mpt_cost_alltoall(&ca, 2, msg, 1) == mpt_cost_alltoall(&c, 2, msg, 1),
+          "all-to-all at the measured MPI bandwidth within a node, the link's across nodes");
     l.dp = 1, l.ep = 1;
     /* fewer rows per expert: the GEMM curve's efficiency ratio (calibrated at 256 rows) */
     for (int i = 0; i < MPT_GEMM_CURVE; i++) c.gemm_curve[i] = 0.3 + 0.1 * i; /* K 32 ... 1024 */

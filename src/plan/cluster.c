@@ -186,7 +186,8 @@ double mpt_cluster_rank_share(mpt_cluster *c, long world, int threads) {
                     &c->ew_xent};
     for (size_t i = 0; i < sizeof ew / sizeof *ew; i++) *ew[i] /= fe;
     double *bw[] = {&c->intra_bw, &c->mpi_allreduce_bw, &c->mpi_reduce_scatter_bw,
-                    &c->mpi_allgather_bw};
+                    &c->mpi_allgather_bw,
+                    &c->mpi_alltoall_bw};
     for (size_t i = 0; i < sizeof bw / sizeof *bw; i++) {
         if (all_busy && share <= 1) /* shared-memory copies on a loaded socket */
             *bw[i] *= or_one_(c->busy_ew);

@@ -91,6 +91,10 @@ typedef struct mpt_cluster {
      * own single-threaded code, forward and backward; the experts' team scaling on every core
      * (as par_eff, at their small GEMMs' size) */
     double moe_rate_f, moe_rate_b, moe_rate_w, moe_row_f, moe_row_b, par_moe;
+    /* cpu-here only, measured by bench/mpi_pingpong.c (0: not measured, intra_bw x intra_eff
+     * applies): MPI_Ialltoallv as parallel/ep.c posts it, the link bandwidth of cost_moe.h's
+     * all-to-all formula at n = 2 */
+    double mpi_alltoall_bw;
 } mpt_cluster;
 /* The shape calib_moe.c measures the MoE figures at: rows per expert, d_model, expert width. */
 enum { MPT_MOE_CAL_ROWS = 256, MPT_MOE_CAL_D = 256, MPT_MOE_CAL_F = 512 };

@@ -23,6 +23,7 @@ int mpt_cost_ep_inter(const mpt_cluster *c, const mpt_plan_layout *l) {
 double mpt_cost_alltoall(const mpt_cluster *c, int n, double bytes, int inter) {
     if (n <= 1) return 0.0;
     double bw = inter ? c->inter_bw * c->inter_eff : c->intra_bw * c->intra_eff;
+    if (!inter && c->mpi_alltoall_bw > 0) bw = c->mpi_alltoall_bw; /* measured (cpu-here) */
     double a = inter ? c->inter_lat : c->intra_lat;
     return (n - 1) * a + (double)(n - 1) / n * bytes / bw;
 }
