@@ -24,8 +24,8 @@
  *                         core): the team scaling of these small GEMMs (par_eff is the 768^3
  *                         sgemm's)
  * par_moe in 3 rounds of back-to-back pairs, the median ratio (calib.c's reasoning); moe_row_*
- * in 7 rounds of the whole pass then its kernels, the median difference. About 0.7 CPU
- * seconds. */
+ * in 11 rounds of the whole pass and its kernels back to back (the order alternating), the
+ * median difference. About 1 CPU second. */
 #include "plan/cluster.h"
 
 #include <omp.h>
@@ -182,11 +182,11 @@ static double experts_(mb_ *m, int cores) {
 }
 
 /* What the whole forward / backward of m takes beyond its experts' kernels and the router's
- * GEMMs, in thread CPU seconds per run: in OWN_ROUNDS_ rounds, each the whole pass and then its
- * kernels alone, back to back (the router's forward GEMM taken as half its timed pair with the
+ * GEMMs, in thread CPU seconds per run: in OWN_ROUNDS_ rounds, each the whole pass and its
+ * kernels alone, back to back (the order alternating) (the router's forward GEMM taken as half its timed pair with the
  * backward's); the median of the rounds' differences (a difference of two medians taken apart
  * moved by as much as the figure itself under load). */
-enum { OWN_ROUNDS_ = 7 };
+enum { OWN_ROUNDS_ = 11 };
 static double once_(mb_ *m, int p) {
     double t0 = thread_cpu_();
     run_(m, p);
@@ -195,10 +195,13 @@ static double once_(mb_ *m, int p) {
 static void own_(mb_ *m, double *f, double *b) {
     double rf[OWN_ROUNDS_], rb[OWN_ROUNDS_];
     once_(m, P_FWD_), once_(m, P_BWD_); /* warm-up */
-    for (int r = 0; r < OWN_ROUNDS_; r++) {
-        double wf = once_(m, P_FWD_), wb = once_(m, P_BWD_);
-        double rt = once_(m, P_ROUTER_), ef = once_(m, P_EF_), eb = once_(m, P_EB_);
-        double ew = once_(m, P_EW_);
+    for (int r = 0; r < OWN_ROUNDS_; r++) { /* whole passes first, then kernels first */
+        double wf = 0, wb = 0, rt = 0, ef = 0, eb = 0, ew = 0;
+        if (r % 2) rt = once_(m, P_ROUTER_), ef = once_(m, P_EF_), eb = once_(m, P_EB_);
+        if (r % 2) ew = once_(m, P_EW_);
+        wf = once_(m, P_FWD_), wb = once_(m, P_BWD_);
+        if (!(r % 2)) rt = once_(m, P_ROUTER_), ef = once_(m, P_EF_), eb = once_(m, P_EB_);
+        if (!(r % 2)) ew = once_(m, P_EW_);
         rf[r] = wf - ef - 0.5 * rt;
         rb[r] = wb - eb - ew - 0.5 * rt;
     }
