@@ -13,7 +13,8 @@
  *     lengthens the step and leaves the FLOPs.
  *  3. cpu-here's measured MoE figures (plan/calib_moe.c, cluster.h moe_*, par_moe): with them
  *     the block's experts take 4 S D F FLOPs per part at the measured rate (scaled by the
- *     GEMM curve from the calibration's rows per expert to the block's), moe.c's own code
+ *     GEMM curve from the calibration's rows per expert to the block's; experts of 2 x 768^3
+ *     FLOPs or more at the dense roofline's time, in between geometrically), moe.c's own code
  *     moe_row x S x D per pass, the all-to-alls are added as before, and the FLOPs are those of
  *     the unmeasured model; a rank of two threads runs the experts at 2 x par_moe and its own
  *     code at one core's rate, a rank of one thread on a busy node at busy_*; the calibration
@@ -218,8 +219,10 @@ static void measured_(void) {
     CHECK(fabs(e2.ep_time_f - (counts + 2 * a2a)) <= 1e-15 && fabs(e2.ep_time_b - 2 * a2a) <= 1e-15 &&
               fabs(e2.ep_bytes - 4 * msg / 2) <= 1e-9 * e2.ep_bytes,
           "ep 2: all-to-alls of S (D x 4 + 4) bytes, half of them leaving the rank");
-    CHECK(fabs(e2.f - (rf + xfl / 5e10 + 3e-9 * S * D + counts + 2 * a2a)) <= 1e-12 * e2.f,
-          "ep 2 forward: the same experts' rows, plus the all-to-alls");
+    CHECK(fabs(e2.f - (rf + e2.expert_f + 3e-9 * S * D + counts + 2 * a2a)) <= 1e-12 * e2.f &&
+              e2.expert_f < m.expert_f,
+          "ep 2 forward: router, experts (half as many, of twice the rows: larger GEMMs), own "
+          "code and the all-to-alls");
     /* a measured MPI_Ialltoallv (bench/mpi_pingpong.c's mpi_alltoall_bw) replaces the link */
     mpt_cluster ca = c;
     ca.mpi_alltoall_bw = 1e9;
@@ -236,6 +239,28 @@ static void measured_(void) {
     CHECK(adj < 1 && fabs(m.expert_f - xfl / (5e10 * adj)) <= 1e-12 * m.f,
           "experts at 128 rows: the measured rate times the curve's ratio");
     cfg.experts = 8;
+    /* experts as large as the dense sgemm's 768^3: the dense roofline's time; in between, in
+     * between */
+    mpt_cluster cr = c;
+    cr.moe_rate_f = cr.moe_rate_b = cr.moe_rate_w = 0;
+    mpt_config big = cfg;
+    big.d_model = 768, big.ffn = 3072, big.experts = 2, big.top_k = 1; /* 512 rows per expert */
+    mpt_moe_cost mb, rbig;
+    mpt_cost_moe_block(&c, &big, &l, N, MPT_PREC_FP32, &mb);
+    mpt_cost_moe_block(&cr, &big, &l, N, MPT_PREC_FP32, &rbig);
+    CHECK(fabs(mb.expert_f - rbig.expert_f) <= 1e-12 * mb.f &&
+              fabs(mb.expert_w - rbig.expert_w) <= 1e-12 * mb.w,
+          "experts of 2 x 512 x 768 x 3072 FLOPs (> 2 x 768^3): the dense roofline's seconds");
+    big.d_model = 512, big.ffn = 512, big.experts = 4, big.top_k = 2; /* 512 x 512 x 512 */
+    mpt_cost_moe_block(&c, &big, &l, N, MPT_PREC_FP32, &mb);
+    mpt_cost_moe_block(&cr, &big, &l, N, MPT_PREC_FP32, &rbig);
+    double small = 4 * S * 512 * 512 / 5e10, wgt = log(2.0 * 512 * 512 * 512 / (2.0 * 256 * 256 * 512)) /
+                                                  log(768.0 * 768 * 768 / (256.0 * 256 * 512));
+    printf("experts of 512^3: %.4g s (measured rate %.4g s, roofline %.4g s, weight %.3f)\n",
+           mb.expert_f, small, rbig.expert_f, wgt);
+    CHECK(fabs(mb.expert_f - exp((1 - wgt) * log(small) + wgt * log(rbig.expert_f))) <=
+              1e-9 * mb.expert_f,
+          "experts in between: geometric in log FLOPs between the measured and roofline times");
     /* a rank's share of cpu-here's cores */
     mpt_cluster h = c;
     h.cores = 2, h.par_eff = 0.9, h.busy_gemm = 0.8, h.busy_ew = 0.7;
@@ -249,14 +274,15 @@ static void measured_(void) {
     /* the calibration itself */
     mpt_cluster k;
     memset(&k, 0, sizeof k);
-    k.cores = 2;
+    k.cores = 2, k.mem_bw = 1e10;
     mpt_cluster_measure_moe(&k);
     printf("calib_moe here: experts %.3g / %.3g / %.3g GFLOP/s (F / B / W), own code %.3g / "
            "%.3g ns per row element, par_moe %.3f\n", 1e-9 * k.moe_rate_f, 1e-9 * k.moe_rate_b,
            1e-9 * k.moe_rate_w, 1e9 * k.moe_row_f, 1e9 * k.moe_row_b, k.par_moe);
-    CHECK(k.moe_rate_f > 0 && k.moe_rate_b > 0 && k.moe_rate_w > 0 && k.moe_row_f > 0 &&
-              k.moe_row_b > 0 && k.par_moe > 0 && k.par_moe <= 1,
-          "calib_moe: positive figures, par_moe in (0, 1]");
+    CHECK(k.moe_rate_f > 0 && k.moe_rate_b > 0 && k.moe_rate_w > 0 && k.par_moe > 0 &&
+              k.par_moe <= 1 && k.moe_row_f >= 13 * 4 / 1e10 && k.moe_row_b >= 14 * 4 / 1e10,
+          "calib_moe: positive figures, par_moe in (0, 1], own code at least its copies' bytes "
+          "at the copy rate");
 }
 
 static void search_(void) {

@@ -17,7 +17,8 @@
  *                         moe.c's own single-threaded code (softmax and top-K, the gathers into
  *                         send order, dispatch and combine (local copies at ep 1), the sort by
  *                         expert and back, the gate-weighted sum; backward the gate gradients,
- *                         the scaled rows, the sums into dx, the router softmax backward)
+ *                         the scaled rows, the sums into dx, the router softmax backward); at
+ *                         least the compulsory copy traffic of that code at the copy rate
  * On every core (one copy, the process's CPU seconds over the cores: spinning at the barriers
  * of the many small regions included, as a step's time has it):
  *   par_moe               the experts' forward + B + W on every core's thread / (cores x one
@@ -224,6 +225,17 @@ void mpt_cluster_measure_moe(mpt_cluster *c) {
         own_(&m, &own_f, &own_b);
         c->moe_row_f = own_f > 0 ? own_f / (S * D_) : 0;
         c->moe_row_b = own_b > 0 ? own_b / (S * D_) : 0;
+        /* never below the bytes that code must move at the copy rate (cluster.c's mem_bw, one
+         * core): forward 13 element moves per sent row element (gather 2, dispatch and combine
+         * copies 2 + 2, sort and un-sort 2 + 2, the gate-weighted sum 3), backward 14 (the gate
+         * gradients and scaled rows 3, the copies 4, sort and un-sort 4, the sum into dx 3).
+         * Under load the difference of the whole pass and its kernels, a few percent of the
+         * pass, came out as low as 0.4x that or below zero */
+        if (c->mem_bw > 0) {
+            double ff = 13.0 * sizeof(float) / c->mem_bw, fb = 14.0 * sizeof(float) / c->mem_bw;
+            if (c->moe_row_f < ff) c->moe_row_f = ff;
+            if (c->moe_row_b < fb) c->moe_row_b = fb;
+        }
         int cores = c->cores < 1 ? 1 : c->cores > 64 ? 64 : c->cores;
         if (cores > 1) {
             omp_set_max_active_levels(levels);

@@ -96,8 +96,9 @@ typedef struct mpt_cluster {
      * all-to-all formula at n = 2 */
     double mpi_alltoall_bw;
 } mpt_cluster;
-/* The shape calib_moe.c measures the MoE figures at: rows per expert, d_model, expert width. */
-enum { MPT_MOE_CAL_ROWS = 256, MPT_MOE_CAL_D = 256, MPT_MOE_CAL_F = 512 };
+/* The shape calib_moe.c measures the MoE figures at: rows per expert, d_model, expert width;
+ * and the side of the square sgemm the dense rate (gemm_eff, par_eff) is measured on. */
+enum { MPT_MOE_CAL_ROWS = 256, MPT_MOE_CAL_D = 256, MPT_MOE_CAL_F = 512, MPT_MOE_CAL_BIG = 768 };
 
 /* The GEMM efficiency for an (m x k) times (k x n) product: the measured curve at its smallest
  * dimension (linear in log2 between the points; proportional below the first), else gemm_eff. */

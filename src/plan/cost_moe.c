@@ -1,6 +1,7 @@
 /* cost_moe.c — the cost of a Mixture-of-Experts MLP on one rank (see cost_moe.h). */
 #include "plan/cost_moe.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "parallel/mesh.h"
@@ -28,6 +29,26 @@ double mpt_cost_alltoall(const mpt_cluster *c, int n, double bytes, int inter) {
     return (n - 1) * a + (double)(n - 1) / n * bytes / bw;
 }
 
+/* How far an expert GEMM of `flops` is from the calibration's expert GEMM (2 x 256 x 256 x 512
+ * FLOPs: weight 0) towards the 768^3 sgemm of the dense figures (weight 1), in log of the FLOPs,
+ * clamped: the measured expert rates hold at the calibration's size, the dense roofline (GEMM
+ * curve, par_eff) for GEMMs as large as the one it was measured on, and a GEMM in between sits
+ * in between (a GEMM's efficiency and its team scaling rise with its size). */
+static double moe_big_weight_(double flops) {
+    double lo = 2.0 * MPT_MOE_CAL_ROWS * MPT_MOE_CAL_D * MPT_MOE_CAL_F;
+    double hi = 2.0 * MPT_MOE_CAL_BIG * MPT_MOE_CAL_BIG * MPT_MOE_CAL_BIG;
+    if (flops <= lo) return 0;
+    if (flops >= hi) return 1;
+    return log(flops / lo) / log(hi / lo);
+}
+
+/* Seconds between the measured small-GEMM time a and the roofline's b, geometric at weight w. */
+static double between_(double a, double b, double w) {
+    if (w <= 0 || !(b > 0)) return a;
+    if (w >= 1) return b;
+    return exp((1 - w) * log(a) + w * log(b));
+}
+
 void mpt_cost_moe_block(const mpt_cluster *c, const mpt_config *cfg, const mpt_plan_layout *l,
                         double N, int precision, mpt_moe_cost *out) {
     memset(out, 0, sizeof *out);
@@ -49,11 +70,12 @@ void mpt_cost_moe_block(const mpt_cluster *c, const mpt_config *cfg, const mpt_p
      * part at the calibration's ~256 rows per expert, scaled to this block's rows per expert
      * by the GEMM efficiency curve; moe.c's own single-threaded code per sent row element */
     int meas = c->moe_rate_f > 0 && c->moe_rate_b > 0 && c->moe_rate_w > 0;
-    double adj = 1;
+    double adj = 1, wbig = 0;
     if (meas) {
         double e_ref = mpt_cluster_gemm_eff(c, MPT_MOE_CAL_ROWS, MPT_MOE_CAL_F, MPT_MOE_CAL_D);
         double e_here = mpt_cluster_gemm_eff(c, M, F, D);
-        adj = e_ref > 0 && e_here > 0 ? e_here / e_ref : 1;
+        adj = e_ref > 0 && e_here > 0 && e_here < e_ref ? e_here / e_ref : 1;
+        wbig = moe_big_weight_(2 * M * D * F);
     }
     double xfl = 4 * S * D * F; /* each part's expert FLOPs: two GEMMs of 2 M D F, El times */
 
@@ -74,7 +96,7 @@ void mpt_cost_moe_block(const mpt_cluster *c, const mpt_config *cfg, const mpt_p
         xf += mpt_cost_kernel(c, precision, c->ew_gelu_f, M * F, 2 * M * F); /* GELU */
         xf += mpt_cost_gemm(c, precision, M, D, F, &fl);          /* c_proj */
     }
-    f += meas ? xfl / (c->moe_rate_f * adj) : xf;
+    f += meas ? between_(xfl / (c->moe_rate_f * adj), xf, wbig) : xf;
     out->expert_f = f - t0;
     f += a2a;                                                     /* combine */
     if (!meas) {
@@ -103,8 +125,8 @@ void mpt_cost_moe_block(const mpt_cluster *c, const mpt_config *cfg, const mpt_p
         xw += mpt_cost_gemm(c, precision, D, F, M, &flw);         /* dW_fc */
         xw += mpt_cost_kernel(c, precision, 0, 0, M * (F + D));   /* bias sums */
     }
-    b += meas ? xfl / (c->moe_rate_b * adj) : xb;
-    w += meas ? xfl / (c->moe_rate_w * adj) : xw;
+    b += meas ? between_(xfl / (c->moe_rate_b * adj), xb, wbig) : xb;
+    w += meas ? between_(xfl / (c->moe_rate_w * adj), xw, wbig) : xw;
     out->expert_b = b - b0;
     out->expert_w = w;
     if (!meas) b += mpt_cost_kernel(c, precision, 0, 0, 2 * S * D + 4 * N * E); /* un-sort,

@@ -20,7 +20,10 @@
  * On cpu-here, with the measured MoE figures (cluster.h moe_*, par_moe; plan/calib_moe.c: the
  * runtime's own MoE MLP timed): each part's experts take 4 S D F FLOPs (S = N K keep rows) at
  * moe_rate_f / _b / _w, times the GEMM curve's efficiency at the block's rows per expert over
- * its efficiency at the calibration's 256 (MPT_MOE_CAL_ROWS); moe.c's own single-threaded code
+ * its efficiency at the calibration's 256 (MPT_MOE_CAL_ROWS) when lower; an expert GEMM larger
+ * than the calibration's moves towards the dense roofline's time (GEMM curve, par_eff: measured
+ * on a 768^3 sgemm), geometrically in log of its FLOPs, reaching it at 2 x 768^3 FLOPs (a GEMM's
+ * efficiency and team scaling rise with its size); moe.c's own single-threaded code
  * (softmax and top-K, gathers into send order, the local copies of ep 1, the sorts by expert,
  * the gate-weighted sum; backward the gate gradients and the sums into dx) takes moe_row_f /
  * moe_row_b seconds per sent row element (S x D), at one core's rate whatever the rank's
