@@ -10,6 +10,10 @@
  *               tensor-parallel layers' all-reduce, sp's reduce-scatter and all-gather),
  *               expressed as the link bandwidth of cost.h's formula at n = 2 (all-reduce
  *               b / bw, the others b / (2 bw))
+ *   mpi_alltoall_bw  the same for MPI_Ialltoallv as parallel/ep.c's dispatch and combine post
+ *               it (comm/comm_collective.c, then waited): each rank's buffer of b bytes, half
+ *               to itself and half to the other rank (balanced routing), as the link
+ *               bandwidth of cost_moe.h's (n-1)/n b / bw at n = 2
  * Timed in CPU seconds of each rank (the mean of the two), like the kernel figures. Each
  * figure is the median of 9 rounds; a round times many repetitions back to back. Prints
  * one JSON object of those fields on rank 0, for plan/cluster.c's fields of
@@ -80,7 +84,8 @@ static double pingpong_(char *buf, int bytes, int reps, int rank, int peer) {
 
 /* Seconds of one nonblocking collective as comm/comm_collective.c posts it (in place, then
  * waited): op 0 MPI_Iallreduce of `bytes` floats' bytes, 1 MPI_Ireduce_scatter_block, 2
- * MPI_Iallgather (the whole buffer `bytes`, as MPI counts it; mean of reps). */
+ * MPI_Iallgather, 3 MPI_Ialltoallv of half the buffer to each rank (the whole buffer `bytes`,
+ * as MPI counts it; mean of reps). */
 static double coll_(float *buf, float *out, int op, int bytes, int reps) {
     int n = bytes / 4, half = n / 2;
     MPI_Barrier(MPI_COMM_WORLD);
@@ -91,9 +96,14 @@ static double coll_(float *buf, float *out, int op, int bytes, int reps) {
             MPI_Iallreduce(MPI_IN_PLACE, buf, n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &rq);
         else if (op == 1)
             MPI_Ireduce_scatter_block(buf, out, half, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &rq);
-        else
+        else if (op == 2)
             MPI_Iallgather(MPI_IN_PLACE, half, MPI_FLOAT, buf, half, MPI_FLOAT, MPI_COMM_WORLD,
                            &rq);
+        else {
+            int cnt[2] = {half, half}, dsp[2] = {0, half};
+            MPI_Ialltoallv(buf, cnt, dsp, MPI_FLOAT, out, cnt, dsp, MPI_FLOAT, MPI_COMM_WORLD,
+                           &rq);
+        }
         MPI_Wait(&rq, MPI_STATUS_IGNORE);
     }
     return mean_((now_() - t0) / reps);
@@ -115,7 +125,7 @@ int main(int argc, char **argv) {
     memset(tx, 1, (size_t)s2);
     memset(rx, 0, (size_t)s2);
     int peer = 1 - rank;
-    double lat[ROUNDS], bw[ROUNDS], cbw[3][ROUNDS];
+    double lat[ROUNDS], bw[ROUNDS], cbw[4][ROUNDS];
     float *fb = (float *)(void *)tx, *fo = (float *)(void *)rx;
     exchange_(tx, rx, s2, 4, peer); /* warm-up: first touch, the transport's buffers */
     pingpong_(tx, 8, 100, rank, peer);
@@ -123,7 +133,7 @@ int main(int argc, char **argv) {
         lat[r] = pingpong_(tx, 8, 2000, rank, peer);
         double t1 = exchange_(tx, rx, s1, 32, peer), t2 = exchange_(tx, rx, s2, 8, peer);
         bw[r] = t2 > t1 ? (double)(s2 - s1) / (t2 - t1) : (double)s2 / t2;
-        for (int op = 0; op < 3; op++) { /* the link bandwidth of cost.h's formula at n = 2:
+        for (int op = 0; op < 4; op++) { /* the link bandwidth of cost.h's formula at n = 2:
                                           * all-reduce b/bw, the others b/(2 bw) */
             double c1 = coll_(fb, fo, op, s1, 16), c2 = coll_(fb, fo, op, s2, 4);
             double k = op == 0 ? 1.0 : 0.5;
@@ -132,9 +142,10 @@ int main(int argc, char **argv) {
     }
     if (rank == 0)
         printf("{\"intra_lat\": %.4g, \"intra_bw\": %.4g, \"mpi_allreduce_bw\": %.4g, "
-               "\"mpi_reduce_scatter_bw\": %.4g, \"mpi_allgather_bw\": %.4g}\n",
+               "\"mpi_reduce_scatter_bw\": %.4g, \"mpi_allgather_bw\": %.4g, "
+               "\"mpi_alltoall_bw\": %.4g}\n",
                median_(lat, ROUNDS), median_(bw, ROUNDS), median_(cbw[0], ROUNDS),
-               median_(cbw[1], ROUNDS), median_(cbw[2], ROUNDS));
+               median_(cbw[1], ROUNDS), median_(cbw[2], ROUNDS), median_(cbw[3], ROUNDS));
     free(tx);
     free(rx);
     MPI_Finalize();

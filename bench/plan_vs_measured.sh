@@ -13,7 +13,8 @@
 # (RECAL=each, the default; RECAL=once calibrates once): `simulate --cluster cpu-here` (the
 # kernels solo / busy / team, about 4 s idle) plus bench/mpi_pingpong.c (real MPI messages
 # between two ranks as the rings and the tensor-parallel collectives send them: intra_lat,
-# intra_bw, mpi_*_bw; about 1 s), written into one
+# intra_bw, mpi_*_bw, mpi_alltoall_bw for the MoE all-to-alls; about 1 s; the MoE figures
+# moe_*, par_moe come with the kernels: plan/calib_moe.c), written into one
 # cluster JSON the layout is simulated with. The figures of every calibration are kept, and
 # their spread (min / median / max) is printed at the end. Nothing is fitted to a layout.
 # Self-contained (the ping-pong is build/bench/bench_mpi_pingpong, or compiled here with
@@ -201,7 +202,9 @@ if cs:
     for k in ("peak_fp32", "gemm_eff_1024", "gemm_eff_128", "attn_f", "attn_b", "ew_gelu_f",
               "busy_gemm", "busy_attn", "busy_ew", "par_eff", "par_attn", "par_ew",
               "intra_lat", "intra_bw", "mpi_allreduce_bw", "mpi_reduce_scatter_bw",
-              "mpi_allgather_bw"):
+              "mpi_allgather_bw",
+              "moe_rate_f", "moe_rate_b", "moe_rate_w", "moe_row_f", "moe_row_b", "par_moe",
+              "mpi_alltoall_bw"):
         v = [c[k] for c in cs if k in c]
         if v:
             m = statistics.median(v)

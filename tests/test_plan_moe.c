@@ -11,7 +11,16 @@
  *     4 per MoE block and micro-batch (two forward, two backward) of K x N rows, 6 with full
  *     recompute; an ep group that spans nodes pays the inter-node link; --moe-imbalance
  *     lengthens the step and leaves the FLOPs.
- *  3. Search: a model whose experts do not fit one device is given a layout with ep > 1, and
+ *  3. cpu-here's measured MoE figures (plan/calib_moe.c, cluster.h moe_*, par_moe): with them
+ *     the block's experts take 4 S D F FLOPs per part at the measured rate (scaled by the
+ *     GEMM curve from the calibration's rows per expert to the block's; experts of 2 x 768^3
+ *     FLOPs or more at the dense roofline's time, in between geometrically), moe.c's own code
+ *     moe_row x S x D per pass, the all-to-alls are added as before, and the FLOPs are those of
+ *     the unmeasured model; a rank of two threads runs the experts at 2 x par_moe and its own
+ *     code at one core's rate, a rank of one thread on a busy node at busy_*; the calibration
+ *     measures positive figures with par_moe in (0, 1]; a measured MPI all-to-all bandwidth
+ *     (mpi_alltoall_bw) prices the all-to-all within a node.
+ *  4. Search: a model whose experts do not fit one device is given a layout with ep > 1, and
  *     the best layout without expert parallelism is clearly slower (printed with its time). */
 #include <math.h>
 #include <stdio.h>
@@ -171,6 +180,111 @@ static void cost_(void) {
     CHECK(t2 == t1, "ep 1: one rank runs every row, whatever the imbalance");
 }
 
+/* 3. the measured MoE figures (see the header) */
+static void measured_(void) {
+    mpt_cluster c;
+    mpt_error err;
+    CHECK(mpt_cluster_load(&c, "a100-80g", &err) == MPT_OK, "a100");
+    mpt_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.d_model = 256, cfg.ffn = 512, cfg.experts = 8, cfg.top_k = 2, cfg.moe_every = 1;
+    mpt_plan_layout l;
+    mpt_plan_layout_defaults(&l);
+    double N = 1024, D = 256, F = 512, S = N * 2, E = 8;
+    mpt_moe_cost roof, m;
+    mpt_cost_moe_block(&c, &cfg, &l, N, MPT_PREC_FP32, &roof);
+    c.moe_rate_f = 5e10, c.moe_rate_b = 6e10, c.moe_rate_w = 4e10;
+    c.moe_row_f = 3e-9, c.moe_row_b = 5e-9, c.par_moe = 0.5;
+    mpt_cost_moe_block(&c, &cfg, &l, N, MPT_PREC_FP32, &m);
+    double xfl = 4 * S * D * F;
+    double rf = mpt_cost_gemm(&c, MPT_PREC_FP32, N, E, D, NULL);
+    double rb = mpt_cost_gemm(&c, MPT_PREC_FP32, N, D, E, NULL);
+    double rw = mpt_cost_gemm(&c, MPT_PREC_FP32, D, E, N, NULL);
+    printf("measured MoE figures, ep 1: forward %.4g s (experts %.4g), B %.4g, W %.4g; "
+           "roofline %.4g / %.4g / %.4g\n", m.f, m.expert_f, m.b, m.w, roof.f, roof.b, roof.w);
+    CHECK(fabs(m.expert_f - xfl / 5e10) <= 1e-12 * m.f && fabs(m.expert_b - xfl / 6e10) <= 1e-12 * m.b &&
+              fabs(m.expert_w - (m.w - rw)) <= 1e-12 * m.w && fabs(m.w - rw - xfl / 4e10) <= 1e-12 * m.w,
+          "experts: 4 S D F FLOPs per part at the measured rates");
+    CHECK(fabs(m.f - (rf + xfl / 5e10 + 3e-9 * S * D)) <= 1e-12 * m.f &&
+              fabs(m.b - (rb + xfl / 6e10 + 5e-9 * S * D)) <= 1e-12 * m.b,
+          "forward / B: router GEMM + experts + moe_row x S x D (ep 1: no all-to-all)");
+    CHECK(m.flops_f == roof.flops_f && m.flops_b == roof.flops_b && m.flops_w == roof.flops_w,
+          "the measured figures change seconds, not FLOPs");
+    /* ep 2: the rank sends and receives S rows; forward adds the counts and two all-to-alls */
+    l.dp = 2, l.ep = 2;
+    mpt_moe_cost e2;
+    mpt_cost_moe_block(&c, &cfg, &l, N, MPT_PREC_FP32, &e2);
+    double msg = S * (D * 4 + 4), a2a = mpt_cost_alltoall(&c, 2, msg, 0);
+    double counts = mpt_cost_alltoall(&c, 2, 4.0 * 2, 0);
+    CHECK(fabs(e2.ep_time_f - (counts + 2 * a2a)) <= 1e-15 && fabs(e2.ep_time_b - 2 * a2a) <= 1e-15 &&
+              fabs(e2.ep_bytes - 4 * msg / 2) <= 1e-9 * e2.ep_bytes,
+          "ep 2: all-to-alls of S (D x 4 + 4) bytes, half of them leaving the rank");
+    CHECK(fabs(e2.f - (rf + e2.expert_f + 3e-9 * S * D + counts + 2 * a2a)) <= 1e-12 * e2.f &&
+              e2.expert_f < m.expert_f,
+          "ep 2 forward: router, experts (half as many, of twice the rows: larger GEMMs), own "
+          "code and the all-to-alls");
+    /* a measured MPI_Ialltoallv (bench/mpi_pingpong.c's mpi_alltoall_bw) replaces the link */
+    mpt_cluster ca = c;
+    ca.mpi_alltoall_bw = 1e9;
+    CHECK(fabs(mpt_cost_alltoall(&ca, 2, msg, 0) - (ca.intra_lat + 0.5 * msg / 1e9)) <= 1e-15 &&
+              mpt_cost_alltoall(&ca, 2, msg, 1) == mpt_cost_alltoall(&c, 2, msg, 1),
+          "all-to-all at the measured MPI bandwidth within a node, the link's across nodes");
+    l.dp = 1, l.ep = 1;
+    /* fewer rows per expert: the GEMM curve's efficiency ratio (calibrated at 256 rows) */
+    for (int i = 0; i < MPT_GEMM_CURVE; i++) c.gemm_curve[i] = 0.3 + 0.1 * i; /* K 32 ... 1024 */
+    cfg.experts = 16, cfg.top_k = 2; /* 128 rows per expert */
+    mpt_cost_moe_block(&c, &cfg, &l, N, MPT_PREC_FP32, &m);
+    double adj = mpt_cluster_gemm_eff(&c, 128, F, D) / mpt_cluster_gemm_eff(&c, 256, 512, 256);
+    printf("128 rows per expert: efficiency ratio %.4f against the calibration's 256\n", adj);
+    CHECK(adj < 1 && fabs(m.expert_f - xfl / (5e10 * adj)) <= 1e-12 * m.f,
+          "experts at 128 rows: the measured rate times the curve's ratio");
+    cfg.experts = 8;
+    /* experts as large as the dense sgemm's 768^3: the dense roofline's time; in between, in
+     * between */
+    mpt_cluster cr = c;
+    cr.moe_rate_f = cr.moe_rate_b = cr.moe_rate_w = 0;
+    mpt_config big = cfg;
+    big.d_model = 768, big.ffn = 3072, big.experts = 2, big.top_k = 1; /* 512 rows per expert */
+    mpt_moe_cost mb, rbig;
+    mpt_cost_moe_block(&c, &big, &l, N, MPT_PREC_FP32, &mb);
+    mpt_cost_moe_block(&cr, &big, &l, N, MPT_PREC_FP32, &rbig);
+    CHECK(fabs(mb.expert_f - rbig.expert_f) <= 1e-12 * mb.f &&
+              fabs(mb.expert_w - rbig.expert_w) <= 1e-12 * mb.w,
+          "experts of 2 x 512 x 768 x 3072 FLOPs (> 2 x 768^3): the dense roofline's seconds");
+    big.d_model = 512, big.ffn = 512, big.experts = 4, big.top_k = 2; /* 512 x 512 x 512 */
+    mpt_cost_moe_block(&c, &big, &l, N, MPT_PREC_FP32, &mb);
+    mpt_cost_moe_block(&cr, &big, &l, N, MPT_PREC_FP32, &rbig);
+    double small = 4 * S * 512 * 512 / 5e10, wgt = log(2.0 * 512 * 512 * 512 / (2.0 * 256 * 256 * 512)) /
+                                                  log(768.0 * 768 * 768 / (256.0 * 256 * 512));
+    printf("experts of 512^3: %.4g s (measured rate %.4g s, roofline %.4g s, weight %.3f)\n",
+           mb.expert_f, small, rbig.expert_f, wgt);
+    CHECK(fabs(mb.expert_f - exp((1 - wgt) * log(small) + wgt * log(rbig.expert_f))) <=
+              1e-9 * mb.expert_f,
+          "experts in between: geometric in log FLOPs between the measured and roofline times");
+    /* a rank's share of cpu-here's cores */
+    mpt_cluster h = c;
+    h.cores = 2, h.par_eff = 0.9, h.busy_gemm = 0.8, h.busy_ew = 0.7;
+    mpt_cluster t = h, b = h;
+    mpt_cluster_rank_share(&t, 1, 2);
+    mpt_cluster_rank_share(&b, 2, 1);
+    CHECK(fabs(t.moe_rate_f - 2 * 0.5 * 5e10) <= 1 && t.moe_row_f == 3e-9 && t.moe_row_b == 5e-9,
+          "one rank on two cores: experts at 2 x par_moe, moe.c's own code on one core");
+    CHECK(fabs(b.moe_rate_b - 0.8 * 6e10) <= 1 && fabs(b.moe_row_f - 3e-9 / 0.7) <= 1e-20,
+          "two ranks of one thread: busy_gemm and busy_ew");
+    /* the calibration itself */
+    mpt_cluster k;
+    memset(&k, 0, sizeof k);
+    k.cores = 2, k.mem_bw = 1e10;
+    mpt_cluster_measure_moe(&k);
+    printf("calib_moe here: experts %.3g / %.3g / %.3g GFLOP/s (F / B / W), own code %.3g / "
+           "%.3g ns per row element, par_moe %.3f\n", 1e-9 * k.moe_rate_f, 1e-9 * k.moe_rate_b,
+           1e-9 * k.moe_rate_w, 1e9 * k.moe_row_f, 1e9 * k.moe_row_b, k.par_moe);
+    CHECK(k.moe_rate_f > 0 && k.moe_rate_b > 0 && k.moe_rate_w > 0 && k.par_moe > 0 &&
+              k.par_moe <= 1 && k.moe_row_f >= 13 * 4 / 1e10 && k.moe_row_b >= 14 * 4 / 1e10,
+          "calib_moe: positive figures, par_moe in (0, 1], own code at least its copies' bytes "
+          "at the copy rate");
+}
+
 static void search_(void) {
     mpt_plan_job j;
     mpt_error err;
@@ -219,6 +333,7 @@ static void search_(void) {
 int main(void) {
     memory_();
     cost_();
+    measured_();
     search_();
     return check_finish();
 }

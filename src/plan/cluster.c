@@ -145,6 +145,7 @@ void mpt_cluster_measure_here(mpt_cluster *c) {
     c->inter_lat = 30e-6;
     c->measured = 1;
     mpt_cluster_measure_kernels(c);
+    mpt_cluster_measure_moe(c);
 }
 
 /* A measured factor, or 1 when it was not measured (0). */
@@ -174,11 +175,19 @@ double mpt_cluster_rank_share(mpt_cluster *c, long world, int threads) {
     c->mem_bw *= fe;
     c->attn_f *= fa;
     c->attn_b *= fa;
+    /* MoE (calib_moe.c): the experts' GEMMs scale over a team by their own par_moe; moe.c's
+     * own code runs on one thread whatever the rank's share (at a time-shared or loaded core's
+     * rate when the rank has at most one core) */
+    double fm = share > 1 ? share * or_one_(c->par_moe) : fg;
+    double fs = share > 1 ? 1.0 : (all_busy ? share * or_one_(c->busy_ew) : share);
+    c->moe_rate_f *= fm, c->moe_rate_b *= fm, c->moe_rate_w *= fm;
+    c->moe_row_f /= fs, c->moe_row_b /= fs;
     double *ew[] = {&c->ew_ln_f, &c->ew_ln_b, &c->ew_gelu_f, &c->ew_gelu_b, &c->ew_add,
                     &c->ew_xent};
     for (size_t i = 0; i < sizeof ew / sizeof *ew; i++) *ew[i] /= fe;
     double *bw[] = {&c->intra_bw, &c->mpi_allreduce_bw, &c->mpi_reduce_scatter_bw,
-                    &c->mpi_allgather_bw};
+                    &c->mpi_allgather_bw,
+                    &c->mpi_alltoall_bw};
     for (size_t i = 0; i < sizeof bw / sizeof *bw; i++) {
         if (all_busy && share <= 1) /* shared-memory copies on a loaded socket */
             *bw[i] *= or_one_(c->busy_ew);

@@ -84,7 +84,21 @@ typedef struct mpt_cluster {
      * MPI_Iallgather). The runtime's own rings (dp, cp) and the pipeline's messages are
      * Isend/Irecv pairs: intra_bw and intra_lat, which the same program measures. */
     double mpi_allreduce_bw, mpi_reduce_scatter_bw, mpi_allgather_bw;
+    /* cpu-here only, measured by plan/calib_moe.c on the runtime's own MoE MLP (0: not
+     * measured, cost_moe.c prices the experts as dense GEMMs and moe.c's copies at mem_bw):
+     * the experts' FLOP/s on one core in the forward, the input-gradient (B) and the weight-
+     * gradient (W) parts at about 256 rows per expert; seconds per sent row element of moe.c's
+     * own single-threaded code, forward and backward; the experts' team scaling on every core
+     * (as par_eff, at their small GEMMs' size) */
+    double moe_rate_f, moe_rate_b, moe_rate_w, moe_row_f, moe_row_b, par_moe;
+    /* cpu-here only, measured by bench/mpi_pingpong.c (0: not measured, intra_bw x intra_eff
+     * applies): MPI_Ialltoallv as parallel/ep.c posts it, the link bandwidth of cost_moe.h's
+     * all-to-all formula at n = 2 */
+    double mpi_alltoall_bw;
 } mpt_cluster;
+/* The shape calib_moe.c measures the MoE figures at: rows per expert, d_model, expert width;
+ * and the side of the square sgemm the dense rate (gemm_eff, par_eff) is measured on. */
+enum { MPT_MOE_CAL_ROWS = 256, MPT_MOE_CAL_D = 256, MPT_MOE_CAL_F = 512, MPT_MOE_CAL_BIG = 768 };
 
 /* The GEMM efficiency for an (m x k) times (k x n) product: the measured curve at its smallest
  * dimension (linear in log2 between the points; proportional below the first), else gemm_eff. */
@@ -105,6 +119,8 @@ double mpt_cluster_median_(double *t, int n);
 /* cpu-here's kernel figures (attn_*, ew_*): the runtime's kernels timed on one core
  * (plan/calib.c, about 0.3 s). */
 void mpt_cluster_measure_kernels(mpt_cluster *c);
+/* cpu-here's MoE figures (moe_*, par_moe; plan/calib_moe.c, about 0.3 CPU seconds). */
+void mpt_cluster_measure_moe(mpt_cluster *c);
 /* The cluster as one rank of a layout of `world` ranks with `threads` compute threads each
  * (0: cores / world, as `train` defaults) sees it: with cores > 0, compute rates times the
  * rank's share of the cores, min(threads, cores / world). Returns the share (1 without cores). */

@@ -1,6 +1,7 @@
 /* cost_moe.c — the cost of a Mixture-of-Experts MLP on one rank (see cost_moe.h). */
 #include "plan/cost_moe.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "parallel/mesh.h"
@@ -23,8 +24,29 @@ int mpt_cost_ep_inter(const mpt_cluster *c, const mpt_plan_layout *l) {
 double mpt_cost_alltoall(const mpt_cluster *c, int n, double bytes, int inter) {
     if (n <= 1) return 0.0;
     double bw = inter ? c->inter_bw * c->inter_eff : c->intra_bw * c->intra_eff;
+    if (!inter && c->mpi_alltoall_bw > 0) bw = c->mpi_alltoall_bw; /* measured (cpu-here) */
     double a = inter ? c->inter_lat : c->intra_lat;
     return (n - 1) * a + (double)(n - 1) / n * bytes / bw;
+}
+
+/* How far an expert GEMM of `flops` is from the calibration's expert GEMM (2 x 256 x 256 x 512
+ * FLOPs: weight 0) towards the 768^3 sgemm of the dense figures (weight 1), in log of the FLOPs,
+ * clamped: the measured expert rates hold at the calibration's size, the dense roofline (GEMM
+ * curve, par_eff) for GEMMs as large as the one it was measured on, and a GEMM in between sits
+ * in between (a GEMM's efficiency and its team scaling rise with its size). */
+static double moe_big_weight_(double flops) {
+    double lo = 2.0 * MPT_MOE_CAL_ROWS * MPT_MOE_CAL_D * MPT_MOE_CAL_F;
+    double hi = 2.0 * MPT_MOE_CAL_BIG * MPT_MOE_CAL_BIG * MPT_MOE_CAL_BIG;
+    if (flops <= lo) return 0;
+    if (flops >= hi) return 1;
+    return log(flops / lo) / log(hi / lo);
+}
+
+/* Seconds between the measured small-GEMM time a and the roofline's b, geometric at weight w. */
+static double between_(double a, double b, double w) {
+    if (w <= 0 || !(b > 0)) return a;
+    if (w >= 1) return b;
+    return exp((1 - w) * log(a) + w * log(b));
 }
 
 void mpt_cost_moe_block(const mpt_cluster *c, const mpt_config *cfg, const mpt_plan_layout *l,
@@ -44,43 +66,71 @@ void mpt_cost_moe_block(const mpt_cluster *c, const mpt_config *cfg, const mpt_p
     double counts = ep > 1 ? mpt_cost_alltoall(c, ep, 4.0 * ep, inter) : 0;
     double local = ep > 1 ? 0 : mpt_cost_kernel(c, precision, 0, 0, 2 * S * D); /* ep 1: copy */
 
+    /* cpu-here measured the runtime's own MoE MLP (plan/calib_moe.c): its experts' FLOP/s per
+     * part at the calibration's ~256 rows per expert, scaled to this block's rows per expert
+     * by the GEMM efficiency curve; moe.c's own single-threaded code per sent row element */
+    int meas = c->moe_rate_f > 0 && c->moe_rate_b > 0 && c->moe_rate_w > 0;
+    double adj = 1, wbig = 0;
+    if (meas) {
+        double e_ref = mpt_cluster_gemm_eff(c, MPT_MOE_CAL_ROWS, MPT_MOE_CAL_F, MPT_MOE_CAL_D);
+        double e_here = mpt_cluster_gemm_eff(c, M, F, D);
+        adj = e_ref > 0 && e_here > 0 && e_here < e_ref ? e_here / e_ref : 1;
+        wbig = moe_big_weight_(2 * M * D * F);
+    }
+    double xfl = 4 * S * D * F; /* each part's expert FLOPs: two GEMMs of 2 M D F, El times */
+
     /* forward */
     double f = mpt_cost_gemm(c, precision, N, E, D, &fl);         /* router logits */
-    f += mpt_cost_kernel(c, precision, 0, 0, 4 * N * E);          /* softmax, top-K, gates */
     out->flops_f += 8 * N * E + 2 * E;                            /* aux and z losses */
-    f += mpt_cost_kernel(c, precision, 0, 0, 2 * S * D);          /* gather the sent rows */
-    f += counts + a2a + local;                                    /* dispatch */
-    f += mpt_cost_kernel(c, precision, 0, 0, 2 * S * D);          /* sort by local expert */
-    double t0 = f;
-    for (int e = 0; e < (int)El; e++) {
-        f += mpt_cost_gemm(c, precision, M, F, D, &fl);           /* c_fc */
-        f += mpt_cost_kernel(c, precision, c->ew_gelu_f, M * F, 2 * M * F); /* GELU */
-        f += mpt_cost_gemm(c, precision, M, D, F, &fl);           /* c_proj */
+    f += counts + a2a;                                            /* dispatch */
+    if (meas) f += c->moe_row_f * S * D;                          /* moe.c's own code */
+    else {
+        f += mpt_cost_kernel(c, precision, 0, 0, 4 * N * E);      /* softmax, top-K, gates */
+        f += mpt_cost_kernel(c, precision, 0, 0, 2 * S * D);      /* gather the sent rows */
+        f += local;
+        f += mpt_cost_kernel(c, precision, 0, 0, 2 * S * D);      /* sort by local expert */
     }
+    double t0 = f, xf = 0;
+    for (int e = 0; e < (int)El; e++) {
+        xf += mpt_cost_gemm(c, precision, M, F, D, &fl);          /* c_fc */
+        xf += mpt_cost_kernel(c, precision, c->ew_gelu_f, M * F, 2 * M * F); /* GELU */
+        xf += mpt_cost_gemm(c, precision, M, D, F, &fl);          /* c_proj */
+    }
+    f += meas ? between_(xfl / (c->moe_rate_f * adj), xf, wbig) : xf;
     out->expert_f = f - t0;
-    f += a2a + local;                                             /* combine */
-    f += mpt_cost_kernel(c, precision, 0, 0, S * D + 2 * N * D);  /* gate-weighted sum */
+    f += a2a;                                                     /* combine */
+    if (!meas) {
+        f += local;
+        f += mpt_cost_kernel(c, precision, 0, 0, S * D + 2 * N * D); /* gate-weighted sum */
+    }
     out->f = f;
     out->flops_f += fl;
     out->ep_time_f = counts + 2 * a2a;
 
     /* backward: B */
     fl = 0;
-    double b = mpt_cost_kernel(c, precision, 0, 0, 3 * S * D);    /* gate grads, row grads */
-    out->flops_b += 2 * S * D;
-    b += 2 * (a2a + local);                                       /* dispatch dy, combine dx */
-    double w = 0, flw = 0, b0 = b;
-    for (int e = 0; e < (int)El; e++) {
-        b += mpt_cost_gemm(c, precision, M, F, D, &fl);           /* dh = dy W_proj^T */
-        b += mpt_cost_kernel(c, precision, c->ew_gelu_b, M * F, 3 * M * F); /* GELU backward */
-        b += mpt_cost_gemm(c, precision, M, D, F, &fl);           /* dx = dh W_fc^T */
-        w += mpt_cost_gemm(c, precision, F, D, M, &flw);          /* dW_proj */
-        w += mpt_cost_gemm(c, precision, D, F, M, &flw);          /* dW_fc */
-        w += mpt_cost_kernel(c, precision, 0, 0, M * (F + D));    /* bias sums */
+    double b = 2 * a2a;                                           /* dispatch dy, combine dx */
+    if (meas) b += c->moe_row_b * S * D;                          /* moe.c's own code */
+    else {
+        b += mpt_cost_kernel(c, precision, 0, 0, 3 * S * D);      /* gate grads, row grads */
+        b += 2 * local;
     }
+    out->flops_b += 2 * S * D;
+    double w = 0, flw = 0, b0 = b, xb = 0, xw = 0;
+    for (int e = 0; e < (int)El; e++) {
+        xb += mpt_cost_gemm(c, precision, M, F, D, &fl);          /* dh = dy W_proj^T */
+        xb += mpt_cost_kernel(c, precision, c->ew_gelu_b, M * F, 3 * M * F); /* GELU backward */
+        xb += mpt_cost_gemm(c, precision, M, D, F, &fl);          /* dx = dh W_fc^T */
+        xw += mpt_cost_gemm(c, precision, F, D, M, &flw);         /* dW_proj */
+        xw += mpt_cost_gemm(c, precision, D, F, M, &flw);         /* dW_fc */
+        xw += mpt_cost_kernel(c, precision, 0, 0, M * (F + D));   /* bias sums */
+    }
+    b += meas ? between_(xfl / (c->moe_rate_b * adj), xb, wbig) : xb;
+    w += meas ? between_(xfl / (c->moe_rate_w * adj), xw, wbig) : xw;
     out->expert_b = b - b0;
     out->expert_w = w;
-    b += mpt_cost_kernel(c, precision, 0, 0, 2 * S * D + 4 * N * E); /* un-sort, softmax bwd */
+    if (!meas) b += mpt_cost_kernel(c, precision, 0, 0, 2 * S * D + 4 * N * E); /* un-sort,
+                                                                   * softmax backward */
     out->flops_b += 8 * N * E;                                    /* aux and z gradients */
     b += mpt_cost_gemm(c, precision, N, D, E, &fl);               /* dx += dz Wr^T */
     w += mpt_cost_gemm(c, precision, D, E, N, &flw);              /* dWr */

@@ -17,8 +17,20 @@
  * forward dispatch only, then the rows with their expert indices through MPI_Alltoallv) costs
  * (ep-1) x latency + (ep-1)/ep x bytes / bandwidth, the link intra- or inter-node by where the
  * ep group sits in the rank order (mpt_cost_ep_inter); ep 1 moves the rows by a local copy.
- * GEMMs and kernels are priced as the dense ones (cost.h: mpt_cost_gemm, mpt_cost_kernel).
- * Pure. */
+ * On cpu-here, with the measured MoE figures (cluster.h moe_*, par_moe; plan/calib_moe.c: the
+ * runtime's own MoE MLP timed): each part's experts take 4 S D F FLOPs (S = N K keep rows) at
+ * moe_rate_f / _b / _w, times the GEMM curve's efficiency at the block's rows per expert over
+ * its efficiency at the calibration's 256 (MPT_MOE_CAL_ROWS) when lower; an expert GEMM larger
+ * than the calibration's moves towards the dense roofline's time (GEMM curve, par_eff: measured
+ * on a 768^3 sgemm), geometrically in log of its FLOPs, reaching it at 2 x 768^3 FLOPs (a GEMM's
+ * efficiency and team scaling rise with its size); moe.c's own single-threaded code
+ * (softmax and top-K, gathers into send order, the local copies of ep 1, the sorts by expert,
+ * the gate-weighted sum; backward the gate gradients and the sums into dx) takes moe_row_f /
+ * moe_row_b seconds per sent row element (S x D), at one core's rate whatever the rank's
+ * threads (mpt_cluster_rank_share); the all-to-all runs at the measured MPI_Ialltoallv
+ * bandwidth (mpi_alltoall_bw) when given. Elsewhere (GPU presets) GEMMs and kernels are priced
+ * as the dense ones (cost.h: mpt_cost_gemm, mpt_cost_kernel); the FLOPs are the same either
+ * way. Pure. */
 #ifndef MPT_COST_MOE_H
 #define MPT_COST_MOE_H
 
