@@ -82,11 +82,11 @@ static void gemm_block_(char ta, char tb, size_t M, size_t N, size_t K, float al
     *c0 = by_rows ? 0 : i0, *c1 = by_rows ? N : i1;
     if (i1 == i0) return;
     if (by_rows)
-        sgemm_fp32_(ta, tb, i1 - i0, N, K, alpha, ta == 'N' ? A + i0 * lda : A + i0, lda, B, ldb,
-               beta, C + i0 * ldc, ldc);
+        sgemm_fp32_(ta, tb, i1 - i0, N, K, alpha, ta == 'N' ? A + i0 * lda : A + i0, lda, B,
+                    ldb, beta, C + i0 * ldc, ldc);
     else
-        sgemm_fp32_(ta, tb, M, i1 - i0, K, alpha, A, lda, tb == 'N' ? B + i0 : B + i0 * ldb, ldb,
-               beta, C + i0, ldc);
+        sgemm_fp32_(ta, tb, M, i1 - i0, K, alpha, A, lda, tb == 'N' ? B + i0 : B + i0 * ldb,
+                    ldb, beta, C + i0, ldc);
 }
 
 /* Threads for a split GEMM of M x N x K: 0 when it runs as one call (team threading, bf16,
