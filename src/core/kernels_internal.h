@@ -23,7 +23,7 @@ static inline float mpt_gelu_exp_m2u_(float x) {
 
 /* With oneDNN as the back end, single-threaded fp32 GEMMs C(M,N) = A^T B (ta 'T', tb 'N': the
  * weight gradients X^T dY, the attention's dV and dK tile products) whose output has at most
- * this many elements run on OpenBLAS instead: oneDNN's sgemm reaches 65-80% of its large-GEMM
+ * this many elements run on OpenBLAS instead: oneDNN's sgemm reaches 67-81% of its large-GEMM
  * rate on them (attn.c_proj's 384 x 384 x 2048 and the byte head's 256 x 384 x 2048 weight
  * gradients, attention's 256 x 64 x 64 tiles), OpenBLAS 77-94% (bench/gemm_rates.c: one
  * thread, CPU time, 9 rounds). Larger outputs (qkv, c_fc, c_proj at D 384) are as fast or
