@@ -18,7 +18,10 @@
  * tp/dp layouts are in the trainer's log (`comm` of the end line; bench/parallel.sh).
  * --unfused replays the step as it was before the fused kernels of core/kernels_fused.h (bias
  * in the GEMM's C preload, GELU backward into a zeroed buffer, residual then LayerNorm), for a
- * side-by-side ratio (run both, one after the other). --gemm-split splits each GEMM into one
+ * side-by-side ratio (run both, one after the other). --cpu-time (with --threads 1) times
+ * with the process's CPU time instead of wall time, readable on a loaded machine; --peak G
+ * gives the FMA peak (GFLOP/s) to compare with instead of measuring it (a wall-time probe that
+ * load lowers). --gemm-split splits each GEMM into one
  * block per thread instead of the library's own threading (core/kernels.h).
  * FLOPs are model FLOPs as MFU counts them
  * (the attention's causal half not discounted): the GEMM and attention FLOPs sum to the step's
@@ -28,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/adamw.h"
 #include "core/attention.h"
@@ -43,12 +47,22 @@ static const int compute_[NK] = {1, 1, 0, 0, 0, 0, 0, 0, 0, 0};
 
 static double t_[NK], flops_[NK], bytes_[NK];
 
+/* --cpu-time (one thread only): times are the process's CPU time, which other processes
+ * taking the core do not inflate; otherwise wall time */
+static int cpu_time_;
+static double clock_(void) {
+    if (!cpu_time_) return omp_get_wtime();
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 /* runs `call`, adding its time, FLOPs and bytes to kind k */
 #define RUN_(k, fl, by, call)                                                                 \
     do {                                                                                      \
-        double t0_ = omp_get_wtime();                                                         \
+        double t0_ = clock_();                                                                \
         call;                                                                                 \
-        t_[k] += omp_get_wtime() - t0_;                                                       \
+        t_[k] += clock_() - t0_;                                                              \
         flops_[k] += (double)(fl);                                                            \
         bytes_[k] += (double)(by);                                                            \
     } while (0)
@@ -294,6 +308,7 @@ static int arg_(int argc, char **argv, int *i, const char *name, int *val) {
 int main(int argc, char **argv) {
     prof_t s = {.L = 6, .D = 384, .H = 6, .T = 256, .V = 256, .F = 0, .B = 8, .threads = 2};
     int steps = 8;
+    double peak_given = 0.0;
     for (int i = 1; i < argc; i++) {
         if (arg_(argc, argv, &i, "--layers", &s.L) || arg_(argc, argv, &i, "--d-model", &s.D) ||
             arg_(argc, argv, &i, "--heads", &s.H) || arg_(argc, argv, &i, "--seq-len", &s.T) ||
@@ -309,15 +324,24 @@ int main(int argc, char **argv) {
             mpt_kernels_set_gemm_threading(MPT_GEMM_SPLIT);
             continue;
         }
+        if (strcmp(argv[i], "--cpu-time") == 0) {
+            cpu_time_ = 1;
+            continue;
+        }
+        if (strcmp(argv[i], "--peak") == 0 && i + 1 < argc) {
+            peak_given = atof(argv[++i]) * 1e9;
+            continue;
+        }
         fprintf(stderr, "usage: bench_profile [--layers L --d-model D --heads H --seq-len T "
                         "--vocab V --ffn F --batch B --threads N --steps S] [--unfused] "
-                        "[--gemm-split]\n");
+                        "[--gemm-split] [--cpu-time] [--peak GFLOPS]\n");
         return 2;
     }
     if (s.F <= 0) s.F = 4 * s.D;
     if (s.L < 1 || s.D < 1 || s.H < 1 || s.D % s.H || s.T < 1 || s.V < 1 || s.B < 1 ||
-        s.threads < 1 || steps < 1 || steps > 1000) {
-        fprintf(stderr, "bench_profile: sizes must be positive, heads must divide d-model\n");
+        s.threads < 1 || steps < 1 || steps > 1000 || (cpu_time_ && s.threads != 1)) {
+        fprintf(stderr, "bench_profile: sizes must be positive, heads must divide d-model, "
+                        "--cpu-time needs --threads 1\n");
         return 2;
     }
     s.Vp = (s.V + 63) / 64 * 64;
@@ -325,7 +349,7 @@ int main(int argc, char **argv) {
     omp_set_num_threads(s.threads);
     setup_(&s);
 
-    double peak = mpt_measure_peak_flops(s.threads, 0.5);
+    double peak = peak_given > 0.0 ? peak_given : mpt_measure_peak_flops(s.threads, 0.5);
     double bw = mpt_measure_bandwidth(s.threads, 0.5);
     mpt_adamw opt;
     mpt_adamw_defaults(&opt);
@@ -333,9 +357,9 @@ int main(int argc, char **argv) {
     step_(&s, &opt, 1); /* warm-up: first touch, library set-up */
     for (int st = 0; st < steps; st++) {
         memset(t_, 0, sizeof t_), memset(flops_, 0, sizeof flops_), memset(bytes_, 0, sizeof bytes_);
-        double t0 = omp_get_wtime();
+        double t0 = clock_();
         step_(&s, &opt, st + 2);
-        tot[st] = omp_get_wtime() - t0;
+        tot[st] = clock_() - t0;
         for (int k = 0; k < NK; k++) kt[k][st] = t_[k];
     }
     memcpy(fl, flops_, sizeof fl), memcpy(by, bytes_, sizeof by);
@@ -352,11 +376,12 @@ int main(int argc, char **argv) {
     }
 
     printf("bench_profile: L%d D%d H%d T%d V%d F%d, batch %d, %d threads, %s kernels, GEMMs %s; "
-           "median of %d steps; load average %.2f\n",
+           "median of %d steps (%s); load average %.2f\n",
            s.L, s.D, s.H, s.T, s.V, s.F, s.B, s.threads, s.unfused ? "unfused" : "fused",
-           mpt_kernels_gemm_threading() == MPT_GEMM_TEAM ? "team" : "split", steps, load);
-    printf("measured FMA peak %.1f GFLOP/s, memory bandwidth (triad) %.1f GB/s\n", peak / 1e9,
-           bw / 1e9);
+           mpt_kernels_gemm_threading() == MPT_GEMM_TEAM ? "team" : "split", steps,
+           cpu_time_ ? "CPU time" : "wall time", load);
+    printf("%s FMA peak %.1f GFLOP/s, memory bandwidth (triad) %.1f GB/s\n",
+           peak_given > 0.0 ? "given" : "measured", peak / 1e9, bw / 1e9);
     printf("\n  %-15s %9s %7s %10s %7s %9s %7s\n", "kind", "ms/step", "share", "GFLOP/s",
            "%peak", "GB/s", "%bw");
     for (int k = 0; k < NK; k++) {

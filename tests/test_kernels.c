@@ -16,6 +16,7 @@
 #include "ref_kernels.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -733,6 +734,16 @@ int main(void) {
         test_attention_(1, 33, 48, 3, 96);
     }
     mpt_kernels_set_gemm(MPT_GEMM_ONEDNN);
+    /* one thread, oneDNN back end: the A^T B products with small outputs (weight gradients
+     * here, the attention's dV and dK tiles always) run on OpenBLAS (core/kernels_internal.h) */
+    printf("GEMMs through oneDNN, one thread (small weight gradients on OpenBLAS)\n");
+    int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    test_matmul_(37, 65, 131, 1, 256);
+    test_matmul_(130, 96, 257, 0, 128);
+    test_matmul_(1024, 96, 128, 1, 16);
+    test_lmhead_(64, 64, 1000, 1024, 256);
+    omp_set_num_threads(threads);
 
     test_gelu_(117);
     test_gelu_(4096);

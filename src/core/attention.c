@@ -24,16 +24,19 @@
 #include <string.h>
 
 #include "core/kernels.h"
+#include "core/kernels_internal.h"
 #include "core/status.h"
 
 #define BQ MPT_FLASH_BQ
 #define BK MPT_FLASH_BK
 
 /* Row-major C(M,N) = alpha op(A) op(B) + beta C on the back end kernels.h chose; called from
- * inside our OpenMP loops, where both libraries run single-threaded. */
+ * inside our OpenMP loops, where both libraries run single-threaded; the dV, dK tile products
+ * (A^T B) on OpenBLAS (core/kernels_internal.h). */
 static void gemm_(char ta, char tb, int M, int N, int K, float alpha, const float *A, size_t lda,
                   const float *B, size_t ldb, float beta, float *C, size_t ldc) {
-    if (mpt_kernels_gemm() == MPT_GEMM_ONEDNN) {
+    if (mpt_kernels_gemm() == MPT_GEMM_ONEDNN &&
+        !mpt_gemm_tn_blas_(ta, tb, (size_t)M, (size_t)N)) {
         dnnl_sgemm(ta, tb, M, N, K, alpha, A, (dnnl_dim_t)lda, B, (dnnl_dim_t)ldb, beta, C,
                    (dnnl_dim_t)ldc);
         return;

@@ -43,6 +43,20 @@ static void sgemm_(char ta, char tb, size_t M, size_t N, size_t K, float alpha, 
                 B, (int)ldb, beta, C, (int)ldc);
 }
 
+/* sgemm_ for the fp32 GEMMs of the linear layers and the head: single-threaded A^T B products
+ * with a small output on OpenBLAS when oneDNN is the back end (core/kernels_internal.h) */
+static void sgemm_fp32_(char ta, char tb, size_t M, size_t N, size_t K, float alpha,
+                        const float *A, size_t lda, const float *B, size_t ldb, float beta,
+                        float *C, size_t ldc) {
+    if (gemm_backend_ == MPT_GEMM_ONEDNN && K > 0 && mpt_gemm_tn_blas_(ta, tb, M, N) &&
+        (omp_in_parallel() || omp_get_max_threads() == 1)) {
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)M, (int)N, (int)K, alpha, A,
+                    (int)lda, B, (int)ldb, beta, C, (int)ldc);
+        return;
+    }
+    sgemm_(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
 /* GEMMs of fewer multiply-adds per thread than this (~40 us of one core) run as one call: a
  * region is not worth it, and oneDNN's kernels for tiny blocks round differently (a 64-row
  * block of test_kernels' 128 x 256 x 64 GEMM ended 1.06e-5 from the double reference, outside
@@ -68,11 +82,11 @@ static void gemm_block_(char ta, char tb, size_t M, size_t N, size_t K, float al
     *c0 = by_rows ? 0 : i0, *c1 = by_rows ? N : i1;
     if (i1 == i0) return;
     if (by_rows)
-        sgemm_(ta, tb, i1 - i0, N, K, alpha, ta == 'N' ? A + i0 * lda : A + i0, lda, B, ldb,
-               beta, C + i0 * ldc, ldc);
+        sgemm_fp32_(ta, tb, i1 - i0, N, K, alpha, ta == 'N' ? A + i0 * lda : A + i0, lda, B,
+                    ldb, beta, C + i0 * ldc, ldc);
     else
-        sgemm_(ta, tb, M, i1 - i0, K, alpha, A, lda, tb == 'N' ? B + i0 : B + i0 * ldb, ldb,
-               beta, C + i0, ldc);
+        sgemm_fp32_(ta, tb, M, i1 - i0, K, alpha, A, lda, tb == 'N' ? B + i0 : B + i0 * ldb,
+                    ldb, beta, C + i0, ldc);
 }
 
 /* Threads for a split GEMM of M x N x K: 0 when it runs as one call (team threading, bf16,
@@ -95,7 +109,7 @@ static void gemm_(char ta, char tb, size_t M, size_t N, size_t K, float alpha, c
     }
     int nth = split_threads_(M, N, K);
     if (!nth) {
-        sgemm_(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        sgemm_fp32_(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
 #pragma omp parallel num_threads(nth)

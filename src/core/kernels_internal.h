@@ -21,6 +21,19 @@ static inline float mpt_gelu_exp_m2u_(float x) {
     return expf(z > 80.0f ? 80.0f : (z < -80.0f ? -80.0f : z));
 }
 
+/* With oneDNN as the back end, single-threaded fp32 GEMMs C(M,N) = A^T B (ta 'T', tb 'N': the
+ * weight gradients X^T dY, the attention's dV and dK tile products) whose output has at most
+ * this many elements run on OpenBLAS instead: oneDNN's sgemm reaches 67-81% of its large-GEMM
+ * rate on them (attn.c_proj's 384 x 384 x 2048 and the byte head's 256 x 384 x 2048 weight
+ * gradients, attention's 256 x 64 x 64 tiles), OpenBLAS 77-94% (bench/gemm_rates.c: one
+ * thread, CPU time, 9 rounds). Larger outputs (qkv, c_fc, c_proj at D 384) are as fast or
+ * faster on oneDNN, and so are all other layouts. Library-threaded calls keep oneDNN: OpenBLAS
+ * threads these small shapes worse. Fixed by shape, so results are reproducible run to run. */
+#define MPT_GEMM_TN_BLAS_MAX_ ((size_t)384 * 384)
+static inline int mpt_gemm_tn_blas_(char ta, char tb, size_t M, size_t N) {
+    return ta == 'T' && tb == 'N' && M * N <= MPT_GEMM_TN_BLAS_MAX_;
+}
+
 /* row[0..n) = softmax(row[0..n)) in place; the scale is already applied. Single-threaded. */
 void mpt_softmax_inplace_(float *row, int n);
 
