@@ -15,7 +15,8 @@
 #include <stdint.h>
 
 /* Where the GEMMs run. oneDNN (the default) picks its kernels for the CPU at run time (AVX-512
- * here, ~2x OpenBLAS's AVX2 kernels, which this machine's OPENBLAS_CORETYPE=Haswell selects);
+ * where the CPU has it, ~2x the AVX2 kernels that OPENBLAS_CORETYPE=Haswell pins OpenBLAS to;
+ * on AVX2-only CPUs about 80% of the FMA peak, at or above OpenBLAS on every large shape);
  * OpenBLAS's cblas_sgemm is the other. Process-wide; set before training. */
 typedef enum mpt_gemm_backend { MPT_GEMM_ONEDNN, MPT_GEMM_OPENBLAS } mpt_gemm_backend;
 void mpt_kernels_set_gemm(mpt_gemm_backend b);
