@@ -31,7 +31,9 @@ run ref 1 "${BASE[@]}" && {
 }
 # the row-parallel GEMMs split in 4 row chunks whose all-reduces overlap the next chunk's GEMM
 # (parallel/tp_overlap.c: 1024 rows x 64 = 256 KiB of output, 64 KiB per chunk): same numbers,
-# the same bytes in 4x the calls for each row-parallel layer
+# the same bytes in 4x the calls for each row-parallel layer; likewise the backward's input-
+# gradient all-reduces (the head's and the column-parallel layers', 1 + 2L), each in 4 row
+# chunks beside the weight gradient's GEMMs (model/gpt_tp.h)
 BO=(--model tiny --layers 2 --d-model 64 --heads 4 --ffn 192 --seq-len 128)
 run refo 1 "${BO[@]}" && run tp2o 2 "${BO[@]}" --tp 2 && same tp2o refo &&
 /usr/bin/python3 - "$TMP/tp2o.jsonl" >"$TMP/ocomm" <<'PY' && ok "tp2 overlap communication: $(cat "$TMP/ocomm")" || bad "tp2 overlap communication: $(cat "$TMP/ocomm")"
@@ -41,7 +43,7 @@ start, end = lines[0], lines[-1]
 L, D, T, B, S = start["n_layer"], start["d_model"], start["seq_len"], start["batch"], end["steps"]
 N = B * T
 k = max(1, min(4, N * D * 4 // 65536))
-calls = S * ((1 + 2 * L * k + 2) + (1 + 2 * L) + 1)
+calls = S * ((1 + 2 * L * k + 2) + k * (1 + 2 * L) + 1)
 nbytes = S * (4 * ((1 + 2 * L) * N * D + 3 * N) + 4 * (1 + 2 * L) * N * D + 8)
 got = end["comm"]["tp"]["allreduce"]
 print(f"{k} chunks: {got['calls']} all-reduces, {int(got['bytes'])} bytes (expected {calls}, {nbytes})")

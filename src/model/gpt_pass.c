@@ -23,6 +23,7 @@
 #include "core/kernels_fused.h"
 #include "model/gpt.h"
 #include "model/gpt_sp.h"
+#include "model/gpt_tp.h"
 
 /* Layer l's slice of a per-layer activation buffer (the same one for every layer when
  * recomputation keeps a single layer of it). */
@@ -423,6 +424,18 @@ static mpt_status linear_backward_sp_(mpt_gpt *m, float *dinp, int l, int wslot,
                                        OC, err);
 }
 
+/* Without sp, with the overlapped f backward (model/gpt_tp.h): linear_backward_ of a
+ * column-parallel layer with its input gradient's sum over tp, by row chunks in flight. */
+static mpt_status linear_backward_tp_(mpt_gpt *m, float *dinp, int l, int wslot, int bslot,
+                                      const float *dout, const float *inp, size_t N, int C,
+                                      int OC, mpt_act_slot stash, mpt_error *err) {
+    float *dw = m->split_w ? NULL : G_(m, l, wslot);
+    float *db = m->split_w || bslot < 0 ? NULL : G_(m, l, bslot);
+    float *keep = m->split_w ? stash_(m, stash, l) : NULL;
+    return mpt_gpt_tp_backward_reduce(m, dinp, dw, db, keep, dout, inp, W_(m, l, wslot), N, C,
+                                      OC, err);
+}
+
 /* A block's grads_done, which the split backward leaves to W. */
 static mpt_status b_grads_done_(mpt_gpt *m, int unit, mpt_error *err) {
     return m->split_w ? MPT_OK : grads_done_(m, unit, err);
@@ -437,9 +450,14 @@ static mpt_status head_backward_(mpt_gpt *m, size_t N, size_t Nl, mpt_error *err
     TRY_(need_(m, L + 1, MPT_PHASE_BACKWARD, err));
     if (m->cfg.tied && m->first) TRY_(need_(m, 0, MPT_PHASE_BACKWARD, err));
     TRY_(all_rows_(m, m->cur->a[MPT_ACT_LNF], Nl, &x, err));
-    mpt_lmhead_backward_set(dtmp, m->g[pt->lm_head], m->cur->a[MPT_ACT_LOGITS], x,
-                            m->w[pt->lm_head], N, D, m->Vr, m->Vl);
-    TRY_(copy_to_tp_bwd_(m, dtmp, N, Nl, err)); /* each rank saw its vocabulary slice */
+    if (mpt_gpt_tp_overlap(m)) { /* by row chunks, the sums in flight (model/gpt_tp.h) */
+        TRY_(mpt_gpt_tp_lmhead_backward(m, dtmp, m->g[pt->lm_head], m->cur->a[MPT_ACT_LOGITS],
+                                        x, m->w[pt->lm_head], N, D, m->Vr, m->Vl, err));
+    } else {
+        mpt_lmhead_backward_set(dtmp, m->g[pt->lm_head], m->cur->a[MPT_ACT_LOGITS], x,
+                                m->w[pt->lm_head], N, D, m->Vr, m->Vl);
+        TRY_(copy_to_tp_bwd_(m, dtmp, N, Nl, err)); /* each rank saw its vocabulary slice */
+    }
     memset(dres, 0, Nl * (size_t)D * sizeof *dres);
     TRY_(ln_backward_(m, dres, m->g[pt->lnf_w], m->g[pt->lnf_b], dtmp,
                       lay_(m, MPT_ACT_RES3, L - 1), m->w[pt->lnf_w], m->cur->a[MPT_ACT_LNF_MEAN],
@@ -496,8 +514,13 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
             mpt_gelu_backward_bias(dfc, m->split_w ? NULL : G_(m, l, MPT_FC_B),
                                    lay_(m, MPT_ACT_FCH, l), dfcg, N, Fl);
             TRY_(all_rows_(m, saved_(m, MPT_ACT_LN2, l, Nl * D), Nl, &x, err));
-            linear_backward_(m, dtmp, l, MPT_FC_W, -1, dfc, x, N, D, Fl, MPT_ACT_DY_FC);
-            TRY_(copy_to_tp_bwd_(m, dtmp, N, Nl, err));
+            if (mpt_gpt_tp_overlap(m)) {
+                TRY_(linear_backward_tp_(m, dtmp, l, MPT_FC_W, -1, dfc, x, N, D, Fl,
+                                         MPT_ACT_DY_FC, err));
+            } else {
+                linear_backward_(m, dtmp, l, MPT_FC_W, -1, dfc, x, N, D, Fl, MPT_ACT_DY_FC);
+                TRY_(copy_to_tp_bwd_(m, dtmp, N, Nl, err));
+            }
         }
         /* unsplit without sp, attn.c_proj's bias gradient (the column sums of d res2) comes
          * out of ln_2's backward pass (core/kernels_fused.h): no bias pass of its own */
@@ -524,10 +547,14 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
         TRY_(attention_backward_(m, dqkv, dtmp, atty, lay_(m, MPT_ACT_LSE, l),
                                  lay_(m, MPT_ACT_QKV, l), B, T, err));
         TRY_(all_rows_(m, saved_(m, MPT_ACT_LN1, l, Nl * D), Nl, &x, err));
-        int ov_qkv = mpt_gpt_sp_overlap(m); /* then the sum over tp comes with the GEMMs */
-        if (ov_qkv)
+        /* then the sum over tp comes with the GEMMs */
+        int ov_qkv = mpt_gpt_sp_overlap(m) || mpt_gpt_tp_overlap(m);
+        if (mpt_gpt_sp_overlap(m))
             TRY_(linear_backward_sp_(m, dtmp, l, MPT_QKV_W, MPT_QKV_B, dqkv, x, Nl, D, 3 * Dl,
                                      MPT_ACT_DY_QKV, 0, err));
+        else if (ov_qkv)
+            TRY_(linear_backward_tp_(m, dtmp, l, MPT_QKV_W, MPT_QKV_B, dqkv, x, N, D, 3 * Dl,
+                                     MPT_ACT_DY_QKV, err));
         else
             linear_backward_(m, dtmp, l, MPT_QKV_W, MPT_QKV_B, dqkv, x, N, D, 3 * Dl,
                              MPT_ACT_DY_QKV);
