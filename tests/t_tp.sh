@@ -122,7 +122,8 @@ PY
 # without checkpoint or dump, whose gathers would count too); the eight beside a block's GEMMs
 # (parallel/tp_overlap_sp.c: the forward's two gathers and two reduce-scatters, the backward's
 # two gathers of the output gradient and two sums of input gradients) go as block messages,
-# each rank's Nl rows straight to each of the t-1 others: the bytes of the ring collectives
+# each rank's Nl rows straight to each of the t-1 others: the bytes of the ring collectives;
+# so do the backward's two gathers of ln_1 and ln_2 for the weight gradients, beside the sums
 "${MPIRUN[@]}" -np 4 "$BIN" train "${COMMON[@]}" "${BASE[@]}" --tp 4 --sp --log "$TMP/spc.jsonl" >/dev/null 2>&1
 /usr/bin/python3 - "$TMP/spc.jsonl" >"$TMP/spcomm" <<'PY' && ok "sp communication: $(cat "$TMP/spcomm")" || bad "sp communication: $(cat "$TMP/spcomm")"
 import json, sys
@@ -132,10 +133,10 @@ L, D, T, B, M, t = start["n_layer"], start["d_model"], start["seq_len"], start["
 S, N = end["steps"], B // M * T
 Nl = N // t
 want = {  # per micro-batch: forward + backward; the norm adds one all-reduce per step
-    "allgather": ((2 * L + 3), (2 * L + 3) * Nl * D * 4),
+    "allgather": (3, 3 * Nl * D * 4),
     "reduce_scatter": (2, 2 * N * D * 4),
-    "send": (8 * L * (t - 1), 8 * L * (t - 1) * Nl * D * 4),
-    "recv": (8 * L * (t - 1), 8 * L * (t - 1) * Nl * D * 4),
+    "send": (10 * L * (t - 1), 10 * L * (t - 1) * Nl * D * 4),
+    "recv": (10 * L * (t - 1), 10 * L * (t - 1) * Nl * D * 4),
     "allreduce": ((2 * L + 3), 4 * (3 * N + 2 * D + 2 * L * 2 * D)),
 }
 got = end["comm"]["tp"]

@@ -501,8 +501,9 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
                                      MPT_ACT_DY_FCPROJ, 1, err));
             mpt_gelu_backward_bias(dfc, m->split_w ? NULL : G_(m, l, MPT_FC_B),
                                    lay_(m, MPT_ACT_FCH, l), dfcg, N, Fl);
-            TRY_(all_rows_(m, saved_(m, MPT_ACT_LN2, l, Nl * D), Nl, &x, err));
-            TRY_(linear_backward_sp_(m, dtmp, l, MPT_FC_W, -1, dfc, x, Nl, D, Fl, MPT_ACT_DY_FC,
+            /* ln_2's rows: gathered beside the input gradient's GEMMs (model/gpt_sp.h) */
+            TRY_(linear_backward_sp_(m, dtmp, l, MPT_FC_W, -1, dfc,
+                                     saved_(m, MPT_ACT_LN2, l, Nl * D), Nl, D, Fl, MPT_ACT_DY_FC,
                                      0, err));
         } else {
             TRY_(all_rows_(m, dres, Nl, &dy, err));
@@ -546,7 +547,8 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
          * mode: nothing T x T was stored) */
         TRY_(attention_backward_(m, dqkv, dtmp, atty, lay_(m, MPT_ACT_LSE, l),
                                  lay_(m, MPT_ACT_QKV, l), B, T, err));
-        TRY_(all_rows_(m, saved_(m, MPT_ACT_LN1, l, Nl * D), Nl, &x, err));
+        if (mpt_gpt_sp_overlap(m)) x = saved_(m, MPT_ACT_LN1, l, Nl * D); /* gathered beside */
+        else TRY_(all_rows_(m, saved_(m, MPT_ACT_LN1, l, Nl * D), Nl, &x, err));
         /* then the sum over tp comes with the GEMMs */
         int ov_qkv = mpt_gpt_sp_overlap(m) || mpt_gpt_tp_overlap(m);
         if (mpt_gpt_sp_overlap(m))

@@ -61,7 +61,7 @@ mpt_status mpt_gpt_sp_matmul_scatter(mpt_gpt *m, float *out, const float *inp, c
                                      size_t Nl, int C, int OC, mpt_error *err) {
     sp_job_ j = {.out = out, .in = inp, .w = w, .C = C, .OC = OC};
     return m->ops.rows_scatter_seq(m->ops.ctx, out, Nl, (size_t)OC, m->work[MPT_WORK_SPRECV],
-                                   forward_rows_, NULL, &j, err);
+                                   forward_rows_, NULL, &j, NULL, NULL, 0, err);
 }
 
 mpt_status mpt_gpt_sp_gather_backward(mpt_gpt *m, float *dinp, float *dw, float *db,
@@ -80,8 +80,13 @@ mpt_status mpt_gpt_sp_gather_backward(mpt_gpt *m, float *dinp, float *dw, float 
 mpt_status mpt_gpt_sp_backward_scatter(mpt_gpt *m, float *dinp, float *dw, float *db,
                                        float *stash, const float *dout, const float *inp,
                                        const float *w, size_t Nl, int C, int OC, mpt_error *err) {
-    sp_job_ j = {.out = dinp, .dw = dw, .db = db, .stash = stash, .in = inp, .w = w,
-                 .dout = dout, .C = C, .OC = OC, .N = Nl * (size_t)m->tp};
+    /* the weight gradient's input gathered beside the input gradient's GEMMs; none is needed
+     * when only the stash is written (the split backward's W gathers it itself) */
+    int gx = dw != NULL;
+    float *full = m->work[MPT_WORK_GATHER];
+    sp_job_ j = {.out = dinp, .dw = dw, .db = db, .stash = stash, .in = gx ? full : NULL,
+                 .w = w, .dout = dout, .C = C, .OC = OC, .N = Nl * (size_t)m->tp};
     return m->ops.rows_scatter_seq(m->ops.ctx, dinp, Nl, (size_t)C, m->work[MPT_WORK_SPRECV],
-                                   input_grad_rows_, weight_grad_, &j, err);
+                                   input_grad_rows_, weight_grad_, &j, gx ? inp : NULL,
+                                   gx ? full : NULL, (size_t)C, err);
 }

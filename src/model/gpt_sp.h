@@ -39,7 +39,8 @@ mpt_status mpt_gpt_sp_gather_backward(mpt_gpt *m, float *dinp, float *dw, float 
 
 /* Column-parallel backward: dinp[0 .. Nl*C) = this rank's rows of the sum over tp of dout (N,
  * OC) w^T (dinp holds N*C); dw += inp^T dout, db += column sums, stash = dout (as above),
- * computed while the sums travel. */
+ * computed while the sums travel. inp is this rank's (Nl, C) rows: with dw, they are gathered
+ * into the gather workspace beside the input gradient's GEMMs (ignored without dw). */
 mpt_status mpt_gpt_sp_backward_scatter(mpt_gpt *m, float *dinp, float *dw, float *db,
                                        float *stash, const float *dout, const float *inp,
                                        const float *w, size_t Nl, int C, int OC, mpt_error *err);

@@ -95,9 +95,13 @@ typedef struct mpt_par_ops {
      * partial sums of each block's rows of buf (tp * Nl, C), the other ranks' blocks first,
      * each sent while the next is computed; then rest(fctx, 0, 0) (may be NULL: work that
      * needs none of the sums); after, buf[0 .. Nl*C) = the sum over tp of block tp_rank.
-     * recv: (tp - 1) * Nl * C scratch. NULL: fn, rest and then scatter_seq. */
+     * recv: (tp - 1) * Nl * C scratch. With xlocal not NULL, an all-gather travels beside fn:
+     * xfull (tp * Nl, xC) = the ranks' xlocal (Nl, xC) blocks in rank order, complete before
+     * rest runs (the weight gradient's input, read only by rest). NULL: fn, rest and then
+     * scatter_seq (and gather_seq before rest). */
     mpt_status (*rows_scatter_seq)(void *ctx, float *buf, size_t Nl, size_t C, float *recv,
                                    mpt_rows_fn fn, mpt_rows_fn rest, void *fctx,
+                                   const float *xlocal, float *xfull, size_t xC,
                                    mpt_error *err);
 
     /* --- vocabulary-parallel loss and sp LayerNorm gradients ------------------------------- */

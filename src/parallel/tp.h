@@ -57,6 +57,7 @@ mpt_status mpt_tp_gather_seq_rows(void *ctx, const float *local, float *full, si
                                   size_t C, mpt_rows_fn fn, void *fctx, mpt_error *err);
 mpt_status mpt_tp_rows_scatter_seq(void *ctx, float *buf, size_t Nl, size_t C, float *recv,
                                    mpt_rows_fn fn, mpt_rows_fn rest, void *fctx,
+                                   const float *xlocal, float *xfull, size_t xC,
                                    mpt_error *err);
 
 /* local_buf (local->total) = this rank's shard of every tensor of full_buf (full->total),
