@@ -124,6 +124,7 @@ PY
 # two gathers of the output gradient and two sums of input gradients) go as block messages,
 # each rank's Nl rows straight to each of the t-1 others: the bytes of the ring collectives;
 # so do the backward's two gathers of ln_1 and ln_2 for the weight gradients, beside the sums
+# and the head's gathers of ln_f (forward and backward), beside its GEMMs
 "${MPIRUN[@]}" -np 4 "$BIN" train "${COMMON[@]}" "${BASE[@]}" --tp 4 --sp --log "$TMP/spc.jsonl" >/dev/null 2>&1
 /usr/bin/python3 - "$TMP/spc.jsonl" >"$TMP/spcomm" <<'PY' && ok "sp communication: $(cat "$TMP/spcomm")" || bad "sp communication: $(cat "$TMP/spcomm")"
 import json, sys
@@ -133,10 +134,10 @@ L, D, T, B, M, t = start["n_layer"], start["d_model"], start["seq_len"], start["
 S, N = end["steps"], B // M * T
 Nl = N // t
 want = {  # per micro-batch: forward + backward; the norm adds one all-reduce per step
-    "allgather": (3, 3 * Nl * D * 4),
+    "allgather": (1, Nl * D * 4),  # the embedding's backward
     "reduce_scatter": (2, 2 * N * D * 4),
-    "send": (10 * L * (t - 1), 10 * L * (t - 1) * Nl * D * 4),
-    "recv": (10 * L * (t - 1), 10 * L * (t - 1) * Nl * D * 4),
+    "send": ((10 * L + 2) * (t - 1), (10 * L + 2) * (t - 1) * Nl * D * 4),
+    "recv": ((10 * L + 2) * (t - 1), (10 * L + 2) * (t - 1) * Nl * D * 4),
     "allreduce": ((2 * L + 3), 4 * (3 * N + 2 * D + 2 * L * 2 * D)),
 }
 got = end["comm"]["tp"]

@@ -328,8 +328,13 @@ mpt_status mpt_gpt_forward(mpt_gpt *m, const int32_t *inputs, const int32_t *tar
     float *lnf = m->cur->a[MPT_ACT_LNF], *logits = m->cur->a[MPT_ACT_LOGITS];
     mpt_layernorm_forward(lnf, m->cur->a[MPT_ACT_LNF_MEAN], m->cur->a[MPT_ACT_LNF_RSTD],
                           lay_(m, MPT_ACT_RES3, L - 1), m->w[pt->lnf_w], m->w[pt->lnf_b], Nl, D);
-    TRY_(all_rows_(m, lnf, Nl, &x, err));
-    mpt_lmhead_forward(logits, x, m->w[pt->lm_head], N, D, m->Vr, m->Vl);
+    if (mpt_gpt_sp_overlap(m)) { /* by row blocks, all-gather overlapped (model/gpt_sp.h) */
+        TRY_(mpt_gpt_sp_gather_lmhead(m, logits, lnf, m->w[pt->lm_head], Nl, D, m->Vr, m->Vl,
+                                      err));
+    } else {
+        TRY_(all_rows_(m, lnf, Nl, &x, err));
+        mpt_lmhead_forward(logits, x, m->w[pt->lm_head], N, D, m->Vr, m->Vl);
+    }
     if (head_is_wte) TRY_(done_(m, 0, MPT_PHASE_FORWARD, err));
     TRY_(done_(m, L + 1, MPT_PHASE_FORWARD, err));
     if (!targets) {
@@ -449,11 +454,16 @@ static mpt_status head_backward_(mpt_gpt *m, size_t N, size_t Nl, mpt_error *err
     const float *x;
     TRY_(need_(m, L + 1, MPT_PHASE_BACKWARD, err));
     if (m->cfg.tied && m->first) TRY_(need_(m, 0, MPT_PHASE_BACKWARD, err));
-    TRY_(all_rows_(m, m->cur->a[MPT_ACT_LNF], Nl, &x, err));
-    if (mpt_gpt_tp_overlap(m)) { /* by row chunks, the sums in flight (model/gpt_tp.h) */
+    if (mpt_gpt_sp_overlap(m)) { /* the gather by row blocks beside the GEMMs, then the sum */
+        TRY_(mpt_gpt_sp_lmhead_backward(m, dtmp, m->g[pt->lm_head], m->cur->a[MPT_ACT_LOGITS],
+                                        m->cur->a[MPT_ACT_LNF], m->w[pt->lm_head], Nl, D, m->Vr,
+                                        m->Vl, err));
+    } else if (mpt_gpt_tp_overlap(m)) { /* by row chunks, the sums in flight (model/gpt_tp.h) */
         TRY_(mpt_gpt_tp_lmhead_backward(m, dtmp, m->g[pt->lm_head], m->cur->a[MPT_ACT_LOGITS],
-                                        x, m->w[pt->lm_head], N, D, m->Vr, m->Vl, err));
+                                        m->cur->a[MPT_ACT_LNF], m->w[pt->lm_head], N, D, m->Vr,
+                                        m->Vl, err));
     } else {
+        TRY_(all_rows_(m, m->cur->a[MPT_ACT_LNF], Nl, &x, err));
         mpt_lmhead_backward_set(dtmp, m->g[pt->lm_head], m->cur->a[MPT_ACT_LOGITS], x,
                                 m->w[pt->lm_head], N, D, m->Vr, m->Vl);
         TRY_(copy_to_tp_bwd_(m, dtmp, N, Nl, err)); /* each rank saw its vocabulary slice */
