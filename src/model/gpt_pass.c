@@ -376,13 +376,37 @@ static void ln_stash_(const mpt_gpt *m, int l, int k, float **dw, float **db) {
     *db = lay_(m, k ? MPT_ACT_LN2_RSTD : MPT_ACT_LN1_RSTD, l);
 }
 
+/* Under sp, unsplit: a block's two LayerNorms leave this rank's parts of their weight
+ * gradients in the LNGRAD scratch (ln_1 at 0, ln_2 at 2D) and ln_grads_sum_ sums both over tp
+ * in one all-reduce at the block's end (one synchronisation per block instead of two). */
+static int ln_defer_(const mpt_gpt *m) { return m->sp && m->tp > 1 && !m->split_w; }
+
+static mpt_status ln_grads_sum_(mpt_gpt *m, int l, mpt_error *err) {
+    size_t D = (size_t)m->cfg.d_model;
+    float *part = m->work[MPT_WORK_LNGRAD];
+    TRY_(m->ops.ln_grad_sum(m->ops.ctx, part, 4 * D, err));
+    mpt_add_inplace(G_(m, l, MPT_LN1_W), part, D);
+    mpt_add_inplace(G_(m, l, MPT_LN1_B), part + D, D);
+    mpt_add_inplace(G_(m, l, MPT_LN2_W), part + 2 * D, D);
+    mpt_add_inplace(G_(m, l, MPT_LN2_B), part + 3 * D, D);
+    return MPT_OK;
+}
+
 /* The split backward's LayerNorm: its weight gradients into the free dqkv workspace (2D), then
- * to the stash; the unsplit one accumulates them into g. */
+ * to the stash; the unsplit one accumulates them into g (or, ln_defer_, its part to LNGRAD). */
 static mpt_status block_ln_backward_(mpt_gpt *m, int l, int k, float *dres, const float *dout,
                                      const float *inp, size_t Nl, mpt_error *err) {
     int wslot = k ? MPT_LN2_W : MPT_LN1_W, bslot = k ? MPT_LN2_B : MPT_LN1_B;
     const float *mean = lay_(m, k ? MPT_ACT_LN2_MEAN : MPT_ACT_LN1_MEAN, l);
     const float *rstd = lay_(m, k ? MPT_ACT_LN2_RSTD : MPT_ACT_LN1_RSTD, l);
+    if (ln_defer_(m)) {
+        int D = m->cfg.d_model;
+        float *part = m->work[MPT_WORK_LNGRAD] + (size_t)k * 2 * (size_t)D;
+        memset(part, 0, 2 * (size_t)D * sizeof *part);
+        mpt_layernorm_backward(dres, part, part + D, dout, inp, W_(m, l, wslot), mean, rstd, Nl,
+                               D);
+        return MPT_OK;
+    }
     if (!m->split_w)
         return ln_backward_(m, dres, G_(m, l, wslot), G_(m, l, bslot), dout, inp,
                             W_(m, l, wslot), mean, rstd, Nl, err);
@@ -576,6 +600,7 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
         if (!m->split_w) memset(G_(m, l, MPT_QKV_B) + Dl, 0, (size_t)Dl * sizeof(float));
         if (!ov_qkv) TRY_(copy_to_tp_bwd_(m, dtmp, N, Nl, err));
         TRY_(block_ln_backward_(m, l, 0, dres, dtmp, in, Nl, err));
+        if (ln_defer_(m)) TRY_(ln_grads_sum_(m, l, err));
         TRY_(b_grads_done_(m, l + 1, err));
     }
     if (!m->first) return MPT_OK; /* dres: the input gradient, for the previous stage */
