@@ -13,6 +13,9 @@
 #                      step spent in the tp group's communication (from the log's counters)
 #   pipeline           pp 2, 8 micro-batches, 1F1B vs 1 rank: efficiency, and the measured
 #                      bubble against the theory (p-1)/(m+p-1)
+#   ceiling            two single ranks at once, independent (no communication), each against
+#                      one rank alone: what sharing the machine's memory bandwidth and caches
+#                      leaves of 2x, the most any 2-rank layout can reach here
 # Medians over the steps after two warm-up steps. Writes bench/results/parallel.json.
 # Usage: bash bench/parallel.sh BUILD_DIR   (make bench runs it)
 #        bash bench/parallel.sh BUILD_DIR buckets   the dp 2 bucket-size sweep only (sizes in
@@ -62,6 +65,10 @@ run dp2strong "${MPIRUN[@]}" "$BIN" train "${MODEL[@]}" --dp 2
 run tp2 "${MPIRUN[@]}" "$BIN" train "${MODEL[@]}" --tp 2
 run tp2sp "${MPIRUN[@]}" "$BIN" train "${MODEL[@]}" --tp 2 --sp
 run pp2 "${MPIRUN[@]}" "$BIN" train "${MODEL[@]}" --pp 2 --microbatches 8 --schedule 1f1b
+echo "  running two independent single ranks at once" >&2
+"$BIN" train "${MODEL[@]}" --log "$TMP/pair0.jsonl" >/dev/null & pair=$!
+"$BIN" train "${MODEL[@]}" --log "$TMP/pair1.jsonl" >/dev/null
+wait "$pair"
 run one_again "$BIN" train "${MODEL[@]}"   # the machine did not drift in between
 echo "  running torch DDP (gloo, 2 processes)" >&2
 port=$((29500 + RANDOM % 1000))
@@ -98,8 +105,11 @@ pp = med("pp2")
 bub = statistics.median(s["bubble"] for s in steps("pp2"))
 res["pp2_m8_1f1b"] = {"tokens_per_s": pp, "efficiency": pp / (2 * one), "bubble_measured": bub,
                       "bubble_theory": 1 / 9}
+pair = (med("pair0") + med("pair1")) / 2
+res["ceiling_two_independent_ranks"] = pair / one
 json.dump(res, open(out, "w"), indent=2)
 print(f"one rank, 1 thread        {one:8.0f} tokens/s")
+print(f"two single ranks at once   {pair:8.0f} tokens/s each   ceiling {pair / one:.3f} (no communication: the machine's share of 2x)")
 print(f"dp 2, 8 sequences each     {dp2:8.0f} tokens/s   efficiency {dp2 / (2 * one):.3f}   vs torch DDP/gloo {ddp:.0f} tokens/s: x{dp2 / ddp:.2f}")
 print(f"dp 2, 8 each, 64 MB bucket {dpb:8.0f} tokens/s   efficiency {dpb / (2 * one):.3f} (one reduction after the backward)")
 print(f"dp 2, 4 sequences each     {dps:8.0f} tokens/s   efficiency {dps / (2 * one):.3f} (strong scaling: half the work per GEMM)")

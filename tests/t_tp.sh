@@ -31,7 +31,9 @@ run ref 1 "${BASE[@]}" && {
 }
 # the row-parallel GEMMs split in 4 row chunks whose all-reduces overlap the next chunk's GEMM
 # (parallel/tp_overlap.c: 1024 rows x 64 = 256 KiB of output, 64 KiB per chunk): same numbers,
-# the same bytes in 4x the calls for each row-parallel layer
+# the same bytes in 4x the calls for each row-parallel layer; likewise the backward's input-
+# gradient all-reduces (the head's and the column-parallel layers', 1 + 2L), each in 4 row
+# chunks beside the weight gradient's GEMMs (model/gpt_tp.h)
 BO=(--model tiny --layers 2 --d-model 64 --heads 4 --ffn 192 --seq-len 128)
 run refo 1 "${BO[@]}" && run tp2o 2 "${BO[@]}" --tp 2 && same tp2o refo &&
 /usr/bin/python3 - "$TMP/tp2o.jsonl" >"$TMP/ocomm" <<'PY' && ok "tp2 overlap communication: $(cat "$TMP/ocomm")" || bad "tp2 overlap communication: $(cat "$TMP/ocomm")"
@@ -41,7 +43,7 @@ start, end = lines[0], lines[-1]
 L, D, T, B, S = start["n_layer"], start["d_model"], start["seq_len"], start["batch"], end["steps"]
 N = B * T
 k = max(1, min(4, N * D * 4 // 65536))
-calls = S * ((1 + 2 * L * k + 2) + (1 + 2 * L) + 1)
+calls = S * ((1 + 2 * L * k + 2) + k * (1 + 2 * L) + 1)
 nbytes = S * (4 * ((1 + 2 * L) * N * D + 3 * N) + 4 * (1 + 2 * L) * N * D + 8)
 got = end["comm"]["tp"]["allreduce"]
 print(f"{k} chunks: {got['calls']} all-reduces, {int(got['bytes'])} bytes (expected {calls}, {nbytes})")
@@ -120,7 +122,9 @@ PY
 # without checkpoint or dump, whose gathers would count too); the eight beside a block's GEMMs
 # (parallel/tp_overlap_sp.c: the forward's two gathers and two reduce-scatters, the backward's
 # two gathers of the output gradient and two sums of input gradients) go as block messages,
-# each rank's Nl rows straight to each of the t-1 others: the bytes of the ring collectives
+# each rank's Nl rows straight to each of the t-1 others: the bytes of the ring collectives;
+# so do the backward's two gathers of ln_1 and ln_2 for the weight gradients, beside the sums
+# and the head's gathers of ln_f (forward and backward), beside its GEMMs
 "${MPIRUN[@]}" -np 4 "$BIN" train "${COMMON[@]}" "${BASE[@]}" --tp 4 --sp --log "$TMP/spc.jsonl" >/dev/null 2>&1
 /usr/bin/python3 - "$TMP/spc.jsonl" >"$TMP/spcomm" <<'PY' && ok "sp communication: $(cat "$TMP/spcomm")" || bad "sp communication: $(cat "$TMP/spcomm")"
 import json, sys
@@ -130,11 +134,11 @@ L, D, T, B, M, t = start["n_layer"], start["d_model"], start["seq_len"], start["
 S, N = end["steps"], B // M * T
 Nl = N // t
 want = {  # per micro-batch: forward + backward; the norm adds one all-reduce per step
-    "allgather": ((2 * L + 3), (2 * L + 3) * Nl * D * 4),
+    "allgather": (1, Nl * D * 4),  # the embedding's backward
     "reduce_scatter": (2, 2 * N * D * 4),
-    "send": (8 * L * (t - 1), 8 * L * (t - 1) * Nl * D * 4),
-    "recv": (8 * L * (t - 1), 8 * L * (t - 1) * Nl * D * 4),
-    "allreduce": ((2 * L + 3), 4 * (3 * N + 2 * D + 2 * L * 2 * D)),
+    "send": ((10 * L + 2) * (t - 1), (10 * L + 2) * (t - 1) * Nl * D * 4),
+    "recv": ((10 * L + 2) * (t - 1), (10 * L + 2) * (t - 1) * Nl * D * 4),
+    "allreduce": ((L + 3), 4 * (3 * N + 2 * D + 2 * L * 2 * D)),  # a block's two LayerNorms: one
 }
 got = end["comm"]["tp"]
 bad = []

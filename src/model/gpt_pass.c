@@ -23,6 +23,7 @@
 #include "core/kernels_fused.h"
 #include "model/gpt.h"
 #include "model/gpt_sp.h"
+#include "model/gpt_tp.h"
 
 /* Layer l's slice of a per-layer activation buffer (the same one for every layer when
  * recomputation keeps a single layer of it). */
@@ -327,8 +328,13 @@ mpt_status mpt_gpt_forward(mpt_gpt *m, const int32_t *inputs, const int32_t *tar
     float *lnf = m->cur->a[MPT_ACT_LNF], *logits = m->cur->a[MPT_ACT_LOGITS];
     mpt_layernorm_forward(lnf, m->cur->a[MPT_ACT_LNF_MEAN], m->cur->a[MPT_ACT_LNF_RSTD],
                           lay_(m, MPT_ACT_RES3, L - 1), m->w[pt->lnf_w], m->w[pt->lnf_b], Nl, D);
-    TRY_(all_rows_(m, lnf, Nl, &x, err));
-    mpt_lmhead_forward(logits, x, m->w[pt->lm_head], N, D, m->Vr, m->Vl);
+    if (mpt_gpt_sp_overlap(m)) { /* by row blocks, all-gather overlapped (model/gpt_sp.h) */
+        TRY_(mpt_gpt_sp_gather_lmhead(m, logits, lnf, m->w[pt->lm_head], Nl, D, m->Vr, m->Vl,
+                                      err));
+    } else {
+        TRY_(all_rows_(m, lnf, Nl, &x, err));
+        mpt_lmhead_forward(logits, x, m->w[pt->lm_head], N, D, m->Vr, m->Vl);
+    }
     if (head_is_wte) TRY_(done_(m, 0, MPT_PHASE_FORWARD, err));
     TRY_(done_(m, L + 1, MPT_PHASE_FORWARD, err));
     if (!targets) {
@@ -370,13 +376,37 @@ static void ln_stash_(const mpt_gpt *m, int l, int k, float **dw, float **db) {
     *db = lay_(m, k ? MPT_ACT_LN2_RSTD : MPT_ACT_LN1_RSTD, l);
 }
 
+/* Under sp, unsplit: a block's two LayerNorms leave this rank's parts of their weight
+ * gradients in the LNGRAD scratch (ln_1 at 0, ln_2 at 2D) and ln_grads_sum_ sums both over tp
+ * in one all-reduce at the block's end (one synchronisation per block instead of two). */
+static int ln_defer_(const mpt_gpt *m) { return m->sp && m->tp > 1 && !m->split_w; }
+
+static mpt_status ln_grads_sum_(mpt_gpt *m, int l, mpt_error *err) {
+    size_t D = (size_t)m->cfg.d_model;
+    float *part = m->work[MPT_WORK_LNGRAD];
+    TRY_(m->ops.ln_grad_sum(m->ops.ctx, part, 4 * D, err));
+    mpt_add_inplace(G_(m, l, MPT_LN1_W), part, D);
+    mpt_add_inplace(G_(m, l, MPT_LN1_B), part + D, D);
+    mpt_add_inplace(G_(m, l, MPT_LN2_W), part + 2 * D, D);
+    mpt_add_inplace(G_(m, l, MPT_LN2_B), part + 3 * D, D);
+    return MPT_OK;
+}
+
 /* The split backward's LayerNorm: its weight gradients into the free dqkv workspace (2D), then
- * to the stash; the unsplit one accumulates them into g. */
+ * to the stash; the unsplit one accumulates them into g (or, ln_defer_, its part to LNGRAD). */
 static mpt_status block_ln_backward_(mpt_gpt *m, int l, int k, float *dres, const float *dout,
                                      const float *inp, size_t Nl, mpt_error *err) {
     int wslot = k ? MPT_LN2_W : MPT_LN1_W, bslot = k ? MPT_LN2_B : MPT_LN1_B;
     const float *mean = lay_(m, k ? MPT_ACT_LN2_MEAN : MPT_ACT_LN1_MEAN, l);
     const float *rstd = lay_(m, k ? MPT_ACT_LN2_RSTD : MPT_ACT_LN1_RSTD, l);
+    if (ln_defer_(m)) {
+        int D = m->cfg.d_model;
+        float *part = m->work[MPT_WORK_LNGRAD] + (size_t)k * 2 * (size_t)D;
+        memset(part, 0, 2 * (size_t)D * sizeof *part);
+        mpt_layernorm_backward(dres, part, part + D, dout, inp, W_(m, l, wslot), mean, rstd, Nl,
+                               D);
+        return MPT_OK;
+    }
     if (!m->split_w)
         return ln_backward_(m, dres, G_(m, l, wslot), G_(m, l, bslot), dout, inp,
                             W_(m, l, wslot), mean, rstd, Nl, err);
@@ -423,6 +453,18 @@ static mpt_status linear_backward_sp_(mpt_gpt *m, float *dinp, int l, int wslot,
                                        OC, err);
 }
 
+/* Without sp, with the overlapped f backward (model/gpt_tp.h): linear_backward_ of a
+ * column-parallel layer with its input gradient's sum over tp, by row chunks in flight. */
+static mpt_status linear_backward_tp_(mpt_gpt *m, float *dinp, int l, int wslot, int bslot,
+                                      const float *dout, const float *inp, size_t N, int C,
+                                      int OC, mpt_act_slot stash, mpt_error *err) {
+    float *dw = m->split_w ? NULL : G_(m, l, wslot);
+    float *db = m->split_w || bslot < 0 ? NULL : G_(m, l, bslot);
+    float *keep = m->split_w ? stash_(m, stash, l) : NULL;
+    return mpt_gpt_tp_backward_reduce(m, dinp, dw, db, keep, dout, inp, W_(m, l, wslot), N, C,
+                                      OC, err);
+}
+
 /* A block's grads_done, which the split backward leaves to W. */
 static mpt_status b_grads_done_(mpt_gpt *m, int unit, mpt_error *err) {
     return m->split_w ? MPT_OK : grads_done_(m, unit, err);
@@ -436,10 +478,20 @@ static mpt_status head_backward_(mpt_gpt *m, size_t N, size_t Nl, mpt_error *err
     const float *x;
     TRY_(need_(m, L + 1, MPT_PHASE_BACKWARD, err));
     if (m->cfg.tied && m->first) TRY_(need_(m, 0, MPT_PHASE_BACKWARD, err));
-    TRY_(all_rows_(m, m->cur->a[MPT_ACT_LNF], Nl, &x, err));
-    mpt_lmhead_backward_set(dtmp, m->g[pt->lm_head], m->cur->a[MPT_ACT_LOGITS], x,
-                            m->w[pt->lm_head], N, D, m->Vr, m->Vl);
-    TRY_(copy_to_tp_bwd_(m, dtmp, N, Nl, err)); /* each rank saw its vocabulary slice */
+    if (mpt_gpt_sp_overlap(m)) { /* the gather by row blocks beside the GEMMs, then the sum */
+        TRY_(mpt_gpt_sp_lmhead_backward(m, dtmp, m->g[pt->lm_head], m->cur->a[MPT_ACT_LOGITS],
+                                        m->cur->a[MPT_ACT_LNF], m->w[pt->lm_head], Nl, D, m->Vr,
+                                        m->Vl, err));
+    } else if (mpt_gpt_tp_overlap(m)) { /* by row chunks, the sums in flight (model/gpt_tp.h) */
+        TRY_(mpt_gpt_tp_lmhead_backward(m, dtmp, m->g[pt->lm_head], m->cur->a[MPT_ACT_LOGITS],
+                                        m->cur->a[MPT_ACT_LNF], m->w[pt->lm_head], N, D, m->Vr,
+                                        m->Vl, err));
+    } else {
+        TRY_(all_rows_(m, m->cur->a[MPT_ACT_LNF], Nl, &x, err));
+        mpt_lmhead_backward_set(dtmp, m->g[pt->lm_head], m->cur->a[MPT_ACT_LOGITS], x,
+                                m->w[pt->lm_head], N, D, m->Vr, m->Vl);
+        TRY_(copy_to_tp_bwd_(m, dtmp, N, Nl, err)); /* each rank saw its vocabulary slice */
+    }
     memset(dres, 0, Nl * (size_t)D * sizeof *dres);
     TRY_(ln_backward_(m, dres, m->g[pt->lnf_w], m->g[pt->lnf_b], dtmp,
                       lay_(m, MPT_ACT_RES3, L - 1), m->w[pt->lnf_w], m->cur->a[MPT_ACT_LNF_MEAN],
@@ -483,8 +535,9 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
                                      MPT_ACT_DY_FCPROJ, 1, err));
             mpt_gelu_backward_bias(dfc, m->split_w ? NULL : G_(m, l, MPT_FC_B),
                                    lay_(m, MPT_ACT_FCH, l), dfcg, N, Fl);
-            TRY_(all_rows_(m, saved_(m, MPT_ACT_LN2, l, Nl * D), Nl, &x, err));
-            TRY_(linear_backward_sp_(m, dtmp, l, MPT_FC_W, -1, dfc, x, Nl, D, Fl, MPT_ACT_DY_FC,
+            /* ln_2's rows: gathered beside the input gradient's GEMMs (model/gpt_sp.h) */
+            TRY_(linear_backward_sp_(m, dtmp, l, MPT_FC_W, -1, dfc,
+                                     saved_(m, MPT_ACT_LN2, l, Nl * D), Nl, D, Fl, MPT_ACT_DY_FC,
                                      0, err));
         } else {
             TRY_(all_rows_(m, dres, Nl, &dy, err));
@@ -496,8 +549,13 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
             mpt_gelu_backward_bias(dfc, m->split_w ? NULL : G_(m, l, MPT_FC_B),
                                    lay_(m, MPT_ACT_FCH, l), dfcg, N, Fl);
             TRY_(all_rows_(m, saved_(m, MPT_ACT_LN2, l, Nl * D), Nl, &x, err));
-            linear_backward_(m, dtmp, l, MPT_FC_W, -1, dfc, x, N, D, Fl, MPT_ACT_DY_FC);
-            TRY_(copy_to_tp_bwd_(m, dtmp, N, Nl, err));
+            if (mpt_gpt_tp_overlap(m)) {
+                TRY_(linear_backward_tp_(m, dtmp, l, MPT_FC_W, -1, dfc, x, N, D, Fl,
+                                         MPT_ACT_DY_FC, err));
+            } else {
+                linear_backward_(m, dtmp, l, MPT_FC_W, -1, dfc, x, N, D, Fl, MPT_ACT_DY_FC);
+                TRY_(copy_to_tp_bwd_(m, dtmp, N, Nl, err));
+            }
         }
         /* unsplit without sp, attn.c_proj's bias gradient (the column sums of d res2) comes
          * out of ln_2's backward pass (core/kernels_fused.h): no bias pass of its own */
@@ -523,11 +581,16 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
          * mode: nothing T x T was stored) */
         TRY_(attention_backward_(m, dqkv, dtmp, atty, lay_(m, MPT_ACT_LSE, l),
                                  lay_(m, MPT_ACT_QKV, l), B, T, err));
-        TRY_(all_rows_(m, saved_(m, MPT_ACT_LN1, l, Nl * D), Nl, &x, err));
-        int ov_qkv = mpt_gpt_sp_overlap(m); /* then the sum over tp comes with the GEMMs */
-        if (ov_qkv)
+        if (mpt_gpt_sp_overlap(m)) x = saved_(m, MPT_ACT_LN1, l, Nl * D); /* gathered beside */
+        else TRY_(all_rows_(m, saved_(m, MPT_ACT_LN1, l, Nl * D), Nl, &x, err));
+        /* then the sum over tp comes with the GEMMs */
+        int ov_qkv = mpt_gpt_sp_overlap(m) || mpt_gpt_tp_overlap(m);
+        if (mpt_gpt_sp_overlap(m))
             TRY_(linear_backward_sp_(m, dtmp, l, MPT_QKV_W, MPT_QKV_B, dqkv, x, Nl, D, 3 * Dl,
                                      MPT_ACT_DY_QKV, 0, err));
+        else if (ov_qkv)
+            TRY_(linear_backward_tp_(m, dtmp, l, MPT_QKV_W, MPT_QKV_B, dqkv, x, N, D, 3 * Dl,
+                                     MPT_ACT_DY_QKV, err));
         else
             linear_backward_(m, dtmp, l, MPT_QKV_W, MPT_QKV_B, dqkv, x, N, D, 3 * Dl,
                              MPT_ACT_DY_QKV);
@@ -537,6 +600,7 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
         if (!m->split_w) memset(G_(m, l, MPT_QKV_B) + Dl, 0, (size_t)Dl * sizeof(float));
         if (!ov_qkv) TRY_(copy_to_tp_bwd_(m, dtmp, N, Nl, err));
         TRY_(block_ln_backward_(m, l, 0, dres, dtmp, in, Nl, err));
+        if (ln_defer_(m)) TRY_(ln_grads_sum_(m, l, err));
         TRY_(b_grads_done_(m, l + 1, err));
     }
     if (!m->first) return MPT_OK; /* dres: the input gradient, for the previous stage */

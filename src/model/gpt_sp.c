@@ -11,7 +11,7 @@
 typedef struct sp_job_ {
     float *out, *fch, *dw, *db, *stash;
     const float *in, *w, *b, *dout;
-    int C, OC;
+    int C, OC, ldo;
     size_t N;
 } sp_job_;
 
@@ -47,6 +47,41 @@ static void weight_grad_(void *ctx, size_t r0, size_t n) {
     if (j->stash) memcpy(j->stash, j->dout, j->N * (size_t)j->OC * sizeof(float));
 }
 
+/* the head: out rows [r0, r0+n) (ldo wide) = in rows w^T, w (OC, C) nn.Linear layout */
+static void lmhead_rows_(void *ctx, size_t r0, size_t n) {
+    const sp_job_ *j = ctx;
+    size_t C = (size_t)j->C, ldo = (size_t)j->ldo;
+    mpt_lmhead_forward(j->out + r0 * ldo, j->in + r0 * C, j->w, n, j->C, j->OC, j->ldo);
+}
+
+/* the head's backward on rows [r0, r0+n): dinp rows = dout rows w, dw += dout rows^T in rows */
+static void lmhead_grad_rows_(void *ctx, size_t r0, size_t n) {
+    const sp_job_ *j = ctx;
+    size_t C = (size_t)j->C, ldo = (size_t)j->ldo;
+    mpt_lmhead_backward_set(j->out + r0 * C, j->dw, j->dout + r0 * ldo, j->in + r0 * C, j->w, n,
+                            j->C, j->OC, j->ldo);
+}
+
+mpt_status mpt_gpt_sp_gather_lmhead(mpt_gpt *m, float *logits, const float *local,
+                                    const float *w, size_t Nl, int C, int V, int ldo,
+                                    mpt_error *err) {
+    float *full = m->work[MPT_WORK_GATHER];
+    sp_job_ j = {.out = logits, .in = full, .w = w, .C = C, .OC = V, .ldo = ldo};
+    return m->ops.gather_seq_rows(m->ops.ctx, local, full, Nl, (size_t)C, lmhead_rows_, &j, err);
+}
+
+mpt_status mpt_gpt_sp_lmhead_backward(mpt_gpt *m, float *dinp, float *dw, const float *dout,
+                                      const float *local, const float *w, size_t Nl, int C,
+                                      int V, int ldo, mpt_error *err) {
+    float *full = m->work[MPT_WORK_GATHER];
+    sp_job_ j = {.out = dinp, .dw = dw, .in = full, .dout = dout, .w = w, .C = C, .OC = V,
+                 .ldo = ldo};
+    mpt_status st = m->ops.gather_seq_rows(m->ops.ctx, local, full, Nl, (size_t)C,
+                                           lmhead_grad_rows_, &j, err);
+    if (st) return st;
+    return m->ops.scatter_seq(m->ops.ctx, dinp, Nl * (size_t)C, err);
+}
+
 mpt_status mpt_gpt_sp_gather_matmul(mpt_gpt *m, float *out, float *fch, const float *local,
                                     const float *w, const float *b, size_t Nl, int C, int OC,
                                     const float **x, mpt_error *err) {
@@ -61,7 +96,7 @@ mpt_status mpt_gpt_sp_matmul_scatter(mpt_gpt *m, float *out, const float *inp, c
                                      size_t Nl, int C, int OC, mpt_error *err) {
     sp_job_ j = {.out = out, .in = inp, .w = w, .C = C, .OC = OC};
     return m->ops.rows_scatter_seq(m->ops.ctx, out, Nl, (size_t)OC, m->work[MPT_WORK_SPRECV],
-                                   forward_rows_, NULL, &j, err);
+                                   forward_rows_, NULL, &j, NULL, NULL, 0, err);
 }
 
 mpt_status mpt_gpt_sp_gather_backward(mpt_gpt *m, float *dinp, float *dw, float *db,
@@ -80,8 +115,13 @@ mpt_status mpt_gpt_sp_gather_backward(mpt_gpt *m, float *dinp, float *dw, float 
 mpt_status mpt_gpt_sp_backward_scatter(mpt_gpt *m, float *dinp, float *dw, float *db,
                                        float *stash, const float *dout, const float *inp,
                                        const float *w, size_t Nl, int C, int OC, mpt_error *err) {
-    sp_job_ j = {.out = dinp, .dw = dw, .db = db, .stash = stash, .in = inp, .w = w,
-                 .dout = dout, .C = C, .OC = OC, .N = Nl * (size_t)m->tp};
+    /* the weight gradient's input gathered beside the input gradient's GEMMs; none is needed
+     * when only the stash is written (the split backward's W gathers it itself) */
+    int gx = dw != NULL;
+    float *full = m->work[MPT_WORK_GATHER];
+    sp_job_ j = {.out = dinp, .dw = dw, .db = db, .stash = stash, .in = gx ? full : NULL,
+                 .w = w, .dout = dout, .C = C, .OC = OC, .N = Nl * (size_t)m->tp};
     return m->ops.rows_scatter_seq(m->ops.ctx, dinp, Nl, (size_t)C, m->work[MPT_WORK_SPRECV],
-                                   input_grad_rows_, weight_grad_, &j, err);
+                                   input_grad_rows_, weight_grad_, &j, gx ? inp : NULL,
+                                   gx ? full : NULL, (size_t)C, err);
 }

@@ -24,6 +24,19 @@ mpt_status mpt_gpt_sp_gather_matmul(mpt_gpt *m, float *out, float *fch, const fl
                                     const float *w, const float *b, size_t Nl, int C, int OC,
                                     const float **x, mpt_error *err);
 
+/* The vocabulary-parallel head under sp: logits (N, ldo) columns [0, V) = x w^T, w (V, C),
+ * x the all-gathered (N, C) rows of local (Nl, C), each block multiplied as it arrives. */
+mpt_status mpt_gpt_sp_gather_lmhead(mpt_gpt *m, float *logits, const float *local,
+                                    const float *w, size_t Nl, int C, int V, int ldo,
+                                    mpt_error *err);
+
+/* Its backward: x gathered again block by block, each block's rows of dinp (N, C) = dout w
+ * and dw (V, C) += dout^T x computed as they arrive; then dinp[0 .. Nl*C) = this rank's rows
+ * of the sum over tp (a reduce-scatter). */
+mpt_status mpt_gpt_sp_lmhead_backward(mpt_gpt *m, float *dinp, float *dw, const float *dout,
+                                      const float *local, const float *w, size_t Nl, int C,
+                                      int V, int ldo, mpt_error *err);
+
 /* Row-parallel forward without bias: out[0 .. Nl*OC) = this rank's rows of the sum over tp of
  * inp (N, C) w (C, OC); out holds N*OC (the rest is then undefined). */
 mpt_status mpt_gpt_sp_matmul_scatter(mpt_gpt *m, float *out, const float *inp, const float *w,
@@ -39,7 +52,8 @@ mpt_status mpt_gpt_sp_gather_backward(mpt_gpt *m, float *dinp, float *dw, float 
 
 /* Column-parallel backward: dinp[0 .. Nl*C) = this rank's rows of the sum over tp of dout (N,
  * OC) w^T (dinp holds N*C); dw += inp^T dout, db += column sums, stash = dout (as above),
- * computed while the sums travel. */
+ * computed while the sums travel. inp is this rank's (Nl, C) rows: with dw, they are gathered
+ * into the gather workspace beside the input gradient's GEMMs (ignored without dw). */
 mpt_status mpt_gpt_sp_backward_scatter(mpt_gpt *m, float *dinp, float *dw, float *db,
                                        float *stash, const float *dout, const float *inp,
                                        const float *w, size_t Nl, int C, int OC, mpt_error *err);

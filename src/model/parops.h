@@ -68,6 +68,15 @@ typedef struct mpt_par_ops {
                                       size_t N, int C, int OC, mpt_error *err);
     /* f backward: buf (n) holds this rank's part of an input gradient; after, the sum. */
     mpt_status (*copy_to_tp_backward)(void *ctx, float *buf, size_t n, mpt_error *err);
+    /* f backward with the GEMMs before it overlapped (parallel/tp_overlap.c), Megatron's
+     * async input-gradient all-reduce: buf (N, C) in row chunks; for each chunk [r0, r0+n)
+     * fn(fctx, r0, n) computes its rows of this rank's part, then their all-reduce starts and
+     * rest(fctx, r0, n) runs (may be NULL: work over those rows that needs none of the sums,
+     * the weight gradient's share); after, buf = the sum over tp. NULL (one rank): the model
+     * runs the GEMMs and copy_to_tp_backward. Not used under sp (its f backward is
+     * rows_scatter_seq). */
+    mpt_status (*rows_reduce_tp)(void *ctx, float *buf, size_t N, size_t C, mpt_rows_fn fn,
+                                 mpt_rows_fn rest, void *fctx, mpt_error *err);
 
     /* --- sequence parallelism over the tensor group ---------------------------------------- */
     /* full (tp * n) = the ranks' local blocks (n each) in rank order; local is not in full. */
@@ -86,9 +95,13 @@ typedef struct mpt_par_ops {
      * partial sums of each block's rows of buf (tp * Nl, C), the other ranks' blocks first,
      * each sent while the next is computed; then rest(fctx, 0, 0) (may be NULL: work that
      * needs none of the sums); after, buf[0 .. Nl*C) = the sum over tp of block tp_rank.
-     * recv: (tp - 1) * Nl * C scratch. NULL: fn, rest and then scatter_seq. */
+     * recv: (tp - 1) * Nl * C scratch. With xlocal not NULL, an all-gather travels beside fn:
+     * xfull (tp * Nl, xC) = the ranks' xlocal (Nl, xC) blocks in rank order, complete before
+     * rest runs (the weight gradient's input, read only by rest). NULL: fn, rest and then
+     * scatter_seq (and gather_seq before rest). */
     mpt_status (*rows_scatter_seq)(void *ctx, float *buf, size_t Nl, size_t C, float *recv,
                                    mpt_rows_fn fn, mpt_rows_fn rest, void *fctx,
+                                   const float *xlocal, float *xfull, size_t xC,
                                    mpt_error *err);
 
     /* --- vocabulary-parallel loss and sp LayerNorm gradients ------------------------------- */

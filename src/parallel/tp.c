@@ -36,6 +36,7 @@ void mpt_tp_ops(mpt_par_ops *ops, mpt_comm *tp) {
     ops->reduce_from_tp = sum_;
     ops->row_parallel_matmul = mpt_tp_row_parallel_matmul; /* tp_overlap.c */
     ops->copy_to_tp_backward = sum_;
+    ops->rows_reduce_tp = mpt_tp_rows_allreduce;            /* tp_overlap.c */
     ops->gather_seq = gather_seq_;
     ops->scatter_seq = scatter_seq_;
     ops->gather_seq_rows = mpt_tp_gather_seq_rows;   /* tp_overlap_sp.c */

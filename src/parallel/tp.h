@@ -42,6 +42,12 @@ size_t mpt_tp_overlap_chunks(size_t N, int OC);
 mpt_status mpt_tp_row_parallel_matmul(void *ctx, float *out, const float *inp, const float *w,
                                       size_t N, int C, int OC, mpt_error *err);
 
+/* The table's rows_reduce_tp entry (model/parops.h): buf (N, C) summed over tp in
+ * mpt_tp_overlap_chunks(N, C) row chunks, each chunk's all-reduce started as soon as fn has
+ * computed it and progressed while rest and the next chunks compute; the last is waited for. */
+mpt_status mpt_tp_rows_allreduce(void *ctx, float *buf, size_t N, size_t C, mpt_rows_fn fn,
+                                 mpt_rows_fn rest, void *fctx, mpt_error *err);
+
 /* ---- overlap of the sp all-gather and reduce-scatter (tp_overlap_sp.c) ---------------------
  * The table's gather_seq_rows and rows_scatter_seq entries (model/parops.h): block by block,
  * each block's GEMM beside the other blocks' messages. ctx is the tp group; every tp rank calls
@@ -51,6 +57,7 @@ mpt_status mpt_tp_gather_seq_rows(void *ctx, const float *local, float *full, si
                                   size_t C, mpt_rows_fn fn, void *fctx, mpt_error *err);
 mpt_status mpt_tp_rows_scatter_seq(void *ctx, float *buf, size_t Nl, size_t C, float *recv,
                                    mpt_rows_fn fn, mpt_rows_fn rest, void *fctx,
+                                   const float *xlocal, float *xfull, size_t xC,
                                    mpt_error *err);
 
 /* local_buf (local->total) = this rank's shard of every tensor of full_buf (full->total),

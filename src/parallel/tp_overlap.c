@@ -15,8 +15,18 @@
  * Chunks: messages below MPT_TP_OVERLAP_MIN_BYTES gain nothing from splitting (latency-bound),
  * so the count is bytes / that, between 1 and MPT_TP_OVERLAP_MAX_CHUNKS; it depends only on
  * N and OC, which every rank of the group shares, so the ranks issue the same collectives in
- * the same order. One chunk is exactly the GEMM followed by the blocking all-reduce. */
+ * the same order. One chunk is exactly the GEMM followed by the blocking all-reduce.
+ *
+ * The backward's f (mpt_tp_rows_allreduce, the table's rows_reduce_tp) is the same pipeline
+ * with the caller's work: the input gradient of a column-parallel layer (c_fc, c_attn, the
+ * vocabulary-parallel head) by row chunks, each chunk's all-reduce started as soon as its rows
+ * are done, and the weight gradient's share of those rows (dW += X_c^T dY_c, a sum over rows
+ * that needs none of the sums) computed behind it, as Megatron's async input-gradient
+ * all-reduce does; the last chunk's reduction travels while its weight-gradient share
+ * computes. */
 #include "parallel/tp.h"
+
+#include <limits.h>
 
 #include "core/kernels.h"
 
@@ -46,6 +56,42 @@ mpt_status mpt_tp_row_parallel_matmul(void *ctx, float *out, const float *inp, c
             st = mpt_iallreduce_sum(tp, out + r0 * (size_t)OC, (r1 - r0) * (size_t)OC,
                                     &req[started], err);
         if (st == MPT_OK) started++;
+    }
+    if (started) {
+        mpt_status ws = mpt_waitall(req, started, err);
+        if (st == MPT_OK) st = ws;
+    }
+    return st;
+}
+
+/* Tests every started, unfinished request of req[0 .. n) once (the OpenMP team is idle). */
+static mpt_status progress_(mpt_req *req, size_t n, mpt_error *err) {
+    mpt_status st = MPT_OK;
+    for (size_t p = 0; p < n && st == MPT_OK; p++) {
+        int done = 0;
+        st = mpt_test(&req[p], &done, err);
+    }
+    return st;
+}
+
+mpt_status mpt_tp_rows_allreduce(void *ctx, float *buf, size_t N, size_t C, mpt_rows_fn fn,
+                                 mpt_rows_fn rest, void *fctx, mpt_error *err) {
+    mpt_comm *tp = ctx;
+    size_t k = mpt_tp_overlap_chunks(N, C > (size_t)INT_MAX ? INT_MAX : (int)C);
+    mpt_req req[MPT_TP_OVERLAP_MAX_CHUNKS];
+    size_t started = 0;
+    mpt_status st = MPT_OK;
+    for (size_t c = 0; c < k && st == MPT_OK; c++) {
+        size_t r0 = N * c / k, r1 = N * (c + 1) / k;
+        fn(fctx, r0, r1 - r0);
+        st = progress_(req, started, err);
+        if (st == MPT_OK) st = mpt_iallreduce_sum(tp, buf + r0 * C, (r1 - r0) * C, &req[started], err);
+        if (st != MPT_OK) break;
+        started++;
+        if (rest) {
+            rest(fctx, r0, r1 - r0);
+            st = progress_(req, started, err);
+        }
     }
     if (started) {
         mpt_status ws = mpt_waitall(req, started, err);

@@ -11,7 +11,10 @@
  *     one): the partial rows of the other ranks' blocks are computed first, r+1, r+2, ..., and
  *     each is sent to its owner as soon as it is done; the own block is computed while they
  *     travel, then an optional "rest" of work (the weight gradient's GEMM in the backward);
- *     the sum of the own block's tp partials is then taken in rank order, vectorised.
+ *     the sum of the own block's tp partials is then taken in rank order, vectorised. The
+ *     weight gradient's input, when it is sequence-split (c_fc's ln_2, c_attn's ln_1), is
+ *     all-gathered by the same direct messages beside those GEMMs and waited for before rest,
+ *     instead of a blocking all-gather before them.
  * Progress: no thread is taken from the GEMMs' OpenMP team and none is added. The requests are
  * started from the calling thread between GEMMs and completed by the waits, which each rank
  * reaches only when the rows it needs next are due; on one node's shared memory (OpenMPI's
@@ -27,6 +30,7 @@
 
 #define TAG_GATHER_ 7201
 #define TAG_SCATTER_ 7202
+#define TAG_XGATHER_ 7203
 
 static void add_rows_(float *dst, const float *a, const float *b, size_t n) {
 #pragma omp parallel for simd schedule(static)
@@ -68,19 +72,36 @@ mpt_status mpt_tp_gather_seq_rows(void *ctx, const float *local, float *full, si
 
 mpt_status mpt_tp_rows_scatter_seq(void *ctx, float *buf, size_t Nl, size_t C, float *recv,
                                    mpt_rows_fn fn, mpt_rows_fn rest, void *fctx,
+                                   const float *xlocal, float *xfull, size_t xC,
                                    mpt_error *err) {
     mpt_comm *tp = ctx;
     int p = tp->size, r = tp->rank;
-    size_t n = Nl * C;
+    size_t n = Nl * C, xn = Nl * xC;
     mpt_status st;
     if (p > MPT_TP_SP_MAX_RANKS) { /* beyond the request arrays: the plain reduce-scatter */
         fn(fctx, 0, (size_t)p * Nl);
+        if (xlocal && (st = mpt_allgather(tp, xlocal, xfull, xn, err))) return st;
         if (rest) rest(fctx, 0, 0);
         return mpt_reduce_scatter_sum(tp, NULL, buf, n, err);
     }
     mpt_req rq[MPT_TP_SP_MAX_RANKS], sq[MPT_TP_SP_MAX_RANKS];
+    mpt_req xr[MPT_TP_SP_MAX_RANKS], xs[MPT_TP_SP_MAX_RANKS];
     memset(rq, 0, sizeof rq);
     memset(sq, 0, sizeof sq);
+    memset(xr, 0, sizeof xr);
+    memset(xs, 0, sizeof xs);
+    if (xlocal) { /* the side all-gather: own block in place, sent from there (xlocal may be a
+                   * staging buffer that fn overwrites) */
+        float *own = xfull + (size_t)r * xn;
+        if (own != xlocal) memcpy(own, xlocal, xn * sizeof *own);
+        for (int s = 1; s < p; s++) {
+            int from = (r + s) % p, to = (r - s + p) % p;
+            if ((st = mpt_irecv(tp, xfull + (size_t)from * xn, xn, from, TAG_XGATHER_, &xr[s],
+                                err)))
+                return st;
+            if ((st = mpt_isend(tp, own, xn, to, TAG_XGATHER_, &xs[s], err))) return st;
+        }
+    }
     /* recv slot s-1 gets rank (r - s)'s partial of block r; posted before any GEMM */
     for (int s = 1; s < p; s++) {
         int from = (r - s + p) % p;
@@ -94,8 +115,10 @@ mpt_status mpt_tp_rows_scatter_seq(void *ctx, float *buf, size_t Nl, size_t C, f
             return st;
     }
     fn(fctx, (size_t)r * Nl, Nl);
+    if (xlocal && p > 1 && (st = mpt_waitall(xr + 1, (size_t)(p - 1), err))) return st;
     if (rest) rest(fctx, 0, 0);
     if (p == 1) return MPT_OK;
+    if (xlocal && (st = mpt_waitall(xs + 1, (size_t)(p - 1), err))) return st;
     if ((st = mpt_waitall(rq + 1, (size_t)(p - 1), err))) return st;
     if ((st = mpt_waitall(sq + 1, (size_t)(p - 1), err))) return st; /* buf is free again */
     /* buf[0 .. n) = the partials of block r summed in rank order 0, 1, ..., p-1 */

@@ -1,0 +1,62 @@
+/* gpt_tp.c — the column-parallel layers' backward by row chunks beside the tensor group's
+ * input-gradient all-reduce (see gpt_tp.h). Each function fills a job with its layer's
+ * pointers and hands the table's rows_reduce_tp entry two callbacks: one chunk of rows of the
+ * input gradient, and the weight gradient's share of the same rows. */
+#include "model/gpt_tp.h"
+
+#include <string.h>
+
+#include "core/kernels.h"
+
+typedef struct tp_job_ {
+    float *dinp, *dw, *db, *stash;
+    const float *dout, *inp, *w;
+    int C, OC, ldo;
+} tp_job_;
+
+int mpt_gpt_tp_overlap(const mpt_gpt *m) {
+    return m->tp > 1 && !m->sp && m->ops.rows_reduce_tp;
+}
+
+/* dinp rows [r0, r0+n) = dout rows w^T */
+static void input_grad_rows_(void *ctx, size_t r0, size_t n) {
+    const tp_job_ *j = ctx;
+    size_t C = (size_t)j->C, OC = (size_t)j->OC;
+    mpt_matmul_backward_set(j->dinp + r0 * C, NULL, NULL, j->dout + r0 * OC, NULL, j->w, n, j->C,
+                            j->OC);
+}
+
+/* dw += inp rows^T dout rows, db += their column sums; or the rows of dout into the stash */
+static void weight_grad_rows_(void *ctx, size_t r0, size_t n) {
+    const tp_job_ *j = ctx;
+    size_t C = (size_t)j->C, OC = (size_t)j->OC;
+    if (j->dw || j->db)
+        mpt_matmul_backward(NULL, j->dw, j->db, j->dout + r0 * OC, j->inp + r0 * C, NULL, n, j->C,
+                            j->OC);
+    if (j->stash) memcpy(j->stash + r0 * OC, j->dout + r0 * OC, n * OC * sizeof(float));
+}
+
+/* the head: dinp rows = dout rows w, and dw += dout rows^T inp rows, in one call */
+static void lmhead_rows_(void *ctx, size_t r0, size_t n) {
+    const tp_job_ *j = ctx;
+    size_t C = (size_t)j->C, ldo = (size_t)j->ldo;
+    mpt_lmhead_backward_set(j->dinp + r0 * C, j->dw, j->dout + r0 * ldo, j->inp + r0 * C, j->w,
+                            n, j->C, j->OC, j->ldo);
+}
+
+mpt_status mpt_gpt_tp_backward_reduce(mpt_gpt *m, float *dinp, float *dw, float *db,
+                                      float *stash, const float *dout, const float *inp,
+                                      const float *w, size_t N, int C, int OC, mpt_error *err) {
+    tp_job_ j = {.dinp = dinp, .dw = dw, .db = db, .stash = stash, .dout = dout, .inp = inp,
+                 .w = w, .C = C, .OC = OC};
+    return m->ops.rows_reduce_tp(m->ops.ctx, dinp, N, (size_t)C, input_grad_rows_,
+                                 weight_grad_rows_, &j, err);
+}
+
+mpt_status mpt_gpt_tp_lmhead_backward(mpt_gpt *m, float *dinp, float *dw, const float *dout,
+                                      const float *inp, const float *w, size_t N, int C, int V,
+                                      int ldo, mpt_error *err) {
+    tp_job_ j = {.dinp = dinp, .dw = dw, .dout = dout, .inp = inp, .w = w, .C = C, .OC = V,
+                 .ldo = ldo};
+    return m->ops.rows_reduce_tp(m->ops.ctx, dinp, N, (size_t)C, lmhead_rows_, NULL, &j, err);
+}

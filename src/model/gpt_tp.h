@@ -1,0 +1,34 @@
+/* gpt_tp.h — the column-parallel layers' backward beside the tensor group's input-gradient
+ * all-reduce (f backward, without sp), computed by row chunks so that the table's
+ * rows_reduce_tp entry (model/parops.h; parallel/tp_overlap.c) sums one chunk while the next
+ * is multiplied and the weight gradient's share of the chunk is computed behind it (Megatron's
+ * async input-gradient all-reduce). model/gpt_pass.c calls these when mpt_gpt_tp_overlap;
+ * every tp rank calls them in the same order with the same N.
+ *
+ * Math: the plain layer's. A row of the input gradient depends on the same row of the output
+ * gradient only; the weight and bias gradients are sums over the rows, accumulated chunk by
+ * chunk (dW += X_c^T dY_c), so they equal the unsplit ones up to the order of the sum. */
+#ifndef MPT_GPT_TP_H
+#define MPT_GPT_TP_H
+
+#include "model/gpt.h"
+
+/* 1 when the overlapped f backward is on: tp > 1 without sp, and the table has the entry. */
+int mpt_gpt_tp_overlap(const mpt_gpt *m);
+
+/* Column-parallel linear backward, dout (N, OC), inp (N, C), w (C, OC): dinp (N, C) =
+ * (OVERWRITTEN) the sum over tp of dout w^T; dw += inp^T dout and db += the column sums of
+ * dout (each skipped if NULL); with stash not NULL, dout copied there (the split backward's W
+ * stash, N * OC). */
+mpt_status mpt_gpt_tp_backward_reduce(mpt_gpt *m, float *dinp, float *dw, float *db,
+                                      float *stash, const float *dout, const float *inp,
+                                      const float *w, size_t N, int C, int OC, mpt_error *err);
+
+/* The vocabulary-parallel head's backward (nn.Linear-layout w (V, C), dout (N, ldo), its first
+ * V columns read): dinp (N, C) = (OVERWRITTEN) the sum over tp of dout w; dw (V, C) +=
+ * dout^T inp, by the same row chunks. */
+mpt_status mpt_gpt_tp_lmhead_backward(mpt_gpt *m, float *dinp, float *dw, const float *dout,
+                                      const float *inp, const float *w, size_t N, int C, int V,
+                                      int ldo, mpt_error *err);
+
+#endif
