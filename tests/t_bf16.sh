@@ -173,6 +173,20 @@ act_drop drop_tp2sp 2 1 "${BIG[@]}" --tp 2 --sp
 #    elements (measured: 4.2e-5, worst tensor 2.6e-3)
 EPM=(--layers 3 --d-model 32 --heads 2 --seq-len 16 --experts 4 --top-k 2 --moe-every 2
      --lr-schedule constant "${B[@]}")
+#    Under ASan + UBSan (make test-asan) this case fails, 2.18e-4, and it is not a memory error:
+#    the equality rests on no fp32 value that bf16 rounds sitting within its fp32 noise of a
+#    bf16 midpoint, and the GEMM libraries' rows depend on their row count M (oneDNN 2.6 and
+#    OpenBLAS both give other last bits for some rows at M 3, 50 or 67 than at M 256; an expert
+#    gets one micro-batch's rows on one rank, both replicas' under ep). The ASan build's own
+#    kernels round differently from the normal build's (its one-rank step-1 gradients differ
+#    from the normal build's by 6e-4), and there one element of the gradient entering block 0's
+#    attn.c_proj lands on a midpoint: that weight's gradient differs in output column 13 only,
+#    all 32 rows, each by exactly a bf16 number times a power of two (one bf16 step of that
+#    element times the bf16 input), while the fp32 bias gradient of column 13 is identical; what
+#    follows it (attn.c_attn, ln_1, the embeddings) moves by up to 2.2e-4. Deterministic from
+#    run to run, no sanitizer report. (pp2dp2z3 and zbh1 above also end 1.29e-5 apart in their
+#    final weights under ASan, limit 1e-5; losses and step-1 gradients within 7.4e-7: likely
+#    the same kind of flip, not analysed.) t_bf16 stays out of CI's ASan run.
 run moe_ref 1 "${EPM[@]}" --microbatches 2 && run moe_ep2 2 "${EPM[@]}" --dp 2 --ep 2 \
   && same moe_ep2 moe_ref 1e-5 1e-4 && plan_is_peak moe_ep2
 
