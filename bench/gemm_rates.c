@@ -3,7 +3,7 @@
  * threads: where the step's GEMM time falls short of the large-GEMM limit.
  *
  *   build/bench/bench_gemm_rates [--layers L --d-model D --heads H --seq-len T --vocab V
- *                                 --ffn F --batch B --threads N --rounds R]
+ *                                 --ffn F --batch B --threads N --rounds R --peak1 G]
  *   defaults: the bench model (6L/384/6h/T256, byte vocab 256, F 1536, batch 8), 2 threads,
  *   5 rounds
  *
@@ -12,7 +12,8 @@
  * (dL E) and weight gradient (dL^T x); the flash attention's tile GEMMs (core/attention.c,
  * 64 query rows x 256 keys, head size hs, with the real leading dimensions), which run on one
  * thread each inside the attention's region; and a large square GEMM (2048^3) as the limit.
- * Each shape runs on both back ends (oneDNN's dnnl_sgemm, OpenBLAS's cblas_sgemm), the block
+ * Each shape runs on three back ends (oneDNN's dnnl_sgemm, OpenBLAS's cblas_sgemm, BLIS's
+ * bli_sgemm_ex through core/gemm_blis.c), the block
  * and head GEMMs with the library's threading on N threads and on one thread, the tile GEMMs on
  * one thread. Rates:
  *   cpu1  one thread, per second of the thread's CPU time (CLOCK_THREAD_CPUTIME_ID): robust to
@@ -29,10 +30,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/gemm_blis.h"
 #include "core/peak.h"
 
 #define MAXS_ 32
 #define MAXR_ 64
+#define NB_ 3 /* back ends: 0 oneDNN, 1 OpenBLAS, 2 BLIS */
+static const char *const bname_[NB_] = {"dnnl", "blas", "blis"};
 
 typedef struct {
     char name[48];
@@ -60,6 +64,11 @@ static double now_(int cpu) {
 }
 
 static void gemm_(int blas, const shape_t *s, const float *A, const float *B, float *C) {
+    if (blas == 2) {
+        mpt_blis_sgemm(s->ta, s->tb, s->M, s->N, s->K, 1.0f, A, s->lda, B, s->ldb, s->beta, C,
+                       s->ldc, 0);
+        return;
+    }
     if (!blas) {
         dnnl_sgemm(s->ta, s->tb, (dnnl_dim_t)s->M, (dnnl_dim_t)s->N, (dnnl_dim_t)s->K, 1.0f, A,
                    (dnnl_dim_t)s->lda, B, (dnnl_dim_t)s->ldb, s->beta, C, (dnnl_dim_t)s->ldc);
@@ -107,6 +116,7 @@ static void add_(shape_t *s, int *ns, const char *name, char ta, char tb, size_t
 
 int main(int argc, char **argv) {
     int L = 6, D = 384, H = 6, T = 256, V = 256, F = 0, B = 8, threads = 2, rounds = 5;
+    double peak_arg = 0; /* --peak1 G: one core's FMA peak in GFLOP/s (an idle measurement) */
     for (int i = 1; i + 1 < argc; i += 2) {
         int v = atoi(argv[i + 1]);
         if (!strcmp(argv[i], "--layers")) L = v;
@@ -118,6 +128,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--batch")) B = v;
         else if (!strcmp(argv[i], "--threads")) threads = v;
         else if (!strcmp(argv[i], "--rounds")) rounds = v;
+        else if (!strcmp(argv[i], "--peak1")) peak_arg = atof(argv[i + 1]);
         else {
             fprintf(stderr, "bench_gemm_rates: unknown option %s\n", argv[i]);
             return 2;
@@ -168,11 +179,12 @@ int main(int argc, char **argv) {
     float *A = buf_(maxe), *Bm = buf_(maxe), *C = buf_(maxe);
     double peak1 = mpt_measure_peak_flops(1, 0.2) * 1e-9;
     double peakN = mpt_measure_peak_flops(threads, 0.2) * 1e-9;
+    if (peak_arg > 0) peak1 = peak_arg, peakN = peak_arg * threads;
     /* r[shape][backend][0 cpu1, 1 wallN][round] */
-    static double r[MAXS_][2][2][MAXR_];
+    static double r[MAXS_][NB_][2][MAXR_];
     for (int k = 0; k < rounds; k++)
         for (int i = 0; i < ns; i++)
-            for (int b = 0; b < 2; b++) {
+            for (int b = 0; b < NB_; b++) {
                 double fl = 2.0 * (double)s[i].M * (double)s[i].N * (double)s[i].K;
                 r[i][b][0][k] = fl / time_(b, 1, 1, &s[i], A, Bm, C) * 1e-9;
                 r[i][b][1][k] = s[i].tile ? 0.0
@@ -180,8 +192,8 @@ int main(int argc, char **argv) {
             }
     double blockfl = 0.0, attfl = 0.0;
     for (int i = 0; i < ns; i++) (s[i].tile ? &attfl : &blockfl)[0] += s[i].weight;
-    double la[2][2];
-    for (int b = 0; b < 2; b++)
+    double la[NB_][2];
+    for (int b = 0; b < NB_; b++)
         for (int m = 0; m < 2; m++) la[b][m] = median_(r[ns - 1][b][m], rounds);
     printf("bench_gemm_rates: L%d D%d H%d T%d V%d F%d, batch %d (N %zu), %d threads, median of %d "
            "rounds\n",
@@ -189,30 +201,51 @@ int main(int argc, char **argv) {
     printf("FMA peak (wall time, lowered by load): 1 thread %.1f GFLOP/s, %d threads %.1f "
            "GFLOP/s\n",
            peak1, threads, peakN);
-    printf("cpu1 = 1 thread per CPU second; wall%d = %d threads per wall second; %%L = of the "
-           "2048^3 GEMM's rate on the same back end and measure\n\n",
-           threads, threads);
-    printf("  %-16s %5s %5s %5s %2s  %6s  %8s %5s %8s %5s  %8s %5s %8s %5s\n", "shape", "M", "N",
-           "K", "op", "%step", "dnnl c1", "%L", "dnnl wN", "%L", "blas c1", "%L", "blas wN",
-           "%L");
+    printf("cpu1 = 1 thread per CPU second; wall%d = %d threads per wall second\n", threads,
+           threads);
+    printf("BLIS sub-configuration: %s; %%P = of the FMA peak (cpu1: 1 thread's, wallN: N "
+           "threads')\n\n", mpt_blis_arch());
+    printf("  %-16s %5s %5s %5s %2s  %6s", "shape", "M", "N", "K", "op", "%step");
+    for (int b = 0; b < NB_; b++)
+        printf("  %5s c1 %4s %5s wN %4s", bname_[b], "%P", bname_[b], "%P");
+    printf("\n");
     for (int i = 0; i < ns; i++) {
-        double m[2][2];
-        for (int b = 0; b < 2; b++)
+        double m[NB_][2];
+        for (int b = 0; b < NB_; b++)
             for (int q = 0; q < 2; q++) m[b][q] = median_(r[i][b][q], rounds);
         double share = s[i].weight / (s[i].tile ? attfl : blockfl) * 100.0;
         printf("  %-16s %5zu %5zu %5zu %c%c  %5.1f%%", s[i].name, s[i].M, s[i].N, s[i].K, s[i].ta,
                s[i].tb, s[i].weight > 0 ? share : 0.0);
-        for (int b = 0; b < 2; b++) {
-            printf("  %8.1f %4.0f%%", m[b][0], m[b][0] / la[b][0] * 100.0);
+        for (int b = 0; b < NB_; b++) {
+            printf("  %8.1f %4.0f%%", m[b][0], m[b][0] / peak1 * 100.0);
             if (s[i].tile) printf(" %8s %5s", "-", "-");
-            else printf(" %8.1f %4.0f%%", m[b][1], m[b][1] / la[b][1] * 100.0);
+            else printf(" %8.1f %4.0f%%", m[b][1], m[b][1] / peakN * 100.0);
         }
         printf("\n");
     }
-    printf("\n  large GEMM vs FMA peak: dnnl %.0f%% (1 thread, CPU time), %.0f%% (%d threads, "
-           "wall); OpenBLAS %.0f%%, %.0f%%\n",
-           la[0][0] / peak1 * 100.0, la[0][1] / peakN * 100.0, threads, la[1][0] / peak1 * 100.0,
-           la[1][1] / peakN * 100.0);
+    printf("\n  step GEMMs, FLOP-weighted, %% of FMA peak (cpu1 / wall%d), best back end per "
+           "shape:", threads);
+    for (int q = 0; q < 2; q++) { /* time = sum weight / rate, per back end and per best */
+        double t[NB_ + 1] = {0};
+        for (int i = 0; i < ns; i++) {
+            if (s[i].weight <= 0 || (q && s[i].tile)) continue;
+            double best = 0;
+            for (int b = 0; b < NB_; b++) {
+                double m = median_(r[i][b][q], rounds);
+                t[b] += s[i].weight / m;
+                if (m > best) best = m;
+            }
+            t[NB_] += s[i].weight / best;
+        }
+        double fl = q ? blockfl : blockfl + attfl, pk = q ? peakN : peak1;
+        for (int b = 0; b <= NB_; b++)
+            printf(" %s %.0f%%", b < NB_ ? bname_[b] : "best", fl / t[b] / pk * 100.0);
+        printf(q ? "\n" : " |");
+    }
+    printf("  large GEMM vs FMA peak (cpu1 / wall%d):", threads);
+    for (int b = 0; b < NB_; b++)
+        printf(" %s %.0f%% / %.0f%%", bname_[b], la[b][0] / peak1 * 100.0, la[b][1] / peakN * 100.0);
+    printf("\n");
     free(A);
     free(Bm);
     free(C);
