@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev libopenblas-openmp-dev
-              clang libomp-dev libpcre2-dev libdnnl-dev libcjson-dev libxxhash-dev python3-torch python3-numpy uthash-dev
+              clang libomp-dev libpcre2-dev libdnnl-dev libblis-openmp-dev libcjson-dev libxxhash-dev python3-torch python3-numpy uthash-dev
               iproute2 valgrind)
 
 missing=()
