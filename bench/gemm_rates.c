@@ -198,8 +198,8 @@ int main(int argc, char **argv) {
     printf("bench_gemm_rates: L%d D%d H%d T%d V%d F%d, batch %d (N %zu), %d threads, median of %d "
            "rounds\n",
            L, D, H, T, V, F, B, N, threads, rounds);
-    printf("FMA peak (wall time, lowered by load): 1 thread %.1f GFLOP/s, %d threads %.1f "
-           "GFLOP/s\n",
+    printf("FMA peak (measured in wall time, lowered by load; or --peak1): 1 thread %.1f GFLOP/s, "
+           "%d threads %.1f GFLOP/s\n",
            peak1, threads, peakN);
     printf("cpu1 = 1 thread per CPU second; wall%d = %d threads per wall second\n", threads,
            threads);
