@@ -1,6 +1,6 @@
 /* bench/gemm_rates.c — GFLOP/s of every GEMM shape of one training step of the bench model (or
- * any GPT shape), one row per shape, against the rate of a large square GEMM on the same
- * threads: where the step's GEMM time falls short of the large-GEMM limit.
+ * any GPT shape), one row per shape and GEMM library, against the FMA peak and the rate of a
+ * large square GEMM: where the step's GEMM time falls short of the large-GEMM limit.
  *
  *   build/bench/bench_gemm_rates [--layers L --d-model D --heads H --seq-len T --vocab V
  *                                 --ffn F --batch B --threads N --rounds R --peak1 G]
@@ -13,15 +13,18 @@
  * 64 query rows x 256 keys, head size hs, with the real leading dimensions), which run on one
  * thread each inside the attention's region; and a large square GEMM (2048^3) as the limit.
  * Each shape runs on three back ends (oneDNN's dnnl_sgemm, OpenBLAS's cblas_sgemm, BLIS's
- * bli_sgemm_ex through core/gemm_blis.c), the block
- * and head GEMMs with the library's threading on N threads and on one thread, the tile GEMMs on
- * one thread. Rates:
+ * bli_sgemm_ex through core/gemm_blis.c), the block and head GEMMs with the library's
+ * threading on N threads and on one thread, the tile GEMMs on one thread. Rates:
  *   cpu1  one thread, per second of the thread's CPU time (CLOCK_THREAD_CPUTIME_ID): robust to
  *         other processes taking the core (not to their cache traffic), so readable under load;
  *   wallN N threads, per wall second: what the step sees, noisy under load.
  * Figures: median over R interleaved rounds (every shape and back end once per round). The
  * `% step` column is the shape's share of the step's GEMM FLOPs (attention tiles: of the
- * attention's, causal tiles skipped as the kernel does). */
+ * attention's, causal tiles skipped as the kernel does); `%P` the rate as a share of the FMA
+ * peak (one thread's for cpu1, N threads' for wallN; --peak1 G gives one core's peak in GFLOP/s
+ * instead of the start-up measurement, which load lowers). The last lines: the step's GEMMs
+ * FLOP-weighted (total FLOPs / total time) per back end and with the best back end per shape,
+ * and the 2048^3 GEMM against the peak. */
 #include <cblas.h>
 #include <oneapi/dnnl/dnnl.h>
 #include <omp.h>
