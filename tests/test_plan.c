@@ -432,9 +432,9 @@ static void two_bw_(void) {
  * its backward's all-gather; the head's ln_f rows gathered forward and backward and its input
  * gradient reduce-scattered; each of N x D elements, plus the loss's 3 floats per token
  * all-reduced, and one all-reduce per block of its LayerNorms' weight gradients (4 D floats,
- * model/gpt_pass.c's ln_grads_sum_). Without sp: 2 + 2 all-reduces per block, one each for the embedding and the
- * head's input gradient. bytes_tp counts what a rank sends: (tp-1)/tp of a gather's or a
- * reduce-scatter's buffer, 2 (tp-1)/tp of an all-reduce's. */
+ * model/gpt_pass.c's ln_grads_sum_). Without sp: 2 + 2 all-reduces per block, one each for the
+ * embedding and the head's input gradient. bytes_tp counts what a rank sends: (tp-1)/tp of a
+ * gather's or a reduce-scatter's buffer, 2 (tp-1)/tp of an all-reduce's. */
 static void sp_bytes_(void) {
     mpt_plan_job j;
     job_(&j, "gpt2-124m", 8, 1024);
