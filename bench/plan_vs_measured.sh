@@ -27,6 +27,7 @@
 #        RECAL=once|each MODEL=small BATCH=8 STEPS=4 LAYOUTS_FILE=tests/plan_layouts.txt
 #        ONLY=REGEX (the layouts whose "RANKS|options" line matches, e.g. ONLY='2bw|--sp$')
 #        PASSES=n (run the table n times; medians over the passes; see below)
+#        ROUTING=logged|uniform (MoE with ep: the run's logged routing, or uniform; see below)
 set -u
 BUILD=${1:-build}
 BIN="$BUILD/mptrain"
@@ -137,9 +138,34 @@ json.dump(out, open("%s/med_%d.json" % (tmp, i), "w"))
 EOF
     cl=$TMP/med_$i.json
   fi
+  # MoE with ep > 1: the routing the run logged (ROUTING=logged, the default) is what the
+  # simulation is told (--moe-imbalance): per timed step, the busiest ep rank's rows (the sum
+  # of expert_tokens over its experts [r E/ep, (r+1) E/ep), parallel/ep.c) over the mean, the
+  # median over the steps (and passes). The router drifts from uniform within the first steps
+  # (E4 dp 2 ep 2, one run: 1.02, 1.16, 1.39 over steps 1-3), so no figure known
+  # before the run holds; a user reads it from a short run's log. ROUTING=uniform leaves it to
+  # the simulator's floor (uniform routing's expected maximum, plan/cost_moe.h).
+  imb=$(/usr/bin/python3 - "$TMP" "$i" "$PASSES" "$opts" "${ROUTING:-logged}" <<'EOF2'
+import json, os, re, statistics, sys
+tmp, i, passes, opts, routing = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+ep = int((re.search(r"--ep (\d+)", opts) or [0, 1])[1])
+vals = []
+for p in range(1, passes + 1):
+    f = "%s/run_%s_%d.jsonl" % (tmp, i, p)
+    if routing != "logged" or ep < 2 or not os.path.exists(f): continue
+    for l in [json.loads(x) for x in open(f)][1:]:   # the timed steps (after the first)
+        t = l.get("expert_tokens")
+        if not t or sum(t) <= 0: continue
+        el = len(t) // ep
+        vals.append(max(sum(t[r * el:(r + 1) * el]) for r in range(ep)) / (sum(t) / ep))
+print("%.4f" % statistics.median(vals) if vals else "1")
+EOF2
+)
+  echo "$imb" >"$TMP/imb_$i"
   # shellcheck disable=SC2086
   "$BIN" simulate --model "$MODEL" --batch "$BATCH" $opts --cluster "$cl" --json \
-    >"$TMP/sim.json" 2>/dev/null || { echo "${opts:-(one rank)}: plan, simulate or train failed"; continue; }
+    --moe-imbalance "$imb" >"$TMP/sim.json" 2>/dev/null ||
+    { echo "${opts:-(one rank)}: plan, simulate or train failed"; continue; }
   /usr/bin/python3 - "$TMP" "${opts:-(one rank)}" "$np" "$(nproc)" "$i" "$PASSES" "$cl" <<'EOF'
 import json, os, statistics, sys
 tmp, name, np_, cores, i = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
@@ -177,10 +203,12 @@ plan = json.load(open(tmp + "/plan_" + i + ".json"))["memory_bytes_per_rank"]["t
 sim = json.load(open(tmp + "/sim.json"))["step_time_s"] * 1e3
 peak = end.get("peak_mem_bytes", 0)
 rss = max((r.get("rss_peak_bytes", 0) for r in end.get("ranks", [])), default=0)
-print("%-44s %12d %12d %+6.2f%% %12s %9.1f %9.1f %+6.1f%% %5.2f %5.1f %9.1f %+6.1f%% %5.2f %5.2f" % (
+imb = float(open("%s/imb_%s" % (tmp, i)).read())
+print("%-44s %12d %12d %+6.2f%% %12s %9.1f %9.1f %+6.1f%% %5.2f %5.1f %9.1f %+6.1f%% %5.2f %5.2f%s" % (
       name, plan, peak, 100.0 * (peak / plan - 1), rss or "-", sim, meas,
       100.0 * (sim / meas - 1), share, statistics.median(load_l), norm,
-      100.0 * (sim / norm - 1), cl.get("busy_gemm", 0), cl.get("par_eff", 0)))
+      100.0 * (sim / norm - 1), cl.get("busy_gemm", 0), cl.get("par_eff", 0),
+      "  routing %.2f" % imb if imb > 1 else ""))
 with open(tmp + "/errors", "a") as f:
     f.write("%f %f\n" % (sim / meas - 1, sim / norm - 1))
 EOF

@@ -431,9 +431,10 @@ static void two_bw_(void) {
  * saved ln_1 and ln_2 rows all-gathered, 2 reduce-scatters); the embedding's reduce-scatter and
  * its backward's all-gather; the head's ln_f rows gathered forward and backward and its input
  * gradient reduce-scattered; each of N x D elements, plus the loss's 3 floats per token
- * all-reduced. Without sp: 2 + 2 all-reduces per block, one each for the embedding and the
- * head's input gradient. bytes_tp counts what a rank sends: (tp-1)/tp of a gather's or a
- * reduce-scatter's buffer, 2 (tp-1)/tp of an all-reduce's. */
+ * all-reduced, and one all-reduce per block of its LayerNorms' weight gradients (4 D floats,
+ * model/gpt_pass.c's ln_grads_sum_). Without sp: 2 + 2 all-reduces per block, one each for the
+ * embedding and the head's input gradient. bytes_tp counts what a rank sends: (tp-1)/tp of a
+ * gather's or a reduce-scatter's buffer, 2 (tp-1)/tp of an all-reduce's. */
 static void sp_bytes_(void) {
     mpt_plan_job j;
     job_(&j, "gpt2-124m", 8, 1024);
@@ -451,13 +452,49 @@ static void sp_bytes_(void) {
         got[sp] = sr.bytes_tp;
     }
     double N = 8.0 * 1024, D = 768, L = 12, es = 4;
-    double want_sp = 0.5 * es * N * D * (10 * L + 5) + 12 * N;
+    double want_sp = 0.5 * es * N * D * (10 * L + 5) + 12 * N + L * 2 * 0.5 * 4 * 4 * D;
     double want = 1.0 * (es * N * D * (4 * L + 2) + 12 * N);
     printf("\ngpt2-124m tp 2, bytes a rank sends per step: sp %.4g (expected %.4g), without sp "
            "%.4g (expected %.4g)\n", got[1], want_sp, got[0], want);
     CHECK(fabs(got[1] / want_sp - 1) < 1e-9, "sp: %.6g bytes, the runtime's %.6g", got[1],
           want_sp);
     CHECK(fabs(got[0] / want - 1) < 1e-9, "tp: %.6g bytes, the runtime's %.6g", got[0], want);
+}
+
+/* sp's overlapped path priced by its own messages (plan/cost.c, parallel/tp_overlap_sp.c):
+ * every block's gathers (6: ln_1, ln_2 forward; the two output gradients and the saved ln_1 and
+ * ln_2 rows backward) and reduce-scatters (4: 2 forward, 2 backward), and the head's two ln_f
+ * gathers, receive tp-1 blocks of Ns x D each by direct Isend/Irecv pairs, copied by the
+ * receiver: so doubling the link bandwidth (intra_bw) shortens the step by exactly half their
+ * bytes over it, while the blocking MPI collectives (the embedding's, the head backward's
+ * reduce-scatter, the loss's and the LayerNorm gradients' all-reduces) are priced at the MPI
+ * figures (set here) and do not move. */
+static void sp_overlap_terms_(void) {
+    mpt_plan_job j;
+    job_(&j, "gpt2-124m", 8, 1024);
+    mpt_cluster c;
+    mpt_error err;
+    CHECK(mpt_cluster_load(&c, "a100-80g", &err) == MPT_OK, "a100-80g");
+    c.mpi_allreduce_bw = c.mpi_reduce_scatter_bw = c.mpi_allgather_bw = 1e9;
+    mpt_plan_layout l;
+    mpt_plan_layout_defaults(&l);
+    l.tp = 2;
+    l.sp = 1;
+    double t[2];
+    for (int k = 0; k < 2; k++) {
+        c.intra_bw = 1e9 * (k + 1);
+        c.intra_eff = 1.0;
+        mpt_sim_result sr;
+        CHECK(mpt_simulate(&j, &l, &c, 0, &sr, &err) == MPT_OK, "simulate: %s", err.msg);
+        t[k] = sr.step_time;
+    }
+    double Ns = 8.0 * 1024 / 2, D = 768, L = 12, es = 4;
+    double bytes = es * Ns * D * ((6 + 4) * L + 2);
+    double want = bytes / 1e9 - bytes / 2e9;
+    printf("\ngpt2-124m tp 2 sp: step %.4f s at 1 GB/s, %.4f at 2 GB/s: %.4f s less (expected "
+           "%.4f: the overlapped path's receives)\n", t[0], t[1], t[0] - t[1], want);
+    CHECK(fabs((t[0] - t[1]) / want - 1) < 1e-9, "sp receives: %.6g s, expected %.6g",
+          t[0] - t[1], want);
 }
 
 /* More ranks than cores (cpu-here's time-sharing, sim.c's replay_ps_): pp 4 with m 8 on 2
@@ -499,6 +536,7 @@ int main(void) {
     schedules_();
     two_bw_();
     sp_bytes_();
+    sp_overlap_terms_();
     time_sharing_();
     gpt3_();
     narayanan_();

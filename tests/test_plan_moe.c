@@ -180,6 +180,82 @@ static void cost_(void) {
     CHECK(t2 == t1, "ep 1: one rank runs every row, whatever the imbalance");
 }
 
+/* 2b. routing: the busiest ep rank's rows (cost_moe.h's mpt_cost_moe_uniform_max) against a
+ * sampling of the uniform router it models (each token to k distinct experts of E drawn at
+ * random; rank r holds experts [r E/ep, (r+1) E/ep)), the capacity's cap and the
+ * oversubscribed node (the waiting ep partners yield their core: the node's work stays the
+ * mean's). */
+static unsigned long long rng_ = 88172645463325252ULL;
+static unsigned rand_(unsigned n) { /* xorshift64, uniform enough in [0, n) for a test */
+    rng_ ^= rng_ << 13, rng_ ^= rng_ >> 7, rng_ ^= rng_ << 17;
+    return (unsigned)(rng_ % n);
+}
+static void routing_(void) {
+    /* tokens, k, E, ep */
+    const int cases[3][4] = {{2048, 2, 4, 2}, {2048, 2, 8, 4}, {512, 1, 8, 8}};
+    for (int ci = 0; ci < 3; ci++) {
+        int n = cases[ci][0], k = cases[ci][1], E = cases[ci][2], ep = cases[ci][3];
+        const int trials = 4000;
+        double sum = 0;
+        for (int t = 0; t < trials; t++) {
+            int load[8] = {0};
+            for (int i = 0; i < n; i++) {
+                int pick[8], np = 0;
+                while (np < k) { /* k distinct experts */
+                    int e = (int)rand_((unsigned)E), dup = 0;
+                    for (int j = 0; j < np; j++) dup |= pick[j] == e;
+                    if (!dup) pick[np++] = e;
+                }
+                for (int j = 0; j < k; j++) load[pick[j] / (E / ep)]++;
+            }
+            int mx = 0;
+            for (int r = 0; r < ep; r++) mx = load[r] > mx ? load[r] : mx;
+            sum += mx;
+        }
+        double mc = sum / trials / ((double)n * k / ep);
+        double model = mpt_cost_moe_uniform_max(n, k, E, ep);
+        printf("uniform routing, %d tokens, k %d of E %d over ep %d: busiest rank %.4f x the mean "
+               "(sampled %.4f)\n", n, k, E, ep, model, mc);
+        CHECK(fabs((model - 1) / (mc - 1) - 1) < 0.1,
+              "uniform routing's excess: %.4g, sampled %.4g", model - 1, mc - 1);
+    }
+    CHECK(mpt_cost_moe_uniform_max(1e6, 2, 8, 1) == 1.0, "ep 1: no busiest rank");
+    mpt_cluster c;
+    mpt_error err;
+    CHECK(mpt_cluster_load(&c, "a100-80g", &err) == MPT_OK, "a100");
+    mpt_plan_job moe;
+    job_(&moe, 4, 256, 4, 128, 4, 2, 1, 8);
+    mpt_plan_layout l;
+    mpt_plan_layout_defaults(&l);
+    l.dp = 2, l.ep = 2;
+    mpt_sim_result r;
+    double t1 = (sim_(&moe, &l, &c, &r), r.step_time);
+    moe.moe_imbalance = 1.25;
+    double t125 = (sim_(&moe, &l, &c, &r), r.step_time);
+    moe.moe_imbalance = 2;
+    double t2 = (sim_(&moe, &l, &c, &r), r.step_time);
+    moe.cfg.capacity_factor = 1.25f;
+    double t2c = (sim_(&moe, &l, &c, &r), r.step_time);
+    moe.moe_imbalance = 1.25;
+    double t125c = (sim_(&moe, &l, &c, &r), r.step_time);
+    moe.cfg.capacity_factor = 0;
+    printf("dp 2 ep 2: imbalance 1 %.4g s, 1.25 %.4g s, 2 %.4g s; capacity 1.25: 2 %.4g s\n", t1,
+           t125, t2, t2c);
+    CHECK(t1 < t125 && t125 < t2, "the busiest rank sets the pace");
+    CHECK(t2c == t125c, "capacity 1.25: no rank runs more than 1.25 x the mean rows");
+    /* 4 ranks (dp 2 x ep 2 x tp 2) on 2 cores: an imbalance below what the time-sharing leaves
+     * idle does not lengthen the step */
+    c.cores = 2;
+    l.tp = 2;
+    moe.moe_imbalance = 1;
+    t1 = (sim_(&moe, &l, &c, &r), r.step_time);
+    moe.moe_imbalance = 1.25;
+    t125 = (sim_(&moe, &l, &c, &r), r.step_time);
+    moe.moe_imbalance = 1;
+    printf("dp 2 ep 2 tp 2 on 2 cores: imbalance 1 %.4g s, 1.25 %.4g s\n", t1, t125);
+    CHECK(t125 == t1, "oversubscribed: the waiting partner's core goes to the busiest rank");
+}
+
 /* 3. the measured MoE figures (see the header) */
 static void measured_(void) {
     mpt_cluster c;
@@ -333,6 +409,7 @@ static void search_(void) {
 int main(void) {
     memory_();
     cost_();
+    routing_();
     measured_();
     search_();
     return check_finish();

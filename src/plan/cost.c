@@ -6,6 +6,7 @@
 
 #include "model/gpt.h"
 #include "parallel/mesh.h"
+#include "parallel/tp.h"
 #include "plan/cost_moe.h"
 
 double mpt_cost_elem_bytes(int precision) { return precision == MPT_PREC_BF16 ? 2.0 : 4.0; }
@@ -137,12 +138,61 @@ static void coll_(shape_ *s, acc_ *a, int op, double bytes) {
 }
 
 /* The output all-reduce of a row-parallel layer (or reduce-scatter with sp) and, with sp, the
- * all-gather before a column-parallel one. */
+ * all-gather before a column-parallel one: the MPI library's collectives (without sp; under sp
+ * the embedding's and the head backward's blocking ones). */
 static void row_out_(shape_ *s, acc_ *a) {
     coll_(s, a, s->l->sp ? MPT_COLL_REDUCE_SCATTER : MPT_COLL_ALLREDUCE, s->es * s->N * s->D);
 }
 static void col_in_(shape_ *s, acc_ *a) {
     if (s->l->sp) coll_(s, a, MPT_COLL_ALLGATHER, s->es * s->N * s->D);
+}
+
+/* sp's overlapped path (parallel/tp_overlap_sp.c, model/gpt_sp.h: every block's linear layers
+ * under sp with tp <= MPT_TP_SP_MAX_RANKS), priced by what it does, not as MPI collectives:
+ *  - a gather of this rank's (Ns, C) rows: the own block copied into the gather workspace
+ *    (read and write, the copy bandwidth), then tp-1 blocks received by direct messages, each
+ *    copied by the receiver in its wait (vader's single copy: one Isend/Irecv pair, intra_lat +
+ *    bytes / intra_bw, the ping-pong's figures);
+ *  - a reduce-scatter: tp-1 partial blocks received the same way, then summed into the own
+ *    block (tp-1 passes of dst = a + b over Ns x C: the residual add's measured rate);
+ *  - the layer's GEMM of N rows computed as tp GEMMs of Ns rows (the efficiency curve at the
+ *    block's shape; the weight gradients stay one GEMM over all N rows).
+ * What these do not price: a rank waiting in a receive for its slower partner (the pair is
+ * taken as equally fast, as everywhere in the replay). */
+static int sp_ov_(const shape_ *s) {
+    return s->l->sp && s->tp > 1 && s->tp <= MPT_TP_SP_MAX_RANKS;
+}
+static void sp_recv_(shape_ *s, acc_ *a, double C) {
+    for (int k = 1; k < s->tp; k++) {
+        double t = mpt_cost_p2p(s->c, s->es * s->Ns * C, s->inter);
+        a->t += t;
+        s->tp_time += t;
+        s->tp_bytes += s->es * s->Ns * C;
+    }
+}
+static void sp_gather_(shape_ *s, acc_ *a, double C) {
+    if (!sp_ov_(s)) {
+        col_in_(s, a);
+        return;
+    }
+    mem_(a, 2 * s->Ns * C); /* own block into the workspace */
+    sp_recv_(s, a, C);
+}
+static void sp_scatter_(shape_ *s, acc_ *a, double C) {
+    if (!sp_ov_(s)) {
+        row_out_(s, a);
+        return;
+    }
+    sp_recv_(s, a, C);
+    for (int k = 1; k < s->tp; k++) ew_(a, s->c->ew_add, s->Ns * C, 3 * s->Ns * C);
+}
+/* A GEMM of the N rows (M = N) beside sp's messages: tp blocks of Ns rows; else one GEMM. */
+static void gemm_rows_(shape_ *s, acc_ *a, double N, double K) {
+    if (!sp_ov_(s)) {
+        gemm_(a, s->N, N, K, 1);
+        return;
+    }
+    for (int k = 0; k < s->tp; k++) gemm_(a, s->Ns, N, K, 1);
 }
 
 /* cp: K||V of the rank's T/cp rows goes cp-1 hops around the ring (backward: K||V and the
@@ -166,20 +216,20 @@ static void block_forward_(shape_ *s, acc_ *a) {
     double N = s->N, Ns = s->Ns, D = s->D;
     const mpt_cluster *c = s->c;
     ew_(a, c->ew_ln_f, Ns * D, 2 * Ns * D);      /* ln_1 */
-    col_in_(s, a);
-    gemm_(a, N, 3 * s->Dl, D, 1);                /* c_attn */
+    sp_gather_(s, a, D);
+    gemm_rows_(s, a, 3 * s->Dl, D);              /* c_attn */
     double ta = attn_fwd_(a, s->Tq, s->T, s->hd, s->Bm * s->Hl); /* scores, softmax, P x V */
     ring_(s, a, ta, 0);
-    gemm_(a, N, D, s->Dl, 1);                    /* attn c_proj */
-    row_out_(s, a);
+    gemm_rows_(s, a, D, s->Dl);                  /* attn c_proj */
+    sp_scatter_(s, a, D);
     ew_(a, c->ew_add, Ns * D, 3 * Ns * D);       /* residual */
     ew_(a, c->ew_ln_f, Ns * D, 2 * Ns * D);      /* ln_2 */
     if (!s->moe) {
-    col_in_(s, a);
-    gemm_(a, N, s->Fl, D, 1);                    /* c_fc */
+    sp_gather_(s, a, D);
+    gemm_rows_(s, a, s->Fl, D);                  /* c_fc */
     ew_(a, c->ew_gelu_f, N * s->Fl, 2 * N * s->Fl); /* gelu */
-    gemm_(a, N, D, s->Fl, 1);                    /* mlp c_proj */
-    row_out_(s, a);
+    gemm_rows_(s, a, D, s->Fl);                  /* mlp c_proj */
+    sp_scatter_(s, a, D);
     }
     ew_(a, c->ew_add, Ns * D, 3 * Ns * D);       /* residual */
 }
@@ -191,27 +241,29 @@ static void block_backward_(shape_ *s, acc_ *b, acc_ *w) {
     /* mlp */
     ew_(b, c->ew_add, Ns * D, 3 * Ns * D);       /* residual gradient */
     if (!s->moe) {
-    col_in_(s, b);                               /* sp: gather the gradient rows */
-    gemm_(b, N, s->Fl, D, 1);                    /* d(gelu out) = dy W^T */
+    sp_gather_(s, b, D);                         /* sp: gather the gradient rows */
+    gemm_rows_(s, b, s->Fl, D);                  /* d(gelu out) = dy W^T */
     gemm_(w, s->Fl, D, N, 1);                    /* dW_proj */
     ew_(b, c->ew_gelu_b, N * s->Fl, 3 * N * s->Fl); /* gelu backward */
-    col_in_(s, b);                               /* sp: ln_2's saved rows, all of them */
-    gemm_(b, N, D, s->Fl, 1);                    /* d(ln_2 out) */
+    sp_gather_(s, b, D);                         /* sp: ln_2's saved rows, all of them */
+    gemm_rows_(s, b, D, s->Fl);                  /* d(ln_2 out) */
     gemm_(w, D, s->Fl, N, 1);                    /* dW_fc */
-    row_out_(s, b);                              /* column-parallel input gradient */
+    sp_scatter_(s, b, D);                        /* column-parallel input gradient */
     }
     ew_(b, c->ew_ln_b, Ns * D, 5 * Ns * D);      /* ln_2 backward */
     /* attention */
-    col_in_(s, b);
-    gemm_(b, N, s->Dl, D, 1);                    /* d(att out) */
+    sp_gather_(s, b, D);
+    gemm_rows_(s, b, s->Dl, D);                  /* d(att out) */
     gemm_(w, s->Dl, D, N, 1);                    /* dW attn proj */
     double ta = attn_bwd_(b, s->Tq, s->T, s->hd, s->Bm * s->Hl); /* dP, dV, dQ, dK */
     ring_(s, b, ta, 1);
-    col_in_(s, b);                               /* sp: ln_1's saved rows, all of them */
-    gemm_(b, N, D, 3 * s->Dl, 1);                /* d(ln_1 out) */
+    sp_gather_(s, b, D);                         /* sp: ln_1's saved rows, all of them */
+    gemm_rows_(s, b, D, 3 * s->Dl);              /* d(ln_1 out) */
     gemm_(w, D, 3 * s->Dl, N, 1);                /* dW c_attn */
-    row_out_(s, b);
+    sp_scatter_(s, b, D);
     ew_(b, c->ew_ln_b, Ns * D, 5 * Ns * D);      /* ln_1 backward */
+    if (sp_ov_(s)) /* the block's LayerNorm weight gradients (ln_1, ln_2: 4 D) summed over tp */
+        coll_(s, b, MPT_COLL_ALLREDUCE, 4.0 * 4 * D);
 }
 
 void mpt_cost_stage(const mpt_cluster *c, const mpt_config *cfg, const mpt_plan_layout *l, int T,
@@ -292,13 +344,13 @@ void mpt_cost_stage(const mpt_cluster *c, const mpt_config *cfg, const mpt_plan_
     }
     if (last) {
         ew_(&f, c->ew_ln_f, s.Ns * s.D, 2 * s.Ns * s.D); /* ln_f */
-        col_in_(&s, &f);
-        gemm_(&f, s.N, s.Vl, s.D, 1); /* logits */
+        sp_gather_(&s, &f, s.D);
+        gemm_rows_(&s, &f, s.Vl, s.D); /* logits */
         ew_(&f, c->ew_xent, s.N * s.Vl, 3 * s.N * s.Vl); /* fused cross-entropy, gradient */
         coll_(&s, &f, MPT_COLL_ALLREDUCE, 3 * 4 * s.N);
-        col_in_(&s, &b);              /* sp: ln_f's saved rows, all of them */
-        gemm_(&b, s.N, s.D, s.Vl, 1); /* d(ln_f out) */
-        row_out_(&s, &b);
+        sp_gather_(&s, &b, s.D);      /* sp: ln_f's saved rows, all of them */
+        gemm_rows_(&s, &b, s.D, s.Vl); /* d(ln_f out) */
+        row_out_(&s, &b);             /* sp: the blocking reduce-scatter */
         gemm_(&w, s.Vl, s.D, s.N, 1); /* d(head) */
         ew_(&b, c->ew_ln_b, s.Ns * s.D, 5 * s.Ns * s.D); /* ln_f backward */
         params += 2.0 * s.D + (first && cfg->tied ? 0.0 : s.Vl * s.D);

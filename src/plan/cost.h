@@ -20,6 +20,13 @@
  *                        backward's all-gather of the input gradient)
  *   last stage           ln_f, head GEMM N x D x Vp/tp, fused cross-entropy over the logits;
  *                        backward: head GEMMs (B and W; sp: ln_f's rows all-gathered), ln_f
+ *   sp (tp <= 16)        every block's and the head's gathers and reduce-scatters are the
+ *                        runtime's overlapped path (parallel/tp_overlap_sp.c), priced by what
+ *                        it does: the own block copied, tp-1 blocks received by Isend/Irecv
+ *                        pairs (intra_lat + bytes / intra_bw), a reduce-scatter's tp-1 sums at
+ *                        the residual add's rate, the layer's GEMM as tp GEMMs of N/tp rows,
+ *                        one all-reduce of the block's LayerNorm gradients; the embedding's and
+ *                        the head backward's reduce-scatter stay MPI collectives
  * A GEMM takes max(FLOPs / (peak*gemm_eff), bytes / (mem_bw*mem_eff)) + launch; an
  * element-wise kernel bytes / (mem_bw*mem_eff) + launch (cluster.h). FLOPs count a
  * multiply-add as 2 and every T x T attention product whole (as Narayanan et al. 2021 count

@@ -49,6 +49,28 @@ static double between_(double a, double b, double w) {
     return exp((1 - w) * log(a) + w * log(b));
 }
 
+/* The expected maximum of n independent standard normals: the integral of x n phi(x)
+ * Phi(x)^(n-1) over [-8, 8] by the midpoint rule (the tails beyond add < 1e-12). */
+static double normal_max_(int n) {
+    const int steps = 1600;
+    const double lo = -8, h = 16.0 / steps, pi = 3.14159265358979323846;
+    double s = 0;
+    for (int i = 0; i < steps; i++) {
+        double x = lo + (i + 0.5) * h;
+        double phi = exp(-0.5 * x * x) / sqrt(2 * pi), Phi = 0.5 * (1 + erf(x / sqrt(2.0)));
+        s += x * n * phi * pow(Phi, n - 1) * h;
+    }
+    return s;
+}
+
+double mpt_cost_moe_uniform_max(double tokens, int k, int E, int ep) {
+    if (ep < 2 || E < 2 || k < 1 || !(tokens > 0)) return 1.0;
+    double q = 1.0 / ep;
+    double var = tokens * k * q * (1 - q) * (double)(E - k) / (E - 1);
+    double mean = tokens * k * q;
+    return 1.0 + sqrt(var / (1 - q)) * normal_max_(ep) / mean;
+}
+
 void mpt_cost_moe_block(const mpt_cluster *c, const mpt_config *cfg, const mpt_plan_layout *l,
                         double N, int precision, mpt_moe_cost *out) {
     memset(out, 0, sizeof *out);

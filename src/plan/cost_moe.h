@@ -58,6 +58,17 @@ int mpt_cost_moe_blocks(const mpt_config *cfg, int first_layer, int n_layers);
 int mpt_cost_ep_inter(const mpt_cluster *c, const mpt_plan_layout *l);
 /* Seconds of one all-to-all over n ranks sending `bytes` from each rank in all. */
 double mpt_cost_alltoall(const mpt_cluster *c, int n, double bytes, int inter);
+/* The busiest ep rank's rows over the mean when `tokens` tokens of the ep group are routed
+ * independently and uniformly, each to k distinct experts of E, and each of the ep ranks holds
+ * E/ep of them (the router near its initialisation, if tokens did not resemble each other): a
+ * token sends a hypergeometric number of its k rows to a given rank (mean k/ep, variance
+ * k (1/ep)(1-1/ep)(E-k)/(E-1)); over the tokens a rank's rows are near normal, and the
+ * expected largest of ep such loads that sum to a constant is the mean plus sigma/sqrt(1-1/ep)
+ * times the expected maximum of ep independent standard normals (integrated numerically).
+ * 1 for ep < 2. Tokens of a real batch are alike (shared positions, common words), so real
+ * routing is more skewed than this (train logs it: expert_tokens, moe_imbalance); this is the
+ * floor the sampling alone gives, and `--moe-imbalance` the figure a user knows. */
+double mpt_cost_moe_uniform_max(double tokens, int k, int E, int ep);
 /* One MoE MLP of N rows on one rank (cfg finished for the layout, cfg->experts > 0). */
 void mpt_cost_moe_block(const mpt_cluster *c, const mpt_config *cfg, const mpt_plan_layout *l,
                         double N, int precision, mpt_moe_cost *out);

@@ -346,12 +346,30 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
         goto done;
     }
     int pp_inter = mpt_cost_group_inter(c, l, MPT_DIM_PP);
+    double ep_extra[MPT_PLAN_MAX_STAGES] = {0}; /* oversubscribed: the busiest ep rank's extra */
     for (int s = 0, fl = 0; s < S; fl += counts[s++]) {
         mpt_cost_stage(c, &cfg, l, T, Bm, job->precision, fl, counts[s], s == 0, s == S - 1,
                        &sc[s]);
         p2p[s] = mpt_cost_p2p(c, sc[s].boundary_bytes, pp_inter);
-        if (job->moe_imbalance > 1 && l->ep > 1) { /* the busiest ep rank sets the pace */
-            double g = job->moe_imbalance - 1;
+        /* the busiest ep rank sets the pace: the user's figure, at least what uniform routing
+         * of the ep group's tokens per micro-batch gives (cost_moe.h) */
+        double imb = job->moe_imbalance;
+        if (cfg.experts > 0 && l->ep > 1) {
+            double rows = (double)Bm * T / l->cp / (l->sp ? l->tp : 1) * l->ep;
+            double u = mpt_cost_moe_uniform_max(rows, cfg.top_k, cfg.experts, l->ep);
+            if (u > imb) imb = u;
+            /* a capacity caps every expert at cf x its mean rows (S already holds cf < 1) */
+            double cap = cfg.capacity_factor >= 1 ? cfg.capacity_factor : 1;
+            if (cfg.capacity_factor > 0 && imb > cap) imb = cap;
+        }
+        /* more ranks than cores: the ep partners waiting for the busiest one yield their core
+         * to it (OpenMPI yields when oversubscribed), so the node's work is the mean's and the
+         * busiest rank is a bound of its own (below, ep_busy) */
+        if (imb > 1 && l->ep > 1 && oversub) {
+            double g = imb - 1;
+            ep_extra[s] = g * (sc[s].expert_f + sc[s].expert_b + sc[s].expert_w);
+        } else if (imb > 1 && l->ep > 1) {
+            double g = imb - 1;
             sc[s].f += g * sc[s].expert_f, sc[s].b += g * sc[s].expert_b;
             sc[s].w += g * sc[s].expert_w;
         }
@@ -459,6 +477,16 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
     if (oversub && node_work * copies / c->cores > step) { /* the cores, not the schedule */
         step = node_work * copies / c->cores;
         share = (double)c->cores / (double)world;
+    }
+    if (oversub) { /* the busiest ep rank on a core of its own: its stages' work, imbalanced */
+        for (int r = 0; r < p; r++) {
+            double w = 0;
+            for (int k = 0; k < v; k++) {
+                int s = mpt_pp_stage_k(kind, p, r, k);
+                w += m * (sc[s].f + sc[s].b + sc[s].w + ep_extra[s]);
+            }
+            if (w > step) step = w; /* (sc is priced at one core: rank_c above) */
+        }
     }
     out->world = (int)mpt_plan_layout_world(l);
     out->p = p, out->v = v, out->m = m;
