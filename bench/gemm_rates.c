@@ -33,7 +33,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/gemm_blis.h"
+#include "blis/gemm_blis.h"
 #include "core/peak.h"
 
 #define MAXS_ 32

@@ -29,7 +29,7 @@ static inline float mpt_gelu_exp_m2u_(float x) {
  * thread, CPU time, 9 rounds). Larger outputs (qkv, c_fc, c_proj at D 384) are as fast or
  * faster on oneDNN, and so are all other layouts. Library-threaded calls keep oneDNN: OpenBLAS
  * threads these small shapes worse. Fixed by shape, so results are reproducible run to run.
- * BLIS 0.9.0 (zen3 sub-configuration, core/gemm_blis.h) routes no shape: on one thread, CPU
+ * BLIS 0.9.0 (zen3 sub-configuration, bench/blis/gemm_blis.h, measured by bench_gemm_rates only) routes no shape: on one thread, CPU
  * time, it was never clearly above oneDNN on a shape of the bench model's or GPT-2 124M's step
  * (Aᵀ·B weight gradients 51-54% of the FMA peak against oneDNN's 62-76%, attention's Q Kᵀ
  * tiles 30-33% against 58-61%; bench/results/gemm_rates_*.txt, 2026-11-30 under load). */

@@ -1,6 +1,6 @@
-/* gemm_blis.h — row-major fp32 GEMM through BLIS's typed API (bli_sgemm_ex), kept apart from the
- * OpenBLAS and oneDNN calls in kernels.c: BLIS's blis.h declares its own cblas.h symbols, so it
- * is only included by gemm_blis.c. Used by kernels.c's per-shape dispatch and bench/gemm_*.c. */
+/* gemm_blis.h — row-major fp32 GEMM through BLIS's typed API (bli_sgemm_ex), for
+ * bench/gemm_rates.c only (the library does not link BLIS). BLIS's blis.h declares its own
+ * cblas.h symbols, so only gemm_blis.c includes it. */
 #ifndef MPT_GEMM_BLIS_H
 #define MPT_GEMM_BLIS_H
 

@@ -5,7 +5,7 @@
  * count goes in a per-call rntm_t, not BLIS's global state (BLIS_NUM_THREADS, read once), so
  * the run's --threads holds and a call inside our own OpenMP region (attention tiles, split
  * GEMM blocks) runs on its calling thread alone instead of forking a nested team. */
-#include "core/gemm_blis.h"
+#include "blis/gemm_blis.h"
 
 #include <blis.h>
 #include <omp.h>
