@@ -166,6 +166,13 @@ EOF2
   "$BIN" simulate --model "$MODEL" --batch "$BATCH" $opts --cluster "$cl" --json \
     --moe-imbalance "$imb" >"$TMP/sim.json" 2>/dev/null ||
     { echo "${opts:-(one rank)}: plan, simulate or train failed"; continue; }
+  # the same layout with uniform routing (what is known before any run), printed beside it
+  rm -f "$TMP/sim_uniform.json"
+  if [ "$imb" != "1" ]; then
+    # shellcheck disable=SC2086
+    "$BIN" simulate --model "$MODEL" --batch "$BATCH" $opts --cluster "$cl" --json \
+      >"$TMP/sim_uniform.json" 2>/dev/null || rm -f "$TMP/sim_uniform.json"
+  fi
   /usr/bin/python3 - "$TMP" "${opts:-(one rank)}" "$np" "$(nproc)" "$i" "$PASSES" "$cl" <<'EOF'
 import json, os, statistics, sys
 tmp, name, np_, cores, i = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
@@ -204,11 +211,15 @@ sim = json.load(open(tmp + "/sim.json"))["step_time_s"] * 1e3
 peak = end.get("peak_mem_bytes", 0)
 rss = max((r.get("rss_peak_bytes", 0) for r in end.get("ranks", [])), default=0)
 imb = float(open("%s/imb_%s" % (tmp, i)).read())
+uni = ""
+if os.path.exists(tmp + "/sim_uniform.json"):
+    su = json.load(open(tmp + "/sim_uniform.json"))["step_time_s"] * 1e3
+    uni = " (uniform: %.1f ms, %+.1f%%)" % (su, 100.0 * (su / meas - 1))
 print("%-44s %12d %12d %+6.2f%% %12s %9.1f %9.1f %+6.1f%% %5.2f %5.1f %9.1f %+6.1f%% %5.2f %5.2f%s" % (
       name, plan, peak, 100.0 * (peak / plan - 1), rss or "-", sim, meas,
       100.0 * (sim / meas - 1), share, statistics.median(load_l), norm,
       100.0 * (sim / norm - 1), cl.get("busy_gemm", 0), cl.get("par_eff", 0),
-      "  routing %.2f" % imb if imb > 1 else ""))
+      "  routing %.2f%s" % (imb, uni) if imb > 1 else ""))
 with open(tmp + "/errors", "a") as f:
     f.write("%f %f\n" % (sim / meas - 1, sim / norm - 1))
 EOF
