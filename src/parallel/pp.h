@@ -95,7 +95,7 @@ typedef struct mpt_pp {
     int *t_peer;             /* owned: the rank each message this stage sent went to */
     double f_sum, b_sum, w_sum; /* compute seconds of its F / B / W actions */
     int f_n, b_n, w_n;
-    double *msg;             /* scratch: p*2mv send times by receiving stage (mpt_pp_measure) */
+    double *msg;             /* scratch: p records (mpt_pp_record, for mpt_pp_measure) */
     double busy;             /* compute seconds of the last step */
     double wall;             /* seconds from the step's first action to its last */
     mpt_pp_event_fn on_event;   /* optional */
@@ -164,7 +164,23 @@ mpt_status mpt_pp_sends_done(mpt_pp *pp, mpt_error *err);
  * (the clocks of the ranks of one node agree; on several hosts their offset enters this
  * estimate). costs holds p * MPT_PP_COSTS doubles. Replayed by mpt_pp_simulate_ranks, they give
  * the bubble the schedule itself has on this run's costs; the measured bubble minus that one is
- * the executor's overhead. */
-mpt_status mpt_pp_measure(mpt_pp *pp, double *costs, mpt_error *err);
+ * the executor's overhead. busy_sum and wall_max (either may be NULL) get the sum of the stages'
+ * busy seconds and their longest wall (pp->busy, pp->wall) from the same single sum over the
+ * group. */
+mpt_status mpt_pp_measure(mpt_pp *pp, double *costs, double *busy_sum, double *wall_max,
+                          mpt_error *err);
+
+/* The same in parts, for a caller that gathers the records itself (e.g. without blocking,
+ * train/trainer_stats.c). A stage's record of its last window: MPT_PP_REC_HEAD figures (F, B, W
+ * compute sums and counts, busy, wall) and per message tag (2*mw of them) when this stage
+ * posted its send, to which stage (-1: none), when it began waiting for its receive and when
+ * that returned; mpt_pp_record_len(pp) doubles. mpt_pp_record_costs turns the p records of a
+ * pipeline (stage s's at recs + s*len) into mpt_pp_measure's costs and, when not NULL, the sum
+ * of the stages' busy seconds and their longest wall. Pure. */
+enum { MPT_PP_REC_HEAD = 8 };
+size_t mpt_pp_record_len(const mpt_pp *pp);
+void mpt_pp_record(const mpt_pp *pp, double *rec);
+void mpt_pp_record_costs(int p, int v, int mw, const double *recs, double *costs,
+                         double *busy_sum, double *wall_max);
 
 #endif
