@@ -207,12 +207,13 @@ mpt_status mpt_pp_init_chunks(mpt_pp *pp, mpt_comm *comm, mpt_pp_kind kind, int 
     pp->rx_grad = calloc(mv, sizeof *pp->rx_grad);
     pp->tx_act = calloc(mv, sizeof *pp->tx_act);
     pp->t_peer = calloc(2 * mv, sizeof *pp->t_peer);
-    size_t nm = 2 * mv; /* three per-message arrays, then p records for mpt_pp_measure */
-    pp->t_sent = calloc(nm * 3 + (size_t)pp->p * mpt_pp_record_len(pp), sizeof *pp->t_sent);
+    size_t nm = 2 * mv; /* four per-message arrays, then p records for mpt_pp_measure */
+    pp->t_sent = calloc(nm * 4 + (size_t)pp->p * mpt_pp_record_len(pp), sizeof *pp->t_sent);
     if (pp->t_sent) {
         pp->t_wait = pp->t_sent + nm;
         pp->t_got = pp->t_wait + nm;
-        pp->msg = pp->t_got + nm;
+        pp->t_post = pp->t_got + nm;
+        pp->msg = pp->t_post + nm;
     }
     if (st || !pp->set || !pp->pool || !pp->pool_free || !pp->slot_of || !pp->rx_act ||
         !pp->rx_grad || !pp->tx_act || !pp->t_sent || !pp->pool_chunk || !pp->t_peer ||
@@ -408,7 +409,7 @@ mpt_status mpt_pp_step(mpt_pp *pp, mpt_pp_batch_fn batch, void *ctx, int32_t *in
 void mpt_pp_window_begin(mpt_pp *pp) {
     pp->busy = pp->f_sum = pp->b_sum = pp->w_sum = 0.0;
     pp->f_n = pp->b_n = pp->w_n = 0;
-    memset(pp->t_sent, 0, 3 * 2 * (size_t)pp->mw * sizeof *pp->t_sent);
+    memset(pp->t_sent, 0, 4 * 2 * (size_t)pp->mw * sizeof *pp->t_sent);
 }
 
 mpt_status mpt_pp_sends_done(mpt_pp *pp, mpt_error *err) {
@@ -425,23 +426,31 @@ mpt_status mpt_pp_act(mpt_pp *pp, const mpt_pp_action *a, mpt_pp_batch_fn batch,
         int j = a->mb * v + a->chunk, tag = mpt_pp_action_tag(a, v);
         const mpt_gpt *m = chunk_model_(pp, a->chunk);
         switch (a->op) {
-        case MPT_PP_RECV_ACT:
+        case MPT_PP_RECV_ACT: {
             TRY_(open_set_(pp, j, err));
+            /* a message already there is copied in the post (MPI's single-copy get by the
+             * receiver): that time is its transfer's, outside any compute */
+            double t0 = mpt_comm_clock();
             TRY_(mpt_irecv(pp->comm, pp->set[j].a[MPT_ACT_ENCODED], pp->boundary_n, a->peer, tag,
                            &pp->rx_act[j], err));
+            pp->t_post[tag] = mpt_comm_clock() - t0;
             break;
+        }
         case MPT_PP_SEND_ACT:
             pp->t_sent[tag] = mpt_comm_clock();
             pp->t_peer[tag] = a->peer;
             TRY_(mpt_isend(pp->comm, stage_output_(pp, j), pp->boundary_n, a->peer, tag,
                            &pp->tx_act[j], err));
             break;
-        case MPT_PP_RECV_GRAD:
+        case MPT_PP_RECV_GRAD: {
             TRY_(open_set_(pp, j, err));
             TRY_(open_set_b_(pp, j, err));
+            double t0 = mpt_comm_clock();
             TRY_(mpt_irecv(pp->comm, pp->set[j].a[MPT_ACT_GRAD_IN], pp->boundary_n, a->peer, tag,
                            &pp->rx_grad[j], err));
+            pp->t_post[tag] = mpt_comm_clock() - t0;
             break;
+        }
         case MPT_PP_SEND_GRAD:
             pp->t_sent[tag] = mpt_comm_clock();
             pp->t_peer[tag] = a->peer;
@@ -494,7 +503,7 @@ mpt_status mpt_pp_act(mpt_pp *pp, const mpt_pp_action *a, mpt_pp_batch_fn batch,
 }
 
 size_t mpt_pp_record_len(const mpt_pp *pp) {
-    return MPT_PP_REC_HEAD + 4 * 2 * (size_t)pp->mw;
+    return MPT_PP_REC_HEAD + 5 * 2 * (size_t)pp->mw;
 }
 
 void mpt_pp_record(const mpt_pp *pp, double *rec) {
@@ -503,21 +512,23 @@ void mpt_pp_record(const mpt_pp *pp, double *rec) {
                                     pp->w_sum, pp->w_n, pp->busy,  pp->wall};
     memcpy(rec, head, sizeof head);
     double *sent = rec + MPT_PP_REC_HEAD, *peer = sent + nm, *wait = peer + nm, *got = wait + nm;
+    double *post = got + nm;
     for (size_t i = 0; i < nm; i++) {
         sent[i] = pp->t_sent[i];
         peer[i] = pp->t_sent[i] > 0 ? pp->t_peer[i] : -1;
         wait[i] = pp->t_wait[i];
         got[i] = pp->t_got[i];
+        post[i] = pp->t_post[i];
     }
 }
 
 void mpt_pp_record_costs(int p, int v, int mw, const double *recs, double *costs,
                          double *busy_sum, double *wall_max) {
-    size_t nm = 2 * (size_t)mw, len = MPT_PP_REC_HEAD + 4 * nm;
+    size_t nm = 2 * (size_t)mw, len = MPT_PP_REC_HEAD + 5 * nm;
     double comm = 0.0, comm_n = 0.0, busy = 0.0, wall = 0.0;
     for (int s = 0; s < p; s++) {
         const double *x = recs + (size_t)s * len;
-        const double *wait = x + MPT_PP_REC_HEAD + 2 * nm, *got = wait + nm;
+        const double *wait = x + MPT_PP_REC_HEAD + 2 * nm, *got = wait + nm, *post = got + nm;
         /* the simulator's costs are a whole stage's (mpt_pp_action_cost scales a chunk's by
          * 1/v) */
         double *c = costs + (size_t)s * MPT_PP_COSTS;
@@ -527,7 +538,8 @@ void mpt_pp_record_costs(int p, int v, int mw, const double *recs, double *costs
         busy += x[6];
         wall = x[7] > wall ? x[7] : wall;
         /* every message stage s received: from when its send was posted (by the stage whose
-         * record names s as the peer of that tag) and s waited for it, to the wait's return */
+         * record names s as the peer of that tag) and s waited for it, to the wait's return,
+         * plus the time its receive's post took (a message already there is copied then) */
         for (size_t i = 0; i < nm; i++) {
             double sent = 0.0;
             for (int q = 0; q < p; q++) {
@@ -536,7 +548,7 @@ void mpt_pp_record_costs(int p, int v, int mw, const double *recs, double *costs
             }
             if (got[i] <= 0 || sent <= 0) continue;
             double from = sent > wait[i] ? sent : wait[i], dt = got[i] - from;
-            comm += dt > 0 ? dt : 0.0;
+            comm += (dt > 0 ? dt : 0.0) + post[i];
             comm_n += 1;
         }
     }

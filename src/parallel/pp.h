@@ -92,6 +92,8 @@ typedef struct mpt_pp {
      * 0 when there was none. Owned (one malloc). */
     double *t_sent;          /* when this stage posted the send */
     double *t_wait, *t_got;  /* when it began waiting for the receive, and when that returned */
+    double *t_post;          /* seconds its receive's post (MPI_Irecv) took: a message already
+                              * there is copied in it (the receiver's single-copy get) */
     int *t_peer;             /* owned: the rank each message this stage sent went to */
     double f_sum, b_sum, w_sum; /* compute seconds of its F / B / W actions */
     int f_n, b_n, w_n;
@@ -160,7 +162,8 @@ mpt_status mpt_pp_sends_done(mpt_pp *pp, mpt_error *err);
  * costs[s * MPT_PP_COSTS + i] for stage s gets its mean F and mean B (the whole backward, or
  * the input-gradient pass under the split backward of zb-h1) per action, W (the
  * weight-gradient pass; 0 unless split), and as COMM the mean transfer time of all messages, each from the moment its
- * send was posted and its receiver was waiting for it (max of the two) to the wait's return
+ * send was posted and its receiver was waiting for it (max of the two) to the wait's return,
+ * plus the time the receive's post took (where a message already there is copied)
  * (the clocks of the ranks of one node agree; on several hosts their offset enters this
  * estimate). costs holds p * MPT_PP_COSTS doubles. Replayed by mpt_pp_simulate_ranks, they give
  * the bubble the schedule itself has on this run's costs; the measured bubble minus that one is
@@ -173,8 +176,8 @@ mpt_status mpt_pp_measure(mpt_pp *pp, double *costs, double *busy_sum, double *w
 /* The same in parts, for a caller that gathers the records itself (e.g. without blocking,
  * train/trainer_stats.c). A stage's record of its last window: MPT_PP_REC_HEAD figures (F, B, W
  * compute sums and counts, busy, wall) and per message tag (2*mw of them) when this stage
- * posted its send, to which stage (-1: none), when it began waiting for its receive and when
- * that returned; mpt_pp_record_len(pp) doubles. mpt_pp_record_costs turns the p records of a
+ * posted its send, to which stage (-1: none), when it began waiting for its receive, when that
+ * returned and how long its receive's post took; mpt_pp_record_len(pp) doubles. mpt_pp_record_costs turns the p records of a
  * pipeline (stage s's at recs + s*len) into mpt_pp_measure's costs and, when not NULL, the sum
  * of the stages' busy seconds and their longest wall. Pure. */
 enum { MPT_PP_REC_HEAD = 8 };

@@ -200,6 +200,14 @@ mpt_status mpt_pp_simulate_lists(mpt_pp_kind kind, int p, int m, int v,
  * mpt_pp_measure) give the bubble the schedule itself would have on those costs. */
 mpt_status mpt_pp_simulate_ranks(mpt_pp_kind kind, int p, int m, int v, const double *costs,
                                  mpt_pp_timeline *out, mpt_error *err);
+/* A run's replay (the log's bubble_sim, with mpt_pp_measure's costs): as mpt_pp_simulate_ranks
+ * with every receive posted just before the compute that consumes it, so that a transfer
+ * costs its receiver COMM from max(send posted, receiver free). That is how the executor's MPI
+ * moves a boundary tensor (no progress thread: the receiver copies it, in its wait or in the
+ * post of a receive it finds already sent) and how mpt_pp_measure times it; posted early, the
+ * simulator would let the copy overlap the receiver's compute, which the run cannot. */
+mpt_status mpt_pp_simulate_replay(mpt_pp_kind kind, int p, int m, int v, const double *costs,
+                                  mpt_pp_timeline *out, mpt_error *err);
 /* Safe on a zeroed or freed timeline. */
 void mpt_pp_timeline_free(mpt_pp_timeline *t);
 

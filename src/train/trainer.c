@@ -281,7 +281,7 @@ static mpt_status bubble_sim_(mpt_run *r, double busy[2], double *bubble, mpt_er
         return mpt_pp_2bw_window_bubble(r->pp.p, r->pp.m, r->bw.steps,
                                         (int)(r->step - r->bw.first), r->grads2 != NULL, costs,
                                         bubble, err);
-    if (!st) st = mpt_pp_simulate_ranks(r->kind, r->pp.p, r->pp.m, r->v, costs, &t, err);
+    if (!st) st = mpt_pp_simulate_replay(r->kind, r->pp.p, r->pp.m, r->v, costs, &t, err);
     if (!st) *bubble = t.bubble;
     mpt_pp_timeline_free(&t);
     return st;
