@@ -163,6 +163,9 @@ mpt_status mpt_pp_init_chunks(mpt_pp *pp, mpt_comm *comm, mpt_pp_kind kind, int 
     if (!sets) return mpt_fail(err, MPT_ERR_RUN, "out of memory for the pipeline executor");
     int split = mpt_pp_split(kind);
     mpt_status st = mpt_pp_schedule(kind, pp->p, m, v, pp->stage, &pp->acts, &pp->n_acts, err);
+    /* one chunk: each receive posted where its data is needed (mpt_pp_recv_at_use; a set then
+     * opens later, never earlier, than the plan counts) */
+    if (!st && v == 1) mpt_pp_recv_at_use(pp->acts, pp->n_acts);
     if (!st) st = mpt_pp_chunk_sets(kind, pp->p, m, v, pp->stage, sets, err);
     if (!st && split) st = mpt_pp_chunk_sets_b(kind, pp->p, m, v, pp->stage, bsets, err);
     if (st) {

@@ -15,8 +15,11 @@
  * An activation set lives from the first action that needs it (RECV_ACT or F) to the end of its
  * B: at most mpt_pp_sets_needed() at once, which is what the memory plan counts. Sets come from
  * a pool of exactly that many, allocated by mpt_pp_init and reused from micro-batch to
- * micro-batch (no allocation during a step). Transfers overlap compute: receives are posted one compute early, sends waited only when their buffer
- * is reused or at the end of the step. Every rank of the pipeline group runs mpt_pp_step
+ * micro-batch (no allocation during a step). Sends overlap compute and are waited only when
+ * their buffer is reused or at the end of the step; with one chunk per rank a receive is
+ * posted just before its consumer (mpt_pp_recv_at_use: the receiver's MPI copies the data in
+ * its first call that finds it sent, so an earlier post only moves that copy in front of this
+ * rank's own sends), with several where the list puts it (one compute early). Every rank of the pipeline group runs mpt_pp_step
  * together (and the tp ranks of a stage in step with each other).
  *
  * One executor for every layout: pp = 1 is the naive schedule on a one-stage pipeline (first

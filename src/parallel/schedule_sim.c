@@ -332,9 +332,7 @@ mpt_status mpt_pp_simulate_lists(mpt_pp_kind kind, int p, int m, int v,
     return st;
 }
 
-/* Moves every receive of a list (in place) to just before the compute that consumes it (F for
- * activations, B for a gradient, same micro-batch and chunk); the rest keeps its order. */
-static void recv_at_use_(mpt_pp_action *a, size_t n) {
+void mpt_pp_recv_at_use(mpt_pp_action *a, size_t n) {
     size_t out = 0, held = 0;
     mpt_pp_action *hold = malloc((n ? n : 1) * sizeof *hold);
     if (!hold) return; /* (out of memory: the list as generated) */
@@ -371,7 +369,7 @@ static mpt_status simulate_schedule_(mpt_pp_kind kind, int p, int m, int v, cons
     }
     for (int r = 0; r < p; r++) {
         if ((st = mpt_pp_schedule(kind, p, m, v, r, &lists[r], &lens[r], err))) goto cleanup;
-        if (at_use) recv_at_use_(lists[r], lens[r]);
+        if (at_use) mpt_pp_recv_at_use(lists[r], lens[r]);
     }
     st = simulate_(kind, p, m, v, (const mpt_pp_action *const *)lists, lens, costs, out, err);
 cleanup:
