@@ -15,12 +15,12 @@
  * An activation set lives from the first action that needs it (RECV_ACT or F) to the end of its
  * B: at most mpt_pp_sets_needed() at once, which is what the memory plan counts. Sets come from
  * a pool of exactly that many, allocated by mpt_pp_init and reused from micro-batch to
- * micro-batch (no allocation during a step). Sends overlap compute and are waited only when
- * their buffer is reused or at the end of the step; with one chunk per rank a receive is
- * posted just before its consumer (mpt_pp_recv_at_use: the receiver's MPI copies the data in
- * its first call that finds it sent, so an earlier post only moves that copy in front of this
- * rank's own sends), with several where the list puts it (one compute early). Every rank of the pipeline group runs mpt_pp_step
- * together (and the tp ranks of a stage in step with each other).
+ * micro-batch (no allocation during a step). Sends overlap compute and are waited only when their
+ * buffer is reused or at the end of the step; with one chunk per rank a receive is posted just
+ * before its consumer (mpt_pp_recv_at_use: the receiver's MPI copies the data in its first call
+ * that finds it sent, so an earlier post only moves that copy in front of this rank's own sends),
+ * with several where the list puts it (one compute early). Every rank of the pipeline group runs
+ * mpt_pp_step together (and the tp ranks of a stage in step with each other).
  *
  * One executor for every layout: pp = 1 is the naive schedule on a one-stage pipeline (first
  * and last stage at once, no transfers, one activation set), F0 B0 F1 B1 ... */
@@ -178,11 +178,11 @@ mpt_status mpt_pp_measure(mpt_pp *pp, double *costs, double *busy_sum, double *w
 
 /* The same in parts, for a caller that gathers the records itself (e.g. without blocking,
  * train/trainer_stats.c). A stage's record of its last window: MPT_PP_REC_HEAD figures (F, B, W
- * compute sums and counts, busy, wall) and per message tag (2*mw of them) when this stage
- * posted its send, to which stage (-1: none), when it began waiting for its receive, when that
- * returned and how long its receive's post took; mpt_pp_record_len(pp) doubles. mpt_pp_record_costs turns the p records of a
- * pipeline (stage s's at recs + s*len) into mpt_pp_measure's costs and, when not NULL, the sum
- * of the stages' busy seconds and their longest wall. Pure. */
+ * compute sums and counts, busy, wall) and per message tag (2*mw of them) when this stage posted
+ * its send, to which stage (-1: none), when it began waiting for its receive, when that returned
+ * and how long its receive's post took; mpt_pp_record_len(pp) doubles. mpt_pp_record_costs turns
+ * the p records of a pipeline (stage s's at recs + s*len) into mpt_pp_measure's costs and, when
+ * not NULL, the sum of the stages' busy seconds and their longest wall. Pure. */
 enum { MPT_PP_REC_HEAD = 8 };
 size_t mpt_pp_record_len(const mpt_pp *pp);
 void mpt_pp_record(const mpt_pp *pp, double *rec);

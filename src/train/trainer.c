@@ -503,23 +503,24 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
         if ((st = step_(&r, &opt, step, &loss, &norm, &lr, busy, &skipped, err))) goto done;
         double dt = now_() - t0, peak_mem = (double)r.arena.peak_total, cpu = cpu_now_() - c0;
         double bubble_sim = -1.0;
-        if (mpt_run_stats_async(&r, step)) { /* 2bw: window k-1's figures, no barrier */
-            if ((st = mpt_run_stats_swap(&r, step, &dt, &peak_mem, &cpu, busy, &bubble_sim, err)))
-                goto done;
-        } else {
-        if ((st = mpt_allreduce_max_f64(world, &peak_mem, 1, err)) ||
-            (st = mpt_allreduce_sum_f64(world, &cpu, 1, err)) ||
-            (st = mpt_run_stats_finish(&r, &cpu, err)))
+        int async = mpt_run_stats_async(&r, step); /* 2bw: window k-1's figures, no barrier */
+        if (async &&
+            (st = mpt_run_stats_swap(&r, step, &dt, &peak_mem, &cpu, busy, &bubble_sim, err)))
+            goto done;
+        if (!async && ((st = mpt_allreduce_max_f64(world, &peak_mem, 1, err)) ||
+                       (st = mpt_allreduce_sum_f64(world, &cpu, 1, err)) ||
+                       (st = mpt_run_stats_finish(&r, &cpu, err))))
             goto done;
         /* the pipeline's measured bubble: the idle share of p ranks over the pipelined part of
          * the step, which lasts as long as its slowest rank's (the theory's p x makespan); the
          * busy sum and the longest wall come with the replay's costs, in one sum */
-        if (o->pp > 1 &&
+        if (!async && o->pp > 1 &&
             (st = mpt_comm_agree(world, bubble_sim_(&r, busy, &bubble_sim, err), err)))
             goto done;
-        r.stats.last_peak = peak_mem;
-        r.stats.last_cpu = cpu;
-        mpt_run_2bw_attribute(&r, step, &dt, busy, &bubble_sim); /* 2bw: a window, two steps */
+        if (!async) {
+            r.stats.last_peak = peak_mem;
+            r.stats.last_cpu = cpu;
+            mpt_run_2bw_attribute(&r, step, &dt, busy, &bubble_sim); /* 2bw: a window, two steps */
         }
         t_all += dt;
         mpt_step_info info = {.step = step + 1, .steps = o->steps, .loss = loss, .lr = lr,

@@ -115,8 +115,8 @@ mpt_status mpt_run_2bw_step(mpt_run *r, const mpt_adamw *opt, long step, double 
  * from reductions started a window earlier (a window inside its segment: no barrier between
  * windows). mpt_run_stats_swap then completes window k-1's reductions (k = the step's window;
  * for k = 1 the carry of window 0), puts its figures into dt, peak, cpu, busy and bubble_sim
- * for the line, and starts window k's from this rank's values given in them. log_bad: rank 0's
- * log write failed (agreed when the reductions complete). All ranks call, at the same steps.
+ * for the line, and starts window k's from this rank's values given in them (with rank 0's
+ * failed log write, agreed when they complete). All ranks call, at the same steps.
  * mpt_run_stats_finish completes what is in flight into r->carry (for the segment's last line,
  * mpt_run_2bw_attribute) and adds its CPU sum to *cpu (the world's, of the line's own window);
  * mpt_run_stats_log: the log write's status, agreed now or (async) later. */
