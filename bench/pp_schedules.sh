@@ -8,6 +8,8 @@
 # A benchmark, not a test: it exits 0 whatever the timings, 1 only when a run fails. Each stage
 # wants a core of its own; on a shared machine the figures move from run to run, so compare
 # the rows of one run only.
+# PP_TRACE=1 also traces each run and splits a flushed schedule's overhead (measured - sim) into
+# the executor's gaps and the spread of compute durations (bench/pp_overhead.py --summary).
 # Usage: bash bench/pp_schedules.sh BUILD_DIR [STEPS] [PP...] (default PP: 2 4)
 set -uo pipefail
 BIN="$1/mptrain"
@@ -28,7 +30,7 @@ for spec in "1f1b" "interleaved --virtual-stages 2" "zb-h1" "zb-v" "2bw"; do
   if ! mpirun --oversubscribe --bind-to none -np $P "$BIN" train --model tiny --layers $((2 * P)) \
       --d-model 256 --heads 4 --seq-len 128 --vocab 32 --data "$TMP/v32.bin" --batch 32 \
       --microbatches $M --steps "$STEPS" --threads 1 --quiet --pp $P --schedule $spec \
-      --log "$log" >"$TMP/out" 2>&1; then
+      --log "$log" ${PP_TRACE:+--trace "$TMP/$s.$P.json"} >"$TMP/out" 2>&1; then
     echo "$s: failed: $(grep -m1 'error' "$TMP/out" | cut -c1-110)"
     fails=1
     continue
@@ -47,6 +49,11 @@ b, sim = med("bubble"), med("bubble_sim")
 print(f"{P:<3} {s:<15} {med('tokens_per_s'):10.0f} {b:9.4f} {sim:9.4f} {b - sim:+9.4f} {peak:12d} {act:12d}"
       + ("" if same else "  (plan != peak!)"))
 PY
+  if [ -n "${PP_TRACE:-}" ] && [ "$s" != 2bw ]; then
+    v=1; [ "$s" = interleaved ] && v=2; [ "$s" = zb-v ] && v=2
+    /usr/bin/python3 "$(dirname "$0")/pp_overhead.py" "$TMP/$s.$P.json" "$BIN" "$P" "$M" "$s" $v \
+      --warmup $WARMUP --summary | sed 's/^/    /'
+  fi
 done
 done
 exit $fails

@@ -392,6 +392,15 @@ static void check_replay_(void) {
                       "%g and %g (%s)", mpt_pp_kind_name(kinds[k]), m, c, t.makespan, t.bubble,
                       makespan, want, err.msg);
                 mpt_pp_timeline_free(&t);
+                /* mpt_pp_simulate_replay (receives posted at their consumer): every transfer
+                 * costs its receiver c, so the slower stage also pays c before each of its
+                 * m - 1 later forwards: F0 + B0 + (m + 1)c + m(F1 + B1) */
+                st = mpt_pp_simulate_replay(kinds[k], 2, m, 1, rows, &t, &err);
+                double late = F0 + B0 + (m + 1) * c + m * (F1 + B1);
+                CHECK(st == MPT_OK && fabs(t.makespan - late) < 1e-12,
+                      "replay at use %s p=2 m=%d comm %g: makespan %g, want %g (%s)",
+                      mpt_pp_kind_name(kinds[k]), m, c, t.makespan, late, err.msg);
+                mpt_pp_timeline_free(&t);
             }
     /* a bad cost on one rank names it */
     const double good[MPT_PP_COSTS] = {1, 1, 0, 0}, bad[MPT_PP_COSTS] = {1, NAN, 0, 0};

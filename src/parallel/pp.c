@@ -163,6 +163,9 @@ mpt_status mpt_pp_init_chunks(mpt_pp *pp, mpt_comm *comm, mpt_pp_kind kind, int 
     if (!sets) return mpt_fail(err, MPT_ERR_RUN, "out of memory for the pipeline executor");
     int split = mpt_pp_split(kind);
     mpt_status st = mpt_pp_schedule(kind, pp->p, m, v, pp->stage, &pp->acts, &pp->n_acts, err);
+    /* one chunk: each receive posted where its data is needed (mpt_pp_recv_at_use; a set then
+     * opens later, never earlier, than the plan counts) */
+    if (!st && v == 1) mpt_pp_recv_at_use(pp->acts, pp->n_acts);
     if (!st) st = mpt_pp_chunk_sets(kind, pp->p, m, v, pp->stage, sets, err);
     if (!st && split) st = mpt_pp_chunk_sets_b(kind, pp->p, m, v, pp->stage, bsets, err);
     if (st) {
@@ -207,12 +210,13 @@ mpt_status mpt_pp_init_chunks(mpt_pp *pp, mpt_comm *comm, mpt_pp_kind kind, int 
     pp->rx_grad = calloc(mv, sizeof *pp->rx_grad);
     pp->tx_act = calloc(mv, sizeof *pp->tx_act);
     pp->t_peer = calloc(2 * mv, sizeof *pp->t_peer);
-    size_t nm = 2 * mv; /* three per-message arrays, then p of them for mpt_pp_measure */
-    pp->t_sent = calloc(nm * (3 + (size_t)pp->p), sizeof *pp->t_sent);
+    size_t nm = 2 * mv; /* four per-message arrays, then p records for mpt_pp_measure */
+    pp->t_sent = calloc(nm * 4 + (size_t)pp->p * mpt_pp_record_len(pp), sizeof *pp->t_sent);
     if (pp->t_sent) {
         pp->t_wait = pp->t_sent + nm;
         pp->t_got = pp->t_wait + nm;
-        pp->msg = pp->t_got + nm;
+        pp->t_post = pp->t_got + nm;
+        pp->msg = pp->t_post + nm;
     }
     if (st || !pp->set || !pp->pool || !pp->pool_free || !pp->slot_of || !pp->rx_act ||
         !pp->rx_grad || !pp->tx_act || !pp->t_sent || !pp->pool_chunk || !pp->t_peer ||
@@ -408,7 +412,7 @@ mpt_status mpt_pp_step(mpt_pp *pp, mpt_pp_batch_fn batch, void *ctx, int32_t *in
 void mpt_pp_window_begin(mpt_pp *pp) {
     pp->busy = pp->f_sum = pp->b_sum = pp->w_sum = 0.0;
     pp->f_n = pp->b_n = pp->w_n = 0;
-    memset(pp->t_sent, 0, 3 * 2 * (size_t)pp->mw * sizeof *pp->t_sent);
+    memset(pp->t_sent, 0, 4 * 2 * (size_t)pp->mw * sizeof *pp->t_sent);
 }
 
 mpt_status mpt_pp_sends_done(mpt_pp *pp, mpt_error *err) {
@@ -425,23 +429,31 @@ mpt_status mpt_pp_act(mpt_pp *pp, const mpt_pp_action *a, mpt_pp_batch_fn batch,
         int j = a->mb * v + a->chunk, tag = mpt_pp_action_tag(a, v);
         const mpt_gpt *m = chunk_model_(pp, a->chunk);
         switch (a->op) {
-        case MPT_PP_RECV_ACT:
+        case MPT_PP_RECV_ACT: {
             TRY_(open_set_(pp, j, err));
+            /* a message already there is copied in the post (MPI's single-copy get by the
+             * receiver): that time is its transfer's, outside any compute */
+            double t0 = mpt_comm_clock();
             TRY_(mpt_irecv(pp->comm, pp->set[j].a[MPT_ACT_ENCODED], pp->boundary_n, a->peer, tag,
                            &pp->rx_act[j], err));
+            pp->t_post[tag] = mpt_comm_clock() - t0;
             break;
+        }
         case MPT_PP_SEND_ACT:
             pp->t_sent[tag] = mpt_comm_clock();
             pp->t_peer[tag] = a->peer;
             TRY_(mpt_isend(pp->comm, stage_output_(pp, j), pp->boundary_n, a->peer, tag,
                            &pp->tx_act[j], err));
             break;
-        case MPT_PP_RECV_GRAD:
+        case MPT_PP_RECV_GRAD: {
             TRY_(open_set_(pp, j, err));
             TRY_(open_set_b_(pp, j, err));
+            double t0 = mpt_comm_clock();
             TRY_(mpt_irecv(pp->comm, pp->set[j].a[MPT_ACT_GRAD_IN], pp->boundary_n, a->peer, tag,
                            &pp->rx_grad[j], err));
+            pp->t_post[tag] = mpt_comm_clock() - t0;
             break;
+        }
         case MPT_PP_SEND_GRAD:
             pp->t_sent[tag] = mpt_comm_clock();
             pp->t_peer[tag] = a->peer;
@@ -493,46 +505,70 @@ mpt_status mpt_pp_act(mpt_pp *pp, const mpt_pp_action *a, mpt_pp_batch_fn batch,
     return MPT_OK;
 }
 
-mpt_status mpt_pp_measure(mpt_pp *pp, double *costs, mpt_error *err) {
-    int p = pp->p, me = pp->stage, v = pp->v;
+size_t mpt_pp_record_len(const mpt_pp *pp) {
+    return MPT_PP_REC_HEAD + 5 * 2 * (size_t)pp->mw;
+}
+
+void mpt_pp_record(const mpt_pp *pp, double *rec) {
     size_t nm = 2 * (size_t)pp->mw;
-    /* 1. every message's send time, at its receiving stage's row (indexed by its tag):
-     *    activations go to the next rank, gradients to the previous one (around the ring when
-     *    the rank holds several chunks) */
-    memset(pp->msg, 0, (size_t)p * nm * sizeof *pp->msg);
+    double head[MPT_PP_REC_HEAD] = {pp->f_sum, pp->f_n, pp->b_sum, pp->b_n,
+                                    pp->w_sum, pp->w_n, pp->busy,  pp->wall};
+    memcpy(rec, head, sizeof head);
+    double *sent = rec + MPT_PP_REC_HEAD, *peer = sent + nm, *wait = peer + nm, *got = wait + nm;
+    double *post = got + nm;
     for (size_t i = 0; i < nm; i++) {
-        int dst = pp->t_peer[i];
-        if (pp->t_sent[i] > 0 && dst >= 0 && dst < p) pp->msg[(size_t)dst * nm + i] = pp->t_sent[i];
+        sent[i] = pp->t_sent[i];
+        peer[i] = pp->t_sent[i] > 0 ? pp->t_peer[i] : -1;
+        wait[i] = pp->t_wait[i];
+        got[i] = pp->t_got[i];
+        post[i] = pp->t_post[i];
     }
-    if (p > 1) TRY_(mpt_allreduce_sum_f64(pp->comm, pp->msg, (size_t)p * nm, err));
-    /* 2. per stage: F and B sums and counts; over all: transfer sum and count */
-    size_t ns = 6 * (size_t)p + 2;
-    double *sums = calloc(ns, sizeof *sums);
-    if (!sums) return mpt_fail(err, MPT_ERR_RUN, "out of memory measuring the pipeline");
-    double *row = sums + 6 * (size_t)me;
-    row[0] = pp->f_sum;
-    row[1] = pp->f_n;
-    row[2] = pp->b_sum;
-    row[3] = pp->b_n;
-    row[4] = pp->w_sum;
-    row[5] = pp->w_n;
-    for (size_t i = 0; i < nm; i++) {
-        double sent = pp->msg[(size_t)me * nm + i];
-        if (pp->t_got[i] <= 0 || sent <= 0) continue;
-        double from = sent > pp->t_wait[i] ? sent : pp->t_wait[i], dt = pp->t_got[i] - from;
-        sums[ns - 2] += dt > 0 ? dt : 0.0;
-        sums[ns - 1] += 1;
-    }
-    mpt_status st = p > 1 ? mpt_allreduce_sum_f64(pp->comm, sums, ns, err) : MPT_OK;
-    /* the simulator's costs are a whole stage's (mpt_pp_action_cost scales a chunk's by 1/v) */
-    for (int s = 0; !st && s < p; s++) {
-        const double *x = sums + 6 * (size_t)s;
+}
+
+void mpt_pp_record_costs(int p, int v, int mw, const double *recs, double *costs,
+                         double *busy_sum, double *wall_max) {
+    size_t nm = 2 * (size_t)mw, len = MPT_PP_REC_HEAD + 5 * nm;
+    double comm = 0.0, comm_n = 0.0, busy = 0.0, wall = 0.0;
+    for (int s = 0; s < p; s++) {
+        const double *x = recs + (size_t)s * len;
+        const double *wait = x + MPT_PP_REC_HEAD + 2 * nm, *got = wait + nm, *post = got + nm;
+        /* the simulator's costs are a whole stage's (mpt_pp_action_cost scales a chunk's by
+         * 1/v) */
         double *c = costs + (size_t)s * MPT_PP_COSTS;
         c[MPT_PP_COST_F] = x[1] > 0 ? v * x[0] / x[1] : 0.0;
         c[MPT_PP_COST_B] = x[3] > 0 ? v * x[2] / x[3] : 0.0;
         c[MPT_PP_COST_W] = x[5] > 0 ? v * x[4] / x[5] : 0.0; /* split backward only */
-        c[MPT_PP_COST_COMM] = sums[ns - 1] > 0 ? sums[ns - 2] / sums[ns - 1] : 0.0;
+        busy += x[6];
+        wall = x[7] > wall ? x[7] : wall;
+        /* every message stage s received: from when its send was posted (by the stage whose
+         * record names s as the peer of that tag) and s waited for it, to the wait's return,
+         * plus the time its receive's post took (a message already there is copied then) */
+        for (size_t i = 0; i < nm; i++) {
+            double sent = 0.0;
+            for (int q = 0; q < p; q++) {
+                const double *y = recs + (size_t)q * len + MPT_PP_REC_HEAD;
+                if (y[i] > 0 && (int)y[nm + i] == s) sent = y[i];
+            }
+            if (got[i] <= 0 || sent <= 0) continue;
+            double from = sent > wait[i] ? sent : wait[i], dt = got[i] - from;
+            comm += (dt > 0 ? dt : 0.0) + post[i];
+            comm_n += 1;
+        }
     }
-    free(sums);
+    for (int s = 0; s < p; s++)
+        costs[(size_t)s * MPT_PP_COSTS + MPT_PP_COST_COMM] = comm_n > 0 ? comm / comm_n : 0.0;
+    if (busy_sum) *busy_sum = busy;
+    if (wall_max) *wall_max = wall;
+}
+
+mpt_status mpt_pp_measure(mpt_pp *pp, double *costs, double *busy_sum, double *wall_max,
+                          mpt_error *err) {
+    size_t len = mpt_pp_record_len(pp);
+    /* one sum over the pipeline group gathers every stage's record (each its own row) */
+    memset(pp->msg, 0, (size_t)pp->p * len * sizeof *pp->msg);
+    mpt_pp_record(pp, pp->msg + (size_t)pp->stage * len);
+    mpt_status st =
+        pp->p > 1 ? mpt_allreduce_sum_f64(pp->comm, pp->msg, (size_t)pp->p * len, err) : MPT_OK;
+    if (!st) mpt_pp_record_costs(pp->p, pp->v, pp->mw, pp->msg, costs, busy_sum, wall_max);
     return st;
 }

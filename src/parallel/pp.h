@@ -15,9 +15,12 @@
  * An activation set lives from the first action that needs it (RECV_ACT or F) to the end of its
  * B: at most mpt_pp_sets_needed() at once, which is what the memory plan counts. Sets come from
  * a pool of exactly that many, allocated by mpt_pp_init and reused from micro-batch to
- * micro-batch (no allocation during a step). Transfers overlap compute: receives are posted one compute early, sends waited only when their buffer
- * is reused or at the end of the step. Every rank of the pipeline group runs mpt_pp_step
- * together (and the tp ranks of a stage in step with each other).
+ * micro-batch (no allocation during a step). Sends overlap compute and are waited only when their
+ * buffer is reused or at the end of the step; with one chunk per rank a receive is posted just
+ * before its consumer (mpt_pp_recv_at_use: the receiver's MPI copies the data in its first call
+ * that finds it sent, so an earlier post only moves that copy in front of this rank's own sends),
+ * with several where the list puts it (one compute early). Every rank of the pipeline group runs
+ * mpt_pp_step together (and the tp ranks of a stage in step with each other).
  *
  * One executor for every layout: pp = 1 is the naive schedule on a one-stage pipeline (first
  * and last stage at once, no transfers, one activation set), F0 B0 F1 B1 ... */
@@ -92,10 +95,12 @@ typedef struct mpt_pp {
      * 0 when there was none. Owned (one malloc). */
     double *t_sent;          /* when this stage posted the send */
     double *t_wait, *t_got;  /* when it began waiting for the receive, and when that returned */
+    double *t_post;          /* seconds its receive's post (MPI_Irecv) took: a message already
+                              * there is copied in it (the receiver's single-copy get) */
     int *t_peer;             /* owned: the rank each message this stage sent went to */
     double f_sum, b_sum, w_sum; /* compute seconds of its F / B / W actions */
     int f_n, b_n, w_n;
-    double *msg;             /* scratch: p*2mv send times by receiving stage (mpt_pp_measure) */
+    double *msg;             /* scratch: p records (mpt_pp_record, for mpt_pp_measure) */
     double busy;             /* compute seconds of the last step */
     double wall;             /* seconds from the step's first action to its last */
     mpt_pp_event_fn on_event;   /* optional */
@@ -160,11 +165,28 @@ mpt_status mpt_pp_sends_done(mpt_pp *pp, mpt_error *err);
  * costs[s * MPT_PP_COSTS + i] for stage s gets its mean F and mean B (the whole backward, or
  * the input-gradient pass under the split backward of zb-h1) per action, W (the
  * weight-gradient pass; 0 unless split), and as COMM the mean transfer time of all messages, each from the moment its
- * send was posted and its receiver was waiting for it (max of the two) to the wait's return
+ * send was posted and its receiver was waiting for it (max of the two) to the wait's return,
+ * plus the time the receive's post took (where a message already there is copied)
  * (the clocks of the ranks of one node agree; on several hosts their offset enters this
  * estimate). costs holds p * MPT_PP_COSTS doubles. Replayed by mpt_pp_simulate_ranks, they give
  * the bubble the schedule itself has on this run's costs; the measured bubble minus that one is
- * the executor's overhead. */
-mpt_status mpt_pp_measure(mpt_pp *pp, double *costs, mpt_error *err);
+ * the executor's overhead. busy_sum and wall_max (either may be NULL) get the sum of the stages'
+ * busy seconds and their longest wall (pp->busy, pp->wall) from the same single sum over the
+ * group. */
+mpt_status mpt_pp_measure(mpt_pp *pp, double *costs, double *busy_sum, double *wall_max,
+                          mpt_error *err);
+
+/* The same in parts, for a caller that gathers the records itself (e.g. without blocking,
+ * train/trainer_stats.c). A stage's record of its last window: MPT_PP_REC_HEAD figures (F, B, W
+ * compute sums and counts, busy, wall) and per message tag (2*mw of them) when this stage posted
+ * its send, to which stage (-1: none), when it began waiting for its receive, when that returned
+ * and how long its receive's post took; mpt_pp_record_len(pp) doubles. mpt_pp_record_costs turns
+ * the p records of a pipeline (stage s's at recs + s*len) into mpt_pp_measure's costs and, when
+ * not NULL, the sum of the stages' busy seconds and their longest wall. Pure. */
+enum { MPT_PP_REC_HEAD = 8 };
+size_t mpt_pp_record_len(const mpt_pp *pp);
+void mpt_pp_record(const mpt_pp *pp, double *rec);
+void mpt_pp_record_costs(int p, int v, int mw, const double *recs, double *costs,
+                         double *busy_sum, double *wall_max);
 
 #endif

@@ -42,6 +42,7 @@ mpt_status mpt_pp_2bw_begin(mpt_pp_2bw *s, mpt_pp *pp, long first, int steps, fl
     memset(s, 0, sizeof *s);
     mpt_status st = mpt_pp_schedule_2bw(pp->p, pp->m, steps, pp->stage, &s->acts, &s->n, err);
     if (st) return st;
+    mpt_pp_recv_at_use(s->acts, s->n); /* (as mpt_pp_init's single-chunk lists) */
     s->pp = pp;
     s->first = first;
     s->steps = steps;

@@ -200,6 +200,22 @@ mpt_status mpt_pp_simulate_lists(mpt_pp_kind kind, int p, int m, int v,
  * mpt_pp_measure) give the bubble the schedule itself would have on those costs. */
 mpt_status mpt_pp_simulate_ranks(mpt_pp_kind kind, int p, int m, int v, const double *costs,
                                  mpt_pp_timeline *out, mpt_error *err);
+/* Moves every receive of a list (in place) to just before the compute that consumes it (F for
+ * activations, B for a gradient, same micro-batch and chunk); the rest keeps its order. The
+ * executor runs single-chunk lists so (parallel/pp.c): with MPI's single-copy transfers the
+ * receiver copies a message in the first MPI call that finds it sent, so a receive posted one
+ * compute early copies it before that compute and the sends after it; posted at its use, the
+ * copy comes where the data is needed anyway, after this rank's sends. Pure; on out of memory
+ * the list stays as it was. */
+void mpt_pp_recv_at_use(mpt_pp_action *a, size_t n);
+/* A run's replay (the log's bubble_sim, with mpt_pp_measure's costs): as mpt_pp_simulate_ranks
+ * with every receive posted just before the compute that consumes it, so that a transfer
+ * costs its receiver COMM from max(send posted, receiver free). That is how the executor's MPI
+ * moves a boundary tensor (no progress thread: the receiver copies it, in its wait or in the
+ * post of a receive it finds already sent) and how mpt_pp_measure times it; posted early, the
+ * simulator would let the copy overlap the receiver's compute, which the run cannot. */
+mpt_status mpt_pp_simulate_replay(mpt_pp_kind kind, int p, int m, int v, const double *costs,
+                                  mpt_pp_timeline *out, mpt_error *err);
 /* Safe on a zeroed or freed timeline. */
 void mpt_pp_timeline_free(mpt_pp_timeline *t);
 

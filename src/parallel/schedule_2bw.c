@@ -107,7 +107,7 @@ mpt_status mpt_pp_2bw_window_bubble(int p, int m, int steps, int n, int deferred
         sim = target + ahead + 1;
     }
     mpt_pp_timeline t;
-    mpt_status st = mpt_pp_simulate_ranks(MPT_PP_2BW, p, m * sim, 1, costs, &t, err);
+    mpt_status st = mpt_pp_simulate_replay(MPT_PP_2BW, p, m * sim, 1, costs, &t, err);
     if (st) return st;
     double busy = 0.0, wall = 0.0;
     for (int r = 0; r < p; r++) {

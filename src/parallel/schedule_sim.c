@@ -332,9 +332,33 @@ mpt_status mpt_pp_simulate_lists(mpt_pp_kind kind, int p, int m, int v,
     return st;
 }
 
-/* Every rank's list from mpt_pp_schedule, simulated under per-rank costs. */
+void mpt_pp_recv_at_use(mpt_pp_action *a, size_t n) {
+    size_t out = 0, held = 0;
+    mpt_pp_action *hold = malloc((n ? n : 1) * sizeof *hold);
+    if (!hold) return; /* (out of memory: the list as generated) */
+    for (size_t i = 0; i < n; i++) {
+        mpt_pp_action x = a[i];
+        if (x.op == MPT_PP_RECV_ACT || x.op == MPT_PP_RECV_GRAD) {
+            hold[held++] = x;
+            continue;
+        }
+        for (size_t k = 0; k < held && (x.op == MPT_PP_F || x.op == MPT_PP_B); k++)
+            if (hold[k].mb == x.mb && hold[k].chunk == x.chunk &&
+                hold[k].op == (x.op == MPT_PP_F ? MPT_PP_RECV_ACT : MPT_PP_RECV_GRAD)) {
+                a[out++] = hold[k];
+                hold[k] = hold[--held];
+                break;
+            }
+        a[out++] = x;
+    }
+    for (size_t k = 0; k < held; k++) a[out++] = hold[k];
+    free(hold);
+}
+
+/* Every rank's list from mpt_pp_schedule, simulated under per-rank costs; at_use: receives
+ * posted at their consumer (mpt_pp_simulate_replay). */
 static mpt_status simulate_schedule_(mpt_pp_kind kind, int p, int m, int v, const double *costs,
-                                     mpt_pp_timeline *out, mpt_error *err) {
+                                     int at_use, mpt_pp_timeline *out, mpt_error *err) {
     mpt_status st = MPT_OK;
     mpt_pp_action **lists = calloc((size_t)p, sizeof *lists);
     size_t *lens = calloc((size_t)p, sizeof *lens);
@@ -343,8 +367,10 @@ static mpt_status simulate_schedule_(mpt_pp_kind kind, int p, int m, int v, cons
                       mpt_pp_kind_name(kind));
         goto cleanup;
     }
-    for (int r = 0; r < p; r++)
+    for (int r = 0; r < p; r++) {
         if ((st = mpt_pp_schedule(kind, p, m, v, r, &lists[r], &lens[r], err))) goto cleanup;
+        if (at_use) mpt_pp_recv_at_use(lists[r], lens[r]);
+    }
     st = simulate_(kind, p, m, v, (const mpt_pp_action *const *)lists, lens, costs, out, err);
 cleanup:
     if (lists)
@@ -360,7 +386,7 @@ mpt_status mpt_pp_simulate(mpt_pp_kind kind, int p, int m, int v,
     memset(out, 0, sizeof *out);
     double *costs;
     mpt_status st = uniform_costs_(kind, p, m, v, cost, &costs, err);
-    if (!st) st = simulate_schedule_(kind, p, m, v, costs, out, err);
+    if (!st) st = simulate_schedule_(kind, p, m, v, costs, 0, out, err);
     free(costs);
     return st;
 }
@@ -370,5 +396,13 @@ mpt_status mpt_pp_simulate_ranks(mpt_pp_kind kind, int p, int m, int v, const do
     memset(out, 0, sizeof *out);
     mpt_status st = check_costs_(kind, p, m, v, costs, (size_t)(p > 0 ? p : 0) * MPT_PP_COSTS,
                                  err);
-    return st ? st : simulate_schedule_(kind, p, m, v, costs, out, err);
+    return st ? st : simulate_schedule_(kind, p, m, v, costs, 0, out, err);
+}
+
+mpt_status mpt_pp_simulate_replay(mpt_pp_kind kind, int p, int m, int v, const double *costs,
+                                  mpt_pp_timeline *out, mpt_error *err) {
+    memset(out, 0, sizeof *out);
+    mpt_status st = check_costs_(kind, p, m, v, costs, (size_t)(p > 0 ? p : 0) * MPT_PP_COSTS,
+                                 err);
+    return st ? st : simulate_schedule_(kind, p, m, v, costs, 1, out, err);
 }

@@ -271,16 +271,17 @@ static mpt_status dump_logits_(void *ctx, int mb, mpt_gpt *model, const int32_t 
 
 /* The schedule replayed on the step's measured costs (pipeline ranks, every one calls): the
  * bubble the schedule itself has with this run's F, B and transfer times. */
-static mpt_status bubble_sim_(mpt_run *r, double *bubble, mpt_error *err) {
+static mpt_status bubble_sim_(mpt_run *r, double busy[2], double *bubble, mpt_error *err) {
     double costs[64 * MPT_PP_COSTS];
     mpt_pp_timeline t;
     memset(&t, 0, sizeof t);
-    mpt_status st = mpt_pp_measure(&r->pp, costs, err);
+    /* (busy: this rank's in, the pipeline's busy sum and longest wall out) */
+    mpt_status st = mpt_pp_measure(&r->pp, costs, &busy[0], &busy[1], err);
     if (!st && r->stash) /* 2bw: this step's window of its segment */
         return mpt_pp_2bw_window_bubble(r->pp.p, r->pp.m, r->bw.steps,
                                         (int)(r->step - r->bw.first), r->grads2 != NULL, costs,
                                         bubble, err);
-    if (!st) st = mpt_pp_simulate_ranks(r->kind, r->pp.p, r->pp.m, r->v, costs, &t, err);
+    if (!st) st = mpt_pp_simulate_replay(r->kind, r->pp.p, r->pp.m, r->v, costs, &t, err);
     if (!st) *bubble = t.bubble;
     mpt_pp_timeline_free(&t);
     return st;
@@ -493,7 +494,6 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
     opt.total_steps = o->steps;
     int B = o->batch, T = r.T;
     double flops_step = flops_per_token_(&r.cfg, T) * (double)B * T, t_all = 0.0;
-    mpt_comm *ppc = &r.groups.dim[MPT_DIM_PP];
     res->first_step = start + 1;
     res->val_loss = -1.0;
     for (long step = start; step < o->steps; step++) {
@@ -502,17 +502,26 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
         int skipped = 0;
         if ((st = step_(&r, &opt, step, &loss, &norm, &lr, busy, &skipped, err))) goto done;
         double dt = now_() - t0, peak_mem = (double)r.arena.peak_total, cpu = cpu_now_() - c0;
-        if ((st = mpt_allreduce_max_f64(world, &peak_mem, 1, err)) ||
-            (st = mpt_allreduce_sum_f64(world, &cpu, 1, err)))
+        double bubble_sim = -1.0;
+        int async = mpt_run_stats_async(&r, step); /* 2bw: window k-1's figures, no barrier */
+        if (async &&
+            (st = mpt_run_stats_swap(&r, step, &dt, &peak_mem, &cpu, busy, &bubble_sim, err)))
+            goto done;
+        if (!async && ((st = mpt_allreduce_max_f64(world, &peak_mem, 1, err)) ||
+                       (st = mpt_allreduce_sum_f64(world, &cpu, 1, err)) ||
+                       (st = mpt_run_stats_finish(&r, &cpu, err))))
             goto done;
         /* the pipeline's measured bubble: the idle share of p ranks over the pipelined part of
-         * the step, which lasts as long as its slowest rank's (the theory's p x makespan) */
-        double bubble_sim = -1.0;
-        if (o->pp > 1 && ((st = mpt_allreduce_sum_f64(ppc, &busy[0], 1, err)) ||
-                          (st = mpt_allreduce_max_f64(ppc, &busy[1], 1, err)) ||
-                          (st = mpt_comm_agree(world, bubble_sim_(&r, &bubble_sim, err), err))))
+         * the step, which lasts as long as its slowest rank's (the theory's p x makespan); the
+         * busy sum and the longest wall come with the replay's costs, in one sum */
+        if (!async && o->pp > 1 &&
+            (st = mpt_comm_agree(world, bubble_sim_(&r, busy, &bubble_sim, err), err)))
             goto done;
-        mpt_run_2bw_attribute(&r, step, &dt, busy, &bubble_sim); /* 2bw: a window, two steps */
+        if (!async) {
+            r.stats.last_peak = peak_mem;
+            r.stats.last_cpu = cpu;
+            mpt_run_2bw_attribute(&r, step, &dt, busy, &bubble_sim); /* 2bw: a window, two steps */
+        }
         t_all += dt;
         mpt_step_info info = {.step = step + 1, .steps = o->steps, .loss = loss, .lr = lr,
                               .grad_norm = norm, .tokens_per_s = (double)B * T / dt,
@@ -535,7 +544,7 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
         res->last_loss = loss;
         res->last_step = step + 1;
         st = mpt_jsonlog_write(&r.log, r.rank0 ? step_line_(&info) : NULL, err);
-        if ((st = mpt_comm_agree(world, st, err))) goto done;
+        if ((st = mpt_run_stats_log(&r, step, st, err))) goto done;
         if (on_step && r.rank0) on_step(&info, ctx);
         if (o->save_dir && (last || (o->save_every > 0 && (step + 1) % o->save_every == 0)) &&
             (st = mpt_run_save(&r, step + 1, res, err)))

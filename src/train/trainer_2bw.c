@@ -71,6 +71,7 @@ int mpt_run_2bw_segment(const mpt_run *r, long a) {
 }
 
 void mpt_run_2bw_free(mpt_run *r) {
+    mpt_run_stats_free(&r->stats);
     mpt_pp_2bw_free(&r->bw);
     if (r->grads1) point_grads_(r, r->grads1, r->held1);
 }

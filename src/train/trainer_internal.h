@@ -16,6 +16,7 @@
 #include "train/data.h"
 #include "train/jsonlog.h"
 #include "train/trace.h"
+#include "train/trainer_stats.h"
 #include "train/trainer.h"
 
 /* 2bw's deferred update of one step in flight (train/trainer_2bw.c) */
@@ -63,6 +64,7 @@ typedef struct mpt_run {
     double carry[4];          /* 2bw deferred: the figures of the window the next step's log
                                * line reports (seconds, busy, wall, bubble_sim) */
     const mpt_adamw *opt;     /* 2bw deferred: the run's optimizer settings (not owned) */
+    mpt_run_stats stats;      /* 2bw deferred: the log's figures gathered a window late */
     int z3_whole;             /* ZeRO-3 gathers every unit once per step (--zero3-gather step) */
     mpt_param_table full;     /* the whole-tensor table checkpoints use */
     mpt_arena arena;
@@ -109,6 +111,21 @@ size_t mpt_run_2bw_version_n(const mpt_run *r);
 mpt_status mpt_run_2bw_step(mpt_run *r, const mpt_adamw *opt, long step, double *loss,
                             double *norm, float *lr, double busy[2], int *skipped,
                             mpt_error *err);
+/* 2bw deferred (train/trainer_stats.c): 1 when step's log line takes its cross-rank figures
+ * from reductions started a window earlier (a window inside its segment: no barrier between
+ * windows). mpt_run_stats_swap then completes window k-1's reductions (k = the step's window;
+ * for k = 1 the carry of window 0), puts its figures into dt, peak, cpu, busy and bubble_sim
+ * for the line, and starts window k's from this rank's values given in them (with rank 0's
+ * failed log write, agreed when they complete). All ranks call, at the same steps.
+ * mpt_run_stats_finish completes what is in flight into r->carry (for the segment's last line,
+ * mpt_run_2bw_attribute) and adds its CPU sum to *cpu (the world's, of the line's own window);
+ * mpt_run_stats_log: the log write's status, agreed now or (async) later. */
+int mpt_run_stats_async(const mpt_run *r, long step);
+mpt_status mpt_run_stats_swap(mpt_run *r, long step, double *dt, double *peak, double *cpu,
+                              double busy[2], double *bubble_sim, mpt_error *err);
+mpt_status mpt_run_stats_finish(mpt_run *r, double *cpu, mpt_error *err);
+mpt_status mpt_run_stats_log(mpt_run *r, long step, mpt_status st, mpt_error *err);
+void mpt_run_stats_free(mpt_run_stats *s);
 void mpt_run_2bw_free(mpt_run *r);
 /* The step's log figures (after the pipeline group's sums: busy[0] summed, busy[1] the
  * longest window; bubble_sim) when deferred. A segment's window k ends before the last
