@@ -8,30 +8,21 @@
 #include "core/kernels.h"
 #include "core/kernels_fused.h"
 
-/* Tiles of local expert j: ceil(rows / MPT_MOE_TILE); task numbering runs expert by expert. */
-static size_t tiles_(const int32_t *off, size_t j) {
-    size_t n = (size_t)(off[j + 1] - off[j]);
-    return (n + MPT_MOE_TILE - 1) / MPT_MOE_TILE;
+/* Row tiles per expert: one (each GEMM at the expert's full M) when there are at least twice
+ * as many experts as threads, else enough for about two tasks per thread. */
+static size_t per_expert_(size_t El) {
+    size_t nth = (size_t)omp_get_max_threads(), want = 2 * nth;
+    return El >= want || El == 0 ? 1 : (want + El - 1) / El;
 }
 
-/* Task i's expert *j and rows [*r0, *r1) (absolute rows of the sorted runs). */
-static void task_(const int32_t *off, size_t El, size_t i, size_t *j, size_t *r0, size_t *r1) {
-    size_t e = 0;
-    for (; e < El; e++) {
-        size_t t = tiles_(off, e);
-        if (i < t) break;
-        i -= t;
-    }
+/* Task i of tp tiles per expert: local expert *j, rows [*r0, *r1) (absolute rows of the sorted
+ * runs; empty when the expert has fewer rows than tiles). */
+static void task_(const int32_t *off, size_t tp, size_t i, size_t *j, size_t *r0, size_t *r1) {
+    size_t e = i / tp, k = i % tp, o = (size_t)off[e], n = (size_t)off[e + 1] - o;
+    size_t chunk = (n + tp - 1) / tp, a = k * chunk < n ? k * chunk : n;
     *j = e;
-    *r0 = (size_t)off[e] + i * MPT_MOE_TILE;
-    size_t end = (size_t)off[e + 1];
-    *r1 = *r0 + MPT_MOE_TILE < end ? *r0 + MPT_MOE_TILE : end;
-}
-
-static size_t ntasks_(const int32_t *off, size_t El) {
-    size_t n = 0;
-    for (size_t j = 0; j < El; j++) n += tiles_(off, j);
-    return n;
+    *r0 = o + a;
+    *r1 = o + (a + chunk < n ? a + chunk : n);
 }
 
 static void forward_tile_(float *y, float *h, float *hg, const float *xr, float *const *w,
@@ -43,12 +34,13 @@ static void forward_tile_(float *y, float *h, float *hg, const float *xr, float 
 
 void mpt_moe_experts_forward(float *y, float *h, float *hg, const float *xr,
                              float *const *w, const int32_t *off, size_t El, size_t D, size_t F) {
-    long nt = (long)ntasks_(off, El);
+    size_t tp = per_expert_(El);
+    long nt = (long)(tp * El);
 #pragma omp parallel for schedule(dynamic, 1) if (nt > 1)
     for (long i = 0; i < nt; i++) {
         size_t j, r0, r1;
-        task_(off, El, (size_t)i, &j, &r0, &r1);
-        forward_tile_(y, h, hg, xr, w + 4 * j, r0, r1 - r0, D, F);
+        task_(off, tp, (size_t)i, &j, &r0, &r1);
+        if (r0 < r1) forward_tile_(y, h, hg, xr, w + 4 * j, r0, r1 - r0, D, F);
     }
 }
 
@@ -62,12 +54,14 @@ static void weights_one_(float *const *g, const float *dyr, const float *dh, con
 void mpt_moe_experts_backward(float *dxr, float *dh, float *dhg, const float *dyr,
                               const float *xr, const float *h, const float *hg, float *const *w,
                               const int32_t *off, size_t El, size_t D, size_t F) {
-    long nt = (long)ntasks_(off, El);
+    size_t tp = per_expert_(El);
+    long nt = (long)(tp * El);
 #pragma omp parallel for schedule(dynamic, 1) if (nt > 1)
     for (long i = 0; i < nt; i++) {
         size_t j, r0, r1;
-        task_(off, El, (size_t)i, &j, &r0, &r1);
+        task_(off, tp, (size_t)i, &j, &r0, &r1);
         size_t n = r1 - r0;
+        if (!n) continue;
         const float *const *we = (const float *const *)(w + 4 * j);
         /* beta = 0: dhg and dxr overwritten, no zeroing pass */
         mpt_matmul_backward_set(dhg + r0 * F, NULL, NULL, dyr + r0 * D, hg + r0 * F, we[2], n,

@@ -4,12 +4,12 @@
  *
  * Threading: an expert's GEMMs are small (M = the rows it got, about N*K/E), and a GEMM that
  * the library threads itself forks a team per call and splits that small M again. Here one
- * parallel region runs tiles of (local expert, at most MPT_MOE_TILE rows): the forward and the
- * input-gradient path are independent per row, so each tile runs its GEMMs and its GELU on one
- * thread (the kernels see omp_in_parallel and stay single-threaded). The weight gradients sum
- * over an expert's rows, so they run one expert per task.
- * Tiles depend only on each expert's row count, never on the thread count, so the results do
- * not change with --threads. Call from one thread (outside a parallel region).
+ * parallel region runs (local expert, row tile) tasks: the forward and the input-gradient path
+ * are independent per row, so each task runs its GEMMs and its GELU on one thread (the kernels
+ * see omp_in_parallel and stay single-threaded). An expert is one tile (the GEMMs at its full
+ * M) when there are at least twice as many local experts as threads, else it is cut into
+ * equal tiles for about two tasks per thread. The weight gradients sum over an expert's rows,
+ * so they run one expert per task. Call from one thread (outside a parallel region).
  *
  * w, g: the tensor tables at local expert 0's c_fc.weight (4 tensors per expert: c_fc.weight
  * [D, F], c_fc.bias [F], c_proj.weight [F, D], c_proj.bias [D]). */
@@ -18,8 +18,6 @@
 
 #include <stddef.h>
 #include <stdint.h>
-
-#define MPT_MOE_TILE 64 /* rows of one expert tile */
 
 /* h (R, F) = xr W_fc (pre-activation, kept), hg = gelu(h + b_fc) (h keeps the bias added),
  * y (R, D) = hg W_proj + b_proj; every output overwritten. */
