@@ -226,13 +226,13 @@ static mpt_status route_(const mpt_moe_block *b, const lay_ *l, const float *x, 
 }
 
 /* rows (n, D) to the ranks of their experts (ep > 1) or a local copy: recv (R, D) and each
- * received row's local expert in rexp; returns R through *nr. */
+ * received row's local expert in rexp (NULL: not sent; every ep rank alike); R in *nr. */
 static mpt_status dispatch_(const mpt_moe_block *b, const lay_ *l, const float *rows,
                             const int32_t *sexp, size_t n, float *recv, int32_t *rexp,
                             size_t *nr, mpt_error *err) {
     if (b->ep <= 1) {
         memcpy(recv, rows, n * l->D * sizeof *recv);
-        memcpy(rexp, sexp, n * sizeof *rexp);
+        if (rexp) memcpy(rexp, sexp, n * sizeof *rexp);
         *nr = n;
         return MPT_OK;
     }
@@ -365,7 +365,6 @@ static mpt_status backward_(const mpt_moe_block *b, float *dx, const float *dy, 
     /* split: the expert rows' output gradients (b2, dh) and the router's (dlog) stay for W */
     float *b2 = split ? act + l.dyr : work + l.b2, *dh = split ? act + l.dhs : work + l.dh;
     float *dlog = split ? act + l.dls : work + l.dlog;
-    int32_t *rexp = ints_(work + l.rexp);
     int local = b->ep <= 1; /* one rank: send order = the experts' runs (perm = identity) */
     double tick = prof_start_(b->prof);
     /* gates: dgate = <dy_t, y_a>; the rows sent back to the experts: g * dy_t */
@@ -386,7 +385,7 @@ static mpt_status backward_(const mpt_moe_block *b, float *dx, const float *dy, 
     prof_tick_(b->prof, MPT_MOE_B_GATE, &tick);
     if (!local) {
         size_t nr = 0;
-        mpt_status st = dispatch_(b, &l, xs, sexp, S, b1, rexp, &nr, err);
+        mpt_status st = dispatch_(b, &l, xs, sexp, S, b1, NULL, &nr, err); /* perm kept */
         if (st) return st;
         if (nr != R)
             return mpt_fail(err, MPT_ERR_RUN, "moe backward: %zu rows received, forward had %zu",
