@@ -8,7 +8,9 @@
 #   2. an MoE model (E 8, top-2, expert width F) against the dense model of the same active
 #      FLOPs (MLP width 2F; the router adds D x E per token), trained on the same tokens: final
 #      loss and tokens/s, one rank x 1 thread each (2 threads spin badly when the machine is shared).
-# Medians over the steps after the first. Usage: bash bench/moe.sh BUILD_DIR [quick]
+# Medians over the steps after the first; "per CPU-second" divides each step's tokens/s by the
+# log's cpu_share (the rank's CPU seconds over wall seconds), the figure to compare when other
+# jobs share the cores. Usage: bash bench/moe.sh BUILD_DIR [quick]
 # (quick: part 1 only).
 set -euo pipefail
 BUILD=${1:-build}
@@ -41,12 +43,15 @@ def load(name):
     steps = [l for l in lines if "step" in l and "event" not in l]
     return lines[0], steps, lines[-1]
 def med(steps, key): return statistics.median(s[key] for s in steps[1:] or steps)
+def per_cpu(steps): # tokens per CPU-second of the rank: tokens/s over its CPU share
+    return statistics.median(s["tokens_per_s"] / s["cpu_share"] for s in steps[1:] or steps
+                             if s.get("cpu_share"))
 one, ep2 = load("one"), load("ep2")
 t1, t2 = med(one[1], "tokens_per_s"), med(ep2[1], "tokens_per_s")
 a2a = ep2[2]["comm"].get("ep", {}).get("alltoall", {})
 secs = ep2[2]["seconds"]
 print("MoE L4 D256 E8 top-2 F512, T 128, batch 8:")
-print(f"  one rank x 1 thread      {t1:8.0f} tokens/s")
+print(f"  one rank x 1 thread      {t1:8.0f} tokens/s ({per_cpu(one[1]):.0f} per CPU-second)")
 print(f"  ep 2 (dp 2, 2 x 1 thread) {t2:7.0f} tokens/s   efficiency {t2 / (2 * t1):.2f}   "
       f"all-to-all {a2a.get('seconds', 0):.2f} s of {secs:.2f} s "
       f"({100 * a2a.get('seconds', 0) / secs:.1f}%, {a2a.get('calls', 0)} calls, "
@@ -58,7 +63,8 @@ if moe and dense:
         s, steps, e = r
         tail = statistics.mean(x["loss"] for x in steps[-10:])
         print(f"  {name} after {len(steps)} steps ({len(steps) * 8 * 128} tokens): loss {tail:.4f} "
-              f"(mean of the last 10), {med(steps, 'tokens_per_s'):.0f} tokens/s, "
+              f"(mean of the last 10), {med(steps, 'tokens_per_s'):.0f} tokens/s "
+              f"({per_cpu(steps):.0f} per CPU-s), "
               f"{s['memory_plan_bytes']['param_elements']} parameters (padded)"
               + (f", aux_loss {steps[-1]['aux_loss']:.4f}, imbalance {steps[-1]['moe_imbalance']:.2f}"
                  if "aux_loss" in steps[-1] else ""))

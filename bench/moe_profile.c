@@ -17,7 +17,9 @@
  *   wall seconds: the figure that holds when other jobs share the cores (cpu-here's unit)
  *   defaults: the bench/moe.sh model's micro-batch (N 1024 = 4 x 256, D 256, F 512, E 8,
  *   K 2), 2 threads, 20 reps
- * Single rank, single process: the all-to-all of ep > 1 is bench/mpi_pingpong.c's. */
+ * Single rank, single process: the all-to-all of ep > 1 is bench/mpi_pingpong.c's.
+ * First table: moe.c's own phases (model/moe.h, mpt_moe_prof), timed inside the passes, as ms,
+ * share of forward + backward and, for the GEMM phases, GFLOP/s (median per phase). */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -171,6 +173,42 @@ int main(int argc, char **argv) {
         t[P_ROUTER_B][r] = t5 - t4, t[P_EXP_F][r] = t6 - t5, t[P_EXP_B][r] = t7 - t6;
         t[P_EXP_W][r] = t8 - t7;
     }
+    /* moe.c's phases, timed inside the passes */
+    static const char *const phase_[MPT_MOE_NPHASE] = {
+        "F router GEMM", "F softmax + top-K + gates", "F capacity, counts, aux",
+        "F gather rows", "F dispatch (ep) + sort", "F experts (GEMMs, bias+GELU)",
+        "F un-sort + combine (ep)", "F gate-weighted sum", "B gate grads + rows",
+        "B dispatch (ep) + sort", "B experts dx (GEMMs b=0, GELU bwd)", "B experts dW, db",
+        "B un-sort + combine (ep)", "B scatter-add into dx", "B router logits grad",
+        "B router GEMM (dx, dWr)"};
+    double *pt[MPT_MOE_NPHASE], pm[MPT_MOE_NPHASE], ptot = 0.0;
+    mpt_moe_prof prof;
+    memset(&prof, 0, sizeof prof);
+    prof.clock = now_;
+    b.prof = &prof;
+    for (int p = 0; p < MPT_MOE_NPHASE; p++) pt[p] = calloc((size_t)reps, sizeof(double));
+    for (int r = -1; r < reps; r++) {
+        memset(prof.t, 0, sizeof prof.t);
+        mpt_moe_forward(&b, out, x, (size_t)N, act, work, 1.0f, NULL, &err);
+        memset(dx, 0, ND * sizeof *dx);
+        mpt_moe_backward(&b, dx, dy, x, (size_t)N, act, work, 1.0f, 0, &err);
+        if (r >= 0)
+            for (int p = 0; p < MPT_MOE_NPHASE; p++) pt[p][r] = prof.t[p];
+    }
+    b.prof = NULL;
+    for (int p = 0; p < MPT_MOE_NPHASE; p++) ptot += pm[p] = median_(pt[p], reps);
+    double R = (double)NK, fl_e = 4.0 * R * D * F, fl_r = 2.0 * N * D * E;
+    double gfl[MPT_MOE_NPHASE] = {0};
+    gfl[MPT_MOE_F_ROUTER] = fl_r, gfl[MPT_MOE_F_EXPERTS] = fl_e, gfl[MPT_MOE_B_EXPERTS] = fl_e;
+    gfl[MPT_MOE_B_WEIGHTS] = fl_e, gfl[MPT_MOE_B_ROUTER_GEMM] = 2 * fl_r;
+    printf("moe.c phases, N %d, D %d, F %d, E %d, top-%d, %d threads, %s, median of %d:\n", N,
+           D, F, E, K, threads, cpu_clock_ ? "CPU time" : "wall time", reps);
+    for (int p = 0; p < MPT_MOE_NPHASE; p++) {
+        printf("  %-38s %8.3f ms %5.1f%%", phase_[p], 1e3 * pm[p], 100 * pm[p] / ptot);
+        if (gfl[p] > 0 && pm[p] > 0) printf("  %6.1f GFLOP/s", 1e-9 * gfl[p] / pm[p]);
+        printf("\n");
+    }
+    printf("  %-38s %8.3f ms\n", "sum of the phases", 1e3 * ptot);
     double m[NP_];
     for (int p = 0; p < NP_; p++) m[p] = median_(t[p], reps);
     printf("MoE MLP, one rank: N %d rows, D %d, F %d, E %d, top-%d, %d threads, median of %d\n",

@@ -9,6 +9,7 @@
 
 #include "core/arena.h"
 #include "core/kernels.h"
+#include "model/moe_experts.h"
 
 /* Where each saved field and each scratch field sits in the float buffers. Integers (idx, pos,
  * send expert, perm, header) are int32 in float-sized slots. */
@@ -110,20 +111,34 @@ static int cand_cmp_(const void *pa, const void *pb) {
     return (x->a > y->a) - (x->a < y->a);
 }
 
+/* Per-phase timing (moe.h, mpt_moe_prof): *t is the clock at the last tick. */
+static double prof_start_(const mpt_moe_prof *p) { return p ? p->clock() : 0.0; }
+static void prof_tick_(mpt_moe_prof *p, int phase, double *t) {
+    if (!p) return;
+    double now = p->clock();
+    p->t[phase] += now - *t;
+    *t = now;
+}
+
 /* Routing: probs, lse, top-K idx and gates, then capacity and the send order (pos, sexp).
  * *S = rows sent; adds the per-expert counts and drops to stats. cntg (act) keeps the counts
  * f of the aux loss: summed over cp when the sequence is split (every cp rank calls). */
 static mpt_status route_(const mpt_moe_block *b, const lay_ *l, const float *x, float *act,
                          float *work, float weight, mpt_moe_stats *stats, size_t *S_out,
-                         mpt_error *err) {
+                         double *tick, mpt_error *err) {
     const mpt_config *c = b->cfg;
     size_t N = l->N, E = l->E, K = l->K;
     float *probs = act + l->probs, *lse = act + l->lse, *gates = act + l->gates;
     int32_t *idx = ints_(act + l->idx), *pos = ints_(act + l->pos), *sexp = ints_(act + l->sexp);
     mpt_matmul_forward(probs, x, b->w[0], NULL, N, (int)l->D, (int)E); /* logits first */
+    prof_tick_(b->prof, MPT_MOE_F_ROUTER, tick);
     double Pm[MPT_MAX_EXPERTS], cnt[MPT_MAX_EXPERTS], zsum = 0.0;
     for (size_t e = 0; e < E; e++) Pm[e] = cnt[e] = 0.0;
-    for (size_t t = 0; t < N; t++) {
+    /* each token on its own (threaded); the sums over tokens after, in token order, so the
+     * results do not depend on the thread count */
+#pragma omp parallel for schedule(static)
+    for (long tl = 0; tl < (long)N; tl++) {
+        size_t t = (size_t)tl;
         float *z = probs + t * E;
         int32_t *id = idx + t * K;
         float *g = gates + t * K;
@@ -144,13 +159,15 @@ static mpt_status route_(const mpt_moe_block *b, const lay_ *l, const float *x, 
         double s = 0.0;
         for (size_t e = 0; e < E; e++) s += exp((double)(z[e] - mx));
         lse[t] = mx + (float)log(s);
-        zsum += (double)lse[t] * lse[t];
-        for (size_t e = 0; e < E; e++) {
-            z[e] = expf(z[e] - lse[t]);
-            Pm[e] += z[e];
-        }
-        for (size_t k = 0; k < K; k++) cnt[id[k]] += 1.0;
+        for (size_t e = 0; e < E; e++) z[e] = expf(z[e] - lse[t]);
     }
+    for (size_t t = 0; t < N; t++) {
+        const float *z = probs + t * E;
+        zsum += (double)lse[t] * lse[t];
+        for (size_t e = 0; e < E; e++) Pm[e] += z[e];
+        for (size_t k = 0; k < K; k++) cnt[idx[t * K + k]] += 1.0;
+    }
+    prof_tick_(b->prof, MPT_MOE_F_TOPK, tick);
     /* capacity: per expert, keep the cap assignments of the highest gates */
     size_t NK = N * K, cap = NK;
     if (c->capacity_factor > 0)
@@ -204,17 +221,18 @@ static mpt_status route_(const mpt_moe_block *b, const lay_ *l, const float *x, 
         for (size_t e = 0; e < E; e++) stats->tokens[e] += cnt[e];
     }
     *S_out = S;
+    prof_tick_(b->prof, MPT_MOE_F_COUNTS, tick);
     return MPT_OK;
 }
 
 /* rows (n, D) to the ranks of their experts (ep > 1) or a local copy: recv (R, D) and each
- * received row's local expert in rexp; returns R through *nr. */
+ * received row's local expert in rexp (NULL: not sent; every ep rank alike); R in *nr. */
 static mpt_status dispatch_(const mpt_moe_block *b, const lay_ *l, const float *rows,
                             const int32_t *sexp, size_t n, float *recv, int32_t *rexp,
                             size_t *nr, mpt_error *err) {
     if (b->ep <= 1) {
         memcpy(recv, rows, n * l->D * sizeof *recv);
-        memcpy(rexp, sexp, n * sizeof *rexp);
+        if (rexp) memcpy(rexp, sexp, n * sizeof *rexp);
         *nr = n;
         return MPT_OK;
     }
@@ -237,65 +255,100 @@ static mpt_status combine_(const mpt_moe_block *b, const lay_ *l, const float *o
     return b->ops->expert_combine(b->ops->ep_ctx, out, nr, y, n, (int)l->D, err);
 }
 
+/* dst row pos[a] = src row a / K for every kept assignment a < NK (threaded; the rows written
+ * are distinct). */
+static void gather_rows_(float *dst, const float *src, const int32_t *pos, size_t NK, size_t K,
+                         size_t D) {
+#pragma omp parallel for schedule(static)
+    for (long al = 0; al < (long)NK; al++) {
+        size_t a = (size_t)al;
+        if (pos[a] >= 0) memcpy(dst + (size_t)pos[a] * D, src + a / K * D, D * sizeof *dst);
+    }
+}
+
+/* dst row perm[s] = src row s (un-sort, to = 0) or dst row s = src row perm[s] (sort, to = 1),
+ * for s < n (threaded). */
+static void permute_rows_(float *dst, const float *src, const int32_t *perm, size_t n, size_t D,
+                          int to) {
+#pragma omp parallel for schedule(static)
+    for (long sl = 0; sl < (long)n; sl++) {
+        size_t s = (size_t)sl, p = (size_t)perm[s];
+        if (to) memcpy(dst + s * D, src + p * D, D * sizeof *dst);
+        else memcpy(dst + p * D, src + s * D, D * sizeof *dst);
+    }
+}
+
 mpt_status mpt_moe_forward(const mpt_moe_block *b, float *out, const float *x, size_t N,
                            float *act, float *work, float weight, mpt_moe_stats *stats,
                            mpt_error *err) {
     lay_ l;
     if (!layout_(b->cfg, N, b->ep, 0, &l))
         return mpt_fail(err, MPT_ERR_RUN, "moe: %zu tokens overflow the buffers", N);
-    size_t D = l.D, F = l.F, K = l.K, El = l.El;
-    size_t S = 0;
-    mpt_status st = route_(b, &l, x, act, work, weight, stats, &S, err);
+    size_t D = l.D, F = l.F, K = l.K, El = l.El, NK = N * K;
+    size_t S = 0, R = 0;
+    double tick = prof_start_(b->prof);
+    mpt_status st = route_(b, &l, x, act, work, weight, stats, &S, &tick, err);
     if (st) return st;
     const int32_t *pos = ints_(act + l.pos), *sexp = ints_(act + l.sexp);
     int32_t *perm = ints_(act + l.perm), *hdr = ints_(act + l.hdr), *rexp = ints_(work + l.rexp);
     float *xs = work + l.xs, *b1 = work + l.b1, *b2 = work + l.b2;
-    for (size_t a = 0; a < N * K; a++)
-        if (pos[a] >= 0) memcpy(xs + (size_t)pos[a] * D, x + a / K * D, D * sizeof *xs);
-    size_t R = 0;
-    if ((st = dispatch_(b, &l, xs, sexp, S, b1, rexp, &R, err))) return st;
+    float *xr = act + l.xr, *h = act + l.h, *hg = act + l.hg, *ysend = act + l.ysend;
     /* received rows sorted by local expert (stable): runs [off[j], off[j+1]) */
     int32_t *off = hdr + 2;
     hdr[0] = (int32_t)S;
-    hdr[1] = (int32_t)R;
     for (size_t j = 0; j <= El; j++) off[j] = 0;
-    for (size_t r = 0; r < R; r++) off[rexp[r] + 1]++; /* local expert indices */
-    for (size_t j = 0; j < El; j++) off[j + 1] += off[j];
-    float *xr = act + l.xr, *h = act + l.h, *hg = act + l.hg;
-    {
+    if (b->ep <= 1) {
+        /* one rank: the send order is already sorted by expert, so the token rows go straight
+         * into the experts' runs and their outputs straight into ysend (perm = identity) */
+        gather_rows_(xr, x, pos, NK, K, D);
+        R = S;
+        for (size_t r = 0; r < R; r++) off[sexp[r] + 1]++, perm[r] = (int32_t)r;
+        for (size_t j = 0; j < El; j++) off[j + 1] += off[j];
+        prof_tick_(b->prof, MPT_MOE_F_GATHER, &tick);
+        mpt_moe_experts_forward(ysend, h, hg, xr, b->w + 1, off, El, D, F);
+        prof_tick_(b->prof, MPT_MOE_F_EXPERTS, &tick);
+    } else {
+        gather_rows_(xs, x, pos, NK, K, D);
+        prof_tick_(b->prof, MPT_MOE_F_GATHER, &tick);
+        if ((st = dispatch_(b, &l, xs, sexp, S, b1, rexp, &R, err))) return st;
+        for (size_t r = 0; r < R; r++) off[rexp[r] + 1]++; /* local expert indices */
+        for (size_t j = 0; j < El; j++) off[j + 1] += off[j];
         size_t next[MPT_MAX_EXPERTS];
         for (size_t j = 0; j < El; j++) next[j] = (size_t)off[j];
-        for (size_t r = 0; r < R; r++) {
-            size_t s = next[rexp[r]]++;
-            perm[s] = (int32_t)r;
-            memcpy(xr + s * D, b1 + r * D, D * sizeof *xr);
+        for (size_t r = 0; r < R; r++) perm[next[rexp[r]]++] = (int32_t)r;
+        permute_rows_(xr, b1, perm, R, D, 1);
+        prof_tick_(b->prof, MPT_MOE_F_DISPATCH, &tick);
+        mpt_moe_experts_forward(b2, h, hg, xr, b->w + 1, off, El, D, F);
+        prof_tick_(b->prof, MPT_MOE_F_EXPERTS, &tick);
+        permute_rows_(b1, b2, perm, R, D, 0);
+        if ((st = combine_(b, &l, b1, R, ysend, S, err))) return st;
+        prof_tick_(b->prof, MPT_MOE_F_COMBINE, &tick);
+    }
+    hdr[1] = (int32_t)R;
+    const float *gates = act + l.gates;
+#pragma omp parallel for schedule(static)
+    for (long tl = 0; tl < (long)N; tl++) { /* each token's kept assignments, in order k */
+        size_t t = (size_t)tl;
+        float *o = out + t * D;
+        memset(o, 0, D * sizeof *o);
+        for (size_t k = 0; k < K; k++) {
+            size_t a = t * K + k;
+            if (pos[a] < 0) continue;
+            float g = gates[a];
+            const float *y = ysend + (size_t)pos[a] * D;
+#pragma omp simd
+            for (size_t i = 0; i < D; i++) o[i] += g * y[i];
         }
     }
-    for (size_t j = 0; j < El; j++) {
-        size_t o = (size_t)off[j], n = (size_t)off[j + 1] - o;
-        if (!n) continue;
-        float *const *w = b->w + 1 + 4 * j;
-        mpt_matmul_forward(h + o * F, xr + o * D, w[0], w[1], n, (int)D, (int)F);
-        mpt_gelu_forward(hg + o * F, h + o * F, n * F);
-        mpt_matmul_forward(b2 + o * D, hg + o * F, w[2], w[3], n, (int)F, (int)D);
-    }
-    for (size_t s = 0; s < R; s++) memcpy(b1 + (size_t)perm[s] * D, b2 + s * D, D * sizeof *b1);
-    float *ysend = act + l.ysend;
-    if ((st = combine_(b, &l, b1, R, ysend, S, err))) return st;
-    const float *gates = act + l.gates;
-    memset(out, 0, N * D * sizeof *out);
-    for (size_t a = 0; a < N * K; a++) {
-        if (pos[a] < 0) continue;
-        float g = gates[a], *o = out + a / K * D;
-        const float *y = ysend + (size_t)pos[a] * D;
-        for (size_t i = 0; i < D; i++) o[i] += g * y[i];
-    }
+    prof_tick_(b->prof, MPT_MOE_F_WSUM, &tick);
     return MPT_OK;
 }
 
-mpt_status mpt_moe_backward(const mpt_moe_block *b, float *dx, const float *dy, const float *x,
+/* mpt_moe_backward; dx_set: dx is overwritten (=) rather than accumulated, which spares the
+ * caller a zeroing pass (the engine's blocks). */
+static mpt_status backward_(const mpt_moe_block *b, float *dx, const float *dy, const float *x,
                             size_t N, float *act, float *work, float weight, int split,
-                            mpt_error *err) {
+                            int dx_set, mpt_error *err) {
     lay_ l;
     if (!layout_(b->cfg, N, b->ep, 1, &l))
         return mpt_fail(err, MPT_ERR_RUN, "moe: %zu tokens overflow the buffers", N);
@@ -312,47 +365,61 @@ mpt_status mpt_moe_backward(const mpt_moe_block *b, float *dx, const float *dy, 
     /* split: the expert rows' output gradients (b2, dh) and the router's (dlog) stay for W */
     float *b2 = split ? act + l.dyr : work + l.b2, *dh = split ? act + l.dhs : work + l.dh;
     float *dlog = split ? act + l.dls : work + l.dlog;
-    int32_t *rexp = ints_(work + l.rexp);
+    int local = b->ep <= 1; /* one rank: send order = the experts' runs (perm = identity) */
+    double tick = prof_start_(b->prof);
     /* gates: dgate = <dy_t, y_a>; the rows sent back to the experts: g * dy_t */
-    for (size_t a = 0; a < NK; a++) {
+    float *rows = local ? b2 : xs;
+#pragma omp parallel for schedule(static)
+    for (long al = 0; al < (long)NK; al++) {
+        size_t a = (size_t)al;
         dgate[a] = 0.0f;
         if (pos[a] < 0) continue;
         const float *d = dy + a / K * D, *y = ysend + (size_t)pos[a] * D;
-        float *o = xs + (size_t)pos[a] * D, g = gates[a], s = 0.0f;
+        float *o = rows + (size_t)pos[a] * D, g = gates[a], s = 0.0f;
         for (size_t i = 0; i < D; i++) {
             s += d[i] * y[i];
             o[i] = g * d[i];
         }
         dgate[a] = s;
     }
-    size_t nr = 0;
-    mpt_status st = dispatch_(b, &l, xs, sexp, S, b1, rexp, &nr, err);
-    if (st) return st;
-    if (nr != R)
-        return mpt_fail(err, MPT_ERR_RUN, "moe backward: %zu rows received, forward had %zu", nr,
-                        R);
-    for (size_t s = 0; s < R; s++) memcpy(b2 + s * D, b1 + (size_t)perm[s] * D, D * sizeof *b2);
-    for (size_t j = 0; j < El; j++) {
-        size_t o = (size_t)off[j], n = (size_t)off[j + 1] - o;
-        if (!n) continue;
-        float *const *w = b->w + 1 + 4 * j, *const *g = b->g + 1 + 4 * j;
-        memset(dhg + o * F, 0, n * F * sizeof *dhg);
-        mpt_matmul_backward(dhg + o * F, split ? NULL : g[2], split ? NULL : g[3], b2 + o * D,
-                            hg + o * F, w[2], n, (int)F, (int)D);
-        memset(dh + o * F, 0, n * F * sizeof *dh);
-        mpt_gelu_backward(dh + o * F, h + o * F, dhg + o * F, n * F);
-        memset(b3 + o * D, 0, n * D * sizeof *b3);
-        mpt_matmul_backward(b3 + o * D, split ? NULL : g[0], split ? NULL : g[1], dh + o * F,
-                            xr + o * D, w[0], n, (int)D, (int)F);
+    prof_tick_(b->prof, MPT_MOE_B_GATE, &tick);
+    if (!local) {
+        size_t nr = 0;
+        mpt_status st = dispatch_(b, &l, xs, sexp, S, b1, NULL, &nr, err); /* perm kept */
+        if (st) return st;
+        if (nr != R)
+            return mpt_fail(err, MPT_ERR_RUN, "moe backward: %zu rows received, forward had %zu",
+                            nr, R);
+        permute_rows_(b2, b1, perm, R, D, 1);
+        prof_tick_(b->prof, MPT_MOE_B_DISPATCH, &tick);
     }
-    for (size_t s = 0; s < R; s++) memcpy(b1 + (size_t)perm[s] * D, b3 + s * D, D * sizeof *b1);
-    if ((st = combine_(b, &l, b1, R, xs, S, err))) return st;
-    for (size_t a = 0; a < NK; a++) {
-        if (pos[a] < 0) continue;
-        float *o = dx + a / K * D;
-        const float *d = xs + (size_t)pos[a] * D;
-        for (size_t i = 0; i < D; i++) o[i] += d[i];
+    float *dxr = local ? xs : b3; /* one rank: the input-gradient rows land in send order */
+    mpt_moe_experts_backward(dxr, dh, dhg, b2, xr, h, hg, b->w + 1, off, El, D, F);
+    prof_tick_(b->prof, MPT_MOE_B_EXPERTS, &tick);
+    if (!split) {
+        mpt_moe_experts_weights(b->g + 1, b2, dh, xr, hg, off, El, D, F);
+        prof_tick_(b->prof, MPT_MOE_B_WEIGHTS, &tick);
     }
+    if (!local) {
+        permute_rows_(b1, b3, perm, R, D, 0);
+        mpt_status st = combine_(b, &l, b1, R, xs, S, err);
+        if (st) return st;
+        prof_tick_(b->prof, MPT_MOE_B_COMBINE, &tick);
+    }
+#pragma omp parallel for schedule(static)
+    for (long tl = 0; tl < (long)N; tl++) { /* each token's kept assignments, in order k */
+        size_t t = (size_t)tl;
+        float *o = dx + t * D;
+        if (dx_set) memset(o, 0, D * sizeof *o);
+        for (size_t k = 0; k < K; k++) {
+            size_t a = t * K + k;
+            if (pos[a] < 0) continue;
+            const float *d = xs + (size_t)pos[a] * D;
+#pragma omp simd
+            for (size_t i = 0; i < D; i++) o[i] += d[i];
+        }
+    }
+    prof_tick_(b->prof, MPT_MOE_B_SCATTER, &tick);
     /* router logits: gate softmax over the K chosen, then the aux and z-loss terms (each token's
      * share of the micro-batch's weight is weight / N; f from the counts forward kept) */
     const float *cntg = act + l.cntg;
@@ -360,7 +427,9 @@ mpt_status mpt_moe_backward(const mpt_moe_block *b, float *dx, const float *dy, 
     for (size_t e = 0; e < E; e++) NKg += cnt[e] = cntg[e];
     float fa = weight / (float)N * c->aux_loss_coef * (float)E / (float)NKg;
     float fz = weight / (float)N * 2.0f * c->z_loss_coef;
-    for (size_t t = 0; t < N; t++) {
+#pragma omp parallel for schedule(static)
+    for (long tl = 0; tl < (long)N; tl++) {
+        size_t t = (size_t)tl;
         float *d = dlog + t * E;
         const float *p = probs + t * E;
         double pf = 0.0;
@@ -372,8 +441,16 @@ mpt_status mpt_moe_backward(const mpt_moe_block *b, float *dx, const float *dy, 
         for (size_t k = 0; k < K; k++) gd += g[k] * dg[k];
         for (size_t k = 0; k < K; k++) d[idx[t * K + k]] += g[k] * (dg[k] - gd);
     }
+    prof_tick_(b->prof, MPT_MOE_B_ROUTER, &tick);
     mpt_matmul_backward(dx, split ? NULL : b->g[0], NULL, dlog, x, b->w[0], N, (int)D, (int)E);
+    prof_tick_(b->prof, MPT_MOE_B_ROUTER_GEMM, &tick);
     return MPT_OK;
+}
+
+mpt_status mpt_moe_backward(const mpt_moe_block *b, float *dx, const float *dy, const float *x,
+                            size_t N, float *act, float *work, float weight, int split,
+                            mpt_error *err) {
+    return backward_(b, dx, dy, x, N, act, work, weight, split, 0, err);
 }
 
 mpt_status mpt_moe_backward_weights(const mpt_moe_block *b, const float *x, size_t N,
@@ -385,13 +462,8 @@ mpt_status mpt_moe_backward_weights(const mpt_moe_block *b, const float *x, size
     const int32_t *off = ints_((float *)(uintptr_t)(act + l.hdr)) + 2;
     const float *xr = act + l.xr, *hg = act + l.hg;
     const float *dyr = act + l.dyr, *dhs = act + l.dhs, *dls = act + l.dls;
-    for (size_t j = 0; j < El; j++) { /* dW = X^T dY, db = sum dY, as the unsplit backward */
-        size_t o = (size_t)off[j], n = (size_t)off[j + 1] - o;
-        if (!n) continue;
-        float *const *g = b->g + 1 + 4 * j;
-        mpt_matmul_backward(NULL, g[2], g[3], dyr + o * D, hg + o * F, NULL, n, (int)F, (int)D);
-        mpt_matmul_backward(NULL, g[0], g[1], dhs + o * F, xr + o * D, NULL, n, (int)D, (int)F);
-    }
+    /* dW = X^T dY, db = sum dY, as the unsplit backward */
+    mpt_moe_experts_weights(b->g + 1, dyr, dhs, xr, hg, off, El, D, F);
     mpt_matmul_backward(NULL, b->g[0], NULL, dls, x, NULL, N, (int)D, (int)E);
     return MPT_OK;
 }
@@ -452,11 +524,10 @@ mpt_status mpt_gpt_moe_forward(mpt_gpt *m, int l, float *out, const float *x, si
 mpt_status mpt_gpt_moe_backward(mpt_gpt *m, int l, float *dx, const float *dy, const float *x,
                                 size_t N, mpt_error *err) {
     mpt_moe_block b = moe_block_(m, l, 1);
-    memset(dx, 0, N * (size_t)m->cfg.d_model * sizeof *dx);
     mpt_status st = m->split_w ? MPT_OK : moe_tp_grads_(m, l, 0, err); /* split: W writes them */
-    if (!st)
-        st = mpt_moe_backward(&b, dx, dy, x, N, moe_act_(m, l), m->work[MPT_WORK_MOE],
-                              m->moe_weight, m->split_w, err);
+    if (!st) /* dx overwritten: no zeroing pass */
+        st = backward_(&b, dx, dy, x, N, moe_act_(m, l), m->work[MPT_WORK_MOE], m->moe_weight,
+                       m->split_w, 1, err);
     return st || m->split_w ? st : moe_tp_grads_(m, l, 1, err);
 }
 

@@ -64,6 +64,33 @@ typedef struct mpt_moe_stats {
     double tokens[MPT_MAX_EXPERTS]; /* assignments routed to each expert (before capacity) */
 } mpt_moe_stats;
 
+/* Where one block's forward and backward spend their time (bench/moe_profile.c): when a block
+ * has prof set, each pass adds the seconds of each phase, read with prof->clock, to t[phase].
+ * Phases run one after another on the calling thread, so they add up to the whole pass. */
+enum {
+    MPT_MOE_F_ROUTER,    /* router GEMM x Wr */
+    MPT_MOE_F_TOPK,      /* softmax, logsumexp, top-K, gates */
+    MPT_MOE_F_COUNTS,    /* capacity, counts and send order, aux and z-loss (cp / tp sums) */
+    MPT_MOE_F_GATHER,    /* token rows gathered into send order (and into expert runs) */
+    MPT_MOE_F_DISPATCH,  /* ep: the all-to-all of rows, then the sort into expert runs */
+    MPT_MOE_F_EXPERTS,   /* the experts: c_fc GEMM, bias + GELU, c_proj GEMM */
+    MPT_MOE_F_COMBINE,   /* ep: un-sort, the all-to-all back */
+    MPT_MOE_F_WSUM,      /* gate-weighted sum into the output rows */
+    MPT_MOE_B_GATE,      /* gate gradients and the gate-scaled output gradient rows */
+    MPT_MOE_B_DISPATCH,  /* ep: all-to-all of the gradient rows, sort into expert runs */
+    MPT_MOE_B_EXPERTS,   /* experts' input-gradient path: GEMMs (beta 0) and GELU backward */
+    MPT_MOE_B_WEIGHTS,   /* experts' weight and bias gradients */
+    MPT_MOE_B_COMBINE,   /* ep: un-sort, the all-to-all back */
+    MPT_MOE_B_SCATTER,   /* rows added into dx */
+    MPT_MOE_B_ROUTER,    /* router logits' gradient: gate softmax, aux and z-loss terms */
+    MPT_MOE_B_ROUTER_GEMM, /* router GEMM backward (dx, dWr) */
+    MPT_MOE_NPHASE
+};
+typedef struct mpt_moe_prof {
+    double (*clock)(void);
+    double t[MPT_MOE_NPHASE];
+} mpt_moe_prof;
+
 /* One MoE block on this rank. w and g are the tensor pointer tables at the block's router:
  * w[0] = router [D, E]; local expert j's c_fc.weight, .bias, c_proj.weight, .bias at
  * w[1 + 4j + 0..3] (model/params.h lays them out so). g the same for gradients (training). */
@@ -75,6 +102,7 @@ typedef struct mpt_moe_block {
                              * are summed over tp too (ops->reduce_from_tp) */
     float *const *w;
     float *const *g;
+    mpt_moe_prof *prof;     /* NULL (the default): no timing */
 } mpt_moe_block;
 
 /* Rows this rank's experts may receive for N local tokens (see above). 0 on overflow. */

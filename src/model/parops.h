@@ -133,7 +133,8 @@ typedef struct mpt_par_ops {
      * expert); recv gets the rows for this rank's experts (*n_recv of them, from ep rank 0's
      * first, recv_expert their local expert index). Every ep rank calls, also with n = 0, with
      * the same max_recv (the rows recv holds): when any rank would receive more, every rank
-     * fails with the same MPT_ERR_RUN before any row moves. */
+     * fails with the same MPT_ERR_RUN before any row moves. recv_expert NULL on every rank (the
+     * MoE backward, which keeps the order from its forward): the indices are not sent. */
     mpt_status (*expert_dispatch)(void *ctx, const float *x, const int32_t *expert, size_t n,
                                   int D, size_t max_recv, float *recv, int32_t *recv_expert,
                                   size_t *n_recv, mpt_error *err);

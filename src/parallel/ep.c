@@ -95,8 +95,10 @@ static mpt_status dispatch_(void *ctx, const float *x, const int32_t *expert, si
     *n_recv = total;
     if ((st = scale_(ep, sc, 0, D, err)) || (st = scale_(ep, rc, 2, D, err))) return st;
     if ((st = mpt_alltoallv(ep->comm, x, EL_(ep, 0), EL_(ep, 1), recv, EL_(ep, 2), EL_(ep, 3),
-                            err)) ||
-        (st = mpt_alltoallv_dt(ep->comm, expert, sc, sd, recv_expert, rc, rd, MPT_I32, err)))
+                            err)))
+        return st;
+    if (!recv_expert) return MPT_OK; /* the backward: its forward kept the order */
+    if ((st = mpt_alltoallv_dt(ep->comm, expert, sc, sd, recv_expert, rc, rd, MPT_I32, err)))
         return st;
     for (size_t r = 0; r < total; r++) recv_expert[r] -= ep->rank * ep->El; /* local index */
     return MPT_OK;
