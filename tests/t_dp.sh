@@ -54,6 +54,35 @@ PY
   done
 done
 
+# the default bucket on one node: the whole gradient in one bucket, reduced after the backward
+# (parallel/dp_node.c); it trains like one rank and its plan (one ring buffer of a bucket's 1/N)
+# is the arena's measured peak
+DEFAULT=("${MODEL[@]:0:${#MODEL[@]}-2}") # MODEL without --bucket-mb
+for zero in 0 1; do
+  name="dp2-zero$zero-m4-default-bucket"
+  if ! "${MPIRUN[@]}" -np 2 "$BIN" train "${DEFAULT[@]}" --dp 2 --zero $zero --microbatches 4 \
+       --log "$TMP/$name.jsonl" --save "$TMP/$name" >"$TMP/$name.out" 2>&1; then
+    bad "$name: run failed: $(tail -3 "$TMP/$name.out")"; continue
+  fi
+  if /usr/bin/python3 "$HERE/compare_runs.py" "$TMP/$name.jsonl" "$TMP/$name/latest/model.safetensors" \
+       "$TMP/ref4.jsonl" "$TMP/ref4/latest/model.safetensors" --rtol 1e-5 >"$TMP/cmp" 2>&1; then
+    ok "$name = one rank: $(tr '\n' ' ' < "$TMP/cmp")"
+  else
+    bad "$name differs from one rank: $(tr '\n' ' ' < "$TMP/cmp")"
+  fi
+  if /usr/bin/python3 - "$TMP/$name.jsonl" >"$TMP/mem" 2>&1 <<'PY'
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+plan, peak = lines[0]["memory_plan_bytes"], lines[-1]["peak_mem_by_kind"]
+bucket = lines[0]["layout"].get("bucket_mb")
+msgs = [f"{k}: plan {plan[k]} != measured peak {peak[k]}" for k in plan if k in peak and plan[k] != peak[k]]
+if bucket != "whole": msgs.append(f"bucket_mb {bucket!r}, not 'whole'")
+print(f"bucket {bucket}, workspace {plan['workspace']} B; plan = peak", *msgs)
+sys.exit(1 if msgs else 0)
+PY
+  then ok "$name memory: $(cat "$TMP/mem")"; else bad "$name memory: $(cat "$TMP/mem")"; fi
+done
+
 # a bad layout on 4 ranks: every rank exits 2 with the same message, without a hang (a hang is
 # stopped by `timeout` and fails with its exit status 124; no duration is asserted)
 timeout -k 5 60 "${MPIRUN[@]}" -np 4 "$BIN" train "${MODEL[@]}" --dp 3 >"$TMP/bad.out" 2>"$TMP/bad.err"; code=$?

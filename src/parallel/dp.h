@@ -96,6 +96,15 @@ typedef struct mpt_dp_opts {
 
 /* zero 0, 4 MiB buckets, nothing held. */
 void mpt_dp_opts_defaults(mpt_dp_opts *o);
+/* The default bucket (dp_node.c): one bucket of the whole gradient when every rank of the job
+ * shares one node (MPT_DP_BUCKET_WHOLE), else MPT_DP_BUCKET_MB_NODES MiB overlapped with the
+ * backward. */
+#define MPT_DP_BUCKET_WHOLE 0.0     /* bucket_mb: the whole gradient in one bucket */
+#define MPT_DP_BUCKET_MB_NODES 4.0  /* bucket_mb across nodes */
+/* *one = 1 when every rank of world runs on one node. All ranks of world call. */
+mpt_status mpt_dp_one_node(mpt_comm *world, int *one, mpt_error *err);
+/* Bucket elements of a size in MiB; MPT_DP_BUCKET_WHOLE (or below) gives SIZE_MAX. */
+size_t mpt_dp_bucket_elems(double bucket_mb);
 /* Padding of units (the table must be built with it). */
 size_t mpt_dp_unit_align(int R);
 /* What mpt_gpt_init must allocate itself for this ZeRO stage (MPT_GPT_* flags). */
@@ -136,6 +145,7 @@ typedef struct mpt_dp {
     size_t ring_n;           /* elements of each ring receive buffer (largest bucket / R) */
     float *ring_buf[MPT_DP_RING_BUFS];
     int ring_busy[MPT_DP_RING_BUFS];
+    int n_ring_bufs;         /* of them allocated: min(buckets, MPT_DP_RING_BUFS) */
     /* sharding (dp_shard.c) */
     int n_seg;
     mpt_dp_segment *seg;     /* owned: tensor pieces of this rank's slices (zero >= 1) */
