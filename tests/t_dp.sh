@@ -83,6 +83,24 @@ PY
   then ok "$name memory: $(cat "$TMP/mem")"; else bad "$name memory: $(cat "$TMP/mem")"; fi
 done
 
+# ... unless its receive buffer (a bucket's 1/N) breaks --mem-limit: then 4 MB buckets. A model
+# whose gradient (44 MB) is well above 4 MB, given a limit 1 MiB under its whole-bucket plan
+SMALL=(--model small --batch 4 --seq-len 64 --steps 1 --threads 1 --quiet)
+"${MPIRUN[@]}" -np 2 "$BIN" train "${SMALL[@]}" --dp 2 --log "$TMP/bw.jsonl" >/dev/null 2>&1 || bad "small dp 2 run"
+lim=$(/usr/bin/python3 -c "import json,sys; print(json.loads(open(sys.argv[1]).readline())['memory_plan_bytes']['total'] - 2**20)" "$TMP/bw.jsonl")
+"${MPIRUN[@]}" -np 2 "$BIN" train "${SMALL[@]}" --dp 2 --mem-limit "$lim" --log "$TMP/b4.jsonl" >/dev/null 2>&1 || bad "small dp 2 under --mem-limit $lim"
+if /usr/bin/python3 - "$TMP/bw.jsonl" "$TMP/b4.jsonl" >"$TMP/bmem" 2>&1 <<'PY'
+import json, sys
+w, f = ([json.loads(l) for l in open(p)] for p in sys.argv[1:3])
+bw, bf = w[0]["layout"]["bucket_mb"], f[0]["layout"]["bucket_mb"]
+pw, pf = w[0]["memory_plan_bytes"]["total"], f[0]["memory_plan_bytes"]["total"]
+msgs = [] if (bw, bf) == ("whole", 4) else [f"buckets {bw!r}, {bf!r}: expected 'whole', 4"]
+if f[-1]["peak_mem_bytes"] != pf: msgs.append(f"plan {pf} != peak {f[-1]['peak_mem_bytes']}")
+print(f"whole-gradient plan {pw} B; under --mem-limit {pw - 2**20} B: bucket {bf} MB, plan {pf} B = peak", *msgs)
+sys.exit(1 if msgs else 0)
+PY
+then ok "default bucket under --mem-limit: $(cat "$TMP/bmem")"; else bad "default bucket under --mem-limit: $(cat "$TMP/bmem")"; fi
+
 # a bad layout on 4 ranks: every rank exits 2 with the same message, without a hang (a hang is
 # stopped by `timeout` and fails with its exit status 124; no duration is asserted)
 timeout -k 5 60 "${MPIRUN[@]}" -np 4 "$BIN" train "${MODEL[@]}" --dp 3 >"$TMP/bad.out" 2>"$TMP/bad.err"; code=$?

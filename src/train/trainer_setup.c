@@ -235,6 +235,18 @@ static int stage_fits_(void *ctx, int stage, int first_layer, int n) {
            plan.total <= r->o->mem_limit;
 }
 
+/* Does every stage's plan fit the node's memory and --mem-limit? (1 also when a plan fails:
+ * the caller reports that.) */
+static int stages_fit_(mpt_run *r, size_t phys) {
+    for (int s = 0, l = 0; s < r->o->pp; l += r->stage_count[s++]) {
+        mpt_mem_plan plan;
+        mpt_placement q = mpt_placement_at_stage(&r->place, s, l, r->stage_count[s]);
+        if (stage_plan_(r, &q, &plan, NULL) != MPT_OK) return 1;
+        if (plan.total > phys || (r->o->mem_limit && plan.total > r->o->mem_limit)) return 0;
+    }
+    return 1;
+}
+
 mpt_status mpt_run_prepare(mpt_run *r, mpt_train_result *res, mpt_error *err) {
     const mpt_train_opts *o = r->o;
     /* the default bucket: the whole gradient on one node (every rank calls, before any check
@@ -270,6 +282,10 @@ mpt_status mpt_run_prepare(mpt_run *r, mpt_train_result *res, mpt_error *err) {
      * touch) */
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
     size_t phys = pages > 0 && page > 0 ? (size_t)pages * (size_t)page : SIZE_MAX;
+    /* the default whole-gradient bucket's receive buffer must let every stage fit, else 4 MB
+     * buckets (every rank plans every stage, so all take the same turn) */
+    if (r->bucket_mb == MPT_DP_BUCKET_WHOLE && o->bucket_mb <= 0 && !stages_fit_(r, phys))
+        r->bucket_mb = MPT_DP_BUCKET_MB_NODES;
     for (int s = 0, l = 0; s < o->pp; l += r->stage_count[s++]) {
         mpt_mem_plan plan;
         mpt_placement q = mpt_placement_at_stage(&r->place, s, l, r->stage_count[s]);
