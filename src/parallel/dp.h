@@ -36,7 +36,7 @@
  * Without the split (zero 0 or ep 1) part 2u is the whole unit u and everything is as described
  * above.
  *
- * The module is four files, one concern each:
+ * The module is five files, one concern each:
  *   dp.c        the buffer list, init/free, the model's hooks and the step protocol
  *   dp_reduce.c gradient reduction of zero 0/1: buckets of units merged in backward order up to
  *               bucket_elems, each reduced by a ring (dp_ring.h) that starts, during the LAST
@@ -47,6 +47,8 @@
  *               copies, and parameters / optimizer state in and out
  *   dp_optim.c  the optimizer over flat shards: global gradient norm and AdamW on the rank's
  *               segments (core/adamw.h), then the parameter slices all-gathered
+ *   dp_node.c   the default bucket: the whole gradient when every rank is on one node, else
+ *               MPT_DP_BUCKET_MB_NODES
  *
  * A held tensor (opts.held: the tied wte at a pipeline end, parallel/tied.h) keeps its
  * gradient whole through the step; mpt_dp_finish_grads calls opts.pre_reduce on it (the sum
