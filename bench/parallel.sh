@@ -6,9 +6,10 @@
 #                      weak scaling (each replica gets the single rank's 8 sequences, global
 #                      batch 16) and strong scaling (global batch 8, 4 per replica); and
 #                      tokens/s against PyTorch DDP over gloo with 2 processes (batch 16);
-#                      with the default 4 MB buckets (overlapped with the backward) and with one
-#                      64 MB bucket (reduced after it: on one node's shared memory the ring
-#                      all-reduce of the whole gradient takes ~10 ms, less than overlapping costs)
+#                      with the default bucket, which on one node is the whole gradient (reduced
+#                      after the backward: on shared memory its ring takes ~10 ms, less than
+#                      overlapping costs; parallel/dp_node.c), and with 4 MB buckets overlapped
+#                      with the backward (the default across nodes), weak and strong
 #   tensor parallelism tp 2 (with and without --sp) vs 1 rank: efficiency, and the share of the
 #                      step spent in the tp group's communication (from the log's counters)
 #   pipeline           pp 2, 8 micro-batches, 1F1B vs 1 rank: efficiency, and the measured
@@ -60,8 +61,9 @@ PY
 fi
 run one "$BIN" train "${MODEL[@]}"
 run dp2 "${MPIRUN[@]}" "$BIN" train "${MODEL[@]}" --dp 2 --batch 16
-run dp2big "${MPIRUN[@]}" "$BIN" train "${MODEL[@]}" --dp 2 --batch 16 --bucket-mb 64
+run dp2b4 "${MPIRUN[@]}" "$BIN" train "${MODEL[@]}" --dp 2 --batch 16 --bucket-mb 4
 run dp2strong "${MPIRUN[@]}" "$BIN" train "${MODEL[@]}" --dp 2
+run dp2strongb4 "${MPIRUN[@]}" "$BIN" train "${MODEL[@]}" --dp 2 --bucket-mb 4
 run tp2 "${MPIRUN[@]}" "$BIN" train "${MODEL[@]}" --tp 2
 run tp2sp "${MPIRUN[@]}" "$BIN" train "${MODEL[@]}" --tp 2 --sp
 run pp2 "${MPIRUN[@]}" "$BIN" train "${MODEL[@]}" --pp 2 --microbatches 8 --schedule 1f1b
@@ -91,10 +93,12 @@ one = (med("one") + med("one_again")) / 2
 res = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
        "model": "small (L6 D384 H6 T256 V256), batch 8, 1 thread per rank",
        "one_rank_tokens_per_s": one}
-dp2, dps, ddp, dpb = med("dp2"), med("dp2strong"), med("ddp0"), med("dp2big")
+dp2, dps, ddp, dpb = med("dp2"), med("dp2strong"), med("ddp0"), med("dp2b4")
+dpsb = med("dp2strongb4")
 res["dp"] = {"dp2_tokens_per_s": dp2, "efficiency": dp2 / (2 * one),
-             "one_bucket_tokens_per_s": dpb, "one_bucket_efficiency": dpb / (2 * one),
+             "bucket_4mb_tokens_per_s": dpb, "bucket_4mb_efficiency": dpb / (2 * one),
              "strong_tokens_per_s": dps, "strong_efficiency": dps / (2 * one),
+             "strong_bucket_4mb_efficiency": dpsb / (2 * one),
              "torch_ddp_gloo_tokens_per_s": ddp, "ratio_vs_torch_ddp": dp2 / ddp}
 for name in ("tp2", "tp2sp"):
     e = end(name)
@@ -111,8 +115,9 @@ json.dump(res, open(out, "w"), indent=2)
 print(f"one rank, 1 thread        {one:8.0f} tokens/s")
 print(f"two single ranks at once   {pair:8.0f} tokens/s each   ceiling {pair / one:.3f} (no communication: the machine's share of 2x)")
 print(f"dp 2, 8 sequences each     {dp2:8.0f} tokens/s   efficiency {dp2 / (2 * one):.3f}   vs torch DDP/gloo {ddp:.0f} tokens/s: x{dp2 / ddp:.2f}")
-print(f"dp 2, 8 each, 64 MB bucket {dpb:8.0f} tokens/s   efficiency {dpb / (2 * one):.3f} (one reduction after the backward)")
+print(f"dp 2, 8 each, 4 MB buckets {dpb:8.0f} tokens/s   efficiency {dpb / (2 * one):.3f} (overlapped with the backward; the default is one bucket on one node)")
 print(f"dp 2, 4 sequences each     {dps:8.0f} tokens/s   efficiency {dps / (2 * one):.3f} (strong scaling: half the work per GEMM)")
+print(f"dp 2, 4 each, 4 MB buckets {dpsb:8.0f} tokens/s   efficiency {dpsb / (2 * one):.3f}")
 for name in ("tp2", "tp2sp"):
     r = res[name]
     print(f"{name:26s}{r['tokens_per_s']:8.0f} tokens/s   efficiency {r['efficiency']:.3f}   tp communication {100 * r['comm_share']:.1f}% of the step")

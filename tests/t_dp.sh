@@ -54,6 +54,53 @@ PY
   done
 done
 
+# the default bucket on one node: the whole gradient in one bucket, reduced after the backward
+# (parallel/dp_node.c); it trains like one rank and its plan (one ring buffer of a bucket's 1/N)
+# is the arena's measured peak
+DEFAULT=("${MODEL[@]:0:${#MODEL[@]}-2}") # MODEL without --bucket-mb
+for zero in 0 1; do
+  name="dp2-zero$zero-m4-default-bucket"
+  if ! "${MPIRUN[@]}" -np 2 "$BIN" train "${DEFAULT[@]}" --dp 2 --zero $zero --microbatches 4 \
+       --log "$TMP/$name.jsonl" --save "$TMP/$name" >"$TMP/$name.out" 2>&1; then
+    bad "$name: run failed: $(tail -3 "$TMP/$name.out")"; continue
+  fi
+  if /usr/bin/python3 "$HERE/compare_runs.py" "$TMP/$name.jsonl" "$TMP/$name/latest/model.safetensors" \
+       "$TMP/ref4.jsonl" "$TMP/ref4/latest/model.safetensors" --rtol 1e-5 >"$TMP/cmp" 2>&1; then
+    ok "$name = one rank: $(tr '\n' ' ' < "$TMP/cmp")"
+  else
+    bad "$name differs from one rank: $(tr '\n' ' ' < "$TMP/cmp")"
+  fi
+  if /usr/bin/python3 - "$TMP/$name.jsonl" >"$TMP/mem" 2>&1 <<'PY'
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+plan, peak = lines[0]["memory_plan_bytes"], lines[-1]["peak_mem_by_kind"]
+bucket = lines[0]["layout"].get("bucket_mb")
+msgs = [f"{k}: plan {plan[k]} != measured peak {peak[k]}" for k in plan if k in peak and plan[k] != peak[k]]
+if bucket != "whole": msgs.append(f"bucket_mb {bucket!r}, not 'whole'")
+print(f"bucket {bucket}, workspace {plan['workspace']} B; plan = peak", *msgs)
+sys.exit(1 if msgs else 0)
+PY
+  then ok "$name memory: $(cat "$TMP/mem")"; else bad "$name memory: $(cat "$TMP/mem")"; fi
+done
+
+# ... unless its receive buffer (a bucket's 1/N) breaks --mem-limit: then 4 MB buckets. A model
+# whose gradient (44 MB) is well above 4 MB, given a limit 1 MiB under its whole-bucket plan
+SMALL=(--model small --batch 4 --seq-len 64 --steps 1 --threads 1 --quiet)
+"${MPIRUN[@]}" -np 2 "$BIN" train "${SMALL[@]}" --dp 2 --log "$TMP/bw.jsonl" >/dev/null 2>&1 || bad "small dp 2 run"
+lim=$(/usr/bin/python3 -c "import json,sys; print(json.loads(open(sys.argv[1]).readline())['memory_plan_bytes']['total'] - 2**20)" "$TMP/bw.jsonl")
+"${MPIRUN[@]}" -np 2 "$BIN" train "${SMALL[@]}" --dp 2 --mem-limit "$lim" --log "$TMP/b4.jsonl" >/dev/null 2>&1 || bad "small dp 2 under --mem-limit $lim"
+if /usr/bin/python3 - "$TMP/bw.jsonl" "$TMP/b4.jsonl" >"$TMP/bmem" 2>&1 <<'PY'
+import json, sys
+w, f = ([json.loads(l) for l in open(p)] for p in sys.argv[1:3])
+bw, bf = w[0]["layout"]["bucket_mb"], f[0]["layout"]["bucket_mb"]
+pw, pf = w[0]["memory_plan_bytes"]["total"], f[0]["memory_plan_bytes"]["total"]
+msgs = [] if (bw, bf) == ("whole", 4) else [f"buckets {bw!r}, {bf!r}: expected 'whole', 4"]
+if f[-1]["peak_mem_bytes"] != pf: msgs.append(f"plan {pf} != peak {f[-1]['peak_mem_bytes']}")
+print(f"whole-gradient plan {pw} B; under --mem-limit {pw - 2**20} B: bucket {bf} MB, plan {pf} B = peak", *msgs)
+sys.exit(1 if msgs else 0)
+PY
+then ok "default bucket under --mem-limit: $(cat "$TMP/bmem")"; else bad "default bucket under --mem-limit: $(cat "$TMP/bmem")"; fi
+
 # a bad layout on 4 ranks: every rank exits 2 with the same message, without a hang (a hang is
 # stopped by `timeout` and fails with its exit status 124; no duration is asserted)
 timeout -k 5 60 "${MPIRUN[@]}" -np 4 "$BIN" train "${MODEL[@]}" --dp 3 >"$TMP/bad.out" 2>"$TMP/bad.err"; code=$?

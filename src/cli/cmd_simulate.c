@@ -83,6 +83,7 @@ int mpt_cli_simulate(int argc, char **argv) {
     if ((st = plan_cli_job(&c, &job, &lay, &err)) ||
         (st = mpt_cluster_load(&cl, c.cluster, &err)))
         return mpt_cli_report(&err);
+    job.per_node = cl.per_node; /* the default dp bucket follows the cluster's nodes */
     mpt_sim_result r;
     if ((st = mpt_simulate(&job, &lay, &cl, c.top || c.trace || svg, &r, &err)))
         return mpt_cli_report(&err);

@@ -252,7 +252,7 @@ int mpt_cli_train(int argc, char **argv) {
     mpt_train_opts o;
     mpt_train_opts_defaults(&o);
     o.threads = default_threads_();
-    float bucket_mb = 4.0f, comm_timeout = 300.0f, stall_seconds = 3600.0f, val_fraction = 0.0f;
+    float bucket_mb = 0.0f, comm_timeout = 300.0f, stall_seconds = 3600.0f, val_fraction = 0.0f;
     int val_fraction_seen = 0;
     const char *gemm = "onednn", *z3_gather = "layer", *on_nan = "stop", *debug_nan = NULL;
     const char *save_format = "single", *dtype = "fp32", *grad_dtype = "fp32";
@@ -302,7 +302,7 @@ int mpt_cli_train(int argc, char **argv) {
         {"ep", MPT_ARG_INT, &c.ep, "expert-parallel ranks: each holds experts/ep of every MoE block (divides dp, or cp times a divisor of dp)", NULL, MPT_RANGE(1, MPT_MAX_PARALLEL)},
         {"zero", MPT_ARG_INT, &o.zero, "ZeRO stage 0|1|2|3 (shards optimizer, grads, params)", NULL, MPT_RANGE(0, 3)},
         {"zero3-gather", MPT_ARG_STRING, &z3_gather, "ZeRO-3 gathering: layer (default: before each use, 16/N bytes per parameter) | step (each unit once per step, +4 bytes per parameter)", NULL, MPT_NO_RANGE},
-        {"bucket-mb", MPT_ARG_FLOAT, &bucket_mb, "gradient all-reduce bucket size in MiB (default 4)", NULL, MPT_ABOVE(0, MPT_MAX_BUCKET_MB)},
+        {"bucket-mb", MPT_ARG_FLOAT, &bucket_mb, "gradient all-reduce bucket size in MiB (default: the whole gradient when every rank is on one node, else 4)", NULL, MPT_ABOVE(0, MPT_MAX_BUCKET_MB)},
         {"comm-timeout", MPT_ARG_FLOAT, &comm_timeout, "seconds a rank may wait in one MPI call (default 300)", NULL, MPT_ABOVE(0, MAX_COMM_TIMEOUT_)},
         {"sp", MPT_ARG_FLAG, &o.sp, "sequence parallelism over the tp ranks (needs tp > 1)", NULL, MPT_NO_RANGE},
         {"schedule", MPT_ARG_STRING, &o.schedule, "pipeline schedule naive | gpipe | 1f1b (default) | interleaved | zb-h1 | zb-v", NULL, MPT_NO_RANGE},

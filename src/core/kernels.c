@@ -425,10 +425,12 @@ void mpt_lmhead_forward(float *out, const float *inp, const float *w, size_t N, 
 
 static void lmhead_backward_(float *dinp, float beta_in, float *dw, const float *dout,
                              const float *inp, const float *w, size_t N, int C, int V, int ldo) {
-    gemm_('N', 'N', N, (size_t)C, (size_t)V, 1.0f, dout, (size_t)ldo, w, (size_t)C, beta_in,
-           dinp, (size_t)C);
-    gemm_('T', 'N', (size_t)V, (size_t)C, N, 1.0f, dout, (size_t)ldo, inp, (size_t)C, 1.0f, dw,
-           (size_t)C);
+    if (dinp)
+        gemm_('N', 'N', N, (size_t)C, (size_t)V, 1.0f, dout, (size_t)ldo, w, (size_t)C, beta_in,
+               dinp, (size_t)C);
+    if (dw)
+        gemm_('T', 'N', (size_t)V, (size_t)C, N, 1.0f, dout, (size_t)ldo, inp, (size_t)C, 1.0f,
+               dw, (size_t)C);
 }
 
 void mpt_lmhead_backward(float *dinp, float *dw, const float *dout, const float *inp,

@@ -63,7 +63,8 @@ void mpt_matmul_backward_set(float *dinp, float *dw, float *dbias, const float *
  * inp(N,C) w(V,C)^T; columns >= V are not written. */
 void mpt_lmhead_forward(float *out, const float *inp, const float *w, size_t N, int C, int V,
                         int ldo);
-/* dinp(N,C) += dout w; dw(V,C) += dout^T inp; dout (N, ldo), only its first V columns read. */
+/* dinp(N,C) += dout w; dw(V,C) += dout^T inp; dout (N, ldo), only its first V columns read.
+ * dinp or dw NULL: that GEMM is skipped (inp is then unused without dw). */
 void mpt_lmhead_backward(float *dinp, float *dw, const float *dout, const float *inp,
                          const float *w, size_t N, int C, int V, int ldo);
 /* As mpt_lmhead_backward, but dinp is OVERWRITTEN (beta = 0); dw still accumulates. */

@@ -222,8 +222,12 @@ static mpt_status embed_(mpt_gpt *m, const int32_t *inputs, int B, int T, size_t
     }
     /* vocabulary-parallel: each rank looks up the tokens of its rows of wte (zero for the
      * others), so the sum over tp, as after a row-parallel layer, is the whole embedding */
-    mpt_embed_masked_forward(tmp, inputs, m->w[pt->wte], B, T, D, m->v0, m->Vl);
-    if (m->tp > 1) TRY_(reduce_from_tp_(m, tmp, (size_t)B * T, Nl, err));
+    if (mpt_gpt_sp_overlap(m)) { /* by row blocks, each sent as it is looked up (gpt_sp.h) */
+        TRY_(mpt_gpt_sp_embed_forward(m, tmp, inputs, m->w[pt->wte], Nl, D, err));
+    } else {
+        mpt_embed_masked_forward(tmp, inputs, m->w[pt->wte], B, T, D, m->v0, m->Vl);
+        if (m->tp > 1) TRY_(reduce_from_tp_(m, tmp, (size_t)B * T, Nl, err));
+    }
     memcpy(enc, tmp, Nl * (size_t)D * sizeof *enc);
     positions_forward_(m, enc, m->w[pt->wpe], row0, Nl, T, D);
     return MPT_OK;
@@ -605,7 +609,10 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
     }
     if (!m->first) return MPT_OK; /* dres: the input gradient, for the previous stage */
     if (!head_is_wte) TRY_(need_(m, 0, MPT_PHASE_BACKWARD, err));
-    if (m->tp > 1 || m->cp > 1) {
+    if (mpt_gpt_sp_overlap(m)) { /* the gather by row blocks, each summed in as it arrives */
+        TRY_(mpt_gpt_sp_embed_backward(m, m->g[pt->wte], dres, inputs, Nl, D, &dy, err));
+        positions_backward_(m, m->g[pt->wpe], dy, B, T, D);
+    } else if (m->tp > 1 || m->cp > 1) {
         TRY_(all_rows_(m, dres, Nl, &dy, err)); /* every token, for the vocabulary rows here */
         mpt_embed_masked_backward(m->g[pt->wte], dy, inputs, B, T, D, m->v0, m->Vl);
         positions_backward_(m, m->g[pt->wpe], dy, B, T, D);

@@ -13,6 +13,8 @@ typedef struct sp_job_ {
     const float *in, *w, *b, *dout;
     int C, OC, ldo;
     size_t N;
+    const int32_t *tokens; /* the embedding's rows' token ids */
+    int v0, Vl;            /* the embedding's vocabulary rows here */
 } sp_job_;
 
 int mpt_gpt_sp_overlap(const mpt_gpt *m) {
@@ -54,12 +56,36 @@ static void lmhead_rows_(void *ctx, size_t r0, size_t n) {
     mpt_lmhead_forward(j->out + r0 * ldo, j->in + r0 * C, j->w, n, j->C, j->OC, j->ldo);
 }
 
-/* the head's backward on rows [r0, r0+n): dinp rows = dout rows w, dw += dout rows^T in rows */
-static void lmhead_grad_rows_(void *ctx, size_t r0, size_t n) {
+/* the head's backward on rows [r0, r0+n): dinp rows (C wide) = dout rows w */
+static void lmhead_dinp_rows_(void *ctx, size_t r0, size_t n) {
     const sp_job_ *j = ctx;
     size_t C = (size_t)j->C, ldo = (size_t)j->ldo;
-    mpt_lmhead_backward_set(j->out + r0 * C, j->dw, j->dout + r0 * ldo, j->in + r0 * C, j->w, n,
-                            j->C, j->OC, j->ldo);
+    mpt_lmhead_backward_set(j->out + r0 * C, NULL, j->dout + r0 * ldo, NULL, j->w, n, j->C,
+                            j->OC, j->ldo);
+}
+
+/* the head's weight gradient over all N rows: dw += dout^T in (in: the gathered rows) */
+static void lmhead_dw_(void *ctx, size_t r0, size_t n) {
+    const sp_job_ *j = ctx;
+    (void)r0, (void)n;
+    mpt_lmhead_backward(NULL, j->dw, j->dout, j->in, j->w, j->N, j->C, j->OC, j->ldo);
+}
+
+/* the vocabulary-parallel embedding on rows [r0, r0+n): out rows = the wte rows of their tokens
+ * held here (zero for the others) */
+static void embed_rows_(void *ctx, size_t r0, size_t n) {
+    const sp_job_ *j = ctx;
+    size_t C = (size_t)j->C;
+    mpt_embed_masked_forward(j->out + r0 * C, j->tokens + r0, j->w, 1, (int)n, j->C, j->v0,
+                             j->Vl);
+}
+
+/* its backward on rows [r0, r0+n): dw rows of their tokens held here += the rows of dout */
+static void embed_grad_rows_(void *ctx, size_t r0, size_t n) {
+    const sp_job_ *j = ctx;
+    size_t C = (size_t)j->C;
+    mpt_embed_masked_backward(j->dw, j->dout + r0 * C, j->tokens + r0, 1, (int)n, j->C, j->v0,
+                              j->Vl);
 }
 
 mpt_status mpt_gpt_sp_gather_lmhead(mpt_gpt *m, float *logits, const float *local,
@@ -73,13 +99,32 @@ mpt_status mpt_gpt_sp_gather_lmhead(mpt_gpt *m, float *logits, const float *loca
 mpt_status mpt_gpt_sp_lmhead_backward(mpt_gpt *m, float *dinp, float *dw, const float *dout,
                                       const float *local, const float *w, size_t Nl, int C,
                                       int V, int ldo, mpt_error *err) {
+    /* as a column-parallel layer's backward: the input gradient's row blocks (the others'
+     * first) each sent to its owner as it is done, ln_f's rows gathered beside them, then the
+     * weight gradient over all rows while the last sums travel */
     float *full = m->work[MPT_WORK_GATHER];
     sp_job_ j = {.out = dinp, .dw = dw, .in = full, .dout = dout, .w = w, .C = C, .OC = V,
-                 .ldo = ldo};
-    mpt_status st = m->ops.gather_seq_rows(m->ops.ctx, local, full, Nl, (size_t)C,
-                                           lmhead_grad_rows_, &j, err);
-    if (st) return st;
-    return m->ops.scatter_seq(m->ops.ctx, dinp, Nl * (size_t)C, err);
+                 .ldo = ldo, .N = Nl * (size_t)m->tp};
+    return m->ops.rows_scatter_seq(m->ops.ctx, dinp, Nl, (size_t)C, m->work[MPT_WORK_SPRECV],
+                                   lmhead_dinp_rows_, lmhead_dw_, &j, local, full, (size_t)C,
+                                   err);
+}
+
+mpt_status mpt_gpt_sp_embed_forward(mpt_gpt *m, float *out, const int32_t *tokens,
+                                    const float *wte, size_t Nl, int D, mpt_error *err) {
+    sp_job_ j = {.out = out, .w = wte, .C = D, .tokens = tokens, .v0 = m->v0, .Vl = m->Vl};
+    return m->ops.rows_scatter_seq(m->ops.ctx, out, Nl, (size_t)D, m->work[MPT_WORK_SPRECV],
+                                   embed_rows_, NULL, &j, NULL, NULL, 0, err);
+}
+
+mpt_status mpt_gpt_sp_embed_backward(mpt_gpt *m, float *dwte, const float *dlocal,
+                                     const int32_t *tokens, size_t Nl, int D, const float **dy,
+                                     mpt_error *err) {
+    float *full = m->work[MPT_WORK_GATHER];
+    sp_job_ j = {.dw = dwte, .dout = full, .C = D, .tokens = tokens, .v0 = m->v0, .Vl = m->Vl};
+    *dy = full;
+    return m->ops.gather_seq_rows(m->ops.ctx, dlocal, full, Nl, (size_t)D, embed_grad_rows_, &j,
+                                  err);
 }
 
 mpt_status mpt_gpt_sp_gather_matmul(mpt_gpt *m, float *out, float *fch, const float *local,

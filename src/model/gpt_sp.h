@@ -30,12 +30,27 @@ mpt_status mpt_gpt_sp_gather_lmhead(mpt_gpt *m, float *logits, const float *loca
                                     const float *w, size_t Nl, int C, int V, int ldo,
                                     mpt_error *err);
 
-/* Its backward: x gathered again block by block, each block's rows of dinp (N, C) = dout w
- * and dw (V, C) += dout^T x computed as they arrive; then dinp[0 .. Nl*C) = this rank's rows
- * of the sum over tp (a reduce-scatter). */
+/* Its backward, as a column-parallel layer's: dinp[0 .. Nl*C) = this rank's rows of the sum
+ * over tp of dout w (dinp holds N*C), each block's partial rows sent as they are computed
+ * while x is gathered again beside them; then dw (V, C) += dout^T x over all N rows while the
+ * last partial sums travel. */
 mpt_status mpt_gpt_sp_lmhead_backward(mpt_gpt *m, float *dinp, float *dw, const float *dout,
                                       const float *local, const float *w, size_t Nl, int C,
                                       int V, int ldo, mpt_error *err);
+
+/* The vocabulary-parallel embedding under sp: out[0 .. Nl*D) = this rank's rows of the sum
+ * over tp of the wte rows held here (m->v0, m->Vl) of tokens (N ids), each other rank's block
+ * looked up and sent first, the own block looked up while they travel (no positions; out
+ * holds N*D). */
+mpt_status mpt_gpt_sp_embed_forward(mpt_gpt *m, float *out, const int32_t *tokens,
+                                    const float *wte, size_t Nl, int D, mpt_error *err);
+
+/* Its backward: *dy = the gathered (N, D) gradient rows (the gather workspace) of dlocal
+ * (Nl, D), and dwte += each block's rows of the tokens held here, block by block as they
+ * arrive (the own block first). */
+mpt_status mpt_gpt_sp_embed_backward(mpt_gpt *m, float *dwte, const float *dlocal,
+                                     const int32_t *tokens, size_t Nl, int D, const float **dy,
+                                     mpt_error *err);
 
 /* Row-parallel forward without bias: out[0 .. Nl*OC) = this rank's rows of the sum over tp of
  * inp (N, C) w (C, OC); out holds N*OC (the rest is then undefined). */

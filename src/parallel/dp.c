@@ -46,7 +46,10 @@ void mpt_dp_buffers(const mpt_param_table *pt, int R, const mpt_dp_opts *o, mpt_
         size_t max_n;
         mpt_dp_buckets_walk(pt, split, R, eR, zero, o->bucket_elems, held_unit, NULL, NULL, &nb,
                             &max_n);
-        for (int k = 0; k < MPT_DP_RING_BUFS; k++)
+        /* no more buffers than buckets (one bucket of the whole gradient: one buffer) */
+        int bufs = nb < MPT_DP_RING_BUFS ? (nb > 0 ? nb : 1) : MPT_DP_RING_BUFS;
+        if (dp) dp->n_ring_bufs = bufs;
+        for (int k = 0; k < bufs; k++)
             mpt_buflist_add(l, "dp_ring", MPT_MEM_WORKSPACE, MPT_F32, max_n, DST_(ring_buf[k]));
     }
     if (zero >= 2) {

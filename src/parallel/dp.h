@@ -36,7 +36,7 @@
  * Without the split (zero 0 or ep 1) part 2u is the whole unit u and everything is as described
  * above.
  *
- * The module is four files, one concern each:
+ * The module is five files, one concern each:
  *   dp.c        the buffer list, init/free, the model's hooks and the step protocol
  *   dp_reduce.c gradient reduction of zero 0/1: buckets of units merged in backward order up to
  *               bucket_elems, each reduced by a ring (dp_ring.h) that starts, during the LAST
@@ -47,6 +47,8 @@
  *               copies, and parameters / optimizer state in and out
  *   dp_optim.c  the optimizer over flat shards: global gradient norm and AdamW on the rank's
  *               segments (core/adamw.h), then the parameter slices all-gathered
+ *   dp_node.c   the default bucket: the whole gradient when every rank is on one node, else
+ *               MPT_DP_BUCKET_MB_NODES
  *
  * A held tensor (opts.held: the tied wte at a pipeline end, parallel/tied.h) keeps its
  * gradient whole through the step; mpt_dp_finish_grads calls opts.pre_reduce on it (the sum
@@ -96,6 +98,15 @@ typedef struct mpt_dp_opts {
 
 /* zero 0, 4 MiB buckets, nothing held. */
 void mpt_dp_opts_defaults(mpt_dp_opts *o);
+/* The default bucket (dp_node.c): one bucket of the whole gradient when every rank of the job
+ * shares one node (MPT_DP_BUCKET_WHOLE), else MPT_DP_BUCKET_MB_NODES MiB overlapped with the
+ * backward. */
+#define MPT_DP_BUCKET_WHOLE 0.0     /* bucket_mb: the whole gradient in one bucket */
+#define MPT_DP_BUCKET_MB_NODES 4.0  /* bucket_mb across nodes */
+/* *one = 1 when every rank of world runs on one node. All ranks of world call. */
+mpt_status mpt_dp_one_node(mpt_comm *world, int *one, mpt_error *err);
+/* Bucket elements of a size in MiB; MPT_DP_BUCKET_WHOLE (or below) gives SIZE_MAX. */
+size_t mpt_dp_bucket_elems(double bucket_mb);
 /* Padding of units (the table must be built with it). */
 size_t mpt_dp_unit_align(int R);
 /* What mpt_gpt_init must allocate itself for this ZeRO stage (MPT_GPT_* flags). */
@@ -136,6 +147,7 @@ typedef struct mpt_dp {
     size_t ring_n;           /* elements of each ring receive buffer (largest bucket / R) */
     float *ring_buf[MPT_DP_RING_BUFS];
     int ring_busy[MPT_DP_RING_BUFS];
+    int n_ring_bufs;         /* of them allocated: min(buckets, MPT_DP_RING_BUFS) */
     /* sharding (dp_shard.c) */
     int n_seg;
     mpt_dp_segment *seg;     /* owned: tensor pieces of this rank's slices (zero >= 1) */

@@ -81,8 +81,8 @@ mpt_status mpt_dp_reduce_progress(mpt_dp *dp, mpt_error *err) {
         mpt_status st = MPT_OK;
         if (b->state == MPT_DP_B_QUEUED) { /* in bucket order: nothing later starts first */
             int k = 0;
-            while (k < MPT_DP_RING_BUFS && dp->ring_busy[k]) k++;
-            if (k == MPT_DP_RING_BUFS) return MPT_OK;
+            while (k < dp->n_ring_bufs && dp->ring_busy[k]) k++;
+            if (k == dp->n_ring_bufs) return MPT_OK;
             st = start_(dp, i, k, err);
         }
         if (!st && b->state == MPT_DP_B_RUNNING) {

@@ -44,7 +44,10 @@ typedef struct mpt_plan_job {
     int batch;           /* sequences per optimizer step (global) */
     int seq_len;         /* tokens per sequence (<= cfg.n_positions) */
     int precision;       /* MPT_PREC_* */
-    double bucket_mb;    /* data-parallel gradient bucket, MiB (trainer default 4) */
+    double bucket_mb;    /* data-parallel gradient bucket, MiB; 0 (the default): as the
+                          * trainer's default, the whole gradient when the layout's ranks fit
+                          * one node (per_node), else 4 (parallel/dp.h) */
+    int per_node;        /* ranks per node (a cluster's); 0: every rank on this one node */
     double moe_imbalance;/* MoE: rows of the busiest expert over the mean (train's logged
                           * moe_imbalance; <= 1: balanced). With ep > 1 the busiest ep rank's
                           * experts run at most that many times the mean rows, and every rank

@@ -10,6 +10,7 @@
 
 #include "model/gpt.h"
 #include "parallel/cp.h"
+#include "parallel/dp.h"
 #include "parallel/partition.h"
 #include "parallel/pp.h"
 #include "plan/stage_plan.h"
@@ -19,7 +20,7 @@ void mpt_plan_job_defaults(mpt_plan_job *j) {
     j->batch = 0;
     j->seq_len = 0;
     j->precision = MPT_PREC_FP32;
-    j->bucket_mb = 4.0;
+    j->bucket_mb = 0.0; /* by node, as train (per_node) */
     j->moe_imbalance = 1.0;
 }
 
@@ -236,7 +237,11 @@ static mpt_status stage_plan_(const mpt_plan_job *job, const mpt_plan_layout *l,
                          .two_bw_deferred = l->schedule == MPT_PP_2BW &&
                                             mpt_stage_2bw_deferred(l->pp, l->dp, l->cp, l->zero,
                                                                    cfg->experts),
-                         .bucket_mb = job->bucket_mb, .threads = threads,
+                         .bucket_mb = job->bucket_mb > 0 ? job->bucket_mb
+                                      : job->per_node > 0 && mpt_plan_layout_world(l) > job->per_node
+                                          ? MPT_DP_BUCKET_MB_NODES
+                                          : MPT_DP_BUCKET_WHOLE,
+                         .threads = threads,
                          .ckpt_bytes = ckpt_bytes_(cfg)};
     mpt_placement q = mpt_placement_at_stage(&rank0, s, first_layer, n);
     return mpt_stage_plan(cfg, &run, &q, plan, err);

@@ -30,6 +30,7 @@ mpt_status mpt_plan_search(const mpt_plan_job *job, const mpt_cluster *c, int gp
     size_t limit = mem_limit ? mem_limit : c->mem_bytes;
     mpt_plan_job j = *job;
     j.mem_limit = limit;
+    j.per_node = c->per_node; /* the default dp bucket follows the nodes */
     const mpt_config *cfg = &job->cfg;
     static const int sizes[] = {1, 2, 4, 8};
     /* pipeline schedules (pp > 1): kind and chunks per rank (interleaved v; zb-v's V is 2) */

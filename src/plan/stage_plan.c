@@ -4,6 +4,7 @@
 
 #include <string.h>
 
+#include "parallel/dp.h"
 #include "parallel/pp.h"
 
 /* mpt_pp_chunk_sets (until_b 0) or mpt_pp_chunk_sets_b (until_b 1) of rank s, the last few
@@ -49,7 +50,7 @@ mpt_status mpt_stage_plan(const mpt_config *cfg, const mpt_stage_run *run,
     mpt_rank_layout lay = {.place = qv, .sp = run->sp, .zero = run->zero,
                            .act_sets = chunk_sets[0], .recompute = run->recompute,
                            .z3_whole = run->z3_whole,
-                           .bucket_elems = (size_t)(run->bucket_mb * 1024 * 1024 / 4),
+                           .bucket_elems = mpt_dp_bucket_elems(run->bucket_mb),
                            .threads = run->threads, .bf16 = run->bf16, .chunks = v,
                            .chunk_sets = chunk_sets, .split_w = split,
                            .sets_b = split ? sets_b : NULL,

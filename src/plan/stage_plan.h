@@ -31,7 +31,7 @@ typedef struct mpt_stage_run {
     int sp, zero, recompute, z3_whole, bf16;
     int two_bw;           /* 2bw's rule: the previous step's weights stashed (any pp) */
     int two_bw_deferred;  /* 2bw's deferred update (train/trainer_2bw.c): a 2nd gradient buffer */
-    double bucket_mb;     /* data-parallel gradient bucket, MiB */
+    double bucket_mb;     /* data-parallel gradient bucket, MiB (0: the whole gradient) */
     int threads;          /* compute threads per rank */
     const size_t *ckpt_bytes; /* mpt_memplan_ckpt_bytes of cfg, or NULL (computed) */
 } mpt_stage_run;

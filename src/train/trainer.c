@@ -38,7 +38,7 @@ void mpt_train_opts_defaults(mpt_train_opts *o) {
     o->schedule = "1f1b";
     o->virtual_stages = 1;
     o->partition = "uniform";
-    o->bucket_mb = 4.0;
+    o->bucket_mb = 0.0; /* by node: parallel/dp_node.c */
 }
 
 static double now_(void) {
@@ -130,6 +130,8 @@ static cJSON *start_line_(const mpt_run *r, long start, const mpt_mem_plan *plan
     const char *rc[] = {"none", "selective", "full"};
     cJSON_AddStringToObject(layout, "recompute", rc[o->recompute]);
     cJSON_AddNumberToObject(layout, "world", r->world->size);
+    if (r->bucket_mb > 0) cJSON_AddNumberToObject(layout, "bucket_mb", r->bucket_mb);
+    else cJSON_AddStringToObject(layout, "bucket_mb", "whole");
     if (o->pp > 1) {
         cJSON_AddStringToObject(layout, "schedule", mpt_pp_kind_name(r->kind));
         if (r->v > 1) cJSON_AddNumberToObject(layout, "virtual_stages", r->v);

@@ -83,7 +83,9 @@ typedef struct mpt_train_opts {
     int zero;                /* ZeRO stage 0..3 */
     int z3_gather_step;      /* zero 3: gather every unit once per step (--zero3-gather step)
                               * instead of per layer pass (layer, the default) */
-    double bucket_mb;        /* gradient bucket size for zero 0/1 (default 4) */
+    double bucket_mb;        /* gradient bucket size in MiB for zero 0/1; 0 (the default): one
+                              * bucket of the whole gradient when the job runs on one node, else
+                              * 4 (parallel/dp.h, dp_node.c) */
     int stall_rank;          /* testing: this world rank sleeps stall_seconds before ... */
     long stall_step;         /* ... this step (1-based; 0 = never), to exercise the watchdog */
     double stall_seconds;

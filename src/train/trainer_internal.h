@@ -34,6 +34,8 @@ typedef struct mpt_2bw_defer {
 typedef struct mpt_run {
     mpt_comm *world;          /* not owned */
     const mpt_train_opts *o;  /* not owned */
+    double bucket_mb;         /* the dp bucket in MiB, o->bucket_mb or its default by node
+                               * (MPT_DP_BUCKET_WHOLE: the whole gradient; parallel/dp.h) */
     mpt_config cfg;           /* the architecture (from the checkpoint when resuming) */
     int T;                    /* tokens per sequence */
     int Tl;                   /* of them on this rank: T / cp (zigzag chunks, parallel/cp.h) */

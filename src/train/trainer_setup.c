@@ -54,7 +54,7 @@ static mpt_status validate_numbers_(const mpt_train_opts *o, mpt_error *err) {
         {"lr", o->opt.lr, 0, MPT_MAX_LR, 0},
         {"weight-decay", o->opt.weight_decay, 0, MPT_MAX_WEIGHT_DECAY, 1},
         {"grad-clip", o->opt.grad_clip, 0, MPT_MAX_GRAD_CLIP, 1},
-        {"bucket-mb", o->bucket_mb, 0, MPT_MAX_BUCKET_MB, 0},
+        {"bucket-mb", o->bucket_mb, 0, MPT_MAX_BUCKET_MB, 1}, /* 0: by node */
         {"debug-stall-seconds", o->stall_seconds, 0, MPT_MAX_STALL_SECONDS, 1},
         {"val-fraction", o->val_fraction, 0, MPT_MAX_VAL_FRACTION, 1},
     };
@@ -221,7 +221,7 @@ static mpt_status stage_plan_(mpt_run *r, const mpt_placement *q, mpt_mem_plan *
                          .bf16 = o->dtype == MPT_BF16,
                          .two_bw = o->schedule && !strcmp(o->schedule, "2bw"),
                          .two_bw_deferred = mpt_run_2bw_deferred(o, &r->cfg),
-                         .bucket_mb = o->bucket_mb, .threads = o->threads};
+                         .bucket_mb = r->bucket_mb, .threads = o->threads};
     return mpt_stage_plan(&r->cfg, &run, q, plan, err); /* plan/stage_plan.h */
 }
 
@@ -235,9 +235,28 @@ static int stage_fits_(void *ctx, int stage, int first_layer, int n) {
            plan.total <= r->o->mem_limit;
 }
 
+/* Does every stage's plan fit the node's memory and --mem-limit? (1 also when a plan fails:
+ * the caller reports that.) */
+static int stages_fit_(mpt_run *r, size_t phys) {
+    for (int s = 0, l = 0; s < r->o->pp; l += r->stage_count[s++]) {
+        mpt_mem_plan plan;
+        mpt_placement q = mpt_placement_at_stage(&r->place, s, l, r->stage_count[s]);
+        if (stage_plan_(r, &q, &plan, NULL) != MPT_OK) return 1;
+        if (plan.total > phys || (r->o->mem_limit && plan.total > r->o->mem_limit)) return 0;
+    }
+    return 1;
+}
+
 mpt_status mpt_run_prepare(mpt_run *r, mpt_train_result *res, mpt_error *err) {
     const mpt_train_opts *o = r->o;
-    mpt_status st = validate_numbers_(o, err);
+    /* the default bucket: the whole gradient on one node (every rank calls, before any check
+     * can return) */
+    int one_node = 1;
+    mpt_status st = o->bucket_mb > 0 ? MPT_OK : mpt_dp_one_node(r->world, &one_node, err);
+    r->bucket_mb = o->bucket_mb > 0 ? o->bucket_mb
+                   : one_node       ? MPT_DP_BUCKET_WHOLE
+                                    : MPT_DP_BUCKET_MB_NODES;
+    if (!st) st = validate_numbers_(o, err);
     if (!st) st = resolve_config_(r, err);
     if (st) return st;
     r->T = o->seq_len > 0 ? o->seq_len : r->cfg.n_positions;
@@ -263,6 +282,10 @@ mpt_status mpt_run_prepare(mpt_run *r, mpt_train_result *res, mpt_error *err) {
      * touch) */
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
     size_t phys = pages > 0 && page > 0 ? (size_t)pages * (size_t)page : SIZE_MAX;
+    /* the default whole-gradient bucket's receive buffer must let every stage fit, else 4 MB
+     * buckets (every rank plans every stage, so all take the same turn) */
+    if (r->bucket_mb == MPT_DP_BUCKET_WHOLE && o->bucket_mb <= 0 && !stages_fit_(r, phys))
+        r->bucket_mb = MPT_DP_BUCKET_MB_NODES;
     for (int s = 0, l = 0; s < o->pp; l += r->stage_count[s++]) {
         mpt_mem_plan plan;
         mpt_placement q = mpt_placement_at_stage(&r->place, s, l, r->stage_count[s]);
@@ -294,7 +317,7 @@ mpt_status mpt_run_prepare(mpt_run *r, mpt_train_result *res, mpt_error *err) {
 
 mpt_status mpt_run_allocate(mpt_run *r, long *start, mpt_error *err) {
     const mpt_train_opts *o = r->o;
-    size_t bucket = (size_t)(o->bucket_mb * 1024 * 1024 / sizeof(float));
+    size_t bucket = mpt_dp_bucket_elems(r->bucket_mb);
     mpt_status st = mpt_groups_init(&r->groups, &r->place.layout, r->world, err);
     if (st) return st;
     mpt_arena_init(&r->arena, o->mem_limit);
