@@ -187,6 +187,18 @@ EPM=(--layers 3 --d-model 32 --heads 2 --seq-len 16 --experts 4 --top-k 2 --moe-
 #    run to run, no sanitizer report. (pp2dp2z3 and zbh1 above also end 1.29e-5 apart in their
 #    final weights under ASan, limit 1e-5; losses and step-1 gradients within 7.4e-7: likely
 #    the same kind of flip, not analysed.) t_bf16 stays out of CI's ASan run.
+#    Why no coarse grid makes it exact (2026-11-30, fifth session): a bf16 GEMM's K-sum is exact
+#    in fp32, whatever its order, only when its products (16 significant bits each) fit one
+#    24-bit window: operands whose exponents span at most (8 - log2 K) / 2 octaves, one octave
+#    at K = 32, none at K = 256. Here the operands are LayerNorm outputs, attention and router
+#    softmax weights, GELU outputs and AdamW-updated weights: each leaves any grid at its first
+#    operation, so initial weights and tokens drawn on a grid change nothing past the first
+#    LayerNorm. An order-independent check as strict as 1e-5 would have to know which fp32
+#    operands sat within their rounding noise of a bf16 midpoint, which only the GEMM sees.
+#    The ep case would need GEMM rows that do not depend on the row count M (a library change
+#    in core/gemm_bf16.c's fallback), and pp2dp2z3 / zbh1 still add their fp32 gradients in
+#    another order than one rank (a reduction across replicas, W passes apart): both beyond
+#    what this script can construct.
 run moe_ref 1 "${EPM[@]}" --microbatches 2 && run moe_ep2 2 "${EPM[@]}" --dp 2 --ep 2 \
   && same moe_ep2 moe_ref 1e-5 1e-4 && plan_is_peak moe_ep2
 

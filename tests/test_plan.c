@@ -197,9 +197,13 @@ static void narayanan_(void) {
     }
 }
 
+/* The search over GPT-3 175B on 4096 GPUs; in a checking build (check_small: ASan, valgrind)
+ * the same search over GPT 7.5B on 64 GPUs (tests/t_plan.sh's small search), the same checks */
 static void search_(void) {
+    int small = check_small(), gpus = small ? 64 : 4096;
     mpt_plan_job j;
-    job_(&j, "gpt3-175b", 1536, 2048);
+    if (small) job_(&j, "gpt-7.5b", 512, 2048);
+    else job_(&j, "gpt3-175b", 1536, 2048);
     mpt_cluster c;
     mpt_error err;
     CHECK(mpt_cluster_load(&c, "a100-80g", &err) == MPT_OK, "a100");
@@ -207,11 +211,11 @@ static void search_(void) {
     int n = 0;
     mpt_search_stats st;
     clock_t t0 = clock();
-    CHECK(mpt_plan_search(&j, &c, 4096, 0, best, 5, &n, &st, &err) == MPT_OK, "search: %s",
+    CHECK(mpt_plan_search(&j, &c, gpus, 0, best, 5, &n, &st, &err) == MPT_OK, "search: %s",
           err.msg);
     double secs = (double)(clock() - t0) / CLOCKS_PER_SEC;
-    printf("\nsearch: GPT-3 175B on 4096 A100s, %ld layouts, %ld fit (%.1f s of CPU):\n",
-           st.tried, st.fit, secs);
+    printf("\nsearch: %s on %d A100s, %ld layouts, %ld fit (%.1f s of CPU):\n",
+           small ? "GPT 7.5B" : "GPT-3 175B", gpus, st.tried, st.fit, secs);
     CHECK(n == 5 && st.fit >= n && st.tried > st.fit, "search found %d of %ld", n, st.fit);
     for (int i = 0; i < n; i++) {
         char s[160];
@@ -219,7 +223,7 @@ static void search_(void) {
         printf("  %d. %-50s %6.1f GB %8.2f s\n", i + 1, s, best[i].mem.total / 1e9,
                best[i].step_time);
         CHECK(best[i].mem.total <= c.mem_bytes, "candidate %d does not fit", i);
-        CHECK(mpt_plan_layout_world(&best[i].l) == 4096, "candidate %d world", i);
+        CHECK(mpt_plan_layout_world(&best[i].l) == gpus, "candidate %d world", i);
         if (i) CHECK(best[i].tokens_per_s <= best[i - 1].tokens_per_s, "order at %d", i);
     }
 }
