@@ -6,7 +6,8 @@
  * p - r micro-batches, gpipe m); simulated bubbles equal the theory. Then broken hand-made
  * schedules (deadlock, unmatched send, missing receive, backward before forward) must be caught,
  * and names, parsing and check messages are as documented. The replay with per-rank costs
- * (mpt_pp_simulate_ranks, what a run's bubble_sim is) equals the closed forms: equal costs give
+ * (mpt_pp_simulate_ranks; a run's bubble_sim is its receive-at-use variant,
+ * mpt_pp_simulate_replay) equals the closed forms: equal costs give
  * the theory, and a slower last stage sets the pace. */
 #include <math.h>
 #include <stdlib.h>

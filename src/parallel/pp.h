@@ -168,7 +168,7 @@ mpt_status mpt_pp_sends_done(mpt_pp *pp, mpt_error *err);
  * send was posted and its receiver was waiting for it (max of the two) to the wait's return,
  * plus the time the receive's post took (where a message already there is copied)
  * (the clocks of the ranks of one node agree; on several hosts their offset enters this
- * estimate). costs holds p * MPT_PP_COSTS doubles. Replayed by mpt_pp_simulate_ranks, they give
+ * estimate). costs holds p * MPT_PP_COSTS doubles. Replayed by mpt_pp_simulate_replay, they give
  * the bubble the schedule itself has on this run's costs; the measured bubble minus that one is
  * the executor's overhead. busy_sum and wall_max (either may be NULL) get the sum of the stages'
  * busy seconds and their longest wall (pp->busy, pp->wall) from the same single sum over the

@@ -195,9 +195,9 @@ mpt_status mpt_pp_simulate_lists(mpt_pp_kind kind, int p, int m, int v,
                                  const double cost[MPT_PP_COSTS], mpt_pp_timeline *out,
                                  mpt_error *err);
 /* The same with costs per rank: costs[r * MPT_PP_COSTS + i] is rank r's cost i, for its compute
- * actions and (COMM) the messages it receives; out->cost holds rank 0's. This replays a run:
- * the executor's measured mean F and B per stage and transfer time (parallel/pp.h,
- * mpt_pp_measure) give the bubble the schedule itself would have on those costs. */
+ * actions and (COMM) the messages it receives; out->cost holds rank 0's, receives at the
+ * generator's positions. A run's bubble_sim uses mpt_pp_simulate_replay below (receives at
+ * their use, as the executor posts them). */
 mpt_status mpt_pp_simulate_ranks(mpt_pp_kind kind, int p, int m, int v, const double *costs,
                                  mpt_pp_timeline *out, mpt_error *err);
 /* Moves every receive of a list (in place) to just before the compute that consumes it (F for
