@@ -8,9 +8,10 @@ lists (`mptrain schedule --actions`) two ways, as the log's bubble_sim does
 receive posted at its consumer, so a transfer costs its receiver COMM seconds from
 max(send posted, receiver free); --as-listed posts receives where the lists put them, as
 mpt_pp_simulate does):
-  mean    every action at its stage's mean F / B / W duration of the step (what the log's
-          bubble_sim replays: mpt_pp_measure)
-  exact   every action at its own measured duration
+  mean    every action at its stage's mean F / B / W duration of the step (the log's
+          bubble_sim_mean: mpt_pp_measure)
+  exact   every action at its own measured duration (the log's bubble_sim, which also takes
+          each transfer's own measured time where this script uses one --comm for all)
 and compares them with the measured span (first compute start to last compute end over the
 ranks). bubble = 1 - busy / (p x span) each time, busy being the same in all three. So
   measured - mean  = the log's overhead (meas - sim)

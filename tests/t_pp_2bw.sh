@@ -72,9 +72,10 @@ for f in sys.argv[1:]:
         d = json.loads(x)
         if "loss" not in d or "step" not in d: continue
         n += 1
-        if not all(k in d and d[k] >= 0 for k in ("bubble", "bubble_sim", "step_ms", "mfu")):
+        if not all(k in d and d[k] >= 0 for k in ("bubble", "bubble_sim", "bubble_sim_mean",
+                                                  "step_ms", "mfu")):
             miss.append(f"{f.split('/')[-1]} step {d['step']}")
-print(f"{n - len(miss)} of {n} step lines with bubble, bubble_sim, step_ms and mfu" + (f"; missing: {miss}" if miss else ""))
+print(f"{n - len(miss)} of {n} step lines with bubble, bubble_sim(_mean), step_ms and mfu" + (f"; missing: {miss}" if miss else ""))
 sys.exit(1 if miss or n == 0 else 0)
 PY
 # resume: a checkpoint holds W(t-1) too (2bw_stash.safetensors), so a run resumed from step 3

@@ -415,9 +415,78 @@ static void check_replay_(void) {
     printf("replay with per-rank costs: checked\n");
 }
 
+/* mpt_pp_simulate_exact (the log's bubble_sim: every action at its own duration): with every
+ * action at its stage's cost it is mpt_pp_simulate_replay, and a hand-timed step gives its
+ * makespan exactly. */
+static void check_exact_(void) {
+    mpt_error err = {0};
+    const mpt_pp_kind kinds[] = {MPT_PP_1F1B, MPT_PP_INTERLEAVED, MPT_PP_ZB_H1, MPT_PP_ZB_V,
+                                 MPT_PP_GPIPE, MPT_PP_2BW};
+    for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++)
+        for (int p = 2; p <= 4; p++)
+            for (int m = p; m <= 2 * p; m += p) {
+                int v = kinds[k] == MPT_PP_INTERLEAVED || kinds[k] == MPT_PP_ZB_V ? 2 : 1;
+                size_t mv = (size_t)m * v, P = (size_t)p;
+                double rows[4 * MPT_PP_COSTS];
+                double *dur = calloc(P * 5 * mv, sizeof *dur), *comm = dur + P * 3 * mv;
+                for (int r = 0; r < p; r++) {
+                    double *c = rows + (size_t)r * MPT_PP_COSTS;
+                    c[MPT_PP_COST_F] = 1.0 + 0.25 * r;
+                    c[MPT_PP_COST_B] = 2.0 - 0.125 * r;
+                    c[MPT_PP_COST_W] = mpt_pp_split(kinds[k]) ? 0.75 + 0.1 * r : 0.0;
+                    c[MPT_PP_COST_COMM] = 0.3;
+                    const int ops[3] = {MPT_PP_F, MPT_PP_B, MPT_PP_W};
+                    for (int o = 0; o < 3; o++)
+                        for (size_t j = 0; j < mv; j++)
+                            dur[((size_t)r * 3 + (size_t)o) * mv + j] =
+                                mpt_pp_action_cost(kinds[k], v, c, ops[o]);
+                    for (size_t i = 0; i < 2 * mv; i++) comm[(size_t)r * 2 * mv + i] = 0.3;
+                }
+                mpt_pp_timeline a, b;
+                mpt_pp_durations d = {dur, comm};
+                mpt_status sa = mpt_pp_simulate_replay(kinds[k], p, m, v, rows, &a, &err);
+                mpt_status sb = mpt_pp_simulate_exact(kinds[k], p, m, v, &d, &b, &err);
+                CHECK(sa == MPT_OK && sb == MPT_OK && fabs(a.makespan - b.makespan) < 1e-12 &&
+                          fabs(a.bubble - b.bubble) < 1e-12 && fabs(a.busy - b.busy) < 1e-12,
+                      "exact replay %s p=%d m=%d, durations equal to the stage costs: makespan "
+                      "%g bubble %g, per-stage replay %g and %g (%s)",
+                      mpt_pp_kind_name(kinds[k]), p, m, b.makespan, b.bubble, a.makespan,
+                      a.bubble, err.msg);
+                mpt_pp_timeline_free(&a);
+                mpt_pp_timeline_free(&b);
+                free(dur);
+            }
+    /* 1f1b p 2 m 2, F 1, B 2, no transfer cost but the gradient of micro-batch 1 (0.5), and
+     * rank 0's F0 slow (3). Rank 0: F0 [0,3] F1 [3,4]; rank 1: F0 [3,4] B0 [4,6] F1 [6,7]
+     * B1 [7,9]; rank 0: B0 [6,8], B1 at max(9, 8) + 0.5: [9.5,11.5]. Busy 8 + 6. */
+    double dur[2 * 3 * 2] = {0}, comm[2 * 2 * 2] = {0};
+    for (int r = 0; r < 2; r++)
+        for (int j = 0; j < 2; j++) {
+            dur[(r * 3 + 0) * 2 + j] = 1.0;
+            dur[(r * 3 + 1) * 2 + j] = 2.0;
+        }
+    dur[0] = 3.0;     /* rank 0, F, micro-batch 0 */
+    comm[1 * 2 + 1] = 0.5; /* rank 0 receives the gradient of micro-batch 1: tag 3 */
+    mpt_pp_durations d = {dur, comm};
+    mpt_pp_timeline t;
+    mpt_status st = mpt_pp_simulate_exact(MPT_PP_1F1B, 2, 2, 1, &d, &t, &err);
+    CHECK(st == MPT_OK && fabs(t.makespan - 11.5) < 1e-12 && fabs(t.busy - 14.0) < 1e-12 &&
+              fabs(t.bubble - (1.0 - 14.0 / 23.0)) < 1e-12,
+          "exact replay, one slow F and one slow transfer: makespan %g busy %g (want 11.5, 14) "
+          "(%s)", t.makespan, t.busy, err.msg);
+    mpt_pp_timeline_free(&t);
+    dur[3] = -1.0;
+    CHECK(mpt_pp_simulate_exact(MPT_PP_1F1B, 2, 2, 1, &d, &t, &err) == MPT_ERR_INPUT &&
+              strstr(err.msg, "duration"),
+          "exact replay with a negative duration: %s", err.msg);
+    mpt_pp_timeline_free(&t);
+    printf("replay on every action's own duration: checked\n");
+}
+
 int main(void) {
     check_names_();
     check_replay_();
+    check_exact_();
     check_broken_();
     for (int k = 0; k < MPT_PP_KINDS; k++)
         for (size_t pi = 0; pi < sizeof ps_ / sizeof *ps_; pi++)

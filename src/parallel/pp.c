@@ -210,13 +210,17 @@ mpt_status mpt_pp_init_chunks(mpt_pp *pp, mpt_comm *comm, mpt_pp_kind kind, int 
     pp->rx_grad = calloc(mv, sizeof *pp->rx_grad);
     pp->tx_act = calloc(mv, sizeof *pp->tx_act);
     pp->t_peer = calloc(2 * mv, sizeof *pp->t_peer);
-    size_t nm = 2 * mv; /* four per-message arrays, then p records for mpt_pp_measure */
-    pp->t_sent = calloc(nm * 4 + (size_t)pp->p * mpt_pp_record_len(pp), sizeof *pp->t_sent);
+    size_t nm = 2 * mv; /* four per-message arrays, two per-action ones, then p records for
+                         * mpt_pp_measure */
+    pp->t_sent = calloc(nm * 4 + 6 * mv + (size_t)pp->p * mpt_pp_record_len(pp),
+                        sizeof *pp->t_sent);
     if (pp->t_sent) {
         pp->t_wait = pp->t_sent + nm;
         pp->t_got = pp->t_wait + nm;
         pp->t_post = pp->t_got + nm;
-        pp->msg = pp->t_post + nm;
+        pp->t_dur = pp->t_post + nm;
+        pp->t_start = pp->t_dur + 3 * mv;
+        pp->msg = pp->t_start + 3 * mv;
     }
     if (st || !pp->set || !pp->pool || !pp->pool_free || !pp->slot_of || !pp->rx_act ||
         !pp->rx_grad || !pp->tx_act || !pp->t_sent || !pp->pool_chunk || !pp->t_peer ||
@@ -412,7 +416,30 @@ mpt_status mpt_pp_step(mpt_pp *pp, mpt_pp_batch_fn batch, void *ctx, int32_t *in
 void mpt_pp_window_begin(mpt_pp *pp) {
     pp->busy = pp->f_sum = pp->b_sum = pp->w_sum = 0.0;
     pp->f_n = pp->b_n = pp->w_n = 0;
-    memset(pp->t_sent, 0, 4 * 2 * (size_t)pp->mw * sizeof *pp->t_sent);
+    memset(pp->t_sent, 0, (4 * 2 + 6) * (size_t)pp->mw * sizeof *pp->t_sent);
+    pp->t_win0 = mpt_comm_clock();
+}
+
+/* A compute action's measurements: its kind's sum and count, busy, and its own duration and
+ * start (for the per-action replay, pp_replay.h). */
+static void timed_(mpt_pp *pp, const mpt_pp_action *a, double t0, double t1) {
+    int k = a->op == MPT_PP_F ? 0 : a->op == MPT_PP_B ? 1 : 2;
+    size_t at = (size_t)k * (size_t)pp->mw + (size_t)(a->mb * pp->v + a->chunk);
+    double dt = t1 - t0;
+    pp->busy += dt;
+    if (k == 0) {
+        pp->f_sum += dt;
+        pp->f_n++;
+    } else if (k == 1) {
+        pp->b_sum += dt;
+        pp->b_n++;
+    } else {
+        pp->w_sum += dt;
+        pp->w_n++;
+    }
+    pp->t_dur[at] = dt;
+    pp->t_start[at] = t0;
+    if (pp->on_event) pp->on_event(pp->event_ctx, a, t0, t1);
 }
 
 mpt_status mpt_pp_sends_done(mpt_pp *pp, mpt_error *err) {
@@ -475,26 +502,13 @@ mpt_status mpt_pp_act(mpt_pp *pp, const mpt_pp_action *a, mpt_pp_batch_fn batch,
             TRY_(a->op == MPT_PP_F ? forward_(pp, a, batch, ctx, inputs, targets, Bm, T, dloss,
                                               loss_sum, err)
                                    : backward_(pp, a, batch, ctx, inputs, Bm, T, err));
-            double t1 = mpt_comm_clock();
-            pp->busy += t1 - t0;
-            if (grad) {
-                pp->b_sum += t1 - t0;
-                pp->b_n++;
-            } else {
-                pp->f_sum += t1 - t0;
-                pp->f_n++;
-            }
-            if (pp->on_event) pp->on_event(pp->event_ctx, a, t0, t1);
+            timed_(pp, a, t0, mpt_comm_clock());
             break;
         }
         case MPT_PP_W: {
             double t0 = mpt_comm_clock();
             TRY_(weights_(pp, a, Bm, T, err));
-            double t1 = mpt_comm_clock();
-            pp->busy += t1 - t0;
-            pp->w_sum += t1 - t0;
-            pp->w_n++;
-            if (pp->on_event) pp->on_event(pp->event_ctx, a, t0, t1);
+            timed_(pp, a, t0, mpt_comm_clock());
             break;
         }
         default:
@@ -505,9 +519,9 @@ mpt_status mpt_pp_act(mpt_pp *pp, const mpt_pp_action *a, mpt_pp_batch_fn batch,
     return MPT_OK;
 }
 
-size_t mpt_pp_record_len(const mpt_pp *pp) {
-    return MPT_PP_REC_HEAD + 5 * 2 * (size_t)pp->mw;
-}
+size_t mpt_pp_record_size(int mw) { return MPT_PP_REC_HEAD + (5 * 2 + 6) * (size_t)mw + 1; }
+
+size_t mpt_pp_record_len(const mpt_pp *pp) { return mpt_pp_record_size(pp->mw); }
 
 void mpt_pp_record(const mpt_pp *pp, double *rec) {
     size_t nm = 2 * (size_t)pp->mw;
@@ -523,11 +537,13 @@ void mpt_pp_record(const mpt_pp *pp, double *rec) {
         got[i] = pp->t_got[i];
         post[i] = pp->t_post[i];
     }
+    memcpy(post + nm, pp->t_dur, 6 * (size_t)pp->mw * sizeof *rec);
+    post[nm + 6 * (size_t)pp->mw] = pp->t_win0;
 }
 
 void mpt_pp_record_costs(int p, int v, int mw, const double *recs, double *costs,
                          double *busy_sum, double *wall_max) {
-    size_t nm = 2 * (size_t)mw, len = MPT_PP_REC_HEAD + 5 * nm;
+    size_t nm = 2 * (size_t)mw, len = mpt_pp_record_size(mw);
     double comm = 0.0, comm_n = 0.0, busy = 0.0, wall = 0.0;
     for (int s = 0; s < p; s++) {
         const double *x = recs + (size_t)s * len;

@@ -97,6 +97,9 @@ typedef struct mpt_pp {
     double *t_wait, *t_got;  /* when it began waiting for the receive, and when that returned */
     double *t_post;          /* seconds its receive's post (MPI_Irecv) took: a message already
                               * there is copied in it (the receiver's single-copy get) */
+    double *t_dur, *t_start; /* per compute action [k*mw + j] (k 0 F, 1 B, 2 W; j = mb*v +
+                              * chunk): its seconds and its start (0: not run in the window) */
+    double t_win0;           /* when the window began (mpt_pp_window_begin) */
     int *t_peer;             /* owned: the rank each message this stage sent went to */
     double f_sum, b_sum, w_sum; /* compute seconds of its F / B / W actions */
     int f_n, b_n, w_n;
@@ -178,13 +181,17 @@ mpt_status mpt_pp_measure(mpt_pp *pp, double *costs, double *busy_sum, double *w
 
 /* The same in parts, for a caller that gathers the records itself (e.g. without blocking,
  * train/trainer_stats.c). A stage's record of its last window: MPT_PP_REC_HEAD figures (F, B, W
- * compute sums and counts, busy, wall) and per message tag (2*mw of them) when this stage posted
+ * compute sums and counts, busy, wall), per message tag (2*mw of them) when this stage posted
  * its send, to which stage (-1: none), when it began waiting for its receive, when that returned
- * and how long its receive's post took; mpt_pp_record_len(pp) doubles. mpt_pp_record_costs turns
+ * and how long its receive's post took, then per compute action (3*mw: F, B, W of j = mb*v +
+ * chunk) its duration and its start, and last the window's start (mpt_pp_record_len(pp)
+ * doubles; pp_replay.h reads the per-action part). mpt_pp_record_costs turns
  * the p records of a pipeline (stage s's at recs + s*len) into mpt_pp_measure's costs and, when
  * not NULL, the sum of the stages' busy seconds and their longest wall. Pure. */
 enum { MPT_PP_REC_HEAD = 8 };
 size_t mpt_pp_record_len(const mpt_pp *pp);
+/* The same for mw per-micro-batch entries (pp->mw). Pure. */
+size_t mpt_pp_record_size(int mw);
 void mpt_pp_record(const mpt_pp *pp, double *rec);
 void mpt_pp_record_costs(int p, int v, int mw, const double *recs, double *costs,
                          double *busy_sum, double *wall_max);

@@ -216,6 +216,26 @@ void mpt_pp_recv_at_use(mpt_pp_action *a, size_t n);
  * simulator would let the copy overlap the receiver's compute, which the run cannot. */
 mpt_status mpt_pp_simulate_replay(mpt_pp_kind kind, int p, int m, int v, const double *costs,
                                   mpt_pp_timeline *out, mpt_error *err);
+/* Every action's own duration, for a replay of one measured step (borrowed arrays; mv = m*v,
+ * j = mb*v + chunk):
+ *   dur[(r*3 + k)*mv + j]  rank r's F (k 0), B (k 1) and W (k 2) of (mb, chunk), in seconds
+ *                          as it ran (not scaled by 1/v: a chunk's own time); W 0 unless split
+ *   comm[r*2*mv + tag]     the transfer of the message rank r received with that tag
+ *                          (mpt_pp_action_tag: (mb*v + receiving chunk)*2, +1 for gradients),
+ *                          the COMM of that one message; 0 where there is none */
+typedef struct mpt_pp_durations {
+    const double *dur;
+    const double *comm;
+} mpt_pp_durations;
+/* The schedule's lists replayed as mpt_pp_simulate_replay (receives at their use), each action
+ * at its own duration and each transfer at its own time from d: what the schedule achieves on
+ * exactly this step's costs with no time between actions beyond what it prescribes (the log's
+ * bubble_sim; a measured bubble above it is the executor's own overhead). With every F, B, W
+ * of a rank equal to its stage cost (scaled by 1/v) and every transfer COMM, the same timeline
+ * as mpt_pp_simulate_replay. MPT_ERR_INPUT for a bad request or a negative or non-finite
+ * duration; MPT_ERR_RUN as mpt_pp_simulate. */
+mpt_status mpt_pp_simulate_exact(mpt_pp_kind kind, int p, int m, int v, const mpt_pp_durations *d,
+                                 mpt_pp_timeline *out, mpt_error *err);
 /* Safe on a zeroed or freed timeline. */
 void mpt_pp_timeline_free(mpt_pp_timeline *t);
 

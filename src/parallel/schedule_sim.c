@@ -26,6 +26,8 @@ typedef struct sim_ {
     mpt_pp_kind kind;
     int p, m, v, S;           /* S = p*v stages */
     const double *cost;       /* [p][MPT_PP_COSTS]: rank r's costs (borrowed) */
+    const mpt_pp_durations *d;/* NULL, or every action's own duration (borrowed): overrides
+                               * cost's F, B, W and COMM */
     const mpt_pp_action *const *list; /* per rank (borrowed) */
     const size_t *len;        /* per rank: list length (borrowed) */
     size_t *pc, *nev;         /* per rank: next action, events recorded */
@@ -118,6 +120,7 @@ static int compute_(sim_ *s, int rank, const mpt_pp_action *a, mpt_error *err) {
         return -1;
     }
     double start = s->clock[rank];
+    size_t mv = (size_t)s->m * (size_t)s->v, j = (size_t)a->mb * (size_t)s->v + (size_t)a->chunk;
     int needs = (a->op == MPT_PP_F && st > 0) || (a->op == MPT_PP_B && st < s->S - 1);
     if (needs) {
         int grad = a->op == MPT_PP_B;
@@ -128,13 +131,16 @@ static int compute_(sim_ *s, int rank, const mpt_pp_action *a, mpt_error *err) {
             return -1;
         }
         if (g->sender < 0) return 0;
-        double arrive = fmax(g->sent_at, g->posted_at) +
-                        s->cost[(size_t)rank * MPT_PP_COSTS + MPT_PP_COST_COMM];
+        double comm = s->d ? s->d->comm[(size_t)rank * 2 * mv + 2 * j + (size_t)grad]
+                           : s->cost[(size_t)rank * MPT_PP_COSTS + MPT_PP_COST_COMM];
+        double arrive = fmax(g->sent_at, g->posted_at) + comm;
         start = fmax(start, arrive);
         g->used = 1;
     }
-    double end = start + mpt_pp_action_cost(s->kind, s->v, s->cost + (size_t)rank * MPT_PP_COSTS,
-                                            a->op);
+    double end = start + (s->d ? s->d->dur[((size_t)rank * 3 + (size_t)(a->op == MPT_PP_F ? 0
+                                                      : a->op == MPT_PP_B ? 1 : 2)) * mv + j]
+                               : mpt_pp_action_cost(s->kind, s->v,
+                                                    s->cost + (size_t)rank * MPT_PP_COSTS, a->op));
     *done |= (unsigned char)bit;
     if (a->op == MPT_PP_F) s->inflight[rank]++;
     if (a->op == (mpt_pp_split(s->kind) ? MPT_PP_W : MPT_PP_B)) s->inflight[rank]--;
@@ -235,10 +241,11 @@ void mpt_pp_timeline_free(mpt_pp_timeline *t) {
 /* The simulation of lists under per-rank costs ([p][MPT_PP_COSTS], checked by the caller). */
 static mpt_status simulate_(mpt_pp_kind kind, int p, int m, int v,
                             const mpt_pp_action *const *lists, const size_t *lens,
-                            const double *costs, mpt_pp_timeline *out, mpt_error *err) {
+                            const double *costs, const mpt_pp_durations *d,
+                            mpt_pp_timeline *out, mpt_error *err) {
     mpt_status st = MPT_OK;
     sim_ s = {.kind = kind, .p = p, .m = m, .v = v, .S = p * v, .t = out, .list = lists,
-              .len = lens, .cost = costs};
+              .len = lens, .cost = costs, .d = d};
     size_t P = (size_t)p, cells = (size_t)m * (size_t)s.S;
     s.pc = calloc(P, sizeof *s.pc);
     s.nev = calloc(P, sizeof *s.nev);
@@ -268,7 +275,7 @@ static mpt_status simulate_(mpt_pp_kind kind, int p, int m, int v,
     out->p = p;
     out->m = m;
     out->v = v;
-    memcpy(out->cost, costs, sizeof out->cost);
+    if (costs) memcpy(out->cost, costs, sizeof out->cost);
     out->n = out->first[P];
     for (size_t i = 0; i < out->n; i++) {
         out->busy += out->ev[i].end - out->ev[i].start;
@@ -327,7 +334,7 @@ mpt_status mpt_pp_simulate_lists(mpt_pp_kind kind, int p, int m, int v,
     memset(out, 0, sizeof *out);
     double *costs;
     mpt_status st = uniform_costs_(kind, p, m, v, cost, &costs, err);
-    if (!st) st = simulate_(kind, p, m, v, lists, lens, costs, out, err);
+    if (!st) st = simulate_(kind, p, m, v, lists, lens, costs, NULL, out, err);
     free(costs);
     return st;
 }
@@ -358,7 +365,8 @@ void mpt_pp_recv_at_use(mpt_pp_action *a, size_t n) {
 /* Every rank's list from mpt_pp_schedule, simulated under per-rank costs; at_use: receives
  * posted at their consumer (mpt_pp_simulate_replay). */
 static mpt_status simulate_schedule_(mpt_pp_kind kind, int p, int m, int v, const double *costs,
-                                     int at_use, mpt_pp_timeline *out, mpt_error *err) {
+                                     const mpt_pp_durations *d, int at_use,
+                                     mpt_pp_timeline *out, mpt_error *err) {
     mpt_status st = MPT_OK;
     mpt_pp_action **lists = calloc((size_t)p, sizeof *lists);
     size_t *lens = calloc((size_t)p, sizeof *lens);
@@ -371,7 +379,7 @@ static mpt_status simulate_schedule_(mpt_pp_kind kind, int p, int m, int v, cons
         if ((st = mpt_pp_schedule(kind, p, m, v, r, &lists[r], &lens[r], err))) goto cleanup;
         if (at_use) mpt_pp_recv_at_use(lists[r], lens[r]);
     }
-    st = simulate_(kind, p, m, v, (const mpt_pp_action *const *)lists, lens, costs, out, err);
+    st = simulate_(kind, p, m, v, (const mpt_pp_action *const *)lists, lens, costs, d, out, err);
 cleanup:
     if (lists)
         for (int r = 0; r < p; r++) free(lists[r]);
@@ -386,7 +394,7 @@ mpt_status mpt_pp_simulate(mpt_pp_kind kind, int p, int m, int v,
     memset(out, 0, sizeof *out);
     double *costs;
     mpt_status st = uniform_costs_(kind, p, m, v, cost, &costs, err);
-    if (!st) st = simulate_schedule_(kind, p, m, v, costs, 0, out, err);
+    if (!st) st = simulate_schedule_(kind, p, m, v, costs, NULL, 0, out, err);
     free(costs);
     return st;
 }
@@ -396,7 +404,7 @@ mpt_status mpt_pp_simulate_ranks(mpt_pp_kind kind, int p, int m, int v, const do
     memset(out, 0, sizeof *out);
     mpt_status st = check_costs_(kind, p, m, v, costs, (size_t)(p > 0 ? p : 0) * MPT_PP_COSTS,
                                  err);
-    return st ? st : simulate_schedule_(kind, p, m, v, costs, 0, out, err);
+    return st ? st : simulate_schedule_(kind, p, m, v, costs, NULL, 0, out, err);
 }
 
 mpt_status mpt_pp_simulate_replay(mpt_pp_kind kind, int p, int m, int v, const double *costs,
@@ -404,5 +412,21 @@ mpt_status mpt_pp_simulate_replay(mpt_pp_kind kind, int p, int m, int v, const d
     memset(out, 0, sizeof *out);
     mpt_status st = check_costs_(kind, p, m, v, costs, (size_t)(p > 0 ? p : 0) * MPT_PP_COSTS,
                                  err);
-    return st ? st : simulate_schedule_(kind, p, m, v, costs, 1, out, err);
+    return st ? st : simulate_schedule_(kind, p, m, v, costs, NULL, 1, out, err);
+}
+
+mpt_status mpt_pp_simulate_exact(mpt_pp_kind kind, int p, int m, int v, const mpt_pp_durations *d,
+                                 mpt_pp_timeline *out, mpt_error *err) {
+    memset(out, 0, sizeof *out);
+    mpt_status st = mpt_pp_check(kind, p, m, v, err);
+    if (st) return st;
+    size_t mv = (size_t)m * (size_t)v, P = (size_t)p;
+    for (size_t i = 0; i < P * 3 * mv + P * 2 * mv; i++) {
+        double x = i < P * 3 * mv ? d->dur[i] : d->comm[i - P * 3 * mv];
+        if (!(x >= 0) || !isfinite(x))
+            return mpt_fail(err, MPT_ERR_INPUT, "pipeline replay: %s %zu = %g: durations must be "
+                            "finite and >= 0", i < P * 3 * mv ? "action duration" : "transfer",
+                            i < P * 3 * mv ? i : i - P * 3 * mv, x);
+    }
+    return simulate_schedule_(kind, p, m, v, NULL, d, 1, out, err);
 }

@@ -188,6 +188,8 @@ static cJSON *step_line_(const mpt_step_info *info) {
         cJSON_AddStringToObject(j, "skipped_non_finite", info->skipped == 1 ? "loss" : "grad_norm");
     if (info->bubble >= 0) cJSON_AddNumberToObject(j, "bubble", info->bubble);
     if (info->bubble_sim >= 0) cJSON_AddNumberToObject(j, "bubble_sim", info->bubble_sim);
+    if (info->bubble_sim_mean >= 0)
+        cJSON_AddNumberToObject(j, "bubble_sim_mean", info->bubble_sim_mean);
     if (info->val_loss >= 0) {
         cJSON_AddNumberToObject(j, "val_loss", info->val_loss);
         cJSON_AddNumberToObject(j, "val_ppl", exp(info->val_loss));
@@ -272,19 +274,19 @@ static mpt_status dump_logits_(void *ctx, int mb, mpt_gpt *model, const int32_t 
 }
 
 /* The schedule replayed on the step's measured costs (pipeline ranks, every one calls): the
- * bubble the schedule itself has with this run's F, B and transfer times. */
-static mpt_status bubble_sim_(mpt_run *r, double busy[2], double *bubble, mpt_error *err) {
+ * bubble the schedule itself has with this run's F, B and transfer times, bubble[0] on every
+ * action's own duration, bubble[1] on the stages' means (parallel/pp_replay.h). */
+static mpt_status bubble_sim_(mpt_run *r, double busy[2], double bubble[2], mpt_error *err) {
     double costs[64 * MPT_PP_COSTS];
     mpt_pp_timeline t;
     memset(&t, 0, sizeof t);
     /* (busy: this rank's in, the pipeline's busy sum and longest wall out) */
     mpt_status st = mpt_pp_measure(&r->pp, costs, &busy[0], &busy[1], err);
     if (!st && r->stash) /* 2bw: this step's window of its segment */
-        return mpt_pp_2bw_window_bubble(r->pp.p, r->pp.m, r->bw.steps,
-                                        (int)(r->step - r->bw.first), r->grads2 != NULL, costs,
-                                        bubble, err);
+        return mpt_run_2bw_sim(r, (int)(r->step - r->bw.first), r->pp.msg, costs, bubble, err);
     if (!st) st = mpt_pp_simulate_replay(r->kind, r->pp.p, r->pp.m, r->v, costs, &t, err);
-    if (!st) *bubble = t.bubble;
+    if (!st) bubble[1] = t.bubble;
+    if (!st) st = mpt_pp_replay_bubble(r->kind, r->pp.p, r->pp.m, r->v, r->pp.msg, &bubble[0], err);
     mpt_pp_timeline_free(&t);
     return st;
 }
@@ -504,10 +506,10 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
         int skipped = 0;
         if ((st = step_(&r, &opt, step, &loss, &norm, &lr, busy, &skipped, err))) goto done;
         double dt = now_() - t0, peak_mem = (double)r.arena.peak_total, cpu = cpu_now_() - c0;
-        double bubble_sim = -1.0;
+        double bubble_sim[2] = {-1.0, -1.0}; /* per action, per stage mean */
         int async = mpt_run_stats_async(&r, step); /* 2bw: window k-1's figures, no barrier */
         if (async &&
-            (st = mpt_run_stats_swap(&r, step, &dt, &peak_mem, &cpu, busy, &bubble_sim, err)))
+            (st = mpt_run_stats_swap(&r, step, &dt, &peak_mem, &cpu, busy, bubble_sim, err)))
             goto done;
         if (!async && ((st = mpt_allreduce_max_f64(world, &peak_mem, 1, err)) ||
                        (st = mpt_allreduce_sum_f64(world, &cpu, 1, err)) ||
@@ -517,12 +519,12 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
          * the step, which lasts as long as its slowest rank's (the theory's p x makespan); the
          * busy sum and the longest wall come with the replay's costs, in one sum */
         if (!async && o->pp > 1 &&
-            (st = mpt_comm_agree(world, bubble_sim_(&r, busy, &bubble_sim, err), err)))
+            (st = mpt_comm_agree(world, bubble_sim_(&r, busy, bubble_sim, err), err)))
             goto done;
         if (!async) {
             r.stats.last_peak = peak_mem;
             r.stats.last_cpu = cpu;
-            mpt_run_2bw_attribute(&r, step, &dt, busy, &bubble_sim); /* 2bw: a window, two steps */
+            mpt_run_2bw_attribute(&r, step, &dt, busy, bubble_sim); /* 2bw: a window, two steps */
         }
         t_all += dt;
         mpt_step_info info = {.step = step + 1, .steps = o->steps, .loss = loss, .lr = lr,
@@ -531,7 +533,8 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
                               .mfu = res->peak_flops > 0 ? flops_step / dt / res->peak_flops : 0,
                               .peak_mem_bytes = (size_t)peak_mem,
                               .bubble = o->pp > 1 && busy[1] > 0 ? 1.0 - busy[0] / (o->pp * busy[1]) : -1.0,
-                              .bubble_sim = bubble_sim, .val_loss = -1.0,
+                              .bubble_sim = bubble_sim[0], .bubble_sim_mean = bubble_sim[1],
+                              .val_loss = -1.0,
                               .cpu_share = cpu_share_(cpu, dt, world->size, o->threads),
                               .skipped = skipped,
                               .moe = r.cfg.experts > 0 ? &r.moe : NULL,

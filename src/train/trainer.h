@@ -105,7 +105,9 @@ typedef struct mpt_step_info {
     size_t peak_mem_bytes;
     double bubble;           /* pp > 1: idle fraction of the pipeline ranks; else -1 */
     double bubble_sim;       /* pp > 1: the schedule's simulated bubble on this step's measured
-                              * costs (mpt_pp_measure); else -1 */
+                              * costs, every action at its own duration (parallel/pp_replay.h);
+                              * else -1 */
+    double bubble_sim_mean;  /* pp > 1: the same on the stages' mean costs (mpt_pp_measure) */
     double val_loss;         /* evaluation steps: the mean validation loss; else -1 */
     double cpu_share;        /* the ranks' CPU seconds in the step over step time x the cores
                               * they could use (min(ranks x threads, this node's cores)): 1 on a

@@ -190,12 +190,21 @@ static mpt_status update_(void *ctx, long n, mpt_error *err) {
     return st;
 }
 
+mpt_status mpt_run_2bw_sim(const mpt_run *r, int n, const double *recs, const double *costs,
+                           double sim[2], mpt_error *err) {
+    (void)recs;
+    mpt_status st = mpt_pp_2bw_window_bubble(r->pp.p, r->pp.m, r->bw.steps, n,
+                                             r->grads2 != NULL, costs, &sim[1], err);
+    sim[0] = sim[1];
+    return st;
+}
+
 void mpt_run_2bw_attribute(mpt_run *r, long step, double *dt, double busy[2],
-                           double *bubble_sim) {
+                           double bubble_sim[2]) {
     long k = step - r->bw.first;
     int S = r->bw.steps;
     if (!r->grads2 || S < 2) return;
-    double here[4] = {*dt, busy[0], busy[1], *bubble_sim};
+    double here[5] = {*dt, busy[0], busy[1], bubble_sim[0], bubble_sim[1]};
     if (k == 0) { /* the fill and the first two steps' work: half each to steps 0 and 1 */
         for (int i = 0; i < 3; i++) here[i] *= 0.5;
         memcpy(r->carry, here, sizeof here);
@@ -205,7 +214,8 @@ void mpt_run_2bw_attribute(mpt_run *r, long step, double *dt, double busy[2],
             r->carry[0] = *dt;
             r->carry[1] = busy[0];
             r->carry[2] = busy[1];
-            r->carry[3] = *bubble_sim;
+            r->carry[3] = bubble_sim[0];
+            r->carry[4] = bubble_sim[1];
         } else {
             here[0] += *dt;
             here[1] += busy[0];
@@ -215,7 +225,8 @@ void mpt_run_2bw_attribute(mpt_run *r, long step, double *dt, double busy[2],
     *dt = here[0];
     busy[0] = here[1];
     busy[1] = here[2];
-    *bubble_sim = here[3];
+    bubble_sim[0] = here[3];
+    bubble_sim[1] = here[4];
 }
 
 mpt_status mpt_run_2bw_step(mpt_run *r, const mpt_adamw *opt, long step, double *loss,

@@ -13,6 +13,7 @@
 #include "parallel/placement.h"
 #include "parallel/pp.h"
 #include "parallel/pp_2bw.h"
+#include "parallel/pp_replay.h"
 #include "train/data.h"
 #include "train/jsonlog.h"
 #include "train/trace.h"
@@ -63,8 +64,8 @@ typedef struct mpt_run {
     float *held1, *held2;     /* 2bw deferred, ZeRO-2: the dp module's held gradient (the tied
                                * wte's, whole) and a second one; NULL otherwise */
     mpt_2bw_defer defer[2];   /* by step parity */
-    double carry[4];          /* 2bw deferred: the figures of the window the next step's log
-                               * line reports (seconds, busy, wall, bubble_sim) */
+    double carry[5];          /* 2bw deferred: the figures of the window the next step's log
+                               * line reports (seconds, busy, wall, bubble_sim, its mean) */
     const mpt_adamw *opt;     /* 2bw deferred: the run's optimizer settings (not owned) */
     mpt_run_stats stats;      /* 2bw deferred: the log's figures gathered a window late */
     int z3_whole;             /* ZeRO-3 gathers every unit once per step (--zero3-gather step) */
@@ -117,14 +118,14 @@ mpt_status mpt_run_2bw_step(mpt_run *r, const mpt_adamw *opt, long step, double 
  * from reductions started a window earlier (a window inside its segment: no barrier between
  * windows). mpt_run_stats_swap then completes window k-1's reductions (k = the step's window;
  * for k = 1 the carry of window 0), puts its figures into dt, peak, cpu, busy and bubble_sim
- * for the line, and starts window k's from this rank's values given in them (with rank 0's
+ * (per action, per stage mean) for the line, and starts window k's from this rank's values given in them (with rank 0's
  * failed log write, agreed when they complete). All ranks call, at the same steps.
  * mpt_run_stats_finish completes what is in flight into r->carry (for the segment's last line,
  * mpt_run_2bw_attribute) and adds its CPU sum to *cpu (the world's, of the line's own window);
  * mpt_run_stats_log: the log write's status, agreed now or (async) later. */
 int mpt_run_stats_async(const mpt_run *r, long step);
 mpt_status mpt_run_stats_swap(mpt_run *r, long step, double *dt, double *peak, double *cpu,
-                              double busy[2], double *bubble_sim, mpt_error *err);
+                              double busy[2], double bubble_sim[2], mpt_error *err);
 mpt_status mpt_run_stats_finish(mpt_run *r, double *cpu, mpt_error *err);
 mpt_status mpt_run_stats_log(mpt_run *r, long step, mpt_status st, mpt_error *err);
 void mpt_run_stats_free(mpt_run_stats *s);
@@ -136,7 +137,12 @@ void mpt_run_2bw_free(mpt_run *r);
  * lines get half of window 0 each, step k's (1 < k < S-1) window k-1's, step S-1's window
  * S-2's and its own. Otherwise (not deferred, or one step) unchanged. */
 void mpt_run_2bw_attribute(mpt_run *r, long step, double *dt, double busy[2],
-                           double *bubble_sim);
+                           double bubble_sim[2]);
+/* 2bw: window n's bubble_sim from the pipeline's gathered records (recs) and their per-stage
+ * costs: sim[0] on each action's own duration (parallel/pp_replay.h), sim[1] on the stages'
+ * means (mpt_pp_2bw_window_bubble); -1 where a window has none. Pure. */
+mpt_status mpt_run_2bw_sim(const mpt_run *r, int n, const double *recs, const double *costs,
+                           double sim[2], mpt_error *err);
 /* The trainer's data callback (micro-batch mb of step r->step). */
 void mpt_run_batch(void *ctx, int mb, int32_t *inputs, int32_t *targets);
 

@@ -44,9 +44,9 @@ static mpt_status ready_(mpt_run *r, mpt_error *err) {
 }
 
 /* Completes the reductions in flight: fig = that window's seconds (this rank's), largest peak,
- * CPU sum, pipeline busy sum, longest wall, bubble_sim. A failed log write seen in them is
- * agreed on by every rank (they all see it at once). */
-static mpt_status complete_(mpt_run *r, double fig[6], mpt_error *err) {
+ * CPU sum, pipeline busy sum, longest wall, bubble_sim per action and per stage mean. A failed
+ * log write seen in them is agreed on by every rank (they all see it at once). */
+static mpt_status complete_(mpt_run *r, double fig[7], mpt_error *err) {
     mpt_run_stats *s = &r->stats;
     mpt_status st = mpt_wait(&s->wreq, err);
     mpt_status st2 = mpt_wait(&s->preq, err);
@@ -64,39 +64,40 @@ static mpt_status complete_(mpt_run *r, double fig[6], mpt_error *err) {
         st = mpt_comm_agree(r->world, r->rank0 ? s->log_st : MPT_OK, err);
         if (st) return st;
     }
-    double costs[64 * MPT_PP_COSTS], busy = 0.0, wall = 0.0, sim = -1.0;
+    double costs[64 * MPT_PP_COSTS], busy = 0.0, wall = 0.0, sim[2] = {-1.0, -1.0};
     mpt_pp_record_costs(r->pp.p, r->pp.v, r->pp.mw, s->pbuf, costs, &busy, &wall);
     mpt_error quiet;
     /* pure, on the same records on every rank of the pipeline: failing (out of memory) leaves
      * the line without bubble_sim rather than stopping the run */
-    if (mpt_pp_2bw_window_bubble(r->pp.p, r->pp.m, r->bw.steps, (int)s->window, 1, costs, &sim,
-                                 &quiet))
-        sim = -1.0;
-    double out[6] = {s->dt, peak, cpu, busy, wall, sim};
+    if (mpt_run_2bw_sim(r, (int)s->window, s->pbuf, costs, sim, &quiet))
+        sim[0] = sim[1] = -1.0;
+    double out[7] = {s->dt, peak, cpu, busy, wall, sim[0], sim[1]};
     memcpy(fig, out, sizeof out);
     return MPT_OK;
 }
 
 mpt_status mpt_run_stats_swap(mpt_run *r, long step, double *dt, double *peak, double *cpu,
-                              double busy[2], double *bubble_sim, mpt_error *err) {
+                              double busy[2], double bubble_sim[2], mpt_error *err) {
     mpt_run_stats *s = &r->stats;
     mpt_status st = ready_(r, err);
     if (st) return st;
     double mine[3] = {*dt, *peak, *cpu};
     if (s->pending) { /* window k-1 */
-        double fig[6];
+        double fig[7];
         if ((st = complete_(r, fig, err))) return st;
         *dt = fig[0];
         *peak = fig[1];
         *cpu = fig[2];
         busy[0] = fig[3];
         busy[1] = fig[4];
-        *bubble_sim = fig[5];
+        bubble_sim[0] = fig[5];
+        bubble_sim[1] = fig[6];
     } else { /* k = 1: the second half of window 0 (mpt_run_2bw_attribute's carry) */
         *dt = r->carry[0];
         busy[0] = r->carry[1];
         busy[1] = r->carry[2];
-        *bubble_sim = r->carry[3];
+        bubble_sim[0] = r->carry[3];
+        bubble_sim[1] = r->carry[4];
         *peak = s->last_peak;
         *cpu = 0.5 * s->last_cpu;
     }
@@ -120,7 +121,7 @@ mpt_status mpt_run_stats_swap(mpt_run *r, long step, double *dt, double *peak, d
 mpt_status mpt_run_stats_finish(mpt_run *r, double *cpu, mpt_error *err) {
     mpt_run_stats *s = &r->stats;
     if (!s->pending) return MPT_OK;
-    double fig[6];
+    double fig[7];
     mpt_status st = complete_(r, fig, err);
     if (st) return st;
     /* the segment's last line reports this window and its own (mpt_run_2bw_attribute) */
@@ -128,6 +129,7 @@ mpt_status mpt_run_stats_finish(mpt_run *r, double *cpu, mpt_error *err) {
     r->carry[1] = fig[3];
     r->carry[2] = fig[4];
     r->carry[3] = fig[5];
+    r->carry[4] = fig[6];
     *cpu += fig[2];
     return MPT_OK;
 }
