@@ -416,7 +416,10 @@ mpt_status mpt_pp_step(mpt_pp *pp, mpt_pp_batch_fn batch, void *ctx, int32_t *in
 void mpt_pp_window_begin(mpt_pp *pp) {
     pp->busy = pp->f_sum = pp->b_sum = pp->w_sum = 0.0;
     pp->f_n = pp->b_n = pp->w_n = 0;
-    memset(pp->t_sent, 0, (4 * 2 + 6) * (size_t)pp->mw * sizeof *pp->t_sent);
+    /* (the send times stay: a message sent in the window before and received in this one
+     * keeps its send's time, for 2bw's per-action replay; the record tells them apart by the
+     * window's start) */
+    memset(pp->t_wait, 0, (3 * 2 + 6) * (size_t)pp->mw * sizeof *pp->t_sent);
     pp->t_win0 = mpt_comm_clock();
 }
 
@@ -519,7 +522,7 @@ mpt_status mpt_pp_act(mpt_pp *pp, const mpt_pp_action *a, mpt_pp_batch_fn batch,
     return MPT_OK;
 }
 
-size_t mpt_pp_record_size(int mw) { return MPT_PP_REC_HEAD + (5 * 2 + 6) * (size_t)mw + 1; }
+size_t mpt_pp_record_size(int mw) { return MPT_PP_REC_HEAD + (6 * 2 + 6) * (size_t)mw + 1; }
 
 size_t mpt_pp_record_len(const mpt_pp *pp) { return mpt_pp_record_size(pp->mw); }
 
@@ -530,15 +533,18 @@ void mpt_pp_record(const mpt_pp *pp, double *rec) {
     memcpy(rec, head, sizeof head);
     double *sent = rec + MPT_PP_REC_HEAD, *peer = sent + nm, *wait = peer + nm, *got = wait + nm;
     double *post = got + nm;
-    for (size_t i = 0; i < nm; i++) {
-        sent[i] = pp->t_sent[i];
-        peer[i] = pp->t_sent[i] > 0 ? pp->t_peer[i] : -1;
+    for (size_t i = 0; i < nm; i++) { /* sends of this window only */
+        int here = pp->t_sent[i] >= pp->t_win0;
+        sent[i] = here ? pp->t_sent[i] : 0.0;
+        peer[i] = here ? pp->t_peer[i] : -1;
         wait[i] = pp->t_wait[i];
         got[i] = pp->t_got[i];
         post[i] = pp->t_post[i];
     }
     memcpy(post + nm, pp->t_dur, 6 * (size_t)pp->mw * sizeof *rec);
-    post[nm + 6 * (size_t)pp->mw] = pp->t_win0;
+    double *any = post + nm + 6 * (size_t)pp->mw;
+    memcpy(any, pp->t_sent, nm * sizeof *rec); /* the last send of each tag, any window */
+    any[nm] = pp->t_win0;
 }
 
 void mpt_pp_record_costs(int p, int v, int mw, const double *recs, double *costs,

@@ -184,8 +184,9 @@ mpt_status mpt_pp_measure(mpt_pp *pp, double *costs, double *busy_sum, double *w
  * compute sums and counts, busy, wall), per message tag (2*mw of them) when this stage posted
  * its send, to which stage (-1: none), when it began waiting for its receive, when that returned
  * and how long its receive's post took, then per compute action (3*mw: F, B, W of j = mb*v +
- * chunk) its duration and its start, and last the window's start (mpt_pp_record_len(pp)
- * doubles; pp_replay.h reads the per-action part). mpt_pp_record_costs turns
+ * chunk) its duration and its start, per message tag the time of its last send in any window
+ * (2bw: a message sent in the window before), and last the window's start
+ * (mpt_pp_record_len(pp) doubles; pp_replay.h reads the parts after the first five). mpt_pp_record_costs turns
  * the p records of a pipeline (stage s's at recs + s*len) into mpt_pp_measure's costs and, when
  * not NULL, the sum of the stages' busy seconds and their longest wall. Pure. */
 enum { MPT_PP_REC_HEAD = 8 };

@@ -27,4 +27,16 @@ void mpt_pp_replay_tables(int p, int m, int v, const double *recs, double *dur, 
 mpt_status mpt_pp_replay_bubble(mpt_pp_kind kind, int p, int m, int v, const double *recs,
                                 double *bubble, mpt_error *err);
 
+/* PipeDream-2BW's window n (0..steps-1) of a no-flush segment of `steps` steps (the trainer's
+ * windows: parallel/pp_2bw.h; deferred as mpt_pp_2bw_window_ends, else each window ending
+ * before the rank's first backward of step n+1), replayed on each action's own duration from
+ * the p records of that window (mw = 2m entries): every rank starts at its measured window
+ * start and runs the actions of its window in list order; a message sent inside the window
+ * arrives at its send's replayed time plus its measured transfer, one carried in from the
+ * window before at its send's measured time plus its transfer (the dependency as it was). The
+ * bubble is 1 - busy / (p x the longest replayed window), as the trainer measures a window's
+ * (-1: an empty window). MPT_ERR_RUN when out of memory or a message is missing. */
+mpt_status mpt_pp_2bw_replay_bubble(int p, int m, int steps, int n, int deferred,
+                                    const double *recs, double *bubble, mpt_error *err);
+
 #endif

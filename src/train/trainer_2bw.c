@@ -192,34 +192,39 @@ static mpt_status update_(void *ctx, long n, mpt_error *err) {
 
 mpt_status mpt_run_2bw_sim(const mpt_run *r, int n, const double *recs, const double *costs,
                            double sim[2], mpt_error *err) {
-    (void)recs;
     mpt_status st = mpt_pp_2bw_window_bubble(r->pp.p, r->pp.m, r->bw.steps, n,
                                              r->grads2 != NULL, costs, &sim[1], err);
-    sim[0] = sim[1];
+    if (!st) st = mpt_pp_2bw_replay_bubble(r->pp.p, r->pp.m, r->bw.steps, n, r->grads2 != NULL,
+                                           recs, &sim[0], err);
     return st;
 }
 
-void mpt_run_2bw_attribute(mpt_run *r, long step, double *dt, double busy[2],
+void mpt_run_2bw_attribute(mpt_run *r, long step, double *dt, double *cpu, double busy[2],
                            double bubble_sim[2]) {
     long k = step - r->bw.first;
     int S = r->bw.steps;
     if (!r->grads2 || S < 2) return;
-    double here[5] = {*dt, busy[0], busy[1], bubble_sim[0], bubble_sim[1]};
-    if (k == 0) { /* the fill and the first two steps' work: half each to steps 0 and 1 */
+    double here[6] = {*dt, busy[0], busy[1], bubble_sim[0], bubble_sim[1], *cpu};
+    if (k == 0) { /* the fill and the first two steps' work: half each to steps 0 and 1 (the
+                   * CPU seconds too: the line's cpu_share is over its half of the time) */
         for (int i = 0; i < 3; i++) here[i] *= 0.5;
+        here[5] *= 0.5;
         memcpy(r->carry, here, sizeof here);
     } else { /* window k-1's figures; the last line adds its own (its update) */
-        memcpy(here, r->carry, sizeof here);
+        memcpy(here, r->carry, sizeof here); /* (its CPU: mpt_run_stats_finish's, or window
+                                              * 0's half) */
         if (k < S - 1) {
             r->carry[0] = *dt;
             r->carry[1] = busy[0];
             r->carry[2] = busy[1];
             r->carry[3] = bubble_sim[0];
             r->carry[4] = bubble_sim[1];
+            r->carry[5] = *cpu;
         } else {
             here[0] += *dt;
             here[1] += busy[0];
             here[2] += busy[1];
+            here[5] += *cpu;
         }
     }
     *dt = here[0];
@@ -227,6 +232,7 @@ void mpt_run_2bw_attribute(mpt_run *r, long step, double *dt, double busy[2],
     busy[1] = here[2];
     bubble_sim[0] = here[3];
     bubble_sim[1] = here[4];
+    *cpu = here[5];
 }
 
 mpt_status mpt_run_2bw_step(mpt_run *r, const mpt_adamw *opt, long step, double *loss,

@@ -64,8 +64,9 @@ typedef struct mpt_run {
     float *held1, *held2;     /* 2bw deferred, ZeRO-2: the dp module's held gradient (the tied
                                * wte's, whole) and a second one; NULL otherwise */
     mpt_2bw_defer defer[2];   /* by step parity */
-    double carry[5];          /* 2bw deferred: the figures of the window the next step's log
-                               * line reports (seconds, busy, wall, bubble_sim, its mean) */
+    double carry[6];          /* 2bw deferred: the figures of the window the next step's log
+                               * line reports (seconds, busy, wall, bubble_sim, its mean, the
+                               * world's CPU seconds) */
     const mpt_adamw *opt;     /* 2bw deferred: the run's optimizer settings (not owned) */
     mpt_run_stats stats;      /* 2bw deferred: the log's figures gathered a window late */
     int z3_whole;             /* ZeRO-3 gathers every unit once per step (--zero3-gather step) */
@@ -121,7 +122,8 @@ mpt_status mpt_run_2bw_step(mpt_run *r, const mpt_adamw *opt, long step, double 
  * (per action, per stage mean) for the line, and starts window k's from this rank's values given in them (with rank 0's
  * failed log write, agreed when they complete). All ranks call, at the same steps.
  * mpt_run_stats_finish completes what is in flight into r->carry (for the segment's last line,
- * mpt_run_2bw_attribute) and adds its CPU sum to *cpu (the world's, of the line's own window);
+ * mpt_run_2bw_attribute, which adds the carried window's CPU sum to the line's own; cpu is
+ * left as it is);
  * mpt_run_stats_log: the log write's status, agreed now or (async) later. */
 int mpt_run_stats_async(const mpt_run *r, long step);
 mpt_status mpt_run_stats_swap(mpt_run *r, long step, double *dt, double *peak, double *cpu,
@@ -135,8 +137,9 @@ void mpt_run_2bw_free(mpt_run *r);
  * stage's first forward of step k+2, so window 0 holds the fill and about two steps' work,
  * window k (0 < k < S-1) about step k+1's, window S-1 only the last update. Step 0's and 1's
  * lines get half of window 0 each, step k's (1 < k < S-1) window k-1's, step S-1's window
- * S-2's and its own. Otherwise (not deferred, or one step) unchanged. */
-void mpt_run_2bw_attribute(mpt_run *r, long step, double *dt, double busy[2],
+ * S-2's and its own, CPU seconds (cpu, the world's) the same way. Otherwise (not deferred, or
+ * one step) unchanged. */
+void mpt_run_2bw_attribute(mpt_run *r, long step, double *dt, double *cpu, double busy[2],
                            double bubble_sim[2]);
 /* 2bw: window n's bubble_sim from the pipeline's gathered records (recs) and their per-stage
  * costs: sim[0] on each action's own duration (parallel/pp_replay.h), sim[1] on the stages'
