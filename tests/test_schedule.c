@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "parallel/pp_replay.h"
 #include "parallel/schedule.h"
 
 static const int ps_[] = {1, 2, 3, 4, 5, 6, 7, 8};
@@ -483,10 +484,73 @@ static void check_exact_(void) {
     printf("replay on every action's own duration: checked\n");
 }
 
+/* mpt_pp_2bw_replay_bubble: records made from a whole segment's simulation (no transfer cost:
+ * each message sent when its compute ends; every window's actions at their simulated
+ * durations, each rank's window starting where its window before ended) replay every window
+ * exactly, so its bubble equals the one read off the whole timeline; the last (empty) window
+ * has none. */
+static void check_2bw_replay_(void) {
+    mpt_error err = {0};
+    const int pm[][2] = {{2, 4}, {3, 4}, {2, 2}, {4, 5}};
+    const int S = 5;
+    for (size_t c = 0; c < sizeof pm / sizeof *pm; c++) {
+        int p = pm[c][0], m = pm[c][1], mw = 2 * m;
+        size_t nm = 2 * (size_t)mw, len = mpt_pp_record_size(mw);
+        double rows[4 * MPT_PP_COSTS] = {0};
+        for (int r = 0; r < p; r++) {
+            rows[r * MPT_PP_COSTS + MPT_PP_COST_F] = 1.0 + 0.2 * r;
+            rows[r * MPT_PP_COSTS + MPT_PP_COST_B] = 2.0 - 0.1 * r;
+        }
+        mpt_pp_timeline t;
+        mpt_status st = mpt_pp_simulate_replay(MPT_PP_2BW, p, m * S, 1, rows, &t, &err);
+        CHECK(st == MPT_OK, "2bw segment simulation: %s", err.msg);
+        if (st) continue;
+        for (int n = 0; n < S; n++) {
+            double *recs = calloc((size_t)p * len, sizeof *recs), busy = 0.0, wall = 0.0;
+            for (int r = 0; r < p; r++) {
+                double *x = recs + (size_t)r * len + MPT_PP_REC_HEAD;
+                double prev = 0.0, w0 = 0.0, w1 = 0.0, b = 0.0;
+                int w = 0;
+                for (size_t i = t.first[r]; i < t.first[r + 1]; i++) {
+                    const mpt_pp_event *e = &t.ev[i];
+                    while (w < S - 2 && mpt_pp_2bw_window_ends(p, m, r, w, e->a.op, e->a.mb)) {
+                        if (w == n) w1 = prev;
+                        w++;
+                        if (w == n) w0 = prev;
+                    }
+                    if (w > n) break;
+                    int grad = e->a.op == MPT_PP_B, g = e->a.mb % mw;
+                    if (grad ? r > 0 : r < p - 1) /* its send: the last of this tag so far */
+                        x[5 * nm + 6 * (size_t)mw + (size_t)g * 2 + (size_t)grad] = e->end;
+                    if (w == n) {
+                        x[5 * nm + (size_t)grad * (size_t)mw + (size_t)g] = e->end - e->start;
+                        b += e->end - e->start;
+                        w1 = e->end;
+                    }
+                    prev = e->end;
+                }
+                if (w == n) w1 = prev;
+                x[6 * nm + 6 * (size_t)mw] = w0;
+                busy += b;
+                wall = w1 - w0 > wall ? w1 - w0 : wall;
+            }
+            double want = wall > 0 ? 1.0 - busy / (p * wall) : -1.0, got = -2.0;
+            st = mpt_pp_2bw_replay_bubble(p, m, S, n, 1, recs, &got, &err);
+            CHECK(st == MPT_OK && fabs(got - want) < 1e-12,
+                  "2bw window replay p=%d m=%d window %d of %d: bubble %g, want %g (%s)", p, m,
+                  n, S, got, want, st ? err.msg : "");
+            free(recs);
+        }
+        mpt_pp_timeline_free(&t);
+    }
+    printf("2bw window replay on every action's own duration: checked\n");
+}
+
 int main(void) {
     check_names_();
     check_replay_();
     check_exact_();
+    check_2bw_replay_();
     check_broken_();
     for (int k = 0; k < MPT_PP_KINDS; k++)
         for (size_t pi = 0; pi < sizeof ps_ / sizeof *ps_; pi++)
