@@ -186,9 +186,10 @@ mpt_status mpt_pp_measure(mpt_pp *pp, double *costs, double *busy_sum, double *w
  * and how long its receive's post took, then per compute action (3*mw: F, B, W of j = mb*v +
  * chunk) its duration and its start, per message tag the time of its last send in any window
  * (2bw: a message sent in the window before), and last the window's start
- * (mpt_pp_record_len(pp) doubles; pp_replay.h reads the parts after the first five). mpt_pp_record_costs turns
- * the p records of a pipeline (stage s's at recs + s*len) into mpt_pp_measure's costs and, when
- * not NULL, the sum of the stages' busy seconds and their longest wall. Pure. */
+ * (mpt_pp_record_len(pp) doubles; pp_replay.h reads the parts after the first five).
+ * mpt_pp_record_costs turns the p records of a pipeline (stage s's at recs + s*len) into
+ * mpt_pp_measure's costs and, when not NULL, the sum of the stages' busy seconds and their
+ * longest wall. Pure. */
 enum { MPT_PP_REC_HEAD = 8 };
 size_t mpt_pp_record_len(const mpt_pp *pp);
 /* The same for mw per-micro-batch entries (pp->mw). Pure. */

@@ -524,7 +524,8 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
         if (!async) {
             r.stats.last_peak = peak_mem;
             r.stats.last_cpu = cpu;
-            mpt_run_2bw_attribute(&r, step, &dt, &cpu, busy, bubble_sim); /* 2bw: a window, two steps */
+            /* 2bw: a window, two steps */
+            mpt_run_2bw_attribute(&r, step, &dt, &cpu, busy, bubble_sim);
         }
         t_all += dt;
         mpt_step_info info = {.step = step + 1, .steps = o->steps, .loss = loss, .lr = lr,

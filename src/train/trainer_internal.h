@@ -119,8 +119,9 @@ mpt_status mpt_run_2bw_step(mpt_run *r, const mpt_adamw *opt, long step, double 
  * from reductions started a window earlier (a window inside its segment: no barrier between
  * windows). mpt_run_stats_swap then completes window k-1's reductions (k = the step's window;
  * for k = 1 the carry of window 0), puts its figures into dt, peak, cpu, busy and bubble_sim
- * (per action, per stage mean) for the line, and starts window k's from this rank's values given in them (with rank 0's
- * failed log write, agreed when they complete). All ranks call, at the same steps.
+ * (per action, per stage mean) for the line, and starts window k's from this rank's values
+ * given in them (with rank 0's failed log write, agreed when they complete). All ranks call,
+ * at the same steps.
  * mpt_run_stats_finish completes what is in flight into r->carry (for the segment's last line,
  * mpt_run_2bw_attribute, which adds the carried window's CPU sum to the line's own; cpu is
  * left as it is);
