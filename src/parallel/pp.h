@@ -93,7 +93,7 @@ typedef struct mpt_pp {
     /* The last step's measurements (mpt_comm_clock seconds) for mpt_pp_measure; per message
      * [its tag (mpt_pp_action_tag): (mb*v + receiving chunk)*2 + 0 activations / 1 gradient],
      * 0 when there was none. Owned (one malloc). */
-    double *t_sent;          /* when this stage posted the send */
+    double *t_sent;          /* when this stage last posted the send (kept across windows) */
     double *t_wait, *t_got;  /* when it began waiting for the receive, and when that returned */
     double *t_post;          /* seconds its receive's post (MPI_Irecv) took: a message already
                               * there is copied in it (the receiver's single-copy get) */
