@@ -21,13 +21,18 @@ ranks). bubble = 1 - busy / (p x span) each time, busy being the same in all thr
 and lists per rank every idle gap inside the step by what ended in it (a receive's completion,
 a collective, nothing). Flushed schedules only (1f1b, interleaved, zb-h1, zb-v); 2bw's windows
 span steps.
+--log LOG.jsonl (the same run's log) adds the log's own medians: measured - bubble_sim (the
+replay on every action's own duration and every transfer's own measured time: the executor's
+overhead) and measured - bubble_sim_mean (the per-stage-mean replay).
 Usage: bench/pp_overhead.py TRACE.json MPTRAIN PP M SCHEDULE [V] [--comm SECONDS] [--warmup N]
-       [--as-listed] [--summary]
+       [--as-listed] [--summary] [--log LOG.jsonl]
 """
 import collections, json, re, statistics, subprocess, sys
 
 args = [a for a in sys.argv[1:]]
-comm, warm = 1e-4, 2
+comm, warm, logf = 1e-4, 2, None
+if "--log" in args:
+    i = args.index("--log"); logf = args[i + 1]; del args[i:i + 2]
 if "--comm" in args:
     i = args.index("--comm"); comm = float(args[i + 1]); del args[i:i + 2]
 as_listed = "--as-listed" in args
@@ -131,6 +136,14 @@ for k in sorted(steps):
     span = t1 - t0
     b = lambda s: 1 - busy / (P * s)
     rows.append((k + 1, span, b(span), b(span_x), b(span_m)))
+if logf:  # the log's own replays, medians over the same steps
+    ls = [json.loads(l) for l in open(logf)]
+    ls = [x for x in ls if "bubble_sim" in x and "bubble_sim_mean" in x][warm:]
+    if ls:
+        mm = lambda k: statistics.median(x["bubble"] - x[k] for x in ls)
+        print(f"{kind}: log, median over {len(ls)} steps: measured - bubble_sim "
+              f"{mm('bubble_sim'):+.4f} (per action), measured - bubble_sim_mean "
+              f"{mm('bubble_sim_mean'):+.4f} (per stage mean)")
 if summary:
     med = lambda i: statistics.median(r[i] for r in rows)
     print(f"{kind}: median over {len(rows)} steps: measured - mean replay {med(2) - med(4):+.4f} = "

@@ -57,7 +57,7 @@ PY
   if [ -n "${PP_TRACE:-}" ] && [ "$s" != 2bw ]; then
     v=1; [ "$s" = interleaved ] && v=2; [ "$s" = zb-v ] && v=2
     /usr/bin/python3 "$(dirname "$0")/pp_overhead.py" "$TMP/$s.$P.json" "$BIN" "$P" "$M" "$s" $v \
-      --warmup $WARMUP --summary | sed 's/^/    /'
+      --warmup $WARMUP --summary --log "$log" | sed 's/^/    /'
   fi
 done
 done
