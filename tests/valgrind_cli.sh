@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# valgrind_cli.sh — the mptrain tool itself, one rank, under valgrind memcheck: the commands that
+# run the most library code (tokenize byte and gpt2, train with checkpoints, resume, generate,
+# convert both ways, plan, simulate, schedule, plot). Each command is one check: exit status 0
+# and a memcheck log with no error (invalid access, use of an uninitialised value, definite
+# leak); any memcheck error makes valgrind exit 99 (--error-exitcode), so the check fails and
+# prints the log's first error. Resume is also checked against the uninterrupted run (final
+# weights bit-identical), so a run under memcheck still computes what it should.
+# Not a t_*.sh script: CMakeLists.txt adds it to ctest (as t_valgrind_cli) only in the
+# MPT_VALGRIND build (make test-valgrind), whose environment caps oneDNN at AVX
+# (tests/valgrind.supp), sets OMP_WAIT_POLICY=PASSIVE and MPT_TEST_SMALL=1.
+# MPI: mptrain calls MPI_Init even on one rank; it runs here as a singleton (no mpirun): Open MPI
+# forks its own daemon, which valgrind does not follow (no --trace-children). Open MPI's own
+# allocations kept until exit are suppressed by tests/valgrind_mpi.supp, whose entries match
+# Open MPI / PMIx / hwloc / libevent frames only, never mptrain's.
+# Usage: bash tests/valgrind_cli.sh BUILD_DIR (from the source directory)
+set -uo pipefail
+source "$(dirname "$0")/lib.sh"
+[ -x "$BIN" ] || { echo "FAIL: $BIN is missing"; exit 1; }
+export ONEDNN_MAX_CPU_ISA=${ONEDNN_MAX_CPU_ISA:-AVX} OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+VG=(valgrind --tool=memcheck --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite
+    --show-leak-kinds=definite --num-callers=40
+    --suppressions="$HERE/valgrind.supp" --suppressions="$HERE/valgrind_mpi.supp")
+n_=0
+# vg NAME command args...: one check, the command under memcheck (log $TMP/vg.NAME.log)
+vg() {
+  local name=$1; shift
+  n_=$((n_ + 1))
+  local log="$TMP/vg.$name.log" t0 rc
+  t0=$(date +%s)
+  "${VG[@]}" --log-file="$log" "$BIN" "$@" >"$TMP/$name.out" 2>"$TMP/$name.err"; rc=$?
+  local errs; errs=$(sed -n 's/.*ERROR SUMMARY: \([0-9]*\) errors.*/\1/p' "$log" | tail -1)
+  if [ "$rc" = 0 ] && [ "${errs:-x}" = 0 ]; then
+    ok "$name: clean ($(( $(date +%s) - t0 )) s wall, $(grep -m1 'total heap usage' "$log" | sed 's/.*usage: //'))"
+  else
+    bad "$name: exit $rc, memcheck errors ${errs:-?} (mptrain $*)"
+    sed -n '/^==[0-9]*== \(Invalid\|Conditional\|Use of\|Syscall\|Mismatched\|.*definitely lost\)/,/^==[0-9]*== $/p' "$log" | head -60
+    tail -5 "$TMP/$name.err"
+  fi
+}
+
+printf 'Call me Ishmael. Some years ago, never mind how long precisely, having little money. %.0s' {1..40} >"$TMP/a.txt"
+MODEL=(--model tiny --layers 2 --d-model 32 --heads 2 --seq-len 32 --batch 4 --threads 2 --quiet)
+
+vg tokenize "tokenize" --in "$TMP/a.txt" --out "$TMP/a.bin"
+vg tokenize_gpt2 tokenize --in "$TMP/a.txt" --out "$TMP/g.bin" --tokenizer gpt2
+vg train train "${MODEL[@]}" --data "$TMP/a.bin" --steps 4 --save "$TMP/ck" --save-every 2 \
+   --log "$TMP/a.jsonl" --eval-every 2 --eval-batches 1 --val-data "$TMP/a.bin"
+vg resume train "${MODEL[@]}" --data "$TMP/a.bin" --steps 4 --save "$TMP/rs" \
+   --resume "$TMP/ck/step_000002" --log "$TMP/b.jsonl" --eval-every 2 --eval-batches 1 --val-data "$TMP/a.bin"
+if cmp -s "$TMP/ck/step_000004/model.safetensors" "$TMP/rs/step_000004/model.safetensors"; then
+  ok "resumed final weights bit-identical to the uninterrupted run"
+else bad "resumed final weights differ from the uninterrupted run"; fi
+vg generate generate --checkpoint "$TMP/ck" --prompt "Call me" --tokens 8 --threads 2
+vg convert_single convert --in "$TMP/ck" --out "$TMP/hf" --to single
+vg convert_sharded convert --in "$TMP/hf/latest" --out "$TMP/sh" --to sharded
+vg plan plan --model tiny --layers 2 --d-model 32 --heads 2 --seq-len 32 --batch 4 --pp 2 --microbatches 2 --json
+vg simulate simulate --model gpt2-124m --dp 2 --tp 2 --pp 2 --microbatches 4 --schedule 1f1b
+vg schedule schedule --pp 4 --microbatches 8 --schedule zb-h1 --svg "$TMP/s.svg"
+vg plot plot "$TMP/a.jsonl" "$TMP/b.jsonl" --svg "$TMP/p.svg"
+finish
