@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # valgrind_cli.sh — the mptrain tool itself, one rank, under valgrind memcheck: the commands that
-# run the most library code (tokenize byte and gpt2, train with checkpoints, resume, generate,
-# convert both ways, plan, simulate, schedule, plot). Each command is one check: exit status 0
-# and a memcheck log with no error (invalid access, use of an uninitialised value, definite
-# leak); any memcheck error makes valgrind exit 99 (--error-exitcode), so the check fails and
-# prints the log's first error. Resume is also checked against the uninterrupted run (final
-# weights bit-identical), so a run under memcheck still computes what it should.
+# run the most library code (tokenize byte and gpt2, train with sharded checkpoints and
+# validation, resume, a MoE + bf16 + recompute run, generate with and without the key/value
+# cache, convert both ways (Hugging Face export and import), plan, simulate, schedule, plot).
+# Each command is one check: exit status 0 and a memcheck log with no error (invalid access,
+# use of an uninitialised value, definite leak); any memcheck error makes valgrind exit 99
+# (--error-exitcode), so the check fails and prints the log's errors. Two more checks show the
+# runs under memcheck still compute what they should: resume ends bit-identical to the
+# uninterrupted run, and export then import gives back the same shard file.
 # Not a t_*.sh script: CMakeLists.txt adds it to ctest (as t_valgrind_cli) only in the
 # MPT_VALGRIND build (make test-valgrind), whose environment caps oneDNN at AVX
 # (tests/valgrind.supp), sets OMP_WAIT_POLICY=PASSIVE and MPT_TEST_SMALL=1.
 # MPI: mptrain calls MPI_Init even on one rank; it runs here as a singleton (no mpirun): Open MPI
 # forks its own daemon, which valgrind does not follow (no --trace-children). Open MPI's own
-# allocations kept until exit are suppressed by tests/valgrind_mpi.supp, whose entries match
-# Open MPI / PMIx / hwloc / libevent frames only, never mptrain's.
+# allocations kept until exit are suppressed by tests/valgrind_mpi.supp, whose two entries
+# match only leaks allocated inside Open MPI's MPI_Init or MPI_Finalize, never mptrain's.
 # Usage: bash tests/valgrind_cli.sh BUILD_DIR (from the source directory)
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -42,18 +44,30 @@ vg() {
 printf 'Call me Ishmael. Some years ago, never mind how long precisely, having little money. %.0s' {1..40} >"$TMP/a.txt"
 MODEL=(--model tiny --layers 2 --d-model 32 --heads 2 --seq-len 32 --batch 4 --threads 2 --quiet)
 
-vg tokenize "tokenize" --in "$TMP/a.txt" --out "$TMP/a.bin"
+vg tokenize tokenize --in "$TMP/a.txt" --out "$TMP/a.bin"
 vg tokenize_gpt2 tokenize --in "$TMP/a.txt" --out "$TMP/g.bin" --tokenizer gpt2
+# sharded checkpoints (every rank's slices and a manifest), validation, resume from step 2
 vg train train "${MODEL[@]}" --data "$TMP/a.bin" --steps 4 --save "$TMP/ck" --save-every 2 \
-   --log "$TMP/a.jsonl" --eval-every 2 --eval-batches 1 --val-data "$TMP/a.bin"
-vg resume train "${MODEL[@]}" --data "$TMP/a.bin" --steps 4 --save "$TMP/rs" \
+   --save-format sharded --log "$TMP/a.jsonl" --eval-every 2 --eval-batches 1 --val-data "$TMP/a.bin"
+vg resume train "${MODEL[@]}" --data "$TMP/a.bin" --steps 4 --save "$TMP/rs" --save-format sharded \
    --resume "$TMP/ck/step_000002" --log "$TMP/b.jsonl" --eval-every 2 --eval-batches 1 --val-data "$TMP/a.bin"
-if cmp -s "$TMP/ck/step_000004/model.safetensors" "$TMP/rs/step_000004/model.safetensors"; then
-  ok "resumed final weights bit-identical to the uninterrupted run"
-else bad "resumed final weights differ from the uninterrupted run"; fi
+if cmp -s "$TMP/ck/step_000004/shard-00000.bin" "$TMP/rs/step_000004/shard-00000.bin"; then
+  ok "resumed final state bit-identical to the uninterrupted run"
+else bad "resumed final state differs from the uninterrupted run"; fi
+# Mixture-of-Experts (top-2 of 2), bf16 GEMMs, full recomputation, 2 micro-batches, OpenBLAS,
+# warm-up, --on-nan skip, a single-file checkpoint
+vg train_moe_bf16 train "${MODEL[@]}" --data "$TMP/a.bin" --steps 2 --experts 2 --top-k 2 \
+   --dtype bf16 --recompute full --microbatches 2 --gemm openblas --warmup 1 --on-nan skip \
+   --save "$TMP/moe"
 vg generate generate --checkpoint "$TMP/ck" --prompt "Call me" --tokens 8 --threads 2
-vg convert_single convert --in "$TMP/ck" --out "$TMP/hf" --to single
-vg convert_sharded convert --in "$TMP/hf/latest" --out "$TMP/sh" --to sharded
+# Hugging Face export (sharded -> one directory) and import (-> sharded)
+vg convert_export convert --in "$TMP/ck" --out "$TMP/hf" --to single
+vg convert_import convert --in "$TMP/hf/latest" --out "$TMP/sh" --to sharded
+if cmp -s "$TMP/ck/step_000004/shard-00000.bin" "$TMP/sh/step_000004/shard-00000.bin"; then
+  ok "export then import gives back the same shard"
+else bad "export then import changed the shard"; fi
+vg generate_hf generate --checkpoint "$TMP/hf/latest" --prompt "Call me" --tokens 4 --threads 2 \
+   --no-cache --temperature 0
 vg plan plan --model tiny --layers 2 --d-model 32 --heads 2 --seq-len 32 --batch 4 --pp 2 --microbatches 2 --json
 vg simulate simulate --model gpt2-124m --dp 2 --tp 2 --pp 2 --microbatches 4 --schedule 1f1b
 vg schedule schedule --pp 4 --microbatches 8 --schedule zb-h1 --svg "$TMP/s.svg"
