@@ -2,7 +2,8 @@
 # valgrind_cli.sh — the mptrain tool itself, one rank, under valgrind memcheck: the commands that
 # run the most library code (tokenize byte and gpt2, train with sharded checkpoints and
 # validation, resume, a MoE + bf16 + recompute run, generate with and without the key/value
-# cache, convert both ways (Hugging Face export and import), plan, simulate, schedule, plot).
+# cache, convert both ways (Hugging Face export and import), plan, simulate, schedule, plot),
+# and four refused bad inputs (their error paths).
 # Each command is one check: exit status 0 and a memcheck log with no error (invalid access,
 # use of an uninitialised value, definite leak); any memcheck error makes valgrind exit 99
 # (--error-exitcode), so the check fails and prints the log's errors. Two more checks show the
@@ -40,6 +41,21 @@ vg() {
     tail -5 "$TMP/$name.err"
   fi
 }
+# vg_refused NAME WANT command args...: one check, the command refused as bad input under memcheck:
+# exit status 2 (valgrind's 99 when memcheck found an error), "mptrain: error: ...WANT..." on
+# stderr, no memcheck error: the error paths free what they allocated
+vg_refused() {
+  local name=$1 want=$2; shift 2
+  local log="$TMP/vg.$name.log" rc errs
+  "${VG[@]}" --log-file="$log" "$BIN" "$@" >"$TMP/$name.out" 2>"$TMP/$name.err"; rc=$?
+  errs=$(sed -n 's/.*ERROR SUMMARY: \([0-9]*\) errors.*/\1/p' "$log" | tail -1)
+  if [ "$rc" = 2 ] && [ "${errs:-x}" = 0 ] && grep -q "^mptrain: error: .*$want" "$TMP/$name.err"; then
+    ok "$name: refused, clean: $(grep -m1 '^mptrain: error: ' "$TMP/$name.err" | cut -c1-120)"
+  else
+    bad "$name: exit $rc (want 2), memcheck errors ${errs:-?}, stderr: $(grep -v '^hwloc\|^May be\|^and reloading' "$TMP/$name.err" | head -c 300)"
+    sed -n '/^==[0-9]*== \(Invalid\|Conditional\|Use of\|Syscall\|Mismatched\|.*definitely lost\)/,/^==[0-9]*== $/p' "$log" | head -60
+  fi
+}
 
 printf 'Call me Ishmael. Some years ago, never mind how long precisely, having little money. %.0s' {1..40} >"$TMP/a.txt"
 MODEL=(--model tiny --layers 2 --d-model 32 --heads 2 --seq-len 32 --batch 4 --threads 2 --quiet)
@@ -68,6 +84,16 @@ if cmp -s "$TMP/ck/step_000004/shard-00000.bin" "$TMP/sh/step_000004/shard-00000
 else bad "export then import changed the shard"; fi
 vg generate_hf generate --checkpoint "$TMP/hf/latest" --prompt "Call me" --tokens 4 --threads 2 \
    --no-cache --temperature 0
+# bad input: a token file with a wrong magic, a truncated shard, a config.json that is not JSON,
+# a truncated safetensors file
+head -c 4096 /dev/urandom >"$TMP/junk.bin"
+vg_refused refused_data "bad magic" train "${MODEL[@]}" --data "$TMP/junk.bin" --steps 1
+cp -r "$TMP/ck/step_000002" "$TMP/trunc" && truncate -s 1000 "$TMP/trunc/shard-00000.bin"
+vg_refused refused_shard "truncated" train "${MODEL[@]}" --data "$TMP/a.bin" --steps 4 --resume "$TMP/trunc"
+cp -rL "$TMP/hf/latest" "$TMP/badcfg" && echo '{"n_layer": 2, "n_embd": ' >"$TMP/badcfg/config.json"
+vg_refused refused_config "JSON" generate --checkpoint "$TMP/badcfg" --tokens 2 --threads 2
+cp -rL "$TMP/hf/latest" "$TMP/badst" && truncate -s 3000 "$TMP/badst/model.safetensors"
+vg_refused refused_safetensors "truncated" convert --in "$TMP/badst" --out "$TMP/x" --to sharded
 vg plan plan --model tiny --layers 2 --d-model 32 --heads 2 --seq-len 32 --batch 4 --pp 2 --microbatches 2 --json
 vg simulate simulate --model gpt2-124m --dp 2 --tp 2 --pp 2 --microbatches 4 --schedule 1f1b
 vg schedule schedule --pp 4 --microbatches 8 --schedule zb-h1 --svg "$TMP/s.svg"
