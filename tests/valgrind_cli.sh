@@ -24,38 +24,28 @@ export ONEDNN_MAX_CPU_ISA=${ONEDNN_MAX_CPU_ISA:-AVX} OMP_WAIT_POLICY=${OMP_WAIT_
 VG=(valgrind --tool=memcheck --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite
     --show-leak-kinds=definite --num-callers=40
     --suppressions="$HERE/valgrind.supp" --suppressions="$HERE/valgrind_mpi.supp")
-n_=0
-# vg NAME command args...: one check, the command under memcheck (log $TMP/vg.NAME.log)
-vg() {
-  local name=$1; shift
-  n_=$((n_ + 1))
-  local log="$TMP/vg.$name.log" t0 rc
+# vg_case_ NAME RC WANT command args...: one check, mptrain under memcheck (log $TMP/vg.NAME.log):
+# exit status RC (valgrind's 99 instead when memcheck found an error), no memcheck error, and for
+# RC 2 a line "mptrain: error: ...WANT..." on stderr. On failure, the log's errors.
+vg_case_() {
+  local name=$1 want_rc=$2 want=$3; shift 3
+  local log="$TMP/vg.$name.log" t0 rc errs said=1
   t0=$(date +%s)
   "${VG[@]}" --log-file="$log" "$BIN" "$@" >"$TMP/$name.out" 2>"$TMP/$name.err"; rc=$?
-  local errs; errs=$(sed -n 's/.*ERROR SUMMARY: \([0-9]*\) errors.*/\1/p' "$log" | tail -1)
-  if [ "$rc" = 0 ] && [ "${errs:-x}" = 0 ]; then
-    ok "$name: clean ($(( $(date +%s) - t0 )) s wall, $(grep -m1 'total heap usage' "$log" | sed 's/.*usage: //'))"
-  else
-    bad "$name: exit $rc, memcheck errors ${errs:-?} (mptrain $*)"
-    sed -n '/^==[0-9]*== \(Invalid\|Conditional\|Use of\|Syscall\|Mismatched\|.*definitely lost\)/,/^==[0-9]*== $/p' "$log" | head -60
-    tail -5 "$TMP/$name.err"
-  fi
-}
-# vg_refused NAME WANT command args...: one check, the command refused as bad input under memcheck:
-# exit status 2 (valgrind's 99 when memcheck found an error), "mptrain: error: ...WANT..." on
-# stderr, no memcheck error: the error paths free what they allocated
-vg_refused() {
-  local name=$1 want=$2; shift 2
-  local log="$TMP/vg.$name.log" rc errs
-  "${VG[@]}" --log-file="$log" "$BIN" "$@" >"$TMP/$name.out" 2>"$TMP/$name.err"; rc=$?
   errs=$(sed -n 's/.*ERROR SUMMARY: \([0-9]*\) errors.*/\1/p' "$log" | tail -1)
-  if [ "$rc" = 2 ] && [ "${errs:-x}" = 0 ] && grep -q "^mptrain: error: .*$want" "$TMP/$name.err"; then
-    ok "$name: refused, clean: $(grep -m1 '^mptrain: error: ' "$TMP/$name.err" | cut -c1-120)"
+  [ "$want_rc" = 0 ] || grep -q "^mptrain: error: .*$want" "$TMP/$name.err" || said=0
+  if [ "$rc" = "$want_rc" ] && [ "${errs:-x}" = 0 ] && [ "$said" = 1 ]; then
+    if [ "$want_rc" = 0 ]; then
+      ok "$name: clean ($(( $(date +%s) - t0 )) s wall, $(grep -m1 'total heap usage' "$log" | sed 's/.*usage: //'))"
+    else ok "$name: refused, clean: $(grep -m1 '^mptrain: error: ' "$TMP/$name.err" | cut -c1-120)"; fi
   else
-    bad "$name: exit $rc (want 2), memcheck errors ${errs:-?}, stderr: $(grep -v '^hwloc\|^May be\|^and reloading' "$TMP/$name.err" | head -c 300)"
+    bad "$name: exit $rc (want $want_rc), memcheck errors ${errs:-?} (mptrain $*)"
     sed -n '/^==[0-9]*== \(Invalid\|Conditional\|Use of\|Syscall\|Mismatched\|.*definitely lost\)/,/^==[0-9]*== $/p' "$log" | head -60
+    grep -v '^hwloc\|^May be\|^and reloading' "$TMP/$name.err" | tail -5
   fi
 }
+vg() { vg_case_ "$1" 0 "" "${@:2}"; }                # vg NAME command args...: runs cleanly
+vg_refused() { vg_case_ "$1" 2 "$2" "${@:3}"; }      # vg_refused NAME WANT command...: bad input
 
 printf 'Call me Ishmael. Some years ago, never mind how long precisely, having little money. %.0s' {1..40} >"$TMP/a.txt"
 MODEL=(--model tiny --layers 2 --d-model 32 --heads 2 --seq-len 32 --batch 4 --threads 2 --quiet)
