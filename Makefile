@@ -5,8 +5,9 @@
 #   make test-asan      the whole suite built with AddressSanitizer + UBSan (build-asan/);
 #                       ASAN_TESTS=REGEX runs the tests it matches, ASAN_EXCLUDE=REGEX all
 #                       but those (.ci/run does both)
-#   make test-valgrind  the single-rank unit tests under valgrind memcheck (build-valgrind/);
-#                       VALGRIND_TESTS=REGEX likewise
+#   make test-valgrind  the single-rank unit tests, and the mptrain tool on one rank
+#                       (tests/valgrind_cli.sh, ctest t_valgrind_cli), under valgrind memcheck
+#                       (build-valgrind/); VALGRIND_TESTS=REGEX likewise
 #   make fuzz           each libFuzzer target of tests/fuzz for FUZZ_SECONDS (build-fuzz/)
 BUILD    ?= build
 CMAKE_FLAGS ?=
@@ -56,10 +57,11 @@ test-asan: setup
 	  -E '^(t_clang_build|t_multihost|t_fuzz)$$$(if $(ASAN_EXCLUDE),|$(ASAN_EXCLUDE))' \
 	  $(if $(ASAN_TESTS),-R '$(ASAN_TESTS)')
 
-# valgrind: the unit tests (no MPI), built without -march=native so that memcheck knows
+# valgrind: the unit tests (no MPI) and t_valgrind_cli (mptrain, one rank, Open MPI's own leaks
+# suppressed by tests/valgrind_mpi.supp), built without -march=native so that memcheck knows
 # every instruction; any memcheck error or definite leak fails the test (tests/valgrind.supp).
 VALGRIND_BUILD ?= build-valgrind
-VALGRIND_TESTS ?= ^test_
+VALGRIND_TESTS ?= ^(test_.*|t_valgrind_cli)$$
 test-valgrind: setup
 	@cmake -S . -B $(VALGRIND_BUILD) -DMPT_VALGRIND=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	@cmake --build $(VALGRIND_BUILD) -j $(JOBS)

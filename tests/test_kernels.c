@@ -10,6 +10,12 @@
  *      weight) vs finite differences, and the fast fp32 chain's gradients vs the reference's.
  * Sizes include awkward ones (C=12, OC=7, H=3, V=11, Vp=16) and bigger ones (T=64, D=64, H=4)
  * that reach the blocked paths. One line per check: name and largest relative difference.
+ * Checking builds (check_small(): valgrind, ASan) run every operator on the same shapes, under
+ * both GEMM back ends and on one thread, with the same tolerances: every fast kernel call and
+ * every GEMM route is the same as in the full run. Only the finite-difference checks (which
+ * evaluate the double reference of tests/ref_kernels.c twice per sample, nearly all of the
+ * full run's time: ~32 CPU-s natively, past 16 CPU-minutes under memcheck) draw FD_SMALL random
+ * samples where they would draw more of a larger tensor; tensors they check whole stay whole.
  */
 #include "check.h"
 #include "core/kernels.h"
@@ -37,6 +43,8 @@
  * element of ordinary size relative to itself. */
 #define FLOOR_FRAC 0.1
 #define FD_ALL ((size_t)1 << 20)   /* "check every element" */
+#define FD_SMALL 4                 /* samples of a sampled check in a checking build */
+static int small_;                 /* check_small(), read once in main */
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -129,6 +137,7 @@ typedef double (*loss_fn)(void *ctx);
  * perturbed in place (every element if n <= samples, else `samples` random ones). */
 static void fd_check_h_(const char *what, double *x, size_t n, const double *analytic,
                         loss_fn loss, void *ctx, size_t samples, double h) {
+    if (small_ && n > samples && samples > FD_SMALL) samples = FD_SMALL;
     size_t m = n < samples ? n : samples;
     double *an = xcalloc_(m, sizeof(double)), *fd = xcalloc_(m, sizeof(double));
     for (size_t k = 0; k < m; k++) {
@@ -429,7 +438,7 @@ static double gelu_loss_(void *c) {
     return dot_(e->out, e->g, e->N);
 }
 
-static void test_gelu_(size_t N) {
+static void test_gelu_(size_t N, size_t samples) {
     snprintf(case_, sizeof case_, "gelu N%zu", N);
     pair_t inp = pair_(N), out = pair_(N), g = pair_(N), dinp = pair_(N);
     pair_rand_(&inp, -6, 6);
@@ -448,7 +457,7 @@ static void test_gelu_(size_t N) {
         cmp_(prefill ? "bwd+= dinp" : "bwd dinp", dinp.f, dinp.d, N, BWD_TOL);
         if (prefill) break;
         gelu_ctx_t c = {N, inp.d, xcalloc_(N, sizeof(double)), g.d};
-        fd_check_("fd dinp", inp.d, N, dinp.d, gelu_loss_, &c, FD_ALL);
+        fd_check_("fd dinp", inp.d, N, dinp.d, gelu_loss_, &c, samples);
         free(c.out);
     }
     pair_free_(&inp), pair_free_(&out), pair_free_(&g), pair_free_(&dinp);
@@ -706,6 +715,7 @@ static void test_block_(int B, int T, int D, int H, int F, size_t samples) {
 }
 
 int main(void) {
+    small_ = check_small();
     test_encoder_(2, 5, 12, 11);
     test_encoder_(4, 64, 64, 50);
 
@@ -745,8 +755,8 @@ int main(void) {
     test_lmhead_(64, 64, 1000, 1024, 256);
     omp_set_num_threads(threads);
 
-    test_gelu_(117);
-    test_gelu_(4096);
+    test_gelu_(117, FD_ALL);
+    test_gelu_(4096, small_ ? 256 : FD_ALL);   /* 256 of 4096 sampled in a checking build */
     test_residual_(117);
     test_residual_(4099);
 
