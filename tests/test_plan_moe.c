@@ -254,6 +254,28 @@ static void routing_(void) {
     moe.moe_imbalance = 1;
     printf("dp 2 ep 2 tp 2 on 2 cores: imbalance 1 %.4g s, 1.25 %.4g s\n", t1, t125);
     CHECK(t125 == t1, "oversubscribed: the waiting partner's core goes to the busiest rank");
+    /* rows dropped at capacity (--moe-dropped): on the oversubscribed node the mean rank's
+     * experts run on the kept rows only; the busiest rank stays capped at the capacity; the
+     * dense part is unchanged. Not dropping anything prices as before. */
+    moe.cfg.capacity_factor = 1.25f;
+    moe.moe_imbalance = 1.25;
+    double t0d = (sim_(&moe, &l, &c, &r), r.step_time);
+    moe.moe_dropped = 0.2;
+    double t20 = (sim_(&moe, &l, &c, &r), r.step_time);
+    moe.moe_dropped = 0.4;
+    double t40 = (sim_(&moe, &l, &c, &r), r.step_time);
+    printf("dp 2 ep 2 tp 2 on 2 cores, capacity 1.25: dropped 0 %.4g s, 0.2 %.4g s, 0.4 %.4g s\n",
+           t0d, t20, t40);
+    CHECK(t40 < t20 && t20 < t0d, "dropped rows shorten the oversubscribed step");
+    CHECK(fabs((t0d - t20) - (t20 - t40)) <= 1e-9 * t0d,
+          "linear in the dropped share (the experts' part only)");
+    l.ep = 1, l.dp = 2, l.tp = 1, c.cores = 0;
+    moe.moe_dropped = 0;
+    t0d = (sim_(&moe, &l, &c, &r), r.step_time);
+    moe.moe_dropped = 0.2;
+    t20 = (sim_(&moe, &l, &c, &r), r.step_time);
+    CHECK(t20 < t0d, "ep 1: the one rank skips the dropped rows");
+    moe.moe_dropped = 0, moe.moe_imbalance = 1, moe.cfg.capacity_factor = 0;
 }
 
 /* 3. the measured MoE figures (see the header) */

@@ -362,10 +362,26 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
             double cap = cfg.capacity_factor >= 1 ? cfg.capacity_factor : 1;
             if (cfg.capacity_factor > 0 && imb > cap) imb = cap;
         }
+        /* rows dropped at capacity (moe.c: a dropped assignment is skipped after the routing):
+         * the mean rank's experts run on keep of the rows sc priced (mpt_cost_moe_block
+         * already keeps min(1, cf)); the busiest ep rank stays at imb (capped above) */
+        double keep = 1;
+        if (cfg.experts > 0 && cfg.capacity_factor > 0 && job->moe_dropped > 0) {
+            double k0 = cfg.capacity_factor < 1 ? cfg.capacity_factor : 1;
+            keep = (1 - job->moe_dropped) / k0;
+            if (keep > 1) keep = 1;
+            if (keep < 0) keep = 0;
+        }
         /* more ranks than cores: the ep partners waiting for the busiest one yield their core
          * to it (OpenMPI yields when oversubscribed), so the node's work is the mean's and the
          * busiest rank is a bound of its own (below, ep_busy) */
-        if (imb > 1 && l->ep > 1 && oversub) {
+        if (keep < 1 && (oversub || l->ep < 2)) { /* the mean rank's (every rank's at ep 1) */
+            double ex = sc[s].expert_f + sc[s].expert_b + sc[s].expert_w;
+            sc[s].f -= (1 - keep) * sc[s].expert_f, sc[s].b -= (1 - keep) * sc[s].expert_b;
+            sc[s].w -= (1 - keep) * sc[s].expert_w;
+            if (l->ep > 1) ep_extra[s] = (imb - keep) * ex;
+            sc[s].expert_f *= keep, sc[s].expert_b *= keep, sc[s].expert_w *= keep;
+        } else if (imb > 1 && l->ep > 1 && oversub) {
             double g = imb - 1;
             ep_extra[s] = g * (sc[s].expert_f + sc[s].expert_b + sc[s].expert_w);
         } else if (imb > 1 && l->ep > 1) {
