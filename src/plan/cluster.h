@@ -91,6 +91,10 @@ typedef struct mpt_cluster {
      * own single-threaded code, forward and backward; the experts' team scaling on every core
      * (as par_eff, at their small GEMMs' size) */
     double moe_rate_f, moe_rate_b, moe_rate_w, moe_row_f, moe_row_b, par_moe;
+    /* cpu-here only, plan/calib_moe.c: moe.c's own code (the part moe_row_* price) on every
+     * core's thread / (cores x one core), its OpenMP loops as one rank of all the cores runs
+     * them (0: not measured, the code priced at one core whatever the rank's threads) */
+    double par_moe_row;
     /* cpu-here only, measured by bench/mpi_pingpong.c (0: not measured, intra_bw x intra_eff
      * applies): MPI_Ialltoallv as parallel/ep.c posts it, the link bandwidth of cost_moe.h's
      * all-to-all formula at n = 2 */
