@@ -4,11 +4,12 @@
  *
  * One block of the calibration's shape (N_ = 512 token rows, D 256, F 512, E 4, top-2: about
  * 256 rows per expert, bench/moe.sh's expert shape) is run whole, forward and backward
- * (mpt_moe_forward, mpt_moe_backward), and its experts' kernels alone, as moe.c calls them on
- * the same row counts:
- *   forward  per expert c_fc GEMM (+ bias), GELU, c_proj GEMM (+ bias)
- *   B        per expert the zeroing, dh = dy W_proj^T, GELU backward, dx = dh W_fc^T
- *   W        per expert dW_proj, db_proj, dW_fc, db_fc (mpt_matmul_backward, beta 1)
+ * (mpt_moe_forward, mpt_moe_backward), and its experts' work alone through the calls moe.c
+ * makes (model/moe_experts.h: (expert, row tile) tasks in one parallel region) on the same
+ * row counts:
+ *   forward  mpt_moe_experts_forward: c_fc GEMM, bias + GELU, c_proj GEMM (+ bias)
+ *   B        mpt_moe_experts_backward: dh = dy W_proj^T, GELU backward, dx = dh W_fc^T
+ *   W        mpt_moe_experts_weights: dW_proj, db_proj, dW_fc, db_fc
  * On one thread (thread CPU seconds, the median of 5 samples of >= 8 ms):
  *   moe_rate_f, moe_rate_b, moe_rate_w  the experts' FLOP/s in each part (4 S D F FLOPs each,
  *                         S = N K rows sent; the GELU's and the zeroing's time included)
@@ -24,6 +25,9 @@
  *   par_moe               the experts' forward + B + W on every core's thread / (cores x one
  *                         core): the team scaling of these small GEMMs (par_eff is the 768^3
  *                         sgemm's)
+ *   par_moe_row           moe.c's own code (moe_row_*'s difference, taken on every core's
+ *                         thread) / (cores x one core): its OpenMP loops' scaling, at least
+ *                         1 / cores (never slower than one thread)
  * par_moe in 3 rounds of back-to-back pairs, the median ratio (calib.c's reasoning); moe_row_*
  * in 11 rounds of the whole pass and its kernels back to back (the order alternating), the
  * median difference. About 1 CPU second. */
