@@ -564,6 +564,22 @@ static void time_sharing_(void) {
     CHECK(shared.pipe_time > 1.02 * work / 2 && shared.pipe_time < 2 * own.pipe_time,
           "2 cores: %g s, not between the work over the cores %g and twice the replay %g",
           shared.pipe_time, work / 2, 2 * own.pipe_time);
+    /* the waiting ranks poll (poll_share of a core each once the computing ranks fill the
+     * cores): longer than without, and at most the replay with every rank always computing
+     * (poll_share 1: 4 ranks on 2 cores throughout, twice the 4-core replay but for the
+     * messages' transfer times, which do not stretch: 0.03% here) */
+    mpt_sim_result polled, full;
+    c.poll_share = 0.2;
+    CHECK(mpt_simulate(&j, &l, &c, 0, &polled, &err) == MPT_OK, "simulate: %s", err.msg);
+    c.poll_share = 1;
+    CHECK(mpt_simulate(&j, &l, &c, 0, &full, &err) == MPT_OK, "simulate: %s", err.msg);
+    printf("pp 4 m 8 on 2 cores, waiting ranks polling: poll_share 0.2 %.1f ms, 1 %.1f ms\n",
+           1e3 * polled.pipe_time, 1e3 * full.pipe_time);
+    CHECK(polled.pipe_time > shared.pipe_time && polled.pipe_time < full.pipe_time,
+          "poll_share 0.2 between none and a whole core");
+    CHECK(fabs(full.pipe_time / (2 * own.pipe_time) - 1) < 1e-3,
+          "poll_share 1: every rank holds half a core throughout (%g vs %g s)", full.pipe_time,
+          2 * own.pipe_time);
 }
 
 int main(void) {
