@@ -430,6 +430,38 @@ static void two_bw_(void) {
           t[0][1]);
 }
 
+/* Full recompute with B and W apart (zb-h1, zb-v): the runtime's W pass runs each block's
+ * forward again (model/gpt_pass.c, mpt_gpt_backward_weights), so the hardware FLOPs hold two
+ * recomputes where an unsplit schedule (1f1b) holds one; the model FLOPs are the same. */
+static void split_recompute_(void) {
+    mpt_plan_job j;
+    job_(&j, "gpt2-124m", 16, 1024);
+    mpt_cluster c;
+    mpt_error err;
+    CHECK(mpt_cluster_load(&c, "a100-80g", &err) == MPT_OK, "a100-80g");
+    const mpt_pp_kind kinds[3] = {MPT_PP_1F1B, MPT_PP_ZB_H1, MPT_PP_ZB_V};
+    double hw[3][2], model[3][2];
+    for (int k = 0; k < 3; k++)
+        for (int full = 0; full < 2; full++) {
+            mpt_plan_layout l;
+            mpt_plan_layout_defaults(&l);
+            l.pp = 2, l.microbatches = 4, l.schedule = kinds[k];
+            l.recompute = full ? MPT_RECOMPUTE_FULL : MPT_RECOMPUTE_NONE;
+            mpt_sim_result sr;
+            CHECK(mpt_simulate(&j, &l, &c, 0, &sr, &err) == MPT_OK, "simulate: %s", err.msg);
+            hw[k][full] = sr.flops_hw, model[k][full] = sr.flops_model;
+            mpt_sim_result_free(&sr);
+        }
+    double once = hw[0][1] - hw[0][0];
+    for (int k = 1; k < 3; k++) {
+        double twice = hw[k][1] - hw[k][0];
+        printf("full recompute, pp 2 m 4, %s: %.4g recomputed FLOPs (1f1b %.4g)\n",
+               k == 1 ? "zb-h1" : "zb-v", twice, once);
+        CHECK(fabs(twice - 2 * once) <= 1e-9 * once, "split W: two recomputes");
+        CHECK(model[k][1] == model[k][0] && model[k][0] == model[0][0], "model FLOPs unchanged");
+    }
+}
+
 /* Sequence parallelism's collectives as the runtime makes them (model/gpt_pass.c): per block
  * 4 forward (2 all-gathers, 2 reduce-scatters) and 6 backward (the 2 output gradients and the
  * saved ln_1 and ln_2 rows all-gathered, 2 reduce-scatters); the embedding's reduce-scatter and
@@ -532,6 +564,22 @@ static void time_sharing_(void) {
     CHECK(shared.pipe_time > 1.02 * work / 2 && shared.pipe_time < 2 * own.pipe_time,
           "2 cores: %g s, not between the work over the cores %g and twice the replay %g",
           shared.pipe_time, work / 2, 2 * own.pipe_time);
+    /* the waiting ranks poll (poll_share of a core each once the computing ranks fill the
+     * cores): longer than without, and at most the replay with every rank always computing
+     * (poll_share 1: 4 ranks on 2 cores throughout, twice the 4-core replay but for the
+     * messages' transfer times, which do not stretch: 0.03% here) */
+    mpt_sim_result polled, full;
+    c.poll_share = 0.2;
+    CHECK(mpt_simulate(&j, &l, &c, 0, &polled, &err) == MPT_OK, "simulate: %s", err.msg);
+    c.poll_share = 1;
+    CHECK(mpt_simulate(&j, &l, &c, 0, &full, &err) == MPT_OK, "simulate: %s", err.msg);
+    printf("pp 4 m 8 on 2 cores, waiting ranks polling: poll_share 0.2 %.1f ms, 1 %.1f ms\n",
+           1e3 * polled.pipe_time, 1e3 * full.pipe_time);
+    CHECK(polled.pipe_time > shared.pipe_time && polled.pipe_time < full.pipe_time,
+          "poll_share 0.2 between none and a whole core");
+    CHECK(fabs(full.pipe_time / (2 * own.pipe_time) - 1) < 1e-3,
+          "poll_share 1: every rank holds half a core throughout (%g vs %g s)", full.pipe_time,
+          2 * own.pipe_time);
 }
 
 int main(void) {
@@ -539,6 +587,7 @@ int main(void) {
     zero_structure_();
     schedules_();
     two_bw_();
+    split_recompute_();
     sp_bytes_();
     sp_overlap_terms_();
     time_sharing_();

@@ -254,6 +254,28 @@ static void routing_(void) {
     moe.moe_imbalance = 1;
     printf("dp 2 ep 2 tp 2 on 2 cores: imbalance 1 %.4g s, 1.25 %.4g s\n", t1, t125);
     CHECK(t125 == t1, "oversubscribed: the waiting partner's core goes to the busiest rank");
+    /* rows dropped at capacity (--moe-dropped): on the oversubscribed node the mean rank's
+     * experts run on the kept rows only; the busiest rank stays capped at the capacity; the
+     * dense part is unchanged. Not dropping anything prices as before. */
+    moe.cfg.capacity_factor = 1.25f;
+    moe.moe_imbalance = 1.25;
+    double t0d = (sim_(&moe, &l, &c, &r), r.step_time);
+    moe.moe_dropped = 0.2;
+    double t20 = (sim_(&moe, &l, &c, &r), r.step_time);
+    moe.moe_dropped = 0.4;
+    double t40 = (sim_(&moe, &l, &c, &r), r.step_time);
+    printf("dp 2 ep 2 tp 2 on 2 cores, capacity 1.25: dropped 0 %.4g s, 0.2 %.4g s, 0.4 %.4g s\n",
+           t0d, t20, t40);
+    CHECK(t40 < t20 && t20 < t0d, "dropped rows shorten the oversubscribed step");
+    CHECK(fabs((t0d - t20) - (t20 - t40)) <= 1e-9 * t0d,
+          "linear in the dropped share (the experts' part only)");
+    l.ep = 1, l.dp = 2, l.tp = 1, c.cores = 0;
+    moe.moe_dropped = 0;
+    t0d = (sim_(&moe, &l, &c, &r), r.step_time);
+    moe.moe_dropped = 0.2;
+    t20 = (sim_(&moe, &l, &c, &r), r.step_time);
+    CHECK(t20 < t0d, "ep 1: the one rank skips the dropped rows");
+    moe.moe_dropped = 0, moe.moe_imbalance = 1, moe.cfg.capacity_factor = 0;
 }
 
 /* 3. the measured MoE figures (see the header) */
@@ -347,6 +369,11 @@ static void measured_(void) {
           "one rank on two cores: experts at 2 x par_moe, moe.c's own code on one core");
     CHECK(fabs(b.moe_rate_b - 0.8 * 6e10) <= 1 && fabs(b.moe_row_f - 3e-9 / 0.7) <= 1e-20,
           "two ranks of one thread: busy_gemm and busy_ew");
+    h.par_moe_row = 0.75; /* measured: moe.c's OpenMP loops on the rank's two threads */
+    t = h;
+    mpt_cluster_rank_share(&t, 1, 2);
+    CHECK(fabs(t.moe_row_f - 3e-9 / (2 * 0.75)) <= 1e-20,
+          "one rank on two cores, par_moe_row measured: moe.c's own code at 2 x par_moe_row");
     /* the calibration itself */
     mpt_cluster k;
     memset(&k, 0, sizeof k);
@@ -355,6 +382,8 @@ static void measured_(void) {
     printf("calib_moe here: experts %.3g / %.3g / %.3g GFLOP/s (F / B / W), own code %.3g / "
            "%.3g ns per row element, par_moe %.3f\n", 1e-9 * k.moe_rate_f, 1e-9 * k.moe_rate_b,
            1e-9 * k.moe_rate_w, 1e9 * k.moe_row_f, 1e9 * k.moe_row_b, k.par_moe);
+    printf("calib_moe here: moe.c's own code on 2 threads: par_moe_row %.3f\n", k.par_moe_row);
+    CHECK(k.par_moe_row >= 0.5 && k.par_moe_row <= 1, "par_moe_row in [1/cores, 1]");
     CHECK(k.moe_rate_f > 0 && k.moe_rate_b > 0 && k.moe_rate_w > 0 && k.par_moe > 0 &&
               k.par_moe <= 1 && k.moe_row_f >= 13 * 4 / 1e10 && k.moe_row_b >= 14 * 4 / 1e10,
           "calib_moe: positive figures, par_moe in (0, 1], own code at least its copies' bytes "

@@ -41,6 +41,7 @@ size_t plan_cli_table(plan_cli *c, mpt_arg *a) {
         {"moe-every", MPT_ARG_INT, &c->moe_every, "every n-th block is MoE (default 1)", NULL, MPT_RANGE(1, MPT_MAX_LAYERS)},
         {"capacity-factor", MPT_ARG_FLOAT, &c->capacity_factor, "expert capacity ceil(c*tokens*K/E) (default 0: dropless)", &c->capacity_given, MPT_RANGE(0, 1e6)},
         {"moe-imbalance", MPT_ARG_FLOAT, &c->moe_imbalance, "simulate MoE: the busiest expert's rows over the mean (train logs moe_imbalance; default 1: balanced)", NULL, MPT_RANGE(1, 1e6)},
+        {"moe-dropped", MPT_ARG_FLOAT, &c->moe_dropped, "simulate MoE with --capacity-factor: the share of assignments dropped at capacity (train logs moe_dropped_frac; default 0)", NULL, MPT_RANGE(0, 1)},
         {"moe-dropless-bound", MPT_ARG_FLOAT, &c->dropless_bound, "dropless with --ep: rows a rank's experts may receive, in multiples of its own assignments (default 0 = --ep)", &c->dropless_given, MPT_RANGE(0, 1e6)},
         {"cluster", MPT_ARG_STRING, &c->cluster, "a100-80g (default) | h100-80g | cpu-here | FILE.json", &c->seen_cluster, MPT_NO_RANGE},
         {"gpus", MPT_ARG_INT, &c->gpus, "GPUs (ranks); without --dp/--tp/--pp: search layouts", NULL, MPT_RANGE(1, 1 << 24)},
@@ -122,6 +123,7 @@ mpt_status plan_cli_job(const plan_cli *c, mpt_plan_job *job, mpt_plan_layout *l
     job->mem_limit = c->mem_limit;
     job->threads = c->threads;
     if (c->moe_imbalance > 1) job->moe_imbalance = c->moe_imbalance;
+    if (c->moe_dropped > 0) job->moe_dropped = c->moe_dropped;
     return MPT_OK;
 }
 

@@ -18,6 +18,7 @@ typedef struct plan_cli {
     float capacity_factor, dropless_bound;    /* the model's unless given: */
     int capacity_given, dropless_given;       /* set by the parser (mpt_arg.seen) */
     float moe_imbalance;                      /* 1: balanced */
+    float moe_dropped;                        /* 0: none dropped */
     int gpus, batch, dp, tp, pp, cp, ep, sp, zero, microbatches, virtual_stages;
     int seen_dp, seen_tp, seen_pp, seen_cluster, seen_mb;
     size_t mem_limit;

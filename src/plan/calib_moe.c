@@ -4,11 +4,12 @@
  *
  * One block of the calibration's shape (N_ = 512 token rows, D 256, F 512, E 4, top-2: about
  * 256 rows per expert, bench/moe.sh's expert shape) is run whole, forward and backward
- * (mpt_moe_forward, mpt_moe_backward), and its experts' kernels alone, as moe.c calls them on
- * the same row counts:
- *   forward  per expert c_fc GEMM (+ bias), GELU, c_proj GEMM (+ bias)
- *   B        per expert the zeroing, dh = dy W_proj^T, GELU backward, dx = dh W_fc^T
- *   W        per expert dW_proj, db_proj, dW_fc, db_fc (mpt_matmul_backward, beta 1)
+ * (mpt_moe_forward, mpt_moe_backward), and its experts' work alone through the calls moe.c
+ * makes (model/moe_experts.h: (expert, row tile) tasks in one parallel region) on the same
+ * row counts:
+ *   forward  mpt_moe_experts_forward: c_fc GEMM, bias + GELU, c_proj GEMM (+ bias)
+ *   B        mpt_moe_experts_backward: dh = dy W_proj^T, GELU backward, dx = dh W_fc^T
+ *   W        mpt_moe_experts_weights: dW_proj, db_proj, dW_fc, db_fc
  * On one thread (thread CPU seconds, the median of 5 samples of >= 8 ms):
  *   moe_rate_f, moe_rate_b, moe_rate_w  the experts' FLOP/s in each part (4 S D F FLOPs each,
  *                         S = N K rows sent; the GELU's and the zeroing's time included)
@@ -24,6 +25,9 @@
  *   par_moe               the experts' forward + B + W on every core's thread / (cores x one
  *                         core): the team scaling of these small GEMMs (par_eff is the 768^3
  *                         sgemm's)
+ *   par_moe_row           moe.c's own code (moe_row_*'s difference, taken on every core's
+ *                         thread) / (cores x one core): its OpenMP loops' scaling, at least
+ *                         1 / cores (never slower than one thread)
  * par_moe in 3 rounds of back-to-back pairs, the median ratio (calib.c's reasoning); moe_row_*
  * in 11 rounds of the whole pass and its kernels back to back (the order alternating), the
  * median difference. About 1 CPU second. */
@@ -36,6 +40,7 @@
 
 #include "core/kernels.h"
 #include "model/moe.h"
+#include "model/moe_experts.h"
 
 enum { E_ = 4, K_ = 2, N_ = MPT_MOE_CAL_ROWS * E_ / K_, D_ = MPT_MOE_CAL_D, F_ = MPT_MOE_CAL_F,
        SAMPLES_ = 5, ROUNDS_ = 3 };
@@ -48,6 +53,7 @@ typedef struct mb_ {
     float *x, *dy, *out, *dx, *act, *work, *lg;
     float *xr, *h, *hg, *yr, *dh, *dhg, *b3; /* the experts' kernels alone: S rows at most */
     size_t rows[E_];
+    int32_t off[E_ + 1];                     /* the experts' runs in send order (moe_experts.h) */
     int F;                                   /* the experts' width */
 } mb_;
 
@@ -103,7 +109,11 @@ static int init_(mb_ *m, int F) {
     mpt_error err = {0};
     if (!ok || mpt_moe_forward(&m->b, m->out, m->x, N_, m->act, m->work, 1.0f, &st, &err))
         return 0;
-    for (int e = 0; e < E_; e++) m->rows[e] = (size_t)st.tokens[e];
+    m->off[0] = 0;
+    for (int e = 0; e < E_; e++) {
+        m->rows[e] = (size_t)st.tokens[e];
+        m->off[e + 1] = m->off[e] + (int32_t)m->rows[e];
+    }
     return 1;
 }
 
@@ -112,7 +122,6 @@ enum { P_FWD_, P_BWD_, P_ROUTER_, P_EF_, P_EB_, P_EW_, P_N_ };
 
 static void run_(mb_ *m, int p) {
     mpt_error err = {0};
-    size_t o = 0;
     switch (p) {
     case P_FWD_: mpt_moe_forward(&m->b, m->out, m->x, N_, m->act, m->work, 1.0f, NULL, &err); break;
     case P_BWD_:
@@ -123,35 +132,13 @@ static void run_(mb_ *m, int p) {
         mpt_matmul_forward(m->lg, m->x, m->w[0], NULL, N_, D_, E_);
         mpt_matmul_backward(m->dx, m->g[0], NULL, m->lg, m->x, m->w[0], N_, D_, E_);
         break;
-    case P_EF_:
-        for (int e = 0; e < E_; o += m->rows[e++]) {
-            float *const *w = m->w + 1 + 4 * e;
-            mpt_matmul_forward(m->h + o * m->F, m->xr + o * D_, w[0], w[1], m->rows[e], D_, m->F);
-            mpt_gelu_forward(m->hg + o * m->F, m->h + o * m->F, m->rows[e] * m->F);
-            mpt_matmul_forward(m->yr + o * D_, m->hg + o * m->F, w[2], w[3], m->rows[e], m->F, D_);
-        }
-        break;
+    case P_EF_: mpt_moe_experts_forward(m->yr, m->h, m->hg, m->xr, m->w + 1, m->off, E_, D_, m->F); break;
     case P_EB_:
-        for (int e = 0; e < E_; o += m->rows[e++]) {
-            float *const *w = m->w + 1 + 4 * e;
-            size_t n = m->rows[e];
-            memset(m->dhg + o * m->F, 0, n * m->F * sizeof(float));
-            mpt_matmul_backward(m->dhg + o * m->F, NULL, NULL, m->yr + o * D_, m->hg + o * m->F, w[2],
-                                n, m->F, D_);
-            memset(m->dh + o * m->F, 0, n * m->F * sizeof(float));
-            mpt_gelu_backward(m->dh + o * m->F, m->h + o * m->F, m->dhg + o * m->F, n * m->F);
-            memset(m->b3 + o * D_, 0, n * D_ * sizeof(float));
-            mpt_matmul_backward(m->b3 + o * D_, NULL, NULL, m->dh + o * m->F, m->xr + o * D_, w[0],
-                                n, D_, m->F);
-        }
+        mpt_moe_experts_backward(m->b3, m->dh, m->dhg, m->yr, m->xr, m->h, m->hg, m->w + 1, m->off,
+                                 E_, D_, m->F);
         break;
     case P_EW_:
-        for (int e = 0; e < E_; o += m->rows[e++]) {
-            float *const *g = m->g + 1 + 4 * e;
-            size_t n = m->rows[e];
-            mpt_matmul_backward(NULL, g[2], g[3], m->yr + o * D_, m->hg + o * m->F, NULL, n, m->F, D_);
-            mpt_matmul_backward(NULL, g[0], g[1], m->dh + o * m->F, m->xr + o * D_, NULL, n, D_, m->F);
-        }
+        mpt_moe_experts_weights(m->g + 1, m->yr, m->dh, m->xr, m->hg, m->off, E_, D_, m->F);
         break;
     default: break;
     }
@@ -188,21 +175,26 @@ static double experts_(mb_ *m, int cores) {
  * backward's); the median of the rounds' differences (a difference of two medians taken apart
  * moved by as much as the figure itself under load). */
 enum { OWN_ROUNDS_ = 11 };
-static double once_(mb_ *m, int p) {
-    double t0 = thread_cpu_();
+/* Part p once on `threads` threads: thread CPU seconds on one, else the process's CPU seconds
+ * over the threads (as experts_ below). */
+static double once_(mb_ *m, int p, int threads) {
+    omp_set_num_threads(threads);
+    double t0 = threads > 1 ? mpt_cluster_cpu_seconds() : thread_cpu_();
     run_(m, p);
-    return thread_cpu_() - t0;
+    double t = threads > 1 ? (mpt_cluster_cpu_seconds() - t0) / threads : thread_cpu_() - t0;
+    omp_set_num_threads(1);
+    return t;
 }
-static void own_(mb_ *m, double *f, double *b) {
+static void own_(mb_ *m, int threads, double *f, double *b) {
     double rf[OWN_ROUNDS_], rb[OWN_ROUNDS_];
-    once_(m, P_FWD_), once_(m, P_BWD_); /* warm-up */
+    once_(m, P_FWD_, threads), once_(m, P_BWD_, threads); /* warm-up */
     for (int r = 0; r < OWN_ROUNDS_; r++) { /* whole passes first, then kernels first */
         double wf = 0, wb = 0, rt = 0, ef = 0, eb = 0, ew = 0;
-        if (r % 2) rt = once_(m, P_ROUTER_), ef = once_(m, P_EF_), eb = once_(m, P_EB_);
-        if (r % 2) ew = once_(m, P_EW_);
-        wf = once_(m, P_FWD_), wb = once_(m, P_BWD_);
-        if (!(r % 2)) rt = once_(m, P_ROUTER_), ef = once_(m, P_EF_), eb = once_(m, P_EB_);
-        if (!(r % 2)) ew = once_(m, P_EW_);
+        if (r % 2) rt = once_(m, P_ROUTER_, threads), ef = once_(m, P_EF_, threads);
+        if (r % 2) eb = once_(m, P_EB_, threads), ew = once_(m, P_EW_, threads);
+        wf = once_(m, P_FWD_, threads), wb = once_(m, P_BWD_, threads);
+        if (!(r % 2)) rt = once_(m, P_ROUTER_, threads), ef = once_(m, P_EF_, threads);
+        if (!(r % 2)) eb = once_(m, P_EB_, threads), ew = once_(m, P_EW_, threads);
         rf[r] = wf - ef - 0.5 * rt;
         rb[r] = wb - eb - ew - 0.5 * rt;
     }
@@ -222,7 +214,7 @@ void mpt_cluster_measure_moe(mpt_cluster *c) {
         c->moe_rate_b = eb > 0 ? fl / eb : 0;
         c->moe_rate_w = ew > 0 ? fl / ew : 0;
         double own_f = 0, own_b = 0;
-        own_(&m, &own_f, &own_b);
+        own_(&m, 1, &own_f, &own_b);
         c->moe_row_f = own_f > 0 ? own_f / (S * D_) : 0;
         c->moe_row_b = own_b > 0 ? own_b / (S * D_) : 0;
         /* never below the bytes that code must move at the copy rate (cluster.c's mem_bw, one
@@ -250,8 +242,18 @@ void mpt_cluster_measure_moe(mpt_cluster *c) {
             }
             c->par_moe = mpt_cluster_median_(r, ROUNDS_);
             if (c->par_moe > 1) c->par_moe = 1;
+            /* moe.c's own code on every core's thread (its routing loops, gathers and sums
+             * are OpenMP loops; the top-K and the sort by expert are not): the team scaling
+             * of what the whole passes take beyond the kernels, as one rank of `cores`
+             * threads runs it */
+            double tf = 0, tb = 0;
+            own_(&m, cores, &tf, &tb);
+            double solo = own_f + own_b, team = tf + tb;
+            c->par_moe_row = solo > 0 && team > 0 ? solo / (cores * team) : 1;
+            if (c->par_moe_row > 1) c->par_moe_row = 1;
+            if (c->par_moe_row < 1.0 / cores) c->par_moe_row = 1.0 / cores; /* no slower than one */
         } else {
-            c->par_moe = 1;
+            c->par_moe = c->par_moe_row = 1;
         }
     }
     free_(&m);

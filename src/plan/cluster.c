@@ -146,6 +146,7 @@ void mpt_cluster_measure_here(mpt_cluster *c) {
     c->measured = 1;
     mpt_cluster_measure_kernels(c);
     mpt_cluster_measure_moe(c);
+    if (c->cores > 1) mpt_cluster_measure_poll(c); /* only more ranks than cores need it */
 }
 
 /* A measured factor, or 1 when it was not measured (0). */
@@ -176,10 +177,11 @@ double mpt_cluster_rank_share(mpt_cluster *c, long world, int threads) {
     c->attn_f *= fa;
     c->attn_b *= fa;
     /* MoE (calib_moe.c): the experts' GEMMs scale over a team by their own par_moe; moe.c's
-     * own code runs on one thread whatever the rank's share (at a time-shared or loaded core's
-     * rate when the rank has at most one core) */
+     * own code by its measured par_moe_row (one thread's rate when not measured; at a
+     * time-shared or loaded core's rate when the rank has at most one core) */
     double fm = share > 1 ? share * or_one_(c->par_moe) : fg;
-    double fs = share > 1 ? 1.0 : (all_busy ? share * or_one_(c->busy_ew) : share);
+    double fs = share > 1 ? (c->par_moe_row > 0 ? share * c->par_moe_row : 1.0)
+                          : (all_busy ? share * or_one_(c->busy_ew) : share);
     c->moe_rate_f *= fm, c->moe_rate_b *= fm, c->moe_rate_w *= fm;
     c->moe_row_f /= fs, c->moe_row_b /= fs;
     double *ew[] = {&c->ew_ln_f, &c->ew_ln_b, &c->ew_gelu_f, &c->ew_gelu_b, &c->ew_add,

@@ -91,6 +91,14 @@ typedef struct mpt_cluster {
      * own single-threaded code, forward and backward; the experts' team scaling on every core
      * (as par_eff, at their small GEMMs' size) */
     double moe_rate_f, moe_rate_b, moe_rate_w, moe_row_f, moe_row_b, par_moe;
+    /* cpu-here only, plan/calib_moe.c: moe.c's own code (the part moe_row_* price) on every
+     * core's thread / (cores x one core), its OpenMP loops as one rank of all the cores runs
+     * them (0: not measured, the code priced at one core whatever the rank's threads) */
+    double par_moe_row;
+    /* cpu-here only, plan/calib_poll.c: the share of a core a rank waiting for a message
+     * (OpenMPI oversubscribed: polling with sched_yield) takes from a rank computing on the
+     * same core (0: not measured, a waiting rank leaves its core wholly to the others) */
+    double poll_share;
     /* cpu-here only, measured by bench/mpi_pingpong.c (0: not measured, intra_bw x intra_eff
      * applies): MPI_Ialltoallv as parallel/ep.c posts it, the link bandwidth of cost_moe.h's
      * all-to-all formula at n = 2 */
@@ -121,6 +129,8 @@ double mpt_cluster_median_(double *t, int n);
 void mpt_cluster_measure_kernels(mpt_cluster *c);
 /* cpu-here's MoE figures (moe_*, par_moe; plan/calib_moe.c, about 0.3 CPU seconds). */
 void mpt_cluster_measure_moe(mpt_cluster *c);
+/* cpu-here's poll_share (plan/calib_poll.c, about 0.4 s). */
+void mpt_cluster_measure_poll(mpt_cluster *c);
 /* The cluster as one rank of a layout of `world` ranks with `threads` compute threads each
  * (0: cores / world, as `train` defaults) sees it: with cores > 0, compute rates times the
  * rank's share of the cores, min(threads, cores / world). Returns the share (1 without cores). */

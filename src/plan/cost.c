@@ -288,6 +288,7 @@ void mpt_cost_stage(const mpt_cluster *c, const mpt_config *cfg, const mpt_plan_
     /* one block, then times n */
     block_forward_(&s, &f);
     block_backward_(&s, &b, &w);
+    double tpb0 = s.tp_bytes, tpt0 = s.tp_time;
     if (l->recompute == MPT_RECOMPUTE_FULL) block_forward_(&s, &rec);
     else if (l->recompute == MPT_RECOMPUTE_SELECTIVE && !(c->attn_b > 0)) {
         /* (the fused kernel's backward recomputes the probabilities in every mode: its
@@ -295,6 +296,7 @@ void mpt_cost_stage(const mpt_cluster *c, const mpt_config *cfg, const mpt_plan_
         gemm_(&rec, s.Tq, s.T, s.hd, s.Bm * s.Hl);
         mem_(&rec, 2 * s.Bm * s.Hl * s.Tq * s.T);
     }
+    double rec_tpb = s.tp_bytes - tpb0, rec_tpt = s.tp_time - tpt0; /* a full recompute's */
     /* MoE blocks (cost_moe.h): the attention part as above, their MLP cost_moe.c's */
     int n_moe = cfg->experts > 0 ? mpt_cost_moe_blocks(cfg, first_layer, n_layers) : 0;
     acc_ fm = {c, f.peak, s.es, 0, 0}, bm = fm, wm = fm, rm = fm;
@@ -332,6 +334,16 @@ void mpt_cost_stage(const mpt_cluster *c, const mpt_config *cfg, const mpt_plan_
     b.t += rec.t;
     double rec_flops = rec.flops;
     b.flops += rec.flops;
+    /* B and W apart (zb-h1, zb-v with pp > 1: train sets split_w) under full recompute: B's
+     * recomputed activations are gone when W runs, so W runs each block's forward again for
+     * the inputs of its linear layers (model/gpt_pass.c, mpt_gpt_backward_weights): a second
+     * recompute, in W */
+    if (l->recompute == MPT_RECOMPUTE_FULL && l->pp > 1 && mpt_pp_split(l->schedule)) {
+        w.t += rec.t, w.flops += rec.flops;
+        rec_flops += rec.flops;
+        s.tp_bytes += rec_tpb * n, s.tp_time += rec_tpt * n; /* (the dense blocks') */
+        out->expert_w += n_moe * mc.expert_f;
+    }
     double params = n * (4.0 * s.D * s.Dl + 2.0 * s.D * s.Fl + 4.0 * s.D + 3.0 * s.Dl + s.Fl +
                          2.0 * s.D);
     params += n_moe * (4.0 * s.D * s.Dl + 4.0 * s.D + 3.0 * s.Dl + s.D + mc.params);

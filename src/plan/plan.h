@@ -54,6 +54,13 @@ typedef struct mpt_plan_job {
                           * of the group waits for it in the combine all-to-all: the simulator
                           * stretches the experts' compute by it (ep 1: one rank runs every
                           * row whatever the split) */
+    double moe_dropped;  /* MoE with a capacity factor: the share of the assignments dropped at
+                          * capacity (train's logged moe_dropped_frac; 0, the default: none
+                          * beyond what a capacity factor below 1 drops by itself). moe.c skips
+                          * a dropped row everywhere after the routing (gathers, all-to-alls,
+                          * the experts' GEMMs): the experts run on (1 - dropped) of the rows on
+                          * the mean rank, while the busiest ep rank is capped at the capacity
+                          * (sim.c) */
     int threads;         /* compute threads per rank (the fused attention's workspace grows
                           * with them); 0: this node's cores / the layout's ranks, as `train`
                           * defaults on one node */

@@ -22,6 +22,7 @@ void mpt_plan_job_defaults(mpt_plan_job *j) {
     j->precision = MPT_PREC_FP32;
     j->bucket_mb = 0.0; /* by node, as train (per_node) */
     j->moe_imbalance = 1.0;
+    j->moe_dropped = 0.0;
 }
 
 void mpt_plan_layout_defaults(mpt_plan_layout *l) {

@@ -141,8 +141,8 @@ static mpt_status replay_(rank_ *rk, int p, int v, int m, mpt_pp_kind kind,
  * use more than its own core. The stage costs are seconds on one core. */
 static mpt_status replay_ps_(rank_ *rk, int p, int v, int m, mpt_pp_kind kind,
                              const mpt_stage_cost *sc, const double *p2p, msg_ *msg,
-                             double slots, mpt_pp_event *ev, size_t *n_ev, mpt_sim_comm *cm,
-                             size_t *n_cm, mpt_error *err) {
+                             double slots, double poll, mpt_pp_event *ev, size_t *n_ev,
+                             mpt_sim_comm *cm, size_t *n_cm, mpt_error *err) {
     int S = p * v;
     double *rem = calloc((size_t)p, sizeof *rem), *wake = calloc((size_t)p, sizeof *wake);
     double *start = calloc((size_t)p, sizeof *start), *dur = calloc((size_t)p, sizeof *dur);
@@ -210,9 +210,13 @@ static mpt_status replay_ps_(rank_ *rk, int p, int v, int m, mpt_pp_kind kind,
         }
         }
         if (!left) break;
+        /* the waiting ranks poll (OpenMPI oversubscribed: sched_yield between polls), each
+         * taking `poll` of a core (cluster.h poll_share) once the computing ones fill the
+         * cores */
         int k = 0;
         for (int r = 0; r < p; r++) k += run[r];
-        double rate = k > slots ? slots / k : 1.0, next = -1;
+        double demand = k + poll * (p - k);
+        double rate = demand > slots ? slots / demand : 1.0, next = -1;
         for (int r = 0; r < p; r++) {
             double e = run[r] ? t + rem[r] / rate : rk[r].pc < rk[r].n && wake[r] > t ? wake[r] : -1;
             if (e >= 0 && (next < 0 || e < next)) next = e;
@@ -249,10 +253,11 @@ done:
 /* replay_, or replay_ps_ when slots > 0 (the cores over the ranks a pipeline rank stands for) */
 static mpt_status replay_any_(rank_ *rk, int p, int v, int m, mpt_pp_kind kind,
                               const mpt_stage_cost *sc, const double *p2p, msg_ *msg,
-                              double slots, mpt_pp_event *ev, size_t *n_ev, mpt_sim_comm *cm,
-                              size_t *n_cm, mpt_error *err) {
+                              double slots, double poll, mpt_pp_event *ev, size_t *n_ev,
+                              mpt_sim_comm *cm, size_t *n_cm, mpt_error *err) {
     if (slots > 0)
-        return replay_ps_(rk, p, v, m, kind, sc, p2p, msg, slots, ev, n_ev, cm, n_cm, err);
+        return replay_ps_(rk, p, v, m, kind, sc, p2p, msg, slots, poll, ev, n_ev, cm, n_cm,
+                          err);
     return replay_(rk, p, v, m, kind, sc, p2p, msg, ev, n_ev, cm, n_cm, err);
 }
 
@@ -262,7 +267,8 @@ static mpt_status replay_any_(rank_ *rk, int p, int v, int m, mpt_pp_kind kind,
  * 1F1B order, as mpt_pp_schedule_2bw makes them). period[r] gets rank r's; msg holds 3m x S x 2
  * messages. */
 static mpt_status two_bw_period_(int p, int m, const mpt_stage_cost *sc, const double *p2p,
-                                 msg_ *msg, double slots, double *period, mpt_error *err) {
+                                 msg_ *msg, double slots, double poll, double *period,
+                                 mpt_error *err) {
     mpt_status st = MPT_OK;
     for (int k = 2; k <= 3 && !st; k++) {
         rank_ *rk = calloc((size_t)p, sizeof *rk);
@@ -272,8 +278,8 @@ static mpt_status two_bw_period_(int p, int m, const mpt_stage_cost *sc, const d
             st = schedule_copy_(MPT_PP_2BW, p, k * m, 1, r, &rk[r].a, &rk[r].n, err);
         size_t n_ev = 0, n_cm = 0;
         if (!st)
-            st = replay_any_(rk, p, 1, k * m, MPT_PP_2BW, sc, p2p, msg, slots, NULL, &n_ev,
-                             NULL, &n_cm, err);
+            st = replay_any_(rk, p, 1, k * m, MPT_PP_2BW, sc, p2p, msg, slots, poll, NULL,
+                             &n_ev, NULL, &n_cm, err);
         for (int r = 0; r < p && !st; r++)
             period[r] = k == 2 ? -rk[r].clock : period[r] + rk[r].clock;
         ranks_free_(rk, p);
@@ -362,10 +368,26 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
             double cap = cfg.capacity_factor >= 1 ? cfg.capacity_factor : 1;
             if (cfg.capacity_factor > 0 && imb > cap) imb = cap;
         }
+        /* rows dropped at capacity (moe.c: a dropped assignment is skipped after the routing):
+         * the mean rank's experts run on keep of the rows sc priced (mpt_cost_moe_block
+         * already keeps min(1, cf)); the busiest ep rank stays at imb (capped above) */
+        double keep = 1;
+        if (cfg.experts > 0 && cfg.capacity_factor > 0 && job->moe_dropped > 0) {
+            double k0 = cfg.capacity_factor < 1 ? cfg.capacity_factor : 1;
+            keep = (1 - job->moe_dropped) / k0;
+            if (keep > 1) keep = 1;
+            if (keep < 0) keep = 0;
+        }
         /* more ranks than cores: the ep partners waiting for the busiest one yield their core
          * to it (OpenMPI yields when oversubscribed), so the node's work is the mean's and the
          * busiest rank is a bound of its own (below, ep_busy) */
-        if (imb > 1 && l->ep > 1 && oversub) {
+        if (keep < 1 && (oversub || l->ep < 2)) { /* the mean rank's (every rank's at ep 1) */
+            double ex = sc[s].expert_f + sc[s].expert_b + sc[s].expert_w;
+            sc[s].f -= (1 - keep) * sc[s].expert_f, sc[s].b -= (1 - keep) * sc[s].expert_b;
+            sc[s].w -= (1 - keep) * sc[s].expert_w;
+            if (l->ep > 1) ep_extra[s] = (imb - keep) * ex;
+            sc[s].expert_f *= keep, sc[s].expert_b *= keep, sc[s].expert_w *= keep;
+        } else if (imb > 1 && l->ep > 1 && oversub) {
             double g = imb - 1;
             ep_extra[s] = g * (sc[s].expert_f + sc[s].expert_b + sc[s].expert_w);
         } else if (imb > 1 && l->ep > 1) {
@@ -380,12 +402,14 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
     size_t n_ev = 0;
     /* more ranks than cores (cpu-here): the pipeline ranks share them while they compute */
     double slots = oversub ? (double)c->cores / ((double)l->dp * l->tp * l->cp) : 0;
-    if ((st = replay_any_(rk, p, v, m, kind, sc, p2p, msg, slots, ev, &n_ev, cm, &n_cm, err)))
+    double poll = oversub ? c->poll_share : 0;
+    if ((st = replay_any_(rk, p, v, m, kind, sc, p2p, msg, slots, poll, ev, &n_ev, cm, &n_cm,
+                          err)))
         goto done;
     if (two_bw) { /* a step is one window of the steady state, not a drained pipeline: each
                    * rank's times move to a window that ends where the drained step ends */
         double period[MPT_PLAN_MAX_STAGES];
-        if ((st = two_bw_period_(p, m, sc, p2p, msg, slots, period, err))) goto done;
+        if ((st = two_bw_period_(p, m, sc, p2p, msg, slots, poll, period, err))) goto done;
         for (int r = 0; r < p; r++) {
             double shift = rk[r].clock - period[r];
             rk[r].clock = period[r];
