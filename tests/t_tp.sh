@@ -35,7 +35,8 @@ run ref 1 "${BASE[@]}" && {
 # gradient all-reduces (the head's and the column-parallel layers', 1 + 2L), each in 4 row
 # chunks beside the weight gradient's GEMMs (model/gpt_tp.h); the cross-entropy's row statistics in
 # one all-gather per row chunk of the logits (parallel/tp_vocab.c: 1024 rows x 128 vocabulary
-# rows = 512 KiB, 4 chunks), 3 numbers per row, instead of two all-reduces
+# rows = 512 KiB, 4 chunks), 3 numbers per row, instead of two all-reduces; and the embedding's
+# sum in the same 4 chunks as it is looked up (model/gpt_tp.h)
 BO=(--model tiny --layers 2 --d-model 64 --heads 4 --ffn 192 --seq-len 128)
 run refo 1 "${BO[@]}" && run tp2o 2 "${BO[@]}" --tp 2 && same tp2o refo &&
 /usr/bin/python3 - "$TMP/tp2o.jsonl" >"$TMP/ocomm" <<'PY' && ok "tp2 overlap communication: $(cat "$TMP/ocomm")" || bad "tp2 overlap communication: $(cat "$TMP/ocomm")"
@@ -46,7 +47,7 @@ L, D, T, B, S = start["n_layer"], start["d_model"], start["seq_len"], start["bat
 N = B * T
 k = max(1, min(4, N * D * 4 // 65536))
 kc = max(1, min(4, N * start["padded_vocab"] // 2 * 4 // 65536))
-calls = S * ((1 + 2 * L * k) + k * (1 + 2 * L) + 1)
+calls = S * (k * (1 + 2 * L) + k * (1 + 2 * L) + 1)  # the embedding's sum in k chunks too
 nbytes = S * (4 * (1 + 2 * L) * N * D + 4 * (1 + 2 * L) * N * D + 8)
 got, gg = end["comm"]["tp"]["allreduce"], end["comm"]["tp"].get("allgather", {"calls": 0, "bytes": 0})
 print(f"{k} chunks: {got['calls']} all-reduces, {int(got['bytes'])} bytes (expected {calls}, {nbytes}); "

@@ -222,6 +222,8 @@ static mpt_status embed_(mpt_gpt *m, const int32_t *inputs, int B, int T, size_t
     }
     /* vocabulary-parallel: each rank looks up the tokens of its rows of wte (zero for the
      * others), so the sum over tp, as after a row-parallel layer, is the whole embedding */
+    if (mpt_gpt_tp_overlap(m) && m->cp == 1) /* by row chunks, sums in flight (gpt_tp.h) */
+        return mpt_gpt_tp_embed_forward(m, enc, inputs, B, T, err);
     if (mpt_gpt_sp_overlap(m)) { /* by row blocks, each sent as it is looked up (gpt_sp.h) */
         TRY_(mpt_gpt_sp_embed_forward(m, tmp, inputs, m->w[pt->wte], Nl, D, err));
     } else {

@@ -106,3 +106,31 @@ mpt_status mpt_gpt_tp_vocab_ce(mpt_gpt *m, const float *x, const int32_t *target
     return m->ops.vocab_merge_rows(m->ops.ctx, ce, ce + 3 * N, N, (size_t)m->Vl, ce_stats_rows_,
                                    ce_grad_rows_, &j, err);
 }
+
+/* ---- the vocabulary-parallel embedding (model/gpt_tp.h) ------------------------------------ */
+
+typedef struct embed_job_ {
+    const mpt_gpt *m;
+    float *out;
+    const int32_t *inputs;
+    int T;
+} embed_job_;
+
+/* rows [r0, r0+n): this rank's wte rows of their tokens (0 for the others), and on tp rank 0
+ * their position embeddings */
+static void embed_rows_(void *ctx, size_t r0, size_t n) {
+    const embed_job_ *j = ctx;
+    const mpt_gpt *m = j->m;
+    int D = m->cfg.d_model;
+    float *o = j->out + r0 * (size_t)D;
+    mpt_embed_masked_forward(o, j->inputs + r0, m->w[m->pt.wte], 1, (int)n, D, m->v0, m->Vl);
+    if (m->tp_rank == 0) mpt_positions_forward(o, m->w[m->pt.wpe], r0, n, j->T, D);
+}
+
+mpt_status mpt_gpt_tp_embed_forward(mpt_gpt *m, float *out, const int32_t *inputs, int B, int T,
+                                    mpt_error *err) {
+    embed_job_ j = {.m = m, .out = out, .inputs = inputs, .T = T};
+    size_t N = (size_t)B * (size_t)T;
+    return m->ops.rows_reduce_tp(m->ops.ctx, out, N, (size_t)m->cfg.d_model, embed_rows_, NULL,
+                                 &j, err);
+}

@@ -42,4 +42,12 @@ mpt_status mpt_gpt_tp_lmhead_backward(mpt_gpt *m, float *dinp, float *dw, const 
 mpt_status mpt_gpt_tp_vocab_ce(mpt_gpt *m, const float *x, const int32_t *targets, size_t N,
                                float dloss, mpt_error *err);
 
+/* The vocabulary-parallel embedding without sp (every tp rank calls; cp == 1): out (B*T, D) =
+ * wte[token] + wpe[position], by the row chunks of the table's rows_reduce_tp entry: each rank
+ * looks up the tokens of its vocabulary rows (0 for the others), tp rank 0 adds the positions,
+ * and each chunk's sum over tp travels while the next chunk is looked up. Exactly the one-rank
+ * values: every sum has at most two non-zero terms, the token's row and its position. */
+mpt_status mpt_gpt_tp_embed_forward(mpt_gpt *m, float *out, const int32_t *inputs, int B, int T,
+                                    mpt_error *err);
+
 #endif
