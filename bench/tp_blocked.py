@@ -34,17 +34,18 @@ def main():
         t1 = steps[i + 1][0]["ts"] if i + 1 < len(steps) else float("inf")  # with the optimizer
         fw = [e for e in comm if f["ts"] <= e["ts"] < b["ts"]]
         bw = [e for e in comm if b["ts"] <= e["ts"] < t1]
-        # forward: the embedding (1), 2L chunk groups of k, then the loss's 1..4 events
-        k = next((kk for kk in (4, 3, 2, 1) if 0 < len(fw) - 1 - 2 * L * kk <= 4), None)
+        # forward: the embedding (1, or k chunks), 2L chunk groups of k, the loss's 1..4 events
+        k, e = next(((kk, ee) for kk in (4, 3, 2, 1) for ee in (kk, 1)
+                     if 0 < len(fw) - ee - 2 * L * kk <= 4), (None, None))
         kb = (len(bw) - 1) // (1 + 2 * L)
         if k is None or kb < 1:
             print("cannot split the step's", len(fw), "+", len(bw), "events", file=sys.stderr)
             return 1
-        site = [("embedding all-reduce (blocking)", fw[:1])]
+        site = [(f"embedding all-reduce ({e} chunks)" if e > 1 else "embedding all-reduce (blocking)", fw[:e])]
         for l in range(L):
-            site.append((f"attn.c_proj row-parallel ({k} chunks)", fw[1 + 2 * l * k:1 + (2 * l + 1) * k]))
-            site.append((f"mlp.c_proj row-parallel ({k} chunks)", fw[1 + (2 * l + 1) * k:1 + (2 * l + 2) * k]))
-        ce = fw[1 + 2 * L * k:]
+            site.append((f"attn.c_proj row-parallel ({k} chunks)", fw[e + 2 * l * k:e + (2 * l + 1) * k]))
+            site.append((f"mlp.c_proj row-parallel ({k} chunks)", fw[e + (2 * l + 1) * k:e + (2 * l + 2) * k]))
+        ce = fw[e + 2 * L * k:]
         site.append((f"cross-entropy ({len(ce)} x {ce[0]['name']})", ce))
         site.append((f"head input gradient ({kb} chunks)", bw[:kb]))
         for l in range(L):
