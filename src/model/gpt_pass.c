@@ -336,8 +336,10 @@ mpt_status mpt_gpt_forward(mpt_gpt *m, const int32_t *inputs, const int32_t *tar
         return MPT_OK;
     }
     float *losses = m->cur->a[MPT_ACT_LOSSES];
-    if (m->tp == 1) mpt_crossentropy_fused(logits, losses, targets, N, c->vocab, c->padded_vocab, dloss);
-    else if (!mpt_gpt_tp_overlap(m)) TRY_(mpt_gpt_tp_vocab_ce(m, NULL, targets, N, dloss, err));
+    if (m->tp == 1)
+        mpt_crossentropy_fused(logits, losses, targets, N, c->vocab, c->padded_vocab, dloss);
+    else if (!mpt_gpt_tp_overlap(m)) /* with tp overlap: above, beside the head's GEMM */
+        TRY_(mpt_gpt_tp_vocab_ce(m, NULL, targets, N, dloss, err));
     double sum = 0.0;
     for (size_t i = 0; i < N; i++) sum += losses[i];
     if (loss_sum) *loss_sum = sum;
