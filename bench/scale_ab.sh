@@ -5,7 +5,8 @@
 # rounds of: step tokens/s (two warm-up steps dropped), the CPU seconds of each rank (user +
 # sys, /usr/bin/time: the work a rank does, including its MPI copies, not its waiting) and the
 # seconds the ranks spent blocked in communication (the log's comm_wait_seconds, summed over
-# groups and ranks' mean). Benchmark model: L6 D384 H6 T256, batch 8, one thread per rank.
+# groups and ranks' mean), and each round's tokens/s ratio. Benchmark model: L6 D384 H6 T256, batch 8,
+# one thread per rank.
 # Usage: bash bench/scale_ab.sh OLD_BUILD_DIR NEW_BUILD_DIR ROUNDS -- LAYOUT_ARGS...
 #   e.g. bash bench/scale_ab.sh /tmp/old build 4 -- --tp 2 --sp
 # BENCH_STEPS: steps per run (default 6). BENCH_OLD_ARGS / BENCH_NEW_ARGS add options to every
@@ -48,6 +49,9 @@ for b in ("old", "new"):
           f"   CPU s/step/rank {statistics.median(cpu):6.3f} ({min(cpu):.3f}..{max(cpu):.3f})"
           f"   blocked comm s/step {statistics.median(wait):6.3f} ({min(wait):.3f}..{max(wait):.3f})")
 o, n = res["old"], res["new"]
+pairs = [b / a for a, b in zip(o[0], n[0])]  # each round's two runs, next to each other
+print("per round new/old tokens/s:", " ".join(f"{p:.3f}" for p in pairs),
+      f"(new ahead in {sum(p > 1 for p in pairs)} of {len(pairs)})")
 print(f"new/old: tokens/s {statistics.median(n[0]) / statistics.median(o[0]):.3f}   CPU "
       f"{statistics.median(n[1]) / statistics.median(o[1]):.3f}   blocked comm "
       f"{statistics.median(n[2]) / max(statistics.median(o[2]), 1e-9):.3f}")

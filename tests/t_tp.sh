@@ -33,7 +33,10 @@ run ref 1 "${BASE[@]}" && {
 # (parallel/tp_overlap.c: 1024 rows x 64 = 256 KiB of output, 64 KiB per chunk): same numbers,
 # the same bytes in 4x the calls for each row-parallel layer; likewise the backward's input-
 # gradient all-reduces (the head's and the column-parallel layers', 1 + 2L), each in 4 row
-# chunks beside the weight gradient's GEMMs (model/gpt_tp.h)
+# chunks beside the weight gradient's GEMMs (model/gpt_tp.h); the cross-entropy's row statistics in
+# one all-gather per row chunk of the logits (parallel/tp_vocab.c: 1024 rows x 128 vocabulary
+# rows = 512 KiB, 4 chunks), 3 numbers per row, instead of two all-reduces; and the embedding's
+# sum in the same 4 chunks as it is looked up (model/gpt_tp.h)
 BO=(--model tiny --layers 2 --d-model 64 --heads 4 --ffn 192 --seq-len 128)
 run refo 1 "${BO[@]}" && run tp2o 2 "${BO[@]}" --tp 2 && same tp2o refo &&
 /usr/bin/python3 - "$TMP/tp2o.jsonl" >"$TMP/ocomm" <<'PY' && ok "tp2 overlap communication: $(cat "$TMP/ocomm")" || bad "tp2 overlap communication: $(cat "$TMP/ocomm")"
@@ -43,11 +46,14 @@ start, end = lines[0], lines[-1]
 L, D, T, B, S = start["n_layer"], start["d_model"], start["seq_len"], start["batch"], end["steps"]
 N = B * T
 k = max(1, min(4, N * D * 4 // 65536))
-calls = S * ((1 + 2 * L * k + 2) + k * (1 + 2 * L) + 1)
-nbytes = S * (4 * ((1 + 2 * L) * N * D + 3 * N) + 4 * (1 + 2 * L) * N * D + 8)
-got = end["comm"]["tp"]["allreduce"]
-print(f"{k} chunks: {got['calls']} all-reduces, {int(got['bytes'])} bytes (expected {calls}, {nbytes})")
-sys.exit(0 if k == 4 and (got["calls"], int(got["bytes"])) == (calls, nbytes) else 1)
+kc = max(1, min(4, N * start["padded_vocab"] // 2 * 4 // 65536))
+calls = S * (k * (1 + 2 * L) + k * (1 + 2 * L) + 1)  # the embedding's sum in k chunks too
+nbytes = S * (4 * (1 + 2 * L) * N * D + 4 * (1 + 2 * L) * N * D + 8)
+got, gg = end["comm"]["tp"]["allreduce"], end["comm"]["tp"].get("allgather", {"calls": 0, "bytes": 0})
+print(f"{k} chunks: {got['calls']} all-reduces, {int(got['bytes'])} bytes (expected {calls}, {nbytes}); "
+      f"{kc} loss chunks: {gg['calls']} all-gathers, {int(gg['bytes'])} bytes (expected {S * kc}, {S * 4 * 3 * N})")
+sys.exit(0 if k == 4 and kc == 4 and (got["calls"], int(got["bytes"]), gg["calls"], int(gg["bytes"])) ==
+         (calls, nbytes, S * kc, S * 4 * 3 * N) else 1)
 PY
 # sequence parallelism: the same numbers with LayerNorm / residual regions split over tp
 run ref_t2 1 "${BASE[@]}" --batch 4 && {
@@ -99,23 +105,26 @@ head -c 60000 .cache/moby-dick/data/data.txt > "$TMP/text.txt"
 BG=(--model tiny --layers 1 --d-model 32 --heads 4 --vocab 50257 --data "$TMP/gpt2.bin")
 run refg 1 "${BG[@]}" && run tp2g 2 "${BG[@]}" --tp 2 && same tp2g refg
 
-# communication per step per rank: tp all-reduces of the forward (embedding, 2 per block,
-# cross-entropy max and sum) and backward (head, 2 per block), plus the norm: exact counts/bytes
+# communication per step per rank: tp all-reduces of the forward (embedding, 2 per block) and
+# backward (head, 2 per block), plus the norm, and the cross-entropy's all-gather of 3 numbers
+# per row (one chunk at this size): exact counts/bytes
 /usr/bin/python3 - "$TMP/tp2dp2.jsonl" <<'PY' && ok "tp2 x dp2 communication: $(cat "$TMP/comm")" || bad "communication counts: $(cat "$TMP/comm")"
 import json, sys
 lines = [json.loads(l) for l in open(sys.argv[1])]
 start, end = lines[0], lines[-1]
 L, D, T, B, M, dp = start["n_layer"], start["d_model"], start["seq_len"], start["batch"], start["microbatches"], start["layout"]["dp"]
 steps = end["steps"]; N = B // (dp * M) * T
-per_mb_calls = (1 + 2 * L + 2) + (1 + 2 * L)
-per_mb_bytes = 4 * ((1 + 2 * L) * N * D + 3 * N) + 4 * (1 + 2 * L) * N * D
+per_mb_calls = (1 + 2 * L) + (1 + 2 * L)
+per_mb_bytes = 4 * (1 + 2 * L) * N * D + 4 * (1 + 2 * L) * N * D
 want_calls = steps * (M * per_mb_calls + 1)            # + the gradient norm (one double)
 want_bytes = steps * (M * per_mb_bytes + 8)
-got = end["comm"]["tp"]["allreduce"]
-msg = f"{got['calls']} all-reduces, {int(got['bytes'])} bytes over {steps} steps (expected {want_calls}, {want_bytes})"
+got, gg = end["comm"]["tp"]["allreduce"], end["comm"]["tp"].get("allgather", {"calls": 0, "bytes": 0})
+want_g = (steps * M, steps * M * 4 * 3 * N)
+msg = (f"{got['calls']} all-reduces, {int(got['bytes'])} bytes over {steps} steps (expected {want_calls}, {want_bytes}); "
+       f"{gg['calls']} all-gathers, {int(gg['bytes'])} bytes (expected {want_g[0]}, {want_g[1]})")
 open(sys.argv[1] + ".msg", "w").write(msg)
 print(msg, file=open(__import__("os").path.dirname(sys.argv[1]) + "/comm", "w"))
-sys.exit(0 if (got["calls"], int(got["bytes"])) == (want_calls, want_bytes) else 1)
+sys.exit(0 if (got["calls"], int(got["bytes"]), gg["calls"], int(gg["bytes"])) == (want_calls, want_bytes) + want_g else 1)
 PY
 
 # with sp, every all-reduce of a block becomes an all-gather + reduce-scatter pair (a run
@@ -127,7 +136,7 @@ PY
 # and the head's gathers of ln_f (forward and backward), beside its GEMMs; the head's input-
 # gradient sum (a reduce-scatter) and the embedding's reduce-scatter (forward) and gather
 # (backward) go as block messages too, beside the head's GEMMs and the embedding's row blocks,
-# so no all-gather or reduce-scatter call is left
+# so no reduce-scatter call is left, and one all-gather: the cross-entropy's row statistics
 "${MPIRUN[@]}" -np 4 "$BIN" train "${COMMON[@]}" "${BASE[@]}" --tp 4 --sp --log "$TMP/spc.jsonl" >/dev/null 2>&1
 /usr/bin/python3 - "$TMP/spc.jsonl" >"$TMP/spcomm" <<'PY' && ok "sp communication: $(cat "$TMP/spcomm")" || bad "sp communication: $(cat "$TMP/spcomm")"
 import json, sys
@@ -137,11 +146,11 @@ L, D, T, B, M, t = start["n_layer"], start["d_model"], start["seq_len"], start["
 S, N = end["steps"], B // M * T
 Nl = N // t
 want = {  # per micro-batch: forward + backward; the norm adds one all-reduce per step
-    "allgather": (0, 0),
+    "allgather": (1, 4 * 3 * N),  # the cross-entropy's 3 numbers per row, one chunk here
     "reduce_scatter": (0, 0),
     "send": ((10 * L + 5) * (t - 1), (10 * L + 5) * (t - 1) * Nl * D * 4),
     "recv": ((10 * L + 5) * (t - 1), (10 * L + 5) * (t - 1) * Nl * D * 4),
-    "allreduce": ((L + 3), 4 * (3 * N + 2 * D + 2 * L * 2 * D)),  # a block's two LayerNorms: one
+    "allreduce": ((L + 1), 4 * (2 * D + 2 * L * 2 * D)),  # a block's two LayerNorms: one
 }
 got = end["comm"]["tp"]
 bad = []

@@ -102,7 +102,7 @@ int mpt_gpt_buffer_sizes(const mpt_config *cfg, int B, int T, int training, int 
         if (layers[i] > 0 && L > 0) act_n[i] = act_n[i] / L * (size_t)layers[i];
     memset(work_n, 0, MPT_WORK_SLOTS * sizeof *work_n);
     work_n[MPT_WORK_DTMP] = ND; /* forward scratch, needed for inference too */
-    if (t > 1 && last) work_n[MPT_WORK_CE] = 3 * N;
+    if (t > 1 && last) work_n[MPT_WORK_CE] = 3 * N * (size_t)(t + 1); /* stats, recv */
     (void)first;
     if (sp && t > 1) work_n[MPT_WORK_GATHER] = ND;
     if (sp && t > 1 && training) work_n[MPT_WORK_LNGRAD] = 4 * D;
@@ -160,7 +160,7 @@ mpt_status mpt_gpt_init(mpt_gpt *m, const mpt_config *cfg, int B, int T, int fla
         m->act_dtype[i] = mpt_gpt_act_dtype(cfg, place->bf16, (mpt_act_slot)i);
     const mpt_par_ops *o = &m->ops;
     if (m->tp > 1 && (!place->ops || !o->reduce_from_tp || !o->copy_to_tp_backward ||
-                      !o->gather_seq || !o->scatter_seq || !o->vocab_max || !o->vocab_sum ||
+                      !o->gather_seq || !o->scatter_seq || !o->vocab_merge_rows ||
                       !o->ln_grad_sum))
         return mpt_fail(err, MPT_ERR_RUN,
                         "tensor parallelism over %d ranks needs a table of parallel operations "

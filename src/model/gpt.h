@@ -137,7 +137,8 @@ typedef enum mpt_work_slot {
                      * own buffers, parallel/cp.h) */
     MPT_WORK_DFCG,  /* (N, F) */
     MPT_WORK_DFC,   /* (N, F) */
-    MPT_WORK_CE,    /* (3N) tp > 1: row max, sum of exponentials, target logit */
+    MPT_WORK_CE,    /* (3N (tp + 1)) tp > 1: row max, sum of exponentials, target logit; the
+                     * tp ranks' gathered (model/gpt_tp.h) */
     MPT_WORK_GATHER,/* (N, D) sp: a LayerNorm output or gradient all-gathered over tp */
     MPT_WORK_LNGRAD,/* (4D) sp: this rank's part of a block's LayerNorm gradients */
     MPT_WORK_MOE,   /* mpt_moe_work_elems(N): MoE routing, dispatch and expert scratch */

@@ -222,6 +222,8 @@ static mpt_status embed_(mpt_gpt *m, const int32_t *inputs, int B, int T, size_t
     }
     /* vocabulary-parallel: each rank looks up the tokens of its rows of wte (zero for the
      * others), so the sum over tp, as after a row-parallel layer, is the whole embedding */
+    if (mpt_gpt_tp_overlap(m) && m->cp == 1) /* by row chunks, sums in flight (gpt_tp.h) */
+        return mpt_gpt_tp_embed_forward(m, enc, inputs, B, T, err);
     if (mpt_gpt_sp_overlap(m)) { /* by row blocks, each sent as it is looked up (gpt_sp.h) */
         TRY_(mpt_gpt_sp_embed_forward(m, tmp, inputs, m->w[pt->wte], Nl, D, err));
     } else {
@@ -230,21 +232,6 @@ static mpt_status embed_(mpt_gpt *m, const int32_t *inputs, int B, int T, size_t
     }
     memcpy(enc, tmp, Nl * (size_t)D * sizeof *enc);
     positions_forward_(m, enc, m->w[pt->wpe], row0, Nl, T, D);
-    return MPT_OK;
-}
-
-/* Cross-entropy over the vocabulary split across tp: three numbers per token combined over tp
- * (the row max, then the sum of exponentials and the target logit). */
-static mpt_status vocab_ce_(mpt_gpt *m, const int32_t *targets, size_t N, float dloss,
-                            mpt_error *err) {
-    float *logits = m->cur->a[MPT_ACT_LOGITS], *losses = m->cur->a[MPT_ACT_LOSSES];
-    float *mx = m->work[MPT_WORK_CE], *se = mx + N, *tl = se + N;
-    mpt_vocab_rowmax(mx, logits, N, m->Vr, m->Vl);
-    TRY_(m->ops.vocab_max(m->ops.ctx, mx, N, err));
-    mpt_vocab_sumexp(se, tl, logits, mx, targets, N, m->Vr, m->Vl, m->v0);
-    TRY_(m->ops.vocab_sum(m->ops.ctx, se, 2 * N, err)); /* se and tl together */
-    for (size_t i = 0; i < N; i++) losses[i] = logf(se[i]) - (tl[i] - mx[i]);
-    mpt_vocab_grad(logits, mx, se, targets, N, m->Vr, m->Vl, m->v0, dloss);
     return MPT_OK;
 }
 
@@ -335,6 +322,9 @@ mpt_status mpt_gpt_forward(mpt_gpt *m, const int32_t *inputs, const int32_t *tar
     if (mpt_gpt_sp_overlap(m)) { /* by row blocks, all-gather overlapped (model/gpt_sp.h) */
         TRY_(mpt_gpt_sp_gather_lmhead(m, logits, lnf, m->w[pt->lm_head], Nl, D, m->Vr, m->Vl,
                                       err));
+    } else if (targets && mpt_gpt_tp_overlap(m)) { /* the GEMM by row chunks, beside the
+                                                       * loss's gathers (model/gpt_tp.h) */
+        TRY_(mpt_gpt_tp_vocab_ce(m, lnf, targets, N, dloss, err));
     } else {
         TRY_(all_rows_(m, lnf, Nl, &x, err));
         mpt_lmhead_forward(logits, x, m->w[pt->lm_head], N, D, m->Vr, m->Vl);
@@ -346,8 +336,10 @@ mpt_status mpt_gpt_forward(mpt_gpt *m, const int32_t *inputs, const int32_t *tar
         return MPT_OK;
     }
     float *losses = m->cur->a[MPT_ACT_LOSSES];
-    if (m->tp > 1) TRY_(vocab_ce_(m, targets, N, dloss, err));
-    else mpt_crossentropy_fused(logits, losses, targets, N, c->vocab, c->padded_vocab, dloss);
+    if (m->tp == 1)
+        mpt_crossentropy_fused(logits, losses, targets, N, c->vocab, c->padded_vocab, dloss);
+    else if (!mpt_gpt_tp_overlap(m)) /* with tp overlap: above, beside the head's GEMM */
+        TRY_(mpt_gpt_tp_vocab_ce(m, NULL, targets, N, dloss, err));
     double sum = 0.0;
     for (size_t i = 0; i < N; i++) sum += losses[i];
     if (loss_sum) *loss_sum = sum;

@@ -1,5 +1,5 @@
 /* gpt_tp.h — the column-parallel layers' backward beside the tensor group's input-gradient
- * all-reduce (f backward, without sp), computed by row chunks so that the table's
+ * all-reduce (f backward, without sp), and the vocabulary-parallel cross-entropy (below), computed by row chunks so that the table's
  * rows_reduce_tp entry (model/parops.h; parallel/tp_overlap.c) sums one chunk while the next
  * is multiplied and the weight gradient's share of the chunk is computed behind it (Megatron's
  * async input-gradient all-reduce). model/gpt_pass.c calls these when mpt_gpt_tp_overlap;
@@ -30,5 +30,24 @@ mpt_status mpt_gpt_tp_backward_reduce(mpt_gpt *m, float *dinp, float *dw, float 
 mpt_status mpt_gpt_tp_lmhead_backward(mpt_gpt *m, float *dinp, float *dw, const float *dout,
                                       const float *inp, const float *w, size_t N, int C, int V,
                                       int ldo, mpt_error *err);
+
+/* The vocabulary-parallel cross-entropy of the N rows (every tp rank calls, tp > 1): with x
+ * (N, D: ln_f's output) not NULL, the head's logits (N, Vl) of this rank's vocabulary slice
+ * are computed here too, by the row chunks of the table's vocab_merge_rows entry, each chunk's
+ * statistics travelling while the next chunk's GEMM runs; with x NULL the logits are already
+ * in MPT_ACT_LOGITS. Then the losses (N) in MPT_ACT_LOSSES and the logits overwritten with
+ * dloss * (softmax - onehot) over the slice (padded columns 0). Math: the row's maximum, sum
+ * of exponentials and target logit merged over the slices as an online softmax; equal to the
+ * one-rank loss up to rounding. */
+mpt_status mpt_gpt_tp_vocab_ce(mpt_gpt *m, const float *x, const int32_t *targets, size_t N,
+                               float dloss, mpt_error *err);
+
+/* The vocabulary-parallel embedding without sp (every tp rank calls; cp == 1): out (B*T, D) =
+ * wte[token] + wpe[position], by the row chunks of the table's rows_reduce_tp entry: each rank
+ * looks up the tokens of its vocabulary rows (0 for the others), tp rank 0 adds the positions,
+ * and each chunk's sum over tp travels while the next chunk is looked up. Exactly the one-rank
+ * values: every sum has at most two non-zero terms, the token's row and its position. */
+mpt_status mpt_gpt_tp_embed_forward(mpt_gpt *m, float *out, const int32_t *inputs, int B, int T,
+                                    mpt_error *err);
 
 #endif

@@ -16,14 +16,22 @@ static mpt_status gather_one_(void *ctx, const float *local, float *full, size_t
     return MPT_OK;
 }
 
+/* one rank: its slice is the whole vocabulary, so the statistics are final as computed */
+static mpt_status vocab_one_(void *ctx, float *st, float *recv, size_t N, size_t ld,
+                             mpt_rows_fn fn, mpt_rows_fn done, void *fctx, mpt_error *err) {
+    (void)ctx, (void)st, (void)recv, (void)ld, (void)err;
+    fn(fctx, 0, N);
+    done(fctx, 0, N);
+    return MPT_OK;
+}
+
 static const mpt_par_ops serial_ = {
     .ctx = NULL,
     .reduce_from_tp = same_,
     .copy_to_tp_backward = same_,
     .gather_seq = gather_one_,
     .scatter_seq = same_,
-    .vocab_max = same_,
-    .vocab_sum = same_,
+    .vocab_merge_rows = vocab_one_,
     .ln_grad_sum = same_,
 };
 

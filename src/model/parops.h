@@ -29,8 +29,8 @@
  *                one): reduce-scatter, leaving this rank's summed row block.
  * The vocabulary-parallel embedding and loss, whose rows of wte are split over tp:
  *   the masked embedding lookup is summed like a row-parallel output (reduce_from_tp, or
- *   scatter_seq under sp); the cross-entropy takes vocab_max of the row maxima, then
- *   vocab_sum of the sums of exponentials and target logits (full logits never gathered).
+ *   scatter_seq under sp); the cross-entropy merges each rank's row maxima, sums of
+ *   exponentials and target logits (vocab_merge_rows; full logits never gathered).
  * Under sp each rank's LayerNorm weight gradients cover its rows only: ln_grad_sum adds them
  * over tp.
  *
@@ -105,10 +105,16 @@ typedef struct mpt_par_ops {
                                    mpt_error *err);
 
     /* --- vocabulary-parallel loss and sp LayerNorm gradients ------------------------------- */
-    /* mx (n) = the elementwise max over tp (the rows' largest logits). */
-    mpt_status (*vocab_max)(void *ctx, float *mx, size_t n, mpt_error *err);
-    /* buf (n) = the elementwise sum over tp (sums of exponentials and target logits). */
-    mpt_status (*vocab_sum)(void *ctx, float *buf, size_t n, mpt_error *err);
+    /* The cross-entropy's row statistics over the whole vocabulary, in row chunks
+     * (parallel/tp_vocab.c): for each chunk [r0, r0+n) of the N rows, fn(fctx, r0, n)
+     * computes the chunk's statistics over this rank's vocabulary slice into st + 3 r0 as
+     * [max (n) | sum of exp(logit - max) (n) | target logit, 0 if not here (n)]; then, chunk by
+     * chunk, the same block becomes the statistics over every rank's slice (max M = max_i m_i,
+     * sum = sum_i s_i exp(m_i - M), target = sum_i t_i) and done(fctx, r0, n) runs. ld (the
+     * logits' row width) sizes the chunks. recv: tp * 3N scratch. One rank: fn then done. */
+    mpt_status (*vocab_merge_rows)(void *ctx, float *st, float *recv, size_t N, size_t ld,
+                                   mpt_rows_fn fn, mpt_rows_fn done, void *fctx,
+                                   mpt_error *err);
     /* buf (n) = the sum over tp of this rank's LayerNorm weight and bias gradients (sp). */
     mpt_status (*ln_grad_sum)(void *ctx, float *buf, size_t n, mpt_error *err);
 

@@ -8,14 +8,9 @@
 
 /* ---- the table's entries: ctx is the tp group; every tp rank calls each, in the same order --- */
 
-/* buf (n) = the sum over tp: g forward, f backward, the vocabulary sums, sp LayerNorm grads */
+/* buf (n) = the sum over tp: g forward, f backward, sp LayerNorm grads */
 static mpt_status sum_(void *ctx, float *buf, size_t n, mpt_error *err) {
     return mpt_allreduce_sum((mpt_comm *)ctx, buf, n, err);
-}
-
-/* mx (n) = the elementwise max over tp */
-static mpt_status max_(void *ctx, float *mx, size_t n, mpt_error *err) {
-    return mpt_allreduce_max((mpt_comm *)ctx, mx, n, err);
 }
 
 /* full (tp * n) = every rank's block of rows, in rank order */
@@ -41,8 +36,7 @@ void mpt_tp_ops(mpt_par_ops *ops, mpt_comm *tp) {
     ops->scatter_seq = scatter_seq_;
     ops->gather_seq_rows = mpt_tp_gather_seq_rows;   /* tp_overlap_sp.c */
     ops->rows_scatter_seq = mpt_tp_rows_scatter_seq;
-    ops->vocab_max = max_;
-    ops->vocab_sum = sum_;
+    ops->vocab_merge_rows = mpt_tp_vocab_merge_rows; /* tp_vocab.c */
     ops->ln_grad_sum = sum_;
 }
 

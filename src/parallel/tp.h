@@ -48,6 +48,15 @@ mpt_status mpt_tp_row_parallel_matmul(void *ctx, float *out, const float *inp, c
 mpt_status mpt_tp_rows_allreduce(void *ctx, float *buf, size_t N, size_t C, mpt_rows_fn fn,
                                  mpt_rows_fn rest, void *fctx, mpt_error *err);
 
+/* ---- the vocabulary-parallel cross-entropy's statistics (tp_vocab.c) -------------------------
+ * The table's vocab_merge_rows entry (model/parops.h): each chunk's [max | sum of exponentials
+ * | target logit] block of st (3N) all-gathered into recv (tp * 3N) while the next chunk's fn
+ * runs, merged over tp (online softmax) as it completes, then done. Chunks:
+ * mpt_tp_overlap_chunks(N, ld). ctx is the tp group; every tp rank calls with the same N, ld. */
+mpt_status mpt_tp_vocab_merge_rows(void *ctx, float *st, float *recv, size_t N, size_t ld,
+                                   mpt_rows_fn fn, mpt_rows_fn done, void *fctx,
+                                   mpt_error *err);
+
 /* ---- overlap of the sp all-gather and reduce-scatter (tp_overlap_sp.c) ---------------------
  * The table's gather_seq_rows and rows_scatter_seq entries (model/parops.h): block by block,
  * each block's GEMM beside the other blocks' messages. ctx is the tp group; every tp rank calls
