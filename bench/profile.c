@@ -10,7 +10,7 @@
  *   build/bench/bench_profile [--layers L --d-model D --heads H --seq-len T --vocab V
  *                              --ffn F --batch B --threads N --steps S] [--unfused]
  *                             [--gemm-split] [--cpu-time]
- *                             [--peak GFLOPS] [--scaling]
+ *                             [--peak GFLOPS] [--scaling] [--no-pair]
  *   defaults: the bench model (6L/384/6h/T256, byte vocab, batch 8), 2 threads, 8 steps
  *   GPT-2 124M at T 1024: --layers 12 --d-model 768 --heads 12 --seq-len 1024 --vocab 50257 --batch 1
  *
@@ -24,7 +24,8 @@
  * gives the FMA peak (GFLOP/s) to compare with instead of measuring it (a wall-time probe that
  * load lowers). --scaling alternates steps on 1 thread and on --threads N and prints, per
  * call site, the 1-thread CPU time against the team's wall and CPU time: where the team loses
- * its share (see scaling_). --gemm-split splits each GEMM into one
+ * its share (see scaling_). --no-pair runs a linear layer's backward GEMMs one after the
+ * other on the library's threads (mpt_kernels_set_backward_pair). --gemm-split splits each GEMM into one
  * block per thread instead of the library's own threading (core/kernels.h).
  * FLOPs are model FLOPs as MFU counts them
  * (the attention's causal half not discounted): the GEMM and attention FLOPs sum to the step's
@@ -415,12 +416,12 @@ static void scaling_(prof_t *s, const mpt_adamw *opt, int steps) {
 #define MED_(a) (memcpy(tmp, (a), (size_t)steps * sizeof *tmp), median_(tmp, steps))
     double T1 = MED_(t1), W2 = MED_(w2), C2 = MED_(c2);
     printf("bench_profile --scaling: L%d D%d H%d T%d V%d F%d, batch %d, 1 thread vs %d, %s "
-           "kernels, GEMMs %s; medians of %d rounds; load average %.2f; OMP_WAIT_POLICY %s\n"
+           "kernels, GEMMs %s%s; medians of %d rounds; load average %.2f; OMP_WAIT_POLICY %s\n"
            "t1: CPU ms on 1 thread; on %d threads w2, c2: wall, CPU ms; u2: busy ms summed over "
            "the threads, k2: the busiest thread's; t1/k2: speed-up on free cores (ideal %d)\n\n",
            s->L, s->D, s->H, s->T, s->V, s->F, s->B, nt, s->unfused ? "unfused" : "fused",
-           mpt_kernels_gemm_threading() == MPT_GEMM_TEAM ? "team" : "split", steps, load,
-           wp ? wp : "unset (u2, k2 count spinning)", nt, nt);
+           mpt_kernels_gemm_threading() == MPT_GEMM_TEAM ? "team" : "split",
+           mpt_kernels_backward_pair() ? ", backward pairs" : "", steps, load, wp ? wp : "unset (u2, k2 count spinning)", nt, nt);
     printf("  %-4s %-48s %-9s %3s %8s %8s %8s %8s %8s %6s %6s %6s %6s %7s %7s\n", "line", "call",
            "kind", "n", "t1", "w2", "c2", "u2", "k2", "t1/w2", "u2/t1", "imbal", "t1/k2",
            "GF/s t1", "GF/s k2");
@@ -468,6 +469,10 @@ int main(int argc, char **argv) {
             mpt_kernels_set_gemm_threading(MPT_GEMM_SPLIT);
             continue;
         }
+        if (strcmp(argv[i], "--no-pair") == 0) {
+            mpt_kernels_set_backward_pair(0);
+            continue;
+        }
         if (strcmp(argv[i], "--scaling") == 0) {
             scaling = 1;
             continue;
@@ -482,7 +487,7 @@ int main(int argc, char **argv) {
         }
         fprintf(stderr, "usage: bench_profile [--layers L --d-model D --heads H --seq-len T "
                         "--vocab V --ffn F --batch B --threads N --steps S] [--unfused] "
-                        "[--gemm-split] [--cpu-time] [--peak GFLOPS] [--scaling]\n");
+                        "[--gemm-split] [--cpu-time] [--peak GFLOPS] [--scaling] [--no-pair]\n");
         return 2;
     }
     if (s.F <= 0) s.F = 4 * s.D;

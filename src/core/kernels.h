@@ -32,6 +32,13 @@ mpt_gemm_backend mpt_kernels_gemm(void);
 typedef enum mpt_gemm_threading { MPT_GEMM_SPLIT, MPT_GEMM_TEAM } mpt_gemm_threading;
 void mpt_kernels_set_gemm_threading(mpt_gemm_threading t);
 mpt_gemm_threading mpt_kernels_gemm_threading(void);
+/* Under MPT_GEMM_TEAM with a team of 2 threads, a linear layer's backward runs its two GEMMs
+ * side by side, one thread each (dinp = dout w^T on one, dw += inp^T dout on the other: the
+ * same FLOPs), instead of one after the other on the library's 2-thread split, which did
+ * 3-13% more work per GEMM here (bench_profile --scaling, README "Speed"). On by default;
+ * process-wide; set before training. */
+void mpt_kernels_set_backward_pair(int on);
+int mpt_kernels_backward_pair(void);
 
 /* out(B,T,D) = wte[inp] + wpe[t]. inp (B,T) token ids < rows of wte. */
 void mpt_encoder_forward(float *out, const int32_t *inp, const float *wte, const float *wpe,
