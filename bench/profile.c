@@ -10,7 +10,7 @@
  *   build/bench/bench_profile [--layers L --d-model D --heads H --seq-len T --vocab V
  *                              --ffn F --batch B --threads N --steps S] [--unfused]
  *                             [--gemm-split] [--cpu-time]
- *                             [--peak GFLOPS] [--scaling] [--no-pair]
+ *                             [--peak GFLOPS] [--scaling] [--ab-pair] [--pair]
  *   defaults: the bench model (6L/384/6h/T256, byte vocab, batch 8), 2 threads, 8 steps
  *   GPT-2 124M at T 1024: --layers 12 --d-model 768 --heads 12 --seq-len 1024 --vocab 50257 --batch 1
  *
@@ -24,8 +24,8 @@
  * gives the FMA peak (GFLOP/s) to compare with instead of measuring it (a wall-time probe that
  * load lowers). --scaling alternates steps on 1 thread and on --threads N and prints, per
  * call site, the 1-thread CPU time against the team's wall and CPU time: where the team loses
- * its share (see scaling_). --no-pair runs a linear layer's backward GEMMs one after the
- * other on the library's threads (mpt_kernels_set_backward_pair). --gemm-split splits each GEMM into one
+ * its share (see scaling_); --ab-pair adds steps with the backward pairs toggled. --pair runs a linear
+ * layer's backward GEMMs side by side, one thread each (mpt_kernels_set_backward_pair). --gemm-split splits each GEMM into one
  * block per thread instead of the library's own threading (core/kernels.h).
  * FLOPs are model FLOPs as MFU counts them
  * (the attention's causal half not discounted): the GEMM and attention FLOPs sum to the step's
@@ -75,6 +75,7 @@ typedef struct {
     double t1[MAX_STEPS_];          /* per step, 1 thread: CPU seconds */
     double w2[MAX_STEPS_], c2[MAX_STEPS_]; /* per step, the team: wall and CPU seconds */
     double u2[MAX_STEPS_], k2[MAX_STEPS_]; /* per step, the team: u and crit */
+    double k3[MAX_STEPS_];          /* --ab-pair: crit with the backward pairs toggled */
 } site_t;
 static site_t sites_[MAX_SITES_];
 static int nsites_;
@@ -379,8 +380,10 @@ static void sites_reset_(void) {
  * processes (a spinning thread waits for a descheduled one), while u2 / t1 (the work the team
  * adds: other kernels, packing twice, a shared L3) and k2 / (u2 / team) (imbalance) still
  * read: t1 / k2 is then the speed-up the site would reach on free cores, fork-join aside.
- * u2 and k2 need OMP_WAIT_POLICY=passive (waiting threads sleep instead of spinning). */
-static void scaling_(prof_t *s, const mpt_adamw *opt, int steps) {
+ * u2 and k2 need OMP_WAIT_POLICY=passive (waiting threads sleep instead of spinning).
+ * ab_pair (--ab-pair): a fourth step per round, as the third with the backward pairs
+ * (kernels.h) toggled, for k2 of both in the same interleaved rounds. */
+static void scaling_(prof_t *s, const mpt_adamw *opt, int steps, int ab_pair) {
     static double t1[MAX_STEPS_], w2[MAX_STEPS_], c2[MAX_STEPS_], tmp[MAX_STEPS_];
     int nt = s->threads > MAX_TEAM_ ? MAX_TEAM_ : s->threads;
     const char *wp = getenv("OMP_WAIT_POLICY");
@@ -388,22 +391,30 @@ static void scaling_(prof_t *s, const mpt_adamw *opt, int steps) {
     step_(s, opt, 1); /* warm-up of both configurations */
     omp_set_num_threads(nt);
     step_(s, opt, 2);
+    int nmodes = ab_pair ? 4 : 3, pair = mpt_kernels_backward_pair();
+    static double wp2[MAX_STEPS_], wp3[MAX_STEPS_]; /* wall of the probed steps */
     for (int st = 0; st < steps; st++)
-        for (int j = 0; j < 3; j++) {
-            int mode = (j + st) % 3; /* 0: 1 thread, 1: team, 2: team with busy probes */
+        for (int j = 0; j < nmodes; j++) {
+            /* 0: 1 thread, 1: team, 2: team with busy probes, 3: as 2, pairs off */
+            int mode = (j + st) % nmodes;
             omp_set_num_threads(mode ? nt : 1);
-            probe_team_ = mode == 2 ? nt : 0;
+            probe_team_ = mode >= 2 ? nt : 0;
+            mpt_kernels_set_backward_pair(mode == 3 ? !pair : pair);
             sites_reset_();
             double w0 = wall_(), c0 = cpu_();
             step_(s, opt, 3 + 3 * st + j);
             double w1 = wall_(), c1 = cpu_();
             probe_team_ = 0;
+            mpt_kernels_set_backward_pair(pair);
+            if (mode == 2) wp2[st] = w1 - w0;
+            if (mode == 3) wp3[st] = w1 - w0;
             if (mode == 1) w2[st] = w1 - w0, c2[st] = c1 - c0;
             else if (mode == 0) t1[st] = c1 - c0;
             for (int i = 0; i < nsites_; i++) {
                 site_t *x = &sites_[i];
                 if (mode == 1) x->w2[st] = x->w, x->c2[st] = x->c;
                 else if (mode == 2) x->u2[st] = x->u, x->k2[st] = x->crit;
+                else if (mode == 3) x->k3[st] = x->crit;
                 else x->t1[st] = x->c;
             }
         }
@@ -422,10 +433,11 @@ static void scaling_(prof_t *s, const mpt_adamw *opt, int steps) {
            s->L, s->D, s->H, s->T, s->V, s->F, s->B, nt, s->unfused ? "unfused" : "fused",
            mpt_kernels_gemm_threading() == MPT_GEMM_TEAM ? "team" : "split",
            mpt_kernels_backward_pair() ? ", backward pairs" : "", steps, load, wp ? wp : "unset (u2, k2 count spinning)", nt, nt);
-    printf("  %-4s %-48s %-9s %3s %8s %8s %8s %8s %8s %6s %6s %6s %6s %7s %7s\n", "line", "call",
+    printf("  %-4s %-48s %-9s %3s %8s %8s %8s %8s %8s %6s %6s %6s %6s %7s %7s", "line", "call",
            "kind", "n", "t1", "w2", "c2", "u2", "k2", "t1/w2", "u2/t1", "imbal", "t1/k2",
            "GF/s t1", "GF/s k2");
-    double su = 0.0, sk = 0.0;
+    printf(ab_pair ? "  %8s %6s\n" : "\n", pair ? "k2 nopair" : "k2 pair", "k2/that");
+    double su = 0.0, sk = 0.0, sk3 = 0.0;
     for (int i = 0; i < nsites_; i++) {
         site_t *x = &sites_[i];
         double a = MED_(x->t1), b = MED_(x->w2), c = MED_(x->c2), u = MED_(x->u2), k = MED_(x->k2);
@@ -435,11 +447,22 @@ static void scaling_(prof_t *s, const mpt_adamw *opt, int steps) {
                1e3 * k, b > 0 ? a / b : 0.0, a > 0 ? u / a : 0.0, u > 0 ? k * nt / u : 0.0,
                k > 0 ? a / k : 0.0);
         if (x->flop > 0 && a > 0 && k > 0) printf(" %7.1f %7.1f", x->flop / a / 1e9, x->flop / k / 1e9);
+        else printf(" %7s %7s", "", "");
+        if (ab_pair) {
+            double k3 = MED_(x->k3);
+            printf("  %8.2f %6.3f", 1e3 * k3, k3 > 0 ? k / k3 : 0.0);
+            sk3 += k3;
+        }
         printf("\n");
     }
     printf("\nstep: t1 %.1f ms; on %d threads w2 %.1f ms (speed-up %.2f), c2 %.1f ms; sums over "
            "the sites: u2 %.1f ms (u2/t1 %.3f), k2 %.1f ms (t1/k2 %.2f)\n",
            1e3 * T1, nt, 1e3 * W2, T1 / W2, 1e3 * C2, 1e3 * su, su / T1, 1e3 * sk, T1 / sk);
+    if (ab_pair)
+        printf("--ab-pair: k2 with the backward pairs %s %.1f ms (t1/k2 %.2f); k2 ratio %.3f; "
+               "wall of the probed steps %.1f vs %.1f ms (ratio %.3f; idle only); the same "
+               "rounds, interleaved\n", pair ? "off" : "on", 1e3 * sk3, T1 / sk3, sk / sk3,
+               1e3 * MED_(wp2), 1e3 * MED_(wp3), MED_(wp2) / MED_(wp3));
 #undef MED_
 }
 
@@ -453,7 +476,7 @@ int main(int argc, char **argv) {
     prof_t s = {.L = 6, .D = 384, .H = 6, .T = 256, .V = 256, .F = 0, .B = 8, .threads = 2};
     int steps = 8;
     double peak_given = 0.0;
-    int scaling = 0;
+    int scaling = 0, ab_pair = 0;
     for (int i = 1; i < argc; i++) {
         if (arg_(argc, argv, &i, "--layers", &s.L) || arg_(argc, argv, &i, "--d-model", &s.D) ||
             arg_(argc, argv, &i, "--heads", &s.H) || arg_(argc, argv, &i, "--seq-len", &s.T) ||
@@ -469,8 +492,12 @@ int main(int argc, char **argv) {
             mpt_kernels_set_gemm_threading(MPT_GEMM_SPLIT);
             continue;
         }
-        if (strcmp(argv[i], "--no-pair") == 0) {
-            mpt_kernels_set_backward_pair(0);
+        if (strcmp(argv[i], "--pair") == 0) {
+            mpt_kernels_set_backward_pair(1);
+            continue;
+        }
+        if (strcmp(argv[i], "--ab-pair") == 0) {
+            scaling = ab_pair = 1;
             continue;
         }
         if (strcmp(argv[i], "--scaling") == 0) {
@@ -487,7 +514,7 @@ int main(int argc, char **argv) {
         }
         fprintf(stderr, "usage: bench_profile [--layers L --d-model D --heads H --seq-len T "
                         "--vocab V --ffn F --batch B --threads N --steps S] [--unfused] "
-                        "[--gemm-split] [--cpu-time] [--peak GFLOPS] [--scaling] [--no-pair]\n");
+                        "[--gemm-split] [--cpu-time] [--peak GFLOPS] [--scaling] [--ab-pair] [--pair]\n");
         return 2;
     }
     if (s.F <= 0) s.F = 4 * s.D;
@@ -504,7 +531,7 @@ int main(int argc, char **argv) {
     mpt_adamw opt;
     mpt_adamw_defaults(&opt);
     if (scaling) {
-        scaling_(&s, &opt, steps);
+        scaling_(&s, &opt, steps, ab_pair);
         return 0;
     }
 

@@ -356,7 +356,7 @@ static void test_lmhead_pair_(size_t N, int C, int V) {
         vs_ref_("dw vs ref", dw, dwd, nw, GEMM_TOL);
         free(dx), free(dw);
     }
-    mpt_kernels_set_backward_pair(1); /* the default again */
+    mpt_kernels_set_backward_pair(0); /* the default again */
     free(dxd), free(dwd);
     pair_free_(&x), pair_free_(&lo), pair_free_(&w);
 }
@@ -377,7 +377,7 @@ static void test_gemm_threading_(size_t N, int C, int OC) {
     double *dwd = xcalloc_(nw, sizeof *dwd), *dbd = xcalloc_(OC, sizeof *dbd);
     ref_matmul_forward(yd, x.d, w.d, b.d, N, C, OC);
     ref_matmul_backward(dxd, dwd, dbd, dy.d, x.d, w.d, N, C, OC);
-    mpt_kernels_set_backward_pair(1); /* the default again */
+    mpt_kernels_set_backward_pair(0); /* the default again */
     for (int t = 0; t < 3; t++) {
         snprintf(case_, sizeof case_, "gemm %s N%zu C%d OC%d",
                  t == 0 ? "split" : t == 1 ? "team" : "team, no pairs", N, C, OC);

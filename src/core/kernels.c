@@ -16,7 +16,7 @@
 
 static mpt_gemm_backend gemm_backend_ = MPT_GEMM_ONEDNN;
 static mpt_gemm_threading gemm_threading_ = MPT_GEMM_TEAM;
-static int backward_pair_ = 1;
+static int backward_pair_ = 0;
 
 void mpt_kernels_set_gemm(mpt_gemm_backend b) { gemm_backend_ = b; }
 mpt_gemm_backend mpt_kernels_gemm(void) { return gemm_backend_; }
