@@ -379,15 +379,15 @@ static void matmul_backward_(float *dinp, float beta_in, float *dw, float *dbias
          * columns (summed in row order, as below). No barrier: all three only read dout. */
 #pragma omp parallel num_threads(2)
         {
-            int id = omp_thread_id_();
+            int id = omp_thread_id_(), n = omp_threads_(); /* n 1: the runtime gave one */
             if (id == 0)
                 sgemm_fp32_('N', 'T', N, (size_t)C, (size_t)OC, 1.0f, dout, (size_t)OC, w,
                             (size_t)OC, beta_in, dinp, (size_t)C);
-            else
+            if (id == 1 || n == 1)
                 sgemm_fp32_('T', 'N', (size_t)C, (size_t)OC, N, 1.0f, inp, (size_t)C, dout,
                             (size_t)OC, 1.0f, dw, (size_t)OC);
             if (dbias) {
-                int b0 = id ? OC / 2 : 0, b1 = id ? OC : OC / 2;
+                int b0 = id ? OC / 2 : 0, b1 = id || n == 1 ? OC : OC / 2;
                 for (size_t r = 0; r < N; r++) {
                     const float *g = dout + r * OC;
 #pragma omp simd
@@ -463,10 +463,11 @@ static void lmhead_backward_(float *dinp, float beta_in, float *dw, const float 
     if (backward_pair_ok_(dinp, dw, N, C, V)) { /* side by side, one thread each */
 #pragma omp parallel num_threads(2)
         {
-            if (omp_thread_id_() == 0)
+            int id = omp_thread_id_(), n = omp_threads_(); /* n 1: the runtime gave one */
+            if (id == 0)
                 sgemm_fp32_('N', 'N', N, (size_t)C, (size_t)V, 1.0f, dout, (size_t)ldo, w,
                             (size_t)C, beta_in, dinp, (size_t)C);
-            else
+            if (id == 1 || n == 1)
                 sgemm_fp32_('T', 'N', (size_t)V, (size_t)C, N, 1.0f, dout, (size_t)ldo, inp,
                             (size_t)C, 1.0f, dw, (size_t)C);
         }
