@@ -34,15 +34,8 @@ static inline float mpt_gelu_exp_m2u_(float x) {
  * (Aᵀ·B weight gradients 51-54% of the FMA peak against oneDNN's 62-76%, attention's Q Kᵀ
  * tiles 30-33% against 58-61%; bench/results/gemm_rates_*.txt, 2026-11-30 under load). */
 #define MPT_GEMM_TN_BLAS_MAX_ ((size_t)384 * 384)
-/* Also tall outputs (M >= 2N) up to 768 x 384: the row-parallel c_proj weight gradient of a tp
- * 2 shard at D 384 (768 x 384 x 2048) ran at 77.9 GFLOP/s on OpenBLAS against oneDNN's 63.8
- * (one thread, CPU time, 7 rounds, load 10-13; bench/results/gemm_rates_tp2_shards_1thread.txt),
- * while the column-parallel c_fc's 384 x 768 stays faster on oneDNN (59.5 against 56.5), and
- * so does the unsharded 1536 x 384 (80.8 against 78.1). */
-#define MPT_GEMM_TN_BLAS_TALL_MAX_ ((size_t)768 * 384)
 static inline int mpt_gemm_tn_blas_(char ta, char tb, size_t M, size_t N) {
-    return ta == 'T' && tb == 'N' &&
-           (M * N <= MPT_GEMM_TN_BLAS_MAX_ || (M >= 2 * N && M * N <= MPT_GEMM_TN_BLAS_TALL_MAX_));
+    return ta == 'T' && tb == 'N' && M * N <= MPT_GEMM_TN_BLAS_MAX_;
 }
 
 /* row[0..n) = softmax(row[0..n)) in place; the scale is already applied. Single-threaded. */
