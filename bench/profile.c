@@ -9,7 +9,8 @@
  *
  *   build/bench/bench_profile [--layers L --d-model D --heads H --seq-len T --vocab V
  *                              --ffn F --batch B --threads N --steps S] [--unfused]
- *                             [--gemm-split]
+ *                             [--gemm-split] [--cpu-time]
+ *                             [--peak GFLOPS] [--scaling] [--ab-pair] [--pair]
  *   defaults: the bench model (6L/384/6h/T256, byte vocab, batch 8), 2 threads, 8 steps
  *   GPT-2 124M at T 1024: --layers 12 --d-model 768 --heads 12 --seq-len 1024 --vocab 50257 --batch 1
  *
@@ -21,7 +22,10 @@
  * side-by-side ratio (run both, one after the other). --cpu-time (with --threads 1) times
  * with the process's CPU time instead of wall time, readable on a loaded machine; --peak G
  * gives the FMA peak (GFLOP/s) to compare with instead of measuring it (a wall-time probe that
- * load lowers). --gemm-split splits each GEMM into one
+ * load lowers). --scaling alternates steps on 1 thread and on --threads N and prints, per
+ * call site, the 1-thread CPU time against the team's wall and CPU time: where the team loses
+ * its share (see scaling_); --ab-pair adds steps with the backward pairs toggled. --pair runs a linear
+ * layer's backward GEMMs side by side, one thread each (mpt_kernels_set_backward_pair). --gemm-split splits each GEMM into one
  * block per thread instead of the library's own threading (core/kernels.h).
  * FLOPs are model FLOPs as MFU counts them
  * (the attention's causal half not discounted): the GEMM and attention FLOPs sum to the step's
@@ -50,21 +54,84 @@ static double t_[NK], flops_[NK], bytes_[NK];
 /* --cpu-time (one thread only): times are the process's CPU time, which other processes
  * taking the core do not inflate; otherwise wall time */
 static int cpu_time_;
-static double clock_(void) {
-    if (!cpu_time_) return omp_get_wtime();
+static double wall_(void) { return omp_get_wtime(); }
+static double cpu_(void) {
     struct timespec ts;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
+static double clock_(void) { return cpu_time_ ? cpu_() : wall_(); }
 
-/* runs `call`, adding its time, FLOPs and bytes to kind k */
+/* Call sites (--scaling): every RUN_ in the source is one site; a step sums each site's wall
+ * and CPU time over its calls (the per-layer sites run L times a step). */
+#define MAX_SITES_ 64
+#define MAX_STEPS_ 1000
+typedef struct {
+    char call[52]; /* the call's text, shortened: which kernel on which buffers */
+    int line, kind, calls;
+    double flop, w, c;              /* this step: FLOPs, wall and CPU seconds */
+    double u, crit;                 /* this step: the team's busy seconds, summed over its
+                                     * threads, and per call the busiest thread's, summed */
+    double t1[MAX_STEPS_];          /* per step, 1 thread: CPU seconds */
+    double w2[MAX_STEPS_], c2[MAX_STEPS_]; /* per step, the team: wall and CPU seconds */
+    double u2[MAX_STEPS_], k2[MAX_STEPS_]; /* per step, the team: u and crit */
+    double k3[MAX_STEPS_];          /* --ab-pair: crit with the backward pairs toggled */
+} site_t;
+static site_t sites_[MAX_SITES_];
+static int nsites_;
+
+/* Busy time per thread of the team (--scaling): each thread's CPU clock read in a region of
+ * its own before and after a call. With OMP_WAIT_POLICY=passive a waiting thread sleeps, so
+ * the difference is the work that thread did in the call; other processes on the cores do
+ * not inflate it (much), unlike the wall time. */
+#define MAX_TEAM_ 64
+static int probe_team_; /* threads to read, 0: off */
+static double probe_t0_[MAX_TEAM_];
+static void probe_read_(double *t) {
+#pragma omp parallel num_threads(probe_team_)
+    {
+        struct timespec ts;
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+        t[omp_get_thread_num()] = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    }
+}
+static void probe_end_(int site) {
+    double t1[MAX_TEAM_], mx = 0.0, sum = 0.0;
+    probe_read_(t1);
+    for (int i = 0; i < probe_team_; i++) {
+        double d = t1[i] - probe_t0_[i];
+        sum += d, mx = d > mx ? d : mx;
+    }
+    if (site >= 0) sites_[site].u += sum, sites_[site].crit += mx;
+}
+
+static int site_new_(int kind, const char *call, int line) {
+    if (nsites_ == MAX_SITES_) return -1;
+    site_t *x = &sites_[nsites_];
+    size_t n = 0;
+    for (const char *c = call; *c && n + 1 < sizeof x->call; c++) /* whitespace collapsed */
+        if (!(*c == ' ' && n && x->call[n - 1] == ' ') && *c != '\n') x->call[n++] = *c;
+    x->call[n] = 0, x->line = line, x->kind = kind;
+    return nsites_++;
+}
+
+/* runs `call`, adding its time, FLOPs and bytes to kind k and to its call site */
 #define RUN_(k, fl, by, call)                                                                 \
     do {                                                                                      \
-        double t0_ = clock_();                                                                \
+        static int site_ = -2;                                                                \
+        if (site_ == -2) site_ = site_new_(k, #call, __LINE__);                               \
+        if (probe_team_) probe_read_(probe_t0_);                                              \
+        double w0_ = wall_(), c0_ = cpu_();                                                   \
         call;                                                                                 \
-        t_[k] += clock_() - t0_;                                                              \
+        double w1_ = wall_(), c1_ = cpu_();                                                   \
+        if (probe_team_) probe_end_(site_);                                                   \
+        t_[k] += cpu_time_ ? c1_ - c0_ : w1_ - w0_;                                           \
         flops_[k] += (double)(fl);                                                            \
         bytes_[k] += (double)(by);                                                            \
+        if (site_ >= 0) {                                                                     \
+            sites_[site_].w += w1_ - w0_, sites_[site_].c += c1_ - c0_;                      \
+            sites_[site_].flop += (double)(fl), sites_[site_].calls++;                          \
+        }                                                                                     \
     } while (0)
 
 typedef struct {
@@ -299,6 +366,106 @@ static double median_(double *x, int n) {
     return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
 }
 
+static void sites_reset_(void) {
+    for (int i = 0; i < nsites_; i++) sites_[i].w = sites_[i].c = sites_[i].flop = 0.0, sites_[i].calls = 0,
+                                    sites_[i].u = sites_[i].crit = 0.0;
+}
+
+/* --scaling: three steps per round, in an order that rotates from round to round: on 1
+ * thread, on the team (s->threads), and on the team with its threads' busy time read around
+ * every call (probe_read_). Per call site, medians over the rounds of: t1, the 1-thread CPU
+ * time; w2 and c2, the team's wall and CPU time; u2, the team's busy time summed over its
+ * threads, and k2, the busiest thread's (summed per call). On an idle machine t1 / w2 is the
+ * site's speed-up (ideal: the team size). On a loaded one w2 and c2 are inflated by the other
+ * processes (a spinning thread waits for a descheduled one), while u2 / t1 (the work the team
+ * adds: other kernels, packing twice, a shared L3) and k2 / (u2 / team) (imbalance) still
+ * read: t1 / k2 is then the speed-up the site would reach on free cores, fork-join aside.
+ * u2 and k2 need OMP_WAIT_POLICY=passive (waiting threads sleep instead of spinning).
+ * ab_pair (--ab-pair): a fourth step per round, as the third with the backward pairs
+ * (kernels.h) toggled, for k2 of both in the same interleaved rounds. */
+static void scaling_(prof_t *s, const mpt_adamw *opt, int steps, int ab_pair) {
+    static double t1[MAX_STEPS_], w2[MAX_STEPS_], c2[MAX_STEPS_], tmp[MAX_STEPS_];
+    int nt = s->threads > MAX_TEAM_ ? MAX_TEAM_ : s->threads;
+    const char *wp = getenv("OMP_WAIT_POLICY");
+    omp_set_num_threads(1);
+    step_(s, opt, 1); /* warm-up of both configurations */
+    omp_set_num_threads(nt);
+    step_(s, opt, 2);
+    int nmodes = ab_pair ? 4 : 3, pair = mpt_kernels_backward_pair();
+    static double wp2[MAX_STEPS_], wp3[MAX_STEPS_]; /* wall of the probed steps */
+    for (int st = 0; st < steps; st++)
+        for (int j = 0; j < nmodes; j++) {
+            /* 0: 1 thread, 1: team, 2: team with busy probes, 3: as 2, pairs off */
+            int mode = (j + st) % nmodes;
+            omp_set_num_threads(mode ? nt : 1);
+            probe_team_ = mode >= 2 ? nt : 0;
+            mpt_kernels_set_backward_pair(mode == 3 ? !pair : pair);
+            sites_reset_();
+            double w0 = wall_(), c0 = cpu_();
+            step_(s, opt, 3 + 3 * st + j);
+            double w1 = wall_(), c1 = cpu_();
+            probe_team_ = 0;
+            mpt_kernels_set_backward_pair(pair);
+            if (mode == 2) wp2[st] = w1 - w0;
+            if (mode == 3) wp3[st] = w1 - w0;
+            if (mode == 1) w2[st] = w1 - w0, c2[st] = c1 - c0;
+            else if (mode == 0) t1[st] = c1 - c0;
+            for (int i = 0; i < nsites_; i++) {
+                site_t *x = &sites_[i];
+                if (mode == 1) x->w2[st] = x->w, x->c2[st] = x->c;
+                else if (mode == 2) x->u2[st] = x->u, x->k2[st] = x->crit;
+                else if (mode == 3) x->k3[st] = x->crit;
+                else x->t1[st] = x->c;
+            }
+        }
+    double load = -1.0;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%lf", &load) != 1) load = -1.0;
+        fclose(f);
+    }
+#define MED_(a) (memcpy(tmp, (a), (size_t)steps * sizeof *tmp), median_(tmp, steps))
+    double T1 = MED_(t1), W2 = MED_(w2), C2 = MED_(c2);
+    printf("bench_profile --scaling: L%d D%d H%d T%d V%d F%d, batch %d, 1 thread vs %d, %s "
+           "kernels, GEMMs %s%s; medians of %d rounds; load average %.2f; OMP_WAIT_POLICY %s\n"
+           "t1: CPU ms on 1 thread; on %d threads w2, c2: wall, CPU ms; u2: busy ms summed over "
+           "the threads, k2: the busiest thread's; t1/k2: speed-up on free cores (ideal %d)\n\n",
+           s->L, s->D, s->H, s->T, s->V, s->F, s->B, nt, s->unfused ? "unfused" : "fused",
+           mpt_kernels_gemm_threading() == MPT_GEMM_TEAM ? "team" : "split",
+           mpt_kernels_backward_pair() ? ", backward pairs" : "", steps, load, wp ? wp : "unset (u2, k2 count spinning)", nt, nt);
+    printf("  %-4s %-48s %-9s %3s %8s %8s %8s %8s %8s %6s %6s %6s %6s %7s %7s", "line", "call",
+           "kind", "n", "t1", "w2", "c2", "u2", "k2", "t1/w2", "u2/t1", "imbal", "t1/k2",
+           "GF/s t1", "GF/s k2");
+    printf(ab_pair ? "  %8s %6s\n" : "\n", pair ? "k2 nopair" : "k2 pair", "k2/that");
+    double su = 0.0, sk = 0.0, sk3 = 0.0;
+    for (int i = 0; i < nsites_; i++) {
+        site_t *x = &sites_[i];
+        double a = MED_(x->t1), b = MED_(x->w2), c = MED_(x->c2), u = MED_(x->u2), k = MED_(x->k2);
+        su += u, sk += k;
+        printf("  %-4d %-48.48s %-9.9s %3d %8.2f %8.2f %8.2f %8.2f %8.2f %6.2f %6.2f %6.2f %6.2f",
+               x->line, x->call, kname_[x->kind], x->calls, 1e3 * a, 1e3 * b, 1e3 * c, 1e3 * u,
+               1e3 * k, b > 0 ? a / b : 0.0, a > 0 ? u / a : 0.0, u > 0 ? k * nt / u : 0.0,
+               k > 0 ? a / k : 0.0);
+        if (x->flop > 0 && a > 0 && k > 0) printf(" %7.1f %7.1f", x->flop / a / 1e9, x->flop / k / 1e9);
+        else printf(" %7s %7s", "", "");
+        if (ab_pair) {
+            double k3 = MED_(x->k3);
+            printf("  %8.2f %6.3f", 1e3 * k3, k3 > 0 ? k / k3 : 0.0);
+            sk3 += k3;
+        }
+        printf("\n");
+    }
+    printf("\nstep: t1 %.1f ms; on %d threads w2 %.1f ms (speed-up %.2f), c2 %.1f ms; sums over "
+           "the sites: u2 %.1f ms (u2/t1 %.3f), k2 %.1f ms (t1/k2 %.2f)\n",
+           1e3 * T1, nt, 1e3 * W2, T1 / W2, 1e3 * C2, 1e3 * su, su / T1, 1e3 * sk, T1 / sk);
+    if (ab_pair)
+        printf("--ab-pair: k2 with the backward pairs %s %.1f ms (t1/k2 %.2f); k2 ratio %.3f; "
+               "wall of the probed steps %.1f vs %.1f ms (ratio %.3f; idle only); the same "
+               "rounds, interleaved\n", pair ? "off" : "on", 1e3 * sk3, T1 / sk3, sk / sk3,
+               1e3 * MED_(wp2), 1e3 * MED_(wp3), MED_(wp2) / MED_(wp3));
+#undef MED_
+}
+
 static int arg_(int argc, char **argv, int *i, const char *name, int *val) {
     if (strcmp(argv[*i], name) != 0 || *i + 1 >= argc) return 0;
     *val = atoi(argv[++*i]);
@@ -309,6 +476,7 @@ int main(int argc, char **argv) {
     prof_t s = {.L = 6, .D = 384, .H = 6, .T = 256, .V = 256, .F = 0, .B = 8, .threads = 2};
     int steps = 8;
     double peak_given = 0.0;
+    int scaling = 0, ab_pair = 0;
     for (int i = 1; i < argc; i++) {
         if (arg_(argc, argv, &i, "--layers", &s.L) || arg_(argc, argv, &i, "--d-model", &s.D) ||
             arg_(argc, argv, &i, "--heads", &s.H) || arg_(argc, argv, &i, "--seq-len", &s.T) ||
@@ -324,6 +492,18 @@ int main(int argc, char **argv) {
             mpt_kernels_set_gemm_threading(MPT_GEMM_SPLIT);
             continue;
         }
+        if (strcmp(argv[i], "--pair") == 0) {
+            mpt_kernels_set_backward_pair(1);
+            continue;
+        }
+        if (strcmp(argv[i], "--ab-pair") == 0) {
+            scaling = ab_pair = 1;
+            continue;
+        }
+        if (strcmp(argv[i], "--scaling") == 0) {
+            scaling = 1;
+            continue;
+        }
         if (strcmp(argv[i], "--cpu-time") == 0) {
             cpu_time_ = 1;
             continue;
@@ -334,7 +514,7 @@ int main(int argc, char **argv) {
         }
         fprintf(stderr, "usage: bench_profile [--layers L --d-model D --heads H --seq-len T "
                         "--vocab V --ffn F --batch B --threads N --steps S] [--unfused] "
-                        "[--gemm-split] [--cpu-time] [--peak GFLOPS]\n");
+                        "[--gemm-split] [--cpu-time] [--peak GFLOPS] [--scaling] [--ab-pair] [--pair]\n");
         return 2;
     }
     if (s.F <= 0) s.F = 4 * s.D;
@@ -348,12 +528,16 @@ int main(int argc, char **argv) {
     s.N = (size_t)s.B * s.T;
     omp_set_num_threads(s.threads);
     setup_(&s);
+    mpt_adamw opt;
+    mpt_adamw_defaults(&opt);
+    if (scaling) {
+        scaling_(&s, &opt, steps, ab_pair);
+        return 0;
+    }
 
     double peak = peak_given > 0.0 ? peak_given : mpt_measure_peak_flops(s.threads, 0.5);
     double bw = mpt_measure_bandwidth(s.threads, 0.5);
-    mpt_adamw opt;
-    mpt_adamw_defaults(&opt);
-    double kt[NK][1000], tot[1000], fl[NK], by[NK];
+    double kt[NK][MAX_STEPS_], tot[MAX_STEPS_], fl[NK], by[NK];
     step_(&s, &opt, 1); /* warm-up: first touch, library set-up */
     for (int st = 0; st < steps; st++) {
         memset(t_, 0, sizeof t_), memset(flops_, 0, sizeof flops_), memset(bytes_, 0, sizeof bytes_);

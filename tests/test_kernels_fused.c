@@ -331,18 +331,43 @@ static void test_backward_set_(size_t N, int C, int OC) {
 
 /* ---- GEMM threading ------------------------------------------------------------------------
  * The linear layers' GEMMs at the model's shapes under both threadings of kernels.h
- * (MPT_GEMM_SPLIT: one block per thread; MPT_GEMM_TEAM: the library threads the call) against
- * the double reference, and the two against each other; with 2 threads the split path runs
+ * (MPT_GEMM_SPLIT: one block per thread; MPT_GEMM_TEAM: the library threads the call, with
+ * the backward's two GEMMs side by side on a team of 2 threads, and without) against the
+ * double reference, and each against the split path; with 2 threads the split path runs
  * (these shapes are above its size floor). Tolerance GEMM_TOL for all three: with K 384-1536
  * fp32 products summed, the library's own (team) path already sits at 1.3-1.6e-5 of the
  * double reference here, above FWD_TOL, which the small shapes of test_kernels.c meet. */
 #define GEMM_TOL 5e-5
+/* The head's backward with its two GEMMs side by side (2 threads, kernels.h's backward pair)
+ * and one after the other, each against the double reference, at the bench model's shape. */
+static void test_lmhead_pair_(size_t N, int C, int V) {
+    int ldo = V + 3;
+    size_t nx = N * (size_t)C, nl = N * (size_t)ldo, nw = (size_t)V * C;
+    pair_t x = pair_(nx, -1, 1), lo = pair_(nl, -1, 1), w = pair_(nw, -1, 1);
+    double *dxd = xcalloc_(nx, sizeof *dxd), *dwd = xcalloc_(nw, sizeof *dwd);
+    ref_lmhead_backward(dxd, dwd, lo.d, x.d, w.d, N, C, V, ldo);
+    for (int t = 0; t < 2; t++) {
+        snprintf(case_, sizeof case_, "lmhead backward %s N%zu C%d V%d",
+                 t ? "no pairs" : "pairs", N, C, V);
+        float *dx = xcalloc_(nx, sizeof *dx), *dw = xcalloc_(nw, sizeof *dw);
+        mpt_kernels_set_backward_pair(t == 0);
+        mpt_lmhead_backward_set(dx, dw, lo.f, x.f, w.f, N, C, V, ldo);
+        vs_ref_("dinp vs ref", dx, dxd, nx, GEMM_TOL);
+        vs_ref_("dw vs ref", dw, dwd, nw, GEMM_TOL);
+        free(dx), free(dw);
+    }
+    mpt_kernels_set_backward_pair(0); /* the default again */
+    free(dxd), free(dwd);
+    pair_free_(&x), pair_free_(&lo), pair_free_(&w);
+}
+
 static void test_gemm_threading_(size_t N, int C, int OC) {
     size_t nx = N * (size_t)C, ny = N * (size_t)OC, nw = (size_t)C * OC;
     pair_t x = pair_(nx, -1, 1), dy = pair_(ny, -1, 1), w = pair_(nw, -1, 1), b = pair_(OC, -1, 1);
-    float *y[2], *dx[2], *dw[2], *db[2];
-    for (int t = 0; t < 2; t++) {
+    float *y[3], *dx[3], *dw[3], *db[3];
+    for (int t = 0; t < 3; t++) { /* split, team with backward pairs, team without */
         mpt_kernels_set_gemm_threading(t == 0 ? MPT_GEMM_SPLIT : MPT_GEMM_TEAM);
+        mpt_kernels_set_backward_pair(t != 2);
         y[t] = xcalloc_(ny, sizeof(float)), dx[t] = xcalloc_(nx, sizeof(float));
         dw[t] = xcalloc_(nw, sizeof(float)), db[t] = xcalloc_(OC, sizeof(float));
         mpt_matmul_forward(y[t], x.f, w.f, b.f, N, C, OC);
@@ -352,11 +377,14 @@ static void test_gemm_threading_(size_t N, int C, int OC) {
     double *dwd = xcalloc_(nw, sizeof *dwd), *dbd = xcalloc_(OC, sizeof *dbd);
     ref_matmul_forward(yd, x.d, w.d, b.d, N, C, OC);
     ref_matmul_backward(dxd, dwd, dbd, dy.d, x.d, w.d, N, C, OC);
-    for (int t = 0; t < 2; t++) {
-        snprintf(case_, sizeof case_, "gemm %s N%zu C%d OC%d", t ? "team" : "split", N, C, OC);
+    mpt_kernels_set_backward_pair(0); /* the default again */
+    for (int t = 0; t < 3; t++) {
+        snprintf(case_, sizeof case_, "gemm %s N%zu C%d OC%d",
+                 t == 0 ? "split" : t == 1 ? "team" : "team, no pairs", N, C, OC);
         vs_ref_("fwd vs ref", y[t], yd, ny, GEMM_TOL);
         vs_ref_("dinp vs ref", dx[t], dxd, nx, GEMM_TOL);
         vs_ref_("dw vs ref", dw[t], dwd, nw, GEMM_TOL);
+        vs_ref_("dbias vs ref", db[t], dbd, (size_t)OC, GEMM_TOL);
     }
     /* c_fc + bias + GELU in one region (split) = the GEMM then mpt_bias_gelu_forward, exactly */
     mpt_kernels_set_gemm_threading(MPT_GEMM_SPLIT);
@@ -370,11 +398,14 @@ static void test_gemm_threading_(size_t N, int C, int OC) {
           "%s: fused c_fc + GELU differs from the two calls", case_);
     free(h1), free(o1), free(h2), free(o2);
     mpt_kernels_set_gemm_threading(MPT_GEMM_TEAM); /* the default again */
-    snprintf(case_, sizeof case_, "gemm split vs team N%zu C%d OC%d", N, C, OC);
-    vs_plain_("fwd", y[0], y[1], ny, GEMM_TOL);
-    vs_plain_("dinp", dx[0], dx[1], nx, GEMM_TOL);
-    vs_plain_("dw", dw[0], dw[1], nw, GEMM_TOL);
-    for (int t = 0; t < 2; t++) free(y[t]), free(dx[t]), free(dw[t]), free(db[t]);
+    for (int t = 1; t < 3; t++) {
+        snprintf(case_, sizeof case_, "gemm split vs team%s N%zu C%d OC%d",
+                 t == 2 ? " (no pairs)" : "", N, C, OC);
+        vs_plain_("fwd", y[0], y[t], ny, GEMM_TOL);
+        vs_plain_("dinp", dx[0], dx[t], nx, GEMM_TOL);
+        vs_plain_("dw", dw[0], dw[t], nw, GEMM_TOL);
+    }
+    for (int t = 0; t < 3; t++) free(y[t]), free(dx[t]), free(dw[t]), free(db[t]);
     free(yd), free(dxd), free(dwd), free(dbd);
     pair_free_(&x), pair_free_(&dy), pair_free_(&w), pair_free_(&b);
 }
@@ -400,5 +431,6 @@ int main(void) {
     test_gemm_threading_(256, 1536, 384); /* c_proj of the MLP: C taller than OC */
     test_gemm_threading_(300, 384, 770);  /* blocks not multiples of 8 rows or 16 columns */
     test_gemm_threading_(2048, 64, 1536); /* rows split: the c_fc GELU runs in the region */
+    test_lmhead_pair_(1024, 384, 256);    /* the byte head, half the bench model's rows */
     return check_finish();
 }

@@ -16,11 +16,14 @@
 
 static mpt_gemm_backend gemm_backend_ = MPT_GEMM_ONEDNN;
 static mpt_gemm_threading gemm_threading_ = MPT_GEMM_TEAM;
+static int backward_pair_ = 0;
 
 void mpt_kernels_set_gemm(mpt_gemm_backend b) { gemm_backend_ = b; }
 mpt_gemm_backend mpt_kernels_gemm(void) { return gemm_backend_; }
 void mpt_kernels_set_gemm_threading(mpt_gemm_threading t) { gemm_threading_ = t; }
 mpt_gemm_threading mpt_kernels_gemm_threading(void) { return gemm_threading_; }
+void mpt_kernels_set_backward_pair(int on) { backward_pair_ = on != 0; }
+int mpt_kernels_backward_pair(void) { return backward_pair_; }
 
 /* Row-major C(M,N) = alpha op(A) op(B) + beta C, ta/tb 'N' or 'T'. Called from one thread, or
  * from inside our own OpenMP loop (attention), where both libraries run single-threaded. */
@@ -359,9 +362,41 @@ void mpt_matmul_bias_gelu_forward(float *out, float *fch, const float *x, const 
     }
 }
 
+/* The pair (kernels.h, mpt_kernels_set_backward_pair): team threading, fp32, a team of
+ * exactly 2 threads, both GEMMs wanted and each worth a thread. */
+static int backward_pair_ok_(const float *dinp, const float *dw, size_t N, int C, int OC) {
+    return backward_pair_ && dinp && dw && gemm_threading_ == MPT_GEMM_TEAM &&
+           mpt_gemm_dtype() != MPT_BF16 && !omp_in_parallel() && omp_get_max_threads() == 2 &&
+           (double)N * (double)C * (double)OC >= GEMM_SPLIT_MIN_;
+}
+
 static void matmul_backward_(float *dinp, float beta_in, float *dw, float *dbias,
                              const float *dout, const float *inp, const float *w, size_t N, int C,
                              int OC) {
+    if (backward_pair_ok_(dinp, dw, N, C, OC)) {
+        /* Thread 0: dinp(N,C) = dout w^T; thread 1: dw(C,OC) += inp^T dout; the same FLOPs,
+         * each on one thread (sgemm_fp32_ inside a region), then each its half of dbias's
+         * columns (summed in row order, as below). No barrier: all three only read dout. */
+#pragma omp parallel num_threads(2)
+        {
+            int id = omp_thread_id_(), n = omp_threads_(); /* n 1: the runtime gave one */
+            if (id == 0)
+                sgemm_fp32_('N', 'T', N, (size_t)C, (size_t)OC, 1.0f, dout, (size_t)OC, w,
+                            (size_t)OC, beta_in, dinp, (size_t)C);
+            if (id == 1 || n == 1)
+                sgemm_fp32_('T', 'N', (size_t)C, (size_t)OC, N, 1.0f, inp, (size_t)C, dout,
+                            (size_t)OC, 1.0f, dw, (size_t)OC);
+            if (dbias) {
+                int b0 = id ? OC / 2 : 0, b1 = id || n == 1 ? OC : OC / 2;
+                for (size_t r = 0; r < N; r++) {
+                    const float *g = dout + r * OC;
+#pragma omp simd
+                    for (int i = b0; i < b1; i++) dbias[i] += g[i];
+                }
+            }
+        }
+        return;
+    }
     int nth = split_threads_(N, (size_t)C, (size_t)OC);
     if (nth && (!dw || split_threads_((size_t)C, (size_t)OC, N) == nth)) {
         /* One region, no barrier: each thread its block of dinp, its block of dw and its
@@ -425,6 +460,19 @@ void mpt_lmhead_forward(float *out, const float *inp, const float *w, size_t N, 
 
 static void lmhead_backward_(float *dinp, float beta_in, float *dw, const float *dout,
                              const float *inp, const float *w, size_t N, int C, int V, int ldo) {
+    if (backward_pair_ok_(dinp, dw, N, C, V)) { /* side by side, one thread each */
+#pragma omp parallel num_threads(2)
+        {
+            int id = omp_thread_id_(), n = omp_threads_(); /* n 1: the runtime gave one */
+            if (id == 0)
+                sgemm_fp32_('N', 'N', N, (size_t)C, (size_t)V, 1.0f, dout, (size_t)ldo, w,
+                            (size_t)C, beta_in, dinp, (size_t)C);
+            if (id == 1 || n == 1)
+                sgemm_fp32_('T', 'N', (size_t)V, (size_t)C, N, 1.0f, dout, (size_t)ldo, inp,
+                            (size_t)C, 1.0f, dw, (size_t)C);
+        }
+        return;
+    }
     if (dinp)
         gemm_('N', 'N', N, (size_t)C, (size_t)V, 1.0f, dout, (size_t)ldo, w, (size_t)C, beta_in,
                dinp, (size_t)C);

@@ -32,6 +32,16 @@ mpt_gemm_backend mpt_kernels_gemm(void);
 typedef enum mpt_gemm_threading { MPT_GEMM_SPLIT, MPT_GEMM_TEAM } mpt_gemm_threading;
 void mpt_kernels_set_gemm_threading(mpt_gemm_threading t);
 mpt_gemm_threading mpt_kernels_gemm_threading(void);
+/* Under MPT_GEMM_TEAM with a team of 2 threads, a linear layer's (and the head's) backward
+ * can run its two GEMMs side by side, one thread each (dinp = dout w^T on one, dw += inp^T
+ * dout on the other: the same FLOPs) in one region, instead of one after the other on the
+ * library's 2-thread split. Off by default: interleaved under load the busiest thread's CPU
+ * time was 0.99-1.06x the library's split per GEMM (bench_profile --ab-pair; dinp and dW run
+ * at different rates, so the pair is imbalanced by up to 5%); whether the region saved
+ * (2 fewer fork-joins per layer) shows at idle is for an idle run of --ab-pair to say.
+ * Process-wide; set before training. */
+void mpt_kernels_set_backward_pair(int on);
+int mpt_kernels_backward_pair(void);
 
 /* out(B,T,D) = wte[inp] + wpe[t]. inp (B,T) token ids < rows of wte. */
 void mpt_encoder_forward(float *out, const int32_t *inp, const float *wte, const float *wpe,
