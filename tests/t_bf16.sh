@@ -90,7 +90,14 @@ run cp2 2 "${B[@]}" --cp 2 && same cp2 ref 1e-3 && plan_is_peak cp2
 run tp2 2 "${B[@]}" --tp 2 && same tp2 ref 1e-3 && plan_is_peak tp2
 run sp2 2 "${B[@]}" --tp 2 --sp && same sp2 ref 1e-3 && plan_is_peak sp2
 # the bf16-stored activations under recompute (one block's slots refilled in backward) and the
-# split backward (W reads the bf16 inputs later): the same numbers as one bf16 rank
+# split backward (W reads the bf16 inputs later): the same numbers as one bf16 rank. zb-h1's W
+# pass sums attn.c_proj's bias gradient in the order of the unsplit backward's fused ln_2 pass
+# (mpt_colsum_add): it added each micro-batch's rows one by one into the gradient where the
+# fused pass adds their finished column sum, 2.6e-7 apart from the second micro-batch on, which
+# bf16's rounding of the next step's GEMM inputs turned into 1.21e-5 in the final weights under
+# ASan (limit 1e-5). pp2dp2z3 keeps its other fp32 order: each replica sums its 2 micro-batches'
+# gradients and the dp reduction adds the two sums, where one rank adds the 4 one by one; that is
+# dp's 1e-4 case above (pp2 alone = one rank within 3.4e-9 under ASan, with dp 2 1.30e-5 there)
 run rcfull 1 "${B[@]}" --recompute full && same rcfull ref && plan_is_peak rcfull
 run zbh1 2 "${B[@]}" --pp 2 --schedule zb-h1 --microbatches 4 && same zbh1 ref_m4 && plan_is_peak zbh1
 # interleaved chunks (views of one engine share the bf16 slot types): 4 blocks, pp 2 x v 2
