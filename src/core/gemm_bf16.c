@@ -140,7 +140,7 @@ const char *mpt_gemm_bf16_describe(void) {
 /* ---- the fallback GEMM ----------------------------------------------------------------------- */
 
 /* Batch invariance (gemm_bf16.h): every fp32 GEMM the fallback calls has the shape (MBLK, N, kt)
- * for one (N, K), one layout and one thread. K is cut into tiles of MPT_BF16_KTILE whatever the
+ * for one (N, K), both operands 'N' (rounded into that layout) and one thread. K is cut into tiles of MPT_BF16_KTILE whatever the
  * scratch (the last tile shorter); op(A)'s rows are cut into blocks of MPT_BF16_MBLK rows, the
  * last block padded with zero rows in the scratch and its C rows staged in the scratch; each
  * (block, tile) is one single-threaded call (the blocks run over the OpenMP threads, and both
@@ -172,17 +172,20 @@ typedef struct job_ {
     float *Bs, *As, *Cs; /* scratch: B tile, A blocks, a partial block's C rows */
 } job_;
 
-/* Rows [0, kt) of the B tile from K-row k0, rounded: 'N' as (kt, N), 'T' as (N, kt); row r of
- * the stored layout (rows: kt for 'N', N for 'T'). */
+/* Row r of the B tile from K-row k0, rounded into (kt, N) layout whatever tb ('N': row r is
+ * K-row k0 + r; 'T': r is a column, written strided), so every call is 'N','N' (a transposed
+ * B packed by oneDNN in every block's call ran at ~60% of the rate). */
 static void round_b_row_(const job_ *j, size_t k0, size_t kt, size_t r) {
-    if (j->tb == 'N')
+    if (j->tb == 'N') {
         round_span_(j->Bs + r * j->N, j->B + (k0 + r) * j->ldb, j->N);
-    else
-        round_span_(j->Bs + r * kt, j->B + r * j->ldb + k0, kt);
+        return;
+    }
+    const float *src = j->B + r * j->ldb + k0;
+    for (size_t k = 0; k < kt; k++) j->Bs[k * j->N + r] = mpt_bf16_round1(src[k]);
 }
 
-/* Block b of op(A)'s K-tile, rounded into its slot: 'N' as (MBLK, kt), 'T' as (kt, MBLK); rows
- * past M are zero. Returns the block's rows. */
+/* Block b of op(A)'s K-tile, rounded into its slot as (MBLK, kt) whatever ta; rows past M are
+ * zero. Returns the block's rows. */
 static size_t round_a_block_(const job_ *j, size_t b, size_t k0, size_t kt) {
     const size_t mb = MPT_BF16_MBLK;
     size_t r0 = b * mb, m = j->M - r0 < mb ? j->M - r0 : mb;
@@ -190,11 +193,12 @@ static size_t round_a_block_(const job_ *j, size_t b, size_t k0, size_t kt) {
     if (j->ta == 'N') {
         for (size_t r = 0; r < m; r++) round_span_(dst + r * kt, j->A + (r0 + r) * j->lda + k0, kt);
         if (m < mb) memset(dst + m * kt, 0, (mb - m) * kt * sizeof *dst);
-    } else {
+    } else { /* transposed into (MBLK, kt) too */
         for (size_t k = 0; k < kt; k++) {
-            round_span_(dst + k * mb, j->A + (k0 + k) * j->lda + r0, m);
-            if (m < mb) memset(dst + k * mb + m, 0, (mb - m) * sizeof *dst);
+            const float *src = j->A + (k0 + k) * j->lda + r0;
+            for (size_t r = 0; r < m; r++) dst[r * kt + k] = mpt_bf16_round1(src[r]);
         }
+        if (m < mb) memset(dst + m * kt, 0, (mb - m) * kt * sizeof *dst);
     }
     return m;
 }
@@ -204,11 +208,11 @@ static size_t round_a_block_(const job_ *j, size_t b, size_t k0, size_t kt) {
 static void block_gemm_(const job_ *j, size_t b, size_t k0, size_t kt) {
     const size_t mb = MPT_BF16_MBLK;
     size_t m = round_a_block_(j, b, k0, kt), r0 = b * mb;
-    size_t la = j->ta == 'N' ? kt : mb, lb = j->tb == 'N' ? j->N : kt;
+    size_t la = kt, lb = j->N;
     float beta = k0 == 0 ? j->beta : 1.0f, *C = j->C + r0 * j->ldc;
     const float *Ab = j->As + b * mb * kt;
     if (m == mb) {
-        j->sgemm(j->ta, j->tb, mb, j->N, kt, j->alpha, Ab, la, j->Bs, lb, beta, C, j->ldc);
+        j->sgemm('N', 'N', mb, j->N, kt, j->alpha, Ab, la, j->Bs, lb, beta, C, j->ldc);
         return;
     }
     for (size_t r = 0; r < mb; r++) {
@@ -216,7 +220,7 @@ static void block_gemm_(const job_ *j, size_t b, size_t k0, size_t kt) {
         if (r < m && beta != 0.0f) memcpy(cs, C + r * j->ldc, j->N * sizeof *cs);
         else memset(cs, 0, j->N * sizeof *cs);
     }
-    j->sgemm(j->ta, j->tb, mb, j->N, kt, j->alpha, Ab, la, j->Bs, lb, beta, j->Cs, j->N);
+    j->sgemm('N', 'N', mb, j->N, kt, j->alpha, Ab, la, j->Bs, lb, beta, j->Cs, j->N);
     for (size_t r = 0; r < m; r++) memcpy(C + r * j->ldc, j->Cs + r * j->N, j->N * sizeof *C);
 }
 
