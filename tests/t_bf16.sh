@@ -90,7 +90,14 @@ run cp2 2 "${B[@]}" --cp 2 && same cp2 ref 1e-3 && plan_is_peak cp2
 run tp2 2 "${B[@]}" --tp 2 && same tp2 ref 1e-3 && plan_is_peak tp2
 run sp2 2 "${B[@]}" --tp 2 --sp && same sp2 ref 1e-3 && plan_is_peak sp2
 # the bf16-stored activations under recompute (one block's slots refilled in backward) and the
-# split backward (W reads the bf16 inputs later): the same numbers as one bf16 rank
+# split backward (W reads the bf16 inputs later): the same numbers as one bf16 rank. zb-h1's W
+# pass sums attn.c_proj's bias gradient in the order of the unsplit backward's fused ln_2 pass
+# (mpt_colsum_add): it added each micro-batch's rows one by one into the gradient where the
+# fused pass adds their finished column sum, 2.6e-7 apart from the second micro-batch on, which
+# bf16's rounding of the next step's GEMM inputs turned into 1.21e-5 in the final weights under
+# ASan (limit 1e-5). pp2dp2z3 keeps its other fp32 order: each replica sums its 2 micro-batches'
+# gradients and the dp reduction adds the two sums, where one rank adds the 4 one by one; that is
+# dp's 1e-4 case above (pp2 alone = one rank within 3.4e-9 under ASan, with dp 2 1.30e-5 there)
 run rcfull 1 "${B[@]}" --recompute full && same rcfull ref && plan_is_peak rcfull
 run zbh1 2 "${B[@]}" --pp 2 --schedule zb-h1 --microbatches 4 && same zbh1 ref_m4 && plan_is_peak zbh1
 # interleaved chunks (views of one engine share the bf16 slot types): 4 blocks, pp 2 x v 2
@@ -173,32 +180,23 @@ act_drop drop_tp2sp 2 1 "${BIG[@]}" --tp 2 --sp
 #    elements (measured: 4.2e-5, worst tensor 2.6e-3)
 EPM=(--layers 3 --d-model 32 --heads 2 --seq-len 16 --experts 4 --top-k 2 --moe-every 2
      --lr-schedule constant "${B[@]}")
-#    Under ASan + UBSan (make test-asan) this case fails, 2.18e-4, and it is not a memory error:
-#    the equality rests on no fp32 value that bf16 rounds sitting within its fp32 noise of a
-#    bf16 midpoint, and the GEMM libraries' rows depend on their row count M (oneDNN 2.6 and
-#    OpenBLAS both give other last bits for some rows at M 3, 50 or 67 than at M 256; an expert
-#    gets one micro-batch's rows on one rank, both replicas' under ep). The ASan build's own
-#    kernels round differently from the normal build's (its one-rank step-1 gradients differ
-#    from the normal build's by 6e-4), and there one element of the gradient entering block 0's
-#    attn.c_proj lands on a midpoint: that weight's gradient differs in output column 13 only,
-#    all 32 rows, each by exactly a bf16 number times a power of two (one bf16 step of that
-#    element times the bf16 input), while the fp32 bias gradient of column 13 is identical; what
-#    follows it (attn.c_attn, ln_1, the embeddings) moves by up to 2.2e-4. Deterministic from
-#    run to run, no sanitizer report. (pp2dp2z3 and zbh1 above also end 1.29e-5 apart in their
-#    final weights under ASan, limit 1e-5; losses and step-1 gradients within 7.4e-7: likely
-#    the same kind of flip, not analysed.) t_bf16 stays out of CI's ASan run.
-#    Why no coarse grid makes it exact (2026-11-30, fifth session): a bf16 GEMM's K-sum is exact
-#    in fp32, whatever its order, only when its products (16 significant bits each) fit one
-#    24-bit window: operands whose exponents span at most (8 - log2 K) / 2 octaves, one octave
-#    at K = 32, none at K = 256. Here the operands are LayerNorm outputs, attention and router
-#    softmax weights, GELU outputs and AdamW-updated weights: each leaves any grid at its first
-#    operation, so initial weights and tokens drawn on a grid change nothing past the first
-#    LayerNorm. An order-independent check as strict as 1e-5 would have to know which fp32
-#    operands sat within their rounding noise of a bf16 midpoint, which only the GEMM sees.
-#    The ep case would need GEMM rows that do not depend on the row count M (a library change
-#    in core/gemm_bf16.c's fallback), and pp2dp2z3 / zbh1 still add their fp32 gradients in
-#    another order than one rank (a reduction across replicas, W passes apart): both beyond
-#    what this script can construct.
+#    Under ASan + UBSan (make test-asan) this case failed, 2.18e-4, not a memory error: the GEMM
+#    libraries' rows depended on their row count M (oneDNN 2.6 and OpenBLAS both gave other last
+#    bits for some rows at M 3, 50 or 67 than at M 256; an expert gets one micro-batch's rows on
+#    one rank, both replicas' under ep), and in the ASan build one element of the gradient
+#    entering block 0's attn.c_proj sat on a bf16 midpoint: that weight's gradient moved in
+#    output column 13 by exactly one bf16 step, everything upstream by up to 2.2e-4. Since
+#    2026-11-30 (sixth session) the bf16 GEMM's rows are batch-invariant (core/gemm_bf16.c: fixed
+#    48-row blocks and 256-wide K-tiles, each one single-threaded oneDNN call of one shape;
+#    test_bf16 checks it bitwise), and under ASan this case gives step-1 gradients within
+#    2.6e-7, equal losses, final weights 3.9e-8 (normal build: 2.9e-7, equal, 4.6e-8). The
+#    weights' 1e-4 stays: the expert weight gradients still add the replicas' rows in one GEMM
+#    where one rank adds two micro-batches' products (an fp32 order, as dp's).
+#    Why no coarse grid makes such cases exact (fifth session): a bf16 GEMM's K-sum is exact in
+#    fp32, whatever its order, only when its products (16 significant bits each) fit one 24-bit
+#    window: operands whose exponents span at most (8 - log2 K) / 2 octaves, one octave at
+#    K = 32, none at K = 256; LayerNorm, the softmaxes, GELU and AdamW leave any grid at their
+#    first operation.
 run moe_ref 1 "${EPM[@]}" --microbatches 2 && run moe_ep2 2 "${EPM[@]}" --dp 2 --ep 2 \
   && same moe_ep2 moe_ref 1e-5 1e-4 && plan_is_peak moe_ep2
 

@@ -9,7 +9,15 @@
  *   3. on random normal inputs the bf16 GEMM stays within bf16's error bound of the fp32 GEMM:
  *      |C_bf16 - C_f32| <= 2^-8 sum_k |a_ik b_kj| + fp32 slack, element by element, and within
  *      fp32 accumulation error of the double model of the rounded inputs;
- *   4. mpt_matmul_* and mpt_lmhead_* in bf16 mode are those GEMMs (exact inputs, exact result).
+ *   4. mpt_matmul_* and mpt_lmhead_* in bf16 mode are those GEMMs (exact inputs, exact result);
+ *   5. batch invariance: with oneDNN's sgemm (the fallback's library), a row of C is bit-identical
+ *      whatever the row count M (1, 3, 7, 50, 67, 256, 1000), its position in a row block (every
+ *      offset 0..MBLK-1 for the small M), 1 or 2 threads, the scratch or none, and called
+ *      alone or by two threads of a parallel region at once (MoE experts), for every
+ *      transposition and K within, at and past a K-tile. The same rows on OpenBLAS are counted
+ *      and printed, not checked: its kernel rounds by a row's position in its tile. Checking
+ *      builds (check_small) take every 5th block position (23rd at M >= 256), no OpenBLAS.
+ *      (Unlike the cases above, the operands here are random normal: fp32 sums round.)
  */
 #include "check.h"
 #include "core/gemm_bf16.h"
@@ -22,6 +30,8 @@
 #include <string.h>
 
 #include <cblas.h>
+#include <omp.h>
+#include <oneapi/dnnl/dnnl.h>
 
 static uint32_t bits_(float x) { uint32_t u; memcpy(&u, &x, 4); return u; }
 static float float_(uint32_t u) { float x; memcpy(&x, &u, 4); return x; }
@@ -240,6 +250,85 @@ static void test_layers_(void) {
     free(lo); free(hx); free(hw);
 }
 
+static void sgemm_dnnl_(char ta, char tb, size_t M, size_t N, size_t K, float alpha,
+                        const float *A, size_t lda, const float *B, size_t ldb, float beta,
+                        float *C, size_t ldc) {
+    dnnl_sgemm(ta, tb, (dnnl_dim_t)M, (dnnl_dim_t)N, (dnnl_dim_t)K, alpha, A, (dnnl_dim_t)lda, B,
+               (dnnl_dim_t)ldb, beta, C, (dnnl_dim_t)ldc);
+}
+
+/* Rows [o, o + m) of op(A) times op(B) into C's rows [o, o + m): op(A) of R rows is stored
+ * (R, lda) for 'N', (K, lda) for 'T'. */
+static void rows_(mpt_sgemm_fn f, char ta, char tb, size_t o, size_t m, size_t N, size_t K,
+                  const float *A, size_t lda, const float *B, size_t ldb, float *C, size_t ldc) {
+    mpt_gemm_bf16(f, ta, tb, m, N, K, 1.0f, ta == 'N' ? A + o * lda : A + o, lda, B, ldb, 0.5f,
+                  C + o * ldc, ldc);
+}
+
+/* 5: returns the rows (of those compared) that differ from the one-call reference. */
+static size_t invariance_case_(mpt_sgemm_fn f, char ta, char tb, size_t N, size_t K, size_t *rows) {
+    const size_t MB = MPT_BF16_MBLK, R = 1000 + MB, Ms[] = {1, 3, 7, 50, 67, 256, 1000};
+    size_t lda = (ta == 'N' ? K : R) + 1, ldb = (tb == 'N' ? N : K) + 2, ldc = N + 3;
+    size_t na = (ta == 'N' ? R : K) * lda, nb = (tb == 'N' ? K : N) * ldb, wsn = mpt_gemm_bf16_workspace(R, N);
+    float *A = malloc(na * 4), *B = malloc(nb * 4), *C0 = malloc(R * ldc * 4);
+    float *ref = malloc(R * ldc * 4), *C = malloc(R * ldc * 4), *ws = malloc(wsn * 4);
+    for (size_t i = 0; i < na; i++) A[i] = normal_();
+    for (size_t i = 0; i < nb; i++) B[i] = normal_();
+    for (size_t i = 0; i < R * ldc; i++) C0[i] = normal_();
+    memcpy(ref, C0, R * ldc * 4);
+    mpt_gemm_bf16_set_workspace(NULL, 0); /* the reference: one call, no scratch, 2 threads */
+    omp_set_num_threads(2);
+    rows_(f, ta, tb, 0, R, N, K, A, lda, B, ldb, ref, ldc);
+    mpt_gemm_bf16_set_workspace(ws, wsn);
+    size_t bad = 0, n = 0;
+    for (size_t mi = 0; mi < sizeof Ms / sizeof *Ms; mi++) {
+        size_t m = Ms[mi], step = check_small() ? (m >= 256 ? 23 : 5) : m >= 256 ? 9 : 1;
+        for (size_t o = 0; o + m <= R && o < MB; o += step) {
+            memcpy(C, C0, R * ldc * 4);
+            omp_set_num_threads(1 + (int)(o % 2));
+            if (o % 3 == 2 && m > 1) { /* two threads of a region at once, a part each */
+                size_t h = m / 2;
+#pragma omp parallel num_threads(2)
+                {
+                    int t = omp_get_thread_num();
+                    rows_(f, ta, tb, t ? o + h : o, t ? m - h : h, N, K, A, lda, B, ldb, C, ldc);
+                }
+            } else {
+                rows_(f, ta, tb, o, m, N, K, A, lda, B, ldb, C, ldc);
+            }
+            for (size_t i = o; i < o + m; i++, n++) bad += memcmp(C + i * ldc, ref + i * ldc, N * 4) != 0;
+        }
+    }
+    omp_set_num_threads(2);
+    mpt_gemm_bf16_set_workspace(NULL, 0);
+    free(A); free(B); free(C0); free(ref); free(C); free(ws);
+    *rows = n;
+    return bad;
+}
+
+static void test_invariance_(void) {
+    const size_t shapes[][2] = {{37, 45}, {96, 256}, {64, 300}}; /* (N, K) */
+    const char t[2] = {'N', 'T'};
+    for (int lib = 0; lib < 2 - check_small(); lib++) { /* OpenBLAS: one shape, printed */
+        size_t bad = 0, rows = 0;
+        for (size_t s = 0; s < (lib ? 1 : sizeof shapes / sizeof *shapes); s++)
+            for (int a = 0; a < 2; a++)
+                for (int b = 0; b < 2; b++) {
+                    size_t n, d = invariance_case_(lib ? sgemm_blas_ : sgemm_dnnl_, t[a], t[b],
+                                                   shapes[s][0], shapes[s][1], &n);
+                    if (d && !lib)
+                        fprintf(stderr, "%c%c N=%zu K=%zu: %zu of %zu rows differ\n", t[a], t[b],
+                                shapes[s][0], shapes[s][1], d, n);
+                    bad += d, rows += n;
+                }
+        if (!lib)
+            CHECK(bad == 0, "oneDNN: %zu of %zu rows differ from one call of all rows", bad, rows);
+        printf("batch invariance, %s: %zu of %zu rows (M 1..1000, every block position, 1-2 "
+               "threads, alone or two at once) differ from one call of all rows%s\n",
+               lib ? "OpenBLAS" : "oneDNN", bad, rows, lib ? " (counted, not checked)" : "");
+    }
+}
+
 int main(void) {
     printf("bf16 GEMMs here: %s\n", mpt_gemm_bf16_describe());
     test_rounding_();
@@ -253,5 +342,6 @@ int main(void) {
             gemm_case_(t[a], t[b], 40, 31, 513, 0, mpt_gemm_bf16_workspace(40, 31), 0);
         }
     test_layers_();
+    test_invariance_();
     return check_finish();
 }

@@ -1,9 +1,11 @@
 /* gemm_bf16.c — bf16 conversions (round to nearest even) and the bf16 GEMM with fp32
  * accumulation (see gemm_bf16.h): the path chosen from the CPU's flags, and the fallback that
- * rounds K-tiles of the operands into a scratch and calls the fp32 GEMM. */
+ * rounds K-tiles of the operands into a scratch and calls the fp32 GEMM on fixed-size row blocks
+ * (batch-invariant rows). */
 #include "core/gemm_bf16.h"
 
 #include <cpuid.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -137,32 +139,107 @@ const char *mpt_gemm_bf16_describe(void) {
 
 /* ---- the fallback GEMM ----------------------------------------------------------------------- */
 
+/* Batch invariance (gemm_bf16.h): every fp32 GEMM the fallback calls has the shape (MBLK, N, kt)
+ * for one (N, K), both operands 'N' (rounded into that layout) and one thread. K is cut into tiles of MPT_BF16_KTILE whatever the
+ * scratch (the last tile shorter); op(A)'s rows are cut into blocks of MPT_BF16_MBLK rows, the
+ * last block padded with zero rows in the scratch and its C rows staged in the scratch; each
+ * (block, tile) is one single-threaded call (the blocks run over the OpenMP threads, and both
+ * libraries run one thread inside a parallel region). So a row of C sees the same call whatever
+ * M, the thread count, or which rows surround it. Measured (tests/test_bf16.c): oneDNN 2.6's
+ * rows are then bit-identical at every position of a block and every M; OpenBLAS 0.3.21's are
+ * not (its Zen kernel gives the rows at positions 6-11 of each 12 other last bits than 0-5). */
+
 size_t mpt_gemm_bf16_workspace(size_t max_rows, size_t max_cols) {
-    return (max_rows + max_cols) * MPT_BF16_KTILE;
+    size_t s = max_rows + max_cols;
+    return (s + MPT_BF16_MBLK) * MPT_BF16_KTILE + MPT_BF16_MBLK * s;
 }
 
-/* rows strided spans of len values: dst + r*dld = round(src + r*sld), r < rows */
-typedef struct spans_ {
-    float *dst;
-    const float *src;
-    size_t dld, sld, len, rows;
-} spans_;
+/* Scratch floats of one GEMM: the B tile (kt x N), op(A)'s tile in whole blocks, the staged C
+ * rows of a partial last block (MBLK x N). */
+static size_t need_(size_t M, size_t N, size_t kt) {
+    size_t blocks = (M + MPT_BF16_MBLK - 1) / MPT_BF16_MBLK;
+    return N * kt + blocks * MPT_BF16_MBLK * kt + MPT_BF16_MBLK * N;
+}
 
-/* Rounds both operands' tiles in one OpenMP region (a region costs more than a small tile). */
-static void round_tiles_(const spans_ *a, const spans_ *b) {
-    size_t n = a->rows + b->rows;
-    if ((a->rows * a->len + b->rows * b->len) < 2 * PAR_MIN_) {
-        for (size_t r = 0; r < a->rows; r++)
-            round_span_(a->dst + r * a->dld, a->src + r * a->sld, a->len);
-        for (size_t r = 0; r < b->rows; r++)
-            round_span_(b->dst + r * b->dld, b->src + r * b->sld, b->len);
+/* One GEMM's operands and scratch. */
+typedef struct job_ {
+    mpt_sgemm_fn sgemm;
+    char ta, tb;
+    size_t M, N, K, lda, ldb, ldc;
+    float alpha, beta;
+    const float *A, *B;
+    float *C;
+    float *Bs, *As, *Cs; /* scratch: B tile, A blocks, a partial block's C rows */
+} job_;
+
+/* Row r of the B tile from K-row k0, rounded into (kt, N) layout whatever tb ('N': row r is
+ * K-row k0 + r; 'T': r is a column, written strided), so every call is 'N','N' (a transposed
+ * B packed by oneDNN in every block's call ran at ~60% of the rate). */
+static void round_b_row_(const job_ *j, size_t k0, size_t kt, size_t r) {
+    if (j->tb == 'N') {
+        round_span_(j->Bs + r * j->N, j->B + (k0 + r) * j->ldb, j->N);
         return;
     }
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        const spans_ *s = i < a->rows ? a : b;
-        size_t r = i < a->rows ? i : i - a->rows;
-        round_span_(s->dst + r * s->dld, s->src + r * s->sld, s->len);
+    const float *src = j->B + r * j->ldb + k0;
+    for (size_t k = 0; k < kt; k++) j->Bs[k * j->N + r] = mpt_bf16_round1(src[k]);
+}
+
+/* Block b of op(A)'s K-tile, rounded into its slot as (MBLK, kt) whatever ta; rows past M are
+ * zero. Returns the block's rows. */
+static size_t round_a_block_(const job_ *j, size_t b, size_t k0, size_t kt) {
+    const size_t mb = MPT_BF16_MBLK;
+    size_t r0 = b * mb, m = j->M - r0 < mb ? j->M - r0 : mb;
+    float *dst = j->As + b * mb * kt;
+    if (j->ta == 'N') {
+        for (size_t r = 0; r < m; r++) round_span_(dst + r * kt, j->A + (r0 + r) * j->lda + k0, kt);
+        if (m < mb) memset(dst + m * kt, 0, (mb - m) * kt * sizeof *dst);
+    } else { /* transposed into (MBLK, kt) too */
+        for (size_t k = 0; k < kt; k++) {
+            const float *src = j->A + (k0 + k) * j->lda + r0;
+            for (size_t r = 0; r < m; r++) dst[r * kt + k] = mpt_bf16_round1(src[r]);
+        }
+        if (m < mb) memset(dst + m * kt, 0, (mb - m) * kt * sizeof *dst);
+    }
+    return m;
+}
+
+/* Block b of the K-tile at k0: C rows [b MBLK, +m) (+)= alpha op(A) op(B), one sgemm of
+ * MBLK rows; a partial block through the staged rows Cs. */
+static void block_gemm_(const job_ *j, size_t b, size_t k0, size_t kt) {
+    const size_t mb = MPT_BF16_MBLK;
+    size_t m = round_a_block_(j, b, k0, kt), r0 = b * mb;
+    size_t la = kt, lb = j->N;
+    float beta = k0 == 0 ? j->beta : 1.0f, *C = j->C + r0 * j->ldc;
+    const float *Ab = j->As + b * mb * kt;
+    if (m == mb) {
+        j->sgemm('N', 'N', mb, j->N, kt, j->alpha, Ab, la, j->Bs, lb, beta, C, j->ldc);
+        return;
+    }
+    for (size_t r = 0; r < mb; r++) {
+        float *cs = j->Cs + r * j->N;
+        if (r < m && beta != 0.0f) memcpy(cs, C + r * j->ldc, j->N * sizeof *cs);
+        else memset(cs, 0, j->N * sizeof *cs);
+    }
+    j->sgemm('N', 'N', mb, j->N, kt, j->alpha, Ab, la, j->Bs, lb, beta, j->Cs, j->N);
+    for (size_t r = 0; r < m; r++) memcpy(C + r * j->ldc, j->Cs + r * j->N, j->N * sizeof *C);
+}
+
+/* All K-tiles: the B tile rounded over the threads, then the blocks over the threads (one
+ * region per tile; one thread inside a parallel region already). */
+static void run_tiles_(const job_ *j) {
+    size_t blocks = (j->M + MPT_BF16_MBLK - 1) / MPT_BF16_MBLK;
+    int nth = omp_in_parallel() ? 1 : omp_get_max_threads();
+    for (size_t k0 = 0; k0 < j->K; k0 += MPT_BF16_KTILE) {
+        size_t kt = j->K - k0 < MPT_BF16_KTILE ? j->K - k0 : MPT_BF16_KTILE;
+        size_t brows = j->tb == 'N' ? kt : j->N;
+        int team = nth > 1 && (blocks > 1 || brows * (j->N + kt) >= 2 * PAR_MIN_) ? nth : 1;
+#pragma omp parallel num_threads(team) if (team > 1)
+        {
+#pragma omp for schedule(static)
+            for (size_t r = 0; r < brows; r++) round_b_row_(j, k0, kt, r);
+#pragma omp for schedule(static)
+            for (size_t b = 0; b < blocks; b++) block_gemm_(j, b, k0, kt);
+        }
     }
 }
 
@@ -174,43 +251,26 @@ void mpt_gemm_bf16(mpt_sgemm_fn sgemm, char ta, char tb, size_t M, size_t N, siz
         sgemm(ta, tb, M, N, 0, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
-    size_t per_k = M + N, want = per_k * (K < MPT_BF16_KTILE ? K : MPT_BF16_KTILE);
+    size_t want = need_(M, N, K < MPT_BF16_KTILE ? K : MPT_BF16_KTILE);
     float *ws = ws_, *own = NULL;
     size_t n = ws_n_;
-    if (n < per_k) { /* no usable scratch: a temporary of a full tile */
+    if (omp_in_parallel() && omp_get_num_threads() > 1) { /* concurrent GEMMs (MoE experts):
+                                                            * one slice of the scratch each */
+        n = n / (size_t)omp_get_num_threads() / 16 * 16;
+        ws = ws ? ws + (size_t)omp_get_thread_num() * n : NULL;
+    }
+    if (!ws || n < want) { /* no usable scratch: a temporary */
         own = malloc(want * sizeof *own);
         if (!own) { /* cannot round: leave C as an fp32 GEMM would (never silently skip) */
             sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
             return;
         }
         ws = own;
-        n = want;
     }
-    size_t kt_max = n / per_k;
-    if (kt_max > MPT_BF16_KTILE) kt_max = MPT_BF16_KTILE;
-    float *As = ws, *Bs = ws + M * kt_max;
-    for (size_t k0 = 0; k0 < K; k0 += kt_max) {
-        size_t kt = K - k0 < kt_max ? K - k0 : kt_max;
-        size_t la, lb;
-        spans_ sa, sb;
-        /* op(A) is (M, K): 'N' stores it (M, lda), 'T' stores its transpose (K, lda) */
-        if (ta == 'N') {
-            sa = (spans_){As, A + k0, kt, lda, kt, M};
-            la = kt;
-        } else {
-            sa = (spans_){As, A + k0 * lda, M, lda, M, kt};
-            la = M;
-        }
-        /* op(B) is (K, N): 'N' stores it (K, ldb), 'T' stores its transpose (N, ldb) */
-        if (tb == 'N') {
-            sb = (spans_){Bs, B + k0 * ldb, N, ldb, N, kt};
-            lb = N;
-        } else {
-            sb = (spans_){Bs, B + k0, kt, ldb, kt, N};
-            lb = kt;
-        }
-        round_tiles_(&sa, &sb);
-        sgemm(ta, tb, M, N, kt, alpha, As, la, Bs, lb, k0 == 0 ? beta : 1.0f, C, ldc);
-    }
+    size_t kt = K < MPT_BF16_KTILE ? K : MPT_BF16_KTILE;
+    size_t blocks = (M + MPT_BF16_MBLK - 1) / MPT_BF16_MBLK;
+    job_ j = {sgemm, ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, A, B, C,
+              ws, ws + N * kt, ws + N * kt + blocks * MPT_BF16_MBLK * kt};
+    run_tiles_(&j);
     free(own);
 }

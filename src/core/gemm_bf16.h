@@ -14,7 +14,8 @@
  *   mpt_gemm_set_dtype(MPT_BF16);             // process-wide, before training
  *   mpt_gemm_bf16_set_workspace(ws, n);       // from the arena, n >= mpt_gemm_bf16_workspace(...)
  *   mpt_matmul_forward(...)                   // core/kernels.h: now a bf16 GEMM
- * Threading: call from one thread; the conversions and GEMMs parallelise internally. */
+ * Threading: call from one thread (the conversions and GEMMs parallelise internally), or from
+ * the threads of a parallel region at once (each runs its GEMM on one thread). */
 #ifndef MPT_GEMM_BF16_H
 #define MPT_GEMM_BF16_H
 
@@ -51,16 +52,24 @@ int mpt_cpu_has_bf16(void);
  * CPU with them "fp32 fallback; this CPU has avx512_bf16 (amx_bf16), not used yet". Static. */
 const char *mpt_gemm_bf16_describe(void);
 
-/* K-tile of the fallback: the scratch holds (rows of op(A) + columns of op(B)) x tile values. */
+/* The fallback's fixed shapes: K in tiles of KTILE (the last one shorter), op(A)'s rows in
+ * blocks of MBLK (the last one padded). Every fp32 GEMM it calls is (MBLK, N, kt), single
+ * threaded, so with oneDNN's sgemm a row of C is bit-identical whatever M, the thread count and
+ * the rows around it ("batch-invariant": the same row gives the same bits alone, in a MoE
+ * expert's micro-batch or in both replicas' rows under ep). OpenBLAS's rows are not (its kernel
+ * rounds by a row's position in its tile; tests/test_bf16.c measures both). */
 #define MPT_BF16_KTILE 256
-/* Scratch floats that let every GEMM with M + N <= max_rows + max_cols run with full K-tiles.
+#define MPT_BF16_MBLK 48
+/* Scratch floats that let every GEMM with M + N <= max_rows + max_cols run in the scratch: the
+ * B tile (KTILE x N), op(A)'s tile in whole blocks, one block of staged C rows (MBLK x N).
  * For a model: max_rows = max(tokens N, D) (every weight has D, or its tp share, on one side,
  * so a weight gradient's M + N is at most D + its other side) and max_cols = the widest
  * weight side (3D/tp, F/tp, vocabulary rows). */
 size_t mpt_gemm_bf16_workspace(size_t max_rows, size_t max_cols);
-/* The fallback's scratch (not owned; the caller keeps it alive while GEMMs run). With a scratch
- * too small for one K-column of a GEMM (or none: unit tests, inference), that GEMM mallocs a
- * temporary of mpt_gemm_bf16_workspace's size instead. */
+/* The fallback's scratch (not owned; the caller keeps it alive while GEMMs run). A GEMM that
+ * does not fit (or none set: unit tests, inference) mallocs a temporary of its own size; the
+ * K-tiles and row blocks stay the same, so the results do not depend on the scratch. Called
+ * from inside a parallel region (MoE experts' tasks), each thread uses its 1/threads slice. */
 void mpt_gemm_bf16_set_workspace(float *ws, size_t n);
 
 /* The fp32 GEMM the fallback calls: row-major C(M,N) = alpha op(A) op(B) + beta C. */

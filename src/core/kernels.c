@@ -307,6 +307,35 @@ void mpt_layernorm_backward_colsum(float *dinp, float *dw, float *db, float *dco
     layernorm_backward_(dinp, dw, db, dcol, dout, inp, w, mean, rstd, N, C);
 }
 
+/* dcol (C) += the column sums of x (N, C), summed as layernorm_backward_ sums dcol (the same
+ * row slots, each from zero in row order, added in slot order; the serial form past
+ * LN_STACK_C_), so a split backward's bias gradient has the fused pass's bits. */
+void mpt_colsum_add(float *dcol, const float *x, size_t N, int C) {
+    int nslots = omp_get_max_threads();
+    if (nslots > LN_MAX_SLOTS_) nslots = LN_MAX_SLOTS_;
+    if (C > LN_STACK_C_) nslots = 0;
+    const float *slot[LN_MAX_SLOTS_];
+#pragma omp parallel num_threads(nslots > 1 ? nslots : 1)
+    {
+        int id = omp_thread_id_(), nth = omp_threads_();
+        float mine[nslots ? C + 1 : 1];
+        if (nslots) memset(mine, 0, (size_t)C * sizeof *mine);
+        float *pdc = nslots ? mine : dcol;
+        size_t r0 = N * (size_t)id / (size_t)nth, r1 = N * (size_t)(id + 1) / (size_t)nth;
+        for (size_t r = r0; r < r1; r++) {
+#pragma omp simd
+            for (int i = 0; i < C; i++) pdc[i] += x[r * C + i];
+        }
+        if (nslots) {
+            slot[id] = mine;
+#pragma omp barrier
+#pragma omp for schedule(static)
+            for (int i = 0; i < C; i++)
+                for (int t = 0; t < nth; t++) dcol[i] += slot[t][i];
+        }
+    }
+}
+
 /* ---- matmul --------------------------------------------------------------------------------- */
 
 void mpt_matmul_forward(float *out, const float *inp, const float *w, const float *bias,

@@ -53,6 +53,9 @@ void mpt_bias_residual_forward(float *res, const float *a, const float *y, const
 void mpt_layernorm_backward_colsum(float *dinp, float *dw, float *db, float *dcol,
                                    const float *dout, const float *inp, const float *w,
                                    const float *mean, const float *rstd, size_t N, int C);
+/* dcol (C) += the column sums of x (N, C) in mpt_layernorm_backward_colsum's order: the split
+ * backward's W pass sums attn.c_proj's bias gradient with it, bit for bit as unsplit. */
+void mpt_colsum_add(float *dcol, const float *x, size_t N, int C);
 
 void mpt_residual_layernorm_forward(float *res, float *out, float *mean, float *rstd,
                                     const float *a, const float *y, const float *bias,

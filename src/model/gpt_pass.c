@@ -641,9 +641,11 @@ mpt_status mpt_gpt_backward_weights(mpt_gpt *m, int B, int T, mpt_error *err) {
             mpt_matmul_backward(NULL, G_(m, l, MPT_FC_W), G_(m, l, MPT_FC_B),
                                 stash_(m, MPT_ACT_DY_FC, l), x, NULL, N, D, Fl);
         }
-        mpt_matmul_backward(NULL, G_(m, l, MPT_ATTPROJ_W), G_(m, l, MPT_ATTPROJ_B),
+        /* without sp, its bias in the unsplit backward's order (fused in ln_2's pass) */
+        mpt_matmul_backward(NULL, G_(m, l, MPT_ATTPROJ_W), m->sp ? G_(m, l, MPT_ATTPROJ_B) : NULL,
                             stash_(m, MPT_ACT_DY_ATTPROJ, l), saved_(m, MPT_ACT_ATTY, l, N * Dl),
                             NULL, N, Dl, D);
+        if (!m->sp) mpt_colsum_add(G_(m, l, MPT_ATTPROJ_B), stash_(m, MPT_ACT_DY_ATTPROJ, l), N, D);
         TRY_(all_rows_(m, saved_(m, MPT_ACT_LN1, l, Nl * D), Nl, &x, err));
         mpt_matmul_backward(NULL, G_(m, l, MPT_QKV_W), G_(m, l, MPT_QKV_B),
                             stash_(m, MPT_ACT_DY_QKV, l), x, NULL, N, D, 3 * Dl);
