@@ -79,7 +79,8 @@ run ref_m4 1 "${B[@]}" --microbatches 4
 # rounding boundary (measured after 5 steps: 1.1e-5).
 for z in 0 1 2 3; do run dp2z$z 2 "${B[@]}" --dp 2 --zero $z && same dp2z$z ref_m2 1e-5 1e-4 && plan_is_peak dp2z$z; done
 run pp2 2 "${B[@]}" --pp 2 --microbatches 4 && same pp2 ref_m4 && plan_is_peak pp2
-run pp2dp2z3 4 "${B[@]}" --pp 2 --dp 2 --zero 3 --microbatches 2 && same pp2dp2z3 ref_m4
+# pp2dp2z3 contains dp 2: its final weights are held to dp's 1e-4 for dp's reason (see below)
+run pp2dp2z3 4 "${B[@]}" --pp 2 --dp 2 --zero 3 --microbatches 2 && same pp2dp2z3 ref_m4 1e-5 1e-4
 # tp, sp and cp: not within 1e-5. Their vocabulary-parallel loss and row-parallel sums (tp) or
 # the ring's log-sum-exp merges and per-rank token sums (cp) add in another order, so a GEMM input differs from one rank's by ~1e-7 relative (as in fp32, where
 # t_tp holds them to 1e-5); rounded to bf16, an input that sits on a rounding boundary moves by
@@ -97,7 +98,8 @@ run sp2 2 "${B[@]}" --tp 2 --sp && same sp2 ref 1e-3 && plan_is_peak sp2
 # bf16's rounding of the next step's GEMM inputs turned into 1.21e-5 in the final weights under
 # ASan (limit 1e-5). pp2dp2z3 keeps its other fp32 order: each replica sums its 2 micro-batches'
 # gradients and the dp reduction adds the two sums, where one rank adds the 4 one by one; that is
-# dp's 1e-4 case above (pp2 alone = one rank within 3.4e-9 under ASan, with dp 2 1.30e-5 there)
+# dp's 1e-4 case above (pp2 alone = one rank within 3.4e-9 under ASan, with dp 2 1.30e-5 there),
+# so its final weights take dp's 1e-4 (step-1 gradients and losses stay at 1e-5)
 run rcfull 1 "${B[@]}" --recompute full && same rcfull ref && plan_is_peak rcfull
 run zbh1 2 "${B[@]}" --pp 2 --schedule zb-h1 --microbatches 4 && same zbh1 ref_m4 && plan_is_peak zbh1
 # interleaved chunks (views of one engine share the bf16 slot types): 4 blocks, pp 2 x v 2
@@ -125,6 +127,11 @@ w=$("${CMP[@]}" "$TMP/r32.jsonl" "$TMP/r32/latest/model.safetensors" "$TMP/ctail
 # 6. memory: `plan --precision bf16` = the trainer's bf16 plan = the arena's peak, the resident
 #    high-water mark between the plan and plan x 1.05 + 48 MiB (t_memory.sh's allowance for the
 #    libraries; no collective message here is large), 16 bytes per parameter of fp32 state
+#    (under AddressSanitizer the upper bound is not checked: ASan's shadow memory and redzones
+#    are outside any plan, as in t_memory.sh; plan = trainer = arena peak <= VmHWM still are)
+MEM_ASAN=0
+if nm "$BIN" 2>/dev/null | grep -q __asan_init || ldd "$BIN" 2>/dev/null | grep -q libasan; then MEM_ASAN=1; fi
+export MEM_ASAN
 mem() { # mem NAME NP ARGS...
   local name=$1 np=$2; shift 2
   local launch=("$BIN"); [ "$np" -gt 1 ] && launch=("${MPIRUN[@]}" -np "$np" "$BIN")
@@ -132,7 +139,7 @@ mem() { # mem NAME NP ARGS...
   "${launch[@]}" train --dtype bf16 --steps 2 --quiet --log "$TMP/$name.jsonl" "$@" \
     --data .cache/moby-dick.byte.bin >/dev/null 2>&1 || { bad "$name train"; return; }
   /usr/bin/python3 - "$TMP/$name.plan.json" "$TMP/$name.jsonl" >"$TMP/mem" 2>&1 <<'PY' && ok "$name: $(cat "$TMP/mem")" || bad "$name: $(cat "$TMP/mem")"
-import json, sys
+import json, os, sys
 plan = json.load(open(sys.argv[1]))["memory_bytes_per_rank"]["total"]
 lines = [json.loads(l) for l in open(sys.argv[2])]
 start, end = lines[0], lines[-1]
@@ -141,7 +148,8 @@ state = sum(start["memory_plan_bytes"][k] for k in ("params", "grads", "optimize
 msgs, good = [], True
 for i, r in enumerate(end["ranks"]):
     tp, pk, rss = int(r["planned_mem_bytes"]), int(r["peak_mem_bytes"]), int(r["rss_peak_bytes"])
-    good &= tp == plan and pk == plan and plan <= rss <= plan * 1.05 + 48 * 2**20
+    top = float('inf') if os.environ.get("MEM_ASAN") == "1" else plan * 1.05 + 48 * 2**20
+    good &= tp == plan and pk == plan and plan <= rss <= top
     msgs.append(f"rank {i} plan {plan} trainer {tp} arena peak {pk} VmHWM {rss}")
 print(", ".join(msgs), f"; fp32 state {state / P:.2f} bytes/param, workspace (with the bf16 GEMM scratch) {start['memory_plan_bytes']['workspace']} workspace bytes")
 sys.exit(0 if good else 1)
