@@ -92,9 +92,11 @@ kill_case dppp 1 +40 "${DPPP[@]}"                # 40 ms into the step, wherever
 kill_case dppp 0 save:3 "${DPPP[@]}"             # saving step 4: rank 0 writing
 
 TPPP=(--tp 2 --pp 2)   # world rank = tp + 2 * stage
+# last stage, per micro-batch: 2 tp all-reduces in the forward (the row-parallel sums; the
+# vocabulary-parallel loss is an all-gather) and 3 in the backward, so #8 is micro-batch 2's first
 setup tppp "${TPPP[@]}"
 kill_case tppp 0 allreduce@tp#1 "${TPPP[@]}"     # forward: the first row-parallel sum
-kill_case tppp 3 allreduce@tp#12 "${TPPP[@]}"    # backward on the last stage
+kill_case tppp 3 allreduce@tp#8 "${TPPP[@]}"     # backward on the last stage (micro-batch 2)
 kill_case tppp 2 recv@pp#1 "${TPPP[@]}"          # stage 1 waiting for activations
 kill_case tppp 1 allreduce@embed#1 "${TPPP[@]}"  # the tied embedding's gradient
 kill_case tppp 3 +60 "${TPPP[@]}"                # 60 ms into the step
