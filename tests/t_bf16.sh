@@ -130,7 +130,10 @@ w=$("${CMP[@]}" "$TMP/r32.jsonl" "$TMP/r32/latest/model.safetensors" "$TMP/ctail
 #    (under AddressSanitizer the upper bound is not checked: ASan's shadow memory and redzones
 #    are outside any plan, as in t_memory.sh; plan = trainer = arena peak <= VmHWM still are)
 MEM_ASAN=0
-if nm "$BIN" 2>/dev/null | grep -q __asan_init || ldd "$BIN" 2>/dev/null | grep -q libasan; then MEM_ASAN=1; fi
+# (the outputs are read whole, not piped into grep -q: under pipefail a grep that exits at its
+# first match can leave nm or ldd killed by SIGPIPE, and the test would miss the ASan build)
+LIBS=$(ldd "$BIN" 2>/dev/null); NASAN=$(nm "$BIN" 2>/dev/null | grep -c __asan_init)
+if [[ "$LIBS" == *libasan* ]] || [ "${NASAN:-0}" -gt 0 ]; then MEM_ASAN=1; fi
 export MEM_ASAN
 mem() { # mem NAME NP ARGS...
   local name=$1 np=$2; shift 2

@@ -28,7 +28,10 @@
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 ASAN=0
-if ldd "$BIN" 2>/dev/null | grep -q libasan || nm "$BIN" 2>/dev/null | grep -q __asan_init; then
+# (outputs read whole: under pipefail, grep -q exiting at its first match can leave ldd or nm
+# killed by SIGPIPE, and the ASan build would go unrecognised)
+LIBS=$(ldd "$BIN" 2>/dev/null); NASAN=$(nm "$BIN" 2>/dev/null | grep -c __asan_init)
+if [[ "$LIBS" == *libasan* ]] || [ "${NASAN:-0}" -gt 0 ]; then
   ASAN=1; echo "AddressSanitizer build: VmHWM <= plan*1.05 + A + M not checked"
 fi
 export MPT_T_MEMORY_ASAN=$ASAN
