@@ -61,6 +61,16 @@ cp -r "$TMP/a/step_000003" "$TMP/corrupt"
 printf 'XXXX' | dd of="$TMP/corrupt/model.safetensors" bs=1 seek=2000 conv=notrunc 2>/dev/null
 expect_exit 2 "model.safetensors" -- "$BIN" train "${MODEL[@]}" --steps 6 --resume "$TMP/corrupt"
 expect_exit 2 "" -- "$BIN" frobnicate
+# a run from a checkpoint takes its model from it: an architecture option that differs is refused
+# (it used to be ignored without a word), one that agrees is fine
+expect_exit 2 "--d-model 64, but the checkpoint of --resume" -- "$BIN" train "${MODEL[@]}" --steps 7 \
+  --resume "$TMP/a" --d-model 64
+expect_exit 2 "--model gpt2-124m is L2 D32 H2 F128 V50257, but" -- "$BIN" train "${MODEL[@]}" --steps 7 --resume "$TMP/a" \
+  --model gpt2-124m
+expect_exit 2 "--experts 4, but the checkpoint of --init-from" -- "$BIN" train "${MODEL[@]}" --steps 1 \
+  --init-from "$TMP/a" --experts 4 --top-k 1
+"$BIN" train "${MODEL[@]}" --steps 7 --resume "$TMP/a" --save "$TMP/a7" >/dev/null 2>&1 &&
+  ok "--resume with the checkpoint's own --layers --d-model --heads" || bad "--resume with equal options"
 
 # --- generate from the checkpoint -------------------------------------------------------------
 out=$("$BIN" generate --checkpoint "$TMP/a" --prompt "The " --tokens 20 --threads 1) && [ ${#out} -ge 20 ] && ok "generate printed ${#out} chars" || bad "generate"

@@ -86,6 +86,54 @@ static mpt_status build_config_(const train_cli_ *c, mpt_config *cfg, mpt_error 
     return mpt_config_finish(cfg, 64, err);
 }
 
+/* --resume / --init-from take the model from the checkpoint (train/trainer_setup.c), so an
+ * architecture option given with them would be ignored without a word: refuse each one given
+ * that differs from the checkpoint's config (ck, finished), and --model when any of its sizes
+ * does (built: --model with the overrides). Every rank reads the same files, so all agree. */
+static mpt_status check_from_ckpt_(const train_cli_ *c, int model_seen, const mpt_config *built,
+                                   const mpt_config *ck, const char *opt, const char *from,
+                                   mpt_error *err) {
+    struct {
+        const char *name;
+        int given;
+        double want, have;
+    } f[] = {
+        {"layers", c->layers > 0, c->layers, ck->n_layer},
+        {"d-model", c->d_model > 0, c->d_model, ck->d_model},
+        {"heads", c->heads > 0, c->heads, ck->n_head},
+        {"vocab", c->vocab > 0, c->vocab, ck->vocab},
+        {"ffn", c->ffn > 0, c->ffn, ck->ffn},
+        {"experts", c->experts > 0, c->experts, ck->experts},
+        {"top-k", c->top_k > 0 && ck->experts > 0, c->top_k, ck->top_k},
+        {"moe-every", c->moe_every > 0 && ck->experts > 0, c->moe_every, ck->moe_every},
+        {"capacity-factor", c->capacity_factor >= 0, c->capacity_factor, ck->capacity_factor},
+        {"aux-loss-coef", c->aux_loss_coef >= 0, c->aux_loss_coef, ck->aux_loss_coef},
+        {"z-loss-coef", c->z_loss_coef >= 0, c->z_loss_coef, ck->z_loss_coef},
+        {"moe-dropless-bound", c->dropless_bound >= 0, c->dropless_bound, ck->dropless_bound},
+    };
+    for (size_t i = 0; i < sizeof f / sizeof *f; i++)
+        if (f[i].given && f[i].want != f[i].have)
+            return mpt_fail(err, MPT_ERR_INPUT,
+                            "--%s %g, but the checkpoint of %s %s has %g: a run from a "
+                            "checkpoint takes its model from it; drop --%s",
+                            f[i].name, f[i].want, opt, from, f[i].have, f[i].name);
+    if (c->untied && ck->tied)
+        return mpt_fail(err, MPT_ERR_INPUT,
+                        "--untied, but the checkpoint of %s %s ties its head to wte: a run from "
+                        "a checkpoint takes its model from it; drop --untied", opt, from);
+    if (model_seen && (built->n_layer != ck->n_layer || built->d_model != ck->d_model ||
+                       built->n_head != ck->n_head || built->vocab != ck->vocab ||
+                       built->ffn != ck->ffn || built->experts != ck->experts))
+        return mpt_fail(err, MPT_ERR_INPUT,
+                        "--model %s is L%d D%d H%d F%d V%d, but the checkpoint of %s %s is L%d "
+                        "D%d H%d F%d V%d: a run from a checkpoint takes its model from it; drop "
+                        "--model",
+                        c->model, built->n_layer, built->d_model, built->n_head, built->ffn,
+                        built->vocab, opt, from, ck->n_layer, ck->d_model, ck->n_head, ck->ffn,
+                        ck->vocab);
+    return MPT_OK;
+}
+
 /* The default corpus, tokenized on first use into the cache. */
 static mpt_status default_data_(int vocab, char *path, size_t n, mpt_error *err) {
     const char *kind = vocab == 256 ? "byte" : vocab == 50257 ? "gpt2" : NULL;
@@ -253,7 +301,7 @@ int mpt_cli_train(int argc, char **argv) {
     mpt_train_opts_defaults(&o);
     o.threads = default_threads_();
     float bucket_mb = 0.0f, comm_timeout = 300.0f, stall_seconds = 3600.0f, val_fraction = 0.0f;
-    int val_fraction_seen = 0;
+    int val_fraction_seen = 0, model_seen = 0;
     const char *gemm = "onednn", *z3_gather = "layer", *on_nan = "stop", *debug_nan = NULL;
     const char *save_format = "single", *dtype = "fp32", *grad_dtype = "fp32";
     train_cli_ c = {.model = "tiny", .cp = 1, .ep = 1, .last_val = -1.0, .capacity_factor = -1,
@@ -262,7 +310,7 @@ int mpt_cli_train(int argc, char **argv) {
     mpt_error err = {0};
     int help = 0;
     const mpt_arg args[] = {
-        {"model", MPT_ARG_STRING, &c.model, "tiny | small | gpt2-124m | FILE.json (default tiny)", NULL, MPT_NO_RANGE},
+        {"model", MPT_ARG_STRING, &c.model, "tiny | small | gpt2-124m | FILE.json (default tiny)", &model_seen, MPT_NO_RANGE},
         {"layers", MPT_ARG_INT, &c.layers, "override the number of blocks", NULL, MPT_RANGE(1, MPT_MAX_LAYERS)},
         {"d-model", MPT_ARG_INT, &c.d_model, "override the width", NULL, MPT_RANGE(1, MPT_MAX_D_MODEL)},
         {"heads", MPT_ARG_INT, &c.heads, "override the attention heads", NULL, MPT_RANGE(1, MPT_MAX_HEADS)},
@@ -400,7 +448,10 @@ int mpt_cli_train(int argc, char **argv) {
         char dir[4096];
         mpt_config ck;
         if ((st = mpt_checkpoint_resolve(from, dir, sizeof dir, &err)) ||
-            (st = mpt_checkpoint_read_config(dir, &ck, &err)))
+            (st = mpt_checkpoint_read_config(dir, &ck, &err)) ||
+            (st = mpt_config_finish(&ck, 64, &err)) ||
+            (st = check_from_ckpt_(&c, model_seen, &o.cfg, &ck,
+                                   o.resume ? "--resume" : "--init-from", from, &err)))
             return mpt_cli_report(&err);
         vocab = ck.vocab;
     }
