@@ -61,6 +61,18 @@ cp -r "$TMP/a/step_000003" "$TMP/corrupt"
 printf 'XXXX' | dd of="$TMP/corrupt/model.safetensors" bs=1 seek=2000 conv=notrunc 2>/dev/null
 expect_exit 2 "model.safetensors" -- "$BIN" train "${MODEL[@]}" --steps 6 --resume "$TMP/corrupt"
 expect_exit 2 "" -- "$BIN" frobnicate
+# --save a path that cannot hold checkpoints: exit 2 before the first step (it used to train to
+# the end and then fail with exit 1 at the save); the probe leaves nothing behind
+expect_exit 2 "--save .*text.txt is a file, not a directory" -- "$BIN" train "${MODEL[@]}" --steps 2 \
+  --save "$TMP/text.txt" --log "$TMP/save1.jsonl"
+! grep -q '"step":' "$TMP/save1.jsonl" 2>/dev/null && ok "--save a file: no step ran" || bad "--save a file: steps ran"
+expect_exit 2 "--save .*/text.txt/sub: Not a directory" -- "$BIN" train "${MODEL[@]}" --steps 2 \
+  --save "$TMP/text.txt/sub"
+expect_exit 2 "--save /proc/mpt-no: cannot create /proc/mpt-no" -- "$BIN" train "${MODEL[@]}" --steps 2 \
+  --save /proc/mpt-no
+"$BIN" train "${MODEL[@]}" --steps 0 --save "$TMP/new/a/b" >/dev/null 2>&1 && [ -L "$TMP/new/a/b/latest" ] &&
+  [ -z "$(find "$TMP/a" "$TMP/new" -name '.mpt-probe-*')" ] && ok "--save into new directories, no probe left" ||
+  bad "--save into new directories"
 # a run from a checkpoint takes its model from it: an architecture option that differs is refused
 # (it used to be ignored without a word), one that agrees is fine
 expect_exit 2 "--d-model 64, but the checkpoint of --resume" -- "$BIN" train "${MODEL[@]}" --steps 7 \

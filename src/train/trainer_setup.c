@@ -17,6 +17,7 @@
 #include "parallel/tied.h"
 #include "parallel/tp.h"
 #include "train/checkpoint.h"
+#include "train/ckpt_probe.h"
 #include "train/data.h"
 #include "train/trainer_internal.h"
 
@@ -172,6 +173,10 @@ static mpt_status validate_run_(const mpt_run *r, mpt_error *err) {
                         o->batch / per_mb, r->T, rows, INT_MAX);
     if (o->resume && o->init_from)
         return mpt_fail(err, MPT_ERR_INPUT, "--resume and --init-from exclude each other");
+    mpt_status st; /* --save: a path that cannot take checkpoints fails now, not at the save */
+    if (o->save_dir && (o->save_sharded || r->world->rank == 0) &&
+        (st = mpt_ckpt_probe_dir(o->save_dir, err)))
+        return st;
     if (o->dump_path && o->zero > 0)
         return mpt_fail(err, MPT_ERR_INPUT, "--dump-step1 needs --zero 0 (whole gradients)");
     if (!o->data_path && o->n_data == 0)
