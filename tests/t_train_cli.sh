@@ -55,6 +55,10 @@ expect_exit 2 "needs --experts" -- "$BIN" train "${MODEL[@]}" --ep 2   # ep spli
 expect_exit 2 "need 2 ranks" -- "$BIN" train "${MODEL[@]}" --cp 2
 expect_exit 2 "divisible" -- "$BIN" train "${MODEL[@]}" --batch 6 --microbatches 4
 expect_exit 2 "unknown option" -- "$BIN" train --bogus 1
+expect_exit 2 "unknown option '--microbatch' for train: did you mean --microbatches?" -- "$BIN" train --microbatch 2
+expect_exit 2 "did you mean --batch?" -- "$BIN" train --batch-size 8
+expect_exit 2 "unexpected argument '-steps': did you mean --steps?" -- "$BIN" train -steps 3
+expect_exit 2 "did you mean --prompt?" -- "$BIN" generate --prompt-text hi
 expect_exit 2 "heads" -- "$BIN" train --model tiny --heads 5
 expect_exit 2 "" -- "$BIN" train "${MODEL[@]}" --steps x
 cp -r "$TMP/a/step_000003" "$TMP/corrupt"

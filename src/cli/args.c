@@ -121,6 +121,45 @@ static mpt_status check_table_(const mpt_arg *args, size_t n, mpt_error *err) {
     return MPT_OK;
 }
 
+/* Edit distance between a[0..na) and b[0..nb) (insert, delete, substitute, swap of two
+ * neighbours), capped at 9: enough to tell a typo from another word. */
+static int edit_distance_(const char *a, size_t na, const char *b, size_t nb) {
+    enum { W = 48 };
+    if (na >= W || nb >= W) return 9;
+    int d[W][W];
+    for (size_t i = 0; i <= na; i++) d[i][0] = (int)i;
+    for (size_t j = 0; j <= nb; j++) d[0][j] = (int)j;
+    for (size_t i = 1; i <= na; i++)
+        for (size_t j = 1; j <= nb; j++) {
+            int best = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+            if (d[i - 1][j] + 1 < best) best = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < best) best = d[i][j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                d[i - 2][j - 2] + 1 < best)
+                best = d[i - 2][j - 2] + 1;
+            d[i][j] = best;
+        }
+    return d[na][nb] < 9 ? d[na][nb] : 9;
+}
+
+/* The documented option nearest to name[0..len) (a typo, or a prefix of a longer name), or
+ * NULL when none is near: within 1 edit for short names, 2 from 5 characters, 3 from 10. */
+static const char *nearest_(const mpt_arg *args, size_t n, const char *name, size_t len) {
+    const char *best = NULL;
+    int best_d = 99;
+    for (size_t k = 0; k < n; k++) {
+        if (!args[k].help[0]) continue; /* the hidden testing options are never suggested */
+        size_t m = strlen(args[k].name);
+        int d = edit_distance_(name, len, args[k].name, m);
+        if (len >= 4 && m > len && strncmp(args[k].name, name, len) == 0) d = 1; /* a prefix */
+        if (m >= 2 && len > m && strncmp(name, args[k].name, m) == 0 && name[m] == '-')
+            d = 1; /* the name with a word added: --batch-size, --zero-stage */
+        if (d < best_d) best_d = d, best = args[k].name;
+    }
+    int limit = len >= 10 ? 3 : len >= 5 ? 2 : 1;
+    return best_d <= limit ? best : NULL;
+}
+
 mpt_status mpt_args_parse(const mpt_arg *args, size_t n, int argc, char **argv, int first,
                           int *help, const char *command, mpt_error *err) {
     *help = 0;
@@ -132,19 +171,32 @@ mpt_status mpt_args_parse(const mpt_arg *args, size_t n, int argc, char **argv, 
             *help = 1;
             continue;
         }
-        if (strncmp(s, "--", 2) != 0)
+        if (strncmp(s, "--", 2) != 0) {
+            const char *near = s[0] == '-' ? nearest_(args, n, s + 1, strlen(s + 1)) : NULL;
+            if (s[0] == '-' && !near && strcmp(s + 1, "help") == 0) near = "help";
+            if (near)
+                return mpt_fail(err, MPT_ERR_INPUT, "unexpected argument '%s': did you mean "
+                                "--%s? (options start with --; see mptrain %s --help)",
+                                s, near, command);
             return mpt_fail(err, MPT_ERR_INPUT,
                             "unexpected argument '%s': options start with -- (see mptrain %s "
                             "--help)",
                             s, command);
+        }
         const char *name = s + 2, *eq = strchr(name, '=');
         size_t len = eq ? (size_t)(eq - name) : strlen(name);
         const mpt_arg *a = NULL;
         for (size_t k = 0; k < n && !a; k++)
             if (strlen(args[k].name) == len && strncmp(args[k].name, name, len) == 0) a = &args[k];
-        if (!a)
+        if (!a) {
+            const char *near = nearest_(args, n, name, len);
+            if (near)
+                return mpt_fail(err, MPT_ERR_INPUT, "unknown option '%.*s' for %s: did you mean "
+                                "--%s? (see mptrain %s --help)",
+                                (int)(len + 2), s, command, near, command);
             return mpt_fail(err, MPT_ERR_INPUT, "unknown option '%.*s' for %s: see mptrain %s --help",
                             (int)(len + 2), s, command, command);
+        }
         if (a->seen) *a->seen = 1;
         if (a->kind == MPT_ARG_FLAG) {
             if (eq)
