@@ -57,6 +57,7 @@ expect_exit 2 "divisible" -- "$BIN" train "${MODEL[@]}" --batch 6 --microbatches
 expect_exit 2 "unknown option" -- "$BIN" train --bogus 1
 expect_exit 2 "unknown option '--microbatch' for train: did you mean --microbatches?" -- "$BIN" train --microbatch 2
 expect_exit 2 "did you mean --batch?" -- "$BIN" train --batch-size 8
+expect_exit 2 "--schedule 1F1B: unknown pipeline schedule" -- "$BIN" train "${MODEL[@]}" --schedule 1F1B
 expect_exit 2 "unexpected argument '-steps': did you mean --steps?" -- "$BIN" train -steps 3
 expect_exit 2 "did you mean --prompt?" -- "$BIN" generate --prompt-text hi
 expect_exit 2 "heads" -- "$BIN" train --model tiny --heads 5

@@ -257,7 +257,7 @@ int mpt_cli_schedule(int argc, char **argv) {
     const mpt_arg args[] = {
         {"pp", MPT_ARG_INT, &o.pp, "pipeline stages = ranks (default 4)", NULL, MPT_RANGE(1, 65536)},
         {"microbatches", MPT_ARG_INT, &o.m, "micro-batches per step (default 8)", NULL, MPT_RANGE(1, 1048576)},
-        {"schedule", MPT_ARG_STRING, &o.kind, "naive|gpipe|1f1b|interleaved|zb-h1|zb-v (default 1f1b)", NULL, MPT_NO_RANGE},
+        {"schedule", MPT_ARG_STRING, &o.kind, "naive|gpipe|1f1b|interleaved|zb-h1|zb-v|2bw (default 1f1b)", NULL, MPT_NO_RANGE},
         {"virtual-stages", MPT_ARG_INT, &o.v, "model chunks per rank (interleaved: default 2; zb-v: 2)", &o.v_seen, MPT_RANGE(1, 1024)},
         {"cost-f", MPT_ARG_FLOAT, &o.cost[MPT_PP_COST_F], "forward time (default 1)", NULL, MPT_ABOVE(0, MAX_COST_)},
         {"cost-b", MPT_ARG_FLOAT, &o.cost[MPT_PP_COST_B], "input-gradient backward time (default 1)", NULL, MPT_ABOVE(0, MAX_COST_)},

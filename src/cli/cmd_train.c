@@ -19,6 +19,7 @@
 #include "core/file.h"
 #include "core/gemm_bf16.h"
 #include "model/gpt.h"
+#include "parallel/schedule.h"
 #include "plan/memplan.h"
 #include "cli/train_suggest.h"
 #include "tok/tokenizer.h"
@@ -335,7 +336,7 @@ int mpt_cli_train(int argc, char **argv) {
         {"steps", MPT_ARG_LONG, &o.steps, "train until this many steps are done (default 10)", NULL, MPT_RANGE(0, MPT_MAX_STEPS)},
         {"lr", MPT_ARG_FLOAT, &o.opt.lr, "peak learning rate (default 6e-4)", NULL, MPT_ABOVE(0, MPT_MAX_LR)},
         {"warmup", MPT_ARG_INT, &o.opt.warmup, "linear warm-up steps (default 0)", NULL, MPT_RANGE(0, MPT_MAX_STEPS)},
-        {"lr-schedule", MPT_ARG_STRING, &c.lr_schedule, "cosine (to 0.1*lr) | constant", NULL, MPT_NO_RANGE},
+        {"lr-schedule", MPT_ARG_STRING, &c.lr_schedule, "cosine (default: to 0.1*lr at the last step) | constant", NULL, MPT_NO_RANGE},
         {"weight-decay", MPT_ARG_FLOAT, &o.opt.weight_decay, "AdamW decay on matrices (default 0.1)", NULL, MPT_RANGE(0, MPT_MAX_WEIGHT_DECAY)},
         {"grad-clip", MPT_ARG_FLOAT, &o.opt.grad_clip, "clip to this global norm (default 1.0)", NULL, MPT_RANGE(0, MPT_MAX_GRAD_CLIP)},
         {"seed", MPT_ARG_U64, &o.seed, "initialisation seed (default 1337)", NULL, MPT_RANGE(0, UINT64_MAX)},
@@ -353,16 +354,16 @@ int mpt_cli_train(int argc, char **argv) {
         {"bucket-mb", MPT_ARG_FLOAT, &bucket_mb, "gradient all-reduce bucket size in MiB (default: the whole gradient when every rank is on one node, else 4)", NULL, MPT_ABOVE(0, MPT_MAX_BUCKET_MB)},
         {"comm-timeout", MPT_ARG_FLOAT, &comm_timeout, "seconds a rank may wait in one MPI call (default 300)", NULL, MPT_ABOVE(0, MAX_COMM_TIMEOUT_)},
         {"sp", MPT_ARG_FLAG, &o.sp, "sequence parallelism over the tp ranks (needs tp > 1)", NULL, MPT_NO_RANGE},
-        {"schedule", MPT_ARG_STRING, &o.schedule, "pipeline schedule naive | gpipe | 1f1b (default) | interleaved | zb-h1 | zb-v", NULL, MPT_NO_RANGE},
+        {"schedule", MPT_ARG_STRING, &o.schedule, "pipeline schedule naive | gpipe | 1f1b (default) | interleaved | zb-h1 | zb-v | 2bw", NULL, MPT_NO_RANGE},
         {"virtual-stages", MPT_ARG_INT, &c.virtual_stages, "interleaved: model chunks per pipeline rank (default 1; 2 or more with --schedule interleaved)", NULL, MPT_RANGE(1, MPT_MAX_VIRTUAL)},
         {"partition", MPT_ARG_STRING, &o.partition, "layers per stage: uniform (default) | auto | L0,L1,...", NULL, MPT_NO_RANGE},
-        {"recompute", MPT_ARG_STRING, &c.recompute, "none | selective | full", NULL, MPT_NO_RANGE},
+        {"recompute", MPT_ARG_STRING, &c.recompute, "none (default) | selective | full", NULL, MPT_NO_RANGE},
         {"log", MPT_ARG_STRING, &o.log_path, "JSON Lines log file", NULL, MPT_NO_RANGE},
         {"trace", MPT_ARG_STRING, &o.trace_path, "Chrome trace JSON of every rank's compute and communication (Perfetto)", NULL, MPT_NO_RANGE},
         {"save", MPT_ARG_STRING, &o.save_dir, "checkpoint directory (DIR/step_NNNNNN, DIR/latest)", NULL, MPT_NO_RANGE},
         {"save-format", MPT_ARG_STRING, &save_format, "single (default: one model.safetensors, written by rank 0) | sharded (every rank writes its own slices; mptrain convert makes one)", NULL, MPT_NO_RANGE},
-        {"save-every", MPT_ARG_INT, &o.save_every, "checkpoint every N steps (and at the end)", NULL, MPT_RANGE(0, MPT_MAX_STEPS)},
-        {"keep", MPT_ARG_INT, &o.keep, "keep only the newest K checkpoints", NULL, MPT_RANGE(0, MPT_MAX_STEPS)},
+        {"save-every", MPT_ARG_INT, &o.save_every, "checkpoint every N steps (and at the end; default 0: at the end only)", NULL, MPT_RANGE(0, MPT_MAX_STEPS)},
+        {"keep", MPT_ARG_INT, &o.keep, "keep only the newest K checkpoints (default 0: all)", NULL, MPT_RANGE(0, MPT_MAX_STEPS)},
         {"resume", MPT_ARG_STRING, &o.resume, "continue from DIR (its latest) or a step directory", NULL, MPT_NO_RANGE},
         {"init-from", MPT_ARG_STRING, &o.init_from, "weights from a Hugging Face GPT-2 directory", NULL, MPT_NO_RANGE},
         {"mem-limit", MPT_ARG_BYTES, &o.mem_limit, "per-rank memory limit, e.g. 512M", NULL, MPT_ABOVE(0, MAX_MEM_LIMIT_)},
@@ -390,6 +391,8 @@ int mpt_cli_train(int argc, char **argv) {
         return mpt_cli_report(&err);
     }
     o.virtual_stages = c.virtual_stages;
+    mpt_pp_kind kind; /* checked with pp 1 too, where it is not used, so a typo is not ignored */
+    if (o.schedule && mpt_pp_kind_parse(o.schedule, &kind, &err)) return mpt_cli_report(&err);
     if (strcmp(c.lr_schedule, "cosine") == 0) o.opt.cosine = 1;
     else if (strcmp(c.lr_schedule, "constant") == 0) o.opt.cosine = 0;
     else {
