@@ -66,6 +66,7 @@ cp -r "$TMP/a/step_000003" "$TMP/corrupt"
 printf 'XXXX' | dd of="$TMP/corrupt/model.safetensors" bs=1 seek=2000 conv=notrunc 2>/dev/null
 expect_exit 2 "model.safetensors" -- "$BIN" train "${MODEL[@]}" --steps 6 --resume "$TMP/corrupt"
 expect_exit 2 "" -- "$BIN" frobnicate
+expect_exit 2 "no command given" -- "$BIN"
 # --save a path that cannot hold checkpoints: exit 2 before the first step (it used to train to
 # the end and then fail with exit 1 at the save); the probe leaves nothing behind
 expect_exit 2 "--save .*text.txt is a file, not a directory" -- "$BIN" train "${MODEL[@]}" --steps 2 \
@@ -91,6 +92,9 @@ expect_exit 2 "--experts 4, but the checkpoint of --init-from" -- "$BIN" train "
 
 # --- generate from the checkpoint -------------------------------------------------------------
 out=$("$BIN" generate --checkpoint "$TMP/a" --prompt "The " --tokens 20 --threads 1) && [ ${#out} -ge 20 ] && ok "generate printed ${#out} chars" || bad "generate"
+
+expect_exit 2 "the model only 256: pass --tokenizer byte" -- "$BIN" generate --checkpoint "$TMP/a" \
+  --tokenizer gpt2 --tokens 2 --threads 1
 
 [ "$passes" -gt 0 ] || bad "no check ran"
 echo "$passes passed, $fails failed"

@@ -116,8 +116,9 @@ int mpt_cli_generate(int argc, char **argv) {
     if ((st = mpt_tokenizer_init(&tok, tok_kind, bpe, &err))) goto done;
     if (mpt_tokenizer_vocab(tok) > cfg->vocab) {
         st = mpt_fail(&err, MPT_ERR_INPUT,
-                      "the %s tokenizer has %d tokens but the model only %d: pass --tokenizer",
-                      tok_kind, mpt_tokenizer_vocab(tok), cfg->vocab);
+                      "the %s tokenizer has %d tokens but the model only %d: pass --tokenizer %s",
+                      tok_kind, mpt_tokenizer_vocab(tok), cfg->vocab,
+                      strcmp(tok_kind, "byte") ? "byte" : "gpt2 (or give the model more tokens)");
         goto done;
     }
     if ((st = mpt_tokenizer_encode(tok, prompt, strlen(prompt), 1, &ids, &n_ids, &err)) ||

@@ -108,8 +108,8 @@ void mpt_cli_cache_path(char *buf, size_t n, const char *rel) {
     snprintf(buf, n, "%s/../.cache/%s", dirname(exe), rel);
 }
 
-static void usage_(void) {
-    printf("mptrain — train and run GPT models split across MPI ranks\n\n"
+static void usage_(FILE *f) {
+    fprintf(f, "mptrain — train and run GPT models split across MPI ranks\n\n"
            "usage: mptrain <command> [options]      (mptrain <command> --help for its options)\n\n"
            "commands:\n"
            "  train      train a model (one rank, or several under mpirun -np N)\n"
@@ -131,8 +131,10 @@ static void usage_(void) {
 int main(int argc, char **argv) {
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
         strcmp(argv[1], "help") == 0) {
-        usage_();
-        return argc < 2 ? 2 : 0;
+        usage_(argc < 2 ? stderr : stdout);
+        if (argc >= 2) return 0;
+        fprintf(stderr, "mptrain: error: no command given: name one of the commands above\n");
+        return 2;
     }
     const char *cmd = argv[1];
     if (strcmp(cmd, "train") == 0) {
