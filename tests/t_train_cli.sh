@@ -90,6 +90,14 @@ expect_exit 2 "--experts 4, but the checkpoint of --init-from" -- "$BIN" train "
 "$BIN" train "${MODEL[@]}" --steps 7 --resume "$TMP/a" --save "$TMP/a7" >/dev/null 2>&1 &&
   ok "--resume with the checkpoint's own --layers --d-model --heads" || bad "--resume with equal options"
 
+# resuming a run that is already at --steps says so; convert refuses to overwrite its input
+out=$("$BIN" train "${MODEL[@]:0:${#MODEL[@]}-1}" --steps 6 --resume "$TMP/a" 2>&1) && echo "$out" | grep -q "nothing to train" &&
+  ok "resume at --steps: says nothing to train" || bad "resume at --steps: $out"
+cp -r "$TMP/a" "$TMP/conv"
+expect_exit 2 "would replace the checkpoint it converts" -- "$BIN" convert --in "$TMP/conv" --out "$TMP/conv"
+cmp -s "$TMP/conv/step_000006/model.safetensors" "$TMP/a/step_000006/model.safetensors" &&
+  ok "convert --out = --in: the checkpoint is untouched" || bad "convert --out = --in changed the checkpoint"
+
 # --- generate from the checkpoint -------------------------------------------------------------
 out=$("$BIN" generate --checkpoint "$TMP/a" --prompt "The " --tokens 20 --threads 1) && [ ${#out} -ge 20 ] && ok "generate printed ${#out} chars" || bad "generate"
 

@@ -139,6 +139,13 @@ int mpt_cli_convert(int argc, char **argv) {
         st = mpt_checkpoint_open(&c.rd, dir, &c.full, 1, &err);
     if (!st && c.rd.managed) st = mpt_checkpoint_read_state(dir, &c.ts, &err);
     c.kinds = !st && c.rd.has_opt ? 3 : 1;
+    if (!st) { /* --out ROOT whose step directory is --in itself: the save would replace it */
+        char target[PATH_MAX + 32], real_in[PATH_MAX], real_out[PATH_MAX];
+        snprintf(target, sizeof target, "%s/step_%06ld", out, c.ts.step);
+        if (realpath(dir, real_in) && realpath(target, real_out) && strcmp(real_in, real_out) == 0)
+            st = mpt_fail(&err, MPT_ERR_INPUT, "--out %s would replace the checkpoint it "
+                          "converts (%s): choose another --out", out, dir);
+    }
     if (!st && !(c.buf = malloc(CHUNK_ * sizeof *c.buf))) st = mpt_fail(&err, MPT_ERR_RUN, "out of memory");
     if (!st) st = sharded_out ? to_sharded_(&c, out, &err) : to_single_(&c, out, &err);
     free(c.buf);

@@ -529,6 +529,11 @@ int mpt_cli_train(int argc, char **argv) {
                    "memory peak %s (plan %s, largest rank)\n",
                    res.first_step, res.last_step, res.first_loss, res.last_loss,
                    res.tokens_per_s, 100.0 * res.mfu, peak, plan);
+        else if (o.steps == 0)
+            printf("done: --steps 0, no step trained (the initial weights)\n");
+        else
+            printf("done: nothing to train, the run starts at step %ld and --steps is %ld: ask "
+                   "for more steps\n", res.first_step - 1, o.steps);
         if (res.val_loss >= 0)
             printf("validation: loss %.4f, perplexity %.2f after step %ld (%zu held-out tokens; "
                    "training reads %zu)\n",
