@@ -98,6 +98,11 @@ expect_exit 2 "would replace the checkpoint it converts" -- "$BIN" convert --in 
 cmp -s "$TMP/conv/step_000006/model.safetensors" "$TMP/a/step_000006/model.safetensors" &&
   ok "convert --out = --in: the checkpoint is untouched" || bad "convert --out = --in changed the checkpoint"
 
+# train --help under mpirun: printed once, by rank 0
+n=$(OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe -np 2 "$BIN" train --help 2>/dev/null |
+    grep -c '^usage: mptrain train')
+[ "$n" = 1 ] && ok "train --help on 2 ranks: printed once" || bad "train --help on 2 ranks: printed $n times"
+
 # --- generate from the checkpoint -------------------------------------------------------------
 out=$("$BIN" generate --checkpoint "$TMP/a" --prompt "The " --tokens 20 --threads 1) && [ ${#out} -ge 20 ] && ok "generate printed ${#out} chars" || bad "generate"
 

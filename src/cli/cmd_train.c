@@ -377,7 +377,9 @@ int mpt_cli_train(int argc, char **argv) {
     };
     size_t nargs = sizeof args / sizeof *args;
     mpt_status st = mpt_args_parse(args, nargs, argc, argv, 2, &help, "train", &err);
-    if (help) {
+    if (help) { /* under mpirun: once, from rank 0 */
+        const char *rank = getenv("OMPI_COMM_WORLD_RANK");
+        if (rank && atoi(rank) != 0) return 0;
         printf("usage: mptrain train [options]\n\n");
         mpt_args_usage(args, nargs);
         return 0;
