@@ -103,6 +103,13 @@ n=$(OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubsc
     grep -c '^usage: mptrain train')
 [ "$n" = 1 ] && ok "train --help on 2 ranks: printed once" || bad "train --help on 2 ranks: printed $n times"
 
+# plan and simulate say whether the layout fits (a simulated step of a layout over the memory
+# was printed without a word)
+"$BIN" plan --model tiny --mem-limit 1M | grep -q "^fits: NO, the largest rank needs .* more than --mem-limit 1.0 MiB" &&
+  ok "plan --mem-limit 1M: fits: NO" || bad "plan --mem-limit 1M: no 'fits: NO' line"
+"$BIN" simulate --model tiny --cluster a100-80g | grep -q "^fits: yes" && ok "simulate tiny: fits: yes" ||
+  bad "simulate tiny: no 'fits: yes' line"
+
 # --- generate from the checkpoint -------------------------------------------------------------
 out=$("$BIN" generate --checkpoint "$TMP/a" --prompt "The " --tokens 20 --threads 1) && [ ${#out} -ge 20 ] && ok "generate printed ${#out} chars" || bad "generate"
 

@@ -166,6 +166,7 @@ int mpt_cli_plan(int argc, char **argv) {
         return print_json_(o);
     }
     plan_print_memory(&job, &lay, &mem);
+    plan_print_fit(&c, sim ? &cl : NULL, mem.worst.total);
     if (sim) plan_print_sim(&cl, &r);
     return 0;
 }

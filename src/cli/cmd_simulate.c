@@ -117,6 +117,7 @@ int mpt_cli_simulate(int argc, char **argv) {
             char b[32];
             mpt_format_bytes(mem.worst.total, b, sizeof b);
             printf("memory per rank  %10s   (largest rank, the runtime's plan)\n", b);
+            plan_print_fit(&c, &cl, mem.worst.total);
         } else printf("memory per rank: not available: %s\n", merr.msg);
         if (c.top) timeline_(&r, 100);
     }

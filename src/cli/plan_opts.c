@@ -186,6 +186,20 @@ void plan_print_memory(const mpt_plan_job *job, const mpt_plan_layout *l,
            "shares it over the dp ranks)\n", b, (double)replica);
 }
 
+void plan_print_fit(const plan_cli *c, const mpt_cluster *cl, size_t need) {
+    size_t limit = c->mem_limit ? c->mem_limit : cl ? cl->mem_bytes : 0;
+    if (!limit) return;
+    char nb[32], lb[32], where[160];
+    mpt_format_bytes(need, nb, sizeof nb);
+    mpt_format_bytes(limit, lb, sizeof lb);
+    if (c->mem_limit) snprintf(where, sizeof where, "--mem-limit %s", lb);
+    else snprintf(where, sizeof where, "the %s of a GPU of %s", lb, cl->name);
+    if (need <= limit) printf("fits: yes, the largest rank's %s within %s\n", nb, where);
+    else
+        printf("fits: NO, the largest rank needs %s, more than %s: use ZeRO, more pipeline "
+               "stages or micro-batches, recompute, or let plan --gpus N search\n", nb, where);
+}
+
 void *plan_json_memory(const mpt_plan_memory *m) {
     cJSON *o = cJSON_CreateObject();
     const char *names[] = {"params", "grads", "optimizer", "activations", "other"};

@@ -42,6 +42,9 @@ void plan_print_memory(const mpt_plan_job *job, const mpt_plan_layout *l,
                        const mpt_plan_memory *m);
 void *plan_json_memory(const mpt_plan_memory *m);
 void plan_print_sim(const mpt_cluster *c, const mpt_sim_result *r);
+/* "fits: yes/no" for the largest rank's plan against --mem-limit, else the cluster's memory
+ * per GPU (cl NULL and no --mem-limit: nothing printed). */
+void plan_print_fit(const plan_cli *c, const mpt_cluster *cl, size_t need);
 void plan_json_sim(void *obj, const mpt_sim_result *r);
 /* The cluster's parameters as a JSON object under "cluster_params" of obj (a file of them is a
  * --cluster FILE.json: the bench calibrates cpu-here once and reuses it). */
