@@ -28,7 +28,7 @@ void plan_cli_defaults(plan_cli *c) {
 
 size_t plan_cli_table(plan_cli *c, mpt_arg *a) {
     const mpt_arg t[] = {
-        {"model", MPT_ARG_STRING, &c->model, "gpt3-175b | bloom-176b | gpt-1.7b ... gpt-1t | gpt2-124m | FILE.json", NULL, MPT_NO_RANGE},
+        {"model", MPT_ARG_STRING, &c->model, "gpt3-175b | bloom-176b | gpt-1.7b ... gpt-1t | gpt2-124m (default) | FILE.json", NULL, MPT_NO_RANGE},
         {"layers", MPT_ARG_INT, &c->layers, "override the number of blocks", NULL, MPT_RANGE(1, MPT_MAX_LAYERS)},
         {"d-model", MPT_ARG_INT, &c->d_model, "override the width", NULL, MPT_RANGE(1, MPT_MAX_D_MODEL)},
         {"heads", MPT_ARG_INT, &c->heads, "override the attention heads", NULL, MPT_RANGE(1, MPT_MAX_HEADS)},
@@ -43,7 +43,7 @@ size_t plan_cli_table(plan_cli *c, mpt_arg *a) {
         {"moe-imbalance", MPT_ARG_FLOAT, &c->moe_imbalance, "simulate MoE: the busiest expert's rows over the mean (train logs moe_imbalance; default 1: balanced)", NULL, MPT_RANGE(1, 1e6)},
         {"moe-dropped", MPT_ARG_FLOAT, &c->moe_dropped, "simulate MoE with --capacity-factor: the share of assignments dropped at capacity (train logs moe_dropped_frac; default 0)", NULL, MPT_RANGE(0, 1)},
         {"moe-dropless-bound", MPT_ARG_FLOAT, &c->dropless_bound, "dropless with --ep: rows a rank's experts may receive, in multiples of its own assignments (default 0 = --ep)", &c->dropless_given, MPT_RANGE(0, 1e6)},
-        {"cluster", MPT_ARG_STRING, &c->cluster, "a100-80g (default) | h100-80g | cpu-here | FILE.json", &c->seen_cluster, MPT_NO_RANGE},
+        {"cluster", MPT_ARG_STRING, &c->cluster, "a100-80g (default; plan prints a step time only when given) | h100-80g | cpu-here | FILE.json", &c->seen_cluster, MPT_NO_RANGE},
         {"gpus", MPT_ARG_INT, &c->gpus, "GPUs (ranks); without --dp/--tp/--pp: search layouts", NULL, MPT_RANGE(1, 1 << 24)},
         {"batch", MPT_ARG_INT, &c->batch, "sequences per optimizer step (default 8 x dp)", NULL, MPT_RANGE(1, MPT_MAX_BATCH)},
         {"precision", MPT_ARG_STRING, &c->precision, "fp32 (default) | bf16", NULL, MPT_NO_RANGE},
