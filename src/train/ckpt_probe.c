@@ -1,6 +1,7 @@
 /* ckpt_probe.c — can the --save root be created and written? (see ckpt_probe.h) */
 #include "train/ckpt_probe.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -64,4 +65,29 @@ mpt_status mpt_ckpt_probe_dir(const char *root, mpt_error *err) {
         return mpt_fail(err, MPT_ERR_INPUT, "--save %s: cannot create %s (%s): choose a "
                         "directory you can write", root, probe, strerror(e));
     return MPT_OK;
+}
+
+/* 1 when `name` is step_ followed by digits only (checkpoint.c's directory names). */
+static int is_step_dir_(const char *name) {
+    return strncmp(name, "step_", 5) == 0 && name[5] &&
+           strspn(name + 5, "0123456789") == strlen(name + 5);
+}
+
+mpt_status mpt_ckpt_probe_unused(const char *root, mpt_error *err) {
+    DIR *d = opendir(root);
+    if (!d) return MPT_OK; /* missing (or unreadable: mpt_ckpt_probe_dir says why) */
+    char found[512] = "";
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        if (strcmp(e->d_name, "latest") == 0 || is_step_dir_(e->d_name)) {
+            snprintf(found, sizeof found, "%s", e->d_name);
+            break;
+        }
+    }
+    closedir(d);
+    if (!found[0]) return MPT_OK;
+    return mpt_fail(err, MPT_ERR_INPUT,
+                    "--save %s already holds checkpoints (%s) of another run: a new run would "
+                    "overwrite its latest and --keep would delete its steps; pass --resume %s "
+                    "to continue that run, or choose an empty --save directory",
+                    root, found, root);
 }

@@ -14,4 +14,10 @@
  * what is wrong (the part of the path that is not a directory, or the system's reason). */
 mpt_status mpt_ckpt_probe_dir(const char *root, mpt_error *err);
 
+/* A fresh run (no --resume) must not write into a root that holds another run's checkpoints:
+ * their `latest` would be overwritten and --keep would delete their step directories. MPT_OK
+ * when `root` is missing or holds neither `latest` nor a step_N directory; else MPT_ERR_INPUT
+ * saying to pass --resume or choose another --save. */
+mpt_status mpt_ckpt_probe_unused(const char *root, mpt_error *err);
+
 #endif

@@ -177,6 +177,8 @@ static mpt_status validate_run_(const mpt_run *r, mpt_error *err) {
     if (o->save_dir && (o->save_sharded || r->world->rank == 0) &&
         (st = mpt_ckpt_probe_dir(o->save_dir, err)))
         return st;
+    if (o->save_dir && !o->resume && (st = mpt_ckpt_probe_unused(o->save_dir, err)))
+        return st; /* every rank reads the root: the refusal is said on every rank */
     if (o->dump_path && o->zero > 0)
         return mpt_fail(err, MPT_ERR_INPUT, "--dump-step1 needs --zero 0 (whole gradients)");
     if (!o->data_path && o->n_data == 0)
