@@ -15,8 +15,8 @@
  * calibration, so that one slow or one lucky moment of the VM is not the reading (a
  * calibration of single samples, or of samples taken back to back within a fraction of a
  * second, gave busy_gemm 0.53 ... 1.0 idle):
- *   solo   a warm-up run of every kernel, then 7 rounds, each one sample (>= 6 ms of runs back
- *          to back) of every kernel in turn; a kernel's figure is the median of its 7, in
+ *   solo   a warm-up run of every kernel, then 7 rounds, each one sample (an untimed run,
+ *          then >= 5 ms of runs back to back) of every kernel in turn; a kernel's figure is the median of its 7, in
  *          CPU seconds of the thread (the sustained rate: neither a first run's warm-up, nor
  *          the time other work or the hypervisor (steal) holds the core);
  *   busy, team  ratios, each measured in 9 rounds of back-to-back pairs (solo then busy and
@@ -135,15 +135,16 @@ static int bufs_init_(bufs_ *u, int threads) {
  * with a hyperthread sibling or another guest for a fraction of a second moved a kernel's
  * reading 20-60% between calibrations), so the samples are spread over the whole solo phase:
  * every kernel is warmed up once (first touch, BLAS and OpenMP set-up, the length of one run),
- * then SOLO_REPS_ rounds each take one sample of every kernel in turn, a sample being at least
- * SOLO_S_ seconds of runs back to back; a kernel's figure is the median of its rounds. The
+ * then SOLO_REPS_ rounds each take one sample of every kernel in turn, a sample being one
+ * untimed run (the kernel's data back in the caches) and at least SOLO_S_ seconds of runs back
+ * to back; a kernel's figure is the median of its rounds. The
  * median, not the best: the training steps these figures price are medians over steps that
  * meet the same passing slow spells, and a best of n is pulled by a lucky quiet moment (a
  * turbo clock, the sibling idle) as far as one reading is by an unlucky one. The cross-entropy
  * overwrites its input: refilled before each sample, untimed, then run on its own output (the
  * same work). A kernel in ks may repeat with a different GEMM width: gks[i] (0: u->gk). */
 enum { SOLO_REPS_ = 7, SOLO_MAX_ = 16 };
-static const double SOLO_S_ = 0.006;
+static const double SOLO_S_ = 0.005;
 static void solo_rounds_(bufs_ *u, const int *ks, const int *gks, int n, double *t) {
     double r[SOLO_MAX_][SOLO_REPS_];
     int runs[SOLO_MAX_], gk = u->gk;
@@ -155,6 +156,8 @@ static void solo_rounds_(bufs_ *u, const int *ks, const int *gks, int n, double 
             if (k == K_XENT_)
                 for (size_t e = 0; e < (size_t)N_ * V_; e++) u->y[e] = u->x[e];
             int m = rep < 0 ? 1 : runs[i];
+            if (rep >= 0) run_(k, u); /* untimed: the caches hold this kernel's data, as in a
+                                       * run of back-to-back calls (the sustained rate) */
             double t0 = thread_cpu_();
             for (int j = 0; j < m; j++) run_(k, u);
             double dt = (thread_cpu_() - t0) / m;
