@@ -472,7 +472,7 @@ static void split_recompute_(void) {
 static void moe_w_traffic_(void) {
     mpt_plan_job j;
     job_(&j, "tiny", 16, 64);
-    j.cfg.experts = 4, j.cfg.top_k = 2, j.cfg.moe_every = 1;
+    j.cfg.n_layer = 4, j.cfg.experts = 4, j.cfg.top_k = 2, j.cfg.moe_every = 1;
     mpt_cluster c;
     mpt_error err;
     CHECK(mpt_cluster_load(&c, "a100-80g", &err) == MPT_OK, "a100-80g");
