@@ -16,11 +16,11 @@
  * calibration of single samples, or of samples taken back to back within a fraction of a
  * second, gave busy_gemm 0.53 ... 1.0 idle):
  *   solo   a warm-up run of every kernel, then 7 rounds, each one sample (an untimed run,
- *          then >= 5 ms of runs back to back) of every kernel in turn; a kernel's figure is the median of its 7, in
+ *          then about 5 ms of runs back to back) of every kernel in turn; a kernel's figure is the median of its 7, in
  *          CPU seconds of the thread (the sustained rate: neither a first run's warm-up, nor
  *          the time other work or the hypervisor (steal) holds the core);
  *   busy, team  ratios, each measured in 9 rounds of back-to-back pairs (solo then busy and
- *          team, the order alternating; every sample >= 14 ms of repeated passes), the rounds
+ *          team, the order alternating; every sample about 14 ms of repeated passes), the rounds
  *          of the three kinds interleaved; the figure is the median of a kind's 9 ratios.
  *          Busy counts the threads' own CPU seconds; team the process's CPU seconds over the
  *          cores (on idle cores the wall time, threads spinning at barriers included).
@@ -136,8 +136,9 @@ static int bufs_init_(bufs_ *u, int threads) {
  * reading 20-60% between calibrations), so the samples are spread over the whole solo phase:
  * every kernel is warmed up once (first touch, BLAS and OpenMP set-up, the length of one run),
  * then SOLO_REPS_ rounds each take one sample of every kernel in turn, a sample being one
- * untimed run (the kernel's data back in the caches) and at least SOLO_S_ seconds of runs back
- * to back; a kernel's figure is the median of its rounds. The
+ * untimed run (the kernel's data back in the caches; skipped for a run of SOLO_S_ or more,
+ * whose cache refill is a few per cent of it) and about SOLO_S_ seconds of runs back to back
+ * (the nearest whole number, at least one); a kernel's figure is the median of its rounds. The
  * median, not the best: the training steps these figures price are medians over steps that
  * meet the same passing slow spells, and a best of n is pulled by a lucky quiet moment (a
  * turbo clock, the sibling idle) as far as one reading is by an unlucky one. The cross-entropy
@@ -148,6 +149,7 @@ static const double SOLO_S_ = 0.005;
 static void solo_rounds_(bufs_ *u, const int *ks, const int *gks, int n, double *t) {
     double r[SOLO_MAX_][SOLO_REPS_];
     int runs[SOLO_MAX_], gk = u->gk;
+    double once[SOLO_MAX_];
     if (n > SOLO_MAX_) n = SOLO_MAX_;
     for (int rep = -1; rep < SOLO_REPS_; rep++) /* rep = -1: warm-up, and the runs per sample */
         for (int i = 0; i < n; i++) {
@@ -156,13 +158,15 @@ static void solo_rounds_(bufs_ *u, const int *ks, const int *gks, int n, double 
             if (k == K_XENT_)
                 for (size_t e = 0; e < (size_t)N_ * V_; e++) u->y[e] = u->x[e];
             int m = rep < 0 ? 1 : runs[i];
-            if (rep >= 0) run_(k, u); /* untimed: the caches hold this kernel's data, as in a
-                                       * run of back-to-back calls (the sustained rate) */
+            if (rep >= 0 && once[i] < SOLO_S_) /* untimed: the caches hold this kernel's */
+                run_(k, u); /* data, as in back-to-back calls (a longer run amortises it) */
             double t0 = thread_cpu_();
             for (int j = 0; j < m; j++) run_(k, u);
             double dt = (thread_cpu_() - t0) / m;
-            if (rep < 0) {
-                runs[i] = dt > 0 ? (int)(SOLO_S_ / dt) + 1 : 1;
+            if (rep < 0) { /* the nearest whole number of runs to SOLO_S_, at least one */
+                once[i] = dt;
+                runs[i] = dt > 0 ? (int)(SOLO_S_ / dt + 0.5) : 1;
+                if (runs[i] < 1) runs[i] = 1;
                 if (runs[i] > 64) runs[i] = 64;
             } else {
                 r[i][rep] = dt;
@@ -242,7 +246,8 @@ static void kinds_compare_(bufs_ *u, bufs_ *own, int cores, double *busy, double
     for (int k = 0; k < KINDS_; k++) {
         double c = 0, w = 0;
         kind_pass_(k, u, 1, &c, &w); /* warm-up, and the length of one pass */
-        passes[k] = c > 0 ? (int)(SAMPLE_S_ / c) + 1 : 1;
+        passes[k] = c > 0 ? (int)(SAMPLE_S_ / c + 0.5) : 1; /* the nearest, at least one */
+        if (passes[k] < 1) passes[k] = 1;
         if (passes[k] > 256) passes[k] = 256;
     }
     for (int r = 0; r < ROUNDS_; r++)
