@@ -16,12 +16,14 @@
  * calibration of single samples, or of samples taken back to back within a fraction of a
  * second, gave busy_gemm 0.53 ... 1.0 idle):
  *   solo   a warm-up run of every kernel, then 7 rounds, each one sample (an untimed run,
- *          then about 5 ms of runs back to back) of every kernel in turn; a kernel's figure is the median of its 7, in
- *          CPU seconds of the thread (the sustained rate: neither a first run's warm-up, nor
- *          the time other work or the hypervisor (steal) holds the core);
+ *          then about 5 ms of runs back to back) of every kernel in turn; a kernel's figure
+ *          is the median of its 7, in CPU seconds of the thread (the sustained rate: neither
+ *          a first run's warm-up, nor the time other work or the hypervisor (steal) holds the
+ *          core);
  *   busy, team  ratios, each measured in 9 rounds of back-to-back pairs (solo then busy and
- *          team, the order alternating; every sample about 14 ms of repeated passes), the rounds
- *          of the three kinds interleaved; the figure is the median of a kind's 9 ratios.
+ *          team, the order alternating; every sample about 14 ms of repeated passes), the
+ *          rounds of the three kinds interleaved; the figure is the median of a kind's 9
+ *          ratios.
  *          Busy counts the threads' own CPU seconds; team the process's CPU seconds over the
  *          cores (on idle cores the wall time, threads spinning at barriers included).
  * Why the median and not the best: see solo_rounds_. About 4 CPU seconds in all, as before
