@@ -22,7 +22,10 @@
 # start-up and 5 s of calibration each; one calibration more at the end), PASSES=3 three times
 # that (an estimate); the script prints how long it took.
 # Each layout is simulated on the per-field median of the three calibrations nearest its run
-# (before the previous layout's run, before its own, after it; see the loop below).
+# (before the previous layout's run, before its own, after it; see the loop below). Each
+# calibration is itself a median of samples spread over its own seconds (plan/calib.c): that
+# outvotes a slow spell shorter than a calibration; the median of three outvotes one that
+# spans a whole calibration, and keeps a drift that lasts over several layouts.
 # Usage: bash bench/plan_vs_measured.sh [BUILD_DIR]   (from the repo root)
 #        RECAL=once|each MODEL=small BATCH=8 STEPS=4 LAYOUTS_FILE=tests/plan_layouts.txt
 #        ONLY=REGEX (the layouts whose "RANKS|options" line matches, e.g. ONLY='2bw|--sp$')

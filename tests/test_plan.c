@@ -17,7 +17,9 @@
  *  6. Activation memory is linear in T (the fused attention keeps a (B,H,T) log-sum-exp, no
  *     (B,H,T,T) buffer): GPT-2 124M, the same 8192 tokens per micro-batch, T 2048 needs at most
  *     1.15 x the activation bytes of T 1024 (the stored-probabilities kernel: 1.64); and the
- *     runtime's plan for --cp 2 counts the split (T/2 positions per rank) and the ring buffers. */
+ *     runtime's plan for --cp 2 counts the split (T/2 positions per rank) and the ring buffers.
+ *  7. MoE under zb-h1 / zb-v with full recompute: the W pass's second recompute sends its
+ *     all-to-alls again (simulate's bytes_ep: 8 per block and micro-batch, 6 with 1f1b). */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -462,12 +464,53 @@ static void split_recompute_(void) {
     }
 }
 
+/* The W pass's second recompute in MoE blocks (zb-h1, zb-v with pp > 1 and full recompute:
+ * W runs each block's forward again, model/gpt_pass.c): its dispatch and combine all-to-alls
+ * are sent again, so a step sends 8 all-to-alls per MoE block and micro-batch (forward, B's
+ * recompute, W's recompute: 2 each; backward 2), twice the 4 without recompute; 1f1b's single
+ * recompute sends 6. */
+static void moe_w_traffic_(void) {
+    mpt_plan_job j;
+    job_(&j, "tiny", 16, 64);
+    j.cfg.n_layer = 4, j.cfg.experts = 4, j.cfg.top_k = 2, j.cfg.moe_every = 1;
+    mpt_cluster c;
+    mpt_error err;
+    CHECK(mpt_cluster_load(&c, "a100-80g", &err) == MPT_OK, "a100-80g");
+    const mpt_pp_kind kinds[3] = {MPT_PP_1F1B, MPT_PP_ZB_H1, MPT_PP_ZB_V};
+    double ep[3][2];
+    for (int k = 0; k < 3; k++)
+        for (int full = 0; full < 2; full++) {
+            mpt_plan_layout l;
+            mpt_plan_layout_defaults(&l);
+            l.dp = 2, l.ep = 2, l.pp = 2, l.microbatches = 4, l.schedule = kinds[k];
+            l.recompute = full ? MPT_RECOMPUTE_FULL : MPT_RECOMPUTE_NONE;
+            mpt_sim_result sr;
+            ep[k][full] = 0;
+            CHECK(mpt_simulate(&j, &l, &c, 0, &sr, &err) == MPT_OK, "simulate: %s", err.msg);
+            ep[k][full] = sr.bytes_ep;
+            mpt_sim_result_free(&sr);
+        }
+    printf("\nMoE all-to-all bytes per GPU per step, dp 2 ep 2 pp 2 m 4, none / full recompute: "
+           "1f1b %.6g / %.6g, zb-h1 %.6g / %.6g, zb-v %.6g / %.6g\n", ep[0][0], ep[0][1],
+           ep[1][0], ep[1][1], ep[2][0], ep[2][1]);
+    CHECK(ep[0][0] > 0 && fabs(ep[0][1] - 1.5 * ep[0][0]) <= 1e-9 * ep[0][0],
+          "1f1b full recompute: 6 all-to-alls per block, not %.4g x 4", ep[0][1] / ep[0][0]);
+    for (int k = 1; k < 3; k++) {
+        CHECK(fabs(ep[k][0] - ep[0][0]) <= 1e-9 * ep[0][0], "%s: 4 all-to-alls per block",
+              k == 1 ? "zb-h1" : "zb-v");
+        CHECK(fabs(ep[k][1] - 2 * ep[k][0]) <= 1e-9 * ep[k][0],
+              "%s full recompute: 8 all-to-alls per block (W's recompute too), not %.4g x 4",
+              k == 1 ? "zb-h1" : "zb-v", ep[k][1] / ep[k][0]);
+    }
+}
+
 /* Sequence parallelism's collectives as the runtime makes them (model/gpt_pass.c): per block
  * 4 forward (2 all-gathers, 2 reduce-scatters) and 6 backward (the 2 output gradients and the
  * saved ln_1 and ln_2 rows all-gathered, 2 reduce-scatters); the embedding's reduce-scatter and
  * its backward's all-gather; the head's ln_f rows gathered forward and backward and its input
  * gradient reduce-scattered; each of N x D elements, plus the loss's 3 floats per token
- * all-reduced, and one all-reduce per block of its LayerNorms' weight gradients (4 D floats,
+ * all-gathered (parallel/tp_vocab.c: tp x 3 floats gathered, 3 (tp-1) sent), and one
+ * all-reduce per block of its LayerNorms' weight gradients (4 D floats,
  * model/gpt_pass.c's ln_grads_sum_). Without sp: 2 + 2 all-reduces per block, one each for the
  * embedding and the head's input gradient. bytes_tp counts what a rank sends: (tp-1)/tp of a
  * gather's or a reduce-scatter's buffer, 2 (tp-1)/tp of an all-reduce's. */
@@ -588,6 +631,7 @@ int main(void) {
     schedules_();
     two_bw_();
     split_recompute_();
+    moe_w_traffic_();
     sp_bytes_();
     sp_overlap_terms_();
     time_sharing_();

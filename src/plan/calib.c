@@ -11,20 +11,25 @@
  *          cores x solo (par_eff for the GEMM, par_attn, par_ew)
  * plus the GEMM efficiency curve: the one-core sgemm rate over peak of a 768 x 768 product
  * whose inner (smallest) dimension is 32 ... 1024 (cost.c interpolates it at a GEMM's smallest
- * dimension). Solo figures are the median of 5 samples of >= 8 ms of back-to-back runs (3 for
- * the cross-entropy), in CPU seconds of the thread (the
- * sustained rate: neither a first run's warm-up nor a lucky quiet moment on a shared machine,
- * nor the time other work or the hypervisor (steal) holds the core).
- * Busy and team are ratios, and a ratio of two figures taken seconds apart on a VM is as
- * noisy as the VM: consecutive single-shot calibrations gave busy_gemm 0.55 ... 1.0. So each
- * is measured in 5 rounds of back-to-back pairs (solo then busy and team, the order
- * alternating), every sample at least 25 ms of repeated passes, and the figure is the median
- * of the rounds' ratios. Busy counts the threads' own CPU seconds; team the process's CPU
- * seconds over the cores (on idle cores the wall time, threads spinning at barriers
- * included). About 4 CPU seconds in all (3.7-4.8 measured; 2-3 s of wall time expected idle,
- * not measured; 8-13 s of wall time at load 15, since CPU seconds are counted while wall
- * seconds pass: `train --mem-limit`'s suggestion runs it too, and tests/t_plan.sh gives that
- * 20 s). */
+ * dimension). Every figure is the median of samples spread over its phase of the
+ * calibration, so that one slow or one lucky moment of the VM is not the reading (a
+ * calibration of single samples, or of samples taken back to back within a fraction of a
+ * second, gave busy_gemm 0.53 ... 1.0 idle):
+ *   solo   a warm-up run of every kernel, then 7 rounds, each one sample (an untimed run,
+ *          then about 5 ms of runs back to back) of every kernel in turn; a kernel's figure
+ *          is the median of its 7, in CPU seconds of the thread (the sustained rate: neither
+ *          a first run's warm-up, nor the time other work or the hypervisor (steal) holds the
+ *          core);
+ *   busy, team  ratios, each measured in 9 rounds of back-to-back pairs (solo then busy and
+ *          team, the order alternating; every sample about 14 ms of repeated passes), the
+ *          rounds of the three kinds interleaved; the figure is the median of a kind's 9
+ *          ratios.
+ *          Busy counts the threads' own CPU seconds; team the process's CPU seconds over the
+ *          cores (on idle cores the wall time, threads spinning at barriers included).
+ * Why the median and not the best: see solo_rounds_. About 4 CPU seconds in all, as before
+ * the rounds were spread (3.7-4.8 measured; 2-3 s of wall time expected idle, not measured;
+ * 8-13 s of wall time at load 15, since CPU seconds are counted while wall seconds pass:
+ * `train --mem-limit`'s suggestion runs it too, and tests/t_plan.sh gives that 20 s). */
 #include "plan/cluster.h"
 
 #include <math.h>
@@ -127,30 +132,50 @@ static int bufs_init_(bufs_ *u, int threads) {
     return 1;
 }
 
-/* The median thread-CPU seconds per run of kernel k on this thread's buffers over `reps`
- * (<= 9) samples, each at least SOLO_S_ seconds of runs back to back (a sample of one
- * millisecond-long run moved 20-60% between calibrations under load); the cross-entropy
+/* Solo: the median thread-CPU seconds per run of each kernel in ks[0 .. n) (n <= SOLO_MAX_),
+ * into t[]. One calibration's reading must not be one moment of the VM (a rank's vCPU shared
+ * with a hyperthread sibling or another guest for a fraction of a second moved a kernel's
+ * reading 20-60% between calibrations), so the samples are spread over the whole solo phase:
+ * every kernel is warmed up once (first touch, BLAS and OpenMP set-up, the length of one run),
+ * then SOLO_REPS_ rounds each take one sample of every kernel in turn, a sample being one
+ * untimed run (the kernel's data back in the caches; skipped for a run of SOLO_S_ or more,
+ * whose cache refill is a few per cent of it) and about SOLO_S_ seconds of runs back to back
+ * (the nearest whole number, at least one); a kernel's figure is the median of its rounds. The
+ * median, not the best: the training steps these figures price are medians over steps that
+ * meet the same passing slow spells, and a best of n is pulled by a lucky quiet moment (a
+ * turbo clock, the sibling idle) as far as one reading is by an unlucky one. The cross-entropy
  * overwrites its input: refilled before each sample, untimed, then run on its own output (the
- * same work). */
-static const double SOLO_S_ = 0.008;
-static double median_run_(int k, bufs_ *u, int reps) {
-    double t[9];
-    if (reps > 9) reps = 9;
-    int runs = 1;
-    for (int r = -1; r < reps; r++) { /* r = -1: warm-up, and the length of one run */
-        if (k == K_XENT_)
-            for (size_t i = 0; i < (size_t)N_ * V_; i++) u->y[i] = u->x[i];
-        double t0 = thread_cpu_();
-        for (int i = 0; i < runs; i++) run_(k, u);
-        double dt = (thread_cpu_() - t0) / runs;
-        if (r < 0) {
-            runs = dt > 0 ? (int)(SOLO_S_ / dt) + 1 : 1;
-            if (runs > 64) runs = 64;
-        } else {
-            t[r] = dt;
+ * same work). A kernel in ks may repeat with a different GEMM width: gks[i] (0: u->gk). */
+enum { SOLO_REPS_ = 7, SOLO_MAX_ = 16 };
+static const double SOLO_S_ = 0.005;
+static void solo_rounds_(bufs_ *u, const int *ks, const int *gks, int n, double *t) {
+    double r[SOLO_MAX_][SOLO_REPS_];
+    int runs[SOLO_MAX_], gk = u->gk;
+    double once[SOLO_MAX_];
+    if (n > SOLO_MAX_) n = SOLO_MAX_;
+    for (int rep = -1; rep < SOLO_REPS_; rep++) /* rep = -1: warm-up, and the runs per sample */
+        for (int i = 0; i < n; i++) {
+            int k = ks[i];
+            u->gk = gks[i] > 0 ? gks[i] : gk;
+            if (k == K_XENT_)
+                for (size_t e = 0; e < (size_t)N_ * V_; e++) u->y[e] = u->x[e];
+            int m = rep < 0 ? 1 : runs[i];
+            if (rep >= 0 && once[i] < SOLO_S_) /* untimed: the caches hold this kernel's */
+                run_(k, u); /* data, as in back-to-back calls (a longer run amortises it) */
+            double t0 = thread_cpu_();
+            for (int j = 0; j < m; j++) run_(k, u);
+            double dt = (thread_cpu_() - t0) / m;
+            if (rep < 0) { /* the nearest whole number of runs to SOLO_S_, at least one */
+                once[i] = dt;
+                runs[i] = dt > 0 ? (int)(SOLO_S_ / dt + 0.5) : 1;
+                if (runs[i] < 1) runs[i] = 1;
+                if (runs[i] > 64) runs[i] = 64;
+            } else {
+                r[i][rep] = dt;
+            }
         }
-    }
-    return mpt_cluster_median_(t, reps);
+    u->gk = gk;
+    for (int i = 0; i < n; i++) t[i] = mpt_cluster_median_(r[i], SOLO_REPS_);
 }
 
 /* The kinds timed busy and team: their kernels. */
@@ -163,9 +188,14 @@ static const int kind_k_[KINDS_][6] = {{K_GEMM_, -1},
  * alternating), each sample at least SAMPLE_S_ seconds of passes over the kind's kernels; the
  * figure is the median of the rounds' ratios. Pairing cancels what drifts slower than a round
  * (the hypervisor moving the vCPUs, another job's phase); the length averages what is faster
- * (timer ticks, interrupts). */
-enum { ROUNDS_ = 5 };
-static const double SAMPLE_S_ = 0.025;
+ * (timer ticks, interrupts). The rounds of the three kinds are interleaved (round r of every
+ * kind, then round r + 1), so each kind's rounds span the whole busy / team phase (about a
+ * second) instead of a fifth of it: a slow spell of the VM of a few hundred milliseconds
+ * (busy_gemm 0.53 against a median of 0.92 when all five rounds of the GEMM came within
+ * 0.4 s) now falls in a minority of a kind's rounds, which the median outvotes. Nine rounds
+ * of 14 ms: the time of the former five of 25 ms. */
+enum { ROUNDS_ = 9 };
+static const double SAMPLE_S_ = 0.014;
 
 /* `passes` passes over the kind's kernels on u (the cross-entropy runs on its own last
  * output: the same work); seconds per pass in thread CPU time (*cpu) and wall time (*wall). */
@@ -212,22 +242,29 @@ static double kind_team_(int kind, bufs_ *u, int cores, int passes) {
 /* Fills busy[k] (solo / busy CPU seconds per thread) and team[k] (solo / (cores x team) CPU
  * seconds) for every kind, each at most 1; own: one buffer set per core. */
 static void kinds_compare_(bufs_ *u, bufs_ *own, int cores, double *busy, double *team) {
+    double rb[KINDS_][ROUNDS_], rt[KINDS_][ROUNDS_];
+    int passes[KINDS_];
     u->threads = 1;
     for (int k = 0; k < KINDS_; k++) {
-        double c = 0, w = 0, rb[ROUNDS_], rt[ROUNDS_];
+        double c = 0, w = 0;
         kind_pass_(k, u, 1, &c, &w); /* warm-up, and the length of one pass */
-        int passes = c > 0 ? (int)(SAMPLE_S_ / c) + 1 : 1;
-        if (passes > 256) passes = 256;
-        for (int r = 0; r < ROUNDS_; r++) {
+        passes[k] = c > 0 ? (int)(SAMPLE_S_ / c + 0.5) : 1; /* the nearest, at least one */
+        if (passes[k] < 1) passes[k] = 1;
+        if (passes[k] > 256) passes[k] = 256;
+    }
+    for (int r = 0; r < ROUNDS_; r++)
+        for (int k = 0; k < KINDS_; k++) {
             double sc = 0, sw = 0, b = 0, t = 0;
-            if (r % 2) b = kind_busy_(k, own, cores, passes), t = kind_team_(k, u, cores, passes);
-            kind_pass_(k, u, passes, &sc, &sw);
-            if (!(r % 2)) b = kind_busy_(k, own, cores, passes), t = kind_team_(k, u, cores, passes);
-            rb[r] = b > 0 ? sc / b : 1;
-            rt[r] = t > 0 ? sc / (cores * t) : 1;
+            int p = passes[k];
+            if (r % 2) b = kind_busy_(k, own, cores, p), t = kind_team_(k, u, cores, p);
+            kind_pass_(k, u, p, &sc, &sw);
+            if (!(r % 2)) b = kind_busy_(k, own, cores, p), t = kind_team_(k, u, cores, p);
+            rb[k][r] = b > 0 ? sc / b : 1;
+            rt[k][r] = t > 0 ? sc / (cores * t) : 1;
         }
-        busy[k] = mpt_cluster_median_(rb, ROUNDS_);
-        team[k] = mpt_cluster_median_(rt, ROUNDS_);
+    for (int k = 0; k < KINDS_; k++) {
+        busy[k] = mpt_cluster_median_(rb[k], ROUNDS_);
+        team[k] = mpt_cluster_median_(rt[k], ROUNDS_);
         if (busy[k] > 1) busy[k] = 1;
         if (team[k] > 1) team[k] = 1;
     }
@@ -242,24 +279,30 @@ void mpt_cluster_measure_kernels(mpt_cluster *c) {
     omp_set_num_threads(1);
     omp_set_max_active_levels(1);
     double ln = (double)N_ * C_, ge = (double)N_ * 4 * C_;
-    c->ew_ln_f = median_run_(K_LN_F_, &u, 5) / ln;
-    c->ew_ln_b = median_run_(K_LN_B_, &u, 5) / ln;
-    c->ew_gelu_f = median_run_(K_GELU_F_, &u, 5) / ge;
-    c->ew_gelu_b = median_run_(K_GELU_B_, &u, 5) / ge;
-    c->ew_add = median_run_(K_ADD_, &u, 5) / ln;
-    c->ew_xent = median_run_(K_XENT_, &u, 3) / ((double)N_ * V_);
+    /* the solo kernels, their samples in interleaved rounds (solo_rounds_) */
+    enum { NS_ = 8 + MPT_GEMM_CURVE };
+    int ks[NS_] = {K_LN_F_, K_LN_B_, K_GELU_F_, K_GELU_B_, K_ADD_, K_XENT_, K_ATT_F_, K_ATT_B_};
+    int gks[NS_] = {0};
+    double ts[NS_];
+    for (int i = 0; i < MPT_GEMM_CURVE; i++) ks[8 + i] = K_GEMM_, gks[8 + i] = curve_k_[i];
+    solo_rounds_(&u, ks, gks, NS_, ts);
+    c->ew_ln_f = ts[0] / ln;
+    c->ew_ln_b = ts[1] / ln;
+    c->ew_gelu_f = ts[2] / ge;
+    c->ew_gelu_b = ts[3] / ge;
+    c->ew_add = ts[4] / ln;
+    c->ew_xent = ts[5] / ((double)N_ * V_);
     /* attention: the whole T x T products counted (cost.h), 4 B H T^2 hs forward and
      * 8 B H T^2 hs backward */
     double hs = (double)AD_ / AH_, tt = (double)AB_ * AH_ * AT_ * AT_ * hs;
-    double tf = median_run_(K_ATT_F_, &u, 5), tb = median_run_(K_ATT_B_, &u, 5);
+    double tf = ts[6], tb = ts[7];
     c->attn_f = tf > 0 ? 4 * tt / tf : 0;
     c->attn_b = tb > 0 ? 8 * tt / tb : 0;
     /* the GEMM efficiency curve, over the peak (cluster.c measured it first) */
     double rate[MPT_GEMM_CURVE], best = c->peak_fp32;
     for (int i = 0; i < MPT_GEMM_CURVE; i++) {
-        u.gk = curve_k_[i];
-        double t = median_run_(K_GEMM_, &u, 5);
-        rate[i] = t > 0 ? 2.0 * GM_ * GM_ * u.gk / t : 0;
+        double t = ts[8 + i];
+        rate[i] = t > 0 ? 2.0 * GM_ * GM_ * curve_k_[i] / t : 0;
         if (rate[i] > best) best = rate[i];
     }
     if (best > c->peak_fp32 && c->peak_fp32 > 0) { /* the peak's own run was diluted */

@@ -1,6 +1,7 @@
 /* cost.c — FLOPs, bytes and seconds of one stage's operations and of collectives (see cost.h). */
 #include "plan/cost.h"
 
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 
@@ -195,6 +196,48 @@ static void gemm_rows_(shape_ *s, acc_ *a, double N, double K) {
     for (int k = 0; k < s->tp; k++) gemm_(a, s->Ns, N, K, 1);
 }
 
+/* The head's logits (N x Vl) and the cross-entropy with its gradient. tp = 1: one GEMM and the
+ * fused kernel (ew_xent). tp > 1: parallel/tp_vocab.c's vocabulary-parallel loss, priced by
+ * what it does: the N rows in k = mpt_tp_overlap_chunks(N, Vl) chunks of n rows; per chunk the
+ * head GEMM's rows (without sp; under sp the logits come whole from sp's row blocks first) and
+ * the slice's statistics (row max and sum of exponentials: two of the fused kernel's three
+ * passes over the logits, 2/3 of ew_xent per element), then an all-gather over tp of the
+ * chunk's [max | sum-exp | target] (3n floats per rank, tp x 3n gathered: the MPI library's
+ * all-gather) that travels while the next chunks compute; after the last chunk, chunk by
+ * chunk: wait for its gather, merge (the tp x 3n statistics read), the gradient pass (the
+ * third pass, 1/3 of ew_xent). The gathers go one after the other on the link; what they add
+ * beyond the compute is replayed below, as the runtime's loop orders it. */
+static void vocab_ce_(shape_ *s, acc_ *a) {
+    const mpt_cluster *c = s->c;
+    if (s->tp < 2) {
+        gemm_rows_(s, a, s->Vl, s->D);
+        ew_(a, c->ew_xent, s->N * s->Vl, 3 * s->N * s->Vl);
+        return;
+    }
+    if (s->l->sp) gemm_rows_(s, a, s->Vl, s->D); /* sp: the logits by sp's row blocks, first */
+    double k = (double)mpt_tp_overlap_chunks((size_t)s->N, s->Vl > INT_MAX ? INT_MAX : (int)s->Vl);
+    double n = s->N / k;
+    acc_ h = {c, a->peak, a->es, 0, 0}, post = h; /* one chunk's compute before / after */
+    if (!s->l->sp) gemm_(&h, n, s->Vl, s->D, 1);
+    ew_(&h, c->ew_xent > 0 ? c->ew_xent * 2.0 / 3.0 : 0, n * s->Vl, 2 * n * s->Vl);
+    mem_(&post, 3.0 * s->tp * n + 3 * n); /* the merge */
+    ew_(&post, c->ew_xent > 0 ? c->ew_xent / 3.0 : 0, n * s->Vl, 2 * n * s->Vl);
+    double g = lib_collective_(c, MPT_COLL_ALLGATHER, s->tp, 4.0 * 3 * n * s->tp, s->inter);
+    double t = 0, link = 0, end[MPT_TP_OVERLAP_MAX_CHUNKS];
+    int kk = (int)k;
+    for (int i = 0; i < kk; i++) { /* chunk i: compute, then its gather behind the earlier */
+        t += h.t;
+        link = (link > t ? link : t) + g;
+        end[i] = link;
+    }
+    for (int i = 0; i < kk; i++) t = (t > end[i] ? t : end[i]) + post.t;
+    double compute = k * (h.t + post.t);
+    a->t += t;
+    a->flops += k * (h.flops + post.flops);
+    s->tp_time += t - compute; /* the gathers' exposed seconds */
+    s->tp_bytes += k * 4.0 * 3 * n * (s->tp - 1); /* what one rank sends: its block to tp-1 */
+}
+
 /* cp: K||V of the rank's T/cp rows goes cp-1 hops around the ring (backward: K||V and the
  * dK||dV accumulators, cp hops), each hop posted before the local block's compute and waited
  * after it (parallel/cp.h): what the attention's `compute` seconds do not hide is added. */
@@ -343,6 +386,12 @@ void mpt_cost_stage(const mpt_cluster *c, const mpt_config *cfg, const mpt_plan_
         rec_flops += rec.flops;
         s.tp_bytes += rec_tpb * n, s.tp_time += rec_tpt * n; /* (the dense blocks') */
         out->expert_w += n_moe * mc.expert_f;
+        if (n_moe > 0) { /* the MoE blocks' forward again: its tp collectives and its two
+                          * all-to-alls (dispatch and combine, half of F + B's four) */
+            s.tp_bytes += n_moe * sm.tp_bytes * 0.5, s.tp_time += n_moe * sm.tp_time * 0.5;
+            out->ep_bytes += n_moe * mc.ep_bytes * 0.5;
+            out->ep_time += n_moe * mc.ep_time_f;
+        }
     }
     double params = n * (4.0 * s.D * s.Dl + 2.0 * s.D * s.Fl + 4.0 * s.D + 3.0 * s.Dl + s.Fl +
                          2.0 * s.D);
@@ -357,9 +406,7 @@ void mpt_cost_stage(const mpt_cluster *c, const mpt_config *cfg, const mpt_plan_
     if (last) {
         ew_(&f, c->ew_ln_f, s.Ns * s.D, 2 * s.Ns * s.D); /* ln_f */
         sp_gather_(&s, &f, s.D);
-        gemm_rows_(&s, &f, s.Vl, s.D); /* logits */
-        ew_(&f, c->ew_xent, s.N * s.Vl, 3 * s.N * s.Vl); /* fused cross-entropy, gradient */
-        coll_(&s, &f, MPT_COLL_ALLREDUCE, 3 * 4 * s.N);
+        vocab_ce_(&s, &f); /* logits, the cross-entropy and its gradient */
         sp_gather_(&s, &b, s.D);      /* sp: ln_f's saved rows, all of them */
         gemm_rows_(&s, &b, s.D, s.Vl); /* d(ln_f out) */
         row_out_(&s, &b);             /* sp: the blocking reduce-scatter */
