@@ -15,6 +15,8 @@ JOBS     ?= $(shell nproc)
 export OMPI_ALLOW_RUN_AS_ROOT = 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM = 1
 export OMPI_MCA_rmaps_base_oversubscribe = 1
+# OpenBLAS's kernel set, fixed as CI fixes it (read when the library loads; a caller's value wins)
+export OPENBLAS_CORETYPE ?= Haswell
 
 .PHONY: all setup build test demo bench clean test-asan test-valgrind fuzz
 all: build

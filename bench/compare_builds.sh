@@ -15,6 +15,7 @@
 set -euo pipefail
 OLD=$1/mptrain NEW=$2/mptrain ROUNDS=${3:-3}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell} # as CI and bench/run.sh: no detection
 TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
 MODEL=(--model small --steps "${BENCH_STEPS:-8}" --quiet --lr 6e-4)
 MPIRUN=(mpirun --bind-to none -np 2)

@@ -289,19 +289,23 @@ static void backward_(prof_t *s) {
     for (int l = s->L - 1; l >= 0; l--) {
         float *in = l == 0 ? s->enc : ACT_(s, res3, l - 1, ND);
         if (s->unfused) RUN_(K_COPY, 0, 4.0 * NF, memset(s->dfcg, 0, NF * sizeof(float)));
-        RUN_(K_GEMM, 2 * mm_(N, F, D), 0,
-             MMB_(s)(s->dfcg, PG_(s, l, P_FPW), BIAS_(s, l, P_FPB), s->dres, ACT_(s, fchg, l, NF),
-                                 PW_(s, l, P_FPW), N, s->F, s->D));
-        if (s->unfused)
-            RUN_(K_BIAS, 0, 4.0 * ND, mpt_bias_backward(PG_(s, l, P_FPB), s->dres, N, s->D));
         if (s->unfused) {
+            RUN_(K_GEMM, 2 * mm_(N, F, D), 0,
+                 MMB_(s)(s->dfcg, PG_(s, l, P_FPW), BIAS_(s, l, P_FPB), s->dres,
+                         ACT_(s, fchg, l, NF), PW_(s, l, P_FPW), N, s->F, s->D));
+            RUN_(K_BIAS, 0, 4.0 * ND, mpt_bias_backward(PG_(s, l, P_FPB), s->dres, N, s->D));
             RUN_(K_COPY, 0, 4.0 * NF, memset(s->dfc, 0, NF * sizeof(float)));
             RUN_(K_GELU, 0, 16.0 * NF, mpt_gelu_backward(s->dfc, ACT_(s, fch, l, NF), s->dfcg, NF));
             RUN_(K_BIAS, 0, 4.0 * NF, mpt_bias_backward(PG_(s, l, P_FCB), s->dfc, N, s->F));
-        } else {
-            RUN_(K_GELU, 0, 12.0 * NF,
-                 mpt_gelu_backward_bias(s->dfc, PG_(s, l, P_FCB), ACT_(s, fch, l, NF), s->dfcg, N,
-                                        s->F));
+        } else { /* as the model does: the weight and bias gradients, then the input gradient
+                  * and the GELU backward by row chunks (core/kernels_fused.h), filed under GEMM */
+            RUN_(K_GEMM, mm_(N, F, D), 0,
+                 MMB_(s)(NULL, PG_(s, l, P_FPW), BIAS_(s, l, P_FPB), s->dres,
+                         ACT_(s, fchg, l, NF), PW_(s, l, P_FPW), N, s->F, s->D));
+            RUN_(K_GEMM, mm_(N, F, D), 0,
+                 mpt_matmul_backward_gelu_set(s->dfc, NULL, NULL, PG_(s, l, P_FCB),
+                                              ACT_(s, fch, l, NF), s->dres, ACT_(s, fchg, l, NF),
+                                              PW_(s, l, P_FPW), N, s->F, s->D));
         }
         if (s->unfused) RUN_(K_COPY, 0, 4.0 * ND, memset(s->dtmp, 0, ND * sizeof(float)));
         RUN_(K_GEMM, 2 * mm_(N, D, F), 0,
@@ -347,7 +351,7 @@ static void backward_(prof_t *s) {
 }
 
 static void step_(prof_t *s, const mpt_adamw *opt, long t) {
-    RUN_(K_COPY, 0, 4.0 * s->np, memset(s->g, 0, s->np * sizeof(float)));
+    RUN_(K_COPY, 0, 4.0 * s->np, mpt_zero(s->g, s->np)); /* threaded, as dp.c */
     forward_(s);
     backward_(s);
     double ss = 0.0;

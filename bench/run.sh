@@ -24,6 +24,7 @@
 #
 # Knobs (environment): BENCH_ROUNDS (3) BENCH_STEPS (6) BENCH_WARMUP (2) BENCH_THREADS (2)
 #   BENCH_OUT (bench/results/foundation.json) BENCH_PEAK_PROBES (2) BENCH_TORCH_DEFAULT (1)
+#   OPENBLAS_CORETYPE: Haswell unless set (as CI; the JSON records the core OpenBLAS picked).
 #   BENCH_PROBE_ENV=1: one extra mptrain/torch pair with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE
 #   unset; BENCH_PROBE_CORETYPE=X: one with OPENBLAS_CORETYPE=X. Probes are reported apart and
 #   never enter the headline figures.
@@ -52,6 +53,22 @@ TORCH_DEFAULT = os.environ.get("BENCH_TORCH_DEFAULT", "1") == "1"
 PROBE_ENV = os.environ.get("BENCH_PROBE_ENV", "0") == "1"
 PROBE_CORETYPE = os.environ.get("BENCH_PROBE_CORETYPE", "")
 OPENBLAS_OMP = "/usr/lib/x86_64-linux-gnu/openblas-openmp"  # the library mptrain links
+# OpenBLAS reads OPENBLAS_CORETYPE once, when it loads: pinned here for every contender, as CI
+# pins it, unless the caller set it (on this AMD EPYC, 0.3.21 picks "Zen" when unset; Haswell
+# and Zen measured the same, bench/speed_log.md, but the runs should not depend on detection)
+os.environ.setdefault("OPENBLAS_CORETYPE", "Haswell")
+
+
+def openblas_core():
+    """The kernel set the OpenBLAS that mptrain links picks under this environment."""
+    try:
+        r = subprocess.run([PY, "-c", "import ctypes; l = ctypes.CDLL('%s/libopenblas.so.0'); "
+                            "l.openblas_get_corename.restype = ctypes.c_char_p; "
+                            "print(l.openblas_get_corename().decode())" % OPENBLAS_OMP],
+                           capture_output=True, text=True, timeout=60)
+        return r.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
 if STEPS <= WARMUP:
     sys.exit("bench: BENCH_STEPS must exceed BENCH_WARMUP")
 
@@ -254,7 +271,8 @@ result = {
     "machine": {"cpu": cpu_model(), "logical_cpus": os.cpu_count(),
                 "load_average_before": load_before, "other_load_cores_max": other,
                 "peak_flops_min_max": [lo, peak],
-                "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}},
+                "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")},
+                "openblas_core": openblas_core()},
     "work": {"n_layer": L, "d_model": D, "n_head": H, "seq_len": T, "vocab": V, "ffn": FFN,
              "batch": B, "threads": THREADS, "dtype": "fp32",
              "tokens_per_step": B * T, "flops_per_token": fpt},

@@ -7,7 +7,10 @@
  *      bias gradients, and widths that are not a multiple of the vector or cache-line width;
  *   5. the beta = 0 input-gradient GEMMs of kernels.h (mpt_matmul_backward_set,
  *      mpt_lmhead_backward_set) against a zeroed buffer and the accumulating kernels;
- *   6. the linear layers' GEMMs under both threadings (split into one block per thread, or
+ *   6. the MLP's c_proj backward with the GELU backward fused by row chunks
+ *      (mpt_matmul_backward_gelu_set) against the unfused pair, the reference and finite
+ *      differences;
+ *   7. the linear layers' GEMMs under both threadings (split into one block per thread, or
  *      threaded by the library) against the double reference and each other.
  * Tolerances are those of tests/test_kernels.c (1e-5 forward, 1e-4 backward, relative, with a
  * floor of a tenth of the reference's RMS). One line per check. */
@@ -329,6 +332,84 @@ static void test_backward_set_(size_t N, int C, int OC) {
     pair_free_(&x), pair_free_(&dy), pair_free_(&w), pair_free_(&dw0), pair_free_(&db0);
 }
 
+/* ---- c_proj backward + GELU backward by row chunks ------------------------------------------
+ * mpt_matmul_backward_gelu_set against the unfused pair (mpt_matmul_backward_set into a buffer,
+ * then mpt_gelu_backward_bias from it), the double reference, and finite differences of the
+ * double loss L(h) = sum dy . (gelu(h) w) in h (its gradient is dinp). Shapes with several row
+ * chunks and a partial last one (chunks of ~3 MiB: 512 rows at C 1536, 256 at C 3072). */
+static double gelu_row_loss_(const double *h, const double *w, const double *dy, int C, int OC,
+                             double *tmp) {
+    ref_gelu_forward(tmp, h, (size_t)C);
+    double s = 0.0;
+    for (int i = 0; i < C; i++)
+        for (int j = 0; j < OC; j++) s += dy[j] * tmp[i] * w[(size_t)i * OC + j];
+    return s;
+}
+
+static void test_matmul_gelu_(size_t N, int C, int OC) {
+    snprintf(case_, sizeof case_, "matmul_backward_gelu_set N%zu C%d OC%d", N, C, OC);
+    size_t nx = N * (size_t)C, ny = N * (size_t)OC, nw = (size_t)C * OC;
+    pair_t x = pair_(nx, -1, 1), h = pair_(nx, -4, 4), dy = pair_(ny, -1, 1), w = pair_(nw, -1, 1);
+    pair_t dw0 = pair_(nw, -1, 1), db0 = pair_(OC, -1, 1), dbi0 = pair_(C, -1, 1);
+    /* unfused */
+    float *dg = xcalloc_(nx, sizeof *dg), *dp = xcalloc_(nx, sizeof *dp);
+    float *dwp = fcopy_(dw0.f, nw), *dbp = fcopy_(db0.f, OC), *dbip = fcopy_(dbi0.f, C);
+    mpt_matmul_backward_set(dg, dwp, dbp, dy.f, x.f, w.f, N, C, OC);
+    mpt_gelu_backward_bias(dp, dbip, h.f, dg, N, C);
+    /* fused, into a buffer of garbage (overwritten) */
+    float *df = xcalloc_(nx, sizeof *df);
+    for (size_t i = 0; i < nx; i++) df[i] = i % 7 ? 1e30f : NAN;
+    float *dwf = fcopy_(dw0.f, nw), *dbf = fcopy_(db0.f, OC), *dbif = fcopy_(dbi0.f, C);
+    mpt_matmul_backward_gelu_set(df, dwf, dbf, dbif, h.f, dy.f, x.f, w.f, N, C, OC);
+    vs_plain_("dinp vs unfused", df, dp, nx, BWD_TOL);
+    vs_plain_("dw (+=) vs unfused", dwf, dwp, nw, BWD_TOL);
+    vs_plain_("dbias (+=) vs unfused", dbf, dbp, (size_t)OC, BWD_TOL);
+    vs_plain_("dbias_in (+=) vs unfused", dbif, dbip, (size_t)C, BWD_TOL);
+    /* NULL dw, dbias, dbias_in: the same dinp */
+    float *dn = xcalloc_(nx, sizeof *dn);
+    mpt_matmul_backward_gelu_set(dn, NULL, NULL, NULL, h.f, dy.f, x.f, w.f, N, C, OC);
+    vs_plain_("dinp with NULL gradients", dn, df, nx, 0.0);
+    /* double reference */
+    double *dgd = xcalloc_(nx, sizeof *dgd), *dd = xcalloc_(nx, sizeof *dd);
+    ref_matmul_backward(dgd, dw0.d, db0.d, dy.d, x.d, w.d, N, C, OC);
+    ref_gelu_backward(dd, h.d, dgd, nx);
+    for (size_t r = 0; r < N; r++)
+        for (int i = 0; i < C; i++) dbi0.d[i] += dd[r * C + i];
+    vs_ref_("dinp vs ref", df, dd, nx, BWD_TOL);
+    vs_ref_("dw vs ref", dwf, dw0.d, nw, BWD_TOL);
+    vs_ref_("dbias vs ref", dbf, db0.d, (size_t)OC, BWD_TOL);
+    vs_ref_("dbias_in vs ref", dbif, dbi0.d, (size_t)C, BWD_TOL);
+    /* finite differences in h (one row's loss: h[r, i] reaches only row r) */
+    double *tmp = xcalloc_(C, sizeof *tmp), an[32], fd[32];
+    for (int k = 0; k < 32; k++) {
+        size_t r = (size_t)uni_(0, (double)N), i = (size_t)uni_(0, (double)C);
+        double *hr = h.d + r * (size_t)C, x0 = hr[i];
+        hr[i] = x0 + FD_H;
+        double lp = gelu_row_loss_(hr, w.d, dy.d + r * (size_t)OC, C, OC, tmp);
+        hr[i] = x0 - FD_H;
+        double lm = gelu_row_loss_(hr, w.d, dy.d + r * (size_t)OC, C, OC, tmp);
+        hr[i] = x0;
+        fd[k] = (lp - lm) / (2 * FD_H), an[k] = df[r * (size_t)C + i];
+    }
+    check_close_d(nm_("fd dinp"), an, fd, 32, BWD_TOL, floor_d_(fd, 32));
+    free(dg), free(dp), free(dwp), free(dbp), free(dbip), free(df), free(dwf), free(dbf);
+    free(dbif), free(dn), free(dgd), free(dd), free(tmp);
+    pair_free_(&x), pair_free_(&h), pair_free_(&dy), pair_free_(&w), pair_free_(&dw0);
+    pair_free_(&db0), pair_free_(&dbi0);
+}
+
+/* mpt_zero (kernels.h): every element zeroed, below and above its threading size, at lengths
+ * that are not a multiple of a cache line, and nothing past n touched */
+static void test_zero_(size_t n) {
+    snprintf(case_, sizeof case_, "zero n%zu", n);
+    float *x = xcalloc_(n + 1, sizeof *x), *z = xcalloc_(n + 1, sizeof *z);
+    for (size_t i = 0; i < n; i++) x[i] = i % 3 ? 1.5f : NAN;
+    x[n] = z[n] = 7.0f; /* the element past the end stays */
+    mpt_zero(x, n);
+    check_close(nm_("zeroed, past n kept"), x, z, n + 1, 0.0, 1e-30);
+    free(x), free(z);
+}
+
 /* ---- GEMM threading ------------------------------------------------------------------------
  * The linear layers' GEMMs at the model's shapes under both threadings of kernels.h
  * (MPT_GEMM_SPLIT: one block per thread; MPT_GEMM_TEAM: the library threads the call, with
@@ -427,6 +508,11 @@ int main(void) {
     test_backward_set_(256, 384, 1152);
     test_backward_set_(33, 96, 256);
     test_backward_set_(9, 12, 0); /* K = 0 (a tp rank's all-padding vocabulary): dinp = 0 */
+    test_zero_(1000);
+    test_zero_(262144 * 3 + 5); /* threaded */
+    test_matmul_gelu_(7, 13, 5);
+    test_matmul_gelu_(1100, 1536, 64); /* chunks of 512, 512 and 76 rows */
+    test_matmul_gelu_(600, 3072, 32);  /* chunks of 256, 256 and 88 rows */
     test_gemm_threading_(512, 384, 1152); /* qkv at 2 sequences of T 256 */
     test_gemm_threading_(256, 1536, 384); /* c_proj of the MLP: C taller than OC */
     test_gemm_threading_(300, 384, 770);  /* blocks not multiples of 8 rows or 16 columns */

@@ -481,6 +481,29 @@ void mpt_matmul_backward_set(float *dinp, float *dw, float *dbias, const float *
     matmul_backward_(dinp, 0.0f, dw, dbias, dout, inp, w, N, C, OC);
 }
 
+/* Rows per chunk of mpt_matmul_backward_gelu_set: ~3 MiB of each N x C operand, so a chunk's
+ * GEMM output and pre-activation are still in the L3 when the GELU backward reads them (and its
+ * output there when the next layer's GEMMs read it), while the GEMM keeps >= 256 rows (its rate
+ * holds there) where C allows. Multiples of 64 rows. */
+static size_t gelu_chunk_rows_(int C) {
+    size_t rows = ((size_t)3 << 20) / (sizeof(float) * (size_t)C) / 64 * 64;
+    return rows < 64 ? 64 : rows;
+}
+
+void mpt_matmul_backward_gelu_set(float *dinp, float *dw, float *dbias, float *dbias_in,
+                                  const float *h, const float *dout, const float *inp,
+                                  const float *w, size_t N, int C, int OC) {
+    if (dw || dbias) matmul_backward_(NULL, 0.0f, dw, dbias, dout, inp, w, N, C, OC);
+    size_t rows = gelu_chunk_rows_(C);
+    for (size_t r0 = 0; r0 < N; r0 += rows) { /* in row order: dbias_in summed as unchunked */
+        size_t n = N - r0 < rows ? N - r0 : rows;
+        float *d = dinp + r0 * (size_t)C;
+        gemm_('N', 'T', n, (size_t)C, (size_t)OC, 1.0f, dout + r0 * (size_t)OC, (size_t)OC, w,
+              (size_t)OC, 0.0f, d, (size_t)C);
+        mpt_gelu_backward_bias(d, dbias_in, h + r0 * (size_t)C, d, n, C);
+    }
+}
+
 void mpt_lmhead_forward(float *out, const float *inp, const float *w, size_t N, int C, int V,
                         int ldo) {
     gemm_('N', 'T', N, (size_t)V, (size_t)C, 1.0f, inp, (size_t)C, w, (size_t)C, 0.0f, out,
@@ -610,4 +633,21 @@ void mpt_add_rows(float *out, const float *bias, size_t N, int C) {
 void mpt_add_inplace(float *y, const float *x, size_t N) {
 #pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < N; i++) y[i] += x[i];
+}
+
+/* Below this many floats (1 MiB) one memset: a region is not worth it. */
+#define ZERO_SPLIT_MIN_ ((size_t)262144)
+
+void mpt_zero(float *x, size_t n) {
+    if (n < ZERO_SPLIT_MIN_ || omp_in_parallel() || omp_get_max_threads() < 2) {
+        memset(x, 0, n * sizeof *x);
+        return;
+    }
+#pragma omp parallel
+    { /* each thread one contiguous block, cut at multiples of 16 floats (a cache line) */
+        size_t units = (n + 15) / 16, id = (size_t)omp_thread_id_(), nth = (size_t)omp_threads_();
+        size_t i0 = units * id / nth * 16, i1 = units * (id + 1) / nth * 16;
+        if (i1 > n) i1 = n;
+        if (i0 < i1) memset(x + i0, 0, (i1 - i0) * sizeof *x);
+    }
 }

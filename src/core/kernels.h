@@ -99,6 +99,9 @@ void mpt_residual_forward(float *out, const float *a, const float *b, size_t N);
 void mpt_add_rows(float *out, const float *bias, size_t N, int C);
 /* y += x */
 void mpt_add_inplace(float *y, const float *x, size_t N);
+/* x[0..n) = 0, threaded (each thread a contiguous block) when n is large: the gradients' zeroing
+ * at the start of a step. Call from one thread (inside a region: one plain memset). */
+void mpt_zero(float *x, size_t n);
 
 /* Fused softmax cross-entropy over a padded vocabulary. logits (N,Vp): only the first V columns
  * are real. On return losses(N) = -log softmax(logits)[target] and logits is OVERWRITTEN with

@@ -13,6 +13,8 @@
  *   mpt_residual_layernorm_forward(res, ln, ...)  bias + mpt_residual_forward + mpt_layernorm_forward
  *   mpt_bias_residual_forward(res, a, y, b, ...)  bias + mpt_residual_forward
  *   mpt_gelu_backward_bias(dfc, dbias, ...)       memset + mpt_gelu_backward + the GEMM's bias sum
+ *   mpt_matmul_backward_gelu_set(...)             c_proj's backward GEMMs and the line above, by
+ *                                                 row chunks that stay in cache
  *   mpt_layernorm_backward_colsum(...)            mpt_layernorm_backward + the next GEMM's bias sum
  */
 #ifndef MPT_KERNELS_FUSED_H
@@ -39,6 +41,17 @@ void mpt_matmul_bias_gelu_forward(float *out, float *fch, const float *x, const 
  * dinp may alias dout. */
 void mpt_gelu_backward_bias(float *dinp, float *dbias, const float *h, const float *dout,
                             size_t N, int C);
+
+/* The MLP's c_proj backward and the GELU backward before it, fused: dw(C,OC) += inp^T dout and
+ * dbias(OC) += dout's column sums as mpt_matmul_backward (either may be NULL); then, by chunks
+ * of rows (~3 MiB of an N x C array each, kernels.c), dinp's rows OVERWRITTEN with
+ * (dout w^T) * gelu'(h) while the chunk is still in cache, and dbias_in(C) += their column sums
+ * (may be NULL: the c_fc bias gradient, in row order as mpt_gelu_backward_bias sums it). Replaces
+ * mpt_matmul_backward_set into a buffer + mpt_gelu_backward_bias from it: one N x C array
+ * streamed instead of three. */
+void mpt_matmul_backward_gelu_set(float *dinp, float *dw, float *dbias, float *dbias_in,
+                                  const float *h, const float *dout, const float *inp,
+                                  const float *w, size_t N, int C, int OC);
 
 /* res(N,C) = a + y + bias (bias may be NULL); res may alias a or y. */
 void mpt_bias_residual_forward(float *res, const float *a, const float *y, const float *bias,

@@ -537,13 +537,18 @@ mpt_status mpt_gpt_backward(mpt_gpt *m, const int32_t *inputs, int B, int T, mpt
                                      0, err));
         } else {
             TRY_(all_rows_(m, dres, Nl, &dy, err));
-            linear_backward_(m, dfcg, l, MPT_FCPROJ_W, MPT_FCPROJ_B, dy,
-                             saved_(m, MPT_ACT_FCH_GELU, l, N * (size_t)Fl), N, Fl, D,
-                             MPT_ACT_DY_FCPROJ);
-            /* dfc overwritten with gelu' * dfcg; unsplit, the c_fc bias gradient is summed in the
-             * same pass (split, W sums it from the saved dfc) */
-            mpt_gelu_backward_bias(dfc, m->split_w ? NULL : G_(m, l, MPT_FC_B),
-                                   lay_(m, MPT_ACT_FCH, l), dfcg, N, Fl);
+            if (!m->split_w) { /* c_proj's backward and the GELU's by row chunks, into dfc */
+                mpt_matmul_backward_gelu_set(dfc, G_(m, l, MPT_FCPROJ_W), G_(m, l, MPT_FCPROJ_B),
+                                             G_(m, l, MPT_FC_B), lay_(m, MPT_ACT_FCH, l), dy,
+                                             saved_(m, MPT_ACT_FCH_GELU, l, N * (size_t)Fl),
+                                             W_(m, l, MPT_FCPROJ_W), N, Fl, D);
+            } else { /* split: dfc overwritten with gelu' * dfcg; W sums the c_fc bias gradient
+                      * from the saved dfc */
+                linear_backward_(m, dfcg, l, MPT_FCPROJ_W, MPT_FCPROJ_B, dy,
+                                 saved_(m, MPT_ACT_FCH_GELU, l, N * (size_t)Fl), N, Fl, D,
+                                 MPT_ACT_DY_FCPROJ);
+                mpt_gelu_backward_bias(dfc, NULL, lay_(m, MPT_ACT_FCH, l), dfcg, N, Fl);
+            }
             TRY_(all_rows_(m, saved_(m, MPT_ACT_LN2, l, Nl * D), Nl, &x, err));
             if (mpt_gpt_tp_overlap(m)) {
                 TRY_(linear_backward_tp_(m, dtmp, l, MPT_FC_W, -1, dfc, x, N, D, Fl,

@@ -2,6 +2,7 @@
  * model's hooks and the step protocol; the work itself is in dp_reduce.c (gradient buckets),
  * dp_shard.c (slices, staging, working copies) and dp_optim.c (norm, AdamW). */
 #include "parallel/dp_internal.h"
+#include "core/kernels.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -184,7 +185,7 @@ void mpt_dp_free(mpt_dp *dp) {
 /* ---- the step --------------------------------------------------------------------------------- */
 
 void mpt_dp_begin_step(mpt_dp *dp) {
-    if (dp->zero <= 1) memset(dp->model->grads, 0, dp->model->pt.total * sizeof(float));
+    if (dp->zero <= 1) mpt_zero(dp->model->grads, dp->model->pt.total); /* threaded */
     else memset(dp->gshard, 0, dp->shard_n * sizeof(float));
     if (dp->held_grad)
         memset(dp->held_grad, 0, dp->model->pt.t[dp->o.held].numel * sizeof(float));
