@@ -10,8 +10,10 @@
  *             attn.c_proj dX, dW (N, D/tp <- D) | c_attn (N/k rows: dX, then dW) x k
  * and the head (V/tp columns of the tied wte: forward and backward by the same row chunks).
  *   build/bench/bench_tp_gemms [--layers L --d-model D --seq-len T --vocab V --batch B
- *                               --tp P --rounds R --dw-chunks K]
+ *                               --tp P --rounds R --dw-chunks K] [--compare-dw]
  *   defaults: the bench model (6L/384, T256, byte vocab 256, batch 8), tp 2, 5 rounds
+ * --compare-dw: only the column-parallel layers' backward, dW in k, k/2 and 1 row chunks and
+ * half of one rank's, alternated call by call (finer interleaving, for a loaded machine).
  * --dw-chunks K: the column-parallel layers' weight gradients in K row chunks instead of the
  * input gradient's (1: one GEMM over all N rows), a what-if for the backward's chunking.
  * Prints per site the CPU ms of the tp rank's calls against half of one rank's, medians over R
@@ -110,14 +112,55 @@ static void step_(const bufs_ *b, int L, size_t N, int D, int V, int P, double t
     head_(b, N, D, Vl, P > 1 ? kV : 1, &t[S_HEAD][0], &t[S_HEAD][1]);
 }
 
+
 static int cmp_(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
 }
 
+/* --compare-dw: the column-parallel layers' backward (dX in k row chunks, dW in k, 2 or 1
+ * row chunks) and half of one rank's, alternated call by call R times: finer interleaving
+ * than whole steps, for a loaded machine */
+static void compare_dw_(const bufs_ *b, size_t N, int D, int P, int R) {
+    size_t k = mpt_tp_overlap_chunks(N, D), kws[3] = {k, (k + 1) / 2, 1};
+    int C[2] = {D, D}, OC[2] = {3 * D / P, 4 * D / P};
+    const char *nm[2] = {"c_attn", "c_fc"};
+    printf("backward of the column-parallel layers, CPU ms per call (median of %d), dX in %zu row chunks\n", R, k);
+    for (int s = 0; s < 2; s++) {
+        double v[4][64];
+        for (int r = 0; r < R; r++) {
+            double f = 0, t1 = 0;
+            dw_chunks_ = 0;
+            linear_(b, N, C[s], OC[s] * P, 1, 0, &f, &t1); /* one rank, unchunked */
+            v[3][r] = t1 / P;
+            for (int i = 0; i < 3; i++) {
+                double tb = 0;
+                dw_chunks_ = kws[i];
+                linear_(b, N, C[s], OC[s], 1, k, &f, &tb);
+                v[i][r] = tb;
+            }
+        }
+        for (int i = 0; i < 4; i++) qsort(v[i], (size_t)R, sizeof v[i][0], cmp_);
+        printf("%-8s half of one rank %.2f | dW in %zu chunks %.2f (%.3f) | in %zu %.2f (%.3f) | in %zu %.2f (%.3f)\n",
+               nm[s], 1e3 * v[3][R / 2], kws[0], 1e3 * v[0][R / 2], v[0][R / 2] / v[3][R / 2],
+               kws[1], 1e3 * v[1][R / 2], v[1][R / 2] / v[3][R / 2], kws[2], 1e3 * v[2][R / 2],
+               v[2][R / 2] / v[3][R / 2]);
+    }
+}
+
 int main(int argc, char **argv) {
     int L = 6, D = 384, T = 256, V = 256, B = 8, P = 2, R = 5;
-    for (int i = 1; i + 1 < argc; i += 2) {
+    int cmp_dw = 0;
+    for (int i = 1; i < argc; i += 2) {
+        if (!strcmp(argv[i], "--compare-dw")) {
+            cmp_dw = 1;
+            i--;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "%s needs a value\n", argv[i]);
+            return 2;
+        }
         int v = atoi(argv[i + 1]);
         if (!strcmp(argv[i], "--layers")) L = v;
         else if (!strcmp(argv[i], "--d-model")) D = v;
@@ -141,6 +184,12 @@ int main(int argc, char **argv) {
     bufs_ b = {buf_(big), buf_(big), buf_(big), buf_(big), buf_(F * F), buf_(F * F), buf_(F)};
     double (*one)[NS_][2] = calloc((size_t)R, sizeof *one), (*tp)[NS_][2] = calloc((size_t)R, sizeof *tp);
     if (!one || !tp) return 1;
+    if (cmp_dw) {
+        compare_dw_(&b, N, D, P, R);
+        free(b.x), free(b.y), free(b.dx), free(b.dy), free(b.w), free(b.dw), free(b.db);
+        free(one), free(tp);
+        return 0;
+    }
     double warm[NS_][2] = {{0}};
     step_(&b, 1, N, D, V, 1, warm);
     step_(&b, 1, N, D, V, P, warm);
