@@ -33,12 +33,13 @@
 #define LSAN_ON_() ((void)0)
 #endif
 
-/* OpenMPI's non-blocking all-reduce (coll/libnbc), which the tp overlap's chunks, dp buckets
- * and sp's LayerNorm sums use, picks a binomial tree whenever the group has fewer than 4 ranks
- * or the call is in place (all of mptrain's are): rank 1 sends, rank 0 receives and adds, then
- * sends the sum back, so the two transfers run one after the other and rank 0 does every add.
- * Recursive doubling (algorithm 4) exchanges both halves at once and has each rank add; on 2
- * ranks it is one transfer each way in parallel, and the same sums bit for bit (a + b = b + a).
+/* OpenMPI's non-blocking all-reduce (coll/libnbc), behind every all-reduce of mptrain (the
+ * blocking ones wait on a non-blocking one, comm/comm_collective.c), picks a binomial tree
+ * whenever the group has fewer than 4 ranks or the call is in place (mptrain's sums are): on
+ * 2 ranks rank 1 sends, rank 0 receives and adds, then sends the sum back, so the two transfers
+ * run one after the other and rank 0 does every add. Recursive doubling (algorithm 4) has the
+ * partners exchange at once and each add; on 2 ranks one transfer each way in parallel and the
+ * same sums bit for bit (a + b = b + a), and on any group every rank ends with the same bits.
  * Set before MPI_Init (MCA parameters are read there), unless the user set it. */
 static void mpi_defaults_(void) {
     setenv("OMPI_MCA_coll_libnbc_iallreduce_algorithm", "4", 0);
