@@ -10,7 +10,9 @@
 # Usage: bash bench/scale_ab.sh OLD_BUILD_DIR NEW_BUILD_DIR ROUNDS -- LAYOUT_ARGS...
 #   e.g. bash bench/scale_ab.sh /tmp/old build 4 -- --tp 2 --sp
 # BENCH_STEPS: steps per run (default 6). BENCH_OLD_ARGS / BENCH_NEW_ARGS add options to every
-# run of one build (the same build twice: two settings side by side, e.g. --bucket-mb 4 and 64).
+# run of one build (the same build twice: two settings side by side, e.g. --bucket-mb 4 and 64);
+# BENCH_OLD_ENV / BENCH_NEW_ENV set environment variables for one build's runs (NAME=VALUE ...,
+# e.g. OpenMPI's MCA settings: BENCH_NEW_ENV=OMPI_MCA_btl_vader_single_copy_mechanism=none).
 set -euo pipefail
 OLD=$1/mptrain NEW=$2/mptrain ROUNDS=$3; shift 3; [ "${1:-}" = -- ] && shift
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -21,8 +23,9 @@ for ((round = 0; round < ROUNDS; round++)); do
   for b in "${builds[@]}"; do
     bin=$OLD; [ "$b" = new ] && bin=$NEW
     extra=(${BENCH_OLD_ARGS:-}); [ "$b" = new ] && extra=(${BENCH_NEW_ARGS:-})
+    envs=(${BENCH_OLD_ENV:-}); [ "$b" = new ] && envs=(${BENCH_NEW_ENV:-})
     echo "  round $round: $b" >&2
-    mpirun --bind-to none -np 2 sh -c '/usr/bin/time -f "%U %S" -o "$0.$OMPI_COMM_WORLD_RANK" "$@"' \
+    env ${envs[@]+"${envs[@]}"} mpirun --bind-to none -np 2 sh -c '/usr/bin/time -f "%U %S" -o "$0.$OMPI_COMM_WORLD_RANK" "$@"' \
       "$TMP/$b.$round.cpu" "$bin" train "${MODEL[@]}" "$@" ${extra[@]+"${extra[@]}"} --log "$TMP/$b.$round.jsonl" >/dev/null
   done
 done
