@@ -59,7 +59,7 @@ static mpt_moe_calib_opts clamp_opts_(const mpt_moe_calib_opts *in) {
     mpt_moe_calib_opts o;
     mpt_moe_calib_defaults(&o);
     if (!in) return o;
-    o.rows = in->rows > 0 ? in->rows : o.rows;
+    o.rows = in->rows > 0 && in->rows <= (1 << 20) ? in->rows : o.rows;
     o.samples = in->samples > 0 && in->samples < SAMPLES_ ? in->samples : SAMPLES_;
     o.own_rounds = in->own_rounds > 0 && in->own_rounds < OWN_ROUNDS_ ? in->own_rounds : OWN_ROUNDS_;
     o.par_rounds = in->par_rounds > 0 && in->par_rounds < ROUNDS_ ? in->par_rounds : ROUNDS_;
@@ -174,12 +174,12 @@ static void run_(mb_ *m, int p) {
 static double solo_(mb_ *m, int p) {
     double t[SAMPLES_];
     int runs = 1;
-    const double SAMPLE_S_ = m->o.sample_s;
+    const double min_s = m->o.sample_s;
     for (int r = -1; r < m->o.samples; r++) {
         double t0 = thread_cpu_();
         for (int i = 0; i < runs; i++) run_(m, p);
         double dt = (thread_cpu_() - t0) / runs;
-        if (r < 0) runs = dt > 0 && dt < SAMPLE_S_ ? (int)(SAMPLE_S_ / dt) + 1 : 1;
+        if (r < 0) runs = dt > 0 && dt < min_s ? (int)(min_s / dt) + 1 : 1;
         else t[r] = dt;
     }
     return mpt_cluster_median_(t, m->o.samples);

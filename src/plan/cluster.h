@@ -134,7 +134,8 @@ void mpt_cluster_measure_moe(mpt_cluster *c);
  * the default; figures measured at other rows than MPT_MOE_CAL_ROWS are not at the shape cost_moe.c prices
  * from (checking builds' tests run the same calls smaller: tests/test_plan_moe.c). */
 typedef struct mpt_moe_calib_opts {
-    int rows;        /* rows per expert (MPT_MOE_CAL_ROWS); the block routes rows x E / K tokens */
+    int rows;        /* rows per expert (MPT_MOE_CAL_ROWS; at most 2^20); the block routes
+                      * rows x E / K tokens */
     int samples;     /* one-thread samples of each experts' part, their median taken (5) */
     int own_rounds;  /* rounds of the whole passes against their kernels (moe_row_*) (11) */
     int par_rounds;  /* rounds of the team / one-thread pairs (par_moe) (3) */
