@@ -6,7 +6,8 @@
 # (1e-4) and tp / sp / cp (1e-3), where a reordered fp32 sum meets bf16 rounding (see there); checkpoints stay fp32 (a bf16
 # run resumes in bf16 exactly and in fp32, and back); the plan equals the arena's peak; the
 # linear layers' saved inputs take half the bytes; --grad-reduce-dtype bf16 trains and halves
-# the dp bytes; MoE with ep 2 and interleaved pp equal one bf16 rank; bad values exit 2.
+# the dp bytes; MoE with ep 2 and interleaved pp equal one bf16 rank; MoE and tp runs allocate
+# no GEMM scratch outside the plan; bad values exit 2.
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -241,6 +242,33 @@ print(f"grad-reduce bf16, dp 2 zero {z}: loss after 20 steps {b['loss']:.6f} aga
 sys.exit(0 if good else 1)
 PY
 done
+
+# 10. the bf16 GEMMs' scratch is all in the plan: MoE runs whose experts' GEMMs run two at once
+#     (--threads 2: each task in its thread's slice) or take more rows than the micro-batch (ep 2
+#     with tp 2: up to every replica's rows), and tp 2, allocate no temporary on any rank (the end
+#     line's bf16_scratch_allocs, core/gemm_bf16.h), and their plan is the arena's peak. Each of
+#     the MoE runs allocated before model/gpt.c sized the scratch by mpt_gemm_bf16_workspace_threads
+#     (counted over these 2-step runs: 2, 10 and 4 temporaries, all ranks)
+SC=(--model tiny --steps 2 --quiet --dtype bf16 --batch 8 --seq-len 64)
+scratch_none() { # NAME NP ARGS...
+  local name=$1 np=$2 msg; shift 2
+  local launch=("$BIN"); [ "$np" -gt 1 ] && launch=("${MPIRUN[@]}" -np "$np" "$BIN")
+  "${launch[@]}" train "${SC[@]}" "$@" --log "$TMP/$name.jsonl" >"$TMP/$name.out" 2>&1 \
+    || { bad "$name failed: $(tail -3 "$TMP/$name.out")"; return 1; }
+  if msg=$(/usr/bin/python3 - "$TMP/$name.jsonl" <<'PY'
+import json, sys
+end = [json.loads(l) for l in open(sys.argv[1]) if '"event"' in l][-1]
+n = [r.get("bf16_scratch_allocs") for r in end.get("ranks", [])]
+print(f"bf16 temporaries per rank {n}")
+sys.exit(0 if n and all(x == 0 for x in n) else 1)
+PY
+  ); then ok "$name ($*): $msg"; else bad "$name ($*): $msg"; fi
+  plan_is_peak "$name"
+}
+scratch_none sc_moe_t2 1 --experts 4 --top-k 2 --threads 2
+scratch_none sc_moe_ep2_t2 2 --experts 8 --top-k 2 --dp 2 --ep 2 --threads 2
+scratch_none sc_moe_ep2tp2 4 --experts 4 --top-k 2 --dp 2 --ep 2 --tp 2 --threads 1
+scratch_none sc_tp2_t2 2 --tp 2 --threads 2
 
 # 5. bad values: exit 2
 refused "--dtype fp16" 1 "dtype fp16" -- "$BIN" train "${COMMON[@]}" --dtype fp16

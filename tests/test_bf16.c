@@ -18,6 +18,12 @@
  *      and printed, not checked: its kernel rounds by a row's position in its tile. Checking
  *      builds (check_small) take every 5th block position (23rd at M >= 256), no OpenBLAS.
  *      (Unlike the cases above, the operands here are random normal: fp32 sums round.)
+ *   6. the scratch of mpt_gemm_bf16_workspace_threads(N, 2) takes every GEMM of N columns
+ *      whatever M (1 to 1000 rows) and K (within and past a K-tile), every transposition, from
+ *      one caller on 1 or 2 threads or from two callers of a parallel region at once (MoE
+ *      experts' tasks, each in its half): mpt_gemm_bf16_scratch_allocs does not move, and the
+ *      rows equal the no-scratch call's bit for bit; a scratch one float short of it makes the
+ *      two callers allocate when K fills a K-tile (the count moves by 2).
  */
 #include "check.h"
 #include "core/gemm_bf16.h"
@@ -329,6 +335,61 @@ static void test_invariance_(void) {
     }
 }
 
+/* 6: see the header */
+static void test_scratch_(void) {
+    const size_t N = 64, Ks[] = {45, 300}, Ms[] = {1, 49, 389, 1000}, R = 1000;
+    const char t[2] = {'N', 'T'};
+    size_t wsn = mpt_gemm_bf16_workspace_threads(N, 2), calls = 0, bad = 0, moved = 0;
+    float *ws = malloc(wsn * 4);
+    for (int a = 0; a < 2; a++)
+        for (int b = 0; b < 2; b++)
+            for (size_t ki = 0; ki < 2; ki++) {
+                char ta = t[a], tb = t[b];
+                size_t K = Ks[ki], lda = (ta == 'N' ? K : 2 * R) + 1, ldb = (tb == 'N' ? N : K) + 2;
+                size_t na = (ta == 'N' ? 2 * R : K) * lda, nb = (tb == 'N' ? K : N) * ldb;
+                float *A = malloc(na * 4), *B = malloc(nb * 4), *ref = malloc(2 * R * N * 4);
+                float *C = malloc(2 * R * N * 4);
+                for (size_t i = 0; i < na; i++) A[i] = normal_();
+                for (size_t i = 0; i < nb; i++) B[i] = normal_();
+                omp_set_num_threads(2);
+                mpt_gemm_bf16_set_workspace(NULL, 0); /* the reference: no scratch */
+                memset(ref, 0, 2 * R * N * 4);
+                rows_(sgemm_dnnl_, ta, tb, 0, 2 * R, N, K, A, lda, B, ldb, ref, N);
+                for (size_t mi = 0; mi < sizeof Ms / sizeof *Ms; mi++)
+                    for (int mode = 0; mode < 4; mode++) { /* 1 thread, 2, 2 callers, short */
+                        size_t m = Ms[mi], before = mpt_gemm_bf16_scratch_allocs();
+                        mpt_gemm_bf16_set_workspace(ws, mode == 3 ? wsn - 1 : wsn);
+                        memset(C, 0, 2 * R * N * 4);
+                        omp_set_num_threads(mode == 0 ? 1 : 2);
+                        if (mode >= 2) {
+#pragma omp parallel num_threads(2)
+                            rows_(sgemm_dnnl_, ta, tb, omp_get_thread_num() ? R : 0, m, N, K, A,
+                                  lda, B, ldb, C, N);
+                        } else {
+                            rows_(sgemm_dnnl_, ta, tb, 0, m, N, K, A, lda, B, ldb, C, N);
+                        }
+                        size_t got = mpt_gemm_bf16_scratch_allocs() - before;
+                        moved += got != (mode == 3 && K >= MPT_BF16_KTILE ? 2 : 0);
+                        for (size_t i = 0; i < m; i++)
+                            for (size_t o = 0; o < (mode >= 2 ? 2 : 1); o++)
+                                bad += memcmp(C + (o * R + i) * N, ref + (o * R + i) * N, N * 4) != 0;
+                        calls++;
+                    }
+                mpt_gemm_bf16_set_workspace(NULL, 0);
+                free(A); free(B); free(ref); free(C);
+            }
+    omp_set_num_threads(2);
+    free(ws);
+    printf("scratch of mpt_gemm_bf16_workspace_threads(%zu, 2) = %zu floats: %zu cases (M 1..1000, "
+           "K 45 and 300, 1 thread, 2, two callers at once, one float short), %zu with an "
+           "unexpected count of temporaries, %zu rows unlike the no-scratch call\n", N, wsn,
+           calls, moved, bad);
+    CHECK(moved == 0, "%zu of %zu cases allocated other than expected (0; one float short, 2 "
+          "at K 300)",
+          moved, calls);
+    CHECK(bad == 0, "%zu rows differ from the no-scratch call", bad);
+}
+
 int main(void) {
     printf("bf16 GEMMs here: %s\n", mpt_gemm_bf16_describe());
     test_rounding_();
@@ -343,5 +404,6 @@ int main(void) {
         }
     test_layers_();
     test_invariance_();
+    test_scratch_();
     return check_finish();
 }

@@ -19,9 +19,12 @@
  *     the unmeasured model; a rank of two threads runs the experts at 2 x par_moe and its own
  *     code at one core's rate, a rank of one thread on a busy node at busy_*; the calibration
  *     measures positive figures with par_moe in (0, 1]; a measured MPI all-to-all bandwidth
- *     (mpi_alltoall_bw) prices the all-to-all within a node.
+ *     (mpi_alltoall_bw) prices the all-to-all within a node. In a checking build
+ *     (MPT_TEST_SMALL) the calibration runs its same calls, one thread and two, on a smaller
+ *     block with fewer repetitions (mpt_moe_calib_opts), with the same checks.
  *  4. Search: a model whose experts do not fit one device is given a layout with ep > 1, and
- *     the best layout without expert parallelism is clearly slower (printed with its time). */
+ *     the best layout without expert parallelism is clearly slower (printed with its time): 16
+ *     A100s, 8 in a checking build. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -378,7 +381,13 @@ static void measured_(void) {
     mpt_cluster k;
     memset(&k, 0, sizeof k);
     k.cores = 2, k.mem_bw = 1e10;
-    mpt_cluster_measure_moe(&k);
+    mpt_moe_calib_opts o;
+    mpt_moe_calib_defaults(&o);
+    if (check_small()) /* the same calls on 32 rows per expert (of 256), 3 samples and rounds
+                        * (of 5 and 11), one team pair (of 3): under memcheck ~60 CPU-s, not
+                        * ~20 minutes (.ci/run) */
+        o.rows = 32, o.samples = 3, o.own_rounds = 3, o.par_rounds = 1;
+    mpt_cluster_measure_moe_opts(&k, &o);
     printf("calib_moe here: experts %.3g / %.3g / %.3g GFLOP/s (F / B / W), own code %.3g / "
            "%.3g ns per row element, par_moe %.3f\n", 1e-9 * k.moe_rate_f, 1e-9 * k.moe_rate_b,
            1e-9 * k.moe_rate_w, 1e9 * k.moe_row_f, 1e9 * k.moe_row_b, k.par_moe);
@@ -413,10 +422,12 @@ static void search_(void) {
     int n = 0;
     mpt_search_stats st;
     clock_t t0 = clock();
-    CHECK(mpt_plan_search(&j, &c, 16, 0, best, MAX, &n, &st, &err) == MPT_OK, "search: %s",
+    /* checking builds: 8 GPUs (5844 layouts, 174 fit; 16: 13116, 2700), the same checks */
+    int gpus = check_small() ? 8 : 16;
+    CHECK(mpt_plan_search(&j, &c, gpus, 0, best, MAX, &n, &st, &err) == MPT_OK, "search: %s",
           err.msg);
     double secs = (double)(clock() - t0) / CLOCKS_PER_SEC;
-    printf("16 A100s: %ld layouts, %ld fit (%.1f s of CPU)\n", st.tried, st.fit, secs);
+    printf("%d A100s: %ld layouts, %ld fit (%.1f s of CPU)\n", gpus, st.tried, st.fit, secs);
     CHECK(n > 0 && best[0].l.ep > 1, "the best layout has ep %d", n ? best[0].l.ep : 0);
     int k = 0; /* the best without expert parallelism */
     while (k < n && best[k].l.ep > 1) k++;

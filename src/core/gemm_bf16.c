@@ -15,9 +15,17 @@
 static mpt_dtype gemm_dtype_ = MPT_F32;
 static float *ws_;
 static size_t ws_n_;
+static size_t scratch_allocs_; /* temporaries the fallback allocated (atomic updates) */
 
 void mpt_gemm_set_dtype(mpt_dtype t) { gemm_dtype_ = t == MPT_BF16 ? MPT_BF16 : MPT_F32; }
 mpt_dtype mpt_gemm_dtype(void) { return gemm_dtype_; }
+
+size_t mpt_gemm_bf16_scratch_allocs(void) {
+    size_t n;
+#pragma omp atomic read
+    n = scratch_allocs_;
+    return n;
+}
 
 void mpt_gemm_bf16_set_workspace(float *ws, size_t n) {
     ws_ = ws;
@@ -154,11 +162,25 @@ size_t mpt_gemm_bf16_workspace(size_t max_rows, size_t max_cols) {
     return (s + MPT_BF16_MBLK) * MPT_BF16_KTILE + MPT_BF16_MBLK * s;
 }
 
-/* Scratch floats of one GEMM: the B tile (kt x N), op(A)'s tile in whole blocks, the staged C
- * rows of a partial last block (MBLK x N). */
-static size_t need_(size_t M, size_t N, size_t kt) {
-    size_t blocks = (M + MPT_BF16_MBLK - 1) / MPT_BF16_MBLK;
-    return N * kt + blocks * MPT_BF16_MBLK * kt + MPT_BF16_MBLK * N;
+/* Scratch floats of one GEMM of N columns and K-tile kt whose row blocks run on `slots`
+ * threads at once: the B tile (kt x N), one op(A) block (MBLK x kt) per thread (each rounds
+ * its blocks one after the other into its own slot), the staged C rows of a partial last block
+ * (MBLK x N). SIZE_MAX on overflow. */
+static size_t need_(size_t N, size_t kt, size_t slots) {
+    const size_t mb = MPT_BF16_MBLK;
+    if (slots > SIZE_MAX / 4 / (mb * kt + 1)) return SIZE_MAX;
+    size_t a = slots * mb * kt;
+    if (N > (SIZE_MAX / 4 - a) / (kt + mb)) return SIZE_MAX;
+    return N * kt + a + mb * N;
+}
+
+size_t mpt_gemm_bf16_workspace_threads(size_t max_cols, int threads) {
+    size_t t = threads > 1 ? (size_t)threads : 1, one = need_(max_cols, MPT_BF16_KTILE, 1);
+    size_t solo = need_(max_cols, MPT_BF16_KTILE, t);
+    if (one == SIZE_MAX || solo == SIZE_MAX) return SIZE_MAX;
+    one = (one + 15) / 16 * 16; /* a concurrent caller's slice (mpt_gemm_bf16) */
+    if (one > SIZE_MAX / t) return SIZE_MAX;
+    return t * one > solo ? t * one : solo;
 }
 
 /* One GEMM's operands and scratch. */
@@ -169,7 +191,7 @@ typedef struct job_ {
     float alpha, beta;
     const float *A, *B;
     float *C;
-    float *Bs, *As, *Cs; /* scratch: B tile, A blocks, a partial block's C rows */
+    float *Bs, *As, *Cs; /* scratch: B tile, one A block per thread, a partial block's C rows */
 } job_;
 
 /* Row r of the B tile from K-row k0, rounded into (kt, N) layout whatever tb ('N': row r is
@@ -184,12 +206,12 @@ static void round_b_row_(const job_ *j, size_t k0, size_t kt, size_t r) {
     for (size_t k = 0; k < kt; k++) j->Bs[k * j->N + r] = mpt_bf16_round1(src[k]);
 }
 
-/* Block b of op(A)'s K-tile, rounded into its slot as (MBLK, kt) whatever ta; rows past M are
- * zero. Returns the block's rows. */
-static size_t round_a_block_(const job_ *j, size_t b, size_t k0, size_t kt) {
+/* Block b of op(A)'s K-tile, rounded into slot `slot` as (MBLK, kt) whatever ta; rows past M
+ * are zero. Returns the block's rows. */
+static size_t round_a_block_(const job_ *j, size_t b, size_t slot, size_t k0, size_t kt) {
     const size_t mb = MPT_BF16_MBLK;
     size_t r0 = b * mb, m = j->M - r0 < mb ? j->M - r0 : mb;
-    float *dst = j->As + b * mb * kt;
+    float *dst = j->As + slot * mb * kt;
     if (j->ta == 'N') {
         for (size_t r = 0; r < m; r++) round_span_(dst + r * kt, j->A + (r0 + r) * j->lda + k0, kt);
         if (m < mb) memset(dst + m * kt, 0, (mb - m) * kt * sizeof *dst);
@@ -204,13 +226,13 @@ static size_t round_a_block_(const job_ *j, size_t b, size_t k0, size_t kt) {
 }
 
 /* Block b of the K-tile at k0: C rows [b MBLK, +m) (+)= alpha op(A) op(B), one sgemm of
- * MBLK rows; a partial block through the staged rows Cs. */
-static void block_gemm_(const job_ *j, size_t b, size_t k0, size_t kt) {
+ * MBLK rows, its A block rounded into slot `slot`; a partial block through the staged rows Cs. */
+static void block_gemm_(const job_ *j, size_t b, size_t slot, size_t k0, size_t kt) {
     const size_t mb = MPT_BF16_MBLK;
-    size_t m = round_a_block_(j, b, k0, kt), r0 = b * mb;
+    size_t m = round_a_block_(j, b, slot, k0, kt), r0 = b * mb;
     size_t la = kt, lb = j->N;
     float beta = k0 == 0 ? j->beta : 1.0f, *C = j->C + r0 * j->ldc;
-    const float *Ab = j->As + b * mb * kt;
+    const float *Ab = j->As + slot * mb * kt;
     if (m == mb) {
         j->sgemm('N', 'N', mb, j->N, kt, j->alpha, Ab, la, j->Bs, lb, beta, C, j->ldc);
         return;
@@ -225,7 +247,8 @@ static void block_gemm_(const job_ *j, size_t b, size_t k0, size_t kt) {
 }
 
 /* All K-tiles: the B tile rounded over the threads, then the blocks over the threads (one
- * region per tile; one thread inside a parallel region already). */
+ * region per tile; one thread inside a parallel region already): min(blocks, threads) groups of
+ * consecutive blocks, group g on one thread in A slot g (the scratch holds min(blocks, nth)). */
 static void run_tiles_(const job_ *j) {
     size_t blocks = (j->M + MPT_BF16_MBLK - 1) / MPT_BF16_MBLK;
     int nth = omp_in_parallel() ? 1 : omp_get_max_threads();
@@ -237,8 +260,10 @@ static void run_tiles_(const job_ *j) {
         {
 #pragma omp for schedule(static)
             for (size_t r = 0; r < brows; r++) round_b_row_(j, k0, kt, r);
-#pragma omp for schedule(static)
-            for (size_t b = 0; b < blocks; b++) block_gemm_(j, b, k0, kt);
+            size_t nt = (size_t)omp_get_num_threads(), groups = blocks < nt ? blocks : nt;
+            for (size_t g = (size_t)omp_get_thread_num(); g < groups; g += nt)
+                for (size_t b = blocks * g / groups; b < blocks * (g + 1) / groups; b++)
+                    block_gemm_(j, b, g, k0, kt);
         }
     }
 }
@@ -251,7 +276,10 @@ void mpt_gemm_bf16(mpt_sgemm_fn sgemm, char ta, char tb, size_t M, size_t N, siz
         sgemm(ta, tb, M, N, 0, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
-    size_t want = need_(M, N, K < MPT_BF16_KTILE ? K : MPT_BF16_KTILE);
+    size_t kt = K < MPT_BF16_KTILE ? K : MPT_BF16_KTILE;
+    size_t blocks = (M + MPT_BF16_MBLK - 1) / MPT_BF16_MBLK;
+    size_t nth = omp_in_parallel() ? 1 : (size_t)omp_get_max_threads(); /* as run_tiles_ */
+    size_t slots = blocks < nth ? blocks : nth, want = need_(N, kt, slots);
     float *ws = ws_, *own = NULL;
     size_t n = ws_n_;
     if (omp_in_parallel() && omp_get_num_threads() > 1) { /* concurrent GEMMs (MoE experts):
@@ -260,17 +288,17 @@ void mpt_gemm_bf16(mpt_sgemm_fn sgemm, char ta, char tb, size_t M, size_t N, siz
         ws = ws ? ws + (size_t)omp_get_thread_num() * n : NULL;
     }
     if (!ws || n < want) { /* no usable scratch: a temporary */
-        own = malloc(want * sizeof *own);
+#pragma omp atomic update
+        scratch_allocs_++;
+        own = want < SIZE_MAX / sizeof *own ? malloc(want * sizeof *own) : NULL;
         if (!own) { /* cannot round: leave C as an fp32 GEMM would (never silently skip) */
             sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
             return;
         }
         ws = own;
     }
-    size_t kt = K < MPT_BF16_KTILE ? K : MPT_BF16_KTILE;
-    size_t blocks = (M + MPT_BF16_MBLK - 1) / MPT_BF16_MBLK;
     job_ j = {sgemm, ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, A, B, C,
-              ws, ws + N * kt, ws + N * kt + blocks * MPT_BF16_MBLK * kt};
+              ws, ws + N * kt, ws + N * kt + slots * MPT_BF16_MBLK * kt};
     run_tiles_(&j);
     free(own);
 }

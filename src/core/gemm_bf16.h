@@ -61,16 +61,26 @@ const char *mpt_gemm_bf16_describe(void);
 #define MPT_BF16_KTILE 256
 #define MPT_BF16_MBLK 48
 /* Scratch floats that let every GEMM with M + N <= max_rows + max_cols run in the scratch: the
- * B tile (KTILE x N), op(A)'s tile in whole blocks, one block of staged C rows (MBLK x N).
+ * B tile (KTILE x N), op(A)'s tile in whole blocks (at most; it takes one block per thread
+ * that runs blocks), one block of staged C rows (MBLK x N).
  * For a model: max_rows = max(tokens N, D) (every weight has D, or its tp share, on one side,
  * so a weight gradient's M + N is at most D + its other side) and max_cols = the widest
  * weight side (3D/tp, F/tp, vocabulary rows). */
 size_t mpt_gemm_bf16_workspace(size_t max_rows, size_t max_cols);
+/* Scratch floats that let every GEMM of at most max_cols columns (N), whatever M and K, run in
+ * the scratch when `threads` callers run one each at once inside a parallel region (each in its
+ * 1/threads slice: MoE experts' tasks), or when one caller runs its row blocks on `threads`
+ * threads. SIZE_MAX on overflow. */
+size_t mpt_gemm_bf16_workspace_threads(size_t max_cols, int threads);
 /* The fallback's scratch (not owned; the caller keeps it alive while GEMMs run). A GEMM that
  * does not fit (or none set: unit tests, inference) mallocs a temporary of its own size; the
  * K-tiles and row blocks stay the same, so the results do not depend on the scratch. Called
  * from inside a parallel region (MoE experts' tasks), each thread uses its 1/threads slice. */
 void mpt_gemm_bf16_set_workspace(float *ws, size_t n);
+/* How many temporaries the fallback has allocated in this process (GEMMs whose scratch, or
+ * their thread's slice of it, was too small or not set); a training run sizes its scratch so
+ * that it allocates none (model/gpt.c; t_bf16 checks it). */
+size_t mpt_gemm_bf16_scratch_allocs(void);
 
 /* The fp32 GEMM the fallback calls: row-major C(M,N) = alpha op(A) op(B) + beta C. */
 typedef void (*mpt_sgemm_fn)(char ta, char tb, size_t M, size_t N, size_t K, float alpha,

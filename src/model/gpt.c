@@ -123,6 +123,13 @@ int mpt_gpt_buffer_sizes(const mpt_config *cfg, int B, int T, int training, int 
         if (Fl > cols) cols = Fl;
         if (last && Vl > cols) cols = Vl;
         work_n[MPT_WORK_BF16] = mpt_gemm_bf16_workspace(N > D ? N : D, cols);
+        if (cfg->experts > 0) { /* the experts' GEMMs (D or the whole F wide; up to all the
+                                 * received rows) run `threads` at once, each in its slice */
+            size_t fe = (size_t)cfg->ffn > D ? (size_t)cfg->ffn : D;
+            size_t ew = mpt_gemm_bf16_workspace_threads(fe, threads);
+            if (ew == SIZE_MAX) return 0;
+            if (ew > work_n[MPT_WORK_BF16]) work_n[MPT_WORK_BF16] = ew;
+        }
         work_n[MPT_WORK_STAGE16] = N * (D > Fl ? D : Fl);
     }
     return 1;

@@ -30,7 +30,9 @@
  *                         1 / cores (never slower than one thread)
  * par_moe in 3 rounds of back-to-back pairs, the median ratio (calib.c's reasoning); moe_row_*
  * in 11 rounds of the whole pass and its kernels back to back (the order alternating), the
- * median difference. About 1 CPU second. */
+ * median difference. About 1 CPU second. The counts and the row count are the defaults of
+ * mpt_moe_calib_opts (cluster.h); mpt_cluster_measure_moe_opts takes others (checking builds'
+ * tests: fewer rows and rounds, the same calls). */
 #include "plan/cluster.h"
 
 #include <omp.h>
@@ -42,9 +44,28 @@
 #include "model/moe.h"
 #include "model/moe_experts.h"
 
-enum { E_ = 4, K_ = 2, N_ = MPT_MOE_CAL_ROWS * E_ / K_, D_ = MPT_MOE_CAL_D, F_ = MPT_MOE_CAL_F,
-       SAMPLES_ = 5, ROUNDS_ = 3 };
+enum { E_ = 4, K_ = 2, D_ = MPT_MOE_CAL_D, F_ = MPT_MOE_CAL_F,
+       SAMPLES_ = 5, ROUNDS_ = 3, OWN_ROUNDS_ = 11 }; /* the defaults, and the most taken */
 static const double SAMPLE_S_ = 0.008;
+
+void mpt_moe_calib_defaults(mpt_moe_calib_opts *o) {
+    *o = (mpt_moe_calib_opts){.rows = MPT_MOE_CAL_ROWS, .samples = SAMPLES_,
+                              .own_rounds = OWN_ROUNDS_, .par_rounds = ROUNDS_,
+                              .sample_s = SAMPLE_S_};
+}
+
+/* in's figures, those outside their range (cluster.h) at the defaults */
+static mpt_moe_calib_opts clamp_opts_(const mpt_moe_calib_opts *in) {
+    mpt_moe_calib_opts o;
+    mpt_moe_calib_defaults(&o);
+    if (!in) return o;
+    o.rows = in->rows > 0 && in->rows <= (1 << 20) ? in->rows : o.rows;
+    o.samples = in->samples > 0 && in->samples < SAMPLES_ ? in->samples : SAMPLES_;
+    o.own_rounds = in->own_rounds > 0 && in->own_rounds < OWN_ROUNDS_ ? in->own_rounds : OWN_ROUNDS_;
+    o.par_rounds = in->par_rounds > 0 && in->par_rounds < ROUNDS_ ? in->par_rounds : ROUNDS_;
+    o.sample_s = in->sample_s > 0 ? in->sample_s : o.sample_s;
+    return o;
+}
 
 typedef struct mb_ {
     mpt_config cfg;
@@ -55,6 +76,8 @@ typedef struct mb_ {
     size_t rows[E_];
     int32_t off[E_ + 1];                     /* the experts' runs in send order (moe_experts.h) */
     int F;                                   /* the experts' width */
+    int N;                                   /* token rows: opts.rows x E / K */
+    mpt_moe_calib_opts o;
 } mb_;
 
 static double thread_cpu_(void) {
@@ -79,9 +102,11 @@ static void free_(mb_ *m) {
     for (size_t i = 0; i < sizeof f / sizeof *f; i++) free(f[i]);
 }
 
-static int init_(mb_ *m, int F) {
+static int init_(mb_ *m, int F, const mpt_moe_calib_opts *o) {
     memset(m, 0, sizeof *m);
     m->F = F;
+    m->o = *o;
+    const int N_ = m->N = o->rows * E_ / K_ > 0 ? o->rows * E_ / K_ : 1;
     mpt_config *c = &m->cfg;
     c->d_model = D_, c->ffn = F, c->experts = E_, c->top_k = K_, c->moe_every = 1;
     c->aux_loss_coef = 0.01f;
@@ -122,6 +147,7 @@ enum { P_FWD_, P_BWD_, P_ROUTER_, P_EF_, P_EB_, P_EW_, P_N_ };
 
 static void run_(mb_ *m, int p) {
     mpt_error err = {0};
+    const int N_ = m->N;
     switch (p) {
     case P_FWD_: mpt_moe_forward(&m->b, m->out, m->x, N_, m->act, m->work, 1.0f, NULL, &err); break;
     case P_BWD_:
@@ -144,18 +170,19 @@ static void run_(mb_ *m, int p) {
     }
 }
 
-/* Thread CPU seconds per run of part p: the median of SAMPLES_ samples of >= SAMPLE_S_. */
+/* Thread CPU seconds per run of part p: the median of o.samples samples of >= o.sample_s. */
 static double solo_(mb_ *m, int p) {
     double t[SAMPLES_];
     int runs = 1;
-    for (int r = -1; r < SAMPLES_; r++) {
+    const double min_s = m->o.sample_s;
+    for (int r = -1; r < m->o.samples; r++) {
         double t0 = thread_cpu_();
         for (int i = 0; i < runs; i++) run_(m, p);
         double dt = (thread_cpu_() - t0) / runs;
-        if (r < 0) runs = dt > 0 && dt < SAMPLE_S_ ? (int)(SAMPLE_S_ / dt) + 1 : 1;
+        if (r < 0) runs = dt > 0 && dt < min_s ? (int)(min_s / dt) + 1 : 1;
         else t[r] = dt;
     }
-    return mpt_cluster_median_(t, SAMPLES_);
+    return mpt_cluster_median_(t, m->o.samples);
 }
 
 /* The experts' F + B + W once on one thread (thread CPU seconds) or on `cores` threads (the
@@ -170,11 +197,10 @@ static double experts_(mb_ *m, int cores) {
 }
 
 /* What the whole forward / backward of m takes beyond its experts' kernels and the router's
- * GEMMs, in thread CPU seconds per run: in OWN_ROUNDS_ rounds, each the whole pass and its
+ * GEMMs, in thread CPU seconds per run: in o.own_rounds rounds, each the whole pass and its
  * kernels alone, back to back (the order alternating) (the router's forward GEMM taken as half its timed pair with the
  * backward's); the median of the rounds' differences (a difference of two medians taken apart
  * moved by as much as the figure itself under load). */
-enum { OWN_ROUNDS_ = 11 };
 /* Part p once on `threads` threads: thread CPU seconds on one, else the process's CPU seconds
  * over the threads (as experts_ below). */
 static double once_(mb_ *m, int p, int threads) {
@@ -188,7 +214,7 @@ static double once_(mb_ *m, int p, int threads) {
 static void own_(mb_ *m, int threads, double *f, double *b) {
     double rf[OWN_ROUNDS_], rb[OWN_ROUNDS_];
     once_(m, P_FWD_, threads), once_(m, P_BWD_, threads); /* warm-up */
-    for (int r = 0; r < OWN_ROUNDS_; r++) { /* whole passes first, then kernels first */
+    for (int r = 0; r < m->o.own_rounds; r++) { /* whole passes first, then kernels first */
         double wf = 0, wb = 0, rt = 0, ef = 0, eb = 0, ew = 0;
         if (r % 2) rt = once_(m, P_ROUTER_, threads), ef = once_(m, P_EF_, threads);
         if (r % 2) eb = once_(m, P_EB_, threads), ew = once_(m, P_EW_, threads);
@@ -198,17 +224,20 @@ static void own_(mb_ *m, int threads, double *f, double *b) {
         rf[r] = wf - ef - 0.5 * rt;
         rb[r] = wb - eb - ew - 0.5 * rt;
     }
-    *f = mpt_cluster_median_(rf, OWN_ROUNDS_);
-    *b = mpt_cluster_median_(rb, OWN_ROUNDS_);
+    *f = mpt_cluster_median_(rf, m->o.own_rounds);
+    *b = mpt_cluster_median_(rb, m->o.own_rounds);
 }
 
-void mpt_cluster_measure_moe(mpt_cluster *c) {
+void mpt_cluster_measure_moe(mpt_cluster *c) { mpt_cluster_measure_moe_opts(c, NULL); }
+
+void mpt_cluster_measure_moe_opts(mpt_cluster *c, const mpt_moe_calib_opts *opts) {
     mb_ m;
+    mpt_moe_calib_opts o = clamp_opts_(opts);
     int saved = omp_get_max_threads(), levels = omp_get_max_active_levels();
     omp_set_num_threads(1);
     omp_set_max_active_levels(1);
-    if (init_(&m, F_)) {
-        double S = (double)N_ * K_, fl = 4.0 * S * D_ * F_;
+    if (init_(&m, F_, &o)) {
+        double S = (double)m.N * K_, fl = 4.0 * S * D_ * F_;
         double ef = solo_(&m, P_EF_), eb = solo_(&m, P_EB_), ew = solo_(&m, P_EW_);
         c->moe_rate_f = ef > 0 ? fl / ef : 0;
         c->moe_rate_b = eb > 0 ? fl / eb : 0;
@@ -233,14 +262,14 @@ void mpt_cluster_measure_moe(mpt_cluster *c) {
             omp_set_max_active_levels(levels);
             double r[ROUNDS_];
             experts_(&m, cores); /* warm-up of the team */
-            for (int i = 0; i < ROUNDS_; i++) {
+            for (int i = 0; i < o.par_rounds; i++) {
                 double solo = 0, team = 0;
                 if (i % 2) team = experts_(&m, cores);
                 solo = experts_(&m, 1);
                 if (!(i % 2)) team = experts_(&m, cores);
                 r[i] = team > 0 ? solo / (cores * team) : 1;
             }
-            c->par_moe = mpt_cluster_median_(r, ROUNDS_);
+            c->par_moe = mpt_cluster_median_(r, o.par_rounds);
             if (c->par_moe > 1) c->par_moe = 1;
             /* moe.c's own code on every core's thread (its routing loops, gathers and sums
              * are OpenMP loops; the top-K and the sort by expert are not): the team scaling

@@ -129,6 +129,21 @@ double mpt_cluster_median_(double *t, int n);
 void mpt_cluster_measure_kernels(mpt_cluster *c);
 /* cpu-here's MoE figures (moe_*, par_moe; plan/calib_moe.c, about 0.3 CPU seconds). */
 void mpt_cluster_measure_moe(mpt_cluster *c);
+/* The MoE calibration's sizes and repetitions (mpt_moe_calib_defaults: what
+ * mpt_cluster_measure_moe runs). Counts outside [1, the default], rows and sample_s <= 0 take
+ * the default; figures measured at other rows than MPT_MOE_CAL_ROWS are not at the shape cost_moe.c prices
+ * from (checking builds' tests run the same calls smaller: tests/test_plan_moe.c). */
+typedef struct mpt_moe_calib_opts {
+    int rows;        /* rows per expert (MPT_MOE_CAL_ROWS; at most 2^20); the block routes
+                      * rows x E / K tokens */
+    int samples;     /* one-thread samples of each experts' part, their median taken (5) */
+    int own_rounds;  /* rounds of the whole passes against their kernels (moe_row_*) (11) */
+    int par_rounds;  /* rounds of the team / one-thread pairs (par_moe) (3) */
+    double sample_s; /* thread CPU seconds a one-thread sample lasts at least (0.008) */
+} mpt_moe_calib_opts;
+void mpt_moe_calib_defaults(mpt_moe_calib_opts *o);
+/* mpt_cluster_measure_moe with o's sizes (NULL: the defaults). */
+void mpt_cluster_measure_moe_opts(mpt_cluster *c, const mpt_moe_calib_opts *o);
 /* cpu-here's poll_share (plan/calib_poll.c, about 0.4 s). */
 void mpt_cluster_measure_poll(mpt_cluster *c);
 /* The cluster as one rank of a layout of `world` ranks with `threads` compute threads each

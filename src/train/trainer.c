@@ -397,8 +397,8 @@ static double rss_peak_(void) {
 }
 
 /* Figures per world rank in mpt_run.rank_mem: plan, arena peak, planned and measured
- * activations, resident high-water mark. */
-enum { RANK_FIGS_ = 5 };
+ * activations, resident high-water mark, the bf16 GEMMs' temporaries outside the plan. */
+enum { RANK_FIGS_ = 6 };
 
 static cJSON *end_line_(mpt_run *r, const mpt_train_result *res, const double peaks[6],
                         double t_all) {
@@ -433,6 +433,9 @@ static cJSON *end_line_(mpt_run *r, const mpt_train_result *res, const double pe
         cJSON_AddNumberToObject(x, "planned_activation_bytes", f[2]);
         cJSON_AddNumberToObject(x, "peak_activation_bytes", f[3]);
         cJSON_AddNumberToObject(x, "rss_peak_bytes", f[4]);
+        if (r->o->dtype == MPT_BF16) /* the process's count (core/gemm_bf16.h): 0 when the
+                                      * plan sized every GEMM's scratch */
+            cJSON_AddNumberToObject(x, "bf16_scratch_allocs", f[5]);
         cJSON_AddItemToArray(ranks, x);
     }
     /* communication of world rank 0 over the whole run, by group and operation */
@@ -563,7 +566,8 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
     res->mfu = t_all > 0 && res->peak_flops > 0 ? ran * flops_step / t_all / res->peak_flops : 0;
     double peaks[6], mine[RANK_FIGS_] = {(double)res->plan.total, (double)r.arena.peak_total,
                                          (double)res->plan.bytes[MPT_MEM_ACTIVATIONS],
-                                         (double)r.arena.peak[MPT_MEM_ACTIVATIONS], rss_peak_()};
+                                         (double)r.arena.peak[MPT_MEM_ACTIVATIONS], rss_peak_(),
+                                         (double)mpt_gemm_bf16_scratch_allocs()};
     for (int k = 0; k < MPT_MEM_KINDS; k++) peaks[k] = (double)r.arena.peak[k];
     peaks[5] = (double)r.arena.peak_total;
     r.rank_mem = calloc(RANK_FIGS_ * (size_t)world->size, sizeof(double));
