@@ -90,6 +90,14 @@ expect_exit 2 "--experts 4, but the checkpoint of --init-from" -- "$BIN" train "
 "$BIN" train "${MODEL[@]}" --steps 7 --resume "$TMP/a" --save "$TMP/a7" >/dev/null 2>&1 &&
   ok "--resume with the checkpoint's own --layers --d-model --heads" || bad "--resume with equal options"
 
+# a fresh run into a --save directory that holds another run's checkpoints is refused (it would
+# overwrite their latest, and --keep would delete their steps); --resume of that directory is fine
+ls "$TMP/a" > "$TMP/a.before"
+expect_exit 2 "--save .*/a already holds checkpoints .* pass --resume" -- "$BIN" train "${MODEL[@]}" --steps 2 \
+  --save "$TMP/a" --keep 1
+ls "$TMP/a" | cmp -s - "$TMP/a.before" && ok "refused --save: the other run's checkpoints untouched" ||
+  bad "refused --save changed $TMP/a"
+
 # resuming a run that is already at --steps says so; convert refuses to overwrite its input
 out=$("$BIN" train "${MODEL[@]:0:${#MODEL[@]}-1}" --steps 6 --resume "$TMP/a" 2>&1) && echo "$out" | grep -q "nothing to train" &&
   ok "resume at --steps: says nothing to train" || bad "resume at --steps: $out"
