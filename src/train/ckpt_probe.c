@@ -6,13 +6,19 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
-/* mkdir then rmdir `dir`: 0, or the errno of the failed mkdir. EEXIST counts as success (a
- * concurrent rank's probe of the same missing directory). */
+/* mkdir then rmdir a directory of a name no other process uses (pid and clock) inside `dir`: 0,
+ * or the errno of the failed mkdir. Never the root itself: with the sharded format every rank
+ * probes at once, and one rank's rmdir of a root it had just made raced another's probe in it. */
 static int probe_mkdir_(const char *dir) {
-    if (mkdir(dir, 0755) != 0) return errno == EEXIST ? 0 : errno;
-    rmdir(dir);
+    char probe[4300];
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    snprintf(probe, sizeof probe, "%s/.mpt-probe-%ld-%ld", dir, (long)getpid(), (long)ts.tv_nsec);
+    if (mkdir(probe, 0755) != 0) return errno == EEXIST ? 0 : errno;
+    rmdir(probe);
     return 0;
 }
 
@@ -29,8 +35,7 @@ mpt_status mpt_ckpt_probe_dir(const char *root, mpt_error *err) {
         if (!S_ISDIR(sb.st_mode))
             return mpt_fail(err, MPT_ERR_INPUT, "--save %s is a file, not a directory: choose "
                             "another path for the checkpoints", root);
-        snprintf(probe, sizeof probe, "%s/.mpt-probe-%ld", path, (long)getpid());
-        int e = probe_mkdir_(probe);
+        int e = probe_mkdir_(path);
         if (e)
             return mpt_fail(err, MPT_ERR_INPUT, "--save %s: cannot write checkpoints into it "
                             "(%s): choose a directory you can write", root, strerror(e));
@@ -60,7 +65,7 @@ mpt_status mpt_ckpt_probe_dir(const char *root, mpt_error *err) {
     if (!S_ISDIR(sb.st_mode))
         return mpt_fail(err, MPT_ERR_INPUT, "--save %s: %s is a file, not a directory: choose "
                         "another path for the checkpoints", root, parent);
-    int e = probe_mkdir_(probe);
+    int e = probe_mkdir_(parent); /* creating `probe` needs exactly this */
     if (e)
         return mpt_fail(err, MPT_ERR_INPUT, "--save %s: cannot create %s (%s): choose a "
                         "directory you can write", root, probe, strerror(e));

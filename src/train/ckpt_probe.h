@@ -1,9 +1,9 @@
 /* ckpt_probe.h — before training: can the checkpoint root of --save be created and written?
  * A run that trained for hours must not find at its first save that the path is a file, lies
  * under a file, or sits in a directory it cannot write (exit 1 then, the work lost); this check
- * makes those exit 2 before the first step. It leaves nothing behind: it creates the first
- * missing directory of the path (or, when the root exists, a probe directory inside it) and
- * removes it again. Called by every rank that writes checkpoint files (rank 0; every rank with
+ * makes those exit 2 before the first step. It leaves nothing behind: it creates a probe
+ * directory of its own name in the root, or, when the root is missing, in the deepest existing
+ * directory of the path, and removes it again (never the root: ranks probe concurrently). Called by every rank that writes checkpoint files (rank 0; every rank with
  * the sharded format), inside the set-up whose outcome the ranks agree on. */
 #ifndef MPT_TRAIN_CKPT_PROBE_H
 #define MPT_TRAIN_CKPT_PROBE_H
