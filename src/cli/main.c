@@ -33,23 +33,10 @@
 #define LSAN_ON_() ((void)0)
 #endif
 
-/* OpenMPI's non-blocking all-reduce (coll/libnbc), behind every all-reduce of mptrain (the
- * blocking ones wait on a non-blocking one, comm/comm_collective.c), picks a binomial tree
- * whenever the group has fewer than 4 ranks or the call is in place (mptrain's sums are): on
- * 2 ranks rank 1 sends, rank 0 receives and adds, then sends the sum back, so the two transfers
- * run one after the other and rank 0 does every add. Recursive doubling (algorithm 4) has the
- * partners exchange at once and each add; on 2 ranks one transfer each way in parallel and the
- * same sums bit for bit (a + b = b + a), and on any group every rank ends with the same bits.
- * Set before MPI_Init (MCA parameters are read there), unless the user set it. */
-static void mpi_defaults_(void) {
-    setenv("OMPI_MCA_coll_libnbc_iallreduce_algorithm", "4", 0);
-}
-
 void mpt_cli_mpi_start(void) {
     int init = 0, provided;
     MPI_Initialized(&init);
     if (init) return;
-    mpi_defaults_();
     LSAN_OFF_();
     MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);
     LSAN_ON_();
