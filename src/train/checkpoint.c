@@ -189,7 +189,7 @@ static mpt_status prune_(const char *root, int keep, const char *just, mpt_error
         const char *s = de->d_name;
         char path[PATH_MAX];
         struct stat sb;
-        if (strncmp(s, "step_", 5) != 0 || !s[5] || strspn(s + 5, "0123456789") != strlen(s + 5) ||
+        if (!mpt_ckpt_is_step_name(s) ||
             strcmp(s, just) == 0 || strlen(s) >= sizeof d->name || !mpt_ckpt_join(path, sizeof path, root, s) ||
             lstat(path, &sb) != 0 || !S_ISDIR(sb.st_mode))
             continue;

@@ -32,6 +32,11 @@ const char *const mpt_ckpt_manifest_file = "manifest.json";
 /* ---------------------------------------------------------------- file-system helpers */
 
 /* out = a "/" b; 0 when it does not fit. */
+int mpt_ckpt_is_step_name(const char *name) {
+    return strncmp(name, "step_", 5) == 0 && name[5] &&
+           strspn(name + 5, "0123456789") == strlen(name + 5);
+}
+
 int mpt_ckpt_join(char *out, size_t size, const char *a, const char *b) {
     int n = snprintf(out, size, "%s/%s", a, b);
     return n >= 0 && (size_t)n < size;

@@ -17,6 +17,8 @@ extern const char *const mpt_ckpt_model_file, *const mpt_ckpt_optim_file,
 
 int mpt_ckpt_join(char *out, size_t size, const char *a, const char *b);
 int mpt_ckpt_exists(const char *path);
+/* 1 when `name` is a step directory's name: step_ followed by digits only. */
+int mpt_ckpt_is_step_name(const char *name);
 int mpt_ckpt_is_dir(const char *path);
 int mpt_ckpt_fsync_dir(const char *path);
 int mpt_ckpt_mkdir_p(const char *path);

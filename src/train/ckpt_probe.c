@@ -1,6 +1,8 @@
 /* ckpt_probe.c — can the --save root be created and written? (see ckpt_probe.h) */
 #include "train/ckpt_probe.h"
 
+#include "train/checkpoint_internal.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -72,18 +74,12 @@ mpt_status mpt_ckpt_probe_dir(const char *root, mpt_error *err) {
     return MPT_OK;
 }
 
-/* 1 when `name` is step_ followed by digits only (checkpoint.c's directory names). */
-static int is_step_dir_(const char *name) {
-    return strncmp(name, "step_", 5) == 0 && name[5] &&
-           strspn(name + 5, "0123456789") == strlen(name + 5);
-}
-
 mpt_status mpt_ckpt_probe_unused(const char *root, mpt_error *err) {
     DIR *d = opendir(root);
     if (!d) return MPT_OK; /* missing (or unreadable: mpt_ckpt_probe_dir says why) */
     char found[512] = "";
     for (struct dirent *e; (e = readdir(d)) != NULL;) {
-        if (strcmp(e->d_name, "latest") == 0 || is_step_dir_(e->d_name)) {
+        if (strcmp(e->d_name, "latest") == 0 || mpt_ckpt_is_step_name(e->d_name)) {
             snprintf(found, sizeof found, "%s", e->d_name);
             break;
         }
