@@ -124,6 +124,29 @@ out=$("$BIN" generate --checkpoint "$TMP/a" --prompt "The " --tokens 20 --thread
 expect_exit 2 "the model only 256: pass --tokenizer byte" -- "$BIN" generate --checkpoint "$TMP/a" \
   --tokenizer gpt2 --tokens 2 --threads 1
 
+# --- the default threads: the cores of this rank's affinity mask, shared by the ranks of the job on
+# this node that overlap it (from MPI, not from a launcher's variables); the banner and the log say it
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+MPI=(mpirun --oversubscribe --bind-to none --mca btl self,vader)
+TH=(--model tiny --layers 2 --d-model 32 --heads 2 --seq-len 32 --batch 4 --steps 1)
+nc=$(nproc); half=$((nc / 2 > 0 ? nc / 2 : 1))
+th_case() { # NAME WANT_THREADS BANNER_PATTERN -- command...
+  local name=$1 want=$2 pat=$3; shift 4
+  "$@" --log "$TMP/th.jsonl" >"$TMP/th.out" 2>&1
+  if grep -q "^threads: $want per rank $pat" "$TMP/th.out" && grep -q "\"threads\":$want[,}]" "$TMP/th.jsonl"; then
+    ok "threads, $name: $(grep '^threads:' "$TMP/th.out")"
+  else bad "threads, $name: want $want ($pat): $(head -c 600 "$TMP/th.out")"; fi
+}
+th_case "one rank under taskset -c 0" 1 "(default: 1 core this rank may use, shared by 1 rank" -- \
+  taskset -c 0 "$BIN" train "${TH[@]}"
+th_case "one rank on $nc cores" "$nc" "(default: $nc cores" -- "$BIN" train "${TH[@]}"
+# OMPI_COMM_WORLD_LOCAL_SIZE removed: the count comes from MPI_COMM_TYPE_SHARED under any launcher
+th_case "2 ranks on $nc cores" "$half" "(default: $nc cores this rank may use, shared by 2 ranks" -- \
+  "${MPI[@]}" -np 2 env -u OMPI_COMM_WORLD_LOCAL_SIZE "$BIN" train "${TH[@]}" --dp 2
+th_case "2 ranks under taskset -c 0" 1 "(default: 1 core this rank may use, shared by 2 ranks" -- \
+  taskset -c 0 "${MPI[@]}" -np 2 "$BIN" train "${TH[@]}" --dp 2
+th_case "--threads 1" 1 "(--threads)" -- "$BIN" train "${TH[@]}" --threads 1
+
 [ "$passes" -gt 0 ] || bad "no check ran"
 echo "$passes passed, $fails failed"
 [ "$fails" = 0 ]

@@ -5,8 +5,9 @@
  * dropless routing is per token, so the decoder routes as the full forward does); a reset
  * starts over; a full cache and a bad token are refused.
  * Pipeline stages: the model cut into two stages (blocks 0-1 with the embeddings, block 2 with
- * the head), the first stage's output handed to the second in d->x as train/generator.c sends
- * it, gives the whole model's logits bit for bit (the same operations in the same order). */
+ * the head; with experts, blocks 0 and 2 are MoE, one in each stage), the first stage's output
+ * handed to the second in d->x as train/generator.c sends it, gives the whole model's logits
+ * bit for bit (the same operations in the same order). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,8 +34,8 @@ static void stage_init_(mpt_gpt *st, const mpt_config *c, const mpt_gpt *full, i
 }
 
 static void stages_(mpt_gpt *m, const int32_t *tok, int T) {
-    printf("decode on two pipeline stages vs the whole model (%s head)\n",
-           m->cfg.tied ? "tied" : "untied");
+    printf("decode on two pipeline stages vs the whole model (%s head, %d experts)\n",
+           m->cfg.tied ? "tied" : "untied", m->cfg.experts);
     mpt_error err = {0};
     mpt_arena arena;
     mpt_arena_init(&arena, 0);
@@ -126,7 +127,7 @@ static void run_(int tied, int experts) {
           "a token outside the vocabulary is refused: %s", err.msg);
     mpt_decode_free(&d);
     mpt_decode_free(NULL);
-    if (!experts) stages_(&m, tok, T);
+    stages_(&m, tok, T);
     free(full);
     free(inc);
     mpt_gpt_free(&m);

@@ -36,19 +36,10 @@ static double now_(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Ranks of this job on this node (1 without a launcher): the default threads share the cores. */
-static int default_threads_(void) {
-    const char *local = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
-    long ranks = local ? atol(local) : 1, cores = sysconf(_SC_NPROCESSORS_ONLN);
-    if (ranks < 1) ranks = 1;
-    if (cores < 1) cores = 1;
-    return cores / ranks > 0 ? (int)(cores / ranks) : 1;
-}
-
 int mpt_cli_generate(int argc, char **argv) {
     const char *ckpt = NULL, *prompt = "", *tok_kind = NULL, *gemm = "onednn";
-    int n_tokens = 200, top_k = 40, threads = default_threads_(), help = 0, tp = 1, pp = 1;
-    int no_cache = 0, no_stop = 0, stats = 0, print_ids = 0;
+    int n_tokens = 200, top_k = 40, threads = 0, help = 0, tp = 1, pp = 1;
+    int no_cache = 0, no_stop = 0, stats = 0, print_ids = 0, ep = 1;
     float temperature = 0.8f, top_p = 1.0f;
     uint64_t seed = 42;
     const mpt_arg args[] = {
@@ -66,6 +57,7 @@ int mpt_cli_generate(int argc, char **argv) {
         {"tokenizer", MPT_ARG_STRING, &tok_kind, "byte | gpt2 (default: from the vocabulary)", NULL, MPT_NO_RANGE},
         {"tp", MPT_ARG_INT, &tp, "tensor-parallel ranks (under mpirun; -np = tp x pp)", NULL, MPT_RANGE(1, 4096)},
         {"pp", MPT_ARG_INT, &pp, "pipeline stages (under mpirun; -np = tp x pp)", NULL, MPT_RANGE(1, 4096)},
+        {"ep", MPT_ARG_INT, &ep, "expert-parallel ranks: only 1 (every rank holds all the experts)", NULL, MPT_RANGE(1, 4096)},
         {"threads", MPT_ARG_INT, &threads, "compute threads per rank (default cores/ranks)", NULL, MPT_RANGE(1, MPT_MAX_THREADS)},
         {"gemm", MPT_ARG_STRING, &gemm, "GEMM library: onednn (default) | openblas", NULL, MPT_NO_RANGE},
     };
@@ -74,6 +66,8 @@ int mpt_cli_generate(int argc, char **argv) {
     mpt_status st = mpt_args_parse(args, nargs, argc, argv, 2, &help, "generate", &err);
     if (st && !help) return mpt_cli_report(&err);   /* a bad option: exit 2 before MPI starts */
     mpt_cli_mpi_start();
+    mpt_cli_threads cores = mpt_cli_default_threads(); /* every rank calls it (collective) */
+    if (threads == 0) threads = cores.threads; /* not given: cores / ranks on this node */
     mpt_comm world; /* with or without a launcher */
     memset(&world, 0, sizeof world);
     int rank0 = 1;
@@ -92,6 +86,12 @@ int mpt_cli_generate(int argc, char **argv) {
     if (mpt_cli_set_gemm(gemm, &err)) return mpt_cli_report(&err);
     if (!ckpt) {
         mpt_fail(&err, MPT_ERR_INPUT, "generate needs --checkpoint DIR");
+        return mpt_cli_report(&err);
+    }
+    if (ep != 1) { /* the same verdict on every rank: the option is the same everywhere */
+        mpt_fail(&err, MPT_ERR_INPUT,
+                 "generate holds every expert on each rank and takes no --ep %d: drop --ep (the "
+                 "checkpoint loads under any layout) and split the model with --tp/--pp", ep);
         return mpt_cli_report(&err);
     }
     if (mpt_cli_check_threads(threads, &err)) return mpt_cli_report(&err);

@@ -42,24 +42,11 @@ typedef struct train_cli_ {
     int quiet;
     int bf16;           /* --dtype bf16: say where the bf16 GEMMs run */
     int tty;
+    int threads, threads_given; /* compute threads per rank; 1 when --threads said so */
+    mpt_cli_threads cores;      /* what the default was made of */
     double last_print;
     double last_val;       /* the last validation loss shown, -1 before the first */
 } train_cli_;
-
-/* Ranks of this job on this node (1 without a launcher). */
-static long local_ranks_(void) {
-    const char *local = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
-    long ranks = local ? atol(local) : 1;
-    return ranks > 0 ? ranks : 1;
-}
-
-static int default_threads_(void) {
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    long ranks = local_ranks_();
-    if (cores < 1) cores = 1;
-    if (ranks < 1) ranks = 1;
-    return cores / ranks > 0 ? (int)(cores / ranks) : 1;
-}
 
 /* --model (preset or config.json) plus the dimension overrides. */
 static mpt_status build_config_(const train_cli_ *c, mpt_config *cfg, mpt_error *err) {
@@ -218,6 +205,12 @@ static void on_start_(const mpt_train_result *r, void *ctx) {
         for (int s = 0; s < c->pp; s++) printf(" %d", r->stage_layers[s]);
         printf("\n");
     }
+    if (c->threads_given)
+        printf("threads: %d per rank (--threads)\n", c->threads);
+    else
+        printf("threads: %d per rank (default: %d core%s this rank may use, shared by %d rank%s "
+               "on this node; --threads sets it)\n", c->threads, c->cores.cores,
+               c->cores.cores == 1 ? "" : "s", c->cores.ranks, c->cores.ranks == 1 ? "" : "s");
     printf("measured FMA peak: %.1f GFLOP/s\n", r->peak_flops / 1e9);
     if (c->bf16) printf("bf16 GEMMs: %s\n", mpt_gemm_bf16_describe());
     fflush(stdout);
@@ -300,7 +293,7 @@ static void on_term_(int sig) {
 int mpt_cli_train(int argc, char **argv) {
     mpt_train_opts o;
     mpt_train_opts_defaults(&o);
-    o.threads = default_threads_();
+    o.threads = 0; /* not given: cores / ranks once MPI runs (mpt_cli_default_threads) */
     float bucket_mb = 0.0f, comm_timeout = 300.0f, stall_seconds = 3600.0f, val_fraction = 0.0f;
     int val_fraction_seen = 0, model_seen = 0;
     const char *gemm = "onednn", *z3_gather = "layer", *on_nan = "stop", *debug_nan = NULL;
@@ -480,12 +473,16 @@ int mpt_cli_train(int argc, char **argv) {
     o.bucket_mb = bucket_mb;
     o.stall_seconds = stall_seconds;
     mpt_comm_set_timeout(comm_timeout);
-    /* ranks with cores of their own spin while they wait (a nap costs a pipeline ~1 ms per
-     * transfer); oversubscribed ranks nap almost at once so the rank they wait for can run */
-    if (local_ranks_() <= sysconf(_SC_NPROCESSORS_ONLN)) mpt_comm_set_spin(0.05);
     mpt_comm_set_watchdog(watchdog_);
     mpt_comm world;
     mpt_cli_mpi_start(); /* the checks above need no other rank (cli.h) */
+    mpt_cli_threads cores = mpt_cli_default_threads(); /* every rank calls it (collective) */
+    c.threads_given = o.threads > 0;
+    if (!c.threads_given) o.threads = cores.threads;
+    c.cores = cores;
+    /* ranks with cores of their own spin while they wait (a nap costs a pipeline ~1 ms per
+     * transfer); oversubscribed ranks nap almost at once so the rank they wait for can run */
+    if (cores.ranks <= cores.cores) mpt_comm_set_spin(0.05);
     if ((st = mpt_comm_world(&world, &err))) return mpt_cli_report(&err);
     /* a killed rank makes every other one fail within seconds instead of hanging (alive.h);
      * without the detector, the comm timeout still ends a hang */
@@ -495,6 +492,7 @@ int mpt_cli_train(int argc, char **argv) {
     signal(SIGTERM, on_term_);
     c.tty = mpt_cli_stdout_is_terminal();
     c.pp = o.pp;
+    c.threads = o.threads;
     if (world.rank != 0) c.quiet = 1;
     mpt_train_result res;
     st = mpt_train(&world, &o, on_start_, on_step_, &c, &res, &err);

@@ -83,12 +83,12 @@ mpt_status mpt_cli_set_gemm(const char *name, mpt_error *err) {
 }
 
 mpt_status mpt_cli_check_threads(int threads, mpt_error *err) {
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    if (cores < 1) cores = 1;
+    int cores = mpt_cli_usable_cores();
     if (threads > cores)
         return mpt_fail(err, MPT_ERR_INPUT,
-                        "--threads %d is more than the %ld cores of this node: use at most %ld "
-                        "(leave it out for cores / ranks)", threads, cores, cores);
+                        "--threads %d is more than the %d cores this rank may run on (its CPU "
+                        "affinity): use at most %d (leave it out for cores / ranks)", threads,
+                        cores, cores);
     return MPT_OK;
 }
 

@@ -23,8 +23,11 @@ static mpt_status prepare_(mpt_generator *g, const char *dir, int tp, int pp, in
         return mpt_fail(err, MPT_ERR_INPUT,
                         "--no-cache re-runs the whole window on one pipeline stage: use --pp 1");
     if ((st = mpt_config_finish(&g->cfg, 64 * tp, err))) return st;
-    if (g->cfg.experts > 0)
-        return mpt_fail(err, MPT_ERR_INPUT, "generate does not take MoE checkpoints yet");
+    /* MoE: every rank holds all the experts (ep 1; the checkpoint is layout-independent) and
+     * routes dropless, so that a token's experts do not depend on the other tokens of the
+     * window: the cached decoder (one token at a time) and --no-cache (the whole window) give
+     * the same logits whatever capacity factor the model was trained with */
+    g->cfg.capacity_factor = 0.0f;
     mpt_layout lay = mpt_layout_make(tp, 1, 1, pp, 1);
     if ((st = mpt_layout_check(&lay, g->world->size, err))) return st;
     if (pp > g->cfg.n_layer)

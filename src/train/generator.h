@@ -20,6 +20,9 @@
  * the last stage. Every rank therefore ends each call with the same token: the same text as
  * one rank, but for ties broken differently by the sums' rounding (the tp partial sums add up
  * in another order than one rank's).
+ * MoE checkpoints: every rank holds all the experts of its stage's MoE blocks (whole on every
+ * tp rank, no expert parallelism) and routes each token dropless (the capacity factor is set
+ * to 0), so a token's experts never depend on the other tokens of the window.
  * Failures are agreed on over world at init (a bad layout or checkpoint: MPT_ERR_INPUT on
  * every rank). During generation every rank takes the same path, so there is nothing to agree
  * on but MPI failures (MPT_ERR_RUN). */
