@@ -3,6 +3,9 @@
 transformers' GPT2LMHeadModel) from an mptrain checkpoint: the reference `mptrain generate
 --temperature 0` must equal token for token.
 
+A Mixture-of-Experts checkpoint (config n_experts > 0) runs tests/torch_ref.py's functional
+forward instead (float64, dropless routing: generate ignores the trained capacity factor).
+
 usage: gen_ref.py CKPT_DIR PROMPT_TOKENS.bin N [--float32] [--bench]
 Prints the N greedy token ids (space-separated; fewer if <|endoftext|> comes first when the
 vocabulary is GPT-2's). Each step runs the whole window (the last n_positions tokens) in float64
@@ -58,6 +61,26 @@ def cached_greedy(m, ids, n, eot):
     return out
 
 
+def moe_greedy(cfg, tensors, ids, n):
+    """Greedy over the whole window by torch_ref.forward (float64), routing dropless."""
+    import torch_ref as tr
+    tr.torch, tr.F = torch, torch.nn.functional  # torch_ref imports them lazily in its main()
+    torch.set_default_dtype(torch.float64)
+    c = tr.Cfg(cfg)
+    c.cap = 0.0
+    P = {k: torch.from_numpy(np.array(v, dtype=np.float64)) for k, v in tensors.items()}
+    T, eot = c.Tmax, 50256 if c.V == 50257 else -1
+    ctx, out = list(ids), []
+    with torch.no_grad():
+        for _ in range(n):
+            nxt = int(tr.forward(P, c, torch.tensor([ctx[-T:]]))[0, -1].argmax())
+            out.append(nxt)
+            ctx.append(nxt)
+            if nxt == eot:
+                break
+    print(" ".join(map(str, out)))
+
+
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     f32, bench = "--float32" in sys.argv, "--bench" in sys.argv
@@ -66,6 +89,9 @@ def main():
         ckpt = os.path.join(ckpt, os.readlink(os.path.join(ckpt, "latest")))
     cfg = json.load(open(os.path.join(ckpt, "config.json")))
     tensors = hf.read_safetensors(os.path.join(ckpt, "model.safetensors"))[0]
+    if int(cfg.get("n_experts", 0)) > 0:
+        moe_greedy(cfg, tensors, read_tokens(prompt), n)
+        return
     m, ok, missing, unexpected = hf.load_model(cfg, tensors)
     if not ok:
         sys.exit(f"checkpoint does not load: missing {missing}, unexpected {unexpected}")

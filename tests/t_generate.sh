@@ -7,6 +7,8 @@
 # the window slides. Under mpirun (tp 2, pp 2, tp 2 x pp 2) the same checkpoints give the same
 # text and ids as one rank for the same seed (greedy, sampled, past the positions, and the GPT-2
 # vocabulary padded for tp); layouts that do not fit the ranks or the model exit 2 on every rank.
+# A Mixture-of-Experts checkpoint: the same equalities (cache, --no-cache, PyTorch, layouts);
+# --ep is refused with exit 2.
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 PY=/usr/bin/python3
@@ -68,6 +70,32 @@ refused "tp 8 over 4 heads" 8 "tp 8 must divide the heads 4" -- "${MPIRUN[@]}" -
 refused "pp 3 over 2 layers" 3 "pp 3 is more pipeline stages than the checkpoint's 2 layers" -- "${MPIRUN[@]}" -np 3 "${G[@]}" --pp 3 --tokens 2
 refused "no-cache under pp 2" 2 "no-cache" -- "${MPIRUN[@]}" -np 2 "${G[@]}" --pp 2 --no-cache --tokens 2
 refused "tp 2 on one rank" 1 "need 2 ranks, launched with 1" -- "${G[@]}" --tp 2 --tokens 2
+
+# a Mixture-of-Experts byte model (4 experts, top-2, every block MoE), trained with capacity
+# factor 1.0; generate routes every token dropless on every layout, so the cached decoder, the
+# whole window (--no-cache), PyTorch's float64 forward (gen_ref.py: torch_ref.py's MoE) and every
+# tp x pp layout (all experts on every rank) pick the same tokens
+"$BIN" train --model tiny --layers 2 --d-model 64 --heads 4 --seq-len 64 --batch 8 --steps 300 \
+  --lr 1e-2 --threads 1 --quiet --experts 4 --top-k 2 --capacity-factor 1.0 --data "$TMP/rep.bin" \
+  --save "$TMP/moe" >/dev/null 2>&1 || bad "training the MoE model"
+GM=("$BIN" generate --checkpoint "$TMP/moe" --threads 1 --prompt "Call me Ishmael. Some")
+mc=$("${GM[@]}" --temperature 0 --tokens 40 --ids)
+mf=$("${GM[@]}" --temperature 0 --tokens 40 --ids --no-cache)
+[ "$(tr ' ' '\n' <<<"$mc" | sort -u | wc -l)" -gt 5 ] && [ "$mc" = "$mf" ] \
+  && ok "moe: cached greedy = full forward (40 tokens): $mc" || bad "moe: cached '$mc' != full '$mf'"
+ref=$("$PY" "$HERE/gen_ref.py" "$TMP/moe" "$TMP/prompt.bin" 40)
+[ "$mc" = "$ref" ] && ok "moe: greedy = PyTorch's greedy token for token" || bad "moe: mptrain '$mc' != torch '$ref'"
+ms1=$("${GM[@]}" --tokens 100 --ids --seed 9 --top-p 0.9)
+for lay in "2 1" "1 2" "2 2"; do
+  set -- $lay; M=("${MPIRUN[@]}" -np $(($1 * $2)) "${GM[@]}" --tp "$1" --pp "$2")
+  g=$("${M[@]}" --temperature 0 --tokens 40 --ids 2>"$TMP/me")
+  s=$("${M[@]}" --tokens 100 --ids --seed 9 --top-p 0.9 2>>"$TMP/me")
+  [ "$g" = "$mc" ] && [ "$s" = "$ms1" ] && ok "moe: tp $1 pp $2 = one rank (greedy, 100 sampled tokens past the positions)" \
+    || bad "moe: tp $1 pp $2: greedy '$g' / '$mc', sampled '$s' / '$ms1': $(head -c 300 "$TMP/me")"
+done
+g=$("${MPIRUN[@]}" -np 2 "${GM[@]}" --tp 2 --temperature 0 --tokens 40 --ids --no-cache 2>&1)
+[ "$g" = "$mc" ] && ok "moe: tp 2 --no-cache = one rank's cache" || bad "moe: tp 2 --no-cache '$g'"
+refused "moe: --ep 2" 2 "takes no --ep 2: drop --ep" -- "${MPIRUN[@]}" -np 2 "${GM[@]}" --ep 2 --tokens 2
 
 # a GPT-2-vocabulary model on documents that end after a few tokens: it learns <|endoftext|>
 mkdir -p "$TMP/docs"
