@@ -60,7 +60,8 @@ mpt_status mpt_config_finish(mpt_config *c, int pad_multiple, mpt_error *err) {
     if (c->vocab < 2 || c->vocab > MPT_MAX_VOCAB)
         return mpt_fail(err, MPT_ERR_INPUT,
                         "vocab %d is out of range: from 2 to %d, the most a uint16 token file "
-                        "can hold", c->vocab, MPT_MAX_VOCAB);
+                        "can hold (use 50257 for GPT-2 tokens, 256 for bytes)", c->vocab,
+                        MPT_MAX_VOCAB);
     if (c->d_model % c->n_head != 0)
         return mpt_fail(err, MPT_ERR_INPUT,
                         "d-model %d is not divisible by heads %d: choose heads dividing d-model",
@@ -89,8 +90,8 @@ mpt_status mpt_config_finish(mpt_config *c, int pad_multiple, mpt_error *err) {
     if (c->padded_vocab < c->vocab) {
         long long padded = ((long long)c->vocab + pad_multiple - 1) / pad_multiple * pad_multiple;
         if (padded > INT_MAX)
-            return mpt_fail(err, MPT_ERR_INPUT, "vocab %d padded to a multiple of %d overflows",
-                            c->vocab, pad_multiple);
+            return mpt_fail(err, MPT_ERR_INPUT, "vocab %d padded to a multiple of %d overflows: "
+                            "use a smaller vocabulary or --tp", c->vocab, pad_multiple);
         c->padded_vocab = (int)padded;
     }
     return MPT_OK;

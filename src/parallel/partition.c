@@ -40,8 +40,9 @@ static mpt_status parse_list_(const char *mode, int p, int L, int *counts, mpt_e
                                             "needs", mode, p, p);
     if (total != L)
         return mpt_fail(err, MPT_ERR_INPUT,
-                        "--partition %s adds up to %d blocks, but the model has %d layers", mode,
-                        total, L);
+                        "--partition %s adds up to %d blocks, but the model has %d layers: give "
+                        "%d counts (one per stage) that add up to %d, or --partition auto", mode,
+                        total, L, p, L);
     return MPT_OK;
 }
 

@@ -93,7 +93,9 @@ mpt_status mpt_tokfile_read(const char *path, int vocab, mpt_tokfile *out, mpt_e
         int t = tok[i];
         if (vocab > 0 && t >= vocab) {
             st = mpt_fail(err, MPT_ERR_INPUT, "%s: token %d at position %zu is >= the model's "
-                          "vocabulary %d; tokenize with the matching --tokenizer or pass --vocab",
+                          "vocabulary %d: pass --vocab 50257 if the file holds GPT-2 tokens "
+                          "(--tokenizer gpt2; 256 for bytes; --vocab must exceed every token "
+                          "id), or tokenize the text again with the model's --tokenizer",
                           path, t, i, vocab);
             goto done;
         }

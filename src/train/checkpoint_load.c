@@ -32,7 +32,9 @@
 mpt_status mpt_checkpoint_resolve(const char *path, char *out, size_t out_size, mpt_error *err) {
     char p[PATH_MAX], target[PATH_MAX], dir[PATH_MAX];
     if (!mpt_ckpt_is_dir(path))
-        return mpt_fail(err, MPT_ERR_INPUT, "checkpoint %s: %s", path,
+        return mpt_fail(err, MPT_ERR_INPUT, "checkpoint %s: %s: name the --save directory of a "
+                        "run (its latest step), one of its step_NNNNNN directories or a Hugging "
+                        "Face GPT-2 directory", path,
                         mpt_ckpt_exists(path) ? "not a directory" : "no such directory");
     if (!mpt_ckpt_join(p, sizeof p, path, mpt_ckpt_config_file))
         return mpt_fail(err, MPT_ERR_INPUT, "checkpoint %s: path too long", path);
@@ -54,7 +56,8 @@ mpt_status mpt_checkpoint_resolve(const char *path, char *out, size_t out_size, 
         }
         if (!mpt_ckpt_join(p, sizeof p, dir, mpt_ckpt_config_file) || !mpt_ckpt_exists(p))
             return mpt_fail(err, MPT_ERR_INPUT, "%s/latest points to %s, which is not a "
-                            "checkpoint directory (no config.json)", path, dir);
+                            "checkpoint directory (no config.json): name one of %s's "
+                            "step_NNNNNN directories instead", path, dir, path);
     }
     if (strlen(dir) >= out_size)
         return mpt_fail(err, MPT_ERR_INPUT, "checkpoint %s: path too long", dir);

@@ -32,8 +32,8 @@ static mpt_status prepare_(mpt_generator *g, const char *dir, int tp, int pp, in
     if ((st = mpt_layout_check(&lay, g->world->size, err))) return st;
     if (pp > g->cfg.n_layer)
         return mpt_fail(err, MPT_ERR_INPUT,
-                        "--pp %d is more pipeline stages than the checkpoint's %d layers", pp,
-                        g->cfg.n_layer);
+                        "--pp %d is more pipeline stages than the checkpoint's %d layers: use "
+                        "--pp %d or fewer", pp, g->cfg.n_layer, g->cfg.n_layer);
     return mpt_partition(&g->cfg, g->cfg.n_positions, pp, "uniform", g->stage_layers, NULL, NULL,
                          err);
 }
