@@ -8,7 +8,8 @@
 # text and ids as one rank for the same seed (greedy, sampled, past the positions, and the GPT-2
 # vocabulary padded for tp); layouts that do not fit the ranks or the model exit 2 on every rank.
 # A Mixture-of-Experts checkpoint: the same equalities (cache, --no-cache, PyTorch, layouts);
-# --ep is refused with exit 2.
+# --ep is refused with exit 2. The decoder's logits on those layouts, dense and MoE, against the
+# training forward: tests/mpi_decode.c.
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 PY=/usr/bin/python3
@@ -96,6 +97,15 @@ done
 g=$("${MPIRUN[@]}" -np 2 "${GM[@]}" --tp 2 --temperature 0 --tokens 40 --ids --no-cache 2>&1)
 [ "$g" = "$mc" ] && ok "moe: tp 2 --no-cache = one rank's cache" || bad "moe: tp 2 --no-cache '$g'"
 refused "moe: --ep 2" 2 "takes no --ep 2: drop --ep" -- "${MPIRUN[@]}" -np 2 "${GM[@]}" --ep 2 --tokens 2
+
+# the decoder's logits on tp 2, pp 2 and tp 2 x pp 2 (tests/mpi_decode.c, dense and MoE): equal to
+# the same tp layout's training forward within 1e-5, and on pp stages to pipeline 1 bit for bit
+for lay in "2 2" "2 1" "4 2"; do
+  set -- $lay
+  if timeout -k 5 120 "${MPIRUN[@]}" -np "$1" "$(dirname "$BIN")/tests/mpi_decode" "$2" >"$TMP/md" 2>&1; then
+    ok "mpi_decode on $1 ranks, tp $2: $(grep -c 'decoder = training forward' "$TMP/md") logit comparisons, $(tail -1 "$TMP/md")"
+  else bad "mpi_decode on $1 ranks, tp $2: $(grep -m3 FAIL "$TMP/md") $(tail -3 "$TMP/md")"; fi
+done
 
 # a GPT-2-vocabulary model on documents that end after a few tokens: it learns <|endoftext|>
 mkdir -p "$TMP/docs"
