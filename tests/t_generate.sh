@@ -102,7 +102,7 @@ refused "moe: --ep 2" 2 "takes no --ep 2: drop --ep" -- "${MPIRUN[@]}" -np 2 "${
 # the same tp layout's training forward within 1e-5, and on pp stages to pipeline 1 bit for bit
 for lay in "2 2" "2 1" "4 2"; do
   set -- $lay
-  if timeout -k 5 120 "${MPIRUN[@]}" -np "$1" "$(dirname "$BIN")/tests/mpi_decode" "$2" >"$TMP/md" 2>&1; then
+  if OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 timeout -k 5 120 "${MPIRUN[@]}" -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS -np "$1" "$(dirname "$BIN")/tests/mpi_decode" "$2" >"$TMP/md" 2>&1; then
     ok "mpi_decode on $1 ranks, tp $2: $(grep -c 'decoder = training forward' "$TMP/md") logit comparisons, $(tail -1 "$TMP/md")"
   else bad "mpi_decode on $1 ranks, tp $2: $(grep -m3 FAIL "$TMP/md") $(tail -3 "$TMP/md")"; fi
 done
