@@ -283,7 +283,8 @@ int mpt_cli_plot(int argc, char **argv) {
         return mpt_cli_report(&err);
     }
     if (nr > MAX_RUNS_) {
-        mpt_fail(&err, MPT_ERR_INPUT, "plot draws at most %d logs, %d given", MAX_RUNS_, nr);
+        mpt_fail(&err, MPT_ERR_INPUT, "plot draws at most %d logs, %d given: pass at most %d",
+                 MAX_RUNS_, nr, MAX_RUNS_);
         return mpt_cli_report(&err);
     }
     if (strcmp(x, "step") != 0 && strcmp(x, "tokens") != 0) {

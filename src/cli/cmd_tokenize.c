@@ -103,7 +103,8 @@ static mpt_status add_input_(strlist_ *docs, const char *path, mpt_error *err) {
     }
     closedir(d);
     if (st == MPT_OK && names.n == 0)
-        st = mpt_fail(err, MPT_ERR_INPUT, "--in %s: the folder has no .txt files", path);
+        st = mpt_fail(err, MPT_ERR_INPUT, "--in %s: the folder has no .txt files: name a text "
+                      "file, or a folder holding .txt files", path);
     if (st == MPT_OK) qsort(names.v, names.n, sizeof *names.v, cmp_str_);
     for (size_t i = 0; st == MPT_OK && i < names.n; i++)
         if (!strlist_add_(docs, path, names.v[i])) st = mpt_fail(err, MPT_ERR_RUN, "out of memory");

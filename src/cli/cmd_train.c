@@ -175,9 +175,12 @@ static mpt_status expand_data_(const char *spec, char ***paths, int *n, mpt_erro
         flags = GLOB_APPEND;
     }
     if (!st && g.gl_pathc == 0)
-        st = mpt_fail(err, MPT_ERR_INPUT, "--data '%s' names no file", spec);
+        st = mpt_fail(err, MPT_ERR_INPUT, "--data '%s' names no file: check the path or the "
+                      "glob, or make one with `mptrain tokenize --in TEXT --out FILE.bin`",
+                      spec);
     if (!st && g.gl_pathc > MPT_MAX_DATA_FILES)
-        st = mpt_fail(err, MPT_ERR_INPUT, "--data %s: %zu files, more than %d", spec,
+        st = mpt_fail(err, MPT_ERR_INPUT, "--data %s: %zu files, more than %d: join some "
+                      "(`mptrain tokenize --in DIR --out FILE.bin`)", spec,
                       (size_t)g.gl_pathc, MPT_MAX_DATA_FILES);
     if (!st) {
         *paths = calloc(g.gl_pathc, sizeof **paths);

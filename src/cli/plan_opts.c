@@ -118,7 +118,9 @@ mpt_status plan_cli_job(const plan_cli *c, mpt_plan_job *job, mpt_plan_layout *l
                         l->dp, l->tp, l->pp, l->cp);
     if (plan_cli_has_layout(c) && c->gpus && world != c->gpus)
         return mpt_fail(err, MPT_ERR_INPUT, "--dp %d x --tp %d x --pp %d x --cp %d = %ld ranks, "
-                        "but --gpus %d", l->dp, l->tp, l->pp, l->cp, world, c->gpus);
+                        "but --gpus %d: choose sizes whose product is %d, or leave the layout "
+                        "out to search the layouts of %d GPUs", l->dp, l->tp, l->pp, l->cp,
+                        world, c->gpus, c->gpus, c->gpus);
     job->batch = c->batch ? c->batch : 8 * l->dp;
     job->mem_limit = c->mem_limit;
     job->threads = c->threads;
