@@ -44,7 +44,7 @@ void mpt_gelu_backward_bias(float *dinp, float *dbias, const float *h, const flo
 
 /* The MLP's c_proj backward and the GELU backward before it, fused: dw(C,OC) += inp^T dout and
  * dbias(OC) += dout's column sums as mpt_matmul_backward (either may be NULL); then, by chunks
- * of rows (~3 MiB of an N x C array each, kernels_matmul.c), dinp's rows OVERWRITTEN with
+ * of rows (~12 MiB of an N x C array each, kernels_matmul.c), dinp's rows OVERWRITTEN with
  * (dout w^T) * gelu'(h) while the chunk is still in cache, and dbias_in(C) += their column sums
  * (may be NULL: the c_fc bias gradient, in row order as mpt_gelu_backward_bias sums it). Replaces
  * mpt_matmul_backward_set into a buffer + mpt_gelu_backward_bias from it: one N x C array

@@ -155,12 +155,16 @@ void mpt_matmul_backward_set(float *dinp, float *dw, float *dbias, const float *
     matmul_backward_(dinp, 0.0f, dw, dbias, dout, inp, w, N, C, OC);
 }
 
-/* Rows per chunk of mpt_matmul_backward_gelu_set: ~3 MiB of each N x C operand, so a chunk's
- * GEMM output and pre-activation are still in the L3 when the GELU backward reads them (and its
- * output there when the next layer's GEMMs read it), while the GEMM keeps >= 256 rows (its rate
- * holds there) where C allows. Multiples of 64 rows. */
+/* Rows per chunk of mpt_matmul_backward_gelu_set: ~12 MiB of each N x C operand (1024 rows at
+ * C 3072, 2048 at C 1536), so a chunk's GEMM output is still in the 32 MiB L3 when the GELU
+ * backward reads it, while the GEMM keeps its rate. Smaller chunks cost more than the cache
+ * saves: oneDNN's NT GEMM of 256 x 3072 x 768 runs far below its 1024-row rate, and every
+ * chunk is two more regions. One thread, CPU time, GEMM + GELU backward of GPT-2 124M's
+ * mlp.c_proj at N 1024 (median of 9 interleaved rounds, under load): 256-row chunks (the old
+ * ~3 MiB) 113 ms, 512 86, 1024 81; at N 4096, 1024..4096 rows all 312-315 ms; the bench
+ * model's 2048 x 1536 x 384: 512 rows 47.4 ms, 2048 43.2. Multiples of 64 rows. */
 static size_t gelu_chunk_rows_(int C) {
-    size_t rows = ((size_t)3 << 20) / (sizeof(float) * (size_t)C) / 64 * 64;
+    size_t rows = ((size_t)12 << 20) / (sizeof(float) * (size_t)C) / 64 * 64;
     return rows < 64 ? 64 : rows;
 }
 
