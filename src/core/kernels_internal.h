@@ -32,7 +32,13 @@ static inline float mpt_gelu_exp_m2u_(float x) {
  * BLIS 0.9.0 (zen3 sub-configuration, bench/blis/gemm_blis.h, measured by bench_gemm_rates only) routes no shape: on one thread, CPU
  * time, it was never clearly above oneDNN on a shape of the bench model's or GPT-2 124M's step
  * (Aᵀ·B weight gradients 51-54% of the FMA peak against oneDNN's 62-76%, attention's Q Kᵀ
- * tiles 30-33% against 58-61%; bench/results/gemm_rates_*.txt, 2026-11-30 under load). */
+ * tiles 30-33% against 58-61%; bench/results/gemm_rates_*.txt, 2026-11-30 under load).
+ * Re-read 2026-12-01 (one thread, CPU time, oneDNN and OpenBLAS alternating per round, three runs
+ * of 15, 41 and 41 rounds, load 5-8; bench/results/gemm_route_tn_eighth.txt): attn.proj's
+ * 384 x 384 x 2048 dW OpenBLAS 59.4-63.3 GFLOP/s against oneDNN 56.6-57.7 (medians), the
+ * attention's 256 x 64 x 64 dV/dK tiles a tie (58.6-66.2 against 58.7-66.4), the byte head's dW
+ * mixed; bench_gemm_rates' 9 rounds read oneDNN 3-10% ahead on all three. No shape clearly
+ * better on oneDNN, so the routing stays. */
 #define MPT_GEMM_TN_BLAS_MAX_ ((size_t)384 * 384)
 static inline int mpt_gemm_tn_blas_(char ta, char tb, size_t M, size_t N) {
     return ta == 'T' && tb == 'N' && M * N <= MPT_GEMM_TN_BLAS_MAX_;
