@@ -336,7 +336,7 @@ static void test_backward_set_(size_t N, int C, int OC) {
  * mpt_matmul_backward_gelu_set against the unfused pair (mpt_matmul_backward_set into a buffer,
  * then mpt_gelu_backward_bias from it), the double reference, and finite differences of the
  * double loss L(h) = sum dy . (gelu(h) w) in h (its gradient is dinp). Shapes with several row
- * chunks and a partial last one (chunks of ~3 MiB: 512 rows at C 1536, 256 at C 3072). */
+ * chunks and a partial last one (chunks of ~12 MiB: 2048 rows at C 1536, 1024 at C 3072). */
 static double gelu_row_loss_(const double *h, const double *w, const double *dy, int C, int OC,
                              double *tmp) {
     ref_gelu_forward(tmp, h, (size_t)C);
@@ -511,8 +511,8 @@ int main(void) {
     test_zero_(1000);
     test_zero_(262144 * 3 + 5); /* threaded */
     test_matmul_gelu_(7, 13, 5);
-    test_matmul_gelu_(1100, 1536, 64); /* chunks of 512, 512 and 76 rows */
-    test_matmul_gelu_(600, 3072, 32);  /* chunks of 256, 256 and 88 rows */
+    test_matmul_gelu_(2100, 1536, 16); /* chunks of 2048 and 52 rows */
+    test_matmul_gelu_(2100, 3072, 8);  /* chunks of 1024, 1024 and 52 rows */
     test_gemm_threading_(512, 384, 1152); /* qkv at 2 sequences of T 256 */
     test_gemm_threading_(256, 1536, 384); /* c_proj of the MLP: C taller than OC */
     test_gemm_threading_(300, 384, 770);  /* blocks not multiples of 8 rows or 16 columns */

@@ -33,7 +33,7 @@ void mpt_bias_gelu_forward(float *out, float *h, const float *bias, size_t N, in
 /* The c_fc layer and its activation: fch(N,F) = x(N,C) w(C,F) + bias (kept for the backward),
  * out(N,F) = gelu_tanh(fch); the same values as mpt_matmul_forward without bias followed by
  * mpt_bias_gelu_forward, with each thread's rows activated right after its block of the GEMM,
- * in one parallel region (core/kernels.c, split threading). */
+ * in one parallel region (core/kernels_matmul.c, split threading). */
 void mpt_matmul_bias_gelu_forward(float *out, float *fch, const float *x, const float *w,
                                   const float *bias, size_t N, int C, int F);
 
@@ -44,7 +44,7 @@ void mpt_gelu_backward_bias(float *dinp, float *dbias, const float *h, const flo
 
 /* The MLP's c_proj backward and the GELU backward before it, fused: dw(C,OC) += inp^T dout and
  * dbias(OC) += dout's column sums as mpt_matmul_backward (either may be NULL); then, by chunks
- * of rows (~3 MiB of an N x C array each, kernels.c), dinp's rows OVERWRITTEN with
+ * of rows (~12 MiB of an N x C array each, kernels_matmul.c), dinp's rows OVERWRITTEN with
  * (dout w^T) * gelu'(h) while the chunk is still in cache, and dbias_in(C) += their column sums
  * (may be NULL: the c_fc bias gradient, in row order as mpt_gelu_backward_bias sums it). Replaces
  * mpt_matmul_backward_set into a buffer + mpt_gelu_backward_bias from it: one N x C array
