@@ -1,26 +1,29 @@
 /* oversub_meet.c — what a blocking pair meeting costs when a node runs more ranks than cores
  * (issue 13 item 5: the oversubscribed tp rows). R ranks (every rank this mpirun started) form
  * pairs (0,1), (2,3), ... as tp 2 groups do; each rank computes a fixed amount of work, then
- * meets its partner in a blocking all-reduce (MPI_Iallreduce + MPI_Wait of `BYTES`, as
- * comm/comm_collective.c posts the tensor-parallel collectives), and again, M times. On C
+ * meets its partner in a blocking all-reduce of `BYTES` through the runtime's own comm layer
+ * (mpt_iallreduce_sum + mpt_wait, as the tensor-parallel layers post and wait: comm_wait.c
+ * polls MPI_Test for a 5 us spin, then naps from 1 us doubling to 1 ms; `train` sets a 50 ms
+ * spin when every rank has a core, and so does this with R <= C), and again, M times. On C
  * cores with perfect time-sharing a meeting interval takes max(1, R/C) x work of wall time;
- * without gang scheduling a rank that reaches the meeting first waits (OpenMPI oversubscribed:
- * polling with sched_yield) until its partner has been scheduled again.
+ * without gang scheduling a rank that reaches the meeting first naps until its partner has
+ * been scheduled again and arrives, and wakes up to a nap's length late; while both ranks of a
+ * core nap, the core idles.
  *
- * Work: two dependent 8-wide FMA chains in registers (no memory traffic, so
- * cache and memory sharing do not enter), its length set so that one rank alone takes
- * `g` ms of CPU (measured on every rank before the timed part, median of 5).
- * Printed per granularity g (rank 0, one line, and a JSON line at the end):
- *   wall_per_meet   wall seconds per meeting interval (median of ROUNDS rounds of M meetings)
- *   ideal           max(1, R/C) x the solo work (C = cores this process may run on)
- *   gap             wall_per_meet - nomeet: the meetings' extra wall time
- *   waste           gap x min(R, C) / R: core-seconds lost per rank per meeting (the cores
- *                   idle or spinning while a rank waits for a partner who is off its core)
+ * Work: two dependent 8-wide FMA chains in registers (no memory traffic, so cache and memory
+ * sharing do not enter), its length set so that one rank alone takes `g` ms of CPU (measured
+ * on every rank before the timed part, median of 5, the slowest rank's rate).
+ * Printed per granularity g (rank 0, one line each):
+ *   meet            wall seconds per work piece with its meeting (median of ROUNDS rounds)
  *   nomeet          the same work without the meetings (rounds interleaved with the meeting
  *                   ones): the time-shared baseline as this machine delivers it (under load
  *                   the other jobs' share included); gap and waste are taken against it
- *   poll_cpu        each rank's CPU seconds outside its work per meeting (polling), the mean
- *                   over the ranks: what plan/calib_meet.c measures with threads (meet_waste)
+ *   ideal           max(1, R/C) x the solo work (C = cores this process may run on)
+ *   gap             meet - nomeet: the meetings' extra wall time per meeting
+ *   waste           gap x min(R, C) / R: core-seconds lost per rank per meeting (the cores
+ *                   idle or polling while a rank waits for a partner who is off its core)
+ *   poll_cpu        each rank's CPU seconds outside its work per meeting, the mean over the
+ *                   ranks (polling and the all-reduce's own copies)
  * Run: mpirun --oversubscribe --bind-to none --mca btl self,vader -np 4 build/bench/bench_oversub_meet
  *      (and -np 2); arguments: granularities in ms (default 0.1 0.3 1 3 10), or --json (below). */
 #ifndef _GNU_SOURCE
@@ -32,6 +35,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "comm/comm.h"
 
 enum { ROUNDS = 5, BYTES = 65536 };
 
@@ -73,36 +78,50 @@ static double median_(double *v, int n) {
 
 /* One round of M meetings after n iterations of work each: this rank's CPU seconds outside the
  * work per meeting (polling and the all-reduce's own copies). */
-static double poll_round_(MPI_Comm pair, float *buf, long n, int M) {
-    MPI_Barrier(MPI_COMM_WORLD);
-    double c0 = cpu_(), wk = 0;
-    for (int k = 0; k < M; k++) {
-        double w1 = cpu_();
-        work_(n);
-        wk += cpu_() - w1;
-        MPI_Request q;
-        MPI_Iallreduce(MPI_IN_PLACE, buf, BYTES / sizeof(float), MPI_FLOAT, MPI_SUM, pair, &q);
-        MPI_Wait(&q, MPI_STATUS_IGNORE);
+/* One meeting: the runtime's all-reduce request and its wait (comm/comm_wait.c: MPI_Test in a
+ * short spin, then naps backing off from 1 us to 1 ms), as the tp layers wait. */
+static void meet_(mpt_comm *pair, float *buf) {
+    mpt_req q;
+    mpt_error err;
+    if (mpt_iallreduce_sum(pair, buf, BYTES / sizeof(float), &q, &err) != MPT_OK ||
+        mpt_wait(&q, &err) != MPT_OK) {
+        fprintf(stderr, "oversub_meet: %s\n", err.msg);
+        MPI_Abort(MPI_COMM_WORLD, 1);
     }
-    return (cpu_() - c0 - wk) / M;
+}
+
+/* One round of M work pieces of n iterations, each followed by a meeting when `meet`: the wall
+ * seconds per piece, the slowest rank's (the rounds start together). */
+static double round_(mpt_comm *pair, float *buf, long n, int M, int meet) {
+    MPI_Barrier(MPI_COMM_WORLD);
+    double t0 = wall_();
+    for (int k = 0; k < M; k++) {
+        work_(n);
+        if (meet) meet_(pair, buf);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    return (wall_() - t0) / M;
 }
 
 /* --json: the calibration's figures (bench/plan_vs_measured.sh runs this with 2 x cores ranks
- * beside the ping-pong): meet_waste at 1 and 8 ms of work (plan/calib_meet.c's names), each
- * the median over 3 rounds of the ranks' mean polling CPU per meeting; about 0.04 s of work
- * per rank and round. */
-static void json_(MPI_Comm pair, float *buf, double ips, int rank, int R) {
+ * beside the ping-pong): meet_waste at 1 and 8 ms of work (plan/calib_meet.c's names): per
+ * pair of rounds (with and without the meetings, back to back, the order alternating) the
+ * wall difference per meeting x cores / ranks, the median of 3 pairs (0 when negative);
+ * about 0.02 s of work per rank and round (about 1 CPU-s in all with mpirun's start). Wall seconds: the cores left idle while ranks nap
+ * are the loss; under load the other jobs' share inflates it (an idle machine's figure). */
+static void json_(mpt_comm *pair, float *buf, double ips, int rank, int R, int C) {
     const double gs[2] = {1e-3, 8e-3};
     double out[2];
     for (int gi = 0; gi < 2; gi++) {
-        double r[3];
-        int M = (int)(0.04 / gs[gi]) + 2;
+        double d[3];
+        int M = (int)(0.02 / gs[gi]) + 2;
+        long n = (long)(gs[gi] * ips);
         for (int k = 0; k < 3; k++) {
-            double c = poll_round_(pair, buf, (long)(gs[gi] * ips), M);
-            MPI_Allreduce(MPI_IN_PLACE, &c, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-            r[k] = c / R;
+            double a = round_(pair, buf, n, M, k % 2), b = round_(pair, buf, n, M, !(k % 2));
+            d[k] = (k % 2 ? a - b : b - a) * (R < C ? R : C) / R;
         }
-        out[gi] = median_(r, 3);
+        out[gi] = median_(d, 3);
+        if (out[gi] < 0) out[gi] = 0;
     }
     if (rank == 0) printf("{\"meet_waste_1ms\": %.6g, \"meet_waste_8ms\": %.6g}\n", out[0], out[1]);
 }
@@ -115,8 +134,14 @@ int main(int argc, char **argv) {
     cpu_set_t cs;
     int C = sched_getaffinity(0, sizeof cs, &cs) == 0 ? CPU_COUNT(&cs) : 1;
     MPI_Allreduce(MPI_IN_PLACE, &C, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-    MPI_Comm pair;
-    MPI_Comm_split(MPI_COMM_WORLD, rank / 2, rank, &pair);
+    mpt_comm world, pair;
+    mpt_error err;
+    if (mpt_comm_world(&world, &err) != MPT_OK ||
+        mpt_comm_split(&world, rank / 2, rank, "tp", &pair, &err) != MPT_OK) {
+        fprintf(stderr, "oversub_meet: %s\n", err.msg);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    if (R <= C) mpt_comm_set_spin(0.05); /* as `train` sets it with a core per rank */
     float *buf = calloc(BYTES / sizeof(float), sizeof(float));
     /* iterations per second of work_, on this rank's CPU time (median of 5 samples) */
     double rate[5];
@@ -129,9 +154,9 @@ int main(int argc, char **argv) {
     double ips = median_(rate, 5);
     MPI_Allreduce(MPI_IN_PLACE, &ips, 1, MPI_DOUBLE, MPI_MIN, MPI_COMM_WORLD);
     if (argc > 1 && strcmp(argv[1], "--json") == 0) {
-        json_(pair, buf, ips, rank, R);
+        json_(&pair, buf, ips, rank, R, C);
         free(buf);
-        MPI_Comm_free(&pair);
+        mpt_comm_free(&pair);
         MPI_Finalize();
         return 0;
     }
@@ -148,22 +173,9 @@ int main(int argc, char **argv) {
         double w[ROUNDS], w0[ROUNDS], cw[ROUNDS];
         for (int r = 0; r < 2 * ROUNDS; r++) { /* meeting and baseline rounds alternate */
             int meet = (r + gi) % 2 == 0;
-            MPI_Barrier(MPI_COMM_WORLD);
-            double t0 = wall_(), c0 = cpu_(), wk = 0;
-            for (int k = 0; k < M; k++) {
-                double w1 = cpu_();
-                work_(n);
-                wk += cpu_() - w1;
-                if (!meet) continue;
-                MPI_Request q;
-                MPI_Iallreduce(MPI_IN_PLACE, buf, BYTES / sizeof(float), MPI_FLOAT, MPI_SUM, pair,
-                               &q);
-                MPI_Wait(&q, MPI_STATUS_IGNORE);
-            }
-            double c = (cpu_() - c0 - wk) / M; /* CPU seconds outside the work: polling */
-            MPI_Barrier(MPI_COMM_WORLD); /* the baseline's end: the last rank's work done */
-            double t = (wall_() - t0) / M;
-            MPI_Allreduce(MPI_IN_PLACE, &t, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+            double c0 = cpu_();
+            double t = round_(&pair, buf, n, M, meet);
+            double c = (cpu_() - c0) / M - g; /* CPU seconds outside the work per piece */
             MPI_Allreduce(MPI_IN_PLACE, &c, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
             if (meet) w[r / 2] = t, cw[r / 2] = c / R;
             else w0[r / 2] = t;
@@ -176,7 +188,7 @@ int main(int argc, char **argv) {
                    wb * 1e3, ideal * 1e3, gap * 1e3, waste * 1e3, cm * 1e3);
     }
     free(buf);
-    MPI_Comm_free(&pair);
+    mpt_comm_free(&pair);
     MPI_Finalize();
     return 0;
 }

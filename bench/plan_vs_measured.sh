@@ -51,12 +51,10 @@ if [ ! -x "$PINGPONG" ]; then
   PINGPONG="$TMP/mpi_pingpong"
   mpicc -O2 -o "$PINGPONG" bench/mpi_pingpong.c || { echo "mpicc failed: no ping-pong"; PINGPONG=; }
 fi
-# the meetings' polling (bench/oversub_meet.c --json), built with the project, else compiled here
+# the meetings' loss (bench/oversub_meet.c --json: the runtime's own comm layer, so only the
+# project's build has it; without it the kernels' calibration's threads' figure stays)
 MEET="$BUILD/bench/bench_oversub_meet"
-if [ ! -x "$MEET" ]; then
-  MEET="$TMP/oversub_meet"
-  mpicc -O2 -march=native -o "$MEET" bench/oversub_meet.c || { echo "mpicc failed: no meet"; MEET=; }
-fi
+[ -x "$MEET" ] || MEET=
 # calibrate_: cpu-here's kernels, then the ping-pong's message costs, into $TMP/here.json; each
 # calibration's figures appended to $TMP/calibs (one JSON object a line)
 calibrate_() {
@@ -64,8 +62,9 @@ calibrate_() {
   if [ -n "$PINGPONG" ]; then
     "${MPIRUN[@]}" -np 2 "$PINGPONG" >"$TMP/pp.json" 2>/dev/null </dev/null || echo '{}' >"$TMP/pp.json"
   else echo '{}' >"$TMP/pp.json"; fi
-  # the polling per blocking pair meeting with 2 x cores ranks (bench/oversub_meet.c: OpenMPI's
-  # own wait, as the tp collectives wait; replaces plan/calib_meet.c's threads' figure)
+  # the core time lost per blocking pair meeting with 2 x cores ranks (bench/oversub_meet.c:
+  # MPI ranks waiting in the runtime's own mpt_wait, as the tp collectives wait; replaces
+  # plan/calib_meet.c's threads' figure)
   if [ -n "$MEET" ]; then
     "${MPIRUN[@]}" -np $((2 * $(nproc))) "$MEET" --json >"$TMP/meet.json" 2>/dev/null </dev/null ||
       echo '{}' >"$TMP/meet.json"
@@ -76,7 +75,7 @@ tmp = sys.argv[1]
 c = json.load(open(tmp + "/calib.json"))["cluster_params"]
 try: c.update(json.load(open(tmp + "/pp.json")))   # measured messages replace mem_bw / 4
 except ValueError: pass
-try: c.update(json.load(open(tmp + "/meet.json")))  # OpenMPI's meetings replace the threads'
+try: c.update(json.load(open(tmp + "/meet.json")))  # MPI ranks' meetings replace the threads'
 except ValueError: pass
 json.dump(c, open(tmp + "/here.json", "w"))
 open(tmp + "/calibs", "a").write(json.dumps(c) + "\n")

@@ -2,24 +2,26 @@
  * wastes when a node runs more ranks than cores (issue 13 item 5, the oversubscribed tp rows).
  *
  * Physics: a tensor-parallel rank that reaches a blocking collective waits for its partner.
- * OpenMPI run oversubscribed polls while it waits and calls sched_yield between polls. The
- * scheduler does not gang-schedule partners: when both ranks that share a core are waiting for
- * partners that share the other core, that core only spins (sched_yield finds nobody else on
- * its run queue) until a partner arrives; the computing core meanwhile runs its own two ranks
- * in turn. So per meeting, beyond the time-shared work, a rank burns some CPU seconds polling:
- * core time the replay's fine time-sharing (sim.c replay_ps_) gives to useful work. It depends
- * on how long the ranks compute between meetings (the scheduler's slice against that time).
+ * With more ranks than cores the runtime's wait (comm/comm_wait.c) polls MPI_Test for 5 us,
+ * then naps, from 1 us doubling up to 1 ms. The scheduler does not gang-schedule partners: a
+ * rank waits until its partner has been scheduled again and arrives, then wakes up to a nap's
+ * length late and may find its core taken; while both ranks of a core nap, the core idles.
+ * So per meeting the node loses core time that the replay's fine time-sharing (sim.c
+ * replay_ps_) gives to useful work. It depends on how long the ranks compute between meetings
+ * (against the scheduler's slice and the naps).
  *
  * Measured with 2 x cores threads of this process (unpinned, like mpirun --bind-to none's
  * ranks), in pairs (0,1), (2,3), ...: each computes `g` seconds of its own CPU time (a
- * register-only FMA chain, no memory traffic), then meets its partner (a counter each; poll the
- * partner's with sched_yield between polls, as OpenMPI's oversubscribed progress loop does),
- * MEETS_ times. meet_waste at g = each thread's CPU seconds outside the work, per meeting
- * (polling; the CPU clock of the thread, so the other jobs of a shared machine, which take the
- * cores the pollers yield, do not count), the mean over the threads, median of ROUNDS_ rounds.
- * At g = 1 ms and 8 ms (cluster.h MPT_MEET_G): about 0.7 CPU seconds in all. Left 0 (not
- * measured: the simulator adds nothing) on one core or when a thread cannot be started.
- * Call from one thread, outside a parallel region. */
+ * register-only FMA chain, no memory traffic), then meets its partner (a counter each; waiting
+ * as comm_wait.c waits), MEETS_ times; and the same rounds without the meetings, back to back,
+ * the order alternating. meet_waste at g = the wall difference per meeting x cores / threads
+ * (core seconds lost per rank and meeting), the median of ROUNDS_ pairs, 0 when negative.
+ * Wall seconds, unlike the other cpu-here figures: the loss is idle cores, which CPU clocks do
+ * not see; on a loaded machine the other jobs' share of the cores inflates it (it is an idle
+ * machine's figure). At g = 1 ms and 8 ms (cluster.h MPT_MEET_G1, _G8): about 0.5 CPU
+ * seconds in all. bench/oversub_meet.c measures the same with MPI ranks and the runtime's own
+ * comm layer. Left 0 (not measured: the simulator adds nothing) on one core or when a thread
+ * cannot be started. Call from one thread, outside a parallel region. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -34,7 +36,8 @@
 
 enum { ROUNDS_ = 3, MAX_THREADS_ = 64 };
 static const double MEET_G_[MPT_MEET_POINTS] = {MPT_MEET_G1, MPT_MEET_G8};
-static const double ROUND_CPU_S_ = 0.03; /* work CPU seconds per thread and round */
+static const double ROUND_CPU_S_ = 0.02; /* work CPU seconds per thread and round */
+static const double SPIN_S_ = 5e-6;       /* comm.c's default spin (more ranks than cores) */
 
 static double thread_cpu_(void) {
     struct timespec t;
@@ -61,38 +64,54 @@ static void work_(long n) {
 typedef struct meet_ {
     atomic_int *count;   /* per thread: meetings reached (shared by all threads) */
     atomic_int *started; /* threads running: all start together */
-    int nth, id, meets;
+    int nth, id, meets, meet;
     long iters;          /* work_ iterations between meetings */
-    double waste;        /* out: CPU seconds outside work_ per meeting */
 } meet_;
+
+static double wall_(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* The runtime's wait (comm/comm_wait.c with more ranks than cores): poll for SPIN_S_, then nap
+ * from 1 us doubling up to 1 ms between polls, until the partner has reached meeting k. */
+static void wait_(const atomic_int *partner, int k) {
+    double t0 = wall_();
+    long nap = 1000;
+    while (atomic_load(partner) < k) {
+        if (wall_() - t0 < SPIN_S_) continue;
+        struct timespec ts = {0, nap};
+        nanosleep(&ts, NULL);
+        nap = nap * 2 > 1000000 ? 1000000 : nap * 2;
+    }
+}
 
 static void *meet_thread_(void *arg) {
     meet_ *m = arg;
     atomic_fetch_add(m->started, 1);
     while (atomic_load(m->started) < m->nth) sched_yield();
-    int partner = m->id ^ 1;
-    double t0 = thread_cpu_(), work = 0;
     for (int k = 1; k <= m->meets; k++) {
-        double w0 = thread_cpu_();
         work_(m->iters);
-        work += thread_cpu_() - w0;
+        if (!m->meet) continue;
         atomic_store(&m->count[m->id], k);
-        while (atomic_load(&m->count[partner]) < k) sched_yield();
+        wait_(&m->count[m->id ^ 1], k);
     }
-    m->waste = (thread_cpu_() - t0 - work) / m->meets;
     return NULL;
 }
 
-/* One round of nth threads meeting `meets` times after `iters` iterations each: the threads'
- * mean waste per meeting, or -1 when a thread could not be started. */
-static double round_(int nth, int meets, long iters) {
+/* One round of nth threads computing `meets` pieces of `iters` iterations, each followed by a
+ * meeting when `meet`: wall seconds per piece (the threads start together), or -1 when a
+ * thread could not be started. */
+static double round_(int nth, int meets, long iters, int meet) {
     atomic_int count[MAX_THREADS_], started = 0;
     meet_ m[MAX_THREADS_];
     pthread_t th[MAX_THREADS_];
     int ok = 1, n_started = 0;
     for (int i = 0; i < nth; i++) atomic_init(&count[i], 0);
+    double t0 = wall_();
     for (int i = 0; i < nth; i++) {
-        m[i] = (meet_){count, &started, nth, i, meets, iters, 0};
+        m[i] = (meet_){count, &started, nth, i, meets, meet, iters};
         if (pthread_create(&th[i], NULL, meet_thread_, &m[i]) != 0) {
             ok = 0;
             break;
@@ -103,12 +122,8 @@ static double round_(int nth, int meets, long iters) {
         atomic_fetch_add(&started, nth);
         for (int i = 0; i < nth; i++) atomic_store(&count[i], meets);
     }
-    double sum = 0;
-    for (int i = 0; i < n_started; i++) {
-        pthread_join(th[i], NULL);
-        sum += m[i].waste;
-    }
-    return ok ? sum / nth : -1;
+    for (int i = 0; i < n_started; i++) pthread_join(th[i], NULL);
+    return ok ? (wall_() - t0) / meets : -1;
 }
 
 void mpt_cluster_measure_meet(mpt_cluster *c) {
@@ -126,13 +141,15 @@ void mpt_cluster_measure_meet(mpt_cluster *c) {
     double rate = mpt_cluster_median_(ips, 5);
     if (!(rate > 0)) return;
     for (int gi = 0; gi < MPT_MEET_POINTS; gi++) {
-        double g = MEET_G_[gi], r[ROUNDS_];
+        double g = MEET_G_[gi], d[ROUNDS_];
         int meets = (int)(ROUND_CPU_S_ / g) + 2;
-        for (int k = 0; k < ROUNDS_; k++) {
-            r[k] = round_(nth, meets, (long)(g * rate));
-            if (r[k] < 0) return;
+        long iters = (long)(g * rate);
+        for (int k = 0; k < ROUNDS_; k++) { /* with and without meetings, order alternating */
+            double a = round_(nth, meets, iters, k % 2), b = round_(nth, meets, iters, !(k % 2));
+            if (a < 0 || b < 0) return;
+            d[k] = (k % 2 ? a - b : b - a) * c->cores / nth;
         }
-        double w = mpt_cluster_median_(r, ROUNDS_);
+        double w = mpt_cluster_median_(d, ROUNDS_);
         c->meet_waste[gi] = w > 0 ? w : 0;
     }
 }

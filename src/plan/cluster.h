@@ -103,9 +103,10 @@ typedef struct mpt_cluster {
      * applies): MPI_Ialltoallv as parallel/ep.c posts it, the link bandwidth of cost_moe.h's
      * all-to-all formula at n = 2 */
     double mpi_alltoall_bw;
-    /* cpu-here only, plan/calib_meet.c: CPU seconds a rank polls per blocking pair meeting
-     * (a tp collective) when the node runs twice as many ranks as cores, after MPT_MEET_G1 /
-     * MPT_MEET_G8 seconds of work between meetings (0: not measured, nothing added) */
+    /* cpu-here only, plan/calib_meet.c: core seconds lost per rank and blocking pair meeting
+     * (a tp collective, waited in comm_wait.c's naps) when the node runs twice as many ranks
+     * as cores, after MPT_MEET_G1 / MPT_MEET_G8 seconds of work between meetings; wall-time
+     * based, an idle machine's figure (0: not measured, nothing added) */
     double meet_waste[2];
 } mpt_cluster;
 enum { MPT_MEET_POINTS = 2 };
@@ -153,9 +154,9 @@ void mpt_moe_calib_defaults(mpt_moe_calib_opts *o);
 void mpt_cluster_measure_moe_opts(mpt_cluster *c, const mpt_moe_calib_opts *o);
 /* cpu-here's poll_share (plan/calib_poll.c, about 0.4 s). */
 void mpt_cluster_measure_poll(mpt_cluster *c);
-/* cpu-here's meet_waste (plan/calib_meet.c, about 0.7 CPU seconds on 2 cores). */
+/* cpu-here's meet_waste (plan/calib_meet.c, about 0.5 CPU seconds on 2 cores). */
 void mpt_cluster_measure_meet(mpt_cluster *c);
-/* The polling CPU seconds of one blocking pair meeting after g seconds of work (one core's)
+/* The core seconds lost per rank to one blocking pair meeting after g seconds of work (one core's)
  * since the last: meet_waste linear in log g between the measured points, constant beyond
  * them; 0 when not measured. Applies only to ranks beyond the cores (sim.c). */
 double mpt_cluster_meet_waste(const mpt_cluster *c, double g);

@@ -288,11 +288,11 @@ static mpt_status two_bw_period_(int p, int m, const mpt_stage_cost *sc, const d
 }
 
 /* More ranks than cores: each blocking tensor-parallel collective of the stage also costs the
- * CPU seconds a rank polls for it (cluster.h meet_waste, plan/calib_meet.c: without gang
- * scheduling a rank waits, spinning on its core, until its partner has been scheduled again),
- * read at the stage's own granularity: the part's seconds between two meetings. Those seconds
- * are core time the replay would otherwise give to work, so they join the part's compute (on
- * the time-shared cores and in the node's work). Returns the seconds added. */
+ * core seconds it loses (cluster.h meet_waste, plan/calib_meet.c: without gang scheduling a
+ * rank naps in comm_wait.c until its partner has been scheduled again, wakes late, and a core
+ * whose ranks both nap idles), read at the stage's own granularity: the part's seconds between
+ * two meetings. Core time the replay would otherwise give to work, so it joins the part's
+ * compute (on the time-shared cores and in the node's work). Returns the seconds added. */
 static double meet_poll_(const mpt_cluster *c, mpt_stage_cost *x) {
     double *t[3] = {&x->f, &x->b, &x->w}, n[3] = {x->meets_f, x->meets_b, x->meets_w}, add = 0;
     for (int i = 0; i < 3; i++) {
