@@ -51,6 +51,10 @@ if [ ! -x "$PINGPONG" ]; then
   PINGPONG="$TMP/mpi_pingpong"
   mpicc -O2 -o "$PINGPONG" bench/mpi_pingpong.c || { echo "mpicc failed: no ping-pong"; PINGPONG=; }
 fi
+# the meetings' loss (bench/oversub_meet.c --json: the runtime's own comm layer, so only the
+# project's build has it; without it the kernels' calibration's threads' figure stays)
+MEET="$BUILD/bench/bench_oversub_meet"
+[ -x "$MEET" ] || MEET=
 # calibrate_: cpu-here's kernels, then the ping-pong's message costs, into $TMP/here.json; each
 # calibration's figures appended to $TMP/calibs (one JSON object a line)
 calibrate_() {
@@ -58,11 +62,20 @@ calibrate_() {
   if [ -n "$PINGPONG" ]; then
     "${MPIRUN[@]}" -np 2 "$PINGPONG" >"$TMP/pp.json" 2>/dev/null </dev/null || echo '{}' >"$TMP/pp.json"
   else echo '{}' >"$TMP/pp.json"; fi
+  # the core time lost per blocking pair meeting with 2 x cores ranks (bench/oversub_meet.c:
+  # MPI ranks waiting in the runtime's own mpt_wait, as the tp collectives wait; replaces
+  # plan/calib_meet.c's threads' figure)
+  if [ -n "$MEET" ]; then
+    "${MPIRUN[@]}" -np $((2 * $(nproc))) "$MEET" --json >"$TMP/meet.json" 2>/dev/null </dev/null ||
+      echo '{}' >"$TMP/meet.json"
+  else echo '{}' >"$TMP/meet.json"; fi
   /usr/bin/python3 - "$TMP" <<'EOF'
 import json, sys
 tmp = sys.argv[1]
 c = json.load(open(tmp + "/calib.json"))["cluster_params"]
 try: c.update(json.load(open(tmp + "/pp.json")))   # measured messages replace mem_bw / 4
+except ValueError: pass
+try: c.update(json.load(open(tmp + "/meet.json")))  # MPI ranks' meetings replace the threads'
 except ValueError: pass
 json.dump(c, open(tmp + "/here.json", "w"))
 open(tmp + "/calibs", "a").write(json.dumps(c) + "\n")
@@ -192,6 +205,15 @@ EOF3
     "$BIN" simulate --model "$MODEL" --batch "$BATCH" $opts --cluster "$cl" --json \
       >"$TMP/sim_uniform.json" 2>/dev/null || rm -f "$TMP/sim_uniform.json"
   fi
+  # the same calibration without the meetings' polling (meet_waste 0), printed beside it when
+  # the layout has any (more ranks than cores, tp > 1): the term's own effect
+  /usr/bin/python3 -c 'import json, sys; c = json.load(open(sys.argv[1]))
+c.update(meet_waste_1ms=0, meet_waste_8ms=0); json.dump(c, open(sys.argv[2], "w"))' \
+    "$cl" "$TMP/nomeet.json"
+  # shellcheck disable=SC2086
+  "$BIN" simulate --model "$MODEL" --batch "$BATCH" $opts --cluster "$TMP/nomeet.json" --json \
+    --moe-imbalance "$imb" --moe-dropped "$drop" >"$TMP/sim_nomeet.json" 2>/dev/null ||
+    rm -f "$TMP/sim_nomeet.json"
   DROP=$drop /usr/bin/python3 - "$TMP" "${opts:-(one rank)}" "$np" "$(nproc)" "$i" "$PASSES" "$cl" <<'EOF'
 import json, os, statistics, sys
 tmp, name, np_, cores, i = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
@@ -226,7 +248,14 @@ if end is None:
     sys.exit(0)
 meas, share, norm = (statistics.median(x) for x in (meas_l, share_l, norm_l))
 plan = json.load(open(tmp + "/plan_" + i + ".json"))["memory_bytes_per_rank"]["total"]
-sim = json.load(open(tmp + "/sim.json"))["step_time_s"] * 1e3
+sj = json.load(open(tmp + "/sim.json"))
+sim = sj["step_time_s"] * 1e3
+nomeet = ""
+if sj.get("tp_meet_poll_s", 0) > 0 and os.path.exists(tmp + "/sim_nomeet.json"):
+    sn = json.load(open(tmp + "/sim_nomeet.json"))["step_time_s"] * 1e3
+    nomeet = "  (no meet term: %.1f ms, %+.1f%% of meas*cpu; waste %.2f / %.2f ms at 1 / 8 ms)" % (
+        sn, 100.0 * (sn / norm - 1), 1e3 * cl.get("meet_waste_1ms", 0),
+        1e3 * cl.get("meet_waste_8ms", 0))
 peak = end.get("peak_mem_bytes", 0)
 rss = max((r.get("rss_peak_bytes", 0) for r in end.get("ranks", [])), default=0)
 imb = float(open("%s/imb_%s" % (tmp, i)).read())
@@ -240,7 +269,7 @@ print("%-44s %12d %12d %+6.2f%% %12s %9.1f %9.1f %+6.1f%% %5.2f %5.1f %9.1f %+6.
       100.0 * (sim / meas - 1), share, statistics.median(load_l), norm,
       100.0 * (sim / norm - 1), cl.get("busy_gemm", 0), cl.get("par_eff", 0),
       "  routing %.2f%s" % (imb, uni) if imb > 1 else "") +
-      ("  dropped %.3f" % drop if drop > 0 else ""))
+      ("  dropped %.3f" % drop if drop > 0 else "") + nomeet)
 with open(tmp + "/errors", "a") as f:
     f.write("%f %f\n" % (sim / meas - 1, sim / norm - 1))
 EOF
@@ -264,7 +293,7 @@ if cs:
               "intra_lat", "intra_bw", "mpi_allreduce_bw", "mpi_reduce_scatter_bw",
               "mpi_allgather_bw",
               "moe_rate_f", "moe_rate_b", "moe_rate_w", "moe_row_f", "moe_row_b", "par_moe",
-              "mpi_alltoall_bw"):
+              "mpi_alltoall_bw", "poll_share", "meet_waste_1ms", "meet_waste_8ms"):
         v = [c[k] for c in cs if k in c]
         if v:
             m = statistics.median(v)

@@ -252,6 +252,7 @@ void plan_json_sim(void *obj, const mpt_sim_result *r) {
     cJSON_AddNumberToObject(o, "dp_exposed_s", r->dp_exposed);
     cJSON_AddNumberToObject(o, "optimizer_s", r->optimizer);
     cJSON_AddNumberToObject(o, "ep_alltoall_s", r->ep_time);
+    cJSON_AddNumberToObject(o, "tp_meet_poll_s", r->meet_poll);
     cJSON *t = cJSON_AddObjectToObject(o, "traffic_bytes_per_gpu");
     cJSON_AddNumberToObject(t, "tp", r->bytes_tp);
     cJSON_AddNumberToObject(t, "pp", r->bytes_pp);

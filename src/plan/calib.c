@@ -353,14 +353,16 @@ size_t mpt_cluster_calib_fields(mpt_cluster *c, const char **names, double **ptr
                                         "mpi_reduce_scatter_bw", "mpi_allgather_bw",
                                         "moe_rate_f", "moe_rate_b", "moe_rate_w",
                                         "moe_row_f", "moe_row_b", "par_moe",
-                                        "mpi_alltoall_bw", "par_moe_row", "poll_share"};
+                                        "mpi_alltoall_bw", "par_moe_row", "poll_share",
+                                        "meet_waste_1ms", "meet_waste_8ms"};
     double *op[] = {&c->busy_gemm,        &c->busy_attn,
                     &c->busy_ew,          &c->par_attn,
                     &c->par_ew,           &c->mpi_allreduce_bw,
                     &c->mpi_reduce_scatter_bw, &c->mpi_allgather_bw,
                     &c->moe_rate_f, &c->moe_rate_b, &c->moe_rate_w,
                     &c->moe_row_f, &c->moe_row_b, &c->par_moe,
-                    &c->mpi_alltoall_bw, &c->par_moe_row, &c->poll_share};
+                    &c->mpi_alltoall_bw, &c->par_moe_row, &c->poll_share,
+                    &c->meet_waste[0], &c->meet_waste[1]};
     size_t n = 0;
     for (int i = 0; i < MPT_GEMM_CURVE; i++, n++)
         if (n < max) names[n] = curve[i], ptrs[n] = &c->gemm_curve[i];

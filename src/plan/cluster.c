@@ -147,6 +147,7 @@ void mpt_cluster_measure_here(mpt_cluster *c) {
     mpt_cluster_measure_kernels(c);
     mpt_cluster_measure_moe(c);
     if (c->cores > 1) mpt_cluster_measure_poll(c); /* only more ranks than cores need it */
+    if (c->cores > 1) mpt_cluster_measure_meet(c); /* (these two) */
 }
 
 /* A measured factor, or 1 when it was not measured (0). */

@@ -103,7 +103,15 @@ typedef struct mpt_cluster {
      * applies): MPI_Ialltoallv as parallel/ep.c posts it, the link bandwidth of cost_moe.h's
      * all-to-all formula at n = 2 */
     double mpi_alltoall_bw;
+    /* cpu-here only, plan/calib_meet.c: core seconds lost per rank and blocking pair meeting
+     * (a tp collective, waited in comm_wait.c's naps) when the node runs twice as many ranks
+     * as cores, after MPT_MEET_G1 / MPT_MEET_G8 seconds of work between meetings; wall-time
+     * based, an idle machine's figure (0: not measured, nothing added) */
+    double meet_waste[2];
 } mpt_cluster;
+enum { MPT_MEET_POINTS = 2 };
+#define MPT_MEET_G1 1e-3
+#define MPT_MEET_G8 8e-3
 /* The shape calib_moe.c measures the MoE figures at: rows per expert, d_model, expert width;
  * and the side of the square sgemm the dense rate (gemm_eff, par_eff) is measured on. */
 enum { MPT_MOE_CAL_ROWS = 256, MPT_MOE_CAL_D = 256, MPT_MOE_CAL_F = 512, MPT_MOE_CAL_BIG = 768 };
@@ -146,6 +154,12 @@ void mpt_moe_calib_defaults(mpt_moe_calib_opts *o);
 void mpt_cluster_measure_moe_opts(mpt_cluster *c, const mpt_moe_calib_opts *o);
 /* cpu-here's poll_share (plan/calib_poll.c, about 0.4 s). */
 void mpt_cluster_measure_poll(mpt_cluster *c);
+/* cpu-here's meet_waste (plan/calib_meet.c, about 0.5 CPU seconds on 2 cores). */
+void mpt_cluster_measure_meet(mpt_cluster *c);
+/* The core seconds lost per rank to one blocking pair meeting after g seconds of work (one core's)
+ * since the last: meet_waste linear in log g between the measured points, constant beyond
+ * them; 0 when not measured. Applies only to ranks beyond the cores (sim.c). */
+double mpt_cluster_meet_waste(const mpt_cluster *c, double g);
 /* The cluster as one rank of a layout of `world` ranks with `threads` compute threads each
  * (0: cores / world, as `train` defaults) sees it: with cores > 0, compute rates times the
  * rank's share of the cores, min(threads, cores / world). Returns the share (1 without cores). */

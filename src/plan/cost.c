@@ -51,6 +51,7 @@ typedef struct acc_ {
     const mpt_cluster *c;
     double peak, es;
     double t, flops;
+    double meets; /* blocking tensor-parallel meetings (a rank waits for its group) */
 } acc_;
 
 /* A GEMM (M x K) times (K x N): roofline plus launch. */
@@ -133,6 +134,7 @@ static void coll_(shape_ *s, acc_ *a, int op, double bytes) {
     if (s->tp < 2) return;
     double t = lib_collective_(s->c, op, s->tp, bytes, s->inter);
     a->t += t;
+    a->meets += 1;
     s->tp_time += t;
     /* what one rank sends in a ring: (tp-1)/tp of the buffer, twice for an all-reduce */
     s->tp_bytes += bytes * (op == MPT_COLL_ALLREDUCE ? 2.0 : 1.0) * (s->tp - 1) / s->tp;
@@ -164,6 +166,7 @@ static int sp_ov_(const shape_ *s) {
     return s->l->sp && s->tp > 1 && s->tp <= MPT_TP_SP_MAX_RANKS;
 }
 static void sp_recv_(shape_ *s, acc_ *a, double C) {
+    if (s->tp > 1) a->meets += 1; /* the receives from the group are waited for */
     for (int k = 1; k < s->tp; k++) {
         double t = mpt_cost_p2p(s->c, s->es * s->Ns * C, s->inter);
         a->t += t;
@@ -217,7 +220,7 @@ static void vocab_ce_(shape_ *s, acc_ *a) {
     if (s->l->sp) gemm_rows_(s, a, s->Vl, s->D); /* sp: the logits by sp's row blocks, first */
     double k = (double)mpt_tp_overlap_chunks((size_t)s->N, s->Vl > INT_MAX ? INT_MAX : (int)s->Vl);
     double n = s->N / k;
-    acc_ h = {c, a->peak, a->es, 0, 0}, post = h; /* one chunk's compute before / after */
+    acc_ h = {c, a->peak, a->es, 0, 0, 0}, post = h; /* one chunk's compute before / after */
     if (!s->l->sp) gemm_(&h, n, s->Vl, s->D, 1);
     ew_(&h, c->ew_xent > 0 ? c->ew_xent * 2.0 / 3.0 : 0, n * s->Vl, 2 * n * s->Vl);
     mem_(&post, 3.0 * s->tp * n + 3 * n); /* the merge */
@@ -234,6 +237,7 @@ static void vocab_ce_(shape_ *s, acc_ *a) {
     double compute = k * (h.t + post.t);
     a->t += t;
     a->flops += k * (h.flops + post.flops);
+    a->meets += 1; /* the gathers, waited for after the last chunk */
     s->tp_time += t - compute; /* the gathers' exposed seconds */
     s->tp_bytes += k * 4.0 * 3 * n * (s->tp - 1); /* what one rank sends: its block to tp-1 */
 }
@@ -327,7 +331,7 @@ void mpt_cost_stage(const mpt_cluster *c, const mpt_config *cfg, const mpt_plan_
     s.hd = s.D / cfg->n_head;
     s.Fl = (double)cfg->ffn / l->tp;
     s.Vl = (double)cfg->padded_vocab / l->tp;
-    acc_ f = {c, peak_(c, precision), s.es, 0, 0}, b = f, w = f, rec = f;
+    acc_ f = {c, peak_(c, precision), s.es, 0, 0, 0}, b = f, w = f, rec = f;
     /* one block, then times n */
     block_forward_(&s, &f);
     block_backward_(&s, &b, &w);
@@ -342,7 +346,7 @@ void mpt_cost_stage(const mpt_cluster *c, const mpt_config *cfg, const mpt_plan_
     double rec_tpb = s.tp_bytes - tpb0, rec_tpt = s.tp_time - tpt0; /* a full recompute's */
     /* MoE blocks (cost_moe.h): the attention part as above, their MLP cost_moe.c's */
     int n_moe = cfg->experts > 0 ? mpt_cost_moe_blocks(cfg, first_layer, n_layers) : 0;
-    acc_ fm = {c, f.peak, s.es, 0, 0}, bm = fm, wm = fm, rm = fm;
+    acc_ fm = {c, f.peak, s.es, 0, 0, 0}, bm = fm, wm = fm, rm = fm;
     shape_ sm = s;
     mpt_moe_cost mc = {0};
     if (n_moe > 0) {
@@ -358,6 +362,7 @@ void mpt_cost_stage(const mpt_cluster *c, const mpt_config *cfg, const mpt_plan_
     double n = n_layers - n_moe, tpb = s.tp_bytes, tpt = s.tp_time;
     f.t *= n, f.flops *= n, b.t *= n, b.flops *= n, w.t *= n, w.flops *= n;
     rec.t *= n, rec.flops *= n;
+    f.meets *= n, b.meets *= n, w.meets *= n, rec.meets *= n;
     s.tp_bytes = tpb * n; /* forward, backward and a full recompute's collectives */
     s.tp_time = tpt * n;
     if (n_moe > 0) {
@@ -365,6 +370,8 @@ void mpt_cost_stage(const mpt_cluster *c, const mpt_config *cfg, const mpt_plan_
         f.t += n_moe * fm.t, f.flops += n_moe * fm.flops, b.t += n_moe * bm.t;
         b.flops += n_moe * bm.flops, w.t += n_moe * wm.t, w.flops += n_moe * wm.flops;
         rec.t += n_moe * rm.t, rec.flops += n_moe * rm.flops;
+        f.meets += n_moe * fm.meets, b.meets += n_moe * bm.meets, w.meets += n_moe * wm.meets;
+        rec.meets += n_moe * rm.meets;
         s.tp_bytes += n_moe * sm.tp_bytes * (full ? 1.5 : 1.0);
         s.tp_time += n_moe * sm.tp_time * (full ? 1.5 : 1.0);
         out->ep_bytes = n_moe * mc.ep_bytes * (full ? 1.5 : 1.0);
@@ -374,7 +381,7 @@ void mpt_cost_stage(const mpt_cluster *c, const mpt_config *cfg, const mpt_plan_
         out->expert_b = n_moe * (mc.expert_b + (full ? mc.expert_f : 0));
         out->expert_w = n_moe * mc.expert_w;
     }
-    b.t += rec.t;
+    b.t += rec.t, b.meets += rec.meets;
     double rec_flops = rec.flops;
     b.flops += rec.flops;
     /* B and W apart (zb-h1, zb-v with pp > 1: train sets split_w) under full recompute: B's
@@ -382,7 +389,7 @@ void mpt_cost_stage(const mpt_cluster *c, const mpt_config *cfg, const mpt_plan_
      * the inputs of its linear layers (model/gpt_pass.c, mpt_gpt_backward_weights): a second
      * recompute, in W */
     if (l->recompute == MPT_RECOMPUTE_FULL && l->pp > 1 && mpt_pp_split(l->schedule)) {
-        w.t += rec.t, w.flops += rec.flops;
+        w.t += rec.t, w.flops += rec.flops, w.meets += rec.meets;
         rec_flops += rec.flops;
         s.tp_bytes += rec_tpb * n, s.tp_time += rec_tpt * n; /* (the dense blocks') */
         out->expert_w += n_moe * mc.expert_f;
@@ -421,6 +428,7 @@ void mpt_cost_stage(const mpt_cluster *c, const mpt_config *cfg, const mpt_plan_
     out->flops_model = out->flops_hw - rec_flops;
     out->tp_bytes = s.tp_bytes;
     out->tp_time = s.tp_time;
+    out->meets_f = f.meets, out->meets_b = b.meets, out->meets_w = w.meets;
     out->params = params;
     out->boundary_bytes = s.es * s.Ns * s.D;
 }
@@ -429,7 +437,7 @@ void mpt_cost_stage(const mpt_cluster *c, const mpt_config *cfg, const mpt_plan_
 
 double mpt_cost_gemm(const mpt_cluster *c, int precision, double M, double N, double K,
                      double *flops) {
-    acc_ a = {c, peak_(c, precision), mpt_cost_elem_bytes(precision), 0, 0};
+    acc_ a = {c, peak_(c, precision), mpt_cost_elem_bytes(precision), 0, 0, 0};
     gemm_(&a, M, N, K, 1);
     if (flops) *flops += a.flops;
     return a.t;
@@ -437,7 +445,7 @@ double mpt_cost_gemm(const mpt_cluster *c, int precision, double M, double N, do
 
 double mpt_cost_kernel(const mpt_cluster *c, int precision, double per_elem, double n,
                        double elems) {
-    acc_ a = {c, peak_(c, precision), mpt_cost_elem_bytes(precision), 0, 0};
+    acc_ a = {c, peak_(c, precision), mpt_cost_elem_bytes(precision), 0, 0, 0};
     ew_(&a, per_elem, n, elems);
     return a.t;
 }

@@ -64,6 +64,10 @@ typedef struct mpt_stage_cost {
                            * of a gather's or reduce-scatter's buffer, twice that of an
                            * all-reduce's) */
     double tp_time;       /* seconds of them, included in f and b */
+    double meets_f, meets_b, meets_w; /* blocking tp collectives in f, b, w: one per MPI
+                           * collective waited for, per sp gather / reduce-scatter, one for the
+                           * vocabulary-parallel loss's gathers (sim.c prices the polling of
+                           * each when a node has more ranks than cores) */
     double params;        /* parameter elements this rank holds for the stage */
     double boundary_bytes;/* the activation sent to the next stage (gradient alike) */
     double ep_bytes;      /* bytes sent in the MoE blocks' all-to-alls (cost_moe.h) */

@@ -287,6 +287,23 @@ static mpt_status two_bw_period_(int p, int m, const mpt_stage_cost *sc, const d
     return st;
 }
 
+/* More ranks than cores: each blocking tensor-parallel collective of the stage also costs the
+ * core seconds it loses (cluster.h meet_waste, plan/calib_meet.c: without gang scheduling a
+ * rank naps in comm_wait.c until its partner has been scheduled again, wakes late, and a core
+ * whose ranks both nap idles), read at the stage's own granularity: the part's seconds between
+ * two meetings. Core time the replay would otherwise give to work, so it joins the part's
+ * compute (on the time-shared cores and in the node's work). Returns the seconds added. */
+static double meet_poll_(const mpt_cluster *c, mpt_stage_cost *x) {
+    double *t[3] = {&x->f, &x->b, &x->w}, n[3] = {x->meets_f, x->meets_b, x->meets_w}, add = 0;
+    for (int i = 0; i < 3; i++) {
+        if (!(n[i] > 0)) continue;
+        double a = n[i] * mpt_cluster_meet_waste(c, *t[i] / n[i]);
+        *t[i] += a;
+        add += a;
+    }
+    return add;
+}
+
 /* ZeRO 1-3's collectives of one group of R ranks over n gradient elements (es bytes per
  * parameter element): the gradients' reduce-scatter (ZeRO-2/3: per micro-batch), ZeRO 1-2's
  * parameter all-gather after the update, ZeRO-3's gathers before forward and backward (per
@@ -357,6 +374,10 @@ mpt_status mpt_simulate(const mpt_plan_job *job, const mpt_plan_layout *l, const
         mpt_cost_stage(c, &cfg, l, T, Bm, job->precision, fl, counts[s], s == 0, s == S - 1,
                        &sc[s]);
         p2p[s] = mpt_cost_p2p(c, sc[s].boundary_bytes, pp_inter);
+        if (oversub) { /* the polling per tp meeting, per micro-batch (largest stage) */
+            double a = meet_poll_(c, &sc[s]);
+            if (a > out->meet_poll) out->meet_poll = a;
+        }
         /* the busiest ep rank sets the pace: the user's figure, at least what uniform routing
          * of the ep group's tokens per micro-batch gives (cost_moe.h) */
         double imb = job->moe_imbalance;

@@ -66,6 +66,9 @@ typedef struct mpt_sim_result {
     double tp_time;          /* seconds of tensor-parallel collectives per step (largest rank) */
     double bytes_ep;         /* bytes each GPU sends in MoE all-to-alls per step (largest rank) */
     double ep_time;          /* seconds of them per step (inside F and B; largest rank) */
+    double meet_poll;        /* more ranks than cores: core seconds one micro-batch of the
+                              * largest stage loses in its blocking tp collectives (cluster.h
+                              * meet_waste; inside F, B and W) */
     mpt_pp_event *ev;        /* with events: every compute action of the p pipeline ranks */
     size_t n_ev;
     mpt_sim_comm *comm;      /* with events: their p2p messages, data-parallel reduction and
