@@ -86,9 +86,10 @@ mpt_status mpt_cli_check_threads(int threads, mpt_error *err) {
     int cores = mpt_cli_usable_cores();
     if (threads > cores)
         return mpt_fail(err, MPT_ERR_INPUT,
-                        "--threads %d is more than the %d cores this rank may run on (its CPU "
-                        "affinity): use at most %d (leave it out for cores / ranks)", threads,
-                        cores, cores);
+                        "--threads %d is more than the %d core%s this rank may run on (its CPU "
+                        "affinity): use at most %d (leave it out for cores / ranks), or give "
+                        "each rank more cores (mpirun --bind-to none, or --map-by slot:PE=N)",
+                        threads, cores, cores == 1 ? "" : "s", cores);
     return MPT_OK;
 }
 
