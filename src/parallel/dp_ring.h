@@ -52,7 +52,8 @@ typedef struct mpt_ring {
     mpt_ring_kind kind;
     float *buf;          /* (R * w) not owned */
     float *tmp;          /* (w) not owned: receive buffer of the reduce phase */
-    size_t w;            /* elements per chunk */
+    size_t n;            /* elements of buf */
+    size_t w;            /* elements of the largest chunk: n / R, or rounded up (start_any) */
     int tag;
     mpt_dtype wire;      /* MPT_F32 or MPT_BF16: the messages' element type */
     int reducing;        /* 1 in the reduce-scatter phase, 0 in the all-gather phase */
@@ -67,6 +68,12 @@ mpt_status mpt_ring_start(mpt_ring *g, mpt_comm *comm, mpt_ring_kind kind, float
 /* The same with the messages in wire (MPT_F32, or MPT_BF16 for the reduce kinds: see above). */
 mpt_status mpt_ring_start_dt(mpt_ring *g, mpt_comm *comm, mpt_ring_kind kind, float *buf,
                              size_t n, float *tmp, mpt_dtype wire, int tag, mpt_error *err);
+/* The same for any n >= 0, fp32 messages (the tensor-parallel sums, parallel/tp_ring.c):
+ * chunk c is elements [n c / R, n (c+1) / R) of buf, so the chunks differ by one element at
+ * most and some are empty when n < R; tmp holds ceil(n / R) elements. With R dividing n it is
+ * mpt_ring_start, message for message. */
+mpt_status mpt_ring_start_any(mpt_ring *g, mpt_comm *comm, mpt_ring_kind kind, float *buf,
+                              size_t n, float *tmp, int tag, mpt_error *err);
 /* Completes every step whose messages have arrived and posts the next; never blocks.
  * *done = 1 when the ring has finished. */
 mpt_status mpt_ring_progress(mpt_ring *g, int *done, mpt_error *err);
