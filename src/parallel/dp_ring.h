@@ -16,6 +16,11 @@
  *                   and copied to the others, so every rank holds bit-identical results (the
  *                   order of the additions differs from MPI_Allreduce's).
  *
+ * Steps are not lock-step: a rank posts step k+1's send as soon as step k's receive has been
+ * absorbed (that is the chunk it sends), without waiting for its own step-k send to be read;
+ * only a receive into a chunk that is still being sent waits for that send (dp_ring.c,
+ * step_). The messages and the sums are those of the lock-step ring.
+ *
  *   mpt_ring g;
  *   mpt_ring_start(&g, comm, MPT_RING_ALLREDUCE, grads, n, tmp, tag, err);   // posts step 0
  *   while (...compute...) mpt_ring_progress(&g, &done, err);   // moves as far as data arrived
@@ -56,10 +61,15 @@ typedef struct mpt_ring {
     size_t w;            /* elements of the largest chunk: n / R, or rounded up (start_any) */
     int tag;
     mpt_dtype wire;      /* MPT_F32 or MPT_BF16: the messages' element type */
-    int reducing;        /* 1 in the reduce-scatter phase, 0 in the all-gather phase */
-    int step;            /* ring step of the current phase, 0..R-2 */
+    int rs_steps;        /* reduce-scatter steps (R-1, or 0 for an all-gather) */
+    int nsteps;          /* all steps: rs_steps, then the all-gather's R-1 (if any) */
+    int rdone;           /* receives completed and absorbed (added, or widened) */
+    int rposted;         /* 1 while the receive of step rdone is posted */
+    int sstep;           /* sends posted */
+    int sbusy[2];        /* send slot j % 2 holds the pending send of step sstep_of[...] */
+    int sstep_of[2];
     int active;          /* 0 once done */
-    mpt_req req[2];      /* the current step's receive and send */
+    mpt_req req[3];      /* the receive, and the two send slots */
 } mpt_ring;
 
 /* Starts the ring and posts its first step (see above). n must be a multiple of comm->size. */
@@ -77,6 +87,10 @@ mpt_status mpt_ring_start_any(mpt_ring *g, mpt_comm *comm, mpt_ring_kind kind, f
 /* Completes every step whose messages have arrived and posts the next; never blocks.
  * *done = 1 when the ring has finished. */
 mpt_status mpt_ring_progress(mpt_ring *g, int *done, mpt_error *err);
+/* Blocks until at least one of the ring's messages completes, moving it as far as it can
+ * before and after (the final wait of several rings in flight: each wait moves one, then all
+ * are progressed, so no ring idles behind another's wait). Watched like any wait. */
+mpt_status mpt_ring_wait_some(mpt_ring *g, mpt_error *err);
 /* Runs the ring to its end (each step's wait watched by the comm layer's watchdog). */
 mpt_status mpt_ring_wait(mpt_ring *g, mpt_error *err);
 /* 1 while the ring still uses tmp (its reduce-scatter phase). */

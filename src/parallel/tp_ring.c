@@ -60,8 +60,18 @@ mpt_status mpt_tp_sums_progress(mpt_tp_sums *s, mpt_error *err) {
 }
 
 mpt_status mpt_tp_sums_end(mpt_tp_sums *s, mpt_error *err) {
+    /* every ring moves whenever any message completes: one blocking wait on the first ring
+     * not done, then all are progressed (waiting ring by ring would leave the later rings'
+     * next steps unposted behind the first's) */
     mpt_status st = MPT_OK;
-    for (size_t i = 0; i < s->k && !st; i++) st = mpt_ring_wait(&s->ring[i], err);
+    for (size_t first = 0; first < s->k && !st;) {
+        if (!s->ring[first].active) {
+            first++;
+            continue;
+        }
+        st = mpt_ring_wait_some(&s->ring[first], err);
+        if (!st) st = mpt_tp_sums_progress(s, err);
+    }
     /* after a failure a ring may still have a receive posted into tmp: keep it (the job ends) */
     if (!st) free(s->tmp);
     s->tmp = NULL;
