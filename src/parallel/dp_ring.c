@@ -133,7 +133,8 @@ static mpt_status step_(mpt_ring *g, int *moved, mpt_error *err) {
         *moved = 1;
     }
     j = g->rdone;
-    if (!g->rposted && j < g->nsteps && (is_rs_(g, j) || g->rs_steps == 0 || sent_(g, k_of_(g, j)))) {
+    if (!g->rposted && j < g->nsteps &&
+        (is_rs_(g, j) || g->rs_steps == 0 || sent_(g, k_of_(g, j)))) {
         if ((st = post_recv_(g, err))) return st;
         *moved = 1;
     }

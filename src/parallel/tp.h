@@ -40,7 +40,8 @@ void mpt_tp_ops(mpt_par_ops *ops, mpt_comm *tp);
  * the same bits. A set holds up to MPT_TP_OVERLAP_MAX_CHUNKS rings in flight over disjoint
  * buffers (the row chunks of one overlapped GEMM):
  *   mpt_tp_sums s;  mpt_tp_sums_begin(&s, tp, N * C, k, err);    // scratch for k rings
- *   for each chunk: ...GEMM...; mpt_tp_sums_progress(&s, err); mpt_tp_sums_start(&s, chunk, n, err);
+ *   for each chunk: ...GEMM...; mpt_tp_sums_progress(&s, err);
+ *                   mpt_tp_sums_start(&s, chunk, n, err);
  *   mpt_tp_sums_end(&s, err);                                    // waits, frees the scratch
  * n_total bounds the sum of the rings' counts. Every tp rank makes the same calls with the same
  * counts in the same order; the buffers stay untouched until end. tp NULL or of size 1: every
