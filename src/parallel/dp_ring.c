@@ -61,8 +61,8 @@ static mpt_status post_recv_(mpt_ring *g, mpt_error *err) {
     if (g->wire == MPT_BF16)
         st = mpt_irecv_dt(g->comm, g->tmp, nr, MPT_BF16, prev, g->tag, &g->req[0], err);
     else
-        st = mpt_irecv(g->comm, is_rs_(g, j) ? g->tmp : g->buf + off_(g, c), nr, prev, g->tag,
-                       &g->req[0], err);
+        st = mpt_irecv(g->comm, is_rs_(g, j) || g->rtmp ? g->tmp : g->buf + off_(g, c), nr,
+                       prev, g->tag, &g->req[0], err);
     if (!st) g->rposted = 1;
     return st;
 }
@@ -94,6 +94,9 @@ static void absorb_(mpt_ring *g) {
             mpt_bf16_round(dst, dst, w);
     } else if (g->wire == MPT_BF16) {
         mpt_bf16_decode(dst, rx, w);
+    } else if (g->rtmp) { /* landed in tmp while the chunk was still being sent */
+        memcpy(dst, g->tmp, w * sizeof *dst);
+        g->rtmp = 0;
     }
 }
 
@@ -111,9 +114,8 @@ static mpt_status step_(mpt_ring *g, int *moved, mpt_error *err) {
         int done = 0;
         if ((st = mpt_test(&g->req[0], &done, err))) return st;
         if (done) {
-            absorb_(g);
-            g->rdone++;
             g->rposted = 0;
+            g->rarrived = 1;
             *moved = 1;
         }
     }
@@ -126,6 +128,14 @@ static mpt_status step_(mpt_ring *g, int *moved, mpt_error *err) {
                 *moved = 1;
             }
         }
+    /* absorbed once arrived; a chunk received into tmp is copied in place once its own send
+     * (the reduce-scatter's step k) has completed */
+    if (g->rarrived && (!g->rtmp || sent_(g, k_of_(g, g->rdone)))) {
+        absorb_(g);
+        g->rdone++;
+        g->rarrived = 0;
+        *moved = 1;
+    }
     int j = g->sstep;
     if (j < g->nsteps && g->rdone >= j && !g->sbusy[j % 2] &&
         (g->wire != MPT_BF16 || !g->sbusy[(j + 1) % 2])) {
@@ -133,8 +143,11 @@ static mpt_status step_(mpt_ring *g, int *moved, mpt_error *err) {
         *moved = 1;
     }
     j = g->rdone;
-    if (!g->rposted && j < g->nsteps &&
-        (is_rs_(g, j) || g->rs_steps == 0 || sent_(g, k_of_(g, j)))) {
+    if (!g->rposted && !g->rarrived && j < g->nsteps) {
+        /* an all-gather chunk that is still being sent (f32) is received into tmp, free since
+         * the reduce-scatter's last add, so that the receive never waits for the peer to have
+         * read this rank's message: a rank then needs its peer's turn only once per step */
+        g->rtmp = g->wire == MPT_F32 && !is_rs_(g, j) && g->rs_steps > 0 && !sent_(g, k_of_(g, j));
         if ((st = post_recv_(g, err))) return st;
         *moved = 1;
     }
@@ -207,6 +220,7 @@ mpt_status mpt_ring_wait_some(mpt_ring *g, mpt_error *err) {
     if (st || done) return st;
     /* blocked: on the receive the next steps need, or else on the oldest send */
     if (g->rposted) return mpt_wait(&g->req[0], err);
+    /* else a receive waits in tmp for its chunk's send, or only sends are left: the oldest */
     int s = g->sbusy[0] && (!g->sbusy[1] || g->sstep_of[0] < g->sstep_of[1]) ? 0 : 1;
     return mpt_wait(&g->req[1 + s], err);
 }
@@ -220,5 +234,5 @@ mpt_status mpt_ring_wait(mpt_ring *g, mpt_error *err) {
 }
 
 int mpt_ring_uses_tmp(const mpt_ring *g) {
-    return g->active && (g->rdone < g->rs_steps || g->wire == MPT_BF16);
+    return g->active && (g->rdone < g->rs_steps || g->wire == MPT_BF16 || g->rtmp);
 }

@@ -18,8 +18,8 @@
  *
  * Steps are not lock-step: a rank posts step k+1's send as soon as step k's receive has been
  * absorbed (that is the chunk it sends), without waiting for its own step-k send to be read;
- * only a receive into a chunk that is still being sent waits for that send (dp_ring.c,
- * step_). The messages and the sums are those of the lock-step ring.
+ * an all-gather chunk that arrives while this rank still sends it lands in tmp and is copied
+ * into place once that send completes (dp_ring.c, step_). The messages and the sums are those of the lock-step ring.
  *
  *   mpt_ring g;
  *   mpt_ring_start(&g, comm, MPT_RING_ALLREDUCE, grads, n, tmp, tag, err);   // posts step 0
@@ -65,6 +65,8 @@ typedef struct mpt_ring {
     int nsteps;          /* all steps: rs_steps, then the all-gather's R-1 (if any) */
     int rdone;           /* receives completed and absorbed (added, or widened) */
     int rposted;         /* 1 while the receive of step rdone is posted */
+    int rarrived;        /* 1 when it has arrived but is not absorbed yet */
+    int rtmp;            /* 1 when it goes to tmp (an all-gather chunk still being sent) */
     int sstep;           /* sends posted */
     int sbusy[2];        /* send slot j % 2 holds the pending send of step sstep_of[...] */
     int sstep_of[2];
