@@ -29,10 +29,9 @@ run ref 1 "${BASE[@]}" && {
   run tp4 4 "${BASE[@]}" --tp 4 && same tp4 ref
   run tp2dp2 4 "${BASE[@]}" --tp 2 --dp 2 --microbatches 2 && run ref_m2 1 "${BASE[@]}" --microbatches 2 && same tp2dp2 ref_m2
 }
-# the row-parallel GEMMs split in 4 row chunks whose sums overlap the next chunk's GEMM
+# the row-parallel GEMMs split in 4 row chunks whose all-reduces overlap the next chunk's GEMM
 # (parallel/tp_overlap.c: 1024 rows x 64 = 256 KiB of output, 64 KiB per chunk): same numbers,
-# the same bytes in 4x the rings for each row-parallel layer (each sum a 2-rank ring of
-# point-to-point messages, parallel/tp_ring.c: two sends of half the chunk per rank); likewise the backward's input-
+# the same bytes in 4x the calls for each row-parallel layer; likewise the backward's input-
 # gradient all-reduces (the head's and the column-parallel layers', 1 + 2L), each in 4 row
 # chunks beside the weight gradient's GEMMs (model/gpt_tp.h); the cross-entropy's row statistics in
 # one all-gather per row chunk of the logits (parallel/tp_vocab.c: 1024 rows x 128 vocabulary
@@ -48,18 +47,13 @@ L, D, T, B, S = start["n_layer"], start["d_model"], start["seq_len"], start["bat
 N = B * T
 k = max(1, min(4, N * D * 4 // 65536))
 kc = max(1, min(4, N * start["padded_vocab"] // 2 * 4 // 65536))
-rings = S * (k * (1 + 2 * L) + k * (1 + 2 * L))  # the embedding's sum in k chunks too
-nbytes = S * (4 * (1 + 2 * L) * N * D + 4 * (1 + 2 * L) * N * D)
-tp = end["comm"]["tp"]
-got, gg = tp["allreduce"], tp.get("allgather", {"calls": 0, "bytes": 0})
-snd, rcv = tp.get("send", {"calls": 0, "bytes": 0}), tp.get("recv", {"calls": 0, "bytes": 0})
-print(f"{k} chunks: {snd['calls']}/{rcv['calls']} sends/receives, {int(snd['bytes'])} bytes sent "
-      f"(expected {2 * rings}, {nbytes}: the ring's reduce-scatter and all-gather halves); "
-      f"{got['calls']} all-reduces, {int(got['bytes'])} bytes (expected {S}, {8 * S}: the norm); "
+calls = S * (k * (1 + 2 * L) + k * (1 + 2 * L) + 1)  # the embedding's sum in k chunks too
+nbytes = S * (4 * (1 + 2 * L) * N * D + 4 * (1 + 2 * L) * N * D + 8)
+got, gg = end["comm"]["tp"]["allreduce"], end["comm"]["tp"].get("allgather", {"calls": 0, "bytes": 0})
+print(f"{k} chunks: {got['calls']} all-reduces, {int(got['bytes'])} bytes (expected {calls}, {nbytes}); "
       f"{kc} loss chunks: {gg['calls']} all-gathers, {int(gg['bytes'])} bytes (expected {S * kc}, {S * 4 * 3 * N})")
-sys.exit(0 if k == 4 and kc == 4 and (snd["calls"], rcv["calls"], int(snd["bytes"]), int(rcv["bytes"]),
-                                      got["calls"], int(got["bytes"]), gg["calls"], int(gg["bytes"])) ==
-         (2 * rings, 2 * rings, nbytes, nbytes, S, 8 * S, S * kc, S * 4 * 3 * N) else 1)
+sys.exit(0 if k == 4 and kc == 4 and (got["calls"], int(got["bytes"]), gg["calls"], int(gg["bytes"])) ==
+         (calls, nbytes, S * kc, S * 4 * 3 * N) else 1)
 PY
 # sequence parallelism: the same numbers with LayerNorm / residual regions split over tp
 run ref_t2 1 "${BASE[@]}" --batch 4 && {
@@ -111,9 +105,8 @@ head -c 60000 .cache/moby-dick/data/data.txt > "$TMP/text.txt"
 BG=(--model tiny --layers 1 --d-model 32 --heads 4 --vocab 50257 --data "$TMP/gpt2.bin")
 run refg 1 "${BG[@]}" && run tp2g 2 "${BG[@]}" --tp 2 && same tp2g refg
 
-# communication per step per rank: tp sums of the forward (embedding, 2 per block) and
-# backward (head, 2 per block), each a 2-rank ring of two sends (parallel/tp_ring.c), plus the
-# norm (an all-reduce), and the cross-entropy's all-gather of 3 numbers
+# communication per step per rank: tp all-reduces of the forward (embedding, 2 per block) and
+# backward (head, 2 per block), plus the norm, and the cross-entropy's all-gather of 3 numbers
 # per row (one chunk at this size): exact counts/bytes
 /usr/bin/python3 - "$TMP/tp2dp2.jsonl" <<'PY' && ok "tp2 x dp2 communication: $(cat "$TMP/comm")" || bad "communication counts: $(cat "$TMP/comm")"
 import json, sys
@@ -123,19 +116,15 @@ L, D, T, B, M, dp = start["n_layer"], start["d_model"], start["seq_len"], start[
 steps = end["steps"]; N = B // (dp * M) * T
 per_mb_calls = (1 + 2 * L) + (1 + 2 * L)
 per_mb_bytes = 4 * (1 + 2 * L) * N * D + 4 * (1 + 2 * L) * N * D
-want_sends = 2 * steps * M * per_mb_calls   # each sum a 2-rank ring: two sends of half of it
-want_bytes = steps * M * per_mb_bytes
-tp = end["comm"]["tp"]
-got, gg = tp["allreduce"], tp.get("allgather", {"calls": 0, "bytes": 0})
-snd = tp.get("send", {"calls": 0, "bytes": 0})
+want_calls = steps * (M * per_mb_calls + 1)            # + the gradient norm (one double)
+want_bytes = steps * (M * per_mb_bytes + 8)
+got, gg = end["comm"]["tp"]["allreduce"], end["comm"]["tp"].get("allgather", {"calls": 0, "bytes": 0})
 want_g = (steps * M, steps * M * 4 * 3 * N)
-msg = (f"{snd['calls']} sends, {int(snd['bytes'])} bytes over {steps} steps (expected {want_sends}, {want_bytes}); "
-       f"{got['calls']} all-reduces, {int(got['bytes'])} bytes (expected {steps}, {8 * steps}: the gradient norm); "
+msg = (f"{got['calls']} all-reduces, {int(got['bytes'])} bytes over {steps} steps (expected {want_calls}, {want_bytes}); "
        f"{gg['calls']} all-gathers, {int(gg['bytes'])} bytes (expected {want_g[0]}, {want_g[1]})")
 open(sys.argv[1] + ".msg", "w").write(msg)
 print(msg, file=open(__import__("os").path.dirname(sys.argv[1]) + "/comm", "w"))
-sys.exit(0 if (snd["calls"], int(snd["bytes"]), got["calls"], int(got["bytes"]), gg["calls"], int(gg["bytes"])) ==
-         (want_sends, want_bytes, steps, 8 * steps) + want_g else 1)
+sys.exit(0 if (got["calls"], int(got["bytes"]), gg["calls"], int(gg["bytes"])) == (want_calls, want_bytes) + want_g else 1)
 PY
 
 # with sp, every all-reduce of a block becomes an all-gather + reduce-scatter pair (a run

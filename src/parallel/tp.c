@@ -12,7 +12,7 @@
  * MPT_TP_OVERLAP_MIN_BYTES are latency-bound: MPI's all-reduce (2 log p steps against the
  * ring's 2 (p - 1)); larger ones take the balanced ring (tp_ring.c). */
 static mpt_status sum_(void *ctx, float *buf, size_t n, mpt_error *err) {
-    if (n * sizeof *buf < MPT_TP_OVERLAP_MIN_BYTES)
+    if (n * sizeof *buf < MPT_TP_OVERLAP_MIN_BYTES || !MPT_TP_RING_SUMS)
         return mpt_allreduce_sum((mpt_comm *)ctx, buf, n, err);
     return mpt_tp_ring_sum((mpt_comm *)ctx, buf, n, err);
 }

@@ -34,10 +34,10 @@
 void mpt_tp_ops(mpt_par_ops *ops, mpt_comm *tp);
 
 /* ---- sums over the tp group (tp_ring.c) -----------------------------------------------------
- * Every sum of the tensor-parallel entries (not sp's block messages) is a ring all-reduce
- * (parallel/dp_ring.h, any count): reduce-scatter then all-gather by point-to-point messages,
+ * With MPT_TP_RING_SUMS (below; off by default) every sum of the tensor-parallel entries (not
+ * sp's block messages) is a ring all-reduce (parallel/dp_ring.h, any count): reduce-scatter then all-gather by point-to-point messages,
  * each rank adding (p-1)/p of the buffer, both directions moving at once; every rank ends with
- * the same bits. A set holds up to MPT_TP_OVERLAP_MAX_CHUNKS rings in flight over disjoint
+ * the same bits; without it, MPI's non-blocking all-reduce. A set holds up to MPT_TP_OVERLAP_MAX_CHUNKS rings in flight over disjoint
  * buffers (the row chunks of one overlapped GEMM):
  *   mpt_tp_sums s;  mpt_tp_sums_begin(&s, tp, N * C, k, err);    // scratch for k rings
  *   for each chunk: ...GEMM...; mpt_tp_sums_progress(&s, err);
@@ -47,11 +47,20 @@ void mpt_tp_ops(mpt_par_ops *ops, mpt_comm *tp);
  * counts in the same order; the buffers stay untouched until end. tp NULL or of size 1: every
  * call does nothing. end is called after begin whatever the statuses in between. */
 #define MPT_TP_OVERLAP_MAX_CHUNKS 4
+/* 1: the sums are rings; 0 (the default): MPI's non-blocking all-reduce (libnbc), the same
+ * calls. The ring read 0.843 and 0.951 of MPI's tokens/s on tp 2 (behind in 12 of 12 rounds,
+ * load 3-5) but 1.27 on dp 2 x tp 2 and 1.05 on tp 2 x pp 2 (2 of 2 rounds each, load ~12):
+ * for an idle A/B build with cmake -DCMAKE_C_FLAGS=-DMPT_TP_RING_SUMS=1 (t_tp's message
+ * counts, which expect MPI's all-reduces, then fail, as they should). */
+#ifndef MPT_TP_RING_SUMS
+#define MPT_TP_RING_SUMS 0
+#endif
 typedef struct mpt_tp_sums {
     mpt_comm *tp;  /* not owned */
     float *tmp;    /* (cap) owned: the rings' reduce-phase receive buffers */
     size_t cap, used, k;
     mpt_ring ring[MPT_TP_OVERLAP_MAX_CHUNKS];
+    mpt_req req[MPT_TP_OVERLAP_MAX_CHUNKS]; /* MPT_TP_RING_SUMS 0 */
 } mpt_tp_sums;
 mpt_status mpt_tp_sums_begin(mpt_tp_sums *s, mpt_comm *tp, size_t n_total, size_t k,
                              mpt_error *err);

@@ -1,5 +1,6 @@
 /* tp_ring.c — the tensor-parallel sums as balanced rings of point-to-point messages (see tp.h,
- * "sums over the tp group"), instead of MPI's non-blocking all-reduce.
+ * "sums over the tp group"), instead of MPI's non-blocking all-reduce, when MPT_TP_RING_SUMS
+ * is 1 (off by default: under light load the ring lost on tp 2, tp.h has the figures).
  *
  * Why: OpenMPI's libnbc takes a binomial tree for groups below 4 ranks and for in-place calls
  * (all of mptrain's): on 2 ranks rank 1 sends the whole buffer, rank 0 adds it all and sends
@@ -28,7 +29,7 @@ mpt_status mpt_tp_sums_begin(mpt_tp_sums *s, mpt_comm *tp, size_t n_total, size_
     if (k > MPT_TP_OVERLAP_MAX_CHUNKS)
         return mpt_fail(err, MPT_ERR_RUN, "tp sums: %zu rings at once, at most %d", k,
                         MPT_TP_OVERLAP_MAX_CHUNKS);
-    if (!tp || tp->size <= 1) return MPT_OK;
+    if (!tp || tp->size <= 1 || !MPT_TP_RING_SUMS) return MPT_OK;
     s->cap = n_total / (size_t)tp->size + k; /* sum over the rings of ceil(n_i / p) */
     s->tmp = malloc((s->cap ? s->cap : 1) * sizeof *s->tmp);
     if (!s->tmp)
@@ -39,6 +40,13 @@ mpt_status mpt_tp_sums_begin(mpt_tp_sums *s, mpt_comm *tp, size_t n_total, size_
 
 mpt_status mpt_tp_sums_start(mpt_tp_sums *s, float *buf, size_t n, mpt_error *err) {
     if (!s->tp || s->tp->size <= 1) return MPT_OK;
+    if (!MPT_TP_RING_SUMS) { /* MPI's all-reduce */
+        if (s->k >= MPT_TP_OVERLAP_MAX_CHUNKS)
+            return mpt_fail(err, MPT_ERR_RUN, "tp sums: more sums than begun with");
+        mpt_status st = mpt_iallreduce_sum(s->tp, buf, n, &s->req[s->k], err);
+        if (!st) s->k++;
+        return st;
+    }
     size_t w = (n + (size_t)s->tp->size - 1) / (size_t)s->tp->size;
     if (s->k >= MPT_TP_OVERLAP_MAX_CHUNKS || s->used + w > s->cap)
         return mpt_fail(err, MPT_ERR_RUN, "tp sums: more rings or elements than begun with");
@@ -53,7 +61,8 @@ mpt_status mpt_tp_sums_start(mpt_tp_sums *s, float *buf, size_t n, mpt_error *er
 mpt_status mpt_tp_sums_progress(mpt_tp_sums *s, mpt_error *err) {
     for (size_t i = 0; i < s->k; i++) {
         int done = 0;
-        mpt_status st = mpt_ring_progress(&s->ring[i], &done, err);
+        mpt_status st = MPT_TP_RING_SUMS ? mpt_ring_progress(&s->ring[i], &done, err)
+                                         : mpt_test(&s->req[i], &done, err);
         if (st) return st;
     }
     return MPT_OK;
@@ -64,7 +73,8 @@ mpt_status mpt_tp_sums_end(mpt_tp_sums *s, mpt_error *err) {
      * not done, then all are progressed (waiting ring by ring would leave the later rings'
      * next steps unposted behind the first's) */
     mpt_status st = MPT_OK;
-    for (size_t first = 0; first < s->k && !st;) {
+    if (!MPT_TP_RING_SUMS && s->k) st = mpt_waitall(s->req, s->k, err);
+    for (size_t first = 0; MPT_TP_RING_SUMS && first < s->k && !st;) {
         if (!s->ring[first].active) {
             first++;
             continue;
