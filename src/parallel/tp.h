@@ -48,10 +48,11 @@ void mpt_tp_ops(mpt_par_ops *ops, mpt_comm *tp);
  * call does nothing. end is called after begin whatever the statuses in between. */
 #define MPT_TP_OVERLAP_MAX_CHUNKS 4
 /* 1: the sums are rings; 0 (the default): MPI's non-blocking all-reduce (libnbc), the same
- * calls. The ring read 0.843 and 0.951 of MPI's tokens/s on tp 2 (behind in 12 of 12 rounds,
- * load 3-5) but 1.27 on dp 2 x tp 2 and 1.05 on tp 2 x pp 2 (2 of 2 rounds each, load ~12):
- * for an idle A/B build with cmake -DCMAKE_C_FLAGS=-DMPT_TP_RING_SUMS=1 (t_tp's message
- * counts, which expect MPI's all-reduces, then fail, as they should). */
+ * calls. Against MPI (bench/scale_ab.sh, 2026-12-01): tp 2 near idle (load 1-2) tokens/s 0.988
+ * (rounds 0.95-1.05), blocked time 0.52x; at load 3-5 0.843 and 0.951 (behind in 12 of 12
+ * rounds); dp 2 x tp 2 1.016 near idle, 1.27 at load ~12; tp 2 x pp 2 1.05 at load ~12. No
+ * reliable gain, so off; for an idle A/B build with cmake -DCMAKE_C_FLAGS=-DMPT_TP_RING_SUMS=1
+ * (t_tp's message counts, which expect MPI's all-reduces, then fail, as they should). */
 #ifndef MPT_TP_RING_SUMS
 #define MPT_TP_RING_SUMS 0
 #endif
