@@ -13,6 +13,8 @@
 # run of one build (the same build twice: two settings side by side, e.g. --bucket-mb 4 and 64);
 # BENCH_OLD_ENV / BENCH_NEW_ENV set environment variables for one build's runs (NAME=VALUE ...,
 # e.g. OpenMPI's MCA settings: BENCH_NEW_ENV=OMPI_MCA_btl_vader_single_copy_mechanism=none).
+# BENCH_NP: ranks (default 2; e.g. BENCH_NP=4 ... -- --dp 2 --tp 2 for the 4-rank layouts, whose
+# CPU figure is then the mean over the 4 ranks).
 set -euo pipefail
 OLD=$1/mptrain NEW=$2/mptrain ROUNDS=$3; shift 3; [ "${1:-}" = -- ] && shift
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -25,13 +27,14 @@ for ((round = 0; round < ROUNDS; round++)); do
     extra=(${BENCH_OLD_ARGS:-}); [ "$b" = new ] && extra=(${BENCH_NEW_ARGS:-})
     envs=(${BENCH_OLD_ENV:-}); [ "$b" = new ] && envs=(${BENCH_NEW_ENV:-})
     echo "  round $round: $b" >&2
-    env ${envs[@]+"${envs[@]}"} mpirun --bind-to none -np 2 sh -c '/usr/bin/time -f "%U %S" -o "$0.$OMPI_COMM_WORLD_RANK" "$@"' \
+    env ${envs[@]+"${envs[@]}"} mpirun --oversubscribe --bind-to none -np "${BENCH_NP:-2}" sh -c '/usr/bin/time -f "%U %S" -o "$0.$OMPI_COMM_WORLD_RANK" "$@"' \
       "$TMP/$b.$round.cpu" "$bin" train "${MODEL[@]}" "$@" ${extra[@]+"${extra[@]}"} --log "$TMP/$b.$round.jsonl" >/dev/null
   done
 done
-/usr/bin/python3 - "$TMP" "$ROUNDS" "${MODEL[@]}" "$@" <<'PY'
+/usr/bin/python3 - "$TMP" "$ROUNDS" "${BENCH_NP:-2}" "${MODEL[@]}" "$@" <<'PY'
 import json, statistics, sys, os
-tmp, rounds = sys.argv[1], int(sys.argv[2])
+tmp, rounds, nranks = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+del sys.argv[3]
 print("layout:", " ".join(sys.argv[3:]))
 res = {}
 for b in ("old", "new"):
@@ -42,7 +45,7 @@ for b in ("old", "new"):
         tok.append(statistics.median(x["tokens_per_s"] for x in steps[2:]))
         n = lines[-1]["steps"]
         cpus = []
-        for k in (0, 1):
+        for k in range(nranks):
             u, s = open(os.path.join(tmp, f"{b}.{r}.cpu.{k}")).read().split()[-2:]
             cpus.append(float(u) + float(s))
         cpu.append(statistics.mean(cpus) / n)

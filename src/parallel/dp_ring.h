@@ -16,6 +16,11 @@
  *                   and copied to the others, so every rank holds bit-identical results (the
  *                   order of the additions differs from MPI_Allreduce's).
  *
+ * Steps are not lock-step: a rank posts step k+1's send as soon as step k's receive has been
+ * absorbed (that is the chunk it sends), without waiting for its own step-k send to be read;
+ * an all-gather chunk that arrives while this rank still sends it lands in tmp and is copied
+ * into place once that send completes (dp_ring.c, step_). The messages and the sums are those of the lock-step ring.
+ *
  *   mpt_ring g;
  *   mpt_ring_start(&g, comm, MPT_RING_ALLREDUCE, grads, n, tmp, tag, err);   // posts step 0
  *   while (...compute...) mpt_ring_progress(&g, &done, err);   // moves as far as data arrived
@@ -52,13 +57,21 @@ typedef struct mpt_ring {
     mpt_ring_kind kind;
     float *buf;          /* (R * w) not owned */
     float *tmp;          /* (w) not owned: receive buffer of the reduce phase */
-    size_t w;            /* elements per chunk */
+    size_t n;            /* elements of buf */
+    size_t w;            /* elements of the largest chunk: n / R, or rounded up (start_any) */
     int tag;
     mpt_dtype wire;      /* MPT_F32 or MPT_BF16: the messages' element type */
-    int reducing;        /* 1 in the reduce-scatter phase, 0 in the all-gather phase */
-    int step;            /* ring step of the current phase, 0..R-2 */
+    int rs_steps;        /* reduce-scatter steps (R-1, or 0 for an all-gather) */
+    int nsteps;          /* all steps: rs_steps, then the all-gather's R-1 (if any) */
+    int rdone;           /* receives completed and absorbed (added, or widened) */
+    int rposted;         /* 1 while the receive of step rdone is posted */
+    int rarrived;        /* 1 when it has arrived but is not absorbed yet */
+    int rtmp;            /* 1 when it goes to tmp (an all-gather chunk still being sent) */
+    int sstep;           /* sends posted */
+    int sbusy[2];        /* send slot j % 2 holds the pending send of step sstep_of[...] */
+    int sstep_of[2];
     int active;          /* 0 once done */
-    mpt_req req[2];      /* the current step's receive and send */
+    mpt_req req[3];      /* the receive, and the two send slots */
 } mpt_ring;
 
 /* Starts the ring and posts its first step (see above). n must be a multiple of comm->size. */
@@ -67,9 +80,19 @@ mpt_status mpt_ring_start(mpt_ring *g, mpt_comm *comm, mpt_ring_kind kind, float
 /* The same with the messages in wire (MPT_F32, or MPT_BF16 for the reduce kinds: see above). */
 mpt_status mpt_ring_start_dt(mpt_ring *g, mpt_comm *comm, mpt_ring_kind kind, float *buf,
                              size_t n, float *tmp, mpt_dtype wire, int tag, mpt_error *err);
+/* The same for any n >= 0, fp32 messages (the tensor-parallel sums, parallel/tp_ring.c):
+ * chunk c is elements [n c / R, n (c+1) / R) of buf, so the chunks differ by one element at
+ * most and some are empty when n < R; tmp holds ceil(n / R) elements. With R dividing n it is
+ * mpt_ring_start, message for message. */
+mpt_status mpt_ring_start_any(mpt_ring *g, mpt_comm *comm, mpt_ring_kind kind, float *buf,
+                              size_t n, float *tmp, int tag, mpt_error *err);
 /* Completes every step whose messages have arrived and posts the next; never blocks.
  * *done = 1 when the ring has finished. */
 mpt_status mpt_ring_progress(mpt_ring *g, int *done, mpt_error *err);
+/* Blocks until at least one of the ring's messages completes, moving it as far as it can
+ * before and after (the final wait of several rings in flight: each wait moves one, then all
+ * are progressed, so no ring idles behind another's wait). Watched like any wait. */
+mpt_status mpt_ring_wait_some(mpt_ring *g, mpt_error *err);
 /* Runs the ring to its end (each step's wait watched by the comm layer's watchdog). */
 mpt_status mpt_ring_wait(mpt_ring *g, mpt_error *err);
 /* 1 while the ring still uses tmp (its reduce-scatter phase). */

@@ -8,9 +8,13 @@
 
 /* ---- the table's entries: ctx is the tp group; every tp rank calls each, in the same order --- */
 
-/* buf (n) = the sum over tp: g forward, f backward, sp LayerNorm grads */
+/* buf (n) = the sum over tp: g forward, f backward, sp LayerNorm grads. Messages below
+ * MPT_TP_OVERLAP_MIN_BYTES are latency-bound: MPI's all-reduce (2 log p steps against the
+ * ring's 2 (p - 1)); larger ones take the balanced ring (tp_ring.c). */
 static mpt_status sum_(void *ctx, float *buf, size_t n, mpt_error *err) {
-    return mpt_allreduce_sum((mpt_comm *)ctx, buf, n, err);
+    if (n * sizeof *buf < MPT_TP_OVERLAP_MIN_BYTES || !MPT_TP_RING_SUMS)
+        return mpt_allreduce_sum((mpt_comm *)ctx, buf, n, err);
+    return mpt_tp_ring_sum((mpt_comm *)ctx, buf, n, err);
 }
 
 /* full (tp * n) = every rank's block of rows, in rank order */

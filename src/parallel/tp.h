@@ -26,17 +26,55 @@
 #include "comm/comm.h"
 #include "model/params.h"
 #include "model/parops.h"
+#include "parallel/dp_ring.h"
 
 /* Fills *ops with the tensor- and sequence-parallel operations over tp (ctx = tp, which must
  * outlive every use of the table; the model copies the table, not the group). tp NULL or of
  * size 1: the one-rank table. The context and expert entries stay NULL. Local. */
 void mpt_tp_ops(mpt_par_ops *ops, mpt_comm *tp);
 
+/* ---- sums over the tp group (tp_ring.c) -----------------------------------------------------
+ * With MPT_TP_RING_SUMS (below; off by default) every sum of the tensor-parallel entries (not
+ * sp's block messages) is a ring all-reduce (parallel/dp_ring.h, any count): reduce-scatter then all-gather by point-to-point messages,
+ * each rank adding (p-1)/p of the buffer, both directions moving at once; every rank ends with
+ * the same bits; without it, MPI's non-blocking all-reduce. A set holds up to MPT_TP_OVERLAP_MAX_CHUNKS rings in flight over disjoint
+ * buffers (the row chunks of one overlapped GEMM):
+ *   mpt_tp_sums s;  mpt_tp_sums_begin(&s, tp, N * C, k, err);    // scratch for k rings
+ *   for each chunk: ...GEMM...; mpt_tp_sums_progress(&s, err);
+ *                   mpt_tp_sums_start(&s, chunk, n, err);
+ *   mpt_tp_sums_end(&s, err);                                    // waits, frees the scratch
+ * n_total bounds the sum of the rings' counts. Every tp rank makes the same calls with the same
+ * counts in the same order; the buffers stay untouched until end. tp NULL or of size 1: every
+ * call does nothing. end is called after begin whatever the statuses in between. */
+#define MPT_TP_OVERLAP_MAX_CHUNKS 4
+/* 1: the sums are rings; 0 (the default): MPI's non-blocking all-reduce (libnbc), the same
+ * calls. Against MPI (bench/scale_ab.sh, 2026-12-01): tp 2 near idle (load 1-2) tokens/s 0.988
+ * (rounds 0.95-1.05), blocked time 0.52x; at load 3-5 0.843 and 0.951 (behind in 12 of 12
+ * rounds); dp 2 x tp 2 1.016 near idle, 1.27 at load ~12; tp 2 x pp 2 1.05 at load ~12. No
+ * reliable gain, so off; for an idle A/B build with cmake -DCMAKE_C_FLAGS=-DMPT_TP_RING_SUMS=1
+ * (t_tp's message counts, which expect MPI's all-reduces, then fail, as they should). */
+#ifndef MPT_TP_RING_SUMS
+#define MPT_TP_RING_SUMS 0
+#endif
+typedef struct mpt_tp_sums {
+    mpt_comm *tp;  /* not owned */
+    float *tmp;    /* (cap) owned: the rings' reduce-phase receive buffers */
+    size_t cap, used, k;
+    mpt_ring ring[MPT_TP_OVERLAP_MAX_CHUNKS];
+    mpt_req req[MPT_TP_OVERLAP_MAX_CHUNKS]; /* MPT_TP_RING_SUMS 0 */
+} mpt_tp_sums;
+mpt_status mpt_tp_sums_begin(mpt_tp_sums *s, mpt_comm *tp, size_t n_total, size_t k,
+                             mpt_error *err);
+mpt_status mpt_tp_sums_start(mpt_tp_sums *s, float *buf, size_t n, mpt_error *err);
+mpt_status mpt_tp_sums_progress(mpt_tp_sums *s, mpt_error *err); /* never blocks */
+mpt_status mpt_tp_sums_end(mpt_tp_sums *s, mpt_error *err);
+/* Blocking: buf (n) = the sum over tp (one ring). Every tp rank calls. */
+mpt_status mpt_tp_ring_sum(mpt_comm *tp, float *buf, size_t n, mpt_error *err);
+
 /* ---- overlap of the row-parallel all-reduce (tp_overlap.c) --------------------------------
  * The table's row_parallel_matmul entry: out (N, OC) = the sum over tp of inp (N, C) W (C, OC)
  * (no bias), in mpt_tp_overlap_chunks(N, OC) row chunks whose all-reduces overlap the GEMMs
  * of the next chunks. ctx is the tp group; every tp rank calls with the same N, OC. */
-#define MPT_TP_OVERLAP_MAX_CHUNKS 4
 #define MPT_TP_OVERLAP_MIN_BYTES ((size_t)64 << 10) /* smallest chunk worth a message */
 size_t mpt_tp_overlap_chunks(size_t N, int OC);
 mpt_status mpt_tp_row_parallel_matmul(void *ctx, float *out, const float *inp, const float *w,

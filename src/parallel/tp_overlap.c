@@ -1,13 +1,13 @@
-/* tp_overlap.c — the row-parallel GEMM with its all-reduce overlapped (see tp.h): the forward
- * g of Megatron's row-parallel layer, out = sum over tp of inp_i W_i, computed in row chunks so
- * that the all-reduce of chunk c travels while chunk c+1 is multiplied (Megatron's
+/* tp_overlap.c — the row-parallel GEMM with its sum overlapped (see tp.h): the forward g of
+ * Megatron's row-parallel layer, out = sum over tp of inp_i W_i, computed in row chunks so
+ * that the sum of chunk c travels while chunk c+1 is multiplied (Megatron's
  * tp-comm-overlap, Wang et al. 2022, in its simplest form: split along the token rows, which
  * keeps every chunk of out contiguous and every chunk's sum independent of the others).
  *
  * Progress: no thread is taken from the GEMM's OpenMP team and none is added. The chunk's
- * non-blocking all-reduce (MPI_Iallreduce) is started from the calling thread after its GEMM
- * and driven by MPI_Test calls between the GEMMs of the following chunks (the OpenMP team is
- * idle at those points); the last chunk's reduction is waited for. With shared-memory
+ * sum (a ring of point-to-point messages, tp_ring.c) is started from the calling thread after
+ * its GEMM and driven by MPI_Test calls between the GEMMs of the following chunks (the OpenMP
+ * team is idle at those points); the last chunks' rings are waited for together. With shared-memory
  * transport, most of each reduction's copying happens inside those tests, so the overlap is the
  * transfer of chunk c against the compute of chunk c+1 and the waiting for the slower rank of
  * the group, which moves off the critical path for all but the last chunk.
@@ -15,11 +15,11 @@
  * Chunks: messages below MPT_TP_OVERLAP_MIN_BYTES gain nothing from splitting (latency-bound),
  * so the count is bytes / that, between 1 and MPT_TP_OVERLAP_MAX_CHUNKS; it depends only on
  * N and OC, which every rank of the group shares, so the ranks issue the same collectives in
- * the same order. One chunk is exactly the GEMM followed by the blocking all-reduce.
+ * the same order. One chunk is exactly the GEMM followed by the blocking sum.
  *
  * The backward's f (mpt_tp_rows_allreduce, the table's rows_reduce_tp) is the same pipeline
  * with the caller's work: the input gradient of a column-parallel layer (c_fc, c_attn, the
- * vocabulary-parallel head) by row chunks, each chunk's all-reduce started as soon as its rows
+ * vocabulary-parallel head) by row chunks, each chunk's sum started as soon as its rows
  * are done, and the weight gradient's share of those rows (dW += X_c^T dY_c, a sum over rows
  * that needs none of the sums) computed behind it, as Megatron's async input-gradient
  * all-reduce does; the last chunk's reduction travels while its weight-gradient share
@@ -42,60 +42,35 @@ mpt_status mpt_tp_row_parallel_matmul(void *ctx, float *out, const float *inp, c
                                       size_t N, int C, int OC, mpt_error *err) {
     mpt_comm *tp = ctx;
     size_t k = mpt_tp_overlap_chunks(N, OC);
-    mpt_req req[MPT_TP_OVERLAP_MAX_CHUNKS];
-    size_t started = 0;
-    mpt_status st = MPT_OK;
+    mpt_tp_sums s;
+    mpt_status st = mpt_tp_sums_begin(&s, tp, N * (size_t)OC, k, err);
     for (size_t c = 0; c < k && st == MPT_OK; c++) {
         size_t r0 = N * c / k, r1 = N * (c + 1) / k;
         mpt_matmul_forward(out + r0 * (size_t)OC, inp + r0 * (size_t)C, w, NULL, r1 - r0, C, OC);
-        for (size_t p = 0; p < started && st == MPT_OK; p++) { /* progress the earlier chunks */
-            int done = 0;
-            st = mpt_test(&req[p], &done, err);
-        }
+        st = mpt_tp_sums_progress(&s, err); /* the earlier chunks' rings */
         if (st == MPT_OK)
-            st = mpt_iallreduce_sum(tp, out + r0 * (size_t)OC, (r1 - r0) * (size_t)OC,
-                                    &req[started], err);
-        if (st == MPT_OK) started++;
+            st = mpt_tp_sums_start(&s, out + r0 * (size_t)OC, (r1 - r0) * (size_t)OC, err);
     }
-    if (started) {
-        mpt_status ws = mpt_waitall(req, started, err);
-        if (st == MPT_OK) st = ws;
-    }
-    return st;
-}
-
-/* Tests every started, unfinished request of req[0 .. n) once (the OpenMP team is idle). */
-static mpt_status progress_(mpt_req *req, size_t n, mpt_error *err) {
-    mpt_status st = MPT_OK;
-    for (size_t p = 0; p < n && st == MPT_OK; p++) {
-        int done = 0;
-        st = mpt_test(&req[p], &done, err);
-    }
-    return st;
+    mpt_status ws = mpt_tp_sums_end(&s, err);
+    return st ? st : ws;
 }
 
 mpt_status mpt_tp_rows_allreduce(void *ctx, float *buf, size_t N, size_t C, mpt_rows_fn fn,
                                  mpt_rows_fn rest, void *fctx, mpt_error *err) {
     mpt_comm *tp = ctx;
     size_t k = mpt_tp_overlap_chunks(N, C > (size_t)INT_MAX ? INT_MAX : (int)C);
-    mpt_req req[MPT_TP_OVERLAP_MAX_CHUNKS];
-    size_t started = 0;
-    mpt_status st = MPT_OK;
+    mpt_tp_sums s;
+    mpt_status st = mpt_tp_sums_begin(&s, tp, N * C, k, err);
     for (size_t c = 0; c < k && st == MPT_OK; c++) {
         size_t r0 = N * c / k, r1 = N * (c + 1) / k;
         fn(fctx, r0, r1 - r0);
-        st = progress_(req, started, err);
-        if (st == MPT_OK) st = mpt_iallreduce_sum(tp, buf + r0 * C, (r1 - r0) * C, &req[started], err);
-        if (st != MPT_OK) break;
-        started++;
-        if (rest) {
+        st = mpt_tp_sums_progress(&s, err);
+        if (st == MPT_OK) st = mpt_tp_sums_start(&s, buf + r0 * C, (r1 - r0) * C, err);
+        if (st == MPT_OK && rest) {
             rest(fctx, r0, r1 - r0);
-            st = progress_(req, started, err);
+            st = mpt_tp_sums_progress(&s, err);
         }
     }
-    if (started) {
-        mpt_status ws = mpt_waitall(req, started, err);
-        if (st == MPT_OK) st = ws;
-    }
-    return st;
+    mpt_status ws = mpt_tp_sums_end(&s, err);
+    return st ? st : ws;
 }
