@@ -5,9 +5,10 @@
  * keeps every chunk of out contiguous and every chunk's sum independent of the others).
  *
  * Progress: no thread is taken from the GEMM's OpenMP team and none is added. The chunk's
- * sum (a ring of point-to-point messages, tp_ring.c) is started from the calling thread after
- * its GEMM and driven by MPI_Test calls between the GEMMs of the following chunks (the OpenMP
- * team is idle at those points); the last chunks' rings are waited for together. With shared-memory
+ * sum (MPI's non-blocking all-reduce; a ring of point-to-point messages with MPT_TP_RING_SUMS,
+ * tp_ring.c) is started from the calling thread after its GEMM and driven by MPI_Test calls
+ * between the GEMMs of the following chunks (the OpenMP team is idle at those points); the last
+ * chunks' sums are waited for together. With shared-memory
  * transport, most of each reduction's copying happens inside those tests, so the overlap is the
  * transfer of chunk c against the compute of chunk c+1 and the waiting for the slower rank of
  * the group, which moves off the critical path for all but the last chunk.
