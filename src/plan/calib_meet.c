@@ -55,7 +55,11 @@ static void work_(long n) {
     for (long k = 0; k < n; k++) {
         a = a * c + d;
         b = b * c + d;
+#if defined(__AVX__)
         __asm__ volatile("" : "+x"(a), "+x"(b));
+#else /* no 32-byte registers (the valgrind build has no -march=native): kept in memory */
+        __asm__ volatile("" : "+m"(a), "+m"(b));
+#endif
     }
     v8_ s = a + b;
     sink_ = s[0] + s[7];
