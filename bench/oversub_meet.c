@@ -37,6 +37,7 @@
 #include <time.h>
 
 #include "comm/comm.h"
+#include "plan/cluster.h"
 
 enum { ROUNDS = 5, BYTES = 65536 };
 
@@ -49,26 +50,6 @@ static double cpu_(void) {
     struct timespec t;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static volatile float sink_;
-typedef float v8_ __attribute__((vector_size(32)));
-/* n iterations of two dependent 8-wide FMA chains (about n x 4 cycles; the empty asm keeps the
- * compiler from folding the chain) */
-static void work_(long n) {
-    v8_ a = {1, 1.1f, 1.2f, 1.3f, 1.4f, 1.5f, 1.6f, 1.7f}, b = a * 0.5f;
-    v8_ c = {0.999f, 0.999f, 0.999f, 0.999f, 0.999f, 0.999f, 0.999f, 0.999f}, d = c * 1e-3f;
-    for (long k = 0; k < n; k++) {
-        a = a * c + d;
-        b = b * c + d;
-#if defined(__AVX__)
-        __asm__ volatile("" : "+x"(a), "+x"(b));
-#else /* no 32-byte registers (a build without -march=native): kept in memory */
-        __asm__ volatile("" : "+m"(a), "+m"(b));
-#endif
-    }
-    v8_ s = a + b;
-    sink_ = s[0] + s[7];
 }
 
 static int cmp_(const void *x, const void *y) {
@@ -100,7 +81,7 @@ static double round_(mpt_comm *pair, float *buf, long n, int M, int meet) {
     MPI_Barrier(MPI_COMM_WORLD);
     double t0 = wall_();
     for (int k = 0; k < M; k++) {
-        work_(n);
+        mpt_cluster_fma_work(n);
         if (meet) meet_(pair, buf);
     }
     MPI_Barrier(MPI_COMM_WORLD);
@@ -152,7 +133,7 @@ int main(int argc, char **argv) {
     long n0 = 200000;
     for (int i = 0; i < 5; i++) {
         double t0 = cpu_();
-        work_(n0);
+        mpt_cluster_fma_work(n0);
         rate[i] = (double)n0 / (cpu_() - t0);
     }
     double ips = median_(rate, 5);

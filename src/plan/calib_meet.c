@@ -49,7 +49,7 @@ typedef float v8_ __attribute__((vector_size(32)));
 static volatile float sink_;
 /* n iterations of two dependent 8-wide FMA chains in registers (the asm keeps the compiler
  * from folding them) */
-static void work_(long n) {
+void mpt_cluster_fma_work(long n) {
     v8_ a = {1, 1.1f, 1.2f, 1.3f, 1.4f, 1.5f, 1.6f, 1.7f}, b = a * 0.5f;
     v8_ c = {0.999f, 0.999f, 0.999f, 0.999f, 0.999f, 0.999f, 0.999f, 0.999f}, d = c * 1e-3f;
     for (long k = 0; k < n; k++) {
@@ -96,7 +96,7 @@ static void *meet_thread_(void *arg) {
     atomic_fetch_add(m->started, 1);
     while (atomic_load(m->started) < m->nth) sched_yield();
     for (int k = 1; k <= m->meets; k++) {
-        work_(m->iters);
+        mpt_cluster_fma_work(m->iters);
         if (!m->meet) continue;
         atomic_store(&m->count[m->id], k);
         wait_(&m->count[m->id ^ 1], k);
@@ -138,7 +138,7 @@ void mpt_cluster_measure_meet(mpt_cluster *c) {
     double ips[5];
     for (int i = 0; i < 5; i++) {
         double t0 = thread_cpu_();
-        work_(100000);
+        mpt_cluster_fma_work(100000);
         double t = thread_cpu_() - t0;
         ips[i] = t > 0 ? 100000 / t : 0;
     }

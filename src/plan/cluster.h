@@ -156,6 +156,10 @@ void mpt_cluster_measure_moe_opts(mpt_cluster *c, const mpt_moe_calib_opts *o);
 void mpt_cluster_measure_poll(mpt_cluster *c);
 /* cpu-here's meet_waste (plan/calib_meet.c, about 0.5 CPU seconds on 2 cores). */
 void mpt_cluster_measure_meet(mpt_cluster *c);
+/* n iterations of two dependent 8-wide FMA chains kept in registers (about 4n cycles of one
+ * core, no memory traffic): the work calib_meet.c puts between meetings, and bench/oversub_meet.c
+ * too. Local to the calling thread. */
+void mpt_cluster_fma_work(long n);
 /* The core seconds lost per rank to one blocking pair meeting after g seconds of work (one core's)
  * since the last: meet_waste linear in log g between the measured points, constant beyond
  * them; 0 when not measured. Applies only to ranks beyond the cores (sim.c). */
