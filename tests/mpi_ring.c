@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "check.h"
+#include "ring_inputs.h"
 #include "comm/comm.h"
 #include "parallel/dp_ring.h"
 
@@ -29,63 +30,19 @@ static mpt_error err;
 
 #define OK(call) CHECK((call) == MPT_OK, "rank %d: %s: %s", R, #call, err.msg)
 
-/* Element i of rank q's input: a non-integer in (-1, 1), from a 64-bit mix of (seed, q, i). */
-static float input_(uint64_t seed, int q, size_t i) {
-    uint64_t x = seed * 0x9E3779B97F4A7C15ull ^ ((uint64_t)q << 40) ^ (uint64_t)i;
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    x ^= x >> 33;
-    return (float)((double)(x >> 11) / 9007199254740992.0 * 2.0 - 1.0);
-}
-
-static float *fill_(uint64_t seed, size_t n) {
-    float *b = malloc((n ? n : 1) * sizeof *b);
-    for (size_t i = 0; i < n; i++) b[i] = input_(seed, R, i);
-    return b;
-}
-
-/* Largest |got - exact| / max(1, sum|x|) over elements [lo, hi). */
-static double err_vs_exact_(uint64_t seed, const float *got, size_t lo, size_t hi) {
-    double worst = 0.0;
-    for (size_t i = lo; i < hi; i++) {
-        double sum = 0.0, mag = 0.0;
-        for (int q = 0; q < S; q++) {
-            double x = input_(seed, q, i);
-            sum += x;
-            mag += fabs(x);
-        }
-        double e = fabs((double)got[i] - sum) / (mag > 1.0 ? mag : 1.0);
-        if (e > worst) worst = e;
-    }
-    return worst;
-}
-
-/* 1 when every rank's buf[0..n) has the same bytes as rank 0's. */
-static int same_everywhere_(const float *buf, size_t n) {
-    float *r0 = malloc((n ? n : 1) * sizeof *r0);
-    memcpy(r0, buf, n * sizeof *r0);
-    MPI_Bcast(r0, (int)n, MPI_FLOAT, 0, MPI_COMM_WORLD);
-    int same = memcmp(r0, buf, n * sizeof *r0) == 0, all = 0;
-    MPI_Allreduce(&same, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-    free(r0);
-    return all;
-}
-
 static void test_allreduce(void) {
     static const size_t per[] = {0, 1, 16, 37, 1000, 1 << 20};
     for (size_t t = 0; t < sizeof per / sizeof per[0]; t++) {
         size_t n = per[t] * (size_t)S;
         uint64_t seed = 11 + t;
-        float *buf = fill_(seed, n), *tmp = malloc((per[t] ? per[t] : 1) * sizeof *tmp);
+        float *buf = ring_fill_(seed, R, n), *tmp = malloc((per[t] ? per[t] : 1) * sizeof *tmp);
         long sends0 = world.stats.calls[MPT_OP_SEND];
         mpt_ring g;
         OK(mpt_ring_start(&g, &world, MPT_RING_ALLREDUCE, buf, n, tmp, 5, &err));
         OK(mpt_ring_wait(&g, &err));
         long sends = world.stats.calls[MPT_OP_SEND] - sends0;
-        double e = err_vs_exact_(seed, buf, 0, n);
-        int same = same_everywhere_(buf, n);
+        double e = ring_err_(seed, S, buf, 0, n);
+        int same = ring_same_everywhere_(buf, n);
         CHECK(e <= 1e-6, "rank %d: allreduce n=%zu: error %g vs the exact sum", R, n, e);
         CHECK(same, "rank %d: allreduce n=%zu: ranks hold different bits", R, n);
         long want = S > 1 && per[t] > 0 ? 2L * (S - 1) : 0;
@@ -100,7 +57,7 @@ static void test_allreduce(void) {
 
 static void test_reduce_scatter(void) {
     size_t w = 4099, n = w * (size_t)S;
-    float *a = fill_(21, n), *b = fill_(21, n), *tmp = malloc(w * sizeof *tmp);
+    float *a = ring_fill_(21, R, n), *b = ring_fill_(21, R, n), *tmp = malloc(w * sizeof *tmp);
     mpt_ring g;
     OK(mpt_ring_start(&g, &world, MPT_RING_ALLREDUCE, a, n, tmp, 6, &err));
     OK(mpt_ring_wait(&g, &err));
@@ -109,7 +66,7 @@ static void test_reduce_scatter(void) {
     size_t lo = (size_t)R * w;
     CHECK(memcmp(a + lo, b + lo, w * sizeof *a) == 0,
           "rank %d: reduce-scatter chunk differs from the all-reduce's", R);
-    double e = err_vs_exact_(21, b, lo, lo + w);
+    double e = ring_err_(21, S, b, lo, lo + w);
     CHECK(e <= 1e-6, "rank %d: reduce-scatter error %g", R, e);
     free(a);
     free(b);
@@ -120,7 +77,7 @@ static void test_allgather(void) {
     size_t w = 777, n = w * (size_t)S;
     float *buf = calloc(n, sizeof *buf), *want = malloc(n * sizeof *want);
     for (int q = 0; q < S; q++)
-        for (size_t i = 0; i < w; i++) want[(size_t)q * w + i] = input_(31, q, i);
+        for (size_t i = 0; i < w; i++) want[(size_t)q * w + i] = ring_input_(31, q, i);
     memcpy(buf + (size_t)R * w, want + (size_t)R * w, w * sizeof *buf);
     mpt_ring g;
     OK(mpt_ring_start(&g, &world, MPT_RING_ALLGATHER, buf, n, NULL, 7, &err));
@@ -135,7 +92,7 @@ static void test_stepwise(void) {
     float *buf[3], *tmp[3];
     mpt_ring g[3];
     for (int k = 0; k < 3; k++) {
-        buf[k] = fill_(41 + (uint64_t)k, n);
+        buf[k] = ring_fill_(41 + (uint64_t)k, R, n);
         tmp[k] = malloc(w * sizeof *tmp[k]);
     }
     /* rank 0 starts ring 0 while the others are still in the barrier: it cannot finish */
@@ -165,9 +122,9 @@ static void test_stepwise(void) {
     CHECK(done[0] && done[1] && done[2], "rank %d: rings did not finish by progress alone", R);
     for (int k = 0; k < 3; k++) {
         size_t lo = k == 1 ? (size_t)R * w : 0, hi = k == 1 ? lo + w : n;
-        double e = err_vs_exact_(41 + (uint64_t)k, buf[k], lo, hi);
+        double e = ring_err_(41 + (uint64_t)k, S, buf[k], lo, hi);
         CHECK(e <= 1e-6, "rank %d: ring %d in flight with others: error %g", R, k, e);
-        if (k != 1) CHECK(same_everywhere_(buf[k], n), "rank %d: ring %d: bits differ", R, k);
+        if (k != 1) CHECK(ring_same_everywhere_(buf[k], n), "rank %d: ring %d: bits differ", R, k);
         free(buf[k]);
         free(tmp[k]);
     }
@@ -179,14 +136,14 @@ static void test_bf16_wire(void) {
     for (size_t t = 0; t < sizeof per / sizeof per[0]; t++) {
         size_t w = per[t], n = w * (size_t)S;
         uint64_t seed = 51 + t;
-        float *buf = fill_(seed, n), *rs = fill_(seed, n), *tmp = malloc(w * sizeof *tmp);
+        float *buf = ring_fill_(seed, R, n), *rs = ring_fill_(seed, R, n), *tmp = malloc(w * sizeof *tmp);
         double b0 = world.stats.bytes[MPT_OP_SEND];
         mpt_ring g;
         OK(mpt_ring_start_dt(&g, &world, MPT_RING_ALLREDUCE, buf, n, tmp, MPT_BF16, 13, &err));
         OK(mpt_ring_wait(&g, &err));
         double sent = world.stats.bytes[MPT_OP_SEND] - b0;
-        double e = err_vs_exact_(seed, buf, 0, n), bound = S * ldexp(1.0, -8) + 1e-6;
-        int same = same_everywhere_(buf, n);
+        double e = ring_err_(seed, S, buf, 0, n), bound = S * ldexp(1.0, -8) + 1e-6;
+        int same = ring_same_everywhere_(buf, n);
         CHECK(e <= bound, "rank %d: bf16 allreduce n=%zu: error %g > %g", R, n, e, bound);
         CHECK(same, "rank %d: bf16 allreduce n=%zu: ranks hold different bits", R, n);
         double want = S > 1 ? 2.0 * (S - 1) * (double)w * 2.0 : 0.0;
@@ -194,7 +151,7 @@ static void test_bf16_wire(void) {
               sent, want);
         OK(mpt_ring_start_dt(&g, &world, MPT_RING_REDUCE_SCATTER, rs, n, tmp, MPT_BF16, 13, &err));
         OK(mpt_ring_wait(&g, &err));
-        double er = err_vs_exact_(seed, rs, (size_t)R * w, (size_t)R * w + w);
+        double er = ring_err_(seed, S, rs, (size_t)R * w, (size_t)R * w + w);
         CHECK(er <= bound, "rank %d: bf16 reduce-scatter n=%zu: error %g > %g", R, n, er, bound);
         if (R == 0 && w == (1 << 16))
             printf("np=%d bf16-wire allreduce of %zu floats: max error %.3g of sum|x| (bound "

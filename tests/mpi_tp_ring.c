@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "ring_inputs.h"
 #include "comm/comm.h"
 #include "parallel/tp.h"
 
@@ -27,64 +28,20 @@ static mpt_error err;
 
 #define OK(call) CHECK((call) == MPT_OK, "rank %d: %s: %s", R, #call, err.msg)
 
-/* Element i of rank q's input for seed: a non-integer in (-1, 1). */
-static float input_(uint64_t seed, int q, size_t i) {
-    uint64_t x = seed * 0x9E3779B97F4A7C15ull ^ ((uint64_t)q << 40) ^ (uint64_t)i;
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    x ^= x >> 33;
-    return (float)((double)(x >> 11) / 9007199254740992.0 * 2.0 - 1.0);
-}
-
-static float *fill_(uint64_t seed, size_t n) {
-    float *b = malloc((n ? n : 1) * sizeof *b);
-    for (size_t i = 0; i < n; i++) b[i] = input_(seed, R, i);
-    return b;
-}
-
-/* Largest |got - exact| / max(1, sum|x|) over [0, n) of the sum over ranks of input_(seed). */
-static double err_vs_exact_(uint64_t seed, const float *got, size_t n) {
-    double worst = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double sum = 0.0, mag = 0.0;
-        for (int q = 0; q < S; q++) {
-            double x = input_(seed, q, i);
-            sum += x;
-            mag += fabs(x);
-        }
-        double e = fabs((double)got[i] - sum) / (mag > 1.0 ? mag : 1.0);
-        if (e > worst) worst = e;
-    }
-    return worst;
-}
-
-/* 1 when every rank's buf[0..n) has the same bytes as rank 0's. */
-static int same_everywhere_(const float *buf, size_t n) {
-    float *r0 = malloc((n ? n : 1) * sizeof *r0);
-    memcpy(r0, buf, n * sizeof *r0);
-    MPI_Bcast(r0, (int)n, MPI_FLOAT, 0, MPI_COMM_WORLD);
-    int same = memcmp(r0, buf, n * sizeof *r0) == 0, all = 0;
-    MPI_Allreduce(&same, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-    free(r0);
-    return all;
-}
-
 static void test_any_count(void) {
     static const size_t ns[] = {0, 1, 2, 3, 5, 7, 37, 1001, 65537};
     for (size_t t = 0; t < sizeof ns / sizeof ns[0]; t++) {
         size_t n = ns[t];
         uint64_t seed = 101 + t;
-        float *buf = fill_(seed, n), *tmp = malloc((n / (size_t)S + 1) * sizeof *tmp);
+        float *buf = ring_fill_(seed, R, n), *tmp = malloc((n / (size_t)S + 1) * sizeof *tmp);
         mpt_ring g;
         OK(mpt_ring_start_any(&g, &world, MPT_RING_ALLREDUCE, buf, n, tmp, 3, &err));
         OK(mpt_ring_wait(&g, &err));
-        double e = err_vs_exact_(seed, buf, n);
+        double e = ring_err_(seed, S, buf, 0, n);
         CHECK(e <= 1e-6, "rank %d: any-count ring n=%zu: error %g", R, n, e);
-        CHECK(same_everywhere_(buf, n), "rank %d: any-count ring n=%zu: bits differ", R, n);
+        CHECK(ring_same_everywhere_(buf, n), "rank %d: any-count ring n=%zu: bits differ", R, n);
         if (n % (size_t)S == 0) { /* the dp ring's own start: the same messages, the same bits */
-            float *b2 = fill_(seed, n);
+            float *b2 = ring_fill_(seed, R, n);
             OK(mpt_ring_start(&g, &world, MPT_RING_ALLREDUCE, b2, n, tmp, 3, &err));
             OK(mpt_ring_wait(&g, &err));
             CHECK(memcmp(buf, b2, n * sizeof *buf) == 0,
@@ -99,7 +56,7 @@ static void test_any_count(void) {
 
 static void test_sums_in_flight(void) {
     size_t N = 37, C = 13, n = N * C, k = 4;
-    float *buf = fill_(201, n);
+    float *buf = ring_fill_(201, R, n);
     mpt_tp_sums s;
     OK(mpt_tp_sums_begin(&s, &world, n, k, &err));
     for (size_t c = 0; c < k; c++) {
@@ -109,9 +66,9 @@ static void test_sums_in_flight(void) {
     }
     for (int i = 0; i < 100; i++) OK(mpt_tp_sums_progress(&s, &err));
     OK(mpt_tp_sums_end(&s, &err));
-    double e = err_vs_exact_(201, buf, n);
+    double e = ring_err_(201, S, buf, 0, n);
     CHECK(e <= 1e-6, "rank %d: four rings in flight: error %g", R, e);
-    CHECK(same_everywhere_(buf, n), "rank %d: four rings in flight: bits differ", R);
+    CHECK(ring_same_everywhere_(buf, n), "rank %d: four rings in flight: bits differ", R);
     free(buf);
     /* a fifth ring is refused, before any message */
     float one[4] = {0};
@@ -121,11 +78,11 @@ static void test_sums_in_flight(void) {
     CHECK(st == MPT_ERR_RUN || S == 1, "rank %d: a fifth ring was accepted", R);
     OK(mpt_tp_sums_end(&s, &err));
     size_t nb = 300001;
-    float *b = fill_(202, nb);
+    float *b = ring_fill_(202, R, nb);
     OK(mpt_tp_ring_sum(&world, b, nb, &err));
-    e = err_vs_exact_(202, b, nb);
+    e = ring_err_(202, S, b, 0, nb);
     CHECK(e <= 1e-6, "rank %d: blocking ring sum: error %g", R, e);
-    CHECK(same_everywhere_(b, nb), "rank %d: blocking ring sum: bits differ", R);
+    CHECK(ring_same_everywhere_(b, nb), "rank %d: blocking ring sum: bits differ", R);
     free(b);
 }
 
@@ -136,10 +93,10 @@ static double *rowpar_ref_(uint64_t seed, size_t N, int C, int OC) {
     for (int q = 0; q < S; q++)
         for (size_t i = 0; i < N; i++)
             for (int c = 0; c < C; c++) {
-                double x = input_(seed, q, i * (size_t)C + (size_t)c);
+                double x = ring_input_(seed, q, i * (size_t)C + (size_t)c);
                 for (int o = 0; o < OC; o++)
                     ref[i * (size_t)OC + (size_t)o] +=
-                        x * input_(seed + 1000, q, (size_t)c * (size_t)OC + (size_t)o);
+                        x * ring_input_(seed + 1000, q, (size_t)c * (size_t)OC + (size_t)o);
             }
     return ref;
 }
@@ -150,7 +107,7 @@ static void test_row_parallel(void) {
         size_t N = cases[t].N;
         int C = cases[t].C, OC = cases[t].OC;
         uint64_t seed = 301 + t;
-        float *x = fill_(seed, N * (size_t)C), *w = fill_(seed + 1000, (size_t)C * (size_t)OC);
+        float *x = ring_fill_(seed, R, N * (size_t)C), *w = ring_fill_(seed + 1000, R, (size_t)C * (size_t)OC);
         float *out = malloc(N * (size_t)OC * sizeof *out);
         OK(mpt_tp_row_parallel_matmul(&world, out, x, w, N, C, OC, &err));
         double *ref = rowpar_ref_(seed, N, C, OC), worst = 0.0;
@@ -159,7 +116,7 @@ static void test_row_parallel(void) {
             if (d > worst) worst = d;
         }
         CHECK(worst <= 1e-5, "rank %d: row-parallel GEMM N=%zu: error %g", R, N, worst);
-        CHECK(same_everywhere_(out, N * (size_t)OC), "rank %d: row-parallel N=%zu: bits", R, N);
+        CHECK(ring_same_everywhere_(out, N * (size_t)OC), "rank %d: row-parallel N=%zu: bits", R, N);
         if (R == 0)
             printf("np=%d row-parallel GEMM %zux%dx%d in %zu chunks: max rel error %.3g\n", S, N,
                    C, OC, mpt_tp_overlap_chunks(N, OC), worst);
@@ -170,12 +127,12 @@ static void test_row_parallel(void) {
     }
 }
 
-/* mpt_tp_rows_allreduce: fn writes rank R's rows [r0, r0+n) of input_(401); rest records that
+/* mpt_tp_rows_allreduce: fn writes rank R's rows [r0, r0+n) of ring_input_(401); rest records that
  * it ran after fn on the same rows and copies them (to check they were not summed yet). */
 typedef struct { float *buf; size_t C; size_t fn_rows, rest_rows; int order_ok; } rows_ctx;
 static void rows_fn_(void *p, size_t r0, size_t n) {
     rows_ctx *c = p;
-    for (size_t i = r0 * c->C; i < (r0 + n) * c->C; i++) c->buf[i] = input_(401, R, i);
+    for (size_t i = r0 * c->C; i < (r0 + n) * c->C; i++) c->buf[i] = ring_input_(401, R, i);
     if (c->rest_rows != c->fn_rows) c->order_ok = 0;
     c->fn_rows += n;
 }
@@ -193,9 +150,9 @@ static void test_rows_allreduce(void) {
     CHECK(c.fn_rows == N && c.rest_rows == N && c.order_ok,
           "rank %d: rows_allreduce ran fn over %zu rows, rest over %zu (order ok %d)", R,
           c.fn_rows, c.rest_rows, c.order_ok);
-    double e = err_vs_exact_(401, c.buf, N * C);
+    double e = ring_err_(401, S, c.buf, 0, N * C);
     CHECK(e <= 1e-6, "rank %d: rows_allreduce: error %g", R, e);
-    CHECK(same_everywhere_(c.buf, N * C), "rank %d: rows_allreduce: bits differ", R);
+    CHECK(ring_same_everywhere_(c.buf, N * C), "rank %d: rows_allreduce: bits differ", R);
     free(c.buf);
 }
 
