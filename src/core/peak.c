@@ -76,6 +76,15 @@ double mpt_measure_peak_flops(int threads, double seconds) {
     return best;
 }
 
+/* One block of the loop above on the calling thread (the widest FMA the CPU has): the FLOPs done,
+ * 0 without AVX2+FMA. plan/probe.c times blocks of it in thread CPU seconds. */
+double mpt_peak_fma_block(long iters) {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return run_avx512_(iters);
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return run_avx2_(iters);
+    return 0.0;
+}
+
 /* ---- memory bandwidth ------------------------------------------------------------------------ */
 
 #define BW_N_ ((size_t)16 << 20) /* floats per array: 64 MiB */

@@ -8,6 +8,11 @@
  * AVX2+FMA); returns 0 when neither is available. */
 double mpt_measure_peak_flops(int threads, double seconds);
 
+/* One block of the peak's FMA loop on the calling thread: iters x 1024 x 12 independent vector
+ * FMAs of the widest width the CPU has (AVX-512, else AVX2+FMA). Returns the FLOPs done (an FMA
+ * counts 2; 196608 x iters with AVX2), 0 when the CPU has neither. Local to the thread. */
+double mpt_peak_fma_block(long iters);
+
 /* The memory bandwidth the roofline of bench/profile divides by: a STREAM-style triad
  * a[i] = b[i] + s*c[i] over three 64 MiB arrays (far beyond any cache), on `threads` OpenMP
  * threads, the best of several passes lasting about `seconds` in all. Returns bytes/s counted
