@@ -2,7 +2,7 @@
  * (core/peak.h mpt_peak_fma_block):
  *  - a block's FLOPs are exactly iters x 1024 x 12 FMAs x the vector width x 2 (8 lanes with
  *    AVX2, 16 with AVX-512), linear in iters;
- *  - the probe's rates are positive and finite, the slowest pair thread's at most the mean,
+ *  - the probe's rates (and mpt_probe_fma_solo's, cpu-here's peak_fp32 sample) are positive and finite, the slowest pair thread's at most the mean,
  *    the threads asked for run (OpenMP permitting), and each phase lasts at least its seconds;
  *  - no rate is asserted against a figure: the machine is shared and its rate is what the
  *    probe is for. */
@@ -32,6 +32,8 @@ int main(void) {
           p.pair_min, p.pair);
     CHECK(p.threads >= 1 && p.threads <= 2, "%d threads", p.threads);
     CHECK(p.wall_s >= 2 * s, "two phases of >= %g s took %g s", s, p.wall_s);
+    double solo = mpt_probe_fma_solo(s); /* cpu-here's peak_fp32 sample */
+    CHECK(solo > 0 && isfinite(solo), "solo phase alone: %g FLOP/s", solo);
     mpt_probe_fma(&p, 0, s); /* threads < 1: one */
     CHECK(p.threads == 1 && p.solo > 0, "threads 0: %d threads", p.threads);
     return check_finish();

@@ -38,15 +38,22 @@ static void phase_(double w0, double s, atomic_int *done, int n, double *out) {
     out[0] = flops, out[1] = cpu, out[2] = wall;
 }
 
+double mpt_probe_fma_solo(double seconds) {
+    if (!(seconds > 0)) seconds = 0.04;
+    atomic_int done = 0;
+    double r[3];
+    phase_(omp_get_wtime(), seconds, &done, 1, r);
+    return r[1] > 0 ? r[0] / r[1] : 0;
+}
+
 void mpt_probe_fma(mpt_probe *p, int threads, double seconds) {
     memset(p, 0, sizeof *p);
     if (threads < 1) threads = 1;
     if (!(seconds > 0)) seconds = 0.04;
-    double t0 = omp_get_wtime(), r[3];
+    double t0 = omp_get_wtime();
     mpt_peak_fma_block(BLOCK_); /* warm-up: the vector units' clock state */
+    p->solo = mpt_probe_fma_solo(seconds);
     atomic_int done = 0;
-    phase_(omp_get_wtime(), seconds, &done, 1, r);
-    p->solo = r[1] > 0 ? r[0] / r[1] : 0;
     double sum = 0, sum_wall = 0, lo = 0;
     int n = 0;
     atomic_store(&done, 0);

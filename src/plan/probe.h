@@ -29,5 +29,8 @@ typedef struct mpt_probe {
  * time (so, on a loaded machine, longer in wall time: about seconds x load / cores). threads
  * < 1 is taken as 1; seconds <= 0 as 0.04. Rates are 0 when the CPU has no AVX2+FMA. */
 void mpt_probe_fma(mpt_probe *p, int threads, double seconds);
+/* The solo phase alone: FLOP/s of the calling thread over its CPU seconds, running at least
+ * `seconds` of CPU and of wall time (<= 0: 0.04). cpu-here's peak_fp32 (cluster.c). */
+double mpt_probe_fma_solo(double seconds);
 
 #endif
