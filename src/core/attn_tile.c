@@ -1,0 +1,161 @@
+/* attn_tile.c — the AVX2 + FMA tile GEMMs of attn_tile.h.
+ *
+ * One register block is 6 rows × 16 columns of C: 12 ymm accumulators, two ymm rows of B and
+ * one broadcast element of op(A) per step of K (15 of the 16 ymm registers). The element
+ * op(A)(i,k) is read at A[i*ars + k*acs], so the same block serves A (ars = lda, acs = 1) and
+ * Aᵀ (ars = 1, acs = lda) without packing A. Blocks walk C column strip by column strip, so a
+ * strip of B (K × 16 floats, 16 KiB at K 256) stays in L1 while the row blocks stream A.
+ * A last strip narrower than 16 columns uses masked loads and stores; the last rows (M mod 6)
+ * use a block instantiated for 1..5 rows. Everything here is compiled for AVX2 + FMA by the
+ * target attribute; only mpt_attn_tile_usable() decides whether it may run. */
+#include "core/attn_tile.h"
+
+#include <immintrin.h>
+#include <stdint.h>
+
+#define TARGET_ __attribute__((target("avx2,fma")))
+#define INLINE_ static inline __attribute__((always_inline)) TARGET_
+
+static int on_ = 1;
+static int cpu_ = -1; /* -1: not yet asked */
+
+int mpt_attn_tile_cpu(void) {
+    if (cpu_ < 0) {
+        __builtin_cpu_init();
+        cpu_ = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    return cpu_;
+}
+
+void mpt_attn_tile_set(int on) { on_ = on != 0; }
+
+int mpt_attn_tile_usable(int hs) {
+    return on_ && hs >= 16 && hs <= MPT_ATTN_TILE_MAX_HS && hs % 16 == 0 && mpt_attn_tile_cpu();
+}
+
+/* lanes [0, n) of a mask set (n clamped to 0..8) */
+static const int32_t mask_src_[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+INLINE_ __m256i mask_(int n) {
+    n = n < 0 ? 0 : n > 8 ? 8 : n;
+    return _mm256_loadu_si256((const __m256i *)(mask_src_ + 8 - n));
+}
+
+/* C rows [0, MR), columns [0, nb) (nb <= 16) = alpha Σ_k op(A)(i,k) B[k][j] + beta C.
+ * full: nb == 16 (plain loads and stores). */
+INLINE_ void block_(const int MR, const int full, int nb, int K, float alpha, const float *A,
+                    size_t ars, size_t acs, const float *B, size_t ldb, float beta, float *C,
+                    size_t ldc) {
+    __m256 c0[6], c1[6];
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; r++) c0[r] = c1[r] = _mm256_setzero_ps();
+    __m256i m0 = mask_(nb), m1 = mask_(nb - 8);
+#pragma GCC unroll 4
+    for (int k = 0; k < K; k++) {
+        const float *b = B + (size_t)k * ldb, *a = A + (size_t)k * acs;
+        __m256 b0 = full ? _mm256_loadu_ps(b) : _mm256_maskload_ps(b, m0);
+        __m256 b1 = full ? _mm256_loadu_ps(b + 8) : _mm256_maskload_ps(b + 8, m1);
+#pragma GCC unroll 6
+        for (int r = 0; r < MR; r++) {
+            __m256 x = _mm256_broadcast_ss(a + (size_t)r * ars);
+            c0[r] = _mm256_fmadd_ps(x, b0, c0[r]);
+            c1[r] = _mm256_fmadd_ps(x, b1, c1[r]);
+        }
+    }
+    __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; r++) {
+        float *c = C + (size_t)r * ldc;
+        __m256 y0 = _mm256_mul_ps(va, c0[r]), y1 = _mm256_mul_ps(va, c1[r]);
+        if (full) {
+            if (beta != 0.0f) {
+                y0 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(c), y0);
+                y1 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(c + 8), y1);
+            }
+            _mm256_storeu_ps(c, y0);
+            _mm256_storeu_ps(c + 8, y1);
+        } else {
+            if (beta != 0.0f) {
+                y0 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(c, m0), y0);
+                y1 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(c + 8, m1), y1);
+            }
+            _mm256_maskstore_ps(c, m0, y0);
+            _mm256_maskstore_ps(c + 8, m1, y1);
+        }
+    }
+}
+
+/* One column strip (columns [0, nb) of B and C) over all M rows: 6-row blocks, then the rest. */
+INLINE_ void strip_(const int full, int nb, int M, int K, float alpha, const float *A, size_t ars,
+                    size_t acs, const float *B, size_t ldb, float beta, float *C, size_t ldc) {
+    int i = 0;
+    for (; i + 6 <= M; i += 6)
+        block_(6, full, nb, K, alpha, A + (size_t)i * ars, ars, acs, B, ldb, beta,
+               C + (size_t)i * ldc, ldc);
+    const float *a = A + (size_t)i * ars;
+    float *c = C + (size_t)i * ldc;
+    switch (M - i) {
+    case 5: block_(5, full, nb, K, alpha, a, ars, acs, B, ldb, beta, c, ldc); break;
+    case 4: block_(4, full, nb, K, alpha, a, ars, acs, B, ldb, beta, c, ldc); break;
+    case 3: block_(3, full, nb, K, alpha, a, ars, acs, B, ldb, beta, c, ldc); break;
+    case 2: block_(2, full, nb, K, alpha, a, ars, acs, B, ldb, beta, c, ldc); break;
+    case 1: block_(1, full, nb, K, alpha, a, ars, acs, B, ldb, beta, c, ldc); break;
+    default: break;
+    }
+}
+
+TARGET_ static void gemm_(int M, int N, int K, float alpha, const float *A, size_t ars,
+                          size_t acs, const float *B, size_t ldb, float beta, float *C,
+                          size_t ldc) {
+    int j = 0;
+    for (; j + 16 <= N; j += 16)
+        strip_(1, 16, M, K, alpha, A, ars, acs, B + j, ldb, beta, C + j, ldc);
+    if (j < N) strip_(0, N - j, M, K, alpha, A, ars, acs, B + j, ldb, beta, C + j, ldc);
+}
+
+void mpt_attn_tile_nn(int M, int N, int K, float alpha, const float *A, size_t lda,
+                      const float *B, size_t ldb, float beta, float *C, size_t ldc) {
+    gemm_(M, N, K, alpha, A, lda, 1, B, ldb, beta, C, ldc);
+}
+
+void mpt_attn_tile_tn(int M, int N, int K, float alpha, const float *A, size_t lda,
+                      const float *B, size_t ldb, float beta, float *C, size_t ldc) {
+    gemm_(M, N, K, alpha, A, 1, lda, B, ldb, beta, C, ldc);
+}
+
+/* out[c*ldo + r] = in[r*ldi + c] for an 8 × 8 block (unpack, shuffle, lane swap). */
+INLINE_ void transpose8_(float *out, size_t ldo, const float *in, size_t ldi) {
+    __m256 r[8], t[8], u[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(in + (size_t)i * ldi);
+#pragma GCC unroll 4
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+#pragma GCC unroll 2
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        _mm256_storeu_ps(out + (size_t)i * ldo, _mm256_permute2f128_ps(u[i], u[i + 4], 0x20));
+        _mm256_storeu_ps(out + (size_t)(i + 4) * ldo,
+                         _mm256_permute2f128_ps(u[i], u[i + 4], 0x31));
+    }
+}
+
+TARGET_ void mpt_attn_tile_pack_t(float *panel, size_t ldp, const float *B, size_t ldb, int N,
+                                  int K) {
+    int n8 = N / 8 * 8, k8 = K / 8 * 8;
+    for (int j = 0; j < n8; j += 8) {
+        for (int k = 0; k < k8; k += 8)
+            transpose8_(panel + (size_t)k * ldp + j, ldp, B + (size_t)j * ldb + k, ldb);
+        for (int jj = j; jj < j + 8; jj++)
+            for (int k = k8; k < K; k++) panel[(size_t)k * ldp + jj] = B[(size_t)jj * ldb + k];
+    }
+    for (int j = n8; j < N; j++)
+        for (int k = 0; k < K; k++) panel[(size_t)k * ldp + j] = B[(size_t)j * ldb + k];
+}
