@@ -5,6 +5,9 @@
  *      M, N, K from 1 to 256 crossing the 6-row and 16-column blocks and the 8 × 8 transposes,
  *      strides larger than the rows, beta 0 (C filled with NaN first: it must not be read) and
  *      beta 1 (C += into random values), alpha 1 and 0.125 (attention's 1/sqrt(64) scale);
+ *      and with each causal shape of attention (attn_tile.h's masks: the terms the mask zeroes
+ *      set to 0 in A, so the skipped terms are exact zeros; with MPT_ATTN_TILE_C_LOWER only the
+ *      needed elements compared) at diagonals -7, 0, 5 and 40;
  *   2. the packing alone: the panel equals Bᵀ exactly, and columns past N are left untouched;
  *   3. mpt_attn_tile_usable: head sizes 16, 32, 48, 64 (multiples of 16 up to 64) on a CPU with
  *      AVX2 + FMA, never 8, 24, 80, 128, never when switched off.
@@ -40,7 +43,7 @@ static const char *op_name_[] = {"A B", "At B", "A Bt"};
 
 /* One product of kind op at M × N × K against the double reference; returns the worst ratio
  * |c - ref| / bound (<= 1 passes). */
-static double run_(int op, int M, int N, int K, float alpha, float beta) {
+static double run_(int op, int M, int N, int K, float alpha, float beta, int mask, int diag) {
     size_t pad = 3; /* strides larger than the rows */
     size_t ar = op == TN ? (size_t)K : (size_t)M, ac = op == TN ? (size_t)M : (size_t)K;
     size_t br = op == NT ? (size_t)N : (size_t)K, bc = op == NT ? (size_t)K : (size_t)N;
@@ -49,19 +52,27 @@ static double run_(int op, int M, int N, int K, float alpha, float beta) {
     float *C0 = malloc(((size_t)M * ldc + 1) * sizeof *C0);
     float *panel = malloc(((size_t)K * ldp + 1) * sizeof *panel);
     if (!C0 || !panel) abort();
+    /* the terms the mask says are zero: op(A)(i,k) = 0 */
+    for (int i = 0; i < M; i++)
+        for (int k = 0; k < K; k++) {
+            int zero = (mask == MPT_ATTN_TILE_A_LOWER && k > i + diag) ||
+                       (mask == MPT_ATTN_TILE_A_UPPER && k < i - diag);
+            if (zero) A[op == TN ? (size_t)k * lda + i : (size_t)i * lda + k] = 0.0f;
+        }
     if (beta == 0.0f)
         for (size_t i = 0; i < (size_t)M * ldc + 1; i++) C[i] = NAN;
     memcpy(C0, C, ((size_t)M * ldc + 1) * sizeof *C);
-    if (op == NN) mpt_attn_tile_nn(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    if (op == TN) mpt_attn_tile_tn(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (op == NN) mpt_attn_tile_nn(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, mask, diag);
+    if (op == TN) mpt_attn_tile_tn(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, mask, diag);
     if (op == NT) {
         mpt_attn_tile_pack_t(panel, ldp, B, ldb, N, K);
-        mpt_attn_tile_nn(M, N, K, alpha, A, lda, panel, ldp, beta, C, ldc);
+        mpt_attn_tile_nn(M, N, K, alpha, A, lda, panel, ldp, beta, C, ldc, mask, diag);
     }
     double worst = 0.0;
     int pad_ok = 1;
     for (int i = 0; i < M; i++) {
         for (int j = 0; j < N; j++) {
+            if (mask == MPT_ATTN_TILE_C_LOWER && j > i + diag) continue; /* not needed */
             double s = 0.0, sa = 0.0;
             for (int k = 0; k < K; k++) {
                 double a = op == TN ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k];
@@ -85,7 +96,27 @@ static double run_(int op, int M, int N, int K, float alpha, float beta) {
 
 static void test_products_(void) {
     const int Ms[] = {1, 5, 6, 7, 13, 64}, Ns[] = {1, 7, 16, 17, 64, 250, 256},
-              Ks[] = {1, 3, 8, 17, 64, 256};
+              Ks[] = {1, 3, 8, 17, 64, 256}, diags[] = {-7, 0, 5, 40};
+    /* the masks attention uses with each product: A B (O += P V, dQ += dS K) A_LOWER,
+     * Aᵀ B (dV, dK) A_UPPER, A Bᵀ (S, dP) C_LOWER */
+    const int masks[] = {MPT_ATTN_TILE_A_LOWER, MPT_ATTN_TILE_A_UPPER, MPT_ATTN_TILE_C_LOWER};
+    for (int op = 0; op < 3; op++) {
+        double worst = 0.0;
+        int n = 0;
+        for (size_t a = 0; a < sizeof Ms / sizeof *Ms; a++)
+            for (size_t b = 0; b < sizeof Ns / sizeof *Ns; b++)
+                for (size_t c = 0; c < sizeof Ks / sizeof *Ks; c++)
+                    for (size_t d = 0; d < sizeof diags / sizeof *diags; d++) {
+                        float beta = op == NT ? 0.0f : 1.0f;
+                        double w = run_(op, Ms[a], Ns[b], Ks[c], 1.0f, beta, masks[op], diags[d]);
+                        CHECK(w <= 1.0, "%s M%d N%d K%d mask %d diag %d: error %.3g x bound",
+                              op_name_[op], Ms[a], Ns[b], Ks[c], masks[op], diags[d], w);
+                        if (!(w <= worst)) worst = w;
+                        n++;
+                    }
+        printf("  %-5s %3d shapes, causal mask %d, worst error %.3f of the bound\n",
+               op_name_[op], n, masks[op], worst);
+    }
     for (int op = 0; op < 3; op++) {
         double worst = 0.0;
         int n = 0;
@@ -94,13 +125,14 @@ static void test_products_(void) {
                 for (size_t c = 0; c < sizeof Ks / sizeof *Ks; c++)
                     for (int v = 0; v < 2; v++) {
                         float alpha = v ? 0.125f : 1.0f, beta = v ? 1.0f : 0.0f;
-                        double w = run_(op, Ms[a], Ns[b], Ks[c], alpha, beta);
+                        double w = run_(op, Ms[a], Ns[b], Ks[c], alpha, beta,
+                                        MPT_ATTN_TILE_DENSE, 0);
                         CHECK(w <= 1.0, "%s M%d N%d K%d alpha %g beta %g: error %.3g x bound",
                               op_name_[op], Ms[a], Ns[b], Ks[c], alpha, beta, w);
                         if (!(w <= worst)) worst = w;
                         n++;
                     }
-        printf("  %-5s %3d shapes, worst error %.3f of the bound\n", op_name_[op], n, worst);
+        printf("  %-5s %3d shapes, dense, worst error %.3f of the bound\n", op_name_[op], n, worst);
     }
 }
 

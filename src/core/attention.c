@@ -52,26 +52,32 @@ static void gemm_(char ta, char tb, int M, int N, int K, float alpha, const floa
 }
 
 /* The tile GEMMs with the micro-kernels of attn_tile.h when mk (mpt_attn_tile_usable(hs)),
- * else on the library (gemm_). A Bᵀ takes B already transposed into a panel (K rows, stride
- * BK; mpt_attn_tile_pack_t) when mk, B itself otherwise. beta 0 or 1. */
+ * else on the library (gemm_). diag = global position of the tile's first query - that of its
+ * first key: the micro-kernels skip the blocks and terms the causal mask zeroes (attn_tile.h).
+ * tile_abt_: C (M scores rows × N keys) = alpha A Bᵀ, only C(i,j) with j <= i + diag needed;
+ * B already transposed into a panel (K rows, stride BK; mpt_attn_tile_pack_t) when mk.
+ * tile_ab_: C += A B, A (scores rows × keys) zero for k > i + diag.
+ * tile_atb_: C += Aᵀ B, A (query rows × keys) zero for query row k < key column i - diag. */
 static void tile_abt_(int mk, int M, int N, int K, float alpha, const float *A, size_t lda,
-                      const float *B, size_t ldb, const float *panel, float *C, size_t ldc) {
+                      const float *B, size_t ldb, const float *panel, float *C, size_t ldc,
+                      int diag) {
     if (mk)
-        mpt_attn_tile_nn(M, N, K, alpha, A, lda, panel, BK, 0.0f, C, ldc);
+        mpt_attn_tile_nn(M, N, K, alpha, A, lda, panel, BK, 0.0f, C, ldc, MPT_ATTN_TILE_C_LOWER,
+                         diag);
     else
         gemm_('N', 'T', M, N, K, alpha, A, lda, B, ldb, 0.0f, C, ldc);
 }
 static void tile_ab_(int mk, int M, int N, int K, const float *A, size_t lda, const float *B,
-                     size_t ldb, float beta, float *C, size_t ldc) {
+                     size_t ldb, float *C, size_t ldc, int diag) {
     if (mk)
-        mpt_attn_tile_nn(M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+        mpt_attn_tile_nn(M, N, K, 1.0f, A, lda, B, ldb, 1.0f, C, ldc, MPT_ATTN_TILE_A_LOWER, diag);
     else
-        gemm_('N', 'N', M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+        gemm_('N', 'N', M, N, K, 1.0f, A, lda, B, ldb, 1.0f, C, ldc);
 }
 static void tile_atb_(int mk, int M, int N, int K, const float *A, size_t lda, const float *B,
-                      size_t ldb, float *C, size_t ldc) {
+                      size_t ldb, float *C, size_t ldc, int diag) {
     if (mk)
-        mpt_attn_tile_tn(M, N, K, 1.0f, A, lda, B, ldb, 1.0f, C, ldc);
+        mpt_attn_tile_tn(M, N, K, 1.0f, A, lda, B, ldb, 1.0f, C, ldc, MPT_ATTN_TILE_A_UPPER, diag);
     else
         gemm_('T', 'N', M, N, K, 1.0f, A, lda, B, ldb, 1.0f, C, ldc);
 }
@@ -110,7 +116,8 @@ static void fwd_tile_(float *o, size_t ldo, float *lse, const float *q, size_t l
         int nc = visible_(last, kpos, min_(BK, Tk - c0)); /* columns any row sees */
         int full = kpos + nc - 1 <= qpos;                  /* every row sees all nc */
         if (mk) mpt_attn_tile_pack_t(kt, BK, k + (size_t)c0 * ldk, ldk, nc, hs);
-        tile_abt_(mk, nr, nc, hs, scale, q, ldq, k + (size_t)c0 * ldk, ldk, kt, S, BK);
+        tile_abt_(mk, nr, nc, hs, scale, q, ldq, k + (size_t)c0 * ldk, ldk, kt, S, BK,
+                  qpos - kpos);
         for (int r = 0; r < nr; r++) {
             float *row = S + (size_t)r * BK;
             int nv = full ? nc : visible_(qpos + r, kpos, nc);
@@ -137,7 +144,7 @@ static void fwd_tile_(float *o, size_t ldo, float *lse, const float *q, size_t l
                 for (int i = 0; i < hs; i++) orow[i] *= alpha;
             }
         }
-        tile_ab_(mk, nr, hs, nc, S, BK, v + (size_t)c0 * ldv, ldv, 1.0f, o, ldo);
+        tile_ab_(mk, nr, hs, nc, S, BK, v + (size_t)c0 * ldv, ldv, o, ldo, qpos - kpos);
     }
     for (int r = 0; r < nr; r++) {
         if (l[r] > 0.0f) {
@@ -236,8 +243,9 @@ static void bwd_ktile_(const bwd_head_ *x, int c0, const mpt_flash_shape *s, flo
         int full = kpos + ncv - 1 <= qpos;
         const float *q = x->q + (size_t)r0 * x->ldq, *g = x->dout + (size_t)r0 * x->ldg;
         const float *lse = x->lse + r0, *drow = x->drow + r0;
-        tile_abt_(mk, nr, ncv, hs, scale, q, x->ldq, k, x->ldk, kt, P, BK);
-        tile_abt_(mk, nr, ncv, hs, 1.0f, g, x->ldg, v, x->ldv, vt, G, BK);
+        int diag = qpos - kpos;
+        tile_abt_(mk, nr, ncv, hs, scale, q, x->ldq, k, x->ldk, kt, P, BK, diag);
+        tile_abt_(mk, nr, ncv, hs, 1.0f, g, x->ldg, v, x->ldv, vt, G, BK, diag);
         for (int r = 0; r < nr; r++) {
             float *p = P + (size_t)r * BK, *d = G + (size_t)r * BK, L = lse[r], Dr = drow[r];
             int nv = full ? ncv : visible_(qpos + r, kpos, ncv);
@@ -249,9 +257,9 @@ static void bwd_ktile_(const bwd_head_ *x, int c0, const mpt_flash_shape *s, flo
             }
             for (int j = nv; j < ncv; j++) p[j] = d[j] = 0.0f;
         }
-        tile_atb_(mk, ncv, hs, nr, P, BK, g, x->ldg, dv, x->lddv);
-        tile_atb_(mk, ncv, hs, nr, G, BK, q, x->ldq, dk, x->lddk);
-        tile_ab_(mk, nr, hs, ncv, G, BK, k, x->ldk, 1.0f, x->dq + (size_t)r0 * x->lddq, x->lddq);
+        tile_atb_(mk, ncv, hs, nr, P, BK, g, x->ldg, dv, x->lddv, diag);
+        tile_atb_(mk, ncv, hs, nr, G, BK, q, x->ldq, dk, x->lddk, diag);
+        tile_ab_(mk, nr, hs, ncv, G, BK, k, x->ldk, x->dq + (size_t)r0 * x->lddq, x->lddq, diag);
     }
 }
 

@@ -40,17 +40,17 @@ INLINE_ __m256i mask_(int n) {
     return _mm256_loadu_si256((const __m256i *)(mask_src_ + 8 - n));
 }
 
-/* C rows [0, MR), columns [0, nb) (nb <= 16) = alpha Σ_k op(A)(i,k) B[k][j] + beta C.
+/* C rows [0, MR), columns [0, nb) (nb <= 16) = alpha Σ_{k0 <= k < k1} op(A)(i,k) B[k][j] + beta C.
  * full: nb == 16 (plain loads and stores). */
-INLINE_ void block_(const int MR, const int full, int nb, int K, float alpha, const float *A,
-                    size_t ars, size_t acs, const float *B, size_t ldb, float beta, float *C,
-                    size_t ldc) {
+INLINE_ void block_(const int MR, const int full, int nb, int k0, int k1, float alpha,
+                    const float *A, size_t ars, size_t acs, const float *B, size_t ldb,
+                    float beta, float *C, size_t ldc) {
     __m256 c0[6], c1[6];
 #pragma GCC unroll 6
     for (int r = 0; r < MR; r++) c0[r] = c1[r] = _mm256_setzero_ps();
     __m256i m0 = mask_(nb), m1 = mask_(nb - 8);
 #pragma GCC unroll 4
-    for (int k = 0; k < K; k++) {
+    for (int k = k0; k < k1; k++) {
         const float *b = B + (size_t)k * ldb, *a = A + (size_t)k * acs;
         __m256 b0 = full ? _mm256_loadu_ps(b) : _mm256_maskload_ps(b, m0);
         __m256 b1 = full ? _mm256_loadu_ps(b + 8) : _mm256_maskload_ps(b + 8, m1);
@@ -73,53 +73,72 @@ INLINE_ void block_(const int MR, const int full, int nb, int K, float alpha, co
             }
             _mm256_storeu_ps(c, y0);
             _mm256_storeu_ps(c + 8, y1);
-        } else {
-            if (beta != 0.0f) {
-                y0 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(c, m0), y0);
-                y1 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(c + 8, m1), y1);
-            }
-            _mm256_maskstore_ps(c, m0, y0);
-            _mm256_maskstore_ps(c + 8, m1, y1);
+        } else { /* element by element: masked stores are slow on AMD cores */
+            float y[16];
+            _mm256_storeu_ps(y, y0);
+            _mm256_storeu_ps(y + 8, y1);
+            for (int j = 0; j < nb; j++) c[j] = beta != 0.0f ? y[j] + beta * c[j] : y[j];
         }
     }
 }
 
-/* One column strip (columns [0, nb) of B and C) over all M rows: 6-row blocks, then the rest. */
-INLINE_ void strip_(const int full, int nb, int M, int K, float alpha, const float *A, size_t ars,
-                    size_t acs, const float *B, size_t ldb, float beta, float *C, size_t ldc) {
+/* Rows [i0, i0+MR) of one column strip (columns [j0, j0+nb)), with the causal shape's range of
+ * k (mpt_attn_tile_mask in attn_tile.h), or nothing when the block is not needed. A, C at row
+ * 0 and B, C at column j0 of the strip. */
+INLINE_ void rows_(const int MR, const int full, int nb, int i0, int j0, int K, int mask,
+                   int diag, float alpha, const float *A, size_t ars, size_t acs, const float *B,
+                   size_t ldb, float beta, float *C, size_t ldc) {
+    int last = i0 + MR - 1, k0 = 0, k1 = K;
+    if (mask == MPT_ATTN_TILE_A_LOWER) {
+        long e = (long)last + diag + 1;
+        k1 = e < 0 ? 0 : e < K ? (int)e : K;
+    } else if (mask == MPT_ATTN_TILE_A_UPPER) {
+        long b = (long)i0 - diag;
+        k0 = b < 0 ? 0 : b < K ? (int)b : K;
+    } else if (mask == MPT_ATTN_TILE_C_LOWER && (long)j0 > (long)last + diag) {
+        return;
+    }
+    block_(MR, full, nb, k0, k1, alpha, A + (size_t)i0 * ars, ars, acs, B, ldb, beta,
+           C + (size_t)i0 * ldc, ldc);
+}
+
+/* One column strip over all M rows: 6-row blocks, then the rest. */
+INLINE_ void strip_(const int full, int nb, int j0, int M, int K, int mask, int diag,
+                    float alpha, const float *A, size_t ars, size_t acs, const float *B,
+                    size_t ldb, float beta, float *C, size_t ldc) {
     int i = 0;
     for (; i + 6 <= M; i += 6)
-        block_(6, full, nb, K, alpha, A + (size_t)i * ars, ars, acs, B, ldb, beta,
-               C + (size_t)i * ldc, ldc);
-    const float *a = A + (size_t)i * ars;
-    float *c = C + (size_t)i * ldc;
+        rows_(6, full, nb, i, j0, K, mask, diag, alpha, A, ars, acs, B, ldb, beta, C, ldc);
     switch (M - i) {
-    case 5: block_(5, full, nb, K, alpha, a, ars, acs, B, ldb, beta, c, ldc); break;
-    case 4: block_(4, full, nb, K, alpha, a, ars, acs, B, ldb, beta, c, ldc); break;
-    case 3: block_(3, full, nb, K, alpha, a, ars, acs, B, ldb, beta, c, ldc); break;
-    case 2: block_(2, full, nb, K, alpha, a, ars, acs, B, ldb, beta, c, ldc); break;
-    case 1: block_(1, full, nb, K, alpha, a, ars, acs, B, ldb, beta, c, ldc); break;
+    case 5: rows_(5, full, nb, i, j0, K, mask, diag, alpha, A, ars, acs, B, ldb, beta, C, ldc); break;
+    case 4: rows_(4, full, nb, i, j0, K, mask, diag, alpha, A, ars, acs, B, ldb, beta, C, ldc); break;
+    case 3: rows_(3, full, nb, i, j0, K, mask, diag, alpha, A, ars, acs, B, ldb, beta, C, ldc); break;
+    case 2: rows_(2, full, nb, i, j0, K, mask, diag, alpha, A, ars, acs, B, ldb, beta, C, ldc); break;
+    case 1: rows_(1, full, nb, i, j0, K, mask, diag, alpha, A, ars, acs, B, ldb, beta, C, ldc); break;
     default: break;
     }
 }
 
 TARGET_ static void gemm_(int M, int N, int K, float alpha, const float *A, size_t ars,
                           size_t acs, const float *B, size_t ldb, float beta, float *C,
-                          size_t ldc) {
+                          size_t ldc, int mask, int diag) {
     int j = 0;
     for (; j + 16 <= N; j += 16)
-        strip_(1, 16, M, K, alpha, A, ars, acs, B + j, ldb, beta, C + j, ldc);
-    if (j < N) strip_(0, N - j, M, K, alpha, A, ars, acs, B + j, ldb, beta, C + j, ldc);
+        strip_(1, 16, j, M, K, mask, diag, alpha, A, ars, acs, B + j, ldb, beta, C + j, ldc);
+    if (j < N)
+        strip_(0, N - j, j, M, K, mask, diag, alpha, A, ars, acs, B + j, ldb, beta, C + j, ldc);
 }
 
 void mpt_attn_tile_nn(int M, int N, int K, float alpha, const float *A, size_t lda,
-                      const float *B, size_t ldb, float beta, float *C, size_t ldc) {
-    gemm_(M, N, K, alpha, A, lda, 1, B, ldb, beta, C, ldc);
+                      const float *B, size_t ldb, float beta, float *C, size_t ldc, int mask,
+                      int diag) {
+    gemm_(M, N, K, alpha, A, lda, 1, B, ldb, beta, C, ldc, mask, diag);
 }
 
 void mpt_attn_tile_tn(int M, int N, int K, float alpha, const float *A, size_t lda,
-                      const float *B, size_t ldb, float beta, float *C, size_t ldc) {
-    gemm_(M, N, K, alpha, A, 1, lda, B, ldb, beta, C, ldc);
+                      const float *B, size_t ldb, float beta, float *C, size_t ldc, int mask,
+                      int diag) {
+    gemm_(M, N, K, alpha, A, 1, lda, B, ldb, beta, C, ldc, mask, diag);
 }
 
 /* out[c*ldo + r] = in[r*ldi + c] for an 8 × 8 block (unpack, shuffle, lane swap). */

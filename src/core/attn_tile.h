@@ -37,12 +37,28 @@ int mpt_attn_tile_usable(int hs);
 /* panel (K rows, stride ldp >= N) = Bᵀ, B (N rows, K columns, stride ldb). */
 void mpt_attn_tile_pack_t(float *panel, size_t ldp, const float *B, size_t ldb, int N, int K);
 
+/* The causal shape of a tile product (the mask argument), with diag = global position of the
+ * tile's first query - that of its first key (row i of queries sees key column j iff
+ * j <= i + diag):
+ *   MPT_ATTN_TILE_DENSE    every term (diag ignored);
+ *   MPT_ATTN_TILE_A_LOWER  op(A)(i,k) is 0 for k > i + diag (P, dS against keys: O += P V,
+ *                          dQ += dS K): those terms are skipped, a block of 6 rows at a time;
+ *   MPT_ATTN_TILE_A_UPPER  op(A)(i,k) is 0 for k < i - diag (Pᵀ, dSᵀ against queries:
+ *                          dV += Pᵀ dO, dK += dSᵀ Q): those terms are skipped;
+ *   MPT_ATTN_TILE_C_LOWER  only C(i,j) with j <= i + diag is needed (S = Q Kᵀ, dP = dO Vᵀ):
+ *                          6 × 16 blocks with no such element are not computed and C there
+ *                          is left as it was; other unneeded elements get values.
+ * The skipped terms are exact zeros, so the needed results equal the dense product's. */
+enum { MPT_ATTN_TILE_DENSE, MPT_ATTN_TILE_A_LOWER, MPT_ATTN_TILE_A_UPPER, MPT_ATTN_TILE_C_LOWER };
+
 /* C (M,N; stride ldc) = alpha A B + beta C; A (M,K; lda), B (K,N; ldb). */
 void mpt_attn_tile_nn(int M, int N, int K, float alpha, const float *A, size_t lda,
-                      const float *B, size_t ldb, float beta, float *C, size_t ldc);
+                      const float *B, size_t ldb, float beta, float *C, size_t ldc, int mask,
+                      int diag);
 
 /* C (M,N; stride ldc) = alpha Aᵀ B + beta C; A (K,M; lda), B (K,N; ldb). */
 void mpt_attn_tile_tn(int M, int N, int K, float alpha, const float *A, size_t lda,
-                      const float *B, size_t ldb, float beta, float *C, size_t ldc);
+                      const float *B, size_t ldb, float beta, float *C, size_t ldc, int mask,
+                      int diag);
 
 #endif
