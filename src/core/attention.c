@@ -115,8 +115,11 @@ static void fwd_tile_(float *o, size_t ldo, float *lse, const float *q, size_t l
         int kpos = k0 + c0;
         int nc = visible_(last, kpos, min_(BK, Tk - c0)); /* columns any row sees */
         int full = kpos + nc - 1 <= qpos;                  /* every row sees all nc */
-        if (mk) mpt_attn_tile_pack_t(kt, BK, k + (size_t)c0 * ldk, ldk, nc, hs);
-        tile_abt_(mk, nr, nc, hs, scale, q, ldq, k + (size_t)c0 * ldk, ldk, kt, S, BK,
+        /* S on the micro-kernel only where the mask saves work (a diagonal tile): the packing
+         * of Kᵀ, once per (query tile, key tile) here, costs more than the call it saves */
+        int mks = mk && !full;
+        if (mks) mpt_attn_tile_pack_t(kt, BK, k + (size_t)c0 * ldk, ldk, nc, hs);
+        tile_abt_(mks, nr, nc, hs, scale, q, ldq, k + (size_t)c0 * ldk, ldk, kt, S, BK,
                   qpos - kpos);
         for (int r = 0; r < nr; r++) {
             float *row = S + (size_t)r * BK;

@@ -3,10 +3,12 @@
  * One register block is 6 rows × 16 columns of C: 12 ymm accumulators, two ymm rows of B and
  * one broadcast element of op(A) per step of K (15 of the 16 ymm registers). The element
  * op(A)(i,k) is read at A[i*ars + k*acs], so the same block serves A (ars = lda, acs = 1) and
- * Aᵀ (ars = 1, acs = lda) without packing A. Blocks walk C column strip by column strip, so a
- * strip of B (K × 16 floats, 16 KiB at K 256) stays in L1 while the row blocks stream A.
- * A last strip narrower than 16 columns uses masked loads and stores; the last rows (M mod 6)
- * use a block instantiated for 1..5 rows. Everything here is compiled for AVX2 + FMA by the
+ * Aᵀ (ars = 1, acs = lda) without packing A. A B walks C column strip by column strip (a strip
+ * of B, K × 16 floats, 16 KiB at K 256, stays in L1 while the row blocks stream A); Aᵀ B row
+ * block by row block (the block's 6 columns of A and all of B, 64 × 64 floats, stay in L1).
+ * A last strip narrower than 16 columns uses masked loads and element-wise stores; the last
+ * rows (M mod 6) use a block instantiated for 1..5 rows. The causal masks (attn_tile.h) narrow
+ * each block's range of k, or skip the block. Everything here is compiled for AVX2 + FMA by the
  * target attribute; only mpt_attn_tile_usable() decides whether it may run. */
 #include "core/attn_tile.h"
 
@@ -110,18 +112,58 @@ INLINE_ void strip_(const int full, int nb, int j0, int M, int K, int mask, int 
     for (; i + 6 <= M; i += 6)
         rows_(6, full, nb, i, j0, K, mask, diag, alpha, A, ars, acs, B, ldb, beta, C, ldc);
     switch (M - i) {
-    case 5: rows_(5, full, nb, i, j0, K, mask, diag, alpha, A, ars, acs, B, ldb, beta, C, ldc); break;
-    case 4: rows_(4, full, nb, i, j0, K, mask, diag, alpha, A, ars, acs, B, ldb, beta, C, ldc); break;
-    case 3: rows_(3, full, nb, i, j0, K, mask, diag, alpha, A, ars, acs, B, ldb, beta, C, ldc); break;
-    case 2: rows_(2, full, nb, i, j0, K, mask, diag, alpha, A, ars, acs, B, ldb, beta, C, ldc); break;
-    case 1: rows_(1, full, nb, i, j0, K, mask, diag, alpha, A, ars, acs, B, ldb, beta, C, ldc); break;
+    case 5:
+        rows_(5, full, nb, i, j0, K, mask, diag, alpha, A, ars, acs, B, ldb, beta, C, ldc);
+        break;
+    case 4:
+        rows_(4, full, nb, i, j0, K, mask, diag, alpha, A, ars, acs, B, ldb, beta, C, ldc);
+        break;
+    case 3:
+        rows_(3, full, nb, i, j0, K, mask, diag, alpha, A, ars, acs, B, ldb, beta, C, ldc);
+        break;
+    case 2:
+        rows_(2, full, nb, i, j0, K, mask, diag, alpha, A, ars, acs, B, ldb, beta, C, ldc);
+        break;
+    case 1:
+        rows_(1, full, nb, i, j0, K, mask, diag, alpha, A, ars, acs, B, ldb, beta, C, ldc);
+        break;
     default: break;
     }
 }
 
+/* Rows [i0, i0+MR) across every column strip. */
+INLINE_ void across_(const int MR, int i0, int N, int K, int mask, int diag, float alpha,
+                     const float *A, size_t ars, size_t acs, const float *B, size_t ldb,
+                     float beta, float *C, size_t ldc) {
+    int j = 0;
+    for (; j + 16 <= N; j += 16)
+        rows_(MR, 1, 16, i0, j, K, mask, diag, alpha, A, ars, acs, B + j, ldb, beta, C + j, ldc);
+    if (j < N)
+        rows_(MR, 0, N - j, i0, j, K, mask, diag, alpha, A, ars, acs, B + j, ldb, beta, C + j,
+              ldc);
+}
+
+/* C in column strips, each strip's rows in turn (a strip of B, K × 16 floats, stays in L1
+ * while A streams: A B with K up to 256), or, rows_first, in 6-row blocks, each across every
+ * strip (the block's rows of op(A) stay in L1 while B, small enough for L1, is re-read:
+ * Aᵀ B with K <= 64 and N = 64, B 16 KiB). */
 TARGET_ static void gemm_(int M, int N, int K, float alpha, const float *A, size_t ars,
                           size_t acs, const float *B, size_t ldb, float beta, float *C,
-                          size_t ldc, int mask, int diag) {
+                          size_t ldc, int mask, int diag, int rows_first) {
+    if (rows_first) {
+        int i = 0;
+        for (; i + 6 <= M; i += 6)
+            across_(6, i, N, K, mask, diag, alpha, A, ars, acs, B, ldb, beta, C, ldc);
+        switch (M - i) {
+        case 5: across_(5, i, N, K, mask, diag, alpha, A, ars, acs, B, ldb, beta, C, ldc); break;
+        case 4: across_(4, i, N, K, mask, diag, alpha, A, ars, acs, B, ldb, beta, C, ldc); break;
+        case 3: across_(3, i, N, K, mask, diag, alpha, A, ars, acs, B, ldb, beta, C, ldc); break;
+        case 2: across_(2, i, N, K, mask, diag, alpha, A, ars, acs, B, ldb, beta, C, ldc); break;
+        case 1: across_(1, i, N, K, mask, diag, alpha, A, ars, acs, B, ldb, beta, C, ldc); break;
+        default: break;
+        }
+        return;
+    }
     int j = 0;
     for (; j + 16 <= N; j += 16)
         strip_(1, 16, j, M, K, mask, diag, alpha, A, ars, acs, B + j, ldb, beta, C + j, ldc);
@@ -132,13 +174,13 @@ TARGET_ static void gemm_(int M, int N, int K, float alpha, const float *A, size
 void mpt_attn_tile_nn(int M, int N, int K, float alpha, const float *A, size_t lda,
                       const float *B, size_t ldb, float beta, float *C, size_t ldc, int mask,
                       int diag) {
-    gemm_(M, N, K, alpha, A, lda, 1, B, ldb, beta, C, ldc, mask, diag);
+    gemm_(M, N, K, alpha, A, lda, 1, B, ldb, beta, C, ldc, mask, diag, 0);
 }
 
 void mpt_attn_tile_tn(int M, int N, int K, float alpha, const float *A, size_t lda,
                       const float *B, size_t ldb, float beta, float *C, size_t ldc, int mask,
                       int diag) {
-    gemm_(M, N, K, alpha, A, 1, lda, B, ldb, beta, C, ldc, mask, diag);
+    gemm_(M, N, K, alpha, A, 1, lda, B, ldb, beta, C, ldc, mask, diag, 1);
 }
 
 /* out[c*ldo + r] = in[r*ldi + c] for an 8 × 8 block (unpack, shuffle, lane swap). */

@@ -1,13 +1,14 @@
 /* attn_tile.h — AVX2 + FMA micro-kernels for the small GEMMs of attention.c's 64 × 256 tiles,
  * called directly instead of through oneDNN / OpenBLAS (whose per-call dispatch cost 6-7% of
- * attention's time at head size 64).
+ * attention's time at head size 64 in the seventh session's profile), and skipping the terms
+ * and blocks the causal mask zeroes, which a library GEMM computes.
  *
  * Every product is C(M,N) = alpha op(A) B + beta C, row-major (beta 0: C is written, never
  * read), computed in 6 × 16 register blocks (12 ymm accumulators) over the whole K:
  *   mpt_attn_tile_nn: op(A) = A, A (M,K) at stride lda;
  *   mpt_attn_tile_tn: op(A) = Aᵀ, A (K,M) at stride lda (dV += Pᵀ dO, dK += dSᵀ Q);
  *   A Bᵀ (S = Q Kᵀ, dP = dO Vᵀ): mpt_attn_tile_pack_t transposes B (N,K) into a panel (K,N)
- *   once, then mpt_attn_tile_nn with the panel as B.
+ *   once (8 × 8 register transposes), then mpt_attn_tile_nn with the panel as B.
  * Any M, N, K >= 0 (edges masked); no size limit except the caller's panel buffer.
  *
  * The kernels are compiled for AVX2 + FMA by target attribute (the plain, non -march=native
