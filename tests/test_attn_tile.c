@@ -13,7 +13,8 @@
  *      AVX2 + FMA, never 8, 24, 80, 128, never when switched off.
  * Bound per element: |c - ref| <= (K + 2) u (|alpha| Σ_k |a b| + |beta c0|), u = 2^-24: the
  * worst-case rounding of a K-term fp32 sum plus the scaling (no slack on top). On a CPU without
- * AVX2 + FMA only check 3 runs (the kernels must not). */
+ * AVX2 + FMA only check 3 runs (the kernels must not). Checking builds (check_small()): N and
+ * K up to 64 only. */
 #include "check.h"
 #include "core/attn_tile.h"
 
@@ -97,6 +98,8 @@ static double run_(int op, int M, int N, int K, float alpha, float beta, int mas
 static void test_products_(void) {
     const int Ms[] = {1, 5, 6, 7, 13, 64}, Ns[] = {1, 7, 16, 17, 64, 250, 256},
               Ks[] = {1, 3, 8, 17, 64, 256}, diags[] = {-7, 0, 5, 40};
+    /* checking builds: N and K up to 64 (the same blocks and edges, fewer full tiles) */
+    size_t nN = check_small() ? 5 : 7, nK = check_small() ? 5 : 6;
     /* the masks attention uses with each product: A B (O += P V, dQ += dS K) A_LOWER,
      * Aᵀ B (dV, dK) A_UPPER, A Bᵀ (S, dP) C_LOWER */
     const int masks[] = {MPT_ATTN_TILE_A_LOWER, MPT_ATTN_TILE_A_UPPER, MPT_ATTN_TILE_C_LOWER};
@@ -104,8 +107,8 @@ static void test_products_(void) {
         double worst = 0.0;
         int n = 0;
         for (size_t a = 0; a < sizeof Ms / sizeof *Ms; a++)
-            for (size_t b = 0; b < sizeof Ns / sizeof *Ns; b++)
-                for (size_t c = 0; c < sizeof Ks / sizeof *Ks; c++)
+            for (size_t b = 0; b < nN; b++)
+                for (size_t c = 0; c < nK; c++)
                     for (size_t d = 0; d < sizeof diags / sizeof *diags; d++) {
                         float beta = op == NT ? 0.0f : 1.0f;
                         double w = run_(op, Ms[a], Ns[b], Ks[c], 1.0f, beta, masks[op], diags[d]);
@@ -121,8 +124,8 @@ static void test_products_(void) {
         double worst = 0.0;
         int n = 0;
         for (size_t a = 0; a < sizeof Ms / sizeof *Ms; a++)
-            for (size_t b = 0; b < sizeof Ns / sizeof *Ns; b++)
-                for (size_t c = 0; c < sizeof Ks / sizeof *Ks; c++)
+            for (size_t b = 0; b < nN; b++)
+                for (size_t c = 0; c < nK; c++)
                     for (int v = 0; v < 2; v++) {
                         float alpha = v ? 0.125f : 1.0f, beta = v ? 1.0f : 0.0f;
                         double w = run_(op, Ms[a], Ns[b], Ks[c], alpha, beta,
