@@ -15,7 +15,11 @@
  * ends (oneDNN, the default, and OpenBLAS); today's kernel on oneDNN. The time of each includes
  * the zeroing of dqkv that its backward (+=) needs, as in a training step; "fused=" is the
  * overwriting backward (mpt_flash_backward_set: each task zeroes its own head's columns and
- * computes its rows' dout.out in the same region), which the model uses. Not part of the tests. */
+ * computes its rows' dout.out in the same region), which the model uses, with its tile GEMMs
+ * on the AVX2 + FMA micro-kernels of core/attn_tile.h (head size 64); "fused= (library)" is
+ * the same with the micro-kernels switched off (mpt_attn_tile_set(0): oneDNN's sgemm per tile),
+ * the side-by-side ratio of the two in one process. BENCH_ATTN_B, BENCH_ATTN_D, BENCH_ATTN_H
+ * change the shape (the bench model's attention: B 8, D 384, H 6). Not part of the tests. */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,13 +27,14 @@
 #include <time.h>
 
 #include "core/attention.h"
+#include "core/attn_tile.h"
 #include "core/kernels.h"
 
-enum { FUSED_DNNL, FUSED_BLAS, TODAY, FUSED_SET, NCONT };
+enum { FUSED_DNNL, FUSED_BLAS, TODAY, FUSED_SET, FUSED_LIB, NCONT };
 static const char *const name_[NCONT] = {"fused (oneDNN)", "fused (OpenBLAS)", "today (oneDNN)",
-                                         "fused= (oneDNN)"};
+                                         "fused= (micro)", "fused= (library)"};
 
-static int threads_ = 2;
+static int threads_ = 2, B_ = 1, D_ = 768, H_ = 12;
 
 typedef struct {
     int B, T, D, H, threads;
@@ -70,8 +75,9 @@ static double run_(case_t *k, int c, double *cpu) {
     size_t n3 = (size_t)k->B * k->T * 3 * k->D;
     for (size_t i = 0; i < n3; i++) k->dqkv[i] = 1.0f; /* written by the run */
     double t0 = now_(), c0 = clock_(CLOCK_PROCESS_CPUTIME_ID);
-    if (c != FUSED_SET) memset(k->dqkv, 0, n3 * sizeof(float));
-    if (c == FUSED_SET) {
+    if (c != FUSED_SET && c != FUSED_LIB) memset(k->dqkv, 0, n3 * sizeof(float));
+    mpt_attn_tile_set(c != FUSED_LIB);
+    if (c == FUSED_SET || c == FUSED_LIB) {
         mpt_kernels_set_gemm(MPT_GEMM_ONEDNN);
         mpt_flash_forward(k->out, k->lse, k->qkv, k->B, k->T, k->D, k->H);
         mpt_flash_backward_set(k->dqkv, k->dout, k->out, k->lse, k->qkv, k->B, k->T, k->D, k->H,
@@ -96,7 +102,7 @@ static int cmp_double_(const void *a, const void *b) {
 }
 
 static void bench_(int T, int repeats) {
-    case_t k = {.B = 1, .T = T, .D = 768, .H = 12, .threads = threads_};
+    case_t k = {.B = B_, .T = T, .D = D_, .H = H_, .threads = threads_};
     size_t n3 = (size_t)k.B * T * 3 * k.D, nd = (size_t)k.B * T * k.D;
     size_t nl = (size_t)k.B * k.H * T, na = nl * (size_t)T;
     k.nwork = mpt_flash_workspace(k.B, T, k.D, k.H, k.threads);
@@ -106,8 +112,11 @@ static void bench_(int T, int repeats) {
     for (size_t i = 0; i < n3; i++) k.qkv[i] = (float)rand() / (float)RAND_MAX - 0.5f;
     for (size_t i = 0; i < nd; i++) k.dout[i] = (float)rand() / (float)RAND_MAX - 0.5f;
 
-    double *t[NCONT], *cpu[NCONT], dummy;
+    /* pair, pcpu: t and cpu unsorted, by repeat */
+    double *t[NCONT], *cpu[NCONT], *pair[NCONT], *pcpu[NCONT], dummy;
     for (int c = 0; c < NCONT; c++) {
+        pair[c] = calloc((size_t)repeats, sizeof(double));
+        pcpu[c] = calloc((size_t)repeats, sizeof(double));
         t[c] = calloc((size_t)repeats, sizeof(double));
         cpu[c] = calloc((size_t)repeats, sizeof(double));
         run_(&k, c, &dummy);   /* warm-up: first touch of the buffers, GEMM kernel set-up */
@@ -116,6 +125,7 @@ static void bench_(int T, int repeats) {
         for (int i = 0; i < NCONT; i++) {
             int c = (i + r) % NCONT;
             t[c][r] = run_(&k, c, &cpu[c][r]);
+            pair[c][r] = t[c][r], pcpu[c][r] = cpu[c][r];
         }
     /* bytes beyond the shared tensors: fused = lse + workspace + the per-thread score tiles on
      * the stack (two BQ×BK tiles); today = att + datt */
@@ -135,6 +145,19 @@ static void bench_(int T, int repeats) {
            "CPU time fused / today %.3f, fused= / today %.3f\n", T, med[TODAY] / med[0],
            fused_bytes / today_bytes, med[TODAY] / med[FUSED_SET], cpu[0][repeats / 2] /
            cpu[TODAY][repeats / 2], cpu[FUSED_SET][repeats / 2] / cpu[TODAY][repeats / 2]);
+    /* micro-kernel vs library, per repeat (the two ran next to each other in every repeat) */
+    double *ratio = calloc((size_t)repeats, sizeof(double));
+    for (int w = 0; w < 2; w++) { /* wall time, then CPU time */
+        for (int r = 0; r < repeats; r++)
+            ratio[r] = w == 0 ? pair[FUSED_LIB][r] / pair[FUSED_SET][r]
+                              : pcpu[FUSED_LIB][r] / pcpu[FUSED_SET][r];
+        qsort(ratio, (size_t)repeats, sizeof(double), cmp_double_);
+        printf("T %5d  speed micro / library (fused=, library / micro %s time per repeat): "
+               "median %.3f (%.3f..%.3f)\n", T, w == 0 ? "wall" : "CPU", ratio[repeats / 2],
+               ratio[0], ratio[repeats - 1]);
+    }
+    free(ratio);
+    for (int c = 0; c < NCONT; c++) free(pair[c]), free(pcpu[c]);
     for (int c = 0; c < NCONT; c++) free(t[c]), free(cpu[c]);
     free(k.qkv), free(k.dqkv), free(k.out), free(k.dout), free(k.lse), free(k.work);
     free(k.att), free(k.datt);
@@ -145,9 +168,13 @@ int main(int argc, char **argv) {
     if (repeats < 1) repeats = 1;
     const char *env = getenv("BENCH_ATTN_THREADS");
     if (env && atoi(env) > 0) threads_ = atoi(env);
+    if ((env = getenv("BENCH_ATTN_B")) && atoi(env) > 0) B_ = atoi(env);
+    if ((env = getenv("BENCH_ATTN_D")) && atoi(env) > 0) D_ = atoi(env);
+    if ((env = getenv("BENCH_ATTN_H")) && atoi(env) > 0) H_ = atoi(env);
     omp_set_num_threads(threads_);
-    printf("attention forward + backward, B 1, D 768, H 12, %d threads, %d repeats: wall median "
-           "(min..max), process CPU median; load average %.2f\n", threads_, repeats, load_());
+    printf("attention forward + backward, B %d, D %d, H %d, %d threads, %d repeats: wall median "
+           "(min..max), process CPU median; load average %.2f\n", B_, D_, H_, threads_, repeats,
+           load_());
     if (argc > 2) {
         for (int i = 2; i < argc; i++) bench_(atoi(argv[i]), repeats);
     } else {

@@ -10,13 +10,16 @@
  *   4. the reference backward against central finite differences on two of these odd shapes
  *      (test_kernels.c does it on others), closing the chain flash -> reference -> calculus;
  *   5. the workspace size: linear in T, SIZE_MAX on overflow.
- * All under oneDNN's GEMMs (the default back end), and a subset under OpenBLAS's.
- * Shapes: T 1, 7, 63, 65, 200 (not multiples of the 64-row tile), head sizes 1, 3, 64, 128,
+ * All with the tile GEMMs as they run by default (attn_tile.h's AVX2 + FMA micro-kernels for
+ * head sizes 16..64 in steps of 16 on a CPU that has them, oneDNN's GEMMs otherwise), then a
+ * subset with the micro-kernels switched off, under OpenBLAS's GEMMs and under oneDNN's.
+ * Shapes: T 1, 7, 63, 65, 200 (not multiples of the 64-row tile), head sizes 1, 3, 32, 64, 128,
  * one head and several, B 1..3. One line per check with the largest relative difference,
  * measured against max(|ref|, 0.1 · RMS(ref)) as in test_kernels.c.
  */
 #include "check.h"
 #include "core/attention.h"
+#include "core/attn_tile.h"
 #include "core/kernels.h"
 #include "ref_kernels.h"
 
@@ -410,17 +413,24 @@ int main(void) {
      * tail of 2, instead of 4 with a tail of 8; still one key tile): the same paths */
     if (check_small()) long_t_ = 130;
     const int TL = long_t_;
-    /* the tile GEMMs under both GEMM back ends (kernels.h), OpenBLAS on a few shapes */
-    for (int backend = 0; backend < 2; backend++) {
-        int all = backend == 0;
-        mpt_kernels_set_gemm(all ? MPT_GEMM_ONEDNN : MPT_GEMM_OPENBLAS);
-        printf("GEMMs through %s\n", all ? "oneDNN" : "OpenBLAS");
+    /* pass 0: every shape, the default tile GEMMs (micro-kernels where usable, oneDNN
+     * otherwise); passes 1, 2: a few shapes with the micro-kernels off, under OpenBLAS and
+     * oneDNN (kernels.h) */
+    for (int pass = 0; pass < 3; pass++) {
+        int all = pass == 0;
+        mpt_kernels_set_gemm(pass == 1 ? MPT_GEMM_OPENBLAS : MPT_GEMM_ONEDNN);
+        mpt_attn_tile_set(all);
+        printf("tile GEMMs %s\n", all ? (mpt_attn_tile_usable(64) ? "on the micro-kernels "
+                                                                   "(hs 16..64), else oneDNN"
+                                                                 : "through oneDNN (no AVX2 + FMA)")
+                                      : pass == 1 ? "through OpenBLAS" : "through oneDNN");
         printf("whole sequence vs reference\n");
         if (all) test_whole_(1, 1, 64, 1);     /* T 1 */
         test_whole_(2, 7, 3, 1);                /* hs 3, one head */
         if (all) test_whole_(3, 63, 8, 8);     /* hs 1 */
         test_whole_(1, 65, 128, 1);             /* hs 128, one head: K/V tiles shared out */
         if (all) test_whole_(2, 65, 9, 3);
+        if (all) test_whole_(2, 65, 64, 2);   /* hs 32 */
         if (all) test_whole_(3, TL, 64, 1);   /* hs 64 */
         test_whole_(2, TL, 192, 3);
         if (all) test_whole_(1, TL, 256, 2);  /* hs 128 */
@@ -432,6 +442,7 @@ int main(void) {
         test_chunks_(2, TL, 64, 1, 9);
     }
     mpt_kernels_set_gemm(MPT_GEMM_ONEDNN);
+    mpt_attn_tile_set(1);
     printf("reference backward vs finite differences\n");
     test_fd_(2, 7, 6, 2, 1 << 20);
     test_fd_(1, 65, 3, 1, 300);

@@ -10,6 +10,10 @@
  * dQ += dS K. Tasks are whole (batch, head) pairs when there are enough of them to share out
  * evenly; otherwise each (batch, head) is split over K/V tiles, and every thread adds its dQ into
  * a private (Tq, hs) accumulator from the workspace that is summed at the end of the pair.
+ * The tile GEMMs: core/attn_tile.h's micro-kernels at head sizes 16..64 (multiples of 16) on a
+ * CPU with AVX2 + FMA (Kᵀ, Vᵀ of a key tile packed on the stack for S = Q Kᵀ and dP = dO Vᵀ:
+ * once per key tile in the backward, once per (query tile, key tile) in the forward), the
+ * library's sgemm otherwise.
  *
  * Compiled with -ffast-math (CMakeLists.txt) so that expf in `omp simd` loops uses glibc's
  * vector math, as kernels_vecmath.c is. Nothing here relies on infinities or NaN: an empty row's
@@ -23,6 +27,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "core/attn_tile.h"
 #include "core/kernels.h"
 #include "core/kernels_internal.h"
 #include "core/status.h"
@@ -46,6 +51,37 @@ static void gemm_(char ta, char tb, int M, int N, int K, float alpha, const floa
                 beta, C, (int)ldc);
 }
 
+/* The tile GEMMs with the micro-kernels of attn_tile.h when mk (mpt_attn_tile_usable(hs)),
+ * else on the library (gemm_). diag = global position of the tile's first query - that of its
+ * first key: the micro-kernels skip the blocks and terms the causal mask zeroes (attn_tile.h).
+ * tile_abt_: C (M scores rows × N keys) = alpha A Bᵀ, only C(i,j) with j <= i + diag needed;
+ * B already transposed into a panel (K rows, stride BK; mpt_attn_tile_pack_t) when mk.
+ * tile_ab_: C += A B, A (scores rows × keys) zero for k > i + diag.
+ * tile_atb_: C += Aᵀ B, A (query rows × keys) zero for query row k < key column i - diag. */
+static void tile_abt_(int mk, int M, int N, int K, float alpha, const float *A, size_t lda,
+                      const float *B, size_t ldb, const float *panel, float *C, size_t ldc,
+                      int diag) {
+    if (mk)
+        mpt_attn_tile_nn(M, N, K, alpha, A, lda, panel, BK, 0.0f, C, ldc, MPT_ATTN_TILE_C_LOWER,
+                         diag);
+    else
+        gemm_('N', 'T', M, N, K, alpha, A, lda, B, ldb, 0.0f, C, ldc);
+}
+static void tile_ab_(int mk, int M, int N, int K, const float *A, size_t lda, const float *B,
+                     size_t ldb, float *C, size_t ldc, int diag) {
+    if (mk)
+        mpt_attn_tile_nn(M, N, K, 1.0f, A, lda, B, ldb, 1.0f, C, ldc, MPT_ATTN_TILE_A_LOWER, diag);
+    else
+        gemm_('N', 'N', M, N, K, 1.0f, A, lda, B, ldb, 1.0f, C, ldc);
+}
+static void tile_atb_(int mk, int M, int N, int K, const float *A, size_t lda, const float *B,
+                      size_t ldb, float *C, size_t ldc, int diag) {
+    if (mk)
+        mpt_attn_tile_tn(M, N, K, 1.0f, A, lda, B, ldb, 1.0f, C, ldc, MPT_ATTN_TILE_A_UPPER, diag);
+    else
+        gemm_('T', 'N', M, N, K, 1.0f, A, lda, B, ldb, 1.0f, C, ldc);
+}
+
 static int min_(int a, int b) { return a < b ? a : b; }
 static int max_(int a, int b) { return a > b ? a : b; }
 
@@ -63,11 +99,12 @@ static int visible_(int qpos, int kpos, int nc) { return max_(0, min_(nc, qpos -
 /* ---- forward ---------------------------------------------------------------------------- */
 
 /* One query tile of one head: rows q[0..nr) (global positions qpos..qpos+nr-1) against the keys
- * k[0..Tk) (global positions k0..). o (nr rows of hs, stride ldo) and lse[0..nr) overwritten. */
+ * k[0..Tk) (global positions k0..). o (nr rows of hs, stride ldo) and lse[0..nr) overwritten.
+ * mk: the tile GEMMs on attn_tile.h's micro-kernels (hs <= MPT_ATTN_TILE_MAX_HS). */
 static void fwd_tile_(float *o, size_t ldo, float *lse, const float *q, size_t ldq,
                       const float *k, size_t ldk, const float *v, size_t ldv, int nr, int qpos,
-                      int Tk, int k0, int hs, float scale) {
-    float S[BQ * BK], m[BQ], l[BQ];
+                      int Tk, int k0, int hs, float scale, int mk) {
+    float S[BQ * BK], m[BQ], l[BQ], kt[MPT_ATTN_TILE_MAX_HS * BK]; /* kt: Kᵀ of a tile (mk) */
     for (int r = 0; r < nr; r++) {
         m[r] = MPT_FLASH_LSE_EMPTY;
         l[r] = 0.0f;
@@ -78,7 +115,12 @@ static void fwd_tile_(float *o, size_t ldo, float *lse, const float *q, size_t l
         int kpos = k0 + c0;
         int nc = visible_(last, kpos, min_(BK, Tk - c0)); /* columns any row sees */
         int full = kpos + nc - 1 <= qpos;                  /* every row sees all nc */
-        gemm_('N', 'T', nr, nc, hs, scale, q, ldq, k + (size_t)c0 * ldk, ldk, 0.0f, S, BK);
+        /* S on the micro-kernel only where the mask saves work (a diagonal tile): the packing
+         * of Kᵀ, once per (query tile, key tile) here, costs more than the call it saves */
+        int mks = mk && !full;
+        if (mks) mpt_attn_tile_pack_t(kt, BK, k + (size_t)c0 * ldk, ldk, nc, hs);
+        tile_abt_(mks, nr, nc, hs, scale, q, ldq, k + (size_t)c0 * ldk, ldk, kt, S, BK,
+                  qpos - kpos);
         for (int r = 0; r < nr; r++) {
             float *row = S + (size_t)r * BK;
             int nv = full ? nc : visible_(qpos + r, kpos, nc);
@@ -105,7 +147,7 @@ static void fwd_tile_(float *o, size_t ldo, float *lse, const float *q, size_t l
                 for (int i = 0; i < hs; i++) orow[i] *= alpha;
             }
         }
-        gemm_('N', 'N', nr, hs, nc, 1.0f, S, BK, v + (size_t)c0 * ldv, ldv, 1.0f, o, ldo);
+        tile_ab_(mk, nr, hs, nc, S, BK, v + (size_t)c0 * ldv, ldv, o, ldo, qpos - kpos);
     }
     for (int r = 0; r < nr; r++) {
         if (l[r] > 0.0f) {
@@ -124,6 +166,7 @@ void mpt_flash_block_forward(mpt_flash_out o, float *lse, size_t ldl, mpt_flash_
     int B = s->B, H = s->H, hs = s->hs, Tq = s->Tq, nq = (Tq + BQ - 1) / BQ;
     float scale = 1.0f / sqrtf((float)hs);
     long ntask = (long)B * H * nq;
+    int mk = mpt_attn_tile_usable(hs);
     /* Task t: query tile nq-1 - t/(B*H) (the tiles that see the most keys go first), head pair
      * t % (B*H). */
 #pragma omp parallel for schedule(dynamic, 1)
@@ -133,7 +176,7 @@ void mpt_flash_block_forward(mpt_flash_out o, float *lse, size_t ldl, mpt_flash_
         size_t col = (size_t)h * hs;
         fwd_tile_(o.p + b * o.bs + (size_t)r0 * o.ld + col, o.ld, lse + (size_t)bh * ldl + r0,
                   q.p + b * q.bs + (size_t)r0 * q.ld + col, q.ld, k.p + b * k.bs + col, k.ld,
-                  v.p + b * v.bs + col, v.ld, nr, s->q0 + r0, s->Tk, s->k0, hs, scale);
+                  v.p + b * v.bs + col, v.ld, nr, s->q0 + r0, s->Tk, s->k0, hs, scale, mk);
     }
 }
 
@@ -179,14 +222,20 @@ typedef struct bwd_head_ {
     const float *q, *k, *v, *dout, *lse, *drow;
     float *dq, *dk, *dv;
     size_t ldq, ldk, ldv, ldg, lddq, lddk, lddv;
+    int mk; /* tile GEMMs on attn_tile.h's micro-kernels */
 } bwd_head_;
 
 /* K/V tile c0 of one head against every query tile that sees it: dk, dv rows [c0, c0+nc) +=,
  * dq rows += (into x->dq with stride x->lddq: the gradient itself or a private accumulator). */
 static void bwd_ktile_(const bwd_head_ *x, int c0, const mpt_flash_shape *s, float scale) {
     float P[BQ * BK], G[BQ * BK];
-    int hs = s->hs, kpos = s->k0 + c0, nc = min_(BK, s->Tk - c0);
+    float kt[MPT_ATTN_TILE_MAX_HS * BK], vt[MPT_ATTN_TILE_MAX_HS * BK]; /* Kᵀ, Vᵀ (x->mk) */
+    int hs = s->hs, kpos = s->k0 + c0, nc = min_(BK, s->Tk - c0), mk = x->mk;
     const float *k = x->k + (size_t)c0 * x->ldk, *v = x->v + (size_t)c0 * x->ldv;
+    if (mk) { /* once for every query tile below */
+        mpt_attn_tile_pack_t(kt, BK, k, x->ldk, nc, hs);
+        mpt_attn_tile_pack_t(vt, BK, v, x->ldv, nc, hs);
+    }
     float *dk = x->dk + (size_t)c0 * x->lddk, *dv = x->dv + (size_t)c0 * x->lddv;
     /* first query tile with a row at a global position >= kpos */
     int r_first = max_(0, kpos - s->q0) / BQ * BQ;
@@ -197,8 +246,9 @@ static void bwd_ktile_(const bwd_head_ *x, int c0, const mpt_flash_shape *s, flo
         int full = kpos + ncv - 1 <= qpos;
         const float *q = x->q + (size_t)r0 * x->ldq, *g = x->dout + (size_t)r0 * x->ldg;
         const float *lse = x->lse + r0, *drow = x->drow + r0;
-        gemm_('N', 'T', nr, ncv, hs, scale, q, x->ldq, k, x->ldk, 0.0f, P, BK);
-        gemm_('N', 'T', nr, ncv, hs, 1.0f, g, x->ldg, v, x->ldv, 0.0f, G, BK);
+        int diag = qpos - kpos;
+        tile_abt_(mk, nr, ncv, hs, scale, q, x->ldq, k, x->ldk, kt, P, BK, diag);
+        tile_abt_(mk, nr, ncv, hs, 1.0f, g, x->ldg, v, x->ldv, vt, G, BK, diag);
         for (int r = 0; r < nr; r++) {
             float *p = P + (size_t)r * BK, *d = G + (size_t)r * BK, L = lse[r], Dr = drow[r];
             int nv = full ? ncv : visible_(qpos + r, kpos, ncv);
@@ -210,21 +260,20 @@ static void bwd_ktile_(const bwd_head_ *x, int c0, const mpt_flash_shape *s, flo
             }
             for (int j = nv; j < ncv; j++) p[j] = d[j] = 0.0f;
         }
-        gemm_('T', 'N', ncv, hs, nr, 1.0f, P, BK, g, x->ldg, 1.0f, dv, x->lddv);
-        gemm_('T', 'N', ncv, hs, nr, 1.0f, G, BK, q, x->ldq, 1.0f, dk, x->lddk);
-        gemm_('N', 'N', nr, hs, ncv, 1.0f, G, BK, k, x->ldk, 1.0f, x->dq + (size_t)r0 * x->lddq,
-              x->lddq);
+        tile_atb_(mk, ncv, hs, nr, P, BK, g, x->ldg, dv, x->lddv, diag);
+        tile_atb_(mk, ncv, hs, nr, G, BK, q, x->ldq, dk, x->lddk, diag);
+        tile_ab_(mk, nr, hs, ncv, G, BK, k, x->ldk, x->dq + (size_t)r0 * x->lddq, x->lddq, diag);
     }
 }
 
 static bwd_head_ head_(mpt_flash_out dq, mpt_flash_out dk, mpt_flash_out dv, mpt_flash_in dout,
                        const float *lse, const float *drow, size_t ldl, mpt_flash_in q,
-                       mpt_flash_in k, mpt_flash_in v, int b, int h, int H, int hs) {
+                       mpt_flash_in k, mpt_flash_in v, int b, int h, int H, int hs, int mk) {
     size_t col = (size_t)h * hs, row = ((size_t)b * H + h) * ldl;
     bwd_head_ x = {q.p + b * q.bs + col,       k.p + b * k.bs + col,   v.p + b * v.bs + col,
                    dout.p + b * dout.bs + col, lse + row,              drow + row,
                    dq.p + b * dq.bs + col,     dk.p + b * dk.bs + col, dv.p + b * dv.bs + col,
-                   q.ld, k.ld, v.ld, dout.ld, dq.ld, dk.ld, dv.ld};
+                   q.ld, k.ld, v.ld, dout.ld, dq.ld, dk.ld, dv.ld, mk};
     return x;
 }
 
@@ -267,6 +316,7 @@ static void bwd_whole_(mpt_flash_out dq, mpt_flash_out dk, mpt_flash_out dv, mpt
                        mpt_flash_in v, const mpt_flash_in *out, int set, const mpt_flash_shape *s,
                        int nt) {
     int H = s->H, hs = s->hs, nbh = s->B * H, nk = (s->Tk + BK - 1) / BK;
+    int mk = mpt_attn_tile_usable(hs);
     float scale = 1.0f / sqrtf((float)hs);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
     for (int bh = 0; bh < nbh; bh++) {
@@ -274,7 +324,7 @@ static void bwd_whole_(mpt_flash_out dq, mpt_flash_out dk, mpt_flash_out dv, mpt
         if (out)
             rowdot_head_(drow + (size_t)bh * ldl, dout.p + b * dout.bs + (size_t)h * hs, dout.ld,
                          out->p + b * out->bs + (size_t)h * hs, out->ld, s->Tq, hs);
-        bwd_head_ x = head_(dq, dk, dv, dout, lse, drow, ldl, q, k, v, b, h, H, hs);
+        bwd_head_ x = head_(dq, dk, dv, dout, lse, drow, ldl, q, k, v, b, h, H, hs, mk);
         if (set) {
             zero_rows_(x.dq, x.lddq, s->Tq, hs);
             zero_rows_(x.dk, x.lddk, s->Tk, hs);
@@ -298,8 +348,10 @@ void mpt_flash_block_backward(mpt_flash_out dq, mpt_flash_out dk, mpt_flash_out 
     }
     /* few head pairs: split each over its K/V tiles; dq through per-thread accumulators */
     size_t acc_n = (size_t)s->Tq * hs;
+    int mk = mpt_attn_tile_usable(hs);
     for (int bh = 0; bh < nbh; bh++) {
-        bwd_head_ x = head_(dq, dk, dv, dout, lse, drow, ldl, q, k, v, bh / H, bh % H, H, hs);
+        bwd_head_ x = head_(dq, dk, dv, dout, lse, drow, ldl, q, k, v, bh / H, bh % H, H, hs,
+                            mk);
 #pragma omp parallel num_threads(nt)
         {
             bwd_head_ mine = x;

@@ -31,10 +31,13 @@
  *
  * Work is split into 64-query × 256-key tiles (wide key tiles: fewer and larger tile GEMMs,
  * which bench/attention measured faster than 64 × 64 at T 256 and 1024); tiles above the
- * diagonal are skipped, tiles below it run unmasked, diagonal tiles are masked per row. The tile GEMMs go to the GEMM back end of
- * kernels.h (oneDNN or OpenBLAS, single-threaded inside our OpenMP loop). Each thread keeps its
- * score tiles (two 64×256 fp32 tiles, 128 KiB) on its stack; everything that grows with T comes
- * from the caller's workspace.
+ * diagonal are skipped, tiles below it run unmasked, diagonal tiles are masked per row. The tile
+ * GEMMs run on the AVX2 + FMA micro-kernels of core/attn_tile.h when the head size is 16..64 in
+ * steps of 16 (GPT-2's 64) and the CPU has AVX2 + FMA, else on the GEMM back end of kernels.h
+ * (oneDNN or OpenBLAS, single-threaded inside our OpenMP loop). Each thread keeps its score
+ * tiles (two 64×256 fp32 tiles, 128 KiB) and, with the micro-kernels, the packed Kᵀ and Vᵀ of
+ * a key tile (two 64×256 floats, 128 KiB more) on its stack; everything that grows with T
+ * comes from the caller's workspace.
  * Threading: every function parallelises internally with OpenMP; call from one thread. */
 #ifndef MPT_ATTENTION_H
 #define MPT_ATTENTION_H
