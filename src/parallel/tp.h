@@ -68,17 +68,27 @@ mpt_status mpt_tp_sums_begin(mpt_tp_sums *s, mpt_comm *tp, size_t n_total, size_
 mpt_status mpt_tp_sums_start(mpt_tp_sums *s, float *buf, size_t n, mpt_error *err);
 mpt_status mpt_tp_sums_progress(mpt_tp_sums *s, mpt_error *err); /* never blocks */
 mpt_status mpt_tp_sums_end(mpt_tp_sums *s, mpt_error *err);
+/* The i-th sum started (0-based) in start order: *done = 1 once it is complete (never blocks;
+ * i not started, e.g. tp of one rank: done); wait_one blocks until it is, moving the others.
+ * Its buffer is then the sum; end must still be called. */
+mpt_status mpt_tp_sums_done(mpt_tp_sums *s, size_t i, int *done, mpt_error *err);
+mpt_status mpt_tp_sums_wait_one(mpt_tp_sums *s, size_t i, mpt_error *err);
 /* Blocking: buf (n) = the sum over tp (one ring). Every tp rank calls. */
 mpt_status mpt_tp_ring_sum(mpt_comm *tp, float *buf, size_t n, mpt_error *err);
 
 /* ---- overlap of the row-parallel all-reduce (tp_overlap.c) --------------------------------
  * The table's row_parallel_matmul entry: out (N, OC) = the sum over tp of inp (N, C) W (C, OC)
  * (no bias), in mpt_tp_overlap_chunks(N, OC) row chunks whose all-reduces overlap the GEMMs
- * of the next chunks. ctx is the tp group; every tp rank calls with the same N, OC. */
+ * of the next chunks. epi (may be NULL) is the layer's row-wise epilogue: called on every row
+ * of out exactly once, in row order, in pieces, each piece as soon as its chunk's sum has
+ * arrived (between the later chunks' GEMMs, or while the last chunks' sums travel); then only
+ * the last chunk's epilogue waits for the last sum. ctx is the tp group; every tp rank calls
+ * with the same N, OC. */
 #define MPT_TP_OVERLAP_MIN_BYTES ((size_t)64 << 10) /* smallest chunk worth a message */
 size_t mpt_tp_overlap_chunks(size_t N, int OC);
 mpt_status mpt_tp_row_parallel_matmul(void *ctx, float *out, const float *inp, const float *w,
-                                      size_t N, int C, int OC, mpt_error *err);
+                                      size_t N, int C, int OC, mpt_rows_fn epi, void *ectx,
+                                      mpt_error *err);
 
 /* The table's rows_reduce_tp entry (model/parops.h): buf (N, C) summed over tp in
  * mpt_tp_overlap_chunks(N, C) row chunks, each chunk's all-reduce started as soon as fn has
