@@ -46,7 +46,9 @@ void mpt_tp_ops(mpt_par_ops *ops, mpt_comm *tp);
  * n_total bounds the sum of the rings' counts. Every tp rank makes the same calls with the same
  * counts in the same order; the buffers stay untouched until end. tp NULL or of size 1: every
  * call does nothing. end is called after begin whatever the statuses in between. */
+#ifndef MPT_TP_OVERLAP_MAX_CHUNKS /* a build may set it (-D...=8) for an A/B of the count */
 #define MPT_TP_OVERLAP_MAX_CHUNKS 4
+#endif
 /* 1: the sums are rings; 0 (the default): MPI's non-blocking all-reduce (libnbc), the same
  * calls. Against MPI (bench/scale_ab.sh, 2026-12-01): tp 2 near idle (load 1-2) tokens/s 0.988
  * (rounds 0.95-1.05), blocked time 0.52x; at load 3-5 0.843 and 0.951 (behind in 12 of 12
