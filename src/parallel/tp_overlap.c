@@ -7,8 +7,16 @@
  * Progress: no thread is taken from the GEMM's OpenMP team and none is added. The chunk's
  * sum (MPI's non-blocking all-reduce; a ring of point-to-point messages with MPT_TP_RING_SUMS,
  * tp_ring.c) is started from the calling thread after its GEMM and driven by MPI_Test calls
- * between the GEMMs of the following chunks (the OpenMP team is idle at those points); the last
- * chunks' sums are waited for together. With shared-memory
+ * between the GEMMs of the following chunks (the OpenMP team is idle at those points).
+ *
+ * Epilogue: the layer's row-wise work on the summed rows (bias + residual, + ln_2 after
+ * attn.c_proj) runs chunk by chunk as each chunk's sum arrives, in row order: between the later
+ * chunks' GEMMs when a sum is already in, then after the last GEMM chunk 0's while the later
+ * sums travel, and so on; the sums still in flight are progressed between pieces of it. Only
+ * the last chunk's wait and its 1/k of the epilogue stay behind the last sum (before, the
+ * whole epilogue waited for every sum). Each row gets the arithmetic the whole-matrix kernel
+ * gives it, so the bits are the same (bench/tp_epilogue.c checks it and times the site). With
+ * shared-memory
  * transport, most of each reduction's copying happens inside those tests, so the overlap is the
  * transfer of chunk c against the compute of chunk c+1 and the waiting for the slower rank of
  * the group, which moves off the critical path for all but the last chunk.
