@@ -46,6 +46,9 @@ void mpt_tp_ops(mpt_par_ops *ops, mpt_comm *tp);
  * n_total bounds the sum of the rings' counts. Every tp rank makes the same calls with the same
  * counts in the same order; the buffers stay untouched until end. tp NULL or of size 1: every
  * call does nothing. end is called after begin whatever the statuses in between. */
+/* With the per-chunk epilogue (tp_overlap.c), bench/scale_ab.sh -- --tp 2 under load (load 3-7,
+ * 2026-12-01): 8 chunks against 4 tokens/s 0.919 (behind in 8 of 8 rounds, 0.60-1.00), blocked
+ * 1.07x; 2 chunks against 4 tokens/s 0.998 (rounds 0.91-1.98), blocked 1.22x. So 4. */
 #ifndef MPT_TP_OVERLAP_MAX_CHUNKS /* a build may set it (-D...=8) for an A/B of the count */
 #define MPT_TP_OVERLAP_MAX_CHUNKS 4
 #endif
