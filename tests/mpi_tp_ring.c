@@ -9,7 +9,7 @@
  *   sums in set   four rings of odd row chunks in flight at once, moved by progress calls and
  *                 finished by end; the blocking mpt_tp_ring_sum
  *   row-parallel  mpt_tp_row_parallel_matmul (1 and 3 chunks) against the sum over ranks of
- *                 X_q W_q in double; mpt_tp_rows_allreduce with a fn that writes the rows and
+ *                 X_q W_q in double; its epilogue given every row once, in order, summed; mpt_tp_rows_allreduce with a fn that writes the rows and
  *                 a rest that checks they are not touched after their ring starts */
 #include <math.h>
 #include <stdint.h>
@@ -101,6 +101,17 @@ static double *rowpar_ref_(uint64_t seed, size_t N, int C, int OC) {
     return ref;
 }
 
+/* The row-parallel epilogue: copies the rows it is given (which must be summed already) and
+ * counts how often each row was given and whether in row order. */
+typedef struct { const float *out; float *copy; int *seen; size_t OC, next; int order_ok; } epi_ctx;
+static void epi_copy_(void *p, size_t r0, size_t n) {
+    epi_ctx *e = p;
+    if (r0 != e->next) e->order_ok = 0;
+    e->next = r0 + n;
+    memcpy(e->copy + r0 * e->OC, e->out + r0 * e->OC, n * e->OC * sizeof *e->copy);
+    for (size_t i = r0; i < r0 + n; i++) e->seen[i]++;
+}
+
 static void test_row_parallel(void) {
     static const struct { size_t N; int C, OC; } cases[] = {{5, 7, 3}, {203, 17, 300}};
     for (size_t t = 0; t < 2; t++) {
@@ -109,7 +120,18 @@ static void test_row_parallel(void) {
         uint64_t seed = 301 + t;
         float *x = ring_fill_(seed, R, N * (size_t)C), *w = ring_fill_(seed + 1000, R, (size_t)C * (size_t)OC);
         float *out = malloc(N * (size_t)OC * sizeof *out);
-        OK(mpt_tp_row_parallel_matmul(&world, out, x, w, N, C, OC, &err));
+        float *copy = calloc(N * (size_t)OC, sizeof *copy);
+        int *seen = calloc(N, sizeof *seen);
+        epi_ctx e = {.out = out, .copy = copy, .seen = seen, .OC = (size_t)OC, .order_ok = 1};
+        OK(mpt_tp_row_parallel_matmul(&world, out, x, w, N, C, OC, epi_copy_, &e, &err));
+        size_t once = 0;
+        for (size_t i = 0; i < N; i++) once += seen[i] == 1;
+        CHECK(once == N && e.order_ok, "rank %d: row-parallel N=%zu: epilogue saw %zu of %zu rows"
+              " once, in order %d", R, N, once, N, e.order_ok);
+        CHECK(!memcmp(copy, out, N * (size_t)OC * sizeof *out),
+              "rank %d: row-parallel N=%zu: the epilogue ran before its rows' sum", R, N);
+        free(copy);
+        free(seen);
         double *ref = rowpar_ref_(seed, N, C, OC), worst = 0.0;
         for (size_t i = 0; i < N * (size_t)OC; i++) {
             double d = fabs(out[i] - ref[i]) / (fabs(ref[i]) > 1.0 ? fabs(ref[i]) : 1.0);

@@ -172,23 +172,27 @@ static mpt_status copy_to_tp_bwd_(mpt_gpt *m, float *buf, size_t N, size_t Nl, m
 
 /* Row-parallel linear layer: out = sum over tp of inp_i(N,C) W_i(C,OC), then + bias
  * (replicated, added once, after the sum; NULL: the caller adds it in its next fused pass);
- * out keeps this rank's rows. */
+ * out keeps this rank's rows. epi (may be NULL; model/gpt_tp.h): then epi(ectx, r0, n) over
+ * those rows, with the overlapped sum chunk by chunk as each chunk's sum arrives. */
 static mpt_status row_parallel_(mpt_gpt *m, float *out, const float *inp, const float *w,
                                 const float *bias, size_t N, size_t Nl, int C, int OC,
-                                mpt_error *err) {
+                                mpt_rows_fn epi, void *ectx, mpt_error *err) {
     if (m->tp == 1) {
         mpt_matmul_forward(out, inp, w, bias, N, C, OC);
-        return MPT_OK;
-    }
-    if (!m->sp && m->ops.row_parallel_matmul) { /* chunked, all-reduce overlapped */
-        TRY_(m->ops.row_parallel_matmul(m->ops.ctx, out, inp, w, N, C, OC, err));
+    } else if (!m->sp && m->ops.row_parallel_matmul) { /* chunked, all-reduce overlapped */
+        TRY_(m->ops.row_parallel_matmul(m->ops.ctx, out, inp, w, N, C, OC, bias ? NULL : epi,
+                                        ectx, err));
+        if (!bias) return MPT_OK; /* epi ran in there */
+        mpt_add_rows(out, bias, Nl, OC);
     } else if (mpt_gpt_sp_overlap(m)) { /* by row blocks, reduce-scatter overlapped */
         TRY_(mpt_gpt_sp_matmul_scatter(m, out, inp, w, Nl, C, OC, err));
+        if (bias) mpt_add_rows(out, bias, Nl, OC);
     } else {
         mpt_matmul_forward(out, inp, w, NULL, N, C, OC);
         TRY_(reduce_from_tp_(m, out, N, Nl, err));
+        if (bias) mpt_add_rows(out, bias, Nl, OC);
     }
-    if (bias) mpt_add_rows(out, bias, Nl, OC);
+    if (epi) epi(ectx, 0, Nl);
     return MPT_OK;
 }
 
@@ -260,12 +264,17 @@ static mpt_status block_forward_(mpt_gpt *m, int l, int B, int T, mpt_error *err
     TRY_(attention_forward_(m, atty, lay_(m, MPT_ACT_LSE, l), qkv, B, T, err));
     /* the projections' biases ride in the fused pass after the GEMM (core/kernels_fused.h):
      * res2 = in + y + b and ln2 = LN(res2) in one pass; fch += b and gelu in one pass */
-    TRY_(row_parallel_(m, scratch, atty, W_(m, l, MPT_ATTPROJ_W), NULL, N, Nl, Dl, D, err));
+    /* ... run as the epilogue of the row-parallel GEMM (by chunks as their sums arrive), unless
+     * atty is the bf16 staging buffer that ln_2 may share (then after keep_) */
+    mpt_gpt_tp_epi e = {.res = res2, .out = ln2, .mean = lay_(m, MPT_ACT_LN2_MEAN, l),
+                        .rstd = lay_(m, MPT_ACT_LN2_RSTD, l), .a = in, .y = scratch,
+                        .bias = W_(m, l, MPT_ATTPROJ_B), .w = W_(m, l, MPT_LN2_W),
+                        .b = W_(m, l, MPT_LN2_B), .C = D};
+    int epi_in = !is16_(m, MPT_ACT_ATTY);
+    TRY_(row_parallel_(m, scratch, atty, W_(m, l, MPT_ATTPROJ_W), NULL, N, Nl, Dl, D,
+                       epi_in ? mpt_gpt_tp_epi_res_ln : NULL, &e, err));
     keep_(m, MPT_ACT_ATTY, l, N * Dl);
-    mpt_residual_layernorm_forward(res2, ln2, lay_(m, MPT_ACT_LN2_MEAN, l),
-                                   lay_(m, MPT_ACT_LN2_RSTD, l), in, scratch,
-                                   W_(m, l, MPT_ATTPROJ_B), W_(m, l, MPT_LN2_W),
-                                   W_(m, l, MPT_LN2_B), Nl, D);
+    if (!epi_in) mpt_gpt_tp_epi_res_ln(&e, 0, Nl);
     if (mpt_gpt_router(m, l) != SIZE_MAX) { /* MoE block (model/moe.h): whole on every tp rank,
                                              * which routes its own rows (all of them, or Nl) */
         TRY_(mpt_gpt_moe_forward(m, l, scratch, ln2, Nl, err));
@@ -283,9 +292,11 @@ static mpt_status block_forward_(mpt_gpt *m, int l, int B, int T, mpt_error *err
     else
         mpt_matmul_bias_gelu_forward(fchg, fch, x, W_(m, l, MPT_FC_W), W_(m, l, MPT_FC_B), N, D,
                                      Fl);
-    TRY_(row_parallel_(m, scratch, fchg, W_(m, l, MPT_FCPROJ_W), NULL, N, Nl, Fl, D, err));
+    mpt_gpt_tp_epi e3 = {.res = res3, .a = res2, .y = scratch, .bias = W_(m, l, MPT_FCPROJ_B),
+                         .C = D}; /* res3 = res2 + y + b, the GEMM's epilogue (fp32 rows) */
+    TRY_(row_parallel_(m, scratch, fchg, W_(m, l, MPT_FCPROJ_W), NULL, N, Nl, Fl, D,
+                       mpt_gpt_tp_epi_res, &e3, err));
     keep_(m, MPT_ACT_FCH_GELU, l, N * Fl);
-    mpt_bias_residual_forward(res3, res2, scratch, W_(m, l, MPT_FCPROJ_B), Nl, D);
     return MPT_OK;
 }
 

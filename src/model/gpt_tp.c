@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/kernels.h"
+#include "core/kernels_fused.h"
 
 typedef struct tp_job_ {
     float *dinp, *dw, *db, *stash;
@@ -133,4 +134,19 @@ mpt_status mpt_gpt_tp_embed_forward(mpt_gpt *m, float *out, const int32_t *input
     size_t N = (size_t)B * (size_t)T;
     return m->ops.rows_reduce_tp(m->ops.ctx, out, N, (size_t)m->cfg.d_model, embed_rows_, NULL,
                                  &j, err);
+}
+
+/* ---- the row-parallel layers' epilogues (model/gpt_tp.h) ----------------------------------- */
+
+void mpt_gpt_tp_epi_res_ln(void *ctx, size_t r0, size_t n) {
+    const mpt_gpt_tp_epi *e = ctx;
+    size_t o = r0 * (size_t)e->C;
+    mpt_residual_layernorm_forward(e->res + o, e->out + o, e->mean + r0, e->rstd + r0, e->a + o,
+                                   e->y + o, e->bias, e->w, e->b, n, e->C);
+}
+
+void mpt_gpt_tp_epi_res(void *ctx, size_t r0, size_t n) {
+    const mpt_gpt_tp_epi *e = ctx;
+    size_t o = r0 * (size_t)e->C;
+    mpt_bias_residual_forward(e->res + o, e->a + o, e->y + o, e->bias, n, e->C);
 }

@@ -50,4 +50,18 @@ mpt_status mpt_gpt_tp_vocab_ce(mpt_gpt *m, const float *x, const int32_t *target
 mpt_status mpt_gpt_tp_embed_forward(mpt_gpt *m, float *out, const int32_t *inputs, int B, int T,
                                     mpt_error *err);
 
+/* The row-parallel layers' epilogues (mpt_rows_fn; the ctx of the table's row_parallel_matmul
+ * epi, model/parops.h): rows [r0, r0+n) of the summed output y (n, C), each row exactly the
+ * arithmetic of the whole-matrix kernel (core/kernels_fused.h), so any split gives the same
+ * bits.
+ *   res_ln (attn.c_proj): res = a + y + bias, out = LayerNorm(res; w, b), mean and rstd saved
+ *   res    (mlp.c_proj):  res = a + y + bias */
+typedef struct mpt_gpt_tp_epi {
+    float *res, *out, *mean, *rstd;
+    const float *a, *y, *bias, *w, *b;
+    int C;
+} mpt_gpt_tp_epi;
+void mpt_gpt_tp_epi_res_ln(void *ctx, size_t r0, size_t n);
+void mpt_gpt_tp_epi_res(void *ctx, size_t r0, size_t n);
+
 #endif

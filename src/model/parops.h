@@ -63,9 +63,13 @@ typedef struct mpt_par_ops {
     /* g forward with the GEMM before it (tensor-parallel overlap, parallel/tp_overlap.c):
      * out (N, OC) = the sum over tp of inp (N, C) W (C, OC), no bias, the sum of each row chunk
      * in flight while the next chunk is multiplied. NULL (one rank): the model runs the GEMM
-     * and reduce_from_tp. Not used under sp (its g is scatter_seq). */
+     * and reduce_from_tp. Not used under sp (its g is scatter_seq). epi (may be NULL):
+     * epi(ectx, r0, n) on rows of the summed out, every row once, in row order, each as soon
+     * as its sum is here (the layer's row-wise bias, residual and LayerNorm, so that only the
+     * last chunk's wait for its sum stays exposed). */
     mpt_status (*row_parallel_matmul)(void *ctx, float *out, const float *inp, const float *w,
-                                      size_t N, int C, int OC, mpt_error *err);
+                                      size_t N, int C, int OC, mpt_rows_fn epi, void *ectx,
+                                      mpt_error *err);
     /* f backward: buf (n) holds this rank's part of an input gradient; after, the sum. */
     mpt_status (*copy_to_tp_backward)(void *ctx, float *buf, size_t n, mpt_error *err);
     /* f backward with the GEMMs before it overlapped (parallel/tp_overlap.c), Megatron's

@@ -46,7 +46,12 @@ void mpt_tp_ops(mpt_par_ops *ops, mpt_comm *tp);
  * n_total bounds the sum of the rings' counts. Every tp rank makes the same calls with the same
  * counts in the same order; the buffers stay untouched until end. tp NULL or of size 1: every
  * call does nothing. end is called after begin whatever the statuses in between. */
+/* With the per-chunk epilogue (tp_overlap.c), bench/scale_ab.sh -- --tp 2 under load (load 3-7,
+ * 2026-12-01): 8 chunks against 4 tokens/s 0.919 (behind in 8 of 8 rounds, 0.60-1.00), blocked
+ * 1.07x; 2 chunks against 4 tokens/s 0.998 (rounds 0.91-1.98), blocked 1.22x. So 4. */
+#ifndef MPT_TP_OVERLAP_MAX_CHUNKS /* a build may set it (-D...=8) for an A/B of the count */
 #define MPT_TP_OVERLAP_MAX_CHUNKS 4
+#endif
 /* 1: the sums are rings; 0 (the default): MPI's non-blocking all-reduce (libnbc), the same
  * calls. Against MPI (bench/scale_ab.sh, 2026-12-01): tp 2 near idle (load 1-2) tokens/s 0.988
  * (rounds 0.95-1.05), blocked time 0.52x; at load 3-5 0.843 and 0.951 (behind in 12 of 12
@@ -68,17 +73,27 @@ mpt_status mpt_tp_sums_begin(mpt_tp_sums *s, mpt_comm *tp, size_t n_total, size_
 mpt_status mpt_tp_sums_start(mpt_tp_sums *s, float *buf, size_t n, mpt_error *err);
 mpt_status mpt_tp_sums_progress(mpt_tp_sums *s, mpt_error *err); /* never blocks */
 mpt_status mpt_tp_sums_end(mpt_tp_sums *s, mpt_error *err);
+/* The i-th sum started (0-based) in start order: *done = 1 once it is complete (never blocks;
+ * i not started, e.g. tp of one rank: done); wait_one blocks until it is, moving the others.
+ * Its buffer is then the sum; end must still be called. */
+mpt_status mpt_tp_sums_done(mpt_tp_sums *s, size_t i, int *done, mpt_error *err);
+mpt_status mpt_tp_sums_wait_one(mpt_tp_sums *s, size_t i, mpt_error *err);
 /* Blocking: buf (n) = the sum over tp (one ring). Every tp rank calls. */
 mpt_status mpt_tp_ring_sum(mpt_comm *tp, float *buf, size_t n, mpt_error *err);
 
 /* ---- overlap of the row-parallel all-reduce (tp_overlap.c) --------------------------------
  * The table's row_parallel_matmul entry: out (N, OC) = the sum over tp of inp (N, C) W (C, OC)
  * (no bias), in mpt_tp_overlap_chunks(N, OC) row chunks whose all-reduces overlap the GEMMs
- * of the next chunks. ctx is the tp group; every tp rank calls with the same N, OC. */
+ * of the next chunks. epi (may be NULL) is the layer's row-wise epilogue: called on every row
+ * of out exactly once, in row order, in pieces, each piece as soon as its chunk's sum has
+ * arrived (between the later chunks' GEMMs, or while the last chunks' sums travel); then only
+ * the last chunk's epilogue waits for the last sum. ctx is the tp group; every tp rank calls
+ * with the same N, OC. */
 #define MPT_TP_OVERLAP_MIN_BYTES ((size_t)64 << 10) /* smallest chunk worth a message */
 size_t mpt_tp_overlap_chunks(size_t N, int OC);
 mpt_status mpt_tp_row_parallel_matmul(void *ctx, float *out, const float *inp, const float *w,
-                                      size_t N, int C, int OC, mpt_error *err);
+                                      size_t N, int C, int OC, mpt_rows_fn epi, void *ectx,
+                                      mpt_error *err);
 
 /* The table's rows_reduce_tp entry (model/parops.h): buf (N, C) summed over tp in
  * mpt_tp_overlap_chunks(N, C) row chunks, each chunk's all-reduce started as soon as fn has

@@ -68,6 +68,26 @@ mpt_status mpt_tp_sums_progress(mpt_tp_sums *s, mpt_error *err) {
     return MPT_OK;
 }
 
+mpt_status mpt_tp_sums_done(mpt_tp_sums *s, size_t i, int *done, mpt_error *err) {
+    *done = 1;
+    if (i >= s->k) return MPT_OK; /* never started (tp of one rank): nothing to wait for */
+    if (!MPT_TP_RING_SUMS) return mpt_test(&s->req[i], done, err);
+    mpt_status st = mpt_ring_progress(&s->ring[i], done, err);
+    if (!st) *done = !s->ring[i].active;
+    return st;
+}
+
+mpt_status mpt_tp_sums_wait_one(mpt_tp_sums *s, size_t i, mpt_error *err) {
+    if (i >= s->k) return MPT_OK;
+    if (!MPT_TP_RING_SUMS) return mpt_wait(&s->req[i], err);
+    mpt_status st = MPT_OK;
+    while (!st && s->ring[i].active) { /* the other rings move as messages complete */
+        st = mpt_ring_wait_some(&s->ring[i], err);
+        if (!st) st = mpt_tp_sums_progress(s, err);
+    }
+    return st;
+}
+
 mpt_status mpt_tp_sums_end(mpt_tp_sums *s, mpt_error *err) {
     /* every ring moves whenever any message completes: one blocking wait on the first ring
      * not done, then all are progressed (waiting ring by ring would leave the later rings'
