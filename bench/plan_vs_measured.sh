@@ -45,7 +45,11 @@
 #    PROBE_LOW=0.15 below the median of all the table's probes so far (an excursion lasting
 #    over the run's start or end: the idle ones read 0.5-0.6 of normal; 90% of probes at load
 #    3-5 within -6.5% / +3.4% of their median), or the steal over the run exceeds
-#    STEAL_MAX=0.05 of its cores' ticks (idle: about 1%). It is then run again after a fresh
+#    STEAL_MAX=0.05 of its cores' ticks (idle: about 1%), or (dense layouts, no --experts:
+#    every step does the same work) its timed steps spread more than SPREAD_MAX=0.12 of their
+#    median (the machine changed inside the run, between the probes; the ninth session's idle
+#    passes had 6 and 3 of 31 dense rows above 10%, among them both dense rows beyond 20%;
+#    MoE rows' steps change with the routing, so they are not judged by it). It is then run again after a fresh
 #    calibration, at most RETRIES=2 times; the first steady attempt is kept, else the one
 #    whose probes moved least. Failed runs are not retried.
 #  - a calibration is an excursion when its own peak_fp32 (the same loop, solo, CPU seconds),
@@ -68,7 +72,7 @@
 #        ONLY=REGEX (the layouts whose "RANKS|options" line matches, e.g. ONLY='2bw|--sp$')
 #        PASSES=n (run the table n times; medians over the passes; see below)
 #        ROUTING=logged|uniform (MoE with ep: the run's logged routing, or uniform; see below)
-#        PROBE_DRIFT=0.10 PROBE_LOW=0.15 STEAL_MAX=0.05 CAL_LOW=0.15 RETRIES=2 PROBE_S=0.04
+#        PROBE_DRIFT=0.10 PROBE_LOW=0.15 STEAL_MAX=0.05 SPREAD_MAX=0.12 CAL_LOW=0.15 RETRIES=2 PROBE_S=0.04
 #        PROBE_LOG=FILE (see above; RETRIES=0: measure once, probes still printed)
 set -u
 BUILD=${1:-build}
@@ -129,6 +133,7 @@ PROBE="$BUILD/bench/bench_machine_probe"
 PROBE_S=${PROBE_S:-0.04}     # seconds per probe phase (solo, pair)
 PROBE_DRIFT=${PROBE_DRIFT:-0.10} # |after - before| / the larger: the state changed during the run
 PROBE_LOW=${PROBE_LOW:-0.15} # a probe this far below the median of the run probes so far
+SPREAD_MAX=${SPREAD_MAX:-0.12} # a dense layout's timed steps (max - min) / median beyond this
 STEAL_MAX=${STEAL_MAX:-0.05} # steal over the run, a share of its cores' wall ticks
 CAL_LOW=${CAL_LOW:-0.15}     # a calibration's peak_fp32, busy_gemm or par_eff this far below
                              # the median of the calibrations kept so far
@@ -246,10 +251,11 @@ run_() {
   s1=$(steal_); w1=$(date +%s.%N)
   probe_ "a$tag"
   /usr/bin/python3 - "$TMP" "$tag" "$ok" "$s0" "$s1" "$w0" "$w1" "$HZ" "$(nproc)" "$PROBE_DRIFT" \
-    "$PROBE_LOW" "$STEAL_MAX" "$4" "$(cat "$TMP/calidx_cur")" "$att" <<'EOF' >>"$TMP/att_${i}_$pass"
+    "$PROBE_LOW" "$STEAL_MAX" "$4" "$(cat "$TMP/calidx_cur")" "$att" "$SPREAD_MAX" "$opts" \
+    <<'EOF' >>"$TMP/att_${i}_$pass"
 import json, statistics, sys
 (tmp, tag, ok, s0, s1, w0, w1, hz, cores, drift, low, steal_max, np_, calidx,
- att) = sys.argv[1:16]
+ att, spread_max, opts) = sys.argv[1:18]
 steal = (float(s1) - float(s0)) / max(1e-9, (float(w1) - float(w0)) * float(hz) * int(cores))
 load = open("/proc/loadavg").read().split()[0]
 b = json.load(open("%s/probe_b%s.json" % (tmp, tag))).get("probe_pair")
@@ -269,6 +275,18 @@ elif b and a:
         why.append("probe %.0f < %.2f x median %.0f GF/s" % (min(a, b), 1 - float(low), m))
 if steal > float(steal_max):
     why.append("steal %.1f%% > %.0f%%" % (100 * steal, 100 * float(steal_max)))
+# a dense layout does the same work every step: timed steps that spread more than SPREAD_MAX
+# of their median saw the machine change inside the run (MoE rows' steps change with routing)
+if ok == "1" and "--experts" not in opts:
+    try:
+        steps = [json.loads(l).get("step_ms") for l in open("%s/run_%s.jsonl" % (tmp, tag))]
+        steps = [s for s in steps if s][1:]   # the timed steps (after the first), as below
+    except (OSError, ValueError):
+        steps = []
+    if len(steps) >= 2:
+        spr = (max(steps) - min(steps)) / statistics.median(steps)
+        if spr > float(spread_max):
+            why.append("steps spread %.0f%% > %.0f%%" % (100 * spr, 100 * float(spread_max)))
 print(att, calidx, ok, load, "%.4f" % steal, "%s %s" % (b or 0, a or 0),
       "; ".join(why) or "steady")
 EOF
