@@ -8,6 +8,10 @@
  *   stepwise        a ring started on rank 0 alone does not finish and does not block; three
  *                   rings in flight at once (distinct tags) finish by mpt_ring_progress alone
  *   bad size        n not a multiple of R fails with MPT_ERR_RUN before any message
+ *   tmp release     once mpt_ring_uses_tmp says 0 the ring never writes tmp again (dp_reduce.c
+ *                   then hands tmp to the next bucket's ring): tmp is filled with a sentinel
+ *                   at that moment and must still hold it at the end, under rank-dependent
+ *                   delays that leave reduce-scatter sends pending into the all-gather
  *   bf16 wire       (--grad-reduce-dtype bf16) all-reduce: bit-identical on every rank, within
  *                   R * 2^-8 * sum|x| of the exact sum (one rounding per hop and the final one),
  *                   and half the bytes of the fp32 ring; reduce-scatter: the owner's chunk within
@@ -168,6 +172,41 @@ static void test_bf16_wire(void) {
     CHECK(st == MPT_ERR_RUN || S == 1, "rank %d: a bf16 all-gather ring was accepted", R);
 }
 
+static void test_tmp_release(void) {
+    size_t w = 1 << 15, n = w * (size_t)S;
+    float *tmp = malloc(w * sizeof *tmp);
+    int early = 0, kept = 1, right = 1;
+    srand(7 + (unsigned)R);
+    for (int trial = 0; trial < 40; trial++) {
+        uint64_t seed = 61 + (uint64_t)trial;
+        float *buf = ring_fill_(seed, R, n);
+        mpt_ring g;
+        OK(mpt_ring_start(&g, &world, MPT_RING_ALLREDUCE, buf, n, tmp, 15, &err));
+        int done = 0, released = 0;
+        while (!done) {
+            OK(mpt_ring_progress(&g, &done, &err));
+            if (!done && !released && !mpt_ring_uses_tmp(&g)) { /* another ring takes tmp */
+                released = 1;
+                early++;
+                for (size_t i = 0; i < w; i++) tmp[i] = -7.0f;
+            }
+            /* one rank reads late each trial (1 ms per round), the others jitter (0-140 us): a
+             * reduce-scatter send is then often still pending when the all-gather starts */
+            struct timespec d = {0, (R == trial % S ? 1000000L : 0) + 20000L * (rand() % 8)};
+            nanosleep(&d, NULL);
+        }
+        for (size_t i = 0; released && i < w; i++) kept &= tmp[i] == -7.0f;
+        right &= ring_err_(seed, S, buf, 0, n) <= 1e-6;
+        free(buf);
+    }
+    CHECK(kept, "rank %d: the ring wrote tmp after mpt_ring_uses_tmp said it no longer uses it", R);
+    CHECK(right, "rank %d: all-reduce with a released tmp: wrong sums", R);
+    if (R == 0)
+        printf("np=%d tmp released before the end in %d of 40 all-reduces; written after: %s\n",
+               S, early, kept ? "never" : "yes");
+    free(tmp);
+}
+
 static void test_bad_size(void) {
     if (S == 1) return;
     float buf[8] = {0}, tmp[8];
@@ -191,6 +230,7 @@ int main(int argc, char **argv) {
     test_stepwise();
     test_bf16_wire();
     test_bad_size();
+    test_tmp_release();
     int counts[2] = {check_passed, check_failed}, sums[2];
     MPI_Allreduce(counts, sums, 2, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
     if (R == 0) printf("np=%d: %d passed, %d failed (all ranks)\n", S, sums[0], sums[1]);

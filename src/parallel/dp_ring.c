@@ -233,6 +233,16 @@ mpt_status mpt_ring_wait(mpt_ring *g, mpt_error *err) {
     return MPT_OK;
 }
 
+/* 1 while a send of the reduce-scatter is not complete: an all-gather receive posted then
+ * may land in tmp (step_), so tmp stays the ring's until every one of them has completed. */
+static int rs_send_pending_(const mpt_ring *g) {
+    if (g->sstep < g->rs_steps) return 1;
+    for (int s = 0; s < 2; s++)
+        if (g->sbusy[s] && g->sstep_of[s] < g->rs_steps) return 1;
+    return 0;
+}
+
 int mpt_ring_uses_tmp(const mpt_ring *g) {
-    return g->active && (g->rdone < g->rs_steps || g->wire == MPT_BF16 || g->rtmp);
+    return g->active && (g->rdone < g->rs_steps || g->wire == MPT_BF16 || g->rtmp ||
+                         (g->rdone < g->nsteps && rs_send_pending_(g)));
 }

@@ -95,7 +95,9 @@ mpt_status mpt_ring_progress(mpt_ring *g, int *done, mpt_error *err);
 mpt_status mpt_ring_wait_some(mpt_ring *g, mpt_error *err);
 /* Runs the ring to its end (each step's wait watched by the comm layer's watchdog). */
 mpt_status mpt_ring_wait(mpt_ring *g, mpt_error *err);
-/* 1 while the ring still uses tmp (its reduce-scatter phase). */
+/* 1 while the ring may still write tmp: its reduce-scatter phase, and in the all-gather until
+ * every reduce-scatter send has completed (a chunk arriving while its own send is pending lands
+ * in tmp). Once 0 it stays 0, and the ring never touches tmp again: tmp may serve another ring. */
 int mpt_ring_uses_tmp(const mpt_ring *g);
 
 #endif
