@@ -95,47 +95,50 @@ static double run_(int op, int M, int N, int K, float alpha, float beta, int mas
     return worst;
 }
 
+/* The cases of one product kind: the causal mask attention uses with it at each diagonal
+ * (A B: O += P V, dQ += dS K, A_LOWER; Aᵀ B: dV, dK, A_UPPER; A Bᵀ: S, dP, C_LOWER; alpha 1,
+ * beta 1 except A Bᵀ's 0), then dense with (alpha 1, beta 0) and (alpha 0.125, beta 1). */
+typedef struct { int mask, diag; float alpha, beta; } case_;
+static int cases_(int op, case_ *c) {
+    static const int diags[] = {-7, 0, 5, 40};
+    static const int masks[] = {MPT_ATTN_TILE_A_LOWER, MPT_ATTN_TILE_A_UPPER,
+                                MPT_ATTN_TILE_C_LOWER};
+    int n = 0;
+    for (size_t d = 0; d < sizeof diags / sizeof *diags; d++)
+        c[n++] = (case_){masks[op], diags[d], 1.0f, op == NT ? 0.0f : 1.0f};
+    c[n++] = (case_){MPT_ATTN_TILE_DENSE, 0, 1.0f, 0.0f};
+    c[n++] = (case_){MPT_ATTN_TILE_DENSE, 0, 0.125f, 1.0f};
+    return n;
+}
+
 static void test_products_(void) {
     const int Ms[] = {1, 5, 6, 7, 13, 64}, Ns[] = {1, 7, 16, 17, 64, 250, 256},
-              Ks[] = {1, 3, 8, 17, 64, 256}, diags[] = {-7, 0, 5, 40};
+              Ks[] = {1, 3, 8, 17, 64, 256};
     /* checking builds: N and K up to 64 (the same blocks and edges, fewer full tiles) */
     size_t nN = check_small() ? 5 : 7, nK = check_small() ? 5 : 6;
-    /* the masks attention uses with each product: A B (O += P V, dQ += dS K) A_LOWER,
-     * Aᵀ B (dV, dK) A_UPPER, A Bᵀ (S, dP) C_LOWER */
-    const int masks[] = {MPT_ATTN_TILE_A_LOWER, MPT_ATTN_TILE_A_UPPER, MPT_ATTN_TILE_C_LOWER};
     for (int op = 0; op < 3; op++) {
-        double worst = 0.0;
-        int n = 0;
-        for (size_t a = 0; a < sizeof Ms / sizeof *Ms; a++)
-            for (size_t b = 0; b < nN; b++)
-                for (size_t c = 0; c < nK; c++)
-                    for (size_t d = 0; d < sizeof diags / sizeof *diags; d++) {
-                        float beta = op == NT ? 0.0f : 1.0f;
-                        double w = run_(op, Ms[a], Ns[b], Ks[c], 1.0f, beta, masks[op], diags[d]);
-                        CHECK(w <= 1.0, "%s M%d N%d K%d mask %d diag %d: error %.3g x bound",
-                              op_name_[op], Ms[a], Ns[b], Ks[c], masks[op], diags[d], w);
-                        if (!(w <= worst)) worst = w;
-                        n++;
+        case_ cs[8];
+        int ncase = cases_(op, cs);
+        double worst[2] = {0.0, 0.0}; /* causal, dense */
+        int n[2] = {0, 0};
+        for (int v = 0; v < ncase; v++)
+            for (size_t a = 0; a < sizeof Ms / sizeof *Ms; a++)
+                for (size_t b = 0; b < nN; b++)
+                    for (size_t c = 0; c < nK; c++) {
+                        const case_ *k = &cs[v];
+                        int g = k->mask == MPT_ATTN_TILE_DENSE;
+                        double w = run_(op, Ms[a], Ns[b], Ks[c], k->alpha, k->beta, k->mask,
+                                        k->diag);
+                        CHECK(w <= 1.0, "%s M%d N%d K%d mask %d diag %d alpha %g beta %g: "
+                              "error %.3g x bound", op_name_[op], Ms[a], Ns[b], Ks[c], k->mask,
+                              k->diag, k->alpha, k->beta, w);
+                        if (!(w <= worst[g])) worst[g] = w;
+                        n[g]++;
                     }
         printf("  %-5s %3d shapes, causal mask %d, worst error %.3f of the bound\n",
-               op_name_[op], n, masks[op], worst);
-    }
-    for (int op = 0; op < 3; op++) {
-        double worst = 0.0;
-        int n = 0;
-        for (size_t a = 0; a < sizeof Ms / sizeof *Ms; a++)
-            for (size_t b = 0; b < nN; b++)
-                for (size_t c = 0; c < nK; c++)
-                    for (int v = 0; v < 2; v++) {
-                        float alpha = v ? 0.125f : 1.0f, beta = v ? 1.0f : 0.0f;
-                        double w = run_(op, Ms[a], Ns[b], Ks[c], alpha, beta,
-                                        MPT_ATTN_TILE_DENSE, 0);
-                        CHECK(w <= 1.0, "%s M%d N%d K%d alpha %g beta %g: error %.3g x bound",
-                              op_name_[op], Ms[a], Ns[b], Ks[c], alpha, beta, w);
-                        if (!(w <= worst)) worst = w;
-                        n++;
-                    }
-        printf("  %-5s %3d shapes, dense, worst error %.3f of the bound\n", op_name_[op], n, worst);
+               op_name_[op], n[0], cs[0].mask, worst[0]);
+        printf("  %-5s %3d shapes, dense, worst error %.3f of the bound\n", op_name_[op], n[1],
+               worst[1]);
     }
 }
 
