@@ -15,6 +15,7 @@
 #include "core/gemm_bf16.h"
 #include "core/peak.h"
 #include "parallel/pp_eval.h"
+#include "plan/probe.h"
 #include "train/data.h"
 #include "train/trainer_internal.h"
 
@@ -195,6 +196,10 @@ static cJSON *step_line_(const mpt_step_info *info) {
         cJSON_AddNumberToObject(j, "val_ppl", exp(info->val_loss));
     }
     if (info->moe) moe_line_(j, info->moe, info->experts);
+    if (info->probe_pair > 0) {
+        cJSON_AddNumberToObject(j, "probe_solo", info->probe_solo);
+        cJSON_AddNumberToObject(j, "probe_pair", info->probe_pair);
+    }
     return j;
 }
 
@@ -543,6 +548,20 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
                               .skipped = skipped,
                               .moe = r.cfg.experts > 0 ? &r.moe : NULL,
                               .experts = r.cfg.experts};
+        /* --debug-probe-seconds: the machine's state between two steps (bench/plan_vs_measured.sh
+         * judges a run by it), after this step's clock stopped; the barrier keeps the other
+         * ranks from starting the next step while rank 0 probes (its CPU-second rates are not
+         * lowered by their waiting; a busy host sibling thread lowers them) */
+        if (o->probe_seconds > 0) {
+            if (r.rank0) {
+                long cores = sysconf(_SC_NPROCESSORS_ONLN);
+                mpt_probe p;
+                mpt_probe_fma(&p, cores > 0 ? (int)cores : 1, o->probe_seconds);
+                omp_set_num_threads(o->threads > 0 ? o->threads : 1);
+                info.probe_solo = p.solo, info.probe_pair = p.pair;
+            }
+            if ((st = mpt_barrier(world, err))) goto done;
+        }
         int last = step + 1 == o->steps;
         if (o->eval_every > 0 && (last || (step + 1) % o->eval_every == 0)) {
             if ((st = mpt_comm_agree(world, eval_(&r, &info.val_loss, err), err))) goto done;
