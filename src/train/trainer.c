@@ -552,7 +552,7 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
          * judges a run by it), after this step's clock stopped; the barrier keeps the other
          * ranks from starting the next step while rank 0 probes (its CPU-second rates are not
          * lowered by their waiting; a busy host sibling thread lowers them) */
-        if (o->probe_seconds > 0) {
+        if (o->probe_seconds > 0 && step + 1 < o->steps) { /* (the last: the caller's) */
             if (r.rank0) {
                 long cores = sysconf(_SC_NPROCESSORS_ONLN);
                 mpt_probe p;

@@ -92,8 +92,8 @@ typedef struct mpt_train_opts {
     int on_nan_skip;         /* a non-finite loss or gradient norm: 0 stops the run (MPT_ERR_RUN,
                               * before anything is saved), 1 skips the step's update */
     double probe_seconds;    /* testing (bench/plan_vs_measured.sh): > 0: after every step's
-                              * figures, outside its timed span, world rank 0 takes the
-                              * machine-state probe (plan/probe.h, this many seconds per phase,
+                              * figures but the last's, outside its timed span, world rank 0
+                              * takes the machine-state probe (plan/probe.h, this many seconds per phase,
                               * one thread per online core) while every rank waits at a barrier,
                               * and the step line logs probe_solo and probe_pair (FLOP/s); 0 =
                               * none. Every rank must get the same value. */
