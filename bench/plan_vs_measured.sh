@@ -68,7 +68,8 @@
 #    re-takes is the machine's, and kept). The idle excursions read busy_gemm 0.53-0.58 against
 #    a median of 0.91.
 #  New columns: probe (pair GF/s before / after the kept run), mid (the lowest in-run probe,
-#  0 without MIDPROBE), stl% (steal over it, % of the
+#  0 without MIDPROBE; a one-rank row of several threads also prints its simulation with the
+#  team ratios in wall seconds, par_*_wall: a diagnostic, idle only), stl% (steal over it, % of the
 #  cores' ticks), spr% (the timed steps' (max - min) / median: an excursion inside the run; the
 #  median of the 3 timed steps outvotes one slow step, not two), att (attempts: 1 = steady at
 #  once; n* = re-measured, the n-th kept; nU = none steady, the steadiest kept). After the
@@ -454,6 +455,20 @@ c.update(meet_waste_1ms=0, meet_waste_8ms=0); json.dump(c, open(sys.argv[2], "w"
   "$BIN" simulate --model "$MODEL" --batch "$BATCH" $opts --cluster "$TMP/nomeet.json" --json \
     --moe-imbalance "$imb" --moe-dropped "$drop" >"$TMP/sim_nomeet.json" 2>/dev/null ||
     rm -f "$TMP/sim_nomeet.json"
+  # one rank of several threads (np < cores): the same calibration with the team ratios in wall
+  # seconds (par_*_wall, calib.c; a diagnostic of the one-rank rows' bias, docs/planner_notes.md,
+  # tenth session), printed beside it; readable idle only (under load wall holds other jobs)
+  rm -f "$TMP/sim_wall.json"
+  if [ "$np" -lt "$(nproc)" ] && /usr/bin/python3 -c 'import json, sys; c = json.load(open(sys.argv[1]))
+w = {k: c.get(k + "_wall", 0) for k in ("par_eff", "par_attn", "par_ew")}
+if not all(v > 0 for v in w.values()): sys.exit(1)
+c.update({k: min(v, 1.0) for k, v in w.items()}); json.dump(c, open(sys.argv[2], "w"))' \
+       "$cl" "$TMP/wall.json"; then
+    # shellcheck disable=SC2086
+    "$BIN" simulate --model "$MODEL" --batch "$BATCH" $opts --cluster "$TMP/wall.json" --json \
+      --moe-imbalance "$imb" --moe-dropped "$drop" >"$TMP/sim_wall.json" 2>/dev/null ||
+      rm -f "$TMP/sim_wall.json"
+  fi
   DROP=$drop /usr/bin/python3 - "$TMP" "${opts:-(one rank)}" "$np" "$(nproc)" "$i" "$PASSES" "$cl" <<'EOF'
 import json, os, statistics, sys
 tmp, name, np_, cores, i = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
@@ -510,6 +525,11 @@ if sj.get("tp_meet_poll_s", 0) > 0 and os.path.exists(tmp + "/sim_nomeet.json"):
     nomeet = "  (no meet term: %.1f ms, %+.1f%% of meas*cpu; waste %.2f / %.2f ms at 1 / 8 ms)" % (
         sn, 100.0 * (sn / norm - 1), 1e3 * cl.get("meet_waste_1ms", 0),
         1e3 * cl.get("meet_waste_8ms", 0))
+if os.path.exists(tmp + "/sim_wall.json"):
+    sw = json.load(open(tmp + "/sim_wall.json"))["step_time_s"] * 1e3
+    nomeet += "  (team in wall s: %.1f ms, %+.1f%%; par_*_wall %.2f / %.2f / %.2f)" % (
+        sw, 100.0 * (sw / meas - 1), cl.get("par_eff_wall", 0), cl.get("par_attn_wall", 0),
+        cl.get("par_ew_wall", 0))
 peak = end.get("peak_mem_bytes", 0)
 rss = max((r.get("rss_peak_bytes", 0) for r in end.get("ranks", [])), default=0)
 imb = float(open("%s/imb_%s" % (tmp, i)).read())
