@@ -15,7 +15,6 @@
 #include "core/gemm_bf16.h"
 #include "core/peak.h"
 #include "parallel/pp_eval.h"
-#include "plan/probe.h"
 #include "train/data.h"
 #include "train/trainer_internal.h"
 
@@ -548,20 +547,12 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
                               .skipped = skipped,
                               .moe = r.cfg.experts > 0 ? &r.moe : NULL,
                               .experts = r.cfg.experts};
-        /* --debug-probe-seconds: the machine's state between two steps (bench/plan_vs_measured.sh
-         * judges a run by it), after this step's clock stopped; the barrier keeps the other
-         * ranks from starting the next step while rank 0 probes (its CPU-second rates are not
-         * lowered by their waiting; a busy host sibling thread lowers them) */
-        if (o->probe_seconds > 0 && step + 1 < o->steps) { /* (the last: the caller's) */
-            if (r.rank0) {
-                long cores = sysconf(_SC_NPROCESSORS_ONLN);
-                mpt_probe p;
-                mpt_probe_fma(&p, cores > 0 ? (int)cores : 1, o->probe_seconds);
-                omp_set_num_threads(o->threads > 0 ? o->threads : 1);
-                info.probe_solo = p.solo, info.probe_pair = p.pair;
-            }
-            if ((st = mpt_barrier(world, err))) goto done;
-        }
+        /* --debug-probe-seconds: the machine's state between two steps, after this step's
+         * clock stopped (not after the last: the bench probes right after the run) */
+        if (o->probe_seconds > 0 && step + 1 < o->steps &&
+            (st = mpt_run_probe(&r, o->probe_seconds, o->threads, &info.probe_solo,
+                                &info.probe_pair, err)))
+            goto done;
         int last = step + 1 == o->steps;
         if (o->eval_every > 0 && (last || (step + 1) % o->eval_every == 0)) {
             if ((st = mpt_comm_agree(world, eval_(&r, &info.val_loss, err), err))) goto done;
