@@ -49,7 +49,16 @@
 #    every step does the same work) its timed steps spread more than SPREAD_MAX=0.12 of their
 #    median (the machine changed inside the run, between the probes; the ninth session's idle
 #    passes had 6 and 3 of 31 dense rows above 10%, among them both dense rows beyond 20%;
-#    MoE rows' steps change with the routing, so they are not judged by it). It is then run again after a fresh
+#    MoE rows' steps change with the routing, so they are not judged by it), or (MIDPROBE=1,
+#    the default) a probe taken between two of its steps (train --debug-probe-seconds PROBE_S:
+#    after a step's clock stops, rank 0 probes while the other ranks wait at a barrier; about
+#    0.1 s a step idle, outside the step times) is more than PROBE_LOW below that median, or
+#    the before, in-run and after probes spread more than PROBE_DRIFT of the largest (a slow
+#    spell that began after the before-probe and ended before the after-probe: the ninth
+#    session's E8 dp 2 ep 2 row, 655 ms in pass 1 against 500 in pass 2 with steady before /
+#    after probes, is the case; an MoE row has no spread rule, so this is its only in-run
+#    test; a spell the FMA loop cannot see, e.g. memory traffic of a neighbour, stays unseen).
+#    It is then run again after a fresh
 #    calibration, at most RETRIES=2 times; the first steady attempt is kept, else the one
 #    whose probes moved least. Failed runs are not retried.
 #  - a calibration is an excursion when its own peak_fp32 (the same loop, solo, CPU seconds),
@@ -58,7 +67,9 @@
 #    reference); it is re-taken at once, at most RETRIES times (a state that outlasts the
 #    re-takes is the machine's, and kept). The idle excursions read busy_gemm 0.53-0.58 against
 #    a median of 0.91.
-#  New columns: probe (pair GF/s before / after the kept run), stl% (steal over it, % of the
+#  New columns: probe (pair GF/s before / after the kept run), mid (the lowest in-run probe,
+#  0 without MIDPROBE; a one-rank row of several threads also prints its simulation with the
+#  team ratios in wall seconds, par_*_wall: a diagnostic, idle only), stl% (steal over it, % of the
 #  cores' ticks), spr% (the timed steps' (max - min) / median: an excursion inside the run; the
 #  median of the 3 timed steps outvotes one slow step, not two), att (attempts: 1 = steady at
 #  once; n* = re-measured, the n-th kept; nU = none steady, the steadiest kept). After the
@@ -74,6 +85,7 @@
 #        ROUTING=logged|uniform (MoE with ep: the run's logged routing, or uniform; see below)
 #        PROBE_DRIFT=0.10 PROBE_LOW=0.15 STEAL_MAX=0.05 SPREAD_MAX=0.12 CAL_LOW=0.15 RETRIES=2 PROBE_S=0.04
 #        PROBE_LOG=FILE (see above; RETRIES=0: measure once, probes still printed)
+#        MIDPROBE=1|0 (the probes between the steps; 0: before / after only, as before)
 set -u
 BUILD=${1:-build}
 BIN="$BUILD/mptrain"
@@ -138,6 +150,7 @@ STEAL_MAX=${STEAL_MAX:-0.05} # steal over the run, a share of its cores' wall ti
 CAL_LOW=${CAL_LOW:-0.15}     # a calibration's peak_fp32, busy_gemm or par_eff this far below
                              # the median of the calibrations kept so far
 RETRIES=${RETRIES:-2}        # re-measurements of an unsteady run (each after a fresh calibration)
+MIDPROBE=${MIDPROBE:-1}      # 1: the probe between the run's steps too (train --debug-probe-seconds)
 HZ=$(getconf CLK_TCK 2>/dev/null || echo 100)
 # steal_: /proc/stat's steal ticks, all cpus (the cpu line's 8th value)
 steal_() { awk '/^cpu /{print $9; exit}' /proc/stat; }
@@ -238,6 +251,13 @@ run_() {
   local i=$1 pass=$2 att=$3 np=$4 opts=$5 tag="${1}_${2}_$3" ok=1 s0 s1 w0 w1
   probe_ "b$tag"
   s0=$(steal_); w0=$(date +%s.%N)
+  # MIDPROBE=1 (with the probe program): the probe between every two steps too, outside their
+  # timed spans (train --debug-probe-seconds; the step lines' probe_pair). Not for 2bw: its
+  # windows run on without a barrier between them (train/trainer_stats.c), which the probe's
+  # barrier would add
+  case "$opts" in *"--schedule 2bw"*) ;; *)
+    [ -n "$PROBE" ] && [ "$MIDPROBE" = 1 ] && opts="$opts --debug-probe-seconds $PROBE_S" ;;
+  esac
   # shellcheck disable=SC2086
   if [ "$np" = 1 ]; then
     /usr/bin/time -f "%e %U %S" -o "$TMP/time_$tag" \
@@ -260,6 +280,12 @@ steal = (float(s1) - float(s0)) / max(1e-9, (float(w1) - float(w0)) * float(hz) 
 load = open("/proc/loadavg").read().split()[0]
 b = json.load(open("%s/probe_b%s.json" % (tmp, tag))).get("probe_pair")
 a = json.load(open("%s/probe_a%s.json" % (tmp, tag))).get("probe_pair")
+# the in-run probes (MIDPROBE=1): one after every step, each before the next step's clock starts
+try:
+    mid = [json.loads(l).get("probe_pair") for l in open("%s/run_%s.jsonl" % (tmp, tag))]
+    mid = [x / 1e9 for x in mid if x]
+except (OSError, ValueError):
+    mid = []
 # the median of every run probe so far (and the three at the start): this pass's state so far
 ref = [json.loads(l)["p"].get("probe_pair") for l in open(tmp + "/probes")]
 ref = [x for x in ref if x]
@@ -273,6 +299,15 @@ elif b and a:
             b, a, 100 * abs(a - b) / max(a, b), 100 * float(drift)))
     if min(a, b) < (1 - float(low)) * m:
         why.append("probe %.0f < %.2f x median %.0f GF/s" % (min(a, b), 1 - float(low), m))
+    # between the steps: a state that came and went inside the run (the same two tests, against
+    # the same median: each in-run probe, and their spread with the before / after ones)
+    if mid:
+        allp = [b] + mid + [a]
+        if (max(allp) - min(allp)) / max(allp) > float(drift) and abs(a - b) / max(a, b) <= float(drift):
+            why.append("in-run probe %.0f..%.0f GF/s (%.0f%% > %.0f%%)" % (
+                min(allp), max(allp), 100 * (max(allp) - min(allp)) / max(allp), 100 * float(drift)))
+        if min(mid) < (1 - float(low)) * m:
+            why.append("in-run probe %.0f < %.2f x median %.0f GF/s" % (min(mid), 1 - float(low), m))
 if steal > float(steal_max):
     why.append("steal %.1f%% > %.0f%%" % (100 * steal, 100 * float(steal_max)))
 # a dense layout does the same work every step: timed steps that spread more than SPREAD_MAX
@@ -288,7 +323,7 @@ if ok == "1" and "--experts" not in opts:
         if spr > float(spread_max):
             why.append("steps spread %.0f%% > %.0f%%" % (100 * spr, 100 * float(spread_max)))
 print(att, calidx, ok, load, "%.4f" % steal, "%s %s" % (b or 0, a or 0),
-      "; ".join(why) or "steady")
+      "%.2f" % min(mid) if mid else 0, "; ".join(why) or "steady")
 EOF
 }
 # Every layout is planned, then trained right after a calibration (RECAL=each) with a probe
@@ -321,10 +356,10 @@ for pass in $(seq 1 "$PASSES"); do
     /usr/bin/python3 - "$TMP" "$i" "$pass" <<'EOF'
 import shutil, sys
 tmp, i, p = sys.argv[1:4]
-rows = [l.split(None, 7) for l in open("%s/att_%s_%s" % (tmp, i, p))]
+rows = [l.split(None, 8) for l in open("%s/att_%s_%s" % (tmp, i, p))]
 def badness(r):   # steady first, then the smallest probe change, then the earliest
     b, a = float(r[5]), float(r[6])
-    return (r[7].strip() != "steady", abs(a - b) / max(a, b, 1e-9), int(r[0]))
+    return (r[8].strip() != "steady", abs(a - b) / max(a, b, 1e-9), int(r[0]))
 k = min(rows, key=badness)
 tag = "%s_%s_%s" % (i, p, k[0])
 for f in ("run_%s.jsonl", "time_%s"):
@@ -332,13 +367,13 @@ for f in ("run_%s.jsonl", "time_%s"):
     except OSError: pass
 open("%s/status_%s_%s" % (tmp, i, p), "w").write("%s %s\n" % (k[2], k[3]))
 open("%s/calidx_%s_%s" % (tmp, i, p), "w").write(k[1] + "\n")
-open("%s/kept_%s_%s" % (tmp, i, p), "w").write(" ".join(k[:7]) + " " + k[7])
+open("%s/kept_%s_%s" % (tmp, i, p), "w").write(" ".join(k[:8]) + " " + k[8])
 EOF
   done
 done
 [ "$RECAL" = each ] && cal_
-printf "%-44s %12s %12s %7s %12s %9s %9s %7s %5s %5s %9s %7s %5s %5s %7s %5s %5s %s\n" layout plan \
-  peak diff rss sim_ms meas_ms diff cpu load meas*cpu diff busy par probe stl% spr% att
+printf "%-44s %12s %12s %7s %12s %9s %9s %7s %5s %5s %9s %7s %5s %5s %7s %4s %5s %5s %s\n" layout plan \
+  peak diff rss sim_ms meas_ms diff cpu load meas*cpu diff busy par probe mid stl% spr% att
 i=0
 for entry in "${LAYOUTS[@]}"; do
   i=$((i + 1))
@@ -424,6 +459,20 @@ c.update(meet_waste_1ms=0, meet_waste_8ms=0); json.dump(c, open(sys.argv[2], "w"
   "$BIN" simulate --model "$MODEL" --batch "$BATCH" $opts --cluster "$TMP/nomeet.json" --json \
     --moe-imbalance "$imb" --moe-dropped "$drop" >"$TMP/sim_nomeet.json" 2>/dev/null ||
     rm -f "$TMP/sim_nomeet.json"
+  # one rank of several threads (np < cores): the same calibration with the team ratios in wall
+  # seconds (par_*_wall, calib.c; a diagnostic of the one-rank rows' bias, docs/planner_notes.md,
+  # tenth session), printed beside it; readable idle only (under load wall holds other jobs)
+  rm -f "$TMP/sim_wall.json"
+  if [ "$np" -lt "$(nproc)" ] && /usr/bin/python3 -c 'import json, sys; c = json.load(open(sys.argv[1]))
+w = {k: c.get(k + "_wall", 0) for k in ("par_eff", "par_attn", "par_ew")}
+if not all(v > 0 for v in w.values()): sys.exit(1)
+c.update({k: min(v, 1.0) for k, v in w.items()}); json.dump(c, open(sys.argv[2], "w"))' \
+       "$cl" "$TMP/wall.json"; then
+    # shellcheck disable=SC2086
+    "$BIN" simulate --model "$MODEL" --batch "$BATCH" $opts --cluster "$TMP/wall.json" --json \
+      --moe-imbalance "$imb" --moe-dropped "$drop" >"$TMP/sim_wall.json" 2>/dev/null ||
+      rm -f "$TMP/sim_wall.json"
+  fi
   DROP=$drop /usr/bin/python3 - "$TMP" "${opts:-(one rank)}" "$np" "$(nproc)" "$i" "$PASSES" "$cl" <<'EOF'
 import json, os, statistics, sys
 tmp, name, np_, cores, i = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
@@ -441,14 +490,15 @@ passes, cl = int(sys.argv[6]), json.load(open(sys.argv[7]))
 # min) / median; att: attempts per pass (1: the first run was steady; n*: re-measured, the
 # n-th kept; nU: no attempt steady, the steadiest kept). With several passes the medians.
 meas_l, share_l, norm_l, load_l, end = [], [], [], [], None
-pb_l, pa_l, steal_l, spr_l, att_l = [], [], [], [], []
+pb_l, pa_l, steal_l, spr_l, att_l, mid_l = [], [], [], [], [], []
 for p in range(1, passes + 1):
     kept = "%s/kept_%s_%d" % (tmp, i, p)
     if os.path.exists(kept):
-        k = open(kept).read().split(None, 7)
+        k = open(kept).read().split(None, 8)
         n = len(open("%s/att_%s_%d" % (tmp, i, p)).readlines())
-        att_l.append("%d%s" % (n, "" if n == 1 and k[7].strip() == "steady" else
-                               "*" if k[7].strip() == "steady" else "U"))
+        att_l.append("%d%s" % (n, "" if n == 1 and k[8].strip() == "steady" else
+                               "*" if k[8].strip() == "steady" else "U"))
+        if float(k[7]) > 0: mid_l.append(float(k[7]))
         steal_l.append(float(k[4])), pb_l.append(float(k[5])), pa_l.append(float(k[6]))
     ok, load = open("%s/status_%s_%d" % (tmp, i, p)).read().split()
     if ok != "1": continue
@@ -479,6 +529,11 @@ if sj.get("tp_meet_poll_s", 0) > 0 and os.path.exists(tmp + "/sim_nomeet.json"):
     nomeet = "  (no meet term: %.1f ms, %+.1f%% of meas*cpu; waste %.2f / %.2f ms at 1 / 8 ms)" % (
         sn, 100.0 * (sn / norm - 1), 1e3 * cl.get("meet_waste_1ms", 0),
         1e3 * cl.get("meet_waste_8ms", 0))
+if os.path.exists(tmp + "/sim_wall.json"):
+    sw = json.load(open(tmp + "/sim_wall.json"))["step_time_s"] * 1e3
+    nomeet += "  (team in wall s: %.1f ms, %+.1f%%; par_*_wall %.2f / %.2f / %.2f)" % (
+        sw, 100.0 * (sw / meas - 1), cl.get("par_eff_wall", 0), cl.get("par_attn_wall", 0),
+        cl.get("par_ew_wall", 0))
 peak = end.get("peak_mem_bytes", 0)
 rss = max((r.get("rss_peak_bytes", 0) for r in end.get("ranks", [])), default=0)
 imb = float(open("%s/imb_%s" % (tmp, i)).read())
@@ -488,8 +543,8 @@ if os.path.exists(tmp + "/sim_uniform.json"):
     su = json.load(open(tmp + "/sim_uniform.json"))["step_time_s"] * 1e3
     uni = " (uniform: %.1f ms, %+.1f%%)" % (su, 100.0 * (su / meas - 1))
 med = lambda v: statistics.median(v) if v else 0
-state = "%3.0f/%-3.0f %5.1f %5.1f %s" % (med(pb_l), med(pa_l), 100 * med(steal_l),
-                                         100 * med(spr_l), ",".join(att_l) or "-")
+state = "%3.0f/%-3.0f %4.0f %5.1f %5.1f %s" % (med(pb_l), med(pa_l), med(mid_l), 100 * med(steal_l),
+                                              100 * med(spr_l), ",".join(att_l) or "-")
 print("%-44s %12d %12d %+6.2f%% %12s %9.1f %9.1f %+6.1f%% %5.2f %5.1f %9.1f %+6.1f%% %5.2f %5.2f %s%s" % (
       name, plan, peak, 100.0 * (peak / plan - 1), rss or "-", sim, meas,
       100.0 * (sim / meas - 1), share, statistics.median(load_l), norm,
@@ -519,7 +574,8 @@ if cs:
               "intra_lat", "intra_bw", "mpi_allreduce_bw", "mpi_reduce_scatter_bw",
               "mpi_allgather_bw",
               "moe_rate_f", "moe_rate_b", "moe_rate_w", "moe_row_f", "moe_row_b", "par_moe",
-              "mpi_alltoall_bw", "poll_share", "meet_waste_1ms", "meet_waste_8ms"):
+              "mpi_alltoall_bw", "poll_share", "meet_waste_1ms", "meet_waste_8ms",
+              "par_eff_wall", "par_attn_wall", "par_ew_wall"):
         v = [c[k] for c in cs if k in c]
         if v:
             m = statistics.median(v)
@@ -537,16 +593,16 @@ tmp, low, hz, cores = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(s
 runs = dropped = 0
 why = {}
 for f in sorted(glob.glob(tmp + "/att_*")):
-    rows = [l.split(None, 7) for l in open(f)]
-    kept = open(f.replace("/att_", "/kept_")).read().split(None, 7)[0] if os.path.exists(
+    rows = [l.split(None, 8) for l in open(f)]
+    kept = open(f.replace("/att_", "/kept_")).read().split(None, 8)[0] if os.path.exists(
         f.replace("/att_", "/kept_")) else None
     for r in rows:
         runs += 1
         if r[0] != kept:
             dropped += 1
-            for w in r[7].strip().split("; "):
+            for w in r[8].strip().split("; "):
                 key = w.split(" ")[0] + (" below median" if "median" in w else
-                                         " drift" if "->" in w else "")
+                                         " drift" if "->" in w or ".." in w else "")
                 why[key] = why.get(key, 0) + 1
 print("runs: %d measured, %d dropped as unsteady and re-measured%s" % (
     runs, dropped, " (" + ", ".join("%s: %d" % kv for kv in sorted(why.items())) + ")"

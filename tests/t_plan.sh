@@ -141,4 +141,22 @@ if [ -n "$hint" ] && "${MPIRUN[@]}" -np 2 "$BIN" train --model tiny --batch 8 --
   ok "the suggested MoE layout ($hint) trains within --mem-limit 15M"
 else bad "the suggested MoE layout '$hint' does not train: $(head -c 400 "$tmp/hint.err")"; fi
 check "plan --help" sh -c "'$BIN' plan --help | grep -q -- '--gpus'"
+# bench/plan_vs_measured.sh's probe between the steps (train --debug-probe-seconds): every step
+# line but the last of a 2-rank run carries probe_solo and probe_pair (FLOP/s, > 0 on an
+# AVX2+FMA CPU); the last none (the bench probes after the run); without the option none does
+if "${MPIRUN[@]}" -np 2 "$BIN" train --model tiny --batch 8 --steps 3 --dp 2 --threads 1 --quiet \
+     --debug-probe-seconds 0.01 --log "$tmp/probe.jsonl" >/dev/null 2>"$tmp/probe.err" </dev/null &&
+   "$BIN" train --model tiny --batch 8 --steps 1 --threads 1 --quiet \
+     --log "$tmp/noprobe.jsonl" >/dev/null 2>>"$tmp/probe.err" </dev/null &&
+   /usr/bin/python3 - "$tmp/probe.jsonl" "$tmp/noprobe.jsonl" <<'PY'
+import json, sys
+on = [json.loads(l) for l in open(sys.argv[1])]
+off = [json.loads(l) for l in open(sys.argv[2])]
+steps = [l for l in on if "step_ms" in l]
+sys.exit(not (len(steps) == 3 and all(l.get("probe_pair", 0) > 0 and l.get("probe_solo", 0) > 0
+                                      for l in steps[:-1]) and "probe_pair" not in steps[-1]
+              and not any("probe_pair" in l for l in off)))
+PY
+then ok "train --debug-probe-seconds logs the machine probe between the steps (2 ranks)"
+else bad "train --debug-probe-seconds: probe_solo / probe_pair missing between the steps, or after the last: $(head -c 400 "$tmp/probe.err")"; fi
 finish

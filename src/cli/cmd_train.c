@@ -298,6 +298,7 @@ int mpt_cli_train(int argc, char **argv) {
     mpt_train_opts_defaults(&o);
     o.threads = 0; /* not given: cores / ranks once MPI runs (mpt_cli_default_threads) */
     float bucket_mb = 0.0f, comm_timeout = 300.0f, stall_seconds = 3600.0f, val_fraction = 0.0f;
+    float probe_seconds = 0.0f; /* --debug-probe-seconds (bench/plan_vs_measured.sh) */
     int val_fraction_seen = 0, model_seen = 0;
     const char *gemm = "onednn", *z3_gather = "layer", *on_nan = "stop", *debug_nan = NULL;
     const char *save_format = "single", *dtype = "fp32", *grad_dtype = "fp32";
@@ -370,6 +371,7 @@ int mpt_cli_train(int argc, char **argv) {
         {"debug-stall-rank", MPT_ARG_INT, &o.stall_rank, "", NULL, MPT_RANGE(0, INT_MAX)},
         {"debug-stall-step", MPT_ARG_LONG, &o.stall_step, "", NULL, MPT_RANGE(0, MPT_MAX_STEPS)},
         {"debug-stall-seconds", MPT_ARG_FLOAT, &stall_seconds, "", NULL, MPT_RANGE(0, MPT_MAX_STALL_SECONDS)},
+        {"debug-probe-seconds", MPT_ARG_FLOAT, &probe_seconds, "", NULL, MPT_RANGE(0, 1)},
     };
     size_t nargs = sizeof args / sizeof *args;
     mpt_status st = mpt_args_parse(args, nargs, argc, argv, 2, &help, "train", &err);
@@ -475,6 +477,7 @@ int mpt_cli_train(int argc, char **argv) {
     o.val_fraction = val_fraction;
     o.bucket_mb = bucket_mb;
     o.stall_seconds = stall_seconds;
+    o.probe_seconds = probe_seconds;
     mpt_comm_set_timeout(comm_timeout);
     mpt_comm_set_watchdog(watchdog_);
     mpt_comm world;

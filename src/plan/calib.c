@@ -227,22 +227,25 @@ static double kind_busy_(int kind, bufs_ *own, int cores, int passes) {
 /* team: the kind on `cores` threads, one copy; the process's CPU seconds per pass over the
  * cores (on cores of its own: wall seconds, a thread spinning at a barrier included; on a
  * shared machine not the time other jobs hold the cores, as the step's cpu share counts it). */
-static double kind_team_(int kind, bufs_ *u, int cores, int passes) {
+static double kind_team_(int kind, bufs_ *u, int cores, int passes, double *wall) {
     double c = 0, w = 0;
     omp_set_num_threads(cores);
     u->threads = cores;
     double p0 = mpt_cluster_cpu_seconds();
     kind_pass_(kind, u, passes, &c, &w);
     double t = (mpt_cluster_cpu_seconds() - p0) / passes / cores;
+    *wall = w; /* wall seconds per pass: a team thread's sleep at a barrier counted */
     omp_set_num_threads(1);
     u->threads = 1;
     return t;
 }
 
 /* Fills busy[k] (solo / busy CPU seconds per thread) and team[k] (solo / (cores x team) CPU
- * seconds) for every kind, each at most 1; own: one buffer set per core. */
-static void kinds_compare_(bufs_ *u, bufs_ *own, int cores, double *busy, double *team) {
-    double rb[KINDS_][ROUNDS_], rt[KINDS_][ROUNDS_];
+ * seconds) for every kind, each at most 1; team_wall[k] the same ratio in wall seconds, not
+ * clamped (a diagnostic: see cluster.h); own: one buffer set per core. */
+static void kinds_compare_(bufs_ *u, bufs_ *own, int cores, double *busy, double *team,
+                           double *team_wall) {
+    double rb[KINDS_][ROUNDS_], rt[KINDS_][ROUNDS_], rw[KINDS_][ROUNDS_];
     int passes[KINDS_];
     u->threads = 1;
     for (int k = 0; k < KINDS_; k++) {
@@ -254,17 +257,19 @@ static void kinds_compare_(bufs_ *u, bufs_ *own, int cores, double *busy, double
     }
     for (int r = 0; r < ROUNDS_; r++)
         for (int k = 0; k < KINDS_; k++) {
-            double sc = 0, sw = 0, b = 0, t = 0;
+            double sc = 0, sw = 0, b = 0, t = 0, tw = 0;
             int p = passes[k];
-            if (r % 2) b = kind_busy_(k, own, cores, p), t = kind_team_(k, u, cores, p);
+            if (r % 2) b = kind_busy_(k, own, cores, p), t = kind_team_(k, u, cores, p, &tw);
             kind_pass_(k, u, p, &sc, &sw);
-            if (!(r % 2)) b = kind_busy_(k, own, cores, p), t = kind_team_(k, u, cores, p);
+            if (!(r % 2)) b = kind_busy_(k, own, cores, p), t = kind_team_(k, u, cores, p, &tw);
             rb[k][r] = b > 0 ? sc / b : 1;
             rt[k][r] = t > 0 ? sc / (cores * t) : 1;
+            rw[k][r] = tw > 0 ? sw / (cores * tw) : 1;
         }
     for (int k = 0; k < KINDS_; k++) {
         busy[k] = mpt_cluster_median_(rb[k], ROUNDS_);
         team[k] = mpt_cluster_median_(rt[k], ROUNDS_);
+        team_wall[k] = mpt_cluster_median_(rw[k], ROUNDS_);
         if (busy[k] > 1) busy[k] = 1;
         if (team[k] > 1) team[k] = 1;
     }
@@ -318,12 +323,14 @@ void mpt_cluster_measure_kernels(mpt_cluster *c) {
 #pragma omp parallel num_threads(cores) reduction(&& : ok)
         ok = bufs_init_(&own[omp_get_thread_num()], 1); /* first touch on its thread */
     }
-    double busy[KINDS_] = {1, 1, 1}, team[KINDS_] = {1, 1, 1};
-    if (ok && cores > 1) kinds_compare_(&u, own, cores, busy, team);
+    double busy[KINDS_] = {1, 1, 1}, team[KINDS_] = {1, 1, 1}, team_wall[KINDS_] = {0, 0, 0};
+    if (ok && cores > 1) kinds_compare_(&u, own, cores, busy, team, team_wall);
     for (int t = 0; own && cores > 1 && t < cores; t++) bufs_free_(&own[t]);
     free(own);
     c->busy_gemm = busy[KIND_GEMM_], c->busy_attn = busy[KIND_ATTN_], c->busy_ew = busy[KIND_EW_];
     c->par_eff = team[KIND_GEMM_], c->par_attn = team[KIND_ATTN_], c->par_ew = team[KIND_EW_];
+    c->par_eff_wall = team_wall[KIND_GEMM_], c->par_attn_wall = team_wall[KIND_ATTN_];
+    c->par_ew_wall = team_wall[KIND_EW_];
     omp_set_max_active_levels(levels);
     omp_set_num_threads(saved);
     bufs_free_(&u);
@@ -354,7 +361,8 @@ size_t mpt_cluster_calib_fields(mpt_cluster *c, const char **names, double **ptr
                                         "moe_rate_f", "moe_rate_b", "moe_rate_w",
                                         "moe_row_f", "moe_row_b", "par_moe",
                                         "mpi_alltoall_bw", "par_moe_row", "poll_share",
-                                        "meet_waste_1ms", "meet_waste_8ms"};
+                                        "meet_waste_1ms", "meet_waste_8ms",
+                                        "par_eff_wall", "par_attn_wall", "par_ew_wall"};
     double *op[] = {&c->busy_gemm,        &c->busy_attn,
                     &c->busy_ew,          &c->par_attn,
                     &c->par_ew,           &c->mpi_allreduce_bw,
@@ -362,7 +370,8 @@ size_t mpt_cluster_calib_fields(mpt_cluster *c, const char **names, double **ptr
                     &c->moe_rate_f, &c->moe_rate_b, &c->moe_rate_w,
                     &c->moe_row_f, &c->moe_row_b, &c->par_moe,
                     &c->mpi_alltoall_bw, &c->par_moe_row, &c->poll_share,
-                    &c->meet_waste[0], &c->meet_waste[1]};
+                    &c->meet_waste[0], &c->meet_waste[1],
+                    &c->par_eff_wall, &c->par_attn_wall, &c->par_ew_wall};
     size_t n = 0;
     for (int i = 0; i < MPT_GEMM_CURVE; i++, n++)
         if (n < max) names[n] = curve[i], ptrs[n] = &c->gemm_curve[i];

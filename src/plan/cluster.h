@@ -77,6 +77,13 @@ typedef struct mpt_cluster {
                                    * L3, memory bus and clock of a loaded socket) */
     double par_attn, par_ew;      /* attention / element-wise kernels on every core's thread /
                                    * (cores x one core), as par_eff for the GEMM */
+    double par_eff_wall, par_attn_wall, par_ew_wall; /* diagnostic, not priced (0: not
+                                   * measured): the same team ratios in wall seconds, not clamped
+                                   * at 1. par_* count the process's CPU seconds, so a team
+                                   * thread asleep at a barrier (past OpenMP's spin) is not
+                                   * counted; the step's clock counts it. Idle, wall < CPU
+                                   * figure = team time no CPU clock sees (docs/planner_notes.md,
+                                   * tenth session); under load wall is other jobs' time too */
     /* cpu-here only, measured by bench/mpi_pingpong.c with real MPI calls between two ranks
      * (0: not measured, intra_bw x intra_eff applies): the link bandwidth (cost.h's formula at
      * n = 2) of the MPI library's nonblocking collectives as the tensor-parallel layers post

@@ -195,6 +195,10 @@ static cJSON *step_line_(const mpt_step_info *info) {
         cJSON_AddNumberToObject(j, "val_ppl", exp(info->val_loss));
     }
     if (info->moe) moe_line_(j, info->moe, info->experts);
+    if (info->probe_pair > 0) {
+        cJSON_AddNumberToObject(j, "probe_solo", info->probe_solo);
+        cJSON_AddNumberToObject(j, "probe_pair", info->probe_pair);
+    }
     return j;
 }
 
@@ -543,6 +547,12 @@ mpt_status mpt_train(mpt_comm *world, const mpt_train_opts *o, mpt_start_fn on_s
                               .skipped = skipped,
                               .moe = r.cfg.experts > 0 ? &r.moe : NULL,
                               .experts = r.cfg.experts};
+        /* --debug-probe-seconds: the machine's state between two steps, after this step's
+         * clock stopped (not after the last: the bench probes right after the run) */
+        if (o->probe_seconds > 0 && step + 1 < o->steps &&
+            (st = mpt_run_probe(&r, o->probe_seconds, o->threads, &info.probe_solo,
+                                &info.probe_pair, err)))
+            goto done;
         int last = step + 1 == o->steps;
         if (o->eval_every > 0 && (last || (step + 1) % o->eval_every == 0)) {
             if ((st = mpt_comm_agree(world, eval_(&r, &info.val_loss, err), err))) goto done;

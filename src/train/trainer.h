@@ -91,6 +91,12 @@ typedef struct mpt_train_opts {
     double stall_seconds;
     int on_nan_skip;         /* a non-finite loss or gradient norm: 0 stops the run (MPT_ERR_RUN,
                               * before anything is saved), 1 skips the step's update */
+    double probe_seconds;    /* testing (bench/plan_vs_measured.sh): > 0: after every step's
+                              * figures but the last's, outside its timed span, world rank 0
+                              * takes the machine-state probe (plan/probe.h, this many seconds per phase,
+                              * one thread per online core) while every rank waits at a barrier,
+                              * and the step line logs probe_solo and probe_pair (FLOP/s); 0 =
+                              * none. Every rank must get the same value. */
     long nan_step;           /* testing: poison this step (1-based; 0 = never) on the last
                               * world rank: its loss (nan_grad 0) or its gradients (nan_grad 1) */
     int nan_grad;
@@ -118,6 +124,8 @@ typedef struct mpt_step_info {
     const struct mpt_moe_stats *moe; /* MoE models: the step's routing statistics, summed over
                               * the global batch (model/moe.h); else NULL */
     int experts;             /* E of the MoE blocks */
+    double probe_solo, probe_pair; /* probe_seconds > 0: the probe after this step (FLOP/s per
+                              * thread, plan/probe.h); 0 otherwise */
 } mpt_step_info;
 
 typedef struct mpt_train_result {

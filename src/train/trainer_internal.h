@@ -131,6 +131,12 @@ mpt_status mpt_run_stats_swap(mpt_run *r, long step, double *dt, double *peak, d
                               double busy[2], double bubble_sim[2], mpt_error *err);
 mpt_status mpt_run_stats_finish(mpt_run *r, double *cpu, mpt_error *err);
 mpt_status mpt_run_stats_log(mpt_run *r, long step, mpt_status st, mpt_error *err);
+/* trainer_probe.c (train --debug-probe-seconds; every rank calls it between the same two
+ * steps): world rank 0 takes the machine-state probe (plan/probe.h: `seconds` a phase, one
+ * thread per online core; FLOP/s per thread into *solo, *pair, 0 on the other ranks) while the
+ * others wait at a barrier; then restores `threads` as the OpenMP team size. */
+mpt_status mpt_run_probe(mpt_run *r, double seconds, int threads, double *solo, double *pair,
+                         mpt_error *err);
 void mpt_run_stats_free(mpt_run_stats *s);
 void mpt_run_2bw_free(mpt_run *r);
 /* The step's log figures (after the pipeline group's sums: busy[0] summed, busy[1] the
