@@ -544,3 +544,8 @@ int mpt_alive_debug_jitter(void) {
     }
     return (int)(x & 1) + 1;
 }
+
+int mpt_alive_debug_coin(void) {
+    if (!J_.parsed) parse_jitter_();
+    return J_.us ? (int)(jitter_rand_() >> 63) : 0;
+}

@@ -100,6 +100,10 @@ static mpt_status wait_many_(mpt_req *r, size_t n, int all, size_t *which, mpt_e
         const mpt_req *first = NULL;
         for (size_t i = 0; i < n; i++) {
             if (r[i].done || (!all && !r[i].comm)) continue;
+            if (mpt_alive_debug_coin()) { /* testing: seen as pending this round */
+                if (!first) first = &r[i];
+                continue;
+            }
             int done = 0;
             mpt_status st = test_parts_(&r[i], &done, err);
             if (st == MPT_OK && done) st = finish_(&r[i], err);
