@@ -10,7 +10,10 @@
  * without a handler (or if it returns) the wait fails with MPT_ERR_RUN and that message,
  * leaving the request pending. Only the rank that owns a request waits on it.
  * Once the failure detector (alive.h) knows of a lost rank (mpt_alive_give_up), a wait or
- * test that finds its request still pending fails with that loss. */
+ * test that finds its request still pending fails with that loss.
+ * Testing: under MPT_DEBUG_JITTER_US (alive.h) each wait and mpt_test first sleeps a random
+ * while, mpt_test skips its MPI_Test half the time and a wait skips each request's MPI_Test
+ * in half of its rounds: completions are seen late and in shuffled orders, as MPI allows. */
 #include "comm/alive.h"
 #include "comm/comm_internal.h"
 
