@@ -11,7 +11,7 @@
 # run three times: with that fix reverted this script failed 5 of 6 runs, 2026-12-01),
 # ZeRO-2's staging rings and ZeRO-3's gathers and prefetch, tp 2 with sp (the overlapped
 # all-gather / reduce-scatter messages), a pipeline's p2p (zb-h1 with dp 2 ZeRO-1), cp 2's ring
-# attention, dp 2 x tp 2. SMALL=1 (ASan, valgrind builds): the first four only.
+# attention, dp 2 x tp 2. SMALL=1 (ASan, valgrind builds): dp 4 ZeRO-0/1, dp 2 ZeRO-2, tp 2 sp only.
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 J=${MPT_TEST_JITTER_US:-100}
