@@ -7,7 +7,8 @@
  *   mpi_comm watchdog_recv  rank 0 waits for a message rank 1 never sends (same handler)
  *
  * Data are integer-valued floats, so every sum is exact whatever order MPI adds in (the typed
- * f64 / i32 cases use values exact in their type but not in a float). Large
+ * f64 / i32 cases use values exact in their type but not in a float); waitany returns each
+ * pending request once, skipping zeroed and finished ones. Large
  * counts are split with the per-call limit lowered (mpt_comm_set_max_count), so the split
  * paths run on small buffers. */
 #include <math.h>
@@ -383,6 +384,36 @@ static void test_p2p(void) {
     if (R == 0) printf("  MPI error message: %s\n", err.msg);
 }
 
+/* mpt_waitany: skips zeroed and finished requests, returns each pending one once (finished and
+ * counted), then n when none is left. */
+static void test_waitany(void) {
+    int next = (R + 1) % S, prev = (R + S - 1) % S;
+    enum { N = 40 };
+    float send[N], recv[N];
+    for (int i = 0; i < N; i++) {
+        send[i] = (float)(R * 100 + i);
+        recv[i] = -1;
+    }
+    mpt_req r[3];
+    memset(r, 0, sizeof r);
+    size_t which = 99, seen[2] = {9, 9};
+    OK(mpt_waitany(r, 3, &which, &err));
+    CHECK(which == 3, "rank %d: waitany over zeroed requests gave %zu, want 3", R, which);
+    OK(mpt_irecv(&world, recv, N, prev, 21, &r[1], &err));
+    OK(mpt_isend(&world, send, N, next, 21, &r[2], &err));
+    for (int k = 0; k < 2; k++) {
+        OK(mpt_waitany(r, 3, &seen[k], &err));
+        CHECK(seen[k] < 3 && r[seen[k]].done, "rank %d: waitany %d gave %zu", R, k, seen[k]);
+    }
+    CHECK(seen[0] != seen[1] && seen[0] + seen[1] == 3, "rank %d: waitany gave %zu then %zu", R,
+          seen[0], seen[1]);
+    OK(mpt_waitany(r, 3, &which, &err));
+    CHECK(which == 3, "rank %d: waitany with nothing pending gave %zu, want 3", R, which);
+    int right = 1;
+    for (int i = 0; i < N; i++) right &= recv[i] == (float)(prev * 100 + i);
+    CHECK(right, "rank %d: waitany: wrong data received", R);
+}
+
 /* --- nonblocking with overlap ---------------------------------------------------------------- */
 
 static void test_overlap(void) {
@@ -685,7 +716,7 @@ int main(int argc, char **argv) {
     struct { const char *name; void (*fn)(void); } tests[] = {
         {"allreduce", test_allreduce}, {"reduce_scatter", test_reduce_scatter},
         {"allgather", test_allgather}, {"alltoallv", test_alltoallv}, {"bcast", test_bcast},
-        {"p2p", test_p2p}, {"overlap", test_overlap}, {"agree", test_agree},
+        {"p2p", test_p2p}, {"waitany", test_waitany}, {"overlap", test_overlap}, {"agree", test_agree},
         {"counters", test_counters}, {"typed", test_typed}, {"groups", test_groups},
         {"watchdog_return", test_watchdog_return},
     };

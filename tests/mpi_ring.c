@@ -12,6 +12,12 @@
  *                   then hands tmp to the next bucket's ring): tmp is filled with a sentinel
  *                   at that moment and must still hold it at the end, under rank-dependent
  *                   delays that leave reduce-scatter sends pending into the all-gather
+ *   wait alone      rings run by mpt_ring_wait alone (no progress calls) finish, while half of
+ *                   the comm layer's MPI_Test calls are skipped (MPT_DEBUG_JITTER_US, which main
+ *                   sets for the whole run unless the caller did): a send then often looks
+ *                   pending when the ring blocks, and a wait on the receive alone deadlocked
+ *                   (every rank's next send waiting for its slot; the other tests' rings
+ *                   hung too); the comm timeout of 20 s turns such a hang into a failure
  *   bf16 wire       (--grad-reduce-dtype bf16) all-reduce: bit-identical on every rank, within
  *                   R * 2^-8 * sum|x| of the exact sum (one rounding per hop and the final one),
  *                   and half the bytes of the fp32 ring; reduce-scatter: the owner's chunk within
@@ -207,6 +213,29 @@ static void test_tmp_release(void) {
     free(tmp);
 }
 
+static void test_wait_alone(void) {
+    size_t w = 300, n = w * (size_t)S;
+    float *tmp = malloc(w * sizeof *tmp);
+    int trials = 0, right = 1;
+    mpt_status st = MPT_OK;
+    for (; trials < 300 && st == MPT_OK; trials++) {
+        uint64_t seed = 900 + (uint64_t)trials;
+        float *buf = ring_fill_(seed, R, n);
+        mpt_ring g;
+        st = mpt_ring_start(&g, &world, MPT_RING_ALLREDUCE, buf, n, tmp, 16, &err);
+        if (st == MPT_OK) st = mpt_ring_wait(&g, &err);
+        if (st == MPT_OK) right &= ring_err_(seed, S, buf, 0, n) <= 1e-6;
+        free(buf);
+    }
+    CHECK(st == MPT_OK, "rank %d: ring %d of 300 run by mpt_ring_wait alone: %s", R, trials,
+          err.msg);
+    CHECK(right, "rank %d: rings run by mpt_ring_wait alone: wrong sums", R);
+    if (R == 0 && st == MPT_OK)
+        printf("np=%d 300 rings run by mpt_ring_wait alone under MPT_DEBUG_JITTER_US=%s\n", S,
+               getenv("MPT_DEBUG_JITTER_US"));
+    free(tmp);
+}
+
 static void test_bad_size(void) {
     if (S == 1) return;
     float buf[8] = {0}, tmp[8];
@@ -217,6 +246,7 @@ static void test_bad_size(void) {
 }
 
 int main(int argc, char **argv) {
+    setenv("MPT_DEBUG_JITTER_US", "20", 0); /* (test_wait_alone) read at the first message */
     MPI_Init(&argc, &argv);
     if (mpt_comm_world(&world, &err) != MPT_OK) {
         fprintf(stderr, "%s\n", err.msg);
@@ -224,6 +254,7 @@ int main(int argc, char **argv) {
     }
     R = world.rank;
     S = world.size;
+    mpt_comm_set_timeout(20); /* a hang (see wait alone) fails with the watchdog's message */
     test_allreduce();
     test_reduce_scatter();
     test_allgather();
@@ -231,6 +262,7 @@ int main(int argc, char **argv) {
     test_bf16_wire();
     test_bad_size();
     test_tmp_release();
+    test_wait_alone(); /* last: a failure leaves requests pending */
     int counts[2] = {check_passed, check_failed}, sums[2];
     MPI_Allreduce(counts, sums, 2, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
     if (R == 0) printf("np=%d: %d passed, %d failed (all ranks)\n", S, sums[0], sums[1]);

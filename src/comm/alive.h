@@ -25,7 +25,13 @@
  * step STEP (1-based, as mpt_comm_set_step counts): POINT "+MS" is MS milliseconds after the
  * step begins (a POSIX timer that delivers SIGKILL, wherever the rank is); "OP@GROUP#N" is
  * just before the rank posts its Nth (default 1st) operation OP ("allreduce", "send", ...) on
- * the group named GROUP ("dp", "tp", "pp", "world", ...) during that step. */
+ * the group named GROUP ("dp", "tp", "pp", "world", ...) during that step.
+ * MPT_DEBUG_JITTER_US="N" (or "N:SEED" to repeat one sequence) makes the comm layer sleep a
+ * random 0..N microseconds (N up to 10^6) before every post, every mpt_test and every wait, and
+ * makes half of the mpt_test calls, and half of a wait's polls of each request, see a pending
+ * request without testing it (MPI_Test may always do so), from a generator seeded per rank (and per run without SEED): the order in
+ * which a rank sees its messages complete then changes from run to run, so tests find the
+ * races of the nonblocking paths (a buffer reused while a request may still use it). */
 #ifndef MPT_ALIVE_H
 #define MPT_ALIVE_H
 
@@ -66,5 +72,11 @@ mpt_status mpt_alive_fail(const mpt_comm *c, mpt_comm_op op, mpt_error *err);
  * before posting an operation. Do nothing unless the variable is set. */
 void mpt_alive_debug_step(long step);
 void mpt_alive_debug_op(const mpt_comm *c, mpt_comm_op op);
+/* MPT_DEBUG_JITTER_US (above): 0 when off; else sleeps its random while and returns 1 or 2 at
+ * random (mpt_test skips its MPI_Test on 2). The thread that calls MPI calls. */
+int mpt_alive_debug_jitter(void);
+/* MPT_DEBUG_JITTER_US: 0 when off; else 0 or 1 at random, without sleeping (a wait skips its
+ * MPI_Test of one request for one round on 1). */
+int mpt_alive_debug_coin(void);
 
 #endif

@@ -129,6 +129,7 @@ mpt_status mpt_comm_parts(const mpt_comm *c, mpt_comm_op op, size_t n, int *part
 void mpt_comm_req_start(mpt_req *r, mpt_comm *c, mpt_comm_op op, int peer, mpt_dtype dt,
                         double bytes) {
     mpt_alive_debug_op(c, op);
+    mpt_alive_debug_jitter();
     memset(r, 0, sizeof *r);
     for (int i = 0; i < MPT_REQ_MAX_PARTS; i++) r->req[i] = MPI_REQUEST_NULL;
     r->op = op;

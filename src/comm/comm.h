@@ -162,6 +162,12 @@ mpt_status mpt_irecv(mpt_comm *c, float *buf, size_t n, int peer, int tag, mpt_r
 mpt_status mpt_wait(mpt_req *r, mpt_error *err);
 /* Waits for r[0..n) together (the watchdog names the first one still pending). */
 mpt_status mpt_waitall(mpt_req *r, size_t n, mpt_error *err);
+/* Waits until one of r[0..n) that is still pending completes: *which = its index (finished and
+ * counted; the others may have completed too, mpt_test tells). Requests already finished, and
+ * zeroed ones that never started, are skipped; with none pending it returns at once with
+ * *which = n. For a caller whose next move may need any of several requests (a ring's receive,
+ * or the send whose buffer its next send reuses): waiting on one of them alone can deadlock. */
+mpt_status mpt_waitany(mpt_req *r, size_t n, size_t *which, mpt_error *err);
 /* *done = 1 when complete (then r is finished and counted); progresses MPI either way. */
 mpt_status mpt_test(mpt_req *r, int *done, mpt_error *err);
 

@@ -497,3 +497,55 @@ void mpt_alive_debug_op(const mpt_comm *c, mpt_comm_op op) {
     if (strcmp(mpt_comm_op_name(op), K_.op) != 0 || strcmp(c->name, K_.group) != 0) return;
     if (++K_.seen == K_.nth) raise(SIGKILL);
 }
+
+/* --- testing: MPT_DEBUG_JITTER_US -------------------------------------------------------------- */
+
+static struct {
+    int parsed;
+    long us;          /* 0: off */
+    uint64_t state;   /* xorshift64*, seeded per rank and per run */
+} J_;
+
+static void parse_jitter_(void) {
+    J_.parsed = 1;
+    const char *s = getenv("MPT_DEBUG_JITTER_US");
+    if (!s || !*s) return;
+    long us = 0;
+    unsigned long long seed = 0;
+    int got = sscanf(s, "%ld:%llu", &us, &seed);
+    if (got < 1 || us <= 0) return;
+    J_.us = us > 1000000 ? 1000000 : us;
+    if (got < 2) { /* a new order every run: the clock and the process id */
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        seed = (unsigned long long)ts.tv_nsec ^ ((unsigned long long)ts.tv_sec << 20) ^
+               ((unsigned long long)getpid() << 40);
+    }
+    J_.state = (uint64_t)seed * 0x9E3779B97F4A7C15ULL + (uint64_t)(mpt_comm_world_rank() + 1) *
+               0xD1B54A32D192ED03ULL;
+    if (!J_.state) J_.state = 1;
+}
+
+static uint64_t jitter_rand_(void) {
+    J_.state ^= J_.state >> 12;
+    J_.state ^= J_.state << 25;
+    J_.state ^= J_.state >> 27;
+    return J_.state * 0x2545F4914F6CDD1DULL;
+}
+
+int mpt_alive_debug_jitter(void) {
+    if (!J_.parsed) parse_jitter_();
+    if (!J_.us) return 0;
+    uint64_t x = jitter_rand_();
+    long ns = (long)((x >> 11) % (uint64_t)(J_.us + 1)) * 1000L;
+    if (ns > 0) {
+        struct timespec ts = {ns / 1000000000L, ns % 1000000000L};
+        nanosleep(&ts, NULL);
+    }
+    return (int)(x & 1) + 1;
+}
+
+int mpt_alive_debug_coin(void) {
+    if (!J_.parsed) parse_jitter_();
+    return J_.us ? (int)(jitter_rand_() >> 63) : 0;
+}

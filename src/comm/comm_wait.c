@@ -1,5 +1,5 @@
-/* comm_wait.c — finishing requests (see comm.h): mpt_test, mpt_wait, mpt_waitall and the
- * watchdog.
+/* comm_wait.c — finishing requests (see comm.h): mpt_test, mpt_wait, mpt_waitall, mpt_waitany
+ * and the watchdog.
  *
  * Waiting polls MPI_Test: first a spin (mpt_comm_set_spin: a few microseconds by default, so a
  * message that is about to land costs no sleep), then nanosleep with a period doubling from 1 us up to 1 ms. Tests run
@@ -10,7 +10,10 @@
  * without a handler (or if it returns) the wait fails with MPT_ERR_RUN and that message,
  * leaving the request pending. Only the rank that owns a request waits on it.
  * Once the failure detector (alive.h) knows of a lost rank (mpt_alive_give_up), a wait or
- * test that finds its request still pending fails with that loss. */
+ * test that finds its request still pending fails with that loss.
+ * Testing: under MPT_DEBUG_JITTER_US (alive.h) each wait and mpt_test first sleeps a random
+ * while, mpt_test skips its MPI_Test half the time and a wait skips each request's MPI_Test
+ * in half of its rounds: completions are seen late and in shuffled orders, as MPI allows. */
 #include "comm/alive.h"
 #include "comm/comm_internal.h"
 
@@ -88,19 +91,32 @@ static void nap_(long ns) {
     nanosleep(&ts, NULL);
 }
 
-/* The rank that owns r[0..n) calls. Returns when all are complete or one fails. */
-static mpt_status wait_many_(mpt_req *r, size_t n, mpt_error *err) {
+/* The rank that owns r[0..n) calls. all: returns when every one is complete (or one fails).
+ * Else (any): returns when one of those still pending completes, *which = its index, or at
+ * once with *which = n when none is pending (requests never started are not pending then). */
+static mpt_status wait_many_(mpt_req *r, size_t n, int all, size_t *which, mpt_error *err) {
+    mpt_alive_debug_jitter();
     double start = mpt_comm_now(), timeout = mpt_comm_timeout(), spin = mpt_comm_spin();
     long nap = NAP_MIN_NS;
+    if (which) *which = n;
     for (;;) {
         const mpt_req *first = NULL;
         for (size_t i = 0; i < n; i++) {
-            if (r[i].done) continue;
-            int all = 0;
-            mpt_status st = test_parts_(&r[i], &all, err);
-            if (st == MPT_OK && all) st = finish_(&r[i], err);
+            if (r[i].done || (!all && !r[i].comm)) continue;
+            if (mpt_alive_debug_coin()) { /* testing: seen as pending this round */
+                if (!first) first = &r[i];
+                continue;
+            }
+            int done = 0;
+            mpt_status st = test_parts_(&r[i], &done, err);
+            if (st == MPT_OK && done) st = finish_(&r[i], err);
             if (st != MPT_OK) return st;
-            if (!all && !first) first = &r[i];
+            if (!done && !first) first = &r[i];
+            if (done && !all) {
+                *which = i;
+                first = NULL;
+                break;
+            }
         }
         if (!first) {
             for (size_t i = 0; i < n; i++) /* blocked time, on the first started request's group */
@@ -119,13 +135,20 @@ static mpt_status wait_many_(mpt_req *r, size_t n, mpt_error *err) {
     }
 }
 
-mpt_status mpt_wait(mpt_req *r, mpt_error *err) { return wait_many_(r, 1, err); }
+mpt_status mpt_wait(mpt_req *r, mpt_error *err) { return wait_many_(r, 1, 1, NULL, err); }
 
-mpt_status mpt_waitall(mpt_req *r, size_t n, mpt_error *err) { return wait_many_(r, n, err); }
+mpt_status mpt_waitall(mpt_req *r, size_t n, mpt_error *err) {
+    return wait_many_(r, n, 1, NULL, err);
+}
+
+mpt_status mpt_waitany(mpt_req *r, size_t n, size_t *which, mpt_error *err) {
+    return wait_many_(r, n, 0, which, err);
+}
 
 mpt_status mpt_test(mpt_req *r, int *done, mpt_error *err) {
     *done = r->done;
     if (r->done) return MPT_OK;
+    if (mpt_alive_debug_jitter() == 2) return MPT_OK; /* testing: seen as pending this time */
     int all = 0;
     mpt_status st = test_parts_(r, &all, err);
     if (st == MPT_OK && all) {

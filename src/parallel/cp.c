@@ -146,6 +146,7 @@ static mpt_status ring_forward_(void *ctx, float *out, float *lse, const float *
         int src = (cp->r - s + cp->c) % cp->c; /* whose chunks cur holds */
         mpt_req r[2];
         memset(r, 0, sizeof r);
+        /* kv[(s+1)&1] is free to receive into: step s-1 sent it and waited for that send */
         if (s < cp->c - 1 && (st = hop_(cp, cur, cp->kv[(s + 1) & 1], n_kv, TAG_KV_, r, err)))
             break;
         for (int qi = 0; qi < 2; qi++)

@@ -67,7 +67,9 @@ static mpt_status start_(mpt_dp *dp, int i, int k, mpt_error *err) {
                              BUCKET_TAG + i % TAG_SPAN, err);
 }
 
-/* Gives back the receive buffer of a bucket whose reduce phase is over. */
+/* Gives back the receive buffer of a bucket whose ring will never write it again
+ * (mpt_ring_uses_tmp: no receive into it pending or still to be posted); the next bucket's
+ * ring may then receive into it at once. */
 static void release_(mpt_dp *dp, mpt_dp_bucket *b) {
     if (b->ring_buf >= 0 && !mpt_ring_uses_tmp(&b->ring)) {
         dp->ring_busy[b->ring_buf] = 0;

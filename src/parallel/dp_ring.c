@@ -218,11 +218,15 @@ mpt_status mpt_ring_wait_some(mpt_ring *g, mpt_error *err) {
     int done = 0;
     mpt_status st = mpt_ring_progress(g, &done, err);
     if (st || done) return st;
-    /* blocked: on the receive the next steps need, or else on the oldest send */
-    if (g->rposted) return mpt_wait(&g->req[0], err);
-    /* else a receive waits in tmp for its chunk's send, or only sends are left: the oldest */
-    int s = g->sbusy[0] && (!g->sbusy[1] || g->sstep_of[0] < g->sstep_of[1]) ? 0 : 1;
-    return mpt_wait(&g->req[1 + s], err);
+    /* blocked: until any of the receive and the sends completes. Not on the receive alone: the
+     * next send may wait for its slot (a send MPI_Test has not yet seen complete), and when
+     * every rank of the ring waits on its receive with its next send unposted, none arrives */
+    size_t which = 0;
+    if ((st = mpt_waitany(g->req, 3, &which, err))) return st;
+    if (which == 3)
+        return mpt_fail(err, MPT_ERR_RUN, "ring (tag %d): stalled at step %d of %d with nothing "
+                        "in flight", g->tag, g->rdone, g->nsteps);
+    return MPT_OK;
 }
 
 mpt_status mpt_ring_wait(mpt_ring *g, mpt_error *err) {

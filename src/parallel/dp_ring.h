@@ -89,9 +89,10 @@ mpt_status mpt_ring_start_any(mpt_ring *g, mpt_comm *comm, mpt_ring_kind kind, f
 /* Completes every step whose messages have arrived and posts the next; never blocks.
  * *done = 1 when the ring has finished. */
 mpt_status mpt_ring_progress(mpt_ring *g, int *done, mpt_error *err);
-/* Blocks until at least one of the ring's messages completes, moving it as far as it can
- * before and after (the final wait of several rings in flight: each wait moves one, then all
- * are progressed, so no ring idles behind another's wait). Watched like any wait. */
+/* Blocks until at least one of the ring's messages completes (any of them: the receive or a
+ * send), moving it as far as it can before (the final wait of several rings in flight: each
+ * wait moves one, then all are progressed, so no ring idles behind another's wait). Watched
+ * like any wait. */
 mpt_status mpt_ring_wait_some(mpt_ring *g, mpt_error *err);
 /* Runs the ring to its end (each step's wait watched by the comm layer's watchdog). */
 mpt_status mpt_ring_wait(mpt_ring *g, mpt_error *err);

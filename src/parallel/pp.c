@@ -469,7 +469,7 @@ mpt_status mpt_pp_act(mpt_pp *pp, const mpt_pp_action *a, mpt_pp_batch_fn batch,
             pp->t_post[tag] = mpt_comm_clock() - t0;
             break;
         }
-        case MPT_PP_SEND_ACT:
+        case MPT_PP_SEND_ACT: /* from set j's stash: waited before j's backward (backward_) */
             pp->t_sent[tag] = mpt_comm_clock();
             pp->t_peer[tag] = a->peer;
             TRY_(mpt_isend(pp->comm, stage_output_(pp, j), pp->boundary_n, a->peer, tag,
