@@ -197,8 +197,9 @@ void mpt_dp_begin_step(mpt_dp *dp) {
         dp->b[i].waiting = dp->b[i].parts;
     }
     for (int k = 0; k < MPT_DP_RING_BUFS; k++) dp->ring_busy[k] = 0;
-    /* parameters changed: regather (a prefetch still in flight stays in work_inflight, and
-     * start_gather_ waits for it before its slot takes another gather) */
+    /* parameters changed: regather (mpt_dp_update settled the gathers in flight; after a
+     * step without an update one may still be, and start_gather_ waits for it before its slot
+     * takes another gather) */
     mpt_dp_work_forget(dp);
     dp->last_microbatch = 0;
 }

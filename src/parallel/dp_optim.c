@@ -62,6 +62,12 @@ mpt_status mpt_dp_update(mpt_dp *dp, const mpt_adamw *opt, float lr, float clip,
         }
         return MPT_OK;
     }
+    /* zero 3: a prefetched gather may still read this rank's slices (mpt_iallgather sends
+     * from pshard): it lands before AdamW writes them (its copy is stale anyway) */
+    if (dp->zero == 3) {
+        mpt_status st = mpt_dp_settle(dp, err);
+        if (st) return st;
+    }
     for (int i = 0; i < dp->n_seg; i++) {
         const mpt_dp_segment *s = &dp->seg[i];
         float *p = dp->zero == 3 ? dp->pshard + s->shard : m->params + s->flat;
