@@ -10,8 +10,10 @@ GEMMs' chunked all-reduces (attn.c_proj, mlp.c_proj); the head's cross-entropy (
 head's input-gradient chunks, per block mlp.c_fc's and attn.c_attn's; then the step's gradient
 norm (one double). A blocking call's duration is its blocked time. For a chunked site the
 blocked time is estimated as the completion of its last chunk minus the start of its last
-chunk (the forward waits right after starting it; in the backward the last chunk's weight-
-gradient share runs first, so there it is an upper bound).
+chunk (the forward waits right after starting it). In the backward every chunk's weight-
+gradient share runs after the last chunk's sum has started (parallel/tp_overlap.c since
+2026-12-01), so there the figure is a loose upper bound that includes the whole weight
+gradient; the exact blocked total of a run is its log's comm_wait_seconds.
 
 Usage: python3 bench/tp_blocked.py TRACE.json N_LAYER [RANK]   (median over the steps after the
 first two)"""

@@ -6,8 +6,8 @@
  * column-parallel layers' input and weight gradients and the head), per layer:
  *   forward   c_attn x W (N, D -> 3D/tp) | attn.c_proj (N/k, D/tp -> D) x k |
  *             c_fc (N, D -> F/tp) | mlp.c_proj (N/k, F/tp -> D) x k
- *   backward  mlp.c_proj dX, dW (N, F/tp <- D) | c_fc (N/k rows: dX, then dW) x k |
- *             attn.c_proj dX, dW (N, D/tp <- D) | c_attn (N/k rows: dX, then dW) x k
+ *   backward  mlp.c_proj dX, dW (N, F/tp <- D) | c_fc dX in k row chunks, then dW in k |
+ *             attn.c_proj dX, dW (N, D/tp <- D) | c_attn dX in k row chunks, then dW in k
  * and the head (V/tp columns of the tied wte: forward and backward by the same row chunks).
  *   build/bench/bench_tp_gemms [--layers L --d-model D --seq-len T --vocab V --batch B
  *                               --tp P --rounds R --dw-chunks K] [--compare-dw]

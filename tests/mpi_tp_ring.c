@@ -9,8 +9,9 @@
  *   sums in set   four rings of odd row chunks in flight at once, moved by progress calls and
  *                 finished by end; the blocking mpt_tp_ring_sum
  *   row-parallel  mpt_tp_row_parallel_matmul (1 and 3 chunks) against the sum over ranks of
- *                 X_q W_q in double; its epilogue given every row once, in order, summed; mpt_tp_rows_allreduce with a fn that writes the rows and
- *                 a rest that checks they are not touched after their ring starts */
+ *                 X_q W_q in double; its epilogue given every row once, in order, summed;
+ *                 mpt_tp_rows_allreduce with a fn that writes the rows and a rest that checks
+ *                 it runs over every chunk, in row order, after the last fn */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -149,25 +150,25 @@ static void test_row_parallel(void) {
     }
 }
 
-/* mpt_tp_rows_allreduce: fn writes rank R's rows [r0, r0+n) of ring_input_(401); rest records that
- * it ran after fn on the same rows and copies them (to check they were not summed yet). */
-typedef struct { float *buf; size_t C; size_t fn_rows, rest_rows; int order_ok; } rows_ctx;
+/* mpt_tp_rows_allreduce: fn writes rank R's rows [r0, r0+n) of ring_input_(401), chunks in row
+ * order; rest records that it ran on the same chunks in row order, each after every fn (the
+ * weight gradient behind all the input gradient's chunks). */
+typedef struct { float *buf; size_t C, N; size_t fn_rows, rest_rows; int order_ok; } rows_ctx;
 static void rows_fn_(void *p, size_t r0, size_t n) {
     rows_ctx *c = p;
     for (size_t i = r0 * c->C; i < (r0 + n) * c->C; i++) c->buf[i] = ring_input_(401, R, i);
-    if (c->rest_rows != c->fn_rows) c->order_ok = 0;
+    if (c->rest_rows != 0 || r0 != c->fn_rows) c->order_ok = 0;
     c->fn_rows += n;
 }
 static void rows_rest_(void *p, size_t r0, size_t n) {
     rows_ctx *c = p;
-    (void)r0;
+    if (r0 != c->rest_rows || c->fn_rows != c->N) c->order_ok = 0;
     c->rest_rows += n;
-    if (c->rest_rows != c->fn_rows) c->order_ok = 0;
 }
 
 static void test_rows_allreduce(void) {
     size_t N = 301, C = 129; /* 155 kB: 2 chunks */
-    rows_ctx c = {malloc(N * C * sizeof(float)), C, 0, 0, 1};
+    rows_ctx c = {malloc(N * C * sizeof(float)), C, N, 0, 0, 1};
     OK(mpt_tp_rows_allreduce(&world, c.buf, N, C, rows_fn_, rows_rest_, &c, &err));
     CHECK(c.fn_rows == N && c.rest_rows == N && c.order_ok,
           "rank %d: rows_allreduce ran fn over %zu rows, rest over %zu (order ok %d)", R,

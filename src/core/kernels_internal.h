@@ -38,8 +38,13 @@ static inline float mpt_gelu_exp_m2u_(float x) {
  * 384 x 384 x 2048 dW OpenBLAS 59.4-63.3 GFLOP/s against oneDNN 56.6-57.7 (medians), the
  * attention's 256 x 64 x 64 dV/dK tiles a tie (58.6-66.2 against 58.7-66.4), the byte head's dW
  * mixed; bench_gemm_rates' 9 rounds read oneDNN 3-10% ahead on all three. No shape clearly
- * better on oneDNN, so the routing stays. */
-#define MPT_GEMM_TN_BLAS_MAX_ ((size_t)384 * 384)
+ * better on oneDNN, so the routing stays.
+ * Raised to 768 x 384 outputs 2026-12-01 (tenth session, tp): the tp 2 shards' weight gradients
+ * at D 384 (c_fc's 384 x 768 in 4 row chunks of K 512, c_attn's 384 x 576 likewise, the
+ * row-parallel mlp.c_proj's 768 x 384 x 2048) read OpenBLAS 84-87 GFLOP/s against oneDNN's
+ * 75-78 (one thread, CPU time, alternating per round, 7-9 rounds, load ~4); the one-rank
+ * shapes of the bench model (384 x 1152 and up) stay on oneDNN (a tie there). */
+#define MPT_GEMM_TN_BLAS_MAX_ ((size_t)768 * 384)
 static inline int mpt_gemm_tn_blas_(char ta, char tb, size_t M, size_t N) {
     return ta == 'T' && tb == 'N' && M * N <= MPT_GEMM_TN_BLAS_MAX_;
 }

@@ -38,12 +38,21 @@ static void weight_grad_rows_(void *ctx, size_t r0, size_t n) {
     if (j->stash) memcpy(j->stash + r0 * OC, j->dout + r0 * OC, n * OC * sizeof(float));
 }
 
-/* the head: dinp rows = dout rows w, and dw += dout rows^T inp rows, in one call */
+/* the head: dinp rows = dout rows w */
 static void lmhead_rows_(void *ctx, size_t r0, size_t n) {
     const tp_job_ *j = ctx;
     size_t C = (size_t)j->C, ldo = (size_t)j->ldo;
-    mpt_lmhead_backward_set(j->dinp + r0 * C, j->dw, j->dout + r0 * ldo, j->inp + r0 * C, j->w,
-                            n, j->C, j->OC, j->ldo);
+    mpt_lmhead_backward_set(j->dinp + r0 * C, NULL, j->dout + r0 * ldo, NULL, j->w, n, j->C,
+                            j->OC, j->ldo);
+}
+
+/* the head: dw += dout rows^T inp rows (the same GEMM the one call above made after dinp's,
+ * so the same bits; it now runs behind every chunk's sum, like weight_grad_rows_) */
+static void lmhead_dw_rows_(void *ctx, size_t r0, size_t n) {
+    const tp_job_ *j = ctx;
+    size_t C = (size_t)j->C, ldo = (size_t)j->ldo;
+    mpt_lmhead_backward_set(NULL, j->dw, j->dout + r0 * ldo, j->inp + r0 * C, j->w, n, j->C,
+                            j->OC, j->ldo);
 }
 
 mpt_status mpt_gpt_tp_backward_reduce(mpt_gpt *m, float *dinp, float *dw, float *db,
@@ -60,7 +69,8 @@ mpt_status mpt_gpt_tp_lmhead_backward(mpt_gpt *m, float *dinp, float *dw, const 
                                       int ldo, mpt_error *err) {
     tp_job_ j = {.dinp = dinp, .dw = dw, .dout = dout, .inp = inp, .w = w, .C = C, .OC = V,
                  .ldo = ldo};
-    return m->ops.rows_reduce_tp(m->ops.ctx, dinp, N, (size_t)C, lmhead_rows_, NULL, &j, err);
+    return m->ops.rows_reduce_tp(m->ops.ctx, dinp, N, (size_t)C, lmhead_rows_, lmhead_dw_rows_,
+                                 &j, err);
 }
 
 /* ---- the vocabulary-parallel cross-entropy (model/gpt_tp.h) -------------------------------- */

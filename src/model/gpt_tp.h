@@ -1,8 +1,8 @@
 /* gpt_tp.h — the column-parallel layers' backward beside the tensor group's input-gradient
  * all-reduce (f backward, without sp), and the vocabulary-parallel cross-entropy (below), computed by row chunks so that the table's
  * rows_reduce_tp entry (model/parops.h; parallel/tp_overlap.c) sums one chunk while the next
- * is multiplied and the weight gradient's share of the chunk is computed behind it (Megatron's
- * async input-gradient all-reduce). model/gpt_pass.c calls these when mpt_gpt_tp_overlap;
+ * is multiplied and the weight gradient's shares of the chunks are computed after the last
+ * one, while the sums travel (Megatron's async input-gradient all-reduce). model/gpt_pass.c calls these when mpt_gpt_tp_overlap;
  * every tp rank calls them in the same order with the same N.
  *
  * Math: the plain layer's. A row of the input gradient depends on the same row of the output

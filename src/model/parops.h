@@ -74,9 +74,10 @@ typedef struct mpt_par_ops {
     mpt_status (*copy_to_tp_backward)(void *ctx, float *buf, size_t n, mpt_error *err);
     /* f backward with the GEMMs before it overlapped (parallel/tp_overlap.c), Megatron's
      * async input-gradient all-reduce: buf (N, C) in row chunks; for each chunk [r0, r0+n)
-     * fn(fctx, r0, n) computes its rows of this rank's part, then their all-reduce starts and
-     * rest(fctx, r0, n) runs (may be NULL: work over those rows that needs none of the sums,
-     * the weight gradient's share); after, buf = the sum over tp. NULL (one rank): the model
+     * fn(fctx, r0, n) computes its rows of this rank's part, then their all-reduce starts;
+     * after every chunk's fn, rest(fctx, r0, n) runs for each chunk in row order (may be NULL:
+     * work over those rows that needs none of the sums, the weight gradient's share) while
+     * the sums travel; after, buf = the sum over tp. NULL (one rank): the model
      * runs the GEMMs and copy_to_tp_backward. Not used under sp (its f backward is
      * rows_scatter_seq). */
     mpt_status (*rows_reduce_tp)(void *ctx, float *buf, size_t N, size_t C, mpt_rows_fn fn,

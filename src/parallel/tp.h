@@ -97,7 +97,8 @@ mpt_status mpt_tp_row_parallel_matmul(void *ctx, float *out, const float *inp, c
 
 /* The table's rows_reduce_tp entry (model/parops.h): buf (N, C) summed over tp in
  * mpt_tp_overlap_chunks(N, C) row chunks, each chunk's all-reduce started as soon as fn has
- * computed it and progressed while rest and the next chunks compute; the last is waited for. */
+ * computed it and progressed while the next chunks' fn and then every chunk's rest (in row
+ * order, after the last fn) compute; the last is waited for. */
 mpt_status mpt_tp_rows_allreduce(void *ctx, float *buf, size_t N, size_t C, mpt_rows_fn fn,
                                  mpt_rows_fn rest, void *fctx, mpt_error *err);
 

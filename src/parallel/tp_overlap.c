@@ -29,10 +29,12 @@
  * The backward's f (mpt_tp_rows_allreduce, the table's rows_reduce_tp) is the same pipeline
  * with the caller's work: the input gradient of a column-parallel layer (c_fc, c_attn, the
  * vocabulary-parallel head) by row chunks, each chunk's sum started as soon as its rows
- * are done, and the weight gradient's share of those rows (dW += X_c^T dY_c, a sum over rows
- * that needs none of the sums) computed behind it, as Megatron's async input-gradient
- * all-reduce does; the last chunk's reduction travels while its weight-gradient share
- * computes. */
+ * are done, and the weight gradient's share of each chunk's rows (dW += X_c^T dY_c, a sum
+ * over rows that needs none of the sums) computed after every input-gradient chunk, in row
+ * order, as Megatron's async input-gradient all-reduce does. So the last chunk's sum travels
+ * beside the whole weight gradient (k GEMMs with a progress call after each, where it had
+ * only its own chunk's share), and the earlier sums beside the later chunks too; dW gets
+ * the same chunk sums in the same order as before, so the same bits. */
 #include "parallel/tp.h"
 
 #include <limits.h>
@@ -99,15 +101,16 @@ mpt_status mpt_tp_rows_allreduce(void *ctx, float *buf, size_t N, size_t C, mpt_
     size_t k = mpt_tp_overlap_chunks(N, C > (size_t)INT_MAX ? INT_MAX : (int)C);
     mpt_tp_sums s;
     mpt_status st = mpt_tp_sums_begin(&s, tp, N * C, k, err);
-    for (size_t c = 0; c < k && st == MPT_OK; c++) {
+    for (size_t c = 0; c < k && st == MPT_OK; c++) { /* every chunk's rows, then its sum */
         size_t r0 = N * c / k, r1 = N * (c + 1) / k;
         fn(fctx, r0, r1 - r0);
         st = mpt_tp_sums_progress(&s, err);
         if (st == MPT_OK) st = mpt_tp_sums_start(&s, buf + r0 * C, (r1 - r0) * C, err);
-        if (st == MPT_OK && rest) {
-            rest(fctx, r0, r1 - r0);
-            st = mpt_tp_sums_progress(&s, err);
-        }
+    }
+    for (size_t c = 0; rest && c < k && st == MPT_OK; c++) { /* then rest, the sums moving */
+        size_t r0 = N * c / k, r1 = N * (c + 1) / k;
+        rest(fctx, r0, r1 - r0);
+        st = mpt_tp_sums_progress(&s, err);
     }
     mpt_status ws = mpt_tp_sums_end(&s, err);
     return st ? st : ws;
